@@ -1,0 +1,10 @@
+"""One model for every image format: Image -> Task -> Mm -> Vma -> pages.
+
+Nothing above this package knows which format an image came from.
+"""
+
+from crfs.model.image import Image, Mm, ShmSegment, Task, Vma
+from crfs.model.pages import PageMap
+from crfs.model.registers import Registers
+
+__all__ = ["Image", "Mm", "PageMap", "Registers", "ShmSegment", "Task", "Vma"]

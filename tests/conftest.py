@@ -1,0 +1,43 @@
+"""Shared fixtures: compiling the C programs in tests/c with gcc -m32 / -m64."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+C_DIR = Path(__file__).parent / "c"
+
+
+@pytest.fixture(scope="session")
+def build_c(tmp_path_factory):
+    """build_c("name", 32|64) -> path of tests/c/name.c compiled for that ABI."""
+    out_dir = tmp_path_factory.mktemp("cbin")
+    built = {}
+
+    def build(name, bits):
+        key = (name, bits)
+        if key not in built:
+            exe = out_dir / f"{name}-m{bits}"
+            subprocess.run(["gcc", f"-m{bits}", "-O0", "-g", "-Wall", "-Werror",
+                            "-o", str(exe), str(C_DIR / f"{name}.c")],
+                           check=True, capture_output=True, text=True)
+            built[key] = exe
+        return built[key]
+
+    return build
+
+
+@pytest.fixture
+def run_golden(build_c, tmp_path):
+    """run_golden("name", bits) -> (image path, expected values printed by the C program as JSON)."""
+    import json
+
+    def run(name, bits, *args):
+        exe = build_c(name, bits)
+        image = tmp_path / f"{name}-m{bits}.img"
+        proc = subprocess.run([str(exe), str(image), *map(str, args)], check=True,
+                              capture_output=True, text=True, env={**os.environ})
+        return image, json.loads(proc.stdout)
+
+    return run

@@ -47,9 +47,12 @@ class Source:
         return parse_bytes(struct, data, offset, record)
 
     def close(self):
-        if self._owns_fd and self.fd is not None:
+        if getattr(self, "_owns_fd", False) and self.fd is not None:
             os.close(self.fd)
         self.fd = None
+
+    def __del__(self):
+        self.close()
 
     def __enter__(self):
         return self

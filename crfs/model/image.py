@@ -55,8 +55,7 @@ class Mm:
 
     def vma_at(self, addr):
         """The VMA containing `addr`, or None. O(log n)."""
-        starts = [v.start for v in self.vmas] if len(self.vmas) < 8 else self._starts()
-        i = bisect_right(starts, addr) - 1
+        i = bisect_right(self._starts(), addr) - 1
         if i >= 0 and addr in self.vmas[i]:
             return self.vmas[i]
         return None
@@ -84,14 +83,35 @@ class Mm:
         end = min(addr + size, vma.end)
         out = bytearray(end - addr)
         first_page = addr & ~(PAGE_SIZE - 1)
-        for page, offset in vma.pages.within(first_page, end):
-            lo = max(page, addr)
-            hi = min(page + PAGE_SIZE, end)
-            out[lo - addr:hi - addr] = self.source.pread(offset + (lo - page), hi - lo)
+        for lo, hi, offset in _runs(vma.pages.within(first_page, end), addr, end):
+            out[lo - addr:hi - addr] = self.source.pread(offset, hi - lo)
         return bytes(out)
 
     def page_count(self):
         return sum(len(v.pages) for v in self.vmas)
+
+
+def _runs(pages, start, end):
+    """Merge pages adjacent both in memory and in the file: one pread per run.
+
+    Yields (lo, hi, file offset of lo) clipped to [start, end).
+    """
+    run = None
+    for page, offset in pages:
+        if run and run[1] == page and run[2] + (page - run[0]) == offset:
+            run[1] = page + PAGE_SIZE
+            continue
+        if run:
+            yield _clip(run, start, end)
+        run = [page, page + PAGE_SIZE, offset]
+    if run:
+        yield _clip(run, start, end)
+
+
+def _clip(run, start, end):
+    page, stop, offset = run
+    lo, hi = max(page, start), min(stop, end)
+    return lo, hi, offset + (lo - page)
 
 
 @dataclass(eq=False)

@@ -1,0 +1,5 @@
+import sys
+
+from crfs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""Command line: `crfs info|records|verify IMAGE`, and `crfs MOUNTPOINT -o ...` to mount."""
+
+import argparse
+import sys
+
+from crfs import __version__, render
+from crfs.errors import FormatError
+from crfs.formats.source import Source
+from crfs.model import registry
+from crfs.model.verify import verify
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def cmd_info(args):
+    image = registry.open_image(args.image)
+    try:
+        sys.stdout.write(info_text(image))
+    finally:
+        image.close()
+    return EXIT_OK
+
+
+def info_text(image):
+    out = [render.header(image), f"tasks: {len(image.tasks)}\n"]
+    for task in image.tasks:
+        mm = task.mm
+        pages = mm.page_count() if mm else 0
+        vmas = len(mm.vmas) if mm else 0
+        out.append(f"  pid {task.pid} tgid {task.tgid} ppid {task.ppid} comm {task.comm!r}: "
+                   f"{vmas} VMAs, {pages} pages\n")
+    for mm in image.mms():
+        owners = ",".join(str(t.pid) for t in image.tasks if t.mm is mm)
+        out.append(f"mm of pid {owners}:\n")
+        for vma in mm.vmas:
+            line = render.maps_line(vma, mm, image.arch).rstrip("\n")
+            out.append(f"  {line}  [{vma.kind}, {len(vma.pages)} pages]\n")
+    return "".join(out)
+
+
+def cmd_records(args):
+    with Source.open(args.image) as source:
+        try:
+            for rec in registry.records(source):
+                note = f"  {rec.note}" if rec.note else ""
+                sys.stdout.write(f"{rec.offset:#010x}  {rec.name:<24} {rec.length}{note}\n")
+        except FormatError as exc:
+            exc.path = args.image
+            raise
+    return EXIT_OK
+
+
+def cmd_verify(args):
+    with Source.open(args.image) as source:
+        report = verify(source)
+    sys.stdout.write(f"image: {args.image}\n" + report.text())
+    return EXIT_OK if report.sound else EXIT_FAIL
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="crfs",
+        usage="crfs [STORE] MOUNTPOINT [-o OPTIONS]   (see `crfs MOUNTPOINT --help`)\n"
+              "       crfs {info,records,verify} IMAGE",
+        description="Browse and restart process checkpoint images "
+                    "(linux-cr cr_hdr and ckpt_hdr, OpenVZ cpt).")
+    parser.add_argument("--version", action="version", version=f"crfs {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = (
+        ("info", cmd_info, "show the header, tasks and VMAs of an image"),
+        ("records", cmd_records, "list every record: file offset, C type name, length"),
+        ("verify", cmd_verify, "check an image's integrity; exit 0 if sound, 1 if not"),
+    )
+    for name, func, help_text in commands:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("image", metavar="IMAGE", help="checkpoint image file")
+        p.set_defaults(func=func)
+    return parser
+
+
+COMMANDS = ("info", "records", "verify")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        from crfs import mount
+        return mount.main(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except FormatError as exc:
+        print(str(exc), file=sys.stderr)
+    except BrokenPipeError:
+        pass
+    except OSError as exc:
+        print(f"crfs: {exc.filename or args.image}: {exc.strerror}", file=sys.stderr)
+    return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

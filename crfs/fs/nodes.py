@@ -1,0 +1,126 @@
+"""Files and directories of the tree, independent of FUSE.
+
+A node is identified by its `key` (a tuple path that includes the image generation), so
+an inode number keeps meaning the same thing, and a replaced image never answers for
+the old one.
+"""
+
+import errno
+import stat
+from collections.abc import Sequence
+
+
+class FsError(Exception):
+    """An outcome for the caller as an errno (turned into FUSEError in one place)."""
+
+    def __init__(self, errno_value, message=""):
+        super().__init__(message or errno.errorcode.get(errno_value, str(errno_value)))
+        self.errno = errno_value
+
+
+class Node:
+    mode = 0
+    direct_io = False   # reads go straight to us (no page cache): for mem and control files
+    writable = False
+
+    def __init__(self, key, mtime_ns=0):
+        self.key = key
+        self.mtime_ns = mtime_ns
+
+    def size(self):
+        return 0
+
+
+class Dir(Node):
+    mode = stat.S_IFDIR | 0o555
+
+    def names(self):
+        """Child names in listing order (a Sequence; may be lazy)."""
+        raise NotImplementedError
+
+    def child(self, name):
+        """The child called `name`, or None."""
+        raise NotImplementedError
+
+
+class StaticDir(Dir):
+    """A directory whose children are known when it is made (built lazily by `make`)."""
+
+    def __init__(self, key, make, mtime_ns=0):
+        super().__init__(key, mtime_ns)
+        self._make = make
+        self._children = None
+
+    def _all(self):
+        if self._children is None:
+            self._children = dict(self._make())
+        return self._children
+
+    def names(self):
+        return list(self._all())
+
+    def child(self, name):
+        return self._all().get(name)
+
+
+class File(Node):
+    mode = stat.S_IFREG | 0o444
+
+    def read(self, offset, size):
+        raise NotImplementedError
+
+
+class TextFile(File):
+    """Content generated once, when first asked for (size included)."""
+
+    def __init__(self, key, make, mtime_ns=0):
+        super().__init__(key, mtime_ns)
+        self._make = make
+        self._data = None
+
+    def data(self):
+        if self._data is None:
+            made = self._make()
+            self._data = made.encode() if isinstance(made, str) else bytes(made)
+        return self._data
+
+    def size(self):
+        return len(self.data())
+
+    def read(self, offset, size):
+        return self.data()[offset:offset + size]
+
+
+class RangeFile(File):
+    """Bytes served by a reader function over a fixed size (VMA data, a page)."""
+
+    def __init__(self, key, size, reader, mtime_ns=0):
+        super().__init__(key, mtime_ns)
+        self._size = size
+        self._reader = reader
+
+    def size(self):
+        return self._size
+
+    def read(self, offset, size):
+        if offset >= self._size:
+            return b""
+        return self._reader(offset, min(size, self._size - offset))
+
+
+class LazyNames(Sequence):
+    """A Sequence of names computed from an index on demand (e.g. 256k page names)."""
+
+    def __init__(self, length, name_at):
+        self._length = length
+        self._name_at = name_at
+
+    def __len__(self):
+        return self._length
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._name_at(i) for i in range(*index.indices(self._length))]
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        return self._name_at(index)

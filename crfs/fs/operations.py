@@ -1,0 +1,228 @@
+"""pyfuse3 glue: inodes and handles in, model-backed nodes out.
+
+pyfuse3 stops the whole filesystem on any exception other than FUSEError, so every
+request goes through `_request`, the one place that turns outcomes into errnos and logs.
+"""
+
+import errno
+import functools
+import logging
+import os
+
+import pyfuse3
+
+from crfs.errors import FormatError
+from crfs.fs.nodes import Dir, FsError
+
+log = logging.getLogger("crfs")
+
+# The store is live: names at the top are looked up again on every path walk (one stat),
+# so a replaced image is never reached through a stale directory. Below an image, nodes
+# are keyed by the image's generation and never change.
+ROOT_TTL = 0.0
+TREE_TTL = 60.0
+
+
+def _request(func):
+    @functools.wraps(func)
+    async def wrapper(self, *args):
+        try:
+            return func(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except FsError as exc:
+            log.debug("%s: %s", func.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno) from None
+        except FormatError as exc:
+            log.warning("%s: %s", func.__name__, exc)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except OSError as exc:
+            log.warning("%s: %s", func.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except Exception:
+            log.exception("%s%r failed", func.__name__, args[:1])
+            raise pyfuse3.FUSEError(errno.EIO) from None
+    return wrapper
+
+
+class Inodes:
+    """Inode numbers for node keys, with the kernel's lookup counts."""
+
+    def __init__(self, root):
+        self.by_ino = {pyfuse3.ROOT_INODE: root}
+        self.by_key = {root.key: pyfuse3.ROOT_INODE}
+        self.lookups = {pyfuse3.ROOT_INODE: 1}
+        self._next = pyfuse3.ROOT_INODE + 1
+
+    def canonical(self, node):
+        """(inode, node): the node already known under this key wins (it holds caches)."""
+        ino = self.by_key.get(node.key)
+        if ino is None:
+            ino = self._next
+            self._next += 1
+            self.by_key[node.key] = ino
+            self.by_ino[ino] = node
+            self.lookups[ino] = 0
+        return ino, self.by_ino[ino]
+
+    def remember(self, ino):
+        self.lookups[ino] += 1
+
+    def node(self, ino):
+        try:
+            return self.by_ino[ino]
+        except KeyError:
+            raise FsError(errno.ESTALE) from None
+
+    def forget(self, ino, count):
+        if ino == pyfuse3.ROOT_INODE or ino not in self.lookups:
+            return
+        self.lookups[ino] -= count
+        if self.lookups[ino] <= 0:
+            node = self.by_ino.pop(ino)
+            self.by_key.pop(node.key, None)
+            del self.lookups[ino]
+
+
+class Operations(pyfuse3.Operations):
+    def __init__(self, root, restart_box):
+        super().__init__()
+        self.root = root
+        self.box = restart_box
+        self.inodes = Inodes(root)
+        self.handles = {}
+        self._next_fh = 1
+        self.uid, self.gid = os.getuid(), os.getgid()
+
+    # --- attributes -------------------------------------------------------------------
+
+    def _attrs(self, ino, node):
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = ino
+        attr.st_mode = node.mode
+        attr.st_nlink = 2 if isinstance(node, Dir) else 1
+        attr.st_uid, attr.st_gid = self.uid, self.gid
+        size = node.size()
+        attr.st_size = size
+        attr.st_blksize = 4096
+        attr.st_blocks = (size + 511) // 512
+        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = node.mtime_ns
+        ttl = ROOT_TTL if len(node.key) <= 2 or node.writable else TREE_TTL
+        attr.entry_timeout = attr.attr_timeout = ttl
+        return attr
+
+    def _entry(self, child):
+        ino, node = self.inodes.canonical(child)
+        return ino, node, self._attrs(ino, node)
+
+    # --- lookups and directories ------------------------------------------------------
+
+    @_request
+    def lookup(self, parent_inode, name, ctx=None):
+        parent = self.inodes.node(parent_inode)
+        if not isinstance(parent, Dir):
+            raise FsError(errno.ENOTDIR)
+        child = parent.child(os.fsdecode(name))
+        if child is None:
+            raise FsError(errno.ENOENT)
+        ino, _, attr = self._entry(child)
+        self.inodes.remember(ino)
+        return attr
+
+    @_request
+    def getattr(self, inode, ctx=None):
+        return self._attrs(inode, self.inodes.node(inode))
+
+    @_request
+    def opendir(self, inode, ctx):
+        node = self.inodes.node(inode)
+        if not isinstance(node, Dir):
+            raise FsError(errno.ENOTDIR)
+        return inode
+
+    @_request
+    def readdir(self, fh, start_id, token):
+        node = self.inodes.node(fh)
+        if start_id == 0 and hasattr(node, "refresh"):
+            node.refresh()
+        names = node.names()
+        for index in range(start_id, len(names)):
+            name = names[index]
+            child = node.child(name)
+            if child is None:      # vanished between listing and lookup
+                continue
+            ino, _, attr = self._entry(child)
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, index + 1):
+                break
+            self.inodes.remember(ino)
+
+    @_request
+    def releasedir(self, fh):
+        pass
+
+    async def forget(self, inode_list):
+        for ino, count in inode_list:
+            self.inodes.forget(ino, count)
+
+    # --- files ------------------------------------------------------------------------
+
+    def _handle(self, node):
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = node
+        return pyfuse3.FileInfo(fh=fh, direct_io=node.direct_io,
+                                keep_cache=not node.direct_io)
+
+    @_request
+    def open(self, inode, flags, ctx):
+        node = self.inodes.node(inode)
+        if isinstance(node, Dir):
+            raise FsError(errno.EISDIR)
+        if flags & (os.O_WRONLY | os.O_RDWR) and not node.writable:
+            raise FsError(errno.EACCES)
+        return self._handle(node)
+
+    @_request
+    def read(self, fh, offset, size):
+        return self.handles[fh].read(offset, size)
+
+    @_request
+    def create(self, parent_inode, name, mode, flags, ctx):
+        if self.inodes.node(parent_inode) is not self.box:
+            raise FsError(errno.EACCES)
+        upload = self.box.create(os.fsdecode(name), ctx.uid)
+        ino, node, attr = self._entry(upload)
+        self.inodes.remember(ino)
+        return self._handle(node), attr
+
+    @_request
+    def write(self, fh, offset, buf):
+        return self.handles[fh].write(offset, buf)
+
+    @_request
+    def setattr(self, inode, attr, fields, fh, ctx):
+        node = self.inodes.node(inode)
+        if not node.writable:
+            raise FsError(errno.EPERM)
+        if fields.update_size:
+            node.truncate(attr.st_size)
+        return self._attrs(inode, node)
+
+    @_request
+    def flush(self, fh):
+        node = self.handles[fh]
+        if node.writable:
+            node.close()
+
+    @_request
+    def release(self, fh):
+        node = self.handles.pop(fh)
+        if node.writable:
+            node.release()
+
+    @_request
+    def statfs(self, ctx):
+        st = pyfuse3.StatvfsData()
+        st.f_bsize = st.f_frsize = 4096
+        st.f_namemax = 255
+        return st

@@ -1,0 +1,145 @@
+"""restart/: a drop box. An image copied in is verified on close and handed to the kernel.
+
+The upload is written to a temporary file in the store (not memory). close(2) reports the
+outcome: it fails when the image is unsound or cannot be restarted, and
+restart/<name>.status says why.
+"""
+
+import errno
+import logging
+import os
+import stat
+import time
+
+from crfs.errors import FormatError
+from crfs.formats.source import Source
+from crfs.fs.nodes import Dir, File, FsError, TextFile
+from crfs.fs.store import TEMP_PREFIX
+from crfs.model import registry
+from crfs.model.verify import verify
+
+log = logging.getLogger("crfs")
+
+DEVICE = "/dev/crfs"
+RESTARTABLE = "linux-cr ckpt_hdr v21 x86_64"
+MODULE_HELP = ("the crfs kernel module is not loaded: build and load it with "
+               "`make -C kmod && insmod kmod/crfs.ko` (it provides /dev/crfs)")
+
+
+class Upload(File):
+    """An image being copied into restart/: bytes go to a temp file in the store."""
+
+    mode = stat.S_IFREG | 0o600
+    writable = True
+    direct_io = True
+
+    def __init__(self, box, name, path):
+        super().__init__(("restart", name), time.time_ns())
+        self.box = box
+        self.name = name
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self._size = 0
+        self._dirty = True
+        self._outcome = None   # FsError of the last close, or None for success
+
+    def size(self):
+        return self._size
+
+    def read(self, offset, size):
+        return os.pread(self.fd, size, offset)
+
+    def write(self, offset, data):
+        written = os.pwrite(self.fd, data, offset)
+        self._size = max(self._size, offset + written)
+        self._dirty = True
+        return written
+
+    def truncate(self, size):
+        os.ftruncate(self.fd, size)
+        self._size = size
+        self._dirty = True
+
+    def close(self):
+        """What close(2) returns: handle the image once per batch of writes."""
+        if self._dirty:
+            self._outcome = self.box.submit(self)
+            self._dirty = False
+        if self._outcome is not None:
+            raise self._outcome
+
+    def release(self):
+        os.close(self.fd)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        self.box.uploads.pop(self.name, None)
+
+
+class RestartBox(Dir):
+    def __init__(self, store_path, owner_uid):
+        super().__init__(("restart",))
+        self.store_path = store_path
+        self.owner_uid = owner_uid
+        self.uploads = {}
+        self.statuses = {}   # name -> status text
+        self._serial = 0
+
+    def names(self):
+        return sorted(list(self.uploads) + [f"{n}.status" for n in self.statuses])
+
+    def child(self, name):
+        if name in self.uploads:
+            return self.uploads[name]
+        if name.endswith(".status") and name[:-7] in self.statuses:
+            text = self.statuses[name[:-7]]
+            return TextFile(("restart", name, len(text), hash(text)), lambda: text)
+        return None
+
+    def create(self, name, uid):
+        if uid not in (0, self.owner_uid):
+            raise FsError(errno.EACCES, "only root or the mount's owner may restart")
+        if name in self.uploads or name.endswith(".status") or name.endswith(".log"):
+            raise FsError(errno.EEXIST)
+        self._serial += 1
+        path = os.path.join(self.store_path, f"{TEMP_PREFIX}restart-{self._serial}-{name}")
+        upload = Upload(self, name, path)
+        self.uploads[name] = upload
+        return upload
+
+    def submit(self, upload):
+        """Verify and hand over; returns the FsError close(2) must report, or None."""
+        outcome, status = self._restart(upload)
+        self.statuses[upload.name] = status
+        log.info("restart/%s: %s", upload.name, status.splitlines()[-1])
+        return outcome
+
+    def _restart(self, upload):
+        with Source.open(upload.path) as source:
+            report = verify(source)
+            if not report.sound:
+                reason = next(c for c in report.checks if not c.ok)
+                return (FsError(errno.EINVAL),
+                        _status(upload.name, "rejected", f"{reason.name}: {reason.detail}"))
+            try:
+                image = registry.load(source)
+            except FormatError as exc:
+                return FsError(errno.EINVAL), _status(upload.name, "rejected", str(exc))
+        if image.description != RESTARTABLE:
+            return (FsError(errno.EOPNOTSUPP),
+                    _status(upload.name, "rejected",
+                            f"cannot restart a {image.description} image: "
+                            f"only {RESTARTABLE} images can be restarted"))
+        if not os.path.exists(DEVICE):
+            return FsError(errno.ENOSYS), _status(upload.name, "failed", MODULE_HELP)
+        return (FsError(errno.ENOSYS),
+                _status(upload.name, "failed", "restart through /dev/crfs is not available "
+                                               "in this version of crfs"))
+
+
+def _status(name, state, error=None):
+    lines = [f"image: {name}", f"state: {state}"]
+    if error:
+        lines.append(f"error: {error}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,118 @@
+"""Integrity report of one image: what `crfs verify` prints and the `verify` file shows."""
+
+from dataclasses import dataclass, field
+
+from crfs.errors import FormatError
+from crfs.formats.x86 import PAGE_SIZE
+from crfs.model import registry
+
+
+@dataclass
+class Check:
+    ok: bool
+    name: str
+    detail: str
+
+
+@dataclass
+class Report:
+    description: str = "unknown"
+    checks: list = field(default_factory=list)
+
+    @property
+    def sound(self):
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def add(self, ok, name, detail):
+        self.checks.append(Check(ok, name, detail))
+        return ok
+
+    def text(self):
+        lines = [f"format: {self.description}"]
+        lines += [f"{'ok' if c.ok else 'FAIL':<5} {c.name}: {c.detail}" for c in self.checks]
+        lines.append(f"result: {'sound' if self.sound else 'unsound'}")
+        return "\n".join(lines) + "\n"
+
+
+def verify(source):
+    """Check `source` from its magic to its last page; never raises FormatError."""
+    report = Report()
+    try:
+        fmt = registry.detect(source)
+    except FormatError as exc:
+        report.add(False, "magic", str(exc))
+        return report
+    report.add(True, "magic", f"{fmt} image")
+    if not _check_records(report, source):
+        return report
+    try:
+        image = registry.load(source)
+    except FormatError as exc:
+        report.add(False, "contents", str(exc))
+        return report
+    report.description = image.description
+    _check_image(report, image)
+    return report
+
+
+def _check_records(report, source):
+    count = end = 0
+    try:
+        for record in registry.records(source):
+            count += 1
+            end = record.offset + record.length
+    except FormatError as exc:
+        return report.add(False, "records", str(exc))
+    if end != source.size:
+        return report.add(False, "records", f"{source.size - end} bytes after the last record")
+    return report.add(True, "records", f"{count} records, {end} bytes, all inside the file")
+
+
+def _check_image(report, image):
+    header = image.header
+    version = header.get("kernel", "?")
+    report.add(True, "version", f"kernel {version}"
+               + (f" rev {header['rev']}" if "rev" in header else ""))
+    report.add(True, "arch", image.arch)
+    if image.has_trailer is not None:
+        report.add(image.has_trailer, "trailer", "present" if image.has_trailer else "missing")
+    _check_pages(report, image)
+    _check_tasks(report, image)
+
+
+def _check_pages(report, image):
+    total = vma_count = 0
+    for mm in image.mms():
+        for vma in mm.vmas:
+            vma_count += 1
+            total += len(vma.pages)
+            problem = _page_problem(vma)
+            if problem:
+                report.add(False, "pages", f"VMA {vma.start:#x}-{vma.end:#x}: {problem}")
+                return
+    report.add(True, "pages", f"{total} pages in {vma_count} VMAs, each inside its VMA, "
+                              f"ascending")
+
+
+def _page_problem(vma):
+    if len(vma.pages) > (vma.end - vma.start) // PAGE_SIZE:
+        return f"{len(vma.pages)} pages do not fit"
+    if not vma.pages.is_ascending():
+        return "page addresses not ascending"
+    addrs = vma.pages.addrs
+    if addrs and (addrs[0] < vma.start or addrs[-1] + PAGE_SIZE > vma.end):
+        return "a page lies outside the VMA"
+    return None
+
+
+def _check_tasks(report, image):
+    if not image.tasks:
+        report.add(False, "tasks", "no task")
+        return
+    for task in image.tasks:
+        missing = [what for what, have in (("registers", task.regs), ("comm", task.comm))
+                   if not have]
+        if missing:
+            report.add(False, "tasks", f"pid {task.pid}: no {', '.join(missing)}")
+            return
+    report.add(True, "tasks", f"{len(image.tasks)} complete")

@@ -1,0 +1,203 @@
+"""`crfs [STORE] MOUNTPOINT [-o OPTIONS]`: mount a store (as mount.fuse runs us).
+
+`mount -t fuse crfs /ckpt -o store=DIR` runs `crfs /ckpt -o rw,…,store=DIR`;
+`mount -t fuse.crfs DIR /ckpt` runs `crfs DIR /ckpt -o rw,…`. Once the mount is live the
+command daemonizes and exits 0; if mounting fails it exits 1 with a one-line reason.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+DEFAULT_STORE = "/var/lib/crfs"
+# Generic mount(8) options: accepted, and either meaningless for us or applied by the kernel.
+GENERIC_OPTIONS = {
+    "rw", "ro", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime",
+    "relatime", "norelatime", "strictatime", "diratime", "nodiratime", "sync", "async",
+    "auto", "noauto", "user", "nouser", "users", "owner", "group", "defaults", "_netdev",
+    "nofail", "lazytime", "nolazytime", "silent", "loud", "dirsync", "mand", "nomand",
+}
+OUR_OPTIONS = ("store=DIR", "allow_other", "foreground", "debug", "log=FILE")
+
+
+class MountError(Exception):
+    """A reason the mount cannot be made, printed as one line."""
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="crfs",
+        usage="crfs [STORE] MOUNTPOINT [-o OPTIONS] [-f] [-d]\n"
+              "       crfs {info,records,verify} IMAGE",
+        description="Mount a store of checkpoint images at MOUNTPOINT. "
+                    "Also: `crfs info|records|verify IMAGE` (see `crfs info --help`).",
+        epilog="Options (-o, comma separated): store=DIR (default /var/lib/crfs, created if "
+               "missing), allow_other, foreground, debug, log=FILE; generic mount options "
+               "(rw, ro, nodev, nosuid, noexec, noatime, …) are accepted. "
+               "Unmount with `umount MOUNTPOINT` or `fusermount3 -u MOUNTPOINT`.")
+    parser.add_argument("paths", nargs="+", metavar="[STORE] MOUNTPOINT")
+    parser.add_argument("-o", dest="options", action="append", default=[],
+                        metavar="OPTIONS", help="mount options, comma separated")
+    parser.add_argument("-f", "--foreground", action="store_true",
+                        help="stay in the foreground (log to stderr)")
+    parser.add_argument("-d", "--debug", action="store_true",
+                        help="log every request (implies -f)")
+    args = parser.parse_args(argv)
+    if len(args.paths) > 2:
+        parser.error("expected [STORE] MOUNTPOINT")
+    return args
+
+
+def settings(args):
+    """Turn arguments and -o options into one dict; MountError for unknown options."""
+    conf = {"store": None, "mountpoint": args.paths[-1], "allow_other": False,
+            "foreground": args.foreground or args.debug, "debug": args.debug, "log": None,
+            "ro": False}
+    if len(args.paths) == 2:
+        conf["store"] = args.paths[0]
+    for option in ",".join(args.options).split(","):
+        name, _, value = option.partition("=")
+        if not option:
+            continue
+        if name in ("store", "log"):
+            if not value:
+                raise MountError(f"option {name}= needs a value")
+            conf[name] = value
+        elif name in ("allow_other", "foreground", "debug"):
+            conf[name] = True
+        elif name in GENERIC_OPTIONS or name.startswith("x-") or name.startswith("comment="):
+            conf["ro"] = conf["ro"] or name == "ro"
+        else:
+            raise MountError(f"unknown mount option {option!r} "
+                             f"(crfs takes {', '.join(OUR_OPTIONS)})")
+    conf["foreground"] = conf["foreground"] or conf["debug"]
+    conf["store"] = os.path.abspath(conf["store"] or DEFAULT_STORE)
+    conf["mountpoint"] = os.path.abspath(conf["mountpoint"])
+    if conf["log"] is None and not conf["foreground"]:
+        conf["log"] = default_log_path()
+    return conf
+
+
+def default_log_path():
+    if os.access("/var/log", os.W_OK):
+        return "/var/log/crfs.log"
+    return os.path.join(os.path.expanduser("~"), ".crfs.log")
+
+
+def check(conf):
+    mountpoint, store = conf["mountpoint"], conf["store"]
+    if not os.path.isdir(mountpoint):
+        raise MountError(f"mount point {mountpoint} does not exist or is not a directory")
+    if is_mounted(mountpoint):
+        raise MountError(f"{mountpoint} is already mounted")
+    try:
+        os.makedirs(store, exist_ok=True)
+    except OSError as exc:
+        raise MountError(f"store {store}: cannot create it: {exc.strerror}") from None
+    if not os.path.isdir(store) or not os.access(store, os.R_OK | os.X_OK):
+        raise MountError(f"store {store} is not a readable directory")
+
+
+def is_mounted(path):
+    with open("/proc/self/mountinfo") as mountinfo:
+        for line in mountinfo:
+            point = line.split()[4].replace("\\040", " ")
+            if point == path:
+                return True
+    return False
+
+
+def setup_logging(conf):
+    handler = (logging.StreamHandler(sys.stderr) if conf["log"] is None
+               else logging.FileHandler(conf["log"]))
+    handler.setFormatter(logging.Formatter("%(asctime)s crfs[%(process)d] %(levelname)s "
+                                           "%(message)s"))
+    log = logging.getLogger("crfs")
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if conf["debug"] else logging.INFO)
+    return log
+
+
+def fuse_options(conf):
+    import pyfuse3
+    options = set(pyfuse3.default_options)
+    options.discard("default_permissions")
+    options |= {"fsname=" + conf["store"], "subtype=crfs"}
+    if conf["allow_other"]:
+        options.add("allow_other")
+    if conf["ro"]:
+        options.add("ro")
+    if conf["debug"]:
+        options.add("debug")
+    return options
+
+
+def build_operations(conf):
+    from crfs.fs.operations import Operations
+    from crfs.fs.restart import RestartBox
+    from crfs.fs.root import RootDir
+    from crfs.fs.store import Store
+
+    store = Store(conf["store"])
+    box = RestartBox(conf["store"], os.getuid())
+    root = RootDir(store, box)
+    now = time.time_ns()
+    for node in (root, root.readme, box):
+        node.mtime_ns = now
+    return Operations(root, box)
+
+
+def daemonize():
+    """Fork; the parent waits until the child is ready, then exits 0."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_end)
+        ok = os.read(read_end, 1) == b"1"
+        os._exit(0 if ok else 1)
+    os.close(read_end)
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    return write_end
+
+
+def serve(conf):
+    import pyfuse3
+    import trio
+
+    ops = build_operations(conf)
+    log = logging.getLogger("crfs")
+    try:
+        pyfuse3.init(ops, conf["mountpoint"], fuse_options(conf))
+    except RuntimeError as exc:
+        raise MountError(f"cannot mount {conf['mountpoint']}: {exc}") from None
+    ready = None if conf["foreground"] else daemonize()
+    log.info("serving %s at %s", conf["store"], conf["mountpoint"])
+    if ready is not None:
+        os.write(ready, b"1")
+        os.close(ready)
+    try:
+        trio.run(pyfuse3.main)
+    except BaseException:
+        log.exception("filesystem loop failed")
+        pyfuse3.close(unmount=True)
+        raise
+    pyfuse3.close(unmount=False)
+    log.info("unmounted %s", conf["mountpoint"])
+
+
+def main(argv):
+    args = parse_args(argv)
+    try:
+        conf = settings(args)
+        check(conf)
+        setup_logging(conf)
+        serve(conf)
+    except MountError as exc:
+        print(f"crfs: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,453 @@
+"""linux-cr `ckpt_hdr` images (v19-rc3 .. v21), x86_32 and x86_64: records and framing.
+
+Spec: /work/shared/research/formats.md A.5 (numbers from the v19-rc3..v21 column, i.e. user-cr
+c97c03d / 82822cf `include/linux/checkpoint_hdr.h`, `include/asm-x86/checkpoint_hdr.h`).
+
+    IMAGE   ::= HEADER BUFFER{release} BUFFER{version} BUFFER{machine} HEADER_ARCH
+                [CONTAINER BUFFER{lsm_name} LSM_INFO ...]
+                TREE BUFFER{ckpt_pids[nr_tasks]} [BUFFER{s32 vpids[sum(depth)]}]
+                { TASK STRING{comm} TASK_PART* } TAIL
+    TASK_PART ::= THREAD | CPU [CPU_FPU] | TASK_OBJS | OBJECT | other record
+    OBJECT  ::= OBJREF{type, ref} records of that object, e.g.
+                MM BUFFER{auxv} { [OBJECT] VMA [CONTENTS] }*map_count MM_CONTEXT MM_CONTEXT_LDT
+                FILE [FILE_NAME]
+    CONTENTS ::= { PGARR{n > 0} BUFFER{ulong vaddr[n]; n pages} }* PGARR{0}
+
+Every record starts with `struct ckpt_hdr {u32 type; u32 len}` and `len` counts the whole
+record, header included, so every byte of an image belongs to exactly one record and records of
+unknown type can be skipped. Records are not padded to 8 bytes in the file.
+
+Only the vaddr arrays differ between the ABIs (`unsigned long`: 4 bytes on x86_32, 8 on
+x86_64); every struct below has the same layout on both (aligned(8), explicit padding).
+"""
+
+import struct
+from dataclasses import dataclass
+
+from construct import Array, Bytes, Int8ul, Int16ul, Int32sl, Int32ul, Int64ul, Struct, this
+
+from crfs.errors import FormatError
+from crfs.formats.source import RecordInfo, parse_bytes
+from crfs.formats.x86 import PAGE_SIZE
+
+# --------------------------------------------------------------------------- numbers
+
+CKPT_HDR = {
+    "CKPT_HDR_HEADER": 1,
+    "CKPT_HDR_HEADER_ARCH": 2,
+    "CKPT_HDR_CONTAINER": 3,
+    "CKPT_HDR_BUFFER": 4,
+    "CKPT_HDR_STRING": 5,
+    "CKPT_HDR_OBJREF": 6,
+    "CKPT_HDR_LSM_INFO": 7,
+    "CKPT_HDR_SECURITY": 8,
+    "CKPT_HDR_TREE": 101,
+    "CKPT_HDR_TASK": 102,
+    "CKPT_HDR_TASK_NS": 103,
+    "CKPT_HDR_TASK_OBJS": 104,
+    "CKPT_HDR_RESTART_BLOCK": 105,
+    "CKPT_HDR_THREAD": 106,
+    "CKPT_HDR_CPU": 107,
+    "CKPT_HDR_CPU_FPU": 201,          # x86 arch-specific (201-299)
+    "CKPT_HDR_MM_CONTEXT_LDT": 202,   # x86 arch-specific
+    "CKPT_HDR_FILE_TABLE": 301,
+    "CKPT_HDR_FILE_DESC": 302,
+    "CKPT_HDR_FILE_NAME": 303,
+    "CKPT_HDR_FILE": 304,
+    "CKPT_HDR_MM": 401,
+    "CKPT_HDR_VMA": 402,
+    "CKPT_HDR_PGARR": 403,
+    "CKPT_HDR_MM_CONTEXT": 404,
+    "CKPT_HDR_TAIL": 9001,
+    "CKPT_HDR_ERROR": 9999,
+}
+
+CKPT_ARCH = {
+    "CKPT_ARCH_X86_32": 1,
+    "CKPT_ARCH_X86_64": 2,
+    "CKPT_ARCH_S390X": 3,
+    "CKPT_ARCH_PPC32": 4,
+    "CKPT_ARCH_PPC64": 5,
+}
+
+CKPT_OBJ = {
+    "CKPT_OBJ_IGNORE": 0,
+    "CKPT_OBJ_INODE": 1,
+    "CKPT_OBJ_FILE_TABLE": 2,
+    "CKPT_OBJ_FILE": 3,
+    "CKPT_OBJ_MM": 4,
+    "CKPT_OBJ_FS": 5,
+    "CKPT_OBJ_SIGHAND": 6,
+    "CKPT_OBJ_SIGNAL": 7,
+    "CKPT_OBJ_NS": 8,
+    "CKPT_OBJ_UTS_NS": 9,
+    "CKPT_OBJ_IPC_NS": 10,
+    "CKPT_OBJ_MNT_NS": 11,
+    "CKPT_OBJ_USER_NS": 12,
+    "CKPT_OBJ_CRED": 13,
+    "CKPT_OBJ_USER": 14,
+    "CKPT_OBJ_GROUPINFO": 15,
+    "CKPT_OBJ_SOCK": 16,
+    "CKPT_OBJ_TTY": 17,
+    "CKPT_OBJ_SECURITY_PTR": 18,
+    "CKPT_OBJ_SECURITY": 19,
+    "CKPT_OBJ_NET_NS": 20,
+    "CKPT_OBJ_NETDEV": 21,
+}
+
+CKPT_FILE = {
+    "CKPT_FILE_IGNORE": 0,
+    "CKPT_FILE_GENERIC": 1,
+    "CKPT_FILE_PIPE": 2,
+    "CKPT_FILE_FIFO": 3,
+    "CKPT_FILE_SOCKET": 4,
+    "CKPT_FILE_TTY": 5,
+    "CKPT_FILE_EPOLL": 6,
+    "CKPT_FILE_EVENTFD": 7,
+}
+
+CKPT_VMA = {
+    "CKPT_VMA_IGNORE": 0,
+    "CKPT_VMA_VDSO": 1,
+    "CKPT_VMA_ANON": 2,          # private anonymous
+    "CKPT_VMA_FILE": 3,          # private mapped file
+    "CKPT_VMA_SHM_ANON": 4,      # shared anonymous, contents follow
+    "CKPT_VMA_SHM_ANON_SKIP": 5,  # shared anonymous, contents dumped earlier
+    "CKPT_VMA_SHM_FILE": 6,      # shared mapped file, no contents
+    "CKPT_VMA_SHM_IPC": 7,       # SysV shm, contents live with the IPC namespace
+    "CKPT_VMA_SHM_IPC_SKIP": 8,
+}
+
+MAGIC = {
+    "CHECKPOINT_MAGIC_HEAD": 0x00FEED0CC0A2D200,
+    "CHECKPOINT_MAGIC_TAIL": 0x002D2A0CC0DEEF00,
+}
+
+CHECKPOINT_VERSION = 1
+HDR_SIZE = 8
+# Pages per PGARR chunk the kernel writes: 16 * (PAGE_SIZE / sizeof(void *)).
+CKPT_PGARR_BATCH = {"i386": 16 * 1024, "x86_64": 16 * 512}
+VADDR_SIZE = {"i386": 4, "x86_64": 8}
+ARCH_BY_ID = {CKPT_ARCH["CKPT_ARCH_X86_32"]: "i386", CKPT_ARCH["CKPT_ARCH_X86_64"]: "x86_64"}
+
+HDR_NAMES = {v: k for k, v in CKPT_HDR.items()}
+VMA_NAMES = {v: k for k, v in CKPT_VMA.items()}
+OBJ_NAMES = {v: k for k, v in CKPT_OBJ.items()}
+FILE_NAMES = {v: k for k, v in CKPT_FILE.items()}
+
+# --------------------------------------------------------------------------- records
+
+ckpt_hdr = Struct("type" / Int32ul, "len" / Int32ul)
+
+# Header-only records and records whose payload is raw bytes (BUFFER, STRING, FILE_NAME,
+# CPU_FPU, MM_CONTEXT_LDT, and ERROR's header).
+ckpt_hdr_raw = Struct("h" / ckpt_hdr, "data" / Bytes(this.h.len - HDR_SIZE))
+
+ckpt_const = Struct(
+    "task_comm_len" / Int16ul,
+    "at_vector_size" / Int16ul,
+    "signal_nsig" / Int16ul,
+    "uts_sysname_len" / Int16ul,
+    "uts_nodename_len" / Int16ul,
+    "uts_release_len" / Int16ul,
+    "uts_version_len" / Int16ul,
+    "uts_machine_len" / Int16ul,
+    "uts_domainname_len" / Int16ul,
+    "rlimit_nlimits" / Int16ul,
+    "n_tty_buf_size" / Int16ul,
+    "tty_termios_ncc" / Int16ul,
+)
+
+ckpt_hdr_header = Struct(
+    "h" / ckpt_hdr,
+    "magic" / Int64ul,
+    "arch_id" / Int16ul,
+    "major" / Int16ul,
+    "minor" / Int16ul,
+    "patch" / Int16ul,
+    "rev" / Int16ul,
+    "_padding" / Bytes(6),          # ckpt_const is aligned(8)
+    "constants" / ckpt_const,
+    "time" / Int64ul,
+    "uflags" / Int64ul,
+)
+
+ckpt_hdr_header_arch = Struct(
+    "h" / ckpt_hdr,
+    "has_fxsr" / Int16ul,
+    "has_xsave" / Int16ul,
+    "xstate_size" / Int16ul,
+    "_pading" / Bytes(2),           # sic, the kernel's spelling
+)
+
+ckpt_hdr_container = Struct("h" / ckpt_hdr)
+
+ckpt_hdr_lsm = Struct(
+    "h" / ckpt_hdr,
+    "ptrref" / Int32sl,
+    "sectype" / Int8ul,
+    "_padding" / Bytes(3),
+)
+
+ckpt_hdr_objref = Struct("h" / ckpt_hdr, "objtype" / Int32ul, "objref" / Int32sl)
+
+ckpt_hdr_tree = Struct("h" / ckpt_hdr, "nr_tasks" / Int32sl, "_padding" / Bytes(4))
+
+ckpt_pids = Struct(
+    "vpid" / Int32sl,
+    "vppid" / Int32sl,
+    "vtgid" / Int32sl,
+    "vpgid" / Int32sl,
+    "vsid" / Int32sl,
+    "depth" / Int32sl,
+)
+
+ckpt_hdr_task = Struct(
+    "h" / ckpt_hdr,
+    "state" / Int32ul,
+    "exit_state" / Int32ul,
+    "exit_code" / Int32ul,
+    "exit_signal" / Int32ul,
+    "pdeath_signal" / Int32ul,
+    "compat_robust_futex_head_len" / Int32ul,
+    "compat_robust_futex_list" / Int32ul,
+    "robust_futex_head_len" / Int32ul,
+    "robust_futex_list" / Int64ul,
+    "set_child_tid" / Int64ul,
+    "clear_child_tid" / Int64ul,
+)
+
+ckpt_hdr_task_objs = Struct(
+    "h" / ckpt_hdr,
+    "files_objref" / Int32sl,
+    "mm_objref" / Int32sl,
+    "fs_objref" / Int32sl,
+    "sighand_objref" / Int32sl,
+    "signal_objref" / Int32sl,
+    "_padding" / Bytes(4),
+)
+
+ckpt_hdr_thread = Struct(
+    "h" / ckpt_hdr,
+    "thread_info_flags" / Int32ul,
+    "gdt_entry_tls_entries" / Int16ul,
+    "sizeof_tls_array" / Int16ul,
+    "tls_array" / Array(3, Int64ul),  # struct desc_struct {u32 a, b} read as b << 32 | a
+)
+
+# One layout for both archs: pt_regs x86_64 order, selectors as CKPT_X86_SEG_* codes.
+CPU_REGS = ("r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx",
+            "si", "di", "orig_ax", "ip", "sp", "flags", "fs", "gs")
+CPU_SEGMENTS = ("fsindex", "gsindex", "cs", "ss", "ds", "es")
+
+ckpt_hdr_cpu = Struct(
+    "h" / ckpt_hdr,
+    *[name / Int64ul for name in CPU_REGS],
+    *[name / Int16ul for name in CPU_SEGMENTS],
+    "used_math" / Int32ul,
+)
+
+ckpt_hdr_file = Struct(
+    "h" / ckpt_hdr,
+    "f_type" / Int32ul,
+    "f_mode" / Int32ul,
+    "f_flags" / Int32ul,
+    "f_credref" / Int32sl,
+    "f_pos" / Int64ul,
+    "f_version" / Int64ul,
+    "f_secref" / Int32sl,
+    "_padding" / Bytes(4),
+)
+
+MM_ADDRESSES = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
+                "start_stack", "arg_start", "arg_end", "env_start", "env_end")
+
+ckpt_hdr_mm = Struct(
+    "h" / ckpt_hdr,
+    "map_count" / Int32ul,
+    "exe_objref" / Int32sl,
+    "def_flags" / Int64ul,
+    "flags" / Int64ul,
+    *[name / Int64ul for name in MM_ADDRESSES],
+)
+
+# BUFFER after MM: mm->saved_auxv as u64 on both archs (v19+).
+auxv_entry = Struct("type" / Int64ul, "value" / Int64ul)
+
+ckpt_hdr_vma = Struct(
+    "h" / ckpt_hdr,
+    "vma_type" / Int32ul,
+    "vma_objref" / Int32sl,
+    "ino_objref" / Int32sl,
+    "_padding" / Bytes(4),
+    "ino_size" / Int64ul,
+    "vm_start" / Int64ul,
+    "vm_end" / Int64ul,
+    "vm_page_prot" / Int64ul,
+    "vm_flags" / Int64ul,
+    "vm_pgoff" / Int64ul,
+)
+
+ckpt_hdr_pgarr = Struct("h" / ckpt_hdr, "nr_pages" / Int64ul)
+
+# BUFFER after a PGARR: vaddr[nr_pages] (unsigned long) then nr_pages pages.
+VADDR = {"i386": Int32ul, "x86_64": Int64ul}
+
+
+def pgarr_buffer(arch, nr_pages):
+    """The BUFFER record that follows PGARR{nr_pages} (the loader reads it in bulk)."""
+    return Struct("h" / ckpt_hdr, "vaddr" / Array(nr_pages, VADDR[arch]),
+                  "pages" / Bytes(nr_pages * PAGE_SIZE))
+
+
+ckpt_hdr_mm_context = Struct(
+    "h" / ckpt_hdr,
+    "vdso" / Int64ul,
+    "ldt_entry_size" / Int32ul,
+    "nldt" / Int32ul,
+)
+
+ckpt_hdr_tail = Struct("h" / ckpt_hdr, "magic" / Int64ul)
+
+# Records of a fixed size: len must be exactly sizeof. FILE may be longer (pipe, socket
+# files extend it); the others carry raw bytes.
+FIXED = {
+    "CKPT_HDR_HEADER": ckpt_hdr_header,
+    "CKPT_HDR_HEADER_ARCH": ckpt_hdr_header_arch,
+    "CKPT_HDR_CONTAINER": ckpt_hdr_container,
+    "CKPT_HDR_OBJREF": ckpt_hdr_objref,
+    "CKPT_HDR_TREE": ckpt_hdr_tree,
+    "CKPT_HDR_TASK": ckpt_hdr_task,
+    "CKPT_HDR_TASK_OBJS": ckpt_hdr_task_objs,
+    "CKPT_HDR_THREAD": ckpt_hdr_thread,
+    "CKPT_HDR_CPU": ckpt_hdr_cpu,
+    "CKPT_HDR_MM": ckpt_hdr_mm,
+    "CKPT_HDR_VMA": ckpt_hdr_vma,
+    "CKPT_HDR_PGARR": ckpt_hdr_pgarr,
+    "CKPT_HDR_MM_CONTEXT": ckpt_hdr_mm_context,
+    "CKPT_HDR_TAIL": ckpt_hdr_tail,
+    "CKPT_HDR_ERROR": ckpt_hdr,
+}
+AT_LEAST = {"CKPT_HDR_FILE": ckpt_hdr_file, "CKPT_HDR_LSM_INFO": ckpt_hdr_lsm}
+SIZE = {name: struct_.sizeof() for name, struct_ in FIXED.items()}
+MIN_SIZE = {name: struct_.sizeof() for name, struct_ in AT_LEAST.items()}
+
+# --------------------------------------------------------------------------- framing
+
+_FRAME = struct.Struct("<II")
+_SNIFF = struct.Struct("<IIQ")
+
+
+def sniff(head):
+    """True for a ckpt_hdr image: HEADER {type 1, len 72} then CHECKPOINT_MAGIC_HEAD.
+
+    The older cr_hdr images also carry the magic at offset 8 but start with s16 type,
+    s16 len, u32 parent, which never reads as (1, 72) here.
+    """
+    if len(head) < _SNIFF.size:
+        return False
+    return _SNIFF.unpack_from(head) == (CKPT_HDR["CKPT_HDR_HEADER"], ckpt_hdr_header.sizeof(),
+                                        MAGIC["CHECKPOINT_MAGIC_HEAD"])
+
+
+@dataclass(frozen=True)
+class Record:
+    """Where one record sits: offset of its ckpt_hdr, its type and total length."""
+    offset: int
+    type: int
+    length: int
+
+    @property
+    def name(self):
+        return record_name(self.type)
+
+    @property
+    def data_offset(self):
+        return self.offset + HDR_SIZE
+
+    @property
+    def data_length(self):
+        return self.length - HDR_SIZE
+
+    @property
+    def end(self):
+        return self.offset + self.length
+
+
+def record_name(type_):
+    return HDR_NAMES.get(type_, f"type {type_}")
+
+
+def record_at(source, offset):
+    """The Record whose ckpt_hdr is at `offset`, with its length checked against the file
+    and, for fixed-size types, against the struct size."""
+    type_, length = _FRAME.unpack(source.read(offset, HDR_SIZE, "ckpt_hdr"))
+    name = record_name(type_)
+    if length < HDR_SIZE:
+        raise FormatError(f"len {length} is shorter than its header", offset=offset, record=name)
+    if offset + length > source.size:
+        raise FormatError(f"len {length} runs past the end of the file", offset=offset,
+                          record=name)
+    if name in SIZE and length != SIZE[name]:
+        raise FormatError(f"len {length}, expected {SIZE[name]}", offset=offset, record=name)
+    if name in MIN_SIZE and length < MIN_SIZE[name]:
+        raise FormatError(f"len {length}, expected at least {MIN_SIZE[name]}", offset=offset,
+                          record=name)
+    return Record(offset, type_, length)
+
+
+def parse_record(source, record):
+    """The construct Container of a fixed-layout record (header included)."""
+    name = record.name
+    struct_, size = (FIXED[name], SIZE[name]) if name in FIXED else (AT_LEAST[name],
+                                                                     MIN_SIZE[name])
+    return parse_bytes(struct_, source.read(record.offset, size, name), record.offset, name)
+
+
+_pgarr_compiled = ckpt_hdr_pgarr.compile()   # one per page chunk: the only hot record
+
+
+def parse_pgarr(source, record):
+    """parse_record for PGARR, with the compiled parser."""
+    data = source.read(record.offset, SIZE[record.name], record.name)
+    return parse_bytes(_pgarr_compiled, data, record.offset, record.name)
+
+
+def walk(source, offset=0):
+    """Every Record from `offset` to the end of the file, in file order."""
+    while offset < source.size:
+        record = record_at(source, offset)
+        yield record
+        offset = record.end
+
+
+# --------------------------------------------------------------------------- listing
+
+def _note(source, record):
+    name = record.name
+    if name in ("CKPT_HDR_BUFFER", "CKPT_HDR_STRING", "CKPT_HDR_FILE_NAME",
+                "CKPT_HDR_CPU_FPU", "CKPT_HDR_MM_CONTEXT_LDT"):
+        return f"{record.data_length} bytes"
+    describe = _NOTES.get(name)
+    return describe(parse_record(source, record)) if describe else ""
+
+
+_NOTES = {
+    "CKPT_HDR_HEADER": lambda h: (f"{ARCH_BY_ID.get(h.arch_id, f'arch_id {h.arch_id}')} "
+                                  f"kernel {h.major}.{h.minor}.{h.patch}"),
+    "CKPT_HDR_OBJREF": lambda h: f"{OBJ_NAMES.get(h.objtype, h.objtype)} ref {h.objref}",
+    "CKPT_HDR_TREE": lambda h: f"nr_tasks {h.nr_tasks}",
+    "CKPT_HDR_FILE": lambda h: f"{FILE_NAMES.get(h.f_type, h.f_type)}",
+    "CKPT_HDR_VMA": lambda h: (f"{VMA_NAMES.get(h.vma_type, h.vma_type)} "
+                               f"{h.vm_start:#x}-{h.vm_end:#x}"),
+    "CKPT_HDR_PGARR": lambda h: f"nr_pages {h.nr_pages}",
+    "CKPT_HDR_MM": lambda h: f"map_count {h.map_count}",
+    "CKPT_HDR_MM_CONTEXT": lambda h: f"nldt {h.nldt}",
+    "CKPT_HDR_TASK_OBJS": lambda h: f"mm_objref {h.mm_objref}",
+}
+
+
+def records(source):
+    """RecordInfo for each record in file order; unknown types are listed as 'type N'."""
+    for record in walk(source):
+        yield RecordInfo(record.offset, record.name, record.length, _note(source, record))

@@ -1,0 +1,305 @@
+"""Write an Image as a linux-cr ckpt_hdr image (v19-rc3..v21 numbers), x86_32 or x86_64.
+
+This is crfs's native format, so the output is exactly what the grammar in crfs.formats.ckpt
+describes and nothing more:
+
+    HEADER BUFFER*3 HEADER_ARCH TREE BUFFER{pids} [BUFFER{vpids}]
+    per task: TASK STRING{comm} [THREAD CPU [CPU_FPU]] [objects on first use] [TASK_OBJS]
+    TAIL
+
+Objects are numbered from 1 in first-use order, as the kernel's objhash does: an MM (written
+once however many threads share it) with its VMAs, the FILE of a file-backed VMA, the shmem
+inode of shared VMAs (an objref without records). Objects crfs does not write (file tables,
+fs, signal handlers, creds, the exe file) are referred to as 0. No CONTAINER section is
+written. Pages are streamed from mm.source, never held all at once.
+"""
+
+from array import array
+
+from construct import Array, ConstructError
+
+from crfs.formats import ckpt as fmt
+from crfs.formats.x86 import LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN
+from crfs.model.ckpt_cpu import cpu_fields
+from crfs.model.ckpt_load import FILE_FIELDS, TASK_FIELDS
+from crfs.model.ckpt_pages import copy_pages
+from crfs.model.image import ShmSegment
+
+KERNEL = "2.6.34"   # the v21 base
+FMODE_READ = 1
+PATH_MAX = 4096
+MACHINE = {"i386": "i686", "x86_64": "x86_64"}
+ARCH_ID = {"i386": fmt.CKPT_ARCH["CKPT_ARCH_X86_32"], "x86_64": fmt.CKPT_ARCH["CKPT_ARCH_X86_64"]}
+FXSAVE_SIZE = 512
+
+# struct ckpt_const of a 2.6.34 x86 kernel.
+DEFAULT_CONSTANTS = {
+    "task_comm_len": TASK_COMM_LEN, "at_vector_size": 44, "signal_nsig": 64,
+    "uts_sysname_len": 65, "uts_nodename_len": 65, "uts_release_len": 65,
+    "uts_version_len": 65, "uts_machine_len": 65, "uts_domainname_len": 65,
+    "rlimit_nlimits": 16, "n_tty_buf_size": 4096, "tty_termios_ncc": 8,
+}
+
+
+def dump(image, out, arch=None):
+    """Write `image` to the binary file `out`; `arch` (default image.arch) picks the layout
+    of the vaddr arrays. ValueError for a model the format cannot express."""
+    _Writer(image, out, arch or image.arch).write()
+
+
+def _encode(text, size, what):
+    data = text.encode()
+    if len(data) > size:
+        raise ValueError(f"{what} {text!r} is longer than {size} bytes")
+    return data + bytes(size - len(data))
+
+
+class _Writer:
+    def __init__(self, image, out, arch):
+        if arch not in fmt.VADDR_SIZE:
+            raise ValueError(f"cannot write arch {arch!r}")
+        self.image = image
+        self.out = out
+        self.arch = arch
+        self.header = {**DEFAULT_CONSTANTS, **image.header}
+        self.objref = 0
+        self.written = {}   # object key -> objref
+
+    # ----------------------------------------------------------------- records
+
+    def emit(self, name, struct, **fields):
+        """A fixed-layout record; padding fields are written as zeros."""
+        values = {"h": {"type": fmt.CKPT_HDR[name], "len": struct.sizeof()}, **fields}
+        for sub in struct.subcons:
+            if sub.name.startswith("_"):
+                values[sub.name] = bytes(sub.sizeof())
+        try:
+            data = struct.build(values)
+        except ConstructError as exc:   # a model value the field cannot hold
+            raise ValueError(f"{name}: {exc}") from None
+        self.out.write(data)
+
+    def frame(self, name, data_length):
+        self.out.write(fmt.ckpt_hdr.build({"type": fmt.CKPT_HDR[name],
+                                           "len": fmt.HDR_SIZE + data_length}))
+
+    def emit_raw(self, name, data):
+        self.frame(name, len(data))
+        self.out.write(data)
+
+    def new_object(self, key, objtype=None):
+        """(objref, True) the first time `key` is met, (objref, False) after. Objects with an
+        `objtype` get their OBJREF record."""
+        if key in self.written:
+            return self.written[key], False
+        self.objref += 1
+        self.written[key] = self.objref
+        if objtype is not None:
+            self.emit("CKPT_HDR_OBJREF", fmt.ckpt_hdr_objref,
+                      objtype=fmt.CKPT_OBJ[objtype], objref=self.objref)
+        return self.objref, True
+
+    # ----------------------------------------------------------------- image
+
+    def write(self):
+        self.write_header()
+        self.write_tree()
+        for task in self.image.tasks:
+            self.write_task(task)
+        self.emit("CKPT_HDR_TAIL", fmt.ckpt_hdr_tail, magic=fmt.MAGIC["CHECKPOINT_MAGIC_TAIL"])
+
+    def write_header(self):
+        h = self.header
+        major, minor, patch = (int(n) for n in h.get("kernel", KERNEL).split("."))
+        constants = {name: h[name] for name in DEFAULT_CONSTANTS}
+        self.emit("CKPT_HDR_HEADER", fmt.ckpt_hdr_header,
+                  magic=fmt.MAGIC["CHECKPOINT_MAGIC_HEAD"], arch_id=ARCH_ID[self.arch],
+                  major=major, minor=minor, patch=patch, rev=h.get("rev", fmt.CHECKPOINT_VERSION),
+                  constants=constants, time=self.image.time or 0, uflags=h.get("uflags", 0))
+        defaults = {"release": "", "version": "", "machine": MACHINE[self.arch]}
+        for name, default in defaults.items():
+            self.emit_raw("CKPT_HDR_BUFFER", _encode(h.get(name, default),
+                                                     h[f"uts_{name}_len"], name))
+        xstate_size = self.xstate_size()
+        self.emit("CKPT_HDR_HEADER_ARCH", fmt.ckpt_hdr_header_arch,
+                  has_fxsr=h.get("has_fxsr", 1),
+                  has_xsave=h.get("has_xsave", int(xstate_size > FXSAVE_SIZE)),
+                  xstate_size=xstate_size)
+
+    def xstate_size(self):
+        """One FPU state size for all tasks: the header's, else the tasks'."""
+        sizes = {len(t.fpu) for t in self.image.tasks if t.fpu is not None}
+        size = self.header.get("xstate_size")
+        if size is None:
+            size = sizes.pop() if len(sizes) == 1 else FXSAVE_SIZE
+        if sizes - {size}:
+            raise ValueError(f"FPU states of {sorted(sizes)} bytes, xstate_size is {size}")
+        return size
+
+    def write_tree(self):
+        tasks = self.image.tasks
+        if not tasks:
+            raise ValueError("an image needs at least one task")
+        root = tasks[0].tgid if tasks else 0
+        pids = [{"vpid": t.pid, "vppid": t.ppid, "vtgid": t.tgid,
+                 "vpgid": t.extra.get("pgid", root), "vsid": t.extra.get("sid", root),
+                 "depth": t.extra.get("depth", 0)} for t in tasks]
+        vpids = [v for t in tasks for v in t.extra.get("vpids", ())]
+        if len(vpids) != sum(p["depth"] for p in pids):
+            raise ValueError("extra['vpids'] of the tasks do not match their depths")
+        self.emit("CKPT_HDR_TREE", fmt.ckpt_hdr_tree, nr_tasks=len(tasks))
+        self.emit_raw("CKPT_HDR_BUFFER", Array(len(pids), fmt.ckpt_pids).build(pids))
+        if vpids:
+            self.emit_raw("CKPT_HDR_BUFFER", array("i", vpids).tobytes())
+
+    # ----------------------------------------------------------------- tasks
+
+    def write_task(self, task):
+        extra = task.extra
+        self.emit("CKPT_HDR_TASK", fmt.ckpt_hdr_task, state=task.state or 0,
+                  **{name: extra.get(name, 0) for name in TASK_FIELDS})
+        self.emit_raw("CKPT_HDR_STRING",
+                      _encode(task.comm, self.header["task_comm_len"], "comm"))
+        if task.regs is not None:
+            self.write_cpu(task)
+        mm_objref = self.write_mm(task.mm) if task.mm is not None else 0
+        if task.regs is not None or task.mm is not None:
+            self.emit("CKPT_HDR_TASK_OBJS", fmt.ckpt_hdr_task_objs, files_objref=0,
+                      mm_objref=mm_objref, fs_objref=0, sighand_objref=0, signal_objref=0)
+
+    def write_cpu(self, task):
+        if task.regs.arch != self.arch:
+            raise ValueError(f"pid {task.pid}: {task.regs.arch} registers in a {self.arch} image")
+        tls = task.tls if task.tls is not None else [0, 0, 0]
+        self.emit("CKPT_HDR_THREAD", fmt.ckpt_hdr_thread,
+                  thread_info_flags=task.extra.get("thread_info_flags", 0),
+                  gdt_entry_tls_entries=3, sizeof_tls_array=24, tls_array=tls)
+        self.emit("CKPT_HDR_CPU", fmt.ckpt_hdr_cpu, used_math=int(task.fpu is not None),
+                  **cpu_fields(task.regs, task.extra, self.arch))
+        if task.fpu is not None:
+            self.emit_raw("CKPT_HDR_CPU_FPU", task.fpu)
+
+    # ----------------------------------------------------------------- memory
+
+    def write_mm(self, mm):
+        objref, first = self.new_object(("mm", id(mm)), "CKPT_OBJ_MM")
+        if not first:
+            return objref
+        fields = mm.fields
+        self.emit("CKPT_HDR_MM", fmt.ckpt_hdr_mm, map_count=len(mm.vmas), exe_objref=0,
+                  def_flags=fields.get("def_flags", 0), flags=fields.get("flags", 0),
+                  **{name: fields.get(name, 0) for name in fmt.MM_ADDRESSES})
+        self.emit_raw("CKPT_HDR_BUFFER", self.auxv_bytes(mm.auxv or []))
+        for vma in mm.vmas:
+            self.write_vma(vma, mm)
+        ldt = mm.ldt or b""
+        if len(ldt) % LDT_ENTRY_SIZE:
+            raise ValueError(f"LDT of {len(ldt)} bytes is not whole descriptors")
+        vdso = next((v.start for v in mm.vmas if v.kind == "vdso"), 0)
+        self.emit("CKPT_HDR_MM_CONTEXT", fmt.ckpt_hdr_mm_context,
+                  vdso=fields.get("vdso", vdso), ldt_entry_size=LDT_ENTRY_SIZE,
+                  nldt=len(ldt) // LDT_ENTRY_SIZE)
+        self.emit_raw("CKPT_HDR_MM_CONTEXT_LDT", ldt)
+        return objref
+
+    def auxv_bytes(self, auxv):
+        """saved_auxv as u64 pairs, zero-filled (so AT_NULL-terminated) to AT_VECTOR_SIZE."""
+        size = self.header["at_vector_size"] * 8
+        terminated = bool(auxv) and auxv[-1][0] == 0
+        if size % 16 or (len(auxv) + (not terminated)) * 16 > size:
+            raise ValueError(f"{len(auxv)} auxv entries do not fit at_vector_size "
+                             f"{self.header['at_vector_size']}")
+        data = array("Q", [word for pair in auxv for word in pair]).tobytes()
+        return data + bytes(size - len(data))
+
+    def write_vma(self, vma, mm):
+        vma_objref = self.write_file(vma) if vma.file is not None else 0
+        if vma.kind == "file" and not vma_objref:
+            raise ValueError(f"file VMA {vma.start:#x} without a file name")
+        vma_type, ino_objref, ino_size, contents = VMA_WRITERS[vma.kind](self, vma)
+        self.emit("CKPT_HDR_VMA", fmt.ckpt_hdr_vma, vma_type=fmt.CKPT_VMA[vma_type],
+                  vma_objref=vma_objref, ino_objref=ino_objref, ino_size=ino_size,
+                  vm_start=vma.start, vm_end=vma.end, vm_page_prot=vma.prot,
+                  vm_flags=vma.vm_flags, vm_pgoff=vma.pgoff)
+        if contents is not None:
+            self.write_pages(*contents, mm.source)
+
+    def write_file(self, vma):
+        """The FILE object of a VMA's file: by its objref in a loaded image, else by path."""
+        objref = vma.extra.get("vma_objref")
+        objref, first = self.new_object(("file", objref) if objref else ("path", vma.file),
+                                        "CKPT_OBJ_FILE")
+        if first:
+            fields = {name: vma.extra.get(name, 0) for name in FILE_FIELDS}
+            fields.update(f_mode=vma.extra.get("f_mode", FMODE_READ), f_credref=0, f_secref=0)
+            self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file,
+                      f_type=fmt.CKPT_FILE["CKPT_FILE_GENERIC"], **fields)
+            path = vma.file.encode() + b"\0"
+            if len(path) > PATH_MAX:
+                raise ValueError(f"file name of {len(path)} bytes")
+            self.emit_raw("CKPT_HDR_FILE_NAME", path)
+        return objref
+
+    def private_vma(self, vma):
+        vma_type = "CKPT_VMA_ANON" if vma.kind == "anon" else "CKPT_VMA_FILE"
+        return vma_type, 0, 0, (vma.pages.addrs, vma.pages.offsets)
+
+    def shm_anon_vma(self, vma):
+        segment = vma.shm or _segment_of(vma)
+        key = ("inode", id(vma.shm)) if vma.shm else ("vma", id(vma))
+        objref, first = self.new_object(key)
+        if not first:
+            return "CKPT_VMA_SHM_ANON_SKIP", objref, segment.size, None
+        indices = array("Q", (key // PAGE_SIZE for key in segment.pages.addrs))
+        return "CKPT_VMA_SHM_ANON", objref, segment.size, (indices, segment.pages.offsets)
+
+    def shm_inode_vma(self, vma):
+        """SHM_FILE / SHM_IPC: an inode objref (shared with VMAs of the same inode), no pages."""
+        ino = vma.extra.get("ino_objref")
+        key = ("inode", id(vma.shm)) if vma.shm else ("ino", ino) if ino else ("vma", id(vma))
+        objref, first = self.new_object(key)
+        size = vma.shm.size if vma.shm else vma.extra.get("ino_size", 0)
+        if vma.kind == "shm-file":
+            return "CKPT_VMA_SHM_FILE", objref, size, None
+        return ("CKPT_VMA_SHM_IPC" if first else "CKPT_VMA_SHM_IPC_SKIP"), objref, size, None
+
+    def write_pages(self, vaddrs, offsets, source):
+        """PGARR chunks of at most CKPT_PGARR_BATCH pages, then PGARR{0}."""
+        width = fmt.VADDR_SIZE[self.arch]
+        batch = fmt.CKPT_PGARR_BATCH[self.arch]
+        if len(vaddrs) and source is None:
+            raise ValueError("pages without an mm.source to read them from")
+        for i in range(0, len(vaddrs), batch):
+            chunk = vaddrs[i:i + batch]
+            self.emit("CKPT_HDR_PGARR", fmt.ckpt_hdr_pgarr, nr_pages=len(chunk))
+            self.frame("CKPT_HDR_BUFFER", len(chunk) * (width + PAGE_SIZE))
+            self.out.write(_words(chunk, width))
+            copy_pages(source, offsets[i:i + batch], self.out)
+        self.emit("CKPT_HDR_PGARR", fmt.ckpt_hdr_pgarr, nr_pages=0)
+
+
+def _words(values, width):
+    if width == 8:
+        return values.tobytes()
+    if values and max(values) >= 1 << 32:
+        raise ValueError(f"vaddr {max(values):#x} does not fit x86_32")
+    return array("I", values).tobytes()
+
+
+def _segment_of(vma):
+    """A shm-anon VMA built without a ShmSegment: its own pages as the whole segment."""
+    segment = ShmSegment(objref=0, size=(vma.pgoff * PAGE_SIZE) + vma.size)
+    for addr, offset in vma.pages:
+        segment.pages.add(vma.pgoff * PAGE_SIZE + addr - vma.start, offset)
+    return segment
+
+
+VMA_WRITERS = {
+    "anon": _Writer.private_vma,
+    "file": _Writer.private_vma,
+    "shm-anon": _Writer.shm_anon_vma,
+    "shm-file": _Writer.shm_inode_vma,
+    "shm-ipc": _Writer.shm_inode_vma,
+    "vdso": lambda self, vma: ("CKPT_VMA_VDSO", 0, 0, None),
+    "ignore": lambda self, vma: ("CKPT_VMA_IGNORE", 0, 0, None),
+}

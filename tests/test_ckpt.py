@@ -1,0 +1,451 @@
+"""linux-cr ckpt_hdr images: golden images written by C (tests/c/ckpt_golden.c, -m32 and -m64),
+record round trips, the writer, and hostile input."""
+
+import io
+import struct
+import subprocess
+import tracemalloc
+from array import array
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from crfs.errors import FormatError
+from crfs.formats import ckpt as fmt
+from crfs.formats.source import MemorySource, Source
+from crfs.model import Image, Mm, Registers, ShmSegment, Task, Vma, registry
+from crfs.model.ckpt import dump, load
+from crfs.model import ckpt_pages
+from crfs.model.ckpt_pages import aligned_ascending
+
+ARCH_BITS = {"i386": 32, "x86_64": 64}
+TASK_EXTRA = ("pgid", "sid", "depth", "exit_state", "exit_code", "exit_signal", "pdeath_signal",
+              "compat_robust_futex_head_len", "compat_robust_futex_list",
+              "robust_futex_head_len", "robust_futex_list", "set_child_tid", "clear_child_tid",
+              "thread_info_flags", "files_objref", "fs_objref", "sighand_objref",
+              "signal_objref")
+FILE_EXTRA = ("f_type", "f_mode", "f_flags", "f_credref", "f_pos", "f_version", "f_secref")
+# What the writer renumbers or writes as 0 (objects it does not write).
+NOT_KEPT = {"files_objref", "fs_objref", "sighand_objref", "signal_objref", "exe_objref",
+            "vma_objref", "ino_objref", "f_credref", "f_secref"}
+
+
+def fnv1a64(data):
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+@pytest.fixture(params=sorted(ARCH_BITS.values()), ids=lambda bits: f"m{bits}")
+def golden(request, run_golden):
+    """(image bytes, expected values from C) for one ABI."""
+    path, expected = run_golden("ckpt_golden", request.param)
+    return path.read_bytes(), expected
+
+
+@pytest.fixture(scope="module")
+def golden64(build_c, tmp_path_factory):
+    """The x86_64 golden image bytes, once per module (for hypothesis)."""
+    path = tmp_path_factory.mktemp("ckpt") / "golden.img"
+    subprocess.run([str(build_c("ckpt_golden", 64)), str(path)], check=True,
+                   capture_output=True)
+    return path.read_bytes()
+
+
+def load_bytes(data):
+    return load(MemorySource(data))
+
+
+def dump_bytes(image, **options):
+    out = io.BytesIO()
+    dump(image, out, **options)
+    return out.getvalue()
+
+
+def record_list(data):
+    return list(fmt.records(MemorySource(data)))
+
+
+# --------------------------------------------------------------------------- declarations
+
+def test_record_sizes_match_the_spec():
+    expected = {"CKPT_HDR_HEADER": 72, "CKPT_HDR_HEADER_ARCH": 16, "CKPT_HDR_TREE": 16,
+                "CKPT_HDR_TASK": 64, "CKPT_HDR_TASK_OBJS": 32, "CKPT_HDR_THREAD": 40,
+                "CKPT_HDR_CPU": 192, "CKPT_HDR_OBJREF": 16, "CKPT_HDR_MM": 120,
+                "CKPT_HDR_VMA": 72, "CKPT_HDR_PGARR": 16, "CKPT_HDR_MM_CONTEXT": 24,
+                "CKPT_HDR_TAIL": 16, "CKPT_HDR_ERROR": 8}
+    assert {name: fmt.SIZE[name] for name in expected} == expected
+    assert fmt.MIN_SIZE["CKPT_HDR_FILE"] == 48
+    assert fmt.ckpt_pids.sizeof() == 24
+
+
+@pytest.mark.parametrize("table", [fmt.CKPT_HDR, fmt.CKPT_VMA, fmt.CKPT_OBJ, fmt.CKPT_FILE,
+                                   fmt.CKPT_ARCH, fmt.MAGIC])
+def test_constant_tables_have_unique_values(table):
+    assert len(set(table.values())) == len(table)
+
+
+def test_sniff(golden64):
+    assert fmt.sniff(golden64[:16])
+    assert not fmt.sniff(golden64[:15])
+    cr_head = struct.pack("<hhIQ", 1, 224, 0, fmt.MAGIC["CHECKPOINT_MAGIC_HEAD"])
+    assert not fmt.sniff(cr_head)
+    assert not fmt.sniff(struct.pack("<IIQ", 1, 72, fmt.MAGIC["CHECKPOINT_MAGIC_TAIL"]))
+
+
+def test_every_record_builds_back_to_its_bytes(golden):
+    data, expected = golden
+    seen, nr_pages = set(), 0
+    for info in record_list(data):
+        raw = data[info.offset:info.offset + info.length]
+        struct_ = fmt.FIXED.get(info.name) or fmt.AT_LEAST.get(info.name) or fmt.ckpt_hdr_raw
+        if info.name == "CKPT_HDR_BUFFER" and nr_pages:
+            struct_ = fmt.pgarr_buffer(expected["arch"], nr_pages)
+        assert struct_.build(struct_.parse(raw)) == raw, info
+        nr_pages = fmt.parse_record(MemorySource(raw), fmt.record_at(MemorySource(raw), 0)
+                                    ).nr_pages if info.name == "CKPT_HDR_PGARR" else 0
+        seen.add(info.name)
+    assert seen == set(fmt.CKPT_HDR) - {"CKPT_HDR_SECURITY", "CKPT_HDR_TASK_NS",
+                                        "CKPT_HDR_RESTART_BLOCK", "CKPT_HDR_FILE_TABLE",
+                                        "CKPT_HDR_FILE_DESC", "CKPT_HDR_ERROR"} | {"type 777"}
+
+
+def test_records_cover_the_file_and_name_unknown_types(golden):
+    data, expected = golden
+    infos = record_list(data)
+    assert sum(i.length for i in infos) == len(data)
+    assert [i.offset for i in infos[1:]] == [i.offset + i.length for i in infos[:-1]]
+    assert [i.name for i in infos].count(f"type {expected['unknown_type']}") == 3
+    pgarrs = [i.note for i in infos if i.name == "CKPT_HDR_PGARR"]
+    assert "nr_pages 3" in pgarrs and "nr_pages 2" in pgarrs
+
+
+# --------------------------------------------------------------------------- golden values
+
+def test_golden_header(golden):
+    data, expected = golden
+    image = load_bytes(data)
+    assert (image.format, image.dialect, image.arch) == ("linux-cr", "ckpt_hdr v21",
+                                                         expected["arch"])
+    assert image.header == expected["header"]
+    assert image.time == expected["header"]["time"]
+    assert image.has_trailer is True
+    assert image.record_count == len(record_list(data))
+
+
+def test_golden_tasks(golden):
+    data, expected = golden
+    image = load_bytes(data)
+    assert len(image.tasks) == len(expected["tasks"])
+    for task, want in zip(image.tasks, expected["tasks"]):
+        assert (task.pid, task.ppid, task.tgid, task.comm, task.state) == (
+            want["pid"], want["ppid"], want["tgid"], want["comm"], want["state"])
+        assert {k: task.extra[k] for k in TASK_EXTRA} == {k: want[k] for k in TASK_EXTRA}
+        assert task.extra.get("vpids", []) == want["vpids"]
+        assert task.tls == want["tls"]
+        assert task.regs == Registers(image.arch, want["regs"])
+        assert task.regs.as_dict() == want["regs"]
+        assert {k: task.extra[k] for k in want["cpu_extra"]} == want["cpu_extra"]
+        assert task.fpu == (bytes.fromhex(want["fpu"]) if want["fpu"] else None)
+    main, thread, child = image.tasks
+    assert main.mm is thread.mm and child.mm is not main.mm
+    assert len(image.mms()) == 2
+
+
+def test_golden_mms_and_vmas(golden):
+    data, expected = golden
+    image = load_bytes(data)
+    mms = [image.tasks[0].mm, image.tasks[2].mm]
+    for mm, want in zip(mms, expected["mms"]):
+        assert mm.fields == want["fields"]
+        assert mm.auxv == [tuple(pair) for pair in want["auxv"]]
+        assert mm.ldt == (bytes.fromhex(want["ldt"]) if want["ldt"] else None)
+        assert mm.source is image.source
+        assert len(mm.vmas) == len(want["vmas"])
+        for vma, want_vma in zip(mm.vmas, want["vmas"]):
+            assert (vma.start, vma.end, vma.vm_flags, vma.prot, vma.pgoff, vma.kind,
+                    vma.file) == tuple(want_vma[k] for k in (
+                        "start", "end", "vm_flags", "prot", "pgoff", "kind", "file"))
+            keys = ["vma_type", "vma_objref", "ino_objref", "ino_size"]
+            keys += list(FILE_EXTRA) if want_vma["file"] else []
+            assert vma.extra == {k: want_vma[k] for k in keys}
+
+
+def test_golden_pages_read_back(golden):
+    data, expected = golden
+    image = load_bytes(data)
+    for mm, want in zip([image.tasks[0].mm, image.tasks[2].mm], expected["mms"]):
+        for vma, want_vma in zip(mm.vmas, want["vmas"]):
+            assert [addr for addr, _ in vma.pages] == [addr for addr, _ in want_vma["pages"]]
+            for addr, digest in want_vma["pages"]:
+                assert fnv1a64(mm.read(addr, 4096)) == digest
+            if vma.pages:
+                assert mm.read(vma.end - 4096, 8192) == mm.read(vma.end - 4096, 4096)
+
+
+def test_golden_shm_segment_is_shared(golden):
+    data, expected = golden
+    image = load_bytes(data)
+    shm_vmas = [v for mm in image.mms() for v in mm.vmas if v.kind == "shm-anon"]
+    assert len(shm_vmas) == 2 and shm_vmas[0].shm is shm_vmas[1].shm
+    segment, want = shm_vmas[0].shm, expected["shm"]
+    assert (segment.objref, segment.size) == (want["ino_objref"], want["size"])
+    assert [key for key, _ in segment.pages] == [key for key, _ in want["pages"]]
+    for (_, offset), (_, digest) in zip(segment.pages, want["pages"]):
+        assert fnv1a64(image.source.pread(offset, 4096)) == digest
+
+
+# --------------------------------------------------------------------------- writer
+
+def summary(image):
+    """What the writer keeps of an image, page bytes included."""
+    def vma_view(mm, vma):
+        extra = {k: v for k, v in vma.extra.items() if k not in NOT_KEPT}
+        pages = [(addr, mm.read(addr, 4096)) for addr, _ in vma.pages]
+        return (vma.start, vma.end, vma.vm_flags, vma.prot, vma.pgoff, vma.kind, vma.file,
+                extra, pages, vma.shm and (vma.shm.size, len(vma.shm.pages)))
+
+    def mm_view(mm):
+        fields = {k: v for k, v in mm.fields.items() if k not in NOT_KEPT}
+        return fields, mm.auxv, mm.ldt, [vma_view(mm, v) for v in mm.vmas]
+
+    mms = image.mms()
+    tasks = [(t.pid, t.tgid, t.ppid, t.comm, t.state, t.regs, t.fpu, t.tls,
+              {k: v for k, v in t.extra.items() if k not in NOT_KEPT},
+              mms.index(t.mm) if t.mm else None) for t in image.tasks]
+    return image.arch, image.header, image.time, tasks, [mm_view(mm) for mm in mms]
+
+
+def test_dump_of_a_loaded_image_is_stable(golden):
+    data, _ = golden
+    original = load_bytes(data)
+    first = dump_bytes(original)
+    again = load_bytes(first)
+    assert dump_bytes(again) == first
+    assert summary(again) == summary(original)
+
+
+def test_dump_writes_the_documented_order(golden64):
+    names = [i.name for i in record_list(dump_bytes(load_bytes(golden64)))]
+    assert names[:7] == ["CKPT_HDR_HEADER", "CKPT_HDR_BUFFER", "CKPT_HDR_BUFFER",
+                         "CKPT_HDR_BUFFER", "CKPT_HDR_HEADER_ARCH", "CKPT_HDR_TREE",
+                         "CKPT_HDR_BUFFER"]
+    assert names[-1] == "CKPT_HDR_TAIL" and "CKPT_HDR_CONTAINER" not in names
+    assert names.count("CKPT_HDR_MM") == 2 and names.count("CKPT_HDR_TASK_OBJS") == 3
+    first_task = names.index("CKPT_HDR_TASK")
+    assert names[first_task:first_task + 6] == [
+        "CKPT_HDR_TASK", "CKPT_HDR_STRING", "CKPT_HDR_THREAD", "CKPT_HDR_CPU",
+        "CKPT_HDR_CPU_FPU", "CKPT_HDR_OBJREF"]
+
+
+def scratch_image(arch):
+    """A model built by hand: two threads sharing an mm, a second process sharing the shm."""
+    source = MemorySource()
+    pages = [source.append(bytes([n]) * 4096) for n in range(1, 8)]
+    segment = ShmSegment(objref=0, size=3 * 4096)
+    segment.pages.add(0, pages[5])
+    segment.pages.add(2 * 4096, pages[6])
+
+    def shm_vma(start):
+        vma = Vma(start, start + 3 * 4096, 0xFB, 0x27, 0, "shm-anon", shm=segment)
+        vma.pages.add(start, pages[5])
+        vma.pages.add(start + 2 * 4096, pages[6])
+        return vma
+
+    heap = Vma(0x600000, 0x60A000, 0x73, 0x25, 0, "anon")
+    for i in range(5):
+        heap.pages.add(0x600000 + 2 * i * 4096, pages[i])
+    text = Vma(0x400000, 0x402000, 0x75, 0x25, 0, "file", file="/bin/scratch")
+    vdso = Vma(0xB0000000, 0xB0001000, 0x75, 0x25, 0, "vdso")
+    mm1 = Mm(fields={"start_code": 0x400000, "brk": 0x60A000}, auxv=[(6, 4096), (0, 0)],
+             vmas=[text, heap, shm_vma(0x700000), vdso], ldt=bytes(range(8)), source=source)
+    mm2 = Mm(vmas=[text, shm_vma(0x800000)], source=source)
+    cs, ds = (0x33, 0x2B) if arch == "x86_64" else (0x73, 0x7B)
+    regs = Registers(arch, {"cs": cs, "ss": ds, "ds": ds, "es": ds})
+    tasks = [Task(10, 10, 1, "leader", state=0, regs=regs, fpu=bytes(range(256)) * 2,
+                  tls=[1, 2, 3], mm=mm1),
+             Task(11, 10, 1, "thread", regs=regs, mm=mm1),
+             Task(12, 12, 10, "child", regs=regs, mm=mm2)]
+    return Image("linux-cr", "scratch", arch, time=1_234_567, tasks=tasks)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCH_BITS))
+def test_scratch_model_round_trip(arch, monkeypatch):
+    monkeypatch.setitem(fmt.CKPT_PGARR_BATCH, arch, 2)   # several chunks from 5 pages
+    image = scratch_image(arch)
+    data = dump_bytes(image)
+    loaded = load_bytes(data)
+    assert dump_bytes(loaded) == data
+    assert [t.comm for t in loaded.tasks] == ["leader", "thread", "child"]
+    assert loaded.tasks[0].mm is loaded.tasks[1].mm
+    assert loaded.tasks[0].regs == image.tasks[0].regs
+    assert loaded.tasks[0].fpu == image.tasks[0].fpu and loaded.tasks[1].fpu is None
+    mm1, mm2 = loaded.tasks[0].mm, loaded.tasks[2].mm
+    assert mm1.read(0x608000, 4096) == bytes([5]) * 4096
+    assert mm1.read(0x601000, 4096) == bytes(4096)
+    assert mm2.read(0x802000, 4096) == bytes([7]) * 4096
+    assert mm1.vmas[2].shm is mm2.vmas[1].shm
+    assert [v.extra["vma_type"] for v in mm2.vmas] == ["CKPT_VMA_FILE", "CKPT_VMA_SHM_ANON_SKIP"]
+    assert mm2.vmas[0].extra["vma_objref"] == mm1.vmas[0].extra["vma_objref"]
+    infos = record_list(data)
+    assert {i.note for i in infos if i.name == "CKPT_HDR_PGARR"} == {
+        "nr_pages 2", "nr_pages 1", "nr_pages 0"}
+    assert [i.name for i in infos].count("CKPT_HDR_FILE") == 1
+
+
+def test_dump_streams_pages_from_the_source(monkeypatch):
+    monkeypatch.setattr(ckpt_pages, "MAX_RUN", 2)   # pages per read
+    image = scratch_image("x86_64")
+    reads = []
+    source = image.tasks[0].mm.source
+    original = source.pread
+    source.pread = lambda offset, length: reads.append(length) or original(offset, length)
+    dump_bytes(image)
+    assert reads and max(reads) <= 2 * 4096
+
+
+def test_dump_rejects_what_the_format_cannot_hold():
+    image = scratch_image("x86_64")
+    with pytest.raises(ValueError, match="x86_64 registers"):
+        dump_bytes(image, arch="i386")
+    image.tasks[0].mm.vmas[0].file = None
+    with pytest.raises(ValueError, match="without a file name"):
+        dump_bytes(image)
+    image = scratch_image("x86_64")
+    image.tasks[1].state = 1 << 40
+    with pytest.raises(ValueError, match="CKPT_HDR_TASK"):
+        dump_bytes(image)
+
+
+# --------------------------------------------------------------------------- bad input
+
+def patched(data, offset, fmt_, value):
+    out = bytearray(data)
+    struct.pack_into(fmt_, out, offset, value)
+    return bytes(out)
+
+
+def first_record(data, name, note=None):
+    return next(i for i in record_list(data)
+                if i.name == name and (note is None or i.note == note))
+
+
+def test_truncation_at_and_inside_every_record(golden):
+    data, _ = golden
+    for info in record_list(data):
+        for cut in {info.offset, info.offset + 4, info.offset + info.length // 2,
+                    info.offset + info.length - 1}:
+            with pytest.raises(FormatError):
+                load_bytes(data[:cut])
+
+
+def test_an_error_record_reports_the_image_message(golden64):
+    cut = first_record(golden64, "CKPT_HDR_TASK").offset
+    error = struct.pack("<II", 9999, 8)
+    message = b"\0checkpoint of pid 4242 failed: -EBUSY\0"
+    string = struct.pack("<II", 5, 8 + len(message)) + message
+    with pytest.raises(FormatError, match="pid 4242 failed: -EBUSY") as exc:
+        load_bytes(golden64[:cut] + error + string)
+    assert (exc.value.offset, exc.value.record) == (cut, "CKPT_HDR_ERROR")
+
+
+def test_lying_nr_pages_is_refused_without_allocating(golden64):
+    pgarr = first_record(golden64, "CKPT_HDR_PGARR", "nr_pages 3")
+    data = patched(golden64, pgarr.offset + 8, "<Q", 99999999)
+    tracemalloc.start()
+    with pytest.raises(FormatError) as exc:
+        load_bytes(data)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert str(exc.value) == (f"offset {pgarr.offset:#x}: CKPT_HDR_PGARR: "
+                              "nr_pages 99999999 exceeds the file")
+    assert peak < 1 << 20
+
+
+def test_lying_nr_tasks_is_refused_without_allocating(golden64):
+    tree = first_record(golden64, "CKPT_HDR_TREE")
+    data = patched(golden64, tree.offset + 8, "<i", 0x7FFFFFFF)
+    tracemalloc.start()
+    with pytest.raises(FormatError, match="nr_tasks 2147483647 exceeds the file") as exc:
+        load_bytes(data)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert exc.value.record == "CKPT_HDR_TREE" and peak < 1 << 20
+
+
+@pytest.mark.parametrize("name, field_offset, fmt_, value, message", [
+    ("CKPT_HDR_TAIL", 8, "<Q", 1, "bad magic"),
+    ("CKPT_HDR_HEADER", 16, "<H", 5, "unsupported arch_id 5"),
+    ("CKPT_HDR_CPU", 180, "<H", 0x4003, "TLS index 3"),
+    ("CKPT_HDR_CPU", 180, "<H", 9, "unknown segment code"),
+    ("CKPT_HDR_VMA", 8, "<I", 9, "unknown vma_type 9"),
+    ("CKPT_HDR_VMA", 32, "<Q", 0x8048001, "bad range"),
+    ("CKPT_HDR_TASK_OBJS", 12, "<i", 99, "objref 99 is not a CKPT_OBJ_MM"),
+    ("CKPT_HDR_MM", 8, "<I", 1 << 30, "map_count 1073741824 exceeds the file"),
+    ("CKPT_HDR_MM_CONTEXT", 20, "<I", 3, "bytes for nldt 3"),
+    ("CKPT_HDR_THREAD", 12, "<H", 4, "4 TLS entries"),
+    ("CKPT_HDR_OBJREF", 12, "<i", 0, "objref 0 is not new"),
+    ("CKPT_HDR_BUFFER", 4, "<I", 7, "shorter than its header"),
+])
+def test_bad_fields_give_clean_errors(golden64, name, field_offset, fmt_, value, message):
+    info = first_record(golden64, name)
+    with pytest.raises(FormatError, match=message):
+        load_bytes(patched(golden64, info.offset + field_offset, fmt_, value))
+
+
+def test_vaddrs_must_ascend_inside_the_vma(golden64):
+    pgarr = first_record(golden64, "CKPT_HDR_PGARR", "nr_pages 3")
+    vaddrs = pgarr.offset + 16 + 8
+    swapped = patched(golden64, vaddrs, "<Q", struct.unpack_from("<Q", golden64, vaddrs + 8)[0])
+    with pytest.raises(FormatError, match="ascending"):
+        load_bytes(swapped)
+    with pytest.raises(FormatError, match="ascending"):
+        load_bytes(patched(golden64, vaddrs, "<Q", 0x1000))
+
+
+def test_skip_without_a_dumped_segment(golden64):
+    skip = first_record(golden64, "CKPT_HDR_VMA", "CKPT_VMA_SHM_ANON_SKIP 0x50000000-0x50006000")
+    with pytest.raises(FormatError, match="ino_objref 42 was not dumped before"):
+        load_bytes(patched(golden64, skip.offset + 16, "<i", 42))
+
+
+def test_missing_tail_and_trailing_bytes(golden64):
+    with pytest.raises(FormatError, match="missing CKPT_HDR_TAIL"):
+        load_bytes(golden64[:-16])
+    with pytest.raises(FormatError, match="data after the trailer"):
+        load_bytes(golden64 + bytes(8))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_damaged_images_raise_only_format_error(golden64, data):
+    image = bytearray(golden64)
+    for _ in range(data.draw(st.integers(1, 4))):
+        index = data.draw(st.integers(0, len(image) - 1))
+        image[index] ^= data.draw(st.integers(1, 255))
+    if data.draw(st.booleans()):
+        del image[data.draw(st.integers(0, len(image))):]
+    try:
+        registry.load(MemorySource(bytes(image)))
+    except FormatError:
+        pass
+
+
+@given(st.lists(st.integers(0, (1 << 52) - 1), max_size=8), st.booleans())
+def test_aligned_ascending_agrees_with_a_plain_check(pages, sort):
+    vaddrs = sorted(p * 4096 for p in pages) if sort else [p * 4096 for p in pages]
+    plain = all(a < b for a, b in zip(vaddrs, vaddrs[1:]))
+    assert aligned_ascending(array("Q", vaddrs).tobytes()) == plain
+    if vaddrs:
+        vaddrs[0] += 8
+        assert not aligned_ascending(array("Q", vaddrs).tobytes())
+
+
+def test_registry_finds_the_format(golden64, tmp_path):
+    path = tmp_path / "golden.img"
+    path.write_bytes(golden64)
+    with Source.open(path) as source:
+        assert registry.detect(source) == "ckpt"
+        assert len(list(registry.records(source))) == len(record_list(golden64))

@@ -57,6 +57,13 @@ def cmd_verify(args):
     return EXIT_OK if report.sound else EXIT_FAIL
 
 
+def cmd_demo(args):
+    from crfs.demo import write_demo_store
+    for path in write_demo_store(args.store):
+        print(path)
+    return EXIT_OK
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="crfs",
@@ -75,10 +82,15 @@ def build_parser():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("image", metavar="IMAGE", help="checkpoint image file")
         p.set_defaults(func=func)
+    demo = sub.add_parser("demo", help="write demo images (one per format and arch) into a "
+                                       "store", description="write demo images into a store")
+    demo.add_argument("store", metavar="STORE", nargs="?", default="/var/lib/crfs",
+                      help="store directory (default /var/lib/crfs)")
+    demo.set_defaults(func=cmd_demo, image=None)
     return parser
 
 
-COMMANDS = ("info", "records", "verify")
+COMMANDS = ("info", "records", "verify", "demo")
 
 
 def main(argv=None):

@@ -131,9 +131,11 @@ class RestartBox(Dir):
                     _status(upload.name, "rejected",
                             f"cannot restart a {image.description} image: "
                             f"only {RESTARTABLE} images can be restarted"))
+        # Not ENOSYS: the kernel takes ENOSYS from FLUSH to mean "no flush method",
+        # returns 0 to close(2) and stops sending FLUSH for the whole mount.
         if not os.path.exists(DEVICE):
-            return FsError(errno.ENOSYS), _status(upload.name, "failed", MODULE_HELP)
-        return (FsError(errno.ENOSYS),
+            return FsError(errno.ENODEV), _status(upload.name, "failed", MODULE_HELP)
+        return (FsError(errno.ENODEV),
                 _status(upload.name, "failed", "restart through /dev/crfs is not available "
                                                "in this version of crfs"))
 

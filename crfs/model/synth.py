@@ -45,11 +45,12 @@ class PatternSource:
         pass
 
 
-def synthetic_image(arch="x86_64", heap_pages=64, comm="synth", pid=4242, release="6.1.0"):
+def synthetic_image(arch="x86_64", heap_pages=64, comm="synth", pid=4242, release="6.1.0",
+                    seed=0xC0FFEE):
     """One task: a text VMA (file), a heap with `heap_pages` dumped pages, a stack."""
     layout = LAYOUT[arch]
     stack_pages = 4
-    source = PatternSource(1 + heap_pages + stack_pages)
+    source = PatternSource(1 + heap_pages + stack_pages, seed)
     text = Vma(layout["text"], layout["text"] + 4 * PAGE_SIZE, VM_READ | VM_EXEC, PROT_RX, 0,
                "file", file=f"/usr/bin/{comm}")
     text.pages.add(text.start, 0)  # a written (COW-broken) text page

@@ -36,10 +36,9 @@ def image_dir(entry):
 
 def _tasks(image, key, mtime):
     for task in image.tasks:
-        name = str(task.pid)
-        yield name, StaticDir(key + ("tasks", name),
-                              lambda task=task: _task(image, task, key + ("tasks", name), mtime),
-                              mtime)
+        tkey = key + ("tasks", str(task.pid))
+        yield str(task.pid), StaticDir(
+            tkey, lambda task=task, tkey=tkey: _task(image, task, tkey, mtime), mtime)
 
 
 def _task(image, task, key, mtime):

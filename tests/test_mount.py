@@ -7,7 +7,10 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -262,3 +265,49 @@ def test_store_is_created_and_readme_explains(tmp_path):
         assert "restart/" in (m / "README").read_text()
     finally:
         m.unmount()
+
+
+def test_killed_writer_never_restarts(mount, tmp_path):
+    write_image(tmp_path / "p.img", "ckpt", "x86_64", heap_pages=64)
+    data = (tmp_path / "p.img").read_bytes()
+    mount.mount()
+    target = mount / "restart" / "p.img"
+    # Write half the image, then die by SIGKILL with the file still open.
+    script = ("import os, signal, sys\n"
+              f"fd = os.open({str(target)!r}, os.O_WRONLY | os.O_CREAT, 0o600)\n"
+              "os.write(fd, sys.stdin.buffer.read())\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", script], input=data[:len(data) // 2])
+    assert proc.returncode == -9
+    status = (mount / "restart" / "p.img.status").read_text()
+    assert "state: rejected" in status
+    assert "offset 0x" in status or "FAIL" in status or "records" in status
+    assert not [n for n in os.listdir(mount.store) if n.startswith(".crfs-")]
+
+
+def test_only_root_or_owner_may_write_restart():
+    if os.getuid() != 0:
+        pytest.skip("needs root to act as another user")
+    # pytest's tmp dirs are private to root: use one that user nobody can walk through.
+    with tempfile.TemporaryDirectory(prefix="crfs-perm-") as tmp:
+        tmp = Path(tmp)
+        os.chmod(tmp, 0o755)
+        m = Mount(tmp)
+        write_image(tmp / "p.img", "ckpt", "x86_64")
+        os.chmod(tmp / "p.img", 0o644)
+        write_image(m.store / "s.img", "cpt", "i386")
+        m.mount("-o", "allow_other")
+        try:
+            cp = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                 "cp", str(tmp / "p.img"), str(m / "restart" / "x.img")],
+                                capture_output=True, text=True)
+            assert cp.returncode != 0
+            assert "Permission denied" in cp.stderr
+            assert not (m / "restart" / "x.img.status").exists()
+            # Reading the tree is fine for everyone.
+            ls = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                 "ls", str(m.path)], capture_output=True, text=True)
+            assert "s.img" in ls.stdout
+        finally:
+            m.unmount()
+        assert not errors_in_log(m.log_text())

@@ -18,6 +18,7 @@ from crfs.model import Image, Mm, Registers, ShmSegment, Task, Vma, registry
 from crfs.model.ckpt import dump, load
 from crfs.model import ckpt_pages
 from crfs.model.ckpt_pages import aligned_ascending
+from digests import fnv1a64
 
 ARCH_BITS = {"i386": 32, "x86_64": 64}
 TASK_EXTRA = ("pgid", "sid", "depth", "exit_state", "exit_code", "exit_signal", "pdeath_signal",
@@ -29,13 +30,6 @@ FILE_EXTRA = ("f_type", "f_mode", "f_flags", "f_credref", "f_pos", "f_version", 
 # What the writer renumbers or writes as 0 (objects it does not write).
 NOT_KEPT = {"files_objref", "fs_objref", "sighand_objref", "signal_objref", "exe_objref",
             "vma_objref", "ino_objref", "f_credref", "f_secref"}
-
-
-def fnv1a64(data):
-    h = 0xCBF29CE484222325
-    for b in data:
-        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return h
 
 
 @pytest.fixture(params=sorted(ARCH_BITS.values()), ids=lambda bits: f"m{bits}")

@@ -13,16 +13,10 @@ from crfs.formats import cpt
 from crfs.formats.source import MemorySource, Source
 from crfs.formats.x86 import PAGE_SIZE, cpt_decode_segment
 from crfs.model import Image, Mm, Registers, Task, Vma, cpt as cpt_model, registry
+from digests import fnv1a64
 
 ARCH_OF_BITS = {32: "i386", 64: "x86_64"}
 REGS_OF_BITS = {32: "CPT_OBJ_X86_REGS", 64: "CPT_OBJ_X86_64_REGS"}
-
-
-def fnv1a(data):
-    value = 0xCBF29CE484222325
-    for byte in data:
-        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return value
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +136,7 @@ def test_page_bytes_match_c(golden):
             size = block["cpt_end"] - block["cpt_start"]
             got = task.mm.read(block["cpt_start"], size)
             if block["cpt_content"] == 2:
-                assert fnv1a(got) == block["fnv"]
+                assert fnv1a64(got) == block["fnv"]
                 data_pages += size // PAGE_SIZE
             else:                                   # VOID: zero pages, nothing stored
                 assert got == bytes(size)
@@ -158,10 +152,10 @@ def test_ldt_and_fpu(golden):
         ldt = [b for b in bits if b["cpt_content"] == 7]
         fpu = [b for b in bits if b["cpt_content"] in (5, 6)]
         assert len(fpu) == 1
-        assert fnv1a(task.fpu) == fpu[0]["fnv"] and len(task.fpu) == fpu[0]["cpt_size"]
+        assert fnv1a64(task.fpu) == fpu[0]["fnv"] and len(task.fpu) == fpu[0]["cpt_size"]
         if ldt:
             assert ldt[0]["cpt_len"] == 24 and ldt[0]["cpt_hdrlen"] != 24   # the seed bug
-            assert fnv1a(task.mm.ldt) == ldt[0]["fnv"]
+            assert fnv1a64(task.mm.ldt) == ldt[0]["fnv"]
         else:
             assert task.mm.ldt is None
     assert image.tasks[0].mm.ldt is not None

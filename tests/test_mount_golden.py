@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from mountfs import Mount, errors_in_log
+from digests import fnv1a64
 
 PAGE = 4096
 ARCH = {32: "i386", 64: "x86_64"}
@@ -24,13 +25,6 @@ CR_CPU_REGS = {
                "eflags": "flags", "cs": "cs", "ss": "ss", "ds": "ds", "es": "es", "fs": "fs",
                "gs": "gs", "orig_rax": "orig_ax"},
 }
-
-
-def fnv1a64(data):
-    value = 0xCBF29CE484222325
-    for byte in data:
-        value = ((value ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
-    return value
 
 
 @pytest.fixture(scope="module")

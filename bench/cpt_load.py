@@ -33,8 +33,7 @@ def big_image(pages):
     source = MemorySource(bytes(range(256)) * (PAGE_SIZE // 256))
     vma = Vma(start=START, end=START + pages * PAGE_SIZE, vm_flags=0x73, prot=0x25, pgoff=0,
               kind="anon")
-    vma.pages.addrs.extend(range(START, START + pages * PAGE_SIZE, PAGE_SIZE))
-    vma.pages.offsets.extend([0] * pages)
+    vma.pages.add_run(range(START, START + pages * PAGE_SIZE, PAGE_SIZE), 0, stride=0)
     task = Task(pid=1, tgid=1, ppid=0, comm="big", regs=Registers("i386", {}),
                 mm=Mm(vmas=[vma], source=source))
     return Image(format="openvz", dialect="cpt v2", arch="i386", tasks=[task], source=source)

@@ -5,7 +5,6 @@ import io
 import struct
 import subprocess
 import tracemalloc
-from array import array
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +16,6 @@ from crfs.formats.source import MemorySource, Source
 from crfs.model import Image, Mm, Registers, ShmSegment, Task, Vma, registry
 from crfs.model.ckpt import dump, load
 from crfs.model import ckpt_pages
-from crfs.model.ckpt_pages import aligned_ascending
 from digests import fnv1a64
 
 ARCH_BITS = {"i386": 32, "x86_64": 64}
@@ -425,16 +423,6 @@ def test_damaged_images_raise_only_format_error(golden64, data):
         registry.load(MemorySource(bytes(image)))
     except FormatError:
         pass
-
-
-@given(st.lists(st.integers(0, (1 << 52) - 1), max_size=8), st.booleans())
-def test_aligned_ascending_agrees_with_a_plain_check(pages, sort):
-    vaddrs = sorted(p * 4096 for p in pages) if sort else [p * 4096 for p in pages]
-    plain = all(a < b for a, b in zip(vaddrs, vaddrs[1:]))
-    assert aligned_ascending(array("Q", vaddrs).tobytes()) == plain
-    if vaddrs:
-        vaddrs[0] += 8
-        assert not aligned_ascending(array("Q", vaddrs).tobytes())
 
 
 def test_registry_finds_the_format(golden64, tmp_path):

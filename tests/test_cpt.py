@@ -258,7 +258,7 @@ def summary(image):
     """What a model says, page bytes included (VMA page counts excepted)."""
     def vma(mm, v):
         return (v.start, v.end, v.vm_flags, v.prot, v.pgoff, v.kind, v.file,
-                v.extra["vma_type"], mm.read(v.start, v.size), list(v.pages.addrs))
+                v.extra["vma_type"], mm.read(v.start, v.size), [addr for addr, _ in v.pages])
 
     return (image.arch, image.header, image.time, [
         (t.pid, t.tgid, t.ppid, t.comm, t.state, t.creds, t.tls, t.extra, t.fpu,

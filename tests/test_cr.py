@@ -154,7 +154,7 @@ def test_private_pages_read_back(golden):
         for vma, w in zip(task.mm.vmas, want["vmas"]):
             if vma.kind not in ("anon", "file"):
                 continue
-            assert list(vma.pages.addrs) == [addr for addr, _ in w["pages"]]
+            assert [addr for addr, _ in vma.pages] == [addr for addr, _ in w["pages"]]
             for addr, fill in w["pages"]:
                 assert task.mm.read(addr, PAGE) == bytes([fill]) * PAGE
             holes = set(range(vma.start, vma.end, PAGE)) - {a for a, _ in w["pages"]}
@@ -175,7 +175,7 @@ def test_shared_memory_segments(golden):
             assert (seg.objref, seg.size) == (w["shm_objref"], w["shm_size"])
             assert segments.setdefault(seg.objref, seg) is seg   # _SKIP reuses the object
             if w["vma_type"] == 3:
-                assert list(seg.pages.addrs) == [i * PAGE for i, _ in w["pages"]]
+                assert [key for key, _ in seg.pages] == [i * PAGE for i, _ in w["pages"]]
                 fills[seg.objref] = dict(w["pages"])
             for index, fill in fills.get(seg.objref, {}).items():
                 addr = vma.start + (index - vma.pgoff) * PAGE

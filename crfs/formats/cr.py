@@ -18,6 +18,8 @@ from typing import Optional
 from construct import Bytes, Int16sl, Int16ul, Int32sl, Int32ul, Int64sl, Int64ul, Struct
 
 from crfs.errors import FormatError
+from crfs.formats.pagewords import (aligned_ascending, first_word, indices_ascending, last_word,
+                                    widen)
 from crfs.formats.source import RecordInfo
 from crfs.formats.x86 import GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE
 
@@ -73,7 +75,6 @@ UTS_FIELD_LEN = NEW_UTS_LEN + 1   # v14 BUFFERs hold the whole new_utsname field
 STRING_MAX = PAGE_SIZE              # PATH_MAX; also the bound on comm and uts strings
 LDT_ENTRIES = 8192
 WORD_SIZE = {"i386": 4, "x86_64": 8}    # sizeof(unsigned long): the vaddr arrays
-VADDR_ARRAY_TYPE = {4: "I", 8: "Q"}
 CR_PGARR_CHUNK = {"i386": 4 * PAGE_SIZE // 4, "x86_64": 4 * PAGE_SIZE // 8}   # v12 writer
 
 # --- construct declarations, one per record (payload only; the frame is separate) ---
@@ -249,7 +250,8 @@ class Record:
     parent: Optional[int] = None    # v4 cr_hdr.parent
     data: object = None             # bytes (strings, LDT, TLS, xstate) or list of pids
     role: str = ""                  # what a STRING/BUFFER/FNAME holds, e.g. "comm"
-    pages: Optional[tuple] = None   # (vaddrs or shm page indices, offset of first page)
+    pages: Optional[tuple] = None   # (vaddrs or shm page indices as little-endian u64s,
+    #                                  offset of the first page)
     note: str = ""
 
     @property
@@ -400,7 +402,8 @@ class Walker:
             yield pgarr
             if nr_pages == 0:
                 return
-            lo = pgarr.pages[0][-1] + (1 if type_name == "CR_VMA_SHM_ANON" else PAGE_SIZE)
+            step = 1 if type_name == "CR_VMA_SHM_ANON" else PAGE_SIZE
+            lo = last_word(pgarr.pages[0]) + step
 
     def _mm_context(self):
         ctx = self._fixed("CR_HDR_MM_CONTEXT")
@@ -520,23 +523,37 @@ class Walker:
         word = WORD_SIZE[self.arch]
         if nr_pages < 0 or nr_pages * (word + PAGE_SIZE) > self._left():
             raise self._error(f"nr_pages {nr_pages} exceeds the file", offset, name)
-        addrs = array(VADDR_ARRAY_TYPE[word], self._raw(record, nr_pages * word))
-        if sys.byteorder != "little":
-            addrs.byteswap()
-        if addrs.typecode != "Q":       # PageMap keeps u64 addresses
-            addrs = array("Q", addrs)
-        _check_addrs(addrs, lo, hi, indices, offset, name)
-        record.pages = (addrs, self.pos)
+        words = widen(self._raw(record, nr_pages * word), word)
+        _check_addrs(words, lo, hi, indices, offset, name)
+        record.pages = (words, self.pos)
         self.pos += nr_pages * PAGE_SIZE
         record.length += nr_pages * PAGE_SIZE
         what = "shm pages" if indices else "nr_pages"
         record.note = f"{record.note} {what} {nr_pages}".strip()
 
 
-def _check_addrs(addrs, lo, hi, indices, offset, name):
-    """Pages must be page-aligned (addresses), strictly ascending and inside [lo, hi)."""
-    if not addrs:
+def _check_addrs(words, lo, hi, indices, offset, name):
+    """Pages must be page-aligned (addresses), strictly ascending and inside [lo, hi).
+
+    Checked on the whole array at once (crfs.formats.pagewords); only a failing array is
+    gone through page by page, to name the culprit."""
+    if not words:
         return
+    in_order = indices_ascending(words) if indices else aligned_ascending(words)
+    if not (in_order and lo <= first_word(words) and last_word(words) < hi):
+        _report_bad_addrs(_u64s(words), lo, hi, indices, offset, name)
+
+
+def _u64s(words):
+    values = array("Q")
+    values.frombytes(words)
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values
+
+
+def _report_bad_addrs(addrs, lo, hi, indices, offset, name):
+    """FormatError for the first page of `addrs` that breaks the rules of _check_addrs."""
     what = "page index" if indices else "vaddr"
     if not indices:
         for addr in addrs:

@@ -31,6 +31,10 @@ class Source:
         """Raw read for already-validated ranges (page bytes)."""
         return os.pread(self.fd, length, offset)
 
+    def readinto(self, buffer, offset):
+        """Raw read filling the writable `buffer` (reused, unlike pread's bytes); the count."""
+        return os.preadv(self.fd, [buffer], offset)
+
     def read(self, offset, length, record):
         """Read exactly `length` bytes at `offset`, or raise FormatError naming `record`."""
         if length < 0 or offset < 0 or offset + length > self.size:
@@ -70,6 +74,11 @@ class MemorySource(Source):
 
     def pread(self, offset, length):
         return bytes(self.data[offset:offset + length])
+
+    def readinto(self, buffer, offset):
+        data = self.data[offset:offset + len(buffer)]
+        buffer[:len(data)] = data
+        return len(data)
 
     def append(self, data):
         """Store `data` and return its offset (for models built in memory)."""

@@ -242,7 +242,7 @@ class _Writer:
 
     def private_vma(self, vma):
         vma_type = "CKPT_VMA_ANON" if vma.kind == "anon" else "CKPT_VMA_FILE"
-        return vma_type, 0, 0, (vma.pages.addrs, vma.pages.offsets)
+        return vma_type, 0, 0, vma.pages.columns()
 
     def shm_anon_vma(self, vma):
         segment = vma.shm or _segment_of(vma)
@@ -250,8 +250,9 @@ class _Writer:
         objref, first = self.new_object(key)
         if not first:
             return "CKPT_VMA_SHM_ANON_SKIP", objref, segment.size, None
-        indices = array("Q", (key // PAGE_SIZE for key in segment.pages.addrs))
-        return "CKPT_VMA_SHM_ANON", objref, segment.size, (indices, segment.pages.offsets)
+        keys, offsets = segment.pages.columns()
+        indices = array("Q", (key // PAGE_SIZE for key in keys))
+        return "CKPT_VMA_SHM_ANON", objref, segment.size, (indices, offsets)
 
     def shm_inode_vma(self, vma):
         """SHM_FILE / SHM_IPC: an inode objref (shared with VMAs of the same inode), no pages."""

@@ -7,17 +7,17 @@ wherever the kernel could first use a shared object. Every length and count is c
 the file before anything is read or allocated for it.
 """
 
-from array import array
 from dataclasses import dataclass
 
 from construct import Array, Int32sl
 
 from crfs.errors import FormatError
 from crfs.formats import ckpt as fmt
+from crfs.formats.pagewords import (aligned_ascending, first_word, indices_ascending,
+                                    last_word, page_keys, widen)
 from crfs.formats.source import parse_bytes
 from crfs.formats.x86 import GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE
 from crfs.model.ckpt_cpu import registers_from_cpu
-from crfs.model.ckpt_pages import WORD, aligned_ascending, page_offsets, widen
 from crfs.model.image import Image, Mm, ShmSegment, Task, Vma
 from crfs.model.registers import Registers
 
@@ -394,15 +394,12 @@ class _Loader:
         lowest = vma.start
         for record, raw, first in self.page_chunks():
             words = widen(raw, width)
-            low = int.from_bytes(words[:WORD], "little")
-            high = int.from_bytes(words[-WORD:], "little")
-            if not (lowest <= low and high < vma.end and aligned_ascending(words)):
+            high = last_word(words)
+            if not (lowest <= first_word(words) and high < vma.end and aligned_ascending(words)):
                 raise FormatError(f"vaddrs not page-aligned, ascending and inside "
                                   f"{vma.start:#x}-{vma.end:#x}", offset=record.offset,
                                   record=record.name)
-            # Bulk copies: PageMap.add_run would cost ~30 ns a page.
-            vma.pages.addrs.frombytes(words)
-            vma.pages.offsets.frombytes(page_offsets(first, len(words) // WORD))
+            vma.pages.add_words(words, first)
             lowest = high + PAGE_SIZE
 
     def load_shm_pages(self, vma, record):
@@ -415,14 +412,14 @@ class _Loader:
         npages = -(-size // PAGE_SIZE)
         next_index = 0
         for chunk, raw, first in self.page_chunks():
-            indices = array("I" if fmt.VADDR_SIZE[self.arch] == 4 else "Q")
-            indices.frombytes(raw)
-            for i, index in enumerate(indices):
-                if not next_index <= index < npages:
-                    raise FormatError(f"page index {index} not ascending inside ino_size {size}",
-                                      offset=chunk.offset, record=chunk.name)
-                segment.pages.add(index * PAGE_SIZE, first + i * PAGE_SIZE)
-                next_index = index + 1
+            indices = widen(raw, fmt.VADDR_SIZE[self.arch])
+            high = last_word(indices)
+            if not (next_index <= first_word(indices) and high < npages
+                    and indices_ascending(indices)):
+                raise FormatError(f"page indices not ascending inside ino_size {size}",
+                                  offset=chunk.offset, record=chunk.name)
+            segment.pages.add_words(page_keys(indices), first)
+            next_index = high + 1
         self.shm[objref] = segment
         self.map_shm(vma, segment)
 
@@ -438,8 +435,7 @@ class _Loader:
         """The segment's pages the VMA maps, at their addresses."""
         vma.shm = segment
         base = vma.pgoff * PAGE_SIZE
-        for key, offset in segment.pages.within(base, base + vma.size):
-            vma.pages.add(vma.start + key - base, offset)
+        vma.pages.add_shifted(segment.pages, base, base + vma.size, vma.start - base)
 
 
 TASK_PARTS = {

@@ -119,11 +119,11 @@ class _Builder:
         self.vma.file = _text(obj.fields.cpt_name)
 
     def _cpt_obj_pages(self, run):
-        if run.stride:
+        if run.stride:      # one-page blocks at a fixed stride
             self.vma.pages.add_run(run.starts, run.offset + PAGE_BLOCK_SIZE, run.stride)
         else:
-            for addr, offset in run.pages():
-                self.vma.pages.add(addr, offset)
+            for start, end, data in run.data_blocks():
+                self.vma.pages.add_run(range(start, end, PAGE_SIZE), data)
 
     def _cpt_obj_bits(self, obj):
         offset, size = obj.payload

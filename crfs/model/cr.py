@@ -6,11 +6,11 @@ holds the file offset of each dumped page.
 """
 
 from array import array
-from bisect import bisect_left
 
 from construct import ConstructError
 
 from crfs.formats import cr
+from crfs.formats.pagewords import page_keys
 from crfs.formats.x86 import GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN
 from crfs.model.image import Image, Mm, ShmSegment, Task, Vma
 from crfs.model.registers import Registers
@@ -135,7 +135,7 @@ class _Builder:
     def _pgarr(self, record):
         if self.vma.kind == "shm-anon":
             indices, first = record.pages
-            self.vma.shm.pages.add_run(array("Q", (i * PAGE_SIZE for i in indices)), first)
+            self.vma.shm.pages.add_words(page_keys(indices), first)
             if record.fields.nr_pages == 0:
                 _map_segment(self.vma)
         else:
@@ -143,7 +143,7 @@ class _Builder:
 
     def _add_pages(self, record):
         if record.pages is not None:
-            self.vma.pages.add_run(*record.pages)
+            self.vma.pages.add_words(*record.pages)
 
     def _mm_context(self, record):
         self.task.mm.ldt = record.data
@@ -170,14 +170,8 @@ class _Builder:
 
 def _map_segment(vma):
     """Show the segment pages that fall inside the VMA at their addresses."""
-    first = vma.pgoff
-    last = first + vma.size // PAGE_SIZE
-    keys = vma.shm.pages.addrs
-    lo = bisect_left(keys, first * PAGE_SIZE)
-    hi = bisect_left(keys, last * PAGE_SIZE)
-    delta = vma.start - first * PAGE_SIZE
-    vma.pages.addrs.extend(key + delta for key in keys[lo:hi])
-    vma.pages.offsets.extend(vma.shm.pages.offsets[lo:hi])
+    base = vma.pgoff * PAGE_SIZE
+    vma.pages.add_shifted(vma.shm.pages, base, base + vma.size, vma.start - base)
 
 
 def dump(image, out, arch=None, dialect=None):
@@ -344,7 +338,7 @@ class _Writer:
         if vma_type in cr.VMA_WITH_FNAME:
             self._emit("CR_HDR_FNAME", cr.encode_text(vma.file or "") + b"\0")
         if self.v4:
-            self._page_run(vma.pages.addrs, vma.pages.offsets, source)
+            self._page_run(*vma.pages.columns(), source)
         elif vma_type in cr.VMA_WITH_PAGES:
             self._pgarrs(vma, source)
 
@@ -363,10 +357,10 @@ class _Writer:
     def _pgarrs(self, vma, source):
         """v14 contents: PGARR chunks (private: vaddrs; shm: page indices), then PGARR 0."""
         if vma.kind == "shm-anon":
-            addrs = array("Q", (key // PAGE_SIZE for key in vma.shm.pages.addrs))
-            offsets = vma.shm.pages.offsets
+            keys, offsets = vma.shm.pages.columns()
+            addrs = array("Q", (key // PAGE_SIZE for key in keys))
         else:
-            addrs, offsets = vma.pages.addrs, vma.pages.offsets
+            addrs, offsets = vma.pages.columns()
         chunk = cr.CR_PGARR_CHUNK[self.arch]
         for i in range(0, len(addrs), chunk):
             self._record("CR_HDR_PGARR", cr.cr_hdr_pgarr, nr_pages=len(addrs[i:i + chunk]))

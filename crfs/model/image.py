@@ -83,35 +83,13 @@ class Mm:
         end = min(addr + size, vma.end)
         out = bytearray(end - addr)
         first_page = addr & ~(PAGE_SIZE - 1)
-        for lo, hi, offset in _runs(vma.pages.within(first_page, end), addr, end):
-            out[lo - addr:hi - addr] = self.source.pread(offset, hi - lo)
+        for page, length, offset in vma.pages.extents(first_page, end):
+            lo, hi = max(page, addr), min(page + length, end)
+            out[lo - addr:hi - addr] = self.source.pread(offset + (lo - page), hi - lo)
         return bytes(out)
 
     def page_count(self):
         return sum(len(v.pages) for v in self.vmas)
-
-
-def _runs(pages, start, end):
-    """Merge pages adjacent both in memory and in the file: one pread per run.
-
-    Yields (lo, hi, file offset of lo) clipped to [start, end).
-    """
-    run = None
-    for page, offset in pages:
-        if run and run[1] == page and run[2] + (page - run[0]) == offset:
-            run[1] = page + PAGE_SIZE
-            continue
-        if run:
-            yield _clip(run, start, end)
-        run = [page, page + PAGE_SIZE, offset]
-    if run:
-        yield _clip(run, start, end)
-
-
-def _clip(run, start, end):
-    page, stop, offset = run
-    lo, hi = max(page, start), min(stop, end)
-    return lo, hi, offset + (lo - page)
 
 
 @dataclass(eq=False)

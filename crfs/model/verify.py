@@ -99,8 +99,8 @@ def _page_problem(vma):
         return f"{len(vma.pages)} pages do not fit"
     if not vma.pages.is_ascending():
         return "page addresses not ascending"
-    addrs = vma.pages.addrs
-    if addrs and (addrs[0] < vma.start or addrs[-1] + PAGE_SIZE > vma.end):
+    pages = vma.pages
+    if pages and (pages.first < vma.start or pages.last + PAGE_SIZE > vma.end):
         return "a page lies outside the VMA"
     return None
 

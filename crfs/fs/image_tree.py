@@ -9,6 +9,7 @@ from bisect import bisect_right
 from crfs import render
 from crfs.formats.x86 import PAGE_SIZE
 from crfs.fs.nodes import Dir, FsError, LazyNames, RangeFile, StaticDir, TextFile, File
+from crfs.model.core import CoreFile
 
 
 def image_dir(entry):
@@ -57,6 +58,14 @@ def _task(image, task, key, mtime):
     yield "mm", StaticDir(key + ("mm",), lambda: _mm(image, mm, key + ("mm",), mtime), mtime)
     yield "pages", PagesDir(key + ("pages",), mm, mtime)
     yield "mem", MemFile(key + ("mem",), mm, mtime)
+    if task.regs is not None:
+        yield "core", _core_file(image, task, key + ("core",), mtime)
+
+
+def _core_file(image, task, key, mtime):
+    """tasks/<pid>/core: an ELF core of the task's process, generated range by range."""
+    core = CoreFile(image, task)
+    return RangeFile(key, core.size, core.read, mtime)
 
 
 def _mm(image, mm, key, mtime):
@@ -108,7 +117,7 @@ class PagesDir(Dir):
         while len(self.mm.vmas[v].pages) == 0 or index - self._firsts[v] >= len(
                 self.mm.vmas[v].pages):
             v += 1
-        return self.mm.vmas[v].pages.addrs[index - self._firsts[v]]
+        return self.mm.vmas[v].pages.addr_at(index - self._firsts[v])
 
     def names(self):
         return LazyNames(self._total, lambda i: f"{self._addr_at(i):08x}")

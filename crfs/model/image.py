@@ -81,9 +81,15 @@ class Mm:
         if vma is None:
             return b""
         end = min(addr + size, vma.end)
-        out = bytearray(end - addr)
         first_page = addr & ~(PAGE_SIZE - 1)
-        for page, length, offset in vma.pages.extents(first_page, end):
+        extents = list(vma.pages.extents(first_page, end))
+        if len(extents) == 1:
+            page, length, offset = extents[0]
+            if page <= addr and page + length >= end:
+                # The common case, a range inside one stored run: one read, no copies.
+                return self.source.pread(offset + (addr - page), end - addr)
+        out = bytearray(end - addr)
+        for page, length, offset in extents:
             lo, hi = max(page, addr), min(page + length, end)
             out[lo - addr:hi - addr] = self.source.pread(offset + (lo - page), hi - lo)
         return bytes(out)

@@ -57,6 +57,27 @@ def cmd_verify(args):
     return EXIT_OK if report.sound else EXIT_FAIL
 
 
+def cmd_core(args):
+    from crfs.model.core import CoreFile
+    image = registry.open_image(args.image)
+    try:
+        task = next((t for t in image.tasks if t.pid == args.pid), None)
+        if task is None:
+            print(f"{args.image}: no task {args.pid}", file=sys.stderr)
+            return EXIT_FAIL
+        if task.mm is None or task.regs is None:
+            print(f"{args.image}: task {args.pid} has no address space or registers",
+                  file=sys.stderr)
+            return EXIT_FAIL
+        core = CoreFile(image, task)
+        with open(args.output, "wb") as out:
+            for chunk in core.chunks():   # never the whole core in memory
+                out.write(chunk)
+    finally:
+        image.close()
+    return EXIT_OK
+
+
 def cmd_demo(args):
     from crfs.demo import write_demo_store
     for path in write_demo_store(args.store):
@@ -64,11 +85,58 @@ def cmd_demo(args):
     return EXIT_OK
 
 
+def cmd_checkpoint(args):
+    from crfs.checkpoint import CheckpointError, checkpoint, checkpoint_into_store
+    from crfs.checkpoint.progress import TerminalProgress
+    after = "stop" if args.leave_stopped else "kill" if args.kill else "detach"
+    progress = TerminalProgress(f"checkpoint {args.pid}")
+    options = dict(fmt=args.format, tree=args.tree, after=after, progress=progress)
+    try:
+        if args.output:
+            path = checkpoint(args.pid, args.output, **options)
+        else:
+            path = checkpoint_into_store(args.pid, args.store, **options)
+    except CheckpointError as exc:
+        print(f"crfs checkpoint: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    finally:
+        progress.finish()
+    print(path)
+    return EXIT_OK
+
+
+def _add_checkpoint_parser(sub):
+    text = "checkpoint a live process (ptrace; works on any kernel) into an image file"
+    p = sub.add_parser("checkpoint", help=text, description=text + ". The image is written "
+                       "to a temporary name and renamed, so it appears whole.",
+                       prog="crfs checkpoint",
+                       usage="crfs checkpoint PID [-o FILE | --store DIR] [--tree] "
+                             "[--leave-stopped | --kill] [--format ckpt|cr|cpt]")
+    p.add_argument("pid", metavar="PID", type=int, help="the process to checkpoint")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("-o", "--output", metavar="FILE", help="image file to write")
+    where.add_argument("--store", metavar="DIR", default=".",
+                       help="write DIR/<comm>-<pid>-<UTC time>.ckpt (default: the current "
+                            "directory)")
+    p.add_argument("--tree", action="store_true",
+                   help="include all descendants (depth first; pids and ppids kept)")
+    then = p.add_mutually_exclusive_group()
+    then.add_argument("--leave-stopped", action="store_true",
+                      help="leave the process stopped afterwards (SIGCONT resumes it)")
+    then.add_argument("--kill", action="store_true", help="kill the process afterwards")
+    p.add_argument("--format", choices=("ckpt", "cr", "cpt"), default="ckpt",
+                   help="ckpt: linux-cr ckpt_hdr x86_64 (default, holds everything); "
+                        "cr: linux-cr cr_hdr v4, one task; cpt: OpenVZ x86_64, no threads")
+    p.set_defaults(func=cmd_checkpoint, image=None)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="crfs",
         usage="crfs [STORE] MOUNTPOINT [-o OPTIONS]   (see `crfs MOUNTPOINT --help`)\n"
-              "       crfs {info,records,verify} IMAGE",
+              "       crfs {info,records,verify} IMAGE\n"
+              "       crfs core IMAGE PID -o FILE\n"
+              "       crfs checkpoint PID [-o FILE | --store DIR] [--tree] ...",
         description="Browse and restart process checkpoint images "
                     "(linux-cr cr_hdr and ckpt_hdr, OpenVZ cpt).")
     parser.add_argument("--version", action="version", version=f"crfs {__version__}")
@@ -87,10 +155,18 @@ def build_parser():
     demo.add_argument("store", metavar="STORE", nargs="?", default="/var/lib/crfs",
                       help="store directory (default /var/lib/crfs)")
     demo.set_defaults(func=cmd_demo, image=None)
+    core_help = "write the ELF core file of a task's process (for gdb)"
+    core = sub.add_parser("core", help=core_help, description=core_help,
+                          prog="crfs core", usage="crfs core IMAGE PID -o FILE")
+    core.add_argument("image", metavar="IMAGE", help="checkpoint image file")
+    core.add_argument("pid", metavar="PID", type=int, help="pid of the task in the image")
+    core.add_argument("-o", "--output", metavar="FILE", required=True, help="core file to write")
+    core.set_defaults(func=cmd_core)
+    _add_checkpoint_parser(sub)
     return parser
 
 
-COMMANDS = ("info", "records", "verify", "demo")
+COMMANDS = ("info", "records", "verify", "demo", "core", "checkpoint")
 
 
 def main(argv=None):

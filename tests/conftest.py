@@ -11,15 +11,16 @@ C_DIR = Path(__file__).parent / "c"
 
 @pytest.fixture(scope="session")
 def build_c(tmp_path_factory):
-    """build_c("name", 32|64) -> path of tests/c/name.c compiled for that ABI."""
+    """build_c("name", 32|64, *gcc_flags) -> path of tests/c/name.c compiled for that ABI
+    (gcc_flags e.g. "-pthread")."""
     out_dir = tmp_path_factory.mktemp("cbin")
     built = {}
 
-    def build(name, bits):
-        key = (name, bits)
+    def build(name, bits, *flags):
+        key = (name, bits, flags)
         if key not in built:
             exe = out_dir / f"{name}-m{bits}"
-            subprocess.run(["gcc", f"-m{bits}", "-O0", "-g", "-Wall", "-Werror",
+            subprocess.run(["gcc", f"-m{bits}", "-O0", "-g", "-Wall", "-Werror", *flags,
                             "-o", str(exe), str(C_DIR / f"{name}.c")],
                            check=True, capture_output=True, text=True)
             built[key] = exe

@@ -42,7 +42,7 @@ def demo(mount):
 def test_tree_lists_every_image_with_contract_files(demo):
     mount, images = demo
     listing = mount.sh("ls").stdout.split()
-    assert listing == sorted(["README", "restart", *images])
+    assert listing == sorted(["README", "checkpoint", "restart", *images])
     for name in images:
         top = set(os.listdir(mount / name))
         assert {"format", "header", "verify", "records", "tasks"} <= top
@@ -144,7 +144,7 @@ def test_sizes_modes_and_times(demo):
 def test_store_is_live(mount):
     write_image(mount.store / "a.img", "ckpt", "x86_64")
     mount.mount()
-    assert os.listdir(mount.path) == ["README", "restart", "a.img"]
+    assert os.listdir(mount.path) == ["README", "restart", "checkpoint", "a.img"]
     write_image(mount.store / "b.img", "cpt", "i386")
     assert "b.img" in os.listdir(mount.path)
     assert "openvz" in (mount / "b.img" / "format").read_text()

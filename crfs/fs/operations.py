@@ -180,6 +180,8 @@ class Operations(pyfuse3.Operations):
             raise FsError(errno.EISDIR)
         if flags & (os.O_WRONLY | os.O_RDWR) and not node.writable:
             raise FsError(errno.EACCES)
+        if hasattr(node, "authorize"):      # control files: who may use them
+            node.authorize(ctx.uid)
         return self._handle(node)
 
     @_request

@@ -1,7 +1,14 @@
 """The top of the mount: README, restart/, and one directory per image in the store."""
 
+import errno
+import logging
+import stat
+
+from crfs.checkpoint import CheckpointError, checkpoint_into_store
 from crfs.fs.image_tree import image_dir
-from crfs.fs.nodes import Dir, TextFile
+from crfs.fs.nodes import Dir, File, FsError, TextFile
+
+log = logging.getLogger("crfs")
 
 README = """\
 crfs: process checkpoint images as files
@@ -21,10 +28,58 @@ Each directory here is one image file of the store ({store}), named as the file.
 
   restart/               copy an image here to restart it; restart/<name>.status says
                          what happened (close fails if the image cannot be restarted)
+  checkpoint             write a pid here (echo PID > checkpoint) to checkpoint that live
+                         process into the store; write(2) fails if it cannot be done
 
 Images added to, replaced in or removed from the store show up here without a remount.
 Use ls, cat, grep, xxd, dd on it; nothing here can be modified.
 """
+
+
+class CheckpointControl(File):
+    """checkpoint: a write-only control file. Each write holds one pid; that process is
+    checkpointed into the store (it appears there once complete) before write(2) returns,
+    and write(2) fails with the reason's errno (the log says why) when it cannot be."""
+
+    mode = stat.S_IFREG | 0o200
+    writable = True
+    direct_io = True
+
+    def __init__(self, store_path, owner_uid):
+        super().__init__(("checkpoint",))
+        self.store_path = store_path
+        self.owner_uid = owner_uid
+
+    def authorize(self, uid):
+        # The daemon may trace what its user may trace: others must not borrow that.
+        if uid not in (0, self.owner_uid):
+            raise FsError(errno.EACCES, "only root or the mount's owner may checkpoint")
+
+    def read(self, offset, size):
+        raise FsError(errno.EBADF)
+
+    def write(self, offset, data):
+        text = bytes(data).decode("ascii", "replace").strip()
+        if not text.isdigit():
+            log.warning("checkpoint: %r is not a pid", text[:40])
+            raise FsError(errno.EINVAL)
+        pid = int(text)
+        try:
+            path = checkpoint_into_store(pid, self.store_path)
+        except CheckpointError as exc:
+            log.warning("checkpoint %d: %s", pid, exc)
+            raise FsError(exc.errno, str(exc)) from None
+        log.info("checkpoint %d: %s", pid, path.name)
+        return len(data)
+
+    def truncate(self, size):
+        pass        # `echo PID > checkpoint` opens with O_TRUNC: nothing to truncate
+
+    def close(self):
+        pass
+
+    def release(self):
+        pass
 
 
 class RootDir(Dir):
@@ -35,20 +90,23 @@ class RootDir(Dir):
         self.store = store
         self.box = restart_box
         self.readme = TextFile(("README",), lambda: README.format(store=store.path))
+        self.control = CheckpointControl(store.path, restart_box.owner_uid)
         self._image_dirs = {}
-        store.reserved.update({"README", "restart"})
+        store.reserved.update({"README", "restart", "checkpoint"})
 
     def refresh(self):
         self.store.refresh()
 
     def names(self):
-        return ["README", "restart"] + self.store.names()
+        return ["README", "restart", "checkpoint"] + self.store.names()
 
     def child(self, name):
         if name == "README":
             return self.readme
         if name == "restart":
             return self.box
+        if name == "checkpoint":
+            return self.control
         entry = self.store.entry(name)
         if entry is None:
             return None

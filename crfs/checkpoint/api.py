@@ -1,0 +1,189 @@
+"""checkpoint(): stop a process (tree), write its image from the stopped memory, let it go.
+
+The image is written to a hidden temporary file next to its destination and renamed into
+place when complete, so a reader of that directory (a mounted crfs store) never sees half
+an image. On any failure the processes are detached unchanged and nothing is left behind.
+"""
+
+import errno
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+from crfs.checkpoint import procfs
+from crfs.checkpoint.capture import UnsupportedVma, build_image
+from crfs.checkpoint.fit import CannotHold, fit
+from crfs.checkpoint.freezer import AFTER, Freezer, Refused
+from crfs.checkpoint.memory import ProcessExited, UnreadableMemory
+from crfs.checkpoint.output import BackgroundWriter
+from crfs.fs.store import TEMP_PREFIX
+from crfs.model import registry
+
+EXTENSIONS = {"ckpt": ".ckpt", "cr": ".cr", "cpt": ".cpt"}
+MAX_NAME_TRIES = 100
+
+
+class CheckpointError(Exception):
+    """Why a checkpoint failed, in one line, with the errno a caller may report."""
+
+    def __init__(self, message, errno_value=errno.EIO):
+        super().__init__(message)
+        self.errno = errno_value
+
+
+def checkpoint(pid, out_path, fmt="ckpt", tree=False, after="detach", progress=None):
+    """Checkpoint process `pid` (with `tree`, and its descendants) into `out_path`
+    (replaced if it exists). `after`: "detach" (it goes on), "stop" (left stopped,
+    SIGCONT resumes it) or "kill". `progress(done_bytes, total_bytes)` is called as the
+    memory is read. Returns the path written; CheckpointError on failure."""
+    out_path = Path(out_path)
+    return _checkpoint(pid, fmt, tree, after, progress,
+                       lambda image, tmp: _replace(tmp, out_path), out_path.parent)
+
+
+def checkpoint_into_store(pid, store_dir, fmt="ckpt", tree=False, after="detach",
+                          progress=None):
+    """As checkpoint(), into directory `store_dir` as <comm>-<pid>-<UTC time>.<fmt>; an
+    existing image is never replaced (a suffix -1, -2 ... is added)."""
+    store_dir = Path(store_dir)
+    return _checkpoint(pid, fmt, tree, after, progress,
+                       lambda image, tmp: _link_new(tmp, store_dir, store_name(image, fmt)),
+                       store_dir)
+
+
+def store_name(image, fmt):
+    root = image.tasks[0]
+    comm = re.sub(r"[^A-Za-z0-9._+-]", "_", root.comm).lstrip(".") or "task"
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(image.time))
+    return f"{comm}-{root.pid}-{stamp}{EXTENSIONS[fmt]}"
+
+
+def _checkpoint(pid, fmt, tree, after, progress, place, directory):
+    _check_arguments(pid, fmt, after)
+    if not os.access(directory, os.W_OK | os.X_OK):   # before stopping anything
+        raise CheckpointError(f"cannot write into {directory}: not a writable directory",
+                              errno.EACCES)
+    freezer = Freezer()
+    counter = _Progress(progress) if progress else None
+    image = None
+    done = False
+    try:
+        freezer.freeze(pid, tree)
+        image = build_image(freezer, counter)
+        options = fit(image, fmt)
+        if counter:
+            counter.total = sum(stop - first for mm in image.mms()
+                                for first, stop in mm.source.runs)
+        path = _write(image, fmt, options, directory, place)
+        done = True
+        return path
+    except Refused as exc:
+        raise CheckpointError(str(exc), exc.errno) from None
+    except (UnsupportedVma, CannotHold) as exc:
+        raise CheckpointError(f"pid {pid}: {exc}", errno.EOPNOTSUPP) from None
+    except ProcessExited as exc:
+        raise _exited(exc.args[0]) from None
+    except UnreadableMemory as exc:
+        raise CheckpointError(f"pid {pid}: {exc}", errno.EIO) from None
+    except OSError as exc:
+        if exc.errno == errno.ESRCH or isinstance(exc, FileNotFoundError):
+            raise _exited(pid) from None
+        raise CheckpointError(f"pid {pid}: {exc.strerror or exc}", exc.errno or errno.EIO) \
+            from None
+    finally:
+        _close_sources(image)
+        freezer.thaw(after if done else "detach")
+
+
+def _check_arguments(pid, fmt, after):
+    if fmt not in registry.FORMATS:
+        raise CheckpointError(f"unknown format {fmt!r}; choose from "
+                              f"{', '.join(registry.FORMATS)}", errno.EINVAL)
+    if after not in AFTER:
+        raise CheckpointError(f"after must be one of {', '.join(AFTER)}", errno.EINVAL)
+    if not isinstance(pid, int) or pid <= 0:
+        raise CheckpointError(f"not a pid: {pid!r}", errno.EINVAL)
+    if pid == os.getpid():
+        raise CheckpointError("crfs cannot checkpoint itself", errno.EINVAL)
+    try:
+        tgid = int(procfs.status_fields(f"/proc/{pid}/status")["Tgid"])
+    except (OSError, KeyError, ValueError):
+        raise CheckpointError(f"no process with pid {pid}", errno.ESRCH) from None
+    if tgid != pid:
+        raise CheckpointError(f"{pid} is a thread of process {tgid}: checkpoint {tgid}",
+                              errno.EINVAL)
+
+
+def _exited(pid):
+    return CheckpointError(f"pid {pid} exited during the checkpoint", errno.ESRCH)
+
+
+class _Progress:
+    """Counts the bytes the page sources read; reports (done, total) to the callback."""
+
+    def __init__(self, callback):
+        self.callback = callback
+        self.done = 0
+        self.total = 0
+
+    def __call__(self, size):
+        self.done += size
+        self.callback(self.done, max(self.total, self.done))
+
+
+def _write(image, fmt, options, directory, place):
+    """Write into a hidden temp file in `directory`, then `place` it; the temp file is
+    removed on any failure."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}checkpoint-", dir=directory)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write into {directory}: {exc.strerror}",
+                              exc.errno) from None
+    out = BackgroundWriter(os.fdopen(fd, "wb"))
+    try:
+        try:
+            registry.dump(image, out, fmt, **options)
+        except BaseException:
+            out.close(check=False)
+            raise
+        out.close()
+        return place(image, tmp)
+    except ValueError as exc:      # a value the format's fields cannot hold
+        raise CheckpointError(f"cannot write {fmt}: {exc}", errno.EOVERFLOW) from None
+    except OSError as exc:         # the output (memory errors are not OSError)
+        raise CheckpointError(f"cannot write into {directory}: {exc.strerror}",
+                              exc.errno or errno.EIO) from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _replace(tmp, path):
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write {path}: {exc.strerror}", exc.errno) from None
+    return path
+
+
+def _link_new(tmp, directory, name):
+    """Give the complete file `tmp` its name in the store without replacing any file."""
+    stem, ext = os.path.splitext(name)
+    for n in range(MAX_NAME_TRIES):
+        path = directory / (f"{stem}-{n}{ext}" if n else name)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise CheckpointError(f"cannot write {path}: {exc.strerror}", exc.errno) from None
+        return path
+    raise CheckpointError(f"{directory}: too many images named {name}", errno.EEXIST)
+
+
+def _close_sources(image):
+    if image is not None:
+        for mm in image.mms():
+            mm.source.close()

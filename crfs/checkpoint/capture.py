@@ -1,0 +1,203 @@
+"""The model of stopped processes: tasks, registers, address spaces, and which pages to save.
+
+Pages are chosen as the kernel checkpoint writers chose them: anonymous pages that exist
+(present or swapped out), and the pages of private file mappings that were written (no
+longer the file's own page). Clean file pages and never-touched pages are not saved.
+"""
+
+import os
+import re
+import time
+
+from crfs.checkpoint import procfs, ptrace
+from crfs.checkpoint.memory import ProcessMemory
+from crfs.formats.x86 import PAGE_SIZE, USER32_CS_X86_64
+from crfs.model.image import Image, Mm, ShmSegment, Task, Vma
+from crfs.model.registers import Registers
+
+ARCH = "x86_64"
+# Kernel-provided parts of the vDSO (re-created with it) and the legacy vsyscall page:
+# nothing of the process is in them.
+SKIPPED = ("[vsyscall]", "[vvar]", "[vvar_vclock]")
+VM_PFNMAP, VM_IO, VM_HUGETLB = 0x400, 0x4000, 0x400000
+# x86 page table bits, for the pgprot the kernel would hold (protection_map).
+PAGE_PRESENT, PAGE_RW, PAGE_USER, PAGE_ACCESSED = 0x1, 0x2, 0x4, 0x20
+PAGE_PROTNONE, PAGE_NX = 0x100, 1 << 63
+# /proc state letters -> task state bits as the images store them.
+STATE_BITS = {"R": 0x0, "S": 0x1, "D": 0x2, "T": 0x4, "t": 0x8, "X": 0x10, "Z": 0x20}
+AT_VECTOR_SIZE_MIN = 44    # saved_auxv words of the 2.6.34 kernels the formats describe
+CREDS = (("Uid", ("uid", "euid", "suid", "fsuid")), ("Gid", ("gid", "egid", "sgid", "fsgid")))
+# Mm.fields -> /proc/<pid>/stat field number (proc(5)).
+MM_STAT_FIELDS = {"start_code": 26, "end_code": 27, "start_data": 45, "end_data": 46,
+                  "start_brk": 47, "start_stack": 28, "arg_start": 48, "arg_end": 49,
+                  "env_start": 50, "env_end": 51}
+
+
+class UnsupportedVma(Exception):
+    """A mapping a checkpoint cannot save (device memory, hugetlb pages, unknown kinds)."""
+
+
+def build_image(freezer, on_read=None):
+    """The Image of the processes `freezer` holds stopped, in the order they were stopped.
+    Each Mm's source reads the process's memory (it must stay stopped until written)."""
+    segments = {}       # (dev, inode) -> ShmSegment, shared by the processes of a tree
+    tasks = []
+    for pid, tids in freezer.processes.items():
+        tasks += capture_process(pid, tids, freezer.states, segments, on_read)
+    now = int(time.time())
+    return Image(format="linux-cr", dialect="live", arch=ARCH, header=_header(tasks, now),
+                 time=now, tasks=tasks)
+
+
+def capture_process(pid, tids, states, segments, on_read):
+    """One Task per thread, all sharing one Mm."""
+    leader_regs = ptrace.get_regs(pid)
+    compat = leader_regs["cs"] == USER32_CS_X86_64
+    stat = procfs.stat_fields(pid)
+    mm = capture_mm(pid, stat, compat, segments, on_read)
+    extra = {"pgid": int(stat[5]), "sid": int(stat[6])}
+    return [capture_thread(pid, tid, states.get(tid, "R"), mm, extra) for tid in tids]
+
+
+def capture_thread(pid, tid, state, mm, extra):
+    status = procfs.status_fields(f"/proc/{pid}/task/{tid}/status")
+    comm = procfs.read_text(f"/proc/{pid}/task/{tid}/comm").rstrip("\n")
+    return Task(pid=tid, tgid=int(status["Tgid"]), ppid=int(status["PPid"]), comm=comm,
+                state=STATE_BITS.get(state, 0), creds=_creds(status),
+                regs=Registers(ARCH, ptrace.get_regs(tid)), fpu=ptrace.get_xstate(tid),
+                tls=_tls(tid), mm=mm, extra=dict(extra))
+
+
+def _creds(status):
+    creds = {}
+    for key, names in CREDS:
+        creds.update(zip(names, (int(v) for v in status[key].split()[:4])))
+    return creds
+
+
+def _tls(tid):
+    """GDT TLS entries (32-bit tasks use them; 64-bit ones normally have fs_base instead)."""
+    try:
+        return ptrace.get_tls(tid)
+    except OSError:
+        return [0] * ptrace.GDT_ENTRY_TLS_ENTRIES
+
+
+# ----------------------------------------------------------------------------- memory
+
+def capture_mm(pid, stat, compat, segments, on_read):
+    lines = procfs.maps(pid)
+    vmas, runs = [], []
+    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for line in lines:
+            kind = vma_kind(line)
+            if kind is not None:
+                vma, vma_runs = capture_vma(line, kind, fd, segments)
+                vmas.append(vma)
+                runs += vma_runs
+    finally:
+        os.close(fd)
+    fields = {name: int(stat[number]) for name, number in MM_STAT_FIELDS.items()}
+    # /proc has no brk; the [heap] VMA ends at brk rounded up to a page.
+    heap = next((line for line in lines if line.name == "[heap]"), None)
+    fields["brk"] = heap.end if heap is not None else fields["start_brk"]
+    auxv = procfs.auxv(pid, 4 if compat else 8)
+    return Mm(fields=fields, vmas=vmas, auxv=auxv,
+              source=ProcessMemory(pid, runs, on_read))
+
+
+def vma_kind(line):
+    """Vma.kind for a maps line, None for areas not saved; UnsupportedVma for the rest."""
+    name = line.name
+    if name in SKIPPED:
+        return None
+    if line.vm_flags & (VM_IO | VM_PFNMAP):
+        raise UnsupportedVma(f"{_where(line)}: device memory (VM_IO/VM_PFNMAP)")
+    if line.vm_flags & VM_HUGETLB:
+        raise UnsupportedVma(f"{_where(line)}: hugetlbfs pages")
+    if name == "[vdso]":
+        return "vdso"
+    if line.shared:
+        # Shared memory without a file of its own: /dev/zero (deleted), SYSV segments,
+        # memfd and other unlinked files. Their pages exist only in memory: save them.
+        if name.endswith(" (deleted)") or name.startswith("[anon_shmem:"):
+            return "shm-anon"
+        if name.startswith("/"):
+            return "shm-file"
+    elif name in ("", "[heap]", "[stack]") or name.startswith("[anon:"):
+        return "anon"
+    elif name.startswith("/"):
+        return "file"
+    raise UnsupportedVma(f"{_where(line)}: a special mapping crfs does not know")
+
+
+def _where(line):
+    return f"VMA {line.start:#x}-{line.end:#x} {line.name}".rstrip()
+
+
+def capture_vma(line, kind, pagemap_fd, segments):
+    """(Vma, its page runs); the runs' addresses are the pages' "offsets" in the source."""
+    is_file = kind in ("file", "shm-file", "shm-anon")
+    vma = Vma(start=line.start, end=line.end, vm_flags=line.vm_flags,
+              prot=page_prot(line.perms), pgoff=line.offset // PAGE_SIZE, kind=kind,
+              file=line.name if is_file else None)
+    runs = vma_runs(line, kind, pagemap_fd)
+    for first, stop in runs:
+        vma.pages.add_run(range(first, stop, PAGE_SIZE), first)
+    if kind == "shm-anon":
+        vma.shm = _segment(segments, line, runs)
+    return vma, runs
+
+
+def vma_runs(line, kind, pagemap_fd):
+    if kind == "vdso":
+        return [(line.start, line.end)]     # kernel pages: never "present" as anon pages
+    if kind == "shm-file":
+        return []                           # the file holds them
+    table = procfs.WRITTEN_FILE_PAGES if kind == "file" else procfs.ANON_PAGES
+    return procfs.page_runs(pagemap_fd, line.start, line.end, table)
+
+
+def _segment(segments, line, runs):
+    """The ShmSegment of a shared anonymous VMA: the first VMA mapping it (in the order the
+    image is written) gives its pages, keyed by their offset in the segment."""
+    base = line.offset - line.start
+    size = line.offset + line.end - line.start
+    segment = segments.get((line.dev, line.inode))
+    if segment is None:
+        segment = segments[(line.dev, line.inode)] = ShmSegment(len(segments) + 1, size)
+        for first, stop in runs:
+            segment.pages.add_run(range(base + first, base + stop, PAGE_SIZE), first)
+    segment.size = max(segment.size, size)
+    return segment
+
+
+def page_prot(perms):
+    """vm_page_prot as x86_64's protection_map gives it for these permissions."""
+    readable, writable, executable, shared = (perms[0] == "r", perms[1] == "w",
+                                              perms[2] == "x", perms[3] == "s")
+    if not (readable or writable or executable):
+        return PAGE_PROTNONE | PAGE_ACCESSED
+    prot = PAGE_PRESENT | PAGE_USER | PAGE_ACCESSED
+    if writable and shared:
+        prot |= PAGE_RW           # private writable pages are copy-on-write: read-only
+    if not executable:
+        prot |= PAGE_NX
+    return prot
+
+
+# ----------------------------------------------------------------------------- header
+
+def _header(tasks, now):
+    uname = os.uname()
+    auxv_words = max((2 * len(t.mm.auxv) for t in tasks if t.mm and t.mm.auxv), default=0)
+    return {"release": uname.release[:64], "version": uname.version[:64],
+            "machine": uname.machine[:64], "kernel": _kernel_numbers(uname.release),
+            "time": now, "at_vector_size": max(AT_VECTOR_SIZE_MIN, auxv_words)}
+
+
+def _kernel_numbers(release):
+    """"6.1.0-18-amd64" -> "6.1.0" (the header stores major.minor.patch)."""
+    numbers = re.findall(r"\d+", release)[:3]
+    return ".".join(numbers + ["0"] * (3 - len(numbers)))

@@ -1,0 +1,47 @@
+"""What each image format can hold of a live process, and the model adjusted to it.
+
+The capture is format-neutral (kinds anon, file, shm-anon, shm-file, vdso; the full XSAVE
+area). linux-cr ckpt_hdr holds all of it. The v4 cr_hdr and OpenVZ cpt writers know only
+private anonymous and file VMAs, 512-byte FXSAVE states and (cr v4) a single task, as the
+kernels they come from did: there the vDSO is saved as an anonymous VMA with its pages (what
+those kernels did with it), and a process they cannot hold is refused with the reason.
+"""
+
+FXSAVE_SIZE = 512
+WRITER_OPTIONS = {"ckpt": {}, "cr": {"dialect": "cr_hdr v4", "arch": "x86_64"},
+                  "cpt": {"arch": "x86_64"}}
+FORMAT_NAMES = {"ckpt": "linux-cr ckpt_hdr", "cr": "linux-cr cr_hdr v4", "cpt": "OpenVZ cpt"}
+
+
+class CannotHold(Exception):
+    """The chosen format cannot store something the process has."""
+
+
+def fit(image, fmt):
+    """Adjust `image` for writing as `fmt`; returns the writer options for registry.dump."""
+    if fmt != "ckpt":
+        _fit_legacy(image, fmt)
+    return WRITER_OPTIONS[fmt]
+
+
+def _fit_legacy(image, fmt):
+    name = FORMAT_NAMES[fmt]
+    threads = [t for t in image.tasks if t.pid != t.tgid]
+    if fmt == "cr" and len(image.tasks) != 1:
+        what = (f"pid {threads[0].tgid} has {1 + len(threads)} threads" if threads
+                else f"the tree has {len(image.tasks)} processes")
+        raise CannotHold(f"{name} holds exactly one task, but {what}; use --format ckpt")
+    if threads:
+        raise CannotHold(f"{name} has no thread groups, but pid {threads[0].tgid} is "
+                         f"multi-threaded; use --format ckpt")
+    for mm in image.mms():
+        for vma in mm.vmas:
+            if vma.kind in ("shm-anon", "shm-file"):
+                raise CannotHold(f"{name} cannot hold the shared mapping {vma.start:#x}-"
+                                 f"{vma.end:#x} {vma.file}; use --format ckpt")
+            if vma.kind == "vdso":
+                vma.kind = "anon"
+    for task in image.tasks:
+        if task.fpu is not None:
+            task.fpu = task.fpu[:FXSAVE_SIZE]      # the legacy FXSAVE region of XSAVE
+            task.extra["has_fxsr"] = 1

@@ -1,0 +1,141 @@
+"""Stopping every thread of a set of processes with ptrace, and letting them go again.
+
+PTRACE_SEIZE + PTRACE_INTERRUPT stop a task without sending it a signal, so nothing the
+process could see changes. The tasks stay in that stop while their memory is read; at the
+end they are detached (they go on), left stopped (SIGSTOP queued before detaching, so
+they enter a group stop and not one instruction runs), or killed.
+"""
+
+import errno
+import os
+import signal
+
+from crfs.checkpoint import procfs, ptrace
+
+AFTER = ("detach", "stop", "kill")
+MAX_THREAD_SCANS = 100     # rescans of /proc/<pid>/task while threads are being created
+
+
+class Refused(Exception):
+    """A task that cannot be stopped: why, and the errno to report."""
+
+    def __init__(self, message, errno_value):
+        super().__init__(message)
+        self.errno = errno_value
+
+
+class Freezer:
+    """The processes stopped so far (in the order they were stopped) and their threads."""
+
+    def __init__(self):
+        self.processes = {}    # pid -> [tid, ...], leader first
+        self.states = {}       # tid -> state letter from /proc before it was stopped
+        self.signals = {}      # tid -> signal taken by a signal-delivery stop, to pass on
+
+    def freeze(self, root, tree):
+        """Stop `root` and, with `tree`, its descendants depth first (a parent before its
+        children are listed, so none is forked behind our back)."""
+        stack = [root]
+        while stack:
+            pid = stack.pop()
+            if pid == os.getpid():
+                raise Refused(f"the tree of pid {root} holds crfs itself (pid {pid})",
+                              errno.EINVAL)
+            try:
+                self.freeze_process(pid)
+            except Refused as exc:
+                if pid == root or exc.errno != errno.ESRCH:
+                    raise
+                self.processes.pop(pid, None)     # a child that exited: no longer ours
+                continue
+            if tree:
+                stack.extend(reversed([c for c in procfs.children(pid)
+                                       if c not in self.processes]))
+
+    def freeze_process(self, pid):
+        """Stop every thread; rescan until no new thread appeared while we stopped them."""
+        tids = self.processes.setdefault(pid, [])
+        for _ in range(MAX_THREAD_SCANS):
+            new = [tid for tid in _thread_ids(pid) if tid not in self.states]
+            if not new:
+                return
+            for tid in new:
+                if self._stop(pid, tid):
+                    tids.append(tid)
+        raise Refused(f"pid {pid} keeps creating threads", errno.EAGAIN)
+
+    def _stop(self, pid, tid):
+        """Seize and interrupt one thread; False if it is a thread that just exited."""
+        state = _state(pid, tid)
+        self.states[tid] = state
+        if state in "ZX":
+            if tid != pid:
+                return False
+            raise Refused(f"pid {pid} is a zombie (it has exited)", errno.ESRCH)
+        try:
+            ptrace.seize(tid)
+        except OSError as exc:
+            if exc.errno == errno.ESRCH and tid != pid:
+                return False
+            raise _refusal(pid, exc) from None
+        try:
+            ptrace.interrupt(tid)
+            self.signals[tid] = ptrace.wait_stop(tid)
+        except OSError as exc:
+            self.signals[tid] = 0
+            if exc.errno == errno.ESRCH and tid != pid:
+                return False
+            raise _refusal(pid, exc) from None
+        return True
+
+    def thaw(self, after="detach"):
+        """Let every stopped task go, in the way `after` says; never raises."""
+        for pid, tids in self.processes.items():
+            if after in ("stop", "kill"):
+                _signal(pid, signal.SIGSTOP if after == "stop" else signal.SIGKILL)
+            for tid in tids:
+                try:
+                    ptrace.detach(tid, self.signals.get(tid, 0))
+                except OSError:
+                    pass      # it died meanwhile (or was killed above)
+        self.processes.clear()
+
+
+def _thread_ids(pid):
+    try:
+        return procfs.thread_ids(pid)
+    except FileNotFoundError:
+        raise Refused(f"no process with pid {pid}", errno.ESRCH) from None
+
+
+def _state(pid, tid):
+    try:
+        return procfs.stat_fields(f"{pid}/task/{tid}")[3]
+    except (FileNotFoundError, ProcessLookupError):
+        return "X"
+
+
+def _signal(pid, number):
+    try:
+        os.kill(pid, number)
+    except OSError:
+        pass
+
+
+def _refusal(pid, exc):
+    if exc.errno == errno.EPERM:
+        tracer = _tracer(pid)
+        if tracer:
+            return Refused(f"pid {pid} is already traced by pid {tracer}", errno.EBUSY)
+        return Refused(f"not allowed to trace pid {pid} (run as root, or as its owner with "
+                       "ptrace permitted)", errno.EPERM)
+    if exc.errno == errno.ESRCH:
+        return Refused(f"pid {pid} exited during the checkpoint", errno.ESRCH)
+    return Refused(f"cannot stop pid {pid}: {exc.strerror}", exc.errno or errno.EIO)
+
+
+def _tracer(pid):
+    try:
+        return int(procfs.status_fields(f"/proc/{pid}/status").get("TracerPid", "0"))
+    except (OSError, ValueError):
+        return 0

@@ -1,0 +1,484 @@
+"""crfs checkpoint on real processes (tests/c/ckpt_*.c).
+
+Each program is checkpointed with after="stop"; the truth is then read from the kernel
+while the process is still stopped (/proc/<pid>/maps, ptrace registers, the bytes the
+program wrote) and compared with the image through a crfs mount and through the model.
+Then the process is continued and must go on counting.
+"""
+
+import errno
+import os
+import select
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from crfs.checkpoint import CheckpointError, checkpoint, checkpoint_into_store, ptrace
+from crfs.checkpoint.capture import UnsupportedVma, vma_kind
+from crfs.checkpoint.procfs import MapsLine
+from crfs.model import registry
+from mountfs import CRFS, Mount, errors_in_log
+
+PAGE = 4096
+HIDDEN = ("[vsyscall]", "[vvar]", "[vvar_vclock]")    # not saved (docs/checkpoint.md)
+XMM0 = 160                                            # offset of xmm0 in the FXSAVE area
+
+
+# ----------------------------------------------------------------------------- helpers
+
+class Program:
+    """A test program running until killed; `ready` holds its "ready k=v" values (hex)."""
+
+    def __init__(self, exe, *args):
+        self.proc = subprocess.Popen([str(exe), *map(str, args)], stdout=subprocess.PIPE,
+                                     text=True)
+        self.pid = self.proc.pid
+        readable, _, _ = select.select([self.proc.stdout], [], [], 10)
+        line = self.proc.stdout.readline() if readable else ""
+        if not line.startswith("ready"):
+            self.kill()
+            raise AssertionError(f"{exe} did not get ready: {line!r}")
+        pairs = (item.split("=", 1) for item in line.split()[1:])
+        self.ready = {key: int(value, 16) if key != "program" else value
+                      for key, value in pairs}
+
+    def counter(self):
+        with open(f"/proc/{self.pid}/mem", "rb") as mem:
+            mem.seek(self.ready["counter"])
+            return int.from_bytes(mem.read(8), "little")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+
+
+def state(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def wait_state(pid, letters, timeout=5):
+    deadline = time.time() + timeout
+    while state(pid) not in letters:
+        assert time.time() < deadline, f"pid {pid} stays {state(pid)}"
+        time.sleep(0.01)
+
+
+def ptrace_truth(pid):
+    """{tid: (regs, xstate, tls)} of every thread, read by our own brief ptrace session."""
+    tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    truth = {}
+    for tid in tids:
+        ptrace.seize(tid)
+        ptrace.interrupt(tid)
+        ptrace.wait_stop(tid)
+    try:
+        for tid in tids:
+            truth[tid] = (ptrace.get_regs(tid), ptrace.get_xstate(tid), ptrace.get_tls(tid))
+    finally:
+        for tid in tids:
+            ptrace.detach(tid)
+    return truth
+
+
+def maps_fields(text):
+    """maps lines as (range, perms, offset, name) without dev and inode, the areas crfs does
+    not save left out."""
+    out = []
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        name = parts[5].strip() if len(parts) > 5 else ""
+        if name not in HIDDEN:
+            out.append((parts[0], parts[1], parts[2], name))
+    return out
+
+
+def proc_maps(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return maps_fields(f.read())
+
+
+def regs_file(path):
+    return {name: int(value, 16) for name, value in
+            (line.split() for line in path.read_text().splitlines())}
+
+
+def read_mem(path, address, size):
+    with open(path, "rb") as mem:
+        mem.seek(address)
+        return mem.read(size)
+
+
+def pattern(size, seed):
+    """The bytes tests/c/ckpt_common.h pattern() gives for offsets 0..size-1."""
+    return bytes((i * 131 + seed * 7 + (i >> 12)) & 0xFF for i in range(size))
+
+
+def assert_continues(program):
+    os.kill(program.pid, signal.SIGCONT)
+    before = program.counter()
+    deadline = time.time() + 5
+    while program.counter() == before:
+        assert time.time() < deadline, "the process did not continue"
+        time.sleep(0.01)
+
+
+def stopped_checkpoint(program, path, **options):
+    """Checkpoint leaving the process stopped; returns the truth read while it is."""
+    checkpoint(program.pid, path, after="stop", **options)
+    wait_state(program.pid, "T")
+    return proc_maps(program.pid), ptrace_truth(program.pid)
+
+
+@pytest.fixture(scope="module")
+def mount(tmp_path_factory):
+    mount = Mount(tmp_path_factory.mktemp("checkpoint"))
+    mount.mount()
+    yield mount
+    mount.unmount()
+    assert not errors_in_log(mount.log_text())
+
+
+def task_dir(mount, name, pid):
+    return mount.path / name / "tasks" / str(pid)
+
+
+def no_leftovers(directory):
+    return not [n for n in os.listdir(directory) if n.startswith(".crfs-")]
+
+
+# ----------------------------------------------------------------------------- one process
+
+def test_counter_maps_regs_and_continues(build_c, mount):
+    with Program(build_c("ckpt_counter", 64)) as program:
+        maps, truth = stopped_checkpoint(program, mount.store / "counter.ckpt")
+        task = task_dir(mount, "counter.ckpt", program.pid)
+        assert maps_fields((task / "mm/maps").read_text()) == maps
+        assert regs_file(task / "regs") == truth[program.pid][0]
+        assert (task / "fpu").read_bytes() == truth[program.pid][1]
+        assert (task / "comm").read_text() == "ckpt_counter-m6\n"
+        assert read_mem(task / "mem", program.ready["counter"], 8) \
+            == read_mem(f"/proc/{program.pid}/mem", program.ready["counter"], 8)
+        assert "result: sound" in (mount.path / "counter.ckpt" / "verify").read_text()
+        assert_continues(program)
+
+
+@pytest.mark.parametrize("fmt", ["cr", "cpt"])
+def test_counter_in_the_other_formats(build_c, tmp_path, fmt):
+    with Program(build_c("ckpt_counter", 64)) as program:
+        path = tmp_path / f"counter.{fmt}"
+        maps, truth = stopped_checkpoint(program, path, fmt=fmt)
+        image = registry.open_image(path)
+        try:
+            task = image.task(program.pid)
+            regs = dict(truth[program.pid][0])
+            if fmt == "cr":      # cr_hdr v4 has no fs_base/gs_base (docs/checkpoint.md)
+                regs.update(fs_base=0, gs_base=0)
+            assert task.regs.as_dict() == regs
+            assert task.fpu == truth[program.pid][1][:512]      # FXSAVE region
+            saved = [(f"{v.start:08x}-{v.end:08x}", v.file or "") for v in task.mm.vmas]
+            # The vDSO is an anonymous VMA in these formats; names of anon areas are ours.
+            assert saved == [(r, n if n.startswith("/") else "") for r, _, _, n in maps]
+            assert task.mm.read(program.ready["counter"], 8) \
+                == read_mem(f"/proc/{program.pid}/mem", program.ready["counter"], 8)
+        finally:
+            image.close()
+        assert_continues(program)
+
+
+def test_32bit_task_keeps_its_tls_and_auxv(build_c, tmp_path):
+    with Program(build_c("ckpt_counter", 32)) as program:
+        path = tmp_path / "counter32.ckpt"
+        _, truth = stopped_checkpoint(program, path)
+        regs, _, tls = truth[program.pid]
+        image = registry.open_image(path)
+        try:
+            task = image.task(program.pid)
+            assert task.regs["cs"] == 0x23 and task.regs.as_dict() == regs
+            assert task.tls == tls and any(tls)     # glibc's i386 TLS is a GDT entry
+            assert dict(task.mm.auxv)[6] == PAGE   # AT_PAGESZ, read as 32-bit words
+        finally:
+            image.close()
+        assert_continues(program)
+
+
+def test_heap_pattern_reads_back_through_mem(build_c, mount):
+    with Program(build_c("ckpt_heap", 64), 8) as program:
+        maps, _ = stopped_checkpoint(program, mount.store / "heap.ckpt")
+        task = task_dir(mount, "heap.ckpt", program.pid)
+        heap, size = program.ready["heap"], program.ready["size"]
+        assert read_mem(task / "mem", heap, size) == pattern(size, 1)
+        assert maps_fields((task / "mm/maps").read_text()) == maps
+        assert_continues(program)
+
+
+def test_private_file_mapping_saves_only_written_pages(build_c, mount, tmp_path):
+    data = tmp_path / "mapped.bin"
+    data.write_bytes(bytes(range(256)) * (8 * PAGE // 256))
+    with Program(build_c("ckpt_filemap", 64), data) as program:
+        maps, _ = stopped_checkpoint(program, mount.store / "filemap.ckpt")
+        start = program.ready["map"]
+        image = registry.open_image(mount.store / "filemap.ckpt")
+        try:
+            vma = image.task(program.pid).mm.vma_at(start)
+            assert (vma.kind, vma.file) == ("file", str(data))
+            assert [addr for addr, _ in vma.pages] == [start + PAGE, start + 5 * PAGE]
+        finally:
+            image.close()
+        mem = task_dir(mount, "filemap.ckpt", program.pid) / "mem"
+        assert read_mem(mem, start + PAGE, PAGE) == pattern(PAGE, 2)
+        assert read_mem(mem, start + 5 * PAGE, PAGE) == pattern(PAGE, 3)
+        assert read_mem(mem, start, PAGE) == bytes(PAGE)     # clean: the file has it
+        assert_continues(program)
+
+
+def test_shared_anonymous_mapping(build_c, mount):
+    with Program(build_c("ckpt_shared", 64)) as program:
+        maps, _ = stopped_checkpoint(program, mount.store / "shared.ckpt")
+        task = task_dir(mount, "shared.ckpt", program.pid)
+        start, written = program.ready["map"], program.ready["written"]
+        assert read_mem(task / "mem", start, written) == pattern(written, 4)
+        assert maps_fields((task / "mm/maps").read_text()) == maps
+        info = (task / f"mm/vmas/{start:08x}-{start + program.ready['size']:08x}/info")
+        assert "kind: shm-anon" in info.read_text()
+        assert f"pages dumped: {written // PAGE}" in info.read_text()
+        assert_continues(program)
+
+
+def test_xmm_registers_are_in_the_fpu_state(build_c, mount):
+    with Program(build_c("ckpt_xmm", 64)) as program:
+        _, truth = stopped_checkpoint(program, mount.store / "xmm.ckpt")
+        task = task_dir(mount, "xmm.ckpt", program.pid)
+        fpu = (task / "fpu").read_bytes()
+        assert fpu == truth[program.pid][1]
+        expected = bytes((0x10 * reg + byte + 1) & 0xFF for reg in range(16)
+                         for byte in range(16))
+        assert fpu[XMM0:XMM0 + 256] == expected
+        assert regs_file(task / "regs") == truth[program.pid][0]
+        assert_continues(program)
+
+
+def test_threads_are_tasks_sharing_one_mm(build_c, mount):
+    with Program(build_c("ckpt_threads", 64, "-pthread"), 4) as program:
+        maps, truth = stopped_checkpoint(program, mount.store / "threads.ckpt")
+        assert len(truth) == 5
+        tasks = mount.path / "threads.ckpt" / "tasks"
+        assert sorted(int(t) for t in os.listdir(tasks)) == sorted(truth)
+        for tid, (regs, xstate, _) in truth.items():
+            assert regs_file(tasks / str(tid) / "regs") == regs
+            assert (tasks / str(tid) / "fpu").read_bytes() == xstate
+            status = (tasks / str(tid) / "status").read_text()
+            assert f"Tgid:\t{program.pid}\n" in status
+            assert maps_fields((tasks / str(tid) / "mm/maps").read_text()) == maps
+        slots = read_mem(tasks / str(program.pid) / "mem", program.ready["slots"], 8 * 4)
+        assert all(int.from_bytes(slots[i:i + 8], "little") for i in range(0, 32, 8))
+        assert_continues(program)
+
+
+# ----------------------------------------------------------------------------- trees
+
+def process_tree(root):
+    """Depth-first pids of `root` and its descendants (children in pid order)."""
+    parent = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parent[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                pass
+    order, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        order.append(pid)
+        stack.extend(sorted((c for c, p in parent.items() if p == pid), reverse=True))
+    return order
+
+
+def test_fork_tree_in_depth_first_order(build_c, mount):
+    with Program(build_c("ckpt_fork", 64), 4) as program:
+        pids = process_tree(program.pid)
+        assert len(pids) == 4
+        try:
+            checkpoint(program.pid, mount.store / "tree.ckpt", tree=True, after="stop")
+            for pid in pids:
+                wait_state(pid, "T")
+            ppids = {pid: int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+                     for pid in pids}
+            truths = {pid: (proc_maps(pid), ptrace_truth(pid)[pid]) for pid in pids}
+            image = registry.open_image(mount.store / "tree.ckpt")
+            try:
+                assert [(t.pid, t.ppid, t.tgid) for t in image.tasks] \
+                    == [(pid, ppids[pid], pid) for pid in pids]
+            finally:
+                image.close()
+            buffer, size = program.ready["buffer"], program.ready["size"]
+            for tag, pid in enumerate(pids, start=1):
+                task = task_dir(mount, "tree.ckpt", pid)
+                maps, (regs, _, _) = truths[pid]
+                assert read_mem(task / "mem", buffer, size) == pattern(size, tag)
+                assert maps_fields((task / "mm/maps").read_text()) == maps
+                assert regs_file(task / "regs") == regs
+            assert_continues(program)
+        finally:
+            for pid in pids[1:]:
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_two_process_tree_as_cpt(build_c, tmp_path):
+    with Program(build_c("ckpt_fork", 64), 2) as program:
+        parent, child = process_tree(program.pid)
+        try:
+            path = tmp_path / "two.cpt"
+            checkpoint(program.pid, path, fmt="cpt", tree=True)
+            image = registry.open_image(path)
+            try:
+                assert [(t.pid, t.ppid) for t in image.tasks] \
+                    == [(parent, os.getpid()), (child, parent)]
+                buffer, size = program.ready["buffer"], program.ready["size"]
+                assert image.task(child).mm.read(buffer, size) == pattern(size, 2)
+            finally:
+                image.close()
+            assert state(child) != "T" and state(parent) != "T"    # detached: running
+        finally:
+            os.kill(child, signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------- after, errors
+
+def test_kill_after_checkpoint(build_c, tmp_path):
+    with Program(build_c("ckpt_counter", 64)) as program:
+        checkpoint(program.pid, tmp_path / "killed.ckpt", after="kill")
+        assert program.proc.wait(timeout=5) == -signal.SIGKILL
+        assert (tmp_path / "killed.ckpt").stat().st_size > 0
+
+
+def test_format_that_cannot_hold_a_vma_leaves_no_image(build_c, mount):
+    before = sorted(os.listdir(mount.store))
+    with Program(build_c("ckpt_shared", 64)) as program:
+        with pytest.raises(CheckpointError, match="cannot hold the shared mapping") as exc:
+            checkpoint_into_store(program.pid, mount.store, fmt="cr")
+        assert exc.value.errno == errno.EOPNOTSUPP
+        assert state(program.pid) not in "tT"
+        assert_continues(program)
+    assert sorted(os.listdir(mount.store)) == before
+
+
+def test_process_exiting_during_the_checkpoint(build_c, tmp_path):
+    with Program(build_c("ckpt_heap", 64), 8) as program:
+        def kill_it(done, total):
+            if program.proc.poll() is None and state(program.pid) != "Z":
+                os.kill(program.pid, signal.SIGKILL)
+                wait_state(program.pid, "Z")
+
+        with pytest.raises(CheckpointError, match="exited during the checkpoint"):
+            checkpoint(program.pid, tmp_path / "gone.ckpt", progress=kill_it)
+    assert os.listdir(tmp_path) == []
+
+
+def test_device_and_unknown_mappings_are_refused():
+    device = MapsLine(0x1000, 0x2000, "rw-s", 0, "00:05", 7, "/dev/mem", vm_flags=0x4400)
+    with pytest.raises(UnsupportedVma, match="device memory"):
+        vma_kind(device)
+    with pytest.raises(UnsupportedVma, match="special mapping"):
+        vma_kind(MapsLine(0x1000, 0x2000, "r-xp", 0, "00:00", 0, "[uprobes]"))
+
+
+def crfs(*args, **kwargs):
+    return subprocess.run(CRFS + [str(a) for a in args], capture_output=True, text=True,
+                          timeout=60, **kwargs)
+
+
+def test_cli_writes_into_a_store(build_c, tmp_path):
+    with Program(build_c("ckpt_counter", 64)) as program:
+        result = crfs("checkpoint", program.pid, "--store", tmp_path)
+        assert result.returncode == 0, result.stderr
+        path = result.stdout.strip()
+        assert os.path.basename(path).startswith(f"ckpt_counter-m6-{program.pid}-")
+        assert path.endswith("Z.ckpt") and os.path.exists(path)
+        assert result.stderr == ""
+        assert_continues(program)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["999999999"], "no process with pid 999999999"),
+    (["1234", "--format", "elf"], "invalid choice"),
+])
+def test_cli_errors_are_one_line(args, message, tmp_path):
+    result = crfs("checkpoint", *args, "-o", tmp_path / "x.ckpt")
+    assert result.returncode in (1, 2) and message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def as_nobody(func):
+    """func() run in a forked child with uid/gid 65534; returns what it returned or raised
+    (as text)."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            outcome = repr(func())
+        except BaseException as exc:    # noqa: B036 - report anything to the parent
+            outcome = f"{type(exc).__name__}: {exc}"
+        os.write(write_end, outcome.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        outcome = pipe.read().decode()
+    os.waitpid(child, 0)
+    return outcome
+
+
+def test_no_permission_is_refused(build_c):
+    out_dir = tempfile.mkdtemp()      # reachable by nobody, unlike pytest's tmp_path
+    os.chmod(out_dir, 0o777)
+    try:
+        with Program(build_c("ckpt_counter", 64)) as program:
+            outcome = as_nobody(lambda: checkpoint(program.pid, f"{out_dir}/x.ckpt"))
+            assert outcome == (f"CheckpointError: not allowed to trace pid {program.pid} "
+                               "(run as root, or as its owner with ptrace permitted)")
+            assert os.listdir(out_dir) == []
+            assert_continues(program)
+    finally:
+        shutil.rmtree(out_dir)
+
+
+# ----------------------------------------------------------------------------- control file
+
+def test_control_file_checkpoints_into_the_mounted_store(build_c, mount):
+    with Program(build_c("ckpt_heap", 64), 1) as program:
+        result = mount.sh(f"echo {program.pid} > checkpoint", check=False)
+        assert result.returncode == 0, result.stderr
+        names = [n for n in os.listdir(mount.path) if f"-{program.pid}-" in n]
+        assert len(names) == 1 and names[0].startswith("ckpt_heap-m64-")
+        task = task_dir(mount, names[0], program.pid)
+        heap, size = program.ready["heap"], program.ready["size"]
+        assert read_mem(task / "mem", heap, size) == pattern(size, 1)
+        assert_continues(program)
+    assert no_leftovers(mount.store)
+
+
+def test_control_file_reports_errors_from_write(mount):
+    # coreutils echo: dash's builtin says "I/O error" whatever write(2) returned
+    result = mount.sh("/bin/echo 999999999 > checkpoint", check=False)
+    assert result.returncode != 0 and "No such process" in result.stderr
+    assert "checkpoint 999999999: no process with pid 999999999" in mount.log_text()
+    result = mount.sh("/bin/echo hello > checkpoint", check=False)
+    assert result.returncode != 0 and "Invalid argument" in result.stderr
+    assert (mount.path / "checkpoint").stat().st_mode & 0o777 == 0o200
+    assert no_leftovers(mount.store)

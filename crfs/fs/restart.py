@@ -11,7 +11,9 @@ import os
 import stat
 import time
 
+from crfs import kernel
 from crfs.errors import FormatError
+from crfs.formats import ckpt
 from crfs.formats.source import Source
 from crfs.fs.nodes import Dir, File, FsError, TextFile
 from crfs.fs.store import TEMP_PREFIX
@@ -135,9 +137,36 @@ class RestartBox(Dir):
         # returns 0 to close(2) and stops sending FLUSH for the whole mount.
         if not os.path.exists(DEVICE):
             return FsError(errno.ENODEV), _status(upload.name, "failed", MODULE_HELP)
-        return (FsError(errno.ENODEV),
-                _status(upload.name, "failed", "restart through /dev/crfs is not available "
-                                               "in this version of crfs"))
+        return _kernel_outcome(upload.name, kernel.restart_in_child(upload.path, DEVICE))
+
+
+def _kernel_outcome(name, outcome):
+    """(FsError for close(2) or None, status text) of the restarter child's Outcome."""
+    code = outcome.errno
+    if code == 0:
+        return None, _status(name, "restarted")
+    if outcome.stage == "open-device":
+        if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
+            return FsError(errno.ENODEV), _status(name, "failed", MODULE_HELP)
+        return FsError(code), _status(name, "failed", f"cannot open {DEVICE}: "
+                                                      f"{outcome.reason}")
+    if outcome.stage == "version":
+        return FsError(errno.ENODEV), _status(name, "failed", f"{DEVICE}: {outcome.reason}")
+    if code == errno.EOPNOTSUPP:
+        return (FsError(errno.EOPNOTSUPP),
+                _status(name, "failed", "restore not implemented yet (the kernel module "
+                                        "validated the image)"))
+    where = ""
+    if outcome.offset is not None:
+        where = f"offset {outcome.offset:#x}: {ckpt.record_name(outcome.record_type)}: "
+    reason = f"{where}{outcome.reason or os.strerror(code)}"
+    if code == errno.EINVAL:
+        return FsError(errno.EINVAL), _status(name, "rejected",
+                                              f"the kernel module rejected the image: {reason}")
+    if code == errno.ENOEXEC:
+        return FsError(errno.EOPNOTSUPP), _status(name, "rejected",
+                                                  f"the kernel module cannot restart it: {reason}")
+    return FsError(code), _status(name, "failed", f"{os.strerror(code)}: {reason}")
 
 
 def _status(name, state, error=None):

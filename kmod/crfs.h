@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Declarations shared by the crfs module's source files.
+ *
+ * The module works in three steps, in this order, on every image:
+ *   copy-in:  the image's metadata is read from the file into kernel memory (a plan);
+ *   validate: every record, length, count and address is checked while it is copied in;
+ *   act:      the restore uses only the plan (page bytes are read from the file then).
+ */
+#ifndef CRFS_H
+#define CRFS_H
+
+#include <linux/bits.h>
+#include <linux/fs.h>
+#include <linux/sched.h>
+#include <linux/types.h>
+#include <linux/xarray.h>
+
+#include "crfs_image.h"
+#include "crfs_ioctl.h"
+
+/* Bounds on what an image may make the module allocate or walk. */
+#define CRFS_MAX_IMAGE_SIZE	BIT_ULL(40)	/* bytes */
+#define CRFS_MAX_TASKS		1024
+#define CRFS_MAX_PID_DEPTH	32		/* MAX_PID_NS_LEVEL */
+#define CRFS_MAX_VMAS		65530		/* DEFAULT_MAX_MAP_COUNT, per mm */
+#define CRFS_MAX_TOTAL_VMAS	BIT(20)	/* all mms of an image */
+#define CRFS_MAX_PAGES		BIT(22)	/* dumped pages: 16 GiB */
+#define CRFS_MAX_OBJECTS	BIT(16)
+#define CRFS_MAX_OBJ_DEPTH	2		/* objects defined inside objects */
+#define CRFS_MAX_STRING		4096		/* STRING, FILE_NAME, uts BUFFERs */
+#define CRFS_MAX_AUXV_BYTES	4096
+#define CRFS_LDT_ENTRIES	8192
+
+/* ---------------------------------------------------------------- crfs_image.c */
+
+/* An image file being read: every read is bounded by the size taken at open. */
+struct crfs_image {
+	struct file *file;
+	loff_t size;
+	loff_t pos;		/* offset of the next record */
+	/* where and why the image was rejected */
+	loff_t err_offset;
+	u32 err_type;
+	char err_msg[CRFS_ERRMSG_LEN];
+};
+
+/* One record's frame, as read and bounds-checked by crfs_image_next(). */
+struct crfs_rec {
+	loff_t pos;		/* offset of its struct ckpt_hdr */
+	u32 type;
+	u32 len;		/* whole record, header included */
+};
+
+int crfs_image_open(struct crfs_image *img, int fd);
+void crfs_image_close(struct crfs_image *img);
+int crfs_image_read(struct crfs_image *img, loff_t pos, void *buf, size_t len);
+int crfs_image_peek(struct crfs_image *img, struct crfs_rec *rec);
+int crfs_image_next(struct crfs_image *img, struct crfs_rec *rec);
+int crfs_image_body(struct crfs_image *img, const struct crfs_rec *rec,
+		    void *buf, size_t size);
+__printf(3, 4)
+int crfs_image_fail(struct crfs_image *img, const struct crfs_rec *rec,
+		    const char *fmt, ...);
+const char *crfs_rec_name(u32 type);
+bool crfs_rec_known(u32 type);
+
+/* ---------------------------------------------------------------- crfs_restart.c */
+
+/* Adjacent pages stored one after the other in the image. */
+struct crfs_run {
+	u64 addr;		/* first page's vaddr (page index for SHM_ANON) */
+	loff_t pos;		/* file offset of its bytes */
+	u32 nr_pages;
+};
+
+struct crfs_file {
+	struct ckpt_hdr_file h;
+	char *name;		/* generic files: NUL-terminated path */
+};
+
+struct crfs_vma {
+	struct ckpt_hdr_vma h;
+	struct crfs_file *file;	/* vma_objref's file, or NULL */
+	struct crfs_run *runs;
+	u32 nr_runs;
+	u32 max_runs;
+};
+
+struct crfs_mm {
+	struct ckpt_hdr_mm h;
+	struct ckpt_hdr_mm_context context;
+	u64 *auxv;		/* at_vector_size words, AT_NULL-terminated */
+	struct crfs_vma *vmas;	/* h.map_count of them, ascending */
+};
+
+struct crfs_object {
+	u32 objtype;
+	bool ready;		/* its records have been read */
+	union {
+		struct crfs_mm *mm;
+		struct crfs_file *file;
+	};
+};
+
+struct crfs_task {
+	struct ckpt_pids pids;
+	struct ckpt_hdr_task h;
+	char comm[TASK_COMM_LEN];
+	unsigned int parts;	/* CRFS_PART_* records met */
+	struct ckpt_hdr_thread thread;
+	struct ckpt_hdr_cpu cpu;
+	loff_t fpu_pos;		/* xstate_size bytes when cpu.used_math */
+	struct crfs_mm *mm;
+};
+
+/* Everything the restore needs, copied in and validated. */
+struct crfs_plan {
+	struct ckpt_hdr_header header;
+	struct ckpt_hdr_header_arch arch;
+	struct crfs_task *tasks;
+	u32 nr_tasks;
+	struct xarray objects;	/* objref -> struct crfs_object */
+	struct xarray shm;	/* ino_objref -> xa_mk_value(pages of the inode) */
+	u32 nr_objects;
+	u32 nr_vmas;
+	u64 nr_pages;
+	u64 *vaddrs;		/* scratch: one PGARR's vaddr array */
+};
+
+void crfs_plan_init(struct crfs_plan *plan);
+void crfs_plan_free(struct crfs_plan *plan);
+int crfs_plan_load(struct crfs_plan *plan, struct crfs_image *img);
+long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart);
+
+#endif /* CRFS_H */

@@ -1,0 +1,311 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * The linux-cr ckpt_hdr records (v19-rc3..v21 numbering) that the crfs
+ * module reads, as they lie in an x86_64 image: little-endian, not padded between records.
+ *
+ * One declaration per record. The layouts mirror crfs/formats/ckpt.py (construct);
+ * tests/test_kmod_layout.py compiles this header and checks every size and offset against
+ * it. Only x86_64 images are restarted, so the vaddr arrays after PGARR are __u64.
+ * Usable from the kernel and from user space (only <linux/types.h> is needed).
+ */
+#ifndef CRFS_IMAGE_H
+#define CRFS_IMAGE_H
+
+#include <linux/types.h>
+
+/* struct ckpt_hdr->type */
+enum {
+	CKPT_HDR_HEADER = 1,
+	CKPT_HDR_HEADER_ARCH = 2,
+	CKPT_HDR_CONTAINER = 3,
+	CKPT_HDR_BUFFER = 4,
+	CKPT_HDR_STRING = 5,
+	CKPT_HDR_OBJREF = 6,
+	CKPT_HDR_LSM_INFO = 7,
+	CKPT_HDR_SECURITY = 8,
+	CKPT_HDR_TREE = 101,
+	CKPT_HDR_TASK = 102,
+	CKPT_HDR_TASK_NS = 103,
+	CKPT_HDR_TASK_OBJS = 104,
+	CKPT_HDR_RESTART_BLOCK = 105,
+	CKPT_HDR_THREAD = 106,
+	CKPT_HDR_CPU = 107,
+	CKPT_HDR_CPU_FPU = 201,
+	CKPT_HDR_MM_CONTEXT_LDT = 202,
+	CKPT_HDR_FILE_TABLE = 301,
+	CKPT_HDR_FILE_DESC = 302,
+	CKPT_HDR_FILE_NAME = 303,
+	CKPT_HDR_FILE = 304,
+	CKPT_HDR_MM = 401,
+	CKPT_HDR_VMA = 402,
+	CKPT_HDR_PGARR = 403,
+	CKPT_HDR_MM_CONTEXT = 404,
+	CKPT_HDR_TAIL = 9001,
+	CKPT_HDR_ERROR = 9999,
+};
+
+/* ckpt_hdr_header->arch_id */
+enum {
+	CKPT_ARCH_X86_32 = 1,
+	CKPT_ARCH_X86_64 = 2,
+};
+
+/* ckpt_hdr_objref->objtype (the ones crfs interprets) */
+enum {
+	CKPT_OBJ_FILE = 3,
+	CKPT_OBJ_MM = 4,
+};
+
+/* ckpt_hdr_file->f_type */
+enum {
+	CKPT_FILE_GENERIC = 1,
+};
+
+/* ckpt_hdr_vma->vma_type */
+enum {
+	CKPT_VMA_IGNORE = 0,
+	CKPT_VMA_VDSO = 1,
+	CKPT_VMA_ANON = 2,		/* private anonymous */
+	CKPT_VMA_FILE = 3,		/* private mapped file */
+	CKPT_VMA_SHM_ANON = 4,		/* shared anonymous, contents follow */
+	CKPT_VMA_SHM_ANON_SKIP = 5,	/* shared anonymous, contents dumped earlier */
+	CKPT_VMA_SHM_FILE = 6,		/* shared mapped file, no contents */
+	CKPT_VMA_SHM_IPC = 7,		/* SysV shm */
+	CKPT_VMA_SHM_IPC_SKIP = 8,
+	CKPT_VMA_MAX = CKPT_VMA_SHM_IPC_SKIP,
+};
+
+/* ckpt_hdr_cpu segment codes */
+#define CKPT_X86_SEG_NULL	0
+#define CKPT_X86_SEG_USER32_CS	1
+#define CKPT_X86_SEG_USER32_DS	2
+#define CKPT_X86_SEG_USER64_CS	3
+#define CKPT_X86_SEG_USER64_DS	4
+#define CKPT_X86_SEG_TLS	0x4000
+#define CKPT_X86_SEG_LDT	0x8000
+
+#define CHECKPOINT_MAGIC_HEAD	0x00feed0cc0a2d200ULL
+#define CHECKPOINT_MAGIC_TAIL	0x002d2a0cc0deef00ULL
+#define CHECKPOINT_VERSION	1
+
+#define CKPT_TLS_ENTRIES	3	/* GDT_ENTRY_TLS_ENTRIES */
+#define CKPT_LDT_ENTRY_SIZE	8
+#define CKPT_PAGE_SIZE		4096
+#define CKPT_PGARR_BATCH	8192	/* x86_64: 16 * (PAGE_SIZE / sizeof(void *)) */
+
+/* Every record starts with this; len counts the whole record, header included. */
+struct ckpt_hdr {
+	__u32 type;
+	__u32 len;
+};
+
+struct ckpt_const {
+	__u16 task_comm_len;
+	__u16 at_vector_size;
+	__u16 signal_nsig;
+	__u16 uts_sysname_len;
+	__u16 uts_nodename_len;
+	__u16 uts_release_len;
+	__u16 uts_version_len;
+	__u16 uts_machine_len;
+	__u16 uts_domainname_len;
+	__u16 rlimit_nlimits;
+	__u16 n_tty_buf_size;
+	__u16 tty_termios_ncc;
+};
+
+/* CKPT_HDR_HEADER, then BUFFER{release} BUFFER{version} BUFFER{machine} HEADER_ARCH */
+struct ckpt_hdr_header {
+	struct ckpt_hdr h;
+	__u64 magic;
+	__u16 arch_id;
+	__u16 major;
+	__u16 minor;
+	__u16 patch;
+	__u16 rev;
+	__u8 __padding[6];
+	struct ckpt_const constants;
+	__u64 time;
+	__u64 uflags;
+};
+
+struct ckpt_hdr_header_arch {
+	struct ckpt_hdr h;
+	__u16 has_fxsr;
+	__u16 has_xsave;
+	__u16 xstate_size;
+	__u8 __padding[2];
+};
+
+struct ckpt_hdr_container {
+	struct ckpt_hdr h;
+};
+
+struct ckpt_hdr_lsm {
+	struct ckpt_hdr h;
+	__s32 ptrref;
+	__u8 sectype;
+	__u8 __padding[3];
+};
+
+struct ckpt_hdr_objref {
+	struct ckpt_hdr h;
+	__u32 objtype;
+	__s32 objref;
+};
+
+/* CKPT_HDR_TREE, then BUFFER{struct ckpt_pids[nr_tasks]} [BUFFER{__s32 vpids[]}] */
+struct ckpt_hdr_tree {
+	struct ckpt_hdr h;
+	__s32 nr_tasks;
+	__u8 __padding[4];
+};
+
+struct ckpt_pids {
+	__s32 vpid;
+	__s32 vppid;
+	__s32 vtgid;
+	__s32 vpgid;
+	__s32 vsid;
+	__s32 depth;
+};
+
+/* CKPT_HDR_TASK, then STRING{comm} */
+struct ckpt_hdr_task {
+	struct ckpt_hdr h;
+	__u32 state;
+	__u32 exit_state;
+	__u32 exit_code;
+	__u32 exit_signal;
+	__u32 pdeath_signal;
+	__u32 compat_robust_futex_head_len;
+	__u32 compat_robust_futex_list;
+	__u32 robust_futex_head_len;
+	__u64 robust_futex_list;
+	__u64 set_child_tid;
+	__u64 clear_child_tid;
+};
+
+struct ckpt_hdr_task_objs {
+	struct ckpt_hdr h;
+	__s32 files_objref;
+	__s32 mm_objref;
+	__s32 fs_objref;
+	__s32 sighand_objref;
+	__s32 signal_objref;
+	__u8 __padding[4];
+};
+
+struct ckpt_hdr_thread {
+	struct ckpt_hdr h;
+	__u32 thread_info_flags;
+	__u16 gdt_entry_tls_entries;
+	__u16 sizeof_tls_array;
+	__u64 tls_array[CKPT_TLS_ENTRIES];	/* struct desc_struct */
+};
+
+/* CKPT_HDR_CPU: pt_regs in x86_64 order, selectors as CKPT_X86_SEG_* codes */
+struct ckpt_hdr_cpu {
+	struct ckpt_hdr h;
+	__u64 r15;
+	__u64 r14;
+	__u64 r13;
+	__u64 r12;
+	__u64 bp;
+	__u64 bx;
+	__u64 r11;
+	__u64 r10;
+	__u64 r9;
+	__u64 r8;
+	__u64 ax;
+	__u64 cx;
+	__u64 dx;
+	__u64 si;
+	__u64 di;
+	__u64 orig_ax;
+	__u64 ip;
+	__u64 sp;
+	__u64 flags;
+	__u64 fs;	/* fs base */
+	__u64 gs;	/* gs base */
+	__u16 fsindex;
+	__u16 gsindex;
+	__u16 cs;
+	__u16 ss;
+	__u16 ds;
+	__u16 es;
+	__u32 used_math;	/* then CPU_FPU{xstate_size bytes} */
+};
+
+/* CKPT_HDR_FILE (may be longer for special files), then FILE_NAME if generic */
+struct ckpt_hdr_file {
+	struct ckpt_hdr h;
+	__u32 f_type;
+	__u32 f_mode;
+	__u32 f_flags;
+	__s32 f_credref;
+	__u64 f_pos;
+	__u64 f_version;
+	__s32 f_secref;
+	__u8 __padding[4];
+};
+
+/*
+ * CKPT_HDR_MM, then BUFFER{__u64 auxv[at_vector_size]}, map_count x { [OBJECT] VMA
+ * [CONTENTS] }, MM_CONTEXT, MM_CONTEXT_LDT
+ */
+struct ckpt_hdr_mm {
+	struct ckpt_hdr h;
+	__u32 map_count;
+	__s32 exe_objref;
+	__u64 def_flags;
+	__u64 flags;
+	__u64 start_code;
+	__u64 end_code;
+	__u64 start_data;
+	__u64 end_data;
+	__u64 start_brk;
+	__u64 brk;
+	__u64 start_stack;
+	__u64 arg_start;
+	__u64 arg_end;
+	__u64 env_start;
+	__u64 env_end;
+};
+
+struct ckpt_hdr_vma {
+	struct ckpt_hdr h;
+	__u32 vma_type;
+	__s32 vma_objref;
+	__s32 ino_objref;
+	__u8 __padding[4];
+	__u64 ino_size;
+	__u64 vm_start;
+	__u64 vm_end;
+	__u64 vm_page_prot;
+	__u64 vm_flags;
+	__u64 vm_pgoff;
+};
+
+/*
+ * CONTENTS ::= { PGARR{n > 0} BUFFER{__u64 vaddr[n]; n pages} }* PGARR{0}
+ * (for SHM_ANON the "vaddrs" are page indices into the shmem inode)
+ */
+struct ckpt_hdr_pgarr {
+	struct ckpt_hdr h;
+	__u64 nr_pages;
+};
+
+struct ckpt_hdr_mm_context {
+	struct ckpt_hdr h;
+	__u64 vdso;
+	__u32 ldt_entry_size;
+	__u32 nldt;
+};
+
+struct ckpt_hdr_tail {
+	struct ckpt_hdr h;
+	__u64 magic;
+};
+
+#endif /* CRFS_IMAGE_H */

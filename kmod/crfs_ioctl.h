@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * The ioctl ABI of /dev/crfs (the crfs kernel module).
+ *
+ * crfs/kernel.py mirrors these numbers and struct layouts; tests/test_kmod_layout.py
+ * compiles this header and checks that they agree.
+ */
+#ifndef CRFS_IOCTL_H
+#define CRFS_IOCTL_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define CRFS_IOC_MAGIC		0xC3	/* unregistered; only /dev/crfs interprets it */
+#define CRFS_ABI_VERSION	1
+#define CRFS_ERRMSG_LEN		96
+
+/*
+ * struct crfs_image_args - an image to check or restart.
+ * @fd:		in: file descriptor of the image, open for reading (a regular file)
+ * @flags:	in: must be 0
+ * @err_offset:	out: file offset of the record that failed, when the call failed on
+ *		the image's contents
+ * @err_type:	out: its CKPT_HDR_* type (0 when not known)
+ * @err_msg:	out: NUL-terminated reason ("" on success)
+ *
+ * The out fields are written back on success and on an image error alike.
+ */
+struct crfs_image_args {
+	__s32 fd;
+	__u32 flags;
+	__u64 err_offset;
+	__u32 err_type;
+	__u32 __reserved;	/* must be 0 */
+	char err_msg[CRFS_ERRMSG_LEN];
+};
+
+/* returns CRFS_ABI_VERSION */
+#define CRFS_IOC_VERSION	_IO(CRFS_IOC_MAGIC, 0)
+
+/*
+ * Copy the image in and validate it completely; nothing is changed. 0 when the image is a
+ * sound linux-cr ckpt_hdr x86_64 image.
+ */
+#define CRFS_IOC_CHECK		_IOWR(CRFS_IOC_MAGIC, 1, struct crfs_image_args)
+
+/*
+ * Copy in, validate, then restore the image into the calling process. For now the
+ * restore itself is not implemented: a valid image gives EOPNOTSUPP.
+ */
+#define CRFS_IOC_RESTART	_IOWR(CRFS_IOC_MAGIC, 2, struct crfs_image_args)
+
+/*
+ * errno of CHECK and RESTART:
+ *   EBADF	fd is not an open file descriptor, or not open for reading
+ *   EINVAL	not a regular file; flags or __reserved not 0; the image is malformed
+ *		(err_offset/err_type/err_msg say where and why)
+ *   ENOEXEC	a sound image this module cannot restart (not x86_64, unknown version)
+ *   EFBIG	the image is larger than the module accepts
+ *   ENOMEM	out of memory (the copied-in metadata is bounded, see crfs.h)
+ *   EIO	the image could not be read (or shrank while being read)
+ *   EFAULT	bad argument pointer
+ *   EINTR	interrupted by a fatal signal
+ *   EOPNOTSUPP	RESTART only: the image is valid but restore is not implemented yet
+ */
+
+#endif /* CRFS_IOCTL_H */

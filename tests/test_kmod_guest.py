@@ -1,0 +1,477 @@
+"""The crfs kernel module in a qemu guest: load, validate images, reject bad ones, unload.
+
+Host drives guest: the host builds crfs.ko against Debian's kernel headers and writes every
+test image, then ONE guest boot per session (kmod/harness/run-in-guest) runs
+tests/kmod_guest_checks.py, which loads the module, calls the ioctls and reports in JSON. The
+tests below only read that report. Skipped when qemu or Debian's kernel is not installed,
+unless CI=true (then kmod/harness/setup, run by .ci/setup, has installed them).
+"""
+
+import errno
+import glob
+import io
+import json
+import os
+import random
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from crfs.formats import ckpt as fmt
+from crfs.formats.source import Source
+from crfs.model import registry
+from crfs.model.image import Task
+from crfs.model.synth import synthetic_image
+
+REPO = Path(__file__).resolve().parent.parent
+HARNESS = REPO / "kmod" / "harness"
+GUEST_TIMEOUT = 240
+PAGE = 4096
+HDR = struct.Struct("<II")
+
+# --------------------------------------------------------------------------- images
+
+
+def _dump(image, **options):
+    out = io.BytesIO()
+    registry.dump(image, out, "ckpt", **options)
+    return out.getvalue()
+
+
+def _records(data):
+    """[(offset, name, len)] of a well-formed image."""
+    out, offset = [], 0
+    while offset < len(data):
+        type_, length = HDR.unpack_from(data, offset)
+        out.append((offset, fmt.record_name(type_), length))
+        offset += length
+    return out
+
+
+def _nth(data, name, n=0):
+    return [off for off, rec, _ in _records(data) if rec == name][n]
+
+
+def _field(struct_, name):
+    """Offset of field `name` (a.b for nested structs) in a construct Struct."""
+    head, _, rest = name.partition(".")
+    offset = 0
+    for sub in struct_.subcons:
+        if sub.name == head:
+            return offset + (_field(sub.subcon, rest) if rest else 0)
+        offset += sub.sizeof()
+    raise KeyError(name)
+
+
+PACK = {1: "<B", 2: "<H", 4: "<I", 8: "<Q"}
+
+
+def _put(data, offset, size, value):
+    data = bytearray(data)
+    struct.pack_into(PACK[size], data, offset, value & ((1 << (8 * size)) - 1))
+    return bytes(data)
+
+
+def _set(data, record, field, value, n=0, size=None):
+    """Set `field` of the n-th record named `record` (construct layout)."""
+    struct_ = {**fmt.FIXED, **fmt.AT_LEAST}[record]
+    offset = _nth(data, record, n) + _field(struct_, field)
+    if size is None:
+        head = field.split(".")[0]
+        sub = next(s for s in struct_.subcons if s.name == head)
+        size = sub.sizeof() if "." not in field else 2
+    return _put(data, offset, size, value)
+
+
+def _heap_vaddr(data, index):
+    """Offset of vaddr[index] in the heap's page BUFFER (the 2nd VMA's contents)."""
+    return _nth(data, "CKPT_HDR_PGARR", 2) + fmt.SIZE["CKPT_HDR_PGARR"] + 8 + 8 * index
+
+
+def _len_of(data, name, n=0):
+    return _nth(data, name, n) + 4
+
+
+def _vma_range(data, n, start, end):
+    return _set(_set(data, "CKPT_HDR_VMA", "vm_start", start, n), "CKPT_HDR_VMA", "vm_end",
+                end, n)
+
+
+def _replace_tail_with_error(data):
+    tail = _nth(data, "CKPT_HDR_TAIL")
+    return data[:tail] + HDR.pack(fmt.CKPT_HDR["CKPT_HDR_ERROR"], 8) + HDR.pack(
+        fmt.CKPT_HDR["CKPT_HDR_STRING"], 8)
+
+
+def _no_at_null(data):
+    auxv = _nth(data, "CKPT_HDR_MM") + fmt.SIZE["CKPT_HDR_MM"]
+    _, length = HDR.unpack_from(data, auxv)
+    return data[:auxv + 8] + b"\x01" * (length - 8) + data[auxv + length:]
+
+
+def _heap_chunk(data):
+    return _nth(data, "CKPT_HDR_PGARR", 2) + fmt.SIZE["CKPT_HDR_PGARR"]
+
+
+def _stack_start(data):
+    return fmt.ckpt_hdr_vma.parse(data[_nth(data, "CKPT_HDR_VMA", 2):]).vm_start
+
+
+def _heap_end(data):
+    return fmt.ckpt_hdr_vma.parse(data[_nth(data, "CKPT_HDR_VMA", 1):]).vm_end
+
+
+EINVAL, ENOEXEC = "EINVAL", "ENOEXEC"
+
+# name -> (mutation of the valid synthetic image, expected errno, substring of err_msg)
+MALFORMED = {
+    "empty": (lambda d: b"", EINVAL, "too short"),
+    "trunc_7": (lambda d: d[:7], EINVAL, "too short"),
+    "trunc_in_header": (lambda d: d[:40], EINVAL, "too short"),
+    "trunc_after_header": (lambda d: d[:72], EINVAL, ""),
+    "trunc_in_pids": (lambda d: d[:_nth(d, "CKPT_HDR_TREE") + 30], EINVAL, ""),
+    "trunc_in_vma": (lambda d: d[:_nth(d, "CKPT_HDR_VMA", 1) + 50], EINVAL, ""),
+    "trunc_in_pages": (lambda d: d[:_heap_chunk(d) + 5000], EINVAL, "nr_pages 16 exceeds"),
+    "trunc_in_tail": (lambda d: d[:-1], EINVAL, ""),
+    "no_tail": (lambda d: d[:-16], EINVAL, "missing CKPT_HDR_TAIL"),
+    "len_header_plus_1": (lambda d: _put(d, 4, 4, 73), EINVAL, "expected 72"),
+    "len_vma_plus_8": (lambda d: _put(d, _len_of(d, "CKPT_HDR_VMA"), 4, 80), EINVAL,
+                       "expected 72"),
+    "len_buffer_high_bit": (lambda d: _put(d, _heap_chunk(d) + 4, 4, 0x80000000 | 8216),
+                            EINVAL, "past the end"),
+    "len_pgarr_4": (lambda d: _put(d, _len_of(d, "CKPT_HDR_PGARR"), 4, 4), EINVAL,
+                    "shorter than its header"),
+    "len_string_flip": (lambda d: _put(d, _len_of(d, "CKPT_HDR_STRING"), 4, 24 ^ 0x1000),
+                        EINVAL, ""),
+    "nr_pages_huge": (lambda d: _set(d, "CKPT_HDR_PGARR", "nr_pages", 1 << 40, 2), EINVAL,
+                      "nr_pages"),
+    "nr_pages_over_batch": (lambda d: _set(d, "CKPT_HDR_PGARR", "nr_pages", 8193, 2), EINVAL,
+                            "nr_pages"),
+    "nr_pages_plus_1": (lambda d: _set(d, "CKPT_HDR_PGARR", "nr_pages", 17, 2), EINVAL, ""),
+    "nr_tasks_huge": (lambda d: _set(d, "CKPT_HDR_TREE", "nr_tasks", 0x7FFFFFFF), EINVAL,
+                      "nr_tasks"),
+    "nr_tasks_negative": (lambda d: _set(d, "CKPT_HDR_TREE", "nr_tasks", -1), EINVAL,
+                          "nr_tasks"),
+    "nr_tasks_zero": (lambda d: _set(d, "CKPT_HDR_TREE", "nr_tasks", 0), EINVAL, "nr_tasks"),
+    "nr_tasks_2": (lambda d: _set(d, "CKPT_HDR_TREE", "nr_tasks", 2), EINVAL, ""),
+    "pid_depth_33": (lambda d: _put(d, _nth(d, "CKPT_HDR_BUFFER", 3) + 8 + 20, 4, 33), EINVAL,
+                     "depth"),
+    "map_count_huge": (lambda d: _set(d, "CKPT_HDR_MM", "map_count", 0xFFFFFFFF), EINVAL,
+                       "map_count"),
+    "map_count_plus_1": (lambda d: _set(d, "CKPT_HDR_MM", "map_count", 4), EINVAL,
+                         "unexpected"),
+    "map_count_minus_1": (lambda d: _set(d, "CKPT_HDR_MM", "map_count", 2), EINVAL,
+                          "unexpected"),
+    "nldt_huge": (lambda d: _set(d, "CKPT_HDR_MM_CONTEXT", "nldt", 0xFFFFFFFF), EINVAL,
+                  "LDT"),
+    "at_vector_size_huge": (lambda d: _set(d, "CKPT_HDR_HEADER", "constants.at_vector_size",
+                                           0xFFFF), EINVAL, "auxv"),
+    "auxv_without_at_null": (_no_at_null, EINVAL, "AT_NULL"),
+    "vma_above_task_size": (lambda d: _vma_range(d, 1, 0xFFFF800000000000,
+                                                 0xFFFF800000000000 + 64 * PAGE), EINVAL,
+                            "bad range"),
+    "vma_end_2_63": (lambda d: _set(d, "CKPT_HDR_VMA", "vm_end", 1 << 63, 2), EINVAL,
+                     "bad range"),
+    "vma_unaligned": (lambda d: _set(d, "CKPT_HDR_VMA", "vm_start", 0x10000001, 1), EINVAL,
+                      "bad range"),
+    "vma_empty": (lambda d: _set(d, "CKPT_HDR_VMA", "vm_end", 0x10000000, 1), EINVAL,
+                  "bad range"),
+    "vmas_overlap": (lambda d: _set(d, "CKPT_HDR_VMA", "vm_end", _stack_start(d) + PAGE, 1),
+                     EINVAL, "overlaps"),
+    "vmas_descending": (lambda d: _vma_range(d, 1, 0x100000, 0x100000 + 16 * PAGE), EINVAL,
+                        "overlaps"),
+    "vaddr_unaligned": (lambda d: _put(d, _heap_vaddr(d, 0), 8, 0x10000008), EINVAL,
+                        "not aligned"),
+    "vaddr_descending": (lambda d: _put(d, _heap_vaddr(d, 1), 8, 0x10000000), EINVAL,
+                         "ascending"),
+    "vaddr_outside_vma": (lambda d: _put(d, _heap_vaddr(d, 15), 8, _heap_end(d)), EINVAL,
+                          "inside"),
+    "fs_base_kernel": (lambda d: _set(d, "CKPT_HDR_CPU", "fs", 1 << 63), EINVAL, "fs base"),
+    "bad_segment_code": (lambda d: _set(d, "CKPT_HDR_CPU", "cs", 0x99), EINVAL, "segment"),
+    "tls_entries_4": (lambda d: _set(d, "CKPT_HDR_THREAD", "gdt_entry_tls_entries", 4), EINVAL,
+                      "TLS"),
+    "xstate_size_mismatch": (lambda d: _set(d, "CKPT_HDR_HEADER_ARCH", "xstate_size", 1024),
+                             EINVAL, "expected 1024"),
+    "mm_objref_unknown": (lambda d: _set(d, "CKPT_HDR_TASK_OBJS", "mm_objref", 99), EINVAL,
+                          "mm_objref"),
+    "objref_not_new": (lambda d: _set(d, "CKPT_HDR_OBJREF", "objref", 1, 1), EINVAL,
+                       "not new"),
+    "objref_negative": (lambda d: _set(d, "CKPT_HDR_OBJREF", "objref", -5), EINVAL, "objref"),
+    "file_vma_without_file": (lambda d: _set(d, "CKPT_HDR_VMA", "vma_objref", 0, 0), EINVAL,
+                              "vma_objref"),
+    "vma_type_unknown": (lambda d: _set(d, "CKPT_HDR_VMA", "vma_type", 42, 1), EINVAL,
+                         "vma_type"),
+    "head_magic": (lambda d: _put(d, 8, 1, d[8] ^ 0x10), EINVAL, "bad magic"),
+    "tail_magic": (lambda d: _put(d, len(d) - 8, 1, d[-8] ^ 0x10), EINVAL, "bad magic"),
+    "after_trailer": (lambda d: d + bytes(8), EINVAL, "after the trailer"),
+    "uts_release_len": (lambda d: _set(d, "CKPT_HDR_HEADER", "constants.uts_release_len", 66),
+                        EINVAL, ""),
+    "error_record": (_replace_tail_with_error, EINVAL, "checkpoint failed"),
+    "arch_x86_32": (lambda d: _set(d, "CKPT_HDR_HEADER", "arch_id", 1), ENOEXEC, "x86_64"),
+    "format_version_2": (lambda d: _set(d, "CKPT_HDR_HEADER", "rev", 2), ENOEXEC, "version"),
+}
+
+FUZZ_CASES = 40
+FUZZ_ALLOWED = {0, "EOPNOTSUPP", EINVAL, ENOEXEC}
+
+
+def _fuzz_images(valid, seed=0xC4F5):
+    """Single-byte corruptions of the metadata (not the page bytes) of `valid`."""
+    rng = random.Random(seed)
+    metadata = []
+    for offset, name, length in _records(valid):
+        end = offset + (length if name != "CKPT_HDR_BUFFER" or length < 4096 else 8 + 8 * 16)
+        metadata.extend(range(offset, min(end, offset + length)))
+    for _ in range(FUZZ_CASES):
+        data = bytearray(valid)
+        for _ in range(rng.randint(1, 3)):
+            data[rng.choice(metadata)] ^= 1 << rng.randrange(8)
+        yield bytes(data)
+
+
+def _user_addresses(data):
+    """The golden C image with its tagged pattern values in address fields (fs/gs bases,
+    mm start_code..env_end: kernel-half addresses; a file pgoff beyond 2^64 bytes), which
+    the module rightly refuses, replaced by plausible ones; every other byte is as the C
+    program wrote it."""
+    names = [r[1] for r in _records(data)]
+    for n in range(names.count("CKPT_HDR_CPU")):
+        data = _set(_set(data, "CKPT_HDR_CPU", "fs", 0x7F0000001000 + n * PAGE, n),
+                    "CKPT_HDR_CPU", "gs", 0, n)
+    for n in range(names.count("CKPT_HDR_MM")):
+        for field in fmt.MM_ADDRESSES:
+            data = _set(data, "CKPT_HDR_MM", field, 0x400000, n)
+    for n in range(names.count("CKPT_HDR_VMA")):
+        vma = fmt.ckpt_hdr_vma.parse(data[_nth(data, "CKPT_HDR_VMA", n):])
+        if vma.vma_type == fmt.CKPT_VMA["CKPT_VMA_FILE"] and vma.vm_pgoff >> 40:
+            data = _set(data, "CKPT_HDR_VMA", "vm_pgoff", 0, n)
+    return data
+
+
+def _multi_task_image():
+    """3 tasks: a process, its thread (same mm), and a second process with its own mm."""
+    first = synthetic_image(heap_pages=3, pid=100)
+    second = synthetic_image(heap_pages=2, pid=200, comm="second", seed=0xBEEF)
+    leader = first.tasks[0]
+    thread = Task(pid=101, tgid=100, ppid=1, comm="thread", state=0, mm=leader.mm,
+                  regs=leader.regs, fpu=leader.fpu, tls=[0, 0, 0])
+    first.tasks = [leader, thread, second.tasks[0]]
+    return first
+
+
+# --------------------------------------------------------------------------- the guest run
+
+
+def _kernel_installed():
+    for build in glob.glob("/lib/modules/*-amd64/build/Makefile"):
+        version = build.split("/")[3]
+        if os.path.exists(f"/boot/vmlinuz-{version}"):
+            return True
+    return False
+
+
+def _in_ci():
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def guest(tmp_path_factory, build_c):
+    if not (shutil.which("qemu-system-x86_64") and _kernel_installed()):
+        reason = ("qemu-system-x86_64 or Debian's *-amd64 kernel + headers are not installed "
+                  "(run kmod/harness/setup)")
+        if _in_ci():
+            pytest.fail(f"CI: {reason}")
+        pytest.skip(reason)
+    work = tmp_path_factory.mktemp("kmod-guest")
+    timings = {}
+
+    # the module, built out of the source tree
+    build_dir = work / "kmod"
+    build_dir.mkdir()
+    for name in os.listdir(REPO / "kmod"):
+        if name.endswith((".c", ".h")) or name in ("Kbuild", "Makefile"):
+            shutil.copy(REPO / "kmod" / name, build_dir / name)
+    t0 = time.monotonic()
+    make = subprocess.run(["make", "-C", str(build_dir)], capture_output=True, text=True)
+    timings["build"] = time.monotonic() - t0
+    assert make.returncode == 0, make.stdout + make.stderr
+    assert "warning" not in (make.stdout + make.stderr).lower(), make.stdout + make.stderr
+
+    # the images
+    images = work / "images"
+    images.mkdir()
+    valid = _dump(synthetic_image(heap_pages=16))
+    manifest = {"images": [], "scratch": "/tmp", "valid": str(images / "valid.img"),
+                "invalid": str(images / "vmas_overlap.img"),
+                # crfs's own reader accepts it, the module does not
+                "kernel_invalid": str(images / "fs_base_kernel.img")}
+
+    def add(name, data, ops=("check",)):
+        path = images / f"{name}.img"
+        path.write_bytes(data)
+        manifest["images"].append({"name": name, "path": str(path), "ops": list(ops)})
+
+    golden_exe = build_c("ckpt_golden", 64)
+    golden = images / "golden.img"
+    subprocess.run([str(golden_exe), str(golden)], check=True, capture_output=True)
+    good = {
+        "valid": valid,
+        "golden_c_writer": _user_addresses(golden.read_bytes()),
+        "multi_task": _dump(_multi_task_image()),
+        "two_pgarr_chunks": _dump(synthetic_image(heap_pages=fmt.CKPT_PGARR_BATCH["x86_64"] + 8,
+                                                  pid=7)),
+        "page_byte_flipped": valid[:_heap_chunk(valid) + 8 + 8 * 16 + 100] + b"\xff"
+        + valid[_heap_chunk(valid) + 8 + 8 * 16 + 101:],
+    }
+    for name, data in good.items():
+        with Source.open(_write_tmp(work, data)) as source:
+            registry.load(source)     # crfs's own reader accepts them too
+        add(name, data, ("check", "restart"))
+    add("i386_image", _dump(synthetic_image("i386", heap_pages=2)), ("check", "restart"))
+    for name, (mutate, _, _) in MALFORMED.items():
+        add(name, mutate(valid), ("check", "restart"))
+    for i, data in enumerate(_fuzz_images(valid)):
+        add(f"fuzz_{i}", data)
+    (work / "manifest.json").write_text(json.dumps(manifest))
+
+    # one guest boot
+    results = work / "results.json"
+    cmd = ["bash", str(HARNESS / "run-in-guest"), "-q", "-t", str(GUEST_TIMEOUT), "-w", str(work),
+           "-e", f"PYTHONPATH={REPO}", "-C", str(REPO), "--",
+           sys.executable, str(REPO / "tests" / "kmod_guest_checks.py"),
+           str(build_dir / "crfs.ko"), str(work / "manifest.json"), str(results)]
+    t0 = time.monotonic()
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=GUEST_TIMEOUT + 30)
+    timings["guest"] = time.monotonic() - t0
+    report = json.loads(results.read_text()) if results.exists() else None
+    print(f"\nkmod guest: build {timings['build']:.1f}s, guest {timings['guest']:.1f}s")
+    return {"rc": run.returncode, "stdout": run.stdout, "stderr": run.stderr,
+            "report": report, "timings": timings}
+
+
+def _write_tmp(work, data):
+    path = work / "check.tmp"
+    path.write_bytes(data)
+    return str(path)
+
+
+def _report(guest):
+    assert guest["report"] is not None, (
+        f"no results from the guest (harness status {guest['rc']}):\n{guest['stderr'][-3000:]}"
+        f"\n{guest['stdout'][-3000:]}")
+    return guest["report"]
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_guest_run_is_clean(guest):
+    """The harness status: 0, i.e. no WARN/BUG/Oops/panic, no timeout."""
+    meaning = {121: "kernel Oops/BUG", 122: "kernel WARNING", 123: "kernel panic",
+               124: "timeout", 125: "guest died"}
+    assert guest["rc"] == 0, (f"{meaning.get(guest['rc'], 'failed')}:\n"
+                              f"{guest['stderr'][-4000:]}\n{guest['stdout'][-2000:]}")
+
+
+def test_module_loads_and_device_appears(guest):
+    steps = _report(guest)["steps"]
+    assert steps["insmod"]["rc"] == 0, steps["insmod"]["stderr"]
+    assert steps["device"] == {"char": True, "mode": 0o600}
+    assert steps["version"] == 1
+
+
+@pytest.mark.parametrize("name", ["valid", "golden_c_writer", "multi_task", "two_pgarr_chunks",
+                                  "page_byte_flipped"])
+def test_valid_image_passes_validation(guest, name):
+    result = _report(guest)["images"][name]
+    assert result["check"]["errno"] == 0, result["check"]
+    assert result["restart"]["errno"] == "EOPNOTSUPP", result["restart"]
+    assert "restore is not implemented yet" in result["restart"]["msg"]
+
+
+def test_other_arch_is_not_restartable(guest):
+    result = _report(guest)["images"]["i386_image"]
+    assert result["check"]["errno"] == ENOEXEC, result
+    assert result["restart"]["errno"] == ENOEXEC, result
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_malformed_image_is_rejected(guest, name):
+    _, expected, words = MALFORMED[name]
+    result = _report(guest)["images"][name]
+    for op in ("check", "restart"):
+        assert result[op]["errno"] == expected, result[op]
+        assert words in result[op]["msg"], result[op]
+
+
+def test_rejections_say_where(guest):
+    result = _report(guest)["images"]["vmas_overlap"]["check"]
+    valid = _dump(synthetic_image(heap_pages=16))
+    assert result["offset"] == _nth(valid, "CKPT_HDR_VMA", 2)
+    assert result["type"] == fmt.CKPT_HDR["CKPT_HDR_VMA"]
+
+
+def test_fuzzed_images_never_break_the_kernel(guest):
+    images = _report(guest)["images"]
+    outcomes = {images[f"fuzz_{i}"]["check"]["errno"] for i in range(FUZZ_CASES)}
+    assert outcomes <= FUZZ_ALLOWED, outcomes
+    assert EINVAL in outcomes
+
+
+def test_descriptors_that_are_not_images(guest):
+    special = _report(guest)["steps"]["special"]
+    assert special["dev_null"]["errno"] == EINVAL
+    assert special["directory"]["errno"] == EINVAL
+    assert special["pipe"]["errno"] == EINVAL
+    assert special["write_only"]["errno"] == "EBADF"
+    assert special["o_path"]["errno"] == "EBADF"
+    assert special["closed_fd"]["errno"] == "EBADF"
+    assert special["negative_fd"]["errno"] == "EBADF"
+    assert special["flags_set"]["errno"] == EINVAL
+    assert special["reserved_set"]["errno"] == EINVAL
+    assert special["bad_pointer"]["errno"] == "EFAULT"
+    assert special["huge_sparse"]["errno"] == "EFBIG"
+    assert special["unknown_ioctl"]["errno"] == "ENOTTY"
+
+
+def test_restarter_child_reports_the_kernel_outcome(guest):
+    steps = _report(guest)["steps"]
+    assert steps["child_valid"]["errno"] == "EOPNOTSUPP", steps["child_valid"]
+    assert steps["child_valid"]["stage"] == "restart"
+    assert steps["child_invalid"]["errno"] == EINVAL, steps["child_invalid"]
+    assert "overlaps" in steps["child_invalid"]["msg"]
+    assert steps["child_invalid"]["type"] == fmt.CKPT_HDR["CKPT_HDR_VMA"]
+
+
+def test_restart_dir_hands_images_to_the_module(guest):
+    """cp img /ckpt/restart/ on a crfs mount in the guest: close(2) fails with the module's
+    verdict and restart/<name>.status says why."""
+    fuse = _report(guest)["steps"]["fuse"]
+    assert fuse["mount"]["rc"] == 0, fuse
+    assert fuse["valid"]["rc"] != 0
+    assert "Operation not supported" in fuse["valid"]["stderr"], fuse["valid"]
+    assert "restore not implemented yet" in fuse["valid"]["status"], fuse["valid"]
+    assert fuse["invalid"]["rc"] != 0
+    assert "Invalid argument" in fuse["invalid"]["stderr"], fuse["invalid"]
+    status = fuse["invalid"]["status"]
+    assert "state: rejected" in status, status
+    assert "the kernel module rejected the image: offset 0x" in status, status
+    assert "CKPT_HDR_CPU: fs base" in status, status
+
+
+def test_module_unloads_and_dmesg_is_clean(guest):
+    steps = _report(guest)["steps"]
+    assert steps["rmmod"]["rc"] == 0, steps["rmmod"]["stderr"]
+    assert steps["rmmod"]["device_gone"]
+    assert steps["dmesg_problems"] == []
+
+
+def test_errno_names_are_stable():
+    """The report uses errno names; the ones the tests expect exist on this platform."""
+    for name in ("EINVAL", "ENOEXEC", "EOPNOTSUPP", "EBADF", "EFAULT", "EFBIG", "ENOTTY"):
+        assert hasattr(errno, name)

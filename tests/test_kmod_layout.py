@@ -1,0 +1,139 @@
+"""The kernel module's C declarations agree with crfs's Python ones.
+
+kmod/crfs_image.h (the records the module reads) against the construct structs of
+crfs/formats/ckpt.py, and kmod/crfs_ioctl.h (the /dev/crfs ABI) against crfs/kernel.py.
+A small C program includes the headers and prints sizeof/offsetof and the constants; a field
+missing or misnamed in C fails its compilation.
+"""
+
+import ctypes
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from crfs import kernel
+from crfs.formats import ckpt as fmt
+
+KMOD = Path(__file__).resolve().parent.parent / "kmod"
+
+# C struct name -> construct declaration
+STRUCTS = {
+    "ckpt_hdr": fmt.ckpt_hdr,
+    "ckpt_const": fmt.ckpt_const,
+    "ckpt_hdr_header": fmt.ckpt_hdr_header,
+    "ckpt_hdr_header_arch": fmt.ckpt_hdr_header_arch,
+    "ckpt_hdr_container": fmt.ckpt_hdr_container,
+    "ckpt_hdr_lsm": fmt.ckpt_hdr_lsm,
+    "ckpt_hdr_objref": fmt.ckpt_hdr_objref,
+    "ckpt_hdr_tree": fmt.ckpt_hdr_tree,
+    "ckpt_pids": fmt.ckpt_pids,
+    "ckpt_hdr_task": fmt.ckpt_hdr_task,
+    "ckpt_hdr_task_objs": fmt.ckpt_hdr_task_objs,
+    "ckpt_hdr_thread": fmt.ckpt_hdr_thread,
+    "ckpt_hdr_cpu": fmt.ckpt_hdr_cpu,
+    "ckpt_hdr_file": fmt.ckpt_hdr_file,
+    "ckpt_hdr_mm": fmt.ckpt_hdr_mm,
+    "ckpt_hdr_vma": fmt.ckpt_hdr_vma,
+    "ckpt_hdr_pgarr": fmt.ckpt_hdr_pgarr,
+    "ckpt_hdr_mm_context": fmt.ckpt_hdr_mm_context,
+    "ckpt_hdr_tail": fmt.ckpt_hdr_tail,
+}
+
+# Python name -> C constant, for the numbers the module uses
+CONSTANTS = {
+    **{name: name for name in fmt.CKPT_HDR},
+    **{name: name for name in fmt.CKPT_VMA},
+    "CKPT_ARCH_X86_32": "CKPT_ARCH_X86_32",
+    "CKPT_ARCH_X86_64": "CKPT_ARCH_X86_64",
+    "CKPT_OBJ_FILE": "CKPT_OBJ_FILE",
+    "CKPT_OBJ_MM": "CKPT_OBJ_MM",
+    "CKPT_FILE_GENERIC": "CKPT_FILE_GENERIC",
+    "CHECKPOINT_MAGIC_HEAD": "CHECKPOINT_MAGIC_HEAD",
+    "CHECKPOINT_MAGIC_TAIL": "CHECKPOINT_MAGIC_TAIL",
+}
+PY_CONSTANTS = {**fmt.CKPT_HDR, **fmt.CKPT_VMA, **fmt.CKPT_ARCH, **fmt.CKPT_OBJ, **fmt.CKPT_FILE,
+                **fmt.MAGIC}
+
+
+def _fields(struct):
+    """(name, offset) of the named, non-padding fields of a construct Struct."""
+    offset = 0
+    for sub in struct.subcons:
+        if sub.name and not sub.name.startswith("_"):
+            yield sub.name, offset
+        offset += sub.sizeof()
+
+
+def _program():
+    lines = ['#include <stddef.h>', '#include <stdio.h>', '#include "crfs_image.h"',
+             '#include "crfs_ioctl.h"', 'int main(void)', '{', 'printf("{");']
+
+    def emit(key, expr, fmt_="%llu"):
+        lines.append(f'printf("\\"{key}\\": {fmt_}, ", (unsigned long long)({expr}));')
+
+    for name, struct in STRUCTS.items():
+        emit(f"sizeof {name}", f"sizeof(struct {name})")
+        for field, _ in _fields(struct):
+            emit(f"{name}.{field}", f"offsetof(struct {name}, {field})")
+    for py_name, c_name in CONSTANTS.items():
+        emit(f"const {py_name}", c_name)
+    emit("const CKPT_PGARR_BATCH", "CKPT_PGARR_BATCH")
+    for name in ("CRFS_IOC_VERSION", "CRFS_IOC_CHECK", "CRFS_IOC_RESTART", "CRFS_ABI_VERSION",
+                 "CRFS_ERRMSG_LEN", "CRFS_IOC_MAGIC"):
+        emit(f"ioctl {name}", name)
+    emit("ioctl sizeof", "sizeof(struct crfs_image_args)")
+    for field in ("fd", "flags", "err_offset", "err_type", "__reserved", "err_msg"):
+        emit(f"ioctl .{field}", f"offsetof(struct crfs_image_args, {field})")
+    lines += ['printf("\\"end\\": 0}\\n");', "return 0;", "}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def c_values(tmp_path_factory):
+    work = tmp_path_factory.mktemp("kmod-layout")
+    source = work / "layout.c"
+    source.write_text(_program())
+    exe = work / "layout"
+    build = subprocess.run(["gcc", "-m64", "-Wall", "-Werror", "-I", str(KMOD), "-o", str(exe),
+                            str(source)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return json.loads(subprocess.run([str(exe)], check=True, capture_output=True,
+                                     text=True).stdout)
+
+
+@pytest.mark.parametrize("name", STRUCTS)
+def test_struct_layout_matches_construct(c_values, name):
+    struct = STRUCTS[name]
+    assert c_values[f"sizeof {name}"] == struct.sizeof()
+    for field, offset in _fields(struct):
+        assert c_values[f"{name}.{field}"] == offset, field
+
+
+def test_every_fixed_record_is_declared():
+    declared = {id(s) for s in STRUCTS.values()}
+    for name, struct in {**fmt.FIXED, **fmt.AT_LEAST}.items():
+        assert id(struct) in declared, name
+
+
+def test_constants_match(c_values):
+    for py_name in CONSTANTS:
+        assert c_values[f"const {py_name}"] == PY_CONSTANTS[py_name], py_name
+    assert c_values["const CKPT_PGARR_BATCH"] == fmt.CKPT_PGARR_BATCH["x86_64"]
+
+
+def test_ioctl_abi_matches_crfs_kernel(c_values):
+    assert c_values["ioctl CRFS_IOC_MAGIC"] == kernel.CRFS_IOC_MAGIC
+    assert c_values["ioctl CRFS_IOC_VERSION"] == kernel.CRFS_IOC_VERSION
+    assert c_values["ioctl CRFS_IOC_CHECK"] == kernel.CRFS_IOC_CHECK
+    assert c_values["ioctl CRFS_IOC_RESTART"] == kernel.CRFS_IOC_RESTART
+    assert c_values["ioctl CRFS_ABI_VERSION"] == kernel.CRFS_ABI_VERSION
+    assert c_values["ioctl CRFS_ERRMSG_LEN"] == kernel.CRFS_ERRMSG_LEN
+    assert c_values["ioctl sizeof"] == ctypes.sizeof(kernel.ImageArgs)
+    py_fields = {name: getattr(kernel.ImageArgs, name).offset
+                 for name, _ in kernel.ImageArgs._fields_}
+    py_fields["__reserved"] = py_fields.pop("_reserved")
+    for field, offset in py_fields.items():
+        assert c_values[f"ioctl .{field}"] == offset, field
+

@@ -10,6 +10,7 @@ import logging
 import os
 
 import pyfuse3
+import trio
 
 from crfs.errors import FormatError
 from crfs.fs.nodes import Dir, FsError
@@ -23,10 +24,17 @@ ROOT_TTL = 0.0
 TREE_TTL = 60.0
 
 
-def _request(func):
+def _request(func=None, *, in_thread=False):
+    """Decorate a request handler; `in_thread` runs it off the event loop (for work that
+    may take seconds — verifying an upload, checkpointing — while other requests go on)."""
+    if func is None:
+        return functools.partial(_request, in_thread=in_thread)
+
     @functools.wraps(func)
     async def wrapper(self, *args):
         try:
+            if in_thread:
+                return await trio.to_thread.run_sync(func, self, *args)
             return func(self, *args)
         except pyfuse3.FUSEError:
             raise
@@ -197,7 +205,7 @@ class Operations(pyfuse3.Operations):
         self.inodes.remember(ino)
         return self._handle(node), attr
 
-    @_request
+    @_request(in_thread=True)
     def write(self, fh, offset, buf):
         return self.handles[fh].write(offset, buf)
 
@@ -210,7 +218,7 @@ class Operations(pyfuse3.Operations):
             node.truncate(attr.st_size)
         return self._attrs(inode, node)
 
-    @_request
+    @_request(in_thread=True)
     def flush(self, fh):
         node = self.handles[fh]
         if node.writable:

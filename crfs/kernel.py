@@ -7,20 +7,23 @@ needs the standard library, so that it is cheap to import in the test guest.
     with Device() as dev:            # opens /dev/crfs
         dev.version()                # CRFS_ABI_VERSION of the loaded module
         dev.check(image_fd)          # validate only; KernelError when the image is rejected
-        dev.restart(image_fd)        # validate and restore (EOPNOTSUPP for now)
+        dev.restart(image_fd)        # validate and restore into THIS process
 
-restart_in_child(path) runs the restart in a forked child, because a successful restore
-replaces the address space of the process that asks for it.
+restart_in_child(path) runs the restart in a new process (kmod/crfs-restart, a small static
+C program), because a successful restore replaces the address space of the process that
+asks for it.
 """
 
 import ctypes
 import errno
 import os
 import select
+import shutil
 import signal
 import struct
+import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEVICE = "/dev/crfs"
 
@@ -125,7 +128,8 @@ class Device:
         return self._image_call(CRFS_IOC_CHECK, image_fd)
 
     def restart(self, image_fd):
-        """CRFS_IOC_RESTART: validate, then restore into this process."""
+        """CRFS_IOC_RESTART: validate, then restore into this process (which must be
+        single-threaded and have its vdso where the image has it): only a failure returns."""
         return self._image_call(CRFS_IOC_RESTART, image_fd)
 
 
@@ -135,65 +139,71 @@ def available(path=DEVICE):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the restarter child reported: errno 0 for success, else why it failed."""
+    """What the restarter reported: errno 0 for success, else why it failed.
+
+    On success `pid` is the restored process (the restarter's pid) and `process` its
+    subprocess.Popen: the caller must wait() for it."""
     errno: int
     reason: str = ""
     offset: object = None     # file offset of the offending record, or None
     record_type: int = 0
-    stage: str = "restart"    # "open-device", "version", "open-image" or "restart"
+    stage: str = "restart"    # "restarter", "open-device", "version", "open-image", "vdso"
+    #                           or "restart"
+    pid: int = 0
+    process: object = field(default=None, compare=False, repr=False)
 
 
 _RESULT = struct.Struct("<iQI16s96s")   # errno, offset, record type, stage, reason
+RESTARTER = "crfs-restart"
 
 
-def _child(path, device, write_fd):
-    """The restarter child: report through `write_fd`, never return."""
-    code, offset, record_type, stage, reason = 0, NO_OFFSET, 0, "open-device", ""
-    try:
-        with Device(device) as dev:
-            stage = "version"
-            version = dev.version()
-            if version != CRFS_ABI_VERSION:
-                raise KernelError(errno.EPROTO, f"module ABI version {version}, crfs "
-                                                f"speaks {CRFS_ABI_VERSION}")
-            stage = "open-image"
-            image_fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            stage = "restart"
-            dev.restart(image_fd)
-    except KernelError as exc:
-        code, reason, record_type = exc.errno, exc.reason, exc.record_type
-        offset = NO_OFFSET if exc.offset is None else exc.offset
-    except OSError as exc:
-        code, reason = exc.errno or errno.EIO, exc.strerror or ""
-    except BaseException:   # noqa: BLE001 - the child must always report and exit
-        code, reason = errno.EIO, "restarter child failed"
-    try:
-        os.write(write_fd, _RESULT.pack(code, offset, record_type, stage.encode(),
-                                        reason.encode()[:95]))
-    finally:
-        os._exit(0)
+def find_restarter():
+    """The crfs-restart binary: $CRFS_RESTARTER, kmod/crfs-restart of this source tree
+    (built by `make -C kmod`), or crfs-restart on PATH; None if there is none."""
+    env = os.environ.get("CRFS_RESTARTER")
+    if env:
+        return env
+    built = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "kmod", RESTARTER)
+    if os.access(built, os.X_OK):
+        return built
+    return shutil.which(RESTARTER)
 
 
-def restart_in_child(path, device=DEVICE, timeout=600):
-    """Restart the image at `path` in a forked child; the child's Outcome.
+def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=None):
+    """Restart the image at `path` in a new process running kmod/crfs-restart; its Outcome.
 
-    The child opens the device and the image itself (nothing of the caller's but the
-    result pipe is needed). It is killed after `timeout` seconds.
+    The restarter becomes the restored program (a successful restore replaces the address
+    space of the process that asks for it), in a session of its own, with stdin from
+    /dev/null and stdout + stderr to the file object `stdout` (default /dev/null). It
+    reports a failure on a pipe; the kernel closes that pipe when the restore succeeded.
+    Returns once the restore succeeded or failed; it is killed after `timeout` seconds.
     """
-    _load_libc()   # no dlopen() in the child of a possibly threaded process
+    restarter = restarter or find_restarter()
+    if not restarter:
+        return Outcome(errno.ENOENT, f"{RESTARTER} not found: build it with make -C kmod",
+                       stage="restarter")
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:   # pragma: no cover - runs in the child
+    out = stdout if stdout is not None else subprocess.DEVNULL
+    try:
+        proc = subprocess.Popen([restarter, "-d", device, "-r", str(write_fd), path],
+                                stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT if stdout is not None else out,
+                                pass_fds=(write_fd,), start_new_session=True)
+    except OSError as exc:
         os.close(read_fd)
-        _child(path, device, write_fd)
-    os.close(write_fd)
+        return Outcome(exc.errno or errno.EIO, f"{restarter}: {exc.strerror}",
+                       stage="restarter")
+    finally:
+        os.close(write_fd)
     data = b""
     try:
         deadline = time.monotonic() + timeout
         while len(data) < _RESULT.size:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([read_fd], [], [], left)[0]:
-                os.kill(pid, signal.SIGKILL)
+                proc.kill()
+                proc.wait()
                 return Outcome(errno.ETIMEDOUT, f"no answer within {timeout}s")
             chunk = os.read(read_fd, _RESULT.size - len(data))
             if not chunk:
@@ -201,10 +211,26 @@ def restart_in_child(path, device=DEVICE, timeout=600):
             data += chunk
     finally:
         os.close(read_fd)
-        os.waitpid(pid, 0)
+    if not data:
+        # EOF without a report: the kernel closed the pipe, the restore went through
+        # (a failure after the point of no return kills the process: see its status)
+        return Outcome(0, pid=proc.pid, process=proc)
+    proc.wait()
     if len(data) < _RESULT.size:
-        return Outcome(errno.EIO, "the restarter child died without an answer")
+        return Outcome(errno.EIO, "the restarter died without an answer")
     code, offset, record_type, stage, reason = _RESULT.unpack(data)
     return Outcome(code, reason.rstrip(b"\0").decode("utf-8", "replace"),
                    None if offset == NO_OFFSET else offset, record_type,
                    stage.rstrip(b"\0").decode())
+
+
+def describe_exit(returncode):
+    """"exited N" or "killed by SIGNAME" for a Popen returncode."""
+    if returncode is None:
+        return "running"
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited {returncode}"

@@ -5,7 +5,8 @@
  * The module works in three steps, in this order, on every image:
  *   copy-in:  the image's metadata is read from the file into kernel memory (a plan);
  *   validate: every record, length, count and address is checked while it is copied in;
- *   act:      the restore uses only the plan (page bytes are read from the file then).
+ *   act:      the restore uses only the plan (page bytes are read from the file then);
+ *             see crfs_restore.c for its point of no return.
  */
 #ifndef CRFS_H
 #define CRFS_H
@@ -103,6 +104,10 @@ struct crfs_object {
 	};
 };
 
+#define CRFS_PART_THREAD	BIT(0)
+#define CRFS_PART_CPU		BIT(1)
+#define CRFS_PART_TASK_OBJS	BIT(2)
+
 struct crfs_task {
 	struct ckpt_pids pids;
 	struct ckpt_hdr_task h;
@@ -132,5 +137,9 @@ void crfs_plan_init(struct crfs_plan *plan);
 void crfs_plan_free(struct crfs_plan *plan);
 int crfs_plan_load(struct crfs_plan *plan, struct crfs_image *img);
 long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart);
+
+/* ---------------------------------------------------------------- crfs_restore.c */
+
+int crfs_restore(struct crfs_plan *plan, struct crfs_image *img, bool *done);
 
 #endif /* CRFS_H */

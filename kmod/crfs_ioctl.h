@@ -45,8 +45,10 @@ struct crfs_image_args {
 #define CRFS_IOC_CHECK		_IOWR(CRFS_IOC_MAGIC, 1, struct crfs_image_args)
 
 /*
- * Copy in, validate, then restore the image into the calling process. For now the
- * restore itself is not implemented: a valid image gives EOPNOTSUPP.
+ * Copy in, validate, then restore the image into the calling process, which must be
+ * single-threaded and have its vdso where the image has it. On success the call does not
+ * return to the caller's code: the process runs the image (same pid, credentials, fds 0-2;
+ * every other fd closed). A failure after the point of no return kills it with SIGKILL.
  */
 #define CRFS_IOC_RESTART	_IOWR(CRFS_IOC_MAGIC, 2, struct crfs_image_args)
 
@@ -61,7 +63,10 @@ struct crfs_image_args {
  *   EIO	the image could not be read (or shrank while being read)
  *   EFAULT	bad argument pointer
  *   EINTR	interrupted by a fatal signal
- *   EOPNOTSUPP	RESTART only: the image is valid but restore is not implemented yet
+ *   EOPNOTSUPP	RESTART only: a valid image this module does not restore (several tasks,
+ *		32-bit, LDT, SysV shm, fs/gs selectors) or a vdso elsewhere (err_msg says)
+ *   EBUSY	RESTART only: the caller is multi-threaded or shares its mm
+ *   ENOENT, EACCES...	RESTART only: a mapped file cannot be opened by the caller
  */
 
 #endif /* CRFS_IOCTL_H */

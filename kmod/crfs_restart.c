@@ -18,8 +18,7 @@
  * the file and by the CRFS_MAX_* limits, addresses by TASK_SIZE_MAX. Page contents stay in
  * the file; the plan keeps where they are.
  *
- * Status: validation is complete. The restore itself is not implemented yet: after a
- * successful validation CRFS_IOC_RESTART returns -EOPNOTSUPP.
+ * CRFS_IOC_RESTART then restores the plan into the caller (crfs_restore.c).
  */
 #include <linux/kernel.h>
 #include <linux/mm.h>
@@ -31,10 +30,6 @@
 #include <linux/xarray.h>
 
 #include "crfs.h"
-
-#define CRFS_PART_THREAD	BIT(0)
-#define CRFS_PART_CPU		BIT(1)
-#define CRFS_PART_TASK_OBJS	BIT(2)
 
 #define AT_NULL_TYPE		0
 #define VADDR_SIZE		sizeof(u64)
@@ -850,6 +845,7 @@ long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart)
 	struct crfs_image_args args;
 	struct crfs_image *img;
 	struct crfs_plan *plan;
+	bool done = false;
 	long ret;
 
 	if (copy_from_user(&args, uargs, sizeof(args)))
@@ -867,18 +863,17 @@ long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart)
 	ret = crfs_image_open(img, args.fd);
 	if (!ret)
 		ret = crfs_plan_load(plan, img);
-	if (!ret && restart) {
-		/* The act step: not implemented yet. */
-		strscpy(img->err_msg, "valid image; restore is not implemented yet",
-			sizeof(img->err_msg));
-		ret = -EOPNOTSUPP;
-	}
+	if (!ret && restart)
+		ret = crfs_restore(plan, img, &done);
+	if (done)
+		goto out;	/* the caller's memory is the image's now */
 	args.err_offset = img->err_offset;
 	args.err_type = img->err_type;
 	memcpy(args.err_msg, img->err_msg, sizeof(args.err_msg));
 	args.err_msg[sizeof(args.err_msg) - 1] = '\0';
 	if (copy_to_user(uargs, &args, sizeof(args)))
 		ret = -EFAULT;
+out:
 	crfs_plan_free(plan);
 	crfs_image_close(img);
 	kfree(plan);

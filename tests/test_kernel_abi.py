@@ -7,12 +7,42 @@ mapping of crfs/fs/restart.py is checked for every errno the ABI documents.
 
 import ctypes
 import errno
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from crfs import kernel
 from crfs.formats import ckpt as fmt
 from crfs.fs import restart
+from crfs.model import registry
+from crfs.model.synth import synthetic_image
+
+KMOD = Path(__file__).resolve().parent.parent / "kmod"
+
+
+@pytest.fixture(scope="module")
+def restarter(tmp_path_factory):
+    """kmod/crfs-restart built static, as `make -C kmod` builds it."""
+    exe = tmp_path_factory.mktemp("restarter") / "crfs-restart"
+    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-static", "-o", str(exe),
+                    str(KMOD / "crfs-restart.c")], check=True, capture_output=True, text=True)
+    return str(exe)
+
+
+@pytest.fixture
+def fake_restarter(tmp_path):
+    """A stand-in that behaves like a successful restore: closes the report fd (as the
+    kernel does), prints, exits 3."""
+    script = tmp_path / "fake-restart"
+    script.write_text(f"#!{sys.executable}\nimport os, sys\nos.close(int(sys.argv[4]))\n"
+                      "print('restored', sys.argv[5])\nsys.exit(3)\n")
+    script.chmod(0o755)
+    return str(script)
 
 
 def test_args_struct_is_the_c_size():
@@ -20,20 +50,21 @@ def test_args_struct_is_the_c_size():
     assert kernel.CRFS_IOC_CHECK != kernel.CRFS_IOC_RESTART
 
 
-def test_child_without_device(tmp_path):
+def test_child_without_device(tmp_path, restarter):
     image = tmp_path / "img"
     image.write_bytes(b"x")
-    outcome = kernel.restart_in_child(str(image), device=str(tmp_path / "no-such-device"))
+    outcome = kernel.restart_in_child(str(image), device=str(tmp_path / "no-such-device"),
+                                      restarter=restarter)
     assert (outcome.errno, outcome.stage) == (errno.ENOENT, "open-device")
     error, status = restart._kernel_outcome("p.img", outcome)
     assert error.errno == errno.ENODEV
     assert "state: failed" in status and "kernel module is not loaded" in status
 
 
-def test_child_with_a_device_that_is_not_crfs(tmp_path):
+def test_child_with_a_device_that_is_not_crfs(tmp_path, restarter):
     image = tmp_path / "img"
     image.write_bytes(b"x")
-    outcome = kernel.restart_in_child(str(image), device="/dev/null")
+    outcome = kernel.restart_in_child(str(image), device="/dev/null", restarter=restarter)
     assert (outcome.errno, outcome.stage) == (errno.ENOTTY, "version")
     error, status = restart._kernel_outcome("p.img", outcome)
     assert error.errno == errno.ENODEV
@@ -44,10 +75,29 @@ def _map(code, **kw):
     return restart._kernel_outcome("p.img", kernel.Outcome(code, **kw))
 
 
-def test_validated_but_not_restored():
-    error, status = _map(errno.EOPNOTSUPP, reason="valid image; restore is not implemented yet")
+def test_restarter_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRFS_RESTARTER", str(tmp_path / "nothing-here"))
+    outcome = kernel.restart_in_child(str(tmp_path / "img"))
+    assert (outcome.errno, outcome.stage) == (errno.ENOENT, "restarter")
+    error, status = restart._kernel_outcome("p.img", outcome)
+    assert error.errno == errno.ENODEV and "state: failed" in status
+
+
+def test_restarter_reports_its_output(tmp_path, fake_restarter):
+    with open(tmp_path / "log", "wb") as log:
+        outcome = kernel.restart_in_child("/the/image", restarter=fake_restarter, stdout=log)
+    assert outcome.errno == 0 and outcome.pid == outcome.process.pid
+    assert outcome.process.wait(timeout=30) == 3
+    assert (tmp_path / "log").read_text() == "restored /the/image\n"
+    assert kernel.describe_exit(3) == "exited 3"
+    assert kernel.describe_exit(-9) == "killed by SIGKILL"
+    assert kernel.describe_exit(None) == "running"
+
+
+def test_valid_but_not_restorable():
+    error, status = _map(errno.EOPNOTSUPP, reason="3 tasks: only single-task images are restored")
     assert error.errno == errno.EOPNOTSUPP
-    assert "state: failed" in status and "restore not implemented yet" in status
+    assert "state: rejected" in status and "cannot restart it: 3 tasks" in status
 
 
 def test_rejected_with_the_offending_record():
@@ -74,6 +124,28 @@ def test_other_errors_pass_through(code):
 
 
 def test_success():
-    error, status = _map(0)
+    error, status = _map(0, pid=4321)
     assert error is None
-    assert "state: restarted" in status
+    assert "state: running" in status and "pid: 4321" in status
+
+
+def test_restart_box_status_and_log(tmp_path, monkeypatch, fake_restarter):
+    """The daemon's side without a module: a restore that "succeeds" gives close() == 0,
+    then a thread records the exit; restart/<name>.log has the output."""
+    monkeypatch.setattr(restart, "DEVICE", "/dev/null")    # "the module is loaded"
+    monkeypatch.setenv("CRFS_RESTARTER", fake_restarter)
+    box = restart.RestartBox(str(tmp_path), os.getuid())
+    upload = box.create("p.img", os.getuid())
+    out = io.BytesIO()
+    registry.dump(synthetic_image(heap_pages=2), out, "ckpt")
+    upload.write(0, out.getvalue())
+    upload.close()          # no FsError: restored
+    for _ in range(300):
+        status = box.child("p.img.status").read(0, 4096).decode()
+        if "exited" in status:
+            break
+        time.sleep(0.01)
+    assert "state: exited 3" in status and "pid: " in status
+    assert "p.img.log" in box.names()
+    assert box.child("p.img.log").read(0, 4096).startswith(b"restored ")
+    upload.release()

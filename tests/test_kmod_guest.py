@@ -31,6 +31,7 @@ from crfs.model.synth import synthetic_image
 REPO = Path(__file__).resolve().parent.parent
 HARNESS = REPO / "kmod" / "harness"
 GUEST_TIMEOUT = 240
+RESTORE_LIMIT = 500     # restore_target exits (status 3) at this tick (~10 ms each)
 PAGE = 4096
 HDR = struct.Struct("<II")
 
@@ -337,6 +338,16 @@ def guest(tmp_path_factory, build_c):
         add(name, mutate(valid), ("check", "restart"))
     for i, data in enumerate(_fuzz_images(valid)):
         add(f"fuzz_{i}", data)
+    # the programs restored for real (built here, checkpointed and restarted in the guest)
+    restore = work / "restore"
+    restore.mkdir()
+    datafile = restore / "restore.data"
+    datafile.write_bytes(b"A" * PAGE + b"B" * PAGE)
+    manifest["restore"] = {
+        "work": str(restore), "datafile": str(datafile), "limit": RESTORE_LIMIT,
+        "restarter": str(build_dir / "crfs-restart"),
+        "targets": {"static": str(build_c("restore_target", 64, "-static")),
+                    "dynamic": str(build_c("restore_target", 64))}}
     (work / "manifest.json").write_text(json.dumps(manifest))
 
     # one guest boot
@@ -385,13 +396,24 @@ def test_module_loads_and_device_appears(guest):
     assert steps["version"] == 1
 
 
-@pytest.mark.parametrize("name", ["valid", "golden_c_writer", "multi_task", "two_pgarr_chunks",
-                                  "page_byte_flipped"])
+# valid image -> (errno of RESTART from a forked child, phrase): refused before the point of
+# no return, the caller intact (the synthetic images map a program that does not exist)
+VALID_RESTART = {
+    "valid": ("ENOENT", "cannot open /usr/bin/synth"),
+    "golden_c_writer": ("EOPNOTSUPP", "3 tasks: only single-task images are restored"),
+    "multi_task": ("EOPNOTSUPP", "3 tasks: only single-task images are restored"),
+    "two_pgarr_chunks": ("ENOENT", "cannot open /usr/bin/synth"),
+    "page_byte_flipped": ("ENOENT", "cannot open /usr/bin/synth"),
+}
+
+
+@pytest.mark.parametrize("name", VALID_RESTART)
 def test_valid_image_passes_validation(guest, name):
     result = _report(guest)["images"][name]
     assert result["check"]["errno"] == 0, result["check"]
-    assert result["restart"]["errno"] == "EOPNOTSUPP", result["restart"]
-    assert "restore is not implemented yet" in result["restart"]["msg"]
+    code, words = VALID_RESTART[name]
+    assert result["restart"]["errno"] == code, result["restart"]
+    assert words in result["restart"]["msg"]
 
 
 def test_other_arch_is_not_restartable(guest):
@@ -441,7 +463,7 @@ def test_descriptors_that_are_not_images(guest):
 
 def test_restarter_child_reports_the_kernel_outcome(guest):
     steps = _report(guest)["steps"]
-    assert steps["child_valid"]["errno"] == "EOPNOTSUPP", steps["child_valid"]
+    assert steps["child_valid"]["errno"] == "ENOENT", steps["child_valid"]
     assert steps["child_valid"]["stage"] == "restart"
     assert steps["child_invalid"]["errno"] == EINVAL, steps["child_invalid"]
     assert "overlaps" in steps["child_invalid"]["msg"]
@@ -454,14 +476,99 @@ def test_restart_dir_hands_images_to_the_module(guest):
     fuse = _report(guest)["steps"]["fuse"]
     assert fuse["mount"]["rc"] == 0, fuse
     assert fuse["valid"]["rc"] != 0
-    assert "Operation not supported" in fuse["valid"]["stderr"], fuse["valid"]
-    assert "restore not implemented yet" in fuse["valid"]["status"], fuse["valid"]
+    assert "No such file or directory" in fuse["valid"]["stderr"], fuse["valid"]
+    assert "cannot open /usr/bin/synth" in fuse["valid"]["status"], fuse["valid"]
+    assert "state: failed" in fuse["valid"]["status"], fuse["valid"]
     assert fuse["invalid"]["rc"] != 0
     assert "Invalid argument" in fuse["invalid"]["stderr"], fuse["invalid"]
     status = fuse["invalid"]["status"]
     assert "state: rejected" in status, status
     assert "the kernel module rejected the image: offset 0x" in status, status
     assert "CKPT_HDR_CPU: fs base" in status, status
+
+
+# --------------------------------------------------------------------------- real restores
+
+TICK_OK = "heap=ok file=ok shm=ok sse=ok x87=ok mxcsr=ok"
+
+
+def _ticks(lines):
+    """[(tick, pid, mono)] of restore_target's output lines; every check must be ok."""
+    out = []
+    for line in lines:
+        words = line.split()
+        assert words[0] == "tick" and TICK_OK in line, line
+        out.append((int(words[1]), int(words[2][4:]), int(words[-1][5:])))
+    return out
+
+
+def _continues(before, after, exit_state):
+    """The restored output starts at the tick after the last one before the checkpoint,
+    counts without a gap up to the limit, in another pid, and the vDSO clock goes on."""
+    first, last = _ticks(before), _ticks(after)
+    assert last, "no output after the restore"
+    assert last[0][0] == first[-1][0] + 1, (first[-1], last[0])
+    assert [t for t, _, _ in last] == list(range(last[0][0], RESTORE_LIMIT + 1))
+    assert last[0][1] != first[-1][1] and len({p for _, p, _ in last}) == 1
+    assert all(b[2] > a[2] for a, b in zip(first[-1:] + last, last))
+    assert exit_state == "exited 3"
+
+
+@pytest.mark.parametrize("label", ["static", "dynamic"])
+def test_restore_continues_a_real_program(guest, label):
+    """restore_target under setarch -R, `crfs checkpoint --kill` (the CLI for the static
+    one), then crfs-restart: its count, heap, written private file page, shared page,
+    xmm8, st(0), MXCSR and vDSO clock all carry on, and it exits at its limit."""
+    run = _report(guest)["steps"]["restore"][label]
+    assert run["checkpoint"]["rc"] == 0, run["checkpoint"]
+    assert run["checkpoint"]["returncode"] == -9     # --kill
+    restart = run["restart"]
+    assert (restart["errno"], restart["stage"]) == (0, "restart"), restart
+    _continues(run["checkpoint"]["before"], restart["after"], restart["exit"])
+
+
+# error -> (errno, stage, phrase); all but the last are refused with the caller intact
+RESTORE_ERRORS = {
+    "vdso_not_moved": ("EOPNOTSUPP", None, "image vdso at 0x"),
+    "threaded_caller": ("EBUSY", None, "single-threaded"),
+    "missing_file": ("ENOENT", "restart", "cannot open /"),
+    "bad_xstate": ("EINVAL", "restart", "xstate"),
+}
+
+
+@pytest.mark.parametrize("name", RESTORE_ERRORS)
+def test_restore_refusals_leave_the_caller_intact(guest, name):
+    result = _report(guest)["steps"]["restore"]["errors"][name]
+    code, stage, words = RESTORE_ERRORS[name]
+    assert result["errno"] == code, result
+    assert words in result["msg"], result
+    if stage:
+        assert result["stage"] == stage
+        # the restarter itself said so on its stderr: it was still itself
+        assert result["after"] == [f"crfs-restart: restart: {os.strerror(getattr(errno, code))}: {result['msg']}"]
+
+
+def test_failure_after_the_point_of_no_return_kills(guest):
+    """A page that cannot be filled (its file mapping moved past the end of the file):
+    the restore is past the point of no return, so the process is killed, never left
+    half restored; it printed nothing."""
+    result = _report(guest)["steps"]["restore"]["errors"]["post_ponr_fault"]
+    assert result["errno"] == 0, result
+    assert result["exit"] == "killed by SIGKILL"
+    assert result["after"] == []
+
+
+def test_restart_dir_restores_a_real_program(guest):
+    """cp img /ckpt/restart/ in the guest: close(2) succeeds, the status says running with
+    the pid, then exited 3; restart/<name>.log has the program's output, continuing."""
+    steps = _report(guest)["steps"]
+    fuse = steps["fuse"]["restore"]
+    assert fuse["rc"] == 0, fuse
+    assert "state: running" in fuse["first_status"] and "pid: " in fuse["first_status"]
+    assert {"prog.img.status", "prog.img.log"} <= set(fuse["listing_while_running"]), fuse
+    assert "state: exited 3" in fuse["status"], fuse["status"]
+    before = steps["restore"]["dynamic"]["checkpoint"]["before"]
+    _continues(before, fuse["log"], "exited 3")
 
 
 def test_module_unloads_and_dmesg_is_clean(guest):

@@ -2,20 +2,24 @@
 
 The upload is written to a temporary file in the store (not memory). close(2) reports the
 outcome: it fails when the image is unsound or cannot be restarted, and
-restart/<name>.status says why.
+restart/<name>.status says why. When the kernel module restored it, close(2) succeeds and the
+program runs on: restart/<name>.status gives its pid and state (running, exited N, killed by
+SIG...), restart/<name>.log its stdout and stderr. A thread per restored program waits for
+it, so the daemon goes on serving meanwhile.
 """
 
 import errno
 import logging
 import os
 import stat
+import threading
 import time
 
 from crfs import kernel
 from crfs.errors import FormatError
 from crfs.formats import ckpt
 from crfs.formats.source import Source
-from crfs.fs.nodes import Dir, File, FsError, TextFile
+from crfs.fs.nodes import Dir, File, FsError
 from crfs.fs.store import TEMP_PREFIX
 from crfs.model import registry
 from crfs.model.verify import verify
@@ -86,18 +90,33 @@ class RestartBox(Dir):
         self.owner_uid = owner_uid
         self.uploads = {}
         self.statuses = {}   # name -> status text
+        self.logs = {}       # name -> path of the restored program's output
         self._serial = 0
+        self._lock = threading.Lock()
 
     def names(self):
-        return sorted(list(self.uploads) + [f"{n}.status" for n in self.statuses])
+        return sorted(list(self.uploads) + [f"{n}.status" for n in self.statuses]
+                      + [f"{n}.log" for n in self.logs])
 
     def child(self, name):
         if name in self.uploads:
             return self.uploads[name]
         if name.endswith(".status") and name[:-7] in self.statuses:
-            text = self.statuses[name[:-7]]
-            return TextFile(("restart", name, len(text), hash(text)), lambda: text)
+            return LiveFile(("restart", name), lambda: self._status_of(name[:-7]))
+        if name.endswith(".log") and name[:-4] in self.logs:
+            return LiveFile(("restart", name), lambda: self._log_of(name[:-4]))
         return None
+
+    def _status_of(self, name):
+        return self.statuses.get(name, "").encode()
+
+    def _log_of(self, name):
+        """The restored program's output so far."""
+        try:
+            with open(self.logs[name], "rb") as f:
+                return f.read()
+        except (KeyError, FileNotFoundError):
+            return b""
 
     def create(self, name, uid):
         if uid not in (0, self.owner_uid):
@@ -113,7 +132,8 @@ class RestartBox(Dir):
     def submit(self, upload):
         """Verify and hand over; returns the FsError close(2) must report, or None."""
         outcome, status = self._restart(upload)
-        self.statuses[upload.name] = status
+        with self._lock:
+            self.statuses[upload.name] = status
         log.info("restart/%s: %s", upload.name, status.splitlines()[-1])
         return outcome
 
@@ -137,14 +157,45 @@ class RestartBox(Dir):
         # returns 0 to close(2) and stops sending FLUSH for the whole mount.
         if not os.path.exists(DEVICE):
             return FsError(errno.ENODEV), _status(upload.name, "failed", MODULE_HELP)
-        return _kernel_outcome(upload.name, kernel.restart_in_child(upload.path, DEVICE))
+        log_path = self._new_log(upload)
+        with open(log_path, "wb") as output:
+            outcome = kernel.restart_in_child(upload.path, DEVICE, stdout=output)
+        if outcome.errno == 0:
+            threading.Thread(target=self._wait, args=(upload.name, outcome.process, log_path),
+                             name=f"restart-{outcome.pid}", daemon=True).start()
+        return _kernel_outcome(upload.name, outcome)
+
+    def _new_log(self, upload):
+        """A fresh output file for the program restored from `upload` (hidden in the store,
+        next to it); the previous one of that name goes."""
+        name, path = upload.name, upload.path + ".log"
+        with self._lock:
+            old = self.logs.get(name)
+            self.logs[name] = path
+        if old and old != path:
+            try:
+                os.unlink(old)
+            except FileNotFoundError:
+                pass
+        return path
+
+    def _wait(self, name, process, log_path):
+        """Thread: wait for a restored program and record how it ended."""
+        process.wait()
+        state = kernel.describe_exit(process.returncode)
+        log.info("restart/%s: pid %d %s", name, process.pid, state)
+        with self._lock:
+            if self.logs.get(name) == log_path:    # not restarted again meanwhile
+                self.statuses[name] = _status(name, state, pid=process.pid)
 
 
 def _kernel_outcome(name, outcome):
     """(FsError for close(2) or None, status text) of the restarter child's Outcome."""
     code = outcome.errno
     if code == 0:
-        return None, _status(name, "restarted")
+        return None, _status(name, "running", pid=outcome.pid)
+    if outcome.stage == "restarter":
+        return FsError(errno.ENODEV), _status(name, "failed", outcome.reason)
     if outcome.stage == "open-device":
         if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
             return FsError(errno.ENODEV), _status(name, "failed", MODULE_HELP)
@@ -152,10 +203,6 @@ def _kernel_outcome(name, outcome):
                                                       f"{outcome.reason}")
     if outcome.stage == "version":
         return FsError(errno.ENODEV), _status(name, "failed", f"{DEVICE}: {outcome.reason}")
-    if code == errno.EOPNOTSUPP:
-        return (FsError(errno.EOPNOTSUPP),
-                _status(name, "failed", "restore not implemented yet (the kernel module "
-                                        "validated the image)"))
     where = ""
     if outcome.offset is not None:
         where = f"offset {outcome.offset:#x}: {ckpt.record_name(outcome.record_type)}: "
@@ -163,14 +210,34 @@ def _kernel_outcome(name, outcome):
     if code == errno.EINVAL:
         return FsError(errno.EINVAL), _status(name, "rejected",
                                               f"the kernel module rejected the image: {reason}")
-    if code == errno.ENOEXEC:
+    if code in (errno.ENOEXEC, errno.EOPNOTSUPP):
         return FsError(errno.EOPNOTSUPP), _status(name, "rejected",
                                                   f"the kernel module cannot restart it: {reason}")
     return FsError(code), _status(name, "failed", f"{os.strerror(code)}: {reason}")
 
 
-def _status(name, state, error=None):
+class LiveFile(File):
+    """A status or log file whose contents change while it exists: a stable key (the
+    inode stays) and direct I/O, so every stat and read asks `current()` again."""
+
+    mode = stat.S_IFREG | 0o444
+    direct_io = True
+
+    def __init__(self, key, current):
+        super().__init__(key, time.time_ns())
+        self._current = current
+
+    def size(self):
+        return len(self._current())
+
+    def read(self, offset, size):
+        return self._current()[offset:offset + size]
+
+
+def _status(name, state, error=None, pid=None):
     lines = [f"image: {name}", f"state: {state}"]
+    if pid:
+        lines.append(f"pid: {pid}")
     if error:
         lines.append(f"error: {error}")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,795 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * CRFS_IOC_RESTART, the act step: restore a validated single-task image into the caller.
+ *
+ * Everything that can fail on the image or on the caller is done first, while the
+ * caller is intact, and fails with an errno (err_msg says why):
+ *   prepare: a single-threaded caller; a single-task, 64-bit image without LDT or
+ *            SysV shm; the image's vdso where the caller's is (the user-space restarter
+ *            moves [vvar]+[vdso] there with mremap); no image VMA over the caller's
+ *            [vvar]/[vdso]; every mapped file opened with the caller's credentials;
+ *            shared anonymous memory built in shmem files; the xstate checked by a dry
+ *            run of the kernel's uabi copy on a scratch fpstate.
+ * Then the point of no return:
+ *   act:     unmap everything but [vvar]/[vdso]; map every VMA at its address; fill the
+ *            dumped pages; mm fields, auxv, comm, FPU/xstate, per-task pointers; queue a
+ *            task_work that sets the general registers, fs/gs base and closes the fds
+ *            above 2 on the way back to user space.
+ * A failure after the point of no return kills the caller with SIGKILL: it never runs
+ * half restored. The caller's credentials, signal handlers and mask are kept.
+ */
+#include <linux/compat.h>
+#include <linux/fdtable.h>
+#include <linux/file.h>
+#include <linux/futex.h>
+#include <linux/mount.h>
+#include <linux/mman.h>
+#include <linux/mm.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
+#include <linux/sched/task.h>
+#include <linux/sched/task_stack.h>
+#include <linux/shmem_fs.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/task_work.h>
+#include <linux/uaccess.h>
+#include <linux/xarray.h>
+#include <asm/fpu/api.h>
+#include <asm/fpu/types.h>
+#include <asm/fpu/xcr.h>
+#include <asm/fsgsbase.h>
+#include <asm/pkru.h>
+#include <asm/segment.h>
+
+#include "crfs.h"
+
+#define FILL_PAGES	64		/* pages per bounce-buffer read */
+#define VM_PROT_BITS	(VM_READ | VM_WRITE | VM_EXEC)
+/* user-controlled EFLAGS bits (TF and RF are left to the kernel) */
+#define USER_FLAGS	(X86_EFLAGS_AC | X86_EFLAGS_OF | X86_EFLAGS_DF | \
+			 X86_EFLAGS_SF | X86_EFLAGS_ZF | X86_EFLAGS_AF | \
+			 X86_EFLAGS_PF | X86_EFLAGS_CF)
+#define SYSCALL_INSN_LEN 2
+
+/* Shared anonymous memory of the image: one shmem file per ino_objref. */
+struct crfs_shm {
+	struct file *file;
+	u64 size;		/* bytes: the largest extent any VMA maps */
+	struct crfs_vma *dump;	/* the SHM_ANON VMA that holds the pages */
+};
+
+/* The general registers, fs/gs base: set by a task_work on the way to user space. */
+struct crfs_regs_work {
+	struct callback_head cb;
+	struct ckpt_hdr_cpu cpu;
+};
+
+struct crfs_restore {
+	struct crfs_plan *plan;
+	struct crfs_image *img;
+	struct crfs_task *task;
+	struct crfs_mm *mm;
+	struct file **files;		/* per image VMA: the file to map, or NULL */
+	struct xarray shm;		/* ino_objref -> struct crfs_shm */
+	unsigned long keep_start;	/* the caller's [vvar] + [vdso] */
+	unsigned long keep_end;
+	unsigned long vdso_start;
+	unsigned long vdso_end;
+	void *xstate;			/* uabi xstate, xstate_len bytes */
+	size_t xstate_len;
+	u32 pkru;
+	struct crfs_regs_work *work;
+	void *buf;			/* FILL_PAGES pages */
+};
+
+__printf(3, 4)
+static int refuse(struct crfs_restore *rs, int err, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	vscnprintf(rs->img->err_msg, sizeof(rs->img->err_msg), fmt, args);
+	va_end(args);
+	return err;
+}
+
+/* ---------------------------------------------------------------- prepare: checks */
+
+static int check_caller(struct crfs_restore *rs)
+{
+	struct mm_struct *mm = current->mm;
+
+	if (!mm || current->flags & PF_KTHREAD)
+		return refuse(rs, -EINVAL, "the caller has no address space");
+	if (get_nr_threads(current) != 1 || atomic_read(&mm->mm_users) != 1)
+		return refuse(rs, -EBUSY,
+			      "the caller must be single-threaded and not share its mm");
+	if (test_thread_flag(TIF_ADDR32) || in_compat_syscall())
+		return refuse(rs, -EOPNOTSUPP, "the caller must be a 64-bit process");
+	return 0;
+}
+
+static int check_task(struct crfs_restore *rs)
+{
+	struct crfs_plan *plan = rs->plan;
+	struct crfs_task *task = &plan->tasks[0];
+	struct ckpt_hdr_cpu *cpu = &task->cpu;
+
+	if (plan->nr_tasks != 1)
+		return refuse(rs, -EOPNOTSUPP,
+			      "%u tasks: only single-task images are restored",
+			      plan->nr_tasks);
+	rs->task = task;
+	rs->mm = task->mm;
+	if (!rs->mm || !(task->parts & CRFS_PART_CPU))
+		return refuse(rs, -EINVAL, "the task has no mm or no CPU record");
+	if (task->h.exit_state)
+		return refuse(rs, -EOPNOTSUPP, "the task had exited");
+	if (cpu->cs != CKPT_X86_SEG_USER64_CS)
+		return refuse(rs, -EOPNOTSUPP,
+			      "not a 64-bit task: only 64-bit tasks are restored");
+	if (cpu->fsindex != CKPT_X86_SEG_NULL || cpu->gsindex != CKPT_X86_SEG_NULL)
+		return refuse(rs, -EOPNOTSUPP, "fs/gs selectors are not restored");
+	if (rs->mm->context.nldt)
+		return refuse(rs, -EOPNOTSUPP, "an LDT is not restored");
+	if (cpu->ip >= TASK_SIZE_MAX || cpu->sp >= TASK_SIZE_MAX ||
+	    task->h.clear_child_tid >= TASK_SIZE_MAX ||
+	    task->h.robust_futex_list >= TASK_SIZE_MAX)
+		return refuse(rs, -EINVAL,
+			      "ip, sp or a futex pointer above TASK_SIZE_MAX");
+	if (rs->mm->h.start_brk > rs->mm->h.brk)
+		return refuse(rs, -EINVAL, "brk %#llx below start_brk %#llx",
+			      rs->mm->h.brk, rs->mm->h.start_brk);
+	return 0;
+}
+
+static bool vvar_vma(struct vm_area_struct *vma)
+{
+	const char *name = NULL;
+
+	if (vma->vm_ops && vma->vm_ops->name)
+		name = vma->vm_ops->name(vma);
+	return name && !strncmp(name, "[vvar", 5);
+}
+
+/* The caller's [vvar] and [vdso]: kept, since map_vdso() is not exported. */
+static int find_vdso(struct crfs_restore *rs)
+{
+	struct mm_struct *mm = current->mm;
+	unsigned long vdso = (unsigned long)mm->context.vdso;
+	struct vm_area_struct *vma;
+	int ret = 0;
+
+	if (!vdso)
+		return 0;
+	mmap_read_lock(mm);
+	vma = find_vma(mm, vdso);
+	if (!vma || vma->vm_start != vdso) {
+		ret = refuse(rs, -EINVAL, "cannot find the caller's vdso");
+		goto out;
+	}
+	rs->vdso_start = vdso;
+	rs->vdso_end = vma->vm_end;
+	rs->keep_start = vdso;
+	rs->keep_end = vma->vm_end;
+	vma = find_vma(mm, vdso - 1);
+	if (vma && vma->vm_end == vdso && vvar_vma(vma))
+		rs->keep_start = vma->vm_start;
+out:
+	mmap_read_unlock(mm);
+	return ret;
+}
+
+static int check_vdso(struct crfs_restore *rs)
+{
+	u64 image_vdso = rs->mm->context.vdso;
+
+	if (!image_vdso)
+		return 0;
+	if (image_vdso != rs->vdso_start)
+		return refuse(rs, -EOPNOTSUPP,
+			      "image vdso at %#llx, the caller's at %#lx (mremap it)",
+			      image_vdso, rs->vdso_start);
+	return 0;
+}
+
+static int check_vma(struct crfs_restore *rs, const struct ckpt_hdr_vma *h)
+{
+	switch (h->vma_type) {
+	case CKPT_VMA_IGNORE:
+		return 0;
+	case CKPT_VMA_VDSO:
+		if (h->vm_start != rs->vdso_start || h->vm_end != rs->vdso_end)
+			return refuse(rs, -EOPNOTSUPP,
+				      "vdso vma %#llx-%#llx, the caller's is %#lx-%#lx",
+				      h->vm_start, h->vm_end, rs->vdso_start,
+				      rs->vdso_end);
+		return 0;
+	case CKPT_VMA_SHM_IPC:
+	case CKPT_VMA_SHM_IPC_SKIP:
+		return refuse(rs, -EOPNOTSUPP, "SysV shm at %#llx is not restored",
+			      h->vm_start);
+	default:
+		break;
+	}
+	if (h->vm_start < rs->keep_end && h->vm_end > rs->keep_start)
+		return refuse(rs, -EOPNOTSUPP,
+			      "vma %#llx-%#llx overlaps the caller's vdso/vvar",
+			      h->vm_start, h->vm_end);
+	if ((h->vm_flags & VM_SHARED) !=
+	    (h->vma_type >= CKPT_VMA_SHM_ANON ? VM_SHARED : 0))
+		return refuse(rs, -EINVAL, "vma %#llx: VM_SHARED and vma_type %u disagree",
+			      h->vm_start, h->vma_type);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- prepare: objects */
+
+static int open_file(struct crfs_restore *rs, u32 i)
+{
+	struct crfs_vma *vma = &rs->mm->vmas[i];
+	int flags = O_RDONLY | O_LARGEFILE;
+	struct file *file;
+
+	if (!vma->file || !vma->file->name)
+		return refuse(rs, -EOPNOTSUPP, "vma %#llx: not a file by name",
+			      vma->h.vm_start);
+	if (vma->h.vma_type == CKPT_VMA_SHM_FILE && vma->h.vm_flags & VM_WRITE)
+		flags = O_RDWR | O_LARGEFILE;
+	file = filp_open(vma->file->name, flags, 0);
+	if (IS_ERR(file))
+		return refuse(rs, PTR_ERR(file), "cannot open %.60s",
+			      vma->file->name);
+	if (!file->f_op->mmap) {
+		fput(file);
+		return refuse(rs, -ENODEV, "%.60s cannot be mapped",
+			      vma->file->name);
+	}
+	if (vma->h.vm_flags & VM_EXEC &&
+	    (file->f_path.mnt->mnt_flags & MNT_NOEXEC ||
+	     file->f_path.mnt->mnt_sb->s_iflags & SB_I_NOEXEC)) {
+		fput(file);
+		return refuse(rs, -EACCES, "%.60s is on a noexec mount",
+			      vma->file->name);
+	}
+	rs->files[i] = file;
+	return 0;
+}
+
+/* Pass 1: the extent of every shared anonymous segment. */
+static int size_shm(struct crfs_restore *rs, struct crfs_vma *vma)
+{
+	struct ckpt_hdr_vma *h = &vma->h;
+	u64 end = ((h->vm_pgoff << PAGE_SHIFT) + h->vm_end - h->vm_start);
+	struct crfs_shm *shm;
+	int ret;
+
+	shm = xa_load(&rs->shm, h->ino_objref);
+	if (!shm) {
+		shm = kzalloc(sizeof(*shm), GFP_KERNEL_ACCOUNT);
+		if (!shm)
+			return -ENOMEM;
+		ret = xa_insert(&rs->shm, h->ino_objref, shm, GFP_KERNEL_ACCOUNT);
+		if (ret) {
+			kfree(shm);
+			return ret;
+		}
+	}
+	if (h->vma_type == CKPT_VMA_SHM_ANON) {
+		shm->dump = vma;
+		shm->size = max_t(u64, shm->size, PAGE_ALIGN(h->ino_size));
+	}
+	shm->size = max(shm->size, end);
+	return 0;
+}
+
+/* Pass 2: a shmem file per segment, holding the dumped pages. */
+static int build_shm(struct crfs_restore *rs, struct crfs_shm *shm)
+{
+	struct crfs_run *run;
+	loff_t pos;
+	u32 i, done, n;
+	ssize_t written;
+	int ret;
+
+	shm->file = shmem_file_setup("dev/zero", shm->size, VM_NORESERVE);
+	if (IS_ERR(shm->file)) {
+		ret = PTR_ERR(shm->file);
+		shm->file = NULL;
+		return refuse(rs, ret, "cannot create shared memory of %llu bytes",
+			      shm->size);
+	}
+	for (i = 0; shm->dump && i < shm->dump->nr_runs; i++) {
+		run = &shm->dump->runs[i];
+		for (done = 0; done < run->nr_pages; done += n) {
+			n = min_t(u32, run->nr_pages - done, FILL_PAGES);
+			ret = crfs_image_read(rs->img, run->pos + (loff_t)done * PAGE_SIZE,
+					      rs->buf, n * PAGE_SIZE);
+			if (ret)
+				return ret;
+			pos = (run->addr + done) << PAGE_SHIFT;
+			if (pos + n * PAGE_SIZE > shm->size)
+				return refuse(rs, -EINVAL, "shm page %#llx past the segment",
+					      run->addr + done);
+			written = kernel_write(shm->file, rs->buf, n * PAGE_SIZE, &pos);
+			if (written != n * PAGE_SIZE)
+				return written < 0 ? written : -EIO;
+			cond_resched();
+		}
+	}
+	return 0;
+}
+
+static int prepare_vmas(struct crfs_restore *rs)
+{
+	struct crfs_shm *shm;
+	struct crfs_vma *vma;
+	unsigned long index;
+	u32 i;
+	int ret;
+
+	rs->files = kvcalloc(max_t(u32, rs->mm->h.map_count, 1),
+			     sizeof(*rs->files), GFP_KERNEL_ACCOUNT);
+	if (!rs->files)
+		return -ENOMEM;
+	for (i = 0; i < rs->mm->h.map_count; i++) {
+		vma = &rs->mm->vmas[i];
+		ret = check_vma(rs, &vma->h);
+		if (!ret && (vma->h.vma_type == CKPT_VMA_FILE ||
+			     vma->h.vma_type == CKPT_VMA_SHM_FILE))
+			ret = open_file(rs, i);
+		if (!ret && (vma->h.vma_type == CKPT_VMA_SHM_ANON ||
+			     vma->h.vma_type == CKPT_VMA_SHM_ANON_SKIP))
+			ret = size_shm(rs, vma);
+		if (ret)
+			return ret;
+		if (fatal_signal_pending(current))
+			return -EINTR;
+	}
+	xa_for_each(&rs->shm, index, shm) {
+		ret = build_shm(rs, shm);
+		if (ret)
+			return ret;
+	}
+	for (i = 0; i < rs->mm->h.map_count; i++) {
+		vma = &rs->mm->vmas[i];
+		if (vma->h.vma_type != CKPT_VMA_SHM_ANON &&
+		    vma->h.vma_type != CKPT_VMA_SHM_ANON_SKIP)
+			continue;
+		shm = xa_load(&rs->shm, vma->h.ino_objref);
+		rs->files[i] = get_file(shm->file);
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- prepare: FPU */
+
+/* A scratch copy of the caller's fpstate, for a dry run of the uabi copy. */
+static struct fpstate *scratch_fpstate(void)
+{
+	struct fpstate *live = current->thread.fpu.fpstate;
+	size_t len = offsetof(struct fpstate, regs) + live->size;
+	struct fpstate *fps;
+
+	/* power-of-two kmalloc sizes are naturally aligned: regs needs 64 */
+	fps = kmalloc(roundup_pow_of_two(len), GFP_KERNEL);
+	if (fps)
+		memcpy(fps, live, offsetof(struct fpstate, regs));
+	return fps;
+}
+
+/*
+ * The uabi (standard XSAVE layout) buffer: the image's CPU_FPU, or the init state when the
+ * task never used the FPU; checked by fpu_copy_uabi_to_guest_fpstate() on a scratch copy.
+ */
+static int prepare_fpu(struct crfs_restore *rs)
+{
+	struct fpstate *live = current->thread.fpu.fpstate;
+	u16 size = rs->plan->arch.xstate_size;
+	struct fpu_guest fake = { };
+	struct fxregs_state *fx;
+	int ret;
+
+	rs->xstate_len = max_t(size_t, live->user_size, size);
+	rs->xstate_len = max_t(size_t, rs->xstate_len, sizeof(struct xregs_state));
+	rs->xstate = kvzalloc(rs->xstate_len, GFP_KERNEL);
+	if (!rs->xstate)
+		return -ENOMEM;
+	if (rs->task->cpu.used_math) {
+		ret = crfs_image_read(rs->img, rs->task->fpu_pos, rs->xstate, size);
+		if (ret)
+			return ret;
+	} else {
+		fx = rs->xstate;
+		fx->cwd = 0x37f;
+		fx->mxcsr = MXCSR_DEFAULT;
+		((struct xregs_state *)rs->xstate)->header.xfeatures =
+			XFEATURE_MASK_FPSSE;
+	}
+	fake.fpstate = scratch_fpstate();
+	if (!fake.fpstate)
+		return -ENOMEM;
+	rs->pkru = current->thread.pkru;
+	ret = fpu_copy_uabi_to_guest_fpstate(&fake, rs->xstate,
+					     boot_cpu_has(X86_FEATURE_XSAVE) ?
+					     xgetbv(XCR_XFEATURE_ENABLED_MASK) : 0,
+					     &rs->pkru);
+	kfree(fake.fpstate);
+	if (ret)
+		return refuse(rs, ret, "the xstate (CPU_FPU) is not valid here");
+	return 0;
+}
+
+/* ---------------------------------------------------------------- prepare: registers */
+
+/*
+ * A task stopped inside a system call has orig_ax = its number and ax = -ERESTART*:
+ * restart it (ax = orig_ax, back to the syscall instruction) as a signal without a
+ * handler would; restart_block is not in the image, so ERESTART_RESTARTBLOCK gives EINTR.
+ */
+static void fix_syscall_restart(struct ckpt_hdr_cpu *cpu)
+{
+	if ((s64)cpu->orig_ax < 0)
+		return;
+	switch ((s64)cpu->ax) {
+	case -ERESTARTSYS:
+	case -ERESTARTNOINTR:
+	case -ERESTARTNOHAND:
+		cpu->ax = cpu->orig_ax;
+		cpu->ip -= SYSCALL_INSN_LEN;
+		break;
+	case -ERESTART_RESTARTBLOCK:
+		cpu->ax = -EINTR;
+		break;
+	}
+}
+
+static int prepare(struct crfs_restore *rs)
+{
+	int ret;
+
+	ret = check_caller(rs);
+	if (!ret)
+		ret = check_task(rs);
+	if (!ret)
+		ret = find_vdso(rs);
+	if (!ret)
+		ret = check_vdso(rs);
+	if (ret)
+		return ret;
+	rs->buf = kvmalloc(FILL_PAGES * PAGE_SIZE, GFP_KERNEL);
+	rs->work = kzalloc(sizeof(*rs->work), GFP_KERNEL);
+	if (!rs->buf || !rs->work)
+		return -ENOMEM;
+	rs->work->cpu = rs->task->cpu;
+	fix_syscall_restart(&rs->work->cpu);
+	ret = prepare_vmas(rs);
+	if (!ret)
+		ret = prepare_fpu(rs);
+	return ret;
+}
+
+/* ---------------------------------------------------------------- act: memory */
+
+static int unmap_caller(struct crfs_restore *rs)
+{
+	int ret = 0;
+
+	if (!rs->keep_end)
+		return vm_munmap(0, TASK_SIZE_MAX);
+	if (rs->keep_start)
+		ret = vm_munmap(0, rs->keep_start);
+	if (!ret && rs->keep_end < TASK_SIZE_MAX)
+		ret = vm_munmap(rs->keep_end, TASK_SIZE_MAX - rs->keep_end);
+	return ret;
+}
+
+static int map_vma(struct crfs_restore *rs, u32 i)
+{
+	struct ckpt_hdr_vma *h = &rs->mm->vmas[i].h;
+	unsigned long prot = h->vm_flags & VM_PROT_BITS;
+	unsigned long flags = MAP_FIXED;
+	unsigned long addr;
+	loff_t off = 0;
+
+	/* PROT_READ/WRITE/EXEC have the values of VM_READ/WRITE/EXEC */
+	BUILD_BUG_ON(PROT_READ != VM_READ || PROT_WRITE != VM_WRITE ||
+		     PROT_EXEC != VM_EXEC);
+	switch (h->vma_type) {
+	case CKPT_VMA_ANON:
+		flags |= MAP_PRIVATE | MAP_ANONYMOUS;
+		if (h->vm_flags & VM_GROWSDOWN)
+			flags |= MAP_GROWSDOWN;
+		break;
+	case CKPT_VMA_FILE:
+		flags |= MAP_PRIVATE;
+		off = h->vm_pgoff << PAGE_SHIFT;
+		break;
+	case CKPT_VMA_SHM_ANON:
+	case CKPT_VMA_SHM_ANON_SKIP:
+	case CKPT_VMA_SHM_FILE:
+		flags |= MAP_SHARED;
+		off = h->vm_pgoff << PAGE_SHIFT;
+		break;
+	default:
+		return 0;	/* vdso (kept), ignored */
+	}
+	addr = vm_mmap(rs->files[i], h->vm_start, h->vm_end - h->vm_start, prot,
+		       flags, off);
+	if (IS_ERR_VALUE(addr))
+		return addr;
+	return addr == h->vm_start ? 0 : -ENOMEM;
+}
+
+/* Put @len bytes at @addr: writable mappings directly, others as ptrace would. */
+static int poke(struct crfs_vma *vma, unsigned long addr, void *buf, size_t len)
+{
+	if (vma->h.vm_flags & VM_WRITE)
+		return copy_to_user((void __user *)addr, buf, len) ? -EFAULT : 0;
+	if (access_process_vm(current, addr, buf, len,
+			      FOLL_FORCE | FOLL_WRITE) != len)
+		return -EFAULT;
+	return 0;
+}
+
+static int fill_vma(struct crfs_restore *rs, struct crfs_vma *vma)
+{
+	struct crfs_run *run;
+	u32 i, done, n;
+	int ret;
+
+	if (vma->h.vma_type != CKPT_VMA_ANON && vma->h.vma_type != CKPT_VMA_FILE)
+		return 0;	/* shared memory was filled in its shmem file */
+	for (i = 0; i < vma->nr_runs; i++) {
+		run = &vma->runs[i];
+		for (done = 0; done < run->nr_pages; done += n) {
+			n = min_t(u32, run->nr_pages - done, FILL_PAGES);
+			ret = crfs_image_read(rs->img, run->pos + (loff_t)done * PAGE_SIZE,
+					      rs->buf, n * PAGE_SIZE);
+			if (!ret)
+				ret = poke(vma, run->addr + (u64)done * PAGE_SIZE,
+					   rs->buf, n * PAGE_SIZE);
+			if (ret)
+				return ret;
+			cond_resched();
+		}
+	}
+	return 0;
+}
+
+static void set_mm_fields(struct crfs_restore *rs)
+{
+	const struct ckpt_hdr_mm *h = &rs->mm->h;
+	struct mm_struct *mm = current->mm;
+	u32 words = rs->plan->header.constants.at_vector_size;
+	u32 i;
+
+	words = min_t(u32, words, ARRAY_SIZE(mm->saved_auxv) - 2);
+	mmap_write_lock(mm);
+	mm->start_code = h->start_code;
+	mm->end_code = h->end_code;
+	mm->start_data = h->start_data;
+	mm->end_data = h->end_data;
+	mm->start_brk = h->start_brk;
+	mm->brk = h->brk;
+	mm->start_stack = h->start_stack;
+	mm->arg_start = h->arg_start;
+	mm->arg_end = h->arg_end;
+	mm->env_start = h->env_start;
+	mm->env_end = h->env_end;
+	memset(mm->saved_auxv, 0, sizeof(mm->saved_auxv));
+	for (i = 0; i + 1 < words && rs->mm->auxv[i]; i += 2) {
+		mm->saved_auxv[i] = rs->mm->auxv[i];
+		mm->saved_auxv[i + 1] = rs->mm->auxv[i + 1];
+	}
+	mmap_write_unlock(mm);
+}
+
+static int restore_memory(struct crfs_restore *rs)
+{
+	u32 i;
+	int ret;
+
+	ret = unmap_caller(rs);
+	for (i = 0; !ret && i < rs->mm->h.map_count; i++)
+		ret = map_vma(rs, i);
+	for (i = 0; !ret && i < rs->mm->h.map_count; i++)
+		ret = fill_vma(rs, &rs->mm->vmas[i]);
+	if (!ret)
+		set_mm_fields(rs);
+	return ret;
+}
+
+/* ---------------------------------------------------------------- act: task state */
+
+static int restore_fpu(struct crfs_restore *rs)
+{
+	struct fpu_guest fake = { .fpstate = current->thread.fpu.fpstate };
+	u32 pkru = current->thread.pkru;
+	int ret;
+
+	/* saves the live registers to fpstate; the return to user space reloads them */
+	kernel_fpu_begin();
+	ret = fpu_copy_uabi_to_guest_fpstate(&fake, rs->xstate,
+					     boot_cpu_has(X86_FEATURE_XSAVE) ?
+					     xgetbv(XCR_XFEATURE_ENABLED_MASK) : 0,
+					     &pkru);
+	kernel_fpu_end();
+	if (!ret && pkru != current->thread.pkru) {
+		/* PKRU is switched eagerly, not from fpstate */
+		preempt_disable();
+		current->thread.pkru = pkru;
+		write_pkru(pkru);
+		preempt_enable();
+	}
+	return ret;
+}
+
+static void restore_task_fields(struct crfs_restore *rs)
+{
+	const struct ckpt_hdr_task *h = &rs->task->h;
+
+	task_lock(current);
+	strscpy_pad(current->comm, rs->task->comm, sizeof(current->comm));
+	task_unlock(current);
+	/* these point into the old address space: the image's values, or none */
+	rseq_execve(current);
+	current->clear_child_tid = (int __user *)h->clear_child_tid;
+	current->robust_list = NULL;
+	if (h->robust_futex_list &&
+	    h->robust_futex_head_len == sizeof(struct robust_list_head))
+		current->robust_list =
+			(struct robust_list_head __user *)h->robust_futex_list;
+#ifdef CONFIG_COMPAT
+	current->compat_robust_list = NULL;
+#endif
+}
+
+static void set_bases(u64 fs, u64 gs)
+{
+	unsigned long flags;
+	u16 sel;
+
+	/* as do_arch_prctl_64(ARCH_SET_FS / ARCH_SET_GS) does for current */
+	preempt_disable();
+	savesegment(fs, sel);
+	if (sel)
+		loadsegment(fs, 0);
+	x86_fsbase_write_cpu(fs);
+	current->thread.fsindex = 0;
+	current->thread.fsbase = fs;
+	savesegment(gs, sel);
+	if (sel)
+		load_gs_index(0);
+	local_irq_save(flags);
+	wrmsrl(MSR_KERNEL_GS_BASE, gs);	/* the user's gs base, inactive in the kernel */
+	local_irq_restore(flags);
+	current->thread.gsindex = 0;
+	current->thread.gsbase = gs;
+	preempt_enable();
+}
+
+static void set_regs(struct pt_regs *regs, const struct ckpt_hdr_cpu *cpu)
+{
+	regs->r15 = cpu->r15;
+	regs->r14 = cpu->r14;
+	regs->r13 = cpu->r13;
+	regs->r12 = cpu->r12;
+	regs->bp = cpu->bp;
+	regs->bx = cpu->bx;
+	regs->r11 = cpu->r11;
+	regs->r10 = cpu->r10;
+	regs->r9 = cpu->r9;
+	regs->r8 = cpu->r8;
+	regs->ax = cpu->ax;
+	regs->cx = cpu->cx;
+	regs->dx = cpu->dx;
+	regs->si = cpu->si;
+	regs->di = cpu->di;
+	regs->ip = cpu->ip;
+	regs->sp = cpu->sp;
+	regs->flags = (regs->flags & ~USER_FLAGS) | (cpu->flags & USER_FLAGS) |
+		      X86_EFLAGS_IF;
+	regs->cs = __USER_CS;
+	regs->ss = __USER_DS;
+	regs->orig_ax = -1;	/* no system call to restart */
+}
+
+/* The fds of the restarter (the image, /dev/crfs, its report pipe) are not the image's. */
+static void close_fds_above_stderr(void)
+{
+	unsigned int fd, max_fds;
+
+	rcu_read_lock();
+	max_fds = files_fdtable(current->files)->max_fds;
+	rcu_read_unlock();
+	for (fd = 3; fd < max_fds; fd++)
+		close_fd(fd);
+}
+
+/*
+ * Runs on the way back to user space, after the ioctl's return value was stored into
+ * regs->ax (which is why the registers are not set in the ioctl itself).
+ */
+static void regs_work_fn(struct callback_head *cb)
+{
+	struct crfs_regs_work *work = container_of(cb, struct crfs_regs_work, cb);
+
+	if (!(current->flags & PF_EXITING)) {
+		set_regs(task_pt_regs(current), &work->cpu);
+		set_bases(work->cpu.fs, work->cpu.gs);
+		close_fds_above_stderr();
+	}
+	kfree(work);
+}
+
+static int act(struct crfs_restore *rs)
+{
+	int ret;
+
+	ret = restore_memory(rs);
+	if (!ret)
+		ret = restore_fpu(rs);
+	if (ret)
+		return ret;
+	restore_task_fields(rs);
+	init_task_work(&rs->work->cb, regs_work_fn);
+	ret = task_work_add(current, &rs->work->cb, TWA_RESUME);
+	if (!ret)
+		rs->work = NULL;	/* the callback frees it */
+	return ret;
+}
+
+/* ---------------------------------------------------------------- entry */
+
+static void release(struct crfs_restore *rs)
+{
+	struct crfs_shm *shm;
+	unsigned long index;
+	u32 i;
+
+	for (i = 0; rs->files && i < rs->mm->h.map_count; i++)
+		if (rs->files[i])
+			fput(rs->files[i]);
+	kvfree(rs->files);
+	xa_for_each(&rs->shm, index, shm) {
+		if (shm->file)
+			fput(shm->file);
+		kfree(shm);
+	}
+	xa_destroy(&rs->shm);
+	kvfree(rs->xstate);
+	kvfree(rs->buf);
+	kfree(rs->work);
+}
+
+/*
+ * Restore the validated @plan into the calling process. Returns an errno while the
+ * caller is intact (img->err_msg says why); once past the point of no return it sets
+ * *@done and returns 0 whatever happens: on a failure the caller has been sent SIGKILL.
+ */
+int crfs_restore(struct crfs_plan *plan, struct crfs_image *img, bool *done)
+{
+	struct crfs_restore rs = { .plan = plan, .img = img };
+	int ret;
+
+	*done = false;
+	xa_init(&rs.shm);
+	ret = prepare(&rs);
+	if (!ret && fatal_signal_pending(current))
+		ret = -EINTR;
+	if (!ret) {
+		/* the point of no return */
+		*done = true;
+		ret = act(&rs);
+		if (ret) {
+			pr_warn_ratelimited("crfs: pid %d: restore failed after the point of no return (%d): killed\n",
+					    task_pid_nr(current), ret);
+			force_sig(SIGKILL);
+		}
+		ret = 0;
+	}
+	release(&rs);
+	return ret;
+}

@@ -1,0 +1,379 @@
+#!/usr/bin/env python3
+"""Benchmark: restart in the kernel (crfs.ko + kmod/crfs-restart) vs `criu restore`.
+
+Issue #5: in the qemu guest (kmod/harness, Debian's 6.1 kernel under TCG), restart of a
+process with 256 MiB of dirty heap (bench/dirty_heap.c) vs `criu restore` of the same
+process; target: crfs faster than criu.
+
+The host builds crfs.ko and crfs-restart (`make` in a temporary copy of kmod/, so the tree
+stays clean) and bench/dirty_heap.c, then boots ONE guest (kmod/harness/run-in-guest) that
+runs this script with --in-guest. The guest loads crfs.ko, brings up `lo` and loads the
+netfilter/diag modules criu's kernel-feature probe needs (the harness initramfs loads only
+virtio/9p/overlay, and the guest kernel cannot autoload from the chroot), runs `criu check`
+once (which also fills criu's /run/criu.kdat cache, as on any machine that ran criu
+before), then --runs times, alternating which tool goes first:
+
+  criu  dirty_heap started with `setsid setarch -R`, stdio on files (no tty, so no
+        --shell-job); after its first tick `criu dump -t PID -D DIR` (kills it), then
+        timed: `criu restore -D DIR -d` until it exits (-d returns once the tree runs);
+  crfs  the same start; `python3 -m crfs checkpoint PID -o IMG --kill`, then timed:
+        `crfs-restart -r FD IMG` until EOF on the report pipe (the kernel closes every fd
+        above 2 of the restored program: EOF without a report is a restore, docs/kmod.md).
+
+Both restores are commands timed from spawn (start-up included), reading their images from
+the guest's tmpfs. After each restore the program must print a tick after its last one
+with its heap check `ok` (every page's index word re-read), then it is killed. Reported:
+per-run and median times, the ratio crfs restart / criu restore, the checkpoint sides
+(criu dump vs crfs checkpoint, the latter a Python CLI) as extra information, and the time
+from spawn to the restored program's first new line.
+
+Nothing is installed: without criu (apt-get install criu) or the harness
+(bash kmod/harness/setup) the script says so and exits 2.
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HARNESS = ROOT / "kmod" / "harness"
+CRIU_MODULES = ["nf_tables", "nfnetlink", "nft_ct", "unix_diag", "inet_diag", "tcp_diag",
+                "udp_diag", "netlink_diag", "af_packet_diag", "tun", "veth", "af_packet"]
+
+# ----------------------------------------------------------------------------- guest side
+
+
+def wait_line(path, pred, timeout):
+    """Seconds until a line of `path` satisfies pred (None on timeout), and that line."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.endswith("\n") and pred(line):
+                        return time.monotonic() - t0, line.strip()
+        except FileNotFoundError:
+            pass
+        time.sleep(0.01)
+    return None, None
+
+
+def tick_of(line):
+    parts = line.split()
+    return int(parts[1]) if len(parts) >= 4 and parts[0] == "tick" else -1
+
+
+def last_tick(path):
+    with open(path) as f:
+        return max((tick_of(line) for line in f), default=-1)
+
+
+def start_program(exe, mib, out_path):
+    """dirty_heap under setsid + setarch -R, stdio on files; returns once it has ticked."""
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(["setarch", "-R", exe, str(mib), "100"],
+                                stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    waited, line = wait_line(out_path, lambda s: s.startswith("tick 1 "), 300)
+    if waited is None:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"dirty_heap did not get ready: {open(out_path).read()[-500:]!r}")
+    return proc
+
+
+def reap(pid):
+    """Kill a restored program (our child, or re-parented to us: we are a subreaper)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return
+        except ChildProcessError:
+            if not os.path.exists(f"/proc/{pid}"):
+                return
+        time.sleep(0.02)
+
+
+def timed_run(cmd):
+    t0 = time.monotonic()
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return time.monotonic() - t0, run
+
+
+def log_tail(path, n=25):
+    try:
+        with open(path) as f:
+            return "".join(f.readlines()[-n:])
+    except OSError as exc:
+        return f"({exc})"
+
+
+def criu_round(exe, mib, work):
+    out = os.path.join(work, "criu.out")
+    images = os.path.join(work, "criu-images")
+    os.makedirs(images)
+    result = {}
+    proc = start_program(exe, mib, out)
+    try:
+        secs, run = timed_run(["criu", "dump", "-t", str(proc.pid), "-D", images,
+                               "-o", "dump.log"])
+        result["dump_s"] = secs
+        if run.returncode:
+            result["error"] = (f"criu dump exited {run.returncode}: {run.stderr.strip()}\n"
+                               + log_tail(os.path.join(images, "dump.log")))
+            return result
+        result["dump_exit"] = proc.wait(timeout=60)
+        result["image_bytes"] = sum(os.path.getsize(os.path.join(images, n))
+                                    for n in os.listdir(images) if n.endswith(".img"))
+        before = last_tick(out)
+        t0 = time.monotonic()
+        secs, run = timed_run(["criu", "restore", "-D", images, "-d", "-o", "restore.log"])
+        result["restore_s"] = secs
+        if run.returncode:
+            result["error"] = (f"criu restore exited {run.returncode}: {run.stderr.strip()}\n"
+                               + log_tail(os.path.join(images, "restore.log")))
+            return result
+        waited, line = wait_line(out, lambda s: tick_of(s) > before, 60)
+        result["first_line_s"] = None if waited is None else time.monotonic() - t0
+        result["line_after"] = line
+        result["ok"] = bool(line) and line.endswith("heap=ok") and f"pid={proc.pid}" in line
+    finally:
+        reap(proc.pid)
+        shutil.rmtree(images, ignore_errors=True)
+    return result
+
+
+def crfs_round(exe, mib, work, restarter):
+    out = os.path.join(work, "crfs.out")
+    out2 = os.path.join(work, "crfs.out2")
+    image = os.path.join(work, "prog.img")
+    result = {}
+    proc = start_program(exe, mib, out)
+    try:
+        secs, run = timed_run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid),
+                               "-o", image, "--kill"])
+        result["dump_s"] = secs
+        if run.returncode:
+            result["error"] = f"crfs checkpoint exited {run.returncode}: {run.stderr.strip()}"
+            return result
+        result["dump_exit"] = proc.wait(timeout=60)
+        result["image_bytes"] = os.path.getsize(image)
+        before = last_tick(out)
+        read_fd, write_fd = os.pipe()
+        with open(out2, "w") as stdout:
+            t0 = time.monotonic()
+            child = subprocess.Popen([restarter, "-r", str(write_fd), image],
+                                     stdin=subprocess.DEVNULL, stdout=stdout,
+                                     stderr=subprocess.STDOUT, pass_fds=(write_fd,),
+                                     start_new_session=True)
+        os.close(write_fd)
+        report = b""
+        while chunk := os.read(read_fd, 4096):
+            report += chunk
+        result["restore_s"] = time.monotonic() - t0
+        os.close(read_fd)
+        if report:
+            child.wait(timeout=60)
+            result["error"] = f"crfs-restart failed: {open(out2).read().strip()}"
+            return result
+        waited, line = wait_line(out2, lambda s: tick_of(s) > before, 60)
+        result["first_line_s"] = None if waited is None else time.monotonic() - t0
+        result["line_after"] = line
+        result["ok"] = bool(line) and line.endswith("heap=ok")
+        reap(child.pid)
+    finally:
+        reap(proc.pid)
+        if os.path.exists(image):
+            os.unlink(image)
+    return result
+
+
+def guest_main(args):
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER: criu -d's tree comes back to us
+    work = tempfile.mkdtemp(prefix="rvc.", dir="/tmp")     # the guest's tmpfs
+    exe = os.path.join(work, "dirty_heap")
+    shutil.copy(os.path.join(args.tmp, "dirty_heap"), exe)
+    results = {"mib": args.mib, "runs": [], "setup": {}}
+    setup = results["setup"]
+    setup["uname"] = os.uname().release
+    setup["mem_total"] = open("/proc/meminfo").readline().split()[1]
+    subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True)
+    mods = subprocess.run(["modprobe", "-a"] + CRIU_MODULES, capture_output=True, text=True)
+    setup["modprobe"] = mods.stderr.strip()
+    ins = subprocess.run(["insmod", os.path.join(args.tmp, "kmod", "crfs.ko")],
+                         capture_output=True, text=True)
+    setup["insmod"] = ins.stderr.strip() or "ok"
+    setup["criu_version"] = subprocess.run(["criu", "--version"], capture_output=True,
+                                           text=True).stdout.strip().replace("\n", ", ")
+    check = subprocess.run(["criu", "check"], capture_output=True, text=True)
+    setup["criu_check"] = f"exit {check.returncode}: " + (check.stdout + check.stderr).strip()
+    restarter = os.path.join(args.tmp, "kmod", "crfs-restart")
+    import crfs.checkpoint   # noqa: F401  - warm the page cache for the CLI's imports
+    for i in range(args.runs):
+        order = ("criu", "crfs") if i % 2 == 0 else ("crfs", "criu")
+        run = {}
+        for tool in order:
+            try:
+                if tool == "criu":
+                    run[tool] = criu_round(exe, args.mib, work)
+                else:
+                    run[tool] = crfs_round(exe, args.mib, work, restarter)
+            except Exception as exc:   # noqa: BLE001 - report, never fake a number
+                run[tool] = {"error": repr(exc)}
+            print(f"run {i + 1} {tool}: {json.dumps(run[tool])}", flush=True)
+        results["runs"].append(run)
+    subprocess.run(["rmmod", "crfs"], capture_output=True)
+    shutil.rmtree(work, ignore_errors=True)
+    with open(os.path.join(args.tmp, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    return 0
+
+
+# ----------------------------------------------------------------------------- host side
+
+
+def fmt(value, unit="s"):
+    return "—" if value is None else f"{value:.3f} {unit}"
+
+
+def report(results):
+    runs = results["runs"]
+    setup = results["setup"]
+    print(f"guest: kernel {setup['uname']}, {int(setup['mem_total']) // 1024} MiB, TCG; "
+          f"{setup['criu_version']}; crfs.ko insmod: {setup['insmod']}")
+    if setup["modprobe"]:
+        print(f"modprobe: {setup['modprobe']}")
+    print("criu check (informational; its optional probes may fail in the guest):")
+    for line in setup["criu_check"].splitlines()[-6:]:
+        print(f"    {line}")
+    print(f"process: bench/dirty_heap.c, {results['mib']} MiB dirty heap, "
+          f"{len(runs)} runs (order alternating)")
+    print()
+    print("| run | criu dump | criu restore | crfs checkpoint | crfs restart | "
+          "restart crfs/criu |")
+    print("|---|---|---|---|---|---|")
+    cols = {k: [] for k in ("cd", "cr", "fd", "fr", "cl", "fl")}
+    errors = []
+    for i, run in enumerate(runs, 1):
+        c, f = run.get("criu", {}), run.get("crfs", {})
+        for tool, r in (("criu", c), ("crfs", f)):
+            if "error" in r:
+                errors.append(f"run {i} {tool}: {r['error']}")
+            elif not r.get("ok"):
+                errors.append(f"run {i} {tool}: restored program did not go on as expected: "
+                              f"{r.get('line_after')!r}")
+        cr = c.get("restore_s") if c.get("ok") else None
+        fr = f.get("restore_s") if f.get("ok") else None
+        for key, value in (("cd", c.get("dump_s") if "error" not in c or cr else None),
+                           ("cr", cr), ("fd", f.get("dump_s")), ("fr", fr),
+                           ("cl", c.get("first_line_s")), ("fl", f.get("first_line_s"))):
+            if value is not None:
+                cols[key].append(value)
+        ratio = f"{fr / cr:.3f}" if cr and fr else "—"
+        print(f"| {i} | {fmt(c.get('dump_s'))} | {fmt(cr)} | {fmt(f.get('dump_s'))} | "
+              f"{fmt(fr)} | {ratio} |")
+    med = {k: statistics.median(v) if v else None for k, v in cols.items()}
+    ratio = f"**{med['fr'] / med['cr']:.3f}**" if med["cr"] and med["fr"] else "—"
+    print(f"| median | {fmt(med['cd'])} | {fmt(med['cr'])} | {fmt(med['fd'])} | "
+          f"{fmt(med['fr'])} | {ratio} |")
+    print()
+    sizes = [(r.get("criu", {}).get("image_bytes"), r.get("crfs", {}).get("image_bytes"))
+             for r in runs]
+    if sizes and sizes[0][0] and sizes[0][1]:
+        print(f"images: criu {sizes[0][0] / 2**20:.1f} MiB, crfs {sizes[0][1] / 2**20:.1f} MiB")
+    print(f"spawn to the restored program's first new line (median): criu {fmt(med['cl'])}, "
+          f"crfs {fmt(med['fl'])}")
+    if med["cr"] and med["fr"]:
+        verdict = "met" if med["fr"] < med["cr"] else "NOT met"
+        print(f"ratio: crfs restart / criu restore = {med['fr'] / med['cr']:.3f} "
+              f"(ratio of the medians); target faster than criu: "
+              f"{verdict}")
+        if med["fd"] and med["cd"]:
+            print(f"checkpoint side: crfs checkpoint / criu dump = {med['fd'] / med['cd']:.2f}")
+    elif med["fr"]:
+        print("ratio: no criu baseline (criu failed, see below); crfs restart median "
+              f"{fmt(med['fr'])}")
+    for line in errors:
+        print(f"PROBLEM {line}")
+    ok = all(r.get(t, {}).get("ok") for r in runs for t in ("criu", "crfs"))
+    return 0 if ok else 1
+
+
+def host_main(args):
+    if shutil.which("criu") is None:
+        print("criu is not installed; it is the baseline of this benchmark. Install it with:\n"
+              "    apt-get install criu", file=sys.stderr)
+        return 2
+    if shutil.which("qemu-system-x86_64") is None or not (HARNESS / "run-in-guest").exists():
+        print("the qemu guest harness is not set up: bash kmod/harness/setup", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="crfs-bench-criu.", dir="/tmp"))
+    try:
+        kdir = tmp / "kmod"
+        kdir.mkdir()
+        for f in (ROOT / "kmod").iterdir():
+            if f.suffix in (".c", ".h") or f.name in ("Kbuild", "Makefile"):
+                shutil.copy(f, kdir / f.name)
+        t0 = time.monotonic()
+        make = subprocess.run(["make", "-C", str(kdir)], capture_output=True, text=True)
+        if make.returncode:
+            print(make.stdout + make.stderr, file=sys.stderr)
+            return 2
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(tmp / "dirty_heap"),
+                        str(ROOT / "bench" / "dirty_heap.c")], check=True)
+        print(f"host: built crfs.ko, crfs-restart and dirty_heap in {time.monotonic() - t0:.1f} s;"
+              f" booting the guest (-m {args.guest_mem})", flush=True)
+        cmd = ["bash", str(HARNESS / "run-in-guest"), "-q", "-t", str(args.timeout),
+               "-m", args.guest_mem, "-w", str(tmp), "-e", f"PYTHONPATH={ROOT}",
+               "-C", str(ROOT), "--", sys.executable, str(Path(__file__).resolve()), "--in-guest",
+               "--tmp", str(tmp), "--mib", str(args.mib), "--runs", str(args.runs)]
+        t0 = time.monotonic()
+        guest = subprocess.Popen(cmd)
+        try:
+            rc = guest.wait(timeout=args.timeout + 60)
+        except subprocess.TimeoutExpired:
+            guest.terminate()     # run-in-guest's trap stops its qemu
+            rc = guest.wait()
+        print(f"host: guest session {time.monotonic() - t0:.1f} s, status {rc}\n")
+        results = tmp / "results.json"
+        if not results.exists():
+            print("no results from the guest", file=sys.stderr)
+            return 1
+        return report(json.loads(results.read_text())) or (1 if rc else 0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mib", type=int, default=256, help="dirty heap in MiB (256)")
+    parser.add_argument("--runs", type=int, default=3, help="repetitions, median (3)")
+    parser.add_argument("--guest-mem", default="2G", help="guest RAM (2G)")
+    parser.add_argument("--timeout", type=int, default=600, help="guest timeout, s (600)")
+    parser.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tmp", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.in_guest:
+        return guest_main(args)
+    return host_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

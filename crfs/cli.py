@@ -90,7 +90,8 @@ def cmd_checkpoint(args):
     from crfs.checkpoint.progress import TerminalProgress
     after = "stop" if args.leave_stopped else "kill" if args.kill else "detach"
     progress = TerminalProgress(f"checkpoint {args.pid}")
-    options = dict(fmt=args.format, tree=args.tree, after=after, progress=progress)
+    options = dict(fmt=args.format, tree=args.tree, after=after, progress=progress,
+                   via=args.via)
     try:
         if args.output:
             path = checkpoint(args.pid, args.output, **options)
@@ -106,12 +107,14 @@ def cmd_checkpoint(args):
 
 
 def _add_checkpoint_parser(sub):
-    text = "checkpoint a live process (ptrace; works on any kernel) into an image file"
+    text = ("checkpoint a live process (ptrace, works on any kernel; or the crfs kernel "
+            "module) into an image file")
     p = sub.add_parser("checkpoint", help=text, description=text + ". The image is written "
                        "to a temporary name and renamed, so it appears whole.",
                        prog="crfs checkpoint",
                        usage="crfs checkpoint PID [-o FILE | --store DIR] [--tree] "
-                             "[--leave-stopped | --kill] [--format ckpt|cr|cpt]")
+                             "[--leave-stopped | --kill] [--format ckpt|cr|cpt] "
+                             "[--via auto|kernel|ptrace]")
     p.add_argument("pid", metavar="PID", type=int, help="the process to checkpoint")
     where = p.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", metavar="FILE", help="image file to write")
@@ -127,6 +130,10 @@ def _add_checkpoint_parser(sub):
     p.add_argument("--format", choices=("ckpt", "cr", "cpt"), default="ckpt",
                    help="ckpt: linux-cr ckpt_hdr x86_64 (default, holds everything); "
                         "cr: linux-cr cr_hdr v4, one task; cpt: OpenVZ x86_64, no threads")
+    p.add_argument("--via", choices=("auto", "kernel", "ptrace"), default="auto",
+                   help="who writes the image: kernel = the crfs module (/dev/crfs, root; "
+                        "one single-threaded process, ckpt only), ptrace = crfs itself, "
+                        "auto (default) = the module when it can, else crfs")
     p.set_defaults(func=cmd_checkpoint, image=None)
 
 

@@ -8,6 +8,7 @@ needs the standard library, so that it is cheap to import in the test guest.
         dev.version()                # CRFS_ABI_VERSION of the loaded module
         dev.check(image_fd)          # validate only; KernelError when the image is rejected
         dev.restart(image_fd)        # validate and restore into THIS process
+        dev.checkpoint(pid, out_fd)  # write an image of a process this thread ptrace-stopped
 
 restart_in_child(path) runs the restart in a new process (kmod/crfs-restart, a small static
 C program), because a successful restore replaces the address space of the process that
@@ -54,9 +55,23 @@ class ImageArgs(ctypes.Structure):
     ]
 
 
+class CheckpointArgs(ctypes.Structure):
+    """struct crfs_checkpoint_args."""
+    _fields_ = [
+        ("pid", ctypes.c_int32),
+        ("fd", ctypes.c_int32),
+        ("flags", ctypes.c_uint32),
+        ("_reserved", ctypes.c_uint32),
+        ("written", ctypes.c_uint64),
+        ("err_msg", ctypes.c_char * CRFS_ERRMSG_LEN),
+    ]
+
+
 CRFS_IOC_VERSION = _ioc(_IOC_NONE, CRFS_IOC_MAGIC, 0, 0)
 CRFS_IOC_CHECK = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 1, ctypes.sizeof(ImageArgs))
 CRFS_IOC_RESTART = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 2, ctypes.sizeof(ImageArgs))
+CRFS_IOC_CHECKPOINT = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 3,
+                           ctypes.sizeof(CheckpointArgs))
 
 NO_OFFSET = (1 << 64) - 1   # err_offset when the failure is not at a record
 
@@ -131,6 +146,17 @@ class Device:
         """CRFS_IOC_RESTART: validate, then restore into this process (which must be
         single-threaded and have its vdso where the image has it): only a failure returns."""
         return self._image_call(CRFS_IOC_RESTART, image_fd)
+
+    def checkpoint(self, pid, out_fd):
+        """CRFS_IOC_CHECKPOINT: write an image of process `pid` at the position of `out_fd`
+        (a regular file open for writing). The calling thread must be the ptracer of `pid`
+        and `pid` in a ptrace stop. Returns the bytes written; KernelError on failure
+        (ENOTTY: a module without CHECKPOINT)."""
+        args = CheckpointArgs(pid=pid, fd=out_fd)
+        ret = _ioctl(self.fd, CRFS_IOC_CHECKPOINT, ctypes.addressof(args))
+        if ret < 0:
+            raise KernelError(-ret, args.err_msg.decode("utf-8", "replace"))
+        return args.written
 
 
 def available(path=DEVICE):

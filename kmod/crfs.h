@@ -142,4 +142,8 @@ long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart);
 
 int crfs_restore(struct crfs_plan *plan, struct crfs_image *img, bool *done);
 
+/* ---------------------------------------------------------------- crfs_checkpoint.c */
+
+long crfs_ioctl_checkpoint(struct crfs_checkpoint_args __user *uargs);
+
 #endif /* CRFS_H */

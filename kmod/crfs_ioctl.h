@@ -35,6 +35,28 @@ struct crfs_image_args {
 	char err_msg[CRFS_ERRMSG_LEN];
 };
 
+/*
+ * struct crfs_checkpoint_args - a stopped process to checkpoint, and where to.
+ * @pid:	in: the process (in the caller's pid namespace); the caller must be its
+ *		ptracer and it must be in a ptrace stop
+ * @fd:		in: a regular file open for writing; the image is written at its position,
+ *		which is advanced past it
+ * @flags:	in: must be 0
+ * @__reserved:	in: must be 0
+ * @written:	out: bytes written
+ * @err_msg:	out: NUL-terminated reason ("" on success)
+ *
+ * The out fields are written back on success and on failure alike.
+ */
+struct crfs_checkpoint_args {
+	__s32 pid;
+	__s32 fd;
+	__u32 flags;
+	__u32 __reserved;	/* must be 0 */
+	__u64 written;
+	char err_msg[CRFS_ERRMSG_LEN];
+};
+
 /* returns CRFS_ABI_VERSION */
 #define CRFS_IOC_VERSION	_IO(CRFS_IOC_MAGIC, 0)
 
@@ -51,6 +73,25 @@ struct crfs_image_args {
  * every other fd closed). A failure after the point of no return kills it with SIGKILL.
  */
 #define CRFS_IOC_RESTART	_IOWR(CRFS_IOC_MAGIC, 2, struct crfs_image_args)
+
+/*
+ * Write a linux-cr ckpt_hdr x86_64 image of process @pid, which the caller has stopped
+ * with ptrace, to @fd (Mirkin's model: a stopped process checkpointed from outside). The
+ * process stays stopped; only single-threaded 64-bit processes are written. On failure
+ * part of an image may have been written.
+ */
+#define CRFS_IOC_CHECKPOINT	_IOWR(CRFS_IOC_MAGIC, 3, struct crfs_checkpoint_args)
+
+/*
+ * errno of CHECKPOINT:
+ *   ESRCH	no process @pid (or it is exiting)
+ *   EPERM	the caller is not its ptracer, or it is not in a ptrace stop
+ *   EBADF	fd is not an open file descriptor, or not open for writing
+ *   EINVAL	not a regular file; flags or __reserved not 0
+ *   EOPNOTSUPP	several threads, a 32-bit task, an LDT, device/hugetlb or unknown special
+ *		mappings (err_msg says)
+ *   ENOMEM, EFAULT, EINTR (a fatal signal), and the errors of writing the file
+ */
 
 /*
  * errno of CHECK and RESTART:

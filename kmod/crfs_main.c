@@ -3,8 +3,8 @@
  * The crfs module: /dev/crfs and its ioctls.
  *
  * /dev/crfs (a misc device, mode 0600) takes the ioctls of crfs_ioctl.h. Each call is
- * self-contained: the image is opened, copied in and validated by the calling task,
- * and no state is kept between calls.
+ * self-contained: the image is opened, copied in and validated (for CHECKPOINT:
+ * written) by the calling task, and no state is kept between calls.
  */
 #include <linux/compat.h>
 #include <linux/fs.h>
@@ -24,6 +24,8 @@ static long crfs_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		return crfs_ioctl_image(argp, false);
 	case CRFS_IOC_RESTART:
 		return crfs_ioctl_image(argp, true);
+	case CRFS_IOC_CHECKPOINT:
+		return crfs_ioctl_checkpoint(argp);
 	default:
 		return -ENOTTY;
 	}
@@ -63,6 +65,7 @@ static int __init crfs_init(void)
 	BUILD_BUG_ON(sizeof(struct ckpt_hdr_mm_context) != 24);
 	BUILD_BUG_ON(sizeof(struct ckpt_hdr_tail) != 16);
 	BUILD_BUG_ON(sizeof(struct crfs_image_args) != 120);
+	BUILD_BUG_ON(sizeof(struct crfs_checkpoint_args) != 120);
 	BUILD_BUG_ON(PAGE_SIZE != CKPT_PAGE_SIZE);
 	return misc_register(&crfs_misc);
 }
@@ -76,5 +79,5 @@ module_init(crfs_init);
 module_exit(crfs_exit);
 
 MODULE_LICENSE("GPL");
-MODULE_DESCRIPTION("crfs: validate and restart linux-cr ckpt_hdr checkpoint images");
+MODULE_DESCRIPTION("crfs: checkpoint, validate and restart linux-cr ckpt_hdr images");
 MODULE_AUTHOR("crfs developers");

@@ -193,8 +193,8 @@ def run_target(exe, data, out_path, limit, cli):
     t0 = time.monotonic()
     if cli:
         ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid),
-                             "-o", image, "--kill"], capture_output=True, text=True,
-                            timeout=120)
+                             "-o", image, "--kill", "--via", "ptrace"], capture_output=True,
+                            text=True, timeout=120)
         result = {"rc": ck.returncode, "stderr": ck.stderr}
     else:
         checkpoint(proc.pid, image, after="kill")
@@ -307,6 +307,312 @@ def fuse_restore(mnt, image):
     return out
 
 
+# --------------------------------------------------------------------------- checkpoint
+
+
+NOBODY = 65534
+KCK_DIR = "/tmp/crfs-kck"     # world-readable: the unprivileged restart maps files here
+
+
+def wait_state(pid, letters, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] in letters:
+                return True
+        time.sleep(0.02)
+    return False
+
+
+def start_ticking(exe, data, out_path, limit, lines=15):
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(["setarch", "-R", exe, data, str(limit)], stdout=out,
+                                stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with open(out_path) as f:
+            if f.read().count("\n") >= lines:
+                break
+        time.sleep(0.05)
+    return proc
+
+
+def image_vs_process(image_path, pid):
+    """The image as crfs reads it against the stopped process: VMA ranges = /proc maps
+    (less [vvar]/[vsyscall]), every saved page = /proc/<pid>/mem there."""
+    from crfs.model import registry
+    with open(f"/proc/{pid}/maps") as f:
+        maps = [tuple(int(x, 16) for x in line.split()[0].split("-")) for line in f
+                if not line.rstrip().endswith(("[vvar]", "[vsyscall]", "[vvar_vclock]"))]
+    image = registry.open_image(image_path)
+    out = {"pages": 0, "mismatched": [], "kinds": {}}
+    try:
+        task = image.tasks[0]
+        out["task"] = {"pid": task.pid, "comm": task.comm, "nr_tasks": len(image.tasks),
+                       "has_fpu": task.fpu is not None}
+        vmas = task.mm.vmas
+        out["maps_equal"] = [(v.start, v.end) for v in vmas] == maps
+        with open(image_path, "rb") as img, open(f"/proc/{pid}/mem", "rb") as mem:
+            for vma in vmas:
+                out["kinds"][vma.kind] = out["kinds"].get(vma.kind, 0) + len(vma.pages)
+                for addr, offset in vma.pages:
+                    img.seek(offset)
+                    mem.seek(addr)
+                    out["pages"] += 1
+                    if img.read(4096) != mem.read(4096):
+                        out["mismatched"].append(hex(addr))
+    finally:
+        image.close()
+    return out
+
+
+def image_outline(path):
+    """The record names in order, and per VMA (start, end, kind, saved page addresses)."""
+    from crfs.formats.source import Source
+    from crfs.model import registry
+    with Source.open(path) as source:
+        names = [r.name for r in registry.records(source)]
+    image = registry.open_image(path)
+    try:
+        vmas = [(v.start, v.end, v.kind, [addr for addr, _ in v.pages])
+                for v in image.tasks[0].mm.vmas]
+    finally:
+        image.close()
+    return names, vmas
+
+
+def same_as_python(kernel_image, python_image):
+    """The module's image against the userspace writer's of the same stopped process."""
+    k_names, k_vmas = image_outline(kernel_image)
+    p_names, p_vmas = image_outline(python_image)
+    return {"records_equal": k_names == p_names, "vmas_equal": k_vmas == p_vmas,
+            "records": len(k_names),
+            "first_difference": next(([i, a, b] for i, (a, b) in
+                                      enumerate(zip(k_names + k_vmas, p_names + p_vmas))
+                                      if a != b), None)}
+
+
+def kernel_checkpoint_restart(manifest):
+    """restore_target checkpointed by the module (`crfs checkpoint --via kernel`), checked
+    against the stopped process, killed, restarted by the module."""
+    os.makedirs(KCK_DIR, exist_ok=True)
+    os.chmod(KCK_DIR, 0o755)
+    exe = os.path.join(KCK_DIR, "restore_target")
+    data = os.path.join(KCK_DIR, "restore.data")
+    subprocess.run(["cp", manifest["targets"]["dynamic"], exe], check=True)
+    subprocess.run(["cp", manifest["datafile"], data], check=True)
+    subprocess.run(["cp", manifest["restarter"], os.path.join(KCK_DIR, "crfs-restart")],
+                   check=True)
+    image = os.path.join(KCK_DIR, "kernel.img")
+    proc = start_ticking(exe, data, os.path.join(KCK_DIR, "kernel.out"), manifest["limit"])
+    t0 = time.monotonic()
+    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "-o",
+                         image, "--via", "kernel", "--leave-stopped"],
+                        capture_output=True, text=True, timeout=120)
+    out = {"checkpoint": {"rc": ck.returncode, "stderr": ck.stderr,
+                          "seconds": round(time.monotonic() - t0, 2)}}
+    if ck.returncode == 0 and wait_state(proc.pid, "T"):
+        out["image_size"] = os.path.getsize(image)
+        out["compare"] = image_vs_process(image, proc.pid)
+        py_image = os.path.join(KCK_DIR, "ptrace.img")
+        checkpoint(proc.pid, py_image, after="stop", via="ptrace")
+        out["same_as_python"] = same_as_python(image, py_image)
+    proc.kill()
+    proc.wait(timeout=60)
+    with open(os.path.join(KCK_DIR, "kernel.out")) as f:
+        out["before"] = f.read().splitlines()
+    if os.path.exists(image):
+        os.chmod(image, 0o644)
+        out["restart"] = restart_direct(image, os.path.join(KCK_DIR, "kernel.out2"),
+                                        manifest["restarter"])
+    return out, image
+
+
+def ioctl_checkpoint(pid, fd):
+    with kernel.Device() as dev:
+        return outcome(lambda: dev.checkpoint(pid, fd))
+
+
+def as_nobody(call):
+    """call() in a forked child that dropped to uid/gid nobody (keeping the fds it
+    inherited, e.g. an open /dev/crfs); its outcome."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            result = call()
+        except BaseException as exc:   # noqa: BLE001 - always report
+            result = {"errno": "child", "msg": repr(exc)}
+        os.write(write_fd, json.dumps(result).encode())
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return json.loads(data) if data else {"errno": "no report"}
+
+
+def traced_checkpoint(pid, fd, dev, interrupt=True):
+    """Seize `pid` from this process (and stop it), CHECKPOINT it, detach."""
+    from crfs.checkpoint import ptrace
+    ptrace.seize(pid)
+    try:
+        if interrupt:
+            ptrace.interrupt(pid)
+            ptrace.wait_stop(pid)
+        return outcome(lambda: dev.checkpoint(pid, fd))
+    finally:
+        if not interrupt:      # PTRACE_DETACH needs a ptrace stop
+            ptrace.interrupt(pid)
+            ptrace.wait_stop(pid)
+        ptrace.detach(pid)
+
+
+def raw_checkpoint(dev, arg, **fields):
+    if arg is None:
+        args = kernel.CheckpointArgs(**fields)
+        arg = ctypes.addressof(args)
+    ret = kernel._ioctl(dev.fd, kernel.CRFS_IOC_CHECKPOINT, arg)
+    return {"errno": name(-ret) if ret < 0 else 0}
+
+
+def at_position(dev, pid):
+    """A successful CHECKPOINT of a stopped `sleep` into a file holding 5 bytes: the
+    image starts there, the fd's offset ends after it; the call's time."""
+    path = os.path.join(KCK_DIR, "position.img")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"HEAD!")
+        t0 = time.monotonic()
+        result = traced_checkpoint(pid, fd, dev)
+        result["seconds"] = round(time.monotonic() - t0, 3)
+        result["offset"] = os.lseek(fd, 0, os.SEEK_CUR)
+    finally:
+        os.close(fd)
+    with open(path, "rb") as f:
+        data = f.read()
+    result["size"] = len(data)
+    result["magic"] = struct.unpack_from("<Q", data, 5 + 8)[0] if len(data) >= 21 else None
+    os.unlink(path)
+    return result
+
+
+def checkpoint_refusals(manifest, root_image):
+    """Who may CHECKPOINT what, the argument errors, and the uid of a restart by nobody."""
+    out = {}
+    nobody_sleep = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                                     "--clear-groups", "sleep", "60"])
+    root_sleep = subprocess.Popen(["sleep", "60"])
+    threaded = subprocess.Popen([sys.executable, "-c", "import threading, time; "
+                                 "threading.Thread(target=time.sleep, args=(60,)).start(); "
+                                 "print(flush=True); time.sleep(60)"],
+                                stdout=subprocess.PIPE)
+    threaded.stdout.readline()
+    scratch = os.path.join(KCK_DIR, "scratch.img")
+    fd = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+    os.chmod(scratch, 0o666)
+    try:
+        dev = kernel.Device()
+        try:
+            out["nobody_untraced_own"] = as_nobody(
+                lambda: outcome(lambda: dev.checkpoint(nobody_sleep.pid, fd)))
+            out["nobody_root_process"] = as_nobody(
+                lambda: outcome(lambda: dev.checkpoint(root_sleep.pid, fd)))
+            out["nobody_traced_own"] = as_nobody(
+                lambda: traced_checkpoint(nobody_sleep.pid, fd, dev))
+            out["root_untraced"] = outcome(lambda: dev.checkpoint(root_sleep.pid, fd))
+            out["root_traced_running"] = traced_checkpoint(root_sleep.pid, fd, dev,
+                                                           interrupt=False)
+            out["threads"] = traced_checkpoint(threaded.pid, fd, dev)
+            out["no_such_pid"] = outcome(lambda: dev.checkpoint(4 << 20, fd))
+            out["pid_zero"] = outcome(lambda: dev.checkpoint(0, fd))
+            ro = os.open(scratch, os.O_RDONLY)
+            out["read_only_fd"] = traced_checkpoint(root_sleep.pid, ro, dev)
+            os.close(ro)
+            r, w = os.pipe()
+            out["pipe_fd"] = traced_checkpoint(root_sleep.pid, w, dev)
+            os.close(r)
+            os.close(w)
+            out["closed_fd"] = traced_checkpoint(root_sleep.pid, 987, dev)
+            out["flags_set"] = raw_checkpoint(dev, None, pid=root_sleep.pid, fd=fd, flags=1)
+            out["reserved_set"] = raw_checkpoint(dev, None, pid=root_sleep.pid, fd=fd,
+                                                 _reserved=1)
+            out["bad_pointer"] = raw_checkpoint(dev, 16)
+            out["at_position"] = at_position(dev, root_sleep.pid)
+        finally:
+            dev.close()
+    finally:
+        os.close(fd)
+        for p in (nobody_sleep, root_sleep, threaded):
+            p.kill()
+            p.wait()
+    restarter = os.path.join(KCK_DIR, "crfs-restart")
+    out["nobody_restart"] = restart_as_nobody(root_image, restarter)
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            out["yama_ptrace_scope"] = int(f.read())
+    except OSError:
+        out["yama_ptrace_scope"] = None
+    return out
+
+
+def restart_as_nobody(image, restarter):
+    """crfs-restart run as nobody on an image of a root process: the restored process
+    has nobody's uid. /dev/crfs is opened to everyone for the duration (test only)."""
+    if not os.path.exists(image):
+        return {"errno": "no image"}
+    out_path = os.path.join(KCK_DIR, "nobody.out")
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    os.chmod(kernel.DEVICE, 0o666)
+    try:
+        with open(out_path, "wb") as out:
+            proc = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+                                     "--clear-groups", restarter, "-r", str(write_fd), image],
+                                    stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, pass_fds=(write_fd,))
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as f:
+            report = f.read()
+    finally:
+        os.chmod(kernel.DEVICE, 0o600)
+    result = {"report": len(report)}
+    try:
+        with open(f"/proc/{proc.pid}/status") as f:
+            result["uid"] = [line.split()[1:] for line in f if line.startswith("Uid:")][0]
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with open(out_path) as f:
+                if f.read().count("\n") >= 3:
+                    break
+            time.sleep(0.05)
+    except OSError as exc:
+        result["status_error"] = repr(exc)
+    proc.kill()
+    proc.wait()
+    with open(out_path) as f:
+        result["after"] = f.read().splitlines()
+    return result
+
+
+def kmemleak():
+    """After rmmod: kmemleak's report on crfs, or that the kernel has no kmemleak."""
+    path = "/sys/kernel/debug/kmemleak"
+    if not os.path.ismount("/sys/kernel/debug"):
+        subprocess.run(["mount", "-t", "debugfs", "debugfs", "/sys/kernel/debug"],
+                       capture_output=True)
+    if not os.path.exists(path):
+        return {"available": False}
+    with open(path, "w") as f:
+        f.write("scan")
+    with open(path) as f:
+        report = f.read()
+    return {"available": True, "crfs": [line for line in report.splitlines() if "crfs" in line]}
+
+
 def main(module, manifest_path, results_path):
     with open(manifest_path) as f:
         manifest = json.load(f)
@@ -347,9 +653,14 @@ def main(module, manifest_path, results_path):
         os.environ["CRFS_RESTARTER"] = manifest["restore"]["restarter"]
         steps["fuse"] = through_fuse(manifest, steps["restore"]["dynamic"]["image"])
         steps["t_fuse"] = round(time.monotonic() - t0, 2)
+        steps["kernel_checkpoint"], image = kernel_checkpoint_restart(manifest["restore"])
+        steps["t_kernel_checkpoint"] = round(time.monotonic() - t0, 2)
+        steps["checkpoint_refusals"] = checkpoint_refusals(manifest["restore"], image)
+        steps["t_checkpoint_refusals"] = round(time.monotonic() - t0, 2)
     unload = subprocess.run(["rmmod", "crfs"], capture_output=True, text=True)
     steps["rmmod"] = {"rc": unload.returncode, "stderr": unload.stderr,
                       "device_gone": not os.path.exists(kernel.DEVICE)}
+    steps["kmemleak"] = kmemleak()
     dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
     steps["dmesg_problems"] = [line for line in dmesg.splitlines()
                                if any(k in line for k in ("WARNING:", "BUG:", "Oops",

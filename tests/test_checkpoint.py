@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from crfs import kernel
 from crfs.checkpoint import CheckpointError, checkpoint, checkpoint_into_store, ptrace
 from crfs.checkpoint.capture import UnsupportedVma, vma_kind
 from crfs.checkpoint.procfs import MapsLine
@@ -393,6 +394,86 @@ def test_device_and_unknown_mappings_are_refused():
         vma_kind(device)
     with pytest.raises(UnsupportedVma, match="special mapping"):
         vma_kind(MapsLine(0x1000, 0x2000, "r-xp", 0, "00:00", 0, "[uprobes]"))
+
+
+# ----------------------------------------------------------------------------- --via
+
+class RefusingDevice:
+    """A stand-in /dev/crfs whose CHECKPOINT fails with `code` after writing a little."""
+
+    code = errno.EOPNOTSUPP
+
+    def __init__(self, path):
+        self.calls = []
+
+    def checkpoint(self, pid, fd):
+        self.calls.append(pid)
+        os.write(fd, b"partial")
+        raise kernel.KernelError(self.code, "refused by the stand-in")
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def refusing_module(monkeypatch):
+    monkeypatch.setattr(kernel, "available", lambda path=kernel.DEVICE: True)
+    monkeypatch.setattr(kernel, "Device", RefusingDevice)
+    return RefusingDevice
+
+
+def test_via_kernel_without_the_module_stops_nothing(build_c, tmp_path):
+    if kernel.available():
+        pytest.skip("/dev/crfs exists here")
+    with Program(build_c("ckpt_counter", 64)) as program:
+        with pytest.raises(CheckpointError, match="does not exist") as exc:
+            checkpoint(program.pid, tmp_path / "k.ckpt", via="kernel")
+        assert exc.value.errno == errno.ENODEV
+        with pytest.raises(CheckpointError, match="ckpt format only"):
+            checkpoint(program.pid, tmp_path / "k.ckpt", via="kernel", fmt="cr")
+        with pytest.raises(CheckpointError, match="not a tree"):
+            checkpoint(program.pid, tmp_path / "k.ckpt", via="kernel", tree=True)
+        with pytest.raises(CheckpointError, match="via must be one of") as exc:
+            checkpoint(program.pid, tmp_path / "k.ckpt", via="magic")
+        assert exc.value.errno == errno.EINVAL
+        assert state(program.pid) not in "tT"
+        assert_continues(program)
+    assert os.listdir(tmp_path) == []
+
+
+def test_via_kernel_refusal_leaves_no_file(build_c, tmp_path, refusing_module):
+    with Program(build_c("ckpt_counter", 64)) as program:
+        with pytest.raises(CheckpointError, match="refused by the stand-in") as exc:
+            checkpoint(program.pid, tmp_path / "k.ckpt", via="kernel")
+        assert exc.value.errno == errno.EOPNOTSUPP
+        assert state(program.pid) not in "tT"
+        assert_continues(program)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("code", [errno.EOPNOTSUPP, errno.ENOTTY, errno.EPERM])
+def test_via_auto_falls_back_to_ptrace(build_c, tmp_path, refusing_module, monkeypatch, code):
+    monkeypatch.setattr(RefusingDevice, "code", code)
+    with Program(build_c("ckpt_counter", 64)) as program:
+        path = checkpoint(program.pid, tmp_path / "a.ckpt", via="auto", after="stop")
+        image = registry.open_image(path)
+        try:
+            assert image.tasks[0].pid == program.pid
+        finally:
+            image.close()
+        assert_continues(program)
+    assert os.listdir(tmp_path) == ["a.ckpt"]
+
+
+def test_via_auto_does_not_hide_output_errors(build_c, tmp_path, refusing_module,
+                                              monkeypatch):
+    monkeypatch.setattr(RefusingDevice, "code", errno.ENOSPC)
+    with Program(build_c("ckpt_counter", 64)) as program:
+        with pytest.raises(CheckpointError) as exc:
+            checkpoint(program.pid, tmp_path / "a.ckpt", via="auto")
+        assert exc.value.errno == errno.ENOSPC
+        assert_continues(program)
+    assert os.listdir(tmp_path) == []
 
 
 def crfs(*args, **kwargs):

@@ -571,6 +571,95 @@ def test_restart_dir_restores_a_real_program(guest):
     _continues(before, fuse["log"], "exited 3")
 
 
+# --------------------------------------------------------------------------- checkpoint
+
+
+def test_module_checkpoint_is_read_by_crfs_and_restarts(guest):
+    """restore_target, `crfs checkpoint --via kernel --leave-stopped`: the module's image
+    has the process's VMAs (as /proc/<pid>/maps lists them) and its saved pages equal
+    /proc/<pid>/mem; killed, then restarted by the module, its output continues."""
+    run = _report(guest)["steps"]["kernel_checkpoint"]
+    assert run["checkpoint"]["rc"] == 0, run["checkpoint"]
+    compare = run["compare"]
+    assert compare["task"]["nr_tasks"] == 1 and compare["task"]["has_fpu"], compare
+    assert compare["task"]["comm"] == "restore_target"
+    assert compare["maps_equal"], compare
+    assert compare["mismatched"] == [], compare
+    # the 64 KiB heap pattern, the written page of the private file mapping, the shared page
+    assert compare["kinds"].get("anon", 0) >= 16, compare
+    assert compare["kinds"].get("file", 0) >= 1, compare
+    assert compare["kinds"].get("shm-anon", 0) == 1, compare
+    restart = run["restart"]
+    assert (restart["errno"], restart["stage"]) == (0, "restart"), restart
+    _continues(run["before"], restart["after"], restart["exit"])
+
+
+def test_module_checkpoint_matches_the_userspace_writer(guest):
+    """The same stopped process written by the userspace checkpointer: the same records in
+    the same order, the same VMAs with the same kinds and the same saved pages."""
+    same = _report(guest)["steps"]["kernel_checkpoint"]["same_as_python"]
+    assert same["records_equal"] and same["vmas_equal"], same
+
+
+def test_module_checkpoint_writes_at_the_fd_position(guest):
+    result = _report(guest)["steps"]["checkpoint_refusals"]["at_position"]
+    assert result["errno"] == 0, result
+    assert result["magic"] == 0x00feed0cc0a2d200       # CKPT_HDR_HEADER at offset 5
+    assert result["offset"] == result["size"] > 5 + 4096
+
+
+# who asks -> errno of CRFS_IOC_CHECKPOINT
+CHECKPOINT_REFUSALS = {
+    "nobody_untraced_own": "EPERM",      # its own process, not traced
+    "nobody_root_process": "EPERM",      # root's process
+    "root_untraced": "EPERM",            # even root must be the ptracer
+    "root_traced_running": "EPERM",      # seized but not in a ptrace stop
+    "threads": "EOPNOTSUPP",
+    "no_such_pid": "ESRCH",
+    "pid_zero": "ESRCH",
+    "read_only_fd": "EBADF",
+    "closed_fd": "EBADF",
+    "pipe_fd": EINVAL,
+    "flags_set": EINVAL,
+    "reserved_set": EINVAL,
+    "bad_pointer": "EFAULT",
+}
+
+
+@pytest.mark.parametrize("name", CHECKPOINT_REFUSALS)
+def test_checkpoint_refusals(guest, name):
+    result = _report(guest)["steps"]["checkpoint_refusals"][name]
+    assert result["errno"] == CHECKPOINT_REFUSALS[name], result
+
+
+def test_unprivileged_tracer_may_checkpoint_its_tracee(guest):
+    """Authorization is ptrace's: nobody, having seized and stopped its own process, may
+    checkpoint it (with /dev/crfs opened for it)."""
+    steps = _report(guest)["steps"]["checkpoint_refusals"]
+    if steps["yama_ptrace_scope"]:
+        pytest.skip(f"yama ptrace_scope {steps['yama_ptrace_scope']}")
+    assert steps["nobody_traced_own"]["errno"] == 0, steps["nobody_traced_own"]
+
+
+def test_unprivileged_restart_of_a_root_image_keeps_the_callers_uid(guest):
+    """An image of a root process restarted by nobody: the restored process runs (its
+    count continues) with nobody's uid, not root's."""
+    steps = _report(guest)["steps"]
+    result = steps["checkpoint_refusals"]["nobody_restart"]
+    assert result["report"] == 0, result       # no failure report: it was restored
+    assert result["uid"] == ["65534"] * 4, result
+    before = steps["kernel_checkpoint"]["before"]
+    after = _ticks(result["after"])
+    assert after and after[0][0] == _ticks(before)[-1][0] + 1, result
+
+
+def test_no_kmemleak_reports_for_crfs(guest):
+    leak = _report(guest)["steps"]["kmemleak"]
+    if not leak["available"]:
+        pytest.skip("the guest kernel has no kmemleak (Debian: CONFIG_DEBUG_KMEMLEAK off)")
+    assert leak["crfs"] == [], leak
+
+
 def test_module_unloads_and_dmesg_is_clean(guest):
     steps = _report(guest)["steps"]
     assert steps["rmmod"]["rc"] == 0, steps["rmmod"]["stderr"]

@@ -80,12 +80,15 @@ def _program():
     for py_name, c_name in CONSTANTS.items():
         emit(f"const {py_name}", c_name)
     emit("const CKPT_PGARR_BATCH", "CKPT_PGARR_BATCH")
-    for name in ("CRFS_IOC_VERSION", "CRFS_IOC_CHECK", "CRFS_IOC_RESTART", "CRFS_ABI_VERSION",
-                 "CRFS_ERRMSG_LEN", "CRFS_IOC_MAGIC"):
+    for name in ("CRFS_IOC_VERSION", "CRFS_IOC_CHECK", "CRFS_IOC_RESTART",
+                 "CRFS_IOC_CHECKPOINT", "CRFS_ABI_VERSION", "CRFS_ERRMSG_LEN", "CRFS_IOC_MAGIC"):
         emit(f"ioctl {name}", name)
     emit("ioctl sizeof", "sizeof(struct crfs_image_args)")
     for field in ("fd", "flags", "err_offset", "err_type", "__reserved", "err_msg"):
         emit(f"ioctl .{field}", f"offsetof(struct crfs_image_args, {field})")
+    emit("checkpoint sizeof", "sizeof(struct crfs_checkpoint_args)")
+    for field in ("pid", "fd", "flags", "__reserved", "written", "err_msg"):
+        emit(f"checkpoint .{field}", f"offsetof(struct crfs_checkpoint_args, {field})")
     lines += ['printf("\\"end\\": 0}\\n");', "return 0;", "}"]
     return "\n".join(lines) + "\n"
 
@@ -136,4 +139,14 @@ def test_ioctl_abi_matches_crfs_kernel(c_values):
     py_fields["__reserved"] = py_fields.pop("_reserved")
     for field, offset in py_fields.items():
         assert c_values[f"ioctl .{field}"] == offset, field
+
+
+def test_checkpoint_ioctl_abi_matches_crfs_kernel(c_values):
+    assert c_values["ioctl CRFS_IOC_CHECKPOINT"] == kernel.CRFS_IOC_CHECKPOINT
+    assert c_values["checkpoint sizeof"] == ctypes.sizeof(kernel.CheckpointArgs)
+    py_fields = {name: getattr(kernel.CheckpointArgs, name).offset
+                 for name, _ in kernel.CheckpointArgs._fields_}
+    py_fields["__reserved"] = py_fields.pop("_reserved")
+    for field, offset in py_fields.items():
+        assert c_values[f"checkpoint .{field}"] == offset, field
 

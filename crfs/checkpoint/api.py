@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from crfs.checkpoint import procfs
+from crfs.checkpoint import procfs, via_kernel
 from crfs.checkpoint.capture import UnsupportedVma, build_image
 from crfs.checkpoint.fit import CannotHold, fit
 from crfs.checkpoint.freezer import AFTER, Freezer, Refused
@@ -33,24 +33,27 @@ class CheckpointError(Exception):
         self.errno = errno_value
 
 
-def checkpoint(pid, out_path, fmt="ckpt", tree=False, after="detach", progress=None):
+def checkpoint(pid, out_path, fmt="ckpt", tree=False, after="detach", progress=None,
+               via="ptrace"):
     """Checkpoint process `pid` (with `tree`, and its descendants) into `out_path`
     (replaced if it exists). `after`: "detach" (it goes on), "stop" (left stopped,
     SIGCONT resumes it) or "kill". `progress(done_bytes, total_bytes)` is called as the
-    memory is read. Returns the path written; CheckpointError on failure."""
+    memory is read. `via`: "ptrace" (this process reads and writes everything), "kernel"
+    (the crfs module writes the image of the stopped process, see via_kernel) or "auto"
+    (the module when it can). Returns the path written; CheckpointError on failure."""
     out_path = Path(out_path)
     return _checkpoint(pid, fmt, tree, after, progress,
-                       lambda image, tmp: _replace(tmp, out_path), out_path.parent)
+                       lambda image, tmp: _replace(tmp, out_path), out_path.parent, via)
 
 
 def checkpoint_into_store(pid, store_dir, fmt="ckpt", tree=False, after="detach",
-                          progress=None):
+                          progress=None, via="ptrace"):
     """As checkpoint(), into directory `store_dir` as <comm>-<pid>-<UTC time>.<fmt>; an
     existing image is never replaced (a suffix -1, -2 ... is added)."""
     store_dir = Path(store_dir)
     return _checkpoint(pid, fmt, tree, after, progress,
                        lambda image, tmp: _link_new(tmp, store_dir, store_name(image, fmt)),
-                       store_dir)
+                       store_dir, via)
 
 
 def store_name(image, fmt):
@@ -60,8 +63,9 @@ def store_name(image, fmt):
     return f"{comm}-{root.pid}-{stamp}{EXTENSIONS[fmt]}"
 
 
-def _checkpoint(pid, fmt, tree, after, progress, place, directory):
+def _checkpoint(pid, fmt, tree, after, progress, place, directory, via="ptrace"):
     _check_arguments(pid, fmt, after)
+    in_kernel = _in_kernel(via, fmt, tree)
     if not os.access(directory, os.W_OK | os.X_OK):   # before stopping anything
         raise CheckpointError(f"cannot write into {directory}: not a writable directory",
                               errno.EACCES)
@@ -71,6 +75,11 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory):
     done = False
     try:
         freezer.freeze(pid, tree)
+        if in_kernel:
+            path = _write_in_kernel(freezer, pid, directory, place, via)
+            if path is not None:
+                done = True
+                return path
         image = build_image(freezer, counter)
         options = fit(image, fmt)
         if counter:
@@ -114,6 +123,31 @@ def _check_arguments(pid, fmt, after):
     if tgid != pid:
         raise CheckpointError(f"{pid} is a thread of process {tgid}: checkpoint {tgid}",
                               errno.EINVAL)
+
+
+def _in_kernel(via, fmt, tree):
+    """Whether to try the module's writer (before anything is stopped)."""
+    if via not in via_kernel.VIA:
+        raise CheckpointError(f"via must be one of {', '.join(via_kernel.VIA)}", errno.EINVAL)
+    if via == "ptrace":
+        return False
+    try:
+        via_kernel.check(fmt, tree)
+    except via_kernel.Unusable as exc:
+        if via == "kernel":
+            raise CheckpointError(f"--via kernel: {exc}", exc.errno) from None
+        return False
+    return True
+
+
+def _write_in_kernel(freezer, pid, directory, place, via):
+    """The path the module's image was placed at, or None to use the userspace writer."""
+    try:
+        return via_kernel.write(freezer, pid, directory, place)
+    except via_kernel.Unusable as exc:
+        if via == "kernel" or exc.errno not in via_kernel.FALLBACK_ERRNOS:
+            raise CheckpointError(str(exc), exc.errno) from None
+        return None
 
 
 def _exited(pid):

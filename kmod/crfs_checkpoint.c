@@ -1,0 +1,843 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * CRFS_IOC_CHECKPOINT: write a ckpt_hdr x86_64 image of a process the caller has stopped.
+ *
+ * Mirkin's model: the process is checkpointed from outside while it is stopped. The
+ * caller must be its ptracer and the process must sit in a ptrace stop, so the checks of
+ * PTRACE_ATTACH (ptrace_may_access, LSMs) have been passed already, and nothing runs in the
+ * process while it is read. A SIGKILL may still wake it: its mm and task_struct stay pinned
+ * by our references, so that only makes the image inconsistent, never unsafe.
+ *
+ * The records are those of crfs/model/ckpt_dump.py, in its order:
+ *   HEADER BUFFER*3 HEADER_ARCH TREE BUFFER{pids} TASK STRING{comm} THREAD CPU CPU_FPU
+ *   OBJREF{MM} MM BUFFER{auxv} { [OBJREF{FILE} FILE FILE_NAME] VMA [CONTENTS] }*
+ *   MM_CONTEXT MM_CONTEXT_LDT TASK_OBJS TAIL
+ * Pages are chosen as the linux-cr writers chose them: present anonymous pages (not the
+ * zero page), the written (anonymous) pages of private file mappings, and every page of
+ * shared anonymous memory. They are read with get_user_pages_remote() in chunks of
+ * CKPT_PGARR_BATCH and written with kernel_write(): memory use is bounded.
+ */
+#include <linux/elf.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/highmem.h>
+#include <linux/hugetlb.h>
+#include <linux/mm.h>
+#include <linux/mmap_lock.h>
+#include <linux/pid.h>
+#include <linux/ptrace.h>
+#include <linux/regset.h>
+#include <linux/sched/coredump.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
+#include <linux/sched/task.h>
+#include <linux/slab.h>
+#include <linux/timekeeping.h>
+#include <linux/uaccess.h>
+#include <linux/utsname.h>
+#include <linux/xarray.h>
+#include <asm/desc.h>
+#include <asm/segment.h>
+#include <asm/user.h>
+
+#include "crfs.h"
+
+#define CRFS_FXSAVE_SIZE	512
+#define CRFS_NSIG		64
+#define CRFS_UTS_LEN		65
+#define CRFS_RLIM_NLIMITS	16
+#define CRFS_TTY_BUF_SIZE	4096
+#define CRFS_TERMIOS_NCC	8
+#define CRFS_ROBUST_HEAD_LEN	24	/* sizeof(struct robust_list_head), 64-bit */
+
+/* A checkpoint being written. */
+struct crfs_ckpt {
+	struct file *file;
+	loff_t pos;
+	u64 written;
+	struct task_struct *task;
+	struct mm_struct *mm;
+	struct xarray objs;		/* struct file or inode pointer -> objref */
+	s32 nr_objs;
+	struct ckpt_hdr_thread thread;
+	struct ckpt_hdr_cpu cpu;
+	void *xstate;
+	u32 xstate_size;
+	u64 *vaddrs;			/* one PGARR chunk */
+	struct page **pages;
+	char *path;			/* PATH_MAX scratch for d_path() */
+	char err_msg[CRFS_ERRMSG_LEN];
+};
+
+__printf(3, 4)
+static int ck_fail(struct crfs_ckpt *ck, int err, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	vscnprintf(ck->err_msg, sizeof(ck->err_msg), fmt, args);
+	va_end(args);
+	return err;
+}
+
+/* ---------------------------------------------------------------- output */
+
+static int ck_write(struct crfs_ckpt *ck, const void *buf, size_t len)
+{
+	const char *p = buf;
+	ssize_t n;
+
+	while (len) {
+		if (fatal_signal_pending(current))
+			return -EINTR;
+		n = kernel_write(ck->file, p, len, &ck->pos);
+		if (n < 0)
+			return ck_fail(ck, n, "writing the image failed");
+		if (n == 0)
+			return ck_fail(ck, -EIO, "the image file took no more bytes");
+		p += n;
+		len -= n;
+		ck->written += n;
+	}
+	return 0;
+}
+
+/* A fixed-size record whose struct starts with struct ckpt_hdr. */
+static int ck_record(struct crfs_ckpt *ck, u32 type, void *rec, size_t size)
+{
+	struct ckpt_hdr *h = rec;
+
+	h->type = type;
+	h->len = size;
+	return ck_write(ck, rec, size);
+}
+
+/* The header of a variable-size record; its @len bytes of payload follow. */
+static int ck_frame(struct crfs_ckpt *ck, u32 type, size_t len)
+{
+	struct ckpt_hdr h = { .type = type, .len = sizeof(h) + len };
+
+	return ck_write(ck, &h, sizeof(h));
+}
+
+static int ck_blob(struct crfs_ckpt *ck, u32 type, const void *data, size_t len)
+{
+	int ret = ck_frame(ck, type, len);
+
+	return ret ? ret : ck_write(ck, data, len);
+}
+
+/* A BUFFER/STRING of exactly @size bytes: @text, zero-filled. */
+static int ck_text(struct crfs_ckpt *ck, u32 type, const char *text, size_t size)
+{
+	char buf[CRFS_UTS_LEN] = { 0 };
+
+	strscpy(buf, text, min(size, sizeof(buf)));
+	return ck_blob(ck, type, buf, size);
+}
+
+static int ck_objref(struct crfs_ckpt *ck, u32 objtype, s32 objref)
+{
+	struct ckpt_hdr_objref o = { .objtype = objtype, .objref = objref };
+
+	return ck_record(ck, CKPT_HDR_OBJREF, &o, sizeof(o));
+}
+
+/*
+ * The objref of @key (a struct file or inode): > 0 when it was met before, else a new
+ * objref as -objref, to be defined by the caller.
+ */
+static int ck_object(struct crfs_ckpt *ck, void *key, s32 *objref)
+{
+	void *old;
+	int ret;
+
+	old = xa_load(&ck->objs, (unsigned long)key);
+	if (old) {
+		*objref = xa_to_value(old);
+		return 0;
+	}
+	if (ck->nr_objs >= CRFS_MAX_OBJECTS)
+		return ck_fail(ck, -EOPNOTSUPP, "more than %lu objects",
+			       CRFS_MAX_OBJECTS);
+	ret = xa_err(xa_store(&ck->objs, (unsigned long)key,
+			      xa_mk_value(ck->nr_objs + 1), GFP_KERNEL));
+	if (ret)
+		return ret;
+	*objref = -(++ck->nr_objs);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- header, tree, task */
+
+/* "6.1.0-18-amd64" -> 6.1.0; numbers that are not there stay 0 */
+static void set_version(struct ckpt_hdr_header *h, const char *release)
+{
+	unsigned short v[3] = { 0 };
+
+	if (sscanf(release, "%hu.%hu.%hu", &v[0], &v[1], &v[2]) < 1)
+		return;
+	h->major = v[0];
+	h->minor = v[1];
+	h->patch = v[2];
+}
+
+static int write_header(struct crfs_ckpt *ck)
+{
+	struct new_utsname *uts = utsname();
+	struct ckpt_hdr_header h = {
+		.magic = CHECKPOINT_MAGIC_HEAD,
+		.arch_id = CKPT_ARCH_X86_64,
+		.rev = CHECKPOINT_VERSION,
+		.constants = {
+			.task_comm_len = TASK_COMM_LEN,
+			.at_vector_size = AT_VECTOR_SIZE,
+			.signal_nsig = CRFS_NSIG,
+			.uts_sysname_len = CRFS_UTS_LEN,
+			.uts_nodename_len = CRFS_UTS_LEN,
+			.uts_release_len = CRFS_UTS_LEN,
+			.uts_version_len = CRFS_UTS_LEN,
+			.uts_machine_len = CRFS_UTS_LEN,
+			.uts_domainname_len = CRFS_UTS_LEN,
+			.rlimit_nlimits = CRFS_RLIM_NLIMITS,
+			.n_tty_buf_size = CRFS_TTY_BUF_SIZE,
+			.tty_termios_ncc = CRFS_TERMIOS_NCC,
+		},
+		.time = ktime_get_real_seconds(),
+	};
+	struct ckpt_hdr_header_arch arch = {
+		.has_fxsr = 1,
+		.has_xsave = ck->xstate_size > CRFS_FXSAVE_SIZE,
+		.xstate_size = ck->xstate_size,
+	};
+	int ret;
+
+	set_version(&h, uts->release);
+	ret = ck_record(ck, CKPT_HDR_HEADER, &h, sizeof(h));
+	if (!ret)
+		ret = ck_text(ck, CKPT_HDR_BUFFER, uts->release, CRFS_UTS_LEN);
+	if (!ret)
+		ret = ck_text(ck, CKPT_HDR_BUFFER, uts->version, CRFS_UTS_LEN);
+	if (!ret)
+		ret = ck_text(ck, CKPT_HDR_BUFFER, uts->machine, CRFS_UTS_LEN);
+	if (!ret)
+		ret = ck_record(ck, CKPT_HDR_HEADER_ARCH, &arch, sizeof(arch));
+	return ret;
+}
+
+static int write_tree(struct crfs_ckpt *ck)
+{
+	struct task_struct *t = ck->task;
+	struct ckpt_hdr_tree tree = { .nr_tasks = 1 };
+	struct ckpt_pids pids = {
+		.vpid = task_pid_vnr(t),
+		.vtgid = task_tgid_vnr(t),
+		.vpgid = task_pgrp_vnr(t),
+		.vsid = task_session_vnr(t),
+	};
+	int ret;
+
+	rcu_read_lock();
+	pids.vppid = task_tgid_vnr(rcu_dereference(t->real_parent));
+	rcu_read_unlock();
+	ret = ck_record(ck, CKPT_HDR_TREE, &tree, sizeof(tree));
+	return ret ? ret : ck_blob(ck, CKPT_HDR_BUFFER, &pids, sizeof(pids));
+}
+
+static int write_task(struct crfs_ckpt *ck)
+{
+	struct task_struct *t = ck->task;
+	struct ckpt_hdr_task h = {
+		.exit_signal = t->exit_signal,
+		.pdeath_signal = t->pdeath_signal,
+		.robust_futex_list = (unsigned long)t->robust_list,
+		.robust_futex_head_len = t->robust_list ? CRFS_ROBUST_HEAD_LEN : 0,
+		.set_child_tid = (unsigned long)t->set_child_tid,
+		.clear_child_tid = (unsigned long)t->clear_child_tid,
+	};
+	char comm[TASK_COMM_LEN];
+	int ret;
+
+	memset(comm, 0, sizeof(comm));
+	get_task_comm(comm, t);
+	ret = ck_record(ck, CKPT_HDR_TASK, &h, sizeof(h));
+	return ret ? ret : ck_blob(ck, CKPT_HDR_STRING, comm, sizeof(comm));
+}
+
+/* ---------------------------------------------------------------- registers */
+
+static const struct user_regset *find_regset(const struct user_regset_view *view,
+					     unsigned int note)
+{
+	unsigned int i;
+
+	for (i = 0; i < view->n; i++)
+		if (view->regsets[i].core_note_type == note)
+			return &view->regsets[i];
+	return NULL;
+}
+
+/* A selector as a CKPT_X86_SEG_* code; -1 when it has none. */
+static int encode_segment(u64 sel)
+{
+	u64 tls = (sel >> 3) - GDT_ENTRY_TLS_MIN;
+
+	if (sel == 0)
+		return CKPT_X86_SEG_NULL;
+	if (sel > 0xffff)
+		return -1;
+	if (sel & SEGMENT_LDT)
+		return CKPT_X86_SEG_LDT | (sel >> 3);
+	if (tls < GDT_ENTRY_TLS_ENTRIES)
+		return CKPT_X86_SEG_TLS | tls;
+	switch (sel) {
+	case __USER_CS:
+		return CKPT_X86_SEG_USER64_CS;
+	case __USER_DS:
+		return CKPT_X86_SEG_USER64_DS;
+	case __USER32_CS:
+		return CKPT_X86_SEG_USER32_CS;
+	default:
+		return -1;
+	}
+}
+
+static int fill_segments(struct crfs_ckpt *ck, const struct user_regs_struct *r)
+{
+	const u64 sel[] = { r->fs, r->gs, r->cs, r->ss, r->ds, r->es };
+	u16 *out[] = { &ck->cpu.fsindex, &ck->cpu.gsindex, &ck->cpu.cs,
+		       &ck->cpu.ss, &ck->cpu.ds, &ck->cpu.es };
+	int i, code;
+
+	for (i = 0; i < ARRAY_SIZE(sel); i++) {
+		code = encode_segment(sel[i]);
+		if (code < 0)
+			return ck_fail(ck, -EOPNOTSUPP, "selector %#llx", sel[i]);
+		*out[i] = code;
+	}
+	if (r->cs != __USER_CS)
+		return ck_fail(ck, -EOPNOTSUPP, "not a 64-bit task");
+	return 0;
+}
+
+static int capture_gprs(struct crfs_ckpt *ck, const struct user_regset_view *view)
+{
+	const struct user_regset *rs = find_regset(view, NT_PRSTATUS);
+	struct ckpt_hdr_cpu *c = &ck->cpu;
+	struct user_regs_struct r;
+	int ret;
+
+	if (!rs)
+		return ck_fail(ck, -EOPNOTSUPP, "no NT_PRSTATUS regset");
+	ret = regset_get(ck->task, rs, sizeof(r), &r);
+	if (ret < 0)
+		return ck_fail(ck, ret, "cannot read the registers");
+	if (ret != sizeof(r))
+		return ck_fail(ck, -EOPNOTSUPP, "registers of %d bytes", ret);
+	c->r15 = r.r15;
+	c->r14 = r.r14;
+	c->r13 = r.r13;
+	c->r12 = r.r12;
+	c->bp = r.bp;
+	c->bx = r.bx;
+	c->r11 = r.r11;
+	c->r10 = r.r10;
+	c->r9 = r.r9;
+	c->r8 = r.r8;
+	c->ax = r.ax;
+	c->cx = r.cx;
+	c->dx = r.dx;
+	c->si = r.si;
+	c->di = r.di;
+	c->orig_ax = r.orig_ax;
+	c->ip = r.ip;
+	c->sp = r.sp;
+	c->flags = r.flags;
+	c->fs = r.fs_base;
+	c->gs = r.gs_base;
+	return fill_segments(ck, &r);
+}
+
+/* The XSAVE (uabi) layout when the CPU has it, else the 512-byte FXSAVE area. */
+static int capture_fpu(struct crfs_ckpt *ck, const struct user_regset_view *view)
+{
+	const struct user_regset *rs = find_regset(view, NT_X86_XSTATE);
+	unsigned int size;
+	int ret;
+
+	if (!rs || (rs->active && rs->active(ck->task, rs) <= 0))
+		rs = find_regset(view, NT_PRFPREG);
+	if (!rs)
+		return ck_fail(ck, -EOPNOTSUPP, "no FPU regset");
+	size = rs->n * rs->size;
+	if (size < CRFS_FXSAVE_SIZE || size > U16_MAX)
+		return ck_fail(ck, -EOPNOTSUPP, "FPU state of %u bytes", size);
+	ck->xstate = kvzalloc(size, GFP_KERNEL);
+	if (!ck->xstate)
+		return -ENOMEM;
+	ret = regset_get(ck->task, rs, size, ck->xstate);
+	if (ret < 0)
+		return ck_fail(ck, ret, "cannot read the FPU state");
+	ck->xstate_size = size;
+	ck->cpu.used_math = 1;
+	return 0;
+}
+
+static int capture_cpu(struct crfs_ckpt *ck)
+{
+	const struct user_regset_view *view = task_user_regset_view(ck->task);
+	struct ckpt_hdr_thread *th = &ck->thread;
+	int ret;
+
+	BUILD_BUG_ON(sizeof(th->tls_array) != sizeof(ck->task->thread.tls_array));
+	ret = capture_gprs(ck, view);
+	if (!ret)
+		ret = capture_fpu(ck, view);
+	th->gdt_entry_tls_entries = CKPT_TLS_ENTRIES;
+	th->sizeof_tls_array = sizeof(th->tls_array);
+	memcpy(th->tls_array, ck->task->thread.tls_array, sizeof(th->tls_array));
+	return ret;
+}
+
+static int write_cpu(struct crfs_ckpt *ck)
+{
+	int ret = ck_record(ck, CKPT_HDR_THREAD, &ck->thread, sizeof(ck->thread));
+
+	if (!ret)
+		ret = ck_record(ck, CKPT_HDR_CPU, &ck->cpu, sizeof(ck->cpu));
+	if (!ret)
+		ret = ck_blob(ck, CKPT_HDR_CPU_FPU, ck->xstate, ck->xstate_size);
+	return ret;
+}
+
+/* ---------------------------------------------------------------- memory */
+
+#define CK_SKIP	0x100	/* not a CKPT_VMA_* */
+
+static bool vvar_vma(struct vm_area_struct *vma)
+{
+	const char *name = NULL;
+
+	if (!vma->vm_file && vma->vm_ops && vma->vm_ops->name)
+		name = vma->vm_ops->name(vma);
+	return name && !strncmp(name, "[vvar", 5);
+}
+
+/* The CKPT_VMA_* type of @vma, CK_SKIP for kernel-provided areas, or -errno. */
+static int vma_type(struct crfs_ckpt *ck, struct vm_area_struct *vma)
+{
+	if (vvar_vma(vma))
+		return CK_SKIP;
+	if (vma->vm_flags & (VM_IO | VM_PFNMAP))
+		return ck_fail(ck, -EOPNOTSUPP, "vma %#lx: device memory",
+			       vma->vm_start);
+	if (is_vm_hugetlb_page(vma))
+		return ck_fail(ck, -EOPNOTSUPP, "vma %#lx: hugetlb pages",
+			       vma->vm_start);
+	if (vma->vm_start == (unsigned long)ck->mm->context.vdso)
+		return CKPT_VMA_VDSO;
+	if (vma_is_anonymous(vma))
+		return CKPT_VMA_ANON;
+	if (!vma->vm_file)
+		return ck_fail(ck, -EOPNOTSUPP, "vma %#lx: a special mapping",
+			       vma->vm_start);
+	if (!(vma->vm_flags & VM_SHARED))
+		return CKPT_VMA_FILE;
+	/*
+	 * shared memory no name leads to (/proc/<pid>/maps says "(deleted)"): /dev/zero and
+	 * MAP_ANONYMOUS (shmem pseudo files, never hashed), memfd, unlinked files
+	 */
+	if (d_unhashed(vma->vm_file->f_path.dentry))
+		return CKPT_VMA_SHM_ANON;
+	return CKPT_VMA_SHM_FILE;
+}
+
+static int count_vmas(struct crfs_ckpt *ck, u32 *count)
+{
+	VMA_ITERATOR(vmi, ck->mm, 0);
+	struct vm_area_struct *vma;
+	int type;
+
+	*count = 0;
+	for_each_vma(vmi, vma) {
+		type = vma_type(ck, vma);
+		if (type < 0)
+			return type;
+		if (type != CK_SKIP)
+			(*count)++;
+	}
+	return 0;
+}
+
+static int write_file(struct crfs_ckpt *ck, struct file *file, s32 *objref)
+{
+	struct ckpt_hdr_file h = {
+		.f_type = CKPT_FILE_GENERIC,
+		.f_mode = file->f_mode & (FMODE_READ | FMODE_WRITE),
+		.f_flags = file->f_flags,
+	};
+	char *name;
+	int ret;
+
+	ret = ck_object(ck, file, objref);
+	if (ret || *objref > 0)
+		return ret;
+	*objref = -*objref;
+	name = d_path(&file->f_path, ck->path, PATH_MAX);
+	if (IS_ERR(name))
+		return ck_fail(ck, PTR_ERR(name), "file name of a mapping");
+	ret = ck_objref(ck, CKPT_OBJ_FILE, *objref);
+	if (!ret)
+		ret = ck_record(ck, CKPT_HDR_FILE, &h, sizeof(h));
+	if (!ret)
+		ret = ck_blob(ck, CKPT_HDR_FILE_NAME, name, strlen(name) + 1);
+	return ret;
+}
+
+/*
+ * The page at @addr if the image keeps it (with a reference), NULL when it does not, or
+ * an ERR_PTR. FOLL_DUMP fails with -EFAULT on holes and on the zero page.
+ */
+static struct page *kept_page(struct crfs_ckpt *ck, unsigned long addr, u32 type)
+{
+	struct page *page;
+	long n;
+
+	n = get_user_pages_remote(ck->mm, addr, 1, FOLL_FORCE | FOLL_DUMP, &page,
+				  NULL, NULL);
+	if (n == -EFAULT || n == 0)
+		return NULL;
+	if (n < 0)
+		return ERR_PTR(n);
+	if (type == CKPT_VMA_FILE && !PageAnon(page)) {
+		put_page(page);		/* the file's own page: not written */
+		return NULL;
+	}
+	return page;
+}
+
+static void put_pages(struct crfs_ckpt *ck, u32 n)
+{
+	while (n)
+		put_page(ck->pages[--n]);
+}
+
+static int write_chunk(struct crfs_ckpt *ck, u32 n)
+{
+	struct ckpt_hdr_pgarr pgarr = { .nr_pages = n };
+	void *kaddr;
+	u32 i;
+	int ret;
+
+	ret = ck_record(ck, CKPT_HDR_PGARR, &pgarr, sizeof(pgarr));
+	if (!ret)
+		ret = ck_frame(ck, CKPT_HDR_BUFFER, n * (sizeof(u64) + PAGE_SIZE));
+	if (!ret)
+		ret = ck_write(ck, ck->vaddrs, n * sizeof(u64));
+	for (i = 0; !ret && i < n; i++) {
+		kaddr = kmap_local_page(ck->pages[i]);
+		ret = ck_write(ck, kaddr, PAGE_SIZE);
+		kunmap_local(kaddr);
+	}
+	return ret;
+}
+
+/* CONTENTS: PGARR chunks of up to CKPT_PGARR_BATCH pages, then PGARR{0}. */
+static int write_contents(struct crfs_ckpt *ck, struct vm_area_struct *vma, u32 type)
+{
+	struct ckpt_hdr_pgarr end = { .nr_pages = 0 };
+	unsigned long addr = vma->vm_start;
+	struct page *page;
+	int ret = 0;
+	u32 n;
+
+	while (!ret && addr < vma->vm_end) {
+		for (n = 0; addr < vma->vm_end && n < CKPT_PGARR_BATCH; addr += PAGE_SIZE) {
+			if (fatal_signal_pending(current)) {
+				ret = -EINTR;
+				break;
+			}
+			page = kept_page(ck, addr, type);
+			if (IS_ERR(page)) {
+				ret = ck_fail(ck, PTR_ERR(page), "cannot read %#lx", addr);
+				break;
+			}
+			if (!page)
+				continue;
+			ck->pages[n] = page;
+			ck->vaddrs[n++] = type == CKPT_VMA_SHM_ANON ?
+				vma->vm_pgoff + ((addr - vma->vm_start) >> PAGE_SHIFT) : addr;
+			cond_resched();
+		}
+		if (!ret && n)
+			ret = write_chunk(ck, n);
+		put_pages(ck, n);
+	}
+	return ret ? ret : ck_record(ck, CKPT_HDR_PGARR, &end, sizeof(end));
+}
+
+/* SHM_ANON/SHM_FILE: the inode's objref; SHM_ANON_SKIP when its pages were written. */
+static int shm_inode(struct crfs_ckpt *ck, struct vm_area_struct *vma,
+		     struct ckpt_hdr_vma *h)
+{
+	struct inode *inode = file_inode(vma->vm_file);
+	int ret;
+
+	ret = ck_object(ck, inode, &h->ino_objref);
+	if (ret)
+		return ret;
+	if (h->ino_objref < 0)
+		h->ino_objref = -h->ino_objref;
+	else if (h->vma_type == CKPT_VMA_SHM_ANON)
+		h->vma_type = CKPT_VMA_SHM_ANON_SKIP;
+	h->ino_size = i_size_read(inode);
+	return 0;
+}
+
+static int write_vma(struct crfs_ckpt *ck, struct vm_area_struct *vma, u32 type)
+{
+	struct ckpt_hdr_vma h = {
+		.vma_type = type,
+		.vm_start = vma->vm_start,
+		.vm_end = vma->vm_end,
+		.vm_page_prot = pgprot_val(vma->vm_page_prot),
+		.vm_flags = vma->vm_flags,
+		.vm_pgoff = vma->vm_pgoff,
+	};
+	int ret = 0;
+
+	if (type == CKPT_VMA_FILE || type == CKPT_VMA_SHM_ANON ||
+	    type == CKPT_VMA_SHM_FILE)
+		ret = write_file(ck, vma->vm_file, &h.vma_objref);
+	if (!ret && (type == CKPT_VMA_SHM_ANON || type == CKPT_VMA_SHM_FILE))
+		ret = shm_inode(ck, vma, &h);
+	if (!ret)
+		ret = ck_record(ck, CKPT_HDR_VMA, &h, sizeof(h));
+	if (!ret && (h.vma_type == CKPT_VMA_ANON || h.vma_type == CKPT_VMA_FILE ||
+		     h.vma_type == CKPT_VMA_SHM_ANON))
+		ret = write_contents(ck, vma, h.vma_type);
+	return ret;
+}
+
+static int write_vmas(struct crfs_ckpt *ck)
+{
+	VMA_ITERATOR(vmi, ck->mm, 0);
+	struct vm_area_struct *vma;
+	int type, ret;
+
+	for_each_vma(vmi, vma) {
+		type = vma_type(ck, vma);
+		if (type < 0)
+			return type;
+		if (type == CK_SKIP)
+			continue;
+		ret = write_vma(ck, vma, type);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static int write_mm_header(struct crfs_ckpt *ck, u32 map_count)
+{
+	struct mm_struct *mm = ck->mm;
+	struct ckpt_hdr_mm h = {
+		.map_count = map_count,
+		.def_flags = mm->def_flags,
+		.start_code = mm->start_code,
+		.end_code = mm->end_code,
+		.start_data = mm->start_data,
+		.end_data = mm->end_data,
+		.start_brk = mm->start_brk,
+		.brk = mm->brk,
+		.start_stack = mm->start_stack,
+		.arg_start = mm->arg_start,
+		.arg_end = mm->arg_end,
+		.env_start = mm->env_start,
+		.env_end = mm->env_end,
+	};
+	int ret;
+
+	BUILD_BUG_ON(sizeof(mm->saved_auxv) != AT_VECTOR_SIZE * sizeof(u64));
+	ret = ck_objref(ck, CKPT_OBJ_MM, 1);
+	if (!ret)
+		ret = ck_record(ck, CKPT_HDR_MM, &h, sizeof(h));
+	if (!ret)
+		ret = ck_blob(ck, CKPT_HDR_BUFFER, mm->saved_auxv, sizeof(mm->saved_auxv));
+	return ret;
+}
+
+static int write_mm(struct crfs_ckpt *ck)
+{
+	struct ckpt_hdr_mm_context ctx = {
+		.vdso = (unsigned long)ck->mm->context.vdso,
+		.ldt_entry_size = CKPT_LDT_ENTRY_SIZE,
+	};
+	u32 map_count;
+	int ret;
+
+	/*
+	 * The lock is held for the whole MM, so that map_count and the VMAs agree. Nothing
+	 * else runs in this mm: its only task is stopped and it is not shared (find_tracee).
+	 */
+	ck->nr_objs = 1;	/* the mm is objref 1 */
+	if (mmap_read_lock_killable(ck->mm))
+		return -EINTR;
+#ifdef CONFIG_MODIFY_LDT_SYSCALL
+	if (ck->mm->context.ldt) {
+		ret = ck_fail(ck, -EOPNOTSUPP, "the process has an LDT");
+		goto out;
+	}
+#endif
+	ret = count_vmas(ck, &map_count);
+	if (!ret)
+		ret = write_mm_header(ck, map_count);
+	if (!ret)
+		ret = write_vmas(ck);
+	if (!ret)
+		ret = ck_record(ck, CKPT_HDR_MM_CONTEXT, &ctx, sizeof(ctx));
+	if (!ret)
+		ret = ck_frame(ck, CKPT_HDR_MM_CONTEXT_LDT, 0);
+#ifdef CONFIG_MODIFY_LDT_SYSCALL
+out:
+#endif
+	mmap_read_unlock(ck->mm);
+	return ret;
+}
+
+static int write_image(struct crfs_ckpt *ck)
+{
+	struct ckpt_hdr_task_objs objs = { .mm_objref = 1 };
+	struct ckpt_hdr_tail tail = { .magic = CHECKPOINT_MAGIC_TAIL };
+	int ret;
+
+	ret = write_header(ck);
+	if (!ret)
+		ret = write_tree(ck);
+	if (!ret)
+		ret = write_task(ck);
+	if (!ret)
+		ret = write_cpu(ck);
+	if (!ret)
+		ret = write_mm(ck);
+	if (!ret)
+		ret = ck_record(ck, CKPT_HDR_TASK_OBJS, &objs, sizeof(objs));
+	if (!ret)
+		ret = ck_record(ck, CKPT_HDR_TAIL, &tail, sizeof(tail));
+	return ret;
+}
+
+/* ---------------------------------------------------------------- the call */
+
+/* The process @pid, if the caller is its ptracer and it is in a ptrace stop. */
+static int find_tracee(struct crfs_ckpt *ck, pid_t pid)
+{
+	struct task_struct *t;
+	bool ours;
+
+	rcu_read_lock();
+	t = pid > 0 ? pid_task(find_vpid(pid), PIDTYPE_PID) : NULL;
+	if (t)
+		get_task_struct(t);
+	rcu_read_unlock();
+	if (!t)
+		return ck_fail(ck, -ESRCH, "no process %d", pid);
+	ck->task = t;
+	rcu_read_lock();
+	ours = t->ptrace && rcu_dereference(t->parent) == current && task_is_traced(t);
+	rcu_read_unlock();
+	if (!ours)
+		return ck_fail(ck, -EPERM, "pid %d is not ptrace-stopped by the caller", pid);
+	if (!thread_group_leader(t) || get_nr_threads(t) != 1)
+		return ck_fail(ck, -EOPNOTSUPP, "pid %d: only single-threaded processes",
+			       pid);
+	ck->mm = get_task_mm(t);
+	if (!ck->mm)
+		return ck_fail(ck, -ESRCH, "pid %d has no memory (exiting)", pid);
+	/* another process could run in it (and write our output while we hold its lock) */
+	if (test_bit(MMF_MULTIPROCESS, &ck->mm->flags))
+		return ck_fail(ck, -EOPNOTSUPP, "pid %d shares its memory with another process",
+			       pid);
+	return 0;
+}
+
+static int open_output(struct crfs_ckpt *ck, int fd)
+{
+	ck->file = fget(fd);
+	if (!ck->file)
+		return -EBADF;
+	if (!(ck->file->f_mode & FMODE_WRITE))
+		return -EBADF;
+	if (!S_ISREG(file_inode(ck->file)->i_mode))
+		return ck_fail(ck, -EINVAL, "not a regular file");
+	ck->pos = ck->file->f_pos;
+	return 0;
+}
+
+static int alloc_buffers(struct crfs_ckpt *ck)
+{
+	ck->vaddrs = kvmalloc_array(CKPT_PGARR_BATCH, sizeof(*ck->vaddrs), GFP_KERNEL);
+	ck->pages = kvmalloc_array(CKPT_PGARR_BATCH, sizeof(*ck->pages), GFP_KERNEL);
+	ck->path = kmalloc(PATH_MAX, GFP_KERNEL);
+	if (!ck->vaddrs || !ck->pages || !ck->path)
+		return -ENOMEM;
+	return 0;
+}
+
+static void free_ckpt(struct crfs_ckpt *ck)
+{
+	xa_destroy(&ck->objs);
+	kvfree(ck->vaddrs);
+	kvfree(ck->pages);
+	kfree(ck->path);
+	kvfree(ck->xstate);
+	if (ck->mm)
+		mmput(ck->mm);
+	if (ck->task)
+		put_task_struct(ck->task);
+	if (ck->file)
+		fput(ck->file);
+	kfree(ck);
+}
+
+static int do_checkpoint(struct crfs_ckpt *ck, const struct crfs_checkpoint_args *args)
+{
+	int ret;
+
+	ret = open_output(ck, args->fd);
+	if (!ret)
+		ret = find_tracee(ck, args->pid);
+	if (!ret)
+		ret = alloc_buffers(ck);
+	if (!ret)
+		ret = capture_cpu(ck);
+	if (!ret)
+		ret = write_image(ck);
+	if (ck->written)
+		ck->file->f_pos = ck->pos;
+	return ret;
+}
+
+long crfs_ioctl_checkpoint(struct crfs_checkpoint_args __user *uargs)
+{
+	struct crfs_checkpoint_args args;
+	struct crfs_ckpt *ck;
+	long ret;
+
+	if (copy_from_user(&args, uargs, sizeof(args)))
+		return -EFAULT;
+	if (args.flags || args.__reserved)
+		return -EINVAL;
+	ck = kzalloc(sizeof(*ck), GFP_KERNEL);
+	if (!ck)
+		return -ENOMEM;
+	xa_init(&ck->objs);
+	ret = do_checkpoint(ck, &args);
+	args.written = ck->written;
+	memcpy(args.err_msg, ck->err_msg, sizeof(args.err_msg));
+	args.err_msg[sizeof(args.err_msg) - 1] = '\0';
+	free_ckpt(ck);
+	if (copy_to_user(uargs, &args, sizeof(args)))
+		ret = -EFAULT;
+	return ret;
+}

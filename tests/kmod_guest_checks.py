@@ -86,13 +86,18 @@ def restart_forked(path, threaded=False):
     return json.loads(data)
 
 
-def raw_check(dev, arg, **fields):
-    """CRFS_IOC_CHECK with a hand-made argument (bad flags, bad pointer)."""
+def raw_ioctl(dev, request, args_type, arg, **fields):
+    """An ioctl with a hand-made argument (bad flags, bad pointer): `arg` is an address,
+    or None for an `args_type` struct filled with `fields`."""
     if arg is None:
-        args = kernel.ImageArgs(**fields)
+        args = args_type(**fields)
         arg = ctypes.addressof(args)
-    ret = kernel._ioctl(dev.fd, kernel.CRFS_IOC_CHECK, arg)
+    ret = kernel._ioctl(dev.fd, request, arg)
     return {"errno": name(-ret) if ret < 0 else 0}
+
+
+def raw_check(dev, arg, **fields):
+    return raw_ioctl(dev, kernel.CRFS_IOC_CHECK, kernel.ImageArgs, arg, **fields)
 
 
 def special_fds(dev, valid_image, scratch):
@@ -473,11 +478,7 @@ def traced_checkpoint(pid, fd, dev, interrupt=True):
 
 
 def raw_checkpoint(dev, arg, **fields):
-    if arg is None:
-        args = kernel.CheckpointArgs(**fields)
-        arg = ctypes.addressof(args)
-    ret = kernel._ioctl(dev.fd, kernel.CRFS_IOC_CHECKPOINT, arg)
-    return {"errno": name(-ret) if ret < 0 else 0}
+    return raw_ioctl(dev, kernel.CRFS_IOC_CHECKPOINT, kernel.CheckpointArgs, arg, **fields)
 
 
 def at_position(dev, pid):

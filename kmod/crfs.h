@@ -56,6 +56,8 @@ struct crfs_rec {
 int crfs_image_open(struct crfs_image *img, int fd);
 void crfs_image_close(struct crfs_image *img);
 int crfs_image_read(struct crfs_image *img, loff_t pos, void *buf, size_t len);
+int crfs_image_read_user(struct crfs_image *img, loff_t pos, void __user *ubuf,
+			 size_t len);
 int crfs_image_peek(struct crfs_image *img, struct crfs_rec *rec);
 int crfs_image_next(struct crfs_image *img, struct crfs_rec *rec);
 int crfs_image_body(struct crfs_image *img, const struct crfs_rec *rec,

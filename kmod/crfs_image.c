@@ -12,6 +12,7 @@
 #include <linux/kernel.h>
 #include <linux/sched/signal.h>
 #include <linux/string.h>
+#include <linux/uio.h>
 
 #include "crfs.h"
 
@@ -133,6 +134,37 @@ int crfs_image_read(struct crfs_image *img, loff_t pos, void *buf, size_t len)
 		if (n == 0)
 			return -EIO;	/* the file shrank under us */
 		p += n;
+		pos += n;
+		len -= n;
+	}
+	return 0;
+}
+
+/*
+ * Read exactly @len bytes at @pos straight into the current task's memory at @ubuf,
+ * faulting its pages in as the copy goes: one copy, no kernel buffer.  -EFAULT when
+ * part of the range cannot be written, -EIO when the file shrank under us.
+ */
+int crfs_image_read_user(struct crfs_image *img, loff_t pos, void __user *ubuf,
+			 size_t len)
+{
+	struct iov_iter iter;
+
+	if (pos < 0 || pos > img->size || len > img->size - pos)
+		return -EINVAL;
+	while (len) {
+		loff_t at = pos;
+		ssize_t n;
+
+		if (fatal_signal_pending(current))
+			return -EINTR;
+		iov_iter_ubuf(&iter, READ, ubuf, len);
+		n = vfs_iter_read(img->file, &iter, &at, 0);
+		if (n < 0)
+			return n;
+		if (n == 0)
+			return -EIO;	/* the file shrank under us */
+		ubuf += n;
 		pos += n;
 		len -= n;
 	}

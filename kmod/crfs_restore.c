@@ -45,6 +45,7 @@
 #include "crfs.h"
 
 #define FILL_PAGES	64		/* pages per bounce-buffer read */
+#define FILL_DIRECT_PAGES 1024		/* pages per read into user memory (4 MiB) */
 #define VM_PROT_BITS	(VM_READ | VM_WRITE | VM_EXEC)
 /* user-controlled EFLAGS bits (TF and RF are left to the kernel) */
 #define USER_FLAGS	(X86_EFLAGS_AC | X86_EFLAGS_OF | X86_EFLAGS_DF | \
@@ -533,10 +534,18 @@ static int poke(struct crfs_vma *vma, unsigned long addr, void *buf, size_t len)
 	return 0;
 }
 
+/*
+ * Writable private mappings are read into straight from the image, faulting their pages
+ * in (one copy); the others go through rs->buf and access_process_vm().
+ */
 static int fill_vma(struct crfs_restore *rs, struct crfs_vma *vma)
 {
+	bool direct = (vma->h.vm_flags & VM_WRITE) && rs->img->file->f_op->read_iter;
+	u32 chunk = direct ? FILL_DIRECT_PAGES : FILL_PAGES;
 	struct crfs_run *run;
 	u32 i, done, n;
+	loff_t pos;
+	u64 addr;
 	int ret;
 
 	if (vma->h.vma_type != CKPT_VMA_ANON && vma->h.vma_type != CKPT_VMA_FILE)
@@ -544,12 +553,19 @@ static int fill_vma(struct crfs_restore *rs, struct crfs_vma *vma)
 	for (i = 0; i < vma->nr_runs; i++) {
 		run = &vma->runs[i];
 		for (done = 0; done < run->nr_pages; done += n) {
-			n = min_t(u32, run->nr_pages - done, FILL_PAGES);
-			ret = crfs_image_read(rs->img, run->pos + (loff_t)done * PAGE_SIZE,
-					      rs->buf, n * PAGE_SIZE);
-			if (!ret)
-				ret = poke(vma, run->addr + (u64)done * PAGE_SIZE,
-					   rs->buf, n * PAGE_SIZE);
+			n = min_t(u32, run->nr_pages - done, chunk);
+			pos = run->pos + (loff_t)done * PAGE_SIZE;
+			addr = run->addr + (u64)done * PAGE_SIZE;
+			if (direct) {
+				ret = crfs_image_read_user(rs->img, pos,
+							   (void __user *)addr,
+							   n * PAGE_SIZE);
+			} else {
+				ret = crfs_image_read(rs->img, pos, rs->buf,
+						      n * PAGE_SIZE);
+				if (!ret)
+					ret = poke(vma, addr, rs->buf, n * PAGE_SIZE);
+			}
 			if (ret)
 				return ret;
 			cond_resched();

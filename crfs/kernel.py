@@ -50,7 +50,7 @@ class ImageArgs(ctypes.Structure):
         ("flags", ctypes.c_uint32),
         ("err_offset", ctypes.c_uint64),
         ("err_type", ctypes.c_uint32),
-        ("_reserved", ctypes.c_uint32),
+        ("task_index", ctypes.c_uint32),
         ("err_msg", ctypes.c_char * CRFS_ERRMSG_LEN),
     ]
 
@@ -129,8 +129,8 @@ class Device:
             raise KernelError(-ret)
         return ret
 
-    def _image_call(self, request, image_fd):
-        args = ImageArgs(fd=image_fd)
+    def _image_call(self, request, image_fd, task_index=0):
+        args = ImageArgs(fd=image_fd, task_index=task_index)
         ret = _ioctl(self.fd, request, ctypes.addressof(args))
         if ret < 0:
             offset = None if args.err_offset == NO_OFFSET else args.err_offset
@@ -138,14 +138,16 @@ class Device:
                               args.err_type)
         return ret
 
-    def check(self, image_fd):
-        """CRFS_IOC_CHECK: copy in and validate the image open at `image_fd`."""
-        return self._image_call(CRFS_IOC_CHECK, image_fd)
+    def check(self, image_fd, task_index=0):
+        """CRFS_IOC_CHECK: copy in and validate the image open at `image_fd` (EINVAL when
+        `task_index` is not below its number of tasks)."""
+        return self._image_call(CRFS_IOC_CHECK, image_fd, task_index)
 
-    def restart(self, image_fd):
-        """CRFS_IOC_RESTART: validate, then restore into this process (which must be
-        single-threaded and have its vdso where the image has it): only a failure returns."""
-        return self._image_call(CRFS_IOC_RESTART, image_fd)
+    def restart(self, image_fd, task_index=0):
+        """CRFS_IOC_RESTART: validate, then restore task `task_index` (an index into the
+        image's TREE) into this process (which must be single-threaded and have its vdso
+        where the image has that task's): only a failure returns."""
+        return self._image_call(CRFS_IOC_RESTART, image_fd, task_index)
 
     def checkpoint(self, pid, out_fd):
         """CRFS_IOC_CHECKPOINT: write an image of process `pid` at the position of `out_fd`

@@ -17,6 +17,15 @@
  * is closed by the kernel. On failure it prints one line on stderr and, with -r, writes a
  * 128-byte report on FD (errno, err_offset, err_type, stage[16], reason[96];
  * little-endian, as crfs/kernel.py reads it), then exits with status 1.
+ *
+ * An image of several processes (TREE, no threads) is restarted as a tree: before step 2
+ * each process forks the children its task has in the image (DFS order, so parents first),
+ * each child does the same for its own, and every process restores the task of its index
+ * (task_index): the restored parent is the real parent of its restored children, with new
+ * pids. All the processes wait at a barrier, set up and with their vdso moved, then call
+ * RESTART together. They share FD: it reaches EOF once every process was restored. A
+ * failure (its reason says "task N: ...") is reported, then kills the whole process group
+ * (crfs-restart makes itself a group leader), restored processes included.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,12 +37,21 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <signal.h>
 #include <sys/personality.h>
 #include <unistd.h>
 
 #include "crfs_ioctl.h"
 
-#define HDR_MM_CONTEXT 404	/* CKPT_HDR_MM_CONTEXT */
+#define HDR_BUFFER	4	/* CKPT_HDR_BUFFER */
+#define HDR_TREE	101	/* CKPT_HDR_TREE */
+#define HDR_TASK	102	/* CKPT_HDR_TASK */
+#define HDR_MM_CONTEXT	404	/* CKPT_HDR_MM_CONTEXT */
+#define MAX_TASKS	1024	/* CRFS_MAX_TASKS */
+
+struct pids {			/* struct ckpt_pids */
+	int vpid, vppid, vtgid, vpgid, vsid, depth;
+};
 
 struct report {
 	int32_t err;
@@ -44,6 +62,9 @@ struct report {
 } __attribute__((packed));
 
 static int report_fd = -1;
+static int nr_tasks = 1;		/* > 1: a tree of processes is restarted */
+static int parent_of[MAX_TASKS];	/* the index of each task's parent */
+static unsigned int task_index;		/* the task this process restores */
 
 static void fail(const char *stage, int err, const char *reason, uint64_t offset,
 		 uint32_t type)
@@ -51,23 +72,35 @@ static void fail(const char *stage, int err, const char *reason, uint64_t offset
 	struct report r = { .err = err, .offset = offset, .type = type };
 
 	strncpy(r.stage, stage, sizeof(r.stage) - 1);
-	strncpy(r.reason, reason ? reason : "", sizeof(r.reason) - 1);
+	if (nr_tasks > 1)
+		snprintf(r.reason, sizeof(r.reason), "task %u: %s", task_index,
+			 reason ? reason : "");
+	else
+		strncpy(r.reason, reason ? reason : "", sizeof(r.reason) - 1);
 	fprintf(stderr, "crfs-restart: %s: %s%s%s\n", stage, strerror(err),
-		reason && *reason ? ": " : "", reason ? reason : "");
+		*r.reason ? ": " : "", r.reason);
 	if (report_fd >= 0 && write(report_fd, &r, sizeof(r)) != sizeof(r))
 		perror("crfs-restart: report");
+	if (nr_tasks > 1)
+		kill(0, SIGKILL);	/* the whole tree, this process included */
 	exit(1);
 }
 
-/* The vdso of the image's first mm, 0 if none: the records are framed by {type, len}. */
-static uint64_t image_vdso(int fd)
+/*
+ * The vdso of the mm defined by task @index (the MM_CONTEXT after its TASK record), 0 if
+ * none: the records are framed by {type, len}.
+ */
+static uint64_t image_vdso(int fd, unsigned int index)
 {
 	uint32_t hdr[2];
 	uint64_t vdso;
 	off_t pos = 0;
+	long long task = -1;
 
 	while (pread(fd, hdr, sizeof(hdr), pos) == sizeof(hdr) && hdr[1] >= sizeof(hdr)) {
-		if (hdr[0] == HDR_MM_CONTEXT) {
+		if (hdr[0] == HDR_TASK && ++task > index)
+			return 0;
+		if (hdr[0] == HDR_MM_CONTEXT && task == index) {
 			if (pread(fd, &vdso, sizeof(vdso), pos + 8) != sizeof(vdso))
 				return 0;
 			return vdso;
@@ -75,6 +108,108 @@ static uint64_t image_vdso(int fd)
 		pos += hdr[1];
 	}
 	return 0;	/* the kernel judges the image */
+}
+
+/*
+ * Read the image's TREE into nr_tasks and parent_of[]. Anything odd (threads, a short
+ * record) leaves nr_tasks at 1: the kernel then judges the image for task 0.
+ */
+static void read_tree(int fd)
+{
+	static struct pids pids[MAX_TASKS];
+	uint32_t hdr[2];
+	int nr;
+	off_t pos = 0;
+	char why[96];
+	int i, j;
+
+	while (pread(fd, hdr, sizeof(hdr), pos) == sizeof(hdr) && hdr[1] >= sizeof(hdr) &&
+	       hdr[0] != HDR_TREE)
+		pos += hdr[1];
+	if (hdr[0] != HDR_TREE || pread(fd, &nr, sizeof(nr), pos + 8) != sizeof(nr) ||
+	    nr <= 1 || nr > MAX_TASKS)
+		return;
+	pos += hdr[1];
+	if (pread(fd, hdr, sizeof(hdr), pos) != sizeof(hdr) || hdr[0] != HDR_BUFFER ||
+	    hdr[1] != 8 + nr * sizeof(pids[0]) ||
+	    pread(fd, pids, nr * sizeof(pids[0]), pos + 8) != (ssize_t)(nr * sizeof(pids[0])))
+		return;
+	for (i = 0; i < nr; i++)
+		if (pids[i].vtgid != pids[i].vpid)
+			return;		/* threads: refused by the kernel */
+	for (i = 1; i < nr; i++) {
+		for (j = i - 1; j >= 0 && pids[j].vpid != pids[i].vppid; j--)
+			;
+		if (j < 0) {
+			snprintf(why, sizeof(why),
+				 "task %d (pid %d): its parent %d is not in the image", i,
+				 pids[i].vpid, pids[i].vppid);
+			fail("tree", EOPNOTSUPP, why, UINT64_MAX, 0);
+		}
+		parent_of[i] = j;
+	}
+	nr_tasks = nr;
+}
+
+/*
+ * Fork the processes of the tree: each one forks the children of its task, in image
+ * order, and each child goes on with its own. Children keep @ready[1] to say they are set
+ * up and wait for EOF on @go[0], whose write end only the root keeps.
+ */
+static void fork_tree(int ready[2], int go[2])
+{
+	unsigned int k;
+	pid_t pid;
+
+again:
+	for (k = task_index + 1; k < (unsigned int)nr_tasks; k++) {
+		if (parent_of[k] != (int)task_index)
+			continue;
+		pid = fork();
+		if (pid < 0)
+			fail("fork", errno, "cannot fork a task of the tree", UINT64_MAX, 0);
+		if (pid == 0) {
+			task_index = k;
+			if (go[1] >= 0) {
+				close(go[1]);
+				close(ready[0]);
+				go[1] = -1;
+				ready[0] = -1;
+			}
+			goto again;
+		}
+	}
+}
+
+/* Every process set up: the root lets all of them call RESTART at once. */
+static void barrier(int ready[2], int go[2])
+{
+	int got = 0;
+	ssize_t n;
+	char c;
+
+	if (task_index) {
+		if (write(ready[1], "r", 1) != 1)
+			fail("tree", errno, "cannot signal the root", UINT64_MAX, 0);
+		close(ready[1]);
+		while ((n = read(go[0], &c, 1)) < 0 && errno == EINTR)
+			;
+		close(go[0]);
+		return;
+	}
+	close(ready[1]);
+	while (got < nr_tasks - 1) {
+		n = read(ready[0], &c, 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			fail("tree", ECHILD, "a process of the tree died before its restart",
+			     UINT64_MAX, 0);
+		got++;
+	}
+	close(ready[0]);
+	close(go[1]);
+	close(go[0]);
 }
 
 struct area {
@@ -161,6 +296,7 @@ int main(int argc, char **argv)
 	const char *device = "/dev/crfs";
 	struct crfs_image_args args;
 	int opt, dev, fd, persona;
+	int ready[2] = { -1, -1 }, go[2] = { -1, -1 };
 
 	while ((opt = getopt(argc, argv, "d:r:")) != -1) {
 		if (opt == 'd')
@@ -189,9 +325,19 @@ int main(int argc, char **argv)
 	fd = open(argv[optind], O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		fail("open-image", errno, argv[optind], UINT64_MAX, 0);
-	place_vdso(image_vdso(fd));
+	read_tree(fd);
+	if (nr_tasks > 1) {
+		setpgid(0, 0);	/* a failure kills the group: ours alone */
+		if (pipe2(ready, O_CLOEXEC) || pipe2(go, O_CLOEXEC))
+			fail("tree", errno, "pipe", UINT64_MAX, 0);
+		fork_tree(ready, go);
+	}
+	place_vdso(image_vdso(fd, task_index));
 	memset(&args, 0, sizeof(args));
 	args.fd = fd;
+	args.task_index = task_index;
+	if (nr_tasks > 1)
+		barrier(ready, go);
 	ioctl(dev, CRFS_IOC_RESTART, &args);
 	/* only a failure comes back */
 	fail("restart", errno, args.err_msg, args.err_offset, args.err_type);

@@ -142,7 +142,8 @@ long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart);
 
 /* ---------------------------------------------------------------- crfs_restore.c */
 
-int crfs_restore(struct crfs_plan *plan, struct crfs_image *img, bool *done);
+int crfs_restore(struct crfs_plan *plan, struct crfs_image *img, u32 index,
+		 bool *done);
 
 /* ---------------------------------------------------------------- crfs_checkpoint.c */
 

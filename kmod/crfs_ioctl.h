@@ -22,6 +22,9 @@
  * @err_offset:	out: file offset of the record that failed, when the call failed on
  *		the image's contents
  * @err_type:	out: its CKPT_HDR_* type (0 when not known)
+ * @task_index:	in: RESTART: the task to restore into the caller, an index into the
+ *		image's TREE (0, the root, for a single-task image); CHECK: must be
+ *		below the image's number of tasks. It was a reserved 0 field in ABI 1.
  * @err_msg:	out: NUL-terminated reason ("" on success)
  *
  * The out fields are written back on success and on an image error alike.
@@ -31,7 +34,7 @@ struct crfs_image_args {
 	__u32 flags;
 	__u64 err_offset;
 	__u32 err_type;
-	__u32 __reserved;	/* must be 0 */
+	__u32 task_index;
 	char err_msg[CRFS_ERRMSG_LEN];
 };
 
@@ -67,8 +70,10 @@ struct crfs_checkpoint_args {
 #define CRFS_IOC_CHECK		_IOWR(CRFS_IOC_MAGIC, 1, struct crfs_image_args)
 
 /*
- * Copy in, validate, then restore the image into the calling process, which must be
- * single-threaded and have its vdso where the image has it. On success the call does not
+ * Copy in, validate, then restore task @task_index of the image into the calling process,
+ * which must be single-threaded and have its vdso where the image has it. A process tree
+ * is restarted by forking one process per task (parents first) that each call RESTART
+ * with its own index (crfs-restart does). On success the call does not
  * return to the caller's code: the process runs the image (same pid, credentials, fds 0-2;
  * every other fd closed). A failure after the point of no return kills it with SIGKILL.
  */
@@ -96,16 +101,17 @@ struct crfs_checkpoint_args {
 /*
  * errno of CHECK and RESTART:
  *   EBADF	fd is not an open file descriptor, or not open for reading
- *   EINVAL	not a regular file; flags or __reserved not 0; the image is malformed
- *		(err_offset/err_type/err_msg say where and why)
+ *   EINVAL	not a regular file; flags not 0; task_index not below the number of
+ *		tasks; the image is malformed (err_offset/err_type/err_msg say where and why)
  *   ENOEXEC	a sound image this module cannot restart (not x86_64, unknown version)
  *   EFBIG	the image is larger than the module accepts
  *   ENOMEM	out of memory (the copied-in metadata is bounded, see crfs.h)
  *   EIO	the image could not be read (or shrank while being read)
  *   EFAULT	bad argument pointer
  *   EINTR	interrupted by a fatal signal
- *   EOPNOTSUPP	RESTART only: a valid image this module does not restore (several tasks,
- *		32-bit, LDT, SysV shm, fs/gs selectors) or a vdso elsewhere (err_msg says)
+ *   EOPNOTSUPP	RESTART only: a valid image this module does not restore (threads: tasks
+ *		sharing an mm, 32-bit, LDT, SysV shm, fs/gs selectors) or a vdso elsewhere
+ *		(err_msg says)
  *   EBUSY	RESTART only: the caller is multi-threaded or shares its mm
  *   ENOENT, EACCES...	RESTART only: a mapped file cannot be opened by the caller
  */

@@ -850,7 +850,7 @@ long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart)
 
 	if (copy_from_user(&args, uargs, sizeof(args)))
 		return -EFAULT;
-	if (args.flags || args.__reserved)
+	if (args.flags)
 		return -EINVAL;
 	img = kzalloc(sizeof(*img), GFP_KERNEL);
 	plan = kzalloc(sizeof(*plan), GFP_KERNEL);
@@ -863,8 +863,11 @@ long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart)
 	ret = crfs_image_open(img, args.fd);
 	if (!ret)
 		ret = crfs_plan_load(plan, img);
+	if (!ret && args.task_index >= plan->nr_tasks)
+		ret = crfs_image_fail(img, NULL, "task_index %u: the image has %u tasks",
+				      args.task_index, plan->nr_tasks);
 	if (!ret && restart)
-		ret = crfs_restore(plan, img, &done);
+		ret = crfs_restore(plan, img, args.task_index, &done);
 	if (done)
 		goto out;	/* the caller's memory is the image's now */
 	args.err_offset = img->err_offset;

@@ -69,6 +69,7 @@ struct crfs_regs_work {
 struct crfs_restore {
 	struct crfs_plan *plan;
 	struct crfs_image *img;
+	u32 index;			/* of the task restored, in the TREE */
 	struct crfs_task *task;
 	struct crfs_mm *mm;
 	struct file **files;		/* per image VMA: the file to map, or NULL */
@@ -111,16 +112,67 @@ static int check_caller(struct crfs_restore *rs)
 	return 0;
 }
 
-static int check_task(struct crfs_restore *rs)
+/*
+ * Every task of a tree is restored by itself, into its own process: threads (tasks that
+ * share an mm) and anonymous memory shared between processes are refused.
+ */
+static int check_processes(struct crfs_restore *rs)
 {
 	struct crfs_plan *plan = rs->plan;
-	struct crfs_task *task = &plan->tasks[0];
-	struct ckpt_hdr_cpu *cpu = &task->cpu;
+	struct ckpt_hdr_vma *h;
+	struct crfs_mm *mm;
+	struct xarray owner;
+	void *old;
+	u32 i, j;
+	int ret = 0;
 
-	if (plan->nr_tasks != 1)
-		return refuse(rs, -EOPNOTSUPP,
-			      "%u tasks: only single-task images are restored",
-			      plan->nr_tasks);
+	for (i = 0; i < plan->nr_tasks; i++) {
+		for (j = 0; j < i; j++)
+			if (plan->tasks[i].mm && plan->tasks[i].mm == plan->tasks[j].mm)
+				return refuse(rs, -EOPNOTSUPP,
+					      "tasks %u and %u share an mm: threads are not restored",
+					      j, i);
+		cond_resched();
+	}
+	if (plan->nr_tasks == 1)
+		return 0;
+	xa_init(&owner);	/* ino_objref -> the mm that dumped its pages */
+	for (i = 0; !ret && i < plan->nr_tasks; i++) {
+		mm = plan->tasks[i].mm;
+		for (j = 0; mm && !ret && j < mm->h.map_count; j++) {
+			h = &mm->vmas[j].h;
+			if (h->vma_type != CKPT_VMA_SHM_ANON)
+				continue;
+			old = xa_store(&owner, h->ino_objref, mm, GFP_KERNEL_ACCOUNT);
+			if (xa_is_err(old))
+				ret = xa_err(old);
+		}
+	}
+	for (i = 0; !ret && i < plan->nr_tasks; i++) {
+		mm = plan->tasks[i].mm;
+		for (j = 0; mm && !ret && j < mm->h.map_count; j++) {
+			h = &mm->vmas[j].h;
+			if (h->vma_type == CKPT_VMA_SHM_ANON_SKIP &&
+			    xa_load(&owner, h->ino_objref) != mm)
+				ret = refuse(rs, -EOPNOTSUPP,
+					     "task %u: memory shared with another task is not restored",
+					     i);
+		}
+		cond_resched();
+	}
+	xa_destroy(&owner);
+	return ret;
+}
+
+static int check_task(struct crfs_restore *rs)
+{
+	struct crfs_task *task = &rs->plan->tasks[rs->index];
+	struct ckpt_hdr_cpu *cpu = &task->cpu;
+	int ret;
+
+	ret = check_processes(rs);
+	if (ret)
+		return ret;
 	rs->task = task;
 	rs->mm = task->mm;
 	if (!rs->mm || !(task->parts & CRFS_PART_CPU))
@@ -785,9 +837,10 @@ static void release(struct crfs_restore *rs)
  * caller is intact (img->err_msg says why); once past the point of no return it sets
  * *@done and returns 0 whatever happens: on a failure the caller has been sent SIGKILL.
  */
-int crfs_restore(struct crfs_plan *plan, struct crfs_image *img, bool *done)
+int crfs_restore(struct crfs_plan *plan, struct crfs_image *img, u32 index,
+		 bool *done)
 {
-	struct crfs_restore rs = { .plan = plan, .img = img };
+	struct crfs_restore rs = { .plan = plan, .img = img, .index = index };
 	int ret;
 
 	*done = false;

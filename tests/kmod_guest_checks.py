@@ -116,7 +116,7 @@ def special_fds(dev, valid_image, scratch):
     out["negative_fd"] = outcome(lambda: dev.check(-1))
     fd = os.open(valid_image, os.O_RDONLY)
     out["flags_set"] = raw_check(dev, None, fd=fd, flags=1)
-    out["reserved_set"] = raw_check(dev, None, fd=fd, _reserved=1)
+    out["task_index_past_tasks"] = raw_check(dev, None, fd=fd, task_index=1)
     out["bad_pointer"] = raw_check(dev, 16)
     os.close(fd)
     sparse = os.path.join(scratch, "sparse.img")
@@ -256,6 +256,94 @@ def restore_programs(manifest):
         restarter)
     out["errors"] = errors
     return out
+
+
+def child_cs_32(data):
+    """Task 1's CPU record says a 32-bit code segment: that task alone is refused."""
+    cpus = [offset for offset, type_, _ in records(data) if type_ == 107]
+    struct.pack_into("<H", data, cpus[1] + 180, 1)
+
+
+def tree_lines(path):
+    with open(path) as f:
+        return f.read().splitlines()
+
+
+def tree_processes():
+    """Processes left of the tree: tree_target's or crfs-restart's."""
+    left = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        if comm.startswith(("tree_target", "crfs-restart")):
+            left.append(f"{pid} {comm}")
+    return left
+
+
+def restore_tree(manifest):
+    """tree_target (a parent and its forked child) under setarch -R, `crfs checkpoint
+    --tree --kill`, then crfs-restart: both go on counting, the child under the restored
+    parent (/proc/PID/status PPid); then a tree whose child task is refused."""
+    work, restarter, limit = manifest["work"], manifest["restarter"], manifest["limit"]
+    out_path = os.path.join(work, "tree.out")
+    image = out_path + ".img"
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(["setarch", "-R", manifest["tree_target"], str(limit)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sum(
+            line.startswith("child") for line in tree_lines(out_path)) < 10:
+        time.sleep(0.05)
+    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "--tree",
+                         "-o", image, "--kill", "--via", "ptrace"], capture_output=True,
+                        text=True, timeout=120)
+    result = {"checkpoint": {"rc": ck.returncode, "stderr": ck.stderr[-2000:],
+                             "returncode": proc.wait(timeout=60)}}
+    time.sleep(0.2)   # the killed child's last line
+    result["checkpoint"]["before"] = tree_lines(out_path)
+    out2 = out_path + "2"
+    with open(out2, "wb") as out:
+        child = kernel.restart_in_child(image, restarter=restarter, stdout=out, timeout=120)
+    restart = {"errno": name(child.errno), "msg": child.reason, "stage": child.stage,
+               "root": child.pid}
+    if child.errno == 0:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "proc" not in restart:
+            for line in tree_lines(out2):
+                if line.startswith("child "):
+                    pid = int(line.split()[2][4:])
+                    try:
+                        with open(f"/proc/{pid}/status") as f:
+                            status = dict(row.split(":\t", 1) for row in f.read().splitlines()
+                                          if ":\t" in row)
+                        restart["proc"] = {"pid": pid, "ppid": int(status["PPid"]),
+                                           "name": status["Name"]}
+                    except OSError as exc:
+                        restart["proc"] = {"pid": pid, "error": repr(exc)}
+                    break
+            time.sleep(0.05)
+        try:
+            child.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.process.wait()
+        restart["exit"] = kernel.describe_exit(child.process.returncode)
+    restart["after"] = tree_lines(out2)
+    restart["survivors"] = tree_processes()
+    result["restart"] = restart
+    # task 1 refused: the whole tree is killed, the restored root included
+    bad = patched(image, image + ".cs32", child_cs_32)
+    with open(bad + ".out", "wb") as out:
+        failed = kernel.restart_in_child(bad, restarter=restarter, stdout=out, timeout=120)
+    refused = {"errno": name(failed.errno), "msg": failed.reason, "stage": failed.stage}
+    time.sleep(0.5)
+    refused["survivors"] = tree_processes()
+    refused["after"] = tree_lines(bad + ".out")
+    result["refused"] = refused
+    return result
 
 
 def through_fuse(manifest, restore_image=None):
@@ -650,6 +738,7 @@ def main(module, manifest_path, results_path):
                                   "type": child.record_type}
         steps["t_child"] = round(time.monotonic() - t0, 2)
         steps["restore"] = restore_programs(manifest["restore"])
+        steps["tree"] = restore_tree(manifest["restore"])
         steps["t_restore"] = round(time.monotonic() - t0, 2)
         os.environ["CRFS_RESTARTER"] = manifest["restore"]["restarter"]
         steps["fuse"] = through_fuse(manifest, steps["restore"]["dynamic"]["image"])

@@ -347,7 +347,8 @@ def guest(tmp_path_factory, build_c):
         "work": str(restore), "datafile": str(datafile), "limit": RESTORE_LIMIT,
         "restarter": str(build_dir / "crfs-restart"),
         "targets": {"static": str(build_c("restore_target", 64, "-static")),
-                    "dynamic": str(build_c("restore_target", 64))}}
+                    "dynamic": str(build_c("restore_target", 64))},
+        "tree_target": str(build_c("tree_target", 64))}
     (work / "manifest.json").write_text(json.dumps(manifest))
 
     # one guest boot
@@ -400,8 +401,8 @@ def test_module_loads_and_device_appears(guest):
 # no return, the caller intact (the synthetic images map a program that does not exist)
 VALID_RESTART = {
     "valid": ("ENOENT", "cannot open /usr/bin/synth"),
-    "golden_c_writer": ("EOPNOTSUPP", "3 tasks: only single-task images are restored"),
-    "multi_task": ("EOPNOTSUPP", "3 tasks: only single-task images are restored"),
+    "golden_c_writer": ("EOPNOTSUPP", "tasks 0 and 1 share an mm: threads are not restored"),
+    "multi_task": ("EOPNOTSUPP", "tasks 0 and 1 share an mm: threads are not restored"),
     "two_pgarr_chunks": ("ENOENT", "cannot open /usr/bin/synth"),
     "page_byte_flipped": ("ENOENT", "cannot open /usr/bin/synth"),
 }
@@ -455,7 +456,7 @@ def test_descriptors_that_are_not_images(guest):
     assert special["closed_fd"]["errno"] == "EBADF"
     assert special["negative_fd"]["errno"] == "EBADF"
     assert special["flags_set"]["errno"] == EINVAL
-    assert special["reserved_set"]["errno"] == EINVAL
+    assert special["task_index_past_tasks"]["errno"] == EINVAL
     assert special["bad_pointer"]["errno"] == "EFAULT"
     assert special["huge_sparse"]["errno"] == "EFBIG"
     assert special["unknown_ioctl"]["errno"] == "ENOTTY"
@@ -569,6 +570,51 @@ def test_restart_dir_restores_a_real_program(guest):
     assert "state: exited 3" in fuse["status"], fuse["status"]
     before = steps["restore"]["dynamic"]["checkpoint"]["before"]
     _continues(before, fuse["log"], "exited 3")
+
+
+def _counts(lines, who):
+    """[(tick, pid, ppid)] of tree_target's `who` lines; every heap check must be ok."""
+    out = []
+    for line in lines:
+        words = line.split()
+        if words[0] == who and words[1].isdigit():
+            assert words[-1] == "heap=ok", line
+            out.append((int(words[1]), int(words[2][4:]), int(words[3][5:])))
+    return out
+
+
+def test_restore_continues_a_process_tree(guest):
+    """tree_target (a parent and its forked child) under setarch -R, `crfs checkpoint --tree
+    --kill`, then crfs-restart: both count on from where they were, in new pids, the child
+    under the restored parent (its getppid() and /proc PPid), and the parent reaps it."""
+    run = _report(guest)["steps"]["tree"]
+    ck = run["checkpoint"]
+    assert ck["rc"] == 0 and ck["returncode"] == -9, ck
+    restart = run["restart"]
+    assert (restart["errno"], restart["stage"]) == (0, "restart"), restart
+    assert restart["exit"] == "exited 3", restart
+    before, after = ck["before"], restart["after"]
+    for who in ("parent", "child"):
+        first, last = _counts(before, who), _counts(after, who)
+        assert first and last, who
+        assert [t for t, _, _ in last] == list(range(first[-1][0] + 1, RESTORE_LIMIT + 1)), who
+        assert len({p for _, p, _ in last}) == 1 and last[0][1] != first[-1][1], who
+    parent = _counts(after, "parent")[0][1]
+    child = _counts(after, "child")[0][1]
+    assert parent == restart["root"]
+    assert {pp for _, _, pp in _counts(after, "child")} == {parent}
+    assert restart["proc"] == {"pid": child, "ppid": parent, "name": "tree_target-m64"}, restart
+    assert after[-1] == f"parent reaped pid={child} status=5"
+    assert restart["survivors"] == []
+
+
+def test_refused_task_of_a_tree_kills_the_tree(guest):
+    """Task 1 of the tree says 32-bit: its process reports the refusal (naming the task)
+    and kills the process group, so no process of the tree is left, restored or not."""
+    refused = _report(guest)["steps"]["tree"]["refused"]
+    assert refused["errno"] == "EOPNOTSUPP", refused
+    assert refused["msg"].startswith("task 1: not a 64-bit task"), refused
+    assert refused["survivors"] == [], refused
 
 
 # --------------------------------------------------------------------------- checkpoint

@@ -84,7 +84,7 @@ def _program():
                  "CRFS_IOC_CHECKPOINT", "CRFS_ABI_VERSION", "CRFS_ERRMSG_LEN", "CRFS_IOC_MAGIC"):
         emit(f"ioctl {name}", name)
     emit("ioctl sizeof", "sizeof(struct crfs_image_args)")
-    for field in ("fd", "flags", "err_offset", "err_type", "__reserved", "err_msg"):
+    for field in ("fd", "flags", "err_offset", "err_type", "task_index", "err_msg"):
         emit(f"ioctl .{field}", f"offsetof(struct crfs_image_args, {field})")
     emit("checkpoint sizeof", "sizeof(struct crfs_checkpoint_args)")
     for field in ("pid", "fd", "flags", "__reserved", "written", "err_msg"):
@@ -136,7 +136,6 @@ def test_ioctl_abi_matches_crfs_kernel(c_values):
     assert c_values["ioctl sizeof"] == ctypes.sizeof(kernel.ImageArgs)
     py_fields = {name: getattr(kernel.ImageArgs, name).offset
                  for name, _ in kernel.ImageArgs._fields_}
-    py_fields["__reserved"] = py_fields.pop("_reserved")
     for field, offset in py_fields.items():
         assert c_values[f"ioctl .{field}"] == offset, field
 

@@ -300,7 +300,8 @@ def restore_tree(manifest):
     ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "--tree",
                          "-o", image, "--kill", "--via", "ptrace"], capture_output=True,
                         text=True, timeout=120)
-    result = {"checkpoint": {"rc": ck.returncode, "stderr": ck.stderr[-2000:],
+    result = {"image": image,
+              "checkpoint": {"rc": ck.returncode, "stderr": ck.stderr[-2000:],
                              "returncode": proc.wait(timeout=60)}}
     time.sleep(0.2)   # the killed child's last line
     result["checkpoint"]["before"] = tree_lines(out_path)
@@ -346,7 +347,7 @@ def restore_tree(manifest):
     return result
 
 
-def through_fuse(manifest, restore_image=None):
+def through_fuse(manifest, restore_image=None, tree_image=None):
     """The daemon's side: `cp img /ckpt/restart/` on a crfs mount, with /dev/crfs present."""
     out = {}
     root = "/tmp/crfs-e2e"
@@ -370,6 +371,9 @@ def through_fuse(manifest, restore_image=None):
                 out[name] = {"rc": cp.returncode, "stderr": cp.stderr, "status": status}
             if restore_image:
                 out["restore"] = fuse_restore(mnt, restore_image)
+            if tree_image:
+                out["tree"] = fuse_restore(mnt, tree_image, "tree.img")
+                out["tree"]["survivors"] = tree_processes()
         finally:
             subprocess.run(["fusermount3", "-u", mnt], capture_output=True, timeout=60)
     if os.path.exists(log):
@@ -378,10 +382,10 @@ def through_fuse(manifest, restore_image=None):
     return out
 
 
-def fuse_restore(mnt, image):
+def fuse_restore(mnt, image, name="prog.img"):
     """cp a real checkpoint into restart/: close(2) succeeds, the program runs on, its
     status and log are readable while the daemon keeps serving."""
-    target = os.path.join(mnt, "restart", "prog.img")
+    target = os.path.join(mnt, "restart", name)
     t0 = time.monotonic()
     cp = subprocess.run(["cp", image, target], capture_output=True, text=True, timeout=120)
     out = {"rc": cp.returncode, "stderr": cp.stderr, "seconds": round(time.monotonic() - t0, 2)}
@@ -741,7 +745,8 @@ def main(module, manifest_path, results_path):
         steps["tree"] = restore_tree(manifest["restore"])
         steps["t_restore"] = round(time.monotonic() - t0, 2)
         os.environ["CRFS_RESTARTER"] = manifest["restore"]["restarter"]
-        steps["fuse"] = through_fuse(manifest, steps["restore"]["dynamic"]["image"])
+        steps["fuse"] = through_fuse(manifest, steps["restore"]["dynamic"]["image"],
+                                     steps["tree"]["image"])
         steps["t_fuse"] = round(time.monotonic() - t0, 2)
         steps["kernel_checkpoint"], image = kernel_checkpoint_restart(manifest["restore"])
         steps["t_kernel_checkpoint"] = round(time.monotonic() - t0, 2)

@@ -608,6 +608,27 @@ def test_restore_continues_a_process_tree(guest):
     assert restart["survivors"] == []
 
 
+def test_restart_dir_restores_a_process_tree(guest):
+    """cp tree.img /ckpt/restart/ in the guest: close(2) succeeds, the status says running
+    with the parent's pid, then exited 3; restart/tree.img.log has both processes' counts,
+    continuing, and nothing of the tree is left."""
+    steps = _report(guest)["steps"]
+    fuse = steps["fuse"]["tree"]
+    assert fuse["rc"] == 0, fuse
+    assert "state: running" in fuse["first_status"], fuse["first_status"]
+    assert "state: exited 3" in fuse["status"], fuse["status"]
+    before, after = steps["tree"]["checkpoint"]["before"], fuse["log"]
+    for who in ("parent", "child"):
+        first, last = _counts(before, who), _counts(after, who)
+        assert first and last, (who, after[-5:])
+        assert [t for t, _, _ in last] == list(range(first[-1][0] + 1, RESTORE_LIMIT + 1)), who
+    parent = _counts(after, "parent")[0][1]
+    assert f"pid: {parent}\n" in fuse["first_status"], (parent, fuse["first_status"])
+    assert {pp for _, _, pp in _counts(after, "child")} == {parent}
+    assert after[-1].startswith("parent reaped pid="), after[-3:]
+    assert fuse["survivors"] == [], fuse
+
+
 def test_refused_task_of_a_tree_kills_the_tree(guest):
     """Task 1 of the tree says 32-bit: its process reports the refusal (naming the task)
     and kills the process group, so no process of the tree is left, restored or not."""

@@ -42,8 +42,7 @@ def cmd_records(args):
     with Source.open(args.image) as source:
         try:
             for rec in registry.records(source):
-                note = f"  {rec.note}" if rec.note else ""
-                sys.stdout.write(f"{rec.offset:#010x}  {rec.name:<24} {rec.length}{note}\n")
+                sys.stdout.write(render.record_line(rec))
         except FormatError as exc:
             exc.path = args.image
             raise
@@ -53,7 +52,7 @@ def cmd_records(args):
 def cmd_verify(args):
     with Source.open(args.image) as source:
         report = verify(source)
-    sys.stdout.write(f"image: {args.image}\n" + report.text())
+    sys.stdout.write(report.text(args.image))
     return EXIT_OK if report.sound else EXIT_FAIL
 
 
@@ -61,8 +60,9 @@ def cmd_core(args):
     from crfs.model.core import CoreFile
     image = registry.open_image(args.image)
     try:
-        task = next((t for t in image.tasks if t.pid == args.pid), None)
-        if task is None:
+        try:
+            task = image.task(args.pid)
+        except KeyError:
             print(f"{args.image}: no task {args.pid}", file=sys.stderr)
             return EXIT_FAIL
         if task.mm is None or task.regs is None:

@@ -93,6 +93,12 @@ def regs(registers):
     return "".join(f"{name} {value:#x}\n" for name, value in registers.items())
 
 
+def record_line(rec):
+    """One line of `crfs records`: file offset, C type name, length, note."""
+    note = f"  {rec.note}" if rec.note else ""
+    return f"{rec.offset:#010x}  {rec.name:<24} {rec.length}{note}\n"
+
+
 def key_values(mapping):
     return "".join(f"{key}: {value}\n" for key, value in mapping.items())
 

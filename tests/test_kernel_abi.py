@@ -132,7 +132,7 @@ def test_success():
 def test_restart_box_status_and_log(tmp_path, monkeypatch, fake_restarter):
     """The daemon's side without a module: a restore that "succeeds" gives close() == 0,
     then a thread records the exit; restart/<name>.log has the output."""
-    monkeypatch.setattr(restart, "DEVICE", "/dev/null")    # "the module is loaded"
+    monkeypatch.setattr(kernel, "DEVICE", "/dev/null")     # "the module is loaded"
     monkeypatch.setenv("CRFS_RESTARTER", fake_restarter)
     box = restart.RestartBox(str(tmp_path), os.getuid())
     upload = box.create("p.img", os.getuid())

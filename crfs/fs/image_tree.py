@@ -113,10 +113,9 @@ class PagesDir(Dir):
         self._total = total
 
     def _addr_at(self, index):
+        # The last VMA whose running total is <= index: empty VMAs share the total of the
+        # next one, so this is the VMA that holds page `index`.
         v = bisect_right(self._firsts, index) - 1
-        while len(self.mm.vmas[v].pages) == 0 or index - self._firsts[v] >= len(
-                self.mm.vmas[v].pages):
-            v += 1
         return self.mm.vmas[v].pages.addr_at(index - self._firsts[v])
 
     def names(self):

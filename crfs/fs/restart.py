@@ -16,17 +16,14 @@ import threading
 import time
 
 from crfs import kernel
-from crfs.errors import FormatError
 from crfs.formats import ckpt
 from crfs.formats.source import Source
 from crfs.fs.nodes import Dir, File, FsError
 from crfs.fs.store import TEMP_PREFIX
-from crfs.model import registry
 from crfs.model.verify import verify
 
 log = logging.getLogger("crfs")
 
-DEVICE = "/dev/crfs"
 RESTARTABLE = "linux-cr ckpt_hdr v21 x86_64"
 MODULE_HELP = ("the crfs kernel module is not loaded: build and load it with "
                "`make -C kmod && insmod kmod/crfs.ko` (it provides /dev/crfs)")
@@ -140,14 +137,11 @@ class RestartBox(Dir):
     def _restart(self, upload):
         with Source.open(upload.path) as source:
             report = verify(source)
-            if not report.sound:
-                reason = next(c for c in report.checks if not c.ok)
-                return (FsError(errno.EINVAL),
-                        _status(upload.name, "rejected", f"{reason.name}: {reason.detail}"))
-            try:
-                image = registry.load(source)
-            except FormatError as exc:
-                return FsError(errno.EINVAL), _status(upload.name, "rejected", str(exc))
+        if not report.sound:
+            reason = next(c for c in report.checks if not c.ok)
+            return (FsError(errno.EINVAL),
+                    _status(upload.name, "rejected", f"{reason.name}: {reason.detail}"))
+        image = report.image
         if image.description != RESTARTABLE:
             return (FsError(errno.EOPNOTSUPP),
                     _status(upload.name, "rejected",
@@ -155,11 +149,11 @@ class RestartBox(Dir):
                             f"only {RESTARTABLE} images can be restarted"))
         # Not ENOSYS: the kernel takes ENOSYS from FLUSH to mean "no flush method",
         # returns 0 to close(2) and stops sending FLUSH for the whole mount.
-        if not os.path.exists(DEVICE):
+        if not os.path.exists(kernel.DEVICE):
             return FsError(errno.ENODEV), _status(upload.name, "failed", MODULE_HELP)
         log_path = self._new_log(upload)
         with open(log_path, "wb") as output:
-            outcome = kernel.restart_in_child(upload.path, DEVICE, stdout=output)
+            outcome = kernel.restart_in_child(upload.path, kernel.DEVICE, stdout=output)
         if outcome.errno == 0:
             threading.Thread(target=self._wait, args=(upload.name, outcome.process, log_path),
                              name=f"restart-{outcome.pid}", daemon=True).start()
@@ -199,10 +193,10 @@ def _kernel_outcome(name, outcome):
     if outcome.stage == "open-device":
         if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
             return FsError(errno.ENODEV), _status(name, "failed", MODULE_HELP)
-        return FsError(code), _status(name, "failed", f"cannot open {DEVICE}: "
+        return FsError(code), _status(name, "failed", f"cannot open {kernel.DEVICE}: "
                                                       f"{outcome.reason}")
     if outcome.stage == "version":
-        return FsError(errno.ENODEV), _status(name, "failed", f"{DEVICE}: {outcome.reason}")
+        return FsError(errno.ENODEV), _status(name, "failed", f"{kernel.DEVICE}: {outcome.reason}")
     where = ""
     if outcome.offset is not None:
         where = f"offset {outcome.offset:#x}: {ckpt.record_name(outcome.record_type)}: "

@@ -4,6 +4,7 @@ import logging
 import os
 import stat
 
+from crfs import render
 from crfs.errors import FormatError
 from crfs.formats.source import Source
 from crfs.model import registry
@@ -69,7 +70,7 @@ class Entry:
         if self._verify is None:
             try:
                 with Source.open(self.path) as source:
-                    self._verify = f"image: {self.name}\n" + verify(source).text()
+                    self._verify = verify(source, self.image).text(self.name)
             except OSError as exc:
                 self._verify = f"image: {self.name}\nFAIL  open: {exc.strerror}\nresult: unsound\n"
         return self._verify
@@ -80,8 +81,7 @@ class Entry:
             with Source.open(self.path) as source:
                 try:
                     for rec in registry.records(source):
-                        note = f"  {rec.note}" if rec.note else ""
-                        lines.append(f"{rec.offset:#010x}  {rec.name:<24} {rec.length}{note}\n")
+                        lines.append(render.record_line(rec))
                 except FormatError as exc:
                     lines.append(f"error: {exc}\n")
             self._records = "".join(lines)

@@ -18,6 +18,7 @@ class Check:
 class Report:
     description: str = "unknown"
     checks: list = field(default_factory=list)
+    image: object = None     # the Image indexed while checking, if it could be
 
     @property
     def sound(self):
@@ -27,15 +28,20 @@ class Report:
         self.checks.append(Check(ok, name, detail))
         return ok
 
-    def text(self):
-        lines = [f"format: {self.description}"]
+    def text(self, name=None):
+        """The report as `crfs verify` prints it, headed by the image's name if given."""
+        lines = [f"image: {name}"] if name is not None else []
+        lines.append(f"format: {self.description}")
         lines += [f"{'ok' if c.ok else 'FAIL':<5} {c.name}: {c.detail}" for c in self.checks]
         lines.append(f"result: {'sound' if self.sound else 'unsound'}")
         return "\n".join(lines) + "\n"
 
 
-def verify(source):
-    """Check `source` from its magic to its last page; never raises FormatError."""
+def verify(source, image=None):
+    """Check `source` from its magic to its last page; never raises FormatError.
+
+    `image`: the source already indexed (its checks are not repeated); else it is indexed
+    here and kept as report.image."""
     report = Report()
     try:
         fmt = registry.detect(source)
@@ -45,11 +51,13 @@ def verify(source):
     report.add(True, "magic", f"{fmt} image")
     if not _check_records(report, source):
         return report
-    try:
-        image = registry.load(source)
-    except FormatError as exc:
-        report.add(False, "contents", str(exc))
-        return report
+    if image is None:
+        try:
+            image = registry.load(source)
+        except FormatError as exc:
+            report.add(False, "contents", str(exc))
+            return report
+    report.image = image
     report.description = image.description
     _check_image(report, image)
     return report

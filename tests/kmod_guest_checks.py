@@ -186,15 +186,7 @@ def missing_file(datafile):
 def run_target(exe, data, out_path, limit, cli):
     """Start exe under setarch -R, let it tick, checkpoint it with --kill."""
     image = out_path + ".img"
-    with open(out_path, "w") as out:
-        proc = subprocess.Popen(["setarch", "-R", exe, data, str(limit)], stdout=out,
-                                stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with open(out_path) as f:
-            if f.read().count("\n") >= 15:
-                break
-        time.sleep(0.05)
+    proc = start_ticking(exe, data, out_path, limit)
     t0 = time.monotonic()
     if cli:
         ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid),

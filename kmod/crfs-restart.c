@@ -18,14 +18,20 @@
  * 128-byte report on FD (errno, err_offset, err_type, stage[16], reason[96];
  * little-endian, as crfs/kernel.py reads it), then exits with status 1.
  *
- * An image of several processes (TREE, no threads) is restarted as a tree: before step 2
- * each process forks the children its task has in the image (DFS order, so parents first),
- * each child does the same for its own, and every process restores the task of its index
+ * An image of several processes (TREE) is restarted as a tree: before step 2 each process
+ * forks the children its task has in the image (DFS order, so parents first), each child
+ * does the same for its own, and every process restores the task of its index
  * (task_index): the restored parent is the real parent of its restored children, with new
  * pids. All the processes wait at a barrier, set up and with their vdso moved, then call
  * RESTART together. They share FD: it reaches EOF once every process was restored. A
  * failure (its reason says "task N: ...") is reported, then kills the whole process group
  * (crfs-restart makes itself a group leader), restored processes included.
+ *
+ * A process with threads in the image (tasks of one tgid) is restored by as many threads:
+ * its main thread restores the leader's task after it has started one thread per other
+ * task, each calling RESTART with its own index. The kernel has them meet: the leader
+ * rebuilds the memory while they wait. A call that fails with ECANCELED failed because
+ * another one did, which reports the cause: it only waits to be killed with the process.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -39,6 +45,7 @@
 #include <sys/mman.h>
 #include <signal.h>
 #include <sys/personality.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "crfs_ioctl.h"
@@ -62,15 +69,19 @@ struct report {
 } __attribute__((packed));
 
 static int report_fd = -1;
-static int nr_tasks = 1;		/* > 1: a tree of processes is restarted */
-static int parent_of[MAX_TASKS];	/* the index of each task's parent */
-static unsigned int task_index;		/* the task this process restores */
+static int nr_tasks = 1;		/* in the image */
+static int nr_procs = 1;		/* > 1: a tree of processes is restarted */
+static int leader_of[MAX_TASKS];	/* the index of each task's thread group leader */
+static int parent_of[MAX_TASKS];	/* leaders: the index of their parent's leader */
+static __thread unsigned int task_index;	/* the task this thread restores */
 
 static void fail(const char *stage, int err, const char *reason, uint64_t offset,
 		 uint32_t type)
 {
 	struct report r = { .err = err, .offset = offset, .type = type };
 
+	if (err == ECANCELED)
+		sleep(10);	/* the call that failed first reports, and kills us */
 	strncpy(r.stage, stage, sizeof(r.stage) - 1);
 	if (nr_tasks > 1)
 		snprintf(r.reason, sizeof(r.reason), "task %u: %s", task_index,
@@ -81,9 +92,9 @@ static void fail(const char *stage, int err, const char *reason, uint64_t offset
 		*r.reason ? ": " : "", r.reason);
 	if (report_fd >= 0 && write(report_fd, &r, sizeof(r)) != sizeof(r))
 		perror("crfs-restart: report");
-	if (nr_tasks > 1)
+	if (nr_procs > 1)
 		kill(0, SIGKILL);	/* the whole tree, this process included */
-	exit(1);
+	exit(1);		/* every thread of the process */
 }
 
 /*
@@ -111,8 +122,9 @@ static uint64_t image_vdso(int fd, unsigned int index)
 }
 
 /*
- * Read the image's TREE into nr_tasks and parent_of[]. Anything odd (threads, a short
- * record) leaves nr_tasks at 1: the kernel then judges the image for task 0.
+ * Read the image's TREE into nr_tasks, nr_procs, leader_of[] and parent_of[]. Anything odd
+ * (a short record, a thread without its leader) leaves nr_tasks at 1: the kernel then
+ * judges the image for task 0.
  */
 static void read_tree(int fd)
 {
@@ -134,16 +146,28 @@ static void read_tree(int fd)
 	    hdr[1] != 8 + nr * sizeof(pids[0]) ||
 	    pread(fd, pids, nr * sizeof(pids[0]), pos + 8) != (ssize_t)(nr * sizeof(pids[0])))
 		return;
-	for (i = 0; i < nr; i++)
-		if (pids[i].vtgid != pids[i].vpid)
-			return;		/* threads: refused by the kernel */
+	for (i = 0; i < nr; i++) {
+		for (j = 0; j < nr && (pids[j].vpid != pids[i].vtgid ||
+				       pids[j].vtgid != pids[j].vpid); j++)
+			;
+		if (j == nr)
+			return;
+		leader_of[i] = j;
+	}
+	if (leader_of[0] != 0)
+		return;
 	for (i = 1; i < nr; i++) {
-		for (j = i - 1; j >= 0 && pids[j].vpid != pids[i].vppid; j--)
+		if (leader_of[i] != i)
+			continue;
+		nr_procs++;
+		for (j = i - 1; j >= 0 && (leader_of[j] != j || pids[j].vpid != pids[i].vppid);
+		     j--)
 			;
 		if (j < 0) {
 			snprintf(why, sizeof(why),
 				 "task %d (pid %d): its parent %d is not in the image", i,
 				 pids[i].vpid, pids[i].vppid);
+			nr_procs = 1;
 			fail("tree", EOPNOTSUPP, why, UINT64_MAX, 0);
 		}
 		parent_of[i] = j;
@@ -163,7 +187,7 @@ static void fork_tree(int ready[2], int go[2])
 
 again:
 	for (k = task_index + 1; k < (unsigned int)nr_tasks; k++) {
-		if (parent_of[k] != (int)task_index)
+		if (leader_of[k] != (int)k || parent_of[k] != (int)task_index)
 			continue;
 		pid = fork();
 		if (pid < 0)
@@ -198,7 +222,7 @@ static void barrier(int ready[2], int go[2])
 		return;
 	}
 	close(ready[1]);
-	while (got < nr_tasks - 1) {
+	while (got < nr_procs - 1) {
 		n = read(ready[0], &c, 1);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -291,10 +315,48 @@ static void place_vdso(uint64_t target)
 		move(&vvar, lo);
 }
 
+struct restart {
+	int dev;
+	struct crfs_image_args args;
+};
+
+/* RESTART of one task; only a failure returns. */
+static void restart(struct restart *r)
+{
+	task_index = r->args.task_index;
+	ioctl(r->dev, CRFS_IOC_RESTART, &r->args);
+	fail("restart", errno, r->args.err_msg, r->args.err_offset, r->args.err_type);
+}
+
+static void *restart_thread(void *r)
+{
+	restart(r);
+	return NULL;
+}
+
+/* One thread per other task of this process, each restoring its own. */
+static void start_threads(int dev, int fd)
+{
+	static struct restart threads[MAX_TASKS];
+	pthread_t t;
+	int k, err;
+
+	for (k = 0; k < nr_tasks; k++) {
+		if (leader_of[k] != (int)task_index || k == (int)task_index)
+			continue;
+		threads[k].dev = dev;
+		threads[k].args.fd = fd;
+		threads[k].args.task_index = k;
+		err = pthread_create(&t, NULL, restart_thread, &threads[k]);
+		if (err)
+			fail("threads", err, "cannot start a thread", UINT64_MAX, 0);
+	}
+}
+
 int main(int argc, char **argv)
 {
+	struct restart self;
 	const char *device = "/dev/crfs";
-	struct crfs_image_args args;
 	int opt, dev, fd, persona;
 	int ready[2] = { -1, -1 }, go[2] = { -1, -1 };
 
@@ -326,21 +388,21 @@ int main(int argc, char **argv)
 	if (fd < 0)
 		fail("open-image", errno, argv[optind], UINT64_MAX, 0);
 	read_tree(fd);
-	if (nr_tasks > 1) {
+	if (nr_procs > 1) {
 		setpgid(0, 0);	/* a failure kills the group: ours alone */
 		if (pipe2(ready, O_CLOEXEC) || pipe2(go, O_CLOEXEC))
 			fail("tree", errno, "pipe", UINT64_MAX, 0);
 		fork_tree(ready, go);
 	}
 	place_vdso(image_vdso(fd, task_index));
-	memset(&args, 0, sizeof(args));
-	args.fd = fd;
-	args.task_index = task_index;
-	if (nr_tasks > 1)
+	memset(&self, 0, sizeof(self));
+	self.dev = dev;
+	self.args.fd = fd;
+	self.args.task_index = task_index;
+	if (nr_procs > 1)
 		barrier(ready, go);
-	ioctl(dev, CRFS_IOC_RESTART, &args);
-	/* only a failure comes back */
-	fail("restart", errno, args.err_msg, args.err_offset, args.err_type);
+	start_threads(dev, fd);
+	restart(&self);
 usage:
 	fprintf(stderr, "usage: crfs-restart [-d DEVICE] [-r FD] IMAGE\n");
 	return 2;

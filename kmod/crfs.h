@@ -145,6 +145,18 @@ long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart);
 int crfs_restore(struct crfs_plan *plan, struct crfs_image *img, u32 index,
 		 bool *done);
 
+/* ---------------------------------------------------------------- crfs_group.c */
+
+struct crfs_group;
+
+int crfs_group_join(const struct file *image, u32 nr_tasks, u32 index,
+		    u32 nr_threads, struct crfs_group **out);
+void crfs_group_leave(struct crfs_group *g);
+void crfs_group_cancel(struct crfs_group *g);
+int crfs_group_gather(struct crfs_group *g);
+void crfs_group_restored(struct crfs_group *g, bool ok);
+int crfs_group_arrive(struct crfs_group *g, bool *committed);
+
 /* ---------------------------------------------------------------- crfs_checkpoint.c */
 
 long crfs_ioctl_checkpoint(struct crfs_checkpoint_args __user *uargs);

@@ -70,12 +70,13 @@ struct crfs_checkpoint_args {
 #define CRFS_IOC_CHECK		_IOWR(CRFS_IOC_MAGIC, 1, struct crfs_image_args)
 
 /*
- * Copy in, validate, then restore task @task_index of the image into the calling process,
- * which must be single-threaded and have its vdso where the image has it. A process tree
- * is restarted by forking one process per task (parents first) that each call RESTART
- * with its own index (crfs-restart does). On success the call does not
- * return to the caller's code: the process runs the image (same pid, credentials, fds 0-2;
- * every other fd closed). A failure after the point of no return kills it with SIGKILL.
+ * Copy in, validate, then restore task @task_index of the image into the calling thread,
+ * whose process must have its vdso where the image has it. A process tree is restarted
+ * by forking one process per process of the image (parents first); a process with threads
+ * by one thread per task, the leader's task in the main thread; each calls RESTART with
+ * its own index (crfs-restart does). On success the call does not return to the caller's
+ * code: the process runs the image (same pid, credentials, fds 0-2; every other fd
+ * closed). A failure after the point of no return kills it with SIGKILL.
  */
 #define CRFS_IOC_RESTART	_IOWR(CRFS_IOC_MAGIC, 2, struct crfs_image_args)
 
@@ -109,10 +110,13 @@ struct crfs_checkpoint_args {
  *   EIO	the image could not be read (or shrank while being read)
  *   EFAULT	bad argument pointer
  *   EINTR	interrupted by a fatal signal
- *   EOPNOTSUPP	RESTART only: a valid image this module does not restore (threads: tasks
+ *   EOPNOTSUPP	RESTART only: a valid image this module does not restore (processes
  *		sharing an mm, 32-bit, LDT, SysV shm, fs/gs selectors) or a vdso elsewhere
  *		(err_msg says)
- *   EBUSY	RESTART only: the caller is multi-threaded or shares its mm
+ *   EBUSY	RESTART only: the caller does not have one thread per task of the process
+ *		(the leader's in its main thread) or shares its mm; the task is taken
+ *   ECANCELED	RESTART of a thread: the call of another thread of the process failed
+ *   ETIMEDOUT	RESTART of a thread: the other threads did not all call in time
  *   ENOENT, EACCES...	RESTART only: a mapped file cannot be opened by the caller
  */
 

@@ -1,20 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * CRFS_IOC_RESTART, the act step: restore a validated single-task image into the caller.
+ * CRFS_IOC_RESTART, the act step: restore one task of a validated image into the caller.
+ *
+ * The task's process is restored by as many threads of the caller as it had: one call per
+ * task. A single-threaded process is restored by one call; the threads of a multi-threaded
+ * one meet in a struct crfs_group (crfs_group.c), where the leader's call rebuilds the
+ * memory they share while the others sleep, and each restores its own registers.
  *
  * Everything that can fail on the image or on the caller is done first, while the
  * caller is intact, and fails with an errno (err_msg says why):
- *   prepare: a single-threaded caller; a single-task, 64-bit image without LDT or
- *            SysV shm; the image's vdso where the caller's is (the user-space restarter
- *            moves [vvar]+[vdso] there with mremap); no image VMA over the caller's
- *            [vvar]/[vdso]; every mapped file opened with the caller's credentials;
- *            shared anonymous memory built in shmem files; the xstate checked by a dry
- *            run of the kernel's uabi copy on a scratch fpstate.
- * Then the point of no return:
- *   act:     unmap everything but [vvar]/[vdso]; map every VMA at its address; fill the
- *            dumped pages; mm fields, auxv, comm, FPU/xstate, per-task pointers; queue a
- *            task_work that sets the general registers, fs/gs base and closes the fds
- *            above 2 on the way back to user space.
+ *   prepare: tasks sharing an mm are the threads of one process; a caller with one
+ *            thread per task of that process (the leader's task in its main thread); a
+ *            64-bit task without LDT or SysV shm; the image's vdso where the caller's is
+ *            (the user-space restarter moves [vvar]+[vdso] there with mremap); no image
+ *            VMA over the caller's [vvar]/[vdso]; every mapped file opened with the
+ *            caller's credentials; shared anonymous memory built in shmem files; the
+ *            xstate checked by a dry run of the kernel's uabi copy on a scratch fpstate.
+ * Then the point of no return (for a thread group: once every thread is prepared):
+ *   act:     (leader) unmap everything but [vvar]/[vdso]; map every VMA at its address;
+ *            fill the dumped pages; mm fields, auxv; (every thread) comm, FPU/xstate,
+ *            per-task pointers; queue a task_work that sets the general registers and
+ *            fs/gs base (the leader's also closes the fds above 2) on the way back to
+ *            user space.
  * A failure after the point of no return kills the caller with SIGKILL: it never runs
  * half restored. The caller's credentials, signal handlers and mask are kept.
  */
@@ -64,12 +71,16 @@ struct crfs_shm {
 struct crfs_regs_work {
 	struct callback_head cb;
 	struct ckpt_hdr_cpu cpu;
+	bool close_fds;		/* the process's leader: close the restarter's fds */
 };
 
 struct crfs_restore {
 	struct crfs_plan *plan;
 	struct crfs_image *img;
 	u32 index;			/* of the task restored, in the TREE */
+	u32 leader;			/* the index of its process's leader */
+	u32 nr_threads;			/* tasks in its process */
+	struct crfs_group *group;	/* the rendezvous, when nr_threads > 1 */
 	struct crfs_task *task;
 	struct crfs_mm *mm;
 	struct file **files;		/* per image VMA: the file to map, or NULL */
@@ -98,23 +109,92 @@ static int refuse(struct crfs_restore *rs, int err, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- prepare: checks */
 
+static bool is_leader(const struct crfs_restore *rs)
+{
+	return rs->index == rs->leader;
+}
+
+/*
+ * One thread of the caller per task of the process. The leader's call, made last by
+ * crfs-restart, sees them all; a thread's call may come before its siblings exist (the
+ * leader checks them again when it commits).
+ */
 static int check_caller(struct crfs_restore *rs)
 {
 	struct mm_struct *mm = current->mm;
 
 	if (!mm || current->flags & PF_KTHREAD)
 		return refuse(rs, -EINVAL, "the caller has no address space");
-	if (get_nr_threads(current) != 1 || atomic_read(&mm->mm_users) != 1)
-		return refuse(rs, -EBUSY,
-			      "the caller must be single-threaded and not share its mm");
 	if (test_thread_flag(TIF_ADDR32) || in_compat_syscall())
 		return refuse(rs, -EOPNOTSUPP, "the caller must be a 64-bit process");
+	if (rs->nr_threads == 1 &&
+	    (get_nr_threads(current) != 1 || atomic_read(&mm->mm_users) != 1))
+		return refuse(rs, -EBUSY,
+			      "the caller must be single-threaded and not share its mm");
+	if (thread_group_leader(current) != is_leader(rs))
+		return refuse(rs, -EBUSY, "task %u must be restored by %s", rs->index,
+			      is_leader(rs) ? "the caller's main thread" :
+			      "a thread other than the caller's main one");
+	if (is_leader(rs) && get_nr_threads(current) != rs->nr_threads)
+		return refuse(rs, -EBUSY,
+			      "the image's process has %u threads, the caller %d: one thread per task",
+			      rs->nr_threads, get_nr_threads(current));
 	return 0;
 }
 
 /*
- * Every task of a tree is restored by itself, into its own process: threads (tasks that
- * share an mm) and anonymous memory shared between processes are refused.
+ * Tasks sharing an mm must be the threads of one process (same tgid, whose leader is in
+ * the image); set rs->leader and rs->nr_threads for the task restored.
+ */
+static int check_threads(struct crfs_restore *rs)
+{
+	struct crfs_plan *plan = rs->plan;
+	struct crfs_task *a, *b;
+	bool led;
+	u32 i, j;
+
+	for (i = 0; i < plan->nr_tasks; i++) {
+		a = &plan->tasks[i];
+		led = false;
+		for (j = 0; j < plan->nr_tasks; j++) {
+			b = &plan->tasks[j];
+			if (b->pids.vpid == a->pids.vtgid && b->pids.vtgid == a->pids.vtgid)
+				led = true;
+			if (j == i)
+				continue;
+			if (b->pids.vpid == a->pids.vpid)
+				return refuse(rs, -EINVAL, "tasks %u and %u have one pid %d",
+					      i, j, a->pids.vpid);
+			if (a->pids.vtgid != b->pids.vtgid && a->mm && a->mm == b->mm)
+				return refuse(rs, -EOPNOTSUPP,
+					      "tasks %u and %u share an mm but are not threads of one process",
+					      i, j);
+			if (a->pids.vtgid == b->pids.vtgid && a->mm != b->mm)
+				return refuse(rs, -EINVAL,
+					      "tasks %u and %u are threads of pid %d with different mms",
+					      i, j, a->pids.vtgid);
+		}
+		if (!led)
+			return refuse(rs, -EINVAL,
+				      "task %u: the leader of its thread group %d is not in the image",
+				      i, a->pids.vtgid);
+		cond_resched();
+	}
+	a = &plan->tasks[rs->index];
+	for (i = 0; i < plan->nr_tasks; i++) {
+		b = &plan->tasks[i];
+		if (b->pids.vtgid != a->pids.vtgid)
+			continue;
+		rs->nr_threads++;
+		if (b->pids.vpid == b->pids.vtgid)
+			rs->leader = i;
+	}
+	return 0;
+}
+
+/*
+ * Every process of a tree is restored by itself: anonymous memory shared between
+ * processes is refused.
  */
 static int check_processes(struct crfs_restore *rs)
 {
@@ -124,18 +204,11 @@ static int check_processes(struct crfs_restore *rs)
 	struct xarray owner;
 	void *old;
 	u32 i, j;
-	int ret = 0;
+	int ret;
 
-	for (i = 0; i < plan->nr_tasks; i++) {
-		for (j = 0; j < i; j++)
-			if (plan->tasks[i].mm && plan->tasks[i].mm == plan->tasks[j].mm)
-				return refuse(rs, -EOPNOTSUPP,
-					      "tasks %u and %u share an mm: threads are not restored",
-					      j, i);
-		cond_resched();
-	}
-	if (plan->nr_tasks == 1)
-		return 0;
+	ret = check_threads(rs);
+	if (ret || plan->nr_tasks == rs->nr_threads)
+		return ret;
 	xa_init(&owner);	/* ino_objref -> the mm that dumped its pages */
 	for (i = 0; !ret && i < plan->nr_tasks; i++) {
 		mm = plan->tasks[i].mm;
@@ -155,7 +228,7 @@ static int check_processes(struct crfs_restore *rs)
 			if (h->vma_type == CKPT_VMA_SHM_ANON_SKIP &&
 			    xa_load(&owner, h->ino_objref) != mm)
 				ret = refuse(rs, -EOPNOTSUPP,
-					     "task %u: memory shared with another task is not restored",
+					     "task %u: memory shared with another process is not restored",
 					     i);
 		}
 		cond_resched();
@@ -168,11 +241,7 @@ static int check_task(struct crfs_restore *rs)
 {
 	struct crfs_task *task = &rs->plan->tasks[rs->index];
 	struct ckpt_hdr_cpu *cpu = &task->cpu;
-	int ret;
 
-	ret = check_processes(rs);
-	if (ret)
-		return ret;
 	rs->task = task;
 	rs->mm = task->mm;
 	if (!rs->mm || !(task->parts & CRFS_PART_CPU))
@@ -498,6 +567,22 @@ static void fix_syscall_restart(struct ckpt_hdr_cpu *cpu)
 	}
 }
 
+/* What the process's leader alone restores: the memory its threads share. */
+static int prepare_memory(struct crfs_restore *rs)
+{
+	int ret;
+
+	ret = find_vdso(rs);
+	if (!ret)
+		ret = check_vdso(rs);
+	if (ret)
+		return ret;
+	rs->buf = kvmalloc(FILL_PAGES * PAGE_SIZE, GFP_KERNEL);
+	if (!rs->buf)
+		return -ENOMEM;
+	return prepare_vmas(rs);
+}
+
 static int prepare(struct crfs_restore *rs)
 {
 	int ret;
@@ -505,19 +590,16 @@ static int prepare(struct crfs_restore *rs)
 	ret = check_caller(rs);
 	if (!ret)
 		ret = check_task(rs);
-	if (!ret)
-		ret = find_vdso(rs);
-	if (!ret)
-		ret = check_vdso(rs);
 	if (ret)
 		return ret;
-	rs->buf = kvmalloc(FILL_PAGES * PAGE_SIZE, GFP_KERNEL);
 	rs->work = kzalloc(sizeof(*rs->work), GFP_KERNEL);
-	if (!rs->buf || !rs->work)
+	if (!rs->work)
 		return -ENOMEM;
 	rs->work->cpu = rs->task->cpu;
+	rs->work->close_fds = is_leader(rs);
 	fix_syscall_restart(&rs->work->cpu);
-	ret = prepare_vmas(rs);
+	if (is_leader(rs))
+		ret = prepare_memory(rs);
 	if (!ret)
 		ret = prepare_fpu(rs);
 	return ret;
@@ -787,7 +869,8 @@ static void regs_work_fn(struct callback_head *cb)
 	if (!(current->flags & PF_EXITING)) {
 		set_regs(task_pt_regs(current), &work->cpu);
 		set_bases(work->cpu.fs, work->cpu.gs);
-		close_fds_above_stderr();
+		if (work->close_fds)
+			close_fds_above_stderr();
 	}
 	kfree(work);
 }
@@ -796,9 +879,14 @@ static int act(struct crfs_restore *rs)
 {
 	int ret;
 
-	ret = restore_memory(rs);
-	if (!ret)
-		ret = restore_fpu(rs);
+	if (is_leader(rs)) {
+		ret = restore_memory(rs);
+		if (rs->group)
+			crfs_group_restored(rs->group, !ret);
+		if (ret)
+			return ret;
+	}
+	ret = restore_fpu(rs);
 	if (ret)
 		return ret;
 	restore_task_fields(rs);
@@ -817,6 +905,8 @@ static void release(struct crfs_restore *rs)
 	unsigned long index;
 	u32 i;
 
+	if (rs->group)
+		crfs_group_leave(rs->group);
 	for (i = 0; rs->files && i < rs->mm->h.map_count; i++)
 		if (rs->files[i])
 			fput(rs->files[i]);
@@ -832,10 +922,59 @@ static void release(struct crfs_restore *rs)
 	kfree(rs->work);
 }
 
+static int join_group(struct crfs_restore *rs)
+{
+	int ret;
+
+	ret = crfs_group_join(rs->img->file, rs->plan->nr_tasks, rs->index,
+			      rs->nr_threads, &rs->group);
+	if (ret == -EINVAL)
+		return refuse(rs, ret, "another thread of the caller restores another image");
+	if (ret == -EBUSY)
+		return refuse(rs, ret,
+			      "task %u is restored by another thread, or the restore has begun",
+			      rs->index);
+	return ret;
+}
+
 /*
- * Restore the validated @plan into the calling process. Returns an errno while the
- * caller is intact (img->err_msg says why); once past the point of no return it sets
- * *@done and returns 0 whatever happens: on a failure the caller has been sent SIGKILL.
+ * The threads of a process, prepared, meet: the leader commits once every other thread
+ * is there; the others wait until it has restored the memory (0) or failed. *@done is
+ * set when the point of no return was passed.
+ */
+static int meet(struct crfs_restore *rs, bool *done)
+{
+	int ret;
+
+	if (is_leader(rs)) {
+		ret = crfs_group_gather(rs->group);
+		*done = !ret;
+	} else {
+		ret = crfs_group_arrive(rs->group, done);
+	}
+	switch (ret) {
+	case 0:
+		return 0;
+	case -ECANCELED:
+		return refuse(rs, ret, "task %u: the restore of another thread failed",
+			      rs->index);
+	case -ETIMEDOUT:
+		return refuse(rs, ret,
+			      "task %u: the other threads of the process did not all call RESTART",
+			      rs->index);
+	case -EBUSY:
+		return refuse(rs, ret,
+			      "the caller has threads outside the restore, or shares its mm");
+	default:
+		return ret;
+	}
+}
+
+/*
+ * Restore task @index of the validated @plan into the calling thread. Returns an errno
+ * while the caller is intact (img->err_msg says why); once past the point of no return
+ * it sets *@done and returns 0 whatever happens: on a failure the caller has been sent
+ * SIGKILL.
  */
 int crfs_restore(struct crfs_plan *plan, struct crfs_image *img, u32 index,
 		 bool *done)
@@ -845,13 +984,25 @@ int crfs_restore(struct crfs_plan *plan, struct crfs_image *img, u32 index,
 
 	*done = false;
 	xa_init(&rs.shm);
-	ret = prepare(&rs);
+	ret = check_processes(&rs);
+	if (!ret && rs.nr_threads > 1)
+		ret = join_group(&rs);
+	if (!ret)
+		ret = prepare(&rs);
 	if (!ret && fatal_signal_pending(current))
 		ret = -EINTR;
-	if (!ret) {
-		/* the point of no return */
+	if (rs.group) {
+		if (ret)
+			crfs_group_cancel(rs.group);
+		else
+			ret = meet(&rs, done);
+	} else if (!ret) {
 		*done = true;
-		ret = act(&rs);
+	}
+	if (*done) {
+		/* past the point of no return */
+		if (!ret)
+			ret = act(&rs);
 		if (ret) {
 			pr_warn_ratelimited("crfs: pid %d: restore failed after the point of no return (%d): killed\n",
 					    task_pid_nr(current), ret);

@@ -263,16 +263,7 @@ def tree_lines(path):
 
 def tree_processes():
     """Processes left of the tree: tree_target's or crfs-restart's."""
-    left = []
-    for pid in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                comm = f.read().strip()
-        except (OSError, ValueError):
-            continue
-        if comm.startswith(("tree_target", "crfs-restart")):
-            left.append(f"{pid} {comm}")
-    return left
+    return leftover(("tree_target", "crfs-restart"))
 
 
 def restore_tree(manifest):
@@ -339,7 +330,83 @@ def restore_tree(manifest):
     return result
 
 
-def through_fuse(manifest, restore_image=None, tree_image=None):
+def leftover(prefixes):
+    """Processes whose comm starts with one of `prefixes`: what a test left running."""
+    left = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        if comm.startswith(prefixes):
+            left.append(f"{pid} {comm}")
+    return left
+
+
+def threads_of(pid):
+    """/proc/PID/status Threads and the comm of each task, while it runs."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            status = dict(row.split(":\t", 1) for row in f.read().splitlines() if ":\t" in row)
+        return {"threads": int(status["Threads"]), "name": status["Name"],
+                "tids": sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))}
+    except (OSError, KeyError, ValueError) as exc:
+        return {"error": repr(exc)}
+
+
+def restart_threads(image, out_path, restarter):
+    """crfs-restart of a threads_target image: outcome, /proc view while it runs, output."""
+    with open(out_path, "wb") as out:
+        child = kernel.restart_in_child(image, restarter=restarter, stdout=out, timeout=120)
+    result = {"errno": name(child.errno), "msg": child.reason, "stage": child.stage,
+              "pid": child.pid}
+    if child.errno == 0:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and sum(
+                line.startswith("worker2") for line in tree_lines(out_path)) < 3:
+            time.sleep(0.05)
+        result["proc"] = threads_of(child.pid)
+        try:
+            child.process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.process.wait()
+        result["exit"] = kernel.describe_exit(child.process.returncode)
+    result["after"] = tree_lines(out_path)
+    result["survivors"] = leftover(("threads_target", "crfs-restart"))
+    return result
+
+
+def restore_threads(manifest):
+    """threads_target (a main thread and two pthreads) under setarch -R, `crfs checkpoint
+    --kill`, then crfs-restart: each thread counts on, in one process; then the same image
+    with one thread's task refused (a 32-bit code segment)."""
+    work, restarter, limit = manifest["work"], manifest["restarter"], manifest["limit"]
+    out_path = os.path.join(work, "threads.out")
+    image = out_path + ".img"
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(["setarch", "-R", manifest["threads_target"], str(limit)],
+                                stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sum(
+            line.startswith("worker2") for line in tree_lines(out_path)) < 10:
+        time.sleep(0.05)
+    before = threads_of(proc.pid)
+    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid),
+                         "-o", image, "--kill", "--via", "ptrace"], capture_output=True,
+                        text=True, timeout=120)
+    result = {"image": image,
+              "checkpoint": {"rc": ck.returncode, "stderr": ck.stderr[-2000:],
+                             "returncode": proc.wait(timeout=60), "proc": before}}
+    result["checkpoint"]["before"] = tree_lines(out_path)
+    result["restart"] = restart_threads(image, out_path + "2", restarter)
+    bad = patched(image, image + ".cs32", child_cs_32)
+    result["refused"] = restart_threads(bad, bad + ".out", restarter)
+    return result
+
+
+def through_fuse(manifest, restore_image=None, tree_image=None, threads_image=None):
     """The daemon's side: `cp img /ckpt/restart/` on a crfs mount, with /dev/crfs present."""
     out = {}
     root = "/tmp/crfs-e2e"
@@ -366,6 +433,9 @@ def through_fuse(manifest, restore_image=None, tree_image=None):
             if tree_image:
                 out["tree"] = fuse_restore(mnt, tree_image, "tree.img")
                 out["tree"]["survivors"] = tree_processes()
+            if threads_image:
+                out["threads"] = fuse_restore(mnt, threads_image, "threads.img")
+                out["threads"]["survivors"] = leftover(("threads_target", "crfs-restart"))
         finally:
             subprocess.run(["fusermount3", "-u", mnt], capture_output=True, timeout=60)
     if os.path.exists(log):
@@ -698,6 +768,10 @@ def kmemleak():
     return {"available": True, "crfs": [line for line in report.splitlines() if "crfs" in line]}
 
 
+def progress(step, t0):
+    print(f"[guest {time.monotonic() - t0:6.1f}s] {step}", file=sys.stderr, flush=True)
+
+
 def main(module, manifest_path, results_path):
     with open(manifest_path) as f:
         manifest = json.load(f)
@@ -725,23 +799,32 @@ def main(module, manifest_path, results_path):
             steps["t_special"] = round(time.monotonic() - t0, 2)
         child = kernel.restart_in_child(manifest["valid"],
                                         restarter=manifest["restore"]["restarter"])
+        progress("child_valid", t0)
         steps["child_valid"] = {"errno": name(child.errno),
                                 "msg": child.reason, "stage": child.stage}
         child = kernel.restart_in_child(manifest["invalid"],
                                         restarter=manifest["restore"]["restarter"])
+        progress("child_invalid", t0)
         steps["child_invalid"] = {"errno": name(child.errno),
                                   "msg": child.reason, "offset": child.offset,
                                   "type": child.record_type}
         steps["t_child"] = round(time.monotonic() - t0, 2)
+        progress("restore", t0)
         steps["restore"] = restore_programs(manifest["restore"])
+        progress("tree", t0)
         steps["tree"] = restore_tree(manifest["restore"])
+        progress("threads", t0)
+        steps["threads"] = restore_threads(manifest["restore"])
         steps["t_restore"] = round(time.monotonic() - t0, 2)
         os.environ["CRFS_RESTARTER"] = manifest["restore"]["restarter"]
+        progress("fuse", t0)
         steps["fuse"] = through_fuse(manifest, steps["restore"]["dynamic"]["image"],
-                                     steps["tree"]["image"])
+                                     steps["tree"]["image"], steps["threads"]["image"])
         steps["t_fuse"] = round(time.monotonic() - t0, 2)
+        progress("kernel_checkpoint", t0)
         steps["kernel_checkpoint"], image = kernel_checkpoint_restart(manifest["restore"])
         steps["t_kernel_checkpoint"] = round(time.monotonic() - t0, 2)
+        progress("checkpoint_refusals", t0)
         steps["checkpoint_refusals"] = checkpoint_refusals(manifest["restore"], image)
         steps["t_checkpoint_refusals"] = round(time.monotonic() - t0, 2)
     unload = subprocess.run(["rmmod", "crfs"], capture_output=True, text=True)

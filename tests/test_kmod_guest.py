@@ -30,7 +30,7 @@ from crfs.model.synth import synthetic_image
 
 REPO = Path(__file__).resolve().parent.parent
 HARNESS = REPO / "kmod" / "harness"
-GUEST_TIMEOUT = 240
+GUEST_TIMEOUT = int(os.environ.get("CRFS_GUEST_TIMEOUT", 300))   # seconds
 RESTORE_LIMIT = 500     # restore_target exits (status 3) at this tick (~10 ms each)
 PAGE = 4096
 HDR = struct.Struct("<II")
@@ -348,7 +348,8 @@ def guest(tmp_path_factory, build_c):
         "restarter": str(build_dir / "crfs-restart"),
         "targets": {"static": str(build_c("restore_target", 64, "-static")),
                     "dynamic": str(build_c("restore_target", 64))},
-        "tree_target": str(build_c("tree_target", 64))}
+        "tree_target": str(build_c("tree_target", 64)),
+        "threads_target": str(build_c("threads_target", 64, "-pthread"))}
     (work / "manifest.json").write_text(json.dumps(manifest))
 
     # one guest boot
@@ -401,8 +402,9 @@ def test_module_loads_and_device_appears(guest):
 # no return, the caller intact (the synthetic images map a program that does not exist)
 VALID_RESTART = {
     "valid": ("ENOENT", "cannot open /usr/bin/synth"),
-    "golden_c_writer": ("EOPNOTSUPP", "tasks 0 and 1 share an mm: threads are not restored"),
-    "multi_task": ("EOPNOTSUPP", "tasks 0 and 1 share an mm: threads are not restored"),
+    # its third process maps memory the first one dumped
+    "golden_c_writer": ("EOPNOTSUPP", "task 2: memory shared with another process"),
+    "multi_task": ("EBUSY", "the image's process has 2 threads, the caller 1"),
     "two_pgarr_chunks": ("ENOENT", "cannot open /usr/bin/synth"),
     "page_byte_flipped": ("ENOENT", "cannot open /usr/bin/synth"),
 }
@@ -635,6 +637,78 @@ def test_refused_task_of_a_tree_kills_the_tree(guest):
     refused = _report(guest)["steps"]["tree"]["refused"]
     assert refused["errno"] == "EOPNOTSUPP", refused
     assert refused["msg"].startswith("task 1: not a 64-bit task"), refused
+    assert refused["survivors"] == [], refused
+
+
+THREADS = ("main", "worker1", "worker2")
+
+
+def _thread_counts(lines, who):
+    """[(tick, pid, tid)] of threads_target's `who` lines; every check must be ok."""
+    out = []
+    for line in lines:
+        words = line.split()
+        if words[0] == who:
+            assert words[-3:] == ["tls=ok", "heap=ok", "fpu=ok"], line
+            out.append((int(words[1]), int(words[2][4:]), int(words[3][4:])))
+    return out
+
+
+def _threads_continue(before, after):
+    """Each thread of threads_target counts on from its last tick to the limit, all in one
+    new process, each in its own new thread; then the main thread joins both workers."""
+    pids, tids = set(), set()
+    for who in THREADS:
+        first, last = _thread_counts(before, who), _thread_counts(after, who)
+        assert first and last, (who, after[-5:])
+        assert [t for t, _, _ in last] == list(range(first[-1][0] + 1, RESTORE_LIMIT + 1)), who
+        assert len({p for _, p, _ in last}) == 1 and len({t for _, _, t in last}) == 1, who
+        assert last[0][2] != first[-1][2], who
+        pids.add(last[0][1])
+        tids.add(last[0][2])
+    assert len(pids) == 1 and len(tids) == len(THREADS)
+    assert after[-1] == "joined 2", after[-3:]
+    return pids.pop()
+
+
+def test_restore_continues_a_multithreaded_process(guest):
+    """threads_target (main + 2 pthreads) under setarch -R, `crfs checkpoint --kill`, then
+    crfs-restart: one process of 3 threads again; every thread's count, __thread variable
+    (fs base), heap arena and xmm9 carry on; pthread_join returns for both workers (the
+    kernel clears each restored thread's clear_child_tid) and it exits at its limit."""
+    run = _report(guest)["steps"]["threads"]
+    ck = run["checkpoint"]
+    assert ck["rc"] == 0 and ck["returncode"] == -9, ck
+    assert ck["proc"]["threads"] == 3, ck["proc"]
+    restart = run["restart"]
+    assert (restart["errno"], restart["stage"]) == (0, "restart"), restart
+    pid = _threads_continue(ck["before"], restart["after"])
+    assert pid == restart["pid"]
+    assert restart["proc"]["threads"] == 3 and restart["proc"]["tids"][0] == pid, restart
+    assert restart["exit"] == "exited 3", restart
+    assert restart["survivors"] == []
+
+
+def test_restart_dir_restores_a_multithreaded_process(guest):
+    """cp threads.img /ckpt/restart/: the status says running, then exited 3, and the log
+    has all three threads counting on."""
+    steps = _report(guest)["steps"]
+    fuse = steps["fuse"]["threads"]
+    assert fuse["rc"] == 0, fuse
+    assert "state: running" in fuse["first_status"], fuse["first_status"]
+    assert "state: exited 3" in fuse["status"], fuse["status"]
+    _threads_continue(steps["threads"]["checkpoint"]["before"], fuse["log"])
+    assert fuse["survivors"] == [], fuse
+
+
+def test_refused_thread_fails_the_whole_process(guest):
+    """Task 1 (the first worker) says 32-bit: its thread's call is refused with the reason
+    (naming the task), which cancels the others: the process ends before the point of
+    no return, without output, and nothing of it is left."""
+    refused = _report(guest)["steps"]["threads"]["refused"]
+    assert refused["errno"] == "EOPNOTSUPP", refused
+    assert refused["msg"].startswith("task 1: not a 64-bit task"), refused
+    assert refused["after"][-1].startswith("crfs-restart: restart: "), refused
     assert refused["survivors"] == [], refused
 
 

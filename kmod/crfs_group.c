@@ -18,10 +18,11 @@
  *   FAILED	cancelled before the commit, or the memory restore failed (the leader
  *		has sent SIGKILL to the whole process).
  *
- * Waiting is killable, and bounded by CRFS_GROUP_TIMEOUT while gathering.
+ * Waiting is killable, and bounded by the group_timeout parameter while gathering.
  */
 #include <linux/bitmap.h>
 #include <linux/list.h>
+#include <linux/moduleparam.h>
 #include <linux/mutex.h>
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
@@ -30,7 +31,15 @@
 
 #include "crfs.h"
 
-#define CRFS_GROUP_TIMEOUT	(60 * HZ)
+static unsigned int group_timeout = 60;
+module_param(group_timeout, uint, 0644);
+MODULE_PARM_DESC(group_timeout,
+		 "seconds the threads of a process restore wait for each other (default 60)");
+
+static long timeout_jiffies(void)
+{
+	return (long)min_t(u64, (u64)READ_ONCE(group_timeout) * HZ, MAX_SCHEDULE_TIMEOUT - 1);
+}
 
 enum crfs_group_state {
 	CRFS_GROUP_GATHERING,
@@ -162,7 +171,7 @@ int crfs_group_gather(struct crfs_group *g)
 	left = wait_event_killable_timeout(g->wq,
 					   READ_ONCE(g->arrived) + 1 == g->nr_threads ||
 					   READ_ONCE(g->state) != CRFS_GROUP_GATHERING,
-					   CRFS_GROUP_TIMEOUT);
+					   timeout_jiffies());
 	mutex_lock(&crfs_groups_lock);
 	if (g->state != CRFS_GROUP_GATHERING)
 		ret = -ECANCELED;
@@ -201,7 +210,7 @@ int crfs_group_arrive(struct crfs_group *g, bool *committed)
 	mutex_unlock(&crfs_groups_lock);
 	left = wait_event_killable_timeout(g->wq,
 					   READ_ONCE(g->state) != CRFS_GROUP_GATHERING,
-					   CRFS_GROUP_TIMEOUT);
+					   timeout_jiffies());
 	mutex_lock(&crfs_groups_lock);
 	state = g->state;
 	if (state == CRFS_GROUP_GATHERING) {

@@ -318,6 +318,8 @@ def restore_tree(manifest):
     restart["after"] = tree_lines(out2)
     restart["survivors"] = tree_processes()
     result["restart"] = restart
+    if not os.path.exists(image):
+        return result
     # task 1 refused: the whole tree is killed, the restored root included
     bad = patched(image, image + ".cs32", child_cs_32)
     with open(bad + ".out", "wb") as out:
@@ -400,10 +402,77 @@ def restore_threads(manifest):
               "checkpoint": {"rc": ck.returncode, "stderr": ck.stderr[-2000:],
                              "returncode": proc.wait(timeout=60), "proc": before}}
     result["checkpoint"]["before"] = tree_lines(out_path)
+    if not os.path.exists(image):
+        return result
     result["restart"] = restart_threads(image, out_path + "2", restarter)
     bad = patched(image, image + ".cs32", child_cs_32)
     result["refused"] = restart_threads(bad, bad + ".out", restarter)
     return result
+
+
+def without_vdso(data):
+    """MM_CONTEXT.vdso 0 and the VDSO VMA ignored: the restore needs no vdso in place."""
+    for offset, type_, _ in records(data):
+        if type_ == 404:                                   # MM_CONTEXT: u64 vdso first
+            struct.pack_into("<Q", data, offset + 8, 0)
+        elif type_ == 402 and struct.unpack_from("<I", data, offset + 8)[0] == 1:
+            struct.pack_into("<I", data, offset + 8, 0)   # VMA: vma_type VDSO -> IGNORE
+
+
+def in_threads(calls, main_call=None, idle=0, delay=1.0):
+    """In a forked child: each (task_index, path) of `calls` RESTARTed by a thread of its
+    own (with `idle` more threads that only sleep), then `main_call` by the main thread
+    after `delay`. The outcomes, the main thread's last; "restored" if it went through."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child
+        os.close(read_fd)
+        try:
+            results = [None] * (len(calls) + 1)
+            dev = kernel.Device()
+
+            def run(slot, index, path):
+                fd = os.open(path, os.O_RDONLY)
+                results[slot] = outcome(lambda: dev.restart(fd, index))
+
+            threads = [threading.Thread(target=run, args=(slot, *call))
+                       for slot, call in enumerate(calls)]
+            threads += [threading.Thread(target=time.sleep, args=(60,), daemon=True)
+                        for _ in range(idle)]
+            for thread in threads:
+                thread.start()
+            if main_call is not None:
+                time.sleep(delay)
+                run(len(calls), *main_call)
+            for thread in threads[:len(calls)]:
+                thread.join()
+        except BaseException as exc:   # noqa: BLE001 - always report
+            results = [{"errno": "child", "msg": repr(exc)}]
+        os.write(write_fd, json.dumps(results).encode())
+        os._exit(0)
+    os.close(write_fd)
+    data = b""
+    while chunk := os.read(read_fd, 65536):
+        data += chunk
+    os.close(read_fd)
+    if not data:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return json.loads(data) if data else "restored"
+
+
+def thread_group_errors(image):
+    """The ways the RESTART calls of a process's threads fail to meet, each before the point
+    of no return (the module was loaded with group_timeout=GROUP_TIMEOUT)."""
+    copy = patched(image, image + ".copy", lambda data: None)
+    novdso = patched(image, image + ".novdso", without_vdso)
+    return {
+        "leader_in_a_thread": in_threads([(0, image)]),
+        "task_claimed_twice": in_threads([(1, image), (1, image)]),
+        "another_image": in_threads([(1, image)], (2, copy), idle=1),
+        "leader_refused": in_threads([(1, image), (2, image)], (0, image)),
+        "threads_missing": in_threads([], (0, novdso), idle=2),
+    }
 
 
 def through_fuse(manifest, restore_image=None, tree_image=None, threads_image=None):
@@ -470,6 +539,7 @@ def fuse_restore(mnt, image, name="prog.img"):
 
 
 NOBODY = 65534
+GROUP_TIMEOUT = 5     # seconds (module parameter): the threads' rendezvous gives up
 KCK_DIR = "/tmp/crfs-kck"     # world-readable: the unprivileged restart maps files here
 
 
@@ -779,7 +849,8 @@ def main(module, manifest_path, results_path):
     steps = results["steps"]
     t0 = time.monotonic()
 
-    load = subprocess.run(["insmod", module], capture_output=True, text=True)
+    load = subprocess.run(["insmod", module, f"group_timeout={GROUP_TIMEOUT}"],
+                          capture_output=True, text=True)
     steps["insmod"] = {"rc": load.returncode, "stderr": load.stderr}
     for _ in range(50):
         if os.path.exists(kernel.DEVICE):
@@ -815,6 +886,9 @@ def main(module, manifest_path, results_path):
         steps["tree"] = restore_tree(manifest["restore"])
         progress("threads", t0)
         steps["threads"] = restore_threads(manifest["restore"])
+        progress("thread_group_errors", t0)
+        if os.path.exists(steps["threads"]["image"]):
+            steps["thread_group_errors"] = thread_group_errors(steps["threads"]["image"])
         steps["t_restore"] = round(time.monotonic() - t0, 2)
         os.environ["CRFS_RESTARTER"] = manifest["restore"]["restarter"]
         progress("fuse", t0)

@@ -712,6 +712,30 @@ def test_refused_thread_fails_the_whole_process(guest):
     assert refused["survivors"] == [], refused
 
 
+def test_thread_calls_that_do_not_meet_are_refused(guest):
+    """Threads of one process that do not all come, or come wrong, are refused before the
+    point of no return: the leader's task from a thread; one task claimed twice; a thread
+    with another image file; the leader refused (its threads get ECANCELED); the leader
+    alone (its threads never call: ETIMEDOUT after the group_timeout parameter)."""
+    errors = _report(guest)["steps"]["thread_group_errors"]
+    [leader] = errors["leader_in_a_thread"][:1]
+    assert leader["errno"] == "EBUSY" and "the caller's main thread" in leader["msg"], leader
+    twice = sorted(errors["task_claimed_twice"][:2], key=lambda r: r["errno"])
+    assert [r["errno"] for r in twice] == ["EBUSY", "ETIMEDOUT"], twice
+    assert "restored by another thread" in twice[0]["msg"]
+    assert "did not all call RESTART" in twice[1]["msg"]
+    thread, other = errors["another_image"]
+    assert thread["errno"] == "ETIMEDOUT", thread
+    assert other["errno"] == "EINVAL" and "another image" in other["msg"], other
+    *threads, leader = errors["leader_refused"]
+    assert leader["errno"] == "EOPNOTSUPP" and "image vdso at 0x" in leader["msg"], leader
+    for thread in threads:
+        assert thread["errno"] == "ECANCELED" and "another thread failed" in thread["msg"]
+    [alone] = errors["threads_missing"]
+    assert alone["errno"] == "ETIMEDOUT", alone
+    assert "did not all call RESTART" in alone["msg"]
+
+
 # --------------------------------------------------------------------------- checkpoint
 
 

@@ -169,14 +169,16 @@ def available(path=DEVICE):
 class Outcome:
     """What the restarter reported: errno 0 for success, else why it failed.
 
-    On success `pid` is the restored process (the restarter's pid) and `process` its
-    subprocess.Popen: the caller must wait() for it."""
+    On success `pid` is the restored process and `process` the restarter's
+    subprocess.Popen, which the caller must wait() for: the restored root task itself
+    (stage "restart"), or, when it was given its image pid (stage "restored"), its parent,
+    which ends as it ends."""
     errno: int
     reason: str = ""
     offset: object = None     # file offset of the offending record, or None
     record_type: int = 0
-    stage: str = "restart"    # "restarter", "open-device", "version", "open-image", "vdso"
-    #                           or "restart"
+    stage: str = "restart"    # "restarter", "open-device", "version", "open-image", "vdso",
+    #                           "restart" or "restored"
     pid: int = 0
     process: object = field(default=None, compare=False, repr=False)
 
@@ -243,13 +245,17 @@ def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=No
         # EOF without a report: the kernel closed the pipe, the restore went through
         # (a failure after the point of no return kills the process: see its status)
         return Outcome(0, pid=proc.pid, process=proc)
-    proc.wait()
     if len(data) < _RESULT.size:
+        proc.wait()
         return Outcome(errno.EIO, "the restarter died without an answer")
     code, offset, record_type, stage, reason = _RESULT.unpack(data)
-    return Outcome(code, reason.rstrip(b"\0").decode("utf-8", "replace"),
-                   None if offset == NO_OFFSET else offset, record_type,
-                   stage.rstrip(b"\0").decode())
+    reason = reason.rstrip(b"\0").decode("utf-8", "replace")
+    stage = stage.rstrip(b"\0").decode()
+    if code == 0 and stage == "restored" and reason.startswith("pid "):
+        # restored with the image's pid, in a child of the restarter, which relays it
+        return Outcome(0, pid=int(reason[4:]), process=proc, stage=stage)
+    proc.wait()
+    return Outcome(code, reason, None if offset == NO_OFFSET else offset, record_type, stage)
 
 
 def describe_exit(returncode):

@@ -2,7 +2,7 @@
 /*
  * crfs-restart: become the process of a checkpoint image, through /dev/crfs.
  *
- *   crfs-restart [-d DEVICE] [-r FD] IMAGE
+ *   crfs-restart [-d DEVICE] [-r FD] [-N] IMAGE
  *
  * Built static by `make -C kmod` (no dynamic loader, few mappings). It:
  *   1. turns address-space randomization off (personality ADDR_NO_RANDOMIZE) and
@@ -13,10 +13,17 @@
  *   3. opens DEVICE (/dev/crfs), checks CRFS_IOC_VERSION, and calls CRFS_IOC_RESTART.
  *
  * On success the ioctl does not come back here: this process is the restored program,
- * with the same pid, stdin, stdout and stderr; every other fd (the image, the device, FD)
- * is closed by the kernel. On failure it prints one line on stderr and, with -r, writes a
+ * with the same stdin, stdout and stderr; every other fd (the image, the device, FD) is
+ * closed by the kernel. On failure it prints one line on stderr and, with -r, writes a
  * 128-byte report on FD (errno, err_offset, err_type, stage[16], reason[96];
  * little-endian, as crfs/kernel.py reads it), then exits with status 1.
+ *
+ * Pids: when the kernel lets it (clone3() with set_tid needs CAP_CHECKPOINT_RESTORE over
+ * the pid namespace, and the pid must be free), every process and thread gets its pid
+ * from the image, as CRIU does: the root task runs in a child created with its pid, and
+ * this process stays as its parent, relaying its report (on success a report with errno
+ * 0, stage "restored" and reason "pid N"), then its exit status. Otherwise, or with -N,
+ * the restored tasks have new pids and this process is the root task itself.
  *
  * An image of several processes (TREE) is restarted as a tree: before step 2 each process
  * forks the children its task has in the image (DFS order, so parents first), each child
@@ -45,7 +52,11 @@
 #include <sys/mman.h>
 #include <signal.h>
 #include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include "crfs_ioctl.h"
@@ -68,15 +79,31 @@ struct report {
 	char reason[96];
 } __attribute__((packed));
 
+/* struct clone_args of clone3(2), up to set_tid_size (CLONE_ARGS_SIZE_VER1) */
+struct clone3_args {
+	uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+	uint64_t set_tid, set_tid_size;
+};
+
+#define THREAD_FLAGS	(CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | \
+			 CLONE_SYSVSEM)
+#define THREAD_STACK	(64 * 1024)
+
 static int report_fd = -1;
+static int image_pids = 1;		/* try to give the tasks their pids (not -N) */
+static struct pids pids[MAX_TASKS];	/* the image's TREE */
 static int nr_tasks = 1;		/* in the image */
 static int nr_procs = 1;		/* > 1: a tree of processes is restarted */
 static int leader_of[MAX_TASKS];	/* the index of each task's thread group leader */
 static int parent_of[MAX_TASKS];	/* leaders: the index of their parent's leader */
 static __thread unsigned int task_index;	/* the task this thread restores */
 
-static void fail(const char *stage, int err, const char *reason, uint64_t offset,
-		 uint32_t type)
+/*
+ * Report a failure of task @index and end (the whole tree if there is one). Threads
+ * started by thread_as() share the main thread's TLS: nothing here depends on it.
+ */
+static void fail_task(unsigned int index, const char *stage, int err, const char *reason,
+		      uint64_t offset, uint32_t type)
 {
 	struct report r = { .err = err, .offset = offset, .type = type };
 
@@ -84,7 +111,7 @@ static void fail(const char *stage, int err, const char *reason, uint64_t offset
 		sleep(10);	/* the call that failed first reports, and kills us */
 	strncpy(r.stage, stage, sizeof(r.stage) - 1);
 	if (nr_tasks > 1)
-		snprintf(r.reason, sizeof(r.reason), "task %u: %s", task_index,
+		snprintf(r.reason, sizeof(r.reason), "task %u: %s", index,
 			 reason ? reason : "");
 	else
 		strncpy(r.reason, reason ? reason : "", sizeof(r.reason) - 1);
@@ -94,7 +121,13 @@ static void fail(const char *stage, int err, const char *reason, uint64_t offset
 		perror("crfs-restart: report");
 	if (nr_procs > 1)
 		kill(0, SIGKILL);	/* the whole tree, this process included */
-	exit(1);		/* every thread of the process */
+	_exit(1);		/* every thread of the process */
+}
+
+static void fail(const char *stage, int err, const char *reason, uint64_t offset,
+		 uint32_t type)
+{
+	fail_task(task_index, stage, err, reason, offset, type);
 }
 
 /*
@@ -122,13 +155,12 @@ static uint64_t image_vdso(int fd, unsigned int index)
 }
 
 /*
- * Read the image's TREE into nr_tasks, nr_procs, leader_of[] and parent_of[]. Anything odd
- * (a short record, a thread without its leader) leaves nr_tasks at 1: the kernel then
- * judges the image for task 0.
+ * Read the image's TREE into pids[], nr_tasks, nr_procs, leader_of[] and parent_of[].
+ * Anything odd (a short record, a thread without its leader) leaves nr_tasks at 1 and
+ * no pid to restore: the kernel then judges the image for task 0.
  */
-static void read_tree(int fd)
+static int parse_tree(int fd)
 {
-	static struct pids pids[MAX_TASKS];
 	uint32_t hdr[2];
 	int nr;
 	off_t pos = 0;
@@ -139,23 +171,23 @@ static void read_tree(int fd)
 	       hdr[0] != HDR_TREE)
 		pos += hdr[1];
 	if (hdr[0] != HDR_TREE || pread(fd, &nr, sizeof(nr), pos + 8) != sizeof(nr) ||
-	    nr <= 1 || nr > MAX_TASKS)
-		return;
+	    nr < 1 || nr > MAX_TASKS)
+		return 0;
 	pos += hdr[1];
 	if (pread(fd, hdr, sizeof(hdr), pos) != sizeof(hdr) || hdr[0] != HDR_BUFFER ||
 	    hdr[1] != 8 + nr * sizeof(pids[0]) ||
 	    pread(fd, pids, nr * sizeof(pids[0]), pos + 8) != (ssize_t)(nr * sizeof(pids[0])))
-		return;
+		return 0;
 	for (i = 0; i < nr; i++) {
 		for (j = 0; j < nr && (pids[j].vpid != pids[i].vtgid ||
 				       pids[j].vtgid != pids[j].vpid); j++)
 			;
 		if (j == nr)
-			return;
+			return 0;
 		leader_of[i] = j;
 	}
 	if (leader_of[0] != 0)
-		return;
+		return 0;
 	for (i = 1; i < nr; i++) {
 		if (leader_of[i] != i)
 			continue;
@@ -173,7 +205,187 @@ static void read_tree(int fd)
 		parent_of[i] = j;
 	}
 	nr_tasks = nr;
+	return 1;
 }
+
+/* parse_tree(), or nothing of the TREE */
+static void read_tree(int fd)
+{
+	if (!parse_tree(fd)) {
+		memset(pids, 0, sizeof(pids));
+		nr_procs = 1;
+	}
+}
+
+/* ---------------------------------------------------------------- image pids */
+
+/* clone3() with set_tid = @pid: only errors that say "not this pid" allow a plain fork */
+static int pid_refused(long err)
+{
+	return err == -EPERM || err == -EEXIST || err == -EINVAL || err == -ENOSYS ||
+	       err == -E2BIG;
+}
+
+/*
+ * fork(), the child getting pid @want when the kernel lets us; otherwise a new pid.
+ * The raw clone3() leaves glibc's cached tid of the child stale: crfs-restart does not
+ * use it (no raise(), no pthread_kill()).
+ */
+static pid_t fork_as(pid_t want)
+{
+	struct clone3_args a = {
+		.exit_signal = SIGCHLD,
+		.set_tid = (uintptr_t)&want,
+		.set_tid_size = 1,
+	};
+	long pid;
+
+	if (!image_pids || want <= 0)
+		return fork();
+	pid = syscall(SYS_clone3, &a, sizeof(a));
+	if (pid < 0 && pid_refused(-errno))
+		return fork();
+	return pid;
+}
+
+/*
+ * A thread with tid *@tid running @fn(@arg) on @stack: the raw clone3() returns twice,
+ * and the new thread must not return into this function's frame, so both paths are in
+ * the asm. The thread has no TLS of its own (it shares the main thread's fs base). @fn
+ * returns only on a failure, which ends the process. The tid, or -errno.
+ */
+static long thread_as(pid_t *tid, void *stack, size_t size, void (*fn)(void *), void *arg)
+{
+	struct clone3_args a = {
+		.flags = THREAD_FLAGS,
+		.stack = (uintptr_t)stack,
+		.stack_size = size,
+		.set_tid = (uintptr_t)tid,
+		.set_tid_size = 1,
+	};
+	register void (*entry)(void *) __asm__("r12") = fn;
+	register void *data __asm__("r13") = arg;
+	long ret;
+
+	__asm__ volatile("syscall\n\t"
+			 "test %%rax, %%rax\n\t"
+			 "jnz 1f\n\t"
+			 "xor %%ebp, %%ebp\n\t"
+			 "mov %%r13, %%rdi\n\t"
+			 "call *%%r12\n\t"
+			 "mov $231, %%eax\n\t"	/* exit_group(1) */
+			 "mov $1, %%edi\n\t"
+			 "syscall\n"
+			 "1:"
+			 : "=a"(ret)
+			 : "0"((long)SYS_clone3), "D"(&a), "S"(sizeof(a)), "r"(entry),
+			   "r"(data)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+
+/* ioctl() without errno: thread_as() threads have no errno of their own */
+static long raw_ioctl(int fd, unsigned long request, void *arg)
+{
+	long ret;
+
+	__asm__ volatile("syscall"
+			 : "=a"(ret)
+			 : "0"((long)SYS_ioctl), "D"((long)fd), "S"(request), "d"(arg)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+
+static int read_full(int fd, void *buf, size_t len)
+{
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < len) {
+		n = read(fd, (char *)buf + got, len - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		got += n;
+	}
+	return got;
+}
+
+/*
+ * The parent of a root task restored with its image pid: pass its report on (or, at EOF,
+ * the news that the restore went through, with the pid), then end as it ends.
+ */
+static void relay(pid_t root, int from)
+{
+	struct report r;
+	int status = 0;
+	pid_t got;
+
+	prctl(PR_SET_DUMPABLE, 0);	/* no core of ours if we die of its signal */
+	if (read_full(from, &r, sizeof(r)) == sizeof(r)) {
+		if (report_fd >= 0 && write(report_fd, &r, sizeof(r)) != sizeof(r))
+			perror("crfs-restart: report");
+	} else if (report_fd >= 0) {
+		memset(&r, 0, sizeof(r));
+		r.offset = UINT64_MAX;
+		strcpy(r.stage, "restored");
+		snprintf(r.reason, sizeof(r.reason), "pid %d", (int)root);
+		if (write(report_fd, &r, sizeof(r)) != sizeof(r))
+			perror("crfs-restart: report");
+	}
+	if (report_fd >= 0)
+		close(report_fd);
+	close(from);
+	while ((got = waitpid(root, &status, 0)) < 0 && errno == EINTR)
+		;
+	if (got == root && WIFSIGNALED(status)) {
+		signal(WTERMSIG(status), SIG_DFL);
+		kill(getpid(), WTERMSIG(status));
+	}
+	_exit(got == root && WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+}
+
+/*
+ * Give the root task its image pid: a child created with it goes on restoring (it dies
+ * with us), and this process becomes its relay(), without @dev and @image (so that
+ * nothing of ours holds the module). Nothing changes when the kernel does not allow the
+ * pid.
+ */
+static void root_with_image_pid(int dev, int image)
+{
+	pid_t want = pids[0].vpid, parent = getpid();
+	struct clone3_args a = {
+		.exit_signal = SIGCHLD,
+		.set_tid = (uintptr_t)&want,
+		.set_tid_size = 1,
+	};
+	int link[2];
+	long pid;
+
+	if (!image_pids || want <= 0 || want == parent || pipe2(link, O_CLOEXEC))
+		return;
+	pid = syscall(SYS_clone3, &a, sizeof(a));
+	if (pid < 0) {
+		close(link[0]);
+		close(link[1]);
+		return;
+	}
+	if (pid > 0) {
+		close(link[1]);
+		close(dev);
+		close(image);
+		relay(pid, link[0]);
+	}
+	close(link[0]);
+	if (report_fd >= 0)
+		close(report_fd);
+	report_fd = link[1];
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent)
+		_exit(1);
+}
+
+/* ---------------------------------------------------------------- tree */
 
 /*
  * Fork the processes of the tree: each one forks the children of its task, in image
@@ -189,7 +401,7 @@ again:
 	for (k = task_index + 1; k < (unsigned int)nr_tasks; k++) {
 		if (leader_of[k] != (int)k || parent_of[k] != (int)task_index)
 			continue;
-		pid = fork();
+		pid = fork_as(pids[k].vpid);
 		if (pid < 0)
 			fail("fork", errno, "cannot fork a task of the tree", UINT64_MAX, 0);
 		if (pid == 0) {
@@ -323,9 +535,15 @@ struct restart {
 /* RESTART of one task; only a failure returns. */
 static void restart(struct restart *r)
 {
-	task_index = r->args.task_index;
-	ioctl(r->dev, CRFS_IOC_RESTART, &r->args);
-	fail("restart", errno, r->args.err_msg, r->args.err_offset, r->args.err_type);
+	long ret = raw_ioctl(r->dev, CRFS_IOC_RESTART, &r->args);
+
+	fail_task(r->args.task_index, "restart", ret < 0 ? -ret : EIO, r->args.err_msg,
+		  r->args.err_offset, r->args.err_type);
+}
+
+static void restart_raw(void *r)
+{
+	restart(r);
 }
 
 static void *restart_thread(void *r)
@@ -334,11 +552,16 @@ static void *restart_thread(void *r)
 	return NULL;
 }
 
-/* One thread per other task of this process, each restoring its own. */
+/*
+ * One thread per other task of this process, each restoring its own: with its image tid
+ * when the kernel lets us, else a pthread.
+ */
 static void start_threads(int dev, int fd)
 {
 	static struct restart threads[MAX_TASKS];
 	pthread_t t;
+	void *stack;
+	long tid;
 	int k, err;
 
 	for (k = 0; k < nr_tasks; k++) {
@@ -347,6 +570,21 @@ static void start_threads(int dev, int fd)
 		threads[k].dev = dev;
 		threads[k].args.fd = fd;
 		threads[k].args.task_index = k;
+		tid = -EPERM;
+		if (image_pids) {
+			stack = mmap(NULL, THREAD_STACK, PROT_READ | PROT_WRITE,
+				     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+			if (stack == MAP_FAILED)
+				fail("threads", errno, "no stack for a thread", UINT64_MAX, 0);
+			tid = thread_as(&pids[k].vpid, stack, THREAD_STACK, restart_raw,
+					&threads[k]);
+			if (tid < 0)
+				munmap(stack, THREAD_STACK);
+			if (tid < 0 && !pid_refused(tid))
+				fail("threads", -tid, "cannot start a thread", UINT64_MAX, 0);
+		}
+		if (tid >= 0)
+			continue;
 		err = pthread_create(&t, NULL, restart_thread, &threads[k]);
 		if (err)
 			fail("threads", err, "cannot start a thread", UINT64_MAX, 0);
@@ -360,11 +598,13 @@ int main(int argc, char **argv)
 	int opt, dev, fd, persona;
 	int ready[2] = { -1, -1 }, go[2] = { -1, -1 };
 
-	while ((opt = getopt(argc, argv, "d:r:")) != -1) {
+	while ((opt = getopt(argc, argv, "d:r:N")) != -1) {
 		if (opt == 'd')
 			device = optarg;
 		else if (opt == 'r')
 			report_fd = atoi(optarg);
+		else if (opt == 'N')
+			image_pids = 0;
 		else
 			goto usage;
 	}
@@ -388,6 +628,7 @@ int main(int argc, char **argv)
 	if (fd < 0)
 		fail("open-image", errno, argv[optind], UINT64_MAX, 0);
 	read_tree(fd);
+	root_with_image_pid(dev, fd);
 	if (nr_procs > 1) {
 		setpgid(0, 0);	/* a failure kills the group: ours alone */
 		if (pipe2(ready, O_CLOEXEC) || pipe2(go, O_CLOEXEC))
@@ -404,6 +645,6 @@ int main(int argc, char **argv)
 	start_threads(dev, fd);
 	restart(&self);
 usage:
-	fprintf(stderr, "usage: crfs-restart [-d DEVICE] [-r FD] IMAGE\n");
+	fprintf(stderr, "usage: crfs-restart [-d DEVICE] [-r FD] [-N] IMAGE\n");
 	return 2;
 }

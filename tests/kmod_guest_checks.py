@@ -209,7 +209,7 @@ def restart_direct(image, out_path, restarter, wait=True):
         child = kernel.restart_in_child(image, restarter=restarter, stdout=out, timeout=120)
         latency = time.monotonic() - t0
     result = {"errno": name(child.errno), "msg": child.reason, "stage": child.stage,
-              "latency": round(latency, 3)}
+              "latency": round(latency, 3), "pid": child.pid}
     if child.errno == 0:
         try:
             child.process.wait(timeout=120 if wait else 10)
@@ -372,7 +372,7 @@ def restart_threads(image, out_path, restarter):
         try:
             child.process.wait(timeout=120)
         except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
+            os.killpg(child.process.pid, signal.SIGKILL)
             child.process.wait()
         result["exit"] = kernel.describe_exit(child.process.returncode)
     result["after"] = tree_lines(out_path)
@@ -516,6 +516,13 @@ def through_fuse(manifest, restore_image=None, tree_image=None, threads_image=No
 def fuse_restore(mnt, image, name="prog.img"):
     """cp a real checkpoint into restart/: close(2) succeeds, the program runs on, its
     status and log are readable while the daemon keeps serving."""
+    try:
+        return _fuse_restore(mnt, image, name)
+    except OSError as exc:     # reported, so that the daemon's log is kept too
+        return {"rc": None, "error": repr(exc), "first_status": "", "status": "", "log": []}
+
+
+def _fuse_restore(mnt, image, name):
     target = os.path.join(mnt, "restart", name)
     t0 = time.monotonic()
     cp = subprocess.run(["cp", image, target], capture_output=True, text=True, timeout=120)
@@ -538,6 +545,7 @@ def fuse_restore(mnt, image, name="prog.img"):
 # --------------------------------------------------------------------------- checkpoint
 
 
+TARGETS = ("restore_target", "tree_target", "threads_target", "crfs-restart")
 NOBODY = 65534
 GROUP_TIMEOUT = 5     # seconds (module parameter): the threads' rendezvous gives up
 KCK_DIR = "/tmp/crfs-kck"     # world-readable: the unprivileged restart maps files here
@@ -646,6 +654,10 @@ def kernel_checkpoint_restart(manifest):
         py_image = os.path.join(KCK_DIR, "ptrace.img")
         checkpoint(proc.pid, py_image, after="stop", via="ptrace")
         out["same_as_python"] = same_as_python(image, py_image)
+        with open(os.path.join(KCK_DIR, "kernel.out")) as f:
+            out["ticks_at_checkpoint"] = f.read().count("\n")
+        out["pid_taken"] = restart_direct(image, os.path.join(KCK_DIR, "taken.out"),
+                                          manifest["restarter"])
     proc.kill()
     proc.wait(timeout=60)
     with open(os.path.join(KCK_DIR, "kernel.out")) as f:
@@ -901,6 +913,11 @@ def main(module, manifest_path, results_path):
         progress("checkpoint_refusals", t0)
         steps["checkpoint_refusals"] = checkpoint_refusals(manifest["restore"], image)
         steps["t_checkpoint_refusals"] = round(time.monotonic() - t0, 2)
+    # a restored program that never ended would keep the module busy
+    steps["stragglers"] = leftover(TARGETS)
+    for row in steps["stragglers"]:
+        os.kill(int(row.split()[0]), signal.SIGKILL)
+    time.sleep(0.5 if steps["stragglers"] else 0)
     unload = subprocess.run(["rmmod", "crfs"], capture_output=True, text=True)
     steps["rmmod"] = {"rc": unload.returncode, "stderr": unload.stderr,
                       "device_gone": not os.path.exists(kernel.DEVICE)}

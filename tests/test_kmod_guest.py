@@ -505,14 +505,15 @@ def _ticks(lines):
     return out
 
 
-def _continues(before, after, exit_state):
+def _continues(before, after, exit_state, same_pid=True):
     """The restored output starts at the tick after the last one before the checkpoint,
-    counts without a gap up to the limit, in another pid, and the vDSO clock goes on."""
+    counts without a gap up to the limit, in one pid (the image's, when `same_pid`: the
+    restarter runs as root and the pid is free), and the vDSO clock goes on."""
     first, last = _ticks(before), _ticks(after)
     assert last, "no output after the restore"
     assert last[0][0] == first[-1][0] + 1, (first[-1], last[0])
     assert [t for t, _, _ in last] == list(range(last[0][0], RESTORE_LIMIT + 1))
-    assert last[0][1] != first[-1][1] and len({p for _, p, _ in last}) == 1
+    assert (last[0][1] == first[-1][1]) == same_pid and len({p for _, p, _ in last}) == 1
     assert all(b[2] > a[2] for a, b in zip(first[-1:] + last, last))
     assert exit_state == "exited 3"
 
@@ -526,7 +527,7 @@ def test_restore_continues_a_real_program(guest, label):
     assert run["checkpoint"]["rc"] == 0, run["checkpoint"]
     assert run["checkpoint"]["returncode"] == -9     # --kill
     restart = run["restart"]
-    assert (restart["errno"], restart["stage"]) == (0, "restart"), restart
+    assert (restart["errno"], restart["stage"]) == (0, "restored"), restart
     _continues(run["checkpoint"]["before"], restart["after"], restart["exit"])
 
 
@@ -587,20 +588,20 @@ def _counts(lines, who):
 
 def test_restore_continues_a_process_tree(guest):
     """tree_target (a parent and its forked child) under setarch -R, `crfs checkpoint --tree
-    --kill`, then crfs-restart: both count on from where they were, in new pids, the child
+    --kill`, then crfs-restart: both count on from where they were, with their pids, the child
     under the restored parent (its getppid() and /proc PPid), and the parent reaps it."""
     run = _report(guest)["steps"]["tree"]
     ck = run["checkpoint"]
     assert ck["rc"] == 0 and ck["returncode"] == -9, ck
     restart = run["restart"]
-    assert (restart["errno"], restart["stage"]) == (0, "restart"), restart
+    assert (restart["errno"], restart["stage"]) == (0, "restored"), restart
     assert restart["exit"] == "exited 3", restart
     before, after = ck["before"], restart["after"]
     for who in ("parent", "child"):
         first, last = _counts(before, who), _counts(after, who)
         assert first and last, who
         assert [t for t, _, _ in last] == list(range(first[-1][0] + 1, RESTORE_LIMIT + 1)), who
-        assert len({p for _, p, _ in last}) == 1 and last[0][1] != first[-1][1], who
+        assert len({p for _, p, _ in last}) == 1 and last[0][1] == first[-1][1], who
     parent = _counts(after, "parent")[0][1]
     child = _counts(after, "child")[0][1]
     assert parent == restart["root"]
@@ -656,14 +657,15 @@ def _thread_counts(lines, who):
 
 def _threads_continue(before, after):
     """Each thread of threads_target counts on from its last tick to the limit, all in one
-    new process, each in its own new thread; then the main thread joins both workers."""
+    process, each in its own thread, with the image's pid and tids; then the main thread
+    joins both workers."""
     pids, tids = set(), set()
     for who in THREADS:
         first, last = _thread_counts(before, who), _thread_counts(after, who)
         assert first and last, (who, after[-5:])
         assert [t for t, _, _ in last] == list(range(first[-1][0] + 1, RESTORE_LIMIT + 1)), who
         assert len({p for _, p, _ in last}) == 1 and len({t for _, _, t in last}) == 1, who
-        assert last[0][2] != first[-1][2], who
+        assert last[0][1:] == first[-1][1:], who     # the image's pid and tid
         pids.add(last[0][1])
         tids.add(last[0][2])
     assert len(pids) == 1 and len(tids) == len(THREADS)
@@ -678,10 +680,10 @@ def test_restore_continues_a_multithreaded_process(guest):
     kernel clears each restored thread's clear_child_tid) and it exits at its limit."""
     run = _report(guest)["steps"]["threads"]
     ck = run["checkpoint"]
-    assert ck["rc"] == 0 and ck["returncode"] == -9, ck
+    assert ck["rc"] == 0 and ck["returncode"] == -9, ck["stderr"]
     assert ck["proc"]["threads"] == 3, ck["proc"]
     restart = run["restart"]
-    assert (restart["errno"], restart["stage"]) == (0, "restart"), restart
+    assert (restart["errno"], restart["stage"]) == (0, "restored"), restart
     pid = _threads_continue(ck["before"], restart["after"])
     assert pid == restart["pid"]
     assert restart["proc"]["threads"] == 3 and restart["proc"]["tids"][0] == pid, restart
@@ -755,8 +757,18 @@ def test_module_checkpoint_is_read_by_crfs_and_restarts(guest):
     assert compare["kinds"].get("file", 0) >= 1, compare
     assert compare["kinds"].get("shm-anon", 0) == 1, compare
     restart = run["restart"]
-    assert (restart["errno"], restart["stage"]) == (0, "restart"), restart
+    assert (restart["errno"], restart["stage"]) == (0, "restored"), restart
     _continues(run["before"], restart["after"], restart["exit"])
+
+
+def test_restart_while_the_pid_is_taken_gets_a_new_pid(guest):
+    """The module's image restarted while the checkpointed process still exists (stopped):
+    its pid is taken, so the restarter falls back to a new one; the program runs on."""
+    run = _report(guest)["steps"]["kernel_checkpoint"]
+    taken = run["pid_taken"]
+    assert (taken["errno"], taken["stage"]) == (0, "restart"), taken
+    _continues(run["before"][:run["ticks_at_checkpoint"]], taken["after"], taken["exit"],
+               same_pid=False)
 
 
 def test_module_checkpoint_matches_the_userspace_writer(guest):
@@ -823,6 +835,11 @@ def test_no_kmemleak_reports_for_crfs(guest):
     if not leak["available"]:
         pytest.skip("the guest kernel has no kmemleak (Debian: CONFIG_DEBUG_KMEMLEAK off)")
     assert leak["crfs"] == [], leak
+
+
+def test_no_restored_program_is_left_running(guest):
+    """Every program the guest run restored has ended by itself (none hangs)."""
+    assert _report(guest)["steps"]["stragglers"] == []
 
 
 def test_module_unloads_and_dmesg_is_clean(guest):

@@ -155,7 +155,8 @@ class RestartBox(Dir):
         with open(log_path, "wb") as output:
             outcome = kernel.restart_in_child(upload.path, kernel.DEVICE, stdout=output)
         if outcome.errno == 0:
-            threading.Thread(target=self._wait, args=(upload.name, outcome.process, log_path),
+            threading.Thread(target=self._wait,
+                             args=(upload.name, outcome.pid, outcome.process, log_path),
                              name=f"restart-{outcome.pid}", daemon=True).start()
         return _kernel_outcome(upload.name, outcome)
 
@@ -173,14 +174,15 @@ class RestartBox(Dir):
                 pass
         return path
 
-    def _wait(self, name, process, log_path):
-        """Thread: wait for a restored program and record how it ended."""
+    def _wait(self, name, pid, process, log_path):
+        """Thread: wait for restored program `pid` (through `process`, the restarter, which
+        ends as it ends) and record how it ended."""
         process.wait()
         state = kernel.describe_exit(process.returncode)
-        log.info("restart/%s: pid %d %s", name, process.pid, state)
+        log.info("restart/%s: pid %d %s", name, pid, state)
         with self._lock:
             if self.logs.get(name) == log_path:    # not restarted again meanwhile
-                self.statuses[name] = _status(name, state, pid=process.pid)
+                self.statuses[name] = _status(name, state, pid=pid)
 
 
 def _kernel_outcome(name, outcome):

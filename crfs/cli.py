@@ -132,7 +132,7 @@ def _add_checkpoint_parser(sub):
                         "cr: linux-cr cr_hdr v4, one task; cpt: OpenVZ x86_64, no threads")
     p.add_argument("--via", choices=("auto", "kernel", "ptrace"), default="auto",
                    help="who writes the image: kernel = the crfs module (/dev/crfs, root; "
-                        "one single-threaded process, ckpt only), ptrace = crfs itself, "
+                        "64-bit processes, threads and trees, ckpt only), ptrace = crfs itself, "
                         "auto (default) = the module when it can, else crfs")
     p.set_defaults(func=cmd_checkpoint, image=None)
 

@@ -9,6 +9,7 @@ needs the standard library, so that it is cheap to import in the test guest.
         dev.check(image_fd)          # validate only; KernelError when the image is rejected
         dev.restart(image_fd)        # validate and restore into THIS process
         dev.checkpoint(pid, out_fd)  # write an image of a process this thread ptrace-stopped
+        dev.checkpoint(pid, out_fd, tree=True)   # ... of it and all its descendants
 
 restart_in_child(path) runs the restart in a new process (kmod/crfs-restart, a small static
 C program), because a successful restore replaces the address space of the process that
@@ -32,6 +33,7 @@ DEVICE = "/dev/crfs"
 CRFS_IOC_MAGIC = 0xC3
 CRFS_ABI_VERSION = 1
 CRFS_ERRMSG_LEN = 96
+CHECKPOINT_TREE = 0x1       # CRFS_CHECKPOINT_TREE, crfs_checkpoint_args.flags
 
 # <asm-generic/ioctl.h> (x86)
 _IOC_NRSHIFT, _IOC_TYPESHIFT, _IOC_SIZESHIFT, _IOC_DIRSHIFT = 0, 8, 16, 30
@@ -145,16 +147,18 @@ class Device:
 
     def restart(self, image_fd, task_index=0):
         """CRFS_IOC_RESTART: validate, then restore task `task_index` (an index into the
-        image's TREE) into this process (which must be single-threaded and have its vdso
-        where the image has that task's): only a failure returns."""
+        image's TREE) into the calling thread (one thread of the process per task of the
+        image's process, the leader's task in the main thread; its vdso where the image
+        has it): only a failure returns."""
         return self._image_call(CRFS_IOC_RESTART, image_fd, task_index)
 
-    def checkpoint(self, pid, out_fd):
-        """CRFS_IOC_CHECKPOINT: write an image of process `pid` at the position of `out_fd`
-        (a regular file open for writing). The calling thread must be the ptracer of `pid`
-        and `pid` in a ptrace stop. Returns the bytes written; KernelError on failure
-        (ENOTTY: a module without CHECKPOINT)."""
-        args = CheckpointArgs(pid=pid, fd=out_fd)
+    def checkpoint(self, pid, out_fd, tree=False):
+        """CRFS_IOC_CHECKPOINT: write an image of process `pid` (every thread of it) and,
+        with `tree`, of all its descendants at the position of `out_fd` (a regular file
+        open for writing). The calling thread must be the ptracer of every one of those
+        threads and each in a ptrace stop. Returns the bytes written; KernelError on
+        failure (ENOTTY: a module without CHECKPOINT)."""
+        args = CheckpointArgs(pid=pid, fd=out_fd, flags=CHECKPOINT_TREE if tree else 0)
         ret = _ioctl(self.fd, CRFS_IOC_CHECKPOINT, ctypes.addressof(args))
         if ret < 0:
             raise KernelError(-ret, args.err_msg.decode("utf-8", "replace"))

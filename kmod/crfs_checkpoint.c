@@ -1,21 +1,40 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * CRFS_IOC_CHECKPOINT: write a ckpt_hdr x86_64 image of a process the caller has stopped.
+ * CRFS_IOC_CHECKPOINT: write a ckpt_hdr x86_64 image of processes the caller has stopped.
  *
- * Mirkin's model: the process is checkpointed from outside while it is stopped. The
- * caller must be its ptracer and the process must sit in a ptrace stop, so the checks of
- * PTRACE_ATTACH (ptrace_may_access, LSMs) have been passed already, and nothing runs in the
- * process while it is read. A SIGKILL may still wake it: its mm and task_struct stay pinned
- * by our references, so that only makes the image inconsistent, never unsafe.
+ * Mirkin's model: the processes are checkpointed from outside while they are stopped. The
+ * caller must be the ptracer of every task written and each one must sit in a ptrace stop,
+ * so the checks of PTRACE_ATTACH (ptrace_may_access, LSMs) have been passed already, and
+ * nothing runs in them while they are read. A SIGKILL may still wake one: its mm and
+ * task_struct stay pinned by our references, so that only makes the image inconsistent,
+ * never unsafe.
+ *
+ * The tasks are those crfs/checkpoint/freezer.py stops, in its order: the process @pid
+ * and, with CRFS_CHECKPOINT_TREE, its descendants depth first (a process before its
+ * children, children by pid); each process is its leader, then its other threads by tid.
+ * Children are found as the freezer finds them in /proc: the processes whose real parent
+ * is a thread of the process, from a walk of the caller's pid namespace under RCU
+ * (tasklist_lock is not exported to modules, and ->children may not be walked without it).
+ * A process is found stopped before its children are looked for, so it cannot fork
+ * meanwhile. Zombies are left out, as the freezer leaves them out.
  *
  * The records are those of crfs/model/ckpt_dump.py, in its order:
- *   HEADER BUFFER*3 HEADER_ARCH TREE BUFFER{pids} TASK STRING{comm} THREAD CPU CPU_FPU
- *   OBJREF{MM} MM BUFFER{auxv} { [OBJREF{FILE} FILE FILE_NAME] VMA [CONTENTS] }*
- *   MM_CONTEXT MM_CONTEXT_LDT TASK_OBJS TAIL
- * Pages are chosen as the linux-cr writers chose them: present anonymous pages (not the
- * zero page), the written (anonymous) pages of private file mappings, and every page of
- * shared anonymous memory. They are read with get_user_pages_remote() in chunks of
- * CKPT_PGARR_BATCH and written with kernel_write(): memory use is bounded.
+ *   HEADER BUFFER*3 HEADER_ARCH TREE BUFFER{pids}
+ *   per task: TASK STRING{comm} THREAD CPU CPU_FPU
+ *             [OBJREF{MM} MM BUFFER{auxv} { [OBJREF{FILE} FILE FILE_NAME] VMA [CONTENTS] }*
+ *              MM_CONTEXT MM_CONTEXT_LDT]	(at the first task of each mm)
+ *             TASK_OBJS
+ *   TAIL
+ * Objrefs are numbered from 1 in first-use order: an mm, the files and shmem inodes of its
+ * VMAs, then the next process's mm... Pages are chosen as the linux-cr writers chose them:
+ * present anonymous pages (not the zero page), the written (anonymous) pages of private
+ * file mappings, and every page of shared anonymous memory. They are read with
+ * get_user_pages_remote() in chunks of CKPT_PGARR_BATCH and written with kernel_write():
+ * memory use is bounded.
+ *
+ * copy-in (the arguments) -> validate (every task found, stopped, 64-bit, with an mm of
+ * its own process, one FPU state size) -> act (write). A refusal met while writing (an
+ * LDT, a VMA) leaves part of an image in the file, as a write error does.
  */
 #include <linux/elf.h>
 #include <linux/file.h>
@@ -25,6 +44,7 @@
 #include <linux/mm.h>
 #include <linux/mmap_lock.h>
 #include <linux/pid.h>
+#include <linux/pid_namespace.h>
 #include <linux/ptrace.h>
 #include <linux/regset.h>
 #include <linux/sched/coredump.h>
@@ -32,6 +52,7 @@
 #include <linux/sched/signal.h>
 #include <linux/sched/task.h>
 #include <linux/slab.h>
+#include <linux/sort.h>
 #include <linux/timekeeping.h>
 #include <linux/uaccess.h>
 #include <linux/utsname.h>
@@ -50,14 +71,26 @@
 #define CRFS_TERMIOS_NCC	8
 #define CRFS_ROBUST_HEAD_LEN	24	/* sizeof(struct robust_list_head), 64-bit */
 
+/* A task of the image. */
+struct ck_task {
+	struct task_struct *task;	/* a reference */
+	struct mm_struct *mm;		/* a reference, once the tasks are collected */
+	struct ckpt_pids pids;		/* as found, in the caller's pid namespace */
+};
+
 /* A checkpoint being written. */
 struct crfs_ckpt {
 	struct file *file;
 	loff_t pos;
 	u64 written;
-	struct task_struct *task;
-	struct mm_struct *mm;
-	struct xarray objs;		/* struct file or inode pointer -> objref */
+	struct ck_task *tasks;		/* CRFS_MAX_TASKS of them; nr_tasks collected */
+	u32 nr_tasks;
+	struct task_struct **stack;	/* processes still to visit (references) */
+	u32 nr_stack;
+	struct task_struct *task;	/* the task being captured or written */
+	struct mm_struct *mm;		/* its mm */
+	pid_t vpid;			/* its pid, for the messages */
+	struct xarray objs;		/* mm, struct file or inode pointer -> objref */
 	s32 nr_objs;
 	struct ckpt_hdr_thread thread;
 	struct ckpt_hdr_cpu cpu;
@@ -144,8 +177,8 @@ static int ck_objref(struct crfs_ckpt *ck, u32 objtype, s32 objref)
 }
 
 /*
- * The objref of @key (a struct file or inode): > 0 when it was met before, else a new
- * objref as -objref, to be defined by the caller.
+ * The objref of @key (an mm, a struct file or an inode): > 0 when it was met before, else
+ * a new objref as -objref, to be defined by the caller.
  */
 static int ck_object(struct crfs_ckpt *ck, void *key, s32 *objref)
 {
@@ -227,24 +260,19 @@ static int write_header(struct crfs_ckpt *ck)
 
 static int write_tree(struct crfs_ckpt *ck)
 {
-	struct task_struct *t = ck->task;
-	struct ckpt_hdr_tree tree = { .nr_tasks = 1 };
-	struct ckpt_pids pids = {
-		.vpid = task_pid_vnr(t),
-		.vtgid = task_tgid_vnr(t),
-		.vpgid = task_pgrp_vnr(t),
-		.vsid = task_session_vnr(t),
-	};
+	struct ckpt_hdr_tree tree = { .nr_tasks = ck->nr_tasks };
+	u32 i;
 	int ret;
 
-	rcu_read_lock();
-	pids.vppid = task_tgid_vnr(rcu_dereference(t->real_parent));
-	rcu_read_unlock();
 	ret = ck_record(ck, CKPT_HDR_TREE, &tree, sizeof(tree));
-	return ret ? ret : ck_blob(ck, CKPT_HDR_BUFFER, &pids, sizeof(pids));
+	if (!ret)
+		ret = ck_frame(ck, CKPT_HDR_BUFFER, ck->nr_tasks * sizeof(struct ckpt_pids));
+	for (i = 0; !ret && i < ck->nr_tasks; i++)
+		ret = ck_write(ck, &ck->tasks[i].pids, sizeof(struct ckpt_pids));
+	return ret;
 }
 
-static int write_task(struct crfs_ckpt *ck)
+static int write_task_header(struct crfs_ckpt *ck)
 {
 	struct task_struct *t = ck->task;
 	struct ckpt_hdr_task h = {
@@ -312,11 +340,12 @@ static int fill_segments(struct crfs_ckpt *ck, const struct user_regs_struct *r)
 	for (i = 0; i < ARRAY_SIZE(sel); i++) {
 		code = encode_segment(sel[i]);
 		if (code < 0)
-			return ck_fail(ck, -EOPNOTSUPP, "selector %#llx", sel[i]);
+			return ck_fail(ck, -EOPNOTSUPP, "pid %d: selector %#llx",
+				       ck->vpid, sel[i]);
 		*out[i] = code;
 	}
 	if (r->cs != __USER_CS)
-		return ck_fail(ck, -EOPNOTSUPP, "not a 64-bit task");
+		return ck_fail(ck, -EOPNOTSUPP, "pid %d: not a 64-bit task", ck->vpid);
 	return 0;
 }
 
@@ -331,9 +360,10 @@ static int capture_gprs(struct crfs_ckpt *ck, const struct user_regset_view *vie
 		return ck_fail(ck, -EOPNOTSUPP, "no NT_PRSTATUS regset");
 	ret = regset_get(ck->task, rs, sizeof(r), &r);
 	if (ret < 0)
-		return ck_fail(ck, ret, "cannot read the registers");
+		return ck_fail(ck, ret, "pid %d: cannot read the registers", ck->vpid);
 	if (ret != sizeof(r))
-		return ck_fail(ck, -EOPNOTSUPP, "registers of %d bytes", ret);
+		return ck_fail(ck, -EOPNOTSUPP, "pid %d: registers of %d bytes",
+			       ck->vpid, ret);
 	c->r15 = r.r15;
 	c->r14 = r.r14;
 	c->r13 = r.r13;
@@ -359,14 +389,26 @@ static int capture_gprs(struct crfs_ckpt *ck, const struct user_regset_view *vie
 }
 
 /* The XSAVE (uabi) layout when the CPU has it, else the 512-byte FXSAVE area. */
-static int capture_fpu(struct crfs_ckpt *ck, const struct user_regset_view *view)
+static const struct user_regset *fpu_regset(struct task_struct *t,
+					    const struct user_regset_view *view)
 {
 	const struct user_regset *rs = find_regset(view, NT_X86_XSTATE);
-	unsigned int size;
-	int ret;
 
-	if (!rs || (rs->active && rs->active(ck->task, rs) <= 0))
+	if (!rs || (rs->active && rs->active(t, rs) <= 0))
 		rs = find_regset(view, NT_PRFPREG);
+	return rs;
+}
+
+/*
+ * The header gives one FPU state size for every task: that of task 0, the same for all
+ * 64-bit tasks (capture_fpu refuses another).
+ */
+static int alloc_xstate(struct crfs_ckpt *ck)
+{
+	struct task_struct *t = ck->tasks[0].task;
+	const struct user_regset *rs = fpu_regset(t, task_user_regset_view(t));
+	unsigned int size;
+
 	if (!rs)
 		return ck_fail(ck, -EOPNOTSUPP, "no FPU regset");
 	size = rs->n * rs->size;
@@ -375,20 +417,40 @@ static int capture_fpu(struct crfs_ckpt *ck, const struct user_regset_view *view
 	ck->xstate = kvzalloc(size, GFP_KERNEL);
 	if (!ck->xstate)
 		return -ENOMEM;
+	ck->xstate_size = size;
+	return 0;
+}
+
+static int capture_fpu(struct crfs_ckpt *ck, const struct user_regset_view *view)
+{
+	const struct user_regset *rs = fpu_regset(ck->task, view);
+	unsigned int size = rs ? rs->n * rs->size : 0;
+	int ret;
+
+	if (size != ck->xstate_size)
+		return ck_fail(ck, -EOPNOTSUPP, "pid %d: FPU state of %u bytes, not %u",
+			       ck->vpid, size, ck->xstate_size);
+	memset(ck->xstate, 0, size);
 	ret = regset_get(ck->task, rs, size, ck->xstate);
 	if (ret < 0)
-		return ck_fail(ck, ret, "cannot read the FPU state");
-	ck->xstate_size = size;
+		return ck_fail(ck, ret, "pid %d: cannot read the FPU state", ck->vpid);
 	ck->cpu.used_math = 1;
 	return 0;
 }
 
-static int capture_cpu(struct crfs_ckpt *ck)
+/* The registers of @ct into ck->thread, ck->cpu and ck->xstate. */
+static int capture_cpu(struct crfs_ckpt *ck, struct ck_task *ct)
 {
-	const struct user_regset_view *view = task_user_regset_view(ck->task);
+	const struct user_regset_view *view;
 	struct ckpt_hdr_thread *th = &ck->thread;
 	int ret;
 
+	ck->task = ct->task;
+	ck->mm = ct->mm;
+	ck->vpid = ct->pids.vpid;
+	memset(&ck->thread, 0, sizeof(ck->thread));
+	memset(&ck->cpu, 0, sizeof(ck->cpu));
+	view = task_user_regset_view(ck->task);
 	BUILD_BUG_ON(sizeof(th->tls_array) != sizeof(ck->task->thread.tls_array));
 	ret = capture_gprs(ck, view);
 	if (!ret)
@@ -429,19 +491,23 @@ static int vma_type(struct crfs_ckpt *ck, struct vm_area_struct *vma)
 	if (vvar_vma(vma))
 		return CK_SKIP;
 	if (vma->vm_flags & (VM_IO | VM_PFNMAP))
-		return ck_fail(ck, -EOPNOTSUPP, "vma %#lx: device memory",
-			       vma->vm_start);
+		return ck_fail(ck, -EOPNOTSUPP, "pid %d: vma %#lx: device memory",
+			       ck->vpid, vma->vm_start);
 	if (is_vm_hugetlb_page(vma))
-		return ck_fail(ck, -EOPNOTSUPP, "vma %#lx: hugetlb pages",
-			       vma->vm_start);
+		return ck_fail(ck, -EOPNOTSUPP, "pid %d: vma %#lx: hugetlb pages",
+			       ck->vpid, vma->vm_start);
 	if (vma->vm_start == (unsigned long)ck->mm->context.vdso)
 		return CKPT_VMA_VDSO;
 	if (vma_is_anonymous(vma))
 		return CKPT_VMA_ANON;
 	if (!vma->vm_file)
-		return ck_fail(ck, -EOPNOTSUPP, "vma %#lx: a special mapping",
-			       vma->vm_start);
-	if (!(vma->vm_flags & VM_SHARED))
+		return ck_fail(ck, -EOPNOTSUPP, "pid %d: vma %#lx: a special mapping",
+			       ck->vpid, vma->vm_start);
+	/*
+	 * VM_MAYSHARE, as /proc/<pid>/maps says "s": MAP_SHARED of a file open read-only has
+	 * no VM_SHARED but is a shared mapping all the same
+	 */
+	if (!(vma->vm_flags & VM_MAYSHARE))
 		return CKPT_VMA_FILE;
 	/*
 	 * shared memory no name leads to (/proc/<pid>/maps says "(deleted)"): /dev/zero and
@@ -559,7 +625,8 @@ static int write_contents(struct crfs_ckpt *ck, struct vm_area_struct *vma, u32 
 			}
 			page = kept_page(ck, addr, type);
 			if (IS_ERR(page)) {
-				ret = ck_fail(ck, PTR_ERR(page), "cannot read %#lx", addr);
+				ret = ck_fail(ck, PTR_ERR(page), "pid %d: cannot read %#lx",
+					      ck->vpid, addr);
 				break;
 			}
 			if (!page)
@@ -638,7 +705,7 @@ static int write_vmas(struct crfs_ckpt *ck)
 	return 0;
 }
 
-static int write_mm_header(struct crfs_ckpt *ck, u32 map_count)
+static int write_mm_header(struct crfs_ckpt *ck, s32 objref, u32 map_count)
 {
 	struct mm_struct *mm = ck->mm;
 	struct ckpt_hdr_mm h = {
@@ -659,7 +726,7 @@ static int write_mm_header(struct crfs_ckpt *ck, u32 map_count)
 	int ret;
 
 	BUILD_BUG_ON(sizeof(mm->saved_auxv) != AT_VECTOR_SIZE * sizeof(u64));
-	ret = ck_objref(ck, CKPT_OBJ_MM, 1);
+	ret = ck_objref(ck, CKPT_OBJ_MM, objref);
 	if (!ret)
 		ret = ck_record(ck, CKPT_HDR_MM, &h, sizeof(h));
 	if (!ret)
@@ -667,7 +734,8 @@ static int write_mm_header(struct crfs_ckpt *ck, u32 map_count)
 	return ret;
 }
 
-static int write_mm(struct crfs_ckpt *ck)
+/* OBJREF{MM} MM ... MM_CONTEXT_LDT of ck->mm, the new object @objref. */
+static int write_mm(struct crfs_ckpt *ck, s32 objref)
 {
 	struct ckpt_hdr_mm_context ctx = {
 		.vdso = (unsigned long)ck->mm->context.vdso,
@@ -678,20 +746,20 @@ static int write_mm(struct crfs_ckpt *ck)
 
 	/*
 	 * The lock is held for the whole MM, so that map_count and the VMAs agree. Nothing
-	 * else runs in this mm: its only task is stopped and it is not shared (find_tracee).
+	 * else runs in this mm: all its tasks are threads of one process, all stopped
+	 * (check_mms, add_task).
 	 */
-	ck->nr_objs = 1;	/* the mm is objref 1 */
 	if (mmap_read_lock_killable(ck->mm))
 		return -EINTR;
 #ifdef CONFIG_MODIFY_LDT_SYSCALL
 	if (ck->mm->context.ldt) {
-		ret = ck_fail(ck, -EOPNOTSUPP, "the process has an LDT");
+		ret = ck_fail(ck, -EOPNOTSUPP, "pid %d has an LDT", ck->vpid);
 		goto out;
 	}
 #endif
 	ret = count_vmas(ck, &map_count);
 	if (!ret)
-		ret = write_mm_header(ck, map_count);
+		ret = write_mm_header(ck, objref, map_count);
 	if (!ret)
 		ret = write_vmas(ck);
 	if (!ret)
@@ -705,61 +773,216 @@ out:
 	return ret;
 }
 
+/* TASK STRING THREAD CPU CPU_FPU [the mm, at its first task] TASK_OBJS */
+static int write_task(struct crfs_ckpt *ck, struct ck_task *ct)
+{
+	struct ckpt_hdr_task_objs objs = { 0 };
+	int ret;
+
+	ret = capture_cpu(ck, ct);
+	if (!ret)
+		ret = write_task_header(ck);
+	if (!ret)
+		ret = write_cpu(ck);
+	if (!ret)
+		ret = ck_object(ck, ck->mm, &objs.mm_objref);
+	if (!ret && objs.mm_objref < 0) {
+		objs.mm_objref = -objs.mm_objref;
+		ret = write_mm(ck, objs.mm_objref);
+	}
+	if (!ret)
+		ret = ck_record(ck, CKPT_HDR_TASK_OBJS, &objs, sizeof(objs));
+	return ret;
+}
+
 static int write_image(struct crfs_ckpt *ck)
 {
-	struct ckpt_hdr_task_objs objs = { .mm_objref = 1 };
 	struct ckpt_hdr_tail tail = { .magic = CHECKPOINT_MAGIC_TAIL };
+	u32 i;
 	int ret;
 
 	ret = write_header(ck);
 	if (!ret)
 		ret = write_tree(ck);
-	if (!ret)
-		ret = write_task(ck);
-	if (!ret)
-		ret = write_cpu(ck);
-	if (!ret)
-		ret = write_mm(ck);
-	if (!ret)
-		ret = ck_record(ck, CKPT_HDR_TASK_OBJS, &objs, sizeof(objs));
+	for (i = 0; !ret && i < ck->nr_tasks; i++)
+		ret = write_task(ck, &ck->tasks[i]);
 	if (!ret)
 		ret = ck_record(ck, CKPT_HDR_TAIL, &tail, sizeof(tail));
 	return ret;
 }
 
-/* ---------------------------------------------------------------- the call */
+/* ---------------------------------------------------------------- the tasks */
 
-/* The process @pid, if the caller is its ptracer and it is in a ptrace stop. */
-static int find_tracee(struct crfs_ckpt *ck, pid_t pid)
+/*
+ * Appends @t to the tasks, with a reference, if the caller is its ptracer and it is in a
+ * ptrace stop. Under rcu_read_lock().
+ */
+static int add_task(struct crfs_ckpt *ck, struct task_struct *t)
 {
-	struct task_struct *t;
-	bool ours;
+	struct ck_task *ct;
+	pid_t tid = task_pid_vnr(t), tgid = task_tgid_vnr(t);
 
-	rcu_read_lock();
-	t = pid > 0 ? pid_task(find_vpid(pid), PIDTYPE_PID) : NULL;
-	if (t)
-		get_task_struct(t);
-	rcu_read_unlock();
-	if (!t)
-		return ck_fail(ck, -ESRCH, "no process %d", pid);
-	ck->task = t;
-	rcu_read_lock();
-	ours = t->ptrace && rcu_dereference(t->parent) == current && task_is_traced(t);
-	rcu_read_unlock();
-	if (!ours)
-		return ck_fail(ck, -EPERM, "pid %d is not ptrace-stopped by the caller", pid);
-	if (!thread_group_leader(t) || get_nr_threads(t) != 1)
-		return ck_fail(ck, -EOPNOTSUPP, "pid %d: only single-threaded processes",
-			       pid);
-	ck->mm = get_task_mm(t);
-	if (!ck->mm)
-		return ck_fail(ck, -ESRCH, "pid %d has no memory (exiting)", pid);
-	/* another process could run in it (and write our output while we hold its lock) */
-	if (test_bit(MMF_MULTIPROCESS, &ck->mm->flags))
-		return ck_fail(ck, -EOPNOTSUPP, "pid %d shares its memory with another process",
-			       pid);
+	if (!(t->ptrace && rcu_dereference(t->parent) == current && task_is_traced(t))) {
+		if (tid == tgid)
+			return ck_fail(ck, -EPERM, "pid %d is not ptrace-stopped by the caller",
+				       tid);
+		return ck_fail(ck, -EPERM,
+			       "thread %d of pid %d is not ptrace-stopped by the caller",
+			       tid, tgid);
+	}
+	if (ck->nr_tasks + ck->nr_stack >= CRFS_MAX_TASKS)
+		return ck_fail(ck, -EOPNOTSUPP, "more than %d tasks", CRFS_MAX_TASKS);
+	ct = &ck->tasks[ck->nr_tasks++];
+	get_task_struct(t);
+	ct->task = t;
+	ct->pids.vpid = tid;
+	ct->pids.vtgid = tgid;
+	ct->pids.vppid = task_tgid_vnr(rcu_dereference(t->real_parent));
+	ct->pids.vpgid = task_pgrp_vnr(t);
+	ct->pids.vsid = task_session_vnr(t);
 	return 0;
 }
+
+static int cmp_vpid(const void *a, const void *b)
+{
+	const struct ck_task *x = a, *y = b;
+
+	return (x->pids.vpid > y->pids.vpid) - (x->pids.vpid < y->pids.vpid);
+}
+
+/* The tasks of process @p: its leader, then its other threads by tid (zombies left out). */
+static int add_process(struct crfs_ckpt *ck, struct task_struct *p)
+{
+	u32 first = ck->nr_tasks;
+	struct task_struct *t;
+	int ret;
+
+	rcu_read_lock();
+	ret = add_task(ck, p);
+	if (!ret) {
+		for_each_thread(p, t) {
+			if (t == p || t->exit_state)
+				continue;
+			ret = add_task(ck, t);
+			if (ret)
+				break;
+		}
+	}
+	rcu_read_unlock();
+	if (!ret && ck->nr_tasks > first + 1)
+		sort(&ck->tasks[first + 1], ck->nr_tasks - first - 1, sizeof(*ck->tasks),
+		     cmp_vpid, NULL);
+	return ret;
+}
+
+/*
+ * Pushes the children of process @p (processes whose real parent is one of its threads)
+ * that have not exited, so that the one with the lowest pid is visited first.
+ */
+static int push_children(struct crfs_ckpt *ck, struct task_struct *p)
+{
+	struct pid_namespace *ns = task_active_pid_ns(current);
+	struct task_struct *c;
+	u32 base = ck->nr_stack, i, j;
+	struct pid *pid;
+	int nr = 1, ret = 0;
+
+	rcu_read_lock();
+	while ((pid = find_ge_pid(nr, ns))) {
+		nr = pid_nr_ns(pid, ns) + 1;
+		c = pid_task(pid, PIDTYPE_TGID);
+		if (!c || c->exit_state || rcu_dereference(c->real_parent)->tgid != p->tgid)
+			continue;
+		if (ck->nr_tasks + ck->nr_stack >= CRFS_MAX_TASKS) {
+			ret = ck_fail(ck, -EOPNOTSUPP, "more than %d tasks", CRFS_MAX_TASKS);
+			break;
+		}
+		get_task_struct(c);
+		ck->stack[ck->nr_stack++] = c;
+	}
+	rcu_read_unlock();
+	for (i = base, j = ck->nr_stack; i + 1 < j; i++, j--)
+		swap(ck->stack[i], ck->stack[j - 1]);
+	return ret;
+}
+
+/*
+ * The tasks of process @pid and, with @tree, of its descendants, depth first, in the
+ * order of crfs/checkpoint/freezer.py (see the top of this file).
+ */
+static int collect_tasks(struct crfs_ckpt *ck, pid_t pid, bool tree)
+{
+	struct task_struct *p;
+	int ret = 0;
+
+	rcu_read_lock();
+	p = pid > 0 ? pid_task(find_vpid(pid), PIDTYPE_PID) : NULL;
+	if (p)
+		get_task_struct(p);
+	rcu_read_unlock();
+	if (!p)
+		return ck_fail(ck, -ESRCH, "no process %d", pid);
+	ck->stack[ck->nr_stack++] = p;
+	if (!thread_group_leader(p))
+		return ck_fail(ck, -EINVAL, "pid %d is a thread of process %d", pid,
+			       task_tgid_vnr(p));
+	if (p->exit_state)
+		return ck_fail(ck, -ESRCH, "pid %d has exited", pid);
+	while (!ret && ck->nr_stack) {
+		p = ck->stack[--ck->nr_stack];
+		if (!p->exit_state) {	/* a child that exited meanwhile is left out */
+			ret = add_process(ck, p);
+			if (!ret && tree)
+				ret = push_children(ck, p);
+		}
+		put_task_struct(p);
+		cond_resched();
+	}
+	return ret;
+}
+
+/*
+ * Every task's mm; no process may share its mm with another one (CLONE_VM without
+ * CLONE_THREAD, or vfork): it could run in it while it is read.
+ */
+static int check_mms(struct crfs_ckpt *ck)
+{
+	struct ck_task *ct;
+	u32 i, j;
+
+	for (i = 0; i < ck->nr_tasks; i++) {
+		ct = &ck->tasks[i];
+		ct->mm = get_task_mm(ct->task);
+		if (!ct->mm)
+			return ck_fail(ck, -ESRCH, "pid %d has no memory (exiting)",
+				       ct->pids.vpid);
+		if (ct->pids.vpid != ct->pids.vtgid)
+			continue;	/* a thread: its leader was checked */
+		if (test_bit(MMF_MULTIPROCESS, &ct->mm->flags))
+			return ck_fail(ck, -EOPNOTSUPP,
+				       "pid %d shares its memory with another process",
+				       ct->pids.vpid);
+		for (j = 0; j < i; j++)
+			if (ck->tasks[j].mm == ct->mm)
+				return ck_fail(ck, -EOPNOTSUPP,
+					       "pids %d and %d share their memory",
+					       ck->tasks[j].pids.vtgid, ct->pids.vpid);
+	}
+	return 0;
+}
+
+/* Every task is a 64-bit task whose registers and FPU state can be written. */
+static int check_cpus(struct crfs_ckpt *ck)
+{
+	u32 i;
+	int ret = alloc_xstate(ck);
+
+	for (i = 0; !ret && i < ck->nr_tasks; i++)
+		ret = capture_cpu(ck, &ck->tasks[i]);
+	return ret;
+}
+
+/* ---------------------------------------------------------------- the call */
 
 static int open_output(struct crfs_ckpt *ck, int fd)
 {
@@ -776,25 +999,36 @@ static int open_output(struct crfs_ckpt *ck, int fd)
 
 static int alloc_buffers(struct crfs_ckpt *ck)
 {
+	ck->tasks = kvcalloc(CRFS_MAX_TASKS, sizeof(*ck->tasks), GFP_KERNEL);
+	ck->stack = kvmalloc_array(CRFS_MAX_TASKS, sizeof(*ck->stack), GFP_KERNEL);
 	ck->vaddrs = kvmalloc_array(CKPT_PGARR_BATCH, sizeof(*ck->vaddrs), GFP_KERNEL);
 	ck->pages = kvmalloc_array(CKPT_PGARR_BATCH, sizeof(*ck->pages), GFP_KERNEL);
 	ck->path = kmalloc(PATH_MAX, GFP_KERNEL);
-	if (!ck->vaddrs || !ck->pages || !ck->path)
+	if (!ck->tasks || !ck->stack || !ck->vaddrs || !ck->pages || !ck->path)
 		return -ENOMEM;
 	return 0;
 }
 
 static void free_ckpt(struct crfs_ckpt *ck)
 {
+	struct ck_task *ct;
+	u32 i;
+
 	xa_destroy(&ck->objs);
+	for (i = 0; i < ck->nr_tasks; i++) {
+		ct = &ck->tasks[i];
+		if (ct->mm)
+			mmput(ct->mm);
+		put_task_struct(ct->task);
+	}
+	while (ck->nr_stack)
+		put_task_struct(ck->stack[--ck->nr_stack]);
+	kvfree(ck->tasks);
+	kvfree(ck->stack);
 	kvfree(ck->vaddrs);
 	kvfree(ck->pages);
 	kfree(ck->path);
 	kvfree(ck->xstate);
-	if (ck->mm)
-		mmput(ck->mm);
-	if (ck->task)
-		put_task_struct(ck->task);
 	if (ck->file)
 		fput(ck->file);
 	kfree(ck);
@@ -806,11 +1040,13 @@ static int do_checkpoint(struct crfs_ckpt *ck, const struct crfs_checkpoint_args
 
 	ret = open_output(ck, args->fd);
 	if (!ret)
-		ret = find_tracee(ck, args->pid);
-	if (!ret)
 		ret = alloc_buffers(ck);
 	if (!ret)
-		ret = capture_cpu(ck);
+		ret = collect_tasks(ck, args->pid, args->flags & CRFS_CHECKPOINT_TREE);
+	if (!ret)
+		ret = check_mms(ck);
+	if (!ret)
+		ret = check_cpus(ck);
 	if (!ret)
 		ret = write_image(ck);
 	if (ck->written)
@@ -826,7 +1062,7 @@ long crfs_ioctl_checkpoint(struct crfs_checkpoint_args __user *uargs)
 
 	if (copy_from_user(&args, uargs, sizeof(args)))
 		return -EFAULT;
-	if (args.flags || args.__reserved)
+	if ((args.flags & ~CRFS_CHECKPOINT_TREE) || args.__reserved)
 		return -EINVAL;
 	ck = kzalloc(sizeof(*ck), GFP_KERNEL);
 	if (!ck)

@@ -39,12 +39,13 @@ struct crfs_image_args {
 };
 
 /*
- * struct crfs_checkpoint_args - a stopped process to checkpoint, and where to.
- * @pid:	in: the process (in the caller's pid namespace); the caller must be its
- *		ptracer and it must be in a ptrace stop
+ * struct crfs_checkpoint_args - a stopped process (tree) to checkpoint, and where to.
+ * @pid:	in: the process (in the caller's pid namespace), a thread group leader; the
+ *		caller must be the ptracer of every thread written and each must be in a
+ *		ptrace stop
  * @fd:		in: a regular file open for writing; the image is written at its position,
  *		which is advanced past it
- * @flags:	in: must be 0
+ * @flags:	in: 0, or CRFS_CHECKPOINT_TREE: @pid and all its descendants
  * @__reserved:	in: must be 0
  * @written:	out: bytes written
  * @err_msg:	out: NUL-terminated reason ("" on success)
@@ -59,6 +60,9 @@ struct crfs_checkpoint_args {
 	__u64 written;
 	char err_msg[CRFS_ERRMSG_LEN];
 };
+
+/* crfs_checkpoint_args.flags */
+#define CRFS_CHECKPOINT_TREE	0x1	/* the process and its descendants, depth first */
 
 /* returns CRFS_ABI_VERSION */
 #define CRFS_IOC_VERSION	_IO(CRFS_IOC_MAGIC, 0)
@@ -81,21 +85,29 @@ struct crfs_checkpoint_args {
 #define CRFS_IOC_RESTART	_IOWR(CRFS_IOC_MAGIC, 2, struct crfs_image_args)
 
 /*
- * Write a linux-cr ckpt_hdr x86_64 image of process @pid, which the caller has stopped
- * with ptrace, to @fd (Mirkin's model: a stopped process checkpointed from outside). The
- * process stays stopped; only single-threaded 64-bit processes are written. On failure
- * part of an image may have been written.
+ * Write a linux-cr ckpt_hdr x86_64 image of process @pid (every thread of it) and, with
+ * CRFS_CHECKPOINT_TREE, of all its descendants, which the caller has stopped with ptrace,
+ * to @fd (Mirkin's model: stopped processes checkpointed from outside). The tasks are in
+ * the order of crfs's own checkpointer: processes depth first (a parent before its
+ * children, children by pid), each its leader then its other threads by tid; zombies are
+ * left out. The processes stay stopped; only 64-bit tasks are written. On failure part of
+ * an image may have been written.
  */
 #define CRFS_IOC_CHECKPOINT	_IOWR(CRFS_IOC_MAGIC, 3, struct crfs_checkpoint_args)
 
 /*
  * errno of CHECKPOINT:
- *   ESRCH	no process @pid (or it is exiting)
- *   EPERM	the caller is not its ptracer, or it is not in a ptrace stop
+ *   ESRCH	no process @pid (or it has exited; or a task has no mm, exiting)
+ *   EPERM	a task to write (a thread of @pid, or with CRFS_CHECKPOINT_TREE of a
+ *		descendant) is not ptraced by the caller or not in a ptrace stop; err_msg
+ *		names it
  *   EBADF	fd is not an open file descriptor, or not open for writing
- *   EINVAL	not a regular file; flags or __reserved not 0
- *   EOPNOTSUPP	several threads, a 32-bit task, an LDT, device/hugetlb or unknown special
- *		mappings (err_msg says)
+ *   EINVAL	not a regular file; @pid is a thread, not a process; flags other than
+ *		CRFS_CHECKPOINT_TREE; __reserved not 0
+ *   EOPNOTSUPP	more than 1024 tasks, a process sharing its mm with another process
+ *		(CLONE_VM without CLONE_THREAD, vfork), a 32-bit task, FPU states of
+ *		different sizes, an LDT, device/hugetlb or unknown special mappings
+ *		(err_msg says)
  *   ENOMEM, EFAULT, EINTR (a fatal signal), and the errors of writing the file
  */
 

@@ -273,13 +273,7 @@ def restore_tree(manifest):
     work, restarter, limit = manifest["work"], manifest["restarter"], manifest["limit"]
     out_path = os.path.join(work, "tree.out")
     image = out_path + ".img"
-    with open(out_path, "w") as out:
-        proc = subprocess.Popen(["setarch", "-R", manifest["tree_target"], str(limit)],
-                                stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and sum(
-            line.startswith("child") for line in tree_lines(out_path)) < 10:
-        time.sleep(0.05)
+    proc = start_tree(manifest["tree_target"], out_path, limit)
     ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "--tree",
                          "-o", image, "--kill", "--via", "ptrace"], capture_output=True,
                         text=True, timeout=120)
@@ -288,7 +282,36 @@ def restore_tree(manifest):
                              "returncode": proc.wait(timeout=60)}}
     time.sleep(0.2)   # the killed child's last line
     result["checkpoint"]["before"] = tree_lines(out_path)
-    out2 = out_path + "2"
+    if not os.path.exists(image):      # the checkpoint failed: report it, go on
+        return result
+    result["restart"] = restart_tree(image, restarter, out_path + "2")
+    # task 1 refused: the whole tree is killed, the restored root included
+    bad = patched(image, image + ".cs32", child_cs_32)
+    with open(bad + ".out", "wb") as out:
+        failed = kernel.restart_in_child(bad, restarter=restarter, stdout=out, timeout=120)
+    refused = {"errno": name(failed.errno), "msg": failed.reason, "stage": failed.stage}
+    time.sleep(0.5)
+    refused["survivors"] = tree_processes()
+    refused["after"] = tree_lines(bad + ".out")
+    result["refused"] = refused
+    return result
+
+
+def start_tree(exe, out_path, limit):
+    """tree_target under setarch -R, once its child has printed 10 lines."""
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(["setarch", "-R", exe, str(limit)], stdout=out,
+                                stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sum(
+            line.startswith("child") for line in tree_lines(out_path)) < 10:
+        time.sleep(0.05)
+    return proc
+
+
+def restart_tree(image, restarter, out2):
+    """crfs-restart of a tree_target image: its outcome, the restored child's /proc status
+    (pid, PPid, Name), how the root ended, the output, and what is left of the tree."""
     with open(out2, "wb") as out:
         child = kernel.restart_in_child(image, restarter=restarter, stdout=out, timeout=120)
     restart = {"errno": name(child.errno), "msg": child.reason, "stage": child.stage,
@@ -317,19 +340,7 @@ def restore_tree(manifest):
         restart["exit"] = kernel.describe_exit(child.process.returncode)
     restart["after"] = tree_lines(out2)
     restart["survivors"] = tree_processes()
-    result["restart"] = restart
-    if not os.path.exists(image):
-        return result
-    # task 1 refused: the whole tree is killed, the restored root included
-    bad = patched(image, image + ".cs32", child_cs_32)
-    with open(bad + ".out", "wb") as out:
-        failed = kernel.restart_in_child(bad, restarter=restarter, stdout=out, timeout=120)
-    refused = {"errno": name(failed.errno), "msg": failed.reason, "stage": failed.stage}
-    time.sleep(0.5)
-    refused["survivors"] = tree_processes()
-    refused["after"] = tree_lines(bad + ".out")
-    result["refused"] = refused
-    return result
+    return restart
 
 
 def leftover(prefixes):
@@ -604,28 +615,32 @@ def image_vs_process(image_path, pid):
 
 
 def image_outline(path):
-    """The record names in order, and per VMA (start, end, kind, saved page addresses)."""
+    """The record names in order; the tasks (pid, tgid, ppid, comm, index of their mm);
+    per mm, per VMA (start, end, kind, saved page addresses)."""
     from crfs.formats.source import Source
     from crfs.model import registry
     with Source.open(path) as source:
         names = [r.name for r in registry.records(source)]
     image = registry.open_image(path)
     try:
-        vmas = [(v.start, v.end, v.kind, [addr for addr, _ in v.pages])
-                for v in image.tasks[0].mm.vmas]
+        mms = list(image.mms())
+        tasks = [(t.pid, t.tgid, t.ppid, t.comm, mms.index(t.mm)) for t in image.tasks]
+        vmas = [(n, v.start, v.end, v.kind, [addr for addr, _ in v.pages])
+                for n, mm in enumerate(mms) for v in mm.vmas]
     finally:
         image.close()
-    return names, vmas
+    return names, tasks, vmas
 
 
 def same_as_python(kernel_image, python_image):
-    """The module's image against the userspace writer's of the same stopped process."""
-    k_names, k_vmas = image_outline(kernel_image)
-    p_names, p_vmas = image_outline(python_image)
-    return {"records_equal": k_names == p_names, "vmas_equal": k_vmas == p_vmas,
-            "records": len(k_names),
+    """The module's image against the userspace writer's of the same stopped processes."""
+    k_names, k_tasks, k_vmas = image_outline(kernel_image)
+    p_names, p_tasks, p_vmas = image_outline(python_image)
+    return {"records_equal": k_names == p_names, "tasks_equal": k_tasks == p_tasks,
+            "vmas_equal": k_vmas == p_vmas, "records": len(k_names), "tasks": k_tasks,
             "first_difference": next(([i, a, b] for i, (a, b) in
-                                      enumerate(zip(k_names + k_vmas, p_names + p_vmas))
+                                      enumerate(zip(k_names + k_tasks + k_vmas,
+                                                    p_names + p_tasks + p_vmas))
                                       if a != b), None)}
 
 
@@ -667,6 +682,88 @@ def kernel_checkpoint_restart(manifest):
         out["restart"] = restart_direct(image, os.path.join(KCK_DIR, "kernel.out2"),
                                         manifest["restarter"])
     return out, image
+
+
+def kernel_checkpoint_tree(manifest):
+    """tree_target (a parent and its forked child) checkpointed by the module (`crfs
+    checkpoint --tree --via kernel --leave-stopped`), compared with the userspace writer's
+    image of the same stopped tree, killed, then the module's image restarted by the
+    module. Also the time of both writers called from here (no Python start-up). The tree
+    counts to twice the manifest's limit: the CLI starts slowly under TCG."""
+    from crfs.checkpoint import procfs
+    work, restarter = manifest["work"], manifest["restarter"]
+    out_path = os.path.join(work, "ktree.out")
+    image = os.path.join(work, "ktree.img")
+    limit = 2 * manifest["limit"]
+    proc = start_tree(manifest["tree_target"], out_path, limit)
+    pids = [proc.pid] + procfs.children(proc.pid)
+    t0 = time.monotonic()
+    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "--tree",
+                         "--via", "kernel", "--leave-stopped", "-o", image],
+                        capture_output=True, text=True, timeout=120)
+    out = {"pids": pids, "limit": limit,
+           "checkpoint": {"rc": ck.returncode, "stderr": ck.stderr[-2000:],
+                          "seconds": round(time.monotonic() - t0, 2)}}
+    try:
+        if ck.returncode == 0 and all(wait_state(pid, "T") for pid in pids):
+            out["image_size"] = os.path.getsize(image)
+            py_image = os.path.join(work, "ktree-ptrace.img")
+            checkpoint(proc.pid, py_image, tree=True, after="stop", via="ptrace")
+            out["same_as_python"] = same_as_python(image, py_image)
+            seconds = {}
+            for via in ("ptrace", "kernel", "ptrace", "kernel"):
+                t0 = time.monotonic()
+                checkpoint(proc.pid, os.path.join(work, f"ktree-{via}.time.img"), tree=True,
+                           after="stop", via=via)
+                seconds.setdefault(via, []).append(round(time.monotonic() - t0, 3))
+            out["api_seconds"] = seconds
+    except Exception as exc:      # noqa: BLE001 - reported, the other steps go on
+        out["error"] = repr(exc)
+    for pid in reversed(pids):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=60)
+    out["before"] = tree_lines(out_path)
+    if os.path.exists(image):
+        out["restart"] = restart_tree(image, restarter, out_path + "2")
+    return out
+
+
+def threads_checkpoint(pid, dev, label, compare=False):
+    """Every thread of `pid` stopped from here (crfs's freezer), CHECKPOINT, left stopped:
+    the image as crfs reads it; with `compare`, against the userspace writer's image of the
+    stopped process. (Not for python3: its heap maps the zero page, which the userspace
+    writer saves as a present page and the module, like the linux-cr writers, skips.)"""
+    from crfs.checkpoint.freezer import Freezer
+    from crfs.model import registry
+    path = os.path.join(KCK_DIR, f"{label}.img")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    freezer = Freezer()
+    try:
+        freezer.freeze(pid, False)
+        result = outcome(lambda: dev.checkpoint(pid, fd))
+        result["tids"] = freezer.processes[pid]
+    except Exception as exc:      # noqa: BLE001 - reported, the other steps go on
+        return {"errno": "freezer", "msg": repr(exc)}
+    finally:
+        freezer.thaw("stop")
+        os.close(fd)
+    if result["errno"] != 0:
+        return result
+    image = registry.open_image(path)
+    try:
+        result["tasks"] = [[t.pid, t.tgid, t.comm] for t in image.tasks]
+        result["mms"] = len(list(image.mms()))
+        result["registers"] = [t.regs is not None and t.fpu is not None for t in image.tasks]
+    finally:
+        image.close()
+    if compare:
+        py_image = path + ".ptrace"
+        checkpoint(pid, py_image, after="stop", via="ptrace")
+        result["same_as_python"] = same_as_python(path, py_image)
+    return result
 
 
 def ioctl_checkpoint(pid, fd):
@@ -749,6 +846,8 @@ def checkpoint_refusals(manifest, root_image):
                                  "print(flush=True); time.sleep(60)"],
                                 stdout=subprocess.PIPE)
     threaded.stdout.readline()
+    threads_c = subprocess.Popen([manifest["ckpt_threads"], "3"], stdout=subprocess.PIPE)
+    threads_c.stdout.readline()      # "ready ...": its 3 threads count
     scratch = os.path.join(KCK_DIR, "scratch.img")
     fd = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
     os.chmod(scratch, 0o666)
@@ -764,7 +863,13 @@ def checkpoint_refusals(manifest, root_image):
             out["root_untraced"] = outcome(lambda: dev.checkpoint(root_sleep.pid, fd))
             out["root_traced_running"] = traced_checkpoint(root_sleep.pid, fd, dev,
                                                            interrupt=False)
-            out["threads"] = traced_checkpoint(threaded.pid, fd, dev)
+            # only the leader stopped: its other thread could run
+            out["thread_not_stopped"] = traced_checkpoint(threaded.pid, fd, dev)
+            out["thread_not_stopped"]["tids"] = sorted(
+                int(tid) for tid in os.listdir(f"/proc/{threaded.pid}/task"))
+            out["threads"] = threads_checkpoint(threaded.pid, dev, "threads")
+            out["threads_c"] = threads_checkpoint(threads_c.pid, dev, "threads_c",
+                                                  compare=True)
             out["no_such_pid"] = outcome(lambda: dev.checkpoint(4 << 20, fd))
             out["pid_zero"] = outcome(lambda: dev.checkpoint(0, fd))
             ro = os.open(scratch, os.O_RDONLY)
@@ -775,7 +880,9 @@ def checkpoint_refusals(manifest, root_image):
             os.close(r)
             os.close(w)
             out["closed_fd"] = traced_checkpoint(root_sleep.pid, 987, dev)
-            out["flags_set"] = raw_checkpoint(dev, None, pid=root_sleep.pid, fd=fd, flags=1)
+            out["flags_set"] = raw_checkpoint(dev, None, pid=root_sleep.pid, fd=fd, flags=2)
+            out["tree_untraced"] = raw_checkpoint(dev, None, pid=root_sleep.pid, fd=fd,
+                                                  flags=kernel.CHECKPOINT_TREE)
             out["reserved_set"] = raw_checkpoint(dev, None, pid=root_sleep.pid, fd=fd,
                                                  _reserved=1)
             out["bad_pointer"] = raw_checkpoint(dev, 16)
@@ -784,7 +891,7 @@ def checkpoint_refusals(manifest, root_image):
             dev.close()
     finally:
         os.close(fd)
-        for p in (nobody_sleep, root_sleep, threaded):
+        for p in (nobody_sleep, root_sleep, threaded, threads_c):
             p.kill()
             p.wait()
     restarter = os.path.join(KCK_DIR, "crfs-restart")
@@ -903,13 +1010,18 @@ def main(module, manifest_path, results_path):
             steps["thread_group_errors"] = thread_group_errors(steps["threads"]["image"])
         steps["t_restore"] = round(time.monotonic() - t0, 2)
         os.environ["CRFS_RESTARTER"] = manifest["restore"]["restarter"]
+        tree_image = steps["tree"]["image"]
         progress("fuse", t0)
         steps["fuse"] = through_fuse(manifest, steps["restore"]["dynamic"]["image"],
-                                     steps["tree"]["image"], steps["threads"]["image"])
+                                     tree_image if os.path.exists(tree_image) else None,
+                                     steps["threads"]["image"])
         steps["t_fuse"] = round(time.monotonic() - t0, 2)
         progress("kernel_checkpoint", t0)
         steps["kernel_checkpoint"], image = kernel_checkpoint_restart(manifest["restore"])
         steps["t_kernel_checkpoint"] = round(time.monotonic() - t0, 2)
+        progress("kernel_checkpoint_tree", t0)
+        steps["kernel_checkpoint_tree"] = kernel_checkpoint_tree(manifest["restore"])
+        steps["t_kernel_checkpoint_tree"] = round(time.monotonic() - t0, 2)
         progress("checkpoint_refusals", t0)
         steps["checkpoint_refusals"] = checkpoint_refusals(manifest["restore"], image)
         steps["t_checkpoint_refusals"] = round(time.monotonic() - t0, 2)

@@ -403,11 +403,13 @@ class RefusingDevice:
 
     code = errno.EOPNOTSUPP
 
-    def __init__(self, path):
-        self.calls = []
+    calls = []      # (pid, tree) of every CHECKPOINT asked of a stand-in
 
-    def checkpoint(self, pid, fd):
-        self.calls.append(pid)
+    def __init__(self, path):
+        pass
+
+    def checkpoint(self, pid, fd, tree=False):
+        self.calls.append((pid, tree))
         os.write(fd, b"partial")
         raise kernel.KernelError(self.code, "refused by the stand-in")
 
@@ -419,6 +421,7 @@ class RefusingDevice:
 def refusing_module(monkeypatch):
     monkeypatch.setattr(kernel, "available", lambda path=kernel.DEVICE: True)
     monkeypatch.setattr(kernel, "Device", RefusingDevice)
+    monkeypatch.setattr(RefusingDevice, "calls", [])
     return RefusingDevice
 
 
@@ -431,7 +434,7 @@ def test_via_kernel_without_the_module_stops_nothing(build_c, tmp_path):
         assert exc.value.errno == errno.ENODEV
         with pytest.raises(CheckpointError, match="ckpt format only"):
             checkpoint(program.pid, tmp_path / "k.ckpt", via="kernel", fmt="cr")
-        with pytest.raises(CheckpointError, match="not a tree"):
+        with pytest.raises(CheckpointError, match="does not exist"):
             checkpoint(program.pid, tmp_path / "k.ckpt", via="kernel", tree=True)
         with pytest.raises(CheckpointError, match="via must be one of") as exc:
             checkpoint(program.pid, tmp_path / "k.ckpt", via="magic")
@@ -463,6 +466,25 @@ def test_via_auto_falls_back_to_ptrace(build_c, tmp_path, refusing_module, monke
             image.close()
         assert_continues(program)
     assert os.listdir(tmp_path) == ["a.ckpt"]
+
+
+def test_via_kernel_asks_the_module_for_the_tree(build_c, tmp_path, refusing_module):
+    """--tree --via auto: the module is asked for the whole tree (CRFS_CHECKPOINT_TREE),
+    with every process stopped; its refusal falls back to the userspace writer."""
+    with Program(build_c("ckpt_fork", 64), 2) as program:
+        pids = process_tree(program.pid)
+        try:
+            path = checkpoint(program.pid, tmp_path / "t.ckpt", via="auto", tree=True)
+            assert RefusingDevice.calls == [(program.pid, True)]
+            image = registry.open_image(path)
+            try:
+                assert [t.pid for t in image.tasks] == pids
+            finally:
+                image.close()
+            assert_continues(program)
+        finally:
+            for pid in pids[1:]:
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_via_auto_does_not_hide_output_errors(build_c, tmp_path, refusing_module,

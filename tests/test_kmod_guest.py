@@ -349,7 +349,8 @@ def guest(tmp_path_factory, build_c):
         "targets": {"static": str(build_c("restore_target", 64, "-static")),
                     "dynamic": str(build_c("restore_target", 64))},
         "tree_target": str(build_c("tree_target", 64)),
-        "threads_target": str(build_c("threads_target", 64, "-pthread"))}
+        "threads_target": str(build_c("threads_target", 64, "-pthread")),
+        "ckpt_threads": str(build_c("ckpt_threads", 64, "-pthread"))}
     (work / "manifest.json").write_text(json.dumps(manifest))
 
     # one guest boot
@@ -778,6 +779,81 @@ def test_module_checkpoint_matches_the_userspace_writer(guest):
     assert same["records_equal"] and same["vmas_equal"], same
 
 
+def test_module_checkpoint_of_a_tree_matches_the_userspace_writer(guest):
+    """tree_target (a parent and its forked child), `crfs checkpoint --tree --via kernel
+    --leave-stopped`: the module's image has the same records in the same order as the
+    userspace writer's of the same stopped tree, the same tasks (parent first, the child's
+    ppid the parent) with an mm each, the same VMAs, kinds and saved pages."""
+    run = _report(guest)["steps"]["kernel_checkpoint_tree"]
+    assert run["checkpoint"]["rc"] == 0, run["checkpoint"]
+    assert "same_as_python" in run, run
+    same = run["same_as_python"]
+    assert same["records_equal"] and same["tasks_equal"] and same["vmas_equal"], same
+    parent, child = run["pids"]
+    tasks = same["tasks"]      # [pid, tgid, ppid, comm, index of its mm]
+    assert [(t[0], t[1], t[4]) for t in tasks] == [(parent, parent, 0), (child, child, 1)]
+    assert tasks[1][2] == parent
+
+
+def test_module_checkpoint_of_a_tree_restarts(guest):
+    """The module's image of the tree, the tree killed, restarted by the module: both
+    count on from where they were to their limit, with their pids, the child under the
+    restored parent, which reaps it; nothing of the tree is left."""
+    run = _report(guest)["steps"]["kernel_checkpoint_tree"]
+    assert "restart" in run, run
+    restart = run["restart"]
+    assert (restart["errno"], restart["stage"]) == (0, "restored"), restart
+    assert restart["exit"] == "exited 3", restart
+    before, after = run["before"], restart["after"]
+    for who in ("parent", "child"):
+        first, last = _counts(before, who), _counts(after, who)
+        assert first and last, (who, after[-5:])
+        assert [t for t, _, _ in last] == list(range(first[-1][0] + 1, run["limit"] + 1)), who
+        assert len({p for _, p, _ in last}) == 1 and last[0][1] == first[-1][1], who
+    parent = _counts(after, "parent")[0][1]
+    child = _counts(after, "child")[0][1]
+    assert parent == restart["root"]
+    assert {pp for _, _, pp in _counts(after, "child")} == {parent}
+    assert after[-1] == f"parent reaped pid={child} status=5"
+    assert restart["survivors"] == []
+
+
+def test_module_checkpoint_writes_every_thread(guest):
+    """A two-threaded python3 with both threads stopped by the caller (crfs's freezer):
+    the module writes both, the leader first; crfs reads back 2 tasks of one tgid sharing
+    one mm, each with its registers and FPU state."""
+    result = _report(guest)["steps"]["checkpoint_refusals"]["threads"]
+    assert result["errno"] == 0, result
+    leader, thread = result["tids"]
+    assert [t[:2] for t in result["tasks"]] == [[leader, leader], [thread, leader]], result
+    assert result["mms"] == 1 and result["registers"] == [True, True], result
+
+
+def test_module_checkpoint_of_threads_matches_the_userspace_writer(guest):
+    """tests/c/ckpt_threads.c with 3 counting threads, all stopped by the caller: the
+    module writes 4 tasks (the leader, then the threads by tid) and one mm, with the
+    same records in the same order, the same tasks and the same VMAs and saved pages as
+    the userspace writer's image of the same stopped process."""
+    result = _report(guest)["steps"]["checkpoint_refusals"]["threads_c"]
+    assert result["errno"] == 0, result
+    tids = result["tids"]
+    assert len(tids) == 4 and tids[1:] == sorted(tids[1:]), result
+    assert [t[:2] for t in result["tasks"]] == [[tid, tids[0]] for tid in tids], result
+    assert result["mms"] == 1 and result["registers"] == [True] * 4, result
+    same = result["same_as_python"]
+    assert same["records_equal"] and same["tasks_equal"] and same["vmas_equal"], same
+
+
+def test_module_checkpoint_names_the_thread_not_stopped(guest):
+    """Only the leader of a two-threaded process seized and stopped: EPERM, and the
+    reason names the thread that could still run."""
+    result = _report(guest)["steps"]["checkpoint_refusals"]["thread_not_stopped"]
+    leader, thread = result["tids"]
+    assert result["errno"] == "EPERM", result
+    assert result["msg"] == (f"thread {thread} of pid {leader} is not ptrace-stopped by "
+                             "the caller"), result
+
+
 def test_module_checkpoint_writes_at_the_fd_position(guest):
     result = _report(guest)["steps"]["checkpoint_refusals"]["at_position"]
     assert result["errno"] == 0, result
@@ -791,13 +867,14 @@ CHECKPOINT_REFUSALS = {
     "nobody_root_process": "EPERM",      # root's process
     "root_untraced": "EPERM",            # even root must be the ptracer
     "root_traced_running": "EPERM",      # seized but not in a ptrace stop
-    "threads": "EOPNOTSUPP",
+    "thread_not_stopped": "EPERM",       # its leader stopped, another thread not
     "no_such_pid": "ESRCH",
     "pid_zero": "ESRCH",
     "read_only_fd": "EBADF",
     "closed_fd": "EBADF",
     "pipe_fd": EINVAL,
-    "flags_set": EINVAL,
+    "flags_set": EINVAL,                 # a flag other than CRFS_CHECKPOINT_TREE
+    "tree_untraced": "EPERM",            # CRFS_CHECKPOINT_TREE, the root not stopped
     "reserved_set": EINVAL,
     "bad_pointer": "EFAULT",
 }

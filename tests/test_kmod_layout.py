@@ -81,7 +81,8 @@ def _program():
         emit(f"const {py_name}", c_name)
     emit("const CKPT_PGARR_BATCH", "CKPT_PGARR_BATCH")
     for name in ("CRFS_IOC_VERSION", "CRFS_IOC_CHECK", "CRFS_IOC_RESTART",
-                 "CRFS_IOC_CHECKPOINT", "CRFS_ABI_VERSION", "CRFS_ERRMSG_LEN", "CRFS_IOC_MAGIC"):
+                 "CRFS_IOC_CHECKPOINT", "CRFS_ABI_VERSION", "CRFS_ERRMSG_LEN", "CRFS_IOC_MAGIC",
+                 "CRFS_CHECKPOINT_TREE"):
         emit(f"ioctl {name}", name)
     emit("ioctl sizeof", "sizeof(struct crfs_image_args)")
     for field in ("fd", "flags", "err_offset", "err_type", "task_index", "err_msg"):
@@ -142,6 +143,7 @@ def test_ioctl_abi_matches_crfs_kernel(c_values):
 
 def test_checkpoint_ioctl_abi_matches_crfs_kernel(c_values):
     assert c_values["ioctl CRFS_IOC_CHECKPOINT"] == kernel.CRFS_IOC_CHECKPOINT
+    assert c_values["ioctl CRFS_CHECKPOINT_TREE"] == kernel.CHECKPOINT_TREE
     assert c_values["checkpoint sizeof"] == ctypes.sizeof(kernel.CheckpointArgs)
     py_fields = {name: getattr(kernel.CheckpointArgs, name).offset
                  for name, _ in kernel.CheckpointArgs._fields_}

@@ -76,7 +76,7 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via="ptrace")
     try:
         freezer.freeze(pid, tree)
         if in_kernel:
-            path = _write_in_kernel(freezer, pid, directory, place, via)
+            path = _write_in_kernel(freezer, pid, tree, directory, place, via)
             if path is not None:
                 done = True
                 return path
@@ -140,10 +140,10 @@ def _in_kernel(via, fmt, tree):
     return True
 
 
-def _write_in_kernel(freezer, pid, directory, place, via):
+def _write_in_kernel(freezer, pid, tree, directory, place, via):
     """The path the module's image was placed at, or None to use the userspace writer."""
     try:
-        return via_kernel.write(freezer, pid, directory, place)
+        return via_kernel.write(freezer, pid, directory, place, tree)
     except via_kernel.Unusable as exc:
         if via == "kernel" or exc.errno not in via_kernel.FALLBACK_ERRNOS:
             raise CheckpointError(str(exc), exc.errno) from None

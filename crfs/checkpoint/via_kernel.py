@@ -1,13 +1,15 @@
 """The image written by the crfs module: `crfs checkpoint --via kernel` (CRFS_IOC_CHECKPOINT).
 
-The process is stopped with ptrace exactly as for the userspace writer (crfs.checkpoint.
-freezer); then this thread, its ptracer, hands /dev/crfs the pid and a temporary output
-file, and the module writes the ckpt image of the stopped task itself (registers, FPU state,
-memory through get_user_pages_remote). The temporary file is then placed as usual.
+The processes are stopped with ptrace exactly as for the userspace writer (crfs.checkpoint.
+freezer); then this thread, their ptracer, hands /dev/crfs the pid (with --tree, the
+CRFS_CHECKPOINT_TREE flag) and a temporary output file, and the module writes the ckpt
+image of the stopped tasks itself (registers, FPU state, memory through
+get_user_pages_remote), in the order the userspace writer uses. The temporary file is then
+placed as usual.
 
-The module writes one single-threaded 64-bit process, in the ckpt format only. With
-via="auto" everything else (no /dev/crfs, not root, a module without the call, threads,
---tree, another format, a task it refuses) falls back to the userspace writer; with
+The module writes 64-bit processes, their threads and (tree) their descendants, in the ckpt
+format only. With via="auto" everything else (no /dev/crfs, not root, a module without the
+call, another format, a task it refuses) falls back to the userspace writer; with
 via="kernel" it is an error.
 """
 
@@ -36,24 +38,24 @@ class Unusable(Exception):
 
 
 def check(fmt, tree, device=kernel.DEVICE):
-    """Unusable when the in-kernel writer cannot be used before anything is stopped."""
+    """Unusable when the in-kernel writer cannot be used before anything is stopped (it
+    writes trees too: `tree` is accepted)."""
     if fmt != "ckpt":
         raise Unusable(f"the kernel writes the ckpt format only, not {fmt}", errno.EOPNOTSUPP)
-    if tree:
-        raise Unusable("the kernel checkpoints one process, not a tree", errno.EOPNOTSUPP)
     if not kernel.available(device):
         raise Unusable(f"{device} does not exist (load crfs.ko)", errno.ENODEV)
 
 
-def write(freezer, pid, directory, place, device=kernel.DEVICE):
-    """Have the module write the image of `pid` (stopped by `freezer`, from this thread)
-    into a hidden temp file in `directory`, then `place(summary, tmp)` it; its result.
+def write(freezer, pid, directory, place, tree=False, device=kernel.DEVICE):
+    """Have the module write the image of `pid` (with `tree`, and of its descendants; all
+    stopped by `freezer`, from this thread) into a hidden temp file in `directory`, then
+    `place(summary, tmp)` it; its result. The summary has the image's time and its tasks
+    (pid, comm) in the image's order, the root first, as store_name() wants them.
     Unusable when the module refuses; OSError for the output."""
-    if len(freezer.processes.get(pid, ())) != 1:
-        raise Unusable(f"pid {pid} has several threads: the kernel writes single-threaded "
-                       "processes only", errno.EOPNOTSUPP)
-    summary = SimpleNamespace(time=int(time.time()), tasks=[SimpleNamespace(
-        pid=pid, comm=procfs.read_text(f"/proc/{pid}/comm").rstrip("\n"))])
+    summary = SimpleNamespace(time=int(time.time()), tasks=[
+        SimpleNamespace(pid=tid, comm=procfs.read_text(f"/proc/{process}/task/{tid}/comm")
+                        .rstrip("\n"))
+        for process, tids in freezer.processes.items() for tid in tids])
     try:
         dev = kernel.Device(device)
     except OSError as exc:
@@ -65,7 +67,7 @@ def write(freezer, pid, directory, place, device=kernel.DEVICE):
         raise
     try:
         try:
-            dev.checkpoint(pid, fd)
+            dev.checkpoint(pid, fd, tree=tree)
         except kernel.KernelError as exc:
             raise Unusable(f"pid {pid}: the kernel module: {exc.strerror}", exc.errno) \
                 from None

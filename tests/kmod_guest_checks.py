@@ -393,10 +393,20 @@ def restart_threads(image, out_path, restarter):
 
 def restore_threads(manifest):
     """threads_target (a main thread and two pthreads) under setarch -R, `crfs checkpoint
-    --kill`, then crfs-restart: each thread counts on, in one process; then the same image
-    with one thread's task refused (a 32-bit code segment)."""
+    --kill` (by crfs, then by the module), then crfs-restart: each thread counts on, in one
+    process; then crfs's image with one thread's task refused (a 32-bit code segment)."""
+    result = checkpoint_threads(manifest, "threads", "ptrace")
+    if "restart" in result:
+        bad = patched(result["image"], result["image"] + ".cs32", child_cs_32)
+        result["refused"] = restart_threads(bad, bad + ".out", manifest["restarter"])
+    result["kernel"] = checkpoint_threads(manifest, "kthreads", "kernel")
+    return result
+
+
+def checkpoint_threads(manifest, label, via):
+    """threads_target checkpointed `--via` crfs (ptrace) or the module, then restarted."""
     work, restarter, limit = manifest["work"], manifest["restarter"], manifest["limit"]
-    out_path = os.path.join(work, "threads.out")
+    out_path = os.path.join(work, f"{label}.out")
     image = out_path + ".img"
     with open(out_path, "w") as out:
         proc = subprocess.Popen(["setarch", "-R", manifest["threads_target"], str(limit)],
@@ -407,17 +417,14 @@ def restore_threads(manifest):
         time.sleep(0.05)
     before = threads_of(proc.pid)
     ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid),
-                         "-o", image, "--kill", "--via", "ptrace"], capture_output=True,
+                         "-o", image, "--kill", "--via", via], capture_output=True,
                         text=True, timeout=120)
     result = {"image": image,
               "checkpoint": {"rc": ck.returncode, "stderr": ck.stderr[-2000:],
                              "returncode": proc.wait(timeout=60), "proc": before}}
     result["checkpoint"]["before"] = tree_lines(out_path)
-    if not os.path.exists(image):
-        return result
-    result["restart"] = restart_threads(image, out_path + "2", restarter)
-    bad = patched(image, image + ".cs32", child_cs_32)
-    result["refused"] = restart_threads(bad, bad + ".out", restarter)
+    if os.path.exists(image):
+        result["restart"] = restart_threads(image, out_path + "2", restarter)
     return result
 
 
@@ -486,8 +493,10 @@ def thread_group_errors(image):
     }
 
 
-def through_fuse(manifest, restore_image=None, tree_image=None, threads_image=None):
-    """The daemon's side: `cp img /ckpt/restart/` on a crfs mount, with /dev/crfs present."""
+def through_fuse(manifest, programs):
+    """The daemon's side: `cp img /ckpt/restart/` on a crfs mount, with /dev/crfs present:
+    the refusals, then `programs` ({key: (name in restart/, image)}) restored one after
+    the other and left to run together to their end."""
     out = {}
     root = "/tmp/crfs-e2e"
     store, mnt = os.path.join(root, "store"), os.path.join(root, "mnt")
@@ -508,14 +517,13 @@ def through_fuse(manifest, restore_image=None, tree_image=None, threads_image=No
                 with open(os.path.join(mnt, "restart", f"{name}.img.status")) as f:
                     status = f.read()
                 out[name] = {"rc": cp.returncode, "stderr": cp.stderr, "status": status}
-            if restore_image:
-                out["restore"] = fuse_restore(mnt, restore_image)
-            if tree_image:
-                out["tree"] = fuse_restore(mnt, tree_image, "tree.img")
-                out["tree"]["survivors"] = tree_processes()
-            if threads_image:
-                out["threads"] = fuse_restore(mnt, threads_image, "threads.img")
-                out["threads"]["survivors"] = leftover(("threads_target", "crfs-restart"))
+            for key, (name, image) in programs.items():
+                if image and os.path.exists(image):
+                    out[key] = fuse_guarded(fuse_start, mnt, image, name)
+            for key, (name, _) in programs.items():
+                if key in out and out[key].get("rc") == 0:
+                    out[key].update(fuse_guarded(fuse_finish, mnt, name))
+            out["survivors"] = leftover(TARGETS)
         finally:
             subprocess.run(["fusermount3", "-u", mnt], capture_output=True, timeout=60)
     if os.path.exists(log):
@@ -524,16 +532,16 @@ def through_fuse(manifest, restore_image=None, tree_image=None, threads_image=No
     return out
 
 
-def fuse_restore(mnt, image, name="prog.img"):
-    """cp a real checkpoint into restart/: close(2) succeeds, the program runs on, its
-    status and log are readable while the daemon keeps serving."""
+def fuse_guarded(step, *args):
     try:
-        return _fuse_restore(mnt, image, name)
-    except OSError as exc:     # reported, so that the daemon's log is kept too
+        return step(*args)
+    except OSError as exc:     # reported, so that the other programs and the log are kept
         return {"rc": None, "error": repr(exc), "first_status": "", "status": "", "log": []}
 
 
-def _fuse_restore(mnt, image, name):
+def fuse_start(mnt, image, name):
+    """cp a real checkpoint into restart/: close(2) succeeds once it is restored; its
+    status is readable at once."""
     target = os.path.join(mnt, "restart", name)
     t0 = time.monotonic()
     cp = subprocess.run(["cp", image, target], capture_output=True, text=True, timeout=120)
@@ -541,16 +549,21 @@ def _fuse_restore(mnt, image, name):
     with open(target + ".status") as f:
         out["first_status"] = f.read()
     out["listing_while_running"] = sorted(os.listdir(os.path.join(mnt, "restart")))
-    deadline = time.monotonic() + 120
-    status = out["first_status"]
+    return out
+
+
+def fuse_finish(mnt, name, timeout=180):
+    """Wait until restart/NAME.status says the program ended; its status and log."""
+    target = os.path.join(mnt, "restart", name)
+    deadline = time.monotonic() + timeout
+    with open(target + ".status") as f:
+        status = f.read()
     while "exited" not in status and "killed" not in status and time.monotonic() < deadline:
         time.sleep(0.2)
         with open(target + ".status") as f:
             status = f.read()
-    out["status"] = status
     with open(target + ".log") as f:
-        out["log"] = f.read().splitlines()
-    return out
+        return {"status": status, "log": f.read().splitlines()}
 
 
 # --------------------------------------------------------------------------- checkpoint
@@ -688,20 +701,19 @@ def kernel_checkpoint_tree(manifest):
     """tree_target (a parent and its forked child) checkpointed by the module (`crfs
     checkpoint --tree --via kernel --leave-stopped`), compared with the userspace writer's
     image of the same stopped tree, killed, then the module's image restarted by the
-    module. Also the time of both writers called from here (no Python start-up). The tree
-    counts to twice the manifest's limit: the CLI starts slowly under TCG."""
+    module. Also the time of both writers called from here (no Python start-up)."""
     from crfs.checkpoint import procfs
     work, restarter = manifest["work"], manifest["restarter"]
     out_path = os.path.join(work, "ktree.out")
     image = os.path.join(work, "ktree.img")
-    limit = 2 * manifest["limit"]
+    limit = manifest["limit"]
     proc = start_tree(manifest["tree_target"], out_path, limit)
     pids = [proc.pid] + procfs.children(proc.pid)
     t0 = time.monotonic()
     ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "--tree",
                          "--via", "kernel", "--leave-stopped", "-o", image],
                         capture_output=True, text=True, timeout=120)
-    out = {"pids": pids, "limit": limit,
+    out = {"pids": pids, "limit": limit, "image": image,
            "checkpoint": {"rc": ck.returncode, "stderr": ck.stderr[-2000:],
                           "seconds": round(time.monotonic() - t0, 2)}}
     try:
@@ -1009,19 +1021,24 @@ def main(module, manifest_path, results_path):
         if os.path.exists(steps["threads"]["image"]):
             steps["thread_group_errors"] = thread_group_errors(steps["threads"]["image"])
         steps["t_restore"] = round(time.monotonic() - t0, 2)
-        os.environ["CRFS_RESTARTER"] = manifest["restore"]["restarter"]
-        tree_image = steps["tree"]["image"]
-        progress("fuse", t0)
-        steps["fuse"] = through_fuse(manifest, steps["restore"]["dynamic"]["image"],
-                                     tree_image if os.path.exists(tree_image) else None,
-                                     steps["threads"]["image"])
-        steps["t_fuse"] = round(time.monotonic() - t0, 2)
         progress("kernel_checkpoint", t0)
         steps["kernel_checkpoint"], image = kernel_checkpoint_restart(manifest["restore"])
         steps["t_kernel_checkpoint"] = round(time.monotonic() - t0, 2)
         progress("kernel_checkpoint_tree", t0)
         steps["kernel_checkpoint_tree"] = kernel_checkpoint_tree(manifest["restore"])
         steps["t_kernel_checkpoint_tree"] = round(time.monotonic() - t0, 2)
+        progress("fuse", t0)
+        os.environ["CRFS_RESTARTER"] = manifest["restore"]["restarter"]
+        steps["fuse"] = through_fuse(manifest, {
+            "restore": ("prog.img", steps["restore"]["dynamic"]["image"]),
+            "static": ("static.img", steps["restore"]["static"]["image"]),
+            "tree": ("tree.img", steps["tree"]["image"]),
+            "threads": ("threads.img", steps["threads"]["image"]),
+            "kernel_restore": ("kernel-prog.img", image),
+            "kernel_tree": ("kernel-tree.img", steps["kernel_checkpoint_tree"]["image"]),
+            "kernel_threads": ("kernel-threads.img", steps["threads"]["kernel"]["image"]),
+        })
+        steps["t_fuse"] = round(time.monotonic() - t0, 2)
         progress("checkpoint_refusals", t0)
         steps["checkpoint_refusals"] = checkpoint_refusals(manifest["restore"], image)
         steps["t_checkpoint_refusals"] = round(time.monotonic() - t0, 2)

@@ -30,8 +30,8 @@ from crfs.model.synth import synthetic_image
 
 REPO = Path(__file__).resolve().parent.parent
 HARNESS = REPO / "kmod" / "harness"
-GUEST_TIMEOUT = int(os.environ.get("CRFS_GUEST_TIMEOUT", 300))   # seconds
-RESTORE_LIMIT = 500     # restore_target exits (status 3) at this tick (~10 ms each)
+GUEST_TIMEOUT = int(os.environ.get("CRFS_GUEST_TIMEOUT", 600))   # seconds
+RESTORE_LIMIT = 1000    # the programs exit at this tick (~10 ms each): room for a slow CLI checkpoint
 PAGE = 4096
 HDR = struct.Struct("<II")
 
@@ -563,17 +563,48 @@ def test_failure_after_the_point_of_no_return_kills(guest):
     assert result["after"] == []
 
 
-def test_restart_dir_restores_a_real_program(guest):
-    """cp img /ckpt/restart/ in the guest: close(2) succeeds, the status says running with
-    the pid, then exited 3; restart/<name>.log has the program's output, continuing."""
-    steps = _report(guest)["steps"]
-    fuse = steps["fuse"]["restore"]
-    assert fuse["rc"] == 0, fuse
-    assert "state: running" in fuse["first_status"] and "pid: " in fuse["first_status"]
-    assert {"prog.img.status", "prog.img.log"} <= set(fuse["listing_while_running"]), fuse
+# restart/ entry -> where its program's output before the checkpoint is in the report
+FUSE_PROGRAMS = {
+    "restore": ("restore", "dynamic", "checkpoint", "before"),        # crfs checkpoint
+    "static": ("restore", "static", "checkpoint", "before"),
+    "kernel_restore": ("kernel_checkpoint", "before"),                # the module's
+}
+
+
+def _dig(tree, path):
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def _fuse(steps, key):
+    fuse = steps["fuse"][key]
+    assert fuse["rc"] == 0, (fuse, steps["fuse"].get("log_tail"))
+    assert "state: running" in fuse["first_status"], fuse["first_status"]
     assert "state: exited 3" in fuse["status"], fuse["status"]
-    before = steps["restore"]["dynamic"]["checkpoint"]["before"]
+    return fuse
+
+
+@pytest.mark.parametrize("key", FUSE_PROGRAMS)
+def test_restart_dir_restores_a_real_program(guest, key):
+    """cp img /ckpt/restart/ in the guest, for images written by crfs (dynamic and static
+    program) and by the module: close(2) succeeds, the status says running with the
+    program's pid (the image's), then exited 3; restart/<name>.log has the program's
+    output, continuing."""
+    steps = _report(guest)["steps"]
+    fuse = _fuse(steps, key)
+    name = {"restore": "prog.img", "static": "static.img",
+            "kernel_restore": "kernel-prog.img"}[key]
+    assert {f"{name}.status", f"{name}.log"} <= set(fuse["listing_while_running"]), fuse
+    before = _dig(steps, FUSE_PROGRAMS[key])
     _continues(before, fuse["log"], "exited 3")
+    assert f"pid: {_ticks(before)[-1][1]}\n" in fuse["first_status"], fuse["first_status"]
+
+
+def test_restart_dir_leaves_nothing_running(guest):
+    """Every program restored through restart/ ran to its end: none of them, and none of
+    their restarters, is left."""
+    assert _report(guest)["steps"]["fuse"]["survivors"] == []
 
 
 def _counts(lines, who):
@@ -612,16 +643,16 @@ def test_restore_continues_a_process_tree(guest):
     assert restart["survivors"] == []
 
 
-def test_restart_dir_restores_a_process_tree(guest):
-    """cp tree.img /ckpt/restart/ in the guest: close(2) succeeds, the status says running
-    with the parent's pid, then exited 3; restart/tree.img.log has both processes' counts,
-    continuing, and nothing of the tree is left."""
+@pytest.mark.parametrize("key", ["tree", "kernel_tree"])
+def test_restart_dir_restores_a_process_tree(guest, key):
+    """cp tree.img /ckpt/restart/ in the guest, for crfs's image and the module's: close(2)
+    succeeds, the status says running with the parent's pid, then exited 3;
+    restart/<name>.log has both processes' counts, continuing."""
     steps = _report(guest)["steps"]
-    fuse = steps["fuse"]["tree"]
-    assert fuse["rc"] == 0, fuse
-    assert "state: running" in fuse["first_status"], fuse["first_status"]
-    assert "state: exited 3" in fuse["status"], fuse["status"]
-    before, after = steps["tree"]["checkpoint"]["before"], fuse["log"]
+    fuse = _fuse(steps, key)
+    before = (steps["tree"]["checkpoint"]["before"] if key == "tree"
+              else steps["kernel_checkpoint_tree"]["before"])
+    after = fuse["log"]
     for who in ("parent", "child"):
         first, last = _counts(before, who), _counts(after, who)
         assert first and last, (who, after[-5:])
@@ -630,7 +661,6 @@ def test_restart_dir_restores_a_process_tree(guest):
     assert f"pid: {parent}\n" in fuse["first_status"], (parent, fuse["first_status"])
     assert {pp for _, _, pp in _counts(after, "child")} == {parent}
     assert after[-1].startswith("parent reaped pid="), after[-3:]
-    assert fuse["survivors"] == [], fuse
 
 
 def test_refused_task_of_a_tree_kills_the_tree(guest):
@@ -674,12 +704,15 @@ def _threads_continue(before, after):
     return pids.pop()
 
 
-def test_restore_continues_a_multithreaded_process(guest):
-    """threads_target (main + 2 pthreads) under setarch -R, `crfs checkpoint --kill`, then
-    crfs-restart: one process of 3 threads again; every thread's count, __thread variable
-    (fs base), heap arena and xmm9 carry on; pthread_join returns for both workers (the
-    kernel clears each restored thread's clear_child_tid) and it exits at its limit."""
+@pytest.mark.parametrize("via", ["ptrace", "kernel"])
+def test_restore_continues_a_multithreaded_process(guest, via):
+    """threads_target (main + 2 pthreads) under setarch -R, `crfs checkpoint --kill` (by
+    crfs, or by the module), then crfs-restart: one process of 3 threads again; every
+    thread's count, __thread variable (fs base), heap arena and xmm9 carry on;
+    pthread_join returns for both workers (the kernel clears each restored thread's
+    clear_child_tid) and it exits at its limit."""
     run = _report(guest)["steps"]["threads"]
+    run = run if via == "ptrace" else run["kernel"]
     ck = run["checkpoint"]
     assert ck["rc"] == 0 and ck["returncode"] == -9, ck["stderr"]
     assert ck["proc"]["threads"] == 3, ck["proc"]
@@ -692,16 +725,14 @@ def test_restore_continues_a_multithreaded_process(guest):
     assert restart["survivors"] == []
 
 
-def test_restart_dir_restores_a_multithreaded_process(guest):
-    """cp threads.img /ckpt/restart/: the status says running, then exited 3, and the log
-    has all three threads counting on."""
+@pytest.mark.parametrize("key", ["threads", "kernel_threads"])
+def test_restart_dir_restores_a_multithreaded_process(guest, key):
+    """cp threads.img /ckpt/restart/, for crfs's image and the module's: the status says
+    running, then exited 3, and the log has all three threads counting on."""
     steps = _report(guest)["steps"]
-    fuse = steps["fuse"]["threads"]
-    assert fuse["rc"] == 0, fuse
-    assert "state: running" in fuse["first_status"], fuse["first_status"]
-    assert "state: exited 3" in fuse["status"], fuse["status"]
-    _threads_continue(steps["threads"]["checkpoint"]["before"], fuse["log"])
-    assert fuse["survivors"] == [], fuse
+    fuse = _fuse(steps, key)
+    run = steps["threads"] if key == "threads" else steps["threads"]["kernel"]
+    _threads_continue(run["checkpoint"]["before"], fuse["log"])
 
 
 def test_refused_thread_fails_the_whole_process(guest):

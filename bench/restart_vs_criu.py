@@ -17,8 +17,9 @@ before), then --runs times, alternating which tool goes first:
         --shell-job); after its first tick `criu dump -t PID -D DIR` (kills it), then
         timed: `criu restore -D DIR -d` until it exits (-d returns once the tree runs);
   crfs  the same start; `python3 -m crfs checkpoint PID -o IMG --kill`, then timed:
-        `crfs-restart -r FD IMG` until EOF on the report pipe (the kernel closes every fd
-        above 2 of the restored program: EOF without a report is a restore, docs/kmod.md).
+        `crfs-restart -r FD IMG` (through crfs.kernel.restart_in_child) until its answer on
+        the report pipe: EOF (the kernel closes every fd above 2 of the restored program)
+        or, with the image's pid restored, the restarter's "restored" report (docs/kmod.md).
 
 Both restores are commands timed from spawn (start-up included), reading their images from
 the guest's tmpfs. After each restore the program must print a tick after its last one
@@ -43,6 +44,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from crfs import kernel  # noqa: E402 - the repository's, not an installed one
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "kmod" / "harness"
@@ -174,28 +178,21 @@ def crfs_round(exe, mib, work, restarter):
         result["dump_exit"] = proc.wait(timeout=60)
         result["image_bytes"] = os.path.getsize(image)
         before = last_tick(out)
-        read_fd, write_fd = os.pipe()
         with open(out2, "w") as stdout:
             t0 = time.monotonic()
-            child = subprocess.Popen([restarter, "-r", str(write_fd), image],
-                                     stdin=subprocess.DEVNULL, stdout=stdout,
-                                     stderr=subprocess.STDOUT, pass_fds=(write_fd,),
-                                     start_new_session=True)
-        os.close(write_fd)
-        report = b""
-        while chunk := os.read(read_fd, 4096):
-            report += chunk
+            outcome = kernel.restart_in_child(image, restarter=restarter, stdout=stdout,
+                                              timeout=120)
         result["restore_s"] = time.monotonic() - t0
-        os.close(read_fd)
-        if report:
-            child.wait(timeout=60)
+        if outcome.errno:
             result["error"] = f"crfs-restart failed: {open(out2).read().strip()}"
             return result
+        result["restored_pid"] = outcome.pid
         waited, line = wait_line(out2, lambda s: tick_of(s) > before, 60)
         result["first_line_s"] = None if waited is None else time.monotonic() - t0
         result["line_after"] = line
         result["ok"] = bool(line) and line.endswith("heap=ok")
-        reap(child.pid)
+        reap(outcome.pid)
+        reap(outcome.process.pid)
     finally:
         reap(proc.pid)
         if os.path.exists(image):

@@ -625,22 +625,29 @@ def test_restore_continues_a_process_tree(guest):
     run = _report(guest)["steps"]["tree"]
     ck = run["checkpoint"]
     assert ck["rc"] == 0 and ck["returncode"] == -9, ck
-    restart = run["restart"]
+    parent, child = _tree_restarted(ck["before"], run["restart"])
+    assert run["restart"]["proc"] == {"pid": child, "ppid": parent, "name": "tree_target-m64"}
+
+
+def _tree_restarted(before, restart):
+    """A tree_target image restarted by crfs-restart: both processes count on to the limit
+    with their pids, the child under the restored parent, which reaps it; nothing is left.
+    (parent pid, child pid)."""
     assert (restart["errno"], restart["stage"]) == (0, "restored"), restart
     assert restart["exit"] == "exited 3", restart
-    before, after = ck["before"], restart["after"]
+    after = restart["after"]
     for who in ("parent", "child"):
         first, last = _counts(before, who), _counts(after, who)
-        assert first and last, who
+        assert first and last, (who, after[-5:])
         assert [t for t, _, _ in last] == list(range(first[-1][0] + 1, RESTORE_LIMIT + 1)), who
         assert len({p for _, p, _ in last}) == 1 and last[0][1] == first[-1][1], who
     parent = _counts(after, "parent")[0][1]
     child = _counts(after, "child")[0][1]
     assert parent == restart["root"]
     assert {pp for _, _, pp in _counts(after, "child")} == {parent}
-    assert restart["proc"] == {"pid": child, "ppid": parent, "name": "tree_target-m64"}, restart
     assert after[-1] == f"parent reaped pid={child} status=5"
     assert restart["survivors"] == []
+    return parent, child
 
 
 @pytest.mark.parametrize("key", ["tree", "kernel_tree"])
@@ -832,21 +839,8 @@ def test_module_checkpoint_of_a_tree_restarts(guest):
     restored parent, which reaps it; nothing of the tree is left."""
     run = _report(guest)["steps"]["kernel_checkpoint_tree"]
     assert "restart" in run, run
-    restart = run["restart"]
-    assert (restart["errno"], restart["stage"]) == (0, "restored"), restart
-    assert restart["exit"] == "exited 3", restart
-    before, after = run["before"], restart["after"]
-    for who in ("parent", "child"):
-        first, last = _counts(before, who), _counts(after, who)
-        assert first and last, (who, after[-5:])
-        assert [t for t, _, _ in last] == list(range(first[-1][0] + 1, run["limit"] + 1)), who
-        assert len({p for _, p, _ in last}) == 1 and last[0][1] == first[-1][1], who
-    parent = _counts(after, "parent")[0][1]
-    child = _counts(after, "child")[0][1]
-    assert parent == restart["root"]
-    assert {pp for _, _, pp in _counts(after, "child")} == {parent}
-    assert after[-1] == f"parent reaped pid={child} status=5"
-    assert restart["survivors"] == []
+    assert run["limit"] == RESTORE_LIMIT
+    _tree_restarted(run["before"], run["restart"])
 
 
 def test_module_checkpoint_writes_every_thread(guest):

@@ -21,22 +21,11 @@
 #include <unistd.h>
 #include <xmmintrin.h>
 
+#include "pattern.h"
+
 #define HEAP_BYTES (64 * 1024)
 #define PAGE 4096
 #define NOTE "modified by restore_target"
-
-static unsigned char byte_at(unsigned long i, unsigned seed)
-{
-	return (unsigned char)((i * 131 + seed * 7 + (i >> 12)) & 0xff);
-}
-
-static int pattern_ok(const unsigned char *p, unsigned long n, unsigned seed)
-{
-	for (unsigned long i = 0; i < n; i++)
-		if (p[i] != byte_at(i, seed))
-			return 0;
-	return 1;
-}
 
 /* nanosleep(10 ms) with a value in xmm8 and one on the x87 stack across the syscall. */
 static void sleep_holding(unsigned long tag, unsigned long *xmm_out, double *x87_out)

@@ -20,24 +20,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pattern.h"
+
 #define HEAP_BYTES (16 * 1024)
 #define WORKERS 2
 
 static __thread unsigned int tls_id;
 static unsigned long limit;
-
-static unsigned char byte_at(unsigned long i, unsigned int seed)
-{
-	return (unsigned char)((i * 131 + seed * 7 + (i >> 12)) & 0xff);
-}
-
-static int pattern_ok(const unsigned char *p, unsigned long n, unsigned int seed)
-{
-	for (unsigned long i = 0; i < n; i++)
-		if (p[i] != byte_at(i, seed))
-			return 0;
-	return 1;
-}
 
 /* xmm9 survives the nanosleep: the compiler does not touch it around the asm */
 static int fpu_ok(unsigned int id)

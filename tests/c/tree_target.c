@@ -16,20 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pattern.h"
+
 #define HEAP_BYTES (16 * 1024)
-
-static unsigned char byte_at(unsigned long i, unsigned int seed)
-{
-	return (unsigned char)((i * 131 + seed * 7 + (i >> 12)) & 0xff);
-}
-
-static int pattern_ok(const unsigned char *p, unsigned long n, unsigned int seed)
-{
-	for (unsigned long i = 0; i < n; i++)
-		if (p[i] != byte_at(i, seed))
-			return 0;
-	return 1;
-}
 
 static void count(const char *who, unsigned int seed, unsigned long limit)
 {

@@ -83,6 +83,28 @@ def test_restarter_missing(tmp_path, monkeypatch):
     assert error.errno == errno.ENODEV and "state: failed" in status
 
 
+@pytest.fixture
+def fake_relay(tmp_path):
+    """A stand-in for a restore with the image's pid: crfs-restart's relay writes the
+    "restored" report naming the program's pid (4242), prints, and ends as it ends (3)."""
+    script = tmp_path / "fake-relay"
+    script.write_text(f"#!{sys.executable}\nimport os, struct, sys\n"
+                      "fd = int(sys.argv[4])\n"
+                      "os.write(fd, struct.pack('<iQI16s96s', 0, 2**64 - 1, 0, b'restored', "
+                      "b'pid 4242'))\n"
+                      "os.close(fd)\nprint('restored', sys.argv[5])\nsys.exit(3)\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+def test_restarter_relay_names_the_restored_pid(tmp_path, fake_relay):
+    with open(tmp_path / "log", "wb") as log:
+        outcome = kernel.restart_in_child("/the/image", restarter=fake_relay, stdout=log)
+    assert (outcome.errno, outcome.pid, outcome.stage) == (0, 4242, "restored")
+    assert outcome.process.wait(timeout=30) == 3
+    assert (tmp_path / "log").read_text() == "restored /the/image\n"
+
+
 def test_restarter_reports_its_output(tmp_path, fake_restarter):
     with open(tmp_path / "log", "wb") as log:
         outcome = kernel.restart_in_child("/the/image", restarter=fake_restarter, stdout=log)
@@ -129,11 +151,13 @@ def test_success():
     assert "state: running" in status and "pid: 4321" in status
 
 
-def test_restart_box_status_and_log(tmp_path, monkeypatch, fake_restarter):
+@pytest.mark.parametrize("stand_in", ["fake_restarter", "fake_relay"])
+def test_restart_box_status_and_log(tmp_path, monkeypatch, request, stand_in):
     """The daemon's side without a module: a restore that "succeeds" gives close() == 0,
-    then a thread records the exit; restart/<name>.log has the output."""
+    then a thread records the exit, with the program's pid (the relay's report names it);
+    restart/<name>.log has the output."""
     monkeypatch.setattr(kernel, "DEVICE", "/dev/null")     # "the module is loaded"
-    monkeypatch.setenv("CRFS_RESTARTER", fake_restarter)
+    monkeypatch.setenv("CRFS_RESTARTER", request.getfixturevalue(stand_in))
     box = restart.RestartBox(str(tmp_path), os.getuid())
     upload = box.create("p.img", os.getuid())
     out = io.BytesIO()
@@ -146,6 +170,8 @@ def test_restart_box_status_and_log(tmp_path, monkeypatch, fake_restarter):
             break
         time.sleep(0.01)
     assert "state: exited 3" in status and "pid: " in status
+    if stand_in == "fake_relay":
+        assert "pid: 4242\n" in status
     assert "p.img.log" in box.names()
     assert box.child("p.img.log").read(0, 4096).startswith(b"restored ")
     upload.release()

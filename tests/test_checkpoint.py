@@ -6,11 +6,14 @@ program wrote) and compared with the image through a crfs mount and through the 
 Then the process is continued and must go on counting.
 """
 
+import ctypes
 import errno
 import os
+import re
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import tempfile
 import time
@@ -18,7 +21,7 @@ import time
 import pytest
 
 from crfs import kernel
-from crfs.checkpoint import CheckpointError, checkpoint, checkpoint_into_store, ptrace
+from crfs.checkpoint import CheckpointError, checkpoint, checkpoint_into_store, inject, ptrace
 from crfs.checkpoint.capture import UnsupportedVma, vma_kind
 from crfs.checkpoint.procfs import MapsLine
 from crfs.model import registry
@@ -32,17 +35,24 @@ XMM0 = 160                                            # offset of xmm0 in the FX
 # ----------------------------------------------------------------------------- helpers
 
 class Program:
-    """A test program running until killed; `ready` holds its "ready k=v" values (hex)."""
+    """A test program running until killed; `ready` holds its "ready k=v" values (hex),
+    `lines` what it printed before that line."""
 
     def __init__(self, exe, *args):
         self.proc = subprocess.Popen([str(exe), *map(str, args)], stdout=subprocess.PIPE,
                                      text=True)
         self.pid = self.proc.pid
-        readable, _, _ = select.select([self.proc.stdout], [], [], 10)
-        line = self.proc.stdout.readline() if readable else ""
-        if not line.startswith("ready"):
-            self.kill()
-            raise AssertionError(f"{exe} did not get ready: {line!r}")
+        # Raw reads of the pipe: select cannot see lines already in a file object's buffer.
+        fd, text = self.proc.stdout.fileno(), ""
+        deadline = time.time() + 10
+        while not re.search(r"(?m)^ready.*\n", text):
+            readable, _, _ = select.select([fd], [], [], max(0, deadline - time.time()))
+            chunk = os.read(fd, 65536).decode() if readable else ""
+            if not chunk:
+                self.kill()
+                raise AssertionError(f"{exe} did not get ready: {text!r}")
+            text += chunk
+        *self.lines, line = text[:re.search(r"(?m)^ready.*\n", text).end()].splitlines()
         pairs = (item.split("=", 1) for item in line.split()[1:])
         self.ready = {key: int(value, 16) if key != "program" else value
                       for key, value in pairs}
@@ -209,6 +219,9 @@ def test_32bit_task_keeps_its_tls_and_auxv(build_c, tmp_path):
             assert task.regs["cs"] == 0x23 and task.regs.as_dict() == regs
             assert task.tls == tls and any(tls)     # glibc's i386 TLS is a GDT entry
             assert dict(task.mm.auxv)[6] == PAGE   # AT_PAGESZ, read as 32-bit words
+            # No syscall is injected into a 32-bit task; its robust list is the compat one,
+            # which get_robust_list from a 64-bit caller does not show.
+            assert task.extra["clear_child_tid"] == 0 and task.extra["robust_futex_list"] == 0
         finally:
             image.close()
         assert_continues(program)
@@ -285,6 +298,228 @@ def test_threads_are_tasks_sharing_one_mm(build_c, mount):
         slots = read_mem(tasks / str(program.pid) / "mem", program.ready["slots"], 8 * 4)
         assert all(int.from_bytes(slots[i:i + 8], "little") for i in range(0, 32, 8))
         assert_continues(program)
+
+
+# ----------------------------------------------------------------------------- futex fields
+
+STATS = ("sleeps", "sleep_errors", "short_sleeps", "waits", "wait_errors", "short_waits",
+         "reads", "usr1_count", "usr1_tid")
+ERESTARTSYS, ERESTART_RESTARTBLOCK = 512, 516
+MASK64 = (1 << 64) - 1
+# role -> (syscall numbers it sleeps in, the -errno the kernel left in rax to restart it).
+# A sleep already interrupted by an earlier checkpoint goes on in restart_syscall (219).
+IN_SYSCALL = {"sleeper": ({35, 230, 219}, ERESTART_RESTARTBLOCK),  # (clock_)nanosleep
+              "waiter": ({202, 219}, ERESTART_RESTARTBLOCK),       # futex with a timeout
+              "reader": ({0}, ERESTARTSYS)}                        # read of an empty pipe
+
+
+def thread_reports(program):
+    """{tid: {"role", "ctid", "robust", "robust_len"}} from ckpt_tid's "thread ..." lines."""
+    reports = {}
+    for line in program.lines:
+        fields = dict(item.split("=", 1) for item in line.split()[1:])
+        role = fields.pop("role")
+        values = {key: int(value, 16) for key, value in fields.items()}
+        reports[values.pop("tid")] = dict(values, role=role)
+    return reports
+
+
+def tid_of(reports, role):
+    return next(tid for tid, report in reports.items() if report["role"] == role)
+
+
+def read_stats(program):
+    raw = read_mem(f"/proc/{program.pid}/mem", program.ready["stats"], 8 * len(STATS))
+    return dict(zip(STATS, struct.unpack(f"<{len(STATS)}Q", raw)))
+
+
+def assert_futex_fields(task, report):
+    assert report["ctid"] and report["robust"]
+    assert (task.extra["clear_child_tid"], task.extra["robust_futex_list"],
+            task.extra["robust_futex_head_len"]) \
+        == (report["ctid"], report["robust"], report["robust_len"])
+
+
+def assert_undisturbed(program, rounds=2):
+    """The sleeper and the waiter complete `rounds` more sleeps; nothing ever came back
+    early, with EINTR or at all (the reader)."""
+    before = read_stats(program)
+    deadline = time.time() + 5
+    while True:
+        stats = read_stats(program)
+        if stats["sleeps"] >= before["sleeps"] + rounds \
+                and stats["waits"] >= before["waits"] + rounds:
+            break
+        assert time.time() < deadline, f"the sleeping threads stopped: {stats}"
+        time.sleep(0.05)
+    assert {key: stats[key] for key in ("sleep_errors", "short_sleeps", "wait_errors",
+                                        "short_waits", "reads")} \
+        == dict.fromkeys(("sleep_errors", "short_sleeps", "wait_errors", "short_waits",
+                          "reads"), 0)
+    assert program.proc.poll() is None
+    return stats
+
+
+class Injected(dict):
+    """{tid: registers read just before its clear_child_tid was asked}, filled while
+    checkpoints run; `scratch[tid]` is (address, 8 bytes there) of the stack word the
+    injection borrows; `before[tid]` may hold a function to call first."""
+
+    def __init__(self):
+        super().__init__()
+        self.scratch = {}
+        self.before = {}
+
+
+@pytest.fixture
+def injected(monkeypatch):
+    seen = Injected()
+    original = inject.Injector.clear_child_tid
+
+    def spy(self, tid, regs):
+        if tid in seen.before:
+            seen.before[tid]()
+        seen[tid] = ptrace.get_regs(tid)
+        address = (seen[tid]["rsp"] - inject.SCRATCH_BELOW_RSP) & ~7
+        seen.scratch[tid] = (address, read_mem(f"/proc/{self.pid}/mem", address, 8))
+        return original(self, tid, regs)
+
+    monkeypatch.setattr(inject.Injector, "clear_child_tid", spy)
+    return seen
+
+
+def test_each_thread_has_its_clear_child_tid_and_robust_list(build_c, tmp_path, injected):
+    with Program(build_c("ckpt_tid", 64, "-pthread"), 4) as program:
+        reports = thread_reports(program)
+        assert len(reports) == 1 + 4 + 3 and program.pid in reports
+        path = tmp_path / "tid.ckpt"
+        _, truth = stopped_checkpoint(program, path)
+        image = registry.open_image(path)       # read back by the ckpt loader
+        try:
+            assert sorted(t.pid for t in image.tasks) == sorted(reports)
+            for task in image.tasks:
+                assert_futex_fields(task, reports[task.pid])
+                # The image holds the registers from before the injection; the thread,
+                # now in its group stop, has them again.
+                assert task.regs.as_dict() == injected[task.pid] == truth[task.pid][0]
+                assert task.fpu == truth[task.pid][1]
+                # The stack word the prctl wrote holds its old bytes again.
+                address, word = injected.scratch[task.pid]
+                assert read_mem(f"/proc/{program.pid}/mem", address, 8) == word
+        finally:
+            image.close()
+        assert_continues(program)
+        assert_undisturbed(program)
+
+
+def test_threads_in_syscalls_go_on_undisturbed_after_detach(build_c, tmp_path):
+    with Program(build_c("ckpt_tid", 64, "-pthread"), 2) as program:
+        reports = thread_reports(program)
+        for n in range(4):
+            path = checkpoint(program.pid, tmp_path / f"run{n}.ckpt")      # detach
+            assert state(program.pid) not in "tT"
+            image = registry.open_image(path)
+            try:
+                for task in image.tasks:
+                    assert_futex_fields(task, reports[task.pid])
+                # Those three were stopped inside their syscalls, with a restart pending:
+                # the registers were put back exactly, or the checks below would fail.
+                for role, (numbers, code) in IN_SYSCALL.items():
+                    regs = image.task(tid_of(reports, role)).regs
+                    assert regs["orig_rax"] in numbers and regs["rax"] == -code & MASK64
+            finally:
+                image.close()
+            time.sleep(0.05)
+        slots = read_mem(f"/proc/{program.pid}/mem", program.ready["slots"], 16)
+        assert_undisturbed(program)
+        assert_continues(program)
+        later = read_mem(f"/proc/{program.pid}/mem", program.ready["slots"], 16)
+        assert all(later[i:i + 8] != slots[i:i + 8] for i in (0, 8))
+
+
+def test_signal_queued_during_the_injection_is_delivered_after(build_c, tmp_path,
+                                                               injected):
+    libc = ctypes.CDLL(None, use_errno=True)
+    with Program(build_c("ckpt_tid", 64, "-pthread"), 2) as program:
+        reports = thread_reports(program)
+        target = tid_of(reports, "worker")
+        # Queued while the thread is stopped: the step dequeues it before the syscall runs.
+        injected.before[target] = lambda: libc.tgkill(program.pid, target, signal.SIGUSR1)
+        path = checkpoint(program.pid, tmp_path / "usr1.ckpt")
+        image = registry.open_image(path)
+        try:
+            for task in image.tasks:
+                if task.pid == target:      # not asked: clear_child_tid left 0
+                    assert task.extra["clear_child_tid"] == 0
+                    assert task.extra["robust_futex_list"] == reports[target]["robust"]
+                else:
+                    assert_futex_fields(task, reports[task.pid])
+                assert task.regs.as_dict() == injected[task.pid]
+        finally:
+            image.close()
+        deadline = time.time() + 5
+        while read_stats(program)["usr1_count"] == 0:
+            assert time.time() < deadline, "SIGUSR1 was lost"
+            time.sleep(0.01)
+        time.sleep(0.05)
+        stats = assert_undisturbed(program)
+        assert (stats["usr1_count"], stats["usr1_tid"]) == (1, target)
+        assert_continues(program)
+
+
+def test_group_stopped_process_stays_stopped(build_c, tmp_path):
+    with Program(build_c("ckpt_tid", 64, "-pthread"), 2) as program:
+        reports = thread_reports(program)
+        os.kill(program.pid, signal.SIGSTOP)
+        for tid in reports:
+            wait_state(f"{program.pid}/task/{tid}", "T")
+        path = checkpoint(program.pid, tmp_path / "stopped.ckpt")        # detach
+        image = registry.open_image(path)
+        try:
+            for task in image.tasks:
+                assert_futex_fields(task, reports[task.pid])
+        finally:
+            image.close()
+        time.sleep(0.1)
+        assert {state(f"{program.pid}/task/{tid}") for tid in reports} == {"T"}
+        assert_continues(program)
+        assert_undisturbed(program)
+
+
+def test_thread_stopped_in_an_rseq_critical_section_is_still_aborted(build_c, tmp_path):
+    with Program(build_c("ckpt_rseq", 64, "-pthread")) as program:
+        ready = program.ready
+        if not ready["rseq"]:
+            pytest.skip("glibc registered no rseq area")
+        rseq_cs = ready["rseq"] + 8                     # struct rseq's rseq_cs pointer
+        for attempt in range(20):
+            path = checkpoint(program.pid, tmp_path / "rseq.ckpt", after="stop")
+            wait_state(program.pid, "T")
+            image = registry.open_image(path)
+            try:
+                task = image.task(ready["tid"])
+                rip, ctid = task.regs["rip"], task.extra["clear_child_tid"]
+            finally:
+                image.close()
+            if ready["start"] <= rip < ready["end"]:
+                break
+            os.kill(program.pid, signal.SIGCONT)    # stopped between two sections: again
+            time.sleep(0.01)
+        else:
+            pytest.fail("the spinning thread was never caught inside its critical section")
+        assert ctid
+        # The injected syscall left the section, and the kernel cleared rseq_cs then; it
+        # was put back, so the thread is aborted on its way back, as without the injection.
+        assert int.from_bytes(read_mem(f"/proc/{program.pid}/mem", rseq_cs, 8), "little") \
+            == ready["cs"]
+        aborts = int.from_bytes(read_mem(f"/proc/{program.pid}/mem", ready["aborts"], 8),
+                                "little")
+        assert_continues(program)
+        deadline = time.time() + 5
+        while int.from_bytes(read_mem(f"/proc/{program.pid}/mem", ready["aborts"], 8),
+                             "little") == aborts:
+            assert time.time() < deadline, "the thread was not aborted out of its section"
+            time.sleep(0.01)
 
 
 # ----------------------------------------------------------------------------- trees

@@ -3,13 +3,16 @@
 Pages are chosen as the kernel checkpoint writers chose them: anonymous pages that exist
 (present or swapped out), and the pages of private file mappings that were written (no
 longer the file's own page). Clean file pages and never-touched pages are not saved.
+Each thread's robust futex list comes from get_robust_list(2), its clear_child_tid from a
+prctl the thread is made to run (crfs.checkpoint.inject), after its registers were read.
 """
 
+import errno
 import os
 import re
 import time
 
-from crfs.checkpoint import procfs, ptrace
+from crfs.checkpoint import inject, procfs, ptrace
 from crfs.checkpoint.memory import ProcessMemory
 from crfs.formats.x86 import PAGE_SIZE, USER32_CS_X86_64
 from crfs.model.image import Image, Mm, ShmSegment, Task, Vma
@@ -43,29 +46,52 @@ def build_image(freezer, on_read=None):
     segments = {}       # (dev, inode) -> ShmSegment, shared by the processes of a tree
     tasks = []
     for pid, tids in freezer.processes.items():
-        tasks += capture_process(pid, tids, freezer.states, segments, on_read)
+        tasks += capture_process(pid, tids, freezer, segments, on_read)
     now = int(time.time())
     return Image(format="linux-cr", dialect="live", arch=ARCH, header=_header(tasks, now),
                  time=now, tasks=tasks)
 
 
-def capture_process(pid, tids, states, segments, on_read):
-    """One Task per thread, all sharing one Mm."""
+def capture_process(pid, tids, freezer, segments, on_read):
+    """One Task per thread, all sharing one Mm. `freezer` holds them stopped (its states
+    and the signals to pass on)."""
     leader_regs = ptrace.get_regs(pid)
     compat = leader_regs["cs"] == USER32_CS_X86_64
     stat = procfs.stat_fields(pid)
     mm = capture_mm(pid, stat, compat, segments, on_read)
     extra = {"pgid": int(stat[5]), "sid": int(stat[6])}
-    return [capture_thread(pid, tid, states.get(tid, "R"), mm, extra) for tid in tids]
+    injector = inject.Injector(pid, mm, freezer.signals)
+    return [capture_thread(pid, tid, freezer.states.get(tid, "R"), mm, extra, injector)
+            for tid in tids]
 
 
-def capture_thread(pid, tid, state, mm, extra):
+def capture_thread(pid, tid, state, mm, extra, injector):
     status = procfs.status_fields(f"/proc/{pid}/task/{tid}/status")
     comm = procfs.read_text(f"/proc/{pid}/task/{tid}/comm").rstrip("\n")
-    return Task(pid=tid, tgid=int(status["Tgid"]), ppid=int(status["PPid"]), comm=comm,
+    regs = ptrace.get_regs(tid)
+    task = Task(pid=tid, tgid=int(status["Tgid"]), ppid=int(status["PPid"]), comm=comm,
                 state=STATE_BITS.get(state, 0), creds=_creds(status),
-                regs=Registers(ARCH, ptrace.get_regs(tid)), fpu=ptrace.get_xstate(tid),
-                tls=_tls(tid), mm=mm, extra=dict(extra))
+                regs=Registers(ARCH, regs), fpu=ptrace.get_xstate(tid), tls=_tls(tid),
+                mm=mm, extra=dict(extra))
+    task.extra.update(_futex_fields(tid, regs, injector))   # after regs and FPU are read
+    return task
+
+
+def _futex_fields(tid, regs, injector):
+    """robust_futex_list/_head_len (when registered) and clear_child_tid (when set)."""
+    fields = {}
+    try:
+        head, length = ptrace.get_robust_list(tid)
+    except OSError as exc:
+        if exc.errno == errno.ESRCH:
+            raise
+        head = length = 0
+    if head:
+        fields.update(robust_futex_list=head, robust_futex_head_len=length)
+    tid_address = injector.clear_child_tid(tid, regs)
+    if tid_address:
+        fields["clear_child_tid"] = tid_address
+    return fields
 
 
 def _creds(status):

@@ -1,5 +1,6 @@
-"""The few syscalls a userspace checkpoint needs, through ctypes: ptrace, waitpid, and
-process_vm_readv. x86_64 only (request numbers and struct layouts are that ABI's).
+"""The few syscalls a userspace checkpoint needs, through ctypes: ptrace, waitpid,
+process_vm_readv and get_robust_list. x86_64 only (request numbers and struct layouts are
+that ABI's).
 
 Every function raises OSError with the errno the kernel gave; callers turn those into
 messages. ptrace requests must all come from the thread that seized the task.
@@ -18,16 +19,24 @@ _libc.process_vm_readv.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_ulong
                                    ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong)
 _libc.waitpid.restype = ctypes.c_int
 _libc.waitpid.argtypes = (ctypes.c_int, ctypes.POINTER(ctypes.c_int), ctypes.c_int)
+_libc.syscall.restype = ctypes.c_long
+_libc.syscall.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p)
 
+PTRACE_POKEDATA = 5
+PTRACE_SINGLESTEP = 9
 PTRACE_GETREGS = 12
+PTRACE_SETREGS = 13
 PTRACE_DETACH = 17
 PTRACE_GET_THREAD_AREA = 25
 PTRACE_GETREGSET = 0x4204
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
+PTRACE_GET_RSEQ_CONFIGURATION = 0x420F    # Linux 5.13
 NT_X86_XSTATE = 0x202
 WALL = 0x40000000          # __WALL: threads and processes alike
 WNOHANG = 1
+SYS_GET_ROBUST_LIST = 274
+SPIN_WAITS = 2000          # waitpid(WNOHANG) polls with sched_yield before sleeping ones
 
 IOV_MAX = 1024
 XSTATE_MAX = 64 * 1024     # buffer for NT_X86_XSTATE; the kernel shortens it to the real size
@@ -43,6 +52,13 @@ USER_REGS = ("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8",
 
 class Iovec(ctypes.Structure):
     _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class RseqConfiguration(ctypes.Structure):
+    """struct ptrace_rseq_configuration (linux/ptrace.h)."""
+    _fields_ = [("rseq_abi_pointer", ctypes.c_uint64), ("rseq_abi_size", ctypes.c_uint32),
+                ("signature", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32)]
 
 
 class UserDesc(ctypes.Structure):
@@ -77,19 +93,31 @@ def detach(tid, signal=0):
     _ptrace(PTRACE_DETACH, tid, 0, signal)
 
 
-def wait_stop(tid, timeout=STOP_TIMEOUT):
-    """Wait for the next stop of a seized `tid`; returns the signal of a signal-delivery stop
-    (to be passed on at detach), else 0. OSError(ESRCH) if the task exited instead."""
+def wait_status(tid, timeout=STOP_TIMEOUT):
+    """The raw waitpid status of the next stop (or exit) of traced `tid`. Polls, so that a
+    task that never stops is an error (ETIMEDOUT) and not a hang: first with sched_yield
+    (a stop that comes in microseconds, as after a single step, is seen at once), then
+    every millisecond."""
     status = ctypes.c_int()
     deadline = time.monotonic() + timeout
+    polls = 0
     while True:
         pid = _check(_libc.waitpid(tid, ctypes.byref(status), WALL | WNOHANG))
         if pid == tid:
-            break
+            return status.value
+        polls += 1
+        if polls < SPIN_WAITS:
+            os.sched_yield()
+            continue
         if time.monotonic() > deadline:
             raise OSError(errno.ETIMEDOUT, f"task {tid} did not stop within {timeout:.0f} s")
         time.sleep(0.001)
-    value = status.value
+
+
+def wait_stop(tid, timeout=STOP_TIMEOUT):
+    """Wait for the next stop of a seized `tid`; returns the signal of a signal-delivery stop
+    (to be passed on at detach), else 0. OSError(ESRCH) if the task exited instead."""
+    value = wait_status(tid, timeout)
     if not os.WIFSTOPPED(value):
         raise OSError(errno.ESRCH, f"task {tid} exited")
     is_event_stop = value >> 16 != 0
@@ -104,6 +132,47 @@ def get_regs(tid):
     regs = (ctypes.c_ulonglong * len(USER_REGS))()
     _ptrace(PTRACE_GETREGS, tid, 0, ctypes.addressof(regs))
     return dict(zip(USER_REGS, regs))
+
+
+def set_regs(tid, regs):
+    """PTRACE_SETREGS from a {gdb name: value} dict holding every USER_REGS name."""
+    values = (ctypes.c_ulonglong * len(USER_REGS))(
+        *[regs[name] & 0xFFFFFFFFFFFFFFFF for name in USER_REGS])
+    _ptrace(PTRACE_SETREGS, tid, 0, ctypes.addressof(values))
+
+
+def singlestep(tid, signal=0):
+    _ptrace(PTRACE_SINGLESTEP, tid, 0, signal)
+
+
+def poke(tid, address, word):
+    """PTRACE_POKEDATA: the 8 bytes at `address` (little-endian `word`)."""
+    _ptrace(PTRACE_POKEDATA, tid, address, word)
+
+
+def get_robust_list(tid):
+    """(head, len) of the thread's robust futex list, as set_robust_list(2) registered it
+    (the native one: a 32-bit task's compat list is not what this returns). A ptracer of
+    `tid` may ask."""
+    head = ctypes.c_void_p()
+    length = ctypes.c_size_t()
+    _check(_libc.syscall(SYS_GET_ROBUST_LIST, tid, ctypes.addressof(head),
+                         ctypes.addressof(length)))
+    return head.value or 0, length.value
+
+
+def get_rseq(tid):
+    """Address of the thread's registered struct rseq; 0 when it has none, or when the
+    kernel is older than 5.13 (EIO: no such request)."""
+    config = RseqConfiguration()
+    try:
+        _ptrace(PTRACE_GET_RSEQ_CONFIGURATION, tid, ctypes.sizeof(config),
+                ctypes.addressof(config))
+    except OSError as exc:
+        if exc.errno != errno.EIO:
+            raise
+        return 0
+    return config.rseq_abi_pointer
 
 
 def get_xstate(tid):

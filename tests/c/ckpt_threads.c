@@ -11,6 +11,7 @@ static void *worker(void *arg)
 {
 	volatile unsigned long *slot = arg;
 	struct timespec step = {0, 1000000};
+	(*slot)++;      /* nonzero before "ready", which the test checks */
 	pthread_barrier_wait(&started);
 	for (;;) {
 		(*slot)++;

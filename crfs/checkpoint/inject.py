@@ -1,0 +1,168 @@
+"""A stopped thread's clear_child_tid, asked of the thread itself with one injected syscall.
+
+Why. clear_child_tid is the address the kernel zeroes and futex-wakes when the thread exits
+(set by clone(CLONE_CHILD_CLEARTID) or set_tid_address(2)); glibc points it at the `tid`
+word of the thread's descriptor, for every thread including the main one, and pthread_join
+sleeps on that word until the kernel clears it. A restarted threaded process whose tasks
+lack it hangs in pthread_join forever. No /proc file and no ptrace request shows it: only
+the thread can ask, with prctl(PR_GET_TID_ADDRESS, &addr) (CONFIG_CHECKPOINT_RESTORE). CRIU
+runs that prctl inside the task from injected parasite code (compel); this module does the
+least of the same: one syscall instruction, single-stepped.
+
+How, for one thread in a ptrace stop (the calling thread must be its ptracer):
+  1. its registers were read (PTRACE_GETREGS) and are kept as they are;
+  2. a syscall instruction (bytes 0f 05) is found in the process's [vdso], whose fallback
+     paths hold several (found once per process);
+  3. a scratch word is taken on the thread's stack, below the 128-byte red zone
+     ((rsp - 256) & ~7, in private writable anonymous memory), and its 8 bytes saved;
+  4. PTRACE_SETREGS: rip = that instruction, rax = SYS_prctl, rdi = PR_GET_TID_ADDRESS,
+     rsi = the scratch word, orig_rax = -1 (so that the kernel's syscall-restart logic,
+     which looks at orig_rax when the thread leaves its stop, leaves these alone);
+  5. PTRACE_SINGLESTEP, and waitpid: the step over a syscall instruction ends in a SIGTRAP
+     stop with rip just after it, rax = 0, the address in the scratch word;
+  6. the scratch word is written back if it changed (PTRACE_POKEDATA), and the saved
+     registers are put back exactly (PTRACE_SETREGS).
+
+rseq. Leaving the stop at a rip outside the thread's rseq critical section makes the
+kernel clear the rseq_cs pointer of its struct rseq (glibc registers one per thread). A
+thread stopped inside a critical section would then miss its abort on the way back: so the
+rseq_cs word (at the address PTRACE_GET_RSEQ_CONFIGURATION gives, + 8) is saved and put
+back with the scratch word, and the thread is aborted to abort_ip when it runs on, as it
+would have been without the injection.
+
+A thread that was stopped inside a syscall (orig_rax >= 0, rax = -ERESTART*) gets back
+exactly those registers: when it leaves the SIGTRAP stop (at detach, the SIGTRAP is not
+delivered), the kernel applies the restart logic to them as it would have after our
+PTRACE_INTERRUPT stop, and the syscall restarts; the program sees no EINTR.
+
+Signals are not lost. If the step stops for another signal (one was queued, and the kernel
+dequeued it before running the syscall), the registers are put back and that signal is kept
+in `signals` (the freezer's tid -> signal dict), to be delivered at detach as if the thread
+had stopped for it; clear_child_tid is then left 0. A thread that the freezer already found
+at a signal-delivery stop (a signal in `signals`) is not stepped: resuming it would drop
+that signal's siginfo, and a second signal could not be held. 32-bit (compat) threads are
+not stepped either. In all these cases clear_child_tid is 0 in the image, as before.
+"""
+
+import ctypes
+import errno
+import os
+import signal as signals_module
+
+from crfs.checkpoint import ptrace
+from crfs.formats.x86 import USER_CS
+
+SYS_PRCTL = 157
+PR_GET_TID_ADDRESS = 40
+SYSCALL_INSN = b"\x0f\x05"
+SYSCALL_INSN_SIZE = 2
+SCRATCH_BELOW_RSP = 256      # beyond the 128-byte red zone of the x86_64 ABI
+RSEQ_CS_OFFSET = 8           # struct rseq: u32 cpu_id_start, u32 cpu_id, u64 rseq_cs
+WORD = 8
+VM_WRITE = 0x2
+MAX_STEPS = 3                # tries when a trap is reported before the step itself
+STEP_TIMEOUT = 5.0           # seconds for one syscall instruction to be stepped over
+
+
+class Injector:
+    """clear_child_tid of the stopped threads of one process. `mm` is its captured Mm (for
+    the vDSO and the stack's mapping), `signals` the freezer's dict of signals to pass on."""
+
+    def __init__(self, pid, mm, signals):
+        self.pid = pid
+        self.mm = mm
+        self.signals = signals
+        self._syscall = None      # address of a syscall instruction; 0 when there is none
+
+    def clear_child_tid(self, tid, regs):
+        """The thread's clear_child_tid (0 when it is 0 or cannot be asked safely, see the
+        module's docstring). `regs` are its registers now; they are left as they were.
+        OSError(ESRCH) if the thread exits meanwhile."""
+        if regs["cs"] != USER_CS["x86_64"] or self.signals.get(tid, 0):
+            return 0
+        insn = self.syscall_address()
+        scratch = (regs["rsp"] - SCRATCH_BELOW_RSP) & ~(WORD - 1)
+        if not insn or not self._private_writable(scratch):
+            return 0
+        rseq = ptrace.get_rseq(tid)
+        # {address: its 8 bytes}: the scratch word, and struct rseq's rseq_cs pointer
+        saved = {address: self._read_word(address)
+                 for address in (scratch, rseq + RSEQ_CS_OFFSET if rseq else None) if address}
+        if None in saved.values():
+            return 0
+        ptrace.set_regs(tid, {**regs, "rip": insn, "rax": SYS_PRCTL, "orig_rax": -1,
+                              "rdi": PR_GET_TID_ADDRESS, "rsi": scratch})
+        value = 0
+        try:
+            if self._step(tid, insn) and ptrace.get_regs(tid)["rax"] == 0:
+                value = self._read_word(scratch) or 0
+        finally:
+            for address, word in saved.items():
+                if self._read_word(address) != word:
+                    ptrace.poke(tid, address, word)
+            ptrace.set_regs(tid, regs)
+        return value
+
+    def syscall_address(self):
+        """Address of bytes 0f 05 in the [vdso] (0 when there is no vDSO or none in it)."""
+        if self._syscall is None:
+            self._syscall = 0
+            vdso = next((v for v in self.mm.vmas if v.kind == "vdso"), None)
+            if vdso is not None:
+                code = self._read(vdso.start, vdso.size)
+                at = code.find(SYSCALL_INSN) if code else -1
+                if at >= 0:
+                    self._syscall = vdso.start + at
+        return self._syscall
+
+    def _private_writable(self, address):
+        vma = self.mm.vma_at(address)
+        return (vma is not None and vma.vm_flags & VM_WRITE and vma.kind == "anon"
+                and address + WORD <= vma.end)
+
+    def _step(self, tid, insn):
+        """Step over the syscall instruction; True when the thread stopped right after it.
+        Another signal's stop: the signal goes into `signals`, False."""
+        for _ in range(MAX_STEPS):
+            ptrace.singlestep(tid)
+            status, late = self._wait(tid)
+            if not os.WIFSTOPPED(status):
+                raise OSError(errno.ESRCH, f"task {tid} exited")
+            if status >> 16:            # an event stop: a pending trap, or our interrupt
+                if late and ptrace.get_regs(tid)["rip"] == insn:
+                    return False        # the syscall did not run: give up
+                continue                # step on (after the syscall: to take its SIGTRAP)
+            number = os.WSTOPSIG(status)
+            if number == signals_module.SIGTRAP \
+                    and ptrace.get_regs(tid)["rip"] == insn + SYSCALL_INSN_SIZE:
+                return True             # the step's SIGTRAP: dropped at detach
+            self.signals[tid] = number  # dequeued before the syscall ran: deliver at detach
+            return False
+        return False
+
+    def _wait(self, tid):
+        """(waitpid status of the stop ending the step, late). A step that does not end in
+        time (the thread was frozen by a cgroup, say) is interrupted, so that its registers
+        can still be put back: late is then True and the status is of that stop."""
+        try:
+            return ptrace.wait_status(tid, STEP_TIMEOUT), False
+        except OSError as exc:
+            if exc.errno != errno.ETIMEDOUT:
+                raise
+        ptrace.interrupt(tid)
+        return ptrace.wait_status(tid), True
+
+    def _read_word(self, address):
+        data = self._read(address, WORD)
+        return int.from_bytes(data, "little") if data else None
+
+    def _read(self, address, size):
+        """`size` bytes of the process at `address`, None if they cannot all be read."""
+        buffer = ctypes.create_string_buffer(size)
+        try:
+            done = ptrace.read_memory(self.pid, buffer, [(address, size)])
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                raise
+            return None
+        return buffer.raw if done == size else None

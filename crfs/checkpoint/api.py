@@ -65,7 +65,7 @@ def store_name(image, fmt):
 
 def _checkpoint(pid, fmt, tree, after, progress, place, directory, via="ptrace"):
     _check_arguments(pid, fmt, after)
-    in_kernel = _in_kernel(via, fmt, tree)
+    in_kernel = _in_kernel(via, fmt)
     if not os.access(directory, os.W_OK | os.X_OK):   # before stopping anything
         raise CheckpointError(f"cannot write into {directory}: not a writable directory",
                               errno.EACCES)
@@ -76,7 +76,7 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via="ptrace")
     try:
         freezer.freeze(pid, tree)
         if in_kernel:
-            path = _write_in_kernel(freezer, pid, tree, directory, place, via)
+            path = _write_in_kernel(pid, tree, directory, place, via)
             if path is not None:
                 done = True
                 return path
@@ -125,14 +125,14 @@ def _check_arguments(pid, fmt, after):
                               errno.EINVAL)
 
 
-def _in_kernel(via, fmt, tree):
+def _in_kernel(via, fmt):
     """Whether to try the module's writer (before anything is stopped)."""
     if via not in via_kernel.VIA:
         raise CheckpointError(f"via must be one of {', '.join(via_kernel.VIA)}", errno.EINVAL)
     if via == "ptrace":
         return False
     try:
-        via_kernel.check(fmt, tree)
+        via_kernel.check(fmt)
     except via_kernel.Unusable as exc:
         if via == "kernel":
             raise CheckpointError(f"--via kernel: {exc}", exc.errno) from None
@@ -140,10 +140,10 @@ def _in_kernel(via, fmt, tree):
     return True
 
 
-def _write_in_kernel(freezer, pid, tree, directory, place, via):
+def _write_in_kernel(pid, tree, directory, place, via):
     """The path the module's image was placed at, or None to use the userspace writer."""
     try:
-        return via_kernel.write(freezer, pid, directory, place, tree)
+        return via_kernel.write(pid, directory, place, tree)
     except via_kernel.Unusable as exc:
         if via == "kernel" or exc.errno not in via_kernel.FALLBACK_ERRNOS:
             raise CheckpointError(str(exc), exc.errno) from None

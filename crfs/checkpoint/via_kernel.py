@@ -37,25 +37,22 @@ class Unusable(Exception):
         self.errno = errno_value
 
 
-def check(fmt, tree, device=kernel.DEVICE):
-    """Unusable when the in-kernel writer cannot be used before anything is stopped (it
-    writes trees too: `tree` is accepted)."""
+def check(fmt, device=kernel.DEVICE):
+    """Unusable when the in-kernel writer cannot be used before anything is stopped."""
     if fmt != "ckpt":
         raise Unusable(f"the kernel writes the ckpt format only, not {fmt}", errno.EOPNOTSUPP)
     if not kernel.available(device):
         raise Unusable(f"{device} does not exist (load crfs.ko)", errno.ENODEV)
 
 
-def write(freezer, pid, directory, place, tree=False, device=kernel.DEVICE):
+def write(pid, directory, place, tree=False, device=kernel.DEVICE):
     """Have the module write the image of `pid` (with `tree`, and of its descendants; all
-    stopped by `freezer`, from this thread) into a hidden temp file in `directory`, then
-    `place(summary, tmp)` it; its result. The summary has the image's time and its tasks
-    (pid, comm) in the image's order, the root first, as store_name() wants them.
-    Unusable when the module refuses; OSError for the output."""
-    summary = SimpleNamespace(time=int(time.time()), tasks=[
-        SimpleNamespace(pid=tid, comm=procfs.read_text(f"/proc/{process}/task/{tid}/comm")
-                        .rstrip("\n"))
-        for process, tids in freezer.processes.items() for tid in tids])
+    stopped by this thread with crfs.checkpoint.freezer) into a hidden temp file in `directory`, then
+    `place(summary, tmp)` it; its result. The summary has what store_name() names the image
+    by: its time and its root task (pid, comm). Unusable when the module refuses; OSError
+    for the output."""
+    summary = SimpleNamespace(time=int(time.time()), tasks=[SimpleNamespace(
+        pid=pid, comm=procfs.read_text(f"/proc/{pid}/comm").rstrip("\n"))])
     try:
         dev = kernel.Device(device)
     except OSError as exc:

@@ -227,22 +227,29 @@ static int pid_refused(long err)
 }
 
 /*
- * fork(), the child getting pid @want when the kernel lets us; otherwise a new pid.
- * The raw clone3() leaves glibc's cached tid of the child stale: crfs-restart does not
- * use it (no raise(), no pthread_kill()).
+ * A child process (a fork) with pid @want, or -1 and errno. The raw clone3() leaves
+ * glibc's cached tid of the child stale: crfs-restart does not use it (no raise(), no
+ * pthread_kill()).
  */
-static pid_t fork_as(pid_t want)
+static pid_t fork_with_pid(pid_t want)
 {
 	struct clone3_args a = {
 		.exit_signal = SIGCHLD,
 		.set_tid = (uintptr_t)&want,
 		.set_tid_size = 1,
 	};
-	long pid;
+
+	return syscall(SYS_clone3, &a, sizeof(a));
+}
+
+/* fork(), the child getting pid @want when the kernel lets us; otherwise a new pid. */
+static pid_t fork_as(pid_t want)
+{
+	pid_t pid;
 
 	if (!image_pids || want <= 0)
 		return fork();
-	pid = syscall(SYS_clone3, &a, sizeof(a));
+	pid = fork_with_pid(want);
 	if (pid < 0 && pid_refused(-errno))
 		return fork();
 	return pid;
@@ -354,18 +361,12 @@ static void relay(pid_t root, int from)
  */
 static void root_with_image_pid(int dev, int image)
 {
-	pid_t want = pids[0].vpid, parent = getpid();
-	struct clone3_args a = {
-		.exit_signal = SIGCHLD,
-		.set_tid = (uintptr_t)&want,
-		.set_tid_size = 1,
-	};
+	pid_t want = pids[0].vpid, parent = getpid(), pid;
 	int link[2];
-	long pid;
 
 	if (!image_pids || want <= 0 || want == parent || pipe2(link, O_CLOEXEC))
 		return;
-	pid = syscall(SYS_clone3, &a, sizeof(a));
+	pid = fork_with_pid(want);
 	if (pid < 0) {
 		close(link[0]);
 		close(link[1]);

@@ -203,6 +203,21 @@ def run_target(exe, data, out_path, limit, cli):
     return image, result
 
 
+def end_of(child, timeout=120):
+    """How a restored program ended ("exited N", "killed by SIG..."), through its restarter
+    (itself, or its relay); after `timeout` seconds it is killed with its process group."""
+    try:
+        child.process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for pid in {child.pid, child.process.pid}:
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        child.process.wait()
+    return kernel.describe_exit(child.process.returncode)
+
+
 def restart_direct(image, out_path, restarter, wait=True):
     with open(out_path, "wb") as out:
         t0 = time.monotonic()
@@ -211,12 +226,7 @@ def restart_direct(image, out_path, restarter, wait=True):
     result = {"errno": name(child.errno), "msg": child.reason, "stage": child.stage,
               "latency": round(latency, 3), "pid": child.pid}
     if child.errno == 0:
-        try:
-            child.process.wait(timeout=120 if wait else 10)
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait()
-        result["exit"] = kernel.describe_exit(child.process.returncode)
+        result["exit"] = end_of(child, 120 if wait else 10)
     with open(out_path) as f:
         result["after"] = f.read().splitlines()
     return result
@@ -332,12 +342,7 @@ def restart_tree(image, restarter, out2):
                         restart["proc"] = {"pid": pid, "error": repr(exc)}
                     break
             time.sleep(0.05)
-        try:
-            child.process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            child.process.wait()
-        restart["exit"] = kernel.describe_exit(child.process.returncode)
+        restart["exit"] = end_of(child)
     restart["after"] = tree_lines(out2)
     restart["survivors"] = tree_processes()
     return restart
@@ -380,12 +385,7 @@ def restart_threads(image, out_path, restarter):
                 line.startswith("worker2") for line in tree_lines(out_path)) < 3:
             time.sleep(0.05)
         result["proc"] = threads_of(child.pid)
-        try:
-            child.process.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.process.pid, signal.SIGKILL)
-            child.process.wait()
-        result["exit"] = kernel.describe_exit(child.process.returncode)
+        result["exit"] = end_of(child)
     result["after"] = tree_lines(out_path)
     result["survivors"] = leftover(("threads_target", "crfs-restart"))
     return result

@@ -1,17 +1,73 @@
-"""Which format an image is in, and the reader/writer for each.
+"""Which format an image is in, and everything crfs knows about each format.
 
-A format is a pair of modules with the same name:
+A format is one `Format` record below plus a pair of modules with its name:
   crfs.formats.<name>: sniff(head: bytes) -> bool, records(source) -> iter of RecordInfo
   crfs.model.<name>:   load(source) -> Image,  dump(image, out, **options) -> None
+Every list of formats (CLI choices, checkpoint writers, demo images, restartability) reads
+these records; nothing else names a format's facts.
 """
 
+import errno
 import importlib
+from dataclasses import dataclass, field
 
-from crfs.errors import FormatError
+from crfs.errors import FormatError, Unsupported
 from crfs.formats.source import Source
 
-FORMATS = ("cr", "ckpt", "cpt")
 SNIFF_BYTES = 16
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str                # the --format value and the module name
+    extension: str           # of the files crfs writes
+    display: str             # how messages name it
+    summary: str             # one line for --help
+    checkpoint_options: dict = field(default_factory=dict)   # writer options of a checkpoint
+    demo: tuple = ()         # (file name, arch, comm, writer options) of the demo images
+    restartable: tuple = ()  # Image.description values the kernel module restarts
+
+    def restarts(self, image):
+        """Whether the crfs kernel module restarts `image`."""
+        return image.description in self.restartable
+
+
+FORMATS = {f.name: f for f in (
+    Format("cr", ".cr", "linux-cr cr_hdr v4",
+           "linux-cr cr_hdr v4, one task",
+           checkpoint_options={"dialect": "cr_hdr v4", "arch": "x86_64"},
+           demo=(("editor-v4-i386.cr", "i386", "editor", {"dialect": "cr_hdr v4"}),
+                 ("editor-v4-x86_64.cr", "x86_64", "editor64", {"dialect": "cr_hdr v4"}))),
+    Format("ckpt", ".ckpt", "linux-cr ckpt_hdr",
+           "linux-cr ckpt_hdr x86_64 (default, holds everything)",
+           demo=(("counter-x86_64.ckpt", "x86_64", "counter", {}),
+                 ("counter-i386.ckpt", "i386", "counter32", {})),
+           restartable=("linux-cr ckpt_hdr v21 x86_64",)),
+    Format("cpt", ".cpt", "OpenVZ cpt",
+           "OpenVZ x86_64, no threads",
+           checkpoint_options={"arch": "x86_64"},
+           demo=(("server-i386.cpt", "i386", "server", {}),
+                 ("server-x86_64.cpt", "x86_64", "server64", {}))),
+)}
+DEFAULT_FORMAT = "ckpt"
+
+
+def get(name):
+    """The Format record called `name`; Unsupported (EINVAL) for an unknown one."""
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise Unsupported(f"unknown format {name!r}; choose from {', '.join(FORMATS)}",
+                          errno=errno.EINVAL) from None
+
+
+def restartable(image):
+    """Whether the crfs kernel module restarts `image`, whatever its format."""
+    return any(f.restarts(image) for f in FORMATS.values())
+
+
+def restartable_descriptions():
+    return [d for f in FORMATS.values() for d in f.restartable]
 
 
 def _formats_module(name):
@@ -23,7 +79,7 @@ def _model_module(name):
 
 
 def detect(source):
-    """Name of the format of `source` (see FORMATS), or FormatError."""
+    """Name of the format of `source` (a FORMATS key), or FormatError."""
     head = source.pread(0, SNIFF_BYTES)
     for name in FORMATS:
         if _formats_module(name).sniff(head):
@@ -57,6 +113,4 @@ def records(source):
 
 def dump(image, out, fmt, **options):
     """Write `image` to the binary file `out` in format `fmt` (a FORMATS name)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    _model_module(fmt).dump(image, out, **options)
+    _model_module(get(fmt).name).dump(image, out, **options)

@@ -18,7 +18,7 @@ from crfs.checkpoint.fit import CannotHold, fit
 from crfs.checkpoint.freezer import AFTER, Freezer, Refused
 from crfs.checkpoint.memory import ProcessExited, UnreadableMemory
 from crfs.checkpoint.output import BackgroundWriter
-from crfs.fs.store import TEMP_PREFIX
+from crfs.store_paths import TEMP_PREFIX
 from crfs.model import registry
 
 EXTENSIONS = {"ckpt": ".ckpt", "cr": ".cr", "cpt": ".cpt"}

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 
 from crfs import kernel
 from crfs.checkpoint import procfs
-from crfs.fs.store import TEMP_PREFIX
+from crfs.store_paths import TEMP_PREFIX
 
 VIA = ("auto", "kernel", "ptrace")
 # errors after which "auto" uses the userspace writer instead

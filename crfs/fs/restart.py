@@ -19,8 +19,8 @@ from crfs import kernel
 from crfs.formats import ckpt
 from crfs.formats.source import Source
 from crfs.fs.nodes import Dir, File, FsError
-from crfs.fs.store import TEMP_PREFIX
 from crfs.model.verify import verify
+from crfs.store_paths import TEMP_PREFIX
 
 log = logging.getLogger("crfs")
 

@@ -9,11 +9,9 @@ from crfs.errors import FormatError
 from crfs.formats.source import Source
 from crfs.model import registry
 from crfs.model.verify import verify
+from crfs.store_paths import TEMP_PREFIX
 
 log = logging.getLogger("crfs")
-
-# Files the daemon itself writes into the store while they are incomplete.
-TEMP_PREFIX = ".crfs-"
 
 
 def signature(st):

@@ -3,9 +3,8 @@
 Shared by the CLI and the filesystem so both print the same bytes.
 """
 
-from crfs.formats.x86 import PAGE_SIZE
+from crfs.formats.x86 import PAGE_SIZE, VmFlags
 
-VM_READ, VM_WRITE, VM_EXEC, VM_SHARED = 0x1, 0x2, 0x4, 0x8
 
 # /proc/<pid>/status letters for the task state bits the images store.
 TASK_STATES = ((0x0, "R (running)"), (0x1, "S (sleeping)"), (0x2, "D (disk sleep)"),
@@ -16,10 +15,10 @@ TASK_STATES = ((0x0, "R (running)"), (0x1, "S (sleeping)"), (0x2, "D (disk sleep
 def perms(vma):
     f = vma.vm_flags
     return "".join((
-        "r" if f & VM_READ else "-",
-        "w" if f & VM_WRITE else "-",
-        "x" if f & VM_EXEC else "-",
-        "s" if f & VM_SHARED else "p",
+        "r" if f & VmFlags.VM_READ else "-",
+        "w" if f & VmFlags.VM_WRITE else "-",
+        "x" if f & VmFlags.VM_EXEC else "-",
+        "s" if f & VmFlags.VM_SHARED else "p",
     ))
 
 
@@ -81,9 +80,9 @@ def status(task):
     lines += [f"Tgid:\t{task.tgid}", f"Pid:\t{task.pid}", f"PPid:\t{task.ppid}"]
     creds = task.creds
     if creds:
-        lines.append("Uid:\t" + "\t".join(str(creds.get(k, 0))
+        lines.append("Uid:\t" + "\t".join(str(getattr(creds, k))
                                          for k in ("uid", "euid", "suid", "fsuid")))
-        lines.append("Gid:\t" + "\t".join(str(creds.get(k, 0))
+        lines.append("Gid:\t" + "\t".join(str(getattr(creds, k))
                                          for k in ("gid", "egid", "sgid", "fsgid")))
     return "\n".join(lines) + "\n"
 
@@ -110,7 +109,8 @@ def vma_info(vma):
     if vma.shm is not None:
         info["shm segment"] = vma.shm.objref
         info["shm size"] = vma.shm.size
-    info.update(vma.extra)
+    if vma.native is not None:
+        info.update(vma.native.shown())
     return key_values(info)
 
 

@@ -13,7 +13,7 @@ from crfs.formats import elf
 from crfs.formats.elf import ELF
 from crfs.formats.source import Source
 from crfs.formats.x86 import PAGE_SIZE
-from crfs.model.image import Image, Mm, Task, Vma
+from crfs.model.image import Creds, Image, Mm, Task, Vma
 from crfs.model.registers import GDB_REGISTERS, Registers
 
 ARCH = "x86_64"
@@ -71,8 +71,7 @@ def _task(prstatus, psinfo, mm, xstate):
     comm = psinfo.pr_fname.rstrip(b"\0").decode()
     return Task(pid=prstatus.pr_pid, tgid=psinfo.pr_pid, ppid=prstatus.pr_ppid, comm=comm,
                 state=0, regs=regs, fpu=xstate, tls=[0, 0, 0], mm=mm,
-                creds={k: 0 for k in ("uid", "euid", "suid", "fsuid",
-                                      "gid", "egid", "sgid", "fsgid")})
+                creds=Creds())
 
 
 def _nt_file(desc):

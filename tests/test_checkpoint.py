@@ -221,7 +221,7 @@ def test_32bit_task_keeps_its_tls_and_auxv(build_c, tmp_path):
             assert dict(task.mm.auxv)[6] == PAGE   # AT_PAGESZ, read as 32-bit words
             # No syscall is injected into a 32-bit task; its robust list is the compat one,
             # which get_robust_list from a 64-bit caller does not show.
-            assert task.extra["clear_child_tid"] == 0 and task.extra["robust_futex_list"] == 0
+            assert task.futex.clear_child_tid == 0 and task.futex.robust_list == 0
         finally:
             image.close()
         assert_continues(program)
@@ -335,8 +335,8 @@ def read_stats(program):
 
 def assert_futex_fields(task, report):
     assert report["ctid"] and report["robust"]
-    assert (task.extra["clear_child_tid"], task.extra["robust_futex_list"],
-            task.extra["robust_futex_head_len"]) \
+    assert (task.futex.clear_child_tid, task.futex.robust_list,
+            task.futex.robust_list_len) \
         == (report["ctid"], report["robust"], report["robust_len"])
 
 
@@ -450,8 +450,8 @@ def test_signal_queued_during_the_injection_is_delivered_after(build_c, tmp_path
         try:
             for task in image.tasks:
                 if task.pid == target:      # not asked: clear_child_tid left 0
-                    assert task.extra["clear_child_tid"] == 0
-                    assert task.extra["robust_futex_list"] == reports[target]["robust"]
+                    assert task.futex.clear_child_tid == 0
+                    assert task.futex.robust_list == reports[target]["robust"]
                 else:
                     assert_futex_fields(task, reports[task.pid])
                 assert task.regs.as_dict() == injected[task.pid]
@@ -498,7 +498,7 @@ def test_thread_stopped_in_an_rseq_critical_section_is_still_aborted(build_c, tm
             image = registry.open_image(path)
             try:
                 task = image.task(ready["tid"])
-                rip, ctid = task.regs["rip"], task.extra["clear_child_tid"]
+                rip, ctid = task.regs["rip"], task.futex.clear_child_tid
             finally:
                 image.close()
             if ready["start"] <= rip < ready["end"]:

@@ -16,6 +16,8 @@ from crfs.formats.source import MemorySource, Source
 from crfs.model import Image, Mm, Registers, ShmSegment, Task, Vma, registry
 from crfs.model.ckpt import dump, load
 from crfs.model import ckpt_pages
+from crfs.model.ckpt_load import TASK_FIELDS
+from crfs.model.image import get_field
 from digests import fnv1a64
 
 ARCH_BITS = {"i386": 32, "x86_64": 64}
@@ -25,6 +27,16 @@ TASK_EXTRA = ("pgid", "sid", "depth", "exit_state", "exit_code", "exit_signal", 
               "thread_info_flags", "files_objref", "fs_objref", "sighand_objref",
               "signal_objref")
 FILE_EXTRA = ("f_type", "f_mode", "f_flags", "f_credref", "f_pos", "f_version", "f_secref")
+
+
+def task_fields(task):
+    """What the model keeps of a task's ckpt_hdr records, by their C field names."""
+    fields = {"pgid": task.pgid, "sid": task.sid}
+    fields.update({name: get_field(task, where) for name, where in TASK_FIELDS.items()})
+    fields.update(task.native.shown())
+    return fields
+
+
 # What the writer renumbers or writes as 0 (objects it does not write).
 NOT_KEPT = {"files_objref", "fs_objref", "sighand_objref", "signal_objref", "exe_objref",
             "vma_objref", "ino_objref", "f_credref", "f_secref"}
@@ -134,12 +146,12 @@ def test_golden_tasks(golden):
     for task, want in zip(image.tasks, expected["tasks"]):
         assert (task.pid, task.ppid, task.tgid, task.comm, task.state) == (
             want["pid"], want["ppid"], want["tgid"], want["comm"], want["state"])
-        assert {k: task.extra[k] for k in TASK_EXTRA} == {k: want[k] for k in TASK_EXTRA}
-        assert task.extra.get("vpids", []) == want["vpids"]
+        assert {k: task_fields(task)[k] for k in TASK_EXTRA} == {k: want[k] for k in TASK_EXTRA}
+        assert task.native.vpids == want["vpids"]
         assert task.tls == want["tls"]
         assert task.regs == Registers(image.arch, want["regs"])
         assert task.regs.as_dict() == want["regs"]
-        assert {k: task.extra[k] for k in want["cpu_extra"]} == want["cpu_extra"]
+        assert {k: task_fields(task)[k] for k in want["cpu_extra"]} == want["cpu_extra"]
         assert task.fpu == (bytes.fromhex(want["fpu"]) if want["fpu"] else None)
     main, thread, child = image.tasks
     assert main.mm is thread.mm and child.mm is not main.mm
@@ -162,7 +174,7 @@ def test_golden_mms_and_vmas(golden):
                         "start", "end", "vm_flags", "prot", "pgoff", "kind", "file"))
             keys = ["vma_type", "vma_objref", "ino_objref", "ino_size"]
             keys += list(FILE_EXTRA) if want_vma["file"] else []
-            assert vma.extra == {k: want_vma[k] for k in keys}
+            assert vma.native.shown() == {k: want_vma[k] for k in keys}
 
 
 def test_golden_pages_read_back(golden):
@@ -194,7 +206,7 @@ def test_golden_shm_segment_is_shared(golden):
 def summary(image):
     """What the writer keeps of an image, page bytes included."""
     def vma_view(mm, vma):
-        extra = {k: v for k, v in vma.extra.items() if k not in NOT_KEPT}
+        extra = {k: v for k, v in vma.native.shown().items() if k not in NOT_KEPT}
         pages = [(addr, mm.read(addr, 4096)) for addr, _ in vma.pages]
         return (vma.start, vma.end, vma.vm_flags, vma.prot, vma.pgoff, vma.kind, vma.file,
                 extra, pages, vma.shm and (vma.shm.size, len(vma.shm.pages)))
@@ -205,7 +217,7 @@ def summary(image):
 
     mms = image.mms()
     tasks = [(t.pid, t.tgid, t.ppid, t.comm, t.state, t.regs, t.fpu, t.tls,
-              {k: v for k, v in t.extra.items() if k not in NOT_KEPT},
+              {k: v for k, v in task_fields(t).items() if k not in NOT_KEPT},
               mms.index(t.mm) if t.mm else None) for t in image.tasks]
     return image.arch, image.header, image.time, tasks, [mm_view(mm) for mm in mms]
 
@@ -279,8 +291,8 @@ def test_scratch_model_round_trip(arch, monkeypatch):
     assert mm1.read(0x601000, 4096) == bytes(4096)
     assert mm2.read(0x802000, 4096) == bytes([7]) * 4096
     assert mm1.vmas[2].shm is mm2.vmas[1].shm
-    assert [v.extra["vma_type"] for v in mm2.vmas] == ["CKPT_VMA_FILE", "CKPT_VMA_SHM_ANON_SKIP"]
-    assert mm2.vmas[0].extra["vma_objref"] == mm1.vmas[0].extra["vma_objref"]
+    assert [v.native.vma_type for v in mm2.vmas] == ["CKPT_VMA_FILE", "CKPT_VMA_SHM_ANON_SKIP"]
+    assert mm2.vmas[0].native.vma_objref == mm1.vmas[0].native.vma_objref
     infos = record_list(data)
     assert {i.note for i in infos if i.name == "CKPT_HDR_PGARR"} == {
         "nr_pages 2", "nr_pages 1", "nr_pages 0"}

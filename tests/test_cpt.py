@@ -97,12 +97,17 @@ def test_tasks(golden):
     for task, c in zip(image.tasks, expected, strict=True):
         assert (task.pid, task.tgid, task.ppid, task.comm, task.state) == (
             c["cpt_pid"], c["cpt_tgid"], c["cpt_ppid"], c["cpt_comm"], c["cpt_state"])
-        assert task.creds == {name: c[f"cpt_{name}"] for name in cpt_model.CRED_NAMES}
+        assert vars(task.creds) == {name: c[f"cpt_{name}"] for name in cpt_model.CRED_NAMES}
         assert task.tls == c["cpt_tls"]
-        assert task.extra["flags"] == ["CPT_PF_FORKNOEXEC", "CPT_PF_USED_MATH"]
-        for field in cpt_model.TASK_EXTRA_FIELDS:
+        assert task.native.flags == ["CPT_PF_FORKNOEXEC", "CPT_PF_USED_MATH"]
+        for field in cpt_model.TASK_NATIVE_FIELDS:
             if field != "cpt_flags":
-                assert task.extra[field[len("cpt_"):]] == c[field], field
+                assert getattr(task.native, field[len("cpt_"):]) == c[field], field
+        assert (task.pgid, task.sid) == (c["cpt_pgrp"], c["cpt_session"])
+        assert (task.exit.code, task.exit.signal, task.exit.pdeath_signal) == (
+            c["cpt_exit_code"], c["cpt_exit_signal"], c["cpt_pdeath_signal"])
+        assert (task.futex.set_child_tid, task.futex.clear_child_tid) == (
+            c["cpt_set_tid"], c["cpt_clear_tid"])
 
 
 def test_mm_and_vmas(golden):
@@ -122,8 +127,9 @@ def test_mm_and_vmas(golden):
                 c["cpt_start"], c["cpt_end"], c["cpt_flags"], c["cpt_pgprot"], c["cpt_pgoff"])
             assert vma.kind == ("file" if is_file else "anon")
             assert vma.file == (names_c.pop(0) if is_file else None)
-            assert vma.extra == {"vma_type": "CPT_VMA_FILE" if is_file else "CPT_VMA_TYPE_0",
-                                 "page_num": c["cpt_page_num"]}
+            assert vma.native.shown() == {
+                "vma_type": "CPT_VMA_FILE" if is_file else "CPT_VMA_TYPE_0",
+                "page_num": c["cpt_page_num"]}
         assert task.mm.source is not None
 
 
@@ -171,7 +177,7 @@ def test_registers(golden):
             assert task.regs[name] == c[field], name
         for name in cpt_model.SEGMENTS[arch]:
             assert task.regs[name] == c[f"sel_{name}"], name
-        assert task.extra["debugreg"] == c["cpt_debugreg"]
+        assert task.debugregs == c["cpt_debugreg"]
 
 
 @pytest.mark.parametrize("code, arch, selector", [
@@ -258,10 +264,11 @@ def summary(image):
     """What a model says, page bytes included (VMA page counts excepted)."""
     def vma(mm, v):
         return (v.start, v.end, v.vm_flags, v.prot, v.pgoff, v.kind, v.file,
-                v.extra["vma_type"], mm.read(v.start, v.size), [addr for addr, _ in v.pages])
+                v.native.vma_type, mm.read(v.start, v.size), [addr for addr, _ in v.pages])
 
     return (image.arch, image.header, image.time, [
-        (t.pid, t.tgid, t.ppid, t.comm, t.state, t.creds, t.tls, t.extra, t.fpu,
+        (t.pid, t.tgid, t.ppid, t.comm, t.state, t.creds, t.tls, t.pgid, t.sid, t.exit,
+         t.futex, t.debugregs, t.native, t.fpu,
          t.regs, t.mm.fields, t.mm.ldt, [vma(t.mm, v) for v in t.mm.vmas])
         for t in image.tasks])
 
@@ -313,7 +320,7 @@ def test_writer_from_a_built_model(arch):
     assert image.arch == arch and image.time is None
     root, child = image.tasks
     assert root.mm is not child.mm                       # one MM per task, as the seed
-    assert root.extra["children_num"] == 1 and child.extra["children_num"] == 0
+    assert root.native.children_num == 1 and child.native.children_num == 0
     assert root.mm.read(0x8048000, 3 * PAGE_SIZE) == (
         b"A" * PAGE_SIZE + bytes(PAGE_SIZE) + b"B" * PAGE_SIZE)
     assert root.regs["cs"] == (0x73 if arch == "i386" else 0x33)

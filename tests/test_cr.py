@@ -49,6 +49,14 @@ def golden(request, run_golden):
     return path.read_bytes(), expected, bits, mode
 
 
+def task_fields(task):
+    """The TASK and CPU record fields the model keeps for a task, by their C names."""
+    return {"exit_state": task.exit.state, "exit_code": task.exit.code,
+            "exit_signal": task.exit.signal,
+            **dict(zip([f"debugreg{i}" for i in range(8)], task.debugregs or [])),
+            **(task.native.shown() if task.native else {})}
+
+
 def load(data):
     return registry.load(MemorySource(data))
 
@@ -100,7 +108,7 @@ def test_tasks(golden):
         assert task.state == fields["state"]
         for key in TASK_FIELDS:
             if key in fields:
-                assert task.extra[key] == fields[key], key
+                assert task_fields(task)[key] == fields[key], key
         if mode == "v4":
             assert fields["task_len"] == {"i386": 144, "x86_64": 152}[image.arch]
 
@@ -117,11 +125,11 @@ def test_registers_fpu_tls(golden):
             expected.update(fs_base=0, gs_base=0)
         assert task.regs.as_dict() == expected
         for key in [f"debugreg{i}" for i in range(8)] + ["uses_debug", "used_math"]:
-            assert task.extra[key] == cpu[key], key
+            assert task_fields(task)[key] == cpu[key], key
         fpu = want["fpu"]
         assert task.fpu == (None if fpu is None else bytes.fromhex(fpu))
         assert task.tls == [b << 32 | a for a, b in want["tls"]]
-        assert task.extra["ntls"] == want["ntls"]
+        assert task.native.ntls == want["ntls"]
 
 
 def test_mm_and_vmas(golden):
@@ -140,11 +148,11 @@ def test_mm_and_vmas(golden):
                 w["start"], w["end"], w["prot"], w["flags"], w["pgoff"])
             assert vma.kind == KINDS[w["vma_type"]]
             assert vma.file == w["file"]
-            assert vma.extra["vma_type"] == fcr.VMA_NAMES[w["vma_type"]]
+            assert vma.native.vma_type == fcr.VMA_NAMES[w["vma_type"]]
             if mode == "v4":
-                assert vma.extra["nr_pages"] == len(w["pages"])
+                assert vma.native.nr_pages == len(w["pages"])
             else:
-                assert vma.extra["shm_objref"] == w["shm_objref"]
+                assert vma.native.shm_objref == w["shm_objref"]
 
 
 def test_private_pages_read_back(golden):
@@ -273,7 +281,7 @@ def _summary(image):
                  v.shm and (v.shm.objref, v.shm.size),
                  [(a, mm.source.pread(o, PAGE)) for a, o in v.pages]) for v in mm.vmas]
         tasks.append((t.pid, t.tgid, t.ppid, t.comm, t.state, t.regs, t.fpu, t.tls,
-                      sorted(t.extra.items()), mm.fields, mm.ldt, vmas))
+                      sorted(task_fields(t).items()), mm.fields, mm.ldt, vmas))
     return {"header": image.header, "arch": image.arch, "tasks": tasks}
 
 

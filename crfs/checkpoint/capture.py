@@ -15,7 +15,7 @@ import time
 from crfs.checkpoint import inject, procfs, ptrace
 from crfs.checkpoint.memory import ProcessMemory
 from crfs.formats.x86 import PAGE_SIZE, USER32_CS_X86_64
-from crfs.model.image import Image, Mm, ShmSegment, Task, Vma
+from crfs.model.image import Creds, Futex, Image, Mm, ShmSegment, Task, Vma
 from crfs.model.registers import Registers
 
 ARCH = "x86_64"
@@ -59,46 +59,41 @@ def capture_process(pid, tids, freezer, segments, on_read):
     compat = leader_regs["cs"] == USER32_CS_X86_64
     stat = procfs.stat_fields(pid)
     mm = capture_mm(pid, stat, compat, segments, on_read)
-    extra = {"pgid": int(stat[5]), "sid": int(stat[6])}
+    session = {"pgid": int(stat[5]), "sid": int(stat[6])}
     injector = inject.Injector(pid, mm, freezer.signals)
-    return [capture_thread(pid, tid, freezer.states.get(tid, "R"), mm, extra, injector)
+    return [capture_thread(pid, tid, freezer.states.get(tid, "R"), mm, session, injector)
             for tid in tids]
 
 
-def capture_thread(pid, tid, state, mm, extra, injector):
+def capture_thread(pid, tid, state, mm, session, injector):
     status = procfs.status_fields(f"/proc/{pid}/task/{tid}/status")
     comm = procfs.read_text(f"/proc/{pid}/task/{tid}/comm").rstrip("\n")
     regs = ptrace.get_regs(tid)
     task = Task(pid=tid, tgid=int(status["Tgid"]), ppid=int(status["PPid"]), comm=comm,
                 state=STATE_BITS.get(state, 0), creds=_creds(status),
                 regs=Registers(ARCH, regs), fpu=ptrace.get_xstate(tid), tls=_tls(tid),
-                mm=mm, extra=dict(extra))
-    task.extra.update(_futex_fields(tid, regs, injector))   # after regs and FPU are read
+                mm=mm, **session)
+    task.futex = _futex(tid, regs, injector)   # after regs and FPU are read
     return task
 
 
-def _futex_fields(tid, regs, injector):
-    """robust_futex_list/_head_len (when registered) and clear_child_tid (when set)."""
-    fields = {}
+def _futex(tid, regs, injector):
+    """The robust list (when registered) and clear_child_tid (when set)."""
     try:
         head, length = ptrace.get_robust_list(tid)
     except OSError as exc:
         if exc.errno == errno.ESRCH:
             raise
         head = length = 0
-    if head:
-        fields.update(robust_futex_list=head, robust_futex_head_len=length)
-    tid_address = injector.clear_child_tid(tid, regs)
-    if tid_address:
-        fields["clear_child_tid"] = tid_address
-    return fields
+    return Futex(clear_child_tid=injector.clear_child_tid(tid, regs) or 0,
+                 robust_list=head, robust_list_len=length if head else 0)
 
 
 def _creds(status):
     creds = {}
     for key, names in CREDS:
         creds.update(zip(names, (int(v) for v in status[key].split()[:4])))
-    return creds
+    return Creds(**creds)
 
 
 def _tls(tid):

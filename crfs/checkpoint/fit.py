@@ -7,7 +7,9 @@ kernels they come from did: there the vDSO is saved as an anonymous VMA with its
 those kernels did with it), and a process they cannot hold is refused with the reason.
 """
 
-FXSAVE_SIZE = 512
+from crfs.formats.x86 import FXSAVE_SIZE
+from crfs.model.cr import CrTaskFields
+
 WRITER_OPTIONS = {"ckpt": {}, "cr": {"dialect": "cr_hdr v4", "arch": "x86_64"},
                   "cpt": {"arch": "x86_64"}}
 FORMAT_NAMES = {"ckpt": "linux-cr ckpt_hdr", "cr": "linux-cr cr_hdr v4", "cpt": "OpenVZ cpt"}
@@ -44,4 +46,5 @@ def _fit_legacy(image, fmt):
     for task in image.tasks:
         if task.fpu is not None:
             task.fpu = task.fpu[:FXSAVE_SIZE]      # the legacy FXSAVE region of XSAVE
-            task.extra["has_fxsr"] = 1
+            if fmt == "cr":
+                task.native = CrTaskFields(has_fxsr=1)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from construct import Array, Bytes, Int8ul, Int16ul, Int32sl, Int32ul, Int64ul, Struct, this
 
 from crfs.errors import FormatError
+from crfs.formats.common import Pad
 from crfs.formats.source import RecordInfo, parse_bytes
 from crfs.formats.x86 import PAGE_SIZE
 
@@ -166,7 +167,7 @@ ckpt_hdr_header = Struct(
     "minor" / Int16ul,
     "patch" / Int16ul,
     "rev" / Int16ul,
-    "_padding" / Bytes(6),          # ckpt_const is aligned(8)
+    "_padding" / Pad(6),          # ckpt_const is aligned(8)
     "constants" / ckpt_const,
     "time" / Int64ul,
     "uflags" / Int64ul,
@@ -177,7 +178,7 @@ ckpt_hdr_header_arch = Struct(
     "has_fxsr" / Int16ul,
     "has_xsave" / Int16ul,
     "xstate_size" / Int16ul,
-    "_pading" / Bytes(2),           # sic, the kernel's spelling
+    "_pading" / Pad(2),           # sic, the kernel's spelling
 )
 
 ckpt_hdr_container = Struct("h" / ckpt_hdr)
@@ -186,12 +187,12 @@ ckpt_hdr_lsm = Struct(
     "h" / ckpt_hdr,
     "ptrref" / Int32sl,
     "sectype" / Int8ul,
-    "_padding" / Bytes(3),
+    "_padding" / Pad(3),
 )
 
 ckpt_hdr_objref = Struct("h" / ckpt_hdr, "objtype" / Int32ul, "objref" / Int32sl)
 
-ckpt_hdr_tree = Struct("h" / ckpt_hdr, "nr_tasks" / Int32sl, "_padding" / Bytes(4))
+ckpt_hdr_tree = Struct("h" / ckpt_hdr, "nr_tasks" / Int32sl, "_padding" / Pad(4))
 
 ckpt_pids = Struct(
     "vpid" / Int32sl,
@@ -224,7 +225,7 @@ ckpt_hdr_task_objs = Struct(
     "fs_objref" / Int32sl,
     "sighand_objref" / Int32sl,
     "signal_objref" / Int32sl,
-    "_padding" / Bytes(4),
+    "_padding" / Pad(4),
 )
 
 ckpt_hdr_thread = Struct(
@@ -256,7 +257,7 @@ ckpt_hdr_file = Struct(
     "f_pos" / Int64ul,
     "f_version" / Int64ul,
     "f_secref" / Int32sl,
-    "_padding" / Bytes(4),
+    "_padding" / Pad(4),
 )
 
 MM_ADDRESSES = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
@@ -279,7 +280,7 @@ ckpt_hdr_vma = Struct(
     "vma_type" / Int32ul,
     "vma_objref" / Int32sl,
     "ino_objref" / Int32sl,
-    "_padding" / Bytes(4),
+    "_padding" / Pad(4),
     "ino_size" / Int64ul,
     "vm_start" / Int64ul,
     "vm_end" / Int64ul,

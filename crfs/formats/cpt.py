@@ -12,7 +12,6 @@ is the extension of docs/format-cpt.md (production layout, seed header names).
 """
 
 import struct
-import sys
 from array import array
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -20,6 +19,7 @@ from typing import Optional, Sequence
 from construct import Array, Bytes, Const, Int16ul, Int32ul, Int64ul, Struct, this
 
 from crfs.errors import FormatError
+from crfs.formats.common import Pad, u64_array
 from crfs.formats.pagewords import aligned_ascending, each_page_after, first_word, last_word
 from crfs.formats.source import RecordInfo, parse_bytes
 from crfs.formats.x86 import GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN
@@ -100,8 +100,8 @@ cpt_head = Struct(
     "cpt_image_sublevel" / Int16ul,
     "cpt_image_extra" / Int16ul,
     "cpt_arch" / Int16ul,
-    "cpt_pad1" / Bytes(2),
-    "cpt_pad2" / Bytes(4),
+    "cpt_pad1" / Pad(2),
+    "cpt_pad2" / Pad(4),
     "cpt_time" / Int64ul,
 )
 
@@ -122,7 +122,7 @@ cpt_task_image = Struct(
            "cpt_prev_utime", "cpt_prev_stime", "cpt_start_time", "cpt_real_start_time",
            "cpt_nvcsw", "cpt_nivcsw", "cpt_min_flt", "cpt_maj_flt"),
     "cpt_children_num" / Int32ul,
-    "cpt_pad" / Bytes(4),
+    "cpt_pad" / Pad(4),
 )
 
 cpt_mm_image = Struct(
@@ -136,7 +136,7 @@ cpt_vma_image = Struct(
     *_HEADER,
     "cpt_file" / Int64ul,
     "cpt_vma_type" / Int32ul,
-    "cpt_pad" / Bytes(4),
+    "cpt_pad" / Pad(4),
     *_u64s("cpt_start", "cpt_end", "cpt_flags", "cpt_pgprot", "cpt_pgoff", "cpt_page_num"),
 )
 
@@ -145,7 +145,7 @@ cpt_page_block = Struct(*_HEADER, *_u64s("cpt_start", "cpt_end"))
 # NAME: a bare object header, then the d_path string with its NUL, unpadded.
 cpt_name = Struct(*_HEADER, "cpt_name" / Bytes(this.cpt_len - cpt_object_hdr.sizeof()))
 
-cpt_obj_bits = Struct(*_HEADER, "cpt_size" / Int32ul, "__cpt_pad1" / Bytes(4))
+cpt_obj_bits = Struct(*_HEADER, "cpt_size" / Int32ul, "__cpt_pad1" / Pad(4))
 
 cpt_x86_regs = Struct(
     *_HEADER,
@@ -500,7 +500,7 @@ def _uniform_run(source, offset, count, bounds):
     if not _single_pages_inside(starts, ends, bounds):
         return None
     return PageRun(offset, length, range(offset, offset + length, _STRIDE),
-                   _u64_array(starts), _u64_array(ends), stride=_STRIDE)
+                   u64_array(starts), u64_array(ends), stride=_STRIDE)
 
 
 def _columns(view, count):
@@ -513,14 +513,6 @@ def _uniform_heads(columns, count):
     """The header words before cpt_start are those of a one-page DATA block in every block."""
     return all(column == _UNIFORM_HEAD[word * _WORD:(word + 1) * _WORD] * count
                for word, column in enumerate(columns))
-
-
-def _u64_array(little_endian):
-    values = array("Q")
-    values.frombytes(little_endian)
-    if sys.byteorder == "big":
-        values.byteswap()
-    return values
 
 
 def _single_pages_inside(starts, ends, bounds):

@@ -10,14 +10,13 @@ Dialects (see docs/format-cr.md), told apart by the length of the first (HEAD) r
   "cr_hdr v14" HEAD len 40, v12/v13 record numbering, PGARR page chunks, shared memory.
 """
 
-import sys
-from array import array
 from dataclasses import dataclass
 from typing import Optional
 
 from construct import Bytes, Int16sl, Int16ul, Int32sl, Int32ul, Int64sl, Int64ul, Struct
 
 from crfs.errors import FormatError
+from crfs.formats.common import Pad, decode_text, u64_array
 from crfs.formats.pagewords import (aligned_ascending, first_word, indices_ascending, last_word,
                                     widen)
 from crfs.formats.source import RecordInfo
@@ -89,7 +88,7 @@ cr_hdr = Struct(                     # v2..v4 [seed 001]
 cr_hdr_v14 = Struct(                 # INFERRED: v14-rc1 dropped `parent` and made the
     "type" / Int16ul,                # fields unsigned (formats.md A.4); we keep the
     "len" / Int16ul,                 # 8-byte frame (aligned data) with the old parent
-    "_padding" / Bytes(4),           # word unused.
+    "_padding" / Pad(4),           # word unused.
 )
 FRAMES = {V4: cr_hdr, V14: cr_hdr_v14}
 
@@ -104,7 +103,7 @@ cr_hdr_head = Struct(                # v4, 224 bytes [seed 001]
 )
 cr_hdr_head_v14 = Struct(            # v14: uts strings moved to 3 BUFFERs (A.4, v16 form)
     "magic" / Int64ul,
-    "_padding" / Bytes(2),
+    "_padding" / Pad(2),
     "major" / Int16ul, "minor" / Int16ul, "patch" / Int16ul, "rev" / Int16ul,
     "uts_release_len" / Int16ul, "uts_version_len" / Int16ul, "uts_machine_len" / Int16ul,
     "time" / Int64ul,
@@ -112,12 +111,12 @@ cr_hdr_head_v14 = Struct(            # v14: uts strings moved to 3 BUFFERs (A.4,
 )
 cr_hdr_head_arch = Struct(           # v9+ x86, 8 bytes
     "has_fxsr" / Int16ul, "has_xsave" / Int16ul, "xstate_size" / Int16ul,
-    "_pading" / Bytes(2),
+    "_pading" / Pad(2),
 )
 cr_hdr_tail = Struct("magic" / Int64ul)
-cr_hdr_tree = Struct("tasks_nr" / Int32ul, "_padding" / Bytes(4))   # v9+, then pids
+cr_hdr_tree = Struct("tasks_nr" / Int32ul, "_padding" / Pad(4))   # v9+, then pids
 cr_hdr_pids = Struct(
-    "vpid" / Int32sl, "vtgid" / Int32sl, "vppid" / Int32sl, "_padding" / Bytes(4),
+    "vpid" / Int32sl, "vtgid" / Int32sl, "vppid" / Int32sl, "_padding" / Pad(4),
 )
 
 TASK_TIMES = ("utime", "stime", "utimescaled", "stimescaled", "gtime", "prev_utime",
@@ -131,15 +130,15 @@ cr_hdr_task_i386 = Struct(           # v2..v4, gcc -m32: u64 4-aligned, 144 byte
 )
 cr_hdr_task_x86_64 = Struct(         # the same C on a 64-bit build: 152 bytes (A.6)
     "state" / Int64ul, *_TASK_EXITS,
-    "_pad0" / Bytes(4),
+    "_pad0" / Pad(4),
     *(name / Int64ul for name in TASK_TIMES),
     "task_comm_len" / Int32sl,
-    "_pad1" / Bytes(4),
+    "_pad1" / Pad(4),
 )
 cr_hdr_task_v14 = Struct(            # reduced v5+ form (v6/v10 postings), 24 bytes
     "state" / Int32ul, *_TASK_EXITS,
     "task_comm_len" / Int32sl,
-    "_padding" / Bytes(4),
+    "_padding" / Pad(4),
 )
 
 MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
@@ -151,7 +150,7 @@ cr_hdr_mm = Struct(                  # 96 bytes [seed 000]
 VMA_FIELDS = ("vm_start", "vm_end", "vm_page_prot", "vm_flags", "vm_pgoff")
 cr_hdr_vma = Struct(                 # v4, 56 bytes [seed 000]
     "vma_type" / Int32ul,
-    "_padding" / Bytes(4),
+    "_padding" / Pad(4),
     "nr_pages" / Int64sl,
     *(name / Int64ul for name in VMA_FIELDS),
 )
@@ -159,17 +158,17 @@ cr_hdr_vma_v14 = Struct(             # v14-rc2, 64 bytes [seed 002]
     "vma_type" / Int32ul,
     "vma_objref" / Int32sl,
     "shm_objref" / Int32sl,
-    "_padding" / Bytes(4),
+    "_padding" / Pad(4),
     "shm_size" / Int64ul,
     *(name / Int64ul for name in VMA_FIELDS),
 )
 cr_hdr_pgarr = Struct("nr_pages" / Int64ul)   # v5+, then vaddrs and pages
 cr_hdr_mm_context = Struct(          # 8 bytes, then nldt * 8 bytes of LDT
-    "ldt_entry_size" / Int16sl, "nldt" / Int16sl, "_padding" / Bytes(4),
+    "ldt_entry_size" / Int16sl, "nldt" / Int16sl, "_padding" / Pad(4),
 )
 cr_hdr_thread = Struct(              # 8 bytes, then the TLS array
     "gdt_entry_tls_entries" / Int16sl, "sizeof_tls_array" / Int16sl, "ntls" / Int16sl,
-    "_padding" / Bytes(2),
+    "_padding" / Pad(2),
 )
 desc_struct = Struct("a" / Int32ul, "b" / Int32ul)
 TLS_ARRAY_SIZE = GDT_ENTRY_TLS_ENTRIES * desc_struct.sizeof()
@@ -181,7 +180,7 @@ DEBUG_REGS = tuple(f"debugreg{i}" for i in range(8))
 cr_hdr_cpu = Struct(                 # v4, 784 bytes (asm-x86/ckpt_hdr.h, blob 44a903c)
     *(name / Int64ul for name in CPU_REGS + DEBUG_REGS),
     "uses_debug" / Int16ul, "used_math" / Int16ul, "has_fxsr" / Int16ul,
-    "_padding" / Bytes(2),
+    "_padding" / Pad(2),
     "xstate" / Bytes(512),           # union thread_xstate; garbage in v4 (pointer bug)
 )
 cr_hdr_cpu_v14 = Struct(             # v9+, 272 bytes, then xstate_size bytes iff used_math
@@ -213,15 +212,6 @@ def machine_arch(machine):
     if machine == "x86_64":
         return "x86_64"
     return "i386" if machine in ("i386", "i486", "i586", "i686") else None
-
-
-def decode_text(raw):
-    """C string bytes -> str up to the first NUL (undecodable bytes kept, as os.fsdecode)."""
-    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-
-
-def encode_text(text):
-    return text.encode("utf-8", "surrogateescape")
 
 
 def sniff(head):
@@ -541,15 +531,7 @@ def _check_addrs(words, lo, hi, indices, offset, name):
         return
     in_order = indices_ascending(words) if indices else aligned_ascending(words)
     if not (in_order and lo <= first_word(words) and last_word(words) < hi):
-        _report_bad_addrs(_u64s(words), lo, hi, indices, offset, name)
-
-
-def _u64s(words):
-    values = array("Q")
-    values.frombytes(words)
-    if sys.byteorder != "little":
-        values.byteswap()
-    return values
+        _report_bad_addrs(u64_array(words), lo, hi, indices, offset, name)
 
 
 def _report_bad_addrs(addrs, lo, hi, indices, offset, name):

@@ -9,6 +9,7 @@ fs/binfmt_elf.c fill_files_note (NT_FILE). Checked against `readelf -n` of gdb's
 from construct import (Array, Bytes, Const, Int8sl, Int8ul, Int16sl, Int16ul, Int32sl,
                        Int32ul, Int64ul, Padding, Struct)
 
+
 # --------------------------------------------------------------------------- numbers
 
 ELF = {
@@ -21,10 +22,8 @@ ELF = {
     "NT_PRSTATUS": 1, "NT_PRFPREG": 2, "NT_PRPSINFO": 3, "NT_AUXV": 6,
     "NT_FILE": 0x46494C45, "NT_PRXFPREG": 0x46E62B7F, "NT_X86_XSTATE": 0x202,
 }
-NT_FPREGSET = ELF["NT_PRFPREG"]      # the same number under its gdb/readelf name
 NOTE_OWNER = {ELF["NT_PRXFPREG"]: b"LINUX", ELF["NT_X86_XSTATE"]: b"LINUX"}
 ELF_PRARGSZ = 80
-FXSAVE_SIZE = 512
 NOTE_ALIGN = 4                        # Linux core notes are 4-aligned in ELF64 too
 CORE_PAGE_ALIGN = 4096                # ELF_EXEC_PAGESIZE: PT_LOAD offsets and p_align
 

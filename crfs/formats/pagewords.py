@@ -11,11 +11,10 @@ from array import array
 from functools import cached_property, lru_cache
 from sys import byteorder
 
-from crfs.formats.x86 import PAGE_SIZE
+from crfs.formats.x86 import PAGE_SHIFT, PAGE_SIZE
 
 WORD = 8        # bytes of a u64
 DIGIT = 64      # bits of a u64
-PAGE_SHIFT = PAGE_SIZE.bit_length() - 1
 _MARK = b"\x80"  # the top byte of a digit whose top bit alone is set
 PIECE = 4096    # words handled as one integer (32 KiB)
 

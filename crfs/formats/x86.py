@@ -5,13 +5,26 @@ encodings are the ones the images store instead of raw selectors: linux-cr's
 CKPT_X86_SEG_* (ckpt_hdr, v19+) and OpenVZ's CPT_SEG_* (seed 003).
 """
 
+import enum
+
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
 TASK_COMM_LEN = 16
 GDT_ENTRY_TLS_ENTRIES = 3
 LDT_ENTRY_SIZE = 8
+FXSAVE_SIZE = 512       # the legacy FXSAVE region, the start of every XSAVE area
 
-ARCHES = ("i386", "x86_64")
+
+class VmFlags(enum.IntFlag):
+    """vm_area_struct.vm_flags bits (include/linux/mm.h) that crfs reads or writes."""
+    VM_READ = 0x1
+    VM_WRITE = 0x2
+    VM_EXEC = 0x4
+    VM_SHARED = 0x8
+    VM_GROWSDOWN = 0x100
+    VM_PFNMAP = 0x400
+    VM_IO = 0x4000
+    VM_HUGETLB = 0x400000
 
 # GDT selectors of user segments, per arch.
 USER_CS = {"i386": 0x73, "x86_64": 0x33}

@@ -9,7 +9,6 @@ from crfs.errors import FormatError
 from crfs.formats.source import Source
 from crfs.model import registry
 from crfs.model.verify import verify
-from crfs.store_paths import TEMP_PREFIX
 
 log = logging.getLogger("crfs")
 

@@ -2,7 +2,7 @@
 
 The CPU record stores pt_regs in x86_64 order, the FS/GS bases, and the segment selectors as
 CKPT_X86_SEG_* codes. x86_32 images use the same record; the fields i386 has no register for
-(r8..r15, the bases) are kept in Task.extra so that nothing stored is lost.
+(r8..r15, the bases) are kept in the task's CkptTaskFields so that nothing stored is lost.
 """
 
 from crfs.formats.ckpt import CPU_REGS, CPU_SEGMENTS
@@ -17,17 +17,18 @@ GPR_NAMES = {
     "i386": {"bp": "ebp", "bx": "ebx", "ax": "eax", "cx": "ecx", "dx": "edx", "si": "esi",
              "di": "edi", "orig_ax": "orig_eax", "ip": "eip", "sp": "esp", "flags": "eflags"},
 }
-# Fields an arch has no gdb register for: Task.extra key per field.
+# Fields an arch has no gdb register for: their name in the model.
 EXTRA_NAMES = {
     "x86_64": {},
     "i386": {"r15": "r15", "r14": "r14", "r13": "r13", "r12": "r12", "r11": "r11",
              "r10": "r10", "r9": "r9", "r8": "r8", "fs": "fs_base", "gs": "gs_base"},
 }
+CPU_ONLY_FIELDS = tuple(EXTRA_NAMES["i386"].values())
 SEGMENT_NAMES = {"fsindex": "fs", "gsindex": "gs", "cs": "cs", "ss": "ss", "ds": "ds", "es": "es"}
 
 
 def registers_from_cpu(cpu, arch):
-    """(gdb register values, extra values) of a parsed CPU record.
+    """(gdb register values, values of CPU_ONLY_FIELDS) of a parsed CPU record.
 
     ValueError for a segment code that CKPT_X86_SEG_* does not define.
     """
@@ -39,7 +40,8 @@ def registers_from_cpu(cpu, arch):
 
 
 def cpu_fields(regs, extra, arch):
-    """CPU record fields (without h and used_math) from Registers and Task.extra.
+    """CPU record fields (without h and used_math) from Registers and the CPU_ONLY_FIELDS
+    values in `extra` (a dict; 0 for those missing).
 
     ValueError for a selector that CKPT_X86_SEG_* cannot express.
     """
@@ -48,7 +50,7 @@ def cpu_fields(regs, extra, arch):
         if field in GPR_NAMES[arch]:
             fields[field] = regs[GPR_NAMES[arch][field]]
         else:
-            fields[field] = extra.get(EXTRA_NAMES[arch][field], 0)
+            fields[field] = extra.get(EXTRA_NAMES[arch][field]) or 0
     for field in CPU_SEGMENTS:
         fields[field] = ckpt_encode_segment(regs[SEGMENT_NAMES[field]], arch)
     return fields

@@ -19,18 +19,18 @@ from array import array
 from construct import Array, ConstructError
 
 from crfs.formats import ckpt as fmt
-from crfs.formats.x86 import LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN
-from crfs.model.ckpt_cpu import cpu_fields
-from crfs.model.ckpt_load import FILE_FIELDS, TASK_FIELDS
+from crfs.formats.common import c_field, encode_text, kernel_version
+from crfs.formats.x86 import FXSAVE_SIZE, LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN
+from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, cpu_fields
+from crfs.model.ckpt_load import (FILE_FIELDS, TASK_FIELDS, CkptTaskFields, CkptVmaFields)
 from crfs.model.ckpt_pages import copy_pages
-from crfs.model.image import ShmSegment
+from crfs.model.image import ShmSegment, get_field
 
 KERNEL = "2.6.34"   # the v21 base
 FMODE_READ = 1
 PATH_MAX = 4096
 MACHINE = {"i386": "i686", "x86_64": "x86_64"}
 ARCH_ID = {"i386": fmt.CKPT_ARCH["CKPT_ARCH_X86_32"], "x86_64": fmt.CKPT_ARCH["CKPT_ARCH_X86_64"]}
-FXSAVE_SIZE = 512
 
 # struct ckpt_const of a 2.6.34 x86 kernel.
 DEFAULT_CONSTANTS = {
@@ -45,13 +45,6 @@ def dump(image, out, arch=None):
     """Write `image` to the binary file `out`; `arch` (default image.arch) picks the layout
     of the vaddr arrays. ValueError for a model the format cannot express."""
     _Writer(image, out, arch or image.arch).write()
-
-
-def _encode(text, size, what):
-    data = text.encode()
-    if len(data) > size:
-        raise ValueError(f"{what} {text!r} is longer than {size} bytes")
-    return data + bytes(size - len(data))
 
 
 class _Writer:
@@ -70,9 +63,6 @@ class _Writer:
     def emit(self, name, struct, **fields):
         """A fixed-layout record; padding fields are written as zeros."""
         values = {"h": {"type": fmt.CKPT_HDR[name], "len": struct.sizeof()}, **fields}
-        for sub in struct.subcons:
-            if sub.name.startswith("_"):
-                values[sub.name] = bytes(sub.sizeof())
         try:
             data = struct.build(values)
         except ConstructError as exc:   # a model value the field cannot hold
@@ -110,7 +100,7 @@ class _Writer:
 
     def write_header(self):
         h = self.header
-        major, minor, patch = (int(n) for n in h.get("kernel", KERNEL).split("."))
+        major, minor, patch = kernel_version(h.get("kernel", KERNEL))
         constants = {name: h[name] for name in DEFAULT_CONSTANTS}
         self.emit("CKPT_HDR_HEADER", fmt.ckpt_hdr_header,
                   magic=fmt.MAGIC["CHECKPOINT_MAGIC_HEAD"], arch_id=ARCH_ID[self.arch],
@@ -118,7 +108,7 @@ class _Writer:
                   constants=constants, time=self.image.time or 0, uflags=h.get("uflags", 0))
         defaults = {"release": "", "version": "", "machine": MACHINE[self.arch]}
         for name, default in defaults.items():
-            self.emit_raw("CKPT_HDR_BUFFER", _encode(h.get(name, default),
+            self.emit_raw("CKPT_HDR_BUFFER", c_field(h.get(name, default),
                                                      h[f"uts_{name}_len"], name))
         xstate_size = self.xstate_size()
         self.emit("CKPT_HDR_HEADER_ARCH", fmt.ckpt_hdr_header_arch,
@@ -140,13 +130,15 @@ class _Writer:
         tasks = self.image.tasks
         if not tasks:
             raise ValueError("an image needs at least one task")
-        root = tasks[0].tgid if tasks else 0
+        root = tasks[0].tgid
+        natives = [CkptTaskFields.of(t) for t in tasks]
         pids = [{"vpid": t.pid, "vppid": t.ppid, "vtgid": t.tgid,
-                 "vpgid": t.extra.get("pgid", root), "vsid": t.extra.get("sid", root),
-                 "depth": t.extra.get("depth", 0)} for t in tasks]
-        vpids = [v for t in tasks for v in t.extra.get("vpids", ())]
+                 "vpgid": root if t.pgid is None else t.pgid,
+                 "vsid": root if t.sid is None else t.sid,
+                 "depth": native.depth or 0} for t, native in zip(tasks, natives)]
+        vpids = [v for native in natives for v in native.vpids or ()]
         if len(vpids) != sum(p["depth"] for p in pids):
-            raise ValueError("extra['vpids'] of the tasks do not match their depths")
+            raise ValueError("the tasks' vpids do not match their pid namespace depths")
         self.emit("CKPT_HDR_TREE", fmt.ckpt_hdr_tree, nr_tasks=len(tasks))
         self.emit_raw("CKPT_HDR_BUFFER", Array(len(pids), fmt.ckpt_pids).build(pids))
         if vpids:
@@ -155,11 +147,10 @@ class _Writer:
     # ----------------------------------------------------------------- tasks
 
     def write_task(self, task):
-        extra = task.extra
         self.emit("CKPT_HDR_TASK", fmt.ckpt_hdr_task, state=task.state or 0,
-                  **{name: extra.get(name, 0) for name in TASK_FIELDS})
+                  **{name: get_field(task, where) for name, where in TASK_FIELDS.items()})
         self.emit_raw("CKPT_HDR_STRING",
-                      _encode(task.comm, self.header["task_comm_len"], "comm"))
+                      c_field(task.comm, self.header["task_comm_len"], "comm"))
         if task.regs is not None:
             self.write_cpu(task)
         mm_objref = self.write_mm(task.mm) if task.mm is not None else 0
@@ -171,11 +162,13 @@ class _Writer:
         if task.regs.arch != self.arch:
             raise ValueError(f"pid {task.pid}: {task.regs.arch} registers in a {self.arch} image")
         tls = task.tls if task.tls is not None else [0, 0, 0]
+        native = CkptTaskFields.of(task)
         self.emit("CKPT_HDR_THREAD", fmt.ckpt_hdr_thread,
-                  thread_info_flags=task.extra.get("thread_info_flags", 0),
+                  thread_info_flags=native.thread_info_flags or 0,
                   gdt_entry_tls_entries=3, sizeof_tls_array=24, tls_array=tls)
+        cpu_only = {name: getattr(native, name) for name in CPU_ONLY_FIELDS}
         self.emit("CKPT_HDR_CPU", fmt.ckpt_hdr_cpu, used_math=int(task.fpu is not None),
-                  **cpu_fields(task.regs, task.extra, self.arch))
+                  **cpu_fields(task.regs, cpu_only, self.arch))
         if task.fpu is not None:
             self.emit_raw("CKPT_HDR_CPU_FPU", task.fpu)
 
@@ -226,15 +219,18 @@ class _Writer:
 
     def write_file(self, vma):
         """The FILE object of a VMA's file: by its objref in a loaded image, else by path."""
-        objref = vma.extra.get("vma_objref")
+        native = CkptVmaFields.of(vma)
+        objref = native.vma_objref
         objref, first = self.new_object(("file", objref) if objref else ("path", vma.file),
                                         "CKPT_OBJ_FILE")
         if first:
-            fields = {name: vma.extra.get(name, 0) for name in FILE_FIELDS}
-            fields.update(f_mode=vma.extra.get("f_mode", FMODE_READ), f_credref=0, f_secref=0)
+            fields = {name: getattr(native, name) or 0 for name in FILE_FIELDS}
+            f_mode = native.f_mode
+            fields.update(f_mode=FMODE_READ if f_mode is None else f_mode, f_credref=0,
+                          f_secref=0)
             self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file,
                       f_type=fmt.CKPT_FILE["CKPT_FILE_GENERIC"], **fields)
-            path = vma.file.encode() + b"\0"
+            path = encode_text(vma.file) + b"\0"
             if len(path) > PATH_MAX:
                 raise ValueError(f"file name of {len(path)} bytes")
             self.emit_raw("CKPT_HDR_FILE_NAME", path)
@@ -256,10 +252,11 @@ class _Writer:
 
     def shm_inode_vma(self, vma):
         """SHM_FILE / SHM_IPC: an inode objref (shared with VMAs of the same inode), no pages."""
-        ino = vma.extra.get("ino_objref")
+        native = CkptVmaFields.of(vma)
+        ino = native.ino_objref
         key = ("inode", id(vma.shm)) if vma.shm else ("ino", ino) if ino else ("vma", id(vma))
         objref, first = self.new_object(key)
-        size = vma.shm.size if vma.shm else vma.extra.get("ino_size", 0)
+        size = vma.shm.size if vma.shm else native.ino_size or 0
         if vma.kind == "shm-file":
             return "CKPT_VMA_SHM_FILE", objref, size, None
         return ("CKPT_VMA_SHM_IPC" if first else "CKPT_VMA_SHM_IPC_SKIP"), objref, size, None

@@ -13,12 +13,13 @@ from construct import Array, Int32sl
 
 from crfs.errors import FormatError
 from crfs.formats import ckpt as fmt
+from crfs.formats.common import decode_text
 from crfs.formats.pagewords import (aligned_ascending, first_word, indices_ascending,
                                     last_word, page_keys, widen)
 from crfs.formats.source import parse_bytes
 from crfs.formats.x86 import GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE
-from crfs.model.ckpt_cpu import registers_from_cpu
-from crfs.model.image import Image, Mm, ShmSegment, Task, Vma
+from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, registers_from_cpu
+from crfs.model.image import Image, Mm, ShmSegment, Task, Vma, native_record, set_field
 from crfs.model.registers import Registers
 
 DIALECT = "ckpt_hdr v21"
@@ -45,11 +46,25 @@ INTERPRETED = {name for name in fmt.CKPT_HDR} - {
     "CKPT_HDR_RESTART_BLOCK", "CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC",
     "CKPT_HDR_BUFFER", "CKPT_HDR_STRING"}
 
-TASK_FIELDS = ("exit_state", "exit_code", "exit_signal", "pdeath_signal",
-               "compat_robust_futex_head_len", "compat_robust_futex_list",
-               "robust_futex_head_len", "robust_futex_list", "set_child_tid", "clear_child_tid")
+# ckpt_hdr_task field -> where the model keeps it (see image.get_field).
+TASK_FIELDS = {
+    "exit_state": ("exit", "state"), "exit_code": ("exit", "code"),
+    "exit_signal": ("exit", "signal"), "pdeath_signal": ("exit", "pdeath_signal"),
+    "compat_robust_futex_head_len": ("futex", "compat_robust_list_len"),
+    "compat_robust_futex_list": ("futex", "compat_robust_list"),
+    "robust_futex_head_len": ("futex", "robust_list_len"),
+    "robust_futex_list": ("futex", "robust_list"),
+    "set_child_tid": ("futex", "set_child_tid"), "clear_child_tid": ("futex", "clear_child_tid"),
+}
 TASK_OBJREFS = ("files_objref", "fs_objref", "sighand_objref", "signal_objref")
 FILE_FIELDS = ("f_mode", "f_flags", "f_credref", "f_pos", "f_version", "f_secref")
+
+# What only ckpt_hdr stores: pid-namespace depth and its vpids, objrefs of what crfs does
+# not restore, and the CPU record fields an i386 task has no register for.
+CkptTaskFields = native_record("CkptTaskFields", ("depth", "vpids", "thread_info_flags",
+                                                  *TASK_OBJREFS, *CPU_ONLY_FIELDS))
+CkptVmaFields = native_record("CkptVmaFields", ("vma_type", "vma_objref", "ino_objref",
+                                                "ino_size", "f_type", *FILE_FIELDS))
 
 
 @dataclass
@@ -132,7 +147,7 @@ class _Loader:
         return self.source.read(record.data_offset, record.data_length, record.name)
 
     def text(self, record):
-        return self.read_data(record).split(b"\0", 1)[0].decode("utf-8", "replace")
+        return decode_text(self.read_data(record))
 
     def _error_message(self, record):
         """The STRING after an ERROR record holds '\\0' message '\\0'."""
@@ -140,7 +155,8 @@ class _Loader:
             string = fmt.record_at(self.source, record.end)
             if string.name != "CKPT_HDR_STRING":
                 return "(no message)"
-            return self.read_data(string)[1:].split(b"\0", 1)[0].decode("utf-8", "replace")
+            message = self.read_data(string)[1:].split(b"\0", 1)[0]
+            return message.decode("utf-8", "replace")     # for people, not kept
         except FormatError:
             return "(message truncated)"
 
@@ -214,10 +230,8 @@ class _Loader:
 
     @staticmethod
     def new_task(pid, vpids):
-        extra = {"pgid": pid.vpgid, "sid": pid.vsid, "depth": pid.depth}
-        if vpids:
-            extra["vpids"] = list(vpids)
-        return Task(pid=pid.vpid, tgid=pid.vtgid, ppid=pid.vppid, comm="", extra=extra)
+        return Task(pid=pid.vpid, tgid=pid.vtgid, ppid=pid.vppid, comm="", pgid=pid.vpgid,
+                    sid=pid.vsid, native=CkptTaskFields(depth=pid.depth, vpids=list(vpids)))
 
     def load_tail(self):
         record = self.next_of("CKPT_HDR_TAIL")
@@ -233,7 +247,8 @@ class _Loader:
         h = self.parse(self.next_of("CKPT_HDR_TASK"))
         task.comm = self.text(self.expect("CKPT_HDR_STRING"))
         task.state = h.state
-        task.extra.update(_fields(h, TASK_FIELDS))
+        for field, where in TASK_FIELDS.items():
+            set_field(task, where, h[field])
         seen = set()
         while self.peek().name not in ("CKPT_HDR_TASK", "CKPT_HDR_TAIL"):
             record = self.next()
@@ -253,16 +268,17 @@ class _Loader:
             raise FormatError(f"{h.gdt_entry_tls_entries} TLS entries in {h.sizeof_tls_array} "
                               "bytes", offset=record.offset, record=record.name)
         task.tls = list(h.tls_array)
-        task.extra["thread_info_flags"] = h.thread_info_flags
+        task.native.thread_info_flags = h.thread_info_flags
 
     def load_cpu(self, task, record):
         h = self.parse(record)
         try:
-            values, extra = registers_from_cpu(h, self.arch)
+            values, cpu_only = registers_from_cpu(h, self.arch)
         except ValueError as exc:
-            raise FormatError(str(exc), offset=record.offset, record=record.name) from None
+            raise FormatError(str(exc), offset=record.offset, record=record.name) from exc
         task.regs = Registers(self.arch, values)
-        task.extra.update(extra)
+        for name, value in cpu_only.items():
+            setattr(task.native, name, value)
         if h.used_math:
             fpu = self.expect("CKPT_HDR_CPU_FPU")
             size = self.header["xstate_size"]
@@ -273,7 +289,8 @@ class _Loader:
 
     def load_task_objs(self, task, record):
         h = self.parse(record)
-        task.extra.update(_fields(h, TASK_OBJREFS))
+        for name in TASK_OBJREFS:
+            setattr(task.native, name, h[name])
         if h.mm_objref:
             task.mm = self.lookup(h.mm_objref, "CKPT_OBJ_MM", record)
 
@@ -362,12 +379,13 @@ class _Loader:
                               record=record.name)
         vma = Vma(start=h.vm_start, end=h.vm_end, vm_flags=h.vm_flags, prot=h.vm_page_prot,
                   pgoff=h.vm_pgoff, kind=VMA_KIND[vma_type],
-                  extra={"vma_type": vma_type,
-                         **_fields(h, ("vma_objref", "ino_objref", "ino_size"))})
+                  native=CkptVmaFields(vma_type=vma_type,
+                                       **_fields(h, ("vma_objref", "ino_objref", "ino_size"))))
         if h.vma_objref:
             file = self.lookup(h.vma_objref, "CKPT_OBJ_FILE", record)
             vma.file = file.path
-            vma.extra.update(file.fields)
+            for name, value in file.fields.items():
+                setattr(vma.native, name, value)
         contents = VMA_CONTENTS.get(vma_type)
         if contents is not None:
             contents(self, vma, record)
@@ -404,7 +422,7 @@ class _Loader:
 
     def load_shm_pages(self, vma, record):
         """SHM_ANON: the shmem inode's pages, its "vaddrs" being page indices in the inode."""
-        objref, size = vma.extra["ino_objref"], vma.extra["ino_size"]
+        objref, size = vma.native.ino_objref, vma.native.ino_size
         if objref <= 0 or objref in self.shm:
             raise FormatError(f"ino_objref {objref} is not new", offset=record.offset,
                               record=record.name)
@@ -421,21 +439,14 @@ class _Loader:
             segment.pages.add_words(page_keys(indices), first)
             next_index = high + 1
         self.shm[objref] = segment
-        self.map_shm(vma, segment)
+        vma.map_segment(segment)
 
     def load_shm_skip(self, vma, record):
-        segment = self.shm.get(vma.extra["ino_objref"])
+        segment = self.shm.get(vma.native.ino_objref)
         if segment is None:
-            raise FormatError(f"ino_objref {vma.extra['ino_objref']} was not dumped before",
+            raise FormatError(f"ino_objref {vma.native.ino_objref} was not dumped before",
                               offset=record.offset, record=record.name)
-        self.map_shm(vma, segment)
-
-    @staticmethod
-    def map_shm(vma, segment):
-        """The segment's pages the VMA maps, at their addresses."""
-        vma.shm = segment
-        base = vma.pgoff * PAGE_SIZE
-        vma.pages.add_shifted(segment.pages, base, base + vma.size, vma.start - base)
+        vma.map_segment(segment)
 
 
 TASK_PARTS = {

@@ -13,14 +13,14 @@ from bisect import bisect_right
 from dataclasses import dataclass
 
 from crfs.formats import elf
+from crfs.formats.common import c_chars, encode_text
 from crfs.formats.elf import ELF
-from crfs.formats.x86 import PAGE_SIZE
+from crfs.formats.x86 import FXSAVE_SIZE, PAGE_SIZE, VmFlags
+from crfs.model.image import Creds
 
-VM_READ, VM_WRITE, VM_EXEC = 0x1, 0x2, 0x4
 # Kinds whose undumped bytes are not zeros but live elsewhere (the mapped file, the kernel):
 # with no page dumped they get p_filesz 0, so gdb reads the file instead of zeros.
 KINDS_BACKED_ELSEWHERE = ("file", "shm-file", "vdso", "ignore")
-FXSAVE_SIZE = elf.FXSAVE_SIZE
 FSAVE_SIZE = 112          # i387_fsave_struct: user_i387_struct (108) + status word
 
 
@@ -106,8 +106,8 @@ def _dump_size(vma):
 
 
 def _segment_flags(vm_flags):
-    return ((ELF["PF_R"] if vm_flags & VM_READ else 0) | (ELF["PF_W"] if vm_flags & VM_WRITE else 0)
-            | (ELF["PF_X"] if vm_flags & VM_EXEC else 0))
+    return ((ELF["PF_R"] if vm_flags & VmFlags.VM_READ else 0) | (ELF["PF_W"] if vm_flags & VmFlags.VM_WRITE else 0)
+            | (ELF["PF_X"] if vm_flags & VmFlags.VM_EXEC else 0))
 
 
 def _headers(arch, loads, notes_size):
@@ -193,11 +193,11 @@ def _pid(value):
 
 
 def _pgrp(task):
-    return _pid(task.extra.get("pgid", task.extra.get("pgrp", 0)))
+    return _pid(task.pgid or 0)
 
 
 def _sid(task):
-    return _pid(task.extra.get("sid", task.extra.get("session", 0)))
+    return _pid(task.sid or 0)
 
 
 def prpsinfo(arch, task, mm):
@@ -205,13 +205,13 @@ def prpsinfo(arch, task, mm):
     # fill_psinfo: the index of the lowest state bit, plus one; 0 for running.
     index = (state & -state).bit_length() if state else 0
     sname = "RSDTZW"[index] if index < 6 else "."
-    creds = task.creds or {}
+    creds = task.creds or Creds()
     uid_mask = 0xFFFF if arch == "i386" else 0xFFFFFFFF
     return elf.elf_prpsinfo[arch].build(dict(
         pr_state=index, pr_sname=ord(sname), pr_zomb=int(sname == "Z"), pr_nice=0, pr_flag=0,
-        pr_uid=creds.get("uid", 0) & uid_mask, pr_gid=creds.get("gid", 0) & uid_mask,
+        pr_uid=creds.uid & uid_mask, pr_gid=creds.gid & uid_mask,
         pr_pid=_pid(task.pid), pr_ppid=_pid(task.ppid), pr_pgrp=_pgrp(task), pr_sid=_sid(task),
-        pr_fname=task.comm.encode()[:15].ljust(16, b"\0"),
+        pr_fname=c_chars(task.comm, 15, 16),
         pr_psargs=psargs(mm).ljust(elf.ELF_PRARGSZ, b"\0")))
 
 
@@ -242,7 +242,7 @@ def nt_file(arch, vmas):
     header = elf.nt_file_header[arch].build(dict(count=len(vmas), page_size=PAGE_SIZE))
     entries = b"".join(elf.nt_file_entry[arch].build(dict(
         start=v.start, end=v.end, file_ofs=_word(arch, v.pgoff))) for v in vmas)
-    names = b"".join(v.file.encode(errors="surrogateescape") + b"\0" for v in vmas)
+    names = b"".join(encode_text(v.file) + b"\0" for v in vmas)
     return header + entries + names
 
 

@@ -4,7 +4,6 @@ Every task of the stream carries its own MM (the seed has no thread groups), so
 every loaded Task gets its own Mm, and dump() writes one MM per task.
 """
 
-import re
 from collections import defaultdict
 
 from crfs.errors import FormatError
@@ -12,12 +11,15 @@ from crfs.formats import cpt
 from crfs.formats.cpt import (ARCHES, CONTENT_TYPES, CPT_NULL, OBJECT_TYPES,
                               PAGE_BLOCK_SIZE, PAGE_HEADER, SIGNATURE, TASK_FLAG_BITS,
                               VMA_TYPE_NAMES, VMA_TYPES)
-from crfs.formats.x86 import (GDT_ENTRY_TLS_ENTRIES, PAGE_SIZE, TASK_COMM_LEN,
+from crfs.formats.common import c_chars, decode_text, encode_text, kernel_version
+from crfs.formats.x86 import (FXSAVE_SIZE, GDT_ENTRY_TLS_ENTRIES, PAGE_SIZE, TASK_COMM_LEN,
                               cpt_decode_segment, cpt_encode_segment)
-from crfs.model.image import Image, Mm, Task, Vma
+from crfs.model.image import (Creds, Exit, Futex, Image, Mm, Task, Vma, get_field,
+                              native_record, set_field)
 from crfs.model.registers import Registers
 
-CRED_NAMES = ("uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid")
+CRED_NAMES = Creds.names()
+FSAVE_SIZE = 112    # the pre-FXSR FPU state (CPT_CONTENT_X86_FPUSTATE_OLD)
 
 # Canonical Mm.fields name -> cpt_mm_image field, in stored order.
 MM_FIELDS = {
@@ -47,12 +49,21 @@ SEGMENTS = {
                "fs": "cpt_fsindex", "gs": "cpt_gsindex"},
 }
 
-# Task fields the model has a place for; the other cpt_task_image fields go to extra.
-_TASK_MODEL_FIELDS = {"cpt_len", "cpt_hdrlen", "cpt_type", "cpt_content", "cpt_pid",
-                      "cpt_tgid", "cpt_ppid", "cpt_comm", "cpt_state", "cpt_tls", "cpt_pad",
-                      *(f"cpt_{name}" for name in CRED_NAMES)}
-TASK_EXTRA_FIELDS = tuple(name for name in cpt.field_names(cpt.cpt_task_image)
-                          if name not in _TASK_MODEL_FIELDS)
+# cpt_task_image fields with a place in the format-neutral Task: (object, attribute).
+TASK_MODEL_FIELDS = {
+    "cpt_pgrp": (None, "pgid"), "cpt_session": (None, "sid"),
+    "cpt_exit_code": ("exit", "code"), "cpt_exit_signal": ("exit", "signal"),
+    "cpt_pdeath_signal": ("exit", "pdeath_signal"),
+    "cpt_set_tid": ("futex", "set_child_tid"), "cpt_clear_tid": ("futex", "clear_child_tid"),
+}
+_TASK_FRAMED_FIELDS = {"cpt_len", "cpt_hdrlen", "cpt_type", "cpt_content", "cpt_pid",
+                       "cpt_tgid", "cpt_ppid", "cpt_comm", "cpt_state", "cpt_tls", "cpt_pad",
+                       *(f"cpt_{name}" for name in CRED_NAMES), *TASK_MODEL_FIELDS}
+# The rest of cpt_task_image is what only cpt stores (cpt_flags decoded to CPT_PF_* names).
+TASK_NATIVE_FIELDS = tuple(name for name in cpt.field_names(cpt.cpt_task_image)
+                           if name not in _TASK_FRAMED_FIELDS)
+CptTaskFields = native_record("CptTaskFields", [n[len("cpt_"):] for n in TASK_NATIVE_FIELDS])
+CptVmaFields = native_record("CptVmaFields", ("vma_type", "page_num"))
 
 MAX_SELECTOR = 0xFFFF
 ARCH_ID_OF = {name: arch_id for arch_id, (name, _) in ARCHES.items()}
@@ -81,7 +92,7 @@ class _Builder:
         self.vma = None
 
     def add(self, item):
-        getattr(self, "_" + item.name.lower())(item)
+        HANDLERS[item.name](self, item)
 
     def _cpt_head(self, obj):
         head = obj.fields
@@ -112,11 +123,11 @@ class _Builder:
         self.vma = Vma(start=f.cpt_start, end=f.cpt_end, vm_flags=f.cpt_flags,
                        prot=f.cpt_pgprot, pgoff=f.cpt_pgoff,
                        kind="file" if vma_type == "CPT_VMA_FILE" else "anon",
-                       extra={"vma_type": vma_type, "page_num": f.cpt_page_num})
+                       native=CptVmaFields(vma_type=vma_type, page_num=f.cpt_page_num))
         vmas.append(self.vma)
 
     def _cpt_obj_name(self, obj):
-        self.vma.file = _text(obj.fields.cpt_name)
+        self.vma.file = decode_text(obj.fields.cpt_name)
 
     def _cpt_obj_pages(self, run):
         if run.stride:      # one-page blocks at a fixed stride
@@ -139,17 +150,36 @@ class _Builder:
         for name, field in SEGMENTS[arch].items():
             values[name] = _selector(obj, field, arch)
         self.task.regs = Registers(arch, values)
-        self.task.extra["debugreg"] = list(obj.fields.cpt_debugreg)
+        self.task.debugregs = list(obj.fields.cpt_debugreg)
 
-    _cpt_obj_x86_64_regs = _cpt_obj_x86_regs      # the walk picked the layout by cpt_arch
+
+HANDLERS = {
+    "cpt_head": _Builder._cpt_head,
+    "CPT_OBJ_TASK": _Builder._cpt_obj_task,
+    "CPT_OBJ_MM": _Builder._cpt_obj_mm,
+    "CPT_OBJ_VMA": _Builder._cpt_obj_vma,
+    "CPT_OBJ_NAME": _Builder._cpt_obj_name,
+    "CPT_OBJ_PAGES": _Builder._cpt_obj_pages,
+    "CPT_OBJ_BITS": _Builder._cpt_obj_bits,
+    "CPT_OBJ_X86_REGS": _Builder._cpt_obj_x86_regs,
+    "CPT_OBJ_X86_64_REGS": _Builder._cpt_obj_x86_regs,   # the walk picked it by cpt_arch
+}
 
 
 def task_from_fields(f):
-    extra = {name[len("cpt_"):]: f[name] for name in TASK_EXTRA_FIELDS}
-    extra["flags"] = decode_flags(f.cpt_flags)
-    return Task(pid=f.cpt_pid, tgid=f.cpt_tgid, ppid=f.cpt_ppid, comm=_text(f.cpt_comm),
-                state=f.cpt_state, creds={name: f[f"cpt_{name}"] for name in CRED_NAMES},
-                tls=list(f.cpt_tls), extra=extra)
+    native = CptTaskFields(**{name[len("cpt_"):]: f[name] for name in TASK_NATIVE_FIELDS})
+    native.flags = decode_flags(f.cpt_flags)
+    task = Task(pid=f.cpt_pid, tgid=f.cpt_tgid, ppid=f.cpt_ppid, comm=decode_text(f.cpt_comm),
+                state=f.cpt_state, creds=Creds(**{name: f[f"cpt_{name}"] for name in CRED_NAMES}),
+                tls=list(f.cpt_tls), exit=Exit(), futex=Futex(), native=native)
+    for field, where in TASK_MODEL_FIELDS.items():
+        set_field(task, where, f[field])
+    return task
+
+
+def model_field_values(task):
+    """The cpt_task_image fields TASK_MODEL_FIELDS reads, from `task`."""
+    return {field: get_field(task, where) or 0 for field, where in TASK_MODEL_FIELDS.items()}
 
 
 def decode_flags(value):
@@ -176,15 +206,6 @@ def _selector(obj, field, arch):
     return selector
 
 
-def _text(raw):
-    """A NUL-terminated C string, bytes kept exact through surrogateescape."""
-    return raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-
-
-def _c_string(text):
-    return text.encode("utf-8", "surrogateescape")
-
-
 # ---- dump ----
 
 def dump(image, out, arch=None):
@@ -202,17 +223,12 @@ def dump(image, out, arch=None):
 
 
 def _head(image, arch_id):
-    major, minor, sublevel = _kernel_version(image.header.get("kernel", ""))
+    major, minor, sublevel = kernel_version(image.header.get("kernel", ""))
     return cpt.cpt_head.build(dict(
         cpt_signature=SIGNATURE, cpt_hdrlen=cpt.HEAD_SIZE, cpt_image_major=major,
         cpt_image_minor=minor, cpt_image_sublevel=sublevel,
         cpt_image_extra=image.header.get("extra", 0), cpt_arch=arch_id,
         cpt_pad1=bytes(2), cpt_pad2=bytes(4), cpt_time=image.time or 0))
-
-
-def _kernel_version(text):
-    numbers = [int(n) for n in re.findall(r"\d+", str(text))[:3]]
-    return numbers + [0] * (3 - len(numbers))
 
 
 def _preorder(tasks):
@@ -255,23 +271,24 @@ def _write_task(out, task, children, arch):
         _write_vma(out, vma, mm.source)
     if mm.ldt:
         out.write(_bits("CPT_CONTENT_MM_CONTEXT", mm.ldt))
-    fpu = task.fpu if task.fpu is not None else bytes(512)
-    out.write(_bits("CPT_CONTENT_X86_FPUSTATE_OLD" if len(fpu) == 112
+    fpu = task.fpu if task.fpu is not None else bytes(FXSAVE_SIZE)
+    out.write(_bits("CPT_CONTENT_X86_FPUSTATE_OLD" if len(fpu) == FSAVE_SIZE
                     else "CPT_CONTENT_X86_FPUSTATE", fpu))
     out.write(_registers(task, arch))
 
 
 def _task_image(task, children):
-    extra = task.extra
-    values = {name: extra.get(name[len("cpt_"):], 0) for name in TASK_EXTRA_FIELDS}
-    values["cpt_flags"] = encode_flags(extra.get("flags", []))
+    native = CptTaskFields.of(task)
+    values = {name: getattr(native, name[len("cpt_"):]) or 0 for name in TASK_NATIVE_FIELDS}
+    values["cpt_flags"] = encode_flags(native.flags or [])
     values["cpt_children_num"] = children
-    creds = task.creds or {}
-    values.update({f"cpt_{name}": creds.get(name, 0) for name in CRED_NAMES})
+    values.update(model_field_values(task))
+    creds = task.creds or Creds()
+    values.update({f"cpt_{name}": getattr(creds, name) for name in CRED_NAMES})
     return _build(cpt.cpt_task_image, "CPT_OBJ_TASK", "CPT_CONTENT_ARRAY", **values,
                   cpt_pid=task.pid, cpt_tgid=task.tgid, cpt_ppid=task.ppid,
                   cpt_state=task.state or 0, cpt_tls=_tls(task.tls),
-                  cpt_comm=_c_string(task.comm)[:TASK_COMM_LEN].ljust(TASK_COMM_LEN, b"\0"))
+                  cpt_comm=c_chars(task.comm, TASK_COMM_LEN))
 
 
 def _tls(descriptors):
@@ -290,7 +307,7 @@ def _write_vma(out, vma, source):
                      cpt_start=vma.start, cpt_end=vma.end, cpt_flags=vma.vm_flags,
                      cpt_pgprot=vma.prot, cpt_pgoff=vma.pgoff, cpt_page_num=len(vma.pages)))
     if is_file:
-        name = _c_string(vma.file or "") + b"\0"
+        name = encode_text(vma.file or "") + b"\0"
         out.write(cpt.cpt_name.build(dict(
             cpt_len=cpt.HEADER_SIZE + len(name), cpt_hdrlen=cpt.HEADER_SIZE,
             cpt_type=OBJECT_TYPES["CPT_OBJ_NAME"], cpt_content=CONTENT_TYPES["CPT_CONTENT_NAME"],
@@ -320,4 +337,4 @@ def _registers(task, arch):
     values.update({field: cpt_encode_segment(regs[reg], arch)
                    for reg, field in SEGMENTS[arch].items()})
     return _build(cpt.DECLARATIONS[name], name, "CPT_CONTENT_VOID", **values,
-                  cpt_debugreg=list(task.extra.get("debugreg", [0] * 8)))
+                  cpt_debugreg=list(task.debugregs or [0] * 8))

@@ -10,9 +10,11 @@ from array import array
 from construct import ConstructError
 
 from crfs.formats import cr
+from crfs.formats.common import c_chars, decode_text, encode_text, kernel_version
 from crfs.formats.pagewords import page_keys
-from crfs.formats.x86 import GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN
-from crfs.model.image import Image, Mm, ShmSegment, Task, Vma
+from crfs.formats.x86 import FXSAVE_SIZE, GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN
+from crfs.model.ckpt_pages import copy_pages
+from crfs.model.image import Exit, Image, Mm, ShmSegment, Task, Vma, native_record
 from crfs.model.registers import Registers
 
 FORMAT = "linux-cr"
@@ -32,9 +34,13 @@ CPU_TO_GDB = {
 VMA_KIND = {"CR_VMA_ANON": "anon", "CR_VMA_FILE": "file",
             "CR_VMA_SHM_ANON": "shm-anon", "CR_VMA_SHM_ANON_SKIP": "shm-anon",
             "CR_VMA_SHM_FILE": "shm-file", "CR_VMA_SHM_FILE_SKIP": "shm-file"}
-CPU_EXTRA = cr.DEBUG_REGS + ("uses_debug", "used_math", "has_fxsr")
-TASK_EXTRA = ("exit_state", "exit_code", "exit_signal") + cr.TASK_TIMES
 HEAD_ARCH_FIELDS = ("has_fxsr", "has_xsave", "xstate_size")
+
+# What only cr_hdr stores: the TASK record's times, the CPU record's flags, THREAD's ntls.
+CrTaskFields = native_record("CrTaskFields",
+                             cr.TASK_TIMES + ("uses_debug", "used_math", "has_fxsr", "ntls"))
+CrVmaFields = native_record("CrVmaFields", ("vma_type", "nr_pages", "vma_objref", "shm_objref"))
+CPU_FLAGS = ("uses_debug", "used_math", "has_fxsr")
 
 
 def load(source):
@@ -62,7 +68,7 @@ class _Builder:
 
     def add(self, record):
         self.count += 1
-        getattr(self, "_" + record.name[len("CR_HDR_"):].lower())(record)
+        HANDLERS[record.name](self, record)
 
     def image(self):
         return Image(FORMAT, self.walker.dialect, self.walker.arch, header=self.header,
@@ -75,12 +81,12 @@ class _Builder:
         f = record.fields
         for name in cr.UTS_NAMES:
             if name in f:
-                self.header[name] = cr.decode_text(f[name])
+                self.header[name] = decode_text(f[name])
         self.header.update(kernel=f"{f.major}.{f.minor}.{f.patch}", rev=f.rev,
                            time=f.time, flags=f.flags)
 
     def _buffer(self, record):
-        self.header[record.role] = cr.decode_text(record.data)
+        self.header[record.role] = decode_text(record.data)
 
     def _head_arch(self, record):
         self.header.update({name: record.fields[name] for name in HEAD_ARCH_FIELDS})
@@ -91,12 +97,15 @@ class _Builder:
     def _task(self, record):
         f = record.fields
         pid, tgid, ppid = self.pids[len(self.tasks)] if self.pids else (0, 0, 0)
-        extra = {name: f[name] for name in TASK_EXTRA if name in f}
-        self.task = Task(pid, tgid, ppid, comm="", state=f.state, extra=extra)
+        self.task = Task(pid, tgid, ppid, comm="", state=f.state,
+                         native=CrTaskFields(**{name: f[name] for name in cr.TASK_TIMES
+                                                if name in f}))
+        if "exit_state" in f:
+            self.task.exit = Exit(f.exit_state, f.exit_code, f.exit_signal)
         self.tasks.append(self.task)
 
     def _string(self, record):
-        self.task.comm = cr.decode_text(record.data)
+        self.task.comm = decode_text(record.data)
 
     def _mm(self, record):
         if record.parent is not None:   # v4 is single-task: its pid is only here
@@ -108,13 +117,10 @@ class _Builder:
     def _vma(self, record):
         f = record.fields
         vma_type = cr.VMA_NAMES[f.vma_type]
-        extra = {"vma_type": vma_type}
-        if "nr_pages" in f:
-            extra["nr_pages"] = f.nr_pages
-        else:
-            extra.update(vma_objref=f.vma_objref, shm_objref=f.shm_objref)
+        native = CrVmaFields(vma_type=vma_type, nr_pages=f.get("nr_pages"),
+                             vma_objref=f.get("vma_objref"), shm_objref=f.get("shm_objref"))
         self.vma = Vma(f.vm_start, f.vm_end, f.vm_flags, f.vm_page_prot, f.vm_pgoff,
-                       VMA_KIND[vma_type], extra=extra)
+                       VMA_KIND[vma_type], native=native)
         self.task.mm.vmas.append(self.vma)
         if vma_type.startswith("CR_VMA_SHM"):
             self._attach_segment(f, vma_type)
@@ -126,10 +132,10 @@ class _Builder:
         else:
             self.vma.shm = self.segments[f.shm_objref] = ShmSegment(f.shm_objref, f.shm_size)
         if vma_type != "CR_VMA_SHM_ANON":    # its pages arrive in the PGARRs that follow
-            _map_segment(self.vma)
+            self.vma.map_segment(self.vma.shm)
 
     def _fname(self, record):
-        self.vma.file = cr.decode_text(record.data)
+        self.vma.file = decode_text(record.data)
         self._add_pages(record)
 
     def _pgarr(self, record):
@@ -137,7 +143,7 @@ class _Builder:
             indices, first = record.pages
             self.vma.shm.pages.add_words(page_keys(indices), first)
             if record.fields.nr_pages == 0:
-                _map_segment(self.vma)
+                self.vma.map_segment(self.vma.shm)
         else:
             self._add_pages(record)
 
@@ -150,7 +156,7 @@ class _Builder:
 
     def _thread(self, record):
         f = record.fields
-        self.task.extra["ntls"] = f.ntls
+        self.task.native.ntls = f.ntls
         tls = record.data or bytes(cr.TLS_ARRAY_SIZE)
         self.task.tls = [int.from_bytes(tls[i + 4:i + 8], "little") << 32
                          | int.from_bytes(tls[i:i + 4], "little")
@@ -161,17 +167,31 @@ class _Builder:
         arch = self.walker.arch
         self.task.regs = Registers(arch, {gdb: f[name] for name, gdb in
                                           CPU_TO_GDB[arch].items()})
-        self.task.extra.update({name: f[name] for name in CPU_EXTRA if name in f})
+        self.task.debugregs = [f[name] for name in cr.DEBUG_REGS]
+        for name in CPU_FLAGS:
+            setattr(self.task.native, name, f.get(name))
         self.task.fpu = f.xstate if "xstate" in f else record.data
 
     def _tail(self, record):
         self.has_trailer = True
 
 
-def _map_segment(vma):
-    """Show the segment pages that fall inside the VMA at their addresses."""
-    base = vma.pgoff * PAGE_SIZE
-    vma.pages.add_shifted(vma.shm.pages, base, base + vma.size, vma.start - base)
+HANDLERS = {
+    "CR_HDR_HEAD": _Builder._head,
+    "CR_HDR_BUFFER": _Builder._buffer,
+    "CR_HDR_HEAD_ARCH": _Builder._head_arch,
+    "CR_HDR_TREE": _Builder._tree,
+    "CR_HDR_TASK": _Builder._task,
+    "CR_HDR_STRING": _Builder._string,
+    "CR_HDR_MM": _Builder._mm,
+    "CR_HDR_VMA": _Builder._vma,
+    "CR_HDR_FNAME": _Builder._fname,
+    "CR_HDR_PGARR": _Builder._pgarr,
+    "CR_HDR_MM_CONTEXT": _Builder._mm_context,
+    "CR_HDR_THREAD": _Builder._thread,
+    "CR_HDR_CPU": _Builder._cpu,
+    "CR_HDR_TAIL": _Builder._tail,
+}
 
 
 def dump(image, out, arch=None, dialect=None):
@@ -222,9 +242,6 @@ class _Writer:
         self.out.write(cr.FRAMES[self.dialect].build(frame) + payload)
 
     def _record(self, name, layout, parent=0, **values):
-        for sub in layout.subcons:       # garbage/padding bytes: zeros
-            if sub.name.startswith("_"):
-                values[sub.name] = bytes(sub.sizeof())
         try:
             payload = layout.build(values)
         except ConstructError as exc:    # e.g. a v4 u64 state written into v14's u32
@@ -235,7 +252,7 @@ class _Writer:
 
     def _head(self):
         header = self.image.header
-        major, minor, patch = _kernel_version(header.get("kernel", "0.0.0"))
+        major, minor, patch = kernel_version(header.get("kernel", "0.0.0"))
         time = self.image.time if self.image.time is not None else header.get("time", 0)
         common = dict(magic=cr.MAGICS["CHECKPOINT_MAGIC_HEAD"], major=major, minor=minor,
                       patch=patch, rev=header.get("rev", 1), time=time,
@@ -243,14 +260,14 @@ class _Writer:
         uts = {name: header.get(name, "") for name in cr.UTS_NAMES}
         if self.v4:
             self._record("CR_HDR_HEAD", cr.cr_hdr_head, **common,
-                         **{k: _c_chars(v, cr.NEW_UTS_LEN) for k, v in uts.items()})
+                         **{k: c_chars(v, cr.NEW_UTS_LEN) for k, v in uts.items()})
             return
         if cr.machine_arch(uts["machine"]) != self.arch:   # v14 readers take arch from it
             uts["machine"] = {"i386": "i686", "x86_64": "x86_64"}[self.arch]
         self._record("CR_HDR_HEAD", cr.cr_hdr_head_v14, **common,
                      **{f"uts_{name}_len": cr.UTS_FIELD_LEN for name in cr.UTS_NAMES})
         for name in cr.UTS_NAMES:
-            self._emit("CR_HDR_BUFFER", _c_chars(uts[name], cr.UTS_FIELD_LEN))
+            self._emit("CR_HDR_BUFFER", c_chars(uts[name], cr.UTS_FIELD_LEN))
 
     def _head_arch(self):
         header = self.image.header
@@ -262,7 +279,7 @@ class _Writer:
         self._record("CR_HDR_TREE", cr.cr_hdr_tree, tasks_nr=len(tasks))
         for task in tasks:
             self.out.write(cr.cr_hdr_pids.build(dict(vpid=task.pid, vtgid=task.tgid,
-                                                     vppid=task.ppid, _padding=bytes(4))))
+                                                     vppid=task.ppid)))
 
     # -- per task --
 
@@ -270,15 +287,17 @@ class _Writer:
         if task.mm is None:
             raise ValueError(f"task {task.pid}: cr_hdr images need an address space")
         pid = task.pid if self.v4 else 0
-        extra = {name: task.extra.get(name, 0) for name in TASK_EXTRA}
+        fields = dict(exit_state=task.exit.state, exit_code=task.exit.code,
+                      exit_signal=task.exit.signal)
         if self.v4:
             layout = {"i386": cr.cr_hdr_task_i386, "x86_64": cr.cr_hdr_task_x86_64}[self.arch]
+            native = CrTaskFields.of(task)
+            fields.update({name: getattr(native, name) or 0 for name in cr.TASK_TIMES})
         else:
             layout = cr.cr_hdr_task_v14
-            extra = {sub.name: extra[sub.name] for sub in layout.subcons if sub.name in extra}
-        self._record("CR_HDR_TASK", layout, state=task.state or 0, **extra,
+        self._record("CR_HDR_TASK", layout, state=task.state or 0, **fields,
                      task_comm_len=TASK_COMM_LEN)
-        self._emit("CR_HDR_STRING", _c_chars(task.comm, TASK_COMM_LEN - 1, TASK_COMM_LEN))
+        self._emit("CR_HDR_STRING", c_chars(task.comm, TASK_COMM_LEN - 1, TASK_COMM_LEN))
         self._mm(task.mm, pid)
         self._thread(task, pid)
         self._cpu(task, pid)
@@ -305,19 +324,22 @@ class _Writer:
 
     def _cpu(self, task, pid):
         regs = _cpu_regs(task, self.arch)
-        extra = {name: task.extra.get(name, 0) for name in cr.DEBUG_REGS + ("uses_debug",)}
+        native = CrTaskFields.of(task)
+        debug = dict(zip(cr.DEBUG_REGS, task.debugregs or [0] * len(cr.DEBUG_REGS)),
+                     uses_debug=native.uses_debug or 0)
         if self.v4:
             fpu = task.fpu or b""
-            if len(fpu) > 512:
+            if len(fpu) > FXSAVE_SIZE:
                 raise ValueError(f"task {task.pid}: {len(fpu)} FPU bytes exceed v4's 512")
-            self._record("CR_HDR_CPU", cr.cr_hdr_cpu, pid, **regs, **extra,
-                         used_math=task.extra.get("used_math", int(task.fpu is not None)),
-                         has_fxsr=task.extra.get("has_fxsr", 0), xstate=fpu.ljust(512, b"\0"))
+            used_math = native.used_math
+            self._record("CR_HDR_CPU", cr.cr_hdr_cpu, pid, **regs, **debug,
+                         used_math=int(task.fpu is not None) if used_math is None else used_math,
+                         has_fxsr=native.has_fxsr or 0, xstate=fpu.ljust(FXSAVE_SIZE, b"\0"))
             return
         if task.fpu is not None and len(task.fpu) != self.xstate_size:
             raise ValueError(f"task {task.pid}: {len(task.fpu)} FPU bytes, xstate_size is "
                              f"{self.xstate_size}")
-        self._record("CR_HDR_CPU", cr.cr_hdr_cpu_v14, **regs, **extra,
+        self._record("CR_HDR_CPU", cr.cr_hdr_cpu_v14, **regs, **debug,
                      used_math=int(task.fpu is not None))
         self.out.write(task.fpu or b"")
 
@@ -333,10 +355,10 @@ class _Writer:
         else:
             shm = vma.shm
             self._record("CR_HDR_VMA", cr.cr_hdr_vma_v14, **common,
-                         vma_objref=vma.extra.get("vma_objref", 0),
+                         vma_objref=CrVmaFields.of(vma).vma_objref or 0,
                          shm_objref=shm.objref if shm else 0, shm_size=shm.size if shm else 0)
         if vma_type in cr.VMA_WITH_FNAME:
-            self._emit("CR_HDR_FNAME", cr.encode_text(vma.file or "") + b"\0")
+            self._emit("CR_HDR_FNAME", encode_text(vma.file or "") + b"\0")
         if self.v4:
             self._page_run(*vma.pages.columns(), source)
         elif vma_type in cr.VMA_WITH_PAGES:
@@ -374,11 +396,7 @@ class _Writer:
             self.out.write(b"".join(a.to_bytes(word, "little") for a in addrs))
         except OverflowError:
             raise ValueError(f"a page address does not fit {self.arch}") from None
-        for offset in offsets:
-            page = source.pread(offset, PAGE_SIZE)
-            if len(page) != PAGE_SIZE:
-                raise ValueError(f"page at source offset {offset:#x} is short")
-            self.out.write(page)
+        copy_pages(source, offsets, self.out)
 
 
 def _cpu_regs(task, arch):
@@ -396,17 +414,4 @@ def _xstate_size(image):
     if "xstate_size" in image.header:
         return image.header["xstate_size"]
     sizes = [len(t.fpu) for t in image.tasks if t.fpu is not None]
-    return sizes[0] if sizes else 512
-
-
-def _kernel_version(text):
-    try:
-        major, minor, patch = (int(part) for part in text.split("."))
-    except ValueError:
-        raise ValueError(f"kernel {text!r} is not major.minor.patch") from None
-    return major, minor, patch
-
-
-def _c_chars(text, limit, size=None):
-    """A NUL-padded char[size] holding at most `limit` bytes of `text`."""
-    return cr.encode_text(text)[:limit].ljust(size or limit, b"\0")
+    return sizes[0] if sizes else FXSAVE_SIZE

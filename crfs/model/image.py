@@ -1,7 +1,7 @@
 """Image, Task, Mm, Vma: what a checkpoint holds, whatever format it came in."""
 
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Optional
 
 from crfs.formats.x86 import PAGE_SIZE
@@ -10,6 +10,77 @@ from crfs.model.registers import Registers
 
 # Vma.kind values, format-neutral.
 VMA_KINDS = ("anon", "file", "shm-anon", "shm-file", "shm-ipc", "vdso", "ignore")
+
+
+class NativeFields:
+    """Base of the typed records a format keeps for what only it stores (the VMA record
+    type, objrefs, times ...): its loader fills one, its writer reads it back, so an image
+    written in its own format loses nothing. Other formats ignore it."""
+
+    def shown(self):
+        """The fields worth showing, in declared order (None: not stored)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None}
+
+    @classmethod
+    def of(cls, owner):
+        """`owner.native` when it is one of ours, else a record of defaults."""
+        return owner.native if isinstance(owner.native, cls) else cls()
+
+
+def native_record(name, field_names):
+    """A NativeFields dataclass with one field per stored field name (None: not stored)."""
+    return make_dataclass(name, [(n, Optional[object], None) for n in field_names],
+                          bases=(NativeFields,))
+
+
+def get_field(task, where):
+    """The value at `where`, a (part, attribute) pair: ("exit", "code") is task.exit.code,
+    (None, "pgid") is task.pgid. Formats map their record fields to the model with these."""
+    part, attribute = where
+    return getattr(getattr(task, part) if part else task, attribute)
+
+
+def set_field(task, where, value):
+    part, attribute = where
+    setattr(getattr(task, part) if part else task, attribute, value)
+
+
+@dataclass
+class Creds:
+    """Real, effective, saved and filesystem ids."""
+    uid: int = 0
+    euid: int = 0
+    suid: int = 0
+    fsuid: int = 0
+    gid: int = 0
+    egid: int = 0
+    sgid: int = 0
+    fsgid: int = 0
+
+    @classmethod
+    def names(cls):
+        return tuple(f.name for f in fields(cls))
+
+
+@dataclass
+class Exit:
+    """How a task ended, or will tell its parent it did."""
+    state: int = 0           # exit_state: EXIT_ZOMBIE, EXIT_DEAD
+    code: int = 0
+    signal: int = 0          # exit_signal: sent to the parent when it ends
+    pdeath_signal: int = 0   # sent to it when its parent ends
+
+
+@dataclass
+class Futex:
+    """The thread's futex words the kernel writes for it (set_tid_address, robust lists)."""
+    set_child_tid: int = 0
+    clear_child_tid: int = 0
+    robust_list: int = 0
+    robust_list_len: int = 0
+    compat_robust_list: int = 0
+    compat_robust_list_len: int = 0
 
 
 @dataclass(eq=False)
@@ -34,7 +105,7 @@ class Vma:
     file: Optional[str] = None
     shm: Optional[ShmSegment] = None
     pages: PageMap = field(default_factory=PageMap)   # dumped pages at their addresses
-    extra: dict = field(default_factory=dict)        # stored fields worth showing ("key": value)
+    native: Optional["NativeFields"] = None          # what only its format stores
 
     @property
     def size(self):
@@ -42,6 +113,12 @@ class Vma:
 
     def __contains__(self, addr):
         return self.start <= addr < self.end
+
+    def map_segment(self, segment):
+        """Map `segment`: its pages inside this VMA's window show at their addresses."""
+        self.shm = segment
+        base = self.pgoff * PAGE_SIZE
+        self.pages.add_shifted(segment.pages, base, base + self.size, self.start - base)
 
 
 @dataclass(eq=False)
@@ -100,17 +177,23 @@ class Mm:
 
 @dataclass(eq=False)
 class Task:
+    """One thread. Fields a format does not store keep their defaults (None or 0)."""
     pid: int
     tgid: int
     ppid: int
     comm: str
     state: Optional[int] = None
-    creds: Optional[dict] = None          # uid, euid, suid, fsuid, gid, egid, sgid, fsgid
+    pgid: Optional[int] = None            # process group and session
+    sid: Optional[int] = None
+    creds: Optional[Creds] = None
     regs: Optional[Registers] = None
     fpu: Optional[bytes] = None           # FPU/xstate bytes as stored
     tls: Optional[list] = None            # GDT TLS descriptors as u64 (b << 32 | a)
+    debugregs: Optional[list] = None      # dr0..dr7
     mm: Optional[Mm] = None
-    extra: dict = field(default_factory=dict)
+    exit: Exit = field(default_factory=Exit)
+    futex: Futex = field(default_factory=Futex)
+    native: Optional["NativeFields"] = None   # what only its format stores
 
 
 @dataclass(eq=False)

@@ -6,13 +6,13 @@ without holding its pages in memory.
 
 import struct
 
-from crfs.formats.x86 import PAGE_SIZE, USER_CS, USER_DS
-from crfs.model.image import Image, Mm, Task, Vma
+from crfs.formats.x86 import PAGE_SIZE, USER_CS, USER_DS, VmFlags
+from crfs.model.image import Creds, Image, Mm, Task, Vma
 from crfs.model.registers import Registers
 
 PROT_RW, PROT_RX = 0x3, 0x5
-VM_READ, VM_WRITE, VM_EXEC = 0x1, 0x2, 0x4
-VM_GROWSDOWN = 0x100
+VM_READ, VM_WRITE, VM_EXEC, VM_GROWSDOWN = (int(flag) for flag in (
+    VmFlags.VM_READ, VmFlags.VM_WRITE, VmFlags.VM_EXEC, VmFlags.VM_GROWSDOWN))
 
 LAYOUT = {  # where the synthetic process lives, per arch
     "x86_64": {"text": 0x400000, "heap": 0x10000000, "stack_top": 0x7ffffffde000},
@@ -71,8 +71,7 @@ def synthetic_image(arch="x86_64", heap_pages=64, comm="synth", pid=4242, releas
     task = Task(pid=pid, tgid=pid, ppid=1, comm=comm, state=0, mm=mm,
                 regs=_registers(arch, text.start + 0x10, stack_end - 0x100),
                 fpu=bytes(512), tls=[0, 0, 0],
-                creds={k: 1000 for k in ("uid", "euid", "suid", "fsuid",
-                                         "gid", "egid", "sgid", "fsgid")})
+                creds=Creds(*[1000] * 8))
     header = {"release": release, "version": "#1 SMP crfs synthetic", "machine": arch,
               "kernel": ".".join(release.split("-")[0].split(".")[:3]), "time": 1230000000}
     return Image("linux-cr", "synthetic", arch, header=header, time=1230000000,

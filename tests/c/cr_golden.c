@@ -1,7 +1,7 @@
 /*
  * Golden linux-cr cr_hdr images, written with the original struct layouts.
  *
- *   cr_golden IMAGE v4    RFC v4 stream (seeds 000/001; x86 records per formats.md A.2.7)
+ *   cr_golden IMAGE v4    RFC v4 stream (RFC v3 2/9 and v4 4/9; x86 records from RFC v6 3/9)
  *   cr_golden IMAGE v14   v14-rc2 dialect as chosen in docs/format-cr.md
  *
  * Built with gcc -m32 and -m64: the ABI alone decides the cr_hdr_task layout (v4) and the
@@ -30,7 +30,7 @@ typedef unsigned char __u8;
 #define CHECKPOINT_MAGIC_HEAD 0x00feed0cc0a2d200LL
 #define CHECKPOINT_MAGIC_TAIL 0x002d2a0cc0deef00LL
 
-/* ---- include/linux/ckpt_hdr.h (v3 seed 001 + v4 seed 000) ---- */
+/* ---- include/linux/ckpt_hdr.h (RFC v3 patch 2/9 + RFC v4 patch 4/9) ---- */
 struct cr_hdr {
 	__s16 type;
 	__s16 len;
@@ -118,7 +118,7 @@ struct cr_hdr_vma {
 
 } __attribute__((aligned(8)));
 
-/* ---- include/asm-x86/ckpt_hdr.h (v4 == v6 blob 44a903c, formats.md A.2.7) ---- */
+/* ---- include/asm-x86/ckpt_hdr.h (v4: git blob 44a903c, as created by RFC v6 patch 3/9) ---- */
 struct cr_hdr_thread {
 	__s16 gdt_entry_tls_entries;
 	__s16 sizeof_tls_array;

@@ -333,10 +333,11 @@ class _Loader:
         for _ in range(h.map_count):
             vma_record = self.next_of("CKPT_HDR_VMA")
             vma = self.load_vma(vma_record)
-            if mm.vmas and vma.start < mm.vmas[-1].end:
-                raise FormatError(f"VMA {vma.start:#x} overlaps or precedes the one before",
-                                  offset=vma_record.offset, record=vma_record.name)
-            mm.vmas.append(vma)
+            try:
+                mm.add_vma(vma)
+            except ValueError as exc:
+                raise FormatError(str(exc), offset=vma_record.offset,
+                                  record=vma_record.name) from exc
         self.load_mm_context(mm)
         return mm
 

@@ -115,16 +115,15 @@ class _Builder:
 
     def _cpt_obj_vma(self, obj):
         f = obj.fields
-        vmas = self.task.mm.vmas
-        if vmas and f.cpt_start < vmas[-1].end:
-            raise FormatError("VMAs overlap or are not ascending", offset=obj.offset,
-                              record=obj.name)
         vma_type = VMA_TYPE_NAMES[f.cpt_vma_type]
         self.vma = Vma(start=f.cpt_start, end=f.cpt_end, vm_flags=f.cpt_flags,
                        prot=f.cpt_pgprot, pgoff=f.cpt_pgoff,
                        kind="file" if vma_type == "CPT_VMA_FILE" else "anon",
                        native=CptVmaFields(vma_type=vma_type, page_num=f.cpt_page_num))
-        vmas.append(self.vma)
+        try:
+            self.task.mm.add_vma(self.vma)
+        except ValueError as exc:
+            raise FormatError(str(exc), offset=obj.offset, record=obj.name) from exc
 
     def _cpt_obj_name(self, obj):
         self.vma.file = decode_text(obj.fields.cpt_name)

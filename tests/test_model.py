@@ -1,0 +1,46 @@
+"""The format-neutral model: invariants every loader shares, conversions between formats."""
+
+import io
+
+import pytest
+
+from crfs.errors import FormatError
+from crfs.formats.source import MemorySource
+from crfs.model import Vma, registry
+from crfs.model.synth import synthetic_image
+
+FORMATS = [("ckpt", {}), ("cpt", {}), ("cr", {"dialect": "cr_hdr v4"})]
+
+
+def written(image, fmt, options):
+    out = io.BytesIO()
+    registry.dump(image, out, fmt, **options)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt,options", FORMATS[:2])
+def test_overlapping_vmas_are_refused_by_every_loader(fmt, options):
+    image = synthetic_image("x86_64", heap_pages=2)
+    mm = image.tasks[0].mm
+    text = mm.vmas[0]
+    mm.vmas.insert(1, Vma(text.start + 4096, text.end + 4096, text.vm_flags, text.prot, 0,
+                          "anon"))
+    with pytest.raises(FormatError, match="overlaps or precedes"):
+        registry.load(MemorySource(written(image, fmt, options)))
+
+
+@pytest.mark.parametrize("fmt,options", FORMATS)
+def test_comm_bytes_survive_every_writer(fmt, options):
+    image = synthetic_image("x86_64", heap_pages=2)
+    image.tasks[0].comm = b"cr\xffsh".decode("utf-8", "surrogateescape")
+    loaded = registry.load(MemorySource(written(image, fmt, options)))
+    assert loaded.tasks[0].comm.encode("utf-8", "surrogateescape") == b"cr\xffsh"
+
+
+@pytest.mark.parametrize("fmt,options", FORMATS[:2])
+def test_process_group_and_session_survive_conversion_to_ckpt(fmt, options):
+    image = synthetic_image("x86_64", heap_pages=2)
+    image.tasks[0].pgid, image.tasks[0].sid = 4321, 1234
+    first = registry.load(MemorySource(written(image, fmt, options)))
+    again = registry.load(MemorySource(written(first, "ckpt", {})))
+    assert (again.tasks[0].pgid, again.tasks[0].sid) == (4321, 1234)

@@ -329,8 +329,9 @@ def _task_body(source, offset, regs_name):
     if count * VMA_SIZE > source.size - offset:
         raise FormatError(f"cpt_map_count {count} exceeds the file",
                           offset=mm.offset, record=mm.name)
+    prev_end = 0
     for _ in range(count):
-        offset = yield from _vma(source, offset)
+        offset, prev_end = yield from _vma(source, offset, prev_end)
     bits = _bits(source, offset)
     if content_name(bits) == "CPT_CONTENT_MM_CONTEXT":   # the LDT, only when non-empty
         yield bits
@@ -344,7 +345,8 @@ def _task_body(source, offset, regs_name):
     return regs.end
 
 
-def _vma(source, offset):
+def _vma(source, offset, prev_end):
+    """One VMA and what follows it; returns (end offset, the VMA's end address)."""
     vma = _fixed(source, offset, "CPT_OBJ_VMA")
     fields = vma.fields
     if fields.cpt_vma_type not in VMA_TYPE_NAMES:
@@ -353,6 +355,9 @@ def _vma(source, offset):
     if not _page_range(fields.cpt_start, fields.cpt_end):
         raise FormatError(f"{fields.cpt_start:#x}-{fields.cpt_end:#x} is not a page-aligned "
                           "range", offset=offset, record=vma.name)
+    if fields.cpt_start < prev_end:
+        raise FormatError(f"VMA {fields.cpt_start:#x} overlaps or precedes the one before",
+                          offset=offset, record=vma.name)
     yield vma
     offset = vma.end
     if fields.cpt_vma_type == VMA_TYPES["CPT_VMA_FILE"]:
@@ -363,7 +368,7 @@ def _vma(source, offset):
         run = _page_run(source, offset, vma)
         yield run
         offset = run.end
-    return offset
+    return offset, fields.cpt_end
 
 
 # ---- single objects ----

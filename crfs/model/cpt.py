@@ -120,10 +120,7 @@ class _Builder:
                        prot=f.cpt_pgprot, pgoff=f.cpt_pgoff,
                        kind="file" if vma_type == "CPT_VMA_FILE" else "anon",
                        native=CptVmaFields(vma_type=vma_type, page_num=f.cpt_page_num))
-        try:
-            self.task.mm.add_vma(self.vma)
-        except ValueError as exc:
-            raise FormatError(str(exc), offset=obj.offset, record=obj.name) from exc
+        self.task.mm.vmas.append(self.vma)
 
     def _cpt_obj_name(self, obj):
         self.vma.file = decode_text(obj.fields.cpt_name)

@@ -130,12 +130,6 @@ class Mm:
     ldt: Optional[bytes] = None
     source: object = None                        # where page offsets point (crfs.formats.source)
 
-    def add_vma(self, vma):
-        """Append `vma`; ValueError unless it starts at or after the end of the last one."""
-        if self.vmas and vma.start < self.vmas[-1].end:
-            raise ValueError(f"VMA {vma.start:#x} overlaps or precedes the one before")
-        self.vmas.append(vma)
-
     def vma_at(self, addr):
         """The VMA containing `addr`, or None. O(log n)."""
         i = bisect_right(self._starts(), addr) - 1

@@ -1,0 +1,426 @@
+"""The record grammar of linux-cr `ckpt_hdr` images: walk() checks it and yields each part.
+
+    IMAGE   ::= HEADER BUFFER{release} BUFFER{version} BUFFER{machine} HEADER_ARCH ...
+                TREE BUFFER{pids} [BUFFER{vpids}] { TASK STRING{comm} TASK_PART* } TAIL
+    TASK_PART ::= THREAD | CPU [CPU_FPU] | TASK_OBJS | OBJECT | a record to skip
+    OBJECT  ::= OBJREF MM BUFFER{auxv} { VMA [CONTENTS] }*map_count MM_CONTEXT MM_CONTEXT_LDT
+              | OBJREF FILE [FILE_NAME] | OBJREF of a type crfs does not interpret
+    CONTENTS ::= { PGARR{n > 0} BUFFER{ulong vaddr[n]; n pages} }* PGARR{0}
+
+Records that belong to objects crfs does not interpret (CONTAINER and LSM info, file tables,
+namespaces, unknown types) are skipped by their length; an OBJREF may appear wherever the
+kernel could first use a shared object. Every length and count is checked against the file
+before anything is read or allocated for it, every objref against the objects seen before
+it. Page bytes are never read: a page chunk is yielded as its vaddr words and the offset of
+its first page.
+"""
+
+from dataclasses import dataclass
+
+from construct import Array, Int32sl
+
+from crfs.errors import FormatError
+from crfs.formats import ckpt as fmt
+from crfs.formats.pagewords import (aligned_ascending, first_word, indices_ascending,
+                                    last_word, widen)
+from crfs.formats.source import parse_bytes
+from crfs.formats.x86 import (GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE,
+                              ckpt_decode_segment)
+
+MAX_STRING = 4096      # longest STRING/FILE_NAME/small BUFFER accepted
+MAX_PID_NS_DEPTH = 32  # MAX_PID_NS_LEVEL
+LDT_ENTRIES = 8192
+AT_NULL = 0
+TLS_ARRAY_SIZE = 24
+
+# Record types the grammar places: met out of place they are an error, not something to skip.
+PLACED = {name for name in fmt.CKPT_HDR} - {
+    "CKPT_HDR_CONTAINER", "CKPT_HDR_LSM_INFO", "CKPT_HDR_SECURITY", "CKPT_HDR_TASK_NS",
+    "CKPT_HDR_RESTART_BLOCK", "CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC",
+    "CKPT_HDR_BUFFER", "CKPT_HDR_STRING"}
+TASK_PARTS = ("CKPT_HDR_THREAD", "CKPT_HDR_CPU", "CKPT_HDR_TASK_OBJS")
+PRIVATE_PAGES = ("CKPT_VMA_ANON", "CKPT_VMA_FILE")    # VMA types followed by their pages
+
+
+@dataclass(eq=False)
+class Part:
+    """One record as the grammar placed it, with what it carries decoded."""
+    record: fmt.Record
+    fields: object = None           # the parsed struct of a fixed-layout record
+    data: object = None             # text, bytes or a list, by role
+    role: str = ""                  # what a BUFFER/STRING/FILE_NAME holds, e.g. "comm"
+    objref: int = 0                 # the object it is or describes (OBJREF, FILE, MM ...)
+    objtype: str = ""               # OBJREF: CKPT_OBJ_* name
+
+    @property
+    def name(self):
+        return self.record.name
+
+    @property
+    def offset(self):
+        return self.record.offset
+
+
+class Walker:
+    """A cursor over the records of one image, the objects seen so far and their kinds."""
+
+    def __init__(self, source):
+        self.source = source
+        self.offset = 0
+        self.count = 0
+        self.arch = None
+        self.constants = {}
+        self.xstate_size = 0
+        self.objects = {}   # objref -> CKPT_OBJ_* name, once its records are all read
+        self.shm = {}       # ino_objref of each SHM_ANON inode dumped -> its size in pages
+
+    # ----------------------------------------------------------------- cursor
+
+    def peek(self):
+        """The next record. An ERROR record ends the image with its own message."""
+        if self.offset >= self.source.size:
+            raise FormatError("missing CKPT_HDR_TAIL at the end of the file", offset=self.offset)
+        record = fmt.record_at(self.source, self.offset)
+        if record.name == "CKPT_HDR_ERROR":
+            raise FormatError(f"the checkpoint failed: {self.error_message(record)}",
+                              offset=record.offset, record=record.name)
+        return record
+
+    def next(self):
+        record = self.peek()
+        self.offset = record.end
+        self.count += 1
+        return record
+
+    def expect(self, name):
+        """The next record, which must be of type `name`."""
+        record = self.next()
+        if record.name != name:
+            raise FormatError(f"expected {name}", offset=record.offset, record=record.name)
+        return record
+
+    def parse(self, record):
+        return fmt.parse_record(self.source, record)
+
+    def fixed(self, name):
+        record = self.expect(name)
+        return Part(record, self.parse(record))
+
+    def read_data(self, record, limit=MAX_STRING):
+        """Payload of a raw record (STRING, BUFFER, ...) of at most `limit` bytes."""
+        if record.data_length > limit:
+            raise FormatError(f"{record.data_length} bytes, more than {limit}",
+                              offset=record.offset, record=record.name)
+        return self.source.read(record.data_offset, record.data_length, record.name)
+
+    def blob(self, name, role, limit=MAX_STRING):
+        record = self.expect(name)
+        return Part(record, data=self.read_data(record, limit), role=role)
+
+    def error_message(self, record):
+        """The STRING after an ERROR record holds '\\0' message '\\0'."""
+        try:
+            string = fmt.record_at(self.source, record.end)
+            if string.name != "CKPT_HDR_STRING":
+                return "(no message)"
+            message = self.read_data(string)[1:].split(b"\0", 1)[0]
+            return message.decode("utf-8", "replace")     # for people, not kept
+        except FormatError:
+            return "(message truncated)"
+
+    def check_fits(self, record, what, count, size):
+        """`count` items of `size` bytes must fit in what is left of the file."""
+        if count < 0 or count * size > self.source.size - self.offset:
+            raise FormatError(f"{what} {count} exceeds the file", offset=record.offset,
+                              record=record.name)
+
+    # ----------------------------------------------------------------- image
+
+    def walk(self):
+        yield from self.header()
+        tree = yield from self.until("CKPT_HDR_TREE")
+        yield tree
+        pids = self.pid_array(tree)
+        yield pids
+        depth = sum(pid.depth for pid in pids.data)
+        if depth:
+            yield self.array_buffer(Array(depth, Int32sl), "vpids", "depth", depth)
+        for pid in pids.data:
+            yield from self.task(pid.vpid)
+        tail = yield from self.until("CKPT_HDR_TAIL")
+        self.check_tail(tail)
+        yield tail
+
+    def header(self):
+        record = self.next()
+        if record.name != "CKPT_HDR_HEADER":
+            raise FormatError("not a ckpt_hdr image", offset=record.offset, record=record.name)
+        head = Part(record, self.parse(record))
+        h = head.fields
+        if h.magic != fmt.MAGIC["CHECKPOINT_MAGIC_HEAD"]:
+            raise self.error(head, f"bad magic {h.magic:#x}")
+        if h.arch_id not in fmt.ARCH_BY_ID:
+            raise self.error(head, f"unsupported arch_id {h.arch_id}")
+        self.arch = fmt.ARCH_BY_ID[h.arch_id]
+        self.constants = {k: v for k, v in h.constants.items() if not k.startswith("_")}
+        yield head
+        for name in ("release", "version", "machine"):
+            buffer = self.blob("CKPT_HDR_BUFFER", name)
+            length = self.constants[f"uts_{name}_len"]
+            if buffer.record.data_length != length:
+                raise self.error(buffer, f"{buffer.record.data_length} bytes, the header "
+                                         f"says {length}")
+            yield buffer
+        arch = self.fixed("CKPT_HDR_HEADER_ARCH")
+        self.xstate_size = arch.fields.xstate_size
+        yield arch
+
+    def pid_array(self, tree):
+        nr_tasks = tree.fields.nr_tasks
+        if nr_tasks < 1:
+            raise self.error(tree, f"nr_tasks {nr_tasks}")
+        self.check_fits(tree.record, "nr_tasks", nr_tasks, fmt.ckpt_pids.sizeof())
+        pids = self.array_buffer(Array(nr_tasks, fmt.ckpt_pids), "pids", "nr_tasks", nr_tasks)
+        for pid in pids.data:
+            if not 0 <= pid.depth <= MAX_PID_NS_DEPTH:
+                raise self.error(tree, f"pid {pid.vpid}: depth {pid.depth}")
+        return pids
+
+    def array_buffer(self, struct, role, what, count):
+        """A BUFFER holding exactly `struct` (an Array of `count` items)."""
+        record = self.expect("CKPT_HDR_BUFFER")
+        if record.data_length != struct.sizeof():
+            raise FormatError(f"{record.data_length} bytes for {what} {count}",
+                              offset=record.offset, record=record.name)
+        data = self.source.read(record.data_offset, record.data_length, record.name)
+        return Part(record, data=parse_bytes(struct, data, record.data_offset, record.name),
+                    role=role)
+
+    def check_tail(self, tail):
+        if tail.fields.magic != fmt.MAGIC["CHECKPOINT_MAGIC_TAIL"]:
+            raise self.error(tail, f"bad magic {tail.fields.magic:#x}")
+        if tail.record.end != self.source.size:
+            raise FormatError("data after the trailer", offset=tail.record.end,
+                              record=tail.name)
+
+    # ----------------------------------------------------------------- between records
+
+    def until(self, name):
+        """Yield the objects met before the next record of type `name`, skipping records
+        crfs does not interpret; return that record's Part."""
+        while True:
+            record = self.next()
+            if record.name == name:
+                return Part(record, self.parse(record))
+            yield from self.interleaved(record)
+
+    def interleaved(self, record):
+        """A record met between the ones the grammar names: an object, or one to skip."""
+        if record.name == "CKPT_HDR_OBJREF":
+            yield from self.object(record)
+        elif record.name in PLACED:
+            raise FormatError("unexpected here", offset=record.offset, record=record.name)
+
+    def object(self, record):
+        h = self.parse(record)
+        if h.objref <= 0 or h.objref in self.objects:
+            raise FormatError(f"objref {h.objref} is not new", offset=record.offset,
+                              record=record.name)
+        kind = fmt.OBJ_NAMES.get(h.objtype, f"objtype {h.objtype}")
+        self.objects[h.objref] = None    # not usable until its records are read
+        yield Part(record, h, objref=h.objref, objtype=kind)
+        records = OBJECT_GRAMMAR.get(kind)
+        if records is not None:
+            for part in records(self):
+                part.objref = part.objref or h.objref   # nested objects stamped theirs
+                yield part
+        self.objects[h.objref] = kind
+
+    def lookup(self, part, objref, kind):
+        """Check that `objref` names a complete object of `kind`."""
+        if self.objects.get(objref) != kind:
+            raise self.error(part, f"objref {objref} is not a {kind} seen before")
+
+    # ----------------------------------------------------------------- tasks
+
+    def task(self, pid):
+        task = yield from self.until("CKPT_HDR_TASK")
+        yield task
+        yield self.blob("CKPT_HDR_STRING", "comm")
+        seen = set()
+        while self.peek().name not in ("CKPT_HDR_TASK", "CKPT_HDR_TAIL"):
+            record = self.next()
+            if record.name not in TASK_PARTS:
+                yield from self.interleaved(record)
+                continue
+            if record.name in seen:
+                raise FormatError(f"second one for pid {pid}", offset=record.offset,
+                                  record=record.name)
+            seen.add(record.name)
+            yield from TASK_PART_GRAMMAR[record.name](self, Part(record, self.parse(record)))
+
+    def thread(self, part):
+        h = part.fields
+        if (h.gdt_entry_tls_entries, h.sizeof_tls_array) != (GDT_ENTRY_TLS_ENTRIES,
+                                                             TLS_ARRAY_SIZE):
+            raise self.error(part, f"{h.gdt_entry_tls_entries} TLS entries in "
+                                   f"{h.sizeof_tls_array} bytes")
+        yield part
+
+    def cpu(self, part):
+        for field in fmt.CPU_SEGMENTS:
+            try:
+                ckpt_decode_segment(part.fields[field], self.arch)
+            except ValueError as exc:
+                raise self.error(part, str(exc)) from exc
+        yield part
+        if part.fields.used_math:
+            fpu = self.expect("CKPT_HDR_CPU_FPU")
+            if fpu.data_length != self.xstate_size:
+                raise FormatError(f"{fpu.data_length} bytes, HEADER_ARCH xstate_size is "
+                                  f"{self.xstate_size}", offset=fpu.offset, record=fpu.name)
+            yield Part(fpu, data=self.source.read(fpu.data_offset, self.xstate_size, fpu.name),
+                       role="fpu")
+
+    def task_objs(self, part):
+        if part.fields.mm_objref:
+            self.lookup(part, part.fields.mm_objref, "CKPT_OBJ_MM")
+        yield part
+
+    # ----------------------------------------------------------------- objects
+
+    def file(self):
+        file = yield from self.until("CKPT_HDR_FILE")
+        yield file
+        if fmt.FILE_NAMES.get(file.fields.f_type) == "CKPT_FILE_GENERIC":
+            name = self.expect("CKPT_HDR_FILE_NAME")
+            yield Part(name, data=self.read_data(name), role="path")
+
+    def mm(self):
+        mm = yield from self.until("CKPT_HDR_MM")
+        yield mm
+        yield self.auxv()
+        self.check_fits(mm.record, "map_count", mm.fields.map_count, fmt.ckpt_hdr_vma.sizeof())
+        prev_end = 0
+        for _ in range(mm.fields.map_count):
+            vma = yield from self.until("CKPT_HDR_VMA")
+            yield from self.vma(vma, prev_end)
+            prev_end = vma.fields.vm_end
+        yield from self.mm_context()
+
+    def auxv(self):
+        record = self.expect("CKPT_HDR_BUFFER")
+        size = self.constants["at_vector_size"] * 8
+        if record.data_length != size or size % 16:
+            raise FormatError(f"auxv of {record.data_length} bytes, the header says {size}",
+                              offset=record.offset, record=record.name)
+        entries = parse_bytes(Array(size // 16, fmt.auxv_entry), self.read_data(record),
+                              record.offset, record.name)
+        auxv = []
+        for entry in entries:
+            auxv.append((entry.type, entry.value))
+            if entry.type == AT_NULL:
+                return Part(record, data=auxv, role="auxv")
+        raise FormatError("auxv without AT_NULL", offset=record.offset, record=record.name)
+
+    def mm_context(self):
+        context = yield from self.until("CKPT_HDR_MM_CONTEXT")
+        h = context.fields
+        if h.ldt_entry_size != LDT_ENTRY_SIZE or h.nldt > LDT_ENTRIES:
+            raise self.error(context, f"{h.nldt} LDT entries of {h.ldt_entry_size} bytes")
+        yield context
+        ldt = self.expect("CKPT_HDR_MM_CONTEXT_LDT")
+        if ldt.data_length != h.nldt * LDT_ENTRY_SIZE:
+            raise FormatError(f"{ldt.data_length} bytes for nldt {h.nldt}", offset=ldt.offset,
+                              record=ldt.name)
+        data = self.read_data(ldt, LDT_ENTRIES * LDT_ENTRY_SIZE) if h.nldt else None
+        yield Part(ldt, data=data, role="ldt")
+
+    def vma(self, part, prev_end):
+        h = part.fields
+        vma_type = fmt.VMA_NAMES.get(h.vma_type)
+        if vma_type is None:
+            raise self.error(part, f"unknown vma_type {h.vma_type}")
+        if h.vm_start >= h.vm_end or (h.vm_start | h.vm_end) % PAGE_SIZE:
+            raise self.error(part, f"bad range {h.vm_start:#x}-{h.vm_end:#x}")
+        if h.vm_start < prev_end:
+            raise self.error(part, f"VMA {h.vm_start:#x} overlaps or precedes the one before")
+        if h.vma_objref:
+            self.lookup(part, h.vma_objref, "CKPT_OBJ_FILE")
+        if vma_type == "CKPT_VMA_SHM_ANON_SKIP" and h.ino_objref not in self.shm:
+            raise self.error(part, f"ino_objref {h.ino_objref} was not dumped before")
+        yield part
+        if vma_type == "CKPT_VMA_SHM_ANON":
+            yield from self.shm_pages(part)
+        elif vma_type in PRIVATE_PAGES:
+            yield from self.private_pages(part)
+
+    def page_chunks(self):
+        """(PGARR, BUFFER Part with role "pages": (raw vaddr bytes, offset of the first
+        page)) per chunk, up to PGARR{0}."""
+        width = fmt.VADDR_SIZE[self.arch]
+        while True:
+            record = self.expect("CKPT_HDR_PGARR")
+            pgarr = Part(record, fmt.parse_pgarr(self.source, record))
+            nr_pages = pgarr.fields.nr_pages
+            if nr_pages == 0:
+                yield pgarr, None
+                return
+            self.check_fits(record, "nr_pages", nr_pages, width + PAGE_SIZE)
+            buffer = self.expect("CKPT_HDR_BUFFER")
+            if buffer.data_length != nr_pages * (width + PAGE_SIZE):
+                raise FormatError(f"{buffer.data_length} bytes for nr_pages {nr_pages}",
+                                  offset=buffer.offset, record=buffer.name)
+            raw = self.source.read(buffer.data_offset, nr_pages * width, buffer.name)
+            words = widen(raw, width)
+            yield pgarr, Part(buffer, data=(words, buffer.data_offset + nr_pages * width),
+                              role="pages")
+
+    def private_pages(self, vma):
+        lowest, end = vma.fields.vm_start, vma.fields.vm_end
+        for pgarr, buffer in self.page_chunks():
+            yield pgarr
+            if buffer is None:
+                return
+            words = buffer.data[0]
+            high = last_word(words)
+            if not (lowest <= first_word(words) and high < end and aligned_ascending(words)):
+                raise self.error(pgarr, f"vaddrs not page-aligned, ascending and inside "
+                                        f"{vma.fields.vm_start:#x}-{end:#x}")
+            yield buffer
+            lowest = high + PAGE_SIZE
+
+    def shm_pages(self, vma):
+        """SHM_ANON: the shmem inode's pages, its "vaddrs" being page indices in the inode."""
+        objref, size = vma.fields.ino_objref, vma.fields.ino_size
+        if objref <= 0 or objref in self.shm:
+            raise self.error(vma, f"ino_objref {objref} is not new")
+        npages = -(-size // PAGE_SIZE)
+        next_index = 0
+        for pgarr, buffer in self.page_chunks():
+            yield pgarr
+            if buffer is None:
+                break
+            indices = buffer.data[0]
+            high = last_word(indices)
+            if not (next_index <= first_word(indices) and high < npages
+                    and indices_ascending(indices)):
+                raise self.error(pgarr, f"page indices not ascending inside ino_size {size}")
+            yield buffer
+            next_index = high + 1
+        self.shm[objref] = npages
+
+    @staticmethod
+    def error(part, message):
+        return FormatError(message, offset=part.offset, record=part.name)
+
+
+OBJECT_GRAMMAR = {
+    "CKPT_OBJ_FILE": Walker.file,
+    "CKPT_OBJ_MM": Walker.mm,
+}
+TASK_PART_GRAMMAR = {
+    "CKPT_HDR_THREAD": Walker.thread,
+    "CKPT_HDR_CPU": Walker.cpu,
+    "CKPT_HDR_TASK_OBJS": Walker.task_objs,
+}

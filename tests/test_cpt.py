@@ -160,7 +160,7 @@ def test_ldt_and_fpu(golden):
         assert len(fpu) == 1
         assert fnv1a64(task.fpu) == fpu[0]["fnv"] and len(task.fpu) == fpu[0]["cpt_size"]
         if ldt:
-            assert ldt[0]["cpt_len"] == 24 and ldt[0]["cpt_hdrlen"] != 24   # the seed bug
+            assert ldt[0]["cpt_len"] == 24 and ldt[0]["cpt_hdrlen"] != 24   # the v2 dumper bug
             assert fnv1a64(task.mm.ldt) == ldt[0]["fnv"]
         else:
             assert task.mm.ldt is None
@@ -319,7 +319,7 @@ def test_writer_from_a_built_model(arch):
     image = cpt_model.load(MemorySource(dumped(small_image(arch, pages))))
     assert image.arch == arch and image.time is None
     root, child = image.tasks
-    assert root.mm is not child.mm                       # one MM per task, as the seed
+    assert root.mm is not child.mm                       # one MM per task, as the v2 dumper
     assert root.native.children_num == 1 and child.native.children_num == 0
     assert root.mm.read(0x8048000, 3 * PAGE_SIZE) == (
         b"A" * PAGE_SIZE + bytes(PAGE_SIZE) + b"B" * PAGE_SIZE)

@@ -1,7 +1,8 @@
 """linux-cr `ckpt_hdr` images (v19-rc3 .. v21), x86_32 and x86_64: records and framing.
 
-Spec: /work/shared/research/formats.md A.5 (numbers from the v19-rc3..v21 column, i.e. user-cr
-c97c03d / 82822cf `include/linux/checkpoint_hdr.h`, `include/asm-x86/checkpoint_hdr.h`).
+Spec: the linux-cr headers include/linux/checkpoint_hdr.h and include/asm-x86/checkpoint_hdr.h
+as carried by user-cr (https://github.com/columbia/user-cr) for ckpt-v19-rc3..v21; see
+docs/format-ckpt.md.
 
     IMAGE   ::= HEADER BUFFER{release} BUFFER{version} BUFFER{machine} HEADER_ARCH
                 [CONTAINER BUFFER{lsm_name} LSM_INFO ...]

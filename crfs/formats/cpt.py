@@ -1,4 +1,4 @@
-"""OpenVZ cpt v2 stream (Andrey Mirkin's patchset, seed 003): objects and grammar.
+"""OpenVZ cpt v2 stream (Andrey Mirkin's patchset v2, 17 Oct 2008): objects and grammar.
 
 The image is a flat depth-first stream with no index and no trailer::
 
@@ -8,7 +8,7 @@ The image is a flat depth-first stream with no index and no trailer::
 
 `walk` checks that grammar once; `records` lists it and crfs.model.cpt builds the
 model from it. Every object header is `cpt_object_hdr`; the x86_64 registers object
-is the extension of docs/format-cpt.md (production layout, seed header names).
+is the extension of docs/format-cpt.md (production layout, v2 header names).
 """
 
 import struct
@@ -24,7 +24,7 @@ from crfs.formats.pagewords import aligned_ascending, each_page_after, first_wor
 from crfs.formats.source import RecordInfo, parse_bytes
 from crfs.formats.x86 import GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN
 
-# ---- constants of cpt_image.h (seed 003), one table each, keyed by the C spelling ----
+# ---- constants of cpt_image.h (OpenVZ v2, patch 03/10), one table each, by C spelling ----
 
 SIGNATURE = bytes((0x79, 0x1C, 0x01, 0x63))     # CPT_SIGNATURE0..3
 CPT_NULL = 2**64 - 1
@@ -32,7 +32,7 @@ CPT_NULL = 2**64 - 1
 OBJECT_TYPES = {
     "CPT_OBJ_TASK": 0,
     "CPT_OBJ_MM": 1,
-    "CPT_OBJ_HEAD": 1024,            # defined by the seed, never written
+    "CPT_OBJ_HEAD": 1024,            # defined by the v2 patchset, never written
     "CPT_OBJ_VMA": 1025,
     "CPT_OBJ_PAGES": 1026,
     "CPT_OBJ_NAME": 1027,
@@ -248,7 +248,7 @@ class PageRun:
     """The PAGES objects following one VMA, decoded without a construct parse each.
 
     `stride` is set when every block is one page of DATA stored back to back (what the
-    seed writes); otherwise `has_data` says which blocks carry data (DATA) or none (VOID).
+    v2 dumper writes); otherwise `has_data` says which blocks carry data (DATA) or none (VOID).
     """
     offset: int
     length: int
@@ -453,7 +453,7 @@ def _page_range(start, end):
 def _page_run(source, offset, vma):
     """The cpt_page_num PAGES objects after `vma`: every header is checked.
 
-    Fast path: the seed writes one-page DATA blocks back to back, so the headers sit at
+    Fast path: the v2 dumper writes one-page DATA blocks back to back, so the headers sit at
     a fixed stride; they are decoded column-wise from the run, read a window at a time.
     Anything else is walked block by block.
     """

@@ -26,9 +26,11 @@ V4 = "cr_hdr v4"
 V14 = "cr_hdr v14"
 DIALECTS = (V4, V14)
 
-# Header types per dialect. v4: include/linux/ckpt_hdr.h [seeds 001, 000].
-# v14: the v12/v13 enum with the v13 multi-process TREE (formats.md A.0/A.3.1); the
-# v14-rc2 enum itself is NOT FOUND, these are the last published values before it.
+# Header types per dialect. v4: include/linux/ckpt_hdr.h of RFC v3 patch 2/9, plus
+# CR_HDR_FNAME from "[RFC v4][PATCH 4/9] Memory management (dump)" (9 Sep 2008).
+# v14: INFERRED. The v14-rc2 enum is not in any public archive; these are the last values
+# published before it: "[RFC v12][PATCH 06/14] Dump memory address space" (29 Dec 2008),
+# plus TREE/TASK/THREAD/CPU of the v9-v13 multi-process records. See docs/format-cr.md.
 HDR_TYPES = {
     V4: {
         "CR_HDR_HEAD": 1, "CR_HDR_STRING": 2, "CR_HDR_FNAME": 3,
@@ -46,9 +48,12 @@ HDR_TYPES = {
 }
 HDR_NAMES = {d: {v: k for k, v in table.items()} for d, table in HDR_TYPES.items()}
 
-# enum vm_type / cr_vma_type. ANON and FILE: seed 000 (v4). The SHM_* values are
-# INFERRED (formats.md A.4): seed 002 names them and cr_vma_type_skip() is "vma_type++",
-# so each _SKIP directly follows its base, after v4's ANON=1, FILE=2.
+# enum vm_type / cr_vma_type. ANON and FILE: "[RFC v4][PATCH 4/9] Memory management
+# (dump)". The SHM_* values are INFERRED: "[RFC v14-rc2][PATCH 21/29] Dump anonymous- and
+# file-mapped- shared memory" names them, and Serge Hallyn's review says
+# cr_vma_type_skip() amounts to "vma_type++", so each _SKIP directly follows its base.
+# They continue after v4's ANON=1, FILE=2, with SHM_ANON before SHM_FILE as in the later
+# CKPT_VMA_* enum.
 VMA_TYPES = {
     "CR_VMA_ANON": 1, "CR_VMA_FILE": 2,
     "CR_VMA_SHM_ANON": 3, "CR_VMA_SHM_ANON_SKIP": 4,
@@ -63,7 +68,7 @@ VMA_WITH_PAGES = ("CR_VMA_ANON", "CR_VMA_FILE", "CR_VMA_SHM_ANON")
 VMA_SKIP_BASE = {"CR_VMA_SHM_ANON_SKIP": "CR_VMA_SHM_ANON",
                  "CR_VMA_SHM_FILE_SKIP": "CR_VMA_SHM_FILE"}
 
-# include/linux/magic.h [seed 001]
+# include/linux/magic.h of RFC v3 patch 2/9
 MAGICS = {
     "CHECKPOINT_MAGIC_HEAD": 0x00FEED0CC0A2D200,
     "CHECKPOINT_MAGIC_TAIL": 0x002D2A0CC0DEEF00,
@@ -80,19 +85,22 @@ CR_PGARR_CHUNK = {"i386": 4 * PAGE_SIZE // 4, "x86_64": 4 * PAGE_SIZE // 8}   # 
 # Bytes fields named _padding/_pad* hold bytes the kernel never initialised (ctx->hbuf):
 # kept so build(parse(b)) == b, never interpreted; crfs writes zeros there.
 
-cr_hdr = Struct(                     # v2..v4 [seed 001]
+cr_hdr = Struct(                     # v2..v4, RFC v3 patch 2/9
     "type" / Int16sl,
     "len" / Int16sl,                 # payload length, header excluded
     "parent" / Int32ul,
 )
-cr_hdr_v14 = Struct(                 # INFERRED: v14-rc1 dropped `parent` and made the
-    "type" / Int16ul,                # fields unsigned (formats.md A.4); we keep the
-    "len" / Int16ul,                 # 8-byte frame (aligned data) with the old parent
-    "_padding" / Pad(4),           # word unused.
+# INFERRED: v14-rc1 dropped `parent` and made the fields unsigned (changelog in the
+# "[RFC v16][PATCH 00/43] Kernel based checkpoint/restart" cover letter); the new widths
+# were never published, so we keep the 8-byte frame with the old parent word unused.
+cr_hdr_v14 = Struct(
+    "type" / Int16ul,
+    "len" / Int16ul,
+    "_padding" / Pad(4),
 )
 FRAMES = {V4: cr_hdr, V14: cr_hdr_v14}
 
-cr_hdr_head = Struct(                # v4, 224 bytes [seed 001]
+cr_hdr_head = Struct(                # v4, 224 bytes, RFC v3 patch 2/9
     "magic" / Int64ul,
     "major" / Int16ul, "minor" / Int16ul, "patch" / Int16ul, "rev" / Int16ul,
     "time" / Int64ul,
@@ -101,7 +109,9 @@ cr_hdr_head = Struct(                # v4, 224 bytes [seed 001]
     "version" / Bytes(NEW_UTS_LEN),
     "machine" / Bytes(NEW_UTS_LEN),
 )
-cr_hdr_head_v14 = Struct(            # v14: uts strings moved to 3 BUFFERs (A.4, v16 form)
+# v14: the uts strings moved to 3 BUFFERs (user-cr mktree). INFERRED: the v14 HEAD payload
+# was never published; this is the v16 one ("[RFC v16][PATCH 05/43]"), see docs/format-cr.md.
+cr_hdr_head_v14 = Struct(
     "magic" / Int64ul,
     "_padding" / Pad(2),
     "major" / Int16ul, "minor" / Int16ul, "patch" / Int16ul, "rev" / Int16ul,
@@ -128,7 +138,7 @@ cr_hdr_task_i386 = Struct(           # v2..v4, gcc -m32: u64 4-aligned, 144 byte
     *(name / Int64ul for name in TASK_TIMES),
     "task_comm_len" / Int32sl,
 )
-cr_hdr_task_x86_64 = Struct(         # the same C on a 64-bit build: 152 bytes (A.6)
+cr_hdr_task_x86_64 = Struct(         # INFERRED (v4 is i386-only): same C built 64-bit, 152 bytes
     "state" / Int64ul, *_TASK_EXITS,
     "_pad0" / Pad(4),
     *(name / Int64ul for name in TASK_TIMES),
@@ -143,18 +153,18 @@ cr_hdr_task_v14 = Struct(            # reduced v5+ form (v6/v10 postings), 24 by
 
 MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
              "start_stack", "arg_start", "arg_end", "env_start", "env_end")
-cr_hdr_mm = Struct(                  # 96 bytes [seed 000]
+cr_hdr_mm = Struct(                  # 96 bytes, RFC v4 patch 4/9
     "objref" / Int32ul, "map_count" / Int32ul,
     *(name / Int64ul for name in MM_FIELDS),
 )
 VMA_FIELDS = ("vm_start", "vm_end", "vm_page_prot", "vm_flags", "vm_pgoff")
-cr_hdr_vma = Struct(                 # v4, 56 bytes [seed 000]
+cr_hdr_vma = Struct(                 # v4, 56 bytes, RFC v4 patch 4/9
     "vma_type" / Int32ul,
     "_padding" / Pad(4),
     "nr_pages" / Int64sl,
     *(name / Int64ul for name in VMA_FIELDS),
 )
-cr_hdr_vma_v14 = Struct(             # v14-rc2, 64 bytes [seed 002]
+cr_hdr_vma_v14 = Struct(             # v14-rc2, 64 bytes, RFC v14-rc2 patch 21/29
     "vma_type" / Int32ul,
     "vma_objref" / Int32sl,
     "shm_objref" / Int32sl,
@@ -413,7 +423,8 @@ class Walker:
                 or not 0 <= f.ntls <= GDT_ENTRY_TLS_ENTRIES):
             raise self._error(f"TLS {f.gdt_entry_tls_entries}/{f.sizeof_tls_array}/"
                               f"ntls {f.ntls} invalid", thread.offset, "CR_HDR_THREAD")
-        # v4 writes the array even when ntls == 0 (formats.md A.2.7); v9+ only if ntls > 0
+        # v4 writes the array even when ntls == 0 (x86 writer of "[RFC v6][PATCH 3/9] x86
+        # support for checkpoint/restart"); from "[RFC v9][PATCH 04/13]" on, only if ntls > 0.
         if self.dialect == V4 or f.ntls > 0:
             thread.data = self._raw(thread, TLS_ARRAY_SIZE)
         thread.note = f"ntls {f.ntls}"

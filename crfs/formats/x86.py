@@ -2,7 +2,7 @@
 
 Selector values are the kernel's (arch/x86/include/asm/segment.h). The two segment
 encodings are the ones the images store instead of raw selectors: linux-cr's
-CKPT_X86_SEG_* (ckpt_hdr, v19+) and OpenVZ's CPT_SEG_* (seed 003).
+CKPT_X86_SEG_* (ckpt_hdr, v19+) and OpenVZ's CPT_SEG_* (v2 patchset, Andrey Mirkin, 17 Oct 2008).
 """
 
 import enum
@@ -99,7 +99,7 @@ def ckpt_decode_segment(code, arch):
     raise ValueError(f"unknown segment code {code:#x}")
 
 
-# OpenVZ (seed 003 cpt_image.h): CPT_SEG_*
+# OpenVZ (cpt_image.h of the v2 patchset, patch 03/10): CPT_SEG_*
 CPT_SEG_ZERO = 0
 CPT_SEG_TLS1 = 1
 CPT_SEG_TLS3 = 3
@@ -111,7 +111,7 @@ CPT_SEG_LDT = 256
 
 
 def cpt_encode_segment(selector, arch):
-    """Raw selector -> CPT_SEG_* id, as the seed's encode_segment() does (unknown -> ZERO)."""
+    """Raw selector -> CPT_SEG_* id, as the v2 dumper's encode_segment() does (unknown -> ZERO)."""
     if selector == 0 or (selector & 3) != SEL_RPL_USER:
         return CPT_SEG_ZERO
     if selector & SEL_TI_LDT:
@@ -120,7 +120,7 @@ def cpt_encode_segment(selector, arch):
     if tls is not None:
         return CPT_SEG_TLS1 + tls
     if arch == "x86_64":
-        # The seed tests __USER32_DS first; it equals __USER_DS, so 64-bit DS encodes as 4.
+        # The v2 dumper tests __USER32_DS first; it equals __USER_DS, so 64-bit DS encodes as 4.
         table = {0x2B: CPT_SEG_USER32_DS, USER32_CS_X86_64: CPT_SEG_USER32_CS,
                  0x33: CPT_SEG_USER64_CS}
     else:

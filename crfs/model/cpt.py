@@ -1,6 +1,6 @@
 """OpenVZ cpt v2 images <-> the model: load() indexes a stream, dump() writes one.
 
-Every task of the stream carries its own MM (the seed has no thread groups), so
+Every task of the stream carries its own MM (the v2 patchset has no thread groups), so
 every loaded Task gets its own Mm, and dump() writes one MM per task.
 """
 
@@ -319,7 +319,7 @@ def _write_vma(out, vma, source):
 
 
 def _bits(content, payload):
-    """A BITS object with a correct header (the seed's LDT header bug is not reproduced)."""
+    """A BITS object with a correct header (the v2 dumper's LDT header bug is not reproduced)."""
     return _build(cpt.cpt_obj_bits, "CPT_OBJ_BITS", content,
                   cpt_len=cpt.BITS_SIZE + len(payload), cpt_size=len(payload)) + payload
 

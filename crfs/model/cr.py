@@ -319,7 +319,8 @@ class _Writer:
         self._record("CR_HDR_THREAD", cr.cr_hdr_thread, pid,
                      gdt_entry_tls_entries=GDT_ENTRY_TLS_ENTRIES,
                      sizeof_tls_array=cr.TLS_ARRAY_SIZE, ntls=ntls)
-        if self.v4 or ntls:       # v4 always writes the array (formats.md A.2.7)
+        # v4 always writes the array (RFC v4/v6 x86 writer); v9+ only if ntls > 0
+        if self.v4 or ntls:
             self.out.write(b"".join(desc.to_bytes(8, "little") for desc in tls))
 
     def _cpu(self, task, pid):

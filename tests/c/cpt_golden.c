@@ -1,13 +1,14 @@
 /*
- * Writes a complete OpenVZ cpt v2 image (seed 003, checkpoint/cpt_image.h) to argv[1]
+ * Writes a complete OpenVZ cpt v2 image (the OpenVZ v2 patchset, Andrey Mirkin, 17 Oct 2008,
+ * checkpoint/cpt_image.h) to argv[1]
  * and prints, as JSON, every object it wrote in file order with the values of its fields.
  *
  * Built with -m32 it writes an i386 image (cpt_arch 0, cpt_x86_regs); with -m64 the
- * x86_64 extension (cpt_arch 1, cpt_x86_64_regs = production layout, seed header names).
- * The seed's writer bugs are reproduced: the LDT BITS header has cpt_len 24 and an unset
+ * x86_64 extension (cpt_arch 1, cpt_x86_64_regs = production layout, v2 header names).
+ * The v2 dumper's writer bugs are reproduced: the LDT BITS header has cpt_len 24 and an unset
  * cpt_hdrlen, BITS __cpt_pad1 and the cpt_x86_regs tail padding are garbage, and the NAME
- * object is not padded. Beyond what the seed writes, one VMA holds a VOID block and a
- * two-page DATA block (both accepted by the seed's rst_restore_one_vma).
+ * object is not padded. Beyond what the v2 dumper writes, one VMA holds a VOID block and a
+ * two-page DATA block (both accepted by the v2 restart code's rst_restore_one_vma).
  *
  * Task tree, written depth first: 1 -> { 2 -> { 4 }, 3 }.
  */
@@ -282,7 +283,7 @@ _Static_assert(sizeof(struct cpt_obj_bits) == 24, "cpt_obj_bits");
 _Static_assert(sizeof(struct cpt_x86_regs) == 120, "cpt_x86_regs");
 _Static_assert(sizeof(struct cpt_x86_64_regs) == 280, "cpt_x86_64_regs");
 
-/* ---- the selectors the kernel would hold, and the seed's encode_segment() ---- */
+/* ---- the selectors the kernel would hold, and the v2 dumper's encode_segment() ---- */
 
 #ifdef __x86_64__
 #define GDT_ENTRY_TLS_MIN 12
@@ -436,7 +437,7 @@ static void write_head(void)
 #else
 	h.cpt_arch = CPT_ARCH_I386;
 #endif
-	h.cpt_time = 1224284400;	/* the seed leaves it 0; a value here tests the field */
+	h.cpt_time = 1224284400;	/* the v2 dumper leaves it 0; a value here tests the field */
 
 	begin("cpt_head", sizeof(h));
 	F(h, cpt_hdrlen); F(h, cpt_image_major); F(h, cpt_image_minor);

@@ -8,7 +8,8 @@ from bisect import bisect_right
 
 from crfs import render
 from crfs.formats.x86 import PAGE_SIZE
-from crfs.fs.nodes import Dir, FsError, LazyNames, RangeFile, StaticDir, TextFile, File
+from crfs.errors import FsError
+from crfs.fs.nodes import Dir, File, LazyNames, RangeFile, StaticDir, TextFile
 from crfs.model.core import CoreFile
 
 
@@ -158,5 +159,5 @@ class MemFile(File):
             offset += len(chunk)
             size -= len(chunk)
         if not out and size > 0:
-            raise FsError(errno.EIO, f"address {offset:#x} is in no VMA")
+            raise FsError(f"address {offset:#x} is in no VMA", errno.EIO)
         return bytes(out)

@@ -5,17 +5,8 @@ an inode number keeps meaning the same thing, and a replaced image never answers
 the old one.
 """
 
-import errno
 import stat
 from collections.abc import Sequence
-
-
-class FsError(Exception):
-    """An outcome for the caller as an errno (turned into FUSEError in one place)."""
-
-    def __init__(self, errno_value, message=""):
-        super().__init__(message or errno.errorcode.get(errno_value, str(errno_value)))
-        self.errno = errno_value
 
 
 class Node:

@@ -12,8 +12,8 @@ import os
 import pyfuse3
 import trio
 
-from crfs.errors import FormatError
-from crfs.fs.nodes import Dir, FsError
+from crfs.errors import CrfsError, FormatError, FsError
+from crfs.fs.nodes import Dir
 
 log = logging.getLogger("crfs")
 
@@ -38,12 +38,9 @@ def _request(func=None, *, in_thread=False):
             return func(self, *args)
         except pyfuse3.FUSEError:
             raise
-        except FsError as exc:
-            log.debug("%s: %s", func.__name__, exc)
-            raise pyfuse3.FUSEError(exc.errno) from None
-        except FormatError as exc:
-            log.warning("%s: %s", func.__name__, exc)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+        except CrfsError as exc:
+            _log_error(func.__name__, exc)
+            raise pyfuse3.FUSEError(_errno_of(exc)) from None
         except OSError as exc:
             log.warning("%s: %s", func.__name__, exc)
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
@@ -51,6 +48,18 @@ def _request(func=None, *, in_thread=False):
             log.exception("%s%r failed", func.__name__, args[:1])
             raise pyfuse3.FUSEError(errno.EIO) from None
     return wrapper
+
+
+def _log_error(request, exc):
+    # An FsError is an ordinary answer (ENOENT, EACCES...); anything else is worth a warning.
+    level = logging.DEBUG if isinstance(exc, FsError) else logging.WARNING
+    log.log(level, "%s: %s", request, exc)
+
+
+def _errno_of(exc):
+    # A malformed image fails the read as an I/O error; FormatError's own errno (EINVAL)
+    # would blame the caller's arguments.
+    return errno.EIO if isinstance(exc, FormatError) else exc.errno
 
 
 class Inodes:
@@ -80,7 +89,7 @@ class Inodes:
         try:
             return self.by_ino[ino]
         except KeyError:
-            raise FsError(errno.ESTALE) from None
+            raise FsError(errno=errno.ESTALE) from None
 
     def forget(self, ino, count):
         if ino == pyfuse3.ROOT_INODE or ino not in self.lookups:
@@ -129,10 +138,10 @@ class Operations(pyfuse3.Operations):
     def lookup(self, parent_inode, name, ctx=None):
         parent = self.inodes.node(parent_inode)
         if not isinstance(parent, Dir):
-            raise FsError(errno.ENOTDIR)
+            raise FsError(errno=errno.ENOTDIR)
         child = parent.child(os.fsdecode(name))
         if child is None:
-            raise FsError(errno.ENOENT)
+            raise FsError(errno=errno.ENOENT)
         ino, _, attr = self._entry(child)
         self.inodes.remember(ino)
         return attr
@@ -145,7 +154,7 @@ class Operations(pyfuse3.Operations):
     def opendir(self, inode, ctx):
         node = self.inodes.node(inode)
         if not isinstance(node, Dir):
-            raise FsError(errno.ENOTDIR)
+            raise FsError(errno=errno.ENOTDIR)
         return inode
 
     @_request
@@ -185,9 +194,9 @@ class Operations(pyfuse3.Operations):
     def open(self, inode, flags, ctx):
         node = self.inodes.node(inode)
         if isinstance(node, Dir):
-            raise FsError(errno.EISDIR)
+            raise FsError(errno=errno.EISDIR)
         if flags & (os.O_WRONLY | os.O_RDWR) and not node.writable:
-            raise FsError(errno.EACCES)
+            raise FsError(errno=errno.EACCES)
         if hasattr(node, "authorize"):      # control files: who may use them
             node.authorize(ctx.uid)
         return self._handle(node)
@@ -199,7 +208,7 @@ class Operations(pyfuse3.Operations):
     @_request
     def create(self, parent_inode, name, mode, flags, ctx):
         if self.inodes.node(parent_inode) is not self.box:
-            raise FsError(errno.EACCES)
+            raise FsError(errno=errno.EACCES)
         upload = self.box.create(os.fsdecode(name), ctx.uid)
         ino, node, attr = self._entry(upload)
         self.inodes.remember(ino)
@@ -213,7 +222,7 @@ class Operations(pyfuse3.Operations):
     def setattr(self, inode, attr, fields, fh, ctx):
         node = self.inodes.node(inode)
         if not node.writable:
-            raise FsError(errno.EPERM)
+            raise FsError(errno=errno.EPERM)
         if fields.update_size:
             node.truncate(attr.st_size)
         return self._attrs(inode, node)

@@ -18,7 +18,8 @@ import time
 from crfs import kernel
 from crfs.formats import ckpt
 from crfs.formats.source import Source
-from crfs.fs.nodes import Dir, File, FsError
+from crfs.errors import FsError
+from crfs.fs.nodes import Dir, File
 from crfs.model.verify import verify
 from crfs.store_paths import TEMP_PREFIX
 
@@ -117,9 +118,9 @@ class RestartBox(Dir):
 
     def create(self, name, uid):
         if uid not in (0, self.owner_uid):
-            raise FsError(errno.EACCES, "only root or the mount's owner may restart")
+            raise FsError("only root or the mount's owner may restart", errno.EACCES)
         if name in self.uploads or name.endswith(".status") or name.endswith(".log"):
-            raise FsError(errno.EEXIST)
+            raise FsError(errno=errno.EEXIST)
         self._serial += 1
         path = os.path.join(self.store_path, f"{TEMP_PREFIX}restart-{self._serial}-{name}")
         upload = Upload(self, name, path)
@@ -139,18 +140,18 @@ class RestartBox(Dir):
             report = verify(source)
         if not report.sound:
             reason = next(c for c in report.checks if not c.ok)
-            return (FsError(errno.EINVAL),
+            return (FsError(errno=errno.EINVAL),
                     _status(upload.name, "rejected", f"{reason.name}: {reason.detail}"))
         image = report.image
         if image.description != RESTARTABLE:
-            return (FsError(errno.EOPNOTSUPP),
+            return (FsError(errno=errno.EOPNOTSUPP),
                     _status(upload.name, "rejected",
                             f"cannot restart a {image.description} image: "
                             f"only {RESTARTABLE} images can be restarted"))
         # Not ENOSYS: the kernel takes ENOSYS from FLUSH to mean "no flush method",
         # returns 0 to close(2) and stops sending FLUSH for the whole mount.
         if not os.path.exists(kernel.DEVICE):
-            return FsError(errno.ENODEV), _status(upload.name, "failed", MODULE_HELP)
+            return FsError(errno=errno.ENODEV), _status(upload.name, "failed", MODULE_HELP)
         log_path = self._new_log(upload)
         with open(log_path, "wb") as output:
             outcome = kernel.restart_in_child(upload.path, kernel.DEVICE, stdout=output)
@@ -191,25 +192,25 @@ def _kernel_outcome(name, outcome):
     if code == 0:
         return None, _status(name, "running", pid=outcome.pid)
     if outcome.stage == "restarter":
-        return FsError(errno.ENODEV), _status(name, "failed", outcome.reason)
+        return FsError(errno=errno.ENODEV), _status(name, "failed", outcome.reason)
     if outcome.stage == "open-device":
         if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-            return FsError(errno.ENODEV), _status(name, "failed", MODULE_HELP)
-        return FsError(code), _status(name, "failed", f"cannot open {kernel.DEVICE}: "
+            return FsError(errno=errno.ENODEV), _status(name, "failed", MODULE_HELP)
+        return FsError(errno=code), _status(name, "failed", f"cannot open {kernel.DEVICE}: "
                                                       f"{outcome.reason}")
     if outcome.stage == "version":
-        return FsError(errno.ENODEV), _status(name, "failed", f"{kernel.DEVICE}: {outcome.reason}")
+        return FsError(errno=errno.ENODEV), _status(name, "failed", f"{kernel.DEVICE}: {outcome.reason}")
     where = ""
     if outcome.offset is not None:
         where = f"offset {outcome.offset:#x}: {ckpt.record_name(outcome.record_type)}: "
     reason = f"{where}{outcome.reason or os.strerror(code)}"
     if code == errno.EINVAL:
-        return FsError(errno.EINVAL), _status(name, "rejected",
+        return FsError(errno=errno.EINVAL), _status(name, "rejected",
                                               f"the kernel module rejected the image: {reason}")
     if code in (errno.ENOEXEC, errno.EOPNOTSUPP):
-        return FsError(errno.EOPNOTSUPP), _status(name, "rejected",
+        return FsError(errno=errno.EOPNOTSUPP), _status(name, "rejected",
                                                   f"the kernel module cannot restart it: {reason}")
-    return FsError(code), _status(name, "failed", f"{os.strerror(code)}: {reason}")
+    return FsError(errno=code), _status(name, "failed", f"{os.strerror(code)}: {reason}")
 
 
 class LiveFile(File):

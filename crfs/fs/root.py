@@ -6,7 +6,8 @@ import stat
 
 from crfs.checkpoint import CheckpointError, checkpoint_into_store
 from crfs.fs.image_tree import image_dir
-from crfs.fs.nodes import Dir, File, FsError, TextFile
+from crfs.errors import FsError
+from crfs.fs.nodes import Dir, File, TextFile
 
 log = logging.getLogger("crfs")
 
@@ -53,22 +54,22 @@ class CheckpointControl(File):
     def authorize(self, uid):
         # The daemon may trace what its user may trace: others must not borrow that.
         if uid not in (0, self.owner_uid):
-            raise FsError(errno.EACCES, "only root or the mount's owner may checkpoint")
+            raise FsError("only root or the mount's owner may checkpoint", errno.EACCES)
 
     def read(self, offset, size):
-        raise FsError(errno.EBADF)
+        raise FsError(errno=errno.EBADF)
 
     def write(self, offset, data):
         text = bytes(data).decode("ascii", "replace").strip()
         if not text.isdigit():
             log.warning("checkpoint: %r is not a pid", text[:40])
-            raise FsError(errno.EINVAL)
+            raise FsError(errno=errno.EINVAL)
         pid = int(text)
         try:
             path = checkpoint_into_store(pid, self.store_path)
         except CheckpointError as exc:
             log.warning("checkpoint %d: %s", pid, exc)
-            raise FsError(exc.errno, str(exc)) from None
+            raise FsError(str(exc), exc.errno) from None
         log.info("checkpoint %d: %s", pid, path.name)
         return len(data)
 

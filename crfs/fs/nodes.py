@@ -5,8 +5,11 @@ an inode number keeps meaning the same thing, and a replaced image never answers
 the old one.
 """
 
+import errno
 import stat
 from collections.abc import Sequence
+
+from crfs.errors import FsError
 
 
 class Node:
@@ -24,6 +27,9 @@ class Node:
 
 class Dir(Node):
     mode = stat.S_IFDIR | 0o555
+
+    def refresh(self):
+        """Bring the listing up to date; called when a listing starts from the top."""
 
     def names(self):
         """Child names in listing order (a Sequence; may be lazy)."""
@@ -55,10 +61,27 @@ class StaticDir(Dir):
 
 
 class File(Node):
+    """A file. The hooks below do nothing: only writable or guarded files need them."""
+
     mode = stat.S_IFREG | 0o444
+
+    def authorize(self, uid):
+        """Raise FsError if `uid` may not open this file (control files are guarded)."""
 
     def read(self, offset, size):
         raise NotImplementedError
+
+    def write(self, offset, data):
+        raise FsError(errno=errno.EBADF)    # open() lets only writable files be written
+
+    def truncate(self, size):
+        """Set the size (open with O_TRUNC, ftruncate)."""
+
+    def close(self):
+        """close(2) of a handle (FUSE flush): raise FsError to make close(2) fail."""
+
+    def release(self):
+        """The last handle is gone."""
 
 
 class TextFile(File):

@@ -160,7 +160,7 @@ class Operations(pyfuse3.Operations):
     @_request
     def readdir(self, fh, start_id, token):
         node = self.inodes.node(fh)
-        if start_id == 0 and hasattr(node, "refresh"):
+        if start_id == 0:
             node.refresh()
         names = node.names()
         for index in range(start_id, len(names)):
@@ -197,8 +197,7 @@ class Operations(pyfuse3.Operations):
             raise FsError(errno=errno.EISDIR)
         if flags & (os.O_WRONLY | os.O_RDWR) and not node.writable:
             raise FsError(errno=errno.EACCES)
-        if hasattr(node, "authorize"):      # control files: who may use them
-            node.authorize(ctx.uid)
+        node.authorize(ctx.uid)
         return self._handle(node)
 
     @_request
@@ -229,15 +228,11 @@ class Operations(pyfuse3.Operations):
 
     @_request(in_thread=True)
     def flush(self, fh):
-        node = self.handles[fh]
-        if node.writable:
-            node.close()
+        self.handles[fh].close()
 
     @_request
     def release(self, fh):
-        node = self.handles.pop(fh)
-        if node.writable:
-            node.release()
+        self.handles.pop(fh).release()
 
     @_request
     def statfs(self, ctx):

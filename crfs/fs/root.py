@@ -40,7 +40,8 @@ Use ls, cat, grep, xxd, dd on it; nothing here can be modified.
 class CheckpointControl(File):
     """checkpoint: a write-only control file. Each write holds one pid; that process is
     checkpointed into the store (it appears there once complete) before write(2) returns,
-    and write(2) fails with the reason's errno (the log says why) when it cannot be."""
+    and write(2) fails with the reason's errno (the log says why) when it cannot be.
+    (`echo PID > checkpoint` opens with O_TRUNC: File's no-op truncate is what it needs.)"""
 
     mode = stat.S_IFREG | 0o200
     writable = True
@@ -72,15 +73,6 @@ class CheckpointControl(File):
             raise FsError(str(exc), exc.errno) from None
         log.info("checkpoint %d: %s", pid, path.name)
         return len(data)
-
-    def truncate(self, size):
-        pass        # `echo PID > checkpoint` opens with O_TRUNC: nothing to truncate
-
-    def close(self):
-        pass
-
-    def release(self):
-        pass
 
 
 class RootDir(Dir):

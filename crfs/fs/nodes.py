@@ -41,16 +41,20 @@ class Dir(Node):
 
 
 class StaticDir(Dir):
-    """A directory whose children are known when it is made (built lazily by `make`)."""
+    """A directory whose children never change: made by `make_children` when first asked
+    for, then kept."""
 
-    def __init__(self, key, make, mtime_ns=0):
+    def __init__(self, key, mtime_ns=0):
         super().__init__(key, mtime_ns)
-        self._make = make
         self._children = None
+
+    def make_children(self):
+        """Yield (name, node) in listing order."""
+        raise NotImplementedError
 
     def _all(self):
         if self._children is None:
-            self._children = dict(self._make())
+            self._children = dict(self.make_children())
         return self._children
 
     def names(self):

@@ -5,7 +5,7 @@ import logging
 import stat
 
 from crfs.checkpoint import CheckpointError, checkpoint_into_store
-from crfs.fs.image_tree import image_dir
+from crfs.fs.image_tree import ImageDir
 from crfs.errors import FsError
 from crfs.fs.nodes import Dir, File, TextFile
 
@@ -108,5 +108,5 @@ class RootDir(Dir):
         if node is None:
             for old in [k for k in self._image_dirs if k[0] == name]:
                 del self._image_dirs[old]
-            node = self._image_dirs[key] = image_dir(entry)
+            node = self._image_dirs[key] = ImageDir(entry)
         return node

@@ -28,6 +28,8 @@ class ModelDir(StaticDir):
 class ImageDir(ModelDir):
     """<image>/ for a store entry (crfs.fs.store.Entry): the image, or why it cannot be read."""
 
+    live = True     # its name means another ImageDir once the file is replaced
+
     def __init__(self, entry):
         super().__init__((entry.name, entry.generation), entry.mtime_ns)
         self.entry = entry

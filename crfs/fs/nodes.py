@@ -16,6 +16,9 @@ class Node:
     mode = 0
     direct_io = False   # reads go straight to us (no page cache): for mem and control files
     writable = False
+    # At the top of the mount, which follows the store and restart/ as they change: the
+    # kernel must not cache the node's entry or attributes (see operations.py).
+    live = False
 
     def __init__(self, key, mtime_ns=0):
         self.key = key

@@ -17,10 +17,10 @@ from crfs.fs.nodes import Dir
 
 log = logging.getLogger("crfs")
 
-# The store is live: names at the top are looked up again on every path walk (one stat),
-# so a replaced image is never reached through a stale directory. Below an image, nodes
-# are keyed by the image's generation and never change.
-ROOT_TTL = 0.0
+# The store is live: names at the top (live nodes) are looked up again on every path walk
+# (one stat), so a replaced image is never reached through a stale directory. Below an
+# image, nodes are keyed by the image's generation and never change.
+LIVE_TTL = 0.0
 TREE_TTL = 60.0
 
 
@@ -124,7 +124,7 @@ class Operations(pyfuse3.Operations):
         attr.st_blksize = 4096
         attr.st_blocks = (size + 511) // 512
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = node.mtime_ns
-        ttl = ROOT_TTL if len(node.key) <= 2 or node.writable else TREE_TTL
+        ttl = LIVE_TTL if node.live or node.writable else TREE_TTL
         attr.entry_timeout = attr.attr_timeout = ttl
         return attr
 

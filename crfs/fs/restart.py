@@ -35,6 +35,7 @@ class Upload(File):
 
     mode = stat.S_IFREG | 0o600
     writable = True
+    live = True
     direct_io = True
 
     def __init__(self, box, name, path):
@@ -82,6 +83,7 @@ class Upload(File):
 
 
 class RestartBox(Dir):
+    live = True     # uploads, statuses and logs come and go
     def __init__(self, store_path, owner_uid):
         super().__init__(("restart",))
         self.store_path = store_path
@@ -219,6 +221,7 @@ class LiveFile(File):
 
     mode = stat.S_IFREG | 0o444
     direct_io = True
+    live = True
 
     def __init__(self, key, current):
         super().__init__(key, time.time_ns())

@@ -45,6 +45,7 @@ class CheckpointControl(File):
 
     mode = stat.S_IFREG | 0o200
     writable = True
+    live = True
     direct_io = True
 
     def __init__(self, store_path, owner_uid):
@@ -76,13 +77,14 @@ class CheckpointControl(File):
 
 
 class RootDir(Dir):
-    mode = Dir.mode
+    live = True
 
     def __init__(self, store, restart_box):
         super().__init__(("/",))
         self.store = store
         self.box = restart_box
         self.readme = TextFile(("README",), lambda: README.format(store=store.path))
+        self.readme.live = True     # a name at the top, looked up afresh like the images
         self.control = CheckpointControl(store.path, restart_box.owner_uid)
         self._image_dirs = {}
         store.reserved.update({"README", "restart", "checkpoint"})

@@ -101,13 +101,36 @@ class Inodes:
             del self.lookups[ino]
 
 
+class Listing:
+    """An open directory's names, taken when its listing starts (opendir, rewinddir).
+
+    readdir offsets index this snapshot, not the live directory: the offset handed back
+    with a name always resumes right after that name, though images appear and vanish
+    in the store meanwhile. Later changes show when the listing starts again.
+    """
+
+    def __init__(self, node):
+        self.node = node
+        self.names = ()
+
+    def rewind(self):
+        self.node.refresh()
+        self.names = self.node.names()    # a Sequence: lazy for pages/, so this is cheap
+
+    def entries_from(self, offset):
+        """(offset of the next entry, name) for each name from `offset` on."""
+        for index in range(offset, len(self.names)):
+            yield index + 1, self.names[index]
+
+
 class Operations(pyfuse3.Operations):
     def __init__(self, root, restart_box):
         super().__init__()
         self.root = root
         self.box = restart_box
         self.inodes = Inodes(root)
-        self.handles = {}
+        self.handles = {}       # fh -> File
+        self.listings = {}      # fh -> Listing of an open directory
         self._next_fh = 1
         self.uid, self.gid = os.getuid(), os.getgid()
 
@@ -155,27 +178,27 @@ class Operations(pyfuse3.Operations):
         node = self.inodes.node(inode)
         if not isinstance(node, Dir):
             raise FsError(errno=errno.ENOTDIR)
-        return inode
+        fh = self._new_fh()
+        self.listings[fh] = Listing(node)
+        return fh
 
     @_request
     def readdir(self, fh, start_id, token):
-        node = self.inodes.node(fh)
+        listing = self.listings[fh]
         if start_id == 0:
-            node.refresh()
-        names = node.names()
-        for index in range(start_id, len(names)):
-            name = names[index]
-            child = node.child(name)
-            if child is None:      # vanished between listing and lookup
+            listing.rewind()
+        for offset, name in listing.entries_from(start_id):
+            child = listing.node.child(name)
+            if child is None:      # gone from the store since the listing was taken
                 continue
             ino, _, attr = self._entry(child)
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, index + 1):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, offset):
                 break
             self.inodes.remember(ino)
 
     @_request
     def releasedir(self, fh):
-        pass
+        self.listings.pop(fh, None)
 
     async def forget(self, inode_list):
         for ino, count in inode_list:
@@ -183,9 +206,13 @@ class Operations(pyfuse3.Operations):
 
     # --- files ------------------------------------------------------------------------
 
-    def _handle(self, node):
+    def _new_fh(self):
         fh = self._next_fh
         self._next_fh += 1
+        return fh
+
+    def _handle(self, node):
+        fh = self._new_fh()
         self.handles[fh] = node
         return pyfuse3.FileInfo(fh=fh, direct_io=node.direct_io,
                                 keep_cache=not node.direct_io)

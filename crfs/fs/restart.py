@@ -20,12 +20,12 @@ from crfs.formats import ckpt
 from crfs.formats.source import Source
 from crfs.errors import FsError
 from crfs.fs.nodes import Dir, File
+from crfs.model import registry
 from crfs.model.verify import verify
 from crfs.store_paths import TEMP_PREFIX
 
 log = logging.getLogger("crfs")
 
-RESTARTABLE = "linux-cr ckpt_hdr v21 x86_64"
 MODULE_HELP = ("the crfs kernel module is not loaded: build and load it with "
                "`make -C kmod && insmod kmod/crfs.ko` (it provides /dev/crfs)")
 
@@ -145,11 +145,9 @@ class RestartBox(Dir):
             return (FsError(errno=errno.EINVAL),
                     _status(upload.name, "rejected", f"{reason.name}: {reason.detail}"))
         image = report.image
-        if image.description != RESTARTABLE:
+        if not registry.restartable(image):
             return (FsError(errno=errno.EOPNOTSUPP),
-                    _status(upload.name, "rejected",
-                            f"cannot restart a {image.description} image: "
-                            f"only {RESTARTABLE} images can be restarted"))
+                    _status(upload.name, "rejected", _not_restartable(image)))
         # Not ENOSYS: the kernel takes ENOSYS from FLUSH to mean "no flush method",
         # returns 0 to close(2) and stops sending FLUSH for the whole mount.
         if not os.path.exists(kernel.DEVICE):
@@ -186,6 +184,11 @@ class RestartBox(Dir):
         with self._lock:
             if self.logs.get(name) == log_path:    # not restarted again meanwhile
                 self.statuses[name] = _status(name, state, pid=pid)
+
+
+def _not_restartable(image):
+    only = " or ".join(registry.restartable_descriptions())
+    return f"cannot restart a {image.description} image: only {only} images can be restarted"
 
 
 def _kernel_outcome(name, outcome):

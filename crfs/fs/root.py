@@ -86,29 +86,33 @@ class RootDir(Dir):
         self.readme = TextFile(("README",), lambda: README.format(store=store.path))
         self.readme.live = True     # a name at the top, looked up afresh like the images
         self.control = CheckpointControl(store.path, restart_box.owner_uid)
-        self._image_dirs = {}
-        store.reserved.update({"README", "restart", "checkpoint"})
+        # Listed first, in this order; a store file of one of these names stays hidden.
+        self._fixed = {"README": self.readme, "restart": restart_box,
+                       "checkpoint": self.control}
+        store.reserved.update(self._fixed)
+        self._image_dirs = {}    # (name, generation) -> ImageDir
 
     def refresh(self):
         self.store.refresh()
 
     def names(self):
-        return ["README", "restart", "checkpoint"] + self.store.names()
+        return list(self._fixed) + self.store.names()
 
     def child(self, name):
-        if name == "README":
-            return self.readme
-        if name == "restart":
-            return self.box
-        if name == "checkpoint":
-            return self.control
+        if name in self._fixed:
+            return self._fixed[name]
         entry = self.store.entry(name)
         if entry is None:
             return None
-        key = (name, entry.generation)
+        return self._image_dir(entry)
+
+    def _image_dir(self, entry):
+        """The one ImageDir of this generation of the entry (it holds the caches); an
+        older generation's goes."""
+        key = (entry.name, entry.generation)
         node = self._image_dirs.get(key)
         if node is None:
-            for old in [k for k in self._image_dirs if k[0] == name]:
+            for old in [k for k in self._image_dirs if k[0] == entry.name]:
                 del self._image_dirs[old]
             node = self._image_dirs[key] = ImageDir(entry)
         return node

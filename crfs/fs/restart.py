@@ -84,6 +84,7 @@ class Upload(File):
 
 class RestartBox(Dir):
     live = True     # uploads, statuses and logs come and go
+
     def __init__(self, store_path, owner_uid):
         super().__init__(("restart",))
         self.store_path = store_path
@@ -101,10 +102,15 @@ class RestartBox(Dir):
     def child(self, name):
         if name in self.uploads:
             return self.uploads[name]
-        if name.endswith(".status") and name[:-7] in self.statuses:
-            return LiveFile(("restart", name), lambda: self._status_of(name[:-7]))
-        if name.endswith(".log") and name[:-4] in self.logs:
-            return LiveFile(("restart", name), lambda: self._log_of(name[:-4]))
+        return self._report_file(name)
+
+    def _report_file(self, name):
+        """restart/<image>.status or restart/<image>.log, or None."""
+        image, suffix = os.path.splitext(name)
+        if suffix == ".status" and image in self.statuses:
+            return LiveFile(("restart", name), lambda: self._status_of(image))
+        if suffix == ".log" and image in self.logs:
+            return LiveFile(("restart", name), lambda: self._log_of(image))
         return None
 
     def _status_of(self, name):

@@ -9,7 +9,6 @@ from crfs.errors import FormatError
 from crfs.formats.source import Source
 from crfs.model import registry
 from crfs.model.verify import verify
-from crfs.store_paths import TEMP_PREFIX
 
 log = logging.getLogger("crfs")
 
@@ -98,6 +97,8 @@ class Store:
         self._generation = 0
 
     def _visible(self, name):
+        # Hidden files include those crfs is writing (store_paths.TEMP_PREFIX): checkpoints
+        # in progress, restart/ uploads and their programs' logs.
         return not name.startswith(".") and name not in self.reserved
 
     def refresh(self):

@@ -111,7 +111,7 @@ class Listing:
 
     def __init__(self, node):
         self.node = node
-        self.names = ()
+        self.names = None
 
     def rewind(self):
         self.node.refresh()
@@ -119,6 +119,8 @@ class Listing:
 
     def entries_from(self, offset):
         """(offset of the next entry, name) for each name from `offset` on."""
+        if self.names is None:      # a seekdir before any readdir: list what is known
+            self.names = self.node.names()
         for index in range(offset, len(self.names)):
             yield index + 1, self.names[index]
 

@@ -5,8 +5,8 @@ import logging
 import stat
 
 from crfs.checkpoint import CheckpointError, checkpoint_into_store
-from crfs.fs.image_tree import ImageDir
 from crfs.errors import FsError
+from crfs.fs.image_tree import ImageDir
 from crfs.fs.nodes import Dir, File, TextFile
 
 log = logging.getLogger("crfs")

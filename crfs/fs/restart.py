@@ -148,16 +148,14 @@ class RestartBox(Dir):
             report = verify(source)
         if not report.sound:
             reason = next(c for c in report.checks if not c.ok)
-            return (FsError(errno=errno.EINVAL),
-                    _status(upload.name, "rejected", f"{reason.name}: {reason.detail}"))
+            return _rejected(upload.name, errno.EINVAL, f"{reason.name}: {reason.detail}")
         image = report.image
         if not registry.restartable(image):
-            return (FsError(errno=errno.EOPNOTSUPP),
-                    _status(upload.name, "rejected", _not_restartable(image)))
+            return _rejected(upload.name, errno.EOPNOTSUPP, _not_restartable(image))
         # Not ENOSYS: the kernel takes ENOSYS from FLUSH to mean "no flush method",
         # returns 0 to close(2) and stops sending FLUSH for the whole mount.
         if not os.path.exists(kernel.DEVICE):
-            return FsError(errno=errno.ENODEV), _status(upload.name, "failed", MODULE_HELP)
+            return _failed(upload.name, errno.ENODEV, MODULE_HELP)
         log_path = self._new_log(upload)
         with open(log_path, "wb") as output:
             outcome = kernel.restart_in_child(upload.path, kernel.DEVICE, stdout=output)
@@ -203,25 +201,38 @@ def _kernel_outcome(name, outcome):
     if code == 0:
         return None, _status(name, "running", pid=outcome.pid)
     if outcome.stage == "restarter":
-        return FsError(errno=errno.ENODEV), _status(name, "failed", outcome.reason)
+        return _failed(name, errno.ENODEV, outcome.reason)
     if outcome.stage == "open-device":
         if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-            return FsError(errno=errno.ENODEV), _status(name, "failed", MODULE_HELP)
-        return FsError(errno=code), _status(name, "failed", f"cannot open {kernel.DEVICE}: "
-                                                      f"{outcome.reason}")
+            return _failed(name, errno.ENODEV, MODULE_HELP)
+        return _failed(name, code, f"cannot open {kernel.DEVICE}: {outcome.reason}")
     if outcome.stage == "version":
-        return FsError(errno=errno.ENODEV), _status(name, "failed", f"{kernel.DEVICE}: {outcome.reason}")
+        return _failed(name, errno.ENODEV, f"{kernel.DEVICE}: {outcome.reason}")
+    reason = _module_reason(outcome)
+    if code == errno.EINVAL:
+        return _rejected(name, errno.EINVAL, f"the kernel module rejected the image: {reason}")
+    if code in (errno.ENOEXEC, errno.EOPNOTSUPP):
+        return _rejected(name, errno.EOPNOTSUPP,
+                         f"the kernel module cannot restart it: {reason}")
+    return _failed(name, code, f"{os.strerror(code)}: {reason}")
+
+
+def _module_reason(outcome):
+    """Why the kernel module refused, with where in the image when it said."""
     where = ""
     if outcome.offset is not None:
         where = f"offset {outcome.offset:#x}: {ckpt.record_name(outcome.record_type)}: "
-    reason = f"{where}{outcome.reason or os.strerror(code)}"
-    if code == errno.EINVAL:
-        return FsError(errno=errno.EINVAL), _status(name, "rejected",
-                                              f"the kernel module rejected the image: {reason}")
-    if code in (errno.ENOEXEC, errno.EOPNOTSUPP):
-        return FsError(errno=errno.EOPNOTSUPP), _status(name, "rejected",
-                                                  f"the kernel module cannot restart it: {reason}")
-    return FsError(errno=code), _status(name, "failed", f"{os.strerror(code)}: {reason}")
+    return f"{where}{outcome.reason or os.strerror(outcome.errno)}"
+
+
+def _rejected(name, code, why):
+    """(FsError, status) of an image that will not be restarted as it is."""
+    return FsError(why, code), _status(name, "rejected", why)
+
+
+def _failed(name, code, why):
+    """(FsError, status) of a restart that could not be done."""
+    return FsError(why, code), _status(name, "failed", why)
 
 
 class LiveFile(File):

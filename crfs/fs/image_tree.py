@@ -1,77 +1,110 @@
 """The directory of one image: format, header, verify, records, tasks/<pid>/...
 
-Everything here is built lazily from the model when first looked up.
+Everything here is built lazily from the model when first looked up: each directory
+makes its children once, from the model objects it was given.
 """
 
 import errno
 from bisect import bisect_right
 
 from crfs import render
+from crfs.errors import FsError
 from crfs.formats.x86 import PAGE_SIZE
-from crfs.fs.nodes import Dir, FsError, LazyNames, RangeFile, StaticDir, TextFile, File
+from crfs.fs.nodes import Dir, File, LazyNames, RangeFile, StaticDir, TextFile
 from crfs.model.core import CoreFile
 
 
-def image_dir(entry):
-    """Directory for a store entry (crfs.fs.store.Entry): the image, or its error."""
-    key = (entry.name, entry.generation)
-    mtime = entry.mtime_ns
+class ModelDir(StaticDir):
+    """A directory of an image: its children's keys extend its own, and share its mtime."""
 
-    def text(name, make):
-        return name, TextFile(key + (name,), make, mtime)
+    def _key(self, name):
+        return self.key + (name,)
 
-    def children():
+    def _text(self, name, make):
+        """(name, file) of a text file whose content `make()` renders when first read."""
+        return name, TextFile(self._key(name), make, self.mtime_ns)
+
+
+class ImageDir(ModelDir):
+    """<image>/ for a store entry (crfs.fs.store.Entry): the image, or why it cannot be read."""
+
+    live = True     # its name means another ImageDir once the file is replaced
+
+    def __init__(self, entry):
+        super().__init__((entry.name, entry.generation), entry.mtime_ns)
+        self.entry = entry
+
+    def make_children(self):
+        entry = self.entry
         if entry.error is not None:
-            yield text("error", lambda: str(entry.error) + "\n")
-            yield text("verify", entry.verify_text)
+            yield self._text("error", lambda: str(entry.error) + "\n")
+            yield self._text("verify", entry.verify_text)
             return
         image = entry.image
-        yield text("format", lambda: image.description + "\n")
-        yield text("header", lambda: render.header(image))
-        yield text("verify", entry.verify_text)
-        yield text("records", entry.records_text)
-        yield "tasks", StaticDir(key + ("tasks",), lambda: _tasks(image, key, mtime), mtime)
-
-    return StaticDir(key, children, mtime)
+        yield self._text("format", lambda: image.description + "\n")
+        yield self._text("header", lambda: render.header(image))
+        yield self._text("verify", entry.verify_text)
+        yield self._text("records", entry.records_text)
+        yield "tasks", TasksDir(self._key("tasks"), image, self.mtime_ns)
 
 
-def _tasks(image, key, mtime):
-    for task in image.tasks:
-        tkey = key + ("tasks", str(task.pid))
-        yield str(task.pid), StaticDir(
-            tkey, lambda task=task, tkey=tkey: _task(image, task, tkey, mtime), mtime)
+class TasksDir(ModelDir):
+    """tasks/: one directory per task (threads too), named by its pid in the image."""
+
+    def __init__(self, key, image, mtime_ns):
+        super().__init__(key, mtime_ns)
+        self.image = image
+
+    def make_children(self):
+        for task in self.image.tasks:
+            name = str(task.pid)
+            yield name, TaskDir(self._key(name), self.image, task, self.mtime_ns)
 
 
-def _task(image, task, key, mtime):
-    def text(name, make):
-        return name, TextFile(key + (name,), make, mtime)
+class TaskDir(ModelDir):
+    """tasks/<pid>/: comm, status, regs, fpu and, with an address space, mm/ pages/ mem core."""
 
-    yield text("comm", lambda: task.comm + "\n")
-    yield text("status", lambda: render.status(task))
-    if task.regs is not None:
-        yield text("regs", lambda: render.regs(task.regs))
-    if task.fpu is not None:
-        yield text("fpu", lambda: task.fpu)
-    mm = task.mm
-    if mm is None:
-        return
-    yield "mm", StaticDir(key + ("mm",), lambda: _mm(image, mm, key + ("mm",), mtime), mtime)
-    yield "pages", PagesDir(key + ("pages",), mm, mtime)
-    yield "mem", MemFile(key + ("mem",), mm, mtime)
-    if task.regs is not None:
-        yield "core", _core_file(image, task, key + ("core",), mtime)
+    def __init__(self, key, image, task, mtime_ns):
+        super().__init__(key, mtime_ns)
+        self.image = image
+        self.task = task
+
+    def make_children(self):
+        task, mtime = self.task, self.mtime_ns
+        yield self._text("comm", lambda: task.comm + "\n")
+        yield self._text("status", lambda: render.status(task))
+        if task.regs is not None:
+            yield self._text("regs", lambda: render.regs(task.regs))
+        if task.fpu is not None:
+            yield self._text("fpu", lambda: task.fpu)
+        mm = task.mm
+        if mm is None:
+            return
+        yield "mm", MmDir(self._key("mm"), self.image, mm, mtime)
+        yield "pages", PagesDir(self._key("pages"), mm, mtime)
+        yield "mem", MemFile(self._key("mem"), mm, mtime)
+        if task.regs is not None:
+            yield "core", self._core_file()
+
+    def _core_file(self):
+        """core: an ELF core of the task's process, generated range by range."""
+        core = CoreFile(self.image, self.task)
+        return RangeFile(self._key("core"), core.size, core.read, self.mtime_ns)
 
 
-def _core_file(image, task, key, mtime):
-    """tasks/<pid>/core: an ELF core of the task's process, generated range by range."""
-    core = CoreFile(image, task)
-    return RangeFile(key, core.size, core.read, mtime)
+class MmDir(ModelDir):
+    """tasks/<pid>/mm/: info, maps and vmas/ of an address space."""
 
+    def __init__(self, key, image, mm, mtime_ns):
+        super().__init__(key, mtime_ns)
+        self.image = image
+        self.mm = mm
 
-def _mm(image, mm, key, mtime):
-    yield "info", TextFile(key + ("info",), lambda: _mm_info(mm), mtime)
-    yield "maps", TextFile(key + ("maps",), lambda: render.maps(mm, image.arch), mtime)
-    yield "vmas", StaticDir(key + ("vmas",), lambda: _vmas(mm, key + ("vmas",), mtime), mtime)
+    def make_children(self):
+        mm = self.mm
+        yield self._text("info", lambda: _mm_info(mm))
+        yield self._text("maps", lambda: render.maps(mm, self.image.arch))
+        yield "vmas", VmasDir(self._key("vmas"), mm, self.mtime_ns)
 
 
 def _mm_info(mm):
@@ -84,17 +117,34 @@ def _mm_info(mm):
     return text
 
 
-def _vmas(mm, key, mtime):
-    for vma in mm.vmas:
-        name = render.vma_dirname(vma)
-        vkey = key + (name,)
-        yield name, StaticDir(vkey, lambda vma=vma, vkey=vkey: _vma(mm, vma, vkey, mtime), mtime)
+class VmasDir(ModelDir):
+    """mm/vmas/: one directory per VMA, named <start>-<end>."""
+
+    def __init__(self, key, mm, mtime_ns):
+        super().__init__(key, mtime_ns)
+        self.mm = mm
+
+    def make_children(self):
+        for vma in self.mm.vmas:
+            name = render.vma_dirname(vma)
+            yield name, VmaDir(self._key(name), self.mm, vma, self.mtime_ns)
 
 
-def _vma(mm, vma, key, mtime):
-    yield "info", TextFile(key + ("info",), lambda: render.vma_info(vma), mtime)
-    yield "data", RangeFile(key + ("data",), vma.size,
-                            lambda offset, size: mm.read(vma.start + offset, size), mtime)
+class VmaDir(ModelDir):
+    """mm/vmas/<start>-<end>/: info, and data (its bytes; pages not dumped read as zeros)."""
+
+    def __init__(self, key, mm, vma, mtime_ns):
+        super().__init__(key, mtime_ns)
+        self.mm = mm
+        self.vma = vma
+
+    def make_children(self):
+        yield self._text("info", lambda: render.vma_info(self.vma))
+        yield "data", RangeFile(self._key("data"), self.vma.size, self._read_data,
+                                self.mtime_ns)
+
+    def _read_data(self, offset, size):
+        return self.mm.read(self.vma.start + offset, size)
 
 
 class PagesDir(Dir):
@@ -158,5 +208,5 @@ class MemFile(File):
             offset += len(chunk)
             size -= len(chunk)
         if not out and size > 0:
-            raise FsError(errno.EIO, f"address {offset:#x} is in no VMA")
+            raise FsError(f"address {offset:#x} is in no VMA", errno.EIO)
         return bytes(out)

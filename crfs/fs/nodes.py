@@ -9,19 +9,16 @@ import errno
 import stat
 from collections.abc import Sequence
 
-
-class FsError(Exception):
-    """An outcome for the caller as an errno (turned into FUSEError in one place)."""
-
-    def __init__(self, errno_value, message=""):
-        super().__init__(message or errno.errorcode.get(errno_value, str(errno_value)))
-        self.errno = errno_value
+from crfs.errors import FsError
 
 
 class Node:
     mode = 0
     direct_io = False   # reads go straight to us (no page cache): for mem and control files
     writable = False
+    # At the top of the mount, which follows the store and restart/ as they change: the
+    # kernel must not cache the node's entry or attributes (see operations.py).
+    live = False
 
     def __init__(self, key, mtime_ns=0):
         self.key = key
@@ -34,6 +31,9 @@ class Node:
 class Dir(Node):
     mode = stat.S_IFDIR | 0o555
 
+    def refresh(self):
+        """Bring the listing up to date; called when a listing starts from the top."""
+
     def names(self):
         """Child names in listing order (a Sequence; may be lazy)."""
         raise NotImplementedError
@@ -44,16 +44,20 @@ class Dir(Node):
 
 
 class StaticDir(Dir):
-    """A directory whose children are known when it is made (built lazily by `make`)."""
+    """A directory whose children never change: made by `make_children` when first asked
+    for, then kept."""
 
-    def __init__(self, key, make, mtime_ns=0):
+    def __init__(self, key, mtime_ns=0):
         super().__init__(key, mtime_ns)
-        self._make = make
         self._children = None
+
+    def make_children(self):
+        """Yield (name, node) in listing order."""
+        raise NotImplementedError
 
     def _all(self):
         if self._children is None:
-            self._children = dict(self._make())
+            self._children = dict(self.make_children())
         return self._children
 
     def names(self):
@@ -64,10 +68,27 @@ class StaticDir(Dir):
 
 
 class File(Node):
+    """A file. The hooks below do nothing: only writable or guarded files need them."""
+
     mode = stat.S_IFREG | 0o444
+
+    def authorize(self, uid):
+        """Raise FsError if `uid` may not open this file (control files are guarded)."""
 
     def read(self, offset, size):
         raise NotImplementedError
+
+    def write(self, offset, data):
+        raise FsError(errno=errno.EBADF)    # open() lets only writable files be written
+
+    def truncate(self, size):
+        """Set the size (open with O_TRUNC, ftruncate)."""
+
+    def close(self):
+        """close(2) of a handle (FUSE flush): raise FsError to make close(2) fail."""
+
+    def release(self):
+        """The last handle is gone."""
 
 
 class TextFile(File):

@@ -12,15 +12,15 @@ import os
 import pyfuse3
 import trio
 
-from crfs.errors import FormatError
-from crfs.fs.nodes import Dir, FsError
+from crfs.errors import CrfsError, FormatError, FsError
+from crfs.fs.nodes import Dir
 
 log = logging.getLogger("crfs")
 
-# The store is live: names at the top are looked up again on every path walk (one stat),
-# so a replaced image is never reached through a stale directory. Below an image, nodes
-# are keyed by the image's generation and never change.
-ROOT_TTL = 0.0
+# The store is live: names at the top (live nodes) are looked up again on every path walk
+# (one stat), so a replaced image is never reached through a stale directory. Below an
+# image, nodes are keyed by the image's generation and never change.
+LIVE_TTL = 0.0
 TREE_TTL = 60.0
 
 
@@ -38,12 +38,9 @@ def _request(func=None, *, in_thread=False):
             return func(self, *args)
         except pyfuse3.FUSEError:
             raise
-        except FsError as exc:
-            log.debug("%s: %s", func.__name__, exc)
-            raise pyfuse3.FUSEError(exc.errno) from None
-        except FormatError as exc:
-            log.warning("%s: %s", func.__name__, exc)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+        except CrfsError as exc:
+            _log_error(func.__name__, exc)
+            raise pyfuse3.FUSEError(_errno_of(exc)) from None
         except OSError as exc:
             log.warning("%s: %s", func.__name__, exc)
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
@@ -51,6 +48,18 @@ def _request(func=None, *, in_thread=False):
             log.exception("%s%r failed", func.__name__, args[:1])
             raise pyfuse3.FUSEError(errno.EIO) from None
     return wrapper
+
+
+def _log_error(request, exc):
+    # An FsError is an ordinary answer (ENOENT, EACCES...); anything else is worth a warning.
+    level = logging.DEBUG if isinstance(exc, FsError) else logging.WARNING
+    log.log(level, "%s: %s", request, exc)
+
+
+def _errno_of(exc):
+    # A malformed image fails the read as an I/O error; FormatError's own errno (EINVAL)
+    # would blame the caller's arguments.
+    return errno.EIO if isinstance(exc, FormatError) else exc.errno
 
 
 class Inodes:
@@ -80,7 +89,7 @@ class Inodes:
         try:
             return self.by_ino[ino]
         except KeyError:
-            raise FsError(errno.ESTALE) from None
+            raise FsError(errno=errno.ESTALE) from None
 
     def forget(self, ino, count):
         if ino == pyfuse3.ROOT_INODE or ino not in self.lookups:
@@ -92,13 +101,38 @@ class Inodes:
             del self.lookups[ino]
 
 
+class Listing:
+    """An open directory's names, taken when its listing starts (opendir, rewinddir).
+
+    readdir offsets index this snapshot, not the live directory: the offset handed back
+    with a name always resumes right after that name, though images appear and vanish
+    in the store meanwhile. Later changes show when the listing starts again.
+    """
+
+    def __init__(self, node):
+        self.node = node
+        self.names = None
+
+    def rewind(self):
+        self.node.refresh()
+        self.names = self.node.names()    # a Sequence: lazy for pages/, so this is cheap
+
+    def entries_from(self, offset):
+        """(offset of the next entry, name) for each name from `offset` on."""
+        if self.names is None:      # a seekdir before any readdir: list what is known
+            self.names = self.node.names()
+        for index in range(offset, len(self.names)):
+            yield index + 1, self.names[index]
+
+
 class Operations(pyfuse3.Operations):
     def __init__(self, root, restart_box):
         super().__init__()
         self.root = root
         self.box = restart_box
         self.inodes = Inodes(root)
-        self.handles = {}
+        self.handles = {}       # fh -> File
+        self.listings = {}      # fh -> Listing of an open directory
         self._next_fh = 1
         self.uid, self.gid = os.getuid(), os.getgid()
 
@@ -115,7 +149,7 @@ class Operations(pyfuse3.Operations):
         attr.st_blksize = 4096
         attr.st_blocks = (size + 511) // 512
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = node.mtime_ns
-        ttl = ROOT_TTL if len(node.key) <= 2 or node.writable else TREE_TTL
+        ttl = LIVE_TTL if node.live or node.writable else TREE_TTL
         attr.entry_timeout = attr.attr_timeout = ttl
         return attr
 
@@ -129,10 +163,10 @@ class Operations(pyfuse3.Operations):
     def lookup(self, parent_inode, name, ctx=None):
         parent = self.inodes.node(parent_inode)
         if not isinstance(parent, Dir):
-            raise FsError(errno.ENOTDIR)
+            raise FsError(errno=errno.ENOTDIR)
         child = parent.child(os.fsdecode(name))
         if child is None:
-            raise FsError(errno.ENOENT)
+            raise FsError(errno=errno.ENOENT)
         ino, _, attr = self._entry(child)
         self.inodes.remember(ino)
         return attr
@@ -145,28 +179,28 @@ class Operations(pyfuse3.Operations):
     def opendir(self, inode, ctx):
         node = self.inodes.node(inode)
         if not isinstance(node, Dir):
-            raise FsError(errno.ENOTDIR)
-        return inode
+            raise FsError(errno=errno.ENOTDIR)
+        fh = self._new_fh()
+        self.listings[fh] = Listing(node)
+        return fh
 
     @_request
     def readdir(self, fh, start_id, token):
-        node = self.inodes.node(fh)
-        if start_id == 0 and hasattr(node, "refresh"):
-            node.refresh()
-        names = node.names()
-        for index in range(start_id, len(names)):
-            name = names[index]
-            child = node.child(name)
-            if child is None:      # vanished between listing and lookup
+        listing = self.listings[fh]
+        if start_id == 0:
+            listing.rewind()
+        for offset, name in listing.entries_from(start_id):
+            child = listing.node.child(name)
+            if child is None:      # gone from the store since the listing was taken
                 continue
             ino, _, attr = self._entry(child)
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, index + 1):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, offset):
                 break
             self.inodes.remember(ino)
 
     @_request
     def releasedir(self, fh):
-        pass
+        self.listings.pop(fh, None)
 
     async def forget(self, inode_list):
         for ino, count in inode_list:
@@ -174,9 +208,13 @@ class Operations(pyfuse3.Operations):
 
     # --- files ------------------------------------------------------------------------
 
-    def _handle(self, node):
+    def _new_fh(self):
         fh = self._next_fh
         self._next_fh += 1
+        return fh
+
+    def _handle(self, node):
+        fh = self._new_fh()
         self.handles[fh] = node
         return pyfuse3.FileInfo(fh=fh, direct_io=node.direct_io,
                                 keep_cache=not node.direct_io)
@@ -185,11 +223,10 @@ class Operations(pyfuse3.Operations):
     def open(self, inode, flags, ctx):
         node = self.inodes.node(inode)
         if isinstance(node, Dir):
-            raise FsError(errno.EISDIR)
+            raise FsError(errno=errno.EISDIR)
         if flags & (os.O_WRONLY | os.O_RDWR) and not node.writable:
-            raise FsError(errno.EACCES)
-        if hasattr(node, "authorize"):      # control files: who may use them
-            node.authorize(ctx.uid)
+            raise FsError(errno=errno.EACCES)
+        node.authorize(ctx.uid)
         return self._handle(node)
 
     @_request
@@ -199,7 +236,7 @@ class Operations(pyfuse3.Operations):
     @_request
     def create(self, parent_inode, name, mode, flags, ctx):
         if self.inodes.node(parent_inode) is not self.box:
-            raise FsError(errno.EACCES)
+            raise FsError(errno=errno.EACCES)
         upload = self.box.create(os.fsdecode(name), ctx.uid)
         ino, node, attr = self._entry(upload)
         self.inodes.remember(ino)
@@ -213,22 +250,18 @@ class Operations(pyfuse3.Operations):
     def setattr(self, inode, attr, fields, fh, ctx):
         node = self.inodes.node(inode)
         if not node.writable:
-            raise FsError(errno.EPERM)
+            raise FsError(errno=errno.EPERM)
         if fields.update_size:
             node.truncate(attr.st_size)
         return self._attrs(inode, node)
 
     @_request(in_thread=True)
     def flush(self, fh):
-        node = self.handles[fh]
-        if node.writable:
-            node.close()
+        self.handles[fh].close()
 
     @_request
     def release(self, fh):
-        node = self.handles.pop(fh)
-        if node.writable:
-            node.release()
+        self.handles.pop(fh).release()
 
     @_request
     def statfs(self, ctx):

@@ -18,13 +18,14 @@ import time
 from crfs import kernel
 from crfs.formats import ckpt
 from crfs.formats.source import Source
-from crfs.fs.nodes import Dir, File, FsError
+from crfs.errors import FsError
+from crfs.fs.nodes import Dir, File
+from crfs.model import registry
 from crfs.model.verify import verify
 from crfs.store_paths import TEMP_PREFIX
 
 log = logging.getLogger("crfs")
 
-RESTARTABLE = "linux-cr ckpt_hdr v21 x86_64"
 MODULE_HELP = ("the crfs kernel module is not loaded: build and load it with "
                "`make -C kmod && insmod kmod/crfs.ko` (it provides /dev/crfs)")
 
@@ -34,6 +35,7 @@ class Upload(File):
 
     mode = stat.S_IFREG | 0o600
     writable = True
+    live = True
     direct_io = True
 
     def __init__(self, box, name, path):
@@ -81,6 +83,8 @@ class Upload(File):
 
 
 class RestartBox(Dir):
+    live = True     # uploads, statuses and logs come and go
+
     def __init__(self, store_path, owner_uid):
         super().__init__(("restart",))
         self.store_path = store_path
@@ -98,10 +102,15 @@ class RestartBox(Dir):
     def child(self, name):
         if name in self.uploads:
             return self.uploads[name]
-        if name.endswith(".status") and name[:-7] in self.statuses:
-            return LiveFile(("restart", name), lambda: self._status_of(name[:-7]))
-        if name.endswith(".log") and name[:-4] in self.logs:
-            return LiveFile(("restart", name), lambda: self._log_of(name[:-4]))
+        return self._report_file(name)
+
+    def _report_file(self, name):
+        """restart/<image>.status or restart/<image>.log, or None."""
+        image, suffix = os.path.splitext(name)
+        if suffix == ".status" and image in self.statuses:
+            return LiveFile(("restart", name), lambda: self._status_of(image))
+        if suffix == ".log" and image in self.logs:
+            return LiveFile(("restart", name), lambda: self._log_of(image))
         return None
 
     def _status_of(self, name):
@@ -117,9 +126,9 @@ class RestartBox(Dir):
 
     def create(self, name, uid):
         if uid not in (0, self.owner_uid):
-            raise FsError(errno.EACCES, "only root or the mount's owner may restart")
+            raise FsError("only root or the mount's owner may restart", errno.EACCES)
         if name in self.uploads or name.endswith(".status") or name.endswith(".log"):
-            raise FsError(errno.EEXIST)
+            raise FsError(errno=errno.EEXIST)
         self._serial += 1
         path = os.path.join(self.store_path, f"{TEMP_PREFIX}restart-{self._serial}-{name}")
         upload = Upload(self, name, path)
@@ -139,18 +148,14 @@ class RestartBox(Dir):
             report = verify(source)
         if not report.sound:
             reason = next(c for c in report.checks if not c.ok)
-            return (FsError(errno.EINVAL),
-                    _status(upload.name, "rejected", f"{reason.name}: {reason.detail}"))
+            return _rejected(upload.name, errno.EINVAL, f"{reason.name}: {reason.detail}")
         image = report.image
-        if image.description != RESTARTABLE:
-            return (FsError(errno.EOPNOTSUPP),
-                    _status(upload.name, "rejected",
-                            f"cannot restart a {image.description} image: "
-                            f"only {RESTARTABLE} images can be restarted"))
+        if not registry.restartable(image):
+            return _rejected(upload.name, errno.EOPNOTSUPP, _not_restartable(image))
         # Not ENOSYS: the kernel takes ENOSYS from FLUSH to mean "no flush method",
         # returns 0 to close(2) and stops sending FLUSH for the whole mount.
         if not os.path.exists(kernel.DEVICE):
-            return FsError(errno.ENODEV), _status(upload.name, "failed", MODULE_HELP)
+            return _failed(upload.name, errno.ENODEV, MODULE_HELP)
         log_path = self._new_log(upload)
         with open(log_path, "wb") as output:
             outcome = kernel.restart_in_child(upload.path, kernel.DEVICE, stdout=output)
@@ -185,31 +190,49 @@ class RestartBox(Dir):
                 self.statuses[name] = _status(name, state, pid=pid)
 
 
+def _not_restartable(image):
+    only = " or ".join(registry.restartable_descriptions())
+    return f"cannot restart a {image.description} image: only {only} images can be restarted"
+
+
 def _kernel_outcome(name, outcome):
     """(FsError for close(2) or None, status text) of the restarter child's Outcome."""
     code = outcome.errno
     if code == 0:
         return None, _status(name, "running", pid=outcome.pid)
     if outcome.stage == "restarter":
-        return FsError(errno.ENODEV), _status(name, "failed", outcome.reason)
+        return _failed(name, errno.ENODEV, outcome.reason)
     if outcome.stage == "open-device":
         if code in (errno.ENOENT, errno.ENODEV, errno.ENXIO):
-            return FsError(errno.ENODEV), _status(name, "failed", MODULE_HELP)
-        return FsError(code), _status(name, "failed", f"cannot open {kernel.DEVICE}: "
-                                                      f"{outcome.reason}")
+            return _failed(name, errno.ENODEV, MODULE_HELP)
+        return _failed(name, code, f"cannot open {kernel.DEVICE}: {outcome.reason}")
     if outcome.stage == "version":
-        return FsError(errno.ENODEV), _status(name, "failed", f"{kernel.DEVICE}: {outcome.reason}")
+        return _failed(name, errno.ENODEV, f"{kernel.DEVICE}: {outcome.reason}")
+    reason = _module_reason(outcome)
+    if code == errno.EINVAL:
+        return _rejected(name, errno.EINVAL, f"the kernel module rejected the image: {reason}")
+    if code in (errno.ENOEXEC, errno.EOPNOTSUPP):
+        return _rejected(name, errno.EOPNOTSUPP,
+                         f"the kernel module cannot restart it: {reason}")
+    return _failed(name, code, f"{os.strerror(code)}: {reason}")
+
+
+def _module_reason(outcome):
+    """Why the kernel module refused, with where in the image when it said."""
     where = ""
     if outcome.offset is not None:
         where = f"offset {outcome.offset:#x}: {ckpt.record_name(outcome.record_type)}: "
-    reason = f"{where}{outcome.reason or os.strerror(code)}"
-    if code == errno.EINVAL:
-        return FsError(errno.EINVAL), _status(name, "rejected",
-                                              f"the kernel module rejected the image: {reason}")
-    if code in (errno.ENOEXEC, errno.EOPNOTSUPP):
-        return FsError(errno.EOPNOTSUPP), _status(name, "rejected",
-                                                  f"the kernel module cannot restart it: {reason}")
-    return FsError(code), _status(name, "failed", f"{os.strerror(code)}: {reason}")
+    return f"{where}{outcome.reason or os.strerror(outcome.errno)}"
+
+
+def _rejected(name, code, why):
+    """(FsError, status) of an image that will not be restarted as it is."""
+    return FsError(why, code), _status(name, "rejected", why)
+
+
+def _failed(name, code, why):
+    """(FsError, status) of a restart that could not be done."""
+    return FsError(why, code), _status(name, "failed", why)
 
 
 class LiveFile(File):
@@ -218,6 +241,7 @@ class LiveFile(File):
 
     mode = stat.S_IFREG | 0o444
     direct_io = True
+    live = True
 
     def __init__(self, key, current):
         super().__init__(key, time.time_ns())

@@ -5,8 +5,9 @@ import logging
 import stat
 
 from crfs.checkpoint import CheckpointError, checkpoint_into_store
-from crfs.fs.image_tree import image_dir
-from crfs.fs.nodes import Dir, File, FsError, TextFile
+from crfs.errors import FsError
+from crfs.fs.image_tree import ImageDir
+from crfs.fs.nodes import Dir, File, TextFile
 
 log = logging.getLogger("crfs")
 
@@ -39,10 +40,12 @@ Use ls, cat, grep, xxd, dd on it; nothing here can be modified.
 class CheckpointControl(File):
     """checkpoint: a write-only control file. Each write holds one pid; that process is
     checkpointed into the store (it appears there once complete) before write(2) returns,
-    and write(2) fails with the reason's errno (the log says why) when it cannot be."""
+    and write(2) fails with the reason's errno (the log says why) when it cannot be.
+    (`echo PID > checkpoint` opens with O_TRUNC: File's no-op truncate is what it needs.)"""
 
     mode = stat.S_IFREG | 0o200
     writable = True
+    live = True
     direct_io = True
 
     def __init__(self, store_path, owner_uid):
@@ -53,67 +56,63 @@ class CheckpointControl(File):
     def authorize(self, uid):
         # The daemon may trace what its user may trace: others must not borrow that.
         if uid not in (0, self.owner_uid):
-            raise FsError(errno.EACCES, "only root or the mount's owner may checkpoint")
+            raise FsError("only root or the mount's owner may checkpoint", errno.EACCES)
 
     def read(self, offset, size):
-        raise FsError(errno.EBADF)
+        raise FsError(errno=errno.EBADF)
 
     def write(self, offset, data):
         text = bytes(data).decode("ascii", "replace").strip()
         if not text.isdigit():
             log.warning("checkpoint: %r is not a pid", text[:40])
-            raise FsError(errno.EINVAL)
+            raise FsError(errno=errno.EINVAL)
         pid = int(text)
         try:
             path = checkpoint_into_store(pid, self.store_path)
         except CheckpointError as exc:
             log.warning("checkpoint %d: %s", pid, exc)
-            raise FsError(exc.errno, str(exc)) from None
+            raise FsError(str(exc), exc.errno) from None
         log.info("checkpoint %d: %s", pid, path.name)
         return len(data)
 
-    def truncate(self, size):
-        pass        # `echo PID > checkpoint` opens with O_TRUNC: nothing to truncate
-
-    def close(self):
-        pass
-
-    def release(self):
-        pass
-
 
 class RootDir(Dir):
-    mode = Dir.mode
+    live = True
 
     def __init__(self, store, restart_box):
         super().__init__(("/",))
         self.store = store
         self.box = restart_box
         self.readme = TextFile(("README",), lambda: README.format(store=store.path))
+        self.readme.live = True     # a name at the top, looked up afresh like the images
         self.control = CheckpointControl(store.path, restart_box.owner_uid)
-        self._image_dirs = {}
-        store.reserved.update({"README", "restart", "checkpoint"})
+        # Listed first, in this order; a store file of one of these names stays hidden.
+        self._fixed = {"README": self.readme, "restart": restart_box,
+                       "checkpoint": self.control}
+        store.reserved.update(self._fixed)
+        self._image_dirs = {}    # (name, generation) -> ImageDir
 
     def refresh(self):
         self.store.refresh()
 
     def names(self):
-        return ["README", "restart", "checkpoint"] + self.store.names()
+        return list(self._fixed) + self.store.names()
 
     def child(self, name):
-        if name == "README":
-            return self.readme
-        if name == "restart":
-            return self.box
-        if name == "checkpoint":
-            return self.control
+        if name in self._fixed:
+            return self._fixed[name]
         entry = self.store.entry(name)
         if entry is None:
             return None
-        key = (name, entry.generation)
+        return self._image_dir(entry)
+
+    def _image_dir(self, entry):
+        """The one ImageDir of this generation of the entry (it holds the caches); an
+        older generation's goes."""
+        key = (entry.name, entry.generation)
         node = self._image_dirs.get(key)
         if node is None:
-            for old in [k for k in self._image_dirs if k[0] == name]:
+            for old in [k for k in self._image_dirs if k[0] == entry.name]:
                 del self._image_dirs[old]
-            node = self._image_dirs[key] = image_dir(entry)
+            node = self._image_dirs[key] = ImageDir(entry)
         return node

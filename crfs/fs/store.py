@@ -97,6 +97,8 @@ class Store:
         self._generation = 0
 
     def _visible(self, name):
+        # Hidden files include those crfs is writing (store_paths.TEMP_PREFIX): checkpoints
+        # in progress, restart/ uploads and their programs' logs.
         return not name.startswith(".") and name not in self.reserved
 
     def refresh(self):

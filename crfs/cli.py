@@ -4,7 +4,7 @@ import argparse
 import sys
 
 from crfs import __version__, render
-from crfs.errors import FormatError
+from crfs.errors import CrfsError, FormatError
 from crfs.formats.source import Source
 from crfs.model import registry
 from crfs.model.verify import verify
@@ -86,7 +86,7 @@ def cmd_demo(args):
 
 
 def cmd_checkpoint(args):
-    from crfs.checkpoint import CheckpointError, checkpoint, checkpoint_into_store
+    from crfs.checkpoint import checkpoint, checkpoint_into_store
     from crfs.checkpoint.progress import TerminalProgress
     after = "stop" if args.leave_stopped else "kill" if args.kill else "detach"
     progress = TerminalProgress(f"checkpoint {args.pid}")
@@ -97,9 +97,6 @@ def cmd_checkpoint(args):
             path = checkpoint(args.pid, args.output, **options)
         else:
             path = checkpoint_into_store(args.pid, args.store, **options)
-    except CheckpointError as exc:
-        print(f"crfs checkpoint: {exc}", file=sys.stderr)
-        return EXIT_FAIL
     finally:
         progress.finish()
     print(path)
@@ -134,7 +131,7 @@ def _add_checkpoint_parser(sub):
                    help="who writes the image: kernel = the crfs module (/dev/crfs, root; "
                         "64-bit processes, threads and trees, ckpt only), ptrace = crfs itself, "
                         "auto (default) = the module when it can, else crfs")
-    p.set_defaults(func=cmd_checkpoint, image=None)
+    p.set_defaults(func=cmd_checkpoint, image=None, reporter="crfs checkpoint")
 
 
 def build_parser():
@@ -147,6 +144,7 @@ def build_parser():
         description="Browse and restart process checkpoint images "
                     "(linux-cr cr_hdr and ckpt_hdr, OpenVZ cpt).")
     parser.add_argument("--version", action="version", version=f"crfs {__version__}")
+    parser.set_defaults(reporter="crfs")     # how error lines begin
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands = (
         ("info", cmd_info, "show the header, tasks and VMAs of an image"),
@@ -180,21 +178,34 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         from crfs import mount
-        return mount.main(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
+        args = argparse.Namespace(func=mount.main, argv=argv, reporter="crfs", image=None)
+    else:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+    return run(args)
+
+
+def run(args):
+    """args.func(args), every failure reported as one line (exit 1), never a traceback."""
     try:
         return args.func(args)
-    except FormatError as exc:
-        print(str(exc), file=sys.stderr)
-    except BrokenPipeError:
+    except CrfsError as exc:
+        print(error_line(exc, args.reporter), file=sys.stderr)
+    except BrokenPipeError:       # e.g. `crfs records IMAGE | head`
         pass
-    except OSError as exc:
+    except OSError as exc:        # the image file itself
         print(f"crfs: {exc.filename or args.image}: {exc.strerror}", file=sys.stderr)
     return EXIT_FAIL
+
+
+def error_line(exc, reporter):
+    """What is printed for `exc`: a FormatError names its file itself."""
+    if isinstance(exc, FormatError):
+        return str(exc)
+    return f"{reporter}: {exc}"
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ import os
 import sys
 import time
 
-DEFAULT_STORE = "/var/lib/crfs"
+from crfs.errors import MountError
+from crfs.store_paths import DEFAULT_STORE
+
 # Generic mount(8) options: accepted, and either meaningless for us or applied by the kernel.
 GENERIC_OPTIONS = {
     "rw", "ro", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime",
@@ -20,10 +22,6 @@ GENERIC_OPTIONS = {
     "nofail", "lazytime", "nolazytime", "silent", "loud", "dirsync", "mand", "nomand",
 }
 OUR_OPTIONS = ("store=DIR", "allow_other", "foreground", "debug", "log=FILE")
-
-
-class MountError(Exception):
-    """A reason the mount cannot be made, printed as one line."""
 
 
 def parse_args(argv):
@@ -95,7 +93,7 @@ def check(conf):
     try:
         os.makedirs(store, exist_ok=True)
     except OSError as exc:
-        raise MountError(f"store {store}: cannot create it: {exc.strerror}") from None
+        raise MountError(f"store {store}: cannot create it: {exc.strerror}") from exc
     if not os.path.isdir(store) or not os.access(store, os.R_OK | os.X_OK):
         raise MountError(f"store {store} is not a readable directory")
 
@@ -174,7 +172,7 @@ def serve(conf):
     try:
         pyfuse3.init(ops, conf["mountpoint"], fuse_options(conf))
     except RuntimeError as exc:
-        raise MountError(f"cannot mount {conf['mountpoint']}: {exc}") from None
+        raise MountError(f"cannot mount {conf['mountpoint']}: {exc}") from exc
     ready = None if conf["foreground"] else daemonize()
     log.info("serving %s at %s", conf["store"], conf["mountpoint"])
     if ready is not None:
@@ -190,14 +188,10 @@ def serve(conf):
     log.info("unmounted %s", conf["mountpoint"])
 
 
-def main(argv):
-    args = parse_args(argv)
-    try:
-        conf = settings(args)
-        check(conf)
-        setup_logging(conf)
-        serve(conf)
-    except MountError as exc:
-        print(f"crfs: {exc}", file=sys.stderr)
-        return 1
+def main(args):
+    """Mount as `args.argv` says; MountError (printed by the CLI) when it cannot."""
+    conf = settings(parse_args(args.argv))
+    check(conf)
+    setup_logging(conf)
+    serve(conf)
     return 0

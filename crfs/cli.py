@@ -110,7 +110,7 @@ def _add_checkpoint_parser(sub):
                        "to a temporary name and renamed, so it appears whole.",
                        prog="crfs checkpoint",
                        usage="crfs checkpoint PID [-o FILE | --store DIR] [--tree] "
-                             "[--leave-stopped | --kill] [--format ckpt|cr|cpt] "
+                             "[--leave-stopped | --kill] [--format FORMAT] "
                              "[--via auto|kernel|ptrace]")
     p.add_argument("pid", metavar="PID", type=int, help="the process to checkpoint")
     where = p.add_mutually_exclusive_group()
@@ -124,14 +124,18 @@ def _add_checkpoint_parser(sub):
     then.add_argument("--leave-stopped", action="store_true",
                       help="leave the process stopped afterwards (SIGCONT resumes it)")
     then.add_argument("--kill", action="store_true", help="kill the process afterwards")
-    p.add_argument("--format", choices=("ckpt", "cr", "cpt"), default="ckpt",
-                   help="ckpt: linux-cr ckpt_hdr x86_64 (default, holds everything); "
-                        "cr: linux-cr cr_hdr v4, one task; cpt: OpenVZ x86_64, no threads")
+    p.add_argument("--format", choices=tuple(registry.FORMATS),
+                   default=registry.DEFAULT_FORMAT, help=_formats_help())
     p.add_argument("--via", choices=("auto", "kernel", "ptrace"), default="auto",
                    help="who writes the image: kernel = the crfs module (/dev/crfs, root; "
                         "64-bit processes, threads and trees, ckpt only), ptrace = crfs itself, "
                         "auto (default) = the module when it can, else crfs")
     p.set_defaults(func=cmd_checkpoint, image=None, reporter="crfs checkpoint")
+
+
+def _formats_help():
+    """"cr: linux-cr cr_hdr v4, one task; ckpt: …", from the registry's records."""
+    return "; ".join(f"{f.name}: {f.summary}" for f in registry.FORMATS.values())
 
 
 def build_parser():

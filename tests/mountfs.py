@@ -6,17 +6,15 @@ import sys
 import time
 from pathlib import Path
 
+from crfs.demo import DEMO_IMAGES
 from crfs.model import registry
 from crfs.model.synth import synthetic_image
 
 CRFS = [sys.executable, "-m", "crfs"]
 
-# (format, writer options, arch) of the synthetic images every format can hold.
-WRITERS = [
-    ("ckpt", {}, "x86_64"), ("ckpt", {}, "i386"),
-    ("cr", {"dialect": "cr_hdr v4"}, "i386"), ("cr", {"dialect": "cr_hdr v4"}, "x86_64"),
-    ("cpt", {}, "i386"), ("cpt", {}, "x86_64"),
-]
+# (format, writer options, arch) of the synthetic images every format can hold: those of
+# the demo images, which crfs.model.registry lists per format.
+WRITERS = [(fmt, options, arch) for _, fmt, options, arch, _ in DEMO_IMAGES]
 
 
 def write_image(path, fmt, arch, heap_pages=8, options=None, **synth):

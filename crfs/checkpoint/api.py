@@ -21,7 +21,6 @@ from crfs.errors import CheckpointError, ProcessGone, Unsupported
 from crfs.model import registry
 from crfs.store_paths import TEMP_PREFIX
 
-EXTENSIONS = {"ckpt": ".ckpt", "cr": ".cr", "cpt": ".cpt"}
 MAX_NAME_TRIES = 100
 
 
@@ -52,7 +51,7 @@ def store_name(image, fmt):
     root = image.tasks[0]
     comm = re.sub(r"[^A-Za-z0-9._+-]", "_", root.comm).lstrip(".") or "task"
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(image.time))
-    return f"{comm}-{root.pid}-{stamp}{EXTENSIONS[fmt]}"
+    return f"{comm}-{root.pid}-{stamp}{registry.get(fmt).extension}"
 
 
 def _checkpoint(pid, fmt, tree, after, progress, place, directory, via="ptrace"):

@@ -8,11 +8,9 @@ those kernels did with it), and a process they cannot hold is refused with the r
 """
 
 from crfs.errors import Unsupported
+from crfs.model import registry
 
 FXSAVE_SIZE = 512
-WRITER_OPTIONS = {"ckpt": {}, "cr": {"dialect": "cr_hdr v4", "arch": "x86_64"},
-                  "cpt": {"arch": "x86_64"}}
-FORMAT_NAMES = {"ckpt": "linux-cr ckpt_hdr", "cr": "linux-cr cr_hdr v4", "cpt": "OpenVZ cpt"}
 
 
 def fit(image, fmt):
@@ -20,11 +18,11 @@ def fit(image, fmt):
     Unsupported when the format cannot hold something the process has."""
     if fmt != "ckpt":
         _fit_legacy(image, fmt)
-    return WRITER_OPTIONS[fmt]
+    return dict(registry.get(fmt).checkpoint_options)   # a copy: the record is shared
 
 
 def _fit_legacy(image, fmt):
-    name = FORMAT_NAMES[fmt]
+    name = registry.get(fmt).display
     threads = [t for t in image.tasks if t.pid != t.tgid]
     if fmt == "cr" and len(image.tasks) != 1:
         what = (f"pid {threads[0].tgid} has {1 + len(threads)} threads" if threads

@@ -1,6 +1,7 @@
 """Command line: `crfs info|records|verify IMAGE`, and `crfs MOUNTPOINT -o ...` to mount."""
 
 import argparse
+import os
 import sys
 
 from crfs import __version__, render
@@ -8,6 +9,7 @@ from crfs.errors import CrfsError, FormatError
 from crfs.formats.source import Source
 from crfs.model import registry
 from crfs.model.verify import verify
+from crfs.store_paths import DEFAULT_STORE
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -96,6 +98,7 @@ def cmd_checkpoint(args):
         if args.output:
             path = checkpoint(args.pid, args.output, **options)
         else:
+            os.makedirs(args.store, exist_ok=True)    # as mount and demo create it
             path = checkpoint_into_store(args.pid, args.store, **options)
     finally:
         progress.finish()
@@ -104,6 +107,7 @@ def cmd_checkpoint(args):
 
 
 def _add_checkpoint_parser(sub):
+    from crfs.checkpoint import via_kernel
     text = ("checkpoint a live process (ptrace, works on any kernel; or the crfs kernel "
             "module) into an image file")
     p = sub.add_parser("checkpoint", help=text, description=text + ". The image is written "
@@ -115,9 +119,9 @@ def _add_checkpoint_parser(sub):
     p.add_argument("pid", metavar="PID", type=int, help="the process to checkpoint")
     where = p.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", metavar="FILE", help="image file to write")
-    where.add_argument("--store", metavar="DIR", default=".",
-                       help="write DIR/<comm>-<pid>-<UTC time>.ckpt (default: the current "
-                            "directory)")
+    where.add_argument("--store", metavar="DIR", default=DEFAULT_STORE,
+                       help="write DIR/<comm>-<pid>-<UTC time>.ckpt, created if missing "
+                            "(default %(default)s, the store crfs mounts)")
     p.add_argument("--tree", action="store_true",
                    help="include all descendants (depth first; pids and ppids kept)")
     then = p.add_mutually_exclusive_group()
@@ -126,10 +130,10 @@ def _add_checkpoint_parser(sub):
     then.add_argument("--kill", action="store_true", help="kill the process afterwards")
     p.add_argument("--format", choices=tuple(registry.FORMATS),
                    default=registry.DEFAULT_FORMAT, help=_formats_help())
-    p.add_argument("--via", choices=("auto", "kernel", "ptrace"), default="auto",
+    p.add_argument("--via", choices=via_kernel.VIA, default=via_kernel.DEFAULT_VIA,
                    help="who writes the image: kernel = the crfs module (/dev/crfs, root; "
                         "64-bit processes, threads and trees, ckpt only), ptrace = crfs itself, "
-                        "auto (default) = the module when it can, else crfs")
+                        "auto = the module when it can, else crfs (default %(default)s)")
     p.set_defaults(func=cmd_checkpoint, image=None, reporter="crfs checkpoint")
 
 
@@ -161,8 +165,8 @@ def build_parser():
         p.set_defaults(func=func)
     demo = sub.add_parser("demo", help="write demo images (one per format and arch) into a "
                                        "store", description="write demo images into a store")
-    demo.add_argument("store", metavar="STORE", nargs="?", default="/var/lib/crfs",
-                      help="store directory (default /var/lib/crfs)")
+    demo.add_argument("store", metavar="STORE", nargs="?", default=DEFAULT_STORE,
+                      help="store directory (default %(default)s)")
     demo.set_defaults(func=cmd_demo, image=None)
     core_help = "write the ELF core file of a task's process (for gdb)"
     core = sub.add_parser("core", help=core_help, description=core_help,

@@ -8,6 +8,7 @@ Then the process is continued and must go on counting.
 
 import ctypes
 import errno
+import inspect
 import os
 import re
 import select
@@ -731,6 +732,24 @@ def test_via_auto_does_not_hide_output_errors(build_c, tmp_path, refusing_module
         assert exc.value.errno == errno.ENOSPC
         assert_continues(program)
     assert os.listdir(tmp_path) == []
+
+
+def test_checkpoint_asks_the_module_by_default(build_c, tmp_path, refusing_module):
+    """Without `via`, checkpoint() and checkpoint_into_store() (what the control file calls)
+    ask a loaded module first, as `crfs checkpoint` does, and fall back on its refusal."""
+    with Program(build_c("ckpt_counter", 64)) as program:
+        checkpoint(program.pid, tmp_path / "d.ckpt")
+        checkpoint_into_store(program.pid, tmp_path)
+        assert RefusingDevice.calls == [(program.pid, False)] * 2
+        assert_continues(program)
+    assert len(os.listdir(tmp_path)) == 2
+
+
+def test_cli_and_api_default_via_agree():
+    from crfs import cli
+    args = cli.build_parser().parse_args(["checkpoint", "1234"])
+    for api in (checkpoint, checkpoint_into_store):
+        assert inspect.signature(api).parameters["via"].default == args.via == "auto"
 
 
 def crfs(*args, **kwargs):

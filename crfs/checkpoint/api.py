@@ -24,21 +24,22 @@ from crfs.store_paths import TEMP_PREFIX
 MAX_NAME_TRIES = 100
 
 
-def checkpoint(pid, out_path, fmt="ckpt", tree=False, after="detach", progress=None,
-               via="ptrace"):
+def checkpoint(pid, out_path, fmt=registry.DEFAULT_FORMAT, tree=False, after="detach",
+               progress=None, via=via_kernel.DEFAULT_VIA):
     """Checkpoint process `pid` (with `tree`, and its descendants) into `out_path`
     (replaced if it exists). `after`: "detach" (it goes on), "stop" (left stopped,
     SIGCONT resumes it) or "kill". `progress(done_bytes, total_bytes)` is called as the
     memory is read. `via`: "ptrace" (this process reads and writes everything), "kernel"
     (the crfs module writes the image of the stopped process, see via_kernel) or "auto"
-    (the module when it can). Returns the path written; CheckpointError on failure."""
+    (the module when it can, the default). Returns the path written; CheckpointError on
+    failure."""
     out_path = Path(out_path)
     return _checkpoint(pid, fmt, tree, after, progress,
                        lambda image, tmp: _replace(tmp, out_path), out_path.parent, via)
 
 
-def checkpoint_into_store(pid, store_dir, fmt="ckpt", tree=False, after="detach",
-                          progress=None, via="ptrace"):
+def checkpoint_into_store(pid, store_dir, fmt=registry.DEFAULT_FORMAT, tree=False,
+                          after="detach", progress=None, via=via_kernel.DEFAULT_VIA):
     """As checkpoint(), into directory `store_dir` as <comm>-<pid>-<UTC time>.<fmt>; an
     existing image is never replaced (a suffix -1, -2 ... is added)."""
     store_dir = Path(store_dir)
@@ -54,7 +55,7 @@ def store_name(image, fmt):
     return f"{comm}-{root.pid}-{stamp}{registry.get(fmt).extension}"
 
 
-def _checkpoint(pid, fmt, tree, after, progress, place, directory, via="ptrace"):
+def _checkpoint(pid, fmt, tree, after, progress, place, directory, via):
     _check_arguments(pid, fmt, after)
     in_kernel = _in_kernel(via, fmt)
     if not os.access(directory, os.W_OK | os.X_OK):   # before stopping anything

@@ -25,6 +25,7 @@ from crfs.errors import CheckpointError
 from crfs.store_paths import TEMP_PREFIX
 
 VIA = ("auto", "kernel", "ptrace")
+DEFAULT_VIA = "auto"     # of the API, the CLI and the control file alike: use a loaded module
 # errors after which "auto" uses the userspace writer instead
 FALLBACK_ERRNOS = (errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOENT, errno.ENODEV, errno.ENXIO,
                    errno.EACCES, errno.EPERM)

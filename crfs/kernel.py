@@ -27,7 +27,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
-from crfs.errors import KernelError   # noqa: F401 - raised here, caught as kernel.KernelError
+from crfs.errors import KernelError   # also an OSError; callers catch kernel.KernelError
 
 DEVICE = "/dev/crfs"
 

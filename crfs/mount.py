@@ -1,11 +1,11 @@
-"""`crfs [STORE] MOUNTPOINT [-o OPTIONS]`: mount a store (as mount.fuse runs us).
+"""`crfs mount [STORE] MOUNTPOINT [-o OPTIONS]`: mount a store (as mount.fuse runs us).
 
 `mount -t fuse crfs /ckpt -o store=DIR` runs `crfs /ckpt -o rw,…,store=DIR`;
-`mount -t fuse.crfs DIR /ckpt` runs `crfs DIR /ckpt -o rw,…`. Once the mount is live the
-command daemonizes and exits 0; if mounting fails it exits 1 with a one-line reason.
+`mount -t fuse.crfs DIR /ckpt` runs `crfs DIR /ckpt -o rw,…`: the word `mount` is left out,
+and crfs.cli puts it back. Once the mount is live the command daemonizes and exits 0; if
+mounting fails it raises MountError, which the CLI prints as one line (exit 1).
 """
 
-import argparse
 import logging
 import os
 import sys
@@ -22,39 +22,34 @@ GENERIC_OPTIONS = {
     "nofail", "lazytime", "nolazytime", "silent", "loud", "dirsync", "mand", "nomand",
 }
 OUR_OPTIONS = ("store=DIR", "allow_other", "foreground", "debug", "log=FILE")
+HELP = "mount a store of images at MOUNTPOINT (the word `mount` may be left out)"
+EPILOG = (f"Options (-o, comma separated): store=DIR (default {DEFAULT_STORE}, created if "
+          "missing), allow_other, foreground, debug, log=FILE; generic mount options "
+          "(rw, ro, nodev, nosuid, noexec, noatime, …) are accepted. "
+          "Unmount with `umount MOUNTPOINT` or `fusermount3 -u MOUNTPOINT`.")
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="crfs",
-        usage="crfs [STORE] MOUNTPOINT [-o OPTIONS] [-f] [-d]\n"
-              "       crfs {info,records,verify} IMAGE",
-        description="Mount a store of checkpoint images at MOUNTPOINT. "
-                    "Also: `crfs info|records|verify IMAGE` (see `crfs info --help`).",
-        epilog="Options (-o, comma separated): store=DIR (default /var/lib/crfs, created if "
-               "missing), allow_other, foreground, debug, log=FILE; generic mount options "
-               "(rw, ro, nodev, nosuid, noexec, noatime, …) are accepted. "
-               "Unmount with `umount MOUNTPOINT` or `fusermount3 -u MOUNTPOINT`.")
-    parser.add_argument("paths", nargs="+", metavar="[STORE] MOUNTPOINT")
-    parser.add_argument("-o", dest="options", action="append", default=[],
-                        metavar="OPTIONS", help="mount options, comma separated")
-    parser.add_argument("-f", "--foreground", action="store_true",
-                        help="stay in the foreground (log to stderr)")
-    parser.add_argument("-d", "--debug", action="store_true",
-                        help="log every request (implies -f)")
-    args = parser.parse_args(argv)
-    if len(args.paths) > 2:
-        parser.error("expected [STORE] MOUNTPOINT")
-    return args
+def add_parser(subparsers):
+    """The `mount` subcommand's arguments (mount.fuse's calling convention)."""
+    p = subparsers.add_parser("mount", help=HELP, description=HELP + ".", epilog=EPILOG)
+    p.add_argument("store", metavar="STORE", nargs="?",
+                   help="the directory of images (or -o store=DIR)")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing directory")
+    p.add_argument("-o", dest="options", action="append", default=[],
+                   metavar="OPTIONS", help="mount options, comma separated")
+    p.add_argument("-f", "--foreground", action="store_true",
+                   help="stay in the foreground (log to stderr)")
+    p.add_argument("-d", "--debug", action="store_true",
+                   help="log every request (implies -f)")
+    p.set_defaults(func=main)
+    return p
 
 
 def settings(args):
     """Turn arguments and -o options into one dict; MountError for unknown options."""
-    conf = {"store": None, "mountpoint": args.paths[-1], "allow_other": False,
+    conf = {"store": args.store, "mountpoint": args.mountpoint, "allow_other": False,
             "foreground": args.foreground or args.debug, "debug": args.debug, "log": None,
             "ro": False}
-    if len(args.paths) == 2:
-        conf["store"] = args.paths[0]
     for option in ",".join(args.options).split(","):
         name, _, value = option.partition("=")
         if not option:
@@ -189,8 +184,8 @@ def serve(conf):
 
 
 def main(args):
-    """Mount as `args.argv` says; MountError (printed by the CLI) when it cannot."""
-    conf = settings(parse_args(args.argv))
+    """Mount as the parsed `args` say; MountError when it cannot."""
+    conf = settings(args)
     check(conf)
     setup_logging(conf)
     serve(conf)

@@ -25,17 +25,20 @@ def write_image(path, fmt, arch, heap_pages=8, options=None, **synth):
 
 
 class Mount:
-    def __init__(self, root):
+    def __init__(self, root, point="mnt"):
         self.store = root / "store"
-        self.path = root / "mnt"
+        self.path = root / point
         self.log = root / "crfs.log"
         self.store.mkdir()
         self.path.mkdir()
 
     def mount(self, *extra):
-        subprocess.run(CRFS + [str(self.path), "-o", f"store={self.store},log={self.log}",
-                               *extra], check=True, timeout=60)
+        subprocess.run(CRFS + [str(self.path), *self.options(), *extra], check=True,
+                       timeout=60)
         assert os.path.ismount(self.path)
+
+    def options(self):
+        return ["-o", f"store={self.store},log={self.log}"]
 
     def unmount(self):
         if os.path.ismount(self.path):

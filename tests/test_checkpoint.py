@@ -839,3 +839,27 @@ def test_control_file_reports_errors_from_write(mount):
     assert result.returncode != 0 and "Invalid argument" in result.stderr
     assert (mount.path / "checkpoint").stat().st_mode & 0o777 == 0o200
     assert no_leftovers(mount.store)
+
+
+# ----------------------------------------------------------------------------- layers
+
+def test_checkpoint_imports_no_upper_layer():
+    """crfs.checkpoint sits on formats and model, beside crfs.fs: it imports neither the
+    filesystem nor the CLI (what both share lives in crfs.store_paths, crfs.errors)."""
+    import ast
+    import crfs.checkpoint
+    upper = ("crfs.fs", "crfs.cli", "crfs.mount", "crfs.demo", "crfs.__main__")
+    package = os.path.dirname(crfs.checkpoint.__file__)
+    for name in sorted(os.listdir(package)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(package, name)) as source:
+            tree = ast.parse(source.read(), name)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            assert not [m for m in modules if m.startswith(upper)], f"{name}:{node.lineno}"

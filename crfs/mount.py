@@ -41,7 +41,7 @@ def add_parser(subparsers):
                    help="stay in the foreground (log to stderr)")
     p.add_argument("-d", "--debug", action="store_true",
                    help="log every request (implies -f)")
-    p.set_defaults(func=main)
+    p.set_defaults(func=mount_store)
     return p
 
 
@@ -183,7 +183,7 @@ def serve(conf):
     log.info("unmounted %s", conf["mountpoint"])
 
 
-def main(args):
+def mount_store(args):
     """Mount as the parsed `args` say; MountError when it cannot."""
     conf = settings(args)
     check(conf)

@@ -1,13 +1,16 @@
-"""Command line: `crfs info|records|verify IMAGE`, and `crfs MOUNTPOINT -o ...` to mount."""
+"""The `crfs` command: one argparse subcommand each (mount, info, records, verify, core, demo,
+checkpoint); `crfs [STORE] MOUNTPOINT -o …`, as mount.fuse runs it, is `crfs mount`."""
 
 import argparse
+import os
 import sys
 
 from crfs import __version__, render
-from crfs.errors import FormatError
+from crfs.errors import CrfsError, FormatError
 from crfs.formats.source import Source
 from crfs.model import registry
 from crfs.model.verify import verify
+from crfs.store_paths import DEFAULT_STORE
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -86,7 +89,7 @@ def cmd_demo(args):
 
 
 def cmd_checkpoint(args):
-    from crfs.checkpoint import CheckpointError, checkpoint, checkpoint_into_store
+    from crfs.checkpoint import checkpoint, checkpoint_into_store
     from crfs.checkpoint.progress import TerminalProgress
     after = "stop" if args.leave_stopped else "kill" if args.kill else "detach"
     progress = TerminalProgress(f"checkpoint {args.pid}")
@@ -96,105 +99,186 @@ def cmd_checkpoint(args):
         if args.output:
             path = checkpoint(args.pid, args.output, **options)
         else:
+            os.makedirs(args.store, exist_ok=True)    # as mount and demo create it
             path = checkpoint_into_store(args.pid, args.store, **options)
-    except CheckpointError as exc:
-        print(f"crfs checkpoint: {exc}", file=sys.stderr)
-        return EXIT_FAIL
     finally:
         progress.finish()
     print(path)
     return EXIT_OK
 
 
+def _add_image_parsers(sub):
+    for name, func, text in (
+        ("info", cmd_info, "show the header, tasks and VMAs of an image"),
+        ("records", cmd_records, "list every record: file offset, C type name, length"),
+        ("verify", cmd_verify, "check an image's integrity; exit 0 if sound, 1 if not"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("image", metavar="IMAGE", help="checkpoint image file")
+        p.set_defaults(func=func)
+
+
+def _add_core_parser(sub):
+    text = "write the ELF core file of a task's process (for gdb)"
+    p = sub.add_parser("core", help=text, description=text)
+    p.add_argument("image", metavar="IMAGE", help="checkpoint image file")
+    p.add_argument("pid", metavar="PID", type=int, help="pid of the task in the image")
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="core file to write")
+    p.set_defaults(func=cmd_core)
+
+
+def _add_demo_parser(sub):
+    p = sub.add_parser("demo", help="write demo images (one per format and arch) into a store",
+                       description="write demo images into a store")
+    p.add_argument("store", metavar="STORE", nargs="?", default=DEFAULT_STORE,
+                   help="store directory (default %(default)s)")
+    p.set_defaults(func=cmd_demo, image=None)
+
+
 def _add_checkpoint_parser(sub):
+    from crfs.checkpoint import via_kernel
     text = ("checkpoint a live process (ptrace, works on any kernel; or the crfs kernel "
             "module) into an image file")
     p = sub.add_parser("checkpoint", help=text, description=text + ". The image is written "
-                       "to a temporary name and renamed, so it appears whole.",
-                       prog="crfs checkpoint",
-                       usage="crfs checkpoint PID [-o FILE | --store DIR] [--tree] "
-                             "[--leave-stopped | --kill] [--format ckpt|cr|cpt] "
-                             "[--via auto|kernel|ptrace]")
+                       "to a temporary name and renamed, so it appears whole.")
     p.add_argument("pid", metavar="PID", type=int, help="the process to checkpoint")
     where = p.add_mutually_exclusive_group()
     where.add_argument("-o", "--output", metavar="FILE", help="image file to write")
-    where.add_argument("--store", metavar="DIR", default=".",
-                       help="write DIR/<comm>-<pid>-<UTC time>.ckpt (default: the current "
-                            "directory)")
+    where.add_argument("--store", metavar="DIR", default=DEFAULT_STORE,
+                       help="write DIR/<comm>-<pid>-<UTC time>.ckpt, created if missing "
+                            "(default %(default)s, the store crfs mounts)")
     p.add_argument("--tree", action="store_true",
                    help="include all descendants (depth first; pids and ppids kept)")
     then = p.add_mutually_exclusive_group()
     then.add_argument("--leave-stopped", action="store_true",
                       help="leave the process stopped afterwards (SIGCONT resumes it)")
     then.add_argument("--kill", action="store_true", help="kill the process afterwards")
-    p.add_argument("--format", choices=("ckpt", "cr", "cpt"), default="ckpt",
-                   help="ckpt: linux-cr ckpt_hdr x86_64 (default, holds everything); "
-                        "cr: linux-cr cr_hdr v4, one task; cpt: OpenVZ x86_64, no threads")
-    p.add_argument("--via", choices=("auto", "kernel", "ptrace"), default="auto",
+    p.add_argument("--format", choices=tuple(registry.FORMATS),
+                   default=registry.DEFAULT_FORMAT, help=_formats_help())
+    p.add_argument("--via", choices=via_kernel.VIA, default=via_kernel.DEFAULT_VIA,
                    help="who writes the image: kernel = the crfs module (/dev/crfs, root; "
                         "64-bit processes, threads and trees, ckpt only), ptrace = crfs itself, "
-                        "auto (default) = the module when it can, else crfs")
-    p.set_defaults(func=cmd_checkpoint, image=None)
+                        "auto = the module when it can, else crfs (default %(default)s)")
+    p.set_defaults(func=cmd_checkpoint, image=None, reporter="crfs checkpoint")
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
+def _formats_help():
+    """"cr: linux-cr cr_hdr v4, one task; ckpt: …", from the registry's records."""
+    return "; ".join(f"{f.name}: {f.summary}" for f in registry.FORMATS.values())
+
+
+def _add_mount_parser(sub):
+    from crfs import mount
+    mount.add_parser(sub).set_defaults(image=None)
+
+
+# (names, the function adding their parsers), in the order `crfs --help` lists them.
+SUBCOMMANDS = ((("mount",), _add_mount_parser),
+               (("info", "records", "verify"), _add_image_parsers),
+               (("core",), _add_core_parser),
+               (("demo",), _add_demo_parser),
+               (("checkpoint",), _add_checkpoint_parser))
+COMMANDS = tuple(name for names, _ in SUBCOMMANDS for name in names)
+HELP_OPTIONS = ("-h", "--help")
+TOP_LEVEL_OPTIONS = (*HELP_OPTIONS, "--version")
+
+
+def build_parser(parser_class=argparse.ArgumentParser):
+    parser = parser_class(
         prog="crfs",
-        usage="crfs [STORE] MOUNTPOINT [-o OPTIONS]   (see `crfs MOUNTPOINT --help`)\n"
-              "       crfs {info,records,verify} IMAGE\n"
-              "       crfs core IMAGE PID -o FILE\n"
-              "       crfs checkpoint PID [-o FILE | --store DIR] [--tree] ...",
-        description="Browse and restart process checkpoint images "
-                    "(linux-cr cr_hdr and ckpt_hdr, OpenVZ cpt).")
+        description="Browse, checkpoint and restart process checkpoint images "
+                    "(linux-cr cr_hdr and ckpt_hdr, OpenVZ cpt).",
+        epilog="`crfs [STORE] MOUNTPOINT -o OPTIONS`, as mount.fuse runs it, is `crfs mount`. "
+               "A first word that names a subcommand is that subcommand, unless the rest "
+               "does not fit it but is a mount, with options (-o, -f, -d), of an existing "
+               "directory: `crfs info -o store=DIR` mounts ./info. `crfs mount …` always "
+               "mounts. "
+               "`crfs COMMAND --help` describes each.")
     parser.add_argument("--version", action="version", version=f"crfs {__version__}")
+    parser.set_defaults(reporter="crfs")     # how error lines begin
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    commands = (
-        ("info", cmd_info, "show the header, tasks and VMAs of an image"),
-        ("records", cmd_records, "list every record: file offset, C type name, length"),
-        ("verify", cmd_verify, "check an image's integrity; exit 0 if sound, 1 if not"),
-    )
-    for name, func, help_text in commands:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("image", metavar="IMAGE", help="checkpoint image file")
-        p.set_defaults(func=func)
-    demo = sub.add_parser("demo", help="write demo images (one per format and arch) into a "
-                                       "store", description="write demo images into a store")
-    demo.add_argument("store", metavar="STORE", nargs="?", default="/var/lib/crfs",
-                      help="store directory (default /var/lib/crfs)")
-    demo.set_defaults(func=cmd_demo, image=None)
-    core_help = "write the ELF core file of a task's process (for gdb)"
-    core = sub.add_parser("core", help=core_help, description=core_help,
-                          prog="crfs core", usage="crfs core IMAGE PID -o FILE")
-    core.add_argument("image", metavar="IMAGE", help="checkpoint image file")
-    core.add_argument("pid", metavar="PID", type=int, help="pid of the task in the image")
-    core.add_argument("-o", "--output", metavar="FILE", required=True, help="core file to write")
-    core.set_defaults(func=cmd_core)
-    _add_checkpoint_parser(sub)
+    for _, add_parsers in SUBCOMMANDS:
+        add_parsers(sub)
     return parser
 
 
-COMMANDS = ("info", "records", "verify", "demo", "core", "checkpoint")
+class _Misfit(Exception):
+    """Arguments a parser does not accept."""
+
+
+class _QuietParser(argparse.ArgumentParser):
+    """A parser that raises _Misfit instead of printing usage and exiting."""
+
+    def error(self, message):
+        raise _Misfit(message)
+
+    def exit(self, status=0, message=None):
+        raise _Misfit(message)
+
+
+def _parses(argv):
+    """The Namespace `argv` parses into, or None (nothing printed)."""
+    try:
+        return build_parser(_QuietParser).parse_args(argv)
+    except _Misfit:
+        return None
+
+
+def with_subcommand(argv):
+    """`argv` with its subcommand spelled out: mount.fuse runs `crfs [SOURCE] MOUNTPOINT
+    -o …`, which names none, and a mount point may be called like a subcommand."""
+    if not argv or argv[0] in TOP_LEVEL_OPTIONS:
+        return argv
+    if argv[0] not in COMMANDS or _mounts_a_directory(argv):
+        return ["mount", *argv]
+    return argv
+
+
+def _mounts_a_directory(argv):
+    """Whether `argv`, which starts with a subcommand's name, is rather a mount: it does not
+    fit that subcommand but is a mount, with options, of an existing directory. (mount(8)
+    always passes -o; a bare `crfs info` is a mistyped info, not a mount of ./info.)"""
+    if argv[0] == "mount" or any(arg in HELP_OPTIONS for arg in argv):
+        return False        # `crfs info --help` asks about info
+    if _parses(argv) is not None:
+        return False
+    as_mount = _parses(["mount", *argv])
+    return (as_mount is not None and _has_mount_options(as_mount)
+            and os.path.isdir(as_mount.mountpoint))
+
+
+def _has_mount_options(args):
+    return bool(args.options or args.foreground or args.debug)
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
-        from crfs import mount
-        return mount.main(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(with_subcommand(argv))
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    return run(args)
+
+
+def run(args):
+    """args.func(args), every failure reported as one line (exit 1), never a traceback."""
     try:
         return args.func(args)
-    except FormatError as exc:
-        print(str(exc), file=sys.stderr)
-    except BrokenPipeError:
+    except CrfsError as exc:
+        print(error_line(exc, args.reporter), file=sys.stderr)
+    except BrokenPipeError:       # e.g. `crfs records IMAGE | head`
         pass
-    except OSError as exc:
+    except OSError as exc:        # the image file itself
         print(f"crfs: {exc.filename or args.image}: {exc.strerror}", file=sys.stderr)
     return EXIT_FAIL
+
+
+def error_line(exc, reporter):
+    """What is printed for `exc`: a FormatError names its file itself."""
+    if isinstance(exc, FormatError):
+        return str(exc)
+    return f"{reporter}: {exc}"
 
 
 if __name__ == "__main__":

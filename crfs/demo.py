@@ -5,22 +5,26 @@ import os
 from crfs.model import registry
 from crfs.model.synth import synthetic_image
 
-# (file name, format, writer options, arch, comm)
-DEMO_IMAGES = (
-    ("counter-x86_64.ckpt", "ckpt", {}, "x86_64", "counter"),
-    ("counter-i386.ckpt", "ckpt", {}, "i386", "counter32"),
-    ("editor-v4-i386.cr", "cr", {"dialect": "cr_hdr v4"}, "i386", "editor"),
-    ("editor-v4-x86_64.cr", "cr", {"dialect": "cr_hdr v4"}, "x86_64", "editor64"),
-    ("server-i386.cpt", "cpt", {}, "i386", "server"),
-    ("server-x86_64.cpt", "cpt", {}, "x86_64", "server64"),
-)
+FIRST_PID = 1000    # the demo images' pids count up from here, in DEMO_IMAGES order
+
+
+def _demo_images():
+    """(file name, format, writer options, arch, comm) of every format's demo images, the
+    default format's first (the order fixes each image's pid, so its bytes)."""
+    formats = sorted(registry.FORMATS.values(),
+                     key=lambda f: f.name != registry.DEFAULT_FORMAT)   # stable sort
+    return tuple((name, f.name, options, arch, comm)
+                 for f in formats for name, arch, comm, options in f.demo)
+
+
+DEMO_IMAGES = _demo_images()
 
 
 def write_demo_store(store, heap_pages=32):
     """Write the demo images into `store` (atomically: temp name, then rename)."""
     os.makedirs(store, exist_ok=True)
     written = []
-    for pid, (name, fmt, options, arch, comm) in enumerate(DEMO_IMAGES, start=1000):
+    for pid, (name, fmt, options, arch, comm) in enumerate(DEMO_IMAGES, start=FIRST_PID):
         image = synthetic_image(arch, heap_pages=heap_pages, comm=comm, pid=pid)
         path = os.path.join(store, name)
         tmp = os.path.join(store, f".crfs-demo-{name}")

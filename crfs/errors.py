@@ -85,6 +85,7 @@ class KernelError(CrfsError, OSError):
 
     def __init__(self, code, reason="", offset=None, record_type=0):
         super().__init__(reason or os.strerror(code), code)
+        self.strerror = self.message    # as OSError(code, reason) had it: callers read it
         self.reason = reason
         self.offset = offset
         self.record_type = record_type

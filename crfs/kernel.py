@@ -27,6 +27,8 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+from crfs.errors import KernelError   # also an OSError; callers catch kernel.KernelError
+
 DEVICE = "/dev/crfs"
 
 # kmod/crfs_ioctl.h
@@ -76,16 +78,6 @@ CRFS_IOC_CHECKPOINT = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 3,
                            ctypes.sizeof(CheckpointArgs))
 
 NO_OFFSET = (1 << 64) - 1   # err_offset when the failure is not at a record
-
-
-class KernelError(OSError):
-    """An ioctl of /dev/crfs failed: errno, plus where and why for an image error."""
-
-    def __init__(self, code, reason="", offset=None, record_type=0):
-        super().__init__(code, reason or os.strerror(code))
-        self.reason = reason
-        self.offset = offset
-        self.record_type = record_type
 
 
 _libc = None

@@ -1,17 +1,19 @@
-"""`crfs [STORE] MOUNTPOINT [-o OPTIONS]`: mount a store (as mount.fuse runs us).
+"""`crfs mount [STORE] MOUNTPOINT [-o OPTIONS]`: mount a store (as mount.fuse runs us).
 
 `mount -t fuse crfs /ckpt -o store=DIR` runs `crfs /ckpt -o rw,…,store=DIR`;
-`mount -t fuse.crfs DIR /ckpt` runs `crfs DIR /ckpt -o rw,…`. Once the mount is live the
-command daemonizes and exits 0; if mounting fails it exits 1 with a one-line reason.
+`mount -t fuse.crfs DIR /ckpt` runs `crfs DIR /ckpt -o rw,…`: the word `mount` is left out,
+and crfs.cli puts it back. Once the mount is live the command daemonizes and exits 0; if
+mounting fails it raises MountError, which the CLI prints as one line (exit 1).
 """
 
-import argparse
 import logging
 import os
 import sys
 import time
 
-DEFAULT_STORE = "/var/lib/crfs"
+from crfs.errors import MountError
+from crfs.store_paths import DEFAULT_STORE
+
 # Generic mount(8) options: accepted, and either meaningless for us or applied by the kernel.
 GENERIC_OPTIONS = {
     "rw", "ro", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime",
@@ -20,43 +22,34 @@ GENERIC_OPTIONS = {
     "nofail", "lazytime", "nolazytime", "silent", "loud", "dirsync", "mand", "nomand",
 }
 OUR_OPTIONS = ("store=DIR", "allow_other", "foreground", "debug", "log=FILE")
+HELP = "mount a store of images at MOUNTPOINT (the word `mount` may be left out)"
+EPILOG = (f"Options (-o, comma separated): store=DIR (default {DEFAULT_STORE}, created if "
+          "missing), allow_other, foreground, debug, log=FILE; generic mount options "
+          "(rw, ro, nodev, nosuid, noexec, noatime, …) are accepted. "
+          "Unmount with `umount MOUNTPOINT` or `fusermount3 -u MOUNTPOINT`.")
 
 
-class MountError(Exception):
-    """A reason the mount cannot be made, printed as one line."""
-
-
-def parse_args(argv):
-    parser = argparse.ArgumentParser(
-        prog="crfs",
-        usage="crfs [STORE] MOUNTPOINT [-o OPTIONS] [-f] [-d]\n"
-              "       crfs {info,records,verify} IMAGE",
-        description="Mount a store of checkpoint images at MOUNTPOINT. "
-                    "Also: `crfs info|records|verify IMAGE` (see `crfs info --help`).",
-        epilog="Options (-o, comma separated): store=DIR (default /var/lib/crfs, created if "
-               "missing), allow_other, foreground, debug, log=FILE; generic mount options "
-               "(rw, ro, nodev, nosuid, noexec, noatime, …) are accepted. "
-               "Unmount with `umount MOUNTPOINT` or `fusermount3 -u MOUNTPOINT`.")
-    parser.add_argument("paths", nargs="+", metavar="[STORE] MOUNTPOINT")
-    parser.add_argument("-o", dest="options", action="append", default=[],
-                        metavar="OPTIONS", help="mount options, comma separated")
-    parser.add_argument("-f", "--foreground", action="store_true",
-                        help="stay in the foreground (log to stderr)")
-    parser.add_argument("-d", "--debug", action="store_true",
-                        help="log every request (implies -f)")
-    args = parser.parse_args(argv)
-    if len(args.paths) > 2:
-        parser.error("expected [STORE] MOUNTPOINT")
-    return args
+def add_parser(subparsers):
+    """The `mount` subcommand's arguments (mount.fuse's calling convention)."""
+    p = subparsers.add_parser("mount", help=HELP, description=HELP + ".", epilog=EPILOG)
+    p.add_argument("store", metavar="STORE", nargs="?",
+                   help="the directory of images (or -o store=DIR)")
+    p.add_argument("mountpoint", metavar="MOUNTPOINT", help="an existing directory")
+    p.add_argument("-o", dest="options", action="append", default=[],
+                   metavar="OPTIONS", help="mount options, comma separated")
+    p.add_argument("-f", "--foreground", action="store_true",
+                   help="stay in the foreground (log to stderr)")
+    p.add_argument("-d", "--debug", action="store_true",
+                   help="log every request (implies -f)")
+    p.set_defaults(func=mount_store)
+    return p
 
 
 def settings(args):
     """Turn arguments and -o options into one dict; MountError for unknown options."""
-    conf = {"store": None, "mountpoint": args.paths[-1], "allow_other": False,
+    conf = {"store": args.store, "mountpoint": args.mountpoint, "allow_other": False,
             "foreground": args.foreground or args.debug, "debug": args.debug, "log": None,
             "ro": False}
-    if len(args.paths) == 2:
-        conf["store"] = args.paths[0]
     for option in ",".join(args.options).split(","):
         name, _, value = option.partition("=")
         if not option:
@@ -95,7 +88,7 @@ def check(conf):
     try:
         os.makedirs(store, exist_ok=True)
     except OSError as exc:
-        raise MountError(f"store {store}: cannot create it: {exc.strerror}") from None
+        raise MountError(f"store {store}: cannot create it: {exc.strerror}") from exc
     if not os.path.isdir(store) or not os.access(store, os.R_OK | os.X_OK):
         raise MountError(f"store {store} is not a readable directory")
 
@@ -174,7 +167,7 @@ def serve(conf):
     try:
         pyfuse3.init(ops, conf["mountpoint"], fuse_options(conf))
     except RuntimeError as exc:
-        raise MountError(f"cannot mount {conf['mountpoint']}: {exc}") from None
+        raise MountError(f"cannot mount {conf['mountpoint']}: {exc}") from exc
     ready = None if conf["foreground"] else daemonize()
     log.info("serving %s at %s", conf["store"], conf["mountpoint"])
     if ready is not None:
@@ -190,14 +183,10 @@ def serve(conf):
     log.info("unmounted %s", conf["mountpoint"])
 
 
-def main(argv):
-    args = parse_args(argv)
-    try:
-        conf = settings(args)
-        check(conf)
-        setup_logging(conf)
-        serve(conf)
-    except MountError as exc:
-        print(f"crfs: {exc}", file=sys.stderr)
-        return 1
+def mount_store(args):
+    """Mount as the parsed `args` say; MountError when it cannot."""
+    conf = settings(args)
+    check(conf)
+    setup_logging(conf)
+    serve(conf)
     return 0

@@ -6,17 +6,15 @@ import sys
 import time
 from pathlib import Path
 
+from crfs.demo import DEMO_IMAGES
 from crfs.model import registry
 from crfs.model.synth import synthetic_image
 
 CRFS = [sys.executable, "-m", "crfs"]
 
-# (format, writer options, arch) of the synthetic images every format can hold.
-WRITERS = [
-    ("ckpt", {}, "x86_64"), ("ckpt", {}, "i386"),
-    ("cr", {"dialect": "cr_hdr v4"}, "i386"), ("cr", {"dialect": "cr_hdr v4"}, "x86_64"),
-    ("cpt", {}, "i386"), ("cpt", {}, "x86_64"),
-]
+# (format, writer options, arch) of the synthetic images every format can hold: those of
+# the demo images, which crfs.model.registry lists per format.
+WRITERS = [(fmt, options, arch) for _, fmt, options, arch, _ in DEMO_IMAGES]
 
 
 def write_image(path, fmt, arch, heap_pages=8, options=None, **synth):
@@ -27,17 +25,20 @@ def write_image(path, fmt, arch, heap_pages=8, options=None, **synth):
 
 
 class Mount:
-    def __init__(self, root):
+    def __init__(self, root, point="mnt"):
         self.store = root / "store"
-        self.path = root / "mnt"
+        self.path = root / point
         self.log = root / "crfs.log"
         self.store.mkdir()
         self.path.mkdir()
 
     def mount(self, *extra):
-        subprocess.run(CRFS + [str(self.path), "-o", f"store={self.store},log={self.log}",
-                               *extra], check=True, timeout=60)
+        subprocess.run(CRFS + [str(self.path), *self.options(), *extra], check=True,
+                       timeout=60)
         assert os.path.ismount(self.path)
+
+    def options(self):
+        return ["-o", f"store={self.store},log={self.log}"]
 
     def unmount(self):
         if os.path.ismount(self.path):

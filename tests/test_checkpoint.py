@@ -8,6 +8,7 @@ Then the process is continued and must go on counting.
 
 import ctypes
 import errno
+import inspect
 import os
 import re
 import select
@@ -733,6 +734,24 @@ def test_via_auto_does_not_hide_output_errors(build_c, tmp_path, refusing_module
     assert os.listdir(tmp_path) == []
 
 
+def test_checkpoint_asks_the_module_by_default(build_c, tmp_path, refusing_module):
+    """Without `via`, checkpoint() and checkpoint_into_store() (what the control file calls)
+    ask a loaded module first, as `crfs checkpoint` does, and fall back on its refusal."""
+    with Program(build_c("ckpt_counter", 64)) as program:
+        checkpoint(program.pid, tmp_path / "d.ckpt")
+        checkpoint_into_store(program.pid, tmp_path)
+        assert RefusingDevice.calls == [(program.pid, False)] * 2
+        assert_continues(program)
+    assert len(os.listdir(tmp_path)) == 2
+
+
+def test_cli_and_api_default_via_agree():
+    from crfs import cli
+    args = cli.build_parser().parse_args(["checkpoint", "1234"])
+    for api in (checkpoint, checkpoint_into_store):
+        assert inspect.signature(api).parameters["via"].default == args.via == "auto"
+
+
 def crfs(*args, **kwargs):
     return subprocess.run(CRFS + [str(a) for a in args], capture_output=True, text=True,
                           timeout=60, **kwargs)
@@ -820,3 +839,27 @@ def test_control_file_reports_errors_from_write(mount):
     assert result.returncode != 0 and "Invalid argument" in result.stderr
     assert (mount.path / "checkpoint").stat().st_mode & 0o777 == 0o200
     assert no_leftovers(mount.store)
+
+
+# ----------------------------------------------------------------------------- layers
+
+def test_checkpoint_imports_no_upper_layer():
+    """crfs.checkpoint sits on formats and model, beside crfs.fs: it imports neither the
+    filesystem nor the CLI (what both share lives in crfs.store_paths, crfs.errors)."""
+    import ast
+    import crfs.checkpoint
+    upper = ("crfs.fs", "crfs.cli", "crfs.mount", "crfs.demo", "crfs.__main__")
+    package = os.path.dirname(crfs.checkpoint.__file__)
+    for name in sorted(os.listdir(package)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(package, name)) as source:
+            tree = ast.parse(source.read(), name)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            assert not [m for m in modules if m.startswith(upper)], f"{name}:{node.lineno}"

@@ -1,5 +1,6 @@
 """The crfs command: info, records, verify, demo, --help, and its errors."""
 
+import os
 import struct
 import subprocess
 
@@ -7,7 +8,7 @@ import pytest
 
 from crfs.formats.source import Source
 from crfs.model import registry
-from mountfs import CRFS, WRITERS, write_image
+from mountfs import CRFS, WRITERS, Mount, errors_in_log, write_image
 
 
 def crfs(*args):
@@ -127,3 +128,35 @@ def test_demo_writes_a_sound_image_per_format_and_arch(tmp_path):
         assert crfs("verify", path).returncode == 0
         descriptions.add(crfs("info", path).stdout.splitlines()[0])
     assert len(descriptions) == 6
+
+
+def test_help_lists_every_subcommand_and_the_mount_form():
+    result = crfs("--help")
+    assert result.returncode == 0
+    listed = {line.split()[0] for line in result.stdout.splitlines()
+              if line.startswith("    ") and not line.startswith("     ")}
+    assert listed == {"mount", "info", "records", "verify", "core", "demo", "checkpoint"}
+    assert "crfs [STORE] MOUNTPOINT -o OPTIONS" in " ".join(result.stdout.split())
+    for name in listed:
+        help_of = crfs(name, "--help")
+        assert help_of.returncode == 0 and help_of.stdout.startswith(f"usage: crfs {name} ")
+
+
+@pytest.mark.parametrize("words", [["info"], ["mount", "info"]])
+def test_a_mount_point_named_info_is_mounted(tmp_path, words):
+    """mount.fuse runs `crfs MOUNTPOINT -o …`: a directory called like a subcommand is
+    mounted when the arguments fit only a mount; a bare `crfs info` still wants an IMAGE."""
+    mount = Mount(tmp_path, point="info")
+    write_image(mount.store / "a.ckpt", "ckpt", "x86_64")
+    try:
+        result = subprocess.run(CRFS + words + mount.options(), cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert os.path.ismount(mount.path)
+        assert "a.ckpt" in os.listdir(mount.path)
+    finally:
+        mount.unmount()
+    assert not errors_in_log(mount.log_text()), mount.log_text()
+    bare = subprocess.run(CRFS + ["info"], cwd=tmp_path, capture_output=True, text=True)
+    assert bare.returncode == 2 and "required: IMAGE" in bare.stderr
+    assert not os.path.ismount(mount.path)

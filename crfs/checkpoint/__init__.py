@@ -4,6 +4,7 @@
     checkpoint(pid, "out.ckpt", fmt="ckpt", tree=False, after="detach")
 """
 
-from crfs.checkpoint.api import CheckpointError, checkpoint, checkpoint_into_store, store_name
+from crfs.checkpoint.api import checkpoint, checkpoint_into_store, store_name
+from crfs.errors import CheckpointError
 
 __all__ = ["CheckpointError", "checkpoint", "checkpoint_into_store", "store_name"]

@@ -13,41 +13,33 @@ import time
 from pathlib import Path
 
 from crfs.checkpoint import procfs, via_kernel
-from crfs.checkpoint.capture import UnsupportedVma, build_image
-from crfs.checkpoint.fit import CannotHold, fit
-from crfs.checkpoint.freezer import AFTER, Freezer, Refused
-from crfs.checkpoint.memory import ProcessExited, UnreadableMemory
+from crfs.checkpoint.capture import build_image
+from crfs.checkpoint.fit import fit
+from crfs.checkpoint.freezer import AFTER, Freezer
 from crfs.checkpoint.output import BackgroundWriter
-from crfs.store_paths import TEMP_PREFIX
+from crfs.errors import CheckpointError, ProcessGone, Unsupported
 from crfs.model import registry
+from crfs.store_paths import TEMP_PREFIX
 
-EXTENSIONS = {"ckpt": ".ckpt", "cr": ".cr", "cpt": ".cpt"}
 MAX_NAME_TRIES = 100
 
 
-class CheckpointError(Exception):
-    """Why a checkpoint failed, in one line, with the errno a caller may report."""
-
-    def __init__(self, message, errno_value=errno.EIO):
-        super().__init__(message)
-        self.errno = errno_value
-
-
-def checkpoint(pid, out_path, fmt="ckpt", tree=False, after="detach", progress=None,
-               via="ptrace"):
+def checkpoint(pid, out_path, fmt=registry.DEFAULT_FORMAT, tree=False, after="detach",
+               progress=None, via=via_kernel.DEFAULT_VIA):
     """Checkpoint process `pid` (with `tree`, and its descendants) into `out_path`
     (replaced if it exists). `after`: "detach" (it goes on), "stop" (left stopped,
     SIGCONT resumes it) or "kill". `progress(done_bytes, total_bytes)` is called as the
     memory is read. `via`: "ptrace" (this process reads and writes everything), "kernel"
     (the crfs module writes the image of the stopped process, see via_kernel) or "auto"
-    (the module when it can). Returns the path written; CheckpointError on failure."""
+    (the module when it can, the default). Returns the path written; CheckpointError on
+    failure."""
     out_path = Path(out_path)
     return _checkpoint(pid, fmt, tree, after, progress,
                        lambda image, tmp: _replace(tmp, out_path), out_path.parent, via)
 
 
-def checkpoint_into_store(pid, store_dir, fmt="ckpt", tree=False, after="detach",
-                          progress=None, via="ptrace"):
+def checkpoint_into_store(pid, store_dir, fmt=registry.DEFAULT_FORMAT, tree=False,
+                          after="detach", progress=None, via=via_kernel.DEFAULT_VIA):
     """As checkpoint(), into directory `store_dir` as <comm>-<pid>-<UTC time>.<fmt>; an
     existing image is never replaced (a suffix -1, -2 ... is added)."""
     store_dir = Path(store_dir)
@@ -60,10 +52,10 @@ def store_name(image, fmt):
     root = image.tasks[0]
     comm = re.sub(r"[^A-Za-z0-9._+-]", "_", root.comm).lstrip(".") or "task"
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(image.time))
-    return f"{comm}-{root.pid}-{stamp}{EXTENSIONS[fmt]}"
+    return f"{comm}-{root.pid}-{stamp}{registry.get(fmt).extension}"
 
 
-def _checkpoint(pid, fmt, tree, after, progress, place, directory, via="ptrace"):
+def _checkpoint(pid, fmt, tree, after, progress, place, directory, via):
     _check_arguments(pid, fmt, after)
     in_kernel = _in_kernel(via, fmt)
     if not os.access(directory, os.W_OK | os.X_OK):   # before stopping anything
@@ -88,19 +80,12 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via="ptrace")
         path = _write(image, fmt, options, directory, place)
         done = True
         return path
-    except Refused as exc:
-        raise CheckpointError(str(exc), exc.errno) from None
-    except (UnsupportedVma, CannotHold) as exc:
-        raise CheckpointError(f"pid {pid}: {exc}", errno.EOPNOTSUPP) from None
-    except ProcessExited as exc:
-        raise _exited(exc.args[0]) from None
-    except UnreadableMemory as exc:
-        raise CheckpointError(f"pid {pid}: {exc}", errno.EIO) from None
-    except OSError as exc:
-        if exc.errno == errno.ESRCH or isinstance(exc, FileNotFoundError):
-            raise _exited(pid) from None
-        raise CheckpointError(f"pid {pid}: {exc.strerror or exc}", exc.errno or errno.EIO) \
-            from None
+    except Unsupported as exc:     # what the process has and the format or crfs cannot save
+        raise CheckpointError(f"pid {pid}: {exc}", exc.errno) from exc
+    except CheckpointError:
+        raise
+    except OSError as exc:         # reading /proc or ptrace: most often the process went away
+        raise _os_failure(pid, exc) from exc
     finally:
         _close_sources(image)
         freezer.thaw(after if done else "detach")
@@ -118,8 +103,8 @@ def _check_arguments(pid, fmt, after):
         raise CheckpointError("crfs cannot checkpoint itself", errno.EINVAL)
     try:
         tgid = int(procfs.status_fields(f"/proc/{pid}/status")["Tgid"])
-    except (OSError, KeyError, ValueError):
-        raise CheckpointError(f"no process with pid {pid}", errno.ESRCH) from None
+    except (OSError, KeyError, ValueError) as exc:
+        raise ProcessGone(f"no process with pid {pid}") from exc
     if tgid != pid:
         raise CheckpointError(f"{pid} is a thread of process {tgid}: checkpoint {tgid}",
                               errno.EINVAL)
@@ -135,7 +120,7 @@ def _in_kernel(via, fmt):
         via_kernel.check(fmt)
     except via_kernel.Unusable as exc:
         if via == "kernel":
-            raise CheckpointError(f"--via kernel: {exc}", exc.errno) from None
+            raise CheckpointError(f"--via kernel: {exc}", exc.errno) from exc
         return False
     return True
 
@@ -146,12 +131,15 @@ def _write_in_kernel(pid, tree, directory, place, via):
         return via_kernel.write(pid, directory, place, tree)
     except via_kernel.Unusable as exc:
         if via == "kernel" or exc.errno not in via_kernel.FALLBACK_ERRNOS:
-            raise CheckpointError(str(exc), exc.errno) from None
+            raise
         return None
 
 
-def _exited(pid):
-    return CheckpointError(f"pid {pid} exited during the checkpoint", errno.ESRCH)
+def _os_failure(pid, exc):
+    """The CheckpointError for an OSError met while reading process `pid`."""
+    if exc.errno == errno.ESRCH or isinstance(exc, FileNotFoundError):
+        return ProcessGone(f"pid {pid} exited during the checkpoint")
+    return CheckpointError(f"pid {pid}: {exc.strerror or exc}", exc.errno or errno.EIO)
 
 
 class _Progress:
@@ -174,7 +162,7 @@ def _write(image, fmt, options, directory, place):
         fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}checkpoint-", dir=directory)
     except OSError as exc:
         raise CheckpointError(f"cannot write into {directory}: {exc.strerror}",
-                              exc.errno) from None
+                              exc.errno) from exc
     out = BackgroundWriter(os.fdopen(fd, "wb"))
     try:
         try:
@@ -185,10 +173,10 @@ def _write(image, fmt, options, directory, place):
         out.close()
         return place(image, tmp)
     except ValueError as exc:      # a value the format's fields cannot hold
-        raise CheckpointError(f"cannot write {fmt}: {exc}", errno.EOVERFLOW) from None
-    except OSError as exc:         # the output (memory errors are not OSError)
+        raise CheckpointError(f"cannot write {fmt}: {exc}", errno.EOVERFLOW) from exc
+    except OSError as exc:         # the output (reading memory raises CheckpointErrors)
         raise CheckpointError(f"cannot write into {directory}: {exc.strerror}",
-                              exc.errno or errno.EIO) from None
+                              exc.errno or errno.EIO) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -198,7 +186,7 @@ def _replace(tmp, path):
     try:
         os.replace(tmp, path)
     except OSError as exc:
-        raise CheckpointError(f"cannot write {path}: {exc.strerror}", exc.errno) from None
+        raise CheckpointError(f"cannot write {path}: {exc.strerror}", exc.errno) from exc
     return path
 
 
@@ -212,7 +200,7 @@ def _link_new(tmp, directory, name):
         except FileExistsError:
             continue
         except OSError as exc:
-            raise CheckpointError(f"cannot write {path}: {exc.strerror}", exc.errno) from None
+            raise CheckpointError(f"cannot write {path}: {exc.strerror}", exc.errno) from exc
         return path
     raise CheckpointError(f"{directory}: too many images named {name}", errno.EEXIST)
 

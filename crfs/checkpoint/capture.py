@@ -14,6 +14,7 @@ import time
 
 from crfs.checkpoint import inject, procfs, ptrace
 from crfs.checkpoint.memory import ProcessMemory
+from crfs.errors import Unsupported
 from crfs.formats.x86 import PAGE_SIZE, USER32_CS_X86_64
 from crfs.model.image import Creds, Futex, Image, Mm, ShmSegment, Task, Vma
 from crfs.model.registers import Registers
@@ -36,7 +37,7 @@ MM_STAT_FIELDS = {"start_code": 26, "end_code": 27, "start_data": 45, "end_data"
                   "env_start": 50, "env_end": 51}
 
 
-class UnsupportedVma(Exception):
+class UnsupportedVma(Unsupported):
     """A mapping a checkpoint cannot save (device memory, hugetlb pages, unknown kinds)."""
 
 

@@ -7,40 +7,35 @@ kernels they come from did: there the vDSO is saved as an anonymous VMA with its
 those kernels did with it), and a process they cannot hold is refused with the reason.
 """
 
+from crfs.errors import Unsupported
 from crfs.formats.x86 import FXSAVE_SIZE
+from crfs.model import registry
 from crfs.model.cr import CrTaskFields
-
-WRITER_OPTIONS = {"ckpt": {}, "cr": {"dialect": "cr_hdr v4", "arch": "x86_64"},
-                  "cpt": {"arch": "x86_64"}}
-FORMAT_NAMES = {"ckpt": "linux-cr ckpt_hdr", "cr": "linux-cr cr_hdr v4", "cpt": "OpenVZ cpt"}
-
-
-class CannotHold(Exception):
-    """The chosen format cannot store something the process has."""
 
 
 def fit(image, fmt):
-    """Adjust `image` for writing as `fmt`; returns the writer options for registry.dump."""
+    """Adjust `image` for writing as `fmt`; returns the writer options for registry.dump.
+    Unsupported when the format cannot hold something the process has."""
     if fmt != "ckpt":
         _fit_legacy(image, fmt)
-    return WRITER_OPTIONS[fmt]
+    return dict(registry.get(fmt).checkpoint_options)   # a copy: the record is shared
 
 
 def _fit_legacy(image, fmt):
-    name = FORMAT_NAMES[fmt]
+    name = registry.get(fmt).display
     threads = [t for t in image.tasks if t.pid != t.tgid]
     if fmt == "cr" and len(image.tasks) != 1:
         what = (f"pid {threads[0].tgid} has {1 + len(threads)} threads" if threads
                 else f"the tree has {len(image.tasks)} processes")
-        raise CannotHold(f"{name} holds exactly one task, but {what}; use --format ckpt")
+        raise Unsupported(f"{name} holds exactly one task, but {what}; use --format ckpt")
     if threads:
-        raise CannotHold(f"{name} has no thread groups, but pid {threads[0].tgid} is "
-                         f"multi-threaded; use --format ckpt")
+        raise Unsupported(f"{name} has no thread groups, but pid {threads[0].tgid} is "
+                          f"multi-threaded; use --format ckpt")
     for mm in image.mms():
         for vma in mm.vmas:
             if vma.kind in ("shm-anon", "shm-file"):
-                raise CannotHold(f"{name} cannot hold the shared mapping {vma.start:#x}-"
-                                 f"{vma.end:#x} {vma.file}; use --format ckpt")
+                raise Unsupported(f"{name} cannot hold the shared mapping {vma.start:#x}-"
+                                  f"{vma.end:#x} {vma.file}; use --format ckpt")
             if vma.kind == "vdso":
                 vma.kind = "anon"
     for task in image.tasks:

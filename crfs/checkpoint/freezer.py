@@ -11,17 +11,10 @@ import os
 import signal
 
 from crfs.checkpoint import procfs, ptrace
+from crfs.errors import CheckpointError, ProcessGone
 
 AFTER = ("detach", "stop", "kill")
 MAX_THREAD_SCANS = 100     # rescans of /proc/<pid>/task while threads are being created
-
-
-class Refused(Exception):
-    """A task that cannot be stopped: why, and the errno to report."""
-
-    def __init__(self, message, errno_value):
-        super().__init__(message)
-        self.errno = errno_value
 
 
 class Freezer:
@@ -34,17 +27,18 @@ class Freezer:
 
     def freeze(self, root, tree):
         """Stop `root` and, with `tree`, its descendants depth first (a parent before its
-        children are listed, so none is forked behind our back)."""
+        children are listed, so none is forked behind our back). CheckpointError when a
+        task cannot be stopped (ProcessGone when it is gone)."""
         stack = [root]
         while stack:
             pid = stack.pop()
             if pid == os.getpid():
-                raise Refused(f"the tree of pid {root} holds crfs itself (pid {pid})",
-                              errno.EINVAL)
+                raise CheckpointError(f"the tree of pid {root} holds crfs itself "
+                                      f"(pid {pid})", errno.EINVAL)
             try:
                 self.freeze_process(pid)
-            except Refused as exc:
-                if pid == root or exc.errno != errno.ESRCH:
+            except ProcessGone:
+                if pid == root:
                     raise
                 self.processes.pop(pid, None)     # a child that exited: no longer ours
                 continue
@@ -62,7 +56,7 @@ class Freezer:
             for tid in new:
                 if self._stop(pid, tid):
                     tids.append(tid)
-        raise Refused(f"pid {pid} keeps creating threads", errno.EAGAIN)
+        raise CheckpointError(f"pid {pid} keeps creating threads", errno.EAGAIN)
 
     def _stop(self, pid, tid):
         """Seize and interrupt one thread; False if it is a thread that just exited."""
@@ -71,13 +65,13 @@ class Freezer:
         if state in "ZX":
             if tid != pid:
                 return False
-            raise Refused(f"pid {pid} is a zombie (it has exited)", errno.ESRCH)
+            raise ProcessGone(f"pid {pid} is a zombie (it has exited)")
         try:
             ptrace.seize(tid)
         except OSError as exc:
             if exc.errno == errno.ESRCH and tid != pid:
                 return False
-            raise _refusal(pid, exc) from None
+            raise _refusal(pid, exc) from exc
         try:
             ptrace.interrupt(tid)
             self.signals[tid] = ptrace.wait_stop(tid)
@@ -85,7 +79,7 @@ class Freezer:
             self.signals[tid] = 0
             if exc.errno == errno.ESRCH and tid != pid:
                 return False
-            raise _refusal(pid, exc) from None
+            raise _refusal(pid, exc) from exc
         return True
 
     def thaw(self, after="detach"):
@@ -104,8 +98,8 @@ class Freezer:
 def _thread_ids(pid):
     try:
         return procfs.thread_ids(pid)
-    except FileNotFoundError:
-        raise Refused(f"no process with pid {pid}", errno.ESRCH) from None
+    except FileNotFoundError as exc:
+        raise ProcessGone(f"no process with pid {pid}") from exc
 
 
 def _state(pid, tid):
@@ -123,15 +117,16 @@ def _signal(pid, number):
 
 
 def _refusal(pid, exc):
+    """The CheckpointError for a ptrace call on `pid` that failed with OSError `exc`."""
     if exc.errno == errno.EPERM:
         tracer = _tracer(pid)
         if tracer:
-            return Refused(f"pid {pid} is already traced by pid {tracer}", errno.EBUSY)
-        return Refused(f"not allowed to trace pid {pid} (run as root, or as its owner with "
-                       "ptrace permitted)", errno.EPERM)
+            return CheckpointError(f"pid {pid} is already traced by pid {tracer}", errno.EBUSY)
+        return CheckpointError(f"not allowed to trace pid {pid} (run as root, or as its owner "
+                               "with ptrace permitted)", errno.EPERM)
     if exc.errno == errno.ESRCH:
-        return Refused(f"pid {pid} exited during the checkpoint", errno.ESRCH)
-    return Refused(f"cannot stop pid {pid}: {exc.strerror}", exc.errno or errno.EIO)
+        return ProcessGone(f"pid {pid} exited during the checkpoint")
+    return CheckpointError(f"cannot stop pid {pid}: {exc.strerror}", exc.errno or errno.EIO)
 
 
 def _tracer(pid):

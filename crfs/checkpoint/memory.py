@@ -13,16 +13,21 @@ import os
 from bisect import bisect_right
 
 from crfs.checkpoint import ptrace
+from crfs.errors import CheckpointError, ProcessGone
 from crfs.formats.x86 import PAGE_SIZE
 
 WINDOW = 1024 * 1024     # read-ahead for page-at-a-time writers
 
 
-class ProcessExited(Exception):
+class ProcessExited(ProcessGone):
     """The process went away while its pages were being read."""
 
+    def __init__(self, pid):
+        super().__init__(f"pid {pid} exited during the checkpoint")
+        self.pid = pid
 
-class UnreadableMemory(Exception):
+
+class UnreadableMemory(CheckpointError):
     """A page chosen for the image cannot be read (the process is still there)."""
 
 
@@ -95,7 +100,7 @@ class ProcessMemory:
             done = ptrace.read_memory(self.pid, buffer, ranges)
         except OSError as exc:
             if exc.errno == errno.ESRCH:
-                raise ProcessExited(self.pid) from None
+                raise ProcessExited(self.pid) from exc
             done = 0
         finally:
             del buffer      # releases the export, so that `data` may be resized
@@ -109,8 +114,8 @@ class ProcessMemory:
         if self._mem_fd is None:
             try:
                 self._mem_fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                raise ProcessExited(self.pid) from None
+            except FileNotFoundError as exc:
+                raise ProcessExited(self.pid) from exc
         try:
             data = os.pread(self._mem_fd, length, address)
         except OSError as exc:
@@ -121,7 +126,8 @@ class ProcessMemory:
         if len(data) != length:
             if not os.path.exists(f"/proc/{self.pid}/mem"):
                 raise ProcessExited(self.pid)
-            raise UnreadableMemory(f"cannot read {length} bytes at {address:#x}: {reason}")
+            raise UnreadableMemory(f"pid {self.pid}: cannot read {length} bytes at "
+                                   f"{address:#x}: {reason}")
         return data
 
     def close(self):

@@ -21,20 +21,19 @@ from types import SimpleNamespace
 
 from crfs import kernel
 from crfs.checkpoint import procfs
+from crfs.errors import CheckpointError
 from crfs.store_paths import TEMP_PREFIX
 
 VIA = ("auto", "kernel", "ptrace")
+DEFAULT_VIA = "auto"     # of the API, the CLI and the control file alike: use a loaded module
 # errors after which "auto" uses the userspace writer instead
 FALLBACK_ERRNOS = (errno.ENOTTY, errno.EOPNOTSUPP, errno.ENOENT, errno.ENODEV, errno.ENXIO,
                    errno.EACCES, errno.EPERM)
 
 
-class Unusable(Exception):
-    """The module cannot write this checkpoint: why, and the errno to report."""
-
-    def __init__(self, message, errno_value):
-        super().__init__(message)
-        self.errno = errno_value
+class Unusable(CheckpointError):
+    """The module cannot write this checkpoint (its errno says whether "auto" may fall
+    back to the userspace writer); apart from the output's errors, which are not this."""
 
 
 def check(fmt, device=kernel.DEVICE):
@@ -56,7 +55,7 @@ def write(pid, directory, place, tree=False, device=kernel.DEVICE):
     try:
         dev = kernel.Device(device)
     except OSError as exc:
-        raise Unusable(f"cannot open {device}: {exc.strerror}", exc.errno) from None
+        raise Unusable(f"cannot open {device}: {exc.strerror}", exc.errno) from exc
     try:
         fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}checkpoint-", dir=directory)
     except OSError:
@@ -67,7 +66,7 @@ def write(pid, directory, place, tree=False, device=kernel.DEVICE):
             dev.checkpoint(pid, fd, tree=tree)
         except kernel.KernelError as exc:
             raise Unusable(f"pid {pid}: the kernel module: {exc.strerror}", exc.errno) \
-                from None
+                from exc
         finally:
             dev.close()
         os.close(fd)

@@ -30,7 +30,7 @@ def info_text(image):
         mm = task.mm
         pages = mm.page_count() if mm else 0
         vmas = len(mm.vmas) if mm else 0
-        out.append(f"  pid {task.pid} tgid {task.tgid} ppid {task.ppid} comm {task.comm!r}: "
+        out.append(f"  pid {task.pid} tgid {task.tgid} ppid {task.ppid} comm {render.quoted(task.comm)}: "
                    f"{vmas} VMAs, {pages} pages\n")
     for mm in image.mms():
         owners = ",".join(str(t.pid) for t in image.tasks if t.mm is mm)
@@ -253,6 +253,9 @@ def _has_mount_options(args):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    # Names from images (comm, paths) keep their bytes: print them as stored, as ls does.
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(errors="surrogateescape")
     parser = build_parser()
     args = parser.parse_args(with_subcommand(argv))
     if not getattr(args, "func", None):

@@ -3,6 +3,7 @@
 Shared by the CLI and the filesystem so both print the same bytes.
 """
 
+from crfs.formats.common import encode_text
 from crfs.formats.x86 import PAGE_SIZE, VmFlags
 
 
@@ -96,6 +97,11 @@ def record_line(rec):
     """One line of `crfs records`: file offset, C type name, length, note."""
     note = f"  {rec.note}" if rec.note else ""
     return f"{rec.offset:#010x}  {rec.name:<24} {rec.length}{note}\n"
+
+
+def quoted(text):
+    """`text` quoted as Python shows bytes: its stored bytes, not decoding artefacts."""
+    return repr(encode_text(text))[1:]
 
 
 def key_values(mapping):

@@ -44,3 +44,23 @@ def test_process_group_and_session_survive_conversion_to_ckpt(fmt, options):
     first = registry.load(MemorySource(written(image, fmt, options)))
     again = registry.load(MemorySource(written(first, "ckpt", {})))
     assert (again.tasks[0].pgid, again.tasks[0].sid) == (4321, 1234)
+
+
+def test_comm_bytes_shown_exactly_by_cli_and_mount(tmp_path):
+    import subprocess
+    import sys
+
+    from mountfs import Mount
+
+    image = synthetic_image("x86_64", heap_pages=2, pid=77)
+    image.tasks[0].comm = b"cr\xffsh".decode("utf-8", "surrogateescape")
+    mount = Mount(tmp_path)
+    (mount.store / "odd.ckpt").write_bytes(written(image, "ckpt", {}))
+    info = subprocess.run([sys.executable, "-m", "crfs", "info", str(mount.store / "odd.ckpt")],
+                          capture_output=True, check=True, timeout=60)
+    assert b"comm 'cr\\xffsh'" in info.stdout
+    mount.mount()
+    try:
+        assert (mount / "odd.ckpt" / "tasks" / "77" / "comm").read_bytes() == b"cr\xffsh\n"
+    finally:
+        mount.unmount()

@@ -10,6 +10,7 @@ import stat
 from collections.abc import Sequence
 
 from crfs.errors import FsError
+from crfs.formats.common import encode_text
 
 
 class Node:
@@ -102,7 +103,7 @@ class TextFile(File):
     def data(self):
         if self._data is None:
             made = self._make()
-            self._data = made.encode() if isinstance(made, str) else bytes(made)
+            self._data = encode_text(made) if isinstance(made, str) else bytes(made)
         return self._data
 
     def size(self):

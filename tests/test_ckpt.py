@@ -85,8 +85,9 @@ def test_record_sizes_match_the_spec():
     assert fmt.ckpt_pids.sizeof() == 24
 
 
-@pytest.mark.parametrize("table", [fmt.CKPT_HDR, fmt.CKPT_VMA, fmt.CKPT_OBJ, fmt.CKPT_FILE,
-                                   fmt.CKPT_ARCH, fmt.MAGIC])
+@pytest.mark.parametrize("table", [fmt.CKPT_HDR.__members__, fmt.CKPT_VMA.__members__,
+                                   fmt.CKPT_OBJ.__members__, fmt.CKPT_FILE.__members__,
+                                   fmt.CKPT_ARCH.__members__, fmt.MAGIC])
 def test_constant_tables_have_unique_values(table):
     assert len(set(table.values())) == len(table)
 
@@ -111,7 +112,7 @@ def test_every_record_builds_back_to_its_bytes(golden):
         nr_pages = fmt.parse_record(MemorySource(raw), fmt.record_at(MemorySource(raw), 0)
                                     ).nr_pages if info.name == "CKPT_HDR_PGARR" else 0
         seen.add(info.name)
-    assert seen == set(fmt.CKPT_HDR) - {"CKPT_HDR_SECURITY", "CKPT_HDR_TASK_NS",
+    assert seen == set(fmt.CKPT_HDR.__members__) - {"CKPT_HDR_SECURITY", "CKPT_HDR_TASK_NS",
                                         "CKPT_HDR_RESTART_BLOCK", "CKPT_HDR_FILE_TABLE",
                                         "CKPT_HDR_FILE_DESC", "CKPT_HDR_ERROR"} | {"type 777"}
 

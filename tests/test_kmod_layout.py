@@ -43,8 +43,8 @@ STRUCTS = {
 
 # Python name -> C constant, for the numbers the module uses
 CONSTANTS = {
-    **{name: name for name in fmt.CKPT_HDR},
-    **{name: name for name in fmt.CKPT_VMA},
+    **{name: name for name in fmt.CKPT_HDR.__members__},
+    **{name: name for name in fmt.CKPT_VMA.__members__},
     "CKPT_ARCH_X86_32": "CKPT_ARCH_X86_32",
     "CKPT_ARCH_X86_64": "CKPT_ARCH_X86_64",
     "CKPT_OBJ_FILE": "CKPT_OBJ_FILE",
@@ -53,8 +53,9 @@ CONSTANTS = {
     "CHECKPOINT_MAGIC_HEAD": "CHECKPOINT_MAGIC_HEAD",
     "CHECKPOINT_MAGIC_TAIL": "CHECKPOINT_MAGIC_TAIL",
 }
-PY_CONSTANTS = {**fmt.CKPT_HDR, **fmt.CKPT_VMA, **fmt.CKPT_ARCH, **fmt.CKPT_OBJ, **fmt.CKPT_FILE,
-                **fmt.MAGIC}
+PY_CONSTANTS = {**fmt.CKPT_HDR.__members__, **fmt.CKPT_VMA.__members__,
+                **fmt.CKPT_ARCH.__members__, **fmt.CKPT_OBJ.__members__,
+                **fmt.CKPT_FILE.__members__, **fmt.MAGIC}
 
 
 def _fields(struct):

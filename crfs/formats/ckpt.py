@@ -24,17 +24,18 @@ x86_64); every struct below has the same layout on both (aligned(8), explicit pa
 
 import struct
 from dataclasses import dataclass
+from enum import IntEnum
 
 from construct import Array, Bytes, Int8ul, Int16ul, Int32sl, Int32ul, Int64ul, Struct, this
 
 from crfs.errors import FormatError
-from crfs.formats.common import Pad
+from crfs.formats.common import Pad, name_of
 from crfs.formats.source import RecordInfo, parse_bytes
 from crfs.formats.x86 import PAGE_SIZE
 
 # --------------------------------------------------------------------------- numbers
 
-CKPT_HDR = {
+CKPT_HDR = IntEnum("CKPT_HDR", {
     "CKPT_HDR_HEADER": 1,
     "CKPT_HDR_HEADER_ARCH": 2,
     "CKPT_HDR_CONTAINER": 3,
@@ -62,17 +63,17 @@ CKPT_HDR = {
     "CKPT_HDR_MM_CONTEXT": 404,
     "CKPT_HDR_TAIL": 9001,
     "CKPT_HDR_ERROR": 9999,
-}
+})
 
-CKPT_ARCH = {
+CKPT_ARCH = IntEnum("CKPT_ARCH", {
     "CKPT_ARCH_X86_32": 1,
     "CKPT_ARCH_X86_64": 2,
     "CKPT_ARCH_S390X": 3,
     "CKPT_ARCH_PPC32": 4,
     "CKPT_ARCH_PPC64": 5,
-}
+})
 
-CKPT_OBJ = {
+CKPT_OBJ = IntEnum("CKPT_OBJ", {
     "CKPT_OBJ_IGNORE": 0,
     "CKPT_OBJ_INODE": 1,
     "CKPT_OBJ_FILE_TABLE": 2,
@@ -95,9 +96,9 @@ CKPT_OBJ = {
     "CKPT_OBJ_SECURITY": 19,
     "CKPT_OBJ_NET_NS": 20,
     "CKPT_OBJ_NETDEV": 21,
-}
+})
 
-CKPT_FILE = {
+CKPT_FILE = IntEnum("CKPT_FILE", {
     "CKPT_FILE_IGNORE": 0,
     "CKPT_FILE_GENERIC": 1,
     "CKPT_FILE_PIPE": 2,
@@ -106,9 +107,9 @@ CKPT_FILE = {
     "CKPT_FILE_TTY": 5,
     "CKPT_FILE_EPOLL": 6,
     "CKPT_FILE_EVENTFD": 7,
-}
+})
 
-CKPT_VMA = {
+CKPT_VMA = IntEnum("CKPT_VMA", {
     "CKPT_VMA_IGNORE": 0,
     "CKPT_VMA_VDSO": 1,
     "CKPT_VMA_ANON": 2,          # private anonymous
@@ -118,7 +119,7 @@ CKPT_VMA = {
     "CKPT_VMA_SHM_FILE": 6,      # shared mapped file, no contents
     "CKPT_VMA_SHM_IPC": 7,       # SysV shm, contents live with the IPC namespace
     "CKPT_VMA_SHM_IPC_SKIP": 8,
-}
+})
 
 MAGIC = {
     "CHECKPOINT_MAGIC_HEAD": 0x00FEED0CC0A2D200,
@@ -132,10 +133,6 @@ CKPT_PGARR_BATCH = {"i386": 16 * 1024, "x86_64": 16 * 512}
 VADDR_SIZE = {"i386": 4, "x86_64": 8}
 ARCH_BY_ID = {CKPT_ARCH["CKPT_ARCH_X86_32"]: "i386", CKPT_ARCH["CKPT_ARCH_X86_64"]: "x86_64"}
 
-HDR_NAMES = {v: k for k, v in CKPT_HDR.items()}
-VMA_NAMES = {v: k for k, v in CKPT_VMA.items()}
-OBJ_NAMES = {v: k for k, v in CKPT_OBJ.items()}
-FILE_NAMES = {v: k for k, v in CKPT_FILE.items()}
 
 # --------------------------------------------------------------------------- records
 
@@ -377,7 +374,7 @@ class Record:
 
 
 def record_name(type_):
-    return HDR_NAMES.get(type_, f"type {type_}")
+    return name_of(CKPT_HDR, type_, f"type {type_}")
 
 
 def record_at(source, offset):
@@ -437,10 +434,10 @@ def _note(source, record):
 _NOTES = {
     "CKPT_HDR_HEADER": lambda h: (f"{ARCH_BY_ID.get(h.arch_id, f'arch_id {h.arch_id}')} "
                                   f"kernel {h.major}.{h.minor}.{h.patch}"),
-    "CKPT_HDR_OBJREF": lambda h: f"{OBJ_NAMES.get(h.objtype, h.objtype)} ref {h.objref}",
+    "CKPT_HDR_OBJREF": lambda h: f"{name_of(CKPT_OBJ, h.objtype, h.objtype)} ref {h.objref}",
     "CKPT_HDR_TREE": lambda h: f"nr_tasks {h.nr_tasks}",
-    "CKPT_HDR_FILE": lambda h: f"{FILE_NAMES.get(h.f_type, h.f_type)}",
-    "CKPT_HDR_VMA": lambda h: (f"{VMA_NAMES.get(h.vma_type, h.vma_type)} "
+    "CKPT_HDR_FILE": lambda h: f"{name_of(CKPT_FILE, h.f_type, h.f_type)}",
+    "CKPT_HDR_VMA": lambda h: (f"{name_of(CKPT_VMA, h.vma_type, h.vma_type)} "
                                f"{h.vm_start:#x}-{h.vm_end:#x}"),
     "CKPT_HDR_PGARR": lambda h: f"nr_pages {h.nr_pages}",
     "CKPT_HDR_MM": lambda h: f"map_count {h.map_count}",

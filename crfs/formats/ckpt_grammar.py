@@ -21,6 +21,7 @@ from construct import Array, Int32sl
 
 from crfs.errors import FormatError
 from crfs.formats import ckpt as fmt
+from crfs.formats.common import name_of
 from crfs.formats.pagewords import (aligned_ascending, first_word, indices_ascending,
                                     last_word, widen)
 from crfs.formats.source import parse_bytes
@@ -34,7 +35,7 @@ AT_NULL = 0
 TLS_ARRAY_SIZE = 24
 
 # Record types the grammar places: met out of place they are an error, not something to skip.
-PLACED = {name for name in fmt.CKPT_HDR} - {
+PLACED = set(fmt.CKPT_HDR.__members__) - {
     "CKPT_HDR_CONTAINER", "CKPT_HDR_LSM_INFO", "CKPT_HDR_SECURITY", "CKPT_HDR_TASK_NS",
     "CKPT_HDR_RESTART_BLOCK", "CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC",
     "CKPT_HDR_BUFFER", "CKPT_HDR_STRING"}
@@ -226,7 +227,7 @@ class Walker:
         if h.objref <= 0 or h.objref in self.objects:
             raise FormatError(f"objref {h.objref} is not new", offset=record.offset,
                               record=record.name)
-        kind = fmt.OBJ_NAMES.get(h.objtype, f"objtype {h.objtype}")
+        kind = name_of(fmt.CKPT_OBJ, h.objtype, f"objtype {h.objtype}")
         self.objects[h.objref] = None    # not usable until its records are read
         yield Part(record, h, objref=h.objref, objtype=kind)
         records = OBJECT_GRAMMAR.get(kind)
@@ -292,7 +293,7 @@ class Walker:
     def file(self):
         file = yield from self.until("CKPT_HDR_FILE")
         yield file
-        if fmt.FILE_NAMES.get(file.fields.f_type) == "CKPT_FILE_GENERIC":
+        if file.fields.f_type == fmt.CKPT_FILE.CKPT_FILE_GENERIC:
             name = self.expect("CKPT_HDR_FILE_NAME")
             yield Part(name, data=self.read_data(name), role="path")
 
@@ -338,7 +339,7 @@ class Walker:
 
     def vma(self, part, prev_end):
         h = part.fields
-        vma_type = fmt.VMA_NAMES.get(h.vma_type)
+        vma_type = name_of(fmt.CKPT_VMA, h.vma_type)
         if vma_type is None:
             raise self.error(part, f"unknown vma_type {h.vma_type}")
         if h.vm_start >= h.vm_end or (h.vm_start | h.vm_end) % PAGE_SIZE:

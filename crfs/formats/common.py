@@ -50,6 +50,14 @@ def kernel_text(release):
     return ".".join(str(n) for n in kernel_version(release))
 
 
+def name_of(enum_type, value, default=None):
+    """The C name `enum_type` gives `value`, or `default` for a value it does not define."""
+    try:
+        return enum_type(value).name
+    except ValueError:
+        return default
+
+
 def Pad(size):
     """Padding bytes: kept as stored when parsed (so build(parse(b)) == b), zeros when
     a writer does not give them."""

@@ -14,12 +14,13 @@ is the extension of docs/format-cpt.md (production layout, v2 header names).
 import struct
 from array import array
 from dataclasses import dataclass
+from enum import IntEnum, IntFlag
 from typing import Optional, Sequence
 
 from construct import Array, Bytes, Const, Int16ul, Int32ul, Int64ul, Struct, this
 
 from crfs.errors import FormatError
-from crfs.formats.common import Pad, u64_array
+from crfs.formats.common import Pad, name_of, u64_array
 from crfs.formats.pagewords import aligned_ascending, each_page_after, first_word, last_word
 from crfs.formats.source import RecordInfo, parse_bytes
 from crfs.formats.x86 import GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN
@@ -29,7 +30,7 @@ from crfs.formats.x86 import GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE, T
 SIGNATURE = bytes((0x79, 0x1C, 0x01, 0x63))     # CPT_SIGNATURE0..3
 CPT_NULL = 2**64 - 1
 
-OBJECT_TYPES = {
+OBJECT_TYPES = IntEnum("OBJECT_TYPES", {
     "CPT_OBJ_TASK": 0,
     "CPT_OBJ_MM": 1,
     "CPT_OBJ_HEAD": 1024,            # defined by the v2 patchset, never written
@@ -39,9 +40,9 @@ OBJECT_TYPES = {
     "CPT_OBJ_X86_REGS": 1028,
     "CPT_OBJ_BITS": 1029,
     "CPT_OBJ_X86_64_REGS": 4097,     # x86_64 extension: production OpenVZ's value
-}
+})
 
-CONTENT_TYPES = {
+CONTENT_TYPES = IntEnum("CONTENT_TYPES", {
     "CPT_CONTENT_VOID": 0,
     "CPT_CONTENT_ARRAY": 1,
     "CPT_CONTENT_DATA": 2,
@@ -50,25 +51,21 @@ CONTENT_TYPES = {
     "CPT_CONTENT_X86_FPUSTATE": 5,
     "CPT_CONTENT_X86_FPUSTATE_OLD": 6,
     "CPT_CONTENT_MM_CONTEXT": 7,
-}
+})
 
-VMA_TYPES = {"CPT_VMA_TYPE_0": 0, "CPT_VMA_FILE": 1}
+VMA_TYPES = IntEnum("VMA_TYPES", {"CPT_VMA_TYPE_0": 0, "CPT_VMA_FILE": 1})
 
-# Bit indices: cpt_task_image.cpt_flags is the OR of (1 << index).
-TASK_FLAG_BITS = {
-    "CPT_PF_EXITING": 0,
-    "CPT_PF_FORKNOEXEC": 1,
-    "CPT_PF_SUPERPRIV": 2,
-    "CPT_PF_DUMPCORE": 3,
-    "CPT_PF_SIGNALED": 4,
-    "CPT_PF_USED_MATH": 5,
-}
+# cpt_task_image.cpt_flags: the C header numbers the bits, cpt_flags is the OR of 1 << bit.
+TASK_FLAGS = IntFlag("TASK_FLAGS", {
+    "CPT_PF_EXITING": 1 << 0,
+    "CPT_PF_FORKNOEXEC": 1 << 1,
+    "CPT_PF_SUPERPRIV": 1 << 2,
+    "CPT_PF_DUMPCORE": 1 << 3,
+    "CPT_PF_SIGNALED": 1 << 4,
+    "CPT_PF_USED_MATH": 1 << 5,
+})
 
 ARCH_IDS = {"CPT_ARCH_I386": 0, "CPT_ARCH_X86_64": 1}   # X86_64: extension, production value
-
-OBJECT_NAMES = {value: name for name, value in OBJECT_TYPES.items()}
-CONTENT_NAMES = {value: name for name, value in CONTENT_TYPES.items()}
-VMA_TYPE_NAMES = {value: name for name, value in VMA_TYPES.items()}
 
 # crfs arch name and registers object of each cpt_arch.
 ARCHES = {
@@ -215,7 +212,7 @@ _PAGE_FIELDS = field_names(cpt_page_block)
 
 def content_name(obj):
     """C spelling of an object's cpt_content, or the number if it has none."""
-    return CONTENT_NAMES.get(obj.fields.cpt_content, str(obj.fields.cpt_content))
+    return name_of(CONTENT_TYPES, obj.fields.cpt_content, str(obj.fields.cpt_content))
 
 
 def sniff(head):
@@ -349,7 +346,7 @@ def _vma(source, offset, prev_end):
     """One VMA and what follows it; returns (end offset, the VMA's end address)."""
     vma = _fixed(source, offset, "CPT_OBJ_VMA")
     fields = vma.fields
-    if fields.cpt_vma_type not in VMA_TYPE_NAMES:
+    if name_of(VMA_TYPES, fields.cpt_vma_type) is None:
         raise FormatError(f"unknown cpt_vma_type {fields.cpt_vma_type}",
                           offset=offset, record=vma.name)
     if not _page_range(fields.cpt_start, fields.cpt_end):
@@ -382,7 +379,7 @@ def _header(source, offset, name):
     """The object header at `offset`, checked to be of type `name` (as rst_get_object does)."""
     hdr = _parse(source, cpt_object_hdr, offset, name)
     if hdr.cpt_type != OBJECT_TYPES[name]:
-        found = OBJECT_NAMES.get(hdr.cpt_type, str(hdr.cpt_type))
+        found = name_of(OBJECT_TYPES, hdr.cpt_type, str(hdr.cpt_type))
         raise FormatError(f"found cpt_type {found} where {name} belongs",
                           offset=offset, record=name)
     return hdr
@@ -553,11 +550,11 @@ def _check_block(block, offset, low, high, file_size):
         raise FormatError(message, offset=offset, record="CPT_OBJ_PAGES")
 
     if block["cpt_type"] != OBJECT_TYPES["CPT_OBJ_PAGES"]:
-        fail(f"found cpt_type {OBJECT_NAMES.get(block['cpt_type'], block['cpt_type'])} "
+        fail(f"found cpt_type {name_of(OBJECT_TYPES, block['cpt_type'], block['cpt_type'])} "
              "where CPT_OBJ_PAGES belongs")
     if block["cpt_hdrlen"] != PAGE_BLOCK_SIZE:
         fail(f"cpt_hdrlen {block['cpt_hdrlen']}, expected {PAGE_BLOCK_SIZE}")
-    content = CONTENT_NAMES.get(block["cpt_content"])
+    content = name_of(CONTENT_TYPES, block["cpt_content"])
     if content not in ("CPT_CONTENT_DATA", "CPT_CONTENT_VOID"):
         fail(f"cpt_content {block['cpt_content']} is neither DATA nor VOID")
     start, end = block["cpt_start"], block["cpt_end"]

@@ -11,12 +11,13 @@ Dialects (see docs/format-cr.md), told apart by the length of the first (HEAD) r
 """
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Optional
 
 from construct import Bytes, Int16sl, Int16ul, Int32sl, Int32ul, Int64sl, Int64ul, Struct
 
 from crfs.errors import FormatError
-from crfs.formats.common import Pad, decode_text, u64_array
+from crfs.formats.common import Pad, decode_text, name_of, u64_array
 from crfs.formats.pagewords import (aligned_ascending, first_word, indices_ascending, last_word,
                                     widen)
 from crfs.formats.source import RecordInfo
@@ -32,21 +33,20 @@ DIALECTS = (V4, V14)
 # published before it: "[RFC v12][PATCH 06/14] Dump memory address space" (29 Dec 2008),
 # plus TREE/TASK/THREAD/CPU of the v9-v13 multi-process records. See docs/format-cr.md.
 HDR_TYPES = {
-    V4: {
+    V4: IntEnum("CR_HDR_V4", {
         "CR_HDR_HEAD": 1, "CR_HDR_STRING": 2, "CR_HDR_FNAME": 3,
         "CR_HDR_TASK": 101, "CR_HDR_THREAD": 102, "CR_HDR_CPU": 103,
         "CR_HDR_MM": 201, "CR_HDR_VMA": 202, "CR_HDR_MM_CONTEXT": 203,
         "CR_HDR_TAIL": 5001,
-    },
-    V14: {
+    }),
+    V14: IntEnum("CR_HDR_V14", {
         "CR_HDR_HEAD": 1, "CR_HDR_HEAD_ARCH": 2, "CR_HDR_BUFFER": 3, "CR_HDR_STRING": 4,
         "CR_HDR_FNAME": 5,
         "CR_HDR_TREE": 101, "CR_HDR_TASK": 102, "CR_HDR_THREAD": 103, "CR_HDR_CPU": 104,
         "CR_HDR_MM": 201, "CR_HDR_VMA": 202, "CR_HDR_PGARR": 203, "CR_HDR_MM_CONTEXT": 204,
         "CR_HDR_TAIL": 5001,
-    },
+    }),
 }
-HDR_NAMES = {d: {v: k for k, v in table.items()} for d, table in HDR_TYPES.items()}
 
 # enum vm_type / cr_vma_type. ANON and FILE: "[RFC v4][PATCH 4/9] Memory management
 # (dump)". The SHM_* values are INFERRED: "[RFC v14-rc2][PATCH 21/29] Dump anonymous- and
@@ -54,12 +54,11 @@ HDR_NAMES = {d: {v: k for k, v in table.items()} for d, table in HDR_TYPES.items
 # cr_vma_type_skip() amounts to "vma_type++", so each _SKIP directly follows its base.
 # They continue after v4's ANON=1, FILE=2, with SHM_ANON before SHM_FILE as in the later
 # CKPT_VMA_* enum.
-VMA_TYPES = {
+VMA_TYPES = IntEnum("VMA_TYPES", {
     "CR_VMA_ANON": 1, "CR_VMA_FILE": 2,
     "CR_VMA_SHM_ANON": 3, "CR_VMA_SHM_ANON_SKIP": 4,
     "CR_VMA_SHM_FILE": 5, "CR_VMA_SHM_FILE_SKIP": 6,
-}
-VMA_NAMES = {v: k for k, v in VMA_TYPES.items()}
+})
 VMA_TYPES_V4 = ("CR_VMA_ANON", "CR_VMA_FILE")
 # VMA types followed by an FNAME record (they have a backing file) / by page contents.
 VMA_WITH_FNAME = ("CR_VMA_FILE", "CR_VMA_SHM_FILE", "CR_VMA_SHM_FILE_SKIP")
@@ -360,8 +359,8 @@ class Walker:
         """The VMA record and the records that carry its file name and pages."""
         vma = self._fixed("CR_HDR_VMA")
         f = vma.fields
-        type_name = VMA_NAMES.get(f.vma_type)
-        allowed = VMA_TYPES_V4 if self.dialect == V4 else VMA_TYPES
+        type_name = name_of(VMA_TYPES, f.vma_type)
+        allowed = VMA_TYPES_V4 if self.dialect == V4 else VMA_TYPES.__members__
         if type_name not in allowed:
             raise self._error(f"unknown vma_type {f.vma_type}", vma.offset, "CR_HDR_VMA")
         self._check_vma_range(vma, prev_end)
@@ -455,7 +454,7 @@ class Walker:
             raise self._error(f"file ends where {expected} was expected", self.pos, expected)
         frame = self.source.parse(frame_struct or FRAMES[self.dialect], self.pos, expected)
         dialect = self.dialect or V4
-        found = HDR_NAMES[dialect].get(frame.type)
+        found = name_of(HDR_TYPES[dialect], frame.type)
         if found != expected:
             found = found or f"unknown type {frame.type}"
             raise self._error(f"expected {expected}, found {found}", self.pos, expected)

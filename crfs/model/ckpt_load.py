@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from crfs.formats import ckpt as fmt
 from crfs.formats.ckpt_grammar import Walker
-from crfs.formats.common import decode_text
+from crfs.formats.common import decode_text, name_of
 from crfs.formats.pagewords import page_keys
 from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, registers_from_cpu
 from crfs.model.image import Image, Mm, ShmSegment, Task, Vma, native_record, set_field
@@ -153,7 +153,7 @@ class _Builder:
     # Each part of an object names it (part.objref): objects may nest.
 
     def file(self, part):
-        f_type = fmt.FILE_NAMES.get(part.fields.f_type, part.fields.f_type)
+        f_type = name_of(fmt.CKPT_FILE, part.fields.f_type, part.fields.f_type)
         self.objects[part.objref] = FileObject(None, {"f_type": f_type,
                                                       **_fields(part.fields, FILE_FIELDS)})
 
@@ -177,7 +177,7 @@ class _Builder:
 
     def vma_record(self, part):
         h = part.fields
-        vma_type = fmt.VMA_NAMES[h.vma_type]
+        vma_type = fmt.CKPT_VMA(h.vma_type).name
         self.vma = Vma(start=h.vm_start, end=h.vm_end, vm_flags=h.vm_flags, prot=h.vm_page_prot,
                        pgoff=h.vm_pgoff, kind=VMA_KIND[vma_type],
                        native=CkptVmaFields(vma_type=vma_type, **_fields(

@@ -9,8 +9,7 @@ from collections import defaultdict
 from crfs.errors import FormatError
 from crfs.formats import cpt
 from crfs.formats.cpt import (ARCHES, CONTENT_TYPES, CPT_NULL, OBJECT_TYPES,
-                              PAGE_BLOCK_SIZE, PAGE_HEADER, SIGNATURE, TASK_FLAG_BITS,
-                              VMA_TYPE_NAMES, VMA_TYPES)
+                              PAGE_BLOCK_SIZE, PAGE_HEADER, SIGNATURE, TASK_FLAGS, VMA_TYPES)
 from crfs.formats.common import c_chars, decode_text, encode_text, kernel_version
 from crfs.formats.x86 import (FXSAVE_SIZE, GDT_ENTRY_TLS_ENTRIES, PAGE_SIZE, TASK_COMM_LEN,
                               cpt_decode_segment, cpt_encode_segment)
@@ -115,7 +114,7 @@ class _Builder:
 
     def _cpt_obj_vma(self, obj):
         f = obj.fields
-        vma_type = VMA_TYPE_NAMES[f.cpt_vma_type]
+        vma_type = VMA_TYPES(f.cpt_vma_type).name
         self.vma = Vma(start=f.cpt_start, end=f.cpt_end, vm_flags=f.cpt_flags,
                        prot=f.cpt_pgprot, pgoff=f.cpt_pgoff,
                        kind="file" if vma_type == "CPT_VMA_FILE" else "anon",
@@ -180,13 +179,13 @@ def model_field_values(task):
 
 def decode_flags(value):
     """cpt_flags -> CPT_PF_* names, plus the unknown bits as one hex string."""
-    names = [name for name, bit in TASK_FLAG_BITS.items() if value >> bit & 1]
-    unknown = value & ~sum(1 << bit for bit in TASK_FLAG_BITS.values())
+    names = [flag.name for flag in TASK_FLAGS if value & flag]
+    unknown = value & ~sum(TASK_FLAGS)
     return names + ([f"{unknown:#x}"] if unknown else [])
 
 
 def encode_flags(names):
-    return sum(1 << TASK_FLAG_BITS[name] if name in TASK_FLAG_BITS else int(name, 16)
+    return sum(TASK_FLAGS[name] if name in TASK_FLAGS.__members__ else int(name, 16)
                for name in names)
 
 

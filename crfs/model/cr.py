@@ -116,7 +116,7 @@ class _Builder:
 
     def _vma(self, record):
         f = record.fields
-        vma_type = cr.VMA_NAMES[f.vma_type]
+        vma_type = cr.VMA_TYPES(f.vma_type).name
         native = CrVmaFields(vma_type=vma_type, nr_pages=f.get("nr_pages"),
                              vma_objref=f.get("vma_objref"), shm_objref=f.get("shm_objref"))
         self.vma = Vma(f.vm_start, f.vm_end, f.vm_flags, f.vm_page_prot, f.vm_pgoff,

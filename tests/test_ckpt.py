@@ -15,7 +15,7 @@ from crfs.formats import ckpt as fmt
 from crfs.formats.source import MemorySource, Source
 from crfs.model import Image, Mm, Registers, ShmSegment, Task, Vma, registry
 from crfs.model.ckpt import dump, load
-from crfs.model import ckpt_pages
+from crfs.model import page_copy
 from crfs.model.ckpt_load import TASK_FIELDS
 from crfs.model.image import get_field
 from digests import fnv1a64
@@ -301,7 +301,7 @@ def test_scratch_model_round_trip(arch, monkeypatch):
 
 
 def test_dump_streams_pages_from_the_source(monkeypatch):
-    monkeypatch.setattr(ckpt_pages, "MAX_RUN", 2)   # pages per read
+    monkeypatch.setattr(page_copy, "MAX_RUN", 2)   # pages per read
     image = scratch_image("x86_64")
     reads = []
     source = image.tasks[0].mm.source

@@ -23,7 +23,7 @@ from crfs.formats.common import c_field, encode_text, kernel_version
 from crfs.formats.x86 import FXSAVE_SIZE, LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN
 from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, cpu_fields
 from crfs.model.ckpt_load import (FILE_FIELDS, TASK_FIELDS, CkptTaskFields, CkptVmaFields)
-from crfs.model.ckpt_pages import copy_pages
+from crfs.model.page_copy import copy_pages
 from crfs.model.image import ShmSegment, get_field
 
 KERNEL = "2.6.34"   # the v21 base

@@ -15,6 +15,7 @@ from crfs.formats.x86 import (FXSAVE_SIZE, GDT_ENTRY_TLS_ENTRIES, PAGE_SIZE, TAS
                               cpt_decode_segment, cpt_encode_segment)
 from crfs.model.image import (Creds, Exit, Futex, Image, Mm, Task, Vma, get_field,
                               native_record, set_field)
+from crfs.model.page_copy import read_page
 from crfs.model.registers import Registers
 
 CRED_NAMES = Creds.names()
@@ -308,9 +309,7 @@ def _write_vma(out, vma, source):
             cpt_type=OBJECT_TYPES["CPT_OBJ_NAME"], cpt_content=CONTENT_TYPES["CPT_CONTENT_NAME"],
             cpt_name=name)))
     for addr, offset in vma.pages:
-        data = source.pread(offset, PAGE_SIZE)
-        if len(data) != PAGE_SIZE:
-            raise ValueError(f"page {addr:#x} at offset {offset:#x} is past the end of its file")
+        data = read_page(source, offset)
         out.write(PAGE_HEADER.pack(PAGE_BLOCK_SIZE + PAGE_SIZE, PAGE_BLOCK_SIZE,
                                    OBJECT_TYPES["CPT_OBJ_PAGES"],
                                    CONTENT_TYPES["CPT_CONTENT_DATA"], addr, addr + PAGE_SIZE))

@@ -13,7 +13,7 @@ from crfs.formats import cr
 from crfs.formats.common import c_chars, decode_text, encode_text, kernel_version
 from crfs.formats.pagewords import page_keys
 from crfs.formats.x86 import FXSAVE_SIZE, GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN
-from crfs.model.ckpt_pages import copy_pages
+from crfs.model.page_copy import copy_pages
 from crfs.model.image import Exit, Image, Mm, ShmSegment, Task, Vma, native_record
 from crfs.model.registers import Registers
 

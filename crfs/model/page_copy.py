@@ -1,4 +1,4 @@
-"""Page bytes of PGARR chunks copied out of an image: one pread per run of adjacent pages.
+"""Page bytes copied out of an image by the writers: one pread per run of adjacent pages.
 
 Checking and indexing the vaddr arrays is crfs.formats.pagewords (no per-page Python work).
 """
@@ -22,3 +22,11 @@ def copy_pages(source, offsets, out):
             raise FormatError("page data runs past the end of its image", offset=offsets[i])
         out.write(data)
         i = j
+
+
+def read_page(source, offset):
+    """The page at `offset` of `source`, for writers that frame each page."""
+    data = source.pread(offset, PAGE_SIZE)
+    if len(data) != PAGE_SIZE:
+        raise FormatError("page data runs past the end of its image", offset=offset)
+    return data

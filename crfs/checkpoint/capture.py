@@ -9,13 +9,13 @@ prctl the thread is made to run (crfs.checkpoint.inject), after its registers we
 
 import errno
 import os
-import re
 import time
 
 from crfs.checkpoint import inject, procfs, ptrace
 from crfs.checkpoint.memory import ProcessMemory
 from crfs.errors import Unsupported
-from crfs.formats.x86 import PAGE_SIZE, USER32_CS_X86_64
+from crfs.formats.common import kernel_text
+from crfs.formats.x86 import PAGE_SIZE, USER32_CS_X86_64, VmFlags
 from crfs.model.image import Creds, Futex, Image, Mm, ShmSegment, Task, Vma
 from crfs.model.registers import Registers
 
@@ -23,7 +23,6 @@ ARCH = "x86_64"
 # Kernel-provided parts of the vDSO (re-created with it) and the legacy vsyscall page:
 # nothing of the process is in them.
 SKIPPED = ("[vsyscall]", "[vvar]", "[vvar_vclock]")
-VM_PFNMAP, VM_IO, VM_HUGETLB = 0x400, 0x4000, 0x400000
 # x86 page table bits, for the pgprot the kernel would hold (protection_map).
 PAGE_PRESENT, PAGE_RW, PAGE_USER, PAGE_ACCESSED = 0x1, 0x2, 0x4, 0x20
 PAGE_PROTNONE, PAGE_NX = 0x100, 1 << 63
@@ -134,9 +133,9 @@ def vma_kind(line):
     name = line.name
     if name in SKIPPED:
         return None
-    if line.vm_flags & (VM_IO | VM_PFNMAP):
+    if line.vm_flags & (VmFlags.VM_IO | VmFlags.VM_PFNMAP):
         raise UnsupportedVma(f"{_where(line)}: device memory (VM_IO/VM_PFNMAP)")
-    if line.vm_flags & VM_HUGETLB:
+    if line.vm_flags & VmFlags.VM_HUGETLB:
         raise UnsupportedVma(f"{_where(line)}: hugetlbfs pages")
     if name == "[vdso]":
         return "vdso"
@@ -215,11 +214,7 @@ def _header(tasks, now):
     uname = os.uname()
     auxv_words = max((2 * len(t.mm.auxv) for t in tasks if t.mm and t.mm.auxv), default=0)
     return {"release": uname.release[:64], "version": uname.version[:64],
-            "machine": uname.machine[:64], "kernel": _kernel_numbers(uname.release),
+            "machine": uname.machine[:64], "kernel": kernel_text(uname.release),
             "time": now, "at_vector_size": max(AT_VECTOR_SIZE_MIN, auxv_words)}
 
 
-def _kernel_numbers(release):
-    """"6.1.0-18-amd64" -> "6.1.0" (the header stores major.minor.patch)."""
-    numbers = re.findall(r"\d+", release)[:3]
-    return ".".join(numbers + ["0"] * (3 - len(numbers)))

@@ -50,7 +50,7 @@ import os
 import signal as signals_module
 
 from crfs.checkpoint import ptrace
-from crfs.formats.x86 import USER_CS
+from crfs.formats.x86 import USER_CS, VmFlags
 
 SYS_PRCTL = 157
 PR_GET_TID_ADDRESS = 40
@@ -59,7 +59,6 @@ SYSCALL_INSN_SIZE = 2
 SCRATCH_BELOW_RSP = 256      # beyond the 128-byte red zone of the x86_64 ABI
 RSEQ_CS_OFFSET = 8           # struct rseq: u32 cpu_id_start, u32 cpu_id, u64 rseq_cs
 WORD = 8
-VM_WRITE = 0x2
 MAX_STEPS = 3                # tries when a trap is reported before the step itself
 STEP_TIMEOUT = 5.0           # seconds for one syscall instruction to be stepped over
 
@@ -117,7 +116,7 @@ class Injector:
 
     def _private_writable(self, address):
         vma = self.mm.vma_at(address)
-        return (vma is not None and vma.vm_flags & VM_WRITE and vma.kind == "anon"
+        return (vma is not None and vma.vm_flags & VmFlags.VM_WRITE and vma.kind == "anon"
                 and address + WORD <= vma.end)
 
     def _step(self, tid, insn):

@@ -6,6 +6,7 @@ without holding its pages in memory.
 
 import struct
 
+from crfs.formats.common import kernel_text
 from crfs.formats.x86 import PAGE_SIZE, USER_CS, USER_DS, VmFlags
 from crfs.model.image import Creds, Image, Mm, Task, Vma
 from crfs.model.registers import Registers
@@ -73,7 +74,7 @@ def synthetic_image(arch="x86_64", heap_pages=64, comm="synth", pid=4242, releas
                 fpu=bytes(512), tls=[0, 0, 0],
                 creds=Creds(*[1000] * 8))
     header = {"release": release, "version": "#1 SMP crfs synthetic", "machine": arch,
-              "kernel": ".".join(release.split("-")[0].split(".")[:3]), "time": 1230000000}
+              "kernel": kernel_text(release), "time": 1230000000}
     return Image("linux-cr", "synthetic", arch, header=header, time=1230000000,
                  tasks=[task], source=source)
 

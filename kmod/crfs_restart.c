@@ -421,18 +421,12 @@ static int load_contents(struct crfs_ctx *ctx, struct crfs_vma *vma, u64 lowest,
 	}
 }
 
-static int load_vma(struct crfs_ctx *ctx, struct crfs_vma *vma,
-		    const struct crfs_rec *rec, u64 prev_end)
+/* The type, range and offset of a VMA, checked against the one before it. */
+static int check_vma(struct crfs_ctx *ctx, const struct ckpt_hdr_vma *h,
+		     const struct crfs_rec *rec, u64 prev_end)
 {
-	struct ckpt_hdr_vma *h = &vma->h;
-	struct crfs_object *obj;
 	u64 npages;
-	void *old;
-	int ret;
 
-	ret = crfs_image_body(ctx->img, rec, h, sizeof(*h));
-	if (ret)
-		return ret;
 	if (h->vma_type > CKPT_VMA_MAX)
 		return crfs_image_fail(ctx->img, rec, "unknown vma_type %u",
 				       h->vma_type);
@@ -452,33 +446,70 @@ static int load_vma(struct crfs_ctx *ctx, struct crfs_vma *vma,
 	    h->vm_pgoff > (ULONG_MAX >> PAGE_SHIFT) - npages)
 		return crfs_image_fail(ctx->img, rec, "vm_pgoff %#llx",
 				       h->vm_pgoff);
-	if (h->vma_objref || h->vma_type == CKPT_VMA_FILE) {
-		obj = lookup(ctx, h->vma_objref, CKPT_OBJ_FILE);
-		if (!obj)
-			return crfs_image_fail(ctx->img, rec,
-					       "vma_objref %d is not a file seen before",
-					       h->vma_objref);
-		vma->file = obj->file;
-	}
+	return 0;
+}
+
+/* The file a VMA maps (always for CKPT_VMA_FILE), an object seen before. */
+static int vma_file(struct crfs_ctx *ctx, struct crfs_vma *vma,
+		    const struct crfs_rec *rec)
+{
+	const struct ckpt_hdr_vma *h = &vma->h;
+	struct crfs_object *obj;
+
+	if (!h->vma_objref && h->vma_type != CKPT_VMA_FILE)
+		return 0;
+	obj = lookup(ctx, h->vma_objref, CKPT_OBJ_FILE);
+	if (!obj)
+		return crfs_image_fail(ctx->img, rec,
+				       "vma_objref %d is not a file seen before",
+				       h->vma_objref);
+	vma->file = obj->file;
+	return 0;
+}
+
+/* A SHM_ANON VMA: a new shmem inode, then its pages by index. */
+static int load_shm_anon(struct crfs_ctx *ctx, struct crfs_vma *vma,
+			 const struct crfs_rec *rec)
+{
+	const struct ckpt_hdr_vma *h = &vma->h;
+	u64 npages;
+	void *old;
+
+	if (h->ino_objref <= 0 || h->ino_size > TASK_SIZE_MAX)
+		return crfs_image_fail(ctx->img, rec,
+				       "ino_objref %d, ino_size %#llx",
+				       h->ino_objref, h->ino_size);
+	npages = DIV_ROUND_UP(h->ino_size, PAGE_SIZE);
+	old = xa_store(&ctx->plan->shm, h->ino_objref, xa_mk_value(npages),
+		       GFP_KERNEL_ACCOUNT);
+	if (xa_is_err(old))
+		return xa_err(old);
+	if (old)
+		return crfs_image_fail(ctx->img, rec,
+				       "ino_objref %d is not new",
+				       h->ino_objref);
+	return load_contents(ctx, vma, 0, npages, true);
+}
+
+static int load_vma(struct crfs_ctx *ctx, struct crfs_vma *vma,
+		    const struct crfs_rec *rec, u64 prev_end)
+{
+	struct ckpt_hdr_vma *h = &vma->h;
+	int ret;
+
+	ret = crfs_image_body(ctx->img, rec, h, sizeof(*h));
+	if (!ret)
+		ret = check_vma(ctx, h, rec, prev_end);
+	if (!ret)
+		ret = vma_file(ctx, vma, rec);
+	if (ret)
+		return ret;
 	switch (h->vma_type) {
 	case CKPT_VMA_ANON:
 	case CKPT_VMA_FILE:
 		return load_contents(ctx, vma, h->vm_start, h->vm_end, false);
 	case CKPT_VMA_SHM_ANON:
-		if (h->ino_objref <= 0 || h->ino_size > TASK_SIZE_MAX)
-			return crfs_image_fail(ctx->img, rec,
-					       "ino_objref %d, ino_size %#llx",
-					       h->ino_objref, h->ino_size);
-		npages = DIV_ROUND_UP(h->ino_size, PAGE_SIZE);
-		old = xa_store(&ctx->plan->shm, h->ino_objref, xa_mk_value(npages),
-			       GFP_KERNEL_ACCOUNT);
-		if (xa_is_err(old))
-			return xa_err(old);
-		if (old)
-			return crfs_image_fail(ctx->img, rec,
-					       "ino_objref %d is not new",
-					       h->ino_objref);
-		return load_contents(ctx, vma, 0, npages, true);
+		return load_shm_anon(ctx, vma, rec);
 	case CKPT_VMA_SHM_ANON_SKIP:
 		if (h->ino_objref <= 0 || !xa_load(&ctx->plan->shm, h->ino_objref))
 			return crfs_image_fail(ctx->img, rec,

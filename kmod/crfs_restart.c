@@ -549,38 +549,40 @@ static int load_auxv(struct crfs_ctx *ctx, struct crfs_mm *mm)
 	return fail(ctx, &rec, "auxv without AT_NULL");
 }
 
-static int load_mm(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
+/* The MM record itself: every address in it inside the user address space. */
+static int load_mm_header(struct crfs_ctx *ctx, struct crfs_mm *mm,
+			  struct crfs_rec *rec, int depth)
 {
-	struct crfs_plan *plan = ctx->plan;
-	struct ckpt_hdr_mm_context *context;
 	const u64 *addr;
-	struct crfs_mm *mm;
-	struct crfs_rec rec;
-	u64 prev_end = 0;
-	u32 i;
 	int ret;
 
-	mm = kzalloc(sizeof(*mm), GFP_KERNEL_ACCOUNT);
-	if (!mm)
-		return -ENOMEM;
-	obj->mm = mm;
-	ret = next_of(ctx, &rec, CKPT_HDR_MM, depth);
+	ret = next_of(ctx, rec, CKPT_HDR_MM, depth);
 	if (!ret)
-		ret = crfs_image_body(ctx->img, &rec, &mm->h, sizeof(mm->h));
+		ret = crfs_image_body(ctx->img, rec, &mm->h, sizeof(mm->h));
 	if (ret)
 		return ret;
 	for (addr = &mm->h.start_code; addr <= &mm->h.env_end; addr++)
 		if (!user_addr(*addr))
-			return crfs_image_fail(ctx->img, &rec,
+			return crfs_image_fail(ctx->img, rec,
 					       "address %#llx above TASK_SIZE_MAX",
 					       *addr);
-	ret = load_auxv(ctx, mm);
-	if (ret)
-		return ret;
+	return 0;
+}
+
+/* The map_count VMAs of an mm (@rec, its MM record), each above the one before. */
+static int load_vmas(struct crfs_ctx *ctx, struct crfs_mm *mm,
+		     const struct crfs_rec *rec, int depth)
+{
+	struct crfs_plan *plan = ctx->plan;
+	struct crfs_rec vma;
+	u64 prev_end = 0;
+	u32 i;
+	int ret;
+
 	if (mm->h.map_count > CRFS_MAX_VMAS ||
 	    plan->nr_vmas + mm->h.map_count > CRFS_MAX_TOTAL_VMAS ||
 	    !fits(ctx, mm->h.map_count, sizeof(struct ckpt_hdr_vma)))
-		return crfs_image_fail(ctx->img, &rec, "map_count %u",
+		return crfs_image_fail(ctx->img, rec, "map_count %u",
 				       mm->h.map_count);
 	plan->nr_vmas += mm->h.map_count;
 	mm->vmas = kvcalloc(mm->h.map_count, sizeof(*mm->vmas),
@@ -588,15 +590,24 @@ static int load_mm(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
 	if (mm->h.map_count && !mm->vmas)
 		return -ENOMEM;
 	for (i = 0; i < mm->h.map_count; i++) {
-		ret = next_of(ctx, &rec, CKPT_HDR_VMA, depth);
+		ret = next_of(ctx, &vma, CKPT_HDR_VMA, depth);
 		if (!ret)
-			ret = load_vma(ctx, &mm->vmas[i], &rec, prev_end);
+			ret = load_vma(ctx, &mm->vmas[i], &vma, prev_end);
 		if (ret)
 			return ret;
 		prev_end = mm->vmas[i].h.vm_end;
 		cond_resched();
 	}
-	context = &mm->context;
+	return 0;
+}
+
+/* MM_CONTEXT and its LDT. */
+static int load_mm_context(struct crfs_ctx *ctx, struct crfs_mm *mm, int depth)
+{
+	struct ckpt_hdr_mm_context *context = &mm->context;
+	struct crfs_rec rec;
+	int ret;
+
 	ret = next_of(ctx, &rec, CKPT_HDR_MM_CONTEXT, depth);
 	if (!ret)
 		ret = crfs_image_body(ctx->img, &rec, context, sizeof(*context));
@@ -610,6 +621,26 @@ static int load_mm(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
 				       context->vdso);
 	return expect_sized(ctx, &rec, CKPT_HDR_MM_CONTEXT_LDT,
 			    (u64)context->nldt * CKPT_LDT_ENTRY_SIZE);
+}
+
+static int load_mm(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
+{
+	struct crfs_mm *mm;
+	struct crfs_rec rec;
+	int ret;
+
+	mm = kzalloc(sizeof(*mm), GFP_KERNEL_ACCOUNT);
+	if (!mm)
+		return -ENOMEM;
+	obj->mm = mm;
+	ret = load_mm_header(ctx, mm, &rec, depth);
+	if (!ret)
+		ret = load_auxv(ctx, mm);
+	if (!ret)
+		ret = load_vmas(ctx, mm, &rec, depth);
+	if (!ret)
+		ret = load_mm_context(ctx, mm, depth);
+	return ret;
 }
 
 static int load_object(struct crfs_ctx *ctx, const struct crfs_rec *rec,

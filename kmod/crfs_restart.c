@@ -764,7 +764,8 @@ static int load_task_part(struct crfs_ctx *ctx, struct crfs_task *task,
 	}
 }
 
-static int load_task(struct crfs_ctx *ctx, struct crfs_task *task)
+/* TASK and the STRING of its comm. */
+static int load_task_header(struct crfs_ctx *ctx, struct crfs_task *task)
 {
 	struct crfs_rec rec;
 	u32 len;
@@ -780,8 +781,32 @@ static int load_task(struct crfs_ctx *ctx, struct crfs_task *task)
 	len = rec.len - sizeof(struct ckpt_hdr);
 	if (len > CRFS_MAX_STRING)
 		return crfs_image_fail(ctx->img, &rec, "comm of %u bytes", len);
-	ret = payload(ctx, &rec, task->comm,
-		      min_t(u32, len, sizeof(task->comm) - 1));
+	return payload(ctx, &rec, task->comm,
+		       min_t(u32, len, sizeof(task->comm) - 1));
+}
+
+/* One record of a task after its comm: a part of it or an interleaved one. */
+static int load_task_record(struct crfs_ctx *ctx, struct crfs_task *task,
+			    const struct crfs_rec *rec)
+{
+	switch (rec->type) {
+	case CKPT_HDR_THREAD:
+		return load_task_part(ctx, task, rec, CRFS_PART_THREAD);
+	case CKPT_HDR_CPU:
+		return load_task_part(ctx, task, rec, CRFS_PART_CPU);
+	case CKPT_HDR_TASK_OBJS:
+		return load_task_part(ctx, task, rec, CRFS_PART_TASK_OBJS);
+	default:
+		return interleaved(ctx, rec, 0);
+	}
+}
+
+static int load_task(struct crfs_ctx *ctx, struct crfs_task *task)
+{
+	struct crfs_rec rec;
+	int ret;
+
+	ret = load_task_header(ctx, task);
 	if (ret)
 		return ret;
 	for (;;) {
@@ -794,22 +819,8 @@ static int load_task(struct crfs_ctx *ctx, struct crfs_task *task)
 		if (rec.type == CKPT_HDR_TASK || rec.type == CKPT_HDR_TAIL)
 			return 0;
 		ret = next(ctx, &rec);
-		if (ret)
-			return ret;
-		switch (rec.type) {
-		case CKPT_HDR_THREAD:
-			ret = load_task_part(ctx, task, &rec, CRFS_PART_THREAD);
-			break;
-		case CKPT_HDR_CPU:
-			ret = load_task_part(ctx, task, &rec, CRFS_PART_CPU);
-			break;
-		case CKPT_HDR_TASK_OBJS:
-			ret = load_task_part(ctx, task, &rec, CRFS_PART_TASK_OBJS);
-			break;
-		default:
-			ret = interleaved(ctx, &rec, 0);
-			break;
-		}
+		if (!ret)
+			ret = load_task_record(ctx, task, &rec);
 		if (ret)
 			return ret;
 		cond_resched();

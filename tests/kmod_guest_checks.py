@@ -573,6 +573,7 @@ TARGETS = ("restore_target", "tree_target", "threads_target", "crfs-restart")
 NOBODY = 65534
 GROUP_TIMEOUT = 5     # seconds (module parameter): the threads' rendezvous gives up
 KCK_DIR = "/tmp/crfs-kck"     # world-readable: the unprivileged restart maps files here
+KERNEL_IMAGE = os.path.join(KCK_DIR, "kernel.img")     # restore_target, by the module
 
 
 def wait_state(pid, letters, timeout=30):
@@ -658,8 +659,8 @@ def same_as_python(kernel_image, python_image):
 
 
 def kernel_checkpoint_restart(manifest):
-    """restore_target checkpointed by the module (`crfs checkpoint --via kernel`), checked
-    against the stopped process, killed, restarted by the module."""
+    """restore_target checkpointed by the module (`crfs checkpoint --via kernel`) into
+    KERNEL_IMAGE, checked against the stopped process, killed, restarted by the module."""
     os.makedirs(KCK_DIR, exist_ok=True)
     os.chmod(KCK_DIR, 0o755)
     exe = os.path.join(KCK_DIR, "restore_target")
@@ -668,7 +669,7 @@ def kernel_checkpoint_restart(manifest):
     subprocess.run(["cp", manifest["datafile"], data], check=True)
     subprocess.run(["cp", manifest["restarter"], os.path.join(KCK_DIR, "crfs-restart")],
                    check=True)
-    image = os.path.join(KCK_DIR, "kernel.img")
+    image = KERNEL_IMAGE
     proc = start_ticking(exe, data, os.path.join(KCK_DIR, "kernel.out"), manifest["limit"])
     t0 = time.monotonic()
     ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "-o",
@@ -694,7 +695,7 @@ def kernel_checkpoint_restart(manifest):
         os.chmod(image, 0o644)
         out["restart"] = restart_direct(image, os.path.join(KCK_DIR, "kernel.out2"),
                                         manifest["restarter"])
-    return out, image
+    return out
 
 
 def kernel_checkpoint_tree(manifest):
@@ -973,13 +974,12 @@ def progress(step, t0):
     print(f"[guest {time.monotonic() - t0:6.1f}s] {step}", file=sys.stderr, flush=True)
 
 
-def main(module, manifest_path, results_path):
-    with open(manifest_path) as f:
-        manifest = json.load(f)
-    results = {"steps": {}, "images": {}}
-    steps = results["steps"]
-    t0 = time.monotonic()
+def elapsed(t0):
+    return round(time.monotonic() - t0, 2)
 
+
+def load_module(module, steps):
+    """insmod, then wait (up to 2.5 s) for /dev/crfs: whether it appeared."""
     load = subprocess.run(["insmod", module, f"group_timeout={GROUP_TIMEOUT}"],
                           capture_output=True, text=True)
     steps["insmod"] = {"rc": load.returncode, "stderr": load.stderr}
@@ -987,62 +987,96 @@ def main(module, manifest_path, results_path):
         if os.path.exists(kernel.DEVICE):
             break
         time.sleep(0.05)
-    if os.path.exists(kernel.DEVICE):
-        st = os.stat(kernel.DEVICE)
-        steps["device"] = {"char": stat.S_ISCHR(st.st_mode), "mode": stat.S_IMODE(st.st_mode)}
-        with kernel.Device() as dev:
-            steps["version"] = dev.version()
-            steps["t_setup"] = round(time.monotonic() - t0, 2)
-            for case in manifest["images"]:
-                results["images"][case["name"]] = {
-                    op: on_path(dev, case["path"], op) for op in case["ops"]}
-            steps["t_images"] = round(time.monotonic() - t0, 2)
-            steps["special"] = special_fds(dev, manifest["valid"], manifest["scratch"])
-            steps["t_special"] = round(time.monotonic() - t0, 2)
-        child = kernel.restart_in_child(manifest["valid"],
-                                        restarter=manifest["restore"]["restarter"])
-        progress("child_valid", t0)
-        steps["child_valid"] = {"errno": name(child.errno),
-                                "msg": child.reason, "stage": child.stage}
-        child = kernel.restart_in_child(manifest["invalid"],
-                                        restarter=manifest["restore"]["restarter"])
-        progress("child_invalid", t0)
-        steps["child_invalid"] = {"errno": name(child.errno),
-                                  "msg": child.reason, "offset": child.offset,
-                                  "type": child.record_type}
-        steps["t_child"] = round(time.monotonic() - t0, 2)
-        progress("restore", t0)
-        steps["restore"] = restore_programs(manifest["restore"])
-        progress("tree", t0)
-        steps["tree"] = restore_tree(manifest["restore"])
-        progress("threads", t0)
-        steps["threads"] = restore_threads(manifest["restore"])
-        progress("thread_group_errors", t0)
-        if os.path.exists(steps["threads"]["image"]):
-            steps["thread_group_errors"] = thread_group_errors(steps["threads"]["image"])
-        steps["t_restore"] = round(time.monotonic() - t0, 2)
-        progress("kernel_checkpoint", t0)
-        steps["kernel_checkpoint"], image = kernel_checkpoint_restart(manifest["restore"])
-        steps["t_kernel_checkpoint"] = round(time.monotonic() - t0, 2)
-        progress("kernel_checkpoint_tree", t0)
-        steps["kernel_checkpoint_tree"] = kernel_checkpoint_tree(manifest["restore"])
-        steps["t_kernel_checkpoint_tree"] = round(time.monotonic() - t0, 2)
-        progress("fuse", t0)
-        os.environ["CRFS_RESTARTER"] = manifest["restore"]["restarter"]
-        steps["fuse"] = through_fuse(manifest, {
-            "restore": ("prog.img", steps["restore"]["dynamic"]["image"]),
-            "static": ("static.img", steps["restore"]["static"]["image"]),
-            "tree": ("tree.img", steps["tree"]["image"]),
-            "threads": ("threads.img", steps["threads"]["image"]),
-            "kernel_restore": ("kernel-prog.img", image),
-            "kernel_tree": ("kernel-tree.img", steps["kernel_checkpoint_tree"]["image"]),
-            "kernel_threads": ("kernel-threads.img", steps["threads"]["kernel"]["image"]),
-        })
-        steps["t_fuse"] = round(time.monotonic() - t0, 2)
-        progress("checkpoint_refusals", t0)
-        steps["checkpoint_refusals"] = checkpoint_refusals(manifest["restore"], image)
-        steps["t_checkpoint_refusals"] = round(time.monotonic() - t0, 2)
-    # a restored program that never ended would keep the module busy
+    return os.path.exists(kernel.DEVICE)
+
+
+def device_checks(manifest, results, t0):
+    """Through one open /dev/crfs: its mode and version, every image of the manifest, the
+    descriptors that are not images."""
+    steps = results["steps"]
+    st = os.stat(kernel.DEVICE)
+    steps["device"] = {"char": stat.S_ISCHR(st.st_mode), "mode": stat.S_IMODE(st.st_mode)}
+    with kernel.Device() as dev:
+        steps["version"] = dev.version()
+        steps["t_setup"] = elapsed(t0)
+        for case in manifest["images"]:
+            results["images"][case["name"]] = {
+                op: on_path(dev, case["path"], op) for op in case["ops"]}
+        steps["t_images"] = elapsed(t0)
+        steps["special"] = special_fds(dev, manifest["valid"], manifest["scratch"])
+        steps["t_special"] = elapsed(t0)
+
+
+def restarter_child(image, restarter, where=False):
+    """What crfs-restart of `image`, run in a child, reported: with `where`, the offset and
+    the type of the record it was refused at, else the stage it failed at."""
+    child = kernel.restart_in_child(image, restarter=restarter)
+    out = {"errno": name(child.errno), "msg": child.reason}
+    if where:
+        out.update(offset=child.offset, type=child.record_type)
+    else:
+        out["stage"] = child.stage
+    return out
+
+
+def thread_group_errors_of(threads):
+    """thread_group_errors() of the threads image, None (no step) when there is none."""
+    if os.path.exists(threads["image"]):
+        return thread_group_errors(threads["image"])
+    return None
+
+
+def fuse_programs(manifest, steps):
+    """The restarter for the daemon, and the images it restores: {key: (name, image)}."""
+    os.environ["CRFS_RESTARTER"] = manifest["restore"]["restarter"]
+    return {
+        "restore": ("prog.img", steps["restore"]["dynamic"]["image"]),
+        "static": ("static.img", steps["restore"]["static"]["image"]),
+        "tree": ("tree.img", steps["tree"]["image"]),
+        "threads": ("threads.img", steps["threads"]["image"]),
+        "kernel_restore": ("kernel-prog.img", KERNEL_IMAGE),
+        "kernel_tree": ("kernel-tree.img", steps["kernel_checkpoint_tree"]["image"]),
+        "kernel_threads": ("kernel-threads.img", steps["threads"]["kernel"]["image"]),
+    }
+
+
+# The steps after the device checks, in order: (name, function, its arguments from the
+# manifest and the steps so far, the t_ key that then records the seconds since the start).
+STEPS = (
+    ("child_valid", restarter_child,
+     lambda m, s: (m["valid"], m["restore"]["restarter"]), None),
+    ("child_invalid", restarter_child,
+     lambda m, s: (m["invalid"], m["restore"]["restarter"], True), "t_child"),
+    ("restore", restore_programs, lambda m, s: (m["restore"],), None),
+    ("tree", restore_tree, lambda m, s: (m["restore"],), None),
+    ("threads", restore_threads, lambda m, s: (m["restore"],), None),
+    ("thread_group_errors", thread_group_errors_of, lambda m, s: (s["threads"],),
+     "t_restore"),
+    ("kernel_checkpoint", kernel_checkpoint_restart, lambda m, s: (m["restore"],),
+     "t_kernel_checkpoint"),
+    ("kernel_checkpoint_tree", kernel_checkpoint_tree, lambda m, s: (m["restore"],),
+     "t_kernel_checkpoint_tree"),
+    ("fuse", through_fuse, lambda m, s: (m, fuse_programs(m, s)), "t_fuse"),
+    ("checkpoint_refusals", checkpoint_refusals, lambda m, s: (m["restore"], KERNEL_IMAGE),
+     "t_checkpoint_refusals"),
+)
+
+
+def run_step(manifest, steps, t0, step):
+    """One step of STEPS: its progress line, then its result in steps[name] (unless it
+    returns None), then the time so far in steps[timing] (if it has one)."""
+    name, function, args, timing = step
+    progress(name, t0)
+    result = function(*args(manifest, steps))
+    if result is not None:
+        steps[name] = result
+    if timing:
+        steps[timing] = elapsed(t0)
+
+
+def unload_module(steps):
+    """Kill any restored program still running (it would keep the module busy), rmmod,
+    then what kmemleak and dmesg say."""
     steps["stragglers"] = leftover(TARGETS)
     for row in steps["stragglers"]:
         os.kill(int(row.split()[0]), signal.SIGKILL)
@@ -1055,7 +1089,21 @@ def main(module, manifest_path, results_path):
     steps["dmesg_problems"] = [line for line in dmesg.splitlines()
                                if any(k in line for k in ("WARNING:", "BUG:", "Oops",
                                                           "Call Trace", "general protection"))]
-    steps["seconds"] = round(time.monotonic() - t0, 2)
+
+
+def main(module, manifest_path, results_path):
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    results = {"steps": {}, "images": {}}
+    steps = results["steps"]
+    t0 = time.monotonic()
+
+    if load_module(module, steps):
+        device_checks(manifest, results, t0)
+        for step in STEPS:
+            run_step(manifest, steps, t0, step)
+    unload_module(steps)
+    steps["seconds"] = elapsed(t0)
     with open(results_path + ".tmp", "w") as f:
         json.dump(results, f, indent=1)
     os.replace(results_path + ".tmp", results_path)

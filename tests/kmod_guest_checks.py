@@ -271,6 +271,26 @@ def tree_lines(path):
         return f.read().splitlines()
 
 
+def wait_for_output(path, done, timeout=60):
+    """Poll `path` every 50 ms until done(its text) or `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path) as f:
+            if done(f.read()):
+                return
+        time.sleep(0.05)
+
+
+def lines_starting(prefix, count):
+    """done() for wait_for_output: `count` lines starting with `prefix`."""
+    return lambda text: sum(line.startswith(prefix) for line in text.splitlines()) >= count
+
+
+def full_lines(count):
+    """done() for wait_for_output: `count` complete lines."""
+    return lambda text: text.count("\n") >= count
+
+
 def tree_processes():
     """Processes left of the tree: tree_target's or crfs-restart's."""
     return leftover(("tree_target", "crfs-restart"))
@@ -312,10 +332,7 @@ def start_tree(exe, out_path, limit):
     with open(out_path, "w") as out:
         proc = subprocess.Popen(["setarch", "-R", exe, str(limit)], stdout=out,
                                 stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and sum(
-            line.startswith("child") for line in tree_lines(out_path)) < 10:
-        time.sleep(0.05)
+    wait_for_output(out_path, lines_starting("child", 10))
     return proc
 
 
@@ -380,10 +397,7 @@ def restart_threads(image, out_path, restarter):
     result = {"errno": name(child.errno), "msg": child.reason, "stage": child.stage,
               "pid": child.pid}
     if child.errno == 0:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and sum(
-                line.startswith("worker2") for line in tree_lines(out_path)) < 3:
-            time.sleep(0.05)
+        wait_for_output(out_path, lines_starting("worker2", 3), timeout=30)
         result["proc"] = threads_of(child.pid)
         result["exit"] = end_of(child)
     result["after"] = tree_lines(out_path)
@@ -411,10 +425,7 @@ def checkpoint_threads(manifest, label, via):
     with open(out_path, "w") as out:
         proc = subprocess.Popen(["setarch", "-R", manifest["threads_target"], str(limit)],
                                 stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and sum(
-            line.startswith("worker2") for line in tree_lines(out_path)) < 10:
-        time.sleep(0.05)
+    wait_for_output(out_path, lines_starting("worker2", 10))
     before = threads_of(proc.pid)
     ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid),
                          "-o", image, "--kill", "--via", via], capture_output=True,
@@ -590,12 +601,7 @@ def start_ticking(exe, data, out_path, limit, lines=15):
     with open(out_path, "w") as out:
         proc = subprocess.Popen(["setarch", "-R", exe, data, str(limit)], stdout=out,
                                 stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with open(out_path) as f:
-            if f.read().count("\n") >= lines:
-                break
-        time.sleep(0.05)
+    wait_for_output(out_path, full_lines(lines))
     return proc
 
 
@@ -940,12 +946,7 @@ def restart_as_nobody(image, restarter):
     try:
         with open(f"/proc/{proc.pid}/status") as f:
             result["uid"] = [line.split()[1:] for line in f if line.startswith("Uid:")][0]
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with open(out_path) as f:
-                if f.read().count("\n") >= 3:
-                    break
-            time.sleep(0.05)
+        wait_for_output(out_path, full_lines(3), timeout=30)
     except OSError as exc:
         result["status_error"] = repr(exc)
     proc.kill()

@@ -183,15 +183,20 @@ def missing_file(datafile):
     return patch
 
 
+def crfs_checkpoint(pid, *options):
+    """`crfs checkpoint PID OPTIONS...` in a new Python (as a user runs it), 2 minutes at
+    most: its completed process, output captured."""
+    return subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(pid), *options],
+                          capture_output=True, text=True, timeout=120)
+
+
 def run_target(exe, data, out_path, limit, cli):
     """Start exe under setarch -R, let it tick, checkpoint it with --kill."""
     image = out_path + ".img"
     proc = start_ticking(exe, data, out_path, limit)
     t0 = time.monotonic()
     if cli:
-        ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid),
-                             "-o", image, "--kill", "--via", "ptrace"], capture_output=True,
-                            text=True, timeout=120)
+        ck = crfs_checkpoint(proc.pid, "-o", image, "--kill", "--via", "ptrace")
         result = {"rc": ck.returncode, "stderr": ck.stderr}
     else:
         checkpoint(proc.pid, image, after="kill")
@@ -304,9 +309,7 @@ def restore_tree(manifest):
     out_path = os.path.join(work, "tree.out")
     image = out_path + ".img"
     proc = start_tree(manifest["tree_target"], out_path, limit)
-    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "--tree",
-                         "-o", image, "--kill", "--via", "ptrace"], capture_output=True,
-                        text=True, timeout=120)
+    ck = crfs_checkpoint(proc.pid, "--tree", "-o", image, "--kill", "--via", "ptrace")
     result = {"image": image,
               "checkpoint": {"rc": ck.returncode, "stderr": ck.stderr[-2000:],
                              "returncode": proc.wait(timeout=60)}}
@@ -427,9 +430,7 @@ def checkpoint_threads(manifest, label, via):
                                 stdout=out, stderr=subprocess.STDOUT)
     wait_for_output(out_path, lines_starting("worker2", 10))
     before = threads_of(proc.pid)
-    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid),
-                         "-o", image, "--kill", "--via", via], capture_output=True,
-                        text=True, timeout=120)
+    ck = crfs_checkpoint(proc.pid, "-o", image, "--kill", "--via", via)
     result = {"image": image,
               "checkpoint": {"rc": ck.returncode, "stderr": ck.stderr[-2000:],
                              "returncode": proc.wait(timeout=60), "proc": before}}
@@ -678,9 +679,7 @@ def kernel_checkpoint_restart(manifest):
     image = KERNEL_IMAGE
     proc = start_ticking(exe, data, os.path.join(KCK_DIR, "kernel.out"), manifest["limit"])
     t0 = time.monotonic()
-    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "-o",
-                         image, "--via", "kernel", "--leave-stopped"],
-                        capture_output=True, text=True, timeout=120)
+    ck = crfs_checkpoint(proc.pid, "-o", image, "--via", "kernel", "--leave-stopped")
     out = {"checkpoint": {"rc": ck.returncode, "stderr": ck.stderr,
                           "seconds": round(time.monotonic() - t0, 2)}}
     if ck.returncode == 0 and wait_state(proc.pid, "T"):
@@ -717,9 +716,8 @@ def kernel_checkpoint_tree(manifest):
     proc = start_tree(manifest["tree_target"], out_path, limit)
     pids = [proc.pid] + procfs.children(proc.pid)
     t0 = time.monotonic()
-    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "--tree",
-                         "--via", "kernel", "--leave-stopped", "-o", image],
-                        capture_output=True, text=True, timeout=120)
+    ck = crfs_checkpoint(proc.pid, "--tree", "--via", "kernel", "--leave-stopped", "-o",
+                         image)
     out = {"pids": pids, "limit": limit, "image": image,
            "checkpoint": {"rc": ck.returncode, "stderr": ck.stderr[-2000:],
                           "seconds": round(time.monotonic() - t0, 2)}}

@@ -223,13 +223,23 @@ def end_of(child, timeout=120):
     return kernel.describe_exit(child.process.returncode)
 
 
-def restart_direct(image, out_path, restarter, wait=True):
+def restart_to(image, restarter, out_path):
+    """crfs-restart of `image` in a child with its output into `out_path` (2 minutes at
+    most to report): the child, and the seconds until it reported."""
     with open(out_path, "wb") as out:
         t0 = time.monotonic()
         child = kernel.restart_in_child(image, restarter=restarter, stdout=out, timeout=120)
-        latency = time.monotonic() - t0
-    result = {"errno": name(child.errno), "msg": child.reason, "stage": child.stage,
-              "latency": round(latency, 3), "pid": child.pid}
+        return child, time.monotonic() - t0
+
+
+def reported(child, **extra):
+    """What a restarter child reported (errno name, reason, stage), then `extra`."""
+    return {"errno": name(child.errno), "msg": child.reason, "stage": child.stage, **extra}
+
+
+def restart_direct(image, out_path, restarter, wait=True):
+    child, latency = restart_to(image, restarter, out_path)
+    result = reported(child, latency=round(latency, 3), pid=child.pid)
     if child.errno == 0:
         result["exit"] = end_of(child, 120 if wait else 10)
     with open(out_path) as f:
@@ -320,9 +330,7 @@ def restore_tree(manifest):
     result["restart"] = restart_tree(image, restarter, out_path + "2")
     # task 1 refused: the whole tree is killed, the restored root included
     bad = patched(image, image + ".cs32", child_cs_32)
-    with open(bad + ".out", "wb") as out:
-        failed = kernel.restart_in_child(bad, restarter=restarter, stdout=out, timeout=120)
-    refused = {"errno": name(failed.errno), "msg": failed.reason, "stage": failed.stage}
+    refused = reported(restart_to(bad, restarter, bad + ".out")[0])
     time.sleep(0.5)
     refused["survivors"] = tree_processes()
     refused["after"] = tree_lines(bad + ".out")
@@ -342,10 +350,8 @@ def start_tree(exe, out_path, limit):
 def restart_tree(image, restarter, out2):
     """crfs-restart of a tree_target image: its outcome, the restored child's /proc status
     (pid, PPid, Name), how the root ended, the output, and what is left of the tree."""
-    with open(out2, "wb") as out:
-        child = kernel.restart_in_child(image, restarter=restarter, stdout=out, timeout=120)
-    restart = {"errno": name(child.errno), "msg": child.reason, "stage": child.stage,
-               "root": child.pid}
+    child, _ = restart_to(image, restarter, out2)
+    restart = reported(child, root=child.pid)
     if child.errno == 0:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and "proc" not in restart:
@@ -395,10 +401,8 @@ def threads_of(pid):
 
 def restart_threads(image, out_path, restarter):
     """crfs-restart of a threads_target image: outcome, /proc view while it runs, output."""
-    with open(out_path, "wb") as out:
-        child = kernel.restart_in_child(image, restarter=restarter, stdout=out, timeout=120)
-    result = {"errno": name(child.errno), "msg": child.reason, "stage": child.stage,
-              "pid": child.pid}
+    child, _ = restart_to(image, restarter, out_path)
+    result = reported(child, pid=child.pid)
     if child.errno == 0:
         wait_for_output(out_path, lines_starting("worker2", 3), timeout=30)
         result["proc"] = threads_of(child.pid)
@@ -1010,12 +1014,10 @@ def restarter_child(image, restarter, where=False):
     """What crfs-restart of `image`, run in a child, reported: with `where`, the offset and
     the type of the record it was refused at, else the stage it failed at."""
     child = kernel.restart_in_child(image, restarter=restarter)
-    out = {"errno": name(child.errno), "msg": child.reason}
     if where:
-        out.update(offset=child.offset, type=child.record_type)
-    else:
-        out["stage"] = child.stage
-    return out
+        return {"errno": name(child.errno), "msg": child.reason, "offset": child.offset,
+                "type": child.record_type}
+    return reported(child)
 
 
 def thread_group_errors_of(threads):

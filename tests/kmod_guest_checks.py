@@ -359,9 +359,7 @@ def restart_tree(image, restarter, out2):
                 if line.startswith("child "):
                     pid = int(line.split()[2][4:])
                     try:
-                        with open(f"/proc/{pid}/status") as f:
-                            status = dict(row.split(":\t", 1) for row in f.read().splitlines()
-                                          if ":\t" in row)
+                        status = proc_status(pid)
                         restart["proc"] = {"pid": pid, "ppid": int(status["PPid"]),
                                            "name": status["Name"]}
                     except OSError as exc:
@@ -388,11 +386,16 @@ def leftover(prefixes):
     return left
 
 
+def proc_status(pid):
+    """/proc/PID/status as {field: value}."""
+    with open(f"/proc/{pid}/status") as f:
+        return dict(row.split(":\t", 1) for row in f.read().splitlines() if ":\t" in row)
+
+
 def threads_of(pid):
     """/proc/PID/status Threads and the comm of each task, while it runs."""
     try:
-        with open(f"/proc/{pid}/status") as f:
-            status = dict(row.split(":\t", 1) for row in f.read().splitlines() if ":\t" in row)
+        status = proc_status(pid)
         return {"threads": int(status["Threads"]), "name": status["Name"],
                 "tids": sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))}
     except (OSError, KeyError, ValueError) as exc:

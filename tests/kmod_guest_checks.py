@@ -859,9 +859,9 @@ def at_position(dev, pid):
     return result
 
 
-def checkpoint_refusals(manifest, root_image):
-    """Who may CHECKPOINT what, the argument errors, and the uid of a restart by nobody."""
-    out = {}
+def refusal_targets(manifest):
+    """The processes CHECKPOINT is asked about: a sleep of nobody's, one of root's, a
+    two-threaded python3 and ckpt_threads with 3 threads, each running (and counting)."""
     nobody_sleep = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
                                      "--clear-groups", "sleep", "60"])
     root_sleep = subprocess.Popen(["sleep", "60"])
@@ -872,50 +872,71 @@ def checkpoint_refusals(manifest, root_image):
     threaded.stdout.readline()
     threads_c = subprocess.Popen([manifest["ckpt_threads"], "3"], stdout=subprocess.PIPE)
     threads_c.stdout.readline()      # "ready ...": its 3 threads count
+    return nobody_sleep, root_sleep, threaded, threads_c
+
+
+def who_may_checkpoint(dev, fd, nobody_sleep, root_sleep, threaded, threads_c):
+    """CHECKPOINT into `fd` asked by nobody or by root, of their own processes or not,
+    traced and stopped or not, with every thread stopped or not."""
+    out = {}
+    out["nobody_untraced_own"] = as_nobody(
+        lambda: outcome(lambda: dev.checkpoint(nobody_sleep.pid, fd)))
+    out["nobody_root_process"] = as_nobody(
+        lambda: outcome(lambda: dev.checkpoint(root_sleep.pid, fd)))
+    out["nobody_traced_own"] = as_nobody(
+        lambda: traced_checkpoint(nobody_sleep.pid, fd, dev))
+    out["root_untraced"] = outcome(lambda: dev.checkpoint(root_sleep.pid, fd))
+    out["root_traced_running"] = traced_checkpoint(root_sleep.pid, fd, dev, interrupt=False)
+    # only the leader stopped: its other thread could run
+    out["thread_not_stopped"] = traced_checkpoint(threaded.pid, fd, dev)
+    out["thread_not_stopped"]["tids"] = sorted(
+        int(tid) for tid in os.listdir(f"/proc/{threaded.pid}/task"))
+    out["threads"] = threads_checkpoint(threaded.pid, dev, "threads")
+    out["threads_c"] = threads_checkpoint(threads_c.pid, dev, "threads_c", compare=True)
+    return out
+
+
+def argument_errors(dev, fd, scratch, pid):
+    """CHECKPOINT of root's process `pid` with a bad pid, fd, flag or pointer, then one
+    into a file at an offset."""
+    out = {}
+    out["no_such_pid"] = outcome(lambda: dev.checkpoint(4 << 20, fd))
+    out["pid_zero"] = outcome(lambda: dev.checkpoint(0, fd))
+    ro = os.open(scratch, os.O_RDONLY)
+    out["read_only_fd"] = traced_checkpoint(pid, ro, dev)
+    os.close(ro)
+    r, w = os.pipe()
+    out["pipe_fd"] = traced_checkpoint(pid, w, dev)
+    os.close(r)
+    os.close(w)
+    out["closed_fd"] = traced_checkpoint(pid, 987, dev)
+    out["flags_set"] = raw_checkpoint(dev, None, pid=pid, fd=fd, flags=2)
+    out["tree_untraced"] = raw_checkpoint(dev, None, pid=pid, fd=fd,
+                                          flags=kernel.CHECKPOINT_TREE)
+    out["reserved_set"] = raw_checkpoint(dev, None, pid=pid, fd=fd, _reserved=1)
+    out["bad_pointer"] = raw_checkpoint(dev, 16)
+    out["at_position"] = at_position(dev, pid)
+    return out
+
+
+def checkpoint_refusals(manifest, root_image):
+    """Who may CHECKPOINT what, the argument errors, and the uid of a restart by nobody."""
+    out = {}
+    targets = refusal_targets(manifest)
+    root_sleep = targets[1]
     scratch = os.path.join(KCK_DIR, "scratch.img")
     fd = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
     os.chmod(scratch, 0o666)
     try:
         dev = kernel.Device()
         try:
-            out["nobody_untraced_own"] = as_nobody(
-                lambda: outcome(lambda: dev.checkpoint(nobody_sleep.pid, fd)))
-            out["nobody_root_process"] = as_nobody(
-                lambda: outcome(lambda: dev.checkpoint(root_sleep.pid, fd)))
-            out["nobody_traced_own"] = as_nobody(
-                lambda: traced_checkpoint(nobody_sleep.pid, fd, dev))
-            out["root_untraced"] = outcome(lambda: dev.checkpoint(root_sleep.pid, fd))
-            out["root_traced_running"] = traced_checkpoint(root_sleep.pid, fd, dev,
-                                                           interrupt=False)
-            # only the leader stopped: its other thread could run
-            out["thread_not_stopped"] = traced_checkpoint(threaded.pid, fd, dev)
-            out["thread_not_stopped"]["tids"] = sorted(
-                int(tid) for tid in os.listdir(f"/proc/{threaded.pid}/task"))
-            out["threads"] = threads_checkpoint(threaded.pid, dev, "threads")
-            out["threads_c"] = threads_checkpoint(threads_c.pid, dev, "threads_c",
-                                                  compare=True)
-            out["no_such_pid"] = outcome(lambda: dev.checkpoint(4 << 20, fd))
-            out["pid_zero"] = outcome(lambda: dev.checkpoint(0, fd))
-            ro = os.open(scratch, os.O_RDONLY)
-            out["read_only_fd"] = traced_checkpoint(root_sleep.pid, ro, dev)
-            os.close(ro)
-            r, w = os.pipe()
-            out["pipe_fd"] = traced_checkpoint(root_sleep.pid, w, dev)
-            os.close(r)
-            os.close(w)
-            out["closed_fd"] = traced_checkpoint(root_sleep.pid, 987, dev)
-            out["flags_set"] = raw_checkpoint(dev, None, pid=root_sleep.pid, fd=fd, flags=2)
-            out["tree_untraced"] = raw_checkpoint(dev, None, pid=root_sleep.pid, fd=fd,
-                                                  flags=kernel.CHECKPOINT_TREE)
-            out["reserved_set"] = raw_checkpoint(dev, None, pid=root_sleep.pid, fd=fd,
-                                                 _reserved=1)
-            out["bad_pointer"] = raw_checkpoint(dev, 16)
-            out["at_position"] = at_position(dev, root_sleep.pid)
+            out.update(who_may_checkpoint(dev, fd, *targets))
+            out.update(argument_errors(dev, fd, scratch, root_sleep.pid))
         finally:
             dev.close()
     finally:
         os.close(fd)
-        for p in (nobody_sleep, root_sleep, threaded, threads_c):
+        for p in targets:
             p.kill()
             p.wait()
     restarter = os.path.join(KCK_DIR, "crfs-restart")

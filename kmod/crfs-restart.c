@@ -592,42 +592,61 @@ static void start_threads(int dev, int fd)
 	}
 }
 
-int main(int argc, char **argv)
+/* The options, into the globals and @device: the index of IMAGE in @argv, -1 for usage. */
+static int parse_args(int argc, char **argv, const char **device)
 {
-	struct restart self;
-	const char *device = "/dev/crfs";
-	int opt, dev, fd, persona;
-	int ready[2] = { -1, -1 }, go[2] = { -1, -1 };
+	int opt;
 
 	while ((opt = getopt(argc, argv, "d:r:N")) != -1) {
 		if (opt == 'd')
-			device = optarg;
+			*device = optarg;
 		else if (opt == 'r')
 			report_fd = atoi(optarg);
 		else if (opt == 'N')
 			image_pids = 0;
 		else
-			goto usage;
+			return -1;
 	}
-	if (optind != argc - 1)
-		goto usage;
-	persona = personality(0xffffffff);
+	return optind == argc - 1 ? optind : -1;
+}
+
+/* Address-space randomization off, by re-executing this program once (step 1). */
+static void no_randomization(char **argv)
+{
+	int persona = personality(0xffffffff);
+
 	if (persona != -1 && !(persona & ADDR_NO_RANDOMIZE) &&
 	    personality(persona | ADDR_NO_RANDOMIZE) != -1) {
 		execv("/proc/self/exe", argv);
 		/* no re-exec: go on with this layout */
 	}
+}
+
+/* The crfs device, of our ABI version. */
+static int open_device(const char *device)
+{
+	int dev, version;
+
 	dev = open(device, O_RDWR | O_CLOEXEC);
 	if (dev < 0)
 		fail("open-device", errno, device, UINT64_MAX, 0);
-	opt = ioctl(dev, CRFS_IOC_VERSION);
-	if (opt < 0)
+	version = ioctl(dev, CRFS_IOC_VERSION);
+	if (version < 0)
 		fail("version", errno, "not the crfs device", UINT64_MAX, 0);
-	if (opt != CRFS_ABI_VERSION)
+	if (version != CRFS_ABI_VERSION)
 		fail("version", EPROTO, "another module ABI version", UINT64_MAX, 0);
-	fd = open(argv[optind], O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		fail("open-image", errno, argv[optind], UINT64_MAX, 0);
+	return dev;
+}
+
+/*
+ * The image's tree forked (when it has several processes), our vdso moved, then RESTART
+ * of our task and of our process's other threads; only a failure returns.
+ */
+static void restart_image(int dev, int fd)
+{
+	struct restart self;
+	int ready[2] = { -1, -1 }, go[2] = { -1, -1 };
+
 	read_tree(fd);
 	root_with_image_pid(dev, fd);
 	if (nr_procs > 1) {
@@ -645,6 +664,22 @@ int main(int argc, char **argv)
 		barrier(ready, go);
 	start_threads(dev, fd);
 	restart(&self);
+}
+
+int main(int argc, char **argv)
+{
+	const char *device = "/dev/crfs";
+	int image, dev, fd;
+
+	image = parse_args(argc, argv, &device);
+	if (image < 0)
+		goto usage;
+	no_randomization(argv);
+	dev = open_device(device);
+	fd = open(argv[image], O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		fail("open-image", errno, argv[image], UINT64_MAX, 0);
+	restart_image(dev, fd);
 usage:
 	fprintf(stderr, "usage: crfs-restart [-d DEVICE] [-r FD] [-N] IMAGE\n");
 	return 2;

@@ -421,18 +421,12 @@ static int load_contents(struct crfs_ctx *ctx, struct crfs_vma *vma, u64 lowest,
 	}
 }
 
-static int load_vma(struct crfs_ctx *ctx, struct crfs_vma *vma,
-		    const struct crfs_rec *rec, u64 prev_end)
+/* The type, range and offset of a VMA, checked against the one before it. */
+static int check_vma(struct crfs_ctx *ctx, const struct ckpt_hdr_vma *h,
+		     const struct crfs_rec *rec, u64 prev_end)
 {
-	struct ckpt_hdr_vma *h = &vma->h;
-	struct crfs_object *obj;
 	u64 npages;
-	void *old;
-	int ret;
 
-	ret = crfs_image_body(ctx->img, rec, h, sizeof(*h));
-	if (ret)
-		return ret;
 	if (h->vma_type > CKPT_VMA_MAX)
 		return crfs_image_fail(ctx->img, rec, "unknown vma_type %u",
 				       h->vma_type);
@@ -452,33 +446,70 @@ static int load_vma(struct crfs_ctx *ctx, struct crfs_vma *vma,
 	    h->vm_pgoff > (ULONG_MAX >> PAGE_SHIFT) - npages)
 		return crfs_image_fail(ctx->img, rec, "vm_pgoff %#llx",
 				       h->vm_pgoff);
-	if (h->vma_objref || h->vma_type == CKPT_VMA_FILE) {
-		obj = lookup(ctx, h->vma_objref, CKPT_OBJ_FILE);
-		if (!obj)
-			return crfs_image_fail(ctx->img, rec,
-					       "vma_objref %d is not a file seen before",
-					       h->vma_objref);
-		vma->file = obj->file;
-	}
+	return 0;
+}
+
+/* The file a VMA maps (always for CKPT_VMA_FILE), an object seen before. */
+static int vma_file(struct crfs_ctx *ctx, struct crfs_vma *vma,
+		    const struct crfs_rec *rec)
+{
+	const struct ckpt_hdr_vma *h = &vma->h;
+	struct crfs_object *obj;
+
+	if (!h->vma_objref && h->vma_type != CKPT_VMA_FILE)
+		return 0;
+	obj = lookup(ctx, h->vma_objref, CKPT_OBJ_FILE);
+	if (!obj)
+		return crfs_image_fail(ctx->img, rec,
+				       "vma_objref %d is not a file seen before",
+				       h->vma_objref);
+	vma->file = obj->file;
+	return 0;
+}
+
+/* A SHM_ANON VMA: a new shmem inode, then its pages by index. */
+static int load_shm_anon(struct crfs_ctx *ctx, struct crfs_vma *vma,
+			 const struct crfs_rec *rec)
+{
+	const struct ckpt_hdr_vma *h = &vma->h;
+	u64 npages;
+	void *old;
+
+	if (h->ino_objref <= 0 || h->ino_size > TASK_SIZE_MAX)
+		return crfs_image_fail(ctx->img, rec,
+				       "ino_objref %d, ino_size %#llx",
+				       h->ino_objref, h->ino_size);
+	npages = DIV_ROUND_UP(h->ino_size, PAGE_SIZE);
+	old = xa_store(&ctx->plan->shm, h->ino_objref, xa_mk_value(npages),
+		       GFP_KERNEL_ACCOUNT);
+	if (xa_is_err(old))
+		return xa_err(old);
+	if (old)
+		return crfs_image_fail(ctx->img, rec,
+				       "ino_objref %d is not new",
+				       h->ino_objref);
+	return load_contents(ctx, vma, 0, npages, true);
+}
+
+static int load_vma(struct crfs_ctx *ctx, struct crfs_vma *vma,
+		    const struct crfs_rec *rec, u64 prev_end)
+{
+	struct ckpt_hdr_vma *h = &vma->h;
+	int ret;
+
+	ret = crfs_image_body(ctx->img, rec, h, sizeof(*h));
+	if (!ret)
+		ret = check_vma(ctx, h, rec, prev_end);
+	if (!ret)
+		ret = vma_file(ctx, vma, rec);
+	if (ret)
+		return ret;
 	switch (h->vma_type) {
 	case CKPT_VMA_ANON:
 	case CKPT_VMA_FILE:
 		return load_contents(ctx, vma, h->vm_start, h->vm_end, false);
 	case CKPT_VMA_SHM_ANON:
-		if (h->ino_objref <= 0 || h->ino_size > TASK_SIZE_MAX)
-			return crfs_image_fail(ctx->img, rec,
-					       "ino_objref %d, ino_size %#llx",
-					       h->ino_objref, h->ino_size);
-		npages = DIV_ROUND_UP(h->ino_size, PAGE_SIZE);
-		old = xa_store(&ctx->plan->shm, h->ino_objref, xa_mk_value(npages),
-			       GFP_KERNEL_ACCOUNT);
-		if (xa_is_err(old))
-			return xa_err(old);
-		if (old)
-			return crfs_image_fail(ctx->img, rec,
-					       "ino_objref %d is not new",
-					       h->ino_objref);
-		return load_contents(ctx, vma, 0, npages, true);
+		return load_shm_anon(ctx, vma, rec);
 	case CKPT_VMA_SHM_ANON_SKIP:
 		if (h->ino_objref <= 0 || !xa_load(&ctx->plan->shm, h->ino_objref))
 			return crfs_image_fail(ctx->img, rec,
@@ -518,38 +549,40 @@ static int load_auxv(struct crfs_ctx *ctx, struct crfs_mm *mm)
 	return fail(ctx, &rec, "auxv without AT_NULL");
 }
 
-static int load_mm(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
+/* The MM record itself: every address in it inside the user address space. */
+static int load_mm_header(struct crfs_ctx *ctx, struct crfs_mm *mm,
+			  struct crfs_rec *rec, int depth)
 {
-	struct crfs_plan *plan = ctx->plan;
-	struct ckpt_hdr_mm_context *context;
 	const u64 *addr;
-	struct crfs_mm *mm;
-	struct crfs_rec rec;
-	u64 prev_end = 0;
-	u32 i;
 	int ret;
 
-	mm = kzalloc(sizeof(*mm), GFP_KERNEL_ACCOUNT);
-	if (!mm)
-		return -ENOMEM;
-	obj->mm = mm;
-	ret = next_of(ctx, &rec, CKPT_HDR_MM, depth);
+	ret = next_of(ctx, rec, CKPT_HDR_MM, depth);
 	if (!ret)
-		ret = crfs_image_body(ctx->img, &rec, &mm->h, sizeof(mm->h));
+		ret = crfs_image_body(ctx->img, rec, &mm->h, sizeof(mm->h));
 	if (ret)
 		return ret;
 	for (addr = &mm->h.start_code; addr <= &mm->h.env_end; addr++)
 		if (!user_addr(*addr))
-			return crfs_image_fail(ctx->img, &rec,
+			return crfs_image_fail(ctx->img, rec,
 					       "address %#llx above TASK_SIZE_MAX",
 					       *addr);
-	ret = load_auxv(ctx, mm);
-	if (ret)
-		return ret;
+	return 0;
+}
+
+/* The map_count VMAs of an mm (@rec, its MM record), each above the one before. */
+static int load_vmas(struct crfs_ctx *ctx, struct crfs_mm *mm,
+		     const struct crfs_rec *rec, int depth)
+{
+	struct crfs_plan *plan = ctx->plan;
+	struct crfs_rec vma;
+	u64 prev_end = 0;
+	u32 i;
+	int ret;
+
 	if (mm->h.map_count > CRFS_MAX_VMAS ||
 	    plan->nr_vmas + mm->h.map_count > CRFS_MAX_TOTAL_VMAS ||
 	    !fits(ctx, mm->h.map_count, sizeof(struct ckpt_hdr_vma)))
-		return crfs_image_fail(ctx->img, &rec, "map_count %u",
+		return crfs_image_fail(ctx->img, rec, "map_count %u",
 				       mm->h.map_count);
 	plan->nr_vmas += mm->h.map_count;
 	mm->vmas = kvcalloc(mm->h.map_count, sizeof(*mm->vmas),
@@ -557,15 +590,24 @@ static int load_mm(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
 	if (mm->h.map_count && !mm->vmas)
 		return -ENOMEM;
 	for (i = 0; i < mm->h.map_count; i++) {
-		ret = next_of(ctx, &rec, CKPT_HDR_VMA, depth);
+		ret = next_of(ctx, &vma, CKPT_HDR_VMA, depth);
 		if (!ret)
-			ret = load_vma(ctx, &mm->vmas[i], &rec, prev_end);
+			ret = load_vma(ctx, &mm->vmas[i], &vma, prev_end);
 		if (ret)
 			return ret;
 		prev_end = mm->vmas[i].h.vm_end;
 		cond_resched();
 	}
-	context = &mm->context;
+	return 0;
+}
+
+/* MM_CONTEXT and its LDT. */
+static int load_mm_context(struct crfs_ctx *ctx, struct crfs_mm *mm, int depth)
+{
+	struct ckpt_hdr_mm_context *context = &mm->context;
+	struct crfs_rec rec;
+	int ret;
+
 	ret = next_of(ctx, &rec, CKPT_HDR_MM_CONTEXT, depth);
 	if (!ret)
 		ret = crfs_image_body(ctx->img, &rec, context, sizeof(*context));
@@ -579,6 +621,26 @@ static int load_mm(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
 				       context->vdso);
 	return expect_sized(ctx, &rec, CKPT_HDR_MM_CONTEXT_LDT,
 			    (u64)context->nldt * CKPT_LDT_ENTRY_SIZE);
+}
+
+static int load_mm(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
+{
+	struct crfs_mm *mm;
+	struct crfs_rec rec;
+	int ret;
+
+	mm = kzalloc(sizeof(*mm), GFP_KERNEL_ACCOUNT);
+	if (!mm)
+		return -ENOMEM;
+	obj->mm = mm;
+	ret = load_mm_header(ctx, mm, &rec, depth);
+	if (!ret)
+		ret = load_auxv(ctx, mm);
+	if (!ret)
+		ret = load_vmas(ctx, mm, &rec, depth);
+	if (!ret)
+		ret = load_mm_context(ctx, mm, depth);
+	return ret;
 }
 
 static int load_object(struct crfs_ctx *ctx, const struct crfs_rec *rec,
@@ -702,7 +764,8 @@ static int load_task_part(struct crfs_ctx *ctx, struct crfs_task *task,
 	}
 }
 
-static int load_task(struct crfs_ctx *ctx, struct crfs_task *task)
+/* TASK and the STRING of its comm. */
+static int load_task_header(struct crfs_ctx *ctx, struct crfs_task *task)
 {
 	struct crfs_rec rec;
 	u32 len;
@@ -718,8 +781,32 @@ static int load_task(struct crfs_ctx *ctx, struct crfs_task *task)
 	len = rec.len - sizeof(struct ckpt_hdr);
 	if (len > CRFS_MAX_STRING)
 		return crfs_image_fail(ctx->img, &rec, "comm of %u bytes", len);
-	ret = payload(ctx, &rec, task->comm,
-		      min_t(u32, len, sizeof(task->comm) - 1));
+	return payload(ctx, &rec, task->comm,
+		       min_t(u32, len, sizeof(task->comm) - 1));
+}
+
+/* One record of a task after its comm: a part of it or an interleaved one. */
+static int load_task_record(struct crfs_ctx *ctx, struct crfs_task *task,
+			    const struct crfs_rec *rec)
+{
+	switch (rec->type) {
+	case CKPT_HDR_THREAD:
+		return load_task_part(ctx, task, rec, CRFS_PART_THREAD);
+	case CKPT_HDR_CPU:
+		return load_task_part(ctx, task, rec, CRFS_PART_CPU);
+	case CKPT_HDR_TASK_OBJS:
+		return load_task_part(ctx, task, rec, CRFS_PART_TASK_OBJS);
+	default:
+		return interleaved(ctx, rec, 0);
+	}
+}
+
+static int load_task(struct crfs_ctx *ctx, struct crfs_task *task)
+{
+	struct crfs_rec rec;
+	int ret;
+
+	ret = load_task_header(ctx, task);
 	if (ret)
 		return ret;
 	for (;;) {
@@ -732,22 +819,8 @@ static int load_task(struct crfs_ctx *ctx, struct crfs_task *task)
 		if (rec.type == CKPT_HDR_TASK || rec.type == CKPT_HDR_TAIL)
 			return 0;
 		ret = next(ctx, &rec);
-		if (ret)
-			return ret;
-		switch (rec.type) {
-		case CKPT_HDR_THREAD:
-			ret = load_task_part(ctx, task, &rec, CRFS_PART_THREAD);
-			break;
-		case CKPT_HDR_CPU:
-			ret = load_task_part(ctx, task, &rec, CRFS_PART_CPU);
-			break;
-		case CKPT_HDR_TASK_OBJS:
-			ret = load_task_part(ctx, task, &rec, CRFS_PART_TASK_OBJS);
-			break;
-		default:
-			ret = interleaved(ctx, &rec, 0);
-			break;
-		}
+		if (!ret)
+			ret = load_task_record(ctx, task, &rec);
 		if (ret)
 			return ret;
 		cond_resched();

@@ -183,15 +183,20 @@ def missing_file(datafile):
     return patch
 
 
+def crfs_checkpoint(pid, *options):
+    """`crfs checkpoint PID OPTIONS...` in a new Python (as a user runs it), 2 minutes at
+    most: its completed process, output captured."""
+    return subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(pid), *options],
+                          capture_output=True, text=True, timeout=120)
+
+
 def run_target(exe, data, out_path, limit, cli):
     """Start exe under setarch -R, let it tick, checkpoint it with --kill."""
     image = out_path + ".img"
     proc = start_ticking(exe, data, out_path, limit)
     t0 = time.monotonic()
     if cli:
-        ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid),
-                             "-o", image, "--kill", "--via", "ptrace"], capture_output=True,
-                            text=True, timeout=120)
+        ck = crfs_checkpoint(proc.pid, "-o", image, "--kill", "--via", "ptrace")
         result = {"rc": ck.returncode, "stderr": ck.stderr}
     else:
         checkpoint(proc.pid, image, after="kill")
@@ -218,13 +223,23 @@ def end_of(child, timeout=120):
     return kernel.describe_exit(child.process.returncode)
 
 
-def restart_direct(image, out_path, restarter, wait=True):
+def restart_to(image, restarter, out_path):
+    """crfs-restart of `image` in a child with its output into `out_path` (2 minutes at
+    most to report): the child, and the seconds until it reported."""
     with open(out_path, "wb") as out:
         t0 = time.monotonic()
         child = kernel.restart_in_child(image, restarter=restarter, stdout=out, timeout=120)
-        latency = time.monotonic() - t0
-    result = {"errno": name(child.errno), "msg": child.reason, "stage": child.stage,
-              "latency": round(latency, 3), "pid": child.pid}
+        return child, time.monotonic() - t0
+
+
+def reported(child, **extra):
+    """What a restarter child reported (errno name, reason, stage), then `extra`."""
+    return {"errno": name(child.errno), "msg": child.reason, "stage": child.stage, **extra}
+
+
+def restart_direct(image, out_path, restarter, wait=True):
+    child, latency = restart_to(image, restarter, out_path)
+    result = reported(child, latency=round(latency, 3), pid=child.pid)
     if child.errno == 0:
         result["exit"] = end_of(child, 120 if wait else 10)
     with open(out_path) as f:
@@ -271,6 +286,26 @@ def tree_lines(path):
         return f.read().splitlines()
 
 
+def wait_for_output(path, done, timeout=60):
+    """Poll `path` every 50 ms until done(its text) or `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path) as f:
+            if done(f.read()):
+                return
+        time.sleep(0.05)
+
+
+def lines_starting(prefix, count):
+    """done() for wait_for_output: `count` lines starting with `prefix`."""
+    return lambda text: sum(line.startswith(prefix) for line in text.splitlines()) >= count
+
+
+def full_lines(count):
+    """done() for wait_for_output: `count` complete lines."""
+    return lambda text: text.count("\n") >= count
+
+
 def tree_processes():
     """Processes left of the tree: tree_target's or crfs-restart's."""
     return leftover(("tree_target", "crfs-restart"))
@@ -284,9 +319,7 @@ def restore_tree(manifest):
     out_path = os.path.join(work, "tree.out")
     image = out_path + ".img"
     proc = start_tree(manifest["tree_target"], out_path, limit)
-    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "--tree",
-                         "-o", image, "--kill", "--via", "ptrace"], capture_output=True,
-                        text=True, timeout=120)
+    ck = crfs_checkpoint(proc.pid, "--tree", "-o", image, "--kill", "--via", "ptrace")
     result = {"image": image,
               "checkpoint": {"rc": ck.returncode, "stderr": ck.stderr[-2000:],
                              "returncode": proc.wait(timeout=60)}}
@@ -297,9 +330,7 @@ def restore_tree(manifest):
     result["restart"] = restart_tree(image, restarter, out_path + "2")
     # task 1 refused: the whole tree is killed, the restored root included
     bad = patched(image, image + ".cs32", child_cs_32)
-    with open(bad + ".out", "wb") as out:
-        failed = kernel.restart_in_child(bad, restarter=restarter, stdout=out, timeout=120)
-    refused = {"errno": name(failed.errno), "msg": failed.reason, "stage": failed.stage}
+    refused = reported(restart_to(bad, restarter, bad + ".out")[0])
     time.sleep(0.5)
     refused["survivors"] = tree_processes()
     refused["after"] = tree_lines(bad + ".out")
@@ -312,20 +343,15 @@ def start_tree(exe, out_path, limit):
     with open(out_path, "w") as out:
         proc = subprocess.Popen(["setarch", "-R", exe, str(limit)], stdout=out,
                                 stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and sum(
-            line.startswith("child") for line in tree_lines(out_path)) < 10:
-        time.sleep(0.05)
+    wait_for_output(out_path, lines_starting("child", 10))
     return proc
 
 
 def restart_tree(image, restarter, out2):
     """crfs-restart of a tree_target image: its outcome, the restored child's /proc status
     (pid, PPid, Name), how the root ended, the output, and what is left of the tree."""
-    with open(out2, "wb") as out:
-        child = kernel.restart_in_child(image, restarter=restarter, stdout=out, timeout=120)
-    restart = {"errno": name(child.errno), "msg": child.reason, "stage": child.stage,
-               "root": child.pid}
+    child, _ = restart_to(image, restarter, out2)
+    restart = reported(child, root=child.pid)
     if child.errno == 0:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and "proc" not in restart:
@@ -333,9 +359,7 @@ def restart_tree(image, restarter, out2):
                 if line.startswith("child "):
                     pid = int(line.split()[2][4:])
                     try:
-                        with open(f"/proc/{pid}/status") as f:
-                            status = dict(row.split(":\t", 1) for row in f.read().splitlines()
-                                          if ":\t" in row)
+                        status = proc_status(pid)
                         restart["proc"] = {"pid": pid, "ppid": int(status["PPid"]),
                                            "name": status["Name"]}
                     except OSError as exc:
@@ -362,11 +386,16 @@ def leftover(prefixes):
     return left
 
 
+def proc_status(pid):
+    """/proc/PID/status as {field: value}."""
+    with open(f"/proc/{pid}/status") as f:
+        return dict(row.split(":\t", 1) for row in f.read().splitlines() if ":\t" in row)
+
+
 def threads_of(pid):
     """/proc/PID/status Threads and the comm of each task, while it runs."""
     try:
-        with open(f"/proc/{pid}/status") as f:
-            status = dict(row.split(":\t", 1) for row in f.read().splitlines() if ":\t" in row)
+        status = proc_status(pid)
         return {"threads": int(status["Threads"]), "name": status["Name"],
                 "tids": sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))}
     except (OSError, KeyError, ValueError) as exc:
@@ -375,15 +404,10 @@ def threads_of(pid):
 
 def restart_threads(image, out_path, restarter):
     """crfs-restart of a threads_target image: outcome, /proc view while it runs, output."""
-    with open(out_path, "wb") as out:
-        child = kernel.restart_in_child(image, restarter=restarter, stdout=out, timeout=120)
-    result = {"errno": name(child.errno), "msg": child.reason, "stage": child.stage,
-              "pid": child.pid}
+    child, _ = restart_to(image, restarter, out_path)
+    result = reported(child, pid=child.pid)
     if child.errno == 0:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and sum(
-                line.startswith("worker2") for line in tree_lines(out_path)) < 3:
-            time.sleep(0.05)
+        wait_for_output(out_path, lines_starting("worker2", 3), timeout=30)
         result["proc"] = threads_of(child.pid)
         result["exit"] = end_of(child)
     result["after"] = tree_lines(out_path)
@@ -411,14 +435,9 @@ def checkpoint_threads(manifest, label, via):
     with open(out_path, "w") as out:
         proc = subprocess.Popen(["setarch", "-R", manifest["threads_target"], str(limit)],
                                 stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and sum(
-            line.startswith("worker2") for line in tree_lines(out_path)) < 10:
-        time.sleep(0.05)
+    wait_for_output(out_path, lines_starting("worker2", 10))
     before = threads_of(proc.pid)
-    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid),
-                         "-o", image, "--kill", "--via", via], capture_output=True,
-                        text=True, timeout=120)
+    ck = crfs_checkpoint(proc.pid, "-o", image, "--kill", "--via", via)
     result = {"image": image,
               "checkpoint": {"rc": ck.returncode, "stderr": ck.stderr[-2000:],
                              "returncode": proc.wait(timeout=60), "proc": before}}
@@ -573,6 +592,7 @@ TARGETS = ("restore_target", "tree_target", "threads_target", "crfs-restart")
 NOBODY = 65534
 GROUP_TIMEOUT = 5     # seconds (module parameter): the threads' rendezvous gives up
 KCK_DIR = "/tmp/crfs-kck"     # world-readable: the unprivileged restart maps files here
+KERNEL_IMAGE = os.path.join(KCK_DIR, "kernel.img")     # restore_target, by the module
 
 
 def wait_state(pid, letters, timeout=30):
@@ -589,12 +609,7 @@ def start_ticking(exe, data, out_path, limit, lines=15):
     with open(out_path, "w") as out:
         proc = subprocess.Popen(["setarch", "-R", exe, data, str(limit)], stdout=out,
                                 stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with open(out_path) as f:
-            if f.read().count("\n") >= lines:
-                break
-        time.sleep(0.05)
+    wait_for_output(out_path, full_lines(lines))
     return proc
 
 
@@ -658,8 +673,8 @@ def same_as_python(kernel_image, python_image):
 
 
 def kernel_checkpoint_restart(manifest):
-    """restore_target checkpointed by the module (`crfs checkpoint --via kernel`), checked
-    against the stopped process, killed, restarted by the module."""
+    """restore_target checkpointed by the module (`crfs checkpoint --via kernel`) into
+    KERNEL_IMAGE, checked against the stopped process, killed, restarted by the module."""
     os.makedirs(KCK_DIR, exist_ok=True)
     os.chmod(KCK_DIR, 0o755)
     exe = os.path.join(KCK_DIR, "restore_target")
@@ -668,12 +683,10 @@ def kernel_checkpoint_restart(manifest):
     subprocess.run(["cp", manifest["datafile"], data], check=True)
     subprocess.run(["cp", manifest["restarter"], os.path.join(KCK_DIR, "crfs-restart")],
                    check=True)
-    image = os.path.join(KCK_DIR, "kernel.img")
+    image = KERNEL_IMAGE
     proc = start_ticking(exe, data, os.path.join(KCK_DIR, "kernel.out"), manifest["limit"])
     t0 = time.monotonic()
-    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "-o",
-                         image, "--via", "kernel", "--leave-stopped"],
-                        capture_output=True, text=True, timeout=120)
+    ck = crfs_checkpoint(proc.pid, "-o", image, "--via", "kernel", "--leave-stopped")
     out = {"checkpoint": {"rc": ck.returncode, "stderr": ck.stderr,
                           "seconds": round(time.monotonic() - t0, 2)}}
     if ck.returncode == 0 and wait_state(proc.pid, "T"):
@@ -694,7 +707,7 @@ def kernel_checkpoint_restart(manifest):
         os.chmod(image, 0o644)
         out["restart"] = restart_direct(image, os.path.join(KCK_DIR, "kernel.out2"),
                                         manifest["restarter"])
-    return out, image
+    return out
 
 
 def kernel_checkpoint_tree(manifest):
@@ -710,9 +723,8 @@ def kernel_checkpoint_tree(manifest):
     proc = start_tree(manifest["tree_target"], out_path, limit)
     pids = [proc.pid] + procfs.children(proc.pid)
     t0 = time.monotonic()
-    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "--tree",
-                         "--via", "kernel", "--leave-stopped", "-o", image],
-                        capture_output=True, text=True, timeout=120)
+    ck = crfs_checkpoint(proc.pid, "--tree", "--via", "kernel", "--leave-stopped", "-o",
+                         image)
     out = {"pids": pids, "limit": limit, "image": image,
            "checkpoint": {"rc": ck.returncode, "stderr": ck.stderr[-2000:],
                           "seconds": round(time.monotonic() - t0, 2)}}
@@ -847,9 +859,9 @@ def at_position(dev, pid):
     return result
 
 
-def checkpoint_refusals(manifest, root_image):
-    """Who may CHECKPOINT what, the argument errors, and the uid of a restart by nobody."""
-    out = {}
+def refusal_targets(manifest):
+    """The processes CHECKPOINT is asked about: a sleep of nobody's, one of root's, a
+    two-threaded python3 and ckpt_threads with 3 threads, each running (and counting)."""
     nobody_sleep = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
                                      "--clear-groups", "sleep", "60"])
     root_sleep = subprocess.Popen(["sleep", "60"])
@@ -860,50 +872,71 @@ def checkpoint_refusals(manifest, root_image):
     threaded.stdout.readline()
     threads_c = subprocess.Popen([manifest["ckpt_threads"], "3"], stdout=subprocess.PIPE)
     threads_c.stdout.readline()      # "ready ...": its 3 threads count
+    return nobody_sleep, root_sleep, threaded, threads_c
+
+
+def who_may_checkpoint(dev, fd, nobody_sleep, root_sleep, threaded, threads_c):
+    """CHECKPOINT into `fd` asked by nobody or by root, of their own processes or not,
+    traced and stopped or not, with every thread stopped or not."""
+    out = {}
+    out["nobody_untraced_own"] = as_nobody(
+        lambda: outcome(lambda: dev.checkpoint(nobody_sleep.pid, fd)))
+    out["nobody_root_process"] = as_nobody(
+        lambda: outcome(lambda: dev.checkpoint(root_sleep.pid, fd)))
+    out["nobody_traced_own"] = as_nobody(
+        lambda: traced_checkpoint(nobody_sleep.pid, fd, dev))
+    out["root_untraced"] = outcome(lambda: dev.checkpoint(root_sleep.pid, fd))
+    out["root_traced_running"] = traced_checkpoint(root_sleep.pid, fd, dev, interrupt=False)
+    # only the leader stopped: its other thread could run
+    out["thread_not_stopped"] = traced_checkpoint(threaded.pid, fd, dev)
+    out["thread_not_stopped"]["tids"] = sorted(
+        int(tid) for tid in os.listdir(f"/proc/{threaded.pid}/task"))
+    out["threads"] = threads_checkpoint(threaded.pid, dev, "threads")
+    out["threads_c"] = threads_checkpoint(threads_c.pid, dev, "threads_c", compare=True)
+    return out
+
+
+def argument_errors(dev, fd, scratch, pid):
+    """CHECKPOINT of root's process `pid` with a bad pid, fd, flag or pointer, then one
+    into a file at an offset."""
+    out = {}
+    out["no_such_pid"] = outcome(lambda: dev.checkpoint(4 << 20, fd))
+    out["pid_zero"] = outcome(lambda: dev.checkpoint(0, fd))
+    ro = os.open(scratch, os.O_RDONLY)
+    out["read_only_fd"] = traced_checkpoint(pid, ro, dev)
+    os.close(ro)
+    r, w = os.pipe()
+    out["pipe_fd"] = traced_checkpoint(pid, w, dev)
+    os.close(r)
+    os.close(w)
+    out["closed_fd"] = traced_checkpoint(pid, 987, dev)
+    out["flags_set"] = raw_checkpoint(dev, None, pid=pid, fd=fd, flags=2)
+    out["tree_untraced"] = raw_checkpoint(dev, None, pid=pid, fd=fd,
+                                          flags=kernel.CHECKPOINT_TREE)
+    out["reserved_set"] = raw_checkpoint(dev, None, pid=pid, fd=fd, _reserved=1)
+    out["bad_pointer"] = raw_checkpoint(dev, 16)
+    out["at_position"] = at_position(dev, pid)
+    return out
+
+
+def checkpoint_refusals(manifest, root_image):
+    """Who may CHECKPOINT what, the argument errors, and the uid of a restart by nobody."""
+    out = {}
+    targets = refusal_targets(manifest)
+    root_sleep = targets[1]
     scratch = os.path.join(KCK_DIR, "scratch.img")
     fd = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
     os.chmod(scratch, 0o666)
     try:
         dev = kernel.Device()
         try:
-            out["nobody_untraced_own"] = as_nobody(
-                lambda: outcome(lambda: dev.checkpoint(nobody_sleep.pid, fd)))
-            out["nobody_root_process"] = as_nobody(
-                lambda: outcome(lambda: dev.checkpoint(root_sleep.pid, fd)))
-            out["nobody_traced_own"] = as_nobody(
-                lambda: traced_checkpoint(nobody_sleep.pid, fd, dev))
-            out["root_untraced"] = outcome(lambda: dev.checkpoint(root_sleep.pid, fd))
-            out["root_traced_running"] = traced_checkpoint(root_sleep.pid, fd, dev,
-                                                           interrupt=False)
-            # only the leader stopped: its other thread could run
-            out["thread_not_stopped"] = traced_checkpoint(threaded.pid, fd, dev)
-            out["thread_not_stopped"]["tids"] = sorted(
-                int(tid) for tid in os.listdir(f"/proc/{threaded.pid}/task"))
-            out["threads"] = threads_checkpoint(threaded.pid, dev, "threads")
-            out["threads_c"] = threads_checkpoint(threads_c.pid, dev, "threads_c",
-                                                  compare=True)
-            out["no_such_pid"] = outcome(lambda: dev.checkpoint(4 << 20, fd))
-            out["pid_zero"] = outcome(lambda: dev.checkpoint(0, fd))
-            ro = os.open(scratch, os.O_RDONLY)
-            out["read_only_fd"] = traced_checkpoint(root_sleep.pid, ro, dev)
-            os.close(ro)
-            r, w = os.pipe()
-            out["pipe_fd"] = traced_checkpoint(root_sleep.pid, w, dev)
-            os.close(r)
-            os.close(w)
-            out["closed_fd"] = traced_checkpoint(root_sleep.pid, 987, dev)
-            out["flags_set"] = raw_checkpoint(dev, None, pid=root_sleep.pid, fd=fd, flags=2)
-            out["tree_untraced"] = raw_checkpoint(dev, None, pid=root_sleep.pid, fd=fd,
-                                                  flags=kernel.CHECKPOINT_TREE)
-            out["reserved_set"] = raw_checkpoint(dev, None, pid=root_sleep.pid, fd=fd,
-                                                 _reserved=1)
-            out["bad_pointer"] = raw_checkpoint(dev, 16)
-            out["at_position"] = at_position(dev, root_sleep.pid)
+            out.update(who_may_checkpoint(dev, fd, *targets))
+            out.update(argument_errors(dev, fd, scratch, root_sleep.pid))
         finally:
             dev.close()
     finally:
         os.close(fd)
-        for p in (nobody_sleep, root_sleep, threaded, threads_c):
+        for p in targets:
             p.kill()
             p.wait()
     restarter = os.path.join(KCK_DIR, "crfs-restart")
@@ -939,12 +972,7 @@ def restart_as_nobody(image, restarter):
     try:
         with open(f"/proc/{proc.pid}/status") as f:
             result["uid"] = [line.split()[1:] for line in f if line.startswith("Uid:")][0]
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with open(out_path) as f:
-                if f.read().count("\n") >= 3:
-                    break
-            time.sleep(0.05)
+        wait_for_output(out_path, full_lines(3), timeout=30)
     except OSError as exc:
         result["status_error"] = repr(exc)
     proc.kill()
@@ -973,13 +1001,12 @@ def progress(step, t0):
     print(f"[guest {time.monotonic() - t0:6.1f}s] {step}", file=sys.stderr, flush=True)
 
 
-def main(module, manifest_path, results_path):
-    with open(manifest_path) as f:
-        manifest = json.load(f)
-    results = {"steps": {}, "images": {}}
-    steps = results["steps"]
-    t0 = time.monotonic()
+def elapsed(t0):
+    return round(time.monotonic() - t0, 2)
 
+
+def load_module(module, steps):
+    """insmod, then wait (up to 2.5 s) for /dev/crfs: whether it appeared."""
     load = subprocess.run(["insmod", module, f"group_timeout={GROUP_TIMEOUT}"],
                           capture_output=True, text=True)
     steps["insmod"] = {"rc": load.returncode, "stderr": load.stderr}
@@ -987,62 +1014,94 @@ def main(module, manifest_path, results_path):
         if os.path.exists(kernel.DEVICE):
             break
         time.sleep(0.05)
-    if os.path.exists(kernel.DEVICE):
-        st = os.stat(kernel.DEVICE)
-        steps["device"] = {"char": stat.S_ISCHR(st.st_mode), "mode": stat.S_IMODE(st.st_mode)}
-        with kernel.Device() as dev:
-            steps["version"] = dev.version()
-            steps["t_setup"] = round(time.monotonic() - t0, 2)
-            for case in manifest["images"]:
-                results["images"][case["name"]] = {
-                    op: on_path(dev, case["path"], op) for op in case["ops"]}
-            steps["t_images"] = round(time.monotonic() - t0, 2)
-            steps["special"] = special_fds(dev, manifest["valid"], manifest["scratch"])
-            steps["t_special"] = round(time.monotonic() - t0, 2)
-        child = kernel.restart_in_child(manifest["valid"],
-                                        restarter=manifest["restore"]["restarter"])
-        progress("child_valid", t0)
-        steps["child_valid"] = {"errno": name(child.errno),
-                                "msg": child.reason, "stage": child.stage}
-        child = kernel.restart_in_child(manifest["invalid"],
-                                        restarter=manifest["restore"]["restarter"])
-        progress("child_invalid", t0)
-        steps["child_invalid"] = {"errno": name(child.errno),
-                                  "msg": child.reason, "offset": child.offset,
-                                  "type": child.record_type}
-        steps["t_child"] = round(time.monotonic() - t0, 2)
-        progress("restore", t0)
-        steps["restore"] = restore_programs(manifest["restore"])
-        progress("tree", t0)
-        steps["tree"] = restore_tree(manifest["restore"])
-        progress("threads", t0)
-        steps["threads"] = restore_threads(manifest["restore"])
-        progress("thread_group_errors", t0)
-        if os.path.exists(steps["threads"]["image"]):
-            steps["thread_group_errors"] = thread_group_errors(steps["threads"]["image"])
-        steps["t_restore"] = round(time.monotonic() - t0, 2)
-        progress("kernel_checkpoint", t0)
-        steps["kernel_checkpoint"], image = kernel_checkpoint_restart(manifest["restore"])
-        steps["t_kernel_checkpoint"] = round(time.monotonic() - t0, 2)
-        progress("kernel_checkpoint_tree", t0)
-        steps["kernel_checkpoint_tree"] = kernel_checkpoint_tree(manifest["restore"])
-        steps["t_kernel_checkpoint_tree"] = round(time.monotonic() - t0, 2)
-        progress("fuse", t0)
-        os.environ["CRFS_RESTARTER"] = manifest["restore"]["restarter"]
-        steps["fuse"] = through_fuse(manifest, {
-            "restore": ("prog.img", steps["restore"]["dynamic"]["image"]),
-            "static": ("static.img", steps["restore"]["static"]["image"]),
-            "tree": ("tree.img", steps["tree"]["image"]),
-            "threads": ("threads.img", steps["threads"]["image"]),
-            "kernel_restore": ("kernel-prog.img", image),
-            "kernel_tree": ("kernel-tree.img", steps["kernel_checkpoint_tree"]["image"]),
-            "kernel_threads": ("kernel-threads.img", steps["threads"]["kernel"]["image"]),
-        })
-        steps["t_fuse"] = round(time.monotonic() - t0, 2)
-        progress("checkpoint_refusals", t0)
-        steps["checkpoint_refusals"] = checkpoint_refusals(manifest["restore"], image)
-        steps["t_checkpoint_refusals"] = round(time.monotonic() - t0, 2)
-    # a restored program that never ended would keep the module busy
+    return os.path.exists(kernel.DEVICE)
+
+
+def device_checks(manifest, results, t0):
+    """Through one open /dev/crfs: its mode and version, every image of the manifest, the
+    descriptors that are not images."""
+    steps = results["steps"]
+    st = os.stat(kernel.DEVICE)
+    steps["device"] = {"char": stat.S_ISCHR(st.st_mode), "mode": stat.S_IMODE(st.st_mode)}
+    with kernel.Device() as dev:
+        steps["version"] = dev.version()
+        steps["t_setup"] = elapsed(t0)
+        for case in manifest["images"]:
+            results["images"][case["name"]] = {
+                op: on_path(dev, case["path"], op) for op in case["ops"]}
+        steps["t_images"] = elapsed(t0)
+        steps["special"] = special_fds(dev, manifest["valid"], manifest["scratch"])
+        steps["t_special"] = elapsed(t0)
+
+
+def restarter_child(image, restarter, where=False):
+    """What crfs-restart of `image`, run in a child, reported: with `where`, the offset and
+    the type of the record it was refused at, else the stage it failed at."""
+    child = kernel.restart_in_child(image, restarter=restarter)
+    if where:
+        return {"errno": name(child.errno), "msg": child.reason, "offset": child.offset,
+                "type": child.record_type}
+    return reported(child)
+
+
+def thread_group_errors_of(threads):
+    """thread_group_errors() of the threads image, None (no step) when there is none."""
+    if os.path.exists(threads["image"]):
+        return thread_group_errors(threads["image"])
+    return None
+
+
+def fuse_programs(manifest, steps):
+    """The restarter for the daemon, and the images it restores: {key: (name, image)}."""
+    os.environ["CRFS_RESTARTER"] = manifest["restore"]["restarter"]
+    return {
+        "restore": ("prog.img", steps["restore"]["dynamic"]["image"]),
+        "static": ("static.img", steps["restore"]["static"]["image"]),
+        "tree": ("tree.img", steps["tree"]["image"]),
+        "threads": ("threads.img", steps["threads"]["image"]),
+        "kernel_restore": ("kernel-prog.img", KERNEL_IMAGE),
+        "kernel_tree": ("kernel-tree.img", steps["kernel_checkpoint_tree"]["image"]),
+        "kernel_threads": ("kernel-threads.img", steps["threads"]["kernel"]["image"]),
+    }
+
+
+# The steps after the device checks, in order: (name, function, its arguments from the
+# manifest and the steps so far, the t_ key that then records the seconds since the start).
+STEPS = (
+    ("child_valid", restarter_child,
+     lambda m, s: (m["valid"], m["restore"]["restarter"]), None),
+    ("child_invalid", restarter_child,
+     lambda m, s: (m["invalid"], m["restore"]["restarter"], True), "t_child"),
+    ("restore", restore_programs, lambda m, s: (m["restore"],), None),
+    ("tree", restore_tree, lambda m, s: (m["restore"],), None),
+    ("threads", restore_threads, lambda m, s: (m["restore"],), None),
+    ("thread_group_errors", thread_group_errors_of, lambda m, s: (s["threads"],),
+     "t_restore"),
+    ("kernel_checkpoint", kernel_checkpoint_restart, lambda m, s: (m["restore"],),
+     "t_kernel_checkpoint"),
+    ("kernel_checkpoint_tree", kernel_checkpoint_tree, lambda m, s: (m["restore"],),
+     "t_kernel_checkpoint_tree"),
+    ("fuse", through_fuse, lambda m, s: (m, fuse_programs(m, s)), "t_fuse"),
+    ("checkpoint_refusals", checkpoint_refusals, lambda m, s: (m["restore"], KERNEL_IMAGE),
+     "t_checkpoint_refusals"),
+)
+
+
+def run_step(manifest, steps, t0, step):
+    """One step of STEPS: its progress line, then its result in steps[name] (unless it
+    returns None), then the time so far in steps[timing] (if it has one)."""
+    name, function, args, timing = step
+    progress(name, t0)
+    result = function(*args(manifest, steps))
+    if result is not None:
+        steps[name] = result
+    if timing:
+        steps[timing] = elapsed(t0)
+
+
+def unload_module(steps):
+    """Kill any restored program still running (it would keep the module busy), rmmod,
+    then what kmemleak and dmesg say."""
     steps["stragglers"] = leftover(TARGETS)
     for row in steps["stragglers"]:
         os.kill(int(row.split()[0]), signal.SIGKILL)
@@ -1055,7 +1114,21 @@ def main(module, manifest_path, results_path):
     steps["dmesg_problems"] = [line for line in dmesg.splitlines()
                                if any(k in line for k in ("WARNING:", "BUG:", "Oops",
                                                           "Call Trace", "general protection"))]
-    steps["seconds"] = round(time.monotonic() - t0, 2)
+
+
+def main(module, manifest_path, results_path):
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    results = {"steps": {}, "images": {}}
+    steps = results["steps"]
+    t0 = time.monotonic()
+
+    if load_module(module, steps):
+        device_checks(manifest, results, t0)
+        for step in STEPS:
+            run_step(manifest, steps, t0, step)
+    unload_module(steps)
+    steps["seconds"] = elapsed(t0)
     with open(results_path + ".tmp", "w") as f:
         json.dump(results, f, indent=1)
     os.replace(results_path + ".tmp", results_path)

@@ -20,6 +20,9 @@ class Node:
     # At the top of the mount, which follows the store and restart/ as they change: the
     # kernel must not cache the node's entry or attributes (see operations.py).
     live = False
+    # Who the node belongs to (a crfs.fs.access.Owner): the uid, gid and mode it shows and
+    # who may use it. None: the daemon's, with the node's own mode.
+    owner = None
 
     def __init__(self, key, mtime_ns=0):
         self.key = key
@@ -74,7 +77,8 @@ class File(Node):
     mode = stat.S_IFREG | 0o444
 
     def authorize(self, uid):
-        """Raise FsError if `uid` may not open this file (control files are guarded)."""
+        """Raise FsError if `uid` may not use this file beyond what its mode says (control
+        files and uploads are guarded): asked on open, write, truncate and close."""
 
     def read(self, offset, size):
         raise NotImplementedError

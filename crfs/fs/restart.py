@@ -19,6 +19,7 @@ from crfs import kernel
 from crfs.formats import ckpt
 from crfs.formats.source import Source
 from crfs.errors import FsError
+from crfs.fs.access import Owner, User, denied
 from crfs.fs.nodes import Dir, File
 from crfs.model import registry
 from crfs.model.verify import verify
@@ -31,22 +32,31 @@ MODULE_HELP = ("the crfs kernel module is not loaded: build and load it with "
 
 
 class Upload(File):
-    """An image being copied into restart/: bytes go to a temp file in the store."""
+    """An image being copied into restart/: bytes go to a temp file in the store.
+
+    It belongs to its writer: only the uid that created it may open, write, truncate or
+    close it (root included: whoever closes it submits it), and its attributes show that
+    uid and gid."""
 
     mode = stat.S_IFREG | 0o600
     writable = True
     live = True
     direct_io = True
 
-    def __init__(self, box, name, path):
+    def __init__(self, box, name, path, uid, gid):
         super().__init__(("restart", name), time.time_ns())
         self.box = box
         self.name = name
         self.path = path
+        self.owner = User(uid, gid)
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self._size = 0
         self._dirty = True
         self._outcome = None   # FsError of the last close, or None for success
+
+    def authorize(self, uid):
+        if uid != self.owner.uid:
+            raise denied(f"restart/{self.name}: another user's upload")
 
     def size(self):
         return self._size
@@ -92,6 +102,7 @@ class RestartBox(Dir):
         self.uploads = {}
         self.statuses = {}   # name -> status text
         self.logs = {}       # name -> path of the restored program's output
+        self.uploaders = {}  # name -> User who last uploaded it: owns .status and .log
         self._serial = 0
         self._lock = threading.Lock()
 
@@ -108,9 +119,12 @@ class RestartBox(Dir):
         """restart/<image>.status or restart/<image>.log, or None."""
         image, suffix = os.path.splitext(name)
         if suffix == ".status" and image in self.statuses:
-            return LiveFile(("restart", name), lambda: self._status_of(image))
+            return LiveFile(("restart", name), lambda: self._status_of(image),
+                            ReportOwner(self, image))
         if suffix == ".log" and image in self.logs:
-            return LiveFile(("restart", name), lambda: self._log_of(image))
+            # The program's output is its restarter's alone.
+            return LiveFile(("restart", name), lambda: self._log_of(image),
+                            ReportOwner(self, image), mode=stat.S_IFREG | 0o400)
         return None
 
     def _status_of(self, name):
@@ -124,19 +138,22 @@ class RestartBox(Dir):
         except (KeyError, FileNotFoundError):
             return b""
 
-    def create(self, name, uid):
+    def create(self, name, uid, gid=None):
+        """A new upload `name` by uid:gid (gid defaults to uid's own)."""
         if uid not in (0, self.owner_uid):
             raise FsError("only root or the mount's owner may restart", errno.EACCES)
         if name in self.uploads or name.endswith(".status") or name.endswith(".log"):
             raise FsError(errno=errno.EEXIST)
         self._serial += 1
         path = os.path.join(self.store_path, f"{TEMP_PREFIX}restart-{self._serial}-{name}")
-        upload = Upload(self, name, path)
+        upload = Upload(self, name, path, uid, uid if gid is None else gid)
         self.uploads[name] = upload
         return upload
 
     def submit(self, upload):
         """Verify and hand over; returns the FsError close(2) must report, or None."""
+        with self._lock:
+            self.uploaders[upload.name] = upload.owner
         outcome, status = self._restart(upload)
         with self._lock:
             self.statuses[upload.name] = status
@@ -243,15 +260,30 @@ class LiveFile(File):
     direct_io = True
     live = True
 
-    def __init__(self, key, current):
+    def __init__(self, key, current, owner=None, mode=None):
         super().__init__(key, time.time_ns())
         self._current = current
+        self.owner = owner
+        if mode is not None:
+            self.mode = mode
 
     def size(self):
         return len(self._current())
 
     def read(self, offset, size):
         return self._current()[offset:offset + size]
+
+
+class ReportOwner(Owner):
+    """restart/<image>.status and .log belong to whoever uploaded <image> last."""
+
+    def __init__(self, box, image):
+        self.box = box
+        self.image = image
+
+    def attributes(self, node):
+        user = self.box.uploaders.get(self.image) or User(0, 0)
+        return user.attributes(node)
 
 
 def _status(name, state, error=None, pid=None):

@@ -34,6 +34,12 @@ def python_as_user(script, **kwargs):
     return as_user(sys.executable, "-c", script, **kwargs)
 
 
+def read_as(path, **kwargs):
+    """Open `path` as another user and read a byte (mem: at no address, just open it)."""
+    return python_as_user(f"f = open({str(path)!r}, 'rb')\n"
+                          f"{str(Path(path).name)!r} == 'mem' or f.read(1)\n", **kwargs)
+
+
 def denied(result):
     return result.returncode != 0 and "Permission denied" in (result.stderr + result.stdout)
 
@@ -86,3 +92,92 @@ def test_another_user_cannot_take_over_an_upload(shared, world):
             os.close(fd)
         except OSError:
             pass
+
+
+# --- 2. the mount never shows anyone more than the store does -------------------------
+
+def image_paths(mount, name, image):
+    """Files of image `name` that hold its contents, as root sees them."""
+    task = mount / name / "tasks" / str(image.tasks[0].pid)
+    page = sorted(os.listdir(task / "pages"))[0]
+    return [mount / name / "format", mount / name / "verify", mount / name / "records",
+            task / "mem", task / "pages" / page, task / "status", task / "core"]
+
+
+def test_a_root_only_image_is_root_only_through_the_mount(shared):
+    secret = write_image(shared.store / "secret.img", "ckpt", "x86_64")
+    public = write_image(shared.store / "public.img", "ckpt", "x86_64")
+    os.chmod(shared.store / "secret.img", 0o600)
+    os.chmod(shared.store / "public.img", 0o644)
+    shared.mount("-o", "allow_other")
+    secret_files = image_paths(shared, "secret.img", secret)    # root may: cached now
+    for path in secret_files:
+        with open(path, "rb") as f:
+            assert path.name == "mem" or f.read(1), path
+    task = secret_files[3].parent
+    for path in secret_files:
+        assert denied(read_as(path)), path
+    for directory in (shared / "secret.img", task, task / "pages", task / "mm" / "vmas"):
+        assert denied(as_user("ls", directory)), directory
+    st = os.stat(shared / "secret.img")
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o500)
+    assert stat.S_IMODE(os.stat(secret_files[3]).st_mode) == 0o400
+    # The readable image stays readable by everyone.
+    for path in image_paths(shared, "public.img", public):
+        assert read_as(path).returncode == 0, path
+    assert stat.S_IMODE(os.stat(shared / "public.img").st_mode) == 0o555
+
+
+def test_an_unreadable_broken_image_keeps_its_error_to_itself(shared):
+    (shared.store / "junk.img").write_bytes(b"not an image at all\n")
+    os.chmod(shared.store / "junk.img", 0o600)
+    shared.mount("-o", "allow_other")
+    assert "unknown magic" in (shared / "junk.img" / "error").read_text()
+    for name in ("error", "verify"):
+        assert denied(as_user("cat", shared / "junk.img" / name)), name
+
+
+def test_group_read_is_for_the_group(shared):
+    image = write_image(shared.store / "team.img", "ckpt", "x86_64")
+    os.chown(shared.store / "team.img", 0, 4242)
+    os.chmod(shared.store / "team.img", 0o640)
+    shared.mount("-o", "allow_other")
+    mem = image_paths(shared, "team.img", image)[3]
+    assert denied(read_as(mem))
+    assert read_as(mem, groups=[4242]).returncode == 0     # supplementary
+    assert read_as(mem, gid=4242).returncode == 0
+    assert os.stat(shared / "team.img").st_gid == 4242
+
+
+def test_a_chmod_in_the_store_counts_at_once(shared):
+    image = write_image(shared.store / "a.img", "ckpt", "x86_64")
+    os.chmod(shared.store / "a.img", 0o644)
+    shared.mount("-o", "allow_other")
+    mem = image_paths(shared, "a.img", image)[3]
+    assert read_as(mem).returncode == 0
+    os.chmod(shared.store / "a.img", 0o600)
+    assert denied(read_as(mem))
+    # Every file of the tree, though the kernel has cached them since before the chmod.
+    assert denied(as_user("sh", "-c", f"cat {mem.parent}/status"))
+    os.chmod(shared.store / "a.img", 0o644)
+    assert read_as(mem).returncode == 0
+
+
+def test_a_private_store_is_private_through_the_mount(shared):
+    image = write_image(shared.store / "a.img", "ckpt", "x86_64")
+    os.chmod(shared.store / "a.img", 0o644)
+    os.chmod(shared.store, 0o700)
+    shared.mount("-o", "allow_other")
+    files = image_paths(shared, "a.img", image)
+    assert denied(as_user("ls", shared.path))
+    for path in files:
+        assert denied(read_as(path)), path
+    assert subprocess.run(["ls", shared.path], capture_output=True).returncode == 0
+    # A store reached through a directory others cannot search is as private.
+    os.chmod(shared.store, 0o755)
+    os.chmod(shared.store.parent, 0o700)
+    try:
+        assert denied(read_as(files[3]))
+    finally:
+        os.chmod(shared.store.parent, 0o755)
+    assert read_as(files[3]).returncode == 0

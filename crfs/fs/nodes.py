@@ -46,6 +46,13 @@ class Dir(Node):
         """The child called `name`, or None."""
         raise NotImplementedError
 
+    def adopt(self, node):
+        """`node` as a child of this directory: it belongs to this directory's owner unless
+        it has its own (an image's tree is its store file's)."""
+        if node.owner is None:
+            node.owner = self.owner
+        return node
+
 
 class StaticDir(Dir):
     """A directory whose children never change: made by `make_children` when first asked
@@ -61,7 +68,7 @@ class StaticDir(Dir):
 
     def _all(self):
         if self._children is None:
-            self._children = dict(self.make_children())
+            self._children = {name: self.adopt(node) for name, node in self.make_children()}
         return self._children
 
     def names(self):

@@ -13,7 +13,7 @@ import pyfuse3
 import trio
 
 from crfs.errors import CrfsError, FormatError, FsError
-from crfs.fs.access import R, W, Caller, User, denied
+from crfs.fs.access import R, W, X, Caller, User, denied
 from crfs.fs.nodes import Dir
 
 log = logging.getLogger("crfs")
@@ -192,6 +192,8 @@ class Operations(pyfuse3.Operations):
         parent = self.inodes.node(parent_inode)
         if not isinstance(parent, Dir):
             raise FsError(errno=errno.ENOTDIR)
+        if ctx is not None:
+            self._check(parent, ctx, X, "lookup")
         child = parent.child(os.fsdecode(name))
         if child is None:
             raise FsError(errno=errno.ENOENT)
@@ -208,6 +210,7 @@ class Operations(pyfuse3.Operations):
         node = self.inodes.node(inode)
         if not isinstance(node, Dir):
             raise FsError(errno=errno.ENOTDIR)
+        self._check(node, ctx, R, "opendir")
         fh = self._new_fh()
         self.listings[fh] = Listing(node)
         return fh
@@ -229,6 +232,28 @@ class Operations(pyfuse3.Operations):
     @_request
     def releasedir(self, fh):
         self.listings.pop(fh, None)
+
+    @_request
+    def access(self, inode, mode, ctx):
+        """access(2), and chdir (the kernel asks for X): what open, lookup and create
+        would allow (the restart box is writable for those who may restart)."""
+        node = self.inodes.node(inode)
+        mask = mode & (R | W | X)
+        if not mask:
+            return True
+        try:
+            if node is self.box:
+                if mask & W:
+                    self.box.authorize(ctx.uid)
+                mask &= ~W
+            elif mask & W and not node.writable:
+                return False
+            self._check(node, ctx, mask, "access")
+            if not isinstance(node, Dir):
+                node.authorize(ctx.uid)
+        except FsError:
+            return False
+        return True
 
     async def forget(self, inode_list):
         for ino, count in inode_list:

@@ -138,10 +138,14 @@ class RestartBox(Dir):
         except (KeyError, FileNotFoundError):
             return b""
 
-    def create(self, name, uid, gid=None):
-        """A new upload `name` by uid:gid (gid defaults to uid's own)."""
+    def authorize(self, uid):
+        """Only root or the mount's owner may upload: the daemon restarts as itself."""
         if uid not in (0, self.owner_uid):
             raise FsError("only root or the mount's owner may restart", errno.EACCES)
+
+    def create(self, name, uid, gid=None):
+        """A new upload `name` by uid:gid (gid defaults to uid's own)."""
+        self.authorize(uid)
         if name in self.uploads or name.endswith(".status") or name.endswith(".log"):
             raise FsError(errno=errno.EEXIST)
         self._serial += 1

@@ -7,6 +7,7 @@ import stat
 from crfs import render
 from crfs.errors import FormatError
 from crfs.formats.source import Source
+from crfs.fs.access import X, Owner, permitted
 from crfs.model import registry
 from crfs.model.verify import verify
 
@@ -18,12 +19,27 @@ def signature(st):
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-class Entry:
-    """One file of the store: its index (Image) or the reason it cannot be read."""
+def shown_mode(file_mode, node):
+    """The mode a node of an image tree shows: the store file's read bits for a file, and
+    for a directory those plus x where r (whoever may read the file may walk its tree)."""
+    perm = file_mode & 0o444
+    if stat.S_ISDIR(node.mode):
+        perm |= perm >> 2
+    return stat.S_IFMT(node.mode) | (stat.S_IMODE(node.mode) & perm)
+
+
+class Entry(Owner):
+    """One file of the store: its index (Image) or the reason it cannot be read.
+
+    It is also the owner (crfs.fs.access) of every node of its image's tree: they show its
+    uid and gid and its read bits, and only who may read the store file may use them,
+    checked against the file as it is now (a chmod counts at once)."""
 
     def __init__(self, store, name, st, generation):
+        self.store = store
         self.name = name
         self.path = os.path.join(store.path, name)
+        self.st = st
         self.signature = signature(st)
         self.generation = generation
         self.file_mtime_ns = st.st_mtime_ns
@@ -88,13 +104,68 @@ class Entry:
         if self._image is not None:
             self._image.close()
 
+    def attributes(self, node):
+        return self.st.st_uid, self.st.st_gid, shown_mode(self.st.st_mode, node)
+
+    def permits(self, caller, node, mask):
+        if caller.uid == 0:
+            return True
+        if not self.store.searchable(caller):
+            return False
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return False
+        if (st.st_dev, st.st_ino) != (self.st.st_dev, self.st.st_ino):
+            return False    # replaced or gone: this tree is no longer the store's file
+        return permitted(caller, st.st_uid, st.st_gid, shown_mode(st.st_mode, node), mask)
+
+
+class StoreOwner(Owner):
+    """Owner of the mount's top directory, which lists the store: it shows the store
+    directory's uid, gid and r/x bits, and only who may reach and read the store may list
+    it; only who may reach and search it may look anything up in it."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def attributes(self, node):
+        try:
+            st = os.stat(self.store.path)
+        except OSError:
+            return os.getuid(), os.getgid(), node.mode
+        return st.st_uid, st.st_gid, stat.S_IFMT(node.mode) | (st.st_mode & 0o555)
+
+    def permits(self, caller, node, mask):
+        if caller.uid == 0:
+            return True
+        return (self.store.searchable(caller, parents_only=True)
+                and super().permits(caller, node, mask))
+
 
 class Store:
     def __init__(self, path, reserved=()):
         self.path = path
+        real = os.path.realpath(path)
+        # The directories one passes through to reach the store (its own parents).
+        self._parents = []
+        while real != os.path.dirname(real):
+            real = os.path.dirname(real)
+            self._parents.insert(0, real)
         self.reserved = set(reserved)
         self.entries = {}
         self._generation = 0
+
+    def searchable(self, caller, parents_only=False):
+        """May `caller` reach the store's files: search every directory on the way?"""
+        for path in self._parents + ([] if parents_only else [self.path]):
+            try:
+                st = os.stat(path)
+            except OSError:
+                return False
+            if not permitted(caller, st.st_uid, st.st_gid, st.st_mode, X):
+                return False
+        return True
 
     def _visible(self, name):
         # Hidden files include those crfs is writing (store_paths.TEMP_PREFIX): checkpoints

@@ -181,3 +181,85 @@ def test_a_private_store_is_private_through_the_mount(shared):
     finally:
         os.chmod(shared.store.parent, 0o755)
     assert read_as(files[3]).returncode == 0
+
+
+# --- 3. nothing in the store is followed; restart logs are private --------------------
+
+def test_links_in_the_store_are_never_followed(shared, world):
+    write_image(shared.store / "real.img", "ckpt", "x86_64")
+    secret = world / "shadow"
+    secret.write_text("root:secret-hash:19000:0:99999:7:::\n")
+    os.chmod(secret, 0o600)
+    os.symlink(secret, shared.store / "shadow.img")
+    os.symlink(shared.store / "real.img", shared.store / "link.img")
+    shared.mount("-o", "allow_other")
+    assert os.listdir(shared.path) == ["README", "restart", "checkpoint", "real.img"]
+    for name in ("shadow.img", "link.img"):
+        assert not os.path.exists(shared / name), name
+        assert not os.path.exists(shared / name / "error"), name
+    grep = subprocess.run(["grep", "-rl", "secret-hash", shared.path], capture_output=True)
+    assert grep.stdout == b""       # nothing found anywhere (as root)
+    # Swapped for a link after it was listed: still not followed.
+    os.replace(shared.store / "shadow.img", shared.store / "real.img")
+    assert not os.path.exists(shared / "real.img")
+
+
+@pytest.fixture
+def fake_module(world):
+    """A restarter that "restores" (closes its report fd, prints, exits) and a daemon
+    that takes /dev/null for the module: the daemon's side of a restart, on a real mount."""
+    script = world / "fake-restart"
+    script.write_text(f"#!{sys.executable}\nimport os, sys\nos.close(int(sys.argv[4]))\n"
+                      "print('restored output')\n")
+    script.chmod(0o755)
+    daemon = [sys.executable, "-c", "import sys, crfs.kernel as k; k.DEVICE = '/dev/null'; "
+              "from crfs.cli import main; sys.exit(main())"]
+    return daemon, {**os.environ, "CRFS_RESTARTER": str(script)}
+
+
+def test_restart_log_is_new_private_and_never_through_a_link(shared, world, fake_module):
+    daemon, env = fake_module
+    write_image(world / "p.img", "ckpt", "x86_64")
+    victim = world / "victim"
+    victim.write_text("precious\n")
+    # Where the log went before: .crfs-restart-<serial>-<name>.log, a name anyone could
+    # guess (and plant a link at, in a store they may write to).
+    for serial in range(1, 4):
+        os.symlink(victim, shared.store / f".crfs-restart-{serial}-p.img.log")
+    subprocess.run(daemon + [str(shared.path), *shared.options(), "-o", "allow_other"],
+                   check=True, timeout=60, env=env)
+    assert os.path.ismount(shared.path)
+    subprocess.run(["cp", str(world / "p.img"), str(shared / "restart" / "p.img")], check=True)
+    log = shared / "restart" / "p.img.log"
+    deadline = time.time() + 10
+    while b"restored output" not in log.read_bytes() and time.time() < deadline:
+        time.sleep(0.05)
+    assert log.read_bytes() == b"restored output\n"
+    assert victim.read_text() == "precious\n"
+    logs = [n for n in os.listdir(shared.store) if n.endswith(".log") and
+            not os.path.islink(shared.store / n)]
+    assert len(logs) == 1
+    st = os.lstat(shared.store / logs[0])
+    assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o600, 0)
+    st = os.stat(log)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o400, 0)
+    assert denied(read_as(log))
+    assert read_as(shared / "restart" / "p.img.status").returncode == 0
+
+
+def test_open_private_refuses_what_is_there(tmp_path):
+    from crfs.fs.restart import open_private
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    os.symlink(victim, tmp_path / "log")
+    with pytest.raises(FileExistsError):
+        open_private(tmp_path / "log", NOBODY, NOBODY)
+    assert victim.read_text() == "precious\n"
+    old = os.umask(0)
+    try:
+        with open_private(tmp_path / "new", NOBODY, NOBODY) as out:
+            out.write(b"x")
+    finally:
+        os.umask(old)
+    st = os.stat(tmp_path / "new")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, NOBODY, NOBODY)

@@ -11,6 +11,7 @@ it, so the daemon goes on serving meanwhile.
 import errno
 import logging
 import os
+import secrets
 import stat
 import threading
 import time
@@ -133,10 +134,11 @@ class RestartBox(Dir):
     def _log_of(self, name):
         """The restored program's output so far."""
         try:
-            with open(self.logs[name], "rb") as f:
-                return f.read()
-        except (KeyError, FileNotFoundError):
+            fd = os.open(self.logs[name], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (KeyError, OSError):
             return b""
+        with open(fd, "rb") as f:
+            return f.read()
 
     def authorize(self, uid):
         """Only root or the mount's owner may upload: the daemon restarts as itself."""
@@ -149,7 +151,9 @@ class RestartBox(Dir):
         if name in self.uploads or name.endswith(".status") or name.endswith(".log"):
             raise FsError(errno=errno.EEXIST)
         self._serial += 1
-        path = os.path.join(self.store_path, f"{TEMP_PREFIX}restart-{self._serial}-{name}")
+        # Not guessable: nobody can plant a file or link at its name (or its log's) first.
+        path = os.path.join(self.store_path, f"{TEMP_PREFIX}restart-{self._serial}-"
+                                             f"{secrets.token_hex(8)}-{name}")
         upload = Upload(self, name, path, uid, uid if gid is None else gid)
         self.uploads[name] = upload
         return upload
@@ -177,8 +181,12 @@ class RestartBox(Dir):
         # returns 0 to close(2) and stops sending FLUSH for the whole mount.
         if not os.path.exists(kernel.DEVICE):
             return _failed(upload.name, errno.ENODEV, MODULE_HELP)
-        log_path = self._new_log(upload)
-        with open(log_path, "wb") as output:
+        try:
+            log_path, output = self._new_log(upload)
+        except OSError as exc:
+            return _failed(upload.name, exc.errno or errno.EIO,
+                           f"cannot create the program's log: {exc.strerror}")
+        with output:
             outcome = kernel.restart_in_child(upload.path, kernel.DEVICE, stdout=output)
         if outcome.errno == 0:
             threading.Thread(target=self._wait,
@@ -187,9 +195,12 @@ class RestartBox(Dir):
         return _kernel_outcome(upload.name, outcome)
 
     def _new_log(self, upload):
-        """A fresh output file for the program restored from `upload` (hidden in the store,
-        next to it); the previous one of that name goes."""
+        """(path, file open for writing) of a fresh output file for the program restored
+        from `upload`: hidden in the store next to it, created new (never through a link,
+        never truncating anything), 0600 and the uploader's. The previous one of that name
+        goes."""
         name, path = upload.name, upload.path + ".log"
+        output = open_private(path, upload.owner.uid, upload.owner.gid)
         with self._lock:
             old = self.logs.get(name)
             self.logs[name] = path
@@ -198,7 +209,7 @@ class RestartBox(Dir):
                 os.unlink(old)
             except FileNotFoundError:
                 pass
-        return path
+        return path, output
 
     def _wait(self, name, pid, process, log_path):
         """Thread: wait for restored program `pid` (through `process`, the restarter, which
@@ -209,6 +220,24 @@ class RestartBox(Dir):
         with self._lock:
             if self.logs.get(name) == log_path:    # not restarted again meanwhile
                 self.statuses[name] = _status(name, state, pid=pid)
+
+
+def open_private(path, uid, gid):
+    """A new file at `path` for writing, 0600 and uid:gid's: O_EXCL fails on anything
+    already there, a symbolic link included, so nothing is followed or truncated."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        os.fchmod(fd, 0o600)     # whatever the umask
+        if (uid, gid) != (os.geteuid(), os.getegid()):
+            try:
+                os.fchown(fd, uid, gid)
+            except PermissionError:
+                pass    # a daemon that is not root keeps it: still 0600
+    except BaseException:
+        os.close(fd)
+        raise
+    return open(fd, "wb")
 
 
 def _not_restartable(image):

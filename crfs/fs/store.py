@@ -1,4 +1,8 @@
-"""The store: a directory of image files, indexed lazily and re-read when a file changes."""
+"""The store: a directory of image files, indexed lazily and re-read when a file changes.
+
+Only regular files are images: symbolic links (like directories, fifos, ...) are never
+shown and never followed, so a link in the store cannot show anything of what it points
+at, and files are opened with O_NOFOLLOW in case one is swapped for a link meanwhile."""
 
 import logging
 import os
@@ -54,7 +58,7 @@ class Entry(Owner):
             return
         self._loaded = True
         try:
-            self._image = registry.open_image(self.path)
+            self._image = registry.open_image(self.path, follow_symlinks=False)
         except FormatError as exc:
             self._error = exc
             log.warning("%s", exc)
@@ -82,7 +86,7 @@ class Entry(Owner):
     def verify_text(self):
         if self._verify is None:
             try:
-                with Source.open(self.path) as source:
+                with Source.open(self.path, follow_symlinks=False) as source:
                     self._verify = verify(source, self.image).text(self.name)
             except OSError as exc:
                 self._verify = f"image: {self.name}\nFAIL  open: {exc.strerror}\nresult: unsound\n"
@@ -91,7 +95,7 @@ class Entry(Owner):
     def records_text(self):
         if self._records is None:
             lines = []
-            with Source.open(self.path) as source:
+            with Source.open(self.path, follow_symlinks=False) as source:
                 try:
                     for rec in registry.records(source):
                         lines.append(render.record_line(rec))
@@ -180,7 +184,7 @@ class Store:
                 if not self._visible(dirent.name):
                     continue
                 try:
-                    st = dirent.stat()
+                    st = dirent.stat(follow_symlinks=False)
                 except OSError:
                     continue
                 if stat.S_ISREG(st.st_mode):
@@ -194,7 +198,7 @@ class Store:
         if not self._visible(name):
             return None
         try:
-            st = os.stat(os.path.join(self.path, name))
+            st = os.lstat(os.path.join(self.path, name))
         except OSError:
             st = None
         if st is None or not stat.S_ISREG(st.st_mode):

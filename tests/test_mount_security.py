@@ -4,7 +4,6 @@ Root mounts and owns the store; user nobody (65534) is the other user. Every che
 on a real mount, with the other user's commands run through setpriv.
 """
 
-import errno
 import os
 import stat
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mountfs import CRFS, Mount, errors_in_log, write_image
+from mountfs import Mount, errors_in_log, write_image
 
 NOBODY = 65534
 

@@ -116,6 +116,8 @@ def setup_logging(conf):
 def fuse_options(conf):
     import pyfuse3
     options = set(pyfuse3.default_options)
+    # The daemon checks access itself, against the store as it is now (crfs/fs/access.py,
+    # docs/security.md): the kernel's check would use attributes it caches.
     options.discard("default_permissions")
     options |= {"fsname=" + conf["store"], "subtype=crfs"}
     if conf["allow_other"]:

@@ -18,8 +18,9 @@ class Source:
         self._owns_fd = owns_fd
 
     @classmethod
-    def open(cls, path):
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    def open(cls, path, follow_symlinks=True):
+        flags = os.O_RDONLY | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW)
+        fd = os.open(path, flags)
         try:
             size = os.fstat(fd).st_size
         except BaseException:

@@ -33,6 +33,7 @@ class ImageDir(ModelDir):
     def __init__(self, entry):
         super().__init__((entry.name, entry.generation), entry.mtime_ns)
         self.entry = entry
+        self.owner = entry      # of the whole tree: its uid, gid, read bits and access
 
     def make_children(self):
         entry = self.entry
@@ -182,8 +183,9 @@ class PagesDir(Dir):
         if offset is None or addr % PAGE_SIZE:
             return None
         source = self.mm.source
-        return RangeFile(self.key + (name,), PAGE_SIZE,
-                         lambda off, size: source.pread(offset + off, size), self.mtime_ns)
+        return self.adopt(RangeFile(self.key + (name,), PAGE_SIZE,
+                                    lambda off, size: source.pread(offset + off, size),
+                                    self.mtime_ns))
 
 
 class MemFile(File):

@@ -20,6 +20,9 @@ class Node:
     # At the top of the mount, which follows the store and restart/ as they change: the
     # kernel must not cache the node's entry or attributes (see operations.py).
     live = False
+    # Who the node belongs to (a crfs.fs.access.Owner): the uid, gid and mode it shows and
+    # who may use it. None: the daemon's, with the node's own mode.
+    owner = None
 
     def __init__(self, key, mtime_ns=0):
         self.key = key
@@ -43,6 +46,13 @@ class Dir(Node):
         """The child called `name`, or None."""
         raise NotImplementedError
 
+    def adopt(self, node):
+        """`node` as a child of this directory: it belongs to this directory's owner unless
+        it has its own (an image's tree is its store file's)."""
+        if node.owner is None:
+            node.owner = self.owner
+        return node
+
 
 class StaticDir(Dir):
     """A directory whose children never change: made by `make_children` when first asked
@@ -58,7 +68,7 @@ class StaticDir(Dir):
 
     def _all(self):
         if self._children is None:
-            self._children = dict(self.make_children())
+            self._children = {name: self.adopt(node) for name, node in self.make_children()}
         return self._children
 
     def names(self):
@@ -74,7 +84,8 @@ class File(Node):
     mode = stat.S_IFREG | 0o444
 
     def authorize(self, uid):
-        """Raise FsError if `uid` may not open this file (control files are guarded)."""
+        """Raise FsError if `uid` may not use this file beyond what its mode says (control
+        files and uploads are guarded): asked on open, write, truncate and close."""
 
     def read(self, offset, size):
         raise NotImplementedError

@@ -13,6 +13,7 @@ import pyfuse3
 import trio
 
 from crfs.errors import CrfsError, FormatError, FsError
+from crfs.fs.access import R, W, X, Caller, User, denied
 from crfs.fs.nodes import Dir
 
 log = logging.getLogger("crfs")
@@ -125,25 +126,52 @@ class Listing:
             yield index + 1, self.names[index]
 
 
+class Handle:
+    """An open file: the node, and the uid that opened it (whose writes and close these are)."""
+
+    def __init__(self, node, uid):
+        self.node = node
+        self.uid = uid
+
+
+def _caller(ctx):
+    return Caller(ctx.uid, ctx.gid, ctx.pid)
+
+
+def _open_mask(flags):
+    access = flags & os.O_ACCMODE
+    return {os.O_RDONLY: R, os.O_WRONLY: W}.get(access, R | W)
+
+
 class Operations(pyfuse3.Operations):
     def __init__(self, root, restart_box):
         super().__init__()
         self.root = root
         self.box = restart_box
         self.inodes = Inodes(root)
-        self.handles = {}       # fh -> File
+        self.handles = {}       # fh -> Handle of an open file
         self.listings = {}      # fh -> Listing of an open directory
         self._next_fh = 1
         self.uid, self.gid = os.getuid(), os.getgid()
+        self.daemon = User(self.uid, self.gid)     # owner of the nodes that have none
+
+    # --- permissions (crfs.fs.access) --------------------------------------------------
+
+    def _owner(self, node):
+        return node.owner or self.daemon
+
+    def _check(self, node, ctx, mask, what):
+        """EACCES unless the caller of `ctx` may `mask` (R|W|X) `node`."""
+        if not self._owner(node).permits(_caller(ctx), node, mask):
+            raise denied(what)
 
     # --- attributes -------------------------------------------------------------------
 
     def _attrs(self, ino, node):
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = ino
-        attr.st_mode = node.mode
+        attr.st_uid, attr.st_gid, attr.st_mode = self._owner(node).attributes(node)
         attr.st_nlink = 2 if isinstance(node, Dir) else 1
-        attr.st_uid, attr.st_gid = self.uid, self.gid
         size = node.size()
         attr.st_size = size
         attr.st_blksize = 4096
@@ -164,6 +192,8 @@ class Operations(pyfuse3.Operations):
         parent = self.inodes.node(parent_inode)
         if not isinstance(parent, Dir):
             raise FsError(errno=errno.ENOTDIR)
+        if ctx is not None:
+            self._check(parent, ctx, X, "lookup")
         child = parent.child(os.fsdecode(name))
         if child is None:
             raise FsError(errno=errno.ENOENT)
@@ -180,6 +210,7 @@ class Operations(pyfuse3.Operations):
         node = self.inodes.node(inode)
         if not isinstance(node, Dir):
             raise FsError(errno=errno.ENOTDIR)
+        self._check(node, ctx, R, "opendir")
         fh = self._new_fh()
         self.listings[fh] = Listing(node)
         return fh
@@ -202,6 +233,28 @@ class Operations(pyfuse3.Operations):
     def releasedir(self, fh):
         self.listings.pop(fh, None)
 
+    @_request
+    def access(self, inode, mode, ctx):
+        """access(2), and chdir (the kernel asks for X): what open, lookup and create
+        would allow (the restart box is writable for those who may restart)."""
+        node = self.inodes.node(inode)
+        mask = mode & (R | W | X)
+        if not mask:
+            return True
+        try:
+            if node is self.box:
+                if mask & W:
+                    self.box.authorize(ctx.uid)
+                mask &= ~W
+            elif mask & W and not node.writable:
+                return False
+            self._check(node, ctx, mask, "access")
+            if not isinstance(node, Dir):
+                node.authorize(ctx.uid)
+        except FsError:
+            return False
+        return True
+
     async def forget(self, inode_list):
         for ino, count in inode_list:
             self.inodes.forget(ino, count)
@@ -213,9 +266,9 @@ class Operations(pyfuse3.Operations):
         self._next_fh += 1
         return fh
 
-    def _handle(self, node):
+    def _handle(self, node, uid):
         fh = self._new_fh()
-        self.handles[fh] = node
+        self.handles[fh] = Handle(node, uid)
         return pyfuse3.FileInfo(fh=fh, direct_io=node.direct_io,
                                 keep_cache=not node.direct_io)
 
@@ -226,42 +279,48 @@ class Operations(pyfuse3.Operations):
             raise FsError(errno=errno.EISDIR)
         if flags & (os.O_WRONLY | os.O_RDWR) and not node.writable:
             raise FsError(errno=errno.EACCES)
+        self._check(node, ctx, _open_mask(flags), "open")
         node.authorize(ctx.uid)
-        return self._handle(node)
+        return self._handle(node, ctx.uid)
 
     @_request
     def read(self, fh, offset, size):
-        return self.handles[fh].read(offset, size)
+        return self.handles[fh].node.read(offset, size)
 
     @_request
     def create(self, parent_inode, name, mode, flags, ctx):
         if self.inodes.node(parent_inode) is not self.box:
             raise FsError(errno=errno.EACCES)
-        upload = self.box.create(os.fsdecode(name), ctx.uid)
+        upload = self.box.create(os.fsdecode(name), ctx.uid, ctx.gid)
         ino, node, attr = self._entry(upload)
         self.inodes.remember(ino)
-        return self._handle(node), attr
+        return self._handle(node, ctx.uid), attr
 
     @_request(in_thread=True)
     def write(self, fh, offset, buf):
-        return self.handles[fh].write(offset, buf)
+        handle = self.handles[fh]
+        handle.node.authorize(handle.uid)
+        return handle.node.write(offset, buf)
 
     @_request
     def setattr(self, inode, attr, fields, fh, ctx):
         node = self.inodes.node(inode)
         if not node.writable:
             raise FsError(errno=errno.EPERM)
+        node.authorize(ctx.uid)
         if fields.update_size:
             node.truncate(attr.st_size)
         return self._attrs(inode, node)
 
     @_request(in_thread=True)
     def flush(self, fh):
-        self.handles[fh].close()
+        handle = self.handles[fh]
+        handle.node.authorize(handle.uid)
+        handle.node.close()
 
     @_request
     def release(self, fh):
-        self.handles.pop(fh).release()
+        self.handles.pop(fh).node.release()
 
     @_request
     def statfs(self, ctx):

@@ -11,6 +11,7 @@ it, so the daemon goes on serving meanwhile.
 import errno
 import logging
 import os
+import secrets
 import stat
 import threading
 import time
@@ -19,6 +20,7 @@ from crfs import kernel
 from crfs.formats import ckpt
 from crfs.formats.source import Source
 from crfs.errors import FsError
+from crfs.fs.access import Owner, User, denied
 from crfs.fs.nodes import Dir, File
 from crfs.model import registry
 from crfs.model.verify import verify
@@ -31,22 +33,31 @@ MODULE_HELP = ("the crfs kernel module is not loaded: build and load it with "
 
 
 class Upload(File):
-    """An image being copied into restart/: bytes go to a temp file in the store."""
+    """An image being copied into restart/: bytes go to a temp file in the store.
+
+    It belongs to its writer: only the uid that created it may open, write, truncate or
+    close it (root included: whoever closes it submits it), and its attributes show that
+    uid and gid."""
 
     mode = stat.S_IFREG | 0o600
     writable = True
     live = True
     direct_io = True
 
-    def __init__(self, box, name, path):
+    def __init__(self, box, name, path, uid, gid):
         super().__init__(("restart", name), time.time_ns())
         self.box = box
         self.name = name
         self.path = path
+        self.owner = User(uid, gid)
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self._size = 0
         self._dirty = True
         self._outcome = None   # FsError of the last close, or None for success
+
+    def authorize(self, uid):
+        if uid != self.owner.uid:
+            raise denied(f"restart/{self.name}: another user's upload")
 
     def size(self):
         return self._size
@@ -92,6 +103,7 @@ class RestartBox(Dir):
         self.uploads = {}
         self.statuses = {}   # name -> status text
         self.logs = {}       # name -> path of the restored program's output
+        self.uploaders = {}  # name -> User who last uploaded it: owns .status and .log
         self._serial = 0
         self._lock = threading.Lock()
 
@@ -108,9 +120,12 @@ class RestartBox(Dir):
         """restart/<image>.status or restart/<image>.log, or None."""
         image, suffix = os.path.splitext(name)
         if suffix == ".status" and image in self.statuses:
-            return LiveFile(("restart", name), lambda: self._status_of(image))
+            return LiveFile(("restart", name), lambda: self._status_of(image),
+                            ReportOwner(self, image))
         if suffix == ".log" and image in self.logs:
-            return LiveFile(("restart", name), lambda: self._log_of(image))
+            # The program's output is its restarter's alone.
+            return LiveFile(("restart", name), lambda: self._log_of(image),
+                            ReportOwner(self, image), mode=stat.S_IFREG | 0o400)
         return None
 
     def _status_of(self, name):
@@ -119,24 +134,34 @@ class RestartBox(Dir):
     def _log_of(self, name):
         """The restored program's output so far."""
         try:
-            with open(self.logs[name], "rb") as f:
-                return f.read()
-        except (KeyError, FileNotFoundError):
+            fd = os.open(self.logs[name], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except (KeyError, OSError):
             return b""
+        with open(fd, "rb") as f:
+            return f.read()
 
-    def create(self, name, uid):
+    def authorize(self, uid):
+        """Only root or the mount's owner may upload: the daemon restarts as itself."""
         if uid not in (0, self.owner_uid):
             raise FsError("only root or the mount's owner may restart", errno.EACCES)
+
+    def create(self, name, uid, gid=None):
+        """A new upload `name` by uid:gid (gid defaults to uid's own)."""
+        self.authorize(uid)
         if name in self.uploads or name.endswith(".status") or name.endswith(".log"):
             raise FsError(errno=errno.EEXIST)
         self._serial += 1
-        path = os.path.join(self.store_path, f"{TEMP_PREFIX}restart-{self._serial}-{name}")
-        upload = Upload(self, name, path)
+        # Not guessable: nobody can plant a file or link at its name (or its log's) first.
+        path = os.path.join(self.store_path, f"{TEMP_PREFIX}restart-{self._serial}-"
+                                             f"{secrets.token_hex(8)}-{name}")
+        upload = Upload(self, name, path, uid, uid if gid is None else gid)
         self.uploads[name] = upload
         return upload
 
     def submit(self, upload):
         """Verify and hand over; returns the FsError close(2) must report, or None."""
+        with self._lock:
+            self.uploaders[upload.name] = upload.owner
         outcome, status = self._restart(upload)
         with self._lock:
             self.statuses[upload.name] = status
@@ -156,8 +181,12 @@ class RestartBox(Dir):
         # returns 0 to close(2) and stops sending FLUSH for the whole mount.
         if not os.path.exists(kernel.DEVICE):
             return _failed(upload.name, errno.ENODEV, MODULE_HELP)
-        log_path = self._new_log(upload)
-        with open(log_path, "wb") as output:
+        try:
+            log_path, output = self._new_log(upload)
+        except OSError as exc:
+            return _failed(upload.name, exc.errno or errno.EIO,
+                           f"cannot create the program's log: {exc.strerror}")
+        with output:
             outcome = kernel.restart_in_child(upload.path, kernel.DEVICE, stdout=output)
         if outcome.errno == 0:
             threading.Thread(target=self._wait,
@@ -166,9 +195,12 @@ class RestartBox(Dir):
         return _kernel_outcome(upload.name, outcome)
 
     def _new_log(self, upload):
-        """A fresh output file for the program restored from `upload` (hidden in the store,
-        next to it); the previous one of that name goes."""
+        """(path, file open for writing) of a fresh output file for the program restored
+        from `upload`: hidden in the store next to it, created new (never through a link,
+        never truncating anything), 0600 and the uploader's. The previous one of that name
+        goes."""
         name, path = upload.name, upload.path + ".log"
+        output = open_private(path, upload.owner.uid, upload.owner.gid)
         with self._lock:
             old = self.logs.get(name)
             self.logs[name] = path
@@ -177,7 +209,7 @@ class RestartBox(Dir):
                 os.unlink(old)
             except FileNotFoundError:
                 pass
-        return path
+        return path, output
 
     def _wait(self, name, pid, process, log_path):
         """Thread: wait for restored program `pid` (through `process`, the restarter, which
@@ -188,6 +220,24 @@ class RestartBox(Dir):
         with self._lock:
             if self.logs.get(name) == log_path:    # not restarted again meanwhile
                 self.statuses[name] = _status(name, state, pid=pid)
+
+
+def open_private(path, uid, gid):
+    """A new file at `path` for writing, 0600 and uid:gid's: O_EXCL fails on anything
+    already there, a symbolic link included, so nothing is followed or truncated."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        os.fchmod(fd, 0o600)     # whatever the umask
+        if (uid, gid) != (os.geteuid(), os.getegid()):
+            try:
+                os.fchown(fd, uid, gid)
+            except PermissionError:
+                pass    # a daemon that is not root keeps it: still 0600
+    except BaseException:
+        os.close(fd)
+        raise
+    return open(fd, "wb")
 
 
 def _not_restartable(image):
@@ -243,15 +293,30 @@ class LiveFile(File):
     direct_io = True
     live = True
 
-    def __init__(self, key, current):
+    def __init__(self, key, current, owner=None, mode=None):
         super().__init__(key, time.time_ns())
         self._current = current
+        self.owner = owner
+        if mode is not None:
+            self.mode = mode
 
     def size(self):
         return len(self._current())
 
     def read(self, offset, size):
         return self._current()[offset:offset + size]
+
+
+class ReportOwner(Owner):
+    """restart/<image>.status and .log belong to whoever uploaded <image> last."""
+
+    def __init__(self, box, image):
+        self.box = box
+        self.image = image
+
+    def attributes(self, node):
+        user = self.box.uploaders.get(self.image) or User(0, 0)
+        return user.attributes(node)
 
 
 def _status(name, state, error=None, pid=None):

@@ -7,6 +7,7 @@ import stat
 from crfs.checkpoint import CheckpointError, checkpoint_into_store
 from crfs.errors import FsError
 from crfs.fs.image_tree import ImageDir
+from crfs.fs.store import StoreOwner
 from crfs.fs.nodes import Dir, File, TextFile
 
 log = logging.getLogger("crfs")
@@ -82,6 +83,7 @@ class RootDir(Dir):
     def __init__(self, store, restart_box):
         super().__init__(("/",))
         self.store = store
+        self.owner = StoreOwner(store)     # listing it is listing the store
         self.box = restart_box
         self.readme = TextFile(("README",), lambda: README.format(store=store.path))
         self.readme.live = True     # a name at the top, looked up afresh like the images

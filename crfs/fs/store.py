@@ -1,4 +1,8 @@
-"""The store: a directory of image files, indexed lazily and re-read when a file changes."""
+"""The store: a directory of image files, indexed lazily and re-read when a file changes.
+
+Only regular files are images: symbolic links (like directories, fifos, ...) are never
+shown and never followed, so a link in the store cannot show anything of what it points
+at, and files are opened with O_NOFOLLOW in case one is swapped for a link meanwhile."""
 
 import logging
 import os
@@ -7,6 +11,7 @@ import stat
 from crfs import render
 from crfs.errors import FormatError
 from crfs.formats.source import Source
+from crfs.fs.access import X, Owner, permitted
 from crfs.model import registry
 from crfs.model.verify import verify
 
@@ -18,12 +23,27 @@ def signature(st):
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-class Entry:
-    """One file of the store: its index (Image) or the reason it cannot be read."""
+def shown_mode(file_mode, node):
+    """The mode a node of an image tree shows: the store file's read bits for a file, and
+    for a directory those plus x where r (whoever may read the file may walk its tree)."""
+    perm = file_mode & 0o444
+    if stat.S_ISDIR(node.mode):
+        perm |= perm >> 2
+    return stat.S_IFMT(node.mode) | (stat.S_IMODE(node.mode) & perm)
+
+
+class Entry(Owner):
+    """One file of the store: its index (Image) or the reason it cannot be read.
+
+    It is also the owner (crfs.fs.access) of every node of its image's tree: they show its
+    uid and gid and its read bits, and only who may read the store file may use them,
+    checked against the file as it is now (a chmod counts at once)."""
 
     def __init__(self, store, name, st, generation):
+        self.store = store
         self.name = name
         self.path = os.path.join(store.path, name)
+        self.st = st
         self.signature = signature(st)
         self.generation = generation
         self.file_mtime_ns = st.st_mtime_ns
@@ -38,7 +58,7 @@ class Entry:
             return
         self._loaded = True
         try:
-            self._image = registry.open_image(self.path)
+            self._image = registry.open_image(self.path, follow_symlinks=False)
         except FormatError as exc:
             self._error = exc
             log.warning("%s", exc)
@@ -66,7 +86,7 @@ class Entry:
     def verify_text(self):
         if self._verify is None:
             try:
-                with Source.open(self.path) as source:
+                with Source.open(self.path, follow_symlinks=False) as source:
                     self._verify = verify(source, self.image).text(self.name)
             except OSError as exc:
                 self._verify = f"image: {self.name}\nFAIL  open: {exc.strerror}\nresult: unsound\n"
@@ -75,7 +95,7 @@ class Entry:
     def records_text(self):
         if self._records is None:
             lines = []
-            with Source.open(self.path) as source:
+            with Source.open(self.path, follow_symlinks=False) as source:
                 try:
                     for rec in registry.records(source):
                         lines.append(render.record_line(rec))
@@ -88,13 +108,68 @@ class Entry:
         if self._image is not None:
             self._image.close()
 
+    def attributes(self, node):
+        return self.st.st_uid, self.st.st_gid, shown_mode(self.st.st_mode, node)
+
+    def permits(self, caller, node, mask):
+        if caller.uid == 0:
+            return True
+        if not self.store.searchable(caller):
+            return False
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return False
+        if (st.st_dev, st.st_ino) != (self.st.st_dev, self.st.st_ino):
+            return False    # replaced or gone: this tree is no longer the store's file
+        return permitted(caller, st.st_uid, st.st_gid, shown_mode(st.st_mode, node), mask)
+
+
+class StoreOwner(Owner):
+    """Owner of the mount's top directory, which lists the store: it shows the store
+    directory's uid, gid and r/x bits, and only who may reach and read the store may list
+    it; only who may reach and search it may look anything up in it."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def attributes(self, node):
+        try:
+            st = os.stat(self.store.path)
+        except OSError:
+            return os.getuid(), os.getgid(), node.mode
+        return st.st_uid, st.st_gid, stat.S_IFMT(node.mode) | (st.st_mode & 0o555)
+
+    def permits(self, caller, node, mask):
+        if caller.uid == 0:
+            return True
+        return (self.store.searchable(caller, parents_only=True)
+                and super().permits(caller, node, mask))
+
 
 class Store:
     def __init__(self, path, reserved=()):
         self.path = path
+        real = os.path.realpath(path)
+        # The directories one passes through to reach the store (its own parents).
+        self._parents = []
+        while real != os.path.dirname(real):
+            real = os.path.dirname(real)
+            self._parents.insert(0, real)
         self.reserved = set(reserved)
         self.entries = {}
         self._generation = 0
+
+    def searchable(self, caller, parents_only=False):
+        """May `caller` reach the store's files: search every directory on the way?"""
+        for path in self._parents + ([] if parents_only else [self.path]):
+            try:
+                st = os.stat(path)
+            except OSError:
+                return False
+            if not permitted(caller, st.st_uid, st.st_gid, st.st_mode, X):
+                return False
+        return True
 
     def _visible(self, name):
         # Hidden files include those crfs is writing (store_paths.TEMP_PREFIX): checkpoints
@@ -109,7 +184,7 @@ class Store:
                 if not self._visible(dirent.name):
                     continue
                 try:
-                    st = dirent.stat()
+                    st = dirent.stat(follow_symlinks=False)
                 except OSError:
                     continue
                 if stat.S_ISREG(st.st_mode):
@@ -123,7 +198,7 @@ class Store:
         if not self._visible(name):
             return None
         try:
-            st = os.stat(os.path.join(self.path, name))
+            st = os.lstat(os.path.join(self.path, name))
         except OSError:
             st = None
         if st is None or not stat.S_ISREG(st.st_mode):

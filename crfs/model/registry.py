@@ -92,9 +92,9 @@ def load(source):
     return _model_module(detect(source)).load(source)
 
 
-def open_image(path):
+def open_image(path, follow_symlinks=True):
     """Open and index the image at `path`. FormatError carries the path."""
-    source = Source.open(path)
+    source = Source.open(path, follow_symlinks)
     try:
         return load(source)
     except FormatError as exc:

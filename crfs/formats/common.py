@@ -71,3 +71,12 @@ def u64_array(little_endian):
     if sys.byteorder != "little":
         values.byteswap()
     return values
+
+
+def u64_bytes(values):
+    """The little-endian bytes of the u64 `values` (an array('Q') or ints): u64_array's
+    inverse."""
+    words = array("Q", values)
+    if sys.byteorder != "little":
+        words.byteswap()
+    return words.tobytes()

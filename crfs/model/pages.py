@@ -2,8 +2,8 @@
 
 from array import array
 from bisect import bisect_right
-from sys import byteorder
 
+from crfs.formats.common import u64_bytes
 from crfs.formats.pagewords import WORD, runs
 from crfs.formats.x86 import PAGE_SIZE
 
@@ -41,11 +41,7 @@ class PageMap:
             if addrs:
                 self._add(addrs.start, len(addrs), first_offset, stride)
             return
-        words = addrs if isinstance(addrs, array) and addrs.typecode == "Q" else array("Q", addrs)
-        if byteorder == "big":
-            words = array("Q", words)
-            words.byteswap()
-        self.add_words(words.tobytes(), first_offset, stride)
+        self.add_words(u64_bytes(addrs), first_offset, stride)
 
     def add_words(self, words, first_offset, stride=PAGE_SIZE):
         """add_run for addresses given as little-endian u64 bytes, as images store them

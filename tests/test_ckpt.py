@@ -400,6 +400,22 @@ def test_bad_fields_give_clean_errors(golden64, name, field_offset, fmt_, value,
         load_bytes(patched(golden64, info.offset + field_offset, fmt_, value))
 
 
+@pytest.mark.parametrize("rev", [1, 5, 6])
+def test_revs_of_v19_rc3_to_v21_and_old_crfs_are_read(golden64, rev):
+    head = first_record(golden64, "CKPT_HDR_HEADER")
+    image = load_bytes(patched(golden64, head.offset + 24, "<H", rev))
+    assert image.header["rev"] == rev
+    written = dump_bytes(image)
+    assert struct.unpack_from("<H", written, 24)[0] == fmt.CHECKPOINT_VERSION == 6
+
+
+@pytest.mark.parametrize("rev", [0, 2, 4, 7])
+def test_other_revs_are_refused(golden64, rev):
+    head = first_record(golden64, "CKPT_HDR_HEADER")
+    with pytest.raises(FormatError, match=f"unsupported rev {rev}"):
+        load_bytes(patched(golden64, head.offset + 24, "<H", rev))
+
+
 def test_vaddrs_must_ascend_inside_the_vma(golden64):
     pgarr = first_record(golden64, "CKPT_HDR_PGARR", "nr_pages 3")
     vaddrs = pgarr.offset + 16 + 8

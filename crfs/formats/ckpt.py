@@ -126,7 +126,11 @@ MAGIC = {
     "CHECKPOINT_MAGIC_TAIL": 0x002D2A0CC0DEEF00,
 }
 
-CHECKPOINT_VERSION = 1
+# ckpt_hdr_header.rev: CHECKPOINT_VERSION of the kernel that wrote the image. linux-cr
+# restart accepts only its own. user-cr's headers carry 5 from c97c03d (v19-rc3, also the v20
+# posting) and 6 from 78d18cf (30 Mar 2010) to f678773 (v21); crfs wrote 1 before it knew.
+CHECKPOINT_VERSION = 6
+READABLE_REVS = (1, 5, 6)
 HDR_SIZE = 8
 # Pages per PGARR chunk the kernel writes: 16 * (PAGE_SIZE / sizeof(void *)).
 CKPT_PGARR_BATCH = {"i386": 16 * 1024, "x86_64": 16 * 512}

@@ -160,6 +160,8 @@ class Walker:
         h = head.fields
         if h.magic != fmt.MAGIC["CHECKPOINT_MAGIC_HEAD"]:
             raise self.error(head, f"bad magic {h.magic:#x}")
+        if h.rev not in fmt.READABLE_REVS:
+            raise self.error(head, f"unsupported rev {h.rev}")
         if h.arch_id not in fmt.ARCH_BY_ID:
             raise self.error(head, f"unsupported arch_id {h.arch_id}")
         self.arch = fmt.ARCH_BY_ID[h.arch_id]

@@ -104,7 +104,7 @@ class _Writer:
         constants = {name: h[name] for name in DEFAULT_CONSTANTS}
         self.emit("CKPT_HDR_HEADER", fmt.ckpt_hdr_header,
                   magic=fmt.MAGIC["CHECKPOINT_MAGIC_HEAD"], arch_id=ARCH_ID[self.arch],
-                  major=major, minor=minor, patch=patch, rev=h.get("rev", fmt.CHECKPOINT_VERSION),
+                  major=major, minor=minor, patch=patch, rev=fmt.CHECKPOINT_VERSION,
                   constants=constants, time=self.image.time or 0, uflags=h.get("uflags", 0))
         defaults = {"release": "", "version": "", "machine": MACHINE[self.arch]}
         for name, default in defaults.items():

@@ -267,7 +267,7 @@ static void fill_header(void)
 	header.major = 2;
 	header.minor = 6;
 	header.patch = 34;
-	header.rev = 1;
+	header.rev = 6;	/* CHECKPOINT_VERSION of v21 */
 	header.constants = (struct ckpt_const){
 		.task_comm_len = 16, .at_vector_size = 38, .signal_nsig = v16(),
 		.uts_sysname_len = v16(), .uts_nodename_len = v16(), .uts_release_len = 65,

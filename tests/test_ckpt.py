@@ -17,7 +17,7 @@ from crfs.model import Image, Mm, Registers, ShmSegment, Task, Vma, registry
 from crfs.model.ckpt import dump, load
 from crfs.model import page_copy
 from crfs.model.ckpt_load import TASK_FIELDS
-from crfs.model.image import get_field
+from crfs.model.image import RLIM_INFINITY, AltStack, Pending, SigInfo, get_field
 from digests import fnv1a64
 
 ARCH_BITS = {"i386": 32, "x86_64": 64}
@@ -26,6 +26,11 @@ TASK_EXTRA = ("pgid", "sid", "depth", "exit_state", "exit_code", "exit_signal", 
               "robust_futex_head_len", "robust_futex_list", "set_child_tid", "clear_child_tid",
               "thread_info_flags", "files_objref", "fs_objref", "sighand_objref",
               "signal_objref")
+# Records of process state beyond memory and registers: tests/c/ckpt_state_golden.c.
+STATE_RECORDS = {"CKPT_HDR_USER_NS", "CKPT_HDR_CRED", "CKPT_HDR_USER", "CKPT_HDR_GROUPINFO",
+                 "CKPT_HDR_TASK_CREDS", "CKPT_HDR_FS", "CKPT_HDR_SIGHAND", "CKPT_HDR_SIGNAL",
+                 "CKPT_HDR_SIGNAL_TASK", "CKPT_HDR_SIGPENDING", "CRFS_HDR_SIGALTSTACK",
+                 "CRFS_HDR_FS_EXT"}
 FILE_EXTRA = ("f_type", "f_mode", "f_flags", "f_credref", "f_pos", "f_version", "f_secref")
 
 
@@ -114,7 +119,8 @@ def test_every_record_builds_back_to_its_bytes(golden):
         seen.add(info.name)
     assert seen == set(fmt.CKPT_HDR.__members__) - {"CKPT_HDR_SECURITY", "CKPT_HDR_TASK_NS",
                                         "CKPT_HDR_RESTART_BLOCK", "CKPT_HDR_FILE_TABLE",
-                                        "CKPT_HDR_FILE_DESC", "CKPT_HDR_ERROR"} | {"type 777"}
+                                        "CKPT_HDR_FILE_DESC", "CKPT_HDR_ERROR"} \
+        - STATE_RECORDS | {"type 777"}
 
 
 def test_records_cover_the_file_and_name_unknown_types(golden):
@@ -460,3 +466,154 @@ def test_registry_finds_the_format(golden64, tmp_path):
     with Source.open(path) as source:
         assert registry.detect(source) == "ckpt"
         assert len(list(registry.records(source))) == len(record_list(golden64))
+
+
+# --------------------------------------------------------------------------- process state
+# tests/c/ckpt_state_golden.c: creds, fs_struct, signals (v21 records) and crfs extensions.
+
+@pytest.fixture(params=sorted(ARCH_BITS.values()), ids=lambda bits: f"m{bits}")
+def state_golden(request, run_golden):
+    path, expected = run_golden("ckpt_state_golden", request.param)
+    return path.read_bytes(), expected
+
+
+def test_state_records_build_back_to_their_bytes(state_golden):
+    data, _ = state_golden
+    seen = set()
+    for info in record_list(data):
+        raw = data[info.offset:info.offset + info.length]
+        struct_ = (fmt.FIXED.get(info.name) or fmt.COUNTED.get(info.name, (None,))[0]
+                   or fmt.ckpt_hdr_raw)
+        assert struct_.build(struct_.parse(raw)) == raw, info
+        seen.add(info.name)
+    assert STATE_RECORDS <= seen
+
+
+def test_groupinfo_ids_start_at_12_and_end_with_4_zero_bytes(state_golden):
+    data, _ = state_golden
+    info = first_record(data, "CKPT_HDR_GROUPINFO")
+    raw = data[info.offset:info.offset + info.length]
+    assert info.length == 16 + 4 * 3
+    assert struct.unpack_from("<I3I", raw, 8) == (3, 100, 107, 114) and raw[-4:] == bytes(4)
+
+
+def creds_dict(creds):
+    names = ("uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid", "groups",
+             "cap_inh", "cap_prm", "cap_eff", "cap_bnd", "securebits")
+    return {name: getattr(creds, name) for name in names}
+
+
+def rlimit_value(value):
+    return RLIM_INFINITY if value == "unlimited" else value
+
+
+def test_state_golden_values(state_golden):
+    data, expected = state_golden
+    image = load_bytes(data)
+    assert image.arch == expected["arch"]
+    for task, want in zip(image.tasks, expected["tasks"], strict=True):
+        assert (task.pid, task.tgid, task.comm) == (want["pid"], want["tgid"], want["comm"])
+        assert creds_dict(task.creds) == want["creds"]
+        ecreds = task.native.ecreds
+        assert (creds_dict(ecreds) if ecreds else None) == want["ecreds"]
+        assert (task.fs.cwd, task.fs.root, task.fs.umask) == (want["cwd"], want["root"],
+                                                              want["umask"])
+        signals = task.signals
+        assert [[a.handler, a.flags, a.restorer, a.mask] for a in signals.handlers.actions] \
+            == want["actions"]
+        group = signals.group
+        assert group.rlimits == [tuple(rlimit_value(v) for v in pair)
+                                 for pair in want["rlimits"]]
+        assert list(vars(group.itimers).values()) == want["itimers"]
+        assert [group.native.tty_objref, group.native.tty_pgrp,
+                group.native.tty_old_pgrp] == want["tty"]
+        assert group.shared_pending == Pending(want["shared_mask"], [
+            SigInfo(**info) for info in want["shared"]])
+        assert signals.pending == Pending(want["pending_mask"], [
+            SigInfo(**info) for info in want["pending"]])
+        assert signals.blocked == want["blocked"]
+        assert signals.altstack == (AltStack(*want["altstack"]) if want["altstack"] else None)
+        assert [task.native.fs_objref, task.native.sighand_objref,
+                task.native.signal_objref] == want["objrefs"]
+    main, thread, child = image.tasks
+    assert main.signals.handlers is thread.signals.handlers is not child.signals.handlers
+    assert main.signals.group is thread.signals.group is not child.signals.group
+    assert main.fs is thread.fs is not child.fs
+
+
+def without(data, name):
+    """`data` without its records of type `name`."""
+    return b"".join(data[i.offset:i.offset + i.length] for i in record_list(data)
+                    if i.name != name)
+
+
+def test_state_is_written_in_the_kernel_order_and_numbering(state_golden):
+    """The writer's image is the C one but for RESTART_BLOCK, which crfs does not write."""
+    data, _ = state_golden
+    written = dump_bytes(load_bytes(data))
+    assert written == without(data, "CKPT_HDR_RESTART_BLOCK")
+    assert dump_bytes(load_bytes(written)) == written
+
+
+def test_extensions_set_the_crfs_uflag(state_golden):
+    data, _ = state_golden
+    image = load_bytes(data)
+    assert image.header["uflags"] & fmt.CRFS_UFLAG_EXT
+    for task in image.tasks:
+        task.fs.umask = None
+        task.signals.altstack = None
+    written = dump_bytes(image)
+    names = {i.name for i in record_list(written)}
+    assert not names & {"CRFS_HDR_SIGALTSTACK", "CRFS_HDR_FS_EXT"}
+    assert load_bytes(written).header["uflags"] & fmt.CRFS_UFLAG_EXT == 0
+
+
+def test_rlim_infinity_is_the_word_size_of_the_image(state_golden):
+    data, expected = state_golden
+    image = load_bytes(data)
+    signal = first_record(data, "CKPT_HDR_SIGNAL")
+    raw = struct.unpack_from("<Q", data, signal.offset + 8)[0]     # rlim[0].rlim_cur
+    assert raw == (0xFFFFFFFF if expected["arch"] == "i386" else RLIM_INFINITY)
+    assert image.tasks[0].signals.group.rlimits[0][0] == RLIM_INFINITY
+    other = "x86_64" if expected["arch"] == "i386" else "i386"
+    moved = dump_bytes(image, arch=other)
+    signal = first_record(moved, "CKPT_HDR_SIGNAL")
+    assert struct.unpack_from("<Q", moved, signal.offset + 8)[0] == (
+        0xFFFFFFFF if other == "i386" else RLIM_INFINITY)
+    assert load_bytes(moved).tasks[0].signals.group.rlimits \
+        == image.tasks[0].signals.group.rlimits
+
+
+@pytest.mark.parametrize("name, field_offset, fmt_, value, message", [
+    ("CKPT_HDR_SIGPENDING", 8, "<I", 1 << 28, "len 120 for nr_pending 268435456"),
+    ("CKPT_HDR_SIGPENDING", 24, "<I", 65, "signo 65"),
+    ("CKPT_HDR_GROUPINFO", 8, "<I", 2, "len 28 for ngroups 2"),
+    ("CKPT_HDR_TASK_CREDS", 8, "<i", 6, "objref 6 is not a CKPT_OBJ_CRED"),
+    ("CKPT_HDR_CRED", 40, "<i", 2, "objref 2 is not a CKPT_OBJ_USER"),
+    ("CKPT_HDR_CRED", 44, "<i", 3, "objref 3 is not a CKPT_OBJ_GROUPINFO"),
+    ("CKPT_HDR_USER", 12, "<i", 1, "objref 1 is not a CKPT_OBJ_USER_NS"),
+    ("CKPT_HDR_TASK_OBJS", 16, "<i", 6, "objref 6 is not a CKPT_OBJ_FS"),
+    ("CKPT_HDR_TASK_OBJS", 20, "<i", 5, "objref 5 is not a CKPT_OBJ_SIGHAND"),
+    ("CKPT_HDR_TASK_OBJS", 24, "<i", -3, "signal_objref -3"),
+    ("CKPT_HDR_TASK_OBJS", 24, "<i", 6, "objref 6 is not a CKPT_OBJ_SIGNAL"),
+])
+def test_bad_state_fields_give_clean_errors(state_golden, name, field_offset, fmt_, value,
+                                            message):
+    data, _ = state_golden
+    info = first_record(data, name)
+    with pytest.raises(FormatError, match=message):
+        load_bytes(patched(data, info.offset + field_offset, fmt_, value))
+
+
+def test_state_truncations_are_format_errors(state_golden):
+    data, _ = state_golden
+    for info in record_list(data):
+        for cut in {info.offset + 4, info.offset + info.length - 1}:
+            with pytest.raises(FormatError):
+                load_bytes(data[:cut])
+
+
+def test_a_missing_signal_record_is_an_error(state_golden):
+    data, _ = state_golden
+    with pytest.raises(FormatError, match="expected CKPT_HDR_SIGPENDING|unexpected here"):
+        load_bytes(without(data, "CKPT_HDR_SIGNAL"))

@@ -51,6 +51,11 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CKPT_HDR_RESTART_BLOCK": 105,
     "CKPT_HDR_THREAD": 106,
     "CKPT_HDR_CPU": 107,
+    "CKPT_HDR_USER_NS": 113,          # v21 numbers (MNT_NS 111 and CAPABILITIES 112 unused)
+    "CKPT_HDR_CRED": 114,
+    "CKPT_HDR_USER": 115,
+    "CKPT_HDR_GROUPINFO": 116,
+    "CKPT_HDR_TASK_CREDS": 117,
     "CKPT_HDR_CPU_FPU": 201,          # x86 arch-specific (201-299)
     "CKPT_HDR_MM_CONTEXT_LDT": 202,   # x86 arch-specific
     "CKPT_HDR_FILE_TABLE": 301,
@@ -61,6 +66,13 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CKPT_HDR_VMA": 402,
     "CKPT_HDR_PGARR": 403,
     "CKPT_HDR_MM_CONTEXT": 404,
+    "CKPT_HDR_FS": 451,
+    "CKPT_HDR_SIGHAND": 601,
+    "CKPT_HDR_SIGNAL": 602,
+    "CKPT_HDR_SIGNAL_TASK": 603,
+    "CKPT_HDR_SIGPENDING": 604,
+    "CRFS_HDR_SIGALTSTACK": 8001,     # crfs extensions (8001-8099), not in linux-cr
+    "CRFS_HDR_FS_EXT": 8002,
     "CKPT_HDR_TAIL": 9001,
     "CKPT_HDR_ERROR": 9999,
 })
@@ -135,6 +147,12 @@ HDR_SIZE = 8
 # Pages per PGARR chunk the kernel writes: 16 * (PAGE_SIZE / sizeof(void *)).
 CKPT_PGARR_BATCH = {"i386": 16 * 1024, "x86_64": 16 * 512}
 VADDR_SIZE = {"i386": 4, "x86_64": 8}
+# HEADER.uflags bit of images holding crfs extension records: a stock linux-cr restart
+# refuses unknown uflags up front instead of failing on the first extension record.
+CRFS_UFLAG_EXT = 0x8000
+CKPT_ARCH_NSIG = 64
+CKPT_RLIM_NLIMITS = 16
+NGROUPS_MAX = 65536
 ARCH_BY_ID = {CKPT_ARCH["CKPT_ARCH_X86_32"]: "i386", CKPT_ARCH["CKPT_ARCH_X86_64"]: "x86_64"}
 
 
@@ -310,6 +328,111 @@ ckpt_hdr_mm_context = Struct(
     "nldt" / Int32ul,
 )
 
+# --- credentials (CRED, USER, USER_NS, GROUPINFO, TASK_CREDS; v21 numbers)
+
+ckpt_capabilities = Struct(
+    "cap_i_0" / Int32ul, "cap_i_1" / Int32ul,     # kernel_cap_t.cap[0], cap[1]
+    "cap_p_0" / Int32ul, "cap_p_1" / Int32ul,
+    "cap_e_0" / Int32ul, "cap_e_1" / Int32ul,
+    "cap_b_0" / Int32ul, "cap_b_1" / Int32ul,
+    "securebits" / Int32ul,
+    "_padding" / Pad(4),
+)
+
+ckpt_hdr_cred = Struct(
+    "h" / ckpt_hdr,
+    "uid" / Int32ul, "suid" / Int32ul, "euid" / Int32ul, "fsuid" / Int32ul,
+    "gid" / Int32ul, "sgid" / Int32ul, "egid" / Int32ul, "fsgid" / Int32ul,
+    "user_ref" / Int32sl,
+    "groupinfo_ref" / Int32sl,
+    "sec_ref" / Int32sl,
+    "_padding" / Pad(4),
+    "cap_s" / ckpt_capabilities,
+)
+
+ckpt_hdr_task_creds = Struct("h" / ckpt_hdr, "cred_ref" / Int32sl, "ecred_ref" / Int32sl)
+
+ckpt_hdr_user_struct = Struct("h" / ckpt_hdr, "uid" / Int32ul, "userns_ref" / Int32sl)
+
+ckpt_hdr_user_ns = Struct("h" / ckpt_hdr, "creator_ref" / Int32sl, "_padding" / Pad(4))
+
+# sizeof is 16 but groups[] starts at 12 and the kernel writes len 16 + 4 * ngroups: the gids
+# sit at 12 .. 12 + 4n and the record ends with 4 zero bytes.
+ckpt_hdr_groupinfo = Struct(
+    "h" / ckpt_hdr,
+    "ngroups" / Int32ul,
+    "groups" / Array(this.ngroups, Int32ul),
+    "_padding" / Pad(4),
+)
+GROUPINFO_SIZE = 16
+
+# --- fs_struct: FS then FILE_NAME{pwd} FILE_NAME{root}; v21 stores no umask
+
+ckpt_hdr_fs = Struct("h" / ckpt_hdr)
+
+# crfs extension, inside the FS object after FILE_NAME{root} (v23 put umask in FS itself).
+crfs_hdr_fs_ext = Struct("h" / ckpt_hdr, "umask" / Int32ul, "_padding" / Pad(4))
+
+# --- signals
+
+ckpt_sigset = Int64ul       # u8 sigset[CKPT_ARCH_NSIG / 8]: bit n-1 is signal n, read as u64
+
+ckpt_sigaction = Struct(
+    "_sa_handler" / Int64ul,
+    "sa_flags" / Int64ul,
+    "sa_restorer" / Int64ul,
+    "sa_mask" / ckpt_sigset,
+)
+
+ckpt_hdr_sighand = Struct("h" / ckpt_hdr, "action" / Array(CKPT_ARCH_NSIG, ckpt_sigaction))
+
+ckpt_rlimit = Struct("rlim_cur" / Int64ul, "rlim_max" / Int64ul)
+
+ITIMERS = ("it_real_value", "it_real_incr", "it_virt_value", "it_virt_incr",
+           "it_prof_value", "it_prof_incr")
+
+ckpt_hdr_signal = Struct(
+    "h" / ckpt_hdr,
+    "rlim" / Array(CKPT_RLIM_NLIMITS, ckpt_rlimit),
+    *[name / Int64ul for name in ITIMERS],         # ns
+    "tty_objref" / Int32sl,
+    "tty_pgrp" / Int32sl,
+    "tty_old_pgrp" / Int32sl,
+    "_padding" / Pad(4),
+)
+
+ckpt_siginfo = Struct(
+    "signo" / Int32ul,
+    "_errno" / Int32ul,
+    "code" / Int32ul,
+    "pid" / Int32ul,
+    "uid" / Int32sl,
+    "sigval_int" / Int32ul,
+    "sigval_ptr" / Int64ul,
+    "utime" / Int64ul,
+    "stime" / Int64ul,
+)
+
+ckpt_hdr_sigpending = Struct(
+    "h" / ckpt_hdr,
+    "nr_pending" / Int32ul,
+    "_padding" / Pad(4),
+    "signal" / ckpt_sigset,
+    "siginfo" / Array(this.nr_pending, ckpt_siginfo),
+)
+SIGPENDING_SIZE = 24
+
+ckpt_hdr_signal_task = Struct("h" / ckpt_hdr, "blocked" / ckpt_sigset)
+
+# crfs extension, per live task right after SIGNAL_TASK (v23 put these in TASK).
+crfs_hdr_sigaltstack = Struct(
+    "h" / ckpt_hdr,
+    "ss_sp" / Int64ul,
+    "ss_size" / Int64ul,
+    "ss_flags" / Int32ul,
+    "_padding" / Pad(4),
+)
+
 ckpt_hdr_tail = Struct("h" / ckpt_hdr, "magic" / Int64ul)
 
 # Records of a fixed size: len must be exactly sizeof. FILE may be longer (pipe, socket
@@ -330,10 +453,27 @@ FIXED = {
     "CKPT_HDR_MM_CONTEXT": ckpt_hdr_mm_context,
     "CKPT_HDR_TAIL": ckpt_hdr_tail,
     "CKPT_HDR_ERROR": ckpt_hdr,
+    "CKPT_HDR_CRED": ckpt_hdr_cred,
+    "CKPT_HDR_TASK_CREDS": ckpt_hdr_task_creds,
+    "CKPT_HDR_USER": ckpt_hdr_user_struct,
+    "CKPT_HDR_USER_NS": ckpt_hdr_user_ns,
+    "CKPT_HDR_FS": ckpt_hdr_fs,
+    "CRFS_HDR_FS_EXT": crfs_hdr_fs_ext,
+    "CKPT_HDR_SIGHAND": ckpt_hdr_sighand,
+    "CKPT_HDR_SIGNAL": ckpt_hdr_signal,
+    "CKPT_HDR_SIGNAL_TASK": ckpt_hdr_signal_task,
+    "CRFS_HDR_SIGALTSTACK": crfs_hdr_sigaltstack,
 }
 AT_LEAST = {"CKPT_HDR_FILE": ckpt_hdr_file, "CKPT_HDR_LSM_INFO": ckpt_hdr_lsm}
+# Records of a header, a count and count items: (struct, count field, header size, item size).
+COUNTED = {
+    "CKPT_HDR_GROUPINFO": (ckpt_hdr_groupinfo, "ngroups", GROUPINFO_SIZE, 4),
+    "CKPT_HDR_SIGPENDING": (ckpt_hdr_sigpending, "nr_pending", SIGPENDING_SIZE,
+                            ckpt_siginfo.sizeof()),
+}
 SIZE = {name: struct_.sizeof() for name, struct_ in FIXED.items()}
 MIN_SIZE = {name: struct_.sizeof() for name, struct_ in AT_LEAST.items()}
+MIN_SIZE.update({name: head for name, (_, _, head, _) in COUNTED.items()})
 
 # --------------------------------------------------------------------------- framing
 
@@ -400,8 +540,17 @@ def record_at(source, offset):
 
 
 def parse_record(source, record):
-    """The construct Container of a fixed-layout record (header included)."""
+    """The construct Container of a fixed-layout record (header included). A counted record
+    (GROUPINFO, SIGPENDING) must be exactly as long as its count says."""
     name = record.name
+    if name in COUNTED:
+        struct_, count_field, head, item = COUNTED[name]
+        count = struct.unpack_from("<I", source.read(record.offset + HDR_SIZE, 4, name))[0]
+        if record.length != head + count * item:
+            raise FormatError(f"len {record.length} for {count_field} {count}",
+                              offset=record.offset, record=name)
+        return parse_bytes(struct_, source.read(record.offset, record.length, name),
+                           record.offset, name)
     struct_, size = (FIXED[name], SIZE[name]) if name in FIXED else (AT_LEAST[name],
                                                                      MIN_SIZE[name])
     return parse_bytes(struct_, source.read(record.offset, size, name), record.offset, name)

@@ -3,9 +3,21 @@
     IMAGE   ::= HEADER BUFFER{release} BUFFER{version} BUFFER{machine} HEADER_ARCH ...
                 TREE BUFFER{pids} [BUFFER{vpids}] { TASK STRING{comm} TASK_PART* } TAIL
     TASK_PART ::= THREAD | CPU [CPU_FPU] | TASK_OBJS | OBJECT | a record to skip
+    TASK_PART ::= ... | TASK_CREDS | TASK_OBJS [SIGNAL_PART] | CRFS_SIGALTSTACK
+    SIGNAL_PART ::= [SIGNAL SIGPENDING{shared}]  if TASK_OBJS.signal_objref is new
+                    SIGPENDING{private} SIGNAL_TASK [CRFS_SIGALTSTACK]
+                                                   if TASK_OBJS.signal_objref != 0
     OBJECT  ::= OBJREF MM BUFFER{auxv} { VMA [CONTENTS] }*map_count MM_CONTEXT MM_CONTEXT_LDT
-              | OBJREF FILE [FILE_NAME] | OBJREF of a type crfs does not interpret
+              | OBJREF FILE [FILE_NAME] | OBJREF SIGHAND
+              | OBJREF FS FILE_NAME{pwd} FILE_NAME{root} [CRFS_FS_EXT]
+              | OBJREF CRED (objects nested before CRED: GROUPINFO, USER, SECURITY)
+              | OBJREF GROUPINFO | OBJREF USER (nested: USER, USER_NS) | OBJREF USER_NS
+              | OBJREF of a type crfs does not interpret
     CONTENTS ::= { PGARR{n > 0} BUFFER{ulong vaddr[n]; n pages} }* PGARR{0}
+
+SIGNAL has no OBJREF: its objref is the TASK_OBJS signal_objref of the thread group's first
+task, whose SIGNAL follows that TASK_OBJS (linux-cr v21 checkpoint_task_objs and
+checkpoint_task_signal). CRFS_* records are crfs extensions (docs/format-ckpt.md).
 
 Records that belong to objects crfs does not interpret (CONTAINER and LSM info, file tables,
 namespaces, unknown types) are skipped by their length; an OBJREF may appear wherever the
@@ -39,7 +51,10 @@ PLACED = set(fmt.CKPT_HDR.__members__) - {
     "CKPT_HDR_CONTAINER", "CKPT_HDR_LSM_INFO", "CKPT_HDR_SECURITY", "CKPT_HDR_TASK_NS",
     "CKPT_HDR_RESTART_BLOCK", "CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC",
     "CKPT_HDR_BUFFER", "CKPT_HDR_STRING"}
-TASK_PARTS = ("CKPT_HDR_THREAD", "CKPT_HDR_CPU", "CKPT_HDR_TASK_OBJS")
+TASK_PARTS = ("CKPT_HDR_THREAD", "CKPT_HDR_CPU", "CKPT_HDR_TASK_OBJS", "CKPT_HDR_TASK_CREDS")
+# TASK_OBJS objref -> the kind of object it must name (signal_objref: see signal()).
+TASK_OBJ_KINDS = {"mm_objref": "CKPT_OBJ_MM", "fs_objref": "CKPT_OBJ_FS",
+                  "sighand_objref": "CKPT_OBJ_SIGHAND"}
 PRIVATE_PAGES = ("CKPT_VMA_ANON", "CKPT_VMA_FILE")    # VMA types followed by their pages
 
 
@@ -286,9 +301,44 @@ class Walker:
                        role="fpu")
 
     def task_objs(self, part):
-        if part.fields.mm_objref:
-            self.lookup(part, part.fields.mm_objref, "CKPT_OBJ_MM")
+        for field, kind in TASK_OBJ_KINDS.items():
+            if part.fields[field]:
+                self.lookup(part, part.fields[field], kind)
         yield part
+        if part.fields.signal_objref:
+            yield from self.signal(part, part.fields.signal_objref)
+
+    def task_creds(self, part):
+        for field in ("cred_ref", "ecred_ref"):
+            self.lookup(part, part.fields[field], "CKPT_OBJ_CRED")
+        yield part
+
+    def signal(self, objs, objref):
+        """What follows a TASK_OBJS with a signal_objref: the thread group's SIGNAL and
+        shared SIGPENDING the first time the objref is met, then the task's own."""
+        if objref not in self.objects:
+            if objref < 0:
+                raise self.error(objs, f"signal_objref {objref}")
+            self.objects[objref] = None
+            signal = yield from self.until("CKPT_HDR_SIGNAL")
+            signal.objref = objref
+            yield signal
+            yield self.sigpending("shared", objref)
+            self.objects[objref] = "CKPT_OBJ_SIGNAL"
+        else:
+            self.lookup(objs, objref, "CKPT_OBJ_SIGNAL")
+        yield self.sigpending("private")
+        yield self.fixed("CKPT_HDR_SIGNAL_TASK")
+        if self.offset < self.source.size and self.peek().name == "CRFS_HDR_SIGALTSTACK":
+            yield self.fixed("CRFS_HDR_SIGALTSTACK")
+
+    def sigpending(self, role, objref=0):
+        pending = self.fixed("CKPT_HDR_SIGPENDING")
+        for info in pending.fields.siginfo:
+            if not 1 <= info.signo <= fmt.CKPT_ARCH_NSIG:
+                raise self.error(pending, f"signo {info.signo}")
+        pending.role, pending.objref = role, objref
+        return pending
 
     # ----------------------------------------------------------------- objects
 
@@ -298,6 +348,42 @@ class Walker:
         if file.fields.f_type == fmt.CKPT_FILE.CKPT_FILE_GENERIC:
             name = self.expect("CKPT_HDR_FILE_NAME")
             yield Part(name, data=self.read_data(name), role="path")
+
+    def sighand(self):
+        yield self.fixed("CKPT_HDR_SIGHAND")
+
+    def fs(self):
+        yield self.fixed("CKPT_HDR_FS")
+        for role in ("pwd", "root"):
+            yield self.blob("CKPT_HDR_FILE_NAME", role)
+        if self.peek().name == "CRFS_HDR_FS_EXT":
+            yield self.fixed("CRFS_HDR_FS_EXT")
+
+    def cred(self):
+        cred = yield from self.until("CKPT_HDR_CRED")
+        if cred.fields.user_ref:
+            self.lookup(cred, cred.fields.user_ref, "CKPT_OBJ_USER")
+        if cred.fields.groupinfo_ref:
+            self.lookup(cred, cred.fields.groupinfo_ref, "CKPT_OBJ_GROUPINFO")
+        yield cred
+
+    def groupinfo(self):
+        groups = self.fixed("CKPT_HDR_GROUPINFO")
+        if groups.fields.ngroups > fmt.NGROUPS_MAX:
+            raise self.error(groups, f"ngroups {groups.fields.ngroups}")
+        yield groups
+
+    def user(self):
+        user = yield from self.until("CKPT_HDR_USER")
+        if user.fields.userns_ref:
+            self.lookup(user, user.fields.userns_ref, "CKPT_OBJ_USER_NS")
+        yield user
+
+    def user_ns(self):
+        user_ns = self.fixed("CKPT_HDR_USER_NS")
+        if user_ns.fields.creator_ref:
+            self.lookup(user_ns, user_ns.fields.creator_ref, "CKPT_OBJ_USER")
+        yield user_ns
 
     def mm(self):
         mm = yield from self.until("CKPT_HDR_MM")
@@ -421,9 +507,16 @@ class Walker:
 OBJECT_GRAMMAR = {
     "CKPT_OBJ_FILE": Walker.file,
     "CKPT_OBJ_MM": Walker.mm,
+    "CKPT_OBJ_SIGHAND": Walker.sighand,
+    "CKPT_OBJ_FS": Walker.fs,
+    "CKPT_OBJ_CRED": Walker.cred,
+    "CKPT_OBJ_GROUPINFO": Walker.groupinfo,
+    "CKPT_OBJ_USER": Walker.user,
+    "CKPT_OBJ_USER_NS": Walker.user_ns,
 }
 TASK_PART_GRAMMAR = {
     "CKPT_HDR_THREAD": Walker.thread,
     "CKPT_HDR_CPU": Walker.cpu,
     "CKPT_HDR_TASK_OBJS": Walker.task_objs,
+    "CKPT_HDR_TASK_CREDS": Walker.task_creds,
 }

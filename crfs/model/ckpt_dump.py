@@ -4,8 +4,12 @@ This is crfs's native format, so the output is exactly what the grammar in crfs.
 describes and nothing more:
 
     HEADER BUFFER*3 HEADER_ARCH TREE BUFFER{pids} [BUFFER{vpids}]
-    per task: TASK STRING{comm} [THREAD CPU [CPU_FPU]] [objects on first use] [TASK_OBJS]
+    per task: TASK STRING{comm} [THREAD CPU [CPU_FPU]]
+              [CRED objects TASK_CREDS] [MM, FS, SIGHAND objects on first use] [TASK_OBJS]
+              [[SIGNAL SIGPENDING{shared}] SIGPENDING{private} SIGNAL_TASK [CRFS_SIGALTSTACK]]
     TAIL
+
+in linux-cr v21's order (checkpoint_task, checkpoint_task_objs, checkpoint_task_signal).
 
 Objects are numbered from 1 in first-use order, as the kernel's objhash does: an MM (written
 once however many threads share it) with its VMAs, the FILE of a file-backed VMA, the shmem
@@ -22,9 +26,12 @@ from crfs.formats import ckpt as fmt
 from crfs.formats.common import c_field, encode_text, kernel_version
 from crfs.formats.x86 import FXSAVE_SIZE, LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN
 from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, cpu_fields
-from crfs.model.ckpt_load import (FILE_FIELDS, TASK_FIELDS, CkptTaskFields, CkptVmaFields)
+from crfs.model.ckpt_load import (CAP_FIELDS, FILE_FIELDS, ITIMER_FIELDS, RLIM_INFINITY_OF,
+                                   SIGINFO_FIELDS, SIGNAL_TTY_FIELDS, TASK_FIELDS,
+                                   CkptSignalFields, CkptTaskFields, CkptVmaFields)
 from crfs.model.page_copy import copy_pages
-from crfs.model.image import ShmSegment, get_field
+from crfs.model.image import (ID_NAMES, RLIM_INFINITY, RLIM_NLIMITS, SS_DISABLE, Itimers,
+                              ShmSegment, ThreadGroup, get_field)
 
 KERNEL = "2.6.34"   # the v21 base
 FMODE_READ = 1
@@ -57,6 +64,7 @@ class _Writer:
         self.header = {**DEFAULT_CONSTANTS, **image.header}
         self.objref = 0
         self.written = {}   # object key -> objref
+        self.groups = {}    # tgid -> the ThreadGroup written for tasks that have none
 
     # ----------------------------------------------------------------- records
 
@@ -105,7 +113,7 @@ class _Writer:
         self.emit("CKPT_HDR_HEADER", fmt.ckpt_hdr_header,
                   magic=fmt.MAGIC["CHECKPOINT_MAGIC_HEAD"], arch_id=ARCH_ID[self.arch],
                   major=major, minor=minor, patch=patch, rev=fmt.CHECKPOINT_VERSION,
-                  constants=constants, time=self.image.time or 0, uflags=h.get("uflags", 0))
+                  constants=constants, time=self.image.time or 0, uflags=self.uflags())
         defaults = {"release": "", "version": "", "machine": MACHINE[self.arch]}
         for name, default in defaults.items():
             self.emit_raw("CKPT_HDR_BUFFER", c_field(h.get(name, default),
@@ -115,6 +123,14 @@ class _Writer:
                   has_fxsr=h.get("has_fxsr", 1),
                   has_xsave=h.get("has_xsave", int(xstate_size > FXSAVE_SIZE)),
                   xstate_size=xstate_size)
+
+    def uflags(self):
+        """The header's uflags, with CRFS_UFLAG_EXT iff extension records are written."""
+        uflags = self.header.get("uflags", 0) & ~fmt.CRFS_UFLAG_EXT
+        if any(_has_altstack(t) or (t.fs is not None and t.fs.umask is not None)
+               for t in self.image.tasks):
+            uflags |= fmt.CRFS_UFLAG_EXT
+        return uflags
 
     def xstate_size(self):
         """One FPU state size for all tasks: the header's, else the tasks'."""
@@ -153,10 +169,26 @@ class _Writer:
                       c_field(task.comm, self.header["task_comm_len"], "comm"))
         if task.regs is not None:
             self.write_cpu(task)
-        mm_objref = self.write_mm(task.mm) if task.mm is not None else 0
-        if task.regs is not None or task.mm is not None:
+        if task.creds is not None:
+            real = self.write_cred(task.creds)
+            effective = CkptTaskFields.of(task).ecreds
+            self.emit("CKPT_HDR_TASK_CREDS", fmt.ckpt_hdr_task_creds, cred_ref=real,
+                      ecred_ref=self.write_cred(effective) if effective else real)
+        signals = task.signals
+        objrefs = {
+            "mm_objref": self.write_mm(task.mm) if task.mm is not None else 0,
+            "fs_objref": self.write_fs(task.fs) if task.fs is not None else 0,
+            "sighand_objref": self.write_sighand(signals.handlers)
+            if signals and signals.handlers else 0}
+        group, signal_objref, new_group = None, 0, False
+        if signals is not None:
+            group = signals.group or self.groups.setdefault(task.tgid, ThreadGroup())
+            signal_objref, new_group = self.new_object(("signal", id(group)))
+        if task.regs is not None or any(objrefs.values()) or signals is not None:
             self.emit("CKPT_HDR_TASK_OBJS", fmt.ckpt_hdr_task_objs, files_objref=0,
-                      mm_objref=mm_objref, fs_objref=0, sighand_objref=0, signal_objref=0)
+                      signal_objref=signal_objref, **objrefs)
+        if signals is not None:
+            self.write_signals(signals, group, new_group)
 
     def write_cpu(self, task):
         if task.regs.arch != self.arch:
@@ -171,6 +203,115 @@ class _Writer:
                   **cpu_fields(task.regs, cpu_only, self.arch))
         if task.fpu is not None:
             self.emit_raw("CKPT_HDR_CPU_FPU", task.fpu)
+
+    # ----------------------------------------------------------------- creds
+
+    def write_cred(self, creds):
+        """OBJREF{CRED} OBJREF{GROUPINFO} GROUPINFO [USER object] CRED, once per value."""
+        objref, first = self.new_object(("cred", repr(creds)), "CKPT_OBJ_CRED")
+        if not first:
+            return objref
+        groupinfo_ref = self.write_groupinfo(creds.groups or [])
+        user_ref = self.write_user(creds.uid)
+        caps = {"securebits": creds.securebits or 0}
+        for name, word in CAP_FIELDS.items():
+            value = getattr(creds, name) or 0
+            caps.update({f"{word}_0": value & 0xFFFFFFFF, f"{word}_1": value >> 32})
+        self.emit("CKPT_HDR_CRED", fmt.ckpt_hdr_cred, user_ref=user_ref,
+                  groupinfo_ref=groupinfo_ref, sec_ref=0, cap_s=caps,
+                  **{name: getattr(creds, name) for name in ID_NAMES})
+        return objref
+
+    def write_groupinfo(self, groups):
+        objref, first = self.new_object(("groups", tuple(groups)), "CKPT_OBJ_GROUPINFO")
+        if first:
+            if len(groups) > fmt.NGROUPS_MAX:
+                raise ValueError(f"{len(groups)} supplementary groups")
+            self.emit_counted("CKPT_HDR_GROUPINFO", fmt.ckpt_hdr_groupinfo,
+                              ngroups=len(groups), groups=list(groups))
+        return objref
+
+    def write_user(self, uid):
+        """USER of `uid` in the container's user namespace (written with the first USER)."""
+        objref, first = self.new_object(("user", uid), "CKPT_OBJ_USER")
+        if first:
+            userns_ref, new_ns = self.new_object(("user_ns",), "CKPT_OBJ_USER_NS")
+            if new_ns:
+                self.emit("CKPT_HDR_USER_NS", fmt.ckpt_hdr_user_ns, creator_ref=0)
+            self.emit("CKPT_HDR_USER", fmt.ckpt_hdr_user_struct, uid=uid, userns_ref=userns_ref)
+        return objref
+
+    def emit_counted(self, name, struct, **fields):
+        """A GROUPINFO or SIGPENDING: its header, count items, and len to match."""
+        _, count_field, head, item = fmt.COUNTED[name]
+        length = head + fields[count_field] * item
+        try:
+            data = struct.build({"h": {"type": fmt.CKPT_HDR[name], "len": length}, **fields})
+        except ConstructError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        self.out.write(data)
+
+    # ----------------------------------------------------------------- fs
+
+    def write_fs(self, fs):
+        """OBJREF{FS} FS FILE_NAME{pwd} FILE_NAME{root} [CRFS_FS_EXT{umask}]."""
+        objref, first = self.new_object(("fs", id(fs)), "CKPT_OBJ_FS")
+        if first:
+            self.emit("CKPT_HDR_FS", fmt.ckpt_hdr_fs)
+            for path in (fs.cwd or "/", fs.root or "/"):
+                self.emit_raw("CKPT_HDR_FILE_NAME", _path_bytes(path))
+            if fs.umask is not None:
+                self.emit("CRFS_HDR_FS_EXT", fmt.crfs_hdr_fs_ext, umask=fs.umask)
+        return objref
+
+    # ----------------------------------------------------------------- signals
+
+    def write_sighand(self, handlers):
+        objref, first = self.new_object(("sighand", id(handlers)), "CKPT_OBJ_SIGHAND")
+        if first:
+            actions = handlers.actions
+            if len(actions) != fmt.CKPT_ARCH_NSIG:
+                raise ValueError(f"{len(actions)} signal actions, not {fmt.CKPT_ARCH_NSIG}")
+            self.emit("CKPT_HDR_SIGHAND", fmt.ckpt_hdr_sighand, action=[
+                {"_sa_handler": a.handler, "sa_flags": a.flags, "sa_restorer": a.restorer,
+                 "sa_mask": a.mask} for a in actions])
+        return objref
+
+    def write_signals(self, signals, group, new_group):
+        """[SIGNAL SIGPENDING{shared}] SIGPENDING{private} SIGNAL_TASK [CRFS_SIGALTSTACK]."""
+        if new_group:
+            native = CkptSignalFields.of(group)
+            itimers = group.itimers or Itimers()
+            self.emit("CKPT_HDR_SIGNAL", fmt.ckpt_hdr_signal, rlim=self.rlimits(group.rlimits),
+                      **{name: getattr(itimers, field) for name, field in ITIMER_FIELDS.items()},
+                      **{name: getattr(native, name) or 0 for name in SIGNAL_TTY_FIELDS})
+            self.write_pending(group.shared_pending)
+        self.write_pending(signals.pending)
+        self.emit("CKPT_HDR_SIGNAL_TASK", fmt.ckpt_hdr_signal_task, blocked=signals.blocked)
+        if _has_altstack_signals(signals):
+            alt = signals.altstack
+            self.emit("CRFS_HDR_SIGALTSTACK", fmt.crfs_hdr_sigaltstack, ss_sp=alt.sp,
+                      ss_size=alt.size, ss_flags=alt.flags)
+
+    def rlimits(self, rlimits):
+        """16 ckpt_rlimit; RLIM_INFINITY as the image's ~0UL; none known: all unlimited."""
+        rlimits = rlimits or [(RLIM_INFINITY, RLIM_INFINITY)] * RLIM_NLIMITS
+        if len(rlimits) != RLIM_NLIMITS:
+            raise ValueError(f"{len(rlimits)} resource limits, not {RLIM_NLIMITS}")
+        infinity = RLIM_INFINITY_OF[self.arch]
+        out = []
+        for limit in rlimits:
+            values = [infinity if v == RLIM_INFINITY else v for v in limit]
+            if max(values) > infinity:
+                raise ValueError(f"resource limit {max(values)} does not fit {self.arch}")
+            out.append(dict(zip(("rlim_cur", "rlim_max"), values)))
+        return out
+
+    def write_pending(self, pending):
+        self.emit_counted("CKPT_HDR_SIGPENDING", fmt.ckpt_hdr_sigpending,
+                          nr_pending=len(pending.queue), signal=pending.mask, siginfo=[
+                              {field: getattr(info, name) for name, field in
+                               SIGINFO_FIELDS.items()} for info in pending.queue])
 
     # ----------------------------------------------------------------- memory
 
@@ -230,10 +371,7 @@ class _Writer:
                           f_secref=0)
             self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file,
                       f_type=fmt.CKPT_FILE["CKPT_FILE_GENERIC"], **fields)
-            path = encode_text(vma.file) + b"\0"
-            if len(path) > PATH_MAX:
-                raise ValueError(f"file name of {len(path)} bytes")
-            self.emit_raw("CKPT_HDR_FILE_NAME", path)
+            self.emit_raw("CKPT_HDR_FILE_NAME", _path_bytes(vma.file))
         return objref
 
     def private_vma(self, vma):
@@ -274,6 +412,22 @@ class _Writer:
             self.out.write(_words(chunk, width))
             copy_pages(source, offsets[i:i + batch], self.out)
         self.emit("CKPT_HDR_PGARR", fmt.ckpt_hdr_pgarr, nr_pages=0)
+
+
+def _path_bytes(path):
+    data = encode_text(path) + b"\0"
+    if len(data) > PATH_MAX:
+        raise ValueError(f"file name of {len(data)} bytes")
+    return data
+
+
+def _has_altstack_signals(signals):
+    alt = signals.altstack
+    return alt is not None and not alt.flags & SS_DISABLE
+
+
+def _has_altstack(task):
+    return task.signals is not None and _has_altstack_signals(task.signals)
 
 
 def _words(values, width):

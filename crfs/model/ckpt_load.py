@@ -12,7 +12,9 @@ from crfs.formats.ckpt_grammar import Walker
 from crfs.formats.common import decode_text, name_of
 from crfs.formats.pagewords import page_keys
 from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, registers_from_cpu
-from crfs.model.image import Image, Mm, ShmSegment, Task, Vma, native_record, set_field
+from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Creds, FsStruct, Image,
+                              Itimers, Mm, Pending, ShmSegment, SigAction, SigHand, SigInfo,
+                              Signals, Task, ThreadGroup, Vma, native_record, set_field)
 from crfs.model.registers import Registers
 
 DIALECT = "ckpt_hdr v21"
@@ -45,7 +47,20 @@ FILE_FIELDS = ("f_mode", "f_flags", "f_credref", "f_pos", "f_version", "f_secref
 # What only ckpt_hdr stores: pid-namespace depth and its vpids, objrefs of what crfs does
 # not restore, and the CPU record fields an i386 task has no register for.
 CkptTaskFields = native_record("CkptTaskFields", ("depth", "vpids", "thread_info_flags",
-                                                  *TASK_OBJREFS, *CPU_ONLY_FIELDS))
+                                                  *TASK_OBJREFS, *CPU_ONLY_FIELDS,
+                                                  "ecreds"))
+# The controlling tty fields of SIGNAL (kept with the ThreadGroup).
+SIGNAL_TTY_FIELDS = ("tty_objref", "tty_pgrp", "tty_old_pgrp")
+CkptSignalFields = native_record("CkptSignalFields", SIGNAL_TTY_FIELDS)
+# SIGNAL's itimers -> Itimers fields; CRED capability words -> Creds fields.
+ITIMER_FIELDS = dict(zip(fmt.ITIMERS, ("real_value", "real_incr", "virt_value", "virt_incr",
+                                       "prof_value", "prof_incr")))
+CAP_FIELDS = {"cap_inh": "cap_i", "cap_prm": "cap_p", "cap_eff": "cap_e", "cap_bnd": "cap_b"}
+SIGINFO_FIELDS = {"signo": "signo", "errno": "_errno", "code": "code", "pid": "pid",
+                  "uid": "uid", "sigval_int": "sigval_int", "sigval_ptr": "sigval_ptr",
+                  "utime": "utime", "stime": "stime"}
+# RLIM_INFINITY is ~0UL: 32 bits wide in an x86_32 image.
+RLIM_INFINITY_OF = {"i386": 0xFFFFFFFF, "x86_64": RLIM_INFINITY}
 CkptVmaFields = native_record("CkptVmaFields", ("vma_type", "vma_objref", "ino_objref",
                                                 "ino_size", "f_type", *FILE_FIELDS))
 
@@ -144,10 +159,90 @@ class _Builder:
         self.task.fpu = part.data
 
     def task_objs(self, part):
+        h = part.fields
         for name in TASK_OBJREFS:
-            setattr(self.task.native, name, part.fields[name])
-        if part.fields.mm_objref:
-            self.task.mm = self.objects[part.fields.mm_objref]
+            setattr(self.task.native, name, h[name])
+        if h.mm_objref:
+            self.task.mm = self.objects[h.mm_objref]
+        if h.fs_objref:
+            self.task.fs = self.objects[h.fs_objref]
+        if h.sighand_objref:
+            self._signals().handlers = self.objects[h.sighand_objref]
+        if h.signal_objref:
+            self._signals().group = self.objects.get(h.signal_objref)   # None: SIGNAL follows
+
+    def task_creds(self, part):
+        h = part.fields
+        self.task.creds = self.objects[h.cred_ref]
+        if h.ecred_ref != h.cred_ref:
+            self.task.native.ecreds = self.objects[h.ecred_ref]
+
+    def _signals(self):
+        if self.task.signals is None:
+            self.task.signals = Signals()
+        return self.task.signals
+
+    # ----------------------------------------------------------------- signals
+
+    def sighand(self, part):
+        self.objects[part.objref] = SigHand([
+            SigAction(handler=a._sa_handler, flags=a.sa_flags, restorer=a.sa_restorer,
+                      mask=a.sa_mask) for a in part.fields.action])
+
+    def signal(self, part):
+        h = part.fields
+        infinity = RLIM_INFINITY_OF[self.walker.arch]
+        rlimits = [tuple(RLIM_INFINITY if v == infinity else v
+                         for v in (r.rlim_cur, r.rlim_max)) for r in h.rlim]
+        group = ThreadGroup(rlimits=rlimits,
+                            itimers=Itimers(**{ITIMER_FIELDS[n]: h[n] for n in fmt.ITIMERS}),
+                            native=CkptSignalFields(**_fields(h, SIGNAL_TTY_FIELDS)))
+        self.objects[part.objref] = group
+        self._signals().group = group
+
+    def sigpending(self, part):
+        h = part.fields
+        pending = Pending(mask=h.signal, queue=[
+            SigInfo(**{name: info[field] for name, field in SIGINFO_FIELDS.items()})
+            for info in h.siginfo])
+        if part.role == "shared":
+            self.objects[part.objref].shared_pending = pending
+        else:
+            self._signals().pending = pending
+
+    def signal_task(self, part):
+        self._signals().blocked = part.fields.blocked
+
+    def sigaltstack(self, part):
+        h = part.fields
+        self._signals().altstack = AltStack(sp=h.ss_sp, size=h.ss_size, flags=h.ss_flags)
+
+    # ----------------------------------------------------------------- fs and creds
+
+    def fs(self, part):
+        self.objects[part.objref] = FsStruct()
+
+    def fs_path(self, part):
+        setattr(self.objects[part.objref], "cwd" if part.role == "pwd" else "root",
+                decode_text(part.data))
+
+    def fs_ext(self, part):
+        self.objects[part.objref].umask = part.fields.umask
+
+    def groupinfo(self, part):
+        self.objects[part.objref] = list(part.fields.groups)
+
+    def user(self, part):
+        self.objects[part.objref] = part.fields.uid
+
+    def cred(self, part):
+        h = part.fields
+        caps = h.cap_s
+        creds = Creds(**_fields(h, ID_NAMES), securebits=caps.securebits,
+                      groups=list(self.objects[h.groupinfo_ref]) if h.groupinfo_ref else None,
+                      **{name: caps[f"{word}_1"] << 32 | caps[f"{word}_0"]
+                         for name, word in CAP_FIELDS.items()})
+        self.objects[part.objref] = creds
 
     # ----------------------------------------------------------------- objects
     # Each part of an object names it (part.objref): objects may nest.
@@ -221,6 +316,20 @@ HANDLERS = {
     ("CKPT_HDR_CPU", ""): _Builder.cpu,
     ("CKPT_HDR_CPU_FPU", "fpu"): _Builder.fpu,
     ("CKPT_HDR_TASK_OBJS", ""): _Builder.task_objs,
+    ("CKPT_HDR_TASK_CREDS", ""): _Builder.task_creds,
+    ("CKPT_HDR_SIGHAND", ""): _Builder.sighand,
+    ("CKPT_HDR_SIGNAL", ""): _Builder.signal,
+    ("CKPT_HDR_SIGPENDING", "shared"): _Builder.sigpending,
+    ("CKPT_HDR_SIGPENDING", "private"): _Builder.sigpending,
+    ("CKPT_HDR_SIGNAL_TASK", ""): _Builder.signal_task,
+    ("CRFS_HDR_SIGALTSTACK", ""): _Builder.sigaltstack,
+    ("CKPT_HDR_FS", ""): _Builder.fs,
+    ("CKPT_HDR_FILE_NAME", "pwd"): _Builder.fs_path,
+    ("CKPT_HDR_FILE_NAME", "root"): _Builder.fs_path,
+    ("CRFS_HDR_FS_EXT", ""): _Builder.fs_ext,
+    ("CKPT_HDR_GROUPINFO", ""): _Builder.groupinfo,
+    ("CKPT_HDR_USER", ""): _Builder.user,
+    ("CKPT_HDR_CRED", ""): _Builder.cred,
     ("CKPT_HDR_FILE", ""): _Builder.file,
     ("CKPT_HDR_FILE_NAME", "path"): _Builder.file_name,
     ("CKPT_HDR_MM", ""): _Builder.mm_record,

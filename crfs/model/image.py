@@ -46,9 +46,14 @@ def set_field(task, where, value):
     setattr(getattr(task, part) if part else task, attribute, value)
 
 
+ID_NAMES = ("uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid")
+
+
 @dataclass
 class Creds:
-    """Real, effective, saved and filesystem ids."""
+    """Real, effective, saved and filesystem ids; supplementary groups, capability sets
+    (64-bit masks) and securebits where the format or the capture has them (None: not
+    stored)."""
     uid: int = 0
     euid: int = 0
     suid: int = 0
@@ -57,10 +62,116 @@ class Creds:
     egid: int = 0
     sgid: int = 0
     fsgid: int = 0
+    groups: Optional[list] = None
+    cap_inh: Optional[int] = None
+    cap_prm: Optional[int] = None
+    cap_eff: Optional[int] = None
+    cap_bnd: Optional[int] = None
+    cap_amb: Optional[int] = None
+    securebits: Optional[int] = None
+    no_new_privs: Optional[int] = None
 
     @classmethod
     def names(cls):
-        return tuple(f.name for f in fields(cls))
+        """The eight ids (the fields every format stores)."""
+        return ID_NAMES
+
+
+# --------------------------------------------------------------------------- signals
+
+NSIG = 64                    # signals 1..64 (x86)
+RLIM_NLIMITS = 16            # RLIMIT_CPU .. RLIMIT_RTTIME
+RLIM_INFINITY = (1 << 64) - 1   # "unlimited", whatever the image's word size
+SIG_DFL, SIG_IGN = 0, 1
+SS_ONSTACK, SS_DISABLE = 1, 2
+
+
+@dataclass
+class SigAction:
+    """One signal's disposition: handler (SIG_DFL, SIG_IGN or an address), SA_* flags,
+    sa_restorer and the mask blocked while the handler runs (bit n-1: signal n)."""
+    handler: int = SIG_DFL
+    flags: int = 0
+    restorer: int = 0
+    mask: int = 0
+
+
+@dataclass(eq=False)
+class SigHand:
+    """The signal handlers, shared by the threads of a process (CLONE_SIGHAND) as an Mm
+    is: actions[n - 1] is signal n's."""
+    actions: list = field(default_factory=lambda: [SigAction() for _ in range(NSIG)])
+
+
+@dataclass
+class SigInfo:
+    """One queued signal: siginfo's fields as a checkpoint keeps them (which union member
+    pid/uid/sigval/utime/stime hold depends on the signal's class, see docs/format-ckpt.md)."""
+    signo: int = 0
+    errno: int = 0
+    code: int = 0
+    pid: int = 0
+    uid: int = 0
+    sigval_int: int = 0
+    sigval_ptr: int = 0
+    utime: int = 0
+    stime: int = 0
+
+
+@dataclass
+class Pending:
+    """A pending-signal set (bit n-1: signal n) and its queued siginfo, in queue order."""
+    mask: int = 0
+    queue: list = field(default_factory=list)
+
+
+@dataclass
+class Itimers:
+    """setitimer(2) timers: remaining value and interval of each, in ns (0: disarmed)."""
+    real_value: int = 0
+    real_incr: int = 0
+    virt_value: int = 0
+    virt_incr: int = 0
+    prof_value: int = 0
+    prof_incr: int = 0
+
+
+@dataclass(eq=False)
+class ThreadGroup:
+    """What the threads of a process share in the kernel's signal_struct: resource limits
+    ((soft, hard) per RLIMIT_* number, RLIM_INFINITY for unlimited), interval timers and the
+    process-wide pending signals."""
+    rlimits: Optional[list] = None
+    itimers: Optional[Itimers] = None
+    shared_pending: Pending = field(default_factory=Pending)
+    native: Optional["NativeFields"] = None
+
+
+@dataclass
+class AltStack:
+    """sigaltstack(2): the alternate signal stack."""
+    sp: int = 0
+    size: int = 0
+    flags: int = SS_DISABLE
+
+
+@dataclass
+class Signals:
+    """A thread's signal state: its process's handlers and thread group (shared objects),
+    its blocked mask, its own pending signals and its alternate stack (None: not stored)."""
+    handlers: Optional[SigHand] = None
+    group: Optional[ThreadGroup] = None
+    blocked: int = 0
+    pending: Pending = field(default_factory=Pending)
+    altstack: Optional[AltStack] = None
+
+
+@dataclass(eq=False)
+class FsStruct:
+    """fs_struct, shared by threads (CLONE_FS): working directory, root, umask."""
+    cwd: Optional[str] = None
+    root: Optional[str] = None
+    umask: Optional[int] = None
 
 
 @dataclass
@@ -193,6 +304,8 @@ class Task:
     mm: Optional[Mm] = None
     exit: Exit = field(default_factory=Exit)
     futex: Futex = field(default_factory=Futex)
+    signals: Optional[Signals] = None
+    fs: Optional[FsStruct] = None
     native: Optional["NativeFields"] = None   # what only its format stores
 
 

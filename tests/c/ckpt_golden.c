@@ -274,7 +274,7 @@ static void fill_header(void)
 		.uts_version_len = 65, .uts_machine_len = 65, .uts_domainname_len = v16(),
 		.rlimit_nlimits = v16(), .n_tty_buf_size = v16(), .tty_termios_ncc = v16() };
 	header.time = v64();
-	header.uflags = v64();
+	header.uflags = v64() & ~0x8000ULL;	/* CRFS_UFLAG_EXT: no crfs extensions here */
 	header_arch.has_fxsr = 1;
 	header_arch.has_xsave = v16();
 	header_arch.xstate_size = sizeof(tasks[0].fpu);
@@ -446,8 +446,8 @@ static void fill_task(struct task_desc *t, struct ckpt_pids pids, const char *co
 	for (unsigned i = 0; i < sizeof(t->fpu); i++)
 		t->fpu[i] = (uint8_t)(i * 3 + tag);
 	t->objs = (struct ckpt_hdr_task_objs){ .files_objref = (int32_t)v32(),
-		.mm_objref = mm->objref, .fs_objref = (int32_t)v32(),
-		.sighand_objref = (int32_t)v32(), .signal_objref = (int32_t)v32() };
+		.mm_objref = mm->objref, .fs_objref = 0,	/* objects of ckpt_state_golden.c */
+		.sighand_objref = 0, .signal_objref = 0 };
 }
 
 static void fill(void)

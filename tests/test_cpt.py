@@ -97,7 +97,8 @@ def test_tasks(golden):
     for task, c in zip(image.tasks, expected, strict=True):
         assert (task.pid, task.tgid, task.ppid, task.comm, task.state) == (
             c["cpt_pid"], c["cpt_tgid"], c["cpt_ppid"], c["cpt_comm"], c["cpt_state"])
-        assert vars(task.creds) == {name: c[f"cpt_{name}"] for name in cpt_model.CRED_NAMES}
+        assert {name: getattr(task.creds, name) for name in cpt_model.CRED_NAMES} == {
+            name: c[f"cpt_{name}"] for name in cpt_model.CRED_NAMES}
         assert task.tls == c["cpt_tls"]
         assert task.native.flags == ["CPT_PF_FORKNOEXEC", "CPT_PF_USED_MATH"]
         for field in cpt_model.TASK_NATIVE_FIELDS:

@@ -5,6 +5,7 @@ Shared by the CLI and the filesystem so both print the same bytes.
 
 from crfs.formats.common import encode_text
 from crfs.formats.x86 import PAGE_SIZE, VmFlags
+from crfs.model.image import NSIG, RLIM_INFINITY, SIG_DFL, SIG_IGN
 
 
 # /proc/<pid>/status letters for the task state bits the images store.
@@ -73,8 +74,11 @@ def state_text(state):
 
 
 def status(task):
-    """/proc/<pid>/status lines for the fields the image has."""
+    """/proc/<pid>/status lines for the fields the image has, in /proc's order and format.
+    SigQ is not shown: its count is of the whole user's queued signals."""
     lines = [f"Name:\t{task.comm}"]
+    if task.fs is not None and task.fs.umask is not None:
+        lines.append(f"Umask:\t{task.fs.umask:04o}")
     state = state_text(task.state)
     if state:
         lines.append(f"State:\t{state}")
@@ -85,7 +89,81 @@ def status(task):
                                          for k in ("uid", "euid", "suid", "fsuid")))
         lines.append("Gid:\t" + "\t".join(str(getattr(creds, k))
                                          for k in ("gid", "egid", "sgid", "fsgid")))
+        if creds.groups is not None:
+            lines.append("Groups:\t" + "".join(f"{g} " for g in creds.groups))
+    lines += _signal_status(task.signals)
+    if creds:
+        lines += [f"{key}:\t{value:016x}" for key, value in (
+            ("CapInh", creds.cap_inh), ("CapPrm", creds.cap_prm), ("CapEff", creds.cap_eff),
+            ("CapBnd", creds.cap_bnd), ("CapAmb", creds.cap_amb)) if value is not None]
+        if creds.no_new_privs is not None:
+            lines.append(f"NoNewPrivs:\t{creds.no_new_privs}")
     return "\n".join(lines) + "\n"
+
+
+def _signal_status(signals):
+    if signals is None:
+        return []
+    lines = [f"SigPnd:\t{signals.pending.mask:016x}"]
+    if signals.group is not None:
+        lines.append(f"ShdPnd:\t{signals.group.shared_pending.mask:016x}")
+    lines.append(f"SigBlk:\t{signals.blocked:016x}")
+    if signals.handlers is not None:
+        ignored = caught = 0
+        for number, action in enumerate(signals.handlers.actions, start=1):
+            if action.handler == SIG_IGN:
+                ignored |= 1 << (number - 1)
+            elif action.handler != SIG_DFL:
+                caught |= 1 << (number - 1)
+        lines += [f"SigIgn:\t{ignored:016x}", f"SigCgt:\t{caught:016x}"]
+    return lines
+
+
+# Signal names of x86 Linux; 32 and up are real-time signals, SIGRTMIN (32) + n.
+SIGNAL_NAMES = ("HUP INT QUIT ILL TRAP ABRT BUS FPE KILL USR1 SEGV USR2 PIPE ALRM TERM "
+                "STKFLT CHLD CONT STOP TSTP TTIN TTOU URG XCPU XFSZ VTALRM PROF WINCH IO PWR "
+                "SYS").split()
+
+
+def signal_name(number):
+    if number <= len(SIGNAL_NAMES):
+        return "SIG" + SIGNAL_NAMES[number - 1]
+    return "SIGRTMIN" if number == 32 else f"SIGRTMIN+{number - 32}"
+
+
+def signals(handlers):
+    """One line per signal: number, name, handler (SIG_DFL, SIG_IGN or its address),
+    SA_* flags, the mask blocked while it runs (as /proc prints sigsets)."""
+    lines = []
+    for number, action in enumerate(handlers.actions[:NSIG], start=1):
+        handler = {SIG_DFL: "SIG_DFL", SIG_IGN: "SIG_IGN"}.get(action.handler,
+                                                               f"{action.handler:#x}")
+        lines.append(f"{number}\t{signal_name(number)}\t{handler}\tflags {action.flags:#x}"
+                     f"\tmask {action.mask:016x}\n")
+    return "".join(lines)
+
+
+# /proc/<pid>/limits: name and unit of each RLIMIT_* (fs/proc/base.c lnames[]).
+LIMITS = (("Max cpu time", "seconds"), ("Max file size", "bytes"),
+          ("Max data size", "bytes"), ("Max stack size", "bytes"),
+          ("Max core file size", "bytes"), ("Max resident set", "bytes"),
+          ("Max processes", "processes"), ("Max open files", "files"),
+          ("Max locked memory", "bytes"), ("Max address space", "bytes"),
+          ("Max file locks", "locks"), ("Max pending signals", "signals"),
+          ("Max msgqueue size", "bytes"), ("Max nice priority", None),
+          ("Max realtime priority", None), ("Max realtime timeout", "us"))
+
+
+def limits(rlimits):
+    """/proc/<pid>/limits, as proc_pid_limits() prints it."""
+    def value(v):
+        return "unlimited" if v == RLIM_INFINITY else str(v)
+
+    out = [f"{'Limit':<25} {'Soft Limit':<20} {'Hard Limit':<20} {'Units':<10}\n"]
+    for (name, unit), (soft, hard) in zip(LIMITS, rlimits):
+        line = f"{name:<25} {value(soft):<20} {value(hard):<20} "
+        out.append(line + (f"{unit:<10}\n" if unit else "\n"))
+    return "".join(out)
 
 
 def regs(registers):

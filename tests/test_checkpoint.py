@@ -170,6 +170,60 @@ def no_leftovers(directory):
     return not [n for n in os.listdir(directory) if n.startswith(".crfs-")]
 
 
+# ----------------------------------------------------------------------------- process state
+
+STATE_LINES = ("Umask", "Uid", "Gid", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt",
+               "CapInh", "CapPrm", "CapEff", "CapBnd")
+
+
+def status_map(text):
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
+def test_signals_limits_creds_umask_and_cwd(build_c, mount, tmp_path):
+    workdir = tmp_path / "work dir"
+    workdir.mkdir()
+    with Program(build_c("ckpt_signals", 64), workdir) as program:
+        stopped_checkpoint(program, mount.store / "signals.ckpt")
+        task = task_dir(mount, "signals.ckpt", program.pid)
+        with open(f"/proc/{program.pid}/status") as f:
+            truth = status_map(f.read())
+        shown = status_map((task / "status").read_text())
+        assert {key: shown[key].strip() for key in STATE_LINES} == {
+            key: truth[key].strip() for key in STATE_LINES}
+        assert shown["Groups"].split() == truth["Groups"].split()
+        assert int(shown["SigBlk"], 16) == 1 << (signal.SIGUSR2 - 1)
+        assert int(shown["ShdPnd"], 16) == 1 << (signal.SIGUSR2 - 1)
+        assert int(shown["SigCgt"], 16) & 1 << (signal.SIGUSR1 - 1)
+        assert shown["Umask"].strip() == "0027"
+        with open(f"/proc/{program.pid}/limits") as f:
+            assert (task / "limits").read_text() == f.read()
+        lines = (task / "signals").read_text().splitlines()
+        assert len(lines) == 64
+        usr1 = lines[signal.SIGUSR1 - 1].split("\t")
+        assert usr1[:3] == ["10", "SIGUSR1", f"{program.ready['handler']:#x}"]
+        assert int(usr1[3].split()[1], 16) & 0x10000000                 # SA_RESTART
+        assert int(usr1[4].split()[1], 16) == 1 << (signal.SIGTERM - 1)
+        assert lines[signal.SIGPIPE - 1].split("\t")[2] == "SIG_IGN"
+        assert lines[signal.SIGUSR2 - 1].split("\t")[2] == "SIG_DFL"
+        assert (task / "cwd").read_text() == f"{workdir}\n"
+        assert (task / "root").read_text() == "/\n"
+        image = registry.open_image(mount.store / "signals.ckpt")
+        try:
+            signals = image.tasks[0].signals
+            queued = signals.group.shared_pending.queue
+            assert [(i.signo, i.pid, i.sigval_ptr & 0xFFFFFFFF) for i in queued] == [
+                (signal.SIGUSR2, program.pid, 4242)]
+            assert signals.altstack.sp == program.ready["stack"]
+            assert signals.altstack.size == 65536
+            itimers = signals.group.itimers
+            assert itimers.real_incr == 7_000_000_000
+            assert 3500 * 10**9 < itimers.real_value <= 3600 * 10**9
+        finally:
+            image.close()
+        assert_continues(program)
+
+
 # ----------------------------------------------------------------------------- one process
 
 def test_counter_maps_regs_and_continues(build_c, mount):

@@ -11,12 +11,12 @@ import errno
 import os
 import time
 
-from crfs.checkpoint import inject, procfs, ptrace
+from crfs.checkpoint import inject, procfs, ptrace, signals
 from crfs.checkpoint.memory import ProcessMemory
 from crfs.errors import Unsupported
 from crfs.formats.common import kernel_text
 from crfs.formats.x86 import PAGE_SIZE, USER32_CS_X86_64, VmFlags
-from crfs.model.image import Creds, Futex, Image, Mm, ShmSegment, Task, Vma
+from crfs.model.image import Futex, Image, Mm, ShmSegment, Task, Vma
 from crfs.model.registers import Registers
 
 ARCH = "x86_64"
@@ -29,7 +29,6 @@ PAGE_PROTNONE, PAGE_NX = 0x100, 1 << 63
 # /proc state letters -> task state bits as the images store them.
 STATE_BITS = {"R": 0x0, "S": 0x1, "D": 0x2, "T": 0x4, "t": 0x8, "X": 0x10, "Z": 0x20}
 AT_VECTOR_SIZE_MIN = 44    # saved_auxv words of the 2.6.34 kernels the formats describe
-CREDS = (("Uid", ("uid", "euid", "suid", "fsuid")), ("Gid", ("gid", "egid", "sgid", "fsgid")))
 # Mm.fields -> /proc/<pid>/stat field number (proc(5)).
 MM_STAT_FIELDS = {"start_code": 26, "end_code": 27, "start_data": 45, "end_data": 46,
                   "start_brk": 47, "start_stack": 28, "arg_start": 48, "arg_end": 49,
@@ -61,8 +60,13 @@ def capture_process(pid, tids, freezer, segments, on_read):
     mm = capture_mm(pid, stat, compat, segments, on_read)
     session = {"pgid": int(stat[5]), "sid": int(stat[6])}
     injector = inject.Injector(pid, mm, freezer.signals)
-    return [capture_thread(pid, tid, freezer.states.get(tid, "R"), mm, session, injector)
-            for tid in tids]
+    tasks = [capture_thread(pid, tid, freezer.states.get(tid, "R"), mm, session, injector)
+             for tid in tids]
+    fs = signals.fs_struct(pid, procfs.status_fields(f"/proc/{pid}/status"))
+    for task in tasks:
+        task.fs = fs          # threads share their process's (CLONE_FS, as pthreads do)
+    signals.capture(pid, tasks, injector, freezer)
+    return tasks
 
 
 def capture_thread(pid, tid, state, mm, session, injector):
@@ -70,7 +74,7 @@ def capture_thread(pid, tid, state, mm, session, injector):
     comm = procfs.read_text(f"/proc/{pid}/task/{tid}/comm").rstrip("\n")
     regs = ptrace.get_regs(tid)
     task = Task(pid=tid, tgid=int(status["Tgid"]), ppid=int(status["PPid"]), comm=comm,
-                state=STATE_BITS.get(state, 0), creds=_creds(status),
+                state=STATE_BITS.get(state, 0), creds=signals.creds(status),
                 regs=Registers(ARCH, regs), fpu=ptrace.get_xstate(tid), tls=_tls(tid),
                 mm=mm, **session)
     task.futex = _futex(tid, regs, injector)   # after regs and FPU are read
@@ -87,13 +91,6 @@ def _futex(tid, regs, injector):
         head = length = 0
     return Futex(clear_child_tid=injector.clear_child_tid(tid, regs) or 0,
                  robust_list=head, robust_list_len=length if head else 0)
-
-
-def _creds(status):
-    creds = {}
-    for key, names in CREDS:
-        creds.update(zip(names, (int(v) for v in status[key].split()[:4])))
-    return Creds(**creds)
 
 
 def _tls(tid):

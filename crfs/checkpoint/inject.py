@@ -1,4 +1,7 @@
-"""A stopped thread's clear_child_tid, asked of the thread itself with one injected syscall.
+"""What only a stopped thread can tell, asked of it with one injected syscall at a time:
+its clear_child_tid (below), and for crfs.checkpoint.signals its signal handlers
+(rt_sigaction), alternate signal stack (sigaltstack) and interval timers (getitimer) —
+Injector.call() runs any syscall that writes its answer into a scratch area.
 
 Why. clear_child_tid is the address the kernel zeroes and futex-wakes when the thread exits
 (set by clone(CLONE_CHILD_CLEARTID) or set_tid_address(2)); glibc points it at the `tid`
@@ -77,30 +80,41 @@ class Injector:
         """The thread's clear_child_tid (0 when it is 0 or cannot be asked safely, see the
         module's docstring). `regs` are its registers now; they are left as they were.
         OSError(ESRCH) if the thread exits meanwhile."""
+        out = self.call(tid, regs, SYS_PRCTL, lambda scratch: (PR_GET_TID_ADDRESS, scratch))
+        return int.from_bytes(out, "little") if out else 0
+
+    def call(self, tid, regs, number, arguments, size=WORD):
+        """The `size` bytes (a multiple of 8) the thread's syscall `number` wrote into a
+        scratch area of its stack, `arguments(scratch address)` giving its arguments (rdi,
+        rsi, rdx, r10); None when the syscall failed or could not be run safely (see the
+        module's docstring: the same steps, with a scratch area of `size` bytes). `regs`
+        are its registers now; they and the scratch bytes are left as they were."""
         if regs["cs"] != USER_CS["x86_64"] or self.signals.get(tid, 0):
-            return 0
+            return None
         insn = self.syscall_address()
-        scratch = (regs["rsp"] - SCRATCH_BELOW_RSP) & ~(WORD - 1)
-        if not insn or not self._private_writable(scratch):
-            return 0
+        scratch = (regs["rsp"] - SCRATCH_BELOW_RSP - size) & ~(WORD - 1)
+        if not insn or not self._private_writable(scratch, size):
+            return None
         rseq = ptrace.get_rseq(tid)
-        # {address: its 8 bytes}: the scratch word, and struct rseq's rseq_cs pointer
+        # {address: its 8 bytes}: the scratch words, and struct rseq's rseq_cs pointer
+        words = [scratch + offset for offset in range(0, size, WORD)]
         saved = {address: self._read_word(address)
-                 for address in (scratch, rseq + RSEQ_CS_OFFSET if rseq else None) if address}
+                 for address in (*words, rseq + RSEQ_CS_OFFSET if rseq else None) if address}
         if None in saved.values():
-            return 0
-        ptrace.set_regs(tid, {**regs, "rip": insn, "rax": SYS_PRCTL, "orig_rax": -1,
-                              "rdi": PR_GET_TID_ADDRESS, "rsi": scratch})
-        value = 0
+            return None
+        registers = dict(zip(("rdi", "rsi", "rdx", "r10"), arguments(scratch)))
+        ptrace.set_regs(tid, {**regs, "rip": insn, "rax": number, "orig_rax": -1,
+                              **registers})
+        out = None
         try:
             if self._step(tid, insn) and ptrace.get_regs(tid)["rax"] == 0:
-                value = self._read_word(scratch) or 0
+                out = self._read(scratch, size)
         finally:
             for address, word in saved.items():
                 if self._read_word(address) != word:
                     ptrace.poke(tid, address, word)
             ptrace.set_regs(tid, regs)
-        return value
+        return out
 
     def syscall_address(self):
         """Address of bytes 0f 05 in the [vdso] (0 when there is no vDSO or none in it)."""
@@ -114,10 +128,10 @@ class Injector:
                     self._syscall = vdso.start + at
         return self._syscall
 
-    def _private_writable(self, address):
+    def _private_writable(self, address, size=WORD):
         vma = self.mm.vma_at(address)
         return (vma is not None and vma.vm_flags & VmFlags.VM_WRITE and vma.kind == "anon"
-                and address + WORD <= vma.end)
+                and address + size <= vma.end)
 
     def _step(self, tid, insn):
         """Step over the syscall instruction; True when the thread stopped right after it.

@@ -31,6 +31,9 @@ PTRACE_GET_THREAD_AREA = 25
 PTRACE_GETREGSET = 0x4204
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
+PTRACE_PEEKSIGINFO = 0x4209
+PTRACE_PEEKSIGINFO_SHARED = 1
+SIGINFO_SIZE = 128
 PTRACE_GET_RSEQ_CONFIGURATION = 0x420F    # Linux 5.13
 NT_X86_XSTATE = 0x202
 WALL = 0x40000000          # __WALL: threads and processes alike
@@ -173,6 +176,28 @@ def get_rseq(tid):
             raise
         return 0
     return config.rseq_abi_pointer
+
+
+class PeekSiginfoArgs(ctypes.Structure):
+    """struct ptrace_peeksiginfo_args (linux/ptrace.h)."""
+    _fields_ = [("off", ctypes.c_uint64), ("flags", ctypes.c_uint32), ("nr", ctypes.c_int32)]
+
+
+def peek_siginfo(tid, shared, limit):
+    """The queued siginfo_t (128 bytes each, in queue order) of the thread's own pending
+    queue, or with `shared` of its process's; at most `limit` of them."""
+    out = []
+    batch = 32
+    buffer = ctypes.create_string_buffer(batch * SIGINFO_SIZE)
+    while len(out) < limit:
+        args = PeekSiginfoArgs(len(out), PTRACE_PEEKSIGINFO_SHARED if shared else 0,
+                               min(batch, limit - len(out)))
+        count = _ptrace(PTRACE_PEEKSIGINFO, tid, ctypes.addressof(args),
+                        ctypes.addressof(buffer))
+        if count <= 0:
+            break
+        out += [buffer.raw[i * SIGINFO_SIZE:(i + 1) * SIGINFO_SIZE] for i in range(count)]
+    return out
 
 
 def get_xstate(tid):

@@ -63,7 +63,10 @@ class TasksDir(ModelDir):
 
 
 class TaskDir(ModelDir):
-    """tasks/<pid>/: comm, status, regs, fpu and, with an address space, mm/ pages/ mem core."""
+    """tasks/<pid>/: comm, status, regs, fpu, signals, limits, cwd, root and, with an address
+    space, mm/ pages/ mem core. cwd and root are text files holding the path, not symlinks
+    as in /proc: the path names a directory of the checkpointed system, which a link in
+    the mount would resolve on this one."""
 
     def __init__(self, key, image, task, mtime_ns):
         super().__init__(key, mtime_ns)
@@ -78,6 +81,16 @@ class TaskDir(ModelDir):
             yield self._text("regs", lambda: render.regs(task.regs))
         if task.fpu is not None:
             yield self._text("fpu", lambda: task.fpu)
+        signals = task.signals
+        if signals is not None and signals.handlers is not None:
+            yield self._text("signals", lambda: render.signals(signals.handlers))
+        if signals is not None and signals.group is not None and signals.group.rlimits:
+            yield self._text("limits", lambda: render.limits(signals.group.rlimits))
+        fs = task.fs
+        for name in ("cwd", "root"):
+            path = getattr(fs, name, None)
+            if path is not None:
+                yield self._text(name, lambda path=path: path + "\n")
         mm = task.mm
         if mm is None:
             return

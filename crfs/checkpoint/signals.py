@@ -1,0 +1,164 @@
+"""Signal state, credentials and fs_struct of stopped processes.
+
+No /proc file shows signal handlers, the alternate stack or interval timers: the stopped
+threads are asked with injected syscalls (crfs.checkpoint.inject): rt_sigaction(n, NULL,
+&old, 8) for every signal, sigaltstack(NULL, &old), getitimer(which, &old). Blocked and
+pending sets come from /proc/<pid>/task/<tid>/status (SigBlk, SigPnd, ShdPnd), the queued
+siginfo from PTRACE_PEEKSIGINFO, resource limits from prlimit(2), credentials from the
+status file (Uid, Gid, Groups, Cap*, NoNewPrivs), cwd and root from /proc/<pid>/cwd and
+/root, the umask from the status file's Umask line.
+
+What cannot be asked is left None (not stored): the handlers of a process none of whose
+threads can run an injected syscall (32-bit processes, threads holding a signal), likewise
+altstacks and itimers.
+"""
+
+import errno
+import os
+import resource
+import struct
+
+from crfs.checkpoint import procfs, ptrace
+from crfs.model.image import (NSIG, RLIM_INFINITY, RLIM_NLIMITS, AltStack, Creds, FsStruct,
+                              Itimers, Pending, SigAction, SigHand, SigInfo, Signals,
+                              ThreadGroup)
+
+SYS_RT_SIGACTION, SYS_SIGALTSTACK, SYS_GETITIMER = 13, 131, 36
+SIGSET_SIZE = 8
+ITIMER_WHICH = ("real", "virt", "prof")      # ITIMER_REAL 0, ITIMER_VIRTUAL 1, ITIMER_PROF 2
+MAX_QUEUED = 65536                           # siginfo read per queue, at most
+CREDS = (("Uid", ("uid", "euid", "suid", "fsuid")), ("Gid", ("gid", "egid", "sgid", "fsgid")))
+CAPS = {"CapInh": "cap_inh", "CapPrm": "cap_prm", "CapEff": "cap_eff", "CapBnd": "cap_bnd",
+        "CapAmb": "cap_amb"}
+# si_code > 0 (kernel-generated): which union member siginfo holds, by signal.
+FAULT_SIGNALS = {4, 5, 7, 8, 11}             # SIGILL SIGTRAP SIGBUS SIGFPE SIGSEGV
+SIGCHLD, SIGPOLL, SI_KERNEL, SI_TIMER = 17, 29, 0x80, -2
+U32 = 0xFFFFFFFF
+U64 = (1 << 64) - 1
+
+
+def creds(status):
+    """Creds from a /proc status file's fields."""
+    values = {}
+    for key, names in CREDS:
+        values.update(zip(names, (int(v) for v in status[key].split()[:4])))
+    if "Groups" in status:
+        values["groups"] = sorted(int(g) for g in status["Groups"].split())
+    for key, name in CAPS.items():
+        if key in status:
+            values[name] = int(status[key], 16)
+    if "NoNewPrivs" in status:
+        values["no_new_privs"] = int(status["NoNewPrivs"])
+    return Creds(**values)
+
+
+def fs_struct(pid, status):
+    def link(name):
+        try:
+            return os.readlink(f"/proc/{pid}/{name}")
+        except OSError as exc:
+            if exc.errno == errno.ESRCH:
+                raise
+            return None
+    umask = status.get("Umask")
+    return FsStruct(cwd=link("cwd"), root=link("root"),
+                    umask=int(umask, 8) if umask is not None else None)
+
+
+def capture(pid, tasks, injector, freezer):
+    """Fill `tasks` (the threads of process `pid`, each with its registers) with Signals
+    sharing one SigHand and ThreadGroup. Pending sets are read after every injection (an
+    injection may dequeue a signal, which the freezer then passes on at detach: such
+    signals, and those the freezer took, are counted as pending)."""
+    handlers = next((h for h in (sighand(t, injector) for t in tasks) if h), None)
+    itimers = next((i for i in (read_itimers(t, injector) for t in tasks) if i), None)
+    group = ThreadGroup(rlimits=rlimits(pid), itimers=itimers)
+    altstacks = [altstack(t, injector) for t in tasks]
+    shared = ptrace.peek_siginfo(pid, True, MAX_QUEUED)
+    group.shared_pending = Pending(mask=_sigset(procfs.status_fields(
+        f"/proc/{pid}/status")["ShdPnd"]), queue=[siginfo(raw) for raw in shared])
+    for task, alt in zip(tasks, altstacks):
+        status = procfs.status_fields(f"/proc/{pid}/task/{task.pid}/status")
+        held = freezer.signals.get(task.pid, 0)
+        pending = Pending(mask=_sigset(status["SigPnd"]) | (1 << (held - 1) if held else 0),
+                          queue=[siginfo(raw) for raw in
+                                 ptrace.peek_siginfo(task.pid, False, MAX_QUEUED)])
+        task.signals = Signals(handlers=handlers, group=group,
+                               blocked=_sigset(status["SigBlk"]), pending=pending,
+                               altstack=alt)
+
+
+def _sigset(text):
+    return int(text, 16)
+
+
+def sighand(task, injector):
+    """The SigHand of the thread's process, asked of that thread; None if it cannot be."""
+    actions = []
+    regs = ptrace.get_regs(task.pid)
+    for number in range(1, NSIG + 1):
+        out = injector.call(task.pid, regs, SYS_RT_SIGACTION,
+                            lambda scratch, n=number: (n, 0, scratch, SIGSET_SIZE), 32)
+        if out is None:
+            return None
+        handler, flags, restorer, mask = struct.unpack("<QQQQ", out)
+        actions.append(SigAction(handler=handler, flags=flags, restorer=restorer, mask=mask))
+    return SigHand(actions)
+
+
+def altstack(task, injector):
+    out = injector.call(task.pid, ptrace.get_regs(task.pid), SYS_SIGALTSTACK,
+                        lambda scratch: (0, scratch), 24)
+    if out is None:
+        return None
+    sp, flags, size = struct.unpack("<Qi4xQ", out)       # stack_t
+    return AltStack(sp=sp, size=size, flags=flags)
+
+
+def read_itimers(task, injector):
+    values = {}
+    regs = ptrace.get_regs(task.pid)
+    for which, name in enumerate(ITIMER_WHICH):
+        out = injector.call(task.pid, regs, SYS_GETITIMER, lambda scratch, w=which: (w, scratch),
+                            32)
+        if out is None:
+            return None
+        interval_s, interval_us, value_s, value_us = struct.unpack("<qqqq", out)
+        values[f"{name}_value"] = value_s * 1_000_000_000 + value_us * 1000
+        values[f"{name}_incr"] = interval_s * 1_000_000_000 + interval_us * 1000
+    return Itimers(**values)
+
+
+def rlimits(pid):
+    out = []
+    for number in range(RLIM_NLIMITS):
+        limits = resource.prlimit(pid, number)
+        out.append(tuple(RLIM_INFINITY if v == resource.RLIM_INFINITY or v < 0 else v
+                         for v in limits))
+    return out
+
+
+def siginfo(raw):
+    """A siginfo_t (x86_64) as the checkpoint keeps it: by the signal's class, as linux-cr
+    v21's fill_siginfo (docs/format-ckpt.md)."""
+    signo, err, code = struct.unpack_from("<iii", raw)
+    info = SigInfo(signo=signo, errno=err & U32, code=code & U32)
+    pid, uid = struct.unpack_from("<iI", raw, 16)
+    if code > 0 and code != SI_KERNEL and signo == SIGCHLD:
+        status, utime, stime = struct.unpack_from("<i4xqq", raw, 24)
+        info.pid, info.uid, info.sigval_int = pid & U32, uid, status & U32
+        info.utime, info.stime = utime & U64, stime & U64
+    elif code > 0 and code != SI_KERNEL and signo in FAULT_SIGNALS:
+        info.sigval_ptr = struct.unpack_from("<Q", raw, 16)[0]
+    elif code > 0 and code != SI_KERNEL and signo == SIGPOLL:
+        band, fd = struct.unpack_from("<qi", raw, 16)
+        info.pid, info.sigval_int = band & U32, fd & U32
+    elif code == SI_TIMER:
+        value, private = struct.unpack_from("<Qi", raw, 24)
+        info.pid, info.uid, info.sigval_int, info.utime = pid & U32, uid, value & U32, \
+            private & U32
+    else:                                   # SI_USER, SI_QUEUE, SI_TKILL, SI_KERNEL ...
+        info.pid, info.uid = pid & U32, uid
+        info.sigval_ptr = struct.unpack_from("<Q", raw, 24)[0]
+    info.uid = info.uid - (1 << 32) if info.uid >= 1 << 31 else info.uid   # s32 in the image
+    return info

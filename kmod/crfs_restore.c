@@ -348,18 +348,48 @@ static int check_vma(struct crfs_restore *rs, const struct ckpt_hdr_vma *h)
 
 /* ---------------------------------------------------------------- prepare: objects */
 
+/*
+ * @name, opened with the caller's credentials if it is a regular file; ERR_PTR(-EINVAL)
+ * if it is not. It is looked up with O_PATH first, which opens nothing: a device's open
+ * is never called, a tty never becomes the controlling terminal, a FIFO never blocks.
+ * Should the name be swapped for another file in between, O_NOCTTY and O_NONBLOCK keep
+ * the second open from doing either, and its type is checked again.
+ */
+static struct file *open_regular(const char *name, int flags)
+{
+	struct file *file;
+	bool reg;
+
+	file = filp_open(name, O_PATH, 0);
+	if (IS_ERR(file))
+		return file;
+	reg = S_ISREG(file_inode(file)->i_mode);
+	fput(file);
+	if (!reg)
+		return ERR_PTR(-EINVAL);
+	file = filp_open(name, flags | O_LARGEFILE | O_NOCTTY | O_NONBLOCK, 0);
+	if (!IS_ERR(file) && !S_ISREG(file_inode(file)->i_mode)) {
+		fput(file);
+		return ERR_PTR(-EINVAL);
+	}
+	return file;
+}
+
 static int open_file(struct crfs_restore *rs, u32 i)
 {
 	struct crfs_vma *vma = &rs->mm->vmas[i];
-	int flags = O_RDONLY | O_LARGEFILE;
+	int flags = O_RDONLY;
 	struct file *file;
 
 	if (!vma->file || !vma->file->name)
 		return refuse(rs, -EOPNOTSUPP, "vma %#llx: not a file by name",
 			      vma->h.vm_start);
 	if (vma->h.vma_type == CKPT_VMA_SHM_FILE && vma->h.vm_flags & VM_WRITE)
-		flags = O_RDWR | O_LARGEFILE;
-	file = filp_open(vma->file->name, flags, 0);
+		flags = O_RDWR;
+	file = open_regular(vma->file->name, flags);
+	if (file == ERR_PTR(-EINVAL))
+		return refuse(rs, -EINVAL, "%.60s is not a regular file",
+			      vma->file->name);
 	if (IS_ERR(file))
 		return refuse(rs, PTR_ERR(file), "cannot open %.60s",
 			      vma->file->name);

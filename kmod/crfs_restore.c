@@ -628,6 +628,11 @@ static int prepare(struct crfs_restore *rs)
 	rs->work->cpu = rs->task->cpu;
 	rs->work->close_fds = is_leader(rs);
 	fix_syscall_restart(&rs->work->cpu);
+	/* the fix-up moves ip: the address the task resumes at is checked, not the image's */
+	if (rs->work->cpu.ip >= TASK_SIZE_MAX)
+		return refuse(rs, -EINVAL,
+			      "ip %#llx after the system call restart is not a user address",
+			      rs->work->cpu.ip);
 	if (is_leader(rs))
 		ret = prepare_memory(rs);
 	if (!ret)

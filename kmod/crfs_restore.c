@@ -597,12 +597,64 @@ static void fix_syscall_restart(struct ckpt_hdr_cpu *cpu)
 	}
 }
 
+/* [@start, @end] lies in one VMA the restore maps */
+static bool in_one_vma(const struct crfs_mm *mm, u64 start, u64 end)
+{
+	const struct ckpt_hdr_vma *h;
+	u32 i;
+
+	for (i = 0; i < mm->h.map_count; i++) {
+		h = &mm->vmas[i].h;
+		if (h->vma_type != CKPT_VMA_IGNORE && h->vm_start <= start && end <= h->vm_end)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The mm fields, checked as prctl(PR_SET_MM_MAP) checks them (validate_prctl_map_addr()
+ * and prctl_set_mm(), kernel/sys.c): inside user space (mmap_min_addr is not exported: its
+ * configured default is the floor), ordered, brk within RLIMIT_DATA, and the arguments and
+ * environment inside a VMA of the image.
+ */
+static int check_mm_fields(struct crfs_restore *rs)
+{
+	static const char * const names[] = {
+		"start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
+		"start_stack", "arg_start", "arg_end", "env_start", "env_end",
+	};
+	const struct ckpt_hdr_mm *h = &rs->mm->h;
+	const u64 val[] = {
+		h->start_code, h->end_code, h->start_data, h->end_data, h->start_brk, h->brk,
+		h->start_stack, h->arg_start, h->arg_end, h->env_start, h->env_end,
+	};
+	u32 i;
+
+	BUILD_BUG_ON(ARRAY_SIZE(names) != ARRAY_SIZE(val));
+	for (i = 0; i < ARRAY_SIZE(val); i++)
+		if (val[i] >= TASK_SIZE || val[i] < CONFIG_DEFAULT_MMAP_MIN_ADDR)
+			return refuse(rs, -EINVAL, "mm %s %#llx is not a user address",
+				      names[i], val[i]);
+	if (h->start_code >= h->end_code || h->start_data > h->end_data ||
+	    h->start_brk > h->brk || h->arg_start > h->arg_end || h->env_start > h->env_end)
+		return refuse(rs, -EINVAL, "mm code, data, brk, arg or env range out of order");
+	if (check_data_rlimit(rlimit(RLIMIT_DATA), h->brk, h->start_brk, h->end_data,
+			      h->start_data))
+		return refuse(rs, -EINVAL, "mm brk %#llx exceeds RLIMIT_DATA", h->brk);
+	if (!in_one_vma(rs->mm, h->arg_start, h->arg_end) ||
+	    !in_one_vma(rs->mm, h->env_start, h->env_end))
+		return refuse(rs, -EINVAL, "mm arg or env range is not inside one VMA");
+	return 0;
+}
+
 /* What the process's leader alone restores: the memory its threads share. */
 static int prepare_memory(struct crfs_restore *rs)
 {
 	int ret;
 
-	ret = find_vdso(rs);
+	ret = check_mm_fields(rs);
+	if (!ret)
+		ret = find_vdso(rs);
 	if (!ret)
 		ret = check_vdso(rs);
 	if (ret)

@@ -12,6 +12,7 @@ import ctypes
 import errno
 import json
 import os
+import select
 import signal
 import stat
 import struct
@@ -52,10 +53,11 @@ def on_path(dev, path, op, flags=os.O_RDONLY):
         os.close(fd)
 
 
-def restart_forked(path, threaded=False):
+def restart_forked(path, threaded=False, timeout=30):
     """CRFS_IOC_RESTART from a forked child of this process (no vdso move, unlike
     crfs-restart): a restore would replace the child, never this process. The child
-    reports on a pipe; EOF without a report means it was restored (then it is killed)."""
+    reports on a pipe; EOF without a report means it was restored (then it is killed).
+    No report after `timeout` seconds: "hung" (the child is killed)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:   # the child
@@ -71,19 +73,30 @@ def restart_forked(path, threaded=False):
         os.write(write_fd, json.dumps(result).encode())
         os._exit(0)
     os.close(write_fd)
-    data = b""
-    while True:
-        chunk = os.read(read_fd, 65536)
-        if not chunk:
-            break
-        data += chunk
+    data = read_until_eof(read_fd, timeout)
     os.close(read_fd)
     if not data:
         os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
+    if data is None:
+        return {"errno": "hung", "msg": f"no answer after {timeout} s"}
     if not data:
         return {"errno": "restored", "msg": f"wait status {status:#x}"}
     return json.loads(data)
+
+
+def read_until_eof(fd, timeout):
+    """Everything `fd` gives until EOF; None when that takes more than `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return data
+        data += chunk
 
 
 def raw_ioctl(dev, request, args_type, arg, **fields):
@@ -1023,6 +1036,8 @@ def device_checks(manifest, results, t0):
     steps = results["steps"]
     st = os.stat(kernel.DEVICE)
     steps["device"] = {"char": stat.S_ISCHR(st.st_mode), "mode": stat.S_IMODE(st.st_mode)}
+    if manifest.get("fifo") and not os.path.exists(manifest["fifo"]):
+        os.mkfifo(manifest["fifo"], 0o644)
     with kernel.Device() as dev:
         steps["version"] = dev.version()
         steps["t_setup"] = elapsed(t0)

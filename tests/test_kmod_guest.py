@@ -217,6 +217,47 @@ MALFORMED = {
     "format_version_2": (lambda d: _set(d, "CKPT_HDR_HEADER", "rev", 2), ENOEXEC, "version"),
 }
 
+FIFO = "/tmp/crfs-sec.fifo"     # made by the guest checks before the images are tried
+
+
+def _mapping(path):
+    """The valid synthetic image with its text VMA mapping `path` instead of a program."""
+    image = synthetic_image(heap_pages=16)
+    image.tasks[0].mm.vmas[0].file = path
+    return _dump(image)
+
+
+def _in_syscall(ip):
+    """The valid synthetic image stopped in read(2) (orig_ax 0) with ax -ERESTARTSYS at
+    `ip`: the restart fix-up moves ip 2 bytes back, below 0 for ip 0 and 1."""
+    def mutate(d):
+        d = _set(d, "CKPT_HDR_CPU", "ip", ip)
+        d = _set(d, "CKPT_HDR_CPU", "orig_ax", 0)
+        return _set(d, "CKPT_HDR_CPU", "ax", -512)
+    return mutate
+
+
+# name -> (image, errno of RESTART from a forked child, substring of err_msg): well-formed
+# images (CHECK passes) that RESTART must refuse before the point of no return. Before
+# these checks, each went on (ENOENT at /usr/bin/synth, or restored, or hung on the FIFO).
+REFUSED_AT_RESTART = {
+    "maps_dev_zero": (lambda d: _mapping("/dev/zero"), EINVAL,
+                      "/dev/zero is not a regular file"),
+    "maps_a_fifo": (lambda d: _mapping(FIFO), EINVAL, f"{FIFO} is not a regular file"),
+    "maps_a_directory": (lambda d: _mapping("/tmp"), EINVAL, "/tmp is not a regular file"),
+    "ip_0_in_syscall": (_in_syscall(0), EINVAL, "after the system call restart"),
+    "ip_1_in_syscall": (_in_syscall(1), EINVAL, "after the system call restart"),
+    "mm_code_reversed": (lambda d: _set(d, "CKPT_HDR_MM", "end_code", 0x3ff000), EINVAL,
+                         "out of order"),
+    "mm_start_code_0": (lambda d: _set(d, "CKPT_HDR_MM", "start_code", 0), EINVAL,
+                        "mm start_code 0x0 is not a user address"),
+    "mm_env_reversed": (lambda d: _set(d, "CKPT_HDR_MM", "env_end", 0x7ffffffd0000), EINVAL,
+                        "out of order"),
+    "mm_arg_outside_vmas": (lambda d: _set(_set(d, "CKPT_HDR_MM", "arg_start", 0x20000000),
+                                           "CKPT_HDR_MM", "arg_end", 0x20000010), EINVAL,
+                            "not inside one VMA"),
+}
+
 FUZZ_CASES = 40
 FUZZ_ALLOWED = {0, "EOPNOTSUPP", EINVAL, ENOEXEC}
 
@@ -336,6 +377,9 @@ def guest(tmp_path_factory, build_c):
     add("i386_image", _dump(synthetic_image("i386", heap_pages=2)), ("check", "restart"))
     for name, (mutate, _, _) in MALFORMED.items():
         add(name, mutate(valid), ("check", "restart"))
+    manifest["fifo"] = FIFO
+    for name, (mutate, _, _) in REFUSED_AT_RESTART.items():
+        add(name, mutate(valid), ("check", "restart"))
     for i, data in enumerate(_fuzz_images(valid)):
         add(f"fuzz_{i}", data)
     # the programs restored for real (built here, checkpointed and restarted in the guest)
@@ -433,6 +477,19 @@ def test_malformed_image_is_rejected(guest, name):
     for op in ("check", "restart"):
         assert result[op]["errno"] == expected, result[op]
         assert words in result[op]["msg"], result[op]
+
+
+@pytest.mark.parametrize("name", REFUSED_AT_RESTART)
+def test_restart_refuses_what_the_kernel_would_not_allow(guest, name):
+    """Images CHECK accepts, refused by RESTART with the caller intact: a mapped file that
+    is not a regular file (a device, a FIFO, a directory: never opened, so nothing blocks
+    and no tty is acquired), an ip that the syscall-restart fix-up moves out of user space,
+    mm fields prctl(PR_SET_MM_MAP) would refuse."""
+    _, expected, words = REFUSED_AT_RESTART[name]
+    result = _report(guest)["images"][name]
+    assert result["check"]["errno"] == 0, result["check"]
+    assert result["restart"]["errno"] == expected, result["restart"]
+    assert words in result["restart"]["msg"], result["restart"]
 
 
 def test_rejections_say_where(guest):

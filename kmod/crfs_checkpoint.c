@@ -926,8 +926,6 @@ static int collect_tasks(struct crfs_ckpt *ck, pid_t pid, bool tree)
 	if (!thread_group_leader(p))
 		return ck_fail(ck, -EINVAL, "pid %d is a thread of process %d", pid,
 			       task_tgid_vnr(p));
-	if (p->exit_state)
-		return ck_fail(ck, -ESRCH, "pid %d has exited", pid);
 	while (!ret && ck->nr_stack) {
 		p = ck->stack[--ck->nr_stack];
 		if (!p->exit_state) {	/* a child that exited meanwhile is left out */
@@ -938,6 +936,12 @@ static int collect_tasks(struct crfs_ckpt *ck, pid_t pid, bool tree)
 		put_task_struct(p);
 		cond_resched();
 	}
+	/*
+	 * The root is checked once, in the loop: it may exit at any time before it (a
+	 * SIGKILL wakes a ptrace stop), and the steps after this one need a task 0.
+	 */
+	if (!ret && !ck->nr_tasks)
+		return ck_fail(ck, -ESRCH, "pid %d has exited", pid);
 	return ret;
 }
 

@@ -36,6 +36,7 @@
  * its own process, one FPU state size) -> act (write). A refusal met while writing (an
  * LDT, a VMA) leaves part of an image in the file, as a write error does.
  */
+#include <linux/capability.h>
 #include <linux/elf.h>
 #include <linux/file.h>
 #include <linux/fs.h>
@@ -946,8 +947,23 @@ static int collect_tasks(struct crfs_ckpt *ck, pid_t pid, bool tree)
 }
 
 /*
- * Every task's mm; no process may share its mm with another one (CLONE_VM without
- * CLONE_THREAD, or vfork): it could run in it while it is read.
+ * As ptrace_access_vm() requires of a tracer reading a tracee's memory: the mm of a
+ * process that is not dumpable (it changed its credentials, or PR_SET_DUMPABLE 0) is
+ * read only by a caller with CAP_SYS_PTRACE over its user namespace. ptracer_capable()
+ * is not exported: the caller is the tracer, so its current capabilities are checked.
+ */
+static int check_dumpable(struct crfs_ckpt *ck, struct ck_task *ct)
+{
+	if (get_dumpable(ct->mm) == SUID_DUMP_USER ||
+	    ns_capable_noaudit(ct->mm->user_ns, CAP_SYS_PTRACE))
+		return 0;
+	return ck_fail(ck, -EPERM, "pid %d is not dumpable and the caller lacks CAP_SYS_PTRACE",
+		       ct->pids.vpid);
+}
+
+/*
+ * Every task's mm, readable by the caller; no process may share its mm with another one
+ * (CLONE_VM without CLONE_THREAD, or vfork): it could run in it while it is read.
  */
 static int check_mms(struct crfs_ckpt *ck)
 {
@@ -960,6 +976,8 @@ static int check_mms(struct crfs_ckpt *ck)
 		if (!ct->mm)
 			return ck_fail(ck, -ESRCH, "pid %d has no memory (exiting)",
 				       ct->pids.vpid);
+		if (check_dumpable(ck, ct))
+			return -EPERM;
 		if (ct->pids.vpid != ct->pids.vtgid)
 			continue;	/* a thread: its leader was checked */
 		if (test_bit(MMF_MULTIPROCESS, &ct->mm->flags))

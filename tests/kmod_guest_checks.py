@@ -847,6 +847,42 @@ def traced_checkpoint(pid, fd, dev, interrupt=True):
         ptrace.detach(pid)
 
 
+PR_SET_DUMPABLE = 4
+
+
+def own_child_checkpoint(dev, fd, dumpable):
+    """(Run as nobody.) Fork a child, seize it while it is dumpable, let it set
+    PR_SET_DUMPABLE to `dumpable`, stop it and CHECKPOINT it; then kill it."""
+    from crfs.checkpoint import ptrace
+    go_r, go_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+            prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)    # setresuid() to nobody cleared it
+            os.write(ready_w, b"a")
+            os.read(go_r, 1)
+            prctl(PR_SET_DUMPABLE, int(dumpable), 0, 0, 0)
+            os.write(ready_w, b"b")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    try:
+        os.read(ready_r, 1)
+        ptrace.seize(pid)
+        os.write(go_w, b"g")
+        os.read(ready_r, 1)
+        ptrace.interrupt(pid)
+        ptrace.wait_stop(pid)
+        return outcome(lambda: dev.checkpoint(pid, fd))
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        for end in (go_r, go_w, ready_r, ready_w):
+            os.close(end)
+
+
 def raw_checkpoint(dev, arg, **fields):
     return raw_ioctl(dev, kernel.CRFS_IOC_CHECKPOINT, kernel.CheckpointArgs, arg, **fields)
 
@@ -898,6 +934,9 @@ def who_may_checkpoint(dev, fd, nobody_sleep, root_sleep, threaded, threads_c):
         lambda: outcome(lambda: dev.checkpoint(root_sleep.pid, fd)))
     out["nobody_traced_own"] = as_nobody(
         lambda: traced_checkpoint(nobody_sleep.pid, fd, dev))
+    out["nobody_own_child"] = as_nobody(lambda: own_child_checkpoint(dev, fd, True))
+    out["nobody_own_child_undumpable"] = as_nobody(
+        lambda: own_child_checkpoint(dev, fd, False))
     out["root_untraced"] = outcome(lambda: dev.checkpoint(root_sleep.pid, fd))
     out["root_traced_running"] = traced_checkpoint(root_sleep.pid, fd, dev, interrupt=False)
     # only the leader stopped: its other thread could run

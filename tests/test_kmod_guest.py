@@ -977,6 +977,19 @@ def test_unprivileged_tracer_may_checkpoint_its_tracee(guest):
     assert steps["nobody_traced_own"]["errno"] == 0, steps["nobody_traced_own"]
 
 
+def test_undumpable_tracee_is_refused_to_an_unprivileged_tracer(guest):
+    """As ptrace_access_vm() requires: nobody seized its own child while it was dumpable;
+    the child then set PR_SET_DUMPABLE 0: its checkpoint is refused (EPERM, the reason
+    says why). The same child left dumpable is written."""
+    steps = _report(guest)["steps"]["checkpoint_refusals"]
+    refused = steps["nobody_own_child_undumpable"]
+    assert refused["errno"] == "EPERM", refused
+    assert "is not dumpable" in refused["msg"], refused
+    if steps["yama_ptrace_scope"] and steps["yama_ptrace_scope"] > 1:
+        pytest.skip(f"yama ptrace_scope {steps['yama_ptrace_scope']}")
+    assert steps["nobody_own_child"]["errno"] == 0, steps["nobody_own_child"]
+
+
 def test_unprivileged_restart_of_a_root_image_keeps_the_callers_uid(guest):
     """An image of a root process restarted by nobody: the restored process runs (its
     count continues) with nobody's uid, not root's."""

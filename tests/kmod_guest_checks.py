@@ -967,8 +967,25 @@ def argument_errors(dev, fd, scratch, pid):
                                           flags=kernel.CHECKPOINT_TREE)
     out["reserved_set"] = raw_checkpoint(dev, None, pid=pid, fd=fd, _reserved=1)
     out["bad_pointer"] = raw_checkpoint(dev, 16)
+    out["max_pages_4"] = with_max_pages(4, lambda: traced_checkpoint(pid, fd, dev))
     out["at_position"] = at_position(dev, pid)
     return out
+
+
+def with_max_pages(pages, call):
+    """call() with the module's max_pages parameter set to `pages`, then set back."""
+    path = "/sys/module/crfs/parameters/max_pages"
+    if not os.path.exists(path):
+        return {"errno": "no max_pages parameter"}
+    with open(path) as f:
+        old = f.read().strip()
+    with open(path, "w") as f:
+        f.write(str(pages))
+    try:
+        return call()
+    finally:
+        with open(path, "w") as f:
+            f.write(old)
 
 
 def checkpoint_refusals(manifest, root_image):

@@ -959,6 +959,7 @@ CHECKPOINT_REFUSALS = {
     "tree_untraced": "EPERM",            # CRFS_CHECKPOINT_TREE, the root not stopped
     "reserved_set": EINVAL,
     "bad_pointer": "EFAULT",
+    "max_pages_4": "EFBIG",              # the module loaded with max_pages=4 for the call
 }
 
 
@@ -975,6 +976,11 @@ def test_unprivileged_tracer_may_checkpoint_its_tracee(guest):
     if steps["yama_ptrace_scope"]:
         pytest.skip(f"yama ptrace_scope {steps['yama_ptrace_scope']}")
     assert steps["nobody_traced_own"]["errno"] == 0, steps["nobody_traced_own"]
+
+
+def test_max_pages_bounds_a_checkpoint(guest):
+    result = _report(guest)["steps"]["checkpoint_refusals"]["max_pages_4"]
+    assert result["errno"] == "EFBIG" and "more than 4 pages" in result["msg"], result
 
 
 def test_undumpable_tracee_is_refused_to_an_unprivileged_tracer(guest):

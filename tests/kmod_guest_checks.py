@@ -473,6 +473,18 @@ def in_threads(calls, main_call=None, idle=0, delay=1.0):
     """In a forked child: each (task_index, path) of `calls` RESTARTed by a thread of its
     own (with `idle` more threads that only sleep), then `main_call` by the main thread
     after `delay`. The outcomes, the main thread's last; "restored" if it went through."""
+    return threads_outcome(*threads_child(calls, main_call, idle, delay))
+
+
+def in_two_processes(calls):
+    """in_threads(calls) in two processes at once: [outcomes of the first, of the second]."""
+    first = threads_child(calls)
+    second = threads_child(calls)
+    return [threads_outcome(*first), threads_outcome(*second)]
+
+
+def threads_child(calls, main_call=None, idle=0, delay=1.0):
+    """The child of in_threads(), started: (its pid, the read end of its report pipe)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:   # the child
@@ -501,6 +513,11 @@ def in_threads(calls, main_call=None, idle=0, delay=1.0):
         os.write(write_fd, json.dumps(results).encode())
         os._exit(0)
     os.close(write_fd)
+    return pid, read_fd
+
+
+def threads_outcome(pid, read_fd):
+    """What the child of threads_child() reported, once it has ended."""
     data = b""
     while chunk := os.read(read_fd, 65536):
         data += chunk
@@ -522,6 +539,9 @@ def thread_group_errors(image):
         "another_image": in_threads([(1, image)], (2, copy), idle=1),
         "leader_refused": in_threads([(1, image), (2, image)], (0, image)),
         "threads_missing": in_threads([], (0, novdso), idle=2),
+        # the same task of the same image file, by a thread of two unrelated processes:
+        # each process has its own group, neither call takes the other's task
+        "another_process": in_two_processes([(1, image)]),
     }
 
 

@@ -834,6 +834,17 @@ def test_thread_calls_that_do_not_meet_are_refused(guest):
     assert "did not all call RESTART" in alone["msg"]
 
 
+def test_thread_calls_of_another_process_do_not_meet(guest):
+    """The group is keyed by the caller's thread group: two unrelated processes whose
+    threads RESTART the same task of the same image file each wait in their own group
+    (ETIMEDOUT, their leaders never call); neither claims the other's task (EBUSY)."""
+    errors = _report(guest)["steps"]["thread_group_errors"]["another_process"]
+    for calls in errors:
+        thread = calls[0]
+        assert thread["errno"] == "ETIMEDOUT", errors
+        assert "did not all call RESTART" in thread["msg"], errors
+
+
 # --------------------------------------------------------------------------- checkpoint
 
 

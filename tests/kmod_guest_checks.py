@@ -988,8 +988,27 @@ def argument_errors(dev, fd, scratch, pid):
     out["reserved_set"] = raw_checkpoint(dev, None, pid=pid, fd=fd, _reserved=1)
     out["bad_pointer"] = raw_checkpoint(dev, 16)
     out["max_pages_4"] = with_max_pages(4, lambda: traced_checkpoint(pid, fd, dev))
+    out["zombie"] = zombie_checkpoint(dev, fd)
     out["at_position"] = at_position(dev, pid)
     return out
+
+
+def zombie_checkpoint(dev, fd):
+    """CHECKPOINT of a child that has exited and is not reaped yet: no task is collected
+    (the path a root exiting during the collection takes)."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.01)
+        return outcome(lambda: dev.checkpoint(pid, fd))
+    finally:
+        os.waitpid(pid, 0)
 
 
 def with_max_pages(pages, call):

@@ -971,6 +971,7 @@ CHECKPOINT_REFUSALS = {
     "reserved_set": EINVAL,
     "bad_pointer": "EFAULT",
     "max_pages_4": "EFBIG",              # the module loaded with max_pages=4 for the call
+    "zombie": "ESRCH",                   # exited, not reaped: no task to write
 }
 
 
@@ -987,6 +988,13 @@ def test_unprivileged_tracer_may_checkpoint_its_tracee(guest):
     if steps["yama_ptrace_scope"]:
         pytest.skip(f"yama ptrace_scope {steps['yama_ptrace_scope']}")
     assert steps["nobody_traced_own"]["errno"] == 0, steps["nobody_traced_own"]
+
+
+def test_exited_process_is_no_process(guest):
+    """A child that exited and is not reaped: nothing is collected, ESRCH (the path a root
+    killed while its tasks are collected takes), never a NULL task 0."""
+    result = _report(guest)["steps"]["checkpoint_refusals"]["zombie"]
+    assert result["errno"] == "ESRCH" and "has exited" in result["msg"], result
 
 
 def test_max_pages_bounds_a_checkpoint(guest):

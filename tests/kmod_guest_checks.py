@@ -492,10 +492,13 @@ def threads_child(calls, main_call=None, idle=0, delay=1.0):
         try:
             results = [None] * (len(calls) + 1)
             dev = kernel.Device()
+            t0 = time.monotonic()
 
             def run(slot, index, path):
                 fd = os.open(path, os.O_RDONLY)
+                called = elapsed(t0)
                 results[slot] = outcome(lambda: dev.restart(fd, index))
+                results[slot]["called"], results[slot]["returned"] = called, elapsed(t0)
 
             threads = [threading.Thread(target=run, args=(slot, *call))
                        for slot, call in enumerate(calls)]

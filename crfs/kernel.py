@@ -22,6 +22,7 @@ import os
 import select
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import time
@@ -196,6 +197,45 @@ def find_restarter():
     return shutil.which(RESTARTER)
 
 
+def _unsafe_file(path, trusted, directory):
+    """Why `path` could be changed by someone the daemon does not trust, or None: owned by
+    a uid not in `trusted`, or writable by group or others (a directory may be when it is
+    sticky: then others cannot replace what is in it)."""
+    st = os.stat(path)
+    kind = "directory" if directory else "restarter"
+    if st.st_uid not in trusted:
+        return f"{kind} {path} is owned by uid {st.st_uid}"
+    sticky = directory and st.st_mode & stat.S_ISVTX
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky:
+        return f"{kind} {path} is writable by group or others"
+    return None
+
+
+def unsafe_restarter(restarter):
+    """Why the daemon must not run `restarter`, or None. It runs with the daemon's
+    privileges (root, usually): the file and every directory above it must be owned by
+    root or by the daemon's own uid and writable by nobody else, for the path as given and
+    for the file it resolves to. A missing file is left to the exec to report."""
+    trusted = {0, os.geteuid()}
+    given = os.path.abspath(restarter)
+    real = os.path.realpath(given)
+    try:
+        if not stat.S_ISREG(os.stat(real).st_mode):
+            return f"restarter {real} is not a regular file"
+        reason = _unsafe_file(real, trusted, False)
+        for chain in {os.path.dirname(given), os.path.dirname(real)}:
+            while reason is None:
+                reason = _unsafe_file(chain, trusted, True)
+                if chain == os.path.dirname(chain):
+                    break
+                chain = os.path.dirname(chain)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"restarter {given}: {exc.strerror}"
+    return reason
+
+
 def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=None):
     """Restart the image at `path` in a new process running kmod/crfs-restart; its Outcome.
 
@@ -209,6 +249,9 @@ def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=No
     if not restarter:
         return Outcome(errno.ENOENT, f"{RESTARTER} not found: build it with make -C kmod",
                        stage="restarter")
+    unsafe = unsafe_restarter(restarter)
+    if unsafe:
+        return Outcome(errno.EPERM, f"refusing to run it: {unsafe}", stage="restarter")
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     out = stdout if stdout is not None else subprocess.DEVNULL
     try:

@@ -30,12 +30,15 @@
  * present anonymous pages (not the zero page), the written (anonymous) pages of private
  * file mappings, and every page of shared anonymous memory. They are read with
  * get_user_pages_remote() in chunks of CKPT_PGARR_BATCH and written with kernel_write():
- * memory use is bounded.
+ * memory use is bounded, and so is the image (the max_pages parameter). The mmap_lock of
+ * a process is held to take the list of its VMAs and to pin each chunk of pages, never
+ * while the file is written.
  *
  * copy-in (the arguments) -> validate (every task found, stopped, 64-bit, with an mm of
  * its own process, one FPU state size) -> act (write). A refusal met while writing (an
  * LDT, a VMA) leaves part of an image in the file, as a write error does.
  */
+#include <linux/capability.h>
 #include <linux/elf.h>
 #include <linux/file.h>
 #include <linux/fs.h>
@@ -43,6 +46,7 @@
 #include <linux/hugetlb.h>
 #include <linux/mm.h>
 #include <linux/mmap_lock.h>
+#include <linux/moduleparam.h>
 #include <linux/pid.h>
 #include <linux/pid_namespace.h>
 #include <linux/ptrace.h>
@@ -71,11 +75,28 @@
 #define CRFS_TERMIOS_NCC	8
 #define CRFS_ROBUST_HEAD_LEN	24	/* sizeof(struct robust_list_head), 64-bit */
 
+/* what RESTART accepts (CRFS_MAX_PAGES): a larger image could not be restarted */
+static unsigned long max_pages = CRFS_MAX_PAGES;
+module_param(max_pages, ulong, 0644);
+MODULE_PARM_DESC(max_pages,
+		 "pages one CHECKPOINT may write, EFBIG beyond (default 4194304: 16 GiB)");
+
 /* A task of the image. */
 struct ck_task {
 	struct task_struct *task;	/* a reference */
 	struct mm_struct *mm;		/* a reference, once the tasks are collected */
 	struct ckpt_pids pids;		/* as found, in the caller's pid namespace */
+};
+
+/* A VMA to write, as it was while the mmap_lock was held. */
+struct ck_vma {
+	unsigned long start;
+	unsigned long end;
+	unsigned long flags;
+	unsigned long pgoff;
+	u64 prot;
+	u32 type;			/* CKPT_VMA_* */
+	struct file *file;		/* a reference, for FILE and SHM_* */
 };
 
 /* A checkpoint being written. */
@@ -87,11 +108,14 @@ struct crfs_ckpt {
 	u32 nr_tasks;
 	struct task_struct **stack;	/* processes still to visit (references) */
 	u32 nr_stack;
+	struct ck_vma *vmas;		/* of the mm being written: nr_vmas of them */
+	u32 nr_vmas;
 	struct task_struct *task;	/* the task being captured or written */
 	struct mm_struct *mm;		/* its mm */
 	pid_t vpid;			/* its pid, for the messages */
 	struct xarray objs;		/* mm, struct file or inode pointer -> objref */
 	s32 nr_objs;
+	u64 nr_pages;			/* written so far, at most max_pages */
 	struct ckpt_hdr_thread thread;
 	struct ckpt_hdr_cpu cpu;
 	void *xstate;
@@ -518,21 +542,77 @@ static int vma_type(struct crfs_ckpt *ck, struct vm_area_struct *vma)
 	return CKPT_VMA_SHM_FILE;
 }
 
-static int count_vmas(struct crfs_ckpt *ck, u32 *count)
+/* Under the mmap_lock: the VMAs of ck->mm to write, each file with a reference. */
+static int snapshot_vmas(struct crfs_ckpt *ck, u32 max)
 {
 	VMA_ITERATOR(vmi, ck->mm, 0);
 	struct vm_area_struct *vma;
+	struct ck_vma *cv;
 	int type;
 
-	*count = 0;
 	for_each_vma(vmi, vma) {
 		type = vma_type(ck, vma);
 		if (type < 0)
 			return type;
-		if (type != CK_SKIP)
-			(*count)++;
+		if (type == CK_SKIP)
+			continue;
+		if (ck->nr_vmas >= max)
+			return ck_fail(ck, -EOPNOTSUPP, "pid %d: more than %u VMAs", ck->vpid, max);
+		cv = &ck->vmas[ck->nr_vmas++];
+		*cv = (struct ck_vma){
+			.start = vma->vm_start,
+			.end = vma->vm_end,
+			.flags = vma->vm_flags,
+			.pgoff = vma->vm_pgoff,
+			.prot = pgprot_val(vma->vm_page_prot),
+			.type = type,
+		};
+		if (type == CKPT_VMA_FILE || type == CKPT_VMA_SHM_ANON ||
+		    type == CKPT_VMA_SHM_FILE)
+			cv->file = get_file(vma->vm_file);
 	}
 	return 0;
+}
+
+static void put_vmas(struct crfs_ckpt *ck)
+{
+	while (ck->nr_vmas) {
+		if (ck->vmas[--ck->nr_vmas].file)
+			fput(ck->vmas[ck->nr_vmas].file);
+	}
+	kvfree(ck->vmas);
+	ck->vmas = NULL;
+}
+
+/*
+ * The VMAs of ck->mm, taken under its mmap_lock, which is then dropped: as the core
+ * dump does (dump_vma_snapshot()), the file is written without it. Nothing else runs in
+ * this mm (check_mms, add_task); should it change all the same, the pages are looked up
+ * again under the lock and a page no longer there is skipped.
+ */
+static int collect_vmas(struct crfs_ckpt *ck)
+{
+	u32 max;
+	int ret = 0;
+
+	if (mmap_read_lock_killable(ck->mm))
+		return -EINTR;
+	max = ck->mm->map_count;
+#ifdef CONFIG_MODIFY_LDT_SYSCALL
+	if (ck->mm->context.ldt)
+		ret = ck_fail(ck, -EOPNOTSUPP, "pid %d has an LDT", ck->vpid);
+#endif
+	if (!ret && max > CRFS_MAX_VMAS)
+		ret = ck_fail(ck, -EOPNOTSUPP, "pid %d has %u VMAs", ck->vpid, max);
+	if (!ret) {
+		ck->vmas = kvmalloc_array(max_t(u32, max, 1), sizeof(*ck->vmas), GFP_KERNEL);
+		if (!ck->vmas)
+			ret = -ENOMEM;
+	}
+	if (!ret)
+		ret = snapshot_vmas(ck, max);
+	mmap_read_unlock(ck->mm);
+	return ret;
 }
 
 static int write_file(struct crfs_ckpt *ck, struct file *file, s32 *objref)
@@ -608,34 +688,57 @@ static int write_chunk(struct crfs_ckpt *ck, u32 n)
 	return ret;
 }
 
+/*
+ * Pins the kept pages of @cv from *@addr on, up to a chunk, under the mmap_lock, into
+ * ck->pages; *@n of them. Every page counts against max_pages.
+ */
+static int pin_chunk(struct crfs_ckpt *ck, const struct ck_vma *cv, u32 type,
+		     unsigned long *addr, u32 *n)
+{
+	struct page *page;
+	int ret = 0;
+
+	*n = 0;
+	if (mmap_read_lock_killable(ck->mm))
+		return -EINTR;
+	for (; *addr < cv->end && *n < CKPT_PGARR_BATCH; *addr += PAGE_SIZE) {
+		if (fatal_signal_pending(current)) {
+			ret = -EINTR;
+			break;
+		}
+		page = kept_page(ck, *addr, type);
+		if (IS_ERR(page)) {
+			ret = ck_fail(ck, PTR_ERR(page), "pid %d: cannot read %#lx", ck->vpid,
+				      *addr);
+			break;
+		}
+		if (!page)
+			continue;
+		if (++ck->nr_pages > READ_ONCE(max_pages)) {
+			put_page(page);
+			ret = ck_fail(ck, -EFBIG, "more than %lu pages (max_pages)",
+				      READ_ONCE(max_pages));
+			break;
+		}
+		ck->pages[*n] = page;
+		ck->vaddrs[(*n)++] = type == CKPT_VMA_SHM_ANON ?
+			cv->pgoff + ((*addr - cv->start) >> PAGE_SHIFT) : *addr;
+		cond_resched();
+	}
+	mmap_read_unlock(ck->mm);
+	return ret;
+}
+
 /* CONTENTS: PGARR chunks of up to CKPT_PGARR_BATCH pages, then PGARR{0}. */
-static int write_contents(struct crfs_ckpt *ck, struct vm_area_struct *vma, u32 type)
+static int write_contents(struct crfs_ckpt *ck, const struct ck_vma *cv, u32 type)
 {
 	struct ckpt_hdr_pgarr end = { .nr_pages = 0 };
-	unsigned long addr = vma->vm_start;
-	struct page *page;
+	unsigned long addr = cv->start;
 	int ret = 0;
 	u32 n;
 
-	while (!ret && addr < vma->vm_end) {
-		for (n = 0; addr < vma->vm_end && n < CKPT_PGARR_BATCH; addr += PAGE_SIZE) {
-			if (fatal_signal_pending(current)) {
-				ret = -EINTR;
-				break;
-			}
-			page = kept_page(ck, addr, type);
-			if (IS_ERR(page)) {
-				ret = ck_fail(ck, PTR_ERR(page), "pid %d: cannot read %#lx",
-					      ck->vpid, addr);
-				break;
-			}
-			if (!page)
-				continue;
-			ck->pages[n] = page;
-			ck->vaddrs[n++] = type == CKPT_VMA_SHM_ANON ?
-				vma->vm_pgoff + ((addr - vma->vm_start) >> PAGE_SHIFT) : addr;
-			cond_resched();
-		}
+	while (!ret && addr < cv->end) {
+		ret = pin_chunk(ck, cv, type, &addr, &n);
 		if (!ret && n)
 			ret = write_chunk(ck, n);
 		put_pages(ck, n);
@@ -644,10 +747,9 @@ static int write_contents(struct crfs_ckpt *ck, struct vm_area_struct *vma, u32 
 }
 
 /* SHM_ANON/SHM_FILE: the inode's objref; SHM_ANON_SKIP when its pages were written. */
-static int shm_inode(struct crfs_ckpt *ck, struct vm_area_struct *vma,
-		     struct ckpt_hdr_vma *h)
+static int shm_inode(struct crfs_ckpt *ck, struct file *file, struct ckpt_hdr_vma *h)
 {
-	struct inode *inode = file_inode(vma->vm_file);
+	struct inode *inode = file_inode(file);
 	int ret;
 
 	ret = ck_object(ck, inode, &h->ino_objref);
@@ -661,48 +763,28 @@ static int shm_inode(struct crfs_ckpt *ck, struct vm_area_struct *vma,
 	return 0;
 }
 
-static int write_vma(struct crfs_ckpt *ck, struct vm_area_struct *vma, u32 type)
+static int write_vma(struct crfs_ckpt *ck, const struct ck_vma *cv)
 {
 	struct ckpt_hdr_vma h = {
-		.vma_type = type,
-		.vm_start = vma->vm_start,
-		.vm_end = vma->vm_end,
-		.vm_page_prot = pgprot_val(vma->vm_page_prot),
-		.vm_flags = vma->vm_flags,
-		.vm_pgoff = vma->vm_pgoff,
+		.vma_type = cv->type,
+		.vm_start = cv->start,
+		.vm_end = cv->end,
+		.vm_page_prot = cv->prot,
+		.vm_flags = cv->flags,
+		.vm_pgoff = cv->pgoff,
 	};
 	int ret = 0;
 
-	if (type == CKPT_VMA_FILE || type == CKPT_VMA_SHM_ANON ||
-	    type == CKPT_VMA_SHM_FILE)
-		ret = write_file(ck, vma->vm_file, &h.vma_objref);
-	if (!ret && (type == CKPT_VMA_SHM_ANON || type == CKPT_VMA_SHM_FILE))
-		ret = shm_inode(ck, vma, &h);
+	if (cv->file)
+		ret = write_file(ck, cv->file, &h.vma_objref);
+	if (!ret && (cv->type == CKPT_VMA_SHM_ANON || cv->type == CKPT_VMA_SHM_FILE))
+		ret = shm_inode(ck, cv->file, &h);
 	if (!ret)
 		ret = ck_record(ck, CKPT_HDR_VMA, &h, sizeof(h));
 	if (!ret && (h.vma_type == CKPT_VMA_ANON || h.vma_type == CKPT_VMA_FILE ||
 		     h.vma_type == CKPT_VMA_SHM_ANON))
-		ret = write_contents(ck, vma, h.vma_type);
+		ret = write_contents(ck, cv, h.vma_type);
 	return ret;
-}
-
-static int write_vmas(struct crfs_ckpt *ck)
-{
-	VMA_ITERATOR(vmi, ck->mm, 0);
-	struct vm_area_struct *vma;
-	int type, ret;
-
-	for_each_vma(vmi, vma) {
-		type = vma_type(ck, vma);
-		if (type < 0)
-			return type;
-		if (type == CK_SKIP)
-			continue;
-		ret = write_vma(ck, vma, type);
-		if (ret)
-			return ret;
-	}
-	return 0;
 }
 
 static int write_mm_header(struct crfs_ckpt *ck, s32 objref, u32 map_count)
@@ -741,35 +823,19 @@ static int write_mm(struct crfs_ckpt *ck, s32 objref)
 		.vdso = (unsigned long)ck->mm->context.vdso,
 		.ldt_entry_size = CKPT_LDT_ENTRY_SIZE,
 	};
-	u32 map_count;
+	u32 i;
 	int ret;
 
-	/*
-	 * The lock is held for the whole MM, so that map_count and the VMAs agree. Nothing
-	 * else runs in this mm: all its tasks are threads of one process, all stopped
-	 * (check_mms, add_task).
-	 */
-	if (mmap_read_lock_killable(ck->mm))
-		return -EINTR;
-#ifdef CONFIG_MODIFY_LDT_SYSCALL
-	if (ck->mm->context.ldt) {
-		ret = ck_fail(ck, -EOPNOTSUPP, "pid %d has an LDT", ck->vpid);
-		goto out;
-	}
-#endif
-	ret = count_vmas(ck, &map_count);
+	ret = collect_vmas(ck);
 	if (!ret)
-		ret = write_mm_header(ck, objref, map_count);
-	if (!ret)
-		ret = write_vmas(ck);
+		ret = write_mm_header(ck, objref, ck->nr_vmas);
+	for (i = 0; !ret && i < ck->nr_vmas; i++)
+		ret = write_vma(ck, &ck->vmas[i]);
 	if (!ret)
 		ret = ck_record(ck, CKPT_HDR_MM_CONTEXT, &ctx, sizeof(ctx));
 	if (!ret)
 		ret = ck_frame(ck, CKPT_HDR_MM_CONTEXT_LDT, 0);
-#ifdef CONFIG_MODIFY_LDT_SYSCALL
-out:
-#endif
-	mmap_read_unlock(ck->mm);
+	put_vmas(ck);
 	return ret;
 }
 
@@ -926,8 +992,6 @@ static int collect_tasks(struct crfs_ckpt *ck, pid_t pid, bool tree)
 	if (!thread_group_leader(p))
 		return ck_fail(ck, -EINVAL, "pid %d is a thread of process %d", pid,
 			       task_tgid_vnr(p));
-	if (p->exit_state)
-		return ck_fail(ck, -ESRCH, "pid %d has exited", pid);
 	while (!ret && ck->nr_stack) {
 		p = ck->stack[--ck->nr_stack];
 		if (!p->exit_state) {	/* a child that exited meanwhile is left out */
@@ -938,12 +1002,33 @@ static int collect_tasks(struct crfs_ckpt *ck, pid_t pid, bool tree)
 		put_task_struct(p);
 		cond_resched();
 	}
+	/*
+	 * The root is checked once, in the loop: it may exit at any time before it (a
+	 * SIGKILL wakes a ptrace stop), and the steps after this one need a task 0.
+	 */
+	if (!ret && !ck->nr_tasks)
+		return ck_fail(ck, -ESRCH, "pid %d has exited", pid);
 	return ret;
 }
 
 /*
- * Every task's mm; no process may share its mm with another one (CLONE_VM without
- * CLONE_THREAD, or vfork): it could run in it while it is read.
+ * As ptrace_access_vm() requires of a tracer reading a tracee's memory: the mm of a
+ * process that is not dumpable (it changed its credentials, or PR_SET_DUMPABLE 0) is
+ * read only by a caller with CAP_SYS_PTRACE over its user namespace. ptracer_capable()
+ * is not exported: the caller is the tracer, so its current capabilities are checked.
+ */
+static int check_dumpable(struct crfs_ckpt *ck, struct ck_task *ct)
+{
+	if (get_dumpable(ct->mm) == SUID_DUMP_USER ||
+	    ns_capable_noaudit(ct->mm->user_ns, CAP_SYS_PTRACE))
+		return 0;
+	return ck_fail(ck, -EPERM, "pid %d is not dumpable and the caller lacks CAP_SYS_PTRACE",
+		       ct->pids.vpid);
+}
+
+/*
+ * Every task's mm, readable by the caller; no process may share its mm with another one
+ * (CLONE_VM without CLONE_THREAD, or vfork): it could run in it while it is read.
  */
 static int check_mms(struct crfs_ckpt *ck)
 {
@@ -956,6 +1041,8 @@ static int check_mms(struct crfs_ckpt *ck)
 		if (!ct->mm)
 			return ck_fail(ck, -ESRCH, "pid %d has no memory (exiting)",
 				       ct->pids.vpid);
+		if (check_dumpable(ck, ct))
+			return -EPERM;
 		if (ct->pids.vpid != ct->pids.vtgid)
 			continue;	/* a thread: its leader was checked */
 		if (test_bit(MMF_MULTIPROCESS, &ct->mm->flags))
@@ -1014,6 +1101,7 @@ static void free_ckpt(struct crfs_ckpt *ck)
 	struct ck_task *ct;
 	u32 i;
 
+	put_vmas(ck);
 	xa_destroy(&ck->objs);
 	for (i = 0; i < ck->nr_tasks; i++) {
 		ct = &ck->tasks[i];

@@ -348,18 +348,48 @@ static int check_vma(struct crfs_restore *rs, const struct ckpt_hdr_vma *h)
 
 /* ---------------------------------------------------------------- prepare: objects */
 
+/*
+ * @name, opened with the caller's credentials if it is a regular file; ERR_PTR(-EINVAL)
+ * if it is not. It is looked up with O_PATH first, which opens nothing: a device's open
+ * is never called, a tty never becomes the controlling terminal, a FIFO never blocks.
+ * Should the name be swapped for another file in between, O_NOCTTY and O_NONBLOCK keep
+ * the second open from doing either, and its type is checked again.
+ */
+static struct file *open_regular(const char *name, int flags)
+{
+	struct file *file;
+	bool reg;
+
+	file = filp_open(name, O_PATH, 0);
+	if (IS_ERR(file))
+		return file;
+	reg = S_ISREG(file_inode(file)->i_mode);
+	fput(file);
+	if (!reg)
+		return ERR_PTR(-EINVAL);
+	file = filp_open(name, flags | O_LARGEFILE | O_NOCTTY | O_NONBLOCK, 0);
+	if (!IS_ERR(file) && !S_ISREG(file_inode(file)->i_mode)) {
+		fput(file);
+		return ERR_PTR(-EINVAL);
+	}
+	return file;
+}
+
 static int open_file(struct crfs_restore *rs, u32 i)
 {
 	struct crfs_vma *vma = &rs->mm->vmas[i];
-	int flags = O_RDONLY | O_LARGEFILE;
+	int flags = O_RDONLY;
 	struct file *file;
 
 	if (!vma->file || !vma->file->name)
 		return refuse(rs, -EOPNOTSUPP, "vma %#llx: not a file by name",
 			      vma->h.vm_start);
 	if (vma->h.vma_type == CKPT_VMA_SHM_FILE && vma->h.vm_flags & VM_WRITE)
-		flags = O_RDWR | O_LARGEFILE;
-	file = filp_open(vma->file->name, flags, 0);
+		flags = O_RDWR;
+	file = open_regular(vma->file->name, flags);
+	if (file == ERR_PTR(-EINVAL))
+		return refuse(rs, -EINVAL, "%.60s is not a regular file",
+			      vma->file->name);
 	if (IS_ERR(file))
 		return refuse(rs, PTR_ERR(file), "cannot open %.60s",
 			      vma->file->name);
@@ -567,12 +597,64 @@ static void fix_syscall_restart(struct ckpt_hdr_cpu *cpu)
 	}
 }
 
+/* [@start, @end] lies in one VMA the restore maps */
+static bool in_one_vma(const struct crfs_mm *mm, u64 start, u64 end)
+{
+	const struct ckpt_hdr_vma *h;
+	u32 i;
+
+	for (i = 0; i < mm->h.map_count; i++) {
+		h = &mm->vmas[i].h;
+		if (h->vma_type != CKPT_VMA_IGNORE && h->vm_start <= start && end <= h->vm_end)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The mm fields, checked as prctl(PR_SET_MM_MAP) checks them (validate_prctl_map_addr()
+ * and prctl_set_mm(), kernel/sys.c): inside user space (mmap_min_addr is not exported: its
+ * configured default is the floor), ordered, brk within RLIMIT_DATA, and the arguments and
+ * environment inside a VMA of the image.
+ */
+static int check_mm_fields(struct crfs_restore *rs)
+{
+	static const char * const names[] = {
+		"start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
+		"start_stack", "arg_start", "arg_end", "env_start", "env_end",
+	};
+	const struct ckpt_hdr_mm *h = &rs->mm->h;
+	const u64 val[] = {
+		h->start_code, h->end_code, h->start_data, h->end_data, h->start_brk, h->brk,
+		h->start_stack, h->arg_start, h->arg_end, h->env_start, h->env_end,
+	};
+	u32 i;
+
+	BUILD_BUG_ON(ARRAY_SIZE(names) != ARRAY_SIZE(val));
+	for (i = 0; i < ARRAY_SIZE(val); i++)
+		if (val[i] >= TASK_SIZE || val[i] < CONFIG_DEFAULT_MMAP_MIN_ADDR)
+			return refuse(rs, -EINVAL, "mm %s %#llx is not a user address",
+				      names[i], val[i]);
+	if (h->start_code >= h->end_code || h->start_data > h->end_data ||
+	    h->start_brk > h->brk || h->arg_start > h->arg_end || h->env_start > h->env_end)
+		return refuse(rs, -EINVAL, "mm code, data, brk, arg or env range out of order");
+	if (check_data_rlimit(rlimit(RLIMIT_DATA), h->brk, h->start_brk, h->end_data,
+			      h->start_data))
+		return refuse(rs, -EINVAL, "mm brk %#llx exceeds RLIMIT_DATA", h->brk);
+	if (!in_one_vma(rs->mm, h->arg_start, h->arg_end) ||
+	    !in_one_vma(rs->mm, h->env_start, h->env_end))
+		return refuse(rs, -EINVAL, "mm arg or env range is not inside one VMA");
+	return 0;
+}
+
 /* What the process's leader alone restores: the memory its threads share. */
 static int prepare_memory(struct crfs_restore *rs)
 {
 	int ret;
 
-	ret = find_vdso(rs);
+	ret = check_mm_fields(rs);
+	if (!ret)
+		ret = find_vdso(rs);
 	if (!ret)
 		ret = check_vdso(rs);
 	if (ret)
@@ -598,6 +680,11 @@ static int prepare(struct crfs_restore *rs)
 	rs->work->cpu = rs->task->cpu;
 	rs->work->close_fds = is_leader(rs);
 	fix_syscall_restart(&rs->work->cpu);
+	/* the fix-up moves ip: the address the task resumes at is checked, not the image's */
+	if (rs->work->cpu.ip >= TASK_SIZE_MAX)
+		return refuse(rs, -EINVAL,
+			      "ip %#llx after the system call restart is not a user address",
+			      rs->work->cpu.ip);
 	if (is_leader(rs))
 		ret = prepare_memory(rs);
 	if (!ret)

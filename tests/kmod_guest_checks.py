@@ -12,6 +12,7 @@ import ctypes
 import errno
 import json
 import os
+import select
 import signal
 import stat
 import struct
@@ -52,10 +53,11 @@ def on_path(dev, path, op, flags=os.O_RDONLY):
         os.close(fd)
 
 
-def restart_forked(path, threaded=False):
+def restart_forked(path, threaded=False, timeout=30):
     """CRFS_IOC_RESTART from a forked child of this process (no vdso move, unlike
     crfs-restart): a restore would replace the child, never this process. The child
-    reports on a pipe; EOF without a report means it was restored (then it is killed)."""
+    reports on a pipe; EOF without a report means it was restored (then it is killed).
+    No report after `timeout` seconds: "hung" (the child is killed)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:   # the child
@@ -71,19 +73,30 @@ def restart_forked(path, threaded=False):
         os.write(write_fd, json.dumps(result).encode())
         os._exit(0)
     os.close(write_fd)
-    data = b""
-    while True:
-        chunk = os.read(read_fd, 65536)
-        if not chunk:
-            break
-        data += chunk
+    data = read_until_eof(read_fd, timeout)
     os.close(read_fd)
     if not data:
         os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
+    if data is None:
+        return {"errno": "hung", "msg": f"no answer after {timeout} s"}
     if not data:
         return {"errno": "restored", "msg": f"wait status {status:#x}"}
     return json.loads(data)
+
+
+def read_until_eof(fd, timeout):
+    """Everything `fd` gives until EOF; None when that takes more than `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return data
+        data += chunk
 
 
 def raw_ioctl(dev, request, args_type, arg, **fields):
@@ -460,6 +473,18 @@ def in_threads(calls, main_call=None, idle=0, delay=1.0):
     """In a forked child: each (task_index, path) of `calls` RESTARTed by a thread of its
     own (with `idle` more threads that only sleep), then `main_call` by the main thread
     after `delay`. The outcomes, the main thread's last; "restored" if it went through."""
+    return threads_outcome(*threads_child(calls, main_call, idle, delay))
+
+
+def in_two_processes(calls):
+    """in_threads(calls) in two processes at once: [outcomes of the first, of the second]."""
+    first = threads_child(calls)
+    second = threads_child(calls)
+    return [threads_outcome(*first), threads_outcome(*second)]
+
+
+def threads_child(calls, main_call=None, idle=0, delay=1.0):
+    """The child of in_threads(), started: (its pid, the read end of its report pipe)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:   # the child
@@ -467,10 +492,13 @@ def in_threads(calls, main_call=None, idle=0, delay=1.0):
         try:
             results = [None] * (len(calls) + 1)
             dev = kernel.Device()
+            t0 = time.monotonic()
 
             def run(slot, index, path):
                 fd = os.open(path, os.O_RDONLY)
+                called = elapsed(t0)
                 results[slot] = outcome(lambda: dev.restart(fd, index))
+                results[slot]["called"], results[slot]["returned"] = called, elapsed(t0)
 
             threads = [threading.Thread(target=run, args=(slot, *call))
                        for slot, call in enumerate(calls)]
@@ -488,6 +516,11 @@ def in_threads(calls, main_call=None, idle=0, delay=1.0):
         os.write(write_fd, json.dumps(results).encode())
         os._exit(0)
     os.close(write_fd)
+    return pid, read_fd
+
+
+def threads_outcome(pid, read_fd):
+    """What the child of threads_child() reported, once it has ended."""
     data = b""
     while chunk := os.read(read_fd, 65536):
         data += chunk
@@ -509,6 +542,9 @@ def thread_group_errors(image):
         "another_image": in_threads([(1, image)], (2, copy), idle=1),
         "leader_refused": in_threads([(1, image), (2, image)], (0, image)),
         "threads_missing": in_threads([], (0, novdso), idle=2),
+        # the same task of the same image file, by a thread of two unrelated processes:
+        # each process has its own group, neither call takes the other's task
+        "another_process": in_two_processes([(1, image)]),
     }
 
 
@@ -834,6 +870,42 @@ def traced_checkpoint(pid, fd, dev, interrupt=True):
         ptrace.detach(pid)
 
 
+PR_SET_DUMPABLE = 4
+
+
+def own_child_checkpoint(dev, fd, dumpable):
+    """(Run as nobody.) Fork a child, seize it while it is dumpable, let it set
+    PR_SET_DUMPABLE to `dumpable`, stop it and CHECKPOINT it; then kill it."""
+    from crfs.checkpoint import ptrace
+    go_r, go_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
+            prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)    # setresuid() to nobody cleared it
+            os.write(ready_w, b"a")
+            os.read(go_r, 1)
+            prctl(PR_SET_DUMPABLE, int(dumpable), 0, 0, 0)
+            os.write(ready_w, b"b")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    try:
+        os.read(ready_r, 1)
+        ptrace.seize(pid)
+        os.write(go_w, b"g")
+        os.read(ready_r, 1)
+        ptrace.interrupt(pid)
+        ptrace.wait_stop(pid)
+        return outcome(lambda: dev.checkpoint(pid, fd))
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        for end in (go_r, go_w, ready_r, ready_w):
+            os.close(end)
+
+
 def raw_checkpoint(dev, arg, **fields):
     return raw_ioctl(dev, kernel.CRFS_IOC_CHECKPOINT, kernel.CheckpointArgs, arg, **fields)
 
@@ -885,6 +957,9 @@ def who_may_checkpoint(dev, fd, nobody_sleep, root_sleep, threaded, threads_c):
         lambda: outcome(lambda: dev.checkpoint(root_sleep.pid, fd)))
     out["nobody_traced_own"] = as_nobody(
         lambda: traced_checkpoint(nobody_sleep.pid, fd, dev))
+    out["nobody_own_child"] = as_nobody(lambda: own_child_checkpoint(dev, fd, True))
+    out["nobody_own_child_undumpable"] = as_nobody(
+        lambda: own_child_checkpoint(dev, fd, False))
     out["root_untraced"] = outcome(lambda: dev.checkpoint(root_sleep.pid, fd))
     out["root_traced_running"] = traced_checkpoint(root_sleep.pid, fd, dev, interrupt=False)
     # only the leader stopped: its other thread could run
@@ -915,8 +990,44 @@ def argument_errors(dev, fd, scratch, pid):
                                           flags=kernel.CHECKPOINT_TREE)
     out["reserved_set"] = raw_checkpoint(dev, None, pid=pid, fd=fd, _reserved=1)
     out["bad_pointer"] = raw_checkpoint(dev, 16)
+    out["max_pages_4"] = with_max_pages(4, lambda: traced_checkpoint(pid, fd, dev))
+    out["zombie"] = zombie_checkpoint(dev, fd)
     out["at_position"] = at_position(dev, pid)
     return out
+
+
+def zombie_checkpoint(dev, fd):
+    """CHECKPOINT of a child that has exited and is not reaped yet: no task is collected
+    (the path a root exiting during the collection takes)."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+            time.sleep(0.01)
+        return outcome(lambda: dev.checkpoint(pid, fd))
+    finally:
+        os.waitpid(pid, 0)
+
+
+def with_max_pages(pages, call):
+    """call() with the module's max_pages parameter set to `pages`, then set back."""
+    path = "/sys/module/crfs/parameters/max_pages"
+    if not os.path.exists(path):
+        return {"errno": "no max_pages parameter"}
+    with open(path) as f:
+        old = f.read().strip()
+    with open(path, "w") as f:
+        f.write(str(pages))
+    try:
+        return call()
+    finally:
+        with open(path, "w") as f:
+            f.write(old)
 
 
 def checkpoint_refusals(manifest, root_image):
@@ -1023,6 +1134,8 @@ def device_checks(manifest, results, t0):
     steps = results["steps"]
     st = os.stat(kernel.DEVICE)
     steps["device"] = {"char": stat.S_ISCHR(st.st_mode), "mode": stat.S_IMODE(st.st_mode)}
+    if manifest.get("fifo") and not os.path.exists(manifest["fifo"]):
+        os.mkfifo(manifest["fifo"], 0o644)
     with kernel.Device() as dev:
         steps["version"] = dev.version()
         steps["t_setup"] = elapsed(t0)

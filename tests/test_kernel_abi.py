@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from crfs import kernel
+from crfs.errors import FsError
 from crfs.formats import ckpt as fmt
 from crfs.fs import restart
 from crfs.model import registry
@@ -175,4 +176,94 @@ def test_restart_box_status_and_log(tmp_path, monkeypatch, request, stand_in):
         assert "pid: 4242\n" in status
     assert "p.img.log" in box.names()
     assert box.child("p.img.log").read(0, 4096).startswith(b"restored ")
+    upload.release()
+
+
+# --------------------------------------------------------------------------- the restarter's files
+#
+# The daemon runs crfs-restart with its own privileges: a restarter someone else could
+# replace (found on PATH, or in a user-writable source tree) is refused, ENODEV with why.
+
+
+def _restarter_in(directory, mode=0o755):
+    directory.mkdir(parents=True, exist_ok=True)
+    exe = directory / "crfs-restart"
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(mode)
+    return exe
+
+
+def _refused(outcome, words):
+    assert (outcome.errno, outcome.stage) == (errno.EPERM, "restarter"), outcome
+    assert words in outcome.reason, outcome
+    error, status = restart._kernel_outcome("p.img", outcome)
+    assert error.errno == errno.ENODEV
+    assert "state: failed" in status and words in status, status
+
+
+def test_restarter_writable_by_others_is_refused(tmp_path):
+    exe = _restarter_in(tmp_path / "bin", 0o757)
+    _refused(kernel.restart_in_child("/the/image", restarter=str(exe)),
+             f"restarter {exe} is writable by group or others")
+
+
+def test_restarter_in_a_group_writable_directory_is_refused(tmp_path):
+    exe = _restarter_in(tmp_path / "bin")
+    (tmp_path / "bin").chmod(0o775)
+    _refused(kernel.restart_in_child("/the/image", restarter=str(exe)),
+             f"directory {tmp_path / 'bin'} is writable by group or others")
+
+
+def test_restarter_through_a_symlink_checks_both_paths(tmp_path):
+    """A link in a world-writable (not sticky) directory to a sound restarter: the link
+    could be swapped, so it is refused too."""
+    exe = _restarter_in(tmp_path / "bin")
+    (tmp_path / "open").mkdir()
+    (tmp_path / "open").chmod(0o777)
+    (tmp_path / "open" / "crfs-restart").symlink_to(exe)
+    _refused(kernel.restart_in_child("/the/image",
+                                     restarter=str(tmp_path / "open" / "crfs-restart")),
+             f"directory {tmp_path / 'open'} is writable by group or others")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_restarter_owned_by_another_uid_is_refused(tmp_path):
+    exe = _restarter_in(tmp_path / "bin")
+    os.chown(exe, 65534, 65534)
+    _refused(kernel.restart_in_child("/the/image", restarter=str(exe)),
+             f"restarter {exe} is owned by uid 65534")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_restarter_in_a_directory_of_another_uid_is_refused(tmp_path):
+    exe = _restarter_in(tmp_path / "bin")
+    os.chown(tmp_path / "bin", 65534, 65534)
+    _refused(kernel.restart_in_child("/the/image", restarter=str(exe)),
+             f"directory {tmp_path / 'bin'} is owned by uid 65534")
+
+
+def test_sound_restarter_is_accepted(tmp_path):
+    """Owned by the daemon's uid (or root), writable by nobody else, in directories that
+    are the same or sticky (/tmp): it is run."""
+    exe = _restarter_in(tmp_path / "bin")
+    assert kernel.unsafe_restarter(str(exe)) is None
+    assert kernel.unsafe_restarter(str(tmp_path / "missing")) is None   # exec says ENOENT
+
+
+def test_daemon_refuses_an_unsafe_restarter(tmp_path, monkeypatch, fake_restarter):
+    """restart/ with $CRFS_RESTARTER pointing at a world-writable restarter: close(2) is
+    ENODEV and the status says why, nothing is run."""
+    os.chmod(fake_restarter, 0o777)
+    monkeypatch.setattr(kernel, "DEVICE", "/dev/null")     # "the module is loaded"
+    monkeypatch.setenv("CRFS_RESTARTER", fake_restarter)
+    box = restart.RestartBox(str(tmp_path), os.getuid())
+    upload = box.create("p.img", os.getuid())
+    out = io.BytesIO()
+    registry.dump(synthetic_image(heap_pages=2), out, "ckpt")
+    upload.write(0, out.getvalue())
+    with pytest.raises(FsError) as exc:
+        upload.close()
+    assert exc.value.errno == errno.ENODEV
+    status = box.child("p.img.status").read(0, 4096).decode()
+    assert "state: failed" in status and "writable by group or others" in status, status
     upload.release()

@@ -217,6 +217,47 @@ MALFORMED = {
     "format_version_2": (lambda d: _set(d, "CKPT_HDR_HEADER", "rev", 2), ENOEXEC, "version"),
 }
 
+FIFO = "/tmp/crfs-sec.fifo"     # made by the guest checks before the images are tried
+
+
+def _mapping(path):
+    """The valid synthetic image with its text VMA mapping `path` instead of a program."""
+    image = synthetic_image(heap_pages=16)
+    image.tasks[0].mm.vmas[0].file = path
+    return _dump(image)
+
+
+def _in_syscall(ip):
+    """The valid synthetic image stopped in read(2) (orig_ax 0) with ax -ERESTARTSYS at
+    `ip`: the restart fix-up moves ip 2 bytes back, below 0 for ip 0 and 1."""
+    def mutate(d):
+        d = _set(d, "CKPT_HDR_CPU", "ip", ip)
+        d = _set(d, "CKPT_HDR_CPU", "orig_ax", 0)
+        return _set(d, "CKPT_HDR_CPU", "ax", -512)
+    return mutate
+
+
+# name -> (image, errno of RESTART from a forked child, substring of err_msg): well-formed
+# images (CHECK passes) that RESTART must refuse before the point of no return. Before
+# these checks, each went on (ENOENT at /usr/bin/synth, or restored, or hung on the FIFO).
+REFUSED_AT_RESTART = {
+    "maps_dev_zero": (lambda d: _mapping("/dev/zero"), EINVAL,
+                      "/dev/zero is not a regular file"),
+    "maps_a_fifo": (lambda d: _mapping(FIFO), EINVAL, f"{FIFO} is not a regular file"),
+    "maps_a_directory": (lambda d: _mapping("/tmp"), EINVAL, "/tmp is not a regular file"),
+    "ip_0_in_syscall": (_in_syscall(0), EINVAL, "after the system call restart"),
+    "ip_1_in_syscall": (_in_syscall(1), EINVAL, "after the system call restart"),
+    "mm_code_reversed": (lambda d: _set(d, "CKPT_HDR_MM", "end_code", 0x3ff000), EINVAL,
+                         "out of order"),
+    "mm_start_code_0": (lambda d: _set(d, "CKPT_HDR_MM", "start_code", 0), EINVAL,
+                        "mm start_code 0x0 is not a user address"),
+    "mm_env_reversed": (lambda d: _set(d, "CKPT_HDR_MM", "env_end", 0x7ffffffd0000), EINVAL,
+                        "out of order"),
+    "mm_arg_outside_vmas": (lambda d: _set(_set(d, "CKPT_HDR_MM", "arg_start", 0x20000000),
+                                           "CKPT_HDR_MM", "arg_end", 0x20000010), EINVAL,
+                            "not inside one VMA"),
+}
+
 FUZZ_CASES = 40
 FUZZ_ALLOWED = {0, "EOPNOTSUPP", EINVAL, ENOEXEC}
 
@@ -336,6 +377,9 @@ def guest(tmp_path_factory, build_c):
     add("i386_image", _dump(synthetic_image("i386", heap_pages=2)), ("check", "restart"))
     for name, (mutate, _, _) in MALFORMED.items():
         add(name, mutate(valid), ("check", "restart"))
+    manifest["fifo"] = FIFO
+    for name, (mutate, _, _) in REFUSED_AT_RESTART.items():
+        add(name, mutate(valid), ("check", "restart"))
     for i, data in enumerate(_fuzz_images(valid)):
         add(f"fuzz_{i}", data)
     # the programs restored for real (built here, checkpointed and restarted in the guest)
@@ -433,6 +477,19 @@ def test_malformed_image_is_rejected(guest, name):
     for op in ("check", "restart"):
         assert result[op]["errno"] == expected, result[op]
         assert words in result[op]["msg"], result[op]
+
+
+@pytest.mark.parametrize("name", REFUSED_AT_RESTART)
+def test_restart_refuses_what_the_kernel_would_not_allow(guest, name):
+    """Images CHECK accepts, refused by RESTART with the caller intact: a mapped file that
+    is not a regular file (a device, a FIFO, a directory: never opened, so nothing blocks
+    and no tty is acquired), an ip that the syscall-restart fix-up moves out of user space,
+    mm fields prctl(PR_SET_MM_MAP) would refuse."""
+    _, expected, words = REFUSED_AT_RESTART[name]
+    result = _report(guest)["images"][name]
+    assert result["check"]["errno"] == 0, result["check"]
+    assert result["restart"]["errno"] == expected, result["restart"]
+    assert words in result["restart"]["msg"], result["restart"]
 
 
 def test_rejections_say_where(guest):
@@ -777,6 +834,17 @@ def test_thread_calls_that_do_not_meet_are_refused(guest):
     assert "did not all call RESTART" in alone["msg"]
 
 
+def test_thread_calls_of_another_process_do_not_meet(guest):
+    """The group is keyed by the caller's thread group: two unrelated processes whose
+    threads RESTART the same task of the same image file each wait in their own group
+    (ETIMEDOUT, their leaders never call); neither claims the other's task (EBUSY)."""
+    errors = _report(guest)["steps"]["thread_group_errors"]["another_process"]
+    for calls in errors:
+        thread = calls[0]
+        assert thread["errno"] == "ETIMEDOUT", errors
+        assert "did not all call RESTART" in thread["msg"], errors
+
+
 # --------------------------------------------------------------------------- checkpoint
 
 
@@ -902,6 +970,8 @@ CHECKPOINT_REFUSALS = {
     "tree_untraced": "EPERM",            # CRFS_CHECKPOINT_TREE, the root not stopped
     "reserved_set": EINVAL,
     "bad_pointer": "EFAULT",
+    "max_pages_4": "EFBIG",              # the module loaded with max_pages=4 for the call
+    "zombie": "ESRCH",                   # exited, not reaped: no task to write
 }
 
 
@@ -918,6 +988,31 @@ def test_unprivileged_tracer_may_checkpoint_its_tracee(guest):
     if steps["yama_ptrace_scope"]:
         pytest.skip(f"yama ptrace_scope {steps['yama_ptrace_scope']}")
     assert steps["nobody_traced_own"]["errno"] == 0, steps["nobody_traced_own"]
+
+
+def test_exited_process_is_no_process(guest):
+    """A child that exited and is not reaped: nothing is collected, ESRCH (the path a root
+    killed while its tasks are collected takes), never a NULL task 0."""
+    result = _report(guest)["steps"]["checkpoint_refusals"]["zombie"]
+    assert result["errno"] == "ESRCH" and "has exited" in result["msg"], result
+
+
+def test_max_pages_bounds_a_checkpoint(guest):
+    result = _report(guest)["steps"]["checkpoint_refusals"]["max_pages_4"]
+    assert result["errno"] == "EFBIG" and "more than 4 pages" in result["msg"], result
+
+
+def test_undumpable_tracee_is_refused_to_an_unprivileged_tracer(guest):
+    """As ptrace_access_vm() requires: nobody seized its own child while it was dumpable;
+    the child then set PR_SET_DUMPABLE 0: its checkpoint is refused (EPERM, the reason
+    says why). The same child left dumpable is written."""
+    steps = _report(guest)["steps"]["checkpoint_refusals"]
+    refused = steps["nobody_own_child_undumpable"]
+    assert refused["errno"] == "EPERM", refused
+    assert "is not dumpable" in refused["msg"], refused
+    if steps["yama_ptrace_scope"] and steps["yama_ptrace_scope"] > 1:
+        pytest.skip(f"yama ptrace_scope {steps['yama_ptrace_scope']}")
+    assert steps["nobody_own_child"]["errno"] == 0, steps["nobody_own_child"]
 
 
 def test_unprivileged_restart_of_a_root_image_keeps_the_callers_uid(guest):

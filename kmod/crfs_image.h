@@ -30,6 +30,11 @@ enum {
 	CKPT_HDR_RESTART_BLOCK = 105,
 	CKPT_HDR_THREAD = 106,
 	CKPT_HDR_CPU = 107,
+	CKPT_HDR_USER_NS = 113,		/* credentials: not restored yet, skipped */
+	CKPT_HDR_CRED = 114,
+	CKPT_HDR_USER = 115,
+	CKPT_HDR_GROUPINFO = 116,
+	CKPT_HDR_TASK_CREDS = 117,
 	CKPT_HDR_CPU_FPU = 201,
 	CKPT_HDR_MM_CONTEXT_LDT = 202,
 	CKPT_HDR_FILE_TABLE = 301,
@@ -40,6 +45,13 @@ enum {
 	CKPT_HDR_VMA = 402,
 	CKPT_HDR_PGARR = 403,
 	CKPT_HDR_MM_CONTEXT = 404,
+	CKPT_HDR_FS = 451,		/* fs_struct: not restored yet, skipped */
+	CKPT_HDR_SIGHAND = 601,		/* signals: not restored yet, skipped */
+	CKPT_HDR_SIGNAL = 602,
+	CKPT_HDR_SIGNAL_TASK = 603,
+	CKPT_HDR_SIGPENDING = 604,
+	CRFS_HDR_SIGALTSTACK = 8001,	/* crfs extensions */
+	CRFS_HDR_FS_EXT = 8002,
 	CKPT_HDR_TAIL = 9001,
 	CKPT_HDR_ERROR = 9999,
 };
@@ -54,6 +66,7 @@ enum {
 enum {
 	CKPT_OBJ_FILE = 3,
 	CKPT_OBJ_MM = 4,
+	CKPT_OBJ_FS = 5,	/* read past: cwd and root are not restored yet */
 };
 
 /* ckpt_hdr_file->f_type */
@@ -86,7 +99,10 @@ enum {
 
 #define CHECKPOINT_MAGIC_HEAD	0x00feed0cc0a2d200ULL
 #define CHECKPOINT_MAGIC_TAIL	0x002d2a0cc0deef00ULL
-#define CHECKPOINT_VERSION	1
+/* ckpt_hdr_header->rev: 6 in linux-cr v21, 5 in v19-rc3/v20, 1 in crfs's older images */
+#define CHECKPOINT_VERSION	6
+#define CHECKPOINT_VERSION_V20	5
+#define CHECKPOINT_VERSION_CRFS1	1
 
 #define CKPT_TLS_ENTRIES	3	/* GDT_ENTRY_TLS_ENTRIES */
 #define CKPT_LDT_ENTRY_SIZE	8
@@ -301,6 +317,118 @@ struct ckpt_hdr_mm_context {
 	__u64 vdso;
 	__u32 ldt_entry_size;
 	__u32 nldt;
+};
+
+/*
+ * Credentials, fs_struct and signals (v21 records, crfs extensions 8001/8002). The
+ * module does not restore them yet: it reads past them. Declared here so that their
+ * layout is checked against crfs/formats/ckpt.py like every other record's.
+ */
+struct ckpt_capabilities {
+	__u32 cap_i_0;		/* kernel_cap_t.cap[0], cap[1] */
+	__u32 cap_i_1;
+	__u32 cap_p_0;
+	__u32 cap_p_1;
+	__u32 cap_e_0;
+	__u32 cap_e_1;
+	__u32 cap_b_0;
+	__u32 cap_b_1;
+	__u32 securebits;
+	__u8 __padding[4];
+};
+
+struct ckpt_hdr_cred {
+	struct ckpt_hdr h;
+	__u32 uid;
+	__u32 suid;
+	__u32 euid;
+	__u32 fsuid;
+	__u32 gid;
+	__u32 sgid;
+	__u32 egid;
+	__u32 fsgid;
+	__s32 user_ref;
+	__s32 groupinfo_ref;
+	__s32 sec_ref;
+	__u8 __padding[4];
+	struct ckpt_capabilities cap_s;
+};
+
+struct ckpt_hdr_task_creds {
+	struct ckpt_hdr h;
+	__s32 cred_ref;
+	__s32 ecred_ref;
+};
+
+struct ckpt_hdr_user_struct {
+	struct ckpt_hdr h;
+	__u32 uid;
+	__s32 userns_ref;
+};
+
+struct ckpt_hdr_user_ns {
+	struct ckpt_hdr h;
+	__s32 creator_ref;
+	__u8 __padding[4];
+};
+
+/* CKPT_HDR_FS, then FILE_NAME{pwd} FILE_NAME{root} [CRFS_HDR_FS_EXT] */
+struct ckpt_hdr_fs {
+	struct ckpt_hdr h;
+};
+
+struct crfs_hdr_fs_ext {
+	struct ckpt_hdr h;
+	__u32 umask;
+	__u8 __padding[4];
+};
+
+#define CKPT_ARCH_NSIG		64
+#define CKPT_RLIM_NLIMITS	16
+
+struct ckpt_sigaction {
+	__u64 _sa_handler;
+	__u64 sa_flags;
+	__u64 sa_restorer;
+	__u64 sa_mask;		/* bit n-1: signal n */
+};
+
+struct ckpt_hdr_sighand {
+	struct ckpt_hdr h;
+	struct ckpt_sigaction action[CKPT_ARCH_NSIG];
+};
+
+struct ckpt_rlimit {
+	__u64 rlim_cur;
+	__u64 rlim_max;
+};
+
+struct ckpt_hdr_signal {
+	struct ckpt_hdr h;
+	struct ckpt_rlimit rlim[CKPT_RLIM_NLIMITS];
+	__u64 it_real_value;	/* ns */
+	__u64 it_real_incr;
+	__u64 it_virt_value;
+	__u64 it_virt_incr;
+	__u64 it_prof_value;
+	__u64 it_prof_incr;
+	__s32 tty_objref;
+	__s32 tty_pgrp;
+	__s32 tty_old_pgrp;
+	__u8 __padding[4];
+};
+
+struct ckpt_hdr_signal_task {
+	struct ckpt_hdr h;
+	__u64 blocked;
+};
+
+struct crfs_hdr_sigaltstack {
+	struct ckpt_hdr h;
+	__u64 ss_sp;
+	__u64 ss_size;
+	__u32 ss_flags;
+	__u8 __padding[4];
 };
 
 struct ckpt_hdr_tail {

@@ -209,9 +209,12 @@ static int load_header(struct crfs_ctx *ctx)
 				h->arch_id);
 		return -ENOEXEC;
 	}
-	if (h->rev != CHECKPOINT_VERSION) {
-		crfs_image_fail(ctx->img, &rec, "format version %u, expected %u",
-				h->rev, CHECKPOINT_VERSION);
+	if (h->rev != CHECKPOINT_VERSION && h->rev != CHECKPOINT_VERSION_V20 &&
+	    h->rev != CHECKPOINT_VERSION_CRFS1) {
+		crfs_image_fail(ctx->img, &rec,
+				"format version %u, expected %u, %u or %u", h->rev,
+				CHECKPOINT_VERSION, CHECKPOINT_VERSION_V20,
+				CHECKPOINT_VERSION_CRFS1);
 		return -ENOEXEC;
 	}
 	if (!c->task_comm_len || c->task_comm_len > CRFS_MAX_STRING ||
@@ -643,6 +646,21 @@ static int load_mm(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
 	return ret;
 }
 
+/*
+ * An FS object (cwd and root) is not restored yet. Its FS record and the two FILE_NAME
+ * records after it are read past: a FILE_NAME is otherwise only valid in a FILE object.
+ */
+static int skip_fs(struct crfs_ctx *ctx, int depth)
+{
+	struct crfs_rec rec;
+	int i, ret;
+
+	ret = next_of(ctx, &rec, CKPT_HDR_FS, depth);
+	for (i = 0; !ret && i < 2; i++)
+		ret = expect(ctx, &rec, CKPT_HDR_FILE_NAME);
+	return ret;
+}
+
 static int load_object(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 		       int depth)
 {
@@ -679,6 +697,9 @@ static int load_object(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 		break;
 	case CKPT_OBJ_FILE:
 		ret = load_file(ctx, obj, depth + 1);
+		break;
+	case CKPT_OBJ_FS:
+		ret = skip_fs(ctx, depth + 1);
 		break;
 	default:
 		break;		/* its records, if any, are skipped */

@@ -494,7 +494,10 @@ def threads_child(calls, main_call=None, idle=0, delay=1.0):
             dev = kernel.Device()
             t0 = time.monotonic()
 
+            tids = []
+
             def run(slot, index, path):
+                tids.append(threading.get_native_id())
                 fd = os.open(path, os.O_RDONLY)
                 called = elapsed(t0)
                 results[slot] = outcome(lambda: dev.restart(fd, index))
@@ -508,6 +511,7 @@ def threads_child(calls, main_call=None, idle=0, delay=1.0):
                 thread.start()
             if main_call is not None:
                 time.sleep(delay)
+                wait_in_group(tids, len(calls), results)
                 run(len(calls), *main_call)
             for thread in threads[:len(calls)]:
                 thread.join()
@@ -517,6 +521,27 @@ def threads_child(calls, main_call=None, idle=0, delay=1.0):
         os._exit(0)
     os.close(write_fd)
     return pid, read_fd
+
+
+def wait_in_group(tids, count, results, limit=30):
+    """Until each of the `count` calling threads waits in the module's thread group (or has
+    returned): on a loaded host a fixed delay let the main thread call before them."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        waiting = sum(1 for tid in list(tids) if kernel_wait(tid).startswith("crfs_group"))
+        done = sum(1 for result in results[:count] if result is not None)
+        if len(tids) == count and waiting + done >= count:
+            return
+        time.sleep(0.05)
+
+
+def kernel_wait(tid):
+    """Where thread `tid` of this process sleeps in the kernel (/proc wchan), or ""."""
+    try:
+        with open(f"/proc/self/task/{tid}/wchan") as wchan:
+            return wchan.read()
+    except OSError:
+        return ""
 
 
 def threads_outcome(pid, read_fd):
@@ -626,7 +651,8 @@ def fuse_finish(mnt, name, timeout=180):
 
 TARGETS = ("restore_target", "tree_target", "threads_target", "crfs-restart")
 NOBODY = 65534
-GROUP_TIMEOUT = 5     # seconds (module parameter): the threads' rendezvous gives up
+GROUP_TIMEOUT = 12    # seconds (module parameter): the threads' rendezvous gives up; margin for a
+#                       loaded host, where a late leader would otherwise time out its threads
 KCK_DIR = "/tmp/crfs-kck"     # world-readable: the unprivileged restart maps files here
 KERNEL_IMAGE = os.path.join(KCK_DIR, "kernel.img")     # restore_target, by the module
 
@@ -678,13 +704,37 @@ def image_vs_process(image_path, pid):
     return out
 
 
+# Process state the module does not checkpoint yet (signals, credentials, fs_struct): the
+# userspace writer saves it, the comparison of the two writers leaves it out.
+STATE_RECORDS = {"CKPT_HDR_TASK_CREDS", "CKPT_HDR_CRED", "CKPT_HDR_USER", "CKPT_HDR_USER_NS",
+                 "CKPT_HDR_GROUPINFO", "CKPT_HDR_FS", "CKPT_HDR_SIGHAND", "CKPT_HDR_SIGNAL",
+                 "CKPT_HDR_SIGNAL_TASK", "CKPT_HDR_SIGPENDING", "CRFS_HDR_SIGALTSTACK",
+                 "CRFS_HDR_FS_EXT"}
+MODULE_OBJECTS = ("CKPT_OBJ_FILE", "CKPT_OBJ_MM")
+
+
+def module_record_names(source):
+    """The names of the records of the kinds the module writes, in order (objects of
+    other kinds, with all their records, left out)."""
+    from crfs.formats.ckpt_grammar import Walker
+    kinds, names = {}, []
+    for part in Walker(source).walk():
+        if part.name == "CKPT_HDR_OBJREF":
+            kinds[part.objref] = part.objtype
+        if part.name in STATE_RECORDS or kinds.get(part.objref,
+                                                   MODULE_OBJECTS[0]) not in MODULE_OBJECTS:
+            continue
+        names.append(part.name)
+    return names
+
+
 def image_outline(path):
-    """The record names in order; the tasks (pid, tgid, ppid, comm, index of their mm);
-    per mm, per VMA (start, end, kind, saved page addresses)."""
+    """The names of the records the module writes, in order; the tasks (pid, tgid, ppid,
+    comm, index of their mm); per mm, per VMA (start, end, kind, saved page addresses)."""
     from crfs.formats.source import Source
     from crfs.model import registry
     with Source.open(path) as source:
-        names = [r.name for r in registry.records(source)]
+        names = module_record_names(source)
     image = registry.open_image(path)
     try:
         mms = list(image.mms())

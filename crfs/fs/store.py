@@ -7,6 +7,8 @@ at, and files are opened with O_NOFOLLOW in case one is swapped for a link meanw
 import logging
 import os
 import stat
+import threading
+import time
 
 from crfs import render
 from crfs.errors import FormatError
@@ -16,6 +18,29 @@ from crfs.model import registry
 from crfs.model.verify import verify
 
 log = logging.getLogger("crfs")
+
+# Test hook (tests/test_mount_index.py): with CRFS_TEST_INDEX_GATE=DIR in the daemon's
+# environment, indexing image NAME first creates DIR/NAME.indexing, then waits while
+# DIR/NAME.hold exists (at most a minute). It lets a test hold one image's indexing.
+INDEX_GATE = os.environ.get("CRFS_TEST_INDEX_GATE")
+
+
+class Unindexed(Exception):
+    """An image's index is needed on the event loop before it is built: the request is
+    suspended while a worker thread builds it (crfs.fs.operations), then run again."""
+
+    def __init__(self, entry):
+        super().__init__(entry.name)
+        self.entry = entry
+
+
+def _wait_gate(name):
+    gate = os.path.join(INDEX_GATE, name)
+    with open(gate + ".indexing", "w"):
+        pass
+    deadline = time.monotonic() + 60
+    while os.path.exists(gate + ".hold") and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def signature(st):
@@ -48,23 +73,43 @@ class Entry(Owner):
         self.generation = generation
         self.file_mtime_ns = st.st_mtime_ns
         self._loaded = False
+        self._index_lock = threading.Lock()
+        self.async_lock = None      # the event loop's (crfs.fs.operations)
         self._image = None
         self._error = None
         self._verify = None
         self._records = None
 
+    @property
+    def loaded(self):
+        return self._loaded
+
     def _load(self):
         if self._loaded:
             return
-        self._loaded = True
-        try:
-            self._image = registry.open_image(self.path, follow_symlinks=False)
-        except FormatError as exc:
-            self._error = exc
-            log.warning("%s", exc)
-        except OSError as exc:
-            self._error = f"{self.name}: {exc.strerror}"
-            log.warning("%s", self._error)
+        if self.store.on_loop():
+            raise Unindexed(self)
+        self.index()
+
+    def index(self):
+        """Build the index (once, whichever thread asks first; the others wait for it).
+        Indexing a big image takes a while: the mount calls this in a worker thread."""
+        with self._index_lock:
+            if self._loaded:
+                return
+            if INDEX_GATE:
+                _wait_gate(self.name)
+            start = time.perf_counter()
+            try:
+                self._image = registry.open_image(self.path, follow_symlinks=False)
+            except FormatError as exc:
+                self._error = exc
+                log.warning("%s", exc)
+            except OSError as exc:
+                self._error = f"{self.name}: {exc.strerror}"
+                log.warning("%s", self._error)
+            log.info("indexed %s in %.3f s", self.name, time.perf_counter() - start)
+            self._loaded = True
 
     @property
     def image(self):
@@ -159,6 +204,15 @@ class Store:
         self.reserved = set(reserved)
         self.entries = {}
         self._generation = 0
+        self._loop_thread = None
+
+    def defer_indexing(self):
+        """From now on, the calling thread (the event loop's) never indexes an image: where
+        it would, Unindexed is raised instead (see Entry.index)."""
+        self._loop_thread = threading.get_ident()
+
+    def on_loop(self):
+        return self._loop_thread == threading.get_ident()
 
     def searchable(self, caller, parents_only=False):
         """May `caller` reach the store's files: search every directory on the way?"""

@@ -3,7 +3,9 @@ test gate, CRFS_TEST_INDEX_GATE), requests for other images are answered; the he
 completes correctly once released, and is indexed once however many ask for it."""
 
 import os
+import stat
 import subprocess
+import sys
 import time
 
 import pytest
@@ -87,3 +89,106 @@ def test_the_store_is_listed_without_indexing_and_a_held_image_lists_once_ready(
     log = mount.log_text()
     assert log.count("indexed b.img in") == 1
     assert "indexed a.img" not in log     # listed, never entered: never indexed
+
+
+# --- the persistent index ---------------------------------------------------------------
+
+def tree_bytes(mount, name):
+    """{path: bytes} of every file of an image's tree but mem (the address space's size)."""
+    out = {}
+    top = mount / name
+    for dirpath, _, files in os.walk(top):
+        for f in files:
+            if f != "mem":
+                path = os.path.join(dirpath, f)
+                with open(path, "rb") as fh:
+                    out[os.path.relpath(path, top)] = fh.read()
+    return out
+
+
+def indexed_how(log, name):
+    """How each mount indexed `name`: "parsed" or "saved index", in log order."""
+    return [line.rsplit("(", 1)[1].rstrip(")") for line in log.splitlines()
+            if f"indexed {name} in " in line]
+
+
+@pytest.fixture
+def mount(tmp_path):
+    m = Mount(tmp_path)
+    yield m
+    m.unmount()
+    assert not errors_in_log(m.log_text()), m.log_text()
+
+
+def remount(mount):
+    mount.unmount()
+    mount.mount()
+
+
+@pytest.mark.parametrize("fmt,options,arch", WRITERS, ids=[f"{f}-{a}" for f, _, a in WRITERS])
+def test_index_survives_remount_and_serves_the_same_bytes(mount, fmt, options, arch):
+    write_image(mount.store / "a.img", fmt, arch, options=options, heap_pages=20)
+    mount.mount()
+    first = tree_bytes(mount, "a.img")
+    remount(mount)
+    second = tree_bytes(mount, "a.img")
+    assert indexed_how(mount.log_text(), "a.img") == ["parsed", "saved index"]
+    assert second == first
+    index_dir = mount.store.parent / "index"
+    assert stat.S_IMODE(index_dir.stat().st_mode) == 0o700
+    files = list(index_dir.iterdir())
+    assert len(files) == 1 and stat.S_IMODE(files[0].stat().st_mode) == 0o600
+
+
+def test_a_changed_image_is_indexed_again(mount):
+    fmt, options, arch = WRITERS[0]
+    write_image(mount.store / "a.img", fmt, arch, options=options)
+    mount.mount()
+    tree_bytes(mount, "a.img")
+    mount.unmount()
+    other = write_image(mount.store / "a.img", fmt, arch, options=options, comm="changed")
+    mount.mount()
+    comm = (task_dir(mount, "a.img", other.tasks[0].pid) / "comm").read_text()
+    assert comm == "changed\n"
+    assert indexed_how(mount.log_text(), "a.img") == ["parsed", "parsed"]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "garbage", "empty"])
+def test_a_damaged_index_is_rebuilt_never_trusted(mount, damage):
+    fmt, options, arch = WRITERS[0]
+    write_image(mount.store / "a.img", fmt, arch, options=options, heap_pages=20)
+    mount.mount()
+    first = tree_bytes(mount, "a.img")
+    mount.unmount()
+    (index,) = (mount.store.parent / "index").iterdir()
+    data = bytearray(index.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x40
+    elif damage == "truncate":
+        data = data[:len(data) // 2]
+    elif damage == "garbage":
+        data = bytearray(os.urandom(len(data)))
+    else:
+        data = bytearray()
+    index.write_bytes(bytes(data))
+    mount.mount()
+    assert tree_bytes(mount, "a.img") == first
+    remount(mount)      # the rebuilt index is saved again and used
+    assert tree_bytes(mount, "a.img") == first
+    log = mount.log_text()
+    assert indexed_how(log, "a.img") == ["parsed", "parsed", "saved index"]
+    assert "index not used" in log
+
+
+def test_an_index_dir_others_may_read_is_refused(tmp_path):
+    m = Mount(tmp_path)
+    open_dir = tmp_path / "shared"
+    open_dir.mkdir(mode=0o755)
+    os.chmod(open_dir, 0o755)
+    proc = subprocess.run([*m.options()[:0], sys.executable, "-m", "crfs", str(m.path), "-o",
+                           f"store={m.store},log={m.log},index_dir={open_dir}"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "index_dir" in proc.stderr and "0700" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not os.path.ismount(m.path)

@@ -100,16 +100,38 @@ class Entry(Owner):
             if INDEX_GATE:
                 _wait_gate(self.name)
             start = time.perf_counter()
+            how = "parsed"
             try:
-                self._image = registry.open_image(self.path, follow_symlinks=False)
+                self._image, how = self._open()
             except FormatError as exc:
                 self._error = exc
                 log.warning("%s", exc)
             except OSError as exc:
                 self._error = f"{self.name}: {exc.strerror}"
                 log.warning("%s", self._error)
-            log.info("indexed %s in %.3f s", self.name, time.perf_counter() - start)
+            log.info("indexed %s in %.3f s (%s)", self.name, time.perf_counter() - start, how)
             self._loaded = True
+
+    def _open(self):
+        """(Image, how): from the store's index cache when it has this file's, else parsed
+        (and then saved there)."""
+        cache = self.store.index_cache
+        source = Source.open(self.path, follow_symlinks=False)
+        try:
+            image = cache.load(source) if cache is not None else None
+            if image is not None:
+                return image, "saved index"
+            image = registry.load(source)
+        except FormatError as exc:
+            source.close()
+            exc.path = self.path
+            raise
+        except BaseException:
+            source.close()
+            raise
+        if cache is not None:
+            cache.save(source, image)
+        return image, "parsed"
 
     @property
     def image(self):
@@ -193,8 +215,9 @@ class StoreOwner(Owner):
 
 
 class Store:
-    def __init__(self, path, reserved=()):
+    def __init__(self, path, reserved=(), index_cache=None):
         self.path = path
+        self.index_cache = index_cache      # crfs.fs.index_cache.IndexCache, or None
         real = os.path.realpath(path)
         # The directories one passes through to reach the store (its own parents).
         self._parents = []

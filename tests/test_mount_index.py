@@ -192,3 +192,16 @@ def test_an_index_dir_others_may_read_is_refused(tmp_path):
     assert "index_dir" in proc.stderr and "0700" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not os.path.ismount(m.path)
+
+
+def test_pages_listing_streams_every_page_in_order(mount):
+    fmt, options, arch = WRITERS[0]
+    image = write_image(mount.store / "a.img", fmt, arch, options=options, heap_pages=3000)
+    mount.mount()
+    pages = task_dir(mount, "a.img", image.tasks[0].pid) / "pages"
+    listed = subprocess.run(["ls", "-f", str(pages)], capture_output=True, text=True,
+                            check=True).stdout.split()
+    expected = [f"{addr:08x}" for vma in image.tasks[0].mm.vmas for addr, _ in vma.pages]
+    assert [n for n in listed if n not in (".", "..")] == expected
+    last = expected[-1]
+    assert (pages / last).read_bytes() == image.tasks[0].mm.read(int(last, 16), 4096)

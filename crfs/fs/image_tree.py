@@ -189,10 +189,30 @@ class PagesDir(Dir):
         offset = self.mm.page_offset(addr)
         if offset is None or addr % PAGE_SIZE:
             return None
+        return self._page(name, offset)
+
+    def _page(self, name, offset):
         source = self.mm.source
         return self.adopt(RangeFile(self.key + (name,), PAGE_SIZE,
                                     lambda off, size: source.pread(offset + off, size),
                                     self.mtime_ns))
+
+    def children_from(self, index):
+        """(name, node) of the pages from the index-th on, in listing order: walked along
+        the page runs (a listing of 256k pages costs no lookup per page)."""
+        if index >= self._total:
+            return
+        v = bisect_right(self._firsts, index) - 1
+        skip = index - self._firsts[v]
+        for vma in self.mm.vmas[v:]:
+            for addr, count, offset, stride in vma.pages._all_runs():
+                if skip >= count:
+                    skip -= count
+                    continue
+                for i in range(skip, count):
+                    name = f"{addr + i * PAGE_SIZE:08x}"
+                    yield name, self._page(name, offset + i * stride)
+                skip = 0
 
 
 class MemFile(File):

@@ -139,11 +139,18 @@ class Listing:
         self.names = self.node.names()    # a Sequence: lazy for pages/, so this is cheap
 
     def entries_from(self, offset):
-        """(offset of the next entry, name) for each name from `offset` on."""
+        """(offset of the next entry, name, node or None) for each name from `offset` on.
+        A directory that can walk its children in order (pages/) streams them."""
         if self.names is None:      # a seekdir before any readdir: list what is known
             self.names = self.node.names()
+        walk = getattr(self.node, "children_from", None)
+        if walk is not None:
+            for index, (name, child) in enumerate(walk(offset), offset + 1):
+                yield index, name, child
+            return
         for index in range(offset, len(self.names)):
-            yield index + 1, self.names[index]
+            name = self.names[index]
+            yield index + 1, name, self.node.child(name)
 
 
 class Handle:
@@ -243,8 +250,7 @@ class Operations(pyfuse3.Operations):
         listing = self.listings[fh]
         if start_id == 0:
             listing.rewind()
-        for offset, name in listing.entries_from(start_id):
-            child = listing.node.child(name)
+        for offset, name, child in listing.entries_from(start_id):
             if child is None:      # gone from the store since the listing was taken
                 continue
             ino, _, attr = self._entry(child)

@@ -79,6 +79,7 @@ class Entry(Owner):
         self._error = None
         self._verify = None
         self._records = None
+        self._shown = {}
 
     @property
     def loaded(self):
@@ -176,7 +177,12 @@ class Entry(Owner):
             self._image.close()
 
     def attributes(self, node):
-        return self.st.st_uid, self.st.st_gid, shown_mode(self.st.st_mode, node)
+        # Fixed for this generation of the file: one answer per node mode, kept.
+        shown = self._shown.get(node.mode)
+        if shown is None:
+            shown = self._shown[node.mode] = (self.st.st_uid, self.st.st_gid,
+                                              shown_mode(self.st.st_mode, node))
+        return shown
 
     def permits(self, caller, node, mask):
         if caller.uid == 0:

@@ -21,10 +21,12 @@ GENERIC_OPTIONS = {
     "auto", "noauto", "user", "nouser", "users", "owner", "group", "defaults", "_netdev",
     "nofail", "lazytime", "nolazytime", "silent", "loud", "dirsync", "mand", "nomand",
 }
-OUR_OPTIONS = ("store=DIR", "allow_other", "foreground", "debug", "log=FILE")
+OUR_OPTIONS = ("store=DIR", "allow_other", "foreground", "debug", "log=FILE", "index_dir=DIR")
 HELP = "mount a store of images at MOUNTPOINT (the word `mount` may be left out)"
 EPILOG = (f"Options (-o, comma separated): store=DIR (default {DEFAULT_STORE}, created if "
-          "missing), allow_other, foreground, debug, log=FILE; generic mount options "
+          "missing), allow_other, foreground, debug, log=FILE, index_dir=DIR (where "
+          "image indexes are kept across mounts; default /var/cache/crfs/index for root, "
+          "$XDG_CACHE_HOME/crfs/index otherwise; `off`: none); generic mount options "
           "(rw, ro, nodev, nosuid, noexec, noatime, …) are accepted. "
           "Unmount with `umount MOUNTPOINT` or `fusermount3 -u MOUNTPOINT`.")
 
@@ -49,12 +51,12 @@ def settings(args):
     """Turn arguments and -o options into one dict; MountError for unknown options."""
     conf = {"store": args.store, "mountpoint": args.mountpoint, "allow_other": False,
             "foreground": args.foreground or args.debug, "debug": args.debug, "log": None,
-            "ro": False}
+            "ro": False, "index_dir": None}
     for option in ",".join(args.options).split(","):
         name, _, value = option.partition("=")
         if not option:
             continue
-        if name in ("store", "log"):
+        if name in ("store", "log", "index_dir"):
             if not value:
                 raise MountError(f"option {name}= needs a value")
             conf[name] = value
@@ -68,6 +70,8 @@ def settings(args):
     conf["foreground"] = conf["foreground"] or conf["debug"]
     conf["store"] = os.path.abspath(conf["store"] or DEFAULT_STORE)
     conf["mountpoint"] = os.path.abspath(conf["mountpoint"])
+    if conf["index_dir"] not in (None, "off"):
+        conf["index_dir"] = os.path.abspath(conf["index_dir"])
     if conf["log"] is None and not conf["foreground"]:
         conf["log"] = default_log_path()
     return conf
@@ -129,13 +133,31 @@ def fuse_options(conf):
     return options
 
 
+def index_cache(conf):
+    """The persistent index (crfs.fs.index_cache), or None: `index_dir=off`, or the
+    default directory cannot be used (logged). An index_dir given that cannot be used
+    safely fails the mount."""
+    from crfs.fs.index_cache import CacheUnusable, IndexCache, default_dir
+
+    path = conf.get("index_dir")
+    if path == "off":
+        return None
+    try:
+        return IndexCache(path or default_dir())
+    except CacheUnusable as exc:
+        if path:
+            raise MountError(str(exc)) from None
+        logging.getLogger("crfs").warning("%s: images are indexed at every mount", exc)
+        return None
+
+
 def build_operations(conf):
     from crfs.fs.operations import Operations
     from crfs.fs.restart import RestartBox
     from crfs.fs.root import RootDir
     from crfs.fs.store import Store
 
-    store = Store(conf["store"])
+    store = Store(conf["store"], index_cache=index_cache(conf))
     box = RestartBox(conf["store"], os.getuid())
     root = RootDir(store, box)
     now = time.time_ns()

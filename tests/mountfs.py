@@ -38,7 +38,9 @@ class Mount:
         assert os.path.ismount(self.path)
 
     def options(self):
-        return ["-o", f"store={self.store},log={self.log}"]
+        # Each test's own index cache (not the user's): mounts of one test share it.
+        index = self.store.parent / "index"
+        return ["-o", f"store={self.store},log={self.log},index_dir={index}"]
 
     def unmount(self):
         if os.path.ismount(self.path):

@@ -20,33 +20,40 @@ class ModelDir(StaticDir):
     def _key(self, name):
         return self.key + (name,)
 
-    def _text(self, name, make):
+    def _text(self, name, make, mtime_ns=None):
         """(name, file) of a text file whose content `make()` renders when first read."""
-        return name, TextFile(self._key(name), make, self.mtime_ns)
+        mtime_ns = self.mtime_ns if mtime_ns is None else mtime_ns
+        return name, TextFile(self._key(name), make, mtime_ns)
 
 
 class ImageDir(ModelDir):
-    """<image>/ for a store entry (crfs.fs.store.Entry): the image, or why it cannot be read."""
+    """<image>/ for a store entry (crfs.fs.store.Entry): the image, or why it cannot be read.
+
+    The directory itself shows the store file's mtime, so looking it up (and listing the
+    top of the mount) needs no index: FUSE serializes lookups in one directory, and an
+    image being indexed must not hold up the others. Its children, made once the image
+    is indexed, show the checkpoint time."""
 
     live = True     # its name means another ImageDir once the file is replaced
 
     def __init__(self, entry):
-        super().__init__((entry.name, entry.generation), entry.mtime_ns)
+        super().__init__((entry.name, entry.generation), entry.file_mtime_ns)
         self.entry = entry
         self.owner = entry      # of the whole tree: its uid, gid, read bits and access
 
     def make_children(self):
         entry = self.entry
+        mtime = entry.mtime_ns      # indexes the image (else crfs.fs.store.Unindexed)
         if entry.error is not None:
-            yield self._text("error", lambda: str(entry.error) + "\n")
-            yield self._text("verify", entry.verify_text)
+            yield self._text("error", lambda: str(entry.error) + "\n", mtime)
+            yield self._text("verify", entry.verify_text, mtime)
             return
         image = entry.image
-        yield self._text("format", lambda: image.description + "\n")
-        yield self._text("header", lambda: render.header(image))
-        yield self._text("verify", entry.verify_text)
-        yield self._text("records", entry.records_text)
-        yield "tasks", TasksDir(self._key("tasks"), image, self.mtime_ns)
+        yield self._text("format", lambda: image.description + "\n", mtime)
+        yield self._text("header", lambda: render.header(image), mtime)
+        yield self._text("verify", entry.verify_text, mtime)
+        yield self._text("records", entry.records_text, mtime)
+        yield "tasks", TasksDir(self._key("tasks"), image, mtime)
 
 
 class TasksDir(ModelDir):
@@ -195,10 +202,30 @@ class PagesDir(Dir):
         offset = self.mm.page_offset(addr)
         if offset is None or addr % PAGE_SIZE:
             return None
+        return self._page(name, offset)
+
+    def _page(self, name, offset):
         source = self.mm.source
         return self.adopt(RangeFile(self.key + (name,), PAGE_SIZE,
                                     lambda off, size: source.pread(offset + off, size),
                                     self.mtime_ns))
+
+    def children_from(self, index):
+        """(name, node) of the pages from the index-th on, in listing order: walked along
+        the page runs (a listing of 256k pages costs no lookup per page)."""
+        if index >= self._total:
+            return
+        v = bisect_right(self._firsts, index) - 1
+        skip = index - self._firsts[v]
+        for vma in self.mm.vmas[v:]:
+            for addr, count, offset, stride in vma.pages._all_runs():
+                if skip >= count:
+                    skip -= count
+                    continue
+                for i in range(skip, count):
+                    name = f"{addr + i * PAGE_SIZE:08x}"
+                    yield name, self._page(name, offset + i * stride)
+                skip = 0
 
 
 class MemFile(File):

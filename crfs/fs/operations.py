@@ -15,6 +15,7 @@ import trio
 from crfs.errors import CrfsError, FormatError, FsError
 from crfs.fs.access import R, W, X, Caller, User, denied
 from crfs.fs.nodes import Dir
+from crfs.fs.store import Unindexed
 
 log = logging.getLogger("crfs")
 
@@ -27,7 +28,12 @@ TREE_TTL = 60.0
 
 def _request(func=None, *, in_thread=False):
     """Decorate a request handler; `in_thread` runs it off the event loop (for work that
-    may take seconds — verifying an upload, checkpointing — while other requests go on)."""
+    may take seconds — verifying an upload, checkpointing — while other requests go on).
+
+    A handler on the loop that needs an image not indexed yet raises Unindexed before it
+    has changed or sent anything (an image's directory makes all its children at once,
+    before readdir replies): the image is indexed in a worker thread, one at a time per
+    image, while other requests are served, and the handler runs again."""
     if func is None:
         return functools.partial(_request, in_thread=in_thread)
 
@@ -36,7 +42,11 @@ def _request(func=None, *, in_thread=False):
         try:
             if in_thread:
                 return await trio.to_thread.run_sync(func, self, *args)
-            return func(self, *args)
+            while True:
+                try:
+                    return func(self, *args)
+                except Unindexed as pending:
+                    await _index(pending.entry)
         except pyfuse3.FUSEError:
             raise
         except CrfsError as exc:
@@ -49,6 +59,16 @@ def _request(func=None, *, in_thread=False):
             log.exception("%s%r failed", func.__name__, args[:1])
             raise pyfuse3.FUSEError(errno.EIO) from None
     return wrapper
+
+
+async def _index(entry):
+    """Index a store entry in a worker thread; concurrent requests for it wait for the one
+    indexing it (the per-image lock), requests for anything else go on meanwhile."""
+    if entry.async_lock is None:
+        entry.async_lock = trio.Lock()
+    async with entry.async_lock:
+        if not entry.loaded:
+            await trio.to_thread.run_sync(entry.index)
 
 
 def _log_error(request, exc):
@@ -119,11 +139,18 @@ class Listing:
         self.names = self.node.names()    # a Sequence: lazy for pages/, so this is cheap
 
     def entries_from(self, offset):
-        """(offset of the next entry, name) for each name from `offset` on."""
+        """(offset of the next entry, name, node or None) for each name from `offset` on.
+        A directory that can walk its children in order (pages/) streams them."""
         if self.names is None:      # a seekdir before any readdir: list what is known
             self.names = self.node.names()
+        walk = getattr(self.node, "children_from", None)
+        if walk is not None:
+            for index, (name, child) in enumerate(walk(offset), offset + 1):
+                yield index, name, child
+            return
         for index in range(offset, len(self.names)):
-            yield index + 1, self.names[index]
+            name = self.names[index]
+            yield index + 1, name, self.node.child(name)
 
 
 class Handle:
@@ -148,6 +175,9 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self.root = root
         self.box = restart_box
+        store = getattr(root, "store", None)
+        if store is not None:
+            store.defer_indexing()    # this thread runs the event loop: index in workers
         self.inodes = Inodes(root)
         self.handles = {}       # fh -> Handle of an open file
         self.listings = {}      # fh -> Listing of an open directory
@@ -220,8 +250,7 @@ class Operations(pyfuse3.Operations):
         listing = self.listings[fh]
         if start_id == 0:
             listing.rewind()
-        for offset, name in listing.entries_from(start_id):
-            child = listing.node.child(name)
+        for offset, name, child in listing.entries_from(start_id):
             if child is None:      # gone from the store since the listing was taken
                 continue
             ino, _, attr = self._entry(child)

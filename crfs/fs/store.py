@@ -7,6 +7,8 @@ at, and files are opened with O_NOFOLLOW in case one is swapped for a link meanw
 import logging
 import os
 import stat
+import threading
+import time
 
 from crfs import render
 from crfs.errors import FormatError
@@ -16,6 +18,29 @@ from crfs.model import registry
 from crfs.model.verify import verify
 
 log = logging.getLogger("crfs")
+
+# Test hook (tests/test_mount_index.py): with CRFS_TEST_INDEX_GATE=DIR in the daemon's
+# environment, indexing image NAME first creates DIR/NAME.indexing, then waits while
+# DIR/NAME.hold exists (at most a minute). It lets a test hold one image's indexing.
+INDEX_GATE = os.environ.get("CRFS_TEST_INDEX_GATE")
+
+
+class Unindexed(Exception):
+    """An image's index is needed on the event loop before it is built: the request is
+    suspended while a worker thread builds it (crfs.fs.operations), then run again."""
+
+    def __init__(self, entry):
+        super().__init__(entry.name)
+        self.entry = entry
+
+
+def _wait_gate(name):
+    gate = os.path.join(INDEX_GATE, name)
+    with open(gate + ".indexing", "w"):
+        pass
+    deadline = time.monotonic() + 60
+    while os.path.exists(gate + ".hold") and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def signature(st):
@@ -48,23 +73,66 @@ class Entry(Owner):
         self.generation = generation
         self.file_mtime_ns = st.st_mtime_ns
         self._loaded = False
+        self._index_lock = threading.Lock()
+        self.async_lock = None      # the event loop's (crfs.fs.operations)
         self._image = None
         self._error = None
         self._verify = None
         self._records = None
+        self._shown = {}
+
+    @property
+    def loaded(self):
+        return self._loaded
 
     def _load(self):
         if self._loaded:
             return
-        self._loaded = True
+        if self.store.on_loop():
+            raise Unindexed(self)
+        self.index()
+
+    def index(self):
+        """Build the index (once, whichever thread asks first; the others wait for it).
+        Indexing a big image takes a while: the mount calls this in a worker thread."""
+        with self._index_lock:
+            if self._loaded:
+                return
+            if INDEX_GATE:
+                _wait_gate(self.name)
+            start = time.perf_counter()
+            how = "parsed"
+            try:
+                self._image, how = self._open()
+            except FormatError as exc:
+                self._error = exc
+                log.warning("%s", exc)
+            except OSError as exc:
+                self._error = f"{self.name}: {exc.strerror}"
+                log.warning("%s", self._error)
+            log.info("indexed %s in %.3f s (%s)", self.name, time.perf_counter() - start, how)
+            self._loaded = True
+
+    def _open(self):
+        """(Image, how): from the store's index cache when it has this file's, else parsed
+        (and then saved there)."""
+        cache = self.store.index_cache
+        source = Source.open(self.path, follow_symlinks=False)
         try:
-            self._image = registry.open_image(self.path, follow_symlinks=False)
+            image = cache.load(source) if cache is not None else None
+            if image is not None:
+                return image, "saved index"
+            image = registry.load(source)
         except FormatError as exc:
-            self._error = exc
-            log.warning("%s", exc)
-        except OSError as exc:
-            self._error = f"{self.name}: {exc.strerror}"
-            log.warning("%s", self._error)
+            source.close()
+            exc.path = self.path
+            raise
+        except BaseException:
+            source.close()
+            raise
+        if cache is not None:
+            cache.save(source, image)
+        return image, "parsed"
 
     @property
     def image(self):
@@ -109,7 +177,12 @@ class Entry(Owner):
             self._image.close()
 
     def attributes(self, node):
-        return self.st.st_uid, self.st.st_gid, shown_mode(self.st.st_mode, node)
+        # Fixed for this generation of the file: one answer per node mode, kept.
+        shown = self._shown.get(node.mode)
+        if shown is None:
+            shown = self._shown[node.mode] = (self.st.st_uid, self.st.st_gid,
+                                              shown_mode(self.st.st_mode, node))
+        return shown
 
     def permits(self, caller, node, mask):
         if caller.uid == 0:
@@ -148,8 +221,9 @@ class StoreOwner(Owner):
 
 
 class Store:
-    def __init__(self, path, reserved=()):
+    def __init__(self, path, reserved=(), index_cache=None):
         self.path = path
+        self.index_cache = index_cache      # crfs.fs.index_cache.IndexCache, or None
         real = os.path.realpath(path)
         # The directories one passes through to reach the store (its own parents).
         self._parents = []
@@ -159,6 +233,15 @@ class Store:
         self.reserved = set(reserved)
         self.entries = {}
         self._generation = 0
+        self._loop_thread = None
+
+    def defer_indexing(self):
+        """From now on, the calling thread (the event loop's) never indexes an image: where
+        it would, Unindexed is raised instead (see Entry.index)."""
+        self._loop_thread = threading.get_ident()
+
+    def on_loop(self):
+        return self._loop_thread == threading.get_ident()
 
     def searchable(self, caller, parents_only=False):
         """May `caller` reach the store's files: search every directory on the way?"""

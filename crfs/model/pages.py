@@ -26,6 +26,26 @@ class PageMap:
         self._strides = array("Q")   # file bytes from one page of the run to the next
         self._count = 0
 
+    @classmethod
+    def from_runs(cls, starts, firsts, offsets, strides, count):
+        """A PageMap of the runs given as four u64 arrays (as a saved index holds them);
+        ValueError unless they are runs another PageMap could have: run i starts at page
+        index firsts[i], from 0 up, each at least one page, `count` pages in all."""
+        n = len(starts)
+        if not (len(firsts) == len(offsets) == len(strides) == n):
+            raise ValueError("run columns differ in length")
+        if (n == 0) != (count == 0) or (n and firsts[0] != 0):
+            raise ValueError("runs do not start at page 0")
+        if any(firsts[r] >= firsts[r + 1] for r in range(n - 1)) or (n and firsts[-1] >= count):
+            raise ValueError("run lengths are not positive")
+        pages = cls()
+        pages._starts = array("Q", starts)
+        pages._firsts = array("Q", firsts)
+        pages._offsets = array("Q", offsets)
+        pages._strides = array("Q", strides)
+        pages._count = count
+        return pages
+
     # -- building --
 
     def add(self, addr, offset):

@@ -1,5 +1,6 @@
 """crfs.model.index_codec: the saved index is read back as untrusted input."""
 
+import copy
 import hashlib
 import random
 
@@ -84,3 +85,41 @@ def test_no_class_outside_the_model_is_made(indexed):
         b'"c":"Exit"', b'"c":"Popen"')
     with pytest.raises(index_codec.IndexCorrupt):
         index_codec.decode(resign(body), image.source)
+
+
+def test_process_state_round_trips_and_stays_shared(tmp_path):
+    """Signals, credentials and fs_struct come back from a saved index as the loader gave
+    them, with what threads share still one object."""
+    from crfs.model.image import (Creds, FsStruct, Itimers, Pending, SigAction, SigHand,
+                                  SigInfo, Signals, ThreadGroup)
+    from crfs.model.synth import synthetic_image
+
+    image = synthetic_image("x86_64", heap_pages=2, pid=50)
+    task = image.tasks[0]
+    handlers = SigHand()
+    handlers.actions[9] = SigAction(handler=0x401000, flags=0x4000000, mask=1 << 11)
+    group = ThreadGroup(rlimits=[(8 << 20, (1 << 64) - 1)] * 16, itimers=Itimers(real_value=5),
+                        shared_pending=Pending(mask=1 << 9, queue=[SigInfo(signo=10, pid=7)]))
+    task.signals = Signals(handlers=handlers, group=group, blocked=1 << 11)
+    task.fs = FsStruct(cwd="/srv/a b", root="/", umask=0o27)
+    task.creds = Creds(*[1000] * 8, groups=[4, 24], cap_bnd=(1 << 41) - 1)
+    thread = copy.copy(task)
+    thread.pid = 51
+    thread.signals = Signals(handlers=handlers, group=group)
+    image.tasks.append(thread)
+    path = tmp_path / "state.ckpt"
+    with open(path, "wb") as out:
+        registry.dump(image, out, "ckpt")
+    loaded = registry.open_image(str(path))
+    head, back = index_codec.decode(index_codec.encode(loaded, {"k": 1}), loaded.source)
+    index_codec.check(back, path.stat().st_size)
+    assert views(back) == views(loaded)
+    for before, after in zip(loaded.tasks, back.tasks):
+        assert render.signals(after.signals.handlers) == render.signals(before.signals.handlers)
+        assert render.limits(after.signals.group.rlimits) == render.limits(
+            before.signals.group.rlimits)
+        assert (after.fs.cwd, after.fs.root, after.fs.umask) == ("/srv/a b", "/", 0o27)
+        assert after.creds.groups == [4, 24]
+    main, second = back.tasks
+    assert main.signals.handlers is second.signals.handlers
+    assert main.signals.group is second.signals.group and main.fs is second.fs

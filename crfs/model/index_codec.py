@@ -25,14 +25,15 @@ import sys
 from array import array
 
 from crfs.formats.x86 import PAGE_SIZE
-from crfs.model.image import (VMA_KINDS, Creds, Exit, Futex, Image, Mm, NativeFields,
-                              ShmSegment, Task, Vma)
+from crfs.model.image import (NSIG, VMA_KINDS, AltStack, Creds, Exit, FsStruct, Futex, Image,
+                              Itimers, Mm, NativeFields, Pending, ShmSegment, SigAction,
+                              SigHand, SigInfo, Signals, Task, ThreadGroup, Vma)
 from crfs.model.pages import PageMap
 from crfs.model.registers import GDB_REGISTERS, Registers
 
 MAGIC = b"CRFSIDX1"
 VERSION = 1
-_SHARED = (Mm, ShmSegment)
+_SHARED = (Mm, ShmSegment, SigHand, ThreadGroup, FsStruct)   # objects threads share
 
 
 class IndexCorrupt(Exception):
@@ -53,7 +54,8 @@ def _native_classes():
 
 def _classes():
     classes = {cls.__name__: cls for cls in (Image, Task, Mm, Vma, ShmSegment, Creds, Exit,
-                                             Futex)}
+                                             Futex, Signals, SigHand, SigAction, ThreadGroup,
+                                             Pending, SigInfo, Itimers, AltStack, FsStruct)}
     natives = _native_classes()
     if set(natives) & set(classes):
         raise RuntimeError("a native record is named like a model class")
@@ -303,8 +305,60 @@ def check(image, file_size):
         _require(task.creds is None or type(task.creds) is Creds, "creds")
         _require(task.regs is None or task.regs.arch == image.arch, "registers")
         _require(task.fpu is None or type(task.fpu) is bytes, "fpu")
+        if task.creds is not None:
+            _check_creds(task.creds)
+        if task.signals is not None:
+            _check_signals(task.signals)
+        if task.fs is not None:
+            _require(type(task.fs) is FsStruct and _optional(task.fs.umask, int)
+                     and _optional(task.fs.cwd, str) and _optional(task.fs.root, str), "fs")
         if task.mm is not None:
             _check_mm(task.mm, file_size)
+
+
+def _optional(value, kind):
+    return value is None or type(value) is kind
+
+
+def _check_creds(creds):
+    _require(_ints(*(getattr(creds, name) for name in Creds.names())), "creds ids")
+    _require(creds.groups is None or (type(creds.groups) is list and _ints(*creds.groups)),
+             "groups")
+    _require(all(_optional(getattr(creds, name), int) for name in (
+        "cap_inh", "cap_prm", "cap_eff", "cap_bnd", "cap_amb", "securebits",
+        "no_new_privs")), "capabilities")
+
+
+def _check_signals(signals):
+    """Everything render reads of a thread's signal state has its type and size."""
+    _require(type(signals) is Signals and type(signals.blocked) is int, "signals")
+    _check_pending(signals.pending)
+    handlers = signals.handlers
+    if handlers is not None:
+        _require(type(handlers) is SigHand and type(handlers.actions) is list
+                 and len(handlers.actions) == NSIG, "sighand")
+        for action in handlers.actions:
+            _require(type(action) is SigAction
+                     and _ints(action.handler, action.flags, action.restorer, action.mask),
+                     "sigaction")
+    group = signals.group
+    if group is not None:
+        _require(type(group) is ThreadGroup, "thread group")
+        _check_pending(group.shared_pending)
+        _require(group.rlimits is None or (type(group.rlimits) is list and all(
+            type(limit) in (list, tuple) and len(limit) == 2 and _ints(*limit)
+            for limit in group.rlimits)), "rlimits")
+        _require(group.itimers is None or (type(group.itimers) is Itimers and _ints(
+            *vars(group.itimers).values())), "itimers")
+    _require(signals.altstack is None or (type(signals.altstack) is AltStack and _ints(
+        *vars(signals.altstack).values())), "altstack")
+
+
+def _check_pending(pending):
+    _require(type(pending) is Pending and type(pending.mask) is int
+             and type(pending.queue) is list, "pending")
+    for info in pending.queue:
+        _require(type(info) is SigInfo and _ints(info.signo, info.code, info.pid), "siginfo")
 
 
 def _check_mm(mm, file_size):

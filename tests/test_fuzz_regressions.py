@@ -1,0 +1,61 @@
+"""Inputs the fuzzers (fuzz/) found crashing crfs, crafted small: each now gets a clean
+FormatError (or, for what is sound but cannot be shown, a missing file), never a traceback."""
+
+import io
+
+import pytest
+
+from crfs.errors import FormatError, Unsupported
+from crfs.formats.source import MemorySource
+from crfs.formats.x86 import PAGE_SIZE
+from crfs.fs.image_tree import TaskDir
+from crfs.model import registry
+from crfs.model.core import CoreFile
+from crfs.model.image import Vma
+from crfs.model.synth import synthetic_image
+
+VMA_RECORD = {"cpt": "CPT_OBJ_VMA", "ckpt": "CKPT_HDR_VMA", "cr": "CR_HDR_VMA"}
+
+
+def written(image, fmt, **options):
+    out = io.BytesIO()
+    registry.dump(image, out, fmt, **options)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt, arch, end", [
+    ("cpt", "i386", 0x100000BFFDF000),     # mount_walk: a stack end with a flipped high bit
+    ("ckpt", "i386", 0x1_0000_1000),
+    ("cr", "i386", 0x79000000BFFDF000),    # fuzz_formats --format cr: cr_hdr v14's u64
+], ids=["cpt-i386", "ckpt-i386", "cr-v14-i386"])
+def test_vma_past_user_space_is_a_format_error(fmt, arch, end):
+    # Before: loaded, and an i386 core's 32-bit p_filesz then failed to build (a
+    # construct error, a traceback in the daemon's log).
+    image = synthetic_image(arch, heap_pages=1)
+    image.tasks[0].mm.vmas[-1].end = end
+    options = {"dialect": "cr_hdr v14"} if fmt == "cr" else {}
+    data = written(image, fmt, **options)
+    with pytest.raises(FormatError) as info:
+        registry.load(MemorySource(data))
+    assert info.value.offset is not None
+    assert info.value.record == VMA_RECORD[fmt]
+    assert "user space" in str(info.value)
+
+
+def test_i386_core_past_4_gib_is_left_out():
+    # VMAs below 4 GiB whose bytes, after the core's headers, end past 4 GiB: no ELF32 core
+    # holds them. Before: construct's FormatFieldError building p_offset.
+    image = synthetic_image("i386", heap_pages=1)
+    mm = image.tasks[0].mm
+    low = Vma(0, 0xFFFFF000 - PAGE_SIZE, 0x3, 0x3, 0, "anon")
+    top = Vma(0xFFFFF000 - PAGE_SIZE, 0xFFFFF000, 0x3, 0x3, 0, "anon")
+    top.pages.add(top.start, mm.vmas[1].pages.lookup(mm.vmas[1].start))
+    mm.vmas = [low, top]
+    data = written(image, "ckpt")
+    loaded = registry.load(MemorySource(data))
+    task = loaded.tasks[0]
+    with pytest.raises(Unsupported):
+        CoreFile(loaded, task)
+    names = TaskDir(("img", "tasks", "1"), loaded, task, 0).names()
+    assert "core" not in names and "mem" in names
+    assert task.mm.read(top.start, 8) == mm.read(top.start, 8)

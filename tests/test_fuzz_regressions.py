@@ -59,3 +59,31 @@ def test_i386_core_past_4_gib_is_left_out():
     names = TaskDir(("img", "tasks", "1"), loaded, task, 0).names()
     assert "core" not in names and "mem" in names
     assert task.mm.read(top.start, 8) == mm.read(top.start, 8)
+
+
+def test_x86_64_vma_near_2_64_lists_and_reads(tmp_path):
+    # A VMA up to 0xfffffffffffff000 (x86_64 addresses are all of u64; gcore's [vsyscall]
+    # page makes mem as long): its data, mem and core sizes passed what st_size holds, and
+    # listing the task's directory failed with a traceback (OverflowError in pyfuse3).
+    import os
+
+    from mountfs import Mount, errors_in_log, task_dir, write_image
+
+    mount = Mount(tmp_path)
+    image = synthetic_image("x86_64", heap_pages=1)
+    stack = image.tasks[0].mm.vmas[-1]
+    stack.end = 0xFFFFFFFFFFFFF000
+    with open(mount.store / "big.ckpt", "wb") as out:
+        registry.dump(image, out, "ckpt")
+    mount.mount()
+    try:
+        task = task_dir(mount, "big.ckpt", image.tasks[0].pid)
+        assert "mem" in os.listdir(task)
+        assert (task / "mem").stat().st_size == (1 << 63) - 1
+        data = task / "mm" / "vmas" / f"{stack.start:08x}-{stack.end:08x}" / "data"
+        assert data.stat().st_size == (1 << 63) - 1
+        with open(data, "rb") as f:
+            assert len(f.read(PAGE_SIZE)) == PAGE_SIZE
+    finally:
+        mount.unmount()
+    assert not errors_in_log(mount.log_text()), mount.log_text()

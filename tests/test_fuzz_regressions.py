@@ -87,3 +87,30 @@ def test_x86_64_vma_near_2_64_lists_and_reads(tmp_path):
     finally:
         mount.unmount()
     assert not errors_in_log(mount.log_text()), mount.log_text()
+
+
+def test_time_past_st_mtime_keeps_the_store_listable(tmp_path):
+    # A corrupt u64 checkpoint time (seconds) times 10^9 passed st_mtime_ns: pyfuse3 raised
+    # OverflowError, and listing the whole store failed with EIO, the sound images with it.
+    # Found by fuzz/mount_walk.py --images 5000 --seed 2.
+    import os
+
+    from mountfs import Mount, errors_in_log
+
+    mount = Mount(tmp_path)
+    late = synthetic_image("x86_64", heap_pages=1)
+    late.time = 1 << 62
+    with open(mount.store / "late.ckpt", "wb") as out:
+        registry.dump(late, out, "ckpt")
+    with open(mount.store / "sound.ckpt", "wb") as out:
+        registry.dump(synthetic_image("x86_64", heap_pages=1), out, "ckpt")
+    mount.mount()
+    try:
+        assert {"late.ckpt", "sound.ckpt"} <= set(os.listdir(mount.path))
+        file_mtime = os.stat(mount.store / "late.ckpt").st_mtime_ns
+        assert (mount / "late.ckpt").stat().st_mtime_ns == file_mtime
+        assert "tasks" in os.listdir(mount / "late.ckpt")
+        assert (mount / "sound.ckpt").stat().st_mtime_ns == 1230000000 * 10**9
+    finally:
+        mount.unmount()
+    assert not errors_in_log(mount.log_text()), mount.log_text()

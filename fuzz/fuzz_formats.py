@@ -33,6 +33,8 @@ with instrumented:
     from crfs.formats.source import MemorySource
     from crfs.fs.image_tree import ImageDir
     from crfs.fs.nodes import Dir, File
+    from crfs.fs.operations import MAX_FILE_SIZE
+    from crfs.fs.store import image_mtime_ns
     from crfs.model import registry
     from crfs.model.verify import verify
     from crfs import render
@@ -55,7 +57,6 @@ class FakeEntry:
     def __init__(self, data):
         self.name = "fuzz.img"
         self.generation = 0
-        self.mtime_ns = 0
         self.data = data
         self.image = None
         self.error = None
@@ -63,6 +64,7 @@ class FakeEntry:
             self.image = registry.load(MemorySource(data))
         except FormatError as exc:
             self.error = exc
+        self.mtime_ns = image_mtime_ns(self.image, 0)
 
     def verify_text(self):
         return verify(MemorySource(self.data), self.image).text(self.name)
@@ -103,7 +105,19 @@ def read_mem(node):
                 pass    # EIO outside every VMA: the answer /proc/<pid>/mem gives
 
 
+def check_attributes(node):
+    """What the mount's getattr sends the kernel: pyfuse3 fails on values past C long."""
+    if not -(1 << 63) <= node.mtime_ns < (1 << 63):
+        raise AssertionError(f"mtime_ns {node.mtime_ns} does not fit st_mtime_ns")
+    if not 0 <= min(node.size(), MAX_FILE_SIZE) < (1 << 63):
+        raise AssertionError(f"size {node.size()} is not a file size")
+
+
 def walk(node, depth=0):
+    try:
+        check_attributes(node)
+    except FormatError:
+        return      # a lazily parsed text that is malformed: getattr answers EINVAL
     if isinstance(node, Dir):
         names = node.names()
         count = len(names)

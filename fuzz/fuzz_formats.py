@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Coverage-guided fuzzing of the image readers with atheris (libFuzzer for Python).
 
     python fuzz/fuzz_formats.py --format ckpt|cr|cpt [libFuzzer args] [CORPUS_DIR ...]
@@ -184,7 +185,9 @@ def main(argv=None):
     if args.memory_mb:
         limit_memory(args.memory_mb << 20)
     fmt = args.format
-    atheris.Setup([sys.argv[0], *rest], lambda data: one_input(data, fmt))
+    # libFuzzer re-runs argv for -merge=1 and -fork: keep --format in it, as one word it
+    # ignores (with a warning) rather than takes for a corpus directory.
+    atheris.Setup([sys.argv[0], f"--format={fmt}", *rest], lambda data: one_input(data, fmt))
     atheris.Fuzz()
 
 

@@ -38,7 +38,7 @@ from crfs.formats.pagewords import (aligned_ascending, first_word, indices_ascen
                                     last_word, widen)
 from crfs.formats.source import parse_bytes
 from crfs.formats.x86 import (GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE,
-                              ckpt_decode_segment)
+                              USER_END, ckpt_decode_segment)
 
 MAX_STRING = 4096      # longest STRING/FILE_NAME/small BUFFER accepted
 MAX_PID_NS_DEPTH = 32  # MAX_PID_NS_LEVEL
@@ -432,6 +432,9 @@ class Walker:
             raise self.error(part, f"unknown vma_type {h.vma_type}")
         if h.vm_start >= h.vm_end or (h.vm_start | h.vm_end) % PAGE_SIZE:
             raise self.error(part, f"bad range {h.vm_start:#x}-{h.vm_end:#x}")
+        if h.vm_end > USER_END[self.arch]:
+            raise self.error(part, f"VMA {h.vm_start:#x}-{h.vm_end:#x} ends past {self.arch} "
+                                   f"user space ({USER_END[self.arch]:#x})")
         if h.vm_start < prev_end:
             raise self.error(part, f"VMA {h.vm_start:#x} overlaps or precedes the one before")
         if h.vma_objref:

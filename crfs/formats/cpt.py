@@ -23,7 +23,7 @@ from crfs.errors import FormatError
 from crfs.formats.common import Pad, name_of, u64_array
 from crfs.formats.pagewords import aligned_ascending, each_page_after, first_word, last_word
 from crfs.formats.source import RecordInfo, parse_bytes
-from crfs.formats.x86 import GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN
+from crfs.formats.x86 import GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN, USER_END
 
 # ---- constants of cpt_image.h (OpenVZ v2, patch 03/10), one table each, by C spelling ----
 
@@ -292,7 +292,6 @@ def walk(source):
     head = _parse(source, cpt_head, 0, "cpt_head")
     if head.cpt_arch not in ARCHES:
         raise FormatError(f"unknown cpt_arch {head.cpt_arch}", offset=0, record="cpt_head")
-    regs_name = ARCHES[head.cpt_arch][1]
     yield Obj(0, "cpt_head", HEAD_SIZE, head)
     offset = HEAD_SIZE
     pending = [1]          # per tree level: tasks still to read
@@ -305,7 +304,7 @@ def walk(source):
         promised -= 1
         task = _fixed(source, offset, "CPT_OBJ_TASK")
         yield task
-        offset = yield from _task_body(source, task.end, regs_name)
+        offset = yield from _task_body(source, task.end, ARCHES[head.cpt_arch])
         children = task.fields.cpt_children_num
         promised += children
         if promised * TASK_SIZE > source.size - offset:
@@ -317,7 +316,7 @@ def walk(source):
                           "has no trailer)", offset=offset)
 
 
-def _task_body(source, offset, regs_name):
+def _task_body(source, offset, arch):
     """MM, VMAs, optional LDT, FPU state and registers of one task; returns the end offset."""
     mm = _fixed(source, offset, "CPT_OBJ_MM")
     yield mm
@@ -328,7 +327,7 @@ def _task_body(source, offset, regs_name):
                           offset=mm.offset, record=mm.name)
     prev_end = 0
     for _ in range(count):
-        offset, prev_end = yield from _vma(source, offset, prev_end)
+        offset, prev_end = yield from _vma(source, offset, prev_end, arch[0])
     bits = _bits(source, offset)
     if content_name(bits) == "CPT_CONTENT_MM_CONTEXT":   # the LDT, only when non-empty
         yield bits
@@ -337,12 +336,12 @@ def _task_body(source, offset, regs_name):
         raise FormatError(f"cpt_content {content_name(bits)} where the FPU state belongs",
                           offset=bits.offset, record=bits.name)
     yield bits
-    regs = _fixed(source, bits.end, regs_name)
+    regs = _fixed(source, bits.end, arch[1])
     yield regs
     return regs.end
 
 
-def _vma(source, offset, prev_end):
+def _vma(source, offset, prev_end, arch):
     """One VMA and what follows it; returns (end offset, the VMA's end address)."""
     vma = _fixed(source, offset, "CPT_OBJ_VMA")
     fields = vma.fields
@@ -352,6 +351,9 @@ def _vma(source, offset, prev_end):
     if not _page_range(fields.cpt_start, fields.cpt_end):
         raise FormatError(f"{fields.cpt_start:#x}-{fields.cpt_end:#x} is not a page-aligned "
                           "range", offset=offset, record=vma.name)
+    if fields.cpt_end > USER_END[arch]:
+        raise FormatError(f"VMA {fields.cpt_start:#x}-{fields.cpt_end:#x} ends past {arch} "
+                          f"user space ({USER_END[arch]:#x})", offset=offset, record=vma.name)
     if fields.cpt_start < prev_end:
         raise FormatError(f"VMA {fields.cpt_start:#x} overlaps or precedes the one before",
                           offset=offset, record=vma.name)

@@ -21,7 +21,7 @@ from crfs.formats.common import Pad, decode_text, name_of, u64_array
 from crfs.formats.pagewords import (aligned_ascending, first_word, indices_ascending, last_word,
                                     widen)
 from crfs.formats.source import RecordInfo
-from crfs.formats.x86 import GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE
+from crfs.formats.x86 import GDT_ENTRY_TLS_ENTRIES, LDT_ENTRY_SIZE, PAGE_SIZE, USER_END
 
 V4 = "cr_hdr v4"
 V14 = "cr_hdr v14"
@@ -516,6 +516,9 @@ class Walker:
                 or f.vm_start < prev_end):
             raise self._error(f"bad range {f.vm_start:#x}-{f.vm_end:#x} (previous VMA ends "
                               f"{prev_end:#x})", vma.offset, "CR_HDR_VMA")
+        if f.vm_end > USER_END[self.arch]:
+            raise self._error(f"VMA {f.vm_start:#x}-{f.vm_end:#x} ends past {self.arch} user "
+                              f"space ({USER_END[self.arch]:#x})", vma.offset, "CR_HDR_VMA")
 
     def _page_run(self, record, nr_pages, lo, hi, offset, indices=False):
         """nr_pages `unsigned long`s, then the pages: one read for the vaddrs, none for pages."""

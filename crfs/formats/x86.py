@@ -27,6 +27,11 @@ class VmFlags(enum.IntFlag):
     VM_HUGETLB = 0x400000
 
 # GDT selectors of user segments, per arch.
+# Where an arch's addresses end: a VMA reaching past it is no process's. i386: 4 GiB (its
+# core's ELF32 fields hold no more), though formats with u64 fields can claim more;
+# x86_64: all of u64 (the [vsyscall] page that gcore keeps sits at 0xffffffffff600000).
+USER_END = {"i386": 1 << 32, "x86_64": 1 << 64}
+
 USER_CS = {"i386": 0x73, "x86_64": 0x33}
 USER_DS = {"i386": 0x7B, "x86_64": 0x2B}
 USER32_CS_X86_64 = 0x23

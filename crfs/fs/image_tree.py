@@ -8,7 +8,7 @@ import errno
 from bisect import bisect_right
 
 from crfs import render
-from crfs.errors import FsError
+from crfs.errors import FsError, Unsupported
 from crfs.formats.x86 import PAGE_SIZE
 from crfs.fs.nodes import Dir, File, LazyNames, RangeFile, StaticDir, TextFile
 from crfs.model.core import CoreFile
@@ -105,11 +105,17 @@ class TaskDir(ModelDir):
         yield "pages", PagesDir(self._key("pages"), mm, mtime)
         yield "mem", MemFile(self._key("mem"), mm, mtime)
         if task.regs is not None:
-            yield "core", self._core_file()
+            core = self._core_file()
+            if core is not None:
+                yield "core", core
 
     def _core_file(self):
-        """core: an ELF core of the task's process, generated range by range."""
-        core = CoreFile(self.image, self.task)
+        """core: an ELF core of the task's process, generated range by range; None when
+        its address space is too large for one (crfs.model.core.CORE_LIMIT)."""
+        try:
+            core = CoreFile(self.image, self.task)
+        except Unsupported:
+            return None
         return RangeFile(self._key("core"), core.size, core.read, self.mtime_ns)
 
 

@@ -24,6 +24,7 @@ log = logging.getLogger("crfs")
 # image, nodes are keyed by the image's generation and never change.
 LIVE_TTL = 0.0
 TREE_TTL = 60.0
+MAX_FILE_SIZE = (1 << 63) - 1    # the largest st_size
 
 
 def _request(func=None, *, in_thread=False):
@@ -202,7 +203,9 @@ class Operations(pyfuse3.Operations):
         attr.st_ino = ino
         attr.st_uid, attr.st_gid, attr.st_mode = self._owner(node).attributes(node)
         attr.st_nlink = 2 if isinstance(node, Dir) else 1
-        size = node.size()
+        # A file size is an off_t: x86_64 VMAs may end near 2^64 (gcore's [vsyscall] page
+        # makes mem that long), past what st_size holds and any offset read can reach.
+        size = min(node.size(), MAX_FILE_SIZE)
         attr.st_size = size
         attr.st_blksize = 4096
         attr.st_blocks = (size + 511) // 512

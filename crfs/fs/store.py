@@ -48,6 +48,17 @@ def signature(st):
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def image_mtime_ns(image, file_mtime_ns):
+    """The mtime an image's tree shows: its checkpoint time, or the file's when the image
+    has none or one no st_mtime (signed 64-bit nanoseconds) can hold, as a corrupt u64
+    time field may claim."""
+    if image is not None and image.time:
+        ns = image.time * 1_000_000_000
+        if -(1 << 63) <= ns < (1 << 63):
+            return ns
+    return file_mtime_ns
+
+
 def shown_mode(file_mode, node):
     """The mode a node of an image tree shows: the store file's read bits for a file, and
     for a directory those plus x where r (whoever may read the file may walk its tree)."""
@@ -146,10 +157,7 @@ class Entry(Owner):
 
     @property
     def mtime_ns(self):
-        image = self.image
-        if image is not None and image.time:
-            return image.time * 1_000_000_000
-        return self.file_mtime_ns
+        return image_mtime_ns(self.image, self.file_mtime_ns)
 
     def verify_text(self):
         if self._verify is None:

@@ -12,6 +12,7 @@ import struct
 from bisect import bisect_right
 from dataclasses import dataclass
 
+from crfs.errors import Unsupported
 from crfs.formats import elf
 from crfs.formats.common import c_chars, encode_text
 from crfs.formats.elf import ELF
@@ -21,6 +22,9 @@ from crfs.model.image import Creds
 # Kinds whose undumped bytes are not zeros but live elsewhere (the mapped file, the kernel):
 # with no page dumped they get p_filesz 0, so gdb reads the file instead of zeros.
 KINDS_BACKED_ELSEWHERE = ("file", "shm-file", "vdso", "ignore")
+# The largest core of each arch: an ELF32 core's offsets are 32 bits; any core's size must
+# be a file size (a signed 64-bit off_t).
+CORE_LIMIT = {"i386": (1 << 32) - 1, "x86_64": (1 << 63) - 1}
 FSAVE_SIZE = 112          # i387_fsave_struct: user_i387_struct (108) + status word
 
 
@@ -47,6 +51,10 @@ class CoreFile:
         self._head = _headers(image.arch, self.loads, len(notes)) + notes
         last = self.loads[-1] if self.loads else None
         self.size = last.offset + last.filesz if last else len(self._head)
+        if self.size > CORE_LIMIT[self.arch]:
+            # VMAs filling nearly all of i386's 4 GiB, plus the headers: no such ELF.
+            raise Unsupported(f"the core of task {task.pid} would be {self.size} bytes, more "
+                              f"than an {self.arch} ELF core can hold")
         self._load_offsets = [load.offset for load in self.loads]
 
     def read(self, offset, length):

@@ -64,7 +64,8 @@ class FakeEntry:
             self.image = registry.load(MemorySource(data))
         except FormatError as exc:
             self.error = exc
-        self.mtime_ns = image_mtime_ns(self.image, 0)
+        self.file_mtime_ns = 0
+        self.mtime_ns = image_mtime_ns(self.image, self.file_mtime_ns)
 
     def verify_text(self):
         return verify(MemorySource(self.data), self.image).text(self.name)

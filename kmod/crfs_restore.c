@@ -21,9 +21,9 @@
  * Then the point of no return (for a thread group: once every thread is prepared):
  *   act:     (leader) unmap everything but [vvar]/[vdso]; map every VMA at its address;
  *            fill the dumped pages; mm fields, auxv; (every thread) comm, FPU/xstate,
- *            per-task pointers, commit_creds(); queue a task_work that sets the general registers and
- *            fs/gs base (the leader's also closes the fds above 2) on the way back to
- *            user space.
+ *            per-task pointers, commit_creds(); queue a task_work that sets the general
+ *            registers and fs/gs base (the leader's also closes the fds above 2) on the
+ *            way back to user space.
  * A failure after the point of no return kills the caller with SIGKILL: it never runs
  * half restored. The caller's signal handlers and mask are kept, and its credentials
  * when the image has no TASK_CREDS.

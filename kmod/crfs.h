@@ -28,7 +28,7 @@
 #define CRFS_MAX_TOTAL_VMAS	BIT(20)	/* all mms of an image */
 #define CRFS_MAX_PAGES		BIT(22)	/* dumped pages: 16 GiB */
 #define CRFS_MAX_OBJECTS	BIT(16)
-#define CRFS_MAX_OBJ_DEPTH	3		/* nested objects: FILE > CRED > GROUPINFO */
+#define CRFS_MAX_OBJ_DEPTH	4		/* nesting: MM > FILE > CRED > GROUPINFO */
 #define CRFS_MAX_STRING		4096		/* STRING, FILE_NAME, uts BUFFERs */
 #define CRFS_MAX_AUXV_BYTES	4096
 #define CRFS_LDT_ENTRIES	8192

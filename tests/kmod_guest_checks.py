@@ -1146,6 +1146,7 @@ def restart_as_nobody(image, restarter):
 # ---------------------------------------------------------------- restart credentials
 
 OTHER_USER = 65533
+NOBODY_GROUP = 100      # a supplementary group of the original (setpriv needs no such group)
 CRED, GROUPINFO = 114, 116
 
 
@@ -1156,19 +1157,20 @@ def status_fields(pid, names=("Uid", "Gid", "Groups", "CapEff", "CapPrm", "NoNew
     return {key: value.split() for key, value in rows if key in names}
 
 
-def setpriv(uid):
-    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+def setpriv(uid, groups=()):
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}",
+            f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"]
 
 
-def restart_as(uid, image, restarter, out_path):
-    """crfs-restart of `image` run as `uid` (None: root), /dev/crfs opened to everyone for
-    the duration (test only): its report, and for a restored program its /proc status and
-    the lines it printed after the restart (then it is killed)."""
+def restart_as(uid, image, restarter, out_path, groups=()):
+    """crfs-restart of `image` run as `uid` (None: root) with `groups`, /dev/crfs opened to
+    everyone for the duration (test only): its report, and for a restored program its /proc
+    status and the lines it printed after the restart (then it is killed)."""
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     os.chmod(kernel.DEVICE, 0o666)
     try:
         with open(out_path, "wb") as out:
-            proc = subprocess.Popen((setpriv(uid) if uid else []) +
+            proc = subprocess.Popen((setpriv(uid, groups) if uid else []) +
                                     [restarter, "-r", str(write_fd), image],
                                     stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, pass_fds=(write_fd,))
@@ -1211,26 +1213,27 @@ def cred_uid_root(data):
 
 
 def groupinfo_count(count):
-    """Every GROUPINFO says `count` groups (its len is left alone)."""
+    """Every GROUPINFO says count(its ngroups) groups (its len is left alone)."""
     def patch(data):
         for offset, type_, _ in records(data):
             if type_ == GROUPINFO:
-                struct.pack_into("<I", data, offset + 8, count)
+                ngroups, = struct.unpack_from("<I", data, offset + 8)
+                struct.pack_into("<I", data, offset + 8, count(ngroups))
     return patch
 
 
 def restart_creds(manifest):
-    """restore_target run as nobody, checkpointed by `crfs checkpoint` (its credentials in
-    the image), restarted: by root (runs as nobody), by nobody (same), by another user
-    (EPERM); the image patched to uid 0 restarted by nobody (EPERM); malformed GROUPINFOs
-    (EINVAL)."""
+    """restore_target run as nobody in group NOBODY_GROUP, checkpointed by `crfs checkpoint`
+    (its credentials in the image), restarted: by root and by nobody in that group (runs as
+    nobody, in the group), by nobody without it (EPERM), by another user (EPERM); the image
+    patched to uid 0 restarted by nobody (EPERM); malformed GROUPINFOs (EINVAL)."""
     exe = os.path.join(KCK_DIR, "restore_target")
     data = os.path.join(KCK_DIR, "restore.data")
     restarter = os.path.join(KCK_DIR, "crfs-restart")
     image = os.path.join(KCK_DIR, "creds.img")
     out_path = os.path.join(KCK_DIR, "creds.out")
     with open(out_path, "w") as out:
-        proc = subprocess.Popen(setpriv(NOBODY) + ["setarch", "-R", exe, data,
+        proc = subprocess.Popen(setpriv(NOBODY, [NOBODY_GROUP]) + ["setarch", "-R", exe, data,
                                                    str(manifest["limit"])],
                                 stdout=out, stderr=subprocess.STDOUT)
     wait_for_output(out_path, full_lines(5))
@@ -1244,13 +1247,16 @@ def restart_creds(manifest):
     with open(image, "rb") as f:
         out["records"] = sorted({t for _, t, _ in records(f.read())
                                  if t in (CRED, GROUPINFO, 117)})
-    for label, uid, img in (
-            ("by_root", None, image),
-            ("by_nobody", NOBODY, image),
-            ("by_other", OTHER_USER, image),
-            ("uid0_by_nobody", NOBODY, patched(image, image + ".uid0", cred_uid_root))):
-        out[label] = restart_as(uid, img, restarter, os.path.join(KCK_DIR, f"creds.{label}"))
-    for label, count in (("groups_huge", 0xFFFFFFFF), ("groups_len", 1)):
+    for label, uid, groups, img in (
+            ("by_root", None, (), image),
+            ("by_nobody", NOBODY, [NOBODY_GROUP], image),
+            ("by_nobody_not_in_group", NOBODY, (), image),
+            ("by_other", OTHER_USER, [NOBODY_GROUP], image),
+            ("uid0_by_nobody", NOBODY, [NOBODY_GROUP],
+             patched(image, image + ".uid0", cred_uid_root))):
+        out[label] = restart_as(uid, img, restarter, os.path.join(KCK_DIR, f"creds.{label}"),
+                                groups)
+    for label, count in (("groups_huge", lambda n: 0xFFFFFFFF), ("groups_len", lambda n: n + 1)):
         out[label] = restarter_child(patched(image, f"{image}.{label}", groupinfo_count(count)),
                                      restarter, where=True)
     return out

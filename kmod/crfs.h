@@ -28,7 +28,7 @@
 #define CRFS_MAX_TOTAL_VMAS	BIT(20)	/* all mms of an image */
 #define CRFS_MAX_PAGES		BIT(22)	/* dumped pages: 16 GiB */
 #define CRFS_MAX_OBJECTS	BIT(16)
-#define CRFS_MAX_OBJ_DEPTH	2		/* objects defined inside objects */
+#define CRFS_MAX_OBJ_DEPTH	4		/* nesting: MM > FILE > CRED > GROUPINFO */
 #define CRFS_MAX_STRING		4096		/* STRING, FILE_NAME, uts BUFFERs */
 #define CRFS_MAX_AUXV_BYTES	4096
 #define CRFS_LDT_ENTRIES	8192
@@ -97,18 +97,33 @@ struct crfs_mm {
 	struct crfs_vma *vmas;	/* h.map_count of them, ascending */
 };
 
+/* A GROUPINFO: the supplementary groups, as the image has them (not sorted). */
+struct crfs_groups {
+	u32 ngroups;
+	u32 gids[];
+};
+
+/* A CRED; groups is its GROUPINFO object's, or NULL. */
+struct crfs_cred {
+	struct ckpt_hdr_cred h;
+	struct crfs_groups *groups;
+};
+
 struct crfs_object {
 	u32 objtype;
 	bool ready;		/* its records have been read */
 	union {
 		struct crfs_mm *mm;
 		struct crfs_file *file;
+		struct crfs_cred *cred;
+		struct crfs_groups *groups;
 	};
 };
 
 #define CRFS_PART_THREAD	BIT(0)
 #define CRFS_PART_CPU		BIT(1)
 #define CRFS_PART_TASK_OBJS	BIT(2)
+#define CRFS_PART_CREDS		BIT(3)
 
 struct crfs_task {
 	struct ckpt_pids pids;
@@ -119,6 +134,8 @@ struct crfs_task {
 	struct ckpt_hdr_cpu cpu;
 	loff_t fpu_pos;		/* xstate_size bytes when cpu.used_math */
 	struct crfs_mm *mm;
+	struct crfs_cred *cred;		/* TASK_CREDS: real, effective; or NULL */
+	struct crfs_cred *ecred;
 };
 
 /* Everything the restore needs, copied in and validated. */

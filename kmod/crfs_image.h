@@ -30,9 +30,9 @@ enum {
 	CKPT_HDR_RESTART_BLOCK = 105,
 	CKPT_HDR_THREAD = 106,
 	CKPT_HDR_CPU = 107,
-	CKPT_HDR_USER_NS = 113,		/* credentials: not restored yet, skipped */
+	CKPT_HDR_USER_NS = 113,		/* user namespaces: skipped */
 	CKPT_HDR_CRED = 114,
-	CKPT_HDR_USER = 115,
+	CKPT_HDR_USER = 115,		/* user_struct: skipped */
 	CKPT_HDR_GROUPINFO = 116,
 	CKPT_HDR_TASK_CREDS = 117,
 	CKPT_HDR_CPU_FPU = 201,
@@ -67,6 +67,9 @@ enum {
 	CKPT_OBJ_FILE = 3,
 	CKPT_OBJ_MM = 4,
 	CKPT_OBJ_FS = 5,	/* read past: cwd and root are not restored yet */
+	CKPT_OBJ_CRED = 13,
+	CKPT_OBJ_USER = 14,	/* read past */
+	CKPT_OBJ_GROUPINFO = 15,
 };
 
 /* ckpt_hdr_file->f_type */
@@ -321,8 +324,9 @@ struct ckpt_hdr_mm_context {
 
 /*
  * Credentials, fs_struct and signals (v21 records, crfs extensions 8001/8002). The
- * module does not restore them yet: it reads past them. Declared here so that their
- * layout is checked against crfs/formats/ckpt.py like every other record's.
+ * module restores the credentials (CRED, GROUPINFO, TASK_CREDS) and reads past the
+ * others. Declared here so that their layout is checked against crfs/formats/ckpt.py
+ * like every other record's.
  */
 struct ckpt_capabilities {
 	__u32 cap_i_0;		/* kernel_cap_t.cap[0], cap[1] */
@@ -359,6 +363,18 @@ struct ckpt_hdr_task_creds {
 	__s32 cred_ref;
 	__s32 ecred_ref;
 };
+
+/*
+ * GROUPINFO: ngroups gids from offset 12, then 4 zero bytes; len is exactly
+ * CKPT_GROUPINFO_SIZE + 4 * ngroups (the kernel's sizeof, 16, counts the gids' offset
+ * rounded up), ngroups at most NGROUPS_MAX.
+ */
+struct ckpt_hdr_groupinfo {
+	struct ckpt_hdr h;
+	__u32 ngroups;
+};
+
+#define CKPT_GROUPINFO_SIZE	16
 
 struct ckpt_hdr_user_struct {
 	struct ckpt_hdr h;

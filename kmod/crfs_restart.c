@@ -9,9 +9,12 @@
  *   IMAGE     ::= HEADER BUFFER{release} BUFFER{version} BUFFER{machine} HEADER_ARCH
  *                 [skipped records] TREE BUFFER{pids} [BUFFER{vpids}]
  *                 { TASK STRING{comm} TASK_PART* } TAIL
- *   TASK_PART ::= THREAD | CPU [CPU_FPU] | TASK_OBJS | OBJECT | skipped record
+ *   TASK_PART ::= THREAD | CPU [CPU_FPU] | TASK_OBJS | TASK_CREDS | OBJECT
+ *                 | skipped record
  *   OBJECT    ::= OBJREF, then for an MM: MM BUFFER{auxv} { [OBJECT] VMA [CONTENTS] }*
- *                 MM_CONTEXT MM_CONTEXT_LDT; for a FILE: FILE [FILE_NAME]
+ *                 MM_CONTEXT MM_CONTEXT_LDT; for a FILE: [OBJECT] FILE [FILE_NAME];
+ *                 for a CRED: { OBJECT }* CRED; for a GROUPINFO: GROUPINFO;
+ *                 a USER's records (USER, USER_NS) are skipped
  *   CONTENTS  ::= { PGARR{n > 0} BUFFER{u64 vaddr[n]; n pages} }* PGARR{0}
  *
  * Nothing is trusted: lengths are bounded by the file and by their type's size, counts by
@@ -20,6 +23,7 @@
  *
  * CRFS_IOC_RESTART then restores the plan into the caller (crfs_restore.c).
  */
+#include <linux/cred.h>
 #include <linux/kernel.h>
 #include <linux/mm.h>
 #include <linux/overflow.h>
@@ -661,6 +665,70 @@ static int skip_fs(struct crfs_ctx *ctx, int depth)
 	return ret;
 }
 
+/*
+ * A GROUPINFO: ngroups (at most NGROUPS_MAX) gids, and len exactly
+ * CKPT_GROUPINFO_SIZE + 4 * ngroups.
+ */
+static int load_groupinfo(struct crfs_ctx *ctx, struct crfs_object *obj,
+			  int depth)
+{
+	struct ckpt_hdr_groupinfo h;
+	struct crfs_groups *groups;
+	struct crfs_rec rec;
+	int ret;
+
+	ret = next_of(ctx, &rec, CKPT_HDR_GROUPINFO, depth);
+	if (!ret)
+		ret = crfs_image_body(ctx->img, &rec, &h, sizeof(h));
+	if (ret)
+		return ret;
+	if (h.ngroups > NGROUPS_MAX ||
+	    rec.len != CKPT_GROUPINFO_SIZE + (u64)h.ngroups * sizeof(u32))
+		return crfs_image_fail(ctx->img, &rec,
+				       "GROUPINFO: ngroups %u (at most %d) in len %u",
+				       h.ngroups, NGROUPS_MAX, rec.len);
+	groups = kvmalloc(struct_size(groups, gids, h.ngroups),
+			  GFP_KERNEL_ACCOUNT);
+	if (!groups)
+		return -ENOMEM;
+	obj->groups = groups;
+	groups->ngroups = h.ngroups;
+	return crfs_image_read(ctx->img, rec.pos + sizeof(h), groups->gids,
+			       h.ngroups * sizeof(u32));
+}
+
+/* A CRED, after the objects it refers to (a USER, a GROUPINFO) when they are new. */
+static int load_cred(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
+{
+	struct crfs_object *ref;
+	struct crfs_cred *cred;
+	struct crfs_rec rec;
+	int ret;
+
+	cred = kzalloc(sizeof(*cred), GFP_KERNEL_ACCOUNT);
+	if (!cred)
+		return -ENOMEM;
+	obj->cred = cred;
+	ret = next_of(ctx, &rec, CKPT_HDR_CRED, depth);
+	if (!ret)
+		ret = crfs_image_body(ctx->img, &rec, &cred->h, sizeof(cred->h));
+	if (ret)
+		return ret;
+	if (cred->h.user_ref && !lookup(ctx, cred->h.user_ref, CKPT_OBJ_USER))
+		return crfs_image_fail(ctx->img, &rec,
+				       "CRED: user_ref %d is not a user seen before",
+				       cred->h.user_ref);
+	if (!cred->h.groupinfo_ref)
+		return 0;
+	ref = lookup(ctx, cred->h.groupinfo_ref, CKPT_OBJ_GROUPINFO);
+	if (!ref)
+		return crfs_image_fail(ctx->img, &rec,
+				       "CRED: groupinfo_ref %d is not a GROUPINFO seen before",
+				       cred->h.groupinfo_ref);
+	cred->groups = ref->groups;
+	return 0;
+}
+
 static int load_object(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 		       int depth)
 {
@@ -700,6 +768,12 @@ static int load_object(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 		break;
 	case CKPT_OBJ_FS:
 		ret = skip_fs(ctx, depth + 1);
+		break;
+	case CKPT_OBJ_CRED:
+		ret = load_cred(ctx, obj, depth + 1);
+		break;
+	case CKPT_OBJ_GROUPINFO:
+		ret = load_groupinfo(ctx, obj, depth + 1);
 		break;
 	default:
 		break;		/* its records, if any, are skipped */
@@ -785,6 +859,32 @@ static int load_task_part(struct crfs_ctx *ctx, struct crfs_task *task,
 	}
 }
 
+/* TASK_CREDS: the task's real and effective CRED, objects seen before. */
+static int load_task_creds(struct crfs_ctx *ctx, struct crfs_task *task,
+			   const struct crfs_rec *rec)
+{
+	struct ckpt_hdr_task_creds h;
+	struct crfs_object *real, *eff;
+	int ret;
+
+	if (task->parts & CRFS_PART_CREDS)
+		return crfs_image_fail(ctx->img, rec, "second one for pid %d",
+				       task->pids.vpid);
+	task->parts |= CRFS_PART_CREDS;
+	ret = crfs_image_body(ctx->img, rec, &h, sizeof(h));
+	if (ret)
+		return ret;
+	real = lookup(ctx, h.cred_ref, CKPT_OBJ_CRED);
+	eff = lookup(ctx, h.ecred_ref, CKPT_OBJ_CRED);
+	if (!real || !eff)
+		return crfs_image_fail(ctx->img, rec,
+				       "TASK_CREDS: cred_ref %d or ecred_ref %d is not a CRED seen before",
+				       h.cred_ref, h.ecred_ref);
+	task->cred = real->cred;
+	task->ecred = eff->cred;
+	return 0;
+}
+
 /* TASK and the STRING of its comm. */
 static int load_task_header(struct crfs_ctx *ctx, struct crfs_task *task)
 {
@@ -817,6 +917,8 @@ static int load_task_record(struct crfs_ctx *ctx, struct crfs_task *task,
 		return load_task_part(ctx, task, rec, CRFS_PART_CPU);
 	case CKPT_HDR_TASK_OBJS:
 		return load_task_part(ctx, task, rec, CRFS_PART_TASK_OBJS);
+	case CKPT_HDR_TASK_CREDS:
+		return load_task_creds(ctx, task, rec);
 	default:
 		return interleaved(ctx, rec, 0);
 	}
@@ -900,6 +1002,10 @@ void crfs_plan_free(struct crfs_plan *plan)
 		} else if (obj->objtype == CKPT_OBJ_FILE && obj->file) {
 			kfree(obj->file->name);
 			kfree(obj->file);
+		} else if (obj->objtype == CKPT_OBJ_CRED) {
+			kfree(obj->cred);
+		} else if (obj->objtype == CKPT_OBJ_GROUPINFO) {
+			kvfree(obj->groups);
 		}
 		kfree(obj);
 	}

@@ -13,19 +13,24 @@
  *            thread per task of that process (the leader's task in its main thread); a
  *            64-bit task without LDT or SysV shm; the image's vdso where the caller's is
  *            (the user-space restarter moves [vvar]+[vdso] there with mremap); no image
- *            VMA over the caller's [vvar]/[vdso]; every mapped file opened with the
- *            caller's credentials; shared anonymous memory built in shmem files; the
- *            xstate checked by a dry run of the kernel's uabi copy on a scratch fpstate.
+ *            VMA over the caller's [vvar]/[vdso]; the task's credentials (the image's
+ *            TASK_CREDS, bounded by the caller's: never more than the original had nor
+ *            than the caller has); every mapped file opened with them; shared anonymous
+ *            memory built in shmem files; the xstate checked by a dry run of the
+ *            kernel's uabi copy on a scratch fpstate.
  * Then the point of no return (for a thread group: once every thread is prepared):
  *   act:     (leader) unmap everything but [vvar]/[vdso]; map every VMA at its address;
  *            fill the dumped pages; mm fields, auxv; (every thread) comm, FPU/xstate,
- *            per-task pointers; queue a task_work that sets the general registers and
- *            fs/gs base (the leader's also closes the fds above 2) on the way back to
- *            user space.
+ *            per-task pointers, commit_creds(); queue a task_work that sets the general
+ *            registers and fs/gs base (the leader's also closes the fds above 2) on the
+ *            way back to user space.
  * A failure after the point of no return kills the caller with SIGKILL: it never runs
- * half restored. The caller's credentials, signal handlers and mask are kept.
+ * half restored. The caller's signal handlers and mask are kept, and its credentials
+ * when the image has no TASK_CREDS.
  */
+#include <linux/capability.h>
 #include <linux/compat.h>
+#include <linux/cred.h>
 #include <linux/fdtable.h>
 #include <linux/file.h>
 #include <linux/futex.h>
@@ -33,6 +38,7 @@
 #include <linux/mman.h>
 #include <linux/mm.h>
 #include <linux/sched/mm.h>
+#include <linux/securebits.h>
 #include <linux/sched/signal.h>
 #include <linux/sched/task.h>
 #include <linux/sched/task_stack.h>
@@ -59,6 +65,12 @@
 			 X86_EFLAGS_SF | X86_EFLAGS_ZF | X86_EFLAGS_AF | \
 			 X86_EFLAGS_PF | X86_EFLAGS_CF)
 #define SYSCALL_INSN_LEN 2
+/* securebits that only take privilege away: an image's are added to the caller's */
+#define RESTRICTING_SECUREBITS	(issecure_mask(SECURE_NOROOT) | \
+				 issecure_mask(SECURE_NOROOT_LOCKED) | \
+				 issecure_mask(SECURE_NO_CAP_AMBIENT_RAISE) | \
+				 issecure_mask(SECURE_NO_CAP_AMBIENT_RAISE_LOCKED))
+#define NR_IDS		4		/* real, effective, saved, fs */
 
 /* Shared anonymous memory of the image: one shmem file per ino_objref. */
 struct crfs_shm {
@@ -94,6 +106,7 @@ struct crfs_restore {
 	u32 pkru;
 	struct crfs_regs_work *work;
 	void *buf;			/* FILL_PAGES pages */
+	struct cred *cred;		/* the task's, prepared; NULL: the caller's */
 };
 
 __printf(3, 4)
@@ -647,6 +660,197 @@ static int check_mm_fields(struct crfs_restore *rs)
 	return 0;
 }
 
+/* ---------------------------------------------------------------- prepare: credentials */
+
+/* An id an unprivileged caller may give itself (setresuid()): its real, effective, saved. */
+static bool own_uid(kuid_t uid)
+{
+	const struct cred *old = current_cred();
+
+	return uid_eq(uid, old->uid) || uid_eq(uid, old->euid) ||
+	       uid_eq(uid, old->suid);
+}
+
+static bool own_gid(kgid_t gid)
+{
+	const struct cred *old = current_cred();
+
+	return gid_eq(gid, old->gid) || gid_eq(gid, old->egid) ||
+	       gid_eq(gid, old->sgid);
+}
+
+/*
+ * The image's uids, mapped into the caller's user namespace; without CAP_SETUID, only ids
+ * the caller has.
+ */
+static int set_uids(struct crfs_restore *rs, struct cred *new,
+		    const struct ckpt_hdr_cred *h)
+{
+	const u32 ids[NR_IDS] = { h->uid, h->euid, h->suid, h->fsuid };
+	struct user_namespace *ns = current_user_ns();
+	bool priv = ns_capable(ns, CAP_SETUID);
+	kuid_t k[NR_IDS];
+	int i;
+
+	for (i = 0; i < NR_IDS; i++) {
+		k[i] = make_kuid(ns, ids[i]);
+		if (!uid_valid(k[i]))
+			return refuse(rs, -EPERM,
+				      "image uid %u does not map into the caller's user namespace",
+				      ids[i]);
+		if (!priv && !own_uid(k[i]))
+			return refuse(rs, -EPERM, "image uid %u is not the caller's",
+				      ids[i]);
+	}
+	new->uid = k[0];
+	new->euid = k[1];
+	new->suid = k[2];
+	new->fsuid = k[3];
+	return 0;
+}
+
+static int set_gids(struct crfs_restore *rs, struct cred *new,
+		    const struct ckpt_hdr_cred *h)
+{
+	const u32 ids[NR_IDS] = { h->gid, h->egid, h->sgid, h->fsgid };
+	struct user_namespace *ns = current_user_ns();
+	bool priv = ns_capable(ns, CAP_SETGID);
+	kgid_t k[NR_IDS];
+	int i;
+
+	for (i = 0; i < NR_IDS; i++) {
+		k[i] = make_kgid(ns, ids[i]);
+		if (!gid_valid(k[i]))
+			return refuse(rs, -EPERM,
+				      "image gid %u does not map into the caller's user namespace",
+				      ids[i]);
+		if (!priv && !own_gid(k[i]))
+			return refuse(rs, -EPERM, "image gid %u is not the caller's",
+				      ids[i]);
+	}
+	new->gid = k[0];
+	new->egid = k[1];
+	new->sgid = k[2];
+	new->fsgid = k[3];
+	return 0;
+}
+
+/* Binary search of the caller's supplementary groups (sorted; groups_search() is not exported). */
+static bool caller_in_group(kgid_t gid)
+{
+	const struct group_info *gi = current_cred()->group_info;
+	unsigned int left = 0, right = gi->ngroups;
+
+	while (left < right) {
+		unsigned int mid = left + (right - left) / 2;
+
+		if (gid_gt(gid, gi->gid[mid]))
+			left = mid + 1;
+		else if (gid_lt(gid, gi->gid[mid]))
+			right = mid;
+		else
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The image's supplementary groups (none without a GROUPINFO); without CAP_SETGID, a
+ * subset of the caller's.
+ */
+static int set_image_groups(struct crfs_restore *rs, struct cred *new,
+			    const struct crfs_groups *groups)
+{
+	struct user_namespace *ns = current_user_ns();
+	bool priv = ns_capable(ns, CAP_SETGID);
+	u32 i, n = groups ? groups->ngroups : 0;
+	struct group_info *gi;
+	int ret = 0;
+
+	gi = groups_alloc(n);
+	if (!gi)
+		return -ENOMEM;
+	for (i = 0; i < n && !ret; i++) {
+		gi->gid[i] = make_kgid(ns, groups->gids[i]);
+		if (!gid_valid(gi->gid[i]))
+			ret = refuse(rs, -EPERM,
+				     "image group %u does not map into the caller's user namespace",
+				     groups->gids[i]);
+		else if (!priv && !caller_in_group(gi->gid[i]))
+			ret = refuse(rs, -EPERM,
+				     "image group %u is not one of the caller's",
+				     groups->gids[i]);
+	}
+	if (!ret) {
+		groups_sort(gi);
+		set_groups(new, gi);
+	}
+	put_group_info(gi);
+	return ret;
+}
+
+static kernel_cap_t image_cap(u32 lo, u32 hi, kernel_cap_t caller)
+{
+	kernel_cap_t cap = CAP_EMPTY_SET;
+
+	cap.cap[0] = lo;
+	cap.cap[1] = hi;
+	return cap_intersect(cap, caller);
+}
+
+/* Capabilities: the image's that the caller has; no ambient ones. */
+static void set_caps(struct cred *new, const struct ckpt_capabilities *c)
+{
+	const struct cred *old = current_cred();
+
+	new->cap_inheritable = image_cap(c->cap_i_0, c->cap_i_1,
+					 old->cap_inheritable);
+	new->cap_permitted = image_cap(c->cap_p_0, c->cap_p_1,
+				       old->cap_permitted);
+	new->cap_effective = image_cap(c->cap_e_0, c->cap_e_1,
+				       cap_intersect(old->cap_effective,
+						     new->cap_permitted));
+	new->cap_bset = image_cap(c->cap_b_0, c->cap_b_1, old->cap_bset);
+	cap_clear(new->cap_ambient);
+	new->securebits |= c->securebits & RESTRICTING_SECUREBITS;
+}
+
+/*
+ * The credentials the task gets (rs->cred), when the image has its TASK_CREDS: never more
+ * privilege than it had, nor than the caller has.
+ */
+static int prepare_cred(struct crfs_restore *rs)
+{
+	const struct crfs_task *t = rs->task;
+	struct cred *new;
+	int ret;
+
+	if (!t->cred)
+		return 0;	/* the caller's credentials stay */
+	if (t->ecred != t->cred &&
+	    memcmp(&t->ecred->h, &t->cred->h, sizeof(t->cred->h)))
+		return refuse(rs, -EOPNOTSUPP,
+			      "task %u: effective credentials other than the real ones are not restored",
+			      rs->index);
+	new = prepare_creds();
+	if (!new)
+		return -ENOMEM;
+	ret = set_uids(rs, new, &t->cred->h);
+	if (!ret)
+		ret = set_gids(rs, new, &t->cred->h);
+	if (!ret)
+		ret = set_image_groups(rs, new, t->cred->groups);
+	if (ret) {
+		abort_creds(new);
+		return ret;
+	}
+	set_caps(new, &t->cred->h.cap_s);
+	rs->cred = new;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- prepare */
+
 /* What the process's leader alone restores: the memory its threads share. */
 static int prepare_memory(struct crfs_restore *rs)
 {
@@ -665,6 +869,20 @@ static int prepare_memory(struct crfs_restore *rs)
 	return prepare_vmas(rs);
 }
 
+/* The image's files are opened with the credentials the task will run with. */
+static int prepare_memory_as_task(struct crfs_restore *rs)
+{
+	const struct cred *old;
+	int ret;
+
+	if (!rs->cred)
+		return prepare_memory(rs);
+	old = override_creds(rs->cred);
+	ret = prepare_memory(rs);
+	revert_creds(old);
+	return ret;
+}
+
 static int prepare(struct crfs_restore *rs)
 {
 	int ret;
@@ -672,6 +890,8 @@ static int prepare(struct crfs_restore *rs)
 	ret = check_caller(rs);
 	if (!ret)
 		ret = check_task(rs);
+	if (!ret)
+		ret = prepare_cred(rs);
 	if (ret)
 		return ret;
 	rs->work = kzalloc(sizeof(*rs->work), GFP_KERNEL);
@@ -686,7 +906,7 @@ static int prepare(struct crfs_restore *rs)
 			      "ip %#llx after the system call restart is not a user address",
 			      rs->work->cpu.ip);
 	if (is_leader(rs))
-		ret = prepare_memory(rs);
+		ret = prepare_memory_as_task(rs);
 	if (!ret)
 		ret = prepare_fpu(rs);
 	return ret;
@@ -977,6 +1197,10 @@ static int act(struct crfs_restore *rs)
 	if (ret)
 		return ret;
 	restore_task_fields(rs);
+	if (rs->cred) {
+		commit_creds(rs->cred);	/* consumes the reference */
+		rs->cred = NULL;
+	}
 	init_task_work(&rs->work->cb, regs_work_fn);
 	ret = task_work_add(current, &rs->work->cb, TWA_RESUME);
 	if (!ret)
@@ -1007,6 +1231,8 @@ static void release(struct crfs_restore *rs)
 	kvfree(rs->xstate);
 	kvfree(rs->buf);
 	kfree(rs->work);
+	if (rs->cred)
+		abort_creds(rs->cred);
 }
 
 static int join_group(struct crfs_restore *rs)

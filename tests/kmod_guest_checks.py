@@ -1143,6 +1143,125 @@ def restart_as_nobody(image, restarter):
     return result
 
 
+# ---------------------------------------------------------------- restart credentials
+
+OTHER_USER = 65533
+NOBODY_GROUP = 100      # a supplementary group of the original (setpriv needs no such group)
+CRED, GROUPINFO = 114, 116
+
+
+def status_fields(pid, names=("Uid", "Gid", "Groups", "CapEff", "CapPrm", "NoNewPrivs")):
+    """The lines `names` of /proc/<pid>/status, split: {name: [values...]}."""
+    with open(f"/proc/{pid}/status") as f:
+        rows = [line.split(":", 1) for line in f]
+    return {key: value.split() for key, value in rows if key in names}
+
+
+def setpriv(uid, groups=()):
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}",
+            f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"]
+
+
+def restart_as(uid, image, restarter, out_path, groups=()):
+    """crfs-restart of `image` run as `uid` (None: root) with `groups`, /dev/crfs opened to
+    everyone for the duration (test only): its report, and for a restored program its /proc
+    status and the lines it printed after the restart (then it is killed)."""
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    os.chmod(kernel.DEVICE, 0o666)
+    try:
+        with open(out_path, "wb") as out:
+            proc = subprocess.Popen((setpriv(uid, groups) if uid else []) +
+                                    [restarter, "-r", str(write_fd), image],
+                                    stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, pass_fds=(write_fd,))
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as f:
+            report = f.read(kernel._RESULT.size)
+    finally:
+        os.chmod(kernel.DEVICE, 0o600)
+    result, pid = {"errno": "restored"}, proc.pid
+    if len(report) == kernel._RESULT.size:
+        code, _, _, stage, reason = kernel._RESULT.unpack(report)
+        reason = reason.rstrip(b"\0").decode("utf-8", "replace")
+        if code or not reason.startswith("pid "):
+            result, pid = {"errno": name(code), "stage": stage.rstrip(b"\0").decode(),
+                           "msg": reason}, None
+        else:
+            pid = int(reason[4:])     # restored with its pid, in a child of the relay
+    elif report:
+        result, pid = {"errno": "short report"}, None
+    if pid:
+        try:
+            result["status"] = status_fields(pid)
+            wait_for_output(out_path, full_lines(3), timeout=30)
+        except OSError as exc:
+            result["status_error"] = repr(exc)
+        if pid != proc.pid:
+            os.kill(pid, signal.SIGKILL)
+    proc.kill()
+    proc.wait()
+    with open(out_path) as f:
+        result["after"] = f.read().splitlines()[:5]
+    return result
+
+
+def cred_uid_root(data):
+    """Every CRED says uid/suid/euid/fsuid 0."""
+    for offset, type_, _ in records(data):
+        if type_ == CRED:
+            struct.pack_into("<4I", data, offset + 8, 0, 0, 0, 0)
+
+
+def groupinfo_count(count):
+    """Every GROUPINFO says count(its ngroups) groups (its len is left alone)."""
+    def patch(data):
+        for offset, type_, _ in records(data):
+            if type_ == GROUPINFO:
+                ngroups, = struct.unpack_from("<I", data, offset + 8)
+                struct.pack_into("<I", data, offset + 8, count(ngroups))
+    return patch
+
+
+def restart_creds(manifest):
+    """restore_target run as nobody in group NOBODY_GROUP, checkpointed by `crfs checkpoint`
+    (its credentials in the image), restarted: by root and by nobody in that group (runs as
+    nobody, in the group), by nobody without it (EPERM), by another user (EPERM); the image
+    patched to uid 0 restarted by nobody (EPERM); malformed GROUPINFOs (EINVAL)."""
+    exe = os.path.join(KCK_DIR, "restore_target")
+    data = os.path.join(KCK_DIR, "restore.data")
+    restarter = os.path.join(KCK_DIR, "crfs-restart")
+    image = os.path.join(KCK_DIR, "creds.img")
+    out_path = os.path.join(KCK_DIR, "creds.out")
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(setpriv(NOBODY, [NOBODY_GROUP]) + ["setarch", "-R", exe, data,
+                                                   str(manifest["limit"])],
+                                stdout=out, stderr=subprocess.STDOUT)
+    wait_for_output(out_path, full_lines(5))
+    out = {"original": status_fields(proc.pid)}
+    ck = crfs_checkpoint(proc.pid, "-o", image, "--kill", "--via", "ptrace")
+    out["checkpoint"] = {"rc": ck.returncode, "stderr": ck.stderr}
+    proc.wait(timeout=60)
+    if ck.returncode:
+        return out
+    os.chmod(image, 0o644)
+    with open(image, "rb") as f:
+        out["records"] = sorted({t for _, t, _ in records(f.read())
+                                 if t in (CRED, GROUPINFO, 117)})
+    for label, uid, groups, img in (
+            ("by_root", None, (), image),
+            ("by_nobody", NOBODY, [NOBODY_GROUP], image),
+            ("by_nobody_not_in_group", NOBODY, (), image),
+            ("by_other", OTHER_USER, [NOBODY_GROUP], image),
+            ("uid0_by_nobody", NOBODY, [NOBODY_GROUP],
+             patched(image, image + ".uid0", cred_uid_root))):
+        out[label] = restart_as(uid, img, restarter, os.path.join(KCK_DIR, f"creds.{label}"),
+                                groups)
+    for label, count in (("groups_huge", lambda n: 0xFFFFFFFF), ("groups_len", lambda n: n + 1)):
+        out[label] = restarter_child(patched(image, f"{image}.{label}", groupinfo_count(count)),
+                                     restarter, where=True)
+    return out
+
+
 def kmemleak():
     """After rmmod: kmemleak's report on crfs, or that the kernel has no kmemleak."""
     path = "/sys/kernel/debug/kmemleak"
@@ -1247,6 +1366,7 @@ STEPS = (
     ("fuse", through_fuse, lambda m, s: (m, fuse_programs(m, s)), "t_fuse"),
     ("checkpoint_refusals", checkpoint_refusals, lambda m, s: (m["restore"], KERNEL_IMAGE),
      "t_checkpoint_refusals"),
+    ("restart_creds", restart_creds, lambda m, s: (m["restore"],), "t_restart_creds"),
 )
 
 

@@ -1027,6 +1027,47 @@ def test_unprivileged_restart_of_a_root_image_keeps_the_callers_uid(guest):
     assert after and after[0][0] == _ticks(before)[-1][0] + 1, result
 
 
+def _creds(guest):
+    result = _report(guest)["steps"]["restart_creds"]
+    assert result["checkpoint"]["rc"] == 0, result["checkpoint"]
+    assert result["records"] == [114, 116, 117], result     # CRED, GROUPINFO, TASK_CREDS
+    return result
+
+
+@pytest.mark.parametrize("by", ["by_root", "by_nobody"])
+def test_restart_gives_the_image_its_credentials(guest, by):
+    """A program of nobody's (in group 100), checkpointed by crfs, runs as nobody in group
+    100 again, whoever of root and nobody restarts it: no more privilege than it had (no
+    capabilities)."""
+    result = _creds(guest)
+    original, restored = result["original"], result[by]
+    assert restored["errno"] == "restored", restored
+    status = restored["status"]
+    assert status["Uid"] == ["65534"] * 4 and status["Gid"] == ["65534"] * 4, restored
+    assert original["Groups"] == ["100"] and status["Groups"] == ["100"], restored
+    assert status["CapEff"] == status["CapPrm"] == ["0000000000000000"], restored
+    assert status["NoNewPrivs"] == original["NoNewPrivs"], restored
+    assert _ticks(restored["after"]), restored
+
+
+@pytest.mark.parametrize("by, message", [
+    ("by_other", "image uid 65534 is not the caller's"),
+    ("by_nobody_not_in_group", "image group 100 is not one of the caller's"),
+    ("uid0_by_nobody", "image uid 0 is not the caller's")])
+def test_restart_refuses_credentials_the_caller_may_not_grant(guest, by, message):
+    result = _creds(guest)[by]
+    assert result["errno"] == "EPERM" and result["msg"] == message, result
+    assert "status" not in result, result
+
+
+@pytest.mark.parametrize("label", ["groups_huge", "groups_len"])
+def test_malformed_groupinfo_is_refused(guest, label):
+    result = _creds(guest)[label]
+    assert result["errno"] == "EINVAL" and result["type"] == 116, result
+    assert result["msg"] in ("GROUPINFO: ngroups 4294967295 (at most 65536) in len 20",
+                             "GROUPINFO: ngroups 2 (at most 65536) in len 20"), result
+
+
 def test_no_kmemleak_reports_for_crfs(guest):
     leak = _report(guest)["steps"]["kmemleak"]
     if not leak["available"]:

@@ -21,7 +21,7 @@
 
 /* ---- layouts: include/linux/checkpoint_hdr.h, arch/x86/include/asm/checkpoint_hdr.h ---- */
 
-struct ckpt_hdr { uint32_t type; uint32_t len; } __attribute__((aligned(8)));
+#include "ckpt_v21.h"
 
 enum {
 	CKPT_HDR_HEADER = 1, CKPT_HDR_HEADER_ARCH, CKPT_HDR_CONTAINER, CKPT_HDR_BUFFER,
@@ -51,42 +51,7 @@ static const char *const vma_kinds[] = {
 #define CHECKPOINT_MAGIC_TAIL 0x002d2a0cc0deef00ULL
 #define UNKNOWN_TYPE 777
 
-struct ckpt_const {
-	uint16_t task_comm_len, at_vector_size, signal_nsig, uts_sysname_len, uts_nodename_len,
-		 uts_release_len, uts_version_len, uts_machine_len, uts_domainname_len,
-		 rlimit_nlimits, n_tty_buf_size, tty_termios_ncc;
-} __attribute__((aligned(8)));
-
-struct ckpt_hdr_header {
-	struct ckpt_hdr h;
-	uint64_t magic;
-	uint16_t arch_id, major, minor, patch, rev;
-	struct ckpt_const constants;
-	uint64_t time, uflags;
-} __attribute__((aligned(8)));
-
-struct ckpt_hdr_header_arch {
-	struct ckpt_hdr h;
-	uint16_t has_fxsr, has_xsave, xstate_size, _pading;
-} __attribute__((aligned(8)));
-
 struct ckpt_hdr_lsm { struct ckpt_hdr h; int32_t ptrref; uint8_t sectype; } __attribute__((aligned(8)));
-struct ckpt_hdr_objref { struct ckpt_hdr h; uint32_t objtype; int32_t objref; } __attribute__((aligned(8)));
-struct ckpt_hdr_tree { struct ckpt_hdr h; int32_t nr_tasks; } __attribute__((aligned(8)));
-struct ckpt_pids { int32_t vpid, vppid, vtgid, vpgid, vsid, depth; } __attribute__((aligned(8)));
-
-struct ckpt_hdr_task {
-	struct ckpt_hdr h;
-	uint32_t state, exit_state, exit_code, exit_signal, pdeath_signal;
-	uint32_t compat_robust_futex_head_len, compat_robust_futex_list, robust_futex_head_len;
-	uint64_t robust_futex_list, set_child_tid, clear_child_tid;
-} __attribute__((aligned(8)));
-
-struct ckpt_hdr_task_objs {
-	struct ckpt_hdr h;
-	int32_t files_objref, mm_objref, fs_objref, sighand_objref, signal_objref;
-} __attribute__((aligned(8)));
-
 struct ckpt_hdr_thread {
 	struct ckpt_hdr h;
 	uint32_t thread_info_flags;
@@ -134,8 +99,6 @@ struct ckpt_hdr_mm_context {
 	uint64_t vdso;
 	uint32_t ldt_entry_size, nldt;
 } __attribute__((aligned(8)));
-
-struct ckpt_hdr_tail { struct ckpt_hdr h; uint64_t magic; } __attribute__((aligned(8)));
 
 _Static_assert(sizeof(struct ckpt_hdr_header) == 72, "HEADER");
 _Static_assert(sizeof(struct ckpt_hdr_header_arch) == 16, "HEADER_ARCH");

@@ -1,0 +1,50 @@
+/* The linux-cr v21 records both ckpt golden writers use, as the user-cr headers declare
+ * them (include/linux/checkpoint_hdr.h at f678773): every struct aligned(8), so the same
+ * layout under gcc -m32 and -m64. */
+#ifndef CKPT_V21_H
+#define CKPT_V21_H
+
+#include <stdint.h>
+
+struct ckpt_hdr { uint32_t type; uint32_t len; } __attribute__((aligned(8)));
+
+struct ckpt_const {
+	uint16_t task_comm_len, at_vector_size, signal_nsig, uts_sysname_len, uts_nodename_len,
+		 uts_release_len, uts_version_len, uts_machine_len, uts_domainname_len,
+		 rlimit_nlimits, n_tty_buf_size, tty_termios_ncc;
+} __attribute__((aligned(8)));
+
+struct ckpt_hdr_header {
+	struct ckpt_hdr h;
+	uint64_t magic;
+	uint16_t arch_id, major, minor, patch, rev;
+	struct ckpt_const constants;
+	uint64_t time, uflags;
+} __attribute__((aligned(8)));
+
+struct ckpt_hdr_header_arch {
+	struct ckpt_hdr h;
+	uint16_t has_fxsr, has_xsave, xstate_size, _pading;
+} __attribute__((aligned(8)));
+
+struct ckpt_hdr_objref { struct ckpt_hdr h; uint32_t objtype; int32_t objref; } __attribute__((aligned(8)));
+
+struct ckpt_hdr_tree { struct ckpt_hdr h; int32_t nr_tasks; } __attribute__((aligned(8)));
+
+struct ckpt_pids { int32_t vpid, vppid, vtgid, vpgid, vsid, depth; } __attribute__((aligned(8)));
+
+struct ckpt_hdr_task {
+	struct ckpt_hdr h;
+	uint32_t state, exit_state, exit_code, exit_signal, pdeath_signal;
+	uint32_t compat_robust_futex_head_len, compat_robust_futex_list, robust_futex_head_len;
+	uint64_t robust_futex_list, set_child_tid, clear_child_tid;
+} __attribute__((aligned(8)));
+
+struct ckpt_hdr_task_objs {
+	struct ckpt_hdr h;
+	int32_t files_objref, mm_objref, fs_objref, sighand_objref, signal_objref;
+} __attribute__((aligned(8)));
+
+struct ckpt_hdr_tail { struct ckpt_hdr h; uint64_t magic; } __attribute__((aligned(8)));
+
+#endif

@@ -21,8 +21,6 @@
 
 /* ---- layouts: include/linux/checkpoint_hdr.h, arch/x86/include/asm/checkpoint_hdr.h ---- */
 
-#include "ckpt_v21.h"
-
 enum {
 	CKPT_HDR_HEADER = 1, CKPT_HDR_HEADER_ARCH, CKPT_HDR_CONTAINER, CKPT_HDR_BUFFER,
 	CKPT_HDR_STRING, CKPT_HDR_OBJREF, CKPT_HDR_LSM_INFO,
@@ -47,9 +45,9 @@ static const char *const vma_names[] = {
 static const char *const vma_kinds[] = {
 	"ignore", "vdso", "anon", "file", "shm-anon", "shm-anon", "shm-file", "shm-ipc", "shm-ipc",
 };
-#define CHECKPOINT_MAGIC_HEAD 0x00feed0cc0a2d200ULL
-#define CHECKPOINT_MAGIC_TAIL 0x002d2a0cc0deef00ULL
 #define UNKNOWN_TYPE 777
+
+#include "ckpt_v21.h"
 
 struct ckpt_hdr_lsm { struct ckpt_hdr h; int32_t ptrref; uint8_t sectype; } __attribute__((aligned(8)));
 struct ckpt_hdr_thread {
@@ -137,40 +135,9 @@ static uint64_t page_hash(unsigned seed)	/* FNV-1a 64 of the page contents */
 
 /* ---- the image ---- */
 
-static FILE *img;
-
-static void put(const void *p, size_t n)
-{
-	if (fwrite(p, 1, n, img) != n) {
-		perror("write");
-		exit(1);
-	}
-}
-
-static void emit(void *rec, uint32_t type, size_t size)
-{
-	struct ckpt_hdr *h = rec;
-	h->type = type;
-	h->len = (uint32_t)size;
-	put(rec, size);
-}
-
-static void emit_raw(uint32_t type, const void *data, size_t n)
-{
-	struct ckpt_hdr h = { type, (uint32_t)(n + sizeof(h)) };
-	put(&h, sizeof(h));
-	put(data, n);
-}
-
 static void emit_unknown(void)
 {
 	emit_raw(UNKNOWN_TYPE, "skip me, 13b", 13);
-}
-
-static void emit_objref(uint32_t objtype, int32_t objref)
-{
-	struct ckpt_hdr_objref r = { .objtype = objtype, .objref = objref };
-	emit(&r, CKPT_HDR_OBJREF, sizeof(r));
 }
 
 /* ---- descriptions of what is written (also printed as JSON) ---- */

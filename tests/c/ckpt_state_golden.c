@@ -23,8 +23,6 @@
 #define NSIG 64
 #define NLIMITS 16
 
-#include "ckpt_v21.h"
-
 enum {
 	CKPT_HDR_HEADER = 1, CKPT_HDR_HEADER_ARCH, CKPT_HDR_CONTAINER, CKPT_HDR_BUFFER,
 	CKPT_HDR_STRING, CKPT_HDR_OBJREF,
@@ -45,9 +43,9 @@ enum {
 	CKPT_OBJ_IPC_NS, CKPT_OBJ_MNT_NS, CKPT_OBJ_USER_NS, CKPT_OBJ_CRED, CKPT_OBJ_USER,
 	CKPT_OBJ_GROUPINFO,
 };
-#define CHECKPOINT_MAGIC_HEAD 0x00feed0cc0a2d200ULL
-#define CHECKPOINT_MAGIC_TAIL 0x002d2a0cc0deef00ULL
 #define CRFS_UFLAG_EXT 0x8000
+
+#include "ckpt_v21.h"
 
 struct ckpt_hdr_restart_block {
 	struct ckpt_hdr h;
@@ -137,37 +135,6 @@ static uint64_t v64(void) { tag++; return 0x5a00000000000000ULL | ((uint64_t)tag
 static uint32_t v32(void) { tag++; return 0x3a000000u | (tag << 12) | tag; }
 static uint64_t sigbit(int sig) { return 1ULL << (sig - 1); }
 static const uint64_t INFINITY_RLIM = (unsigned long)-1;	/* RLIM_INFINITY, ~0UL */
-
-static FILE *img;
-
-static void put(const void *p, size_t n)
-{
-	if (fwrite(p, 1, n, img) != n) {
-		perror("write");
-		exit(1);
-	}
-}
-
-static void emit(void *rec, uint32_t type, size_t size)
-{
-	struct ckpt_hdr *h = rec;
-	h->type = type;
-	h->len = (uint32_t)size;
-	put(rec, size);
-}
-
-static void emit_raw(uint32_t type, const void *data, size_t n)
-{
-	struct ckpt_hdr h = { type, (uint32_t)(n + sizeof(h)) };
-	put(&h, sizeof(h));
-	put(data, n);
-}
-
-static void emit_objref(uint32_t objtype, int32_t objref)
-{
-	struct ckpt_hdr_objref r = { .objtype = objtype, .objref = objref };
-	emit(&r, CKPT_HDR_OBJREF, sizeof(r));
-}
 
 #define U(x) ((unsigned long long)(x))
 

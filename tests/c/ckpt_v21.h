@@ -1,10 +1,16 @@
 /* The linux-cr v21 records both ckpt golden writers use, as the user-cr headers declare
  * them (include/linux/checkpoint_hdr.h at f678773): every struct aligned(8), so the same
- * layout under gcc -m32 and -m64. */
+ * layout under gcc -m32 and -m64. And how both write records to the image file `img`.
+ * The includer declares its CKPT_HDR_* numbers first. */
 #ifndef CKPT_V21_H
 #define CKPT_V21_H
 
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define CHECKPOINT_MAGIC_HEAD 0x00feed0cc0a2d200ULL
+#define CHECKPOINT_MAGIC_TAIL 0x002d2a0cc0deef00ULL
 
 struct ckpt_hdr { uint32_t type; uint32_t len; } __attribute__((aligned(8)));
 
@@ -46,5 +52,38 @@ struct ckpt_hdr_task_objs {
 } __attribute__((aligned(8)));
 
 struct ckpt_hdr_tail { struct ckpt_hdr h; uint64_t magic; } __attribute__((aligned(8)));
+
+/* ---- writing records ---- */
+
+static FILE *img;
+
+static void put(const void *p, size_t n)
+{
+	if (fwrite(p, 1, n, img) != n) {
+		perror("write");
+		exit(1);
+	}
+}
+
+static void emit(void *rec, uint32_t type, size_t size)
+{
+	struct ckpt_hdr *h = rec;
+	h->type = type;
+	h->len = (uint32_t)size;
+	put(rec, size);
+}
+
+static void emit_raw(uint32_t type, const void *data, size_t n)
+{
+	struct ckpt_hdr h = { type, (uint32_t)(n + sizeof(h)) };
+	put(&h, sizeof(h));
+	put(data, n);
+}
+
+static void emit_objref(uint32_t objtype, int32_t objref)
+{
+	struct ckpt_hdr_objref r = { .objtype = objtype, .objref = objref };
+	emit(&r, CKPT_HDR_OBJREF, sizeof(r));
+}
 
 #endif

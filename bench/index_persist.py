@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,15 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from crfs.model import index_codec, registry  # noqa: E402
 from crfs.model.synth import synthetic_image  # noqa: E402
-
-
-def drop_cache(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+from open_index import drop_cache  # noqa: E402  (bench/ is this script's sys.path[0])
 
 
 def median_time(func, repeat=5):
@@ -166,7 +157,7 @@ def main():
             rows.append((off, saved))
         off = statistics.median(r[0] for r in rows)
         saved = statistics.median(r[1] for r in rows)
-        print(f"\nfirst `ls big/tasks/` after mount, page cache dropped (median of 3)")
+        print("\nfirst `ls big/tasks/` after mount, page cache dropped (median of 3)")
         print(f"  parsed (index_dir=off): {off:.3f} s   saved index: {saved:.3f} s   "
               f"ratio {saved / off:.1%}")
 

@@ -1,10 +1,12 @@
-"""Shared fixtures: compiling the C programs in tests/c with gcc -m32 / -m64."""
+"""Shared fixtures: compiling the C programs in tests/c with gcc -m32 / -m64; a mount."""
 
 import os
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from mountfs import Mount, errors_in_log
 
 C_DIR = Path(__file__).parent / "c"
 
@@ -42,3 +44,13 @@ def run_golden(build_c, tmp_path):
         return image, json.loads(proc.stdout)
 
     return run
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """A crfs mount over an empty store in tmp_path (not yet mounted); unmounted at the
+    end, when its log must show no error."""
+    m = Mount(tmp_path)
+    yield m
+    m.unmount()
+    assert not errors_in_log(m.log_text()), m.log_text()

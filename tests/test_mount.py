@@ -20,14 +20,6 @@ from mountfs import CRFS, WRITERS, Mount, errors_in_log, task_dir, write_image
 
 
 @pytest.fixture
-def mount(tmp_path):
-    m = Mount(tmp_path)
-    yield m
-    m.unmount()
-    assert not errors_in_log(m.log_text()), m.log_text()
-
-
-@pytest.fixture
 def demo(mount):
     """A store with one synthetic image per (format, arch), mounted."""
     images = {}

@@ -112,14 +112,6 @@ def indexed_how(log, name):
             if f"indexed {name} in " in line]
 
 
-@pytest.fixture
-def mount(tmp_path):
-    m = Mount(tmp_path)
-    yield m
-    m.unmount()
-    assert not errors_in_log(m.log_text()), m.log_text()
-
-
 def remount(mount):
     mount.unmount()
     mount.mount()

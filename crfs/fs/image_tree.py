@@ -216,15 +216,16 @@ class PagesDir(Dir):
                                     lambda off, size: source.pread(offset + off, size),
                                     self.mtime_ns))
 
-    def children_from(self, index):
+    def children_from(self, names, index):
         """(name, node) of the pages from the index-th on, in listing order: walked along
-        the page runs (a listing of 256k pages costs no lookup per page)."""
+        the page runs (a listing of 256k pages costs no lookup per page). The pages never
+        change, so `names` is not needed."""
         if index >= self._total:
             return
         v = bisect_right(self._firsts, index) - 1
         skip = index - self._firsts[v]
         for vma in self.mm.vmas[v:]:
-            for addr, count, offset, stride in vma.pages._all_runs():
+            for addr, count, offset, stride in vma.pages.runs():
                 if skip >= count:
                     skip -= count
                     continue

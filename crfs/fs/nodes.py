@@ -46,6 +46,13 @@ class Dir(Node):
         """The child called `name`, or None."""
         raise NotImplementedError
 
+    def children_from(self, names, index):
+        """(name, node or None) for each of `names` (a listing taken earlier) from the
+        index-th on; None for a name gone since. A directory that can walk its children
+        in order overrides this."""
+        for i in range(index, len(names)):
+            yield names[i], self.child(names[i])
+
     def adopt(self, node):
         """`node` as a child of this directory: it belongs to this directory's owner unless
         it has its own (an image's tree is its store file's)."""

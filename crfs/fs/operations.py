@@ -144,14 +144,9 @@ class Listing:
         A directory that can walk its children in order (pages/) streams them."""
         if self.names is None:      # a seekdir before any readdir: list what is known
             self.names = self.node.names()
-        walk = getattr(self.node, "children_from", None)
-        if walk is not None:
-            for index, (name, child) in enumerate(walk(offset), offset + 1):
-                yield index, name, child
-            return
-        for index in range(offset, len(self.names)):
-            name = self.names[index]
-            yield index + 1, name, self.node.child(name)
+        children = self.node.children_from(self.names, offset)
+        for index, (name, child) in enumerate(children, offset + 1):
+            yield index, name, child
 
 
 class Handle:
@@ -176,9 +171,7 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self.root = root
         self.box = restart_box
-        store = getattr(root, "store", None)
-        if store is not None:
-            store.defer_indexing()    # this thread runs the event loop: index in workers
+        root.store.defer_indexing()    # this thread runs the event loop: index in workers
         self.inodes = Inodes(root)
         self.handles = {}       # fh -> Handle of an open file
         self.listings = {}      # fh -> Listing of an open directory

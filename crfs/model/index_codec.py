@@ -379,7 +379,7 @@ def _check_mm(mm, file_size):
 
 def _check_pages(pages, file_size, low, high):
     _require(type(pages) is PageMap, "pages")
-    for addr, count, offset, stride in pages._all_runs():
+    for addr, count, offset, stride in pages.runs():
         _require(count > 0 and addr % PAGE_SIZE == 0 and addr >= low, "page run")
         _require(high is None or addr + count * PAGE_SIZE <= high, "page run outside its vma")
         _require(offset + (count - 1) * stride + PAGE_SIZE <= file_size,

@@ -137,7 +137,7 @@ class PageMap:
     def columns(self):
         """(addresses, file offsets) of every page, as two u64 arrays (for writers)."""
         addrs, offsets = array("Q"), array("Q")
-        for addr, count, offset, stride in self._all_runs():
+        for addr, count, offset, stride in self.runs():
             addrs.extend(range(addr, addr + count * PAGE_SIZE, PAGE_SIZE))
             if stride:
                 offsets.extend(range(offset, offset + count * stride, stride))
@@ -152,7 +152,7 @@ class PageMap:
         return self._count
 
     def __iter__(self):
-        return _pages(self._all_runs())
+        return _pages(self.runs())
 
     # -- runs --
 
@@ -166,7 +166,8 @@ class PageMap:
     def _run(self, r):
         return self._starts[r], self._run_length(r), self._offsets[r], self._strides[r]
 
-    def _all_runs(self):
+    def runs(self):
+        """(first page address, page count, file offset, stride) of every run, in order."""
         return (self._run(r) for r in range(len(self._starts)))
 
     def _runs_within(self, start, end):

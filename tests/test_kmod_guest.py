@@ -400,7 +400,7 @@ def guest(tmp_path_factory, build_c):
     # one guest boot
     results = work / "results.json"
     cmd = ["bash", str(HARNESS / "run-in-guest"), "-q", "-t", str(GUEST_TIMEOUT), "-w", str(work),
-           "-e", f"PYTHONPATH={REPO}", "-C", str(REPO), "--",
+           "-e", f"PYTHONPATH={REPO}", *_forwarded_env(), "-C", str(REPO), "--",
            sys.executable, str(REPO / "tests" / "kmod_guest_checks.py"),
            str(build_dir / "crfs.ko"), str(work / "manifest.json"), str(results)]
     t0 = time.monotonic()
@@ -410,6 +410,12 @@ def guest(tmp_path_factory, build_c):
     print(f"\nkmod guest: build {timings['build']:.1f}s, guest {timings['guest']:.1f}s")
     return {"rc": run.returncode, "stdout": run.stdout, "stderr": run.stderr,
             "report": report, "timings": timings}
+
+
+def _forwarded_env():
+    """-e options for the guest: $CRFS_GUEST_STEPS picks steps (tests/kmod_guest_checks.py)."""
+    steps = os.environ.get("CRFS_GUEST_STEPS")
+    return ["-e", f"CRFS_GUEST_STEPS={steps}"] if steps else []
 
 
 def _write_tmp(work, data):

@@ -309,7 +309,7 @@ class _Writer:
         gets an objref without a record; its buffered bytes follow its first end."""
         if file.pipe is None:
             raise ValueError(f"{file.kind} without a pipe id")
-        pipe_ref, first = self.new_object(("pipe", file.pipe))
+        pipe_ref, first = self.new_object(("pipe", file.kind, file.pipe))
         f_type = "CKPT_FILE_PIPE" if file.kind == "pipe" else "CKPT_FILE_FIFO"
         self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file_pipe, f_type=fmt.CKPT_FILE[f_type],
                   pipe_objref=pipe_ref, **common)

@@ -202,3 +202,16 @@ def header(image):
     lines = {"format": image.description}
     lines.update(image.header)
     return key_values(lines)
+
+
+O_CLOEXEC = 0o2000000
+
+
+def fdinfo(fd):
+    """/proc/PID/fdinfo/N of an Fd: position and flags (close-on-exec included, as the
+    kernel shows it), and an eventfd's count; mnt_id and ino are not in the images."""
+    file = fd.file
+    text = f"pos:\t{file.pos}\nflags:\t0{file.flags | (O_CLOEXEC if fd.cloexec else 0):o}\n"
+    if file.kind == "eventfd" and file.count is not None:
+        text += f"eventfd-count: {file.count:16x}\n"
+    return text

@@ -980,8 +980,8 @@ def test_open_files_are_captured(build_c, tmp_path):
             sock = table.get(fds["sock"]).file
             assert sock.kind == "socket" and sock.path.startswith("socket:[")
             gone = table.get(fds["gone"]).file
-            assert (gone.kind, gone.path, gone.pos) == (
-                "deleted", f"{workdir / 'gone'} (deleted)", 4)
+            assert (gone.kind, gone.path, gone.pos, gone.data.read()) == (
+                "deleted", f"{workdir / 'gone'} (deleted)", 4, b"data")
             assert image.header["uflags"] & 0x8000      # CRFS_UFLAG_EXT: opaque files
         finally:
             image.close()

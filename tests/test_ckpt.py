@@ -633,7 +633,7 @@ def test_file_record_sizes():
     assert (fmt.SIZE["CKPT_HDR_FILE_TABLE"], fmt.SIZE["CKPT_HDR_FILE_DESC"]) == (16, 24)
     assert {name: s.sizeof() for name, s in fmt.FILE_SUBTYPES.items()} == {
         "CKPT_FILE_GENERIC": 48, "CKPT_FILE_PIPE": 56, "CKPT_FILE_FIFO": 56,
-        "CKPT_FILE_EVENTFD": 64, "CRFS_FILE_OPAQUE": 56}
+        "CKPT_FILE_EVENTFD": 64, "CRFS_FILE_OPAQUE": 56, "CRFS_FILE_DELETED": 64}
     assert fmt.CKPT_FILE["CRFS_FILE_OPAQUE"] >= 100 and fmt.CKPT_HDR["CKPT_HDR_PIPE_BUF"] == 305
 
 
@@ -666,6 +666,8 @@ def test_files_golden_values(files_golden):
                 w["kind"], w["flags"], w["mode"], w["pos"], w["count"], w["pipe"])
             assert f.link() == (f"pipe:[{w['pipe']}]" if w["kind"] == "pipe" else w["path"])
             assert f.native.f_version == w["f_version"]
+            if w["kind"] != "pipe":     # pipes: the first end has the bytes (below)
+                assert (f.data.read().decode() if f.data else None) == w["data"]
     main, thread, child = image.tasks
     assert main.files is thread.files is not child.files
     log, pipe_w = main.files.get(1).file, main.files.get(4).file
@@ -675,6 +677,9 @@ def test_files_golden_values(files_golden):
     assert pipe_w.data is None and main.files.get(5).file.data.read() == b""
     assert main.files.get(7).file.native.eventfd_flags == 1
     assert child.files.get(6).file.native.st_mode == 0o100600
+    memfd = child.files.get(8).file
+    assert (memfd.kind, memfd.data.read(), memfd.native.st_mode) == (
+        "deleted", b"kept bytes", 0o100777)
 
 
 def test_files_are_written_in_the_kernel_order_and_numbering(files_golden):
@@ -703,6 +708,8 @@ def test_opaque_files_alone_set_the_crfs_uflag(files_golden):
     for task in image.tasks:
         task.files.fds = [d for d in task.files.fds
                           if d.file.kind not in ("socket", "deleted")]
+    assert {d.file.kind for t in image.tasks for d in t.files.fds} == {"file", "pipe", "fifo",
+                                                                       "eventfd"}
     written = dump_bytes(image)
     assert load_bytes(written).header["uflags"] & fmt.CRFS_UFLAG_EXT == 0
     assert "CRFS_FILE_OPAQUE" not in {i.note for i in record_list(written)}
@@ -722,6 +729,8 @@ def test_opaque_files_alone_set_the_crfs_uflag(files_golden):
     ("CKPT_HDR_FILE", "CKPT_FILE_GENERIC", 8, "<I", 7, "len 48, expected 64"),
     ("CKPT_HDR_TASK_OBJS", None, 8, "<i", 2, "objref 2 is not a CKPT_OBJ_FILE_TABLE"),
     ("CKPT_HDR_PIPE_BUF", "10 bytes", 4, "<I", 1 << 20, "runs past the end"),
+    ("CKPT_HDR_FILE", "CRFS_FILE_DELETED", 48, "<Q", 12, "10 bytes for size 12"),
+    ("CKPT_HDR_FILE", "CRFS_FILE_DELETED", 48, "<Q", 1 << 40, "for size 1099511627776"),
 ])
 def test_bad_file_fields_give_clean_errors(files_golden, name, note, field_offset, fmt_, value,
                                            message):

@@ -5,8 +5,9 @@ every fd of any captured process that refers to the same open file description (
 the same inode are compared with kcmp(2) KCMP_FILE). Regular files, directories and devices
 are kept by path with flags and position; pipes and FIFOs with the bytes buffered in them,
 copied with tee(2) without consuming them; eventfds with their count. Files crfs cannot
-restore (sockets, other anon inodes, files deleted while open) are kept as their kind and
-the text /proc shows for them.
+restore (sockets, other anon inodes) are kept as their kind and the text /proc shows for
+them; regular files deleted while open (memfds too) with their content when it can be
+read and is at most MAX_DELETED_CONTENT bytes, else like those.
 """
 
 import ctypes
@@ -32,6 +33,9 @@ SYS_KCMP = 312              # x86_64
 KCMP_FILE = 0
 F_GETPIPE_SZ, F_SETPIPE_SZ = 1032, 1031
 SPLICE_F_NONBLOCK = 0x2
+SYS_PIDFD_GETFD = 438       # x86_64
+# Deleted files up to this size are saved with their content (held in memory until written).
+MAX_DELETED_CONTENT = 64 << 20
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -142,7 +146,48 @@ def open_file(pid, fd, link, st, info, flags, registry):
     elif kind == "eventfd":
         file.count = int(info.get("eventfd-count", "0"), 16)
         file.path = None
+    elif kind == "deleted" and stat.S_ISREG(st.st_mode) and st.st_size <= MAX_DELETED_CONTENT:
+        data = deleted_content(pid, fd, st.st_size)
+        if data is not None:
+            file.data = Blob(registry.source, registry.source.append(data), len(data))
     return file
+
+
+def deleted_content(pid, fd, size):
+    """The bytes of a regular file deleted while open: read through /proc/PID/fd/N, else
+    through a copy of the fd itself (pidfd_getfd) when it was opened for reading; None
+    when neither may read it (then only its name is saved)."""
+    try:
+        copy = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        copy = _fd_copy(pid, fd)
+        if copy is None:
+            return None
+    try:
+        data = bytearray()
+        while len(data) < size:
+            chunk = os.pread(copy, min(size - len(data), 1 << 20), len(data))
+            if not chunk:
+                break
+            data += chunk
+        return bytes(data)
+    except OSError:
+        return None
+    finally:
+        os.close(copy)
+
+
+def _fd_copy(pid, fd):
+    """A duplicate of `pid`'s `fd` in this process (pidfd_getfd(2), Linux 5.6), or None."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        copy = _libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+        return copy if copy >= 0 else None
+    finally:
+        os.close(pidfd)
 
 
 def pipe_bytes(pid, fd):

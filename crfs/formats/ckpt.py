@@ -122,6 +122,7 @@ CKPT_FILE = IntEnum("CKPT_FILE", {
     "CKPT_FILE_EPOLL": 6,
     "CKPT_FILE_EVENTFD": 7,
     "CRFS_FILE_OPAQUE": 110,      # crfs extension (from 100): recorded, not restorable
+    "CRFS_FILE_DELETED": 111,     # crfs extension: a regular file deleted while open
 })
 
 # CRFS_FILE_OPAQUE.kind: why crfs cannot restore the file (its readlink text follows).
@@ -155,6 +156,7 @@ MAGIC = {
 CHECKPOINT_VERSION = 6
 READABLE_REVS = (1, 5, 6)
 HDR_SIZE = 8
+MAX_RECORD_DATA = 0xFFFFFFFF - HDR_SIZE     # ckpt_hdr.len is a u32
 # Pages per PGARR chunk the kernel writes: 16 * (PAGE_SIZE / sizeof(void *)).
 CKPT_PGARR_BATCH = {"i386": 16 * 1024, "x86_64": 16 * 512}
 VADDR_SIZE = {"i386": 4, "x86_64": 8}
@@ -313,12 +315,17 @@ ckpt_hdr_file_eventfd = Struct(*ckpt_hdr_file.subcons, "count" / Int64ul,
 # crfs extension: a file crfs records but cannot restore (socket, epoll, deleted ...);
 # STRING{readlink text of /proc/PID/fd/N, NUL-terminated} follows.
 crfs_hdr_file_opaque = Struct(*ckpt_hdr_file.subcons, "kind" / Int32ul, "st_mode" / Int32ul)
+# crfs extension: a regular file unlinked while open (or a memfd), with its content:
+# STRING{readlink text} then BUFFER{the size bytes of the file}.
+crfs_hdr_file_deleted = Struct(*ckpt_hdr_file.subcons, "size" / Int64ul, "st_mode" / Int32ul,
+                               "_deleted_padding" / Pad(4))
 FILE_SUBTYPES = {
     "CKPT_FILE_GENERIC": ckpt_hdr_file,
     "CKPT_FILE_PIPE": ckpt_hdr_file_pipe,
     "CKPT_FILE_FIFO": ckpt_hdr_file_pipe,
     "CKPT_FILE_EVENTFD": ckpt_hdr_file_eventfd,
     "CRFS_FILE_OPAQUE": crfs_hdr_file_opaque,
+    "CRFS_FILE_DELETED": crfs_hdr_file_deleted,
 }
 
 MM_ADDRESSES = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",

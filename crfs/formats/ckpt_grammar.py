@@ -15,7 +15,8 @@
               | OBJREF GROUPINFO | OBJREF USER (nested: USER, USER_NS) | OBJREF USER_NS
               | OBJREF of a type crfs does not interpret
     FILE_PART ::= (by f_type) GENERIC FILE_NAME | PIPE [PIPE_BUF] | FIFO FILE_NAME [PIPE_BUF]
-                | EVENTFD | CRFS_OPAQUE STRING{readlink text} | nothing (other types)
+                | EVENTFD | CRFS_OPAQUE STRING{readlink text}
+                | CRFS_DELETED STRING{readlink text} BUFFER{content} | nothing (other types)
                   PIPE_BUF follows the first end written of each pipe_objref (an INODE
                   object without OBJREF)
     CONTENTS ::= { PGARR{n > 0} BUFFER{ulong vaddr[n]; n pages} }* PGARR{0}
@@ -379,7 +380,8 @@ class Walker:
 
     def file(self):
         """FILE by its f_type: GENERIC FILE_NAME | PIPE [PIPE_BUF] | FIFO FILE_NAME [PIPE_BUF]
-        | EVENTFD | CRFS_OPAQUE STRING{readlink text}; other types: the FILE alone."""
+        | EVENTFD | CRFS_OPAQUE STRING{readlink text} | CRFS_DELETED STRING BUFFER{content};
+        other types: the FILE alone."""
         record = yield from self.until_record("CKPT_HDR_FILE")
         file = Part(record, fmt.parse_file(self.source, record))
         f_type = name_of(fmt.CKPT_FILE, file.fields.f_type)
@@ -391,6 +393,14 @@ class Walker:
             yield from self.pipe_buf(file)
         elif f_type == "CRFS_FILE_OPAQUE":
             yield self.blob("CKPT_HDR_STRING", "link")
+        elif f_type == "CRFS_FILE_DELETED":
+            yield self.blob("CKPT_HDR_STRING", "link")
+            content = self.expect("CKPT_HDR_BUFFER")
+            if content.data_length != file.fields.size:
+                raise FormatError(f"{content.data_length} bytes for size {file.fields.size}",
+                                  offset=content.offset, record=content.name)
+            yield Part(content, data=(content.data_offset, content.data_length),
+                       role="content")
 
     def pipe_buf(self, file):
         """The PIPE_BUF after the first end of a pipe: its bytes stay in the file, the

@@ -40,6 +40,7 @@ from crfs.model.image import (ID_NAMES, OPAQUE_KINDS, PATH_KINDS, RLIM_INFINITY,
 KERNEL = "2.6.34"   # the v21 base
 FMODE_READ = 1
 PATH_MAX = 4096
+COPY_CHUNK = 1 << 20      # bytes of a deleted file's content copied at a time
 MACHINE = {"i386": "i686", "x86_64": "x86_64"}
 ARCH_ID = {"i386": fmt.CKPT_ARCH["CKPT_ARCH_X86_32"], "x86_64": fmt.CKPT_ARCH["CKPT_ARCH_X86_64"]}
 
@@ -294,6 +295,8 @@ class _Writer:
             self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file_eventfd,
                       f_type=fmt.CKPT_FILE["CKPT_FILE_EVENTFD"], count=file.count or 0,
                       flags=native.eventfd_flags or 0, **common)
+        elif kind == "deleted" and file.data is not None:
+            self.write_deleted(file, native, common)
         elif kind in OPAQUE_KINDS:
             code = {v: k for k, v in OPAQUE_KIND.items()}[kind]
             self.emit("CKPT_HDR_FILE", fmt.crfs_hdr_file_opaque,
@@ -303,6 +306,21 @@ class _Writer:
         else:
             raise ValueError(f"open file of kind {kind!r}")
         return objref
+
+    def write_deleted(self, file, native, common):
+        """CRFS_FILE_DELETED STRING{link} BUFFER{content}: a file unlinked while open, with
+        the bytes it held (streamed from where the model keeps them)."""
+        data = file.data
+        if data.length > fmt.MAX_RECORD_DATA:
+            raise ValueError(f"deleted file {file.path} of {data.length} bytes")
+        self.emit("CKPT_HDR_FILE", fmt.crfs_hdr_file_deleted,
+                  f_type=fmt.CKPT_FILE["CRFS_FILE_DELETED"], size=data.length,
+                  st_mode=native.st_mode or 0, **common)
+        self.emit_raw("CKPT_HDR_STRING", _path_bytes(file.path or ""))
+        self.frame("CKPT_HDR_BUFFER", data.length)
+        for offset in range(0, data.length, COPY_CHUNK):
+            length = min(COPY_CHUNK, data.length - offset)
+            self.out.write(data.source.pread(data.offset + offset, length))
 
     def write_pipe(self, file, common):
         """PIPE: FILE(56) [PIPE_BUF]; FIFO: FILE(56) FILE_NAME [PIPE_BUF]. The pipe's inode

@@ -47,7 +47,7 @@ FILE_FIELDS = ("f_mode", "f_flags", "f_credref", "f_pos", "f_version", "f_secref
 FILE_KIND = {
     "CKPT_FILE_GENERIC": "file", "CKPT_FILE_PIPE": "pipe", "CKPT_FILE_FIFO": "fifo",
     "CKPT_FILE_EVENTFD": "eventfd", "CKPT_FILE_SOCKET": "socket", "CKPT_FILE_TTY": "chr",
-    "CKPT_FILE_EPOLL": "anon",
+    "CKPT_FILE_EPOLL": "anon", "CRFS_FILE_DELETED": "deleted",
 }
 # CRFS_FILE_OPAQUE kind <-> OpenFile.kind.
 OPAQUE_KIND = {"CRFS_OPAQUE_OTHER": "other", "CRFS_OPAQUE_SOCKET": "socket",
@@ -278,6 +278,8 @@ class _Builder:
         elif f_type == "CRFS_FILE_OPAQUE":
             file.kind = OPAQUE_KIND.get(name_of(fmt.CRFS_OPAQUE, h.kind), "other")
             native.st_mode = h.st_mode
+        elif f_type == "CRFS_FILE_DELETED":
+            file.kind, native.st_mode = "deleted", h.st_mode
         self.objects[part.objref] = file
 
     def file_name(self, part):
@@ -286,6 +288,9 @@ class _Builder:
     def pipe_buf(self, part):
         _, offset, length = part.data
         self.objects[part.objref].data = Blob(self.source, offset, length)
+
+    def content(self, part):
+        self.objects[part.objref].data = Blob(self.source, *part.data)
 
     def mm_record(self, part):
         h = part.fields
@@ -375,6 +380,7 @@ HANDLERS = {
     ("CKPT_HDR_FILE_NAME", "path"): _Builder.file_name,
     ("CKPT_HDR_STRING", "link"): _Builder.file_name,
     ("CKPT_HDR_PIPE_BUF", "pipe"): _Builder.pipe_buf,
+    ("CKPT_HDR_BUFFER", "content"): _Builder.content,
     ("CKPT_HDR_MM", ""): _Builder.mm_record,
     ("CKPT_HDR_BUFFER", "auxv"): _Builder.auxv,
     ("CKPT_HDR_MM_CONTEXT", ""): _Builder.mm_context,

@@ -14,7 +14,8 @@
  * Image: process 700 (threads 700 and 701 share one file table: /dev/null, a log file
  * opened O_APPEND twice as fd 1 and its dup fd 2, both ends of a pipe with 10 bytes in it,
  * a FIFO, an eventfd, a socket, a directory) and process 800 (its own table sharing the log
- * file's open file description and the pipe's write end with 700, and a deleted file).
+ * file's open file description and the pipe's write end with 700, a deleted file saved
+ * by name only and a memfd saved with its content).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -36,7 +37,7 @@ enum { CKPT_OBJ_FILE_TABLE = 2, CKPT_OBJ_FILE = 3 };
 enum file_type {
 	CKPT_FILE_IGNORE = 0, CKPT_FILE_GENERIC, CKPT_FILE_PIPE, CKPT_FILE_FIFO,
 	CKPT_FILE_SOCKET, CKPT_FILE_TTY, CKPT_FILE_EPOLL, CKPT_FILE_EVENTFD,
-	CRFS_FILE_OPAQUE = 110,		/* crfs extension */
+	CRFS_FILE_OPAQUE = 110, CRFS_FILE_DELETED,	/* crfs extensions */
 };
 enum { CRFS_OPAQUE_OTHER, CRFS_OPAQUE_SOCKET, CRFS_OPAQUE_ANON, CRFS_OPAQUE_DELETED };
 #define CRFS_UFLAG_EXT 0x8000
@@ -79,7 +80,15 @@ struct crfs_hdr_file_opaque {
 	uint32_t kind, st_mode;
 } __attribute__((aligned(8)));
 
+/* crfs extension, then STRING{readlink text} BUFFER{size bytes of content} */
+struct crfs_hdr_file_deleted {
+	struct ckpt_hdr_file common;
+	uint64_t size;
+	uint32_t st_mode;
+} __attribute__((aligned(8)));
+
 _Static_assert(sizeof(struct ckpt_hdr_file_table) == 16, "FILE_TABLE");
+_Static_assert(sizeof(struct crfs_hdr_file_deleted) == 64, "FILE deleted");
 _Static_assert(sizeof(struct ckpt_hdr_file_desc) == 24, "FILE_DESC");
 _Static_assert(sizeof(struct ckpt_hdr_file) == 48, "FILE");
 _Static_assert(sizeof(struct ckpt_hdr_file_pipe) == 56, "FILE pipe");
@@ -98,7 +107,7 @@ struct file_desc {
 	const char *path;	/* FILE_NAME (generic, FIFO) or the readlink text (opaque) */
 	const char *kind;	/* what crfs's model calls it */
 	int32_t pipe_objref;
-	const char *buf;	/* PIPE_BUF of the first end, NULL for the other */
+	const char *buf;	/* PIPE_BUF of the first end, NULL for the other; deleted: content */
 	uint64_t count;
 	uint32_t eventfd_flags, opaque_kind, st_mode;
 	int written;
@@ -129,6 +138,12 @@ static void write_file(struct file_desc *f)
 		struct ckpt_hdr_file_eventfd e = { .count = f->count, .flags = f->eventfd_flags };
 		common(&e.common, f);
 		emit(&e, CKPT_HDR_FILE, sizeof(e));
+	} else if (f->f_type == CRFS_FILE_DELETED) {
+		struct crfs_hdr_file_deleted d = { .size = strlen(f->buf), .st_mode = f->st_mode };
+		common(&d.common, f);
+		emit(&d, CKPT_HDR_FILE, sizeof(d));
+		emit_raw(CKPT_HDR_STRING, f->path, strlen(f->path) + 1);
+		emit_raw(CKPT_HDR_BUFFER, f->buf, strlen(f->buf));
 	} else if (f->f_type == CRFS_FILE_OPAQUE) {
 		struct crfs_hdr_file_opaque o = { .kind = f->opaque_kind, .st_mode = f->st_mode };
 		common(&o.common, f);
@@ -195,7 +210,12 @@ static void print_file(const struct file_desc *f)
 		printf("%llu", U(f->count));
 	else
 		printf("null");
-	printf(", \"eventfd_flags\": %u, \"st_mode\": %u}", f->eventfd_flags, f->st_mode);
+	printf(", \"eventfd_flags\": %u, \"st_mode\": %u, \"data\": ", f->eventfd_flags,
+	       f->st_mode);
+	if (f->buf)
+		printf("\"%s\"}", f->buf);
+	else
+		printf("null}");
 }
 
 static void print_task(const struct task_desc *t)
@@ -246,6 +266,9 @@ int main(int argc, char **argv)
 	static struct file_desc gone = { 13, CRFS_FILE_OPAQUE, FMODE_READ | FMODE_SEEK, 0,
 		42, 0, "/tmp/scratch (deleted)", "deleted",
 		.opaque_kind = CRFS_OPAQUE_DELETED, .st_mode = 0100600 };
+	static struct file_desc memfd = { 14, CRFS_FILE_DELETED, FMODE_READ | FMODE_WRITE |
+		FMODE_SEEK, 02, 6, 0, "/memfd:golden (deleted)", "deleted",
+		.buf = "kept bytes", .st_mode = 0100777 };
 
 	static struct task_desc t[3] = {
 		{ { 700, 1, 700, 700, 700, 0 }, "files-main", 1, 1, {
@@ -254,7 +277,7 @@ int main(int argc, char **argv)
 			{ 10, &dir, 0 } }, 9 },
 		{ { 701, 1, 700, 700, 700, 0 }, "files-thread", 1, 0, { { 0 } }, 0 },
 		{ { 800, 700, 800, 700, 700, 0 }, "files-child", 12, 1, {
-			{ 0, &log, 0 }, { 1, &wr, 0 }, { 6, &gone, 1 } }, 3 },
+			{ 0, &log, 0 }, { 1, &wr, 0 }, { 6, &gone, 1 }, { 8, &memfd, 0 } }, 4 },
 	};
 	memcpy(t[1].fds, t[0].fds, sizeof(t[0].fds));	/* the same table, for the JSON */
 	t[1].nfds = t[0].nfds;

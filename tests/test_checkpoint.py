@@ -1002,3 +1002,27 @@ def test_threads_and_a_forked_child_share_open_files(build_c, tmp_path):
             assert parent.files is not child.files
         finally:
             image.close()
+
+
+def test_mount_shows_fds_as_proc_does(build_c, mount, tmp_path):
+    """crfs checkpoint into the store, then the mount's fd/<n> read as /proc/<pid>/fd/<n>
+    and fdinfo/<n> begins with /proc's pos: and flags: lines."""
+    workdir = tmp_path / "mounted files"
+    workdir.mkdir()
+    with Program(build_c("ckpt_files", 64), workdir) as program:
+        checkpoint(program.pid, mount.store / "files.ckpt", after="stop", via="ptrace")
+        wait_state(program.pid, "T")
+        task = task_dir(mount, "files.ckpt", program.pid)
+        names = sorted(os.listdir(f"/proc/{program.pid}/fd"), key=int)
+        assert sorted(os.listdir(task / "fd"), key=int) == names
+        for name in names:
+            link = os.readlink(f"/proc/{program.pid}/fd/{name}")
+            shown = os.readlink(task / "fd" / name)
+            assert shown == link or (link.startswith("pipe:[") and shown.startswith("pipe:["))
+            with open(f"/proc/{program.pid}/fdinfo/{name}") as f:
+                proc_lines = f.read().splitlines()[:2]
+            assert (task / "fdinfo" / name).read_text().splitlines()[:2] == proc_lines
+        listing = subprocess.run(["ls", "-l", str(task / "fd")], capture_output=True,
+                                 text=True, check=True).stdout
+        assert f"{program.ready['log']} -> {workdir / 'log'}" in listing
+        assert_continues(program)

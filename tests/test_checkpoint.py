@@ -982,6 +982,13 @@ def test_open_files_are_captured(build_c, tmp_path):
             gone = table.get(fds["gone"]).file
             assert (gone.kind, gone.path, gone.pos, gone.data.read()) == (
                 "deleted", f"{workdir / 'gone'} (deleted)", 4, b"data")
+            timer = table.get(fds["tfd"]).file
+            assert (timer.kind, timer.link(), timer.timer.clockid, timer.timer.interval_ns,
+                    timer.timer.ticks) == ("timerfd", "anon_inode:[timerfd]", 1,
+                                           2_500_000_000, 0)
+            assert 990 * 10**9 < timer.timer.value_ns <= 1000 * 10**9
+            sfd = table.get(fds["sfd"]).file
+            assert (sfd.kind, sfd.sigmask) == ("signalfd", 1 << 9 | 1 << 11)
             assert image.header["uflags"] & 0x8000      # CRFS_UFLAG_EXT: opaque files
         finally:
             image.close()
@@ -1022,6 +1029,10 @@ def test_mount_shows_fds_as_proc_does(build_c, mount, tmp_path):
             with open(f"/proc/{program.pid}/fdinfo/{name}") as f:
                 proc_lines = f.read().splitlines()[:2]
             assert (task / "fdinfo" / name).read_text().splitlines()[:2] == proc_lines
+        with open(f"/proc/{program.pid}/fdinfo/{program.ready['sfd']}") as f:
+            sigmask = [line for line in f if line.startswith("sigmask:")]
+        assert sigmask and sigmask[0] in (task / "fdinfo" / str(program.ready["sfd"])
+                                          ).read_text()
         listing = subprocess.run(["ls", "-l", str(task / "fd")], capture_output=True,
                                  text=True, check=True).stdout
         assert f"{program.ready['log']} -> {workdir / 'log'}" in listing

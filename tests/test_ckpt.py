@@ -633,7 +633,8 @@ def test_file_record_sizes():
     assert (fmt.SIZE["CKPT_HDR_FILE_TABLE"], fmt.SIZE["CKPT_HDR_FILE_DESC"]) == (16, 24)
     assert {name: s.sizeof() for name, s in fmt.FILE_SUBTYPES.items()} == {
         "CKPT_FILE_GENERIC": 48, "CKPT_FILE_PIPE": 56, "CKPT_FILE_FIFO": 56,
-        "CKPT_FILE_EVENTFD": 64, "CRFS_FILE_OPAQUE": 56, "CRFS_FILE_DELETED": 64}
+        "CKPT_FILE_EVENTFD": 64, "CRFS_FILE_OPAQUE": 56, "CRFS_FILE_DELETED": 64,
+        "CRFS_FILE_TIMERFD": 80, "CRFS_FILE_SIGNALFD": 64}
     assert fmt.CKPT_FILE["CRFS_FILE_OPAQUE"] >= 100 and fmt.CKPT_HDR["CKPT_HDR_PIPE_BUF"] == 305
 
 
@@ -668,6 +669,10 @@ def test_files_golden_values(files_golden):
             assert f.native.f_version == w["f_version"]
             if w["kind"] != "pipe":     # pipes: the first end has the bytes (below)
                 assert (f.data.read().decode() if f.data else None) == w["data"]
+            timer = f.timer and [f.timer.clockid, f.timer.value_ns, f.timer.interval_ns,
+                                 f.timer.ticks, f.timer.flags]
+            assert (timer, f.sigmask, f.native.sfd_flags) == (w["timer"], w["sigmask"],
+                                                              w["sfd_flags"])
     main, thread, child = image.tasks
     assert main.files is thread.files is not child.files
     log, pipe_w = main.files.get(1).file, main.files.get(4).file
@@ -708,6 +713,9 @@ def test_opaque_files_alone_set_the_crfs_uflag(files_golden):
     for task in image.tasks:
         task.files.fds = [d for d in task.files.fds
                           if d.file.kind not in ("socket", "deleted")]
+    for task in image.tasks:
+        task.files.fds = [d for d in task.files.fds
+                          if d.file.kind not in ("timerfd", "signalfd")]
     assert {d.file.kind for t in image.tasks for d in t.files.fds} == {"file", "pipe", "fifo",
                                                                        "eventfd"}
     written = dump_bytes(image)

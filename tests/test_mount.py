@@ -325,4 +325,11 @@ def test_fd_links_and_fdinfo_of_open_files(mount, run_golden):
         text = mount.sh(f"cat files.ckpt/tasks/700/fdinfo/{fd}").stdout
         assert text.startswith(f"pos:\t{file['pos']}\nflags:\t0{flags:o}\n")
     assert "eventfd-count:        100000005\n" in (fd_dir / ".." / "fdinfo" / "7").read_text()
+    child = mount / "files.ckpt" / "tasks" / "800"
+    assert (child / "fdinfo" / "9").read_text().endswith(
+        "clockid: 1\nticks: 3\nsettime flags: 01\nit_value: (4, 999936421)\n"
+        "it_interval: (1, 0)\n")
+    assert (child / "fdinfo" / "10").read_text() == (
+        f"pos:\t0\nflags:\t0{0o4000 | 0o2000000:o}\nsigmask:\t8000000000000200\n")
+    assert os.readlink(child / "fd" / "10") == "anon_inode:[signalfd]"
     assert os.listdir(mount / "files.ckpt" / "tasks" / "701" / "fd") == os.listdir(fd_dir)

@@ -4,7 +4,8 @@ Every fd becomes an Fd of the process's FdTable pointing at an OpenFile, which i
 every fd of any captured process that refers to the same open file description (fds with
 the same inode are compared with kcmp(2) KCMP_FILE). Regular files, directories and devices
 are kept by path with flags and position; pipes and FIFOs with the bytes buffered in them,
-copied with tee(2) without consuming them; eventfds with their count. Files crfs cannot
+copied with tee(2) without consuming them; eventfds with their count, timerfds with their
+timer, signalfds with their mask (all from fdinfo). Files crfs cannot
 restore (sockets, other anon inodes) are kept as their kind and the text /proc shows for
 them; regular files deleted while open (memfds too) with their content when it can be
 read and is at most MAX_DELETED_CONTENT bytes, else like those.
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 from crfs.checkpoint import procfs
 from crfs.errors import Unsupported
-from crfs.model.image import Blob, Fd, FdTable, OpenFile
+from crfs.model.image import Blob, Fd, FdTable, FdTimer, OpenFile
 
 O_ACCMODE = 0o3
 O_CLOEXEC = 0o2000000
@@ -36,6 +37,7 @@ SPLICE_F_NONBLOCK = 0x2
 SYS_PIDFD_GETFD = 438       # x86_64
 # Deleted files up to this size are saved with their content (held in memory until written).
 MAX_DELETED_CONTENT = 64 << 20
+ANON_KINDS = ("eventfd", "timerfd", "signalfd")     # anon inodes crfs saves the state of
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -112,7 +114,8 @@ def capture_fd(pid, fd, registry):
 
 def kind_of(link, st):
     if link.startswith("anon_inode:"):
-        return "eventfd" if link == "anon_inode:[eventfd]" else "anon"
+        kind = link[len("anon_inode:"):].strip("[]")
+        return kind if kind in ANON_KINDS else "anon"
     if st is None:
         return "other"
     mode = st.st_mode
@@ -143,14 +146,28 @@ def open_file(pid, fd, link, st, info, flags, registry):
             registry.pipes.add((kind, st.st_ino))
             data = pipe_bytes(pid, fd)
             file.data = Blob(registry.source, registry.source.append(data), len(data))
-    elif kind == "eventfd":
-        file.count = int(info.get("eventfd-count", "0"), 16)
+    elif kind in ANON_KINDS:
         file.path = None
+        if kind == "eventfd":
+            file.count = int(info.get("eventfd-count", "0"), 16)
+        elif kind == "timerfd":
+            file.timer = FdTimer(clockid=int(info["clockid"]), ticks=int(info["ticks"]),
+                                 flags=int(info["settime flags"], 8),
+                                 value_ns=_timespec_ns(info["it_value"]),
+                                 interval_ns=_timespec_ns(info["it_interval"]))
+        else:
+            file.sigmask = int(info["sigmask"], 16)
     elif kind == "deleted" and stat.S_ISREG(st.st_mode) and st.st_size <= MAX_DELETED_CONTENT:
         data = deleted_content(pid, fd, st.st_size)
         if data is not None:
             file.data = Blob(registry.source, registry.source.append(data), len(data))
     return file
+
+
+def _timespec_ns(text):
+    """fdinfo's "(seconds, nanoseconds)" in ns."""
+    seconds, nanoseconds = text.strip("()").split(",")
+    return int(seconds) * 1_000_000_000 + int(nanoseconds)
 
 
 def deleted_content(pid, fd, size):

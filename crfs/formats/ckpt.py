@@ -121,6 +121,8 @@ CKPT_FILE = IntEnum("CKPT_FILE", {
     "CKPT_FILE_TTY": 5,
     "CKPT_FILE_EPOLL": 6,
     "CKPT_FILE_EVENTFD": 7,
+    "CRFS_FILE_TIMERFD": 100,     # crfs extensions (from 100), formats-state §3.2
+    "CRFS_FILE_SIGNALFD": 101,
     "CRFS_FILE_OPAQUE": 110,      # crfs extension (from 100): recorded, not restorable
     "CRFS_FILE_DELETED": 111,     # crfs extension: a regular file deleted while open
 })
@@ -319,6 +321,13 @@ crfs_hdr_file_opaque = Struct(*ckpt_hdr_file.subcons, "kind" / Int32ul, "st_mode
 # STRING{readlink text} then BUFFER{the size bytes of the file}.
 crfs_hdr_file_deleted = Struct(*ckpt_hdr_file.subcons, "size" / Int64ul, "st_mode" / Int32ul,
                                "_deleted_padding" / Pad(4))
+# crfs extensions: timerfd (remaining time and interval in ns, unread expirations, the
+# settime flags) and signalfd (its mask, bit n-1 = signal n).
+crfs_hdr_file_timerfd = Struct(*ckpt_hdr_file.subcons, "clockid" / Int32sl,
+                               "tfd_flags" / Int32ul, "value_ns" / Int64ul,
+                               "interval_ns" / Int64ul, "ticks" / Int64ul)
+crfs_hdr_file_signalfd = Struct(*ckpt_hdr_file.subcons, "sigmask" / Int64ul,
+                                "sfd_flags" / Int32ul, "_signalfd_padding" / Pad(4))
 FILE_SUBTYPES = {
     "CKPT_FILE_GENERIC": ckpt_hdr_file,
     "CKPT_FILE_PIPE": ckpt_hdr_file_pipe,
@@ -326,6 +335,8 @@ FILE_SUBTYPES = {
     "CKPT_FILE_EVENTFD": ckpt_hdr_file_eventfd,
     "CRFS_FILE_OPAQUE": crfs_hdr_file_opaque,
     "CRFS_FILE_DELETED": crfs_hdr_file_deleted,
+    "CRFS_FILE_TIMERFD": crfs_hdr_file_timerfd,
+    "CRFS_FILE_SIGNALFD": crfs_hdr_file_signalfd,
 }
 
 MM_ADDRESSES = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",

@@ -34,12 +34,13 @@ from crfs.model.ckpt_load import (CAP_FIELDS, FILE_FIELDS, ITIMER_FIELDS, OPAQUE
                                    CkptTaskFields, CkptVmaFields)
 from crfs.model.page_copy import copy_pages
 from crfs.model.image import (ID_NAMES, OPAQUE_KINDS, PATH_KINDS, RLIM_INFINITY,
-                              RLIM_NLIMITS, SS_DISABLE, Itimers, ShmSegment, ThreadGroup,
-                              get_field)
+                              RLIM_NLIMITS, SS_DISABLE, FdTimer, Itimers, ShmSegment,
+                              ThreadGroup, get_field)
 
 KERNEL = "2.6.34"   # the v21 base
 FMODE_READ = 1
 PATH_MAX = 4096
+SFD_FLAGS = 0o4000 | 0o2000000   # SFD_NONBLOCK | SFD_CLOEXEC, as signalfd(2) takes them
 COPY_CHUNK = 1 << 20      # bytes of a deleted file's content copied at a time
 MACHINE = {"i386": "i686", "x86_64": "x86_64"}
 ARCH_ID = {"i386": fmt.CKPT_ARCH["CKPT_ARCH_X86_32"], "x86_64": fmt.CKPT_ARCH["CKPT_ARCH_X86_64"]}
@@ -295,6 +296,18 @@ class _Writer:
             self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file_eventfd,
                       f_type=fmt.CKPT_FILE["CKPT_FILE_EVENTFD"], count=file.count or 0,
                       flags=native.eventfd_flags or 0, **common)
+        elif kind == "timerfd":
+            timer = file.timer or FdTimer()
+            self.emit("CKPT_HDR_FILE", fmt.crfs_hdr_file_timerfd,
+                      f_type=fmt.CKPT_FILE["CRFS_FILE_TIMERFD"], clockid=timer.clockid,
+                      tfd_flags=timer.flags, value_ns=timer.value_ns,
+                      interval_ns=timer.interval_ns, ticks=timer.ticks, **common)
+        elif kind == "signalfd":
+            sfd_flags = native.sfd_flags
+            self.emit("CKPT_HDR_FILE", fmt.crfs_hdr_file_signalfd,
+                      f_type=fmt.CKPT_FILE["CRFS_FILE_SIGNALFD"], sigmask=file.sigmask or 0,
+                      sfd_flags=file.flags & SFD_FLAGS if sfd_flags is None else sfd_flags,
+                      **common)
         elif kind == "deleted" and file.data is not None:
             self.write_deleted(file, native, common)
         elif kind in OPAQUE_KINDS:
@@ -512,7 +525,9 @@ def _has_altstack_signals(signals):
 
 
 def _has_opaque_files(task):
-    return task.files is not None and any(d.file.kind in OPAQUE_KINDS for d in task.files.fds)
+    """Files written as crfs extension FILE subtypes."""
+    return task.files is not None and any(
+        d.file.kind in (*OPAQUE_KINDS, "deleted", "timerfd", "signalfd") for d in task.files.fds)
 
 
 def _has_altstack(task):

@@ -11,9 +11,9 @@ from crfs.formats.common import decode_text, name_of
 from crfs.formats.pagewords import page_keys
 from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, registers_from_cpu
 from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Blob, Creds, Fd, FdTable,
-                              FsStruct, Image, Itimers, Mm, OpenFile, Pending, ShmSegment,
-                              SigAction, SigHand, SigInfo, Signals, Task, ThreadGroup, Vma,
-                              native_record, set_field)
+                              FdTimer, FsStruct, Image, Itimers, Mm, OpenFile, Pending,
+                              ShmSegment, SigAction, SigHand, SigInfo, Signals, Task,
+                              ThreadGroup, Vma, native_record, set_field)
 from crfs.model.registers import Registers
 
 DIALECT = "ckpt_hdr v21"
@@ -48,6 +48,7 @@ FILE_KIND = {
     "CKPT_FILE_GENERIC": "file", "CKPT_FILE_PIPE": "pipe", "CKPT_FILE_FIFO": "fifo",
     "CKPT_FILE_EVENTFD": "eventfd", "CKPT_FILE_SOCKET": "socket", "CKPT_FILE_TTY": "chr",
     "CKPT_FILE_EPOLL": "anon", "CRFS_FILE_DELETED": "deleted",
+    "CRFS_FILE_TIMERFD": "timerfd", "CRFS_FILE_SIGNALFD": "signalfd",
 }
 # CRFS_FILE_OPAQUE kind <-> OpenFile.kind.
 OPAQUE_KIND = {"CRFS_OPAQUE_OTHER": "other", "CRFS_OPAQUE_SOCKET": "socket",
@@ -55,7 +56,8 @@ OPAQUE_KIND = {"CRFS_OPAQUE_OTHER": "other", "CRFS_OPAQUE_SOCKET": "socket",
 # What FILE records keep that the model does not: f_type, f_version, the cred and LSM
 # objrefs, eventfd flags, the stat mode of an opaque file.
 CkptFileFields = native_record("CkptFileFields", ("f_type", "f_version", "f_credref",
-                                                  "f_secref", "eventfd_flags", "st_mode"))
+                                                  "f_secref", "eventfd_flags", "st_mode",
+                                                  "sfd_flags"))
 
 # What only ckpt_hdr stores: pid-namespace depth and its vpids, objrefs of what crfs does
 # not restore, and the CPU record fields an i386 task has no register for.
@@ -280,6 +282,11 @@ class _Builder:
             native.st_mode = h.st_mode
         elif f_type == "CRFS_FILE_DELETED":
             file.kind, native.st_mode = "deleted", h.st_mode
+        elif f_type == "CRFS_FILE_TIMERFD":
+            file.timer = FdTimer(clockid=h.clockid, value_ns=h.value_ns,
+                                 interval_ns=h.interval_ns, ticks=h.ticks, flags=h.tfd_flags)
+        elif f_type == "CRFS_FILE_SIGNALFD":
+            file.sigmask, native.sfd_flags = h.sigmask, h.sfd_flags
         self.objects[part.objref] = file
 
     def file_name(self, part):

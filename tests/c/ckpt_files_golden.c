@@ -1,7 +1,8 @@
 /*
  * Golden linux-cr ckpt_hdr image (v21) of open files: FILE_TABLE objects, FILE_DESC, the
- * FILE subtypes GENERIC, PIPE, FIFO and EVENTFD with PIPE_BUF, and crfs's extension subtype
- * CRFS_FILE_OPAQUE (a file recorded but not restorable, followed by its readlink text).
+ * FILE subtypes GENERIC, PIPE, FIFO and EVENTFD with PIPE_BUF, and crfs's extension subtypes
+ * TIMERFD, SIGNALFD, DELETED (with the file's content) and OPAQUE (a file recorded but not
+ * restorable, followed by its readlink text).
  *
  * Layouts: user-cr include/linux/checkpoint_hdr.h at commit f678773 (v21); write order:
  * linux-cr v20 postings 38, 39, 51, 52 and 83 ("[C/R v20][PATCH nn/96]"): the FILE_TABLE
@@ -15,7 +16,7 @@
  * opened O_APPEND twice as fd 1 and its dup fd 2, both ends of a pipe with 10 bytes in it,
  * a FIFO, an eventfd, a socket, a directory) and process 800 (its own table sharing the log
  * file's open file description and the pipe's write end with 700, a deleted file saved
- * by name only and a memfd saved with its content).
+ * by name only, a memfd saved with its content, a timerfd and a signalfd).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -37,7 +38,8 @@ enum { CKPT_OBJ_FILE_TABLE = 2, CKPT_OBJ_FILE = 3 };
 enum file_type {
 	CKPT_FILE_IGNORE = 0, CKPT_FILE_GENERIC, CKPT_FILE_PIPE, CKPT_FILE_FIFO,
 	CKPT_FILE_SOCKET, CKPT_FILE_TTY, CKPT_FILE_EPOLL, CKPT_FILE_EVENTFD,
-	CRFS_FILE_OPAQUE = 110, CRFS_FILE_DELETED,	/* crfs extensions */
+	CRFS_FILE_TIMERFD = 100, CRFS_FILE_SIGNALFD,	/* crfs extensions */
+	CRFS_FILE_OPAQUE = 110, CRFS_FILE_DELETED,
 };
 enum { CRFS_OPAQUE_OTHER, CRFS_OPAQUE_SOCKET, CRFS_OPAQUE_ANON, CRFS_OPAQUE_DELETED };
 #define CRFS_UFLAG_EXT 0x8000
@@ -87,7 +89,21 @@ struct crfs_hdr_file_deleted {
 	uint32_t st_mode;
 } __attribute__((aligned(8)));
 
+struct crfs_hdr_file_timerfd {
+	struct ckpt_hdr_file common;
+	int32_t clockid;
+	uint32_t tfd_flags;
+	uint64_t value_ns, interval_ns, ticks;
+} __attribute__((aligned(8)));
+struct crfs_hdr_file_signalfd {
+	struct ckpt_hdr_file common;
+	uint64_t sigmask;	/* struct ckpt_sigset: bit n-1 = signal n */
+	uint32_t sfd_flags;
+} __attribute__((aligned(8)));
+
 _Static_assert(sizeof(struct ckpt_hdr_file_table) == 16, "FILE_TABLE");
+_Static_assert(sizeof(struct crfs_hdr_file_timerfd) == 80, "FILE timerfd");
+_Static_assert(sizeof(struct crfs_hdr_file_signalfd) == 64, "FILE signalfd");
 _Static_assert(sizeof(struct crfs_hdr_file_deleted) == 64, "FILE deleted");
 _Static_assert(sizeof(struct ckpt_hdr_file_desc) == 24, "FILE_DESC");
 _Static_assert(sizeof(struct ckpt_hdr_file) == 48, "FILE");
@@ -110,6 +126,9 @@ struct file_desc {
 	const char *buf;	/* PIPE_BUF of the first end, NULL for the other; deleted: content */
 	uint64_t count;
 	uint32_t eventfd_flags, opaque_kind, st_mode;
+	struct crfs_hdr_file_timerfd timer;	/* timerfd: its fields after common */
+	uint64_t sigmask;
+	uint32_t sfd_flags;
 	int written;
 };
 
@@ -138,6 +157,15 @@ static void write_file(struct file_desc *f)
 		struct ckpt_hdr_file_eventfd e = { .count = f->count, .flags = f->eventfd_flags };
 		common(&e.common, f);
 		emit(&e, CKPT_HDR_FILE, sizeof(e));
+	} else if (f->f_type == CRFS_FILE_TIMERFD) {
+		struct crfs_hdr_file_timerfd t = f->timer;
+		common(&t.common, f);
+		emit(&t, CKPT_HDR_FILE, sizeof(t));
+	} else if (f->f_type == CRFS_FILE_SIGNALFD) {
+		struct crfs_hdr_file_signalfd sfd = { .sigmask = f->sigmask,
+			.sfd_flags = f->sfd_flags };
+		common(&sfd.common, f);
+		emit(&sfd, CKPT_HDR_FILE, sizeof(sfd));
 	} else if (f->f_type == CRFS_FILE_DELETED) {
 		struct crfs_hdr_file_deleted d = { .size = strlen(f->buf), .st_mode = f->st_mode };
 		common(&d.common, f);
@@ -213,9 +241,20 @@ static void print_file(const struct file_desc *f)
 	printf(", \"eventfd_flags\": %u, \"st_mode\": %u, \"data\": ", f->eventfd_flags,
 	       f->st_mode);
 	if (f->buf)
-		printf("\"%s\"}", f->buf);
+		printf("\"%s\"", f->buf);
 	else
-		printf("null}");
+		printf("null");
+	printf(", \"timer\": ");
+	if (f->f_type == CRFS_FILE_TIMERFD)
+		printf("[%d, %llu, %llu, %llu, %u]", f->timer.clockid, U(f->timer.value_ns),
+		       U(f->timer.interval_ns), U(f->timer.ticks), f->timer.tfd_flags);
+	else
+		printf("null");
+	printf(", \"sigmask\": ");
+	if (f->f_type == CRFS_FILE_SIGNALFD)
+		printf("%llu, \"sfd_flags\": %u}", U(f->sigmask), f->sfd_flags);
+	else
+		printf("null, \"sfd_flags\": null}");
 }
 
 static void print_task(const struct task_desc *t)
@@ -269,6 +308,12 @@ int main(int argc, char **argv)
 	static struct file_desc memfd = { 14, CRFS_FILE_DELETED, FMODE_READ | FMODE_WRITE |
 		FMODE_SEEK, 02, 6, 0, "/memfd:golden (deleted)", "deleted",
 		.buf = "kept bytes", .st_mode = 0100777 };
+	static struct file_desc tfd = { 15, CRFS_FILE_TIMERFD, FMODE_READ, 04000, 0, 0,
+		"anon_inode:[timerfd]", "timerfd", .timer = { .clockid = 1, .tfd_flags = 1,
+		.value_ns = 4999936421ULL, .interval_ns = 1000000000, .ticks = 3 } };
+	static struct file_desc sfd = { 16, CRFS_FILE_SIGNALFD, FMODE_READ, 04000, 0, 0,
+		"anon_inode:[signalfd]", "signalfd", .sigmask = (1ULL << 9) | (1ULL << 63),
+		.sfd_flags = 04000 };
 
 	static struct task_desc t[3] = {
 		{ { 700, 1, 700, 700, 700, 0 }, "files-main", 1, 1, {
@@ -277,7 +322,8 @@ int main(int argc, char **argv)
 			{ 10, &dir, 0 } }, 9 },
 		{ { 701, 1, 700, 700, 700, 0 }, "files-thread", 1, 0, { { 0 } }, 0 },
 		{ { 800, 700, 800, 700, 700, 0 }, "files-child", 12, 1, {
-			{ 0, &log, 0 }, { 1, &wr, 0 }, { 6, &gone, 1 }, { 8, &memfd, 0 } }, 4 },
+			{ 0, &log, 0 }, { 1, &wr, 0 }, { 6, &gone, 1 }, { 8, &memfd, 0 },
+			{ 9, &tfd, 0 }, { 10, &sfd, 1 } }, 6 },
 	};
 	memcpy(t[1].fds, t[0].fds, sizeof(t[0].fds));	/* the same table, for the JSON */
 	t[1].nfds = t[0].nfds;

@@ -989,6 +989,11 @@ def test_open_files_are_captured(build_c, tmp_path):
             assert 990 * 10**9 < timer.timer.value_ns <= 1000 * 10**9
             sfd = table.get(fds["sfd"]).file
             assert (sfd.kind, sfd.sigmask) == ("signalfd", 1 << 9 | 1 << 11)
+            ep = table.get(fds["ep"])
+            assert (ep.file.kind, ep.file.link(), ep.cloexec) == (
+                "epoll", "anon_inode:[eventpoll]", True)
+            assert [(w.fd, w.file, w.events, w.data) for w in ep.file.watches] == [
+                (fds["pr"], reader, 0x19, 0x1234), (fds["efd"], efd, 0x80000019, 7)]  # +ERR|HUP
             assert image.header["uflags"] & 0x8000      # CRFS_UFLAG_EXT: opaque files
         finally:
             image.close()

@@ -56,11 +56,13 @@ STRUCTS = {
 
 # Records the module does not declare yet (it skips them by length): crfs's open files,
 # which the module's file restore is to read.
-NOT_IN_MODULE = {"CKPT_HDR_PIPE_BUF", "CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC"}
+NOT_IN_MODULE = {"CKPT_HDR_PIPE_BUF", "CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC",
+                 "CKPT_HDR_EPOLL_ITEMS"}
 
 # Python name -> C constant, for the numbers the module uses
 CONSTANTS = {
-    **{name: name for name in fmt.CKPT_HDR.__members__ if name != "CKPT_HDR_PIPE_BUF"},
+    **{name: name for name in fmt.CKPT_HDR.__members__
+       if name not in ("CKPT_HDR_PIPE_BUF", "CKPT_HDR_EPOLL_ITEMS")},
     **{name: name for name in fmt.CKPT_VMA.__members__},
     "CKPT_ARCH_X86_32": "CKPT_ARCH_X86_32",
     "CKPT_ARCH_X86_64": "CKPT_ARCH_X86_64",

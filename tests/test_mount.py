@@ -332,4 +332,8 @@ def test_fd_links_and_fdinfo_of_open_files(mount, run_golden):
     assert (child / "fdinfo" / "10").read_text() == (
         f"pos:\t0\nflags:\t0{0o4000 | 0o2000000:o}\nsigmask:\t8000000000000200\n")
     assert os.readlink(child / "fd" / "10") == "anon_inode:[signalfd]"
+    assert os.readlink(child / "fd" / "11") == "anon_inode:[eventpoll]"
+    assert (child / "fdinfo" / "11").read_text().splitlines()[2:] == [
+        "tfd:        1 events:       19 data: 1122334455667788  pos:0",
+        "tfd:       10 events: 80000001 data:                a  pos:0"]
     assert os.listdir(mount / "files.ckpt" / "tasks" / "701" / "fd") == os.listdir(fd_dir)

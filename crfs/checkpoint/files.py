@@ -5,7 +5,7 @@ every fd of any captured process that refers to the same open file description (
 the same inode are compared with kcmp(2) KCMP_FILE). Regular files, directories and devices
 are kept by path with flags and position; pipes and FIFOs with the bytes buffered in them,
 copied with tee(2) without consuming them; eventfds with their count, timerfds with their
-timer, signalfds with their mask (all from fdinfo). Files crfs cannot
+timer, signalfds with their mask, epolls with their watch list (all from fdinfo). Files crfs cannot
 restore (sockets, other anon inodes) are kept as their kind and the text /proc shows for
 them; regular files deleted while open (memfds too) with their content when it can be
 read and is at most MAX_DELETED_CONTENT bytes, else like those.
@@ -15,13 +15,14 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
 import stat
 import termios
 from dataclasses import dataclass, field
 
 from crfs.checkpoint import procfs
 from crfs.errors import Unsupported
-from crfs.model.image import Blob, Fd, FdTable, FdTimer, OpenFile
+from crfs.model.image import Blob, EpollWatch, Fd, FdTable, FdTimer, OpenFile
 
 O_ACCMODE = 0o3
 O_CLOEXEC = 0o2000000
@@ -37,7 +38,7 @@ SPLICE_F_NONBLOCK = 0x2
 SYS_PIDFD_GETFD = 438       # x86_64
 # Deleted files up to this size are saved with their content (held in memory until written).
 MAX_DELETED_CONTENT = 64 << 20
-ANON_KINDS = ("eventfd", "timerfd", "signalfd")     # anon inodes crfs saves the state of
+ANON_KINDS = ("eventfd", "timerfd", "signalfd", "eventpoll")   # anon inodes saved with state
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -85,7 +86,38 @@ def capture(pid, registry):
     table = FdTable()
     for fd in sorted(int(name) for name in names):
         table.fds.append(capture_fd(pid, fd, registry))
+    for d in table.fds:
+        if d.file.kind == "epoll" and d.file.watches is None:
+            resolve_watches(pid, d, table)
     return table
+
+
+_TFD = re.compile(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)\s+pos:\s*-?\d+"
+                  r"\s+ino:\s*([0-9a-f]+)")
+
+
+def resolve_watches(pid, fd, table):
+    """The watch list of epoll `fd` from its fdinfo "tfd:" lines, each target found as the
+    fd of this table it was added as (same inode). A target closed since (or replaced)
+    cannot be named: the epoll is then kept as an opaque file."""
+    with open(f"/proc/{pid}/fdinfo/{fd.fd}") as f:
+        text = f.read(procfs.SMALL_FILE * 16)
+    watches = []
+    for m in _TFD.finditer(text):
+        tfd, events, data, ino = int(m[1]), int(m[2], 16), int(m[3], 16), int(m[4], 16)
+        target = table.get(tfd)
+        if target is None or _inode(pid, tfd) != ino:
+            fd.file.kind, fd.file.path = "anon", "anon_inode:[eventpoll]"
+            return
+        watches.append(EpollWatch(fd=tfd, file=target.file, events=events, data=data))
+    fd.file.watches = watches
+
+
+def _inode(pid, fd):
+    try:
+        return os.stat(f"/proc/{pid}/fd/{fd}").st_ino
+    except OSError:
+        return None
 
 
 def fdinfo(pid, fd):
@@ -115,6 +147,8 @@ def capture_fd(pid, fd, registry):
 def kind_of(link, st):
     if link.startswith("anon_inode:"):
         kind = link[len("anon_inode:"):].strip("[]")
+        if kind == "eventpoll":
+            return "epoll"
         return kind if kind in ANON_KINDS else "anon"
     if st is None:
         return "other"
@@ -146,6 +180,8 @@ def open_file(pid, fd, link, st, info, flags, registry):
             registry.pipes.add((kind, st.st_ino))
             data = pipe_bytes(pid, fd)
             file.data = Blob(registry.source, registry.source.append(data), len(data))
+    elif kind == "epoll":
+        file.path = None        # its watches: resolve_watches(), once the table is read
     elif kind in ANON_KINDS:
         file.path = None
         if kind == "eventfd":

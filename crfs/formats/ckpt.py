@@ -11,7 +11,7 @@ docs/format-ckpt.md.
     TASK_PART ::= THREAD | CPU [CPU_FPU] | TASK_OBJS | OBJECT | other record
     OBJECT  ::= OBJREF{type, ref} records of that object, e.g.
                 MM BUFFER{auxv} { [OBJECT] VMA [CONTENTS] }*map_count MM_CONTEXT MM_CONTEXT_LDT
-                FILE_TABLE { [OBJECT] FILE_DESC }*fdt_nfds
+                FILE_TABLE { [OBJECT] FILE_DESC }*fdt_nfds { EPOLL_ITEMS [BUFFER] }*
                 FILE [FILE_NAME] [PIPE_BUF] [STRING]
     CONTENTS ::= { PGARR{n > 0} BUFFER{ulong vaddr[n]; n pages} }* PGARR{0}
 
@@ -64,6 +64,7 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CKPT_HDR_FILE_NAME": 303,
     "CKPT_HDR_FILE": 304,
     "CKPT_HDR_PIPE_BUF": 305,
+    "CKPT_HDR_EPOLL_ITEMS": 308,
     "CKPT_HDR_MM": 401,
     "CKPT_HDR_VMA": 402,
     "CKPT_HDR_PGARR": 403,
@@ -328,11 +329,18 @@ crfs_hdr_file_timerfd = Struct(*ckpt_hdr_file.subcons, "clockid" / Int32sl,
                                "interval_ns" / Int64ul, "ticks" / Int64ul)
 crfs_hdr_file_signalfd = Struct(*ckpt_hdr_file.subcons, "sigmask" / Int64ul,
                                 "sfd_flags" / Int32ul, "_signalfd_padding" / Pad(4))
+# EPOLL_ITEMS: after the last FILE_DESC of a file table, one per epoll file first written in
+# it (in that order); iff num_items, a BUFFER of num_items ckpt_eventpoll_item follows.
+ckpt_hdr_eventpoll_items = Struct("h" / ckpt_hdr, "epfile_objref" / Int32sl,
+                                  "num_items" / Int32ul)
+ckpt_eventpoll_item = Struct("data" / Int64ul, "fd" / Int32ul, "file_objref" / Int32sl,
+                             "events" / Int32ul, "_padding" / Pad(4))
 FILE_SUBTYPES = {
     "CKPT_FILE_GENERIC": ckpt_hdr_file,
     "CKPT_FILE_PIPE": ckpt_hdr_file_pipe,
     "CKPT_FILE_FIFO": ckpt_hdr_file_pipe,
     "CKPT_FILE_EVENTFD": ckpt_hdr_file_eventfd,
+    "CKPT_FILE_EPOLL": ckpt_hdr_file,
     "CRFS_FILE_OPAQUE": crfs_hdr_file_opaque,
     "CRFS_FILE_DELETED": crfs_hdr_file_deleted,
     "CRFS_FILE_TIMERFD": crfs_hdr_file_timerfd,
@@ -506,6 +514,7 @@ FIXED = {
     "CKPT_HDR_TASK_OBJS": ckpt_hdr_task_objs,
     "CKPT_HDR_FILE_TABLE": ckpt_hdr_file_table,
     "CKPT_HDR_FILE_DESC": ckpt_hdr_file_desc,
+    "CKPT_HDR_EPOLL_ITEMS": ckpt_hdr_eventpoll_items,
     "CKPT_HDR_THREAD": ckpt_hdr_thread,
     "CKPT_HDR_CPU": ckpt_hdr_cpu,
     "CKPT_HDR_MM": ckpt_hdr_mm,
@@ -667,6 +676,7 @@ _NOTES = {
     "CKPT_HDR_TREE": lambda h: f"nr_tasks {h.nr_tasks}",
     "CKPT_HDR_FILE": lambda h: f"{name_of(CKPT_FILE, h.f_type, h.f_type)}",
     "CKPT_HDR_FILE_TABLE": lambda h: f"fdt_nfds {h.fdt_nfds}",
+    "CKPT_HDR_EPOLL_ITEMS": lambda h: f"epfile_objref {h.epfile_objref} num_items {h.num_items}",
     "CKPT_HDR_FILE_DESC": lambda h: (f"fd {h.fd_descriptor} objref {h.fd_objref}"
                                      f"{' cloexec' if h.fd_close_on_exec else ''}"),
     "CKPT_HDR_VMA": lambda h: (f"{name_of(CKPT_VMA, h.vma_type, h.vma_type)} "

@@ -71,6 +71,7 @@ class _Writer:
         self.objref = 0
         self.written = {}   # object key -> objref
         self.groups = {}    # tgid -> the ThreadGroup written for tasks that have none
+        self.epolls = []    # (objref, OpenFile) of the epolls first written in this table
 
     # ----------------------------------------------------------------- records
 
@@ -270,11 +271,29 @@ class _Writer:
         if len({d.fd for d in fds}) != len(fds) or (fds and fds[0].fd < 0):
             raise ValueError(f"file table with fds {[d.fd for d in fds]}")
         self.emit("CKPT_HDR_FILE_TABLE", fmt.ckpt_hdr_file_table, fdt_nfds=len(fds))
+        self.epolls = []
         for fd in fds:
             file_ref = self.write_open_file(fd.file)
             self.emit("CKPT_HDR_FILE_DESC", fmt.ckpt_hdr_file_desc, fd_objref=file_ref,
                       fd_descriptor=fd.fd, fd_close_on_exec=int(bool(fd.cloexec)))
+        for epfile_ref, file in self.epolls:     # deferred to the end of the table
+            self.write_epoll_items(epfile_ref, file)
         return objref
+
+    def write_epoll_items(self, epfile_ref, file):
+        """EPOLL_ITEMS [BUFFER{items}]: the files watched must have been written."""
+        items = []
+        for watch in file.watches:
+            target = self.written.get(("ofile", id(watch.file)))
+            if target is None:
+                raise ValueError(f"epoll watches fd {watch.fd}, which is in no file table")
+            items.append({"data": watch.data, "fd": watch.fd, "file_objref": target,
+                          "events": watch.events})
+        self.emit("CKPT_HDR_EPOLL_ITEMS", fmt.ckpt_hdr_eventpoll_items,
+                  epfile_objref=epfile_ref, num_items=len(items))
+        if items:
+            self.emit_raw("CKPT_HDR_BUFFER", Array(len(items), fmt.ckpt_eventpoll_item).build(
+                items))
 
     def write_open_file(self, file):
         """OBJREF{FILE} FILE(subtype of its kind) and what follows it (FILE_NAME, PIPE_BUF,
@@ -296,6 +315,10 @@ class _Writer:
             self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file_eventfd,
                       f_type=fmt.CKPT_FILE["CKPT_FILE_EVENTFD"], count=file.count or 0,
                       flags=native.eventfd_flags or 0, **common)
+        elif kind == "epoll" and file.watches is not None:
+            self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file,
+                      f_type=fmt.CKPT_FILE["CKPT_FILE_EPOLL"], **common)
+            self.epolls.append((objref, file))
         elif kind == "timerfd":
             timer = file.timer or FdTimer()
             self.emit("CKPT_HDR_FILE", fmt.crfs_hdr_file_timerfd,
@@ -310,8 +333,8 @@ class _Writer:
                       **common)
         elif kind == "deleted" and file.data is not None:
             self.write_deleted(file, native, common)
-        elif kind in OPAQUE_KINDS:
-            code = {v: k for k, v in OPAQUE_KIND.items()}[kind]
+        elif kind in OPAQUE_KINDS or kind == "epoll":     # an epoll whose watches are unknown
+            code = {v: k for k, v in OPAQUE_KIND.items()}.get(kind, "CRFS_OPAQUE_ANON")
             self.emit("CKPT_HDR_FILE", fmt.crfs_hdr_file_opaque,
                       f_type=fmt.CKPT_FILE["CRFS_FILE_OPAQUE"], kind=fmt.CRFS_OPAQUE[code],
                       st_mode=native.st_mode or 0, **common)

@@ -10,7 +10,8 @@ from crfs.formats.ckpt_grammar import Walker
 from crfs.formats.common import decode_text, name_of
 from crfs.formats.pagewords import page_keys
 from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, registers_from_cpu
-from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Blob, Creds, Fd, FdTable,
+from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Blob, Creds, EpollWatch,
+                              Fd, FdTable,
                               FdTimer, FsStruct, Image, Itimers, Mm, OpenFile, Pending,
                               ShmSegment, SigAction, SigHand, SigInfo, Signals, Task,
                               ThreadGroup, Vma, native_record, set_field)
@@ -47,7 +48,7 @@ FILE_FIELDS = ("f_mode", "f_flags", "f_credref", "f_pos", "f_version", "f_secref
 FILE_KIND = {
     "CKPT_FILE_GENERIC": "file", "CKPT_FILE_PIPE": "pipe", "CKPT_FILE_FIFO": "fifo",
     "CKPT_FILE_EVENTFD": "eventfd", "CKPT_FILE_SOCKET": "socket", "CKPT_FILE_TTY": "chr",
-    "CKPT_FILE_EPOLL": "anon", "CRFS_FILE_DELETED": "deleted",
+    "CKPT_FILE_EPOLL": "epoll", "CRFS_FILE_DELETED": "deleted",
     "CRFS_FILE_TIMERFD": "timerfd", "CRFS_FILE_SIGNALFD": "signalfd",
 }
 # CRFS_FILE_OPAQUE kind <-> OpenFile.kind.
@@ -296,6 +297,12 @@ class _Builder:
         _, offset, length = part.data
         self.objects[part.objref].data = Blob(self.source, offset, length)
 
+    def epoll_items(self, part):
+        epfile, items = part.data
+        self.objects[epfile].watches = [
+            EpollWatch(fd=i.fd, file=self.objects[i.file_objref], events=i.events, data=i.data)
+            for i in items]
+
     def content(self, part):
         self.objects[part.objref].data = Blob(self.source, *part.data)
 
@@ -388,6 +395,7 @@ HANDLERS = {
     ("CKPT_HDR_STRING", "link"): _Builder.file_name,
     ("CKPT_HDR_PIPE_BUF", "pipe"): _Builder.pipe_buf,
     ("CKPT_HDR_BUFFER", "content"): _Builder.content,
+    ("CKPT_HDR_EPOLL_ITEMS", "epoll"): _Builder.epoll_items,
     ("CKPT_HDR_MM", ""): _Builder.mm_record,
     ("CKPT_HDR_BUFFER", "auxv"): _Builder.auxv,
     ("CKPT_HDR_MM_CONTEXT", ""): _Builder.mm_context,

@@ -5,11 +5,13 @@
  * "0123456789" in it, /dev/null again O_RDWR|O_CLOEXEC, a FIFO argv[1]/fifo (O_RDWR, 3 bytes
  * in it), an eventfd with count 5, a UNIX datagram socket, and argv[1]/gone deleted while
  * open (position 4), a CLOCK_MONOTONIC timerfd (1000 s, then every 2.5 s) and a signalfd
- * of SIGUSR1 and SIGUSR2 (O_NONBLOCK). Prints the fd numbers (hex) on its ready line. */
+ * of SIGUSR1 and SIGUSR2 (O_NONBLOCK), an epoll watching the pipe's read end (EPOLLIN, data
+ * 0x1234) and the eventfd (EPOLLIN|EPOLLET, data 7). Prints the fd numbers (hex) on its ready line. */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
@@ -60,8 +62,15 @@ int main(int argc, char **argv)
 	sigaddset(&mask, SIGUSR1);
 	sigaddset(&mask, SIGUSR2);
 	int sfd = signalfd(-1, &mask, SFD_NONBLOCK);
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = 0x1234 };
+	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &ev))
+		return 1;
+	ev = (struct epoll_event){ .events = EPOLLIN | EPOLLET, .data.u64 = 7 };
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev))
+		return 1;
 	ready("log=%x dup=%x null=%x dir=%x pr=%x pw=%x cloexec=%x fifo=%x efd=%x sock=%x gone=%x "
-	      "tfd=%x sfd=%x", log, dup_log, null, dirfd, p[0], p[1], cloexec, fifo, efd, sock, gone,
-	      tfd, sfd);
+	      "tfd=%x sfd=%x ep=%x", log, dup_log, null, dirfd, p[0], p[1], cloexec, fifo, efd, sock,
+	      gone, tfd, sfd, ep);
 	count_forever();
 }

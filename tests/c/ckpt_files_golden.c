@@ -16,7 +16,8 @@
  * opened O_APPEND twice as fd 1 and its dup fd 2, both ends of a pipe with 10 bytes in it,
  * a FIFO, an eventfd, a socket, a directory) and process 800 (its own table sharing the log
  * file's open file description and the pipe's write end with 700, a deleted file saved
- * by name only, a memfd saved with its content, a timerfd and a signalfd).
+ * by name only, a memfd saved with its content, a timerfd, a signalfd and an epoll watching
+ * fds 1 and 10: its EPOLL_ITEMS follow the table's last FILE_DESC).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -31,7 +32,7 @@ enum {
 	CKPT_HDR_TREE = 101, CKPT_HDR_TASK, CKPT_HDR_TASK_NS, CKPT_HDR_TASK_OBJS,
 	CKPT_HDR_RESTART_BLOCK,
 	CKPT_HDR_FILE_TABLE = 301, CKPT_HDR_FILE_DESC, CKPT_HDR_FILE_NAME, CKPT_HDR_FILE,
-	CKPT_HDR_PIPE_BUF,
+	CKPT_HDR_PIPE_BUF, CKPT_HDR_TTY, CKPT_HDR_TTY_LDISC, CKPT_HDR_EPOLL_ITEMS,
 	CKPT_HDR_TAIL = 9001,
 };
 enum { CKPT_OBJ_FILE_TABLE = 2, CKPT_OBJ_FILE = 3 };
@@ -101,6 +102,21 @@ struct crfs_hdr_file_signalfd {
 	uint32_t sfd_flags;
 } __attribute__((aligned(8)));
 
+struct ckpt_hdr_eventpoll_items {
+	struct ckpt_hdr h;
+	int32_t epfile_objref;
+	uint32_t num_items;
+} __attribute__((aligned(8)));
+struct ckpt_eventpoll_item {
+	uint64_t data;
+	uint32_t fd;
+	int32_t file_objref;
+	uint32_t events;
+} __attribute__((aligned(8)));
+
+_Static_assert(CKPT_HDR_EPOLL_ITEMS == 308, "EPOLL_ITEMS");
+_Static_assert(sizeof(struct ckpt_hdr_eventpoll_items) == 16, "EPOLL_ITEMS");
+_Static_assert(sizeof(struct ckpt_eventpoll_item) == 24, "eventpoll item");
 _Static_assert(sizeof(struct ckpt_hdr_file_table) == 16, "FILE_TABLE");
 _Static_assert(sizeof(struct crfs_hdr_file_timerfd) == 80, "FILE timerfd");
 _Static_assert(sizeof(struct crfs_hdr_file_signalfd) == 64, "FILE signalfd");
@@ -129,6 +145,8 @@ struct file_desc {
 	struct crfs_hdr_file_timerfd timer;	/* timerfd: its fields after common */
 	uint64_t sigmask;
 	uint32_t sfd_flags;
+	struct ckpt_eventpoll_item items[2];	/* epoll: its watches */
+	uint32_t nitems;
 	int written;
 };
 
@@ -156,6 +174,10 @@ static void write_file(struct file_desc *f)
 	} else if (f->f_type == CKPT_FILE_EVENTFD) {
 		struct ckpt_hdr_file_eventfd e = { .count = f->count, .flags = f->eventfd_flags };
 		common(&e.common, f);
+		emit(&e, CKPT_HDR_FILE, sizeof(e));
+	} else if (f->f_type == CKPT_FILE_EPOLL) {
+		struct ckpt_hdr_file e;		/* its items are deferred: write_task() */
+		common(&e, f);
 		emit(&e, CKPT_HDR_FILE, sizeof(e));
 	} else if (f->f_type == CRFS_FILE_TIMERFD) {
 		struct crfs_hdr_file_timerfd t = f->timer;
@@ -216,6 +238,18 @@ static void write_task(struct task_desc *t)
 				.fd_descriptor = d->fd, .fd_close_on_exec = d->cloexec };
 			emit(&fd, CKPT_HDR_FILE_DESC, sizeof(fd));
 		}
+		/* deferqueue_run(): the epolls first written in this table, in that order */
+		for (int i = 0; i < t->nfds; i++) {
+			struct file_desc *f = t->fds[i].file;
+			if (f->f_type != CKPT_FILE_EPOLL || f->nitems == UINT32_MAX)
+				continue;
+			struct ckpt_hdr_eventpoll_items items = { .epfile_objref = f->objref,
+				.num_items = f->nitems };
+			emit(&items, CKPT_HDR_EPOLL_ITEMS, sizeof(items));
+			if (f->nitems)
+				emit_raw(CKPT_HDR_BUFFER, f->items, f->nitems * sizeof(f->items[0]));
+			f->nitems = UINT32_MAX;		/* written */
+		}
 	}
 	struct ckpt_hdr_task_objs objs = { .files_objref = t->table_ref };
 	emit(&objs, CKPT_HDR_TASK_OBJS, sizeof(objs));
@@ -250,6 +284,16 @@ static void print_file(const struct file_desc *f)
 		       U(f->timer.interval_ns), U(f->timer.ticks), f->timer.tfd_flags);
 	else
 		printf("null");
+	printf(", \"watches\": ");
+	if (f->f_type == CKPT_FILE_EPOLL) {
+		printf("[");
+		for (uint32_t i = 0; i < 2 && f->items[i].file_objref; i++)
+			printf("%s[%u, %d, %u, %llu]", i ? ", " : "", f->items[i].fd,
+			       f->items[i].file_objref, f->items[i].events, U(f->items[i].data));
+		printf("]");
+	} else {
+		printf("null");
+	}
 	printf(", \"sigmask\": ");
 	if (f->f_type == CRFS_FILE_SIGNALFD)
 		printf("%llu, \"sfd_flags\": %u}", U(f->sigmask), f->sfd_flags);
@@ -314,6 +358,11 @@ int main(int argc, char **argv)
 	static struct file_desc sfd = { 16, CRFS_FILE_SIGNALFD, FMODE_READ, 04000, 0, 0,
 		"anon_inode:[signalfd]", "signalfd", .sigmask = (1ULL << 9) | (1ULL << 63),
 		.sfd_flags = 04000 };
+	/* watches the pipe's write end (fd 1) and the signalfd (fd 10) of process 800 */
+	static struct file_desc ep = { 17, CKPT_FILE_EPOLL, FMODE_READ, 02000000, 0, 0,
+		"anon_inode:[eventpoll]", "epoll", .nitems = 2, .items = {
+		{ .data = 0x1122334455667788ULL, .fd = 1, .file_objref = 6, .events = 0x19 },
+		{ .data = 10, .fd = 10, .file_objref = 16, .events = 0x80000001 } } };
 
 	static struct task_desc t[3] = {
 		{ { 700, 1, 700, 700, 700, 0 }, "files-main", 1, 1, {
@@ -323,7 +372,7 @@ int main(int argc, char **argv)
 		{ { 701, 1, 700, 700, 700, 0 }, "files-thread", 1, 0, { { 0 } }, 0 },
 		{ { 800, 700, 800, 700, 700, 0 }, "files-child", 12, 1, {
 			{ 0, &log, 0 }, { 1, &wr, 0 }, { 6, &gone, 1 }, { 8, &memfd, 0 },
-			{ 9, &tfd, 0 }, { 10, &sfd, 1 } }, 6 },
+			{ 9, &tfd, 0 }, { 10, &sfd, 1 }, { 11, &ep, 1 } }, 7 },
 	};
 	memcpy(t[1].fds, t[0].fds, sizeof(t[0].fds));	/* the same table, for the JSON */
 	t[1].nfds = t[0].nfds;

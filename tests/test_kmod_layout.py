@@ -54,15 +54,9 @@ STRUCTS = {
     "ckpt_hdr_tail": fmt.ckpt_hdr_tail,
 }
 
-# Records the module does not declare yet (it skips them by length): crfs's open files,
-# which the module's file restore is to read.
-NOT_IN_MODULE = {"CKPT_HDR_PIPE_BUF", "CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC",
-                 "CKPT_HDR_EPOLL_ITEMS"}
-
 # Python name -> C constant, for the numbers the module uses
 CONSTANTS = {
-    **{name: name for name in fmt.CKPT_HDR.__members__
-       if name not in ("CKPT_HDR_PIPE_BUF", "CKPT_HDR_EPOLL_ITEMS")},
+    **{name: name for name in fmt.CKPT_HDR.__members__},
     **{name: name for name in fmt.CKPT_VMA.__members__},
     "CKPT_ARCH_X86_32": "CKPT_ARCH_X86_32",
     "CKPT_ARCH_X86_64": "CKPT_ARCH_X86_64",
@@ -79,6 +73,13 @@ CONSTANTS = {
 PY_CONSTANTS = {**fmt.CKPT_HDR.__members__, **fmt.CKPT_VMA.__members__,
                 **fmt.CKPT_ARCH.__members__, **fmt.CKPT_OBJ.__members__,
                 **fmt.CKPT_FILE.__members__, **fmt.MAGIC}
+
+# What crfs declares that the module does not (yet): it skips these records by length and
+# refuses these file types by number. Not checked against C.
+NOT_IN_MODULE = {"CKPT_HDR_PIPE_BUF", "CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC",
+                 "CKPT_HDR_EPOLL_ITEMS", "CRFS_FILE_TIMERFD", "CRFS_FILE_SIGNALFD",
+                 "CRFS_FILE_DELETED"}
+CONSTANTS = {key: value for key, value in CONSTANTS.items() if key not in NOT_IN_MODULE}
 
 
 def _fields(struct):

@@ -5,10 +5,10 @@ every fd of any captured process that refers to the same open file description (
 the same inode are compared with kcmp(2) KCMP_FILE). Regular files, directories and devices
 are kept by path with flags and position; pipes and FIFOs with the bytes buffered in them,
 copied with tee(2) without consuming them; eventfds with their count, timerfds with their
-timer, signalfds with their mask, epolls with their watch list (all from fdinfo). Files crfs cannot
-restore (sockets, other anon inodes) are kept as their kind and the text /proc shows for
-them; regular files deleted while open (memfds too) with their content when it can be
-read and is at most MAX_DELETED_CONTENT bytes, else like those.
+timer, signalfds with their mask, epolls with their watch list (all from fdinfo). Files
+crfs cannot restore (sockets, other anon inodes) are kept as their kind and the text /proc
+shows for them; regular files deleted while open (no link left; memfds too) with their
+content when it can be read and is at most MAX_DELETED_CONTENT bytes, else like those.
 """
 
 import ctypes
@@ -38,7 +38,7 @@ SPLICE_F_NONBLOCK = 0x2
 SYS_PIDFD_GETFD = 438       # x86_64
 # Deleted files up to this size are saved with their content (held in memory until written).
 MAX_DELETED_CONTENT = 64 << 20
-ANON_KINDS = ("eventfd", "timerfd", "signalfd", "eventpoll")   # anon inodes saved with state
+ANON_KINDS = ("eventfd", "timerfd", "signalfd")     # anon inodes saved with their state
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -110,7 +110,7 @@ def resolve_watches(pid, fd, table):
             fd.file.kind, fd.file.path = "anon", "anon_inode:[eventpoll]"
             return
         watches.append(EpollWatch(fd=tfd, file=target.file, events=events, data=data))
-    fd.file.watches = watches
+    fd.file.watches = sorted(watches, key=lambda w: w.fd)   # fdinfo: the kernel's tree order
 
 
 def _inode(pid, fd):
@@ -159,8 +159,8 @@ def kind_of(link, st):
         return "pipe" if link.startswith("pipe:[") else "fifo"
     if not link.startswith("/"):
         return "other"
-    if link.endswith(" (deleted)") and (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        return "deleted"
+    if st.st_nlink == 0 and (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return "deleted"        # /proc shows "<path> (deleted)"
     for kind, test in (("reg", stat.S_ISREG), ("dir", stat.S_ISDIR), ("chr", stat.S_ISCHR),
                        ("blk", stat.S_ISBLK)):
         if test(mode):

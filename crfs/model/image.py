@@ -240,7 +240,7 @@ class OpenFile:
     count: Optional[int] = None
     timer: Optional[FdTimer] = None
     sigmask: Optional[int] = None
-    watches: Optional[list] = None      # epoll: EpollWatch, in the order fdinfo lists them
+    watches: Optional[list] = None      # epoll: EpollWatch, by fd
     native: Optional["NativeFields"] = None
 
     def link(self):

@@ -761,6 +761,7 @@ def test_opaque_files_alone_set_the_crfs_uflag(files_golden):
     ("CKPT_HDR_EPOLL_ITEMS", None, 12, "<I", 1, "48 bytes for num_items 1"),
     ("CKPT_HDR_EPOLL_ITEMS", None, 12, "<I", 1 << 30, "num_items 1073741824 exceeds the file"),
     ("CKPT_HDR_BUFFER", "48 bytes", 8 + 12, "<i", 5, "objref 5 is not a CKPT_OBJ_FILE"),
+    ("CKPT_HDR_BUFFER", "48 bytes", 8 + 12, "<i", 17, "epoll 17 watches itself"),
     ("CKPT_HDR_FILE", "CKPT_FILE_EPOLL", 4, "<I", 56, "len 56, expected 48"),
     ("CKPT_HDR_FILE", "CRFS_FILE_DELETED", 48, "<Q", 1 << 40, "for size 1099511627776"),
 ])

@@ -402,6 +402,8 @@ class Walker:
                                       "num_items", h.num_items).data
             for item in items:
                 self.lookup(part, item.file_objref, "CKPT_OBJ_FILE")
+                if item.file_objref == epfile:
+                    raise self.error(part, f"epoll {epfile} watches itself")
         part.data = (epfile, list(items))
         yield part
 

@@ -18,7 +18,7 @@
 /*
  * struct crfs_image_args - an image to check or restart.
  * @fd:		in: file descriptor of the image, open for reading (a regular file)
- * @flags:	in: must be 0
+ * @flags:	in: 0 or CRFS_RESTART_INHERIT (RESTART only; CHECK accepts it too)
  * @err_offset:	out: file offset of the record that failed, when the call failed on
  *		the image's contents
  * @err_type:	out: its CKPT_HDR_* type (0 when not known)
@@ -60,6 +60,14 @@ struct crfs_checkpoint_args {
 	__u64 written;
 	char err_msg[CRFS_ERRMSG_LEN];
 };
+
+/*
+ * crfs_image_args.flags: an fd of the image whose file cannot be reopened (a terminal or
+ * other character device, a socket, a pipe whose other end is not in the process) takes
+ * the caller's file at the same fd number, if the caller has that fd open without
+ * close-on-exec. Without it such an fd refuses the restart (EOPNOTSUPP).
+ */
+#define CRFS_RESTART_INHERIT	0x1
 
 /* crfs_checkpoint_args.flags */
 #define CRFS_CHECKPOINT_TREE	0x1	/* the process and its descendants, depth first */

@@ -84,6 +84,7 @@ struct crfs_regs_work {
 	struct callback_head cb;
 	struct ckpt_hdr_cpu cpu;
 	bool close_fds;		/* the process's leader: close the restarter's fds */
+	struct crfs_files *files;	/* the leader's: the image's fd table, opened */
 };
 
 struct crfs_restore {
@@ -907,6 +908,9 @@ static int prepare(struct crfs_restore *rs)
 			      rs->work->cpu.ip);
 	if (is_leader(rs))
 		ret = prepare_memory_as_task(rs);
+	if (!ret && is_leader(rs))
+		ret = crfs_files_prepare(rs->plan, rs->img, rs->index, rs->cred,
+					 &rs->work->files);
 	if (!ret)
 		ret = prepare_fpu(rs);
 	return ret;
@@ -1176,9 +1180,13 @@ static void regs_work_fn(struct callback_head *cb)
 	if (!(current->flags & PF_EXITING)) {
 		set_regs(task_pt_regs(current), &work->cpu);
 		set_bases(work->cpu.fs, work->cpu.gs);
-		if (work->close_fds)
+		if (work->files)
+			crfs_files_install(work->files);	/* consumes it */
+		else if (work->close_fds)
 			close_fds_above_stderr();
+		work->files = NULL;
 	}
+	crfs_files_free(work->files);
 	kfree(work);
 }
 
@@ -1230,6 +1238,8 @@ static void release(struct crfs_restore *rs)
 	xa_destroy(&rs->shm);
 	kvfree(rs->xstate);
 	kvfree(rs->buf);
+	if (rs->work)
+		crfs_files_free(rs->work->files);
 	kfree(rs->work);
 	if (rs->cred)
 		abort_creds(rs->cred);

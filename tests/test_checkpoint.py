@@ -917,3 +917,88 @@ def test_checkpoint_imports_no_upper_layer():
             else:
                 continue
             assert not [m for m in modules if m.startswith(upper)], f"{name}:{node.lineno}"
+
+
+# ----------------------------------------------------------------------------- open files
+
+def fd_truth(pid):
+    """{fd: (readlink text, fdinfo pos, fdinfo flags)} of a stopped process."""
+    out = {}
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        with open(f"/proc/{pid}/fdinfo/{name}") as f:
+            info = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+        out[int(name)] = (os.readlink(f"/proc/{pid}/fd/{name}"), int(info["pos"]),
+                          int(info["flags"], 8))
+    return out
+
+
+def pending_bytes(pid, fd):
+    """The bytes buffered in `pid`'s pipe `fd`, read (and so consumed) by this process."""
+    reader = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        return os.read(reader, 65536)
+    finally:
+        os.close(reader)
+
+
+def test_open_files_are_captured(build_c, tmp_path):
+    O_CLOEXEC, O_APPEND, O_DIRECTORY = 0o2000000, 0o2000, 0o200000
+    workdir = tmp_path / "files dir"
+    workdir.mkdir()
+    with Program(build_c("ckpt_files", 64), workdir) as program:
+        fds = program.ready
+        path = tmp_path / "files.ckpt"
+        checkpoint(program.pid, path, after="stop", via="ptrace")
+        wait_state(program.pid, "T")
+        truth = fd_truth(program.pid)
+        image = registry.open_image(path)
+        try:
+            table = image.tasks[0].files
+            assert [d.fd for d in table.fds] == sorted(truth)
+            for d in table.fds:
+                link, pos, flags = truth[d.fd]
+                assert d.file.link() == link if d.file.kind != "pipe" else \
+                    link.startswith("pipe:[")
+                assert (d.file.pos, d.file.flags, d.cloexec) == (
+                    pos, flags & ~O_CLOEXEC, bool(flags & O_CLOEXEC)), d
+            log = table.get(fds["log"]).file
+            assert (log.kind, log.path, log.pos) == ("file", str(workdir / "log"), 12)
+            assert log.flags & O_APPEND and table.get(fds["dup"]).file is log
+            assert table.get(fds["null"]).file.path == "/dev/null"
+            assert table.get(fds["null"]).file is not table.get(fds["cloexec"]).file
+            assert table.get(fds["cloexec"]).cloexec and not table.get(fds["null"]).cloexec
+            assert table.get(fds["dir"]).file.flags & O_DIRECTORY
+            reader, writer = table.get(fds["pr"]).file, table.get(fds["pw"]).file
+            assert (reader.kind, writer.kind) == ("pipe", "pipe")
+            assert reader.pipe == writer.pipe and reader is not writer
+            assert (reader.data or writer.data).read() == b"0123456789"
+            fifo = table.get(fds["fifo"]).file
+            assert (fifo.kind, fifo.path, fifo.data.read()) == ("fifo", str(workdir / "fifo"),
+                                                                b"abc")
+            efd = table.get(fds["efd"]).file
+            assert (efd.kind, efd.count) == ("eventfd", 5)
+            sock = table.get(fds["sock"]).file
+            assert sock.kind == "socket" and sock.path.startswith("socket:[")
+            gone = table.get(fds["gone"]).file
+            assert (gone.kind, gone.path, gone.pos) == (
+                "deleted", f"{workdir / 'gone'} (deleted)", 4)
+            assert image.header["uflags"] & 0x8000      # CRFS_UFLAG_EXT: opaque files
+        finally:
+            image.close()
+        # the buffered bytes were copied, not consumed
+        assert pending_bytes(program.pid, fds["pr"]) == b"0123456789"
+        assert pending_bytes(program.pid, fds["fifo"]) == b"abc"
+        assert_continues(program)
+
+
+def test_threads_and_a_forked_child_share_open_files(build_c, tmp_path):
+    with Program(build_c("ckpt_fork", 64), 2) as program:
+        path = checkpoint(program.pid, tmp_path / "fork.ckpt", tree=True, via="ptrace")
+        image = registry.open_image(path)
+        try:
+            parent, child = [t for t in image.tasks if t.pid == t.tgid][:2]
+            # stdout: the test's pipe, inherited: one open file description for both
+            assert parent.files.get(1).file is child.files.get(1).file
+            assert parent.files is not child.files
+        finally:
+            image.close()

@@ -31,6 +31,8 @@ STATE_RECORDS = {"CKPT_HDR_USER_NS", "CKPT_HDR_CRED", "CKPT_HDR_USER", "CKPT_HDR
                  "CKPT_HDR_TASK_CREDS", "CKPT_HDR_FS", "CKPT_HDR_SIGHAND", "CKPT_HDR_SIGNAL",
                  "CKPT_HDR_SIGNAL_TASK", "CKPT_HDR_SIGPENDING", "CRFS_HDR_SIGALTSTACK",
                  "CRFS_HDR_FS_EXT"}
+# Records of open files: tests/c/ckpt_files_golden.c.
+FILE_RECORDS = {"CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC", "CKPT_HDR_PIPE_BUF"}
 FILE_EXTRA = ("f_type", "f_mode", "f_flags", "f_credref", "f_pos", "f_version", "f_secref")
 
 
@@ -118,9 +120,8 @@ def test_every_record_builds_back_to_its_bytes(golden):
                                     ).nr_pages if info.name == "CKPT_HDR_PGARR" else 0
         seen.add(info.name)
     assert seen == set(fmt.CKPT_HDR.__members__) - {"CKPT_HDR_SECURITY", "CKPT_HDR_TASK_NS",
-                                        "CKPT_HDR_RESTART_BLOCK", "CKPT_HDR_FILE_TABLE",
-                                        "CKPT_HDR_FILE_DESC", "CKPT_HDR_ERROR"} \
-        - STATE_RECORDS | {"type 777"}
+                                        "CKPT_HDR_RESTART_BLOCK", "CKPT_HDR_ERROR"} \
+        - STATE_RECORDS - FILE_RECORDS | {"type 777"}
 
 
 def test_records_cover_the_file_and_name_unknown_types(golden):
@@ -617,3 +618,143 @@ def test_a_missing_signal_record_is_an_error(state_golden):
     data, _ = state_golden
     with pytest.raises(FormatError, match="expected CKPT_HDR_SIGPENDING|unexpected here"):
         load_bytes(without(data, "CKPT_HDR_SIGNAL"))
+
+
+# --------------------------------------------------------------------------- open files
+# tests/c/ckpt_files_golden.c: FILE_TABLE, FILE_DESC, FILE subtypes, PIPE_BUF, CRFS_OPAQUE.
+
+@pytest.fixture(params=sorted(ARCH_BITS.values()), ids=lambda bits: f"m{bits}")
+def files_golden(request, run_golden):
+    path, expected = run_golden("ckpt_files_golden", request.param)
+    return path.read_bytes(), expected
+
+
+def test_file_record_sizes():
+    assert (fmt.SIZE["CKPT_HDR_FILE_TABLE"], fmt.SIZE["CKPT_HDR_FILE_DESC"]) == (16, 24)
+    assert {name: s.sizeof() for name, s in fmt.FILE_SUBTYPES.items()} == {
+        "CKPT_FILE_GENERIC": 48, "CKPT_FILE_PIPE": 56, "CKPT_FILE_FIFO": 56,
+        "CKPT_FILE_EVENTFD": 64, "CRFS_FILE_OPAQUE": 56}
+    assert fmt.CKPT_FILE["CRFS_FILE_OPAQUE"] >= 100 and fmt.CKPT_HDR["CKPT_HDR_PIPE_BUF"] == 305
+
+
+def test_file_records_build_back_to_their_bytes(files_golden):
+    data, _ = files_golden
+    seen = set()
+    for info in record_list(data):
+        raw = data[info.offset:info.offset + info.length]
+        struct_ = fmt.FIXED.get(info.name) or fmt.ckpt_hdr_raw
+        if info.name == "CKPT_HDR_FILE":
+            struct_ = fmt.FILE_SUBTYPES[info.note]
+        assert struct_.build(struct_.parse(raw)) == raw, info
+        seen.add((info.name, info.note if info.name == "CKPT_HDR_FILE" else ""))
+    assert {name for name, _ in seen} >= FILE_RECORDS
+    assert {note for _, note in seen} >= set(fmt.FILE_SUBTYPES)
+
+
+def test_files_golden_values(files_golden):
+    data, expected = files_golden
+    image = load_bytes(data)
+    assert image.arch == expected["arch"]
+    for task, want in zip(image.tasks, expected["tasks"], strict=True):
+        assert (task.pid, task.tgid, task.comm) == (want["pid"], want["tgid"], want["comm"])
+        assert task.native.files_objref == want["files_objref"]
+        got = [(d.fd, d.cloexec) for d in task.files.fds]
+        assert got == [(d["fd"], d["cloexec"]) for d in want["fds"]]
+        for fd, want_fd in zip(task.files.fds, want["fds"]):
+            f, w = fd.file, want_fd["file"]
+            assert (f.kind, f.flags, f.mode, f.pos, f.count, f.pipe) == (
+                w["kind"], w["flags"], w["mode"], w["pos"], w["count"], w["pipe"])
+            assert f.link() == (f"pipe:[{w['pipe']}]" if w["kind"] == "pipe" else w["path"])
+            assert f.native.f_version == w["f_version"]
+    main, thread, child = image.tasks
+    assert main.files is thread.files is not child.files
+    log, pipe_w = main.files.get(1).file, main.files.get(4).file
+    assert main.files.get(2).file is log and child.files.get(0).file is log
+    assert child.files.get(1).file is pipe_w
+    assert main.files.get(3).file.data.read() == expected["pipe_data"].encode()
+    assert pipe_w.data is None and main.files.get(5).file.data.read() == b""
+    assert main.files.get(7).file.native.eventfd_flags == 1
+    assert child.files.get(6).file.native.st_mode == 0o100600
+
+
+def test_files_are_written_in_the_kernel_order_and_numbering(files_golden):
+    data, _ = files_golden
+    written = dump_bytes(load_bytes(data))
+    assert written == without(data, "CKPT_HDR_RESTART_BLOCK")
+    assert load_bytes(written).header["uflags"] & fmt.CRFS_UFLAG_EXT
+
+
+def test_file_table_comes_before_the_mm(files_golden, golden64):
+    image = load_bytes(data_of(files_golden))
+    mm_image = load_bytes(golden64)
+    image.tasks[0].mm = mm_image.tasks[0].mm
+    image.arch = mm_image.arch
+    names = [i.name for i in record_list(dump_bytes(image))]
+    assert names.index("CKPT_HDR_FILE_TABLE") < names.index("CKPT_HDR_MM") \
+        < names.index("CKPT_HDR_TASK_OBJS")
+
+
+def data_of(golden):
+    return golden[0]
+
+
+def test_opaque_files_alone_set_the_crfs_uflag(files_golden):
+    image = load_bytes(data_of(files_golden))
+    for task in image.tasks:
+        task.files.fds = [d for d in task.files.fds
+                          if d.file.kind not in ("socket", "deleted")]
+    written = dump_bytes(image)
+    assert load_bytes(written).header["uflags"] & fmt.CRFS_UFLAG_EXT == 0
+    assert "CRFS_FILE_OPAQUE" not in {i.note for i in record_list(written)}
+
+
+@pytest.mark.parametrize("name, note, field_offset, fmt_, value, message", [
+    ("CKPT_HDR_FILE_TABLE", None, 8, "<i", 1 << 30, "fdt_nfds 1073741824 exceeds the file"),
+    ("CKPT_HDR_FILE_TABLE", None, 8, "<i", -1, "fdt_nfds -1 exceeds the file"),
+    ("CKPT_HDR_FILE_DESC", "fd 1 objref 3", 8, "<i", 5, "objref 5 is not a CKPT_OBJ_FILE"),
+    ("CKPT_HDR_FILE_DESC", "fd 1 objref 3", 8, "<i", 1, "objref 1 is not a CKPT_OBJ_FILE"),
+    ("CKPT_HDR_FILE_DESC", "fd 2 objref 3", 12, "<i", 1, "fd 1 is negative or repeated"),
+    ("CKPT_HDR_FILE_DESC", "fd 2 objref 3", 12, "<i", -2, "fd -2 is negative or repeated"),
+    ("CKPT_HDR_FILE_DESC", "fd 2 objref 3", 16, "<I", 2, "fd_close_on_exec 2"),
+    ("CKPT_HDR_FILE", "CKPT_FILE_PIPE", 48, "<i", 0, "pipe_objref 0"),
+    ("CKPT_HDR_FILE", "CKPT_FILE_PIPE", 48, "<i", 2, "objref 2 is not a CKPT_OBJ_INODE"),
+    ("CKPT_HDR_FILE", "CKPT_FILE_EVENTFD", 8, "<I", 2, "len 64, expected 56"),
+    ("CKPT_HDR_FILE", "CKPT_FILE_GENERIC", 8, "<I", 7, "len 48, expected 64"),
+    ("CKPT_HDR_TASK_OBJS", None, 8, "<i", 2, "objref 2 is not a CKPT_OBJ_FILE_TABLE"),
+    ("CKPT_HDR_PIPE_BUF", "10 bytes", 4, "<I", 1 << 20, "runs past the end"),
+])
+def test_bad_file_fields_give_clean_errors(files_golden, name, note, field_offset, fmt_, value,
+                                           message):
+    data = data_of(files_golden)
+    info = first_record(data, name, note)
+    with pytest.raises(FormatError, match=message):
+        load_bytes(patched(data, info.offset + field_offset, fmt_, value))
+
+
+def test_second_end_of_a_pipe_needs_no_pipe_buf_and_first_end_needs_one(files_golden):
+    data = data_of(files_golden)
+    with pytest.raises(FormatError, match="expected CKPT_HDR_PIPE_BUF"):
+        load_bytes(without(data, "CKPT_HDR_PIPE_BUF"))
+    pipe_buf = first_record(data, "CKPT_HDR_PIPE_BUF", "10 bytes")
+    second = first_record(data, "CKPT_HDR_FILE_DESC", "fd 4 objref 6")
+    # the buffer after the second end instead of the first: the first lacks it
+    moved = (data[:pipe_buf.offset] + data[pipe_buf.offset + pipe_buf.length:second.offset]
+             + data[pipe_buf.offset:pipe_buf.offset + pipe_buf.length] + data[second.offset:])
+    with pytest.raises(FormatError, match="expected CKPT_HDR_PIPE_BUF"):
+        load_bytes(moved)
+
+
+def test_nested_objects_are_bounded(files_golden):
+    data = data_of(files_golden)
+    table = first_record(data, "CKPT_HDR_OBJREF", "CKPT_OBJ_FILE_TABLE ref 1")
+    deep = b"".join(struct.pack("<IIIi", 6, 16, 3, 100 + i) for i in range(20))
+    with pytest.raises(FormatError, match="nested too deep"):
+        load_bytes(data[:table.offset] + deep + data[table.offset:])
+
+
+def test_file_truncations_are_format_errors(files_golden):
+    data = data_of(files_golden)
+    for info in record_list(data):
+        for cut in {info.offset + 4, info.offset + info.length - 1}:
+            with pytest.raises(FormatError):
+                load_bytes(data[:cut])

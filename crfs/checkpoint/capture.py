@@ -11,10 +11,11 @@ import errno
 import os
 import time
 
-from crfs.checkpoint import inject, procfs, ptrace, signals
+from crfs.checkpoint import files, inject, procfs, ptrace, signals
 from crfs.checkpoint.memory import ProcessMemory
 from crfs.errors import Unsupported
 from crfs.formats.common import kernel_text
+from crfs.formats.source import MemorySource
 from crfs.formats.x86 import PAGE_SIZE, USER32_CS_X86_64, VmFlags
 from crfs.model.image import Futex, Image, Mm, ShmSegment, Task, Vma
 from crfs.model.registers import Registers
@@ -43,17 +44,18 @@ def build_image(freezer, on_read=None):
     """The Image of the processes `freezer` holds stopped, in the order they were stopped.
     Each Mm's source reads the process's memory (it must stay stopped until written)."""
     segments = {}       # (dev, inode) -> ShmSegment, shared by the processes of a tree
+    open_files = files.Registry(source=MemorySource())   # shared across the tree too
     tasks = []
     for pid, tids in freezer.processes.items():
-        tasks += capture_process(pid, tids, freezer, segments, on_read)
+        tasks += capture_process(pid, tids, freezer, segments, on_read, open_files)
     now = int(time.time())
     return Image(format="linux-cr", dialect="live", arch=ARCH, header=_header(tasks, now),
                  time=now, tasks=tasks)
 
 
-def capture_process(pid, tids, freezer, segments, on_read):
-    """One Task per thread, all sharing one Mm. `freezer` holds them stopped (its states
-    and the signals to pass on)."""
+def capture_process(pid, tids, freezer, segments, on_read, open_files=None):
+    """One Task per thread, all sharing one Mm and one FdTable. `freezer` holds them
+    stopped (its states and the signals to pass on)."""
     leader_regs = ptrace.get_regs(pid)
     compat = leader_regs["cs"] == USER32_CS_X86_64
     stat = procfs.stat_fields(pid)
@@ -63,8 +65,10 @@ def capture_process(pid, tids, freezer, segments, on_read):
     tasks = [capture_thread(pid, tid, freezer.states.get(tid, "R"), mm, session, injector)
              for tid in tids]
     fs = signals.fs_struct(pid, procfs.status_fields(f"/proc/{pid}/status"))
+    table = files.capture(pid, open_files or files.Registry(source=MemorySource()))
     for task in tasks:
         task.fs = fs          # threads share their process's (CLONE_FS, as pthreads do)
+        task.files = table    # and its file table (CLONE_FILES)
     signals.capture(pid, tasks, injector, freezer)
     return tasks
 

@@ -11,7 +11,8 @@ docs/format-ckpt.md.
     TASK_PART ::= THREAD | CPU [CPU_FPU] | TASK_OBJS | OBJECT | other record
     OBJECT  ::= OBJREF{type, ref} records of that object, e.g.
                 MM BUFFER{auxv} { [OBJECT] VMA [CONTENTS] }*map_count MM_CONTEXT MM_CONTEXT_LDT
-                FILE [FILE_NAME]
+                FILE_TABLE { [OBJECT] FILE_DESC }*fdt_nfds
+                FILE [FILE_NAME] [PIPE_BUF] [STRING]
     CONTENTS ::= { PGARR{n > 0} BUFFER{ulong vaddr[n]; n pages} }* PGARR{0}
 
 Every record starts with `struct ckpt_hdr {u32 type; u32 len}` and `len` counts the whole
@@ -62,6 +63,7 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CKPT_HDR_FILE_DESC": 302,
     "CKPT_HDR_FILE_NAME": 303,
     "CKPT_HDR_FILE": 304,
+    "CKPT_HDR_PIPE_BUF": 305,
     "CKPT_HDR_MM": 401,
     "CKPT_HDR_VMA": 402,
     "CKPT_HDR_PGARR": 403,
@@ -119,6 +121,15 @@ CKPT_FILE = IntEnum("CKPT_FILE", {
     "CKPT_FILE_TTY": 5,
     "CKPT_FILE_EPOLL": 6,
     "CKPT_FILE_EVENTFD": 7,
+    "CRFS_FILE_OPAQUE": 110,      # crfs extension (from 100): recorded, not restorable
+})
+
+# CRFS_FILE_OPAQUE.kind: why crfs cannot restore the file (its readlink text follows).
+CRFS_OPAQUE = IntEnum("CRFS_OPAQUE", {
+    "CRFS_OPAQUE_OTHER": 0,
+    "CRFS_OPAQUE_SOCKET": 1,
+    "CRFS_OPAQUE_ANON": 2,        # anon_inode:[...] other than eventfd (epoll, timerfd ...)
+    "CRFS_OPAQUE_DELETED": 3,     # a file unlinked while open
 })
 
 CKPT_VMA = IntEnum("CKPT_VMA", {
@@ -279,6 +290,36 @@ ckpt_hdr_file = Struct(
     "f_secref" / Int32sl,
     "_padding" / Pad(4),
 )
+
+# --- files (FILE_TABLE object: FILE_TABLE { [OBJECT{FILE}] FILE_DESC }*fdt_nfds)
+
+ckpt_hdr_file_table = Struct("h" / ckpt_hdr, "fdt_nfds" / Int32sl, "_padding" / Pad(4))
+
+ckpt_hdr_file_desc = Struct(
+    "h" / ckpt_hdr,
+    "fd_objref" / Int32sl,
+    "fd_descriptor" / Int32sl,
+    "fd_close_on_exec" / Int32ul,
+    "_padding" / Pad(4),
+)
+
+# FILE subtypes: the common 48 bytes, then their own fields (restart checks len exactly).
+# PIPE and FIFO: both ends carry the pipe inode's objref (no OBJREF record); the first end
+# written is followed by PIPE_BUF, a raw record of the bytes buffered in the pipe.
+ckpt_hdr_file_pipe = Struct(*ckpt_hdr_file.subcons, "pipe_objref" / Int32sl,
+                            "_pipe_padding" / Pad(4))
+ckpt_hdr_file_eventfd = Struct(*ckpt_hdr_file.subcons, "count" / Int64ul,
+                               "flags" / Int32ul, "_eventfd_padding" / Pad(4))
+# crfs extension: a file crfs records but cannot restore (socket, epoll, deleted ...);
+# STRING{readlink text of /proc/PID/fd/N, NUL-terminated} follows.
+crfs_hdr_file_opaque = Struct(*ckpt_hdr_file.subcons, "kind" / Int32ul, "st_mode" / Int32ul)
+FILE_SUBTYPES = {
+    "CKPT_FILE_GENERIC": ckpt_hdr_file,
+    "CKPT_FILE_PIPE": ckpt_hdr_file_pipe,
+    "CKPT_FILE_FIFO": ckpt_hdr_file_pipe,
+    "CKPT_FILE_EVENTFD": ckpt_hdr_file_eventfd,
+    "CRFS_FILE_OPAQUE": crfs_hdr_file_opaque,
+}
 
 MM_ADDRESSES = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
                 "start_stack", "arg_start", "arg_end", "env_start", "env_end")
@@ -445,6 +486,8 @@ FIXED = {
     "CKPT_HDR_TREE": ckpt_hdr_tree,
     "CKPT_HDR_TASK": ckpt_hdr_task,
     "CKPT_HDR_TASK_OBJS": ckpt_hdr_task_objs,
+    "CKPT_HDR_FILE_TABLE": ckpt_hdr_file_table,
+    "CKPT_HDR_FILE_DESC": ckpt_hdr_file_desc,
     "CKPT_HDR_THREAD": ckpt_hdr_thread,
     "CKPT_HDR_CPU": ckpt_hdr_cpu,
     "CKPT_HDR_MM": ckpt_hdr_mm,
@@ -556,6 +599,21 @@ def parse_record(source, record):
     return parse_bytes(struct_, source.read(record.offset, size, name), record.offset, name)
 
 
+def parse_file(source, record):
+    """parse_record for FILE, by its f_type: the subtypes crfs knows must be exactly their
+    size; other types (sockets, ttys, epoll) are read as the common 48 bytes."""
+    common = parse_record(source, record)
+    name = name_of(CKPT_FILE, common.f_type)
+    struct_ = FILE_SUBTYPES.get(name)
+    if struct_ is None or struct_ is ckpt_hdr_file and record.length == struct_.sizeof():
+        return common
+    if record.length != struct_.sizeof():
+        raise FormatError(f"len {record.length}, expected {struct_.sizeof()} for {name}",
+                          offset=record.offset, record=record.name)
+    data = source.read(record.offset, record.length, record.name)
+    return parse_bytes(struct_, data, record.offset, record.name)
+
+
 _pgarr_compiled = ckpt_hdr_pgarr.compile()   # one per page chunk: the only hot record
 
 
@@ -578,7 +636,7 @@ def walk(source, offset=0):
 def _note(source, record):
     name = record.name
     if name in ("CKPT_HDR_BUFFER", "CKPT_HDR_STRING", "CKPT_HDR_FILE_NAME",
-                "CKPT_HDR_CPU_FPU", "CKPT_HDR_MM_CONTEXT_LDT"):
+                "CKPT_HDR_PIPE_BUF", "CKPT_HDR_CPU_FPU", "CKPT_HDR_MM_CONTEXT_LDT"):
         return f"{record.data_length} bytes"
     describe = _NOTES.get(name)
     return describe(parse_record(source, record)) if describe else ""
@@ -590,6 +648,9 @@ _NOTES = {
     "CKPT_HDR_OBJREF": lambda h: f"{name_of(CKPT_OBJ, h.objtype, h.objtype)} ref {h.objref}",
     "CKPT_HDR_TREE": lambda h: f"nr_tasks {h.nr_tasks}",
     "CKPT_HDR_FILE": lambda h: f"{name_of(CKPT_FILE, h.f_type, h.f_type)}",
+    "CKPT_HDR_FILE_TABLE": lambda h: f"fdt_nfds {h.fdt_nfds}",
+    "CKPT_HDR_FILE_DESC": lambda h: (f"fd {h.fd_descriptor} objref {h.fd_objref}"
+                                     f"{' cloexec' if h.fd_close_on_exec else ''}"),
     "CKPT_HDR_VMA": lambda h: (f"{name_of(CKPT_VMA, h.vma_type, h.vma_type)} "
                                f"{h.vm_start:#x}-{h.vm_end:#x}"),
     "CKPT_HDR_PGARR": lambda h: f"nr_pages {h.nr_pages}",

@@ -8,18 +8,23 @@
                     SIGPENDING{private} SIGNAL_TASK [CRFS_SIGALTSTACK]
                                                    if TASK_OBJS.signal_objref != 0
     OBJECT  ::= OBJREF MM BUFFER{auxv} { VMA [CONTENTS] }*map_count MM_CONTEXT MM_CONTEXT_LDT
-              | OBJREF FILE [FILE_NAME] | OBJREF SIGHAND
+              | OBJREF FILE_TABLE { [OBJECT] FILE_DESC }*fdt_nfds
+              | OBJREF FILE FILE_PART | OBJREF SIGHAND
               | OBJREF FS FILE_NAME{pwd} FILE_NAME{root} [CRFS_FS_EXT]
               | OBJREF CRED (objects nested before CRED: GROUPINFO, USER, SECURITY)
               | OBJREF GROUPINFO | OBJREF USER (nested: USER, USER_NS) | OBJREF USER_NS
               | OBJREF of a type crfs does not interpret
+    FILE_PART ::= (by f_type) GENERIC FILE_NAME | PIPE [PIPE_BUF] | FIFO FILE_NAME [PIPE_BUF]
+                | EVENTFD | CRFS_OPAQUE STRING{readlink text} | nothing (other types)
+                  PIPE_BUF follows the first end written of each pipe_objref (an INODE
+                  object without OBJREF)
     CONTENTS ::= { PGARR{n > 0} BUFFER{ulong vaddr[n]; n pages} }* PGARR{0}
 
 SIGNAL has no OBJREF: its objref is the TASK_OBJS signal_objref of the thread group's first
 task, whose SIGNAL follows that TASK_OBJS (linux-cr v21 checkpoint_task_objs and
 checkpoint_task_signal). CRFS_* records are crfs extensions (docs/format-ckpt.md).
 
-Records that belong to objects crfs does not interpret (CONTAINER and LSM info, file tables,
+Records that belong to objects crfs does not interpret (CONTAINER and LSM info,
 namespaces, unknown types) are skipped by their length; an OBJREF may appear wherever the
 kernel could first use a shared object. Every length and count is checked against the file
 before anything is read or allocated for it, every objref against the objects seen before
@@ -49,13 +54,13 @@ TLS_ARRAY_SIZE = 24
 # Record types the grammar places: met out of place they are an error, not something to skip.
 PLACED = set(fmt.CKPT_HDR.__members__) - {
     "CKPT_HDR_CONTAINER", "CKPT_HDR_LSM_INFO", "CKPT_HDR_SECURITY", "CKPT_HDR_TASK_NS",
-    "CKPT_HDR_RESTART_BLOCK", "CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC",
-    "CKPT_HDR_BUFFER", "CKPT_HDR_STRING"}
+    "CKPT_HDR_RESTART_BLOCK", "CKPT_HDR_BUFFER", "CKPT_HDR_STRING"}
 TASK_PARTS = ("CKPT_HDR_THREAD", "CKPT_HDR_CPU", "CKPT_HDR_TASK_OBJS", "CKPT_HDR_TASK_CREDS")
 # TASK_OBJS objref -> the kind of object it must name (signal_objref: see signal()).
-TASK_OBJ_KINDS = {"mm_objref": "CKPT_OBJ_MM", "fs_objref": "CKPT_OBJ_FS",
+TASK_OBJ_KINDS = {"files_objref": "CKPT_OBJ_FILE_TABLE", "mm_objref": "CKPT_OBJ_MM", "fs_objref": "CKPT_OBJ_FS",
                   "sighand_objref": "CKPT_OBJ_SIGHAND"}
 PRIVATE_PAGES = ("CKPT_VMA_ANON", "CKPT_VMA_FILE")    # VMA types followed by their pages
+MAX_OBJECT_DEPTH = 8   # objects defined inside objects (a FILE inside a FILE_TABLE ...)
 
 
 @dataclass(eq=False)
@@ -88,6 +93,7 @@ class Walker:
         self.constants = {}
         self.xstate_size = 0
         self.objects = {}   # objref -> CKPT_OBJ_* name, once its records are all read
+        self.depth = 0      # objects being read, one inside the other
         self.shm = {}       # ino_objref of each SHM_ANON inode dumped -> its size in pages
 
     # ----------------------------------------------------------------- cursor
@@ -226,10 +232,15 @@ class Walker:
     def until(self, name):
         """Yield the objects met before the next record of type `name`, skipping records
         crfs does not interpret; return that record's Part."""
+        record = yield from self.until_record(name)
+        return Part(record, self.parse(record))
+
+    def until_record(self, name):
+        """until(), returning the Record unparsed."""
         while True:
             record = self.next()
             if record.name == name:
-                return Part(record, self.parse(record))
+                return record
             yield from self.interleaved(record)
 
     def interleaved(self, record):
@@ -244,14 +255,19 @@ class Walker:
         if h.objref <= 0 or h.objref in self.objects:
             raise FormatError(f"objref {h.objref} is not new", offset=record.offset,
                               record=record.name)
+        if self.depth >= MAX_OBJECT_DEPTH:
+            raise FormatError("objects nested too deep", offset=record.offset,
+                              record=record.name)
         kind = name_of(fmt.CKPT_OBJ, h.objtype, f"objtype {h.objtype}")
         self.objects[h.objref] = None    # not usable until its records are read
         yield Part(record, h, objref=h.objref, objtype=kind)
         records = OBJECT_GRAMMAR.get(kind)
         if records is not None:
+            self.depth += 1
             for part in records(self):
                 part.objref = part.objref or h.objref   # nested objects stamped theirs
                 yield part
+            self.depth -= 1
         self.objects[h.objref] = kind
 
     def lookup(self, part, objref, kind):
@@ -342,12 +358,52 @@ class Walker:
 
     # ----------------------------------------------------------------- objects
 
+    def file_table(self):
+        """FILE_TABLE { [OBJECT] FILE_DESC }*fdt_nfds: each FILE_DESC names a FILE read
+        before it; descriptors are distinct."""
+        table = self.fixed("CKPT_HDR_FILE_TABLE")
+        nfds = table.fields.fdt_nfds
+        self.check_fits(table.record, "fdt_nfds", nfds, fmt.SIZE["CKPT_HDR_FILE_DESC"])
+        yield table
+        fds = set()
+        for _ in range(nfds):
+            desc = yield from self.until("CKPT_HDR_FILE_DESC")
+            h = desc.fields
+            self.lookup(desc, h.fd_objref, "CKPT_OBJ_FILE")
+            if h.fd_descriptor < 0 or h.fd_descriptor in fds:
+                raise self.error(desc, f"fd {h.fd_descriptor} is negative or repeated")
+            if h.fd_close_on_exec > 1:
+                raise self.error(desc, f"fd_close_on_exec {h.fd_close_on_exec}")
+            fds.add(h.fd_descriptor)
+            yield desc
+
     def file(self):
-        file = yield from self.until("CKPT_HDR_FILE")
+        """FILE by its f_type: GENERIC FILE_NAME | PIPE [PIPE_BUF] | FIFO FILE_NAME [PIPE_BUF]
+        | EVENTFD | CRFS_OPAQUE STRING{readlink text}; other types: the FILE alone."""
+        record = yield from self.until_record("CKPT_HDR_FILE")
+        file = Part(record, fmt.parse_file(self.source, record))
+        f_type = name_of(fmt.CKPT_FILE, file.fields.f_type)
         yield file
-        if file.fields.f_type == fmt.CKPT_FILE.CKPT_FILE_GENERIC:
+        if f_type in ("CKPT_FILE_GENERIC", "CKPT_FILE_FIFO"):
             name = self.expect("CKPT_HDR_FILE_NAME")
             yield Part(name, data=self.read_data(name), role="path")
+        if f_type in ("CKPT_FILE_PIPE", "CKPT_FILE_FIFO"):
+            yield from self.pipe_buf(file)
+        elif f_type == "CRFS_FILE_OPAQUE":
+            yield self.blob("CKPT_HDR_STRING", "link")
+
+    def pipe_buf(self, file):
+        """The PIPE_BUF after the first end of a pipe: its bytes stay in the file, the
+        part's data is (pipe_objref, offset, length)."""
+        ref = file.fields.pipe_objref
+        if ref in self.objects:
+            self.lookup(file, ref, "CKPT_OBJ_INODE")
+            return
+        if ref <= 0:
+            raise self.error(file, f"pipe_objref {ref}")
+        record = self.expect("CKPT_HDR_PIPE_BUF")
+        self.objects[ref] = "CKPT_OBJ_INODE"
+        yield Part(record, data=(ref, record.data_offset, record.data_length), role="pipe")
 
     def sighand(self):
         yield self.fixed("CKPT_HDR_SIGHAND")
@@ -508,6 +564,7 @@ class Walker:
 
 
 OBJECT_GRAMMAR = {
+    "CKPT_OBJ_FILE_TABLE": Walker.file_table,
     "CKPT_OBJ_FILE": Walker.file,
     "CKPT_OBJ_MM": Walker.mm,
     "CKPT_OBJ_SIGHAND": Walker.sighand,

@@ -5,7 +5,8 @@ describes and nothing more:
 
     HEADER BUFFER*3 HEADER_ARCH TREE BUFFER{pids} [BUFFER{vpids}]
     per task: TASK STRING{comm} [THREAD CPU [CPU_FPU]]
-              [CRED objects TASK_CREDS] [MM, FS, SIGHAND objects on first use] [TASK_OBJS]
+              [CRED objects TASK_CREDS] [FILE_TABLE, MM, FS, SIGHAND objects on first use]
+              [TASK_OBJS]
               [[SIGNAL SIGPENDING{shared}] SIGPENDING{private} SIGNAL_TASK [CRFS_SIGALTSTACK]]
     TAIL
 
@@ -13,8 +14,9 @@ in linux-cr v21's order (checkpoint_task, checkpoint_task_objs, checkpoint_task_
 
 Objects are numbered from 1 in first-use order, as the kernel's objhash does: an MM (written
 once however many threads share it) with its VMAs, the FILE of a file-backed VMA, the shmem
-inode of shared VMAs (an objref without records). Objects crfs does not write (file tables,
-fs, signal handlers, creds, the exe file) are referred to as 0. No CONTAINER section is
+inode of shared VMAs and of pipes (an objref without records), a file table with the FILE
+of each open file description once. Objects the model does not have (the exe file, creds
+of files) are referred to as 0. No CONTAINER section is
 written. Pages are streamed from mm.source, never held all at once.
 """
 
@@ -26,12 +28,14 @@ from crfs.formats import ckpt as fmt
 from crfs.formats.common import c_field, encode_text, kernel_version
 from crfs.formats.x86 import FXSAVE_SIZE, LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN
 from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, cpu_fields
-from crfs.model.ckpt_load import (CAP_FIELDS, FILE_FIELDS, ITIMER_FIELDS, RLIM_INFINITY_OF,
-                                   SIGINFO_FIELDS, SIGNAL_TTY_FIELDS, TASK_FIELDS,
-                                   CkptSignalFields, CkptTaskFields, CkptVmaFields)
+from crfs.model.ckpt_load import (CAP_FIELDS, FILE_FIELDS, ITIMER_FIELDS, OPAQUE_KIND,
+                                   RLIM_INFINITY_OF, SIGINFO_FIELDS, SIGNAL_TTY_FIELDS,
+                                   TASK_FIELDS, CkptFileFields, CkptSignalFields,
+                                   CkptTaskFields, CkptVmaFields)
 from crfs.model.page_copy import copy_pages
-from crfs.model.image import (ID_NAMES, RLIM_INFINITY, RLIM_NLIMITS, SS_DISABLE, Itimers,
-                              ShmSegment, ThreadGroup, get_field)
+from crfs.model.image import (ID_NAMES, OPAQUE_KINDS, PATH_KINDS, RLIM_INFINITY,
+                              RLIM_NLIMITS, SS_DISABLE, Itimers, ShmSegment, ThreadGroup,
+                              get_field)
 
 KERNEL = "2.6.34"   # the v21 base
 FMODE_READ = 1
@@ -128,7 +132,7 @@ class _Writer:
         """The header's uflags, with CRFS_UFLAG_EXT iff extension records are written."""
         uflags = self.header.get("uflags", 0) & ~fmt.CRFS_UFLAG_EXT
         if any(_has_altstack(t) or (t.fs is not None and t.fs.umask is not None)
-               for t in self.image.tasks):
+               or _has_opaque_files(t) for t in self.image.tasks):
             uflags |= fmt.CRFS_UFLAG_EXT
         return uflags
 
@@ -176,6 +180,7 @@ class _Writer:
                       ecred_ref=self.write_cred(effective) if effective else real)
         signals = task.signals
         objrefs = {
+            "files_objref": self.write_files(task.files) if task.files is not None else 0,
             "mm_objref": self.write_mm(task.mm) if task.mm is not None else 0,
             "fs_objref": self.write_fs(task.fs) if task.fs is not None else 0,
             "sighand_objref": self.write_sighand(signals.handlers)
@@ -185,7 +190,7 @@ class _Writer:
             group = signals.group or self.groups.setdefault(task.tgid, ThreadGroup())
             signal_objref, new_group = self.new_object(("signal", id(group)))
         if task.regs is not None or any(objrefs.values()) or signals is not None:
-            self.emit("CKPT_HDR_TASK_OBJS", fmt.ckpt_hdr_task_objs, files_objref=0,
+            self.emit("CKPT_HDR_TASK_OBJS", fmt.ckpt_hdr_task_objs,
                       signal_objref=signal_objref, **objrefs)
         if signals is not None:
             self.write_signals(signals, group, new_group)
@@ -250,6 +255,68 @@ class _Writer:
         except ConstructError as exc:
             raise ValueError(f"{name}: {exc}") from None
         self.out.write(data)
+
+    # ----------------------------------------------------------------- files
+
+    def write_files(self, table):
+        """OBJREF{FILE_TABLE} FILE_TABLE { [FILE object] FILE_DESC }*: each open file
+        description once, however many fds and tasks share it."""
+        objref, first = self.new_object(("files", id(table)), "CKPT_OBJ_FILE_TABLE")
+        if not first:
+            return objref
+        fds = sorted(table.fds, key=lambda d: d.fd)
+        if len({d.fd for d in fds}) != len(fds) or (fds and fds[0].fd < 0):
+            raise ValueError(f"file table with fds {[d.fd for d in fds]}")
+        self.emit("CKPT_HDR_FILE_TABLE", fmt.ckpt_hdr_file_table, fdt_nfds=len(fds))
+        for fd in fds:
+            file_ref = self.write_open_file(fd.file)
+            self.emit("CKPT_HDR_FILE_DESC", fmt.ckpt_hdr_file_desc, fd_objref=file_ref,
+                      fd_descriptor=fd.fd, fd_close_on_exec=int(bool(fd.cloexec)))
+        return objref
+
+    def write_open_file(self, file):
+        """OBJREF{FILE} FILE(subtype of its kind) and what follows it (FILE_NAME, PIPE_BUF,
+        STRING)."""
+        objref, first = self.new_object(("ofile", id(file)), "CKPT_OBJ_FILE")
+        if not first:
+            return objref
+        native = CkptFileFields.of(file)
+        common = {"f_mode": file.mode, "f_flags": file.flags, "f_pos": file.pos,
+                  "f_credref": 0, "f_secref": 0, "f_version": native.f_version or 0}
+        kind = file.kind
+        if kind in PATH_KINDS:
+            self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file,
+                      f_type=fmt.CKPT_FILE["CKPT_FILE_GENERIC"], **common)
+            self.emit_raw("CKPT_HDR_FILE_NAME", _path_bytes(file.path or ""))
+        elif kind in ("pipe", "fifo"):
+            self.write_pipe(file, common)
+        elif kind == "eventfd":
+            self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file_eventfd,
+                      f_type=fmt.CKPT_FILE["CKPT_FILE_EVENTFD"], count=file.count or 0,
+                      flags=native.eventfd_flags or 0, **common)
+        elif kind in OPAQUE_KINDS:
+            code = {v: k for k, v in OPAQUE_KIND.items()}[kind]
+            self.emit("CKPT_HDR_FILE", fmt.crfs_hdr_file_opaque,
+                      f_type=fmt.CKPT_FILE["CRFS_FILE_OPAQUE"], kind=fmt.CRFS_OPAQUE[code],
+                      st_mode=native.st_mode or 0, **common)
+            self.emit_raw("CKPT_HDR_STRING", _path_bytes(file.path or ""))
+        else:
+            raise ValueError(f"open file of kind {kind!r}")
+        return objref
+
+    def write_pipe(self, file, common):
+        """PIPE: FILE(56) [PIPE_BUF]; FIFO: FILE(56) FILE_NAME [PIPE_BUF]. The pipe's inode
+        gets an objref without a record; its buffered bytes follow its first end."""
+        if file.pipe is None:
+            raise ValueError(f"{file.kind} without a pipe id")
+        pipe_ref, first = self.new_object(("pipe", file.kind, file.pipe))
+        f_type = "CKPT_FILE_PIPE" if file.kind == "pipe" else "CKPT_FILE_FIFO"
+        self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file_pipe, f_type=fmt.CKPT_FILE[f_type],
+                  pipe_objref=pipe_ref, **common)
+        if file.kind == "fifo":
+            self.emit_raw("CKPT_HDR_FILE_NAME", _path_bytes(file.path or ""))
+        if first:
+            self.emit_raw("CKPT_HDR_PIPE_BUF", file.data.read() if file.data else b"")
 
     # ----------------------------------------------------------------- fs
 
@@ -424,6 +491,10 @@ def _path_bytes(path):
 def _has_altstack_signals(signals):
     alt = signals.altstack
     return alt is not None and not alt.flags & SS_DISABLE
+
+
+def _has_opaque_files(task):
+    return task.files is not None and any(d.file.kind in OPAQUE_KINDS for d in task.files.fds)
 
 
 def _has_altstack(task):

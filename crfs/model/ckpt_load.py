@@ -5,16 +5,15 @@ turns the parts it yields into the model, one handler per record type (HANDLERS)
 only: page contents stay in the file, PageMaps point at them.
 """
 
-from dataclasses import dataclass
-
 from crfs.formats import ckpt as fmt
 from crfs.formats.ckpt_grammar import Walker
 from crfs.formats.common import decode_text, name_of
 from crfs.formats.pagewords import page_keys
 from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, registers_from_cpu
-from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Creds, FsStruct, Image,
-                              Itimers, Mm, Pending, ShmSegment, SigAction, SigHand, SigInfo,
-                              Signals, Task, ThreadGroup, Vma, native_record, set_field)
+from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Blob, Creds, Fd, FdTable,
+                              FsStruct, Image, Itimers, Mm, OpenFile, Pending, ShmSegment,
+                              SigAction, SigHand, SigInfo, Signals, Task, ThreadGroup, Vma,
+                              native_record, set_field)
 from crfs.model.registers import Registers
 
 DIALECT = "ckpt_hdr v21"
@@ -43,6 +42,20 @@ TASK_FIELDS = {
 }
 TASK_OBJREFS = ("files_objref", "fs_objref", "sighand_objref", "signal_objref")
 FILE_FIELDS = ("f_mode", "f_flags", "f_credref", "f_pos", "f_version", "f_secref")
+# FILE f_type -> OpenFile.kind (sockets, ttys and epoll of a linux-cr kernel image are
+# shown, not interpreted).
+FILE_KIND = {
+    "CKPT_FILE_GENERIC": "file", "CKPT_FILE_PIPE": "pipe", "CKPT_FILE_FIFO": "fifo",
+    "CKPT_FILE_EVENTFD": "eventfd", "CKPT_FILE_SOCKET": "socket", "CKPT_FILE_TTY": "chr",
+    "CKPT_FILE_EPOLL": "anon",
+}
+# CRFS_FILE_OPAQUE kind <-> OpenFile.kind.
+OPAQUE_KIND = {"CRFS_OPAQUE_OTHER": "other", "CRFS_OPAQUE_SOCKET": "socket",
+               "CRFS_OPAQUE_ANON": "anon", "CRFS_OPAQUE_DELETED": "deleted"}
+# What FILE records keep that the model does not: f_type, f_version, the cred and LSM
+# objrefs, eventfd flags, the stat mode of an opaque file.
+CkptFileFields = native_record("CkptFileFields", ("f_type", "f_version", "f_credref",
+                                                  "f_secref", "eventfd_flags", "st_mode"))
 
 # What only ckpt_hdr stores: pid-namespace depth and its vpids, objrefs of what crfs does
 # not restore, and the CPU record fields an i386 task has no register for.
@@ -63,13 +76,6 @@ SIGINFO_FIELDS = {"signo": "signo", "errno": "_errno", "code": "code", "pid": "p
 RLIM_INFINITY_OF = {"i386": 0xFFFFFFFF, "x86_64": RLIM_INFINITY}
 CkptVmaFields = native_record("CkptVmaFields", ("vma_type", "vma_objref", "ino_objref",
                                                 "ino_size", "f_type", *FILE_FIELDS))
-
-
-@dataclass
-class FileObject:
-    """A CKPT_OBJ_FILE: its path (generic files only) and FILE record fields."""
-    path: object
-    fields: dict
 
 
 def load(source):
@@ -162,6 +168,8 @@ class _Builder:
         h = part.fields
         for name in TASK_OBJREFS:
             setattr(self.task.native, name, h[name])
+        if h.files_objref:
+            self.task.files = self.objects[h.files_objref]
         if h.mm_objref:
             self.task.mm = self.objects[h.mm_objref]
         if h.fs_objref:
@@ -247,13 +255,37 @@ class _Builder:
     # ----------------------------------------------------------------- objects
     # Each part of an object names it (part.objref): objects may nest.
 
+    def file_table(self, part):
+        self.objects[part.objref] = FdTable()
+
+    def file_desc(self, part):
+        h = part.fields
+        fd = Fd(fd=h.fd_descriptor, file=self.objects[h.fd_objref],
+                cloexec=bool(h.fd_close_on_exec))
+        self.objects[part.objref].fds.append(fd)
+
     def file(self, part):
-        f_type = name_of(fmt.CKPT_FILE, part.fields.f_type, part.fields.f_type)
-        self.objects[part.objref] = FileObject(None, {"f_type": f_type,
-                                                      **_fields(part.fields, FILE_FIELDS)})
+        h = part.fields
+        f_type = name_of(fmt.CKPT_FILE, h.f_type, h.f_type)
+        native = CkptFileFields(f_type=f_type, **_fields(h, ("f_version", "f_credref",
+                                                             "f_secref")))
+        file = OpenFile(kind=FILE_KIND.get(f_type, "other"), flags=h.f_flags, mode=h.f_mode,
+                        pos=h.f_pos, native=native)
+        if f_type in ("CKPT_FILE_PIPE", "CKPT_FILE_FIFO"):
+            file.pipe = h.pipe_objref
+        elif f_type == "CKPT_FILE_EVENTFD":
+            file.count, native.eventfd_flags = h.count, h.flags
+        elif f_type == "CRFS_FILE_OPAQUE":
+            file.kind = OPAQUE_KIND.get(name_of(fmt.CRFS_OPAQUE, h.kind), "other")
+            native.st_mode = h.st_mode
+        self.objects[part.objref] = file
 
     def file_name(self, part):
         self.objects[part.objref].path = decode_text(part.data)
+
+    def pipe_buf(self, part):
+        _, offset, length = part.data
+        self.objects[part.objref].data = Blob(self.source, offset, length)
 
     def mm_record(self, part):
         h = part.fields
@@ -280,8 +312,9 @@ class _Builder:
         if h.vma_objref:
             file = self.objects[h.vma_objref]
             self.vma.file = file.path
-            for name, value in file.fields.items():
-                setattr(self.vma.native, name, value)
+            self.vma.native.f_type = file.native.f_type
+            for name in FILE_FIELDS:
+                setattr(self.vma.native, name, _file_field(file, name))
         if vma_type == "CKPT_VMA_SHM_ANON":
             self.shm[h.ino_objref] = ShmSegment(objref=h.ino_objref, size=h.ino_size)
         elif vma_type == "CKPT_VMA_SHM_ANON_SKIP":
@@ -299,6 +332,12 @@ class _Builder:
             self.shm[self.vma.native.ino_objref].pages.add_words(page_keys(words), first)
         else:
             self.vma.pages.add_words(words, first)
+
+
+def _file_field(file, name):
+    """A FILE record field of a loaded OpenFile."""
+    model = {"f_mode": "mode", "f_flags": "flags", "f_pos": "pos"}.get(name)
+    return getattr(file, model) if model else getattr(file.native, name)
 
 
 # (record type, role) -> handler; parts not named here carry nothing the model keeps.
@@ -330,8 +369,12 @@ HANDLERS = {
     ("CKPT_HDR_GROUPINFO", ""): _Builder.groupinfo,
     ("CKPT_HDR_USER", ""): _Builder.user,
     ("CKPT_HDR_CRED", ""): _Builder.cred,
+    ("CKPT_HDR_FILE_TABLE", ""): _Builder.file_table,
+    ("CKPT_HDR_FILE_DESC", ""): _Builder.file_desc,
     ("CKPT_HDR_FILE", ""): _Builder.file,
     ("CKPT_HDR_FILE_NAME", "path"): _Builder.file_name,
+    ("CKPT_HDR_STRING", "link"): _Builder.file_name,
+    ("CKPT_HDR_PIPE_BUF", "pipe"): _Builder.pipe_buf,
     ("CKPT_HDR_MM", ""): _Builder.mm_record,
     ("CKPT_HDR_BUFFER", "auxv"): _Builder.auxv,
     ("CKPT_HDR_MM_CONTEXT", ""): _Builder.mm_context,

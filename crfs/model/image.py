@@ -174,6 +174,75 @@ class FsStruct:
     umask: Optional[int] = None
 
 
+# --------------------------------------------------------------------------- files
+
+# OpenFile.kind values. "file" is a file opened by path whose type the image does not
+# record (linux-cr's GENERIC: regular file, directory or device); a capture says which.
+FILE_KINDS = ("reg", "dir", "chr", "blk", "file", "pipe", "fifo", "eventfd", "socket",
+              "anon", "deleted", "other")
+# Kinds that are reopened by their path.
+PATH_KINDS = ("reg", "dir", "chr", "blk", "file")
+# Kinds crfs records (kind and readlink text) but cannot restore.
+OPAQUE_KINDS = ("socket", "anon", "deleted", "other")
+
+
+@dataclass
+class Blob:
+    """Bytes kept where they are: `length` bytes at `offset` of `source` (never loaded
+    until read)."""
+    source: object
+    offset: int
+    length: int
+
+    def read(self):
+        return self.source.pread(self.offset, self.length) if self.length else b""
+
+
+@dataclass(eq=False)
+class OpenFile:
+    """An open file description, shared by every fd (of any process) that refers to it.
+
+    path: the path it was opened by (kinds in PATH_KINDS and fifo), or for the others the
+    text /proc/PID/fd/N reads as ("socket:[123]", "anon_inode:[eventfd]", "/tmp/x
+    (deleted)"). flags: f_flags (O_*, without O_CLOEXEC, which belongs to the fd); mode:
+    FMODE_* bits; pos: the file position. Pipes and FIFOs: pipe is an id both ends share,
+    data the bytes buffered in the pipe (with the first end met). eventfd: its count."""
+    kind: str
+    path: Optional[str] = None
+    flags: int = 0
+    mode: int = 0
+    pos: int = 0
+    pipe: Optional[int] = None
+    data: Optional[Blob] = None
+    count: Optional[int] = None
+    native: Optional["NativeFields"] = None
+
+    def link(self):
+        """What readlink(/proc/PID/fd/N) shows for it."""
+        if self.kind == "pipe":
+            return f"pipe:[{self.pipe}]"
+        if self.kind == "eventfd" and self.path is None:
+            return "anon_inode:[eventfd]"
+        return self.path or ""
+
+
+@dataclass
+class Fd:
+    """One descriptor of a file table."""
+    fd: int
+    file: OpenFile
+    cloexec: bool = False
+
+
+@dataclass(eq=False)
+class FdTable:
+    """files_struct, shared by threads (CLONE_FILES): the descriptors, ascending."""
+    fds: list = field(default_factory=list)
+
+    def get(self, fd):
+        return next((d for d in self.fds if d.fd == fd), None)
+
+
 @dataclass
 class Exit:
     """How a task ended, or will tell its parent it did."""
@@ -306,6 +375,7 @@ class Task:
     futex: Futex = field(default_factory=Futex)
     signals: Optional[Signals] = None
     fs: Optional[FsStruct] = None
+    files: Optional[FdTable] = None
     native: Optional["NativeFields"] = None   # what only its format stores
 
 

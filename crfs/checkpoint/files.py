@@ -1,0 +1,196 @@
+"""The open files of stopped processes: /proc/PID/fd, /proc/PID/fdinfo, stat and kcmp.
+
+Every fd becomes an Fd of the process's FdTable pointing at an OpenFile, which is shared by
+every fd of any captured process that refers to the same open file description (fds with
+the same inode are compared with kcmp(2) KCMP_FILE). Regular files, directories and devices
+are kept by path with flags and position; pipes and FIFOs with the bytes buffered in them,
+copied with tee(2) without consuming them; eventfds with their count. Files crfs cannot
+restore (sockets, other anon inodes, files deleted while open) are kept as their kind and
+the text /proc shows for them.
+"""
+
+import ctypes
+import errno
+import fcntl
+import os
+import stat
+import termios
+from dataclasses import dataclass, field
+
+from crfs.checkpoint import procfs
+from crfs.errors import Unsupported
+from crfs.model.image import Blob, Fd, FdTable, OpenFile
+
+O_ACCMODE = 0o3
+O_CLOEXEC = 0o2000000
+FMODE_READ, FMODE_WRITE = 0x1, 0x2
+FMODE_SEEK = 0x1c           # FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE
+SEEKABLE = ("reg", "dir", "blk", "deleted")
+ACC_FMODE = {0: FMODE_READ, 1: FMODE_WRITE, 2: FMODE_READ | FMODE_WRITE, 3: 0}
+MAX_FDS = 1 << 20           # fds of one process (fs.nr_open default)
+SYS_KCMP = 312              # x86_64
+KCMP_FILE = 0
+F_GETPIPE_SZ, F_SETPIPE_SZ = 1032, 1031
+SPLICE_F_NONBLOCK = 0x2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_libc.tee.restype = ctypes.c_ssize_t
+_libc.tee.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint)
+
+
+class PipeCopyError(Unsupported):
+    """The bytes buffered in a pipe could not be copied."""
+
+
+@dataclass
+class Registry:
+    """The open files met so far in one checkpoint, across its processes."""
+    by_inode: dict = field(default_factory=dict)    # (dev, ino) -> [(pid, fd, OpenFile)]
+    pipes: set = field(default_factory=set)         # pipe ids whose bytes were copied
+    source: object = None                           # where pipe bytes are kept
+    kcmp_works: bool = True
+
+    def same(self, pid, fd, key):
+        """The OpenFile already met that (pid, fd) refers to, or None."""
+        for other_pid, other_fd, file in self.by_inode.get(key, ()):
+            if self.kcmp(pid, other_pid, fd, other_fd):
+                return file
+        return None
+
+    def kcmp(self, pid1, pid2, fd1, fd2):
+        if not self.kcmp_works:
+            return False
+        ret = _libc.syscall(SYS_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2)
+        if ret < 0:
+            err = ctypes.get_errno()
+            if err in (errno.ENOSYS, errno.EPERM, errno.EACCES):
+                self.kcmp_works = False     # without kcmp no fds are merged
+                return False
+            raise OSError(err, f"kcmp of fd {fd1} of {pid1} and fd {fd2} of {pid2}")
+        return ret == 0
+
+
+def capture(pid, registry):
+    """The FdTable of process `pid` (stopped)."""
+    names = os.listdir(f"/proc/{pid}/fd")
+    if len(names) > MAX_FDS:
+        raise Unsupported(f"pid {pid}: more than {MAX_FDS} open files")
+    table = FdTable()
+    for fd in sorted(int(name) for name in names):
+        table.fds.append(capture_fd(pid, fd, registry))
+    return table
+
+
+def fdinfo(pid, fd):
+    """/proc/PID/fdinfo/FD as {key: value text}."""
+    return procfs.status_fields(f"/proc/{pid}/fdinfo/{fd}")
+
+
+def capture_fd(pid, fd, registry):
+    path = f"/proc/{pid}/fd/{fd}"
+    link = os.readlink(path)
+    info = fdinfo(pid, fd)
+    flags = int(info["flags"], 8)
+    cloexec = bool(flags & O_CLOEXEC)
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    key = (st.st_dev, st.st_ino) if st else None
+    file = registry.same(pid, fd, key) if key else None
+    if file is None:
+        file = open_file(pid, fd, link, st, info, flags & ~O_CLOEXEC, registry)
+        if key:
+            registry.by_inode.setdefault(key, []).append((pid, fd, file))
+    return Fd(fd=fd, file=file, cloexec=cloexec)
+
+
+def kind_of(link, st):
+    if link.startswith("anon_inode:"):
+        return "eventfd" if link == "anon_inode:[eventfd]" else "anon"
+    if st is None:
+        return "other"
+    mode = st.st_mode
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISFIFO(mode):
+        return "pipe" if link.startswith("pipe:[") else "fifo"
+    if not link.startswith("/"):
+        return "other"
+    if link.endswith(" (deleted)") and (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return "deleted"
+    for kind, test in (("reg", stat.S_ISREG), ("dir", stat.S_ISDIR), ("chr", stat.S_ISCHR),
+                       ("blk", stat.S_ISBLK)):
+        if test(mode):
+            return kind
+    return "other"
+
+
+def open_file(pid, fd, link, st, info, flags, registry):
+    kind = kind_of(link, st)
+    mode = ACC_FMODE[flags & O_ACCMODE] | (FMODE_SEEK if kind in SEEKABLE else 0)
+    file = OpenFile(kind=kind, path=link, flags=flags, mode=mode, pos=int(info.get("pos", 0)))
+    if kind in ("pipe", "fifo"):
+        file.pipe = st.st_ino
+        if kind == "pipe":
+            file.path = None
+        if (kind, st.st_ino) not in registry.pipes:
+            registry.pipes.add((kind, st.st_ino))
+            data = pipe_bytes(pid, fd)
+            file.data = Blob(registry.source, registry.source.append(data), len(data))
+    elif kind == "eventfd":
+        file.count = int(info.get("eventfd-count", "0"), 16)
+        file.path = None
+    return file
+
+
+def pipe_bytes(pid, fd):
+    """The bytes buffered in the pipe or FIFO of `pid`'s `fd`, left in place: a read end
+    of it opened through /proc, tee(2)d into a pipe of ours as large as it."""
+    try:
+        src = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise PipeCopyError(f"pid {pid} fd {fd}: cannot open the pipe to copy its "
+                            f"buffer: {exc.strerror}") from None
+    try:
+        pending = _fionread(src)
+        if pending == 0:
+            return b""
+        rd, wr = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            size = fcntl.fcntl(src, F_GETPIPE_SZ)
+            if fcntl.fcntl(wr, F_GETPIPE_SZ) < size:
+                try:
+                    fcntl.fcntl(wr, F_SETPIPE_SZ, size)
+                except OSError as exc:
+                    raise PipeCopyError(f"pid {pid} fd {fd}: a pipe of {size} bytes to copy "
+                                        f"its buffer into: {exc.strerror}") from None
+            copied = _libc.tee(src, wr, pending, SPLICE_F_NONBLOCK)
+            if copied != pending:
+                err = ctypes.get_errno() if copied < 0 else 0
+                raise PipeCopyError(f"pid {pid} fd {fd}: tee copied {copied} of {pending} "
+                                    f"buffered bytes{f' ({os.strerror(err)})' if err else ''}")
+            return _read_all(rd, pending)
+        finally:
+            os.close(rd)
+            os.close(wr)
+    finally:
+        os.close(src)
+
+
+def _fionread(fd):
+    buf = bytearray(4)
+    fcntl.ioctl(fd, termios.FIONREAD, buf)
+    return int.from_bytes(buf, "little")
+
+
+def _read_all(fd, length):
+    chunks = []
+    while length:
+        chunk = os.read(fd, length)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        length -= len(chunk)
+    return b"".join(chunks)

@@ -37,6 +37,8 @@ CRFS_IOC_MAGIC = 0xC3
 CRFS_ABI_VERSION = 1
 CRFS_ERRMSG_LEN = 96
 CHECKPOINT_TREE = 0x1       # CRFS_CHECKPOINT_TREE, crfs_checkpoint_args.flags
+RESTART_INHERIT = 0x1       # CRFS_RESTART_INHERIT, crfs_image_args.flags: an image fd that
+                            # cannot be reopened takes the caller's fd of that number
 
 # <asm-generic/ioctl.h> (x86)
 _IOC_NRSHIFT, _IOC_TYPESHIFT, _IOC_SIZESHIFT, _IOC_DIRSHIFT = 0, 8, 16, 30
@@ -125,7 +127,7 @@ class Device:
         return ret
 
     def _image_call(self, request, image_fd, task_index=0):
-        args = ImageArgs(fd=image_fd, task_index=task_index)
+        args = ImageArgs(fd=image_fd, task_index=task_index, flags=flags)
         ret = _ioctl(self.fd, request, ctypes.addressof(args))
         if ret < 0:
             offset = None if args.err_offset == NO_OFFSET else args.err_offset
@@ -133,17 +135,17 @@ class Device:
                               args.err_type)
         return ret
 
-    def check(self, image_fd, task_index=0):
+    def check(self, image_fd, task_index=0, flags=0):
         """CRFS_IOC_CHECK: copy in and validate the image open at `image_fd` (EINVAL when
         `task_index` is not below its number of tasks)."""
-        return self._image_call(CRFS_IOC_CHECK, image_fd, task_index)
+        return self._image_call(CRFS_IOC_CHECK, image_fd, task_index, flags)
 
-    def restart(self, image_fd, task_index=0):
+    def restart(self, image_fd, task_index=0, flags=0):
         """CRFS_IOC_RESTART: validate, then restore task `task_index` (an index into the
         image's TREE) into the calling thread (one thread of the process per task of the
         image's process, the leader's task in the main thread; its vdso where the image
-        has it): only a failure returns."""
-        return self._image_call(CRFS_IOC_RESTART, image_fd, task_index)
+        has it): only a failure returns. `flags`: 0 or RESTART_INHERIT."""
+        return self._image_call(CRFS_IOC_RESTART, image_fd, task_index, flags)
 
     def checkpoint(self, pid, out_fd, tree=False):
         """CRFS_IOC_CHECKPOINT: write an image of process `pid` (every thread of it) and,

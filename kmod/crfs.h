@@ -91,6 +91,7 @@ struct crfs_file {
 	char *name;		/* generic files and FIFOs: NUL-terminated path */
 	s32 pipe_objref;	/* pipes and FIFOs */
 	struct crfs_pipe *pipe;
+	u32 opaque_kind;	/* CRFS_FILE_OPAQUE: CRFS_OPAQUE_* */
 };
 
 /* A FILE_DESC: fd @fd is the FILE object @objref. */

@@ -143,6 +143,26 @@ static int load_pipe(struct crfs_ctx *ctx, struct crfs_file *file,
 	return 0;
 }
 
+/* An OPAQUE file: only its kind is kept; its STRING is skipped. */
+static int load_opaque(struct crfs_ctx *ctx, struct crfs_file *file,
+		       const struct crfs_rec *rec)
+{
+	struct crfs_hdr_file_opaque h;
+	int ret;
+
+	if (rec->len != sizeof(h))
+		return crfs_image_fail(ctx->img, rec,
+				       "opaque FILE of %u bytes, expected %zu",
+				       rec->len, sizeof(h));
+	ret = crfs_image_body(ctx->img, rec, &h, sizeof(h));
+	if (ret)
+		return ret;
+	if (h.kind > CRFS_OPAQUE_DELETED)
+		return crfs_image_fail(ctx->img, rec, "opaque kind %u", h.kind);
+	file->opaque_kind = h.kind;
+	return 0;
+}
+
 static int check_file(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 		      const struct ckpt_hdr_file *h)
 {
@@ -181,6 +201,8 @@ int crfs_load_file(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
 	case CKPT_FILE_PIPE:
 	case CKPT_FILE_FIFO:
 		return load_pipe(ctx, file, &rec);
+	case CRFS_FILE_OPAQUE:
+		return load_opaque(ctx, file, &rec);
 	default:
 		return 0;	/* refused by RESTART; its own records are skipped */
 	}
@@ -628,9 +650,25 @@ static struct file *open_pipe(struct crfs_open *op, const struct crfs_fd *cfd)
 
 /* ---------------------------------------------------------------- restore: the table */
 
-static const char *kind_name(u32 f_type)
+static const char *opaque_name(u32 kind)
 {
-	switch (f_type) {
+	switch (kind) {
+	case CRFS_OPAQUE_SOCKET:
+		return "a socket";
+	case CRFS_OPAQUE_ANON:
+		return "an anon inode file (epoll, timerfd...)";
+	case CRFS_OPAQUE_DELETED:
+		return "a file deleted while open";
+	default:
+		return "a file of a kind crfs does not restore";
+	}
+}
+
+static const char *kind_name(const struct crfs_file *file)
+{
+	if (file->h.f_type == CRFS_FILE_OPAQUE)
+		return opaque_name(file->opaque_kind);
+	switch (file->h.f_type) {
 	case CKPT_FILE_GENERIC:
 		return "a character device";
 	case CKPT_FILE_PIPE:
@@ -682,9 +720,9 @@ static struct file *inherit(struct crfs_open *op, const struct crfs_fd *cfd)
 		return ERR_PTR(refuse(op, -EOPNOTSUPP,
 				      "fd %d: %.40s: %s not handed in (-i)",
 				      cfd->fd, cfd->file->name,
-				      kind_name(cfd->file->h.f_type)));
+				      kind_name(cfd->file)));
 	return ERR_PTR(refuse(op, -EOPNOTSUPP, "fd %d: %s not handed in (-i)",
-			      cfd->fd, kind_name(cfd->file->h.f_type)));
+			      cfd->fd, kind_name(cfd->file)));
 }
 
 static struct file *open_object(struct crfs_open *op, const struct crfs_fd *cfd)
@@ -698,9 +736,13 @@ static struct file *open_object(struct crfs_open *op, const struct crfs_fd *cfd)
 	case CKPT_FILE_SOCKET:
 	case CKPT_FILE_TTY:
 		return ERR_PTR(-CANNOT_REOPEN);
+	case CRFS_FILE_OPAQUE:
+		if (cfd->file->opaque_kind == CRFS_OPAQUE_SOCKET)
+			return ERR_PTR(-CANNOT_REOPEN);
+		fallthrough;
 	default:
 		return ERR_PTR(refuse(op, -EOPNOTSUPP, "fd %d: %s is not restored",
-				      cfd->fd, kind_name(cfd->file->h.f_type)));
+				      cfd->fd, kind_name(cfd->file)));
 	}
 }
 

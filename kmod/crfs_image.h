@@ -87,6 +87,15 @@ enum {
 	CKPT_FILE_EVENTFD = 7,
 	CKPT_FILE_MAX = 8,
 	CRFS_FILE_EXT_FIRST = 100,	/* crfs extension file types: 100 and up */
+	CRFS_FILE_OPAQUE = 110,		/* recorded, not restorable; then STRING */
+};
+
+/* crfs_hdr_file_opaque->kind */
+enum {
+	CRFS_OPAQUE_OTHER = 0,
+	CRFS_OPAQUE_SOCKET = 1,
+	CRFS_OPAQUE_ANON = 2,		/* anon_inode:[...] other than eventfd */
+	CRFS_OPAQUE_DELETED = 3,	/* a file unlinked while open */
 };
 
 /* ckpt_hdr_vma->vma_type */
@@ -286,6 +295,13 @@ struct ckpt_hdr_file_pipe {
 	struct ckpt_hdr_file common;
 	__s32 pipe_objref;	/* a CKPT_OBJ_INODE; its first end is followed by PIPE_BUF */
 	__u8 __padding[4];
+};
+
+/* crfs extension: CKPT_HDR_FILE of a file crfs cannot reopen, then STRING{its /proc link} */
+struct crfs_hdr_file_opaque {
+	struct ckpt_hdr_file common;
+	__u32 kind;
+	__u32 st_mode;
 };
 
 /* CKPT_HDR_FILE_TABLE, then fdt_nfds x { [OBJECT of a FILE] FILE_DESC } */

@@ -126,7 +126,7 @@ class Device:
             raise KernelError(-ret)
         return ret
 
-    def _image_call(self, request, image_fd, task_index=0):
+    def _image_call(self, request, image_fd, task_index=0, flags=0):
         args = ImageArgs(fd=image_fd, task_index=task_index, flags=flags)
         ret = _ioctl(self.fd, request, ctypes.addressof(args))
         if ret < 0:
@@ -238,14 +238,15 @@ def unsafe_restarter(restarter):
     return reason
 
 
-def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=None):
+def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=None,
+                     options=()):
     """Restart the image at `path` in a new process running kmod/crfs-restart; its Outcome.
 
     The restarter becomes the restored program (a successful restore replaces the address
     space of the process that asks for it), in a session of its own, with stdin from
     /dev/null and stdout + stderr to the file object `stdout` (default /dev/null). It
     reports a failure on a pipe; the kernel closes that pipe when the restore succeeded.
-    Returns once the restore succeeded or failed; it is killed after `timeout` seconds.
+    `options`: more crfs-restart options (-S, -i IMAGEFD=FD with FD passed in). Returns once the restore succeeded or failed; it is killed after `timeout` seconds.
     """
     restarter = restarter or find_restarter()
     if not restarter:
@@ -257,7 +258,7 @@ def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=No
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     out = stdout if stdout is not None else subprocess.DEVNULL
     try:
-        proc = subprocess.Popen([restarter, "-d", device, "-r", str(write_fd), path],
+        proc = subprocess.Popen([restarter, "-d", device, "-r", str(write_fd), *options, path],
                                 stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT if stdout is not None else out,
                                 pass_fds=(write_fd,), start_new_session=True)

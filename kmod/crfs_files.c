@@ -404,11 +404,12 @@ static int set_pos_flags(struct crfs_open *op, const struct crfs_fd *cfd,
 			 struct file *file)
 {
 	const struct ckpt_hdr_file *h = &cfd->file->h;
+	unsigned int extra = (O_NONBLOCK | O_NOFOLLOW) & ~h->f_flags;
 	loff_t pos;
 
-	if (!(h->f_flags & O_NONBLOCK)) {
+	if (extra) {	/* added by the open, not the image's */
 		spin_lock(&file->f_lock);
-		file->f_flags &= ~O_NONBLOCK;
+		file->f_flags &= ~extra;
 		spin_unlock(&file->f_lock);
 	}
 	if (!h->f_pos || !(file->f_mode & FMODE_LSEEK))
@@ -634,8 +635,8 @@ static struct file *open_pipe(struct crfs_open *op, const struct crfs_fd *cfd)
 	pipe = pipe_of(op, cfd);
 	if (IS_ERR(pipe))
 		return pipe;
-	file = dentry_open(&pipe->f_path, (cf->h.f_flags & O_ACCMODE) |
-			   O_NONBLOCK | O_LARGEFILE, current_cred());
+	file = dentry_open(&pipe->f_path, (cf->h.f_flags & KEPT_FLAGS) | O_NONBLOCK,
+			   current_cred());
 	if (IS_ERR(file))
 		return ERR_PTR(refuse(op, PTR_ERR(file),
 				      "fd %d: the pipe's end cannot be opened",

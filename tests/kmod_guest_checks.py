@@ -23,6 +23,8 @@ import time
 
 from crfs import kernel
 
+import guest_files   # noqa: E402 - tests/, next to this script
+
 
 def name(code):
     """errno name; EOPNOTSUPP rather than its alias ENOTSUP."""
@@ -649,7 +651,7 @@ def fuse_finish(mnt, name, timeout=180):
 # --------------------------------------------------------------------------- checkpoint
 
 
-TARGETS = ("restore_target", "tree_target", "threads_target", "crfs-restart")
+TARGETS = ("restore_target", "tree_target", "threads_target", "crfs-restart", "files_target")
 NOBODY = 65534
 GROUP_TIMEOUT = 12    # seconds (module parameter): the threads' rendezvous gives up; margin for a
 #                       loaded host, where a late leader would otherwise time out its threads
@@ -1367,6 +1369,7 @@ STEPS = (
     ("checkpoint_refusals", checkpoint_refusals, lambda m, s: (m["restore"], KERNEL_IMAGE),
      "t_checkpoint_refusals"),
     ("restart_creds", restart_creds, lambda m, s: (m["restore"],), "t_restart_creds"),
+    ("files", guest_files.files_step, lambda m, s: (m["restore"],), "t_files"),
 )
 
 

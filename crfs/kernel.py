@@ -39,6 +39,8 @@ CRFS_ERRMSG_LEN = 96
 CHECKPOINT_TREE = 0x1       # CRFS_CHECKPOINT_TREE, crfs_checkpoint_args.flags
 RESTART_INHERIT = 0x1       # CRFS_RESTART_INHERIT, crfs_image_args.flags: an image fd that
                             # cannot be reopened takes the caller's fd of that number
+RESTART_REPLACE = 0x2       # CRFS_RESTART_REPLACE: every image fd the caller has open
+                            # without close-on-exec takes the caller's file
 
 # <asm-generic/ioctl.h> (x86)
 _IOC_NRSHIFT, _IOC_TYPESHIFT, _IOC_SIZESHIFT, _IOC_DIRSHIFT = 0, 8, 16, 30
@@ -144,7 +146,7 @@ class Device:
         """CRFS_IOC_RESTART: validate, then restore task `task_index` (an index into the
         image's TREE) into the calling thread (one thread of the process per task of the
         image's process, the leader's task in the main thread; its vdso where the image
-        has it): only a failure returns. `flags`: 0 or RESTART_INHERIT."""
+        has it): only a failure returns. `flags`: 0, RESTART_INHERIT or RESTART_REPLACE."""
         return self._image_call(CRFS_IOC_RESTART, image_fd, task_index, flags)
 
     def checkpoint(self, pid, out_fd, tree=False):

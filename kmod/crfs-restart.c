@@ -2,7 +2,7 @@
 /*
  * crfs-restart: become the process of a checkpoint image, through /dev/crfs.
  *
- *   crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-i IMAGEFD=FD]... IMAGE
+ *   crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-i IMAGEFD=FD]... IMAGE
  *
  * Built static by `make -C kmod` (no dynamic loader, few mappings). It:
  *   1. turns address-space randomization off (personality ADDR_NO_RANDOMIZE) and
@@ -19,7 +19,9 @@
  * not checkpointed) takes this process's fd of the same number (CRFS_RESTART_INHERIT):
  * its stdin, stdout, stderr, and each IMAGEFD given with -i, which gets FD's file. Every
  * other fd of this process is made close-on-exec first, which keeps it from being handed
- * in. -S (strict) hands in nothing: such an fd fails the restart. On failure it prints one line on stderr and, with -r, writes a
+ * in. -S (strict) hands in nothing: such an fd fails the restart. -R (replace): every fd
+ * handed in replaces the image's fd of that number, whatever it was (CRFS_RESTART_REPLACE;
+ * e.g. the program's stdout becomes this one's even if it was a file). On failure it prints one line on stderr and, with -r, writes a
  * 128-byte report on FD (errno, err_offset, err_type, stage[16], reason[96];
  * little-endian, as crfs/kernel.py reads it), then exits with status 1.
  *
@@ -608,7 +610,7 @@ static int parse_args(int argc, char **argv, const char **device)
 {
 	int opt;
 
-	while ((opt = getopt(argc, argv, "d:r:NSi:")) != -1) {
+	while ((opt = getopt(argc, argv, "d:r:NSRi:")) != -1) {
 		if (opt == 'd')
 			*device = optarg;
 		else if (opt == 'r')
@@ -617,6 +619,8 @@ static int parse_args(int argc, char **argv, const char **device)
 			image_pids = 0;
 		else if (opt == 'S')
 			restart_flags &= ~CRFS_RESTART_INHERIT;
+		else if (opt == 'R')
+			restart_flags |= CRFS_RESTART_REPLACE;
 		else if (opt != 'i' || nr_inherit == MAX_INHERIT ||
 			 sscanf(optarg, "%d=%d", &inherit_image[nr_inherit],
 				&inherit_from[nr_inherit]) != 2 ||
@@ -744,6 +748,6 @@ int main(int argc, char **argv)
 	restart_image(dev, fd);
 usage:
 	fprintf(stderr,
-		"usage: crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-i IMAGEFD=FD]... IMAGE\n");
+		"usage: crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-i IMAGEFD=FD]... IMAGE\n");
 	return 2;
 }

@@ -713,7 +713,7 @@ static struct file *inherit(struct crfs_open *op, const struct crfs_fd *cfd)
 {
 	struct file *file = NULL;
 
-	if (op->plan->flags & CRFS_RESTART_INHERIT)
+	if (op->plan->flags & (CRFS_RESTART_INHERIT | CRFS_RESTART_REPLACE))
 		file = caller_file(op, cfd->fd);
 	if (file)
 		return file;
@@ -753,6 +753,11 @@ static struct file *open_fd(struct crfs_open *op, const struct crfs_fd *cfd)
 	struct file *file;
 	int ret;
 
+	if (op->plan->flags & CRFS_RESTART_REPLACE) {
+		file = caller_file(op, cfd->fd);
+		if (file)
+			return file;	/* handed in: replaces the image's */
+	}
 	file = xa_load(&op->opened, cfd->objref);
 	if (file)
 		return get_file(file);

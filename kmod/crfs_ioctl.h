@@ -18,7 +18,8 @@
 /*
  * struct crfs_image_args - an image to check or restart.
  * @fd:		in: file descriptor of the image, open for reading (a regular file)
- * @flags:	in: 0 or CRFS_RESTART_INHERIT (RESTART only; CHECK accepts it too)
+ * @flags:	in: 0, CRFS_RESTART_INHERIT or CRFS_RESTART_REPLACE (RESTART only;
+ *		CHECK accepts them too)
  * @err_offset:	out: file offset of the record that failed, when the call failed on
  *		the image's contents
  * @err_type:	out: its CKPT_HDR_* type (0 when not known)
@@ -68,6 +69,13 @@ struct crfs_checkpoint_args {
  * close-on-exec. Without it such an fd refuses the restart (EOPNOTSUPP).
  */
 #define CRFS_RESTART_INHERIT	0x1
+/*
+ * Every fd of the image that the caller has open without close-on-exec gets the caller's
+ * file, whatever the image's file was (a restarted program writing to the restarter's
+ * stdout rather than to its old log); implies CRFS_RESTART_INHERIT.
+ */
+#define CRFS_RESTART_REPLACE	0x2
+#define CRFS_RESTART_FLAGS	(CRFS_RESTART_INHERIT | CRFS_RESTART_REPLACE)
 
 /* crfs_checkpoint_args.flags */
 #define CRFS_CHECKPOINT_TREE	0x1	/* the process and its descendants, depth first */

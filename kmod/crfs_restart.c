@@ -1037,7 +1037,7 @@ long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart)
 
 	if (copy_from_user(&args, uargs, sizeof(args)))
 		return -EFAULT;
-	if (args.flags & ~CRFS_RESTART_INHERIT)
+	if (args.flags & ~CRFS_RESTART_FLAGS)
 		return -EINVAL;
 	img = kzalloc(sizeof(*img), GFP_KERNEL);
 	plan = kzalloc(sizeof(*plan), GFP_KERNEL);

@@ -243,7 +243,10 @@ def restart_to(image, restarter, out_path):
     most to report): the child, and the seconds until it reported."""
     with open(out_path, "wb") as out:
         t0 = time.monotonic()
-        child = kernel.restart_in_child(image, restarter=restarter, stdout=out, timeout=120)
+        # -R: the program's stdio is this output, not the files it had (the files step
+        # tests what it writes to without -R)
+        child = kernel.restart_in_child(image, restarter=restarter, stdout=out, timeout=120,
+                                        options=("-R",))
         return child, time.monotonic() - t0
 
 
@@ -1123,7 +1126,8 @@ def restart_as_nobody(image, restarter):
     try:
         with open(out_path, "wb") as out:
             proc = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                                     "--clear-groups", restarter, "-r", str(write_fd), image],
+                                     "--clear-groups", restarter, "-R", "-r", str(write_fd),
+                                     image],
                                     stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, pass_fds=(write_fd,))
         os.close(write_fd)
@@ -1173,7 +1177,7 @@ def restart_as(uid, image, restarter, out_path, groups=()):
     try:
         with open(out_path, "wb") as out:
             proc = subprocess.Popen((setpriv(uid, groups) if uid else []) +
-                                    [restarter, "-r", str(write_fd), image],
+                                    [restarter, "-R", "-r", str(write_fd), image],
                                     stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, pass_fds=(write_fd,))
         os.close(write_fd)

@@ -112,7 +112,7 @@ def _program():
     emit("const CKPT_PGARR_BATCH", "CKPT_PGARR_BATCH")
     for name in ("CRFS_IOC_VERSION", "CRFS_IOC_CHECK", "CRFS_IOC_RESTART",
                  "CRFS_IOC_CHECKPOINT", "CRFS_ABI_VERSION", "CRFS_ERRMSG_LEN", "CRFS_IOC_MAGIC",
-                 "CRFS_CHECKPOINT_TREE", "CRFS_RESTART_INHERIT"):
+                 "CRFS_CHECKPOINT_TREE", "CRFS_RESTART_INHERIT", "CRFS_RESTART_REPLACE"):
         emit(f"ioctl {name}", name)
     emit("ioctl sizeof", "sizeof(struct crfs_image_args)")
     for field in ("fd", "flags", "err_offset", "err_type", "task_index", "err_msg"):
@@ -165,6 +165,7 @@ def test_ioctl_abi_matches_crfs_kernel(c_values):
     assert c_values["ioctl CRFS_ABI_VERSION"] == kernel.CRFS_ABI_VERSION
     assert c_values["ioctl CRFS_ERRMSG_LEN"] == kernel.CRFS_ERRMSG_LEN
     assert c_values["ioctl CRFS_RESTART_INHERIT"] == kernel.RESTART_INHERIT
+    assert c_values["ioctl CRFS_RESTART_REPLACE"] == kernel.RESTART_REPLACE
     assert c_values["ioctl sizeof"] == ctypes.sizeof(kernel.ImageArgs)
     py_fields = {name: getattr(kernel.ImageArgs, name).offset
                  for name, _ in kernel.ImageArgs._fields_}

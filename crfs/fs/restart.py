@@ -187,7 +187,9 @@ class RestartBox(Dir):
             return _failed(upload.name, exc.errno or errno.EIO,
                            f"cannot create the program's log: {exc.strerror}")
         with output:
-            outcome = kernel.restart_in_child(upload.path, kernel.DEVICE, stdout=output)
+            # -R: stdin /dev/null, stdout and stderr this log, whatever the image had there
+            outcome = kernel.restart_in_child(upload.path, kernel.DEVICE, stdout=output,
+                                              options=("-R",))
         if outcome.errno == 0:
             threading.Thread(target=self._wait,
                              args=(upload.name, outcome.pid, outcome.process, log_path),

@@ -95,8 +95,9 @@ struct crfs_checkpoint_args {
  * by forking one process per process of the image (parents first); a process with threads
  * by one thread per task, the leader's task in the main thread; each calls RESTART with
  * its own index (crfs-restart does). On success the call does not return to the caller's
- * code: the process runs the image (same pid, credentials, fds 0-2; every other fd
- * closed). A failure after the point of no return kills it with SIGKILL.
+ * code: the process runs the image (same pid, credentials; the image's fd table, or
+ * without one fds 0-2 kept and every other fd closed). A failure after the point of no
+ * return kills it with SIGKILL.
  */
 #define CRFS_IOC_RESTART	_IOWR(CRFS_IOC_MAGIC, 2, struct crfs_image_args)
 
@@ -145,7 +146,11 @@ struct crfs_checkpoint_args {
  *		(the leader's in its main thread) or shares its mm; the task is taken
  *   ECANCELED	RESTART of a thread: the call of another thread of the process failed
  *   ETIMEDOUT	RESTART of a thread: the other threads did not all call in time
- *   ENOENT, EACCES...	RESTART only: a mapped file cannot be opened by the caller
+ *   ENOENT, EACCES...	RESTART only: a mapped file, or a file of the fd table, cannot be
+ *		opened by the caller (err_msg names the fd and the path)
+ *   EMFILE	RESTART only: an fd of the image not below the caller's RLIMIT_NOFILE
+ *   EOPNOTSUPP	also: an fd of a kind not restored (epoll, eventfd...), or one that cannot
+ *		be reopened (tty, socket, half pipe) and is not handed in
  */
 
 #endif /* CRFS_IOCTL_H */

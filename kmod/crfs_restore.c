@@ -16,14 +16,15 @@
  *            VMA over the caller's [vvar]/[vdso]; the task's credentials (the image's
  *            TASK_CREDS, bounded by the caller's: never more than the original had nor
  *            than the caller has); every mapped file opened with them; shared anonymous
- *            memory built in shmem files; the xstate checked by a dry run of the
- *            kernel's uabi copy on a scratch fpstate.
+ *            memory built in shmem files; the files of the fd table opened (with the
+ *            task's credentials); the xstate checked by a dry run of the kernel's uabi
+ *            copy on a scratch fpstate.
  * Then the point of no return (for a thread group: once every thread is prepared):
  *   act:     (leader) unmap everything but [vvar]/[vdso]; map every VMA at its address;
  *            fill the dumped pages; mm fields, auxv; (every thread) comm, FPU/xstate,
  *            per-task pointers, commit_creds(); queue a task_work that sets the general
- *            registers and fs/gs base (the leader's also closes the fds above 2) on the
- *            way back to user space.
+ *            registers and fs/gs base (the leader's also installs the fd table opened in
+ *            prepare, crfs_files.c) on the way back to user space.
  * A failure after the point of no return kills the caller with SIGKILL: it never runs
  * half restored. The caller's signal handlers and mask are kept, and its credentials
  * when the image has no TASK_CREDS.

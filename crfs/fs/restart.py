@@ -325,6 +325,9 @@ def _status(name, state, error=None, pid=None):
     lines = [f"image: {name}", f"state: {state}"]
     if pid:
         lines.append(f"pid: {pid}")
+        # what crfs-restart -R substituted for the image's stdio
+        lines.append(f"stdio: fd 0 /dev/null, fds 1 and 2 restart/{name}.log "
+                     "(whatever the image had there)")
     if error:
         lines.append(f"error: {error}")
     return "\n".join(lines) + "\n"

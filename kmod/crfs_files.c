@@ -774,7 +774,10 @@ static struct file *open_fd(struct crfs_open *op, const struct crfs_fd *cfd)
 	return get_file(file);
 }
 
-/* Another process of the image must not share the file table (CLONE_FILES). */
+/*
+ * The threads of the process share its file table, and no other process does
+ * (CLONE_FILES without CLONE_VM; unshare(CLONE_FILES) in a thread).
+ */
 static int check_table(struct crfs_open *op, u32 index)
 {
 	const struct crfs_task *me = &op->plan->tasks[index];
@@ -783,10 +786,12 @@ static int check_table(struct crfs_open *op, u32 index)
 
 	for (i = 0; i < op->plan->nr_tasks; i++) {
 		const struct crfs_task *t = &op->plan->tasks[i];
+		bool thread = t->pids.vtgid == me->pids.vtgid;
+		bool same = t->files == me->files;
 
-		if (t->files == me->files && t->pids.vtgid != me->pids.vtgid)
+		if (thread != same)
 			return refuse(op, -EOPNOTSUPP,
-				      "pids %d and %d: processes sharing a file table",
+				      "pids %d and %d: a file table shared across processes or not by threads",
 				      me->pids.vpid, t->pids.vpid);
 	}
 	if (op->fdt->nr && op->fdt->fds[op->fdt->nr - 1].fd >= nofile)

@@ -115,10 +115,11 @@ def end_of(child, timeout=60):
     return kernel.describe_exit(child.process.returncode)
 
 
-def files_step(manifest, limit=40):
+def files_step(manifest, limit=6000):
     """The step: checkpoint files_target, refusals, then the restart that must work."""
     work = WORK
-    os.makedirs(work, exist_ok=True)
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
     exe = os.path.join(work, "files_target")
     shutil.copy(manifest["files_target"], exe)
     restarter = manifest["restarter"]
@@ -146,8 +147,10 @@ def files_step(manifest, limit=40):
     child = restart(image, restarter, os.path.join(work, "restart.out"))
     result["restart"] = outcome(child)
     if child.errno == 0:
-        time.sleep(0.3)
+        wait_lines(out_path, len(result["lines_before"]) + 3)
         result["after"] = fds_of(child.pid)
+        with open(os.path.join(work, "stop"), "w"):
+            pass
         result["exit"] = end_of(child)
     os.close(stdin_w)
     with open(out_path) as f:

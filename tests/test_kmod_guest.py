@@ -1134,7 +1134,8 @@ def test_restart_restores_the_fd_table(guest):
 def test_restored_program_finds_its_files(guest):
     """The program's own checks after the restart: every fd as it left it (flags, the
     shared offset of fd 4 and its dup, the directory, the devices, close-on-exec, fds
-    11-19 closed), the pipe's bytes still buffered, its stdout and log written on."""
+    11-19 closed), the pipe's bytes still buffered, its stdout (a file, not the
+    restarter's) and its O_APPEND log written on, every tick once."""
     files = _files(guest)
     assert files["exit"] == "exited 3", files["exit"]
     before, lines = files["lines_before"], files["lines"]
@@ -1142,7 +1143,7 @@ def test_restored_program_finds_its_files(guest):
     ticks = [line for line in lines if line.startswith("tick ")]
     assert all(line.endswith("files=ok") for line in ticks), ticks
     numbers = [int(line.split()[1]) for line in ticks]
-    assert numbers == sorted(numbers) and numbers[-1] == 40 and len(ticks) > len(before)
+    assert numbers == list(range(1, len(numbers) + 1)) and len(ticks) > len(before) + 2
     assert lines[-1] == "pipe=ok"
     assert files["log"] == ticks               # O_APPEND: the log has every tick once
 

@@ -10,8 +10,9 @@
  *   10 DIR/files.data, O_RDONLY|O_CLOEXEC    20 /dev/zero, O_RDONLY
  * then ticks (~100 ms): one line per tick on stdout and in the log,
  *   tick N pid=P files=ok
- * checking every fd again (files=FAIL:what otherwise); fds 11-19 must be closed. At tick
- * LIMIT it reads the pipe: "pipe=ok" when it holds PIPE_BYTES, and exits with status 3. */
+ * checking every fd again (files=FAIL:what otherwise); fds 11-19 must be closed. Once
+ * DIR/stop exists it reads the pipe, prints "pipe=ok" when it held PIPE_BYTES, and exits
+ * with status 3; at tick LIMIT without it, with status 5. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -142,7 +143,7 @@ static const char *check_pipe(void)
 int main(int argc, char **argv)
 {
 	struct timespec step = {0, 100 * 1000 * 1000};
-	char line[256];
+	char line[256], stop[4200];
 	long limit, n;
 	const char *bad;
 	int len;
@@ -151,6 +152,7 @@ int main(int argc, char **argv)
 		return 2;
 	snprintf(dir, sizeof(dir), "%s", argv[1]);
 	limit = atol(argv[2]);
+	snprintf(stop, sizeof(stop), "%s/stop", dir);
 	setup();
 	for (n = 1; ; n++) {
 		bad = check();
@@ -158,11 +160,13 @@ int main(int argc, char **argv)
 			       bad ? "FAIL:" : "ok", bad ? bad : "");
 		if (write(1, line, len) != len || write(3, line, len) != len)
 			return 4;
-		if (n >= limit) {
+		if (!access(stop, F_OK)) {
 			printf("pipe=%s\n", check_pipe());
 			fflush(stdout);
 			return 3;
 		}
+		if (n >= limit)
+			return 5;
 		nanosleep(&step, NULL);
 	}
 }

@@ -83,8 +83,15 @@ def or_file_flags(bits, n=0):
     return fn
 
 
+def errno_name(code):
+    """errno name; EOPNOTSUPP rather than its alias ENOTSUP."""
+    if code == errno.EOPNOTSUPP:
+        return "EOPNOTSUPP"
+    return errno.errorcode.get(code, code) if code else 0
+
+
 def outcome(child):
-    return {"errno": errno.errorcode.get(child.errno, child.errno) if child.errno else 0,
+    return {"errno": errno_name(child.errno),
             "msg": child.reason, "type": child.record_type, "stage": child.stage}
 
 

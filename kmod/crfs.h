@@ -84,6 +84,10 @@ struct crfs_run {
 struct crfs_pipe {
 	loff_t buf_pos;		/* file offset of the bytes */
 	u32 buf_len;
+	u32 nr_tables;		/* file tables (processes) holding one of its ends */
+	const void *last_table;	/* the last one counted */
+	bool reader;		/* a PIPE: some table of the image has its read end */
+	bool writer;		/* ... its write end */
 };
 
 struct crfs_file {
@@ -92,6 +96,8 @@ struct crfs_file {
 	s32 pipe_objref;	/* pipes and FIFOs */
 	struct crfs_pipe *pipe;
 	u32 opaque_kind;	/* CRFS_FILE_OPAQUE: CRFS_OPAQUE_* */
+	u32 nr_tables;		/* file tables (processes) holding it */
+	const void *last_table;
 };
 
 /* A FILE_DESC: fd @fd is the FILE object @objref. */

@@ -208,7 +208,30 @@ int crfs_load_file(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
 	}
 }
 
-static int load_fd(struct crfs_ctx *ctx, struct crfs_fd *fd, int depth)
+/* Which file tables (processes) hold @file, and which ends of its pipe the image has. */
+static void count_use(struct crfs_file *file, const struct crfs_fdtable *fdt)
+{
+	struct crfs_pipe *p = file->pipe;
+	u32 acc = file->h.f_flags & O_ACCMODE;
+
+	if (file->last_table != fdt) {
+		file->last_table = fdt;
+		file->nr_tables++;
+	}
+	if (!p)
+		return;
+	if (p->last_table != fdt) {
+		p->last_table = fdt;
+		p->nr_tables++;
+	}
+	if (file->h.f_type == CKPT_FILE_PIPE) {
+		p->reader |= acc != O_WRONLY;
+		p->writer |= acc != O_RDONLY;
+	}
+}
+
+static int load_fd(struct crfs_ctx *ctx, struct crfs_fd *fd,
+		   const struct crfs_fdtable *fdt, int depth)
 {
 	struct ckpt_hdr_file_desc h;
 	struct crfs_object *obj;
@@ -234,6 +257,7 @@ static int load_fd(struct crfs_ctx *ctx, struct crfs_fd *fd, int depth)
 	fd->cloexec = h.fd_close_on_exec;
 	fd->objref = h.fd_objref;
 	fd->file = obj->file;
+	count_use(fd->file, fdt);
 	return 0;
 }
 
@@ -268,7 +292,7 @@ int crfs_load_file_table(struct crfs_ctx *ctx, struct crfs_object *obj,
 		return -ENOMEM;
 	obj->fdt = fdt;
 	for (i = 0; i < h.fdt_nfds; i++) {
-		ret = load_fd(ctx, &fdt->fds[i], depth);
+		ret = load_fd(ctx, &fdt->fds[i], fdt, depth);
 		if (ret)
 			return ret;
 		fdt->nr++;
@@ -470,6 +494,95 @@ static struct file *open_generic(struct crfs_open *op, const struct crfs_fd *cfd
 	return file;
 }
 
+/* ---------------------------------------------------------------- restore: shared */
+
+/*
+ * An open file or pipe held by several processes of the image: the first process of the
+ * restart to reach it opens it and leaves it here for the others (one struct file: one
+ * offset, one pipe). A restart is the image (its inode) and the process group of the
+ * callers (crfs-restart puts a tree in a group of its own); an entry not taken by all
+ * within SHARED_TTL is dropped.
+ */
+struct crfs_shared {
+	struct list_head node;
+	const struct inode *image;	/* compared, never dereferenced */
+	pid_t session;
+	s32 key;			/* FILE objref or pipe_objref: one objref space */
+	struct file *file;
+	u32 left;			/* processes still to take it */
+	unsigned long expires;
+};
+
+#define SHARED_TTL	(120 * HZ)
+
+static LIST_HEAD(crfs_shared_list);
+static DEFINE_MUTEX(crfs_shared_lock);
+
+static void drop_shared(struct crfs_shared *s)
+{
+	list_del(&s->node);
+	fput(s->file);
+	kfree(s);
+}
+
+/* Under crfs_shared_lock: the entry of @key in this restart; expired ones go. */
+static struct crfs_shared *find_shared(struct crfs_open *op, s32 key)
+{
+	const struct inode *image = file_inode(op->img->file);
+	pid_t session = task_pgrp_nr(current);
+	struct crfs_shared *s, *tmp, *found = NULL;
+
+	list_for_each_entry_safe(s, tmp, &crfs_shared_list, node) {
+		if (time_after(jiffies, s->expires))
+			drop_shared(s);
+		else if (s->image == image && s->session == session &&
+			 s->key == key)
+			found = s;
+	}
+	return found;
+}
+
+typedef struct file *(*crfs_opener)(struct crfs_open *op,
+				    const struct crfs_fd *cfd);
+
+/* @open(@cfd), or the file another process of the restart opened for @key. */
+static struct file *shared_open(struct crfs_open *op, s32 key, u32 users,
+				crfs_opener open, const struct crfs_fd *cfd)
+{
+	struct crfs_shared *s;
+	struct file *file;
+
+	if (users < 2)
+		return open(op, cfd);
+	mutex_lock(&crfs_shared_lock);
+	s = find_shared(op, key);
+	if (s) {
+		file = get_file(s->file);
+		if (--s->left == 0)
+			drop_shared(s);
+		goto out;
+	}
+	file = open(op, cfd);
+	if (IS_ERR(file))
+		goto out;
+	s = kzalloc(sizeof(*s), GFP_KERNEL);
+	if (!s) {
+		fput(file);
+		file = ERR_PTR(-ENOMEM);
+		goto out;
+	}
+	s->image = file_inode(op->img->file);
+	s->session = task_pgrp_nr(current);
+	s->key = key;
+	s->file = get_file(file);
+	s->left = users - 1;
+	s->expires = jiffies + SHARED_TTL;
+	list_add(&s->node, &crfs_shared_list);
+out:
+	mutex_unlock(&crfs_shared_lock);
+	return file;
+}
+
 /* ---------------------------------------------------------------- restore: pipes */
 
 /* The module's own pipefs instance, mounted on first use: pipes are made on it. */
@@ -580,25 +693,27 @@ static struct file *open_fifo_path(struct crfs_open *op,
 	return file;
 }
 
-/* Both ends of the pipe in this file table: else the one end cannot be reopened. */
-static bool pipe_complete(const struct crfs_fdtable *fdt, s32 pipe_objref)
+/* A new pipe, or the FIFO at its path, with the bytes it had. */
+static struct file *make_pipe(struct crfs_open *op, const struct crfs_fd *cfd)
 {
-	bool r = false, w = false;
-	u32 acc, i;
+	struct file *pipe;
+	int ret;
 
-	for (i = 0; i < fdt->nr; i++) {
-		const struct crfs_file *f = fdt->fds[i].file;
-
-		if (f->h.f_type != CKPT_FILE_PIPE || f->pipe_objref != pipe_objref)
-			continue;
-		acc = f->h.f_flags & O_ACCMODE;
-		r |= acc != O_WRONLY;
-		w |= acc != O_RDONLY;
+	if (cfd->file->h.f_type == CKPT_FILE_PIPE)
+		pipe = new_pipe();
+	else
+		pipe = open_fifo_path(op, cfd);
+	if (IS_ERR(pipe))
+		return pipe;
+	ret = fill_pipe(op, cfd, pipe);
+	if (ret) {
+		fput(pipe);
+		return ERR_PTR(ret);
 	}
-	return r && w;
+	return pipe;
 }
 
-/* The pipe or FIFO of @cfd, made (and filled) by its first end. */
+/* The pipe or FIFO of @cfd, made (and filled) by its first end in the restart. */
 static struct file *pipe_of(struct crfs_open *op, const struct crfs_fd *cfd)
 {
 	const struct crfs_file *cf = cfd->file;
@@ -608,10 +723,8 @@ static struct file *pipe_of(struct crfs_open *op, const struct crfs_fd *cfd)
 	pipe = xa_load(&op->pipes, cf->pipe_objref);
 	if (pipe)
 		return pipe;
-	if (cf->h.f_type == CKPT_FILE_PIPE)
-		pipe = new_pipe();
-	else
-		pipe = open_fifo_path(op, cfd);
+	pipe = shared_open(op, cf->pipe_objref, cf->pipe->nr_tables, make_pipe,
+			   cfd);
 	if (IS_ERR(pipe))
 		return pipe;
 	ret = xa_err(xa_store(&op->pipes, cf->pipe_objref, pipe, GFP_KERNEL));
@@ -619,8 +732,7 @@ static struct file *pipe_of(struct crfs_open *op, const struct crfs_fd *cfd)
 		fput(pipe);
 		return ERR_PTR(ret);
 	}
-	ret = fill_pipe(op, cfd, pipe);
-	return ret ? ERR_PTR(ret) : pipe;
+	return pipe;
 }
 
 static struct file *open_pipe(struct crfs_open *op, const struct crfs_fd *cfd)
@@ -630,7 +742,7 @@ static struct file *open_pipe(struct crfs_open *op, const struct crfs_fd *cfd)
 	int ret;
 
 	if (cf->h.f_type == CKPT_FILE_PIPE &&
-	    !pipe_complete(op->fdt, cf->pipe_objref))
+	    !(cf->pipe->reader && cf->pipe->writer))
 		return ERR_PTR(-CANNOT_REOPEN);
 	pipe = pipe_of(op, cfd);
 	if (IS_ERR(pipe))
@@ -761,7 +873,7 @@ static struct file *open_fd(struct crfs_open *op, const struct crfs_fd *cfd)
 	file = xa_load(&op->opened, cfd->objref);
 	if (file)
 		return get_file(file);
-	file = open_object(op, cfd);
+	file = shared_open(op, cfd->objref, cfd->file->nr_tables, open_object, cfd);
 	if (file == ERR_PTR(-CANNOT_REOPEN))
 		return inherit(op, cfd);	/* per fd: never shared by objref */
 	if (IS_ERR(file))
@@ -950,6 +1062,10 @@ void crfs_files_install(struct crfs_files *files)
 
 void crfs_files_exit(void)
 {
+	struct crfs_shared *s, *tmp;
+
+	list_for_each_entry_safe(s, tmp, &crfs_shared_list, node)
+		drop_shared(s);
 	if (crfs_pipe_mnt)
 		kern_unmount(crfs_pipe_mnt);
 }

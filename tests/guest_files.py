@@ -199,3 +199,54 @@ def refusals(image, work, restarter):
         bad = patch(image, f"{image}.{label}", fn)
         out[label] = outcome(restart(bad, restarter, f"{bad}.out"))
     return out
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def files_tree_step(manifest, limit=6000):
+    """files_tree_target (a parent reading a pipe its child writes, both writing one
+    shared log file) checkpointed with `crfs checkpoint --tree --kill`, restarted by
+    crfs-restart: the pipe and the log's offset are shared again."""
+    work = WORK + "-tree"
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    exe = os.path.join(work, "files_tree_target")
+    shutil.copy(manifest["files_tree_target"], exe)
+    out_path = os.path.join(work, "tree.out")
+    image = os.path.join(work, "tree.img")
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(["setarch", "-R", exe, work, str(limit)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    wait_lines(out_path, 5)
+    kid = (children(proc.pid) or [None])[0]
+    result = {"before": {"parent": fds_of(proc.pid), "child": fds_of(kid) if kid else {}}}
+    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "--tree",
+                         "-o", image, "--kill", "--via", "ptrace"],
+                        capture_output=True, text=True, timeout=120)
+    result["checkpoint"] = {"rc": ck.returncode, "stderr": ck.stderr}
+    proc.wait(timeout=60)
+    with open(out_path) as f:
+        result["lines_before"] = f.read().splitlines()
+    if ck.returncode:
+        return result
+    child = restart(image, manifest["restarter"], os.path.join(work, "restart.out"))
+    result["restart"] = outcome(child)
+    if child.errno == 0:
+        wait_lines(out_path, len(result["lines_before"]) + 3)
+        kids = children(child.pid)
+        result["after"] = {"parent": fds_of(child.pid),
+                           "child": fds_of(kids[0]) if kids else {}}
+        with open(os.path.join(work, "stop"), "w"):
+            pass
+        result["exit"] = end_of(child)
+    with open(out_path) as f:
+        result["lines"] = f.read().splitlines()
+    with open(os.path.join(work, "tree.log")) as f:
+        result["log"] = f.read().splitlines()
+    return result

@@ -654,7 +654,8 @@ def fuse_finish(mnt, name, timeout=180):
 # --------------------------------------------------------------------------- checkpoint
 
 
-TARGETS = ("restore_target", "tree_target", "threads_target", "crfs-restart", "files_target")
+TARGETS = ("restore_target", "tree_target", "threads_target", "crfs-restart", "files_target",
+           "files_tree_targ")
 NOBODY = 65534
 GROUP_TIMEOUT = 12    # seconds (module parameter): the threads' rendezvous gives up; margin for a
 #                       loaded host, where a late leader would otherwise time out its threads
@@ -1374,6 +1375,8 @@ STEPS = (
      "t_checkpoint_refusals"),
     ("restart_creds", restart_creds, lambda m, s: (m["restore"],), "t_restart_creds"),
     ("files", guest_files.files_step, lambda m, s: (m["restore"],), "t_files"),
+    ("files_tree", guest_files.files_tree_step, lambda m, s: (m["restore"],),
+     "t_files_tree"),
 )
 
 

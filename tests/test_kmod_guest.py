@@ -395,6 +395,7 @@ def guest(tmp_path_factory, build_c):
         "tree_target": str(build_c("tree_target", 64)),
         "threads_target": str(build_c("threads_target", 64, "-pthread")),
         "files_target": str(build_c("files_target", 64)),
+        "files_tree_target": str(build_c("files_tree_target", 64)),
         "ckpt_threads": str(build_c("ckpt_threads", 64, "-pthread"))}
     (work / "manifest.json").write_text(json.dumps(manifest))
 
@@ -1171,3 +1172,26 @@ def test_file_table_refusals_say_why(guest, name):
     code, reason = FILE_REFUSALS[name]
     got = _files(guest)["refused"][name]
     assert got["errno"] == code and reason in got["msg"], got
+
+
+def test_restart_shares_pipes_and_files_between_processes(guest):
+    """files_tree_target, `crfs checkpoint --tree`, crfs-restart: the child's write end
+    and the parent's read end are one pipe again, with the lines the parent had not read
+    yet (no line lost or repeated), and the log file both write at one shared offset
+    (no line overwritten)."""
+    tree = _report(guest)["steps"]["files_tree"]
+    assert tree["checkpoint"]["rc"] == 0, tree["checkpoint"]["stderr"]
+    assert tree["restart"]["errno"] == 0, tree["restart"]
+    after = tree["after"]
+    assert after["parent"]["7"][0].startswith("pipe:[")
+    assert after["parent"]["7"][0] == after["child"]["8"][0]
+    assert after["parent"]["7"][0] != tree["before"]["parent"]["7"][0]
+    assert after["parent"]["3"][0] == after["child"]["3"][0]
+    assert tree["exit"] == "exited 3", tree["exit"]
+    lines = tree["lines"]
+    assert lines[:len(tree["lines_before"])] == tree["lines_before"]
+    assert lines[-1] == "eof"
+    got = [int(line.split()[-1]) for line in lines[:-1]]
+    assert got == list(range(1, len(got) + 1)) and len(got) > len(tree["lines_before"])
+    log = tree["log"]
+    assert sorted(log) == sorted([f"child {n}" for n in got] + [f"parent {n}" for n in got])

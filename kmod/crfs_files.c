@@ -36,7 +36,7 @@
 /* what a restored file's f_flags keep of the image's (restore_file_common's set) */
 #define KEPT_FLAGS	(O_ACCMODE | O_APPEND | O_NONBLOCK | O_DIRECT | O_NOATIME | \
 			 O_DIRECTORY | O_PATH | O_SYNC | O_DSYNC | O_LARGEFILE)
-#define CANNOT_REOPEN	ENXIO	/* internal: the fd's file is inherited or refused */
+#define CANNOT_REOPEN	ENOANO	/* internal, never from the VFS: the fd is handed in */
 
 static int fail(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 		const char *what)

@@ -37,6 +37,10 @@ CRFS_IOC_MAGIC = 0xC3
 CRFS_ABI_VERSION = 1
 CRFS_ERRMSG_LEN = 96
 CHECKPOINT_TREE = 0x1       # CRFS_CHECKPOINT_TREE, crfs_checkpoint_args.flags
+RESTART_INHERIT = 0x1       # CRFS_RESTART_INHERIT, crfs_image_args.flags: an image fd that
+                            # cannot be reopened takes the caller's fd of that number
+RESTART_REPLACE = 0x2       # CRFS_RESTART_REPLACE: every image fd the caller has open
+                            # without close-on-exec takes the caller's file
 
 # <asm-generic/ioctl.h> (x86)
 _IOC_NRSHIFT, _IOC_TYPESHIFT, _IOC_SIZESHIFT, _IOC_DIRSHIFT = 0, 8, 16, 30
@@ -124,8 +128,8 @@ class Device:
             raise KernelError(-ret)
         return ret
 
-    def _image_call(self, request, image_fd, task_index=0):
-        args = ImageArgs(fd=image_fd, task_index=task_index)
+    def _image_call(self, request, image_fd, task_index=0, flags=0):
+        args = ImageArgs(fd=image_fd, task_index=task_index, flags=flags)
         ret = _ioctl(self.fd, request, ctypes.addressof(args))
         if ret < 0:
             offset = None if args.err_offset == NO_OFFSET else args.err_offset
@@ -133,17 +137,17 @@ class Device:
                               args.err_type)
         return ret
 
-    def check(self, image_fd, task_index=0):
+    def check(self, image_fd, task_index=0, flags=0):
         """CRFS_IOC_CHECK: copy in and validate the image open at `image_fd` (EINVAL when
         `task_index` is not below its number of tasks)."""
-        return self._image_call(CRFS_IOC_CHECK, image_fd, task_index)
+        return self._image_call(CRFS_IOC_CHECK, image_fd, task_index, flags)
 
-    def restart(self, image_fd, task_index=0):
+    def restart(self, image_fd, task_index=0, flags=0):
         """CRFS_IOC_RESTART: validate, then restore task `task_index` (an index into the
         image's TREE) into the calling thread (one thread of the process per task of the
         image's process, the leader's task in the main thread; its vdso where the image
-        has it): only a failure returns."""
-        return self._image_call(CRFS_IOC_RESTART, image_fd, task_index)
+        has it): only a failure returns. `flags`: 0, RESTART_INHERIT or RESTART_REPLACE."""
+        return self._image_call(CRFS_IOC_RESTART, image_fd, task_index, flags)
 
     def checkpoint(self, pid, out_fd, tree=False):
         """CRFS_IOC_CHECKPOINT: write an image of process `pid` (every thread of it) and,
@@ -236,14 +240,15 @@ def unsafe_restarter(restarter):
     return reason
 
 
-def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=None):
+def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=None,
+                     options=()):
     """Restart the image at `path` in a new process running kmod/crfs-restart; its Outcome.
 
     The restarter becomes the restored program (a successful restore replaces the address
     space of the process that asks for it), in a session of its own, with stdin from
     /dev/null and stdout + stderr to the file object `stdout` (default /dev/null). It
     reports a failure on a pipe; the kernel closes that pipe when the restore succeeded.
-    Returns once the restore succeeded or failed; it is killed after `timeout` seconds.
+    `options`: more crfs-restart options (-S, -i IMAGEFD=FD with FD passed in). Returns once the restore succeeded or failed; it is killed after `timeout` seconds.
     """
     restarter = restarter or find_restarter()
     if not restarter:
@@ -255,7 +260,7 @@ def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=No
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     out = stdout if stdout is not None else subprocess.DEVNULL
     try:
-        proc = subprocess.Popen([restarter, "-d", device, "-r", str(write_fd), path],
+        proc = subprocess.Popen([restarter, "-d", device, "-r", str(write_fd), *options, path],
                                 stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT if stdout is not None else out,
                                 pass_fds=(write_fd,), start_new_session=True)

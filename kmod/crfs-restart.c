@@ -2,7 +2,7 @@
 /*
  * crfs-restart: become the process of a checkpoint image, through /dev/crfs.
  *
- *   crfs-restart [-d DEVICE] [-r FD] [-N] IMAGE
+ *   crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-i IMAGEFD=FD]... IMAGE
  *
  * Built static by `make -C kmod` (no dynamic loader, few mappings). It:
  *   1. turns address-space randomization off (personality ADDR_NO_RANDOMIZE) and
@@ -13,8 +13,15 @@
  *   3. opens DEVICE (/dev/crfs), checks CRFS_IOC_VERSION, and calls CRFS_IOC_RESTART.
  *
  * On success the ioctl does not come back here: this process is the restored program,
- * with the same stdin, stdout and stderr; every other fd (the image, the device, FD) is
- * closed by the kernel. On failure it prints one line on stderr and, with -r, writes a
+ * with the image's fds when the image has a file table (else the same stdin, stdout and
+ * stderr); every other fd (the image, the device, FD) is closed by the kernel. An fd of
+ * the image that cannot be reopened (a terminal, a socket, a pipe whose other end was
+ * not checkpointed) takes this process's fd of the same number (CRFS_RESTART_INHERIT):
+ * its stdin, stdout, stderr, and each IMAGEFD given with -i, which gets FD's file. Every
+ * other fd of this process is made close-on-exec first, which keeps it from being handed
+ * in. -S (strict) hands in nothing: such an fd fails the restart. -R (replace): every fd
+ * handed in replaces the image's fd of that number, whatever it was (CRFS_RESTART_REPLACE;
+ * e.g. the program's stdout becomes this one's even if it was a file). On failure it prints one line on stderr and, with -r, writes a
  * 128-byte report on FD (errno, err_offset, err_type, stage[16], reason[96];
  * little-endian, as crfs/kernel.py reads it), then exits with status 1.
  *
@@ -90,6 +97,11 @@ struct clone3_args {
 #define THREAD_STACK	(64 * 1024)
 
 static int report_fd = -1;
+static unsigned int restart_flags = CRFS_RESTART_INHERIT;
+
+#define MAX_INHERIT	64
+static int nr_inherit;
+static int inherit_image[MAX_INHERIT], inherit_from[MAX_INHERIT];
 static int image_pids = 1;		/* try to give the tasks their pids (not -N) */
 static struct pids pids[MAX_TASKS];	/* the image's TREE */
 static int nr_tasks = 1;		/* in the image */
@@ -570,6 +582,7 @@ static void start_threads(int dev, int fd)
 			continue;
 		threads[k].dev = dev;
 		threads[k].args.fd = fd;
+		threads[k].args.flags = restart_flags;
 		threads[k].args.task_index = k;
 		tid = -EPERM;
 		if (image_pids) {
@@ -597,17 +610,66 @@ static int parse_args(int argc, char **argv, const char **device)
 {
 	int opt;
 
-	while ((opt = getopt(argc, argv, "d:r:N")) != -1) {
+	while ((opt = getopt(argc, argv, "d:r:NSRi:")) != -1) {
 		if (opt == 'd')
 			*device = optarg;
 		else if (opt == 'r')
 			report_fd = atoi(optarg);
 		else if (opt == 'N')
 			image_pids = 0;
-		else
+		else if (opt == 'S')
+			restart_flags &= ~CRFS_RESTART_INHERIT;
+		else if (opt == 'R')
+			restart_flags |= CRFS_RESTART_REPLACE;
+		else if (opt != 'i' || nr_inherit == MAX_INHERIT ||
+			 sscanf(optarg, "%d=%d", &inherit_image[nr_inherit],
+				&inherit_from[nr_inherit]) != 2 ||
+			 inherit_image[nr_inherit] < 0 || inherit_from[nr_inherit] < 0)
 			return -1;
+		else
+			nr_inherit++;
 	}
 	return optind == argc - 1 ? optind : -1;
+}
+
+/* Our own fd moved above every IMAGEFD of -i (close-on-exec, as all of ours are). */
+static int out_of_the_way(int ourfd)
+{
+	int k, low = 3, moved;
+
+	for (k = 0; k < nr_inherit; k++)
+		if (inherit_image[k] >= low)
+			low = inherit_image[k] + 1;
+	if (ourfd < 0 || ourfd >= low)
+		return ourfd;
+	moved = fcntl(ourfd, F_DUPFD_CLOEXEC, low);
+	if (moved < 0)
+		fail("inherit", errno, "cannot move an fd", UINT64_MAX, 0);
+	close(ourfd);
+	return moved;
+}
+
+/*
+ * What is handed in to the kernel: fds 0-2 and each IMAGEFD of -i (FD's file), the
+ * only fds without close-on-exec. Swaps (-i 3=4 -i 4=3) go through copies.
+ */
+static void hand_in(int *dev, int *fd)
+{
+	int k, copy[MAX_INHERIT];
+
+	*dev = out_of_the_way(*dev);
+	*fd = out_of_the_way(*fd);
+	report_fd = out_of_the_way(report_fd);
+	for (k = 0; k < nr_inherit; k++) {
+		copy[k] = fcntl(inherit_from[k], F_DUPFD_CLOEXEC, 3);
+		if (copy[k] < 0)
+			fail("inherit", errno, "-i: not an open fd", UINT64_MAX, 0);
+	}
+	for (k = 0; k < nr_inherit; k++) {
+		if (dup2(copy[k], inherit_image[k]) < 0)
+			fail("inherit", errno, "-i: cannot place the fd", UINT64_MAX, 0);
+		close(copy[k]);
+	}
 }
 
 /* Address-space randomization off, by re-executing this program once (step 1). */
@@ -659,6 +721,7 @@ static void restart_image(int dev, int fd)
 	memset(&self, 0, sizeof(self));
 	self.dev = dev;
 	self.args.fd = fd;
+	self.args.flags = restart_flags;
 	self.args.task_index = task_index;
 	if (nr_procs > 1)
 		barrier(ready, go);
@@ -675,12 +738,16 @@ int main(int argc, char **argv)
 	if (image < 0)
 		goto usage;
 	no_randomization(argv);
+	/* nothing above stderr is handed in but what -i says */
+	syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC);
 	dev = open_device(device);
 	fd = open(argv[image], O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		fail("open-image", errno, argv[image], UINT64_MAX, 0);
+	hand_in(&dev, &fd);
 	restart_image(dev, fd);
 usage:
-	fprintf(stderr, "usage: crfs-restart [-d DEVICE] [-r FD] [-N] IMAGE\n");
+	fprintf(stderr,
+		"usage: crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-i IMAGEFD=FD]... IMAGE\n");
 	return 2;
 }

@@ -32,6 +32,9 @@
 #define CRFS_MAX_STRING		4096		/* STRING, FILE_NAME, uts BUFFERs */
 #define CRFS_MAX_AUXV_BYTES	4096
 #define CRFS_LDT_ENTRIES	8192
+#define CRFS_MAX_FDS		4096		/* FILE_DESCs of one file table */
+#define CRFS_MAX_FD_NUMBER	1048576		/* fd numbers: below NR_OPEN's default */
+#define CRFS_MAX_PIPE_BUF	65536		/* PIPE_BUF bytes: a default pipe's capacity */
 
 /* ---------------------------------------------------------------- crfs_image.c */
 
@@ -77,9 +80,38 @@ struct crfs_run {
 	u32 nr_pages;
 };
 
+/* A CKPT_OBJ_INODE: a pipe or FIFO, its bytes from the PIPE_BUF after its first end. */
+struct crfs_pipe {
+	loff_t buf_pos;		/* file offset of the bytes */
+	u32 buf_len;
+	u32 nr_tables;		/* file tables (processes) holding one of its ends */
+	const void *last_table;	/* the last one counted */
+	bool reader;		/* a PIPE: some table of the image has its read end */
+	bool writer;		/* ... its write end */
+};
+
 struct crfs_file {
 	struct ckpt_hdr_file h;
-	char *name;		/* generic files: NUL-terminated path */
+	char *name;		/* generic files and FIFOs: NUL-terminated path */
+	s32 pipe_objref;	/* pipes and FIFOs */
+	struct crfs_pipe *pipe;
+	u32 opaque_kind;	/* CRFS_FILE_OPAQUE: CRFS_OPAQUE_* */
+	u32 nr_tables;		/* file tables (processes) holding it */
+	const void *last_table;
+};
+
+/* A FILE_DESC: fd @fd is the FILE object @objref. */
+struct crfs_fd {
+	s32 fd;
+	bool cloexec;
+	s32 objref;
+	struct crfs_file *file;
+};
+
+/* A FILE_TABLE object: its descriptors, sorted by fd, each fd once. */
+struct crfs_fdtable {
+	u32 nr;
+	struct crfs_fd fds[];
 };
 
 struct crfs_vma {
@@ -117,6 +149,8 @@ struct crfs_object {
 		struct crfs_file *file;
 		struct crfs_cred *cred;
 		struct crfs_groups *groups;
+		struct crfs_fdtable *fdt;
+		struct crfs_pipe *pipe;
 	};
 };
 
@@ -136,6 +170,8 @@ struct crfs_task {
 	struct crfs_mm *mm;
 	struct crfs_cred *cred;		/* TASK_CREDS: real, effective; or NULL */
 	struct crfs_cred *ecred;
+	struct crfs_fdtable *files;	/* TASK_OBJS files_objref's, or NULL */
+	s32 files_objref;
 };
 
 /* Everything the restore needs, copied in and validated. */
@@ -150,7 +186,20 @@ struct crfs_plan {
 	u32 nr_vmas;
 	u64 nr_pages;
 	u64 *vaddrs;		/* scratch: one PGARR's vaddr array */
+	u32 flags;		/* crfs_image_args.flags */
 };
+
+/* Reading the image into the plan: the helpers crfs_files.c shares. */
+struct crfs_ctx {
+	struct crfs_plan *plan;
+	struct crfs_image *img;
+};
+
+int crfs_next_of(struct crfs_ctx *ctx, struct crfs_rec *rec, u32 type,
+		 int depth);
+int crfs_expect(struct crfs_ctx *ctx, struct crfs_rec *rec, u32 type);
+bool crfs_fits(struct crfs_ctx *ctx, u64 count, u64 size);
+struct crfs_object *crfs_lookup(struct crfs_ctx *ctx, s32 objref, u32 objtype);
 
 void crfs_plan_init(struct crfs_plan *plan);
 void crfs_plan_free(struct crfs_plan *plan);
@@ -161,6 +210,23 @@ long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart);
 
 int crfs_restore(struct crfs_plan *plan, struct crfs_image *img, u32 index,
 		 bool *done);
+
+/* ---------------------------------------------------------------- crfs_files.c */
+
+struct crfs_files;
+
+int crfs_load_file(struct crfs_ctx *ctx, struct crfs_object *obj, int depth);
+int crfs_load_file_table(struct crfs_ctx *ctx, struct crfs_object *obj,
+			 int depth);
+int crfs_load_task_files(struct crfs_ctx *ctx, struct crfs_task *task,
+			 const struct crfs_rec *rec, s32 files_objref);
+void crfs_free_file_object(struct crfs_object *obj);
+int crfs_files_prepare(struct crfs_plan *plan, struct crfs_image *img,
+		       u32 index, const struct cred *cred,
+		       struct crfs_files **out);
+void crfs_files_install(struct crfs_files *files);
+void crfs_files_free(struct crfs_files *files);
+void crfs_files_exit(void);
 
 /* ---------------------------------------------------------------- crfs_group.c */
 

@@ -41,6 +41,7 @@ enum {
 	CKPT_HDR_FILE_DESC = 302,
 	CKPT_HDR_FILE_NAME = 303,
 	CKPT_HDR_FILE = 304,
+	CKPT_HDR_PIPE_BUF = 305,
 	CKPT_HDR_MM = 401,
 	CKPT_HDR_VMA = 402,
 	CKPT_HDR_PGARR = 403,
@@ -64,6 +65,8 @@ enum {
 
 /* ckpt_hdr_objref->objtype (the ones crfs interprets) */
 enum {
+	CKPT_OBJ_INODE = 1,	/* a pipe's inode: no OBJREF record, only pipe_objref */
+	CKPT_OBJ_FILE_TABLE = 2,
 	CKPT_OBJ_FILE = 3,
 	CKPT_OBJ_MM = 4,
 	CKPT_OBJ_FS = 5,	/* read past: cwd and root are not restored yet */
@@ -74,7 +77,25 @@ enum {
 
 /* ckpt_hdr_file->f_type */
 enum {
+	CKPT_FILE_IGNORE = 0,
 	CKPT_FILE_GENERIC = 1,
+	CKPT_FILE_PIPE = 2,
+	CKPT_FILE_FIFO = 3,
+	CKPT_FILE_SOCKET = 4,
+	CKPT_FILE_TTY = 5,
+	CKPT_FILE_EPOLL = 6,
+	CKPT_FILE_EVENTFD = 7,
+	CKPT_FILE_MAX = 8,
+	CRFS_FILE_EXT_FIRST = 100,	/* crfs extension file types: 100 and up */
+	CRFS_FILE_OPAQUE = 110,		/* recorded, not restorable; then STRING */
+};
+
+/* crfs_hdr_file_opaque->kind */
+enum {
+	CRFS_OPAQUE_OTHER = 0,
+	CRFS_OPAQUE_SOCKET = 1,
+	CRFS_OPAQUE_ANON = 2,		/* anon_inode:[...] other than eventfd */
+	CRFS_OPAQUE_DELETED = 3,	/* a file unlinked while open */
 };
 
 /* ckpt_hdr_vma->vma_type */
@@ -266,6 +287,35 @@ struct ckpt_hdr_file {
 	__u64 f_pos;
 	__u64 f_version;
 	__s32 f_secref;
+	__u8 __padding[4];
+};
+
+/* CKPT_HDR_FILE of a PIPE or a FIFO (FIFO: then FILE_NAME); both ends share pipe_objref */
+struct ckpt_hdr_file_pipe {
+	struct ckpt_hdr_file common;
+	__s32 pipe_objref;	/* a CKPT_OBJ_INODE; its first end is followed by PIPE_BUF */
+	__u8 __padding[4];
+};
+
+/* crfs extension: CKPT_HDR_FILE of a file crfs cannot reopen, then STRING{its /proc link} */
+struct crfs_hdr_file_opaque {
+	struct ckpt_hdr_file common;
+	__u32 kind;
+	__u32 st_mode;
+};
+
+/* CKPT_HDR_FILE_TABLE, then fdt_nfds x { [OBJECT of a FILE] FILE_DESC } */
+struct ckpt_hdr_file_table {
+	struct ckpt_hdr h;
+	__s32 fdt_nfds;
+	__u8 __padding[4];
+};
+
+struct ckpt_hdr_file_desc {
+	struct ckpt_hdr h;
+	__s32 fd_objref;
+	__s32 fd_descriptor;
+	__u32 fd_close_on_exec;
 	__u8 __padding[4];
 };
 

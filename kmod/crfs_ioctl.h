@@ -18,7 +18,8 @@
 /*
  * struct crfs_image_args - an image to check or restart.
  * @fd:		in: file descriptor of the image, open for reading (a regular file)
- * @flags:	in: must be 0
+ * @flags:	in: 0, CRFS_RESTART_INHERIT or CRFS_RESTART_REPLACE (RESTART only;
+ *		CHECK accepts them too)
  * @err_offset:	out: file offset of the record that failed, when the call failed on
  *		the image's contents
  * @err_type:	out: its CKPT_HDR_* type (0 when not known)
@@ -61,6 +62,21 @@ struct crfs_checkpoint_args {
 	char err_msg[CRFS_ERRMSG_LEN];
 };
 
+/*
+ * crfs_image_args.flags: an fd of the image whose file cannot be reopened (a terminal or
+ * other character device, a socket, a pipe whose other end is not in the process) takes
+ * the caller's file at the same fd number, if the caller has that fd open without
+ * close-on-exec. Without it such an fd refuses the restart (EOPNOTSUPP).
+ */
+#define CRFS_RESTART_INHERIT	0x1
+/*
+ * Every fd of the image that the caller has open without close-on-exec gets the caller's
+ * file, whatever the image's file was (a restarted program writing to the restarter's
+ * stdout rather than to its old log); implies CRFS_RESTART_INHERIT.
+ */
+#define CRFS_RESTART_REPLACE	0x2
+#define CRFS_RESTART_FLAGS	(CRFS_RESTART_INHERIT | CRFS_RESTART_REPLACE)
+
 /* crfs_checkpoint_args.flags */
 #define CRFS_CHECKPOINT_TREE	0x1	/* the process and its descendants, depth first */
 
@@ -79,8 +95,9 @@ struct crfs_checkpoint_args {
  * by forking one process per process of the image (parents first); a process with threads
  * by one thread per task, the leader's task in the main thread; each calls RESTART with
  * its own index (crfs-restart does). On success the call does not return to the caller's
- * code: the process runs the image (same pid, credentials, fds 0-2; every other fd
- * closed). A failure after the point of no return kills it with SIGKILL.
+ * code: the process runs the image (same pid, credentials; the image's fd table, or
+ * without one fds 0-2 kept and every other fd closed). A failure after the point of no
+ * return kills it with SIGKILL.
  */
 #define CRFS_IOC_RESTART	_IOWR(CRFS_IOC_MAGIC, 2, struct crfs_image_args)
 
@@ -129,7 +146,11 @@ struct crfs_checkpoint_args {
  *		(the leader's in its main thread) or shares its mm; the task is taken
  *   ECANCELED	RESTART of a thread: the call of another thread of the process failed
  *   ETIMEDOUT	RESTART of a thread: the other threads did not all call in time
- *   ENOENT, EACCES...	RESTART only: a mapped file cannot be opened by the caller
+ *   ENOENT, EACCES...	RESTART only: a mapped file, or a file of the fd table, cannot be
+ *		opened by the caller (err_msg names the fd and the path)
+ *   EMFILE	RESTART only: an fd of the image not below the caller's RLIMIT_NOFILE
+ *   EOPNOTSUPP	also: an fd of a kind not restored (epoll, eventfd...), or one that cannot
+ *		be reopened (tty, socket, half pipe) and is not handed in
  */
 
 #endif /* CRFS_IOCTL_H */

@@ -73,6 +73,7 @@ static int __init crfs_init(void)
 static void __exit crfs_exit(void)
 {
 	misc_deregister(&crfs_misc);
+	crfs_files_exit();
 }
 
 module_init(crfs_init);

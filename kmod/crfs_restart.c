@@ -12,7 +12,9 @@
  *   TASK_PART ::= THREAD | CPU [CPU_FPU] | TASK_OBJS | TASK_CREDS | OBJECT
  *                 | skipped record
  *   OBJECT    ::= OBJREF, then for an MM: MM BUFFER{auxv} { [OBJECT] VMA [CONTENTS] }*
- *                 MM_CONTEXT MM_CONTEXT_LDT; for a FILE: [OBJECT] FILE [FILE_NAME];
+ *                 MM_CONTEXT MM_CONTEXT_LDT; for a FILE: [OBJECT] FILE [FILE_NAME]
+ *                 [PIPE_BUF]; for a FILE_TABLE: FILE_TABLE { [OBJECT] FILE_DESC }*
+ *                 (crfs_files.c);
  *                 for a CRED: { OBJECT }* CRED; for a GROUPINFO: GROUPINFO;
  *                 a USER's records (USER, USER_NS) are skipped
  *   CONTENTS  ::= { PGARR{n > 0} BUFFER{u64 vaddr[n]; n pages} }* PGARR{0}
@@ -37,11 +39,6 @@
 
 #define AT_NULL_TYPE		0
 #define VADDR_SIZE		sizeof(u64)
-
-struct crfs_ctx {
-	struct crfs_plan *plan;
-	struct crfs_image *img;
-};
 
 static int fail(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 		const char *what)
@@ -134,8 +131,6 @@ static int interleaved(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 	case CKPT_HDR_SECURITY:
 	case CKPT_HDR_TASK_NS:
 	case CKPT_HDR_RESTART_BLOCK:
-	case CKPT_HDR_FILE_TABLE:
-	case CKPT_HDR_FILE_DESC:
 	case CKPT_HDR_BUFFER:
 	case CKPT_HDR_STRING:
 		return 0;
@@ -176,6 +171,28 @@ static struct crfs_object *lookup(struct crfs_ctx *ctx, s32 objref, u32 objtype)
 	if (!obj || obj->objtype != objtype || !obj->ready)
 		return NULL;
 	return obj;
+}
+
+/* The helpers above, for crfs_files.c. */
+int crfs_next_of(struct crfs_ctx *ctx, struct crfs_rec *rec, u32 type,
+		 int depth)
+{
+	return next_of(ctx, rec, type, depth);
+}
+
+int crfs_expect(struct crfs_ctx *ctx, struct crfs_rec *rec, u32 type)
+{
+	return expect(ctx, rec, type);
+}
+
+bool crfs_fits(struct crfs_ctx *ctx, u64 count, u64 size)
+{
+	return fits(ctx, count, size);
+}
+
+struct crfs_object *crfs_lookup(struct crfs_ctx *ctx, s32 objref, u32 objtype)
+{
+	return lookup(ctx, objref, objtype);
 }
 
 /* ---------------------------------------------------------------- header, tree */
@@ -287,39 +304,6 @@ static int load_tree(struct crfs_ctx *ctx)
 }
 
 /* ---------------------------------------------------------------- objects */
-
-static int load_file(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
-{
-	struct crfs_file *file;
-	struct crfs_rec rec;
-	u32 len;
-	int ret;
-
-	file = kzalloc(sizeof(*file), GFP_KERNEL_ACCOUNT);
-	if (!file)
-		return -ENOMEM;
-	obj->file = file;
-	ret = next_of(ctx, &rec, CKPT_HDR_FILE, depth);
-	if (!ret)
-		ret = crfs_image_body(ctx->img, &rec, &file->h, sizeof(file->h));
-	if (ret || file->h.f_type != CKPT_FILE_GENERIC)
-		return ret;
-	ret = expect(ctx, &rec, CKPT_HDR_FILE_NAME);
-	if (ret)
-		return ret;
-	len = rec.len - sizeof(struct ckpt_hdr);
-	if (!len || len > CRFS_MAX_STRING)
-		return crfs_image_fail(ctx->img, &rec, "file name of %u bytes", len);
-	file->name = kmalloc(len, GFP_KERNEL_ACCOUNT);
-	if (!file->name)
-		return -ENOMEM;
-	ret = payload(ctx, &rec, file->name, len);
-	if (ret)
-		return ret;
-	if (!memchr(file->name, '\0', len) || !file->name[0])
-		return fail(ctx, &rec, "file name not NUL-terminated or empty");
-	return 0;
-}
 
 /* Make room for @more runs in @vma, growing the array geometrically. */
 static int grow_runs(struct crfs_vma *vma, u64 more)
@@ -764,7 +748,10 @@ static int load_object(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 		ret = load_mm(ctx, obj, depth + 1);
 		break;
 	case CKPT_OBJ_FILE:
-		ret = load_file(ctx, obj, depth + 1);
+		ret = crfs_load_file(ctx, obj, depth + 1);
+		break;
+	case CKPT_OBJ_FILE_TABLE:
+		ret = crfs_load_file_table(ctx, obj, depth + 1);
 		break;
 	case CKPT_OBJ_FS:
 		ret = skip_fs(ctx, depth + 1);
@@ -847,6 +834,9 @@ static int load_task_part(struct crfs_ctx *ctx, struct crfs_task *task,
 		return load_cpu(ctx, task, rec);
 	default:
 		ret = crfs_image_body(ctx->img, rec, &objs, sizeof(objs));
+		if (!ret)
+			ret = crfs_load_task_files(ctx, task, rec,
+						   objs.files_objref);
 		if (ret || !objs.mm_objref)
 			return ret;
 		obj = lookup(ctx, objs.mm_objref, CKPT_OBJ_MM);
@@ -997,16 +987,13 @@ void crfs_plan_free(struct crfs_plan *plan)
 	unsigned long index;
 
 	xa_for_each(&plan->objects, index, obj) {
-		if (obj->objtype == CKPT_OBJ_MM) {
+		crfs_free_file_object(obj);	/* FILE, FILE_TABLE, INODE */
+		if (obj->objtype == CKPT_OBJ_MM)
 			free_mm(obj->mm);
-		} else if (obj->objtype == CKPT_OBJ_FILE && obj->file) {
-			kfree(obj->file->name);
-			kfree(obj->file);
-		} else if (obj->objtype == CKPT_OBJ_CRED) {
+		else if (obj->objtype == CKPT_OBJ_CRED)
 			kfree(obj->cred);
-		} else if (obj->objtype == CKPT_OBJ_GROUPINFO) {
+		else if (obj->objtype == CKPT_OBJ_GROUPINFO)
 			kvfree(obj->groups);
-		}
 		kfree(obj);
 	}
 	xa_destroy(&plan->objects);
@@ -1050,7 +1037,7 @@ long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart)
 
 	if (copy_from_user(&args, uargs, sizeof(args)))
 		return -EFAULT;
-	if (args.flags)
+	if (args.flags & ~CRFS_RESTART_FLAGS)
 		return -EINVAL;
 	img = kzalloc(sizeof(*img), GFP_KERNEL);
 	plan = kzalloc(sizeof(*plan), GFP_KERNEL);
@@ -1060,6 +1047,7 @@ long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart)
 		return -ENOMEM;
 	}
 	crfs_plan_init(plan);
+	plan->flags = args.flags;
 	ret = crfs_image_open(img, args.fd);
 	if (!ret)
 		ret = crfs_plan_load(plan, img);

@@ -16,14 +16,15 @@
  *            VMA over the caller's [vvar]/[vdso]; the task's credentials (the image's
  *            TASK_CREDS, bounded by the caller's: never more than the original had nor
  *            than the caller has); every mapped file opened with them; shared anonymous
- *            memory built in shmem files; the xstate checked by a dry run of the
- *            kernel's uabi copy on a scratch fpstate.
+ *            memory built in shmem files; the files of the fd table opened (with the
+ *            task's credentials); the xstate checked by a dry run of the kernel's uabi
+ *            copy on a scratch fpstate.
  * Then the point of no return (for a thread group: once every thread is prepared):
  *   act:     (leader) unmap everything but [vvar]/[vdso]; map every VMA at its address;
  *            fill the dumped pages; mm fields, auxv; (every thread) comm, FPU/xstate,
  *            per-task pointers, commit_creds(); queue a task_work that sets the general
- *            registers and fs/gs base (the leader's also closes the fds above 2) on the
- *            way back to user space.
+ *            registers and fs/gs base (the leader's also installs the fd table opened in
+ *            prepare, crfs_files.c) on the way back to user space.
  * A failure after the point of no return kills the caller with SIGKILL: it never runs
  * half restored. The caller's signal handlers and mask are kept, and its credentials
  * when the image has no TASK_CREDS.
@@ -84,6 +85,7 @@ struct crfs_regs_work {
 	struct callback_head cb;
 	struct ckpt_hdr_cpu cpu;
 	bool close_fds;		/* the process's leader: close the restarter's fds */
+	struct crfs_files *files;	/* the leader's: the image's fd table, opened */
 };
 
 struct crfs_restore {
@@ -907,6 +909,9 @@ static int prepare(struct crfs_restore *rs)
 			      rs->work->cpu.ip);
 	if (is_leader(rs))
 		ret = prepare_memory_as_task(rs);
+	if (!ret && is_leader(rs))
+		ret = crfs_files_prepare(rs->plan, rs->img, rs->index, rs->cred,
+					 &rs->work->files);
 	if (!ret)
 		ret = prepare_fpu(rs);
 	return ret;
@@ -1176,9 +1181,13 @@ static void regs_work_fn(struct callback_head *cb)
 	if (!(current->flags & PF_EXITING)) {
 		set_regs(task_pt_regs(current), &work->cpu);
 		set_bases(work->cpu.fs, work->cpu.gs);
-		if (work->close_fds)
+		if (work->files)
+			crfs_files_install(work->files);	/* consumes it */
+		else if (work->close_fds)
 			close_fds_above_stderr();
+		work->files = NULL;
 	}
+	crfs_files_free(work->files);
 	kfree(work);
 }
 
@@ -1230,6 +1239,8 @@ static void release(struct crfs_restore *rs)
 	xa_destroy(&rs->shm);
 	kvfree(rs->xstate);
 	kvfree(rs->buf);
+	if (rs->work)
+		crfs_files_free(rs->work->files);
 	kfree(rs->work);
 	if (rs->cred)
 		abort_creds(rs->cred);

@@ -23,6 +23,8 @@ import time
 
 from crfs import kernel
 
+import guest_files   # noqa: E402 - tests/, next to this script
+
 
 def name(code):
     """errno name; EOPNOTSUPP rather than its alias ENOTSUP."""
@@ -241,7 +243,10 @@ def restart_to(image, restarter, out_path):
     most to report): the child, and the seconds until it reported."""
     with open(out_path, "wb") as out:
         t0 = time.monotonic()
-        child = kernel.restart_in_child(image, restarter=restarter, stdout=out, timeout=120)
+        # -R: the program's stdio is this output, not the files it had (the files step
+        # tests what it writes to without -R)
+        child = kernel.restart_in_child(image, restarter=restarter, stdout=out, timeout=120,
+                                        options=("-R",))
         return child, time.monotonic() - t0
 
 
@@ -649,7 +654,8 @@ def fuse_finish(mnt, name, timeout=180):
 # --------------------------------------------------------------------------- checkpoint
 
 
-TARGETS = ("restore_target", "tree_target", "threads_target", "crfs-restart")
+TARGETS = ("restore_target", "tree_target", "threads_target", "crfs-restart", "files_target",
+           "files_tree_targ")
 NOBODY = 65534
 GROUP_TIMEOUT = 12    # seconds (module parameter): the threads' rendezvous gives up; margin for a
 #                       loaded host, where a late leader would otherwise time out its threads
@@ -1121,7 +1127,8 @@ def restart_as_nobody(image, restarter):
     try:
         with open(out_path, "wb") as out:
             proc = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                                     "--clear-groups", restarter, "-r", str(write_fd), image],
+                                     "--clear-groups", restarter, "-R", "-r", str(write_fd),
+                                     image],
                                     stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, pass_fds=(write_fd,))
         os.close(write_fd)
@@ -1171,7 +1178,7 @@ def restart_as(uid, image, restarter, out_path, groups=()):
     try:
         with open(out_path, "wb") as out:
             proc = subprocess.Popen((setpriv(uid, groups) if uid else []) +
-                                    [restarter, "-r", str(write_fd), image],
+                                    [restarter, "-R", "-r", str(write_fd), image],
                                     stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, pass_fds=(write_fd,))
         os.close(write_fd)
@@ -1367,6 +1374,9 @@ STEPS = (
     ("checkpoint_refusals", checkpoint_refusals, lambda m, s: (m["restore"], KERNEL_IMAGE),
      "t_checkpoint_refusals"),
     ("restart_creds", restart_creds, lambda m, s: (m["restore"],), "t_restart_creds"),
+    ("files", guest_files.files_step, lambda m, s: (m["restore"],), "t_files"),
+    ("files_tree", guest_files.files_tree_step, lambda m, s: (m["restore"],),
+     "t_files_tree"),
 )
 
 

@@ -394,6 +394,8 @@ def guest(tmp_path_factory, build_c):
                     "dynamic": str(build_c("restore_target", 64))},
         "tree_target": str(build_c("tree_target", 64)),
         "threads_target": str(build_c("threads_target", 64, "-pthread")),
+        "files_target": str(build_c("files_target", 64)),
+        "files_tree_target": str(build_c("files_tree_target", 64)),
         "ckpt_threads": str(build_c("ckpt_threads", 64, "-pthread"))}
     (work / "manifest.json").write_text(json.dumps(manifest))
 
@@ -1097,3 +1099,99 @@ def test_errno_names_are_stable():
     """The report uses errno names; the ones the tests expect exist on this platform."""
     for name in ("EINVAL", "ENOEXEC", "EOPNOTSUPP", "EBADF", "EFAULT", "EFBIG", "ENOTTY"):
         assert hasattr(errno, name)
+
+
+# --------------------------------------------------------------------------- file table
+
+def _files(guest):
+    files = _report(guest)["steps"]["files"]
+    assert files["checkpoint"]["rc"] == 0, files["checkpoint"]["stderr"]
+    return files
+
+
+def test_restart_restores_the_fd_table(guest):
+    """files_target (tests/c/files_target.c) checkpointed by `crfs checkpoint`, restarted
+    by crfs-restart: /proc/PID/fd and fdinfo of the restored process say the same files,
+    flags (close-on-exec included) and positions; the pipe is a new pipe with both ends;
+    fd 0, a pipe whose writer was not checkpointed, is crfs-restart's stdin, handed in."""
+    files = _files(guest)
+    assert files["restart"]["errno"] == 0, files["restart"]
+    before, after = files["before"], files["after"]
+    assert set(after) == set(before)
+    for fd in ("5", "6", "10", "20"):          # dir, /dev/null, cloexec file, /dev/zero
+        assert after[fd] == before[fd], fd
+    for fd in ("1", "2", "3"):                 # written to since: same file and flags
+        assert after[fd][:2] == before[fd][:2], fd
+    assert int(before["3"][1], 8) & os.O_APPEND
+    for fd in ("4", "9"):                      # position 1234 (1235 while the program reads)
+        assert after[fd][:2] == before[fd][:2] and after[fd][2] in ("1234", "1235"), fd
+    assert before["7"][0].startswith("pipe:[") and before["7"][0] == before["8"][0]
+    assert after["7"][0].startswith("pipe:[") and after["7"][0] == after["8"][0]
+    assert after["7"][0] != before["7"][0]
+    assert [after[fd][1] for fd in ("7", "8")] == [before[fd][1] for fd in ("7", "8")]
+    assert before["0"][0].startswith("pipe:[") and after["0"][0] == "/dev/null"
+
+
+def test_restored_program_finds_its_files(guest):
+    """The program's own checks after the restart: every fd as it left it (flags, the
+    shared offset of fd 4 and its dup, the directory, the devices, close-on-exec, fds
+    11-19 closed), the pipe's bytes still buffered, its stdout (a file, not the
+    restarter's) and its O_APPEND log written on, every tick once."""
+    files = _files(guest)
+    assert files["exit"] == "exited 3", files["exit"]
+    before, lines = files["lines_before"], files["lines"]
+    assert lines[:len(before)] == before
+    ticks = [line for line in lines if line.startswith("tick ")]
+    assert all(line.endswith("files=ok") for line in ticks), ticks
+    numbers = [int(line.split()[1]) for line in ticks]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(ticks) > len(before) + 2
+    assert lines[-1] == "pipe=ok"
+    assert files["log"] == ticks               # O_APPEND: the log has every tick once
+
+
+FILE_REFUSALS = {
+    "strict_half_pipe": ("EOPNOTSUPP", "fd 0: a pipe whose other end is not in the process"),
+    "vanished": ("ENOENT", "fd 4: /tmp/crfs-files/files.data: No such file"),
+    "not_regular": ("EINVAL", "fd 4: /tmp/crfs-files/files.data is not a regular file"),
+    "cloexec_2": ("EINVAL", "fd_close_on_exec 2"),
+    "fd_negative": ("EINVAL", "fd -1"),
+    "fd_twice": ("EINVAL", "fd 1 twice"),
+    "objref_unknown": ("EINVAL", "fd_objref 9999 is not a file seen before"),
+    "nfds_huge": ("EINVAL", "fdt_nfds 1073741824"),
+    "nfds_negative": ("EINVAL", "fdt_nfds -1"),
+    "o_creat": ("EINVAL", "O_CREAT, O_EXCL, O_TRUNC or O_NOCTTY"),
+    "o_trunc": ("EINVAL", "O_CREAT, O_EXCL, O_TRUNC or O_NOCTTY"),
+}
+
+
+@pytest.mark.parametrize("name", FILE_REFUSALS)
+def test_file_table_refusals_say_why(guest, name):
+    """Malformed file tables (errno EINVAL, the record named), a file that vanished or
+    became a FIFO (its path named), an fd that cannot be reopened and is not handed in
+    (-S): the restart fails with the restarter intact."""
+    code, reason = FILE_REFUSALS[name]
+    got = _files(guest)["refused"][name]
+    assert got["errno"] == code and reason in got["msg"], got
+
+
+def test_restart_shares_pipes_and_files_between_processes(guest):
+    """files_tree_target, `crfs checkpoint --tree`, crfs-restart: the child's write end
+    and the parent's read end are one pipe again, with the lines the parent had not read
+    yet (no line lost or repeated), and the log file both write at one shared offset
+    (no line overwritten)."""
+    tree = _report(guest)["steps"]["files_tree"]
+    assert tree["checkpoint"]["rc"] == 0, tree["checkpoint"]["stderr"]
+    assert tree["restart"]["errno"] == 0, tree["restart"]
+    after = tree["after"]
+    assert after["parent"]["7"][0].startswith("pipe:[")
+    assert after["parent"]["7"][0] == after["child"]["8"][0]
+    assert after["parent"]["7"][0] != tree["before"]["parent"]["7"][0]
+    assert after["parent"]["3"][0] == after["child"]["3"][0]
+    assert tree["exit"] == "exited 3", tree["exit"]
+    lines = tree["lines"]
+    assert lines[:len(tree["lines_before"])] == tree["lines_before"]
+    assert lines[-1] == "eof"
+    got = [int(line.split()[-1]) for line in lines[:-1]]
+    assert got == list(range(1, len(got) + 1)) and len(got) > len(tree["lines_before"])
+    log = tree["log"]
+    assert sorted(log) == sorted([f"child {n}" for n in got] + [f"parent {n}" for n in got])

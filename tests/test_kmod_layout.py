@@ -34,6 +34,10 @@ STRUCTS = {
     "ckpt_hdr_thread": fmt.ckpt_hdr_thread,
     "ckpt_hdr_cpu": fmt.ckpt_hdr_cpu,
     "ckpt_hdr_file": fmt.ckpt_hdr_file,
+    "ckpt_hdr_file_pipe": fmt.ckpt_hdr_file_pipe,
+    "crfs_hdr_file_opaque": fmt.crfs_hdr_file_opaque,
+    "ckpt_hdr_file_table": fmt.ckpt_hdr_file_table,
+    "ckpt_hdr_file_desc": fmt.ckpt_hdr_file_desc,
     "ckpt_hdr_mm": fmt.ckpt_hdr_mm,
     "ckpt_hdr_vma": fmt.ckpt_hdr_vma,
     "ckpt_hdr_pgarr": fmt.ckpt_hdr_pgarr,
@@ -54,6 +58,8 @@ STRUCTS = {
     "ckpt_hdr_tail": fmt.ckpt_hdr_tail,
 }
 
+FILE_SUBTYPES = {"ckpt_hdr_file_pipe", "crfs_hdr_file_opaque"}
+
 # Python name -> C constant, for the numbers the module uses
 CONSTANTS = {
     **{name: name for name in fmt.CKPT_HDR.__members__},
@@ -66,13 +72,16 @@ CONSTANTS = {
     "CKPT_OBJ_CRED": "CKPT_OBJ_CRED",
     "CKPT_OBJ_USER": "CKPT_OBJ_USER",
     "CKPT_OBJ_GROUPINFO": "CKPT_OBJ_GROUPINFO",
-    "CKPT_FILE_GENERIC": "CKPT_FILE_GENERIC",
+    **{name: name for name in fmt.CKPT_FILE.__members__},
+    **{name: name for name in fmt.CRFS_OPAQUE.__members__},
+    "CKPT_OBJ_INODE": "CKPT_OBJ_INODE",
+    "CKPT_OBJ_FILE_TABLE": "CKPT_OBJ_FILE_TABLE",
     "CHECKPOINT_MAGIC_HEAD": "CHECKPOINT_MAGIC_HEAD",
     "CHECKPOINT_MAGIC_TAIL": "CHECKPOINT_MAGIC_TAIL",
 }
 PY_CONSTANTS = {**fmt.CKPT_HDR.__members__, **fmt.CKPT_VMA.__members__,
                 **fmt.CKPT_ARCH.__members__, **fmt.CKPT_OBJ.__members__,
-                **fmt.CKPT_FILE.__members__, **fmt.MAGIC}
+                **fmt.CKPT_FILE.__members__, **fmt.CRFS_OPAQUE.__members__, **fmt.MAGIC}
 
 # What crfs declares that the module does not (yet): it skips these records by length and
 # refuses these file types by number. Not checked against C.
@@ -98,16 +107,19 @@ def _program():
     def emit(key, expr, fmt_="%llu"):
         lines.append(f'printf("\\"{key}\\": {fmt_}, ", (unsigned long long)({expr}));')
 
+    common = {field for field, _ in _fields(fmt.ckpt_hdr_file)}
     for name, struct in STRUCTS.items():
         emit(f"sizeof {name}", f"sizeof(struct {name})")
         for field, _ in _fields(struct):
-            emit(f"{name}.{field}", f"offsetof(struct {name}, {field})")
+            # FILE subtypes begin with `struct ckpt_hdr_file common` in C
+            member = f"common.{field}" if name in FILE_SUBTYPES and field in common else field
+            emit(f"{name}.{field}", f"offsetof(struct {name}, {member})")
     for py_name, c_name in CONSTANTS.items():
         emit(f"const {py_name}", c_name)
     emit("const CKPT_PGARR_BATCH", "CKPT_PGARR_BATCH")
     for name in ("CRFS_IOC_VERSION", "CRFS_IOC_CHECK", "CRFS_IOC_RESTART",
                  "CRFS_IOC_CHECKPOINT", "CRFS_ABI_VERSION", "CRFS_ERRMSG_LEN", "CRFS_IOC_MAGIC",
-                 "CRFS_CHECKPOINT_TREE"):
+                 "CRFS_CHECKPOINT_TREE", "CRFS_RESTART_INHERIT", "CRFS_RESTART_REPLACE"):
         emit(f"ioctl {name}", name)
     emit("ioctl sizeof", "sizeof(struct crfs_image_args)")
     for field in ("fd", "flags", "err_offset", "err_type", "task_index", "err_msg"):
@@ -159,6 +171,8 @@ def test_ioctl_abi_matches_crfs_kernel(c_values):
     assert c_values["ioctl CRFS_IOC_RESTART"] == kernel.CRFS_IOC_RESTART
     assert c_values["ioctl CRFS_ABI_VERSION"] == kernel.CRFS_ABI_VERSION
     assert c_values["ioctl CRFS_ERRMSG_LEN"] == kernel.CRFS_ERRMSG_LEN
+    assert c_values["ioctl CRFS_RESTART_INHERIT"] == kernel.RESTART_INHERIT
+    assert c_values["ioctl CRFS_RESTART_REPLACE"] == kernel.RESTART_REPLACE
     assert c_values["ioctl sizeof"] == ctypes.sizeof(kernel.ImageArgs)
     py_fields = {name: getattr(kernel.ImageArgs, name).offset
                  for name, _ in kernel.ImageArgs._fields_}

@@ -187,7 +187,9 @@ class RestartBox(Dir):
             return _failed(upload.name, exc.errno or errno.EIO,
                            f"cannot create the program's log: {exc.strerror}")
         with output:
-            outcome = kernel.restart_in_child(upload.path, kernel.DEVICE, stdout=output)
+            # -R: stdin /dev/null, stdout and stderr this log, whatever the image had there
+            outcome = kernel.restart_in_child(upload.path, kernel.DEVICE, stdout=output,
+                                              options=("-R",))
         if outcome.errno == 0:
             threading.Thread(target=self._wait,
                              args=(upload.name, outcome.pid, outcome.process, log_path),
@@ -323,6 +325,9 @@ def _status(name, state, error=None, pid=None):
     lines = [f"image: {name}", f"state: {state}"]
     if pid:
         lines.append(f"pid: {pid}")
+        # what crfs-restart -R substituted for the image's stdio
+        lines.append(f"stdio: fd 0 /dev/null, fds 1 and 2 restart/{name}.log "
+                     "(whatever the image had there)")
     if error:
         lines.append(f"error: {error}")
     return "\n".join(lines) + "\n"

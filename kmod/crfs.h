@@ -19,6 +19,7 @@
 
 #include "crfs_image.h"
 #include "crfs_ioctl.h"
+#include "crfs_sig.h"
 
 /* Bounds on what an image may make the module allocate or walk. */
 #define CRFS_MAX_IMAGE_SIZE	BIT_ULL(40)	/* bytes */
@@ -117,6 +118,9 @@ struct crfs_object {
 		struct crfs_file *file;
 		struct crfs_cred *cred;
 		struct crfs_groups *groups;
+		struct ckpt_hdr_sighand *sighand;
+		struct crfs_signal *signal;
+		struct crfs_fs *fs;
 	};
 };
 
@@ -136,6 +140,7 @@ struct crfs_task {
 	struct crfs_mm *mm;
 	struct crfs_cred *cred;		/* TASK_CREDS: real, effective; or NULL */
 	struct crfs_cred *ecred;
+	struct crfs_task_sig sig;	/* signals, limits, fs_struct */
 };
 
 /* Everything the restore needs, copied in and validated. */

@@ -22,6 +22,7 @@ import threading
 import time
 
 from crfs import kernel
+import guest_signals
 
 
 def name(code):
@@ -649,7 +650,7 @@ def fuse_finish(mnt, name, timeout=180):
 # --------------------------------------------------------------------------- checkpoint
 
 
-TARGETS = ("restore_target", "tree_target", "threads_target", "crfs-restart")
+TARGETS = ("restore_target", "tree_target", "threads_target", "crfs-restart", "sig_target")
 NOBODY = 65534
 GROUP_TIMEOUT = 12    # seconds (module parameter): the threads' rendezvous gives up; margin for a
 #                       loaded host, where a late leader would otherwise time out its threads
@@ -1367,6 +1368,8 @@ STEPS = (
     ("checkpoint_refusals", checkpoint_refusals, lambda m, s: (m["restore"], KERNEL_IMAGE),
      "t_checkpoint_refusals"),
     ("restart_creds", restart_creds, lambda m, s: (m["restore"],), "t_restart_creds"),
+    # signal state, rlimits, cwd/root/umask (tests/guest_signals.py)
+    ("signals", guest_signals.signals, lambda m, s: (m["restore"],), "t_signals"),
 )
 
 

@@ -394,7 +394,8 @@ def guest(tmp_path_factory, build_c):
                     "dynamic": str(build_c("restore_target", 64))},
         "tree_target": str(build_c("tree_target", 64)),
         "threads_target": str(build_c("threads_target", 64, "-pthread")),
-        "ckpt_threads": str(build_c("ckpt_threads", 64, "-pthread"))}
+        "ckpt_threads": str(build_c("ckpt_threads", 64, "-pthread")),
+        "sig_target": str(build_c("sig_target", 64))}
     (work / "manifest.json").write_text(json.dumps(manifest))
 
     # one guest boot
@@ -1097,3 +1098,74 @@ def test_errno_names_are_stable():
     """The report uses errno names; the ones the tests expect exist on this platform."""
     for name in ("EINVAL", "ENOEXEC", "EOPNOTSUPP", "EBADF", "EFAULT", "EFBIG", "ENOTTY"):
         assert hasattr(errno, name)
+
+
+# --------------------------------------------------------------------------- signals, limits, fs
+
+SIG_DIR = "/tmp/crfs-kck/sigdir"
+# SIGTERM and SIGUSR1 caught, SIGUSR2 blocked and pending (private and shared)
+SIG_STATUS = {"SigCgt": "0000000000004200", "SigBlk": "0000000000000800",
+              "SigPnd": "0000000000000800", "ShdPnd": "0000000000000800"}
+
+
+def _signals(guest):
+    result = _report(guest)["steps"]["signals"]
+    assert result["checkpoint"]["rc"] == 0, result["checkpoint"]
+    # FS, SIGHAND, SIGNAL, SIGNAL_TASK, SIGPENDING, SIGALTSTACK, FS_EXT
+    assert result["records"] == [451, 601, 602, 603, 604, 8001, 8002], result
+    return result
+
+
+@pytest.mark.parametrize("by", ["by_root", "by_nobody", "limit_by_root"])
+def test_restart_restores_signals_limits_and_cwd(guest, by):
+    """tests/c/sig_target.c run as nobody, checkpointed by `crfs checkpoint`, restarted by
+    root, by nobody, and by root with a lower RLIMIT_NOFILE than the image's (root may
+    raise it): /proc shows the handlers, blocked and pending signals, the open-files limit
+    and the cwd it had; on SIGUSR1 its handler runs on its altstack and it sees its umask,
+    limit, itimer interval, cwd and mask; on SIGTERM its handler makes it exit 0."""
+    result = _signals(guest)
+    original, restored = result["original"], result[by]
+    assert restored["errno"] == "restored", restored
+    for key, value in SIG_STATUS.items():
+        assert original["status"][key] == value, original
+    seen = restored["observed"]
+    assert seen["status"] == original["status"], restored
+    assert original["nofile"][0] == "100" and seen["nofile"] == original["nofile"], restored
+    assert seen["cwd"] == original["cwd"] == SIG_DIR, restored
+    assert restored["usr1"] == ("usr1 onstack=1 umask=027 nofile=100 itimer=7 "
+                                f"cwd={SIG_DIR} blocked_usr2=1"), restored
+    assert restored["term"] == "term" and restored["exit"] == 0, restored
+
+
+def test_restart_refuses_a_limit_above_the_unprivileged_callers(guest):
+    result = _signals(guest)
+    hard = result["original"]["nofile"][1]
+    refused = result["limit_by_nobody"]
+    assert refused["errno"] == "EPERM", refused
+    assert refused["msg"] == f"RLIMIT_NOFILE hard limit {hard} is above the caller's 512", refused
+
+
+def test_restart_refuses_another_root_without_cap_sys_chroot(guest):
+    refused = _signals(guest)["root_by_nobody"]
+    assert refused["errno"] == "EPERM", refused
+    assert refused["msg"] == ("root /tmp is not the caller's root, and the caller lacks "
+                              "CAP_SYS_CHROOT"), refused
+
+
+@pytest.mark.parametrize("label, code, rtype, message", [
+    ("handler_in_kernel", "EINVAL", 601,
+     "SIGHAND: signal 15: handler 0xffffffff81000000 is not a user address"),
+    ("blocked_sigkill", "EINVAL", 603, "SIGNAL_TASK: SIGKILL or SIGSTOP blocked"),
+    ("pending_count_lies", "EINVAL", 604, "SIGPENDING: nr_pending 2 (at most 1024) in len 72"),
+    ("altstack_in_kernel", "EINVAL", 8001,
+     "SIGALTSTACK: stack 0xffffffff81000000 + 65536 is not in user space or below MINSIGSTKSZ"),
+    ("cwd_relative", "EINVAL", 303, "FS: path not absolute or not one NUL-terminated string"),
+    ("cwd_not_a_directory", "ENOTDIR", None, "cwd /tmp/crfs-kck/sigfile is not a directory"),
+])
+def test_malformed_signal_and_fs_records_are_refused(guest, label, code, rtype, message):
+    """One record of the image made wrong: the restart is refused with its errno and reason
+    (the record's type for what copy-in rejects), the restarter intact to report it."""
+    refused = _signals(guest)["malformed"][label]
+    assert refused["errno"] == code and refused["msg"] == message, refused
+    if rtype is not None:
+        assert refused["type"] == rtype, refused

@@ -108,6 +108,8 @@ enum {
 #define CHECKPOINT_VERSION	6
 #define CHECKPOINT_VERSION_V20	5
 #define CHECKPOINT_VERSION_CRFS1	1
+/* ckpt_hdr_header->uflags: the image has crfs extension records (8001...) */
+#define CRFS_UFLAG_EXT		0x8000
 
 #define CKPT_TLS_ENTRIES	3	/* GDT_ENTRY_TLS_ENTRIES */
 #define CKPT_LDT_ENTRY_SIZE	8

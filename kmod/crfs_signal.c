@@ -243,7 +243,10 @@ static int load_signal(struct crfs_plan *plan, struct crfs_image *img,
 	ret = xa_insert(&plan->objects, task->sig.signal_ref, obj, GFP_KERNEL_ACCOUNT);
 	if (ret) {
 		kfree(obj);
-		return ret;	/* not -EBUSY: the ref was free at TASK_OBJS */
+		if (ret == -EBUSY)
+			return crfs_image_fail(img, rec, "SIGNAL: objref %d is not new",
+					       task->sig.signal_ref);
+		return ret;
 	}
 	plan->nr_objects++;
 	task->sig.signal_ref = 0;

@@ -5,7 +5,8 @@ tests/c/sig_target.c runs as nobody, is checkpointed by `crfs checkpoint --via p
 --kill` and restarted by crfs-restart: by root, and by nobody. /proc/PID/status,
 /proc/PID/limits and /proc/PID/cwd of the original and of the restored process are
 compared; the restored one is sent SIGUSR1 (it prints what its handler saw) and SIGTERM (it
-exits 0 from its handler). Then images with one record made wrong, and callers that may
+exits 0 from its handler). The module's CHECKPOINT of it is compared with crfs's and
+restarted the same way. Then images with one record made wrong, and callers that may
 not have what the image asks, are restarted: each must be refused with its errno and
 reason, the caller intact.
 """
@@ -211,10 +212,41 @@ def start_target(exe, out_path):
     return proc
 
 
-def checkpoint(pid, image):
+def state_records(image):
+    """The types of signal and fs records in `image`, in order, each once."""
+    with open(image, "rb") as f:
+        return sorted({t for _, t, _ in records(f.read())
+                       if t in (FS, SIGHAND, 602, SIGNAL_TASK, SIGPENDING, SIGALTSTACK, 8002)})
+
+
+def checkpoint(pid, image, via="ptrace", after="--kill"):
     return subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(pid), "-o", image,
-                           "--kill", "--via", "ptrace"], capture_output=True, text=True,
+                           after, "--via", via], capture_output=True, text=True,
                           timeout=120)
+
+
+def kernel_checkpoint(exe, restarter, same_as_python):
+    """sig_target checkpointed by the module (left stopped), then by crfs (killed): the
+    two images compared by same_as_python(), the module's restarted by root."""
+    out_path = os.path.join(KCK_DIR, "sig.kernel.out")
+    image = os.path.join(KCK_DIR, "sig.kernel.img")
+    py_image = os.path.join(KCK_DIR, "sig.ptrace.img")
+    proc = start_target(exe, out_path)
+    out = {"original": observed(proc.pid)}
+    ck = checkpoint(proc.pid, image, "kernel", "--leave-stopped")
+    out["checkpoint"] = {"rc": ck.returncode, "stderr": ck.stderr[-2000:]}
+    if ck.returncode == 0:
+        ck = checkpoint(proc.pid, py_image)
+        out["python"] = {"rc": ck.returncode, "stderr": ck.stderr[-2000:]}
+    proc.kill()
+    proc.wait(timeout=60)
+    if ck.returncode:
+        return out
+    out["same_as_python"] = same_as_python(image, py_image)
+    out["records"] = state_records(image)
+    os.chmod(image, 0o644)
+    out["restart"] = restart_and_exercise(image, restarter, "kernel")
+    return out
 
 
 MALFORMED = {
@@ -227,8 +259,9 @@ MALFORMED = {
 }
 
 
-def signals(manifest):
-    """The `signals` step: see the module's docstring."""
+def signals(manifest, same_as_python):
+    """The `signals` step: see the module's docstring; `same_as_python` compares two
+    images of one process (tests/kmod_guest_checks.py)."""
     os.makedirs(KCK_DIR, exist_ok=True)
     os.chmod(KCK_DIR, 0o755)
     exe = os.path.join(KCK_DIR, "sig_target")
@@ -247,10 +280,7 @@ def signals(manifest):
     if ck.returncode:
         return out
     os.chmod(image, 0o644)
-    with open(image, "rb") as f:
-        out["records"] = sorted({t for _, t, _ in records(f.read())
-                                 if t in (FS, SIGHAND, 602, SIGNAL_TASK, SIGPENDING,
-                                          SIGALTSTACK, 8002)})
+    out["records"] = state_records(image)
     out["by_root"] = restart_and_exercise(image, restarter, "by_root")
     out["by_nobody"] = restart_and_exercise(image, restarter, "by_nobody", NOBODY)
     out["limit_by_nobody"] = refused(image, restarter, "limit", NOBODY, CALLER_NOFILE)
@@ -260,4 +290,5 @@ def signals(manifest):
                                     "root", NOBODY)
     out["malformed"] = {label: refused(patch(image, label, change), restarter, label)
                         for label, change in MALFORMED.items()}
+    out["kernel"] = kernel_checkpoint(exe, restarter, same_as_python)
     return out

@@ -889,7 +889,7 @@ def test_module_checkpoint_matches_the_userspace_writer(guest):
     """The same stopped process written by the userspace checkpointer: the same records in
     the same order, the same VMAs with the same kinds and the same saved pages."""
     same = _report(guest)["steps"]["kernel_checkpoint"]["same_as_python"]
-    assert same["records_equal"] and same["vmas_equal"], same
+    assert same["records_equal"] and same["vmas_equal"] and same["state_equal"], same
 
 
 def test_module_checkpoint_of_a_tree_matches_the_userspace_writer(guest):
@@ -902,6 +902,7 @@ def test_module_checkpoint_of_a_tree_matches_the_userspace_writer(guest):
     assert "same_as_python" in run, run
     same = run["same_as_python"]
     assert same["records_equal"] and same["tasks_equal"] and same["vmas_equal"], same
+    assert same["state_equal"], same
     parent, child = run["pids"]
     tasks = same["tasks"]      # [pid, tgid, ppid, comm, index of its mm]
     assert [(t[0], t[1], t[4]) for t in tasks] == [(parent, parent, 0), (child, child, 1)]
@@ -942,6 +943,7 @@ def test_module_checkpoint_of_threads_matches_the_userspace_writer(guest):
     assert result["mms"] == 1 and result["registers"] == [True] * 4, result
     same = result["same_as_python"]
     assert same["records_equal"] and same["tasks_equal"] and same["vmas_equal"], same
+    assert same["state_equal"], same
 
 
 def test_module_checkpoint_names_the_thread_not_stopped(guest):
@@ -1169,3 +1171,23 @@ def test_malformed_signal_and_fs_records_are_refused(guest, label, code, rtype, 
     assert refused["errno"] == code and refused["msg"] == message, refused
     if rtype is not None:
         assert refused["type"] == rtype, refused
+
+
+def test_module_checkpoint_of_signal_state_matches_and_restores(guest):
+    """sig_target checkpointed by the module, then by crfs: the module writes FS, SIGHAND,
+    SIGNAL, SIGPENDING, SIGNAL_TASK, SIGALTSTACK and FS_EXT with the same handlers, masks,
+    altstack, limits, cwd, root and umask (the memory differs: crfs's injected system
+    calls ran in between); the module's image restarted brings back what /proc showed,
+    and the program's handlers, altstack, umask, limit and itimer."""
+    run = _signals(guest)["kernel"]
+    assert run["checkpoint"]["rc"] == 0 and run["python"]["rc"] == 0, run
+    assert run["records"] == [451, 601, 602, 603, 604, 8001, 8002], run
+    same = run["same_as_python"]
+    assert same["state_equal"], same
+    restored = run["restart"]
+    assert restored["errno"] == "restored", restored
+    assert restored["observed"]["status"] == run["original"]["status"], restored
+    assert restored["observed"]["nofile"] == run["original"]["nofile"], restored
+    assert restored["usr1"] == ("usr1 onstack=1 umask=027 nofile=100 itimer=7 "
+                                f"cwd={SIG_DIR} blocked_usr2=1"), restored
+    assert restored["term"] == "term" and restored["exit"] == 0, restored

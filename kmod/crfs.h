@@ -19,6 +19,7 @@
 
 #include "crfs_image.h"
 #include "crfs_ioctl.h"
+#include "crfs_sig.h"
 
 /* Bounds on what an image may make the module allocate or walk. */
 #define CRFS_MAX_IMAGE_SIZE	BIT_ULL(40)	/* bytes */
@@ -151,6 +152,9 @@ struct crfs_object {
 		struct crfs_groups *groups;
 		struct crfs_fdtable *fdt;
 		struct crfs_pipe *pipe;
+		struct ckpt_hdr_sighand *sighand;
+		struct crfs_signal *signal;
+		struct crfs_fs *fs;
 	};
 };
 
@@ -172,6 +176,7 @@ struct crfs_task {
 	struct crfs_cred *ecred;
 	struct crfs_fdtable *files;	/* TASK_OBJS files_objref's, or NULL */
 	s32 files_objref;
+	struct crfs_task_sig sig;	/* signals, limits, fs_struct */
 };
 
 /* Everything the restore needs, copied in and validated. */

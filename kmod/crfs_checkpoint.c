@@ -23,7 +23,10 @@
  *   per task: TASK STRING{comm} THREAD CPU CPU_FPU
  *             [OBJREF{MM} MM BUFFER{auxv} { [OBJREF{FILE} FILE FILE_NAME] VMA [CONTENTS] }*
  *              MM_CONTEXT MM_CONTEXT_LDT]	(at the first task of each mm)
- *             TASK_OBJS
+ *             [OBJREF{FS} FS FILE_NAME{cwd} FILE_NAME{root} FS_EXT{umask}]
+ *             [OBJREF{SIGHAND} SIGHAND]	(at the first task of each)
+ *             TASK_OBJS [SIGNAL SIGPENDING{shared}] (at the first task of each process)
+ *             SIGPENDING{private} SIGNAL_TASK [SIGALTSTACK]
  *   TAIL
  * Objrefs are numbered from 1 in first-use order: an mm, the files and shmem inodes of its
  * VMAs, then the next process's mm... Pages are chosen as the linux-cr writers chose them:
@@ -42,7 +45,9 @@
 #include <linux/elf.h>
 #include <linux/file.h>
 #include <linux/fs.h>
+#include <linux/fs_struct.h>
 #include <linux/highmem.h>
+#include <linux/hrtimer.h>
 #include <linux/hugetlb.h>
 #include <linux/mm.h>
 #include <linux/mmap_lock.h>
@@ -74,6 +79,10 @@
 #define CRFS_TTY_BUF_SIZE	4096
 #define CRFS_TERMIOS_NCC	8
 #define CRFS_ROBUST_HEAD_LEN	24	/* sizeof(struct robust_list_head), 64-bit */
+/* si_code > 0: the signals whose siginfo holds si_addr (as crfs/checkpoint/signals.py) */
+#define CK_FAULT_SIGNALS	(BIT_ULL(SIGILL - 1) | BIT_ULL(SIGTRAP - 1) | \
+				 BIT_ULL(SIGBUS - 1) | BIT_ULL(SIGFPE - 1) | \
+				 BIT_ULL(SIGSEGV - 1))
 
 /* what RESTART accepts (CRFS_MAX_PAGES): a larger image could not be restarted */
 static unsigned long max_pages = CRFS_MAX_PAGES;
@@ -123,6 +132,8 @@ struct crfs_ckpt {
 	u64 *vaddrs;			/* one PGARR chunk */
 	struct page **pages;
 	char *path;			/* PATH_MAX scratch for d_path() */
+	struct ckpt_hdr_sighand *sighand;	/* a SIGHAND being written */
+	struct ckpt_siginfo *siginfo;	/* CRFS_MAX_PENDING: a SIGPENDING's */
 	char err_msg[CRFS_ERRMSG_LEN];
 };
 
@@ -246,6 +257,7 @@ static int write_header(struct crfs_ckpt *ck)
 		.magic = CHECKPOINT_MAGIC_HEAD,
 		.arch_id = CKPT_ARCH_X86_64,
 		.rev = CHECKPOINT_VERSION,
+		.uflags = CRFS_UFLAG_EXT,	/* FS_EXT (umask) is always written */
 		.constants = {
 			.task_comm_len = TASK_COMM_LEN,
 			.at_vector_size = AT_VECTOR_SIZE,
@@ -839,10 +851,280 @@ static int write_mm(struct crfs_ckpt *ck, s32 objref)
 	return ret;
 }
 
-/* TASK STRING THREAD CPU CPU_FPU [the mm, at its first task] TASK_OBJS */
+/* ---------------------------------------------------------------- fs_struct, signals */
+
+/* A FILE_NAME: @path as d_path() shows it from the caller's root (as /proc's links). */
+static int write_path(struct crfs_ckpt *ck, const struct path *path)
+{
+	char *name = d_path(path, ck->path, PATH_MAX);
+
+	if (IS_ERR(name))
+		return ck_fail(ck, PTR_ERR(name), "pid %d: the path of its cwd or root",
+			       ck->vpid);
+	return ck_blob(ck, CKPT_HDR_FILE_NAME, name, strlen(name) + 1);
+}
+
+/* OBJREF{FS} FS FILE_NAME{pwd} FILE_NAME{root} CRFS_HDR_FS_EXT, at its first task. */
+static int write_fs(struct crfs_ckpt *ck, s32 *objref)
+{
+	struct crfs_hdr_fs_ext ext = { 0 };
+	struct ckpt_hdr_fs h = { 0 };
+	struct path pwd, root;
+	struct fs_struct *fs;
+	int ret;
+
+	task_lock(ck->task);
+	fs = ck->task->fs;
+	if (fs) {
+		get_fs_pwd(fs, &pwd);
+		get_fs_root(fs, &root);
+		ext.umask = READ_ONCE(fs->umask);
+	}
+	task_unlock(ck->task);
+	if (!fs)
+		return ck_fail(ck, -ESRCH, "pid %d has no fs_struct", ck->vpid);
+	ret = ck_object(ck, fs, objref);
+	if (!ret && *objref < 0) {
+		*objref = -*objref;
+		ret = ck_objref(ck, CKPT_OBJ_FS, *objref);
+		if (!ret)
+			ret = ck_record(ck, CKPT_HDR_FS, &h, sizeof(h));
+		if (!ret)
+			ret = write_path(ck, &pwd);
+		if (!ret)
+			ret = write_path(ck, &root);
+		if (!ret)
+			ret = ck_record(ck, CRFS_HDR_FS_EXT, &ext, sizeof(ext));
+	}
+	path_put(&pwd);
+	path_put(&root);
+	return ret;
+}
+
+/* lock_task_sighand(), whose __lock_task_sighand() is not exported. */
+static struct sighand_struct *ck_lock_sighand(struct task_struct *t,
+					      unsigned long *flags)
+{
+	struct sighand_struct *sighand;
+
+	rcu_read_lock();
+	for (;;) {
+		sighand = rcu_dereference(t->sighand);
+		if (!sighand)
+			break;
+		spin_lock_irqsave(&sighand->siglock, *flags);
+		if (likely(sighand == rcu_access_pointer(t->sighand)))
+			break;
+		spin_unlock_irqrestore(&sighand->siglock, *flags);
+	}
+	rcu_read_unlock();
+	return sighand;
+}
+
+static int sighand_gone(struct crfs_ckpt *ck)
+{
+	return ck_fail(ck, -ESRCH, "pid %d exited while it was written", ck->vpid);
+}
+
+/* OBJREF{SIGHAND} SIGHAND, at the first task of its sighand_struct. */
+static int write_sighand(struct crfs_ckpt *ck, s32 *objref)
+{
+	struct ckpt_hdr_sighand *h = ck->sighand;
+	struct sighand_struct *sighand;
+	const struct k_sigaction *k;
+	unsigned long flags;
+	int i, ret;
+
+	ret = ck_object(ck, READ_ONCE(ck->task->sighand), objref);
+	if (ret || *objref > 0)
+		return ret;
+	*objref = -*objref;
+	memset(h, 0, sizeof(*h));
+	sighand = ck_lock_sighand(ck->task, &flags);
+	if (!sighand)
+		return sighand_gone(ck);
+	for (i = 0; i < CRFS_NSIG; i++) {
+		k = &sighand->action[i];
+		h->action[i]._sa_handler = (unsigned long)k->sa.sa_handler;
+		h->action[i].sa_flags = k->sa.sa_flags;
+		h->action[i].sa_restorer = (unsigned long)k->sa.sa_restorer;
+		h->action[i].sa_mask = k->sa.sa_mask.sig[0];
+	}
+	spin_unlock_irqrestore(&sighand->siglock, flags);
+	ret = ck_objref(ck, CKPT_OBJ_SIGHAND, *objref);
+	return ret ? ret : ck_record(ck, CKPT_HDR_SIGHAND, h, sizeof(*h));
+}
+
+/* A siginfo as crfs/checkpoint/signals.py keeps it (linux-cr v21's fill_siginfo). */
+static void to_ckpt_siginfo(struct ckpt_siginfo *c, const kernel_siginfo_t *k)
+{
+	int code = k->si_code, signo = k->si_signo;
+
+	memset(c, 0, sizeof(*c));
+	c->signo = signo;
+	c->_errno = k->si_errno;
+	c->code = code;
+	if (code > 0 && code != SI_KERNEL && signo == SIGCHLD) {
+		c->pid = k->si_pid;
+		c->uid = k->si_uid;
+		c->sigval_int = k->si_status;
+		c->utime = k->si_utime;
+		c->stime = k->si_stime;
+	} else if (code > 0 && code != SI_KERNEL && signo >= 1 && signo <= CRFS_NSIG &&
+		   (CK_FAULT_SIGNALS & BIT_ULL(signo - 1))) {
+		c->sigval_ptr = (unsigned long)k->si_addr;
+	} else if (code > 0 && code != SI_KERNEL && signo == SIGPOLL) {
+		c->pid = k->si_band;
+		c->sigval_int = k->si_fd;
+	} else if (code == SI_TIMER) {
+		c->pid = k->si_tid;
+		c->uid = k->si_overrun;
+		c->sigval_int = k->si_int;
+		c->utime = (u32)k->si_sys_private;
+	} else {
+		c->pid = k->si_pid;
+		c->uid = k->si_uid;
+		c->sigval_ptr = (unsigned long)k->si_ptr;
+	}
+}
+
+/* SIGPENDING of @t's shared or private queue: its mask, then its siginfo in order. */
+static int write_pending(struct crfs_ckpt *ck, bool shared)
+{
+	struct ckpt_hdr_sigpending h = { 0 };
+	struct sighand_struct *sighand;
+	struct sigpending *p;
+	struct sigqueue *q;
+	unsigned long flags;
+	bool over = false;
+	u32 n = 0;
+	int ret;
+
+	sighand = ck_lock_sighand(ck->task, &flags);
+	if (!sighand)
+		return sighand_gone(ck);
+	p = shared ? &ck->task->signal->shared_pending : &ck->task->pending;
+	h.signal = p->signal.sig[0];
+	list_for_each_entry(q, &p->list, list) {
+		if (n == CRFS_MAX_PENDING) {
+			over = true;
+			break;
+		}
+		to_ckpt_siginfo(&ck->siginfo[n++], &q->info);
+	}
+	spin_unlock_irqrestore(&sighand->siglock, flags);
+	if (over)
+		return ck_fail(ck, -EOPNOTSUPP, "pid %d: more than %d queued signals",
+			       ck->vpid, CRFS_MAX_PENDING);
+	h.nr_pending = n;
+	h.h.type = CKPT_HDR_SIGPENDING;
+	h.h.len = sizeof(h) + n * sizeof(struct ckpt_siginfo);
+	ret = ck_write(ck, &h, sizeof(h));
+	return ret ? ret : ck_write(ck, ck->siginfo, n * sizeof(struct ckpt_siginfo));
+}
+
+/* The rlimits and ITIMER_REAL; ITIMER_VIRTUAL/PROF, which RESTART cannot re-arm, refused. */
+static int fill_signal(struct crfs_ckpt *ck, struct ckpt_hdr_signal *h)
+{
+	struct signal_struct *sig = ck->task->signal;
+	struct sighand_struct *sighand;
+	unsigned long flags;
+	bool cpu_timers;
+	s64 left;
+	int i;
+
+	task_lock(ck->task->group_leader);
+	for (i = 0; i < CRFS_RLIM_NLIMITS; i++) {
+		h->rlim[i].rlim_cur = sig->rlim[i].rlim_cur;
+		h->rlim[i].rlim_max = sig->rlim[i].rlim_max;
+	}
+	task_unlock(ck->task->group_leader);
+	sighand = ck_lock_sighand(ck->task, &flags);
+	if (!sighand)
+		return sighand_gone(ck);
+	if (hrtimer_active(&sig->real_timer)) {
+		left = ktime_to_ns(__hrtimer_get_remaining(&sig->real_timer, false));
+		h->it_real_value = left > 0 ? left : NSEC_PER_USEC;
+	}
+	h->it_real_incr = ktime_to_ns(sig->it_real_incr);
+	cpu_timers = sig->it[0].expires || sig->it[1].expires;
+	spin_unlock_irqrestore(&sighand->siglock, flags);
+	if (cpu_timers)
+		return ck_fail(ck, -EOPNOTSUPP,
+			       "pid %d: ITIMER_VIRTUAL and ITIMER_PROF are not checkpointed",
+			       ck->vpid);
+	return 0;
+}
+
+/* SIGNAL_TASK, then SIGALTSTACK when the task has an alternate stack. */
+static int write_signal_task(struct crfs_ckpt *ck)
+{
+	struct ckpt_hdr_signal_task h = { 0 };
+	struct crfs_hdr_sigaltstack alt = { 0 };
+	struct task_struct *t = ck->task;
+	struct sighand_struct *sighand;
+	unsigned long flags;
+	int ret;
+
+	sighand = ck_lock_sighand(t, &flags);
+	if (!sighand)
+		return sighand_gone(ck);
+	h.blocked = t->blocked.sig[0];
+	spin_unlock_irqrestore(&sighand->siglock, flags);
+	ret = ck_record(ck, CKPT_HDR_SIGNAL_TASK, &h, sizeof(h));
+	if (ret || !t->sas_ss_size)
+		return ret;
+	alt.ss_sp = t->sas_ss_sp;
+	alt.ss_size = t->sas_ss_size;
+	alt.ss_flags = t->sas_ss_flags & SS_FLAG_BITS;
+	if (ck->cpu.sp > t->sas_ss_sp && ck->cpu.sp - t->sas_ss_sp <= t->sas_ss_size)
+		alt.ss_flags |= SS_ONSTACK;	/* as sigaltstack(2) reports it */
+	return ck_record(ck, CRFS_HDR_SIGALTSTACK, &alt, sizeof(alt));
+}
+
+/* [SIGNAL SIGPENDING{shared}] (at the first task of the process) SIGPENDING SIGNAL_TASK ... */
+static int write_signals(struct crfs_ckpt *ck, bool new_group)
+{
+	struct ckpt_hdr_signal h = { 0 };
+	int ret = 0;
+
+	if (new_group) {
+		ret = fill_signal(ck, &h);
+		if (!ret)
+			ret = ck_record(ck, CKPT_HDR_SIGNAL, &h, sizeof(h));
+		if (!ret)
+			ret = write_pending(ck, true);
+	}
+	if (!ret)
+		ret = write_pending(ck, false);
+	return ret ? ret : write_signal_task(ck);
+}
+
+/* The fs and sighand objects of the task, at their first use, and the signal's ref. */
+static int write_task_objs(struct crfs_ckpt *ck, struct ckpt_hdr_task_objs *objs,
+			   bool *new_group)
+{
+	int ret;
+
+	ret = write_fs(ck, &objs->fs_objref);
+	if (!ret)
+		ret = write_sighand(ck, &objs->sighand_objref);
+	if (!ret)
+		ret = ck_object(ck, ck->task->signal, &objs->signal_objref);
+	*new_group = objs->signal_objref < 0;
+	if (*new_group)
+		objs->signal_objref = -objs->signal_objref;
+	return ret;
+}
+
+/*
+ * TASK STRING THREAD CPU CPU_FPU [the mm, fs, sighand at their first task] TASK_OBJS
+ * [SIGNAL SIGPENDING] SIGPENDING SIGNAL_TASK [SIGALTSTACK]
+ */
 static int write_task(struct crfs_ckpt *ck, struct ck_task *ct)
 {
 	struct ckpt_hdr_task_objs objs = { 0 };
+	bool new_group = false;
 	int ret;
 
 	ret = capture_cpu(ck, ct);
@@ -857,8 +1139,10 @@ static int write_task(struct crfs_ckpt *ck, struct ck_task *ct)
 		ret = write_mm(ck, objs.mm_objref);
 	}
 	if (!ret)
+		ret = write_task_objs(ck, &objs, &new_group);
+	if (!ret)
 		ret = ck_record(ck, CKPT_HDR_TASK_OBJS, &objs, sizeof(objs));
-	return ret;
+	return ret ? ret : write_signals(ck, new_group);
 }
 
 static int write_image(struct crfs_ckpt *ck)
@@ -1091,7 +1375,10 @@ static int alloc_buffers(struct crfs_ckpt *ck)
 	ck->vaddrs = kvmalloc_array(CKPT_PGARR_BATCH, sizeof(*ck->vaddrs), GFP_KERNEL);
 	ck->pages = kvmalloc_array(CKPT_PGARR_BATCH, sizeof(*ck->pages), GFP_KERNEL);
 	ck->path = kmalloc(PATH_MAX, GFP_KERNEL);
-	if (!ck->tasks || !ck->stack || !ck->vaddrs || !ck->pages || !ck->path)
+	ck->sighand = kmalloc(sizeof(*ck->sighand), GFP_KERNEL);
+	ck->siginfo = kvmalloc_array(CRFS_MAX_PENDING, sizeof(*ck->siginfo), GFP_KERNEL);
+	if (!ck->tasks || !ck->stack || !ck->vaddrs || !ck->pages || !ck->path ||
+	    !ck->sighand || !ck->siginfo)
 		return -ENOMEM;
 	return 0;
 }
@@ -1116,6 +1403,8 @@ static void free_ckpt(struct crfs_ckpt *ck)
 	kvfree(ck->vaddrs);
 	kvfree(ck->pages);
 	kfree(ck->path);
+	kfree(ck->sighand);
+	kvfree(ck->siginfo);
 	kvfree(ck->xstate);
 	if (ck->file)
 		fput(ck->file);

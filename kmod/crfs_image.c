@@ -58,6 +58,13 @@ static const struct crfs_rec_size crfs_rec_sizes[] = {
 	EXACT(CKPT_HDR_VMA, ckpt_hdr_vma),
 	EXACT(CKPT_HDR_PGARR, ckpt_hdr_pgarr),
 	EXACT(CKPT_HDR_MM_CONTEXT, ckpt_hdr_mm_context),
+	EXACT(CKPT_HDR_FS, ckpt_hdr_fs),
+	EXACT(CRFS_HDR_FS_EXT, crfs_hdr_fs_ext),
+	EXACT(CKPT_HDR_SIGHAND, ckpt_hdr_sighand),
+	EXACT(CKPT_HDR_SIGNAL, ckpt_hdr_signal),
+	AT_LEAST(CKPT_HDR_SIGPENDING, ckpt_hdr_sigpending),
+	EXACT(CKPT_HDR_SIGNAL_TASK, ckpt_hdr_signal_task),
+	EXACT(CRFS_HDR_SIGALTSTACK, crfs_hdr_sigaltstack),
 	EXACT(CKPT_HDR_TAIL, ckpt_hdr_tail),
 	EXACT(CKPT_HDR_ERROR, ckpt_hdr),
 };

@@ -46,8 +46,8 @@ enum {
 	CKPT_HDR_VMA = 402,
 	CKPT_HDR_PGARR = 403,
 	CKPT_HDR_MM_CONTEXT = 404,
-	CKPT_HDR_FS = 451,		/* fs_struct: not restored yet, skipped */
-	CKPT_HDR_SIGHAND = 601,		/* signals: not restored yet, skipped */
+	CKPT_HDR_FS = 451,
+	CKPT_HDR_SIGHAND = 601,
 	CKPT_HDR_SIGNAL = 602,
 	CKPT_HDR_SIGNAL_TASK = 603,
 	CKPT_HDR_SIGPENDING = 604,
@@ -69,7 +69,9 @@ enum {
 	CKPT_OBJ_FILE_TABLE = 2,
 	CKPT_OBJ_FILE = 3,
 	CKPT_OBJ_MM = 4,
-	CKPT_OBJ_FS = 5,	/* read past: cwd and root are not restored yet */
+	CKPT_OBJ_FS = 5,
+	CKPT_OBJ_SIGHAND = 6,
+	CKPT_OBJ_SIGNAL = 7,	/* no OBJREF record: TASK_OBJS's ref, then SIGNAL */
 	CKPT_OBJ_CRED = 13,
 	CKPT_OBJ_USER = 14,	/* read past */
 	CKPT_OBJ_GROUPINFO = 15,
@@ -127,6 +129,8 @@ enum {
 #define CHECKPOINT_VERSION	6
 #define CHECKPOINT_VERSION_V20	5
 #define CHECKPOINT_VERSION_CRFS1	1
+/* ckpt_hdr_header->uflags: the image has crfs extension records (8001...) */
+#define CRFS_UFLAG_EXT		0x8000
 
 #define CKPT_TLS_ENTRIES	3	/* GDT_ENTRY_TLS_ENTRIES */
 #define CKPT_LDT_ENTRY_SIZE	8
@@ -374,9 +378,9 @@ struct ckpt_hdr_mm_context {
 
 /*
  * Credentials, fs_struct and signals (v21 records, crfs extensions 8001/8002). The
- * module restores the credentials (CRED, GROUPINFO, TASK_CREDS) and reads past the
- * others. Declared here so that their layout is checked against crfs/formats/ckpt.py
- * like every other record's.
+ * module restores them all (crfs_restore.c, crfs_signal.c, crfs_fs.c) but USER and
+ * USER_NS, which it reads past. Declared here so that their layout is checked against
+ * crfs/formats/ckpt.py like every other record's.
  */
 struct ckpt_capabilities {
 	__u32 cap_i_0;		/* kernel_cap_t.cap[0], cap[1] */
@@ -482,6 +486,27 @@ struct ckpt_hdr_signal {
 	__s32 tty_pgrp;
 	__s32 tty_old_pgrp;
 	__u8 __padding[4];
+};
+
+/* a queued signal; which fields hold what depends on signo and code (format-ckpt.md) */
+struct ckpt_siginfo {
+	__u32 signo;
+	__u32 _errno;
+	__u32 code;
+	__u32 pid;
+	__s32 uid;
+	__u32 sigval_int;
+	__u64 sigval_ptr;
+	__u64 utime;
+	__u64 stime;
+};
+
+/* len is exactly sizeof + nr_pending * sizeof(struct ckpt_siginfo) */
+struct ckpt_hdr_sigpending {
+	struct ckpt_hdr h;
+	__u32 nr_pending;
+	__u8 __padding[4];
+	__u64 signal;
 };
 
 struct ckpt_hdr_signal_task {

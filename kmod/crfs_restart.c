@@ -634,19 +634,14 @@ static int load_mm(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
 	return ret;
 }
 
-/*
- * An FS object (cwd and root) is not restored yet. Its FS record and the two FILE_NAME
- * records after it are read past: a FILE_NAME is otherwise only valid in a FILE object.
- */
-static int skip_fs(struct crfs_ctx *ctx, int depth)
+/* An FS object: FS, then its names and umask (crfs_fs.c). */
+static int load_fs(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
 {
 	struct crfs_rec rec;
-	int i, ret;
+	int ret;
 
 	ret = next_of(ctx, &rec, CKPT_HDR_FS, depth);
-	for (i = 0; !ret && i < 2; i++)
-		ret = expect(ctx, &rec, CKPT_HDR_FILE_NAME);
-	return ret;
+	return ret ?: crfs_fs_load(ctx->img, obj);
 }
 
 /*
@@ -754,7 +749,10 @@ static int load_object(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 		ret = crfs_load_file_table(ctx, obj, depth + 1);
 		break;
 	case CKPT_OBJ_FS:
-		ret = skip_fs(ctx, depth + 1);
+		ret = load_fs(ctx, obj, depth + 1);
+		break;
+	case CKPT_OBJ_SIGHAND:
+		ret = crfs_sig_load_sighand(ctx->img, obj);
 		break;
 	case CKPT_OBJ_CRED:
 		ret = load_cred(ctx, obj, depth + 1);
@@ -837,6 +835,8 @@ static int load_task_part(struct crfs_ctx *ctx, struct crfs_task *task,
 		if (!ret)
 			ret = crfs_load_task_files(ctx, task, rec,
 						   objs.files_objref);
+		if (!ret)
+			ret = crfs_sig_task_objs(ctx->plan, ctx->img, task, rec, &objs);
 		if (ret || !objs.mm_objref)
 			return ret;
 		obj = lookup(ctx, objs.mm_objref, CKPT_OBJ_MM);
@@ -909,6 +909,11 @@ static int load_task_record(struct crfs_ctx *ctx, struct crfs_task *task,
 		return load_task_part(ctx, task, rec, CRFS_PART_TASK_OBJS);
 	case CKPT_HDR_TASK_CREDS:
 		return load_task_creds(ctx, task, rec);
+	case CKPT_HDR_SIGNAL:
+	case CKPT_HDR_SIGPENDING:
+	case CKPT_HDR_SIGNAL_TASK:
+	case CRFS_HDR_SIGALTSTACK:
+		return crfs_sig_load_record(ctx->plan, ctx->img, task, rec);
 	default:
 		return interleaved(ctx, rec, 0);
 	}
@@ -985,6 +990,7 @@ void crfs_plan_free(struct crfs_plan *plan)
 {
 	struct crfs_object *obj;
 	unsigned long index;
+	u32 i;
 
 	xa_for_each(&plan->objects, index, obj) {
 		crfs_free_file_object(obj);	/* FILE, FILE_TABLE, INODE */
@@ -994,10 +1000,14 @@ void crfs_plan_free(struct crfs_plan *plan)
 			kfree(obj->cred);
 		else if (obj->objtype == CKPT_OBJ_GROUPINFO)
 			kvfree(obj->groups);
+		else
+			crfs_sig_free_object(obj);
 		kfree(obj);
 	}
 	xa_destroy(&plan->objects);
 	xa_destroy(&plan->shm);
+	for (i = 0; plan->tasks && i < plan->nr_tasks; i++)
+		crfs_sig_free_task(&plan->tasks[i]);
 	kvfree(plan->tasks);
 	kvfree(plan->vaddrs);
 	plan->tasks = NULL;

@@ -109,6 +109,7 @@ struct crfs_restore {
 	struct crfs_regs_work *work;
 	void *buf;			/* FILL_PAGES pages */
 	struct cred *cred;		/* the task's, prepared; NULL: the caller's */
+	struct crfs_sig_restore sig;	/* signals, limits, fs_struct (crfs_signal.c) */
 };
 
 __printf(3, 4)
@@ -894,6 +895,9 @@ static int prepare(struct crfs_restore *rs)
 		ret = check_task(rs);
 	if (!ret)
 		ret = prepare_cred(rs);
+	if (!ret)
+		ret = crfs_sig_prepare(&rs->sig, rs->task, is_leader(rs), rs->cred,
+				       rs->img->err_msg);
 	if (ret)
 		return ret;
 	rs->work = kzalloc(sizeof(*rs->work), GFP_KERNEL);
@@ -1197,6 +1201,8 @@ static int act(struct crfs_restore *rs)
 
 	if (is_leader(rs)) {
 		ret = restore_memory(rs);
+		if (!ret)
+			crfs_sig_act_process(&rs->sig);
 		if (rs->group)
 			crfs_group_restored(rs->group, !ret);
 		if (ret)
@@ -1210,6 +1216,9 @@ static int act(struct crfs_restore *rs)
 		commit_creds(rs->cred);	/* consumes the reference */
 		rs->cred = NULL;
 	}
+	ret = crfs_sig_act_thread(&rs->sig);
+	if (ret)
+		return ret;
 	init_task_work(&rs->work->cb, regs_work_fn);
 	ret = task_work_add(current, &rs->work->cb, TWA_RESUME);
 	if (!ret)
@@ -1244,6 +1253,7 @@ static void release(struct crfs_restore *rs)
 	kfree(rs->work);
 	if (rs->cred)
 		abort_creds(rs->cred);
+	crfs_sig_release(&rs->sig);
 }
 
 static int join_group(struct crfs_restore *rs)

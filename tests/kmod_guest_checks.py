@@ -22,6 +22,7 @@ import threading
 import time
 
 from crfs import kernel
+import guest_signals
 
 import guest_files   # noqa: E402 - tests/, next to this script
 
@@ -655,7 +656,7 @@ def fuse_finish(mnt, name, timeout=180):
 
 
 TARGETS = ("restore_target", "tree_target", "threads_target", "crfs-restart", "files_target",
-           "files_tree_targ")
+           "files_tree_targ", "sig_target")
 NOBODY = 65534
 GROUP_TIMEOUT = 12    # seconds (module parameter): the threads' rendezvous gives up; margin for a
 #                       loaded host, where a late leader would otherwise time out its threads
@@ -710,13 +711,11 @@ def image_vs_process(image_path, pid):
     return out
 
 
-# Process state the module does not checkpoint yet (signals, credentials, fs_struct): the
-# userspace writer saves it, the comparison of the two writers leaves it out.
+# Process state the module does not checkpoint yet (credentials): the userspace writer
+# saves it, the comparison of the two writers leaves it out.
 STATE_RECORDS = {"CKPT_HDR_TASK_CREDS", "CKPT_HDR_CRED", "CKPT_HDR_USER", "CKPT_HDR_USER_NS",
-                 "CKPT_HDR_GROUPINFO", "CKPT_HDR_FS", "CKPT_HDR_SIGHAND", "CKPT_HDR_SIGNAL",
-                 "CKPT_HDR_SIGNAL_TASK", "CKPT_HDR_SIGPENDING", "CRFS_HDR_SIGALTSTACK",
-                 "CRFS_HDR_FS_EXT"}
-MODULE_OBJECTS = ("CKPT_OBJ_FILE", "CKPT_OBJ_MM")
+                 "CKPT_HDR_GROUPINFO"}
+MODULE_OBJECTS = ("CKPT_OBJ_FILE", "CKPT_OBJ_MM", "CKPT_OBJ_FS", "CKPT_OBJ_SIGHAND")
 
 
 def module_record_names(source):
@@ -734,9 +733,22 @@ def module_record_names(source):
     return names
 
 
+def task_state(task):
+    """What both writers save alike of a task's signals and fs_struct: cwd, root, umask,
+    its handlers, blocked mask, altstack and its process's rlimits (not the pending
+    signals, which the freezer may hold, nor the itimers, which run)."""
+    fs, sig = task.fs, task.signals
+    return [fs and [fs.cwd, fs.root, fs.umask],
+            sig and sig.handlers and [[a.handler, a.flags, a.restorer, a.mask]
+                                      for a in sig.handlers.actions],
+            sig and sig.blocked, sig and sig.altstack and [sig.altstack.sp, sig.altstack.size],
+            sig and sig.group and [list(limit) for limit in sig.group.rlimits or ()]]
+
+
 def image_outline(path):
     """The names of the records the module writes, in order; the tasks (pid, tgid, ppid,
-    comm, index of their mm); per mm, per VMA (start, end, kind, saved page addresses)."""
+    comm, index of their mm); per mm, per VMA (start, end, kind, saved page addresses);
+    per task its task_state()."""
     from crfs.formats.source import Source
     from crfs.model import registry
     with Source.open(path) as source:
@@ -747,17 +759,19 @@ def image_outline(path):
         tasks = [(t.pid, t.tgid, t.ppid, t.comm, mms.index(t.mm)) for t in image.tasks]
         vmas = [(n, v.start, v.end, v.kind, [addr for addr, _ in v.pages])
                 for n, mm in enumerate(mms) for v in mm.vmas]
+        states = [task_state(t) for t in image.tasks]
     finally:
         image.close()
-    return names, tasks, vmas
+    return names, tasks, vmas, states
 
 
 def same_as_python(kernel_image, python_image):
     """The module's image against the userspace writer's of the same stopped processes."""
-    k_names, k_tasks, k_vmas = image_outline(kernel_image)
-    p_names, p_tasks, p_vmas = image_outline(python_image)
+    k_names, k_tasks, k_vmas, k_states = image_outline(kernel_image)
+    p_names, p_tasks, p_vmas, p_states = image_outline(python_image)
     return {"records_equal": k_names == p_names, "tasks_equal": k_tasks == p_tasks,
             "vmas_equal": k_vmas == p_vmas, "records": len(k_names), "tasks": k_tasks,
+            "state_equal": k_states == p_states, "states": [k_states, p_states],
             "first_difference": next(([i, a, b] for i, (a, b) in
                                       enumerate(zip(k_names + k_tasks + k_vmas,
                                                     p_names + p_tasks + p_vmas))
@@ -1377,6 +1391,9 @@ STEPS = (
     ("files", guest_files.files_step, lambda m, s: (m["restore"],), "t_files"),
     ("files_tree", guest_files.files_tree_step, lambda m, s: (m["restore"],),
      "t_files_tree"),
+    # signal state, rlimits, cwd/root/umask (tests/guest_signals.py)
+    ("signals", guest_signals.signals, lambda m, s: (m["restore"], same_as_python),
+     "t_signals"),
 )
 
 

@@ -396,7 +396,8 @@ def guest(tmp_path_factory, build_c):
         "threads_target": str(build_c("threads_target", 64, "-pthread")),
         "files_target": str(build_c("files_target", 64)),
         "files_tree_target": str(build_c("files_tree_target", 64)),
-        "ckpt_threads": str(build_c("ckpt_threads", 64, "-pthread"))}
+        "ckpt_threads": str(build_c("ckpt_threads", 64, "-pthread")),
+        "sig_target": str(build_c("sig_target", 64))}
     (work / "manifest.json").write_text(json.dumps(manifest))
 
     # one guest boot
@@ -890,7 +891,7 @@ def test_module_checkpoint_matches_the_userspace_writer(guest):
     """The same stopped process written by the userspace checkpointer: the same records in
     the same order, the same VMAs with the same kinds and the same saved pages."""
     same = _report(guest)["steps"]["kernel_checkpoint"]["same_as_python"]
-    assert same["records_equal"] and same["vmas_equal"], same
+    assert same["records_equal"] and same["vmas_equal"] and same["state_equal"], same
 
 
 def test_module_checkpoint_of_a_tree_matches_the_userspace_writer(guest):
@@ -903,6 +904,7 @@ def test_module_checkpoint_of_a_tree_matches_the_userspace_writer(guest):
     assert "same_as_python" in run, run
     same = run["same_as_python"]
     assert same["records_equal"] and same["tasks_equal"] and same["vmas_equal"], same
+    assert same["state_equal"], same
     parent, child = run["pids"]
     tasks = same["tasks"]      # [pid, tgid, ppid, comm, index of its mm]
     assert [(t[0], t[1], t[4]) for t in tasks] == [(parent, parent, 0), (child, child, 1)]
@@ -943,6 +945,7 @@ def test_module_checkpoint_of_threads_matches_the_userspace_writer(guest):
     assert result["mms"] == 1 and result["registers"] == [True] * 4, result
     same = result["same_as_python"]
     assert same["records_equal"] and same["tasks_equal"] and same["vmas_equal"], same
+    assert same["state_equal"], same
 
 
 def test_module_checkpoint_names_the_thread_not_stopped(guest):
@@ -1195,3 +1198,92 @@ def test_restart_shares_pipes_and_files_between_processes(guest):
     assert got == list(range(1, len(got) + 1)) and len(got) > len(tree["lines_before"])
     log = tree["log"]
     assert sorted(log) == sorted([f"child {n}" for n in got] + [f"parent {n}" for n in got])
+# --------------------------------------------------------------------------- signals, limits, fs
+
+SIG_DIR = "/tmp/crfs-kck/sigdir"
+# SIGTERM and SIGUSR1 caught, SIGUSR2 blocked and pending (private and shared)
+SIG_STATUS = {"SigCgt": "0000000000004200", "SigBlk": "0000000000000800",
+              "SigPnd": "0000000000000800", "ShdPnd": "0000000000000800"}
+
+
+def _signals(guest):
+    result = _report(guest)["steps"]["signals"]
+    assert result["checkpoint"]["rc"] == 0, result["checkpoint"]
+    # FS, SIGHAND, SIGNAL, SIGNAL_TASK, SIGPENDING, SIGALTSTACK, FS_EXT
+    assert result["records"] == [451, 601, 602, 603, 604, 8001, 8002], result
+    return result
+
+
+@pytest.mark.parametrize("by", ["by_root", "by_nobody", "limit_by_root"])
+def test_restart_restores_signals_limits_and_cwd(guest, by):
+    """tests/c/sig_target.c run as nobody, checkpointed by `crfs checkpoint`, restarted by
+    root, by nobody, and by root with a lower RLIMIT_NOFILE than the image's (root may
+    raise it): /proc shows the handlers, blocked and pending signals, the open-files limit
+    and the cwd it had; on SIGUSR1 its handler runs on its altstack and it sees its umask,
+    limit, itimer interval, cwd and mask; on SIGTERM its handler makes it exit 0."""
+    result = _signals(guest)
+    original, restored = result["original"], result[by]
+    assert restored["errno"] == "restored", restored
+    for key, value in SIG_STATUS.items():
+        assert original["status"][key] == value, original
+    seen = restored["observed"]
+    assert seen["status"] == original["status"], restored
+    assert original["nofile"][0] == "100" and seen["nofile"] == original["nofile"], restored
+    assert seen["cwd"] == original["cwd"] == SIG_DIR, restored
+    assert restored["usr1"] == ("usr1 onstack=1 umask=027 nofile=100 itimer=7 "
+                                f"cwd={SIG_DIR} blocked_usr2=1"), restored
+    assert restored["term"] == "term" and restored["exit"] == 0, restored
+
+
+def test_restart_refuses_a_limit_above_the_unprivileged_callers(guest):
+    result = _signals(guest)
+    hard = result["original"]["nofile"][1]
+    refused = result["limit_by_nobody"]
+    assert refused["errno"] == "EPERM", refused
+    assert refused["msg"] == f"RLIMIT_NOFILE hard limit {hard} is above the caller's 512", refused
+
+
+def test_restart_refuses_another_root_without_cap_sys_chroot(guest):
+    refused = _signals(guest)["root_by_nobody"]
+    assert refused["errno"] == "EPERM", refused
+    assert refused["msg"] == ("root /tmp is not the caller's root, and the caller lacks "
+                              "CAP_SYS_CHROOT"), refused
+
+
+@pytest.mark.parametrize("label, code, rtype, message", [
+    ("handler_in_kernel", "EINVAL", 601,
+     "SIGHAND: signal 15: handler 0xffffffff81000000 is not a user address"),
+    ("blocked_sigkill", "EINVAL", 603, "SIGNAL_TASK: SIGKILL or SIGSTOP blocked"),
+    ("pending_count_lies", "EINVAL", 604, "SIGPENDING: nr_pending 2 (at most 1024) in len 72"),
+    ("altstack_in_kernel", "EINVAL", 8001,
+     "SIGALTSTACK: stack 0xffffffff81000000 + 65536 is not in user space or below MINSIGSTKSZ"),
+    ("cwd_relative", "EINVAL", 303, "FS: path not absolute or not one NUL-terminated string"),
+    ("cwd_not_a_directory", "ENOTDIR", None, "cwd /tmp/crfs-kck/sigfile is not a directory"),
+])
+def test_malformed_signal_and_fs_records_are_refused(guest, label, code, rtype, message):
+    """One record of the image made wrong: the restart is refused with its errno and reason
+    (the record's type for what copy-in rejects), the restarter intact to report it."""
+    refused = _signals(guest)["malformed"][label]
+    assert refused["errno"] == code and refused["msg"] == message, refused
+    if rtype is not None:
+        assert refused["type"] == rtype, refused
+
+
+def test_module_checkpoint_of_signal_state_matches_and_restores(guest):
+    """sig_target checkpointed by the module, then by crfs: the module writes FS, SIGHAND,
+    SIGNAL, SIGPENDING, SIGNAL_TASK, SIGALTSTACK and FS_EXT with the same handlers, masks,
+    altstack, limits, cwd, root and umask (the memory differs: crfs's injected system
+    calls ran in between); the module's image restarted brings back what /proc showed,
+    and the program's handlers, altstack, umask, limit and itimer."""
+    run = _signals(guest)["kernel"]
+    assert run["checkpoint"]["rc"] == 0 and run["python"]["rc"] == 0, run
+    assert run["records"] == [451, 601, 602, 603, 604, 8001, 8002], run
+    same = run["same_as_python"]
+    assert same["state_equal"], same
+    restored = run["restart"]
+    assert restored["errno"] == "restored", restored
+    assert restored["observed"]["status"] == run["original"]["status"], restored
+    assert restored["observed"]["nofile"] == run["original"]["nofile"], restored
+    assert restored["usr1"] == ("usr1 onstack=1 umask=027 nofile=100 itimer=7 "
+                                f"cwd={SIG_DIR} blocked_usr2=1"), restored
+    assert restored["term"] == "term" and restored["exit"] == 0, restored

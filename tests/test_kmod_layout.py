@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from construct import Struct
 
 from crfs import kernel
 from crfs.formats import ckpt as fmt
@@ -55,6 +56,7 @@ STRUCTS = {
     "ckpt_hdr_signal": fmt.ckpt_hdr_signal,
     "ckpt_hdr_signal_task": fmt.ckpt_hdr_signal_task,
     "crfs_hdr_sigaltstack": fmt.crfs_hdr_sigaltstack,
+    "ckpt_siginfo": fmt.ckpt_siginfo,
     "ckpt_hdr_tail": fmt.ckpt_hdr_tail,
 }
 
@@ -69,6 +71,8 @@ CONSTANTS = {
     "CKPT_OBJ_FILE": "CKPT_OBJ_FILE",
     "CKPT_OBJ_MM": "CKPT_OBJ_MM",
     "CKPT_OBJ_FS": "CKPT_OBJ_FS",
+    "CKPT_OBJ_SIGHAND": "CKPT_OBJ_SIGHAND",
+    "CKPT_OBJ_SIGNAL": "CKPT_OBJ_SIGNAL",
     "CKPT_OBJ_CRED": "CKPT_OBJ_CRED",
     "CKPT_OBJ_USER": "CKPT_OBJ_USER",
     "CKPT_OBJ_GROUPINFO": "CKPT_OBJ_GROUPINFO",
@@ -117,6 +121,10 @@ def _program():
     for py_name, c_name in CONSTANTS.items():
         emit(f"const {py_name}", c_name)
     emit("const CKPT_PGARR_BATCH", "CKPT_PGARR_BATCH")
+    # SIGPENDING: its fixed head (the siginfo array follows it)
+    emit("sizeof ckpt_hdr_sigpending", "sizeof(struct ckpt_hdr_sigpending)")
+    for field in ("nr_pending", "signal"):
+        emit(f"ckpt_hdr_sigpending.{field}", f"offsetof(struct ckpt_hdr_sigpending, {field})")
     for name in ("CRFS_IOC_VERSION", "CRFS_IOC_CHECK", "CRFS_IOC_RESTART",
                  "CRFS_IOC_CHECKPOINT", "CRFS_ABI_VERSION", "CRFS_ERRMSG_LEN", "CRFS_IOC_MAGIC",
                  "CRFS_CHECKPOINT_TREE", "CRFS_RESTART_INHERIT", "CRFS_RESTART_REPLACE"):
@@ -150,6 +158,15 @@ def test_struct_layout_matches_construct(c_values, name):
     assert c_values[f"sizeof {name}"] == struct.sizeof()
     for field, offset in _fields(struct):
         assert c_values[f"{name}.{field}"] == offset, field
+
+
+def test_sigpending_head_matches_construct(c_values):
+    """ckpt_hdr_sigpending without its siginfo[]: SIGPENDING_SIZE bytes, same offsets."""
+    assert c_values["sizeof ckpt_hdr_sigpending"] == fmt.SIGPENDING_SIZE
+    head = list(_fields(Struct(*fmt.ckpt_hdr_sigpending.subcons[:-1])))
+    for field, offset in head:
+        if field != "h":
+            assert c_values[f"ckpt_hdr_sigpending.{field}"] == offset, field
 
 
 def test_every_fixed_record_is_declared():

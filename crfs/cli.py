@@ -7,7 +7,6 @@ import sys
 
 from crfs import __version__, render
 from crfs.errors import CrfsError, FormatError
-from crfs.formats.source import Source
 from crfs.model import registry
 from crfs.model.verify import verify
 from crfs.store_paths import DEFAULT_STORE
@@ -42,7 +41,7 @@ def info_text(image):
 
 
 def cmd_records(args):
-    with Source.open(args.image) as source:
+    with registry.open_source(args.image) as source:
         try:
             for rec in registry.records(source):
                 sys.stdout.write(render.record_line(rec))
@@ -53,7 +52,7 @@ def cmd_records(args):
 
 
 def cmd_verify(args):
-    with Source.open(args.image) as source:
+    with registry.open_source(args.image) as source:
         report = verify(source)
     sys.stdout.write(report.text(args.image))
     return EXIT_OK if report.sound else EXIT_FAIL

@@ -306,6 +306,9 @@ class CriuDir(Source):
     registry sniffs its head; verify checks the records end where the files do). Member
     files are opened relative to the directory, never through a symlink."""
 
+    format_name = "criu"       # detected as such whatever inventory.img holds: the loader
+                               # then says what is wrong with it, naming the file
+
     def __init__(self, dir_fd, path):
         super().__init__(dir_fd, 0, path)
         self.members = []          # (virtual offset, name, size)

@@ -89,6 +89,8 @@ def _model_module(name):
 
 def detect(source):
     """Name of the format of `source` (a FORMATS key), or FormatError."""
+    if getattr(source, "format_name", None):     # a directory: its format is its kind
+        return source.format_name
     head = source.pread(0, SNIFF_BYTES)
     for name in READERS:
         if _formats_module(name).sniff(head):

@@ -17,7 +17,6 @@ metadata files are read whole but bounded (MAX_META_FILE); pages files never are
 import os
 import stat
 import struct
-from dataclasses import dataclass
 
 from crfs.errors import FormatError
 from crfs.formats.source import RecordInfo, Source
@@ -96,39 +95,61 @@ def _scalar(ftype, value):
 
 def decode(data, msg, pos=0, end=None, depth=0):
     """The fields of one `msg` in data[pos:end] as a dict (repeated: lists). Unknown fields
-    are skipped as the wire says; WireError on malformed bytes or a missing required field."""
+    are skipped as the wire says; WireError on malformed bytes or a missing required field.
+    (One-byte varints, most keys and values, are read inline: this loop is the index's
+    hot path.)"""
     end = len(data) if end is None else end
     if depth > MAX_DEPTH:
         raise WireError("messages nested too deep", pos)
     out = {}
+    fields = msg.fields
     while pos < end:
         start = pos
-        key, pos = _varint(data, pos, end)
+        key = data[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(data, pos, end)
         number, wire = key >> 3, key & 7
-        spec = msg.fields.get(number)
         if wire == 0:
-            value, pos = _varint(data, pos, end)
-        elif wire == 1 or wire == 5:
-            size = 8 if wire == 1 else 4
-            if pos + size > end:
-                raise WireError(f"fixed field {number} runs past the end", start)
-            value = int.from_bytes(data[pos:pos + size], "little")
-            pos += size
+            if pos < end and data[pos] < 0x80:
+                value = data[pos]
+                pos += 1
+            else:
+                value, pos = _varint(data, pos, end)
         elif wire == 2:
             length, pos = _varint(data, pos, end)
             if length > end - pos:
                 raise WireError(f"field {number}: {length} bytes run past the end", start)
             value = (pos, pos + length)
             pos += length
+        elif wire == 1 or wire == 5:
+            size = 8 if wire == 1 else 4
+            if pos + size > end:
+                raise WireError(f"fixed field {number} runs past the end", start)
+            value = int.from_bytes(data[pos:pos + size], "little")
+            pos += size
         else:
             raise WireError(f"field {number}: wire type {wire} not supported", start)
         if number == 0:
             raise WireError("field number 0", start)
-        if spec is not None:
-            _store(out, data, spec, wire, value, start, depth)
-    missing = [name for name in msg.required if name not in out]
-    if missing:
-        raise WireError(f"{msg.name}: missing required {', '.join(missing)}", end)
+        spec = fields.get(number)
+        if spec is None:
+            continue
+        if wire == 0 and spec[2] != REP:
+            ftype = spec[1]
+            if ftype == U64 and value < (1 << 64):
+                out[spec[0]] = value
+                continue
+            if isinstance(ftype, Message):
+                raise WireError(f"{spec[0]}: wire type 0 for a message", start)
+            out[spec[0]] = _scalar(ftype, value)
+            continue
+        _store(out, data, spec, wire, value, start, depth)
+    for name in msg.required:
+        if name not in out:
+            missing = [n for n in msg.required if n not in out]
+            raise WireError(f"{msg.name}: missing required {', '.join(missing)}", end)
     return out
 
 
@@ -154,6 +175,8 @@ def _store(out, data, spec, wire, value, start, depth):
         return
     elif wire == 0:
         value = _scalar(ftype, value)
+    elif ftype not in (U64, S64):           # fixed64/fixed32 bytes for a varint field
+        raise WireError(f"{name}: wire type {wire} for {ftype}", start)
     if label == REP:
         out.setdefault(name, []).append(value)
     else:
@@ -287,13 +310,13 @@ def kind_of(name):
 
 # -------------------------------------------------------------------- the directory
 
-@dataclass(frozen=True)
 class Entry:
     """One message of a member file: its index, where its bytes start, the decoded dict."""
-    index: int
-    offset: int
-    length: int
-    fields: dict
+
+    __slots__ = ("index", "offset", "length", "fields")
+
+    def __init__(self, index, offset, length, fields):
+        self.index, self.offset, self.length, self.fields = index, offset, length, fields
 
 
 def sniff(head):

@@ -478,3 +478,38 @@ def test_criu_mode_takes_the_files_bits(tmp_path):
     assert image_stat(str(dump), st) == (st, None)
     (dump / "inventory.img").unlink()
     assert image_stat(str(dump), st) is None
+
+
+# --------------------------------------------------------------------------- who may read
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another user")
+def test_a_dump_with_a_private_file_is_private_through_the_mount():
+    """Readable directory, one 0600 file in it (criu's pages): user nobody reads nothing of
+    the dump through an allow_other mount; chmod 0644 of that file opens it at once."""
+    import tempfile
+    from test_mount_security import as_user, denied, read_as
+    with tempfile.TemporaryDirectory(prefix="crfs-criu-sec-") as tmp:
+        world = Path(tmp)
+        os.chmod(world, 0o755)
+        mount = Mount(world)
+        os.chmod(mount.store, 0o755)
+        dump = mount.store / "threads"
+        shutil.copytree(DATA / "threads", dump)
+        os.chmod(dump, 0o755)
+        for p in dump.iterdir():
+            os.chmod(p, 0o644)
+        os.chmod(dump / "pages-1.img", 0o600)
+        mount.mount("-o", "allow_other")
+        try:
+            task = mount / "threads" / "tasks" / "147"
+            assert (task / "comm").read_text() == "criu_prog\n"     # root may
+            assert stat.S_IMODE(os.stat(mount / "threads").st_mode) == 0o500
+            for path in (task / "mem", task / "comm", task / "regs", mount / "threads" / "format"):
+                assert denied(read_as(path)), path
+            assert denied(as_user("ls", task))
+            os.chmod(dump / "pages-1.img", 0o644)
+            assert read_as(task / "mem").returncode == 0
+            assert as_user("cat", task / "regs").returncode == 0
+        finally:
+            mount.unmount()
+        assert not errors_in_log(mount.log_text()), mount.log_text()

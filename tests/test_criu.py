@@ -513,3 +513,77 @@ def test_a_dump_with_a_private_file_is_private_through_the_mount():
         finally:
             mount.unmount()
         assert not errors_in_log(mount.log_text()), mount.log_text()
+
+
+# --------------------------------------------------------------------------- tar archives
+
+def make_tar(path, name="fork", prefix="checkpoint/", fmt=None, extra=()):
+    """An uncompressed tar laid out as podman's checkpoint export: config.dump, then the
+    dump's files under `prefix`."""
+    import tarfile
+    with tarfile.open(path, "w", format=fmt or tarfile.PAX_FORMAT) as tar:
+        config = path.parent / "config.dump"
+        config.write_text("{}\n")
+        tar.add(config, "config.dump")
+        for p in sorted((DATA / name).iterdir()):
+            tar.add(p, prefix + p.name)
+        for arcname, source in extra:
+            tar.add(source, arcname)
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["pax", "gnu", "ustar"])
+def test_tar_export_reads_as_the_directory(tmp_path, fmt):
+    import tarfile
+    formats = {"pax": tarfile.PAX_FORMAT, "gnu": tarfile.GNU_FORMAT,
+               "ustar": tarfile.USTAR_FORMAT}
+    prefix = "checkpoint/" if fmt == "ustar" else "a" * 90 + "/" + "b" * 40 + "/checkpoint/"
+    tar = make_tar(tmp_path / "export.tar", prefix=prefix, fmt=formats[fmt])
+    from_tar, from_dir = registry.open_image(tar), registry.open_image(DATA / "fork")
+    try:
+        assert from_tar.description == from_dir.description
+        for a, b in zip(from_tar.tasks, from_dir.tasks):
+            assert (a.pid, a.comm, a.regs, a.fpu) == (b.pid, b.comm, b.regs, b.fpu)
+            assert [(v.start, v.end, len(v.pages)) for v in a.mm.vmas] == \
+                [(v.start, v.end, len(v.pages)) for v in b.mm.vmas]
+            for vma in a.mm.vmas:
+                assert a.mm.read(vma.start, vma.size) == b.mm.read(vma.start, vma.size)
+    finally:
+        from_tar.close()
+        from_dir.close()
+
+
+def test_tar_in_the_store_is_served_in_place(tmp_path):
+    mount = Mount(tmp_path)
+    make_tar(mount.store / "fork-export.tar")
+    mount.mount()
+    try:
+        procs, _ = markers("fork")
+        for pid, m in procs.items():
+            with open(mount / "fork-export.tar" / "tasks" / str(pid) / "mem", "rb") as mem:
+                mem.seek(m["heap"])
+                assert struct.unpack("<Q", mem.read(8))[0] == \
+                    0xC0DE000000000000 | m["seed"] << 32
+        assert (mount / "fork-export.tar" / "format").read_text() == "criu v1.1 x86_64\n"
+    finally:
+        mount.unmount()
+    assert not errors_in_log(mount.log_text()), mount.log_text()
+
+
+def test_bad_tar_archives(tmp_path):
+    tar = make_tar(tmp_path / "export.tar", fmt=__import__("tarfile").USTAR_FORMAT)
+    data = bytearray(tar.read_bytes())
+    bad = tmp_path / "bad.tar"
+    second = 512 + 512          # config.dump's header, its data block, then checkpoint/...
+    corrupt = bytearray(data)
+    corrupt[second + 10] ^= 0xFF
+    bad.write_bytes(bytes(corrupt))
+    err = load_error(bad)
+    assert (err.record, err.offset, err.message) == ("tar header", second,
+                                                     "tar header checksum mismatch")
+    bad.write_bytes(bytes(data[:len(data) // 2]))
+    err = load_error(bad)
+    assert err.record == "tar header" and "past the end" in err.message
+    two = make_tar(tmp_path / "two.tar", extra=[("other/inventory.img",
+                                                 DATA / "threads" / "inventory.img")])
+    assert "2 CRIU dumps in one archive" in load_error(two).message

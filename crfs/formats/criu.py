@@ -332,21 +332,16 @@ class CriuDir(Source):
     format_name = "criu"       # detected as such whatever inventory.img holds: the loader
                                # then says what is wrong with it, naming the file
 
-    def __init__(self, dir_fd, path):
-        super().__init__(dir_fd, 0, path)
+    def __init__(self, fd, path, listing):
+        """`listing`: (name, size) of each regular *.img member."""
+        super().__init__(fd, 0, path)
         self.members = []          # (virtual offset, name, size)
         self._sources = {}
-        names = sorted(os.listdir(dir_fd))
-        if "inventory.img" in names:
-            names.remove("inventory.img")
-            names.insert(0, "inventory.img")
+        listing = sorted(listing, key=lambda m: (m[0] != "inventory.img", m[0]))
         offset = 0
-        for name in names:
-            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-            if not stat.S_ISREG(st.st_mode) or not name.endswith(".img"):
-                continue
-            self.members.append((offset, name, st.st_size))
-            offset += st.st_size
+        for name, size in listing:
+            self.members.append((offset, name, size))
+            offset += size
         self.size = offset
 
     @classmethod
@@ -355,7 +350,12 @@ class CriuDir(Source):
                                                                else os.O_NOFOLLOW)
         fd = os.open(path, flags)
         try:
-            return cls(fd, path)
+            listing = []
+            for name in os.listdir(fd):
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and name.endswith(".img"):
+                    listing.append((name, st.st_size))
+            return cls(fd, path, listing)
         except BaseException:
             os.close(fd)
             raise
@@ -367,16 +367,19 @@ class CriuDir(Source):
         """A Source over member `name` (kept open until close), or FormatError."""
         source = self._sources.get(name)
         if source is None:
-            try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
-            except OSError as exc:
-                raise FormatError(f"cannot open: {exc.strerror}", record=name) from None
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                os.close(fd)
-                raise FormatError("not a regular file", record=name)
-            source = self._sources[name] = Source(fd, st.st_size, name)
+            source = self._sources[name] = self._open_member(name)
         return source
+
+    def _open_member(self, name):
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+        except OSError as exc:
+            raise FormatError(f"cannot open: {exc.strerror}", record=name) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise FormatError("not a regular file", record=name)
+        return Source(fd, st.st_size, name)
 
     def pread(self, offset, length):
         out = []

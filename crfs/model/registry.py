@@ -104,13 +104,25 @@ def load(source):
 
 
 def open_source(path, follow_symlinks=True):
-    """A Source over the image at `path`: the file, or for a directory (a CRIU dump) a
-    crfs.formats.criu.CriuDir over its files."""
+    """A Source over the image at `path`: the file; for a directory (a CRIU dump) a
+    crfs.formats.criu.CriuDir over its files; for a tar archive holding a CRIU dump
+    (podman's checkpoint export, uncompressed) a crfs.formats.criu_tar.CriuTar."""
     st = os.stat(path, follow_symlinks=follow_symlinks)
     if stat.S_ISDIR(st.st_mode):
         from crfs.formats.criu import CriuDir
         return CriuDir.open(path, follow_symlinks)
-    return Source.open(path, follow_symlinks)
+    source = Source.open(path, follow_symlinks)
+    from crfs.formats import criu_tar
+    if criu_tar.is_tar(source.pread(0, criu_tar.BLOCK)):     # a CRIU dump in a tar archive?
+        try:
+            found = criu_tar.CriuTar.from_fd(source.fd, path)
+        except BaseException:
+            source.close()
+            raise
+        if found is not None:
+            source._owns_fd = False     # the CriuTar owns the descriptor now
+            return found
+    return source
 
 
 def open_image(path, follow_symlinks=True):

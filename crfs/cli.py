@@ -166,6 +166,11 @@ def _formats_help():
     return "; ".join(f"{f.name}: {f.summary}" for f in registry.FORMATS.values())
 
 
+def _add_convert_parser(sub):
+    from crfs import convert
+    convert.add_parser(sub)
+
+
 def _add_mount_parser(sub):
     from crfs import mount
     mount.add_parser(sub).set_defaults(image=None)
@@ -176,7 +181,8 @@ SUBCOMMANDS = ((("mount",), _add_mount_parser),
                (("info", "records", "verify"), _add_image_parsers),
                (("core",), _add_core_parser),
                (("demo",), _add_demo_parser),
-               (("checkpoint",), _add_checkpoint_parser))
+               (("checkpoint",), _add_checkpoint_parser),
+               (("convert",), _add_convert_parser))
 COMMANDS = tuple(name for names, _ in SUBCOMMANDS for name in names)
 HELP_OPTIONS = ("-h", "--help")
 TOP_LEVEL_OPTIONS = (*HELP_OPTIONS, "--version")

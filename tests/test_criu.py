@@ -587,3 +587,36 @@ def test_bad_tar_archives(tmp_path):
     two = make_tar(tmp_path / "two.tar", extra=[("other/inventory.img",
                                                  DATA / "threads" / "inventory.img")])
     assert "2 CRIU dumps in one archive" in load_error(two).message
+
+
+# --------------------------------------------------------------------------- convert
+
+@pytest.mark.parametrize("name,fmt", [("threads", "ckpt"), ("fork", "ckpt"), ("fork", "cpt")])
+def test_convert_keeps_tasks_registers_and_memory(tmp_path, name, fmt):
+    out = tmp_path / f"{name}.{fmt}"
+    run = subprocess.run(CRFS + ["convert", str(DATA / name), "-o", str(out), "--format", fmt],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == str(out)
+    assert subprocess.run(CRFS + ["verify", str(out)], capture_output=True).returncode == 0
+    src, dst = registry.open_image(DATA / name), registry.open_image(out)
+    try:
+        assert [(t.pid, t.tgid, t.ppid, t.comm, t.regs) for t in dst.tasks] == \
+            [(t.pid, t.tgid, t.ppid, t.comm, t.regs) for t in src.tasks]
+        for a, b in zip(src.tasks, dst.tasks):
+            kept = [v for v in a.mm.vmas if v.kind not in ("vvar", "vdso")]
+            for vma in kept:
+                assert b.mm.read(vma.start, vma.size) == a.mm.read(vma.start, vma.size), \
+                    hex(vma.start)
+            assert b.fpu[:512] == a.fpu[:512]
+    finally:
+        src.close()
+        dst.close()
+
+
+def test_convert_refuses_what_the_format_cannot_hold(tmp_path):
+    run = subprocess.run(CRFS + ["convert", str(DATA / "threads"), "-o",
+                                 str(tmp_path / "t.cr"), "--format", "cr"],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "holds exactly one task" in run.stderr
+    assert os.listdir(tmp_path) == []      # no partial file left

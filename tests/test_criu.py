@@ -40,12 +40,23 @@ def markers(name):
     procs, threads = {}, {}
     for line in (truth(name) / "out.txt").read_text().splitlines():
         words = line.split()
+        if words[0] == "shared":
+            continue
         if words[0] == "proc":
             fields = dict(w.split("=") for w in words[2:])
             procs[int(words[1])] = {k: int(v, 0) for k, v in fields.items()}
         elif words[0] == "thread":
             threads[int(words[2])] = (int(words[1]), int(words[3].split("=")[1], 16))
     return procs, threads
+
+
+def shared_marker(name):
+    """(pid, address, length) of the fork scenario's MAP_SHARED|MAP_ANONYMOUS pages."""
+    for line in (truth(name) / "out.txt").read_text().splitlines():
+        if line.startswith("shared "):
+            words = line.split()
+            return int(words[1]), int(words[2].split("=")[1], 16), int(words[3].split("=")[1])
+    return None
 
 
 def crit(name, image):
@@ -68,6 +79,12 @@ def regs_file(path):
 
 def all_tids(name):
     return sorted(int(p.name.split("-")[1]) for p in truth(name).glob("comm-*"))
+
+
+# The pids the fixtures were dumped with: the threads program and its worker thread, the
+# fork program's parent and child.
+PID, WORKER = all_tids("threads")
+PARENT, CHILD = all_tids("fork")
 
 
 # --------------------------------------------------------------------------- the mount
@@ -201,19 +218,28 @@ def test_memory_holds_the_programs_patterns(criu_mount, name):
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_pages_match_crit_pagemap(criu_mount, name):
-    """pages/ lists exactly crit's PE_PRESENT pages, each with its bytes of pages-N.img."""
+    """pages/ lists exactly crit's PE_PRESENT pages (the process's, and those of the shared
+    memory it maps), each with its bytes of the pages-N.img its pagemap names."""
     procs, _ = markers(name)
-    for pid in procs:
-        head, *entries = crit(name, f"pagemap-{pid}")
+
+    def present(pagemap, base):
+        head, *entries = crit(name, pagemap)
         raw = (DATA / name / f"pages-{head['pages_id']}.img").read_bytes()
-        expected, offset = {}, 0
+        found, offset = {}, 0
         for e in entries:
             if "PE_PRESENT" not in e["flags"]:
                 continue
             for i in range(e["nr_pages"]):
-                expected[f"{int(e['vaddr'], 16) + i * PAGE:08x}"] = raw[offset:offset + PAGE]
+                found[f"{base + int(e['vaddr'], 16) + i * PAGE:08x}"] = raw[offset:offset + PAGE]
                 offset += PAGE
         assert offset == len(raw)
+        return found
+
+    for pid in procs:
+        expected = present(f"pagemap-{pid}", 0)
+        if shared_marker(name):
+            shmem = next((truth(name) / "crit").glob("pagemap-shmem-*.json")).stem
+            expected.update(present(shmem, shared_marker(name)[1]))
         pages = tdir(criu_mount, name, pid) / "pages"
         assert sorted(os.listdir(pages)) == sorted(expected)
         for addr, data in expected.items():
@@ -256,26 +282,42 @@ def test_model_matches_crit(name):
         image.close()
 
 
+def test_shared_memory_is_shared(criu_mount):
+    """The fork program's MAP_SHARED|MAP_ANONYMOUS pages (criu: a memfd "/dev/zero" with
+    its own pagemap-shmem-*.img) read the same from both processes: the parent's pages 0
+    and 2, the child's page 1 (written after the fork), page 3 never touched (zeros)."""
+    _, addr, length = shared_marker("fork")
+    expected = b"".join(
+        struct.pack("<512Q", *(0x5AED000000000000 | seed << 32 | i for i in range(512)))
+        for seed in (2, 3, 2)) + bytes(PAGE)
+    for pid in (PARENT, CHILD):
+        with open(tdir(criu_mount, "fork", pid) / "mem", "rb") as mem:
+            mem.seek(addr)
+            assert mem.read(length) == expected, pid
+        maps = (tdir(criu_mount, "fork", pid) / "mm" / "maps").read_text()
+        assert f"{addr:x}-{addr + length:x} rw-s" in maps and "/dev/zero (deleted)" in maps
+
+
 def test_fds_and_cwd_are_named(criu_mount):
     image = registry.open_image(DATA / "threads")
     try:
-        task = image.tasks[0]
+        task = image.task(PID)
         assert task.fs.cwd == "/tmp/crfs-criu/threads" and task.fs.root == "/"
         assert task.native.fds == ("0 /dev/null\n1 /tmp/crfs-criu/threads/out.txt\n"
                                    "2 /tmp/crfs-criu/threads/out.txt\n")
     finally:
         image.close()
-    assert (tdir(criu_mount, "threads", 147) / "cwd").read_text() == "/tmp/crfs-criu/threads\n"
+    assert (tdir(criu_mount, "threads", PID) / "cwd").read_text() == "/tmp/crfs-criu/threads\n"
 
 
 def test_cli_info_records_verify():
     info = subprocess.run(CRFS + ["info", str(DATA / "fork")], capture_output=True,
                           text=True, check=True).stdout
     assert "format: criu v1.1 x86_64" in info
-    assert "pid 155 tgid 155 ppid 154 comm 'fork-child'" in info
+    assert f"pid {CHILD} tgid {CHILD} ppid {PARENT} comm 'fork-child'" in info
     records = subprocess.run(CRFS + ["records", str(DATA / "threads")], capture_output=True,
                              text=True, check=True).stdout
-    assert "pagemap-147.img: pagemap_entry" in records and "pages-1.img" in records
+    assert f"pagemap-{PID}.img: pagemap_entry" in records and "pages-1.img" in records
     verify = subprocess.run(CRFS + ["verify", str(DATA / "threads")], capture_output=True,
                             text=True)
     assert verify.returncode == 0, verify.stdout
@@ -332,22 +374,22 @@ def load_error(path):
 
 def test_truncated_core_names_file_entry_offset(tmp_path):
     dump = copy_dump(tmp_path)
-    core = dump / "core-148.img"
+    core = dump / f"core-{WORKER}.img"
     core.write_bytes(core.read_bytes()[:300])
     err = load_error(dump)
-    assert err.record == "core-148.img: entry 0 (core_entry)"
+    assert err.record == f"core-{WORKER}.img: entry 0 (core_entry)"
     assert err.offset == 8 and "runs past the end" in err.message
-    assert str(err).startswith(f"{dump}: offset 0x8: core-148.img: entry 0 (core_entry): ")
+    assert str(err).startswith(f"{dump}: offset 0x8: core-{WORKER}.img: entry 0 (core_entry): ")
 
 
 def test_bad_magic_names_file_and_offset(tmp_path):
     dump = copy_dump(tmp_path)
-    mm = dump / "mm-147.img"
+    mm = dump / f"mm-{PID}.img"
     data = bytearray(mm.read_bytes())
     data[4:8] = struct.pack("<I", criu.MAGICS["CORE"])
     mm.write_bytes(bytes(data))
     err = load_error(dump)
-    assert (err.record, err.offset) == ("mm-147.img", 4)
+    assert (err.record, err.offset) == (f"mm-{PID}.img", 4)
     assert err.message == "magic CORE where MM was expected"
     data[0:4] = b"\0\0\0\0"
     mm.write_bytes(bytes(data))
@@ -371,18 +413,18 @@ def test_pagemap_past_pages_file(tmp_path):
     pages = dump / "pages-1.img"
     pages.write_bytes(pages.read_bytes()[:10 * PAGE])
     err = load_error(dump)
-    assert err.record.startswith("pagemap-147.img: entry ") and "run past the end" in err.message
+    assert err.record.startswith(f"pagemap-{PID}.img: entry ") and "run past the end" in err.message
     assert err.offset is not None
 
 
 def test_missing_required_field(tmp_path):
     dump = copy_dump(tmp_path)
-    fs = dump / "fs-147.img"        # one fs_entry {cwd_id, root_id, umask}: drop root_id
+    fs = dump / f"fs-{PID}.img"     # one fs_entry {cwd_id, root_id, umask}: drop root_id
     data = fs.read_bytes()
     assert data[8:12] == b"\x06\x00\x00\x00" and data[14] == 0x10
     fs.write_bytes(data[:8] + b"\x04\x00\x00\x00" + data[12:14] + data[16:])
     err = load_error(dump)
-    assert err.record == "fs-147.img: entry 0 (fs_entry)"
+    assert err.record == f"fs-{PID}.img: entry 0 (fs_entry)"
     assert "missing required root_id" in err.message
 
 
@@ -394,16 +436,16 @@ def test_inventory_file_alone_is_refused(tmp_path):
 
 def test_symlinked_member_is_not_followed(tmp_path):
     dump = copy_dump(tmp_path)
-    (dump / "fs-147.img").unlink()
-    os.symlink("/etc/passwd", dump / "fs-147.img")
+    (dump / f"fs-{PID}.img").unlink()
+    os.symlink("/etc/passwd", dump / f"fs-{PID}.img")
     image = registry.open_image(dump)     # a link is no member: the fs image is absent
     try:
-        assert image.tasks[0].fs is None
+        assert image.task(PID).fs is None
     finally:
         image.close()
     with criu.CriuDir.open(dump) as d:
         with pytest.raises(FormatError):
-            d.member("fs-147.img")
+            d.member(f"fs-{PID}.img")
 
 
 def test_mutations_raise_format_error_only(tmp_path):
@@ -472,8 +514,8 @@ def test_criu_mode_takes_the_files_bits(tmp_path):
     st = os.lstat(dump)
     assert stat.S_IMODE(criu_mode(str(dump), st)) == 0o440
     os.chmod(dump / "pages-1.img", 0o644)
-    os.chown(dump / "core-147.img", 65534, -1)          # another owner: its "other" bits
-    os.chmod(dump / "core-147.img", 0o640)
+    os.chown(dump / f"core-{PID}.img", 65534, -1)       # another owner: its "other" bits
+    os.chmod(dump / f"core-{PID}.img", 0o640)
     assert stat.S_IMODE(criu_mode(str(dump), st)) == 0o040
     assert image_stat(str(dump), st) == (st, None)
     (dump / "inventory.img").unlink()
@@ -501,7 +543,7 @@ def test_a_dump_with_a_private_file_is_private_through_the_mount():
         os.chmod(dump / "pages-1.img", 0o600)
         mount.mount("-o", "allow_other")
         try:
-            task = mount / "threads" / "tasks" / "147"
+            task = mount / "threads" / "tasks" / str(PID)
             assert (task / "comm").read_text() == "criu_prog\n"     # root may
             assert stat.S_IMODE(os.stat(mount / "threads").st_mode) == 0o500
             for path in (task / "mem", task / "comm", task / "regs", mount / "threads" / "format"):
@@ -591,7 +633,7 @@ def test_bad_tar_archives(tmp_path):
 
 # --------------------------------------------------------------------------- convert
 
-@pytest.mark.parametrize("name,fmt", [("threads", "ckpt"), ("fork", "ckpt"), ("fork", "cpt")])
+@pytest.mark.parametrize("name,fmt", [("threads", "ckpt"), ("fork", "ckpt")])
 def test_convert_keeps_tasks_registers_and_memory(tmp_path, name, fmt):
     out = tmp_path / f"{name}.{fmt}"
     run = subprocess.run(CRFS + ["convert", str(DATA / name), "-o", str(out), "--format", fmt],
@@ -619,4 +661,8 @@ def test_convert_refuses_what_the_format_cannot_hold(tmp_path):
                                  str(tmp_path / "t.cr"), "--format", "cr"],
                          capture_output=True, text=True)
     assert run.returncode == 1 and "holds exactly one task" in run.stderr
+    run = subprocess.run(CRFS + ["convert", str(DATA / "fork"), "-o",
+                                 str(tmp_path / "f.cpt"), "--format", "cpt"],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "cannot hold the shared mapping" in run.stderr
     assert os.listdir(tmp_path) == []      # no partial file left

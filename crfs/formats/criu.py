@@ -17,6 +17,7 @@ metadata files are read whole but bounded (MAX_META_FILE); pages files never are
 import os
 import stat
 import struct
+from bisect import bisect_right
 
 from crfs.errors import FormatError
 from crfs.formats.source import RecordInfo, Source
@@ -29,6 +30,7 @@ MAGICS = {
     "PAGEMAP": 0x56084025, "CORE": 0x55053847, "IDS": 0x54432030, "FS": 0x51403912,
     "MM": 0x57492820, "FILES": 0x56303138, "REG_FILES": 0x50363636, "SIGACT": 0x55344201,
     "CREDS": 0x54023547, "SECCOMP": 0x64413049, "TIMENS": 0x43114433, "STATS": 0x57093306,
+    "MEMFD_INODE": 0x48453499,
 }
 MAGIC_NAMES = {v: k for k, v in MAGICS.items()}
 IMG_VERSIONS = (1, 2)        # inventory img_version: CRTOOLS_IMAGES_V1, V1_1
@@ -274,7 +276,13 @@ FOWN = _m("fown_entry", (REQ, U32, "uid", 1), (REQ, U32, "euid", 2), (REQ, U32, 
 REG_FILE = _m("reg_file_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2), (REQ, U64, "pos", 3),
               (REQ, FOWN, "fown", 5), (REQ, STR, "name", 6), (OPT, S32, "mnt_id", 7),
               (OPT, U64, "size", 8), (OPT, BOOL, "ext", 9), (OPT, U32, "mode", 10))
-FILE = _m("file_entry", (REQ, U32, "type", 1), (REQ, U32, "id", 2), (OPT, REG_FILE, "reg", 3))
+MEMFD_FILE = _m("memfd_file_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
+                (REQ, U64, "pos", 3), (REQ, FOWN, "fown", 4), (REQ, U32, "inode_id", 5))
+MEMFD_INODE = _m("memfd_inode_entry", (REQ, STR, "name", 1), (REQ, U32, "uid", 2),
+                 (REQ, U32, "gid", 3), (REQ, U64, "size", 4), (REQ, U32, "shmid", 5),
+                 (REQ, U32, "seals", 6), (REQ, U64, "inode_id", 7))
+FILE = _m("file_entry", (REQ, U32, "type", 1), (REQ, U32, "id", 2), (OPT, REG_FILE, "reg", 3),
+          (OPT, MEMFD_FILE, "memfd", 20))
 FDINFO = _m("fdinfo_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2), (REQ, U32, "type", 3),
             (REQ, U32, "fd", 4))
 FD_TYPES = {1: "REG", 2: "PIPE", 3: "FIFO", 4: "INETSK", 5: "UNIXSK", 6: "EVENTFD",
@@ -289,11 +297,13 @@ FILE_KINDS = {
     "core": ("CORE", CORE, CORE),
     "mm": ("MM", MM, MM),
     "pagemap": ("PAGEMAP", PAGEMAP_HEAD, PAGEMAP),
+    "pagemap-shmem": ("PAGEMAP", PAGEMAP_HEAD, PAGEMAP),     # shared memory, by shmid
     "fs": ("FS", FS, FS),
     "ids": ("IDS", TASK_KOBJ_IDS, TASK_KOBJ_IDS),
     "files": ("FILES", FILE, FILE),
     "reg-files": ("REG_FILES", REG_FILE, REG_FILE),
     "fdinfo": ("FDINFO", FDINFO, FDINFO),
+    "memfd": ("MEMFD_INODE", MEMFD_INODE, MEMFD_INODE),
 }
 
 
@@ -381,17 +391,39 @@ class CriuDir(Source):
             raise FormatError("not a regular file", record=name)
         return Source(fd, st.st_size, name)
 
+    def offset_of(self, name):
+        """Where member `name` starts in the row of files (page offsets are in this space:
+        one Mm reads its pages, and the shared memory it maps, from several pages files)."""
+        for start, member, _ in self.members:
+            if member == name:
+                return start
+        raise FormatError("missing from the dump", record=name)
+
     def pread(self, offset, length):
         out = []
-        for start, name, size in self.members:
-            if length <= 0:
-                break
+        i = max(bisect_right(self._starts(), offset) - 1, 0)
+        while length > 0 and i < len(self.members):
+            start, name, size = self.members[i]
             if start <= offset < start + size:
                 piece = self.member(name).pread(offset - start, min(length, start + size - offset))
+                if not piece:
+                    break
                 out.append(piece)
                 offset += len(piece)
                 length -= len(piece)
+            i += 1
         return b"".join(out)
+
+    def readinto(self, buffer, offset):
+        data = self.pread(offset, len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def _starts(self):
+        starts = getattr(self, "_start_list", None)
+        if starts is None:
+            starts = self._start_list = [start for start, _, _ in self.members]
+        return starts
 
     def close(self):
         for source in getattr(self, "_sources", {}).values():

@@ -2,10 +2,10 @@
 
 Read: inventory, pstree, core-TID (registers with fs/gs base, FPU/xsave, comm, creds,
 signal actions, blocked mask, altstack, rlimits), ids-PID, mm-PID (VMAs, mm fields, auxv),
-pagemap-PID with its pages-N.img (each page's offset there: Mm.source is that file, read
-by pread, never whole), fs-PID (cwd, root, umask) and the file paths of files.img /
-reg-files.img. Shared anonymous memory (pagemap-shmem-*) is not read: those VMAs read as
-zeros. docs/format-criu.md.
+pagemap-PID with its pages-N.img, pagemap-shmem-SHMID for shared anonymous memory (page
+offsets are in the dump's row of files, Mm.source being the CriuDir: read by pread, never
+whole), fs-PID (cwd, root, umask) and the file paths of files.img / reg-files.img.
+docs/format-criu.md.
 """
 
 from dataclasses import dataclass
@@ -15,7 +15,8 @@ from crfs.errors import FormatError
 from crfs.formats import criu
 from crfs.formats.x86 import PAGE_SIZE, VmFlags
 from crfs.model.image import (SS_DISABLE, AltStack, Creds, FsStruct, Futex, Image, Mm,
-                              NativeFields, SigAction, SigHand, Signals, Task, ThreadGroup, Vma)
+                              NativeFields, ShmSegment, SigAction, SigHand, Signals, Task, ThreadGroup,
+                              Vma)
 from crfs.model.registers import Registers
 
 TASK_ALIVE, TASK_DEAD, TASK_STOPPED = 1, 2, 3
@@ -24,6 +25,7 @@ IMG_VERSION_NAMES = {1: "v1", 2: "v1.1"}
 MAP_SHARED, MAP_GROWSDOWN = 0x1, 0x100
 VMA_AREA_VSYSCALL, VMA_AREA_VDSO, VMA_AREA_VVAR = 1 << 2, 1 << 3, 1 << 12
 VMA_FILE_PRIVATE, VMA_FILE_SHARED, VMA_ANON_SHARED = 1 << 6, 1 << 7, 1 << 8
+VMA_AREA_MEMFD = 1 << 14
 SIGKILL, SIGSTOP, SIGMAX = 9, 19, 64
 MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_stack", "start_brk",
              "brk", "arg_start", "arg_end", "env_start", "env_end")
@@ -38,6 +40,7 @@ class CriuVmaFields(NativeFields):
     shmid: Optional[int] = None
     flags: Optional[int] = None
     madv: Optional[int] = None
+    memory: Optional[int] = None         # shmid of the shared memory's pages, if any
 
 
 @dataclass
@@ -63,6 +66,8 @@ class _Loader:
         self.names = set(source.names())
         self.count = 0
         self.paths = None
+        self.segments = {}
+        self.memfds = None
 
     def entries(self, name, optional=False):
         if name not in self.names:
@@ -152,6 +157,7 @@ class _Loader:
 
     def vma(self, v):
         status = v["status"]
+        shmid = None
         vm_flags = v["prot"] & 0x7
         if v["flags"] & MAP_SHARED:
             vm_flags |= VmFlags.VM_SHARED
@@ -164,23 +170,45 @@ class _Loader:
             kind = "vvar"
         elif status & VMA_AREA_VSYSCALL:
             kind = "ignore"
+        elif status & VMA_AREA_MEMFD:
+            # Shared memory criu keeps as a memfd (an anonymous MAP_SHARED area is one
+            # too: "/dev/zero"): file id -> memfd inode -> its pages, by the inode's shmid.
+            name, shmid = self.memfd_of(v["shmid"])
+            kind = "shm-anon" if name == "/dev/zero" else "shm-file"
+            if kind == "shm-file":
+                file = (name if name.startswith("/") else f"/memfd:{name}") + " (deleted)"
         elif status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED):
             kind = "file" if status & VMA_FILE_PRIVATE else "shm-file"
             file = self.path_of(v["shmid"])
         elif status & VMA_ANON_SHARED:
-            kind = "shm-anon"
+            kind, shmid = "shm-anon", v["shmid"]
         return Vma(start=v["start"], end=v["end"], vm_flags=int(vm_flags), prot=v["prot"],
                    pgoff=v["pgoff"] // PAGE_SIZE, kind=kind, file=file,
                    native=CriuVmaFields(status=status, shmid=v["shmid"], flags=v["flags"],
-                                        madv=v.get("madv")))
+                                        madv=v.get("madv"), memory=shmid))
 
     def pages(self, pid, mm):
-        name = f"pagemap-{pid}.img"
+        mm.source = self.dir        # offsets in the dump's row of files (CriuDir.offset_of)
+        self.walk_pagemap(f"pagemap-{pid}.img",
+                          lambda vaddr, count, offset, e, what:
+                          self.place(mm, vaddr, count, offset, e.offset, what))
+        for vma in mm.vmas:
+            if vma.native.memory is not None:
+                segment = self.segment(vma.native.memory, vma)
+                if segment is not None:
+                    vma.map_segment(segment)
+
+    def walk_pagemap(self, name, add):
+        """add(vaddr, count, offset, entry, what) for each run of pages a pagemap file
+        says are in its pages-N.img (offset: in the dump's row of files)."""
         entries = self.entries(name, optional=True)
         if not entries:
             return
         pages_name = f"pages-{entries[0].fields['pages_id']}.img"
-        source = mm.source = self.dir.member(pages_name)
+        if pages_name not in self.names:
+            raise FormatError(f"{pages_name} is missing from the dump",
+                              record=f"{name}: entry 0 (pagemap_head)")
+        base, size = self.dir.offset_of(pages_name), self.dir.member(pages_name).size
         offset = 0
         for e in entries[1:]:
             f = e.fields
@@ -191,12 +219,33 @@ class _Loader:
             if not present:
                 continue
             what = f"{name}: entry {e.index} (pagemap_entry)"
-            if f["vaddr"] % PAGE_SIZE or count > (source.size - offset) // PAGE_SIZE:
+            if f["vaddr"] % PAGE_SIZE or count > (size - offset) // PAGE_SIZE:
                 raise FormatError(f"{count} pages at {f['vaddr']:#x} are unaligned or run past "
-                                  f"the end of {pages_name} ({source.size} bytes, "
+                                  f"the end of {pages_name} ({size} bytes, "
                                   f"{offset} used)", offset=e.offset, record=what)
-            self.place(mm, f["vaddr"], count, offset, e.offset, what)
+            add(f["vaddr"], count, base + offset, e, what)
             offset += count * PAGE_SIZE
+
+    def segment(self, shmid, vma):
+        """The ShmSegment of shared anonymous memory `shmid` (pagemap-shmem-SHMID.img,
+        pages keyed by their offset in it), once per dump; None when it has no pages."""
+        if shmid in self.segments:
+            return self.segments[shmid]
+        name = f"pagemap-shmem-{shmid}.img"
+        segment = None
+        if name in self.names:
+            segment = ShmSegment(objref=shmid, size=0)
+
+            def add(vaddr, count, offset, e, what):
+                if len(segment.pages) and segment.pages.last >= vaddr:
+                    raise FormatError(f"page {vaddr:#x} is not after the pages before it",
+                                      offset=e.offset, record=what)
+                segment.pages.add_run(range(vaddr, vaddr + count * PAGE_SIZE, PAGE_SIZE),
+                                      offset)
+                segment.size = max(segment.size, vaddr + count * PAGE_SIZE)
+            self.walk_pagemap(name, add)
+        self.segments[shmid] = segment
+        return segment
 
     @staticmethod
     def place(mm, vaddr, count, offset, entry_offset, what):
@@ -215,6 +264,19 @@ class _Loader:
             vma.pages.add_run(range(addr, stop, PAGE_SIZE), offset + (addr - vaddr))
             addr = stop
 
+    def memfd_of(self, file_id):
+        """(name, shmid) of the memfd behind file id `file_id` (files.img, memfd.img)."""
+        self.path_of(file_id)
+        inode = self.memfd_files.get(file_id)
+        if self.memfds is None:
+            self.memfds = {e.fields["inode_id"]: e.fields
+                           for e in self.entries("memfd.img", optional=True)}
+        found = self.memfds.get(inode)
+        if found is None:
+            raise FormatError(f"file id {file_id}: no memfd inode for it",
+                              record="memfd.img")
+        return found["name"], found["shmid"]
+
     def fs(self, pid):
         entry = self.one(f"fs-{pid}.img", optional=True)
         if entry is None:
@@ -224,12 +286,14 @@ class _Loader:
 
     def path_of(self, file_id):
         if self.paths is None:
-            self.paths, self.types = {}, {}
+            self.paths, self.types, self.memfd_files = {}, {}, {}
             for e in self.entries("files.img", optional=True):
                 f = e.fields
                 self.types[f["id"]] = criu.FD_TYPES.get(f["type"], f"type {f['type']}")
                 if "reg" in f:
                     self.paths[f["id"]] = f["reg"]["name"]
+                if "memfd" in f:
+                    self.memfd_files[f["id"]] = f["memfd"]["inode_id"]
             for e in self.entries("reg-files.img", optional=True):
                 self.paths[e.fields["id"]] = e.fields["name"]
         return self.paths.get(file_id)

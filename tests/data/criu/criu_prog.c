@@ -1,13 +1,18 @@
 /* The programs tests/data/criu/make-fixtures dumps with `criu dump` (see README there).
  *
  *   criu_prog threads   two threads: main waits in pthread_join, "worker" in pause()
- *   criu_prog fork      a parent and its forked child, each in pause()
+ *   criu_prog fork      a parent and its forked child, each in pause(), sharing 4 pages
+ *                       of MAP_SHARED|MAP_ANONYMOUS memory
  *
  * Every process fills known patterns and prints where they are, then "ready":
  *   proc PID global=0xADDR heap=0xADDR heap_len=N seed=S
  *   thread PID TID fs_base=0xADDR tls=0xADDR
  * g_words[i] = seed << 32 | i (initialized data: 8 KiB), g_message (a string), heap[i] =
- * 0xC0DE000000000000 | seed << 32 | i over 64 KiB of malloc'd memory. */
+ * 0xC0DE000000000000 | seed << 32 | i over 64 KiB of malloc'd memory. The shared pages
+ * (fork): word i of page 0 and 2 is 0x5AED000000000000 | 2 << 32 | i (the parent's, before
+ * the fork), of page 1 0x5AED000000000000 | 3 << 32 | i (the child's, after); page 3 is
+ * never touched. The parent prints
+ *   shared PID shared=0xADDR shared_len=16384 */
 #define _GNU_SOURCE
 #include <asm/prctl.h>
 #include <pthread.h>
@@ -15,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -75,10 +81,28 @@ static int run_threads(void)
 	return 0;
 }
 
+#define SHARED_WORDS (4 * 4096 / 8)
+
+static void fill_shared_page(uint64_t *shared, int page, uint64_t seed)
+{
+	int i;
+
+	for (i = 0; i < 512; i++)
+		shared[page * 512 + i] = 0x5AED000000000000ULL | seed << 32 | (uint64_t)i;
+}
+
 static int run_fork(void)
 {
+	uint64_t *shared;
 	pid_t child;
 
+	shared = mmap(NULL, SHARED_WORDS * 8, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+		      -1, 0);
+	if (shared == MAP_FAILED)
+		return perror("mmap"), 1;
+	fill_shared_page(shared, 0, 2);
+	fill_shared_page(shared, 2, 2);
+	printf("shared %d shared=%p shared_len=%d\n", getpid(), (void *)shared, SHARED_WORDS * 8);
 	fill(2);
 	say_thread();
 	fflush(stdout);
@@ -86,6 +110,7 @@ static int run_fork(void)
 	if (child == 0) {
 		free(g_heap);
 		fill(3);
+		fill_shared_page(shared, 1, 3);
 		prctl(PR_SET_NAME, "fork-child");
 		say_thread();
 		for (;;)

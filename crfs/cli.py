@@ -7,7 +7,6 @@ import sys
 
 from crfs import __version__, render
 from crfs.errors import CrfsError, FormatError
-from crfs.formats.source import Source
 from crfs.model import registry
 from crfs.model.verify import verify
 from crfs.store_paths import DEFAULT_STORE
@@ -42,7 +41,7 @@ def info_text(image):
 
 
 def cmd_records(args):
-    with Source.open(args.image) as source:
+    with registry.open_source(args.image) as source:
         try:
             for rec in registry.records(source):
                 sys.stdout.write(render.record_line(rec))
@@ -53,7 +52,7 @@ def cmd_records(args):
 
 
 def cmd_verify(args):
-    with Source.open(args.image) as source:
+    with registry.open_source(args.image) as source:
         report = verify(source)
     sys.stdout.write(report.text(args.image))
     return EXIT_OK if report.sound else EXIT_FAIL
@@ -167,6 +166,11 @@ def _formats_help():
     return "; ".join(f"{f.name}: {f.summary}" for f in registry.FORMATS.values())
 
 
+def _add_convert_parser(sub):
+    from crfs import convert
+    convert.add_parser(sub)
+
+
 def _add_mount_parser(sub):
     from crfs import mount
     mount.add_parser(sub).set_defaults(image=None)
@@ -177,7 +181,8 @@ SUBCOMMANDS = ((("mount",), _add_mount_parser),
                (("info", "records", "verify"), _add_image_parsers),
                (("core",), _add_core_parser),
                (("demo",), _add_demo_parser),
-               (("checkpoint",), _add_checkpoint_parser))
+               (("checkpoint",), _add_checkpoint_parser),
+               (("convert",), _add_convert_parser))
 COMMANDS = tuple(name for names, _ in SUBCOMMANDS for name in names)
 HELP_OPTIONS = ("-h", "--help")
 TOP_LEVEL_OPTIONS = (*HELP_OPTIONS, "--version")

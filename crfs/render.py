@@ -28,8 +28,8 @@ def vma_name(vma, mm):
     """The path column of /proc/<pid>/maps, named as the kernel names special areas."""
     if vma.file:
         return vma.file
-    if vma.kind == "vdso":
-        return "[vdso]"
+    if vma.kind in ("vdso", "vvar"):
+        return f"[{vma.kind}]"
     fields = mm.fields
     start_brk, brk = fields.get("start_brk"), fields.get("brk")
     if start_brk is not None and brk is not None and vma.start <= brk and vma.end >= start_brk \

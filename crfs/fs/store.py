@@ -1,8 +1,10 @@
 """The store: a directory of image files, indexed lazily and re-read when a file changes.
 
-Only regular files are images: symbolic links (like directories, fifos, ...) are never
+Regular files are images, and so are directories holding a regular inventory.img (CRIU
+dumps, crfs.formats.criu). Symbolic links (like other directories, fifos, ...) are never
 shown and never followed, so a link in the store cannot show anything of what it points
-at, and files are opened with O_NOFOLLOW in case one is swapped for a link meanwhile."""
+at, and files are opened with O_NOFOLLOW in case one is swapped for a link meanwhile; a
+CRIU directory's files are opened relative to it, with O_NOFOLLOW too."""
 
 import logging
 import os
@@ -12,7 +14,7 @@ import time
 
 from crfs import render
 from crfs.errors import FormatError
-from crfs.formats.source import Source
+from crfs.formats.criu import CriuDir
 from crfs.fs.access import X, Owner, permitted
 from crfs.model import registry
 from crfs.model.verify import verify
@@ -48,6 +50,58 @@ def signature(st):
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+CRIU_INVENTORY = "inventory.img"
+
+
+def image_stat(path, st):
+    """(st, mode) of a store entry, or None when it is no image: a regular file (its
+    mode), or a directory with a regular inventory.img, a CRIU dump (mode None: its files'
+    criu_mode, worked out when its entry is made)."""
+    if stat.S_ISREG(st.st_mode):
+        return st, st.st_mode
+    if not stat.S_ISDIR(st.st_mode):
+        return None
+    try:
+        inv = os.lstat(os.path.join(path, CRIU_INVENTORY))
+    except OSError:
+        return None
+    if not stat.S_ISREG(inv.st_mode):
+        return None
+    return st, None     # criu_mode: computed by Store._update for a new entry only
+
+
+def criu_mode(path, st):
+    """The read bits a CRIU directory image shows: r for a class only where that class may
+    search the directory and read every one of its regular files. A file owned by another
+    uid (gid) than the directory's counts with its "other" bits for the owner (group)
+    class, so nobody reads through crfs a file of the dump they could not read."""
+    mode = st.st_mode & 0o444 & ((st.st_mode & 0o111) << 2)
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return 0
+    for name in names:
+        try:
+            m = os.lstat(os.path.join(path, name))
+        except OSError:
+            continue
+        if not stat.S_ISREG(m.st_mode):
+            continue
+        bits = m.st_mode & 0o444
+        other = bits & 0o004
+        if m.st_uid != st.st_uid:
+            bits = (bits & ~0o400) | (other << 6)
+        if m.st_gid != st.st_gid:
+            bits = (bits & ~0o040) | (other << 3)
+        mode &= bits
+    return stat.S_IFMT(st.st_mode) | mode
+
+
+def open_image_source(path):
+    """The Source of a store entry, never through a symlink."""
+    return registry.open_source(path, follow_symlinks=False)
+
+
 def image_mtime_ns(image, file_mtime_ns):
     """The mtime an image's tree shows: its checkpoint time, or the file's when the image
     has none or one no st_mtime (signed 64-bit nanoseconds) can hold, as a corrupt u64
@@ -75,12 +129,13 @@ class Entry(Owner):
     uid and gid and its read bits, and only who may read the store file may use them,
     checked against the file as it is now (a chmod counts at once)."""
 
-    def __init__(self, store, name, st, generation):
+    def __init__(self, store, name, st, generation, mode=None, sig=None):
         self.store = store
         self.name = name
         self.path = os.path.join(store.path, name)
         self.st = st
-        self.signature = signature(st)
+        self.mode = st.st_mode if mode is None else mode    # the bits shown (criu_mode)
+        self.signature = signature(st) if sig is None else sig
         self.generation = generation
         self.file_mtime_ns = st.st_mtime_ns
         self._loaded = False
@@ -127,8 +182,9 @@ class Entry(Owner):
     def _open(self):
         """(Image, how): from the store's index cache when it has this file's, else parsed
         (and then saved there)."""
-        cache = self.store.index_cache
-        source = Source.open(self.path, follow_symlinks=False)
+        source = open_image_source(self.path)
+        # The saved index holds one file's page offsets: not for a directory of files.
+        cache = None if isinstance(source, CriuDir) else self.store.index_cache
         try:
             image = cache.load(source) if cache is not None else None
             if image is not None:
@@ -162,7 +218,7 @@ class Entry(Owner):
     def verify_text(self):
         if self._verify is None:
             try:
-                with Source.open(self.path, follow_symlinks=False) as source:
+                with open_image_source(self.path) as source:
                     self._verify = verify(source, self.image).text(self.name)
             except OSError as exc:
                 self._verify = f"image: {self.name}\nFAIL  open: {exc.strerror}\nresult: unsound\n"
@@ -171,7 +227,7 @@ class Entry(Owner):
     def records_text(self):
         if self._records is None:
             lines = []
-            with Source.open(self.path, follow_symlinks=False) as source:
+            with open_image_source(self.path) as source:
                 try:
                     for rec in registry.records(source):
                         lines.append(render.record_line(rec))
@@ -189,7 +245,7 @@ class Entry(Owner):
         shown = self._shown.get(node.mode)
         if shown is None:
             shown = self._shown[node.mode] = (self.st.st_uid, self.st.st_gid,
-                                              shown_mode(self.st.st_mode, node))
+                                              shown_mode(self.mode, node))
         return shown
 
     def permits(self, caller, node, mask):
@@ -203,7 +259,8 @@ class Entry(Owner):
             return False
         if (st.st_dev, st.st_ino) != (self.st.st_dev, self.st.st_ino):
             return False    # replaced or gone: this tree is no longer the store's file
-        return permitted(caller, st.st_uid, st.st_gid, shown_mode(st.st_mode, node), mask)
+        mode = criu_mode(self.path, st) if stat.S_ISDIR(st.st_mode) else st.st_mode
+        return permitted(caller, st.st_uid, st.st_gid, shown_mode(mode, node), mask)
 
 
 class StoreOwner(Owner):
@@ -278,9 +335,10 @@ class Store:
                     st = dirent.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                if stat.S_ISREG(st.st_mode):
+                found = image_stat(dirent.path, st)
+                if found is not None:
                     seen.add(dirent.name)
-                    self._update(dirent.name, st)
+                    self._update(dirent.name, *found)
         for name in set(self.entries) - seen:
             self._drop(name)
 
@@ -288,22 +346,32 @@ class Store:
         """The current entry for `name` (one stat to notice a replaced file), or None."""
         if not self._visible(name):
             return None
+        path = os.path.join(self.path, name)
         try:
-            st = os.lstat(os.path.join(self.path, name))
+            st = os.lstat(path)
         except OSError:
             st = None
-        if st is None or not stat.S_ISREG(st.st_mode):
+        found = None if st is None else image_stat(path, st)
+        if found is None:
             self._drop(name)
             return None
-        return self._update(name, st)
+        return self._update(name, *found)
 
-    def _update(self, name, st):
+    def _update(self, name, st, mode=None):
+        sig = signature(st)
+        if stat.S_ISDIR(st.st_mode):    # a CRIU dump: its inventory.img counts too
+            try:
+                sig += signature(os.lstat(os.path.join(self.path, name, CRIU_INVENTORY)))
+            except OSError:
+                pass
         entry = self.entries.get(name)
-        if entry is None or entry.signature != signature(st):
+        if entry is None or entry.signature != sig:
             if entry is not None:
                 log.info("%s changed: re-indexing", name)
             self._generation += 1
-            entry = Entry(self, name, st, self._generation)
+            if stat.S_ISDIR(st.st_mode):
+                mode = criu_mode(os.path.join(self.path, name), st)
+            entry = Entry(self, name, st, self._generation, mode, sig)
             self.entries[name] = entry
         return entry
 

@@ -9,7 +9,7 @@ from crfs.model.pages import PageMap
 from crfs.model.registers import Registers
 
 # Vma.kind values, format-neutral.
-VMA_KINDS = ("anon", "file", "shm-anon", "shm-file", "shm-ipc", "vdso", "ignore")
+VMA_KINDS = ("anon", "file", "shm-anon", "shm-file", "shm-ipc", "vdso", "ignore", "vvar")
 
 
 class NativeFields:

@@ -9,6 +9,8 @@ these records; nothing else names a format's facts.
 
 import errno
 import importlib
+import os
+import stat
 from dataclasses import dataclass, field
 
 from crfs.errors import FormatError, Unsupported
@@ -51,6 +53,13 @@ FORMATS = {f.name: f for f in (
 )}
 DEFAULT_FORMAT = "ckpt"
 
+# Formats crfs reads but never writes (no writer, no demo, not restartable): detected and
+# loaded like the others, never offered as a --format.
+READ_ONLY = {f.name: f for f in (
+    Format("criu", "", "CRIU", "CRIU image directory (criu dump -D DIR), read-only"),
+)}
+READERS = {**FORMATS, **READ_ONLY}
+
 
 def get(name):
     """The Format record called `name`; Unsupported (EINVAL) for an unknown one."""
@@ -80,8 +89,10 @@ def _model_module(name):
 
 def detect(source):
     """Name of the format of `source` (a FORMATS key), or FormatError."""
+    if getattr(source, "format_name", None):     # a directory: its format is its kind
+        return source.format_name
     head = source.pread(0, SNIFF_BYTES)
-    for name in FORMATS:
+    for name in READERS:
         if _formats_module(name).sniff(head):
             return name
     raise FormatError("not a checkpoint image (unknown magic)", offset=0)
@@ -92,9 +103,31 @@ def load(source):
     return _model_module(detect(source)).load(source)
 
 
+def open_source(path, follow_symlinks=True):
+    """A Source over the image at `path`: the file; for a directory (a CRIU dump) a
+    crfs.formats.criu.CriuDir over its files; for a tar archive holding a CRIU dump
+    (podman's checkpoint export, uncompressed) a crfs.formats.criu_tar.CriuTar."""
+    st = os.stat(path, follow_symlinks=follow_symlinks)
+    if stat.S_ISDIR(st.st_mode):
+        from crfs.formats.criu import CriuDir
+        return CriuDir.open(path, follow_symlinks)
+    source = Source.open(path, follow_symlinks)
+    from crfs.formats import criu_tar
+    if criu_tar.is_tar(source.pread(0, criu_tar.BLOCK)):     # a CRIU dump in a tar archive?
+        try:
+            found = criu_tar.CriuTar.from_fd(source.fd, path)
+        except BaseException:
+            source.close()
+            raise
+        if found is not None:
+            source._owns_fd = False     # the CriuTar owns the descriptor now
+            return found
+    return source
+
+
 def open_image(path, follow_symlinks=True):
     """Open and index the image at `path`. FormatError carries the path."""
-    source = Source.open(path, follow_symlinks)
+    source = open_source(path, follow_symlinks)
     try:
         return load(source)
     except FormatError as exc:

@@ -1,0 +1,64 @@
+"""`crfs convert SRC -o DST --format FMT`: any image crfs reads (a CRIU dump directory or
+tar archive too) written in one of the formats crfs writes.
+
+The image is indexed, fitted to the format as a checkpoint would be (crfs.checkpoint.fit),
+and streamed to a temporary name next to DST (pages are read from the source as they are
+written, never all at once), renamed when complete. Areas no format stores are left out as
+a checkpoint leaves them out ([vvar], [vsyscall]); shared anonymous memory a CRIU dump
+keeps apart (not read by crfs) is refused rather than written as zeros.
+"""
+
+import os
+import tempfile
+
+from crfs.errors import Unsupported
+from crfs.model import registry
+
+NOT_SAVED = ("vvar", "ignore")
+
+
+def prepare(image):
+    """Drop what no format saves; Unsupported for what the model lacks the bytes of."""
+    for mm in image.mms():
+        mm.vmas = [v for v in mm.vmas if v.kind not in NOT_SAVED]
+        for vma in mm.vmas:
+            if vma.kind == "shm-anon" and vma.shm is None:
+                raise Unsupported(f"shared anonymous mapping {vma.start:#x}-{vma.end:#x}: "
+                                  f"its pages are not read from this image")
+
+
+def convert(src, dst, fmt):
+    """Write the image at `src` as `dst` in format `fmt`; returns dst."""
+    from crfs.checkpoint.fit import fit
+    image = registry.open_image(src)
+    try:
+        prepare(image)
+        options = fit(image, fmt)
+        directory = os.path.dirname(os.path.abspath(dst))
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".crfs-convert-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                registry.dump(image, out, fmt, **options)
+            os.rename(tmp, dst)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    finally:
+        image.close()
+    return dst
+
+
+def cmd_convert(args):
+    print(convert(args.image, args.output, args.format))
+    return 0
+
+
+def add_parser(sub):
+    text = "write an image (a CRIU dump too) in one of the formats crfs writes"
+    p = sub.add_parser("convert", help=text, description=text)
+    p.add_argument("image", metavar="SRC", help="image file, CRIU dump directory or tar")
+    p.add_argument("-o", "--output", metavar="DST", required=True, help="image file to write")
+    p.add_argument("--format", choices=tuple(registry.FORMATS), default=registry.DEFAULT_FORMAT,
+                   help="format to write (default %(default)s)")
+    p.set_defaults(func=cmd_convert)
+    return p

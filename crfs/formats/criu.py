@@ -1,0 +1,550 @@
+"""CRIU image directories, byte level: file framing, a protobuf wire decoder and the few
+messages crfs reads, declared here with CRIU's field numbers (images/*.proto of
+github.com/checkpoint-restore/criu). Why a hand-written decoder: docs/format-criu.md.
+
+A CRIU dump is a directory of files. Each `X.img` but the raw pages-N.img starts with
+magics (u32, little-endian): inventory.img with INVENTORY_MAGIC alone, every other file
+with IMG_COMMON_MAGIC (IMG_SERVICE_MAGIC for service files) and then the file's own magic;
+then entries, each a u32 length and that many bytes of one protobuf message. pages-N.img
+holds page bytes only, in the order of the PE_PRESENT entries of the pagemap that names
+it (pagemap_head.pages_id = N).
+
+The directory is opened once (O_DIRECTORY|O_NOFOLLOW) and every member relative to it with
+O_NOFOLLOW, and must be a regular file: a symlink in a dump is never followed. Member
+metadata files are read whole but bounded (MAX_META_FILE); pages files never are.
+"""
+
+import os
+import stat
+import struct
+from bisect import bisect_right
+
+from crfs.errors import FormatError
+from crfs.formats.source import RecordInfo, Source
+
+IMG_COMMON_MAGIC = 0x54564319
+IMG_SERVICE_MAGIC = 0x55105940
+INVENTORY_MAGIC = 0x58313116
+MAGICS = {
+    "INVENTORY": INVENTORY_MAGIC, "PSTREE": 0x50273030, "FDINFO": 0x56213732,
+    "PAGEMAP": 0x56084025, "CORE": 0x55053847, "IDS": 0x54432030, "FS": 0x51403912,
+    "MM": 0x57492820, "FILES": 0x56303138, "REG_FILES": 0x50363636, "SIGACT": 0x55344201,
+    "CREDS": 0x54023547, "SECCOMP": 0x64413049, "TIMENS": 0x43114433, "STATS": 0x57093306,
+    "MEMFD_INODE": 0x48453499,
+}
+MAGIC_NAMES = {v: k for k, v in MAGICS.items()}
+IMG_VERSIONS = (1, 2)        # inventory img_version: CRTOOLS_IMAGES_V1, V1_1
+
+PE_PARENT, PE_LAZY, PE_PRESENT = 1, 2, 4
+MAX_META_FILE = 64 << 20     # a metadata file larger than this is not a dump of ours
+MAX_ENTRY = 16 << 20
+MAX_DEPTH = 8
+XCR0_AVX = 0x7               # x87 | SSE | AVX
+
+# -------------------------------------------------------------------- wire decoding
+
+U32, U64, I32, S32, S64, BOOL, STR, BYTES = "u32", "u64", "i32", "s32", "s64", "bool", "str", "bytes"
+REQ, OPT, REP = "required", "optional", "repeated"
+
+
+class Message:
+    """A protobuf message: field number -> (name, type, label). type is a scalar name
+    above or another Message; enums are U32."""
+
+    def __init__(self, name, *fields):
+        self.name = name
+        self.fields = {number: (fname, ftype, label) for label, ftype, fname, number in fields}
+        self.required = [f[0] for f in self.fields.values() if f[2] == REQ]
+
+
+class WireError(Exception):
+    """A decoding failure at `pos`, an offset in the entry's bytes."""
+
+    def __init__(self, message, pos):
+        super().__init__(message)
+        self.pos = pos
+
+
+def _varint(data, pos, end):
+    result = shift = 0
+    while True:
+        if pos >= end:
+            raise WireError("varint runs past the end", pos)
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 70:
+            raise WireError("varint longer than 10 bytes", pos)
+
+
+def _scalar(ftype, value):
+    """A varint as its declared type."""
+    value &= (1 << 64) - 1
+    if ftype == U32:
+        return value & 0xFFFFFFFF
+    if ftype == I32:
+        value &= 0xFFFFFFFF
+        return value - (1 << 32) if value >> 31 else value
+    if ftype in (S32, S64):
+        return (value >> 1) ^ -(value & 1)
+    if ftype == BOOL:
+        return bool(value)
+    return value
+
+
+def decode(data, msg, pos=0, end=None, depth=0):
+    """The fields of one `msg` in data[pos:end] as a dict (repeated: lists). Unknown fields
+    are skipped as the wire says; WireError on malformed bytes or a missing required field.
+    (One-byte varints, most keys and values, are read inline: this loop is the index's
+    hot path.)"""
+    end = len(data) if end is None else end
+    if depth > MAX_DEPTH:
+        raise WireError("messages nested too deep", pos)
+    out = {}
+    fields = msg.fields
+    while pos < end:
+        start = pos
+        key = data[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(data, pos, end)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            if pos < end and data[pos] < 0x80:
+                value = data[pos]
+                pos += 1
+            else:
+                value, pos = _varint(data, pos, end)
+        elif wire == 2:
+            length, pos = _varint(data, pos, end)
+            if length > end - pos:
+                raise WireError(f"field {number}: {length} bytes run past the end", start)
+            value = (pos, pos + length)
+            pos += length
+        elif wire == 1 or wire == 5:
+            size = 8 if wire == 1 else 4
+            if pos + size > end:
+                raise WireError(f"fixed field {number} runs past the end", start)
+            value = int.from_bytes(data[pos:pos + size], "little")
+            pos += size
+        else:
+            raise WireError(f"field {number}: wire type {wire} not supported", start)
+        if number == 0:
+            raise WireError("field number 0", start)
+        spec = fields.get(number)
+        if spec is None:
+            continue
+        if wire == 0 and spec[2] != REP:
+            ftype = spec[1]
+            if ftype == U64 and value < (1 << 64):
+                out[spec[0]] = value
+                continue
+            if isinstance(ftype, Message):
+                raise WireError(f"{spec[0]}: wire type 0 for a message", start)
+            out[spec[0]] = _scalar(ftype, value)
+            continue
+        _store(out, data, spec, wire, value, start, depth)
+    for name in msg.required:
+        if name not in out:
+            missing = [n for n in msg.required if n not in out]
+            raise WireError(f"{msg.name}: missing required {', '.join(missing)}", end)
+    return out
+
+
+def _store(out, data, spec, wire, value, start, depth):
+    name, ftype, label = spec
+    if isinstance(ftype, Message):
+        if wire != 2:
+            raise WireError(f"{name}: wire type {wire} for a message", start)
+        value = decode(data, ftype, value[0], value[1], depth + 1)
+    elif ftype in (STR, BYTES):
+        if wire != 2:
+            raise WireError(f"{name}: wire type {wire} for {ftype}", start)
+        raw = bytes(data[value[0]:value[1]])
+        value = raw.decode("utf-8", "surrogateescape") if ftype == STR else raw
+    elif wire == 2:                             # a packed repeated scalar
+        if label != REP:
+            raise WireError(f"{name}: packed bytes for a single {ftype}", start)
+        pos, stop = value
+        items = out.setdefault(name, [])
+        while pos < stop:
+            item, pos = _varint(data, pos, stop)
+            items.append(_scalar(ftype, item))
+        return
+    elif wire == 0:
+        value = _scalar(ftype, value)
+    elif ftype not in (U64, S64):           # fixed64/fixed32 bytes for a varint field
+        raise WireError(f"{name}: wire type {wire} for {ftype}", start)
+    if label == REP:
+        out.setdefault(name, []).append(value)
+    else:
+        out[name] = value
+
+
+# -------------------------------------------------------------------- the messages
+
+def _m(name, *fields):
+    return Message(name, *fields)
+
+
+TASK_KOBJ_IDS = _m("task_kobj_ids_entry",
+                   (REQ, U32, "vm_id", 1), (REQ, U32, "files_id", 2), (REQ, U32, "fs_id", 3),
+                   (REQ, U32, "sighand_id", 4), (OPT, U32, "pid_ns_id", 5),
+                   (OPT, U32, "net_ns_id", 6), (OPT, U32, "ipc_ns_id", 7),
+                   (OPT, U32, "uts_ns_id", 8), (OPT, U32, "mnt_ns_id", 9),
+                   (OPT, U32, "user_ns_id", 10), (OPT, U32, "cgroup_ns_id", 11),
+                   (OPT, U32, "time_ns_id", 12))
+INVENTORY = _m("inventory_entry", (REQ, U32, "img_version", 1), (OPT, BOOL, "fdinfo_per_id", 2),
+               (OPT, TASK_KOBJ_IDS, "root_ids", 3), (OPT, BOOL, "ns_per_id", 4),
+               (OPT, U32, "root_cg_set", 5), (OPT, U32, "lsmtype", 6),
+               (OPT, U64, "dump_uptime", 8), (OPT, U32, "pre_dump_mode", 9),
+               (OPT, BOOL, "tcp_close", 10), (OPT, U32, "network_lock_method", 11),
+               (OPT, STR, "dump_criu_run_id", 13))
+PSTREE = _m("pstree_entry", (REQ, U32, "pid", 1), (REQ, U32, "ppid", 2), (REQ, U32, "pgid", 3),
+            (REQ, U32, "sid", 4), (REP, U32, "threads", 5))
+GPREGS_NAMES = ("r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx",
+                "dx", "si", "di", "orig_ax", "ip", "cs", "flags", "sp", "ss", "fs_base",
+                "gs_base", "ds", "es", "fs", "gs")
+USER_X86_REGS = _m("user_x86_regs_entry",
+                   *[(REQ, U64, n, i) for i, n in enumerate(GPREGS_NAMES, 1)],
+                   (OPT, U32, "mode", 28))
+XSAVE = _m("user_x86_xsave_entry", (REQ, U64, "xstate_bv", 1), (REP, U32, "ymmh_space", 2),
+           (REP, U64, "bndreg_state", 3), (REP, U64, "bndcsr_state", 4),
+           (REP, U64, "opmask_reg", 5), (REP, U64, "zmm_upper", 6), (REP, U64, "hi16_zmm", 7),
+           (REP, U32, "pkru", 8))
+FPREGS = _m("user_x86_fpregs_entry", (REQ, U32, "cwd", 1), (REQ, U32, "swd", 2),
+            (REQ, U32, "twd", 3), (REQ, U32, "fop", 4), (REQ, U64, "rip", 5),
+            (REQ, U64, "rdp", 6), (REQ, U32, "mxcsr", 7), (REQ, U32, "mxcsr_mask", 8),
+            (REP, U32, "st_space", 9), (REP, U32, "xmm_space", 10), (REP, U32, "padding", 11),
+            (OPT, XSAVE, "xsave", 13))
+USER_DESC = _m("user_desc_t", (REQ, U32, "entry_number", 1), (REQ, U32, "base_addr", 2),
+               (REQ, U32, "limit", 3), (REQ, BOOL, "seg_32bit", 4),
+               (REQ, BOOL, "contents_h", 5), (REQ, BOOL, "contents_l", 6),
+               (REQ, BOOL, "read_exec_only", 7), (REQ, BOOL, "limit_in_pages", 8),
+               (REQ, BOOL, "seg_not_present", 9), (REQ, BOOL, "usable", 10))
+THREAD_INFO_X86 = _m("thread_info_x86", (REQ, U64, "clear_tid_addr", 1),
+                     (REQ, USER_X86_REGS, "gpregs", 2), (REQ, FPREGS, "fpregs", 3),
+                     (REP, USER_DESC, "tls", 4))
+SA = _m("sa_entry", (REQ, U64, "sigaction", 1), (REQ, U64, "flags", 2),
+        (REQ, U64, "restorer", 3), (REQ, U64, "mask", 4), (OPT, BOOL, "compat_sigaction", 5),
+        (OPT, U64, "mask_extended", 6))
+RLIMIT = _m("rlimit_entry", (REQ, U64, "cur", 1), (REQ, U64, "max", 2))
+RLIMITS = _m("task_rlimits_entry", (REP, RLIMIT, "rlimits", 1))
+TASK_CORE = _m("task_core_entry", (REQ, U32, "task_state", 1), (REQ, U32, "exit_code", 2),
+               (REQ, U32, "personality", 3), (REQ, U32, "flags", 4),
+               (REQ, U64, "blk_sigset", 5), (REQ, STR, "comm", 6),
+               (OPT, RLIMITS, "rlimits", 8), (OPT, U32, "loginuid", 13),
+               (OPT, I32, "oom_score_adj", 14), (REP, SA, "sigactions", 15),
+               (OPT, BOOL, "child_subreaper", 18))
+SAS = _m("thread_sas_entry", (REQ, U64, "ss_sp", 1), (REQ, U64, "ss_size", 2),
+         (REQ, U32, "ss_flags", 3))
+CREDS = _m("creds_entry", (REQ, U32, "uid", 1), (REQ, U32, "gid", 2), (REQ, U32, "euid", 3),
+           (REQ, U32, "egid", 4), (REQ, U32, "suid", 5), (REQ, U32, "sgid", 6),
+           (REQ, U32, "fsuid", 7), (REQ, U32, "fsgid", 8), (REP, U32, "cap_inh", 9),
+           (REP, U32, "cap_prm", 10), (REP, U32, "cap_eff", 11), (REP, U32, "cap_bnd", 12),
+           (REQ, U32, "secbits", 13), (REP, U32, "groups", 14),
+           (OPT, U32, "no_new_privs", 18), (REP, U32, "cap_amb", 19))
+THREAD_CORE = _m("thread_core_entry", (REQ, U64, "futex_rla", 1), (REQ, U32, "futex_rla_len", 2),
+                 (OPT, S32, "sched_nice", 3), (OPT, U32, "sched_policy", 4),
+                 (OPT, U32, "sched_prio", 5), (OPT, U64, "blk_sigset", 6),
+                 (OPT, SAS, "sas", 7), (OPT, U32, "pdeath_sig", 8), (OPT, CREDS, "creds", 10),
+                 (OPT, U32, "seccomp_mode", 11), (OPT, STR, "comm", 13))
+CORE = _m("core_entry", (REQ, U32, "mtype", 1), (OPT, THREAD_INFO_X86, "thread_info", 2),
+          (OPT, TASK_CORE, "tc", 3), (OPT, TASK_KOBJ_IDS, "ids", 4),
+          (OPT, THREAD_CORE, "thread_core", 5))
+CORE_MARCH_X86_64 = 1
+VMA = _m("vma_entry", (REQ, U64, "start", 1), (REQ, U64, "end", 2), (REQ, U64, "pgoff", 3),
+         (REQ, U64, "shmid", 4), (REQ, U32, "prot", 5), (REQ, U32, "flags", 6),
+         (REQ, U32, "status", 7), (REQ, S64, "fd", 8), (OPT, U64, "madv", 9),
+         (OPT, U32, "fdflags", 10))
+MM = _m("mm_entry", *[(REQ, U64, n, i) for i, n in enumerate(
+            ("mm_start_code", "mm_end_code", "mm_start_data", "mm_end_data", "mm_start_stack",
+             "mm_start_brk", "mm_brk", "mm_arg_start", "mm_arg_end", "mm_env_start",
+             "mm_env_end"), 1)],
+        (REQ, U32, "exe_file_id", 12), (REP, U64, "mm_saved_auxv", 13), (REP, VMA, "vmas", 14),
+        (OPT, I32, "dumpable", 15))
+PAGEMAP_HEAD = _m("pagemap_head", (REQ, U32, "pages_id", 1))
+PAGEMAP = _m("pagemap_entry", (REQ, U64, "vaddr", 1), (REQ, U32, "compat_nr_pages", 2),
+             (OPT, BOOL, "in_parent", 3), (OPT, U32, "flags", 4), (OPT, U64, "nr_pages", 5))
+FS = _m("fs_entry", (REQ, U32, "cwd_id", 1), (REQ, U32, "root_id", 2), (OPT, U32, "umask", 3))
+FOWN = _m("fown_entry", (REQ, U32, "uid", 1), (REQ, U32, "euid", 2), (REQ, U32, "signum", 3),
+          (REQ, U32, "pid_type", 4), (REQ, U32, "pid", 5))
+REG_FILE = _m("reg_file_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2), (REQ, U64, "pos", 3),
+              (REQ, FOWN, "fown", 5), (REQ, STR, "name", 6), (OPT, S32, "mnt_id", 7),
+              (OPT, U64, "size", 8), (OPT, BOOL, "ext", 9), (OPT, U32, "mode", 10))
+MEMFD_FILE = _m("memfd_file_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
+                (REQ, U64, "pos", 3), (REQ, FOWN, "fown", 4), (REQ, U32, "inode_id", 5))
+MEMFD_INODE = _m("memfd_inode_entry", (REQ, STR, "name", 1), (REQ, U32, "uid", 2),
+                 (REQ, U32, "gid", 3), (REQ, U64, "size", 4), (REQ, U32, "shmid", 5),
+                 (REQ, U32, "seals", 6), (REQ, U64, "inode_id", 7))
+FILE = _m("file_entry", (REQ, U32, "type", 1), (REQ, U32, "id", 2), (OPT, REG_FILE, "reg", 3),
+          (OPT, MEMFD_FILE, "memfd", 20))
+FDINFO = _m("fdinfo_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2), (REQ, U32, "type", 3),
+            (REQ, U32, "fd", 4))
+FD_TYPES = {1: "REG", 2: "PIPE", 3: "FIFO", 4: "INETSK", 5: "UNIXSK", 6: "EVENTFD",
+            7: "EVENTPOLL", 8: "INOTIFY", 9: "SIGNALFD", 10: "PACKETSK", 11: "TTY",
+            12: "FANOTIFY", 13: "NETLINKSK", 14: "NS", 15: "TUNF", 16: "EXT", 17: "TIMERFD",
+            18: "MEMFD", 19: "BPFMAP", 20: "PIDFD"}
+
+# Which file holds which messages: the name's prefix -> (magic name, first entry, others).
+FILE_KINDS = {
+    "inventory": ("INVENTORY", INVENTORY, INVENTORY),
+    "pstree": ("PSTREE", PSTREE, PSTREE),
+    "core": ("CORE", CORE, CORE),
+    "mm": ("MM", MM, MM),
+    "pagemap": ("PAGEMAP", PAGEMAP_HEAD, PAGEMAP),
+    "pagemap-shmem": ("PAGEMAP", PAGEMAP_HEAD, PAGEMAP),     # shared memory, by shmid
+    "fs": ("FS", FS, FS),
+    "ids": ("IDS", TASK_KOBJ_IDS, TASK_KOBJ_IDS),
+    "files": ("FILES", FILE, FILE),
+    "reg-files": ("REG_FILES", REG_FILE, REG_FILE),
+    "fdinfo": ("FDINFO", FDINFO, FDINFO),
+    "memfd": ("MEMFD_INODE", MEMFD_INODE, MEMFD_INODE),
+}
+
+
+def kind_of(name):
+    """The FILE_KINDS key of member `name` ("core-147.img" -> "core"), or None."""
+    if not name.endswith(".img"):
+        return None
+    stem = name[:-4]
+    if stem in FILE_KINDS:
+        return stem
+    prefix, _, rest = stem.rpartition("-")
+    return prefix if prefix in FILE_KINDS and rest.isdigit() else None
+
+
+# -------------------------------------------------------------------- the directory
+
+class Entry:
+    """One message of a member file: its index, where its bytes start, the decoded dict."""
+
+    __slots__ = ("index", "offset", "length", "fields")
+
+    def __init__(self, index, offset, length, fields):
+        self.index, self.offset, self.length, self.fields = index, offset, length, fields
+
+
+def sniff(head):
+    return len(head) >= 4 and int.from_bytes(head[:4], "little") == INVENTORY_MAGIC
+
+
+class CriuDir(Source):
+    """A CRIU image directory as one Source: its member files in a row (inventory.img
+    first, then the others by name), so `pread` and `size` cover the whole dump (the
+    registry sniffs its head; verify checks the records end where the files do). Member
+    files are opened relative to the directory, never through a symlink."""
+
+    format_name = "criu"       # detected as such whatever inventory.img holds: the loader
+                               # then says what is wrong with it, naming the file
+
+    def __init__(self, fd, path, listing):
+        """`listing`: (name, size) of each regular *.img member."""
+        super().__init__(fd, 0, path)
+        self.members = []          # (virtual offset, name, size)
+        self._sources = {}
+        listing = sorted(listing, key=lambda m: (m[0] != "inventory.img", m[0]))
+        offset = 0
+        for name, size in listing:
+            self.members.append((offset, name, size))
+            offset += size
+        self.size = offset
+
+    @classmethod
+    def open(cls, path, follow_symlinks=True):
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow_symlinks
+                                                               else os.O_NOFOLLOW)
+        fd = os.open(path, flags)
+        try:
+            listing = []
+            for name in os.listdir(fd):
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode) and name.endswith(".img"):
+                    listing.append((name, st.st_size))
+            return cls(fd, path, listing)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def names(self):
+        return [name for _, name, _ in self.members]
+
+    def member(self, name):
+        """A Source over member `name` (kept open until close), or FormatError."""
+        source = self._sources.get(name)
+        if source is None:
+            source = self._sources[name] = self._open_member(name)
+        return source
+
+    def _open_member(self, name):
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+        except OSError as exc:
+            raise FormatError(f"cannot open: {exc.strerror}", record=name) from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise FormatError("not a regular file", record=name)
+        return Source(fd, st.st_size, name)
+
+    def offset_of(self, name):
+        """Where member `name` starts in the row of files (page offsets are in this space:
+        one Mm reads its pages, and the shared memory it maps, from several pages files)."""
+        for start, member, _ in self.members:
+            if member == name:
+                return start
+        raise FormatError("missing from the dump", record=name)
+
+    def pread(self, offset, length):
+        out = []
+        i = max(bisect_right(self._starts(), offset) - 1, 0)
+        while length > 0 and i < len(self.members):
+            start, name, size = self.members[i]
+            if start <= offset < start + size:
+                piece = self.member(name).pread(offset - start, min(length, start + size - offset))
+                if not piece:
+                    break
+                out.append(piece)
+                offset += len(piece)
+                length -= len(piece)
+            i += 1
+        return b"".join(out)
+
+    def readinto(self, buffer, offset):
+        data = self.pread(offset, len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def _starts(self):
+        starts = getattr(self, "_start_list", None)
+        if starts is None:
+            starts = self._start_list = [start for start, _, _ in self.members]
+        return starts
+
+    def close(self):
+        for source in getattr(self, "_sources", {}).values():
+            source.close()
+        if getattr(self, "_sources", None) is not None:
+            self._sources = {}
+        super().close()
+
+
+def where(name, index, offset, what):
+    return f"{name}: entry {index} ({what})" if index is not None else f"{name}: {what}"
+
+
+def read_entries(criu_dir, name, kind=None):
+    """[Entry] of member `name`, checked from its magics to its last byte; FormatError
+    naming the file, the entry and the offset in that file otherwise."""
+    kind = kind or kind_of(name)
+    magic_name, first_msg, msg = FILE_KINDS[kind]
+    source = criu_dir.member(name)
+    if source.size > MAX_META_FILE:
+        raise FormatError(f"{source.size} bytes: too big for a CRIU metadata file",
+                          offset=0, record=name)
+    data = source.read(0, source.size, name)
+    pos = _check_magic(data, name, magic_name)
+    entries = []
+    while pos < len(data):
+        index = len(entries)
+        m = first_msg if index == 0 else msg
+        if pos + 4 > len(data):
+            raise FormatError(f"{len(data) - pos} bytes left, less than an entry's size",
+                              offset=pos, record=where(name, index, pos, m.name))
+        length = int.from_bytes(data[pos:pos + 4], "little")
+        if length > len(data) - pos - 4 or length > MAX_ENTRY:
+            raise FormatError(f"entry of {length} bytes runs past the end "
+                              f"({len(data) - pos - 4} left)",
+                              offset=pos, record=where(name, index, pos, m.name))
+        try:
+            fields = decode(data, m, pos + 4, pos + 4 + length)
+        except WireError as exc:
+            raise FormatError(str(exc), offset=exc.pos,
+                              record=where(name, index, pos, m.name)) from None
+        entries.append(Entry(index, pos, 4 + length, fields))
+        pos += 4 + length
+    return entries
+
+
+def _check_magic(data, name, magic_name):
+    if len(data) < 4:
+        raise FormatError("no magic: file shorter than 4 bytes", offset=0, record=name)
+    first = int.from_bytes(data[:4], "little")
+    if magic_name == "INVENTORY":
+        if first != INVENTORY_MAGIC:
+            raise FormatError(f"magic {first:#010x} is not INVENTORY_MAGIC", offset=0,
+                              record=name)
+        return 4
+    if first not in (IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC):
+        raise FormatError(f"magic {first:#010x} is neither IMG_COMMON_MAGIC nor "
+                          f"IMG_SERVICE_MAGIC", offset=0, record=name)
+    if len(data) < 8:
+        raise FormatError("no file magic after the image magic", offset=4, record=name)
+    second = int.from_bytes(data[4:8], "little")
+    if second != MAGICS[magic_name]:
+        found = MAGIC_NAMES.get(second, f"{second:#010x}")
+        raise FormatError(f"magic {found} where {magic_name} was expected", offset=4,
+                          record=name)
+    return 8
+
+
+def member_magic(criu_dir, name):
+    """The magic name of a member file (RAW for pages-*.img, '?' when unknown)."""
+    head = criu_dir.member(name).pread(0, 8)
+    if len(head) >= 4 and int.from_bytes(head[:4], "little") == INVENTORY_MAGIC:
+        return "INVENTORY"
+    if len(head) == 8 and int.from_bytes(head[:4], "little") in (IMG_COMMON_MAGIC,
+                                                                   IMG_SERVICE_MAGIC):
+        return MAGIC_NAMES.get(int.from_bytes(head[4:], "little"), "?")
+    return "RAW" if name.startswith("pages-") else "?"
+
+
+def records(source):
+    """RecordInfo of every entry of the files crfs reads, and one per other file (pages
+    files and the images crfs does not decode), at offsets in the CriuDir's row of files."""
+    if not isinstance(source, CriuDir):
+        raise FormatError("a CRIU inventory.img alone: the image is the dump directory "
+                          "that holds it", offset=0, record="inventory.img")
+    for start, name, size in source.members:
+        kind = kind_of(name)
+        if kind is None:
+            note = "raw pages" if name.startswith("pages-") else member_magic(source, name)
+            yield RecordInfo(start, f"{name}", size, note)
+            continue
+        entries = read_entries(source, name, kind)
+        head = entries[0].offset if entries else size
+        yield RecordInfo(start, f"{name}: magic", head, FILE_KINDS[kind][0])
+        for e in entries:
+            msg = FILE_KINDS[kind][1] if e.index == 0 else FILE_KINDS[kind][2]
+            yield RecordInfo(start + e.offset, f"{name}: {msg.name}", e.length,
+                             f"entry {e.index} at {e.offset:#x}")
+
+
+def fpu_bytes(fp):
+    """The XSAVE area (FXSAVE's 512 bytes, then the xsave header and the AVX upper
+    halves) of a user_x86_fpregs_entry, as the kernel's ptrace regset gives it; FXSAVE alone
+    when the image has no xsave. Components past AVX are not rebuilt (their offsets are
+    the CPU's): xstate_bv and the xcr0 word keep x87|SSE|AVX only."""
+    def words(key, count, fmt="I"):
+        values = list(fp.get(key, []))[:count]
+        return struct.pack(f"<{count}{fmt}", *(values + [0] * (count - len(values))))
+    head = struct.pack("<HHHHQQII", fp["cwd"] & 0xFFFF, fp["swd"] & 0xFFFF, fp["twd"] & 0xFFFF,
+                       fp["fop"] & 0xFFFF, fp["rip"], fp["rdp"], fp["mxcsr"], fp["mxcsr_mask"])
+    fx = bytearray(head + words("st_space", 32) + words("xmm_space", 64) + bytes(96))
+    xsave = fp.get("xsave")
+    if xsave is None:
+        return bytes(fx)
+    # The software-reserved words at 464: ptrace's regset (and so a core's NT_X86_XSTATE)
+    # keeps xcr0 in the first (gdb reads the layout there): x87|SSE|AVX, the parts given.
+    fx[464:472] = struct.pack("<Q", XCR0_AVX)
+    header = struct.pack("<QQ", xsave["xstate_bv"] & XCR0_AVX, 0) + bytes(48)
+    return bytes(fx) + header + _ymmh(xsave)
+
+
+def _ymmh(xsave):
+    values = list(xsave.get("ymmh_space", []))[:64]
+    return struct.pack("<64I", *(values + [0] * (64 - len(values))))

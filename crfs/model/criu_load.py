@@ -1,0 +1,368 @@
+"""A CRIU image directory (crfs.formats.criu.CriuDir) into the model: Image -> Task -> Mm.
+
+Read: inventory, pstree, core-TID (registers with fs/gs base, FPU/xsave, comm, creds,
+signal actions, blocked mask, altstack, rlimits), ids-PID, mm-PID (VMAs, mm fields, auxv),
+pagemap-PID with its pages-N.img, pagemap-shmem-SHMID for shared anonymous memory (page
+offsets are in the dump's row of files, Mm.source being the CriuDir: read by pread, never
+whole), fs-PID (cwd, root, umask) and the file paths of files.img / reg-files.img.
+docs/format-criu.md.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+from crfs.errors import FormatError
+from crfs.formats import criu
+from crfs.formats.x86 import PAGE_SIZE, VmFlags
+from crfs.model.image import (SS_DISABLE, AltStack, Creds, FsStruct, Futex, Image, Mm,
+                              NativeFields, ShmSegment, SigAction, SigHand, Signals, Task, ThreadGroup,
+                              Vma)
+from crfs.model.registers import Registers
+
+TASK_ALIVE, TASK_DEAD, TASK_STOPPED = 1, 2, 3
+TASK_STATE_BITS = {TASK_DEAD: 0x20, TASK_STOPPED: 0x4}   # /proc state bits (alive: unknown)
+IMG_VERSION_NAMES = {1: "v1", 2: "v1.1"}
+MAP_SHARED, MAP_GROWSDOWN = 0x1, 0x100
+VMA_AREA_VSYSCALL, VMA_AREA_VDSO, VMA_AREA_VVAR = 1 << 2, 1 << 3, 1 << 12
+VMA_FILE_PRIVATE, VMA_FILE_SHARED, VMA_ANON_SHARED = 1 << 6, 1 << 7, 1 << 8
+VMA_AREA_MEMFD = 1 << 14
+SIGKILL, SIGSTOP, SIGMAX = 9, 19, 64
+MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_stack", "start_brk",
+             "brk", "arg_start", "arg_end", "env_start", "env_end")
+GDB_NAMES = {"ax": "rax", "bx": "rbx", "cx": "rcx", "dx": "rdx", "si": "rsi", "di": "rdi",
+             "bp": "rbp", "sp": "rsp", "ip": "rip", "flags": "eflags", "orig_ax": "orig_rax"}
+
+
+@dataclass
+class CriuVmaFields(NativeFields):
+    """What vma_entry stores beyond the model's fields."""
+    status: Optional[int] = None
+    shmid: Optional[int] = None
+    flags: Optional[int] = None
+    madv: Optional[int] = None
+    memory: Optional[int] = None         # shmid of the shared memory's pages, if any
+
+
+@dataclass
+class CriuTaskFields(NativeFields):
+    """What a task's images store beyond the model: its open files and a few numbers."""
+    fds: Optional[str] = None            # "fd path-or-type" per open fd
+    personality: Optional[int] = None
+    oom_score_adj: Optional[int] = None
+    loginuid: Optional[int] = None
+
+
+def load(source):
+    """Index the CRIU directory `source` into an Image."""
+    if not isinstance(source, criu.CriuDir):
+        raise FormatError("a CRIU inventory.img alone: the image is the dump directory "
+                          "that holds it", offset=0, record="inventory.img")
+    return _Loader(source).load()
+
+
+class _Loader:
+    def __init__(self, source):
+        self.dir = source
+        self.names = set(source.names())
+        self.count = 0
+        self.paths = None
+        self.segments = {}
+        self.memfds = None
+
+    def entries(self, name, optional=False):
+        if name not in self.names:
+            if optional:
+                return []
+            raise FormatError("missing from the dump directory", record=name)
+        found = criu.read_entries(self.dir, name)
+        self.count += len(found)
+        return found
+
+    def one(self, name, optional=False):
+        found = self.entries(name, optional)
+        if not found:
+            if optional:
+                return None
+            raise FormatError("no entry", record=name)
+        return found[0].fields
+
+    def load(self):
+        inventory = self.one("inventory.img")
+        version = inventory["img_version"]
+        if version not in criu.IMG_VERSIONS:
+            raise FormatError(f"img_version {version} is not one crfs reads "
+                              f"({', '.join(map(str, criu.IMG_VERSIONS))})",
+                              offset=8, record="inventory.img: entry 0 (inventory_entry)")
+        tree = [e.fields for e in self.entries("pstree.img")]
+        if not tree:
+            raise FormatError("no process", record="pstree.img")
+        image = Image(format="criu", dialect=IMG_VERSION_NAMES[version], arch="x86_64",
+                      source=self.dir, has_trailer=None,
+                      header={"img_version": version, "root pid": tree[0]["pid"],
+                              "processes": len(tree),
+                              "lsmtype": inventory.get("lsmtype", 0)})
+        if "dump_uptime" in inventory:
+            image.header["dump_uptime"] = inventory["dump_uptime"]
+        for proc in tree:
+            image.tasks += self.process(proc)
+        image.record_count = self.count
+        return image
+
+    # -- one process --
+
+    def process(self, proc):
+        pid = proc["pid"]
+        threads = proc.get("threads") or [pid]
+        cores = {tid: self.one(f"core-{tid}.img") for tid in threads}
+        leader = cores.get(pid) or cores[threads[0]]
+        tc = leader.get("tc")
+        if tc is None:
+            raise FormatError("the leader's core has no task_core_entry",
+                              record=f"core-{pid}.img: entry 0 (core_entry)")
+        mm = self.mm(pid) if f"mm-{pid}.img" in self.names else None
+        handlers, group = _handlers(tc), ThreadGroup(rlimits=_rlimits(tc))
+        fs = self.fs(pid)
+        native = CriuTaskFields(fds=self.fds(pid, leader), personality=tc["personality"],
+                                oom_score_adj=tc.get("oom_score_adj"),
+                                loginuid=tc.get("loginuid"))
+        tasks = []
+        for tid in threads:
+            core = cores[tid]
+            task = _task(tid, pid, proc, core, tc)
+            task.mm, task.fs, task.native = mm, fs, native
+            if task.signals is not None:
+                task.signals.handlers, task.signals.group = handlers, group
+            tasks.append(task)
+        return tasks
+
+    def mm(self, pid):
+        name = f"mm-{pid}.img"
+        entry = self.one(name)
+        fields = {key: entry[f"mm_{key}"] for key in MM_FIELDS}
+        auxv = entry.get("mm_saved_auxv", [])
+        pairs = [(auxv[i], auxv[i + 1]) for i in range(0, len(auxv) - 1, 2)]
+        while pairs and pairs[-1] == (0, 0) and len(pairs) > 1 and pairs[-2] == (0, 0):
+            pairs.pop()
+        mm = Mm(fields=fields, auxv=pairs or None)
+        last_end = 0
+        for i, v in enumerate(entry.get("vmas", [])):
+            if v["start"] >= v["end"] or v["start"] < last_end or v["start"] % PAGE_SIZE \
+                    or v["end"] % PAGE_SIZE:
+                raise FormatError(f"VMA {v['start']:#x}-{v['end']:#x} is empty, unaligned or "
+                                  f"overlaps the one before", record=f"{name}: vma {i}")
+            last_end = v["end"]
+            mm.vmas.append(self.vma(v))
+        self.pages(pid, mm)
+        return mm
+
+    def vma(self, v):
+        status = v["status"]
+        shmid = None
+        vm_flags = v["prot"] & 0x7
+        if v["flags"] & MAP_SHARED:
+            vm_flags |= VmFlags.VM_SHARED
+        if v["flags"] & MAP_GROWSDOWN:
+            vm_flags |= VmFlags.VM_GROWSDOWN
+        kind, file = "anon", None
+        if status & VMA_AREA_VDSO:
+            kind = "vdso"
+        elif status & VMA_AREA_VVAR:
+            kind = "vvar"
+        elif status & VMA_AREA_VSYSCALL:
+            kind = "ignore"
+        elif status & VMA_AREA_MEMFD:
+            # Shared memory criu keeps as a memfd (an anonymous MAP_SHARED area is one
+            # too: "/dev/zero"): file id -> memfd inode -> its pages, by the inode's shmid.
+            name, shmid = self.memfd_of(v["shmid"])
+            kind = "shm-anon" if name == "/dev/zero" else "shm-file"
+            if kind == "shm-file":
+                file = (name if name.startswith("/") else f"/memfd:{name}") + " (deleted)"
+        elif status & (VMA_FILE_PRIVATE | VMA_FILE_SHARED):
+            kind = "file" if status & VMA_FILE_PRIVATE else "shm-file"
+            file = self.path_of(v["shmid"])
+        elif status & VMA_ANON_SHARED:
+            kind, shmid = "shm-anon", v["shmid"]
+        return Vma(start=v["start"], end=v["end"], vm_flags=int(vm_flags), prot=v["prot"],
+                   pgoff=v["pgoff"] // PAGE_SIZE, kind=kind, file=file,
+                   native=CriuVmaFields(status=status, shmid=v["shmid"], flags=v["flags"],
+                                        madv=v.get("madv"), memory=shmid))
+
+    def pages(self, pid, mm):
+        mm.source = self.dir        # offsets in the dump's row of files (CriuDir.offset_of)
+        self.walk_pagemap(f"pagemap-{pid}.img",
+                          lambda vaddr, count, offset, e, what:
+                          self.place(mm, vaddr, count, offset, e.offset, what))
+        for vma in mm.vmas:
+            if vma.native.memory is not None:
+                segment = self.segment(vma.native.memory, vma)
+                if segment is not None:
+                    vma.map_segment(segment)
+
+    def walk_pagemap(self, name, add):
+        """add(vaddr, count, offset, entry, what) for each run of pages a pagemap file
+        says are in its pages-N.img (offset: in the dump's row of files)."""
+        entries = self.entries(name, optional=True)
+        if not entries:
+            return
+        pages_name = f"pages-{entries[0].fields['pages_id']}.img"
+        if pages_name not in self.names:
+            raise FormatError(f"{pages_name} is missing from the dump",
+                              record=f"{name}: entry 0 (pagemap_head)")
+        base, size = self.dir.offset_of(pages_name), self.dir.member(pages_name).size
+        offset = 0
+        for e in entries[1:]:
+            f = e.fields
+            count = f.get("nr_pages", f["compat_nr_pages"])
+            flags = f.get("flags")
+            present = bool(flags & criu.PE_PRESENT) if flags is not None \
+                else not f.get("in_parent")
+            if not present:
+                continue
+            what = f"{name}: entry {e.index} (pagemap_entry)"
+            if f["vaddr"] % PAGE_SIZE or count > (size - offset) // PAGE_SIZE:
+                raise FormatError(f"{count} pages at {f['vaddr']:#x} are unaligned or run past "
+                                  f"the end of {pages_name} ({size} bytes, "
+                                  f"{offset} used)", offset=e.offset, record=what)
+            add(f["vaddr"], count, base + offset, e, what)
+            offset += count * PAGE_SIZE
+
+    def segment(self, shmid, vma):
+        """The ShmSegment of shared anonymous memory `shmid` (pagemap-shmem-SHMID.img,
+        pages keyed by their offset in it), once per dump; None when it has no pages."""
+        if shmid in self.segments:
+            return self.segments[shmid]
+        name = f"pagemap-shmem-{shmid}.img"
+        segment = None
+        if name in self.names:
+            segment = ShmSegment(objref=shmid, size=0)
+
+            def add(vaddr, count, offset, e, what):
+                if len(segment.pages) and segment.pages.last >= vaddr:
+                    raise FormatError(f"page {vaddr:#x} is not after the pages before it",
+                                      offset=e.offset, record=what)
+                segment.pages.add_run(range(vaddr, vaddr + count * PAGE_SIZE, PAGE_SIZE),
+                                      offset)
+                segment.size = max(segment.size, vaddr + count * PAGE_SIZE)
+            self.walk_pagemap(name, add)
+        self.segments[shmid] = segment
+        return segment
+
+    @staticmethod
+    def place(mm, vaddr, count, offset, entry_offset, what):
+        """Add pages [vaddr, +count) at `offset`, split among the VMAs they cover."""
+        end = vaddr + count * PAGE_SIZE
+        addr = vaddr
+        while addr < end:
+            vma = mm.vma_at(addr)
+            if vma is None:
+                raise FormatError(f"page {addr:#x} is in no VMA", offset=entry_offset,
+                                  record=what)
+            stop = min(end, vma.end)
+            if len(vma.pages) and vma.pages.last >= addr:
+                raise FormatError(f"page {addr:#x} is not after the pages before it",
+                                  offset=entry_offset, record=what)
+            vma.pages.add_run(range(addr, stop, PAGE_SIZE), offset + (addr - vaddr))
+            addr = stop
+
+    def memfd_of(self, file_id):
+        """(name, shmid) of the memfd behind file id `file_id` (files.img, memfd.img)."""
+        self.path_of(file_id)
+        inode = self.memfd_files.get(file_id)
+        if self.memfds is None:
+            self.memfds = {e.fields["inode_id"]: e.fields
+                           for e in self.entries("memfd.img", optional=True)}
+        found = self.memfds.get(inode)
+        if found is None:
+            raise FormatError(f"file id {file_id}: no memfd inode for it",
+                              record="memfd.img")
+        return found["name"], found["shmid"]
+
+    def fs(self, pid):
+        entry = self.one(f"fs-{pid}.img", optional=True)
+        if entry is None:
+            return None
+        return FsStruct(cwd=self.path_of(entry["cwd_id"]), root=self.path_of(entry["root_id"]),
+                        umask=entry.get("umask"))
+
+    def path_of(self, file_id):
+        if self.paths is None:
+            self.paths, self.types, self.memfd_files = {}, {}, {}
+            for e in self.entries("files.img", optional=True):
+                f = e.fields
+                self.types[f["id"]] = criu.FD_TYPES.get(f["type"], f"type {f['type']}")
+                if "reg" in f:
+                    self.paths[f["id"]] = f["reg"]["name"]
+                if "memfd" in f:
+                    self.memfd_files[f["id"]] = f["memfd"]["inode_id"]
+            for e in self.entries("reg-files.img", optional=True):
+                self.paths[e.fields["id"]] = e.fields["name"]
+        return self.paths.get(file_id)
+
+    def fds(self, pid, core):
+        ids = core.get("ids") or self.one(f"ids-{pid}.img", optional=True)
+        if ids is None:
+            return None
+        lines = []
+        for e in self.entries(f"fdinfo-{ids['files_id']}.img", optional=True):
+            f = e.fields
+            path = self.path_of(f["id"])
+            shown = path if path is not None else self.types.get(
+                f["id"], criu.FD_TYPES.get(f["type"], "?"))
+            lines.append(f"{f['fd']} {shown}")
+        return "\n".join(lines) + "\n" if lines else None
+
+
+def _task(tid, pid, proc, core, tc):
+    info = core.get("thread_info")
+    thread = core.get("thread_core") or {}
+    where = f"core-{tid}.img: entry 0 (core_entry)"
+    if core["mtype"] != criu.CORE_MARCH_X86_64 or info is None:
+        raise FormatError(f"mtype {core['mtype']}: only x86_64 (1) images are read",
+                          offset=8, record=where)
+    gp = info["gpregs"]
+    if gp.get("mode", 1) != 1:
+        raise FormatError("32-bit (compat) registers are not read", offset=8, record=where)
+    regs = Registers("x86_64", {GDB_NAMES.get(n, n): gp[n] for n in criu.GPREGS_NAMES})
+    comm = thread.get("comm") or tc["comm"]
+    task = Task(pid=tid, tgid=pid, ppid=proc["ppid"], comm=comm,
+                state=TASK_STATE_BITS.get(tc["task_state"]), pgid=proc["pgid"],
+                sid=proc["sid"], regs=regs, fpu=criu.fpu_bytes(info["fpregs"]),
+                creds=_creds(thread.get("creds")))
+    task.futex = Futex(clear_child_tid=info["clear_tid_addr"],
+                       robust_list=thread.get("futex_rla", 0),
+                       robust_list_len=thread.get("futex_rla_len", 0))
+    task.exit.code = tc["exit_code"] if tid == pid else 0
+    task.exit.pdeath_signal = thread.get("pdeath_sig", 0)
+    sas = thread.get("sas")
+    task.signals = Signals(blocked=thread.get("blk_sigset", tc["blk_sigset"]),
+                           altstack=AltStack(sas["ss_sp"], sas["ss_size"], sas["ss_flags"])
+                           if sas else AltStack(flags=SS_DISABLE))
+    return task
+
+
+def _creds(c):
+    if c is None:
+        return None
+    def mask(key):
+        words = c.get(key, [])
+        return sum(w << (32 * i) for i, w in enumerate(words[:2])) if key in c else None
+    return Creds(uid=c["uid"], euid=c["euid"], suid=c["suid"], fsuid=c["fsuid"],
+                 gid=c["gid"], egid=c["egid"], sgid=c["sgid"], fsgid=c["fsgid"],
+                 groups=c.get("groups", []), cap_inh=mask("cap_inh"), cap_prm=mask("cap_prm"),
+                 cap_eff=mask("cap_eff"), cap_bnd=mask("cap_bnd"), cap_amb=mask("cap_amb"),
+                 securebits=c["secbits"], no_new_privs=c.get("no_new_privs"))
+
+
+def _handlers(tc):
+    """Signals 1..64 but SIGKILL and SIGSTOP, in order: CRIU's sigactions."""
+    hand = SigHand()
+    signals = [s for s in range(1, SIGMAX + 1) if s not in (SIGKILL, SIGSTOP)]
+    for sig, sa in zip(signals, tc.get("sigactions", [])):
+        hand.actions[sig - 1] = SigAction(handler=sa["sigaction"], flags=sa["flags"],
+                                          restorer=sa["restorer"], mask=sa["mask"])
+    return hand
+
+
+def _rlimits(tc):
+    limits = (tc.get("rlimits") or {}).get("rlimits")
+    return [(r["cur"], r["max"]) for r in limits] if limits else None

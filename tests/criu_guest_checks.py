@@ -1,0 +1,93 @@
+"""Guest side of tests/test_criu_guest.py (run in the kmod qemu guest, as root):
+
+    criu_guest_checks.py CRFS_KO RESTARTER DIRTY_HEAP RESULTS_JSON
+
+A real program (bench/dirty_heap.c, 16 MiB of heap, a tick every 100 ms) is dumped by
+`criu dump`, converted by `crfs convert` into a ckpt image and restarted by crfs.ko; the
+restarted program must go on ticking with its heap intact and its pid. Everything seen is
+written to RESULTS_JSON for the host's tests to check.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from crfs import kernel
+
+WORK = "/tmp/criu-guest"
+CRIU_MODULES = ["nf_tables", "nfnetlink", "nft_ct", "nf_conntrack", "netlink_diag",
+                "unix_diag", "inet_diag", "tcp_diag", "udp_diag", "af_packet_diag",
+                "af_packet", "tun", "veth"]
+
+
+def wait_line(path, pred, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(path) as f:
+                for line in f:
+                    if line.endswith("\n") and pred(line):
+                        return line.strip()
+        except FileNotFoundError:
+            pass
+        time.sleep(0.05)
+    return None
+
+
+def ticks(path):
+    with open(path) as f:
+        return [line.split() for line in f if line.startswith("tick ")]
+
+
+def crfs(*args):
+    run = subprocess.run([sys.executable, "-m", "crfs", *args], capture_output=True, text=True,
+                         timeout=300)
+    return {"rc": run.returncode, "stdout": run.stdout, "stderr": run.stderr[-2000:]}
+
+
+def main(module, restarter, exe, results_path):
+    results = {}
+    subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True)
+    subprocess.run(["modprobe", "-a"] + CRIU_MODULES, capture_output=True)
+    results["insmod"] = subprocess.run(["insmod", module], capture_output=True,
+                                       text=True).returncode
+    check = subprocess.run(["criu", "check"], capture_output=True, text=True)
+    results["criu_check"] = check.returncode
+    os.makedirs(f"{WORK}/dump")
+    out, out2 = f"{WORK}/out", f"{WORK}/out2"
+    with open(out, "w") as stdout:
+        proc = subprocess.Popen(["setarch", "-R", exe, "16", "100"], stdin=subprocess.DEVNULL,
+                                stdout=stdout, stderr=subprocess.STDOUT, start_new_session=True)
+    results["ready"] = wait_line(out, lambda s: s.startswith("tick 3 "))
+    dump = subprocess.run(["criu", "dump", "-t", str(proc.pid), "-D", f"{WORK}/dump",
+                           "-o", "dump.log"], capture_output=True, text=True)
+    results["dump"] = {"rc": dump.returncode, "stderr": dump.stderr[-2000:]}
+    proc.wait(timeout=60)
+    results["pid"] = proc.pid
+    results["before"] = ticks(out)
+    results["info"] = crfs("info", f"{WORK}/dump")
+    results["convert"] = crfs("convert", f"{WORK}/dump", "-o", f"{WORK}/prog.ckpt")
+    results["verify"] = crfs("verify", f"{WORK}/prog.ckpt")
+    with open(out2, "wb") as stdout:
+        child = kernel.restart_in_child(f"{WORK}/prog.ckpt", restarter=restarter,
+                                        stdout=stdout, timeout=120)
+    results["restart"] = {"errno": child.errno, "reason": child.reason, "pid": child.pid}
+    if child.errno == 0:
+        target = int(results["before"][-1][1]) + 5
+        wait_line(out2, lambda s: s.startswith("tick ") and int(s.split()[1]) >= target, 60)
+        for pid in {child.pid, child.process.pid}:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        child.process.wait(timeout=30)
+    results["after"] = ticks(out2)
+    with open(results_path, "w") as f:
+        json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -22,7 +22,7 @@ import threading
 import time
 
 from crfs import kernel
-import guest_signals
+import guest_signals   # noqa: E402 - tests/, next to this script
 
 import guest_files   # noqa: E402 - tests/, next to this script
 

@@ -8,7 +8,7 @@
                     SIGPENDING{private} SIGNAL_TASK [CRFS_SIGALTSTACK]
                                                    if TASK_OBJS.signal_objref != 0
     OBJECT  ::= OBJREF MM BUFFER{auxv} { VMA [CONTENTS] }*map_count MM_CONTEXT MM_CONTEXT_LDT
-              | OBJREF FILE [FILE_NAME] | OBJREF SIGHAND
+              | OBJREF FILE [FILE_NAME [CRFS_FILE_ID]] | OBJREF SIGHAND
               | OBJREF FS FILE_NAME{pwd} FILE_NAME{root} [CRFS_FS_EXT]
               | OBJREF CRED (objects nested before CRED: GROUPINFO, USER, SECURITY)
               | OBJREF GROUPINFO | OBJREF USER (nested: USER, USER_NS) | OBJREF USER_NS
@@ -348,6 +348,8 @@ class Walker:
         if file.fields.f_type == fmt.CKPT_FILE.CKPT_FILE_GENERIC:
             name = self.expect("CKPT_HDR_FILE_NAME")
             yield Part(name, data=self.read_data(name), role="path")
+            if self.peek().name == "CRFS_HDR_FILE_ID":
+                yield self.fixed("CRFS_HDR_FILE_ID")
 
     def sighand(self):
         yield self.fixed("CKPT_HDR_SIGHAND")

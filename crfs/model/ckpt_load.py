@@ -12,7 +12,7 @@ from crfs.formats.ckpt_grammar import Walker
 from crfs.formats.common import decode_text, name_of
 from crfs.formats.pagewords import page_keys
 from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, registers_from_cpu
-from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Creds, FsStruct, Image,
+from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Creds, FileId, FsStruct, Image,
                               Itimers, Mm, Pending, ShmSegment, SigAction, SigHand, SigInfo,
                               Signals, Task, ThreadGroup, Vma, native_record, set_field)
 from crfs.model.registers import Registers
@@ -70,6 +70,7 @@ class FileObject:
     """A CKPT_OBJ_FILE: its path (generic files only) and FILE record fields."""
     path: object
     fields: dict
+    file_id: object = None      # its CRFS_FILE_ID as a FileId
 
 
 def load(source):
@@ -255,6 +256,10 @@ class _Builder:
     def file_name(self, part):
         self.objects[part.objref].path = decode_text(part.data)
 
+    def file_id(self, part):
+        h = part.fields
+        self.objects[part.objref].file_id = FileId(h.dev, h.ino, h.size, h.mtime_ns)
+
     def mm_record(self, part):
         h = part.fields
         fields = _fields(h, ("map_count", "exe_objref", "def_flags", "flags",
@@ -280,6 +285,7 @@ class _Builder:
         if h.vma_objref:
             file = self.objects[h.vma_objref]
             self.vma.file = file.path
+            self.vma.file_id = file.file_id
             for name, value in file.fields.items():
                 setattr(self.vma.native, name, value)
         if vma_type == "CKPT_VMA_SHM_ANON":
@@ -332,6 +338,7 @@ HANDLERS = {
     ("CKPT_HDR_CRED", ""): _Builder.cred,
     ("CKPT_HDR_FILE", ""): _Builder.file,
     ("CKPT_HDR_FILE_NAME", "path"): _Builder.file_name,
+    ("CRFS_HDR_FILE_ID", ""): _Builder.file_id,
     ("CKPT_HDR_MM", ""): _Builder.mm_record,
     ("CKPT_HDR_BUFFER", "auxv"): _Builder.auxv,
     ("CKPT_HDR_MM_CONTEXT", ""): _Builder.mm_context,

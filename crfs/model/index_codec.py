@@ -25,7 +25,8 @@ import sys
 from array import array
 
 from crfs.formats.x86 import PAGE_SIZE
-from crfs.model.image import (NSIG, VMA_KINDS, AltStack, Creds, Exit, FsStruct, Futex, Image,
+from crfs.model.image import (NSIG, VMA_KINDS, AltStack, Creds, Exit, FileId, FsStruct, Futex,
+                              Image,
                               Itimers, Mm, NativeFields, Pending, ShmSegment, SigAction,
                               SigHand, SigInfo, Signals, Task, ThreadGroup, Vma)
 from crfs.model.pages import PageMap
@@ -55,7 +56,8 @@ def _native_classes():
 def _classes():
     classes = {cls.__name__: cls for cls in (Image, Task, Mm, Vma, ShmSegment, Creds, Exit,
                                              Futex, Signals, SigHand, SigAction, ThreadGroup,
-                                             Pending, SigInfo, Itimers, AltStack, FsStruct)}
+                                             Pending, SigInfo, Itimers, AltStack, FsStruct,
+                                             FileId)}
     natives = _native_classes()
     if set(natives) & set(classes):
         raise RuntimeError("a native record is named like a model class")
@@ -370,6 +372,9 @@ def _check_mm(mm, file_size):
         _require(end <= vma.start < vma.end, "vmas out of order")
         _require(vma.kind in VMA_KINDS, "vma kind")
         _require(vma.file is None or type(vma.file) is str, "vma file")
+        _require(vma.file_id is None or (type(vma.file_id) is FileId and _ints(
+            vma.file_id.dev, vma.file_id.ino, vma.file_id.size, vma.file_id.mtime_ns)),
+                 "vma file_id")
         end = vma.end
         _check_pages(vma.pages, file_size, vma.start, vma.end)
         if vma.shm is not None:

@@ -80,6 +80,8 @@ struct crfs_run {
 struct crfs_file {
 	struct ckpt_hdr_file h;
 	char *name;		/* generic files: NUL-terminated path */
+	struct crfs_hdr_file_id id;	/* CRFS_HDR_FILE_ID, if has_id */
+	bool has_id;
 };
 
 struct crfs_vma {
@@ -177,5 +179,12 @@ int crfs_group_arrive(struct crfs_group *g, bool *committed);
 /* ---------------------------------------------------------------- crfs_checkpoint.c */
 
 long crfs_ioctl_checkpoint(struct crfs_checkpoint_args __user *uargs);
+
+/* ---------------------------------------------------------------- crfs_fileid.c */
+
+int crfs_file_id_load(struct crfs_image *img, struct crfs_file *f);
+int crfs_file_id_check(struct crfs_image *img, const struct crfs_file *f,
+		       struct file *file);
+int crfs_file_id_of(struct file *file, struct crfs_hdr_file_id *id);
 
 #endif /* CRFS_H */

@@ -57,6 +57,7 @@ static const struct crfs_rec_size crfs_rec_sizes[] = {
 	EXACT(CKPT_HDR_VMA, ckpt_hdr_vma),
 	EXACT(CKPT_HDR_PGARR, ckpt_hdr_pgarr),
 	EXACT(CKPT_HDR_MM_CONTEXT, ckpt_hdr_mm_context),
+	EXACT(CRFS_HDR_FILE_ID, crfs_hdr_file_id),
 	EXACT(CKPT_HDR_TAIL, ckpt_hdr_tail),
 	EXACT(CKPT_HDR_ERROR, ckpt_hdr),
 };

@@ -400,6 +400,9 @@ struct crfs_hdr_fs_ext {
 	__u8 __padding[4];
 };
 
+/* HEADER.uflags of an image with crfs extension records */
+#define CRFS_UFLAG_EXT		0x8000
+
 /*
  * crfs extension: the identity of a generic file when it was checkpointed, after the
  * FILE_NAME of its FILE object. RESTART refuses a file that is no longer this one.

@@ -318,7 +318,7 @@ static int load_file(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
 		return ret;
 	if (!memchr(file->name, '\0', len) || !file->name[0])
 		return fail(ctx, &rec, "file name not NUL-terminated or empty");
-	return 0;
+	return crfs_file_id_load(ctx->img, file);
 }
 
 /* Make room for @more runs in @vma, growing the array geometrically. */

@@ -1367,6 +1367,8 @@ STEPS = (
     ("checkpoint_refusals", checkpoint_refusals, lambda m, s: (m["restore"], KERNEL_IMAGE),
      "t_checkpoint_refusals"),
     ("restart_creds", restart_creds, lambda m, s: (m["restore"],), "t_restart_creds"),
+    ("file_id", lambda m: __import__("guest_file_id").file_id_checks(m),
+     lambda m, s: (m["restore"],), "t_file_id"),
 )
 
 

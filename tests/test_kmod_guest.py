@@ -1097,3 +1097,47 @@ def test_errno_names_are_stable():
     """The report uses errno names; the ones the tests expect exist on this platform."""
     for name in ("EINVAL", "ENOEXEC", "EOPNOTSUPP", "EBADF", "EFAULT", "EFBIG", "ENOTTY"):
         assert hasattr(errno, name)
+
+
+# --------------------------------------------------------------------------- mapped files
+# Step file_id (tests/guest_file_id.py): CRFS_HDR_FILE_ID written by both checkpointers and
+# checked by RESTART.
+
+FID_DATA = "/tmp/crfs-fid/fid.data"
+
+
+def _fid(guest):
+    return _report(guest)["steps"]["file_id"]
+
+
+def test_both_checkpointers_record_the_mapped_file(guest):
+    """The module and the userspace writer record the same identity for the data file:
+    size and mtime as stat says (dev and inode are the mapped inode's, which overlayfs
+    may show under other numbers)."""
+    fid = _fid(guest)
+    assert fid["kernel_rc"] == 0, fid["kernel_stderr"]
+    assert len(fid["kernel_ids"]) == 1 and fid["kernel_ids"] == fid["python_ids"], fid
+    recorded, stat = fid["kernel_ids"][0], fid["stat"]
+    assert (recorded["size"], recorded["mtime_ns"]) == (stat["size"], stat["mtime_ns"])
+
+
+def test_unchanged_mapped_file_restarts(guest):
+    run = _fid(guest)["unchanged"]
+    assert (run["errno"], run["stage"], run["exit"]) == (0, "restored", "exited 3"), run
+
+
+@pytest.mark.parametrize("change, what", [("mtime", "mtime"), ("mtime_kernel_image", "mtime"),
+                                          ("size", "size"), ("inode", "inode")])
+def test_changed_mapped_file_refuses_the_restart(guest, change, what):
+    """Touched, grown, or replaced by a copy with the same bytes and mtime: ESTALE, the
+    file named, the caller intact."""
+    result = _fid(guest)[change]
+    assert (result["errno"], result["stage"]) == ("ESTALE", "restart"), result
+    assert result["msg"] == f"{FID_DATA} changed since the checkpoint ({what})", result
+
+
+def test_mapped_file_put_back_restarts(guest):
+    """The same inode, size and mtime again: the module's own image restarts."""
+    run = _fid(guest)["put_back"]
+    assert (run["errno"], run["stage"], run["exit"]) == (0, "restored", "exited 3"), run
+

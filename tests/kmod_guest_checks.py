@@ -1369,6 +1369,8 @@ STEPS = (
     ("restart_creds", restart_creds, lambda m, s: (m["restore"],), "t_restart_creds"),
     ("file_id", lambda m: __import__("guest_file_id").file_id_checks(m),
      lambda m, s: (m["restore"],), "t_file_id"),
+    ("fuzz", lambda m, s: __import__("guest_fuzz").fuzz_step(m, s), lambda m, s: (m, s),
+     "t_fuzz"),
 )
 
 

@@ -3,7 +3,7 @@
 Shared by the CLI and the filesystem so both print the same bytes.
 """
 
-from crfs.formats.common import encode_text
+from crfs.formats.common import dev_text, encode_text
 from crfs.formats.x86 import PAGE_SIZE, VmFlags
 from crfs.model.image import NSIG, RLIM_INFINITY, SIG_DFL, SIG_IGN
 
@@ -45,9 +45,12 @@ def vma_name(vma, mm):
 
 def maps_line(vma, mm, arch):
     """One line of /proc/<pid>/maps (show_map_vma's format and padding)."""
-    # Dev and inode are not in the images: the kernel prints 00:00 0 for those too.
+    # Dev and inode of a mapped file where the image recorded them (CRFS_FILE_ID), else
+    # 00:00 0 as the kernel prints for anonymous memory.
+    file_id = vma.file_id
+    dev, ino = (dev_text(file_id.dev), file_id.ino) if file_id else ("00:00", 0)
     line = (f"{vma.start:08x}-{vma.end:08x} {perms(vma)} {vma.pgoff * PAGE_SIZE:08x} "
-            f"00:00 0 ")
+            f"{dev} {ino} ")
     name = vma_name(vma, mm)
     if name:
         pointer_size = 8 if arch == "x86_64" else 4
@@ -193,6 +196,10 @@ def vma_info(vma):
     if vma.shm is not None:
         info["shm segment"] = vma.shm.objref
         info["shm size"] = vma.shm.size
+    if vma.file_id is not None:
+        file_id = vma.file_id
+        info.update({"file dev": dev_text(file_id.dev), "file inode": file_id.ino,
+                     "file size": file_id.size, "file mtime_ns": file_id.mtime_ns})
     if vma.native is not None:
         info.update(vma.native.shown())
     return key_values(info)

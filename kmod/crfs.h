@@ -99,6 +99,8 @@ struct crfs_file {
 	u32 opaque_kind;	/* CRFS_FILE_OPAQUE: CRFS_OPAQUE_* */
 	u32 nr_tables;		/* file tables (processes) holding it */
 	const void *last_table;
+	struct crfs_hdr_file_id id;	/* CRFS_HDR_FILE_ID, if has_id */
+	bool has_id;
 };
 
 /* A FILE_DESC: fd @fd is the FILE object @objref. */
@@ -248,5 +250,12 @@ int crfs_group_arrive(struct crfs_group *g, bool *committed);
 /* ---------------------------------------------------------------- crfs_checkpoint.c */
 
 long crfs_ioctl_checkpoint(struct crfs_checkpoint_args __user *uargs);
+
+/* ---------------------------------------------------------------- crfs_fileid.c */
+
+int crfs_file_id_load(struct crfs_image *img, struct crfs_file *f);
+int crfs_file_id_check(struct crfs_image *img, const struct crfs_file *f,
+		       struct file *file);
+int crfs_file_id_of(struct file *file, struct crfs_hdr_file_id *id);
 
 #endif /* CRFS_H */

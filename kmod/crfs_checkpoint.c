@@ -21,7 +21,8 @@
  * The records are those of crfs/model/ckpt_dump.py, in its order:
  *   HEADER BUFFER*3 HEADER_ARCH TREE BUFFER{pids}
  *   per task: TASK STRING{comm} THREAD CPU CPU_FPU
- *             [OBJREF{MM} MM BUFFER{auxv} { [OBJREF{FILE} FILE FILE_NAME] VMA [CONTENTS] }*
+ *             [OBJREF{MM} MM BUFFER{auxv}
+ *              { [OBJREF{FILE} FILE FILE_NAME [CRFS_FILE_ID]] VMA [CONTENTS] }*
  *              MM_CONTEXT MM_CONTEXT_LDT]	(at the first task of each mm)
  *             [OBJREF{FS} FS FILE_NAME{cwd} FILE_NAME{root} FS_EXT{umask}]
  *             [OBJREF{SIGHAND} SIGHAND]	(at the first task of each)
@@ -273,6 +274,7 @@ static int write_header(struct crfs_ckpt *ck)
 			.tty_termios_ncc = CRFS_TERMIOS_NCC,
 		},
 		.time = ktime_get_real_seconds(),
+		.uflags = CRFS_UFLAG_EXT,	/* FILE_IDs of mapped files */
 	};
 	struct ckpt_hdr_header_arch arch = {
 		.has_fxsr = 1,
@@ -627,7 +629,20 @@ static int collect_vmas(struct crfs_ckpt *ck)
 	return ret;
 }
 
-static int write_file(struct crfs_ckpt *ck, struct file *file, s32 *objref)
+/* CRFS_HDR_FILE_ID: what RESTART checks the file against (crfs_fileid.c) */
+static int write_file_id(struct crfs_ckpt *ck, struct file *file)
+{
+	struct crfs_hdr_file_id id;
+	int ret = crfs_file_id_of(file, &id);
+
+	if (ret)
+		return ck_fail(ck, ret, "stat of a mapped file failed");
+	return ck_record(ck, CRFS_HDR_FILE_ID, &id, sizeof(id));
+}
+
+/* A FILE object; with @with_id (a file RESTART opens by name), its CRFS_HDR_FILE_ID. */
+static int write_file(struct crfs_ckpt *ck, struct file *file, bool with_id,
+		      s32 *objref)
 {
 	struct ckpt_hdr_file h = {
 		.f_type = CKPT_FILE_GENERIC,
@@ -649,6 +664,8 @@ static int write_file(struct crfs_ckpt *ck, struct file *file, s32 *objref)
 		ret = ck_record(ck, CKPT_HDR_FILE, &h, sizeof(h));
 	if (!ret)
 		ret = ck_blob(ck, CKPT_HDR_FILE_NAME, name, strlen(name) + 1);
+	if (!ret && with_id)
+		ret = write_file_id(ck, file);
 	return ret;
 }
 
@@ -788,7 +805,8 @@ static int write_vma(struct crfs_ckpt *ck, const struct ck_vma *cv)
 	int ret = 0;
 
 	if (cv->file)
-		ret = write_file(ck, cv->file, &h.vma_objref);
+		ret = write_file(ck, cv->file, cv->type != CKPT_VMA_SHM_ANON,
+				 &h.vma_objref);
 	if (!ret && (cv->type == CKPT_VMA_SHM_ANON || cv->type == CKPT_VMA_SHM_FILE))
 		ret = shm_inode(ck, cv->file, &h);
 	if (!ret)

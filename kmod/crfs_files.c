@@ -197,7 +197,8 @@ int crfs_load_file(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
 		return ret;
 	switch (file->h.f_type) {
 	case CKPT_FILE_GENERIC:
-		return load_name(ctx, file);
+		ret = load_name(ctx, file);
+		return ret ? ret : crfs_file_id_load(ctx->img, file);
 	case CKPT_FILE_PIPE:
 	case CKPT_FILE_FIFO:
 		return load_pipe(ctx, file, &rec);

@@ -53,6 +53,7 @@ enum {
 	CKPT_HDR_SIGPENDING = 604,
 	CRFS_HDR_SIGALTSTACK = 8001,	/* crfs extensions */
 	CRFS_HDR_FS_EXT = 8002,
+	CRFS_HDR_FILE_ID = 8010,	/* after a FILE's FILE_NAME */
 	CKPT_HDR_TAIL = 9001,
 	CKPT_HDR_ERROR = 9999,
 };
@@ -451,6 +452,21 @@ struct crfs_hdr_fs_ext {
 	struct ckpt_hdr h;
 	__u32 umask;
 	__u8 __padding[4];
+};
+
+/* HEADER.uflags of an image with crfs extension records */
+#define CRFS_UFLAG_EXT		0x8000
+
+/*
+ * crfs extension: the identity of a generic file when it was checkpointed, after the
+ * FILE_NAME of its FILE object. RESTART refuses a file that is no longer this one.
+ */
+struct crfs_hdr_file_id {
+	struct ckpt_hdr h;
+	__u64 dev;		/* st_dev as stat(2) gives it: new_encode_dev() */
+	__u64 ino;
+	__u64 size;
+	__s64 mtime_ns;
 };
 
 #define CKPT_ARCH_NSIG		64

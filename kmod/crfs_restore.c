@@ -396,6 +396,7 @@ static int open_file(struct crfs_restore *rs, u32 i)
 	struct crfs_vma *vma = &rs->mm->vmas[i];
 	int flags = O_RDONLY;
 	struct file *file;
+	int ret;
 
 	if (!vma->file || !vma->file->name)
 		return refuse(rs, -EOPNOTSUPP, "vma %#llx: not a file by name",
@@ -420,6 +421,11 @@ static int open_file(struct crfs_restore *rs, u32 i)
 		fput(file);
 		return refuse(rs, -EACCES, "%.60s is on a noexec mount",
 			      vma->file->name);
+	}
+	ret = crfs_file_id_check(rs->img, vma->file, file);
+	if (ret) {
+		fput(file);
+		return ret;
 	}
 	rs->files[i] = file;
 	return 0;

@@ -1394,6 +1394,10 @@ STEPS = (
     # signal state, rlimits, cwd/root/umask (tests/guest_signals.py)
     ("signals", guest_signals.signals, lambda m, s: (m["restore"], same_as_python),
      "t_signals"),
+    ("file_id", lambda m: __import__("guest_file_id").file_id_checks(m),
+     lambda m, s: (m["restore"],), "t_file_id"),
+    ("fuzz", lambda m, s: __import__("guest_fuzz").fuzz_step(m, s), lambda m, s: (m, s),
+     "t_fuzz"),
 )
 
 

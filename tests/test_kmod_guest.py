@@ -30,7 +30,7 @@ from crfs.model.synth import synthetic_image
 
 REPO = Path(__file__).resolve().parent.parent
 HARNESS = REPO / "kmod" / "harness"
-GUEST_TIMEOUT = int(os.environ.get("CRFS_GUEST_TIMEOUT", 600))   # seconds
+GUEST_TIMEOUT = int(os.environ.get("CRFS_GUEST_TIMEOUT", 900))   # seconds (fuzz: ~4 min)
 RESTORE_LIMIT = 1000    # the programs exit at this tick (~10 ms each): room for a slow CLI checkpoint
 PAGE = 4096
 HDR = struct.Struct("<II")
@@ -1287,3 +1287,94 @@ def test_module_checkpoint_of_signal_state_matches_and_restores(guest):
     assert restored["usr1"] == ("usr1 onstack=1 umask=027 nofile=100 itimer=7 "
                                 f"cwd={SIG_DIR} blocked_usr2=1"), restored
     assert restored["term"] == "term" and restored["exit"] == 0, restored
+# --------------------------------------------------------------------------- mapped files
+# Step file_id (tests/guest_file_id.py): CRFS_HDR_FILE_ID written by both checkpointers and
+# checked by RESTART.
+
+FID_DATA = "/tmp/crfs-fid/fid.data"
+
+
+def _fid(guest):
+    return _report(guest)["steps"]["file_id"]
+
+
+def test_both_checkpointers_record_the_mapped_file(guest):
+    """The module and the userspace writer record the same identity for the data file:
+    size and mtime as stat says (dev and inode are the mapped inode's, which overlayfs
+    may show under other numbers)."""
+    fid = _fid(guest)
+    assert fid["kernel_rc"] == 0, fid["kernel_stderr"]
+    assert len(fid["kernel_ids"]) == 1 and fid["kernel_ids"] == fid["python_ids"], fid
+    recorded, stat = fid["kernel_ids"][0], fid["stat"]
+    assert (recorded["size"], recorded["mtime_ns"]) == (stat["size"], stat["mtime_ns"])
+
+
+def test_unchanged_mapped_file_restarts(guest):
+    run = _fid(guest)["unchanged"]
+    assert (run["errno"], run["stage"], run["exit"]) == (0, "restored", "exited 3"), run
+
+
+@pytest.mark.parametrize("change, what", [("mtime", "mtime"), ("mtime_kernel_image", "mtime"),
+                                          ("size", "size"), ("inode", "inode")])
+def test_changed_mapped_file_refuses_the_restart(guest, change, what):
+    """Touched, grown, or replaced by a copy with the same bytes and mtime: ESTALE, the
+    file named, the caller intact."""
+    result = _fid(guest)[change]
+    assert (result["errno"], result["stage"]) == ("ESTALE", "restart"), result
+    assert result["msg"] == f"{FID_DATA} changed since the checkpoint ({what})", result
+
+
+def test_mapped_file_put_back_restarts(guest):
+    """The same inode, size and mtime again: the module's own image restarts."""
+    run = _fid(guest)["put_back"]
+    assert (run["errno"], run["stage"], run["exit"]) == (0, "restored", "exited 3"), run
+
+
+
+# --------------------------------------------------------------------------- kernel fuzzing
+# Step fuzz (tests/guest_fuzz.py): mutated real images through CHECK and RESTART, bad
+# ioctl arguments. Bounded in time under TCG; fuzz/kmod_fuzz.py runs the long campaign.
+
+
+def _fuzz(guest):
+    return _report(guest)["steps"]["fuzz"]
+
+
+def test_fuzz_seeds_are_sound(guest):
+    """The seeds (real images, page chunks cut short) pass CHECK: the mutations start
+    from valid images."""
+    fuzz = _fuzz(guest)
+    assert len(fuzz["seeds"]) >= 3, fuzz["seeds"]
+    assert fuzz["seed_check"]["accepted"] == len(fuzz["seeds"]), fuzz["seed_check"]
+
+
+def test_fuzzed_check_refuses_with_a_reason(guest):
+    """Thousands of structure-aware mutations through CHECK: every refusal an expected
+    errno with a reason; the kernel stays quiet (no WARN, Oops or hang: the harness)."""
+    check = _fuzz(guest)["check"]
+    assert check["inputs"] >= 2000, check
+    assert check["no_reason_count"] == 0, check["no_reason"]
+    assert check["unexpected"] == [], check["unexpected"]
+    assert set(check["errnos"]) >= {"EINVAL"} and check["accepted"] > 0, check
+
+
+def test_fuzzed_restart_refuses_with_a_reason(guest):
+    """A sample of mutations restarted by crfs-restart in a child: refused with a reason,
+    or restored (then killed)."""
+    restart = _fuzz(guest)["restart"]
+    assert restart["inputs"] >= 20, restart
+    assert restart["no_reason_count"] == 0, restart["no_reason"]
+    assert restart["unexpected"] == [], restart["unexpected"]
+
+
+def test_bad_ioctl_arguments_are_refused(guest):
+    fuzz = _fuzz(guest)
+    assert fuzz["arguments"]["calls"] >= 200 and fuzz["arguments"]["succeeded"] == [], \
+        fuzz["arguments"]
+    outcomes = fuzz["restart_arguments"]
+    assert "ok" not in outcomes and "no report" not in outcomes, outcomes
+    assert not any(key.startswith("child") for key in outcomes), outcomes
+
+
+def test_fuzzing_leaves_the_kernel_log_clean(guest):
+    assert _fuzz(guest)["dmesg_problems"] == []

@@ -57,6 +57,7 @@ STRUCTS = {
     "ckpt_hdr_signal_task": fmt.ckpt_hdr_signal_task,
     "crfs_hdr_sigaltstack": fmt.crfs_hdr_sigaltstack,
     "ckpt_siginfo": fmt.ckpt_siginfo,
+    "crfs_hdr_file_id": fmt.crfs_hdr_file_id,
     "ckpt_hdr_tail": fmt.ckpt_hdr_tail,
 }
 

@@ -12,6 +12,7 @@ import os
 import time
 
 from crfs.checkpoint import files, inject, procfs, ptrace, signals
+from crfs.checkpoint.file_id import file_identity
 from crfs.checkpoint.memory import ProcessMemory
 from crfs.errors import Unsupported
 from crfs.formats.common import kernel_text
@@ -116,6 +117,8 @@ def capture_mm(pid, stat, compat, segments, on_read):
             kind = vma_kind(line)
             if kind is not None:
                 vma, vma_runs = capture_vma(line, kind, fd, segments)
+                if kind in ("file", "shm-file"):
+                    vma.file_id = file_identity(pid, line)
                 vmas.append(vma)
                 runs += vma_runs
     finally:

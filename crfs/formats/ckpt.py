@@ -12,7 +12,7 @@ docs/format-ckpt.md.
     OBJECT  ::= OBJREF{type, ref} records of that object, e.g.
                 MM BUFFER{auxv} { [OBJECT] VMA [CONTENTS] }*map_count MM_CONTEXT MM_CONTEXT_LDT
                 FILE_TABLE { [OBJECT] FILE_DESC }*fdt_nfds { EPOLL_ITEMS [BUFFER] }*
-                FILE [FILE_NAME] [PIPE_BUF] [STRING]
+                FILE [FILE_NAME [CRFS_FILE_ID]] [PIPE_BUF] [STRING]
     CONTENTS ::= { PGARR{n > 0} BUFFER{ulong vaddr[n]; n pages} }* PGARR{0}
 
 Every record starts with `struct ckpt_hdr {u32 type; u32 len}` and `len` counts the whole
@@ -27,10 +27,11 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from construct import Array, Bytes, Int8ul, Int16ul, Int32sl, Int32ul, Int64ul, Struct, this
+from construct import (Array, Bytes, Int8ul, Int16ul, Int32sl, Int32ul, Int64sl, Int64ul, Struct,
+                       this)
 
 from crfs.errors import FormatError
-from crfs.formats.common import Pad, name_of
+from crfs.formats.common import Pad, dev_text, name_of
 from crfs.formats.source import RecordInfo, parse_bytes
 from crfs.formats.x86 import PAGE_SIZE
 
@@ -76,6 +77,7 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CKPT_HDR_SIGPENDING": 604,
     "CRFS_HDR_SIGALTSTACK": 8001,     # crfs extensions (8001-8099), not in linux-cr
     "CRFS_HDR_FS_EXT": 8002,
+    "CRFS_HDR_FILE_ID": 8010,         # 8003-8009 are proposed for other state
     "CKPT_HDR_TAIL": 9001,
     "CKPT_HDR_ERROR": 9999,
 })
@@ -440,6 +442,18 @@ ckpt_hdr_fs = Struct("h" / ckpt_hdr)
 # crfs extension, inside the FS object after FILE_NAME{root} (v23 put umask in FS itself).
 crfs_hdr_fs_ext = Struct("h" / ckpt_hdr, "umask" / Int32ul, "_padding" / Pad(4))
 
+# crfs extension, inside a generic FILE object after its FILE_NAME: what the file was when
+# it was checkpointed, checked by the module's RESTART before it maps the file again.
+crfs_hdr_file_id = Struct(
+    "h" / ckpt_hdr,
+    "dev" / Int64ul,              # st_dev as stat(2) gives it (the kernel's new_encode_dev)
+    "ino" / Int64ul,
+    "size" / Int64ul,
+    "mtime_ns" / Int64sl,         # st_mtime in ns since the epoch
+)
+
+
+
 # --- signals
 
 ckpt_sigset = Int64ul       # u8 sigset[CKPT_ARCH_NSIG / 8]: bit n-1 is signal n, read as u64
@@ -529,6 +543,7 @@ FIXED = {
     "CKPT_HDR_USER_NS": ckpt_hdr_user_ns,
     "CKPT_HDR_FS": ckpt_hdr_fs,
     "CRFS_HDR_FS_EXT": crfs_hdr_fs_ext,
+    "CRFS_HDR_FILE_ID": crfs_hdr_file_id,
     "CKPT_HDR_SIGHAND": ckpt_hdr_sighand,
     "CKPT_HDR_SIGNAL": ckpt_hdr_signal,
     "CKPT_HDR_SIGNAL_TASK": ckpt_hdr_signal_task,
@@ -685,6 +700,7 @@ _NOTES = {
     "CKPT_HDR_MM": lambda h: f"map_count {h.map_count}",
     "CKPT_HDR_MM_CONTEXT": lambda h: f"nldt {h.nldt}",
     "CKPT_HDR_TASK_OBJS": lambda h: f"mm_objref {h.mm_objref}",
+    "CRFS_HDR_FILE_ID": lambda h: f"dev {dev_text(h.dev)} ino {h.ino} size {h.size}",
 }
 
 

@@ -422,6 +422,8 @@ class Walker:
         if f_type in ("CKPT_FILE_GENERIC", "CKPT_FILE_FIFO"):
             name = self.expect("CKPT_HDR_FILE_NAME")
             yield Part(name, data=self.read_data(name), role="path")
+            if f_type == "CKPT_FILE_GENERIC" and self.peek().name == "CRFS_HDR_FILE_ID":
+                yield self.fixed("CRFS_HDR_FILE_ID")
         if f_type in ("CKPT_FILE_PIPE", "CKPT_FILE_FIFO"):
             yield from self.pipe_buf(file)
         elif f_type == "CRFS_FILE_OPAQUE":

@@ -80,3 +80,11 @@ def u64_bytes(values):
     if sys.byteorder != "little":
         words.byteswap()
     return words.tobytes()
+
+
+def dev_text(dev):
+    """st_dev as /proc/<pid>/maps shows it, major:minor in hex (glibc's gnu_dev_major and
+    gnu_dev_minor, which read the kernel's new_encode_dev too)."""
+    major = (dev >> 8 & 0xFFF) | (dev >> 32 & ~0xFFF)
+    minor = (dev & 0xFF) | (dev >> 12 & 0xFFFFFF00)
+    return f"{major:02x}:{minor:02x}"

@@ -15,8 +15,9 @@ in linux-cr v21's order (checkpoint_task, checkpoint_task_objs, checkpoint_task_
 Objects are numbered from 1 in first-use order, as the kernel's objhash does: an MM (written
 once however many threads share it) with its VMAs, the FILE of a file-backed VMA, the shmem
 inode of shared VMAs and of pipes (an objref without records), a file table with the FILE
-of each open file description once. Objects the model does not have (the exe file, creds
-of files) are referred to as 0. No CONTAINER section is
+of each open file description once. A VMA's FILE object is OBJREF FILE FILE_NAME
+[CRFS_FILE_ID]: the file's identity when the model knows it (Vma.file_id). Objects the model
+does not have (the exe file, creds of files) are referred to as 0. No CONTAINER section is
 written. Pages are streamed from mm.source, never held all at once.
 """
 
@@ -135,7 +136,7 @@ class _Writer:
         """The header's uflags, with CRFS_UFLAG_EXT iff extension records are written."""
         uflags = self.header.get("uflags", 0) & ~fmt.CRFS_UFLAG_EXT
         if any(_has_altstack(t) or (t.fs is not None and t.fs.umask is not None)
-               or _has_opaque_files(t) for t in self.image.tasks):
+               or _has_opaque_files(t) or _has_file_id(t) for t in self.image.tasks):
             uflags |= fmt.CRFS_UFLAG_EXT
         return uflags
 
@@ -493,6 +494,10 @@ class _Writer:
             self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file,
                       f_type=fmt.CKPT_FILE["CKPT_FILE_GENERIC"], **fields)
             self.emit_raw("CKPT_HDR_FILE_NAME", _path_bytes(vma.file))
+            if vma.file_id is not None:
+                file_id = vma.file_id
+                self.emit("CRFS_HDR_FILE_ID", fmt.crfs_hdr_file_id, dev=file_id.dev,
+                          ino=file_id.ino, size=file_id.size, mtime_ns=file_id.mtime_ns)
         return objref
 
     def private_vma(self, vma):
@@ -555,6 +560,10 @@ def _has_opaque_files(task):
 
 def _has_altstack(task):
     return task.signals is not None and _has_altstack_signals(task.signals)
+
+
+def _has_file_id(task):
+    return task.mm is not None and any(v.file_id is not None for v in task.mm.vmas)
 
 
 def _words(values, width):

@@ -11,10 +11,9 @@ from crfs.formats.common import decode_text, name_of
 from crfs.formats.pagewords import page_keys
 from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, registers_from_cpu
 from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Blob, Creds, EpollWatch,
-                              Fd, FdTable,
-                              FdTimer, FsStruct, Image, Itimers, Mm, OpenFile, Pending,
-                              ShmSegment, SigAction, SigHand, SigInfo, Signals, Task,
-                              ThreadGroup, Vma, native_record, set_field)
+                              Fd, FdTable, FdTimer, FileId, FsStruct, Image, Itimers, Mm,
+                              OpenFile, Pending, ShmSegment, SigAction, SigHand, SigInfo,
+                              Signals, Task, ThreadGroup, Vma, native_record, set_field)
 from crfs.model.registers import Registers
 
 DIALECT = "ckpt_hdr v21"
@@ -306,6 +305,10 @@ class _Builder:
     def content(self, part):
         self.objects[part.objref].data = Blob(self.source, *part.data)
 
+    def file_id(self, part):
+        h = part.fields
+        self.objects[part.objref].file_id = FileId(h.dev, h.ino, h.size, h.mtime_ns)
+
     def mm_record(self, part):
         h = part.fields
         fields = _fields(h, ("map_count", "exe_objref", "def_flags", "flags",
@@ -332,6 +335,7 @@ class _Builder:
             file = self.objects[h.vma_objref]
             self.vma.file = file.path
             self.vma.native.f_type = file.native.f_type
+            self.vma.file_id = file.file_id
             for name in FILE_FIELDS:
                 setattr(self.vma.native, name, _file_field(file, name))
         if vma_type == "CKPT_VMA_SHM_ANON":
@@ -396,6 +400,7 @@ HANDLERS = {
     ("CKPT_HDR_PIPE_BUF", "pipe"): _Builder.pipe_buf,
     ("CKPT_HDR_BUFFER", "content"): _Builder.content,
     ("CKPT_HDR_EPOLL_ITEMS", "epoll"): _Builder.epoll_items,
+    ("CRFS_HDR_FILE_ID", ""): _Builder.file_id,
     ("CKPT_HDR_MM", ""): _Builder.mm_record,
     ("CKPT_HDR_BUFFER", "auxv"): _Builder.auxv,
     ("CKPT_HDR_MM_CONTEXT", ""): _Builder.mm_context,

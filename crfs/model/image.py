@@ -242,6 +242,7 @@ class OpenFile:
     sigmask: Optional[int] = None
     watches: Optional[list] = None      # epoll: EpollWatch, by fd
     native: Optional["NativeFields"] = None
+    file_id: Optional["FileId"] = None  # a mapped file's identity (CRFS_FILE_ID), if stored
 
     def link(self):
         """What readlink(/proc/PID/fd/N) shows for it."""
@@ -300,6 +301,16 @@ class ShmSegment:
     pages: PageMap = field(default_factory=PageMap)
 
 
+@dataclass(frozen=True)
+class FileId:
+    """What a mapped file was when it was checkpointed (stat(2) of the file the VMA maps):
+    a restart refuses a file that is no longer this one."""
+    dev: int                     # st_dev
+    ino: int
+    size: int
+    mtime_ns: int
+
+
 @dataclass(eq=False)
 class Vma:
     start: int
@@ -312,6 +323,7 @@ class Vma:
     shm: Optional[ShmSegment] = None
     pages: PageMap = field(default_factory=PageMap)   # dumped pages at their addresses
     native: Optional["NativeFields"] = None          # what only its format stores
+    file_id: Optional[FileId] = None                 # its file as checkpointed, if known
 
     @property
     def size(self):

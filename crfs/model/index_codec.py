@@ -26,9 +26,9 @@ from array import array
 
 from crfs.formats.x86 import PAGE_SIZE
 from crfs.model.image import (FILE_KINDS, NSIG, VMA_KINDS, AltStack, Blob, Creds, EpollWatch,
-                              Exit, Fd, FdTable, FdTimer, FsStruct, Futex, Image, Itimers, Mm,
-                              NativeFields, OpenFile, Pending, ShmSegment, SigAction, SigHand,
-                              SigInfo, Signals, Task, ThreadGroup, Vma)
+                              Exit, Fd, FdTable, FdTimer, FileId, FsStruct, Futex, Image,
+                              Itimers, Mm, NativeFields, OpenFile, Pending, ShmSegment,
+                              SigAction, SigHand, SigInfo, Signals, Task, ThreadGroup, Vma)
 from crfs.model.pages import PageMap
 from crfs.model.registers import GDB_REGISTERS, Registers
 
@@ -58,7 +58,8 @@ def _classes():
     classes = {cls.__name__: cls for cls in (Image, Task, Mm, Vma, ShmSegment, Creds, Exit,
                                              Futex, Signals, SigHand, SigAction, ThreadGroup,
                                              Pending, SigInfo, Itimers, AltStack, FsStruct,
-                                             FdTable, Fd, OpenFile, Blob, FdTimer, EpollWatch)}
+                                             FdTable, Fd, OpenFile, Blob, FdTimer, EpollWatch,
+                                             FileId)}
     natives = _native_classes()
     if set(natives) & set(classes):
         raise RuntimeError("a native record is named like a model class")
@@ -405,6 +406,9 @@ def _check_mm(mm, file_size):
         _require(end <= vma.start < vma.end, "vmas out of order")
         _require(vma.kind in VMA_KINDS, "vma kind")
         _require(vma.file is None or type(vma.file) is str, "vma file")
+        _require(vma.file_id is None or (type(vma.file_id) is FileId and _ints(
+            vma.file_id.dev, vma.file_id.ino, vma.file_id.size, vma.file_id.mtime_ns)),
+                 "vma file_id")
         end = vma.end
         _check_pages(vma.pages, file_size, vma.start, vma.end)
         if vma.shm is not None:

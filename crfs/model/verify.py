@@ -86,6 +86,7 @@ def _check_image(report, image):
         report.add(image.has_trailer, "trailer", "present" if image.has_trailer else "missing")
     _check_pages(report, image)
     _check_tasks(report, image)
+    _note_file_ids(report, image)
 
 
 def _check_pages(report, image):
@@ -111,6 +112,19 @@ def _page_problem(vma):
     if pages and (pages.first < vma.start or pages.last + PAGE_SIZE > vma.end):
         return "a page lies outside the VMA"
     return None
+
+
+def _note_file_ids(report, image):
+    """For images that record them: how many mapped files a restart will check."""
+    files = {}
+    for mm in image.mms():
+        for vma in mm.vmas:
+            if vma.file is not None:
+                files.setdefault(vma.file, vma.file_id)
+    recorded = sum(file_id is not None for file_id in files.values())
+    if recorded:
+        report.add(True, "file identity", f"recorded for {recorded} of {len(files)} mapped "
+                                          f"files (checked at restart)")
 
 
 def _check_tasks(report, image):

@@ -23,6 +23,8 @@ import time
 
 from crfs import kernel
 
+import guest_zdtm
+
 
 def name(code):
     """errno name; EOPNOTSUPP rather than its alias ENOTSUP."""
@@ -1367,6 +1369,8 @@ STEPS = (
     ("checkpoint_refusals", checkpoint_refusals, lambda m, s: (m["restore"], KERNEL_IMAGE),
      "t_checkpoint_refusals"),
     ("restart_creds", restart_creds, lambda m, s: (m["restore"],), "t_restart_creds"),
+    # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
+    ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
 )
 
 

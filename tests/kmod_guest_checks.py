@@ -22,9 +22,11 @@ import threading
 import time
 
 from crfs import kernel
-import guest_signals   # noqa: E402 - tests/, next to this script
 
-import guest_files   # noqa: E402 - tests/, next to this script
+# tests/, next to this script
+import guest_files     # noqa: E402
+import guest_signals   # noqa: E402
+import guest_zdtm      # noqa: E402
 
 
 def name(code):
@@ -1398,6 +1400,8 @@ STEPS = (
      lambda m, s: (m["restore"],), "t_file_id"),
     ("fuzz", lambda m, s: __import__("guest_fuzz").fuzz_step(m, s), lambda m, s: (m, s),
      "t_fuzz"),
+    # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
+    ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
 )
 
 

@@ -93,8 +93,9 @@ def cmd_checkpoint(args):
     from crfs.checkpoint.progress import TerminalProgress
     after = "stop" if args.leave_stopped else "kill" if args.kill else "detach"
     progress = TerminalProgress(f"checkpoint {args.pid}")
+    report = {}
     options = dict(fmt=args.format, tree=args.tree, after=after, progress=progress,
-                   via=args.via)
+                   via=args.via, parent=args.parent, track=args.track, report=report)
     try:
         if args.output:
             path = checkpoint(args.pid, args.output, **options)
@@ -103,6 +104,8 @@ def cmd_checkpoint(args):
             path = checkpoint_into_store(args.pid, args.store, **options)
     finally:
         progress.finish()
+    if report.get("note"):
+        print(f"crfs checkpoint: {report['note']}", file=sys.stderr)
     print(path)
     return EXIT_OK
 
@@ -159,6 +162,12 @@ def _add_checkpoint_parser(sub):
                    help="who writes the image: kernel = the crfs module (/dev/crfs, root; "
                         "64-bit processes, threads and trees, ckpt only), ptrace = crfs itself, "
                         "auto = the module when it can, else crfs (default %(default)s)")
+    p.add_argument("--parent", metavar="IMAGE",
+                   help="write only the pages written since IMAGE (an earlier checkpoint of "
+                        "this process in the same directory, taken with --track or --parent);"
+                        " a full image if tracking did not start at IMAGE")
+    p.add_argument("--track", action="store_true",
+                   help="start tracking written pages, for a later --parent")
     p.set_defaults(func=cmd_checkpoint, image=None, reporter="crfs checkpoint")
 
 

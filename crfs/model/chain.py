@@ -33,6 +33,14 @@ LEVEL = 1 << 48           # ChainSource offset = level * LEVEL + offset in that 
 MAX_CHAIN = 64            # images in one chain
 PRIVATE_KINDS = ("anon", "file")
 HASH_CHUNK = 1 << 20
+TRACKING_NAMES = {"CRFS_TRACKING_SOFT_DIRTY": "soft-dirty",
+                  "CRFS_TRACKING_PAGEMAP_SCAN": "PAGEMAP_SCAN"}
+
+
+
+class ChainError(FormatError):
+    """An incremental image whose chain is broken: a parent missing, changed or short."""
+
 
 _digests = {}             # (dev, ino, size, mtime_ns) -> sha256, for parents read already
 
@@ -86,21 +94,21 @@ def remember_digest(path, digest):
 def open_parent(ref, child_path):
     """The parent's Source, checked against `ref` (size and digest); FormatError naming it."""
     if child_path is None:
-        raise FormatError(f"incremental image: parent {ref.name} cannot be found (the "
-                          f"image has no path)")
+        raise ChainError(f"incremental image: parent {ref.name} cannot be found (the "
+                         f"image has no path)")
     path = os.path.join(os.path.dirname(os.path.abspath(child_path)), ref.name)
     try:
         source = Source.open(path, follow_symlinks=False)
     except OSError as exc:
         why = "is missing" if exc.errno == errno.ENOENT else f"cannot be read: {exc.strerror}"
-        raise FormatError(f"incremental image: its parent {ref.name} {why}") from None
+        raise ChainError(f"incremental image: its parent {ref.name} {why}") from None
     try:
         if source.size != ref.size:
-            raise FormatError(f"incremental image: its parent {ref.name} changed "
-                              f"({source.size} bytes, the image names one of {ref.size})")
+            raise ChainError(f"incremental image: its parent {ref.name} changed "
+                             f"({source.size} bytes, the image names one of {ref.size})")
         if file_digest(source.fd) != ref.sha256:
-            raise FormatError(f"incremental image: its parent {ref.name} changed (its "
-                              f"SHA-256 is not the one the image names)")
+            raise ChainError(f"incremental image: its parent {ref.name} changed (its "
+                             f"SHA-256 is not the one the image names)")
     except BaseException:
         source.close()
         raise
@@ -117,7 +125,7 @@ def resolve(image, path, load):
         child_path = path
         while images[-1].parent is not None:
             if len(images) > MAX_CHAIN:
-                raise FormatError(f"incremental image: a chain of more than {MAX_CHAIN} images")
+                raise ChainError(f"incremental image: a chain of more than {MAX_CHAIN} images")
             ref = images[-1].parent
             source = open_parent(ref, child_path)
             sources.append(source)
@@ -155,17 +163,20 @@ def _merge_level(image, level, parents, parent_pages):
             continue
         pmm = parent_mms.get(task.tgid)
         if mm.parent_runs and pmm is None:
-            raise FormatError(f"incremental image: pid {task.tgid} is not in the parent "
-                              f"{image.parent.name}")
+            raise ChainError(f"incremental image: pid {task.tgid} is not in the parent "
+                             f"{image.parent.name}")
         inherited = parent_pages.get(id(pmm), {}) if pmm is not None else {}
         out[id(mm)] = _merge_mm(mm, level, pmm, inherited, image)
     return out
 
 
 def _merge_mm(mm, level, pmm, inherited, image):
+    """A page the child takes from its parent must be there, except in anonymous memory:
+    a page read (not written) since the parent, where the parent had none, is the zero
+    page it was then, and reads as zeros from neither image."""
     result = {}
     wanted = sum(n for _, n in mm.parent_runs)
-    found = 0
+    counted = 0
     for vma in mm.vmas:
         if vma.kind not in PRIVATE_KINDS:
             continue
@@ -175,12 +186,13 @@ def _merge_mm(mm, level, pmm, inherited, image):
             lo, hi = max(start, vma.start), min(start + npages * PAGE_SIZE, vma.end)
             if lo < hi:
                 got = _parent_runs(pmm, inherited, lo, hi)
-                found += sum(count for _, count, _, _ in got)
+                found = sum(count for _, count, _, _ in got)
+                counted += (hi - lo) // PAGE_SIZE if vma.kind == "anon" else found
                 runs += got
         result[vma.start] = _page_map(sorted(runs), vma)
-    if found != wanted:
-        raise FormatError(f"incremental image: {wanted - found} of the pages it takes from "
-                          f"its parent {image.parent.name} are not there")
+    if counted != wanted:
+        raise ChainError(f"incremental image: {wanted - counted} of the pages it takes from "
+                         f"its parent {image.parent.name} are not there")
     return result
 
 
@@ -204,8 +216,8 @@ def _page_map(runs, vma):
     prev = vma.start
     for addr, count, offset, stride in runs:
         if addr < prev:
-            raise FormatError(f"incremental image: page {addr:#x} is both its own and its "
-                              f"parent's")
+            raise ChainError(f"incremental image: page {addr:#x} is both its own and its "
+                             f"parent's")
         pages.add_run(range(addr, addr + count * PAGE_SIZE, PAGE_SIZE), offset, stride)
         prev = addr + count * PAGE_SIZE
     return pages

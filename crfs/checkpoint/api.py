@@ -17,6 +17,7 @@ from crfs.checkpoint.capture import build_image
 from crfs.checkpoint.fit import fit
 from crfs.checkpoint.freezer import AFTER, Freezer
 from crfs.checkpoint.incremental import Plan
+from crfs.checkpoint.snapshot import CRFS_UFLAG_SNAPSHOT, Snapshot
 from crfs.checkpoint.output import BackgroundWriter
 from crfs.errors import CheckpointError, ProcessGone, Unsupported
 from crfs.model import registry
@@ -27,7 +28,7 @@ MAX_NAME_TRIES = 100
 
 def checkpoint(pid, out_path, fmt=registry.DEFAULT_FORMAT, tree=False, after="detach",
                progress=None, via=via_kernel.DEFAULT_VIA, parent=None, track=False,
-               report=None):
+               report=None, stop=False):
     """Checkpoint process `pid` (with `tree`, and its descendants) into `out_path`
     (replaced if it exists). `after`: "detach" (it goes on), "stop" (left stopped,
     SIGCONT resumes it) or "kill". `progress(done_bytes, total_bytes)` is called as the
@@ -36,22 +37,24 @@ def checkpoint(pid, out_path, fmt=registry.DEFAULT_FORMAT, tree=False, after="de
     (the module when it can, the default). Returns the path written; CheckpointError on
     failure. `parent`: an image of the same process(es) in the same directory: write only
     the pages written since (crfs.checkpoint.incremental); `track`: start tracking written
-    pages for a later --parent. `report` (a dict) receives what was done."""
+    pages for a later --parent. `report` (a dict) receives what was done. The processes
+    are stopped only while a copy-on-write snapshot is taken (crfs.checkpoint.snapshot),
+    unless `stop` (or after="kill"): then for the whole write, as before."""
     out_path = Path(out_path)
     return _checkpoint(pid, fmt, tree, after, progress,
                        lambda image, tmp: _replace(tmp, out_path), out_path.parent, via,
-                       parent, track, report)
+                       parent, track, report, stop)
 
 
 def checkpoint_into_store(pid, store_dir, fmt=registry.DEFAULT_FORMAT, tree=False,
                           after="detach", progress=None, via=via_kernel.DEFAULT_VIA,
-                          parent=None, track=False, report=None):
+                          parent=None, track=False, report=None, stop=False):
     """As checkpoint(), into directory `store_dir` as <comm>-<pid>-<UTC time>.<fmt>; an
     existing image is never replaced (a suffix -1, -2 ... is added)."""
     store_dir = Path(store_dir)
     return _checkpoint(pid, fmt, tree, after, progress,
                        lambda image, tmp: _link_new(tmp, store_dir, store_name(image, fmt)),
-                       store_dir, via, parent, track, report)
+                       store_dir, via, parent, track, report, stop)
 
 
 def store_name(image, fmt):
@@ -62,7 +65,7 @@ def store_name(image, fmt):
 
 
 def _checkpoint(pid, fmt, tree, after, progress, place, directory, via, parent=None,
-                track=False, report=None):
+                track=False, report=None, stop=False):
     _check_arguments(pid, fmt, after)
     if not os.access(directory, os.W_OK | os.X_OK):   # before stopping anything
         raise CheckpointError(f"cannot write into {directory}: not a writable directory",
@@ -72,8 +75,9 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via, parent=N
     report = {} if report is None else report
     freezer = Freezer()
     counter = _Progress(progress) if progress else None
-    image = None
-    done = False
+    image = snap = None
+    done = thawed = False
+    start = time.monotonic()
     try:
         freezer.freeze(pid, tree)
         if in_kernel:
@@ -81,21 +85,34 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via, parent=N
             if path is not None:
                 done = True
                 return path
-        start = time.monotonic()
         image = build_image(freezer, counter)
         if plan:
             plan.apply(image, freezer)
+            plan.reset(image, freezer)
         options = fit(image, fmt)
-        report["bytes"] = sum(stop - first for mm in image.mms()
-                              for first, stop in mm.source.runs)
+        report["bytes"] = sum(end - first for mm in image.mms()
+                              for first, end in mm.source.runs)
         if counter:
             counter.total = report["bytes"]
+        report["mode"] = "stop"
+        if not stop and after != "kill":
+            snap = Snapshot()
+            if snap.take(image, freezer):
+                image.header["uflags"] = image.header.get("uflags", 0) | CRFS_UFLAG_SNAPSHOT
+                freezer.thaw(after)
+                thawed = True
+                report["mode"] = "snapshot"
+            else:
+                snap = None
+        report["frozen"] = time.monotonic() - start
         path = _write(image, fmt, options, directory, place, plan.wrap if plan else None)
         if plan:
-            plan.finish(image, freezer, path)
+            plan.finish(path)
             report.update(parent=plan.parent if plan.incremental else None, note=plan.note,
                           parent_pages=plan.parent_pages, tracking=plan.method)
-        report["frozen"] = time.monotonic() - start
+        report["time"] = time.monotonic() - start
+        if not thawed:
+            report["frozen"] = report["time"]
         done = True
         return path
     except Unsupported as exc:     # what the process has and the format or crfs cannot save
@@ -106,7 +123,10 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via, parent=N
         raise _os_failure(pid, exc) from exc
     finally:
         _close_sources(image)
-        freezer.thaw(after if done else "detach")
+        if not thawed:
+            freezer.thaw(after if done else "detach")
+        if snap is not None:
+            snap.release(after)
 
 
 def _check_arguments(pid, fmt, after):

@@ -87,14 +87,20 @@ class Plan:
                                  sha256=bytes.fromhex(state["sha256"]), tracking=self.method)
         self.incremental = True
 
-    def finish(self, image, freezer, path):
-        """Restart tracking (the processes are still stopped) and record this image."""
-        digest = self.file.sha256.hexdigest()
-        identity = tracking.image_identity(path)
+    def reset(self, image, freezer):
+        """Restart tracking, at the instant the image is of (the processes are stopped)."""
         mms = dict(_mms(image))
+        self.extra = {}
         for pid in freezer.processes:
             injector = inject.Injector(pid, mms[pid], freezer.signals)
-            extra = tracking.reset(pid, self.method, mms[pid], injector, pid, self.states[pid])
+            self.extra[pid] = tracking.reset(pid, self.method, mms[pid], injector, pid,
+                                             self.states[pid])
+
+    def finish(self, path):
+        """Record that the image now at `path` restarted tracking."""
+        digest = self.file.sha256.hexdigest()
+        identity = tracking.image_identity(path)
+        for pid, extra in self.extra.items():
             tracking.save_state(pid, {**identity, "sha256": digest, "method": self.method,
                                       **extra})
         chain.remember_digest(path, bytes.fromhex(digest))

@@ -118,7 +118,7 @@ class Injector:
 
     def syscall(self, tid, regs, number, arguments):
         """rax (the result, -errno on failure) after the thread ran syscall `number` with
-        `arguments` (rdi, rsi, rdx, r10); None when it could not be run safely (as call(),
+        `arguments` (rdi, rsi, rdx, r10, r8, r9); None when it could not be run safely (as call(),
         without a scratch area). Its registers and rseq_cs word are left as they were."""
         if regs["cs"] != USER_CS["x86_64"] or self.signals.get(tid, 0):
             return None
@@ -129,7 +129,7 @@ class Injector:
         saved = {rseq + RSEQ_CS_OFFSET: self._read_word(rseq + RSEQ_CS_OFFSET)} if rseq else {}
         if None in saved.values():
             return None
-        registers = dict(zip(("rdi", "rsi", "rdx", "r10"), arguments))
+        registers = dict(zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), arguments))
         ptrace.set_regs(tid, {**regs, "rip": insn, "rax": number, "orig_rax": -1,
                               **registers})
         try:

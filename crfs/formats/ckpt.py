@@ -152,6 +152,9 @@ VADDR_SIZE = {"i386": 4, "x86_64": 8}
 # HEADER.uflags bit of images holding crfs extension records: a stock linux-cr restart
 # refuses unknown uflags up front instead of failing on the first extension record.
 CRFS_UFLAG_EXT = 0x8000
+# HEADER.uflags bit of images crfs checkpoint wrote from a copy-on-write snapshot (the
+# processes ran on while it was written), crfs/checkpoint/snapshot.py.
+CRFS_UFLAG_SNAPSHOT = 0x10000
 CKPT_ARCH_NSIG = 64
 CKPT_RLIM_NLIMITS = 16
 NGROUPS_MAX = 65536

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from crfs.errors import FormatError
 from crfs.formats.x86 import PAGE_SIZE
+from crfs.formats.ckpt import CRFS_UFLAG_SNAPSHOT
 from crfs.model import registry
 from crfs.model.chain import TRACKING_NAMES, ChainError
 
@@ -88,6 +89,9 @@ def _check_image(report, image):
     report.add(True, "arch", image.arch)
     if image.has_trailer is not None:
         report.add(image.has_trailer, "trailer", "present" if image.has_trailer else "missing")
+    if image.format == "linux-cr" and header.get("uflags", 0) & CRFS_UFLAG_SNAPSHOT:
+        report.add(True, "checkpoint", "memory from a copy-on-write snapshot (the processes "
+                                       "ran on while it was written)")
     if image.chain:
         parents = ", ".join(f"{name} ({TRACKING_NAMES.get(how, how)})"
                             for name, how in image.chain)

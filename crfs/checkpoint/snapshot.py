@@ -1,0 +1,181 @@
+"""Snapshot checkpoints: the processes are stopped only while a copy-on-write copy of each
+is made; the image is written from the copies while the processes run on.
+
+The copy is a child made inside the process by one injected syscall (inject.py):
+clone(CLONE_FS | CLONE_FILES | CLONE_SYSVSEM, exit signal 0, same stack). The kernel
+copies the page tables (about 2 ms per GiB), marking private pages copy-on-write, so the
+child's memory stays what the process's was at that instant, whatever the process writes
+later. PTRACE_O_TRACECLONE is set on the injecting thread first: the child is attached to
+crfs from its creation and stopped before its first instruction; it never runs. It shares
+the process's file table (no descriptor is duplicated, nothing held open) and gets no exit
+signal (the process gets no SIGCHLD). Its memory is read by process_vm_readv.
+
+What a fork does not copy-on-write is copied while the processes are stopped: shared
+mappings (the child would see later writes), VM_DONTCOPY (not in the child) and
+VM_WIPEONFORK (zeros in the child).
+
+Afterwards the child is killed and crfs, its tracer, waits for it; its real parent, the
+process, would then hold it as a zombie (an exit signal of 0 does not reap), so crfs stops
+the process again for one injected waitid(P_PID, child, NULL, WEXITED | __WALL). Nothing is
+left: no signal, no zombie, no descriptor.
+
+Not possible (then the checkpoint falls back to stopping the processes for the whole write,
+"--stop"): 32-bit processes, a process without a vDSO, every thread holding a signal.
+"""
+
+import ctypes
+import errno
+import os
+import signal
+from bisect import bisect_right
+
+from crfs.checkpoint import inject, ptrace
+from crfs.checkpoint.freezer import Freezer
+from crfs.checkpoint.memory import ProcessMemory
+from crfs.errors import CrfsError
+from crfs.formats.ckpt import CRFS_UFLAG_SNAPSHOT  # noqa: F401 (api.py marks images with it)
+
+CLONE_FS = 0x200
+CLONE_FILES = 0x400
+CLONE_SYSVSEM = 0x40000
+CLONE_FLAGS = CLONE_FS | CLONE_FILES | CLONE_SYSVSEM          # exit signal 0
+SYS_CLONE = 56
+SYS_WAITID = 247
+P_PID = 1
+WEXITED = 4
+WALL = 0x40000000
+PTRACE_SETOPTIONS = 0x4200
+PTRACE_O_TRACECLONE = 8
+COPY_FLAGS = ("dc", "wf")      # smaps VmFlags of what a fork does not copy-on-write
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class SnapshotMemory(ProcessMemory):
+    """The pages of the copy-on-write child, and those copied while frozen."""
+
+    def __init__(self, child, runs, copied, on_read):
+        super().__init__(child, [r for r in runs if (r[0], r[1]) not in copied], on_read)
+        self.copied = sorted((first, stop, data) for (first, stop), data in copied.items())
+        self._copied_starts = [first for first, _, _ in self.copied]
+
+    def pread(self, offset, length):
+        i = bisect_right(self._copied_starts, offset) - 1
+        if i >= 0 and offset + length <= self.copied[i][1]:
+            first, _, data = self.copied[i]
+            self._count(length)
+            return data[offset - first:offset - first + length]
+        return super().pread(offset, length)
+
+
+class Snapshot:
+    def __init__(self):
+        self.children = {}       # pid -> its copy-on-write child
+        self.mms = {}
+
+    def take(self, image, freezer):
+        """While `freezer` holds the processes: a child per process, each Mm's source set
+        to read it. False (and nothing left) when one cannot be made."""
+        for task in image.tasks:
+            if task.mm is not None and task.tgid not in self.mms:
+                self.mms[task.tgid] = task.mm
+        for pid, mm in self.mms.items():
+            child = _clone(pid, mm, freezer)
+            if child is None:
+                self.release()
+                return False
+            self.children[pid] = child
+        for pid, mm in self.mms.items():
+            copied = _copy_now(pid, mm)
+            on_read = mm.source.on_read
+            runs = mm.source.runs
+            mm.source.close()
+            mm.source = SnapshotMemory(self.children[pid], runs, copied, on_read)
+        return True
+
+    def release(self, after="detach"):
+        """Kill the children; reap them in their parents (stopped again for it)."""
+        for child in self.children.values():
+            try:
+                os.kill(child, signal.SIGKILL)
+                ptrace.wait_status(child)
+            except OSError:
+                pass
+        if after == "kill":
+            return                 # the processes are gone: init reaps the children
+        for pid, child in self.children.items():
+            _reap_in(pid, child, self.mms[pid])
+        self.children.clear()
+
+
+def _clone(pid, mm, freezer):
+    """The pid of a stopped copy-on-write child of process `pid`, or None."""
+    injector = inject.Injector(pid, mm, freezer.signals)
+    for tid in freezer.processes[pid]:
+        regs = ptrace.get_regs(tid)
+        if injector.syscall(tid, regs, 39, ()) is None:   # getpid: can we inject here?
+            continue
+        _set_options(tid, PTRACE_O_TRACECLONE)
+        try:
+            child = injector.syscall(tid, regs, SYS_CLONE, (CLONE_FLAGS, 0, 0, 0, 0))
+        finally:
+            _set_options(tid, 0)
+        if child is None or child <= 0:
+            return None
+        ptrace.wait_status(child)          # its first stop: it has run nothing
+        return child
+    return None
+
+
+def _set_options(tid, options):
+    if _libc.ptrace(PTRACE_SETOPTIONS, tid, 0, options) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def _copy_now(pid, mm):
+    """{(first, stop): bytes} of the runs a fork does not copy-on-write, read now."""
+    special = _vmflag_ranges(pid)
+    reader = ProcessMemory(pid, mm.source.runs)
+    copied = {}
+    try:
+        for first, stop in mm.source.runs:
+            vma = mm.vma_at(first)
+            if vma is None:
+                continue
+            if vma.kind in ("shm-anon",) or (vma.start, vma.end) in special:
+                copied[(first, stop)] = bytes(reader.read(first, stop - first))
+    finally:
+        reader.close()
+    return copied
+
+
+def _vmflag_ranges(pid):
+    """{(start, end)} of the VMAs smaps marks dc (VM_DONTCOPY) or wf (VM_WIPEONFORK)."""
+    out, current = set(), None
+    with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as smaps:
+        for line in smaps:
+            if line.startswith("VmFlags:"):
+                if current and set(line.split()[1:]) & set(COPY_FLAGS):
+                    out.add(current)
+            elif "-" in line.split(" ", 1)[0] and not line[0].isupper():
+                start, end = line.split(" ", 1)[0].split("-")
+                current = (int(start, 16), int(end, 16))
+    return out
+
+
+def _reap_in(pid, child, mm):
+    """Stop process `pid` again, have it reap `child` (waitid), let it go as it was."""
+    freezer = Freezer()
+    try:
+        freezer.freeze(pid, False)
+        injector = inject.Injector(pid, mm, freezer.signals)
+        for tid in freezer.processes.get(pid, ()):
+            result = injector.syscall(tid, ptrace.get_regs(tid), SYS_WAITID,
+                                      (P_PID, child, 0, WEXITED | WALL, 0))
+            if result is not None and result in (0, -errno.ECHILD):
+                break
+    except (OSError, CrfsError):
+        pass                       # it exited meanwhile: nothing left to reap in it
+    finally:
+        freezer.thaw("detach")

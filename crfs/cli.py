@@ -93,9 +93,11 @@ def cmd_checkpoint(args):
     from crfs.checkpoint.progress import TerminalProgress
     after = "stop" if args.leave_stopped else "kill" if args.kill else "detach"
     progress = TerminalProgress(f"checkpoint {args.pid}")
+    progress.enabled = progress.enabled and not args.quiet
     report = {}
     options = dict(fmt=args.format, tree=args.tree, after=after, progress=progress,
-                   via=args.via, parent=args.parent, track=args.track, report=report)
+                   via=args.via, parent=args.parent, track=args.track, report=report,
+                   stop=args.stop)
     try:
         if args.output:
             path = checkpoint(args.pid, args.output, **options)
@@ -106,8 +108,20 @@ def cmd_checkpoint(args):
         progress.finish()
     if report.get("note"):
         print(f"crfs checkpoint: {report['note']}", file=sys.stderr)
+    if not args.quiet and sys.stderr.isatty() and "time" in report:
+        print(summary_line(args.pid, report), file=sys.stderr)
     print(path)
     return EXIT_OK
+
+
+def summary_line(pid, report):
+    """One line on a terminal: how, how long the program was stopped, what was written."""
+    pages = report["bytes"] // 4096
+    parent = report.get("parent")
+    kind = f"incremental on {os.path.basename(parent)}" if parent else "full"
+    return (f"checkpoint {pid}: {report['mode']}, stopped {report['frozen'] * 1000:.0f} ms, "
+            f"{pages} pages ({report['bytes'] / 2**20:.1f} MiB, {kind}), "
+            f"{report['time']:.2f} s")
 
 
 def _add_image_parsers(sub):
@@ -168,6 +182,11 @@ def _add_checkpoint_parser(sub):
                         " a full image if tracking did not start at IMAGE")
     p.add_argument("--track", action="store_true",
                    help="start tracking written pages, for a later --parent")
+    p.add_argument("--stop", action="store_true",
+                   help="keep the processes stopped for the whole write (default: only "
+                        "while a copy-on-write snapshot is taken)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress or summary line on the terminal")
     p.set_defaults(func=cmd_checkpoint, image=None, reporter="crfs checkpoint")
 
 

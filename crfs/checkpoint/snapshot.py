@@ -59,6 +59,31 @@ class SnapshotMemory(ProcessMemory):
         self.copied = sorted((first, stop, data) for (first, stop), data in copied.items())
         self._copied_starts = [first for first, _, _ in self.copied]
 
+    def _readv(self, ranges, size):
+        """As ProcessMemory's, from /proc/<child>/mem: process_vm_readv pins the pages, and
+        pinning a page shared copy-on-write makes the kernel copy it (unshare) first, a
+        copy of the whole snapshot; reads of /proc/<pid>/mem do not pin."""
+        data = bytearray(size)
+        view = memoryview(data)
+        done = 0
+        try:
+            fd = self._mem()
+            for address, length in ranges:
+                got = os.preadv(fd, [view[done:done + length]], address)
+                done += got
+                if got < length:
+                    break
+        except OSError:
+            pass
+        finally:
+            view.release()
+        return data, done
+
+    def _mem(self):
+        if self._mem_fd is None:
+            self._mem_fd = os.open(f"/proc/{self.pid}/mem", os.O_RDONLY | os.O_CLOEXEC)
+        return self._mem_fd
+
     def pread(self, offset, length):
         i = bisect_right(self._copied_starts, offset) - 1
         if i >= 0 and offset + length <= self.copied[i][1]:

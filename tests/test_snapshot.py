@@ -180,3 +180,25 @@ def test_program_killed_during_the_write_still_gives_its_image(build_c, tmp_path
         assert_one_instant(image.tasks[0].mm, ready)
     finally:
         image.close()
+
+
+def test_memory_a_fork_does_not_share_is_copied_while_stopped(build_c, tmp_path):
+    proc = subprocess.Popen([str(build_c("ckpt_nofork", 64))], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        ready = {k: int(v, 16) for k, v in (i.split("=") for i in proc.stdout.readline()
+                                                                    .split()[1:])}
+        report = {}
+        path = checkpoint(proc.pid, tmp_path / "nofork.ckpt", report=report)
+        assert report["mode"] == "snapshot"
+        image = registry.open_image(path)
+        try:
+            mm = image.tasks[0].mm
+            for name, tag in (("wipe", 0x10), ("dontfork", 0x40), ("shared", 0x70)):
+                expected = b"".join(bytes([tag + i]) * PAGE for i in range(ready["pages"]))
+                assert mm.read(ready[name], ready["pages"] * PAGE) == expected, name
+        finally:
+            image.close()
+    finally:
+        proc.kill()
+        proc.wait()

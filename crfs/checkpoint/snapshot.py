@@ -29,7 +29,7 @@ import os
 import signal
 from bisect import bisect_right
 
-from crfs.checkpoint import inject, ptrace
+from crfs.checkpoint import inject, procfs, ptrace, tracking
 from crfs.checkpoint.freezer import Freezer
 from crfs.checkpoint.memory import ProcessMemory
 from crfs.errors import CrfsError
@@ -46,7 +46,6 @@ WEXITED = 4
 WALL = 0x40000000
 PTRACE_SETOPTIONS = 0x4200
 PTRACE_O_TRACECLONE = 8
-COPY_FLAGS = ("dc", "wf")      # smaps VmFlags of what a fork does not copy-on-write
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -55,7 +54,7 @@ class SnapshotMemory(ProcessMemory):
     """The pages of the copy-on-write child, and those copied while frozen."""
 
     def __init__(self, child, runs, copied, on_read):
-        super().__init__(child, [r for r in runs if (r[0], r[1]) not in copied], on_read)
+        super().__init__(child, tracking.subtract(runs, sorted(copied)), on_read)
         self.copied = sorted((first, stop, data) for (first, stop), data in copied.items())
         self._copied_starts = [first for first, _, _ in self.copied]
 
@@ -111,7 +110,7 @@ class Snapshot:
                 return False
             self.children[pid] = child
         for pid, mm in self.mms.items():
-            copied = _copy_now(pid, mm)
+            copied = _copy_now(pid, self.children[pid], mm)
             on_read = mm.source.on_read
             runs = mm.source.runs
             mm.source.close()
@@ -158,35 +157,30 @@ def _set_options(tid, options):
         raise OSError(err, os.strerror(err))
 
 
-def _copy_now(pid, mm):
-    """{(first, stop): bytes} of the runs a fork does not copy-on-write, read now."""
-    special = _vmflag_ranges(pid)
-    reader = ProcessMemory(pid, mm.source.runs)
-    copied = {}
+def _copy_now(pid, child, mm):
+    """{(first, stop): bytes} of the dumped pages the child does not hold copy-on-write,
+    read now from the process: shared mappings (the child would see later writes), and
+    what its pagemap shows absent (VM_DONTCOPY areas are not in it, VM_WIPEONFORK ones are
+    empty)."""
+    need = []
+    fd = os.open(f"/proc/{child}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
     try:
         for first, stop in mm.source.runs:
             vma = mm.vma_at(first)
-            if vma is None:
+            if vma is None or vma.kind == "vdso":
                 continue
-            if vma.kind in ("shm-anon",) or (vma.start, vma.end) in special:
-                copied[(first, stop)] = bytes(reader.read(first, stop - first))
+            if vma.kind == "shm-anon":
+                need.append((first, stop))
+                continue
+            held = procfs.page_runs(fd, first, stop, procfs.ANON_PAGES)
+            need += tracking.subtract([(first, stop)], held)
+    finally:
+        os.close(fd)
+    reader = ProcessMemory(pid, need)
+    try:
+        return {(first, stop): bytes(reader.read(first, stop - first)) for first, stop in need}
     finally:
         reader.close()
-    return copied
-
-
-def _vmflag_ranges(pid):
-    """{(start, end)} of the VMAs smaps marks dc (VM_DONTCOPY) or wf (VM_WIPEONFORK)."""
-    out, current = set(), None
-    with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as smaps:
-        for line in smaps:
-            if line.startswith("VmFlags:"):
-                if current and set(line.split()[1:]) & set(COPY_FLAGS):
-                    out.add(current)
-            elif "-" in line.split(" ", 1)[0] and not line[0].isupper():
-                start, end = line.split(" ", 1)[0].split("-")
-                current = (int(start, 16), int(end, 16))
-    return out
 
 
 def _reap_in(pid, child, mm):

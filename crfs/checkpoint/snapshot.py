@@ -29,11 +29,12 @@ import os
 import signal
 from bisect import bisect_right
 
-from crfs.checkpoint import inject, procfs, ptrace, tracking
+from crfs.checkpoint import inject, ptrace, tracking
 from crfs.checkpoint.freezer import Freezer
 from crfs.checkpoint.memory import ProcessMemory
 from crfs.errors import CrfsError
 from crfs.formats.ckpt import CRFS_UFLAG_SNAPSHOT  # noqa: F401 (api.py marks images with it)
+from crfs.formats.x86 import PAGE_SIZE
 
 CLONE_FS = 0x200
 CLONE_FILES = 0x400
@@ -46,6 +47,8 @@ WEXITED = 4
 WALL = 0x40000000
 PTRACE_SETOPTIONS = 0x4200
 PTRACE_O_TRACECLONE = 8
+
+HELD = 1 << 63 | 1 << 62      # pagemap: present or swapped
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -159,21 +162,24 @@ def _set_options(tid, options):
 
 def _copy_now(pid, child, mm):
     """{(first, stop): bytes} of the dumped pages the child does not hold copy-on-write,
-    read now from the process: shared mappings (the child would see later writes), and
-    what its pagemap shows absent (VM_DONTCOPY areas are not in it, VM_WIPEONFORK ones are
-    empty)."""
-    need = []
+    read now from the process: shared mappings (the child would see later writes), and the
+    private VMAs whose first dumped page the child's pagemap shows absent: a VM_DONTCOPY
+    area is not in the child, a VM_WIPEONFORK one is empty, and a fork copies every other
+    present or swapped page table entry (so one entry per VMA tells)."""
+    need, seen = [], {}
     fd = os.open(f"/proc/{child}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
     try:
         for first, stop in mm.source.runs:
             vma = mm.vma_at(first)
             if vma is None or vma.kind == "vdso":
                 continue
-            if vma.kind == "shm-anon":
-                need.append((first, stop))
-                continue
-            held = procfs.page_runs(fd, first, stop, procfs.ANON_PAGES)
-            need += tracking.subtract([(first, stop)], held)
+            if vma.kind != "shm-anon":
+                if id(vma) not in seen:
+                    entry = os.pread(fd, 8, first // PAGE_SIZE * 8)
+                    seen[id(vma)] = int.from_bytes(entry, "little") & HELD == 0
+                if not seen[id(vma)]:
+                    continue
+            need.append((first, stop))
     finally:
         os.close(fd)
     reader = ProcessMemory(pid, need)

@@ -109,7 +109,7 @@ class Snapshot:
         for pid, mm in self.mms.items():
             child = _clone(pid, mm, freezer)
             if child is None:
-                self.release()
+                self.release(frozen=freezer)
                 return False
             self.children[pid] = child
         for pid, mm in self.mms.items():
@@ -120,8 +120,9 @@ class Snapshot:
             mm.source = SnapshotMemory(self.children[pid], runs, copied, on_read)
         return True
 
-    def release(self, after="detach"):
-        """Kill the children; reap them in their parents (stopped again for it)."""
+    def release(self, after="detach", frozen=None):
+        """Kill the children; reap them in their parents (stopped again for it, unless
+        `frozen`, the freezer holding them still)."""
         for child in self.children.values():
             try:
                 os.kill(child, signal.SIGKILL)
@@ -131,7 +132,10 @@ class Snapshot:
         if after == "kill":
             return                 # the processes are gone: init reaps the children
         for pid, child in self.children.items():
-            _reap_in(pid, child, self.mms[pid])
+            if frozen is not None:
+                _reap(pid, child, self.mms[pid], frozen)
+            else:
+                _reap_in(pid, child, self.mms[pid])
         self.children.clear()
 
 
@@ -194,13 +198,18 @@ def _reap_in(pid, child, mm):
     freezer = Freezer()
     try:
         freezer.freeze(pid, False)
-        injector = inject.Injector(pid, mm, freezer.signals)
-        for tid in freezer.processes.get(pid, ()):
-            result = injector.syscall(tid, ptrace.get_regs(tid), SYS_WAITID,
-                                      (P_PID, child, 0, WEXITED | WALL, 0))
-            if result is not None and result in (0, -errno.ECHILD):
-                break
+        _reap(pid, child, mm, freezer)
     except (OSError, CrfsError):
         pass                       # it exited meanwhile: nothing left to reap in it
     finally:
         freezer.thaw("detach")
+
+
+def _reap(pid, child, mm, freezer):
+    """One injected waitid(P_PID, child, NULL, WEXITED | __WALL) in a stopped thread."""
+    injector = inject.Injector(pid, mm, freezer.signals)
+    for tid in freezer.processes.get(pid, ()):
+        result = injector.syscall(tid, ptrace.get_regs(tid), SYS_WAITID,
+                                  (P_PID, child, 0, WEXITED | WALL, 0))
+        if result is not None and result in (0, -errno.ECHILD):
+            return

@@ -11,7 +11,9 @@ import re
 import select
 import struct
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +22,7 @@ from crfs.formats.source import Source
 from crfs.model import registry
 from crfs.model.verify import verify
 
+ROOT = Path(__file__).resolve().parents[1]
 PAGE = 4096
 WORDS = PAGE // 8
 
@@ -202,3 +205,38 @@ def test_memory_a_fork_does_not_share_is_copied_while_stopped(build_c, tmp_path)
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_summary_line_on_a_terminal(build_c, tmp_path, quiet):
+    import pty
+    program = Rewriter(build_c("ckpt_rewrite", 64, "-pthread"))
+    master, slave = pty.openpty()
+    try:
+        run = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(program.pid),
+                              "-o", str(tmp_path / "x.ckpt"), *(["-q"] if quiet else [])],
+                             stdout=subprocess.PIPE, stderr=slave, text=True, timeout=120,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        os.close(slave)
+        slave = None
+        text = b""
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            text += chunk
+        assert run.returncode == 0 and run.stdout.strip() == str(tmp_path / "x.ckpt")
+        line = text.decode()
+        if quiet:
+            assert line == ""
+        else:
+            assert re.search(rf"(?m)^checkpoint {program.pid}: snapshot, stopped \d+ ms, \d+ pages "
+                            r"\(\d+\.\d MiB, full\), \d+\.\d\d s\r?$", line), line
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+        program.kill()

@@ -130,8 +130,9 @@ class _Writer:
     def uflags(self):
         """The header's uflags, with CRFS_UFLAG_EXT iff extension records are written."""
         uflags = self.header.get("uflags", 0) & ~fmt.CRFS_UFLAG_EXT
-        if self.image.parent is not None or any(_has_altstack(t) or (t.fs is not None and t.fs.umask is not None)
-               for t in self.image.tasks):
+        if self.image.parent is not None or any(
+                _has_altstack(t) or (t.fs is not None and t.fs.umask is not None)
+                for t in self.image.tasks):
             uflags |= fmt.CRFS_UFLAG_EXT
         return uflags
 

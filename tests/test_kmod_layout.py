@@ -54,9 +54,12 @@ STRUCTS = {
     "ckpt_hdr_tail": fmt.ckpt_hdr_tail,
 }
 
+# Records the module never reads: an incremental image's, which the restart path flattens
+# into one complete image first (docs/checkpoint.md).
+NOT_IN_MODULE = {"CRFS_HDR_PARENT", "CRFS_HDR_PARENT_PAGES"}
 # Python name -> C constant, for the numbers the module uses
 CONSTANTS = {
-    **{name: name for name in fmt.CKPT_HDR.__members__},
+    **{name: name for name in fmt.CKPT_HDR.__members__ if name not in NOT_IN_MODULE},
     **{name: name for name in fmt.CKPT_VMA.__members__},
     "CKPT_ARCH_X86_32": "CKPT_ARCH_X86_32",
     "CKPT_ARCH_X86_64": "CKPT_ARCH_X86_64",
@@ -136,7 +139,7 @@ def test_struct_layout_matches_construct(c_values, name):
 def test_every_fixed_record_is_declared():
     declared = {id(s) for s in STRUCTS.values()}
     for name, struct in {**fmt.FIXED, **fmt.AT_LEAST}.items():
-        assert id(struct) in declared, name
+        assert id(struct) in declared or name in NOT_IN_MODULE, name
 
 
 def test_constants_match(c_values):

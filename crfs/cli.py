@@ -92,8 +92,11 @@ def cmd_checkpoint(args):
     from crfs.checkpoint.progress import TerminalProgress
     after = "stop" if args.leave_stopped else "kill" if args.kill else "detach"
     progress = TerminalProgress(f"checkpoint {args.pid}")
+    progress.enabled = progress.enabled and not args.quiet
+    report = {}
     options = dict(fmt=args.format, tree=args.tree, after=after, progress=progress,
-                   via=args.via)
+                   via=args.via, parent=args.parent, track=args.track, report=report,
+                   stop=args.stop)
     try:
         if args.output:
             path = checkpoint(args.pid, args.output, **options)
@@ -102,8 +105,22 @@ def cmd_checkpoint(args):
             path = checkpoint_into_store(args.pid, args.store, **options)
     finally:
         progress.finish()
+    if report.get("note"):
+        print(f"crfs checkpoint: {report['note']}", file=sys.stderr)
+    if not args.quiet and sys.stderr.isatty() and "time" in report:
+        print(summary_line(args.pid, report), file=sys.stderr)
     print(path)
     return EXIT_OK
+
+
+def summary_line(pid, report):
+    """One line on a terminal: how, how long the program was stopped, what was written."""
+    pages = report["bytes"] // 4096
+    parent = report.get("parent")
+    kind = f"incremental on {os.path.basename(parent)}" if parent else "full"
+    return (f"checkpoint {pid}: {report['mode']}, stopped {report['frozen'] * 1000:.0f} ms, "
+            f"{pages} pages ({report['bytes'] / 2**20:.1f} MiB, {kind}), "
+            f"{report['time']:.2f} s")
 
 
 def _add_image_parsers(sub):
@@ -158,6 +175,17 @@ def _add_checkpoint_parser(sub):
                    help="who writes the image: kernel = the crfs module (/dev/crfs, root; "
                         "64-bit processes, threads and trees, ckpt only), ptrace = crfs itself, "
                         "auto = the module when it can, else crfs (default %(default)s)")
+    p.add_argument("--parent", metavar="IMAGE",
+                   help="write only the pages written since IMAGE (an earlier checkpoint of "
+                        "this process in the same directory, taken with --track or --parent);"
+                        " a full image if tracking did not start at IMAGE")
+    p.add_argument("--track", action="store_true",
+                   help="start tracking written pages, for a later --parent")
+    p.add_argument("--stop", action="store_true",
+                   help="keep the processes stopped for the whole write (default: only "
+                        "while a copy-on-write snapshot is taken)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress or summary line on the terminal")
     p.set_defaults(func=cmd_checkpoint, image=None, reporter="crfs checkpoint")
 
 

@@ -296,6 +296,44 @@ def restore_programs(manifest):
     return out
 
 
+def restore_chain(manifest):
+    """restore_target checkpointed three times while it ticks: a full image with --track,
+    a child with --parent, a grandchild with --parent --kill (snapshots but the last); the
+    chain flattened (crfs.model.chain.flatten, as the restart path does) and restarted."""
+    from crfs.checkpoint import checkpoint as ckpt
+    from crfs.checkpoint import tracking
+    from crfs.model import chain, registry
+    work, data, restarter = manifest["work"], manifest["datafile"], manifest["restarter"]
+    os.environ["CRFS_STATE_DIR"] = os.path.join(work, "chain-state")
+    out_path = os.path.join(work, "chain.out")
+    proc = start_ticking(manifest["targets"]["dynamic"], data, out_path, manifest["limit"])
+    result = {"tracking": tracking.method(), "reports": [], "sizes": []}
+    paths = [os.path.join(work, f"chain-{n}.img") for n in "abc"]
+    options = ({"track": True}, {"parent": paths[0]}, {"parent": paths[1], "after": "kill"})
+    try:
+        for path, extra in zip(paths, options):
+            report = {}
+            ckpt(proc.pid, path, report=report, **extra)
+            result["reports"].append(report)
+            result["sizes"].append(os.path.getsize(path))
+    except Exception as exc:      # reported, not raised: the other steps go on
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        proc.kill()
+        proc.wait()
+        return result
+    result["returncode"] = proc.wait(timeout=60)
+    with open(out_path) as f:
+        result["before"] = f.read().splitlines()
+    image = registry.open_image(paths[2])
+    try:
+        result["chain"] = image.chain
+        flat = chain.flatten(image, work, lambda img, out: registry.dump(img, out, "ckpt"))
+    finally:
+        image.close()
+    result["restart"] = restart_direct(flat, os.path.join(work, "chain.out2"), restarter)
+    return result
+
+
 def child_cs_32(data):
     """Task 1's CPU record says a 32-bit code segment: that task alone is refused."""
     cpus = [offset for offset, type_, _ in records(data) if type_ == 107]
@@ -1379,6 +1417,7 @@ STEPS = (
      lambda m, s: (m["invalid"], m["restore"]["restarter"], True), "t_child"),
     ("restore", restore_programs, lambda m, s: (m["restore"],), None),
     ("tree", restore_tree, lambda m, s: (m["restore"],), None),
+    ("chain", restore_chain, lambda m, s: (m["restore"],), None),
     ("threads", restore_threads, lambda m, s: (m["restore"],), None),
     ("thread_group_errors", thread_group_errors_of, lambda m, s: (s["threads"],),
      "t_restore"),

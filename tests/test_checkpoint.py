@@ -674,7 +674,7 @@ def test_process_exiting_during_the_checkpoint(build_c, tmp_path):
                 wait_state(program.pid, "Z")
 
         with pytest.raises(CheckpointError, match="exited during the checkpoint"):
-            checkpoint(program.pid, tmp_path / "gone.ckpt", progress=kill_it)
+            checkpoint(program.pid, tmp_path / "gone.ckpt", progress=kill_it, stop=True)
     assert os.listdir(tmp_path) == []
 
 

@@ -34,6 +34,9 @@ STATE_RECORDS = {"CKPT_HDR_USER_NS", "CKPT_HDR_CRED", "CKPT_HDR_USER", "CKPT_HDR
 # Records of open files: tests/c/ckpt_files_golden.c.
 FILE_RECORDS = {"CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC", "CKPT_HDR_PIPE_BUF",
                 "CKPT_HDR_EPOLL_ITEMS"}
+# Incremental images' records: their C golden is tests/c/ckpt_chain_golden.c
+# (tests/test_incremental.py).
+CHAIN_RECORDS = {"CRFS_HDR_PARENT", "CRFS_HDR_PARENT_PAGES"}
 FILE_EXTRA = ("f_type", "f_mode", "f_flags", "f_credref", "f_pos", "f_version", "f_secref")
 
 
@@ -122,7 +125,8 @@ def test_every_record_builds_back_to_its_bytes(golden):
         seen.add(info.name)
     assert seen == set(fmt.CKPT_HDR.__members__) - {"CKPT_HDR_SECURITY", "CKPT_HDR_TASK_NS",
                                         "CKPT_HDR_RESTART_BLOCK", "CKPT_HDR_ERROR"} \
-        - STATE_RECORDS - FILE_RECORDS - {"CRFS_HDR_FILE_ID"} | {"type 777"}   # test_file_id.py
+        - STATE_RECORDS - FILE_RECORDS - CHAIN_RECORDS - {"CRFS_HDR_FILE_ID"} \
+        | {"type 777"}   # FILE_ID: test_file_id.py
 
 
 def test_records_cover_the_file_and_name_unknown_types(golden):

@@ -607,6 +607,21 @@ def test_restore_continues_a_real_program(guest, label):
     _continues(run["checkpoint"]["before"], restart["after"], restart["exit"])
 
 
+def test_restart_of_an_incremental_chain(guest):
+    """Debian 6.1 has soft-dirty: restore_target checkpointed as a chain of three (two
+    snapshots, then --kill), the grandchild flattened and restarted: it carries on."""
+    run = _report(guest)["steps"]["chain"]
+    assert "error" not in run, run["error"] if "error" in run else None
+    assert run["tracking"] == "CRFS_TRACKING_SOFT_DIRTY"
+    assert [r["mode"] for r in run["reports"]] == ["snapshot", "snapshot", "stop"]
+    assert [bool(r["parent"]) for r in run["reports"]] == [False, True, True]
+    assert [name for name, _ in run["chain"]] == ["chain-b.img", "chain-a.img"]
+    assert run["returncode"] == -9
+    restart = run["restart"]
+    assert (restart["errno"], restart["stage"]) == (0, "restored"), restart
+    _continues(run["before"], restart["after"], restart["exit"])
+
+
 # error -> (errno, stage, phrase); all but the last are refused with the caller intact
 RESTORE_ERRORS = {
     "vdso_not_moved": ("EOPNOTSUPP", None, "image vdso at 0x"),

@@ -63,9 +63,12 @@ STRUCTS = {
 
 FILE_SUBTYPES = {"ckpt_hdr_file_pipe", "crfs_hdr_file_opaque"}
 
+# Records the module never reads: an incremental image's, which the restart path flattens
+# into one complete image first (docs/checkpoint.md).
+NOT_IN_MODULE = {"CRFS_HDR_PARENT", "CRFS_HDR_PARENT_PAGES"}
 # Python name -> C constant, for the numbers the module uses
 CONSTANTS = {
-    **{name: name for name in fmt.CKPT_HDR.__members__},
+    **{name: name for name in fmt.CKPT_HDR.__members__ if name not in NOT_IN_MODULE},
     **{name: name for name in fmt.CKPT_VMA.__members__},
     "CKPT_ARCH_X86_32": "CKPT_ARCH_X86_32",
     "CKPT_ARCH_X86_64": "CKPT_ARCH_X86_64",
@@ -90,7 +93,7 @@ PY_CONSTANTS = {**fmt.CKPT_HDR.__members__, **fmt.CKPT_VMA.__members__,
 
 # What crfs declares that the module does not (yet): it skips these records by length and
 # refuses these file types by number. Not checked against C.
-NOT_IN_MODULE = {"CKPT_HDR_PIPE_BUF", "CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC",
+NOT_IN_MODULE |= {"CKPT_HDR_PIPE_BUF", "CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC",
                  "CKPT_HDR_EPOLL_ITEMS", "CRFS_FILE_TIMERFD", "CRFS_FILE_SIGNALFD",
                  "CRFS_FILE_DELETED"}
 CONSTANTS = {key: value for key, value in CONSTANTS.items() if key not in NOT_IN_MODULE}

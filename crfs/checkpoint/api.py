@@ -16,6 +16,8 @@ from crfs.checkpoint import procfs, via_kernel
 from crfs.checkpoint.capture import build_image
 from crfs.checkpoint.fit import fit
 from crfs.checkpoint.freezer import AFTER, Freezer
+from crfs.checkpoint.incremental import Plan
+from crfs.checkpoint.snapshot import CRFS_UFLAG_SNAPSHOT, Snapshot
 from crfs.checkpoint.output import BackgroundWriter
 from crfs.errors import CheckpointError, ProcessGone, Unsupported
 from crfs.model import registry
@@ -25,27 +27,34 @@ MAX_NAME_TRIES = 100
 
 
 def checkpoint(pid, out_path, fmt=registry.DEFAULT_FORMAT, tree=False, after="detach",
-               progress=None, via=via_kernel.DEFAULT_VIA):
+               progress=None, via=via_kernel.DEFAULT_VIA, parent=None, track=False,
+               report=None, stop=False):
     """Checkpoint process `pid` (with `tree`, and its descendants) into `out_path`
     (replaced if it exists). `after`: "detach" (it goes on), "stop" (left stopped,
     SIGCONT resumes it) or "kill". `progress(done_bytes, total_bytes)` is called as the
     memory is read. `via`: "ptrace" (this process reads and writes everything), "kernel"
     (the crfs module writes the image of the stopped process, see via_kernel) or "auto"
     (the module when it can, the default). Returns the path written; CheckpointError on
-    failure."""
+    failure. `parent`: an image of the same process(es) in the same directory: write only
+    the pages written since (crfs.checkpoint.incremental); `track`: start tracking written
+    pages for a later --parent. `report` (a dict) receives what was done. The processes
+    are stopped only while a copy-on-write snapshot is taken (crfs.checkpoint.snapshot),
+    unless `stop` (or after="kill"): then for the whole write, as before."""
     out_path = Path(out_path)
     return _checkpoint(pid, fmt, tree, after, progress,
-                       lambda image, tmp: _replace(tmp, out_path), out_path.parent, via)
+                       lambda image, tmp: _replace(tmp, out_path), out_path.parent, via,
+                       parent, track, report, stop)
 
 
 def checkpoint_into_store(pid, store_dir, fmt=registry.DEFAULT_FORMAT, tree=False,
-                          after="detach", progress=None, via=via_kernel.DEFAULT_VIA):
+                          after="detach", progress=None, via=via_kernel.DEFAULT_VIA,
+                          parent=None, track=False, report=None, stop=False):
     """As checkpoint(), into directory `store_dir` as <comm>-<pid>-<UTC time>.<fmt>; an
     existing image is never replaced (a suffix -1, -2 ... is added)."""
     store_dir = Path(store_dir)
     return _checkpoint(pid, fmt, tree, after, progress,
                        lambda image, tmp: _link_new(tmp, store_dir, store_name(image, fmt)),
-                       store_dir, via)
+                       store_dir, via, parent, track, report, stop)
 
 
 def store_name(image, fmt):
@@ -55,16 +64,20 @@ def store_name(image, fmt):
     return f"{comm}-{root.pid}-{stamp}{registry.get(fmt).extension}"
 
 
-def _checkpoint(pid, fmt, tree, after, progress, place, directory, via):
+def _checkpoint(pid, fmt, tree, after, progress, place, directory, via, parent=None,
+                track=False, report=None, stop=False):
     _check_arguments(pid, fmt, after)
-    in_kernel = _in_kernel(via, fmt)
     if not os.access(directory, os.W_OK | os.X_OK):   # before stopping anything
         raise CheckpointError(f"cannot write into {directory}: not a writable directory",
                               errno.EACCES)
+    plan = Plan(parent, directory, fmt) if parent is not None or track else None
+    in_kernel = plan is None and _in_kernel(via, fmt)
+    report = {} if report is None else report
     freezer = Freezer()
     counter = _Progress(progress) if progress else None
-    image = None
-    done = False
+    image = snap = None
+    done = thawed = False
+    start = time.monotonic()
     try:
         freezer.freeze(pid, tree)
         if in_kernel:
@@ -73,11 +86,33 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via):
                 done = True
                 return path
         image = build_image(freezer, counter)
+        if plan:
+            plan.apply(image, freezer)
+            plan.reset(image, freezer)
         options = fit(image, fmt)
+        report["bytes"] = sum(end - first for mm in image.mms()
+                              for first, end in mm.source.runs)
         if counter:
-            counter.total = sum(stop - first for mm in image.mms()
-                                for first, stop in mm.source.runs)
-        path = _write(image, fmt, options, directory, place)
+            counter.total = report["bytes"]
+        report["mode"] = "stop"
+        if not stop and after != "kill":
+            snap = Snapshot()
+            if snap.take(image, freezer):
+                image.header["uflags"] = image.header.get("uflags", 0) | CRFS_UFLAG_SNAPSHOT
+                freezer.thaw(after)
+                thawed = True
+                report["mode"] = "snapshot"
+            else:
+                snap = None
+        report["frozen"] = time.monotonic() - start
+        path = _write(image, fmt, options, directory, place, plan.wrap if plan else None)
+        if plan:
+            plan.finish(path)
+            report.update(parent=plan.parent if plan.incremental else None, note=plan.note,
+                          parent_pages=plan.parent_pages, tracking=plan.method)
+        report["time"] = time.monotonic() - start
+        if not thawed:
+            report["frozen"] = report["time"]
         done = True
         return path
     except Unsupported as exc:     # what the process has and the format or crfs cannot save
@@ -88,7 +123,10 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via):
         raise _os_failure(pid, exc) from exc
     finally:
         _close_sources(image)
-        freezer.thaw(after if done else "detach")
+        if not thawed:
+            freezer.thaw(after if done else "detach")
+        if snap is not None:
+            snap.release(after)
 
 
 def _check_arguments(pid, fmt, after):
@@ -155,7 +193,7 @@ class _Progress:
         self.callback(self.done, max(self.total, self.done))
 
 
-def _write(image, fmt, options, directory, place):
+def _write(image, fmt, options, directory, place, wrap=None):
     """Write into a hidden temp file in `directory`, then `place` it; the temp file is
     removed on any failure."""
     try:
@@ -163,7 +201,8 @@ def _write(image, fmt, options, directory, place):
     except OSError as exc:
         raise CheckpointError(f"cannot write into {directory}: {exc.strerror}",
                               exc.errno) from exc
-    out = BackgroundWriter(os.fdopen(fd, "wb"))
+    file = os.fdopen(fd, "wb")
+    out = BackgroundWriter(wrap(file) if wrap else file)
     try:
         try:
             registry.dump(image, out, fmt, **options)

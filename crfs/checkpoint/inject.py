@@ -116,6 +116,33 @@ class Injector:
             ptrace.set_regs(tid, regs)
         return out
 
+    def syscall(self, tid, regs, number, arguments):
+        """rax (the result, -errno on failure) after the thread ran syscall `number` with
+        `arguments` (rdi, rsi, rdx, r10, r8, r9); None when it could not be run safely (as call(),
+        without a scratch area). Its registers and rseq_cs word are left as they were."""
+        if regs["cs"] != USER_CS["x86_64"] or self.signals.get(tid, 0):
+            return None
+        insn = self.syscall_address()
+        if not insn:
+            return None
+        rseq = ptrace.get_rseq(tid)
+        saved = {rseq + RSEQ_CS_OFFSET: self._read_word(rseq + RSEQ_CS_OFFSET)} if rseq else {}
+        if None in saved.values():
+            return None
+        registers = dict(zip(("rdi", "rsi", "rdx", "r10", "r8", "r9"), arguments))
+        ptrace.set_regs(tid, {**regs, "rip": insn, "rax": number, "orig_rax": -1,
+                              **registers})
+        try:
+            if not self._step(tid, insn):
+                return None
+            rax = ptrace.get_regs(tid)["rax"]
+            return rax - (1 << 64) if rax >= 1 << 63 else rax
+        finally:
+            for address, word in saved.items():
+                if self._read_word(address) != word:
+                    ptrace.poke(tid, address, word)
+            ptrace.set_regs(tid, regs)
+
     def syscall_address(self):
         """Address of bytes 0f 05 in the [vdso] (0 when there is no vDSO or none in it)."""
         if self._syscall is None:

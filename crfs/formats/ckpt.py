@@ -78,6 +78,8 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CRFS_HDR_SIGALTSTACK": 8001,     # crfs extensions (8001-8099), not in linux-cr
     "CRFS_HDR_FS_EXT": 8002,
     "CRFS_HDR_FILE_ID": 8010,         # 8003-8009 are proposed for other state
+    "CRFS_HDR_PARENT": 8011,          # incremental images (docs/checkpoint.md)
+    "CRFS_HDR_PARENT_PAGES": 8012,
     "CKPT_HDR_TAIL": 9001,
     "CKPT_HDR_ERROR": 9999,
 })
@@ -168,6 +170,9 @@ VADDR_SIZE = {"i386": 4, "x86_64": 8}
 # HEADER.uflags bit of images holding crfs extension records: a stock linux-cr restart
 # refuses unknown uflags up front instead of failing on the first extension record.
 CRFS_UFLAG_EXT = 0x8000
+# HEADER.uflags bit of images crfs checkpoint wrote from a copy-on-write snapshot (the
+# processes ran on while it was written), crfs/checkpoint/snapshot.py.
+CRFS_UFLAG_SNAPSHOT = 0x10000
 CKPT_ARCH_NSIG = 64
 CKPT_RLIM_NLIMITS = 16
 NGROUPS_MAX = 65536
@@ -435,6 +440,27 @@ ckpt_hdr_groupinfo = Struct(
 )
 GROUPINFO_SIZE = 16
 
+# --- incremental images (crfs extensions): HEADER_ARCH CRFS_HDR_PARENT STRING{parent name}
+# names the image this one holds only the changes since; per MM, after the VMAs and before
+# MM_CONTEXT, CRFS_HDR_PARENT_PAGES lists the pages whose bytes are the parent's.
+CRFS_TRACKING = IntEnum("CRFS_TRACKING", {"CRFS_TRACKING_SOFT_DIRTY": 1,
+                                          "CRFS_TRACKING_PAGEMAP_SCAN": 2})
+crfs_hdr_parent = Struct(
+    "h" / ckpt_hdr,
+    "size" / Int64ul,             # the parent file's size in bytes
+    "sha256" / Bytes(32),         # SHA-256 of the parent file's whole contents
+    "tracking" / Int32ul,         # CRFS_TRACKING: how the written pages were found
+    "_padding" / Pad(4),
+)
+crfs_page_run = Struct("start" / Int64ul, "npages" / Int64ul)
+crfs_hdr_parent_pages = Struct(
+    "h" / ckpt_hdr,
+    "nr_runs" / Int32ul,
+    "_padding" / Pad(4),
+    "runs" / Array(this.nr_runs, crfs_page_run),
+)
+PARENT_PAGES_SIZE = 16
+
 # --- fs_struct: FS then FILE_NAME{pwd} FILE_NAME{root}; v21 stores no umask
 
 ckpt_hdr_fs = Struct("h" / ckpt_hdr)
@@ -548,6 +574,7 @@ FIXED = {
     "CKPT_HDR_SIGNAL": ckpt_hdr_signal,
     "CKPT_HDR_SIGNAL_TASK": ckpt_hdr_signal_task,
     "CRFS_HDR_SIGALTSTACK": crfs_hdr_sigaltstack,
+    "CRFS_HDR_PARENT": crfs_hdr_parent,
 }
 AT_LEAST = {"CKPT_HDR_FILE": ckpt_hdr_file, "CKPT_HDR_LSM_INFO": ckpt_hdr_lsm}
 # Records of a header, a count and count items: (struct, count field, header size, item size).
@@ -555,6 +582,8 @@ COUNTED = {
     "CKPT_HDR_GROUPINFO": (ckpt_hdr_groupinfo, "ngroups", GROUPINFO_SIZE, 4),
     "CKPT_HDR_SIGPENDING": (ckpt_hdr_sigpending, "nr_pending", SIGPENDING_SIZE,
                             ckpt_siginfo.sizeof()),
+    "CRFS_HDR_PARENT_PAGES": (crfs_hdr_parent_pages, "nr_runs", PARENT_PAGES_SIZE,
+                              crfs_page_run.sizeof()),
 }
 SIZE = {name: struct_.sizeof() for name, struct_ in FIXED.items()}
 MIN_SIZE = {name: struct_.sizeof() for name, struct_ in AT_LEAST.items()}

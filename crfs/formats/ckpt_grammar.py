@@ -61,6 +61,7 @@ TASK_PARTS = ("CKPT_HDR_THREAD", "CKPT_HDR_CPU", "CKPT_HDR_TASK_OBJS", "CKPT_HDR
 # TASK_OBJS objref -> the kind of object it must name (signal_objref: see signal()).
 TASK_OBJ_KINDS = {"files_objref": "CKPT_OBJ_FILE_TABLE", "mm_objref": "CKPT_OBJ_MM", "fs_objref": "CKPT_OBJ_FS",
                   "sighand_objref": "CKPT_OBJ_SIGHAND"}
+MAX_PARENT_NAME = 255                                 # NAME_MAX
 PRIVATE_PAGES = ("CKPT_VMA_ANON", "CKPT_VMA_FILE")    # VMA types followed by their pages
 MAX_OBJECT_DEPTH = 8   # objects defined inside objects (a FILE inside a FILE_TABLE ...)
 
@@ -201,6 +202,19 @@ class Walker:
         arch = self.fixed("CKPT_HDR_HEADER_ARCH")
         self.xstate_size = arch.fields.xstate_size
         yield arch
+        if self.peek().name == "CRFS_HDR_PARENT":
+            yield from self.parent()
+
+    def parent(self):
+        """CRFS_HDR_PARENT STRING{parent}: the image an incremental image builds on."""
+        parent = self.fixed("CRFS_HDR_PARENT")
+        name_of(fmt.CRFS_TRACKING, parent.fields.tracking,
+                f"tracking {parent.fields.tracking}")
+        yield parent
+        name = self.blob("CKPT_HDR_STRING", "parent", MAX_PARENT_NAME)
+        if not name.data or b"/" in name.data or b"\0" in name.data or name.data in (b".", b".."):
+            raise self.error(name, "the parent must be a file name in the image's directory")
+        yield name
 
     def pid_array(self, tree):
         nr_tasks = tree.fields.nr_tasks
@@ -496,7 +510,20 @@ class Walker:
             vma = yield from self.until("CKPT_HDR_VMA")
             yield from self.vma(vma, prev_end)
             prev_end = vma.fields.vm_end
+        if self.peek().name == "CRFS_HDR_PARENT_PAGES":
+            yield self.parent_pages(prev_end)
         yield from self.mm_context()
+
+    def parent_pages(self, end):
+        """The pages (ascending runs, below the last VMA's end) the parent image holds."""
+        part = self.fixed("CRFS_HDR_PARENT_PAGES")
+        prev = 0
+        for run in part.fields.runs:
+            stop = run.start + run.npages * PAGE_SIZE
+            if run.start % PAGE_SIZE or run.npages < 1 or run.start < prev or stop > end:
+                raise self.error(part, f"run of {run.npages} pages at {run.start:#x}")
+            prev = stop
+        return part
 
     def auxv(self):
         record = self.expect("CKPT_HDR_BUFFER")

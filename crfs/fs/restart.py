@@ -22,7 +22,7 @@ from crfs.formats.source import Source
 from crfs.errors import FsError
 from crfs.fs.access import Owner, User, denied
 from crfs.fs.nodes import Dir, File
-from crfs.model import registry
+from crfs.model import chain, registry
 from crfs.model.verify import verify
 from crfs.store_paths import TEMP_PREFIX
 
@@ -188,8 +188,7 @@ class RestartBox(Dir):
                            f"cannot create the program's log: {exc.strerror}")
         with output:
             # -R: stdin /dev/null, stdout and stderr this log, whatever the image had there
-            outcome = kernel.restart_in_child(upload.path, kernel.DEVICE, stdout=output,
-                                              options=("-R",))
+            outcome = _restart_flat(image, upload.path, output)
         if outcome.errno == 0:
             threading.Thread(target=self._wait,
                              args=(upload.name, outcome.pid, outcome.process, log_path),
@@ -331,3 +330,17 @@ def _status(name, state, error=None, pid=None):
     if error:
         lines.append(f"error: {error}")
     return "\n".join(lines) + "\n"
+
+
+def _restart_flat(image, path, output):
+    """kernel.restart_in_child of `path`; an incremental image is first written whole, with
+    its chain's pages, to a temporary file beside it (crfs.model.chain.flatten): the kernel
+    reads one image, and it is done reading when restart_in_child returns."""
+    if image.parent is None:
+        return kernel.restart_in_child(path, kernel.DEVICE, stdout=output, options=("-R",))
+    flat = chain.flatten(image, os.path.dirname(path),
+                         lambda img, out: registry.dump(img, out, "ckpt"))
+    try:
+        return kernel.restart_in_child(flat, kernel.DEVICE, stdout=output, options=("-R",))
+    finally:
+        os.unlink(flat)

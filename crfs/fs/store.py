@@ -197,7 +197,7 @@ class Entry(Owner):
         except BaseException:
             source.close()
             raise
-        if cache is not None:
+        if cache is not None and image.parent is None:   # a chain's index is not saved
             cache.save(source, image)
         return image, "parsed"
 

@@ -29,6 +29,7 @@ from crfs.formats import ckpt as fmt
 from crfs.formats.common import c_field, encode_text, kernel_version
 from crfs.formats.x86 import FXSAVE_SIZE, LDT_ENTRY_SIZE, PAGE_SIZE, TASK_COMM_LEN
 from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, cpu_fields
+from crfs.model.chain_records import write_parent, write_parent_pages
 from crfs.model.ckpt_load import (CAP_FIELDS, FILE_FIELDS, ITIMER_FIELDS, OPAQUE_KIND,
                                    RLIM_INFINITY_OF, SIGINFO_FIELDS, SIGNAL_TTY_FIELDS,
                                    TASK_FIELDS, CkptFileFields, CkptSignalFields,
@@ -131,12 +132,15 @@ class _Writer:
                   has_fxsr=h.get("has_fxsr", 1),
                   has_xsave=h.get("has_xsave", int(xstate_size > FXSAVE_SIZE)),
                   xstate_size=xstate_size)
+        if self.image.parent is not None:
+            write_parent(self, self.image.parent)
 
     def uflags(self):
         """The header's uflags, with CRFS_UFLAG_EXT iff extension records are written."""
         uflags = self.header.get("uflags", 0) & ~fmt.CRFS_UFLAG_EXT
-        if any(_has_altstack(t) or (t.fs is not None and t.fs.umask is not None)
-               or _has_opaque_files(t) or _has_file_id(t) for t in self.image.tasks):
+        if self.image.parent is not None or any(
+                _has_altstack(t) or (t.fs is not None and t.fs.umask is not None)
+                or _has_opaque_files(t) or _has_file_id(t) for t in self.image.tasks):
             uflags |= fmt.CRFS_UFLAG_EXT
         return uflags
 
@@ -448,6 +452,8 @@ class _Writer:
         self.emit_raw("CKPT_HDR_BUFFER", self.auxv_bytes(mm.auxv or []))
         for vma in mm.vmas:
             self.write_vma(vma, mm)
+        if mm.parent_runs:
+            write_parent_pages(self, mm.parent_runs)
         ldt = mm.ldt or b""
         if len(ldt) % LDT_ENTRY_SIZE:
             raise ValueError(f"LDT of {len(ldt)} bytes is not whole descriptors")

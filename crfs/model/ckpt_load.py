@@ -12,8 +12,9 @@ from crfs.formats.pagewords import page_keys
 from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, registers_from_cpu
 from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Blob, Creds, EpollWatch,
                               Fd, FdTable, FdTimer, FileId, FsStruct, Image, Itimers, Mm,
-                              OpenFile, Pending, ShmSegment, SigAction, SigHand, SigInfo,
-                              Signals, Task, ThreadGroup, Vma, native_record, set_field)
+                              OpenFile, ParentRef, Pending, ShmSegment, SigAction, SigHand,
+                              SigInfo, Signals, Task, ThreadGroup, Vma, native_record,
+                              set_field)
 from crfs.model.registers import Registers
 
 DIALECT = "ckpt_hdr v21"
@@ -108,11 +109,13 @@ class _Builder:
         self.objects = {}           # objref -> FileObject or Mm
         self.vma = None
         self.shm = {}               # ino_objref -> ShmSegment
+        self.parent_ref = None      # CRFS_HDR_PARENT of an incremental image
 
     def image(self):
         return Image(format="linux-cr", dialect=DIALECT, arch=self.walker.arch,
                      header=self.header, time=self.header["time"], tasks=self.tasks,
-                     source=self.source, record_count=self.walker.count, has_trailer=True)
+                     source=self.source, record_count=self.walker.count, has_trailer=True,
+                     parent=self.parent_ref)
 
     # ----------------------------------------------------------------- image
 
@@ -130,6 +133,17 @@ class _Builder:
         fixed = {name: self.header.pop(name) for name in ("kernel", "rev", "time", "uflags")}
         self.header.update(**uts, **fixed, **constants,
                            **_fields(part.fields, ("has_fxsr", "has_xsave", "xstate_size")))
+
+    def parent(self, part):
+        h = part.fields
+        self.parent_ref = ParentRef(name=None, size=h.size, sha256=bytes(h.sha256),
+                                    tracking=fmt.CRFS_TRACKING(h.tracking).name)
+
+    def parent_name(self, part):
+        self.parent_ref.name = decode_text(part.data)
+
+    def parent_pages(self, part):
+        self.objects[part.objref].parent_runs = [(r.start, r.npages) for r in part.fields.runs]
 
     def pids(self, part):
         self.tasks = [Task(pid=p.vpid, tgid=p.vtgid, ppid=p.vppid, comm="", pgid=p.vpgid,
@@ -370,6 +384,9 @@ HANDLERS = {
     ("CKPT_HDR_BUFFER", "version"): _Builder.uts,
     ("CKPT_HDR_BUFFER", "machine"): _Builder.uts,
     ("CKPT_HDR_HEADER_ARCH", ""): _Builder.head_arch,
+    ("CRFS_HDR_PARENT", ""): _Builder.parent,
+    ("CKPT_HDR_STRING", "parent"): _Builder.parent_name,
+    ("CRFS_HDR_PARENT_PAGES", ""): _Builder.parent_pages,
     ("CKPT_HDR_BUFFER", "pids"): _Builder.pids,
     ("CKPT_HDR_BUFFER", "vpids"): _Builder.vpids,
     ("CKPT_HDR_TASK", ""): _Builder.task_record,

@@ -339,6 +339,16 @@ class Vma:
         self.pages.add_shifted(segment.pages, base, base + self.size, self.start - base)
 
 
+@dataclass
+class ParentRef:
+    """The image an incremental image holds the changes since (crfs/model/chain.py): its
+    file name (in the same directory), size and SHA-256, and how changes were tracked."""
+    name: Optional[str]
+    size: int
+    sha256: bytes
+    tracking: str
+
+
 @dataclass(eq=False)
 class Mm:
     """An address space. Threads share one Mm object."""
@@ -347,6 +357,7 @@ class Mm:
     auxv: Optional[list] = None                  # [(type, value), ...] up to AT_NULL
     ldt: Optional[bytes] = None
     source: object = None                        # where page offsets point (crfs.formats.source)
+    parent_runs: list = field(default_factory=list)  # [(addr, npages)] the parent image holds
 
     def vma_at(self, addr):
         """The VMA containing `addr`, or None. O(log n)."""
@@ -428,6 +439,8 @@ class Image:
     source: object = None
     record_count: int = 0       # records indexed while opening
     has_trailer: Optional[bool] = None   # None: the format has no trailer
+    parent: Optional[ParentRef] = None   # an incremental image's parent (ckpt only)
+    chain: Optional[list] = None         # [(name, tracking)] of the parents it was resolved from
 
     @property
     def description(self):

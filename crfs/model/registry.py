@@ -99,7 +99,17 @@ def detect(source):
 
 
 def load(source):
-    """Index an opened Source into an Image (metadata only; pages stay in the file)."""
+    """Index an opened Source into an Image (metadata only; pages stay in the file). An
+    incremental image comes with its chain's pages (crfs.model.chain)."""
+    image = load_one(source)
+    if image.parent is not None:
+        from crfs.model import chain
+        image = chain.resolve(image, source.path, load_one)
+    return image
+
+
+def load_one(source):
+    """load() without following an incremental image's parents."""
     return _model_module(detect(source)).load(source)
 
 

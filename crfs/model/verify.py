@@ -4,7 +4,9 @@ from dataclasses import dataclass, field
 
 from crfs.errors import FormatError
 from crfs.formats.x86 import PAGE_SIZE
+from crfs.formats.ckpt import CRFS_UFLAG_SNAPSHOT
 from crfs.model import registry
+from crfs.model.chain import TRACKING_NAMES, ChainError
 
 
 @dataclass
@@ -54,6 +56,9 @@ def verify(source, image=None):
     if image is None:
         try:
             image = registry.load(source)
+        except ChainError as exc:
+            report.add(False, "chain", str(exc))
+            return report
         except FormatError as exc:
             report.add(False, "contents", str(exc))
             return report
@@ -84,6 +89,14 @@ def _check_image(report, image):
     report.add(True, "arch", image.arch)
     if image.has_trailer is not None:
         report.add(image.has_trailer, "trailer", "present" if image.has_trailer else "missing")
+    if image.format == "linux-cr" and header.get("uflags", 0) & CRFS_UFLAG_SNAPSHOT:
+        report.add(True, "checkpoint", "memory from a copy-on-write snapshot (the processes "
+                                       "ran on while it was written)")
+    if image.chain:
+        parents = ", ".join(f"{name} ({TRACKING_NAMES.get(how, how)})"
+                            for name, how in image.chain)
+        report.add(True, "chain", f"incremental: parents {parents}: present, size and "
+                                  f"SHA-256 as named")
     _check_pages(report, image)
     _check_tasks(report, image)
     _note_file_ids(report, image)

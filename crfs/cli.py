@@ -18,6 +18,10 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 def cmd_info(args):
     image = registry.open_image(args.image)
     try:
+        if args.json:
+            from crfs import jsonout
+            jsonout.write(jsonout.info(image, args.image))
+            return EXIT_OK
         sys.stdout.write(info_text(image))
     finally:
         image.close()
@@ -44,6 +48,10 @@ def info_text(image):
 def cmd_records(args):
     with Source.open(args.image) as source:
         try:
+            if args.json:
+                from crfs import jsonout
+                jsonout.write_records(registry.records(source), args.image)
+                return EXIT_OK
             for rec in registry.records(source):
                 sys.stdout.write(render.record_line(rec))
         except FormatError as exc:
@@ -55,7 +63,11 @@ def cmd_records(args):
 def cmd_verify(args):
     with Source.open(args.image) as source:
         report = verify(source)
-    sys.stdout.write(report.text(args.image))
+    if args.json:
+        from crfs import jsonout
+        jsonout.write(jsonout.verify(report, args.image))
+    else:
+        sys.stdout.write(report.text(args.image))
     return EXIT_OK if report.sound else EXIT_FAIL
 
 
@@ -107,6 +119,43 @@ def cmd_checkpoint(args):
     return EXIT_OK
 
 
+def cmd_diff(args):
+    """Exit 0: equal, 1: different, 2: trouble (as diff(1))."""
+    from crfs import diff
+    images = []
+    try:
+        for path in (args.a, args.b):
+            images.append(registry.open_image(path))
+        result = diff.diff(*images, args.a, args.b)
+    except CrfsError as exc:
+        print(error_line(exc, args.reporter), file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"crfs diff: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        for image in images:
+            image.close()
+    if args.json:
+        from crfs import jsonout
+        jsonout.write(result)
+    else:
+        sys.stdout.write(diff.text(result))
+    return EXIT_OK if result["equal"] else EXIT_FAIL
+
+
+def _add_diff_parser(sub):
+    text = "what changed between two images of a program; exit 0 if equal, 1 if not, 2 on error"
+    p = sub.add_parser("diff", help=text, description=text + ". Tasks added and gone, "
+                       "registers, credentials, signals and fs changed, VMAs added, removed "
+                       "or resized, pages changed by address range (read a page at a time).")
+    p.add_argument("a", metavar="A", help="the older image")
+    p.add_argument("b", metavar="B", help="the newer image")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON, with the keys of docs/json.md")
+    p.set_defaults(func=cmd_diff, image=None, reporter="crfs diff")
+
+
 def _add_image_parsers(sub):
     for name, func, text in (
         ("info", cmd_info, "show the header, tasks and VMAs of an image"),
@@ -115,6 +164,8 @@ def _add_image_parsers(sub):
     ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("image", metavar="IMAGE", help="checkpoint image file")
+        p.add_argument("--json", action="store_true",
+                       help="print JSON, with the keys of docs/json.md")
         p.set_defaults(func=func)
 
 
@@ -176,6 +227,7 @@ def _add_mount_parser(sub):
 SUBCOMMANDS = ((("mount",), _add_mount_parser),
                (("info", "records", "verify"), _add_image_parsers),
                (("core",), _add_core_parser),
+               (("diff",), _add_diff_parser),
                (("demo",), _add_demo_parser),
                (("checkpoint",), _add_checkpoint_parser))
 COMMANDS = tuple(name for names, _ in SUBCOMMANDS for name in names)

@@ -9,7 +9,7 @@ it into the lines `crfs diff` prints. Addresses and register values are "0x…" 
 
 from dataclasses import fields
 
-from crfs import render
+from crfs import jsonout, render
 from crfs.formats.x86 import PAGE_SIZE
 from crfs.model.image import Creds
 
@@ -94,14 +94,14 @@ def _task_changes(ta, tb):
 
 
 def _task_line(task):
-    return {"pid": task.pid, "tgid": task.tgid, "comm": task.comm}
+    return {"pid": task.pid, "tgid": task.tgid, "comm": jsonout.name(task.comm)}
 
 
 # ---------------------------------------------------------------------------- VMAs
 
 def _vma_entry(vma, mm, arch):
     return {"start": hexa(vma.start), "end": hexa(vma.end), "perms": render.perms(vma),
-            "name": render.vma_name(vma, mm), "kind": vma.kind, "pages": len(vma.pages)}
+            "name": jsonout.name(render.vma_name(vma, mm)), "kind": vma.kind, "pages": len(vma.pages)}
 
 
 def _match_vmas(ma, mb):

@@ -12,6 +12,7 @@ import pytest
 
 from mountfs import CRFS
 from test_checkpoint import Program
+from test_json import check
 
 PAGE = 4096
 
@@ -91,6 +92,9 @@ def test_json_counts(two_checkpoints):
     result = crfs("diff", "--json", before, after)
     assert result.returncode == 1, result.stderr
     doc = json.loads(result.stdout)
+    printed = check("diff", doc)[0]      # every key documented, of its type
+    assert {"tasks.changed[].registers.*", "mms[].vmas.resized[].a",
+            "mms[].pages.ranges[].dropped"} <= printed
     assert doc["equal"] is False and doc["tasks"]["added"] == doc["tasks"]["gone"] == []
     (task,) = doc["tasks"]["changed"]
     assert task["registers"]["r15"] == {"a": "0x1111", "b": "0x2222"}

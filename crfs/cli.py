@@ -218,6 +218,20 @@ def _formats_help():
     return "; ".join(f"{f.name}: {f.summary}" for f in registry.FORMATS.values())
 
 
+def cmd_manpages(args):
+    from crfs import manpages
+    for path in manpages.write(args.directory):
+        print(path)
+    return EXIT_OK
+
+
+def _add_manpages_parser(sub):
+    # hidden (no help=): what .ci/setup runs to build the man pages
+    p = sub.add_parser("manpages", description="write crfs's man pages under DIR")
+    p.add_argument("directory", metavar="DIR")
+    p.set_defaults(func=cmd_manpages, image=None)
+
+
 def _add_mount_parser(sub):
     from crfs import mount
     mount.add_parser(sub).set_defaults(image=None)
@@ -229,7 +243,8 @@ SUBCOMMANDS = ((("mount",), _add_mount_parser),
                (("core",), _add_core_parser),
                (("diff",), _add_diff_parser),
                (("demo",), _add_demo_parser),
-               (("checkpoint",), _add_checkpoint_parser))
+               (("checkpoint",), _add_checkpoint_parser),
+               (("manpages",), _add_manpages_parser))
 COMMANDS = tuple(name for names, _ in SUBCOMMANDS for name in names)
 HELP_OPTIONS = ("-h", "--help")
 TOP_LEVEL_OPTIONS = (*HELP_OPTIONS, "--version")

@@ -218,6 +218,16 @@ def _formats_help():
     return "; ".join(f"{f.name}: {f.summary}" for f in registry.FORMATS.values())
 
 
+def _add_restart_parser(sub):
+    from crfs import restart_cmd
+    restart_cmd.add_parser(sub).set_defaults(image=None)
+
+
+def _add_doctor_parser(sub):
+    from crfs import doctor
+    doctor.add_parser(sub)
+
+
 def cmd_manpages(args):
     from crfs import manpages
     for path in manpages.write(args.directory):
@@ -244,6 +254,8 @@ SUBCOMMANDS = ((("mount",), _add_mount_parser),
                (("diff",), _add_diff_parser),
                (("demo",), _add_demo_parser),
                (("checkpoint",), _add_checkpoint_parser),
+               (("restart",), _add_restart_parser),
+               (("doctor",), _add_doctor_parser),
                (("manpages",), _add_manpages_parser))
 COMMANDS = tuple(name for names, _ in SUBCOMMANDS for name in names)
 HELP_OPTIONS = ("-h", "--help")

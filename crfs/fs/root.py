@@ -24,7 +24,7 @@ Each directory here is one image file of the store ({store}), named as the file.
   <image>/error          only for an image that cannot be read: why, and where
   <image>/tasks/<pid>/   every task (threads too), by its pid in the image
       comm  status  regs  fpu
-      mm/info  mm/maps  mm/vmas/<start>-<end>/{{info,data}}
+      mm/info  mm/maps  mm/layout.svg  mm/vmas/<start>-<end>/{{info,data}}
       pages/<vaddr>      each dumped page, 4096 bytes
       mem                like /proc/<pid>/mem: read at offset = virtual address
 

@@ -122,11 +122,13 @@ def cmd_checkpoint(args):
 def cmd_diff(args):
     """Exit 0: equal, 1: different, 2: trouble (as diff(1))."""
     from crfs import diff
+    from crfs.checkpoint.progress import TerminalProgress
     images = []
+    progress = TerminalProgress("crfs diff")     # on a terminal, after a second
     try:
         for path in (args.a, args.b):
             images.append(registry.open_image(path))
-        result = diff.diff(*images, args.a, args.b)
+        result = diff.diff(*images, args.a, args.b, progress=progress)
     except CrfsError as exc:
         print(error_line(exc, args.reporter), file=sys.stderr)
         return EXIT_USAGE
@@ -134,6 +136,7 @@ def cmd_diff(args):
         print(f"crfs diff: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
     finally:
+        progress.finish()
         for image in images:
             image.close()
     if args.json:

@@ -185,8 +185,9 @@ def _page_kinds(ma, mb, same_vma, addr, offset_a, offset_b):
     return () if same else ("changed",)
 
 
-def _page_changes(ma, mb, pairs):
-    """Changed pages as ranges of consecutive changed pages, with counts per kind."""
+def _page_changes(ma, mb, pairs, progress):
+    """Changed pages as ranges of consecutive changed pages, with counts per kind.
+    progress(bytes of pages read, bytes in all) is called as it goes."""
     matched = {id(va): vb for va, vb in pairs}
 
     def same_vma(addr):
@@ -196,6 +197,7 @@ def _page_changes(ma, mb, pairs):
     totals = {"changed": 0, "added": 0, "dropped": 0, "same": 0}
     ranges = []
     for addr, offset_a, offset_b in _merged(ma, mb):
+        progress.step((offset_a is not None) + (offset_b is not None))
         kinds = _page_kinds(ma, mb, same_vma, addr, offset_a, offset_b)
         if not kinds:
             totals["same"] += 1
@@ -225,8 +227,28 @@ def _leaders(image):
     return out
 
 
-def diff(a, b, name_a="a", name_b="b"):
-    """The differences between Images `a` and `b`, as a dict (docs/json.md)."""
+class _Progress:
+    """Counts pages read and reports them in bytes to `report(done, total)`, every
+    REPORT_EVERY pages and at the end."""
+
+    REPORT_EVERY = 256
+
+    def __init__(self, report, total_pages):
+        self.report, self.total, self.done = report, total_pages * PAGE_SIZE, 0
+
+    def step(self, pages):
+        self.done += pages * PAGE_SIZE
+        if self.report and self.done % (self.REPORT_EVERY * PAGE_SIZE) < pages * PAGE_SIZE:
+            self.report(self.done, self.total)
+
+    def end(self):
+        if self.report:
+            self.report(self.done, self.total)
+
+
+def diff(a, b, name_a="a", name_b="b", progress=None):
+    """The differences between Images `a` and `b`, as a dict (docs/json.md); `progress`
+    (done, total): called now and then with the bytes of pages compared so far."""
     pids_a = {t.pid: t for t in a.tasks}
     pids_b = {t.pid: t for t in b.tasks}
     tasks = {"added": [_task_line(pids_b[p]) for p in sorted(set(pids_b) - set(pids_a))],
@@ -237,13 +259,17 @@ def diff(a, b, name_a="a", name_b="b"):
         if change:
             tasks["changed"].append(change)
     mms_a, mms_b = _leaders(a), _leaders(b)
+    common = set(mms_a) & set(mms_b)
+    counter = _Progress(progress, sum(mms_a[t].page_count() + mms_b[t].page_count()
+                                      for t in common))
     mms = []
-    for tgid in sorted(set(mms_a) & set(mms_b)):
+    for tgid in sorted(common):
         ma, mb = mms_a[tgid], mms_b[tgid]
         pairs, gone, added = _match_vmas(ma, mb)
         vmas = _vma_changes(ma, mb, b.arch, pairs, gone, added)
-        pages = _page_changes(ma, mb, pairs)
+        pages = _page_changes(ma, mb, pairs, counter)
         mms.append({"tgid": tgid, "vmas": vmas, "pages": pages})
+    counter.end()
     result = {"a": name_a, "b": name_b,
               "format": _changes([("description", a.description, b.description)]),
               "tasks": tasks, "mms": mms}

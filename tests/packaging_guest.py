@@ -49,6 +49,45 @@ def counts_on(pid, addr):
     return False
 
 
+def through_mount(image, addr):
+    """`mount -t fuse crfs` (mount.fuse runs the crfs on PATH) and `cp image restart/`, with
+    the source tree's restarter gone (this guest's overlay only): the daemon must use the
+    installed one."""
+    built = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "kmod", "crfs-restart")
+    if os.path.exists(built):
+        os.unlink(built)
+    root = "/tmp/packaging-mount"
+    store, mnt = os.path.join(root, "store"), os.path.join(root, "mnt")
+    os.makedirs(store)
+    os.makedirs(mnt)
+    if not os.path.exists("/dev/fuse"):
+        subprocess.run(["modprobe", "fuse"], capture_output=True)
+    out = {}
+    mount = subprocess.run(["mount", "-t", "fuse", "crfs", mnt, "-o",
+                            f"store={store},log={root}/crfs.log"],
+                           capture_output=True, text=True, timeout=120)
+    out["mount"] = {"rc": mount.returncode, "stderr": mount.stderr}
+    if mount.returncode:
+        return out
+    try:
+        cp = subprocess.run(["cp", image, os.path.join(mnt, "restart", "c.img")],
+                            capture_output=True, text=True, timeout=120)
+        with open(os.path.join(mnt, "restart", "c.img.status")) as f:
+            out["status"] = f.read()
+        out["cp"] = {"rc": cp.returncode, "stderr": cp.stderr}
+        found = re.search(r"pid: (\d+)", out["status"])
+        if found:
+            pid = int(found.group(1))
+            out["counts"] = counts_on(pid, addr)
+            os.kill(pid, 9)
+    finally:
+        subprocess.run(["umount", mnt], capture_output=True, timeout=60)
+    with open(os.path.join(root, "crfs.log")) as f:
+        out["log"] = f.read()[-2000:]
+    return out
+
+
 def main(ko, program, out):
     result = {}
     load = subprocess.run(["insmod", ko], capture_output=True, text=True)
@@ -66,6 +105,7 @@ def main(ko, program, out):
         pid = int(found.group(1))
         result["restored_counts"] = counts_on(pid, addr)
         os.kill(pid, 9)
+    result["mount_restart"] = through_mount(image, addr)
     half = os.path.join(out, "half.ckpt")
     with open(image, "rb") as src, open(half, "wb") as dst:
         dst.write(src.read(4000))

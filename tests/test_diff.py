@@ -154,3 +154,14 @@ def test_tasks_creds_signals_fs_in_the_model():
     assert "task 8 gone (tgid 7, comm 'worker')\n" in lines
     assert "task 7: creds euid 1000 -> 0\n" in lines
     assert "task 7: handler of SIGUSR1 SIG_DFL flags 0x0 mask 0x0 -> 0x401000" in lines
+
+
+def test_progress_reaches_the_total():
+    from crfs.diff import diff
+    from crfs.model.synth import synthetic_image
+    a, b = synthetic_image(pid=7, heap_pages=600), synthetic_image(pid=7, heap_pages=600)
+    calls = []
+    assert diff(a, b, progress=lambda done, total: calls.append((done, total)))["equal"]
+    total = (a.tasks[0].mm.page_count() + b.tasks[0].mm.page_count()) * PAGE
+    assert len(calls) > 2 and calls[-1] == (total, total)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)

@@ -143,3 +143,14 @@ def test_guest_restarts_a_real_program_from_the_command_line(guest):
     assert guest["restored_counts"] is True
     half = guest["restart_half"]
     assert half["rc"] == 1 and "not restarted: unsound image: records: " in half["stderr"]
+
+
+def test_guest_mount_restarts_with_the_installed_restarter(guest):
+    """mount -t fuse crfs, cp to restart/: the daemon finds the installed restarter (the
+    source tree's was removed in the guest)."""
+    if not os.path.exists(kernel.INSTALLED_RESTARTER):
+        pytest.skip(f"{kernel.INSTALLED_RESTARTER} not installed (bash kmod/install)")
+    through = guest["mount_restart"]
+    assert through["mount"]["rc"] == 0, through
+    assert through["cp"]["rc"] == 0, through
+    assert "state: running" in through["status"] and through["counts"] is True, through

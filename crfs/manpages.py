@@ -104,7 +104,8 @@ def command_page(name, parser, summary):
 EXIT_STATUS = {
     "verify": "0: the image is sound; 1: it is not, or cannot be read; 2: usage.",
     "diff": "0: the images are equal; 1: they differ; 2: an image cannot be read, or usage.",
-    "restart": "0: restored; 1: refused or failed; 2: usage.",
+    "restart": "0: restored (with --wait: the program's exit status, 128+N when killed by "
+               "signal N); 1: refused or failed; 2: usage.",
     "doctor": "0: everything crfs needs is there; 1: something is missing; 2: usage.",
 }
 
@@ -122,7 +123,8 @@ def main_page(parser):
     lines += _arguments(parser)
     lines.append(".SH COMMANDS")
     for name, (_, summary) in subcommands(parser).items():
-        lines += [".TP", f"\\fBcrfs {escape(name)}\\fR", escape(summary)
+        sentence = summary if summary.endswith(".") else summary + "."
+        lines += [".TP", f"\\fBcrfs {escape(name)}\\fR", escape(sentence)
                   + f" See \\fBcrfs\\-{escape(name)}\\fR(1)."]
     lines += [".SH NOTES", escape(parser.epilog)]
     lines += [".SH SEE ALSO", ", ".join(f"\\fBcrfs\\-{escape(n)}\\fR(1)"

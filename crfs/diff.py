@@ -170,50 +170,80 @@ def _merged(ma, mb):
 ZERO_PAGE = bytes(PAGE_SIZE)
 
 
-def _page_kinds(ma, mb, same_vma, addr, offset_a, offset_b):
-    """The kinds ("changed", "added", "dropped") of the page at `addr`: none when both
-    images have the same bytes there. Pages compare only inside a pair of matched VMAs; a
-    page of a VMA that is new (or gone) is added (or dropped) whatever the other image has
-    at that address."""
-    if offset_a is not None and offset_b is not None and not same_vma(addr):
-        return ("dropped", "added")
-    if offset_a is None:
-        return ("added",)
-    if offset_b is None:
-        return ("dropped",)
-    same = ma.source.pread(offset_a, PAGE_SIZE) == mb.source.pread(offset_b, PAGE_SIZE)
-    return () if same else ("changed",)
+BATCH = 64     # pages compared with one pread per image (256 KiB each at most)
+
+
+class _PageTally:
+    """Totals and ranges of consecutive differing pages, fed in ascending address order."""
+
+    def __init__(self):
+        self.totals = {"changed": 0, "added": 0, "dropped": 0, "same": 0}
+        self.ranges = []
+
+    def add(self, addr, kinds):
+        if not kinds:
+            self.totals["same"] += 1
+            return
+        last = self.ranges[-1] if self.ranges else None
+        if last is None or last["_end"] != addr:
+            last = {"_end": addr, "start": hexa(addr), "changed": 0, "added": 0, "dropped": 0}
+            self.ranges.append(last)
+        for kind in kinds:
+            self.totals[kind] += 1
+            last[kind] += 1
+        last["_end"] = addr + PAGE_SIZE
+
+    def result(self):
+        ranges = [{"start": r["start"], "end": hexa(r["_end"]), "changed": r["changed"],
+                   "added": r["added"], "dropped": r["dropped"]} for r in self.ranges]
+        return {**self.totals, "ranges": ranges}
+
+
+def _compare_batch(ma, mb, batch, tally):
+    """Pages dumped in both images, consecutive in memory and in each file: one pread per
+    image; page by page only when the two differ."""
+    addr, offset_a, offset_b = batch[0]
+    size = len(batch) * PAGE_SIZE
+    data_a, data_b = ma.source.pread(offset_a, size), mb.source.pread(offset_b, size)
+    same = data_a == data_b
+    for i, (page, _, _) in enumerate(batch):
+        lo, hi = i * PAGE_SIZE, (i + 1) * PAGE_SIZE
+        tally.add(page, () if same or data_a[lo:hi] == data_b[lo:hi] else ("changed",))
+
+
+def _continues(batch, addr, offset_a, offset_b):
+    last_addr, last_a, last_b = batch[-1]
+    return (len(batch) < BATCH and addr == last_addr + PAGE_SIZE
+            and offset_a == last_a + PAGE_SIZE and offset_b == last_b + PAGE_SIZE)
 
 
 def _page_changes(ma, mb, pairs, progress):
     """Changed pages as ranges of consecutive changed pages, with counts per kind.
-    progress(bytes of pages read, bytes in all) is called as it goes."""
+    Pages compare only inside a pair of matched VMAs; a page of a VMA that is new (or
+    gone) is added (or dropped) whatever the other image has at that address.
+    progress.step() is told the pages read as it goes."""
     matched = {id(va): vb for va, vb in pairs}
 
     def same_vma(addr):
         va = ma.vma_at(addr)
         return va is not None and matched.get(id(va)) is mb.vma_at(addr)
 
-    totals = {"changed": 0, "added": 0, "dropped": 0, "same": 0}
-    ranges = []
+    tally, batch = _PageTally(), []
     for addr, offset_a, offset_b in _merged(ma, mb):
         progress.step((offset_a is not None) + (offset_b is not None))
-        kinds = _page_kinds(ma, mb, same_vma, addr, offset_a, offset_b)
-        if not kinds:
-            totals["same"] += 1
-            continue
-        last = ranges[-1] if ranges else None
-        if last is None or last["_end"] != addr:
-            last = {"_end": addr, "start": hexa(addr), "changed": 0, "added": 0, "dropped": 0}
-            ranges.append(last)
-        for kind in kinds:
-            totals[kind] += 1
-            last[kind] += 1
-        last["_end"] = addr + PAGE_SIZE
-    for r in ranges:
-        r["end"] = hexa(r.pop("_end"))
-    return {**totals, "ranges": [{"start": r["start"], "end": r["end"], "changed": r["changed"],
-                                  "added": r["added"], "dropped": r["dropped"]} for r in ranges]}
+        both = offset_a is not None and offset_b is not None and same_vma(addr)
+        if batch and not (both and _continues(batch, addr, offset_a, offset_b)):
+            _compare_batch(ma, mb, batch, tally)
+            batch = []
+        if both:
+            batch.append((addr, offset_a, offset_b))
+        elif offset_a is not None and offset_b is not None:
+            tally.add(addr, ("dropped", "added"))
+        else:
+            tally.add(addr, ("added",) if offset_a is None else ("dropped",))
+    if batch:
+        _compare_batch(ma, mb, batch, tally)
+    return tally.result()
 
 
 # ---------------------------------------------------------------------------- images

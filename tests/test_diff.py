@@ -165,3 +165,27 @@ def test_progress_reaches_the_total():
     total = (a.tasks[0].mm.page_count() + b.tasks[0].mm.page_count()) * PAGE
     assert len(calls) > 2 and calls[-1] == (total, total)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_pages_compared_in_batches_report_single_pages():
+    """Runs of pages are read BATCH at a time; a differing page inside a batch, or across
+    two, is reported alone."""
+    from crfs import diff as diff_module
+    from crfs.model.synth import LAYOUT, PatternSource, synthetic_image
+
+    class Changed(PatternSource):
+        def page(self, index):
+            data = super().page(index)
+            return bytes(PAGE) if index in (71, 128, 129) else data
+
+    a, b = synthetic_image(pid=7, heap_pages=200), synthetic_image(pid=7, heap_pages=200)
+    mm = b.tasks[0].mm
+    mm.source = Changed(mm.source.size // PAGE)
+    heap = LAYOUT["x86_64"]["heap"]
+    assert diff_module.BATCH == 64          # page 128-129 straddle the 2nd batch's end
+    result = diff_module.diff(a, b)
+    (mm_diff,) = result["mms"]
+    assert [(r["start"], r["end"], r["changed"]) for r in mm_diff["pages"]["ranges"]] == [
+        (f"{heap + 70 * PAGE:#x}", f"{heap + 71 * PAGE:#x}", 1),
+        (f"{heap + 127 * PAGE:#x}", f"{heap + 129 * PAGE:#x}", 2)]
+    assert mm_diff["pages"]["same"] == a.tasks[0].mm.page_count() - 3

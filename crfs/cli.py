@@ -17,6 +17,10 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 def cmd_info(args):
     image = registry.open_image(args.image)
     try:
+        if args.json:
+            from crfs import jsonout
+            jsonout.write(jsonout.info(image, args.image))
+            return EXIT_OK
         sys.stdout.write(info_text(image))
     finally:
         image.close()
@@ -43,6 +47,10 @@ def info_text(image):
 def cmd_records(args):
     with registry.open_source(args.image) as source:
         try:
+            if args.json:
+                from crfs import jsonout
+                jsonout.write_records(registry.records(source), args.image)
+                return EXIT_OK
             for rec in registry.records(source):
                 sys.stdout.write(render.record_line(rec))
         except FormatError as exc:
@@ -54,7 +62,11 @@ def cmd_records(args):
 def cmd_verify(args):
     with registry.open_source(args.image) as source:
         report = verify(source)
-    sys.stdout.write(report.text(args.image))
+    if args.json:
+        from crfs import jsonout
+        jsonout.write(jsonout.verify(report, args.image))
+    else:
+        sys.stdout.write(report.text(args.image))
     return EXIT_OK if report.sound else EXIT_FAIL
 
 
@@ -123,6 +135,46 @@ def summary_line(pid, report):
             f"{report['time']:.2f} s")
 
 
+def cmd_diff(args):
+    """Exit 0: equal, 1: different, 2: trouble (as diff(1))."""
+    from crfs import diff
+    from crfs.checkpoint.progress import TerminalProgress
+    images = []
+    progress = TerminalProgress("crfs diff")     # on a terminal, after a second
+    try:
+        for path in (args.a, args.b):
+            images.append(registry.open_image(path))
+        result = diff.diff(*images, args.a, args.b, progress=progress)
+    except CrfsError as exc:
+        print(error_line(exc, args.reporter), file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"crfs diff: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    finally:
+        progress.finish()
+        for image in images:
+            image.close()
+    if args.json:
+        from crfs import jsonout
+        jsonout.write(result)
+    else:
+        sys.stdout.write(diff.text(result))
+    return EXIT_OK if result["equal"] else EXIT_FAIL
+
+
+def _add_diff_parser(sub):
+    text = "what changed between two images of a program; exit 0 if equal, 1 if not, 2 on error"
+    p = sub.add_parser("diff", help=text, description=text + ". Tasks added and gone, "
+                       "registers, credentials, signals and fs changed, VMAs added, removed "
+                       "or resized, pages changed by address range (read a page at a time).")
+    p.add_argument("a", metavar="A", help="the older image")
+    p.add_argument("b", metavar="B", help="the newer image")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON, with the keys of docs/json.md")
+    p.set_defaults(func=cmd_diff, image=None, reporter="crfs diff")
+
+
 def _add_image_parsers(sub):
     for name, func, text in (
         ("info", cmd_info, "show the header, tasks and VMAs of an image"),
@@ -131,6 +183,8 @@ def _add_image_parsers(sub):
     ):
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("image", metavar="IMAGE", help="checkpoint image file")
+        p.add_argument("--json", action="store_true",
+                       help="print JSON, with the keys of docs/json.md")
         p.set_defaults(func=func)
 
 
@@ -199,6 +253,30 @@ def _add_convert_parser(sub):
     convert.add_parser(sub)
 
 
+def _add_restart_parser(sub):
+    from crfs import restart_cmd
+    restart_cmd.add_parser(sub).set_defaults(image=None)
+
+
+def _add_doctor_parser(sub):
+    from crfs import doctor
+    doctor.add_parser(sub)
+
+
+def cmd_manpages(args):
+    from crfs import manpages
+    for path in manpages.write(args.directory):
+        print(path)
+    return EXIT_OK
+
+
+def _add_manpages_parser(sub):
+    # hidden (no help=): what .ci/setup runs to build the man pages
+    p = sub.add_parser("manpages", description="write crfs's man pages under DIR")
+    p.add_argument("directory", metavar="DIR")
+    p.set_defaults(func=cmd_manpages, image=None)
+
+
 def _add_mount_parser(sub):
     from crfs import mount
     mount.add_parser(sub).set_defaults(image=None)
@@ -208,9 +286,13 @@ def _add_mount_parser(sub):
 SUBCOMMANDS = ((("mount",), _add_mount_parser),
                (("info", "records", "verify"), _add_image_parsers),
                (("core",), _add_core_parser),
+               (("diff",), _add_diff_parser),
                (("demo",), _add_demo_parser),
                (("checkpoint",), _add_checkpoint_parser),
-               (("convert",), _add_convert_parser))
+               (("convert",), _add_convert_parser),
+               (("restart",), _add_restart_parser),
+               (("doctor",), _add_doctor_parser),
+               (("manpages",), _add_manpages_parser))
 COMMANDS = tuple(name for names, _ in SUBCOMMANDS for name in names)
 HELP_OPTIONS = ("-h", "--help")
 TOP_LEVEL_OPTIONS = (*HELP_OPTIONS, "--version")

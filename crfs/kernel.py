@@ -186,14 +186,20 @@ class Outcome:
 
 _RESULT = struct.Struct("<iQI16s96s")   # errno, offset, record type, stage, reason
 RESTARTER = "crfs-restart"
+# Where .ci/setup installs it, root-owned 0755: the first place looked at.
+INSTALLED_RESTARTER = "/usr/local/libexec/crfs/crfs-restart"
 
 
 def find_restarter():
-    """The crfs-restart binary: $CRFS_RESTARTER, kmod/crfs-restart of this source tree
-    (built by `make -C kmod`), or crfs-restart on PATH; None if there is none."""
+    """The crfs-restart binary: $CRFS_RESTARTER (set by whoever starts the daemon), the
+    installed one (INSTALLED_RESTARTER), kmod/crfs-restart of this source tree (built by
+    `make -C kmod`), or crfs-restart on PATH; None if there is none. Whichever it is,
+    restart_in_child() runs it only when unsafe_restarter() finds nothing wrong."""
     env = os.environ.get("CRFS_RESTARTER")
     if env:
         return env
+    if os.access(INSTALLED_RESTARTER, os.X_OK):
+        return INSTALLED_RESTARTER
     built = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                          "kmod", RESTARTER)
     if os.access(built, os.X_OK):
@@ -241,14 +247,16 @@ def unsafe_restarter(restarter):
 
 
 def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=None,
-                     options=()):
+                     options=(), new_pids=False):
     """Restart the image at `path` in a new process running kmod/crfs-restart; its Outcome.
 
     The restarter becomes the restored program (a successful restore replaces the address
     space of the process that asks for it), in a session of its own, with stdin from
     /dev/null and stdout + stderr to the file object `stdout` (default /dev/null). It
     reports a failure on a pipe; the kernel closes that pipe when the restore succeeded.
-    `options`: more crfs-restart options (-S, -i IMAGEFD=FD with FD passed in). Returns once the restore succeeded or failed; it is killed after `timeout` seconds.
+    `options`: more crfs-restart options (-S, -R, -i IMAGEFD=FD with FD passed in).
+    Returns once the restore succeeded or failed; it is killed after `timeout` seconds.
+    `new_pids`: never the image's pids (crfs-restart -N).
     """
     restarter = restarter or find_restarter()
     if not restarter:
@@ -260,6 +268,7 @@ def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=No
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     out = stdout if stdout is not None else subprocess.DEVNULL
     try:
+        options = [*(["-N"] if new_pids else []), *options]
         proc = subprocess.Popen([restarter, "-d", device, "-r", str(write_fd), *options, path],
                                 stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT if stdout is not None else out,

@@ -135,8 +135,8 @@ def test_help_lists_every_subcommand_and_the_mount_form():
     assert result.returncode == 0
     listed = {line.split()[0] for line in result.stdout.splitlines()
               if line.startswith("    ") and not line.startswith("     ")}
-    assert listed == {"mount", "info", "records", "verify", "core", "demo", "checkpoint",
-                      "convert"}
+    assert listed == {"mount", "info", "records", "verify", "core", "diff", "demo", "checkpoint",
+                      "convert", "restart", "doctor"}
     assert "crfs [STORE] MOUNTPOINT -o OPTIONS" in " ".join(result.stdout.split())
     for name in listed:
         help_of = crfs(name, "--help")

@@ -7,7 +7,7 @@ makes its children once, from the model objects it was given.
 import errno
 from bisect import bisect_right
 
-from crfs import render
+from crfs import render, svg_layout
 from crfs.errors import FsError, Unsupported
 from crfs.formats.x86 import PAGE_SIZE
 from crfs.fs.nodes import Dir, File, LazyNames, RangeFile, StaticDir, Symlink, TextFile
@@ -157,7 +157,14 @@ class MmDir(ModelDir):
         mm = self.mm
         yield self._text("info", lambda: _mm_info(mm))
         yield self._text("maps", lambda: render.maps(mm, self.image.arch))
+        yield self._text("layout.svg", lambda: svg_layout.svg(mm, _owners(self.image, mm)))
         yield "vmas", VmasDir(self._key("vmas"), mm, self.mtime_ns)
+
+
+def _owners(image, mm):
+    """The title of mm/layout.svg: whose address space it is."""
+    tasks = [t for t in image.tasks if t.mm is mm]
+    return f"{tasks[0].comm} (pid {', '.join(str(t.pid) for t in tasks)})"
 
 
 def _mm_info(mm):

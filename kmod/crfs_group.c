@@ -58,6 +58,7 @@ struct crfs_group {
 	u32 arrived;				/* non-leader threads prepared */
 	enum crfs_group_state state;
 	bool committed;				/* the point of no return was passed */
+	u32 masked;				/* threads whose signal mask is restored */
 	unsigned long *claimed;			/* image task indices taken */
 	wait_queue_head_t wq;
 };
@@ -192,6 +193,21 @@ void crfs_group_restored(struct crfs_group *g, bool ok)
 	mutex_lock(&crfs_groups_lock);
 	set_state(g, ok ? CRFS_GROUP_RESTORED : CRFS_GROUP_FAILED);
 	mutex_unlock(&crfs_groups_lock);
+}
+
+/*
+ * A thread restored its signal mask: true for the last one, which may then queue the
+ * process's shared pending signals (no thread of the caller's can take one meant for
+ * a thread that blocks it in the image).
+ */
+bool crfs_group_masked(struct crfs_group *g)
+{
+	bool last;
+
+	mutex_lock(&crfs_groups_lock);
+	last = ++g->masked == g->nr_threads;
+	mutex_unlock(&crfs_groups_lock);
+	return last;
 }
 
 /*

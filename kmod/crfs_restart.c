@@ -10,12 +10,15 @@
  *                 [skipped records] TREE BUFFER{pids} [BUFFER{vpids}]
  *                 { TASK STRING{comm} TASK_PART* } TAIL
  *   TASK_PART ::= THREAD | CPU [CPU_FPU] | TASK_OBJS | TASK_CREDS | OBJECT
- *                 | skipped record
+ *                 | SIGNAL SIGPENDING | SIGPENDING | SIGNAL_TASK | SIGALTSTACK
+ *                 | skipped record                    (signals: crfs_signal.c)
  *   OBJECT    ::= OBJREF, then for an MM: MM BUFFER{auxv} { [OBJECT] VMA [CONTENTS] }*
  *                 MM_CONTEXT MM_CONTEXT_LDT; for a FILE: [OBJECT] FILE [FILE_NAME]
  *                 [PIPE_BUF]; for a FILE_TABLE: FILE_TABLE { [OBJECT] FILE_DESC }*
  *                 (crfs_files.c);
  *                 for a CRED: { OBJECT }* CRED; for a GROUPINFO: GROUPINFO;
+ *                 for an FS: FS FILE_NAME FILE_NAME [FS_EXT] (crfs_fs.c);
+ *                 for a SIGHAND: SIGHAND;
  *                 a USER's records (USER, USER_NS) are skipped
  *   CONTENTS  ::= { PGARR{n > 0} BUFFER{u64 vaddr[n]; n pages} }* PGARR{0}
  *

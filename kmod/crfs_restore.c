@@ -1225,6 +1225,8 @@ static int act(struct crfs_restore *rs)
 	ret = crfs_sig_act_thread(&rs->sig);
 	if (ret)
 		return ret;
+	if (!rs->group || crfs_group_masked(rs->group))
+		crfs_sig_act_shared(&rs->sig);
 	init_task_work(&rs->work->cb, regs_work_fn);
 	ret = task_work_add(current, &rs->work->cb, TWA_RESUME);
 	if (!ret)

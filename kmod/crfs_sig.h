@@ -86,6 +86,7 @@ int crfs_sig_prepare(struct crfs_sig_restore *sr, const struct crfs_task *task,
 		     bool process, const struct cred *cred, char *err_msg);
 void crfs_sig_act_process(struct crfs_sig_restore *sr);
 int crfs_sig_act_thread(struct crfs_sig_restore *sr);
+void crfs_sig_act_shared(struct crfs_sig_restore *sr);
 void crfs_sig_release(struct crfs_sig_restore *sr);
 int crfs_fs_prepare(struct crfs_sig_restore *sr, const struct crfs_fs *fs);
 void crfs_fs_act(struct crfs_sig_restore *sr, const struct crfs_fs *fs);

@@ -17,8 +17,10 @@
  *   refused when the image has them; cwd and root (crfs_fs.c).
  * act (after the point of no return, nothing fails): the process's leader sets the
  *   handlers, rlimits, fs_struct and ITIMER_REAL and drops the caller's pending signals;
- *   every thread its blocked mask, altstack and pdeath_signal, then queues its pending
- *   signals again (private ones with their siginfo; shared ones as from the kernel).
+ *   every thread its blocked mask, altstack and pdeath_signal, then queues its private
+ *   pending signals again with their siginfo; the last thread to get its mask back
+ *   queues the process's shared ones (as from the kernel: no exported call takes their
+ *   siginfo).
  */
 #include <linux/capability.h>
 #include <linux/cred.h>
@@ -619,8 +621,17 @@ int crfs_sig_act_thread(struct crfs_sig_restore *sr)
 	}
 	if (sr->pdeath_signal)	/* else the restarter's (SIGKILL: it dies with its relay) */
 		current->pdeath_signal = sr->pdeath_signal;
-	if (sr->process && sig->signal)
-		requeue(sig->signal->shared, true);
 	requeue(sig->pending, false);
 	return ret;
+}
+
+/*
+ * The last thread to restore its mask (any: each call's plan has the process's SIGNAL):
+ * the process's shared pending signals. Earlier, a thread still running with the
+ * restarter's mask could take a signal its image blocks, maybe a fatal one.
+ */
+void crfs_sig_act_shared(struct crfs_sig_restore *sr)
+{
+	if (sr->sig->signal)
+		requeue(sr->sig->signal->shared, true);
 }

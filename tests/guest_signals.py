@@ -6,7 +6,8 @@ tests/c/sig_target.c runs as nobody, is checkpointed by `crfs checkpoint --via p
 /proc/PID/limits and /proc/PID/cwd of the original and of the restored process are
 compared; the restored one is sent SIGUSR1 (it prints what its handler saw) and SIGTERM (it
 exits 0 from its handler). The module's CHECKPOINT of it is compared with crfs's and
-restarted the same way. Then images with one record made wrong, and callers that may
+restarted the same way; so is the program with a second thread of other blocked and
+pending signals (each thread's must come back). Then images with one record made wrong, and callers that may
 not have what the image asks, are restarted: each must be refused with its errno and
 reason, the caller intact.
 """
@@ -105,11 +106,20 @@ def status_of(pid):
     return {key: value.strip() for key, value in rows if key in STATUS}
 
 
+def threads_of(pid):
+    """SigBlk and SigPnd of every thread of `pid`, the leader first, then by tid."""
+    tids = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    tids.sort(key=lambda tid: tid != pid)
+    return [{k: v for k, v in status_of(f"{pid}/task/{tid}").items()
+             if k in ("SigBlk", "SigPnd")} for tid in tids]
+
+
 def observed(pid):
     """What /proc shows of the process's signal state, open-files limit and cwd."""
     with open(f"/proc/{pid}/limits") as f:
         nofile = [line.split()[3:5] for line in f if line.startswith("Max open files")][0]
-    return {"status": status_of(pid), "nofile": nofile, "cwd": os.readlink(f"/proc/{pid}/cwd")}
+    return {"status": status_of(pid), "nofile": nofile, "cwd": os.readlink(f"/proc/{pid}/cwd"),
+            "threads": threads_of(pid)}
 
 
 def wait_for(path, prefix, timeout=30):
@@ -198,14 +208,14 @@ def refused(image, restarter, label, uid=None, nofile=None):
     return result
 
 
-def start_target(exe, out_path):
+def start_target(exe, out_path, *extra):
     for path, make in ((SIG_DIR, lambda p: os.mkdir(p, 0o755)),
                        (NOT_DIR, lambda p: open(p, "w").close())):
         if not os.path.exists(path):
             make(path)
     os.chmod(SIG_DIR, 0o755)
     with open(out_path, "w") as out:
-        proc = subprocess.Popen([exe, SIG_DIR], stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([exe, SIG_DIR, *extra], stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, preexec_fn=as_user(NOBODY),
                                 start_new_session=True)
     wait_for(out_path, "tick 2")
@@ -259,6 +269,21 @@ MALFORMED = {
 }
 
 
+def threaded(exe, restarter):
+    """sig_target with its second thread, checkpointed by crfs, restarted by root."""
+    out_path = os.path.join(KCK_DIR, "sig.threaded.out")
+    image = os.path.join(KCK_DIR, "sig.threaded.img")
+    proc = start_target(exe, out_path, "thread")
+    out = {"original": observed(proc.pid)}
+    ck = checkpoint(proc.pid, image)
+    out["checkpoint"] = {"rc": ck.returncode, "stderr": ck.stderr[-2000:]}
+    proc.wait(timeout=60)
+    if ck.returncode == 0:
+        os.chmod(image, 0o644)
+        out["restart"] = restart_and_exercise(image, restarter, "threaded")
+    return out
+
+
 def signals(manifest, same_as_python):
     """The `signals` step: see the module's docstring; `same_as_python` compares two
     images of one process (tests/kmod_guest_checks.py)."""
@@ -291,4 +316,5 @@ def signals(manifest, same_as_python):
     out["malformed"] = {label: refused(patch(image, label, change), restarter, label)
                         for label, change in MALFORMED.items()}
     out["kernel"] = kernel_checkpoint(exe, restarter, same_as_python)
+    out["threaded"] = threaded(exe, restarter)
     return out

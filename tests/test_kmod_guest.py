@@ -1580,3 +1580,22 @@ def test_zdtm_step_ran_every_test(guest):
     left = sorted(f"{way}:{name}" for (way, name), row in zdtm["results"].items()
                   if row["result"] == "NOT RUN")
     assert left == [], f"{len(left)} zdtm tests not run within {ZDTM_BUDGET}s: {left}"
+
+
+def test_restart_restores_every_threads_signal_state(guest):
+    """sig_target with a second thread that blocks SIGUSR1, SIGUSR2, SIGTERM and SIGWINCH
+    and has SIGWINCH pending: restarted, each thread has its own blocked and pending
+    signals again, and the process's handlers still run in the main thread."""
+    run = _signals(guest)["threaded"]
+    assert run["checkpoint"]["rc"] == 0, run["checkpoint"]
+    original = run["original"]
+    assert original["threads"] == [
+        {"SigPnd": "0000000000000800", "SigBlk": "0000000000000800"},
+        {"SigPnd": "0000000008000000", "SigBlk": "0000000008004a00"}], original
+    restored = run["restart"]
+    assert restored["errno"] == "restored", restored
+    assert restored["observed"]["threads"] == original["threads"], restored
+    assert restored["observed"]["status"] == original["status"], restored
+    assert restored["usr1"] == ("usr1 onstack=1 umask=027 nofile=100 itimer=7 "
+                                f"cwd={SIG_DIR} blocked_usr2=1"), restored
+    assert restored["term"] == "term" and restored["exit"] == 0, restored

@@ -6,11 +6,14 @@
  * an alternate signal stack, umask 027, RLIMIT_NOFILE soft 100, its cwd in DIR, an
  * ITIMER_REAL of an hour with a 7 s interval.
  *
- * Usage: sig_target DIR. Prints "ready PID", then "tick N" every 100 ms. On SIGUSR1 it
- * prints what it sees then: "usr1 onstack=0|1 umask=OOO nofile=SOFT itimer=SEC cwd=PATH
- * blocked_usr2=0|1"; on SIGTERM "term" and exits 0.
+ * Usage: sig_target DIR [thread]. Prints "ready PID", then "tick N" every 100 ms. On
+ * SIGUSR1 it prints what it sees then: "usr1 onstack=0|1 umask=OOO nofile=SOFT itimer=SEC
+ * cwd=PATH blocked_usr2=0|1"; on SIGTERM "term" and exits 0. With "thread", a second
+ * thread blocks SIGUSR1, SIGUSR2, SIGTERM and SIGWINCH, has SIGWINCH pending (its own) and
+ * an alternate stack of its own, and sleeps.
  */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +26,8 @@
 #define ALTSTACK_SIZE (64 * 1024)
 
 static char altstack[ALTSTACK_SIZE];
+static char thread_altstack[ALTSTACK_SIZE];
+static volatile sig_atomic_t thread_ready;
 static volatile sig_atomic_t got_usr1, got_term, on_stack;
 
 static void on_usr1(int sig, siginfo_t *info, void *ctx)
@@ -78,16 +83,38 @@ static void report(void)
 	       (long)it.it_interval.tv_sec, cwd, sigismember(&now, SIGUSR2));
 }
 
+static void *second_thread(void *arg)
+{
+	stack_t ss = { .ss_sp = thread_altstack, .ss_size = ALTSTACK_SIZE };
+	sigset_t set;
+
+	(void)arg;
+	sigemptyset(&set);
+	sigaddset(&set, SIGUSR1);
+	sigaddset(&set, SIGUSR2);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGWINCH);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	pthread_kill(pthread_self(), SIGWINCH);	/* pending in this thread only */
+	if (sigaltstack(&ss, NULL))
+		perror("thread sigaltstack");
+	thread_ready = 1;
+	for (;;)
+		pause();
+	return NULL;
+}
+
 int main(int argc, char **argv)
 {
+	pthread_t thread;
 	struct itimerval it = { { 7, 0 }, { 3600, 0 } };
 	struct rlimit nofile;
 	stack_t ss;
 	sigset_t set;
 	int n = 0;
 
-	if (argc != 2 || chdir(argv[1])) {
-		fprintf(stderr, "usage: sig_target DIR\n");
+	if (argc < 2 || argc > 3 || chdir(argv[1])) {
+		fprintf(stderr, "usage: sig_target DIR [thread]\n");
 		return 2;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -108,6 +135,14 @@ int main(int argc, char **argv)
 	    setitimer(ITIMER_REAL, &it, NULL)) {
 		perror("setup");
 		return 2;
+	}
+	if (argc == 3) {
+		if (pthread_create(&thread, NULL, second_thread, NULL)) {
+			perror("pthread_create");
+			return 2;
+		}
+		while (!thread_ready)
+			usleep(1000);
 	}
 	printf("ready %d\n", (int)getpid());
 	for (;;) {

@@ -202,3 +202,27 @@ def header(image):
     lines = {"format": image.description}
     lines.update(image.header)
     return key_values(lines)
+
+
+O_CLOEXEC = 0o2000000
+
+
+def fdinfo(fd):
+    """/proc/PID/fdinfo/N of an Fd: position and flags (close-on-exec included, as the
+    kernel shows it), and the lines of an eventfd, timerfd, signalfd or epoll (its "tfd:"
+    lines without ino and sdev); mnt_id and ino are not in the images."""
+    file = fd.file
+    text = f"pos:\t{file.pos}\nflags:\t0{file.flags | (O_CLOEXEC if fd.cloexec else 0):o}\n"
+    if file.kind == "eventfd" and file.count is not None:
+        text += f"eventfd-count: {file.count:16x}\n"
+    elif file.kind == "timerfd" and file.timer is not None:
+        t = file.timer
+        text += (f"clockid: {t.clockid}\nticks: {t.ticks}\nsettime flags: 0{t.flags:o}\n"
+                 f"it_value: ({t.value_ns // 10**9}, {t.value_ns % 10**9})\n"
+                 f"it_interval: ({t.interval_ns // 10**9}, {t.interval_ns % 10**9})\n")
+    elif file.kind == "signalfd" and file.sigmask is not None:
+        text += f"sigmask:\t{file.sigmask:016x}\n"
+    elif file.kind == "epoll" and file.watches is not None:
+        text += "".join(f"tfd: {w.fd:8d} events: {w.events:8x} data: {w.data:16x}  "
+                        f"pos:{w.file.pos}\n" for w in file.watches)
+    return text

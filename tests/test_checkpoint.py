@@ -980,8 +980,20 @@ def test_open_files_are_captured(build_c, tmp_path):
             sock = table.get(fds["sock"]).file
             assert sock.kind == "socket" and sock.path.startswith("socket:[")
             gone = table.get(fds["gone"]).file
-            assert (gone.kind, gone.path, gone.pos) == (
-                "deleted", f"{workdir / 'gone'} (deleted)", 4)
+            assert (gone.kind, gone.path, gone.pos, gone.data.read()) == (
+                "deleted", f"{workdir / 'gone'} (deleted)", 4, b"data")
+            timer = table.get(fds["tfd"]).file
+            assert (timer.kind, timer.link(), timer.timer.clockid, timer.timer.interval_ns,
+                    timer.timer.ticks) == ("timerfd", "anon_inode:[timerfd]", 1,
+                                           2_500_000_000, 0)
+            assert 990 * 10**9 < timer.timer.value_ns <= 1000 * 10**9
+            sfd = table.get(fds["sfd"]).file
+            assert (sfd.kind, sfd.sigmask) == ("signalfd", 1 << 9 | 1 << 11)
+            ep = table.get(fds["ep"])
+            assert (ep.file.kind, ep.file.link(), ep.cloexec) == (
+                "epoll", "anon_inode:[eventpoll]", True)
+            assert [(w.fd, w.file, w.events, w.data) for w in ep.file.watches] == [
+                (fds["pr"], reader, 0x19, 0x1234), (fds["efd"], efd, 0x80000019, 7)]  # +ERR|HUP
             assert image.header["uflags"] & 0x8000      # CRFS_UFLAG_EXT: opaque files
         finally:
             image.close()
@@ -1002,3 +1014,31 @@ def test_threads_and_a_forked_child_share_open_files(build_c, tmp_path):
             assert parent.files is not child.files
         finally:
             image.close()
+
+
+def test_mount_shows_fds_as_proc_does(build_c, mount, tmp_path):
+    """crfs checkpoint into the store, then the mount's fd/<n> read as /proc/<pid>/fd/<n>
+    and fdinfo/<n> begins with /proc's pos: and flags: lines."""
+    workdir = tmp_path / "mounted files"
+    workdir.mkdir()
+    with Program(build_c("ckpt_files", 64), workdir) as program:
+        checkpoint(program.pid, mount.store / "files.ckpt", after="stop", via="ptrace")
+        wait_state(program.pid, "T")
+        task = task_dir(mount, "files.ckpt", program.pid)
+        names = sorted(os.listdir(f"/proc/{program.pid}/fd"), key=int)
+        assert sorted(os.listdir(task / "fd"), key=int) == names
+        for name in names:
+            link = os.readlink(f"/proc/{program.pid}/fd/{name}")
+            shown = os.readlink(task / "fd" / name)
+            assert shown == link or (link.startswith("pipe:[") and shown.startswith("pipe:["))
+            with open(f"/proc/{program.pid}/fdinfo/{name}") as f:
+                proc_lines = f.read().splitlines()[:2]
+            assert (task / "fdinfo" / name).read_text().splitlines()[:2] == proc_lines
+        with open(f"/proc/{program.pid}/fdinfo/{program.ready['sfd']}") as f:
+            sigmask = [line for line in f if line.startswith("sigmask:")]
+        assert sigmask and sigmask[0] in (task / "fdinfo" / str(program.ready["sfd"])
+                                          ).read_text()
+        listing = subprocess.run(["ls", "-l", str(task / "fd")], capture_output=True,
+                                 text=True, check=True).stdout
+        assert f"{program.ready['log']} -> {workdir / 'log'}" in listing
+        assert_continues(program)

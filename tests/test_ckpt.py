@@ -32,7 +32,8 @@ STATE_RECORDS = {"CKPT_HDR_USER_NS", "CKPT_HDR_CRED", "CKPT_HDR_USER", "CKPT_HDR
                  "CKPT_HDR_SIGNAL_TASK", "CKPT_HDR_SIGPENDING", "CRFS_HDR_SIGALTSTACK",
                  "CRFS_HDR_FS_EXT"}
 # Records of open files: tests/c/ckpt_files_golden.c.
-FILE_RECORDS = {"CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC", "CKPT_HDR_PIPE_BUF"}
+FILE_RECORDS = {"CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC", "CKPT_HDR_PIPE_BUF",
+                "CKPT_HDR_EPOLL_ITEMS"}
 FILE_EXTRA = ("f_type", "f_mode", "f_flags", "f_credref", "f_pos", "f_version", "f_secref")
 
 
@@ -633,7 +634,9 @@ def test_file_record_sizes():
     assert (fmt.SIZE["CKPT_HDR_FILE_TABLE"], fmt.SIZE["CKPT_HDR_FILE_DESC"]) == (16, 24)
     assert {name: s.sizeof() for name, s in fmt.FILE_SUBTYPES.items()} == {
         "CKPT_FILE_GENERIC": 48, "CKPT_FILE_PIPE": 56, "CKPT_FILE_FIFO": 56,
-        "CKPT_FILE_EVENTFD": 64, "CRFS_FILE_OPAQUE": 56}
+        "CKPT_FILE_EVENTFD": 64, "CRFS_FILE_OPAQUE": 56, "CRFS_FILE_DELETED": 64,
+        "CRFS_FILE_TIMERFD": 80, "CRFS_FILE_SIGNALFD": 64, "CKPT_FILE_EPOLL": 48}
+    assert (fmt.SIZE["CKPT_HDR_EPOLL_ITEMS"], fmt.ckpt_eventpoll_item.sizeof()) == (16, 24)
     assert fmt.CKPT_FILE["CRFS_FILE_OPAQUE"] >= 100 and fmt.CKPT_HDR["CKPT_HDR_PIPE_BUF"] == 305
 
 
@@ -666,6 +669,16 @@ def test_files_golden_values(files_golden):
                 w["kind"], w["flags"], w["mode"], w["pos"], w["count"], w["pipe"])
             assert f.link() == (f"pipe:[{w['pipe']}]" if w["kind"] == "pipe" else w["path"])
             assert f.native.f_version == w["f_version"]
+            if w["kind"] != "pipe":     # pipes: the first end has the bytes (below)
+                assert (f.data.read().decode() if f.data else None) == w["data"]
+            timer = f.timer and [f.timer.clockid, f.timer.value_ns, f.timer.interval_ns,
+                                 f.timer.ticks, f.timer.flags]
+            assert (timer, f.sigmask, f.native.sfd_flags) == (w["timer"], w["sigmask"],
+                                                              w["sfd_flags"])
+            watches = f.watches and [[x.fd, x.file, x.events, x.data] for x in f.watches]
+            assert watches == (w["watches"] and [
+                [fd_, _by_objref(image, ref), events, data]
+                for fd_, ref, events, data in w["watches"]])
     main, thread, child = image.tasks
     assert main.files is thread.files is not child.files
     log, pipe_w = main.files.get(1).file, main.files.get(4).file
@@ -675,6 +688,22 @@ def test_files_golden_values(files_golden):
     assert pipe_w.data is None and main.files.get(5).file.data.read() == b""
     assert main.files.get(7).file.native.eventfd_flags == 1
     assert child.files.get(6).file.native.st_mode == 0o100600
+    memfd = child.files.get(8).file
+    assert (memfd.kind, memfd.data.read(), memfd.native.st_mode) == (
+        "deleted", b"kept bytes", 0o100777)
+
+
+def _by_objref(image, objref):
+    """The OpenFile written as FILE object `objref` (numbered as the golden writer does)."""
+    files = []
+    for task in image.tasks:
+        for d in task.files.fds:
+            if all(d.file is not f for f in files):
+                files.append(d.file)
+    written = dump_bytes(image)
+    refs = [int(i.note.split()[-1]) for i in record_list(written)
+            if i.name == "CKPT_HDR_OBJREF" and i.note.startswith("CKPT_OBJ_FILE ")]
+    return dict(zip(refs, files))[objref]
 
 
 def test_files_are_written_in_the_kernel_order_and_numbering(files_golden):
@@ -703,6 +732,11 @@ def test_opaque_files_alone_set_the_crfs_uflag(files_golden):
     for task in image.tasks:
         task.files.fds = [d for d in task.files.fds
                           if d.file.kind not in ("socket", "deleted")]
+    for task in image.tasks:
+        task.files.fds = [d for d in task.files.fds
+                          if d.file.kind not in ("timerfd", "signalfd", "epoll")]
+    assert {d.file.kind for t in image.tasks for d in t.files.fds} == {"file", "pipe", "fifo",
+                                                                       "eventfd"}
     written = dump_bytes(image)
     assert load_bytes(written).header["uflags"] & fmt.CRFS_UFLAG_EXT == 0
     assert "CRFS_FILE_OPAQUE" not in {i.note for i in record_list(written)}
@@ -722,6 +756,14 @@ def test_opaque_files_alone_set_the_crfs_uflag(files_golden):
     ("CKPT_HDR_FILE", "CKPT_FILE_GENERIC", 8, "<I", 7, "len 48, expected 64"),
     ("CKPT_HDR_TASK_OBJS", None, 8, "<i", 2, "objref 2 is not a CKPT_OBJ_FILE_TABLE"),
     ("CKPT_HDR_PIPE_BUF", "10 bytes", 4, "<I", 1 << 20, "runs past the end"),
+    ("CKPT_HDR_FILE", "CRFS_FILE_DELETED", 48, "<Q", 12, "10 bytes for size 12"),
+    ("CKPT_HDR_EPOLL_ITEMS", None, 8, "<i", 3, "epfile_objref 3, expected 17"),
+    ("CKPT_HDR_EPOLL_ITEMS", None, 12, "<I", 1, "48 bytes for num_items 1"),
+    ("CKPT_HDR_EPOLL_ITEMS", None, 12, "<I", 1 << 30, "num_items 1073741824 exceeds the file"),
+    ("CKPT_HDR_BUFFER", "48 bytes", 8 + 12, "<i", 5, "objref 5 is not a CKPT_OBJ_FILE"),
+    ("CKPT_HDR_BUFFER", "48 bytes", 8 + 12, "<i", 17, "epoll 17 watches itself"),
+    ("CKPT_HDR_FILE", "CKPT_FILE_EPOLL", 4, "<I", 56, "len 56, expected 48"),
+    ("CKPT_HDR_FILE", "CRFS_FILE_DELETED", 48, "<Q", 1 << 40, "for size 1099511627776"),
 ])
 def test_bad_file_fields_give_clean_errors(files_golden, name, note, field_offset, fmt_, value,
                                            message):

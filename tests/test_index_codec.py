@@ -123,3 +123,29 @@ def test_process_state_round_trips_and_stays_shared(tmp_path):
     main, second = back.tasks
     assert main.signals.handlers is second.signals.handlers
     assert main.signals.group is second.signals.group and main.fs is second.fs
+
+
+def test_open_files_round_trip_and_stay_shared(run_golden):
+    """tests/c/ckpt_files_golden.c's file tables come back from a saved index: one OpenFile
+    for the fds that share it, pipe bytes still read from the image file."""
+    path, _ = run_golden("ckpt_files_golden", 64)
+    loaded = registry.open_image(str(path))
+    try:
+        data = index_codec.encode(loaded, {"k": 1})
+        _, back = index_codec.decode(data, loaded.source)
+        main, thread, child = back.tasks
+        assert main.files is thread.files
+        assert main.files.get(1).file is main.files.get(2).file is child.files.get(0).file
+        assert main.files.get(3).file.data.read() == b"0123456789"
+        epoll = child.files.get(11).file
+        assert epoll.watches[0].file is child.files.get(1).file is main.files.get(4).file
+        assert [render.fdinfo(d) for t in back.tasks for d in t.files.fds] == [
+            render.fdinfo(d) for t in loaded.tasks for d in t.files.fds]
+        assert [d.file.link() for d in child.files.fds] == [
+            d.file.link() for d in loaded.tasks[2].files.fds]
+        loaded.tasks[0].files.get(3).file.data.length = 1 << 40
+        outside = index_codec.encode(loaded, {"k": 1})
+        with pytest.raises(index_codec.IndexCorrupt, match="outside the file"):
+            index_codec.decode(outside, loaded.source)
+    finally:
+        loaded.close()

@@ -302,3 +302,38 @@ def test_only_root_or_owner_may_write_restart():
         finally:
             m.unmount()
         assert not errors_in_log(m.log_text())
+
+
+def test_fd_links_and_fdinfo_of_open_files(mount, run_golden):
+    """tests/c/ckpt_files_golden.c's image: fd/<n> are symlinks as /proc shows them,
+    fdinfo/<n> their position and flags; ls -l, readlink and cat read them."""
+    path, expected = run_golden("ckpt_files_golden", 64)
+    shutil.copy(path, mount.store / "files.ckpt")
+    mount.mount()
+    fd_dir = mount / "files.ckpt" / "tasks" / "700" / "fd"
+    want = {fd["fd"]: fd for fd in expected["tasks"][0]["fds"]}
+    assert sorted(int(n) for n in os.listdir(fd_dir)) == sorted(want)
+    listing = mount.sh("ls -l files.ckpt/tasks/700/fd").stdout
+    assert "1 -> /var/log/golden app.log" in listing and "3 -> pipe:[5]" in listing
+    assert mount.sh("readlink files.ckpt/tasks/800/fd/6").stdout == "/tmp/scratch (deleted)\n"
+    for fd, info in want.items():
+        file = info["file"]
+        link = f"pipe:[{file['pipe']}]" if file["kind"] == "pipe" else file["path"]
+        assert os.readlink(fd_dir / str(fd)) == link
+        assert stat.S_ISLNK(os.lstat(fd_dir / str(fd)).st_mode)
+        flags = file["flags"] | (0o2000000 if info["cloexec"] else 0)
+        text = mount.sh(f"cat files.ckpt/tasks/700/fdinfo/{fd}").stdout
+        assert text.startswith(f"pos:\t{file['pos']}\nflags:\t0{flags:o}\n")
+    assert "eventfd-count:        100000005\n" in (fd_dir / ".." / "fdinfo" / "7").read_text()
+    child = mount / "files.ckpt" / "tasks" / "800"
+    assert (child / "fdinfo" / "9").read_text().endswith(
+        "clockid: 1\nticks: 3\nsettime flags: 01\nit_value: (4, 999936421)\n"
+        "it_interval: (1, 0)\n")
+    assert (child / "fdinfo" / "10").read_text() == (
+        f"pos:\t0\nflags:\t0{0o4000 | 0o2000000:o}\nsigmask:\t8000000000000200\n")
+    assert os.readlink(child / "fd" / "10") == "anon_inode:[signalfd]"
+    assert os.readlink(child / "fd" / "11") == "anon_inode:[eventpoll]"
+    assert (child / "fdinfo" / "11").read_text().splitlines()[2:] == [
+        "tfd:        1 events:       19 data: 1122334455667788  pos:0",
+        "tfd:       10 events: 80000001 data:                a  pos:0"]
+    assert os.listdir(mount / "files.ckpt" / "tasks" / "701" / "fd") == os.listdir(fd_dir)

@@ -4,22 +4,25 @@ Every fd becomes an Fd of the process's FdTable pointing at an OpenFile, which i
 every fd of any captured process that refers to the same open file description (fds with
 the same inode are compared with kcmp(2) KCMP_FILE). Regular files, directories and devices
 are kept by path with flags and position; pipes and FIFOs with the bytes buffered in them,
-copied with tee(2) without consuming them; eventfds with their count. Files crfs cannot
-restore (sockets, other anon inodes, files deleted while open) are kept as their kind and
-the text /proc shows for them.
+copied with tee(2) without consuming them; eventfds with their count, timerfds with their
+timer, signalfds with their mask, epolls with their watch list (all from fdinfo). Files
+crfs cannot restore (sockets, other anon inodes) are kept as their kind and the text /proc
+shows for them; regular files deleted while open (no link left; memfds too) with their
+content when it can be read and is at most MAX_DELETED_CONTENT bytes, else like those.
 """
 
 import ctypes
 import errno
 import fcntl
 import os
+import re
 import stat
 import termios
 from dataclasses import dataclass, field
 
 from crfs.checkpoint import procfs
 from crfs.errors import Unsupported
-from crfs.model.image import Blob, Fd, FdTable, OpenFile
+from crfs.model.image import Blob, EpollWatch, Fd, FdTable, FdTimer, OpenFile
 
 O_ACCMODE = 0o3
 O_CLOEXEC = 0o2000000
@@ -32,6 +35,10 @@ SYS_KCMP = 312              # x86_64
 KCMP_FILE = 0
 F_GETPIPE_SZ, F_SETPIPE_SZ = 1032, 1031
 SPLICE_F_NONBLOCK = 0x2
+SYS_PIDFD_GETFD = 438       # x86_64
+# Deleted files up to this size are saved with their content (held in memory until written).
+MAX_DELETED_CONTENT = 64 << 20
+ANON_KINDS = ("eventfd", "timerfd", "signalfd")     # anon inodes saved with their state
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -79,7 +86,38 @@ def capture(pid, registry):
     table = FdTable()
     for fd in sorted(int(name) for name in names):
         table.fds.append(capture_fd(pid, fd, registry))
+    for d in table.fds:
+        if d.file.kind == "epoll" and d.file.watches is None:
+            resolve_watches(pid, d, table)
     return table
+
+
+_TFD = re.compile(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)\s+pos:\s*-?\d+"
+                  r"\s+ino:\s*([0-9a-f]+)")
+
+
+def resolve_watches(pid, fd, table):
+    """The watch list of epoll `fd` from its fdinfo "tfd:" lines, each target found as the
+    fd of this table it was added as (same inode). A target closed since (or replaced)
+    cannot be named: the epoll is then kept as an opaque file."""
+    with open(f"/proc/{pid}/fdinfo/{fd.fd}") as f:
+        text = f.read(procfs.SMALL_FILE * 16)
+    watches = []
+    for m in _TFD.finditer(text):
+        tfd, events, data, ino = int(m[1]), int(m[2], 16), int(m[3], 16), int(m[4], 16)
+        target = table.get(tfd)
+        if target is None or _inode(pid, tfd) != ino:
+            fd.file.kind, fd.file.path = "anon", "anon_inode:[eventpoll]"
+            return
+        watches.append(EpollWatch(fd=tfd, file=target.file, events=events, data=data))
+    fd.file.watches = sorted(watches, key=lambda w: w.fd)   # fdinfo: the kernel's tree order
+
+
+def _inode(pid, fd):
+    try:
+        return os.stat(f"/proc/{pid}/fd/{fd}").st_ino
+    except OSError:
+        return None
 
 
 def fdinfo(pid, fd):
@@ -108,7 +146,10 @@ def capture_fd(pid, fd, registry):
 
 def kind_of(link, st):
     if link.startswith("anon_inode:"):
-        return "eventfd" if link == "anon_inode:[eventfd]" else "anon"
+        kind = link[len("anon_inode:"):].strip("[]")
+        if kind == "eventpoll":
+            return "epoll"
+        return kind if kind in ANON_KINDS else "anon"
     if st is None:
         return "other"
     mode = st.st_mode
@@ -118,8 +159,8 @@ def kind_of(link, st):
         return "pipe" if link.startswith("pipe:[") else "fifo"
     if not link.startswith("/"):
         return "other"
-    if link.endswith(" (deleted)") and (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        return "deleted"
+    if st.st_nlink == 0 and (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        return "deleted"        # /proc shows "<path> (deleted)"
     for kind, test in (("reg", stat.S_ISREG), ("dir", stat.S_ISDIR), ("chr", stat.S_ISCHR),
                        ("blk", stat.S_ISBLK)):
         if test(mode):
@@ -139,10 +180,67 @@ def open_file(pid, fd, link, st, info, flags, registry):
             registry.pipes.add((kind, st.st_ino))
             data = pipe_bytes(pid, fd)
             file.data = Blob(registry.source, registry.source.append(data), len(data))
-    elif kind == "eventfd":
-        file.count = int(info.get("eventfd-count", "0"), 16)
+    elif kind == "epoll":
+        file.path = None        # its watches: resolve_watches(), once the table is read
+    elif kind in ANON_KINDS:
         file.path = None
+        if kind == "eventfd":
+            file.count = int(info.get("eventfd-count", "0"), 16)
+        elif kind == "timerfd":
+            file.timer = FdTimer(clockid=int(info["clockid"]), ticks=int(info["ticks"]),
+                                 flags=int(info["settime flags"], 8),
+                                 value_ns=_timespec_ns(info["it_value"]),
+                                 interval_ns=_timespec_ns(info["it_interval"]))
+        else:
+            file.sigmask = int(info["sigmask"], 16)
+    elif kind == "deleted" and stat.S_ISREG(st.st_mode) and st.st_size <= MAX_DELETED_CONTENT:
+        data = deleted_content(pid, fd, st.st_size)
+        if data is not None:
+            file.data = Blob(registry.source, registry.source.append(data), len(data))
     return file
+
+
+def _timespec_ns(text):
+    """fdinfo's "(seconds, nanoseconds)" in ns."""
+    seconds, nanoseconds = text.strip("()").split(",")
+    return int(seconds) * 1_000_000_000 + int(nanoseconds)
+
+
+def deleted_content(pid, fd, size):
+    """The bytes of a regular file deleted while open: read through /proc/PID/fd/N, else
+    through a copy of the fd itself (pidfd_getfd) when it was opened for reading; None
+    when neither may read it (then only its name is saved)."""
+    try:
+        copy = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        copy = _fd_copy(pid, fd)
+        if copy is None:
+            return None
+    try:
+        data = bytearray()
+        while len(data) < size:
+            chunk = os.pread(copy, min(size - len(data), 1 << 20), len(data))
+            if not chunk:
+                break
+            data += chunk
+        return bytes(data)
+    except OSError:
+        return None
+    finally:
+        os.close(copy)
+
+
+def _fd_copy(pid, fd):
+    """A duplicate of `pid`'s `fd` in this process (pidfd_getfd(2), Linux 5.6), or None."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        copy = _libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+        return copy if copy >= 0 else None
+    finally:
+        os.close(pidfd)
 
 
 def pipe_bytes(pid, fd):

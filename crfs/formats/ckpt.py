@@ -11,7 +11,7 @@ docs/format-ckpt.md.
     TASK_PART ::= THREAD | CPU [CPU_FPU] | TASK_OBJS | OBJECT | other record
     OBJECT  ::= OBJREF{type, ref} records of that object, e.g.
                 MM BUFFER{auxv} { [OBJECT] VMA [CONTENTS] }*map_count MM_CONTEXT MM_CONTEXT_LDT
-                FILE_TABLE { [OBJECT] FILE_DESC }*fdt_nfds
+                FILE_TABLE { [OBJECT] FILE_DESC }*fdt_nfds { EPOLL_ITEMS [BUFFER] }*
                 FILE [FILE_NAME] [PIPE_BUF] [STRING]
     CONTENTS ::= { PGARR{n > 0} BUFFER{ulong vaddr[n]; n pages} }* PGARR{0}
 
@@ -64,6 +64,7 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CKPT_HDR_FILE_NAME": 303,
     "CKPT_HDR_FILE": 304,
     "CKPT_HDR_PIPE_BUF": 305,
+    "CKPT_HDR_EPOLL_ITEMS": 308,
     "CKPT_HDR_MM": 401,
     "CKPT_HDR_VMA": 402,
     "CKPT_HDR_PGARR": 403,
@@ -121,7 +122,10 @@ CKPT_FILE = IntEnum("CKPT_FILE", {
     "CKPT_FILE_TTY": 5,
     "CKPT_FILE_EPOLL": 6,
     "CKPT_FILE_EVENTFD": 7,
+    "CRFS_FILE_TIMERFD": 100,     # crfs extensions (from 100), formats-state §3.2
+    "CRFS_FILE_SIGNALFD": 101,
     "CRFS_FILE_OPAQUE": 110,      # crfs extension (from 100): recorded, not restorable
+    "CRFS_FILE_DELETED": 111,     # crfs extension: a regular file deleted while open
 })
 
 # CRFS_FILE_OPAQUE.kind: why crfs cannot restore the file (its readlink text follows).
@@ -155,6 +159,7 @@ MAGIC = {
 CHECKPOINT_VERSION = 6
 READABLE_REVS = (1, 5, 6)
 HDR_SIZE = 8
+MAX_RECORD_DATA = 0xFFFFFFFF - HDR_SIZE     # ckpt_hdr.len is a u32
 # Pages per PGARR chunk the kernel writes: 16 * (PAGE_SIZE / sizeof(void *)).
 CKPT_PGARR_BATCH = {"i386": 16 * 1024, "x86_64": 16 * 512}
 VADDR_SIZE = {"i386": 4, "x86_64": 8}
@@ -313,12 +318,33 @@ ckpt_hdr_file_eventfd = Struct(*ckpt_hdr_file.subcons, "count" / Int64ul,
 # crfs extension: a file crfs records but cannot restore (socket, epoll, deleted ...);
 # STRING{readlink text of /proc/PID/fd/N, NUL-terminated} follows.
 crfs_hdr_file_opaque = Struct(*ckpt_hdr_file.subcons, "kind" / Int32ul, "st_mode" / Int32ul)
+# crfs extension: a regular file unlinked while open (or a memfd), with its content:
+# STRING{readlink text} then BUFFER{the size bytes of the file}.
+crfs_hdr_file_deleted = Struct(*ckpt_hdr_file.subcons, "size" / Int64ul, "st_mode" / Int32ul,
+                               "_deleted_padding" / Pad(4))
+# crfs extensions: timerfd (remaining time and interval in ns, unread expirations, the
+# settime flags) and signalfd (its mask, bit n-1 = signal n).
+crfs_hdr_file_timerfd = Struct(*ckpt_hdr_file.subcons, "clockid" / Int32sl,
+                               "tfd_flags" / Int32ul, "value_ns" / Int64ul,
+                               "interval_ns" / Int64ul, "ticks" / Int64ul)
+crfs_hdr_file_signalfd = Struct(*ckpt_hdr_file.subcons, "sigmask" / Int64ul,
+                                "sfd_flags" / Int32ul, "_signalfd_padding" / Pad(4))
+# EPOLL_ITEMS: after the last FILE_DESC of a file table, one per epoll file first written in
+# it (in that order); iff num_items, a BUFFER of num_items ckpt_eventpoll_item follows.
+ckpt_hdr_eventpoll_items = Struct("h" / ckpt_hdr, "epfile_objref" / Int32sl,
+                                  "num_items" / Int32ul)
+ckpt_eventpoll_item = Struct("data" / Int64ul, "fd" / Int32ul, "file_objref" / Int32sl,
+                             "events" / Int32ul, "_padding" / Pad(4))
 FILE_SUBTYPES = {
     "CKPT_FILE_GENERIC": ckpt_hdr_file,
     "CKPT_FILE_PIPE": ckpt_hdr_file_pipe,
     "CKPT_FILE_FIFO": ckpt_hdr_file_pipe,
     "CKPT_FILE_EVENTFD": ckpt_hdr_file_eventfd,
+    "CKPT_FILE_EPOLL": ckpt_hdr_file,
     "CRFS_FILE_OPAQUE": crfs_hdr_file_opaque,
+    "CRFS_FILE_DELETED": crfs_hdr_file_deleted,
+    "CRFS_FILE_TIMERFD": crfs_hdr_file_timerfd,
+    "CRFS_FILE_SIGNALFD": crfs_hdr_file_signalfd,
 }
 
 MM_ADDRESSES = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",
@@ -488,6 +514,7 @@ FIXED = {
     "CKPT_HDR_TASK_OBJS": ckpt_hdr_task_objs,
     "CKPT_HDR_FILE_TABLE": ckpt_hdr_file_table,
     "CKPT_HDR_FILE_DESC": ckpt_hdr_file_desc,
+    "CKPT_HDR_EPOLL_ITEMS": ckpt_hdr_eventpoll_items,
     "CKPT_HDR_THREAD": ckpt_hdr_thread,
     "CKPT_HDR_CPU": ckpt_hdr_cpu,
     "CKPT_HDR_MM": ckpt_hdr_mm,
@@ -649,6 +676,7 @@ _NOTES = {
     "CKPT_HDR_TREE": lambda h: f"nr_tasks {h.nr_tasks}",
     "CKPT_HDR_FILE": lambda h: f"{name_of(CKPT_FILE, h.f_type, h.f_type)}",
     "CKPT_HDR_FILE_TABLE": lambda h: f"fdt_nfds {h.fdt_nfds}",
+    "CKPT_HDR_EPOLL_ITEMS": lambda h: f"epfile_objref {h.epfile_objref} num_items {h.num_items}",
     "CKPT_HDR_FILE_DESC": lambda h: (f"fd {h.fd_descriptor} objref {h.fd_objref}"
                                      f"{' cloexec' if h.fd_close_on_exec else ''}"),
     "CKPT_HDR_VMA": lambda h: (f"{name_of(CKPT_VMA, h.vma_type, h.vma_type)} "

@@ -9,13 +9,15 @@
                                                    if TASK_OBJS.signal_objref != 0
     OBJECT  ::= OBJREF MM BUFFER{auxv} { VMA [CONTENTS] }*map_count MM_CONTEXT MM_CONTEXT_LDT
               | OBJREF FILE_TABLE { [OBJECT] FILE_DESC }*fdt_nfds
+                { EPOLL_ITEMS [BUFFER{items}] }*   one per EPOLL file first read in it
               | OBJREF FILE FILE_PART | OBJREF SIGHAND
               | OBJREF FS FILE_NAME{pwd} FILE_NAME{root} [CRFS_FS_EXT]
               | OBJREF CRED (objects nested before CRED: GROUPINFO, USER, SECURITY)
               | OBJREF GROUPINFO | OBJREF USER (nested: USER, USER_NS) | OBJREF USER_NS
               | OBJREF of a type crfs does not interpret
     FILE_PART ::= (by f_type) GENERIC FILE_NAME | PIPE [PIPE_BUF] | FIFO FILE_NAME [PIPE_BUF]
-                | EVENTFD | CRFS_OPAQUE STRING{readlink text} | nothing (other types)
+                | EVENTFD | CRFS_OPAQUE STRING{readlink text}
+                | CRFS_DELETED STRING{readlink text} BUFFER{content} | nothing (other types)
                   PIPE_BUF follows the first end written of each pipe_objref (an INODE
                   object without OBJREF)
     CONTENTS ::= { PGARR{n > 0} BUFFER{ulong vaddr[n]; n pages} }* PGARR{0}
@@ -94,6 +96,7 @@ class Walker:
         self.xstate_size = 0
         self.objects = {}   # objref -> CKPT_OBJ_* name, once its records are all read
         self.depth = 0      # objects being read, one inside the other
+        self.epolls = None  # epoll FILEs first read in the file table being read
         self.shm = {}       # ino_objref of each SHM_ANON inode dumped -> its size in pages
 
     # ----------------------------------------------------------------- cursor
@@ -359,12 +362,20 @@ class Walker:
     # ----------------------------------------------------------------- objects
 
     def file_table(self):
-        """FILE_TABLE { [OBJECT] FILE_DESC }*fdt_nfds: each FILE_DESC names a FILE read
-        before it; descriptors are distinct."""
+        """FILE_TABLE { [OBJECT] FILE_DESC }*fdt_nfds { EPOLL_ITEMS [BUFFER] }*: each
+        FILE_DESC names a FILE read before it; descriptors are distinct; then the deferred
+        watch lists of the epoll files first read in this table, in that order."""
         table = self.fixed("CKPT_HDR_FILE_TABLE")
         nfds = table.fields.fdt_nfds
         self.check_fits(table.record, "fdt_nfds", nfds, fmt.SIZE["CKPT_HDR_FILE_DESC"])
         yield table
+        outer, self.epolls = self.epolls, []
+        yield from self.file_descs(nfds)
+        for epfile in self.epolls:
+            yield from self.epoll_items(epfile)
+        self.epolls = outer
+
+    def file_descs(self, nfds):
         fds = set()
         for _ in range(nfds):
             desc = yield from self.until("CKPT_HDR_FILE_DESC")
@@ -377,13 +388,37 @@ class Walker:
             fds.add(h.fd_descriptor)
             yield desc
 
+    def epoll_items(self, epfile):
+        """EPOLL_ITEMS of `epfile` [BUFFER{items}]; the part's data: (epfile, items)."""
+        record = yield from self.until_record("CKPT_HDR_EPOLL_ITEMS")
+        part = Part(record, self.parse(record), role="epoll")
+        h = part.fields
+        if h.epfile_objref != epfile:
+            raise self.error(part, f"epfile_objref {h.epfile_objref}, expected {epfile}")
+        self.check_fits(record, "num_items", h.num_items, fmt.ckpt_eventpoll_item.sizeof())
+        items = []
+        if h.num_items:
+            items = self.array_buffer(Array(h.num_items, fmt.ckpt_eventpoll_item), "epoll",
+                                      "num_items", h.num_items).data
+            for item in items:
+                self.lookup(part, item.file_objref, "CKPT_OBJ_FILE")
+                if item.file_objref == epfile:
+                    raise self.error(part, f"epoll {epfile} watches itself")
+        part.data = (epfile, list(items))
+        yield part
+
     def file(self):
         """FILE by its f_type: GENERIC FILE_NAME | PIPE [PIPE_BUF] | FIFO FILE_NAME [PIPE_BUF]
-        | EVENTFD | CRFS_OPAQUE STRING{readlink text}; other types: the FILE alone."""
+        | EVENTFD | CRFS_OPAQUE STRING{readlink text} | CRFS_DELETED STRING BUFFER{content};
+        other types: the FILE alone."""
         record = yield from self.until_record("CKPT_HDR_FILE")
         file = Part(record, fmt.parse_file(self.source, record))
         f_type = name_of(fmt.CKPT_FILE, file.fields.f_type)
-        yield file
+        yield file          # object() stamps file.objref
+        if f_type == "CKPT_FILE_EPOLL":
+            if self.epolls is None:
+                raise self.error(file, "an epoll file outside a file table")
+            self.epolls.append(file.objref)
         if f_type in ("CKPT_FILE_GENERIC", "CKPT_FILE_FIFO"):
             name = self.expect("CKPT_HDR_FILE_NAME")
             yield Part(name, data=self.read_data(name), role="path")
@@ -391,6 +426,14 @@ class Walker:
             yield from self.pipe_buf(file)
         elif f_type == "CRFS_FILE_OPAQUE":
             yield self.blob("CKPT_HDR_STRING", "link")
+        elif f_type == "CRFS_FILE_DELETED":
+            yield self.blob("CKPT_HDR_STRING", "link")
+            content = self.expect("CKPT_HDR_BUFFER")
+            if content.data_length != file.fields.size:
+                raise FormatError(f"{content.data_length} bytes for size {file.fields.size}",
+                                  offset=content.offset, record=content.name)
+            yield Part(content, data=(content.data_offset, content.data_length),
+                       role="content")
 
     def pipe_buf(self, file):
         """The PIPE_BUF after the first end of a pipe: its bytes stay in the file, the

@@ -10,7 +10,7 @@ from bisect import bisect_right
 from crfs import render
 from crfs.errors import FsError, Unsupported
 from crfs.formats.x86 import PAGE_SIZE
-from crfs.fs.nodes import Dir, File, LazyNames, RangeFile, StaticDir, TextFile
+from crfs.fs.nodes import Dir, File, LazyNames, RangeFile, StaticDir, Symlink, TextFile
 from crfs.model.core import CoreFile
 
 
@@ -70,10 +70,12 @@ class TasksDir(ModelDir):
 
 
 class TaskDir(ModelDir):
-    """tasks/<pid>/: comm, status, regs, fpu, signals, limits, cwd, root and, with an address
-    space, mm/ pages/ mem core. cwd and root are text files holding the path, not symlinks
-    as in /proc: the path names a directory of the checkpointed system, which a link in
-    the mount would resolve on this one."""
+    """tasks/<pid>/: comm, status, regs, fpu, signals, limits, cwd, root, fd/ and fdinfo/
+    and, with an address space, mm/ pages/ mem core. cwd and root are text files holding
+    the path, not symlinks as in /proc: the path names a directory of the checkpointed
+    system, which a link in the mount would resolve on this one. fd/<n> are symlinks as in
+    /proc, for `ls -l` and readlink; their targets too name the checkpointed system's
+    files ("pipe:[3]", "socket:[4242]" name nothing here)."""
 
     def __init__(self, key, image, task, mtime_ns):
         super().__init__(key, mtime_ns)
@@ -98,6 +100,9 @@ class TaskDir(ModelDir):
             path = getattr(fs, name, None)
             if path is not None:
                 yield self._text(name, lambda path=path: path + "\n")
+        if task.files is not None:
+            yield "fd", FdDir(self._key("fd"), task.files, mtime)
+            yield "fdinfo", FdinfoDir(self._key("fdinfo"), task.files, mtime)
         mm = task.mm
         if mm is None:
             return
@@ -117,6 +122,27 @@ class TaskDir(ModelDir):
         except Unsupported:
             return None
         return RangeFile(self._key("core"), core.size, core.read, self.mtime_ns)
+
+
+class FdDir(ModelDir):
+    """tasks/<pid>/fd/: <n> -> what /proc/<pid>/fd/<n> linked to."""
+
+    def __init__(self, key, files, mtime_ns):
+        super().__init__(key, mtime_ns)
+        self.files = files
+
+    def make_children(self):
+        for fd in self.files.fds:
+            name = str(fd.fd)
+            yield name, Symlink(self._key(name), fd.file.link(), self.mtime_ns)
+
+
+class FdinfoDir(FdDir):
+    """tasks/<pid>/fdinfo/: <n> as /proc/<pid>/fdinfo/<n> (pos, flags)."""
+
+    def make_children(self):
+        for fd in self.files.fds:
+            yield self._text(str(fd.fd), lambda fd=fd: render.fdinfo(fd))
 
 
 class MmDir(ModelDir):

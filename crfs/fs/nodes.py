@@ -148,6 +148,20 @@ class RangeFile(File):
         return self._reader(offset, min(size, self._size - offset))
 
 
+class Symlink(Node):
+    """A symbolic link whose target is text of the image (tasks/<pid>/fd/<n>): shown, never
+    followed by crfs."""
+
+    mode = stat.S_IFLNK | 0o777
+
+    def __init__(self, key, target, mtime_ns=0):
+        super().__init__(key, mtime_ns)
+        self.target = encode_text(target)
+
+    def size(self):
+        return len(self.target)
+
+
 class LazyNames(Sequence):
     """A Sequence of names computed from an index on demand (e.g. 256k page names)."""
 

@@ -14,7 +14,7 @@ import trio
 
 from crfs.errors import CrfsError, FormatError, FsError
 from crfs.fs.access import R, W, X, Caller, User, denied
-from crfs.fs.nodes import Dir
+from crfs.fs.nodes import Dir, Symlink
 from crfs.fs.store import Unindexed
 
 log = logging.getLogger("crfs")
@@ -230,6 +230,13 @@ class Operations(pyfuse3.Operations):
     @_request
     def getattr(self, inode, ctx=None):
         return self._attrs(inode, self.inodes.node(inode))
+
+    @_request
+    def readlink(self, inode, ctx):
+        node = self.inodes.node(inode)
+        if not isinstance(node, Symlink):
+            raise FsError(errno=errno.EINVAL)
+        return node.target
 
     @_request
     def opendir(self, inode, ctx):

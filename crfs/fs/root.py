@@ -24,6 +24,8 @@ Each directory here is one image file of the store ({store}), named as the file.
   <image>/error          only for an image that cannot be read: why, and where
   <image>/tasks/<pid>/   every task (threads too), by its pid in the image
       comm  status  regs  fpu
+      fd/<n>             symlinks to what /proc/<pid>/fd/<n> showed when checkpointed
+      fdinfo/<n>         like /proc/<pid>/fdinfo/<n>: pos, flags
       mm/info  mm/maps  mm/vmas/<start>-<end>/{{info,data}}
       pages/<vaddr>      each dumped page, 4096 bytes
       mem                like /proc/<pid>/mem: read at offset = virtual address

@@ -34,12 +34,14 @@ from crfs.model.ckpt_load import (CAP_FIELDS, FILE_FIELDS, ITIMER_FIELDS, OPAQUE
                                    CkptTaskFields, CkptVmaFields)
 from crfs.model.page_copy import copy_pages
 from crfs.model.image import (ID_NAMES, OPAQUE_KINDS, PATH_KINDS, RLIM_INFINITY,
-                              RLIM_NLIMITS, SS_DISABLE, Itimers, ShmSegment, ThreadGroup,
-                              get_field)
+                              RLIM_NLIMITS, SS_DISABLE, FdTimer, Itimers, ShmSegment,
+                              ThreadGroup, get_field)
 
 KERNEL = "2.6.34"   # the v21 base
 FMODE_READ = 1
 PATH_MAX = 4096
+SFD_FLAGS = 0o4000 | 0o2000000   # SFD_NONBLOCK | SFD_CLOEXEC, as signalfd(2) takes them
+COPY_CHUNK = 1 << 20      # bytes of a deleted file's content copied at a time
 MACHINE = {"i386": "i686", "x86_64": "x86_64"}
 ARCH_ID = {"i386": fmt.CKPT_ARCH["CKPT_ARCH_X86_32"], "x86_64": fmt.CKPT_ARCH["CKPT_ARCH_X86_64"]}
 
@@ -69,6 +71,7 @@ class _Writer:
         self.objref = 0
         self.written = {}   # object key -> objref
         self.groups = {}    # tgid -> the ThreadGroup written for tasks that have none
+        self.epolls = []    # (objref, OpenFile) of the epolls first written in this table
 
     # ----------------------------------------------------------------- records
 
@@ -268,11 +271,29 @@ class _Writer:
         if len({d.fd for d in fds}) != len(fds) or (fds and fds[0].fd < 0):
             raise ValueError(f"file table with fds {[d.fd for d in fds]}")
         self.emit("CKPT_HDR_FILE_TABLE", fmt.ckpt_hdr_file_table, fdt_nfds=len(fds))
+        self.epolls = []
         for fd in fds:
             file_ref = self.write_open_file(fd.file)
             self.emit("CKPT_HDR_FILE_DESC", fmt.ckpt_hdr_file_desc, fd_objref=file_ref,
                       fd_descriptor=fd.fd, fd_close_on_exec=int(bool(fd.cloexec)))
+        for epfile_ref, file in self.epolls:     # deferred to the end of the table
+            self.write_epoll_items(epfile_ref, file)
         return objref
+
+    def write_epoll_items(self, epfile_ref, file):
+        """EPOLL_ITEMS [BUFFER{items}]: the files watched must have been written."""
+        items = []
+        for watch in file.watches:
+            target = self.written.get(("ofile", id(watch.file)))
+            if target is None:
+                raise ValueError(f"epoll watches fd {watch.fd}, which is in no file table")
+            items.append({"data": watch.data, "fd": watch.fd, "file_objref": target,
+                          "events": watch.events})
+        self.emit("CKPT_HDR_EPOLL_ITEMS", fmt.ckpt_hdr_eventpoll_items,
+                  epfile_objref=epfile_ref, num_items=len(items))
+        if items:
+            self.emit_raw("CKPT_HDR_BUFFER", Array(len(items), fmt.ckpt_eventpoll_item).build(
+                items))
 
     def write_open_file(self, file):
         """OBJREF{FILE} FILE(subtype of its kind) and what follows it (FILE_NAME, PIPE_BUF,
@@ -294,8 +315,26 @@ class _Writer:
             self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file_eventfd,
                       f_type=fmt.CKPT_FILE["CKPT_FILE_EVENTFD"], count=file.count or 0,
                       flags=native.eventfd_flags or 0, **common)
-        elif kind in OPAQUE_KINDS:
-            code = {v: k for k, v in OPAQUE_KIND.items()}[kind]
+        elif kind == "epoll" and file.watches is not None:
+            self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file,
+                      f_type=fmt.CKPT_FILE["CKPT_FILE_EPOLL"], **common)
+            self.epolls.append((objref, file))
+        elif kind == "timerfd":
+            timer = file.timer or FdTimer()
+            self.emit("CKPT_HDR_FILE", fmt.crfs_hdr_file_timerfd,
+                      f_type=fmt.CKPT_FILE["CRFS_FILE_TIMERFD"], clockid=timer.clockid,
+                      tfd_flags=timer.flags, value_ns=timer.value_ns,
+                      interval_ns=timer.interval_ns, ticks=timer.ticks, **common)
+        elif kind == "signalfd":
+            sfd_flags = native.sfd_flags
+            self.emit("CKPT_HDR_FILE", fmt.crfs_hdr_file_signalfd,
+                      f_type=fmt.CKPT_FILE["CRFS_FILE_SIGNALFD"], sigmask=file.sigmask or 0,
+                      sfd_flags=file.flags & SFD_FLAGS if sfd_flags is None else sfd_flags,
+                      **common)
+        elif kind == "deleted" and file.data is not None:
+            self.write_deleted(file, native, common)
+        elif kind in OPAQUE_KINDS or kind == "epoll":     # an epoll whose watches are unknown
+            code = {v: k for k, v in OPAQUE_KIND.items()}.get(kind, "CRFS_OPAQUE_ANON")
             self.emit("CKPT_HDR_FILE", fmt.crfs_hdr_file_opaque,
                       f_type=fmt.CKPT_FILE["CRFS_FILE_OPAQUE"], kind=fmt.CRFS_OPAQUE[code],
                       st_mode=native.st_mode or 0, **common)
@@ -303,6 +342,21 @@ class _Writer:
         else:
             raise ValueError(f"open file of kind {kind!r}")
         return objref
+
+    def write_deleted(self, file, native, common):
+        """CRFS_FILE_DELETED STRING{link} BUFFER{content}: a file unlinked while open, with
+        the bytes it held (streamed from where the model keeps them)."""
+        data = file.data
+        if data.length > fmt.MAX_RECORD_DATA:
+            raise ValueError(f"deleted file {file.path} of {data.length} bytes")
+        self.emit("CKPT_HDR_FILE", fmt.crfs_hdr_file_deleted,
+                  f_type=fmt.CKPT_FILE["CRFS_FILE_DELETED"], size=data.length,
+                  st_mode=native.st_mode or 0, **common)
+        self.emit_raw("CKPT_HDR_STRING", _path_bytes(file.path or ""))
+        self.frame("CKPT_HDR_BUFFER", data.length)
+        for offset in range(0, data.length, COPY_CHUNK):
+            length = min(COPY_CHUNK, data.length - offset)
+            self.out.write(data.source.pread(data.offset + offset, length))
 
     def write_pipe(self, file, common):
         """PIPE: FILE(56) [PIPE_BUF]; FIFO: FILE(56) FILE_NAME [PIPE_BUF]. The pipe's inode
@@ -494,7 +548,9 @@ def _has_altstack_signals(signals):
 
 
 def _has_opaque_files(task):
-    return task.files is not None and any(d.file.kind in OPAQUE_KINDS for d in task.files.fds)
+    """Files written as crfs extension FILE subtypes."""
+    return task.files is not None and any(
+        d.file.kind in (*OPAQUE_KINDS, "deleted", "timerfd", "signalfd") for d in task.files.fds)
 
 
 def _has_altstack(task):

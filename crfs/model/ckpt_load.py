@@ -10,10 +10,11 @@ from crfs.formats.ckpt_grammar import Walker
 from crfs.formats.common import decode_text, name_of
 from crfs.formats.pagewords import page_keys
 from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, registers_from_cpu
-from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Blob, Creds, Fd, FdTable,
-                              FsStruct, Image, Itimers, Mm, OpenFile, Pending, ShmSegment,
-                              SigAction, SigHand, SigInfo, Signals, Task, ThreadGroup, Vma,
-                              native_record, set_field)
+from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Blob, Creds, EpollWatch,
+                              Fd, FdTable,
+                              FdTimer, FsStruct, Image, Itimers, Mm, OpenFile, Pending,
+                              ShmSegment, SigAction, SigHand, SigInfo, Signals, Task,
+                              ThreadGroup, Vma, native_record, set_field)
 from crfs.model.registers import Registers
 
 DIALECT = "ckpt_hdr v21"
@@ -47,7 +48,8 @@ FILE_FIELDS = ("f_mode", "f_flags", "f_credref", "f_pos", "f_version", "f_secref
 FILE_KIND = {
     "CKPT_FILE_GENERIC": "file", "CKPT_FILE_PIPE": "pipe", "CKPT_FILE_FIFO": "fifo",
     "CKPT_FILE_EVENTFD": "eventfd", "CKPT_FILE_SOCKET": "socket", "CKPT_FILE_TTY": "chr",
-    "CKPT_FILE_EPOLL": "anon",
+    "CKPT_FILE_EPOLL": "epoll", "CRFS_FILE_DELETED": "deleted",
+    "CRFS_FILE_TIMERFD": "timerfd", "CRFS_FILE_SIGNALFD": "signalfd",
 }
 # CRFS_FILE_OPAQUE kind <-> OpenFile.kind.
 OPAQUE_KIND = {"CRFS_OPAQUE_OTHER": "other", "CRFS_OPAQUE_SOCKET": "socket",
@@ -55,7 +57,8 @@ OPAQUE_KIND = {"CRFS_OPAQUE_OTHER": "other", "CRFS_OPAQUE_SOCKET": "socket",
 # What FILE records keep that the model does not: f_type, f_version, the cred and LSM
 # objrefs, eventfd flags, the stat mode of an opaque file.
 CkptFileFields = native_record("CkptFileFields", ("f_type", "f_version", "f_credref",
-                                                  "f_secref", "eventfd_flags", "st_mode"))
+                                                  "f_secref", "eventfd_flags", "st_mode",
+                                                  "sfd_flags"))
 
 # What only ckpt_hdr stores: pid-namespace depth and its vpids, objrefs of what crfs does
 # not restore, and the CPU record fields an i386 task has no register for.
@@ -278,6 +281,13 @@ class _Builder:
         elif f_type == "CRFS_FILE_OPAQUE":
             file.kind = OPAQUE_KIND.get(name_of(fmt.CRFS_OPAQUE, h.kind), "other")
             native.st_mode = h.st_mode
+        elif f_type == "CRFS_FILE_DELETED":
+            file.kind, native.st_mode = "deleted", h.st_mode
+        elif f_type == "CRFS_FILE_TIMERFD":
+            file.timer = FdTimer(clockid=h.clockid, value_ns=h.value_ns,
+                                 interval_ns=h.interval_ns, ticks=h.ticks, flags=h.tfd_flags)
+        elif f_type == "CRFS_FILE_SIGNALFD":
+            file.sigmask, native.sfd_flags = h.sigmask, h.sfd_flags
         self.objects[part.objref] = file
 
     def file_name(self, part):
@@ -286,6 +296,15 @@ class _Builder:
     def pipe_buf(self, part):
         _, offset, length = part.data
         self.objects[part.objref].data = Blob(self.source, offset, length)
+
+    def epoll_items(self, part):
+        epfile, items = part.data
+        self.objects[epfile].watches = [
+            EpollWatch(fd=i.fd, file=self.objects[i.file_objref], events=i.events, data=i.data)
+            for i in items]
+
+    def content(self, part):
+        self.objects[part.objref].data = Blob(self.source, *part.data)
 
     def mm_record(self, part):
         h = part.fields
@@ -375,6 +394,8 @@ HANDLERS = {
     ("CKPT_HDR_FILE_NAME", "path"): _Builder.file_name,
     ("CKPT_HDR_STRING", "link"): _Builder.file_name,
     ("CKPT_HDR_PIPE_BUF", "pipe"): _Builder.pipe_buf,
+    ("CKPT_HDR_BUFFER", "content"): _Builder.content,
+    ("CKPT_HDR_EPOLL_ITEMS", "epoll"): _Builder.epoll_items,
     ("CKPT_HDR_MM", ""): _Builder.mm_record,
     ("CKPT_HDR_BUFFER", "auxv"): _Builder.auxv,
     ("CKPT_HDR_MM_CONTEXT", ""): _Builder.mm_context,

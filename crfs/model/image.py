@@ -178,8 +178,8 @@ class FsStruct:
 
 # OpenFile.kind values. "file" is a file opened by path whose type the image does not
 # record (linux-cr's GENERIC: regular file, directory or device); a capture says which.
-FILE_KINDS = ("reg", "dir", "chr", "blk", "file", "pipe", "fifo", "eventfd", "socket",
-              "anon", "deleted", "other")
+FILE_KINDS = ("reg", "dir", "chr", "blk", "file", "pipe", "fifo", "eventfd", "timerfd",
+              "signalfd", "epoll", "socket", "anon", "deleted", "other")
 # Kinds that are reopened by their path.
 PATH_KINDS = ("reg", "dir", "chr", "blk", "file")
 # Kinds crfs records (kind and readlink text) but cannot restore.
@@ -198,6 +198,27 @@ class Blob:
         return self.source.pread(self.offset, self.length) if self.length else b""
 
 
+@dataclass
+class FdTimer:
+    """A timerfd: its clock, the time left to the next expiry and the interval (ns; 0:
+    disarmed, one-shot), expirations not yet read, and timerfd_settime's flags."""
+    clockid: int = 0
+    value_ns: int = 0
+    interval_ns: int = 0
+    ticks: int = 0
+    flags: int = 0
+
+
+@dataclass
+class EpollWatch:
+    """One file an epoll watches: the fd it was added as (in the epoll owner's table), the
+    OpenFile, and epoll_event's events and data."""
+    fd: int
+    file: "OpenFile"
+    events: int = 0
+    data: int = 0
+
+
 @dataclass(eq=False)
 class OpenFile:
     """An open file description, shared by every fd (of any process) that refers to it.
@@ -206,7 +227,9 @@ class OpenFile:
     text /proc/PID/fd/N reads as ("socket:[123]", "anon_inode:[eventfd]", "/tmp/x
     (deleted)"). flags: f_flags (O_*, without O_CLOEXEC, which belongs to the fd); mode:
     FMODE_* bits; pos: the file position. Pipes and FIFOs: pipe is an id both ends share,
-    data the bytes buffered in the pipe (with the first end met). eventfd: its count."""
+    data the bytes buffered in the pipe (with the first end met); a deleted file's data, its
+    content. eventfd: count; timerfd: timer; signalfd: sigmask (bit n-1: signal n); epoll:
+    watches."""
     kind: str
     path: Optional[str] = None
     flags: int = 0
@@ -215,14 +238,17 @@ class OpenFile:
     pipe: Optional[int] = None
     data: Optional[Blob] = None
     count: Optional[int] = None
+    timer: Optional[FdTimer] = None
+    sigmask: Optional[int] = None
+    watches: Optional[list] = None      # epoll: EpollWatch, by fd
     native: Optional["NativeFields"] = None
 
     def link(self):
         """What readlink(/proc/PID/fd/N) shows for it."""
         if self.kind == "pipe":
             return f"pipe:[{self.pipe}]"
-        if self.kind == "eventfd" and self.path is None:
-            return "anon_inode:[eventfd]"
+        if self.kind in ("eventfd", "timerfd", "signalfd", "epoll") and self.path is None:
+            return f"anon_inode:[{'eventpoll' if self.kind == 'epoll' else self.kind}]"
         return self.path or ""
 
 

@@ -25,15 +25,17 @@ import sys
 from array import array
 
 from crfs.formats.x86 import PAGE_SIZE
-from crfs.model.image import (NSIG, VMA_KINDS, AltStack, Creds, Exit, FsStruct, Futex, Image,
-                              Itimers, Mm, NativeFields, Pending, ShmSegment, SigAction,
-                              SigHand, SigInfo, Signals, Task, ThreadGroup, Vma)
+from crfs.model.image import (FILE_KINDS, NSIG, VMA_KINDS, AltStack, Blob, Creds, EpollWatch,
+                              Exit, Fd, FdTable, FdTimer, FsStruct, Futex, Image, Itimers, Mm,
+                              NativeFields, OpenFile, Pending, ShmSegment, SigAction, SigHand,
+                              SigInfo, Signals, Task, ThreadGroup, Vma)
 from crfs.model.pages import PageMap
 from crfs.model.registers import GDB_REGISTERS, Registers
 
 MAGIC = b"CRFSIDX1"
 VERSION = 1
-_SHARED = (Mm, ShmSegment, SigHand, ThreadGroup, FsStruct)   # objects threads share
+# Objects threads share, and open files shared by fds and epolls.
+_SHARED = (Mm, ShmSegment, SigHand, ThreadGroup, FsStruct, FdTable, OpenFile)
 
 
 class IndexCorrupt(Exception):
@@ -55,7 +57,8 @@ def _native_classes():
 def _classes():
     classes = {cls.__name__: cls for cls in (Image, Task, Mm, Vma, ShmSegment, Creds, Exit,
                                              Futex, Signals, SigHand, SigAction, ThreadGroup,
-                                             Pending, SigInfo, Itimers, AltStack, FsStruct)}
+                                             Pending, SigInfo, Itimers, AltStack, FsStruct,
+                                             FdTable, Fd, OpenFile, Blob, FdTimer, EpollWatch)}
     natives = _native_classes()
     if set(natives) & set(classes):
         raise RuntimeError("a native record is named like a model class")
@@ -314,10 +317,42 @@ def check(image, file_size):
                      and _optional(task.fs.cwd, str) and _optional(task.fs.root, str), "fs")
         if task.mm is not None:
             _check_mm(task.mm, file_size)
+        if task.files is not None:
+            _check_files(task.files, file_size, image.source)
 
 
 def _optional(value, kind):
     return value is None or type(value) is kind
+
+
+def _check_files(table, file_size, source):
+    """What render and the writers read of a file table: types, and stored bytes (pipe
+    buffers, deleted files' content) inside the image file."""
+    _require(type(table) is FdTable and type(table.fds) is list, "file table")
+    for fd in table.fds:
+        _require(type(fd) is Fd and type(fd.fd) is int and type(fd.cloexec) is bool, "fd")
+        _check_open_file(fd.file, file_size, source)
+        for watch in fd.file.watches or ():
+            _require(type(watch) is EpollWatch and _ints(watch.fd, watch.events, watch.data),
+                     "epoll watch")
+            _check_open_file(watch.file, file_size, source)
+
+
+def _check_open_file(file, file_size, source):
+    _require(type(file) is OpenFile and file.kind in FILE_KINDS
+             and _ints(file.flags, file.mode, file.pos) and _optional(file.path, str)
+             and all(_optional(v, int) for v in (file.pipe, file.count, file.sigmask)),
+             "open file")
+    _require(file.watches is None or type(file.watches) is list, "epoll watches")
+    _require(file.timer is None or (type(file.timer) is FdTimer
+                                    and _ints(*vars(file.timer).values())), "timerfd")
+    _require(file.native is None or isinstance(file.native, NativeFields), "file fields")
+    data = file.data
+    if data is not None:
+        _require(type(data) is Blob and data.source is source
+                 and _ints(data.offset, data.length)
+                 and 0 <= data.offset and 0 <= data.length
+                 and data.offset + data.length <= file_size, "file bytes outside the file")
 
 
 def _check_creds(creds):

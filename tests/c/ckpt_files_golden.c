@@ -1,7 +1,8 @@
 /*
  * Golden linux-cr ckpt_hdr image (v21) of open files: FILE_TABLE objects, FILE_DESC, the
- * FILE subtypes GENERIC, PIPE, FIFO and EVENTFD with PIPE_BUF, and crfs's extension subtype
- * CRFS_FILE_OPAQUE (a file recorded but not restorable, followed by its readlink text).
+ * FILE subtypes GENERIC, PIPE, FIFO and EVENTFD with PIPE_BUF, and crfs's extension subtypes
+ * TIMERFD, SIGNALFD, DELETED (with the file's content) and OPAQUE (a file recorded but not
+ * restorable, followed by its readlink text).
  *
  * Layouts: user-cr include/linux/checkpoint_hdr.h at commit f678773 (v21); write order:
  * linux-cr v20 postings 38, 39, 51, 52 and 83 ("[C/R v20][PATCH nn/96]"): the FILE_TABLE
@@ -14,7 +15,9 @@
  * Image: process 700 (threads 700 and 701 share one file table: /dev/null, a log file
  * opened O_APPEND twice as fd 1 and its dup fd 2, both ends of a pipe with 10 bytes in it,
  * a FIFO, an eventfd, a socket, a directory) and process 800 (its own table sharing the log
- * file's open file description and the pipe's write end with 700, and a deleted file).
+ * file's open file description and the pipe's write end with 700, a deleted file saved
+ * by name only, a memfd saved with its content, a timerfd, a signalfd and an epoll watching
+ * fds 1 and 10: its EPOLL_ITEMS follow the table's last FILE_DESC).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -29,14 +32,15 @@ enum {
 	CKPT_HDR_TREE = 101, CKPT_HDR_TASK, CKPT_HDR_TASK_NS, CKPT_HDR_TASK_OBJS,
 	CKPT_HDR_RESTART_BLOCK,
 	CKPT_HDR_FILE_TABLE = 301, CKPT_HDR_FILE_DESC, CKPT_HDR_FILE_NAME, CKPT_HDR_FILE,
-	CKPT_HDR_PIPE_BUF,
+	CKPT_HDR_PIPE_BUF, CKPT_HDR_TTY, CKPT_HDR_TTY_LDISC, CKPT_HDR_EPOLL_ITEMS,
 	CKPT_HDR_TAIL = 9001,
 };
 enum { CKPT_OBJ_FILE_TABLE = 2, CKPT_OBJ_FILE = 3 };
 enum file_type {
 	CKPT_FILE_IGNORE = 0, CKPT_FILE_GENERIC, CKPT_FILE_PIPE, CKPT_FILE_FIFO,
 	CKPT_FILE_SOCKET, CKPT_FILE_TTY, CKPT_FILE_EPOLL, CKPT_FILE_EVENTFD,
-	CRFS_FILE_OPAQUE = 110,		/* crfs extension */
+	CRFS_FILE_TIMERFD = 100, CRFS_FILE_SIGNALFD,	/* crfs extensions */
+	CRFS_FILE_OPAQUE = 110, CRFS_FILE_DELETED,
 };
 enum { CRFS_OPAQUE_OTHER, CRFS_OPAQUE_SOCKET, CRFS_OPAQUE_ANON, CRFS_OPAQUE_DELETED };
 #define CRFS_UFLAG_EXT 0x8000
@@ -79,7 +83,44 @@ struct crfs_hdr_file_opaque {
 	uint32_t kind, st_mode;
 } __attribute__((aligned(8)));
 
+/* crfs extension, then STRING{readlink text} BUFFER{size bytes of content} */
+struct crfs_hdr_file_deleted {
+	struct ckpt_hdr_file common;
+	uint64_t size;
+	uint32_t st_mode;
+} __attribute__((aligned(8)));
+
+struct crfs_hdr_file_timerfd {
+	struct ckpt_hdr_file common;
+	int32_t clockid;
+	uint32_t tfd_flags;
+	uint64_t value_ns, interval_ns, ticks;
+} __attribute__((aligned(8)));
+struct crfs_hdr_file_signalfd {
+	struct ckpt_hdr_file common;
+	uint64_t sigmask;	/* struct ckpt_sigset: bit n-1 = signal n */
+	uint32_t sfd_flags;
+} __attribute__((aligned(8)));
+
+struct ckpt_hdr_eventpoll_items {
+	struct ckpt_hdr h;
+	int32_t epfile_objref;
+	uint32_t num_items;
+} __attribute__((aligned(8)));
+struct ckpt_eventpoll_item {
+	uint64_t data;
+	uint32_t fd;
+	int32_t file_objref;
+	uint32_t events;
+} __attribute__((aligned(8)));
+
+_Static_assert(CKPT_HDR_EPOLL_ITEMS == 308, "EPOLL_ITEMS");
+_Static_assert(sizeof(struct ckpt_hdr_eventpoll_items) == 16, "EPOLL_ITEMS");
+_Static_assert(sizeof(struct ckpt_eventpoll_item) == 24, "eventpoll item");
 _Static_assert(sizeof(struct ckpt_hdr_file_table) == 16, "FILE_TABLE");
+_Static_assert(sizeof(struct crfs_hdr_file_timerfd) == 80, "FILE timerfd");
+_Static_assert(sizeof(struct crfs_hdr_file_signalfd) == 64, "FILE signalfd");
+_Static_assert(sizeof(struct crfs_hdr_file_deleted) == 64, "FILE deleted");
 _Static_assert(sizeof(struct ckpt_hdr_file_desc) == 24, "FILE_DESC");
 _Static_assert(sizeof(struct ckpt_hdr_file) == 48, "FILE");
 _Static_assert(sizeof(struct ckpt_hdr_file_pipe) == 56, "FILE pipe");
@@ -98,9 +139,14 @@ struct file_desc {
 	const char *path;	/* FILE_NAME (generic, FIFO) or the readlink text (opaque) */
 	const char *kind;	/* what crfs's model calls it */
 	int32_t pipe_objref;
-	const char *buf;	/* PIPE_BUF of the first end, NULL for the other */
+	const char *buf;	/* PIPE_BUF of the first end, NULL for the other; deleted: content */
 	uint64_t count;
 	uint32_t eventfd_flags, opaque_kind, st_mode;
+	struct crfs_hdr_file_timerfd timer;	/* timerfd: its fields after common */
+	uint64_t sigmask;
+	uint32_t sfd_flags;
+	struct ckpt_eventpoll_item items[2];	/* epoll: its watches */
+	uint32_t nitems;
 	int written;
 };
 
@@ -129,6 +175,25 @@ static void write_file(struct file_desc *f)
 		struct ckpt_hdr_file_eventfd e = { .count = f->count, .flags = f->eventfd_flags };
 		common(&e.common, f);
 		emit(&e, CKPT_HDR_FILE, sizeof(e));
+	} else if (f->f_type == CKPT_FILE_EPOLL) {
+		struct ckpt_hdr_file e;		/* its items are deferred: write_task() */
+		common(&e, f);
+		emit(&e, CKPT_HDR_FILE, sizeof(e));
+	} else if (f->f_type == CRFS_FILE_TIMERFD) {
+		struct crfs_hdr_file_timerfd t = f->timer;
+		common(&t.common, f);
+		emit(&t, CKPT_HDR_FILE, sizeof(t));
+	} else if (f->f_type == CRFS_FILE_SIGNALFD) {
+		struct crfs_hdr_file_signalfd sfd = { .sigmask = f->sigmask,
+			.sfd_flags = f->sfd_flags };
+		common(&sfd.common, f);
+		emit(&sfd, CKPT_HDR_FILE, sizeof(sfd));
+	} else if (f->f_type == CRFS_FILE_DELETED) {
+		struct crfs_hdr_file_deleted d = { .size = strlen(f->buf), .st_mode = f->st_mode };
+		common(&d.common, f);
+		emit(&d, CKPT_HDR_FILE, sizeof(d));
+		emit_raw(CKPT_HDR_STRING, f->path, strlen(f->path) + 1);
+		emit_raw(CKPT_HDR_BUFFER, f->buf, strlen(f->buf));
 	} else if (f->f_type == CRFS_FILE_OPAQUE) {
 		struct crfs_hdr_file_opaque o = { .kind = f->opaque_kind, .st_mode = f->st_mode };
 		common(&o.common, f);
@@ -173,6 +238,18 @@ static void write_task(struct task_desc *t)
 				.fd_descriptor = d->fd, .fd_close_on_exec = d->cloexec };
 			emit(&fd, CKPT_HDR_FILE_DESC, sizeof(fd));
 		}
+		/* deferqueue_run(): the epolls first written in this table, in that order */
+		for (int i = 0; i < t->nfds; i++) {
+			struct file_desc *f = t->fds[i].file;
+			if (f->f_type != CKPT_FILE_EPOLL || f->nitems == UINT32_MAX)
+				continue;
+			struct ckpt_hdr_eventpoll_items items = { .epfile_objref = f->objref,
+				.num_items = f->nitems };
+			emit(&items, CKPT_HDR_EPOLL_ITEMS, sizeof(items));
+			if (f->nitems)
+				emit_raw(CKPT_HDR_BUFFER, f->items, f->nitems * sizeof(f->items[0]));
+			f->nitems = UINT32_MAX;		/* written */
+		}
 	}
 	struct ckpt_hdr_task_objs objs = { .files_objref = t->table_ref };
 	emit(&objs, CKPT_HDR_TASK_OBJS, sizeof(objs));
@@ -195,7 +272,33 @@ static void print_file(const struct file_desc *f)
 		printf("%llu", U(f->count));
 	else
 		printf("null");
-	printf(", \"eventfd_flags\": %u, \"st_mode\": %u}", f->eventfd_flags, f->st_mode);
+	printf(", \"eventfd_flags\": %u, \"st_mode\": %u, \"data\": ", f->eventfd_flags,
+	       f->st_mode);
+	if (f->buf)
+		printf("\"%s\"", f->buf);
+	else
+		printf("null");
+	printf(", \"timer\": ");
+	if (f->f_type == CRFS_FILE_TIMERFD)
+		printf("[%d, %llu, %llu, %llu, %u]", f->timer.clockid, U(f->timer.value_ns),
+		       U(f->timer.interval_ns), U(f->timer.ticks), f->timer.tfd_flags);
+	else
+		printf("null");
+	printf(", \"watches\": ");
+	if (f->f_type == CKPT_FILE_EPOLL) {
+		printf("[");
+		for (uint32_t i = 0; i < 2 && f->items[i].file_objref; i++)
+			printf("%s[%u, %d, %u, %llu]", i ? ", " : "", f->items[i].fd,
+			       f->items[i].file_objref, f->items[i].events, U(f->items[i].data));
+		printf("]");
+	} else {
+		printf("null");
+	}
+	printf(", \"sigmask\": ");
+	if (f->f_type == CRFS_FILE_SIGNALFD)
+		printf("%llu, \"sfd_flags\": %u}", U(f->sigmask), f->sfd_flags);
+	else
+		printf("null, \"sfd_flags\": null}");
 }
 
 static void print_task(const struct task_desc *t)
@@ -246,6 +349,20 @@ int main(int argc, char **argv)
 	static struct file_desc gone = { 13, CRFS_FILE_OPAQUE, FMODE_READ | FMODE_SEEK, 0,
 		42, 0, "/tmp/scratch (deleted)", "deleted",
 		.opaque_kind = CRFS_OPAQUE_DELETED, .st_mode = 0100600 };
+	static struct file_desc memfd = { 14, CRFS_FILE_DELETED, FMODE_READ | FMODE_WRITE |
+		FMODE_SEEK, 02, 6, 0, "/memfd:golden (deleted)", "deleted",
+		.buf = "kept bytes", .st_mode = 0100777 };
+	static struct file_desc tfd = { 15, CRFS_FILE_TIMERFD, FMODE_READ, 04000, 0, 0,
+		"anon_inode:[timerfd]", "timerfd", .timer = { .clockid = 1, .tfd_flags = 1,
+		.value_ns = 4999936421ULL, .interval_ns = 1000000000, .ticks = 3 } };
+	static struct file_desc sfd = { 16, CRFS_FILE_SIGNALFD, FMODE_READ, 04000, 0, 0,
+		"anon_inode:[signalfd]", "signalfd", .sigmask = (1ULL << 9) | (1ULL << 63),
+		.sfd_flags = 04000 };
+	/* watches the pipe's write end (fd 1) and the signalfd (fd 10) of process 800 */
+	static struct file_desc ep = { 17, CKPT_FILE_EPOLL, FMODE_READ, 02000000, 0, 0,
+		"anon_inode:[eventpoll]", "epoll", .nitems = 2, .items = {
+		{ .data = 0x1122334455667788ULL, .fd = 1, .file_objref = 6, .events = 0x19 },
+		{ .data = 10, .fd = 10, .file_objref = 16, .events = 0x80000001 } } };
 
 	static struct task_desc t[3] = {
 		{ { 700, 1, 700, 700, 700, 0 }, "files-main", 1, 1, {
@@ -254,7 +371,8 @@ int main(int argc, char **argv)
 			{ 10, &dir, 0 } }, 9 },
 		{ { 701, 1, 700, 700, 700, 0 }, "files-thread", 1, 0, { { 0 } }, 0 },
 		{ { 800, 700, 800, 700, 700, 0 }, "files-child", 12, 1, {
-			{ 0, &log, 0 }, { 1, &wr, 0 }, { 6, &gone, 1 } }, 3 },
+			{ 0, &log, 0 }, { 1, &wr, 0 }, { 6, &gone, 1 }, { 8, &memfd, 0 },
+			{ 9, &tfd, 0 }, { 10, &sfd, 1 }, { 11, &ep, 1 } }, 7 },
 	};
 	memcpy(t[1].fds, t[0].fds, sizeof(t[0].fds));	/* the same table, for the JSON */
 	t[1].nfds = t[0].nfds;

@@ -795,6 +795,12 @@ static const char *kind_name(const struct crfs_file *file)
 		return "an epoll file";
 	case CKPT_FILE_EVENTFD:
 		return "an eventfd";
+	case CRFS_FILE_TIMERFD:
+		return "a timerfd";
+	case CRFS_FILE_SIGNALFD:
+		return "a signalfd";
+	case CRFS_FILE_DELETED:
+		return "a file deleted while open";
 	default:
 		return "a crfs extension file";
 	}

@@ -90,7 +90,10 @@ enum {
 	CKPT_FILE_EVENTFD = 7,
 	CKPT_FILE_MAX = 8,
 	CRFS_FILE_EXT_FIRST = 100,	/* crfs extension file types: 100 and up */
+	CRFS_FILE_TIMERFD = 100,	/* not restored by the module yet */
+	CRFS_FILE_SIGNALFD = 101,
 	CRFS_FILE_OPAQUE = 110,		/* recorded, not restorable; then STRING */
+	CRFS_FILE_DELETED = 111,	/* a regular file deleted while open */
 };
 
 /* crfs_hdr_file_opaque->kind */

@@ -133,7 +133,7 @@ def special_fds(dev, valid_image, scratch):
     out["closed_fd"] = outcome(lambda: dev.check(987))
     out["negative_fd"] = outcome(lambda: dev.check(-1))
     fd = os.open(valid_image, os.O_RDONLY)
-    out["flags_set"] = raw_check(dev, None, fd=fd, flags=1)
+    out["flags_set"] = raw_check(dev, None, fd=fd, flags=0x80)     # not a RESTART flag
     out["task_index_past_tasks"] = raw_check(dev, None, fd=fd, task_index=1)
     out["bad_pointer"] = raw_check(dev, 16)
     os.close(fd)
@@ -762,10 +762,18 @@ def module_record_names(source):
     """The names of the records of the kinds the module writes, in order (objects of
     other kinds, with all their records, left out)."""
     from crfs.formats.ckpt_grammar import Walker
-    kinds, names = {}, []
+    kinds, names, in_table = {}, [], False
     for part in Walker(source).walk():
         if part.name == "CKPT_HDR_OBJREF":
             kinds[part.objref] = part.objtype
+            # a file table (the module writes none) and the FILE objects in it, up to
+            # the MM object that follows it
+            in_table = (part.objtype == "CKPT_OBJ_FILE_TABLE"
+                        or in_table and part.objtype == "CKPT_OBJ_FILE")
+        elif part.name in ("CKPT_HDR_TASK_OBJS", "CKPT_HDR_TASK", "CKPT_HDR_TAIL"):
+            in_table = False
+        if in_table:
+            continue
         if part.name in STATE_RECORDS or kinds.get(part.objref,
                                                    MODULE_OBJECTS[0]) not in MODULE_OBJECTS:
             continue

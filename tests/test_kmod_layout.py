@@ -93,9 +93,7 @@ PY_CONSTANTS = {**fmt.CKPT_HDR.__members__, **fmt.CKPT_VMA.__members__,
 
 # What crfs declares that the module does not (yet): it skips these records by length and
 # refuses these file types by number. Not checked against C.
-NOT_IN_MODULE |= {"CKPT_HDR_PIPE_BUF", "CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC",
-                 "CKPT_HDR_EPOLL_ITEMS", "CRFS_FILE_TIMERFD", "CRFS_FILE_SIGNALFD",
-                 "CRFS_FILE_DELETED"}
+NOT_IN_MODULE |= {"CKPT_HDR_EPOLL_ITEMS"}
 CONSTANTS = {key: value for key, value in CONSTANTS.items() if key not in NOT_IN_MODULE}
 
 

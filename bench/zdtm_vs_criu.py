@@ -231,7 +231,7 @@ def total(r):
 def report(setup, rows):
     print(f"guest: kernel {setup['uname']}, {int(setup['mem_total']) // 1024} MiB, TCG; "
           f"{setup['criu_version']}; crfs.ko insmod: {setup['insmod']}")
-    print(f"criu check: {setup['criu_check'].splitlines()[-1]}")
+    print(f"criu check: {setup['criu_check'].splitlines()[0]}")
     print()
     print("| test | criu dump | criu restore | criu | crfs checkpoint | crfs restart | crfs |")
     print("|---|---|---|---|---|---|---|")

@@ -1199,8 +1199,10 @@ MAPS05 = ("checkpoint: no answer within 20 s on a loaded host (16 s on a quieter
           "SIGTERM kills it (handler not restored)")
 # On a loaded host (load 20 on 2 cores) more ptrace checkpoints exceed 20 s (cow01,
 # file_shared); each is listed for what a quieter run showed, and fails either way.
-SECCOMP_PTRACE = ("checkpoint: pid N exited during the checkpoint: seccomp strict mode kills "
-                  "it for the prctl crfs's ptrace injector makes it run")
+SECCOMP_PTRACE = ("checkpoint: pid N exited during the checkpoint (in all 3 suite runs; likely "
+                  "seccomp strict mode killing it for the prctl crfs's ptrace injector makes "
+                  "it run); the bench's checkpoint got through, then: restart refused, shared "
+                  "memory")
 # --via ptrace + crfs-restart, --via kernel + crfs-restart, --via ptrace + cp into restart/
 KNOWN_FAILING = {
     "busyloop00": SIGTERM, "fpu00": SIGTERM, "fpu01": SIGTERM, "mmx00": SIGTERM,

@@ -403,6 +403,8 @@ def guest(tmp_path_factory, build_c):
         "sig_target": str(build_c("sig_target", 64))}
     manifest["zdtm"], zdtm_error = _build_zdtm(work) if _step_selected("zdtm") else (None, None)
     timeout = GUEST_TIMEOUT + (ZDTM_BUDGET if manifest["zdtm"] else 0)
+    if manifest["zdtm"]:
+        manifest["zdtm"]["guest_timeout"] = timeout    # the step ends before the guest does
     (work / "manifest.json").write_text(json.dumps(manifest))
 
     # one guest boot
@@ -1412,7 +1414,7 @@ def test_fuzzing_leaves_the_kernel_log_clean(guest):
 
 SHARED_ZDTM = REPO.parent / "shared" / "zdtm"
 ZDTM_BUDGET = int(os.environ.get("CRFS_ZDTM_BUDGET", 780))   # seconds for the whole step
-# $CRFS_ZDTM_RUNS: which ways, of ptrace, cp, kernel (the default: all three) and none
+# $CRFS_ZDTM_RUNS: which ways, in order, of kernel, cp, ptrace (the default: all three) and none
 # seconds, raised from the runner's 10 s start / 20 s checkpoint: maps04 fills 512 MiB with
 # pseudo-random data before it is ready (> 10 s under TCG), then that is its image
 ZDTM_LIMITS = {"maps04": {"start": 90, "checkpoint": 90}}
@@ -1454,7 +1456,9 @@ def _build_zdtm(work):
             "kernel": {"via": "kernel", "restart": "restarter", "tests": names},
             # not by default: no checkpoint at all (start, SIGTERM), the runner's baseline
             "none": {"via": "none", "restart": None, "tests": names}}
-    wanted = os.environ.get("CRFS_ZDTM_RUNS", "ptrace,cp,kernel").split(",")
+    # the module's checkpoints are the fastest (no Python reads the memory): first, so that
+    # a slow host that spends the budget still has every test of one way
+    wanted = os.environ.get("CRFS_ZDTM_RUNS", "kernel,cp,ptrace").split(",")
     runs = [{"label": label, "commands": commands, "limits": ZDTM_LIMITS, **runs[label]}
             for label in wanted]
     return {"dir": str(copy), "runs": runs, "budget": ZDTM_BUDGET,
@@ -1481,14 +1485,18 @@ SIGTERM = ("no TEST.out: SIGTERM kills the restored program, its SIGTERM handler
            "restored")
 SHARED = ("restart refused: memory shared with another process is not restored (the "
           "MAP_SHARED|MAP_ANONYMOUS page zdtm's processes share)")
-FDS = ("its fds are gone: task_waiter_wait4 failed (errno = 9 (Bad file descriptor)), then "
-       "SIGTERM kills it (no TEST.out)")
+FDS = ("its fds are gone: task_waiter_wait4 failed (errno = 9 (Bad file descriptor)) in some "
+       "runs; SIGTERM kills it (no TEST.out)")
 MAPS04 = ("512 MiB of data: start > 10 s under TCG (limit raised to 90 s), its Python "
           "checkpoint near its 90 s; then SIGTERM kills it (handler not restored)")
 MAPS05 = ("checkpoint: no answer within 20 s on a loaded host (16 s on a quieter one); then "
           "SIGTERM kills it (handler not restored)")
-SECCOMP_PTRACE = ("checkpoint: pid N exited during the checkpoint: seccomp strict mode kills "
-                  "it for the prctl crfs's ptrace injector makes it run")
+# On a loaded host (load 20 on 2 cores) more ptrace checkpoints exceed 20 s (cow01,
+# file_shared); each is listed for what a quieter run showed, and fails either way.
+SECCOMP_PTRACE = ("checkpoint: pid N exited during the checkpoint (in all 3 suite runs; likely "
+                  "seccomp strict mode killing it for the prctl crfs's ptrace injector makes "
+                  "it run); the bench's checkpoint got through, then: restart refused, shared "
+                  "memory")
 # --via ptrace + crfs-restart, --via kernel + crfs-restart, --via ptrace + cp into restart/
 KNOWN_FAILING = {
     "busyloop00": SIGTERM, "fpu00": SIGTERM, "fpu01": SIGTERM, "mmx00": SIGTERM,

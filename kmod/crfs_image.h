@@ -68,6 +68,7 @@ enum {
 	CKPT_OBJ_FILE = 3,
 	CKPT_OBJ_MM = 4,
 	CKPT_OBJ_FS = 5,	/* read past: cwd and root are not restored yet */
+	CKPT_OBJ_USER_NS = 12,	/* read past */
 	CKPT_OBJ_CRED = 13,
 	CKPT_OBJ_USER = 14,	/* read past */
 	CKPT_OBJ_GROUPINFO = 15,

@@ -252,6 +252,17 @@ bool crfs_group_masked(struct crfs_group *g);
 
 long crfs_ioctl_checkpoint(struct crfs_checkpoint_args __user *uargs);
 
+/* The image writer, for the records written in other files (crfs_ckpt_creds.c). */
+struct crfs_ckpt;
+int crfs_ck_write(struct crfs_ckpt *ck, const void *buf, size_t len);
+int crfs_ck_record(struct crfs_ckpt *ck, u32 type, void *rec, size_t size);
+int crfs_ck_objref(struct crfs_ckpt *ck, u32 objtype, s32 objref);
+int crfs_ck_object(struct crfs_ckpt *ck, void *key, s32 *objref);
+
+/* ---------------------------------------------------------------- crfs_ckpt_creds.c */
+
+int crfs_ckpt_creds(struct crfs_ckpt *ck, struct task_struct *t);
+
 /* ---------------------------------------------------------------- crfs_fileid.c */
 
 int crfs_file_id_load(struct crfs_image *img, struct crfs_file *f);

@@ -21,6 +21,7 @@
  * The records are those of crfs/model/ckpt_dump.py, in its order:
  *   HEADER BUFFER*3 HEADER_ARCH TREE BUFFER{pids}
  *   per task: TASK STRING{comm} THREAD CPU CPU_FPU
+ *             CRED objects TASK_CREDS		(crfs_ckpt_creds.c)
  *             [OBJREF{MM} MM BUFFER{auxv}
  *              { [OBJREF{FILE} FILE FILE_NAME [CRFS_FILE_ID]] VMA [CONTENTS] }*
  *              MM_CONTEXT MM_CONTEXT_LDT]	(at the first task of each mm)
@@ -235,6 +236,26 @@ static int ck_object(struct crfs_ckpt *ck, void *key, s32 *objref)
 		return ret;
 	*objref = -(++ck->nr_objs);
 	return 0;
+}
+
+int crfs_ck_write(struct crfs_ckpt *ck, const void *buf, size_t len)
+{
+	return ck_write(ck, buf, len);
+}
+
+int crfs_ck_record(struct crfs_ckpt *ck, u32 type, void *rec, size_t size)
+{
+	return ck_record(ck, type, rec, size);
+}
+
+int crfs_ck_objref(struct crfs_ckpt *ck, u32 objtype, s32 objref)
+{
+	return ck_objref(ck, objtype, objref);
+}
+
+int crfs_ck_object(struct crfs_ckpt *ck, void *key, s32 *objref)
+{
+	return ck_object(ck, key, objref);
 }
 
 /* ---------------------------------------------------------------- header, tree, task */
@@ -1136,8 +1157,8 @@ static int write_task_objs(struct crfs_ckpt *ck, struct ckpt_hdr_task_objs *objs
 }
 
 /*
- * TASK STRING THREAD CPU CPU_FPU [the mm, fs, sighand at their first task] TASK_OBJS
- * [SIGNAL SIGPENDING] SIGPENDING SIGNAL_TASK [SIGALTSTACK]
+ * TASK STRING THREAD CPU CPU_FPU creds TASK_CREDS [the mm, fs, sighand at their first
+ * task] TASK_OBJS [SIGNAL SIGPENDING] SIGPENDING SIGNAL_TASK [SIGALTSTACK]
  */
 static int write_task(struct crfs_ckpt *ck, struct ck_task *ct)
 {
@@ -1150,6 +1171,8 @@ static int write_task(struct crfs_ckpt *ck, struct ck_task *ct)
 		ret = write_task_header(ck);
 	if (!ret)
 		ret = write_cpu(ck);
+	if (!ret)
+		ret = crfs_ckpt_creds(ck, ct->task);
 	if (!ret)
 		ret = ck_object(ck, ck->mm, &objs.mm_objref);
 	if (!ret && objs.mm_objref < 0) {

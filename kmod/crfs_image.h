@@ -73,6 +73,7 @@ enum {
 	CKPT_OBJ_FS = 5,
 	CKPT_OBJ_SIGHAND = 6,
 	CKPT_OBJ_SIGNAL = 7,	/* no OBJREF record: TASK_OBJS's ref, then SIGNAL */
+	CKPT_OBJ_USER_NS = 12,	/* read past */
 	CKPT_OBJ_CRED = 13,
 	CKPT_OBJ_USER = 14,	/* read past */
 	CKPT_OBJ_GROUPINFO = 15,

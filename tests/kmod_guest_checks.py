@@ -1178,11 +1178,23 @@ def checkpoint_refusals(manifest, root_image):
     return out
 
 
+def without_task_creds(data):
+    """TASK_CREDS retyped to a type no reader knows (skipped by its length): an image
+    without credentials, as other writers make them."""
+    for offset, type_, _ in records(data):
+        if type_ == 117:
+            struct.pack_into("<I", data, offset, 7777)
+
+
 def restart_as_nobody(image, restarter):
-    """crfs-restart run as nobody on an image of a root process: the restored process
-    has nobody's uid. /dev/crfs is opened to everyone for the duration (test only)."""
+    """crfs-restart run as nobody on an image of a root process, without its credentials
+    (the module's CHECKPOINT writes them: with them, nobody is refused): the restored
+    process has nobody's uid. /dev/crfs is opened to everyone for the duration (test
+    only)."""
     if not os.path.exists(image):
         return {"errno": "no image"}
+    image = patched(image, image + ".nocreds", without_task_creds)
+    os.chmod(image, 0o644)
     out_path = os.path.join(KCK_DIR, "nobody.out")
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     os.chmod(kernel.DEVICE, 0o666)
@@ -1445,6 +1457,8 @@ STEPS = (
      "t_signals"),
     ("file_id", lambda m: __import__("guest_file_id").file_id_checks(m),
      lambda m, s: (m["restore"],), "t_file_id"),
+    ("kernel_creds", lambda m: __import__("guest_ckpt_creds").kernel_creds(m),
+     lambda m, s: (m["restore"],), "t_kernel_creds"),
     ("fuzz", lambda m, s: __import__("guest_fuzz").fuzz_step(m, s), lambda m, s: (m, s),
      "t_fuzz"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come

@@ -79,6 +79,7 @@ CONSTANTS = {
     "CKPT_OBJ_SIGNAL": "CKPT_OBJ_SIGNAL",
     "CKPT_OBJ_CRED": "CKPT_OBJ_CRED",
     "CKPT_OBJ_USER": "CKPT_OBJ_USER",
+    "CKPT_OBJ_USER_NS": "CKPT_OBJ_USER_NS",
     "CKPT_OBJ_GROUPINFO": "CKPT_OBJ_GROUPINFO",
     **{name: name for name in fmt.CKPT_FILE.__members__},
     **{name: name for name in fmt.CRFS_OPAQUE.__members__},

@@ -232,3 +232,31 @@ def test_parent_records_match_the_c_structs(build_c, bits):
     for struct_, raw in ((fmt.crfs_hdr_parent, parent), (fmt.crfs_hdr_parent_pages, pages)):
         assert struct_.build(struct_.parse(raw)) == raw
     assert issubclass(ChainError, FormatError)
+
+
+def test_flatten_writes_the_chain_as_one_complete_image(env):
+    """What the restart path hands the kernel: one image, no parent, the same memory."""
+    from crfs.model import chain
+    mount, program = env
+    store = mount.store
+    stopped(program, store / "a.ckpt", track=True)
+    program.command("w 2 77")
+    stopped(program, store / "b.ckpt", parent=store / "a.ckpt")
+    child = registry.open_image(store / "b.ckpt")
+    try:
+        flat = chain.flatten(child, store, lambda img, out: registry.dump(img, out, "ckpt"))
+        whole = registry.open_image(flat)
+        try:
+            assert whole.parent is None and whole.chain is None
+            assert all(not mm.parent_runs for mm in whole.mms())
+            for vma in child.tasks[0].mm.vmas:
+                assert whole.tasks[0].mm.read(vma.start, vma.size) == \
+                    child.tasks[0].mm.read(vma.start, vma.size)
+        finally:
+            whole.close()
+        with Source.open(flat) as source:
+            assert verify(source).sound
+        assert child.parent is not None            # the child's model is left as it was
+    finally:
+        child.close()
+    os.unlink(flat)

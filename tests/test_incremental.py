@@ -23,6 +23,7 @@ from mountfs import Mount, errors_in_log
 
 PAGE = 4096
 PAGES = 64
+RSEQ_CPU_FIELDS = 32     # struct rseq: cpu_id_start, cpu_id, rseq_cs, flags, node_id, mm_cid
 
 pytestmark = pytest.mark.skipif(tracking.method() is None,
                                 reason="this kernel tracks no written pages")
@@ -37,6 +38,7 @@ class Pages:
         self.pid = self.proc.pid
         ready = dict(item.split("=") for item in self.proc.stdout.readline().split()[1:])
         self.area = int(ready["area"], 16)
+        self.rseq = int(ready["rseq"], 16)
 
     def command(self, line):
         self.proc.stdin.write(line + "\n")
@@ -74,11 +76,24 @@ def anon_truth(pid):
 
 
 def stopped(program, path, **options):
-    """Checkpoint leaving the process stopped; the truth while it is; then it goes on."""
+    """Checkpoint leaving the process stopped; the truth while it is; then it goes on.
+    The cpu fields of the thread's struct rseq are left out of the truth: the kernel
+    rewrites them whenever the thread returns to user space, as it does for crfs's
+    injected syscalls after a snapshot (the waitid that reaps the clone)."""
     report = {}
     checkpoint(program.pid, path, after="stop", report=report, **options)
     wait_stopped(program.pid)
     truth = anon_truth(program.pid)
+    if program.rseq:
+        for (start, end), data in truth.items():
+            if start <= program.rseq < end:
+                at = program.rseq - start
+                image = registry.open_image(path)
+                try:
+                    kept = image.tasks[0].mm.read(program.rseq, RSEQ_CPU_FIELDS)
+                finally:
+                    image.close()
+                truth[(start, end)] = data[:at] + kept + data[at + RSEQ_CPU_FIELDS:]
     os.kill(program.pid, signal.SIGCONT)
     return truth, report
 
@@ -127,6 +142,19 @@ def test_chain_of_three_images_shows_memory_at_each_point(env):
     mount.mount()
     for name, truth in zip(("a.ckpt", "b.ckpt", "c.ckpt"), truths):
         assert_mounted_memory(mount, name, program.pid, truth)
+    task = mount.path / "c.ckpt" / "tasks" / str(program.pid)
+    area = next(data for (start, end), data in truths[2].items()
+                if start <= program.area < end)
+    start = next(start for (start, end) in truths[2] if start <= program.area < end)
+    for index in (3, 4, 10, 30):                  # written in c, in b, in b, only in a
+        address = program.area + index * PAGE
+        page = (task / "pages" / f"{address:08x}").read_bytes()
+        assert page == area[address - start:address - start + PAGE], index
+    vmas = task / "mm" / "vmas"
+    for vma in os.listdir(vmas):
+        first = int(vma.split("-")[0], 16)
+        if first == start:
+            assert (vmas / vma / "data").read_bytes() == area
     assert "chain: incremental: parents b.ckpt" in (mount.path / "c.ckpt" / "verify").read_text()
     assert not errors_in_log(mount.log_text())
 
@@ -204,3 +232,31 @@ def test_parent_records_match_the_c_structs(build_c, bits):
     for struct_, raw in ((fmt.crfs_hdr_parent, parent), (fmt.crfs_hdr_parent_pages, pages)):
         assert struct_.build(struct_.parse(raw)) == raw
     assert issubclass(ChainError, FormatError)
+
+
+def test_flatten_writes_the_chain_as_one_complete_image(env):
+    """What the restart path hands the kernel: one image, no parent, the same memory."""
+    from crfs.model import chain
+    mount, program = env
+    store = mount.store
+    stopped(program, store / "a.ckpt", track=True)
+    program.command("w 2 77")
+    stopped(program, store / "b.ckpt", parent=store / "a.ckpt")
+    child = registry.open_image(store / "b.ckpt")
+    try:
+        flat = chain.flatten(child, store, lambda img, out: registry.dump(img, out, "ckpt"))
+        whole = registry.open_image(flat)
+        try:
+            assert whole.parent is None and whole.chain is None
+            assert all(not mm.parent_runs for mm in whole.mms())
+            for vma in child.tasks[0].mm.vmas:
+                assert whole.tasks[0].mm.read(vma.start, vma.size) == \
+                    child.tasks[0].mm.read(vma.start, vma.size)
+        finally:
+            whole.close()
+        with Source.open(flat) as source:
+            assert verify(source).sound
+        assert child.parent is not None            # the child's model is left as it was
+    finally:
+        child.close()
+    os.unlink(flat)

@@ -1,13 +1,14 @@
 """The record grammar of linux-cr `ckpt_hdr` images: walk() checks it and yields each part.
 
-    IMAGE   ::= HEADER BUFFER{release} BUFFER{version} BUFFER{machine} HEADER_ARCH ...
-                TREE BUFFER{pids} [BUFFER{vpids}] { TASK STRING{comm} TASK_PART* } TAIL
+    IMAGE   ::= HEADER BUFFER{release} BUFFER{version} BUFFER{machine} HEADER_ARCH
+                [CRFS_PARENT STRING{parent}] ... TREE BUFFER{pids} [BUFFER{vpids}] { TASK STRING{comm} TASK_PART* } TAIL
     TASK_PART ::= THREAD | CPU [CPU_FPU] | TASK_OBJS | OBJECT | a record to skip
     TASK_PART ::= ... | TASK_CREDS | TASK_OBJS [SIGNAL_PART] | CRFS_SIGALTSTACK
     SIGNAL_PART ::= [SIGNAL SIGPENDING{shared}]  if TASK_OBJS.signal_objref is new
                     SIGPENDING{private} SIGNAL_TASK [CRFS_SIGALTSTACK]
                                                    if TASK_OBJS.signal_objref != 0
-    OBJECT  ::= OBJREF MM BUFFER{auxv} { VMA [CONTENTS] }*map_count MM_CONTEXT MM_CONTEXT_LDT
+    OBJECT  ::= OBJREF MM BUFFER{auxv} { VMA [CONTENTS] }*map_count [CRFS_PARENT_PAGES]
+                MM_CONTEXT MM_CONTEXT_LDT
               | OBJREF FILE_TABLE { [OBJECT] FILE_DESC }*fdt_nfds
                 { EPOLL_ITEMS [BUFFER{items}] }*   one per EPOLL file first read in it
               | OBJREF FILE FILE_PART | OBJREF SIGHAND

@@ -1,6 +1,8 @@
 /* A process whose pages the test writes on command, for incremental checkpoints.
  * Maps PAGES anonymous pages, each starting with its index; prints
- * "ready area=<hex> pages=<hex>", then for each line read from stdin:
+ * "ready area=<hex> pages=<hex> rseq=<hex>" (rseq: its struct rseq, whose cpu fields the
+ * kernel rewrites whenever the thread returns to user space), then for each line read
+ * from stdin:
  *   "w I V"  write byte value V over page I        -> "ok"
  *   "d I"    madvise(MADV_DONTNEED) page I (zeros) -> "ok"
  *   "m"      map one more page, written            -> "ok <hex address>"
@@ -9,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/rseq.h>
 
 int main(int argc, char **argv)
 {
@@ -22,7 +25,9 @@ int main(int argc, char **argv)
 		return 1;
 	for (i = 0; i < pages; i++)
 		memset(area + i * page, (int)(i & 0xff), page);
-	printf("ready area=%lx pages=%lx\n", (unsigned long)area, pages);
+	printf("ready area=%lx pages=%lx rseq=%lx\n", (unsigned long)area, pages,
+	       __rseq_size ? (unsigned long)((char *)__builtin_thread_pointer() + __rseq_offset)
+			   : 0UL);
 	fflush(stdout);
 	while (fgets(line, sizeof(line), stdin)) {
 		if (sscanf(line, "w %ld %ld", &i, &v) == 2 && i >= 0 && i < pages) {

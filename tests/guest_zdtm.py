@@ -27,7 +27,7 @@ import traceback
 from crfs import kernel
 
 START, CHECKPOINT, RESTART, RESULT = 10, 20, 10, 10     # seconds, each wait at most
-# (the manifest may raise START and CHECKPOINT for a test: maps04 writes 512 MiB first)
+# (the manifest may raise START, CHECKPOINT and RESTART for a test: maps04 has 512 MiB)
 WORK = "/tmp/zdtm"                  # the programs, copied off the 9p share
 IMAGES = "/tmp/zdtm-images"
 ELSEWHERE = "/tmp/zdtm-elsewhere"   # the restarter's cwd: a lost cwd must not look kept
@@ -61,7 +61,9 @@ def run(zdtm, restarter):
     deadline = t0 + min(zdtm["budget"], time_left(zdtm.get("guest_timeout")))
     if os.path.exists(WORK):
         shutil.rmtree(WORK)
-    shutil.copytree(zdtm["dir"], WORK, symlinks=True)
+    # off the 9p share, without the objects (only a fallback `make TEST.pid` would want them)
+    shutil.copytree(zdtm["dir"], WORK, symlinks=True,
+                    ignore=shutil.ignore_patterns("*.o", "*.d"))
     for path in (IMAGES, ELSEWHERE):
         os.makedirs(path, exist_ok=True)
     os.environ["CRFS_RESTARTER"] = restarter
@@ -147,7 +149,8 @@ def one_test(name, spec, restarter, mount):
 
 def phases(name, spec, static, restarter, mount, times, sessions, held):
     t = time.monotonic()
-    limits = {"start": START, "checkpoint": CHECKPOINT, **spec.get("limits", {}).get(name, {})}
+    limits = {"start": START, "checkpoint": CHECKPOINT, "restart": RESTART,
+              **spec.get("limits", {}).get(name, {})}
     pid, error = start(name, static, sessions, spec.get("commands", {}).get(name),
                        limits["start"])
     times["start"] = lap(t)
@@ -165,7 +168,7 @@ def phases(name, spec, static, restarter, mount, times, sessions, held):
     if rc != 0:
         return fail(f"checkpoint: {last_line(text) or f'status {rc}'}")
     t = time.monotonic()
-    root, process, error = restart(name, image, restarter, mount)
+    root, process, error = restart(name, image, restarter, mount, limits["restart"])
     times["restart"] = lap(t)
     held["process"] = process
     if error:
@@ -302,16 +305,16 @@ def read_bounded(fd, timeout):
         os.close(fd)
 
 
-def restart(name, image, restarter, mount):
+def restart(name, image, restarter, mount, timeout=RESTART):
     """The image restarted: (restored root pid, restarter process or None, None) or
     (None, None, why)."""
     if mount is not None:
-        return restart_by_cp(name, image, mount)
+        return restart_by_cp(name, image, mount, timeout)
     cwd = os.getcwd()
     os.chdir(ELSEWHERE)
     try:
         with open(os.path.join(IMAGES, f"{name}.log"), "wb") as log:
-            outcome = kernel.restart_in_child(image, restarter=restarter, timeout=RESTART,
+            outcome = kernel.restart_in_child(image, restarter=restarter, timeout=timeout,
                                               stdout=log)
     finally:
         os.chdir(cwd)
@@ -320,15 +323,15 @@ def restart(name, image, restarter, mount):
     return outcome.pid or outcome.process.pid, outcome.process, None
 
 
-def restart_by_cp(name, image, mount):
+def restart_by_cp(name, image, mount, timeout=RESTART):
     """`cp IMAGE MNT/restart/TEST.img`: close(2) succeeds once it is restored; the pid is
     in restart/TEST.img.status."""
     target = os.path.join(mount["mnt"], "restart", f"{name}.img")
     try:
         cp = subprocess.run(["cp", image, target], capture_output=True, text=True,
-                            timeout=RESTART)
+                            timeout=timeout)
     except subprocess.TimeoutExpired:
-        return None, None, f"cp into restart/ did not return within {RESTART}s"
+        return None, None, f"cp into restart/ did not return within {timeout}s"
     try:
         with open(target + ".status") as f:
             status = f.read()

@@ -966,6 +966,7 @@ def test_open_files_are_captured(build_c, tmp_path):
             assert log.flags & O_APPEND and table.get(fds["dup"]).file is log
             assert table.get(fds["null"]).file.path == "/dev/null"
             assert table.get(fds["null"]).file is not table.get(fds["cloexec"]).file
+            assert table.get(fds["null"]).file is not table.get(fds["null2"]).file   # kcmp
             assert table.get(fds["cloexec"]).cloexec and not table.get(fds["null"]).cloexec
             assert table.get(fds["dir"]).file.flags & O_DIRECTORY
             reader, writer = table.get(fds["pr"]).file, table.get(fds["pw"]).file

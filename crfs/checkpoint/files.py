@@ -58,10 +58,12 @@ class Registry:
     source: object = None                           # where pipe bytes are kept
     kcmp_works: bool = True
 
-    def same(self, pid, fd, key):
-        """The OpenFile already met that (pid, fd) refers to, or None."""
+    def same(self, pid, fd, key, pos, flags):
+        """The OpenFile already met that (pid, fd) refers to, or None. Only fds of the same
+        inode, position and flags can share an open file description: kcmp decides."""
         for other_pid, other_fd, file in self.by_inode.get(key, ()):
-            if self.kcmp(pid, other_pid, fd, other_fd):
+            if (file.pos, file.flags) == (pos, flags) and self.kcmp(pid, other_pid, fd,
+                                                                    other_fd):
                 return file
         return None
 
@@ -136,7 +138,8 @@ def capture_fd(pid, fd, registry):
     except OSError:
         st = None
     key = (st.st_dev, st.st_ino) if st else None
-    file = registry.same(pid, fd, key) if key else None
+    pos = int(info.get("pos", 0))
+    file = registry.same(pid, fd, key, pos, flags & ~O_CLOEXEC) if key else None
     if file is None:
         file = open_file(pid, fd, link, st, info, flags & ~O_CLOEXEC, registry)
         if key:

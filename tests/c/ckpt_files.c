@@ -38,6 +38,7 @@ int main(int argc, char **argv)
 		return 1;
 	int dup_log = dup(log);
 	int null = open("/dev/null", O_RDONLY);
+	int null2 = open("/dev/null", O_RDONLY);	/* same inode, flags, pos: another file */
 	int dirfd = open(dir, O_RDONLY | O_DIRECTORY);
 	int p[2];
 	if (pipe(p) || write(p[1], "0123456789", 10) != 10)
@@ -70,7 +71,7 @@ int main(int argc, char **argv)
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, efd, &ev))
 		return 1;
 	ready("log=%x dup=%x null=%x dir=%x pr=%x pw=%x cloexec=%x fifo=%x efd=%x sock=%x gone=%x "
-	      "tfd=%x sfd=%x ep=%x", log, dup_log, null, dirfd, p[0], p[1], cloexec, fifo, efd, sock,
-	      gone, tfd, sfd, ep);
+	      "tfd=%x sfd=%x ep=%x null2=%x", log, dup_log, null, dirfd, p[0], p[1], cloexec, fifo, efd,
+	      sock, gone, tfd, sfd, ep, null2);
 	count_forever();
 }

@@ -37,7 +37,7 @@ class Rewriter:
             assert select.select([fd], [], [], 10)[0], "not ready"
             text += os.read(fd, 4096).decode()
         self.ready = {k: int(v, 16) for k, v in (item.split("=") for item in text.split()[1:])}
-        while self.progress()[0][0] < 3:          # a few rounds: every page written
+        while min(g for g, _ in self.progress()) < 3:   # every thread: every page written
             time.sleep(0.01)
 
     def read(self, address, size):

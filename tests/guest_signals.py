@@ -147,13 +147,15 @@ def as_user(uid, nofile=None):
 
 
 def restart(image, restarter, out_path, uid=None, nofile=None):
-    """crfs-restart of `image` as `uid` with RLIMIT_NOFILE `nofile`: (result, Popen, pid);
+    """crfs-restart -R of `image` as `uid` with RLIMIT_NOFILE `nofile` (its stdio is the
+    restarter's, not the image's root-owned log, which nobody could not reopen):
+    (result, Popen, pid);
     pid is None when it was refused (result has errno and msg)."""
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     os.chmod(kernel.DEVICE, 0o666)
     try:
         with open(out_path, "wb") as out:
-            proc = subprocess.Popen([restarter, "-r", str(write_fd), image],
+            proc = subprocess.Popen([restarter, "-R", "-r", str(write_fd), image],
                                     stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, pass_fds=(write_fd,),
                                     preexec_fn=as_user(uid, nofile), start_new_session=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+import guest_parts
 from mountfs import Mount, errors_in_log
 
 C_DIR = Path(__file__).parent / "c"
@@ -54,3 +55,24 @@ def mount(tmp_path):
     yield m
     m.unmount()
     assert not errors_in_log(m.log_text()), m.log_text()
+
+
+@pytest.fixture(scope="session")
+def guest_boot(request, tmp_path_factory, build_c):
+    """THE one qemu guest boot of the session (tests/guest_parts.py): {part name: result}
+    for the parts with a selected test; test modules pick theirs with guest_parts.result."""
+    work = tmp_path_factory.mktemp("guest")
+    return guest_parts.boot(request.session.items, work, build_c, tmp_path_factory)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if guest_parts.BOOTS:
+        terminalreporter.write_line(
+            f"crfs guest boots this session: {len(guest_parts.BOOTS)} "
+            + "; ".join(f"parts {','.join(b['parts'])} {b['seconds']}s status {b['rc']}"
+                        for b in guest_parts.BOOTS))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "guest_part: the test reads `guest_boot` through "
+                            "request.getfixturevalue (tests/guest_parts.py selection)")

@@ -79,8 +79,13 @@ def through_mount(image, addr):
         found = re.search(r"pid: (\d+)", out["status"])
         if found:
             pid = int(found.group(1))
-            out["counts"] = counts_on(pid, addr)
-            os.kill(pid, 9)
+            try:
+                out["counts"] = counts_on(pid, addr)
+                os.kill(pid, 9)
+            except (FileNotFoundError, ProcessLookupError) as e:    # it is gone: say so
+                out["counts"] = False
+                with open(os.path.join(mnt, "restart", "c.img.status")) as f:
+                    out["gone"] = {"error": str(e), "status": f.read()}
     finally:
         subprocess.run(["umount", mnt], capture_output=True, timeout=60)
     with open(os.path.join(root, "crfs.log")) as f:

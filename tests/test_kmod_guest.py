@@ -1,9 +1,9 @@
 """The crfs kernel module in a qemu guest: load, validate images, reject bad ones, unload.
 
 Host drives guest: the host builds crfs.ko against Debian's kernel headers and writes every
-test image, then ONE guest boot per session (kmod/harness/run-in-guest) runs
-tests/kmod_guest_checks.py, which loads the module, calls the ioctls and reports in JSON. The
-tests below only read that report. Skipped when qemu or Debian's kernel is not installed,
+test image, then ONE guest boot per session (part "kmod" of tests/conftest.py `guest_boot`)
+runs tests/kmod_guest_checks.py, which loads the module, calls the ioctls and reports in
+JSON. The tests below only read that report. Skipped when qemu or Debian's kernel is not installed,
 unless CI=true (then kmod/harness/setup, run by .ci/setup, has installed them).
 """
 
@@ -29,6 +29,7 @@ from crfs.model.image import Task
 from crfs.model.synth import synthetic_image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import guest_parts  # noqa: E402 - tests/guest_parts.py: the parts of the one guest boot
 import guest_zdtm  # noqa: E402 - tests/guest_zdtm.py: the zdtm runner's start commands
 
 REPO = Path(__file__).resolve().parent.parent
@@ -324,15 +325,11 @@ def _in_ci():
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@pytest.fixture(scope="session")
-def guest(tmp_path_factory, build_c):
-    if not (shutil.which("qemu-system-x86_64") and _kernel_installed()):
-        reason = ("qemu-system-x86_64 or Debian's *-amd64 kernel + headers are not installed "
-                  "(run kmod/harness/setup)")
-        if _in_ci():
-            pytest.fail(f"CI: {reason}")
-        pytest.skip(reason)
-    work = tmp_path_factory.mktemp("kmod-guest")
+@guest_parts.part("kmod")
+def prepare_guest(work, build_c, tmp_path_factory):
+    """Part "kmod" of the session's one guest boot (tests/guest_parts.py, conftest
+    `guest_boot`): crfs.ko, the images and programs built here, then
+    tests/kmod_guest_checks.py in the guest."""
     timings = {}
 
     # the module, built out of the source tree
@@ -407,29 +404,28 @@ def guest(tmp_path_factory, build_c):
         manifest["zdtm"]["guest_timeout"] = timeout    # the step ends before the guest does
     (work / "manifest.json").write_text(json.dumps(manifest))
 
-    # one guest boot
     results = work / "results.json"
-    # maps04 dirties 512 MiB, then its image needs as much of the guest's tmpfs
-    memory = ["-m", "2G"] if manifest["zdtm"] else []
-    cmd = ["bash", str(HARNESS / "run-in-guest"), "-q", "-t", str(timeout), *memory,
-           "-w", str(work),
-           "-e", f"PYTHONPATH={REPO}", *_forwarded_env(), "-C", str(REPO), "--",
-           sys.executable, str(REPO / "tests" / "kmod_guest_checks.py"),
-           str(build_dir / "crfs.ko"), str(work / "manifest.json"), str(results)]
-    t0 = time.monotonic()
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 30)
-    timings["guest"] = time.monotonic() - t0
-    report = json.loads(results.read_text()) if results.exists() else None
-    print(f"\nkmod guest: build {timings['build']:.1f}s, guest {timings['guest']:.1f}s")
-    return {"rc": run.returncode, "stdout": run.stdout, "stderr": run.stderr,
-            "report": report, "timings": timings,
-            "zdtm": _zdtm_results(manifest["zdtm"], zdtm_error)}
-
-
-def _forwarded_env():
-    """-e options for the guest: $CRFS_GUEST_STEPS picks steps (tests/kmod_guest_checks.py)."""
     steps = os.environ.get("CRFS_GUEST_STEPS")
-    return ["-e", f"CRFS_GUEST_STEPS={steps}"] if steps else []
+    return {"argv": [sys.executable, str(REPO / "tests" / "kmod_guest_checks.py"),
+                     str(build_dir / "crfs.ko"), str(work / "manifest.json"), str(results)],
+            "env": {"CRFS_GUEST_STEPS": steps} if steps else {}, "results": results,
+            "timeout": timeout,
+            # maps04 dirties 512 MiB, then its image needs as much of the guest's tmpfs
+            "memory": "2G" if manifest["zdtm"] else None,
+            "host": {"timings": timings, "zdtm": manifest["zdtm"], "zdtm_error": zdtm_error}}
+
+
+@pytest.fixture(scope="session")
+def guest(guest_boot):
+    part = guest_parts.result(guest_boot, "kmod")
+    host = part["host"]
+    status = part.get("part_status") or {}
+    host["timings"]["guest"] = status.get("seconds")
+    print(f"\nkmod guest: build {host['timings']['build']:.1f}s, guest part "
+          f"{status.get('seconds')}s")
+    return {"rc": part["rc"], "stdout": part["stdout"], "stderr": part["stderr"],
+            "report": part["report"], "timings": host["timings"],
+            "zdtm": _zdtm_results(host["zdtm"], host["zdtm_error"])}
 
 
 def _write_tmp(work, data):
@@ -1682,6 +1678,7 @@ def _zdtm_params():
     return params
 
 
+@pytest.mark.guest_part      # reads the guest boot through request.getfixturevalue
 @pytest.mark.parametrize("way, name", _zdtm_params())
 def test_zdtm(way, name, request):
     """The zdtm program, started (`make NAME.pid`), checkpointed with --tree --kill,

@@ -6,7 +6,6 @@ restarter."""
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
 import sys
@@ -15,24 +14,13 @@ from pathlib import Path
 import pytest
 
 import crfs
+import guest_parts
 from crfs import kernel
+from guest_parts import debian_kver, dkms_conf  # noqa: F401 - used by other modules too
 
 REPO = Path(__file__).parent.parent
 KMOD = REPO / "kmod"
 HARNESS = KMOD / "harness"
-
-
-def dkms_conf():
-    return dict(re.findall(r'^(\w+(?:\[0\])?)="(.*)"$', (KMOD / "dkms.conf").read_text(),
-                           re.M))
-
-
-def debian_kver():
-    """The newest /lib/modules/*-amd64 with headers (as kmod/Makefile picks it), or None."""
-    found = sorted((d.name for d in Path("/lib/modules").glob("*-amd64")
-                    if (d / "build" / "Makefile").exists()),
-                   key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"[.-]", v)])
-    return found[-1] if found else None
 
 
 def test_dkms_conf_matches_crfs():
@@ -50,37 +38,25 @@ def test_udev_rule_keeps_the_device_root_only():
 
 
 @pytest.fixture(scope="module")
-def dkms_module(tmp_path_factory):
+def packaging(guest_boot):
+    """Part "packaging" of the session's one guest boot (guest_parts.prepare_packaging):
+    the DKMS build on the host, then tests/packaging_guest.py in the guest."""
+    return guest_parts.result(guest_boot, "packaging")
+
+
+@pytest.fixture(scope="module")
+def dkms_module(packaging):
     """crfs.ko built and installed by dkms into private trees, for Debian's kernel."""
-    kver = debian_kver()
-    if shutil.which("dkms") is None or kver is None:
-        pytest.skip("no dkms or no Debian kernel headers (kmod/harness/setup installs them)")
-    top = tmp_path_factory.mktemp("dkms")
-    version = dkms_conf()["PACKAGE_VERSION"]
-    src = top / "src" / f"crfs-{version}"
-    src.mkdir(parents=True)
-    for path in KMOD.iterdir():
-        if path.suffix in (".c", ".h") or path.name in ("Kbuild", "Makefile", "dkms.conf"):
-            shutil.copy(path, src)
-    (top / "inst" / kver).mkdir(parents=True)
-    (top / "tree").mkdir()
-    trees = ["--dkmstree", str(top / "tree"), "--sourcetree", str(top / "src")]
-    steps = {}
-    for step in (["add"], ["build", "-k", kver], ["install", "-k", kver,
-                                                   "--installtree", str(top / "inst"),
-                                                   "--no-depmod"]):
-        result = subprocess.run(["dkms", step[0], "-m", "crfs", "-v", version, *trees,
-                                 *step[1:]], capture_output=True, text=True, timeout=900)
-        steps[step[0]] = result
-        assert result.returncode == 0, result.stdout + result.stderr
-    make_log = top / "tree" / "crfs" / version / kver / "x86_64" / "log" / "make.log"
-    steps["make.log"] = make_log.read_text() if make_log.exists() else ""
-    return kver, top / "inst" / kver / "updates" / "dkms" / "crfs.ko", steps
+    host = packaging["host"]
+    for step in ("add", "build", "install"):
+        result = host["steps"].get(step)
+        assert result and result["rc"] == 0, result
+    return host["kver"], host["ko"], host["steps"]
 
 
 def test_dkms_builds_and_installs(dkms_module):
     kver, ko, steps = dkms_module
-    assert ko.exists(), steps["install"].stdout
+    assert ko.exists(), steps["install"]["stdout"]
     info = subprocess.run(["modinfo", "-F", "vermagic", str(ko)], capture_output=True,
                           text=True, check=True).stdout
     assert info.split()[0] == kver
@@ -103,23 +79,13 @@ def test_restarter_is_installed_root_only():
 
 
 @pytest.fixture(scope="module")
-def guest(dkms_module, build_c, tmp_path_factory):
-    kver, ko, _ = dkms_module
-    if not (HARNESS / "run-in-guest").exists() or not Path(f"/boot/vmlinuz-{kver}").exists():
-        pytest.skip("no guest kernel")
-    out = tmp_path_factory.mktemp("guest")
-    program = build_c("ckpt_counter", 64)
-    env = {k: v for k, v in os.environ.items() if k != "CRFS_RESTARTER"}
-    cmd = ["bash", str(HARNESS / "run-in-guest"), "-q", "-t", "300", "-k", kver,
-           "-w", str(out), "-e", f"PYTHONPATH={REPO}", "-C", str(REPO), "--",
-           sys.executable, str(REPO / "tests" / "packaging_guest.py"), str(ko), str(program),
-           str(out)]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
-    result = out / "result.json"
-    assert result.exists(), f"guest status {run.returncode}:\n{run.stdout[-3000:]}" \
-                            f"\n{run.stderr[-3000:]}"
-    assert run.returncode == 0, run.stdout[-3000:]
-    return json.loads(result.read_text())
+def guest(dkms_module, packaging):
+    if packaging.get("why_not"):
+        pytest.skip(packaging["why_not"])
+    assert packaging["report"] is not None, f"guest status {packaging['rc']}:\n" \
+        f"{packaging['stdout'][-3000:]}\n{packaging['stderr'][-3000:]}"
+    assert packaging["rc"] == 0, packaging["stdout"][-3000:] + packaging["stderr"][-3000:]
+    return packaging["report"]
 
 
 def test_guest_loads_the_dkms_module(guest):

@@ -22,6 +22,7 @@ import sys
 import time
 
 from crfs import kernel
+from guest_util import records
 
 NOBODY = 65534
 KCK_DIR = "/tmp/crfs-kck"
@@ -32,16 +33,6 @@ FS, FILE_NAME, SIGHAND, SIGPENDING, SIGNAL_TASK = 451, 303, 601, 604, 603
 SIGALTSTACK = 8001
 KERNEL_ADDRESS = 0xFFFFFFFF81000000
 CALLER_NOFILE = (64, 512)      # RLIMIT_NOFILE of the restarter in the "limit" cases
-
-
-def records(data):
-    offset = 0
-    while offset + 8 <= len(data):
-        type_, length = struct.unpack_from("<II", data, offset)
-        yield offset, type_, length
-        if length < 8:
-            return
-        offset += length
 
 
 def first(data, type_, n=0):

@@ -25,6 +25,7 @@ import time
 import traceback
 
 from crfs import kernel
+from guest_util import read_until_eof
 
 START, CHECKPOINT, RESTART, RESULT = 10, 20, 10, 10     # seconds, each wait at most
 # (the manifest may raise START, CHECKPOINT and RESTART for a test: maps04 has 512 MiB)
@@ -289,20 +290,13 @@ def subprocess_checkpoint(argv, timeout):
 
 
 def read_bounded(fd, timeout):
-    """All `fd` gives until EOF (text), None if that takes more than `timeout` seconds."""
-    import select
-    data, deadline = b"", time.monotonic() + timeout
+    """All `fd` gives until EOF (text), None if that takes more than `timeout` seconds;
+    closes `fd`."""
     try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return data.decode(errors="replace")
-            data += chunk
+        data = read_until_eof(fd, timeout)
     finally:
         os.close(fd)
+    return None if data is None else data.decode(errors="replace")
 
 
 def restart(name, image, restarter, mount, timeout=RESTART):

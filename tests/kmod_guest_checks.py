@@ -12,7 +12,6 @@ import ctypes
 import errno
 import json
 import os
-import select
 import signal
 import stat
 import struct
@@ -25,6 +24,7 @@ from crfs import kernel
 
 # tests/, next to this script
 import guest_files     # noqa: E402
+from guest_util import read_until_eof, records   # noqa: E402
 import guest_signals   # noqa: E402
 import guest_zdtm      # noqa: E402
 
@@ -90,20 +90,6 @@ def restart_forked(path, threaded=False, timeout=30):
     return json.loads(data)
 
 
-def read_until_eof(fd, timeout):
-    """Everything `fd` gives until EOF; None when that takes more than `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            return None
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return data
-        data += chunk
-
-
 def raw_ioctl(dev, request, args_type, arg, **fields):
     """An ioctl with a hand-made argument (bad flags, bad pointer): `arg` is an address,
     or None for an `args_type` struct filled with `fields`."""
@@ -148,17 +134,6 @@ def special_fds(dev, valid_image, scratch):
 
 
 # --------------------------------------------------------------------------- restore
-
-
-def records(data):
-    """(offset, type, len) of the records of a ckpt_hdr image."""
-    offset = 0
-    while offset + 8 <= len(data):
-        type_, length = struct.unpack_from("<II", data, offset)
-        yield offset, type_, length
-        if length < 8:
-            return
-        offset += length
 
 
 def patched(src, dst, patch):

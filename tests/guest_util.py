@@ -1,0 +1,32 @@
+"""Helpers the guest-side check modules share (tests/kmod_guest_checks.py and the
+guest_*.py modules it runs): record framing and bounded reads."""
+
+import os
+import select
+import struct
+import time
+
+
+def records(data):
+    """(offset, type, len) of the records of a ckpt_hdr image, up to a len below 8."""
+    offset = 0
+    while offset + 8 <= len(data):
+        type_, length = struct.unpack_from("<II", data, offset)
+        yield offset, type_, length
+        if length < 8:
+            return
+        offset += length
+
+
+def read_until_eof(fd, timeout):
+    """Everything `fd` gives until EOF; None when that takes more than `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return data
+        data += chunk

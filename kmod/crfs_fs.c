@@ -21,17 +21,6 @@
 
 #include "crfs.h"
 
-__printf(3, 4)
-static int refuse(struct crfs_sig_restore *sr, int err, const char *fmt, ...)
-{
-	va_list args;
-
-	va_start(args, fmt);
-	vscnprintf(sr->err_msg, CRFS_ERRMSG_LEN, fmt, args);
-	va_end(args);
-	return err;
-}
-
 /* ---------------------------------------------------------------- copy-in */
 
 static int load_name(struct crfs_image *img, char **out)
@@ -103,17 +92,17 @@ static int lookup_dir(struct crfs_sig_restore *sr, const char *what,
 
 	ret = kern_path(name, LOOKUP_FOLLOW | LOOKUP_DIRECTORY, path);
 	if (ret == -ENOTDIR)
-		return refuse(sr, ret, "%s %s is not a directory", what, name);
+		return crfs_sig_refuse(sr, ret, "%s %s is not a directory", what, name);
 	if (ret)
-		return refuse(sr, ret, "%s %s cannot be looked up (errno %d)", what,
-			      name, -ret);
+		return crfs_sig_refuse(sr, ret, "%s %s cannot be looked up (errno %d)", what,
+				       name, -ret);
 	ret = inode_permission(mnt_user_ns(path->mnt), d_inode(path->dentry),
 			       MAY_EXEC | MAY_CHDIR);
 	if (ret) {
 		path_put(path);
 		path->mnt = NULL;
-		return refuse(sr, ret, "%s %s may not be searched by the task", what,
-			      name);
+		return crfs_sig_refuse(sr, ret, "%s %s may not be searched by the task", what,
+				       name);
 	}
 	return 0;
 }
@@ -134,9 +123,9 @@ int crfs_fs_prepare(struct crfs_sig_restore *sr, const struct crfs_fs *fs)
 		path_put(&sr->root);	/* nothing to change */
 		sr->root.mnt = NULL;
 	} else if (!ns_capable(current_user_ns(), CAP_SYS_CHROOT)) {
-		return refuse(sr, -EPERM,
-			      "root %s is not the caller's root, and the caller lacks CAP_SYS_CHROOT",
-			      fs->root);
+		return crfs_sig_refuse(sr, -EPERM,
+				       "root %s is not the caller's root, and the caller lacks CAP_SYS_CHROOT",
+				       fs->root);
 	}
 	return lookup_dir(sr, "cwd", fs->pwd, &sr->pwd);
 }

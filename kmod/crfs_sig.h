@@ -70,6 +70,8 @@ struct crfs_sig_restore {
 };
 
 /* copy-in (crfs_signal.c, crfs_fs.c) */
+__printf(3, 4)
+int crfs_sig_refuse(struct crfs_sig_restore *sr, int err, const char *fmt, ...);
 int crfs_sig_load_sighand(struct crfs_image *img, struct crfs_object *obj);
 int crfs_sig_task_objs(struct crfs_plan *plan, struct crfs_image *img,
 		       struct crfs_task *task, const struct crfs_rec *rec,

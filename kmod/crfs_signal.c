@@ -50,8 +50,8 @@ static const char *const rlimit_names[CKPT_RLIM_NLIMITS] = {
 	"RLIMIT_MSGQUEUE", "RLIMIT_NICE", "RLIMIT_RTPRIO", "RLIMIT_RTTIME",
 };
 
-__printf(3, 4)
-static int refuse(struct crfs_sig_restore *sr, int err, const char *fmt, ...)
+/* @err, with the reason in the restore's err_msg (signals and fs_struct). */
+int crfs_sig_refuse(struct crfs_sig_restore *sr, int err, const char *fmt, ...)
 {
 	va_list args;
 
@@ -381,16 +381,17 @@ static int prepare_rlimits(struct crfs_sig_restore *sr,
 		old.rlim_cur = READ_ONCE(current->signal->rlim[i].rlim_cur);
 		old.rlim_max = READ_ONCE(current->signal->rlim[i].rlim_max);
 		if (hard > old.rlim_max && !priv)
-			return refuse(sr, -EPERM,
-				      "%s hard limit %llu is above the caller's %lu",
-				      rlimit_names[i], hard, old.rlim_max);
+			return crfs_sig_refuse(sr, -EPERM,
+					       "%s hard limit %llu is above the caller's %lu",
+					       rlimit_names[i], hard, old.rlim_max);
 		if (i == RLIMIT_NOFILE && hard > old.rlim_max && hard > NR_OPEN_DEFAULT)
-			return refuse(sr, -EPERM, "RLIMIT_NOFILE hard limit %llu is above %u",
-				      hard, NR_OPEN_DEFAULT);
+			return crfs_sig_refuse(sr, -EPERM,
+					       "RLIMIT_NOFILE hard limit %llu is above %u",
+					       hard, NR_OPEN_DEFAULT);
 		if (i == RLIMIT_CPU && soft != old.rlim_cur)
-			return refuse(sr, -EOPNOTSUPP,
-				      "RLIMIT_CPU soft limit %llu other than the caller's %lu is not restored",
-				      soft, old.rlim_cur);
+			return crfs_sig_refuse(sr, -EOPNOTSUPP,
+					       "RLIMIT_CPU soft limit %llu other than the caller's %lu is not restored",
+					       soft, old.rlim_cur);
 		sr->rlim[i].rlim_cur = soft;
 		sr->rlim[i].rlim_max = hard;
 	}
@@ -406,9 +407,9 @@ static int check_timer_signals(struct crfs_sig_restore *sr,
 
 	for (i = 0; p && i < p->nr; i++)
 		if ((s32)p->info[i].code == SI_TIMER)
-			return refuse(sr, -EOPNOTSUPP,
-				      "a POSIX timer's pending signal %u is not restored",
-				      p->info[i].signo);
+			return crfs_sig_refuse(sr, -EOPNOTSUPP,
+					       "a POSIX timer's pending signal %u is not restored",
+					       p->info[i].signo);
 	return 0;
 }
 
@@ -419,10 +420,10 @@ static int prepare_signal(struct crfs_sig_restore *sr, const struct crfs_signal 
 
 	if (h->it_virt_value || h->it_virt_incr || h->it_prof_value ||
 	    h->it_prof_incr)
-		return refuse(sr, -EOPNOTSUPP,
-			      "ITIMER_VIRTUAL and ITIMER_PROF are not restored");
+		return crfs_sig_refuse(sr, -EOPNOTSUPP,
+				       "ITIMER_VIRTUAL and ITIMER_PROF are not restored");
 	if (h->tty_objref)
-		return refuse(sr, -EOPNOTSUPP, "a controlling tty is not restored");
+		return crfs_sig_refuse(sr, -EOPNOTSUPP, "a controlling tty is not restored");
 	ret = check_timer_signals(sr, s->shared);
 	return ret ?: prepare_rlimits(sr, h);
 }
@@ -442,7 +443,7 @@ int crfs_sig_prepare(struct crfs_sig_restore *sr, const struct crfs_task *task,
 	sr->process = process;
 	sr->err_msg = err_msg;
 	if (!valid_signal(task->h.pdeath_signal))
-		return refuse(sr, -EINVAL, "pdeath_signal %u", task->h.pdeath_signal);
+		return crfs_sig_refuse(sr, -EINVAL, "pdeath_signal %u", task->h.pdeath_signal);
 	sr->pdeath_signal = task->h.pdeath_signal;
 	ret = check_timer_signals(sr, sig->pending);
 	if (ret || !process)

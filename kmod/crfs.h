@@ -258,10 +258,18 @@ int crfs_ck_write(struct crfs_ckpt *ck, const void *buf, size_t len);
 int crfs_ck_record(struct crfs_ckpt *ck, u32 type, void *rec, size_t size);
 int crfs_ck_objref(struct crfs_ckpt *ck, u32 objtype, s32 objref);
 int crfs_ck_object(struct crfs_ckpt *ck, void *key, s32 *objref);
+int crfs_ck_frame(struct crfs_ckpt *ck, u32 type, size_t len);
+__printf(3, 4)
+int crfs_ck_fail(struct crfs_ckpt *ck, int err, const char *fmt, ...);
 
 /* ---------------------------------------------------------------- crfs_ckpt_creds.c */
 
 int crfs_ckpt_creds(struct crfs_ckpt *ck, struct task_struct *t);
+
+/* ---------------------------------------------------------------- crfs_ckpt_files.c */
+
+int crfs_ckpt_files(struct crfs_ckpt *ck, struct task_struct *t, pid_t vpid,
+		    s32 *objref);
 
 /* ---------------------------------------------------------------- crfs_fileid.c */
 

@@ -22,6 +22,8 @@
  *   HEADER BUFFER*3 HEADER_ARCH TREE BUFFER{pids}
  *   per task: TASK STRING{comm} THREAD CPU CPU_FPU
  *             CRED objects TASK_CREDS		(crfs_ckpt_creds.c)
+ *             [OBJREF{FILE_TABLE} FILE_TABLE { [FILE object] FILE_DESC }*]
+ *						(crfs_ckpt_files.c, at its first task)
  *             [OBJREF{MM} MM BUFFER{auxv}
  *              { [OBJREF{FILE} FILE FILE_NAME [CRFS_FILE_ID]] VMA [CONTENTS] }*
  *              MM_CONTEXT MM_CONTEXT_LDT]	(at the first task of each mm)
@@ -256,6 +258,21 @@ int crfs_ck_objref(struct crfs_ckpt *ck, u32 objtype, s32 objref)
 int crfs_ck_object(struct crfs_ckpt *ck, void *key, s32 *objref)
 {
 	return ck_object(ck, key, objref);
+}
+
+int crfs_ck_frame(struct crfs_ckpt *ck, u32 type, size_t len)
+{
+	return ck_frame(ck, type, len);
+}
+
+int crfs_ck_fail(struct crfs_ckpt *ck, int err, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	vscnprintf(ck->err_msg, sizeof(ck->err_msg), fmt, args);
+	va_end(args);
+	return err;
 }
 
 /* ---------------------------------------------------------------- header, tree, task */
@@ -1173,6 +1190,8 @@ static int write_task(struct crfs_ckpt *ck, struct ck_task *ct)
 		ret = write_cpu(ck);
 	if (!ret)
 		ret = crfs_ckpt_creds(ck, ct->task);
+	if (!ret)
+		ret = crfs_ckpt_files(ck, ct->task, ck->vpid, &objs.files_objref);
 	if (!ret)
 		ret = ck_object(ck, ck->mm, &objs.mm_objref);
 	if (!ret && objs.mm_objref < 0) {

@@ -730,30 +730,39 @@ def image_vs_process(image_path, pid):
 # saves it, the comparison of the two writers leaves it out.
 STATE_RECORDS = {"CKPT_HDR_TASK_CREDS", "CKPT_HDR_CRED", "CKPT_HDR_USER", "CKPT_HDR_USER_NS",
                  "CKPT_HDR_GROUPINFO"}
-MODULE_OBJECTS = ("CKPT_OBJ_FILE", "CKPT_OBJ_MM", "CKPT_OBJ_FS", "CKPT_OBJ_SIGHAND")
+MODULE_OBJECTS = ("CKPT_OBJ_FILE", "CKPT_OBJ_MM", "CKPT_OBJ_FS", "CKPT_OBJ_SIGHAND",
+                  "CKPT_OBJ_FILE_TABLE")
 
 
 def module_record_names(source):
     """The names of the records of the kinds the module writes, in order (objects of
-    other kinds, with all their records, left out)."""
+    other kinds, with all their records, left out). The file tables are in."""
     from crfs.formats.ckpt_grammar import Walker
-    kinds, names, in_table = {}, [], False
+    kinds, names = {}, []
     for part in Walker(source).walk():
         if part.name == "CKPT_HDR_OBJREF":
             kinds[part.objref] = part.objtype
-            # a file table (the module writes none) and the FILE objects in it, up to
-            # the MM object that follows it
-            in_table = (part.objtype == "CKPT_OBJ_FILE_TABLE"
-                        or in_table and part.objtype == "CKPT_OBJ_FILE")
-        elif part.name in ("CKPT_HDR_TASK_OBJS", "CKPT_HDR_TASK", "CKPT_HDR_TAIL"):
-            in_table = False
-        if in_table:
-            continue
         if part.name in STATE_RECORDS or kinds.get(part.objref,
                                                    MODULE_OBJECTS[0]) not in MODULE_OBJECTS:
             continue
         names.append(part.name)
     return names
+
+
+def files_outline(task):
+    """A task's file table as both writers save it: per fd (fd, close-on-exec, kind, name,
+    f_flags, f_mode, f_pos, the bytes of a pipe or FIFO at its first end)."""
+    if task.files is None:
+        return None
+    out, pipes = [], set()
+    for d in sorted(task.files.fds, key=lambda d: d.fd):
+        f = d.file
+        data = None
+        if f.kind in ("pipe", "fifo") and f.data is not None and f.pipe not in pipes:
+            pipes.add(f.pipe)
+            data = f.data.read().hex()
+        out.append([d.fd, bool(d.cloexec), f.kind, f.path, f.flags, f.mode, f.pos, data])
+    return out
 
 
 def task_state(task):
@@ -783,16 +792,18 @@ def image_outline(path):
         vmas = [(n, v.start, v.end, v.kind, [addr for addr, _ in v.pages])
                 for n, mm in enumerate(mms) for v in mm.vmas]
         states = [task_state(t) for t in image.tasks]
+        files = [files_outline(t) for t in image.tasks]
     finally:
         image.close()
-    return names, tasks, vmas, states
+    return names, tasks, vmas, states, files
 
 
 def same_as_python(kernel_image, python_image):
     """The module's image against the userspace writer's of the same stopped processes."""
-    k_names, k_tasks, k_vmas, k_states = image_outline(kernel_image)
-    p_names, p_tasks, p_vmas, p_states = image_outline(python_image)
+    k_names, k_tasks, k_vmas, k_states, k_files = image_outline(kernel_image)
+    p_names, p_tasks, p_vmas, p_states, p_files = image_outline(python_image)
     return {"records_equal": k_names == p_names, "tasks_equal": k_tasks == p_tasks,
+            "files_equal": k_files == p_files, "files": [k_files, p_files],
             "vmas_equal": k_vmas == p_vmas, "records": len(k_names), "tasks": k_tasks,
             "state_equal": k_states == p_states, "states": [k_states, p_states],
             "first_difference": next(([i, a, b] for i, (a, b) in
@@ -1434,6 +1445,9 @@ STEPS = (
      lambda m, s: (m["restore"],), "t_file_id"),
     ("kernel_creds", lambda m: __import__("guest_ckpt_creds").kernel_creds(m),
      lambda m, s: (m["restore"],), "t_kernel_creds"),
+    # the file table written by CHECKPOINT (tests/guest_ckpt_files.py)
+    ("kernel_files", lambda m: __import__("guest_ckpt_files").kernel_files_step(
+        m, same_as_python), lambda m, s: (m["restore"],), "t_kernel_files"),
     ("fuzz", lambda m, s: __import__("guest_fuzz").fuzz_step(m, s), lambda m, s: (m, s),
      "t_fuzz"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come

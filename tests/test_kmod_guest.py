@@ -914,6 +914,7 @@ def test_module_checkpoint_matches_the_userspace_writer(guest):
     the same order, the same VMAs with the same kinds and the same saved pages."""
     same = _report(guest)["steps"]["kernel_checkpoint"]["same_as_python"]
     assert same["records_equal"] and same["vmas_equal"] and same["state_equal"], same
+    assert same["files_equal"], same["files"]
 
 
 def test_module_checkpoint_of_a_tree_matches_the_userspace_writer(guest):
@@ -926,7 +927,7 @@ def test_module_checkpoint_of_a_tree_matches_the_userspace_writer(guest):
     assert "same_as_python" in run, run
     same = run["same_as_python"]
     assert same["records_equal"] and same["tasks_equal"] and same["vmas_equal"], same
-    assert same["state_equal"], same
+    assert same["state_equal"] and same["files_equal"], same
     parent, child = run["pids"]
     tasks = same["tasks"]      # [pid, tgid, ppid, comm, index of its mm]
     assert [(t[0], t[1], t[4]) for t in tasks] == [(parent, parent, 0), (child, child, 1)]
@@ -1731,3 +1732,58 @@ def test_restart_restores_every_threads_signal_state(guest):
     assert restored["usr1"] == ("usr1 onstack=1 umask=027 nofile=100 itimer=7 "
                                 f"cwd={SIG_DIR} blocked_usr2=1"), restored
     assert restored["term"] == "term" and restored["exit"] == 0, restored
+
+
+# --------------------------------------------------------------------------- module files
+# Step kernel_files (tests/guest_ckpt_files.py): CHECKPOINT writes the file table
+# (kmod/crfs_ckpt_files.c).
+
+
+def _kfiles(guest):
+    result = _report(guest)["steps"]["kernel_files"]
+    assert result["checkpoint"]["rc"] == 0, result["checkpoint"]
+    assert "error" not in result, result["error"]
+    return result
+
+
+def test_module_checkpoint_file_table_matches_the_userspace_writer(guest):
+    """files_target, `crfs checkpoint --via kernel --leave-stopped`, then the userspace
+    writer: the same records (file tables included) and, per fd, the same kind, name,
+    flags, mode, position, close-on-exec and pipe bytes."""
+    result = _kfiles(guest)
+    assert result["python"]["rc"] == 0, result["python"]
+    same = result["same_as_python"]
+    assert same["records_equal"] and same["files_equal"], same
+    table = {fd[0]: fd for fd in same["files"][0][0]}
+    assert table[10][1] and not table[4][1]                  # close-on-exec
+    assert table[7][2] == table[8][2] == "pipe" and table[7][7]     # the bytes buffered
+    assert table[6][3] == "/dev/null", table[6]
+    assert table[4][6] == 1234 and table[9][3] == table[4][3], table
+
+
+def test_module_checkpoint_restarts_with_its_fds(guest):
+    """The module's image of files_target restarted by crfs-restart: the same fds (log
+    O_APPEND, /dev/null, the dup sharing its offset, the close-on-exec fd), a new pipe
+    with the bytes, and the program's own checks pass until it exits."""
+    result = _kfiles(guest)
+    assert result["restart"]["errno"] == 0, result["restart"]
+    before, after = result["before"], result["after"]
+    assert set(after) == set(before)
+    for fd in ("5", "6", "10", "20"):
+        assert after[fd] == before[fd], fd
+    for fd in ("4", "9"):
+        assert after[fd][:2] == before[fd][:2] and after[fd][2] in ("1234", "1235"), fd
+    assert after["7"][0].startswith("pipe:[") and after["7"][0] == after["8"][0]
+    assert result["exit"] == "exited 3", result["exit"]
+    ticks = [line for line in result["lines"] if line.startswith("tick ")]
+    assert all(line.endswith("files=ok") for line in ticks), ticks
+    assert result["lines"][-1] == "pipe=ok"
+    assert result["log"] == ticks
+
+
+def test_module_checkpoint_refuses_a_pipe_too_full_to_restart(guest):
+    """A pipe holding 70000 bytes (more than RESTART takes): CHECKPOINT refuses, naming
+    its fd."""
+    big = _report(guest)["steps"]["kernel_files"]["big_pipe"]
+    assert big["rc"] != 0, big
+    assert "fd 5: a pipe holding more than 65536 bytes" in big["stderr"], big

@@ -60,8 +60,13 @@ def cmd_records(args):
 
 
 def cmd_verify(args):
+    from crfs.checkpoint.progress import TerminalProgress
+    progress = TerminalProgress("crfs verify")     # on a terminal, after a second
     with registry.open_source(args.image) as source:
-        report = verify(source)
+        try:
+            report = verify(source, progress=progress)
+        finally:
+            progress.finish()
     if args.json:
         from crfs import jsonout
         jsonout.write(jsonout.verify(report, args.image))

@@ -47,6 +47,21 @@ def _fs(ta, tb):
     return _changes(zip(("cwd", "root", "umask"), parts(ta), parts(tb)))
 
 
+def _fd_text(desc):
+    cloexec = " cloexec" if desc.cloexec else ""
+    file = desc.file
+    return f"{file.link()} flags {file.flags:#o} pos {file.pos}{cloexec}"
+
+
+def _files(ta, tb):
+    """Changed descriptors, by "fd N": what /proc/PID/fd/N showed, flags, position,
+    close-on-exec; None where the fd was not open."""
+    def table(task):
+        return {} if task.files is None else {d.fd: _fd_text(d) for d in task.files.fds}
+    fa, fb = table(ta), table(tb)
+    return _changes((f"fd {n}", fa.get(n), fb.get(n)) for n in sorted({*fa, *fb}))
+
+
 def _signals(ta, tb):
     """Changed blocked/pending masks, altstack and handlers (by signal name)."""
     sa, sb = ta.signals, tb.signals
@@ -88,6 +103,7 @@ def _task_changes(ta, tb):
         "creds": _creds(ta, tb),
         "signals": _signals(ta, tb),
         "fs": _fs(ta, tb),
+        "files": _files(ta, tb),
     }
     change.update({key: value for key, value in parts.items() if value})
     return change if len(change) > 1 else None
@@ -318,8 +334,9 @@ def _differs(result):
 
 # ---------------------------------------------------------------------------- text
 
-def _pair(change):
-    return f"{change['a']} -> {change['b']}"
+def _pair(change, absent="None"):
+    a, b = (absent if v is None else v for v in (change["a"], change["b"]))
+    return f"{a} -> {b}"
 
 
 def _vma_text(entry):
@@ -330,10 +347,11 @@ def _vma_text(entry):
 def _task_text(change):
     pid = change["pid"]
     lines = []
-    for part in ("fields", "registers", "creds", "fs"):
+    for part in ("fields", "registers", "creds", "fs", "files"):
         for key, value in change.get(part, {}).items():
-            label = "" if part in ("fields", "registers") else f"{part} "
-            lines.append(f"task {pid}: {label}{key} {_pair(value)}")
+            label = "" if part in ("fields", "registers", "files") else f"{part} "
+            absent = "(not open)" if part == "files" else "None"
+            lines.append(f"task {pid}: {label}{key} {_pair(value, absent)}")
     if "fpu" in change:
         lines.append(f"task {pid}: fpu state changed")
     signals = change.get("signals", {})

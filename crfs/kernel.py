@@ -247,7 +247,7 @@ def unsafe_restarter(restarter):
 
 
 def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=None,
-                     options=(), new_pids=False):
+                     options=(), new_pids=False, pass_fds=()):
     """Restart the image at `path` in a new process running kmod/crfs-restart; its Outcome.
 
     The restarter becomes the restored program (a successful restore replaces the address
@@ -256,7 +256,8 @@ def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=No
     reports a failure on a pipe; the kernel closes that pipe when the restore succeeded.
     `options`: more crfs-restart options (-S, -R, -i IMAGEFD=FD with FD passed in).
     Returns once the restore succeeded or failed; it is killed after `timeout` seconds.
-    `new_pids`: never the image's pids (crfs-restart -N).
+    `new_pids`: never the image's pids (crfs-restart -N). `pass_fds`: our fds the
+    restarter keeps open (those `options` hand in with -i).
     """
     restarter = restarter or find_restarter()
     if not restarter:
@@ -272,7 +273,7 @@ def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=No
         proc = subprocess.Popen([restarter, "-d", device, "-r", str(write_fd), *options, path],
                                 stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT if stdout is not None else out,
-                                pass_fds=(write_fd,), start_new_session=True)
+                                pass_fds=(write_fd, *pass_fds), start_new_session=True)
     except OSError as exc:
         os.close(read_fd)
         return Outcome(exc.errno or errno.EIO, f"{restarter}: {exc.strerror}",

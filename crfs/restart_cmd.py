@@ -7,6 +7,7 @@ module restarts its format, then crfs.kernel.restart_in_child() runs the restart
 named them); the program's stdout and stderr are ours unless --log FILE.
 """
 
+import argparse
 import errno
 import os
 import sys
@@ -67,6 +68,28 @@ def refusal(outcome, device):
     return f"{os.strerror(code)}: {where}{reason}"
 
 
+def inherit_fd(text):
+    """IMAGEFD=FD of --inherit-fd: (IMAGEFD, FD), FD one of ours that is open."""
+    image_fd, sep, fd = text.partition("=")
+    if not (sep and image_fd.isdigit() and fd.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected IMAGEFD=FD, e.g. 5=3")
+    try:
+        os.fstat(int(fd))
+    except OSError:
+        raise argparse.ArgumentTypeError(f"{text!r}: fd {fd} is not open here") from None
+    return int(image_fd), int(fd)
+
+
+def restarter_options(args):
+    """crfs-restart's options for the fds: -i IMAGEFD=FD each, -R to replace stdio."""
+    options = []
+    for image_fd, fd in args.inherit_fd:
+        options += ["-i", f"{image_fd}={fd}"]
+    if args.stdio == "replace":
+        options.append("-R")
+    return options
+
+
 def exit_status(returncode):
     """A shell's $? for a Popen returncode."""
     return 128 - returncode if returncode < 0 else returncode
@@ -88,7 +111,9 @@ def restart(args):
     sys.stdout.flush()
     try:
         outcome = kernel.restart_in_child(os.path.abspath(args.image), args.device,
-                                          stdout=output, new_pids=args.new_pids)
+                                          stdout=output, new_pids=args.new_pids,
+                                          options=restarter_options(args),
+                                          pass_fds=[fd for _, fd in args.inherit_fd])
     finally:
         if args.log:
             output.close()
@@ -121,6 +146,15 @@ def add_parser(sub):
                         "killed by signal N)")
     p.add_argument("--log", metavar="FILE", help="append the program's stdout and stderr "
                                                  "to FILE")
+    p.add_argument("-i", "--inherit-fd", metavar="IMAGEFD=FD", type=inherit_fd, default=[],
+                   action="append",
+                   help="our open fd FD becomes the program's fd IMAGEFD, whatever the image "
+                        "had there (as criu restore --inherit-fd); repeatable")
+    p.add_argument("--stdio", choices=("inherit", "replace"), default="inherit",
+                   help="inherit (default): the program's fds 0-2 are the image's files, "
+                        "reopened; only a terminal, socket or pipe end that is gone takes "
+                        "ours. replace: fds 0-2 are ours (stdin /dev/null, stdout and "
+                        "stderr ours or --log), whatever the image had")
     p.add_argument("--device", metavar="DEV", default=kernel.DEVICE,
                    help="the crfs device (default %(default)s)")
     p.set_defaults(func=restart, reporter="crfs restart")

@@ -156,6 +156,26 @@ def test_tasks_creds_signals_fs_in_the_model():
     assert "task 7: handler of SIGUSR1 SIG_DFL flags 0x0 mask 0x0 -> 0x401000" in lines
 
 
+def test_files_in_the_model():
+    """Descriptors opened, closed, moved or made close-on-exec between the two images."""
+    from crfs.diff import diff, text
+    from crfs.model.image import Fd, FdTable, OpenFile
+    from crfs.model.synth import synthetic_image
+    a, b = synthetic_image(pid=7), synthetic_image(pid=7)
+    log = OpenFile(kind="file", path="/tmp/log", flags=0o2001, pos=10)
+    a.tasks[0].files = FdTable([Fd(1, log), Fd(3, OpenFile(kind="pipe", pipe=5))])
+    b.tasks[0].files = FdTable([Fd(1, OpenFile(kind="file", path="/tmp/log", flags=0o2001,
+                                                pos=25), cloexec=True),
+                                Fd(4, OpenFile(kind="file", path="/dev/null"))])
+    (change,) = diff(a, b)["tasks"]["changed"]
+    assert change["files"] == {
+        "fd 1": {"a": "/tmp/log flags 0o2001 pos 10",
+                 "b": "/tmp/log flags 0o2001 pos 25 cloexec"},
+        "fd 3": {"a": "pipe:[5] flags 0o0 pos 0", "b": None},
+        "fd 4": {"a": None, "b": "/dev/null flags 0o0 pos 0"}}
+    assert "task 7: fd 3 pipe:[5] flags 0o0 pos 0 -> (not open)\n" in text(diff(a, b))
+
+
 def test_progress_reaches_the_total():
     from crfs.diff import diff
     from crfs.model.synth import synthetic_image

@@ -64,3 +64,22 @@ def test_comm_bytes_shown_exactly_by_cli_and_mount(tmp_path):
         assert (mount / "odd.ckpt" / "tasks" / "77" / "comm").read_bytes() == b"cr\xffsh\n"
     finally:
         mount.unmount()
+
+
+def test_verify_reports_its_progress_through_the_file(tmp_path):
+    """verify(progress=) is told the bytes walked, up to the file's size (crfs verify shows
+    it as a percentage on a terminal)."""
+    from crfs.formats.source import Source
+    from crfs.model import registry
+    from crfs.model.synth import synthetic_image
+    from crfs.model.verify import verify
+    path = tmp_path / "img.ckpt"
+    with open(path, "wb") as out:
+        registry.dump(synthetic_image(heap_pages=8), out, "ckpt")
+    calls = []
+    with Source.open(str(path)) as source:
+        report = verify(source, progress=lambda done, total: calls.append((done, total)))
+    assert report.sound
+    size = path.stat().st_size
+    assert calls[-1] == (size, size)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and len(calls) > 3

@@ -144,3 +144,31 @@ def test_doctor_json_keys():
     printed, keys = check("doctor", doc)
     assert printed == set(keys)
     assert result.returncode == (0 if doc["ready"] else 1)
+
+
+def test_fds_handed_in_and_stdio_replaced(tmp_path, image):
+    """--inherit-fd 7=FD passes our FD and `-i 7=FD` to the restarter, which gets that fd
+    open; --stdio replace passes -R."""
+    env = stand_in(tmp_path, "os.close(fd)\nfd_in = int(sys.argv[sys.argv.index('-i') + 1]"
+                   ".split('=')[1])\nprint(os.read(fd_in, 100).decode())\n")
+    handed = tmp_path / "handed"
+    handed.write_text("handed in")
+    with open(handed) as f:
+        result = subprocess.run(CRFS + ["restart", "--wait", "-i", f"7={f.fileno()}",
+                                        "--stdio", "replace", str(image), "--device",
+                                        "/dev/null"], capture_output=True, text=True,
+                                timeout=120, env={**os.environ, **env},
+                                pass_fds=(f.fileno(),))
+    assert result.returncode == 0, result.stderr
+    argv = (tmp_path / "argv").read_text().split()
+    fd = argv[argv.index("-i") + 1].split("=")[1]
+    assert argv[4:] == ["-i", f"7={fd}", "-R", str(image)]
+    assert result.stdout == "handed in\n"
+
+
+def test_inherit_fd_must_be_open(image):
+    result = crfs("restart", "-i", "5=97", image)
+    assert result.returncode == 2
+    assert "'5=97': fd 97 is not open here" in result.stderr
+    result = crfs("restart", "-i", "five", image)
+    assert "expected IMAGEFD=FD" in result.stderr

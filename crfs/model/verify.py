@@ -39,11 +39,12 @@ class Report:
         return "\n".join(lines) + "\n"
 
 
-def verify(source, image=None):
+def verify(source, image=None, progress=None):
     """Check `source` from its magic to its last page; never raises FormatError.
 
     `image`: the source already indexed (its checks are not repeated); else it is indexed
-    here and kept as report.image."""
+    here and kept as report.image. `progress(done, total)`: called with the bytes walked
+    so far while the records are walked (the long part of a big image)."""
     report = Report()
     try:
         fmt = registry.detect(source)
@@ -51,7 +52,7 @@ def verify(source, image=None):
         report.add(False, "magic", str(exc))
         return report
     report.add(True, "magic", f"{fmt} image")
-    if not _check_records(report, source):
+    if not _check_records(report, source, progress or (lambda done, total: None)):
         return report
     if image is None:
         try:
@@ -68,12 +69,13 @@ def verify(source, image=None):
     return report
 
 
-def _check_records(report, source):
+def _check_records(report, source, progress):
     count = end = 0
     try:
         for record in registry.records(source):
             count += 1
             end = record.offset + record.length
+            progress(end, source.size)
     except FormatError as exc:
         return report.add(False, "records", str(exc))
     if end != source.size:

@@ -10,8 +10,10 @@ keeps apart (not read by crfs) is refused rather than written as zeros.
 
 import os
 import tempfile
+import threading
 
 from crfs.errors import Unsupported
+from crfs.formats.x86 import PAGE_SIZE
 from crfs.model import registry
 
 NOT_SAVED = ("vvar", "ignore")
@@ -27,8 +29,9 @@ def prepare(image):
                                   f"its pages are not read from this image")
 
 
-def convert(src, dst, fmt):
-    """Write the image at `src` as `dst` in format `fmt`; returns dst."""
+def convert(src, dst, fmt, progress=None):
+    """Write the image at `src` as `dst` in format `fmt`; returns dst. `progress(done,
+    total)`: bytes written so far against the bytes of the dumped pages, polled."""
     from crfs.checkpoint.fit import fit
     image = registry.open_image(src)
     try:
@@ -37,8 +40,9 @@ def convert(src, dst, fmt):
         directory = os.path.dirname(os.path.abspath(dst))
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".crfs-convert-")
         try:
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb") as out, _Poll(fd, _page_bytes(image), progress):
                 registry.dump(image, out, fmt, **options)
+                out.flush()         # before the last report
             os.rename(tmp, dst)
         except BaseException:
             os.unlink(tmp)
@@ -48,8 +52,50 @@ def convert(src, dst, fmt):
     return dst
 
 
+def _page_bytes(image):
+    return sum(len(vma.pages) for mm in image.mms() for vma in mm.vmas) * PAGE_SIZE
+
+
+class _Poll:
+    """Calls progress(size of fd's file, total) every INTERVAL seconds from a thread while
+    the writer runs (writers copy pages with copy_file_range too: a write count would miss
+    them), then once with the final size."""
+
+    INTERVAL = 0.2
+
+    def __init__(self, fd, total, progress):
+        self.fd, self.total, self.progress = fd, total, progress
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def __enter__(self):
+        if self.progress:
+            self.thread.start()
+        return self
+
+    def run(self):
+        while not self.done.wait(self.INTERVAL):
+            self.report()
+
+    def report(self):
+        size = os.fstat(self.fd).st_size
+        self.progress(size, max(self.total, size))
+
+    def __exit__(self, *exc):
+        if self.progress:
+            self.done.set()
+            self.thread.join()
+            if exc[0] is None:
+                self.report()
+
+
 def cmd_convert(args):
-    print(convert(args.image, args.output, args.format))
+    from crfs.checkpoint.progress import TerminalProgress
+    progress = TerminalProgress("crfs convert")     # on a terminal, after a second
+    try:
+        print(convert(args.image, args.output, args.format, progress))
+    finally:
+        progress.finish()
     return 0
 
 

@@ -656,6 +656,18 @@ def test_convert_keeps_tasks_registers_and_memory(tmp_path, name, fmt):
         dst.close()
 
 
+def test_convert_reports_its_progress(tmp_path):
+    """convert(progress=) is told the bytes written, ending with the whole file (crfs
+    convert shows it as a percentage on a terminal)."""
+    from crfs.convert import convert
+    out = tmp_path / "threads.ckpt"
+    calls = []
+    convert(str(DATA / "threads"), str(out), "ckpt", lambda done, total: calls.append(
+        (done, total)))
+    size = out.stat().st_size
+    assert calls and calls[-1][0] == size and calls[-1][1] >= size
+
+
 def test_convert_refuses_what_the_format_cannot_hold(tmp_path):
     run = subprocess.run(CRFS + ["convert", str(DATA / "threads"), "-o",
                                  str(tmp_path / "t.cr"), "--format", "cr"],

@@ -98,7 +98,8 @@ static void group_free(struct crfs_group *g)
 /*
  * Join (or open) the group of the caller's thread group to restore task @index of the
  * image open as @image. -EINVAL: another thread restores another image (or a process of
- * another size); -EBUSY: the task is taken, or the group is past gathering.
+ * another size); -ECANCELED: another thread's call already failed (that one reports the
+ * cause); -EBUSY: the task is taken, or the group is past gathering.
  */
 int crfs_group_join(const struct file *image, u32 nr_tasks, u32 index,
 		    u32 nr_threads, struct crfs_group **out)
@@ -120,6 +121,8 @@ int crfs_group_join(const struct file *image, u32 nr_tasks, u32 index,
 found:
 	if (g->image != inode || g->nr_tasks != nr_tasks || g->nr_threads != nr_threads)
 		ret = -EINVAL;
+	else if (g->state == CRFS_GROUP_FAILED)
+		ret = -ECANCELED;
 	else if (g->state != CRFS_GROUP_GATHERING || test_and_set_bit(index, g->claimed))
 		ret = -EBUSY;
 	else

@@ -1272,6 +1272,9 @@ static int join_group(struct crfs_restore *rs)
 			      rs->nr_threads, &rs->group);
 	if (ret == -EINVAL)
 		return refuse(rs, ret, "another thread of the caller restores another image");
+	if (ret == -ECANCELED)
+		return refuse(rs, ret, "task %u: the restore of another thread failed",
+			      rs->index);
 	if (ret == -EBUSY)
 		return refuse(rs, ret,
 			      "task %u is restored by another thread, or the restore has begun",

@@ -250,6 +250,10 @@ def checkpoint(pid, image, via, timeout=CHECKPOINT):
             os.close(read_fd)
             os.dup2(write_fd, 1)
             os.dup2(write_fd, 2)
+            # new streams for the pipe: the inherited ones were made for this process's
+            # stdout, a file when tests/guest_all.py runs it, and would seek on the pipe
+            sys.stdout = open(1, "w", closefd=False)
+            sys.stderr = open(2, "w", closefd=False)
             os.setsid()
             from crfs import cli
             code = cli.main(argv)
@@ -438,8 +442,13 @@ def ended(process):
 
 
 def last_line(text):
+    """The last line of `text`; after a traceback, its last frame's place too."""
     lines = [line for line in (text or "").splitlines() if line.strip()]
-    return lines[-1].strip()[:300] if lines else ""
+    if not lines:
+        return ""
+    frames = [line.strip() for line in lines if line.lstrip().startswith('File "')]
+    where = f" (at {frames[-1][:200]})" if "Traceback" in text and frames else ""
+    return (lines[-1].strip() + where)[:500]
 
 
 def stat_fields(pid):

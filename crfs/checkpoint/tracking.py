@@ -135,18 +135,23 @@ def written(pid, tracking, runs):
     return intersect(runs, regions)
 
 
-def _soft_dirty_runs(pid, runs):
-    out = []
+def _pagemap_chunks(pid, runs):
+    """(address, pagemap entries as bytes) of `runs`, PAGEMAP_CHUNK pages at a time."""
     fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
     try:
         for first, stop in runs:
             for lo in range(first, stop, procfs.PAGEMAP_CHUNK * PAGE_SIZE):
                 hi = min(stop, lo + procfs.PAGEMAP_CHUNK * PAGE_SIZE)
-                raw = os.pread(fd, (hi - lo) // PAGE_SIZE * 8, lo // PAGE_SIZE * 8)
-                for a, b in procfs._ones(raw[6::8].translate(SOFT_DIRTY_BYTE)):
-                    _append(out, lo + a * PAGE_SIZE, lo + b * PAGE_SIZE)
+                yield lo, os.pread(fd, (hi - lo) // PAGE_SIZE * 8, lo // PAGE_SIZE * 8)
     finally:
         os.close(fd)
+
+
+def _soft_dirty_runs(pid, runs):
+    out = []
+    for lo, raw in _pagemap_chunks(pid, runs):
+        for a, b in procfs._ones(raw[6::8].translate(SOFT_DIRTY_BYTE)):
+            _append(out, lo + a * PAGE_SIZE, lo + b * PAGE_SIZE)
     return out
 
 
@@ -216,19 +221,12 @@ def markers(pid, runs):
     CAP_SYS_ADMIN sees type and offset: others get none back (the markers then go into
     the image as zero pages, which is what the program would read there)."""
     out = []
-    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        for first, stop in runs:
-            for lo in range(first, stop, procfs.PAGEMAP_CHUNK * PAGE_SIZE):
-                hi = min(stop, lo + procfs.PAGEMAP_CHUNK * PAGE_SIZE)
-                raw = os.pread(fd, (hi - lo) // PAGE_SIZE * 8, lo // PAGE_SIZE * 8)
-                entries = memoryview(raw).cast("Q")
-                for a, b in procfs._ones(raw[7::8].translate(MARKER_TOP_BYTE)):
-                    for i in range(a, b):
-                        if entries[i] & ~SOFT_DIRTY_BIT == UFFD_WP_MARKER:
-                            _append(out, lo + i * PAGE_SIZE, lo + (i + 1) * PAGE_SIZE)
-    finally:
-        os.close(fd)
+    for lo, raw in _pagemap_chunks(pid, runs):
+        entries = memoryview(raw).cast("Q")
+        for a, b in procfs._ones(raw[7::8].translate(MARKER_TOP_BYTE)):
+            for i in range(a, b):
+                if entries[i] & ~SOFT_DIRTY_BIT == UFFD_WP_MARKER:
+                    _append(out, lo + i * PAGE_SIZE, lo + (i + 1) * PAGE_SIZE)
     return out
 
 

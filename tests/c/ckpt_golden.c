@@ -478,15 +478,7 @@ static void write_task(struct task_desc *t, int new_mm)
 
 static void write_image(void)
 {
-	char uts[65];
-	emit(&header, CKPT_HDR_HEADER, sizeof(header));
-	const char *strings[3] = { release, version, IS64 ? "x86_64" : "i686" };
-	for (int i = 0; i < 3; i++) {
-		memset(uts, 0, sizeof(uts));
-		strcpy(uts, strings[i]);
-		emit_raw(CKPT_HDR_BUFFER, uts, sizeof(uts));
-	}
-	emit(&header_arch, CKPT_HDR_HEADER_ARCH, sizeof(header_arch));
+	emit_head(&header, &header_arch, release, version);
 
 	struct ckpt_hdr container;
 	struct ckpt_hdr_lsm lsm = { .ptrref = -1, .sectype = 2 };
@@ -496,13 +488,11 @@ static void write_image(void)
 	emit(&lsm, CKPT_HDR_LSM_INFO, sizeof(lsm));
 	emit_raw(CKPT_HDR_STRING, "policy", 7);
 
-	struct ckpt_hdr_tree tree = { .nr_tasks = 3 };
 	struct ckpt_pids pids[3];
 	int32_t vpids[3] = { tasks[0].vpids[0], tasks[2].vpids[0], tasks[2].vpids[1] };
-	emit(&tree, CKPT_HDR_TREE, sizeof(tree));
 	for (int i = 0; i < 3; i++)
 		pids[i] = tasks[i].pids;
-	emit_raw(CKPT_HDR_BUFFER, pids, sizeof(pids));
+	emit_tree(pids, 3);
 	emit_raw(CKPT_HDR_BUFFER, vpids, sizeof(vpids));
 
 	write_task(&tasks[0], 1);
@@ -510,8 +500,7 @@ static void write_image(void)
 	write_task(&tasks[1], 0);
 	write_task(&tasks[2], 1);
 
-	struct ckpt_hdr_tail tail = { .magic = CHECKPOINT_MAGIC_TAIL };
-	emit(&tail, CKPT_HDR_TAIL, sizeof(tail));
+	emit_tail();
 }
 
 /* ---- JSON of what was written, in the model's terms ---- */

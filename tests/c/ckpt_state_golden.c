@@ -479,23 +479,12 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 3; i++)
 		t[i].task = (struct ckpt_hdr_task){ .state = 1, .exit_signal = i == 1 ? 0xffffffff : 17 };
 
-	emit(&header, CKPT_HDR_HEADER, sizeof(header));
-	char uts[65];
-	const char *strings[3] = { "2.6.34-crfs-state", "#21 SMP", IS64 ? "x86_64" : "i686" };
-	for (int i = 0; i < 3; i++) {
-		memset(uts, 0, sizeof(uts));
-		strcpy(uts, strings[i]);
-		emit_raw(CKPT_HDR_BUFFER, uts, sizeof(uts));
-	}
-	emit(&arch, CKPT_HDR_HEADER_ARCH, sizeof(arch));
-	struct ckpt_hdr_tree tree = { .nr_tasks = 3 };
+	emit_head(&header, &arch, "2.6.34-crfs-state", "#21 SMP");
 	struct ckpt_pids pids[3] = { t[0].pids, t[1].pids, t[2].pids };
-	emit(&tree, CKPT_HDR_TREE, sizeof(tree));
-	emit_raw(CKPT_HDR_BUFFER, pids, sizeof(pids));
+	emit_tree(pids, 3);
 	for (int i = 0; i < 3; i++)
 		write_task(&t[i]);
-	struct ckpt_hdr_tail tail = { .magic = CHECKPOINT_MAGIC_TAIL };
-	emit(&tail, CKPT_HDR_TAIL, sizeof(tail));
+	emit_tail();
 	if (fclose(img)) {
 		perror("close");
 		return 1;

@@ -1,13 +1,14 @@
 /* The linux-cr v21 records both ckpt golden writers use, as the user-cr headers declare
  * them (include/linux/checkpoint_hdr.h at f678773): every struct aligned(8), so the same
  * layout under gcc -m32 and -m64. And how both write records to the image file `img`.
- * The includer declares its CKPT_HDR_* numbers first. */
+ * The includer declares its CKPT_HDR_* numbers and IS64 first. */
 #ifndef CKPT_V21_H
 #define CKPT_V21_H
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define CHECKPOINT_MAGIC_HEAD 0x00feed0cc0a2d200ULL
 #define CHECKPOINT_MAGIC_TAIL 0x002d2a0cc0deef00ULL
@@ -84,6 +85,38 @@ static void emit_objref(uint32_t objtype, int32_t objref)
 {
 	struct ckpt_hdr_objref r = { .objtype = objtype, .objref = objref };
 	emit(&r, CKPT_HDR_OBJREF, sizeof(r));
+}
+
+/* HEADER, its three uts strings (release, version, machine: 65 bytes each) and HEADER_ARCH */
+static void emit_head(struct ckpt_hdr_header *header, struct ckpt_hdr_header_arch *arch,
+		      const char *release, const char *version)
+{
+	const char *strings[3] = { release, version, IS64 ? "x86_64" : "i686" };
+	char uts[65];
+
+	emit(header, CKPT_HDR_HEADER, sizeof(*header));
+	for (int i = 0; i < 3; i++) {
+		memset(uts, 0, sizeof(uts));
+		strncpy(uts, strings[i], sizeof(uts) - 1);
+		emit_raw(CKPT_HDR_BUFFER, uts, sizeof(uts));
+	}
+	emit(arch, CKPT_HDR_HEADER_ARCH, sizeof(*arch));
+}
+
+/* TREE of n tasks, then their pids in a BUFFER */
+static void emit_tree(const struct ckpt_pids *pids, int n)
+{
+	struct ckpt_hdr_tree tree = { .nr_tasks = n };
+
+	emit(&tree, CKPT_HDR_TREE, sizeof(tree));
+	emit_raw(CKPT_HDR_BUFFER, pids, n * sizeof(*pids));
+}
+
+static void emit_tail(void)
+{
+	struct ckpt_hdr_tail tail = { .magic = CHECKPOINT_MAGIC_TAIL };
+
+	emit(&tail, CKPT_HDR_TAIL, sizeof(tail));
 }
 
 #endif

@@ -47,11 +47,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from crfs import kernel  # noqa: E402 - the repository's, not an installed one
-
-ROOT = Path(__file__).resolve().parents[1]
-HARNESS = ROOT / "kmod" / "harness"
-CRIU_MODULES = ["nf_tables", "nfnetlink", "nft_ct", "unix_diag", "inet_diag", "tcp_diag",
-                "udp_diag", "netlink_diag", "af_packet_diag", "tun", "veth", "af_packet"]
+from guest_bench import ROOT, build_kmod, guest_setup, host_ready, run_guest  # noqa: E402
 
 # ----------------------------------------------------------------------------- guest side
 
@@ -206,20 +202,7 @@ def guest_main(args):
     work = tempfile.mkdtemp(prefix="rvc.", dir="/tmp")     # the guest's tmpfs
     exe = os.path.join(work, "dirty_heap")
     shutil.copy(os.path.join(args.tmp, "dirty_heap"), exe)
-    results = {"mib": args.mib, "runs": [], "setup": {}}
-    setup = results["setup"]
-    setup["uname"] = os.uname().release
-    setup["mem_total"] = open("/proc/meminfo").readline().split()[1]
-    subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True)
-    mods = subprocess.run(["modprobe", "-a"] + CRIU_MODULES, capture_output=True, text=True)
-    setup["modprobe"] = mods.stderr.strip()
-    ins = subprocess.run(["insmod", os.path.join(args.tmp, "kmod", "crfs.ko")],
-                         capture_output=True, text=True)
-    setup["insmod"] = ins.stderr.strip() or "ok"
-    setup["criu_version"] = subprocess.run(["criu", "--version"], capture_output=True,
-                                           text=True).stdout.strip().replace("\n", ", ")
-    check = subprocess.run(["criu", "check"], capture_output=True, text=True)
-    setup["criu_check"] = f"exit {check.returncode}: " + (check.stdout + check.stderr).strip()
+    results = {"mib": args.mib, "runs": [], "setup": guest_setup(args.tmp)}
     restarter = os.path.join(args.tmp, "kmod", "crfs-restart")
     import crfs.checkpoint   # noqa: F401  - warm the page cache for the CLI's imports
     for i in range(args.runs):
@@ -313,41 +296,21 @@ def report(results):
 
 
 def host_main(args):
-    if shutil.which("criu") is None:
-        print("criu is not installed; it is the baseline of this benchmark. Install it with:\n"
-              "    apt-get install criu", file=sys.stderr)
-        return 2
-    if shutil.which("qemu-system-x86_64") is None or not (HARNESS / "run-in-guest").exists():
-        print("the qemu guest harness is not set up: bash kmod/harness/setup", file=sys.stderr)
+    missing = host_ready()
+    if missing:
+        print(missing, file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="crfs-bench-criu.", dir="/tmp"))
     try:
-        kdir = tmp / "kmod"
-        kdir.mkdir()
-        for f in (ROOT / "kmod").iterdir():
-            if f.suffix in (".c", ".h") or f.name in ("Kbuild", "Makefile"):
-                shutil.copy(f, kdir / f.name)
         t0 = time.monotonic()
-        make = subprocess.run(["make", "-C", str(kdir)], capture_output=True, text=True)
-        if make.returncode:
-            print(make.stdout + make.stderr, file=sys.stderr)
+        if not build_kmod(tmp):
             return 2
         subprocess.run(["gcc", "-O2", "-Wall", "-o", str(tmp / "dirty_heap"),
                         str(ROOT / "bench" / "dirty_heap.c")], check=True)
         print(f"host: built crfs.ko, crfs-restart and dirty_heap in {time.monotonic() - t0:.1f} s;"
               f" booting the guest (-m {args.guest_mem})", flush=True)
-        cmd = ["bash", str(HARNESS / "run-in-guest"), "-q", "-t", str(args.timeout),
-               "-m", args.guest_mem, "-w", str(tmp), "-e", f"PYTHONPATH={ROOT}",
-               "-C", str(ROOT), "--", sys.executable, str(Path(__file__).resolve()), "--in-guest",
-               "--tmp", str(tmp), "--mib", str(args.mib), "--runs", str(args.runs)]
-        t0 = time.monotonic()
-        guest = subprocess.Popen(cmd)
-        try:
-            rc = guest.wait(timeout=args.timeout + 60)
-        except subprocess.TimeoutExpired:
-            guest.terminate()     # run-in-guest's trap stops its qemu
-            rc = guest.wait()
-        print(f"host: guest session {time.monotonic() - t0:.1f} s, status {rc}\n")
+        rc = run_guest(tmp, __file__, ["--mib", str(args.mib), "--runs", str(args.runs)],
+                       args.timeout, memory=args.guest_mem)
         results = tmp / "results.json"
         if not results.exists():
             print("no results from the guest", file=sys.stderr)

@@ -45,11 +45,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 from crfs import kernel  # noqa: E402 - the repository's, not an installed one
 import guest_zdtm  # noqa: E402 - the test suite's zdtm runner (tests/guest_zdtm.py)
+from guest_bench import build_kmod, guest_setup, host_ready, run_guest  # noqa: E402
 
-HARNESS = ROOT / "kmod" / "harness"
 SHARED_ZDTM = ROOT.parent / "shared" / "zdtm"
-CRIU_MODULES = ["nf_tables", "nfnetlink", "nft_ct", "unix_diag", "inet_diag", "tcp_diag",
-                "udp_diag", "netlink_diag", "af_packet_diag", "tun", "veth", "af_packet"]
 LIMIT = 60     # seconds for each command
 START_LIMITS = {"maps04": 90}    # seconds to start (the test suite's): 512 MiB to fill
 
@@ -155,22 +153,6 @@ def reap_all():
             return
 
 
-def guest_setup(args):
-    setup = {"uname": os.uname().release,
-             "mem_total": open("/proc/meminfo").readline().split()[1]}
-    subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True)
-    mods = subprocess.run(["modprobe", "-a"] + CRIU_MODULES, capture_output=True, text=True)
-    setup["modprobe"] = mods.stderr.strip()
-    ins = subprocess.run(["insmod", os.path.join(args.tmp, "kmod", "crfs.ko")],
-                         capture_output=True, text=True)
-    setup["insmod"] = ins.stderr.strip() or "ok"
-    setup["criu_version"] = subprocess.run(["criu", "--version"], capture_output=True,
-                                           text=True).stdout.strip().replace("\n", ", ")
-    check = subprocess.run(["criu", "check"], capture_output=True, text=True)
-    setup["criu_check"] = f"exit {check.returncode}: " + (check.stdout + check.stderr).strip()
-    return setup
-
-
 def guest_main(args):
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER
@@ -181,7 +163,7 @@ def guest_main(args):
     os.makedirs(guest_zdtm.ELSEWHERE, exist_ok=True)
     static = os.path.join(guest_zdtm.WORK, "static")
     restarter = os.path.join(args.tmp, "kmod", "crfs-restart")
-    setup = guest_setup(args)
+    setup = guest_setup(args.tmp)
     with open(os.path.join(args.tmp, "setup.json"), "w") as f:
         json.dump(setup, f)
     with open(os.path.join(args.tmp, "commands.json")) as f:
@@ -271,14 +253,11 @@ def report(setup, rows):
 
 
 def build(tmp, names):
-    kdir = tmp / "kmod"
-    kdir.mkdir()
-    for f in (ROOT / "kmod").iterdir():
-        if f.suffix in (".c", ".h") or f.name in ("Kbuild", "Makefile"):
-            shutil.copy(f, kdir / f.name)
+    if not build_kmod(tmp):
+        return False
     zdtm = tmp / "zdtm"
     shutil.copytree(SHARED_ZDTM, zdtm)
-    for cmd in (["make", "-C", str(kdir)], ["make", "-s", "-C", str(zdtm / "lib"), "libzdtmtst.a"],
+    for cmd in (["make", "-s", "-C", str(zdtm / "lib"), "libzdtmtst.a"],
                 ["make", "-s", f"-j{os.cpu_count() or 1}", "-C", str(zdtm / "static"), *names]):
         run = subprocess.run(cmd, capture_output=True, text=True)
         if run.returncode:
@@ -290,12 +269,9 @@ def build(tmp, names):
 
 
 def host_main(args):
-    if shutil.which("criu") is None:
-        print("criu is not installed; it is the baseline of this benchmark. Install it with:\n"
-              "    apt-get install criu", file=sys.stderr)
-        return 2
-    if shutil.which("qemu-system-x86_64") is None or not (HARNESS / "run-in-guest").exists():
-        print("the qemu guest harness is not set up: bash kmod/harness/setup", file=sys.stderr)
+    missing = host_ready()
+    if missing:
+        print(missing, file=sys.stderr)
         return 2
     if not (SHARED_ZDTM / "tests.txt").exists():
         print(f"{SHARED_ZDTM} is absent (the zdtm programs are in ../shared)", file=sys.stderr)
@@ -310,18 +286,7 @@ def host_main(args):
             return 2
         print(f"host: built crfs.ko, crfs-restart and {len(names)} zdtm programs in "
               f"{time.monotonic() - t0:.1f} s; booting the guest", flush=True)
-        cmd = ["bash", str(HARNESS / "run-in-guest"), "-q", "-t", str(args.timeout),
-               "-m", "2G", "-w", str(tmp), "-e", f"PYTHONPATH={ROOT}", "-C", str(ROOT), "--",
-               sys.executable, str(Path(__file__).resolve()), "--in-guest", "--tmp", str(tmp),
-               "--tests", ",".join(names)]
-        t0 = time.monotonic()
-        guest = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-        try:
-            rc = guest.wait(timeout=args.timeout + 60)
-        except subprocess.TimeoutExpired:
-            guest.terminate()     # run-in-guest's trap stops its qemu
-            rc = guest.wait()
-        print(f"host: guest session {time.monotonic() - t0:.1f} s, status {rc}\n")
+        run_guest(tmp, __file__, ["--tests", ",".join(names)], args.timeout, quiet=True)
         results, setup = tmp / "results.jsonl", tmp / "setup.json"
         if not (results.exists() and setup.exists()):
             print("no results from the guest", file=sys.stderr)

@@ -1,0 +1,78 @@
+"""What the guest benchmarks against criu share (bench/restart_vs_criu.py,
+bench/zdtm_vs_criu.py): the host's checks and build, one guest session that runs the
+benchmark's own script with --in-guest, and the guest's set-up (criu's modules, crfs.ko,
+criu's version and `criu check`)."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HARNESS = ROOT / "kmod" / "harness"
+# what `criu check` wants loaded in Debian's guest kernel
+CRIU_MODULES = ["nf_tables", "nfnetlink", "nft_ct", "unix_diag", "inet_diag", "tcp_diag",
+                "udp_diag", "netlink_diag", "af_packet_diag", "tun", "veth", "af_packet"]
+
+
+def host_ready():
+    """None when criu and the qemu harness are there, else what to install (printed)."""
+    if shutil.which("criu") is None:
+        return ("criu is not installed; it is the baseline of this benchmark. Install it "
+                "with:\n    apt-get install criu")
+    if shutil.which("qemu-system-x86_64") is None or not (HARNESS / "run-in-guest").exists():
+        return "the qemu guest harness is not set up: bash kmod/harness/setup"
+    return None
+
+
+def build_kmod(tmp):
+    """crfs.ko and crfs-restart built in tmp/kmod (the tree stays clean); False (printed)
+    when make fails."""
+    kdir = tmp / "kmod"
+    kdir.mkdir()
+    for f in (ROOT / "kmod").iterdir():
+        if f.suffix in (".c", ".h") or f.name in ("Kbuild", "Makefile"):
+            shutil.copy(f, kdir / f.name)
+    make = subprocess.run(["make", "-C", str(kdir)], capture_output=True, text=True)
+    if make.returncode:
+        print(make.stdout + make.stderr, file=sys.stderr)
+        return False
+    return True
+
+
+def run_guest(tmp, script, guest_args, timeout, memory="2G", quiet=False):
+    """One guest session running `script --in-guest --tmp TMP GUEST_ARGS...` with tmp as
+    the shared work directory; its exit status (the harness stops qemu at the timeout)."""
+    cmd = ["bash", str(HARNESS / "run-in-guest"), "-q", "-t", str(timeout), "-m", memory,
+           "-w", str(tmp), "-e", f"PYTHONPATH={ROOT}", "-C", str(ROOT), "--",
+           sys.executable, str(Path(script).resolve()), "--in-guest", "--tmp", str(tmp),
+           *guest_args]
+    t0 = time.monotonic()
+    guest = subprocess.Popen(cmd, stdout=subprocess.DEVNULL if quiet else None)
+    try:
+        rc = guest.wait(timeout=timeout + 60)
+    except subprocess.TimeoutExpired:
+        guest.terminate()     # run-in-guest's trap stops its qemu
+        rc = guest.wait()
+    print(f"host: guest session {time.monotonic() - t0:.1f} s, status {rc}\n")
+    return rc
+
+
+def guest_setup(tmp):
+    """(Guest side.) Loopback up, criu's modules and crfs.ko loaded: what each said, with
+    criu's version and `criu check`, for the report."""
+    setup = {"uname": os.uname().release,
+             "mem_total": open("/proc/meminfo").readline().split()[1]}
+    subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True)
+    mods = subprocess.run(["modprobe", "-a"] + CRIU_MODULES, capture_output=True, text=True)
+    setup["modprobe"] = mods.stderr.strip()
+    ins = subprocess.run(["insmod", os.path.join(tmp, "kmod", "crfs.ko")],
+                         capture_output=True, text=True)
+    setup["insmod"] = ins.stderr.strip() or "ok"
+    setup["criu_version"] = subprocess.run(["criu", "--version"], capture_output=True,
+                                           text=True).stdout.strip().replace("\n", ", ")
+    check = subprocess.run(["criu", "check"], capture_output=True, text=True)
+    setup["criu_check"] = f"exit {check.returncode}: " + (check.stdout + check.stderr).strip()
+    return setup

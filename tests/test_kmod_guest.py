@@ -8,7 +8,6 @@ unless CI=true (then kmod/harness/setup, run by .ci/setup, has installed them).
 """
 
 import errno
-import glob
 import io
 import json
 import os
@@ -311,18 +310,6 @@ def _multi_task_image():
 
 
 # --------------------------------------------------------------------------- the guest run
-
-
-def _kernel_installed():
-    for build in glob.glob("/lib/modules/*-amd64/build/Makefile"):
-        version = build.split("/")[3]
-        if os.path.exists(f"/boot/vmlinuz-{version}"):
-            return True
-    return False
-
-
-def _in_ci():
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @guest_parts.part("kmod")
@@ -1669,7 +1656,7 @@ def test_zdtm(way, name, request):
     restarted, sent SIGTERM: it writes PASS (its state was as it set it up)."""
     if name is None:
         reason = f"{SHARED_ZDTM} is absent: the zdtm programs are in ../shared (CI has it)"
-        if _in_ci():
+        if guest_parts.in_ci():
             pytest.fail(f"CI: {reason}")
         pytest.skip(reason)
     guest = request.getfixturevalue("guest")

@@ -623,7 +623,7 @@ def through_fuse(manifest, programs):
                     out[key] = fuse_guarded(fuse_start, mnt, image, name)
             for key, (name, _) in programs.items():
                 if key in out and out[key].get("rc") == 0:
-                    out[key].update(fuse_guarded(fuse_finish, mnt, name))
+                    out[key].update(fuse_guarded(fuse_finish, mnt, name, out[key]["output"]))
             out["survivors"] = leftover(TARGETS)
         finally:
             subprocess.run(["fusermount3", "-u", mnt], capture_output=True, timeout=60)
@@ -640,21 +640,35 @@ def fuse_guarded(step, *args):
         return {"rc": None, "error": repr(exc), "first_status": "", "status": "", "log": []}
 
 
+def own_output(image):
+    """(path, position) of the file the image's first task had as its stdout: restart/
+    reopens it there (an earlier restart of the same image wrote on from that position too:
+    cut it back, so that what follows is this restart's)."""
+    from crfs.model import registry
+    fd1 = registry.open_image(image).tasks[0].files.get(1)
+    path, pos = fd1.file.path, fd1.file.pos
+    os.truncate(path, pos)
+    return path, pos
+
+
 def fuse_start(mnt, image, name):
     """cp a real checkpoint into restart/: close(2) succeeds once it is restored; its
     status is readable at once."""
     target = os.path.join(mnt, "restart", name)
+    output = own_output(image)
     t0 = time.monotonic()
     cp = subprocess.run(["cp", image, target], capture_output=True, text=True, timeout=120)
-    out = {"rc": cp.returncode, "stderr": cp.stderr, "seconds": round(time.monotonic() - t0, 2)}
+    out = {"rc": cp.returncode, "stderr": cp.stderr, "seconds": round(time.monotonic() - t0, 2),
+           "output": output}
     with open(target + ".status") as f:
         out["first_status"] = f.read()
     out["listing_while_running"] = sorted(os.listdir(os.path.join(mnt, "restart")))
     return out
 
 
-def fuse_finish(mnt, name, timeout=180):
-    """Wait until restart/NAME.status says the program ended; its status and log."""
+def fuse_finish(mnt, name, output, timeout=180):
+    """Wait until restart/NAME.status says the program ended; its status, what it wrote
+    to its own stdout file from `output` = (path, position) on, and restart/NAME.log."""
     target = os.path.join(mnt, "restart", name)
     deadline = time.monotonic() + timeout
     with open(target + ".status") as f:
@@ -663,8 +677,12 @@ def fuse_finish(mnt, name, timeout=180):
         time.sleep(0.2)
         with open(target + ".status") as f:
             status = f.read()
+    path, pos = output
+    with open(path) as f:
+        f.seek(pos)
+        lines = f.read().splitlines()
     with open(target + ".log") as f:
-        return {"status": status, "log": f.read().splitlines()}
+        return {"status": status, "lines": lines, "log": f.read().splitlines()}
 
 
 # --------------------------------------------------------------------------- checkpoint

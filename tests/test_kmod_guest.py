@@ -664,15 +664,16 @@ def _fuse(steps, key):
 def test_restart_dir_restores_a_real_program(guest, key):
     """cp img /ckpt/restart/ in the guest, for images written by crfs (dynamic and static
     program) and by the module: close(2) succeeds, the status says running with the
-    program's pid (the image's), then exited 3; restart/<name>.log has the program's
-    output, continuing."""
+    program's pid (the image's), then exited 3; the program writes on to its own stdout
+    file (reopened at its position), continuing; restart/<name>.log has nothing."""
     steps = _report(guest)["steps"]
     fuse = _fuse(steps, key)
     name = {"restore": "prog.img", "static": "static.img",
             "kernel_restore": "kernel-prog.img"}[key]
     assert {f"{name}.status", f"{name}.log"} <= set(fuse["listing_while_running"]), fuse
     before = _dig(steps, FUSE_PROGRAMS[key])
-    _continues(before, fuse["log"], "exited 3")
+    _continues(before, fuse["lines"], "exited 3")
+    assert fuse["log"] == [], fuse["log"]
     assert f"pid: {_ticks(before)[-1][1]}\n" in fuse["first_status"], fuse["first_status"]
 
 
@@ -728,13 +729,13 @@ def _tree_restarted(before, restart):
 @pytest.mark.parametrize("key", ["tree", "kernel_tree"])
 def test_restart_dir_restores_a_process_tree(guest, key):
     """cp tree.img /ckpt/restart/ in the guest, for crfs's image and the module's: close(2)
-    succeeds, the status says running with the parent's pid, then exited 3;
-    restart/<name>.log has both processes' counts, continuing."""
+    succeeds, the status says running with the parent's pid, then exited 3; their
+    shared stdout file has both processes' counts, continuing."""
     steps = _report(guest)["steps"]
     fuse = _fuse(steps, key)
     before = (steps["tree"]["checkpoint"]["before"] if key == "tree"
               else steps["kernel_checkpoint_tree"]["before"])
-    after = fuse["log"]
+    after = fuse["lines"]
     for who in ("parent", "child"):
         first, last = _counts(before, who), _counts(after, who)
         assert first and last, (who, after[-5:])
@@ -810,11 +811,11 @@ def test_restore_continues_a_multithreaded_process(guest, via):
 @pytest.mark.parametrize("key", ["threads", "kernel_threads"])
 def test_restart_dir_restores_a_multithreaded_process(guest, key):
     """cp threads.img /ckpt/restart/, for crfs's image and the module's: the status says
-    running, then exited 3, and the log has all three threads counting on."""
+    running, then exited 3, and its stdout file has all three threads counting on."""
     steps = _report(guest)["steps"]
     fuse = _fuse(steps, key)
     run = steps["threads"] if key == "threads" else steps["threads"]["kernel"]
-    _threads_continue(run["checkpoint"]["before"], fuse["log"])
+    _threads_continue(run["checkpoint"]["before"], fuse["lines"])
 
 
 def test_refused_thread_fails_the_whole_process(guest):
@@ -1527,8 +1528,6 @@ MAPS04 = ("512 MiB of data under TCG: near its time limits (start 90 s, checkpoi
           "passes on a quieter guest")
 SECCOMP_PTRACE = ("checkpoint: pid N exited during the checkpoint (seccomp strict mode kills it "
                   "for a syscall crfs's ptrace injector makes it run)")
-CP_REPLACES_STDIO = ("restart/ replaces the image's stdio (crfs-restart -R): the program's "
-                     "verdict goes to restart/<img>.log, not to its TEST.out")
 # --via ptrace + crfs-restart, --via kernel + crfs-restart, --via ptrace + cp into restart/
 KNOWN_FAILING = {
     "maps04": MAPS04,
@@ -1622,14 +1621,11 @@ KNOWN_FAILING_VIA_KERNEL = {
     "shmemfd": DELETED,
 }
 KNOWN_FAILING_BY_CP = {
-    "busyloop00": CP_REPLACES_STDIO,
-    "fpu00": CP_REPLACES_STDIO,
-    "pthread01": "the restored root had ended before SIGTERM (exited 9)",
     "pstree": SHARED,
     "pipe00": SHARED,
     "fd": SHARED,
     "cwd01": "cp: cwd /tmp/zdtm/static/cwd01.test (deleted) cannot be looked up (errno 2)",
-    "sigpending": CP_REPLACES_STDIO,
+    "sigpending": "FAIL: sigpending.c:84: Wrong siginfo",
 }
 
 

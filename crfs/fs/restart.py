@@ -4,7 +4,8 @@ The upload is written to a temporary file in the store (not memory). close(2) re
 outcome: it fails when the image is unsound or cannot be restarted, and
 restart/<name>.status says why. When the kernel module restored it, close(2) succeeds and the
 program runs on: restart/<name>.status gives its pid and state (running, exited N, killed by
-SIG...), restart/<name>.log its stdout and stderr. A thread per restored program waits for
+SIG...), restart/<name>.log what it writes to an fd 0-2 the kernel could not reopen (a
+terminal, a socket, a pipe to outside; its files are reopened). A thread per restored program waits for
 it, so the daemon goes on serving meanwhile.
 """
 
@@ -187,7 +188,9 @@ class RestartBox(Dir):
             return _failed(upload.name, exc.errno or errno.EIO,
                            f"cannot create the program's log: {exc.strerror}")
         with output:
-            # -R: stdin /dev/null, stdout and stderr this log, whatever the image had there
+            # the restarter's stdin is /dev/null, its stdout and stderr this log: an image's
+            # fd 0-2 the kernel cannot reopen (a terminal, a socket, a pipe to a process
+            # left out) gets these (CRFS_RESTART_INHERIT); its files stay its own
             outcome = _restart_flat(image, upload.path, output)
         if outcome.errno == 0:
             threading.Thread(target=self._wait,
@@ -324,9 +327,8 @@ def _status(name, state, error=None, pid=None):
     lines = [f"image: {name}", f"state: {state}"]
     if pid:
         lines.append(f"pid: {pid}")
-        # what crfs-restart -R substituted for the image's stdio
-        lines.append(f"stdio: fd 0 /dev/null, fds 1 and 2 restart/{name}.log "
-                     "(whatever the image had there)")
+        lines.append(f"stdio: the image's files and pipes; in place of a terminal, socket or "
+                     f"pipe to outside, fd 0 /dev/null, fds 1 and 2 restart/{name}.log")
     if error:
         lines.append(f"error: {error}")
     return "\n".join(lines) + "\n"
@@ -337,10 +339,10 @@ def _restart_flat(image, path, output):
     its chain's pages, to a temporary file beside it (crfs.model.chain.flatten): the kernel
     reads one image, and it is done reading when restart_in_child returns."""
     if image.parent is None:
-        return kernel.restart_in_child(path, kernel.DEVICE, stdout=output, options=("-R",))
+        return kernel.restart_in_child(path, kernel.DEVICE, stdout=output)
     flat = chain.flatten(image, os.path.dirname(path),
                          lambda img, out: registry.dump(img, out, "ckpt"))
     try:
-        return kernel.restart_in_child(flat, kernel.DEVICE, stdout=output, options=("-R",))
+        return kernel.restart_in_child(flat, kernel.DEVICE, stdout=output)
     finally:
         os.unlink(flat)

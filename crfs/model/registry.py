@@ -125,13 +125,12 @@ def open_source(path, follow_symlinks=True):
     from crfs.formats import criu_tar
     if criu_tar.is_tar(source.pread(0, criu_tar.BLOCK)):     # a CRIU dump in a tar archive?
         try:
-            found = criu_tar.CriuTar.from_fd(source.fd, path)
+            found = criu_tar.CriuTar.from_source(source, path)
         except BaseException:
             source.close()
             raise
         if found is not None:
-            source._owns_fd = False     # the CriuTar owns the descriptor now
-            return found
+            return found                # it owns `source` now
     return source
 
 

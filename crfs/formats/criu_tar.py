@@ -191,10 +191,10 @@ class CriuTar(CriuDir):
                  and p.endswith(".img")}
         return cls(archive, path, where, container_files(members))
 
-    def container_file(self, name):
-        """The bytes of the container's file `name` (one of self.container)."""
+    def container_source(self, name):
+        """A Source over the container's file `name` (one of self.container)."""
         base, size = self.container[name]
-        return SliceSource(self.archive, base, size, name).read(0, size, name)
+        return SliceSource(self.archive, base, size, name)
 
     def _open_member(self, name):
         if name not in self._where:

@@ -16,6 +16,7 @@ from crfs import render
 from crfs.errors import FormatError
 from crfs.formats.criu import CriuDir
 from crfs.fs.access import X, Owner, permitted
+from crfs.fs.archive_cache import ArchiveCache
 from crfs.model import registry
 from crfs.model.verify import verify
 
@@ -97,9 +98,10 @@ def criu_mode(path, st):
     return stat.S_IFMT(st.st_mode) | mode
 
 
-def open_image_source(path):
-    """The Source of a store entry, never through a symlink."""
-    return registry.open_source(path, follow_symlinks=False)
+def open_image_source(path, archive_cache=None):
+    """The Source of a store entry, never through a symlink (a compressed archive's
+    extraction kept in `archive_cache`)."""
+    return registry.open_source(path, follow_symlinks=False, archive_cache=archive_cache)
 
 
 def image_mtime_ns(image, file_mtime_ns):
@@ -182,7 +184,11 @@ class Entry(Owner):
     def _open(self):
         """(Image, how): from the store's index cache when it has this file's, else parsed
         (and then saved there)."""
-        source = open_image_source(self.path)
+        try:
+            source = open_image_source(self.path, self.store.archive_cache)
+        except FormatError as exc:
+            exc.path = self.path
+            raise
         # The saved index holds one file's page offsets: not for a directory of files.
         cache = None if isinstance(source, CriuDir) else self.store.index_cache
         try:
@@ -218,7 +224,7 @@ class Entry(Owner):
     def verify_text(self):
         if self._verify is None:
             try:
-                with open_image_source(self.path) as source:
+                with open_image_source(self.path, self.store.archive_cache) as source:
                     self._verify = verify(source, self.image).text(self.name)
             except OSError as exc:
                 self._verify = f"image: {self.name}\nFAIL  open: {exc.strerror}\nresult: unsound\n"
@@ -227,7 +233,7 @@ class Entry(Owner):
     def records_text(self):
         if self._records is None:
             lines = []
-            with open_image_source(self.path) as source:
+            with open_image_source(self.path, self.store.archive_cache) as source:
                 try:
                     for rec in registry.records(source):
                         lines.append(render.record_line(rec))
@@ -289,6 +295,8 @@ class Store:
     def __init__(self, path, reserved=(), index_cache=None):
         self.path = path
         self.index_cache = index_cache      # crfs.fs.index_cache.IndexCache, or None
+        # Extractions of compressed archives, beside the index (crfs.fs.archive_cache).
+        self.archive_cache = ArchiveCache.beside(index_cache)
         real = os.path.realpath(path)
         # The directories one passes through to reach the store (its own parents).
         self._parents = []

@@ -281,7 +281,27 @@ MEMFD_FILE = _m("memfd_file_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
 MEMFD_INODE = _m("memfd_inode_entry", (REQ, STR, "name", 1), (REQ, U32, "uid", 2),
                  (REQ, U32, "gid", 3), (REQ, U64, "size", 4), (REQ, U32, "shmid", 5),
                  (REQ, U32, "seals", 6), (REQ, U64, "inode_id", 7))
+# The open files crfs shows in fd/ and fdinfo/ (only the fields it reads are declared).
+INET_SK = _m("inet_sk_entry", (REQ, U32, "id", 1), (REQ, U32, "ino", 2),
+             (REQ, U32, "flags", 9))
+UNIX_SK = _m("unix_sk_entry", (REQ, U32, "id", 1), (REQ, U32, "ino", 2),
+             (REQ, U32, "flags", 5))
+EVENTFD = _m("eventfd_file_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
+             (REQ, U64, "counter", 4))
+EVENTPOLL = _m("eventpoll_file_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2))
+SIGNALFD = _m("signalfd_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
+              (REQ, U64, "sigmask", 4))
+TIMERFD = _m("timerfd_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
+             (REQ, U32, "clockid", 4), (REQ, U64, "ticks", 5), (REQ, U32, "settime_flags", 6),
+             (REQ, U64, "vsec", 7), (REQ, U64, "vnsec", 8), (REQ, U64, "isec", 9),
+             (REQ, U64, "insec", 10))
+FIFO = _m("fifo_entry", (REQ, U32, "id", 1), (REQ, U32, "pipe_id", 2), (OPT, U32, "regf_id", 3))
+PIPE = _m("pipe_entry", (REQ, U32, "id", 1), (REQ, U32, "pipe_id", 2), (REQ, U32, "flags", 3))
+TTY_FILE = _m("tty_file_entry", (REQ, U32, "id", 1), (OPT, U32, "regf_id", 4))
 FILE = _m("file_entry", (REQ, U32, "type", 1), (REQ, U32, "id", 2), (OPT, REG_FILE, "reg", 3),
+          (OPT, INET_SK, "isk", 4), (OPT, EVENTFD, "efd", 8), (OPT, EVENTPOLL, "epfd", 9),
+          (OPT, SIGNALFD, "sgfd", 10), (OPT, TIMERFD, "tfd", 12), (OPT, UNIX_SK, "usk", 16),
+          (OPT, FIFO, "fifo", 17), (OPT, PIPE, "pipe", 18), (OPT, TTY_FILE, "tty", 19),
           (OPT, MEMFD_FILE, "memfd", 20))
 FDINFO = _m("fdinfo_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2), (REQ, U32, "type", 3),
             (REQ, U32, "fd", 4))

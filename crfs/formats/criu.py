@@ -490,37 +490,48 @@ def read_entries(criu_dir, name, kind=None):
     return entries
 
 
-def _check_magic(data, name, magic_name):
-    if len(data) < 4:
+def file_magic(head, name):
+    """(magic name, where the entries start) of member `name` from its first 8 bytes:
+    "INVENTORY" (4), a MAGICS name or the hex of an unknown one (8); FormatError naming
+    the file and the offset when the head is no CRIU image's."""
+    if len(head) < 4:
         raise FormatError("no magic: file shorter than 4 bytes", offset=0, record=name)
-    first = int.from_bytes(data[:4], "little")
-    if magic_name == "INVENTORY":
-        if first != INVENTORY_MAGIC:
-            raise FormatError(f"magic {first:#010x} is not INVENTORY_MAGIC", offset=0,
-                              record=name)
-        return 4
+    first = int.from_bytes(head[:4], "little")
+    if first == INVENTORY_MAGIC:
+        return "INVENTORY", 4
     if first not in (IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC):
         raise FormatError(f"magic {first:#010x} is neither IMG_COMMON_MAGIC nor "
                           f"IMG_SERVICE_MAGIC", offset=0, record=name)
-    if len(data) < 8:
+    if len(head) < 8:
         raise FormatError("no file magic after the image magic", offset=4, record=name)
-    second = int.from_bytes(data[4:8], "little")
-    if second != MAGICS[magic_name]:
-        found = MAGIC_NAMES.get(second, f"{second:#010x}")
-        raise FormatError(f"magic {found} where {magic_name} was expected", offset=4,
-                          record=name)
-    return 8
+    second = int.from_bytes(head[4:8], "little")
+    return MAGIC_NAMES.get(second, f"{second:#010x}"), 8
+
+
+def _check_magic(data, name, magic_name):
+    """Where the entries of member `name` (bytes `data`) start, its magic being
+    `magic_name`'s; FormatError otherwise."""
+    if magic_name == "INVENTORY":
+        first = int.from_bytes(data[:4], "little") if len(data) >= 4 else None
+        if first != INVENTORY_MAGIC:
+            raise FormatError("no magic: file shorter than 4 bytes" if first is None else
+                              f"magic {first:#010x} is not INVENTORY_MAGIC", offset=0,
+                              record=name)
+        return 4
+    found, pos = file_magic(data[:8], name)
+    if found != magic_name:
+        raise FormatError(f"magic {found} where {magic_name} was expected", offset=4 if
+                          pos == 8 else 0, record=name)
+    return pos
 
 
 def member_magic(criu_dir, name):
     """The magic name of a member file (RAW for pages-*.img, '?' when unknown)."""
-    head = criu_dir.member(name).pread(0, 8)
-    if len(head) >= 4 and int.from_bytes(head[:4], "little") == INVENTORY_MAGIC:
-        return "INVENTORY"
-    if len(head) == 8 and int.from_bytes(head[:4], "little") in (IMG_COMMON_MAGIC,
-                                                                   IMG_SERVICE_MAGIC):
-        return MAGIC_NAMES.get(int.from_bytes(head[4:], "little"), "?")
-    return "RAW" if name.startswith("pages-") else "?"
+    try:
+        found, _ = file_magic(criu_dir.member(name).pread(0, 8), name)
+    except FormatError:
+        return "RAW" if name.startswith("pages-") else "?"
+    return found if found in MAGICS else "?"
 
 
 def records(source):

@@ -72,3 +72,55 @@ def test_cwd_and_root_from_fs_image(files_mount, name):
         tdir = files_mount / name / "tasks" / str(tid)
         assert (tdir / "cwd").read_text() == f"/tmp/crfs-criu/{name}\n"
         assert (tdir / "root").read_text() == "/\n"
+
+
+# --------------------------------------------------------------------------- every kind
+
+FILES_PID = int((DATA / "files.truth" / "out.txt").read_text().split()[1])
+
+
+def proc_fdinfo(fd):
+    return (DATA / "files.truth" / f"fdinfo-{FILES_PID}" / str(fd)).read_text().splitlines()
+
+
+@pytest.fixture(scope="module")
+def kinds_mount(tmp_path_factory):
+    mount = Mount(tmp_path_factory.mktemp("criu-kinds"))
+    shutil.copytree(DATA / "files", mount.store / "files")
+    mount.mount()
+    yield mount
+    mount.unmount()
+    assert not errors_in_log(mount.log_text()), mount.log_text()
+
+
+def test_every_fd_links_as_proc_did(kinds_mount):
+    """files_prog's file, pipe ends, socketpair, TCP listener, eventfd, timerfd,
+    signalfd, epoll and memfd: fd/<n> reads as /proc/PID/fd/<n> did before the dump."""
+    fd_dir = kinds_mount / "files" / "tasks" / str(FILES_PID) / "fd"
+    expected = (DATA / "files.truth" / f"fd-{FILES_PID}.txt").read_text()
+    shown = kinds_mount.sh(f"for f in $(ls {fd_dir} | sort -n); do "
+                           f"echo $f $(readlink {fd_dir}/$f); done").stdout
+    assert shown == expected
+
+
+def test_every_fdinfo_as_proc_showed(kinds_mount):
+    """pos and flags of every fd as /proc/PID/fdinfo; eventfd's count, signalfd's mask,
+    epoll's watches (without ino and sdev, which the image lacks) and timerfd's clock,
+    ticks, flags and interval as /proc showed them; the timer's time left is what criu
+    saw at the dump, a little later: not more than at the record, and still running."""
+    info_dir = kinds_mount / "files" / "tasks" / str(FILES_PID) / "fdinfo"
+    for name in sorted(os.listdir(info_dir), key=int):
+        ours = (info_dir / name).read_text().splitlines()
+        proc = [line for line in proc_fdinfo(name)
+                if not line.startswith(("mnt_id:", "ino:", "scm_fds:", "eventfd-id:"))]
+        if any(line.startswith("tfd:") for line in proc):
+            proc = [line.split(" ino:")[0] for line in proc]
+        if any(line.startswith("it_value:") for line in proc):
+            left = [line for line in ours if line.startswith("it_value:")][0]
+            then = [line for line in proc if line.startswith("it_value:")][0]
+            seconds = [int(s) + int(ns) / 1e9 for s, ns in
+                       (v.split(": ")[1].strip("()").split(", ") for v in (left, then))]
+            assert 0 < seconds[0] <= seconds[1], (left, then)
+            ours.remove(left)
+            proc.remove(then)
+        assert ours == proc, name

@@ -288,7 +288,10 @@ UNIX_SK = _m("unix_sk_entry", (REQ, U32, "id", 1), (REQ, U32, "ino", 2),
              (REQ, U32, "flags", 5))
 EVENTFD = _m("eventfd_file_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
              (REQ, U64, "counter", 4))
-EVENTPOLL = _m("eventpoll_file_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2))
+EVENTPOLL_TFD = _m("eventpoll_tfd_entry", (REQ, U32, "id", 1), (REQ, U32, "tfd", 2),
+                   (REQ, U32, "events", 3), (REQ, U64, "data", 4))
+EVENTPOLL = _m("eventpoll_file_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
+               (REP, EVENTPOLL_TFD, "tfd", 4))
 SIGNALFD = _m("signalfd_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
               (REQ, U64, "sigmask", 4))
 TIMERFD = _m("timerfd_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),

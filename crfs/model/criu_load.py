@@ -15,9 +15,9 @@ from typing import Optional
 from crfs.errors import FormatError
 from crfs.formats import criu
 from crfs.formats.x86 import PAGE_SIZE, VmFlags
-from crfs.model.image import (SS_DISABLE, AltStack, Creds, Fd, FdTable, FdTimer, FsStruct,
-                              Futex, Image, Mm, NativeFields, OpenFile, ShmSegment, SigAction,
-                              SigHand, Signals, Task, ThreadGroup, Vma)
+from crfs.model.image import (SS_DISABLE, AltStack, Creds, EpollWatch, Fd, FdTable, FdTimer,
+                              FsStruct, Futex, Image, Mm, NativeFields, OpenFile, ShmSegment,
+                              SigAction, SigHand, Signals, Task, ThreadGroup, Vma)
 from crfs.model.registers import Registers
 
 TASK_ALIVE, TASK_DEAD, TASK_STOPPED = 1, 2, 3
@@ -72,6 +72,7 @@ class _Loader:
         self.memfds = None
         self.tables = {}        # files_id -> FdTable
         self.open_files = {}    # file id -> OpenFile
+        self.file_ids = {}      # id(OpenFile) -> file id
 
     def entries(self, name, optional=False):
         if name not in self.names:
@@ -322,7 +323,23 @@ class _Loader:
                 table.fds.append(Fd(fd=f["fd"], file=self.open_file(f["id"], f["type"]),
                                     cloexec=bool(f["flags"] & FD_CLOEXEC)))
             table.fds.sort(key=lambda d: d.fd)
+            self.epoll_watches(table)
         return table
+
+    def epoll_watches(self, table):
+        """An epoll's watches (eventpoll_tfd_entry: the fd it was added as, in its owner's
+        table), each with the OpenFile of that fd; a target fd no longer open is left out
+        (its file is not in the table)."""
+        for d in table.fds:
+            file = d.file
+            if file.kind != "epoll" or file.watches is not None:
+                continue
+            entry = self.files.get(self.file_ids[id(file)]) or {}
+            tfds = entry.get("epfd", {}).get("tfd", [])
+            file.watches = [EpollWatch(fd=t["tfd"], file=table.get(t["tfd"]).file,
+                                       events=t["events"], data=t["data"])
+                            for t in sorted(tfds, key=lambda t: t["tfd"])
+                            if table.get(t["tfd"]) is not None]
 
     def open_file(self, file_id, fd_type):
         """The OpenFile of files.img entry `file_id` (one per id, shared by its fds)."""
@@ -331,6 +348,7 @@ class _Loader:
             self.path_of(file_id)
             found = self.open_files[file_id] = open_file(
                 self.files.get(file_id) or {"type": fd_type}, self.path_of, self.memfd_name)
+            self.file_ids[id(found)] = file_id
         return found
 
     def memfd_name(self, file_id):

@@ -228,17 +228,20 @@ class Entry(Owner):
                     self._verify = verify(source, self.image).text(self.name)
             except OSError as exc:
                 self._verify = f"image: {self.name}\nFAIL  open: {exc.strerror}\nresult: unsound\n"
+            except FormatError as exc:      # an archive whose tar or stream is bad
+                exc.path = None
+                self._verify = f"image: {self.name}\nFAIL  open: {exc}\nresult: unsound\n"
         return self._verify
 
     def records_text(self):
         if self._records is None:
             lines = []
-            with open_image_source(self.path, self.store.archive_cache) as source:
-                try:
+            try:
+                with open_image_source(self.path, self.store.archive_cache) as source:
                     for rec in registry.records(source):
                         lines.append(render.record_line(rec))
-                except FormatError as exc:
-                    lines.append(f"error: {exc}\n")
+            except FormatError as exc:
+                lines.append(f"error: {exc}\n")
             self._records = "".join(lines)
         return self._records
 

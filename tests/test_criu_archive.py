@@ -116,9 +116,9 @@ def test_container_files_beside_the_tree(archive_mount, name):
 
 
 @pytest.mark.parametrize("name,what", [
-    ("truncated.tar.gz", "truncated: the file ends inside the gzip stream"),
+    ("truncated.tar.gz", "truncated: the file ends inside a gzip member"),
     ("corrupt.tar.gz", "corrupt gzip data"),
-    ("truncated.tar.zst", "truncated: the file ends inside the zstd stream"),
+    ("truncated.tar.zst", "truncated: the file ends inside a zstd block"),
 ])
 def test_bad_archives_say_where_and_leave_the_others(archive_mount, name, what):
     error = (archive_mount / name / "error").read_text()
@@ -230,3 +230,36 @@ def test_mutated_archives_raise_format_error_only(tmp_path, suffix):
             registry.open_image(str(bad)).close()
         except FormatError as exc:
             assert exc.path == str(bad) or exc.path == bad, (i, exc)
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_bombs_stop_at_the_limit_in_small_pieces(kind):
+    """96 MiB of zeros compressed to a few KiB: decompressed a piece of at most 1 MiB at
+    a time, and refused once past the limit, at a compressed offset inside the file."""
+    zeros = bytes(96 << 20)
+    data = gzip.compress(zeros, 9) if kind == "gzip" else \
+        zstandard.ZstdCompressor().compress(zeros)
+    biggest = [0]
+
+    def write(piece):
+        biggest[0] = max(biggest[0], len(piece))
+    with pytest.raises(FormatError) as info:
+        criu_archive.decompress(MemorySource(data), kind, write, limit=32 << 20)
+    assert info.value.record == f"{kind} stream" and "more than 33554432" in str(info.value)
+    assert 0 <= info.value.offset < len(data)
+    assert 0 < biggest[0] <= criu_archive.OUT
+    assert criu_archive.decompress(MemorySource(data), kind, write) == len(zeros)
+
+
+def test_zstd_frame_walk_names_where_it_is_cut():
+    """Cut inside a frame header, a block, the checksum: each named at its offset, before
+    anything is decompressed; skippable frames are stepped over."""
+    cctx = zstandard.ZstdCompressor(write_checksum=True)
+    frame = cctx.compress(os.urandom(300000))
+    skippable = (0x184D2A50).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"hello"
+    criu_archive.zstd_frames(MemorySource(skippable + frame + frame))
+    for cut, what in ((3, "frame header"), (20, "block of"), (len(frame) - 2, "frame")):
+        with pytest.raises(FormatError) as info:
+            criu_archive.zstd_frames(MemorySource(frame[:cut]))
+        assert f"truncated: the file ends inside a zstd {what}" in info.value.message
+        assert 0 <= info.value.offset <= cut

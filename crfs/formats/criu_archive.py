@@ -10,9 +10,12 @@ in the mount's index directory), or, with none, an unnamed temporary file remove
 archive is closed. Either way it is bounded (MAX_EXTRACTED by default): an archive that
 decompresses to more is refused, not written out.
 
-A corrupt or truncated stream is a FormatError naming the compressed offset of the
-chunk (CHUNK bytes) where the decompressor failed, or, for a stream that ends early, the
-end of the file; errors of the tar inside name their offset in the decompressed stream.
+Decompressed bytes are held at most OUT at a time (a small archive may inflate a
+thousandfold or more). A corrupt stream is a FormatError naming the compressed offset of
+the chunk (CHUNK bytes) where the decompressor failed; a cut one, the end of the file
+(gzip) or the zstd frame or block it cuts (the zstd frame and block headers are walked
+before decompressing: zstandard's streaming reader does not notice a cut). Errors of the
+tar inside name their offset in the decompressed stream.
 """
 
 import os

@@ -157,6 +157,22 @@ def test_extractions_are_kept_and_reused(tmp_path):
     assert not errors_in_log(mount.log_text()), mount.log_text()
 
 
+def test_without_an_index_dir(tmp_path):
+    """index_dir=off: each archive is extracted to an unnamed temporary file, once per
+    mount (verify and records read the indexed copy), and nothing is left behind."""
+    mount = Mount(tmp_path)
+    zstd_tar(mount.store / "fork.tar.zst")
+    mount.mount("-o", "index_dir=off")
+    try:
+        check_markers(mount, "fork.tar.zst")
+        assert (mount / "fork.tar.zst" / "verify").read_text().endswith("result: sound\n")
+        assert "pagemap-" in (mount / "fork.tar.zst" / "records").read_text()
+    finally:
+        mount.unmount()
+    assert not (tmp_path / "index").exists()
+    assert not errors_in_log(mount.log_text()), mount.log_text()
+
+
 def test_cache_is_bounded(tmp_path):
     """Past max_bytes the least recently used extraction goes; an archive alone larger
     than the bound is refused while decompressing, naming the compressed offset."""

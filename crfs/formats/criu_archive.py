@@ -217,4 +217,6 @@ def open_archive(source, path, kind, cache=None):
         raise
     if found is None:
         tar.close()
+    else:
+        found.extracted = True          # its tar is a decompressed copy
     return found

@@ -158,6 +158,8 @@ class CriuTar(CriuDir):
     archive (a Source: the file itself, or its decompressed stream, crfs.formats.
     criu_archive). `container` holds the container's files beside the dump."""
 
+    extracted = False       # True: the archive is a decompressed copy (criu_archive)
+
     def __init__(self, archive, path, where, container=None):
         self.archive = archive
         self._where = where

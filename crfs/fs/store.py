@@ -6,6 +6,7 @@ shown and never followed, so a link in the store cannot show anything of what it
 at, and files are opened with O_NOFOLLOW in case one is swapped for a link meanwhile; a
 CRIU directory's files are opened relative to it, with O_NOFOLLOW too."""
 
+import contextlib
 import logging
 import os
 import stat
@@ -221,10 +222,19 @@ class Entry(Owner):
     def mtime_ns(self):
         return image_mtime_ns(self.image, self.file_mtime_ns)
 
+    def _source(self):
+        """The store file opened anew for verify and records; but for a compressed
+        archive without an archive cache (index_dir=off), the indexed image's own source,
+        so its stream is not decompressed again (on the event loop)."""
+        source = getattr(self._image, "source", None)
+        if self.store.archive_cache is None and getattr(source, "extracted", False):
+            return contextlib.nullcontext(source)
+        return open_image_source(self.path, self.store.archive_cache)
+
     def verify_text(self):
         if self._verify is None:
             try:
-                with open_image_source(self.path, self.store.archive_cache) as source:
+                with self._source() as source:
                     self._verify = verify(source, self.image).text(self.name)
             except OSError as exc:
                 self._verify = f"image: {self.name}\nFAIL  open: {exc.strerror}\nresult: unsound\n"
@@ -237,7 +247,7 @@ class Entry(Owner):
         if self._records is None:
             lines = []
             try:
-                with open_image_source(self.path, self.store.archive_cache) as source:
+                with self._source() as source:
                     for rec in registry.records(source):
                         lines.append(render.record_line(rec))
             except FormatError as exc:

@@ -1,6 +1,9 @@
-"""A CRIU dump inside an uncompressed tar archive (podman's `container checkpoint --export
---compress none`: the images under checkpoint/), served in place: each member is a window
-of the archive file, read by pread at its offset; nothing is extracted or copied.
+"""A CRIU dump inside a tar archive (podman's `container checkpoint --export --compress
+none`: the images under checkpoint/), served in place: each member is a window of the
+archive, read by pread at its offset; nothing is copied. The archive is a Source: the file
+itself, or the decompressed copy of a .tar.gz / .tar.zst (crfs.formats.criu_archive).
+The regular files at the top of the archive (config.dump, spec.dump, ...) are kept as the
+container's files (container_files).
 
 The tar headers are read by our own parser (POSIX ustar, with GNU long names and pax
 `path` records), bounded and checked (header checksums, sizes inside the file): a bad

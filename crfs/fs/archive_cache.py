@@ -8,7 +8,9 @@ complete, so a file under its final name is a whole decompressed stream; the tar
 still read as untrusted (crfs.formats.criu_tar). The directory is bounded: after each new
 extraction the least recently used others are removed until the total is at most
 `max_bytes` (one archive alone may reach it: more is refused while decompressing). An
-extraction in use stays readable when removed (its descriptor is open).
+extraction in use stays readable when removed (its descriptor is open). The directory is
+made when the first compressed archive is met; if it cannot be used, archives are
+extracted to temporary files (logged).
 """
 
 import hashlib
@@ -29,34 +31,41 @@ MAX_BYTES = criu_archive.MAX_EXTRACTED
 
 class ArchiveCache:
     def __init__(self, path, max_bytes=MAX_BYTES):
-        """Open (creating it, mode 0700) the directory `path`: CacheUnusable unless it is
-        ours and private."""
+        """The cache in directory `path`, created (mode 0700) when first needed: a store
+        without compressed archives leaves no trace."""
         self.path = path
         self.max_bytes = max_bytes
-        try:
-            os.makedirs(path, mode=0o700, exist_ok=True)
-            self.dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
-                                  | os.O_CLOEXEC)
-        except OSError as exc:
-            raise CacheUnusable(f"archive cache {path}: {exc.strerror}") from None
-        st = os.fstat(self.dir_fd)
-        if st.st_uid != os.geteuid() or st.st_mode & 0o077:
-            os.close(self.dir_fd)
-            raise CacheUnusable(f"archive cache {path} must be owned by uid {os.geteuid()} "
-                                f"with mode 0700")
+        self.dir_fd = None
         self.hits = self.misses = 0
         self._lock = threading.Lock()
+        self._evict_lock = threading.Lock()
+
+    def _open_dir(self):
+        """The directory's fd, opened (and created) once; CacheUnusable unless it is ours
+        and private."""
+        with self._lock:
+            if self.dir_fd is not None:
+                return self.dir_fd
+            try:
+                os.makedirs(self.path, mode=0o700, exist_ok=True)
+                fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                             | os.O_CLOEXEC)
+            except OSError as exc:
+                raise CacheUnusable(f"archive cache {self.path}: {exc.strerror}") from None
+            st = os.fstat(fd)
+            if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                os.close(fd)
+                raise CacheUnusable(f"archive cache {self.path} must be owned by uid "
+                                    f"{os.geteuid()} with mode 0700")
+            self.dir_fd = fd
+            return fd
 
     @classmethod
     def beside(cls, index_cache):
-        """The archive cache in index_cache's directory, or None (logged) if unusable."""
+        """The archive cache in index_cache's directory (archives/), or None."""
         if index_cache is None:
             return None
-        try:
-            return cls(os.path.join(index_cache.path, "archives"))
-        except CacheUnusable as exc:
-            log.warning("%s: compressed archives are extracted to temporary files", exc)
-            return None
+        return cls(os.path.join(index_cache.path, "archives"))
 
     @staticmethod
     def name_of(source):
@@ -65,6 +74,11 @@ class ArchiveCache:
     def extracted(self, source, kind):
         """A Source over the decompressed stream of the archive open as `source`: the
         cached extraction, made first if there is none."""
+        try:
+            self._open_dir()
+        except CacheUnusable as exc:
+            log.warning("%s: extracting %s to a temporary file", exc, source.path)
+            return criu_archive.temporary_extraction(source, kind, self.max_bytes)
         name = self.name_of(source)
         found = self._open(name)
         if found is not None:
@@ -103,7 +117,7 @@ class ArchiveCache:
 
     def _evict(self, keep):
         """Remove the least recently used extractions until the total fits max_bytes."""
-        with self._lock:
+        with self._evict_lock:
             found = []
             for name in os.listdir(self.dir_fd):
                 if not name.endswith(SUFFIX) or name == keep or name.startswith("."):
@@ -127,4 +141,6 @@ class ArchiveCache:
                     log.warning("archive cache %s: %s", name, exc.strerror)
 
     def close(self):
-        os.close(self.dir_fd)
+        if self.dir_fd is not None:
+            os.close(self.dir_fd)
+            self.dir_fd = None

@@ -27,7 +27,9 @@ MOUNT_OPTION_HELP = {
                 "in the foreground).",
     "index_dir=DIR": "Where each image's index is kept across mounts, keyed by the file's "
                      "identity (default /var/cache/crfs/index for root, "
-                     "$XDG_CACHE_HOME/crfs/index otherwise); off: none.",
+                     "$XDG_CACHE_HOME/crfs/index otherwise), with the extractions of "
+                     "compressed checkpoint archives in its archives/ (at most 8 GiB); "
+                     "off: none.",
 }
 
 

@@ -4,7 +4,8 @@
 
 A real program (bench/dirty_heap.c, 16 MiB of heap, a tick every 100 ms) is dumped by
 `criu dump`, converted by `crfs convert` into a ckpt image and restarted by crfs.ko; the
-restarted program must go on ticking with its heap intact and its pid. Everything seen is
+restarted program must go on ticking with its heap intact and its pid, into its own
+stdout file (the dump's open files are carried by the conversion). Everything seen is
 written to RESULTS_JSON for the host's tests to check.
 """
 
@@ -76,15 +77,22 @@ def main(module, restarter, exe, results_path):
                                         stdout=stdout, timeout=120)
     results["restart"] = {"errno": child.errno, "reason": child.reason, "pid": child.pid}
     if child.errno == 0:
+        # The converted image carries the dump's fd table (files.img, fdinfo-*.img): the
+        # program's stdout is its own `out` again, reopened by path at its position.
         target = int(results["before"][-1][1]) + 5
-        wait_line(out2, lambda s: s.startswith("tick ") and int(s.split()[1]) >= target, 60)
+        wait_line(out, lambda s: s.startswith("tick ") and int(s.split()[1]) >= target, 60)
+        try:
+            results["stdout_link"] = os.readlink(f"/proc/{child.pid}/fd/1")
+        except OSError as exc:
+            results["stdout_link"] = str(exc)
         for pid in {child.pid, child.process.pid}:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         child.process.wait(timeout=30)
-    results["after"] = ticks(out2)
+    results["after"] = ticks(out)[len(results["before"]):]
+    results["restarter_out"] = open(out2, errors="replace").read()[-2000:]
     with open(results_path, "w") as f:
         json.dump(results, f, indent=1)
 

@@ -42,3 +42,5 @@ def test_converted_dump_restarts_and_goes_on(report):
     # re-read and right; then more ticks.
     assert [int(t[1]) for t in after[:5]] == list(range(last + 1, last + 6)), after
     assert all(t[2] == f"pid={report['pid']}" and t[3] == "heap=ok" for t in after), after
+    # Into its own stdout: the file criu saw open, reopened from the converted fd table.
+    assert report["stdout_link"] == "/tmp/criu-guest/out", report

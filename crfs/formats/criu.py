@@ -281,7 +281,30 @@ MEMFD_FILE = _m("memfd_file_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
 MEMFD_INODE = _m("memfd_inode_entry", (REQ, STR, "name", 1), (REQ, U32, "uid", 2),
                  (REQ, U32, "gid", 3), (REQ, U64, "size", 4), (REQ, U32, "shmid", 5),
                  (REQ, U32, "seals", 6), (REQ, U64, "inode_id", 7))
+# The open files crfs shows in fd/ and fdinfo/ (only the fields it reads are declared).
+INET_SK = _m("inet_sk_entry", (REQ, U32, "id", 1), (REQ, U32, "ino", 2),
+             (REQ, U32, "flags", 9))
+UNIX_SK = _m("unix_sk_entry", (REQ, U32, "id", 1), (REQ, U32, "ino", 2),
+             (REQ, U32, "flags", 5))
+EVENTFD = _m("eventfd_file_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
+             (REQ, U64, "counter", 4))
+EVENTPOLL_TFD = _m("eventpoll_tfd_entry", (REQ, U32, "id", 1), (REQ, U32, "tfd", 2),
+                   (REQ, U32, "events", 3), (REQ, U64, "data", 4))
+EVENTPOLL = _m("eventpoll_file_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
+               (REP, EVENTPOLL_TFD, "tfd", 4))
+SIGNALFD = _m("signalfd_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
+              (REQ, U64, "sigmask", 4))
+TIMERFD = _m("timerfd_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
+             (REQ, U32, "clockid", 4), (REQ, U64, "ticks", 5), (REQ, U32, "settime_flags", 6),
+             (REQ, U64, "vsec", 7), (REQ, U64, "vnsec", 8), (REQ, U64, "isec", 9),
+             (REQ, U64, "insec", 10))
+FIFO = _m("fifo_entry", (REQ, U32, "id", 1), (REQ, U32, "pipe_id", 2), (OPT, U32, "regf_id", 3))
+PIPE = _m("pipe_entry", (REQ, U32, "id", 1), (REQ, U32, "pipe_id", 2), (REQ, U32, "flags", 3))
+TTY_FILE = _m("tty_file_entry", (REQ, U32, "id", 1), (OPT, U32, "regf_id", 4))
 FILE = _m("file_entry", (REQ, U32, "type", 1), (REQ, U32, "id", 2), (OPT, REG_FILE, "reg", 3),
+          (OPT, INET_SK, "isk", 4), (OPT, EVENTFD, "efd", 8), (OPT, EVENTPOLL, "epfd", 9),
+          (OPT, SIGNALFD, "sgfd", 10), (OPT, TIMERFD, "tfd", 12), (OPT, UNIX_SK, "usk", 16),
+          (OPT, FIFO, "fifo", 17), (OPT, PIPE, "pipe", 18), (OPT, TTY_FILE, "tty", 19),
           (OPT, MEMFD_FILE, "memfd", 20))
 FDINFO = _m("fdinfo_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2), (REQ, U32, "type", 3),
             (REQ, U32, "fd", 4))
@@ -470,37 +493,48 @@ def read_entries(criu_dir, name, kind=None):
     return entries
 
 
-def _check_magic(data, name, magic_name):
-    if len(data) < 4:
+def file_magic(head, name):
+    """(magic name, where the entries start) of member `name` from its first 8 bytes:
+    "INVENTORY" (4), a MAGICS name or the hex of an unknown one (8); FormatError naming
+    the file and the offset when the head is no CRIU image's."""
+    if len(head) < 4:
         raise FormatError("no magic: file shorter than 4 bytes", offset=0, record=name)
-    first = int.from_bytes(data[:4], "little")
-    if magic_name == "INVENTORY":
-        if first != INVENTORY_MAGIC:
-            raise FormatError(f"magic {first:#010x} is not INVENTORY_MAGIC", offset=0,
-                              record=name)
-        return 4
+    first = int.from_bytes(head[:4], "little")
+    if first == INVENTORY_MAGIC:
+        return "INVENTORY", 4
     if first not in (IMG_COMMON_MAGIC, IMG_SERVICE_MAGIC):
         raise FormatError(f"magic {first:#010x} is neither IMG_COMMON_MAGIC nor "
                           f"IMG_SERVICE_MAGIC", offset=0, record=name)
-    if len(data) < 8:
+    if len(head) < 8:
         raise FormatError("no file magic after the image magic", offset=4, record=name)
-    second = int.from_bytes(data[4:8], "little")
-    if second != MAGICS[magic_name]:
-        found = MAGIC_NAMES.get(second, f"{second:#010x}")
-        raise FormatError(f"magic {found} where {magic_name} was expected", offset=4,
-                          record=name)
-    return 8
+    second = int.from_bytes(head[4:8], "little")
+    return MAGIC_NAMES.get(second, f"{second:#010x}"), 8
+
+
+def _check_magic(data, name, magic_name):
+    """Where the entries of member `name` (bytes `data`) start, its magic being
+    `magic_name`'s; FormatError otherwise."""
+    if magic_name == "INVENTORY":
+        first = int.from_bytes(data[:4], "little") if len(data) >= 4 else None
+        if first != INVENTORY_MAGIC:
+            raise FormatError("no magic: file shorter than 4 bytes" if first is None else
+                              f"magic {first:#010x} is not INVENTORY_MAGIC", offset=0,
+                              record=name)
+        return 4
+    found, pos = file_magic(data[:8], name)
+    if found != magic_name:
+        raise FormatError(f"magic {found} where {magic_name} was expected", offset=4 if
+                          pos == 8 else 0, record=name)
+    return pos
 
 
 def member_magic(criu_dir, name):
     """The magic name of a member file (RAW for pages-*.img, '?' when unknown)."""
-    head = criu_dir.member(name).pread(0, 8)
-    if len(head) >= 4 and int.from_bytes(head[:4], "little") == INVENTORY_MAGIC:
-        return "INVENTORY"
-    if len(head) == 8 and int.from_bytes(head[:4], "little") in (IMG_COMMON_MAGIC,
-                                                                   IMG_SERVICE_MAGIC):
-        return MAGIC_NAMES.get(int.from_bytes(head[4:], "little"), "?")
-    return "RAW" if name.startswith("pages-") else "?"
+    try:
+        found, _ = file_magic(criu_dir.member(name).pread(0, 8), name)
+    except FormatError:
+        return "RAW" if name.startswith("pages-") else "?"
+    return found if found in MAGICS else "?"
 
 
 def records(source):

@@ -1,6 +1,9 @@
-"""A CRIU dump inside an uncompressed tar archive (podman's `container checkpoint --export
---compress none`: the images under checkpoint/), served in place: each member is a window
-of the archive file, read by pread at its offset; nothing is extracted or copied.
+"""A CRIU dump inside a tar archive (podman's `container checkpoint --export --compress
+none`: the images under checkpoint/), served in place: each member is a window of the
+archive, read by pread at its offset; nothing is copied. The archive is a Source: the file
+itself, or the decompressed copy of a .tar.gz / .tar.zst (crfs.formats.criu_archive).
+The regular files at the top of the archive (config.dump, spec.dump, ...) are kept as the
+container's files (container_files).
 
 The tar headers are read by our own parser (POSIX ustar, with GNU long names and pax
 `path` records), bounded and checked (header checksums, sizes inside the file): a bad
@@ -10,7 +13,6 @@ inventory.img; more than one dump in an archive is refused.
 """
 
 import os
-import stat
 
 from crfs.errors import FormatError
 from crfs.formats.criu import CriuDir
@@ -20,6 +22,7 @@ BLOCK = 512
 MAX_HEADERS = 1 << 20
 MAX_NAME_DATA = 1 << 16
 REGULAR = (b"0", b"\0", b"7")
+MAX_CONTAINER_FILE = 16 << 20     # a container file shown beside the dump: at most this
 
 
 def is_tar(head):
@@ -27,21 +30,31 @@ def is_tar(head):
 
 
 class SliceSource(Source):
-    """Bytes [base, base + size) of another file, as a Source of its own (offsets from 0)."""
+    """Bytes [base, base + size) of another Source, as a Source of its own (offsets from
+    0). Over a plain file it reads the file's descriptor directly."""
 
-    def __init__(self, fd, base, size, path):
-        super().__init__(fd, size, path, owns_fd=False)
+    def __init__(self, outer, base, size, path):
+        super().__init__(outer.fd, size, path, owns_fd=False)
+        self.outer = outer
         self.base = base
 
     def pread(self, offset, length):
         length = max(0, min(length, self.size - offset))
-        return os.pread(self.fd, length, self.base + offset) if length else b""
+        if not length:
+            return b""
+        if type(self.outer) is Source:
+            return os.pread(self.fd, length, self.base + offset)
+        return self.outer.pread(self.base + offset, length)
 
     def readinto(self, buffer, offset):
         length = max(0, min(len(buffer), self.size - offset))
         if not length:
             return 0
-        return os.preadv(self.fd, [memoryview(buffer)[:length]], self.base + offset)
+        if type(self.outer) is Source:
+            return os.preadv(self.fd, [memoryview(buffer)[:length]], self.base + offset)
+        data = self.pread(offset, length)
+        buffer[:len(data)] = data
+        return len(data)
 
 
 def _number(field, offset, what):
@@ -82,8 +95,9 @@ def _pax_path(data):
     return path
 
 
-def scan(fd, size):
-    """{path: (data offset, size)} of the regular members of the tar archive in fd."""
+def scan(source):
+    """{path: (data offset, size)} of the regular members of the tar archive `source`."""
+    size = source.size
     members, offset, long_name = {}, 0, None
     for _ in range(MAX_HEADERS):
         if offset + BLOCK > size:
@@ -91,7 +105,7 @@ def scan(fd, size):
                 return members
             raise FormatError("archive ends inside a tar header", offset=offset,
                               record="tar header")
-        header = os.pread(fd, BLOCK, offset)
+        header = source.pread(offset, BLOCK)
         if header == bytes(BLOCK):
             return members
         if not _checksum_ok(header, offset):
@@ -110,7 +124,7 @@ def scan(fd, size):
             if length > MAX_NAME_DATA:
                 raise FormatError(f"extended header of {length} bytes", offset=offset,
                                   record="tar header")
-            extra = os.pread(fd, length, data)
+            extra = source.pread(data, length)
             long_name = (extra.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
                          if kind == b"L" else _pax_path(extra) or long_name)
         else:
@@ -132,43 +146,68 @@ def dump_prefix(members):
     return found[0][:-len("inventory.img")]
 
 
-class CriuTar(CriuDir):
-    """The CRIU dump of a tar archive as a CriuDir whose members are windows of the file."""
+def container_files(members):
+    """{name: (offset, size)} of the container's own files beside the dump: the regular
+    members at the top of the archive (config.dump, spec.dump, network.status, ...), but
+    for CRIU images and the tars of file-system changes (rootfs-diff.tar), which are no
+    configuration and may be big, and files over MAX_CONTAINER_FILE."""
+    return {p: place for p, place in members.items()
+            if "/" not in p and not p.endswith((".tar", ".img"))
+            and place[1] <= MAX_CONTAINER_FILE}
 
-    def __init__(self, fd, path, where):
+
+class CriuTar(CriuDir):
+    """The CRIU dump of a tar archive as a CriuDir whose members are windows of the
+    archive (a Source: the file itself, or its decompressed stream, crfs.formats.
+    criu_archive). `container` holds the container's files beside the dump."""
+
+    extracted = False       # True: the archive is a decompressed copy (criu_archive)
+
+    def __init__(self, archive, path, where, container=None):
+        self.archive = archive
         self._where = where
-        super().__init__(fd, path, [(n, size) for n, (_, size) in where.items()])
+        self.container = container or {}
+        super().__init__(archive.fd, path, [(n, size) for n, (_, size) in where.items()])
+        self._owns_fd = False           # the archive Source's
 
     @classmethod
     def open(cls, path, follow_symlinks=True):
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | (0 if follow_symlinks else os.O_NOFOLLOW))
+        source = Source.open(path, follow_symlinks)
         try:
-            found = cls.from_fd(fd, path)
+            found = cls.from_source(source, path)
             if found is None:
                 raise FormatError("a tar archive without a CRIU inventory.img", offset=0,
                                   record="tar archive")
             return found
         except BaseException:
-            os.close(fd)
+            source.close()
             raise
 
     @classmethod
-    def from_fd(cls, fd, path):
-        """The CriuTar of the archive open on fd, or None when it holds no dump."""
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        members = scan(fd, st.st_size)
+    def from_source(cls, archive, path):
+        """The CriuTar of the tar archive `archive` (a Source; the CriuTar closes it), or
+        None when it holds no dump."""
+        members = scan(archive)
         prefix = dump_prefix(members)
         if prefix is None:
             return None
         where = {p[len(prefix):]: place for p, place in members.items()
                  if p.startswith(prefix) and "/" not in p[len(prefix):]
                  and p.endswith(".img")}
-        return cls(fd, path, where)
+        return cls(archive, path, where, container_files(members))
+
+    def container_source(self, name):
+        """A Source over the container's file `name` (one of self.container)."""
+        base, size = self.container[name]
+        return SliceSource(self.archive, base, size, name)
 
     def _open_member(self, name):
         if name not in self._where:
             raise FormatError("not in the archive", record=name)
         base, size = self._where[name]
-        return SliceSource(self.fd, base, size, name)
+        return SliceSource(self.archive, base, size, name)
+
+    def close(self):
+        super().close()
+        if getattr(self, "archive", None) is not None:
+            self.archive.close()

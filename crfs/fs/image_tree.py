@@ -54,6 +54,24 @@ class ImageDir(ModelDir):
         yield self._text("verify", entry.verify_text, mtime)
         yield self._text("records", entry.records_text, mtime)
         yield "tasks", TasksDir(self._key("tasks"), image, mtime)
+        source = image.source
+        if getattr(source, "container", None):     # a container checkpoint archive
+            yield "container", ContainerDir(self._key("container"), source, mtime)
+
+
+class ContainerDir(ModelDir):
+    """container/: the container's files beside the CRIU dump of a checkpoint archive
+    (config.dump, spec.dump, network.status, ...: crfs.formats.criu_tar.container_files),
+    each as stored."""
+
+    def __init__(self, key, archive, mtime_ns):
+        super().__init__(key, mtime_ns)
+        self.archive = archive
+
+    def make_children(self):
+        for name in sorted(self.archive.container):
+            data = self.archive.container_source(name)
+            yield name, RangeFile(self._key(name), data.size, data.pread, self.mtime_ns)
 
 
 class TasksDir(ModelDir):

@@ -6,6 +6,7 @@ shown and never followed, so a link in the store cannot show anything of what it
 at, and files are opened with O_NOFOLLOW in case one is swapped for a link meanwhile; a
 CRIU directory's files are opened relative to it, with O_NOFOLLOW too."""
 
+import contextlib
 import logging
 import os
 import stat
@@ -16,6 +17,7 @@ from crfs import render
 from crfs.errors import FormatError
 from crfs.formats.criu import CriuDir
 from crfs.fs.access import X, Owner, permitted
+from crfs.fs.archive_cache import ArchiveCache
 from crfs.model import registry
 from crfs.model.verify import verify
 
@@ -97,9 +99,10 @@ def criu_mode(path, st):
     return stat.S_IFMT(st.st_mode) | mode
 
 
-def open_image_source(path):
-    """The Source of a store entry, never through a symlink."""
-    return registry.open_source(path, follow_symlinks=False)
+def open_image_source(path, archive_cache=None):
+    """The Source of a store entry, never through a symlink (a compressed archive's
+    extraction kept in `archive_cache`)."""
+    return registry.open_source(path, follow_symlinks=False, archive_cache=archive_cache)
 
 
 def image_mtime_ns(image, file_mtime_ns):
@@ -182,7 +185,11 @@ class Entry(Owner):
     def _open(self):
         """(Image, how): from the store's index cache when it has this file's, else parsed
         (and then saved there)."""
-        source = open_image_source(self.path)
+        try:
+            source = open_image_source(self.path, self.store.archive_cache)
+        except FormatError as exc:
+            exc.path = self.path
+            raise
         # The saved index holds one file's page offsets: not for a directory of files.
         cache = None if isinstance(source, CriuDir) else self.store.index_cache
         try:
@@ -215,24 +222,36 @@ class Entry(Owner):
     def mtime_ns(self):
         return image_mtime_ns(self.image, self.file_mtime_ns)
 
+    def _source(self):
+        """The store file opened anew for verify and records; but for a compressed
+        archive without an archive cache (index_dir=off), the indexed image's own source,
+        so its stream is not decompressed again (on the event loop)."""
+        source = getattr(self._image, "source", None)
+        if self.store.archive_cache is None and getattr(source, "extracted", False):
+            return contextlib.nullcontext(source)
+        return open_image_source(self.path, self.store.archive_cache)
+
     def verify_text(self):
         if self._verify is None:
             try:
-                with open_image_source(self.path) as source:
+                with self._source() as source:
                     self._verify = verify(source, self.image).text(self.name)
             except OSError as exc:
                 self._verify = f"image: {self.name}\nFAIL  open: {exc.strerror}\nresult: unsound\n"
+            except FormatError as exc:      # an archive whose tar or stream is bad
+                exc.path = None
+                self._verify = f"image: {self.name}\nFAIL  open: {exc}\nresult: unsound\n"
         return self._verify
 
     def records_text(self):
         if self._records is None:
             lines = []
-            with open_image_source(self.path) as source:
-                try:
+            try:
+                with self._source() as source:
                     for rec in registry.records(source):
                         lines.append(render.record_line(rec))
-                except FormatError as exc:
-                    lines.append(f"error: {exc}\n")
+            except FormatError as exc:
+                lines.append(f"error: {exc}\n")
             self._records = "".join(lines)
         return self._records
 
@@ -289,6 +308,8 @@ class Store:
     def __init__(self, path, reserved=(), index_cache=None):
         self.path = path
         self.index_cache = index_cache      # crfs.fs.index_cache.IndexCache, or None
+        # Extractions of compressed archives, beside the index (crfs.fs.archive_cache).
+        self.archive_cache = ArchiveCache.beside(index_cache)
         real = os.path.realpath(path)
         # The directories one passes through to reach the store (its own parents).
         self._parents = []

@@ -9,14 +9,15 @@ docs/format-criu.md.
 """
 
 from dataclasses import dataclass
+from stat import S_IFBLK, S_IFCHR, S_IFDIR, S_IFREG, S_IFMT
 from typing import Optional
 
 from crfs.errors import FormatError
 from crfs.formats import criu
 from crfs.formats.x86 import PAGE_SIZE, VmFlags
-from crfs.model.image import (SS_DISABLE, AltStack, Creds, FsStruct, Futex, Image, Mm,
-                              NativeFields, ShmSegment, SigAction, SigHand, Signals, Task, ThreadGroup,
-                              Vma)
+from crfs.model.image import (SS_DISABLE, AltStack, Creds, EpollWatch, Fd, FdTable, FdTimer,
+                              FsStruct, Futex, Image, Mm, NativeFields, OpenFile, ShmSegment,
+                              SigAction, SigHand, Signals, Task, ThreadGroup, Vma)
 from crfs.model.registers import Registers
 
 TASK_ALIVE, TASK_DEAD, TASK_STOPPED = 1, 2, 3
@@ -27,6 +28,7 @@ VMA_AREA_VSYSCALL, VMA_AREA_VDSO, VMA_AREA_VVAR = 1 << 2, 1 << 3, 1 << 12
 VMA_FILE_PRIVATE, VMA_FILE_SHARED, VMA_ANON_SHARED = 1 << 6, 1 << 7, 1 << 8
 VMA_AREA_MEMFD = 1 << 14
 SIGKILL, SIGSTOP, SIGMAX = 9, 19, 64
+FD_CLOEXEC, O_CLOEXEC = 1, 0o2000000
 MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_stack", "start_brk",
              "brk", "arg_start", "arg_end", "env_start", "env_end")
 GDB_NAMES = {"ax": "rax", "bx": "rbx", "cx": "rcx", "dx": "rdx", "si": "rsi", "di": "rdi",
@@ -68,6 +70,9 @@ class _Loader:
         self.paths = None
         self.segments = {}
         self.memfds = None
+        self.tables = {}        # files_id -> FdTable
+        self.open_files = {}    # file id -> OpenFile
+        self.file_ids = {}      # id(OpenFile) -> file id
 
     def entries(self, name, optional=False):
         if name not in self.names:
@@ -122,6 +127,7 @@ class _Loader:
         mm = self.mm(pid) if f"mm-{pid}.img" in self.names else None
         handlers, group = _handlers(tc), ThreadGroup(rlimits=_rlimits(tc))
         fs = self.fs(pid)
+        files = self.fd_table(pid, leader)
         native = CriuTaskFields(fds=self.fds(pid, leader), personality=tc["personality"],
                                 oom_score_adj=tc.get("oom_score_adj"),
                                 loginuid=tc.get("loginuid"))
@@ -129,7 +135,7 @@ class _Loader:
         for tid in threads:
             core = cores[tid]
             task = _task(tid, pid, proc, core, tc)
-            task.mm, task.fs, task.native = mm, fs, native
+            task.mm, task.fs, task.native, task.files = mm, fs, native, files
             if task.signals is not None:
                 task.signals.handlers, task.signals.group = handlers, group
             tasks.append(task)
@@ -286,9 +292,10 @@ class _Loader:
 
     def path_of(self, file_id):
         if self.paths is None:
-            self.paths, self.types, self.memfd_files = {}, {}, {}
+            self.paths, self.types, self.memfd_files, self.files = {}, {}, {}, {}
             for e in self.entries("files.img", optional=True):
                 f = e.fields
+                self.files[f["id"]] = f
                 self.types[f["id"]] = criu.FD_TYPES.get(f["type"], f"type {f['type']}")
                 if "reg" in f:
                     self.paths[f["id"]] = f["reg"]["name"]
@@ -297,6 +304,55 @@ class _Loader:
             for e in self.entries("reg-files.img", optional=True):
                 self.paths[e.fields["id"]] = e.fields["name"]
         return self.paths.get(file_id)
+
+    def fd_table(self, pid, core):
+        """The FdTable of process `pid` (fdinfo-<files_id>.img; shared by the processes
+        that share it), or None when its images do not say."""
+        ids = core.get("ids") or self.one(f"ids-{pid}.img", optional=True)
+        if ids is None:
+            return None
+        files_id = ids["files_id"]
+        table = self.tables.get(files_id)
+        if table is None:
+            name = f"fdinfo-{files_id}.img"
+            if name not in self.names:
+                return None
+            table = self.tables[files_id] = FdTable()
+            for e in self.entries(name):
+                f = e.fields
+                table.fds.append(Fd(fd=f["fd"], file=self.open_file(f["id"], f["type"]),
+                                    cloexec=bool(f["flags"] & FD_CLOEXEC)))
+            table.fds.sort(key=lambda d: d.fd)
+            self.epoll_watches(table)
+        return table
+
+    def epoll_watches(self, table):
+        """An epoll's watches (eventpoll_tfd_entry: the fd it was added as, in its owner's
+        table), each with the OpenFile of that fd; a target fd no longer open is left out
+        (its file is not in the table)."""
+        for d in table.fds:
+            file = d.file
+            if file.kind != "epoll" or file.watches is not None:
+                continue
+            entry = self.files.get(self.file_ids[id(file)]) or {}
+            tfds = entry.get("epfd", {}).get("tfd", [])
+            file.watches = [EpollWatch(fd=t["tfd"], file=table.get(t["tfd"]).file,
+                                       events=t["events"], data=t["data"])
+                            for t in sorted(tfds, key=lambda t: t["tfd"])
+                            if table.get(t["tfd"]) is not None]
+
+    def open_file(self, file_id, fd_type):
+        """The OpenFile of files.img entry `file_id` (one per id, shared by its fds)."""
+        found = self.open_files.get(file_id)
+        if found is None:
+            self.path_of(file_id)
+            found = self.open_files[file_id] = open_file(
+                self.files.get(file_id) or {"type": fd_type}, self.path_of, self.memfd_name)
+            self.file_ids[id(found)] = file_id
+        return found
+
+    def memfd_name(self, file_id):
+        return self.memfd_of(file_id)[0]
 
     def fds(self, pid, core):
         ids = core.get("ids") or self.one(f"ids-{pid}.img", optional=True)
@@ -310,6 +366,59 @@ class _Loader:
                 f["id"], criu.FD_TYPES.get(f["type"], "?"))
             lines.append(f"{f['fd']} {shown}")
         return "\n".join(lines) + "\n" if lines else None
+
+
+def open_file(f, path_of, memfd_name):
+    """An OpenFile from a file_entry (files.img) `f`: kind, flags (f_flags without
+    O_CLOEXEC), pos and what /proc/PID/fd/N linked to. path_of(id): a reg_file's name;
+    memfd_name(id): a memfd's."""
+    kind_name = criu.FD_TYPES.get(f["type"], f"type {f['type']}")
+    if "reg" in f:
+        reg = f["reg"]
+        kind = {S_IFDIR: "dir", S_IFCHR: "chr", S_IFBLK: "blk", S_IFREG: "reg"}.get(
+            S_IFMT(reg.get("mode", S_IFREG)), "file")
+        return OpenFile(kind, path=reg["name"], flags=reg["flags"] & ~O_CLOEXEC,
+                        pos=reg["pos"])
+    if "pipe" in f:
+        p = f["pipe"]
+        return OpenFile("pipe", flags=p["flags"] & ~O_CLOEXEC, pipe=p["pipe_id"])
+    if "fifo" in f:
+        fifo = f["fifo"]
+        path = path_of(fifo["regf_id"]) if "regf_id" in fifo else None
+        return OpenFile("fifo", path=path, pipe=fifo["pipe_id"])
+    for key in ("isk", "usk"):
+        if key in f:
+            sk = f[key]
+            return OpenFile("socket", path=f"socket:[{sk['ino']}]",
+                            flags=sk["flags"] & ~O_CLOEXEC)
+    if "efd" in f:
+        e = f["efd"]
+        return OpenFile("eventfd", flags=e["flags"] & ~O_CLOEXEC, count=e["counter"])
+    if "sgfd" in f:
+        e = f["sgfd"]
+        return OpenFile("signalfd", flags=e["flags"] & ~O_CLOEXEC, sigmask=e["sigmask"])
+    if "epfd" in f:
+        return OpenFile("epoll", flags=f["epfd"]["flags"] & ~O_CLOEXEC)
+    if "tfd" in f:
+        t = f["tfd"]
+        timer = FdTimer(clockid=t["clockid"], value_ns=t["vsec"] * 10**9 + t["vnsec"],
+                        interval_ns=t["isec"] * 10**9 + t["insec"], ticks=t["ticks"],
+                        flags=t["settime_flags"])
+        return OpenFile("timerfd", flags=t["flags"] & ~O_CLOEXEC, timer=timer)
+    if "memfd" in f:
+        m = f["memfd"]
+        name = memfd_name(f["id"])
+        return OpenFile("deleted", path=(name if name.startswith("/") else f"/memfd:{name}")
+                        + " (deleted)", flags=m["flags"] & ~O_CLOEXEC, pos=m["pos"])
+    if "tty" in f and "regf_id" in f["tty"]:
+        return OpenFile("chr", path=path_of(f["tty"]["regf_id"]))
+    if kind_name == "INOTIFY":
+        return OpenFile("anon", path="anon_inode:inotify")
+    if kind_name in ("FANOTIFY", "PIDFD"):
+        return OpenFile("anon", path=f"anon_inode:[{kind_name.lower()}]")
+    if kind_name.endswith("SK"):
+        return OpenFile("socket", path="socket:")       # its inode is not in the image
+    return OpenFile("other", path=f"criu:{kind_name}")
 
 
 def _task(tid, pid, proc, core, tc):

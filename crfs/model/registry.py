@@ -113,10 +113,12 @@ def load_one(source):
     return _model_module(detect(source)).load(source)
 
 
-def open_source(path, follow_symlinks=True):
+def open_source(path, follow_symlinks=True, archive_cache=None):
     """A Source over the image at `path`: the file; for a directory (a CRIU dump) a
     crfs.formats.criu.CriuDir over its files; for a tar archive holding a CRIU dump
-    (podman's checkpoint export, uncompressed) a crfs.formats.criu_tar.CriuTar."""
+    (podman's checkpoint export, uncompressed) a crfs.formats.criu_tar.CriuTar, and for a
+    gzip or zstd one the CriuTar of its extraction (crfs.formats.criu_archive: into
+    `archive_cache`, a crfs.fs.archive_cache.ArchiveCache, or a temporary file)."""
     st = os.stat(path, follow_symlinks=follow_symlinks)
     if stat.S_ISDIR(st.st_mode):
         from crfs.formats.criu import CriuDir
@@ -125,13 +127,25 @@ def open_source(path, follow_symlinks=True):
     from crfs.formats import criu_tar
     if criu_tar.is_tar(source.pread(0, criu_tar.BLOCK)):     # a CRIU dump in a tar archive?
         try:
-            found = criu_tar.CriuTar.from_fd(source.fd, path)
+            found = criu_tar.CriuTar.from_source(source, path)
         except BaseException:
             source.close()
             raise
         if found is not None:
-            source._owns_fd = False     # the CriuTar owns the descriptor now
-            return found
+            return found                # it owns `source` now
+        return source
+    from crfs.formats import criu_archive
+    kind = criu_archive.compression(source.pread(0, 4))
+    if kind is not None:
+        try:
+            found = criu_archive.open_archive(source, path, kind, archive_cache)
+        except FormatError as exc:
+            exc.path = path
+            raise
+        if found is None:
+            raise FormatError(f"a {kind}-compressed tar archive without a CRIU "
+                              f"inventory.img", offset=0, record="tar archive", path=path)
+        return found
     return source
 
 

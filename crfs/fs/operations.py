@@ -307,11 +307,13 @@ class Operations(pyfuse3.Operations):
         node = listing.node
         base = self.inodes.block(listing.ino, node)
         attr = None
+        reply = pyfuse3.readdir_reply
         for number, name in node.names_from(start_id):
             if attr is None:
                 attr = self._attrs(base + number, node.child_at(number))
             attr.st_ino = base + number
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, number + 1):
+            # os.fsencode, without its per-call checks (256k names)
+            if not reply(token, name.encode("utf-8", "surrogateescape"), attr, number + 1):
                 break
 
     @_request

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from crfs.checkpoint import procfs, via_kernel
+from crfs.checkpoint import inject, procfs, signals, via_kernel
 from crfs.checkpoint.capture import build_image
 from crfs.checkpoint.fit import fit
 from crfs.checkpoint.freezer import AFTER, Freezer
@@ -85,7 +85,11 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via, parent=N
             if path is not None:
                 done = True
                 return path
-        image = build_image(freezer, counter)
+        snapshot = not stop and after != "kill"
+        # A snapshot reads the signal handlers (which only ckpt stores) from its child once
+        # the processes run again.
+        defer = snapshot and fmt == "ckpt"
+        image = build_image(freezer, counter, handlers=not defer)
         if plan:
             plan.apply(image, freezer)
             plan.reset(image, freezer)
@@ -95,7 +99,7 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via, parent=N
         if counter:
             counter.total = report["bytes"]
         report["mode"] = "stop"
-        if not stop and after != "kill":
+        if snapshot:
             snap = Snapshot()
             if snap.take(image, freezer):
                 image.header["uflags"] = image.header.get("uflags", 0) | CRFS_UFLAG_SNAPSHOT
@@ -104,7 +108,11 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via, parent=N
                 report["mode"] = "snapshot"
             else:
                 snap = None
+        if defer and snap is None:
+            _read_handlers(image, freezer)         # still stopped: ask the processes
         report["frozen"] = time.monotonic() - start
+        if snap is not None:
+            snap.read_handlers(image)
         path = _write(image, fmt, options, directory, place, plan.wrap if plan else None)
         if plan:
             plan.finish(path)
@@ -127,6 +135,22 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via, parent=N
             freezer.thaw(after if done else "detach")
         if snap is not None:
             snap.release(after)
+
+
+def _read_handlers(image, freezer):
+    """The signal handlers build_image(handlers=False) left out, asked of the processes
+    `freezer` still holds (as build_image would have)."""
+    for pid in freezer.processes:
+        tasks = [t for t in image.tasks if t.tgid == pid]
+        mm = next((t.mm for t in tasks if t.mm is not None), None)
+        injector = inject.Injector(pid, mm, freezer.signals)
+        handlers = next((h for h in (signals.sighand(t.pid, injector) for t in tasks) if h),
+                        None)
+        signals.set_handlers(tasks, handlers)
+        for task in tasks:      # a signal an injection dequeued is passed on at detach
+            held = freezer.signals.get(task.pid, 0)
+            if held:
+                task.signals.pending.mask |= 1 << (held - 1)
 
 
 def _check_arguments(pid, fmt, after):

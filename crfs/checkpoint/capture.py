@@ -41,20 +41,24 @@ class UnsupportedVma(Unsupported):
     """A mapping a checkpoint cannot save (device memory, hugetlb pages, unknown kinds)."""
 
 
-def build_image(freezer, on_read=None):
+def build_image(freezer, on_read=None, handlers=True):
     """The Image of the processes `freezer` holds stopped, in the order they were stopped.
-    Each Mm's source reads the process's memory (it must stay stopped until written)."""
+    Each Mm's source reads the process's memory (it must stay stopped until written).
+    Without `handlers` the signal handlers are left None, for a snapshot to read later
+    from its copy-on-write child (crfs.checkpoint.snapshot): 64 injected syscalls fewer
+    while the processes are stopped."""
     segments = {}       # (dev, inode) -> ShmSegment, shared by the processes of a tree
     open_files = files.Registry(source=MemorySource())   # shared across the tree too
     tasks = []
     for pid, tids in freezer.processes.items():
-        tasks += capture_process(pid, tids, freezer, segments, on_read, open_files)
+        tasks += capture_process(pid, tids, freezer, segments, on_read, open_files,
+                                 handlers)
     now = int(time.time())
     return Image(format="linux-cr", dialect="live", arch=ARCH, header=_header(tasks, now),
                  time=now, tasks=tasks)
 
 
-def capture_process(pid, tids, freezer, segments, on_read, open_files=None):
+def capture_process(pid, tids, freezer, segments, on_read, open_files=None, handlers=True):
     """One Task per thread, all sharing one Mm and one FdTable. `freezer` holds them
     stopped (its states and the signals to pass on)."""
     leader_regs = ptrace.get_regs(pid)
@@ -70,7 +74,7 @@ def capture_process(pid, tids, freezer, segments, on_read, open_files=None):
     for task in tasks:
         task.fs = fs          # threads share their process's (CLONE_FS, as pthreads do)
         task.files = table    # and its file table (CLONE_FILES)
-    signals.capture(pid, tasks, injector, freezer)
+    signals.capture(pid, tasks, injector, freezer, handlers)
     return tasks
 
 

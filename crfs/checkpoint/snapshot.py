@@ -29,7 +29,7 @@ import os
 import signal
 from bisect import bisect_right
 
-from crfs.checkpoint import inject, ptrace, tracking
+from crfs.checkpoint import inject, ptrace, signals, tracking
 from crfs.checkpoint.freezer import Freezer
 from crfs.checkpoint.memory import ProcessMemory
 from crfs.errors import CrfsError
@@ -119,6 +119,18 @@ class Snapshot:
             mm.source.close()
             mm.source = SnapshotMemory(self.children[pid], runs, copied, on_read)
         return True
+
+    def read_handlers(self, image):
+        """Once the processes run again: the signal handlers of each process, read from its
+        child. A clone without CLONE_SIGHAND copies the handlers, so the child, which never
+        runs, holds them as they were at the snapshot (64 rt_sigaction injected into it,
+        not into the process). The scratch words the injection uses on the child's stack
+        are put back, so its memory stays the snapshot's. None (not stored) if a child
+        cannot be asked."""
+        for pid, child in self.children.items():
+            tasks = [t for t in image.tasks if t.tgid == pid]
+            injector = inject.Injector(child, self.mms[pid], {})
+            signals.set_handlers(tasks, signals.sighand(child, injector))
 
     def release(self, after="detach", frozen=None):
         """Kill the children; reap them in their parents (stopped again for it, unless

@@ -202,14 +202,16 @@ def _clone(pid, mm, freezer):
     injector = inject.Injector(pid, mm, freezer.signals)
     for tid in freezer.processes[pid]:
         regs = ptrace.get_regs(tid)
-        if injector.syscall(tid, regs, 39, ()) is None:   # getpid: can we inject here?
-            continue
         _set_options(tid, PTRACE_O_TRACECLONE)
         try:
+            # None: the syscall did not run here (a signal came first, a 32-bit or held
+            # thread, see inject): no child, try another thread
             child = injector.syscall(tid, regs, SYS_CLONE, (CLONE_FLAGS, 0, 0, 0, 0))
         finally:
             _set_options(tid, 0)
-        if child is None or child <= 0:
+        if child is None:
+            continue
+        if child <= 0:
             return None
         ptrace.wait_status(child)          # its first stop: it has run nothing
         return child

@@ -9,11 +9,12 @@ the same run, each `--repeat` times (median):
   crfs warm    `ls -R` again on that mount (entries and attributes cached by the kernel)
 and, with `--compare DIR`, the same rows for another checkout of crfs (e.g. main, made with
 `git archive main | tar -x -C /tmp/crfs-main`) so a change is measured against its parent in
-one run. Target (issue #14): crfs cold <= 2 s.
+one run. The rows are interleaved run by run (the machine's load moves). Target (issue #14): crfs cold <= 2 s.
 """
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -51,23 +52,32 @@ def mirror(src, dst):
             os.close(os.open(out / name, os.O_CREAT | os.O_WRONLY, 0o444))
 
 
-def crfs_runs(code, store, tmp, repeat):
-    """(cold times, warm times) of `ls -R` of the image with crfs from `code`."""
+def daemon_cpu(log):
+    """CPU seconds (user + system) the daemon that last logged "serving" in `log` used."""
+    pid = re.findall(r"crfs\[(\d+)\] INFO serving", log.read_text())[-1]
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def crfs_run(code, store, tmp, times):
+    """Append to `times` (cold, warm, daemon CPU of cold, of warm) of `ls -R` of the image
+    on a fresh mount by `code`."""
     env = {**os.environ, "PYTHONPATH": str(code)}
     mnt = tmp / "mnt"
     mnt.mkdir(exist_ok=True)
-    cold, warm = [], []
-    for _ in range(repeat):
-        subprocess.run([sys.executable, "-m", "crfs", str(mnt), "-o",
-                        f"store={store},log={tmp / 'crfs.log'},index_dir={tmp / 'index'}"],
-                       check=True, env=env)
-        try:
-            cold.append(timed_ls(mnt / "big.img"))
-            warm.append(timed_ls(mnt / "big.img"))
-        finally:
-            subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
-            wait_unmounted(mnt)
-    return cold, warm
+    # cwd too: `python -m` looks in the working directory first
+    subprocess.run([sys.executable, "-m", "crfs", str(mnt), "-o",
+                    f"store={store},log={tmp / 'crfs.log'},index_dir={tmp / 'index'}"],
+                   check=True, env=env, cwd=code)
+    try:
+        cpu0 = daemon_cpu(tmp / "crfs.log")
+        cold = timed_ls(mnt / "big.img")
+        cpu1 = daemon_cpu(tmp / "crfs.log")
+        warm = timed_ls(mnt / "big.img")
+        times.append((cold, warm, cpu1 - cpu0, daemon_cpu(tmp / "crfs.log") - cpu1))
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=False)
+        wait_unmounted(mnt)
 
 
 def main():
@@ -85,30 +95,33 @@ def main():
         store.mkdir()
         with open(store / "big.img", "wb") as out:
             registry.dump(synthetic_image("x86_64", heap_pages=args.pages), out, "ckpt")
-        results = {}
+        results = {label: [] for label, _ in codes}
         for label, code in codes:
-            results[label] = crfs_runs(code, store, tmp, 1)    # warm-up: index saved
+            crfs_run(code, store, tmp, [])          # warm-up: the index saved
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         subprocess.run([sys.executable, "-m", "crfs", str(tmp / "mnt"), "-o",
                         f"store={store},log={tmp / 'crfs.log'},index_dir={tmp / 'index'}"],
-                       check=True, env=env)
+                       check=True, env=env, cwd=ROOT)
         try:
             mirror(tmp / "mnt" / "big.img", Path(shm) / "big.img")
         finally:
             subprocess.run(["fusermount3", "-u", str(tmp / "mnt")], check=False)
             wait_unmounted(tmp / "mnt")
-        tmpfs = [timed_ls(Path(shm) / "big.img") for _ in range(args.repeat)]
-        for label, code in codes:
-            results[label] = crfs_runs(code, store, tmp, args.repeat)
+        tmpfs = []
+        for _ in range(args.repeat):                # interleaved: the load moves
+            tmpfs.append(timed_ls(Path(shm) / "big.img"))
+            for label, code in codes:
+                crfs_run(code, store, tmp, results[label])
         count = sum(len(files) + len(dirs) for _, dirs, files in os.walk(Path(shm) / "big.img"))
     base = statistics.median(tmpfs)
     print(f"ls -R of a {args.pages}-page image ({count} entries), median of {args.repeat}:")
-    print(f"{'tree':<14} {'cold s':>7} {'cold/tmpfs':>11} {'warm s':>7} {'warm/tmpfs':>11}")
+    print(f"{'tree':<14} {'cold s':>7} {'cold/tmpfs':>11} {'warm s':>7} {'warm/tmpfs':>11} "
+          f"{'daemon CPU s cold/warm':>23}")
     print(f"{'tmpfs':<14} {base:7.2f} {1:10.1f}x {base:7.2f} {1:10.1f}x")
     for label, _ in codes:
-        cold, warm = (statistics.median(t) for t in results[label])
+        cold, warm, cpu_cold, cpu_warm = (statistics.median(t) for t in zip(*results[label]))
         print(f"{'crfs ' + label:<14} {cold:7.2f} {cold / base:10.1f}x {warm:7.2f} "
-              f"{warm / base:10.1f}x")
+              f"{warm / base:10.1f}x {cpu_cold:15.2f} / {cpu_warm:.2f}")
 
 
 if __name__ == "__main__":

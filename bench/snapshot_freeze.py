@@ -4,6 +4,8 @@ an incremental checkpoint costs, all in one run of bench/dirty_heap.c (built -O2
 
 Freeze (the program cannot run):
   snapshot  crfs checkpoint (the default): stopped while the copy-on-write clone is made
+  compare   (--compare DIR) the same, by the crfs of another checkout (e.g. main's), so a
+            change is measured against its parent on the same program in the same run
   stop      crfs checkpoint --stop: stopped for the whole write
   gcore     gdb's gcore: stopped for its whole run (the baseline)
 crfs runs in this process (checkpoint(), its report: no interpreter start-up in either
@@ -14,6 +16,7 @@ Ratios are against the baseline run in the same run; medians of --runs.
 """
 
 import argparse
+import json
 import os
 import select
 import shutil
@@ -49,6 +52,26 @@ def crfs_run(pid, path, **options):
     return report, size
 
 
+COMPARE = """
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from crfs.checkpoint import checkpoint
+report = {}
+checkpoint(int(sys.argv[2]), sys.argv[3], report=report)
+os.unlink(sys.argv[3])
+print(json.dumps({k: report[k] for k in ("mode", "frozen", "time")}))
+"""
+
+
+def compare_run(code, pid, path):
+    """The report of a snapshot checkpoint by crfs from another checkout `code` (a fresh
+    interpreter: its start-up is not in the figures, which checkpoint() measures)."""
+    os.sync()
+    out = subprocess.run([sys.executable, "-c", COMPARE, str(code), str(pid), str(path)],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.splitlines()[-1])
+
+
 def gcore_run(pid, out_dir):
     os.sync()
     started = time.perf_counter()
@@ -76,6 +99,10 @@ def main():
     parser.add_argument("--mib", type=int, default=1024)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", default="/var/tmp")
+    parser.add_argument("--compare", metavar="DIR",
+                        help="also a snapshot checkpoint by another crfs checkout, each run")
+    parser.add_argument("--freeze-only", action="store_true",
+                        help="skip the incremental checkpoints")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         tmp = Path(tmp)
@@ -85,19 +112,31 @@ def main():
                        check=True)
         proc, heap = start(exe, args.mib)
         try:
-            rows = {"snapshot": [], "stop": [], "gcore": []}
-            totals = {"snapshot": [], "stop": []}
-            for _ in range(args.runs):
-                for mode, options in (("snapshot", {}), ("stop", {"stop": True})):
-                    report, _ = crfs_run(proc.pid, tmp / "img.ckpt", **options)
-                    assert report["mode"] == mode, report
+            rows = {"snapshot": [], "stop": [], "gcore": [], "compare": []}
+            totals = {"snapshot": [], "stop": [], "compare": []}
+            for n in range(args.runs):
+                # snapshot and compare take turns going first (what ran just before, e.g.
+                # the last image's writeback, weighs on a clone's page-table copy)
+                order = [("snapshot", {}), ("compare", {})] if args.compare else [
+                    ("snapshot", {})]
+                for mode, options in order[::-1] if n % 2 else order:
+                    if mode == "compare":
+                        report = compare_run(args.compare, proc.pid, tmp / "cmp.ckpt")
+                    else:
+                        report, _ = crfs_run(proc.pid, tmp / "img.ckpt", **options)
+                        (tmp / "img.ckpt").unlink()
+                    assert report["mode"] == "snapshot", report
                     rows[mode].append(report["frozen"])
                     totals[mode].append(report["time"])
-                    (tmp / "img.ckpt").unlink()
+                report, _ = crfs_run(proc.pid, tmp / "img.ckpt", stop=True)
+                assert report["mode"] == "stop", report
+                rows["stop"].append(report["frozen"])
+                totals["stop"].append(report["time"])
+                (tmp / "img.ckpt").unlink()
                 if shutil.which("gcore"):
                     rows["gcore"].append(gcore_run(proc.pid, tmp))
             full_t, child_t, full_s, child_s, dirtied = [], [], [], [], 0
-            for n in range(args.runs):
+            for n in range(0 if args.freeze_only else args.runs):
                 parent = tmp / f"full{n}.ckpt"
                 report, size = crfs_run(proc.pid, parent, track=True)
                 full_t.append(report["time"])
@@ -113,12 +152,15 @@ def main():
     med = {k: statistics.median(v) for k, v in rows.items() if v}
     print(f"dirty heap {args.mib} MiB, {args.runs} runs, medians")
     base = med.get("gcore")
-    for mode in ("snapshot", "stop", "gcore"):
+    for mode in ("snapshot", "compare", "stop", "gcore"):
         if mode in med:
             ratio = f"  {med[mode] / base:.3f}x gcore" if base else ""
             total = (f"  (whole checkpoint {statistics.median(totals[mode]) * 1000:.0f} ms)"
                      if mode in totals else "")
-            print(f"freeze {mode:9s} {med[mode] * 1000:8.1f} ms{ratio}{total}")
+            least = f"  (least {min(rows[mode]) * 1000:.1f} ms)" if mode != "gcore" else ""
+            print(f"freeze {mode:9s} {med[mode] * 1000:8.1f} ms{ratio}{total}{least}")
+    if args.freeze_only:
+        return
     ft, ct = statistics.median(full_t), statistics.median(child_t)
     fs, cs = statistics.median(full_s), statistics.median(child_s)
     print(f"incremental: {dirtied} pages written (1%); full --track {ft * 1000:.0f} ms "

@@ -12,12 +12,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from crfs.checkpoint import procfs, via_kernel
-from crfs.checkpoint.capture import build_image
+from crfs.checkpoint import inject, procfs, signals, via_kernel
+from crfs.checkpoint.capture import add_later_pages, build_image
 from crfs.checkpoint.fit import fit
 from crfs.checkpoint.freezer import AFTER, Freezer
 from crfs.checkpoint.incremental import Plan
-from crfs.checkpoint.snapshot import CRFS_UFLAG_SNAPSHOT, Snapshot
+from crfs.checkpoint.memory import ProcessMemory
+from crfs.checkpoint.snapshot import CRFS_UFLAG_SNAPSHOT, FlagsChanged, Snapshot
 from crfs.checkpoint.output import BackgroundWriter
 from crfs.errors import CheckpointError, ProcessGone, Unsupported
 from crfs.model import registry
@@ -64,8 +65,17 @@ def store_name(image, fmt):
     return f"{comm}-{root.pid}-{stamp}{registry.get(fmt).extension}"
 
 
-def _checkpoint(pid, fmt, tree, after, progress, place, directory, via, parent=None,
-                track=False, report=None, stop=False):
+def _checkpoint(*args, **options):
+    """One checkpoint; again, reading every VmFlags while stopped, in the rare case the
+    flags read before the freeze were not the snapshot's (Snapshot.check_early)."""
+    try:
+        return _checkpoint_once(*args, **options)
+    except FlagsChanged:
+        return _checkpoint_once(*args, **options, early=False)
+
+
+def _checkpoint_once(pid, fmt, tree, after, progress, place, directory, via, parent=None,
+                     track=False, report=None, stop=False, early=True):
     _check_arguments(pid, fmt, after)
     if not os.access(directory, os.W_OK | os.X_OK):   # before stopping anything
         raise CheckpointError(f"cannot write into {directory}: not a writable directory",
@@ -77,7 +87,15 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via, parent=N
     counter = _Progress(progress) if progress else None
     image = snap = None
     done = thawed = False
-    start = time.monotonic()
+    snapshot = not stop and after != "kill"
+    # A snapshot reads the signal handlers (which only ckpt stores) from its child once
+    # the processes run again, and, without a parent image to compare with, the pages of
+    # private memory; its VmFlags are read before the freeze (capture.early_maps).
+    defer = snapshot and fmt == "ckpt"
+    later = defer and plan is None
+    began = time.monotonic()
+    early = {pid: _early_maps(pid)} if later and early and not in_kernel else None
+    start = time.monotonic() if early else began
     try:
         freezer.freeze(pid, tree)
         if in_kernel:
@@ -85,17 +103,14 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via, parent=N
             if path is not None:
                 done = True
                 return path
-        image = build_image(freezer, counter)
+        image = build_image(freezer, counter, handlers=not defer, pages=not later,
+                            early=early)
         if plan:
             plan.apply(image, freezer)
             plan.reset(image, freezer)
         options = fit(image, fmt)
-        report["bytes"] = sum(end - first for mm in image.mms()
-                              for first, end in mm.source.runs)
-        if counter:
-            counter.total = report["bytes"]
         report["mode"] = "stop"
-        if not stop and after != "kill":
+        if snapshot:
             snap = Snapshot()
             if snap.take(image, freezer):
                 image.header["uflags"] = image.header.get("uflags", 0) | CRFS_UFLAG_SNAPSHOT
@@ -104,15 +119,26 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via, parent=N
                 report["mode"] = "snapshot"
             else:
                 snap = None
+        if defer and snap is None:
+            _read_later(image, freezer)            # still stopped: ask the processes
         report["frozen"] = time.monotonic() - start
+        if snap is not None:
+            snap.check_early()
+            snap.add_later_pages()     # before any injection into the children
+            snap.read_handlers(image)
+        report["bytes"] = sum(end - first for mm in image.mms()
+                              for first, end in mm.source.runs)
+        if counter:
+            counter.total = report["bytes"]
         path = _write(image, fmt, options, directory, place, plan.wrap if plan else None)
         if plan:
             plan.finish(path)
             report.update(parent=plan.parent if plan.incremental else None, note=plan.note,
                           parent_pages=plan.parent_pages, tracking=plan.method)
-        report["time"] = time.monotonic() - start
+        now = time.monotonic()
+        report["time"] = now - began
         if not thawed:
-            report["frozen"] = report["time"]
+            report["frozen"] = now - start
         done = True
         return path
     except Unsupported as exc:     # what the process has and the format or crfs cannot save
@@ -127,6 +153,46 @@ def _checkpoint(pid, fmt, tree, after, progress, place, directory, via, parent=N
             freezer.thaw(after if done else "detach")
         if snap is not None:
             snap.release(after)
+
+
+def _early_maps(pid):
+    """procfs.maps(pid) before the freeze (None if it cannot be read: the freeze will say
+    why)."""
+    try:
+        return procfs.maps(pid)
+    except OSError:
+        return None
+
+
+def _flags(lines):
+    return [(procfs.shape(line), line.vm_flags, line.dontfork) for line in lines]
+
+
+def _read_later(image, freezer):
+    """What build_image(handlers=False, pages=False) left out, read from the processes
+    `freezer` still holds (as build_image would have): their private pages and their
+    signal handlers."""
+    for mm in image.mms():
+        source = mm.source
+        early = getattr(source, "early", None)
+        if early is not None and _flags(procfs.maps(source.pid)) != _flags(early):
+            raise FlagsChanged(f"pid {source.pid}: VmFlags changed as it was stopped")
+        added = add_later_pages(getattr(source, "later", []), source.pid)
+        if added:
+            source.close()
+            mm.source = ProcessMemory(source.pid, sorted(source.runs + added),
+                                      source.on_read)
+    for pid in freezer.processes:
+        tasks = [t for t in image.tasks if t.tgid == pid]
+        mm = next((t.mm for t in tasks if t.mm is not None), None)
+        injector = inject.Injector(pid, mm, freezer.signals)
+        handlers = next((h for h in (signals.sighand(t.pid, injector) for t in tasks) if h),
+                        None)
+        signals.set_handlers(tasks, handlers)
+        for task in tasks:      # a signal an injection dequeued is passed on at detach
+            held = freezer.signals.get(task.pid, 0)
+            if held:
+                task.signals.pending.mask |= 1 << (held - 1)
 
 
 def _check_arguments(pid, fmt, after):

@@ -41,26 +41,34 @@ class UnsupportedVma(Unsupported):
     """A mapping a checkpoint cannot save (device memory, hugetlb pages, unknown kinds)."""
 
 
-def build_image(freezer, on_read=None):
+def build_image(freezer, on_read=None, handlers=True, pages=True, early=None):
     """The Image of the processes `freezer` holds stopped, in the order they were stopped.
-    Each Mm's source reads the process's memory (it must stay stopped until written)."""
+    Each Mm's source reads the process's memory (it must stay stopped until written).
+    Without `handlers` the signal handlers are left None, for a snapshot to read later
+    from its copy-on-write child (crfs.checkpoint.snapshot): 64 injected syscalls fewer
+    while the processes are stopped. Without `pages` the pages of private VMAs a fork
+    copies are left for later (add_later_pages): a snapshot reads them from its child's
+    pagemap once the processes run again. `early`: {pid: procfs.maps(pid)} read before
+    the freeze, used when the VMAs are still those (see early_maps)."""
     segments = {}       # (dev, inode) -> ShmSegment, shared by the processes of a tree
     open_files = files.Registry(source=MemorySource())   # shared across the tree too
     tasks = []
     for pid, tids in freezer.processes.items():
-        tasks += capture_process(pid, tids, freezer, segments, on_read, open_files)
+        tasks += capture_process(pid, tids, freezer, segments, on_read, open_files,
+                                 handlers, pages, (early or {}).get(pid))
     now = int(time.time())
     return Image(format="linux-cr", dialect="live", arch=ARCH, header=_header(tasks, now),
                  time=now, tasks=tasks)
 
 
-def capture_process(pid, tids, freezer, segments, on_read, open_files=None):
+def capture_process(pid, tids, freezer, segments, on_read, open_files=None, handlers=True,
+                    pages=True, early=None):
     """One Task per thread, all sharing one Mm and one FdTable. `freezer` holds them
     stopped (its states and the signals to pass on)."""
     leader_regs = ptrace.get_regs(pid)
     compat = leader_regs["cs"] == USER32_CS_X86_64
     stat = procfs.stat_fields(pid)
-    mm = capture_mm(pid, stat, compat, segments, on_read)
+    mm = capture_mm(pid, stat, compat, segments, on_read, pages, early)
     session = {"pgid": int(stat[5]), "sid": int(stat[6])}
     injector = inject.Injector(pid, mm, freezer.signals)
     tasks = [capture_thread(pid, tid, freezer.states.get(tid, "R"), mm, session, injector)
@@ -70,7 +78,7 @@ def capture_process(pid, tids, freezer, segments, on_read, open_files=None):
     for task in tasks:
         task.fs = fs          # threads share their process's (CLONE_FS, as pthreads do)
         task.files = table    # and its file table (CLONE_FILES)
-    signals.capture(pid, tasks, injector, freezer)
+    signals.capture(pid, tasks, injector, freezer, handlers)
     return tasks
 
 
@@ -108,15 +116,20 @@ def _tls(tid):
 
 # ----------------------------------------------------------------------------- memory
 
-def capture_mm(pid, stat, compat, segments, on_read):
-    lines = procfs.maps(pid)
-    vmas, runs = [], []
+def capture_mm(pid, stat, compat, segments, on_read, pages=True, early=None):
+    lines = early_maps(pid, early)
+    vmas, runs, later = [], [], []
     fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
     try:
         for line in lines:
             kind = vma_kind(line)
             if kind is not None:
-                vma, vma_runs = capture_vma(line, kind, fd, segments)
+                # A fork copies the page table entries of a private VMA, unless madvised
+                # DONTFORK or WIPEONFORK: its child's pagemap tells which pages it has.
+                defer = not pages and kind in ("anon", "file") and not line.dontfork
+                vma, vma_runs = capture_vma(line, kind, None if defer else fd, segments)
+                if defer:
+                    later.append(vma)
                 if kind in ("file", "shm-file"):
                     vma.file_id = file_identity(pid, line)
                 vmas.append(vma)
@@ -128,8 +141,44 @@ def capture_mm(pid, stat, compat, segments, on_read):
     heap = next((line for line in lines if line.name == "[heap]"), None)
     fields["brk"] = heap.end if heap is not None else fields["start_brk"]
     auxv = procfs.auxv(pid, 4 if compat else 8)
-    return Mm(fields=fields, vmas=vmas, auxv=auxv,
-              source=ProcessMemory(pid, runs, on_read))
+    source = ProcessMemory(pid, runs, on_read)
+    source.later = later
+    source.early = lines if lines is early else None     # for Snapshot.check_early
+    return Mm(fields=fields, vmas=vmas, auxv=auxv, source=source)
+
+
+def early_maps(pid, early):
+    """The smaps lines of stopped process `pid`: `early` (read before it was stopped) when
+    its maps still show those VMAs and its locked size is theirs, else read now. smaps walks
+    every page table (milliseconds per GiB) and maps does not: what changes VmFlags without
+    changing maps (madvise DONTFORK, WIPEONFORK... of a whole VMA) between the two reads is
+    caught after the snapshot from its child (Snapshot.check_early)."""
+    if early is not None and [procfs.shape(line) for line in procfs.plain_maps(pid)] == \
+            [procfs.shape(line) for line in early]:
+        status = procfs.status_fields(f"/proc/{pid}/status")
+        if int(status.get("VmLck", "0 kB").split()[0]) == procfs.locked_kib(early):
+            return early
+    return procfs.maps(pid)
+
+
+def add_later_pages(vmas, pid):
+    """The dumped page runs of the VMAs capture_mm(pages=False) left for later (its Mm's
+    `source.later`), read now from the pagemap of `pid` (the process, still stopped, or
+    its copy-on-write child) and added to the VMAs' pages."""
+    runs = []
+    if not vmas:
+        return runs
+    fd = os.open(f"/proc/{pid}/pagemap", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for vma in vmas:
+            table = procfs.WRITTEN_FILE_PAGES if vma.kind == "file" else procfs.ANON_PAGES
+            vma_runs = procfs.page_runs(fd, vma.start, vma.end, table)
+            for first, stop in vma_runs:
+                vma.pages.add_run(range(first, stop, PAGE_SIZE), first)
+            runs += vma_runs
+    finally:
+        os.close(fd)
+    return runs
 
 
 def vma_kind(line):
@@ -176,6 +225,8 @@ def capture_vma(line, kind, pagemap_fd, segments):
 
 
 def vma_runs(line, kind, pagemap_fd):
+    if pagemap_fd is None:
+        return []                           # left for later (capture_mm)
     if kind == "vdso":
         return [(line.start, line.end)]     # kernel pages: never "present" as anon pages
     if kind == "shm-file":

@@ -65,12 +65,16 @@ def fs_struct(pid, status):
                     umask=int(umask, 8) if umask is not None else None)
 
 
-def capture(pid, tasks, injector, freezer):
+def capture(pid, tasks, injector, freezer, handlers=True):
     """Fill `tasks` (the threads of process `pid`, each with its registers) with Signals
-    sharing one SigHand and ThreadGroup. Pending sets are read after every injection (an
-    injection may dequeue a signal, which the freezer then passes on at detach: such
-    signals, and those the freezer took, are counted as pending)."""
-    handlers = next((h for h in (sighand(t, injector) for t in tasks) if h), None)
+    sharing one SigHand (None without `handlers`: see set_handlers) and ThreadGroup.
+    Pending sets are read after every injection (an injection may dequeue a signal, which
+    the freezer then passes on at detach: such signals, and those the freezer took, are
+    counted as pending)."""
+    if handlers:
+        handlers = next((h for h in (sighand(t.pid, injector) for t in tasks) if h), None)
+    else:
+        handlers = None
     itimers = next((i for i in (read_itimers(t, injector) for t in tasks) if i), None)
     group = ThreadGroup(rlimits=rlimits(pid), itimers=itimers)
     altstacks = [altstack(t, injector) for t in tasks]
@@ -92,12 +96,19 @@ def _sigset(text):
     return int(text, 16)
 
 
-def sighand(task, injector):
-    """The SigHand of the thread's process, asked of that thread; None if it cannot be."""
+def set_handlers(tasks, handlers):
+    """Give the threads captured without handlers (capture(handlers=False)) `handlers`."""
+    for task in tasks:
+        task.signals.handlers = handlers
+
+
+def sighand(tid, injector):
+    """The SigHand of the thread's process, asked of thread `tid` (stopped, traced by us);
+    None if it cannot be."""
     actions = []
-    regs = ptrace.get_regs(task.pid)
+    regs = ptrace.get_regs(tid)
     for number in range(1, NSIG + 1):
-        out = injector.call(task.pid, regs, SYS_RT_SIGACTION,
+        out = injector.call(tid, regs, SYS_RT_SIGACTION,
                             lambda scratch, n=number: (n, 0, scratch, SIGSET_SIZE), 32)
         if out is None:
             return None

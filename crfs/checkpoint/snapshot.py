@@ -29,7 +29,7 @@ import os
 import signal
 from bisect import bisect_right
 
-from crfs.checkpoint import inject, ptrace, tracking
+from crfs.checkpoint import capture, inject, procfs, ptrace, signals, tracking
 from crfs.checkpoint.freezer import Freezer
 from crfs.checkpoint.memory import ProcessMemory
 from crfs.errors import CrfsError
@@ -95,10 +95,16 @@ class SnapshotMemory(ProcessMemory):
         return super().pread(offset, length)
 
 
+class FlagsChanged(CrfsError):
+    """The VmFlags read before the freeze are not those of the snapshot: take it again."""
+
+
 class Snapshot:
     def __init__(self):
         self.children = {}       # pid -> its copy-on-write child
         self.mms = {}
+        self._later = {}         # pid -> (VMAs whose pages are read later, runs, copied)
+        self._early = {}         # pid -> smaps lines read before the freeze, or None
 
     def take(self, image, freezer):
         """While `freezer` holds the processes: a child per process, each Mm's source set
@@ -114,11 +120,63 @@ class Snapshot:
             self.children[pid] = child
         for pid, mm in self.mms.items():
             copied = _copy_now(pid, self.children[pid], mm)
-            on_read = mm.source.on_read
-            runs = mm.source.runs
-            mm.source.close()
-            mm.source = SnapshotMemory(self.children[pid], runs, copied, on_read)
+            source = mm.source
+            self._later[pid] = (getattr(source, "later", []), source.runs, copied)
+            self._early[pid] = getattr(source, "early", None)
+            source.close()
+            mm.source = SnapshotMemory(self.children[pid], source.runs, copied,
+                                       source.on_read)
         return True
+
+    def check_early(self):
+        """Raise FlagsChanged unless the VmFlags read before the freeze (capture.early_maps)
+        were those at the snapshot: the child's VMAs are the process's as they were then
+        (a fork copies every VMA and its flags but those not copied at all, VM_DONTCOPY, and
+        clears VM_LOCKED, which early_maps checked against VmLck)."""
+        for pid, early in self._early.items():
+            if early is None:
+                continue
+            now = {(line.start, line.end): line for line in procfs.maps(self.children[pid])}
+            for line in early:
+                child = now.pop((line.start, line.end), None)
+                if line.vm_flags & procfs.VM_DONTCOPY:
+                    ok = child is None
+                else:
+                    ok = (child is not None and child.dontfork == line.dontfork
+                          and child.vm_flags | procfs.VM_LOCKED
+                          == line.vm_flags | procfs.VM_LOCKED)
+                if not ok:
+                    raise FlagsChanged(f"pid {pid}: VMA {line.start:#x}-{line.end:#x} "
+                                       f"changed its flags as it was stopped")
+            if now:
+                raise FlagsChanged(f"pid {pid}: a VMA appeared as it was stopped")
+
+    def add_later_pages(self):
+        """Once the processes run again: the pages of the VMAs whose pagemap the capture
+        left for later (capture.capture_mm), from each child's pagemap. A fork copies the
+        page table entries of private memory (not DONTFORK or WIPEONFORK), so the child
+        has exactly the pages the process had at the snapshot."""
+        for pid, (later, runs, copied) in self._later.items():
+            added = capture.add_later_pages(later, self.children[pid])
+            if added:
+                mm = self.mms[pid]
+                on_read = mm.source.on_read
+                mm.source.close()
+                mm.source = SnapshotMemory(self.children[pid], sorted(runs + added), copied,
+                                           on_read)
+        self._later.clear()
+
+    def read_handlers(self, image):
+        """Once the processes run again: the signal handlers of each process, read from its
+        child. A clone without CLONE_SIGHAND copies the handlers, so the child, which never
+        runs, holds them as they were at the snapshot (64 rt_sigaction injected into it,
+        not into the process). The scratch words the injection uses on the child's stack
+        are put back, so its memory stays the snapshot's. None (not stored) if a child
+        cannot be asked."""
+        for pid, child in self.children.items():
+            tasks = [t for t in image.tasks if t.tgid == pid]
+            injector = inject.Injector(child, self.mms[pid], {})
+            signals.set_handlers(tasks, signals.sighand(child, injector))
 
     def release(self, after="detach", frozen=None):
         """Kill the children; reap them in their parents (stopped again for it, unless
@@ -144,14 +202,16 @@ def _clone(pid, mm, freezer):
     injector = inject.Injector(pid, mm, freezer.signals)
     for tid in freezer.processes[pid]:
         regs = ptrace.get_regs(tid)
-        if injector.syscall(tid, regs, 39, ()) is None:   # getpid: can we inject here?
-            continue
         _set_options(tid, PTRACE_O_TRACECLONE)
         try:
+            # None: the syscall did not run here (a signal came first, a 32-bit or held
+            # thread, see inject): no child, try another thread
             child = injector.syscall(tid, regs, SYS_CLONE, (CLONE_FLAGS, 0, 0, 0, 0))
         finally:
             _set_options(tid, 0)
-        if child is None or child <= 0:
+        if child is None:
+            continue
+        if child <= 0:
             return None
         ptrace.wait_status(child)          # its first stop: it has run nothing
         return child

@@ -10,7 +10,8 @@ from bisect import bisect_right
 from crfs import render, svg_layout
 from crfs.errors import FsError, Unsupported
 from crfs.formats.x86 import PAGE_SIZE
-from crfs.fs.nodes import Dir, File, LazyNames, RangeFile, StaticDir, Symlink, TextFile
+from crfs.fs.nodes import (File, NumberedDir, RangeFile, StaticDir, Symlink,
+                           TextFile)
 from crfs.model.core import CoreFile
 
 
@@ -225,65 +226,61 @@ class VmaDir(ModelDir):
         return self.mm.read(self.vma.start + offset, size)
 
 
-class PagesDir(Dir):
-    """pages/<vaddr>: every dumped page of an address space, 4096 bytes each."""
+class PagesDir(NumberedDir):
+    """pages/<vaddr>: every dumped page of an address space, 4096 bytes each, numbered in
+    address order (VMAs are ascending, and pages within each)."""
 
     def __init__(self, key, mm, mtime_ns):
         super().__init__(key, mtime_ns)
         self.mm = mm
-        # Pages are ascending within a VMA and VMAs are ascending: index i is found by
-        # bisecting the running totals.
+        # Page i is found by bisecting the running totals of the VMAs' pages; a name by
+        # bisecting the VMA starts.
         self._firsts = []
+        self._starts = [vma.start for vma in mm.vmas]
         total = 0
         for vma in mm.vmas:
             self._firsts.append(total)
             total += len(vma.pages)
         self._total = total
 
-    def _addr_at(self, index):
-        # The last VMA whose running total is <= index: empty VMAs share the total of the
-        # next one, so this is the VMA that holds page `index`.
-        v = bisect_right(self._firsts, index) - 1
-        return self.mm.vmas[v].pages.addr_at(index - self._firsts[v])
+    def count(self):
+        return self._total
 
-    def names(self):
-        return LazyNames(self._total, lambda i: f"{self._addr_at(i):08x}")
-
-    def child(self, name):
+    def number_of(self, name):
         try:
             addr = int(name, 16)
         except ValueError:
             return None
         if name != f"{addr:08x}":
             return None
-        offset = self.mm.page_offset(addr)
-        if offset is None or addr % PAGE_SIZE:
+        v = bisect_right(self._starts, addr) - 1
+        if v < 0 or addr not in self.mm.vmas[v]:
             return None
-        return self._page(name, offset)
+        index = self.mm.vmas[v].pages.index_of(addr)
+        return None if index is None else self._firsts[v] + index
 
-    def _page(self, name, offset):
+    def child_at(self, number):
+        # The last VMA whose running total is <= number: empty VMAs share the total of the
+        # next one, so this is the VMA that holds page `number`.
+        v = bisect_right(self._firsts, number) - 1
+        addr, offset = self.mm.vmas[v].pages.page_at(number - self._firsts[v])
         source = self.mm.source
-        return self.adopt(RangeFile(self.key + (name,), PAGE_SIZE,
+        return self.adopt(RangeFile(self.key + (f"{addr:08x}",), PAGE_SIZE,
                                     lambda off, size: source.pread(offset + off, size),
                                     self.mtime_ns))
 
-    def children_from(self, names, index):
-        """(name, node) of the pages from the index-th on, in listing order: walked along
-        the page runs (a listing of 256k pages costs no lookup per page). The pages never
-        change, so `names` is not needed."""
-        if index >= self._total:
+    def names_from(self, number):
+        """Walked along the page runs: a listing of 256k pages costs no bisection per page."""
+        if not 0 <= number < self._total:
             return
-        v = bisect_right(self._firsts, index) - 1
-        skip = index - self._firsts[v]
+        v = bisect_right(self._firsts, number) - 1
+        skip = number - self._firsts[v]
         for vma in self.mm.vmas[v:]:
-            for addr, count, offset, stride in vma.pages.runs():
-                if skip >= count:
-                    skip -= count
-                    continue
-                for i in range(skip, count):
-                    name = f"{addr + i * PAGE_SIZE:08x}"
-                    yield name, self._page(name, offset + i * stride)
-                skip = 0
+            for addr, count, _, _ in vma.pages.runs_from(skip):
+                for a in range(addr, addr + count * PAGE_SIZE, PAGE_SIZE):
+                    yield number, f"{a:08x}"
+                    number += 1
+            skip = 0
 
 
 class MemFile(File):

@@ -85,6 +85,43 @@ class StaticDir(Dir):
         return self._all().get(name)
 
 
+class NumberedDir(Dir):
+    """A directory of many alike children numbered 0..count-1 in listing order (pages/).
+
+    A child is made from its number whenever asked for and never kept, and all children
+    show the same attributes but their inode number: the fs layer numbers their inodes by
+    arithmetic (one block per directory) and lists them from one set of attributes, so a
+    listing of 256k children costs neither a node nor a table entry per child.
+    """
+
+    def count(self):
+        raise NotImplementedError
+
+    def number_of(self, name):
+        """The number of the child called `name`, or None."""
+        raise NotImplementedError
+
+    def child_at(self, number):
+        """The child numbered `number` (0 <= number < count())."""
+        raise NotImplementedError
+
+    def names_from(self, number):
+        """(number, name) of each child from the number-th on, in listing order."""
+        raise NotImplementedError
+
+    def names(self):
+        return LazyNames(self.count(), lambda i: next(iter(self.names_from(i)))[1])
+
+    def child(self, name):
+        number = self.number_of(name)
+        return None if number is None else self.child_at(number)
+
+    def children_from(self, names, index):
+        # The children never change, so the listing taken earlier is not needed.
+        for number, name in self.names_from(index):
+            yield name, self.child_at(number)
+
+
 class File(Node):
     """A file. The hooks below do nothing: only writable or guarded files need them."""
 

@@ -8,13 +8,14 @@ import errno
 import functools
 import logging
 import os
+from bisect import bisect_right
 
 import pyfuse3
 import trio
 
 from crfs.errors import CrfsError, FormatError, FsError
 from crfs.fs.access import R, W, X, Caller, User, denied
-from crfs.fs.nodes import Dir, Symlink
+from crfs.fs.nodes import Dir, NumberedDir, Symlink
 from crfs.fs.store import Unindexed
 
 log = logging.getLogger("crfs")
@@ -85,13 +86,22 @@ def _errno_of(exc):
 
 
 class Inodes:
-    """Inode numbers for node keys, with the kernel's lookup counts."""
+    """Inode numbers for node keys, with the kernel's lookup counts.
+
+    The children of a NumberedDir (pages/) get no entry each: the directory is given a
+    block of inode numbers, one per child (base + the child's number), the first time it
+    is listed or a child is looked up, and a child is made again from its number whenever
+    its inode is asked for. Their lookup counts need no keeping: the kernel forgets the
+    directory only after all of them, and the block goes with it."""
 
     def __init__(self, root):
         self.by_ino = {pyfuse3.ROOT_INODE: root}
         self.by_key = {root.key: pyfuse3.ROOT_INODE}
         self.lookups = {pyfuse3.ROOT_INODE: 1}
         self._next = pyfuse3.ROOT_INODE + 1
+        self._blocks = {}       # ino of a NumberedDir -> base of its children's block
+        self._bases = []        # the bases, ascending (allocated in order)
+        self._block_dirs = []   # the NumberedDir of each base
 
     def canonical(self, node):
         """(inode, node): the node already known under this key wins (it holds caches)."""
@@ -104,14 +114,28 @@ class Inodes:
             self.lookups[ino] = 0
         return ino, self.by_ino[ino]
 
+    def block(self, dir_ino, node):
+        """The base of the inode block of the children of NumberedDir `node` (`dir_ino`)."""
+        base = self._blocks.get(dir_ino)
+        if base is None:
+            base = self._blocks[dir_ino] = self._next
+            self._next += max(node.count(), 1)
+            self._bases.append(base)
+            self._block_dirs.append(node)
+        return base
+
     def remember(self, ino):
-        self.lookups[ino] += 1
+        if ino in self.lookups:
+            self.lookups[ino] += 1
 
     def node(self, ino):
-        try:
-            return self.by_ino[ino]
-        except KeyError:
-            raise FsError(errno=errno.ESTALE) from None
+        node = self.by_ino.get(ino)
+        if node is not None:
+            return node
+        b = bisect_right(self._bases, ino) - 1
+        if b >= 0 and ino - self._bases[b] < self._block_dirs[b].count():
+            return self._block_dirs[b].child_at(ino - self._bases[b])
+        raise FsError(errno=errno.ESTALE)
 
     def forget(self, ino, count):
         if ino == pyfuse3.ROOT_INODE or ino not in self.lookups:
@@ -121,6 +145,10 @@ class Inodes:
             node = self.by_ino.pop(ino)
             self.by_key.pop(node.key, None)
             del self.lookups[ino]
+            base = self._blocks.pop(ino, None)
+            if base is not None:
+                b = self._bases.index(base)
+                del self._bases[b], self._block_dirs[b]
 
 
 class Listing:
@@ -131,7 +159,8 @@ class Listing:
     in the store meanwhile. Later changes show when the listing starts again.
     """
 
-    def __init__(self, node):
+    def __init__(self, ino, node):
+        self.ino = ino
         self.node = node
         self.names = None
 
@@ -220,12 +249,21 @@ class Operations(pyfuse3.Operations):
             raise FsError(errno=errno.ENOTDIR)
         if ctx is not None:
             self._check(parent, ctx, X, "lookup")
+        if isinstance(parent, NumberedDir):
+            return self._lookup_numbered(parent_inode, parent, os.fsdecode(name))
         child = parent.child(os.fsdecode(name))
         if child is None:
             raise FsError(errno=errno.ENOENT)
         ino, _, attr = self._entry(child)
         self.inodes.remember(ino)
         return attr
+
+    def _lookup_numbered(self, parent_inode, parent, name):
+        number = parent.number_of(name)
+        if number is None:
+            raise FsError(errno=errno.ENOENT)
+        ino = self.inodes.block(parent_inode, parent) + number
+        return self._attrs(ino, parent.child_at(number))
 
     @_request
     def getattr(self, inode, ctx=None):
@@ -245,12 +283,14 @@ class Operations(pyfuse3.Operations):
             raise FsError(errno=errno.ENOTDIR)
         self._check(node, ctx, R, "opendir")
         fh = self._new_fh()
-        self.listings[fh] = Listing(node)
+        self.listings[fh] = Listing(inode, node)
         return fh
 
     @_request
     def readdir(self, fh, start_id, token):
         listing = self.listings[fh]
+        if isinstance(listing.node, NumberedDir):
+            return self._readdir_numbered(listing, start_id, token)
         if start_id == 0:
             listing.rewind()
         for offset, name, child in listing.entries_from(start_id):
@@ -260,6 +300,21 @@ class Operations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attr, offset):
                 break
             self.inodes.remember(ino)
+
+    def _readdir_numbered(self, listing, start_id, token):
+        """A NumberedDir's children, listed from one set of attributes (they differ only by
+        inode number); offsets are child numbers + 1, stable since the children never change."""
+        node = listing.node
+        base = self.inodes.block(listing.ino, node)
+        attr = None
+        reply = pyfuse3.readdir_reply
+        for number, name in node.names_from(start_id):
+            if attr is None:
+                attr = self._attrs(base + number, node.child_at(number))
+            attr.st_ino = base + number
+            # os.fsencode, without its per-call checks (256k names)
+            if not reply(token, name.encode("utf-8", "surrogateescape"), attr, number + 1):
+                break
 
     @_request
     def releasedir(self, fh):

@@ -124,6 +124,37 @@ class PageMap:
         r = bisect_right(self._firsts, index) - 1
         return self._starts[r] + (index - self._firsts[r]) * PAGE_SIZE
 
+    def index_of(self, addr):
+        """The index of the page at page-aligned `addr` (in the order added), or None if
+        it was not dumped."""
+        r = bisect_right(self._starts, addr) - 1
+        if r < 0:
+            return None
+        index, misalign = divmod(addr - self._starts[r], PAGE_SIZE)
+        if misalign or index >= self._run_length(r):
+            return None
+        return self._firsts[r] + index
+
+    def page_at(self, index):
+        """(address, file offset) of the index-th page (in the order added)."""
+        if not 0 <= index < self._count:
+            raise IndexError(f"page {index} of {self._count}")
+        r = bisect_right(self._firsts, index) - 1
+        i = index - self._firsts[r]
+        return self._starts[r] + i * PAGE_SIZE, self._offsets[r] + i * self._strides[r]
+
+    def runs_from(self, index):
+        """(first page address, page count, file offset, stride) of the runs cut to the
+        pages from the index-th on, in order."""
+        if not 0 <= index < self._count:
+            return
+        r = bisect_right(self._firsts, index) - 1
+        skip = index - self._firsts[r]
+        addr, count, offset, stride = self._run(r)
+        yield addr + skip * PAGE_SIZE, count - skip, offset + skip * stride, stride
+        for r in range(r + 1, len(self._starts)):
+            yield self._run(r)
+
     @property
     def first(self):
         """Address of the first page added, None if there is none."""

@@ -498,17 +498,17 @@ static struct file *open_generic(struct crfs_open *op, const struct crfs_fd *cfd
 /* ---------------------------------------------------------------- restore: shared */
 
 /*
- * An open file or pipe held by several processes of the image: the first process of the
- * restart to reach it opens it and leaves it here for the others (one struct file: one
- * offset, one pipe). A restart is the image (its inode) and the process group of the
- * callers (crfs-restart puts a tree in a group of its own); an entry not taken by all
- * within SHARED_TTL is dropped.
+ * An open file, pipe or shared anonymous segment held by several processes of the image:
+ * the first process of the restart to reach it opens (or makes) it and leaves it here for
+ * the others (one struct file: one offset, one pipe, one shmem inode). A restart is the
+ * image (its inode) and the process group of the callers (crfs-restart puts a tree in a
+ * group of its own); an entry not taken by all within SHARED_TTL is dropped.
  */
 struct crfs_shared {
 	struct list_head node;
 	const struct inode *image;	/* compared, never dereferenced */
 	pid_t session;
-	s32 key;			/* FILE objref or pipe_objref: one objref space */
+	u64 key;			/* objref (u32), CRFS_SHARED_SHM for a segment */
 	struct file *file;
 	u32 left;			/* processes still to take it */
 	unsigned long expires;
@@ -527,9 +527,8 @@ static void drop_shared(struct crfs_shared *s)
 }
 
 /* Under crfs_shared_lock: the entry of @key in this restart; expired ones go. */
-static struct crfs_shared *find_shared(struct crfs_open *op, s32 key)
+static struct crfs_shared *find_shared(const struct inode *image, u64 key)
 {
-	const struct inode *image = file_inode(op->img->file);
 	pid_t session = task_pgrp_nr(current);
 	struct crfs_shared *s, *tmp, *found = NULL;
 
@@ -543,27 +542,28 @@ static struct crfs_shared *find_shared(struct crfs_open *op, s32 key)
 	return found;
 }
 
-typedef struct file *(*crfs_opener)(struct crfs_open *op,
-				    const struct crfs_fd *cfd);
-
-/* @open(@cfd), or the file another process of the restart opened for @key. */
-static struct file *shared_open(struct crfs_open *op, s32 key, u32 users,
-				crfs_opener open, const struct crfs_fd *cfd)
+/*
+ * @make(@arg), or the file another of the @users processes of the restart of @img made
+ * for @key: the first maker leaves it for the others.
+ */
+struct file *crfs_shared_file(struct crfs_image *img, u64 key, u32 users,
+			      crfs_maker make, void *arg)
 {
+	const struct inode *image = file_inode(img->file);
 	struct crfs_shared *s;
 	struct file *file;
 
 	if (users < 2)
-		return open(op, cfd);
+		return make(arg);
 	mutex_lock(&crfs_shared_lock);
-	s = find_shared(op, key);
+	s = find_shared(image, key);
 	if (s) {
 		file = get_file(s->file);
 		if (--s->left == 0)
 			drop_shared(s);
 		goto out;
 	}
-	file = open(op, cfd);
+	file = make(arg);
 	if (IS_ERR(file))
 		goto out;
 	s = kzalloc(sizeof(*s), GFP_KERNEL);
@@ -572,7 +572,7 @@ static struct file *shared_open(struct crfs_open *op, s32 key, u32 users,
 		file = ERR_PTR(-ENOMEM);
 		goto out;
 	}
-	s->image = file_inode(op->img->file);
+	s->image = image;
 	s->session = task_pgrp_nr(current);
 	s->key = key;
 	s->file = get_file(file);
@@ -582,6 +582,31 @@ static struct file *shared_open(struct crfs_open *op, s32 key, u32 users,
 out:
 	mutex_unlock(&crfs_shared_lock);
 	return file;
+}
+
+typedef struct file *(*crfs_opener)(struct crfs_open *op,
+				    const struct crfs_fd *cfd);
+
+struct crfs_open_call {
+	struct crfs_open *op;
+	const struct crfs_fd *cfd;
+	crfs_opener open;
+};
+
+static struct file *call_opener(void *arg)
+{
+	struct crfs_open_call *call = arg;
+
+	return call->open(call->op, call->cfd);
+}
+
+/* @open(@cfd), or the file another process of the restart opened for @key. */
+static struct file *shared_open(struct crfs_open *op, s32 key, u32 users,
+				crfs_opener open, const struct crfs_fd *cfd)
+{
+	struct crfs_open_call call = { .op = op, .cfd = cfd, .open = open };
+
+	return crfs_shared_file(op->img, (u32)key, users, call_opener, &call);
 }
 
 /* ---------------------------------------------------------------- restore: pipes */

@@ -1,0 +1,77 @@
+"""Guest side of the shared anonymous memory test (tests/test_kmod_guest.py, step
+"shm_tree").
+
+shm_tree_target (tests/c/shm_tree_target.c): a parent and its forked child share 4 pages
+of MAP_SHARED|MAP_ANONYMOUS memory, each counting in it and printing what it sees of the
+other's counter. Checkpointed with `crfs checkpoint --tree --kill`, restarted by
+crfs-restart: what /proc/PID/maps says of the segment in both processes before and after,
+and the lines they print. Runs inside the guest; decides nothing.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from guest_files import children, end_of, outcome, restart, wait_lines
+
+WORK = "/tmp/crfs-shm"
+
+
+def shm_maps(pid):
+    """[(range, offset, inode, path)] of the shared (s) mappings of `pid`."""
+    out = []
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            for line in f:
+                fields = line.split(maxsplit=5)
+                if len(fields) >= 5 and fields[1][3] == "s":
+                    path = fields[5].strip() if len(fields) > 5 else ""
+                    out.append([fields[0], fields[2], fields[4], path])
+    except OSError as exc:
+        out.append(["error", repr(exc)])
+    return out
+
+
+def both_maps(parent):
+    kids = children(parent)
+    return {"parent": shm_maps(parent), "child": shm_maps(kids[0]) if kids else []}
+
+
+def shm_tree_step(manifest, via="ptrace"):
+    """The step: start the tree, checkpoint it (`via`), restart it, stop it."""
+    work = f"{WORK}-{via}"
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    exe = os.path.join(work, "shm_tree_target")
+    shutil.copy(manifest["shm_tree_target"], exe)
+    out_path = os.path.join(work, "tree.out")
+    image = os.path.join(work, "tree.img")
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(["setarch", "-R", exe, work], stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT)
+    wait_lines(out_path, 20)
+    result = {"before": both_maps(proc.pid)}
+    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "--tree",
+                         "-o", image, "--kill", "--via", via],
+                        capture_output=True, text=True, timeout=120)
+    result["checkpoint"] = {"rc": ck.returncode, "stderr": ck.stderr[-2000:]}
+    proc.wait(timeout=60)
+    with open(out_path) as f:
+        result["lines_before"] = f.read().splitlines()
+    if ck.returncode:
+        return result
+    # -R: the restored tree's stdout is restart.out (the module's image may not name
+    # tree.out as a file to reopen)
+    out2 = os.path.join(work, "restart.out")
+    child = restart(image, manifest["restarter"], out2, ("-R",))
+    result["restart"] = outcome(child)
+    if child.errno == 0:
+        wait_lines(out2, 40)
+        result["after"] = both_maps(child.pid)
+        with open(os.path.join(work, "stop"), "w"):
+            pass
+        result["exit"] = end_of(child)
+    with open(out2, errors="replace") as f:
+        result["lines_after"] = f.read().splitlines()
+    return result

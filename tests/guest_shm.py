@@ -10,12 +10,42 @@ and the lines they print. Runs inside the guest; decides nothing.
 
 import os
 import shutil
+import struct
 import subprocess
 import sys
 
-from guest_files import children, end_of, outcome, restart, wait_lines
+from guest_files import children, end_of, outcome, patch, restart, wait_lines
 
 WORK = "/tmp/crfs-shm"
+VMA, SHM_ANON, SHM_ANON_SKIP = 402, 4, 5
+INO_SIZE, VM_PGOFF = 24, 64          # offsets in struct ckpt_hdr_vma
+
+
+def shm_vma(vma_type, offset, value):
+    """A patch: the u64 at `offset` of the first VMA record of `vma_type` set to value."""
+    def fn(data, recs):
+        for pos, type_, _ in recs:
+            if type_ == VMA and struct.unpack_from("<I", data, pos + 8)[0] == vma_type:
+                struct.pack_into("<Q", data, pos + offset, value)
+                return
+        raise ValueError(f"no VMA of type {vma_type}")
+    return fn
+
+
+# name -> patch: images the copy-in must refuse (EINVAL), the restarter intact
+REFUSED = {
+    "skip_size_differs": shm_vma(SHM_ANON_SKIP, INO_SIZE, 8 * 4096),
+    "skip_pgoff_past": shm_vma(SHM_ANON_SKIP, VM_PGOFF, 4),
+    "dump_pgoff_past": shm_vma(SHM_ANON, VM_PGOFF, 1 << 20),
+}
+
+
+def refusals(image, work, restarter):
+    out = {}
+    for label, fn in REFUSED.items():
+        bad = patch(image, os.path.join(work, f"bad-{label}.img"), fn)
+        out[label] = outcome(restart(bad, restarter, f"{bad}.out", ("-R",)))
+    return out
 
 
 def shm_maps(pid):
@@ -61,6 +91,7 @@ def shm_tree_step(manifest, via="ptrace"):
         result["lines_before"] = f.read().splitlines()
     if ck.returncode:
         return result
+    result["refused"] = refusals(image, work, manifest["restarter"])
     # -R: the restored tree's stdout is restart.out (the module's image may not name
     # tree.out as a file to reopen)
     out2 = os.path.join(work, "restart.out")

@@ -1796,3 +1796,13 @@ def test_restart_shares_anonymous_memory_between_processes(guest, step):
     done = new[-1].split()
     assert done[:2] == ["parent", "done"] and done[3] == "status=5", new[-1]
     assert int(done[2][5:]) == child_new[-1][0]
+
+
+@pytest.mark.parametrize("name", ["skip_size_differs", "skip_pgoff_past", "dump_pgoff_past"])
+def test_restart_refuses_inconsistent_shared_segments(guest, name):
+    """The shm_tree image patched: a SHM_ANON_SKIP VMA whose ino_size differs from the
+    dumped segment's, a SKIP or SHM_ANON VMA whose vm_pgoff lies past the segment: EINVAL
+    at copy-in, the VMA named."""
+    got = _report(guest)["steps"]["shm_tree"]["refused"][name]
+    reason = "differs from shm" if name == "skip_size_differs" else "past shm"
+    assert got["errno"] == "EINVAL" and reason in got["msg"], got

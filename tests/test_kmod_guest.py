@@ -1774,7 +1774,8 @@ def test_restart_shares_anonymous_memory_between_processes(guest, step):
     """shm_tree_target (a parent and its child counting in MAP_SHARED|MAP_ANONYMOUS pages),
     `crfs checkpoint --tree --kill` (the Python writer or the module), crfs-restart: both
     map one "/dev/zero (deleted)" inode again at the same address, the pattern survives,
-    and each sees the other's counter move on after the restart."""
+    each sees the other's counter move on after the restart, and the pipe they share
+    works."""
     tree = _report(guest)["steps"][step]
     assert tree["checkpoint"]["rc"] == 0, tree["checkpoint"]["stderr"]
     assert tree["restart"]["errno"] == 0, tree["restart"]
@@ -1796,6 +1797,9 @@ def test_restart_shares_anonymous_memory_between_processes(guest, step):
     done = new[-1].split()
     assert done[:2] == ["parent", "done"] and done[3] == "status=5", new[-1]
     assert int(done[2][5:]) == child_new[-1][0]
+    # the pipe both processes kept (each end a FILE object of two processes, of one pipe
+    # of two: made by one process, taken by the other) carried the child's last count
+    assert done[4] == f"piped={child_new[-1][0]}", new[-1]
 
 
 @pytest.mark.parametrize("name", ["skip_size_differs", "skip_pgoff_past", "dump_pgoff_past"])

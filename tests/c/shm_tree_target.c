@@ -10,9 +10,11 @@
  * with T the parent's counter as the child reads it; the parent increments its own and
  * prints
  *   parent N pid=P seen=C pattern=ok
- * with C the child's counter. Once DIR/stop exists the parent sets the stop word, waits
- * for the child (status 5) and prints
- *   parent done seen=C status=S
+ * with C the child's counter. Both keep both ends of a pipe made before the fork (as
+ * zdtm's task_waiter does): one FILE object per end, shared, of one pipe, shared. Once
+ * DIR/stop exists the parent sets the stop word, the child writes its last N into the
+ * pipe and ends (status 5), and the parent prints
+ *   parent done seen=C status=S piped=N
  * then exits with status 3. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +46,7 @@ static void tick(void)
 	nanosleep(&step, NULL);
 }
 
-static int child_loop(unsigned char *mem)
+static int child_loop(unsigned char *mem, int wfd)
 {
 	struct shared *s = (struct shared *)mem;
 	unsigned long n = 0;
@@ -55,6 +57,8 @@ static int child_loop(unsigned char *mem)
 		       ok(mem));
 		tick();
 	}
+	if (write(wfd, &n, sizeof(n)) != sizeof(n))
+		return 6;
 	return 5;
 }
 
@@ -63,8 +67,8 @@ int main(int argc, char **argv)
 	char stop_path[4096];
 	unsigned char *mem;
 	struct shared *s;
-	unsigned long n = 0;
-	int status;
+	unsigned long n = 0, piped = 0;
+	int status, fds[2];
 	pid_t pid;
 
 	if (argc != 2) {
@@ -82,13 +86,17 @@ int main(int argc, char **argv)
 	for (unsigned long i = 0; i < (PAGES - 1) * PAGE; i++)
 		mem[PAGE + i] = byte_at(i, 7);
 	s = (struct shared *)mem;
+	if (pipe(fds)) {
+		perror("pipe");
+		return 2;
+	}
 	pid = fork();
 	if (pid < 0) {
 		perror("fork");
 		return 2;
 	}
 	if (pid == 0)
-		return child_loop(mem);
+		return child_loop(mem, fds[1]);
 	while (access(stop_path, F_OK)) {
 		s->parent = ++n;
 		printf("parent %lu pid=%d seen=%lu pattern=%s\n", n, (int)getpid(), s->child,
@@ -97,7 +105,9 @@ int main(int argc, char **argv)
 	}
 	s->stop = 1;
 	pid = waitpid(-1, &status, 0);
-	printf("parent done seen=%lu status=%d\n", s->child,
-	       pid > 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	if (read(fds[0], &piped, sizeof(piped)) != sizeof(piped))
+		piped = 0;
+	printf("parent done seen=%lu status=%d piped=%lu\n", s->child,
+	       pid > 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1, piped);
 	return 3;
 }

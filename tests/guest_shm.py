@@ -40,11 +40,30 @@ REFUSED = {
 }
 
 
+def renamed(old, new):
+    """A patch: every copy of the path `old` in the image renamed `new` (as long)."""
+    def fn(data, recs):
+        at = data.find(old)
+        if at < 0:
+            raise ValueError(f"no {old!r} in the image")
+        while at >= 0:
+            data[at:at + len(new)] = new
+            at = data.find(old, at + len(new))
+    return fn
+
+
 def refusals(image, work, restarter):
     out = {}
     for label, fn in REFUSED.items():
         bad = patch(image, os.path.join(work, f"bad-{label}.img"), fn)
         out[label] = outcome(restart(bad, restarter, f"{bad}.out", ("-R",)))
+    # stdout and stderr of both processes: one FILE object, made by the first of them to
+    # reach it; its file gone, that make fails, and the other one, waiting for it or
+    # coming later, fails alike (not -R: the image's stdout is reopened)
+    out_path = os.path.join(work, "tree.out").encode()
+    bad = patch(image, os.path.join(work, "bad-shared_file_gone.img"),
+                renamed(out_path, out_path[:-1] + b"X"))
+    out["shared_file_gone"] = outcome(restart(bad, restarter, f"{bad}.out"))
     return out
 
 

@@ -1802,6 +1802,17 @@ def test_restart_shares_anonymous_memory_between_processes(guest, step):
     assert done[4] == f"piped={child_new[-1][0]}", new[-1]
 
 
+@pytest.mark.parametrize("step", ["shm_tree", "shm_tree_kernel"])
+def test_restart_fails_cleanly_when_a_shared_file_cannot_be_made(guest, step):
+    """The shm_tree image with its stdout file (one FILE object of both processes) renamed
+    to a path that does not exist: the process that makes it fails, the other one (waiting
+    for it, or after it) fails alike; the restart reports ENOENT naming the path, nothing
+    hangs."""
+    got = _report(guest)["steps"][step]["refused"]["shared_file_gone"]
+    assert got["errno"] == "ENOENT", got
+    assert "tree.ouX" in got["msg"] and got["msg"].startswith("task "), got
+
+
 @pytest.mark.parametrize("name", ["skip_size_differs", "skip_pgoff_past", "dump_pgoff_past"])
 def test_restart_refuses_inconsistent_shared_segments(guest, name):
     """The shm_tree image patched: a SHM_ANON_SKIP VMA whose ino_size differs from the

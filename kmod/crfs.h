@@ -235,6 +235,11 @@ void crfs_files_install(struct crfs_files *files);
 void crfs_files_free(struct crfs_files *files);
 void crfs_files_exit(void);
 
+#define CRFS_SHARED_SHM	BIT_ULL(32)	/* key bit: a shared anonymous segment */
+typedef struct file *(*crfs_maker)(void *arg);
+struct file *crfs_shared_file(struct crfs_image *img, u64 key, u32 users,
+			      crfs_maker make, void *arg);
+
 /* ---------------------------------------------------------------- crfs_group.c */
 
 struct crfs_group;

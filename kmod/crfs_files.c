@@ -28,6 +28,7 @@
 #include <linux/slab.h>
 #include <linux/sort.h>
 #include <linux/string.h>
+#include <linux/wait.h>
 #include <linux/xarray.h>
 
 #include "crfs.h"
@@ -498,18 +499,25 @@ static struct file *open_generic(struct crfs_open *op, const struct crfs_fd *cfd
 /* ---------------------------------------------------------------- restore: shared */
 
 /*
- * An open file or pipe held by several processes of the image: the first process of the
- * restart to reach it opens it and leaves it here for the others (one struct file: one
- * offset, one pipe). A restart is the image (its inode) and the process group of the
- * callers (crfs-restart puts a tree in a group of its own); an entry not taken by all
- * within SHARED_TTL is dropped.
+ * An open file, pipe or shared anonymous segment held by several processes of the image:
+ * the first process of the restart to reach it opens (or makes) it and leaves it here for
+ * the others (one struct file: one offset, one pipe, one shmem inode). A restart is the
+ * image (its inode) and the process group of the callers (crfs-restart puts a tree in a
+ * group of its own); an entry not taken by all within SHARED_TTL is dropped.
+ *
+ * The maker works without crfs_shared_lock: making a file may need another shared one
+ * (a FILE object's pipe), and the others wait for the entry, not for the lock. Its entry
+ * has no file while it is made; the others wait (killable) until it is settled: with the
+ * file, or gone because the maker failed, when the next one tries for itself. A maker
+ * waits only for makes of another kind (a FILE object for its pipe, never the reverse):
+ * no cycle.
  */
 struct crfs_shared {
 	struct list_head node;
 	const struct inode *image;	/* compared, never dereferenced */
 	pid_t session;
-	s32 key;			/* FILE objref or pipe_objref: one objref space */
-	struct file *file;
+	u64 key;			/* objref (u32), CRFS_SHARED_SHM for a segment */
+	struct file *file;		/* NULL while its maker makes it */
 	u32 left;			/* processes still to take it */
 	unsigned long expires;
 };
@@ -518,23 +526,25 @@ struct crfs_shared {
 
 static LIST_HEAD(crfs_shared_list);
 static DEFINE_MUTEX(crfs_shared_lock);
+static DECLARE_WAIT_QUEUE_HEAD(crfs_shared_wq);
+static unsigned long crfs_shared_settled;	/* bumped under the lock, with a wake-up */
 
 static void drop_shared(struct crfs_shared *s)
 {
 	list_del(&s->node);
-	fput(s->file);
+	if (s->file)
+		fput(s->file);
 	kfree(s);
 }
 
 /* Under crfs_shared_lock: the entry of @key in this restart; expired ones go. */
-static struct crfs_shared *find_shared(struct crfs_open *op, s32 key)
+static struct crfs_shared *find_shared(const struct inode *image, u64 key)
 {
-	const struct inode *image = file_inode(op->img->file);
 	pid_t session = task_pgrp_nr(current);
 	struct crfs_shared *s, *tmp, *found = NULL;
 
 	list_for_each_entry_safe(s, tmp, &crfs_shared_list, node) {
-		if (time_after(jiffies, s->expires))
+		if (s->file && time_after(jiffies, s->expires))
 			drop_shared(s);
 		else if (s->image == image && s->session == session &&
 			 s->key == key)
@@ -543,45 +553,99 @@ static struct crfs_shared *find_shared(struct crfs_open *op, s32 key)
 	return found;
 }
 
+/*
+ * Under crfs_shared_lock, released: the entry being made by another process is settled
+ * (0, the lock taken again) or this one was killed (-EINTR, without the lock).
+ */
+static int wait_shared(void)
+{
+	unsigned long seen = crfs_shared_settled;
+
+	mutex_unlock(&crfs_shared_lock);
+	if (wait_event_killable(crfs_shared_wq,
+				READ_ONCE(crfs_shared_settled) != seen))
+		return -EINTR;
+	mutex_lock(&crfs_shared_lock);
+	return 0;
+}
+
+/* @s made: its @file for the other @users - 1 (or it goes, on an error); waiters woken. */
+static struct file *settle_shared(struct crfs_shared *s, struct file *file, u32 users)
+{
+	mutex_lock(&crfs_shared_lock);
+	if (IS_ERR(file)) {
+		drop_shared(s);
+	} else {
+		s->file = get_file(file);
+		s->left = users - 1;
+		s->expires = jiffies + SHARED_TTL;
+	}
+	WRITE_ONCE(crfs_shared_settled, crfs_shared_settled + 1);
+	mutex_unlock(&crfs_shared_lock);
+	wake_up_all(&crfs_shared_wq);
+	return file;
+}
+
+/*
+ * @make(@arg), or the file another of the @users processes of the restart of @img made
+ * for @key: the first maker leaves it for the others.
+ */
+struct file *crfs_shared_file(struct crfs_image *img, u64 key, u32 users,
+			      crfs_maker make, void *arg)
+{
+	const struct inode *image = file_inode(img->file);
+	struct crfs_shared *s;
+	struct file *file;
+
+	if (users < 2)
+		return make(arg);
+	mutex_lock(&crfs_shared_lock);
+	while ((s = find_shared(image, key)) && !s->file)
+		if (wait_shared())
+			return ERR_PTR(-EINTR);
+	if (s) {
+		file = get_file(s->file);
+		if (--s->left == 0)
+			drop_shared(s);
+		mutex_unlock(&crfs_shared_lock);
+		return file;
+	}
+	s = kzalloc(sizeof(*s), GFP_KERNEL);
+	if (!s) {
+		mutex_unlock(&crfs_shared_lock);
+		return ERR_PTR(-ENOMEM);
+	}
+	s->image = image;
+	s->session = task_pgrp_nr(current);
+	s->key = key;
+	list_add(&s->node, &crfs_shared_list);
+	mutex_unlock(&crfs_shared_lock);
+	return settle_shared(s, make(arg), users);
+}
+
 typedef struct file *(*crfs_opener)(struct crfs_open *op,
 				    const struct crfs_fd *cfd);
+
+struct crfs_open_call {
+	struct crfs_open *op;
+	const struct crfs_fd *cfd;
+	crfs_opener open;
+};
+
+static struct file *call_opener(void *arg)
+{
+	struct crfs_open_call *call = arg;
+
+	return call->open(call->op, call->cfd);
+}
 
 /* @open(@cfd), or the file another process of the restart opened for @key. */
 static struct file *shared_open(struct crfs_open *op, s32 key, u32 users,
 				crfs_opener open, const struct crfs_fd *cfd)
 {
-	struct crfs_shared *s;
-	struct file *file;
+	struct crfs_open_call call = { .op = op, .cfd = cfd, .open = open };
 
-	if (users < 2)
-		return open(op, cfd);
-	mutex_lock(&crfs_shared_lock);
-	s = find_shared(op, key);
-	if (s) {
-		file = get_file(s->file);
-		if (--s->left == 0)
-			drop_shared(s);
-		goto out;
-	}
-	file = open(op, cfd);
-	if (IS_ERR(file))
-		goto out;
-	s = kzalloc(sizeof(*s), GFP_KERNEL);
-	if (!s) {
-		fput(file);
-		file = ERR_PTR(-ENOMEM);
-		goto out;
-	}
-	s->image = file_inode(op->img->file);
-	s->session = task_pgrp_nr(current);
-	s->key = key;
-	s->file = get_file(file);
-	s->left = users - 1;
-	s->expires = jiffies + SHARED_TTL;
-	list_add(&s->node, &crfs_shared_list);
-out:
-	mutex_unlock(&crfs_shared_lock);
-	return file;
+	return crfs_shared_file(op->img, (u32)key, users, call_opener, &call);
 }
 
 /* ---------------------------------------------------------------- restore: pipes */

@@ -461,6 +461,17 @@ static int vma_file(struct crfs_ctx *ctx, struct crfs_vma *vma,
 	return 0;
 }
 
+/* A segment's VMA starts inside the segment (of @npages pages). */
+static int check_shm_pgoff(struct crfs_ctx *ctx, const struct ckpt_hdr_vma *h,
+			   const struct crfs_rec *rec, u64 npages)
+{
+	if (h->vm_pgoff >= npages)
+		return crfs_image_fail(ctx->img, rec,
+				       "vm_pgoff %#llx past shm %d of %llu pages",
+				       h->vm_pgoff, h->ino_objref, npages);
+	return 0;
+}
+
 /* A SHM_ANON VMA: a new shmem inode, then its pages by index. */
 static int load_shm_anon(struct crfs_ctx *ctx, struct crfs_vma *vma,
 			 const struct crfs_rec *rec)
@@ -468,6 +479,7 @@ static int load_shm_anon(struct crfs_ctx *ctx, struct crfs_vma *vma,
 	const struct ckpt_hdr_vma *h = &vma->h;
 	u64 npages;
 	void *old;
+	int ret;
 
 	if (h->ino_objref <= 0 || h->ino_size > TASK_SIZE_MAX)
 		return crfs_image_fail(ctx->img, rec,
@@ -482,7 +494,30 @@ static int load_shm_anon(struct crfs_ctx *ctx, struct crfs_vma *vma,
 		return crfs_image_fail(ctx->img, rec,
 				       "ino_objref %d is not new",
 				       h->ino_objref);
+	ret = check_shm_pgoff(ctx, h, rec, npages);
+	if (ret)
+		return ret;
 	return load_contents(ctx, vma, 0, npages, true);
+}
+
+/* A SHM_ANON_SKIP VMA: a segment dumped before, of the same size. */
+static int check_shm_skip(struct crfs_ctx *ctx, const struct ckpt_hdr_vma *h,
+			  const struct crfs_rec *rec)
+{
+	void *entry = NULL;
+
+	if (h->ino_objref > 0)
+		entry = xa_load(&ctx->plan->shm, h->ino_objref);
+	if (!entry)
+		return crfs_image_fail(ctx->img, rec,
+				       "ino_objref %d was not dumped before",
+				       h->ino_objref);
+	if (h->ino_size > TASK_SIZE_MAX ||
+	    DIV_ROUND_UP(h->ino_size, PAGE_SIZE) != xa_to_value(entry))
+		return crfs_image_fail(ctx->img, rec,
+				       "ino_size %#llx differs from shm %d's dump",
+				       h->ino_size, h->ino_objref);
+	return check_shm_pgoff(ctx, h, rec, xa_to_value(entry));
 }
 
 static int load_vma(struct crfs_ctx *ctx, struct crfs_vma *vma,
@@ -505,11 +540,7 @@ static int load_vma(struct crfs_ctx *ctx, struct crfs_vma *vma,
 	case CKPT_VMA_SHM_ANON:
 		return load_shm_anon(ctx, vma, rec);
 	case CKPT_VMA_SHM_ANON_SKIP:
-		if (h->ino_objref <= 0 || !xa_load(&ctx->plan->shm, h->ino_objref))
-			return crfs_image_fail(ctx->img, rec,
-					       "ino_objref %d was not dumped before",
-					       h->ino_objref);
-		return 0;
+		return check_shm_skip(ctx, h, rec);
 	default:
 		return 0;	/* no contents */
 	}

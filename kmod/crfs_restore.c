@@ -73,11 +73,17 @@
 				 issecure_mask(SECURE_NO_CAP_AMBIENT_RAISE_LOCKED))
 #define NR_IDS		4		/* real, effective, saved, fs */
 
-/* Shared anonymous memory of the image: one shmem file per ino_objref. */
+/*
+ * Shared anonymous memory of the image: one shmem file per ino_objref, made by the first
+ * process of the restart that maps it and taken by the others (crfs_shared_file()).
+ */
 struct crfs_shm {
 	struct file *file;
-	u64 size;		/* bytes: the largest extent any VMA maps */
+	u64 size;		/* bytes: the largest extent any VMA of any process maps */
 	struct crfs_vma *dump;	/* the SHM_ANON VMA that holds the pages */
+	const struct crfs_mm *last;	/* the last process counted in users */
+	u32 users;		/* processes that map it */
+	bool mapped;		/* by the process restored */
 };
 
 /* The general registers, fs/gs base: set by a task_work on the way to user space. */
@@ -208,48 +214,63 @@ static int check_threads(struct crfs_restore *rs)
 	return 0;
 }
 
+/* A VMA of segment @h->ino_objref in process @mm: its extent and its users. */
+static int count_shm(struct crfs_restore *rs, const struct crfs_mm *mm,
+		     struct crfs_vma *vma)
+{
+	struct ckpt_hdr_vma *h = &vma->h;
+	u64 end = ((h->vm_pgoff << PAGE_SHIFT) + h->vm_end - h->vm_start);
+	struct crfs_shm *shm;
+	int ret;
+
+	shm = xa_load(&rs->shm, h->ino_objref);
+	if (!shm) {
+		shm = kzalloc(sizeof(*shm), GFP_KERNEL_ACCOUNT);
+		if (!shm)
+			return -ENOMEM;
+		ret = xa_insert(&rs->shm, h->ino_objref, shm, GFP_KERNEL_ACCOUNT);
+		if (ret) {
+			kfree(shm);
+			return ret;
+		}
+	}
+	if (h->vma_type == CKPT_VMA_SHM_ANON) {
+		shm->dump = vma;
+		shm->size = max_t(u64, shm->size, PAGE_ALIGN(h->ino_size));
+	}
+	shm->size = max(shm->size, end);
+	if (shm->last != mm) {
+		shm->last = mm;
+		shm->users++;
+	}
+	return 0;
+}
+
 /*
- * Every process of a tree is restored by itself: anonymous memory shared between
- * processes is refused.
+ * The threads of the task's process; the shared anonymous segments of the image, the
+ * same for every process of the restart: their sizes and how many processes map each.
  */
 static int check_processes(struct crfs_restore *rs)
 {
 	struct crfs_plan *plan = rs->plan;
-	struct ckpt_hdr_vma *h;
-	struct crfs_mm *mm;
-	struct xarray owner;
-	void *old;
+	struct crfs_task *task;
+	struct crfs_vma *vma;
 	u32 i, j;
 	int ret;
 
 	ret = check_threads(rs);
-	if (ret || plan->nr_tasks == rs->nr_threads)
-		return ret;
-	xa_init(&owner);	/* ino_objref -> the mm that dumped its pages */
 	for (i = 0; !ret && i < plan->nr_tasks; i++) {
-		mm = plan->tasks[i].mm;
-		for (j = 0; mm && !ret && j < mm->h.map_count; j++) {
-			h = &mm->vmas[j].h;
-			if (h->vma_type != CKPT_VMA_SHM_ANON)
-				continue;
-			old = xa_store(&owner, h->ino_objref, mm, GFP_KERNEL_ACCOUNT);
-			if (xa_is_err(old))
-				ret = xa_err(old);
-		}
-	}
-	for (i = 0; !ret && i < plan->nr_tasks; i++) {
-		mm = plan->tasks[i].mm;
-		for (j = 0; mm && !ret && j < mm->h.map_count; j++) {
-			h = &mm->vmas[j].h;
-			if (h->vma_type == CKPT_VMA_SHM_ANON_SKIP &&
-			    xa_load(&owner, h->ino_objref) != mm)
-				ret = refuse(rs, -EOPNOTSUPP,
-					     "task %u: memory shared with another process is not restored",
-					     i);
+		task = &plan->tasks[i];
+		if (!task->mm || task->pids.vpid != task->pids.vtgid)
+			continue;
+		for (j = 0; !ret && j < task->mm->h.map_count; j++) {
+			vma = &task->mm->vmas[j];
+			if (vma->h.vma_type == CKPT_VMA_SHM_ANON ||
+			    vma->h.vma_type == CKPT_VMA_SHM_ANON_SKIP)
+				ret = count_shm(rs, task->mm, vma);
 		}
 		cond_resched();
 	}
-	xa_destroy(&owner);
 	return ret;
 }
 
@@ -431,35 +452,8 @@ static int open_file(struct crfs_restore *rs, u32 i)
 	return 0;
 }
 
-/* Pass 1: the extent of every shared anonymous segment. */
-static int size_shm(struct crfs_restore *rs, struct crfs_vma *vma)
-{
-	struct ckpt_hdr_vma *h = &vma->h;
-	u64 end = ((h->vm_pgoff << PAGE_SHIFT) + h->vm_end - h->vm_start);
-	struct crfs_shm *shm;
-	int ret;
-
-	shm = xa_load(&rs->shm, h->ino_objref);
-	if (!shm) {
-		shm = kzalloc(sizeof(*shm), GFP_KERNEL_ACCOUNT);
-		if (!shm)
-			return -ENOMEM;
-		ret = xa_insert(&rs->shm, h->ino_objref, shm, GFP_KERNEL_ACCOUNT);
-		if (ret) {
-			kfree(shm);
-			return ret;
-		}
-	}
-	if (h->vma_type == CKPT_VMA_SHM_ANON) {
-		shm->dump = vma;
-		shm->size = max_t(u64, shm->size, PAGE_ALIGN(h->ino_size));
-	}
-	shm->size = max(shm->size, end);
-	return 0;
-}
-
-/* Pass 2: a shmem file per segment, holding the dumped pages. */
-static int build_shm(struct crfs_restore *rs, struct crfs_shm *shm)
+/* The dumped pages of @shm, written into @file at their indices. */
+static int fill_shm(struct crfs_restore *rs, struct crfs_shm *shm, struct file *file)
 {
 	struct crfs_run *run;
 	loff_t pos;
@@ -467,13 +461,6 @@ static int build_shm(struct crfs_restore *rs, struct crfs_shm *shm)
 	ssize_t written;
 	int ret;
 
-	shm->file = shmem_file_setup("dev/zero", shm->size, VM_NORESERVE);
-	if (IS_ERR(shm->file)) {
-		ret = PTR_ERR(shm->file);
-		shm->file = NULL;
-		return refuse(rs, ret, "cannot create shared memory of %llu bytes",
-			      shm->size);
-	}
 	for (i = 0; shm->dump && i < shm->dump->nr_runs; i++) {
 		run = &shm->dump->runs[i];
 		for (done = 0; done < run->nr_pages; done += n) {
@@ -486,12 +473,59 @@ static int build_shm(struct crfs_restore *rs, struct crfs_shm *shm)
 			if (pos + n * PAGE_SIZE > shm->size)
 				return refuse(rs, -EINVAL, "shm page %#llx past the segment",
 					      run->addr + done);
-			written = kernel_write(shm->file, rs->buf, n * PAGE_SIZE, &pos);
+			written = kernel_write(file, rs->buf, n * PAGE_SIZE, &pos);
 			if (written != n * PAGE_SIZE)
 				return written < 0 ? written : -EIO;
 			cond_resched();
 		}
 	}
+	return 0;
+}
+
+/* A new shmem file of @shm->size bytes holding the dumped pages. */
+static struct file *build_shm(struct crfs_restore *rs, struct crfs_shm *shm)
+{
+	struct file *file;
+	int ret;
+
+	file = shmem_file_setup("dev/zero", shm->size, VM_NORESERVE);
+	if (IS_ERR(file)) {
+		refuse(rs, PTR_ERR(file), "cannot create shared memory of %llu bytes",
+		       shm->size);
+		return file;
+	}
+	ret = fill_shm(rs, shm, file);
+	if (ret) {
+		fput(file);
+		return ERR_PTR(ret);
+	}
+	return file;
+}
+
+struct crfs_shm_call {
+	struct crfs_restore *rs;
+	struct crfs_shm *shm;
+};
+
+static struct file *make_shm(void *arg)
+{
+	struct crfs_shm_call *call = arg;
+
+	return build_shm(call->rs, call->shm);
+}
+
+/* The segment's file: made here, or by another process of the restart that maps it. */
+static int get_shm(struct crfs_restore *rs, unsigned long objref,
+		   struct crfs_shm *shm)
+{
+	struct crfs_shm_call call = { .rs = rs, .shm = shm };
+	struct file *file;
+
+	file = crfs_shared_file(rs->img, CRFS_SHARED_SHM | (u32)objref,
+				shm->users, make_shm, &call);
+	if (IS_ERR(file))
+		return PTR_ERR(file);
+	shm->file = file;
 	return 0;
 }
 
@@ -514,15 +548,19 @@ static int prepare_vmas(struct crfs_restore *rs)
 			     vma->h.vma_type == CKPT_VMA_SHM_FILE))
 			ret = open_file(rs, i);
 		if (!ret && (vma->h.vma_type == CKPT_VMA_SHM_ANON ||
-			     vma->h.vma_type == CKPT_VMA_SHM_ANON_SKIP))
-			ret = size_shm(rs, vma);
+			     vma->h.vma_type == CKPT_VMA_SHM_ANON_SKIP)) {
+			shm = xa_load(&rs->shm, vma->h.ino_objref);
+			if (!shm)
+				return -EINVAL;
+			shm->mapped = true;
+		}
 		if (ret)
 			return ret;
 		if (fatal_signal_pending(current))
 			return -EINTR;
 	}
 	xa_for_each(&rs->shm, index, shm) {
-		ret = build_shm(rs, shm);
+		ret = shm->mapped ? get_shm(rs, index, shm) : 0;
 		if (ret)
 			return ret;
 	}

@@ -1468,6 +1468,11 @@ STEPS = (
         m, same_as_python), lambda m, s: (m["restore"],), "t_kernel_files"),
     ("fuzz", lambda m, s: __import__("guest_fuzz").fuzz_step(m, s), lambda m, s: (m, s),
      "t_fuzz"),
+    # anonymous shared memory between a tree's processes (tests/guest_shm.py)
+    ("shm_tree", lambda m: __import__("guest_shm").shm_tree_step(m),
+     lambda m, s: (m["restore"],), "t_shm_tree"),
+    ("shm_tree_kernel", lambda m: __import__("guest_shm").shm_tree_step(m, "kernel"),
+     lambda m, s: (m["restore"],), "t_shm_tree_kernel"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
     ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
 )

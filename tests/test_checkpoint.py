@@ -219,6 +219,7 @@ def test_signals_limits_creds_umask_and_cwd(build_c, mount, tmp_path):
             itimers = signals.group.itimers
             assert itimers.real_incr == 7_000_000_000
             assert 3500 * 10**9 < itimers.real_value <= 3600 * 10**9
+            assert image.tasks[0].exit.pdeath_signal == signal.SIGUSR1   # an injected prctl
         finally:
             image.close()
         assert_continues(program)

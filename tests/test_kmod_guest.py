@@ -383,6 +383,7 @@ def prepare_guest(work, build_c, tmp_path_factory):
         "threads_target": str(build_c("threads_target", 64, "-pthread")),
         "files_target": str(build_c("files_target", 64)),
         "files_tree_target": str(build_c("files_tree_target", 64)),
+        "shm_tree_target": str(build_c("shm_tree_target", 64)),
         "ckpt_threads": str(build_c("ckpt_threads", 64, "-pthread")),
         "sig_target": str(build_c("sig_target", 64))}
     manifest["zdtm"], zdtm_error = _build_zdtm(work) if _step_selected("zdtm") else (None, None)
@@ -1753,3 +1754,70 @@ def test_module_checkpoint_refuses_a_pipe_too_full_to_restart(guest):
     big = _report(guest)["steps"]["kernel_files"]["big_pipe"]
     assert big["rc"] != 0, big
     assert "fd 5: a pipe holding more than 65536 bytes" in big["stderr"], big
+
+
+# --------------------------------------------------------------------------- shared anon memory
+
+def _shm_counts(lines, who):
+    """[(n, seen)] of shm_tree_target's `who` lines; every pattern check must be ok."""
+    out = []
+    for line in lines:
+        if line.startswith(who + " ") and "seen=" in line and " done " not in line:
+            fields = dict(f.split("=", 1) for f in line.split()[2:])
+            assert fields["pattern"] == "ok", line
+            out.append((int(line.split()[1]), int(fields["seen"])))
+    return out
+
+
+@pytest.mark.parametrize("step", ["shm_tree", "shm_tree_kernel"])
+def test_restart_shares_anonymous_memory_between_processes(guest, step):
+    """shm_tree_target (a parent and its child counting in MAP_SHARED|MAP_ANONYMOUS pages),
+    `crfs checkpoint --tree --kill` (the Python writer or the module), crfs-restart: both
+    map one "/dev/zero (deleted)" inode again at the same address, the pattern survives,
+    each sees the other's counter move on after the restart, and the pipe they share
+    works."""
+    tree = _report(guest)["steps"][step]
+    assert tree["checkpoint"]["rc"] == 0, tree["checkpoint"]["stderr"]
+    assert tree["restart"]["errno"] == 0, tree["restart"]
+    before, after = tree["before"], tree["after"]
+    assert len(before["parent"]) == 1 and before["parent"] == before["child"], before
+    assert len(after["parent"]) == 1 and after["parent"] == after["child"], after
+    assert after["parent"][0][3] == "/dev/zero (deleted)", after
+    assert after["parent"][0][:2] == before["parent"][0][:2], (before, after)
+    assert tree["exit"] == "exited 3", tree["exit"]
+    old, new = tree["lines_before"], tree["lines_after"]
+    child_old, parent_old = _shm_counts(old, "child"), _shm_counts(old, "parent")
+    child_new, parent_new = _shm_counts(new, "child"), _shm_counts(new, "parent")
+    assert child_new and parent_new, new[:5]
+    # the counters go on from where they were (private memory) ...
+    assert child_new[0][0] == child_old[-1][0] + 1 and parent_new[0][0] == parent_old[-1][0] + 1
+    # ... and each process sees the other's writes made after the restart
+    assert max(seen for _, seen in parent_new) > child_old[-1][0] + 1
+    assert max(seen for _, seen in child_new) > parent_old[-1][0] + 1
+    done = new[-1].split()
+    assert done[:2] == ["parent", "done"] and done[3] == "status=5", new[-1]
+    assert int(done[2][5:]) == child_new[-1][0]
+    # the pipe both processes kept (each end a FILE object of two processes, of one pipe
+    # of two: made by one process, taken by the other) carried the child's last count
+    assert done[4] == f"piped={child_new[-1][0]}", new[-1]
+
+
+@pytest.mark.parametrize("step", ["shm_tree", "shm_tree_kernel"])
+def test_restart_fails_cleanly_when_a_shared_file_cannot_be_made(guest, step):
+    """The shm_tree image with its stdout file (one FILE object of both processes) renamed
+    to a path that does not exist: the process that makes it fails, the other one (waiting
+    for it, or after it) fails alike; the restart reports ENOENT naming the path, nothing
+    hangs."""
+    got = _report(guest)["steps"][step]["refused"]["shared_file_gone"]
+    assert got["errno"] == "ENOENT", got
+    assert "tree.ouX" in got["msg"] and got["msg"].startswith("task "), got
+
+
+@pytest.mark.parametrize("name", ["skip_size_differs", "skip_pgoff_past", "dump_pgoff_past"])
+def test_restart_refuses_inconsistent_shared_segments(guest, name):
+    """The shm_tree image patched: a SHM_ANON_SKIP VMA whose ino_size differs from the
+    dumped segment's, a SKIP or SHM_ANON VMA whose vm_pgoff lies past the segment: EINVAL
+    at copy-in, the VMA named."""
+    got = _report(guest)["steps"]["shm_tree"]["refused"][name]
+    reason = "differs from shm" if name == "skip_size_differs" else "past shm"
+    assert got["errno"] == "EINVAL" and reason in got["msg"], got

@@ -3,8 +3,8 @@
 Pages are chosen as the kernel checkpoint writers chose them: anonymous pages that exist
 (present or swapped out), and the pages of private file mappings that were written (no
 longer the file's own page). Clean file pages and never-touched pages are not saved.
-Each thread's robust futex list comes from get_robust_list(2), its clear_child_tid from a
-prctl the thread is made to run (crfs.checkpoint.inject), after its registers were read.
+Each thread's robust futex list comes from get_robust_list(2), its clear_child_tid and
+parent-death signal from prctls the thread is made to run (crfs.checkpoint.inject), after its registers were read.
 """
 
 import errno
@@ -91,6 +91,7 @@ def capture_thread(pid, tid, state, mm, session, injector):
                 regs=Registers(ARCH, regs), fpu=ptrace.get_xstate(tid), tls=_tls(tid),
                 mm=mm, **session)
     task.futex = _futex(tid, regs, injector)   # after regs and FPU are read
+    task.exit.pdeath_signal = injector.pdeath_signal(tid, regs)
     return task
 
 

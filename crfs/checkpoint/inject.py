@@ -1,5 +1,6 @@
 """What only a stopped thread can tell, asked of it with one injected syscall at a time:
-its clear_child_tid (below), and for crfs.checkpoint.signals its signal handlers
+its clear_child_tid (below) and parent-death signal (prctl(PR_GET_PDEATHSIG): no /proc file
+shows it either), and for crfs.checkpoint.signals its signal handlers
 (rt_sigaction), alternate signal stack (sigaltstack) and interval timers (getitimer) —
 Injector.call() runs any syscall that writes its answer into a scratch area.
 
@@ -56,6 +57,7 @@ from crfs.checkpoint import ptrace
 from crfs.formats.x86 import USER_CS, VmFlags
 
 SYS_PRCTL = 157
+PR_GET_PDEATHSIG = 2
 PR_GET_TID_ADDRESS = 40
 SYSCALL_INSN = b"\x0f\x05"
 SYSCALL_INSN_SIZE = 2
@@ -82,6 +84,12 @@ class Injector:
         OSError(ESRCH) if the thread exits meanwhile."""
         out = self.call(tid, regs, SYS_PRCTL, lambda scratch: (PR_GET_TID_ADDRESS, scratch))
         return int.from_bytes(out, "little") if out else 0
+
+    def pdeath_signal(self, tid, regs):
+        """The thread's parent-death signal, prctl(PR_GET_PDEATHSIG) (0 when none or when
+        it cannot be asked safely, as clear_child_tid)."""
+        out = self.call(tid, regs, SYS_PRCTL, lambda scratch: (PR_GET_PDEATHSIG, scratch))
+        return int.from_bytes(out[:4], "little") if out else 0
 
     def call(self, tid, regs, number, arguments, size=WORD):
         """The `size` bytes (a multiple of 8) the thread's syscall `number` wrote into a

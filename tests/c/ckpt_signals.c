@@ -3,10 +3,11 @@
  * SIGUSR1 has a handler (SA_RESTART, SIGTERM blocked while it runs), SIGPIPE is ignored,
  * SIGUSR2 is blocked and pending (queued with sigqueue, value 4242), an alternate signal
  * stack is set, RLIMIT_NOFILE is lowered, the umask is 027, ITIMER_REAL is armed far ahead,
- * and the working directory is argv[1]. */
+ * the parent-death signal is SIGUSR1 and the working directory is argv[1]. */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -39,6 +40,7 @@ int main(int argc, char **argv)
 	umask(027);
 	struct itimerval timer = { { 7, 0 }, { 3600, 0 } };
 	setitimer(ITIMER_REAL, &timer, NULL);
+	prctl(PR_SET_PDEATHSIG, SIGUSR1);
 	ready("handler=%lx stack=%lx", (unsigned long)on_usr1, (unsigned long)stack);
 	count_forever();
 }

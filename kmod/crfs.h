@@ -252,6 +252,8 @@ int crfs_group_gather(struct crfs_group *g);
 void crfs_group_restored(struct crfs_group *g, bool ok);
 int crfs_group_arrive(struct crfs_group *g, bool *committed);
 bool crfs_group_masked(struct crfs_group *g);
+void crfs_group_settle(struct crfs_group *g);
+void crfs_group_wait_settled(struct crfs_group *g);
 
 /* ---------------------------------------------------------------- crfs_checkpoint.c */
 

@@ -59,6 +59,7 @@ struct crfs_group {
 	enum crfs_group_state state;
 	bool committed;				/* the point of no return was passed */
 	u32 masked;				/* threads whose signal mask is restored */
+	bool settled;				/* the leader installed the fd table */
 	unsigned long *claimed;			/* image task indices taken */
 	wait_queue_head_t wq;
 };
@@ -244,4 +245,26 @@ int crfs_group_arrive(struct crfs_group *g, bool *committed)
 	    wait_event_killable(g->wq, READ_ONCE(g->state) != CRFS_GROUP_COMMITTED))
 		return -EINTR;
 	return READ_ONCE(g->state) == CRFS_GROUP_RESTORED ? 0 : -ECANCELED;
+}
+
+/*
+ * The leader, on its way back to user space: the process's fd table is the image's (or
+ * the leader is dying). The other threads wait for this before they run again: they
+ * share the table, and a thread must not find its fds missing.
+ */
+void crfs_group_settle(struct crfs_group *g)
+{
+	mutex_lock(&crfs_groups_lock);
+	g->settled = true;
+	wake_up_all(&g->wq);
+	mutex_unlock(&crfs_groups_lock);
+}
+
+/*
+ * A non-leader thread, on its way back to user space: until the leader settled, or a
+ * fatal signal (then the thread runs no user code again).
+ */
+void crfs_group_wait_settled(struct crfs_group *g)
+{
+	wait_event_killable(g->wq, READ_ONCE(g->settled));
 }

@@ -92,6 +92,8 @@ struct crfs_regs_work {
 	struct ckpt_hdr_cpu cpu;
 	bool close_fds;		/* the process's leader: close the restarter's fds */
 	struct crfs_files *files;	/* the leader's: the image's fd table, opened */
+	struct crfs_group *group;	/* of a threaded process: its call's membership */
+	bool leader;
 };
 
 struct crfs_restore {
@@ -1236,6 +1238,14 @@ static void regs_work_fn(struct callback_head *cb)
 		work->files = NULL;
 	}
 	crfs_files_free(work->files);
+	if (work->group) {
+		/* the threads share the fd table: none runs before it is the image's */
+		if (work->leader)
+			crfs_group_settle(work->group);
+		else
+			crfs_group_wait_settled(work->group);
+		crfs_group_leave(work->group);
+	}
 	kfree(work);
 }
 
@@ -1266,10 +1276,16 @@ static int act(struct crfs_restore *rs)
 	if (!rs->group || crfs_group_masked(rs->group))
 		crfs_sig_act_shared(&rs->sig);
 	init_task_work(&rs->work->cb, regs_work_fn);
+	rs->work->group = rs->group;
+	rs->work->leader = is_leader(rs);
 	ret = task_work_add(current, &rs->work->cb, TWA_RESUME);
-	if (!ret)
-		rs->work = NULL;	/* the callback frees it */
-	return ret;
+	if (ret) {
+		rs->work->group = NULL;
+		return ret;
+	}
+	rs->work = NULL;	/* the callback frees it */
+	rs->group = NULL;	/* and leaves the group */
+	return 0;
 }
 
 /* ---------------------------------------------------------------- entry */

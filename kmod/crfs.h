@@ -194,6 +194,7 @@ struct crfs_plan {
 	u64 nr_pages;
 	u64 *vaddrs;		/* scratch: one PGARR's vaddr array */
 	u32 flags;		/* crfs_image_args.flags */
+	struct crfs_handed *handed;	/* RESTART_FILES: the files handed in, or NULL */
 };
 
 /* Reading the image into the plan: the helpers crfs_files.c shares. */
@@ -212,6 +213,8 @@ void crfs_plan_init(struct crfs_plan *plan);
 void crfs_plan_free(struct crfs_plan *plan);
 int crfs_plan_load(struct crfs_plan *plan, struct crfs_image *img);
 long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart);
+long crfs_image_ioctl(struct crfs_image_args __user *uargs, bool restart,
+		      struct crfs_handed *handed);
 
 /* ---------------------------------------------------------------- crfs_restore.c */
 
@@ -234,6 +237,18 @@ int crfs_files_prepare(struct crfs_plan *plan, struct crfs_image *img,
 void crfs_files_install(struct crfs_files *files);
 void crfs_files_free(struct crfs_files *files);
 void crfs_files_exit(void);
+
+/* ---------------------------------------------------------------- crfs_anonfd.c */
+
+struct crfs_handed;
+
+bool crfs_anon_kind(u32 f_type);
+int crfs_anon_load(struct crfs_ctx *ctx, const struct crfs_file *file,
+		   const struct crfs_rec *rec);
+long crfs_ioctl_restart_files(struct crfs_restart_args __user *uargs);
+void crfs_handed_free(struct crfs_handed *handed);
+int crfs_handed_check(struct crfs_plan *plan, struct crfs_image *img);
+struct file *crfs_handed_file(const struct crfs_plan *plan, s32 objref);
 
 /* ---------------------------------------------------------------- crfs_group.c */
 

@@ -553,22 +553,26 @@ static void place_vdso(uint64_t target)
  * module checks each against the image and installs it at its fds. Values come from the
  * FILE records: an eventfd's count, a timerfd's clock, remaining time, interval and
  * unread expirations (a relative timer continues from where it was), a signalfd's mask,
- * an epoll's watch list (EPOLL_ITEMS after its file table). The records are read by
- * their frames only; the kernel judges them.
+ * an epoll's watch list (EPOLL_ITEMS after its file table). A pipe an epoll watches is
+ * made here too (epoll_ctl(2) needs it) with the bytes of its PIPE_BUF, and every end of
+ * it handed in. The records are read by their frames only; the kernel judges them.
  */
 #define HDR_OBJREF	6	/* CKPT_HDR_OBJREF */
 #define HDR_TASK_OBJS	104
 #define HDR_FILE_DESC	302
 #define HDR_FILE	304
+#define HDR_PIPE_BUF	305
 #define HDR_EPOLL_ITEMS	308
 #define OBJ_FILE_TABLE	2
 #define OBJ_FILE	3
-#define FILE_EPOLL	6	/* ckpt_hdr_file.f_type */
+#define FILE_PIPE	2	/* ckpt_hdr_file.f_type */
+#define FILE_EPOLL	6
 #define FILE_EVENTFD	7
 #define FILE_TIMERFD	100
 #define FILE_SIGNALFD	101
 #define FILE_HDR_LEN	48	/* struct ckpt_hdr_file */
 #define MAX_ITEMS	65536	/* watches of one epoll */
+#define MAX_PIPE_BUF	65536	/* CRFS_MAX_PIPE_BUF */
 #ifndef TFD_IOC_SET_TICKS
 #define TFD_IOC_SET_TICKS	_IOW('T', 0, uint64_t)
 #endif
@@ -582,6 +586,9 @@ struct anon {
 	int mine;		/* named by our task's table */
 	int fd;			/* made here, or -1 */
 	off_t items;		/* an epoll: its EPOLL_ITEMS record, or 0 */
+	int32_t pipe;		/* a pipe end: its pipe_objref */
+	off_t buf;		/* ... its PIPE_BUF record if the pipe's first end, or 0 */
+	uint32_t f_flags;
 };
 
 struct epoll_item {		/* struct ckpt_eventpoll_item */
@@ -633,21 +640,31 @@ static int32_t files_of(int fd, unsigned int index)
 	return 0;
 }
 
-static void note_file(int fd, off_t pos, int32_t objref)
+/* A FILE record of objref @objref, @len bytes at @pos: noted if an anon file or pipe. */
+static void note_file(int fd, off_t pos, uint32_t len, int32_t objref)
 {
-	uint32_t f_type;
+	uint32_t f[3];	/* f_type, f_mode, f_flags */
+	uint32_t next[2];
+	struct anon *a;
 
-	if (objref <= 0 || anon_of(objref) ||
-	    pread(fd, &f_type, sizeof(f_type), pos + 8) != sizeof(f_type))
+	if (objref <= 0 || anon_of(objref) || pread(fd, f, sizeof(f), pos + 8) != sizeof(f))
 		return;
-	if (f_type != FILE_EVENTFD && f_type != FILE_EPOLL && f_type != FILE_TIMERFD &&
-	    f_type != FILE_SIGNALFD)
+	if (f[0] != FILE_EVENTFD && f[0] != FILE_EPOLL && f[0] != FILE_TIMERFD &&
+	    f[0] != FILE_SIGNALFD && f[0] != FILE_PIPE)
 		return;
-	if (nr_anons == CRFS_MAX_HANDED)
+	if (nr_anons == CRFS_MAX_HANDED) {
+		if (f[0] == FILE_PIPE)
+			return;	/* not made here: an epoll watching it is refused */
 		anon_fail(EOPNOTSUPP, "more than %d eventfd, timerfd, signalfd or epoll files",
 			  CRFS_MAX_HANDED, 0);
-	anons[nr_anons++] = (struct anon){ .objref = objref, .f_type = f_type, .pos = pos,
-					   .fd = -1 };
+	}
+	a = &anons[nr_anons++];
+	*a = (struct anon){ .objref = objref, .f_type = f[0], .pos = pos, .fd = -1,
+			    .f_flags = f[2] };
+	if (f[0] == FILE_PIPE && pread(fd, &a->pipe, sizeof(a->pipe), pos + FILE_HDR_LEN) ==
+	    sizeof(a->pipe) && pread(fd, next, sizeof(next), pos + len) == sizeof(next) &&
+	    next[0] == HDR_PIPE_BUF)
+		a->buf = pos + len;
 }
 
 static void note_desc(int fd, off_t pos, int32_t table, int32_t mine)
@@ -682,7 +699,7 @@ static void scan_anon(int fd, int32_t mine)
 			else if (obj[0] == OBJ_FILE_TABLE)
 				table = obj[1];
 		} else if (hdr[0] == HDR_FILE) {
-			note_file(fd, pos, last_file);
+			note_file(fd, pos, hdr[1], last_file);
 			last_file = 0;
 		} else if (hdr[0] == HDR_FILE_DESC) {
 			note_desc(fd, pos, table, mine);
@@ -755,11 +772,17 @@ static int make_signalfd(int fd, const struct anon *a, uint32_t f_flags)
 		       SFD_CLOEXEC | (f_flags & O_NONBLOCK ? SFD_NONBLOCK : 0));
 }
 
+static void hand(struct anon *a)
+{
+	if (nr_handed == CRFS_MAX_HANDED)
+		anon_fail(EOPNOTSUPP, "more than %d files to hand in", CRFS_MAX_HANDED, 0);
+	handed[nr_handed++] = (struct crfs_handed_file){ .objref = a->objref, .fd = a->fd };
+}
+
 static void make_anon(int fd, struct anon *a)
 {
-	uint32_t f_flags;
+	uint32_t f_flags = a->f_flags;
 
-	read_at(fd, &f_flags, sizeof(f_flags), a->pos + 16);
 	if (a->f_type == FILE_EVENTFD)
 		a->fd = make_eventfd(fd, a, f_flags);
 	else if (a->f_type == FILE_TIMERFD)
@@ -773,7 +796,92 @@ static void make_anon(int fd, struct anon *a)
 	if (a->fd < 0)
 		anon_fail(errno, "objref %d (f_type %d): cannot make it", a->objref,
 			  (int)a->f_type);
-	handed[nr_handed++] = (struct crfs_handed_file){ .objref = a->objref, .fd = a->fd };
+	hand(a);
+}
+
+/* The bytes of the pipe's PIPE_BUF written into it (@w: its write end). */
+static void fill_pipe(int fd, const struct anon *a, int w)
+{
+	uint32_t h[2];
+	char *buf;
+	size_t len;
+
+	read_at(fd, h, sizeof(h), a->buf);
+	len = h[1] - sizeof(h);
+	if (h[1] < sizeof(h) || len > MAX_PIPE_BUF)
+		anon_fail(EINVAL, "pipe_objref %d: PIPE_BUF of %d bytes", a->pipe, (int)h[1]);
+	if (!len)
+		return;
+	buf = malloc(len);
+	if (!buf)
+		anon_fail(ENOMEM, "pipe_objref %d: %d bytes", a->pipe, (int)len);
+	read_at(fd, buf, len, a->buf + sizeof(h));
+	fcntl(w, F_SETFL, O_NONBLOCK);
+	if (write(w, buf, len) != (ssize_t)len)
+		anon_fail(errno ? errno : ENOSPC, "pipe_objref %d: its %d bytes do not fit",
+			  a->pipe, (int)len);
+	fcntl(w, F_SETFL, 0);
+	free(buf);
+}
+
+/* An end of pipe @p: the end itself the first time, else the pipe reopened. */
+static int pipe_end(int p[2], int used[2], uint32_t f_flags)
+{
+	int acc = f_flags & O_ACCMODE, k = acc == O_WRONLY, e;
+	char path[40];
+
+	if (acc != O_RDWR && !used[k]) {
+		used[k] = 1;
+		e = p[k];
+	} else {
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", p[0]);
+		e = open(path, acc | O_CLOEXEC);
+	}
+	if (e >= 0 && (f_flags & O_NONBLOCK))
+		fcntl(e, F_SETFL, O_NONBLOCK);
+	return e;
+}
+
+/*
+ * The pipe of end @t, which an epoll watches: made, filled, and each of its ends handed
+ * in; both ends must be in our table and nowhere else.
+ */
+static void make_pipe(int fd, struct anon *t)
+{
+	int p[2], used[2] = { 0, 0 }, k, reader = 0, writer = 0;
+
+	for (k = 0; k < nr_anons; k++) {
+		struct anon *e = &anons[k];
+
+		if (e->f_type != FILE_PIPE || e->pipe != t->pipe)
+			continue;
+		if (!e->mine || e->tables > 1)
+			anon_fail(EOPNOTSUPP, "pipe_objref %d, watched by an epoll: in %d processes",
+				  t->pipe, e->tables);
+		reader |= (e->f_flags & O_ACCMODE) != O_WRONLY;
+		writer |= (e->f_flags & O_ACCMODE) != O_RDONLY;
+	}
+	if (!reader || !writer)
+		anon_fail(EOPNOTSUPP, "pipe_objref %d, watched by an epoll: an end not in the process",
+			  t->pipe, 0);
+	if (pipe2(p, O_CLOEXEC))
+		anon_fail(errno, "pipe_objref %d: no pipe", t->pipe, 0);
+	for (k = 0; k < nr_anons; k++)
+		if (anons[k].f_type == FILE_PIPE && anons[k].pipe == t->pipe && anons[k].buf)
+			fill_pipe(fd, &anons[k], p[1]);
+	for (k = 0; k < nr_anons; k++) {
+		struct anon *e = &anons[k];
+
+		if (e->f_type != FILE_PIPE || e->pipe != t->pipe)
+			continue;
+		e->fd = pipe_end(p, used, e->f_flags);
+		if (e->fd < 0)
+			anon_fail(errno, "pipe_objref %d: an end not reopened", t->pipe, 0);
+		hand(e);
+	}
+	for (k = 0; k < 2; k++)
+		if (!used[k])
+			close(p[k]);
 }
 
 /* The watch list of epoll @a: {num_items} then BUFFER{items}, in malloc()ed memory. */
@@ -802,9 +910,10 @@ static struct epoll_item *items_of(int fd, const struct anon *a, uint32_t *nr)
 }
 
 /* The target of each watch: one of our anon files, in our table only. */
-static int check_items(const struct anon *ep, const struct epoll_item *items, uint32_t nr)
+static int check_items(int fd, const struct anon *ep, const struct epoll_item *items,
+		       uint32_t nr)
 {
-	const struct anon *t;
+	struct anon *t;
 	int top = 0;
 	uint32_t i;
 
@@ -813,6 +922,8 @@ static int check_items(const struct anon *ep, const struct epoll_item *items, ui
 			  ep->tables);
 	for (i = 0; i < nr; i++) {
 		t = anon_of(items[i].file_objref);
+		if (t && t->mine && t->f_type == FILE_PIPE && t->fd < 0)
+			make_pipe(fd, t);
 		if (!t || !t->mine || t->fd < 0)
 			anon_fail(EOPNOTSUPP, "epoll watch of fd %d: not an eventfd, timerfd, signalfd or epoll (objref %d)",
 				  (int)items[i].fd, items[i].file_objref);
@@ -867,7 +978,7 @@ static void watch_all(int fd)
 		if (!anons[k].mine || anons[k].f_type != FILE_EPOLL)
 			continue;
 		items = items_of(fd, &anons[k], &nr);
-		top = check_items(&anons[k], items, nr);
+		top = check_items(fd, &anons[k], items, nr);
 		if (!nr)
 			continue;
 		pid = fork();
@@ -894,7 +1005,7 @@ static void make_anon_files(int fd)
 		return;
 	scan_anon(fd, mine);
 	for (k = 0; k < nr_anons; k++)
-		if (anons[k].mine)
+		if (anons[k].mine && anons[k].f_type != FILE_PIPE)
 			make_anon(fd, &anons[k]);
 	watch_all(fd);
 }

@@ -285,6 +285,18 @@ int crfs_ckpt_creds(struct crfs_ckpt *ck, struct task_struct *t);
 
 int crfs_ckpt_files(struct crfs_ckpt *ck, struct task_struct *t, pid_t vpid,
 		    s32 *objref);
+void crfs_ck_fill_file(struct ckpt_hdr_file *h, struct file *file, u32 f_type);
+
+/* ---------------------------------------------------------------- crfs_ckpt_anon.c */
+
+struct crfs_ck_anon;
+typedef struct file *(*crfs_ck_file_at)(const void *table, int fd);
+
+int crfs_ckpt_anon(struct crfs_ckpt *ck, struct crfs_ck_anon **anp,
+		   struct file *file, int fd, s32 objref,
+		   crfs_ck_file_at file_at, const void *table);
+int crfs_ckpt_epoll_items(struct crfs_ckpt *ck, struct crfs_ck_anon *an);
+void crfs_ckpt_anon_free(struct crfs_ck_anon *an);
 
 /* ---------------------------------------------------------------- crfs_fileid.c */
 

@@ -1,16 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Anon-inode files of a file table: eventfd, timerfd, signalfd, epoll.
+ * Anon-inode files of a file table: eventfd, timerfd, signalfd, epoll; and the pipes
+ * an epoll watches.
  *
  * Debian 6.1's kernel exports no constructor for them (their file operations and
  * do_eventfd(), do_timerfd_settime()... are static), so the restarting process makes
  * them itself, as CRIU does: eventfd(2) with the count, timerfd_create(2) and
  * timerfd_settime(2), signalfd(2), epoll_create1(2) and epoll_ctl(2) once the watched
- * files exist. CRFS_IOC_RESTART_FILES hands them in as (objref, fd) pairs.
+ * files exist. CRFS_IOC_RESTART_FILES hands them in as (objref, fd) pairs. A pipe an
+ * epoll watches is made by the restarter too (epoll_ctl(2) needs it), with its bytes:
+ * then every end of that pipe in the image is handed in, all of one pipe.
  *
  *   copy-in:	the table, bounded by CRFS_MAX_HANDED, each objref once, each fd taken
  *   validate:	each objref is a FILE of the image of a kind handed in, and the file is
- *		an anon inode of that kind ("[eventfd]"...) with the image's O_NONBLOCK
+ *		an anon inode of that kind ("[eventfd]"...) or a pipe end of the image's
+ *		access mode, with the image's O_NONBLOCK; the ends of a pipe_objref are
+ *		all handed in, all ends of one pipe
  *   act:	crfs_files.c installs it at every fd naming the objref; shared with other
  *		processes through its shared-file list like any other file
  *
@@ -21,6 +26,7 @@
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/magic.h>
+#include <linux/pipe_fs_i.h>
 #include <linux/slab.h>
 #include <linux/sort.h>
 #include <linux/string.h>
@@ -271,23 +277,91 @@ static bool is_anon_of(struct file *file, u32 f_type)
 	return true;
 }
 
+/* The FILE object @objref of the plan, or NULL. */
+static const struct crfs_file *file_of(struct crfs_plan *plan, s32 objref)
+{
+	struct crfs_object *obj = xa_load(&plan->objects, objref);
+
+	if (!obj || obj->objtype != CKPT_OBJ_FILE || !obj->ready)
+		return NULL;
+	return obj->file;
+}
+
+static const struct crfs_handed_one *handed_one(const struct crfs_handed *handed,
+						s32 objref)
+{
+	u32 lo = 0, hi = handed ? handed->nr : 0;
+
+	while (lo < hi) {
+		u32 mid = lo + (hi - lo) / 2;
+
+		if (handed->e[mid].objref == objref)
+			return &handed->e[mid];
+		if (handed->e[mid].objref < objref)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/*
+ * A pipe end handed in: a pipe (not a FIFO) of the image's access mode; every FILE of
+ * its pipe_objref in the image is handed in, and they are ends of one pipe.
+ */
+static int check_pipe(struct crfs_plan *plan, struct crfs_image *img,
+		      const struct crfs_handed_one *e, const struct crfs_file *cf)
+{
+	const struct crfs_handed_one *other;
+	struct crfs_object *obj;
+	unsigned long index;
+
+	if (!S_ISFIFO(file_inode(e->file)->i_mode) ||
+	    file_inode(e->file)->i_sb->s_magic != PIPEFS_MAGIC ||
+	    (e->file->f_flags & O_ACCMODE) != (cf->h.f_flags & O_ACCMODE))
+		return crfs_image_fail(img, NULL,
+				       "handed fd %d (objref %d) is not a pipe end of its mode",
+				       e->fd, e->objref);
+	xa_for_each(&plan->objects, index, obj) {
+		if (obj->objtype != CKPT_OBJ_FILE || !obj->ready ||
+		    obj->file->h.f_type != CKPT_FILE_PIPE ||
+		    obj->file->pipe_objref != cf->pipe_objref)
+			continue;
+		other = handed_one(plan->handed, index);
+		if (!other)
+			return crfs_image_fail(img, NULL,
+					       "pipe_objref %d: its end objref %lu not handed in",
+					       cf->pipe_objref, index);
+		if (file_inode(other->file) != file_inode(e->file))
+			return crfs_image_fail(img, NULL,
+					       "pipe_objref %d: ends of two pipes handed in",
+					       cf->pipe_objref);
+		cond_resched();
+	}
+	return 0;
+}
+
 static int check_one(struct crfs_plan *plan, struct crfs_image *img,
 		     const struct crfs_handed_one *e)
 {
-	struct crfs_object *obj = xa_load(&plan->objects, e->objref);
-	const struct crfs_file *cf;
+	const struct crfs_file *cf = file_of(plan, e->objref);
+	int ret;
 
-	if (!obj || obj->objtype != CKPT_OBJ_FILE || !obj->ready)
+	if (!cf)
 		return crfs_image_fail(img, NULL, "handed objref %d is not a file of the image",
 				       e->objref);
-	cf = obj->file;
-	if (!crfs_anon_kind(cf->h.f_type))
+	if (cf->h.f_type == CKPT_FILE_PIPE) {
+		ret = check_pipe(plan, img, e, cf);
+		if (ret)
+			return ret;
+	} else if (!crfs_anon_kind(cf->h.f_type)) {
 		return crfs_image_fail(img, NULL,
 				       "handed objref %d: its file (f_type %u) is not handed in",
 				       e->objref, cf->h.f_type);
-	if (!is_anon_of(e->file, cf->h.f_type))
+	} else if (!is_anon_of(e->file, cf->h.f_type)) {
 		return crfs_image_fail(img, NULL, "handed fd %d (objref %d) is not an %s file",
 				       e->fd, e->objref, anon_name(cf->h.f_type));
+	}
 	if ((e->file->f_flags ^ cf->h.f_flags) & O_NONBLOCK)
 		return crfs_image_fail(img, NULL, "handed fd %d (objref %d): O_NONBLOCK differs",
 				       e->fd, e->objref);
@@ -314,18 +388,7 @@ int crfs_handed_check(struct crfs_plan *plan, struct crfs_image *img)
 /* The file handed in for @objref (a new reference), or NULL. */
 struct file *crfs_handed_file(const struct crfs_plan *plan, s32 objref)
 {
-	const struct crfs_handed *handed = plan->handed;
-	u32 lo = 0, hi = handed ? handed->nr : 0;
+	const struct crfs_handed_one *e = handed_one(plan->handed, objref);
 
-	while (lo < hi) {
-		u32 mid = lo + (hi - lo) / 2;
-
-		if (handed->e[mid].objref == objref)
-			return get_file(handed->e[mid].file);
-		if (handed->e[mid].objref < objref)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return NULL;
+	return e ? get_file(e->file) : NULL;
 }

@@ -864,6 +864,13 @@ static struct file *handed_anon(struct crfs_open *op, const struct crfs_fd *cfd)
 
 static struct file *open_object(struct crfs_open *op, const struct crfs_fd *cfd)
 {
+	struct file *handed;
+
+	if (cfd->file->h.f_type == CKPT_FILE_PIPE) {	/* an epoll's target */
+		handed = crfs_handed_file(op->plan, cfd->objref);
+		if (handed)
+			return handed;
+	}
 	switch (cfd->file->h.f_type) {
 	case CKPT_FILE_GENERIC:
 		return open_generic(op, cfd);

@@ -2,7 +2,7 @@
 /*
  * crfs-restart: become the process of a checkpoint image, through /dev/crfs.
  *
- *   crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-i IMAGEFD=FD]... IMAGE
+ *   crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-A] [-i IMAGEFD=FD]... IMAGE
  *
  * Built static by `make -C kmod` (no dynamic loader, few mappings). It:
  *   1. turns address-space randomization off (personality ADDR_NO_RANDOMIZE) and
@@ -21,7 +21,9 @@
  * other fd of this process is made close-on-exec first, which keeps it from being handed
  * in. -S (strict) hands in nothing: such an fd fails the restart. -R (replace): every fd
  * handed in replaces the image's fd of that number, whatever it was (CRFS_RESTART_REPLACE;
- * e.g. the program's stdout becomes this one's even if it was a file). On failure it prints one line on stderr and, with -r, writes a
+ * e.g. the program's stdout becomes this one's even if it was a file). -A makes and hands
+ * in no eventfd, timerfd, signalfd or epoll (see "anon-inode files"): the kernel then
+ * refuses an image holding one. On failure it prints one line on stderr and, with -r, writes a
  * 128-byte report on FD (errno, err_offset, err_type, stage[16], reason[96];
  * little-endian, as crfs/kernel.py reads it), then exits with status 1.
  *
@@ -602,6 +604,7 @@ struct epoll_item {		/* struct ckpt_eventpoll_item */
 static struct anon anons[CRFS_MAX_HANDED];
 static int nr_anons;
 static struct crfs_handed_file handed[CRFS_MAX_HANDED];
+static int no_anon;		/* -A: none made, none handed in */
 static int nr_handed;
 
 static void anon_fail(int err, const char *fmt, int a, int b)
@@ -939,40 +942,60 @@ static int check_items(int fd, const struct anon *ep, const struct epoll_item *i
 	return top;
 }
 
-/*
- * The watches, added in a child with its own copy of our fd table: each target put at
- * the fd number it was added as (the epoll keys its watches by file and fd), our files
- * moved above them first. The epolls and targets are the same open files as ours.
- */
-static int add_watches(const struct anon *ep, struct epoll_item *items,
-		       uint32_t nr, int top)
+struct watching {
+	const struct anon *ep;
+	const struct epoll_item *items;
+	uint32_t nr;
+	int top;
+	int moved[CRFS_MAX_HANDED];	/* the child's fd of each anons[] */
+};
+
+/* An fd of the child above every watch's fd number. */
+static int moved_fd(struct watching *w, int k)
 {
+	if (w->moved[k] < 0 && anons[k].fd >= 0)
+		w->moved[k] = anons[k].fd < w->top ?
+			      fcntl(anons[k].fd, F_DUPFD_CLOEXEC, w->top) : anons[k].fd;
+	return w->moved[k];
+}
+
+/*
+ * The watches of w->ep, added in a child with its own copy of our fd table (and our
+ * memory and signal handlers: a signalfd's watch waits on the sighand of the task that
+ * added it): each target put at the fd number it was added as (the epoll keys its
+ * watches by file and fd), our files moved above them first. The epolls and targets are
+ * the same open files as ours.
+ */
+static int add_watches(void *arg)
+{
+	struct watching *w = arg;
 	struct epoll_event ev;
+	int k, ep, t;
 	uint32_t i;
-	int k;
 
 	for (k = 0; k < nr_anons; k++)
-		if (anons[k].fd >= 0 && anons[k].fd < top)
-			anons[k].fd = fcntl(anons[k].fd, F_DUPFD_CLOEXEC, top);
-	for (i = 0; i < nr; i++) {
-		const struct anon *t = anon_of(items[i].file_objref);
-
-		ev.events = items[i].events;
-		ev.data.u64 = items[i].data;
-		if (t->fd < 0 || ep->fd < 0 || dup2(t->fd, items[i].fd) < 0 ||
-		    epoll_ctl(ep->fd, EPOLL_CTL_ADD, items[i].fd, &ev))
+		w->moved[k] = -1;
+	ep = moved_fd(w, w->ep - anons);
+	for (i = 0; i < w->nr; i++) {
+		t = moved_fd(w, anon_of(w->items[i].file_objref) - anons);
+		ev.events = w->items[i].events;
+		ev.data.u64 = w->items[i].data;
+		if (t < 0 || ep < 0 || dup2(t, w->items[i].fd) < 0 ||
+		    epoll_ctl(ep, EPOLL_CTL_ADD, w->items[i].fd, &ev))
 			return errno;
-		close(items[i].fd);
+		close(w->items[i].fd);
 	}
 	return 0;
 }
 
 static void watch_all(int fd)
 {
+	static struct watching w;
 	struct epoll_item *items;
 	int k, top, status;
 	uint32_t nr;
 	pid_t pid;
+	char *stack;
 
 	for (k = 0; k < nr_anons; k++) {
 		if (!anons[k].mine || anons[k].f_type != FILE_EPOLL)
@@ -981,24 +1004,28 @@ static void watch_all(int fd)
 		top = check_items(fd, &anons[k], items, nr);
 		if (!nr)
 			continue;
-		pid = fork();
+		w = (struct watching){ .ep = &anons[k], .items = items, .nr = nr, .top = top };
+		stack = mmap(NULL, THREAD_STACK, PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		pid = stack == MAP_FAILED ? -1 :
+		      clone(add_watches, stack + THREAD_STACK, CLONE_VM | CLONE_SIGHAND | SIGCHLD,
+			    &w);
 		if (pid < 0)
 			anon_fail(errno, "epoll objref %d: no child to add its watches",
 				  anons[k].objref, 0);
-		if (pid == 0)
-			_exit(add_watches(&anons[k], items, nr, top));
-		free(items);
 		if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
 		    WEXITSTATUS(status))
 			anon_fail(WIFEXITED(status) ? WEXITSTATUS(status) : EIO,
 				  "epoll objref %d: its watches not added", anons[k].objref, 0);
+		free(items);
+		munmap(stack, THREAD_STACK);
 	}
 }
 
 /* Our task's anon files made, into handed[]; nothing when it has none. */
 static void make_anon_files(int fd)
 {
-	int32_t mine = files_of(fd, task_index);
+	int32_t mine = no_anon ? 0 : files_of(fd, task_index);
 	int k;
 
 	if (!mine)
@@ -1093,7 +1120,7 @@ static int parse_args(int argc, char **argv, const char **device)
 {
 	int opt;
 
-	while ((opt = getopt(argc, argv, "d:r:NSRi:")) != -1) {
+	while ((opt = getopt(argc, argv, "d:r:NSRAi:")) != -1) {
 		if (opt == 'd')
 			*device = optarg;
 		else if (opt == 'r')
@@ -1104,6 +1131,8 @@ static int parse_args(int argc, char **argv, const char **device)
 			restart_flags &= ~CRFS_RESTART_INHERIT;
 		else if (opt == 'R')
 			restart_flags |= CRFS_RESTART_REPLACE;
+		else if (opt == 'A')
+			no_anon = 1;
 		else if (opt != 'i' || nr_inherit == MAX_INHERIT ||
 			 sscanf(optarg, "%d=%d", &inherit_image[nr_inherit],
 				&inherit_from[nr_inherit]) != 2 ||
@@ -1233,6 +1262,6 @@ int main(int argc, char **argv)
 	restart_image(dev, fd);
 usage:
 	fprintf(stderr,
-		"usage: crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-i IMAGEFD=FD]... IMAGE\n");
+		"usage: crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-A] [-i IMAGEFD=FD]... IMAGE\n");
 	return 2;
 }

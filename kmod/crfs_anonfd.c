@@ -193,25 +193,32 @@ static int cmp_objref(const void *a, const void *b)
 }
 
 /* Each objref positive and once, each fd open: a reference to each file. */
-static int take_files(struct crfs_handed *handed, u32 nr)
+static int take_files(struct crfs_handed *handed, u32 nr, char *why)
 {
 	u32 i;
 
 	sort(handed->e, nr, sizeof(handed->e[0]), cmp_objref, NULL);
-	for (i = 0; i < nr; i++)
+	for (i = 0; i < nr; i++) {
 		if (handed->e[i].objref <= 0 ||
-		    (i && handed->e[i].objref == handed->e[i - 1].objref))
+		    (i && handed->e[i].objref == handed->e[i - 1].objref)) {
+			snprintf(why, CRFS_ERRMSG_LEN, "handed objref %d: not positive or twice",
+				 handed->e[i].objref);
 			return -EINVAL;
+		}
+	}
 	for (i = 0; i < nr; i++) {
 		handed->e[i].file = fget(handed->e[i].fd);
-		if (!handed->e[i].file)
+		if (!handed->e[i].file) {
+			snprintf(why, CRFS_ERRMSG_LEN, "handed fd %d (objref %d) is not open",
+				 handed->e[i].fd, handed->e[i].objref);
 			return -EBADF;
+		}
 	}
 	return 0;
 }
 
 static int copy_handed(const struct crfs_restart_args *args,
-		       struct crfs_handed **out)
+		       struct crfs_handed **out, char *why)
 {
 	const struct crfs_handed_file __user *u = u64_to_user_ptr(args->handed);
 	struct crfs_handed_file one;
@@ -219,8 +226,11 @@ static int copy_handed(const struct crfs_restart_args *args,
 	u32 i;
 	int ret;
 
-	if (args->__reserved || args->nr_handed > CRFS_MAX_HANDED)
+	if (args->__reserved || args->nr_handed > CRFS_MAX_HANDED) {
+		snprintf(why, CRFS_ERRMSG_LEN, "nr_handed %u (at most %u) or __reserved %u",
+			 args->nr_handed, CRFS_MAX_HANDED, args->__reserved);
 		return -EINVAL;
+	}
 	handed = kvzalloc(struct_size(handed, e, args->nr_handed), GFP_KERNEL);
 	if (!handed)
 		return -ENOMEM;
@@ -232,7 +242,7 @@ static int copy_handed(const struct crfs_restart_args *args,
 		handed->e[i].objref = one.objref;
 		handed->e[i].fd = one.fd;
 	}
-	ret = take_files(handed, args->nr_handed);
+	ret = take_files(handed, args->nr_handed, why);
 	handed->nr = args->nr_handed;
 	if (ret) {
 		crfs_handed_free(handed);
@@ -250,9 +260,16 @@ long crfs_ioctl_restart_files(struct crfs_restart_args __user *uargs)
 
 	if (copy_from_user(&args, uargs, sizeof(args)))
 		return -EFAULT;
-	ret = copy_handed(&args, &handed);
-	if (ret)
+	memset(args.image.err_msg, 0, sizeof(args.image.err_msg));
+	ret = copy_handed(&args, &handed, args.image.err_msg);
+	if (ret) {	/* the out fields, as for an image error */
+		args.image.err_offset = -1;
+		args.image.err_type = 0;
+		args.image.err_msg[CRFS_ERRMSG_LEN - 1] = '\0';
+		if (copy_to_user(&uargs->image, &args.image, sizeof(args.image)))
+			return -EFAULT;
 		return ret;
+	}
 	ret = crfs_image_ioctl(&uargs->image, true, handed);
 	crfs_handed_free(handed);
 	return ret;

@@ -290,11 +290,17 @@ void crfs_ck_fill_file(struct ckpt_hdr_file *h, struct file *file, u32 f_type);
 /* ---------------------------------------------------------------- crfs_ckpt_anon.c */
 
 struct crfs_ck_anon;
-typedef struct file *(*crfs_ck_file_at)(const void *table, int fd);
+
+/* The file table being written, as crfs_ckpt_anon.c looks into it. */
+struct crfs_ck_view {
+	const void *table;
+	struct file *(*at)(const void *table, int fd);	/* the file at @fd, or NULL */
+	struct file *(*nth)(const void *table, u32 i);	/* its i-th fd's, or NULL */
+};
 
 int crfs_ckpt_anon(struct crfs_ckpt *ck, struct crfs_ck_anon **anp,
 		   struct file *file, int fd, s32 objref,
-		   crfs_ck_file_at file_at, const void *table);
+		   const struct crfs_ck_view *view);
 int crfs_ckpt_epoll_items(struct crfs_ckpt *ck, struct crfs_ck_anon *an);
 void crfs_ckpt_anon_free(struct crfs_ck_anon *an);
 

@@ -6,8 +6,11 @@
  *		unread expirations}
  *   signalfd	CRFS_FILE_SIGNALFD FILE{sigmask, O_NONBLOCK}
  *   epoll	EPOLL FILE, and after the table's last FILE_DESC its EPOLL_ITEMS
- *		[BUFFER{items by fd}]; an epoll watching a file that is not at the fd it
- *		was added as (closed, or moved) is written CRFS_FILE_OPAQUE, as by crfs
+ *		[BUFFER{items by fd}]. A watch names its target by the fd it was added as
+ *		and the target's inode: the file at that fd if of that inode, else (the
+ *		fd closed or reused since) the one file of the table of that inode that
+ *		some epoll watches (file->f_ep); none or several: the epoll is written
+ *		CRFS_FILE_OPAQUE, as by crfs
  * Their state is private to fs/eventfd.c, fs/timerfd.c..., so it is read where /proc
  * reads it: the file's show_fdinfo(), into a buffer, parsed like the fdinfo text.
  */
@@ -108,9 +111,26 @@ static int cmp_watch(const void *a, const void *b)
 	return (x->fd > y->fd) - (x->fd < y->fd);
 }
 
-/* One "tfd:" line: its target must be the file at that fd of the table (same inode). */
+/* The one file of the table of inode @ino that an epoll watches, or NULL. */
+static struct file *watched_of(const struct crfs_ck_view *view, unsigned long ino)
+{
+	struct file *file, *found = NULL;
+	u32 i;
+
+	for (i = 0; (file = view->nth(view->table, i)); i++) {
+		if (file_inode(file)->i_ino != ino || !READ_ONCE(file->f_ep) ||
+		    file == found)
+			continue;
+		if (found)
+			return NULL;	/* which one is not known */
+		found = file;
+	}
+	return found;
+}
+
+/* One "tfd:" line; -ENOENT: its target is not known. */
 static int parse_watch(const char *line, struct ck_watch *w,
-		       crfs_ck_file_at file_at, const void *table)
+		       const struct crfs_ck_view *view)
 {
 	unsigned long ino;
 	long long pos;
@@ -120,15 +140,15 @@ static int parse_watch(const char *line, struct ck_watch *w,
 		   &tfd, &w->events, &w->data, &pos, &ino) != 5 || tfd < 0)
 		return -EIO;
 	w->fd = tfd;
-	w->target = file_at(table, tfd);
+	w->target = view->at(view->table, tfd);
 	if (!w->target || file_inode(w->target)->i_ino != ino)
-		return -ENOENT;
-	return 0;
+		w->target = watched_of(view, ino);
+	return w->target ? 0 : -ENOENT;
 }
 
 /* The watch list of an epoll from its fdinfo text; -ENOENT: a target not in the table. */
 static int parse_watches(struct crfs_ck_anon *an, struct ck_epoll **out,
-			 crfs_ck_file_at file_at, const void *table)
+			 const struct crfs_ck_view *view)
 {
 	const char *p = an->buf;
 	struct ck_epoll *ep;
@@ -145,7 +165,7 @@ static int parse_watches(struct crfs_ck_anon *an, struct ck_epoll **out,
 	if (!ep)
 		return -ENOMEM;
 	for (p = an->buf; ep->nr < nr && (p = strstr(p, "tfd:")); p += 4) {
-		ret = parse_watch(p, &ep->w[ep->nr], file_at, table);
+		ret = parse_watch(p, &ep->w[ep->nr], view);
 		if (ret) {
 			kvfree(ep);
 			return ret;
@@ -159,13 +179,13 @@ static int parse_watches(struct crfs_ck_anon *an, struct ck_epoll **out,
 
 static int write_epoll(struct crfs_ckpt *ck, struct crfs_ck_anon *an,
 		       struct file *file, int fd, s32 objref,
-		       crfs_ck_file_at file_at, const void *table)
+		       const struct crfs_ck_view *view)
 {
 	struct ckpt_hdr_file h = { 0 };
 	struct ck_epoll *ep;
 	int ret;
 
-	ret = parse_watches(an, &ep, file_at, table);
+	ret = parse_watches(an, &ep, view);
 	if (ret == -ENOENT)
 		return 0;	/* written as an opaque file */
 	if (ret)
@@ -183,7 +203,7 @@ static int write_epoll(struct crfs_ckpt *ck, struct crfs_ck_anon *an,
  */
 int crfs_ckpt_anon(struct crfs_ckpt *ck, struct crfs_ck_anon **anp,
 		   struct file *file, int fd, s32 objref,
-		   crfs_ck_file_at file_at, const void *table)
+		   const struct crfs_ck_view *view)
 {
 	const char *name = anon_name(file);
 	struct crfs_ck_anon *an = *anp;
@@ -213,7 +233,7 @@ int crfs_ckpt_anon(struct crfs_ckpt *ck, struct crfs_ck_anon **anp,
 	else if (!strcmp(name, "[signalfd]"))
 		ret = write_signalfd(ck, an, file, fd);
 	else
-		return write_epoll(ck, an, file, fd, objref, file_at, table);
+		return write_epoll(ck, an, file, fd, objref, view);
 	return ret ? ret : 1;
 }
 

@@ -127,6 +127,13 @@ static struct file *file_at(const void *table, int fd)
 	return NULL;
 }
 
+static struct file *file_nth(const void *table, u32 i)
+{
+	const struct ck_table *tb = table;
+
+	return i < tb->nr ? tb->fds[i].file : NULL;
+}
+
 static int write_text(struct crfs_ckpt *ck, u32 type, const char *text)
 {
 	size_t len = strlen(text) + 1;
@@ -253,7 +260,9 @@ static int write_file_of(struct ck_table *tb, struct file *file, int fd, s32 obj
 	    (!inode->i_nlink || d_unlinked(file->f_path.dentry)))
 		return write_opaque(tb, file, fd, CRFS_OPAQUE_DELETED);
 	if (inode->i_sb->s_magic == ANON_INODE_FS_MAGIC) {
-		ret = crfs_ckpt_anon(tb->ck, &tb->anon, file, fd, objref, file_at, tb);
+		struct crfs_ck_view view = { .table = tb, .at = file_at, .nth = file_nth };
+
+		ret = crfs_ckpt_anon(tb->ck, &tb->anon, file, fd, objref, &view);
 		if (ret)
 			return ret < 0 ? ret : 0;
 		return write_opaque(tb, file, fd, CRFS_OPAQUE_ANON);

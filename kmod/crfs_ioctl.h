@@ -140,8 +140,10 @@ struct crfs_restart_args {
  * answer ENOTTY). The table is copied in and bounded, each fd taken, then checked against
  * the image before anything changes. errno, besides RESTART's:
  *   EINVAL	nr_handed above CRFS_MAX_HANDED, __reserved not 0, an objref twice or not a
- *		FILE of the image of a kind handed in (eventfd, timerfd, signalfd, epoll),
- *		or a file not of the kind its record says (err_msg names the objref)
+ *		FILE of the image of a kind handed in (eventfd, timerfd, signalfd, epoll, a
+ *		pipe end), a file not of the kind its record says or without its
+ *		O_NONBLOCK, the ends of one pipe_objref not all handed in or of two pipes
+ *		(err_msg names the objref)
  *   EBADF	an fd of the table is not open
  */
 #define CRFS_IOC_RESTART_FILES	_IOWR(CRFS_IOC_MAGIC, 4, struct crfs_restart_args)

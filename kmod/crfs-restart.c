@@ -23,8 +23,8 @@
  * handed in replaces the image's fd of that number, whatever it was (CRFS_RESTART_REPLACE;
  * e.g. the program's stdout becomes this one's even if it was a file). -A makes and hands
  * in no eventfd, timerfd, signalfd or epoll (see "anon-inode files"): the kernel then
- * refuses an image holding one. On failure it prints one line on stderr and, with -r, writes a
- * 128-byte report on FD (errno, err_offset, err_type, stage[16], reason[96];
+ * refuses an image holding one. On failure it prints one line on stderr and, with -r,
+ * writes a 128-byte report on FD (errno, err_offset, err_type, stage[16], reason[96];
  * little-endian, as crfs/kernel.py reads it), then exits with status 1.
  *
  * Pids: when the kernel lets it (clone3() with set_tid needs CAP_CHECKPOINT_RESTORE over

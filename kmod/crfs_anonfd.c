@@ -340,6 +340,7 @@ static int check_pipe(struct crfs_plan *plan, struct crfs_image *img,
 				       "handed fd %d (objref %d) is not a pipe end of its mode",
 				       e->fd, e->objref);
 	xa_for_each(&plan->objects, index, obj) {
+		cond_resched();
 		if (obj->objtype != CKPT_OBJ_FILE || !obj->ready ||
 		    obj->file->h.f_type != CKPT_FILE_PIPE ||
 		    obj->file->pipe_objref != cf->pipe_objref)
@@ -353,7 +354,6 @@ static int check_pipe(struct crfs_plan *plan, struct crfs_image *img,
 			return crfs_image_fail(img, NULL,
 					       "pipe_objref %d: ends of two pipes handed in",
 					       cf->pipe_objref);
-		cond_resched();
 	}
 	return 0;
 }

@@ -20,7 +20,7 @@ import guest_files as gf
 from crfs import kernel
 
 WORK = "/tmp/crfs-anonfd"
-OBJREF, FILE = 6, 304
+OBJREF, FILE, EPOLL_ITEMS = 6, 304, 308
 OBJ_FILE = 3
 FILE_PIPE, FILE_EPOLL, FILE_EVENTFD, FILE_TIMERFD, FILE_SIGNALFD = 2, 6, 7, 100, 101
 ANON_FDS = range(4, 13)
@@ -183,6 +183,26 @@ def lying_tables(image, files, restarter, work):
     # crfs-restart -A hands nothing in: the kernel refuses the first anon fd
     out["not_handed_in"] = gf.outcome(gf.restart(image, restarter,
                                                  os.path.join(work, "none.out"), ("-A",)))
+    out.update(restarter_refusals(image, log_ref, restarter))
+    return out
+
+
+def restarter_refusals(image, log_ref, restarter):
+    """EPOLL_ITEMS that crfs-restart refuses before it calls the kernel (stage anon-files):
+    a watch of a regular file, a count its BUFFER does not hold."""
+    def items_at(recs):
+        return [offset for offset, type_, _ in recs if type_ == EPOLL_ITEMS][0]
+
+    def watch_log(data, recs):      # item 0's file_objref: the log file
+        struct.pack_into("<i", data, items_at(recs) + 16 + 8 + 12, log_ref)
+
+    def count_lies(data, recs):
+        struct.pack_into("<I", data, items_at(recs) + 12, 9)
+
+    out = {}
+    for label, fn in (("watch_regular_file", watch_log), ("items_count_lies", count_lies)):
+        bad = gf.patch(image, f"{image}.{label}", fn)
+        out[label] = gf.outcome(gf.restart(bad, restarter, f"{bad}.out"))
     return out
 
 

@@ -1871,10 +1871,11 @@ def test_malformed_anon_file_records_are_refused(guest):
         assert records[label] == {"errno": "EINVAL", "msg": reason}, label
 
 
-def test_files_handed_in_that_lie_are_refused(guest):
+def test_anon_files_handed_in_that_lie_are_refused(guest):
     """RESTART_FILES with tables that do not fit the image: refused with errno and reason
     before anything changes (the caller goes on); crfs-restart -A (nothing handed in):
-    the first anon fd refuses the restart."""
+    the first anon fd refuses the restart; crfs-restart refuses a watch of a regular file
+    and an EPOLL_ITEMS count its BUFFER does not hold."""
     lying = _anonfd(guest)["lying"]
     expected = {
         "pipe_as_eventfd": ("EINVAL", "is not an [eventfd] file"),
@@ -1891,6 +1892,9 @@ def test_files_handed_in_that_lie_are_refused(guest):
         "pipe_two_pipes": ("EINVAL", "ends of two pipes handed in"),
         "pipe_one_end": ("EINVAL", "not handed in"),
         "not_handed_in": ("EOPNOTSUPP", "fd 4: an eventfd not handed in"),
+        # refused by crfs-restart itself, before the kernel
+        "watch_regular_file": ("EOPNOTSUPP", "not an eventfd, timerfd, signalfd or epoll"),
+        "items_count_lies": ("EINVAL", "9 watches not in a BUFFER"),
     }
     for label, (code, reason) in expected.items():
         assert lying[label]["errno"] == code and reason in lying[label]["msg"], (label,

@@ -76,11 +76,30 @@ class CheckpointArgs(ctypes.Structure):
     ]
 
 
+class HandedFile(ctypes.Structure):
+    """struct crfs_handed_file: the caller's `fd` is the image's FILE `objref`."""
+    _fields_ = [("objref", ctypes.c_int32), ("fd", ctypes.c_int32)]
+
+
+class RestartArgs(ctypes.Structure):
+    """struct crfs_restart_args (RESTART_FILES): RESTART with files handed in."""
+    _fields_ = [
+        ("image", ImageArgs),
+        ("handed", ctypes.c_uint64),
+        ("nr_handed", ctypes.c_uint32),
+        ("_reserved", ctypes.c_uint32),
+    ]
+
+
+CRFS_MAX_HANDED = 4096      # entries of crfs_restart_args.handed
+
 CRFS_IOC_VERSION = _ioc(_IOC_NONE, CRFS_IOC_MAGIC, 0, 0)
 CRFS_IOC_CHECK = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 1, ctypes.sizeof(ImageArgs))
 CRFS_IOC_RESTART = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 2, ctypes.sizeof(ImageArgs))
 CRFS_IOC_CHECKPOINT = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 3,
                            ctypes.sizeof(CheckpointArgs))
+CRFS_IOC_RESTART_FILES = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 4,
+                              ctypes.sizeof(RestartArgs))
 
 NO_OFFSET = (1 << 64) - 1   # err_offset when the failure is not at a record
 
@@ -148,6 +167,25 @@ class Device:
         image's process, the leader's task in the main thread; its vdso where the image
         has it): only a failure returns. `flags`: 0, RESTART_INHERIT or RESTART_REPLACE."""
         return self._image_call(CRFS_IOC_RESTART, image_fd, task_index, flags)
+
+    def restart_files(self, image_fd, handed, task_index=0, flags=0, nr_handed=None,
+                      reserved=0):
+        """CRFS_IOC_RESTART_FILES: restart() with files the caller made handed in,
+        `handed` a list of (objref, fd): the image's eventfds, timerfds, signalfds, epolls
+        and the pipes epolls watch (crfs-restart makes them). Only a failure returns.
+        `nr_handed` and `reserved` override the fields (for tests of refusals)."""
+        table = (HandedFile * max(len(handed), 1))(*[HandedFile(o, f) for o, f in handed])
+        args = RestartArgs(image=ImageArgs(fd=image_fd, task_index=task_index, flags=flags),
+                           handed=ctypes.addressof(table),
+                           nr_handed=len(handed) if nr_handed is None else nr_handed,
+                           _reserved=reserved)
+        ret = _ioctl(self.fd, CRFS_IOC_RESTART_FILES, ctypes.addressof(args))
+        if ret < 0:
+            image = args.image
+            offset = None if image.err_offset == NO_OFFSET else image.err_offset
+            raise KernelError(-ret, image.err_msg.decode("utf-8", "replace"), offset,
+                              image.err_type)
+        return ret
 
     def checkpoint(self, pid, out_fd, tree=False):
         """CRFS_IOC_CHECKPOINT: write an image of process `pid` (every thread of it) and,

@@ -2,7 +2,7 @@
 /*
  * crfs-restart: become the process of a checkpoint image, through /dev/crfs.
  *
- *   crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-i IMAGEFD=FD]... IMAGE
+ *   crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-A] [-i IMAGEFD=FD]... IMAGE
  *
  * Built static by `make -C kmod` (no dynamic loader, few mappings). It:
  *   1. turns address-space randomization off (personality ADDR_NO_RANDOMIZE) and
@@ -21,8 +21,10 @@
  * other fd of this process is made close-on-exec first, which keeps it from being handed
  * in. -S (strict) hands in nothing: such an fd fails the restart. -R (replace): every fd
  * handed in replaces the image's fd of that number, whatever it was (CRFS_RESTART_REPLACE;
- * e.g. the program's stdout becomes this one's even if it was a file). On failure it prints one line on stderr and, with -r, writes a
- * 128-byte report on FD (errno, err_offset, err_type, stage[16], reason[96];
+ * e.g. the program's stdout becomes this one's even if it was a file). -A makes and hands
+ * in no eventfd, timerfd, signalfd or epoll (see "anon-inode files"): the kernel then
+ * refuses an image holding one. On failure it prints one line on stderr and, with -r,
+ * writes a 128-byte report on FD (errno, err_offset, err_type, stage[16], reason[96];
  * little-endian, as crfs/kernel.py reads it), then exits with status 1.
  *
  * Pids: when the kernel lets it (clone3() with set_tid needs CAP_CHECKPOINT_RESTORE over
@@ -55,12 +57,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <signal.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <pthread.h>
 #include <sched.h>
@@ -540,15 +546,519 @@ static void place_vdso(uint64_t target)
 		move(&vvar, lo);
 }
 
+/* ---------------------------------------------------------------- anon-inode files */
+
+/*
+ * The eventfds, timerfds, signalfds and epolls of our task's file table: the kernel
+ * exports no way for the module to make them, so each process makes its own here (as
+ * CRIU does) and hands them in with CRFS_IOC_RESTART_FILES as (objref, fd) pairs; the
+ * module checks each against the image and installs it at its fds. Values come from the
+ * FILE records: an eventfd's count, a timerfd's clock, remaining time, interval and
+ * unread expirations (a relative timer continues from where it was), a signalfd's mask,
+ * an epoll's watch list (EPOLL_ITEMS after its file table). A pipe an epoll watches is
+ * made here too (epoll_ctl(2) needs it) with the bytes of its PIPE_BUF, and every end of
+ * it handed in. The records are read by their frames only; the kernel judges them.
+ */
+#define HDR_OBJREF	6	/* CKPT_HDR_OBJREF */
+#define HDR_TASK_OBJS	104
+#define HDR_FILE_DESC	302
+#define HDR_FILE	304
+#define HDR_PIPE_BUF	305
+#define HDR_EPOLL_ITEMS	308
+#define OBJ_FILE_TABLE	2
+#define OBJ_FILE	3
+#define FILE_PIPE	2	/* ckpt_hdr_file.f_type */
+#define FILE_EPOLL	6
+#define FILE_EVENTFD	7
+#define FILE_TIMERFD	100
+#define FILE_SIGNALFD	101
+#define FILE_HDR_LEN	48	/* struct ckpt_hdr_file */
+#define MAX_ITEMS	65536	/* watches of one epoll */
+#define MAX_PIPE_BUF	65536	/* CRFS_MAX_PIPE_BUF */
+#ifndef TFD_IOC_SET_TICKS
+#define TFD_IOC_SET_TICKS	_IOW('T', 0, uint64_t)
+#endif
+
+struct anon {
+	int32_t objref;
+	uint32_t f_type;
+	off_t pos;		/* its FILE record */
+	int32_t table;		/* the last file table naming it */
+	int tables;		/* file tables naming it */
+	int mine;		/* named by our task's table */
+	int fd;			/* made here, or -1 */
+	off_t items;		/* an epoll: its EPOLL_ITEMS record, or 0 */
+	int32_t pipe;		/* a pipe end: its pipe_objref */
+	off_t buf;		/* ... its PIPE_BUF record if the pipe's first end, or 0 */
+	uint32_t f_flags;
+};
+
+struct epoll_item {		/* struct ckpt_eventpoll_item */
+	uint64_t data;
+	uint32_t fd;
+	int32_t file_objref;
+	uint32_t events;
+	uint32_t pad;
+};
+
+static struct anon anons[CRFS_MAX_HANDED];
+static int nr_anons;
+static struct crfs_handed_file handed[CRFS_MAX_HANDED];
+static int no_anon;		/* -A: none made, none handed in */
+static int nr_handed;
+
+static void anon_fail(int err, const char *fmt, int a, int b)
+{
+	char why[96];
+
+	snprintf(why, sizeof(why), fmt, a, b);
+	fail("anon-files", err, why, UINT64_MAX, 0);
+}
+
+static struct anon *anon_of(int32_t objref)
+{
+	int i;
+
+	for (i = 0; i < nr_anons; i++)
+		if (anons[i].objref == objref)
+			return &anons[i];
+	return NULL;
+}
+
+/* TASK_OBJS.files_objref of task @index, 0 if none */
+static int32_t files_of(int fd, unsigned int index)
+{
+	uint32_t hdr[2];
+	int32_t ref;
+	off_t pos = 0;
+	long long task = -1;
+
+	while (pread(fd, hdr, sizeof(hdr), pos) == sizeof(hdr) && hdr[1] >= sizeof(hdr)) {
+		if (hdr[0] == HDR_TASK)
+			task++;
+		if (hdr[0] == HDR_TASK_OBJS && task == index)
+			return pread(fd, &ref, sizeof(ref), pos + 8) == sizeof(ref) ? ref : 0;
+		pos += hdr[1];
+	}
+	return 0;
+}
+
+/* A FILE record of objref @objref, @len bytes at @pos: noted if an anon file or pipe. */
+static void note_file(int fd, off_t pos, uint32_t len, int32_t objref)
+{
+	uint32_t f[3];	/* f_type, f_mode, f_flags */
+	uint32_t next[2];
+	struct anon *a;
+
+	if (objref <= 0 || anon_of(objref) || pread(fd, f, sizeof(f), pos + 8) != sizeof(f))
+		return;
+	if (f[0] != FILE_EVENTFD && f[0] != FILE_EPOLL && f[0] != FILE_TIMERFD &&
+	    f[0] != FILE_SIGNALFD && f[0] != FILE_PIPE)
+		return;
+	if (nr_anons == CRFS_MAX_HANDED) {
+		if (f[0] == FILE_PIPE)
+			return;	/* not made here: an epoll watching it is refused */
+		anon_fail(EOPNOTSUPP, "more than %d eventfd, timerfd, signalfd or epoll files",
+			  CRFS_MAX_HANDED, 0);
+	}
+	a = &anons[nr_anons++];
+	*a = (struct anon){ .objref = objref, .f_type = f[0], .pos = pos, .fd = -1,
+			    .f_flags = f[2] };
+	if (f[0] == FILE_PIPE && pread(fd, &a->pipe, sizeof(a->pipe), pos + FILE_HDR_LEN) ==
+	    sizeof(a->pipe) && pread(fd, next, sizeof(next), pos + len) == sizeof(next) &&
+	    next[0] == HDR_PIPE_BUF)
+		a->buf = pos + len;
+}
+
+static void note_desc(int fd, off_t pos, int32_t table, int32_t mine)
+{
+	int32_t d[2];	/* fd_objref, fd_descriptor */
+	struct anon *a;
+
+	if (pread(fd, d, sizeof(d), pos + 8) != sizeof(d))
+		return;
+	a = anon_of(d[0]);
+	if (!a)
+		return;
+	if (a->table != table) {
+		a->table = table;
+		a->tables++;
+	}
+	a->mine |= table == mine;
+}
+
+/* The anon files of the image, which of them our table names, their EPOLL_ITEMS. */
+static void scan_anon(int fd, int32_t mine)
+{
+	int32_t last_file = 0, table = 0, obj[2], ep;
+	uint32_t hdr[2];
+	off_t pos = 0;
+	struct anon *a;
+
+	while (pread(fd, hdr, sizeof(hdr), pos) == sizeof(hdr) && hdr[1] >= sizeof(hdr)) {
+		if (hdr[0] == HDR_OBJREF && pread(fd, obj, sizeof(obj), pos + 8) == sizeof(obj)) {
+			if (obj[0] == OBJ_FILE)
+				last_file = obj[1];
+			else if (obj[0] == OBJ_FILE_TABLE)
+				table = obj[1];
+		} else if (hdr[0] == HDR_FILE) {
+			note_file(fd, pos, hdr[1], last_file);
+			last_file = 0;
+		} else if (hdr[0] == HDR_FILE_DESC) {
+			note_desc(fd, pos, table, mine);
+		} else if (hdr[0] == HDR_EPOLL_ITEMS &&
+			   pread(fd, &ep, sizeof(ep), pos + 8) == sizeof(ep)) {
+			a = anon_of(ep);
+			if (a && a->f_type == FILE_EPOLL && !a->items)
+				a->items = pos;
+		}
+		pos += hdr[1];
+	}
+}
+
+static void read_at(int fd, void *buf, size_t len, off_t pos)
+{
+	if (pread(fd, buf, len, pos) != (ssize_t)len)
+		anon_fail(EINVAL, "a short anon file record at %d", (int)pos, 0);
+}
+
+static int make_eventfd(int fd, const struct anon *a, uint32_t f_flags)
+{
+	struct { uint64_t count; uint32_t flags; } h;
+	int efd;
+
+	read_at(fd, &h, sizeof(h), a->pos + FILE_HDR_LEN);
+	efd = eventfd(0, EFD_CLOEXEC | (f_flags & O_NONBLOCK ? EFD_NONBLOCK : 0) |
+		      (h.flags & EFD_SEMAPHORE));
+	if (efd >= 0 && h.count && write(efd, &h.count, sizeof(h.count)) != sizeof(h.count))
+		anon_fail(errno, "eventfd objref %d: count not set", a->objref, 0);
+	return efd;
+}
+
+static void ns_timespec(uint64_t ns, struct timespec *ts)
+{
+	ts->tv_sec = ns / 1000000000;
+	ts->tv_nsec = ns % 1000000000;
+}
+
+static int make_timerfd(int fd, const struct anon *a, uint32_t f_flags)
+{
+	struct { int32_t clockid; uint32_t flags; uint64_t value, interval, ticks; } h;
+	struct itimerspec its;
+	struct timespec now;
+	int tfd;
+
+	read_at(fd, &h, sizeof(h), a->pos + FILE_HDR_LEN);
+	tfd = timerfd_create(h.clockid, TFD_CLOEXEC | (f_flags & O_NONBLOCK ? TFD_NONBLOCK : 0));
+	if (tfd < 0)
+		return tfd;
+	ns_timespec(h.value, &its.it_value);
+	ns_timespec(h.interval, &its.it_interval);
+	if (h.value && (h.flags & TFD_TIMER_ABSTIME)) {	/* the remaining time from now */
+		if (clock_gettime(h.clockid, &now))
+			return -1;
+		ns_timespec(h.value + now.tv_nsec, &its.it_value);
+		its.it_value.tv_sec += now.tv_sec;
+	}
+	if (timerfd_settime(tfd, h.flags, &its, NULL) ||
+	    (h.ticks && ioctl(tfd, TFD_IOC_SET_TICKS, &h.ticks)))
+		anon_fail(errno, "timerfd objref %d: its timer not set", a->objref, 0);
+	return tfd;
+}
+
+static int make_signalfd(int fd, const struct anon *a, uint32_t f_flags)
+{
+	uint64_t mask;
+
+	read_at(fd, &mask, sizeof(mask), a->pos + FILE_HDR_LEN);
+	return syscall(SYS_signalfd4, -1, &mask, sizeof(mask),
+		       SFD_CLOEXEC | (f_flags & O_NONBLOCK ? SFD_NONBLOCK : 0));
+}
+
+static void hand(struct anon *a)
+{
+	if (nr_handed == CRFS_MAX_HANDED)
+		anon_fail(EOPNOTSUPP, "more than %d files to hand in", CRFS_MAX_HANDED, 0);
+	handed[nr_handed++] = (struct crfs_handed_file){ .objref = a->objref, .fd = a->fd };
+}
+
+static void make_anon(int fd, struct anon *a)
+{
+	uint32_t f_flags = a->f_flags;
+
+	if (a->f_type == FILE_EVENTFD)
+		a->fd = make_eventfd(fd, a, f_flags);
+	else if (a->f_type == FILE_TIMERFD)
+		a->fd = make_timerfd(fd, a, f_flags);
+	else if (a->f_type == FILE_SIGNALFD)
+		a->fd = make_signalfd(fd, a, f_flags);
+	else
+		a->fd = epoll_create1(EPOLL_CLOEXEC);
+	if (a->fd >= 0 && a->f_type == FILE_EPOLL && (f_flags & O_NONBLOCK))
+		fcntl(a->fd, F_SETFL, O_NONBLOCK);
+	if (a->fd < 0)
+		anon_fail(errno, "objref %d (f_type %d): cannot make it", a->objref,
+			  (int)a->f_type);
+	hand(a);
+}
+
+/* The bytes of the pipe's PIPE_BUF written into it (@w: its write end). */
+static void fill_pipe(int fd, const struct anon *a, int w)
+{
+	uint32_t h[2];
+	char *buf;
+	size_t len;
+
+	read_at(fd, h, sizeof(h), a->buf);
+	len = h[1] - sizeof(h);
+	if (h[1] < sizeof(h) || len > MAX_PIPE_BUF)
+		anon_fail(EINVAL, "pipe_objref %d: PIPE_BUF of %d bytes", a->pipe, (int)h[1]);
+	if (!len)
+		return;
+	buf = malloc(len);
+	if (!buf)
+		anon_fail(ENOMEM, "pipe_objref %d: %d bytes", a->pipe, (int)len);
+	read_at(fd, buf, len, a->buf + sizeof(h));
+	fcntl(w, F_SETFL, O_NONBLOCK);
+	if (write(w, buf, len) != (ssize_t)len)
+		anon_fail(errno ? errno : ENOSPC, "pipe_objref %d: its %d bytes do not fit",
+			  a->pipe, (int)len);
+	fcntl(w, F_SETFL, 0);
+	free(buf);
+}
+
+/* An end of pipe @p: the end itself the first time, else the pipe reopened. */
+static int pipe_end(int p[2], int used[2], uint32_t f_flags)
+{
+	int acc = f_flags & O_ACCMODE, k = acc == O_WRONLY, e;
+	char path[40];
+
+	if (acc != O_RDWR && !used[k]) {
+		used[k] = 1;
+		e = p[k];
+	} else {
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", p[0]);
+		e = open(path, acc | O_CLOEXEC);
+	}
+	if (e >= 0 && (f_flags & O_NONBLOCK))
+		fcntl(e, F_SETFL, O_NONBLOCK);
+	return e;
+}
+
+/*
+ * The pipe of end @t, which an epoll watches: made, filled, and each of its ends handed
+ * in; both ends must be in our table and nowhere else.
+ */
+static void make_pipe(int fd, struct anon *t)
+{
+	int p[2], used[2] = { 0, 0 }, k, reader = 0, writer = 0;
+
+	for (k = 0; k < nr_anons; k++) {
+		struct anon *e = &anons[k];
+
+		if (e->f_type != FILE_PIPE || e->pipe != t->pipe)
+			continue;
+		if (!e->mine || e->tables > 1)
+			anon_fail(EOPNOTSUPP, "pipe_objref %d, watched by an epoll: in %d processes",
+				  t->pipe, e->tables);
+		reader |= (e->f_flags & O_ACCMODE) != O_WRONLY;
+		writer |= (e->f_flags & O_ACCMODE) != O_RDONLY;
+	}
+	if (!reader || !writer)
+		anon_fail(EOPNOTSUPP, "pipe_objref %d, watched by an epoll: an end not in the process",
+			  t->pipe, 0);
+	if (pipe2(p, O_CLOEXEC))
+		anon_fail(errno, "pipe_objref %d: no pipe", t->pipe, 0);
+	for (k = 0; k < nr_anons; k++)
+		if (anons[k].f_type == FILE_PIPE && anons[k].pipe == t->pipe && anons[k].buf)
+			fill_pipe(fd, &anons[k], p[1]);
+	for (k = 0; k < nr_anons; k++) {
+		struct anon *e = &anons[k];
+
+		if (e->f_type != FILE_PIPE || e->pipe != t->pipe)
+			continue;
+		e->fd = pipe_end(p, used, e->f_flags);
+		if (e->fd < 0)
+			anon_fail(errno, "pipe_objref %d: an end not reopened", t->pipe, 0);
+		hand(e);
+	}
+	for (k = 0; k < 2; k++)
+		if (!used[k])
+			close(p[k]);
+}
+
+/* The watch list of epoll @a: {num_items} then BUFFER{items}, in malloc()ed memory. */
+static struct epoll_item *items_of(int fd, const struct anon *a, uint32_t *nr)
+{
+	uint32_t h[4];	/* ckpt_hdr, epfile_objref, num_items */
+	uint32_t buf[2];
+	struct epoll_item *items;
+
+	*nr = 0;
+	if (!a->items)
+		return NULL;
+	read_at(fd, h, sizeof(h), a->items);
+	*nr = h[3];
+	if (!*nr)
+		return NULL;
+	read_at(fd, buf, sizeof(buf), a->items + h[1]);
+	if (*nr > MAX_ITEMS || buf[0] != HDR_BUFFER || buf[1] != 8 + *nr * sizeof(*items))
+		anon_fail(EINVAL, "epoll objref %d: %d watches not in a BUFFER", a->objref,
+			  (int)*nr);
+	items = malloc(*nr * sizeof(*items));
+	if (!items)
+		anon_fail(ENOMEM, "epoll objref %d: %d watches", a->objref, (int)*nr);
+	read_at(fd, items, *nr * sizeof(*items), a->items + h[1] + 8);
+	return items;
+}
+
+/* The target of each watch: one of our anon files, in our table only. */
+static int check_items(int fd, const struct anon *ep, const struct epoll_item *items,
+		       uint32_t nr)
+{
+	struct anon *t;
+	int top = 0;
+	uint32_t i;
+
+	if (ep->tables > 1)
+		anon_fail(EOPNOTSUPP, "epoll objref %d: shared by %d processes", ep->objref,
+			  ep->tables);
+	for (i = 0; i < nr; i++) {
+		t = anon_of(items[i].file_objref);
+		if (t && t->mine && t->f_type == FILE_PIPE && t->fd < 0)
+			make_pipe(fd, t);
+		if (!t || !t->mine || t->fd < 0)
+			anon_fail(EOPNOTSUPP, "epoll watch of fd %d: not an eventfd, timerfd, signalfd or epoll (objref %d)",
+				  (int)items[i].fd, items[i].file_objref);
+		if (t->tables > 1)
+			anon_fail(EOPNOTSUPP, "epoll watch of fd %d: shared by %d processes",
+				  (int)items[i].fd, t->tables);
+		if (items[i].fd > (1U << 20))
+			anon_fail(EINVAL, "epoll watch of fd %d (objref %d)", (int)items[i].fd,
+				  ep->objref);
+		if ((int)items[i].fd >= top)
+			top = items[i].fd + 1;
+	}
+	return top;
+}
+
+struct watching {
+	const struct anon *ep;
+	const struct epoll_item *items;
+	uint32_t nr;
+	int top;
+	int moved[CRFS_MAX_HANDED];	/* the child's fd of each anons[] */
+};
+
+/* An fd of the child above every watch's fd number. */
+static int moved_fd(struct watching *w, int k)
+{
+	if (w->moved[k] < 0 && anons[k].fd >= 0)
+		w->moved[k] = anons[k].fd < w->top ?
+			      fcntl(anons[k].fd, F_DUPFD_CLOEXEC, w->top) : anons[k].fd;
+	return w->moved[k];
+}
+
+/*
+ * The watches of w->ep, added in a child with its own copy of our fd table (and our
+ * memory and signal handlers: a signalfd's watch waits on the sighand of the task that
+ * added it): each target put at the fd number it was added as (the epoll keys its
+ * watches by file and fd), our files moved above them first. The epolls and targets are
+ * the same open files as ours.
+ */
+static int add_watches(void *arg)
+{
+	struct watching *w = arg;
+	struct epoll_event ev;
+	int k, ep, t;
+	uint32_t i;
+
+	for (k = 0; k < nr_anons; k++)
+		w->moved[k] = -1;
+	ep = moved_fd(w, w->ep - anons);
+	for (i = 0; i < w->nr; i++) {
+		t = moved_fd(w, anon_of(w->items[i].file_objref) - anons);
+		ev.events = w->items[i].events;
+		ev.data.u64 = w->items[i].data;
+		if (t < 0 || ep < 0 || dup2(t, w->items[i].fd) < 0 ||
+		    epoll_ctl(ep, EPOLL_CTL_ADD, w->items[i].fd, &ev))
+			return errno;
+		close(w->items[i].fd);
+	}
+	return 0;
+}
+
+static void watch_all(int fd)
+{
+	static struct watching w;
+	struct epoll_item *items;
+	int k, top, status;
+	uint32_t nr;
+	pid_t pid;
+	char *stack;
+
+	for (k = 0; k < nr_anons; k++) {
+		if (!anons[k].mine || anons[k].f_type != FILE_EPOLL)
+			continue;
+		items = items_of(fd, &anons[k], &nr);
+		top = check_items(fd, &anons[k], items, nr);
+		if (!nr)
+			continue;
+		w = (struct watching){ .ep = &anons[k], .items = items, .nr = nr, .top = top };
+		stack = mmap(NULL, THREAD_STACK, PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		pid = stack == MAP_FAILED ? -1 :
+		      clone(add_watches, stack + THREAD_STACK, CLONE_VM | CLONE_SIGHAND | SIGCHLD,
+			    &w);
+		if (pid < 0)
+			anon_fail(errno, "epoll objref %d: no child to add its watches",
+				  anons[k].objref, 0);
+		if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+		    WEXITSTATUS(status))
+			anon_fail(WIFEXITED(status) ? WEXITSTATUS(status) : EIO,
+				  "epoll objref %d: its watches not added", anons[k].objref, 0);
+		free(items);
+		munmap(stack, THREAD_STACK);
+	}
+}
+
+/* Our task's anon files made, into handed[]; nothing when it has none. */
+static void make_anon_files(int fd)
+{
+	int32_t mine = no_anon ? 0 : files_of(fd, task_index);
+	int k;
+
+	if (!mine)
+		return;
+	scan_anon(fd, mine);
+	for (k = 0; k < nr_anons; k++)
+		if (anons[k].mine && anons[k].f_type != FILE_PIPE)
+			make_anon(fd, &anons[k]);
+	watch_all(fd);
+}
+
 struct restart {
 	int dev;
+	int with_files;		/* RESTART_FILES with handed[] */
 	struct crfs_image_args args;
 };
 
 /* RESTART of one task; only a failure returns. */
 static void restart(struct restart *r)
 {
-	long ret = raw_ioctl(r->dev, CRFS_IOC_RESTART, &r->args);
+	struct crfs_restart_args files = {
+		.image = r->args,
+		.handed = (uintptr_t)handed,
+		.nr_handed = nr_handed,
+	};
+	long ret;
+
+	if (r->with_files) {
+		ret = raw_ioctl(r->dev, CRFS_IOC_RESTART_FILES, &files);
+		r->args = files.image;
+	} else {
+		ret = raw_ioctl(r->dev, CRFS_IOC_RESTART, &r->args);
+	}
 
 	fail_task(r->args.task_index, "restart", ret < 0 ? -ret : EIO, r->args.err_msg,
 		  r->args.err_offset, r->args.err_type);
@@ -610,7 +1120,7 @@ static int parse_args(int argc, char **argv, const char **device)
 {
 	int opt;
 
-	while ((opt = getopt(argc, argv, "d:r:NSRi:")) != -1) {
+	while ((opt = getopt(argc, argv, "d:r:NSRAi:")) != -1) {
 		if (opt == 'd')
 			*device = optarg;
 		else if (opt == 'r')
@@ -621,6 +1131,8 @@ static int parse_args(int argc, char **argv, const char **device)
 			restart_flags &= ~CRFS_RESTART_INHERIT;
 		else if (opt == 'R')
 			restart_flags |= CRFS_RESTART_REPLACE;
+		else if (opt == 'A')
+			no_anon = 1;
 		else if (opt != 'i' || nr_inherit == MAX_INHERIT ||
 			 sscanf(optarg, "%d=%d", &inherit_image[nr_inherit],
 				&inherit_from[nr_inherit]) != 2 ||
@@ -717,9 +1229,11 @@ static void restart_image(int dev, int fd)
 			fail("tree", errno, "pipe", UINT64_MAX, 0);
 		fork_tree(ready, go);
 	}
+	make_anon_files(fd);
 	place_vdso(image_vdso(fd, task_index));
 	memset(&self, 0, sizeof(self));
 	self.dev = dev;
+	self.with_files = nr_handed > 0;
 	self.args.fd = fd;
 	self.args.flags = restart_flags;
 	self.args.task_index = task_index;
@@ -748,6 +1262,6 @@ int main(int argc, char **argv)
 	restart_image(dev, fd);
 usage:
 	fprintf(stderr,
-		"usage: crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-i IMAGEFD=FD]... IMAGE\n");
+		"usage: crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-A] [-i IMAGEFD=FD]... IMAGE\n");
 	return 2;
 }

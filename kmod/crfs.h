@@ -194,6 +194,7 @@ struct crfs_plan {
 	u64 nr_pages;
 	u64 *vaddrs;		/* scratch: one PGARR's vaddr array */
 	u32 flags;		/* crfs_image_args.flags */
+	struct crfs_handed *handed;	/* RESTART_FILES: the files handed in, or NULL */
 };
 
 /* Reading the image into the plan: the helpers crfs_files.c shares. */
@@ -212,6 +213,8 @@ void crfs_plan_init(struct crfs_plan *plan);
 void crfs_plan_free(struct crfs_plan *plan);
 int crfs_plan_load(struct crfs_plan *plan, struct crfs_image *img);
 long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart);
+long crfs_image_ioctl(struct crfs_image_args __user *uargs, bool restart,
+		      struct crfs_handed *handed);
 
 /* ---------------------------------------------------------------- crfs_restore.c */
 
@@ -239,6 +242,18 @@ void crfs_files_exit(void);
 typedef struct file *(*crfs_maker)(void *arg);
 struct file *crfs_shared_file(struct crfs_image *img, u64 key, u32 users,
 			      crfs_maker make, void *arg);
+
+/* ---------------------------------------------------------------- crfs_anonfd.c */
+
+struct crfs_handed;
+
+bool crfs_anon_kind(u32 f_type);
+int crfs_anon_load(struct crfs_ctx *ctx, const struct crfs_file *file,
+		   const struct crfs_rec *rec);
+long crfs_ioctl_restart_files(struct crfs_restart_args __user *uargs);
+void crfs_handed_free(struct crfs_handed *handed);
+int crfs_handed_check(struct crfs_plan *plan, struct crfs_image *img);
+struct file *crfs_handed_file(const struct crfs_plan *plan, s32 objref);
 
 /* ---------------------------------------------------------------- crfs_group.c */
 
@@ -277,6 +292,24 @@ int crfs_ckpt_creds(struct crfs_ckpt *ck, struct task_struct *t);
 
 int crfs_ckpt_files(struct crfs_ckpt *ck, struct task_struct *t, pid_t vpid,
 		    s32 *objref);
+void crfs_ck_fill_file(struct ckpt_hdr_file *h, struct file *file, u32 f_type);
+
+/* ---------------------------------------------------------------- crfs_ckpt_anon.c */
+
+struct crfs_ck_anon;
+
+/* The file table being written, as crfs_ckpt_anon.c looks into it. */
+struct crfs_ck_view {
+	const void *table;
+	struct file *(*at)(const void *table, int fd);	/* the file at @fd, or NULL */
+	struct file *(*nth)(const void *table, u32 i);	/* its i-th fd's, or NULL */
+};
+
+int crfs_ckpt_anon(struct crfs_ckpt *ck, struct crfs_ck_anon **anp,
+		   struct file *file, int fd, s32 objref,
+		   const struct crfs_ck_view *view);
+int crfs_ckpt_epoll_items(struct crfs_ckpt *ck, struct crfs_ck_anon *an);
+void crfs_ckpt_anon_free(struct crfs_ck_anon *an);
 
 /* ---------------------------------------------------------------- crfs_fileid.c */
 

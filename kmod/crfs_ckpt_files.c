@@ -11,7 +11,9 @@
  *   regular files, directories, devices	GENERIC FILE, FILE_NAME
  *   pipes					PIPE FILE{pipe_objref} [PIPE_BUF]
  *   FIFOs					FIFO FILE{pipe_objref} FILE_NAME [PIPE_BUF]
- *   sockets, anon inodes, deleted files...	CRFS_FILE_OPAQUE{kind} STRING{link}
+ *   eventfd, timerfd, signalfd, epoll	their FILE (crfs_ckpt_anon.c); then, after the
+ *						last FILE_DESC, each epoll's EPOLL_ITEMS
+ *   sockets, other anon inodes, deleted...	CRFS_FILE_OPAQUE{kind} STRING{link}
  * Names are d_path() from the caller's root, the text of the /proc/<pid>/fd links. A
  * pipe's inode is a CKPT_OBJ_INODE (no OBJREF record): its first end is followed by
  * PIPE_BUF, the bytes buffered in it, copied (not consumed) under the pipe's mutex.
@@ -46,6 +48,7 @@ struct ck_table {
 	u32 nr;
 	char *path;			/* PATH_MAX scratch */
 	void *pipe_buf;			/* CRFS_MAX_PIPE_BUF scratch */
+	struct crfs_ck_anon *anon;	/* epolls' watches (crfs_ckpt_anon.c) */
 };
 
 /* The open fds of @files, with references; -EMFILE beyond CRFS_MAX_FDS. */
@@ -98,6 +101,37 @@ static void fill_common(struct ckpt_hdr_file *h, struct file *file, u32 f_type)
 		h->f_mode |= CK_FMODE_SEEK;
 	h->f_flags = file->f_flags & ~O_CLOEXEC;
 	h->f_pos = file->f_pos;
+}
+
+void crfs_ck_fill_file(struct ckpt_hdr_file *h, struct file *file, u32 f_type)
+{
+	fill_common(h, file, f_type);
+}
+
+/* The file at @fd of the table (fds ascend), or NULL. */
+static struct file *file_at(const void *table, int fd)
+{
+	const struct ck_table *tb = table;
+	u32 lo = 0, hi = tb->nr;
+
+	while (lo < hi) {
+		u32 mid = lo + (hi - lo) / 2;
+
+		if (tb->fds[mid].fd == fd)
+			return tb->fds[mid].file;
+		if (tb->fds[mid].fd < fd)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+static struct file *file_nth(const void *table, u32 i)
+{
+	const struct ck_table *tb = table;
+
+	return i < tb->nr ? tb->fds[i].file : NULL;
 }
 
 static int write_text(struct crfs_ckpt *ck, u32 type, const char *text)
@@ -211,11 +245,12 @@ static int write_pipe(struct ck_table *tb, struct file *file, int fd, bool fifo)
 	return ret;
 }
 
-/* The FILE object of @file, of its kind, at its first fd. */
-static int write_file_of(struct ck_table *tb, struct file *file, int fd)
+/* The FILE object @objref of @file, of its kind, at its first fd. */
+static int write_file_of(struct ck_table *tb, struct file *file, int fd, s32 objref)
 {
 	struct inode *inode = file_inode(file);
 	umode_t mode = inode->i_mode;
+	int ret;
 
 	if (S_ISFIFO(mode))
 		return write_pipe(tb, file, fd, inode->i_sb->s_magic != PIPEFS_MAGIC);
@@ -224,8 +259,14 @@ static int write_file_of(struct ck_table *tb, struct file *file, int fd)
 	if ((S_ISREG(mode) || S_ISDIR(mode)) &&
 	    (!inode->i_nlink || d_unlinked(file->f_path.dentry)))
 		return write_opaque(tb, file, fd, CRFS_OPAQUE_DELETED);
-	if (inode->i_sb->s_magic == ANON_INODE_FS_MAGIC)
+	if (inode->i_sb->s_magic == ANON_INODE_FS_MAGIC) {
+		struct crfs_ck_view view = { .table = tb, .at = file_at, .nth = file_nth };
+
+		ret = crfs_ckpt_anon(tb->ck, &tb->anon, file, fd, objref, &view);
+		if (ret)
+			return ret < 0 ? ret : 0;
 		return write_opaque(tb, file, fd, CRFS_OPAQUE_ANON);
+	}
 	if (S_ISREG(mode) || S_ISDIR(mode) || S_ISCHR(mode) || S_ISBLK(mode))
 		return write_generic(tb, file, fd);
 	return write_opaque(tb, file, fd, CRFS_OPAQUE_OTHER);
@@ -247,7 +288,7 @@ static int write_fd(struct ck_table *tb, const struct ck_fd *cf)
 		d.fd_objref = -d.fd_objref;
 		ret = crfs_ck_objref(tb->ck, CKPT_OBJ_FILE, d.fd_objref);
 		if (!ret)
-			ret = write_file_of(tb, cf->file, cf->fd);
+			ret = write_file_of(tb, cf->file, cf->fd, d.fd_objref);
 	}
 	return ret ? ret : crfs_ck_record(tb->ck, CKPT_HDR_FILE_DESC, &d, sizeof(d));
 }
@@ -265,7 +306,7 @@ static int write_table(struct ck_table *tb, s32 objref)
 		ret = write_fd(tb, &tb->fds[i]);
 		cond_resched();
 	}
-	return ret;
+	return ret ? ret : crfs_ckpt_epoll_items(tb->ck, tb->anon);
 }
 
 static int alloc_table(struct ck_table *tb)
@@ -283,6 +324,7 @@ static void free_table(struct ck_table *tb)
 	kvfree(tb->fds);
 	kfree(tb->path);
 	kvfree(tb->pipe_buf);
+	crfs_ckpt_anon_free(tb->anon);
 }
 
 /* The file table of @t at its first task (else its objref only): TASK_OBJS.files_objref. */

@@ -7,8 +7,9 @@
  *
  * A GENERIC file has a FILE_NAME; a PIPE's FILE (56 bytes) carries pipe_objref, shared
  * by both ends, and the first end seen is followed by PIPE_BUF, the bytes buffered in the
- * pipe; a FIFO is a PIPE with a FILE_NAME. Other kinds (sockets, ttys, epoll, eventfd,
- * crfs extension types from 100) are copied in as their FILE record; their own records
+ * pipe; a FIFO is a PIPE with a FILE_NAME. An eventfd, timerfd, signalfd or epoll is the
+ * file the restarter hands in (crfs_anonfd.c). Other kinds (sockets, ttys, other crfs
+ * extension types from 100) are copied in as their FILE record; their own records
  * are skipped, and RESTART refuses them unless the caller hands in a file for the fd.
  *
  * Restore: every file is opened in the prepare step, with the credentials the task will
@@ -205,6 +206,11 @@ int crfs_load_file(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
 		return load_pipe(ctx, file, &rec);
 	case CRFS_FILE_OPAQUE:
 		return load_opaque(ctx, file, &rec);
+	case CKPT_FILE_EVENTFD:
+	case CKPT_FILE_EPOLL:
+	case CRFS_FILE_TIMERFD:
+	case CRFS_FILE_SIGNALFD:
+		return crfs_anon_load(ctx, file, &rec);	/* crfs_anonfd.c */
 	default:
 		return 0;	/* refused by RESTART; its own records are skipped */
 	}
@@ -909,8 +915,26 @@ static struct file *inherit(struct crfs_open *op, const struct crfs_fd *cfd)
 			      cfd->fd, kind_name(cfd->file)));
 }
 
+/* An eventfd, timerfd, signalfd or epoll: the file handed in (crfs_anonfd.c). */
+static struct file *handed_anon(struct crfs_open *op, const struct crfs_fd *cfd)
+{
+	struct file *file = crfs_handed_file(op->plan, cfd->objref);
+
+	if (file)
+		return file;
+	return ERR_PTR(refuse(op, -EOPNOTSUPP, "fd %d: %s not handed in (objref %d)",
+			      cfd->fd, kind_name(cfd->file), cfd->objref));
+}
+
 static struct file *open_object(struct crfs_open *op, const struct crfs_fd *cfd)
 {
+	struct file *handed;
+
+	if (cfd->file->h.f_type == CKPT_FILE_PIPE) {	/* an epoll's target */
+		handed = crfs_handed_file(op->plan, cfd->objref);
+		if (handed)
+			return handed;
+	}
 	switch (cfd->file->h.f_type) {
 	case CKPT_FILE_GENERIC:
 		return open_generic(op, cfd);
@@ -925,6 +949,8 @@ static struct file *open_object(struct crfs_open *op, const struct crfs_fd *cfd)
 			return ERR_PTR(-CANNOT_REOPEN);
 		fallthrough;
 	default:
+		if (crfs_anon_kind(cfd->file->h.f_type))
+			return handed_anon(op, cfd);
 		return ERR_PTR(refuse(op, -EOPNOTSUPP, "fd %d: %s is not restored",
 				      cfd->fd, kind_name(cfd->file)));
 	}

@@ -42,6 +42,7 @@ enum {
 	CKPT_HDR_FILE_NAME = 303,
 	CKPT_HDR_FILE = 304,
 	CKPT_HDR_PIPE_BUF = 305,
+	CKPT_HDR_EPOLL_ITEMS = 308,
 	CKPT_HDR_MM = 401,
 	CKPT_HDR_VMA = 402,
 	CKPT_HDR_PGARR = 403,
@@ -91,7 +92,7 @@ enum {
 	CKPT_FILE_EVENTFD = 7,
 	CKPT_FILE_MAX = 8,
 	CRFS_FILE_EXT_FIRST = 100,	/* crfs extension file types: 100 and up */
-	CRFS_FILE_TIMERFD = 100,	/* not restored by the module yet */
+	CRFS_FILE_TIMERFD = 100,	/* handed in by the restarter (crfs_anonfd.c) */
 	CRFS_FILE_SIGNALFD = 101,
 	CRFS_FILE_OPAQUE = 110,		/* recorded, not restorable; then STRING */
 	CRFS_FILE_DELETED = 111,	/* a regular file deleted while open */
@@ -311,6 +312,50 @@ struct crfs_hdr_file_opaque {
 	struct ckpt_hdr_file common;
 	__u32 kind;
 	__u32 st_mode;
+};
+
+/* CKPT_HDR_FILE of an EVENTFD (an EPOLL's is the common 48 bytes) */
+struct ckpt_hdr_file_eventfd {
+	struct ckpt_hdr_file common;
+	__u64 count;
+	__u32 flags;		/* EFD_SEMAPHORE, EFD_NONBLOCK, EFD_CLOEXEC */
+	__u8 __padding[4];
+};
+
+/* crfs extension: a timerfd, its remaining time and interval in ns, unread expirations */
+struct crfs_hdr_file_timerfd {
+	struct ckpt_hdr_file common;
+	__s32 clockid;
+	__u32 tfd_flags;	/* timerfd_settime(2) flags */
+	__u64 value_ns;
+	__u64 interval_ns;
+	__u64 ticks;
+};
+
+/* crfs extension: a signalfd, its mask (bit n-1: signal n) */
+struct crfs_hdr_file_signalfd {
+	struct ckpt_hdr_file common;
+	__u64 sigmask;
+	__u32 sfd_flags;	/* SFD_NONBLOCK, SFD_CLOEXEC */
+	__u8 __padding[4];
+};
+
+/*
+ * CKPT_HDR_EPOLL_ITEMS: after the last FILE_DESC of a file table, one per EPOLL file first
+ * written in it; iff num_items, BUFFER{struct ckpt_eventpoll_item[num_items]} follows.
+ */
+struct ckpt_hdr_eventpoll_items {
+	struct ckpt_hdr h;
+	__s32 epfile_objref;
+	__u32 num_items;
+};
+
+struct ckpt_eventpoll_item {
+	__u64 data;
+	__u32 fd;
+	__s32 file_objref;
+	__u32 events;
+	__u8 __padding[4];
 };
 
 /* CKPT_HDR_FILE_TABLE, then fdt_nfds x { [OBJECT of a FILE] FILE_DESC } */

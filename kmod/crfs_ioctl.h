@@ -77,6 +77,40 @@ struct crfs_checkpoint_args {
 #define CRFS_RESTART_REPLACE	0x2
 #define CRFS_RESTART_FLAGS	(CRFS_RESTART_INHERIT | CRFS_RESTART_REPLACE)
 
+/*
+ * struct crfs_handed_file - a file the caller made for a FILE object of the image.
+ * @objref:	the FILE's objref in the image (its OBJREF record)
+ * @fd:		the caller's fd of the file (any number; close-on-exec is fine)
+ *
+ * The kernel exports no way to make an eventfd, timerfd, signalfd or epoll file from a
+ * module: the restarting process makes them itself (eventfd(2) with the count,
+ * timerfd_create(2) + timerfd_settime(2), signalfd(2), epoll_create1(2) + epoll_ctl(2)
+ * once the files it watches exist) and hands them in. RESTART checks that each is of
+ * the kind its FILE record says and installs it at every fd of the image naming
+ * @objref; a FILE shared with other processes of the tree takes the file handed in by
+ * the first of them to restore (the others' are closed).
+ */
+struct crfs_handed_file {
+	__s32 objref;
+	__s32 fd;
+};
+
+#define CRFS_MAX_HANDED		4096	/* entries of crfs_restart_args.handed */
+
+/*
+ * struct crfs_restart_args - RESTART_FILES: RESTART with files handed in.
+ * @image:	as CRFS_IOC_RESTART's argument (its out fields are written back)
+ * @handed:	in: user pointer to @nr_handed struct crfs_handed_file, each objref once
+ * @nr_handed:	in: at most CRFS_MAX_HANDED
+ * @__reserved:	in: must be 0
+ */
+struct crfs_restart_args {
+	struct crfs_image_args image;
+	__u64 handed;
+	__u32 nr_handed;
+	__u32 __reserved;
+};
+
 /* crfs_checkpoint_args.flags */
 #define CRFS_CHECKPOINT_TREE	0x1	/* the process and its descendants, depth first */
 
@@ -100,6 +134,19 @@ struct crfs_checkpoint_args {
  * return kills it with SIGKILL.
  */
 #define CRFS_IOC_RESTART	_IOWR(CRFS_IOC_MAGIC, 2, struct crfs_image_args)
+
+/*
+ * RESTART with the files of struct crfs_restart_args.handed (ABI 1 modules without it
+ * answer ENOTTY). The table is copied in and bounded, each fd taken, then checked against
+ * the image before anything changes. errno, besides RESTART's:
+ *   EINVAL	nr_handed above CRFS_MAX_HANDED, __reserved not 0, an objref twice or not a
+ *		FILE of the image of a kind handed in (eventfd, timerfd, signalfd, epoll, a
+ *		pipe end), a file not of the kind its record says or without its
+ *		O_NONBLOCK, the ends of one pipe_objref not all handed in or of two pipes
+ *		(err_msg names the objref)
+ *   EBADF	an fd of the table is not open
+ */
+#define CRFS_IOC_RESTART_FILES	_IOWR(CRFS_IOC_MAGIC, 4, struct crfs_restart_args)
 
 /*
  * Write a linux-cr ckpt_hdr x86_64 image of process @pid (every thread of it) and, with
@@ -149,8 +196,9 @@ struct crfs_checkpoint_args {
  *   ENOENT, EACCES...	RESTART only: a mapped file, or a file of the fd table, cannot be
  *		opened by the caller (err_msg names the fd and the path)
  *   EMFILE	RESTART only: an fd of the image not below the caller's RLIMIT_NOFILE
- *   EOPNOTSUPP	also: an fd of a kind not restored (epoll, eventfd...), or one that cannot
- *		be reopened (tty, socket, half pipe) and is not handed in
+ *   EOPNOTSUPP	also: an fd of a kind not restored, an eventfd, timerfd, signalfd or
+ *		epoll not handed in (RESTART_FILES), or one that cannot be reopened (tty,
+ *		socket, half pipe) and is not handed in
  */
 
 #endif /* CRFS_IOCTL_H */

@@ -26,6 +26,8 @@ static long crfs_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		return crfs_ioctl_image(argp, true);
 	case CRFS_IOC_CHECKPOINT:
 		return crfs_ioctl_checkpoint(argp);
+	case CRFS_IOC_RESTART_FILES:
+		return crfs_ioctl_restart_files(argp);
 	default:
 		return -ENOTTY;
 	}
@@ -66,6 +68,7 @@ static int __init crfs_init(void)
 	BUILD_BUG_ON(sizeof(struct ckpt_hdr_tail) != 16);
 	BUILD_BUG_ON(sizeof(struct crfs_image_args) != 120);
 	BUILD_BUG_ON(sizeof(struct crfs_checkpoint_args) != 120);
+	BUILD_BUG_ON(sizeof(struct crfs_restart_args) != 136);
 	BUILD_BUG_ON(PAGE_SIZE != CKPT_PAGE_SIZE);
 	return misc_register(&crfs_misc);
 }

@@ -1073,6 +1073,13 @@ int crfs_plan_load(struct crfs_plan *plan, struct crfs_image *img)
 
 long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart)
 {
+	return crfs_image_ioctl(uargs, restart, NULL);
+}
+
+/* CHECK or RESTART; @handed: RESTART_FILES's files (crfs_anonfd.c), or NULL. */
+long crfs_image_ioctl(struct crfs_image_args __user *uargs, bool restart,
+		      struct crfs_handed *handed)
+{
 	struct crfs_image_args args;
 	struct crfs_image *img;
 	struct crfs_plan *plan;
@@ -1092,12 +1099,15 @@ long crfs_ioctl_image(struct crfs_image_args __user *uargs, bool restart)
 	}
 	crfs_plan_init(plan);
 	plan->flags = args.flags;
+	plan->handed = handed;
 	ret = crfs_image_open(img, args.fd);
 	if (!ret)
 		ret = crfs_plan_load(plan, img);
 	if (!ret && args.task_index >= plan->nr_tasks)
 		ret = crfs_image_fail(img, NULL, "task_index %u: the image has %u tasks",
 				      args.task_index, plan->nr_tasks);
+	if (!ret)
+		ret = crfs_handed_check(plan, img);
 	if (!ret && restart)
 		ret = crfs_restore(plan, img, args.task_index, &done);
 	if (done)

@@ -1005,6 +1005,27 @@ def test_open_files_are_captured(build_c, tmp_path):
         assert_continues(program)
 
 
+def test_epoll_watch_of_a_closed_fd_is_found_with_kcmp(build_c, tmp_path):
+    """An epoll whose watch was added as fd 50, since closed and reused by another pipe
+    (zdtm epoll01): the first watch's target is found with kcmp(KCMP_EPOLL_TFD) as the
+    read end still open at another fd (not its write end, of the same inode); both watches
+    keep fd 50."""
+    with Program(build_c("ckpt_epoll_closed", 64)) as program:
+        fds = program.ready
+        path = checkpoint(program.pid, tmp_path / "epoll.ckpt", after="stop", via="ptrace")
+        image = registry.open_image(path)
+        try:
+            table = image.tasks[0].files
+            ep = table.get(fds["ep"]).file
+            assert ep.kind == "epoll", ep
+            watches = {w.data: (w.fd, w.file) for w in ep.watches}
+            assert watches == {0x50: (50, table.get(fds["ar"]).file),
+                               0x51: (50, table.get(50).file)}
+            assert table.get(fds["ar"]).file is not table.get(fds["aw"]).file
+        finally:
+            image.close()
+
+
 def test_threads_and_a_forked_child_share_open_files(build_c, tmp_path):
     with Program(build_c("ckpt_fork", 64), 2) as program:
         path = checkpoint(program.pid, tmp_path / "fork.ckpt", tree=True, via="ptrace")

@@ -51,6 +51,16 @@ def test_args_struct_is_the_c_size():
     assert kernel.CRFS_IOC_CHECK != kernel.CRFS_IOC_RESTART
 
 
+def test_restart_files_args_keep_restart_compatible():
+    """RESTART_FILES is a new number with its own 136-byte struct, which begins with
+    RESTART's: modules and restarters of ABI 1 keep working with each other."""
+    assert ctypes.sizeof(kernel.RestartArgs) == 136
+    assert kernel.RestartArgs.image.offset == 0
+    assert kernel.CRFS_IOC_RESTART_FILES not in (kernel.CRFS_IOC_CHECK, kernel.CRFS_IOC_RESTART,
+                                                 kernel.CRFS_IOC_CHECKPOINT)
+    assert kernel.CRFS_ABI_VERSION == 1
+
+
 def test_child_without_device(tmp_path, restarter):
     image = tmp_path / "img"
     image.write_bytes(b"x")

@@ -385,7 +385,8 @@ def prepare_guest(work, build_c, tmp_path_factory):
         "files_tree_target": str(build_c("files_tree_target", 64)),
         "shm_tree_target": str(build_c("shm_tree_target", 64)),
         "ckpt_threads": str(build_c("ckpt_threads", 64, "-pthread")),
-        "sig_target": str(build_c("sig_target", 64))}
+        "sig_target": str(build_c("sig_target", 64)),
+        "anonfd_target": str(build_c("anonfd_target", 64))}
     manifest["zdtm"], zdtm_error = _build_zdtm(work) if _step_selected("zdtm") else (None, None)
     timeout = GUEST_TIMEOUT + (ZDTM_BUDGET if manifest["zdtm"] else 0)
     if manifest["zdtm"]:
@@ -1821,3 +1822,108 @@ def test_restart_refuses_inconsistent_shared_segments(guest, name):
     got = _report(guest)["steps"]["shm_tree"]["refused"][name]
     reason = "differs from shm" if name == "skip_size_differs" else "past shm"
     assert got["errno"] == "EINVAL" and reason in got["msg"], got
+# --------------------------------------------------------------------------- anon-inode files
+# Step anonfd (tests/guest_anonfd.py): eventfd, timerfd, signalfd, epoll restored from both
+# checkpointers (kmod/crfs_anonfd.c, kmod/crfs_ckpt_anon.c, crfs-restart).
+
+
+def _anonfd(guest):
+    result = _report(guest)["steps"]["anonfd"]
+    assert "error" not in result, result["error"]
+    return result
+
+
+def _same_anon_state(before, after):
+    """fdinfo of anon fds 4-12 before the checkpoint and after the restart: the same kinds,
+    flags, eventfd count, timerfd clock, settime flags, interval and unread ticks, signalfd
+    mask, epoll watches (fd, events, data); remaining times only went down."""
+    assert set(after) == set(before)
+    for fd, lines in before.items():
+        again = after[fd]
+        if lines[0].startswith("pipe:["):       # a new pipe, its ends where they were
+            assert again[0].startswith("pipe:[") and again[1:] == lines[1:], fd
+            continue
+        assert again[0] == lines[0], fd
+        if lines[0] == "anon_inode:[eventpoll]":
+            watch = [line.split(" ino:")[0] for line in lines[2:]]
+            assert sorted(line.split(" ino:")[0] for line in again[2:]) == sorted(watch), fd
+            continue
+        fixed = [line for line in lines if not line.startswith("it_value")]
+        assert [line for line in again if not line.startswith("it_value")] == fixed, fd
+        value = [line for line in lines if line.startswith("it_value")]
+        if value:
+            old = int(value[0].split("(")[1].split(",")[0])
+            new = int([line for line in again if line.startswith("it_value")][0]
+                      .split("(")[1].split(",")[0])
+            assert 0 < new <= old or old == new == 0, (fd, lines, again)
+
+
+@pytest.mark.parametrize("way", ["ptrace", "kernel"])
+def test_anon_inode_files_restart_with_their_state(guest, way):
+    """anonfd_target (an eventfd and its dup, three timerfds, a signalfd, an epoll watching
+    the eventfd, the signalfd and a pipe) checkpointed by `crfs checkpoint --via WAY`,
+    restarted by crfs-restart (which makes the files and hands them in): /proc/PID/fdinfo
+    says the same state, the monotonic timers continue with their remaining time."""
+    result = _anonfd(guest)[way]
+    assert result["checkpoint"]["rc"] == 0, result["checkpoint"]
+    assert result["restart"]["errno"] == 0, result["restart"]
+    _same_anon_state(result["before"], result["after"])
+
+
+@pytest.mark.parametrize("way", ["ptrace", "kernel"])
+def test_restored_program_uses_its_anon_inode_files(guest, way):
+    """The program's own checks after the restart: epoll reports the eventfd and the pipe,
+    then the signalfd once SIGUSR1 is raised; the signalfd reads it; fd 5 reads the count
+    and fd 4 then finds it gone (one open file); the pipe's bytes; the 20 ms timer has
+    ticked; the 100 s and the absolute realtime timer are still due."""
+    result = _anonfd(guest)[way]
+    assert result["exit"] == "exited 3", result["exit"]
+    assert result["lines"][-1] == "anon=ok", result["lines"][-3:]
+
+
+def test_malformed_anon_file_records_are_refused(guest):
+    """CHECK of the ptrace image with one field of an anon FILE record made wrong: EINVAL
+    and the reason."""
+    records = _anonfd(guest)["records"]
+    expected = {
+        "eventfd_flags": "eventfd flags 0x100",
+        "eventfd_count_max": "eventfd count 18446744073709551615",
+        "eventfd_rdonly": "[eventfd] FILE not O_RDWR",
+        "timerfd_clock": "timerfd clockid 99",
+        "timerfd_flags": "timerfd settime flags 0x8",
+        "timerfd_value": "timerfd time out of range",
+        "signalfd_flags": "signalfd flags 0x1",
+        "epoll_long": "[eventpoll] FILE of 64 bytes, expected 48",
+    }
+    for label, reason in expected.items():
+        assert records[label] == {"errno": "EINVAL", "msg": reason}, label
+
+
+def test_anon_files_handed_in_that_lie_are_refused(guest):
+    """RESTART_FILES with tables that do not fit the image: refused with errno and reason
+    before anything changes (the caller goes on); crfs-restart -A (nothing handed in):
+    the first anon fd refuses the restart; crfs-restart refuses a watch of a regular file
+    and an EPOLL_ITEMS count its BUFFER does not hold."""
+    lying = _anonfd(guest)["lying"]
+    expected = {
+        "pipe_as_eventfd": ("EINVAL", "is not an [eventfd] file"),
+        "eventfd_as_timerfd": ("EINVAL", "is not an [timerfd] file"),
+        "unknown_objref": ("EINVAL", "handed objref 99999 is not a file of the image"),
+        "regular_file_objref": ("EINVAL", "(f_type 1) is not handed in"),
+        "objref_twice": ("EINVAL", "not positive or twice"),
+        "objref_zero": ("EINVAL", "handed objref 0: not positive or twice"),
+        "fd_not_open": ("EBADF", "handed fd 999 ("),
+        "too_many": ("EINVAL", "nr_handed 4097 (at most 4096)"),
+        "reserved": ("EINVAL", "__reserved 1"),
+        "nonblock_differs": ("EINVAL", "O_NONBLOCK differs"),
+        "pipe_wrong_mode": ("EINVAL", "is not a pipe end of its mode"),
+        "pipe_two_pipes": ("EINVAL", "ends of two pipes handed in"),
+        "pipe_one_end": ("EINVAL", "not handed in"),
+        "not_handed_in": ("EOPNOTSUPP", "fd 4: an eventfd not handed in"),
+        # refused by crfs-restart itself, before the kernel
+        "watch_regular_file": ("EOPNOTSUPP", "not an eventfd, timerfd, signalfd or epoll"),
+        "items_count_lies": ("EINVAL", "9 watches not in a BUFFER"),
+    }
+    for label, (code, reason) in expected.items():
+        assert lying[label]["errno"] == code and reason in lying[label]["msg"], (label,
+                                                                                 lying[label])

@@ -37,6 +37,11 @@ STRUCTS = {
     "ckpt_hdr_file": fmt.ckpt_hdr_file,
     "ckpt_hdr_file_pipe": fmt.ckpt_hdr_file_pipe,
     "crfs_hdr_file_opaque": fmt.crfs_hdr_file_opaque,
+    "ckpt_hdr_file_eventfd": fmt.ckpt_hdr_file_eventfd,
+    "crfs_hdr_file_timerfd": fmt.crfs_hdr_file_timerfd,
+    "crfs_hdr_file_signalfd": fmt.crfs_hdr_file_signalfd,
+    "ckpt_hdr_eventpoll_items": fmt.ckpt_hdr_eventpoll_items,
+    "ckpt_eventpoll_item": fmt.ckpt_eventpoll_item,
     "ckpt_hdr_file_table": fmt.ckpt_hdr_file_table,
     "ckpt_hdr_file_desc": fmt.ckpt_hdr_file_desc,
     "ckpt_hdr_mm": fmt.ckpt_hdr_mm,
@@ -61,7 +66,8 @@ STRUCTS = {
     "ckpt_hdr_tail": fmt.ckpt_hdr_tail,
 }
 
-FILE_SUBTYPES = {"ckpt_hdr_file_pipe", "crfs_hdr_file_opaque"}
+FILE_SUBTYPES = {"ckpt_hdr_file_pipe", "crfs_hdr_file_opaque", "ckpt_hdr_file_eventfd",
+                 "crfs_hdr_file_timerfd", "crfs_hdr_file_signalfd"}
 
 # Records the module never reads: an incremental image's, which the restart path flattens
 # into one complete image first (docs/checkpoint.md).
@@ -94,7 +100,6 @@ PY_CONSTANTS = {**fmt.CKPT_HDR.__members__, **fmt.CKPT_VMA.__members__,
 
 # What crfs declares that the module does not (yet): it skips these records by length and
 # refuses these file types by number. Not checked against C.
-NOT_IN_MODULE |= {"CKPT_HDR_EPOLL_ITEMS"}
 CONSTANTS = {key: value for key, value in CONSTANTS.items() if key not in NOT_IN_MODULE}
 
 
@@ -135,6 +140,14 @@ def _program():
     emit("ioctl sizeof", "sizeof(struct crfs_image_args)")
     for field in ("fd", "flags", "err_offset", "err_type", "task_index", "err_msg"):
         emit(f"ioctl .{field}", f"offsetof(struct crfs_image_args, {field})")
+    emit("ioctl CRFS_IOC_RESTART_FILES", "CRFS_IOC_RESTART_FILES")
+    emit("ioctl CRFS_MAX_HANDED", "CRFS_MAX_HANDED")
+    emit("restart_files sizeof", "sizeof(struct crfs_restart_args)")
+    for field in ("image", "handed", "nr_handed", "__reserved"):
+        emit(f"restart_files .{field}", f"offsetof(struct crfs_restart_args, {field})")
+    emit("handed sizeof", "sizeof(struct crfs_handed_file)")
+    for field in ("objref", "fd"):
+        emit(f"handed .{field}", f"offsetof(struct crfs_handed_file, {field})")
     emit("checkpoint sizeof", "sizeof(struct crfs_checkpoint_args)")
     for field in ("pid", "fd", "flags", "__reserved", "written", "err_msg"):
         emit(f"checkpoint .{field}", f"offsetof(struct crfs_checkpoint_args, {field})")
@@ -210,3 +223,17 @@ def test_checkpoint_ioctl_abi_matches_crfs_kernel(c_values):
     for field, offset in py_fields.items():
         assert c_values[f"checkpoint .{field}"] == offset, field
 
+
+
+def test_restart_files_ioctl_abi_matches_crfs_kernel(c_values):
+    """RESTART_FILES (kmod/crfs_anonfd.c): its number, struct crfs_restart_args and the
+    (objref, fd) entries of its table."""
+    assert c_values["ioctl CRFS_IOC_RESTART_FILES"] == kernel.CRFS_IOC_RESTART_FILES
+    assert c_values["ioctl CRFS_MAX_HANDED"] == kernel.CRFS_MAX_HANDED
+    assert c_values["restart_files sizeof"] == ctypes.sizeof(kernel.RestartArgs) == 136
+    for name, _ in kernel.RestartArgs._fields_:
+        c_name = "__reserved" if name == "_reserved" else name
+        assert c_values[f"restart_files .{c_name}"] == getattr(kernel.RestartArgs, name).offset
+    assert c_values["handed sizeof"] == ctypes.sizeof(kernel.HandedFile) == 8
+    for name, _ in kernel.HandedFile._fields_:
+        assert c_values[f"handed .{name}"] == getattr(kernel.HandedFile, name).offset

@@ -33,6 +33,7 @@ ACC_FMODE = {0: FMODE_READ, 1: FMODE_WRITE, 2: FMODE_READ | FMODE_WRITE, 3: 0}
 MAX_FDS = 1 << 20           # fds of one process (fs.nr_open default)
 SYS_KCMP = 312              # x86_64
 KCMP_FILE = 0
+KCMP_EPOLL_TFD = 7
 F_GETPIPE_SZ, F_SETPIPE_SZ = 1032, 1031
 SPLICE_F_NONBLOCK = 0x2
 SYS_PIDFD_GETFD = 438       # x86_64
@@ -99,20 +100,44 @@ _TFD = re.compile(r"tfd:\s*(\d+)\s+events:\s*([0-9a-f]+)\s+data:\s*([0-9a-f]+)\s
 
 
 def resolve_watches(pid, fd, table):
-    """The watch list of epoll `fd` from its fdinfo "tfd:" lines, each target found as the
-    fd of this table it was added as (same inode). A target closed since (or replaced)
-    cannot be named: the epoll is then kept as an opaque file."""
+    """The watch list of epoll `fd` from its fdinfo "tfd:" lines. Each target is the fd
+    of this table it was added as (same inode) or, when that fd was closed or reused since,
+    the fd of this table holding the same open file, which kcmp(KCMP_EPOLL_TFD) tells; the
+    watch keeps the fd number it was added as. A target in no fd of the table cannot be
+    named: the epoll is then kept as an opaque file."""
     with open(f"/proc/{pid}/fdinfo/{fd.fd}") as f:
         text = f.read(procfs.SMALL_FILE * 16)
-    watches = []
+    watches, seen = [], {}
     for m in _TFD.finditer(text):
         tfd, events, data, ino = int(m[1]), int(m[2], 16), int(m[3], 16), int(m[4], 16)
-        target = table.get(tfd)
-        if target is None or _inode(pid, tfd) != ino:
+        toff = seen[tfd] = seen.get(tfd, -1) + 1    # the how-manieth watch of fd tfd
+        target = _watched(pid, fd.fd, tfd, toff, ino, table)
+        if target is None:
             fd.file.kind, fd.file.path = "anon", "anon_inode:[eventpoll]"
             return
         watches.append(EpollWatch(fd=tfd, file=target.file, events=events, data=data))
     fd.file.watches = sorted(watches, key=lambda w: w.fd)   # fdinfo: the kernel's tree order
+
+
+class _EpollSlot(ctypes.Structure):
+    _fields_ = [("efd", ctypes.c_uint32), ("tfd", ctypes.c_uint32), ("toff", ctypes.c_uint32)]
+
+
+def _watched(pid, efd, tfd, toff, ino, table):
+    """The Fd of `table` whose file is watch (tfd, toff) of epoll `efd`, or None."""
+    slot = _EpollSlot(efd, tfd, toff)
+    target = table.get(tfd)
+    candidates = [target] if target is not None else []
+    candidates += [d for d in table.fds if d is not target]
+    for cand in candidates:
+        if _inode(pid, cand.fd) != ino:
+            continue
+        ret = _libc.syscall(SYS_KCMP, pid, pid, KCMP_EPOLL_TFD, cand.fd, ctypes.byref(slot))
+        if ret == 0:
+            return cand
+        if ret < 0 and cand is target:      # no kcmp: the fd it was added as, same inode
+            return cand
+    return None
 
 
 def _inode(pid, fd):

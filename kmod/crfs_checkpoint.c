@@ -31,6 +31,7 @@
  *             [OBJREF{SIGHAND} SIGHAND]	(at the first task of each)
  *             TASK_OBJS [SIGNAL SIGPENDING{shared}] (at the first task of each process)
  *             SIGPENDING{private} SIGNAL_TASK [SIGALTSTACK]
+ *             [OOM_SCORE_ADJ] [RSEQ]		(crfs_task_state.c)
  *   TAIL
  * Objrefs are numbered from 1 in first-use order: an mm, the files and shmem inodes of its
  * VMAs, then the next process's mm... Pages are chosen as the linux-cr writers chose them:
@@ -352,6 +353,7 @@ static int write_task_header(struct crfs_ckpt *ck)
 {
 	struct task_struct *t = ck->task;
 	struct ckpt_hdr_task h = {
+		.state = crfs_ts_ckpt_state(t),
 		.exit_signal = t->exit_signal,
 		.pdeath_signal = t->pdeath_signal,
 		.robust_futex_list = (unsigned long)t->robust_list,
@@ -1153,7 +1155,9 @@ static int write_signals(struct crfs_ckpt *ck, bool new_group)
 	}
 	if (!ret)
 		ret = write_pending(ck, false);
-	return ret ? ret : write_signal_task(ck);
+	if (!ret)
+		ret = write_signal_task(ck);
+	return ret ? ret : crfs_ts_checkpoint(ck, ck->task, new_group);
 }
 
 /* The fs and sighand objects of the task, at their first use, and the signal's ref. */

@@ -54,6 +54,8 @@ enum {
 	CRFS_HDR_SIGALTSTACK = 8001,	/* crfs extensions */
 	CRFS_HDR_FS_EXT = 8002,
 	CRFS_HDR_FILE_ID = 8010,	/* after a FILE's FILE_NAME */
+	CRFS_HDR_OOM_SCORE_ADJ = 8020,	/* per process, after its SIGNAL_TASK */
+	CRFS_HDR_RSEQ = 8021,		/* per live task, after its SIGNAL_TASK */
 	CKPT_HDR_TAIL = 9001,
 	CKPT_HDR_ERROR = 9999,
 };
@@ -540,6 +542,21 @@ struct crfs_hdr_sigaltstack {
 	__u64 ss_size;
 	__u32 ss_flags;
 	__u8 __padding[4];
+};
+
+/* crfs extension: /proc/PID/oom_score_adj of the thread group */
+struct crfs_hdr_oom_score_adj {
+	struct ckpt_hdr h;
+	__s32 oom_score_adj;		/* OOM_SCORE_ADJ_MIN .. OOM_SCORE_ADJ_MAX */
+	__u8 __padding[4];
+};
+
+/* crfs extension: the task's rseq registration (rseq(2)); rseq 0: none */
+struct crfs_hdr_rseq {
+	struct ckpt_hdr h;
+	__u64 rseq;			/* user address of its struct rseq */
+	__u32 rseq_len;
+	__u32 rseq_sig;
 };
 
 struct ckpt_hdr_tail {

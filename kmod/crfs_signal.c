@@ -8,7 +8,8 @@
  *   SIGNAL       rlimits with soft <= hard; itimers below KTIME_MAX; followed by the
  *                SIGPENDING of the thread group (shared);
  *   SIGPENDING   at most CRFS_MAX_PENDING siginfo, len exactly 24 + 48 * nr_pending,
- *                each of a signal 1..64 in the mask; never SIGKILL/SIGSTOP;
+ *                each of a signal 1..64 in the mask; never SIGKILL (a SIGSTOP
+ *                is queued again: the process stops, as it would have);
  *   SIGNAL_TASK  a blocked mask without SIGKILL/SIGSTOP;
  *   SIGALTSTACK  SS_DISABLE, or a stack of at least MINSIGSTKSZ bytes in user space.
  * prepare (the caller intact, an errno and a reason): rlimits bounded by the caller's hard
@@ -168,8 +169,8 @@ static int check_pending(struct crfs_image *img, const struct crfs_rec *rec,
 {
 	u32 i, signo;
 
-	if (p->mask & KILL_STOP)
-		return crfs_image_fail(img, rec, "SIGPENDING: SIGKILL or SIGSTOP pending");
+	if (p->mask & sigmask(SIGKILL))
+		return crfs_image_fail(img, rec, "SIGPENDING: SIGKILL pending");
 	for (i = 0; i < p->nr; i++) {
 		signo = p->info[i].signo;
 		if (!signo || signo > CKPT_ARCH_NSIG || !(p->mask & SIG_BIT(signo)))

@@ -17,7 +17,7 @@ from crfs.model import Image, Mm, Registers, ShmSegment, Task, Vma, registry
 from crfs.model.ckpt import dump, load
 from crfs.model import page_copy
 from crfs.model.ckpt_load import TASK_FIELDS
-from crfs.model.image import RLIM_INFINITY, AltStack, Pending, SigInfo, get_field
+from crfs.model.image import RLIM_INFINITY, AltStack, Pending, Rseq, SigInfo, get_field
 from digests import fnv1a64
 
 ARCH_BITS = {"i386": 32, "x86_64": 64}
@@ -30,7 +30,7 @@ TASK_EXTRA = ("pgid", "sid", "depth", "exit_state", "exit_code", "exit_signal", 
 STATE_RECORDS = {"CKPT_HDR_USER_NS", "CKPT_HDR_CRED", "CKPT_HDR_USER", "CKPT_HDR_GROUPINFO",
                  "CKPT_HDR_TASK_CREDS", "CKPT_HDR_FS", "CKPT_HDR_SIGHAND", "CKPT_HDR_SIGNAL",
                  "CKPT_HDR_SIGNAL_TASK", "CKPT_HDR_SIGPENDING", "CRFS_HDR_SIGALTSTACK",
-                 "CRFS_HDR_FS_EXT"}
+                 "CRFS_HDR_FS_EXT", "CRFS_HDR_OOM_SCORE_ADJ", "CRFS_HDR_RSEQ"}
 # Records of open files: tests/c/ckpt_files_golden.c.
 FILE_RECORDS = {"CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC", "CKPT_HDR_PIPE_BUF",
                 "CKPT_HDR_EPOLL_ITEMS"}
@@ -539,6 +539,9 @@ def test_state_golden_values(state_golden):
             SigInfo(**info) for info in want["pending"]])
         assert signals.blocked == want["blocked"]
         assert signals.altstack == (AltStack(*want["altstack"]) if want["altstack"] else None)
+        if want["oom_score_adj"] is not None:
+            assert group.oom_score_adj == want["oom_score_adj"]
+        assert task.rseq == (Rseq(*want["rseq"]) if want["rseq"] else None)
         assert [task.native.fs_objref, task.native.sighand_objref,
                 task.native.signal_objref] == want["objrefs"]
     main, thread, child = image.tasks
@@ -568,9 +571,12 @@ def test_extensions_set_the_crfs_uflag(state_golden):
     for task in image.tasks:
         task.fs.umask = None
         task.signals.altstack = None
+        task.signals.group.oom_score_adj = 0
+        task.rseq = None
     written = dump_bytes(image)
     names = {i.name for i in record_list(written)}
-    assert not names & {"CRFS_HDR_SIGALTSTACK", "CRFS_HDR_FS_EXT"}
+    assert not names & {"CRFS_HDR_SIGALTSTACK", "CRFS_HDR_FS_EXT", "CRFS_HDR_OOM_SCORE_ADJ",
+                        "CRFS_HDR_RSEQ"}
     assert load_bytes(written).header["uflags"] & fmt.CRFS_UFLAG_EXT == 0
 
 

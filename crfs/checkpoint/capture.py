@@ -18,7 +18,7 @@ from crfs.errors import Unsupported
 from crfs.formats.common import kernel_text
 from crfs.formats.source import MemorySource
 from crfs.formats.x86 import PAGE_SIZE, USER32_CS_X86_64, VmFlags
-from crfs.model.image import Futex, Image, Mm, ShmSegment, Task, Vma
+from crfs.model.image import Futex, Image, Mm, Rseq, ShmSegment, Task, Vma
 from crfs.model.registers import Registers
 
 ARCH = "x86_64"
@@ -83,6 +83,8 @@ def capture_thread(pid, tid, state, mm, session, injector):
                 regs=Registers(ARCH, regs), fpu=ptrace.get_xstate(tid), tls=_tls(tid),
                 mm=mm, **session)
     task.futex = _futex(tid, regs, injector)   # after regs and FPU are read
+    addr, size, sig = ptrace.get_rseq_config(tid)
+    task.rseq = Rseq(addr=addr, length=size, sig=sig) if addr else None
     return task
 
 

@@ -72,7 +72,8 @@ def capture(pid, tasks, injector, freezer):
     signals, and those the freezer took, are counted as pending)."""
     handlers = next((h for h in (sighand(t, injector) for t in tasks) if h), None)
     itimers = next((i for i in (read_itimers(t, injector) for t in tasks) if i), None)
-    group = ThreadGroup(rlimits=rlimits(pid), itimers=itimers)
+    group = ThreadGroup(rlimits=rlimits(pid), itimers=itimers,
+                        oom_score_adj=oom_score_adj(pid))
     altstacks = [altstack(t, injector) for t in tasks]
     shared = ptrace.peek_siginfo(pid, True, MAX_QUEUED)
     group.shared_pending = Pending(mask=_sigset(procfs.status_fields(
@@ -127,6 +128,14 @@ def read_itimers(task, injector):
         values[f"{name}_value"] = value_s * 1_000_000_000 + value_us * 1000
         values[f"{name}_incr"] = interval_s * 1_000_000_000 + interval_us * 1000
     return Itimers(**values)
+
+
+def oom_score_adj(pid):
+    """/proc/PID/oom_score_adj; None when it cannot be read."""
+    try:
+        return int(procfs.read_text(f"/proc/{pid}/oom_score_adj"))
+    except (OSError, ValueError):
+        return None
 
 
 def rlimits(pid):

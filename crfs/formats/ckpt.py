@@ -80,6 +80,8 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CRFS_HDR_FILE_ID": 8010,         # 8003-8009 are proposed for other state
     "CRFS_HDR_PARENT": 8011,          # incremental images (docs/checkpoint.md)
     "CRFS_HDR_PARENT_PAGES": 8012,
+    "CRFS_HDR_OOM_SCORE_ADJ": 8020,   # per process, after its first task's SIGNAL_TASK
+    "CRFS_HDR_RSEQ": 8021,            # per live task, after its SIGNAL_TASK
     "CKPT_HDR_TAIL": 9001,
     "CKPT_HDR_ERROR": 9999,
 })
@@ -540,6 +542,21 @@ crfs_hdr_sigaltstack = Struct(
     "_padding" / Pad(4),
 )
 
+# crfs extension: the thread group's /proc/PID/oom_score_adj (written when not 0)
+crfs_hdr_oom_score_adj = Struct(
+    "h" / ckpt_hdr,
+    "oom_score_adj" / Int32sl,
+    "_padding" / Pad(4),
+)
+
+# crfs extension: the task's rseq(2) registration (written when it has one)
+crfs_hdr_rseq = Struct(
+    "h" / ckpt_hdr,
+    "rseq" / Int64ul,             # user address of its struct rseq
+    "rseq_len" / Int32ul,
+    "rseq_sig" / Int32ul,
+)
+
 ckpt_hdr_tail = Struct("h" / ckpt_hdr, "magic" / Int64ul)
 
 # Records of a fixed size: len must be exactly sizeof. FILE may be longer (pipe, socket
@@ -575,6 +592,8 @@ FIXED = {
     "CKPT_HDR_SIGNAL_TASK": ckpt_hdr_signal_task,
     "CRFS_HDR_SIGALTSTACK": crfs_hdr_sigaltstack,
     "CRFS_HDR_PARENT": crfs_hdr_parent,
+    "CRFS_HDR_OOM_SCORE_ADJ": crfs_hdr_oom_score_adj,
+    "CRFS_HDR_RSEQ": crfs_hdr_rseq,
 }
 AT_LEAST = {"CKPT_HDR_FILE": ckpt_hdr_file, "CKPT_HDR_LSM_INFO": ckpt_hdr_lsm}
 # Records of a header, a count and count items: (struct, count field, header size, item size).
@@ -730,6 +749,8 @@ _NOTES = {
     "CKPT_HDR_MM_CONTEXT": lambda h: f"nldt {h.nldt}",
     "CKPT_HDR_TASK_OBJS": lambda h: f"mm_objref {h.mm_objref}",
     "CRFS_HDR_FILE_ID": lambda h: f"dev {dev_text(h.dev)} ino {h.ino} size {h.size}",
+    "CRFS_HDR_OOM_SCORE_ADJ": lambda h: f"oom_score_adj {h.oom_score_adj}",
+    "CRFS_HDR_RSEQ": lambda h: f"rseq {h.rseq:#x} len {h.rseq_len} sig {h.rseq_sig:#x}",
 }
 
 

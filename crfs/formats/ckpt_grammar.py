@@ -6,6 +6,7 @@
     TASK_PART ::= ... | TASK_CREDS | TASK_OBJS [SIGNAL_PART] | CRFS_SIGALTSTACK
     SIGNAL_PART ::= [SIGNAL SIGPENDING{shared}]  if TASK_OBJS.signal_objref is new
                     SIGPENDING{private} SIGNAL_TASK [CRFS_SIGALTSTACK]
+                    [CRFS_OOM_SCORE_ADJ] [CRFS_RSEQ]
                                                    if TASK_OBJS.signal_objref != 0
     OBJECT  ::= OBJREF MM BUFFER{auxv} { VMA [CONTENTS] }*map_count [CRFS_PARENT_PAGES]
                 MM_CONTEXT MM_CONTEXT_LDT
@@ -363,8 +364,9 @@ class Walker:
             self.lookup(objs, objref, "CKPT_OBJ_SIGNAL")
         yield self.sigpending("private")
         yield self.fixed("CKPT_HDR_SIGNAL_TASK")
-        if self.offset < self.source.size and self.peek().name == "CRFS_HDR_SIGALTSTACK":
-            yield self.fixed("CRFS_HDR_SIGALTSTACK")
+        for name in ("CRFS_HDR_SIGALTSTACK", "CRFS_HDR_OOM_SCORE_ADJ", "CRFS_HDR_RSEQ"):
+            if self.offset < self.source.size and self.peek().name == name:
+                yield self.fixed(name)
 
     def sigpending(self, role, objref=0):
         pending = self.fixed("CKPT_HDR_SIGPENDING")

@@ -145,6 +145,15 @@ class ThreadGroup:
     itimers: Optional[Itimers] = None
     shared_pending: Pending = field(default_factory=Pending)
     native: Optional["NativeFields"] = None
+    oom_score_adj: Optional[int] = None   # /proc/PID/oom_score_adj (None: not stored)
+
+
+@dataclass
+class Rseq:
+    """rseq(2): the thread's registered struct rseq."""
+    addr: int = 0
+    length: int = 0
+    sig: int = 0
 
 
 @dataclass
@@ -426,6 +435,7 @@ class Task:
     fs: Optional[FsStruct] = None
     files: Optional[FdTable] = None
     native: Optional["NativeFields"] = None   # what only its format stores
+    rseq: Optional[Rseq] = None           # its rseq registration (None: none or not stored)
 
 
 @dataclass(eq=False)

@@ -122,6 +122,7 @@ struct crfs_ckpt {
 	u32 nr_tasks;
 	struct task_struct **stack;	/* processes still to visit (references) */
 	u32 nr_stack;
+	struct crfs_ck_zombies *zombies;	/* met, written after the tasks */
 	struct ck_vma *vmas;		/* of the mm being written: nr_vmas of them */
 	u32 nr_vmas;
 	struct task_struct *task;	/* the task being captured or written */
@@ -337,16 +338,18 @@ static int write_header(struct crfs_ckpt *ck)
 
 static int write_tree(struct crfs_ckpt *ck)
 {
-	struct ckpt_hdr_tree tree = { .nr_tasks = ck->nr_tasks };
+	struct ckpt_hdr_tree tree = {
+		.nr_tasks = ck->nr_tasks + crfs_ts_nr_zombies(ck->zombies)
+	};
 	u32 i;
 	int ret;
 
 	ret = ck_record(ck, CKPT_HDR_TREE, &tree, sizeof(tree));
 	if (!ret)
-		ret = ck_frame(ck, CKPT_HDR_BUFFER, ck->nr_tasks * sizeof(struct ckpt_pids));
+		ret = ck_frame(ck, CKPT_HDR_BUFFER, tree.nr_tasks * sizeof(struct ckpt_pids));
 	for (i = 0; !ret && i < ck->nr_tasks; i++)
 		ret = ck_write(ck, &ck->tasks[i].pids, sizeof(struct ckpt_pids));
-	return ret;
+	return ret ? ret : crfs_ts_write_zombie_pids(ck, ck->zombies);
 }
 
 static int write_task_header(struct crfs_ckpt *ck)
@@ -1221,6 +1224,8 @@ static int write_image(struct crfs_ckpt *ck)
 	for (i = 0; !ret && i < ck->nr_tasks; i++)
 		ret = write_task(ck, &ck->tasks[i]);
 	if (!ret)
+		ret = crfs_ts_write_zombies(ck, ck->zombies);
+	if (!ret)
 		ret = ck_record(ck, CKPT_HDR_TAIL, &tail, sizeof(tail));
 	return ret;
 }
@@ -1305,8 +1310,15 @@ static int push_children(struct crfs_ckpt *ck, struct task_struct *p)
 	while ((pid = find_ge_pid(nr, ns))) {
 		nr = pid_nr_ns(pid, ns) + 1;
 		c = pid_task(pid, PIDTYPE_TGID);
-		if (!c || c->exit_state || rcu_dereference(c->real_parent)->tgid != p->tgid)
+		if (!c || rcu_dereference(c->real_parent)->tgid != p->tgid)
 			continue;
+		if (c->exit_state) {	/* a zombie is kept, a process exiting is not */
+			ret = crfs_ts_add_zombie(ck, ck->zombies, c, ck->nr_tasks + ck->nr_stack);
+			if (ret < 0)
+				break;
+			ret = 0;
+			continue;
+		}
 		if (ck->nr_tasks + ck->nr_stack >= CRFS_MAX_TASKS) {
 			ret = ck_fail(ck, -EOPNOTSUPP, "more than %d tasks", CRFS_MAX_TASKS);
 			break;
@@ -1441,8 +1453,9 @@ static int alloc_buffers(struct crfs_ckpt *ck)
 	ck->path = kmalloc(PATH_MAX, GFP_KERNEL);
 	ck->sighand = kmalloc(sizeof(*ck->sighand), GFP_KERNEL);
 	ck->siginfo = kvmalloc_array(CRFS_MAX_PENDING, sizeof(*ck->siginfo), GFP_KERNEL);
+	ck->zombies = crfs_ts_zombies_alloc();
 	if (!ck->tasks || !ck->stack || !ck->vaddrs || !ck->pages || !ck->path ||
-	    !ck->sighand || !ck->siginfo)
+	    !ck->sighand || !ck->siginfo || !ck->zombies)
 		return -ENOMEM;
 	return 0;
 }
@@ -1469,6 +1482,7 @@ static void free_ckpt(struct crfs_ckpt *ck)
 	kfree(ck->path);
 	kfree(ck->sighand);
 	kvfree(ck->siginfo);
+	crfs_ts_zombies_free(ck->zombies);
 	kvfree(ck->xstate);
 	if (ck->file)
 		fput(ck->file);

@@ -19,12 +19,16 @@
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/sched/task.h>
+#include <linux/slab.h>
 
 #include "crfs.h"
 
 /* TASK.state bit of a stopped task (__TASK_STOPPED, the same in 2.6.33 and 6.1) */
 #define CKPT_TASK_STOPPED	0x4
 #define CRFS_RSEQ_LEN		32	/* sizeof(struct rseq) before 6.3 */
+/* a zombie's TASK.state (as crfs checkpoint's /proc "Z") and exit_state (2.6.33's) */
+#define CKPT_TASK_ZOMBIE	0x20
+#define CKPT_EXIT_ZOMBIE	16
 
 bool crfs_ts_record(u32 type)
 {
@@ -165,5 +169,97 @@ int crfs_ts_checkpoint(struct crfs_ckpt *ck, struct task_struct *t, bool new_gro
 	rseq.rseq_sig = t->rseq_sig;
 	ret = crfs_ck_record(ck, CRFS_HDR_RSEQ, &rseq, sizeof(rseq));
 #endif
+	return ret;
+}
+
+/*
+ * Zombies: children of a checkpointed process that exited and wait for it. Their parent
+ * is ptrace-stopped by the caller, so it cannot reap them meanwhile: what they are is
+ * copied when they are met, and they are written after the live tasks, as a TASK (with
+ * exit_state, exit_code, exit_signal) and its comm, nothing else (as linux-cr did).
+ */
+struct crfs_ck_zombie {
+	struct ckpt_pids pids;
+	u32 exit_code;
+	u32 exit_signal;
+	char comm[TASK_COMM_LEN];
+};
+
+struct crfs_ck_zombies {
+	u32 nr;
+	struct crfs_ck_zombie z[CRFS_MAX_TASKS];
+};
+
+struct crfs_ck_zombies *crfs_ts_zombies_alloc(void)
+{
+	return kvzalloc(sizeof(struct crfs_ck_zombies), GFP_KERNEL);
+}
+
+void crfs_ts_zombies_free(struct crfs_ck_zombies *zs)
+{
+	kvfree(zs);
+}
+
+u32 crfs_ts_nr_zombies(const struct crfs_ck_zombies *zs)
+{
+	return zs ? zs->nr : 0;
+}
+
+/*
+ * @c, a child of a process checkpointed, when it is a zombie process (not a leader
+ * whose threads go on): 1 if kept, 0 if not a zombie. @used: the other tasks met.
+ * Under rcu_read_lock().
+ */
+int crfs_ts_add_zombie(struct crfs_ckpt *ck, struct crfs_ck_zombies *zs,
+		       struct task_struct *c, u32 used)
+{
+	struct crfs_ck_zombie *z;
+
+	if (READ_ONCE(c->exit_state) != EXIT_ZOMBIE || !thread_group_empty(c))
+		return 0;
+	if (used + zs->nr >= CRFS_MAX_TASKS)
+		return crfs_ck_fail(ck, -EOPNOTSUPP, "more than %d tasks", CRFS_MAX_TASKS);
+	z = &zs->z[zs->nr++];
+	z->pids.vpid = task_pid_vnr(c);
+	z->pids.vtgid = z->pids.vpid;
+	z->pids.vppid = task_tgid_vnr(rcu_dereference(c->real_parent));
+	z->pids.vpgid = task_pgrp_vnr(c);
+	z->pids.vsid = task_session_vnr(c);
+	z->exit_code = c->exit_code;
+	z->exit_signal = c->exit_signal;
+	get_task_comm(z->comm, c);
+	return 1;
+}
+
+/* Their ckpt_pids, after the live tasks' in the TREE's BUFFER. */
+int crfs_ts_write_zombie_pids(struct crfs_ckpt *ck, const struct crfs_ck_zombies *zs)
+{
+	u32 i;
+	int ret = 0;
+
+	for (i = 0; !ret && zs && i < zs->nr; i++)
+		ret = crfs_ck_write(ck, &zs->z[i].pids, sizeof(zs->z[i].pids));
+	return ret;
+}
+
+/* TASK STRING{comm} of each zombie, after the live tasks. */
+int crfs_ts_write_zombies(struct crfs_ckpt *ck, const struct crfs_ck_zombies *zs)
+{
+	struct ckpt_hdr_task h;
+	u32 i;
+	int ret = 0;
+
+	for (i = 0; !ret && zs && i < zs->nr; i++) {
+		memset(&h, 0, sizeof(h));
+		h.state = CKPT_TASK_ZOMBIE;
+		h.exit_state = CKPT_EXIT_ZOMBIE;
+		h.exit_code = zs->z[i].exit_code;
+		h.exit_signal = zs->z[i].exit_signal;
+		ret = crfs_ck_record(ck, CKPT_HDR_TASK, &h, sizeof(h));
+		if (!ret)
+			ret = crfs_ck_frame(ck, CKPT_HDR_STRING, TASK_COMM_LEN);
+		if (!ret)
+			ret = crfs_ck_write(ck, zs->z[i].comm, TASK_COMM_LEN);
+	}
 	return ret;
 }

@@ -36,4 +36,13 @@ void crfs_ts_act_last(const struct crfs_plan *plan, u32 index);
 u32 crfs_ts_ckpt_state(struct task_struct *t);
 int crfs_ts_checkpoint(struct crfs_ckpt *ck, struct task_struct *t, bool new_group);
 
+struct crfs_ck_zombies;
+struct crfs_ck_zombies *crfs_ts_zombies_alloc(void);
+void crfs_ts_zombies_free(struct crfs_ck_zombies *zs);
+u32 crfs_ts_nr_zombies(const struct crfs_ck_zombies *zs);
+int crfs_ts_add_zombie(struct crfs_ckpt *ck, struct crfs_ck_zombies *zs,
+		       struct task_struct *c, u32 used);
+int crfs_ts_write_zombie_pids(struct crfs_ckpt *ck, const struct crfs_ck_zombies *zs);
+int crfs_ts_write_zombies(struct crfs_ckpt *ck, const struct crfs_ck_zombies *zs);
+
 #endif /* CRFS_TASK_STATE_H */

@@ -279,6 +279,9 @@ class FdTable:
         return next((d for d in self.fds if d.fd == fd), None)
 
 
+EXIT_ZOMBIE = 16    # Exit.state of a zombie, the value of the 2.6 kernels the formats follow
+
+
 @dataclass
 class Exit:
     """How a task ended, or will tell its parent it did."""

@@ -244,9 +244,9 @@ static void read_zombies(int fd)
 			sig = t[2] & 0x7f;
 			if ((sig && (t[2] & ~0xffU)) || (!sig && (t[2] & ~0xff00U)) ||
 			    sig == 0x7f) {
-				snprintf(why, sizeof(why), "task %d: zombie exit status %#x",
-					 task, t[2]);
-				fail("tree", EINVAL, why, pos, HDR_TASK);
+				snprintf(why, sizeof(why), "zombie exit status %#x", t[2]);
+				nr_procs = 1;	/* not a group leader yet: kill nothing */
+				fail_task(task, "tree", EINVAL, why, pos, HDR_TASK);
 			}
 			zombie[task] = 1;
 			exit_status[task] = t[2];

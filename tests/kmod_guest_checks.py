@@ -1450,6 +1450,9 @@ STEPS = (
         m, same_as_python), lambda m, s: (m["restore"],), "t_kernel_files"),
     ("fuzz", lambda m, s: __import__("guest_fuzz").fuzz_step(m, s), lambda m, s: (m, s),
      "t_fuzz"),
+    # oom_score_adj, rseq, zombies, a stopped child (tests/guest_task_state.py)
+    ("task_state", lambda m: __import__("guest_task_state").task_state(m),
+     lambda m, s: (m,), "t_task_state"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
     ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
 )

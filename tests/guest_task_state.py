@@ -66,7 +66,7 @@ def checkpoint(paths, way):
     result = {"rc": ck.returncode, "stderr": ck.stderr[-300:]}
     with open(out) as f:
         ORIGINAL[out] = f.read()
-    result["original"] = ORIGINAL[out].split()[1:4]
+    result["original"] = ORIGINAL[out].split()[1:4]      # z1=, z2=, st= (hex pids)
     if os.path.exists(image):
         os.chmod(image, 0o644)
         result["image"] = summary(image)

@@ -101,7 +101,7 @@ int main(void)
 		;
 	while (waitid(P_PID, z2, &info, WEXITED | WNOWAIT) && errno == EINTR)
 		;
-	printf("ready %d %d %d\n", z1, z2, st);
+	printf("ready z1=%x z2=%x st=%x\n", z1, z2, st);
 	fflush(stdout);
 	while (!term) {
 		pause();

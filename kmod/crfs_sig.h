@@ -90,6 +90,7 @@ void crfs_sig_act_process(struct crfs_sig_restore *sr);
 int crfs_sig_act_thread(struct crfs_sig_restore *sr);
 void crfs_sig_act_shared(struct crfs_sig_restore *sr);
 void crfs_sig_release(struct crfs_sig_restore *sr);
+void crfs_queue_shared(int sig, kernel_siginfo_t *info);	/* crfs_sigqueue.c */
 int crfs_fs_prepare(struct crfs_sig_restore *sr, const struct crfs_fs *fs);
 void crfs_fs_act(struct crfs_sig_restore *sr, const struct crfs_fs *fs);
 

@@ -20,8 +20,7 @@
  *   handlers, rlimits, fs_struct and ITIMER_REAL and drops the caller's pending signals;
  *   every thread its blocked mask, altstack and pdeath_signal, then queues its private
  *   pending signals again with their siginfo; the last thread to get its mask back
- *   queues the process's shared ones (as from the kernel: no exported call takes their
- *   siginfo).
+ *   queues the process's shared ones, with theirs too (crfs_sigqueue.c).
  */
 #include <linux/capability.h>
 #include <linux/cred.h>
@@ -580,8 +579,8 @@ static void to_kernel_siginfo(kernel_siginfo_t *k, const struct ckpt_siginfo *c)
 }
 
 /*
- * Queue @p again: private signals with their siginfo, shared ones (no exported way
- * keeps theirs) as from the kernel; a mask bit without siginfo as from the kernel.
+ * Queue @p again with their siginfo: private signals to the caller, shared ones to its
+ * process (crfs_sigqueue.c); a mask bit without siginfo as from the kernel.
  */
 static void requeue(const struct crfs_pending *p, bool shared)
 {
@@ -592,12 +591,11 @@ static void requeue(const struct crfs_pending *p, bool shared)
 	for (i = 0; p && i < p->nr; i++) {
 		signo = p->info[i].signo;
 		sent |= SIG_BIT(signo);
-		if (shared) {
-			kill_pid(task_tgid(current), signo, 1);
-			continue;
-		}
 		to_kernel_siginfo(&info, &p->info[i]);
-		send_sig_info(signo, &info, current);
+		if (shared)
+			crfs_queue_shared(signo, &info);
+		else
+			send_sig_info(signo, &info, current);
 	}
 	for (signo = 1; p && signo <= CKPT_ARCH_NSIG; signo++) {
 		if (!(p->mask & SIG_BIT(signo)) || (sent & SIG_BIT(signo)))

@@ -32,6 +32,7 @@
  *             TASK_OBJS [SIGNAL SIGPENDING{shared}] (at the first task of each process)
  *             SIGPENDING{private} SIGNAL_TASK [SIGALTSTACK]
  *             [OOM_SCORE_ADJ] [RSEQ]		(crfs_task_state.c)
+ *             (each SIGPENDING of signals followed by SIGINFO_RAW)
  *   TAIL
  * Objrefs are numbered from 1 in first-use order: an mm, the files and shmem inodes of its
  * VMAs, then the next process's mm... Pages are chosen as the linux-cr writers chose them:
@@ -140,6 +141,7 @@ struct crfs_ckpt {
 	char *path;			/* PATH_MAX scratch for d_path() */
 	struct ckpt_hdr_sighand *sighand;	/* a SIGHAND being written */
 	struct ckpt_siginfo *siginfo;	/* CRFS_MAX_PENDING: a SIGPENDING's */
+	kernel_siginfo_t *rawinfo;	/* the same, whole: its SIGINFO_RAW */
 	char err_msg[CRFS_ERRMSG_LEN];
 };
 
@@ -1049,7 +1051,22 @@ static void to_ckpt_siginfo(struct ckpt_siginfo *c, const kernel_siginfo_t *k)
 	}
 }
 
-/* SIGPENDING of @t's shared or private queue: its mask, then its siginfo in order. */
+/* SIGINFO_RAW after a SIGPENDING of @n signals: their siginfo whole. */
+static int write_raw(struct crfs_ckpt *ck, u32 n)
+{
+	struct crfs_hdr_siginfo_raw h = { .nr_pending = n };
+	int ret;
+
+	h.h.type = CRFS_HDR_SIGINFO_RAW;
+	h.h.len = sizeof(h) + n * CRFS_SIGINFO_SIZE;
+	ret = ck_write(ck, &h, sizeof(h));
+	return ret ? ret : ck_write(ck, ck->rawinfo, n * CRFS_SIGINFO_SIZE);
+}
+
+/*
+ * SIGPENDING of @t's shared or private queue: its mask, then its siginfo in order;
+ * SIGINFO_RAW after it when it has any.
+ */
 static int write_pending(struct crfs_ckpt *ck, bool shared)
 {
 	struct ckpt_hdr_sigpending h = { 0 };
@@ -1071,6 +1088,7 @@ static int write_pending(struct crfs_ckpt *ck, bool shared)
 			over = true;
 			break;
 		}
+		copy_siginfo(&ck->rawinfo[n], &q->info);
 		to_ckpt_siginfo(&ck->siginfo[n++], &q->info);
 	}
 	spin_unlock_irqrestore(&sighand->siglock, flags);
@@ -1081,7 +1099,9 @@ static int write_pending(struct crfs_ckpt *ck, bool shared)
 	h.h.type = CKPT_HDR_SIGPENDING;
 	h.h.len = sizeof(h) + n * sizeof(struct ckpt_siginfo);
 	ret = ck_write(ck, &h, sizeof(h));
-	return ret ? ret : ck_write(ck, ck->siginfo, n * sizeof(struct ckpt_siginfo));
+	if (!ret)
+		ret = ck_write(ck, ck->siginfo, n * sizeof(struct ckpt_siginfo));
+	return ret || !n ? ret : write_raw(ck, n);
 }
 
 /* The rlimits and ITIMER_REAL; ITIMER_VIRTUAL/PROF, which RESTART cannot re-arm, refused. */
@@ -1453,9 +1473,10 @@ static int alloc_buffers(struct crfs_ckpt *ck)
 	ck->path = kmalloc(PATH_MAX, GFP_KERNEL);
 	ck->sighand = kmalloc(sizeof(*ck->sighand), GFP_KERNEL);
 	ck->siginfo = kvmalloc_array(CRFS_MAX_PENDING, sizeof(*ck->siginfo), GFP_KERNEL);
+	ck->rawinfo = kvmalloc_array(CRFS_MAX_PENDING, sizeof(*ck->rawinfo), GFP_KERNEL);
 	ck->zombies = crfs_ts_zombies_alloc();
 	if (!ck->tasks || !ck->stack || !ck->vaddrs || !ck->pages || !ck->path ||
-	    !ck->sighand || !ck->siginfo || !ck->zombies)
+	    !ck->sighand || !ck->siginfo || !ck->rawinfo || !ck->zombies)
 		return -ENOMEM;
 	return 0;
 }
@@ -1482,6 +1503,7 @@ static void free_ckpt(struct crfs_ckpt *ck)
 	kfree(ck->path);
 	kfree(ck->sighand);
 	kvfree(ck->siginfo);
+	kvfree(ck->rawinfo);
 	crfs_ts_zombies_free(ck->zombies);
 	kvfree(ck->xstate);
 	if (ck->file)

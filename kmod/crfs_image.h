@@ -56,6 +56,7 @@ enum {
 	CRFS_HDR_FILE_ID = 8010,	/* after a FILE's FILE_NAME */
 	CRFS_HDR_OOM_SCORE_ADJ = 8020,	/* per process, after its SIGNAL_TASK */
 	CRFS_HDR_RSEQ = 8021,		/* per live task, after its SIGNAL_TASK */
+	CRFS_HDR_SIGINFO_RAW = 8022,	/* right after a SIGPENDING */
 	CKPT_HDR_TAIL = 9001,
 	CKPT_HDR_ERROR = 9999,
 };
@@ -557,6 +558,17 @@ struct crfs_hdr_rseq {
 	__u64 rseq;			/* user address of its struct rseq */
 	__u32 rseq_len;
 	__u32 rseq_sig;
+};
+
+/*
+ * crfs extension: the siginfo of the SIGPENDING just before, each whole as an x86_64
+ * kernel_siginfo (CRFS_SIGINFO_SIZE bytes), nr_pending of them after this header
+ */
+#define CRFS_SIGINFO_SIZE	48
+struct crfs_hdr_siginfo_raw {
+	struct ckpt_hdr h;
+	__u32 nr_pending;
+	__u8 __padding[4];
 };
 
 struct ckpt_hdr_tail {

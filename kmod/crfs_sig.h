@@ -25,6 +25,7 @@ struct crfs_task;
 struct crfs_pending {
 	u64 mask;
 	u32 nr;
+	kernel_siginfo_t *raw;		/* CRFS_SIGINFO_RAW's nr, or NULL */
 	struct ckpt_siginfo info[];
 };
 
@@ -51,6 +52,7 @@ struct crfs_task_sig {
 	struct crfs_signal *signal;		/* or NULL */
 	struct crfs_fs *fs;			/* or NULL */
 	struct crfs_pending *pending;		/* private; owned by the task */
+	struct crfs_pending *last;		/* the SIGPENDING read last, or NULL */
 	s32 signal_ref;				/* TASK_OBJS signal_objref */
 	unsigned int has;			/* CRFS_SIG_* */
 	u64 blocked;

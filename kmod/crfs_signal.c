@@ -160,7 +160,8 @@ int crfs_sig_task_objs(struct crfs_plan *plan, struct crfs_image *img,
 bool crfs_sig_record(u32 type)
 {
 	return type == CKPT_HDR_SIGNAL || type == CKPT_HDR_SIGPENDING ||
-	       type == CKPT_HDR_SIGNAL_TASK || type == CRFS_HDR_SIGALTSTACK;
+	       type == CKPT_HDR_SIGNAL_TASK || type == CRFS_HDR_SIGALTSTACK ||
+	       type == CRFS_HDR_SIGINFO_RAW;
 }
 
 static int check_pending(struct crfs_image *img, const struct crfs_rec *rec,
@@ -203,6 +204,7 @@ static int load_pending(struct crfs_image *img, const struct crfs_rec *rec,
 	*out = p;
 	p->mask = h.signal;
 	p->nr = h.nr_pending;
+	p->raw = NULL;
 	ret = crfs_image_read(img, rec->pos + sizeof(h), p->info, size);
 	return ret ?: check_pending(img, rec, p);
 }
@@ -267,6 +269,7 @@ static int load_signal(struct crfs_plan *plan, struct crfs_image *img,
 	ret = load_pending(img, &shared, &obj->signal->shared);
 	if (ret)
 		return ret;
+	task->sig.last = obj->signal->shared;
 	obj->ready = true;
 	task->sig.signal = obj->signal;
 	return 0;
@@ -309,20 +312,68 @@ static int load_blocked(struct crfs_image *img, const struct crfs_rec *rec,
 	return 0;
 }
 
-/* A task's SIGNAL, SIGPENDING{private}, SIGNAL_TASK or SIGALTSTACK. */
+/*
+ * SIGINFO_RAW, right after a SIGPENDING: its siginfo whole, each of the signal and code
+ * of the SIGPENDING's (the kernel delivers them as they are, to the program only).
+ */
+static int load_raw(struct crfs_image *img, const struct crfs_rec *rec,
+		    struct crfs_pending *p)
+{
+	struct crfs_hdr_siginfo_raw h;
+	u32 i;
+	int ret;
+
+	BUILD_BUG_ON(sizeof(kernel_siginfo_t) != CRFS_SIGINFO_SIZE);
+	if (!p || p->raw)
+		return crfs_image_fail(img, rec, "SIGINFO_RAW: not after a SIGPENDING");
+	ret = crfs_image_body(img, rec, &h, sizeof(h));
+	if (ret)
+		return ret;
+	if (h.nr_pending != p->nr ||
+	    rec->len != sizeof(h) + (u64)p->nr * CRFS_SIGINFO_SIZE)
+		return crfs_image_fail(img, rec,
+				       "SIGINFO_RAW: nr_pending %u in len %u, the SIGPENDING has %u",
+				       h.nr_pending, rec->len, p->nr);
+	p->raw = kvmalloc_array(p->nr, CRFS_SIGINFO_SIZE, GFP_KERNEL_ACCOUNT);
+	if (!p->raw)
+		return -ENOMEM;
+	ret = crfs_image_read(img, rec->pos + sizeof(h), p->raw, p->nr * CRFS_SIGINFO_SIZE);
+	for (i = 0; !ret && i < p->nr; i++)
+		if (p->raw[i].si_signo != p->info[i].signo ||
+		    p->raw[i].si_code != (s32)p->info[i].code)
+			return crfs_image_fail(img, rec,
+					       "SIGINFO_RAW: siginfo %u is not the SIGPENDING's",
+					       i);
+	return ret;
+}
+
+static void free_pending(struct crfs_pending *p)
+{
+	if (p)
+		kvfree(p->raw);
+	kvfree(p);
+}
+
+/* A task's SIGNAL, SIGPENDING{private}, SIGNAL_TASK, SIGALTSTACK or SIGINFO_RAW. */
 int crfs_sig_load_record(struct crfs_plan *plan, struct crfs_image *img,
 			 struct crfs_task *task, const struct crfs_rec *rec)
 {
 	struct crfs_task_sig *sig = &task->sig;
+	struct crfs_pending *last = sig->last;
 	int ret;
 
+	sig->last = NULL;
 	switch (rec->type) {
 	case CKPT_HDR_SIGNAL:
 		return load_signal(plan, img, task, rec);
 	case CKPT_HDR_SIGPENDING:
 		if (sig->pending)
 			break;
-		return load_pending(img, rec, &sig->pending);
+		ret = load_pending(img, rec, &sig->pending);
+		sig->last = sig->pending;
+		return ret;
+	case CRFS_HDR_SIGINFO_RAW:
+		return load_raw(img, rec, last);
 	case CKPT_HDR_SIGNAL_TASK:
 		if (sig->has & CRFS_SIG_BLOCKED)
 			break;
@@ -346,7 +397,7 @@ void crfs_sig_free_object(struct crfs_object *obj)
 		break;
 	case CKPT_OBJ_SIGNAL:
 		if (obj->signal)
-			kvfree(obj->signal->shared);
+			free_pending(obj->signal->shared);
 		kfree(obj->signal);
 		break;
 	case CKPT_OBJ_FS:
@@ -361,7 +412,7 @@ void crfs_sig_free_object(struct crfs_object *obj)
 
 void crfs_sig_free_task(struct crfs_task *task)
 {
-	kvfree(task->sig.pending);
+	free_pending(task->sig.pending);
 	task->sig.pending = NULL;
 }
 
@@ -591,7 +642,10 @@ static void requeue(const struct crfs_pending *p, bool shared)
 	for (i = 0; p && i < p->nr; i++) {
 		signo = p->info[i].signo;
 		sent |= SIG_BIT(signo);
-		to_kernel_siginfo(&info, &p->info[i]);
+		if (p->raw)
+			copy_siginfo(&info, &p->raw[i]);
+		else
+			to_kernel_siginfo(&info, &p->info[i]);
 		if (shared)
 			crfs_queue_shared(signo, &info);
 		else

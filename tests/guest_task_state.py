@@ -24,7 +24,7 @@ from guest_util import records
 
 DIR = "/tmp/crfs-tstate"
 ORIGINAL = {}       # out file -> what the original program wrote (each restart starts there)
-TASK, OOM_SCORE_ADJ, RSEQ = 102, 8020, 8021
+TASK, OOM_SCORE_ADJ, RSEQ, SIGINFO_RAW = 102, 8020, 8021, 8022
 
 
 def setup(manifest):
@@ -49,6 +49,7 @@ def summary(image):
                for off, t, _ in records(data) if t == TASK
                and struct.unpack_from("<I", data, off + 12)[0]]
     return {"oom": types.count(OOM_SCORE_ADJ), "rseq": types.count(RSEQ),
+            "raw": types.count(SIGINFO_RAW),
             "zombies": [list(z) for z in zombies]}
 
 
@@ -145,6 +146,7 @@ MALFORMED = {
         "<Q", data, [o for o, t, _ in records(data) if t == RSEQ][0] + 8)[0] + 4)(data),
     "rseq_length": set_first(RSEQ, "<I", 64, 16),
     "zombie_status": zombie_status(0x7f),
+    "raw_siginfo_signal": set_first(SIGINFO_RAW, "<i", 9, 16),   # the first siginfo's signo
 }
 
 

@@ -1803,8 +1803,9 @@ def test_module_checkpoint_refuses_a_pipe_too_full_to_restart(guest):
 # (exit_state, exit_code, exit_signal) of the zombies: exited with 7, killed by SIGUSR2
 STATE_ZOMBIES = [[16, 7 << 8, 17], [16, 12, 17]]
 # what the restored program sees: oom_score_adj, rseq still registered, each child as
-# waitid() reports it (same pid, CLD_EXITED 7, CLD_KILLED SIGUSR2, CLD_STOPPED SIGSTOP)
-STATE_LINE = "state oom=400 rseq=registered z1=1/1/7 z2=1/2/12 st=1/5/19"
+# waitid() reports it (same pid, CLD_EXITED 7, CLD_KILLED SIGUSR2, CLD_STOPPED SIGSTOP),
+# its queued SIGRTMIN+1 with its value and the bytes in siginfo's padding
+STATE_LINE = "state oom=400 rseq=registered z1=1/1/7 z2=1/2/12 st=1/5/19 rt=42/5a5a5a5a"
 
 
 def _task_state(guest):
@@ -1821,7 +1822,7 @@ def test_task_state_is_captured_and_restored(guest, way):
     assert result["checkpoint"]["rc"] == 0, result
     image = result["checkpoint"]["image"]
     assert image["oom"] == 2 and image["rseq"] >= 2, image     # the stopped child inherited it
-    assert image["zombies"] == STATE_ZOMBIES, image
+    assert image["zombies"] == STATE_ZOMBIES and image["raw"] == 1, image
     restored = result["restart"]
     assert restored["errno"] == "restored", restored
     assert restored["oom_score_adj"] == "400", restored
@@ -1835,6 +1836,8 @@ def test_task_state_is_captured_and_restored(guest, way):
     ("rseq_length", "EINVAL", 8021,
      r"task \d: RSEQ: a struct rseq of 64 bytes at 0x[0-9a-f]+"),
     ("zombie_status", "EINVAL", 102, r"task \d+: zombie exit status 0x7f"),
+    ("raw_siginfo_signal", "EINVAL", 8022,
+     r"task \d: SIGINFO_RAW: siginfo 0 is not the SIGPENDING's"),
 ])
 def test_malformed_task_state_is_refused(guest, label, code, rtype, message):
     """One record of the ptrace image made wrong: refused with its errno, record type and
@@ -1854,7 +1857,8 @@ def test_oom_score_adj_below_the_callers_needs_cap_sys_resource(guest):
                               "needs CAP_SYS_RESOURCE"), refused
     restored = result["by_root"]
     assert restored["errno"] == "restored" and restored["oom_score_adj"] == "-500", restored
-    assert restored["lines"][-1] == "term" and restored["rc"] == 0, restored
+    assert restored["lines"] == [STATE_LINE.replace("400", "-500"), "term"], restored
+    assert restored["rc"] == 0, restored
 
 
 def test_task_state_step_leaves_nothing_running(guest):

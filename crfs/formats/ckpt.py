@@ -82,6 +82,7 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CRFS_HDR_PARENT_PAGES": 8012,
     "CRFS_HDR_OOM_SCORE_ADJ": 8020,   # per process, after its first task's SIGNAL_TASK
     "CRFS_HDR_RSEQ": 8021,            # per live task, after its SIGNAL_TASK
+    "CRFS_HDR_SIGINFO_RAW": 8022,     # right after a SIGPENDING: its siginfo, whole
     "CKPT_HDR_TAIL": 9001,
     "CKPT_HDR_ERROR": 9999,
 })
@@ -531,6 +532,18 @@ ckpt_hdr_sigpending = Struct(
 )
 SIGPENDING_SIZE = 24
 
+# crfs extension, x86_64 images: the siginfo of the SIGPENDING just before, each as the
+# kernel's 48-byte kernel_siginfo (all it keeps of a user's siginfo_t: padding and union
+# bytes linux-cr's ckpt_siginfo leaves out, e.g. SIGSYS's syscall, bytes 12..15)
+KERNEL_SIGINFO_SIZE = 48
+crfs_hdr_siginfo_raw = Struct(
+    "h" / ckpt_hdr,
+    "nr_pending" / Int32ul,
+    "_padding" / Pad(4),
+    "siginfo" / Array(this.nr_pending, Bytes(KERNEL_SIGINFO_SIZE)),
+)
+SIGINFO_RAW_SIZE = 16
+
 ckpt_hdr_signal_task = Struct("h" / ckpt_hdr, "blocked" / ckpt_sigset)
 
 # crfs extension, per live task right after SIGNAL_TASK (v23 put these in TASK).
@@ -601,6 +614,8 @@ COUNTED = {
     "CKPT_HDR_GROUPINFO": (ckpt_hdr_groupinfo, "ngroups", GROUPINFO_SIZE, 4),
     "CKPT_HDR_SIGPENDING": (ckpt_hdr_sigpending, "nr_pending", SIGPENDING_SIZE,
                             ckpt_siginfo.sizeof()),
+    "CRFS_HDR_SIGINFO_RAW": (crfs_hdr_siginfo_raw, "nr_pending", SIGINFO_RAW_SIZE,
+                             KERNEL_SIGINFO_SIZE),
     "CRFS_HDR_PARENT_PAGES": (crfs_hdr_parent_pages, "nr_runs", PARENT_PAGES_SIZE,
                               crfs_page_run.sizeof()),
 }

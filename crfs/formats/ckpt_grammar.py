@@ -36,6 +36,7 @@ it. Page bytes are never read: a page chunk is yielded as its vaddr words and th
 its first page.
 """
 
+import struct
 from dataclasses import dataclass
 
 from construct import Array, Int32sl
@@ -369,11 +370,19 @@ class Walker:
                 yield self.fixed(name)
 
     def sigpending(self, role, objref=0):
+        """SIGPENDING [CRFS_SIGINFO_RAW]: the raw record must repeat its signals."""
         pending = self.fixed("CKPT_HDR_SIGPENDING")
         for info in pending.fields.siginfo:
             if not 1 <= info.signo <= fmt.CKPT_ARCH_NSIG:
                 raise self.error(pending, f"signo {info.signo}")
         pending.role, pending.objref = role, objref
+        pending.raw = None
+        if self.offset < self.source.size and self.peek().name == "CRFS_HDR_SIGINFO_RAW":
+            raw = self.fixed("CRFS_HDR_SIGINFO_RAW")
+            signos = [struct.unpack_from("<i", b)[0] for b in raw.fields.siginfo]
+            if signos != [info.signo for info in pending.fields.siginfo]:
+                raise self.error(raw, f"signals {signos} are not the SIGPENDING's")
+            pending.raw = [bytes(b) for b in raw.fields.siginfo]
         return pending
 
     # ----------------------------------------------------------------- objects

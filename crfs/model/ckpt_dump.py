@@ -445,10 +445,15 @@ class _Writer:
         return out
 
     def write_pending(self, pending):
+        """SIGPENDING [CRFS_SIGINFO_RAW] (x86_64, when every siginfo's bytes are known)."""
         self.emit_counted("CKPT_HDR_SIGPENDING", fmt.ckpt_hdr_sigpending,
                           nr_pending=len(pending.queue), signal=pending.mask, siginfo=[
                               {field: getattr(info, name) for name, field in
                                SIGINFO_FIELDS.items()} for info in pending.queue])
+        if _has_raw_siginfo(pending, self.arch):
+            self.emit_counted("CRFS_HDR_SIGINFO_RAW", fmt.crfs_hdr_siginfo_raw,
+                              nr_pending=len(pending.queue),
+                              siginfo=[info.raw for info in pending.queue])
 
     # ----------------------------------------------------------------- memory
 
@@ -575,12 +580,21 @@ def _has_opaque_files(task):
         d.file.kind in (*OPAQUE_KINDS, "deleted", "timerfd", "signalfd") for d in task.files.fds)
 
 
+def _has_raw_siginfo(pending, arch):
+    return bool(pending.queue) and all(
+        info.raw is not None and len(info.raw) == fmt.KERNEL_SIGINFO_SIZE
+        for info in pending.queue)
+
+
 def _has_task_state(task):
     """Whether the task gets CRFS_OOM_SCORE_ADJ or CRFS_RSEQ."""
     group = task.signals.group if task.signals is not None else None
     return task.signals is not None and (
         (task.rseq is not None and task.rseq.addr != 0)
-        or (group is not None and bool(group.oom_score_adj)))
+        or (group is not None and bool(group.oom_score_adj))
+        or any(info.raw is not None for info in task.signals.pending.queue)
+        or (group is not None and any(info.raw is not None
+                                      for info in group.shared_pending.queue)))
 
 
 def _has_altstack(task):

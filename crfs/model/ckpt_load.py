@@ -226,9 +226,10 @@ class _Builder:
 
     def sigpending(self, part):
         h = part.fields
+        raws = getattr(part, "raw", None) or [None] * len(h.siginfo)
         pending = Pending(mask=h.signal, queue=[
-            SigInfo(**{name: info[field] for name, field in SIGINFO_FIELDS.items()})
-            for info in h.siginfo])
+            SigInfo(**{name: info[field] for name, field in SIGINFO_FIELDS.items()}, raw=raw)
+            for info, raw in zip(h.siginfo, raws)])
         if part.role == "shared":
             self.objects[part.objref].shared_pending = pending
         else:

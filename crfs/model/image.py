@@ -116,6 +116,7 @@ class SigInfo:
     sigval_ptr: int = 0
     utime: int = 0
     stime: int = 0
+    raw: Optional[bytes] = None     # the x86_64 kernel_siginfo, whole (48 bytes), if known
 
 
 @dataclass

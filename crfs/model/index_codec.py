@@ -398,7 +398,8 @@ def _check_pending(pending):
     _require(type(pending) is Pending and type(pending.mask) is int
              and type(pending.queue) is list, "pending")
     for info in pending.queue:
-        _require(type(info) is SigInfo and _ints(info.signo, info.code, info.pid), "siginfo")
+        _require(type(info) is SigInfo and _ints(info.signo, info.code, info.pid)
+                 and _optional(info.raw, bytes), "siginfo")
 
 
 def _check_mm(mm, file_size):

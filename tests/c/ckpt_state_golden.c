@@ -34,7 +34,7 @@ enum {
 	CKPT_HDR_FS = 451,
 	CKPT_HDR_SIGHAND = 601, CKPT_HDR_SIGNAL, CKPT_HDR_SIGNAL_TASK, CKPT_HDR_SIGPENDING,
 	CRFS_HDR_SIGALTSTACK = 8001, CRFS_HDR_FS_EXT = 8002,	/* crfs extensions */
-	CRFS_HDR_OOM_SCORE_ADJ = 8020, CRFS_HDR_RSEQ = 8021,
+	CRFS_HDR_OOM_SCORE_ADJ = 8020, CRFS_HDR_RSEQ = 8021, CRFS_HDR_SIGINFO_RAW = 8022,
 	CKPT_HDR_TAIL = 9001,
 };
 _Static_assert(CKPT_HDR_TASK_CREDS == 117 && CKPT_HDR_USER_NS == 113, "v21 numbers");
@@ -136,6 +136,9 @@ _Static_assert(sizeof(struct crfs_hdr_sigaltstack) == 32, "SIGALTSTACK");
 _Static_assert(sizeof(struct crfs_hdr_fs_ext) == 16, "FS_EXT");
 _Static_assert(sizeof(struct crfs_hdr_oom_score_adj) == 16, "OOM_SCORE_ADJ");
 _Static_assert(sizeof(struct crfs_hdr_rseq) == 24, "RSEQ");
+/* CRFS_HDR_SIGINFO_RAW: u32 nr_pending, pad, then nr_pending x86_64 kernel_siginfo (48) */
+struct crfs_hdr_siginfo_raw { struct ckpt_hdr h; uint32_t nr_pending; } __attribute__((aligned(8)));
+_Static_assert(sizeof(struct crfs_hdr_siginfo_raw) == 16, "SIGINFO_RAW");
 
 /* ---- values ---- */
 
@@ -249,6 +252,8 @@ struct task_desc {
 	int altstack;
 	struct crfs_hdr_sigaltstack alt;
 	int32_t oom;		/* 0: no OOM_SCORE_ADJ (at a group's first task) */
+	int raw;		/* SIGINFO_RAW after the private SIGPENDING */
+	uint8_t raws[3][48];
 	struct crfs_hdr_rseq rseq;	/* rseq 0: no RSEQ */
 };
 
@@ -345,6 +350,21 @@ static void write_task(struct task_desc *t)
 		write_pending(t->group->shared, t->group->nshared, t->group->shared_mask);
 	}
 	write_pending(t->pending, t->npending, t->pending_mask);
+	if (t->raw) {
+		size_t len = sizeof(struct crfs_hdr_siginfo_raw) + t->npending * 48;
+		struct crfs_hdr_siginfo_raw *r = calloc(1, len);
+		r->nr_pending = t->npending;
+		for (uint32_t i = 0; i < t->npending; i++) {
+			memcpy(t->raws[i], &t->pending[i].csi_signo, 4);
+			memcpy(t->raws[i] + 4, &t->pending[i].csi_errno, 4);
+			memcpy(t->raws[i] + 8, &t->pending[i].csi_code, 4);
+			for (int j = 12; j < 48; j++)
+				t->raws[i][j] = (uint8_t)(i * 37 + j);
+			memcpy((char *)(r + 1) + i * 48, t->raws[i], 48);
+		}
+		emit(r, CRFS_HDR_SIGINFO_RAW, len);
+		free(r);
+	}
 	struct ckpt_hdr_signal_task st;
 	memcpy(st.blocked.sigset, &t->blocked, 8);
 	emit(&st, CKPT_HDR_SIGNAL_TASK, sizeof(st));
@@ -425,6 +445,19 @@ static void print_task(struct task_desc *t)
 		printf("[%llu, %llu, %u]", U(t->alt.ss_sp), U(t->alt.ss_size), t->alt.ss_flags);
 	else
 		printf("null");
+	printf(", \"pending_raw\": ");
+	if (t->raw) {
+		printf("[");
+		for (uint32_t i = 0; i < t->npending; i++) {
+			printf("%s\"", i ? ", " : "");
+			for (int j = 0; j < 48; j++)
+				printf("%02x", t->raws[i][j]);
+			printf("\"");
+		}
+		printf("]");
+	} else {
+		printf("null");
+	}
 	printf(", \"oom_score_adj\": ");
 	if (t->group_new && t->oom)
 		printf("%d", t->oom);
@@ -505,6 +538,7 @@ int main(int argc, char **argv)
 	fill_siginfo(&t[2].pending[2], 35, (uint32_t)-1);
 	t[0].oom = 400;		/* a thread group's */
 	t[2].oom = -17;
+	t[2].raw = 1;
 	t[1].rseq = (struct crfs_hdr_rseq){ .rseq = IS64 ? 0x7ffff7d8a9e0ULL : 0xb7d8a9e0,
 		.rseq_len = 32, .rseq_sig = 0x53053053 };
 	for (int i = 0; i < 3; i++)

@@ -3,10 +3,12 @@
  * A process with the task state of kmod/crfs_task_state.c, for the task_state guest step
  * (tests/guest_task_state.py): oom_score_adj 400 (raised by itself), glibc's rseq
  * registration, two zombie children (one exited with 7, one killed by SIGUSR2) and one
- * child stopped by SIGSTOP. It prints "ready" with the children's pids, then waits.
+ * child stopped by SIGSTOP, and SIGRTMIN+1 blocked and queued to itself with a value
+ * and bytes in siginfo's padding (12..15), which linux-cr's siginfo does not keep. It
+ * prints "ready" with the children's pids, then waits.
  * On SIGUSR1 it prints what it sees: its oom_score_adj, whether its rseq area is still
  * registered (rseq(2) registering it again fails with EBUSY), and what waitid(WNOWAIT)
- * says of each child. On SIGTERM it continues and reaps the children, and exits 0.
+ * says of each child, and the value and padding of its queued SIGRTMIN+1. On SIGTERM it continues and reaps the children, and exits 0.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -66,6 +68,46 @@ static void child_state(const char *name, pid_t pid)
 		printf(" %s=%d/%d/%d", name, info.si_pid == pid, info.si_code, info.si_status);
 }
 
+#define RT_SIG		(SIGRTMIN + 1)
+#define RT_PAD		0x5a5a5a5aU
+
+static void queue_rt(void)
+{
+	siginfo_t info;
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, RT_SIG);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	memset(&info, 0, sizeof(info));
+	info.si_signo = RT_SIG;
+	info.si_code = SI_QUEUE;
+	info.si_pid = getpid();
+	info.si_uid = getuid();
+	info.si_value.sival_int = 42;
+	memcpy((char *)&info + 12, &(unsigned int){ RT_PAD }, 4);
+	if (syscall(SYS_rt_sigqueueinfo, getpid(), RT_SIG, &info))
+		perror("rt_sigqueueinfo");
+}
+
+static void rt_state(void)
+{
+	struct timespec none = { 0, 0 };
+	unsigned int pad = 0;
+	siginfo_t info;
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, RT_SIG);
+	memset(&info, 0, sizeof(info));
+	if (sigtimedwait(&set, &info, &none) != RT_SIG) {
+		printf(" rt=none");
+		return;
+	}
+	memcpy(&pad, (char *)&info + 12, 4);
+	printf(" rt=%d/%x", info.si_value.sival_int, pad);
+}
+
 static pid_t child(int how)
 {
 	pid_t pid = fork();
@@ -91,6 +133,7 @@ int main(void)
 	close(fd);
 	signal(SIGUSR1, on_signal);
 	signal(SIGTERM, on_signal);
+	queue_rt();
 	z1 = child(1);
 	z2 = child(2);
 	st = child(3);
@@ -111,6 +154,7 @@ int main(void)
 			child_state("z1", z1);
 			child_state("z2", z2);
 			child_state("st", st);
+			rt_state();
 			printf("\n");
 			fflush(stdout);
 		}

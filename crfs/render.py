@@ -104,6 +104,22 @@ def status(task):
     return "\n".join(lines) + "\n"
 
 
+def rseq(registration):
+    """The task's rseq registration, as PTRACE_GET_RSEQ_CONFIGURATION gives it."""
+    return (f"address\t{registration.addr:#x}\nsize\t{registration.length}\n"
+            f"signature\t{registration.sig:#x}\n")
+
+
+def exit_status(exit):
+    """How a zombie ended, as its parent's wait() will tell: exited N or killed by SIG."""
+    code = exit.code
+    if code & 0x7F:
+        text = f"killed {signal_name(code & 0x7F)}{' (core dumped)' if code & 0x80 else ''}"
+    else:
+        text = f"exited {code >> 8 & 0xFF}"
+    return f"{text}\nstatus\t{code:#x}\nexit_signal\t{exit.signal}\n"
+
+
 def _signal_status(signals):
     if signals is None:
         return []

@@ -65,6 +65,7 @@
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
@@ -79,6 +80,7 @@
 #define HDR_TASK	102	/* CKPT_HDR_TASK */
 #define HDR_MM_CONTEXT	404	/* CKPT_HDR_MM_CONTEXT */
 #define MAX_TASKS	1024	/* CRFS_MAX_TASKS */
+#define EXIT_ZOMBIE_26	16	/* TASK.exit_state of a zombie (2.6 kernels' EXIT_ZOMBIE) */
 
 struct pids {			/* struct ckpt_pids */
 	int vpid, vppid, vtgid, vpgid, vsid, depth;
@@ -115,6 +117,9 @@ static int nr_procs = 1;		/* > 1: a tree of processes is restarted */
 static int leader_of[MAX_TASKS];	/* the index of each task's thread group leader */
 static int parent_of[MAX_TASKS];	/* leaders: the index of their parent's leader */
 static __thread unsigned int task_index;	/* the task this thread restores */
+static char zombie[MAX_TASKS];		/* leaders that had exited: they exit again */
+static uint32_t exit_status[MAX_TASKS];	/* of zombies, as wait() gives it */
+static pid_t child_pid[MAX_TASKS];	/* the processes this one forked */
 
 /*
  * Report a failure of task @index and end (the whole tree if there is one). Threads
@@ -226,13 +231,45 @@ static int parse_tree(int fd)
 	return 1;
 }
 
+/*
+ * The zombies of the tree: processes of one task, not the root, whose TASK has an
+ * exit_state. Their wait status must be one an exit gives: a code, or a signal that
+ * ends a process.
+ */
+static void read_zombies(int fd)
+{
+	uint32_t hdr[2], t[3];	/* TASK: state, exit_state, exit_code */
+	off_t pos = 0;
+	int task = -1, sig;
+	char why[96];
+
+	while (task + 1 < nr_tasks && pread(fd, hdr, sizeof(hdr), pos) == sizeof(hdr) &&
+	       hdr[1] >= sizeof(hdr)) {
+		if (hdr[0] == HDR_TASK && pread(fd, t, sizeof(t), pos + 8) == sizeof(t) &&
+		    ++task > 0 && t[1] == EXIT_ZOMBIE_26 && leader_of[task] == task) {
+			sig = t[2] & 0x7f;
+			if ((sig && (t[2] & ~0xffU)) || (!sig && (t[2] & ~0xff00U)) ||
+			    sig == 0x7f) {
+				snprintf(why, sizeof(why), "zombie exit status %#x", t[2]);
+				nr_procs = 1;	/* not a group leader yet: kill nothing */
+				fail_task(task, "tree", EINVAL, why, pos, HDR_TASK);
+			}
+			zombie[task] = 1;
+			exit_status[task] = t[2];
+		}
+		pos += hdr[1];
+	}
+}
+
 /* parse_tree(), or nothing of the TREE */
 static void read_tree(int fd)
 {
 	if (!parse_tree(fd)) {
 		memset(pids, 0, sizeof(pids));
 		nr_procs = 1;
+		return;
 	}
+	read_zombies(fd);
 }
 
 /* ---------------------------------------------------------------- image pids */
@@ -407,6 +444,41 @@ static void root_with_image_pid(int dev, int image)
 /* ---------------------------------------------------------------- tree */
 
 /*
+ * A zombie of the image: end again as it ended (its parent waits for it as before),
+ * once it told the root it was set up. A signal with no core dump: no core file is
+ * written, and WCOREDUMP() is not kept.
+ */
+static void exit_as_zombie(int ready)
+{
+	struct rlimit none = { 0, 0 };
+	int sig = exit_status[task_index] & 0x7f;
+	sigset_t all;
+
+	if (write(ready, "r", 1) != 1)
+		_exit(1);
+	if (!sig)
+		_exit(exit_status[task_index] >> 8 & 0xff);
+	setrlimit(RLIMIT_CORE, &none);
+	signal(sig, SIG_DFL);
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+	syscall(SYS_kill, (pid_t)syscall(SYS_getpid), sig);
+	_exit(128 + sig);	/* a signal whose default action is not to end */
+}
+
+/* Our zombie children: exited before we go on (their SIGCHLD is then dropped). */
+static void wait_zombies(void)
+{
+	siginfo_t info;
+	int k;
+
+	for (k = task_index + 1; k < nr_tasks; k++)
+		while (zombie[k] && parent_of[k] == (int)task_index &&
+		       waitid(P_PID, child_pid[k], &info, WEXITED | WNOWAIT) && errno == EINTR)
+			;
+}
+
+/*
  * Fork the processes of the tree: each one forks the children of its task, in image
  * order, and each child goes on with its own. Children keep @ready[1] to say they are set
  * up and wait for EOF on @go[0], whose write end only the root keeps.
@@ -423,6 +495,7 @@ again:
 		pid = fork_as(pids[k].vpid);
 		if (pid < 0)
 			fail("fork", errno, "cannot fork a task of the tree", UINT64_MAX, 0);
+		child_pid[k] = pid;
 		if (pid == 0) {
 			task_index = k;
 			if (go[1] >= 0) {
@@ -431,6 +504,8 @@ again:
 				go[1] = -1;
 				ready[0] = -1;
 			}
+			if (zombie[k])
+				exit_as_zombie(ready[1]);
 			goto again;
 		}
 	}
@@ -443,6 +518,7 @@ static void barrier(int ready[2], int go[2])
 	ssize_t n;
 	char c;
 
+	wait_zombies();
 	if (task_index) {
 		if (write(ready[1], "r", 1) != 1)
 			fail("tree", errno, "cannot signal the root", UINT64_MAX, 0);

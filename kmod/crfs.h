@@ -20,6 +20,7 @@
 #include "crfs_image.h"
 #include "crfs_ioctl.h"
 #include "crfs_sig.h"
+#include "crfs_task_state.h"
 
 /* Bounds on what an image may make the module allocate or walk. */
 #define CRFS_MAX_IMAGE_SIZE	BIT_ULL(40)	/* bytes */
@@ -179,6 +180,7 @@ struct crfs_task {
 	struct crfs_fdtable *files;	/* TASK_OBJS files_objref's, or NULL */
 	s32 files_objref;
 	struct crfs_task_sig sig;	/* signals, limits, fs_struct */
+	struct crfs_task_state ts;	/* oom_score_adj, rseq (crfs_task_state.c) */
 };
 
 /* Everything the restore needs, copied in and validated. */

@@ -31,6 +31,8 @@
  *             [OBJREF{SIGHAND} SIGHAND]	(at the first task of each)
  *             TASK_OBJS [SIGNAL SIGPENDING{shared}] (at the first task of each process)
  *             SIGPENDING{private} SIGNAL_TASK [SIGALTSTACK]
+ *             [OOM_SCORE_ADJ] [RSEQ]		(crfs_task_state.c)
+ *             (each SIGPENDING of signals followed by SIGINFO_RAW)
  *   TAIL
  * Objrefs are numbered from 1 in first-use order: an mm, the files and shmem inodes of its
  * VMAs, then the next process's mm... Pages are chosen as the linux-cr writers chose them:
@@ -121,6 +123,7 @@ struct crfs_ckpt {
 	u32 nr_tasks;
 	struct task_struct **stack;	/* processes still to visit (references) */
 	u32 nr_stack;
+	struct crfs_ck_zombies *zombies;	/* met, written after the tasks */
 	struct ck_vma *vmas;		/* of the mm being written: nr_vmas of them */
 	u32 nr_vmas;
 	struct task_struct *task;	/* the task being captured or written */
@@ -138,6 +141,7 @@ struct crfs_ckpt {
 	char *path;			/* PATH_MAX scratch for d_path() */
 	struct ckpt_hdr_sighand *sighand;	/* a SIGHAND being written */
 	struct ckpt_siginfo *siginfo;	/* CRFS_MAX_PENDING: a SIGPENDING's */
+	kernel_siginfo_t *rawinfo;	/* the same, whole: its SIGINFO_RAW */
 	char err_msg[CRFS_ERRMSG_LEN];
 };
 
@@ -336,22 +340,25 @@ static int write_header(struct crfs_ckpt *ck)
 
 static int write_tree(struct crfs_ckpt *ck)
 {
-	struct ckpt_hdr_tree tree = { .nr_tasks = ck->nr_tasks };
+	struct ckpt_hdr_tree tree = {
+		.nr_tasks = ck->nr_tasks + crfs_ts_nr_zombies(ck->zombies)
+	};
 	u32 i;
 	int ret;
 
 	ret = ck_record(ck, CKPT_HDR_TREE, &tree, sizeof(tree));
 	if (!ret)
-		ret = ck_frame(ck, CKPT_HDR_BUFFER, ck->nr_tasks * sizeof(struct ckpt_pids));
+		ret = ck_frame(ck, CKPT_HDR_BUFFER, tree.nr_tasks * sizeof(struct ckpt_pids));
 	for (i = 0; !ret && i < ck->nr_tasks; i++)
 		ret = ck_write(ck, &ck->tasks[i].pids, sizeof(struct ckpt_pids));
-	return ret;
+	return ret ? ret : crfs_ts_write_zombie_pids(ck, ck->zombies);
 }
 
 static int write_task_header(struct crfs_ckpt *ck)
 {
 	struct task_struct *t = ck->task;
 	struct ckpt_hdr_task h = {
+		.state = crfs_ts_ckpt_state(t),
 		.exit_signal = t->exit_signal,
 		.pdeath_signal = t->pdeath_signal,
 		.robust_futex_list = (unsigned long)t->robust_list,
@@ -1044,7 +1051,22 @@ static void to_ckpt_siginfo(struct ckpt_siginfo *c, const kernel_siginfo_t *k)
 	}
 }
 
-/* SIGPENDING of @t's shared or private queue: its mask, then its siginfo in order. */
+/* SIGINFO_RAW after a SIGPENDING of @n signals: their siginfo whole. */
+static int write_raw(struct crfs_ckpt *ck, u32 n)
+{
+	struct crfs_hdr_siginfo_raw h = { .nr_pending = n };
+	int ret;
+
+	h.h.type = CRFS_HDR_SIGINFO_RAW;
+	h.h.len = sizeof(h) + n * CRFS_SIGINFO_SIZE;
+	ret = ck_write(ck, &h, sizeof(h));
+	return ret ? ret : ck_write(ck, ck->rawinfo, n * CRFS_SIGINFO_SIZE);
+}
+
+/*
+ * SIGPENDING of @t's shared or private queue: its mask, then its siginfo in order;
+ * SIGINFO_RAW after it when it has any.
+ */
 static int write_pending(struct crfs_ckpt *ck, bool shared)
 {
 	struct ckpt_hdr_sigpending h = { 0 };
@@ -1066,6 +1088,7 @@ static int write_pending(struct crfs_ckpt *ck, bool shared)
 			over = true;
 			break;
 		}
+		copy_siginfo(&ck->rawinfo[n], &q->info);
 		to_ckpt_siginfo(&ck->siginfo[n++], &q->info);
 	}
 	spin_unlock_irqrestore(&sighand->siglock, flags);
@@ -1076,7 +1099,9 @@ static int write_pending(struct crfs_ckpt *ck, bool shared)
 	h.h.type = CKPT_HDR_SIGPENDING;
 	h.h.len = sizeof(h) + n * sizeof(struct ckpt_siginfo);
 	ret = ck_write(ck, &h, sizeof(h));
-	return ret ? ret : ck_write(ck, ck->siginfo, n * sizeof(struct ckpt_siginfo));
+	if (!ret)
+		ret = ck_write(ck, ck->siginfo, n * sizeof(struct ckpt_siginfo));
+	return ret || !n ? ret : write_raw(ck, n);
 }
 
 /* The rlimits and ITIMER_REAL; ITIMER_VIRTUAL/PROF, which RESTART cannot re-arm, refused. */
@@ -1153,7 +1178,9 @@ static int write_signals(struct crfs_ckpt *ck, bool new_group)
 	}
 	if (!ret)
 		ret = write_pending(ck, false);
-	return ret ? ret : write_signal_task(ck);
+	if (!ret)
+		ret = write_signal_task(ck);
+	return ret ? ret : crfs_ts_checkpoint(ck, ck->task, new_group);
 }
 
 /* The fs and sighand objects of the task, at their first use, and the signal's ref. */
@@ -1216,6 +1243,8 @@ static int write_image(struct crfs_ckpt *ck)
 		ret = write_tree(ck);
 	for (i = 0; !ret && i < ck->nr_tasks; i++)
 		ret = write_task(ck, &ck->tasks[i]);
+	if (!ret)
+		ret = crfs_ts_write_zombies(ck, ck->zombies);
 	if (!ret)
 		ret = ck_record(ck, CKPT_HDR_TAIL, &tail, sizeof(tail));
 	return ret;
@@ -1301,8 +1330,15 @@ static int push_children(struct crfs_ckpt *ck, struct task_struct *p)
 	while ((pid = find_ge_pid(nr, ns))) {
 		nr = pid_nr_ns(pid, ns) + 1;
 		c = pid_task(pid, PIDTYPE_TGID);
-		if (!c || c->exit_state || rcu_dereference(c->real_parent)->tgid != p->tgid)
+		if (!c || rcu_dereference(c->real_parent)->tgid != p->tgid)
 			continue;
+		if (c->exit_state) {	/* a zombie is kept, a process exiting is not */
+			ret = crfs_ts_add_zombie(ck, ck->zombies, c, ck->nr_tasks + ck->nr_stack);
+			if (ret < 0)
+				break;
+			ret = 0;
+			continue;
+		}
 		if (ck->nr_tasks + ck->nr_stack >= CRFS_MAX_TASKS) {
 			ret = ck_fail(ck, -EOPNOTSUPP, "more than %d tasks", CRFS_MAX_TASKS);
 			break;
@@ -1437,8 +1473,10 @@ static int alloc_buffers(struct crfs_ckpt *ck)
 	ck->path = kmalloc(PATH_MAX, GFP_KERNEL);
 	ck->sighand = kmalloc(sizeof(*ck->sighand), GFP_KERNEL);
 	ck->siginfo = kvmalloc_array(CRFS_MAX_PENDING, sizeof(*ck->siginfo), GFP_KERNEL);
+	ck->rawinfo = kvmalloc_array(CRFS_MAX_PENDING, sizeof(*ck->rawinfo), GFP_KERNEL);
+	ck->zombies = crfs_ts_zombies_alloc();
 	if (!ck->tasks || !ck->stack || !ck->vaddrs || !ck->pages || !ck->path ||
-	    !ck->sighand || !ck->siginfo)
+	    !ck->sighand || !ck->siginfo || !ck->rawinfo || !ck->zombies)
 		return -ENOMEM;
 	return 0;
 }
@@ -1465,6 +1503,8 @@ static void free_ckpt(struct crfs_ckpt *ck)
 	kfree(ck->path);
 	kfree(ck->sighand);
 	kvfree(ck->siginfo);
+	kvfree(ck->rawinfo);
+	crfs_ts_zombies_free(ck->zombies);
 	kvfree(ck->xstate);
 	if (ck->file)
 		fput(ck->file);

@@ -66,6 +66,9 @@ static const struct crfs_rec_size crfs_rec_sizes[] = {
 	EXACT(CKPT_HDR_SIGNAL_TASK, ckpt_hdr_signal_task),
 	EXACT(CRFS_HDR_SIGALTSTACK, crfs_hdr_sigaltstack),
 	EXACT(CRFS_HDR_FILE_ID, crfs_hdr_file_id),
+	EXACT(CRFS_HDR_OOM_SCORE_ADJ, crfs_hdr_oom_score_adj),
+	EXACT(CRFS_HDR_RSEQ, crfs_hdr_rseq),
+	AT_LEAST(CRFS_HDR_SIGINFO_RAW, crfs_hdr_siginfo_raw),
 	EXACT(CKPT_HDR_TAIL, ckpt_hdr_tail),
 	EXACT(CKPT_HDR_ERROR, ckpt_hdr),
 };

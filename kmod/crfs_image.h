@@ -55,6 +55,9 @@ enum {
 	CRFS_HDR_SIGALTSTACK = 8001,	/* crfs extensions */
 	CRFS_HDR_FS_EXT = 8002,
 	CRFS_HDR_FILE_ID = 8010,	/* after a FILE's FILE_NAME */
+	CRFS_HDR_OOM_SCORE_ADJ = 8020,	/* per process, after its SIGNAL_TASK */
+	CRFS_HDR_RSEQ = 8021,		/* per live task, after its SIGNAL_TASK */
+	CRFS_HDR_SIGINFO_RAW = 8022,	/* right after a SIGPENDING */
 	CKPT_HDR_TAIL = 9001,
 	CKPT_HDR_ERROR = 9999,
 };
@@ -584,6 +587,32 @@ struct crfs_hdr_sigaltstack {
 	__u64 ss_sp;
 	__u64 ss_size;
 	__u32 ss_flags;
+	__u8 __padding[4];
+};
+
+/* crfs extension: /proc/PID/oom_score_adj of the thread group */
+struct crfs_hdr_oom_score_adj {
+	struct ckpt_hdr h;
+	__s32 oom_score_adj;		/* OOM_SCORE_ADJ_MIN .. OOM_SCORE_ADJ_MAX */
+	__u8 __padding[4];
+};
+
+/* crfs extension: the task's rseq registration (rseq(2)); rseq 0: none */
+struct crfs_hdr_rseq {
+	struct ckpt_hdr h;
+	__u64 rseq;			/* user address of its struct rseq */
+	__u32 rseq_len;
+	__u32 rseq_sig;
+};
+
+/*
+ * crfs extension: the siginfo of the SIGPENDING just before, each whole as an x86_64
+ * kernel_siginfo (CRFS_SIGINFO_SIZE bytes), nr_pending of them after this header
+ */
+#define CRFS_SIGINFO_SIZE	48
+struct crfs_hdr_siginfo_raw {
+	struct ckpt_hdr h;
+	__u32 nr_pending;
 	__u8 __padding[4];
 };
 

@@ -947,7 +947,11 @@ static int load_task_record(struct crfs_ctx *ctx, struct crfs_task *task,
 	case CKPT_HDR_SIGPENDING:
 	case CKPT_HDR_SIGNAL_TASK:
 	case CRFS_HDR_SIGALTSTACK:
+	case CRFS_HDR_SIGINFO_RAW:
 		return crfs_sig_load_record(ctx->plan, ctx->img, task, rec);
+	case CRFS_HDR_OOM_SCORE_ADJ:
+	case CRFS_HDR_RSEQ:
+		return crfs_ts_load_record(ctx->img, task, rec);
 	default:
 		return interleaved(ctx, rec, 0);
 	}

@@ -944,6 +944,8 @@ static int prepare(struct crfs_restore *rs)
 	if (!ret)
 		ret = crfs_sig_prepare(&rs->sig, rs->task, is_leader(rs), rs->cred,
 				       rs->img->err_msg);
+	if (!ret)
+		ret = crfs_ts_prepare(rs->task, is_leader(rs), rs->img->err_msg);
 	if (ret)
 		return ret;
 	rs->work = kzalloc(sizeof(*rs->work), GFP_KERNEL);
@@ -1255,8 +1257,10 @@ static int act(struct crfs_restore *rs)
 
 	if (is_leader(rs)) {
 		ret = restore_memory(rs);
-		if (!ret)
+		if (!ret) {
 			crfs_sig_act_process(&rs->sig);
+			crfs_ts_act_process(rs->task);
+		}
 		if (rs->group)
 			crfs_group_restored(rs->group, !ret);
 		if (ret)
@@ -1266,6 +1270,7 @@ static int act(struct crfs_restore *rs)
 	if (ret)
 		return ret;
 	restore_task_fields(rs);
+	crfs_ts_act_thread(rs->task);
 	if (rs->cred) {
 		commit_creds(rs->cred);	/* consumes the reference */
 		rs->cred = NULL;
@@ -1273,8 +1278,10 @@ static int act(struct crfs_restore *rs)
 	ret = crfs_sig_act_thread(&rs->sig);
 	if (ret)
 		return ret;
-	if (!rs->group || crfs_group_masked(rs->group))
+	if (!rs->group || crfs_group_masked(rs->group)) {
 		crfs_sig_act_shared(&rs->sig);
+		crfs_ts_act_last(rs->plan, rs->index);
+	}
 	init_task_work(&rs->work->cb, regs_work_fn);
 	rs->work->group = rs->group;
 	rs->work->leader = is_leader(rs);

@@ -25,6 +25,7 @@ struct crfs_task;
 struct crfs_pending {
 	u64 mask;
 	u32 nr;
+	kernel_siginfo_t *raw;		/* CRFS_SIGINFO_RAW's nr, or NULL */
 	struct ckpt_siginfo info[];
 };
 
@@ -51,6 +52,7 @@ struct crfs_task_sig {
 	struct crfs_signal *signal;		/* or NULL */
 	struct crfs_fs *fs;			/* or NULL */
 	struct crfs_pending *pending;		/* private; owned by the task */
+	struct crfs_pending *last;		/* the SIGPENDING read last, or NULL */
 	s32 signal_ref;				/* TASK_OBJS signal_objref */
 	unsigned int has;			/* CRFS_SIG_* */
 	u64 blocked;
@@ -90,6 +92,7 @@ void crfs_sig_act_process(struct crfs_sig_restore *sr);
 int crfs_sig_act_thread(struct crfs_sig_restore *sr);
 void crfs_sig_act_shared(struct crfs_sig_restore *sr);
 void crfs_sig_release(struct crfs_sig_restore *sr);
+void crfs_queue_shared(int sig, kernel_siginfo_t *info);	/* crfs_sigqueue.c */
 int crfs_fs_prepare(struct crfs_sig_restore *sr, const struct crfs_fs *fs);
 void crfs_fs_act(struct crfs_sig_restore *sr, const struct crfs_fs *fs);
 

@@ -8,7 +8,8 @@
  *   SIGNAL       rlimits with soft <= hard; itimers below KTIME_MAX; followed by the
  *                SIGPENDING of the thread group (shared);
  *   SIGPENDING   at most CRFS_MAX_PENDING siginfo, len exactly 24 + 48 * nr_pending,
- *                each of a signal 1..64 in the mask; never SIGKILL/SIGSTOP;
+ *                each of a signal 1..64 in the mask; never SIGKILL (a SIGSTOP
+ *                is queued again: the process stops, as it would have);
  *   SIGNAL_TASK  a blocked mask without SIGKILL/SIGSTOP;
  *   SIGALTSTACK  SS_DISABLE, or a stack of at least MINSIGSTKSZ bytes in user space.
  * prepare (the caller intact, an errno and a reason): rlimits bounded by the caller's hard
@@ -19,8 +20,7 @@
  *   handlers, rlimits, fs_struct and ITIMER_REAL and drops the caller's pending signals;
  *   every thread its blocked mask, altstack and pdeath_signal, then queues its private
  *   pending signals again with their siginfo; the last thread to get its mask back
- *   queues the process's shared ones (as from the kernel: no exported call takes their
- *   siginfo).
+ *   queues the process's shared ones, with theirs too (crfs_sigqueue.c).
  */
 #include <linux/capability.h>
 #include <linux/cred.h>
@@ -160,7 +160,8 @@ int crfs_sig_task_objs(struct crfs_plan *plan, struct crfs_image *img,
 bool crfs_sig_record(u32 type)
 {
 	return type == CKPT_HDR_SIGNAL || type == CKPT_HDR_SIGPENDING ||
-	       type == CKPT_HDR_SIGNAL_TASK || type == CRFS_HDR_SIGALTSTACK;
+	       type == CKPT_HDR_SIGNAL_TASK || type == CRFS_HDR_SIGALTSTACK ||
+	       type == CRFS_HDR_SIGINFO_RAW;
 }
 
 static int check_pending(struct crfs_image *img, const struct crfs_rec *rec,
@@ -168,8 +169,8 @@ static int check_pending(struct crfs_image *img, const struct crfs_rec *rec,
 {
 	u32 i, signo;
 
-	if (p->mask & KILL_STOP)
-		return crfs_image_fail(img, rec, "SIGPENDING: SIGKILL or SIGSTOP pending");
+	if (p->mask & sigmask(SIGKILL))
+		return crfs_image_fail(img, rec, "SIGPENDING: SIGKILL pending");
 	for (i = 0; i < p->nr; i++) {
 		signo = p->info[i].signo;
 		if (!signo || signo > CKPT_ARCH_NSIG || !(p->mask & SIG_BIT(signo)))
@@ -203,6 +204,7 @@ static int load_pending(struct crfs_image *img, const struct crfs_rec *rec,
 	*out = p;
 	p->mask = h.signal;
 	p->nr = h.nr_pending;
+	p->raw = NULL;
 	ret = crfs_image_read(img, rec->pos + sizeof(h), p->info, size);
 	return ret ?: check_pending(img, rec, p);
 }
@@ -267,6 +269,7 @@ static int load_signal(struct crfs_plan *plan, struct crfs_image *img,
 	ret = load_pending(img, &shared, &obj->signal->shared);
 	if (ret)
 		return ret;
+	task->sig.last = obj->signal->shared;
 	obj->ready = true;
 	task->sig.signal = obj->signal;
 	return 0;
@@ -309,20 +312,68 @@ static int load_blocked(struct crfs_image *img, const struct crfs_rec *rec,
 	return 0;
 }
 
-/* A task's SIGNAL, SIGPENDING{private}, SIGNAL_TASK or SIGALTSTACK. */
+/*
+ * SIGINFO_RAW, right after a SIGPENDING: its siginfo whole, each of the signal and code
+ * of the SIGPENDING's (the kernel delivers them as they are, to the program only).
+ */
+static int load_raw(struct crfs_image *img, const struct crfs_rec *rec,
+		    struct crfs_pending *p)
+{
+	struct crfs_hdr_siginfo_raw h;
+	u32 i;
+	int ret;
+
+	BUILD_BUG_ON(sizeof(kernel_siginfo_t) != CRFS_SIGINFO_SIZE);
+	if (!p || p->raw)
+		return crfs_image_fail(img, rec, "SIGINFO_RAW: not after a SIGPENDING");
+	ret = crfs_image_body(img, rec, &h, sizeof(h));
+	if (ret)
+		return ret;
+	if (h.nr_pending != p->nr ||
+	    rec->len != sizeof(h) + (u64)p->nr * CRFS_SIGINFO_SIZE)
+		return crfs_image_fail(img, rec,
+				       "SIGINFO_RAW: nr_pending %u in len %u, the SIGPENDING has %u",
+				       h.nr_pending, rec->len, p->nr);
+	p->raw = kvmalloc_array(p->nr, CRFS_SIGINFO_SIZE, GFP_KERNEL_ACCOUNT);
+	if (!p->raw)
+		return -ENOMEM;
+	ret = crfs_image_read(img, rec->pos + sizeof(h), p->raw, p->nr * CRFS_SIGINFO_SIZE);
+	for (i = 0; !ret && i < p->nr; i++)
+		if (p->raw[i].si_signo != p->info[i].signo ||
+		    p->raw[i].si_code != (s32)p->info[i].code)
+			return crfs_image_fail(img, rec,
+					       "SIGINFO_RAW: siginfo %u is not the SIGPENDING's",
+					       i);
+	return ret;
+}
+
+static void free_pending(struct crfs_pending *p)
+{
+	if (p)
+		kvfree(p->raw);
+	kvfree(p);
+}
+
+/* A task's SIGNAL, SIGPENDING{private}, SIGNAL_TASK, SIGALTSTACK or SIGINFO_RAW. */
 int crfs_sig_load_record(struct crfs_plan *plan, struct crfs_image *img,
 			 struct crfs_task *task, const struct crfs_rec *rec)
 {
 	struct crfs_task_sig *sig = &task->sig;
+	struct crfs_pending *last = sig->last;
 	int ret;
 
+	sig->last = NULL;
 	switch (rec->type) {
 	case CKPT_HDR_SIGNAL:
 		return load_signal(plan, img, task, rec);
 	case CKPT_HDR_SIGPENDING:
 		if (sig->pending)
 			break;
-		return load_pending(img, rec, &sig->pending);
+		ret = load_pending(img, rec, &sig->pending);
+		sig->last = sig->pending;
+		return ret;
+	case CRFS_HDR_SIGINFO_RAW:
+		return load_raw(img, rec, last);
 	case CKPT_HDR_SIGNAL_TASK:
 		if (sig->has & CRFS_SIG_BLOCKED)
 			break;
@@ -346,7 +397,7 @@ void crfs_sig_free_object(struct crfs_object *obj)
 		break;
 	case CKPT_OBJ_SIGNAL:
 		if (obj->signal)
-			kvfree(obj->signal->shared);
+			free_pending(obj->signal->shared);
 		kfree(obj->signal);
 		break;
 	case CKPT_OBJ_FS:
@@ -361,7 +412,7 @@ void crfs_sig_free_object(struct crfs_object *obj)
 
 void crfs_sig_free_task(struct crfs_task *task)
 {
-	kvfree(task->sig.pending);
+	free_pending(task->sig.pending);
 	task->sig.pending = NULL;
 }
 
@@ -579,8 +630,8 @@ static void to_kernel_siginfo(kernel_siginfo_t *k, const struct ckpt_siginfo *c)
 }
 
 /*
- * Queue @p again: private signals with their siginfo, shared ones (no exported way
- * keeps theirs) as from the kernel; a mask bit without siginfo as from the kernel.
+ * Queue @p again with their siginfo: private signals to the caller, shared ones to its
+ * process (crfs_sigqueue.c); a mask bit without siginfo as from the kernel.
  */
 static void requeue(const struct crfs_pending *p, bool shared)
 {
@@ -591,12 +642,14 @@ static void requeue(const struct crfs_pending *p, bool shared)
 	for (i = 0; p && i < p->nr; i++) {
 		signo = p->info[i].signo;
 		sent |= SIG_BIT(signo);
-		if (shared) {
-			kill_pid(task_tgid(current), signo, 1);
-			continue;
-		}
-		to_kernel_siginfo(&info, &p->info[i]);
-		send_sig_info(signo, &info, current);
+		if (p->raw)
+			copy_siginfo(&info, &p->raw[i]);
+		else
+			to_kernel_siginfo(&info, &p->info[i]);
+		if (shared)
+			crfs_queue_shared(signo, &info);
+		else
+			send_sig_info(signo, &info, current);
 	}
 	for (signo = 1; p && signo <= CKPT_ARCH_NSIG; signo++) {
 		if (!(p->mask & SIG_BIT(signo)) || (sent & SIG_BIT(signo)))

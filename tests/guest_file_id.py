@@ -102,8 +102,9 @@ def file_id_checks(manifest):
     out["python_ids"] = file_ids(pimg, data)
     out["same_as_python"] = g.same_as_python(kimg, pimg)
     restarter = manifest["restarter"]
+    # pimg is of the process --leave-stopped left stopped: restored stopped, then resumed
     out["unchanged"] = g.restart_direct(pimg, os.path.join(DIR, "fid.out2"), restarter,
-                                        wait=False)
+                                        wait=False, resume=True)
     out.update(changes(data, kimg, pimg, restarter))
     out["put_back"] = g.restart_direct(kimg, os.path.join(DIR, "fid.out3"), restarter,
                                        wait=False)

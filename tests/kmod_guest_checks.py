@@ -233,9 +233,13 @@ def reported(child, **extra):
     return {"errno": name(child.errno), "msg": child.reason, "stage": child.stage, **extra}
 
 
-def restart_direct(image, out_path, restarter, wait=True):
+def restart_direct(image, out_path, restarter, wait=True, resume=False):
+    """crfs-restart of `image`; with `resume`, the restored program is sent SIGCONT (an
+    image of a stopped process is restored stopped)."""
     child, latency = restart_to(image, restarter, out_path)
     result = reported(child, latency=round(latency, 3), pid=child.pid)
+    if child.errno == 0 and resume:
+        os.kill(child.pid, signal.SIGCONT)
     if child.errno == 0:
         result["exit"] = end_of(child, 120 if wait else 10)
     with open(out_path) as f:
@@ -1476,6 +1480,9 @@ STEPS = (
      lambda m, s: (m["restore"],), "t_shm_tree"),
     ("shm_tree_kernel", lambda m: __import__("guest_shm").shm_tree_step(m, "kernel"),
      lambda m, s: (m["restore"],), "t_shm_tree_kernel"),
+    # oom_score_adj, rseq, zombies, a stopped child (tests/guest_task_state.py)
+    ("task_state", lambda m: __import__("guest_task_state").task_state(m),
+     lambda m, s: (m,), "t_task_state"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
     ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
 )

@@ -170,6 +170,38 @@ def no_leftovers(directory):
     return not [n for n in os.listdir(directory) if n.startswith(".crfs-")]
 
 
+# ----------------------------------------------------------------------------- task state
+
+def test_oom_score_adj_rseq_zombies_and_stopped_child(build_c, mount):
+    """tests/c/state_target.c (oom_score_adj 400, glibc's rseq area, two zombies, a
+    stopped child), `crfs checkpoint --tree`: the mount shows its oom_score_adj and rseq
+    registration, each zombie's status and how it ended, the stopped child stopped."""
+    with Program(build_c("state_target", 64)) as program:
+        z1, z2, st = (program.ready[k] for k in ("z1", "z2", "st"))
+        try:
+            checkpoint(program.pid, mount.store / "state.ckpt", tree=True, after="detach",
+                       via="ptrace")
+            task = task_dir(mount, "state.ckpt", program.pid)
+            assert (task / "oom_score_adj").read_text() == "400\n"
+            rseq = dict(line.split("\t") for line in (task / "rseq").read_text().splitlines())
+            assert int(rseq["address"], 16) and rseq["size"] == "32"
+            assert rseq["signature"] == "0x53053053"            # glibc's RSEQ_SIG on x86
+            assert not (task / "exit").exists()
+            for pid, ended in ((z1, "exited 7\nstatus\t0x700\n"),
+                               (z2, "killed SIGUSR2\nstatus\t0xc\n")):
+                zombie = task_dir(mount, "state.ckpt", pid)
+                assert status_map((zombie / "status").read_text())["State"].strip() \
+                    == "Z (zombie)"
+                assert (zombie / "exit").read_text() == ended + "exit_signal\t17\n"
+                assert not (zombie / "rseq").exists()
+            stopped = task_dir(mount, "state.ckpt", st)
+            assert status_map((stopped / "status").read_text())["State"].strip() \
+                == "T (stopped)"
+            assert (stopped / "oom_score_adj").read_text() == "400\n"
+        finally:
+            os.kill(st, signal.SIGKILL)
+
+
 # ----------------------------------------------------------------------------- process state
 
 STATE_LINES = ("Umask", "Uid", "Gid", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt",

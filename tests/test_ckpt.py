@@ -17,7 +17,7 @@ from crfs.model import Image, Mm, Registers, ShmSegment, Task, Vma, registry
 from crfs.model.ckpt import dump, load
 from crfs.model import page_copy
 from crfs.model.ckpt_load import TASK_FIELDS
-from crfs.model.image import RLIM_INFINITY, AltStack, Pending, SigInfo, get_field
+from crfs.model.image import RLIM_INFINITY, AltStack, Pending, Rseq, SigInfo, get_field
 from digests import fnv1a64
 
 ARCH_BITS = {"i386": 32, "x86_64": 64}
@@ -30,7 +30,8 @@ TASK_EXTRA = ("pgid", "sid", "depth", "exit_state", "exit_code", "exit_signal", 
 STATE_RECORDS = {"CKPT_HDR_USER_NS", "CKPT_HDR_CRED", "CKPT_HDR_USER", "CKPT_HDR_GROUPINFO",
                  "CKPT_HDR_TASK_CREDS", "CKPT_HDR_FS", "CKPT_HDR_SIGHAND", "CKPT_HDR_SIGNAL",
                  "CKPT_HDR_SIGNAL_TASK", "CKPT_HDR_SIGPENDING", "CRFS_HDR_SIGALTSTACK",
-                 "CRFS_HDR_FS_EXT"}
+                 "CRFS_HDR_FS_EXT", "CRFS_HDR_OOM_SCORE_ADJ", "CRFS_HDR_RSEQ",
+                 "CRFS_HDR_SIGINFO_RAW"}
 # Records of open files: tests/c/ckpt_files_golden.c.
 FILE_RECORDS = {"CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC", "CKPT_HDR_PIPE_BUF",
                 "CKPT_HDR_EPOLL_ITEMS"}
@@ -535,10 +536,14 @@ def test_state_golden_values(state_golden):
                 group.native.tty_old_pgrp] == want["tty"]
         assert group.shared_pending == Pending(want["shared_mask"], [
             SigInfo(**info) for info in want["shared"]])
+        raws = [bytes.fromhex(r) for r in want["pending_raw"] or ()] or [None] * 3
         assert signals.pending == Pending(want["pending_mask"], [
-            SigInfo(**info) for info in want["pending"]])
+            SigInfo(**info, raw=raw) for info, raw in zip(want["pending"], raws)])
         assert signals.blocked == want["blocked"]
         assert signals.altstack == (AltStack(*want["altstack"]) if want["altstack"] else None)
+        if want["oom_score_adj"] is not None:
+            assert group.oom_score_adj == want["oom_score_adj"]
+        assert task.rseq == (Rseq(*want["rseq"]) if want["rseq"] else None)
         assert [task.native.fs_objref, task.native.sighand_objref,
                 task.native.signal_objref] == want["objrefs"]
     main, thread, child = image.tasks
@@ -568,9 +573,14 @@ def test_extensions_set_the_crfs_uflag(state_golden):
     for task in image.tasks:
         task.fs.umask = None
         task.signals.altstack = None
+        task.signals.group.oom_score_adj = 0
+        task.rseq = None
+        for info in task.signals.pending.queue:
+            info.raw = None
     written = dump_bytes(image)
     names = {i.name for i in record_list(written)}
-    assert not names & {"CRFS_HDR_SIGALTSTACK", "CRFS_HDR_FS_EXT"}
+    assert not names & {"CRFS_HDR_SIGALTSTACK", "CRFS_HDR_FS_EXT", "CRFS_HDR_OOM_SCORE_ADJ",
+                        "CRFS_HDR_RSEQ", "CRFS_HDR_SIGINFO_RAW"}
     assert load_bytes(written).header["uflags"] & fmt.CRFS_UFLAG_EXT == 0
 
 
@@ -804,3 +814,16 @@ def test_file_truncations_are_format_errors(files_golden):
         for cut in {info.offset + 4, info.offset + info.length - 1}:
             with pytest.raises(FormatError):
                 load_bytes(data[:cut])
+
+
+@pytest.mark.parametrize("name, field_offset, fmt_, value, message", [
+    ("CRFS_HDR_SIGINFO_RAW", 16, "<i", 9, r"signals \[9, 11, 35\] are not the SIGPENDING's"),
+    ("CRFS_HDR_SIGINFO_RAW", 8, "<I", 2, "nr_pending"),
+])
+def test_lying_raw_siginfo_is_refused(state_golden, name, field_offset, fmt_, value, message):
+    """CRFS_SIGINFO_RAW must repeat the signals of the SIGPENDING before it, and its
+    count must match its length."""
+    data, _ = state_golden
+    info = first_record(data, name)
+    with pytest.raises(FormatError, match=message):
+        load_bytes(patched(data, info.offset + field_offset, fmt_, value))

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
@@ -386,7 +387,8 @@ def prepare_guest(work, build_c, tmp_path_factory):
         "shm_tree_target": str(build_c("shm_tree_target", 64)),
         "ckpt_threads": str(build_c("ckpt_threads", 64, "-pthread")),
         "sig_target": str(build_c("sig_target", 64)),
-        "anonfd_target": str(build_c("anonfd_target", 64))}
+        "anonfd_target": str(build_c("anonfd_target", 64)),
+        "state_target": str(build_c("state_target", 64))}
     manifest["zdtm"], zdtm_error = _build_zdtm(work) if _step_selected("zdtm") else (None, None)
     timeout = GUEST_TIMEOUT + (ZDTM_BUDGET if manifest["zdtm"] else 0)
     if manifest["zdtm"]:
@@ -1927,3 +1929,73 @@ def test_anon_files_handed_in_that_lie_are_refused(guest):
     for label, (code, reason) in expected.items():
         assert lying[label]["errno"] == code and reason in lying[label]["msg"], (label,
                                                                                  lying[label])
+
+
+# --------------------------------------------------------------------------- task state
+# Step task_state (tests/guest_task_state.py): oom_score_adj, rseq, zombies and a stopped
+# child, captured by both checkpointers and restored (kmod/crfs_task_state.c,
+# kmod/crfs-restart.c).
+
+# (exit_state, exit_code, exit_signal) of the zombies: exited with 7, killed by SIGUSR2
+STATE_ZOMBIES = [[16, 7 << 8, 17], [16, 12, 17]]
+# what the restored program sees: oom_score_adj, rseq still registered, each child as
+# waitid() reports it (same pid, CLD_EXITED 7, CLD_KILLED SIGUSR2, CLD_STOPPED SIGSTOP),
+# its queued SIGRTMIN+1 with its value and the bytes in siginfo's padding
+STATE_LINE = "state oom=400 rseq=registered z1=1/1/7 z2=1/2/12 st=1/5/19 rt=42/5a5a5a5a"
+
+
+def _task_state(guest):
+    return _report(guest)["steps"]["task_state"]
+
+
+@pytest.mark.parametrize("way", ["ptrace", "kernel"])
+def test_task_state_is_captured_and_restored(guest, way):
+    """tests/c/state_target.c checkpointed by `crfs checkpoint --via WAY --tree --kill`:
+    the image has its OOM_SCORE_ADJ, RSEQ records and its two zombies; restarted, its
+    oom_score_adj is 400, its rseq area registered, its zombies wait for it with their
+    pids and statuses, its stopped child is stopped; on SIGTERM it reaps them and exits 0."""
+    result = _task_state(guest)[way]
+    assert result["checkpoint"]["rc"] == 0, result
+    image = result["checkpoint"]["image"]
+    assert image["oom"] == 2 and image["rseq"] >= 2, image     # the stopped child inherited it
+    assert image["zombies"] == STATE_ZOMBIES and image["raw"] == 1, image
+    restored = result["restart"]
+    assert restored["errno"] == "restored", restored
+    assert restored["oom_score_adj"] == "400", restored
+    assert restored["lines"] == [STATE_LINE, "term"] and restored["rc"] == 0, restored
+
+
+@pytest.mark.parametrize("label, code, rtype, message", [
+    ("oom_out_of_range", "EINVAL", 8020, r"task \d: oom_score_adj 5000 out of \[-1000, 1000\]"),
+    ("rseq_misaligned", "EINVAL", 8021,
+     r"task \d: RSEQ: a struct rseq of 32 bytes at 0x[0-9a-f]*4"),
+    ("rseq_length", "EINVAL", 8021,
+     r"task \d: RSEQ: a struct rseq of 64 bytes at 0x[0-9a-f]+"),
+    ("zombie_status", "EINVAL", 102, r"task \d+: zombie exit status 0x7f"),
+    ("raw_siginfo_signal", "EINVAL", 8022,
+     r"task \d: SIGINFO_RAW: siginfo 0 is not the SIGPENDING's"),
+])
+def test_malformed_task_state_is_refused(guest, label, code, rtype, message):
+    """One record of the ptrace image made wrong: refused with its errno, record type and
+    reason; nothing restored."""
+    refused = _task_state(guest)["malformed"][label]
+    assert refused["errno"] == code and refused["type"] == rtype, refused
+    assert re.fullmatch(message, refused["msg"]), refused
+
+
+def test_oom_score_adj_below_the_callers_needs_cap_sys_resource(guest):
+    """oom_score_adj -500 in the image: nobody (whose minimum is 0) is refused, as writing
+    /proc/self/oom_score_adj would be; root restores it."""
+    result = _task_state(guest)["low_oom"]
+    refused = result["by_nobody"]
+    assert refused["errno"] == "EACCES", refused
+    assert refused["msg"] == ("task 0: oom_score_adj -500 below the caller's minimum 0 "
+                              "needs CAP_SYS_RESOURCE"), refused
+    restored = result["by_root"]
+    assert restored["errno"] == "restored" and restored["oom_score_adj"] == "-500", restored
+    assert restored["lines"] == [STATE_LINE.replace("400", "-500"), "term"], restored
+    assert restored["rc"] == 0, restored
+
+
+def test_task_state_step_leaves_nothing_running(guest):
+    assert _task_state(guest)["left"] == []

@@ -63,6 +63,8 @@ STRUCTS = {
     "crfs_hdr_sigaltstack": fmt.crfs_hdr_sigaltstack,
     "ckpt_siginfo": fmt.ckpt_siginfo,
     "crfs_hdr_file_id": fmt.crfs_hdr_file_id,
+    "crfs_hdr_oom_score_adj": fmt.crfs_hdr_oom_score_adj,
+    "crfs_hdr_rseq": fmt.crfs_hdr_rseq,
     "ckpt_hdr_tail": fmt.ckpt_hdr_tail,
 }
 
@@ -133,6 +135,10 @@ def _program():
     emit("sizeof ckpt_hdr_sigpending", "sizeof(struct ckpt_hdr_sigpending)")
     for field in ("nr_pending", "signal"):
         emit(f"ckpt_hdr_sigpending.{field}", f"offsetof(struct ckpt_hdr_sigpending, {field})")
+    # SIGINFO_RAW: its head, then nr_pending kernel_siginfo of CRFS_SIGINFO_SIZE bytes
+    emit("sizeof crfs_hdr_siginfo_raw", "sizeof(struct crfs_hdr_siginfo_raw)")
+    emit("crfs_hdr_siginfo_raw.nr_pending", "offsetof(struct crfs_hdr_siginfo_raw, nr_pending)")
+    emit("const CRFS_SIGINFO_SIZE", "CRFS_SIGINFO_SIZE")
     for name in ("CRFS_IOC_VERSION", "CRFS_IOC_CHECK", "CRFS_IOC_RESTART",
                  "CRFS_IOC_CHECKPOINT", "CRFS_ABI_VERSION", "CRFS_ERRMSG_LEN", "CRFS_IOC_MAGIC",
                  "CRFS_CHECKPOINT_TREE", "CRFS_RESTART_INHERIT", "CRFS_RESTART_REPLACE"):
@@ -183,6 +189,13 @@ def test_sigpending_head_matches_construct(c_values):
     for field, offset in head:
         if field != "h":
             assert c_values[f"ckpt_hdr_sigpending.{field}"] == offset, field
+
+
+def test_siginfo_raw_head_matches_construct(c_values):
+    """crfs_hdr_siginfo_raw without its siginfo: SIGINFO_RAW_SIZE bytes, same offsets."""
+    assert c_values["sizeof crfs_hdr_siginfo_raw"] == fmt.SIGINFO_RAW_SIZE
+    assert c_values["crfs_hdr_siginfo_raw.nr_pending"] == 8
+    assert c_values["const CRFS_SIGINFO_SIZE"] == fmt.KERNEL_SIGINFO_SIZE
 
 
 def test_every_fixed_record_is_declared():

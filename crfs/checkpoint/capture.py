@@ -18,7 +18,7 @@ from crfs.errors import Unsupported
 from crfs.formats.common import kernel_text
 from crfs.formats.source import MemorySource
 from crfs.formats.x86 import PAGE_SIZE, USER32_CS_X86_64, VmFlags
-from crfs.model.image import Futex, Image, Mm, ShmSegment, Task, Vma
+from crfs.model.image import EXIT_ZOMBIE, Exit, Futex, Image, Mm, Rseq, ShmSegment, Task, Vma
 from crfs.model.registers import Registers
 
 ARCH = "x86_64"
@@ -56,6 +56,7 @@ def build_image(freezer, on_read=None, handlers=True, pages=True, early=None):
     for pid, tids in freezer.processes.items():
         tasks += capture_process(pid, tids, freezer, segments, on_read, open_files,
                                  handlers, pages, (early or {}).get(pid))
+    tasks += [task for task in map(capture_zombie, freezer.zombies) if task is not None]
     now = int(time.time())
     return Image(format="linux-cr", dialect="live", arch=ARCH, header=_header(tasks, now),
                  time=now, tasks=tasks)
@@ -82,6 +83,21 @@ def capture_process(pid, tids, freezer, segments, on_read, open_files=None, hand
     return tasks
 
 
+def capture_zombie(pid):
+    """The Task of a zombie process: its pids and how it ended (the status its parent's
+    wait() gets, /proc/PID/stat's exit_code); None if its parent reaped it meanwhile."""
+    try:
+        stat = procfs.stat_fields(pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    if stat[3] != "Z":
+        return None
+    return Task(pid=pid, tgid=pid, ppid=int(stat[4]), comm=stat[2], state=STATE_BITS["Z"],
+                pgid=int(stat[5]), sid=int(stat[6]),
+                exit=Exit(state=EXIT_ZOMBIE, code=int(stat.get(52, 0)),
+                          signal=int(stat[38])))
+
+
 def capture_thread(pid, tid, state, mm, session, injector):
     status = procfs.status_fields(f"/proc/{pid}/task/{tid}/status")
     comm = procfs.read_text(f"/proc/{pid}/task/{tid}/comm").rstrip("\n")
@@ -92,6 +108,8 @@ def capture_thread(pid, tid, state, mm, session, injector):
                 mm=mm, **session)
     task.futex = _futex(tid, regs, injector)   # after regs and FPU are read
     task.exit.pdeath_signal = injector.pdeath_signal(tid, regs)
+    addr, size, sig = ptrace.get_rseq_config(tid)
+    task.rseq = Rseq(addr=addr, length=size, sig=sig) if addr else None
     return task
 
 

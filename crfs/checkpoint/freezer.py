@@ -24,6 +24,7 @@ class Freezer:
         self.processes = {}    # pid -> [tid, ...], leader first
         self.states = {}       # tid -> state letter from /proc before it was stopped
         self.signals = {}      # tid -> signal taken by a signal-delivery stop, to pass on
+        self.zombies = []      # pids of the tree's zombie processes (not stopped: they wait)
 
     def freeze(self, root, tree):
         """Stop `root` and, with `tree`, its descendants depth first (a parent before its
@@ -41,6 +42,8 @@ class Freezer:
                 if pid == root:
                     raise
                 self.processes.pop(pid, None)     # a child that exited: no longer ours
+                if _is_zombie(pid):
+                    self.zombies.append(pid)      # its parent has not waited for it yet
                 continue
             if tree:
                 stack.extend(reversed([c for c in procfs.children(pid)
@@ -107,6 +110,15 @@ def _state(pid, tid):
         return procfs.stat_fields(f"{pid}/task/{tid}")[3]
     except (FileNotFoundError, ProcessLookupError):
         return "X"
+
+
+def _is_zombie(pid):
+    """Whether process `pid` has exited and waits for its parent (not a zombie leader
+    whose other threads go on)."""
+    try:
+        return _state(pid, pid) == "Z" and procfs.thread_ids(pid) == [pid]
+    except OSError:
+        return False
 
 
 def _signal(pid, number):

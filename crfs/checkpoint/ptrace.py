@@ -167,6 +167,12 @@ def get_robust_list(tid):
 def get_rseq(tid):
     """Address of the thread's registered struct rseq; 0 when it has none, or when the
     kernel is older than 5.13 (EIO: no such request)."""
+    return get_rseq_config(tid)[0]
+
+
+def get_rseq_config(tid):
+    """(address, size, signature) of the thread's rseq registration; address 0 when it
+    has none, or when the kernel is older than 5.13."""
     config = RseqConfiguration()
     try:
         _ptrace(PTRACE_GET_RSEQ_CONFIGURATION, tid, ctypes.sizeof(config),
@@ -174,8 +180,8 @@ def get_rseq(tid):
     except OSError as exc:
         if exc.errno != errno.EIO:
             raise
-        return 0
-    return config.rseq_abi_pointer
+        return 0, 0, 0
+    return config.rseq_abi_pointer, config.rseq_abi_size, config.signature
 
 
 class PeekSiginfoArgs(ctypes.Structure):

@@ -33,6 +33,7 @@ CAPS = {"CapInh": "cap_inh", "CapPrm": "cap_prm", "CapEff": "cap_eff", "CapBnd":
 # si_code > 0 (kernel-generated): which union member siginfo holds, by signal.
 FAULT_SIGNALS = {4, 5, 7, 8, 11}             # SIGILL SIGTRAP SIGBUS SIGFPE SIGSEGV
 SIGCHLD, SIGPOLL, SI_KERNEL, SI_TIMER = 17, 29, 0x80, -2
+KERNEL_SIGINFO_SIZE = 48                     # x86_64 kernel_siginfo: all a queue keeps
 U32 = 0xFFFFFFFF
 U64 = (1 << 64) - 1
 
@@ -76,7 +77,8 @@ def capture(pid, tasks, injector, freezer, handlers=True):
     else:
         handlers = None
     itimers = next((i for i in (read_itimers(t, injector) for t in tasks) if i), None)
-    group = ThreadGroup(rlimits=rlimits(pid), itimers=itimers)
+    group = ThreadGroup(rlimits=rlimits(pid), itimers=itimers,
+                        oom_score_adj=oom_score_adj(pid))
     altstacks = [altstack(t, injector) for t in tasks]
     shared = ptrace.peek_siginfo(pid, True, MAX_QUEUED)
     group.shared_pending = Pending(mask=_sigset(procfs.status_fields(
@@ -140,6 +142,14 @@ def read_itimers(task, injector):
     return Itimers(**values)
 
 
+def oom_score_adj(pid):
+    """/proc/PID/oom_score_adj; None when it cannot be read."""
+    try:
+        return int(procfs.read_text(f"/proc/{pid}/oom_score_adj"))
+    except (OSError, ValueError):
+        return None
+
+
 def rlimits(pid):
     out = []
     for number in range(RLIM_NLIMITS):
@@ -172,4 +182,5 @@ def siginfo(raw):
         info.pid, info.uid = pid & U32, uid
         info.sigval_ptr = struct.unpack_from("<Q", raw, 24)[0]
     info.uid = info.uid - (1 << 32) if info.uid >= 1 << 31 else info.uid   # s32 in the image
+    info.raw = bytes(raw[:KERNEL_SIGINFO_SIZE])     # what the kernel kept of it, whole
     return info

@@ -80,6 +80,9 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CRFS_HDR_FILE_ID": 8010,         # 8003-8009 are proposed for other state
     "CRFS_HDR_PARENT": 8011,          # incremental images (docs/checkpoint.md)
     "CRFS_HDR_PARENT_PAGES": 8012,
+    "CRFS_HDR_OOM_SCORE_ADJ": 8020,   # per process, after its first task's SIGNAL_TASK
+    "CRFS_HDR_RSEQ": 8021,            # per live task, after its SIGNAL_TASK
+    "CRFS_HDR_SIGINFO_RAW": 8022,     # right after a SIGPENDING: its siginfo, whole
     "CKPT_HDR_TAIL": 9001,
     "CKPT_HDR_ERROR": 9999,
 })
@@ -529,6 +532,18 @@ ckpt_hdr_sigpending = Struct(
 )
 SIGPENDING_SIZE = 24
 
+# crfs extension, x86_64 images: the siginfo of the SIGPENDING just before, each as the
+# kernel's 48-byte kernel_siginfo (all it keeps of a user's siginfo_t: padding and union
+# bytes linux-cr's ckpt_siginfo leaves out, e.g. SIGSYS's syscall, bytes 12..15)
+KERNEL_SIGINFO_SIZE = 48
+crfs_hdr_siginfo_raw = Struct(
+    "h" / ckpt_hdr,
+    "nr_pending" / Int32ul,
+    "_padding" / Pad(4),
+    "siginfo" / Array(this.nr_pending, Bytes(KERNEL_SIGINFO_SIZE)),
+)
+SIGINFO_RAW_SIZE = 16
+
 ckpt_hdr_signal_task = Struct("h" / ckpt_hdr, "blocked" / ckpt_sigset)
 
 # crfs extension, per live task right after SIGNAL_TASK (v23 put these in TASK).
@@ -538,6 +553,21 @@ crfs_hdr_sigaltstack = Struct(
     "ss_size" / Int64ul,
     "ss_flags" / Int32ul,
     "_padding" / Pad(4),
+)
+
+# crfs extension: the thread group's /proc/PID/oom_score_adj (written when not 0)
+crfs_hdr_oom_score_adj = Struct(
+    "h" / ckpt_hdr,
+    "oom_score_adj" / Int32sl,
+    "_padding" / Pad(4),
+)
+
+# crfs extension: the task's rseq(2) registration (written when it has one)
+crfs_hdr_rseq = Struct(
+    "h" / ckpt_hdr,
+    "rseq" / Int64ul,             # user address of its struct rseq
+    "rseq_len" / Int32ul,
+    "rseq_sig" / Int32ul,
 )
 
 ckpt_hdr_tail = Struct("h" / ckpt_hdr, "magic" / Int64ul)
@@ -575,6 +605,8 @@ FIXED = {
     "CKPT_HDR_SIGNAL_TASK": ckpt_hdr_signal_task,
     "CRFS_HDR_SIGALTSTACK": crfs_hdr_sigaltstack,
     "CRFS_HDR_PARENT": crfs_hdr_parent,
+    "CRFS_HDR_OOM_SCORE_ADJ": crfs_hdr_oom_score_adj,
+    "CRFS_HDR_RSEQ": crfs_hdr_rseq,
 }
 AT_LEAST = {"CKPT_HDR_FILE": ckpt_hdr_file, "CKPT_HDR_LSM_INFO": ckpt_hdr_lsm}
 # Records of a header, a count and count items: (struct, count field, header size, item size).
@@ -582,6 +614,8 @@ COUNTED = {
     "CKPT_HDR_GROUPINFO": (ckpt_hdr_groupinfo, "ngroups", GROUPINFO_SIZE, 4),
     "CKPT_HDR_SIGPENDING": (ckpt_hdr_sigpending, "nr_pending", SIGPENDING_SIZE,
                             ckpt_siginfo.sizeof()),
+    "CRFS_HDR_SIGINFO_RAW": (crfs_hdr_siginfo_raw, "nr_pending", SIGINFO_RAW_SIZE,
+                             KERNEL_SIGINFO_SIZE),
     "CRFS_HDR_PARENT_PAGES": (crfs_hdr_parent_pages, "nr_runs", PARENT_PAGES_SIZE,
                               crfs_page_run.sizeof()),
 }
@@ -730,6 +764,8 @@ _NOTES = {
     "CKPT_HDR_MM_CONTEXT": lambda h: f"nldt {h.nldt}",
     "CKPT_HDR_TASK_OBJS": lambda h: f"mm_objref {h.mm_objref}",
     "CRFS_HDR_FILE_ID": lambda h: f"dev {dev_text(h.dev)} ino {h.ino} size {h.size}",
+    "CRFS_HDR_OOM_SCORE_ADJ": lambda h: f"oom_score_adj {h.oom_score_adj}",
+    "CRFS_HDR_RSEQ": lambda h: f"rseq {h.rseq:#x} len {h.rseq_len} sig {h.rseq_sig:#x}",
 }
 
 

@@ -6,6 +6,7 @@
     TASK_PART ::= ... | TASK_CREDS | TASK_OBJS [SIGNAL_PART] | CRFS_SIGALTSTACK
     SIGNAL_PART ::= [SIGNAL SIGPENDING{shared}]  if TASK_OBJS.signal_objref is new
                     SIGPENDING{private} SIGNAL_TASK [CRFS_SIGALTSTACK]
+                    [CRFS_OOM_SCORE_ADJ] [CRFS_RSEQ]
                                                    if TASK_OBJS.signal_objref != 0
     OBJECT  ::= OBJREF MM BUFFER{auxv} { VMA [CONTENTS] }*map_count [CRFS_PARENT_PAGES]
                 MM_CONTEXT MM_CONTEXT_LDT
@@ -35,6 +36,7 @@ it. Page bytes are never read: a page chunk is yielded as its vaddr words and th
 its first page.
 """
 
+import struct
 from dataclasses import dataclass
 
 from construct import Array, Int32sl
@@ -363,15 +365,24 @@ class Walker:
             self.lookup(objs, objref, "CKPT_OBJ_SIGNAL")
         yield self.sigpending("private")
         yield self.fixed("CKPT_HDR_SIGNAL_TASK")
-        if self.offset < self.source.size and self.peek().name == "CRFS_HDR_SIGALTSTACK":
-            yield self.fixed("CRFS_HDR_SIGALTSTACK")
+        for name in ("CRFS_HDR_SIGALTSTACK", "CRFS_HDR_OOM_SCORE_ADJ", "CRFS_HDR_RSEQ"):
+            if self.offset < self.source.size and self.peek().name == name:
+                yield self.fixed(name)
 
     def sigpending(self, role, objref=0):
+        """SIGPENDING [CRFS_SIGINFO_RAW]: the raw record must repeat its signals."""
         pending = self.fixed("CKPT_HDR_SIGPENDING")
         for info in pending.fields.siginfo:
             if not 1 <= info.signo <= fmt.CKPT_ARCH_NSIG:
                 raise self.error(pending, f"signo {info.signo}")
         pending.role, pending.objref = role, objref
+        pending.raw = None
+        if self.offset < self.source.size and self.peek().name == "CRFS_HDR_SIGINFO_RAW":
+            raw = self.fixed("CRFS_HDR_SIGINFO_RAW")
+            signos = [struct.unpack_from("<i", b)[0] for b in raw.fields.siginfo]
+            if signos != [info.signo for info in pending.fields.siginfo]:
+                raise self.error(raw, f"signals {signos} are not the SIGPENDING's")
+            pending.raw = [bytes(b) for b in raw.fields.siginfo]
         return pending
 
     # ----------------------------------------------------------------- objects

@@ -114,6 +114,14 @@ class TaskDir(ModelDir):
             yield self._text("signals", lambda: render.signals(signals.handlers))
         if signals is not None and signals.group is not None and signals.group.rlimits:
             yield self._text("limits", lambda: render.limits(signals.group.rlimits))
+        if signals is not None and signals.group is not None \
+                and signals.group.oom_score_adj is not None:
+            yield self._text("oom_score_adj",
+                             lambda: f"{signals.group.oom_score_adj}\n")
+        if task.rseq is not None:
+            yield self._text("rseq", lambda: render.rseq(task.rseq))
+        if task.exit.state:
+            yield self._text("exit", lambda: render.exit_status(task.exit))
         fs = task.fs
         for name in ("cwd", "root"):
             path = getattr(fs, name, None)

@@ -140,7 +140,8 @@ class _Writer:
         uflags = self.header.get("uflags", 0) & ~fmt.CRFS_UFLAG_EXT
         if self.image.parent is not None or any(
                 _has_altstack(t) or (t.fs is not None and t.fs.umask is not None)
-                or _has_opaque_files(t) or _has_file_id(t) for t in self.image.tasks):
+                or _has_opaque_files(t) or _has_file_id(t) or _has_task_state(t)
+                for t in self.image.tasks):
             uflags |= fmt.CRFS_UFLAG_EXT
         return uflags
 
@@ -202,6 +203,7 @@ class _Writer:
                       signal_objref=signal_objref, **objrefs)
         if signals is not None:
             self.write_signals(signals, group, new_group)
+            self.write_rseq(task)
 
     def write_cpu(self, task):
         if task.regs.arch != self.arch:
@@ -418,6 +420,15 @@ class _Writer:
             alt = signals.altstack
             self.emit("CRFS_HDR_SIGALTSTACK", fmt.crfs_hdr_sigaltstack, ss_sp=alt.sp,
                       ss_size=alt.size, ss_flags=alt.flags)
+        if new_group and group.oom_score_adj:
+            self.emit("CRFS_HDR_OOM_SCORE_ADJ", fmt.crfs_hdr_oom_score_adj,
+                      oom_score_adj=group.oom_score_adj)
+
+    def write_rseq(self, task):
+        """[CRFS_RSEQ], after the task's signal records."""
+        if task.rseq is not None and task.rseq.addr:
+            self.emit("CRFS_HDR_RSEQ", fmt.crfs_hdr_rseq, rseq=task.rseq.addr,
+                      rseq_len=task.rseq.length, rseq_sig=task.rseq.sig)
 
     def rlimits(self, rlimits):
         """16 ckpt_rlimit; RLIM_INFINITY as the image's ~0UL; none known: all unlimited."""
@@ -434,10 +445,15 @@ class _Writer:
         return out
 
     def write_pending(self, pending):
+        """SIGPENDING [CRFS_SIGINFO_RAW] (x86_64, when every siginfo's bytes are known)."""
         self.emit_counted("CKPT_HDR_SIGPENDING", fmt.ckpt_hdr_sigpending,
                           nr_pending=len(pending.queue), signal=pending.mask, siginfo=[
                               {field: getattr(info, name) for name, field in
                                SIGINFO_FIELDS.items()} for info in pending.queue])
+        if _has_raw_siginfo(pending, self.arch):
+            self.emit_counted("CRFS_HDR_SIGINFO_RAW", fmt.crfs_hdr_siginfo_raw,
+                              nr_pending=len(pending.queue),
+                              siginfo=[info.raw for info in pending.queue])
 
     # ----------------------------------------------------------------- memory
 
@@ -562,6 +578,23 @@ def _has_opaque_files(task):
     """Files written as crfs extension FILE subtypes."""
     return task.files is not None and any(
         d.file.kind in (*OPAQUE_KINDS, "deleted", "timerfd", "signalfd") for d in task.files.fds)
+
+
+def _has_raw_siginfo(pending, arch):
+    return bool(pending.queue) and all(
+        info.raw is not None and len(info.raw) == fmt.KERNEL_SIGINFO_SIZE
+        for info in pending.queue)
+
+
+def _has_task_state(task):
+    """Whether the task gets CRFS_OOM_SCORE_ADJ or CRFS_RSEQ."""
+    group = task.signals.group if task.signals is not None else None
+    return task.signals is not None and (
+        (task.rseq is not None and task.rseq.addr != 0)
+        or (group is not None and bool(group.oom_score_adj))
+        or any(info.raw is not None for info in task.signals.pending.queue)
+        or (group is not None and any(info.raw is not None
+                                      for info in group.shared_pending.queue)))
 
 
 def _has_altstack(task):

@@ -12,7 +12,7 @@ from crfs.formats.pagewords import page_keys
 from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, registers_from_cpu
 from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Blob, Creds, EpollWatch,
                               Fd, FdTable, FdTimer, FileId, FsStruct, Image, Itimers, Mm,
-                              OpenFile, ParentRef, Pending, ShmSegment, SigAction, SigHand,
+                              OpenFile, ParentRef, Pending, Rseq, ShmSegment, SigAction, SigHand,
                               SigInfo, Signals, Task, ThreadGroup, Vma, native_record,
                               set_field)
 from crfs.model.registers import Registers
@@ -226,9 +226,10 @@ class _Builder:
 
     def sigpending(self, part):
         h = part.fields
+        raws = getattr(part, "raw", None) or [None] * len(h.siginfo)
         pending = Pending(mask=h.signal, queue=[
-            SigInfo(**{name: info[field] for name, field in SIGINFO_FIELDS.items()})
-            for info in h.siginfo])
+            SigInfo(**{name: info[field] for name, field in SIGINFO_FIELDS.items()}, raw=raw)
+            for info, raw in zip(h.siginfo, raws)])
         if part.role == "shared":
             self.objects[part.objref].shared_pending = pending
         else:
@@ -240,6 +241,15 @@ class _Builder:
     def sigaltstack(self, part):
         h = part.fields
         self._signals().altstack = AltStack(sp=h.ss_sp, size=h.ss_size, flags=h.ss_flags)
+
+    def oom_score_adj(self, part):
+        signals = self._signals()
+        if signals.group is not None:
+            signals.group.oom_score_adj = part.fields.oom_score_adj
+
+    def rseq(self, part):
+        h = part.fields
+        self.task.rseq = Rseq(addr=h.rseq, length=h.rseq_len, sig=h.rseq_sig)
 
     # ----------------------------------------------------------------- fs and creds
 
@@ -402,6 +412,8 @@ HANDLERS = {
     ("CKPT_HDR_SIGPENDING", "private"): _Builder.sigpending,
     ("CKPT_HDR_SIGNAL_TASK", ""): _Builder.signal_task,
     ("CRFS_HDR_SIGALTSTACK", ""): _Builder.sigaltstack,
+    ("CRFS_HDR_OOM_SCORE_ADJ", ""): _Builder.oom_score_adj,
+    ("CRFS_HDR_RSEQ", ""): _Builder.rseq,
     ("CKPT_HDR_FS", ""): _Builder.fs,
     ("CKPT_HDR_FILE_NAME", "pwd"): _Builder.fs_path,
     ("CKPT_HDR_FILE_NAME", "root"): _Builder.fs_path,

@@ -116,6 +116,7 @@ class SigInfo:
     sigval_ptr: int = 0
     utime: int = 0
     stime: int = 0
+    raw: Optional[bytes] = None     # the x86_64 kernel_siginfo, whole (48 bytes), if known
 
 
 @dataclass
@@ -145,6 +146,15 @@ class ThreadGroup:
     itimers: Optional[Itimers] = None
     shared_pending: Pending = field(default_factory=Pending)
     native: Optional["NativeFields"] = None
+    oom_score_adj: Optional[int] = None   # /proc/PID/oom_score_adj (None: not stored)
+
+
+@dataclass
+class Rseq:
+    """rseq(2): the thread's registered struct rseq."""
+    addr: int = 0
+    length: int = 0
+    sig: int = 0
 
 
 @dataclass
@@ -268,6 +278,9 @@ class FdTable:
 
     def get(self, fd):
         return next((d for d in self.fds if d.fd == fd), None)
+
+
+EXIT_ZOMBIE = 16    # Exit.state of a zombie, the value of the 2.6 kernels the formats follow
 
 
 @dataclass
@@ -426,6 +439,7 @@ class Task:
     fs: Optional[FsStruct] = None
     files: Optional[FdTable] = None
     native: Optional["NativeFields"] = None   # what only its format stores
+    rseq: Optional[Rseq] = None           # its rseq registration (None: none or not stored)
 
 
 @dataclass(eq=False)

@@ -28,7 +28,8 @@ from crfs.formats.x86 import PAGE_SIZE
 from crfs.model.image import (FILE_KINDS, NSIG, VMA_KINDS, AltStack, Blob, Creds, EpollWatch,
                               Exit, Fd, FdTable, FdTimer, FileId, FsStruct, Futex, Image,
                               Itimers, Mm, NativeFields, OpenFile, Pending, ShmSegment,
-                              SigAction, SigHand, SigInfo, Signals, Task, ThreadGroup, Vma)
+                              Rseq, SigAction, SigHand, SigInfo, Signals, Task, ThreadGroup,
+                              Vma)
 from crfs.model.pages import PageMap
 from crfs.model.registers import GDB_REGISTERS, Registers
 
@@ -59,7 +60,7 @@ def _classes():
                                              Futex, Signals, SigHand, SigAction, ThreadGroup,
                                              Pending, SigInfo, Itimers, AltStack, FsStruct,
                                              FdTable, Fd, OpenFile, Blob, FdTimer, EpollWatch,
-                                             FileId)}
+                                             FileId, Rseq)}
     natives = _native_classes()
     if set(natives) & set(classes):
         raise RuntimeError("a native record is named like a model class")
@@ -309,6 +310,8 @@ def check(image, file_size):
         _require(task.creds is None or type(task.creds) is Creds, "creds")
         _require(task.regs is None or task.regs.arch == image.arch, "registers")
         _require(task.fpu is None or type(task.fpu) is bytes, "fpu")
+        _require(task.rseq is None or (type(task.rseq) is Rseq and _ints(
+            *vars(task.rseq).values())), "rseq")
         if task.creds is not None:
             _check_creds(task.creds)
         if task.signals is not None:
@@ -386,6 +389,7 @@ def _check_signals(signals):
             for limit in group.rlimits)), "rlimits")
         _require(group.itimers is None or (type(group.itimers) is Itimers and _ints(
             *vars(group.itimers).values())), "itimers")
+        _require(_optional(group.oom_score_adj, int), "oom_score_adj")
     _require(signals.altstack is None or (type(signals.altstack) is AltStack and _ints(
         *vars(signals.altstack).values())), "altstack")
 
@@ -394,7 +398,8 @@ def _check_pending(pending):
     _require(type(pending) is Pending and type(pending.mask) is int
              and type(pending.queue) is list, "pending")
     for info in pending.queue:
-        _require(type(info) is SigInfo and _ints(info.signo, info.code, info.pid), "siginfo")
+        _require(type(info) is SigInfo and _ints(info.signo, info.code, info.pid)
+                 and _optional(info.raw, bytes), "siginfo")
 
 
 def _check_mm(mm, file_size):

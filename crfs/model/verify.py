@@ -147,8 +147,9 @@ def _check_tasks(report, image):
         report.add(False, "tasks", "no task")
         return
     for task in image.tasks:
-        missing = [what for what, have in (("registers", task.regs), ("comm", task.comm))
-                   if not have]
+        # a zombie (it had exited) keeps only its pids and exit status
+        missing = [what for what, have in (("registers", task.regs or task.exit.state),
+                                           ("comm", task.comm)) if not have]
         if missing:
             report.add(False, "tasks", f"pid {task.pid}: no {', '.join(missing)}")
             return

@@ -34,6 +34,7 @@ enum {
 	CKPT_HDR_FS = 451,
 	CKPT_HDR_SIGHAND = 601, CKPT_HDR_SIGNAL, CKPT_HDR_SIGNAL_TASK, CKPT_HDR_SIGPENDING,
 	CRFS_HDR_SIGALTSTACK = 8001, CRFS_HDR_FS_EXT = 8002,	/* crfs extensions */
+	CRFS_HDR_OOM_SCORE_ADJ = 8020, CRFS_HDR_RSEQ = 8021, CRFS_HDR_SIGINFO_RAW = 8022,
 	CKPT_HDR_TAIL = 9001,
 };
 _Static_assert(CKPT_HDR_TASK_CREDS == 117 && CKPT_HDR_USER_NS == 113, "v21 numbers");
@@ -107,6 +108,12 @@ struct crfs_hdr_sigaltstack {
 	uint32_t ss_flags;
 } __attribute__((aligned(8)));
 struct crfs_hdr_fs_ext { struct ckpt_hdr h; uint32_t umask; } __attribute__((aligned(8)));
+struct crfs_hdr_oom_score_adj { struct ckpt_hdr h; int32_t oom_score_adj; } __attribute__((aligned(8)));
+struct crfs_hdr_rseq {
+	struct ckpt_hdr h;
+	uint64_t rseq;
+	uint32_t rseq_len, rseq_sig;
+} __attribute__((aligned(8)));
 
 _Static_assert(sizeof(struct ckpt_hdr_header) == 72, "HEADER");
 _Static_assert(sizeof(struct ckpt_hdr_task) == 64, "TASK");
@@ -127,6 +134,11 @@ _Static_assert(sizeof(struct ckpt_hdr_sigpending) == 24, "SIGPENDING");
 _Static_assert(sizeof(struct ckpt_hdr_signal_task) == 16, "SIGNAL_TASK");
 _Static_assert(sizeof(struct crfs_hdr_sigaltstack) == 32, "SIGALTSTACK");
 _Static_assert(sizeof(struct crfs_hdr_fs_ext) == 16, "FS_EXT");
+_Static_assert(sizeof(struct crfs_hdr_oom_score_adj) == 16, "OOM_SCORE_ADJ");
+_Static_assert(sizeof(struct crfs_hdr_rseq) == 24, "RSEQ");
+/* CRFS_HDR_SIGINFO_RAW: u32 nr_pending, pad, then nr_pending x86_64 kernel_siginfo (48) */
+struct crfs_hdr_siginfo_raw { struct ckpt_hdr h; uint32_t nr_pending; } __attribute__((aligned(8)));
+_Static_assert(sizeof(struct crfs_hdr_siginfo_raw) == 16, "SIGINFO_RAW");
 
 /* ---- values ---- */
 
@@ -239,6 +251,10 @@ struct task_desc {
 	uint64_t pending_mask, blocked;
 	int altstack;
 	struct crfs_hdr_sigaltstack alt;
+	int32_t oom;		/* 0: no OOM_SCORE_ADJ (at a group's first task) */
+	int raw;		/* SIGINFO_RAW after the private SIGPENDING */
+	uint8_t raws[3][48];
+	struct crfs_hdr_rseq rseq;	/* rseq 0: no RSEQ */
 };
 
 static void fill_siginfo(struct ckpt_siginfo *s, uint32_t signo, uint32_t code)
@@ -334,11 +350,32 @@ static void write_task(struct task_desc *t)
 		write_pending(t->group->shared, t->group->nshared, t->group->shared_mask);
 	}
 	write_pending(t->pending, t->npending, t->pending_mask);
+	if (t->raw) {
+		size_t len = sizeof(struct crfs_hdr_siginfo_raw) + t->npending * 48;
+		struct crfs_hdr_siginfo_raw *r = calloc(1, len);
+		r->nr_pending = t->npending;
+		for (uint32_t i = 0; i < t->npending; i++) {
+			memcpy(t->raws[i], &t->pending[i].csi_signo, 4);
+			memcpy(t->raws[i] + 4, &t->pending[i].csi_errno, 4);
+			memcpy(t->raws[i] + 8, &t->pending[i].csi_code, 4);
+			for (int j = 12; j < 48; j++)
+				t->raws[i][j] = (uint8_t)(i * 37 + j);
+			memcpy((char *)(r + 1) + i * 48, t->raws[i], 48);
+		}
+		emit(r, CRFS_HDR_SIGINFO_RAW, len);
+		free(r);
+	}
 	struct ckpt_hdr_signal_task st;
 	memcpy(st.blocked.sigset, &t->blocked, 8);
 	emit(&st, CKPT_HDR_SIGNAL_TASK, sizeof(st));
 	if (t->altstack)
 		emit(&t->alt, CRFS_HDR_SIGALTSTACK, sizeof(t->alt));
+	if (t->group_new && t->oom) {
+		struct crfs_hdr_oom_score_adj oom = { .oom_score_adj = t->oom };
+		emit(&oom, CRFS_HDR_OOM_SCORE_ADJ, sizeof(oom));
+	}
+	if (t->rseq.rseq)
+		emit(&t->rseq, CRFS_HDR_RSEQ, sizeof(t->rseq));
 }
 
 /* ---- JSON ---- */
@@ -406,6 +443,29 @@ static void print_task(struct task_desc *t)
 	printf(", \"blocked\": %llu, \"altstack\": ", U(t->blocked));
 	if (t->altstack)
 		printf("[%llu, %llu, %u]", U(t->alt.ss_sp), U(t->alt.ss_size), t->alt.ss_flags);
+	else
+		printf("null");
+	printf(", \"pending_raw\": ");
+	if (t->raw) {
+		printf("[");
+		for (uint32_t i = 0; i < t->npending; i++) {
+			printf("%s\"", i ? ", " : "");
+			for (int j = 0; j < 48; j++)
+				printf("%02x", t->raws[i][j]);
+			printf("\"");
+		}
+		printf("]");
+	} else {
+		printf("null");
+	}
+	printf(", \"oom_score_adj\": ");
+	if (t->group_new && t->oom)
+		printf("%d", t->oom);
+	else
+		printf("null");
+	printf(", \"rseq\": ");
+	if (t->rseq.rseq)
+		printf("[%llu, %u, %u]", U(t->rseq.rseq), t->rseq.rseq_len, t->rseq.rseq_sig);
 	else
 		printf("null");
 	printf(", \"objrefs\": [%d, %d, %d]}", t->fs_ref, t->sighand->ref, t->group->ref);
@@ -476,6 +536,11 @@ int main(int argc, char **argv)
 	fill_siginfo(&t[2].pending[0], 17, 1);		/* CLD_EXITED */
 	fill_siginfo(&t[2].pending[1], 11, 2);		/* SEGV_ACCERR */
 	fill_siginfo(&t[2].pending[2], 35, (uint32_t)-1);
+	t[0].oom = 400;		/* a thread group's */
+	t[2].oom = -17;
+	t[2].raw = 1;
+	t[1].rseq = (struct crfs_hdr_rseq){ .rseq = IS64 ? 0x7ffff7d8a9e0ULL : 0xb7d8a9e0,
+		.rseq_len = 32, .rseq_sig = 0x53053053 };
 	for (int i = 0; i < 3; i++)
 		t[i].task = (struct ckpt_hdr_task){ .state = 1, .exit_signal = i == 1 ? 0xffffffff : 17 };
 

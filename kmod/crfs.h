@@ -36,6 +36,7 @@
 #define CRFS_MAX_FDS		4096		/* FILE_DESCs of one file table */
 #define CRFS_MAX_FD_NUMBER	1048576		/* fd numbers: below NR_OPEN's default */
 #define CRFS_MAX_PIPE_BUF	65536		/* PIPE_BUF bytes: a default pipe's capacity */
+#define CRFS_MAX_DELETED	(64 << 20)	/* bytes of a file deleted while open */
 
 /* ---------------------------------------------------------------- crfs_image.c */
 
@@ -101,6 +102,7 @@ struct crfs_file {
 	const void *last_table;
 	struct crfs_hdr_file_id id;	/* CRFS_HDR_FILE_ID, if has_id */
 	bool has_id;
+	struct crfs_deleted *deleted;	/* CRFS_FILE_DELETED (crfs_deleted.c) */
 };
 
 /* A FILE_DESC: fd @fd is the FILE object @objref. */
@@ -270,6 +272,19 @@ int crfs_ckpt_creds(struct crfs_ckpt *ck, struct task_struct *t);
 
 int crfs_ckpt_files(struct crfs_ckpt *ck, struct task_struct *t, pid_t vpid,
 		    s32 *objref);
+
+/* ---------------------------------------------------------------- crfs_deleted.c */
+
+struct crfs_deleted;
+
+int crfs_deleted_load(struct crfs_ctx *ctx, struct crfs_file *file,
+		      const struct crfs_rec *rec);
+void crfs_deleted_free(struct crfs_file *file);
+struct file *crfs_deleted_open(struct crfs_image *img, const struct crfs_file *cf,
+			       int fd);
+bool crfs_ckpt_is_deleted(struct file *file);
+int crfs_ckpt_deleted(struct crfs_ckpt *ck, struct ckpt_hdr_file *common,
+		      struct file *file, int fd, const char *link);
 
 /* ---------------------------------------------------------------- crfs_fileid.c */
 

@@ -1,0 +1,534 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Files deleted while open (crfs extension CRFS_FILE_DELETED): checkpoint and restore.
+ *
+ *   FILE{size, st_mode} STRING{its /proc link} BUFFER{size bytes} [CRFS_HDR_FILE_OWNER]
+ *
+ * The BUFFER is a regular file's content, or a symlink's target (an O_PATH fd on a
+ * symlink unlinked since). The link is "/dir/name (deleted)", or "/memfd:name (deleted)"
+ * for a memfd.
+ *
+ * Restore, with the credentials the task will have (crfs_files_prepare()):
+ *   a memfd: a new shmem file named "memfd:name" (what memfd_create() makes);
+ *   a regular file or a symlink: created at a random name in its original directory,
+ *     opened, and unlinked again before the directory is unlocked (kern_path_create()
+ *     holds it): the name is never seen by readdir, nothing is left behind on failure,
+ *     and it works on every filesystem (overlayfs has no O_TMPFILE in 6.1) and for
+ *     symlinks, which O_TMPFILE cannot make. The task must be allowed to create and
+ *     delete there (may_create/may_delete as it); a directory that is gone refuses the
+ *     restart.
+ * Then the content is written, the owner (chown: CAP_CHOWN unless it is the task's) and
+ * the mode set through notify_change() as the task, and the file reopened with the
+ * image's flags. The caller sets the position.
+ */
+#include <linux/cred.h>
+#include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/mm.h>
+#include <linux/mount.h>
+#include <linux/namei.h>
+#include <linux/random.h>
+#include <linux/shmem_fs.h>
+#include <linux/sizes.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/uidgid.h>
+
+#include "crfs.h"
+
+#define DELETED_SUFFIX	" (deleted)"
+#define MEMFD_PREFIX	"/memfd:"
+#define COPY_CHUNK	SZ_1M
+/* the image's f_flags a restored deleted file keeps */
+#define DEL_FLAGS	(O_ACCMODE | O_APPEND | O_NONBLOCK | O_NOATIME | O_SYNC | \
+			 O_DSYNC | O_LARGEFILE | O_PATH)
+
+struct crfs_deleted {
+	char *link;		/* the STRING, NUL-terminated */
+	loff_t pos;		/* the BUFFER's bytes in the image */
+	u64 size;
+	umode_t mode;
+	bool has_owner;
+	kuid_t uid;
+	kgid_t gid;
+};
+
+/* ---------------------------------------------------------------- copy-in */
+
+static int load_link(struct crfs_ctx *ctx, struct crfs_deleted *del)
+{
+	struct crfs_rec rec;
+	u32 len;
+	int ret;
+
+	ret = crfs_expect(ctx, &rec, CKPT_HDR_STRING);
+	if (ret)
+		return ret;
+	len = rec.len - sizeof(struct ckpt_hdr);
+	if (len < 2 || len > CRFS_MAX_STRING)
+		return crfs_image_fail(ctx->img, &rec, "deleted file: link of %u bytes",
+				       len);
+	del->link = kmalloc(len, GFP_KERNEL_ACCOUNT);
+	if (!del->link)
+		return -ENOMEM;
+	ret = crfs_image_read(ctx->img, rec.pos + sizeof(struct ckpt_hdr),
+			      del->link, len);
+	if (ret)
+		return ret;
+	if (del->link[0] != '/' || strnlen(del->link, len) != len - 1)
+		return crfs_image_fail(ctx->img, &rec,
+				       "deleted file: link not absolute or not one NUL-terminated string");
+	return 0;
+}
+
+/* [CRFS_HDR_FILE_OWNER] after the BUFFER: ids in the caller's user namespace. */
+static int load_owner(struct crfs_ctx *ctx, struct crfs_deleted *del)
+{
+	struct crfs_hdr_file_owner h;
+	struct crfs_image *img = ctx->img;
+	struct crfs_rec rec;
+	int ret;
+
+	if (img->pos == img->size)
+		return 0;
+	ret = crfs_image_peek(img, &rec);
+	if (ret || rec.type != CRFS_HDR_FILE_OWNER)
+		return ret;
+	ret = crfs_image_next(img, &rec);
+	if (!ret)
+		ret = crfs_image_body(img, &rec, &h, sizeof(h));
+	if (ret)
+		return ret;
+	del->uid = make_kuid(current_user_ns(), h.uid);
+	del->gid = make_kgid(current_user_ns(), h.gid);
+	if (!uid_valid(del->uid) || !gid_valid(del->gid))
+		return crfs_image_fail(img, &rec, "deleted file: owner %u:%u unmapped",
+				       h.uid, h.gid);
+	del->has_owner = true;
+	return 0;
+}
+
+static int check_header(struct crfs_ctx *ctx, const struct crfs_rec *rec,
+			const struct crfs_hdr_file_deleted *h)
+{
+	umode_t type = h->st_mode & S_IFMT;
+
+	if (h->st_mode & ~(S_IFMT | S_IALLUGO) || (type != S_IFREG && type != S_IFLNK))
+		return crfs_image_fail(ctx->img, rec,
+				       "deleted file: st_mode %#o is not a regular file or symlink",
+				       h->st_mode);
+	if (h->size > CRFS_MAX_DELETED)
+		return crfs_image_fail(ctx->img, rec,
+				       "deleted file of %llu bytes, at most %u",
+				       h->size, CRFS_MAX_DELETED);
+	if (type == S_IFLNK && (!h->size || h->size >= PATH_MAX))
+		return crfs_image_fail(ctx->img, rec,
+				       "deleted symlink: target of %llu bytes", h->size);
+	return 0;
+}
+
+/* CRFS_FILE_DELETED FILE, then STRING, BUFFER and maybe the owner. */
+int crfs_deleted_load(struct crfs_ctx *ctx, struct crfs_file *file,
+		      const struct crfs_rec *rec)
+{
+	struct crfs_hdr_file_deleted h;
+	struct crfs_deleted *del;
+	struct crfs_rec buf;
+	int ret;
+
+	if (rec->len != sizeof(h))
+		return crfs_image_fail(ctx->img, rec,
+				       "deleted FILE of %u bytes, expected %zu",
+				       rec->len, sizeof(h));
+	ret = crfs_image_body(ctx->img, rec, &h, sizeof(h));
+	if (!ret)
+		ret = check_header(ctx, rec, &h);
+	if (ret)
+		return ret;
+	del = kzalloc(sizeof(*del), GFP_KERNEL_ACCOUNT);
+	if (!del)
+		return -ENOMEM;
+	file->deleted = del;
+	del->size = h.size;
+	del->mode = h.st_mode;
+	ret = load_link(ctx, del);
+	if (!ret)
+		ret = crfs_expect(ctx, &buf, CKPT_HDR_BUFFER);
+	if (ret)
+		return ret;
+	if (buf.len - sizeof(struct ckpt_hdr) != h.size)
+		return crfs_image_fail(ctx->img, &buf,
+				       "deleted file: BUFFER of %zu bytes, size %llu",
+				       buf.len - sizeof(struct ckpt_hdr), h.size);
+	del->pos = buf.pos + sizeof(struct ckpt_hdr);
+	return load_owner(ctx, del);
+}
+
+void crfs_deleted_free(struct crfs_file *file)
+{
+	if (!file->deleted)
+		return;
+	kfree(file->deleted->link);
+	kfree(file->deleted);
+	file->deleted = NULL;
+}
+
+/* ---------------------------------------------------------------- restore */
+
+__printf(2, 3)
+static void refuse(struct crfs_image *img, const char *fmt, ...)
+{
+	va_list args;
+
+	va_start(args, fmt);
+	vscnprintf(img->err_msg, sizeof(img->err_msg), fmt, args);
+	va_end(args);
+}
+
+/* The image's bytes into @file from offset 0, @size of them. */
+static int fill(struct crfs_image *img, const struct crfs_deleted *del,
+		struct file *file)
+{
+	u64 done = 0;
+	loff_t pos = 0;
+	ssize_t n;
+	void *buf;
+	int ret = 0;
+
+	if (!del->size)
+		return 0;
+	buf = kvmalloc(min_t(u64, del->size, COPY_CHUNK), GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	while (!ret && done < del->size) {
+		size_t len = min_t(u64, del->size - done, COPY_CHUNK);
+
+		ret = crfs_image_read(img, del->pos + done, buf, len);
+		if (ret)
+			break;
+		n = kernel_write(file, buf, len, &pos);
+		if (n != len)
+			ret = n < 0 ? n : -ENOSPC;
+		done += len;
+		if (fatal_signal_pending(current))
+			ret = -EINTR;
+		cond_resched();
+	}
+	kvfree(buf);
+	return ret;
+}
+
+/* The owner, then the mode (chown clears set-id bits), as the task may set them. */
+static int set_attrs(const struct crfs_deleted *del, struct file *file)
+{
+	struct dentry *dentry = file->f_path.dentry;
+	struct inode *inode = d_inode(dentry);
+	struct iattr attr = { 0 };
+	int ret = 0;
+
+	inode_lock(inode);
+	if (del->has_owner) {
+		attr.ia_valid = ATTR_UID | ATTR_GID;
+		attr.ia_vfsuid = VFSUIDT_INIT(del->uid);
+		attr.ia_vfsgid = VFSGIDT_INIT(del->gid);
+		ret = notify_change(mnt_user_ns(file->f_path.mnt), dentry, &attr, NULL);
+	}
+	if (!ret && !S_ISLNK(del->mode)) {
+		attr.ia_valid = ATTR_MODE;
+		attr.ia_mode = del->mode;
+		ret = notify_change(mnt_user_ns(file->f_path.mnt), dentry, &attr, NULL);
+	}
+	inode_unlock(inode);
+	return ret;
+}
+
+/* "memfd:name" of "/memfd:name (deleted)", in @out (NAME_MAX + 1 bytes). */
+static bool memfd_name(const char *link, char *out)
+{
+	size_t len = strlen(link), pre = strlen(MEMFD_PREFIX) - 1;
+	size_t suf = strlen(DELETED_SUFFIX);
+
+	if (strncmp(link, MEMFD_PREFIX, pre + 1) || len < pre + 1 + suf ||
+	    strcmp(link + len - suf, DELETED_SUFFIX))
+		return false;
+	len -= suf + 1;		/* without '/' and the suffix */
+	if (len > NAME_MAX)
+		return false;
+	memcpy(out, link + 1, len);
+	out[len] = '\0';
+	return true;
+}
+
+static struct file *new_memfd(const char *name)
+{
+	struct file *file = shmem_file_setup(name, 0, VM_NORESERVE);
+
+	if (!IS_ERR(file)) {
+		file->f_mode |= FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE;
+		file->f_flags |= O_LARGEFILE;
+	}
+	return file;
+}
+
+/* The directory of "/dir/name (deleted)" plus a random name in it, in @out. */
+static int temp_name(const char *link, char *out)
+{
+	size_t len = strlen(link), suf = strlen(DELETED_SUFFIX);
+	const char *slash;
+
+	if (len > suf && !strcmp(link + len - suf, DELETED_SUFFIX))
+		len -= suf;
+	slash = strnchr(link, len, '/');
+	while (slash && strnchr(slash + 1, link + len - slash - 1, '/'))
+		slash = strnchr(slash + 1, link + len - slash - 1, '/');
+	if (!slash || slash - link + 32 > PATH_MAX)
+		return -ENAMETOOLONG;
+	memcpy(out, link, slash - link + 1);
+	snprintf(out + (slash - link + 1), 32, ".crfs-deleted-%08x%08x",
+		 get_random_u32(), get_random_u32());
+	return 0;
+}
+
+/* Creates @name (a file, or a symlink to @target), opens it as @flags, unlinks it. */
+static struct file *create_unlinked(const char *name, umode_t mode,
+				    const char *target)
+{
+	struct user_namespace *mnt_userns;
+	struct dentry *dentry;
+	struct inode *dir;
+	struct path parent, new;
+	struct file *file;
+	int ret;
+
+	dentry = kern_path_create(AT_FDCWD, name, &parent, 0);
+	if (IS_ERR(dentry))
+		return ERR_CAST(dentry);
+	dir = d_inode(parent.dentry);
+	mnt_userns = mnt_user_ns(parent.mnt);
+	if (target)
+		ret = vfs_symlink(mnt_userns, dir, dentry, target);
+	else
+		ret = vfs_create(mnt_userns, dir, dentry, mode & 0700, true);
+	file = ERR_PTR(ret);
+	if (!ret) {
+		new.mnt = parent.mnt;
+		new.dentry = dentry;
+		file = dentry_open(&new, target ? O_PATH : O_RDWR | O_LARGEFILE,
+				   current_cred());
+		ret = vfs_unlink(mnt_userns, dir, dentry, NULL);
+		if (ret && !IS_ERR(file)) {
+			fput(file);
+			file = ERR_PTR(ret);
+		}
+	}
+	done_path_create(&parent, dentry);
+	return file;
+}
+
+/* The restored inode, open O_RDWR (a symlink: O_PATH), content written. */
+static struct file *make_inode(struct crfs_image *img, const struct crfs_deleted *del,
+			       char *name, char *target)
+{
+	struct file *file;
+	int ret;
+
+	if (S_ISREG(del->mode) && memfd_name(del->link, name)) {
+		file = new_memfd(name);
+	} else {
+		ret = temp_name(del->link, name);
+		if (ret)
+			return ERR_PTR(ret);
+		if (S_ISLNK(del->mode)) {
+			ret = crfs_image_read(img, del->pos, target, del->size);
+			if (ret)
+				return ERR_PTR(ret);
+			target[del->size] = '\0';
+			if (strlen(target) != del->size)
+				return ERR_PTR(-EINVAL);
+		}
+		file = create_unlinked(name, del->mode, S_ISLNK(del->mode) ? target : NULL);
+	}
+	if (IS_ERR(file) || S_ISLNK(del->mode))
+		return file;
+	ret = fill(img, del, file);
+	if (ret) {
+		fput(file);
+		return ERR_PTR(ret);
+	}
+	return file;
+}
+
+static const char *what_failed(int err)
+{
+	switch (err) {
+	case -ENOENT:
+		return "its directory is gone";
+	case -EACCES:
+	case -EPERM:
+		return "the task may not create it there or give it its owner";
+	case -EINVAL:
+		return "a symlink target with a NUL";
+	case -ENOSPC:
+	case -EFBIG:
+	case -EDQUOT:
+		return "no room for its content";
+	default:
+		return "cannot be recreated";
+	}
+}
+
+/* The file of a CRFS_FILE_DELETED object (a new reference), at position 0. */
+struct file *crfs_deleted_open(struct crfs_image *img, const struct crfs_file *cf,
+			       int fd)
+{
+	const struct crfs_deleted *del = cf->deleted;
+	int flags = (cf->h.f_flags & DEL_FLAGS) | O_LARGEFILE;
+	struct file *inode_file, *file;
+	char *name, *target;
+	int ret;
+
+	name = kmalloc(PATH_MAX * 2, GFP_KERNEL);
+	if (!name)
+		return ERR_PTR(-ENOMEM);
+	target = name + PATH_MAX;
+	inode_file = make_inode(img, del, name, target);
+	kfree(name);
+	ret = PTR_ERR_OR_ZERO(inode_file);
+	if (!ret)
+		ret = set_attrs(del, inode_file);
+	if (ret)
+		goto fail;
+	if (S_ISLNK(del->mode))
+		file = inode_file;
+	else
+		file = dentry_open(&inode_file->f_path, flags, current_cred());
+	if (file != inode_file)
+		fput(inode_file);
+	if (!IS_ERR(file) && (file->f_flags & O_PATH)) {
+		spin_lock(&file->f_lock);	/* as open(2) keeps it */
+		file->f_flags |= cf->h.f_flags & O_NOFOLLOW;
+		spin_unlock(&file->f_lock);
+	}
+	return file;
+fail:
+	if (!IS_ERR(inode_file))
+		fput(inode_file);
+	refuse(img, "fd %d: %.50s: deleted file: %s", fd, del->link, what_failed(ret));
+	return ERR_PTR(ret);
+}
+
+/* ---------------------------------------------------------------- checkpoint */
+
+/* A regular file or symlink no name leads to any more (a memfd too). */
+bool crfs_ckpt_is_deleted(struct file *file)
+{
+	umode_t mode = file_inode(file)->i_mode;
+
+	return (S_ISREG(mode) || S_ISLNK(mode)) &&
+	       (!file_inode(file)->i_nlink || d_unlinked(file->f_path.dentry));
+}
+
+/* A file to read @file's content through: itself if open for reading. */
+static struct file *reader_of(struct crfs_ckpt *ck, struct file *file, int fd)
+{
+	struct inode *inode = file_inode(file);
+	int ret;
+
+	if ((file->f_mode & FMODE_READ) && (file->f_mode & FMODE_CAN_READ))
+		return get_file(file);
+	ret = inode_permission(file_mnt_user_ns(file), inode, MAY_READ);
+	if (ret)
+		return ERR_PTR(crfs_ck_fail(ck, ret,
+					    "fd %d: a deleted file the caller may not read", fd));
+	return dentry_open(&file->f_path, O_RDONLY | O_LARGEFILE, current_cred());
+}
+
+/* BUFFER{@size bytes of @file from offset 0}; the file must still hold them. */
+static int write_content(struct crfs_ckpt *ck, struct file *file, int fd, u64 size)
+{
+	struct file *rd;
+	loff_t pos = 0;
+	void *buf;
+	int ret;
+
+	rd = reader_of(ck, file, fd);
+	if (IS_ERR(rd))
+		return PTR_ERR(rd);
+	buf = kvmalloc(min_t(u64, max_t(u64, size, 1), COPY_CHUNK), GFP_KERNEL);
+	ret = buf ? crfs_ck_frame(ck, CKPT_HDR_BUFFER, size) : -ENOMEM;
+	while (!ret && pos < size) {
+		size_t len = min_t(u64, size - pos, COPY_CHUNK);
+		ssize_t n = kernel_read(rd, buf, len, &pos);
+
+		if (n != len)
+			ret = crfs_ck_fail(ck, n < 0 ? n : -EIO,
+					   "fd %d: reading a deleted file", fd);
+		else
+			ret = crfs_ck_write(ck, buf, len);
+		cond_resched();
+	}
+	kvfree(buf);
+	fput(rd);
+	return ret;
+}
+
+/* BUFFER{a symlink's target, without its NUL}. */
+static int write_target(struct crfs_ckpt *ck, struct file *file, int fd, u64 *size)
+{
+	DEFINE_DELAYED_CALL(done);
+	const char *target;
+	int ret;
+
+	target = vfs_get_link(file->f_path.dentry, &done);
+	if (IS_ERR(target))
+		return crfs_ck_fail(ck, PTR_ERR(target), "fd %d: a symlink's target", fd);
+	*size = strlen(target);
+	ret = crfs_ck_frame(ck, CKPT_HDR_BUFFER, *size);
+	if (!ret)
+		ret = crfs_ck_write(ck, target, *size);
+	do_delayed_call(&done);
+	return ret;
+}
+
+/* CRFS_FILE_DELETED FILE STRING{@link} BUFFER{content} CRFS_HDR_FILE_OWNER */
+int crfs_ckpt_deleted(struct crfs_ckpt *ck, struct ckpt_hdr_file *common,
+		      struct file *file, int fd, const char *link)
+{
+	struct crfs_hdr_file_deleted h = { .common = *common };
+	struct crfs_hdr_file_owner o = { 0 };
+	struct inode *inode = file_inode(file);
+	size_t len = strlen(link) + 1;
+	int ret;
+
+	h.common.f_type = CRFS_FILE_DELETED;
+	h.st_mode = inode->i_mode;
+	if (S_ISLNK(inode->i_mode)) {
+		DEFINE_DELAYED_CALL(done);
+		const char *target = vfs_get_link(file->f_path.dentry, &done);
+
+		if (IS_ERR(target))
+			return crfs_ck_fail(ck, PTR_ERR(target), "fd %d: a symlink's target",
+					    fd);
+		h.size = strlen(target);
+		do_delayed_call(&done);
+	} else {
+		h.size = i_size_read(inode);
+	}
+	if (h.size > CRFS_MAX_DELETED || len > CRFS_MAX_STRING)
+		return crfs_ck_fail(ck, -EFBIG, "fd %d: a deleted file of %llu bytes (at most %u)",
+				    fd, h.size, CRFS_MAX_DELETED);
+	ret = crfs_ck_record(ck, CKPT_HDR_FILE, &h, sizeof(h));
+	if (!ret)
+		ret = crfs_ck_frame(ck, CKPT_HDR_STRING, len);
+	if (!ret)
+		ret = crfs_ck_write(ck, link, len);
+	if (!ret && S_ISLNK(inode->i_mode))
+		ret = write_target(ck, file, fd, &h.size);
+	else if (!ret)
+		ret = write_content(ck, file, fd, h.size);
+	if (ret)
+		return ret;
+	o.uid = from_kuid_munged(current_user_ns(), inode->i_uid);
+	o.gid = from_kgid_munged(current_user_ns(), inode->i_gid);
+	return crfs_ck_record(ck, CRFS_HDR_FILE_OWNER, &o, sizeof(o));
+}

@@ -2,7 +2,7 @@
 /*
  * Files deleted while open (crfs extension CRFS_FILE_DELETED): checkpoint and restore.
  *
- *   FILE{size, st_mode} STRING{its /proc link} BUFFER{size bytes} [CRFS_HDR_FILE_OWNER]
+ *   FILE{size, st_mode} STRING{its /proc link} BUFFER{size bytes} [CRFS_HDR_DELETED_OWNER]
  *
  * The BUFFER is a regular file's content, or a symlink's target (an O_PATH fd on a
  * symlink unlinked since). The link is "/dir/name (deleted)", or "/memfd:name (deleted)"
@@ -81,10 +81,10 @@ static int load_link(struct crfs_ctx *ctx, struct crfs_deleted *del)
 	return 0;
 }
 
-/* [CRFS_HDR_FILE_OWNER] after the BUFFER: ids in the caller's user namespace. */
+/* [CRFS_HDR_DELETED_OWNER] after the BUFFER: ids in the caller's user namespace. */
 static int load_owner(struct crfs_ctx *ctx, struct crfs_deleted *del)
 {
-	struct crfs_hdr_file_owner h;
+	struct crfs_hdr_deleted_owner h;
 	struct crfs_image *img = ctx->img;
 	struct crfs_rec rec;
 	int ret;
@@ -92,7 +92,7 @@ static int load_owner(struct crfs_ctx *ctx, struct crfs_deleted *del)
 	if (img->pos == img->size)
 		return 0;
 	ret = crfs_image_peek(img, &rec);
-	if (ret || rec.type != CRFS_HDR_FILE_OWNER)
+	if (ret || rec.type != CRFS_HDR_DELETED_OWNER)
 		return ret;
 	ret = crfs_image_next(img, &rec);
 	if (!ret)
@@ -113,7 +113,8 @@ static int check_header(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 {
 	umode_t type = h->st_mode & S_IFMT;
 
-	if (h->st_mode & ~(S_IFMT | S_IALLUGO) || (type != S_IFREG && type != S_IFLNK))
+	if (h->st_mode & ~(S_IFMT | S_IALLUGO) ||
+	    (type && type != S_IFREG && type != S_IFLNK))
 		return crfs_image_fail(ctx->img, rec,
 				       "deleted file: st_mode %#o is not a regular file or symlink",
 				       h->st_mode);
@@ -151,6 +152,8 @@ int crfs_deleted_load(struct crfs_ctx *ctx, struct crfs_file *file,
 	file->deleted = del;
 	del->size = h.size;
 	del->mode = h.st_mode;
+	if (!(del->mode & S_IFMT))	/* not recorded (a converted image): 0600 */
+		del->mode = S_IFREG | (h.st_mode ? h.st_mode : 0600);
 	ret = load_link(ctx, del);
 	if (!ret)
 		ret = crfs_expect(ctx, &buf, CKPT_HDR_BUFFER);
@@ -490,12 +493,12 @@ static int write_target(struct crfs_ckpt *ck, struct file *file, int fd, u64 *si
 	return ret;
 }
 
-/* CRFS_FILE_DELETED FILE STRING{@link} BUFFER{content} CRFS_HDR_FILE_OWNER */
+/* CRFS_FILE_DELETED FILE STRING{@link} BUFFER{content} CRFS_HDR_DELETED_OWNER */
 int crfs_ckpt_deleted(struct crfs_ckpt *ck, struct ckpt_hdr_file *common,
 		      struct file *file, int fd, const char *link)
 {
 	struct crfs_hdr_file_deleted h = { .common = *common };
-	struct crfs_hdr_file_owner o = { 0 };
+	struct crfs_hdr_deleted_owner o = { 0 };
 	struct inode *inode = file_inode(file);
 	size_t len = strlen(link) + 1;
 	int ret;
@@ -530,5 +533,5 @@ int crfs_ckpt_deleted(struct crfs_ckpt *ck, struct ckpt_hdr_file *common,
 		return ret;
 	o.uid = from_kuid_munged(current_user_ns(), inode->i_uid);
 	o.gid = from_kgid_munged(current_user_ns(), inode->i_gid);
-	return crfs_ck_record(ck, CRFS_HDR_FILE_OWNER, &o, sizeof(o));
+	return crfs_ck_record(ck, CRFS_HDR_DELETED_OWNER, &o, sizeof(o));
 }

@@ -349,8 +349,9 @@ class _Writer:
         return objref
 
     def write_deleted(self, file, native, common):
-        """CRFS_FILE_DELETED STRING{link} BUFFER{content}: a file unlinked while open, with
-        the bytes it held (streamed from where the model keeps them)."""
+        """CRFS_FILE_DELETED STRING{link} BUFFER{content} [DELETED_OWNER]: a file unlinked
+        while open, with the bytes it held (streamed from where the model keeps them; a
+        symlink's target), and its owner when known."""
         data = file.data
         if data.length > fmt.MAX_RECORD_DATA:
             raise ValueError(f"deleted file {file.path} of {data.length} bytes")
@@ -362,6 +363,9 @@ class _Writer:
         for offset in range(0, data.length, COPY_CHUNK):
             length = min(COPY_CHUNK, data.length - offset)
             self.out.write(data.source.pread(data.offset + offset, length))
+        if native.st_uid is not None and native.st_gid is not None:
+            self.emit("CRFS_HDR_DELETED_OWNER", fmt.crfs_hdr_deleted_owner,
+                      uid=native.st_uid, gid=native.st_gid)
 
     def write_pipe(self, file, common):
         """PIPE: FILE(56) [PIPE_BUF]; FIFO: FILE(56) FILE_NAME [PIPE_BUF]. The pipe's inode

@@ -535,3 +535,64 @@ int crfs_ckpt_deleted(struct crfs_ckpt *ck, struct ckpt_hdr_file *common,
 	o.gid = from_kgid_munged(current_user_ns(), inode->i_gid);
 	return crfs_ck_record(ck, CRFS_HDR_DELETED_OWNER, &o, sizeof(o));
 }
+
+/* ---------------------------------------------------------------- a deleted cwd */
+
+/* @name under the lock of its parent: created a directory, then removed again. */
+static int mkdir_rmdir(const char *name, struct path *out)
+{
+	struct user_namespace *mnt_userns;
+	struct dentry *dentry;
+	struct path parent;
+	struct inode *dir;
+	int ret;
+
+	dentry = kern_path_create(AT_FDCWD, name, &parent, LOOKUP_DIRECTORY);
+	if (IS_ERR(dentry))
+		return PTR_ERR(dentry);
+	dir = d_inode(parent.dentry);
+	mnt_userns = mnt_user_ns(parent.mnt);
+	ret = vfs_mkdir(mnt_userns, dir, dentry, 0700);
+	if (!ret && d_really_is_negative(dentry))
+		ret = -ENOENT;	/* left unhashed by the filesystem */
+	if (!ret) {
+		out->mnt = mntget(parent.mnt);
+		out->dentry = dget(dentry);
+		ret = vfs_rmdir(mnt_userns, dir, dentry);
+		if (ret) {
+			path_put(out);
+			out->mnt = NULL;
+		}
+	}
+	done_path_create(&parent, dentry);
+	return ret;
+}
+
+/*
+ * A cwd the image names "/dir/name (deleted)": a directory made at its name (at a random
+ * name in its parent when that is taken) and removed again, as the task, so that it is a
+ * deleted directory again and /proc shows the same link. Returns -ENOENT for a name
+ * without the suffix.
+ */
+int crfs_deleted_dir(const char *name, struct path *out)
+{
+	size_t len = strlen(name), suf = strlen(DELETED_SUFFIX);
+	char *buf;
+	int ret;
+
+	if (len <= suf + 1 || strcmp(name + len - suf, DELETED_SUFFIX))
+		return -ENOENT;
+	buf = kmalloc(PATH_MAX, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, name, len - suf);
+	buf[len - suf] = '\0';
+	ret = mkdir_rmdir(buf, out);
+	if (ret == -EEXIST) {
+		ret = temp_name(name, buf);
+		if (!ret)
+			ret = mkdir_rmdir(buf, out);
+	}
+	kfree(buf);
+	return ret;
+}

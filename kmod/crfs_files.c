@@ -478,6 +478,9 @@ static struct file *open_generic(struct crfs_open *op, const struct crfs_fd *cfd
 	struct inode *inode;
 	int ret;
 
+	if (cfd->file->name[0] != '/')	/* "net:[4026531840]" */
+		return crfs_ns_open(op->img, cfd->file->name, flags & ~O_NOFOLLOW,
+				    cfd->fd);
 	path = filp_open(cfd->file->name, O_PATH | O_NOFOLLOW, 0);
 	if (IS_ERR(path))
 		return path_error(op, cfd, PTR_ERR(path));

@@ -174,8 +174,17 @@ def kind_of(link, st):
     return "other"
 
 
+# The link of a namespace file (/proc/PID/ns/net opened): "net:[4026531840]".
+NS_LINK = re.compile(r"[a-z_]{2,32}:\[[0-9]{1,20}\]")
+O_PATH = 0o10000000
+
+
 def open_file(pid, fd, link, st, info, flags, registry):
     kind = kind_of(link, st)
+    if st is not None and kind != "deleted" and (
+            (flags & O_PATH and link.startswith("/")) or
+            (stat.S_ISREG(st.st_mode) and NS_LINK.fullmatch(link))):
+        kind = "file"           # reopened by name: an O_PATH fd of any kind, a namespace
     mode = ACC_FMODE[flags & O_ACCMODE] | (FMODE_SEEK if kind in SEEKABLE else 0)
     file = OpenFile(kind=kind, path=link, flags=flags, mode=mode, pos=int(info.get("pos", 0)))
     if kind in ("pipe", "fifo"):

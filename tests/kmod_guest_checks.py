@@ -1450,6 +1450,9 @@ STEPS = (
         m, same_as_python), lambda m, s: (m["restore"],), "t_kernel_files"),
     ("fuzz", lambda m, s: __import__("guest_fuzz").fuzz_step(m, s), lambda m, s: (m, s),
      "t_fuzz"),
+    # files deleted while open, a deleted cwd, O_PATH and namespace fds (guest_deleted.py)
+    ("deleted", lambda m: __import__("guest_deleted").step(m), lambda m, s: (m["restore"],),
+     "t_deleted"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
     ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
 )

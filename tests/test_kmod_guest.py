@@ -397,7 +397,8 @@ def prepare_guest(work, build_c, tmp_path_factory):
         "files_target": str(build_c("files_target", 64)),
         "files_tree_target": str(build_c("files_tree_target", 64)),
         "ckpt_threads": str(build_c("ckpt_threads", 64, "-pthread")),
-        "sig_target": str(build_c("sig_target", 64))}
+        "sig_target": str(build_c("sig_target", 64)),
+        "deleted_target": str(build_c("deleted_target", 64))}
     manifest["zdtm"], zdtm_error = _build_zdtm(work) if _step_selected("zdtm") else (None, None)
     timeout = GUEST_TIMEOUT + (ZDTM_BUDGET if manifest["zdtm"] else 0)
     if manifest["zdtm"]:
@@ -1791,3 +1792,64 @@ def test_module_checkpoint_refuses_a_pipe_too_full_to_restart(guest):
     big = _report(guest)["steps"]["kernel_files"]["big_pipe"]
     assert big["rc"] != 0, big
     assert "fd 5: a pipe holding more than 65536 bytes" in big["stderr"], big
+
+
+# --------------------------------------------------------------------------- deleted files
+# Step deleted (tests/guest_deleted.py): files deleted while open, memfds, O_PATH fds on
+# symlinks (deleted or not), namespace files and a deleted cwd (kmod/crfs_deleted.c,
+# kmod/crfs_nsfile.c), with both checkpointers.
+
+DELETED_CHECKS = ("deleted_stat", "deleted_pos", "deleted_flags", "deleted_same_inode",
+                  "deleted_content", "deleted_write", "memfd", "memfd_name",
+                  "deleted_symlink", "live_symlink", "ns_file", "deleted_cwd")
+
+
+def _deleted(guest):
+    result = _report(guest)["steps"]["deleted"]
+    assert "error" not in result, result["error"]
+    return result
+
+
+@pytest.mark.parametrize("via", ["ptrace", "kernel"])
+def test_deleted_things_come_back(guest, via):
+    """deleted_target checkpointed by `crfs checkpoint --via VIA`, restarted by
+    crfs-restart: the unlinked file (content, mode 0751, owner 1234:567, position 5, its
+    dup sharing the offset), the memfd (name, bytes, position), the deleted and the live
+    symlink held O_PATH, the namespace file and the removed cwd pass the program's own
+    checks; /proc shows the same links for them (the unlinked file and symlink under a
+    new name in the same directory), and nothing is left in the directory."""
+    result = _deleted(guest)
+    one = result[via]
+    assert one["checkpoint"]["rc"] == 0, one["checkpoint"]
+    assert one["restart"]["errno"] == 0, one["restart"]
+    lines = one["lines"]
+    assert lines[0] == "ready" and lines[-1] == "done", lines
+    assert lines[1:-1] == [f"{name}=ok" for name in DELETED_CHECKS], lines
+    assert one["exit"] == "exited 0", one["exit"]
+    before, after = one["before"], one["after"]
+    for fd in ("12", "14", "15"):
+        assert after[fd][0] == before[fd][0], (fd, before[fd], after[fd])
+    for fd in ("10", "13"):
+        assert after[fd][0].startswith("/tmp/crfs-del/") and after[fd][0].endswith(
+            " (deleted)"), after[fd]
+    assert after["10"][1:] == before["10"][1:] and after["11"] == after["10"]
+    assert result["leftovers"] == []
+
+
+@pytest.mark.parametrize("label, err, reason", [
+    ("size_lies", "EINVAL", "deleted file: BUFFER of 23 bytes, size 24"),
+    ("size_huge", "EINVAL", "deleted file of 1099511627776 bytes, at most 67108864"),
+    ("mode_dir", "EINVAL", "st_mode 040755 is not a regular file or symlink"),
+    ("mode_bits", "EINVAL", "st_mode 01100644 is not a regular file or symlink"),
+    ("dir_gone", "ENOENT", "/tmp/crfs-dex/gone (deleted): deleted file: its directory is"),
+    ("symlink_nul", "EINVAL", "deleted file: a symlink target with a NUL"),
+    ("owner_unmapped", "EINVAL", "deleted file: owner 4294967295:"),
+    ("foreign_ns", "EXDEV", ": not the caller's namespace"),
+    ("cwd_gone", "ENOENT", "cwd /tmp/crfs-del/cwd (xeleted) cannot be looked up (errno 2)"),
+])
+def test_deleted_records_that_lie_are_refused(guest, label, err, reason):
+    """The ptrace image corrupted one record at a time: RESTART refuses it with its errno
+    and a reason naming what is wrong, and the caller is left intact."""
+    refused = _deleted(guest)["refused"][label]
+    assert refused["errno"] == err, refused
+    assert reason in refused["msg"], refused

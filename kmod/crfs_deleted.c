@@ -2,7 +2,8 @@
 /*
  * Files deleted while open (crfs extension CRFS_FILE_DELETED): checkpoint and restore.
  *
- *   FILE{size, st_mode} STRING{its /proc link} BUFFER{size bytes} [CRFS_HDR_DELETED_OWNER]
+ *   FILE{size, st_mode} STRING{its /proc link} BUFFER{size bytes}
+ *   [CRFS_HDR_DELETED_STAT{uid, gid, atime, mtime}]
  *
  * The BUFFER is a regular file's content, or a symlink's target (an O_PATH fd on a
  * symlink unlinked since). The link is "/dir/name (deleted)", or "/memfd:name (deleted)"
@@ -17,9 +18,9 @@
  *     symlinks, which O_TMPFILE cannot make. The task must be allowed to create and
  *     delete there (may_create/may_delete as it); a directory that is gone refuses the
  *     restart.
- * Then the content is written, the owner (chown: CAP_CHOWN unless it is the task's) and
- * the mode set through notify_change() as the task, and the file reopened with the
- * image's flags. The caller sets the position.
+ * Then the content is written, the owner (chown: CAP_CHOWN unless it is the task's), the
+ * mode and the times set through notify_change() as the task, and the file reopened with
+ * the image's flags. The caller sets the position.
  */
 #include <linux/cred.h>
 #include <linux/file.h>
@@ -48,9 +49,11 @@ struct crfs_deleted {
 	loff_t pos;		/* the BUFFER's bytes in the image */
 	u64 size;
 	umode_t mode;
-	bool has_owner;
+	bool has_stat;		/* CRFS_HDR_DELETED_STAT: owner and times */
 	kuid_t uid;
 	kgid_t gid;
+	struct timespec64 atime;
+	struct timespec64 mtime;
 };
 
 /* ---------------------------------------------------------------- copy-in */
@@ -81,10 +84,10 @@ static int load_link(struct crfs_ctx *ctx, struct crfs_deleted *del)
 	return 0;
 }
 
-/* [CRFS_HDR_DELETED_OWNER] after the BUFFER: ids in the caller's user namespace. */
+/* [CRFS_HDR_DELETED_STAT] after the BUFFER: ids in the caller's user namespace, times. */
 static int load_owner(struct crfs_ctx *ctx, struct crfs_deleted *del)
 {
-	struct crfs_hdr_deleted_owner h;
+	struct crfs_hdr_deleted_stat h;
 	struct crfs_image *img = ctx->img;
 	struct crfs_rec rec;
 	int ret;
@@ -92,7 +95,7 @@ static int load_owner(struct crfs_ctx *ctx, struct crfs_deleted *del)
 	if (img->pos == img->size)
 		return 0;
 	ret = crfs_image_peek(img, &rec);
-	if (ret || rec.type != CRFS_HDR_DELETED_OWNER)
+	if (ret || rec.type != CRFS_HDR_DELETED_STAT)
 		return ret;
 	ret = crfs_image_next(img, &rec);
 	if (!ret)
@@ -104,7 +107,9 @@ static int load_owner(struct crfs_ctx *ctx, struct crfs_deleted *del)
 	if (!uid_valid(del->uid) || !gid_valid(del->gid))
 		return crfs_image_fail(img, &rec, "deleted file: owner %u:%u unmapped",
 				       h.uid, h.gid);
-	del->has_owner = true;
+	del->atime = ns_to_timespec64(h.atime_ns);
+	del->mtime = ns_to_timespec64(h.mtime_ns);
+	del->has_stat = true;
 	return 0;
 }
 
@@ -221,25 +226,35 @@ static int fill(struct crfs_image *img, const struct crfs_deleted *del,
 	return ret;
 }
 
-/* The owner, then the mode (chown clears set-id bits), as the task may set them. */
+/*
+ * The owner, the mode (after chown, which clears set-id bits), then the times (after the
+ * content was written), as the task may set them: notify_change() checks it.
+ */
 static int set_attrs(const struct crfs_deleted *del, struct file *file)
 {
+	struct user_namespace *mnt_userns = mnt_user_ns(file->f_path.mnt);
 	struct dentry *dentry = file->f_path.dentry;
 	struct inode *inode = d_inode(dentry);
 	struct iattr attr = { 0 };
 	int ret = 0;
 
 	inode_lock(inode);
-	if (del->has_owner) {
+	if (del->has_stat) {
 		attr.ia_valid = ATTR_UID | ATTR_GID;
 		attr.ia_vfsuid = VFSUIDT_INIT(del->uid);
 		attr.ia_vfsgid = VFSGIDT_INIT(del->gid);
-		ret = notify_change(mnt_user_ns(file->f_path.mnt), dentry, &attr, NULL);
+		ret = notify_change(mnt_userns, dentry, &attr, NULL);
 	}
 	if (!ret && !S_ISLNK(del->mode)) {
 		attr.ia_valid = ATTR_MODE;
 		attr.ia_mode = del->mode;
-		ret = notify_change(mnt_user_ns(file->f_path.mnt), dentry, &attr, NULL);
+		ret = notify_change(mnt_userns, dentry, &attr, NULL);
+	}
+	if (!ret && del->has_stat) {
+		attr.ia_valid = ATTR_ATIME | ATTR_MTIME | ATTR_ATIME_SET | ATTR_MTIME_SET;
+		attr.ia_atime = del->atime;
+		attr.ia_mtime = del->mtime;
+		ret = notify_change(mnt_userns, dentry, &attr, NULL);
 	}
 	inode_unlock(inode);
 	return ret;
@@ -493,12 +508,15 @@ static int write_target(struct crfs_ckpt *ck, struct file *file, int fd, u64 *si
 	return ret;
 }
 
-/* CRFS_FILE_DELETED FILE STRING{@link} BUFFER{content} CRFS_HDR_DELETED_OWNER */
+/*
+ * CRFS_FILE_DELETED FILE STRING{@link} BUFFER{content} CRFS_HDR_DELETED_STAT; the times
+ * are taken after the content was read (reading it may set atime).
+ */
 int crfs_ckpt_deleted(struct crfs_ckpt *ck, struct ckpt_hdr_file *common,
 		      struct file *file, int fd, const char *link)
 {
 	struct crfs_hdr_file_deleted h = { .common = *common };
-	struct crfs_hdr_deleted_owner o = { 0 };
+	struct crfs_hdr_deleted_stat o = { 0 };
 	struct inode *inode = file_inode(file);
 	size_t len = strlen(link) + 1;
 	int ret;
@@ -533,7 +551,9 @@ int crfs_ckpt_deleted(struct crfs_ckpt *ck, struct ckpt_hdr_file *common,
 		return ret;
 	o.uid = from_kuid_munged(current_user_ns(), inode->i_uid);
 	o.gid = from_kgid_munged(current_user_ns(), inode->i_gid);
-	return crfs_ck_record(ck, CRFS_HDR_DELETED_OWNER, &o, sizeof(o));
+	o.atime_ns = timespec64_to_ns(&inode->i_atime);
+	o.mtime_ns = timespec64_to_ns(&inode->i_mtime);
+	return crfs_ck_record(ck, CRFS_HDR_DELETED_STAT, &o, sizeof(o));
 }
 
 /* ---------------------------------------------------------------- a deleted cwd */

@@ -66,7 +66,7 @@ static const struct crfs_rec_size crfs_rec_sizes[] = {
 	EXACT(CKPT_HDR_SIGNAL_TASK, ckpt_hdr_signal_task),
 	EXACT(CRFS_HDR_SIGALTSTACK, crfs_hdr_sigaltstack),
 	EXACT(CRFS_HDR_FILE_ID, crfs_hdr_file_id),
-	EXACT(CRFS_HDR_DELETED_OWNER, crfs_hdr_deleted_owner),
+	EXACT(CRFS_HDR_DELETED_STAT, crfs_hdr_deleted_stat),
 	EXACT(CKPT_HDR_TAIL, ckpt_hdr_tail),
 	EXACT(CKPT_HDR_ERROR, ckpt_hdr),
 };

@@ -54,7 +54,7 @@ enum {
 	CRFS_HDR_SIGALTSTACK = 8001,	/* crfs extensions */
 	CRFS_HDR_FS_EXT = 8002,
 	CRFS_HDR_FILE_ID = 8010,	/* after a FILE's FILE_NAME */
-	CRFS_HDR_DELETED_OWNER = 8020,	/* after a DELETED file's BUFFER */
+	CRFS_HDR_DELETED_STAT = 8020,	/* after a DELETED file's BUFFER */
 	CKPT_HDR_TAIL = 9001,
 	CKPT_HDR_ERROR = 9999,
 };
@@ -317,7 +317,7 @@ struct crfs_hdr_file_opaque {
 /*
  * crfs extension: CKPT_HDR_FILE of a file unlinked while open (or a memfd), then
  * STRING{its /proc link} BUFFER{its size bytes: the content; a symlink's target}
- * [CRFS_HDR_DELETED_OWNER]
+ * [CRFS_HDR_DELETED_STAT]
  */
 struct crfs_hdr_file_deleted {
 	struct ckpt_hdr_file common;
@@ -326,11 +326,13 @@ struct crfs_hdr_file_deleted {
 	__u8 __padding[4];
 };
 
-/* crfs extension: the owner of a deleted file's inode */
-struct crfs_hdr_deleted_owner {
+/* crfs extension: the owner and times of a deleted file's inode */
+struct crfs_hdr_deleted_stat {
 	struct ckpt_hdr h;
 	__u32 uid;		/* as the checkpointer's user namespace sees them */
 	__u32 gid;
+	__s64 atime_ns;		/* since the epoch, as stat(2) gives them */
+	__s64 mtime_ns;
 };
 
 /* CKPT_HDR_FILE_TABLE, then fdt_nfds x { [OBJECT of a FILE] FILE_DESC } */

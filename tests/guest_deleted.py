@@ -100,7 +100,7 @@ def symlink_nul(data, recs):
 
 
 def unmapped_owner(data, recs):
-    off, _ = after(recs, deleted_file(data, recs), HDR["CRFS_HDR_DELETED_OWNER"])
+    off, _ = after(recs, deleted_file(data, recs), HDR["CRFS_HDR_DELETED_STAT"])
     struct.pack_into("<I", data, off + 8, 0xFFFFFFFF)
 
 

@@ -1813,8 +1813,8 @@ def _deleted(guest):
 @pytest.mark.parametrize("via", ["ptrace", "kernel"])
 def test_deleted_things_come_back(guest, via):
     """deleted_target checkpointed by `crfs checkpoint --via VIA`, restarted by
-    crfs-restart: the unlinked file (content, mode 0751, owner 1234:567, position 5, its
-    dup sharing the offset), the memfd (name, bytes, position), the deleted and the live
+    crfs-restart: the unlinked file (content, mode 0751, owner 1234:567, mtime, position 5,
+    its dup sharing the offset), the memfd (name, bytes, position), the deleted and the live
     symlink held O_PATH, the namespace file and the removed cwd pass the program's own
     checks; /proc shows the same links for them (the unlinked file and symlink under a
     new name in the same directory), and nothing is left in the directory."""

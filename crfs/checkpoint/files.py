@@ -213,7 +213,8 @@ def open_file(pid, fd, link, st, info, flags, registry):
         if data is not None:
             file.data = Blob(registry.source, registry.source.append(data), len(data))
             file.native = CkptFileFields(st_mode=st.st_mode, st_uid=st.st_uid,
-                                         st_gid=st.st_gid)
+                                         st_gid=st.st_gid, atime_ns=st.st_atime_ns,
+                                         mtime_ns=st.st_mtime_ns)
     return file
 
 

@@ -80,7 +80,7 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CRFS_HDR_FILE_ID": 8010,         # 8003-8009 are proposed for other state
     "CRFS_HDR_PARENT": 8011,          # incremental images (docs/checkpoint.md)
     "CRFS_HDR_PARENT_PAGES": 8012,
-    "CRFS_HDR_DELETED_OWNER": 8020,   # after a CRFS_FILE_DELETED's BUFFER
+    "CRFS_HDR_DELETED_STAT": 8020,   # after a CRFS_FILE_DELETED's BUFFER
     "CKPT_HDR_TAIL": 9001,
     "CKPT_HDR_ERROR": 9999,
 })
@@ -331,8 +331,10 @@ crfs_hdr_file_opaque = Struct(*ckpt_hdr_file.subcons, "kind" / Int32ul, "st_mode
 crfs_hdr_file_deleted = Struct(*ckpt_hdr_file.subcons, "size" / Int64ul, "st_mode" / Int32ul,
                                "_deleted_padding" / Pad(4))
 # crfs extension, after a CRFS_FILE_DELETED's BUFFER: the owner of the inode (ids as the
-# checkpointer's user namespace sees them), given back to the recreated file.
-crfs_hdr_deleted_owner = Struct("h" / ckpt_hdr, "uid" / Int32ul, "gid" / Int32ul)
+# checkpointer's user namespace sees them) and its access and modification times (ns since
+# the epoch), given back to the recreated file.
+crfs_hdr_deleted_stat = Struct("h" / ckpt_hdr, "uid" / Int32ul, "gid" / Int32ul,
+                               "atime_ns" / Int64sl, "mtime_ns" / Int64sl)
 # crfs extensions: timerfd (remaining time and interval in ns, unread expirations, the
 # settime flags) and signalfd (its mask, bit n-1 = signal n).
 crfs_hdr_file_timerfd = Struct(*ckpt_hdr_file.subcons, "clockid" / Int32sl,
@@ -574,7 +576,7 @@ FIXED = {
     "CKPT_HDR_FS": ckpt_hdr_fs,
     "CRFS_HDR_FS_EXT": crfs_hdr_fs_ext,
     "CRFS_HDR_FILE_ID": crfs_hdr_file_id,
-    "CRFS_HDR_DELETED_OWNER": crfs_hdr_deleted_owner,
+    "CRFS_HDR_DELETED_STAT": crfs_hdr_deleted_stat,
     "CKPT_HDR_SIGHAND": ckpt_hdr_sighand,
     "CKPT_HDR_SIGNAL": ckpt_hdr_signal,
     "CKPT_HDR_SIGNAL_TASK": ckpt_hdr_signal_task,
@@ -735,7 +737,7 @@ _NOTES = {
     "CKPT_HDR_MM_CONTEXT": lambda h: f"nldt {h.nldt}",
     "CKPT_HDR_TASK_OBJS": lambda h: f"mm_objref {h.mm_objref}",
     "CRFS_HDR_FILE_ID": lambda h: f"dev {dev_text(h.dev)} ino {h.ino} size {h.size}",
-    "CRFS_HDR_DELETED_OWNER": lambda h: f"uid {h.uid} gid {h.gid}",
+    "CRFS_HDR_DELETED_STAT": lambda h: f"uid {h.uid} gid {h.gid} mtime_ns {h.mtime_ns}",
 }
 
 

@@ -44,7 +44,7 @@ enum file_type {
 };
 enum { CRFS_OPAQUE_OTHER, CRFS_OPAQUE_SOCKET, CRFS_OPAQUE_ANON, CRFS_OPAQUE_DELETED };
 #define CRFS_UFLAG_EXT 0x8000
-#define CRFS_HDR_DELETED_OWNER 8020
+#define CRFS_HDR_DELETED_STAT 8020
 #define FMODE_READ 0x1
 #define FMODE_WRITE 0x2
 #define FMODE_SEEK 0x1c		/* FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE */
@@ -92,9 +92,10 @@ struct crfs_hdr_file_deleted {
 } __attribute__((aligned(8)));
 
 /* crfs extension, after a DELETED file's BUFFER: the owner of its inode */
-struct crfs_hdr_deleted_owner {
+struct crfs_hdr_deleted_stat {
 	struct ckpt_hdr h;
 	uint32_t uid, gid;
+	int64_t atime_ns, mtime_ns;	/* since the epoch */
 } __attribute__((aligned(8)));
 
 struct crfs_hdr_file_timerfd {
@@ -128,7 +129,7 @@ _Static_assert(sizeof(struct ckpt_hdr_file_table) == 16, "FILE_TABLE");
 _Static_assert(sizeof(struct crfs_hdr_file_timerfd) == 80, "FILE timerfd");
 _Static_assert(sizeof(struct crfs_hdr_file_signalfd) == 64, "FILE signalfd");
 _Static_assert(sizeof(struct crfs_hdr_file_deleted) == 64, "FILE deleted");
-_Static_assert(sizeof(struct crfs_hdr_deleted_owner) == 16, "DELETED_OWNER");
+_Static_assert(sizeof(struct crfs_hdr_deleted_stat) == 32, "DELETED_STAT");
 _Static_assert(sizeof(struct ckpt_hdr_file_desc) == 24, "FILE_DESC");
 _Static_assert(sizeof(struct ckpt_hdr_file) == 48, "FILE");
 _Static_assert(sizeof(struct ckpt_hdr_file_pipe) == 56, "FILE pipe");
@@ -155,7 +156,7 @@ struct file_desc {
 	uint32_t sfd_flags;
 	struct ckpt_eventpoll_item items[2];	/* epoll: its watches */
 	uint32_t nitems;
-	int has_owner;		/* deleted: DELETED_OWNER{uid, gid} follows */
+	int has_owner;		/* deleted: DELETED_STAT{uid, gid, times} follows */
 	uint32_t uid, gid;
 	int written;
 };
@@ -205,8 +206,9 @@ static void write_file(struct file_desc *f)
 		emit_raw(CKPT_HDR_STRING, f->path, strlen(f->path) + 1);
 		emit_raw(CKPT_HDR_BUFFER, f->buf, strlen(f->buf));
 		if (f->has_owner) {
-			struct crfs_hdr_deleted_owner o = { .uid = f->uid, .gid = f->gid };
-			emit(&o, CRFS_HDR_DELETED_OWNER, sizeof(o));
+			struct crfs_hdr_deleted_stat o = { .uid = f->uid, .gid = f->gid,
+				.atime_ns = 1276732800123456789LL, .mtime_ns = -1000000001LL };
+			emit(&o, CRFS_HDR_DELETED_STAT, sizeof(o));
 		}
 	} else if (f->f_type == CRFS_FILE_OPAQUE) {
 		struct crfs_hdr_file_opaque o = { .kind = f->opaque_kind, .st_mode = f->st_mode };

@@ -2,7 +2,7 @@
  * Target of the guest step "deleted" (tests/guest_deleted.py): a process holding what only a
  * restart that recreates deleted things gives back.
  *   fd 10: a regular file unlinked while open, O_RDWR, 23 bytes, mode 0751, owner
- *          1234:567, at position 5; fd 11: its dup (one open file description);
+ *          1234:567, mtime 1234567890.25, at position 5; fd 11: its dup (one open file description);
  *   fd 12: a memfd "crfs-memfd" holding 11 bytes, at position 3;
  *   fd 13: an O_PATH|O_NOFOLLOW fd on a symlink unlinked since (target "target/of/link");
  *   fd 14: an O_PATH fd on a symlink that still exists;
@@ -21,6 +21,8 @@
 #include <unistd.h>
 
 static char path[4096];
+/* atime (changed by reads since it is older), mtime */
+static const struct timespec mtime[2] = { { 1000000000, 0 }, { 1234567890, 250000000 } };
 
 static const char *at(const char *work, const char *name)
 {
@@ -42,7 +44,8 @@ static void setup(const char *work)
 	fd = open(at(work, "gone"), O_RDWR | O_CREAT | O_TRUNC, 0600);
 	if (fd < 0 || write(fd, "hello, deleted world!\n", 22) != 22 || write(fd, "x", 1) != 1)
 		exit(2);
-	if (fchmod(fd, 0751) || fchown(fd, 1234, 567) || lseek(fd, 5, SEEK_SET) != 5)
+	if (fchmod(fd, 0751) || fchown(fd, 1234, 567) || lseek(fd, 5, SEEK_SET) != 5 ||
+	    futimens(fd, mtime))
 		exit(2);
 	dup2(fd, 10);
 	dup2(fd, 11);
@@ -78,7 +81,9 @@ static void checks(const char *work)
 	ssize_t n;
 
 	check("deleted_stat", !fstat(10, &a) && a.st_nlink == 0 && a.st_size == 23 &&
-	      a.st_mode == (S_IFREG | 0751) && a.st_uid == 1234 && a.st_gid == 567, "stat");
+	      a.st_mode == (S_IFREG | 0751) && a.st_uid == 1234 && a.st_gid == 567 &&
+	      a.st_mtim.tv_sec == mtime[1].tv_sec && a.st_mtim.tv_nsec == mtime[1].tv_nsec,
+	      "stat");
 	check("deleted_pos", lseek(10, 0, SEEK_CUR) == 5, "pos");
 	check("deleted_flags", (fcntl(10, F_GETFL) & O_ACCMODE) == O_RDWR, "flags");
 	check("deleted_same_inode", !fstat(11, &b) && a.st_ino == b.st_ino &&

@@ -27,7 +27,10 @@
 #include <linux/fs.h>
 #include <linux/mm.h>
 #include <linux/mount.h>
+#include <linux/mutex.h>
 #include <linux/namei.h>
+#include <linux/overflow.h>
+#include <linux/path.h>
 #include <linux/random.h>
 #include <linux/shmem_fs.h>
 #include <linux/sizes.h>
@@ -119,10 +122,13 @@ static int check_header(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 	umode_t type = h->st_mode & S_IFMT;
 
 	if (h->st_mode & ~(S_IFMT | S_IALLUGO) ||
-	    (type && type != S_IFREG && type != S_IFLNK))
+	    (type && type != S_IFREG && type != S_IFLNK && type != S_IFDIR))
 		return crfs_image_fail(ctx->img, rec,
-				       "deleted file: st_mode %#o is not a regular file or symlink",
+				       "deleted file: st_mode %#o is not a file, directory or symlink",
 				       h->st_mode);
+	if (type == S_IFDIR && h->size)
+		return crfs_image_fail(ctx->img, rec,
+				       "deleted directory with %llu bytes", h->size);
 	if (h->size > CRFS_MAX_DELETED)
 		return crfs_image_fail(ctx->img, rec,
 				       "deleted file of %llu bytes, at most %u",
@@ -343,6 +349,21 @@ static struct file *create_unlinked(const char *name, umode_t mode,
 	return file;
 }
 
+/* A deleted directory (shared with the cwd of the same name), open O_RDONLY. */
+static struct file *deleted_dir_file(const char *link)
+{
+	struct path path;
+	struct file *file;
+	int ret;
+
+	ret = crfs_deleted_dir(link, &path);
+	if (ret)
+		return ERR_PTR(ret);
+	file = dentry_open(&path, O_RDONLY | O_DIRECTORY | O_LARGEFILE, current_cred());
+	path_put(&path);
+	return file;
+}
+
 /* The restored inode, open O_RDWR (a symlink: O_PATH), content written. */
 static struct file *make_inode(struct crfs_image *img, const struct crfs_deleted *del,
 			       char *name, char *target)
@@ -350,6 +371,8 @@ static struct file *make_inode(struct crfs_image *img, const struct crfs_deleted
 	struct file *file;
 	int ret;
 
+	if (S_ISDIR(del->mode))
+		return deleted_dir_file(del->link);
 	if (S_ISREG(del->mode) && memfd_name(del->link, name)) {
 		file = new_memfd(name);
 	} else {
@@ -405,6 +428,9 @@ struct file *crfs_deleted_open(struct crfs_image *img, const struct crfs_file *c
 	char *name, *target;
 	int ret;
 
+	if (S_ISDIR(del->mode))
+		flags |= cf->h.f_flags & O_DIRECTORY;
+
 	name = kmalloc(PATH_MAX * 2, GFP_KERNEL);
 	if (!name)
 		return ERR_PTR(-ENOMEM);
@@ -437,12 +463,12 @@ fail:
 
 /* ---------------------------------------------------------------- checkpoint */
 
-/* A regular file or symlink no name leads to any more (a memfd too). */
+/* A regular file, directory or symlink no name leads to any more (a memfd too). */
 bool crfs_ckpt_is_deleted(struct file *file)
 {
 	umode_t mode = file_inode(file)->i_mode;
 
-	return (S_ISREG(mode) || S_ISLNK(mode)) &&
+	return (S_ISREG(mode) || S_ISLNK(mode) || S_ISDIR(mode)) &&
 	       (!file_inode(file)->i_nlink || d_unlinked(file->f_path.dentry));
 }
 
@@ -532,9 +558,9 @@ int crfs_ckpt_deleted(struct crfs_ckpt *ck, struct ckpt_hdr_file *common,
 					    fd);
 		h.size = strlen(target);
 		do_delayed_call(&done);
-	} else {
+	} else if (S_ISREG(inode->i_mode)) {
 		h.size = i_size_read(inode);
-	}
+	}			/* a directory: its content is not kept */
 	if (h.size > CRFS_MAX_DELETED || len > CRFS_MAX_STRING)
 		return crfs_ck_fail(ck, -EFBIG, "fd %d: a deleted file of %llu bytes (at most %u)",
 				    fd, h.size, CRFS_MAX_DELETED);
@@ -589,19 +615,66 @@ static int mkdir_rmdir(const char *name, struct path *out)
 }
 
 /*
- * A cwd the image names "/dir/name (deleted)": a directory made at its name (at a random
- * name in its parent when that is taken) and removed again, as the task, so that it is a
- * deleted directory again and /proc shows the same link. Returns -ENOENT for a name
- * without the suffix.
+ * A deleted directory recreated for a process, kept (a reference) for DEAD_DIR_TTL so
+ * that its cwd and its fds on the same name get the same directory; keyed by the process
+ * restoring itself and the name.
  */
-int crfs_deleted_dir(const char *name, struct path *out)
+struct crfs_dead_dir {
+	struct list_head node;
+	pid_t tgid;
+	unsigned long expires;
+	struct path path;
+	char name[];
+};
+
+#define DEAD_DIR_TTL	(120 * HZ)
+
+static LIST_HEAD(crfs_dead_dirs);
+static DEFINE_MUTEX(crfs_dead_dirs_lock);
+
+static void drop_dead_dir(struct crfs_dead_dir *d)
+{
+	list_del(&d->node);
+	path_put(&d->path);
+	kfree(d);
+}
+
+/* Under the lock: the entry of @name for this process; expired ones go. */
+static struct crfs_dead_dir *find_dead_dir(const char *name)
+{
+	struct crfs_dead_dir *d, *tmp, *found = NULL;
+
+	list_for_each_entry_safe(d, tmp, &crfs_dead_dirs, node) {
+		if (time_after(jiffies, d->expires))
+			drop_dead_dir(d);
+		else if (d->tgid == task_tgid_nr(current) && !strcmp(d->name, name))
+			found = d;
+	}
+	return found;
+}
+
+static void keep_dead_dir(const char *name, const struct path *path)
+{
+	struct crfs_dead_dir *d;
+
+	d = kmalloc(struct_size(d, name, strlen(name) + 1), GFP_KERNEL);
+	if (!d)
+		return;		/* not shared then: each gets its own */
+	strcpy(d->name, name);
+	d->tgid = task_tgid_nr(current);
+	d->expires = jiffies + DEAD_DIR_TTL;
+	d->path = *path;
+	path_get(&d->path);
+	list_add(&d->node, &crfs_dead_dirs);
+}
+
+/* "/dir/name (deleted)" made and removed again; a random name in /dir if it is taken. */
+static int make_dead_dir(const char *name, struct path *out)
 {
 	size_t len = strlen(name), suf = strlen(DELETED_SUFFIX);
 	char *buf;
 	int ret;
 
-	if (len <= suf + 1 || strcmp(name + len - suf, DELETED_SUFFIX))
-		return -ENOENT;
 	buf = kmalloc(PATH_MAX, GFP_KERNEL);
 	if (!buf)
 		return -ENOMEM;
@@ -615,4 +688,41 @@ int crfs_deleted_dir(const char *name, struct path *out)
 	}
 	kfree(buf);
 	return ret;
+}
+
+/*
+ * A cwd or a directory fd the image names "/dir/name (deleted)": a directory made at its
+ * name (at a random name in its parent when that is taken) and removed again, as the
+ * task, so that it is a deleted directory again and /proc shows the same link; the cwd
+ * and the fds of one process naming it get the same one. Returns -ENOENT for a name
+ * without the suffix.
+ */
+int crfs_deleted_dir(const char *name, struct path *out)
+{
+	size_t len = strlen(name), suf = strlen(DELETED_SUFFIX);
+	struct crfs_dead_dir *d;
+	int ret = 0;
+
+	if (len <= suf + 1 || len >= PATH_MAX || strcmp(name + len - suf, DELETED_SUFFIX))
+		return -ENOENT;
+	mutex_lock(&crfs_dead_dirs_lock);
+	d = find_dead_dir(name);
+	if (d) {
+		*out = d->path;
+		path_get(out);
+	} else {
+		ret = make_dead_dir(name, out);
+		if (!ret)
+			keep_dead_dir(name, out);
+	}
+	mutex_unlock(&crfs_dead_dirs_lock);
+	return ret;
+}
+
+void crfs_deleted_exit(void)
+{
+	struct crfs_dead_dir *d, *tmp;
+
+	list_for_each_entry_safe(d, tmp, &crfs_dead_dirs, node)
+		drop_dead_dir(d);
 }

@@ -1111,6 +1111,7 @@ void crfs_files_exit(void)
 
 	list_for_each_entry_safe(s, tmp, &crfs_shared_list, node)
 		drop_shared(s);
+	crfs_deleted_exit();
 	if (crfs_pipe_mnt)
 		kern_unmount(crfs_pipe_mnt);
 }

@@ -86,6 +86,11 @@ def set_mode(value):
     return fn
 
 
+def dir_size(data, recs):
+    """The deleted directory (the last deleted FILE) said to have 8 bytes."""
+    struct.pack_into("<Q", data, deleted_file(data, recs, n=-1) + 48, 8)
+
+
 def rename_dir(data, recs):
     """The deleted file's link names a directory that does not exist (same length)."""
     off, length = after(recs, deleted_file(data, recs), HDR["CKPT_HDR_STRING"])
@@ -125,9 +130,10 @@ def no_suffix_cwd(data, recs):
 CORRUPT = {
     "size_lies": set_size(24),               # the BUFFER holds 23
     "size_huge": set_size(1 << 40),
-    "mode_dir": set_mode(0o40755),
+    "mode_fifo": set_mode(0o10644),
     "mode_bits": set_mode(0o1100644),
     "dir_gone": rename_dir,
+    "dir_with_bytes": dir_size,
     "symlink_nul": symlink_nul,
     "owner_unmapped": unmapped_owner,
     "foreign_ns": foreign_ns,

@@ -1801,7 +1801,8 @@ def test_module_checkpoint_refuses_a_pipe_too_full_to_restart(guest):
 
 DELETED_CHECKS = ("deleted_stat", "deleted_pos", "deleted_flags", "deleted_same_inode",
                   "deleted_content", "deleted_write", "memfd", "memfd_name",
-                  "deleted_symlink", "live_symlink", "ns_file", "deleted_cwd")
+                  "deleted_symlink", "live_symlink", "ns_file", "deleted_cwd",
+                  "deleted_dir_fd")
 
 
 def _deleted(guest):
@@ -1815,8 +1816,8 @@ def test_deleted_things_come_back(guest, via):
     """deleted_target checkpointed by `crfs checkpoint --via VIA`, restarted by
     crfs-restart: the unlinked file (content, mode 0751, owner 1234:567, mtime, position 5,
     its dup sharing the offset), the memfd (name, bytes, position), the deleted and the live
-    symlink held O_PATH, the namespace file and the removed cwd pass the program's own
-    checks; /proc shows the same links for them (the unlinked file and symlink under a
+    symlink held O_PATH, the namespace file and the removed cwd (with an fd on it: the
+    same directory) pass the program's own checks; /proc shows the same links for them (the unlinked file and symlink under a
     new name in the same directory), and nothing is left in the directory."""
     result = _deleted(guest)
     one = result[via]
@@ -1839,8 +1840,9 @@ def test_deleted_things_come_back(guest, via):
 @pytest.mark.parametrize("label, err, reason", [
     ("size_lies", "EINVAL", "deleted file: BUFFER of 23 bytes, size 24"),
     ("size_huge", "EINVAL", "deleted file of 1099511627776 bytes, at most 67108864"),
-    ("mode_dir", "EINVAL", "st_mode 040755 is not a regular file or symlink"),
-    ("mode_bits", "EINVAL", "st_mode 01100644 is not a regular file or symlink"),
+    ("mode_fifo", "EINVAL", "st_mode 010644 is not a file, directory or symlink"),
+    ("mode_bits", "EINVAL", "st_mode 01100644 is not a file, directory or symlink"),
+    ("dir_with_bytes", "EINVAL", "deleted directory with 8 bytes"),
     ("dir_gone", "ENOENT", "/tmp/crfs-dex/gone (deleted): deleted file: its directory is"),
     ("symlink_nul", "EINVAL", "deleted file: a symlink target with a NUL"),
     ("owner_unmapped", "EINVAL", "deleted file: owner 4294967295:"),

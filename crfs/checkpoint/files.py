@@ -219,7 +219,10 @@ def open_file(pid, fd, link, st, info, flags, registry):
 
 
 def deleted_data(pid, fd, st):
-    """A deleted regular file's content or a deleted symlink's target, or None."""
+    """A deleted regular file's content or a deleted symlink's target (a directory: no
+    bytes), or None."""
+    if stat.S_ISDIR(st.st_mode):
+        return b""
     if stat.S_ISLNK(st.st_mode):
         return symlink_target(pid, fd)
     if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_DELETED_CONTENT:

@@ -7,7 +7,7 @@
  *   fd 13: an O_PATH|O_NOFOLLOW fd on a symlink unlinked since (target "target/of/link");
  *   fd 14: an O_PATH fd on a symlink that still exists;
  *   fd 15: /proc/self/ns/uts opened;
- *   its cwd: a directory removed after the chdir.
+ *   its cwd: a directory (mode 0710) removed after the chdir; fd 16 open on it.
  * Usage: deleted_target WORKDIR. Prints "ready", then waits for WORKDIR/stop and prints one
  * line per check ("name=ok" or "name=BAD what") and "done".
  */
@@ -65,7 +65,10 @@ static void setup(const char *work)
 		exit(2);
 	move(open(at(work, "live-link"), O_PATH | O_NOFOLLOW), 14);
 	move(open("/proc/self/ns/uts", O_RDONLY), 15);
-	if (mkdir(at(work, "cwd"), 0700) || chdir(at(work, "cwd")) || rmdir(at(work, "cwd")))
+	if (mkdir(at(work, "cwd"), 0710) || chdir(at(work, "cwd")))
+		exit(2);
+	move(open(".", O_RDONLY | O_DIRECTORY), 16);
+	if (rmdir(at(work, "cwd")))
 		exit(2);
 }
 
@@ -116,7 +119,9 @@ static void checks(const char *work)
 	buf[n > 0 ? n : 0] = '\0';
 	snprintf(path, sizeof(path), "%s/cwd (deleted)", work);
 	check("deleted_cwd", !strcmp(buf, path) && !stat(".", &a) && a.st_nlink == 0 &&
-	      S_ISDIR(a.st_mode), buf);
+	      a.st_mode == (S_IFDIR | 0710), buf);
+	check("deleted_dir_fd", !fstat(16, &b) && a.st_ino == b.st_ino && a.st_dev == b.st_dev &&
+	      (fcntl(16, F_GETFL) & O_DIRECTORY), "not the cwd");
 }
 
 int main(int argc, char **argv)

@@ -406,7 +406,7 @@ static const char *what_failed(int err)
 		return "its directory is gone";
 	case -EACCES:
 	case -EPERM:
-		return "the task may not create it there or give it its owner";
+		return "the task may not make or chown it";
 	case -EINVAL:
 		return "a symlink target with a NUL";
 	case -ENOSPC:
@@ -414,7 +414,7 @@ static const char *what_failed(int err)
 	case -EDQUOT:
 		return "no room for its content";
 	default:
-		return "cannot be recreated";
+		return "cannot be made again";
 	}
 }
 
@@ -457,7 +457,7 @@ struct file *crfs_deleted_open(struct crfs_image *img, const struct crfs_file *c
 fail:
 	if (!IS_ERR(inode_file))
 		fput(inode_file);
-	refuse(img, "fd %d: %.50s: deleted file: %s", fd, del->link, what_failed(ret));
+	refuse(img, "fd %d: %.48s: %s", fd, del->link, what_failed(ret));
 	return ERR_PTR(ret);
 }
 

@@ -21,15 +21,23 @@ import guest_files as gf
 from crfs.formats import ckpt as fmt
 
 WORK = "/tmp/crfs-del"
+WORK_USER = "/tmp/crfs-del-u"     # a user's run: its file in locked/, made unwritable
+USER = 1000
 HDR = fmt.CKPT_HDR
 DELETED = fmt.CKPT_FILE["CRFS_FILE_DELETED"]
 
 
-def start(exe, work, tag):
+def as_user():
+    os.setgroups([])
+    os.setgid(USER)
+    os.setuid(USER)
+
+
+def start(exe, work, tag, *args, user=False):
     out_path = os.path.join(work, f"{tag}.out")
     with open(out_path, "w") as out:
-        proc = subprocess.Popen([exe, work], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([exe, work, *args], stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, preexec_fn=as_user if user else None)
     gf.wait_lines(out_path, 1)
     return proc, out_path
 
@@ -149,6 +157,30 @@ def refusals(image, work, restarter):
     return out
 
 
+def user_refusals(exe, restarter):
+    """The target run by uid 1000, its file in a directory then taken from it (root's,
+    0755), then its cwd's parent too: root restarting the image restores as uid 1000, who
+    may create neither."""
+    work, locked = WORK_USER, os.path.join(WORK_USER, "locked")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(locked)
+    for d in (work, locked):
+        os.chmod(d, 0o777)
+    proc, _ = start(exe, work, "user", locked, user=True)
+    image = os.path.join(WORK, "user.img")
+    out = {"checkpoint": checkpoint(proc.pid, image, "ptrace")}
+    proc.wait(timeout=60)
+    os.chmod(locked, 0o755)
+    out["file_dir_locked"] = gf.outcome(gf.restart(image, restarter,
+                                                   os.path.join(WORK, "user1.out")))
+    os.chmod(work, 0o755)
+    out["cwd_dir_locked"] = gf.outcome(gf.restart(image, restarter,
+                                                  os.path.join(WORK, "user2.out")))
+    out["leftovers"] = sorted(n for d in (work, locked) for n in os.listdir(d)
+                              if n.startswith(".crfs") or n == "cwd")
+    return out
+
+
 def step(manifest):
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
@@ -161,4 +193,5 @@ def step(manifest):
         if via == "ptrace" and image:
             result["refused"] = refusals(image, WORK, restarter)
     result["leftovers"] = sorted(n for n in os.listdir(WORK) if n.startswith(".crfs"))
+    result["user"] = user_refusals(exe, restarter)
     return result

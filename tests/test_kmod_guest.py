@@ -1843,8 +1843,9 @@ def test_deleted_things_come_back(guest, via):
     ("mode_fifo", "EINVAL", "st_mode 010644 is not a file, directory or symlink"),
     ("mode_bits", "EINVAL", "st_mode 01100644 is not a file, directory or symlink"),
     ("dir_with_bytes", "EINVAL", "deleted directory with 8 bytes"),
-    ("dir_gone", "ENOENT", "/tmp/crfs-dex/gone (deleted): deleted file: its directory is"),
-    ("symlink_nul", "EINVAL", "deleted file: a symlink target with a NUL"),
+    ("dir_gone", "ENOENT", "fd 10: /tmp/crfs-dex/gone (deleted): its directory is gone"),
+    ("symlink_nul", "EINVAL", "fd 13: /tmp/crfs-del/gone-link (deleted): a symlink target "
+                              "with a NUL"),
     ("owner_unmapped", "EINVAL", "deleted file: owner 4294967295:"),
     ("foreign_ns", "EXDEV", ": not the caller's namespace"),
     ("cwd_gone", "ENOENT", "cwd /tmp/crfs-del/cwd (xeleted) cannot be looked up (errno 2)"),
@@ -1855,3 +1856,21 @@ def test_deleted_records_that_lie_are_refused(guest, label, err, reason):
     refused = _deleted(guest)["refused"][label]
     assert refused["errno"] == err, refused
     assert reason in refused["msg"], refused
+
+
+def test_deleted_things_are_made_only_where_the_task_may(guest):
+    """The target run by uid 1000 and restarted by root (as uid 1000): once its deleted
+    file's directory is root's 0755, recreating the file is refused with EACCES naming
+    it; once its cwd's parent is too, the cwd is refused (it comes first). Nothing is
+    left behind."""
+    user = _deleted(guest)["user"]
+    assert user["checkpoint"]["rc"] == 0, user["checkpoint"]
+    refused = user["file_dir_locked"]
+    assert refused["errno"] == "EACCES", refused
+    assert refused["msg"] == ("fd 10: /tmp/crfs-del-u/locked/gone (deleted): the task may "
+                              "not make or chown it"), refused
+    refused = user["cwd_dir_locked"]
+    assert refused["errno"] == "EACCES", refused
+    assert "cwd /tmp/crfs-del-u/cwd (deleted) cannot be made again (errno 13)" in \
+        refused["msg"], refused
+    assert user["leftovers"] == []

@@ -8,7 +8,8 @@
  *   fd 14: an O_PATH fd on a symlink that still exists;
  *   fd 15: /proc/self/ns/uts opened;
  *   its cwd: a directory (mode 0710) removed after the chdir; fd 16 open on it.
- * Usage: deleted_target WORKDIR. Prints "ready", then waits for WORKDIR/stop and prints one
+ * Usage: deleted_target WORKDIR [FILEDIR]: with FILEDIR (a user's run) the unlinked file is
+ * made there and keeps the caller's owner. Prints "ready", then waits for WORKDIR/stop and prints one
  * line per check ("name=ok" or "name=BAD what") and "done".
  */
 #define _GNU_SOURCE
@@ -21,6 +22,9 @@
 #include <unistd.h>
 
 static char path[4096];
+static const char *filedir;
+static uid_t uid = 1234;
+static gid_t gid = 567;
 /* atime (changed by reads since it is older), mtime */
 static const struct timespec mtime[2] = { { 1000000000, 0 }, { 1234567890, 250000000 } };
 
@@ -41,16 +45,16 @@ static void setup(const char *work)
 {
 	int fd;
 
-	fd = open(at(work, "gone"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+	fd = open(at(filedir, "gone"), O_RDWR | O_CREAT | O_TRUNC, 0600);
 	if (fd < 0 || write(fd, "hello, deleted world!\n", 22) != 22 || write(fd, "x", 1) != 1)
 		exit(2);
-	if (fchmod(fd, 0751) || fchown(fd, 1234, 567) || lseek(fd, 5, SEEK_SET) != 5 ||
+	if (fchmod(fd, 0751) || fchown(fd, uid, gid) || lseek(fd, 5, SEEK_SET) != 5 ||
 	    futimens(fd, mtime))
 		exit(2);
 	dup2(fd, 10);
 	dup2(fd, 11);
 	close(fd);
-	unlink(at(work, "gone"));
+	unlink(at(filedir, "gone"));
 	fd = memfd_create("crfs-memfd", 0);
 	if (fd < 0 || write(fd, "memfd bytes", 11) != 11 || lseek(fd, 3, SEEK_SET) != 3)
 		exit(2);
@@ -84,7 +88,7 @@ static void checks(const char *work)
 	ssize_t n;
 
 	check("deleted_stat", !fstat(10, &a) && a.st_nlink == 0 && a.st_size == 23 &&
-	      a.st_mode == (S_IFREG | 0751) && a.st_uid == 1234 && a.st_gid == 567 &&
+	      a.st_mode == (S_IFREG | 0751) && a.st_uid == uid && a.st_gid == gid &&
 	      a.st_mtim.tv_sec == mtime[1].tv_sec && a.st_mtim.tv_nsec == mtime[1].tv_nsec,
 	      "stat");
 	check("deleted_pos", lseek(10, 0, SEEK_CUR) == 5, "pos");
@@ -126,8 +130,13 @@ static void checks(const char *work)
 
 int main(int argc, char **argv)
 {
-	if (argc != 2)
+	if (argc != 2 && argc != 3)
 		return 2;
+	filedir = argc == 3 ? argv[2] : argv[1];
+	if (argc == 3) {
+		uid = getuid();
+		gid = getgid();
+	}
 	setvbuf(stdout, NULL, _IONBF, 0);
 	setup(argv[1]);
 	printf("ready\n");

@@ -283,6 +283,7 @@ void crfs_deleted_free(struct crfs_file *file);
 struct file *crfs_deleted_open(struct crfs_image *img, const struct crfs_file *cf,
 			       int fd);
 int crfs_deleted_dir(const char *name, struct path *out);
+void crfs_deleted_forget(void);
 void crfs_deleted_exit(void);
 bool crfs_ckpt_is_deleted(struct file *file);
 int crfs_ckpt_deleted(struct crfs_ckpt *ck, struct ckpt_hdr_file *common,

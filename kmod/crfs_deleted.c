@@ -615,9 +615,9 @@ static int mkdir_rmdir(const char *name, struct path *out)
 }
 
 /*
- * A deleted directory recreated for a process, kept (a reference) for DEAD_DIR_TTL so
- * that its cwd and its fds on the same name get the same directory; keyed by the process
- * restoring itself and the name.
+ * A deleted directory recreated for a process, kept (a reference) until its files were
+ * opened (at most DEAD_DIR_TTL) so that its cwd and its fds on the same name get the same
+ * directory; keyed by the process restoring itself and the name.
  */
 struct crfs_dead_dir {
 	struct list_head node;
@@ -717,6 +717,18 @@ int crfs_deleted_dir(const char *name, struct path *out)
 	}
 	mutex_unlock(&crfs_dead_dirs_lock);
 	return ret;
+}
+
+/* After the files of this process were opened (its cwd was before): its entries go. */
+void crfs_deleted_forget(void)
+{
+	struct crfs_dead_dir *d, *tmp;
+
+	mutex_lock(&crfs_dead_dirs_lock);
+	list_for_each_entry_safe(d, tmp, &crfs_dead_dirs, node)
+		if (d->tgid == task_tgid_nr(current))
+			drop_dead_dir(d);
+	mutex_unlock(&crfs_dead_dirs_lock);
 }
 
 void crfs_deleted_exit(void)

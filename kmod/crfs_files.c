@@ -1004,8 +1004,10 @@ int crfs_files_prepare(struct crfs_plan *plan, struct crfs_image *img,
 
 	*out = NULL;
 	op.fdt = plan->tasks[index].files;
-	if (!op.fdt)
+	if (!op.fdt) {
+		crfs_deleted_forget();
 		return 0;
+	}
 	ret = check_table(&op, index);
 	if (ret)
 		return ret;
@@ -1017,6 +1019,7 @@ int crfs_files_prepare(struct crfs_plan *plan, struct crfs_image *img,
 	if (cred)
 		old = override_creds(cred);
 	ret = open_all(&op, files);
+	crfs_deleted_forget();	/* the cwd was looked up before */
 	if (old)
 		revert_creds(old);
 	put_files(&op.opened);

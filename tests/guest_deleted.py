@@ -36,6 +36,8 @@ def as_user():
 def start(exe, work, tag, *args, user=False):
     out_path = os.path.join(work, f"{tag}.out")
     with open(out_path, "w") as out:
+        if user:
+            os.chown(out_path, USER, USER)     # its restart reopens it as the user
         proc = subprocess.Popen([exe, work, *args], stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, preexec_fn=as_user if user else None)
     gf.wait_lines(out_path, 1)

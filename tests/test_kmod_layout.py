@@ -58,10 +58,12 @@ STRUCTS = {
     "crfs_hdr_sigaltstack": fmt.crfs_hdr_sigaltstack,
     "ckpt_siginfo": fmt.ckpt_siginfo,
     "crfs_hdr_file_id": fmt.crfs_hdr_file_id,
+    "crfs_hdr_file_deleted": fmt.crfs_hdr_file_deleted,
+    "crfs_hdr_deleted_stat": fmt.crfs_hdr_deleted_stat,
     "ckpt_hdr_tail": fmt.ckpt_hdr_tail,
 }
 
-FILE_SUBTYPES = {"ckpt_hdr_file_pipe", "crfs_hdr_file_opaque"}
+FILE_SUBTYPES = {"ckpt_hdr_file_pipe", "crfs_hdr_file_opaque", "crfs_hdr_file_deleted"}
 
 # Records the module never reads: an incremental image's, which the restart path flattens
 # into one complete image first (docs/checkpoint.md).

@@ -198,7 +198,8 @@ static int write_pipe(struct ck_table *tb, struct file *file, int fd, bool fifo)
 	int ret;
 
 	if (!pipe || (file->f_mode & FMODE_PATH))
-		return crfs_ck_fail(tb->ck, -EOPNOTSUPP, "fd %d: a FIFO opened O_PATH", fd);
+		return crfs_ck_fail(tb->ck, -EOPNOTSUPP, "fd %d: a deleted FIFO opened O_PATH",
+				    fd);
 	if (fifo) {
 		name = file_link(tb, file, fd);
 		if (IS_ERR(name))

@@ -37,6 +37,7 @@
 #define CRFS_MAX_FDS		4096		/* FILE_DESCs of one file table */
 #define CRFS_MAX_FD_NUMBER	1048576		/* fd numbers: below NR_OPEN's default */
 #define CRFS_MAX_PIPE_BUF	65536		/* PIPE_BUF bytes: a default pipe's capacity */
+#define CRFS_MAX_DELETED	(64 << 20)	/* bytes of a file deleted while open */
 
 /* ---------------------------------------------------------------- crfs_image.c */
 
@@ -102,6 +103,7 @@ struct crfs_file {
 	const void *last_table;
 	struct crfs_hdr_file_id id;	/* CRFS_HDR_FILE_ID, if has_id */
 	bool has_id;
+	struct crfs_deleted *deleted;	/* CRFS_FILE_DELETED (crfs_deleted.c) */
 };
 
 /* A FILE_DESC: fd @fd is the FILE object @objref. */
@@ -312,6 +314,27 @@ int crfs_ckpt_anon(struct crfs_ckpt *ck, struct crfs_ck_anon **anp,
 		   const struct crfs_ck_view *view);
 int crfs_ckpt_epoll_items(struct crfs_ckpt *ck, struct crfs_ck_anon *an);
 void crfs_ckpt_anon_free(struct crfs_ck_anon *an);
+
+/* ---------------------------------------------------------------- crfs_deleted.c */
+
+struct crfs_deleted;
+
+int crfs_deleted_load(struct crfs_ctx *ctx, struct crfs_file *file,
+		      const struct crfs_rec *rec);
+void crfs_deleted_free(struct crfs_file *file);
+struct file *crfs_deleted_open(struct crfs_image *img, const struct crfs_file *cf,
+			       int fd);
+int crfs_deleted_dir(const char *name, struct path *out);
+void crfs_deleted_forget(void);
+void crfs_deleted_exit(void);
+bool crfs_ckpt_is_deleted(struct file *file);
+int crfs_ckpt_deleted(struct crfs_ckpt *ck, struct ckpt_hdr_file *common,
+		      struct file *file, int fd, const char *link);
+
+/* ---------------------------------------------------------------- crfs_nsfile.c */
+
+struct file *crfs_ns_open(struct crfs_image *img, const char *name, int flags,
+			  int fd);
 
 /* ---------------------------------------------------------------- crfs_fileid.c */
 

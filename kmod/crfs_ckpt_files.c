@@ -13,7 +13,9 @@
  *   FIFOs					FIFO FILE{pipe_objref} FILE_NAME [PIPE_BUF]
  *   eventfd, timerfd, signalfd, epoll	their FILE (crfs_ckpt_anon.c); then, after the
  *						last FILE_DESC, each epoll's EPOLL_ITEMS
- *   sockets, other anon inodes, deleted...	CRFS_FILE_OPAQUE{kind} STRING{link}
+ *   O_PATH fds of any other kind		GENERIC FILE, FILE_NAME
+ *   regular files and symlinks deleted	CRFS_FILE_DELETED STRING{link} BUFFER [OWNER]
+ *   sockets, other anon inodes...		CRFS_FILE_OPAQUE{kind} STRING{link}
  * Names are d_path() from the caller's root, the text of the /proc/<pid>/fd links. A
  * pipe's inode is a CKPT_OBJ_INODE (no OBJREF record): its first end is followed by
  * PIPE_BUF, the bytes buffered in it, copied (not consumed) under the pipe's mutex.
@@ -172,6 +174,18 @@ static int write_opaque(struct ck_table *tb, struct file *file, int fd, u32 kind
 	return ret ? ret : write_text(tb->ck, CKPT_HDR_STRING, name);
 }
 
+/* A file deleted while open, with its content (crfs_deleted.c). */
+static int write_deleted(struct ck_table *tb, struct file *file, int fd)
+{
+	struct ckpt_hdr_file h = { 0 };
+	const char *name = file_link(tb, file, fd);
+
+	if (IS_ERR(name))
+		return PTR_ERR(name);
+	fill_common(&h, file, CRFS_FILE_DELETED);
+	return crfs_ckpt_deleted(tb->ck, &h, file, fd, name);
+}
+
 /* Copies the bytes buffered in @pipe (not consuming them); their number or an error. */
 static long copy_pipe(struct ck_table *tb, struct pipe_inode_info *pipe, int fd)
 {
@@ -218,7 +232,8 @@ static int write_pipe(struct ck_table *tb, struct file *file, int fd, bool fifo)
 	int ret;
 
 	if (!pipe || (file->f_mode & FMODE_PATH))
-		return crfs_ck_fail(tb->ck, -EOPNOTSUPP, "fd %d: a FIFO opened O_PATH", fd);
+		return crfs_ck_fail(tb->ck, -EOPNOTSUPP, "fd %d: a deleted FIFO opened O_PATH",
+				    fd);
 	if (fifo) {
 		name = file_link(tb, file, fd);
 		if (IS_ERR(name))
@@ -252,6 +267,11 @@ static int write_file_of(struct ck_table *tb, struct file *file, int fd, s32 obj
 	umode_t mode = inode->i_mode;
 	int ret;
 
+	if (crfs_ckpt_is_deleted(file))
+		return write_deleted(tb, file, fd);
+	if ((file->f_mode & FMODE_PATH) && inode->i_sb->s_magic != PIPEFS_MAGIC &&
+	    inode->i_sb->s_magic != SOCKFS_MAGIC && !d_unlinked(file->f_path.dentry))
+		return write_generic(tb, file, fd);	/* O_PATH: any kind, by name */
 	if (S_ISFIFO(mode))
 		return write_pipe(tb, file, fd, inode->i_sb->s_magic != PIPEFS_MAGIC);
 	if (S_ISSOCK(mode))

@@ -211,6 +211,8 @@ int crfs_load_file(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
 	case CRFS_FILE_TIMERFD:
 	case CRFS_FILE_SIGNALFD:
 		return crfs_anon_load(ctx, file, &rec);	/* crfs_anonfd.c */
+	case CRFS_FILE_DELETED:
+		return crfs_deleted_load(ctx, file, &rec);
 	default:
 		return 0;	/* refused by RESTART; its own records are skipped */
 	}
@@ -336,8 +338,10 @@ void crfs_free_file_object(struct crfs_object *obj)
 {
 	switch (obj->objtype) {
 	case CKPT_OBJ_FILE:
-		if (obj->file)
+		if (obj->file) {
 			kfree(obj->file->name);
+			crfs_deleted_free(obj->file);
+		}
 		kfree(obj->file);
 		break;
 	case CKPT_OBJ_FILE_TABLE:
@@ -456,6 +460,19 @@ static int set_pos_flags(struct crfs_open *op, const struct crfs_fd *cfd,
 	return 0;
 }
 
+/* An O_PATH fd: the lookup itself, with the image's O_NOFOLLOW or not. */
+static struct file *path_only(struct crfs_open *op, const struct crfs_fd *cfd,
+			      struct file *path)
+{
+	int ret = set_pos_flags(op, cfd, path);
+
+	if (ret) {
+		fput(path);
+		return ERR_PTR(ret);
+	}
+	return path;
+}
+
 /*
  * A GENERIC file by its path: looked up with O_PATH first (nothing opened: no device's
  * open, no tty made controlling, no FIFO waited on); a regular file, a directory or a
@@ -468,10 +485,15 @@ static struct file *open_generic(struct crfs_open *op, const struct crfs_fd *cfd
 	struct inode *inode;
 	int ret;
 
+	if (cfd->file->name[0] != '/')	/* "net:[4026531840]" */
+		return crfs_ns_open(op->img, cfd->file->name, flags & ~O_NOFOLLOW,
+				    cfd->fd);
 	path = filp_open(cfd->file->name, O_PATH | O_NOFOLLOW, 0);
 	if (IS_ERR(path))
 		return path_error(op, cfd, PTR_ERR(path));
 	inode = file_inode(path);
+	if (flags & O_PATH)	/* opens nothing: any kind of file */
+		return path_only(op, cfd, path);
 	if (S_ISCHR(inode->i_mode) && !plain_device(inode->i_rdev)) {
 		fput(path);
 		return ERR_PTR(-CANNOT_REOPEN);
@@ -483,8 +505,6 @@ static struct file *open_generic(struct crfs_open *op, const struct crfs_fd *cfd
 				      "fd %d: %.60s is not a regular file, directory or device",
 				      cfd->fd, cfd->file->name));
 	}
-	if (flags & O_PATH)
-		return path;
 	file = filp_open(cfd->file->name,
 			 flags | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_LARGEFILE, 0);
 	if (!IS_ERR(file) && file_inode(file) != inode) {
@@ -832,6 +852,22 @@ static struct file *open_pipe(struct crfs_open *op, const struct crfs_fd *cfd)
 	return file;
 }
 
+/* A file deleted while open, recreated unlinked (crfs_deleted.c), at its position. */
+static struct file *open_deleted(struct crfs_open *op, const struct crfs_fd *cfd)
+{
+	struct file *file = crfs_deleted_open(op->img, cfd->file, cfd->fd);
+	int ret;
+
+	if (IS_ERR(file))
+		return file;
+	ret = set_pos_flags(op, cfd, file);
+	if (ret) {
+		fput(file);
+		return ERR_PTR(ret);
+	}
+	return file;
+}
+
 /* ---------------------------------------------------------------- restore: the table */
 
 static const char *opaque_name(u32 kind)
@@ -944,6 +980,8 @@ static struct file *open_object(struct crfs_open *op, const struct crfs_fd *cfd)
 	case CKPT_FILE_SOCKET:
 	case CKPT_FILE_TTY:
 		return ERR_PTR(-CANNOT_REOPEN);
+	case CRFS_FILE_DELETED:
+		return open_deleted(op, cfd);
 	case CRFS_FILE_OPAQUE:
 		if (cfd->file->opaque_kind == CRFS_OPAQUE_SOCKET)
 			return ERR_PTR(-CANNOT_REOPEN);
@@ -1056,8 +1094,10 @@ int crfs_files_prepare(struct crfs_plan *plan, struct crfs_image *img,
 
 	*out = NULL;
 	op.fdt = plan->tasks[index].files;
-	if (!op.fdt)
+	if (!op.fdt) {
+		crfs_deleted_forget();
 		return 0;
+	}
 	ret = check_table(&op, index);
 	if (ret)
 		return ret;
@@ -1069,6 +1109,7 @@ int crfs_files_prepare(struct crfs_plan *plan, struct crfs_image *img,
 	if (cred)
 		old = override_creds(cred);
 	ret = open_all(&op, files);
+	crfs_deleted_forget();	/* the cwd was looked up before */
 	if (old)
 		revert_creds(old);
 	put_files(&op.opened);
@@ -1163,6 +1204,7 @@ void crfs_files_exit(void)
 
 	list_for_each_entry_safe(s, tmp, &crfs_shared_list, node)
 		drop_shared(s);
+	crfs_deleted_exit();
 	if (crfs_pipe_mnt)
 		kern_unmount(crfs_pipe_mnt);
 }

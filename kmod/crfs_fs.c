@@ -7,7 +7,8 @@
  * prepare: both looked up from the caller's root with the credentials the task will
  *   have (the lookup follows symlinks, as chdir(2) does); each must be a directory the
  *   task may search; a root other than the caller's only with CAP_SYS_CHROOT (as
- *   chroot(2)).
+ *   chroot(2)). A cwd deleted at the checkpoint ("/dir (deleted)", as d_path() says) is
+ *   made again and removed at once (crfs_deleted_dir()), as CRIU does.
  * act: installed in current->fs as set_fs_pwd()/set_fs_root() do (those are not
  *   exported): under fs->lock and its seqcount, the old paths put after.
  */
@@ -91,6 +92,13 @@ static int lookup_dir(struct crfs_sig_restore *sr, const char *what,
 	int ret;
 
 	ret = kern_path(name, LOOKUP_FOLLOW | LOOKUP_DIRECTORY, path);
+	if (ret == -ENOENT && !strcmp(what, "cwd")) {
+		ret = crfs_deleted_dir(name, path);	/* "/dir (deleted)" */
+		if (ret && ret != -ENOENT)
+			return crfs_sig_refuse(sr, ret,
+					       "cwd %s cannot be made again (errno %d)",
+					       name, -ret);
+	}
 	if (ret == -ENOTDIR)
 		return crfs_sig_refuse(sr, ret, "%s %s is not a directory", what, name);
 	if (ret)

@@ -58,6 +58,7 @@ enum {
 	CRFS_HDR_OOM_SCORE_ADJ = 8020,	/* per process, after its SIGNAL_TASK */
 	CRFS_HDR_RSEQ = 8021,		/* per live task, after its SIGNAL_TASK */
 	CRFS_HDR_SIGINFO_RAW = 8022,	/* right after a SIGPENDING */
+	CRFS_HDR_DELETED_STAT = 8023,	/* after a DELETED file's BUFFER */
 	CKPT_HDR_TAIL = 9001,
 	CKPT_HDR_ERROR = 9999,
 };
@@ -359,6 +360,27 @@ struct ckpt_eventpoll_item {
 	__s32 file_objref;
 	__u32 events;
 	__u8 __padding[4];
+};
+
+/*
+ * crfs extension: CKPT_HDR_FILE of a file unlinked while open (or a memfd), then
+ * STRING{its /proc link} BUFFER{its size bytes: the content; a symlink's target}
+ * [CRFS_HDR_DELETED_STAT]
+ */
+struct crfs_hdr_file_deleted {
+	struct ckpt_hdr_file common;
+	__u64 size;
+	__u32 st_mode;
+	__u8 __padding[4];
+};
+
+/* crfs extension: the owner and times of a deleted file's inode */
+struct crfs_hdr_deleted_stat {
+	struct ckpt_hdr h;
+	__u32 uid;		/* as the checkpointer's user namespace sees them */
+	__u32 gid;
+	__s64 atime_ns;		/* since the epoch, as stat(2) gives them */
+	__s64 mtime_ns;
 };
 
 /* CKPT_HDR_FILE_TABLE, then fdt_nfds x { [OBJECT of a FILE] FILE_DESC } */

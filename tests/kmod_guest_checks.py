@@ -1483,6 +1483,9 @@ STEPS = (
     # oom_score_adj, rseq, zombies, a stopped child (tests/guest_task_state.py)
     ("task_state", lambda m: __import__("guest_task_state").task_state(m),
      lambda m, s: (m,), "t_task_state"),
+    # files deleted while open, a deleted cwd, O_PATH and namespace fds (guest_deleted.py)
+    ("deleted", lambda m: __import__("guest_deleted").step(m), lambda m, s: (m["restore"],),
+     "t_deleted"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
     ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
 )

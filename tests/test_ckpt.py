@@ -34,7 +34,7 @@ STATE_RECORDS = {"CKPT_HDR_USER_NS", "CKPT_HDR_CRED", "CKPT_HDR_USER", "CKPT_HDR
                  "CRFS_HDR_SIGINFO_RAW"}
 # Records of open files: tests/c/ckpt_files_golden.c.
 FILE_RECORDS = {"CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC", "CKPT_HDR_PIPE_BUF",
-                "CKPT_HDR_EPOLL_ITEMS"}
+                "CKPT_HDR_EPOLL_ITEMS", "CRFS_HDR_DELETED_STAT"}
 # Incremental images' records: their C golden is tests/c/ckpt_chain_golden.c
 # (tests/test_incremental.py).
 CHAIN_RECORDS = {"CRFS_HDR_PARENT", "CRFS_HDR_PARENT_PAGES"}
@@ -705,6 +705,10 @@ def test_files_golden_values(files_golden):
     memfd = child.files.get(8).file
     assert (memfd.kind, memfd.data.read(), memfd.native.st_mode) == (
         "deleted", b"kept bytes", 0o100777)
+    assert (memfd.native.st_uid, memfd.native.st_gid) == (1000, 100)
+    assert (memfd.native.atime_ns, memfd.native.mtime_ns) == (1276732800123456789,
+                                                              -1000000001)
+    assert child.files.get(6).file.native.st_uid is None     # no DELETED_STAT
 
 
 def _by_objref(image, objref):

@@ -388,7 +388,8 @@ def prepare_guest(work, build_c, tmp_path_factory):
         "ckpt_threads": str(build_c("ckpt_threads", 64, "-pthread")),
         "sig_target": str(build_c("sig_target", 64)),
         "anonfd_target": str(build_c("anonfd_target", 64)),
-        "state_target": str(build_c("state_target", 64))}
+        "state_target": str(build_c("state_target", 64)),
+        "deleted_target": str(build_c("deleted_target", 64))}
     manifest["zdtm"], zdtm_error = _build_zdtm(work) if _step_selected("zdtm") else (None, None)
     timeout = GUEST_TIMEOUT + (ZDTM_BUDGET if manifest["zdtm"] else 0)
     if manifest["zdtm"]:
@@ -1999,3 +2000,85 @@ def test_oom_score_adj_below_the_callers_needs_cap_sys_resource(guest):
 
 def test_task_state_step_leaves_nothing_running(guest):
     assert _task_state(guest)["left"] == []
+
+
+# --------------------------------------------------------------------------- deleted files
+# Step deleted (tests/guest_deleted.py): files deleted while open, memfds, O_PATH fds on
+# symlinks (deleted or not), namespace files and a deleted cwd (kmod/crfs_deleted.c,
+# kmod/crfs_nsfile.c), with both checkpointers.
+
+DELETED_CHECKS = ("deleted_stat", "deleted_pos", "deleted_flags", "deleted_same_inode",
+                  "deleted_content", "deleted_write", "memfd", "memfd_name",
+                  "deleted_symlink", "live_symlink", "ns_file", "deleted_cwd",
+                  "deleted_dir_fd")
+
+
+def _deleted(guest):
+    result = _report(guest)["steps"]["deleted"]
+    assert "error" not in result, result["error"]
+    return result
+
+
+@pytest.mark.parametrize("via", ["ptrace", "kernel"])
+def test_deleted_things_come_back(guest, via):
+    """deleted_target checkpointed by `crfs checkpoint --via VIA`, restarted by
+    crfs-restart: the unlinked file (content, mode 0751, owner 1234:567, mtime, position 5,
+    its dup sharing the offset), the memfd (name, bytes, position), the deleted and the live
+    symlink held O_PATH, the namespace file and the removed cwd (with an fd on it: the
+    same directory) pass the program's own checks; /proc shows the same links for them (the unlinked file and symlink under a
+    new name in the same directory), and nothing is left in the directory."""
+    result = _deleted(guest)
+    one = result[via]
+    assert one["checkpoint"]["rc"] == 0, one["checkpoint"]
+    assert one["restart"]["errno"] == 0, one["restart"]
+    lines = one["lines"]
+    assert lines[0] == "ready" and lines[-1] == "done", lines
+    assert lines[1:-1] == [f"{name}=ok" for name in DELETED_CHECKS], lines
+    assert one["exit"] == "exited 0", one["exit"]
+    before, after = one["before"], one["after"]
+    for fd in ("12", "14", "15"):
+        assert after[fd][0] == before[fd][0], (fd, before[fd], after[fd])
+    for fd in ("10", "13"):
+        assert after[fd][0].startswith("/tmp/crfs-del/") and after[fd][0].endswith(
+            " (deleted)"), after[fd]
+    assert after["10"][1:] == before["10"][1:] and after["11"] == after["10"]
+    assert result["leftovers"] == []
+
+
+@pytest.mark.parametrize("label, err, reason", [
+    ("size_lies", "EINVAL", "deleted file: BUFFER of 23 bytes, size 24"),
+    ("size_huge", "EINVAL", "deleted file of 1099511627776 bytes, at most 67108864"),
+    ("mode_fifo", "EINVAL", "st_mode 010644 is not a file, directory or symlink"),
+    ("mode_bits", "EINVAL", "st_mode 01100644 is not a file, directory or symlink"),
+    ("dir_with_bytes", "EINVAL", "deleted directory with 8 bytes"),
+    ("dir_gone", "ENOENT", "fd 10: /tmp/crfs-dex/gone (deleted): its directory is gone"),
+    ("symlink_nul", "EINVAL", "fd 13: /tmp/crfs-del/gone-link (deleted): a symlink target "
+                              "with a NUL"),
+    ("owner_unmapped", "EINVAL", "deleted file: owner 4294967295:"),
+    ("foreign_ns", "EXDEV", ": not the caller's namespace"),
+    ("cwd_gone", "ENOENT", "cwd /tmp/crfs-del/cwd (xeleted) cannot be looked up (errno 2)"),
+])
+def test_deleted_records_that_lie_are_refused(guest, label, err, reason):
+    """The ptrace image corrupted one record at a time: RESTART refuses it with its errno
+    and a reason naming what is wrong, and the caller is left intact."""
+    refused = _deleted(guest)["refused"][label]
+    assert refused["errno"] == err, refused
+    assert reason in refused["msg"], refused
+
+
+def test_deleted_things_are_made_only_where_the_task_may(guest):
+    """The target run by uid 1000 and restarted by root (as uid 1000): once its deleted
+    file's directory is root's 0755, recreating the file is refused with EACCES naming
+    it; once its cwd's parent is too, the cwd is refused (it comes first). Nothing is
+    left behind."""
+    user = _deleted(guest)["user"]
+    assert user["checkpoint"]["rc"] == 0, user["checkpoint"]
+    refused = user["file_dir_locked"]
+    assert refused["errno"] == "EACCES", refused
+    assert refused["msg"] == ("fd 10: /tmp/crfs-del-u/locked/gone (deleted): the task may "
+                              "not make or chown it"), refused
+    refused = user["cwd_dir_locked"]
+    assert refused["errno"] == "EACCES", refused
+    assert "cwd /tmp/crfs-del-u/cwd (deleted) cannot be made again (errno 13)" in \
+        refused["msg"], refused
+    assert user["leftovers"] == []

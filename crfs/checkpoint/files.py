@@ -8,7 +8,9 @@ copied with tee(2) without consuming them; eventfds with their count, timerfds w
 timer, signalfds with their mask, epolls with their watch list (all from fdinfo). Files
 crfs cannot restore (sockets, other anon inodes) are kept as their kind and the text /proc
 shows for them; regular files deleted while open (no link left; memfds too) with their
-content when it can be read and is at most MAX_DELETED_CONTENT bytes, else like those.
+content when it can be read and is at most MAX_DELETED_CONTENT bytes, else like those;
+symlinks deleted while an O_PATH fd holds them, with their target. Deleted files keep their
+stat mode and owner (CkptFileFields) for the restart to give back.
 """
 
 import ctypes
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 
 from crfs.checkpoint import procfs
 from crfs.errors import Unsupported
+from crfs.model.ckpt_load import CkptFileFields
 from crfs.model.image import Blob, EpollWatch, Fd, FdTable, FdTimer, OpenFile
 
 O_ACCMODE = 0o3
@@ -187,7 +190,7 @@ def kind_of(link, st):
         return "pipe" if link.startswith("pipe:[") else "fifo"
     if not link.startswith("/"):
         return "other"
-    if st.st_nlink == 0 and (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+    if st.st_nlink == 0 and (stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode)):
         return "deleted"        # /proc shows "<path> (deleted)"
     for kind, test in (("reg", stat.S_ISREG), ("dir", stat.S_ISDIR), ("chr", stat.S_ISCHR),
                        ("blk", stat.S_ISBLK)):
@@ -196,8 +199,17 @@ def kind_of(link, st):
     return "other"
 
 
+# The link of a namespace file (/proc/PID/ns/net opened): "net:[4026531840]".
+NS_LINK = re.compile(r"[a-z_]{2,32}:\[[0-9]{1,20}\]")
+O_PATH = 0o10000000
+
+
 def open_file(pid, fd, link, st, info, flags, registry):
     kind = kind_of(link, st)
+    if st is not None and kind != "deleted" and (
+            (flags & O_PATH and link.startswith("/")) or
+            (stat.S_ISREG(st.st_mode) and NS_LINK.fullmatch(link))):
+        kind = "file"           # reopened by name: an O_PATH fd of any kind, a namespace
     mode = ACC_FMODE[flags & O_ACCMODE] | (FMODE_SEEK if kind in SEEKABLE else 0)
     file = OpenFile(kind=kind, path=link, flags=flags, mode=mode, pos=int(info.get("pos", 0)))
     if kind in ("pipe", "fifo"):
@@ -221,11 +233,40 @@ def open_file(pid, fd, link, st, info, flags, registry):
                                  interval_ns=_timespec_ns(info["it_interval"]))
         else:
             file.sigmask = int(info["sigmask"], 16)
-    elif kind == "deleted" and stat.S_ISREG(st.st_mode) and st.st_size <= MAX_DELETED_CONTENT:
-        data = deleted_content(pid, fd, st.st_size)
+    elif kind == "deleted":
+        data = deleted_data(pid, fd, st)
         if data is not None:
             file.data = Blob(registry.source, registry.source.append(data), len(data))
+            file.native = CkptFileFields(st_mode=st.st_mode, st_uid=st.st_uid,
+                                         st_gid=st.st_gid, atime_ns=st.st_atime_ns,
+                                         mtime_ns=st.st_mtime_ns)
     return file
+
+
+def deleted_data(pid, fd, st):
+    """A deleted regular file's content or a deleted symlink's target (a directory: no
+    bytes), or None."""
+    if stat.S_ISDIR(st.st_mode):
+        return b""
+    if stat.S_ISLNK(st.st_mode):
+        return symlink_target(pid, fd)
+    if stat.S_ISREG(st.st_mode) and st.st_size <= MAX_DELETED_CONTENT:
+        return deleted_content(pid, fd, st.st_size)
+    return None
+
+
+def symlink_target(pid, fd):
+    """The target of the symlink an O_PATH fd holds: readlinkat(2) of a copy, "" path."""
+    try:
+        copy = os.open(f"/proc/{pid}/fd/{fd}", os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.fsencode(os.readlink("", dir_fd=copy)) or None
+    except OSError:
+        return None
+    finally:
+        os.close(copy)
 
 
 def _timespec_ns(text):

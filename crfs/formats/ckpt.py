@@ -83,6 +83,7 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CRFS_HDR_OOM_SCORE_ADJ": 8020,   # per process, after its first task's SIGNAL_TASK
     "CRFS_HDR_RSEQ": 8021,            # per live task, after its SIGNAL_TASK
     "CRFS_HDR_SIGINFO_RAW": 8022,     # right after a SIGPENDING: its siginfo, whole
+    "CRFS_HDR_DELETED_STAT": 8023,    # after a CRFS_FILE_DELETED's BUFFER
     "CKPT_HDR_TAIL": 9001,
     "CKPT_HDR_ERROR": 9999,
 })
@@ -332,6 +333,11 @@ crfs_hdr_file_opaque = Struct(*ckpt_hdr_file.subcons, "kind" / Int32ul, "st_mode
 # STRING{readlink text} then BUFFER{the size bytes of the file}.
 crfs_hdr_file_deleted = Struct(*ckpt_hdr_file.subcons, "size" / Int64ul, "st_mode" / Int32ul,
                                "_deleted_padding" / Pad(4))
+# crfs extension, after a CRFS_FILE_DELETED's BUFFER: the owner of the inode (ids as the
+# checkpointer's user namespace sees them) and its access and modification times (ns since
+# the epoch), given back to the recreated file.
+crfs_hdr_deleted_stat = Struct("h" / ckpt_hdr, "uid" / Int32ul, "gid" / Int32ul,
+                               "atime_ns" / Int64sl, "mtime_ns" / Int64sl)
 # crfs extensions: timerfd (remaining time and interval in ns, unread expirations, the
 # settime flags) and signalfd (its mask, bit n-1 = signal n).
 crfs_hdr_file_timerfd = Struct(*ckpt_hdr_file.subcons, "clockid" / Int32sl,
@@ -600,6 +606,7 @@ FIXED = {
     "CKPT_HDR_FS": ckpt_hdr_fs,
     "CRFS_HDR_FS_EXT": crfs_hdr_fs_ext,
     "CRFS_HDR_FILE_ID": crfs_hdr_file_id,
+    "CRFS_HDR_DELETED_STAT": crfs_hdr_deleted_stat,
     "CKPT_HDR_SIGHAND": ckpt_hdr_sighand,
     "CKPT_HDR_SIGNAL": ckpt_hdr_signal,
     "CKPT_HDR_SIGNAL_TASK": ckpt_hdr_signal_task,
@@ -766,6 +773,7 @@ _NOTES = {
     "CRFS_HDR_FILE_ID": lambda h: f"dev {dev_text(h.dev)} ino {h.ino} size {h.size}",
     "CRFS_HDR_OOM_SCORE_ADJ": lambda h: f"oom_score_adj {h.oom_score_adj}",
     "CRFS_HDR_RSEQ": lambda h: f"rseq {h.rseq:#x} len {h.rseq_len} sig {h.rseq_sig:#x}",
+    "CRFS_HDR_DELETED_STAT": lambda h: f"uid {h.uid} gid {h.gid} mtime_ns {h.mtime_ns}",
 }
 
 

@@ -435,7 +435,8 @@ class Walker:
 
     def file(self):
         """FILE by its f_type: GENERIC FILE_NAME | PIPE [PIPE_BUF] | FIFO FILE_NAME [PIPE_BUF]
-        | EVENTFD | CRFS_OPAQUE STRING{readlink text} | CRFS_DELETED STRING BUFFER{content};
+        | EVENTFD | CRFS_OPAQUE STRING{readlink text} | CRFS_DELETED STRING BUFFER{content}
+        [DELETED_STAT];
         other types: the FILE alone."""
         record = yield from self.until_record("CKPT_HDR_FILE")
         file = Part(record, fmt.parse_file(self.source, record))
@@ -462,6 +463,8 @@ class Walker:
                                   offset=content.offset, record=content.name)
             yield Part(content, data=(content.data_offset, content.data_length),
                        role="content")
+            if self.peek().name == "CRFS_HDR_DELETED_STAT":
+                yield self.fixed("CRFS_HDR_DELETED_STAT")
 
     def pipe_buf(self, file):
         """The PIPE_BUF after the first end of a pipe: its bytes stay in the file, the

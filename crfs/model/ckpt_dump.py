@@ -351,8 +351,9 @@ class _Writer:
         return objref
 
     def write_deleted(self, file, native, common):
-        """CRFS_FILE_DELETED STRING{link} BUFFER{content}: a file unlinked while open, with
-        the bytes it held (streamed from where the model keeps them)."""
+        """CRFS_FILE_DELETED STRING{link} BUFFER{content} [DELETED_STAT]: a file unlinked
+        while open, with the bytes it held (streamed from where the model keeps them; a
+        symlink's target), and its owner when known."""
         data = file.data
         if data.length > fmt.MAX_RECORD_DATA:
             raise ValueError(f"deleted file {file.path} of {data.length} bytes")
@@ -364,6 +365,10 @@ class _Writer:
         for offset in range(0, data.length, COPY_CHUNK):
             length = min(COPY_CHUNK, data.length - offset)
             self.out.write(data.source.pread(data.offset + offset, length))
+        if native.st_uid is not None and native.st_gid is not None:
+            self.emit("CRFS_HDR_DELETED_STAT", fmt.crfs_hdr_deleted_stat,
+                      uid=native.st_uid, gid=native.st_gid, atime_ns=native.atime_ns or 0,
+                      mtime_ns=native.mtime_ns or 0)
 
     def write_pipe(self, file, common):
         """PIPE: FILE(56) [PIPE_BUF]; FIFO: FILE(56) FILE_NAME [PIPE_BUF]. The pipe's inode

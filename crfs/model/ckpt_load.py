@@ -58,7 +58,8 @@ OPAQUE_KIND = {"CRFS_OPAQUE_OTHER": "other", "CRFS_OPAQUE_SOCKET": "socket",
 # objrefs, eventfd flags, the stat mode of an opaque file.
 CkptFileFields = native_record("CkptFileFields", ("f_type", "f_version", "f_credref",
                                                   "f_secref", "eventfd_flags", "st_mode",
-                                                  "sfd_flags"))
+                                                  "sfd_flags", "st_uid", "st_gid",
+                                                  "atime_ns", "mtime_ns"))
 
 # What only ckpt_hdr stores: pid-namespace depth and its vpids, objrefs of what crfs does
 # not restore, and the CPU record fields an i386 task has no register for.
@@ -329,6 +330,12 @@ class _Builder:
     def content(self, part):
         self.objects[part.objref].data = Blob(self.source, *part.data)
 
+    def deleted_stat(self, part):
+        native = self.objects[part.objref].native
+        h = part.fields
+        native.st_uid, native.st_gid = h.uid, h.gid
+        native.atime_ns, native.mtime_ns = h.atime_ns, h.mtime_ns
+
     def file_id(self, part):
         h = part.fields
         self.objects[part.objref].file_id = FileId(h.dev, h.ino, h.size, h.mtime_ns)
@@ -430,6 +437,7 @@ HANDLERS = {
     ("CKPT_HDR_BUFFER", "content"): _Builder.content,
     ("CKPT_HDR_EPOLL_ITEMS", "epoll"): _Builder.epoll_items,
     ("CRFS_HDR_FILE_ID", ""): _Builder.file_id,
+    ("CRFS_HDR_DELETED_STAT", ""): _Builder.deleted_stat,
     ("CKPT_HDR_MM", ""): _Builder.mm_record,
     ("CKPT_HDR_BUFFER", "auxv"): _Builder.auxv,
     ("CKPT_HDR_MM_CONTEXT", ""): _Builder.mm_context,

@@ -16,7 +16,7 @@
  * opened O_APPEND twice as fd 1 and its dup fd 2, both ends of a pipe with 10 bytes in it,
  * a FIFO, an eventfd, a socket, a directory) and process 800 (its own table sharing the log
  * file's open file description and the pipe's write end with 700, a deleted file saved
- * by name only, a memfd saved with its content, a timerfd, a signalfd and an epoll watching
+ * by name only, a memfd saved with its content and owner, a timerfd, a signalfd and an epoll watching
  * fds 1 and 10: its EPOLL_ITEMS follow the table's last FILE_DESC).
  */
 #include <stdint.h>
@@ -44,6 +44,7 @@ enum file_type {
 };
 enum { CRFS_OPAQUE_OTHER, CRFS_OPAQUE_SOCKET, CRFS_OPAQUE_ANON, CRFS_OPAQUE_DELETED };
 #define CRFS_UFLAG_EXT 0x8000
+#define CRFS_HDR_DELETED_STAT 8023
 #define FMODE_READ 0x1
 #define FMODE_WRITE 0x2
 #define FMODE_SEEK 0x1c		/* FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE */
@@ -90,6 +91,13 @@ struct crfs_hdr_file_deleted {
 	uint32_t st_mode;
 } __attribute__((aligned(8)));
 
+/* crfs extension, after a DELETED file's BUFFER: the owner of its inode */
+struct crfs_hdr_deleted_stat {
+	struct ckpt_hdr h;
+	uint32_t uid, gid;
+	int64_t atime_ns, mtime_ns;	/* since the epoch */
+} __attribute__((aligned(8)));
+
 struct crfs_hdr_file_timerfd {
 	struct ckpt_hdr_file common;
 	int32_t clockid;
@@ -121,6 +129,7 @@ _Static_assert(sizeof(struct ckpt_hdr_file_table) == 16, "FILE_TABLE");
 _Static_assert(sizeof(struct crfs_hdr_file_timerfd) == 80, "FILE timerfd");
 _Static_assert(sizeof(struct crfs_hdr_file_signalfd) == 64, "FILE signalfd");
 _Static_assert(sizeof(struct crfs_hdr_file_deleted) == 64, "FILE deleted");
+_Static_assert(sizeof(struct crfs_hdr_deleted_stat) == 32, "DELETED_STAT");
 _Static_assert(sizeof(struct ckpt_hdr_file_desc) == 24, "FILE_DESC");
 _Static_assert(sizeof(struct ckpt_hdr_file) == 48, "FILE");
 _Static_assert(sizeof(struct ckpt_hdr_file_pipe) == 56, "FILE pipe");
@@ -147,6 +156,8 @@ struct file_desc {
 	uint32_t sfd_flags;
 	struct ckpt_eventpoll_item items[2];	/* epoll: its watches */
 	uint32_t nitems;
+	int has_owner;		/* deleted: DELETED_STAT{uid, gid, times} follows */
+	uint32_t uid, gid;
 	int written;
 };
 
@@ -194,6 +205,11 @@ static void write_file(struct file_desc *f)
 		emit(&d, CKPT_HDR_FILE, sizeof(d));
 		emit_raw(CKPT_HDR_STRING, f->path, strlen(f->path) + 1);
 		emit_raw(CKPT_HDR_BUFFER, f->buf, strlen(f->buf));
+		if (f->has_owner) {
+			struct crfs_hdr_deleted_stat o = { .uid = f->uid, .gid = f->gid,
+				.atime_ns = 1276732800123456789LL, .mtime_ns = -1000000001LL };
+			emit(&o, CRFS_HDR_DELETED_STAT, sizeof(o));
+		}
 	} else if (f->f_type == CRFS_FILE_OPAQUE) {
 		struct crfs_hdr_file_opaque o = { .kind = f->opaque_kind, .st_mode = f->st_mode };
 		common(&o.common, f);
@@ -351,7 +367,8 @@ int main(int argc, char **argv)
 		.opaque_kind = CRFS_OPAQUE_DELETED, .st_mode = 0100600 };
 	static struct file_desc memfd = { 14, CRFS_FILE_DELETED, FMODE_READ | FMODE_WRITE |
 		FMODE_SEEK, 02, 6, 0, "/memfd:golden (deleted)", "deleted",
-		.buf = "kept bytes", .st_mode = 0100777 };
+		.buf = "kept bytes", .st_mode = 0100777, .has_owner = 1, .uid = 1000,
+		.gid = 100 };
 	static struct file_desc tfd = { 15, CRFS_FILE_TIMERFD, FMODE_READ, 04000, 0, 0,
 		"anon_inode:[timerfd]", "timerfd", .timer = { .clockid = 1, .tfd_flags = 1,
 		.value_ns = 4999936421ULL, .interval_ns = 1000000000, .ticks = 3 } };

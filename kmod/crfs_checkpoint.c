@@ -568,6 +568,19 @@ static bool vvar_vma(struct vm_area_struct *vma)
 	return name && !strncmp(name, "[vvar", 5);
 }
 
+/*
+ * The [vdso] itself: mm->context.vdso still points where it was after the program
+ * unmapped it (CRIU's vdso02 does), and something else may be mapped there since.
+ */
+static bool vdso_vma(struct vm_area_struct *vma)
+{
+	const char *name = NULL;
+
+	if (!vma->vm_file && vma->vm_ops && vma->vm_ops->name)
+		name = vma->vm_ops->name(vma);
+	return name && !strcmp(name, "[vdso]");
+}
+
 /* The CKPT_VMA_* type of @vma, CK_SKIP for kernel-provided areas, or -errno. */
 static int vma_type(struct crfs_ckpt *ck, struct vm_area_struct *vma)
 {
@@ -579,7 +592,7 @@ static int vma_type(struct crfs_ckpt *ck, struct vm_area_struct *vma)
 	if (is_vm_hugetlb_page(vma))
 		return ck_fail(ck, -EOPNOTSUPP, "pid %d: vma %#lx: hugetlb pages",
 			       ck->vpid, vma->vm_start);
-	if (vma->vm_start == (unsigned long)ck->mm->context.vdso)
+	if (vma->vm_start == (unsigned long)ck->mm->context.vdso && vdso_vma(vma))
 		return CKPT_VMA_VDSO;
 	if (vma_is_anonymous(vma))
 		return CKPT_VMA_ANON;
@@ -906,6 +919,10 @@ static int write_mm(struct crfs_ckpt *ck, s32 objref)
 		ret = write_mm_header(ck, objref, ck->nr_vmas);
 	for (i = 0; !ret && i < ck->nr_vmas; i++)
 		ret = write_vma(ck, &ck->vmas[i]);
+	for (i = 0; i < ck->nr_vmas && ck->vmas[i].type != CKPT_VMA_VDSO; i++)
+		;
+	if (i == ck->nr_vmas)
+		ctx.vdso = 0;	/* unmapped by the program: restarted without one */
 	if (!ret)
 		ret = ck_record(ck, CKPT_HDR_MM_CONTEXT, &ctx, sizeof(ctx));
 	if (!ret)

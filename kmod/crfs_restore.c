@@ -314,7 +314,10 @@ static bool vvar_vma(struct vm_area_struct *vma)
 	return name && !strncmp(name, "[vvar", 5);
 }
 
-/* The caller's [vvar] and [vdso]: kept, since map_vdso() is not exported. */
+/*
+ * The caller's [vvar] and [vdso]: kept, since map_vdso() is not exported; unmapped with
+ * the rest when the image has no vdso (its program unmapped its own).
+ */
 static int find_vdso(struct crfs_restore *rs)
 {
 	struct mm_struct *mm = current->mm;
@@ -322,7 +325,7 @@ static int find_vdso(struct crfs_restore *rs)
 	struct vm_area_struct *vma;
 	int ret = 0;
 
-	if (!vdso)
+	if (!vdso || !rs->mm->context.vdso)
 		return 0;
 	mmap_read_lock(mm);
 	vma = find_vma(mm, vdso);

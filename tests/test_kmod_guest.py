@@ -1523,13 +1523,10 @@ def _zdtm_results(zdtm, error):
     return {"results": results, "ways": [run["label"] for run in zdtm["runs"]]}
 
 
-# What fails today, with the reason seen in the guest (2026-12-05, first at main 38d0c3d: no
-# signal, fd or shared-memory restore yet; the tests restored since left the lists). xfail,
+# What fails today, with the reason seen in the guest (2026-12-05, after shared anonymous
+# memory, anon-inode files, deleted files, zombies and task state landed). xfail,
 # not strict: features land while the lists are updated from the guest's report (an XPASS
 # is reported, not fatal); a test NOT listed must pass.
-SHARED = ("restart refused: memory shared with another process is not restored (the "
-          "MAP_SHARED|MAP_ANONYMOUS page zdtm's processes share)")
-DELETED = "restart refused: fd 4: a file deleted while open is not restored"
 MAPS04 = ("512 MiB of data under TCG: near its time limits (start 90 s, checkpoint 90 s); "
           "passes on a quieter guest")
 SECCOMP_PTRACE = ("checkpoint: pid N exited during the checkpoint (seccomp strict mode kills it "
@@ -1537,101 +1534,46 @@ SECCOMP_PTRACE = ("checkpoint: pid N exited during the checkpoint (seccomp stric
 # --via ptrace + crfs-restart, --via kernel + crfs-restart, --via ptrace + cp into restart/
 KNOWN_FAILING = {
     "maps04": MAPS04,
-    "cow00": SHARED,
-    "cow01": SHARED,
-    "vdso02": SHARED,
-    "rseq00": "FAIL: rseq00.c:114: Failed to check rseq 0",
+    "cow00": "FAIL: cow00.c:105: A page is not shared",
+    "cow01": "restart: fd 6: a socket not handed in (-i)",
+    "vdso02": "ERR: vdso02.c:234: Child without vdso got it after C/R",
     "pthread_timers": "restart: a POSIX timer's pending signal 32 is not restored",
-    "pstree": SHARED,
-    "zombie00": "FAIL: zombie00.c:80: Exit with wrong pid (errno = 10 (No child processes))",
-    "wait00": SHARED,
-    "pdeath_sig": SHARED,
-    "stopped": SHARED,
-    "stopped01": "restart: SIGPENDING: SIGKILL or SIGSTOP pending",
-    "sigpending": "FAIL: sigpending.c:84: Wrong siginfo",
-    "signalfd00": "restart: fd 4: a signalfd is not restored",
-    "posix_timers": "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (EINVAL)",
-    "timerfd": "restart: fd 4: a timerfd is not restored",
-    "fd": SHARED,
-    "file_shared": SHARED,
-    "cwd01": "restart: cwd /tmp/zdtm/static/cwd01.test (deleted) cannot be looked up (errno 2)",
-    "cwd02": "restart: cwd /tmp/zdtm/static/cwd02.test (deleted) cannot be looked up (errno 2)",
-    "unlink_fstat00": DELETED,
-    "unlink_fstat01": DELETED,
-    "symlink": "restart: fd 4: a file of a kind crfs does not restore is not restored",
-    "link10": DELETED,
-    "file_attr": DELETED,
-    "file_fown": SHARED,
-    "proc-self": "restart: fd 4: a file of a kind crfs does not restore is not restored",
-    "selfexe00": "FAIL: selfexe00.c:57:",
-    "pipe00": SHARED,
-    "pipe03": "restart: PIPE_BUF of 1048576 bytes, at most 65536",
-    "fifo_wronly": SHARED,
-    "caps00": SHARED,
-    "xids00": SHARED,
+    "pstree": "restart: fd 4: a pipe whose other end is not in the process not handed in (-i)",
+    "posix_timers":
+        "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
+    "file_fown": "FAIL: file_fown.c:166: shared->sigio = 0 (> 0 expected)",
+    "selfexe00": "FAIL: selfexe00.c:57: ",
+    "pipe03": "a pipe of 1 MiB (F_SETPIPE_SZ): its size is not in the image",
+    "xids00": "restart: fd 4: a pipe whose other end is not in the process not handed in (-i)",
     "seccomp_strict": SECCOMP_PTRACE,
-    "seccomp_filter": SHARED,
-    "oom_score_adj": "FAIL: oom_score_adj.c:86: OOM score value 400 is different after restore: 0",
-    "epoll01": "restart: fd 4: an anon inode file (epoll, timerfd...) is not restored",
-    "eventfs00": "restart: fd 4: an epoll file is not restored",
+    "seccomp_filter":
+        "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",
     "sockets00": "restart: fd 4: a socket not handed in (-i)",
     "sockets_spair": "restart: fd 4: a socket not handed in (-i)",
-    "memfd01": SHARED,
-    "shmemfd": DELETED,
+    "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
 }
 KNOWN_FAILING_VIA_KERNEL = {
-    "cow00": SHARED,
-    "cow01": SHARED,
-    "vdso02": SHARED,
-    "rseq00": "FAIL: rseq00.c:114: Failed to check rseq 0",
-    "pthread_timers": "restart: task 1: a POSIX timer's pending signal 32 is not restored",
-    "pstree": SHARED,
-    "zombie00": "FAIL: zombie00.c:80: Exit with wrong pid (errno = 10 (No child processes))",
-    "wait00": SHARED,
-    "pdeath_sig": SHARED,
-    "stopped": SHARED,
-    "stopped01": "restart: task 1: SIGPENDING: SIGKILL or SIGSTOP pending",
-    "sigpending": "FAIL: sigpending.c:84: Wrong siginfo",
-    "signalfd00": "restart: fd 4: an anon inode file (epoll, timerfd...) is not restored",
+    "cow00": "FAIL: cow00.c:105: A page is not shared",
+    "cow01": "restart: fd 7: a socket not handed in (-i)",
+    "vdso02": "ERR: vdso02.c:234: Child without vdso got it after C/R",
+    "pthread_timers": "restart: a POSIX timer's pending signal 32 is not restored",
+    "pstree": "restart: fd 4: a pipe whose other end is not in the process not handed in (-i)",
+    "stopped": "restart: fd 4: a pipe whose other end is not in the process not handed in (-i)",
     "posix_timers":
-        ("FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer "
-         "(errno = 22 (Invalid argument))"),
-    "timerfd": "restart: fd 4: an anon inode file (epoll, timerfd...) is not restored",
-    "fd": SHARED,
-    "file_shared": SHARED,
-    "cwd01": "restart: cwd /tmp/zdtm/static/cwd01.test (deleted) cannot be looked up (errno 2)",
-    "cwd02": "restart: cwd /tmp/zdtm/static/cwd02.test (deleted) cannot be looked up (errno 2)",
-    "unlink_fstat00": DELETED,
-    "unlink_fstat01": DELETED,
-    "symlink": "restart: fd 4: a file of a kind crfs does not restore is not restored",
-    "link10": DELETED,
-    "file_attr": DELETED,
-    "file_fown": SHARED,
-    "proc-self": "restart: fd 4: net:[4026531840]: No such file",
+        "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
+    "file_fown": "FAIL: file_fown.c:166: shared->sigio = 0 (> 0 expected)",
     "selfexe00": "FAIL: selfexe00.c:57: ",
-    "pipe00": SHARED,
-    "pipe03":
-        ("checkpoint: crfs checkpoint: pid N: the kernel module: fd 4: a pipe holding "
-         "more than 65536 bytes"),
-    "fifo_wronly": SHARED,
-    "caps00": SHARED,
-    "xids00": SHARED,
-    "seccomp_strict": SHARED,
-    "seccomp_filter": SHARED,
-    "oom_score_adj": "FAIL: oom_score_adj.c:86: OOM score value 400 is different after restore: 0",
-    "epoll01": "restart: fd 4: an anon inode file (epoll, timerfd...) is not restored",
-    "eventfs00": "restart: fd 4: an anon inode file (epoll, timerfd...) is not restored",
+    "pipe03": "checkpoint: crfs checkpoint: pid N: the kernel module: fd 4: a pipe holding ...",
+    "xids00": "restart: fd 4: a pipe whose other end is not in the process not handed in (-i)",
+    "seccomp_strict": "restart: fd 4: a socket not handed in (-i)",
+    "seccomp_filter":
+        "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",
     "sockets00": "restart: fd 4: a socket not handed in (-i)",
     "sockets_spair": "restart: fd 4: a socket not handed in (-i)",
-    "memfd01": SHARED,
-    "shmemfd": DELETED,
+    "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
 }
 KNOWN_FAILING_BY_CP = {
-    "pstree": SHARED,
-    "pipe00": SHARED,
-    "fd": SHARED,
-    "cwd01": "cp: cwd /tmp/zdtm/static/cwd01.test (deleted) cannot be looked up (errno 2)",
-    "sigpending": "FAIL: sigpending.c:84: Wrong siginfo",
+    "pstree": "cp: failed to close '/tmp/zdtm-fuse/mnt/restart/pstree.img': Operation not ...",
 }
 
 

@@ -1451,7 +1451,7 @@ def test_fuzzing_leaves_the_kernel_log_clean(guest):
 # CRFS_GUEST_STEPS=zdtm, only that step boots).
 
 SHARED_ZDTM = REPO.parent / "shared" / "zdtm"
-ZDTM_BUDGET = int(os.environ.get("CRFS_ZDTM_BUDGET", 780))   # seconds for the whole step
+ZDTM_BUDGET = int(os.environ.get("CRFS_ZDTM_BUDGET", 1200))  # seconds for the whole step
 # $CRFS_ZDTM_RUNS: which ways, in order, of kernel, cp, ptrace (the default: all three) and none
 # seconds, raised from the runner's 10 s start / 20 s checkpoint / 10 s restart: maps04 fills
 # 512 MiB with pseudo-random data before it is ready (10-26 s under TCG), then that is its

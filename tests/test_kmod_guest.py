@@ -1754,11 +1754,11 @@ def test_module_checkpoint_restarts_with_its_fds(guest):
 
 
 def test_module_checkpoint_refuses_a_pipe_too_full_to_restart(guest):
-    """A pipe holding 70000 bytes (more than RESTART takes): CHECKPOINT refuses, naming
-    its fd."""
+    """A pipe holding 1 MiB + 4096 bytes (more than RESTART takes): CHECKPOINT refuses,
+    naming its fd."""
     big = _report(guest)["steps"]["kernel_files"]["big_pipe"]
     assert big["rc"] != 0, big
-    assert "fd 5: a pipe holding more than 65536 bytes" in big["stderr"], big
+    assert "fd 5: a pipe holding more than 1048576 bytes" in big["stderr"], big
 
 
 # --------------------------------------------------------------------------- shared anon memory

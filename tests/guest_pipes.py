@@ -47,17 +47,25 @@ def lying_records(image):
     out = {}
     for label, fn in patches.items():
         out[label] = ga.check_outcome(gf.patch(image, f"{image}.{label}", fn))
-    return out, half
+    return out, half, big
 
 
-def restart_refusals(image, half, restarter, work):
+def restart_refusals(image, half, big, restarter, work):
     """RESTARTs that fail before anything changes: the missing write end no longer said
-    absent (-S: nothing handed in), the 1 MiB pipe not made (-A)."""
+    absent (-S: nothing handed in), the 1 MiB pipe not made (-A), a 2 GiB pipe (both
+    ends: the kernel's CHECK takes it, crfs-restart cannot make it)."""
     bad = gf.patch(image, f"{image}.writer_somewhere", _set(half[0][1] + 52, "<H", 0))
+
+    def huge(data, recs):
+        for _, offset in big:
+            struct.pack_into("<B", data, offset + 54, 31)
+
+    too_big = gf.patch(image, f"{image}.size_2g", huge)
     return {
         "writer_somewhere": gf.outcome(gf.restart(bad, restarter, f"{bad}.out", ("-S",))),
         "big_not_handed": gf.outcome(gf.restart(image, restarter,
                                                 os.path.join(work, "none.out"), ("-A",))),
+        "size_2g": gf.outcome(gf.restart(too_big, restarter, f"{too_big}.out")),
     }
 
 
@@ -78,6 +86,6 @@ def pipes_step(manifest):
                                          for v in pipe_files(image).values()]
     image = os.path.join(WORK, "ptrace.img")
     if os.path.exists(image):
-        result["records"], half = lying_records(image)
-        result["refused"] = restart_refusals(image, half, restarter, WORK)
+        result["records"], half, big = lying_records(image)
+        result["refused"] = restart_refusals(image, half, big, restarter, WORK)
     return result

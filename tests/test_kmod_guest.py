@@ -2137,3 +2137,5 @@ def test_pipe_records_that_lie_are_refused(guest):
     assert "a pipe whose other end is not in the process" in str(refused["writer_somewhere"])
     assert refused["big_not_handed"]["errno"] == "EOPNOTSUPP", refused
     assert "a pipe of 1048576 bytes not handed in" in str(refused["big_not_handed"])
+    assert refused["size_2g"]["errno"] == "EINVAL", refused
+    assert "F_SETPIPE_SZ of 2^31 bytes" in str(refused["size_2g"]), refused

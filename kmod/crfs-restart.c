@@ -650,7 +650,10 @@ static void place_vdso(uint64_t target)
 #define FILE_SIGNALFD	101
 #define FILE_HDR_LEN	48	/* struct ckpt_hdr_file */
 #define MAX_ITEMS	65536	/* watches of one epoll */
-#define MAX_PIPE_BUF	65536	/* CRFS_MAX_PIPE_BUF */
+#define MAX_PIPE_BUF	1048576	/* CRFS_MAX_PIPE_BUF */
+#define PIPE_DEF_LOG2	16	/* a pipe's default capacity: 64 KiB */
+#define PIPE_NO_READER	0x1	/* pipe_flags: no process had this end open */
+#define PIPE_NO_WRITER	0x2
 #ifndef TFD_IOC_SET_TICKS
 #define TFD_IOC_SET_TICKS	_IOW('T', 0, uint64_t)
 #endif
@@ -666,6 +669,8 @@ struct anon {
 	off_t items;		/* an epoll: its EPOLL_ITEMS record, or 0 */
 	int32_t pipe;		/* a pipe end: its pipe_objref */
 	off_t buf;		/* ... its PIPE_BUF record if the pipe's first end, or 0 */
+	uint16_t pipe_flags;	/* ... PIPE_NO_* */
+	uint8_t size_log2;	/* ... its capacity, 1 << it bytes (0: not known) */
 	uint32_t f_flags;
 };
 
@@ -740,10 +745,18 @@ static void note_file(int fd, off_t pos, uint32_t len, int32_t objref)
 	a = &anons[nr_anons++];
 	*a = (struct anon){ .objref = objref, .f_type = f[0], .pos = pos, .fd = -1,
 			    .f_flags = f[2] };
-	if (f[0] == FILE_PIPE && pread(fd, &a->pipe, sizeof(a->pipe), pos + FILE_HDR_LEN) ==
-	    sizeof(a->pipe) && pread(fd, next, sizeof(next), pos + len) == sizeof(next) &&
-	    next[0] == HDR_PIPE_BUF)
+	if (f[0] != FILE_PIPE || pread(fd, &a->pipe, sizeof(a->pipe), pos + FILE_HDR_LEN) !=
+	    sizeof(a->pipe))
+		return;
+	if (pread(fd, next, sizeof(next), pos + len) == sizeof(next) && next[0] == HDR_PIPE_BUF)
 		a->buf = pos + len;
+	if (pread(fd, &a->pipe_flags, sizeof(a->pipe_flags), pos + FILE_HDR_LEN + 4) !=
+	    sizeof(a->pipe_flags) ||
+	    pread(fd, &a->size_log2, sizeof(a->size_log2), pos + FILE_HDR_LEN + 6) !=
+	    sizeof(a->size_log2)) {
+		a->pipe_flags = 0;
+		a->size_log2 = 0;
+	}
 }
 
 static void note_desc(int fd, off_t pos, int32_t table, int32_t mine)
@@ -922,29 +935,54 @@ static int pipe_end(int p[2], int used[2], uint32_t f_flags)
 }
 
 /*
- * The pipe of end @t, which an epoll watches: made, filled, and each of its ends handed
- * in; both ends must be in our table and nowhere else.
+ * Whether every end of the pipe of @t is in our table only, a missing end being one that
+ * no process had open (PIPE_NO_*): 1, else 0 (-1: in another process's table too).
  */
-static void make_pipe(int fd, struct anon *t)
+static int pipe_here(const struct anon *t)
 {
-	int p[2], used[2] = { 0, 0 }, k, reader = 0, writer = 0;
+	int k, reader = t->pipe_flags & PIPE_NO_READER;
+	int writer = t->pipe_flags & PIPE_NO_WRITER;
 
 	for (k = 0; k < nr_anons; k++) {
-		struct anon *e = &anons[k];
+		const struct anon *e = &anons[k];
 
 		if (e->f_type != FILE_PIPE || e->pipe != t->pipe)
 			continue;
 		if (!e->mine || e->tables > 1)
-			anon_fail(EOPNOTSUPP, "pipe_objref %d, watched by an epoll: in %d processes",
-				  t->pipe, e->tables);
+			return -1;
 		reader |= (e->f_flags & O_ACCMODE) != O_WRONLY;
 		writer |= (e->f_flags & O_ACCMODE) != O_RDONLY;
 	}
-	if (!reader || !writer)
+	return reader && writer;
+}
+
+/* A pipe of @t's capacity: F_SETPIPE_SZ for one above the default 64 KiB. */
+static void size_pipe(const struct anon *t, int p[2])
+{
+	if (t->size_log2 <= PIPE_DEF_LOG2)
+		return;
+	if (t->size_log2 > 30 || fcntl(p[1], F_SETPIPE_SZ, 1 << t->size_log2) < 0)
+		anon_fail(t->size_log2 > 30 ? EINVAL : errno,
+			  "pipe_objref %d: F_SETPIPE_SZ of 2^%d bytes", t->pipe, t->size_log2);
+}
+
+/*
+ * The pipe of end @t (an epoll watches it, or it is larger than 64 KiB): made, sized,
+ * filled, and each of its ends handed in; its ends must be in our table and nowhere else.
+ */
+static void make_pipe(int fd, struct anon *t)
+{
+	int p[2], used[2] = { 0, 0 }, k, here = pipe_here(t);
+
+	if (here < 0)
+		anon_fail(EOPNOTSUPP, "pipe_objref %d, watched or large: in %d processes",
+			  t->pipe, t->tables);
+	if (!here)
 		anon_fail(EOPNOTSUPP, "pipe_objref %d, watched by an epoll: an end not in the process",
 			  t->pipe, 0);
 	if (pipe2(p, O_CLOEXEC))
 		anon_fail(errno, "pipe_objref %d: no pipe", t->pipe, 0);
+	size_pipe(t, p);
 	for (k = 0; k < nr_anons; k++)
 		if (anons[k].f_type == FILE_PIPE && anons[k].pipe == t->pipe && anons[k].buf)
 			fill_pipe(fd, &anons[k], p[1]);
@@ -1111,6 +1149,10 @@ static void make_anon_files(int fd)
 		if (anons[k].mine && anons[k].f_type != FILE_PIPE)
 			make_anon(fd, &anons[k]);
 	watch_all(fd);
+	for (k = 0; k < nr_anons; k++)	/* larger than 64 KiB: the module cannot size it */
+		if (anons[k].mine && anons[k].f_type == FILE_PIPE && anons[k].fd < 0 &&
+		    anons[k].size_log2 > PIPE_DEF_LOG2 && pipe_here(&anons[k]) > 0)
+			make_pipe(fd, &anons[k]);
 }
 
 struct restart {

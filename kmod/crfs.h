@@ -36,7 +36,8 @@
 #define CRFS_LDT_ENTRIES	8192
 #define CRFS_MAX_FDS		4096		/* FILE_DESCs of one file table */
 #define CRFS_MAX_FD_NUMBER	1048576		/* fd numbers: below NR_OPEN's default */
-#define CRFS_MAX_PIPE_BUF	65536		/* PIPE_BUF bytes: a default pipe's capacity */
+#define CRFS_MAX_PIPE_BUF	1048576		/* PIPE_BUF bytes: default pipe-max-size */
+#define CRFS_PIPE_DEF_LOG2	16		/* a pipe's default capacity: 64 KiB */
 #define CRFS_MAX_DELETED	(64 << 20)	/* bytes of a file deleted while open */
 
 /* ---------------------------------------------------------------- crfs_image.c */
@@ -91,7 +92,17 @@ struct crfs_pipe {
 	const void *last_table;	/* the last one counted */
 	bool reader;		/* a PIPE: some table of the image has its read end */
 	bool writer;		/* ... its write end */
+	u16 flags;		/* CRFS_PIPE_*: ends no process had open */
+	u8 size_log2;		/* capacity 1 << it bytes; 0: not known */
 };
+
+/* The most bytes @p may hold: its capacity if known, at most CRFS_MAX_PIPE_BUF. */
+static inline u32 crfs_pipe_capacity(const struct crfs_pipe *p)
+{
+	if (!p->size_log2 || 1U << p->size_log2 > CRFS_MAX_PIPE_BUF)
+		return CRFS_MAX_PIPE_BUF;
+	return 1U << p->size_log2;
+}
 
 struct crfs_file {
 	struct ckpt_hdr_file h;

@@ -186,14 +186,37 @@ static int write_deleted(struct ck_table *tb, struct file *file, int fd)
 	return crfs_ckpt_deleted(tb->ck, &h, file, fd, name);
 }
 
-/* Copies the bytes buffered in @pipe (not consuming them); their number or an error. */
-static long copy_pipe(struct ck_table *tb, struct pipe_inode_info *pipe, int fd)
+/*
+ * A pipe's capacity (F_GETPIPE_SZ: max_usage pages) as pipe_size_log2, and for a pipe the
+ * ends that no process has open (CRFS_PIPE_NO_*); under the pipe's mutex.
+ */
+static void pipe_state(struct ckpt_hdr_file_pipe *h, struct pipe_inode_info *pipe,
+		       bool fifo)
+{
+	unsigned long size = (unsigned long)pipe->max_usage << PAGE_SHIFT;
+
+	h->pipe_size_log2 = size ? order_base_2(size) : 0;
+	if (fifo)
+		return;
+	if (!pipe->readers)
+		h->pipe_flags |= CRFS_PIPE_NO_READER;
+	if (!pipe->writers)
+		h->pipe_flags |= CRFS_PIPE_NO_WRITER;
+}
+
+/*
+ * Copies the bytes buffered in @pipe (not consuming them) and its state into @h; their
+ * number or an error.
+ */
+static long copy_pipe(struct ck_table *tb, struct pipe_inode_info *pipe, int fd,
+		      struct ckpt_hdr_file_pipe *h, bool fifo)
 {
 	unsigned int tail, mask;
 	size_t len = 0;
 	long ret = 0;
 
 	pipe_lock(pipe);
+	pipe_state(h, pipe, fifo);
 	mask = pipe->ring_size - 1;
 	for (tail = pipe->tail; tail != pipe->head; tail++) {
 		struct pipe_buffer *buf = &pipe->bufs[tail & mask];
@@ -245,9 +268,13 @@ static int write_pipe(struct ck_table *tb, struct file *file, int fd, bool fifo)
 	first = h.pipe_objref < 0;
 	if (first) {
 		h.pipe_objref = -h.pipe_objref;
-		len = copy_pipe(tb, pipe, fd);
+		len = copy_pipe(tb, pipe, fd, &h, fifo);
 		if (len < 0)
 			return len;
+	} else {
+		pipe_lock(pipe);
+		pipe_state(&h, pipe, fifo);
+		pipe_unlock(pipe);
 	}
 	fill_common(&h.common, file, fifo ? CKPT_FILE_FIFO : CKPT_FILE_PIPE);
 	ret = crfs_ck_record(tb->ck, CKPT_HDR_FILE, &h, sizeof(h));

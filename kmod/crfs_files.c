@@ -74,7 +74,8 @@ static int load_name(struct crfs_ctx *ctx, struct crfs_file *file)
 
 /* A pipe's inode met for the first time: its PIPE_BUF follows. */
 static int load_pipe_buf(struct crfs_ctx *ctx, struct crfs_file *file,
-			 const struct crfs_rec *frec)
+			 const struct crfs_rec *frec,
+			 const struct ckpt_hdr_file_pipe *h)
 {
 	struct crfs_plan *plan = ctx->plan;
 	struct crfs_object *obj;
@@ -97,16 +98,44 @@ static int load_pipe_buf(struct crfs_ctx *ctx, struct crfs_file *file,
 	}
 	plan->nr_objects++;
 	file->pipe = obj->pipe;
+	obj->pipe->flags = h->pipe_flags;
+	obj->pipe->size_log2 = h->pipe_size_log2;
 	ret = crfs_expect(ctx, &rec, CKPT_HDR_PIPE_BUF);
 	if (ret)
 		return ret;
 	obj->pipe->buf_pos = rec.pos + sizeof(struct ckpt_hdr);
 	obj->pipe->buf_len = rec.len - sizeof(struct ckpt_hdr);
-	if (obj->pipe->buf_len > CRFS_MAX_PIPE_BUF)
+	if (obj->pipe->buf_len > crfs_pipe_capacity(obj->pipe))
 		return crfs_image_fail(ctx->img, &rec,
 				       "PIPE_BUF of %u bytes, at most %u",
-				       obj->pipe->buf_len, CRFS_MAX_PIPE_BUF);
+				       obj->pipe->buf_len,
+				       crfs_pipe_capacity(obj->pipe));
 	obj->ready = true;
+	return 0;
+}
+
+/*
+ * A pipe end's pipe_flags and pipe_size_log2: known bits, a size the kernel can give a
+ * pipe, and no flag saying that no process had this end open.
+ */
+static int check_pipe_state(struct crfs_ctx *ctx, const struct crfs_rec *rec,
+			    const struct ckpt_hdr_file_pipe *h)
+{
+	u32 acc = h->common.f_flags & O_ACCMODE;
+	u16 flags = h->pipe_flags;
+
+	if (h->pipe_size_log2 &&
+	    (h->pipe_size_log2 < PAGE_SHIFT || h->pipe_size_log2 > 31))
+		return crfs_image_fail(ctx->img, rec, "pipe_size_log2 %u",
+				       h->pipe_size_log2);
+	if (flags & ~CRFS_PIPE_FLAGS ||
+	    (flags && h->common.f_type != CKPT_FILE_PIPE))
+		return crfs_image_fail(ctx->img, rec, "pipe_flags %#x", flags);
+	if ((acc != O_WRONLY && (flags & CRFS_PIPE_NO_READER)) ||
+	    (acc != O_RDONLY && (flags & CRFS_PIPE_NO_WRITER)))
+		return crfs_image_fail(ctx->img, rec,
+				       "pipe_flags %#x: no process had this end (f_flags %#o)",
+				       flags, h->common.f_flags);
 	return 0;
 }
 
@@ -128,6 +157,9 @@ static int load_pipe(struct crfs_ctx *ctx, struct crfs_file *file,
 	if (h.pipe_objref <= 0)
 		return crfs_image_fail(ctx->img, rec, "pipe_objref %d",
 				       h.pipe_objref);
+	ret = check_pipe_state(ctx, rec, &h);
+	if (ret)
+		return ret;
 	file->pipe_objref = h.pipe_objref;
 	if (file->h.f_type == CKPT_FILE_FIFO) {
 		ret = load_name(ctx, file);
@@ -136,10 +168,15 @@ static int load_pipe(struct crfs_ctx *ctx, struct crfs_file *file,
 	}
 	obj = xa_load(&ctx->plan->objects, h.pipe_objref);
 	if (!obj)
-		return load_pipe_buf(ctx, file, rec);
+		return load_pipe_buf(ctx, file, rec, &h);
 	if (obj->objtype != CKPT_OBJ_INODE || !obj->ready)
 		return crfs_image_fail(ctx->img, rec,
 				       "pipe_objref %d is not a pipe",
+				       h.pipe_objref);
+	if (obj->pipe->flags != h.pipe_flags ||
+	    obj->pipe->size_log2 != h.pipe_size_log2)
+		return crfs_image_fail(ctx->img, rec,
+				       "pipe_objref %d: its ends differ in pipe_flags or size",
 				       h.pipe_objref);
 	file->pipe = obj->pipe;
 	return 0;
@@ -833,8 +870,14 @@ static struct file *open_pipe(struct crfs_open *op, const struct crfs_fd *cfd)
 	int ret;
 
 	if (cf->h.f_type == CKPT_FILE_PIPE &&
-	    !(cf->pipe->reader && cf->pipe->writer))
+	    !((cf->pipe->reader || cf->pipe->flags & CRFS_PIPE_NO_READER) &&
+	      (cf->pipe->writer || cf->pipe->flags & CRFS_PIPE_NO_WRITER)))
 		return ERR_PTR(-CANNOT_REOPEN);
+	if (cf->h.f_type == CKPT_FILE_PIPE &&
+	    cf->pipe->size_log2 > CRFS_PIPE_DEF_LOG2)
+		return ERR_PTR(refuse(op, -EOPNOTSUPP,
+				      "fd %d: a pipe of %lu bytes not handed in (F_SETPIPE_SZ)",
+				      cfd->fd, 1UL << cf->pipe->size_log2));
 	pipe = pipe_of(op, cfd);
 	if (IS_ERR(pipe))
 		return pipe;

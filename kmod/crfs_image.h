@@ -308,8 +308,15 @@ struct ckpt_hdr_file {
 struct ckpt_hdr_file_pipe {
 	struct ckpt_hdr_file common;
 	__s32 pipe_objref;	/* a CKPT_OBJ_INODE; its first end is followed by PIPE_BUF */
-	__u8 __padding[4];
+	__u16 pipe_flags;	/* crfs, in v21's padding: CRFS_PIPE_* */
+	__u8 pipe_size_log2;	/* crfs: the capacity is 1 << it bytes; 0: not known */
+	__u8 __padding;
 };
+
+/* pipe_flags of a PIPE (not a FIFO): no process at all had this end open */
+#define CRFS_PIPE_NO_READER	0x1
+#define CRFS_PIPE_NO_WRITER	0x2
+#define CRFS_PIPE_FLAGS		(CRFS_PIPE_NO_READER | CRFS_PIPE_NO_WRITER)
 
 /* crfs extension: CKPT_HDR_FILE of a file crfs cannot reopen, then STRING{its /proc link} */
 struct crfs_hdr_file_opaque {

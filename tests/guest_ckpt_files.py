@@ -21,9 +21,9 @@ WORK = "/tmp/crfs-kfiles"
 BIG_PIPE = """
 import fcntl, os, sys, time
 r, w = os.pipe()
-fcntl.fcntl(w, 1031, 1 << 20)            # F_SETPIPE_SZ
+fcntl.fcntl(w, 1031, 2 << 20)            # F_SETPIPE_SZ (root: above pipe-max-size)
 os.dup2(r, 5); os.dup2(w, 6); os.close(r); os.close(w)
-os.write(6, b"x" * 70000)
+os.write(6, b"x" * ((1 << 20) + 4096))
 print("ready", flush=True)
 time.sleep(600)
 """
@@ -46,7 +46,8 @@ def restart_kernel_image(result, image, restarter, out_path, work):
 
 
 def big_pipe(work):
-    """A pipe enlarged to 1 MiB holding 70000 bytes at fds 5/6: CHECKPOINT refuses it."""
+    """A pipe enlarged to 2 MiB holding 1 MiB + 4096 bytes at fds 5/6: CHECKPOINT refuses
+    it (RESTART takes at most 1 MiB)."""
     out_path = os.path.join(work, "big.out")
     with open(out_path, "w") as out:
         proc = subprocess.Popen([sys.executable, "-c", BIG_PIPE], stdin=subprocess.DEVNULL,

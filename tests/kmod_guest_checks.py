@@ -693,7 +693,7 @@ def fuse_finish(mnt, name, output, timeout=180):
 
 
 TARGETS = ("restore_target", "tree_target", "threads_target", "crfs-restart", "files_target",
-           "files_tree_targ", "sig_target", "anonfd_target")
+           "files_tree_targ", "sig_target", "anonfd_target", "pipes_target")
 NOBODY = 65534
 GROUP_TIMEOUT = 12    # seconds (module parameter): the threads' rendezvous gives up; margin for a
 #                       loaded host, where a late leader would otherwise time out its threads
@@ -1473,6 +1473,9 @@ STEPS = (
     # eventfd, timerfd, signalfd, epoll (tests/guest_anonfd.py)
     ("anonfd", lambda m: __import__("guest_anonfd").anonfd_step(m),
      lambda m, s: (m["restore"],), "t_anonfd"),
+    # pipes without their other end, pipes larger than 64 KiB (tests/guest_pipes.py)
+    ("pipes", lambda m: __import__("guest_pipes").pipes_step(m),
+     lambda m, s: (m["restore"],), "t_pipes"),
     ("fuzz", lambda m, s: __import__("guest_fuzz").fuzz_step(m, s), lambda m, s: (m, s),
      "t_fuzz"),
     # anonymous shared memory between a tree's processes (tests/guest_shm.py)

@@ -681,6 +681,7 @@ def test_files_golden_values(files_golden):
             f, w = fd.file, want_fd["file"]
             assert (f.kind, f.flags, f.mode, f.pos, f.count, f.pipe) == (
                 w["kind"], w["flags"], w["mode"], w["pos"], w["count"], w["pipe"])
+            assert (f.pipe_flags, f.pipe_size) == (w["pipe_flags"], w["pipe_size"])
             assert f.link() == (f"pipe:[{w['pipe']}]" if w["kind"] == "pipe" else w["path"])
             assert f.native.f_version == w["f_version"]
             if w["kind"] != "pipe":     # pipes: the first end has the bytes (below)

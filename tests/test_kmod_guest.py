@@ -388,6 +388,7 @@ def prepare_guest(work, build_c, tmp_path_factory):
         "ckpt_threads": str(build_c("ckpt_threads", 64, "-pthread")),
         "sig_target": str(build_c("sig_target", 64)),
         "anonfd_target": str(build_c("anonfd_target", 64)),
+        "pipes_target": str(build_c("pipes_target", 64)),
         "state_target": str(build_c("state_target", 64)),
         "deleted_target": str(build_c("deleted_target", 64))}
     manifest["zdtm"], zdtm_error = _build_zdtm(work) if _step_selected("zdtm") else (None, None)
@@ -1696,11 +1697,11 @@ def test_module_checkpoint_restarts_with_its_fds(guest):
 
 
 def test_module_checkpoint_refuses_a_pipe_too_full_to_restart(guest):
-    """A pipe holding 70000 bytes (more than RESTART takes): CHECKPOINT refuses, naming
-    its fd."""
+    """A pipe holding 1 MiB + 4096 bytes (more than RESTART takes): CHECKPOINT refuses,
+    naming its fd."""
     big = _report(guest)["steps"]["kernel_files"]["big_pipe"]
     assert big["rc"] != 0, big
-    assert "fd 5: a pipe holding more than 65536 bytes" in big["stderr"], big
+    assert "fd 5: a pipe holding more than 1048576 bytes" in big["stderr"], big
 
 
 # --------------------------------------------------------------------------- shared anon memory
@@ -2025,3 +2026,59 @@ def test_deleted_things_are_made_only_where_the_task_may(guest):
     assert "cwd /tmp/crfs-del-u/cwd (deleted) cannot be made again (errno 13)" in \
         refused["msg"], refused
     assert user["leftovers"] == []
+
+
+# Step pipes (tests/guest_pipes.py, issue #11): a pipe whose other end no process has, and
+# pipes larger than 64 KiB, from both checkpointers (kmod/crfs_files.c, crfs-restart).
+
+
+def _pipes(guest):
+    result = _report(guest)["steps"]["pipes"]
+    assert "error" not in result, result["error"]
+    return result
+
+
+@pytest.mark.parametrize("way", ["ptrace", "kernel"])
+def test_pipes_restart_with_their_size_and_without_absent_ends(guest, way):
+    """pipes_target checkpointed `--via WAY` and restarted by crfs-restart: its read end
+    whose writer no process had reads its 10 bytes then EOF, the 1 MiB pipe (F_SETPIPE_SZ)
+    is 1 MiB again with its 300000 bytes, the 256 KiB pipe without writer gives its 100000
+    bytes then EOF, the write end without reader gets EPIPE (the program's own checks)."""
+    result = _pipes(guest)[way]
+    assert result["checkpoint"]["rc"] == 0, result["checkpoint"]
+    assert result["restart"]["errno"] == 0, result["restart"]
+    assert result["exit"] == "exited 3", result["exit"]
+    assert result["lines"][-1] == "pipes=ok", result["lines"][-3:]
+
+
+def test_both_checkpointers_write_the_same_pipe_state(guest):
+    """pipe_flags and pipe_size_log2 of each pipe FILE, fds 3-7 in order: NO_WRITER 2 and
+    64 KiB; 1 MiB twice; NO_WRITER and 256 KiB; NO_READER 1 and 64 KiB; the same from the
+    ptrace checkpointer and the module."""
+    result = _pipes(guest)
+    want = [[2, 16], [0, 20], [0, 20], [2, 18], [1, 16]]
+    assert result["ptrace"]["pipe_state"] == want
+    assert result["kernel"]["pipe_state"] == want
+
+
+def test_pipe_records_that_lie_are_refused(guest):
+    """CHECK of the ptrace image with a pipe FILE made wrong, and RESTARTs that must fail:
+    errno and reason, nothing changed (no WARN or Oops: dmesg is checked at rmmod)."""
+    result = _pipes(guest)
+    expected = {
+        "flags_unknown": "pipe_flags 0x6",
+        "no_reader_but_read_end": "pipe_flags 0x1: no process had this end",
+        "size_log2_40": "pipe_size_log2 40",
+        "size_log2_small": "PIPE_BUF of 100000 bytes, at most 4096",
+        "ends_differ": "its ends differ in pipe_flags or size",
+    }
+    for label, reason in expected.items():
+        got = result["records"][label]
+        assert got["errno"] == "EINVAL" and reason in got["msg"], (label, got)
+    refused = result["refused"]
+    assert refused["writer_somewhere"]["errno"] == "EOPNOTSUPP", refused
+    assert "a pipe whose other end is not in the process" in str(refused["writer_somewhere"])
+    assert refused["big_not_handed"]["errno"] == "EOPNOTSUPP", refused
+    assert "a pipe of 1048576 bytes not handed in" in str(refused["big_not_handed"])
+    assert refused["size_2g"]["errno"] == "EINVAL", refused
+    assert "F_SETPIPE_SZ of 2^31 bytes" in str(refused["size_2g"]), refused

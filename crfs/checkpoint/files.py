@@ -21,9 +21,11 @@ import re
 import stat
 import termios
 from dataclasses import dataclass, field
+from typing import Optional
 
 from crfs.checkpoint import procfs
 from crfs.errors import Unsupported
+from crfs.formats.ckpt import CRFS_PIPE_NO_READER, CRFS_PIPE_NO_WRITER
 from crfs.model.ckpt_load import CkptFileFields
 from crfs.model.image import Blob, EpollWatch, Fd, FdTable, FdTimer, OpenFile
 
@@ -58,7 +60,8 @@ class PipeCopyError(Unsupported):
 class Registry:
     """The open files met so far in one checkpoint, across its processes."""
     by_inode: dict = field(default_factory=dict)    # (dev, ino) -> [(pid, fd, OpenFile)]
-    pipes: set = field(default_factory=set)         # pipe ids whose bytes were copied
+    pipes: dict = field(default_factory=dict)       # (kind, ino) -> (size, pipe_flags)
+    pipe_ends: Optional[dict] = None                # ino -> access modes open anywhere
     source: object = None                           # where pipe bytes are kept
     kcmp_works: bool = True
 
@@ -70,6 +73,18 @@ class Registry:
                                                                     other_fd):
                 return file
         return None
+
+    def pipe_flags(self, ino):
+        """CRFS_PIPE_NO_READER/NO_WRITER: the ends of pipe `ino` that no process (but this
+        one, which opens pipes to copy their bytes) has open; 0 when some /proc/PID/fd could
+        not be read (a process we cannot see may hold it)."""
+        if self.pipe_ends is None:
+            self.pipe_ends = _pipe_ends()
+        if None not in self.pipe_ends:
+            return 0
+        modes = self.pipe_ends.get(ino, set())
+        flags = 0 if modes - {os.O_WRONLY} else CRFS_PIPE_NO_READER
+        return flags | (0 if modes - {os.O_RDONLY} else CRFS_PIPE_NO_WRITER)
 
     def kcmp(self, pid1, pid2, fd1, fd2):
         if not self.kcmp_works:
@@ -217,9 +232,11 @@ def open_file(pid, fd, link, st, info, flags, registry):
         if kind == "pipe":
             file.path = None
         if (kind, st.st_ino) not in registry.pipes:
-            registry.pipes.add((kind, st.st_ino))
-            data = pipe_bytes(pid, fd)
+            data, size = pipe_bytes(pid, fd)
+            registry.pipes[kind, st.st_ino] = (size, registry.pipe_flags(st.st_ino)
+                                               if kind == "pipe" else 0)
             file.data = Blob(registry.source, registry.source.append(data), len(data))
+        file.pipe_size, file.pipe_flags = registry.pipes[kind, st.st_ino]
     elif kind == "epoll":
         file.path = None        # its watches: resolve_watches(), once the table is read
     elif kind in ANON_KINDS:
@@ -312,21 +329,52 @@ def _fd_copy(pid, fd):
         os.close(pidfd)
 
 
+def _pipe_ends():
+    """{pipe inode: the access modes (O_ACCMODE) of its open files}, over the fds of every
+    process but this one; key None maps to {} iff every fd table could be read."""
+    ends, complete, me = {}, True, os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{name}/fd")
+        except FileNotFoundError:
+            continue                    # exited
+        except OSError:
+            complete = False
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{name}/fd/{fd}")
+                if not link.startswith("pipe:["):
+                    continue
+                with open(f"/proc/{name}/fdinfo/{fd}") as info:
+                    flags = next(int(line.split()[1], 8) for line in info
+                                 if line.startswith("flags:"))
+            except (OSError, StopIteration):
+                continue                # closed meanwhile
+            ends.setdefault(int(link[6:-1]), set()).add(flags & os.O_ACCMODE)
+    if complete:
+        ends[None] = {}
+    return ends
+
+
 def pipe_bytes(pid, fd):
-    """The bytes buffered in the pipe or FIFO of `pid`'s `fd`, left in place: a read end
-    of it opened through /proc, tee(2)d into a pipe of ours as large as it."""
+    """The bytes buffered in the pipe or FIFO of `pid`'s `fd`, left in place (a read end
+    of it opened through /proc, tee(2)d into a pipe of ours as large as it), and the pipe's
+    capacity."""
     try:
         src = os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise PipeCopyError(f"pid {pid} fd {fd}: cannot open the pipe to copy its "
                             f"buffer: {exc.strerror}") from None
     try:
+        size = fcntl.fcntl(src, F_GETPIPE_SZ)
         pending = _fionread(src)
         if pending == 0:
-            return b""
+            return b"", size
         rd, wr = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            size = fcntl.fcntl(src, F_GETPIPE_SZ)
             if fcntl.fcntl(wr, F_GETPIPE_SZ) < size:
                 try:
                     fcntl.fcntl(wr, F_SETPIPE_SZ, size)
@@ -338,7 +386,7 @@ def pipe_bytes(pid, fd):
                 err = ctypes.get_errno() if copied < 0 else 0
                 raise PipeCopyError(f"pid {pid} fd {fd}: tee copied {copied} of {pending} "
                                     f"buffered bytes{f' ({os.strerror(err)})' if err else ''}")
-            return _read_all(rd, pending)
+            return _read_all(rd, pending), size
         finally:
             os.close(rd)
             os.close(wr)

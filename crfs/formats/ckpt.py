@@ -322,8 +322,14 @@ ckpt_hdr_file_desc = Struct(
 # FILE subtypes: the common 48 bytes, then their own fields (restart checks len exactly).
 # PIPE and FIFO: both ends carry the pipe inode's objref (no OBJREF record); the first end
 # written is followed by PIPE_BUF, a raw record of the bytes buffered in the pipe.
+# crfs uses v21's 4 padding bytes (0 in older images): pipe_flags (CRFS_PIPE_*, a PIPE's
+# ends that no process at all had open) and pipe_size_log2 (capacity 1 << n bytes, 0: not
+# known, a default 64 KiB pipe).
 ckpt_hdr_file_pipe = Struct(*ckpt_hdr_file.subcons, "pipe_objref" / Int32sl,
-                            "_pipe_padding" / Pad(4))
+                            "pipe_flags" / Int16ul, "pipe_size_log2" / Int8ul,
+                            "_pipe_padding" / Pad(1))
+CRFS_PIPE_NO_READER = 0x1
+CRFS_PIPE_NO_WRITER = 0x2
 ckpt_hdr_file_eventfd = Struct(*ckpt_hdr_file.subcons, "count" / Int64ul,
                                "flags" / Int32ul, "_eventfd_padding" / Pad(4))
 # crfs extension: a file crfs records but cannot restore (socket, epoll, deleted ...);

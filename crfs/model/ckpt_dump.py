@@ -378,7 +378,8 @@ class _Writer:
         pipe_ref, first = self.new_object(("pipe", file.kind, file.pipe))
         f_type = "CKPT_FILE_PIPE" if file.kind == "pipe" else "CKPT_FILE_FIFO"
         self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file_pipe, f_type=fmt.CKPT_FILE[f_type],
-                  pipe_objref=pipe_ref, **common)
+                  pipe_objref=pipe_ref, pipe_flags=file.pipe_flags,
+                  pipe_size_log2=_size_log2(file.pipe_size), **common)
         if file.kind == "fifo":
             self.emit_raw("CKPT_HDR_FILE_NAME", _path_bytes(file.path or ""))
         if first:
@@ -565,6 +566,14 @@ class _Writer:
             self.out.write(_words(chunk, width))
             copy_pages(source, offsets[i:i + batch], self.out)
         self.emit("CKPT_HDR_PGARR", fmt.ckpt_hdr_pgarr, nr_pages=0)
+
+
+def _size_log2(size):
+    """pipe_size_log2 of a pipe of `size` bytes: n for the smallest 1 << n >= size, 0 for
+    a size not known (0) or out of range."""
+    if size <= 0 or size > 1 << 31:
+        return 0
+    return (size - 1).bit_length()
 
 
 def _path_bytes(path):

@@ -300,6 +300,8 @@ class _Builder:
                         pos=h.f_pos, native=native)
         if f_type in ("CKPT_FILE_PIPE", "CKPT_FILE_FIFO"):
             file.pipe = h.pipe_objref
+            file.pipe_flags = h.pipe_flags
+            file.pipe_size = 1 << h.pipe_size_log2 if h.pipe_size_log2 else 0
         elif f_type == "CKPT_FILE_EVENTFD":
             file.count, native.eventfd_flags = h.count, h.flags
         elif f_type == "CRFS_FILE_OPAQUE":

@@ -253,6 +253,8 @@ class OpenFile:
     watches: Optional[list] = None      # epoll: EpollWatch, by fd
     native: Optional["NativeFields"] = None
     file_id: Optional["FileId"] = None  # a mapped file's identity (CRFS_FILE_ID), if stored
+    pipe_size: int = 0                  # pipes, FIFOs: capacity in bytes (0: not known)
+    pipe_flags: int = 0                 # a pipe: CRFS_PIPE_* (ends no process had open)
 
     def link(self):
         """What readlink(/proc/PID/fd/N) shows for it."""

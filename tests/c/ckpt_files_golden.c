@@ -72,6 +72,8 @@ struct ckpt_hdr_file {
 struct ckpt_hdr_file_pipe {
 	struct ckpt_hdr_file common;
 	int32_t pipe_objref;
+	uint16_t pipe_flags;	/* crfs, in linux-cr v21's padding */
+	uint8_t pipe_size_log2;
 } __attribute__((aligned(8)));
 struct ckpt_hdr_file_eventfd {
 	struct ckpt_hdr_file common;
@@ -148,6 +150,8 @@ struct file_desc {
 	const char *path;	/* FILE_NAME (generic, FIFO) or the readlink text (opaque) */
 	const char *kind;	/* what crfs's model calls it */
 	int32_t pipe_objref;
+	uint16_t pipe_flags;
+	uint8_t pipe_size_log2;
 	const char *buf;	/* PIPE_BUF of the first end, NULL for the other; deleted: content */
 	uint64_t count;
 	uint32_t eventfd_flags, opaque_kind, st_mode;
@@ -175,7 +179,8 @@ static void write_file(struct file_desc *f)
 	f->written = 1;
 	emit_objref(CKPT_OBJ_FILE, f->objref);
 	if (f->f_type == CKPT_FILE_PIPE || f->f_type == CKPT_FILE_FIFO) {
-		struct ckpt_hdr_file_pipe p = { .pipe_objref = f->pipe_objref };
+		struct ckpt_hdr_file_pipe p = { .pipe_objref = f->pipe_objref,
+			.pipe_flags = f->pipe_flags, .pipe_size_log2 = f->pipe_size_log2 };
 		common(&p.common, f);
 		emit(&p, CKPT_HDR_FILE, sizeof(p));
 		if (f->f_type == CKPT_FILE_FIFO)
@@ -283,6 +288,8 @@ static void print_file(const struct file_desc *f)
 		printf("%d", f->pipe_objref);
 	else
 		printf("null");
+	printf(", \"pipe_flags\": %u, \"pipe_size\": %u", f->pipe_flags,
+	       f->pipe_size_log2 ? 1u << f->pipe_size_log2 : 0);
 	printf(", \"count\": ");
 	if (f->f_type == CKPT_FILE_EVENTFD)
 		printf("%llu", U(f->count));
@@ -349,11 +356,13 @@ int main(int argc, char **argv)
 	static struct file_desc log = { 3, CKPT_FILE_GENERIC, FMODE_WRITE | FMODE_SEEK,
 		02001 /* O_WRONLY|O_APPEND */, 1234, 7, "/var/log/golden app.log", "file" };
 	static struct file_desc rd = { 4, CKPT_FILE_PIPE, FMODE_READ, 04000 /* O_NONBLOCK */,
-		0, 0, NULL, "pipe", .pipe_objref = 5, .buf = "0123456789" };
+		0, 0, NULL, "pipe", .pipe_objref = 5, .buf = "0123456789",
+		.pipe_size_log2 = 20 };
 	static struct file_desc wr = { 6, CKPT_FILE_PIPE, FMODE_WRITE, 01, 0, 0, NULL, "pipe",
-		.pipe_objref = 5 };
+		.pipe_objref = 5, .pipe_size_log2 = 20 };
 	static struct file_desc fifo = { 7, CKPT_FILE_FIFO, FMODE_READ | FMODE_WRITE, 02,
-		0, 0, "/run/golden.fifo", "fifo", .pipe_objref = 8, .buf = "" };
+		0, 0, "/run/golden.fifo", "fifo", .pipe_objref = 8, .buf = "",
+		.pipe_flags = 3, .pipe_size_log2 = 12 };
 	static struct file_desc efd = { 9, CKPT_FILE_EVENTFD, FMODE_READ | FMODE_WRITE, 02,
 		0, 0, "anon_inode:[eventfd]", "eventfd", .count = 0x100000005ULL,
 		.eventfd_flags = 1 /* EFD_SEMAPHORE */ };

@@ -1537,15 +1537,12 @@ KNOWN_FAILING = {
     "maps04": MAPS04,
     "cow00": "FAIL: cow00.c:105: A page is not shared",
     "cow01": "restart: fd 6: a socket not handed in (-i)",
-    "vdso02": "ERR: vdso02.c:234: Child without vdso got it after C/R",
     "pthread_timers": "restart: a POSIX timer's pending signal 32 is not restored",
-    "pstree": "restart: fd 4: a pipe whose other end is not in the process not handed in (-i)",
     "posix_timers":
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
     "file_fown": "FAIL: file_fown.c:166: shared->sigio = 0 (> 0 expected)",
     "selfexe00": "FAIL: selfexe00.c:57: ",
-    "pipe03": "a pipe of 1 MiB (F_SETPIPE_SZ): its size is not in the image",
-    "xids00": "restart: fd 4: a pipe whose other end is not in the process not handed in (-i)",
+    "xids00": "ERR: xids00.c:115: P0 stat 1/1/0/0 (its session id is not restored)",
     "seccomp_strict": SECCOMP_PTRACE,
     "seccomp_filter":
         "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",
@@ -1556,16 +1553,13 @@ KNOWN_FAILING = {
 KNOWN_FAILING_VIA_KERNEL = {
     "cow00": "FAIL: cow00.c:105: A page is not shared",
     "cow01": "restart: fd 7: a socket not handed in (-i)",
-    "vdso02": "ERR: vdso02.c:234: Child without vdso got it after C/R",
     "pthread_timers": "restart: a POSIX timer's pending signal 32 is not restored",
-    "pstree": "restart: fd 4: a pipe whose other end is not in the process not handed in (-i)",
-    "stopped": "restart: fd 4: a pipe whose other end is not in the process not handed in (-i)",
+    "stopped": "restart: fd 4: a pipe whose other end is not in the process (restored now)",
     "posix_timers":
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
     "file_fown": "FAIL: file_fown.c:166: shared->sigio = 0 (> 0 expected)",
     "selfexe00": "FAIL: selfexe00.c:57: ",
-    "pipe03": "checkpoint: crfs checkpoint: pid N: the kernel module: fd 4: a pipe holding ...",
-    "xids00": "restart: fd 4: a pipe whose other end is not in the process not handed in (-i)",
+    "xids00": "ERR: xids00.c:115: P0 stat 1/1/0/0 (its session id is not restored)",
     "seccomp_strict": "restart: fd 4: a socket not handed in (-i)",
     "seccomp_filter":
         "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",
@@ -1574,7 +1568,6 @@ KNOWN_FAILING_VIA_KERNEL = {
     "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
 }
 KNOWN_FAILING_BY_CP = {
-    "pstree": "cp: failed to close '/tmp/zdtm-fuse/mnt/restart/pstree.img': Operation not ...",
 }
 
 

@@ -109,14 +109,18 @@ def guest_main(args):
     exe = os.path.join(work, "dirty_heap")
     shutil.copy(os.path.join(args.tmp, "dirty_heap"), exe)
     subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True)
+    subprocess.run(["modprobe", "fuse"], capture_output=True)
     images, pid, dump_s = dump(exe, args.mib, work)
+    print(f"guest: dumped in {dump_s:.2f} s", flush=True)
     result = {"mib": args.mib, "dump_s": dump_s}
     result["coredump_s"], result["coredump_kib"] = criu_coredump(
         os.path.join(args.tmp, "coredump"), images, os.path.join(work, "cores"))
+    print(f"guest: criu-coredump {result['coredump_s']:.2f} s", flush=True)
     theirs = os.path.join(work, "cores", f"core.{pid}")
     mnt = os.path.join(work, "mnt")
     os.makedirs(mnt)
     result["crfs_ready_s"], ours, daemon = crfs_mount(os.path.dirname(images), mnt)
+    print(f"guest: crfs mounted, core open in {result['crfs_ready_s']:.2f} s", flush=True)
     try:
         result["first"] = {"crfs": time_gdb(exe, ours), "criu": time_gdb(exe, theirs)}
         runs = {"crfs": [], "criu": []}

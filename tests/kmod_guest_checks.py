@@ -1486,6 +1486,8 @@ STEPS = (
     # files deleted while open, a deleted cwd, O_PATH and namespace fds (guest_deleted.py)
     ("deleted", lambda m: __import__("guest_deleted").step(m), lambda m, s: (m["restore"],),
      "t_deleted"),
+    # files with an owner for SIGIO, F_SETSIG, O_ASYNC (tests/guest_fown.py)
+    ("fown", lambda m: __import__("guest_fown").step(m), lambda m, s: (m,), "t_fown"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
     ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
 )

@@ -369,11 +369,10 @@ int main(int argc, char **argv)
 	static struct file_desc null = { 2, CKPT_FILE_GENERIC, FMODE_READ | FMODE_SEEK, 00,
 		0, 0, "/dev/null", "file" };
 	static struct file_desc log = { 3, CKPT_FILE_GENERIC, FMODE_WRITE | FMODE_SEEK,
-		02001 /* O_WRONLY|O_APPEND */, 1234, 7, "/var/log/golden app.log", "file" };
-	static struct file_desc rd = { 4, CKPT_FILE_PIPE, FMODE_READ,
-		024000 /* O_NONBLOCK | O_ASYNC */, 0, 0, NULL, "pipe", .pipe_objref = 5,
-		.buf = "0123456789",
+		022001 /* O_WRONLY|O_APPEND|O_ASYNC */, 1234, 7, "/var/log/golden app.log", "file",
 		.owner = { .pid = 4242, .pid_type = F_OWNER_PID, .signum = 29 } };
+	static struct file_desc rd = { 4, CKPT_FILE_PIPE, FMODE_READ, 04000 /* O_NONBLOCK */,
+		0, 0, NULL, "pipe", .pipe_objref = 5, .buf = "0123456789" };
 	static struct file_desc wr = { 6, CKPT_FILE_PIPE, FMODE_WRITE, 01, 0, 0, NULL, "pipe",
 		.pipe_objref = 5 };
 	static struct file_desc fifo = { 7, CKPT_FILE_FIFO, FMODE_READ | FMODE_WRITE, 02,

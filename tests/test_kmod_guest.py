@@ -2137,4 +2137,3 @@ def test_deleted_things_are_made_only_where_the_task_may(guest):
     assert "cwd /tmp/crfs-del-u/cwd (deleted) cannot be made again (errno 13)" in \
         refused["msg"], refused
     assert user["leftovers"] == []
-

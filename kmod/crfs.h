@@ -99,13 +99,13 @@ struct crfs_file {
 	s32 pipe_objref;	/* pipes and FIFOs */
 	struct crfs_pipe *pipe;
 	u32 opaque_kind;	/* CRFS_FILE_OPAQUE: CRFS_OPAQUE_* */
+	struct crfs_hdr_file_owner owner;	/* CRFS_HDR_FILE_OWNER, if has_owner */
+	bool has_owner;
 	u32 nr_tables;		/* file tables (processes) holding it */
 	const void *last_table;
 	struct crfs_hdr_file_id id;	/* CRFS_HDR_FILE_ID, if has_id */
 	bool has_id;
 	struct crfs_deleted *deleted;	/* CRFS_FILE_DELETED (crfs_deleted.c) */
-	struct crfs_hdr_file_owner owner;	/* CRFS_HDR_FILE_OWNER, if has_owner */
-	bool has_owner;
 };
 
 /* A FILE_DESC: fd @fd is the FILE object @objref. */

@@ -1480,14 +1480,14 @@ STEPS = (
      lambda m, s: (m["restore"],), "t_shm_tree"),
     ("shm_tree_kernel", lambda m: __import__("guest_shm").shm_tree_step(m, "kernel"),
      lambda m, s: (m["restore"],), "t_shm_tree_kernel"),
+    # files with an owner for SIGIO, F_SETSIG, O_ASYNC (tests/guest_fown.py)
+    ("fown", lambda m: __import__("guest_fown").step(m), lambda m, s: (m,), "t_fown"),
     # oom_score_adj, rseq, zombies, a stopped child (tests/guest_task_state.py)
     ("task_state", lambda m: __import__("guest_task_state").task_state(m),
      lambda m, s: (m,), "t_task_state"),
     # files deleted while open, a deleted cwd, O_PATH and namespace fds (guest_deleted.py)
     ("deleted", lambda m: __import__("guest_deleted").step(m), lambda m, s: (m["restore"],),
      "t_deleted"),
-    # files with an owner for SIGIO, F_SETSIG, O_ASYNC (tests/guest_fown.py)
-    ("fown", lambda m: __import__("guest_fown").step(m), lambda m, s: (m,), "t_fown"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
     ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
 )

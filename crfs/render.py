@@ -248,4 +248,18 @@ def fdinfo(fd):
     elif file.kind == "epoll" and file.watches is not None:
         text += "".join(f"tfd: {w.fd:8d} events: {w.events:8x} data: {w.data:16x}  "
                         f"pos:{w.file.pos}\n" for w in file.watches)
-    return text
+    return text + _owner_lines(file)
+
+
+F_OWNER_TYPES = {0: "tid", 1: "pid", 2: "pgrp"}
+
+
+def _owner_lines(file):
+    """crfs's own fdinfo lines for a file with an owner (F_SETOWN_EX) or a signal
+    (F_SETSIG), which /proc does not show: "crfs-owner: pid 42", "crfs-signum: 29"."""
+    native = file.native
+    pid = getattr(native, "owner_pid", None)
+    if pid is None:
+        return ""
+    kind = F_OWNER_TYPES.get(native.owner_type, str(native.owner_type))
+    return f"crfs-owner:\t{kind} {pid}\ncrfs-signum:\t{native.signum}\n"

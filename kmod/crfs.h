@@ -110,6 +110,8 @@ struct crfs_file {
 	s32 pipe_objref;	/* pipes and FIFOs */
 	struct crfs_pipe *pipe;
 	u32 opaque_kind;	/* CRFS_FILE_OPAQUE: CRFS_OPAQUE_* */
+	struct crfs_hdr_file_owner owner;	/* CRFS_HDR_FILE_OWNER, if has_owner */
+	bool has_owner;
 	u32 nr_tables;		/* file tables (processes) holding it */
 	const void *last_table;
 	struct crfs_hdr_file_id id;	/* CRFS_HDR_FILE_ID, if has_id */
@@ -284,6 +286,14 @@ int crfs_group_arrive(struct crfs_group *g, bool *committed);
 bool crfs_group_masked(struct crfs_group *g);
 void crfs_group_settle(struct crfs_group *g);
 void crfs_group_wait_settled(struct crfs_group *g);
+
+/* ---------------------------------------------------------------- crfs_fown.c */
+
+int crfs_fown_load(struct crfs_ctx *ctx, struct crfs_file *f);
+int crfs_fown_prepare(const struct crfs_plan *plan, struct crfs_image *img,
+		      u32 index, const struct crfs_fd *cfd, struct file *file);
+struct crfs_ckpt;
+int crfs_fown_checkpoint(struct crfs_ckpt *ck, struct file *file, int fd);
 
 /* ---------------------------------------------------------------- crfs_checkpoint.c */
 

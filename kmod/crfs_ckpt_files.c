@@ -336,6 +336,8 @@ static int write_fd(struct ck_table *tb, const struct ck_fd *cf)
 		ret = crfs_ck_objref(tb->ck, CKPT_OBJ_FILE, d.fd_objref);
 		if (!ret)
 			ret = write_file_of(tb, cf->file, cf->fd, d.fd_objref);
+		if (!ret)
+			ret = crfs_fown_checkpoint(tb->ck, cf->file, cf->fd);
 	}
 	return ret ? ret : crfs_ck_record(tb->ck, CKPT_HDR_FILE_DESC, &d, sizeof(d));
 }

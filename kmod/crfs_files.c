@@ -216,8 +216,8 @@ static int check_file(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 	return 0;
 }
 
-/* A FILE object: FILE, then FILE_NAME for a generic file, the pipe records for a pipe. */
-int crfs_load_file(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
+/* The FILE record and the records of its kind (crfs_load_file). */
+static int load_file_kind(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
 {
 	struct crfs_file *file;
 	struct crfs_rec rec;
@@ -253,6 +253,17 @@ int crfs_load_file(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
 	default:
 		return 0;	/* refused by RESTART; its own records are skipped */
 	}
+}
+
+/*
+ * A FILE object: FILE, then FILE_NAME for a generic file, the pipe records for a pipe;
+ * then its owner (crfs_fown.c).
+ */
+int crfs_load_file(struct crfs_ctx *ctx, struct crfs_object *obj, int depth)
+{
+	int ret = load_file_kind(ctx, obj, depth);
+
+	return ret ? ret : crfs_fown_load(ctx, obj->file);
 }
 
 /* Which file tables (processes) hold @file, and which ends of its pipe the image has. */
@@ -409,6 +420,7 @@ struct crfs_open {
 	struct crfs_plan *plan;
 	struct crfs_image *img;
 	const struct crfs_fdtable *fdt;
+	u32 index;		/* the task being restored */
 	struct xarray opened;	/* FILE objref -> struct file (one reference) */
 	struct xarray pipes;	/* pipe_objref -> the pipe's O_RDWR file */
 };
@@ -1095,6 +1107,7 @@ static int open_all(struct crfs_open *op, struct crfs_files *files)
 	const struct crfs_fdtable *fdt = op->fdt;
 	struct file *file;
 	u32 i;
+	int ret;
 
 	for (i = 0; i < fdt->nr; i++) {
 		if (fatal_signal_pending(current))
@@ -1106,6 +1119,10 @@ static int open_all(struct crfs_open *op, struct crfs_files *files)
 		files->slots[i].cloexec = fdt->fds[i].cloexec;
 		files->slots[i].file = file;
 		files->nr++;
+		ret = crfs_fown_prepare(op->plan, op->img, op->index,
+					&fdt->fds[i], file);
+		if (ret)
+			return ret;
 		cond_resched();
 	}
 	return 0;
@@ -1130,7 +1147,7 @@ int crfs_files_prepare(struct crfs_plan *plan, struct crfs_image *img,
 		       u32 index, const struct cred *cred,
 		       struct crfs_files **out)
 {
-	struct crfs_open op = { .plan = plan, .img = img };
+	struct crfs_open op = { .plan = plan, .img = img, .index = index };
 	const struct cred *old = NULL;
 	struct crfs_files *files;
 	int ret;

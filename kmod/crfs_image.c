@@ -70,6 +70,7 @@ static const struct crfs_rec_size crfs_rec_sizes[] = {
 	EXACT(CRFS_HDR_RSEQ, crfs_hdr_rseq),
 	AT_LEAST(CRFS_HDR_SIGINFO_RAW, crfs_hdr_siginfo_raw),
 	EXACT(CRFS_HDR_DELETED_STAT, crfs_hdr_deleted_stat),
+	EXACT(CRFS_HDR_FILE_OWNER, crfs_hdr_file_owner),
 	EXACT(CKPT_HDR_TAIL, ckpt_hdr_tail),
 	EXACT(CKPT_HDR_ERROR, ckpt_hdr),
 };

@@ -54,6 +54,7 @@ enum {
 	CKPT_HDR_SIGPENDING = 604,
 	CRFS_HDR_SIGALTSTACK = 8001,	/* crfs extensions */
 	CRFS_HDR_FS_EXT = 8002,
+	CRFS_HDR_FILE_OWNER = 8009,	/* the last record of a FILE object */
 	CRFS_HDR_FILE_ID = 8010,	/* after a FILE's FILE_NAME */
 	CRFS_HDR_OOM_SCORE_ADJ = 8020,	/* per process, after its SIGNAL_TASK */
 	CRFS_HDR_RSEQ = 8021,		/* per live task, after its SIGNAL_TASK */
@@ -378,6 +379,18 @@ struct crfs_hdr_file_deleted {
 	struct ckpt_hdr_file common;
 	__u64 size;
 	__u32 st_mode;
+	__u8 __padding[4];
+};
+
+/*
+ * crfs extension, the last record of a FILE object: its owner for SIGIO (F_SETOWN_EX, a
+ * vpid as the checkpointer saw it, 0: none) and its F_SETSIG signal (0: SIGIO)
+ */
+struct crfs_hdr_file_owner {
+	struct ckpt_hdr h;
+	__s32 pid;
+	__u32 pid_type;		/* F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP */
+	__u32 signum;
 	__u8 __padding[4];
 };
 

@@ -1483,6 +1483,8 @@ STEPS = (
      lambda m, s: (m["restore"],), "t_shm_tree"),
     ("shm_tree_kernel", lambda m: __import__("guest_shm").shm_tree_step(m, "kernel"),
      lambda m, s: (m["restore"],), "t_shm_tree_kernel"),
+    # files with an owner for SIGIO, F_SETSIG, O_ASYNC (tests/guest_fown.py)
+    ("fown", lambda m: __import__("guest_fown").step(m), lambda m, s: (m,), "t_fown"),
     # oom_score_adj, rseq, zombies, a stopped child (tests/guest_task_state.py)
     ("task_state", lambda m: __import__("guest_task_state").task_state(m),
      lambda m, s: (m,), "t_task_state"),

@@ -34,7 +34,7 @@ STATE_RECORDS = {"CKPT_HDR_USER_NS", "CKPT_HDR_CRED", "CKPT_HDR_USER", "CKPT_HDR
                  "CRFS_HDR_SIGINFO_RAW"}
 # Records of open files: tests/c/ckpt_files_golden.c.
 FILE_RECORDS = {"CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC", "CKPT_HDR_PIPE_BUF",
-                "CKPT_HDR_EPOLL_ITEMS", "CRFS_HDR_DELETED_STAT"}
+                "CKPT_HDR_EPOLL_ITEMS", "CRFS_HDR_DELETED_STAT", "CRFS_HDR_FILE_OWNER"}
 # Incremental images' records: their C golden is tests/c/ckpt_chain_golden.c
 # (tests/test_incremental.py).
 CHAIN_RECORDS = {"CRFS_HDR_PARENT", "CRFS_HDR_PARENT_PAGES"}
@@ -684,6 +684,8 @@ def test_files_golden_values(files_golden):
             assert (f.pipe_flags, f.pipe_size) == (w["pipe_flags"], w["pipe_size"])
             assert f.link() == (f"pipe:[{w['pipe']}]" if w["kind"] == "pipe" else w["path"])
             assert f.native.f_version == w["f_version"]
+            owner = f.native.owner_pid, f.native.owner_type, f.native.signum
+            assert owner == (tuple(w["owner"]) if w["owner"] else (None, None, None))
             if w["kind"] != "pipe":     # pipes: the first end has the bytes (below)
                 assert (f.data.read().decode() if f.data else None) == w["data"]
             timer = f.timer and [f.timer.clockid, f.timer.value_ns, f.timer.interval_ns,
@@ -756,6 +758,11 @@ def test_opaque_files_alone_set_the_crfs_uflag(files_golden):
                           if d.file.kind not in ("timerfd", "signalfd", "epoll")]
     assert {d.file.kind for t in image.tasks for d in t.files.fds} == {"file", "pipe", "fifo",
                                                                        "eventfd"}
+    owned = [d.file for t in image.tasks for d in t.files.fds if d.file.native.owner_pid]
+    assert owned and dump_bytes(image).count(b"\x49\x1f\x00\x00\x18\x00\x00\x00") == 1
+    assert load_bytes(dump_bytes(image)).header["uflags"] & fmt.CRFS_UFLAG_EXT  # FILE_OWNER
+    for file in owned:
+        file.native.owner_pid = None
     written = dump_bytes(image)
     assert load_bytes(written).header["uflags"] & fmt.CRFS_UFLAG_EXT == 0
     assert "CRFS_FILE_OPAQUE" not in {i.note for i in record_list(written)}

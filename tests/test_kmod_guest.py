@@ -381,6 +381,7 @@ def prepare_guest(work, build_c, tmp_path_factory):
         "targets": {"static": str(build_c("restore_target", 64, "-static")),
                     "dynamic": str(build_c("restore_target", 64))},
         "tree_target": str(build_c("tree_target", 64)),
+        "fown_target": str(build_c("fown_target", 64)),
         "threads_target": str(build_c("threads_target", 64, "-pthread")),
         "files_target": str(build_c("files_target", 64)),
         "files_tree_target": str(build_c("files_tree_target", 64)),
@@ -1937,6 +1938,60 @@ def test_oom_score_adj_below_the_callers_needs_cap_sys_resource(guest):
 
 def test_task_state_step_leaves_nothing_running(guest):
     assert _task_state(guest)["left"] == []
+
+
+# --------------------------------------------------------------------------- file owners
+# Step fown (tests/guest_fown.py): O_ASYNC files with an owner for SIGIO and an F_SETSIG
+# signal, captured by both checkpointers (CRFS_HDR_FILE_OWNER) and restored
+# (kmod/crfs_fown.c).
+
+def _fown(guest):
+    return _report(guest)["steps"]["fown"]
+
+
+# own=F_OWNER_PID/is itself, sig=SIGUSR2, O_ASYNC, the other pipe owned by its child, the
+# SIGUSR2 a write brings with si_fd = that pipe and si_code POLL_IN, the child's SIGIO
+FOWN_LINE = "state own=1/1 sig=12 async=1 cown=1 usr2=1/1 child_sigio=1"
+
+
+@pytest.mark.parametrize("way", ["ptrace", "kernel"])
+def test_file_owner_and_signal_are_captured_and_restored(guest, way):
+    """tests/c/fown_target.c (as nobody) checkpointed by `crfs checkpoint --via WAY --tree
+    --kill`: a FILE_OWNER for each owned pipe (the process, SIGUSR2; its child, SIGIO);
+    restarted by root, fcntl gives the same owners, signal and O_ASYNC, and writes into
+    the pipes signal the process (siginfo naming the fd) and its child."""
+    result = _fown(guest)[way]
+    ck = result["checkpoint"]
+    assert ck["rc"] == 0, ck
+    (own, child), = [ck["owners"]]
+    assert own == [ck["pid"], 1, 12] and child[1:] == [1, 0], ck
+    assert child[0] not in (0, ck["pid"]), ck
+    restored = result["restart"]
+    assert restored["errno"] == "restored", restored
+    assert restored["lines"] == [FOWN_LINE, "term"] and restored["rc"] == 0, restored
+
+
+@pytest.mark.parametrize("label, code, rtype, message", [
+    ("pid_type", "EINVAL", 8009, r"task \d: owner pid_type 7"),
+    ("signum", "EINVAL", 8009, r"task \d: signum 65"),
+    ("not_in_image", "EINVAL", 8009, r"task \d: owner 1 is not a process of the image"),
+    ("negative", "EINVAL", 8009, r"task \d: owner -5 is not a process of the image"),
+    ("pgrp", "EOPNOTSUPP", 0,
+     r"task \d: fd 3: owner process group \d+: process groups are not restored"),
+    ("new_pids", "EPERM", 0,
+     r"task 0: fd 5: owner \d+ is not a process of the restored tree"),
+])
+def test_file_owners_that_lie_or_name_others_are_refused(guest, label, code, rtype,
+                                                         message):
+    """The ptrace image's FILE_OWNER made wrong (a pid_type, a signal, a pid of no task
+    of the image), naming a process group, or restarted with new pids (-N), so that the
+    child's pid is no process of the restored tree: refused with the errno and reason,
+    nothing left running."""
+    refused = _fown(guest)["malformed"][label]
+    assert refused["errno"] == code and refused["type"] == rtype, refused
+    assert re.fullmatch(message, refused["msg"]), refused
+    assert refused["lines"] == [], refused
+    assert _fown(guest)["left"] == []
 
 
 # --------------------------------------------------------------------------- deleted files

@@ -67,6 +67,7 @@ STRUCTS = {
     "crfs_hdr_rseq": fmt.crfs_hdr_rseq,
     "crfs_hdr_file_deleted": fmt.crfs_hdr_file_deleted,
     "crfs_hdr_deleted_stat": fmt.crfs_hdr_deleted_stat,
+    "crfs_hdr_file_owner": fmt.crfs_hdr_file_owner,
     "ckpt_hdr_tail": fmt.ckpt_hdr_tail,
 }
 

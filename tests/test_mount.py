@@ -325,6 +325,8 @@ def test_fd_links_and_fdinfo_of_open_files(mount, run_golden):
         text = mount.sh(f"cat files.ckpt/tasks/700/fdinfo/{fd}").stdout
         assert text.startswith(f"pos:\t{file['pos']}\nflags:\t0{flags:o}\n")
     assert "eventfd-count:        100000005\n" in (fd_dir / ".." / "fdinfo" / "7").read_text()
+    assert (fd_dir / ".." / "fdinfo" / "1").read_text() == (     # O_ASYNC, F_SETOWN, F_SETSIG
+        "pos:\t1234\nflags:\t022001\ncrfs-owner:\tpid 4242\ncrfs-signum:\t29\n")
     child = mount / "files.ckpt" / "tasks" / "800"
     assert (child / "fdinfo" / "9").read_text().endswith(
         "clockid: 1\nticks: 3\nsettime flags: 01\nit_value: (4, 999936421)\n"

@@ -11,7 +11,7 @@ import errno
 import os
 import time
 
-from crfs.checkpoint import files, inject, procfs, ptrace, signals
+from crfs.checkpoint import files, fown, inject, procfs, ptrace, signals
 from crfs.checkpoint.file_id import file_identity
 from crfs.checkpoint.memory import ProcessMemory
 from crfs.errors import Unsupported
@@ -75,7 +75,9 @@ def capture_process(pid, tids, freezer, segments, on_read, open_files=None, hand
     tasks = [capture_thread(pid, tid, freezer.states.get(tid, "R"), mm, session, injector)
              for tid in tids]
     fs = signals.fs_struct(pid, procfs.status_fields(f"/proc/{pid}/status"))
-    table = files.capture(pid, open_files or files.Registry(source=MemorySource()))
+    open_files = open_files or files.Registry(source=MemorySource())
+    table = files.capture(pid, open_files)
+    fown.capture(pid, leader_regs, table, injector, open_files.owners_asked)
     for task in tasks:
         task.fs = fs          # threads share their process's (CLONE_FS, as pthreads do)
         task.files = table    # and its file table (CLONE_FILES)

@@ -64,6 +64,7 @@ class Registry:
     pipe_ends: Optional[dict] = None                # ino -> access modes open anywhere
     source: object = None                           # where pipe bytes are kept
     kcmp_works: bool = True
+    owners_asked: set = field(default_factory=set)  # ids of files asked (checkpoint.fown)
 
     def same(self, pid, fd, key, pos, flags):
         """The OpenFile already met that (pid, fd) refers to, or None. Only fds of the same

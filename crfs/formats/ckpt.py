@@ -12,7 +12,7 @@ docs/format-ckpt.md.
     OBJECT  ::= OBJREF{type, ref} records of that object, e.g.
                 MM BUFFER{auxv} { [OBJECT] VMA [CONTENTS] }*map_count MM_CONTEXT MM_CONTEXT_LDT
                 FILE_TABLE { [OBJECT] FILE_DESC }*fdt_nfds { EPOLL_ITEMS [BUFFER] }*
-                FILE [FILE_NAME [CRFS_FILE_ID]] [PIPE_BUF] [STRING]
+                FILE [FILE_NAME [CRFS_FILE_ID]] [PIPE_BUF] [STRING] [CRFS_FILE_OWNER]
     CONTENTS ::= { PGARR{n > 0} BUFFER{ulong vaddr[n]; n pages} }* PGARR{0}
 
 Every record starts with `struct ckpt_hdr {u32 type; u32 len}` and `len` counts the whole
@@ -77,7 +77,8 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CKPT_HDR_SIGPENDING": 604,
     "CRFS_HDR_SIGALTSTACK": 8001,     # crfs extensions (8001-8099), not in linux-cr
     "CRFS_HDR_FS_EXT": 8002,
-    "CRFS_HDR_FILE_ID": 8010,         # 8003-8009 are proposed for other state
+    "CRFS_HDR_FILE_OWNER": 8009,      # last record of a FILE object: F_SETOWN_EX, F_SETSIG
+    "CRFS_HDR_FILE_ID": 8010,         # 8003-8008 are proposed for other state
     "CRFS_HDR_PARENT": 8011,          # incremental images (docs/checkpoint.md)
     "CRFS_HDR_PARENT_PAGES": 8012,
     "CRFS_HDR_OOM_SCORE_ADJ": 8020,   # per process, after its first task's SIGNAL_TASK
@@ -482,6 +483,17 @@ ckpt_hdr_fs = Struct("h" / ckpt_hdr)
 
 # crfs extension, inside the FS object after FILE_NAME{root} (v23 put umask in FS itself).
 crfs_hdr_fs_ext = Struct("h" / ckpt_hdr, "umask" / Int32ul, "_padding" / Pad(4))
+# crfs extension, the last record of a FILE object whose file has an owner for SIGIO
+# (fcntl F_SETOWN_EX) or a signal other than SIGIO (F_SETSIG); O_ASYNC stays in f_flags.
+CRFS_F_OWNER = IntEnum("CRFS_F_OWNER", {"F_OWNER_TID": 0, "F_OWNER_PID": 1,
+                                        "F_OWNER_PGRP": 2})
+crfs_hdr_file_owner = Struct(
+    "h" / ckpt_hdr,
+    "pid" / Int32sl,              # vpid as the checkpointer saw it; 0: no owner
+    "pid_type" / Int32ul,         # CRFS_F_OWNER (struct f_owner_ex.type)
+    "signum" / Int32ul,           # F_SETSIG; 0: SIGIO
+    "_owner_padding" / Pad(4),
+)
 
 # crfs extension, inside a generic FILE object after its FILE_NAME: what the file was when
 # it was checkpointed, checked by the module's RESTART before it maps the file again.
@@ -612,6 +624,7 @@ FIXED = {
     "CKPT_HDR_FS": ckpt_hdr_fs,
     "CRFS_HDR_FS_EXT": crfs_hdr_fs_ext,
     "CRFS_HDR_FILE_ID": crfs_hdr_file_id,
+    "CRFS_HDR_FILE_OWNER": crfs_hdr_file_owner,
     "CRFS_HDR_DELETED_STAT": crfs_hdr_deleted_stat,
     "CKPT_HDR_SIGHAND": ckpt_hdr_sighand,
     "CKPT_HDR_SIGNAL": ckpt_hdr_signal,
@@ -780,6 +793,8 @@ _NOTES = {
     "CRFS_HDR_OOM_SCORE_ADJ": lambda h: f"oom_score_adj {h.oom_score_adj}",
     "CRFS_HDR_RSEQ": lambda h: f"rseq {h.rseq:#x} len {h.rseq_len} sig {h.rseq_sig:#x}",
     "CRFS_HDR_DELETED_STAT": lambda h: f"uid {h.uid} gid {h.gid} mtime_ns {h.mtime_ns}",
+    "CRFS_HDR_FILE_OWNER": lambda h: (f"owner {name_of(CRFS_F_OWNER, h.pid_type, h.pid_type)}"
+                                      f" {h.pid} signum {h.signum}"),
 }
 
 

@@ -437,7 +437,13 @@ class Walker:
         """FILE by its f_type: GENERIC FILE_NAME | PIPE [PIPE_BUF] | FIFO FILE_NAME [PIPE_BUF]
         | EVENTFD | CRFS_OPAQUE STRING{readlink text} | CRFS_DELETED STRING BUFFER{content}
         [DELETED_STAT];
-        other types: the FILE alone."""
+        other types: the FILE alone. Any of them ends with [CRFS_FILE_OWNER]."""
+        yield from self.file_kind()
+        if self.peek().name == "CRFS_HDR_FILE_OWNER":
+            yield self.fixed("CRFS_HDR_FILE_OWNER")
+
+    def file_kind(self):
+        """The FILE record and the records of its f_type (file())."""
         record = yield from self.until_record("CKPT_HDR_FILE")
         file = Part(record, fmt.parse_file(self.source, record))
         f_type = name_of(fmt.CKPT_FILE, file.fields.f_type)

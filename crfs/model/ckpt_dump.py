@@ -304,7 +304,7 @@ class _Writer:
 
     def write_open_file(self, file):
         """OBJREF{FILE} FILE(subtype of its kind) and what follows it (FILE_NAME, PIPE_BUF,
-        STRING)."""
+        STRING), then its FILE_OWNER when it has an owner."""
         objref, first = self.new_object(("ofile", id(file)), "CKPT_OBJ_FILE")
         if not first:
             return objref
@@ -348,6 +348,9 @@ class _Writer:
             self.emit_raw("CKPT_HDR_STRING", _path_bytes(file.path or ""))
         else:
             raise ValueError(f"open file of kind {kind!r}")
+        if native.owner_pid is not None:
+            self.emit("CRFS_HDR_FILE_OWNER", fmt.crfs_hdr_file_owner, pid=native.owner_pid,
+                      pid_type=native.owner_type or 0, signum=native.signum or 0)
         return objref
 
     def write_deleted(self, file, native, common):
@@ -589,9 +592,10 @@ def _has_altstack_signals(signals):
 
 
 def _has_opaque_files(task):
-    """Files written as crfs extension FILE subtypes."""
+    """Files written as crfs extension FILE subtypes, or with a FILE_OWNER."""
     return task.files is not None and any(
-        d.file.kind in (*OPAQUE_KINDS, "deleted", "timerfd", "signalfd") for d in task.files.fds)
+        d.file.kind in (*OPAQUE_KINDS, "deleted", "timerfd", "signalfd")
+        or getattr(d.file.native, "owner_pid", None) is not None for d in task.files.fds)
 
 
 def _has_raw_siginfo(pending, arch):

@@ -55,11 +55,12 @@ FILE_KIND = {
 OPAQUE_KIND = {"CRFS_OPAQUE_OTHER": "other", "CRFS_OPAQUE_SOCKET": "socket",
                "CRFS_OPAQUE_ANON": "anon", "CRFS_OPAQUE_DELETED": "deleted"}
 # What FILE records keep that the model does not: f_type, f_version, the cred and LSM
-# objrefs, eventfd flags, the stat mode of an opaque file.
+# objrefs, eventfd flags, the stat mode of an opaque file, its owner for SIGIO (FILE_OWNER).
 CkptFileFields = native_record("CkptFileFields", ("f_type", "f_version", "f_credref",
                                                   "f_secref", "eventfd_flags", "st_mode",
                                                   "sfd_flags", "st_uid", "st_gid",
-                                                  "atime_ns", "mtime_ns"))
+                                                  "atime_ns", "mtime_ns", "owner_pid",
+                                                  "owner_type", "signum"))
 
 # What only ckpt_hdr stores: pid-namespace depth and its vpids, objrefs of what crfs does
 # not restore, and the CPU record fields an i386 task has no register for.
@@ -338,6 +339,11 @@ class _Builder:
         native.st_uid, native.st_gid = h.uid, h.gid
         native.atime_ns, native.mtime_ns = h.atime_ns, h.mtime_ns
 
+    def file_owner(self, part):
+        native = self.objects[part.objref].native
+        h = part.fields
+        native.owner_pid, native.owner_type, native.signum = h.pid, h.pid_type, h.signum
+
     def file_id(self, part):
         h = part.fields
         self.objects[part.objref].file_id = FileId(h.dev, h.ino, h.size, h.mtime_ns)
@@ -440,6 +446,7 @@ HANDLERS = {
     ("CKPT_HDR_EPOLL_ITEMS", "epoll"): _Builder.epoll_items,
     ("CRFS_HDR_FILE_ID", ""): _Builder.file_id,
     ("CRFS_HDR_DELETED_STAT", ""): _Builder.deleted_stat,
+    ("CRFS_HDR_FILE_OWNER", ""): _Builder.file_owner,
     ("CKPT_HDR_MM", ""): _Builder.mm_record,
     ("CKPT_HDR_BUFFER", "auxv"): _Builder.auxv,
     ("CKPT_HDR_MM_CONTEXT", ""): _Builder.mm_context,

@@ -45,6 +45,8 @@ enum file_type {
 enum { CRFS_OPAQUE_OTHER, CRFS_OPAQUE_SOCKET, CRFS_OPAQUE_ANON, CRFS_OPAQUE_DELETED };
 #define CRFS_UFLAG_EXT 0x8000
 #define CRFS_HDR_DELETED_STAT 8023
+#define CRFS_HDR_FILE_OWNER 8009
+#define F_OWNER_PID 1
 #define FMODE_READ 0x1
 #define FMODE_WRITE 0x2
 #define FMODE_SEEK 0x1c		/* FMODE_LSEEK | FMODE_PREAD | FMODE_PWRITE */
@@ -93,6 +95,15 @@ struct crfs_hdr_file_deleted {
 	uint32_t st_mode;
 } __attribute__((aligned(8)));
 
+/* crfs extension, the last record of a FILE object: its F_SETOWN_EX and F_SETSIG */
+struct crfs_hdr_file_owner {
+	struct ckpt_hdr h;
+	int32_t pid;
+	uint32_t pid_type;
+	uint32_t signum;
+	uint8_t __padding[4];
+} __attribute__((aligned(8)));
+
 /* crfs extension, after a DELETED file's BUFFER: the owner of its inode */
 struct crfs_hdr_deleted_stat {
 	struct ckpt_hdr h;
@@ -132,6 +143,7 @@ _Static_assert(sizeof(struct crfs_hdr_file_timerfd) == 80, "FILE timerfd");
 _Static_assert(sizeof(struct crfs_hdr_file_signalfd) == 64, "FILE signalfd");
 _Static_assert(sizeof(struct crfs_hdr_file_deleted) == 64, "FILE deleted");
 _Static_assert(sizeof(struct crfs_hdr_deleted_stat) == 32, "DELETED_STAT");
+_Static_assert(sizeof(struct crfs_hdr_file_owner) == 24, "FILE_OWNER");
 _Static_assert(sizeof(struct ckpt_hdr_file_desc) == 24, "FILE_DESC");
 _Static_assert(sizeof(struct ckpt_hdr_file) == 48, "FILE");
 _Static_assert(sizeof(struct ckpt_hdr_file_pipe) == 56, "FILE pipe");
@@ -162,6 +174,7 @@ struct file_desc {
 	uint32_t nitems;
 	int has_owner;		/* deleted: DELETED_STAT{uid, gid, times} follows */
 	uint32_t uid, gid;
+	struct crfs_hdr_file_owner owner;	/* written when owner.pid or owner.signum */
 	int written;
 };
 
@@ -225,6 +238,10 @@ static void write_file(struct file_desc *f)
 		common(&g, f);
 		emit(&g, CKPT_HDR_FILE, sizeof(g));
 		emit_raw(CKPT_HDR_FILE_NAME, f->path, strlen(f->path) + 1);
+	}
+	if (f->owner.pid || f->owner.signum) {
+		struct crfs_hdr_file_owner o = f->owner;
+		emit(&o, CRFS_HDR_FILE_OWNER, sizeof(o));
 	}
 }
 
@@ -317,6 +334,11 @@ static void print_file(const struct file_desc *f)
 	} else {
 		printf("null");
 	}
+	if (f->owner.pid || f->owner.signum)
+		printf(", \"owner\": [%d, %u, %u]", f->owner.pid, f->owner.pid_type,
+		       f->owner.signum);
+	else
+		printf(", \"owner\": null");
 	printf(", \"sigmask\": ");
 	if (f->f_type == CRFS_FILE_SIGNALFD)
 		printf("%llu, \"sfd_flags\": %u}", U(f->sigmask), f->sfd_flags);
@@ -354,7 +376,8 @@ int main(int argc, char **argv)
 	static struct file_desc null = { 2, CKPT_FILE_GENERIC, FMODE_READ | FMODE_SEEK, 00,
 		0, 0, "/dev/null", "file" };
 	static struct file_desc log = { 3, CKPT_FILE_GENERIC, FMODE_WRITE | FMODE_SEEK,
-		02001 /* O_WRONLY|O_APPEND */, 1234, 7, "/var/log/golden app.log", "file" };
+		022001 /* O_WRONLY|O_APPEND|O_ASYNC */, 1234, 7, "/var/log/golden app.log", "file",
+		.owner = { .pid = 4242, .pid_type = F_OWNER_PID, .signum = 29 } };
 	static struct file_desc rd = { 4, CKPT_FILE_PIPE, FMODE_READ, 04000 /* O_NONBLOCK */,
 		0, 0, NULL, "pipe", .pipe_objref = 5, .buf = "0123456789",
 		.pipe_size_log2 = 20 };

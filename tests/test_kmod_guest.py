@@ -1541,7 +1541,6 @@ KNOWN_FAILING = {
     "pthread_timers": "restart: a POSIX timer's pending signal 32 is not restored",
     "posix_timers":
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
-    "file_fown": "FAIL: file_fown.c:166: shared->sigio = 0 (> 0 expected)",
     "selfexe00": "FAIL: selfexe00.c:57: ",
     "xids00": "ERR: xids00.c:115: P0 stat 1/1/0/0 (its session id is not restored)",
     "seccomp_strict": SECCOMP_PTRACE,
@@ -1555,10 +1554,8 @@ KNOWN_FAILING_VIA_KERNEL = {
     "cow00": "FAIL: cow00.c:105: A page is not shared",
     "cow01": "restart: fd 7: a socket not handed in (-i)",
     "pthread_timers": "restart: a POSIX timer's pending signal 32 is not restored",
-    "stopped": "restart: fd 4: a pipe whose other end is not in the process (restored now)",
     "posix_timers":
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
-    "file_fown": "FAIL: file_fown.c:166: shared->sigio = 0 (> 0 expected)",
     "selfexe00": "FAIL: selfexe00.c:57: ",
     "xids00": "ERR: xids00.c:115: P0 stat 1/1/0/0 (its session id is not restored)",
     "seccomp_strict": "restart: fd 4: a socket not handed in (-i)",

@@ -47,7 +47,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from crfs import kernel  # noqa: E402 - the repository's, not an installed one
-from guest_bench import ROOT, build_kmod, guest_setup, host_ready, run_guest  # noqa: E402
+from guest_bench import (ROOT, build_kmod, compile_crfs, guest_setup,  # noqa: E402
+                         host_ready, run_guest)
 
 # ----------------------------------------------------------------------------- guest side
 
@@ -204,6 +205,7 @@ def guest_main(args):
     shutil.copy(os.path.join(args.tmp, "dirty_heap"), exe)
     results = {"mib": args.mib, "runs": [], "setup": guest_setup(args.tmp)}
     restarter = os.path.join(args.tmp, "kmod", "crfs-restart")
+    compile_crfs()           # as an installed crfs: bytecode, not sources
     import crfs.checkpoint   # noqa: F401  - warm the page cache for the CLI's imports
     for i in range(args.runs):
         order = ("criu", "crfs") if i % 2 == 0 else ("crfs", "criu")

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 from crfs import kernel  # noqa: E402 - the repository's, not an installed one
 import guest_zdtm  # noqa: E402 - the test suite's zdtm runner (tests/guest_zdtm.py)
-from guest_bench import build_kmod, guest_setup, host_ready, run_guest  # noqa: E402
+from guest_bench import build_kmod, compile_crfs, guest_setup, host_ready, run_guest  # noqa: E402
 
 SHARED_ZDTM = ROOT.parent / "shared" / "zdtm"
 LIMIT = 60     # seconds for each command
@@ -168,6 +168,7 @@ def guest_main(args):
         json.dump(setup, f)
     with open(os.path.join(args.tmp, "commands.json")) as f:
         commands = json.load(f)
+    compile_crfs()           # as an installed crfs: bytecode, not sources
     import crfs.checkpoint   # noqa: F401  - warm the page cache for the CLI's imports
     with open(os.path.join(args.tmp, "results.jsonl"), "a") as results:
         for i, name in enumerate(args.tests.split(",")):

@@ -5,10 +5,9 @@ import argparse
 import os
 import sys
 
-from crfs import __version__, render
+from crfs import __version__
 from crfs.errors import CrfsError, FormatError
 from crfs.model import registry
-from crfs.model.verify import verify
 from crfs.store_paths import DEFAULT_STORE
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
@@ -28,6 +27,7 @@ def cmd_info(args):
 
 
 def info_text(image):
+    from crfs import render
     out = [render.header(image), f"tasks: {len(image.tasks)}\n"]
     for task in image.tasks:
         mm = task.mm
@@ -45,6 +45,7 @@ def info_text(image):
 
 
 def cmd_records(args):
+    from crfs import render
     with registry.open_source(args.image) as source:
         try:
             if args.json:
@@ -60,6 +61,7 @@ def cmd_records(args):
 
 
 def cmd_verify(args):
+    from crfs.model.verify import verify
     from crfs.checkpoint.progress import TerminalProgress
     progress = TerminalProgress("crfs verify")     # on a terminal, after a second
     with registry.open_source(args.image) as source:
@@ -303,7 +305,10 @@ HELP_OPTIONS = ("-h", "--help")
 TOP_LEVEL_OPTIONS = (*HELP_OPTIONS, "--version")
 
 
-def build_parser(parser_class=argparse.ArgumentParser):
+def build_parser(parser_class=argparse.ArgumentParser, command=None):
+    """The whole parser; with `command` (a name in COMMANDS), only that subcommand's
+    parsers: what parsing a command line that names it needs (each adds its module's
+    imports: `crfs checkpoint` need not import the FUSE daemon)."""
     parser = parser_class(
         prog="crfs",
         description="Browse, checkpoint and restart process checkpoint images "
@@ -317,8 +322,9 @@ def build_parser(parser_class=argparse.ArgumentParser):
     parser.add_argument("--version", action="version", version=f"crfs {__version__}")
     parser.set_defaults(reporter="crfs")     # how error lines begin
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for _, add_parsers in SUBCOMMANDS:
-        add_parsers(sub)
+    for names, add_parsers in SUBCOMMANDS:
+        if command is None or command in names:
+            add_parsers(sub)
     return parser
 
 
@@ -339,7 +345,7 @@ class _QuietParser(argparse.ArgumentParser):
 def _parses(argv):
     """The Namespace `argv` parses into, or None (nothing printed)."""
     try:
-        return build_parser(_QuietParser).parse_args(argv)
+        return build_parser(_QuietParser, argv[0]).parse_args(argv)
     except _Misfit:
         return None
 
@@ -376,8 +382,9 @@ def main(argv=None):
     # Names from images (comm, paths) keep their bytes: print them as stored, as ls does.
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(errors="surrogateescape")
-    parser = build_parser()
-    args = parser.parse_args(with_subcommand(argv))
+    argv = with_subcommand(argv)
+    parser = build_parser(command=argv[0] if argv and argv[0] in COMMANDS else None)
+    args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE

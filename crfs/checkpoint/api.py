@@ -16,7 +16,6 @@ from crfs.checkpoint import inject, procfs, signals, via_kernel
 from crfs.checkpoint.capture import add_later_pages, build_image
 from crfs.checkpoint.fit import fit
 from crfs.checkpoint.freezer import AFTER, Freezer
-from crfs.checkpoint.incremental import Plan
 from crfs.checkpoint.memory import ProcessMemory
 from crfs.checkpoint.snapshot import CRFS_UFLAG_SNAPSHOT, FlagsChanged, Snapshot
 from crfs.checkpoint.output import BackgroundWriter
@@ -80,7 +79,10 @@ def _checkpoint_once(pid, fmt, tree, after, progress, place, directory, via, par
     if not os.access(directory, os.W_OK | os.X_OK):   # before stopping anything
         raise CheckpointError(f"cannot write into {directory}: not a writable directory",
                               errno.EACCES)
-    plan = Plan(parent, directory, fmt) if parent is not None or track else None
+    plan = None
+    if parent is not None or track:
+        from crfs.checkpoint.incremental import Plan    # its tracking, only when asked
+        plan = Plan(parent, directory, fmt)
     in_kernel = plan is None and _in_kernel(via, fmt)
     report = {} if report is None else report
     freezer = Freezer()

@@ -10,7 +10,6 @@ those kernels did with it), and a process they cannot hold is refused with the r
 from crfs.errors import Unsupported
 from crfs.formats.x86 import FXSAVE_SIZE
 from crfs.model import registry
-from crfs.model.cr import CrTaskFields
 
 
 def fit(image, fmt):
@@ -42,4 +41,5 @@ def _fit_legacy(image, fmt):
         if task.fpu is not None:
             task.fpu = task.fpu[:FXSAVE_SIZE]      # the legacy FXSAVE region of XSAVE
             if fmt == "cr":
+                from crfs.model.cr import CrTaskFields   # the cr writer's, only for cr
                 task.native = CrTaskFields(has_fxsr=1)

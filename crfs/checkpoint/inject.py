@@ -97,32 +97,50 @@ class Injector:
         rsi, rdx, r10); None when the syscall failed or could not be run safely (see the
         module's docstring: the same steps, with a scratch area of `size` bytes). `regs`
         are its registers now; they and the scratch bytes are left as they were."""
+        return self.calls(tid, regs, [(number, arguments)], size)[0]
+
+    def calls(self, tid, regs, requests, size=WORD):
+        """call() for each (number, arguments) of `requests` in turn, with one scratch area
+        of `size` bytes saved before the first and put back after the last (and the rseq_cs
+        word likewise): a list of the answers, None for each from the first that failed or
+        could not be run safely on."""
+        answers = [None] * len(requests)
         if regs["cs"] != USER_CS["x86_64"] or self.signals.get(tid, 0):
-            return None
+            return answers
         insn = self.syscall_address()
         scratch = (regs["rsp"] - SCRATCH_BELOW_RSP - size) & ~(WORD - 1)
         if not insn or not self._private_writable(scratch, size):
-            return None
+            return answers
         rseq = ptrace.get_rseq(tid)
-        # {address: its 8 bytes}: the scratch words, and struct rseq's rseq_cs pointer
-        words = [scratch + offset for offset in range(0, size, WORD)]
-        saved = {address: self._read_word(address)
-                 for address in (*words, rseq + RSEQ_CS_OFFSET if rseq else None) if address}
-        if None in saved.values():
-            return None
-        registers = dict(zip(("rdi", "rsi", "rdx", "r10"), arguments(scratch)))
-        ptrace.set_regs(tid, {**regs, "rip": insn, "rax": number, "orig_rax": -1,
-                              **registers})
-        out = None
+        saved = self._read(scratch, size)
+        saved_rseq = self._read_word(rseq + RSEQ_CS_OFFSET) if rseq else 0
+        if saved is None or saved_rseq is None:
+            return answers
         try:
-            if self._step(tid, insn) and ptrace.get_regs(tid)["rax"] == 0:
-                out = self._read(scratch, size)
+            for i, (number, arguments) in enumerate(requests):
+                registers = dict(zip(("rdi", "rsi", "rdx", "r10"), arguments(scratch)))
+                ptrace.set_regs(tid, {**regs, "rip": insn, "rax": number, "orig_rax": -1,
+                                      **registers})
+                after = self._step(tid, insn)
+                if after is None or after["rax"] != 0:
+                    break
+                answers[i] = self._read(scratch, size)
+                if answers[i] is None:
+                    break
         finally:
-            for address, word in saved.items():
-                if self._read_word(address) != word:
-                    ptrace.poke(tid, address, word)
+            self._put_back(tid, scratch, saved, answers)
+            if rseq and self._read_word(rseq + RSEQ_CS_OFFSET) != saved_rseq:
+                ptrace.poke(tid, rseq + RSEQ_CS_OFFSET, saved_rseq)
             ptrace.set_regs(tid, regs)
-        return out
+        return answers
+
+    def _put_back(self, tid, scratch, saved, answers):
+        """Write back each word of the scratch area that differs from `saved`."""
+        now = answers[-1] if answers[-1] is not None else self._read(scratch, len(saved))
+        for offset in range(0, len(saved), WORD):
+            word = saved[offset:offset + WORD]
+            if now is None or now[offset:offset + WORD] != word:
+                ptrace.poke(tid, scratch + offset, int.from_bytes(word, "little"))
 
     def syscall(self, tid, regs, number, arguments):
         """rax (the result, -errno on failure) after the thread ran syscall `number` with
@@ -141,9 +159,10 @@ class Injector:
         ptrace.set_regs(tid, {**regs, "rip": insn, "rax": number, "orig_rax": -1,
                               **registers})
         try:
-            if not self._step(tid, insn):
+            after = self._step(tid, insn)
+            if after is None:
                 return None
-            rax = ptrace.get_regs(tid)["rax"]
+            rax = after["rax"]
             return rax - (1 << 64) if rax >= 1 << 63 else rax
         finally:
             for address, word in saved.items():
@@ -169,8 +188,8 @@ class Injector:
                 and address + size <= vma.end)
 
     def _step(self, tid, insn):
-        """Step over the syscall instruction; True when the thread stopped right after it.
-        Another signal's stop: the signal goes into `signals`, False."""
+        """Step over the syscall instruction: the thread's registers when it stopped right
+        after it, else None. Another signal's stop: the signal goes into `signals`, None."""
         for _ in range(MAX_STEPS):
             ptrace.singlestep(tid)
             status, late = self._wait(tid)
@@ -178,15 +197,16 @@ class Injector:
                 raise OSError(errno.ESRCH, f"task {tid} exited")
             if status >> 16:            # an event stop: a pending trap, or our interrupt
                 if late and ptrace.get_regs(tid)["rip"] == insn:
-                    return False        # the syscall did not run: give up
+                    return None         # the syscall did not run: give up
                 continue                # step on (after the syscall: to take its SIGTRAP)
             number = os.WSTOPSIG(status)
-            if number == signals_module.SIGTRAP \
-                    and ptrace.get_regs(tid)["rip"] == insn + SYSCALL_INSN_SIZE:
-                return True             # the step's SIGTRAP: dropped at detach
+            if number == signals_module.SIGTRAP:
+                regs = ptrace.get_regs(tid)
+                if regs["rip"] == insn + SYSCALL_INSN_SIZE:
+                    return regs         # the step's SIGTRAP: dropped at detach
             self.signals[tid] = number  # dequeued before the syscall ran: deliver at detach
-            return False
-        return False
+            return None
+        return None
 
     def _wait(self, tid):
         """(waitpid status of the stop ending the step, late). A step that does not end in

@@ -107,16 +107,12 @@ def set_handlers(tasks, handlers):
 def sighand(tid, injector):
     """The SigHand of the thread's process, asked of thread `tid` (stopped, traced by us);
     None if it cannot be."""
-    actions = []
-    regs = ptrace.get_regs(tid)
-    for number in range(1, NSIG + 1):
-        out = injector.call(tid, regs, SYS_RT_SIGACTION,
-                            lambda scratch, n=number: (n, 0, scratch, SIGSET_SIZE), 32)
-        if out is None:
-            return None
-        handler, flags, restorer, mask = struct.unpack("<QQQQ", out)
-        actions.append(SigAction(handler=handler, flags=flags, restorer=restorer, mask=mask))
-    return SigHand(actions)
+    requests = [(SYS_RT_SIGACTION, lambda scratch, n=number: (n, 0, scratch, SIGSET_SIZE))
+                for number in range(1, NSIG + 1)]
+    answers = injector.calls(tid, ptrace.get_regs(tid), requests, 32)
+    if None in answers:
+        return None
+    return SigHand([SigAction(*struct.unpack("<QQQQ", out)) for out in answers])
 
 
 def altstack(task, injector):
@@ -130,12 +126,12 @@ def altstack(task, injector):
 
 def read_itimers(task, injector):
     values = {}
-    regs = ptrace.get_regs(task.pid)
-    for which, name in enumerate(ITIMER_WHICH):
-        out = injector.call(task.pid, regs, SYS_GETITIMER, lambda scratch, w=which: (w, scratch),
-                            32)
-        if out is None:
-            return None
+    requests = [(SYS_GETITIMER, lambda scratch, w=which: (w, scratch))
+                for which in range(len(ITIMER_WHICH))]
+    answers = injector.calls(task.pid, ptrace.get_regs(task.pid), requests, 32)
+    if None in answers:
+        return None
+    for name, out in zip(ITIMER_WHICH, answers):
         interval_s, interval_us, value_s, value_us = struct.unpack("<qqqq", out)
         values[f"{name}_value"] = value_s * 1_000_000_000 + value_us * 1000
         values[f"{name}_incr"] = interval_s * 1_000_000_000 + interval_us * 1000

@@ -23,6 +23,7 @@ import termios
 from dataclasses import dataclass, field
 
 from crfs.checkpoint import procfs
+from crfs.checkpoint.sockets import capture_unix
 from crfs.errors import Unsupported
 from crfs.model.ckpt_load import CkptFileFields
 from crfs.model.image import Blob, EpollWatch, Fd, FdTable, FdTimer, OpenFile
@@ -220,6 +221,8 @@ def open_file(pid, fd, link, st, info, flags, registry):
             registry.pipes.add((kind, st.st_ino))
             data = pipe_bytes(pid, fd)
             file.data = Blob(registry.source, registry.source.append(data), len(data))
+    elif kind == "socket":
+        file.sock = capture_unix(pid, fd, st.st_ino, registry)
     elif kind == "epoll":
         file.path = None        # its watches: resolve_watches(), once the table is read
     elif kind in ANON_KINDS:

@@ -1,0 +1,67 @@
+"""UNIX sockets in linux-cr images (CRFS_FILE_UNIX, issue #11): the golden C writer's
+socketpair read back, written back byte for byte, and lying records refused."""
+
+import io
+import struct
+
+import pytest
+
+from crfs.errors import FormatError
+from crfs.formats import ckpt as fmt
+from crfs.formats.source import MemorySource
+from crfs.model.ckpt import dump, load
+
+
+@pytest.fixture(params=[64, 32])
+def golden(request, run_golden):
+    path, _ = run_golden("ckpt_files_golden", request.param)
+    return path.read_bytes()
+
+
+def _pair(image):
+    child = image.tasks[2]
+    return child.files.get(12), child.files.get(13)
+
+
+def test_socketpair_read_from_the_golden_image(golden):
+    a, b = _pair(load(MemorySource(golden)))
+    assert (a.file.kind, a.file.link(), b.file.link()) == ("socket", "socket:[4343]",
+                                                           "socket:[4344]")
+    sa, sb = a.file.sock, b.file.sock
+    assert (sa.peer, sb.peer, sa.type, sa.state, sa.shutdown, sb.shutdown) == (
+        4344, 4343, 5, 1, 0, 2)
+    assert (sa.msgs, sa.data.read(), sb.msgs, sb.data) == ((2, 5), b"hithere", (), None)
+    assert (b.cloexec, b.file.flags) == (True, 0o4002)
+
+
+def test_socketpair_written_back_byte_for_byte(golden):
+    out = io.BytesIO()
+    dump(load(MemorySource(golden)), out)
+    assert load(MemorySource(out.getvalue())).tasks[2].files.get(12).file.sock.msgs == (2, 5)
+
+
+def _unix_record(data):
+    for info in fmt.records(MemorySource(data)):
+        if info.name == "CKPT_HDR_FILE" and info.note == "CRFS_FILE_UNIX":
+            return info.offset
+    raise AssertionError("no CRFS_FILE_UNIX")
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    (84, 9, "bytes for 2 messages of 9 bytes"),         # data_len
+    (80, 5000, "5000 messages"),                         # nr_msgs
+    (88, 109, "name_len 109"),                           # addr_len
+])
+def test_lying_unix_records_are_refused(golden, field, value, reason):
+    data = bytearray(golden)
+    struct.pack_into("<I", data, _unix_record(golden) + field, value)
+    with pytest.raises(FormatError, match=reason):
+        load(MemorySource(bytes(data)))
+
+
+def test_message_lengths_must_add_up(golden):
+    data = bytearray(golden)
+    buffer = _unix_record(golden) + fmt.crfs_hdr_file_unix.sizeof()
+    struct.pack_into("<I", data, buffer + 8, 3)          # "hi" said to be 3 bytes
+    with pytest.raises(FormatError, match="add to 8, not 7"):
+        load(MemorySource(bytes(data)))

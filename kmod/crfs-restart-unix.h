@@ -74,8 +74,8 @@ static void note_unix(int fd, off_t pos, uint32_t len, int32_t objref)
 	uint32_t f[3];	/* f_type, f_mode, f_flags */
 	struct usock *u;
 
-	if (objref <= 0 || len != UNIX_REC_LEN || pread(fd, f, sizeof(f), pos + 8) != sizeof(f) ||
-	    f[0] != FILE_UNIX)
+	if (objref <= 0 || len != UNIX_REC_LEN ||
+	    pread(fd, f, sizeof(f), pos + 8) != sizeof(f) || f[0] != FILE_UNIX)
 		return;	/* not ours; a bad length: the module says so */
 	if (nr_usocks == UNIX_MAX)
 		unix_fail(EOPNOTSUPP, "more than %d UNIX sockets", UNIX_MAX, 0);
@@ -169,6 +169,13 @@ static void make_pair(int fd, struct usock *u, struct usock *p)
 	finish_unix(p);
 }
 
+static void make_lone(struct usock *u)
+{
+	u->fd = socket(AF_UNIX, u->r.sock_type | SOCK_CLOEXEC, 0);
+	if (u->fd >= 0)
+		finish_unix(u);
+}
+
 /* The root, before the tree is forked: every socket of the image it can make. */
 static void make_unix_sockets(int fd)
 {
@@ -188,9 +195,8 @@ static void make_unix_sockets(int fd)
 			make_pair(fd, u, p);
 		else if (!u->r.peer_objref && u->r.state == UNIX_CONNECTED)
 			make_pair(fd, u, NULL);
-		else if (!u->r.peer_objref && !u->queue &&
-			 (u->fd = socket(AF_UNIX, u->r.sock_type | SOCK_CLOEXEC, 0)) >= 0)
-			finish_unix(u);
+		else if (!u->r.peer_objref && !u->queue)
+			make_lone(u);
 		if (u->fd < 0 && !u->r.peer_objref)
 			unix_fail(errno ? errno : EINVAL, "UNIX socket objref %d: not made",
 				  u->objref, 0);

@@ -133,7 +133,8 @@ static void fill_unix(int fd, const struct usock *u, int through)
 				  u->objref, (int)i);
 		if (send(through, buf + off, len, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)len)
 			unix_fail(errno ? errno : EMSGSIZE,
-				  "UNIX socket objref %d: message %d not queued", u->objref, (int)i);
+				  "UNIX socket objref %d: message %d not queued",
+				  u->objref, (int)i);
 		off += len;
 	}
 	free(buf);

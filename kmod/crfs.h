@@ -253,6 +253,8 @@ struct file *crfs_shared_file(struct crfs_image *img, u64 key, u32 users,
 int crfs_unix_load(struct crfs_ctx *ctx, struct crfs_file *file,
 		   const struct crfs_rec *rec);
 bool crfs_unix_outside(struct crfs_plan *plan, const struct crfs_file *file);
+int crfs_ckpt_unix(struct crfs_ckpt *ck, const struct ckpt_hdr_file *common,
+		   struct file *file, int fd);
 int crfs_unix_check(struct crfs_plan *plan, struct crfs_image *img, struct file *file,
 		    const struct crfs_file *cf, int fd);
 

@@ -223,3 +223,125 @@ int crfs_unix_check(struct crfs_plan *plan, struct crfs_image *img, struct file 
 				       fd, msgs, bytes, h->nr_msgs, h->data_len);
 	return check_peer(plan, img, sk, h, fd);
 }
+
+/* ---------------------------------------------------------------- CHECKPOINT */
+
+struct unix_ck {
+	u32 *lens;			/* CRFS_UNIX_MAX_MSGS */
+	u8 *data;			/* CRFS_UNIX_MAX_DATA */
+};
+
+/* The queue of @sk into @q and @h (nr_msgs, data_len), not consumed; -E2BIG, -EBADF. */
+static int copy_queue(struct sock *sk, struct crfs_hdr_file_unix *h, struct unix_ck *q)
+{
+	struct sk_buff *skb;
+	u32 len;
+	int ret = 0;
+
+	spin_lock(&sk->sk_receive_queue.lock);
+	skb_queue_walk(&sk->sk_receive_queue, skb) {
+		len = skb->len - UNIXCB(skb).consumed;
+		if (UNIXCB(skb).fp) {
+			ret = -EBADF;
+			break;
+		}
+		if (h->nr_msgs == CRFS_UNIX_MAX_MSGS || len > CRFS_UNIX_MAX_DATA - h->data_len) {
+			ret = -E2BIG;
+			break;
+		}
+		ret = skb_copy_bits(skb, UNIXCB(skb).consumed, q->data + h->data_len, len);
+		if (ret)
+			break;
+		if (h->sock_type == SOCK_STREAM && h->nr_msgs)
+			q->lens[0] += len;	/* a stream's bytes: one message */
+		else
+			q->lens[h->nr_msgs++] = len;
+		h->data_len += len;
+	}
+	spin_unlock(&sk->sk_receive_queue.lock);
+	return ret;
+}
+
+static int fill_unix(struct crfs_ckpt *ck, struct sock *sk, struct crfs_hdr_file_unix *h)
+{
+	struct sock *peer = unix_peer_get(sk);
+	struct unix_address *addr;
+	int ret;
+
+	/* pairs with the release in unix_bind(), as unix_getname() reads it */
+	addr = smp_load_acquire(&unix_sk(sk)->addr);
+	h->family = AF_UNIX;
+	h->sock_type = sk->sk_type;
+	h->state = READ_ONCE(sk->sk_state);
+	h->shutdown = READ_ONCE(sk->sk_shutdown) & SHUTDOWN_BITS;
+	h->ino = sock_i_ino(sk);
+	if (h->state == TCP_LISTEN)
+		h->backlog = READ_ONCE(sk->sk_max_ack_backlog);
+	if (addr && addr->len > offsetof(struct sockaddr_un, sun_path)) {
+		h->addr_len = min_t(u32, addr->len - offsetof(struct sockaddr_un, sun_path),
+				    CRFS_UNIX_ADDR_MAX);
+		memcpy(h->addr, addr->name->sun_path, h->addr_len);
+	}
+	ret = crfs_ck_object(ck, sk, &h->sock_objref);
+	h->sock_objref = abs(h->sock_objref);
+	if (!ret && peer && !sock_flag(peer, SOCK_DEAD)) {
+		ret = crfs_ck_object(ck, peer, &h->peer_objref);
+		h->peer_objref = abs(h->peer_objref);
+	}
+	if (peer)
+		sock_put(peer);
+	return ret;
+}
+
+static int write_unix(struct crfs_ckpt *ck, struct crfs_hdr_file_unix *h,
+		      const struct unix_ck *q)
+{
+	int ret = crfs_ck_record(ck, CKPT_HDR_FILE, h, sizeof(*h));
+
+	if (ret || !h->nr_msgs)
+		return ret;
+	ret = crfs_ck_frame(ck, CKPT_HDR_BUFFER, 4 * h->nr_msgs + h->data_len);
+	if (!ret)
+		ret = crfs_ck_write(ck, q->lens, 4 * h->nr_msgs);
+	if (!ret && h->data_len)
+		ret = crfs_ck_write(ck, q->data, h->data_len);
+	return ret;
+}
+
+/*
+ * The FILE record of the socket @file at @fd, its common fields in @common: 1 when it is
+ * no UNIX socket (the caller writes it opaque), else 0 or an error.
+ */
+int crfs_ckpt_unix(struct crfs_ckpt *ck, const struct ckpt_hdr_file *common,
+		   struct file *file, int fd)
+{
+	struct socket *sock = sock_from_file(file);
+	struct crfs_hdr_file_unix *h;
+	struct unix_ck q = { };
+	int ret;
+
+	if (!sock || !sock->sk || sock->sk->sk_family != AF_UNIX)
+		return 1;
+	h = kzalloc(sizeof(*h), GFP_KERNEL);
+	q.lens = kvcalloc(CRFS_UNIX_MAX_MSGS, sizeof(u32), GFP_KERNEL);
+	q.data = kvmalloc(CRFS_UNIX_MAX_DATA, GFP_KERNEL);
+	ret = h && q.lens && q.data ? 0 : -ENOMEM;
+	if (!ret) {
+		h->common = *common;
+		ret = fill_unix(ck, sock->sk, h);
+	}
+	if (!ret && h->state != TCP_LISTEN)
+		ret = copy_queue(sock->sk, h, &q);
+	if (ret == -EBADF)
+		ret = crfs_ck_fail(ck, -EOPNOTSUPP, "fd %d: a UNIX socket with fds queued", fd);
+	else if (ret == -E2BIG)
+		ret = crfs_ck_fail(ck, -EOPNOTSUPP,
+				   "fd %d: a UNIX socket with more than %u messages or %u bytes queued",
+				   fd, CRFS_UNIX_MAX_MSGS, CRFS_UNIX_MAX_DATA);
+	if (!ret)
+		ret = write_unix(ck, h, &q);
+	kvfree(q.data);
+	kvfree(q.lens);
+	kfree(h);
+	return ret;
+}

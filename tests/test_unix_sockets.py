@@ -65,3 +65,26 @@ def test_message_lengths_must_add_up(golden):
     struct.pack_into("<I", data, buffer + 8, 3)          # "hi" said to be 3 bytes
     with pytest.raises(FormatError, match="add to 8, not 7"):
         load(MemorySource(bytes(data)))
+
+
+def test_fdinfo_shows_the_socket(golden):
+    from crfs.render import fdinfo
+    a, b = _pair(load(MemorySource(golden)))
+    assert fdinfo(a) == ("pos:\t0\nflags:\t02\nunix-type:\t5\nunix-state:\t1\n"
+                         "unix-peer:\t4344\nunix-shutdown:\t0\nunix-queued:\t2 7\n")
+    assert fdinfo(b).endswith("unix-shutdown:\t2\nunix-queued:\t0 0\n")
+
+
+def test_the_mount_shows_the_sockets(mount, run_golden):
+    """fd/<n> of a UNIX socket reads socket:[ino] and fdinfo/<n> has its lines, through a
+    real FUSE mount (ls, readlink, cat)."""
+    import shutil
+
+    path, _ = run_golden("ckpt_files_golden", 64)
+    shutil.copy(path, mount.store / "files.ckpt")
+    mount.mount()
+    assert mount.sh("readlink files.ckpt/tasks/800/fd/12").stdout == "socket:[4343]\n"
+    assert "13 -> socket:[4344]" in mount.sh("ls -l files.ckpt/tasks/800/fd").stdout
+    info = mount.sh("cat files.ckpt/tasks/800/fdinfo/13").stdout
+    assert info == (f"pos:\t0\nflags:\t0{0o4002 | 0o2000000:o}\nunix-type:\t5\n"
+                    "unix-state:\t1\nunix-peer:\t4343\nunix-shutdown:\t2\nunix-queued:\t0 0\n")

@@ -66,6 +66,8 @@ def run_one(label, exe, work, restarter, via):
                          image, "--kill", "--via", via], capture_output=True, text=True,
                         timeout=120)
     result["checkpoint"] = {"rc": ck.returncode, "stderr": ck.stderr[-2000:]}
+    if ck.returncode:
+        proc.kill()
     proc.wait(timeout=60)
     with open(out_path) as f:
         result["lines_before"] = f.read().splitlines()

@@ -13,6 +13,7 @@ import ctypes
 import os
 import socket
 import struct
+import subprocess
 
 from crfs.errors import CrfsError
 from crfs.formats import ckpt as fmt
@@ -48,7 +49,20 @@ def _attrs(data):
 
 def unix_diag():
     """{inode: dict(type, state, peer, name, shutdown, rqueue, wqueue)} of every UNIX
-    socket of our network namespace."""
+    socket of our network namespace. Without the kernel's unix_diag module (it is loaded
+    on demand, which a system without modprobe's files cannot), `modprobe unix_diag` once
+    more, then the error says why."""
+    try:
+        return _unix_diag()
+    except SocketCaptureError as exc:
+        probe = subprocess.run(["modprobe", "unix_diag"], capture_output=True, text=True)
+        if probe.returncode:
+            raise SocketCaptureError(f"{exc} (modprobe unix_diag: "
+                                     f"{probe.stderr.strip()[-200:]})") from None
+        return _unix_diag()
+
+
+def _unix_diag():
     req = struct.pack("<BBHIIIII", socket.AF_UNIX, 0, 0, 0xffffffff, 0, UDIAG_SHOW,
                       0xffffffff, 0xffffffff)
     hdr = struct.pack("<IHHII", 16 + len(req), SOCK_DIAG_BY_FAMILY,
@@ -64,7 +78,9 @@ def unix_diag():
                 if kind == NLMSG_DONE or length < 16:
                     return out
                 if kind == NLMSG_ERROR:
-                    raise SocketCaptureError("sock_diag refused the UNIX socket dump")
+                    err = -struct.unpack_from("<i", data, off + 16)[0]
+                    raise SocketCaptureError("sock_diag refused the UNIX socket dump: "
+                                             f"{os.strerror(err)}")
                 _one(data[off + 16:off + length], out)
                 off += (length + 3) & ~3
 

@@ -13,8 +13,9 @@
  * queue is filled. An unconnected one: socket(2). Every process hands them all in
  * (CRFS_IOC_RESTART_FILES), and the module checks each against its record (crfs_socket.c).
  *
- * Not made, so refused by the module unless handed in with -i: listening and bound
- * sockets, a socket whose peer is not in the image. Counts and lengths are bounded here
+ * Not made, so refused by the module unless handed in with -i: listening sockets, bound
+ * unconnected ones, a socket whose peer is not in the image or is a connection not yet
+ * accepted. A connected socket's bound name is not given back. Counts and lengths are bounded here
  * (CRFS_UNIX_MAX_MSGS messages, CRFS_UNIX_MAX_DATA bytes) before anything is read.
  */
 #define FILE_UNIX		112	/* ckpt_hdr_file.f_type */
@@ -189,16 +190,17 @@ static void make_unix_sockets(int fd)
 	for (k = 0; k < nr_usocks; k++) {
 		u = &usocks[k];
 		if (u->fd >= 0 || u->r.family != AF_UNIX || u->r.state == UNIX_LISTEN ||
-		    u->r.addr_len)
-			continue;
+		    (u->r.state != UNIX_CONNECTED && u->r.addr_len))
+			continue;	/* the caller's to hand in (-i) */
 		p = u->r.peer_objref ? usock_of(u->r.peer_objref) : NULL;
 		if (p && p->r.peer_objref == u->r.sock_objref && p->r.sock_type == u->r.sock_type)
 			make_pair(fd, u, p);
-		else if (!u->r.peer_objref && u->r.state == UNIX_CONNECTED)
-			make_pair(fd, u, NULL);
-		else if (!u->r.peer_objref && !u->queue)
+		else if (!u->r.peer_objref && u->r.state == UNIX_CONNECTED &&
+			 u->r.sock_type != SOCK_DGRAM && u->r.shutdown == 3)
+			make_pair(fd, u, NULL);	/* its peer was closed */
+		else if (!u->r.peer_objref && u->r.state != UNIX_CONNECTED && !u->queue)
 			make_lone(u);
-		if (u->fd < 0 && !u->r.peer_objref)
+		if (u->fd < 0 && !u->r.peer_objref && u->r.state != UNIX_CONNECTED)
 			unix_fail(errno ? errno : EINVAL, "UNIX socket objref %d: not made",
 				  u->objref, 0);
 	}

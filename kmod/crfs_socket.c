@@ -15,8 +15,10 @@
  *		kernel's peer is that file's socket; a peer closed in the image is closed
  *   act:	crfs_files.c installs it like the anon files
  *
- * Not restored (refused): listening and bound sockets, a socket whose peer is a socket
- * outside the image (handed in by the caller, -i, as before), other families.
+ * Not restored (the caller may hand them in, -i, as before): listening sockets, bound
+ * unconnected ones, a socket whose peer is outside the image or is a connection not yet
+ * accepted; other families. A connected socket's bound name (an accepted socket has its
+ * listener's) is not given back.
  *
  * CHECKPOINT writes the same record from the socket itself: its peer (unix_peer_get()),
  * address, shutdown bits, and the bytes of its receive queue copied under the queue's lock
@@ -139,17 +141,30 @@ static const struct crfs_file *file_of_sock(struct crfs_plan *plan, s32 sock_obj
 	return NULL;
 }
 
+/* A connected stream or seqpacket socket whose peer was closed: both ways shut. */
+static bool peer_closed(const struct crfs_hdr_file_unix *h)
+{
+	return !h->peer_objref && h->state == TCP_ESTABLISHED && h->sock_type != SOCK_DGRAM &&
+	       h->shutdown == SHUTDOWN_BITS;
+}
+
 /*
  * A socket of the image the restarter does not make, which the caller may hand in (-i):
- * listening or bound, or whose peer is outside the image.
+ * listening, bound and unconnected, connected to a socket outside the image (its peer's
+ * FILE is not in it, or it has none: a connection not accepted yet).
  */
 bool crfs_unix_outside(struct crfs_plan *plan, const struct crfs_file *file)
 {
 	const struct crfs_hdr_file_unix *h = file->unix_h;
 	unsigned long objref;
 
-	return h && (h->state == TCP_LISTEN || h->addr_len ||
-		     (h->peer_objref && !file_of_sock(plan, h->peer_objref, &objref)));
+	if (!h)
+		return false;
+	if (h->state == TCP_LISTEN || (h->state != TCP_ESTABLISHED && h->addr_len))
+		return true;
+	if (h->peer_objref)
+		return !file_of_sock(plan, h->peer_objref, &objref);
+	return h->state == TCP_ESTABLISHED && !peer_closed(h);
 }
 
 /* The messages and bytes queued for @sk. */
@@ -209,9 +224,8 @@ int crfs_unix_check(struct crfs_plan *plan, struct crfs_image *img, struct file 
 	if (!sk || sk->sk_family != AF_UNIX || sk->sk_type != h->sock_type)
 		return crfs_image_fail(img, NULL, "handed fd %d is not a UNIX socket of type %u",
 				       fd, h->sock_type);
-	if (h->state == TCP_LISTEN || h->addr_len)
-		return crfs_image_fail(img, NULL, "handed fd %d: a listening or bound socket",
-				       fd);
+	if (h->state == TCP_LISTEN)
+		return crfs_image_fail(img, NULL, "handed fd %d: a listening socket", fd);
 	if ((READ_ONCE(sk->sk_shutdown) & SHUTDOWN_BITS) != h->shutdown)
 		return crfs_image_fail(img, NULL, "handed fd %d: shutdown %#x, not %#x", fd,
 				       READ_ONCE(sk->sk_shutdown), h->shutdown);

@@ -88,3 +88,43 @@ def test_the_mount_shows_the_sockets(mount, run_golden):
     info = mount.sh("cat files.ckpt/tasks/800/fdinfo/13").stdout
     assert info == (f"pos:\t0\nflags:\t0{0o4002 | 0o2000000:o}\nunix-type:\t5\n"
                     "unix-state:\t1\nunix-peer:\t4343\nunix-shutdown:\t2\nunix-queued:\t0 0\n")
+
+
+def test_crfs_checkpoint_keeps_the_queues_in_place(build_c, tmp_path):
+    """unix_target checkpointed by `crfs checkpoint --via ptrace` (stopped, then let go):
+    the image pairs the ends by inode, has each end's queued messages with their
+    boundaries and the shutdown bits; the program's own checks still pass afterwards (the
+    queues were peeked, not read)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from crfs.checkpoint import checkpoint
+    from crfs.model import registry
+
+    out = tmp_path / "out"
+    with open(out, "w") as f:
+        proc = subprocess.Popen([str(build_c("unix_target", 64)), str(tmp_path), "600"],
+                                stdout=f)
+    try:
+        while out.read_text().count("\n") < 2:
+            time.sleep(0.05)
+        checkpoint(proc.pid, tmp_path / "u.ckpt", after="stop", via="ptrace")
+        os.kill(proc.pid, signal.SIGCONT)
+        image = registry.open_image(tmp_path / "u.ckpt")
+        fds = {d.fd: d.file for d in image.tasks[0].files.fds}
+        s = {fd: fds[fd].sock for fd in range(4, 12)}
+        assert (s[4].peer, s[5].peer) == (s[5].ino, s[4].ino)
+        assert (s[4].data.read(), s[5].data.read(), s[4].type) == (b"to four", b"to five!", 1)
+        assert (s[6].msgs, s[6].data.read(), s[7].msgs, s[6].type) == ((1, 2, 3), b"abbccc",
+                                                                        (), 2)
+        assert (s[8].shutdown, s[9].shutdown, s[9].msgs, s[9].type) == (2, 1, (3, 3), 5)
+        assert (s[10].peer, s[10].state, s[11].peer, s[11].shutdown) == (0, 7, 0, 3)
+        assert fds[4].link() == f"socket:[{s[4].ino}]"
+        (tmp_path / "stop").touch()
+        assert proc.wait(timeout=30) == 3
+        assert out.read_text().splitlines()[-1] == "unix=ok"
+    finally:
+        proc.kill()
+        proc.wait()

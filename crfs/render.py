@@ -233,7 +233,9 @@ O_CLOEXEC = 0o2000000
 def fdinfo(fd):
     """/proc/PID/fdinfo/N of an Fd: position and flags (close-on-exec included, as the
     kernel shows it), and the lines of an eventfd, timerfd, signalfd or epoll (its "tfd:"
-    lines without ino and sdev); mnt_id and ino are not in the images."""
+    lines without ino and sdev), and crfs's lines of a UNIX socket (type, state, peer
+    inode, shutdown bits, messages and bytes queued); mnt_id and ino are not in the
+    images."""
     file = fd.file
     text = f"pos:\t{file.pos}\nflags:\t0{file.flags | (O_CLOEXEC if fd.cloexec else 0):o}\n"
     if file.kind == "eventfd" and file.count is not None:
@@ -245,6 +247,13 @@ def fdinfo(fd):
                  f"it_interval: ({t.interval_ns // 10**9}, {t.interval_ns % 10**9})\n")
     elif file.kind == "signalfd" and file.sigmask is not None:
         text += f"sigmask:\t{file.sigmask:016x}\n"
+    elif file.kind == "socket" and file.sock is not None:
+        s = file.sock       # crfs's lines: the kernel shows none for a socket
+        text += (f"unix-type:\t{s.type}\nunix-state:\t{s.state}\nunix-peer:\t{s.peer}\n"
+                 f"unix-shutdown:\t{s.shutdown}\nunix-queued:\t{len(s.msgs)} "
+                 f"{sum(s.msgs)}\n")
+        if s.name:
+            text += f"unix-name:\t{s.name.decode('utf-8', 'backslashreplace')}\n"
     elif file.kind == "epoll" and file.watches is not None:
         text += "".join(f"tfd: {w.fd:8d} events: {w.events:8x} data: {w.data:16x}  "
                         f"pos:{w.file.pos}\n" for w in file.watches)

@@ -65,6 +65,7 @@
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
@@ -1155,6 +1156,8 @@ static void make_anon_files(int fd)
 			make_pipe(fd, &anons[k]);
 }
 
+#include "crfs-restart-unix.h"
+
 struct restart {
 	int dev;
 	int with_files;		/* RESTART_FILES with handed[] */
@@ -1345,9 +1348,12 @@ static void restart_image(int dev, int fd)
 		setpgid(0, 0);	/* a failure kills the group: ours alone */
 		if (pipe2(ready, O_CLOEXEC) || pipe2(go, O_CLOEXEC))
 			fail("tree", errno, "pipe", UINT64_MAX, 0);
-		fork_tree(ready, go);
 	}
+	make_unix_sockets(fd);	/* by the root, for all: crfs-restart-unix.h */
+	if (nr_procs > 1)
+		fork_tree(ready, go);
 	make_anon_files(fd);
+	hand_unix_sockets();
 	place_vdso(image_vdso(fd, task_index));
 	memset(&self, 0, sizeof(self));
 	self.dev = dev;

@@ -117,6 +117,7 @@ struct crfs_file {
 	struct crfs_hdr_file_id id;	/* CRFS_HDR_FILE_ID, if has_id */
 	bool has_id;
 	struct crfs_deleted *deleted;	/* CRFS_FILE_DELETED (crfs_deleted.c) */
+	struct crfs_hdr_file_unix *unix_h;	/* CRFS_FILE_UNIX (crfs_socket.c) */
 };
 
 /* A FILE_DESC: fd @fd is the FILE object @objref. */
@@ -259,6 +260,16 @@ void crfs_files_exit(void);
 typedef struct file *(*crfs_maker)(void *arg);
 struct file *crfs_shared_file(struct crfs_image *img, u64 key, u32 users,
 			      crfs_maker make, void *arg);
+
+/* ---------------------------------------------------------------- crfs_socket.c */
+
+int crfs_unix_load(struct crfs_ctx *ctx, struct crfs_file *file,
+		   const struct crfs_rec *rec);
+bool crfs_unix_outside(struct crfs_plan *plan, const struct crfs_file *file);
+int crfs_ckpt_unix(struct crfs_ckpt *ck, const struct ckpt_hdr_file *common,
+		   struct file *file, int fd);
+int crfs_unix_check(struct crfs_plan *plan, struct crfs_image *img, struct file *file,
+		    const struct crfs_file *cf, int fd);
 
 /* ---------------------------------------------------------------- crfs_anonfd.c */
 

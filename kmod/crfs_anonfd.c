@@ -367,8 +367,9 @@ static int check_one(struct crfs_plan *plan, struct crfs_image *img,
 	if (!cf)
 		return crfs_image_fail(img, NULL, "handed objref %d is not a file of the image",
 				       e->objref);
-	if (cf->h.f_type == CKPT_FILE_PIPE) {
-		ret = check_pipe(plan, img, e, cf);
+	if (cf->h.f_type == CKPT_FILE_PIPE || cf->h.f_type == CRFS_FILE_UNIX) {
+		ret = cf->h.f_type == CKPT_FILE_PIPE ? check_pipe(plan, img, e, cf) :
+		      crfs_unix_check(plan, img, e->file, cf, e->fd);
 		if (ret)
 			return ret;
 	} else if (!crfs_anon_kind(cf->h.f_type)) {

@@ -301,8 +301,15 @@ static int write_file_of(struct ck_table *tb, struct file *file, int fd, s32 obj
 		return write_generic(tb, file, fd);	/* O_PATH: any kind, by name */
 	if (S_ISFIFO(mode))
 		return write_pipe(tb, file, fd, inode->i_sb->s_magic != PIPEFS_MAGIC);
-	if (S_ISSOCK(mode))
+	if (S_ISSOCK(mode)) {
+		struct ckpt_hdr_file h = { 0 };
+
+		fill_common(&h, file, CRFS_FILE_UNIX);
+		ret = crfs_ckpt_unix(tb->ck, &h, file, fd);	/* crfs_socket.c */
+		if (ret <= 0)
+			return ret;
 		return write_opaque(tb, file, fd, CRFS_OPAQUE_SOCKET);
+	}
 	if ((S_ISREG(mode) || S_ISDIR(mode)) &&
 	    (!inode->i_nlink || d_unlinked(file->f_path.dentry)))
 		return write_opaque(tb, file, fd, CRFS_OPAQUE_DELETED);

@@ -250,6 +250,8 @@ static int load_file_kind(struct crfs_ctx *ctx, struct crfs_object *obj, int dep
 		return crfs_anon_load(ctx, file, &rec);	/* crfs_anonfd.c */
 	case CRFS_FILE_DELETED:
 		return crfs_deleted_load(ctx, file, &rec);
+	case CRFS_FILE_UNIX:
+		return crfs_unix_load(ctx, file, &rec);	/* crfs_socket.c */
 	default:
 		return 0;	/* refused by RESTART; its own records are skipped */
 	}
@@ -388,6 +390,7 @@ void crfs_free_file_object(struct crfs_object *obj)
 	case CKPT_OBJ_FILE:
 		if (obj->file) {
 			kfree(obj->file->name);
+			kfree(obj->file->unix_h);
 			crfs_deleted_free(obj->file);
 		}
 		kfree(obj->file);
@@ -962,6 +965,8 @@ static const char *kind_name(const struct crfs_file *file)
 		return "a signalfd";
 	case CRFS_FILE_DELETED:
 		return "a file deleted while open";
+	case CRFS_FILE_UNIX:
+		return "a socket";
 	default:
 		return "a crfs extension file";
 	}
@@ -1037,6 +1042,10 @@ static struct file *open_object(struct crfs_open *op, const struct crfs_fd *cfd)
 		return ERR_PTR(-CANNOT_REOPEN);
 	case CRFS_FILE_DELETED:
 		return open_deleted(op, cfd);
+	case CRFS_FILE_UNIX:	/* made by the restarter (crfs_socket.c) */
+		if (crfs_unix_outside(op->plan, cfd->file))
+			return ERR_PTR(-CANNOT_REOPEN);
+		return handed_anon(op, cfd);
 	case CRFS_FILE_OPAQUE:
 		if (cfd->file->opaque_kind == CRFS_OPAQUE_SOCKET)
 			return ERR_PTR(-CANNOT_REOPEN);

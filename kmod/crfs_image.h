@@ -101,6 +101,7 @@ enum {
 	CRFS_FILE_SIGNALFD = 101,
 	CRFS_FILE_OPAQUE = 110,		/* recorded, not restorable; then STRING */
 	CRFS_FILE_DELETED = 111,	/* a regular file deleted while open */
+	CRFS_FILE_UNIX = 112,		/* a UNIX socket (crfs_socket.c) */
 };
 
 /* crfs_hdr_file_opaque->kind */
@@ -345,6 +346,34 @@ struct crfs_hdr_file_timerfd {
 };
 
 /* crfs extension: a signalfd, its mask (bit n-1: signal n) */
+/*
+ * CRFS_FILE_UNIX: a UNIX socket. sock_objref names the socket, peer_objref its peer's (0:
+ * none); a socketpair is two FILEs naming each other. state as sock_diag gives it (1
+ * connected, 7 unconnected, 10 listening), shutdown sk_shutdown's bits, addr the bound
+ * address (addr_len bytes). Iff nr_msgs: BUFFER{__u32 len[nr_msgs], data_len bytes},
+ * the messages queued for this socket.
+ */
+#define CRFS_UNIX_ADDR_MAX	108
+#define CRFS_UNIX_MAX_MSGS	4096
+#define CRFS_UNIX_MAX_DATA	(4 << 20)
+struct crfs_hdr_file_unix {
+	struct ckpt_hdr_file common;
+	__s32 sock_objref;
+	__s32 peer_objref;
+	__u64 ino;
+	__u16 family;
+	__u16 sock_type;
+	__u32 state;
+	__u32 shutdown;
+	__u32 backlog;
+	__u32 nr_msgs;
+	__u32 data_len;
+	__u32 addr_len;
+	__u8 __padding[4];
+	char addr[CRFS_UNIX_ADDR_MAX];
+	__u8 __padding2[4];
+};
+
 struct crfs_hdr_file_signalfd {
 	struct ckpt_hdr_file common;
 	__u64 sigmask;

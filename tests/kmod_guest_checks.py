@@ -693,7 +693,7 @@ def fuse_finish(mnt, name, output, timeout=180):
 
 
 TARGETS = ("restore_target", "tree_target", "threads_target", "crfs-restart", "files_target",
-           "files_tree_targ", "sig_target", "anonfd_target", "pipes_target")
+           "files_tree_targ", "sig_target", "anonfd_target", "pipes_target", "unix_target")
 NOBODY = 65534
 GROUP_TIMEOUT = 12    # seconds (module parameter): the threads' rendezvous gives up; margin for a
 #                       loaded host, where a late leader would otherwise time out its threads
@@ -1491,6 +1491,9 @@ STEPS = (
     # files deleted while open, a deleted cwd, O_PATH and namespace fds (guest_deleted.py)
     ("deleted", lambda m: __import__("guest_deleted").step(m), lambda m, s: (m["restore"],),
      "t_deleted"),
+    # UNIX socketpairs with their queues (tests/guest_unix.py)
+    ("unix", lambda m: __import__("guest_unix").step(m), lambda m, s: (m["restore"],),
+     "t_unix"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
     ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
 )

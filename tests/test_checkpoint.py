@@ -1012,7 +1012,7 @@ def test_open_files_are_captured(build_c, tmp_path):
             efd = table.get(fds["efd"]).file
             assert (efd.kind, efd.count) == ("eventfd", 5)
             sock = table.get(fds["sock"]).file
-            assert sock.kind == "socket" and sock.path.startswith("socket:[")
+            assert sock.kind == "socket" and sock.link().startswith("socket:[")
             gone = table.get(fds["gone"]).file
             assert (gone.kind, gone.path, gone.pos, gone.data.read()) == (
                 "deleted", f"{workdir / 'gone'} (deleted)", 4, b"data")

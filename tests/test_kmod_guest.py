@@ -391,7 +391,8 @@ def prepare_guest(work, build_c, tmp_path_factory):
         "anonfd_target": str(build_c("anonfd_target", 64)),
         "pipes_target": str(build_c("pipes_target", 64)),
         "state_target": str(build_c("state_target", 64)),
-        "deleted_target": str(build_c("deleted_target", 64))}
+        "deleted_target": str(build_c("deleted_target", 64)),
+        "unix_target": str(build_c("unix_target", 64))}
     manifest["zdtm"], zdtm_error = _build_zdtm(work) if _step_selected("zdtm") else (None, None)
     timeout = GUEST_TIMEOUT + (ZDTM_BUDGET if manifest["zdtm"] else 0)
     if manifest["zdtm"]:
@@ -2127,3 +2128,73 @@ def test_pipe_records_that_lie_are_refused(guest):
     assert "a pipe of 1048576 bytes not handed in" in str(refused["big_not_handed"])
     assert refused["size_2g"]["errno"] == "EINVAL", refused
     assert "F_SETPIPE_SZ of 2^31 bytes" in str(refused["size_2g"]), refused
+
+
+# --------------------------------------------------------------------------- UNIX sockets
+# Step unix (tests/guest_unix.py): socketpairs of the three types with their queued messages
+# restored from both checkpointers (kmod/crfs_socket.c, kmod/crfs-restart-unix.h).
+
+
+def _unix(guest):
+    result = _report(guest)["steps"]["unix"]
+    assert "error" not in result, result["error"]
+    return result
+
+
+@pytest.mark.parametrize("way", ["ptrace", "kernel"])
+def test_unix_sockets_restart_with_their_queues(guest, way):
+    """unix_target checkpointed by `crfs checkpoint --via WAY` and restarted: its own
+    checks pass (each end reads the bytes queued for it, the datagrams one by one with
+    their boundaries, the shut seqpacket end gives EOF after its two messages and EPIPE on
+    send, the socket whose peer had closed reads its bytes then EOF, the pairs are still
+    connected), and its fds are sockets again."""
+    result = _unix(guest)[way]
+    assert result["checkpoint"]["rc"] == 0, result["checkpoint"]
+    assert result["restart"]["errno"] == 0, result["restart"]
+    assert result["exit"] == "exited 3", result["exit"]
+    assert result["lines"][-1] == "unix=ok", result["lines"][-3:]
+    assert sorted(result["after"]) == sorted(result["before"])
+    assert all(link.startswith("socket:[") for link in result["after"].values())
+
+
+def test_both_checkpointers_write_the_same_socket_records(guest):
+    """The FILE objects of the sockets (objref, type, the objrefs of the socket and of
+    its peer) are the same in the module's image as in crfs checkpoint's."""
+    result = _unix(guest)
+    assert len(result["socks"]) == 8
+    assert result["kernel_socks"] == result["socks"]
+
+
+@pytest.mark.parametrize("label, reason", [
+    ("family", "socket of family 2: only AF_UNIX"),
+    ("type", "UNIX socket type 3, state 1, shutdown 0"),
+    ("shutdown", "shutdown 0x4"),
+    ("msgs_many", "5000 messages of 6 bytes"),
+    ("data_lies", "BUFFER of 26 bytes for 3 messages of 7"),
+    ("addr_long", "addr_len 200"),
+    ("peer_self", "UNIX socket objref"),
+    ("lengths_lie", "message lengths add to 7, not 6"),
+    ("rdonly", "UNIX socket FILE not O_RDWR"),
+])
+def test_malformed_unix_records_are_refused(guest, label, reason):
+    """CHECK of the ptrace image with one field of a CRFS_FILE_UNIX record made wrong:
+    EINVAL and the reason."""
+    refused = _unix(guest)["records"][label]
+    assert refused["errno"] == "EINVAL" and reason in refused["msg"], refused
+
+
+@pytest.mark.parametrize("label, err, reason", [
+    ("pipe_as_socket", "EINVAL", "is not a UNIX socket of type 1"),
+    ("dgram_as_stream", "EINVAL", "is not a UNIX socket of type 1"),
+    ("queue_empty", "EINVAL", "0 messages of 0 bytes queued, not 1 of 7"),
+    ("two_pairs", "EINVAL", "its peer is not objref"),
+    ("one_end", "EINVAL", "not handed in"),
+    ("not_handed_in", "EOPNOTSUPP", "fd 4: a socket not handed in"),
+])
+def test_unix_sockets_handed_in_that_lie_are_refused(guest, label, err, reason):
+    """RESTART_FILES with sockets that do not fit their records (a pipe, a datagram pair
+    for a stream pair, a pair without the queued bytes, ends of two different pairs, one
+    end of a pair without the other): refused with errno and reason before anything
+    changes; crfs-restart -A (nothing handed in): the first socket refuses the restart."""
+    refused = _unix(guest)["lying"][label]
+    assert refused["errno"] == err and reason in refused["msg"], refused

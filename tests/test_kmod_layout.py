@@ -66,13 +66,15 @@ STRUCTS = {
     "crfs_hdr_oom_score_adj": fmt.crfs_hdr_oom_score_adj,
     "crfs_hdr_rseq": fmt.crfs_hdr_rseq,
     "crfs_hdr_file_deleted": fmt.crfs_hdr_file_deleted,
+    "crfs_hdr_file_unix": fmt.crfs_hdr_file_unix,
     "crfs_hdr_deleted_stat": fmt.crfs_hdr_deleted_stat,
     "crfs_hdr_file_owner": fmt.crfs_hdr_file_owner,
     "ckpt_hdr_tail": fmt.ckpt_hdr_tail,
 }
 
 FILE_SUBTYPES = {"ckpt_hdr_file_pipe", "crfs_hdr_file_opaque", "ckpt_hdr_file_eventfd",
-                 "crfs_hdr_file_timerfd", "crfs_hdr_file_signalfd", "crfs_hdr_file_deleted"}
+                 "crfs_hdr_file_timerfd", "crfs_hdr_file_signalfd", "crfs_hdr_file_deleted",
+                 "crfs_hdr_file_unix"}
 
 # Records the module never reads: an incremental image's, which the restart path flattens
 # into one complete image first (docs/checkpoint.md).

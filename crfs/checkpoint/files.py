@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from crfs.checkpoint import procfs
+from crfs.checkpoint.sockets import capture_unix
 from crfs.errors import Unsupported
 from crfs.formats.ckpt import CRFS_PIPE_NO_READER, CRFS_PIPE_NO_WRITER
 from crfs.model.ckpt_load import CkptFileFields
@@ -238,6 +239,8 @@ def open_file(pid, fd, link, st, info, flags, registry):
                                                if kind == "pipe" else 0)
             file.data = Blob(registry.source, registry.source.append(data), len(data))
         file.pipe_size, file.pipe_flags = registry.pipes[kind, st.st_ino]
+    elif kind == "socket":
+        file.sock = capture_unix(pid, fd, st.st_ino, registry)
     elif kind == "epoll":
         file.path = None        # its watches: resolve_watches(), once the table is read
     elif kind in ANON_KINDS:

@@ -135,6 +135,7 @@ CKPT_FILE = IntEnum("CKPT_FILE", {
     "CRFS_FILE_SIGNALFD": 101,
     "CRFS_FILE_OPAQUE": 110,      # crfs extension (from 100): recorded, not restorable
     "CRFS_FILE_DELETED": 111,     # crfs extension: a regular file deleted while open
+    "CRFS_FILE_UNIX": 112,        # crfs extension: a UNIX socket (crfs_hdr_file_unix)
 })
 
 # CRFS_FILE_OPAQUE.kind: why crfs cannot restore the file (its readlink text follows).
@@ -358,6 +359,20 @@ ckpt_hdr_eventpoll_items = Struct("h" / ckpt_hdr, "epfile_objref" / Int32sl,
                                   "num_items" / Int32ul)
 ckpt_eventpoll_item = Struct("data" / Int64ul, "fd" / Int32ul, "file_objref" / Int32sl,
                              "events" / Int32ul, "_padding" / Pad(4))
+# crfs extension: a UNIX socket. sock_objref names the socket, peer_objref its peer's (0:
+# none in the image): a socketpair is two FILEs naming each other. state is sock_diag's
+# (1 connected, 7 unconnected, 10 listening), shutdown sk_shutdown's bits, addr the bound
+# address (addr_len bytes, an abstract name starts with NUL). Iff nr_msgs, a BUFFER follows:
+# nr_msgs u32 message lengths, then their data_len bytes, queued for this socket.
+CRFS_UNIX_NAME_MAX = 108
+CRFS_UNIX_MAX_MSGS = 4096
+CRFS_UNIX_MAX_DATA = 4 << 20
+crfs_hdr_file_unix = Struct(*ckpt_hdr_file.subcons, "sock_objref" / Int32sl,
+                            "peer_objref" / Int32sl, "ino" / Int64ul, "family" / Int16ul,
+                            "sock_type" / Int16ul, "state" / Int32ul, "shutdown" / Int32ul,
+                            "backlog" / Int32ul, "nr_msgs" / Int32ul, "data_len" / Int32ul,
+                            "addr_len" / Int32ul, "_unix_padding" / Pad(4),
+                            "addr" / Bytes(CRFS_UNIX_NAME_MAX), "_unix_padding2" / Pad(4))
 FILE_SUBTYPES = {
     "CKPT_FILE_GENERIC": ckpt_hdr_file,
     "CKPT_FILE_PIPE": ckpt_hdr_file_pipe,
@@ -368,6 +383,7 @@ FILE_SUBTYPES = {
     "CRFS_FILE_DELETED": crfs_hdr_file_deleted,
     "CRFS_FILE_TIMERFD": crfs_hdr_file_timerfd,
     "CRFS_FILE_SIGNALFD": crfs_hdr_file_signalfd,
+    "CRFS_FILE_UNIX": crfs_hdr_file_unix,
 }
 
 MM_ADDRESSES = ("start_code", "end_code", "start_data", "end_data", "start_brk", "brk",

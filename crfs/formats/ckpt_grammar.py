@@ -461,6 +461,8 @@ class Walker:
             yield from self.pipe_buf(file)
         elif f_type == "CRFS_FILE_OPAQUE":
             yield self.blob("CKPT_HDR_STRING", "link")
+        elif f_type == "CRFS_FILE_UNIX":
+            yield from self.unix_queue(file)
         elif f_type == "CRFS_FILE_DELETED":
             yield self.blob("CKPT_HDR_STRING", "link")
             content = self.expect("CKPT_HDR_BUFFER")
@@ -471,6 +473,28 @@ class Walker:
                        role="content")
             if self.peek().name == "CRFS_HDR_DELETED_STAT":
                 yield self.fixed("CRFS_HDR_DELETED_STAT")
+
+    def unix_queue(self, file):
+        """A UNIX socket's queue: iff nr_msgs, BUFFER{u32 lengths[nr_msgs], data}; the
+        part's data is (lengths, data offset, data_len)."""
+        h = file.fields
+        if h.addr_len > fmt.CRFS_UNIX_NAME_MAX or h.nr_msgs > fmt.CRFS_UNIX_MAX_MSGS or \
+                h.data_len > fmt.CRFS_UNIX_MAX_DATA or (h.data_len and not h.nr_msgs):
+            raise self.error(file, f"UNIX socket name_len {h.addr_len}, {h.nr_msgs} "
+                                   f"messages of {h.data_len} bytes")
+        if not h.nr_msgs:
+            return
+        record = self.expect("CKPT_HDR_BUFFER")
+        if record.data_length != 4 * h.nr_msgs + h.data_len:
+            raise FormatError(f"{record.data_length} bytes for {h.nr_msgs} messages of "
+                              f"{h.data_len} bytes", offset=record.offset, record=record.name)
+        lengths = struct.unpack(f"<{h.nr_msgs}I", self.source.read(
+            record.data_offset, 4 * h.nr_msgs, record.name))
+        if sum(lengths) != h.data_len:
+            raise FormatError(f"message lengths add to {sum(lengths)}, not {h.data_len}",
+                              offset=record.offset, record=record.name)
+        yield Part(record, data=(lengths, record.data_offset + 4 * h.nr_msgs, h.data_len),
+                   role="queue")
 
     def pipe_buf(self, file):
         """The PIPE_BUF after the first end of a pipe: its bytes stay in the file, the

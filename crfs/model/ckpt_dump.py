@@ -21,6 +21,7 @@ does not have (the exe file, creds of files) are referred to as 0. No CONTAINER 
 written. Pages are streamed from mm.source, never held all at once.
 """
 
+import struct
 from array import array
 
 from construct import Array, ConstructError
@@ -74,6 +75,7 @@ class _Writer:
         self.written = {}   # object key -> objref
         self.groups = {}    # tgid -> the ThreadGroup written for tasks that have none
         self.epolls = []    # (objref, OpenFile) of the epolls first written in this table
+        self.unix_inos = None   # inodes of the image's UNIX sockets (restorable_unix)
 
     # ----------------------------------------------------------------- records
 
@@ -338,6 +340,8 @@ class _Writer:
                       f_type=fmt.CKPT_FILE["CRFS_FILE_SIGNALFD"], sigmask=file.sigmask or 0,
                       sfd_flags=file.flags & SFD_FLAGS if sfd_flags is None else sfd_flags,
                       **common)
+        elif kind == "socket" and self.restorable_unix(file.sock):
+            self.write_unix(file.sock, common)
         elif kind == "deleted" and file.data is not None:
             self.write_deleted(file, native, common)
         elif kind in OPAQUE_KINDS or kind == "epoll":     # an epoll whose watches are unknown
@@ -372,6 +376,39 @@ class _Writer:
             self.emit("CRFS_HDR_DELETED_STAT", fmt.crfs_hdr_deleted_stat,
                       uid=native.st_uid, gid=native.st_gid, atime_ns=native.atime_ns or 0,
                       mtime_ns=native.mtime_ns or 0)
+
+    def restorable_unix(self, sock):
+        """A UNIX socket written as such: its peer, if any, is a socket of the image;
+        else it is written as an opaque socket (handed in at restart, as before)."""
+        if sock is None:
+            return False
+        if self.unix_inos is None:
+            self.unix_inos = {d.file.sock.ino for t in self.image.tasks if t.files
+                              for d in t.files.fds if d.file.sock is not None}
+        return not sock.peer or sock.peer in self.unix_inos
+
+    def write_unix(self, sock, common):
+        """CRFS_FILE_UNIX [BUFFER{lengths, data}]: the socket and its peer get objrefs
+        without a record (by inode), so a pair's two FILEs name each other."""
+        sock_ref, _ = self.new_object(("sock", sock.ino))
+        peer_ref = self.new_object(("sock", sock.peer))[0] if sock.peer else 0
+        length = sock.data.length if sock.data is not None else 0
+        if len(sock.name) > fmt.CRFS_UNIX_NAME_MAX or length > fmt.CRFS_UNIX_MAX_DATA or \
+                len(sock.msgs) > fmt.CRFS_UNIX_MAX_MSGS or sum(sock.msgs) != length:
+            raise ValueError(f"UNIX socket {sock.ino}: {len(sock.msgs)} messages of "
+                             f"{length} bytes, name of {len(sock.name)}")
+        self.emit("CKPT_HDR_FILE", fmt.crfs_hdr_file_unix,
+                  f_type=fmt.CKPT_FILE["CRFS_FILE_UNIX"], sock_objref=sock_ref,
+                  peer_objref=peer_ref, ino=sock.ino, family=sock.family,
+                  sock_type=sock.type, state=sock.state, shutdown=sock.shutdown,
+                  backlog=sock.backlog, nr_msgs=len(sock.msgs), data_len=length,
+                  addr_len=len(sock.name),
+                  addr=sock.name.ljust(fmt.CRFS_UNIX_NAME_MAX, b"\0"), **common)
+        if sock.msgs:
+            self.frame("CKPT_HDR_BUFFER", 4 * len(sock.msgs) + length)
+            self.out.write(struct.pack(f"<{len(sock.msgs)}I", *sock.msgs))
+            if length:
+                self.out.write(sock.data.source.pread(sock.data.offset, length))
 
     def write_pipe(self, file, common):
         """PIPE: FILE(56) [PIPE_BUF]; FIFO: FILE(56) FILE_NAME [PIPE_BUF]. The pipe's inode

@@ -13,7 +13,7 @@ from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, registers_from_cpu
 from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Blob, Creds, EpollWatch,
                               Fd, FdTable, FdTimer, FileId, FsStruct, Image, Itimers, Mm,
                               OpenFile, ParentRef, Pending, Rseq, ShmSegment, SigAction, SigHand,
-                              SigInfo, Signals, Task, ThreadGroup, Vma, native_record,
+                              SigInfo, Signals, Task, ThreadGroup, UnixSock, Vma, native_record,
                               set_field)
 from crfs.model.registers import Registers
 
@@ -112,8 +112,12 @@ class _Builder:
         self.vma = None
         self.shm = {}               # ino_objref -> ShmSegment
         self.parent_ref = None      # CRFS_HDR_PARENT of an incremental image
+        self.socks = {}             # a UNIX socket's sock_objref -> its inode number
+        self.unix_files = []        # their files, whose peer (an objref) becomes an inode
 
     def image(self):
+        for file in self.unix_files:
+            file.sock.peer = self.socks.get(file.sock.peer, 0)
         return Image(format="linux-cr", dialect=DIALECT, arch=self.walker.arch,
                      header=self.header, time=self.header["time"], tasks=self.tasks,
                      source=self.source, record_count=self.walker.count, has_trailer=True,
@@ -315,6 +319,13 @@ class _Builder:
                                  interval_ns=h.interval_ns, ticks=h.ticks, flags=h.tfd_flags)
         elif f_type == "CRFS_FILE_SIGNALFD":
             file.sigmask, native.sfd_flags = h.sigmask, h.sfd_flags
+        elif f_type == "CRFS_FILE_UNIX":
+            file.kind = "socket"
+            self.socks[h.sock_objref] = h.ino
+            file.sock = UnixSock(ino=h.ino, peer=h.peer_objref, family=h.family,
+                                 type=h.sock_type, state=h.state, shutdown=h.shutdown,
+                                 backlog=h.backlog, name=bytes(h.addr[:h.addr_len]))
+            self.unix_files.append(file)
         self.objects[part.objref] = file
 
     def file_name(self, part):
@@ -329,6 +340,11 @@ class _Builder:
         self.objects[epfile].watches = [
             EpollWatch(fd=i.fd, file=self.objects[i.file_objref], events=i.events, data=i.data)
             for i in items]
+
+    def unix_queue(self, part):
+        lengths, offset, length = part.data
+        sock = self.objects[part.objref].sock
+        sock.msgs, sock.data = tuple(lengths), Blob(self.source, offset, length)
 
     def content(self, part):
         self.objects[part.objref].data = Blob(self.source, *part.data)
@@ -443,6 +459,7 @@ HANDLERS = {
     ("CKPT_HDR_STRING", "link"): _Builder.file_name,
     ("CKPT_HDR_PIPE_BUF", "pipe"): _Builder.pipe_buf,
     ("CKPT_HDR_BUFFER", "content"): _Builder.content,
+    ("CKPT_HDR_BUFFER", "queue"): _Builder.unix_queue,
     ("CKPT_HDR_EPOLL_ITEMS", "epoll"): _Builder.epoll_items,
     ("CRFS_HDR_FILE_ID", ""): _Builder.file_id,
     ("CRFS_HDR_DELETED_STAT", ""): _Builder.deleted_stat,

@@ -220,6 +220,24 @@ class FdTimer:
 
 
 @dataclass
+class UnixSock:
+    """A UNIX socket: its inode (socket:[ino]) and its peer's (0: none kept), family, type
+    (SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5), sock_diag state (1 connected, 7
+    unconnected, 10 listening), shutdown bits, listen backlog, bound name (bytes), and the
+    messages queued for it: their lengths (one for a stream's bytes) and data (a Blob)."""
+    ino: int = 0
+    peer: int = 0
+    family: int = 1
+    type: int = 1
+    state: int = 7
+    shutdown: int = 0
+    backlog: int = 0
+    name: bytes = b""
+    msgs: tuple = ()
+    data: Optional[Blob] = None
+
+
+@dataclass
 class EpollWatch:
     """One file an epoll watches: the fd it was added as (in the epoll owner's table), the
     OpenFile, and epoll_event's events and data."""
@@ -255,11 +273,14 @@ class OpenFile:
     file_id: Optional["FileId"] = None  # a mapped file's identity (CRFS_FILE_ID), if stored
     pipe_size: int = 0                  # pipes, FIFOs: capacity in bytes (0: not known)
     pipe_flags: int = 0                 # a pipe: CRFS_PIPE_* (ends no process had open)
+    sock: Optional[UnixSock] = None     # a UNIX socket's state (CRFS_FILE_UNIX)
 
     def link(self):
         """What readlink(/proc/PID/fd/N) shows for it."""
         if self.kind == "pipe":
             return f"pipe:[{self.pipe}]"
+        if self.kind == "socket" and self.sock is not None and self.path is None:
+            return f"socket:[{self.sock.ino}]"
         if self.kind in ("eventfd", "timerfd", "signalfd", "epoll") and self.path is None:
             return f"anon_inode:[{'eventpoll' if self.kind == 'epoll' else self.kind}]"
         return self.path or ""

@@ -25,6 +25,7 @@ import sys
 from array import array
 
 from crfs.formats.x86 import PAGE_SIZE
+from crfs.model.image import UnixSock
 from crfs.model.image import (FILE_KINDS, NSIG, VMA_KINDS, AltStack, Blob, Creds, EpollWatch,
                               Exit, Fd, FdTable, FdTimer, FileId, FsStruct, Futex, Image,
                               Itimers, Mm, NativeFields, OpenFile, Pending, ShmSegment,
@@ -60,7 +61,7 @@ def _classes():
                                              Futex, Signals, SigHand, SigAction, ThreadGroup,
                                              Pending, SigInfo, Itimers, AltStack, FsStruct,
                                              FdTable, Fd, OpenFile, Blob, FdTimer, EpollWatch,
-                                             FileId, Rseq)}
+                                             FileId, Rseq, UnixSock)}
     natives = _native_classes()
     if set(natives) & set(classes):
         raise RuntimeError("a native record is named like a model class")
@@ -351,6 +352,16 @@ def _check_open_file(file, file_size, source):
     _require(file.timer is None or (type(file.timer) is FdTimer
                                     and _ints(*vars(file.timer).values())), "timerfd")
     _require(file.native is None or isinstance(file.native, NativeFields), "file fields")
+    sock = file.sock
+    _require(sock is None or (type(sock) is UnixSock and type(sock.name) is bytes
+                              and type(sock.msgs) is tuple and _ints(*sock.msgs)
+                              and _ints(sock.ino, sock.peer, sock.family, sock.type,
+                                        sock.state, sock.shutdown, sock.backlog)),
+             "UNIX socket")
+    if sock is not None and sock.data is not None:
+        _require(type(sock.data) is Blob and sock.data.source is source
+                 and 0 <= sock.data.offset
+                 and sock.data.offset + sock.data.length <= file_size, "socket bytes")
     data = file.data
     if data is not None:
         _require(type(data) is Blob and data.source is source

@@ -17,7 +17,8 @@
  * a FIFO, an eventfd, a socket, a directory) and process 800 (its own table sharing the log
  * file's open file description and the pipe's write end with 700, a deleted file saved
  * by name only, a memfd saved with its content and owner, a timerfd, a signalfd and an epoll watching
- * fds 1 and 10: its EPOLL_ITEMS follow the table's last FILE_DESC).
+ * fds 1 and 10: its EPOLL_ITEMS follow the table's last FILE_DESC, and a seqpacket socketpair
+ * with two messages queued for one end, the other shut for writing).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -40,7 +41,7 @@ enum file_type {
 	CKPT_FILE_IGNORE = 0, CKPT_FILE_GENERIC, CKPT_FILE_PIPE, CKPT_FILE_FIFO,
 	CKPT_FILE_SOCKET, CKPT_FILE_TTY, CKPT_FILE_EPOLL, CKPT_FILE_EVENTFD,
 	CRFS_FILE_TIMERFD = 100, CRFS_FILE_SIGNALFD,	/* crfs extensions */
-	CRFS_FILE_OPAQUE = 110, CRFS_FILE_DELETED,
+	CRFS_FILE_OPAQUE = 110, CRFS_FILE_DELETED, CRFS_FILE_UNIX,
 };
 enum { CRFS_OPAQUE_OTHER, CRFS_OPAQUE_SOCKET, CRFS_OPAQUE_ANON, CRFS_OPAQUE_DELETED };
 #define CRFS_UFLAG_EXT 0x8000
@@ -123,6 +124,17 @@ struct crfs_hdr_file_signalfd {
 	uint32_t sfd_flags;
 } __attribute__((aligned(8)));
 
+/* crfs extension: a UNIX socket; then iff nr_msgs BUFFER{u32 len[nr_msgs], the bytes} */
+struct crfs_hdr_file_unix {
+	struct ckpt_hdr_file common;
+	int32_t sock_objref, peer_objref;	/* a pair: two FILEs naming each other */
+	uint64_t ino;
+	uint16_t family, sock_type;
+	uint32_t state, shutdown, backlog;
+	uint32_t nr_msgs, data_len, addr_len, pad;
+	char addr[108];
+} __attribute__((aligned(8)));
+
 struct ckpt_hdr_eventpoll_items {
 	struct ckpt_hdr h;
 	int32_t epfile_objref;
@@ -142,6 +154,7 @@ _Static_assert(sizeof(struct ckpt_hdr_file_table) == 16, "FILE_TABLE");
 _Static_assert(sizeof(struct crfs_hdr_file_timerfd) == 80, "FILE timerfd");
 _Static_assert(sizeof(struct crfs_hdr_file_signalfd) == 64, "FILE signalfd");
 _Static_assert(sizeof(struct crfs_hdr_file_deleted) == 64, "FILE deleted");
+_Static_assert(sizeof(struct crfs_hdr_file_unix) == 208, "FILE unix");
 _Static_assert(sizeof(struct crfs_hdr_deleted_stat) == 32, "DELETED_STAT");
 _Static_assert(sizeof(struct crfs_hdr_file_owner) == 24, "FILE_OWNER");
 _Static_assert(sizeof(struct ckpt_hdr_file_desc) == 24, "FILE_DESC");
@@ -172,6 +185,8 @@ struct file_desc {
 	uint32_t sfd_flags;
 	struct ckpt_eventpoll_item items[2];	/* epoll: its watches */
 	uint32_t nitems;
+	struct crfs_hdr_file_unix sock;	/* UNIX socket: its fields after common */
+	const char *msgs[2];	/* ... the messages queued for it */
 	int has_owner;		/* deleted: DELETED_STAT{uid, gid, times} follows */
 	uint32_t uid, gid;
 	struct crfs_hdr_file_owner owner;	/* written when owner.pid or owner.signum */
@@ -183,6 +198,29 @@ static void common(struct ckpt_hdr_file *h, const struct file_desc *f)
 	*h = (struct ckpt_hdr_file){ .f_type = f->f_type, .f_mode = f->f_mode,
 		.f_flags = f->f_flags, .f_credref = 0, .f_pos = f->f_pos,
 		.f_version = f->f_version, .f_secref = 0 };
+}
+
+static void write_unix(const struct file_desc *f)
+{
+	struct crfs_hdr_file_unix u = f->sock;
+	char buf[64];
+	uint32_t n = 0, len, off;
+
+	common(&u.common, f);
+	while (n < 2 && f->msgs[n])
+		n++;
+	off = 4 * n;
+	for (uint32_t i = 0; i < n; i++) {
+		len = strlen(f->msgs[i]);
+		memcpy(buf + 4 * i, &len, 4);
+		memcpy(buf + off, f->msgs[i], len);
+		off += len;
+	}
+	u.nr_msgs = n;
+	u.data_len = off - 4 * n;
+	emit(&u, CKPT_HDR_FILE, sizeof(u));
+	if (n)
+		emit_raw(CKPT_HDR_BUFFER, buf, off);
 }
 
 static void write_file(struct file_desc *f)
@@ -228,6 +266,8 @@ static void write_file(struct file_desc *f)
 				.atime_ns = 1276732800123456789LL, .mtime_ns = -1000000001LL };
 			emit(&o, CRFS_HDR_DELETED_STAT, sizeof(o));
 		}
+	} else if (f->f_type == CRFS_FILE_UNIX) {
+		write_unix(f);
 	} else if (f->f_type == CRFS_FILE_OPAQUE) {
 		struct crfs_hdr_file_opaque o = { .kind = f->opaque_kind, .st_mode = f->st_mode };
 		common(&o.common, f);
@@ -413,6 +453,15 @@ int main(int argc, char **argv)
 		{ .data = 0x1122334455667788ULL, .fd = 1, .file_objref = 6, .events = 0x19 },
 		{ .data = 10, .fd = 10, .file_objref = 16, .events = 0x80000001 } } };
 
+	/* objrefs: the FILE, then its socket and its peer's, by first use */
+	static struct file_desc spa = { 18, CRFS_FILE_UNIX, FMODE_READ | FMODE_WRITE, 02, 0, 0,
+		"socket:[4343]", "socket", .sock = { .sock_objref = 19, .peer_objref = 20,
+		.ino = 4343, .family = 1, .sock_type = 5, .state = 1 },
+		.msgs = { "hi", "there" } };
+	static struct file_desc spb = { 21, CRFS_FILE_UNIX, FMODE_READ | FMODE_WRITE, 04002, 0,
+		0, "socket:[4344]", "socket", .sock = { .sock_objref = 20, .peer_objref = 19,
+		.ino = 4344, .family = 1, .sock_type = 5, .state = 1, .shutdown = 2 } };
+
 	static struct task_desc t[3] = {
 		{ { 700, 1, 700, 700, 700, 0 }, "files-main", 1, 1, {
 			{ 0, &null, 0 }, { 1, &log, 0 }, { 2, &log, 0 }, { 3, &rd, 1 },
@@ -421,7 +470,8 @@ int main(int argc, char **argv)
 		{ { 701, 1, 700, 700, 700, 0 }, "files-thread", 1, 0, { { 0 } }, 0 },
 		{ { 800, 700, 800, 700, 700, 0 }, "files-child", 12, 1, {
 			{ 0, &log, 0 }, { 1, &wr, 0 }, { 6, &gone, 1 }, { 8, &memfd, 0 },
-			{ 9, &tfd, 0 }, { 10, &sfd, 1 }, { 11, &ep, 1 } }, 7 },
+			{ 9, &tfd, 0 }, { 10, &sfd, 1 }, { 11, &ep, 1 }, { 12, &spa, 0 },
+			{ 13, &spb, 1 } }, 9 },
 	};
 	memcpy(t[1].fds, t[0].fds, sizeof(t[0].fds));	/* the same table, for the JSON */
 	t[1].nfds = t[0].nfds;

@@ -1,0 +1,171 @@
+"""Guest side of the UNIX socket tests (tests/test_kmod_guest.py, step "unix";
+kmod/crfs_socket.c, kmod/crfs-restart-unix.h, crfs/checkpoint/sockets.py).
+
+unix_target (tests/c/unix_target.c: stream, datagram and seqpacket socketpairs with
+messages queued both ways, a shut end, an unconnected socket, a socket whose peer was
+closed) is checkpointed both ways, restarted by crfs-restart, and runs its own checks.
+Then the refusals: malformed CRFS_FILE_UNIX records (CHECK), sockets handed in that do
+not fit their records (RESTART_FILES, in a forked child), and nothing handed in (-A).
+Runs inside the guest; decides nothing.
+"""
+
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+
+import guest_anonfd as ga
+import guest_files as gf
+
+WORK = "/tmp/crfs-unix"
+OBJREF, FILE = 6, 304
+OBJ_FILE = 3
+FILE_UNIX = 112
+UNIX_FDS = range(4, 12)
+
+
+def sockets_of(image):
+    """{objref: (sock_type, sock_objref, peer_objref, offset of its FILE)}."""
+    with open(image, "rb") as f:
+        data = f.read()
+    out, last = {}, None
+    for offset, type_, _ in gf.frames(data):
+        if type_ == OBJREF:
+            objtype, objref = struct.unpack_from("<Ii", data, offset + 8)
+            last = objref if objtype == OBJ_FILE else None
+        elif type_ == FILE and last is not None:
+            if struct.unpack_from("<I", data, offset + 8)[0] == FILE_UNIX:
+                sock, peer = struct.unpack_from("<ii", data, offset + 48)
+                stype = struct.unpack_from("<H", data, offset + 66)[0]
+                out[last] = (stype, sock, peer, offset)
+            last = None
+    return out
+
+
+def links_of(pid):
+    out = {}
+    for fd in UNIX_FDS:
+        try:
+            out[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            pass
+    return out
+
+
+def run_one(label, exe, work, restarter, via):
+    out_path = os.path.join(work, f"{label}.out")
+    image = os.path.join(work, f"{label}.img")
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(["setarch", "-R", exe, work, "6000"],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    gf.wait_lines(out_path, 5)
+    result = {"before": links_of(proc.pid)}
+    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "-o",
+                         image, "--kill", "--via", via], capture_output=True, text=True,
+                        timeout=120)
+    result["checkpoint"] = {"rc": ck.returncode, "stderr": ck.stderr[-2000:]}
+    if ck.returncode:
+        proc.kill()
+    proc.wait(timeout=60)
+    with open(out_path) as f:
+        result["lines_before"] = f.read().splitlines()
+    if ck.returncode:
+        return result, None
+    os.chmod(image, 0o644)
+    child = gf.restart(image, restarter, os.path.join(work, f"{label}.restart"))
+    result["restart"] = gf.outcome(child)
+    if child.errno == 0:
+        gf.wait_lines(out_path, len(result["lines_before"]) + 3)
+        result["after"] = links_of(child.pid)
+        with open(os.path.join(work, "stop"), "w"):
+            pass
+        result["exit"] = gf.end_of(child)
+        os.unlink(os.path.join(work, "stop"))
+    with open(out_path) as f:
+        result["lines"] = f.read().splitlines()
+    return result, image
+
+
+def patched_records(image, socks):
+    """Malformed CRFS_FILE_UNIX records, each refused by CHECK (errno, reason)."""
+    with open(image, "rb") as f:
+        data = f.read()
+    queued = [offset for _, _, _, offset in socks.values()
+              if struct.unpack_from("<I", data, offset + 80)[0] == 3][0]   # "a" "bb" "ccc"
+    own = struct.unpack_from("<i", data, queued + 48)[0]
+    patches = {
+        "family": (queued + 64, "<H", 2),
+        "type": (queued + 66, "<H", 3),
+        "shutdown": (queued + 72, "<I", 4),
+        "msgs_many": (queued + 80, "<I", 5000),
+        "data_lies": (queued + 84, "<I", 7),
+        "addr_long": (queued + 88, "<I", 200),
+        "peer_self": (queued + 52, "<i", own),
+        "lengths_lie": (queued + 208 + 8, "<I", 2),     # "a" said to be 2 bytes
+        "rdonly": (queued + 16, "<I", 0),
+    }
+    out = {}
+    for label, (offset, fmt_, value) in patches.items():
+        bad = gf.patch(image, f"{image}.{label}",
+                       lambda data, recs, o=offset, f=fmt_, v=value: struct.pack_into(f, data,
+                                                                                     o, v))
+        out[label] = ga.check_outcome(bad)
+    return out
+
+
+def lying_tables(image, socks, restarter, work):
+    """Sockets handed in that do not fit their records: refused before anything changes."""
+    by_type = {}
+    for objref, (stype, sock, peer, _) in sorted(socks.items()):
+        by_type.setdefault(stype, []).append(objref)
+    s4, s5 = by_type[socket.SOCK_STREAM][:2]       # fds 4 and 5, with queues
+    out = {}
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    c, d = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    g, h = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    pr, pw = os.pipe2(os.O_CLOEXEC)
+    try:
+        out["pipe_as_socket"] = ga.handed_call(image, [(s4, pr)])
+        out["dgram_as_stream"] = ga.handed_call(image, [(s4, g.fileno()), (s5, h.fileno())])
+        out["queue_empty"] = ga.handed_call(image, [(s4, a.fileno()), (s5, b.fileno())])
+        b.send(b"to four")
+        a.send(b"to five!")
+        d.send(b"to four")
+        c.send(b"to five!")
+        out["two_pairs"] = ga.handed_call(image, [(s4, a.fileno()), (s5, d.fileno())])
+        out["one_end"] = ga.handed_call(image, [(s4, a.fileno())])
+    finally:
+        for s in (a, b, c, d, g, h):
+            s.close()
+        os.close(pr)
+        os.close(pw)
+    out["not_handed_in"] = gf.outcome(gf.restart(image, restarter,
+                                                 os.path.join(work, "none.out"), ("-A",)))
+    return out
+
+
+def step(manifest):
+    work = WORK
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    os.chmod(work, 0o755)
+    exe = os.path.join(work, "unix_target")
+    shutil.copy(manifest["unix_target"], exe)
+    restarter = manifest["restarter"]
+    result = {}
+    try:
+        result["ptrace"], image = run_one("ptrace", exe, work, restarter, "ptrace")
+        result["kernel"], kimage = run_one("kernel", exe, work, restarter, "kernel")
+        if image:
+            socks = sockets_of(image)
+            result["socks"] = {str(k): list(v[:3]) for k, v in socks.items()}
+            if kimage:
+                result["kernel_socks"] = {str(k): list(v[:3])
+                                          for k, v in sockets_of(kimage).items()}
+            result["records"] = patched_records(image, socks)
+            result["lying"] = lying_tables(image, socks, restarter, work)
+    except Exception as exc:      # noqa: BLE001 - reported, the other steps go on
+        result["error"] = repr(exc)
+    return result

@@ -1538,7 +1538,7 @@ SECCOMP_PTRACE = ("checkpoint: pid N exited during the checkpoint (seccomp stric
 KNOWN_FAILING = {
     "maps04": MAPS04,
     "cow00": "FAIL: cow00.c:105: A page is not shared",
-    "cow01": "restart: fd 6: a socket not handed in (-i)",
+    "cow01": "FAIL: private pages shared over fork are not restored copy-on-write",
     "pthread_timers": "restart: a POSIX timer's pending signal 32 is not restored",
     "posix_timers":
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
@@ -1547,13 +1547,12 @@ KNOWN_FAILING = {
     "seccomp_strict": SECCOMP_PTRACE,
     "seccomp_filter":
         "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",
-    "sockets00": "restart: fd 4: a socket not handed in (-i)",
-    "sockets_spair": "restart: fd 4: a socket not handed in (-i)",
+    "sockets00": "restart: fd 4: a socket not handed in (-i) (a listening socket)",
     "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
 }
 KNOWN_FAILING_VIA_KERNEL = {
     "cow00": "FAIL: cow00.c:105: A page is not shared",
-    "cow01": "restart: fd 7: a socket not handed in (-i)",
+    "cow01": "FAIL: private pages shared over fork are not restored copy-on-write",
     "pthread_timers": "restart: a POSIX timer's pending signal 32 is not restored",
     "posix_timers":
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
@@ -1562,8 +1561,7 @@ KNOWN_FAILING_VIA_KERNEL = {
     "seccomp_strict": "restart: fd 4: a socket not handed in (-i)",
     "seccomp_filter":
         "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",
-    "sockets00": "restart: fd 4: a socket not handed in (-i)",
-    "sockets_spair": "restart: fd 4: a socket not handed in (-i)",
+    "sockets00": "restart: fd 4: a socket not handed in (-i) (a listening socket)",
     "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
 }
 KNOWN_FAILING_BY_CP = {

@@ -40,8 +40,14 @@
  * (task_index): the restored parent is the real parent of its restored children, with new
  * pids. All the processes wait at a barrier, set up and with their vdso moved, then call
  * RESTART together. They share FD: it reaches EOF once every process was restored. A
- * failure (its reason says "task N: ...") is reported, then kills the whole process group
- * (crfs-restart makes itself a group leader), restored processes included.
+ * failure (its reason says "task N: ...") is reported, then kills every process of the
+ * tree by pid (a table they share), restored processes included.
+ *
+ * Sessions and process groups of the TREE (vsid, vpgid) are rebuilt: a session leader
+ * calls setsid() and a group leader setpgid(0, 0) before forking its children; a process
+ * of another group joins it after the barrier (every group exists then), image pids
+ * mapped to the pids the processes got. A process keeps its parent's session; a group
+ * not in the image is the restarter's (the root's). Any other layout is refused.
  *
  * A process with threads in the image (tasks of one tgid) is restored by as many threads:
  * its main thread restores the leader's task after it has started one thread per other

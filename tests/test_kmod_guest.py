@@ -2075,3 +2075,16 @@ def test_pipe_records_that_lie_are_refused(guest):
     assert "a pipe of 1048576 bytes not handed in" in str(refused["big_not_handed"])
     assert refused["size_2g"]["errno"] == "EINVAL", refused
     assert "F_SETPIPE_SZ of 2^31 bytes" in str(refused["size_2g"]), refused
+
+
+@pytest.mark.parametrize("mode", ["setsid", "setpgid"])
+def test_restart_rebuilds_sessions_and_groups(guest, mode):
+    """tree_target whose child made a session (setsid) or a process group (setpgid) of its
+    own: restarted, the child again leads its session and group (or its group, in the
+    session of its parent), as /proc/PID/stat says; the tree runs to its end."""
+    run = _report(guest)["steps"]["tree"]["ids"][mode]
+    assert run["before"] == (["self", "self"] if mode == "setsid" else ["self", "other"])
+    assert run["restart"]["errno"] == 0, run
+    assert run["after"] == run["before"], run
+    assert run["exit"] == "exited 3", run
+    assert run["survivors"] == [], run

@@ -128,6 +128,7 @@ static uint32_t exit_status[MAX_TASKS];	/* of zombies, as wait() gives it */
 static pid_t child_pid[MAX_TASKS];	/* the processes this one forked */
 static pid_t *real_pid;			/* shared by the tree: each process's pid, by task */
 static pid_t outer_pgid;		/* the root's group before the restart */
+#define TABLE_HINT	((void *)0x10000000000UL)	/* 1 TiB: real_pid's address */
 
 /*
  * Kill every process of the tree, then this one: one by one, as they may have left our
@@ -1447,7 +1448,8 @@ static void restart_image(int dev, int fd)
 	root_with_image_pid(dev, fd);
 	outer_pgid = getpgrp();
 	if (nr_procs > 1) {
-		real_pid = mmap(NULL, MAX_TASKS * sizeof(*real_pid), PROT_READ | PROT_WRITE,
+		/* far below where the kernel puts mmaps and vdsos: no clash with the image's */
+		real_pid = mmap(TABLE_HINT, MAX_TASKS * sizeof(*real_pid), PROT_READ | PROT_WRITE,
 				MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 		if (real_pid == MAP_FAILED) {
 			real_pid = NULL;

@@ -374,7 +374,21 @@ def restore_tree(manifest):
     refused["after"] = tree_lines(bad + ".out")
     result["refused"] = refused
     result["ids"] = {mode: tree_ids(manifest, mode) for mode in ("setsid", "setpgid")}
+    # the child's group led by no process of the image: refused before any fork
+    bad = patched(image, image + ".pgid", child_pgid_unknown)
+    refused = reported(restart_to(bad, restarter, bad + ".out")[0])
+    time.sleep(0.5)
+    refused["survivors"] = tree_processes()
+    result["bad_pgid"] = refused
     return result
+
+
+def child_pgid_unknown(data):
+    """The TREE's task 1 (ckpt_pids: vpid, vppid, vtgid, vpgid, vsid, depth) says pgid
+    99999, a group no process of the image leads."""
+    tree = [offset for offset, type_, _ in records(data) if type_ == 101][0]
+    pids = tree + struct.unpack_from("<I", data, tree + 4)[0] + 8
+    struct.pack_into("<i", data, pids + 24 + 12, 99999)
 
 
 def ids_of(pid):

@@ -2088,3 +2088,14 @@ def test_restart_rebuilds_sessions_and_groups(guest, mode):
     assert run["after"] == run["before"], run
     assert run["exit"] == "exited 3", run
     assert run["survivors"] == [], run
+
+
+def test_restart_refuses_a_group_it_cannot_rebuild(guest):
+    """The TREE's child says a process group no process of the image leads (nor the root's):
+    crfs-restart refuses the image with the reason, before it forks; nothing is left."""
+    refused = _report(guest)["steps"]["tree"]["bad_pgid"]
+    assert refused["errno"] == "EOPNOTSUPP", refused
+    assert refused["msg"].startswith("task 1: pid "), refused
+    assert " pgid 99999 sid " in refused["msg"], refused
+    assert refused["msg"].endswith(": a group with no leader in the image"), refused
+    assert refused["survivors"] == [], refused

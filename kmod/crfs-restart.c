@@ -40,8 +40,14 @@
  * (task_index): the restored parent is the real parent of its restored children, with new
  * pids. All the processes wait at a barrier, set up and with their vdso moved, then call
  * RESTART together. They share FD: it reaches EOF once every process was restored. A
- * failure (its reason says "task N: ...") is reported, then kills the whole process group
- * (crfs-restart makes itself a group leader), restored processes included.
+ * failure (its reason says "task N: ...") is reported, then kills every process of the
+ * tree by pid (a table they share), restored processes included.
+ *
+ * Sessions and process groups of the TREE (vsid, vpgid) are rebuilt: a session leader
+ * calls setsid() and a group leader setpgid(0, 0) before forking its children; a process
+ * of another group joins it after the barrier (every group exists then), image pids
+ * mapped to the pids the processes got. A process keeps its parent's session; a group
+ * not in the image is the restarter's (the root's). Any other layout is refused.
  *
  * A process with threads in the image (tasks of one tgid) is restored by as many threads:
  * its main thread restores the leader's task after it has started one thread per other
@@ -121,6 +127,24 @@ static __thread unsigned int task_index;	/* the task this thread restores */
 static char zombie[MAX_TASKS];		/* leaders that had exited: they exit again */
 static uint32_t exit_status[MAX_TASKS];	/* of zombies, as wait() gives it */
 static pid_t child_pid[MAX_TASKS];	/* the processes this one forked */
+static pid_t *real_pid;			/* shared by the tree: each process's pid, by task */
+static pid_t outer_pgid;		/* the root's group before the restart */
+#define TABLE_HINT	((void *)0x10000000000UL)	/* 1 TiB: real_pid's address */
+
+/*
+ * Kill every process of the tree, then this one: one by one, as they may have left our
+ * process group and session.
+ */
+static void kill_tree(void)
+{
+	pid_t self = getpid();
+	int k;
+
+	for (k = 0; real_pid && k < nr_tasks; k++)
+		if (real_pid[k] > 0 && real_pid[k] != self)
+			kill(real_pid[k], SIGKILL);
+	kill(self, SIGKILL);
+}
 
 /*
  * Report a failure of task @index and end (the whole tree if there is one). Threads
@@ -144,7 +168,7 @@ static void fail_task(unsigned int index, const char *stage, int err, const char
 	if (report_fd >= 0 && write(report_fd, &r, sizeof(r)) != sizeof(r))
 		perror("crfs-restart: report");
 	if (nr_procs > 1)
-		kill(0, SIGKILL);	/* the whole tree, this process included */
+		kill_tree();
 	_exit(1);		/* every thread of the process */
 }
 
@@ -262,15 +286,90 @@ static void read_zombies(int fd)
 	}
 }
 
+/* The index of the process (thread group leader) of pid @vpid in the image, -1 if none */
+static int task_of_pid(int vpid)
+{
+	int j;
+
+	for (j = 0; j < nr_tasks; j++)
+		if (leader_of[j] == j && pids[j].vpid == vpid)
+			return j;
+	return -1;
+}
+
+/*
+ * Can the session and group of process @k be rebuilt? A session leader leads its group;
+ * any other process has its parent's session (the restarter's, for the root); its group
+ * is its own, one led by a process of the image in its session, or the root's when the
+ * root's is not in the image (the restarter's then).
+ */
+static void check_ids(int k)
+{
+	const struct pids *p = &pids[k];
+	int g = task_of_pid(p->vpgid);
+	const char *why = NULL;
+	char msg[96];
+
+	if (p->vsid == p->vpid && p->vpgid != p->vpid)
+		why = "a session leader out of its group";
+	else if (k && p->vsid != p->vpid && p->vsid != pids[parent_of[k]].vsid)
+		why = "a session not its parent's";
+	else if (g >= 0 && (pids[g].vsid != p->vsid || pids[g].vpgid != pids[g].vpid))
+		why = "a group whose leader is elsewhere";
+	else if (k && g < 0 && (p->vpgid != pids[0].vpgid || p->vsid != pids[0].vsid))
+		why = "a group with no leader in the image";
+	if (!why)
+		return;
+	snprintf(msg, sizeof(msg), "pid %d pgid %d sid %d: %s", p->vpid, p->vpgid, p->vsid,
+		 why);
+	nr_procs = 1;	/* nothing forked yet: kill nothing */
+	fail_task(k, "tree", EOPNOTSUPP, msg, UINT64_MAX, 0);
+}
+
+/* Before it forks: a session leader makes its session, a group leader its group. */
+static void enter_session(void)
+{
+	const struct pids *p = &pids[task_index];
+
+	if (!p->vpid)
+		return;		/* no TREE */
+	if (p->vsid == p->vpid) {
+		if (getsid(0) != getpid() && setsid() < 0)
+			fail("tree", errno, "cannot make its session", UINT64_MAX, 0);
+	} else if (p->vpgid == p->vpid && setpgid(0, 0)) {
+		fail("tree", errno, "cannot make its process group", UINT64_MAX, 0);
+	}
+}
+
+/* Once every group leader made its group: join the group led by another process. */
+static void join_group(void)
+{
+	const struct pids *p = &pids[task_index];
+	int g;
+	pid_t want;
+
+	if (!p->vpid || p->vpgid == p->vpid)
+		return;
+	g = task_of_pid(p->vpgid);
+	want = g >= 0 && real_pid ? real_pid[g] : outer_pgid;
+	if (want > 0 && getpgrp() != want && setpgid(0, want))
+		fail("tree", errno, "cannot join its process group", UINT64_MAX, 0);
+}
+
 /* parse_tree(), or nothing of the TREE */
 static void read_tree(int fd)
 {
+	int k;
+
 	if (!parse_tree(fd)) {
 		memset(pids, 0, sizeof(pids));
 		nr_procs = 1;
 		return;
 	}
 	read_zombies(fd);
+	for (k = 0; k < nr_tasks; k++)
+		if (leader_of[k] == k)
+			check_ids(k);
 }
 
 /* ---------------------------------------------------------------- image pids */
@@ -497,16 +596,22 @@ again:
 		if (pid < 0)
 			fail("fork", errno, "cannot fork a task of the tree", UINT64_MAX, 0);
 		child_pid[k] = pid;
+		if (pid > 0)
+			real_pid[k] = pid;
 		if (pid == 0) {
 			task_index = k;
+			real_pid[k] = getpid();
+			enter_session();
 			if (go[1] >= 0) {
 				close(go[1]);
 				close(ready[0]);
 				go[1] = -1;
 				ready[0] = -1;
 			}
-			if (zombie[k])
+			if (zombie[k]) {
+				join_group();	/* its leader is set up, if forked before it */
 				exit_as_zombie(ready[1]);
+			}
 			goto again;
 		}
 	}
@@ -1344,8 +1449,19 @@ static void restart_image(int dev, int fd)
 
 	read_tree(fd);
 	root_with_image_pid(dev, fd);
+	outer_pgid = getpgrp();
 	if (nr_procs > 1) {
-		setpgid(0, 0);	/* a failure kills the group: ours alone */
+		/* far below where the kernel puts mmaps and vdsos: no clash with the image's */
+		real_pid = mmap(TABLE_HINT, MAX_TASKS * sizeof(*real_pid), PROT_READ | PROT_WRITE,
+				MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		if (real_pid == MAP_FAILED) {
+			real_pid = NULL;
+			fail("tree", errno, "mmap", UINT64_MAX, 0);
+		}
+		real_pid[0] = getpid();
+	}
+	enter_session();
+	if (nr_procs > 1) {
 		if (pipe2(ready, O_CLOEXEC) || pipe2(go, O_CLOEXEC))
 			fail("tree", errno, "pipe", UINT64_MAX, 0);
 	}
@@ -1363,6 +1479,7 @@ static void restart_image(int dev, int fd)
 	self.args.task_index = task_index;
 	if (nr_procs > 1)
 		barrier(ready, go);
+	join_group();
 	start_threads(dev, fd);
 	restart(&self);
 }

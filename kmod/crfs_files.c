@@ -580,8 +580,9 @@ static struct file *open_generic(struct crfs_open *op, const struct crfs_fd *cfd
  * An open file, pipe or shared anonymous segment held by several processes of the image:
  * the first process of the restart to reach it opens (or makes) it and leaves it here for
  * the others (one struct file: one offset, one pipe, one shmem inode). A restart is the
- * image (its inode) and the process group of the callers (crfs-restart puts a tree in a
- * group of its own); an entry not taken by all within SHARED_TTL is dropped.
+ * image (its inode) and the open image file the callers share (crfs-restart opens it once
+ * and forks the tree: its processes may be in several groups and sessions); an entry not
+ * taken by all within SHARED_TTL is dropped.
  *
  * The maker works without crfs_shared_lock: making a file may need another shared one
  * (a FILE object's pipe), and the others wait for the entry, not for the lock. Its entry
@@ -593,7 +594,7 @@ static struct file *open_generic(struct crfs_open *op, const struct crfs_fd *cfd
 struct crfs_shared {
 	struct list_head node;
 	const struct inode *image;	/* compared, never dereferenced */
-	pid_t session;
+	const struct file *restart;	/* the image fd the tree shares: compared only */
 	u64 key;			/* objref (u32), CRFS_SHARED_SHM for a segment */
 	struct file *file;		/* NULL while its maker makes it */
 	u32 left;			/* processes still to take it */
@@ -616,15 +617,15 @@ static void drop_shared(struct crfs_shared *s)
 }
 
 /* Under crfs_shared_lock: the entry of @key in this restart; expired ones go. */
-static struct crfs_shared *find_shared(const struct inode *image, u64 key)
+static struct crfs_shared *find_shared(const struct inode *image,
+				       const struct file *restart, u64 key)
 {
-	pid_t session = task_pgrp_nr(current);
 	struct crfs_shared *s, *tmp, *found = NULL;
 
 	list_for_each_entry_safe(s, tmp, &crfs_shared_list, node) {
 		if (s->file && time_after(jiffies, s->expires))
 			drop_shared(s);
-		else if (s->image == image && s->session == session &&
+		else if (s->image == image && s->restart == restart &&
 			 s->key == key)
 			found = s;
 	}
@@ -678,7 +679,7 @@ struct file *crfs_shared_file(struct crfs_image *img, u64 key, u32 users,
 	if (users < 2)
 		return make(arg);
 	mutex_lock(&crfs_shared_lock);
-	while ((s = find_shared(image, key)) && !s->file)
+	while ((s = find_shared(image, img->file, key)) && !s->file)
 		if (wait_shared())
 			return ERR_PTR(-EINTR);
 	if (s) {
@@ -694,7 +695,7 @@ struct file *crfs_shared_file(struct crfs_image *img, u64 key, u32 users,
 		return ERR_PTR(-ENOMEM);
 	}
 	s->image = image;
-	s->session = task_pgrp_nr(current);
+	s->restart = img->file;
 	s->key = key;
 	list_add(&s->node, &crfs_shared_list);
 	mutex_unlock(&crfs_shared_lock);

@@ -373,13 +373,68 @@ def restore_tree(manifest):
     refused["survivors"] = tree_processes()
     refused["after"] = tree_lines(bad + ".out")
     result["refused"] = refused
+    result["ids"] = {mode: tree_ids(manifest, mode) for mode in ("setsid", "setpgid")}
+    # the child's group led by no process of the image: refused before any fork
+    bad = patched(image, image + ".pgid", child_pgid_unknown)
+    refused = reported(restart_to(bad, restarter, bad + ".out")[0])
+    time.sleep(0.5)
+    refused["survivors"] = tree_processes()
+    result["bad_pgid"] = refused
     return result
 
 
-def start_tree(exe, out_path, limit):
+def child_pgid_unknown(data):
+    """The TREE's task 1 (ckpt_pids: vpid, vppid, vtgid, vpgid, vsid, depth) says pgid
+    99999, a group no process of the image leads."""
+    tree = [offset for offset, type_, _ in records(data) if type_ == 101][0]
+    pids = tree + struct.unpack_from("<I", data, tree + 4)[0] + 8
+    struct.pack_into("<i", data, pids + 24 + 12, 99999)
+
+
+def ids_of(pid):
+    """A process's pgrp and session (/proc/PID/stat) said as "self", "parent" or "other"."""
+    stat = open(f"/proc/{pid}/stat").read()
+    fields = stat[stat.rindex(")") + 2:].split()
+    ppid, pgrp, sid = int(fields[1]), int(fields[2]), int(fields[3])
+    return ["self" if v == pid else "parent" if v == ppid else "other" for v in (pgrp, sid)]
+
+
+def child_of_tree(path):
+    """The pid the last "child" line of tree_target's output names, or None."""
+    pids = [int(line.split()[2][4:]) for line in tree_lines(path) if line.startswith("child ")]
+    return pids[-1] if pids else None
+
+
+def tree_ids(manifest, mode):
+    """tree_target whose child made its own session or group (`mode`), checkpointed and
+    restarted: its child's pgrp and session before and after (ids_of), the outcome."""
+    work, restarter, limit = manifest["work"], manifest["restarter"], manifest["limit"]
+    out_path = os.path.join(work, f"tree-{mode}.out")
+    image = out_path + ".img"
+    proc = start_tree(manifest["tree_target"], out_path, limit, mode)
+    result = {"before": ids_of(child_of_tree(out_path))}
+    ck = crfs_checkpoint(proc.pid, "--tree", "-o", image, "--kill", "--via", "ptrace")
+    proc.wait(timeout=60)
+    result["checkpoint"] = ck.returncode
+    if not os.path.exists(image):
+        return result
+    child, _ = restart_to(image, restarter, out_path + "2")
+    result["restart"] = reported(child)
+    if child.errno == 0:
+        wait_for_output(out_path + "2", lines_starting("child", 2))
+        try:
+            result["after"] = ids_of(child_of_tree(out_path + "2"))
+        except (OSError, TypeError) as exc:
+            result["after"] = repr(exc)
+        result["exit"] = end_of(child)
+    result["survivors"] = tree_processes()
+    return result
+
+
+def start_tree(exe, out_path, limit, *mode):
     """tree_target under setarch -R, once its child has printed 10 lines."""
     with open(out_path, "w") as out:
-        proc = subprocess.Popen(["setarch", "-R", exe, str(limit)], stdout=out,
+        proc = subprocess.Popen(["setarch", "-R", exe, str(limit), *mode], stdout=out,
                                 stderr=subprocess.STDOUT)
     wait_for_output(out_path, lines_starting("child", 10))
     return proc

@@ -2196,3 +2196,27 @@ def test_unix_sockets_handed_in_that_lie_are_refused(guest, label, err, reason):
     changes; crfs-restart -A (nothing handed in): the first socket refuses the restart."""
     refused = _unix(guest)["lying"][label]
     assert refused["errno"] == err and reason in refused["msg"], refused
+
+
+@pytest.mark.parametrize("mode", ["setsid", "setpgid"])
+def test_restart_rebuilds_sessions_and_groups(guest, mode):
+    """tree_target whose child made a session (setsid) or a process group (setpgid) of its
+    own: restarted, the child again leads its session and group (or its group, in the
+    session of its parent), as /proc/PID/stat says; the tree runs to its end."""
+    run = _report(guest)["steps"]["tree"]["ids"][mode]
+    assert run["before"] == (["self", "self"] if mode == "setsid" else ["self", "other"])
+    assert run["restart"]["errno"] == 0, run
+    assert run["after"] == run["before"], run
+    assert run["exit"] == "exited 3", run
+    assert run["survivors"] == [], run
+
+
+def test_restart_refuses_a_group_it_cannot_rebuild(guest):
+    """The TREE's child says a process group no process of the image leads (nor the root's):
+    crfs-restart refuses the image with the reason, before it forks; nothing is left."""
+    refused = _report(guest)["steps"]["tree"]["bad_pgid"]
+    assert refused["errno"] == "EOPNOTSUPP", refused
+    assert refused["msg"].startswith("task 1: pid "), refused
+    assert " pgid 99999 sid " in refused["msg"], refused
+    assert refused["msg"].endswith(": a group with no leader in the image"), refused
+    assert refused["survivors"] == [], refused

@@ -1,7 +1,9 @@
 /* A process tree that tests/test_kmod_guest.py checkpoints (crfs checkpoint --tree) and
  * restarts with crfs-restart: a parent and one forked child, each with its own counter.
  *
- *   tree_target LIMIT
+ *   tree_target LIMIT [setsid|setpgid]
+ *
+ * With setsid (setpgid), the child first makes a session (a process group) of its own.
  *
  * Both count, one line per tick (~10 ms):
  *   parent N pid=P ppid=Q heap=ok      child N pid=P ppid=Q heap=ok
@@ -12,6 +14,7 @@
  * then exits with status 3 (4 if wait failed). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,8 +45,8 @@ int main(int argc, char **argv)
 	int status;
 	pid_t pid;
 
-	if (argc != 2) {
-		fprintf(stderr, "usage: tree_target LIMIT\n");
+	if (argc != 2 && argc != 3) {
+		fprintf(stderr, "usage: tree_target LIMIT [setsid|setpgid]\n");
 		return 2;
 	}
 	limit = strtoul(argv[1], NULL, 0);
@@ -54,6 +57,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	if (pid == 0) {
+		/* the child in a session or a process group of its own */
+		if (argc == 3 && !strcmp(argv[2], "setsid") && setsid() < 0)
+			return 6;
+		if (argc == 3 && !strcmp(argv[2], "setpgid") && setpgid(0, 0))
+			return 6;
 		count("child", 11, limit);
 		return 5;
 	}

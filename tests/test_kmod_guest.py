@@ -1543,7 +1543,6 @@ KNOWN_FAILING = {
     "posix_timers":
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
     "selfexe00": "FAIL: selfexe00.c:57: ",
-    "xids00": "ERR: xids00.c:115: P0 stat 1/1/0/0 (its session id is not restored)",
     "seccomp_strict": SECCOMP_PTRACE,
     "seccomp_filter":
         "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",
@@ -1557,7 +1556,6 @@ KNOWN_FAILING_VIA_KERNEL = {
     "posix_timers":
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
     "selfexe00": "FAIL: selfexe00.c:57: ",
-    "xids00": "ERR: xids00.c:115: P0 stat 1/1/0/0 (its session id is not restored)",
     "seccomp_strict": "restart: fd 4: a socket not handed in (-i)",
     "seccomp_filter":
         "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",

@@ -16,6 +16,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -686,6 +687,34 @@ def test_kill_after_checkpoint(build_c, tmp_path):
         checkpoint(program.pid, tmp_path / "killed.ckpt", after="kill")
         assert program.proc.wait(timeout=5) == -signal.SIGKILL
         assert (tmp_path / "killed.ckpt").stat().st_size > 0
+
+
+# A parent that reaps its child half a second after it becomes a zombie, as a busy init does.
+SLOW_REAPER = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.argv[1], "64"], stdout=subprocess.PIPE, text=True)
+child.stdout.readline()
+print(child.pid, flush=True)
+while open(f"/proc/{child.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+    time.sleep(0.01)
+time.sleep(0.5)
+child.wait()
+"""
+
+
+def test_kill_returns_once_the_pid_is_free(build_c, tmp_path):
+    """--kill waits for the killed process's parent to reap it: a restart that follows
+    gets the image's pid back."""
+    reaper = subprocess.Popen([sys.executable, "-c", SLOW_REAPER,
+                               str(build_c("ckpt_counter", 64))], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        pid = int(reaper.stdout.readline())
+        checkpoint(pid, tmp_path / "killed.ckpt", after="kill")
+        assert not os.path.exists(f"/proc/{pid}")
+    finally:
+        reaper.kill()
+        reaper.wait()
 
 
 def test_format_that_cannot_hold_a_vma_leaves_no_image(build_c, mount):

@@ -9,12 +9,14 @@ they enter a group stop and not one instruction runs), or killed.
 import errno
 import os
 import signal
+import time
 
 from crfs.checkpoint import procfs, ptrace
 from crfs.errors import CheckpointError, ProcessGone
 
 AFTER = ("detach", "stop", "kill")
 MAX_THREAD_SCANS = 100     # rescans of /proc/<pid>/task while threads are being created
+REAP_WAIT = 10.0           # seconds --kill waits for the killed pids to be free again
 
 
 class Freezer:
@@ -86,16 +88,76 @@ class Freezer:
         return True
 
     def thaw(self, after="detach"):
-        """Let every stopped task go, in the way `after` says; never raises."""
+        """Let every stopped task go, in the way `after` says; never raises. "kill"
+        returns once their parents have reaped them (at most REAP_WAIT seconds), so a
+        restart that follows finds their pids free."""
+        killed = {pid: _start_time(pid) for pid in self.processes} if after == "kill" else {}
         for pid, tids in self.processes.items():
-            if after in ("stop", "kill"):
-                _signal(pid, signal.SIGSTOP if after == "stop" else signal.SIGKILL)
+            if after == "kill":
+                ours = _parent(pid) == os.getpid()    # then our wait would reap it
+                _signal(pid, signal.SIGKILL)
+                for tid in tids:
+                    if not (ours and tid == pid):
+                        _wait_exit(tid)
+                continue
+            if after == "stop":
+                _signal(pid, signal.SIGSTOP)
             for tid in tids:
                 try:
                     ptrace.detach(tid, self.signals.get(tid, 0))
                 except OSError:
                     pass      # it died meanwhile (or was killed above)
         self.processes.clear()
+        wait_reaped(killed)
+
+
+def _wait_exit(tid):
+    """Wait, as its tracer, for killed `tid` to exit: until we do, its real parent cannot
+    reap it."""
+    for _ in range(8):         # stops reported before the kill come first
+        try:
+            status = ptrace.wait_status(tid)
+        except OSError:
+            return             # not ours any more, or it did not end in time
+        if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+            return
+
+
+def wait_reaped(start_times, timeout=REAP_WAIT):
+    """Wait until no pid of {pid: start time} is that process any more (reaped, or the pid
+    taken by another), or `timeout` seconds pass: a killed process keeps its pid as a
+    zombie until its parent (often init) waits for it. Not for a zombie whose parent is
+    crfs or crfs's caller: they wait for crfs before they can reap it."""
+    deadline = time.monotonic() + timeout
+    pending = dict(start_times)
+    while pending and time.monotonic() < deadline:
+        pending = {pid: t for pid, t in pending.items()
+                   if _start_time(pid) == t and not _reaped_by_us(pid)}
+        if pending:
+            time.sleep(0.01)
+
+
+def _parent(pid):
+    try:
+        return int(procfs.stat_fields(pid)[4])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def _reaped_by_us(pid):
+    try:
+        fields = procfs.stat_fields(pid)
+    except OSError:
+        return False
+    return fields[3] == "Z" and int(fields[4]) in (os.getpid(), os.getppid())
+
+
+def _start_time(pid):
+    """Field 22 of /proc/<pid>/stat (None once the pid is free)."""
+    try:
+        return procfs.stat_fields(pid)[22]
+    except (OSError, IndexError, KeyError, ValueError):
+        return None
 
 
 def _thread_ids(pid):

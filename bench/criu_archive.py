@@ -50,22 +50,12 @@ PAGE = 4096
 BASE = 0x10000000
 
 
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def field(number, value):
-    return varint(number << 3) + varint(value)
+    return criu.varint(number << 3) + criu.varint(value)
 
 
 def message(number, body):
-    return varint(number << 3 | 2) + varint(len(body)) + body
+    return criu.varint(number << 3 | 2) + criu.varint(len(body)) + body
 
 
 def first_field(body, wanted):

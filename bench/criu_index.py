@@ -71,16 +71,6 @@ def best(argv, env=None, runs=3):
     return min(results, key=lambda r: r[0])
 
 
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def entry(body):
     return len(body).to_bytes(4, "little") + body
 
@@ -92,7 +82,7 @@ def synthetic_pagemap(n):
              criu.MAGICS["PAGEMAP"].to_bytes(4, "little"), entry(b"\x08\x01")]
     base = 0x7F0000000000
     for i in range(n):
-        parts.append(entry(b"\x08" + varint(base + 2 * i * 4096) + b"\x10\x01\x20\x04"))
+        parts.append(entry(b"\x08" + criu.varint(base + 2 * i * 4096) + b"\x10\x01\x20\x04"))
     return b"".join(parts)
 
 

@@ -499,6 +499,14 @@ def test_decoder_wire_types():
             criu.decode(bad, msg)
 
 
+
+def test_varint_writer_is_what_the_decoder_reads():
+    assert criu.varint(150) == bytes([0x96, 0x01])     # the protobuf documentation's example
+    for n in (0, 1, 127, 128, 300, 1 << 32, (1 << 64) - 1):
+        data = criu.varint(n)
+        assert criu._varint(data, 0, len(data)) == (n, len(data))
+
+
 # --------------------------------------------------------------------------- store rules
 
 def test_criu_mode_takes_the_files_bits(tmp_path):

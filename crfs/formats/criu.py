@@ -80,6 +80,18 @@ def _varint(data, pos, end):
             raise WireError("varint longer than 10 bytes", pos)
 
 
+def varint(n):
+    """The protobuf varint of unsigned `n` (what _varint reads back); for writers of test
+    and benchmark images."""
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def _scalar(ftype, value):
     """A varint as its declared type."""
     value &= (1 << 64) - 1

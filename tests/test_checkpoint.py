@@ -1003,6 +1003,38 @@ def pending_bytes(pid, fd):
         os.close(reader)
 
 
+def test_pipe_ends_no_process_holds(build_c, tmp_path):
+    """pipe_flags says which end of a pipe no process had open: read from the captured
+    fds when both ends are among them, else from every process's fds (here `sleep`,
+    not checkpointed, holds the writer of the program's stdin)."""
+    NO_READER, NO_WRITER = 1, 2
+    stdin_r, stdin_w = os.pipe()
+    holder = subprocess.Popen(["sleep", "60"], stdout=stdin_w)
+    out = tmp_path / "out"
+    with open(out, "w") as log:
+        proc = subprocess.Popen([str(build_c("pipes_target", 64)), str(tmp_path), "600"],
+                                stdin=stdin_r, stdout=log)
+    os.close(stdin_r)
+    os.close(stdin_w)
+    try:
+        deadline = time.monotonic() + 10
+        while "tick" not in out.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        path = tmp_path / "pipes.ckpt"
+        checkpoint(proc.pid, path, via="ptrace")
+        image = registry.open_image(path)
+        try:
+            table = image.tasks[0].files
+            flags = {fd: table.get(fd).file.pipe_flags for fd in (0, 3, 4, 5, 6, 7)}
+        finally:
+            image.close()
+        assert flags == {0: 0, 3: NO_WRITER, 4: 0, 5: 0, 6: NO_WRITER, 7: NO_READER}
+    finally:
+        for p in (proc, holder):
+            p.kill()
+            p.wait()
+
+
 def test_open_files_are_captured(build_c, tmp_path):
     O_CLOEXEC, O_APPEND, O_DIRECTORY = 0o2000000, 0o2000, 0o200000
     workdir = tmp_path / "files dir"

@@ -57,15 +57,17 @@ def build_image(freezer, on_read=None, handlers=True, pages=True, early=None):
         tasks += capture_process(pid, tids, freezer, segments, on_read, open_files,
                                  handlers, pages, (early or {}).get(pid))
     tasks += [task for task in map(capture_zombie, freezer.zombies) if task is not None]
+    open_files.settle_pipes()
     now = int(time.time())
     return Image(format="linux-cr", dialect="live", arch=ARCH, header=_header(tasks, now),
                  time=now, tasks=tasks)
 
 
-def capture_process(pid, tids, freezer, segments, on_read, open_files=None, handlers=True,
+def capture_process(pid, tids, freezer, segments, on_read, open_files, handlers=True,
                     pages=True, early=None):
     """One Task per thread, all sharing one Mm and one FdTable. `freezer` holds them
-    stopped (its states and the signals to pass on)."""
+    stopped (its states and the signals to pass on). `open_files`: the Registry of the
+    checkpoint's files (its pipes settled by the caller once every process is in)."""
     leader_regs = ptrace.get_regs(pid)
     compat = leader_regs["cs"] == USER32_CS_X86_64
     stat = procfs.stat_fields(pid)
@@ -75,7 +77,6 @@ def capture_process(pid, tids, freezer, segments, on_read, open_files=None, hand
     tasks = [capture_thread(pid, tid, freezer.states.get(tid, "R"), mm, session, injector)
              for tid in tids]
     fs = signals.fs_struct(pid, procfs.status_fields(f"/proc/{pid}/status"))
-    open_files = open_files or files.Registry(source=MemorySource())
     table = files.capture(pid, open_files)
     fown.capture(pid, leader_regs, table, injector, open_files.owners_asked)
     for task in tasks:

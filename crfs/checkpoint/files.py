@@ -61,7 +61,8 @@ class PipeCopyError(Unsupported):
 class Registry:
     """The open files met so far in one checkpoint, across its processes."""
     by_inode: dict = field(default_factory=dict)    # (dev, ino) -> [(pid, fd, OpenFile)]
-    pipes: dict = field(default_factory=dict)       # (kind, ino) -> (size, pipe_flags)
+    pipes: dict = field(default_factory=dict)       # (kind, ino) -> pipe size
+    pipe_files: dict = field(default_factory=dict)  # pipe ino -> [OpenFile] captured
     pipe_ends: Optional[dict] = None                # ino -> access modes open anywhere
     source: object = None                           # where pipe bytes are kept
     kcmp_works: bool = True
@@ -75,6 +76,17 @@ class Registry:
                                                                     other_fd):
                 return file
         return None
+
+    def settle_pipes(self):
+        """Set each captured pipe's pipe_flags, once every process is captured. A pipe
+        with both ends among the captured files needs no look further; only for the
+        others are all processes' fd tables scanned (once)."""
+        for ino, opened in self.pipe_files.items():
+            modes = {file.flags & os.O_ACCMODE for file in opened}
+            both = modes - {os.O_WRONLY} and modes - {os.O_RDONLY}
+            flags = 0 if both else self.pipe_flags(ino)
+            for file in opened:
+                file.pipe_flags = flags
 
     def pipe_flags(self, ino):
         """CRFS_PIPE_NO_READER/NO_WRITER: the ends of pipe `ino` that no process (but this
@@ -234,11 +246,11 @@ def open_file(pid, fd, link, st, info, flags, registry):
         if kind == "pipe":
             file.path = None
         if (kind, st.st_ino) not in registry.pipes:
-            data, size = pipe_bytes(pid, fd)
-            registry.pipes[kind, st.st_ino] = (size, registry.pipe_flags(st.st_ino)
-                                               if kind == "pipe" else 0)
+            data, registry.pipes[kind, st.st_ino] = pipe_bytes(pid, fd)
             file.data = Blob(registry.source, registry.source.append(data), len(data))
-        file.pipe_size, file.pipe_flags = registry.pipes[kind, st.st_ino]
+        file.pipe_size = registry.pipes[kind, st.st_ino]
+        if kind == "pipe":      # its pipe_flags: settle_pipes(), once all are captured
+            registry.pipe_files.setdefault(st.st_ino, []).append(file)
     elif kind == "socket":
         file.sock = capture_unix(pid, fd, st.st_ino, registry)
     elif kind == "epoll":

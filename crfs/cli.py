@@ -229,7 +229,9 @@ def _add_checkpoint_parser(sub):
     then = p.add_mutually_exclusive_group()
     then.add_argument("--leave-stopped", action="store_true",
                       help="leave the process stopped afterwards (SIGCONT resumes it)")
-    then.add_argument("--kill", action="store_true", help="kill the process afterwards")
+    then.add_argument("--kill", action="store_true",
+                      help="kill the process afterwards (returns once its pids are free, "
+                      "at most 10 s after the kill)")
     p.add_argument("--format", choices=tuple(registry.FORMATS),
                    default=registry.DEFAULT_FORMAT, help=_formats_help())
     p.add_argument("--via", choices=via_kernel.VIA, default=via_kernel.DEFAULT_VIA,

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Benchmark (issue #15): gdb on a CRIU dump through crfs vs through criu-coredump.
 
-In the qemu guest (where Debian's criu works), bench/dirty_heap.c with --mib MiB of heap
-is dumped by `criu dump`. Then, from that dump directory:
+In the qemu guest (where Debian's criu works), bench/dirty_heap.c with MiB of heap is
+dumped by `criu dump`, for each size of --mib. Then, from that dump directory:
   criu-coredump  CRIU's own tool (coredump/ of the CRIU source tree: Debian does not
-                 package it) writes an ELF core per process: its time and peak memory;
+                 package it) writes an ELF core per process: its time and peak memory,
+                 or "not done in --limit seconds" (it looks each page up by a walk of the
+                 whole pagemap, so its time grows with the square of the memory);
   crfs           the directory in a crfs store, mounted: the time from the mount command
                  until tasks/<pid>/core can be opened (the core is made as it is read),
                  and the daemon's peak memory;
@@ -14,7 +16,7 @@ run, then the median of --runs, alternating). Target: gdb on crfs's core <= 1.0x
 criu-coredump must be the one of the criu that dumps (3.17 in the guest; the current one
 reads 3.17's pagemap entries wrongly): give a CRIU source tree at that tag, e.g.
   git clone -b v3.17.1 https://github.com/checkpoint-restore/criu
-  python3 bench/core_vs_criu_coredump.py --criu-source criu
+  python3 bench/core_vs_criu_coredump.py --criu-source criu --mib 1,4,16
 """
 
 import argparse
@@ -34,24 +36,31 @@ from guest_bench import ROOT, guest_setup, host_ready, run_guest  # noqa: E402
 # ----------------------------------------------------------------------------- guest side
 
 
-def run_measured(argv, **kwargs):
-    """(seconds, peak RSS in KiB, exit status) of one command."""
+def run_measured(argv, limit, **kwargs):
+    """(seconds, peak RSS in KiB, exit status) of one command; (None, None, None) when it
+    is not done in `limit` seconds (it is killed)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, **kwargs)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.perf_counter() - t0, usage.ru_maxrss, proc.returncode
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            return time.perf_counter() - t0, usage.ru_maxrss, os.waitstatus_to_exitcode(status)
+        if time.perf_counter() - t0 > limit:
+            proc.kill()
+            proc.wait()
+            return None, None, None
+        time.sleep(0.05)
 
 
 def dump(exe, mib, work):
-    """dirty_heap started, its heap written, then `criu dump`: (dump dir, pid)."""
-    out = open(os.path.join(work, "heap.out"), "w")
+    """dirty_heap started, its heap written, then `criu dump`: (dump dir, pid, seconds)."""
+    out = open(os.path.join(work, f"heap{mib}.out"), "w")
     proc = subprocess.Popen([exe, str(mib), "100"], stdout=out, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and os.path.getsize(out.name) == 0:
         time.sleep(0.2)     # its first line: the heap is written
-    images = os.path.join(work, "store", "heap.criu")
+    images = os.path.join(work, f"store{mib}", "heap.criu")
     os.makedirs(images)
     t0 = time.perf_counter()
     rc = subprocess.run(["criu", "dump", "-t", str(proc.pid), "-D", images, "-o", "dump.log"],
@@ -65,20 +74,21 @@ def dump(exe, mib, work):
     return images, proc.pid, seconds
 
 
-def criu_coredump(source, images, out):
-    """criu-coredump of `images` into `out`: (seconds, peak KiB)."""
+def criu_coredump(source, images, out, limit):
+    """criu-coredump of `images` into `out`: (seconds, peak KiB), both None past `limit`."""
     os.makedirs(out)
     code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import coredump; "
             "coredump.main()")
     seconds, peak, rc = run_measured(["/usr/bin/python3", "-c", code, source, "-i", images,
-                                      "-o", out], stdout=subprocess.DEVNULL)
+                                      "-o", out], limit, stdout=subprocess.DEVNULL)
     if rc:
         raise SystemExit(f"criu-coredump failed ({rc})")
     return seconds, peak
 
 
 def crfs_mount(store, mnt):
-    """Mount, then open tasks/<pid>/core: seconds until it opens, and the daemon's pid."""
+    """Mount, then open tasks/<pid>/core: seconds until it opens, the core's path and the
+    daemon's pid."""
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "crfs", mnt, "-o", f"store={store}"], check=True,
                    timeout=120)
@@ -93,18 +103,64 @@ def crfs_mount(store, mnt):
 
 
 def time_gdb(exe, core):
+    """(seconds, gdb's output) of `info threads` and `bt` on `core`."""
     t0 = time.perf_counter()
     out = subprocess.run(["gdb", "-batch", "-nx", "-ex", "info threads", "-ex", "bt", exe,
                           core], capture_output=True, text=True, timeout=600).stdout
-    seconds = time.perf_counter() - t0
-    if "main" not in out:
-        raise SystemExit(f"gdb shows no main on {core}:\n{out[-2000:]}")
-    return seconds
+    return time.perf_counter() - t0, out
+
+
+def symbolized(bt):
+    """How many of the backtrace's frames gdb named (not `?? ()`), and whether main is."""
+    frames = [line for line in bt.splitlines() if line.startswith("#")]
+    named = [line for line in frames if "?? ()" not in line]
+    return {"frames": len(frames), "named": len(named),
+            "main": any(" main " in line or " main (" in line for line in frames)}
 
 
 def peak_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def gdb_runs(exe, cores, runs):
+    """The first gdb run on each core (its time and what its backtrace names), then the
+    median of `runs` alternating runs."""
+    first, shown = {}, {}
+    for who, core in cores.items():
+        first[who], out = time_gdb(exe, core)
+        shown[who] = symbolized(out)
+        print(f"guest: gdb on {who}'s core:\n{out[-1500:]}", flush=True)
+    times = {who: [] for who in cores}
+    for i in range(runs):
+        for who in (sorted(cores) if i % 2 else sorted(cores, reverse=True)):
+            times[who].append(time_gdb(exe, cores[who])[0])
+    return first, {who: statistics.median(t) for who, t in times.items()}, shown
+
+
+def measure(exe, mib, work, args):
+    """One size: dump, criu-coredump, crfs mount, gdb on both cores."""
+    images, pid, dump_s = dump(exe, mib, work)
+    print(f"guest: {mib} MiB dumped in {dump_s:.2f} s", flush=True)
+    row = {"mib": mib, "dump_s": dump_s}
+    row["coredump_s"], row["coredump_kib"] = criu_coredump(
+        os.path.join(args.tmp, "coredump"), images, os.path.join(work, f"cores{mib}"),
+        args.limit)
+    print(f"guest: criu-coredump {row['coredump_s']} s", flush=True)
+    mnt = os.path.join(work, f"mnt{mib}")
+    os.makedirs(mnt)
+    row["crfs_ready_s"], ours, daemon = crfs_mount(os.path.dirname(images), mnt)
+    print(f"guest: crfs core open in {row['crfs_ready_s']:.2f} s", flush=True)
+    cores = {"crfs": ours}
+    if row["coredump_s"] is not None:
+        cores["criu"] = os.path.join(work, f"cores{mib}", f"core.{pid}")
+    try:
+        row["first"], row["median"], row["bt"] = gdb_runs(exe, cores, args.runs)
+        row["sizes"] = {who: os.stat(core).st_size for who, core in cores.items()}
+        row["daemon_kib"] = peak_kib(daemon) if daemon else None
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
+    return row
 
 
 def guest_main(args):
@@ -114,54 +170,41 @@ def guest_main(args):
     setup = guest_setup(args.tmp)       # criu's modules, as `criu check` wants them
     subprocess.run(["modprobe", "fuse"], capture_output=True)
     print(f"guest: {setup['criu_version']}; criu check: {setup['criu_check'][:60]}", flush=True)
-    images, pid, dump_s = dump(exe, args.mib, work)
-    print(f"guest: dumped in {dump_s:.2f} s", flush=True)
-    result = {"mib": args.mib, "dump_s": dump_s}
-    result["coredump_s"], result["coredump_kib"] = criu_coredump(
-        os.path.join(args.tmp, "coredump"), images, os.path.join(work, "cores"))
-    print(f"guest: criu-coredump {result['coredump_s']:.2f} s", flush=True)
-    theirs = os.path.join(work, "cores", f"core.{pid}")
-    mnt = os.path.join(work, "mnt")
-    os.makedirs(mnt)
-    result["crfs_ready_s"], ours, daemon = crfs_mount(os.path.dirname(images), mnt)
-    print(f"guest: crfs mounted, core open in {result['crfs_ready_s']:.2f} s", flush=True)
-    try:
-        result["first"] = {"crfs": time_gdb(exe, ours), "criu": time_gdb(exe, theirs)}
-        runs = {"crfs": [], "criu": []}
-        for i in range(args.runs):
-            for who in (("crfs", "criu") if i % 2 else ("criu", "crfs")):
-                runs[who].append(time_gdb(exe, ours if who == "crfs" else theirs))
-        result["median"] = {who: statistics.median(t) for who, t in runs.items()}
-        result["sizes"] = {"crfs": os.stat(ours).st_size, "criu": os.stat(theirs).st_size}
-        result["daemon_kib"] = peak_kib(daemon) if daemon else None
-    finally:
-        subprocess.run(["fusermount3", "-u", mnt], capture_output=True)
+    rows = [measure(exe, mib, work, args) for mib in args.mib]
     with open(os.path.join(args.tmp, "results.json"), "w") as f:
-        json.dump(result, f, indent=1)
+        json.dump({"limit": args.limit, "rows": rows}, f, indent=1)
     return 0
 
 
 # ----------------------------------------------------------------------------- host side
 
 
-def report(r):
+def report(results):
     mib = 1024 * 1024
-    print(f"criu dump of {r['mib']} MiB: {r['dump_s']:.2f} s\n")
-    print("| | ready for gdb | peak memory | core | gdb first | gdb median |")
-    print("|---|---|---|---|---|---|")
-    daemon = f"{r['daemon_kib'] / 1024:.0f} MiB (daemon)" if r["daemon_kib"] else "?"
-    print(f"| criu-coredump | {r['coredump_s']:.2f} s (writes the core) | "
-          f"{r['coredump_kib'] / 1024:.0f} MiB | {r['sizes']['criu'] / mib:.0f} MiB file | "
-          f"{r['first']['criu']:.2f} s | {r['median']['criu']:.2f} s |")
-    print(f"| crfs | {r['crfs_ready_s']:.2f} s (mount + open) | {daemon} | "
-          f"{r['sizes']['crfs'] / mib:.0f} MiB, made as read | {r['first']['crfs']:.2f} s | "
-          f"{r['median']['crfs']:.2f} s |")
-    ratio = r["median"]["crfs"] / r["median"]["criu"]
-    print(f"\ngdb on crfs's core / on criu-coredump's: {ratio:.2f}x (median; first run "
-          f"{r['first']['crfs'] / r['first']['criu']:.2f}x); target <= 1.0x: "
-          f"{'met' if ratio <= 1.0 else 'NOT met'}. Ready for gdb: crfs "
-          f"{r['crfs_ready_s'] / r['coredump_s']:.2f}x criu-coredump's time")
+    print("| heap | criu dump | criu-coredump: core written (peak memory) | crfs: mount + "
+          "core open (daemon peak) | gdb, criu-coredump's core | gdb, crfs's core | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results["rows"]:
+        daemon = f"{r['daemon_kib'] / 1024:.0f} MiB" if r["daemon_kib"] else "?"
+        ours = f"{r['median']['crfs']:.2f} s, {bt_text(r['bt']['crfs'])}"
+        if r["coredump_s"] is None:
+            theirs = f"not done in {results['limit']} s"
+            gdb_theirs = ratio = "-"
+        else:
+            theirs = f"{r['coredump_s']:.2f} s ({r['coredump_kib'] / 1024:.0f} MiB)"
+            gdb_theirs = f"{r['median']['criu']:.2f} s, {bt_text(r['bt']['criu'])}"
+            ratio = f"{r['median']['crfs'] / r['median']['criu']:.2f}x"
+        print(f"| {r['mib']} MiB | {r['dump_s']:.2f} s | {theirs} | {r['crfs_ready_s']:.2f} s "
+              f"({daemon}) | {gdb_theirs} | {ours} | {ratio} |")
+    print(f"\nratio: gdb's median time on crfs's core / on criu-coredump's (target <= 1.0x). "
+          f"crfs's core is {results['rows'][-1]['sizes']['crfs'] / mib:.0f} MiB at the "
+          "largest size, made as it is read.")
     return 0
+
+
+def bt_text(shown):
+    return (f"bt names {shown['named']}/{shown['frames']} frames"
+            f"{', main' if shown['main'] else ', no main'}")
 
 
 def host_main(args):
@@ -178,7 +221,8 @@ def host_main(args):
                         ignore=shutil.ignore_patterns("pycriu"))    # the system's pycriu
         subprocess.run(["gcc", "-O2", "-g", "-Wall", "-o", str(tmp / "dirty_heap"),
                         str(ROOT / "bench" / "dirty_heap.c")], check=True)
-        run_guest(tmp, __file__, ["--mib", str(args.mib), "--runs", str(args.runs)],
+        run_guest(tmp, __file__, ["--mib", ",".join(map(str, args.mib)), "--runs",
+                                  str(args.runs), "--limit", str(args.limit)],
                   args.timeout, memory="3G")
         results = tmp / "results.json"
         if not results.exists():
@@ -193,9 +237,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--criu-source", help="a CRIU source tree at the guest criu's tag")
-    parser.add_argument("--mib", type=int, default=256, help="dirty heap in MiB (256)")
+    parser.add_argument("--mib", type=lambda v: [int(x) for x in v.split(",")],
+                        default=[1, 4, 16], help="dirty heap sizes in MiB (1,4,16)")
+    parser.add_argument("--limit", type=int, default=300,
+                        help="seconds criu-coredump may take per size (300)")
     parser.add_argument("--runs", type=int, default=3, help="timed gdb runs, median (3)")
-    parser.add_argument("--timeout", type=int, default=900, help="guest timeout, s (900)")
+    parser.add_argument("--timeout", type=int, default=1500, help="guest timeout, s (1500)")
     parser.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
     args = parser.parse_args()

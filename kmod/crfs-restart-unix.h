@@ -19,7 +19,7 @@
  * (CRFS_UNIX_MAX_MSGS messages, CRFS_UNIX_MAX_DATA bytes) before anything is read.
  */
 #define FILE_UNIX		112	/* ckpt_hdr_file.f_type */
-#define UNIX_REC_LEN		208	/* struct crfs_hdr_file_unix */
+#define UNIX_REC_LEN		216	/* struct crfs_hdr_file_unix */
 #define UNIX_MAX		1024	/* sockets of one image */
 #define UNIX_MAX_MSGS		4096	/* CRFS_UNIX_MAX_MSGS */
 #define UNIX_MAX_DATA		(4 << 20)	/* CRFS_UNIX_MAX_DATA */

@@ -650,7 +650,7 @@ def test_file_record_sizes():
         "CKPT_FILE_GENERIC": 48, "CKPT_FILE_PIPE": 56, "CKPT_FILE_FIFO": 56,
         "CKPT_FILE_EVENTFD": 64, "CRFS_FILE_OPAQUE": 56, "CRFS_FILE_DELETED": 64,
         "CRFS_FILE_TIMERFD": 80, "CRFS_FILE_SIGNALFD": 64, "CKPT_FILE_EPOLL": 48,
-        "CRFS_FILE_UNIX": 208}
+        "CRFS_FILE_UNIX": 216}
     assert (fmt.SIZE["CKPT_HDR_EPOLL_ITEMS"], fmt.ckpt_eventpoll_item.sizeof()) == (16, 24)
     assert fmt.CKPT_FILE["CRFS_FILE_OPAQUE"] >= 100 and fmt.CKPT_HDR["CKPT_HDR_PIPE_BUF"] == 305
 

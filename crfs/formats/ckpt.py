@@ -364,15 +364,21 @@ ckpt_eventpoll_item = Struct("data" / Int64ul, "fd" / Int32ul, "file_objref" / I
 # (1 connected, 7 unconnected, 10 listening), shutdown sk_shutdown's bits, addr the bound
 # address (addr_len bytes, an abstract name starts with NUL). Iff nr_msgs, a BUFFER follows:
 # nr_msgs u32 message lengths, then their data_len bytes, queued for this socket.
+# flags: CRFS_UNIX_ICON, a connection its listener has not accepted yet: peer_objref is
+# then the listening socket's sock_objref (the restarter connects to it again). mode, uid,
+# gid: the socket file a path-bound socket made (st_mode, 0 when not recorded; ids in the
+# checkpointer's user namespace), given back to the file the restarter binds.
 CRFS_UNIX_NAME_MAX = 108
 CRFS_UNIX_MAX_MSGS = 4096
 CRFS_UNIX_MAX_DATA = 4 << 20
+CRFS_UNIX_ICON = 0x1
 crfs_hdr_file_unix = Struct(*ckpt_hdr_file.subcons, "sock_objref" / Int32sl,
                             "peer_objref" / Int32sl, "ino" / Int64ul, "family" / Int16ul,
                             "sock_type" / Int16ul, "state" / Int32ul, "shutdown" / Int32ul,
                             "backlog" / Int32ul, "nr_msgs" / Int32ul, "data_len" / Int32ul,
-                            "addr_len" / Int32ul, "_unix_padding" / Pad(4),
-                            "addr" / Bytes(CRFS_UNIX_NAME_MAX), "_unix_padding2" / Pad(4))
+                            "addr_len" / Int32ul, "flags" / Int32ul,
+                            "addr" / Bytes(CRFS_UNIX_NAME_MAX), "mode" / Int32ul,
+                            "uid" / Int32ul, "gid" / Int32ul)
 FILE_SUBTYPES = {
     "CKPT_FILE_GENERIC": ckpt_hdr_file,
     "CKPT_FILE_PIPE": ckpt_hdr_file_pipe,

@@ -402,8 +402,9 @@ class _Writer:
                   peer_objref=peer_ref, ino=sock.ino, family=sock.family,
                   sock_type=sock.type, state=sock.state, shutdown=sock.shutdown,
                   backlog=sock.backlog, nr_msgs=len(sock.msgs), data_len=length,
-                  addr_len=len(sock.name),
-                  addr=sock.name.ljust(fmt.CRFS_UNIX_NAME_MAX, b"\0"), **common)
+                  addr_len=len(sock.name), flags=fmt.CRFS_UNIX_ICON if sock.icon else 0,
+                  addr=sock.name.ljust(fmt.CRFS_UNIX_NAME_MAX, b"\0"), mode=sock.mode,
+                  uid=sock.uid, gid=sock.gid, **common)
         if sock.msgs:
             self.frame("CKPT_HDR_BUFFER", 4 * len(sock.msgs) + length)
             self.out.write(struct.pack(f"<{len(sock.msgs)}I", *sock.msgs))

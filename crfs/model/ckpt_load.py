@@ -324,7 +324,9 @@ class _Builder:
             self.socks[h.sock_objref] = h.ino
             file.sock = UnixSock(ino=h.ino, peer=h.peer_objref, family=h.family,
                                  type=h.sock_type, state=h.state, shutdown=h.shutdown,
-                                 backlog=h.backlog, name=bytes(h.addr[:h.addr_len]))
+                                 backlog=h.backlog, name=bytes(h.addr[:h.addr_len]),
+                                 icon=bool(h.flags & fmt.CRFS_UNIX_ICON), mode=h.mode,
+                                 uid=h.uid, gid=h.gid)
             self.unix_files.append(file)
         self.objects[part.objref] = file
 

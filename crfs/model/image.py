@@ -224,7 +224,9 @@ class UnixSock:
     """A UNIX socket: its inode (socket:[ino]) and its peer's (0: none kept), family, type
     (SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5), sock_diag state (1 connected, 7
     unconnected, 10 listening), shutdown bits, listen backlog, bound name (bytes), and the
-    messages queued for it: their lengths (one for a stream's bytes) and data (a Blob)."""
+    messages queued for it: their lengths (one for a stream's bytes) and data (a Blob).
+    icon: a connection not accepted yet, `peer` then the listening socket's inode; mode,
+    uid, gid: the socket file of a path-bound socket (mode 0: not known)."""
     ino: int = 0
     peer: int = 0
     family: int = 1
@@ -235,6 +237,10 @@ class UnixSock:
     name: bytes = b""
     msgs: tuple = ()
     data: Optional[Blob] = None
+    icon: bool = False
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
 
 
 @dataclass

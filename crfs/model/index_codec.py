@@ -356,7 +356,9 @@ def _check_open_file(file, file_size, source):
     _require(sock is None or (type(sock) is UnixSock and type(sock.name) is bytes
                               and type(sock.msgs) is tuple and _ints(*sock.msgs)
                               and _ints(sock.ino, sock.peer, sock.family, sock.type,
-                                        sock.state, sock.shutdown, sock.backlog)),
+                                        sock.state, sock.shutdown, sock.backlog, sock.mode,
+                                        sock.uid, sock.gid)
+                              and type(sock.icon) is bool),
              "UNIX socket")
     if sock is not None and sock.data is not None:
         _require(type(sock.data) is Blob and sock.data.source is source

@@ -101,6 +101,8 @@ def status(task):
             ("CapBnd", creds.cap_bnd), ("CapAmb", creds.cap_amb)) if value is not None]
         if creds.no_new_privs is not None:
             lines.append(f"NoNewPrivs:\t{creds.no_new_privs}")
+    if task.seccomp:
+        lines.append(f"Seccomp:\t{task.seccomp}")
     return "\n".join(lines) + "\n"
 
 

@@ -60,6 +60,7 @@ enum {
 	CRFS_HDR_RSEQ = 8021,		/* per live task, after its SIGNAL_TASK */
 	CRFS_HDR_SIGINFO_RAW = 8022,	/* right after a SIGPENDING */
 	CRFS_HDR_DELETED_STAT = 8023,	/* after a DELETED file's BUFFER */
+	CRFS_HDR_SECCOMP = 8041,	/* per live task, after its RSEQ */
 	CKPT_HDR_TAIL = 9001,
 	CKPT_HDR_ERROR = 9999,
 };
@@ -674,6 +675,13 @@ struct crfs_hdr_oom_score_adj {
 };
 
 /* crfs extension: the task's rseq registration (rseq(2)); rseq 0: none */
+/* crfs extension: the task's seccomp mode, when not 0 (1 strict; 2 filter is refused) */
+struct crfs_hdr_seccomp {
+	struct ckpt_hdr h;
+	__u32 mode;
+	__u8 __padding[4];
+};
+
 struct crfs_hdr_rseq {
 	struct ckpt_hdr h;
 	__u64 rseq;			/* user address of its struct rseq */

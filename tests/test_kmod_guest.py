@@ -1532,8 +1532,6 @@ def _zdtm_results(zdtm, error):
 # is reported, not fatal); a test NOT listed must pass.
 MAPS04 = ("512 MiB of data under TCG: near its time limits (start 90 s, checkpoint 90 s); "
           "passes on a quieter guest")
-SECCOMP_PTRACE = ("checkpoint: pid N exited during the checkpoint (seccomp strict mode kills it "
-                  "for a syscall crfs's ptrace injector makes it run)")
 # --via ptrace + crfs-restart, --via kernel + crfs-restart, --via ptrace + cp into restart/
 KNOWN_FAILING = {
     "maps04": MAPS04,
@@ -1543,9 +1541,7 @@ KNOWN_FAILING = {
     "posix_timers":
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
     "selfexe00": "FAIL: selfexe00.c:57: ",
-    "seccomp_strict": SECCOMP_PTRACE,
-    "seccomp_filter":
-        "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",
+    "seccomp_filter": "restart: task N: seccomp filter mode (2) is not restored",
     "sockets00": "restart: fd 4: a socket not handed in (-i) (a listening socket)",
     "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
 }
@@ -1556,9 +1552,7 @@ KNOWN_FAILING_VIA_KERNEL = {
     "posix_timers":
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
     "selfexe00": "FAIL: selfexe00.c:57: ",
-    "seccomp_strict": "restart: fd 4: a socket not handed in (-i)",
-    "seccomp_filter":
-        "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",
+    "seccomp_filter": "restart: task N: seccomp filter mode (2) is not restored",
     "sockets00": "restart: fd 4: a socket not handed in (-i) (a listening socket)",
     "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
 }

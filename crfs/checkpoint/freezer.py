@@ -71,11 +71,17 @@ class Freezer:
             if tid != pid:
                 return False
             raise ProcessGone(f"pid {pid} is a zombie (it has exited)")
+        seccomp = _seccomp(pid, tid)
         try:
-            ptrace.seize(tid)
+            ptrace.seize(tid, ptrace.PTRACE_O_SUSPEND_SECCOMP if seccomp else 0)
         except OSError as exc:
             if exc.errno == errno.ESRCH and tid != pid:
                 return False
+            if seccomp and exc.errno == errno.EPERM and not _tracer(pid):
+                raise CheckpointError(
+                    f"pid {pid} thread {tid} is in seccomp mode {seccomp}: its checkpoint "
+                    "runs syscalls in it, which needs PTRACE_O_SUSPEND_SECCOMP "
+                    "(CAP_SYS_ADMIN)", errno.EPERM) from exc
             raise _refusal(pid, exc) from exc
         try:
             ptrace.interrupt(tid)
@@ -201,6 +207,18 @@ def _refusal(pid, exc):
     if exc.errno == errno.ESRCH:
         return ProcessGone(f"pid {pid} exited during the checkpoint")
     return CheckpointError(f"cannot stop pid {pid}: {exc.strerror}", exc.errno or errno.EIO)
+
+
+def _seccomp(pid, tid):
+    """The thread's seccomp mode (/proc "Seccomp:"; 0 when not shown). A task in strict
+    mode would be killed by the first syscall crfs makes it run (inject.py), one with a
+    filter could be refused them: both are seized with PTRACE_O_SUSPEND_SECCOMP, as CRIU
+    does, which suspends seccomp while crfs traces it (root only)."""
+    try:
+        status = procfs.status_fields(f"/proc/{pid}/task/{tid}/status")
+        return int(status.get("Seccomp", "0"))
+    except (OSError, ValueError):
+        return 0
 
 
 def _tracer(pid):

@@ -85,6 +85,7 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CRFS_HDR_RSEQ": 8021,            # per live task, after its SIGNAL_TASK
     "CRFS_HDR_SIGINFO_RAW": 8022,     # right after a SIGPENDING: its siginfo, whole
     "CRFS_HDR_DELETED_STAT": 8023,    # after a CRFS_FILE_DELETED's BUFFER
+    "CRFS_HDR_SECCOMP": 8041,         # per live task, after its RSEQ: seccomp strict mode
     "CKPT_HDR_TAIL": 9001,
     "CKPT_HDR_ERROR": 9999,
 })
@@ -608,6 +609,14 @@ crfs_hdr_oom_score_adj = Struct(
     "_padding" / Pad(4),
 )
 
+# crfs extension: the task's seccomp mode (written when not 0; 1 SECCOMP_MODE_STRICT is
+# the only one a restart gives back, 2 FILTER is refused)
+crfs_hdr_seccomp = Struct(
+    "h" / ckpt_hdr,
+    "mode" / Int32ul,
+    "_padding" / Pad(4),
+)
+
 # crfs extension: the task's rseq(2) registration (written when it has one)
 crfs_hdr_rseq = Struct(
     "h" / ckpt_hdr,
@@ -655,6 +664,7 @@ FIXED = {
     "CRFS_HDR_PARENT": crfs_hdr_parent,
     "CRFS_HDR_OOM_SCORE_ADJ": crfs_hdr_oom_score_adj,
     "CRFS_HDR_RSEQ": crfs_hdr_rseq,
+    "CRFS_HDR_SECCOMP": crfs_hdr_seccomp,
 }
 AT_LEAST = {"CKPT_HDR_FILE": ckpt_hdr_file, "CKPT_HDR_LSM_INFO": ckpt_hdr_lsm}
 # Records of a header, a count and count items: (struct, count field, header size, item size).
@@ -813,6 +823,7 @@ _NOTES = {
     "CKPT_HDR_TASK_OBJS": lambda h: f"mm_objref {h.mm_objref}",
     "CRFS_HDR_FILE_ID": lambda h: f"dev {dev_text(h.dev)} ino {h.ino} size {h.size}",
     "CRFS_HDR_OOM_SCORE_ADJ": lambda h: f"oom_score_adj {h.oom_score_adj}",
+    "CRFS_HDR_SECCOMP": lambda h: f"mode {h.mode}",
     "CRFS_HDR_RSEQ": lambda h: f"rseq {h.rseq:#x} len {h.rseq_len} sig {h.rseq_sig:#x}",
     "CRFS_HDR_DELETED_STAT": lambda h: f"uid {h.uid} gid {h.gid} mtime_ns {h.mtime_ns}",
     "CRFS_HDR_FILE_OWNER": lambda h: (f"owner {name_of(CRFS_F_OWNER, h.pid_type, h.pid_type)}"

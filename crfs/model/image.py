@@ -469,6 +469,7 @@ class Task:
     files: Optional[FdTable] = None
     native: Optional["NativeFields"] = None   # what only its format stores
     rseq: Optional[Rseq] = None           # its rseq registration (None: none or not stored)
+    seccomp: int = 0                      # its seccomp mode (1 strict, 2 filter)
 
 
 @dataclass(eq=False)

@@ -313,6 +313,7 @@ def check(image, file_size):
         _require(task.fpu is None or type(task.fpu) is bytes, "fpu")
         _require(task.rseq is None or (type(task.rseq) is Rseq and _ints(
             *vars(task.rseq).values())), "rseq")
+        _require(type(task.seccomp) is int, "seccomp")
         if task.creds is not None:
             _check_creds(task.creds)
         if task.signals is not None:

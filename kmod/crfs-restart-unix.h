@@ -13,11 +13,25 @@
  * queue is filled. An unconnected one: socket(2). Every process hands them all in
  * (CRFS_IOC_RESTART_FILES), and the module checks each against its record (crfs_socket.c).
  *
- * Not made, so refused by the module unless handed in with -i: listening sockets, bound
- * unconnected ones, a socket whose peer is not in the image or is a connection not yet
- * accepted. A connected socket's bound name is not given back. Counts and lengths are bounded here
- * (CRFS_UNIX_MAX_MSGS messages, CRFS_UNIX_MAX_DATA bytes) before anything is read.
+ * A listening socket, as CRIU does: first, a stale socket file at its path is unlinked
+ * (anything else there is refused) and a new socket bound there; a root restarter does
+ * both with the fs ids of the image's first credentials (its root task's), so the path
+ * is resolved and created as that task could; the file is then given its recorded mode
+ * and owner (chown(2) as the restarter: one who may not give those ids gets EPERM and the
+ * restart stops); an abstract name is bound as is; then listen(2) with its backlog. A
+ * connection it had not accepted yet (CRFS_UNIX_ICON): a new socket connected to it, whose
+ * other end waits in its accept queue again, in the image's order.
+ *
+ * Not made, so refused by the module unless handed in with -i: bound unconnected sockets,
+ * a socket whose peer is not in the image. A connected socket's bound name is not given
+ * back. Counts and lengths are bounded here (CRFS_UNIX_MAX_MSGS messages,
+ * CRFS_UNIX_MAX_DATA bytes) before anything is read.
  */
+#include <stddef.h>
+#include <sys/fsuid.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
 #define FILE_UNIX		112	/* ckpt_hdr_file.f_type */
 #define UNIX_REC_LEN		216	/* struct crfs_hdr_file_unix */
 #define UNIX_MAX		1024	/* sockets of one image */
@@ -25,6 +39,8 @@
 #define UNIX_MAX_DATA		(4 << 20)	/* CRFS_UNIX_MAX_DATA */
 #define UNIX_LISTEN		10	/* TCP_LISTEN */
 #define UNIX_CONNECTED		1	/* TCP_ESTABLISHED */
+#define UNIX_ICON		0x1	/* CRFS_UNIX_ICON */
+#define HDR_CRED		114	/* CKPT_HDR_CRED */
 
 struct unix_rec {		/* crfs_hdr_file_unix after its common 48 bytes */
 	int32_t sock_objref;
@@ -38,7 +54,13 @@ struct unix_rec {		/* crfs_hdr_file_unix after its common 48 bytes */
 	uint32_t nr_msgs;
 	uint32_t data_len;
 	uint32_t addr_len;
+	uint32_t flags;
+	char addr[108];
+	uint32_t mode;		/* a path-bound socket's file, 0: not recorded */
+	uint32_t uid;
+	uint32_t gid;
 };
+_Static_assert(sizeof(struct unix_rec) == UNIX_REC_LEN - FILE_HDR_LEN, "unix record");
 
 struct usock {
 	int32_t objref;		/* its FILE */
@@ -50,6 +72,8 @@ struct usock {
 
 static struct usock usocks[UNIX_MAX];
 static int nr_usocks;
+static uint32_t bind_ids[2];	/* fsuid, fsgid of the image's first CRED */
+static int have_bind_ids;
 
 static void unix_fail(int err, const char *fmt, int a, int b)
 {
@@ -84,7 +108,8 @@ static void note_unix(int fd, off_t pos, uint32_t len, int32_t objref)
 	*u = (struct usock){ .objref = objref, .f_flags = f[2], .fd = -1 };
 	if (pread(fd, &u->r, sizeof(u->r), pos + FILE_HDR_LEN) != sizeof(u->r))
 		unix_fail(EINVAL, "a short UNIX socket record (objref %d)", objref, 0);
-	if (u->r.nr_msgs > UNIX_MAX_MSGS || u->r.data_len > UNIX_MAX_DATA)
+	if (u->r.nr_msgs > UNIX_MAX_MSGS || u->r.data_len > UNIX_MAX_DATA ||
+	    u->r.addr_len > sizeof(u->r.addr))
 		unix_fail(EINVAL, "UNIX socket objref %d: %d messages queued", objref,
 			  (int)u->r.nr_msgs);
 	if (u->r.nr_msgs)
@@ -99,6 +124,10 @@ static void scan_unix(int fd)
 	off_t pos = 0;
 
 	while (pread(fd, hdr, sizeof(hdr), pos) == sizeof(hdr) && hdr[1] >= sizeof(hdr)) {
+		if (hdr[0] == HDR_CRED && !have_bind_ids && hdr[1] >= 40 &&
+		    pread(fd, &bind_ids[0], 4, pos + 20) == 4 &&
+		    pread(fd, &bind_ids[1], 4, pos + 36) == 4)
+			have_bind_ids = 1;	/* ckpt_hdr_cred: fsuid @20, fsgid @36 */
 		if (hdr[0] == HDR_OBJREF && pread(fd, obj, sizeof(obj), pos + 8) == sizeof(obj)) {
 			last_file = obj[0] == OBJ_FILE ? obj[1] : 0;
 		} else if (hdr[0] == HDR_FILE) {
@@ -171,6 +200,110 @@ static void make_pair(int fd, struct usock *u, struct usock *p)
 	finish_unix(p);
 }
 
+/* @u's address as a sockaddr_un; its length. */
+static socklen_t unix_addr(const struct usock *u, struct sockaddr_un *sa)
+{
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	memcpy(sa->sun_path, u->r.addr, u->r.addr_len);
+	return offsetof(struct sockaddr_un, sun_path) + u->r.addr_len;
+}
+
+/* The stale file at @path unlinked (a socket only) and @u bound there. */
+static int bind_path(struct usock *u, const char *path, const struct sockaddr_un *sa,
+		     socklen_t len)
+{
+	struct stat st;
+
+	if (!lstat(path, &st) && !S_ISSOCK(st.st_mode)) {
+		errno = EEXIST;
+		return -1;
+	}
+	if (unlink(path) && errno != ENOENT)
+		return -1;
+	return bind(u->fd, (const struct sockaddr *)sa, len);
+}
+
+/* The recorded mode and owner given to the socket file at @path, not following a link. */
+static void own_file(const struct usock *u, const char *path)
+{
+	char proc[40];
+	struct stat st;
+	int pfd;
+
+	if (!u->r.mode)
+		return;
+	pfd = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (pfd < 0 || fstat(pfd, &st) || !S_ISSOCK(st.st_mode))
+		unix_fail(pfd < 0 ? errno : EEXIST, "UNIX socket objref %d: its file is gone",
+			  u->objref, 0);
+	if ((st.st_uid != u->r.uid || st.st_gid != u->r.gid) &&
+	    fchownat(pfd, "", u->r.uid, u->r.gid, AT_EMPTY_PATH))
+		unix_fail(errno, "UNIX socket objref %d: its file not given to uid %d",
+			  u->objref, (int)u->r.uid);
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+	if (chmod(proc, u->r.mode & 07777))
+		unix_fail(errno, "UNIX socket objref %d: its file not given mode %o",
+			  u->objref, (int)(u->r.mode & 07777));
+	close(pfd);
+}
+
+/* A listening socket at its address: a path bound with the image's fs ids (root only). */
+static void make_listener(struct usock *u)
+{
+	int as_task = have_bind_ids && geteuid() == 0, ret;
+	struct sockaddr_un sa;
+	socklen_t len = unix_addr(u, &sa);
+
+	if (!u->r.addr_len || (u->r.addr[0] && (u->r.addr[0] != '/' ||
+			       !memchr(u->r.addr, 0, u->r.addr_len))))
+		unix_fail(EOPNOTSUPP, "UNIX socket objref %d: a listener not at an absolute path",
+			  u->objref, 0);
+	u->fd = socket(AF_UNIX, u->r.sock_type | SOCK_CLOEXEC, 0);
+	if (u->fd < 0)
+		unix_fail(errno, "UNIX socket objref %d: no socket", u->objref, 0);
+	if (!u->r.addr[0]) {
+		ret = bind(u->fd, (struct sockaddr *)&sa, len);
+	} else {
+		if (as_task) {
+			setfsgid(bind_ids[1]);
+			setfsuid(bind_ids[0]);
+		}
+		ret = bind_path(u, sa.sun_path, &sa, len);
+		if (as_task) {
+			setfsuid(geteuid());
+			setfsgid(getegid());
+		}
+	}
+	if (ret)
+		unix_fail(errno, "UNIX socket objref %d: not bound at its address", u->objref, 0);
+	if (u->r.addr[0])
+		own_file(u, sa.sun_path);
+	if (listen(u->fd, (int)(u->r.backlog & 0x7fffffff)))
+		unix_fail(errno, "UNIX socket objref %d: not listening", u->objref, 0);
+	finish_unix(u);
+}
+
+/* A connection its listener had not accepted: connected to it again. */
+static void make_icon(struct usock *u)
+{
+	struct usock *l = usock_of(u->r.peer_objref);
+	struct sockaddr_un sa;
+	socklen_t len;
+
+	if (!l || l->r.state != UNIX_LISTEN || l->fd < 0 || l->r.sock_type != u->r.sock_type ||
+	    u->queue)
+		unix_fail(EINVAL, "UNIX socket objref %d: no listener objref %d for it",
+			  u->objref, u->r.peer_objref);
+	len = unix_addr(l, &sa);
+	u->fd = socket(AF_UNIX, u->r.sock_type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (u->fd < 0 || connect(u->fd, (struct sockaddr *)&sa, len))
+		unix_fail(errno, "UNIX socket objref %d: not connected to listener objref %d",
+			  u->objref, l->objref);
+	if (fcntl(u->fd, F_SETFL, u->f_flags & O_NONBLOCK))
+		unix_fail(errno, "UNIX socket objref %d: its flags", u->objref, 0);
+}
+
 static void make_lone(struct usock *u)
 {
 	u->fd = socket(AF_UNIX, u->r.sock_type | SOCK_CLOEXEC, 0);
@@ -187,6 +320,12 @@ static void make_unix_sockets(int fd)
 	if (no_anon)
 		return;
 	scan_unix(fd);
+	for (k = 0; k < nr_usocks; k++)
+		if (usocks[k].r.family == AF_UNIX && usocks[k].r.state == UNIX_LISTEN)
+			make_listener(&usocks[k]);
+	for (k = 0; k < nr_usocks; k++)
+		if (usocks[k].r.family == AF_UNIX && (usocks[k].r.flags & UNIX_ICON))
+			make_icon(&usocks[k]);
 	for (k = 0; k < nr_usocks; k++) {
 		u = &usocks[k];
 		if (u->fd >= 0 || u->r.family != AF_UNIX || u->r.state == UNIX_LISTEN ||

@@ -1542,7 +1542,6 @@ KNOWN_FAILING = {
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
     "selfexe00": "FAIL: selfexe00.c:57: ",
     "seccomp_filter": "restart: task N: seccomp filter mode (2) is not restored",
-    "sockets00": "restart: fd 4: a socket not handed in (-i) (a listening socket)",
     "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
 }
 KNOWN_FAILING_VIA_KERNEL = {
@@ -1553,7 +1552,6 @@ KNOWN_FAILING_VIA_KERNEL = {
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
     "selfexe00": "FAIL: selfexe00.c:57: ",
     "seccomp_filter": "restart: task N: seccomp filter mode (2) is not restored",
-    "sockets00": "restart: fd 4: a socket not handed in (-i) (a listening socket)",
     "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
 }
 KNOWN_FAILING_BY_CP = {

@@ -483,6 +483,8 @@ class Walker:
                 h.data_len > fmt.CRFS_UNIX_MAX_DATA or (h.data_len and not h.nr_msgs):
             raise self.error(file, f"UNIX socket name_len {h.addr_len}, {h.nr_msgs} "
                                    f"messages of {h.data_len} bytes")
+        if h.flags & ~fmt.CRFS_UNIX_ICON or (h.mode and h.mode & 0o170000 != 0o140000):
+            raise self.error(file, f"UNIX socket flags {h.flags:#x}, mode {h.mode:#o}")
         if not h.nr_msgs:
             return
         record = self.expect("CKPT_HDR_BUFFER")

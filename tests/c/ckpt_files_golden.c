@@ -461,7 +461,8 @@ int main(int argc, char **argv)
 		.msgs = { "hi", "there" } };
 	static struct file_desc spb = { 21, CRFS_FILE_UNIX, FMODE_READ | FMODE_WRITE, 04002, 0,
 		0, "socket:[4344]", "socket", .sock = { .sock_objref = 20, .peer_objref = 19,
-		.ino = 4344, .family = 1, .sock_type = 5, .state = 1, .shutdown = 2 } };
+		.ino = 4344, .family = 1, .sock_type = 5, .state = 1, .shutdown = 2,
+		.mode = 0140640, .uid = 18943, .gid = 58467 } };	/* its file's */
 
 	static struct task_desc t[3] = {
 		{ { 700, 1, 700, 700, 700, 0 }, "files-main", 1, 1, {

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from crfs import render
 from crfs.errors import FormatError
 from crfs.formats import ckpt as fmt
 from crfs.formats.source import MemorySource, Source
@@ -545,6 +546,7 @@ def test_state_golden_values(state_golden):
             assert group.oom_score_adj == want["oom_score_adj"]
         assert task.rseq == (Rseq(*want["rseq"]) if want["rseq"] else None)
         assert task.seccomp == want["seccomp"]
+        assert ("Seccomp:\t1\n" in render.status(task)) == (want["seccomp"] == 1)
         assert [task.native.fs_objref, task.native.sighand_objref,
                 task.native.signal_objref] == want["objrefs"]
     main, thread, child = image.tasks

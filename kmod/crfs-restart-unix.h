@@ -14,13 +14,14 @@
  * (CRFS_IOC_RESTART_FILES), and the module checks each against its record (crfs_socket.c).
  *
  * A listening socket, as CRIU does: first, a stale socket file at its path is unlinked
- * (anything else there is refused) and a new socket bound there; a root restarter does
- * both with the fs ids of the image's first credentials (its root task's), so the path
- * is resolved and created as that task could; the file is then given its recorded mode
- * and owner (chown(2) as the restarter: one who may not give those ids gets EPERM and the
- * restart stops); an abstract name is bound as is; then listen(2) with its backlog. A
- * connection it had not accepted yet (CRFS_UNIX_ICON): a new socket connected to it, whose
- * other end waits in its accept queue again, in the image's order.
+ * (anything else there is refused) and a new socket bound there; the file is then given
+ * its recorded mode and owner through an O_PATH fd (EPERM stops the restart); a root
+ * restarter does all that with the fs ids of the image's first credentials (its root
+ * task's: task_fs_ids()), so nothing is done there the task could not do itself, a
+ * non-root one as itself; an abstract name is bound as is; then listen(2) with its
+ * backlog. A connection it had not accepted yet (CRFS_UNIX_ICON): a new socket connected
+ * to it (with those fs ids too), whose other end waits in its accept queue again, in the
+ * image's order.
  *
  * Not made, so refused by the module unless handed in with -i: bound unconnected sockets,
  * a socket whose peer is not in the image. A connected socket's bound name is not given
@@ -248,10 +249,27 @@ static void own_file(const struct usock *u, const char *path)
 	close(pfd);
 }
 
-/* A listening socket at its address: a path bound with the image's fs ids (root only). */
+/*
+ * A root restarter takes the fs ids of the image's first credentials (@on) and gives them
+ * back: a fsuid not 0 drops CAP_CHOWN, CAP_FOWNER and CAP_DAC_OVERRIDE from its effective
+ * set meanwhile, so paths are resolved, files made, chowned and chmodded as the task could.
+ */
+static void task_fs_ids(int on)
+{
+	if (!have_bind_ids || geteuid() != 0)
+		return;
+	if (on) {
+		setfsgid(bind_ids[1]);
+		setfsuid(bind_ids[0]);
+	} else {
+		setfsuid(geteuid());
+		setfsgid(getegid());
+	}
+}
+
+/* A listening socket at its address, its file owned and chmodded (task_fs_ids()). */
 static void make_listener(struct usock *u)
 {
-	int as_task = have_bind_ids && geteuid() == 0, ret;
 	struct sockaddr_un sa;
 	socklen_t len = unix_addr(u, &sa);
 
@@ -262,23 +280,13 @@ static void make_listener(struct usock *u)
 	u->fd = socket(AF_UNIX, u->r.sock_type | SOCK_CLOEXEC, 0);
 	if (u->fd < 0)
 		unix_fail(errno, "UNIX socket objref %d: no socket", u->objref, 0);
-	if (!u->r.addr[0]) {
-		ret = bind(u->fd, (struct sockaddr *)&sa, len);
-	} else {
-		if (as_task) {
-			setfsgid(bind_ids[1]);
-			setfsuid(bind_ids[0]);
-		}
-		ret = bind_path(u, sa.sun_path, &sa, len);
-		if (as_task) {
-			setfsuid(geteuid());
-			setfsgid(getegid());
-		}
-	}
-	if (ret)
+	task_fs_ids(1);
+	if (u->r.addr[0] ? bind_path(u, sa.sun_path, &sa, len) :
+	    bind(u->fd, (struct sockaddr *)&sa, len))
 		unix_fail(errno, "UNIX socket objref %d: not bound at its address", u->objref, 0);
 	if (u->r.addr[0])
 		own_file(u, sa.sun_path);
+	task_fs_ids(0);
 	if (listen(u->fd, (int)(u->r.backlog & 0x7fffffff)))
 		unix_fail(errno, "UNIX socket objref %d: not listening", u->objref, 0);
 	finish_unix(u);
@@ -297,9 +305,11 @@ static void make_icon(struct usock *u)
 			  u->objref, u->r.peer_objref);
 	len = unix_addr(l, &sa);
 	u->fd = socket(AF_UNIX, u->r.sock_type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	task_fs_ids(1);		/* the module checks it reached @l (crfs_socket.c) */
 	if (u->fd < 0 || connect(u->fd, (struct sockaddr *)&sa, len))
 		unix_fail(errno, "UNIX socket objref %d: not connected to listener objref %d",
 			  u->objref, l->objref);
+	task_fs_ids(0);
 	if (fcntl(u->fd, F_SETFL, u->f_flags & O_NONBLOCK))
 		unix_fail(errno, "UNIX socket objref %d: its flags", u->objref, 0);
 }

@@ -250,6 +250,55 @@ def chown_refused(image, socks, restarter, work):
     return gf.outcome(child)
 
 
+def chown_as_task(image, restarter):
+    """Root restarts nobody's image whose socket file says uid 18943: the file is made and
+    chowned with nobody's fs ids, so the chown is refused (EPERM), nothing restarted."""
+    socks = sockets_of(image)
+    lo = socks[roles(socks)[0]]["offset"]
+    bad = gf.patch(image, f"{image}.chown",
+                   lambda data, recs: struct.pack_into("<II", data, lo + 208, 18943, 58467))
+    child = gf.restart(bad, restarter, f"{bad}.out")
+    if child.errno == 0:
+        os.killpg(child.process.pid, 9)
+    return gf.outcome(child)
+
+
+def unprivileged_checkpoint(exe, work):
+    """crfs checkpoint --via ptrace run as nobody (in a forked child) of nobody's target:
+    its strict child cannot be seized with PTRACE_O_SUSPEND_SECCOMP, refused with why."""
+    from crfs.checkpoint import checkpoint as crfs_checkpoint
+    mine = os.path.join(work, "unprivileged")
+    os.makedirs(mine)
+    os.chmod(mine, 0o777)
+    proc, _ = start(exe, mine, "unprivileged", uid=g.NOBODY)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            os.setgroups([])
+            os.setgid(g.NOBODY)
+            os.setuid(g.NOBODY)
+            crfs_checkpoint(proc.pid, os.path.join(mine, "u.img"), tree=True, via="ptrace")
+            msg = "no refusal"
+        except Exception as exc:      # noqa: BLE001 - reported
+            msg = f"{type(exc).__name__}: {exc}"
+        os.write(write_fd, msg.encode()[:4000])
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        msg = f.read().decode()
+    os.waitpid(pid, 0)
+    proc.kill()
+    proc.wait(timeout=60)
+    try:
+        with open("/proc/sys/kernel/yama/ptrace_scope") as f:
+            scope = f.read().strip()
+    except OSError:
+        scope = None
+    return {"msg": msg, "yama": scope}
+
+
 def filtered_restarter(exe, image, restarter, work):
     """crfs-restart run under an allow-all seccomp filter: its restart of a strict task
     is refused (the filter would be dropped)."""
@@ -283,14 +332,18 @@ def step(manifest):
         mine = os.path.join(work, "nobody")     # its log and socket file are nobody's
         os.makedirs(mine)
         os.chmod(mine, 0o777)
-        result["nobody"], _ = run_one("nobody", exe, mine, restarter, "ptrace", uid=g.NOBODY)
+        result["nobody"], nimage = run_one("nobody", exe, mine, restarter, "ptrace",
+                                           uid=g.NOBODY)
         result["dirty"] = {via: dirty(exe, work, via) for via in ("ptrace", "kernel")}
+        result["unprivileged"] = unprivileged_checkpoint(exe, work)
         if image:
             socks = sockets_of(image)
             result["records"] = patched_records(image, socks)
             result["lying"] = lying_tables(image, socks)
             result["restarter"] = restarter_refusals(image, socks, restarter, work)
             result["chown"] = chown_refused(image, socks, restarter, work)
+        if nimage:
+            result["chown_as_task"] = chown_as_task(nimage, restarter)
             result["filtered"] = filtered_restarter(exe, image, restarter, work)
     except Exception as exc:      # noqa: BLE001 - reported, the other steps go on
         result["error"] = repr(exc)

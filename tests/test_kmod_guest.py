@@ -2326,6 +2326,24 @@ def test_a_non_root_restart_never_chowns_to_other_ids(guest):
     assert "its file not given to uid 18943" in refused["msg"], refused
 
 
+def test_an_unprivileged_ptrace_checkpoint_of_a_strict_task_says_why(guest):
+    """crfs checkpoint --via ptrace as nobody, of nobody's target whose child is in strict
+    mode: seizing it with PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN, so it is refused
+    with the reason (the syscalls it would inject would kill the child)."""
+    result = _sockstrict(guest)["unprivileged"]
+    assert "is in seccomp mode 1" in result["msg"], result
+    assert "PTRACE_O_SUSPEND_SECCOMP (CAP_SYS_ADMIN)" in result["msg"], result
+
+
+def test_a_root_restart_chowns_only_as_the_task_could(guest):
+    """Root restarts nobody's image whose socket file says 18943:58467: crfs-restart binds,
+    chowns and chmods with nobody's fs ids (CAP_CHOWN dropped), so the chown is refused:
+    EPERM and the reason, nothing restarted."""
+    refused = _sockstrict(guest)["chown_as_task"]
+    assert refused["errno"] == "EPERM", refused
+    assert "its file not given to uid 18943" in refused["msg"], refused
+
+
 def test_a_restarter_under_a_seccomp_filter_may_not_restore_strict_mode(guest):
     """crfs-restart run under a seccomp filter: RESTART of the strict child is refused (its
     filter would be dropped): EPERM and the reason."""

@@ -29,6 +29,7 @@
  * CRFS_UNIX_MAX_DATA bytes) before anything is read.
  */
 #include <stddef.h>
+#include <grp.h>
 #include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -42,6 +43,9 @@
 #define UNIX_CONNECTED		1	/* TCP_ESTABLISHED */
 #define UNIX_ICON		0x1	/* CRFS_UNIX_ICON */
 #define HDR_CRED		114	/* CKPT_HDR_CRED */
+#define HDR_GROUPINFO		116	/* CKPT_HDR_GROUPINFO */
+#define OBJ_GROUPINFO		15	/* CKPT_OBJ_GROUPINFO */
+#define UNIX_MAX_GROUPS		256
 
 struct unix_rec {		/* crfs_hdr_file_unix after its common 48 bytes */
 	int32_t sock_objref;
@@ -75,6 +79,11 @@ static struct usock usocks[UNIX_MAX];
 static int nr_usocks;
 static uint32_t bind_ids[2];	/* fsuid, fsgid of the image's first CRED */
 static int have_bind_ids;
+static gid_t group_ids[UNIX_MAX_GROUPS];	/* ... and its groups */
+static int nr_group_ids;
+static int32_t group_ref;
+static gid_t saved_groups[UNIX_MAX_GROUPS];	/* the restarter's, meanwhile */
+static int nr_saved_groups;
 
 static void unix_fail(int err, const char *fmt, int a, int b)
 {
@@ -118,19 +127,47 @@ static void note_unix(int fd, off_t pos, uint32_t len, int32_t objref)
 	nr_usocks++;
 }
 
+/* A GROUPINFO of objref @ref at @pos: its groups kept (-1: more than 256, or short). */
+static void note_groups(int fd, off_t pos, uint32_t len, int32_t ref)
+{
+	uint32_t n;
+
+	group_ref = ref;
+	nr_group_ids = -1;
+	if (pread(fd, &n, sizeof(n), pos + 8) == sizeof(n) && n <= UNIX_MAX_GROUPS &&
+	    len >= 12 + 4 * n && pread(fd, group_ids, 4 * n, pos + 12) == (ssize_t)(4 * n))
+		nr_group_ids = (int)n;
+}
+
+/* The image's first CRED at @pos: fsuid @20, fsgid @36, groupinfo_ref @44. */
+static void note_cred(int fd, off_t pos, uint32_t len)
+{
+	int32_t ref;
+
+	if (len < 48 || pread(fd, &bind_ids[0], 4, pos + 20) != 4 ||
+	    pread(fd, &bind_ids[1], 4, pos + 36) != 4 || pread(fd, &ref, 4, pos + 44) != 4)
+		return;
+	have_bind_ids = 1;
+	if (ref != group_ref)
+		nr_group_ids = 0;	/* objects nest before their CRED: none met */
+}
+
 static void scan_unix(int fd)
 {
-	int32_t last_file = 0, obj[2];
+	int32_t last_file = 0, last_obj[2] = { 0, 0 }, obj[2];
 	uint32_t hdr[2];
 	off_t pos = 0;
 
 	while (pread(fd, hdr, sizeof(hdr), pos) == sizeof(hdr) && hdr[1] >= sizeof(hdr)) {
-		if (hdr[0] == HDR_CRED && !have_bind_ids && hdr[1] >= 40 &&
-		    pread(fd, &bind_ids[0], 4, pos + 20) == 4 &&
-		    pread(fd, &bind_ids[1], 4, pos + 36) == 4)
-			have_bind_ids = 1;	/* ckpt_hdr_cred: fsuid @20, fsgid @36 */
+		if (hdr[0] == HDR_GROUPINFO && !have_bind_ids && last_obj[0] == OBJ_GROUPINFO)
+			note_groups(fd, pos, hdr[1], last_obj[1]);
+		if (hdr[0] == HDR_CRED && !have_bind_ids)
+			note_cred(fd, pos, hdr[1]);
+		last_obj[0] = 0;
 		if (hdr[0] == HDR_OBJREF && pread(fd, obj, sizeof(obj), pos + 8) == sizeof(obj)) {
 			last_file = obj[0] == OBJ_FILE ? obj[1] : 0;
+			last_obj[0] = obj[0];
+			last_obj[1] = obj[1];
 		} else if (hdr[0] == HDR_FILE) {
 			note_unix(fd, pos, hdr[1], last_file);
 			last_file = 0;
@@ -250,20 +287,28 @@ static void own_file(const struct usock *u, const char *path)
 }
 
 /*
- * A root restarter takes the fs ids of the image's first credentials (@on) and gives them
- * back: a fsuid not 0 drops CAP_CHOWN, CAP_FOWNER and CAP_DAC_OVERRIDE from its effective
- * set meanwhile, so paths are resolved, files made, chowned and chmodded as the task could.
+ * A root restarter takes the fs ids and groups of the image's first credentials (@on) and
+ * gives them back: a fsuid not 0 drops CAP_CHOWN, CAP_FOWNER and CAP_DAC_OVERRIDE from its
+ * effective set meanwhile, so paths are resolved, files made, chowned and chmodded as the
+ * task could.
  */
 static void task_fs_ids(int on)
 {
 	if (!have_bind_ids || geteuid() != 0)
 		return;
 	if (on) {
+		nr_saved_groups = getgroups(UNIX_MAX_GROUPS, saved_groups);
+		if (nr_group_ids < 0)
+			errno = EOPNOTSUPP;
+		if (nr_saved_groups < 0 || nr_group_ids < 0 || setgroups(nr_group_ids, group_ids))
+			unix_fail(errno, "the image's %d groups not taken", nr_group_ids, 0);
 		setfsgid(bind_ids[1]);
 		setfsuid(bind_ids[0]);
 	} else {
 		setfsuid(geteuid());
 		setfsgid(getegid());
+		if (setgroups(nr_saved_groups, saved_groups))
+			unix_fail(errno, "the restarter's %d groups not back", nr_saved_groups, 0);
 	}
 }
 

@@ -69,10 +69,10 @@ def links_of(pid):
     return out
 
 
-def start(exe, work, label, *args, uid=None):
+def start(exe, work, label, *args, uid=None, groups=()):
     out_path = os.path.join(work, f"{label}.out")
     with open(out_path, "w") as out:
-        proc = subprocess.Popen((g.setpriv(uid) if uid else []) +
+        proc = subprocess.Popen((g.setpriv(uid, groups) if uid else []) +
                                 ["setarch", "-R", exe, work, "6000", *args],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     gf.wait_lines(out_path, 3)
@@ -86,13 +86,14 @@ def checkpoint(pid, image, via):
     return {"rc": ck.returncode, "stderr": ck.stderr[-2000:]}
 
 
-def restart_as(image, restarter, out_path, uid):
-    """crfs-restart as `uid` (/dev/crfs opened to everyone meanwhile): gf.outcome-like."""
+def restart_as(image, restarter, out_path, uid, groups=()):
+    """crfs-restart as `uid` with `groups` (/dev/crfs opened to everyone meanwhile)."""
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     os.chmod(kernel.DEVICE, 0o666)
     try:
         with open(out_path, "ab") as out:
-            proc = subprocess.Popen(g.setpriv(uid) + [restarter, "-r", str(write_fd), image],
+            proc = subprocess.Popen(g.setpriv(uid, groups) +
+                                    [restarter, "-r", str(write_fd), image],
                                     stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, pass_fds=(write_fd,),
                                     start_new_session=True)
@@ -117,9 +118,9 @@ def report_of(report, proc):
     return kernel.Outcome(code, reason, None, rtype, stage)
 
 
-def run_one(label, exe, work, restarter, via, uid=None):
+def run_one(label, exe, work, restarter, via, uid=None, groups=()):
     """Start, checkpoint --tree --kill, restart (as `uid`, None: root), check."""
-    proc, out_path = start(exe, work, label, uid=uid)
+    proc, out_path = start(exe, work, label, uid=uid, groups=groups)
     image = os.path.join(work, f"{label}.img")
     result = {"before": links_of(proc.pid), "checkpoint": checkpoint(proc.pid, image, via)}
     if result["checkpoint"]["rc"]:
@@ -135,11 +136,17 @@ def run_one(label, exe, work, restarter, via, uid=None):
     result["socks"] = {str(k): [v["state"], v["flags"], v["sock"], v["peer"], *v["mode"]]
                        for k, v in sockets_of(image).items()}
     restart_out = os.path.join(work, f"{label}.restart")
-    child = (restart_as(image, restarter, restart_out, uid) if uid else
+    child = (restart_as(image, restarter, restart_out, uid, groups) if uid else
              gf.restart(image, restarter, restart_out))
-    result["restart"] = gf.outcome(child)
+    result.update(finish(child, work, out_path, len(result["lines_before"])))
+    return result, image
+
+
+def finish(child, work, out_path, before):
+    """The restarted program's fds and socket file, then its own checks (DIR/stop)."""
+    result = {"restart": gf.outcome(child)}
     if child.errno == 0:
-        gf.wait_lines(out_path, len(result["lines_before"]) + 3)
+        gf.wait_lines(out_path, before + 3)
         result["after"] = links_of(child.pid)
         st = os.stat(os.path.join(work, "l.sock"))
         result["file"] = [st.st_mode, st.st_uid, st.st_gid]
@@ -149,7 +156,17 @@ def run_one(label, exe, work, restarter, via, uid=None):
         os.unlink(os.path.join(work, "stop"))
     with open(out_path) as f:
         result["lines"] = f.read().splitlines()
-    return result, image
+    return result
+
+
+def root_restarts_nobody(image, work, restarter):
+    """Root restarts nobody's image, whose socket file sits in a directory only group 100
+    may write: the file is made with nobody's fs ids and groups, and the program runs."""
+    out_path = os.path.join(work, "nobody.out")
+    with open(out_path) as f:
+        before = len(f.read().splitlines())
+    child = gf.restart(image, restarter, os.path.join(work, "by-root.restart"))
+    return finish(child, work, out_path, before)
 
 
 def dirty(exe, work, via):
@@ -329,11 +346,14 @@ def step(manifest):
     try:
         result["ptrace"], image = run_one("ptrace", exe, work, restarter, "ptrace")
         result["kernel"], kimage = run_one("kernel", exe, work, restarter, "kernel")
-        mine = os.path.join(work, "nobody")     # its log and socket file are nobody's
-        os.makedirs(mine)
-        os.chmod(mine, 0o777)
+        mine = os.path.join(work, "nobody")     # its log and socket file are nobody's,
+        os.makedirs(mine)                       # in a directory of group 100's
+        os.chown(mine, 0, g.NOBODY_GROUP)
+        os.chmod(mine, 0o770)
         result["nobody"], nimage = run_one("nobody", exe, mine, restarter, "ptrace",
-                                           uid=g.NOBODY)
+                                           uid=g.NOBODY, groups=[g.NOBODY_GROUP])
+        if nimage:
+            result["nobody_by_root"] = root_restarts_nobody(nimage, mine, restarter)
         result["dirty"] = {via: dirty(exe, work, via) for via in ("ptrace", "kernel")}
         result["unprivileged"] = unprivileged_checkpoint(exe, work)
         if image:

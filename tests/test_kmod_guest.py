@@ -2247,6 +2247,17 @@ def test_listener_queue_and_strict_child_restart(guest, way):
     assert all(link.startswith("socket:[") for link in result["after"].values())
 
 
+def test_a_root_restart_binds_with_the_tasks_ids_and_groups(guest):
+    """Root restarts nobody's image (nobody, group 100), whose socket file sits in a
+    directory only group 100 may write: crfs-restart makes it with the task's fs ids and
+    groups, the file is nobody's again, and the program's own checks pass."""
+    result = _sockstrict(guest)["nobody_by_root"]
+    assert result["restart"]["errno"] == 0, result["restart"]
+    assert result["file"] == [0o140640, 65534, 65534]
+    assert result["exit"] == "exited 3", (result["exit"], result["lines"][-3:])
+    assert result["lines"][-2:] == ["seccomp=1", "sockstrict=ok"], result["lines"][-3:]
+
+
 def test_both_checkpointers_write_the_same_listener_records(guest):
     """The listener (state 10, its file's mode and owner), the unaccepted connection
     (flags CRFS_UNIX_ICON, peer_objref its listener's) and the pairs: the same records from

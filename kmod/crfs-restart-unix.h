@@ -21,11 +21,13 @@
  * non-root one as itself; an abstract name is bound as is; then listen(2) with its
  * backlog. A connection it had not accepted yet (CRFS_UNIX_ICON): a new socket connected
  * to it (with those fs ids too), whose other end waits in its accept queue again, in the
- * image's order.
+ * image's order. Before those, a pair whose one end bears the name of a listener of the
+ * image and the other none (a connection made by connect and accept) is made that way
+ * again, so the accepted end has its listener's name and the other end that peer name.
  *
  * Not made, so refused by the module unless handed in with -i: bound unconnected sockets,
- * a socket whose peer is not in the image. A connected socket's bound name is not given
- * back. Counts and lengths are bounded here (CRFS_UNIX_MAX_MSGS messages,
+ * a socket whose peer is not in the image. Another connected socket's bound name is not
+ * given back. Counts and lengths are bounded here (CRFS_UNIX_MAX_MSGS messages,
  * CRFS_UNIX_MAX_DATA bytes) before anything is read.
  */
 #include <stddef.h>
@@ -359,6 +361,68 @@ static void make_icon(struct usock *u)
 		unix_fail(errno, "UNIX socket objref %d: its flags", u->objref, 0);
 }
 
+/* The listener made at @u's address, of its type: an accepted socket's, or NULL. */
+static struct usock *listener_of(const struct usock *u)
+{
+	int k;
+
+	for (k = 0; k < nr_usocks; k++)
+		if (usocks[k].r.state == UNIX_LISTEN && usocks[k].fd >= 0 &&
+		    usocks[k].r.sock_type == u->r.sock_type &&
+		    usocks[k].r.addr_len == u->r.addr_len &&
+		    !memcmp(usocks[k].r.addr, u->r.addr, u->r.addr_len))
+			return &usocks[k];
+	return NULL;
+}
+
+/*
+ * A pair made by connect and accept: @p connected to @l again and the connection accepted
+ * as @u, so both have their names (@u its listener's, @p's peer that); then their queues.
+ * Someone else's connection accepted meanwhile would not be @p's peer: the module refuses.
+ */
+static void make_accepted(int fd, struct usock *u, struct usock *p, const struct usock *l)
+{
+	struct sockaddr_un sa;
+	socklen_t len = unix_addr(l, &sa);
+	int flags = fcntl(l->fd, F_GETFL);
+
+	p->fd = socket(AF_UNIX, p->r.sock_type | SOCK_CLOEXEC, 0);
+	task_fs_ids(1);
+	if (p->fd < 0 || connect(p->fd, (struct sockaddr *)&sa, len))
+		unix_fail(errno, "UNIX socket objref %d: not connected to listener objref %d",
+			  p->objref, l->objref);
+	task_fs_ids(0);
+	if (flags < 0 || fcntl(l->fd, F_SETFL, flags | O_NONBLOCK))	/* never waits */
+		unix_fail(errno, "UNIX socket objref %d: its flags", l->objref, 0);
+	u->fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+	if (u->fd < 0 || fcntl(l->fd, F_SETFL, flags))
+		unix_fail(errno, "UNIX socket objref %d: not accepted by listener objref %d",
+			  u->objref, l->objref);
+	fill_unix(fd, u, p->fd);
+	fill_unix(fd, p, u->fd);
+	finish_unix(u);
+	finish_unix(p);
+}
+
+/* Connected pairs whose one end has a listener's name and the other none: accepted. */
+static void make_accepted_pairs(int fd)
+{
+	struct usock *u, *p, *l;
+	int k;
+
+	for (k = 0; k < nr_usocks; k++) {
+		u = &usocks[k];
+		if (u->fd >= 0 || u->r.family != AF_UNIX || u->r.state != UNIX_CONNECTED ||
+		    (u->r.flags & UNIX_ICON) || !u->r.addr_len || u->r.sock_type == SOCK_DGRAM)
+			continue;
+		p = u->r.peer_objref ? usock_of(u->r.peer_objref) : NULL;
+		l = listener_of(u);
+		if (p && l && p->fd < 0 && p->r.peer_objref == u->r.sock_objref &&
+		    p->r.sock_type == u->r.sock_type && !p->r.addr_len && !(p->r.flags & UNIX_ICON))
+			make_accepted(fd, u, p, l);
+	}
+}
+
 static void make_lone(struct usock *u)
 {
 	u->fd = socket(AF_UNIX, u->r.sock_type | SOCK_CLOEXEC, 0);
@@ -378,6 +442,7 @@ static void make_unix_sockets(int fd)
 	for (k = 0; k < nr_usocks; k++)
 		if (usocks[k].r.family == AF_UNIX && usocks[k].r.state == UNIX_LISTEN)
 			make_listener(&usocks[k]);
+	make_accepted_pairs(fd);	/* before the listeners' queues fill again */
 	for (k = 0; k < nr_usocks; k++)
 		if (usocks[k].r.family == AF_UNIX && (usocks[k].r.flags & UNIX_ICON))
 			make_icon(&usocks[k]);

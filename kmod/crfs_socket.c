@@ -21,8 +21,9 @@
  *   act:	crfs_files.c installs it like the anon files
  *
  * Not restored (the caller may hand them in, -i, as before): bound unconnected sockets,
- * a socket whose peer is outside the image; other families. A connected socket's bound
- * name (an accepted socket has its listener's) is not given back.
+ * a socket whose peer is outside the image; other families. The restarter gives an
+ * accepted socket its listener's name by accepting it again; other connected sockets'
+ * bound names are not given back.
  *
  * CHECKPOINT writes the same record from the socket itself: its peer (unix_peer_get()),
  * address, shutdown bits, its socket file's mode and owner, and the bytes of its receive

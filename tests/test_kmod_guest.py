@@ -2234,7 +2234,8 @@ def test_listener_queue_and_strict_child_restart(guest, way):
     """sockstrict_target checkpointed (--tree; `nobody`: run, checkpointed by ptrace and
     restarted as uid 65534) and restarted by crfs-restart: its own checks pass — the socket
     file has its mode and owner, accept() returns the connection that waited and bytes go
-    both ways on it and on the accepted pair, the SEQPACKET messages come one by one, the
+    both ways on it and on the accepted pair, whose accepted end has the listener's name
+    again (and its peer that peer name), the SEQPACKET messages come one by one, the
     child's /proc status says Seccomp: 1 and it echoes a byte then exits 0."""
     result = _sockstrict(guest)[way]
     assert result["checkpoint"]["rc"] == 0, result["checkpoint"]

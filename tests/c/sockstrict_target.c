@@ -9,7 +9,8 @@
  *   4  a SOCK_STREAM socket listening (backlog 7) at DIR/l.sock, whose file is chmod 0640
  *      and, as root, chown 18943:58467
  *   5  a socket connected to 4, not accepted yet (dirty: "early" sent into it)
- *   6, 7  a connection made by connect (6) and accept (7): "ping" queued for 7, "pong" for 6
+ *   6, 7  a connection made by connect (6) and accept (7): "ping" queued for 7, "pong" for 6;
+ *      7 is named as the listener, 6's peer too, 6 has no name
  *   8, 9  a SOCK_SEQPACKET socketpair: "one" and "three" queued for 9
  *   10 a SOCK_SEQPACKET socket to the child, which is in SECCOMP_MODE_STRICT, blocked in
  *      read() on the other end; it writes back what it reads, then _exit()s
@@ -161,6 +162,19 @@ static int got(int fd, const char *text)
 	return n == (ssize_t)strlen(text) && !strcmp(buf, text);
 }
 
+/* @fd's own name (@peer: its peer's) is the listener's path. */
+static int named(int fd, int peer)
+{
+	struct sockaddr_un sa;
+	socklen_t len = sizeof(sa);
+
+	memset(&sa, 0, sizeof(sa));
+	if ((peer ? getpeername(fd, (struct sockaddr *)&sa, &len) :
+	     getsockname(fd, (struct sockaddr *)&sa, &len)))
+		return 0;
+	return len > offsetof(struct sockaddr_un, sun_path) && !strcmp(sa.sun_path, addr.sun_path);
+}
+
 static const char *check_listener(void)
 {
 	int c;
@@ -184,6 +198,8 @@ static const char *check_listener(void)
 	put(7, "back");
 	if (!got(7, "again") || !got(6, "back"))
 		return "accepted pair: both ways";
+	if (!named(7, 0) || !named(6, 1) || named(6, 0) || !named(4, 0))
+		return "accepted pair: names";
 	return NULL;
 }
 

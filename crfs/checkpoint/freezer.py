@@ -71,7 +71,7 @@ class Freezer:
             if tid != pid:
                 return False
             raise ProcessGone(f"pid {pid} is a zombie (it has exited)")
-        seccomp = _seccomp(pid, tid)
+        seccomp = _seccomp(pid, tid) == SECCOMP_MODE_STRICT
         try:
             ptrace.seize(tid, ptrace.PTRACE_O_SUSPEND_SECCOMP if seccomp else 0)
         except OSError as exc:
@@ -79,9 +79,9 @@ class Freezer:
                 return False
             if seccomp and exc.errno == errno.EPERM and not _tracer(pid):
                 raise CheckpointError(
-                    f"pid {pid} thread {tid} is in seccomp mode {seccomp}: its checkpoint "
-                    "runs syscalls in it, which needs PTRACE_O_SUSPEND_SECCOMP "
-                    "(CAP_SYS_ADMIN)", errno.EPERM) from exc
+                    f"pid {pid} thread {tid} is in seccomp mode 1: its checkpoint runs "
+                    "syscalls in it, which needs PTRACE_O_SUSPEND_SECCOMP (CAP_SYS_ADMIN, "
+                    "and no seccomp mode of our own)", errno.EPERM) from exc
             raise _refusal(pid, exc) from exc
         try:
             ptrace.interrupt(tid)
@@ -211,14 +211,19 @@ def _refusal(pid, exc):
 
 def _seccomp(pid, tid):
     """The thread's seccomp mode (/proc "Seccomp:"; 0 when not shown). A task in strict
-    mode would be killed by the first syscall crfs makes it run (inject.py), one with a
-    filter could be refused them: both are seized with PTRACE_O_SUSPEND_SECCOMP, as CRIU
-    does, which suspends seccomp while crfs traces it (root only)."""
+    mode would be killed by the first syscall crfs makes it run (inject.py): it is seized
+    with PTRACE_O_SUSPEND_SECCOMP, as CRIU does, which suspends seccomp while crfs traces
+    it (CAP_SYS_ADMIN, a tracer in no seccomp mode). One with a filter is seized as any
+    other (that needs no privilege; its filter may allow what crfs injects, and a restart
+    refuses its image anyway)."""
     try:
         status = procfs.status_fields(f"/proc/{pid}/task/{tid}/status")
         return int(status.get("Seccomp", "0"))
     except (OSError, ValueError):
         return 0
+
+
+SECCOMP_MODE_STRICT = 1
 
 
 def _tracer(pid):

@@ -101,6 +101,8 @@ def status(task):
             ("CapBnd", creds.cap_bnd), ("CapAmb", creds.cap_amb)) if value is not None]
         if creds.no_new_privs is not None:
             lines.append(f"NoNewPrivs:\t{creds.no_new_privs}")
+    if task.seccomp:
+        lines.append(f"Seccomp:\t{task.seccomp}")
     return "\n".join(lines) + "\n"
 
 
@@ -254,6 +256,12 @@ def fdinfo(fd):
                  f"{sum(s.msgs)}\n")
         if s.name:
             text += f"unix-name:\t{s.name.decode('utf-8', 'backslashreplace')}\n"
+        if s.state == 10:
+            text += f"unix-backlog:\t{s.backlog}\n"
+        if s.icon:
+            text += "unix-accepted:\tno\n"     # unix-peer: its listener
+        if s.mode:
+            text += f"unix-file:\t0{s.mode:o} {s.uid} {s.gid}\n"
     elif file.kind == "epoll" and file.watches is not None:
         text += "".join(f"tfd: {w.fd:8d} events: {w.events:8x} data: {w.data:16x}  "
                         f"pos:{w.file.pos}\n" for w in file.watches)

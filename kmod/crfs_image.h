@@ -60,6 +60,7 @@ enum {
 	CRFS_HDR_RSEQ = 8021,		/* per live task, after its SIGNAL_TASK */
 	CRFS_HDR_SIGINFO_RAW = 8022,	/* right after a SIGPENDING */
 	CRFS_HDR_DELETED_STAT = 8023,	/* after a DELETED file's BUFFER */
+	CRFS_HDR_SECCOMP = 8041,	/* per live task, after its RSEQ */
 	CKPT_HDR_TAIL = 9001,
 	CKPT_HDR_ERROR = 9999,
 };
@@ -351,8 +352,11 @@ struct crfs_hdr_file_timerfd {
  * none); a socketpair is two FILEs naming each other. state as sock_diag gives it (1
  * connected, 7 unconnected, 10 listening), shutdown sk_shutdown's bits, addr the bound
  * address (addr_len bytes). Iff nr_msgs: BUFFER{__u32 len[nr_msgs], data_len bytes},
- * the messages queued for this socket.
+ * the messages queued for this socket. flags CRFS_UNIX_ICON: a connection its listener
+ * has not accepted yet, peer_objref the listener's sock_objref. mode, uid, gid: the socket
+ * file of a path-bound socket (mode 0: not recorded).
  */
+#define CRFS_UNIX_ICON		0x1
 #define CRFS_UNIX_ADDR_MAX	108
 #define CRFS_UNIX_MAX_MSGS	4096
 #define CRFS_UNIX_MAX_DATA	(4 << 20)
@@ -369,9 +373,11 @@ struct crfs_hdr_file_unix {
 	__u32 nr_msgs;
 	__u32 data_len;
 	__u32 addr_len;
-	__u8 __padding[4];
+	__u32 flags;		/* CRFS_UNIX_ICON */
 	char addr[CRFS_UNIX_ADDR_MAX];
-	__u8 __padding2[4];
+	__u32 mode;		/* a path-bound socket's file: st_mode, 0 unknown */
+	__u32 uid;		/* ... its owner, in the checkpointer's user namespace */
+	__u32 gid;
 };
 
 struct crfs_hdr_file_signalfd {
@@ -669,6 +675,13 @@ struct crfs_hdr_oom_score_adj {
 };
 
 /* crfs extension: the task's rseq registration (rseq(2)); rseq 0: none */
+/* crfs extension: the task's seccomp mode, when not 0 (1 strict; 2 filter is refused) */
+struct crfs_hdr_seccomp {
+	struct ckpt_hdr h;
+	__u32 mode;
+	__u8 __padding[4];
+};
+
 struct crfs_hdr_rseq {
 	struct ckpt_hdr h;
 	__u64 rseq;			/* user address of its struct rseq */

@@ -951,6 +951,7 @@ static int load_task_record(struct crfs_ctx *ctx, struct crfs_task *task,
 		return crfs_sig_load_record(ctx->plan, ctx->img, task, rec);
 	case CRFS_HDR_OOM_SCORE_ADJ:
 	case CRFS_HDR_RSEQ:
+	case CRFS_HDR_SECCOMP:
 		return crfs_ts_load_record(ctx->img, task, rec);
 	default:
 		return interleaved(ctx, rec, 0);

@@ -1295,6 +1295,7 @@ static int act(struct crfs_restore *rs)
 	}
 	rs->work = NULL;	/* the callback frees it */
 	rs->group = NULL;	/* and leaves the group */
+	crfs_ts_act_seccomp(rs->task);	/* last: no syscall of ours after it */
 	return 0;
 }
 

@@ -1,28 +1,36 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * UNIX sockets of a file table (CRFS_FILE_UNIX): socketpairs of the three types with the
- * messages queued in them, a socket whose peer was closed, an unconnected socket.
+ * messages queued in them, a socket whose peer was closed, an unconnected socket, a
+ * listening socket and the connections it has not accepted yet (CRFS_UNIX_ICON).
  *
  * As for the anon-inode files (crfs_anonfd.c), the restarter makes them in user space
- * (socketpair(2), its peer's queued messages sent back through the other end, shutdown(2))
- * and hands them in by objref; this file checks each is what its record says:
+ * (socketpair(2), its peer's queued messages sent back through the other end, shutdown(2);
+ * a listener bound again at its address and listening, each connection not accepted yet
+ * connected to it again) and hands them in by objref; this file checks each is what its
+ * record says:
  *
  *   copy-in:	the record's length and fields, each bounded (CRFS_UNIX_MAX_MSGS messages,
  *		CRFS_UNIX_MAX_DATA bytes, CRFS_UNIX_ADDR_MAX), and its BUFFER of message
  *		lengths and bytes, whose lengths must add up
  *   validate:	the handed file is an AF_UNIX socket of the record's type, shutdown bits
  *		and queue (messages and bytes); when its peer's FILE is handed in too, the
- *		kernel's peer is that file's socket; a peer closed in the image is closed
+ *		kernel's peer is that file's socket; a peer closed in the image is closed; a
+ *		listener listens at the record's address; a connection not accepted yet
+ *		waits in the queue of the listener handed for its peer_objref
  *   act:	crfs_files.c installs it like the anon files
  *
- * Not restored (the caller may hand them in, -i, as before): listening sockets, bound
- * unconnected ones, a socket whose peer is outside the image or is a connection not yet
- * accepted; other families. A connected socket's bound name (an accepted socket has its
- * listener's) is not given back.
+ * Not restored (the caller may hand them in, -i, as before): bound unconnected sockets,
+ * a socket whose peer is outside the image; other families. The restarter gives an
+ * accepted socket its listener's name by accepting it again; other connected sockets'
+ * bound names are not given back.
  *
  * CHECKPOINT writes the same record from the socket itself: its peer (unix_peer_get()),
- * address, shutdown bits, and the bytes of its receive queue copied under the queue's lock
- * (not consumed), refusing a queue that carries fds (SCM_RIGHTS).
+ * address, shutdown bits, its socket file's mode and owner, and the bytes of its receive
+ * queue copied under the queue's lock (not consumed), refusing a queue that carries fds
+ * (SCM_RIGHTS). A listener's objref is keyed by its unix_address, which the embryo socket
+ * of each connection it has not accepted shares: the connecting socket's peer_objref is
+ * then the listener's, with CRFS_UNIX_ICON.
  */
 #include <linux/file.h>
 #include <linux/net.h>
@@ -49,6 +57,20 @@ static bool good_state(u32 state)
 	return state == TCP_ESTABLISHED || state == TCP_CLOSE || state == TCP_LISTEN;
 }
 
+/* A listener, a connection not accepted yet, a socket file's mode: consistent. */
+static bool good_ext(const struct crfs_hdr_file_unix *h)
+{
+	bool icon = h->flags & CRFS_UNIX_ICON;
+
+	if ((h->flags & ~CRFS_UNIX_ICON) || (h->mode && (h->mode & S_IFMT) != S_IFSOCK))
+		return false;
+	if (h->state == TCP_LISTEN && (h->sock_type == SOCK_DGRAM || !h->addr_len ||
+				       h->nr_msgs || h->peer_objref))
+		return false;
+	return !icon || (h->state == TCP_ESTABLISHED && h->sock_type != SOCK_DGRAM &&
+			 h->peer_objref > 0 && !h->nr_msgs && !h->shutdown);
+}
+
 static int check_fields(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 			const struct crfs_hdr_file_unix *h)
 {
@@ -67,6 +89,10 @@ static int check_fields(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 		return crfs_image_fail(ctx->img, rec,
 				       "UNIX socket addr_len %u, %u messages of %u bytes",
 				       h->addr_len, h->nr_msgs, h->data_len);
+	if (!good_ext(h))
+		return crfs_image_fail(ctx->img, rec,
+				       "UNIX socket state %u, flags %#x, mode %#o, peer %d, %u messages",
+				       h->state, h->flags, h->mode, h->peer_objref, h->nr_msgs);
 	return 0;
 }
 
@@ -150,17 +176,17 @@ static bool peer_closed(const struct crfs_hdr_file_unix *h)
 
 /*
  * A socket of the image the restarter does not make, which the caller may hand in (-i):
- * listening, bound and unconnected, connected to a socket outside the image (its peer's
- * FILE is not in it, or it has none: a connection not accepted yet).
+ * bound and unconnected, connected to a socket outside the image (its peer's FILE is not
+ * in it, or it has none).
  */
 bool crfs_unix_outside(struct crfs_plan *plan, const struct crfs_file *file)
 {
 	const struct crfs_hdr_file_unix *h = file->unix_h;
 	unsigned long objref;
 
-	if (!h)
+	if (!h || h->state == TCP_LISTEN)
 		return false;
-	if (h->state == TCP_LISTEN || (h->state != TCP_ESTABLISHED && h->addr_len))
+	if (h->state != TCP_ESTABLISHED && h->addr_len)
 		return true;
 	if (h->peer_objref)
 		return !file_of_sock(plan, h->peer_objref, &objref);
@@ -211,6 +237,51 @@ static int check_peer(struct crfs_plan *plan, struct crfs_image *img, struct soc
 	return ret;
 }
 
+/* The address @sk is bound to: the record's. */
+static bool same_addr(struct sock *sk, const struct crfs_hdr_file_unix *h)
+{
+	/* pairs with the release in unix_bind(), as unix_getname() reads it */
+	struct unix_address *addr = smp_load_acquire(&unix_sk(sk)->addr);
+
+	return addr && addr->len == offsetof(struct sockaddr_un, sun_path) + h->addr_len &&
+	       !memcmp(addr->name->sun_path, h->addr, h->addr_len);
+}
+
+static struct unix_address *listener_addr(struct sock *sk)
+{
+	/* pairs with the release in unix_bind() */
+	return smp_load_acquire(&unix_sk(sk)->addr);
+}
+
+/* A connection not accepted yet: its peer an embryo of the listener handed for it. */
+static int check_icon(struct crfs_plan *plan, struct crfs_image *img, struct sock *sk,
+		      const struct crfs_hdr_file_unix *h, int fd)
+{
+	struct sock *peer = unix_peer_get(sk);
+	struct file *theirs = NULL;
+	struct socket *lsock;
+	unsigned long objref;
+	int ret = 0;
+
+	if (file_of_sock(plan, h->peer_objref, &objref))
+		theirs = crfs_handed_file(plan, objref);
+	lsock = theirs ? sock_from_file(theirs) : NULL;
+	if (lsock && lsock->sk && peer && !READ_ONCE(peer->sk_socket))
+		/* the embryo's address is its listener's (unix_stream_connect()) */
+		ret = smp_load_acquire(&unix_sk(peer)->addr) != listener_addr(lsock->sk);
+	else
+		ret = 1;
+	if (ret)
+		ret = crfs_image_fail(img, NULL,
+				      "handed fd %d: not a connection waiting on listener objref %d",
+				      fd, h->peer_objref);
+	if (theirs)
+		fput(theirs);
+	if (peer)
+		sock_put(peer);
+	return ret;
+}
+
 /* The file handed in for the UNIX socket @cf: what its record says. */
 int crfs_unix_check(struct crfs_plan *plan, struct crfs_image *img, struct file *file,
 		    const struct crfs_file *cf, int fd)
@@ -224,8 +295,12 @@ int crfs_unix_check(struct crfs_plan *plan, struct crfs_image *img, struct file 
 	if (!sk || sk->sk_family != AF_UNIX || sk->sk_type != h->sock_type)
 		return crfs_image_fail(img, NULL, "handed fd %d is not a UNIX socket of type %u",
 				       fd, h->sock_type);
-	if (h->state == TCP_LISTEN)
-		return crfs_image_fail(img, NULL, "handed fd %d: a listening socket", fd);
+	if (h->state == TCP_LISTEN) {
+		if (READ_ONCE(sk->sk_state) != TCP_LISTEN || !same_addr(sk, h))
+			return crfs_image_fail(img, NULL,
+					       "handed fd %d: not listening at its address", fd);
+		return 0;
+	}
 	if ((READ_ONCE(sk->sk_shutdown) & SHUTDOWN_BITS) != h->shutdown)
 		return crfs_image_fail(img, NULL, "handed fd %d: shutdown %#x, not %#x", fd,
 				       READ_ONCE(sk->sk_shutdown), h->shutdown);
@@ -235,6 +310,8 @@ int crfs_unix_check(struct crfs_plan *plan, struct crfs_image *img, struct file 
 		return crfs_image_fail(img, NULL,
 				       "handed fd %d: %u messages of %llu bytes queued, not %u of %u",
 				       fd, msgs, bytes, h->nr_msgs, h->data_len);
+	if (h->flags & CRFS_UNIX_ICON)
+		return check_icon(plan, img, sk, h, fd);
 	return check_peer(plan, img, sk, h, fd);
 }
 
@@ -276,10 +353,42 @@ static int copy_queue(struct sock *sk, struct crfs_hdr_file_unix *h, struct unix
 	return ret;
 }
 
+/* The mode and owner of the file a path-bound @sk made (an accepted socket: its listener's). */
+static void fill_file(struct sock *sk, struct crfs_hdr_file_unix *h)
+{
+	struct dentry *dentry = unix_sk(sk)->path.dentry;	/* set once, at bind */
+	struct inode *inode = dentry ? d_inode(dentry) : NULL;
+
+	if (!inode)
+		return;
+	h->mode = inode->i_mode;
+	h->uid = from_kuid_munged(current_user_ns(), inode->i_uid);
+	h->gid = from_kgid_munged(current_user_ns(), inode->i_gid);
+}
+
+/*
+ * The objref key of @peer, the peer of a stream or seqpacket socket: an embryo (no socket
+ * yet: a connection its listener has not accepted) is keyed by its address, which is its
+ * listener's, and marks @h CRFS_UNIX_ICON; -EAGAIN if bytes were sent into it.
+ */
+static int peer_key(struct sock *peer, struct crfs_hdr_file_unix *h, void **key)
+{
+	*key = peer;
+	if (h->sock_type == SOCK_DGRAM || READ_ONCE(peer->sk_socket))
+		return 0;
+	/* pairs with the release in unix_stream_connect() */
+	*key = smp_load_acquire(&unix_sk(peer)->addr);
+	if (!*key || skb_queue_len(&peer->sk_receive_queue))
+		return -EAGAIN;
+	h->flags |= CRFS_UNIX_ICON;
+	return 0;
+}
+
 static int fill_unix(struct crfs_ckpt *ck, struct sock *sk, struct crfs_hdr_file_unix *h)
 {
 	struct sock *peer = unix_peer_get(sk);
 	struct unix_address *addr;
+	void *key;
 	int ret;
 
 	/* pairs with the release in unix_bind(), as unix_getname() reads it */
@@ -296,10 +405,15 @@ static int fill_unix(struct crfs_ckpt *ck, struct sock *sk, struct crfs_hdr_file
 				    CRFS_UNIX_ADDR_MAX);
 		memcpy(h->addr, addr->name->sun_path, h->addr_len);
 	}
-	ret = crfs_ck_object(ck, sk, &h->sock_objref);
+	fill_file(sk, h);
+	/* a listener by its address: its embryos have it too (peer_key()) */
+	ret = crfs_ck_object(ck, h->state == TCP_LISTEN && addr ? (void *)addr : sk,
+			     &h->sock_objref);
 	h->sock_objref = abs(h->sock_objref);
 	if (!ret && peer && !sock_flag(peer, SOCK_DEAD)) {
-		ret = crfs_ck_object(ck, peer, &h->peer_objref);
+		ret = peer_key(peer, h, &key);
+		if (!ret)
+			ret = crfs_ck_object(ck, key, &h->peer_objref);
 		h->peer_objref = abs(h->peer_objref);
 	}
 	if (peer)
@@ -348,6 +462,9 @@ int crfs_ckpt_unix(struct crfs_ckpt *ck, const struct ckpt_hdr_file *common,
 		ret = copy_queue(sock->sk, h, &q);
 	if (ret == -EBADF)
 		ret = crfs_ck_fail(ck, -EOPNOTSUPP, "fd %d: a UNIX socket with fds queued", fd);
+	else if (ret == -EAGAIN)
+		ret = crfs_ck_fail(ck, -EOPNOTSUPP,
+				   "fd %d: bytes sent into a UNIX connection not accepted yet", fd);
 	else if (ret == -E2BIG)
 		ret = crfs_ck_fail(ck, -EOPNOTSUPP,
 				   "fd %d: a UNIX socket with more than %u messages or %u bytes queued",

@@ -6,16 +6,23 @@
  *   OOM_SCORE_ADJ  once a task, OOM_SCORE_ADJ_MIN..OOM_SCORE_ADJ_MAX;
  *   RSEQ           once a task; none (rseq 0), or a struct rseq of its size in user
  *                  space, aligned as rseq(2) requires.
+ *   SECCOMP        once a task; SECCOMP_MODE_STRICT only (a filter is not restored).
  * prepare (the caller intact, an errno and a reason): an oom_score_adj below the
- *   caller's oom_score_adj_min needs CAP_SYS_RESOURCE, as for /proc/PID/oom_score_adj.
+ *   caller's oom_score_adj_min needs CAP_SYS_RESOURCE, as for /proc/PID/oom_score_adj;
+ *   strict mode needs a caller in no seccomp mode (a filter of its own would be lost).
  * act (nothing fails): the process's leader sets oom_score_adj; every thread its rseq
  *   registration (the kernel refreshes the cpu ids in it on the way back to user
  *   space); the last thread of a process that was stopped (TASK.state) stops it again
- *   with a SIGSTOP, as a stop signal would have.
+ *   with a SIGSTOP, as a stop signal would have. At the very end of RESTART, after its
+ *   last action, a task whose image says strict enters SECCOMP_MODE_STRICT as
+ *   prctl(PR_SET_SECCOMP) would (the mode and the syscall-work bit under siglock; the
+ *   speculation mitigation prctl may add is not, arch_seccomp_spec_mitigate() is not
+ *   exported): its next syscall is checked.
  */
 #include <linux/capability.h>
 #include <linux/oom.h>
 #include <linux/rseq.h>
+#include <linux/seccomp.h>
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/sched/task.h>
@@ -32,7 +39,32 @@
 
 bool crfs_ts_record(u32 type)
 {
-	return type == CRFS_HDR_OOM_SCORE_ADJ || type == CRFS_HDR_RSEQ;
+	return type == CRFS_HDR_OOM_SCORE_ADJ || type == CRFS_HDR_RSEQ ||
+	       type == CRFS_HDR_SECCOMP;
+}
+
+static int load_seccomp(struct crfs_image *img, struct crfs_task *task,
+			const struct crfs_rec *rec)
+{
+	struct crfs_hdr_seccomp h;
+	int ret;
+
+	ret = crfs_image_body(img, rec, &h, sizeof(h));
+	if (ret)
+		return ret;
+	if (h.mode == SECCOMP_MODE_FILTER)
+		return crfs_image_fail(img, rec, "seccomp filter mode (2) is not restored");
+	if (h.mode != SECCOMP_MODE_STRICT)
+		return crfs_image_fail(img, rec, "seccomp mode %u", h.mode);
+	task->ts.seccomp = h.mode;
+	return 0;
+}
+
+static unsigned int ts_bit(u32 type)
+{
+	if (type == CRFS_HDR_RSEQ)
+		return CRFS_TS_RSEQ;
+	return type == CRFS_HDR_SECCOMP ? CRFS_TS_SECCOMP : CRFS_TS_OOM;
 }
 
 static int load_oom(struct crfs_image *img, struct crfs_task *task,
@@ -72,7 +104,7 @@ static int load_rseq(struct crfs_image *img, struct crfs_task *task,
 int crfs_ts_load_record(struct crfs_image *img, struct crfs_task *task,
 			const struct crfs_rec *rec)
 {
-	unsigned int bit = rec->type == CRFS_HDR_RSEQ ? CRFS_TS_RSEQ : CRFS_TS_OOM;
+	unsigned int bit = ts_bit(rec->type);
 
 	if (task->h.exit_state)
 		return crfs_image_fail(img, rec, "a record of a task that has exited");
@@ -82,14 +114,34 @@ int crfs_ts_load_record(struct crfs_image *img, struct crfs_task *task,
 	task->ts.has |= bit;
 	if (bit == CRFS_TS_RSEQ)
 		return load_rseq(img, task, rec);
+	if (bit == CRFS_TS_SECCOMP)
+		return load_seccomp(img, task, rec);
 	return load_oom(img, task, rec);
 }
 
-/* Only what the caller could do itself through /proc/self/oom_score_adj. */
+static int caller_seccomp(void)
+{
+#ifdef CONFIG_SECCOMP
+	return READ_ONCE(current->seccomp.mode);
+#else
+	return 0;
+#endif
+}
+
+/*
+ * Only what the caller could do itself through /proc/self/oom_score_adj; strict mode
+ * only for a caller in none (a filter it runs under would no longer be applied).
+ */
 int crfs_ts_prepare(const struct crfs_task *task, bool process, char *err_msg)
 {
 	s32 min = READ_ONCE(current->signal->oom_score_adj_min);
 
+	if (task->ts.seccomp && caller_seccomp()) {
+		scnprintf(err_msg, CRFS_ERRMSG_LEN,
+			  "seccomp strict mode: the caller is in seccomp mode %d itself",
+			  caller_seccomp());
+		return -EPERM;
+	}
 	if (!process || !(task->ts.has & CRFS_TS_OOM))
 		return 0;
 	if (task->ts.oom_score_adj < min && !capable(CAP_SYS_RESOURCE)) {
@@ -125,6 +177,21 @@ void crfs_ts_act_thread(const struct crfs_task *task)
 #endif
 }
 
+/* The last step of RESTART: strict mode, only for a task whose image says so. */
+void crfs_ts_act_seccomp(const struct crfs_task *task)
+{
+#ifdef CONFIG_SECCOMP
+	if (task->ts.seccomp != SECCOMP_MODE_STRICT)
+		return;
+	spin_lock_irq(&current->sighand->siglock);
+	current->seccomp.mode = SECCOMP_MODE_STRICT;
+	/* the mode before the work bit, as seccomp_assign_mode() orders them */
+	smp_mb__before_atomic();
+	set_task_syscall_work(current, SECCOMP);
+	spin_unlock_irq(&current->sighand->siglock);
+#endif
+}
+
 /* The last thread of the process restored: stopped again if a task of it was. */
 void crfs_ts_act_last(const struct crfs_plan *plan, u32 index)
 {
@@ -148,9 +215,22 @@ u32 crfs_ts_ckpt_state(struct task_struct *t)
 	return READ_ONCE(t->signal->flags) & SIGNAL_STOP_STOPPED ? CKPT_TASK_STOPPED : 0;
 }
 
+/* SECCOMP when @t is in a seccomp mode (the caller ptrace-stopped it: it cannot change). */
+static int ckpt_seccomp(struct crfs_ckpt *ck, struct task_struct *t)
+{
+	struct crfs_hdr_seccomp h = { 0 };
+
+#ifdef CONFIG_SECCOMP
+	h.mode = READ_ONCE(t->seccomp.mode);
+#endif
+	if (!h.mode)
+		return 0;
+	return crfs_ck_record(ck, CRFS_HDR_SECCOMP, &h, sizeof(h));
+}
+
 /*
  * After SIGNAL_TASK [SIGALTSTACK]: OOM_SCORE_ADJ at the first task of a process (when
- * not 0), RSEQ when the task registered one.
+ * not 0), RSEQ when the task registered one, SECCOMP when it is in a seccomp mode.
  */
 int crfs_ts_checkpoint(struct crfs_ckpt *ck, struct task_struct *t, bool new_group)
 {
@@ -162,14 +242,14 @@ int crfs_ts_checkpoint(struct crfs_ckpt *ck, struct task_struct *t, bool new_gro
 	if (new_group && oom.oom_score_adj)
 		ret = crfs_ck_record(ck, CRFS_HDR_OOM_SCORE_ADJ, &oom, sizeof(oom));
 #ifdef CONFIG_RSEQ
-	if (ret || !t->rseq)
-		return ret;
-	rseq.rseq = (unsigned long)t->rseq;
-	rseq.rseq_len = CRFS_RSEQ_LEN;
-	rseq.rseq_sig = t->rseq_sig;
-	ret = crfs_ck_record(ck, CRFS_HDR_RSEQ, &rseq, sizeof(rseq));
+	if (!ret && t->rseq) {
+		rseq.rseq = (unsigned long)t->rseq;
+		rseq.rseq_len = CRFS_RSEQ_LEN;
+		rseq.rseq_sig = t->rseq_sig;
+		ret = crfs_ck_record(ck, CRFS_HDR_RSEQ, &rseq, sizeof(rseq));
+	}
 #endif
-	return ret;
+	return ret ? ret : ckpt_seccomp(ck, t);
 }
 
 /*

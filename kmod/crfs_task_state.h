@@ -19,10 +19,12 @@ struct task_struct;
 
 #define CRFS_TS_OOM	BIT(0)	/* CRFS_HDR_OOM_SCORE_ADJ met */
 #define CRFS_TS_RSEQ	BIT(1)	/* CRFS_HDR_RSEQ met */
+#define CRFS_TS_SECCOMP	BIT(2)	/* CRFS_HDR_SECCOMP met */
 
 struct crfs_task_state {
 	unsigned int has;	/* CRFS_TS_* */
 	s32 oom_score_adj;
+	u32 seccomp;		/* SECCOMP_MODE_STRICT or 0 */
 	struct crfs_hdr_rseq rseq;
 };
 
@@ -32,6 +34,7 @@ int crfs_ts_load_record(struct crfs_image *img, struct crfs_task *task,
 int crfs_ts_prepare(const struct crfs_task *task, bool process, char *err_msg);
 void crfs_ts_act_process(const struct crfs_task *task);
 void crfs_ts_act_thread(const struct crfs_task *task);
+void crfs_ts_act_seccomp(const struct crfs_task *task);
 void crfs_ts_act_last(const struct crfs_plan *plan, u32 index);
 u32 crfs_ts_ckpt_state(struct task_struct *t);
 int crfs_ts_checkpoint(struct crfs_ckpt *ck, struct task_struct *t, bool new_group);

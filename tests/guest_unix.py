@@ -103,7 +103,7 @@ def patched_records(image, socks):
         "data_lies": (queued + 84, "<I", 7),
         "addr_long": (queued + 88, "<I", 200),
         "peer_self": (queued + 52, "<i", own),
-        "lengths_lie": (queued + 208 + 8, "<I", 2),     # "a" said to be 2 bytes
+        "lengths_lie": (queued + 216 + 8, "<I", 2),     # "a" said to be 2 bytes
         "rdonly": (queued + 16, "<I", 0),
     }
     out = {}

@@ -1549,6 +1549,9 @@ STEPS = (
     # UNIX socketpairs with their queues (tests/guest_unix.py)
     ("unix", lambda m: __import__("guest_unix").step(m), lambda m, s: (m["restore"],),
      "t_unix"),
+    # a listener and its unaccepted connection, seccomp strict (tests/guest_sockstrict.py)
+    ("sockstrict", lambda m: __import__("guest_sockstrict").step(m),
+     lambda m, s: (m["restore"],), "t_sockstrict"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
     ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
 )

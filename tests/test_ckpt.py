@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from crfs import render
 from crfs.errors import FormatError
 from crfs.formats import ckpt as fmt
 from crfs.formats.source import MemorySource, Source
@@ -31,7 +32,7 @@ STATE_RECORDS = {"CKPT_HDR_USER_NS", "CKPT_HDR_CRED", "CKPT_HDR_USER", "CKPT_HDR
                  "CKPT_HDR_TASK_CREDS", "CKPT_HDR_FS", "CKPT_HDR_SIGHAND", "CKPT_HDR_SIGNAL",
                  "CKPT_HDR_SIGNAL_TASK", "CKPT_HDR_SIGPENDING", "CRFS_HDR_SIGALTSTACK",
                  "CRFS_HDR_FS_EXT", "CRFS_HDR_OOM_SCORE_ADJ", "CRFS_HDR_RSEQ",
-                 "CRFS_HDR_SIGINFO_RAW"}
+                 "CRFS_HDR_SIGINFO_RAW", "CRFS_HDR_SECCOMP"}
 # Records of open files: tests/c/ckpt_files_golden.c.
 FILE_RECORDS = {"CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC", "CKPT_HDR_PIPE_BUF",
                 "CKPT_HDR_EPOLL_ITEMS", "CRFS_HDR_DELETED_STAT", "CRFS_HDR_FILE_OWNER"}
@@ -544,6 +545,8 @@ def test_state_golden_values(state_golden):
         if want["oom_score_adj"] is not None:
             assert group.oom_score_adj == want["oom_score_adj"]
         assert task.rseq == (Rseq(*want["rseq"]) if want["rseq"] else None)
+        assert task.seccomp == want["seccomp"]
+        assert ("Seccomp:\t1\n" in render.status(task)) == (want["seccomp"] == 1)
         assert [task.native.fs_objref, task.native.sighand_objref,
                 task.native.signal_objref] == want["objrefs"]
     main, thread, child = image.tasks
@@ -575,12 +578,13 @@ def test_extensions_set_the_crfs_uflag(state_golden):
         task.signals.altstack = None
         task.signals.group.oom_score_adj = 0
         task.rseq = None
+        task.seccomp = 0
         for info in task.signals.pending.queue:
             info.raw = None
     written = dump_bytes(image)
     names = {i.name for i in record_list(written)}
     assert not names & {"CRFS_HDR_SIGALTSTACK", "CRFS_HDR_FS_EXT", "CRFS_HDR_OOM_SCORE_ADJ",
-                        "CRFS_HDR_RSEQ", "CRFS_HDR_SIGINFO_RAW"}
+                        "CRFS_HDR_RSEQ", "CRFS_HDR_SIGINFO_RAW", "CRFS_HDR_SECCOMP"}
     assert load_bytes(written).header["uflags"] & fmt.CRFS_UFLAG_EXT == 0
 
 
@@ -650,7 +654,7 @@ def test_file_record_sizes():
         "CKPT_FILE_GENERIC": 48, "CKPT_FILE_PIPE": 56, "CKPT_FILE_FIFO": 56,
         "CKPT_FILE_EVENTFD": 64, "CRFS_FILE_OPAQUE": 56, "CRFS_FILE_DELETED": 64,
         "CRFS_FILE_TIMERFD": 80, "CRFS_FILE_SIGNALFD": 64, "CKPT_FILE_EPOLL": 48,
-        "CRFS_FILE_UNIX": 208}
+        "CRFS_FILE_UNIX": 216}
     assert (fmt.SIZE["CKPT_HDR_EPOLL_ITEMS"], fmt.ckpt_eventpoll_item.sizeof()) == (16, 24)
     assert fmt.CKPT_FILE["CRFS_FILE_OPAQUE"] >= 100 and fmt.CKPT_HDR["CKPT_HDR_PIPE_BUF"] == 305
 

@@ -392,7 +392,8 @@ def prepare_guest(work, build_c, tmp_path_factory):
         "pipes_target": str(build_c("pipes_target", 64)),
         "state_target": str(build_c("state_target", 64)),
         "deleted_target": str(build_c("deleted_target", 64)),
-        "unix_target": str(build_c("unix_target", 64))}
+        "unix_target": str(build_c("unix_target", 64)),
+        "sockstrict_target": str(build_c("sockstrict_target", 64))}
     manifest["zdtm"], zdtm_error = _build_zdtm(work) if _step_selected("zdtm") else (None, None)
     timeout = GUEST_TIMEOUT + (ZDTM_BUDGET if manifest["zdtm"] else 0)
     if manifest["zdtm"]:
@@ -1532,8 +1533,6 @@ def _zdtm_results(zdtm, error):
 # is reported, not fatal); a test NOT listed must pass.
 MAPS04 = ("512 MiB of data under TCG: near its time limits (start 90 s, checkpoint 90 s); "
           "passes on a quieter guest")
-SECCOMP_PTRACE = ("checkpoint: pid N exited during the checkpoint (seccomp strict mode kills it "
-                  "for a syscall crfs's ptrace injector makes it run)")
 # --via ptrace + crfs-restart, --via kernel + crfs-restart, --via ptrace + cp into restart/
 KNOWN_FAILING = {
     "maps04": MAPS04,
@@ -1543,10 +1542,7 @@ KNOWN_FAILING = {
     "posix_timers":
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
     "selfexe00": "FAIL: selfexe00.c:57: ",
-    "seccomp_strict": SECCOMP_PTRACE,
-    "seccomp_filter":
-        "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",
-    "sockets00": "restart: fd 4: a socket not handed in (-i) (a listening socket)",
+    "seccomp_filter": "restart: task N: seccomp filter mode (2) is not restored",
     "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
 }
 KNOWN_FAILING_VIA_KERNEL = {
@@ -1556,10 +1552,7 @@ KNOWN_FAILING_VIA_KERNEL = {
     "posix_timers":
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
     "selfexe00": "FAIL: selfexe00.c:57: ",
-    "seccomp_strict": "restart: fd 4: a socket not handed in (-i)",
-    "seccomp_filter":
-        "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",
-    "sockets00": "restart: fd 4: a socket not handed in (-i) (a listening socket)",
+    "seccomp_filter": "restart: task N: seccomp filter mode (2) is not restored",
     "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
 }
 KNOWN_FAILING_BY_CP = {
@@ -2219,3 +2212,153 @@ def test_restart_refuses_a_group_it_cannot_rebuild(guest):
     assert " pgid 99999 sid " in refused["msg"], refused
     assert refused["msg"].endswith(": a group with no leader in the image"), refused
     assert refused["survivors"] == [], refused
+
+
+# --------------------------------------------------------------------------- sockstrict
+# Step sockstrict (tests/guest_sockstrict.py): a listener at a path with its unaccepted
+# connection, a connect+accept pair, a SEQPACKET pair and a child in seccomp strict mode,
+# from both checkpointers (kmod/crfs_socket.c, kmod/crfs-restart-unix.h,
+# kmod/crfs_task_state.c, crfs/checkpoint/sockets.py).
+SOCK_FILE = {"ptrace": [0o140640, 18943, 58467], "kernel": [0o140640, 18943, 58467],
+             "nobody": [0o140640, 65534, 65534]}
+
+
+def _sockstrict(guest):
+    result = _report(guest)["steps"]["sockstrict"]
+    assert "error" not in result, result["error"]
+    return result
+
+
+@pytest.mark.parametrize("way", ["ptrace", "kernel", "nobody"])
+def test_listener_queue_and_strict_child_restart(guest, way):
+    """sockstrict_target checkpointed (--tree; `nobody`: run, checkpointed by ptrace and
+    restarted as uid 65534) and restarted by crfs-restart: its own checks pass — the socket
+    file has its mode and owner, accept() returns the connection that waited and bytes go
+    both ways on it and on the accepted pair, whose accepted end has the listener's name
+    again (and its peer that peer name), the SEQPACKET messages come one by one, the
+    child's /proc status says Seccomp: 1 and it echoes a byte then exits 0."""
+    result = _sockstrict(guest)[way]
+    assert result["checkpoint"]["rc"] == 0, result["checkpoint"]
+    assert result["seccomp_records"] == 1
+    assert result["restart"]["errno"] == 0, result["restart"]
+    assert result["file"] == SOCK_FILE[way]
+    assert result["exit"] == "exited 3", (result["exit"], result["lines"][-3:])
+    assert result["lines"][-2:] == ["seccomp=1", "sockstrict=ok"], result["lines"][-3:]
+    assert sorted(result["after"]) == sorted(result["before"])
+    assert all(link.startswith("socket:[") for link in result["after"].values())
+
+
+def test_a_root_restart_binds_with_the_tasks_ids_and_groups(guest):
+    """Root restarts nobody's image (nobody, group 100), whose socket file sits in a
+    directory only group 100 may write: crfs-restart makes it with the task's fs ids and
+    groups, the file is nobody's again, and the program's own checks pass."""
+    result = _sockstrict(guest)["nobody_by_root"]
+    assert result["restart"]["errno"] == 0, result["restart"]
+    assert result["file"] == [0o140640, 65534, 65534]
+    assert result["exit"] == "exited 3", (result["exit"], result["lines"][-3:])
+    assert result["lines"][-2:] == ["seccomp=1", "sockstrict=ok"], result["lines"][-3:]
+
+
+def test_both_checkpointers_write_the_same_listener_records(guest):
+    """The listener (state 10, its file's mode and owner), the unaccepted connection
+    (flags CRFS_UNIX_ICON, peer_objref its listener's) and the pairs: the same records from
+    the module's CHECKPOINT as from crfs checkpoint."""
+    result = _sockstrict(guest)
+    socks = result["ptrace"]["socks"]
+    assert [v for v in socks.values() if v[0] == 10] == [
+        [10, 0, socks_listener(socks), 0, 0o140640, 18943, 58467]]
+    icon = [v for v in socks.values() if v[1] == 1]
+    assert len(icon) == 1 and icon[0][3] == socks_listener(socks)
+    assert sorted(result["kernel"]["socks"].values()) == sorted(socks.values())
+
+
+def socks_listener(socks):
+    return [v[2] for v in socks.values() if v[0] == 10][0]
+
+
+@pytest.mark.parametrize("way, reason", [
+    ("ptrace", "bytes sent into a connection not accepted yet are not kept"),
+    ("kernel", "bytes sent into a UNIX connection not accepted yet"),
+])
+def test_bytes_sent_into_an_unaccepted_connection_are_refused(guest, way, reason):
+    """Bytes the client sent before the listener accepted sit in the embryo socket, which no
+    fd reaches: both checkpointers refuse, with the reason."""
+    result = _sockstrict(guest)["dirty"][way]
+    assert result["rc"] != 0 and reason in result["stderr"], result
+
+
+@pytest.mark.parametrize("label, reason", [
+    ("flags_unknown", "flags 0x3"),
+    ("mode_not_socket", "mode 0100640"),
+    ("listener_peer", "UNIX socket state 10, flags 0"),
+    ("icon_listening", "UNIX socket state 10, flags 0x1"),
+    ("icon_queue", "flags 0x1"),
+    ("seccomp_filter", "seccomp filter mode (2) is not restored"),
+    ("seccomp_mode_9", "seccomp mode 9"),
+])
+def test_malformed_listener_and_seccomp_records_are_refused(guest, label, reason):
+    """CHECK of the ptrace image with one field made wrong: EINVAL and the reason."""
+    refused = _sockstrict(guest)["records"][label]
+    assert refused["errno"] == "EINVAL" and reason in refused["msg"], refused
+
+
+@pytest.mark.parametrize("label, reason", [
+    ("listener_not_listening", "not listening at its address"),
+    ("listener_elsewhere", "not listening at its address"),
+    ("icon_a_pair", "not a connection waiting on listener objref"),
+])
+def test_listener_sockets_handed_in_that_lie_are_refused(guest, label, reason):
+    """RESTART_FILES with a socket that does not listen, one listening at another address,
+    a socketpair end for the unaccepted connection: EINVAL and the reason."""
+    refused = _sockstrict(guest)["lying"][label]
+    assert refused["errno"] == "EINVAL" and reason in refused["msg"], refused
+
+
+@pytest.mark.parametrize("label, err, reason", [
+    ("relative_path", "EOPNOTSUPP", "a listener not at an absolute path"),
+    ("icon_without_listener", "EINVAL", "no listener objref"),
+    ("path_taken", "EEXIST", "not bound at its address"),
+])
+def test_restarter_refuses_listeners_it_cannot_make(guest, label, err, reason):
+    """crfs-restart, before it asks the kernel: a listener bound to a relative path, an
+    unaccepted connection whose peer is no listener, a path a regular file holds (left
+    alone): its errno and reason, stage unix-sockets."""
+    result = _sockstrict(guest)["restarter"]
+    refused = result[label]
+    assert refused["errno"] == err and reason in refused["msg"], refused
+    assert refused["stage"] == "unix-sockets", refused
+    assert result["path_taken_kept"] == "not a socket\n"
+
+
+def test_a_non_root_restart_never_chowns_to_other_ids(guest):
+    """As nobody, an image whose socket file belongs to 18943:58467: the chown is the
+    restarter's own, refused by the kernel: EPERM and the reason, nothing restarted."""
+    refused = _sockstrict(guest)["chown"]
+    assert refused["errno"] == "EPERM", refused
+    assert "its file not given to uid 18943" in refused["msg"], refused
+
+
+def test_an_unprivileged_ptrace_checkpoint_of_a_strict_task_says_why(guest):
+    """crfs checkpoint --via ptrace as nobody, of nobody's target whose child is in strict
+    mode: seizing it with PTRACE_O_SUSPEND_SECCOMP needs CAP_SYS_ADMIN, so it is refused
+    with the reason (the syscalls it would inject would kill the child)."""
+    result = _sockstrict(guest)["unprivileged"]
+    assert "is in seccomp mode 1" in result["msg"], result
+    assert "PTRACE_O_SUSPEND_SECCOMP (CAP_SYS_ADMIN" in result["msg"], result
+
+
+def test_a_root_restart_chowns_only_as_the_task_could(guest):
+    """Root restarts nobody's image whose socket file says 18943:58467: crfs-restart binds,
+    chowns and chmods with nobody's fs ids (CAP_CHOWN dropped), so the chown is refused:
+    EPERM and the reason, nothing restarted."""
+    refused = _sockstrict(guest)["chown_as_task"]
+    assert refused["errno"] == "EPERM", refused
+    assert "its file not given to uid 18943" in refused["msg"], refused
+
+
+def test_a_restarter_under_a_seccomp_filter_may_not_restore_strict_mode(guest):
+    """crfs-restart run under a seccomp filter: RESTART of the strict child is refused (its
+    filter would be dropped): EPERM and the reason."""
+    refused = _sockstrict(guest)["filtered"]
+    assert refused["errno"] == "EPERM", refused
+    assert "the caller is in seccomp mode 2 itself" in refused["msg"], refused

@@ -34,6 +34,34 @@ def test_socketpair_read_from_the_golden_image(golden):
     assert (b.cloexec, b.file.flags) == (True, 0o4002)
 
 
+def test_socket_file_mode_and_owner_from_the_golden_image(golden):
+    """mode, uid, gid of crfs_hdr_file_unix (set by the C writer on one end): read, shown
+    in fdinfo, written back."""
+    a, b = _pair(load(MemorySource(golden)))
+    assert (b.file.sock.mode, b.file.sock.uid, b.file.sock.gid) == (0o140640, 18943, 58467)
+    assert (a.file.sock.mode, a.file.sock.icon, b.file.sock.icon) == (0, False, False)
+    from crfs.render import fdinfo
+    assert "unix-file:\t0140640 18943 58467\n" in fdinfo(b)
+    out = io.BytesIO()
+    dump(load(MemorySource(golden)), out)
+    again = load(MemorySource(out.getvalue())).tasks[2].files.get(13).file.sock
+    assert (again.mode, again.uid, again.gid) == (0o140640, 18943, 58467)
+
+
+def test_unaccepted_connection_flag(golden):
+    """flags CRFS_UNIX_ICON: a connection not accepted yet, its peer the listener's inode
+    (unknown flag bits, a mode that is no socket's: test_lying_unix_records_are_refused)."""
+    data = bytearray(golden)
+    struct.pack_into("<I", data, _unix_record(golden) + 92, fmt.CRFS_UNIX_ICON)
+    a, _ = _pair(load(MemorySource(bytes(data))))
+    assert a.file.sock.icon and a.file.sock.peer == 4344
+    from crfs.render import fdinfo
+    assert "unix-accepted:\tno\n" in fdinfo(a)
+    out = io.BytesIO()
+    dump(load(MemorySource(bytes(data))), out)
+    assert load(MemorySource(out.getvalue())).tasks[2].files.get(12).file.sock.icon
+
+
 def test_socketpair_written_back_byte_for_byte(golden):
     out = io.BytesIO()
     dump(load(MemorySource(golden)), out)
@@ -51,6 +79,8 @@ def _unix_record(data):
     (84, 9, "bytes for 2 messages of 9 bytes"),         # data_len
     (80, 5000, "5000 messages"),                         # nr_msgs
     (88, 109, "name_len 109"),                           # addr_len
+    (92, 2, "flags 0x2"),                                # flags: only CRFS_UNIX_ICON
+    (204, 0o100644, "mode 0o100644"),                    # mode: a socket file's or 0
 ])
 def test_lying_unix_records_are_refused(golden, field, value, reason):
     data = bytearray(golden)
@@ -72,7 +102,8 @@ def test_fdinfo_shows_the_socket(golden):
     a, b = _pair(load(MemorySource(golden)))
     assert fdinfo(a) == ("pos:\t0\nflags:\t02\nunix-type:\t5\nunix-state:\t1\n"
                          "unix-peer:\t4344\nunix-shutdown:\t0\nunix-queued:\t2 7\n")
-    assert fdinfo(b).endswith("unix-shutdown:\t2\nunix-queued:\t0 0\n")
+    assert fdinfo(b).endswith("unix-shutdown:\t2\nunix-queued:\t0 0\n"
+                              "unix-file:\t0140640 18943 58467\n")
 
 
 def test_the_mount_shows_the_sockets(mount, run_golden):
@@ -87,7 +118,8 @@ def test_the_mount_shows_the_sockets(mount, run_golden):
     assert "13 -> socket:[4344]" in mount.sh("ls -l files.ckpt/tasks/800/fd").stdout
     info = mount.sh("cat files.ckpt/tasks/800/fdinfo/13").stdout
     assert info == (f"pos:\t0\nflags:\t0{0o4002 | 0o2000000:o}\nunix-type:\t5\n"
-                    "unix-state:\t1\nunix-peer:\t4343\nunix-shutdown:\t2\nunix-queued:\t0 0\n")
+                    "unix-state:\t1\nunix-peer:\t4343\nunix-shutdown:\t2\nunix-queued:\t0 0\n"
+                    "unix-file:\t0140640 18943 58467\n")
 
 
 def test_crfs_checkpoint_keeps_the_queues_in_place(build_c, tmp_path):

@@ -113,6 +113,7 @@ def capture_thread(pid, tid, state, mm, session, injector):
     task.exit.pdeath_signal = injector.pdeath_signal(tid, regs)
     addr, size, sig = ptrace.get_rseq_config(tid)
     task.rseq = Rseq(addr=addr, length=size, sig=sig) if addr else None
+    task.seccomp = int(status.get("Seccomp", "0"))
     return task
 
 

@@ -71,11 +71,17 @@ class Freezer:
             if tid != pid:
                 return False
             raise ProcessGone(f"pid {pid} is a zombie (it has exited)")
+        seccomp = _seccomp(pid, tid) == SECCOMP_MODE_STRICT
         try:
-            ptrace.seize(tid)
+            ptrace.seize(tid, ptrace.PTRACE_O_SUSPEND_SECCOMP if seccomp else 0)
         except OSError as exc:
             if exc.errno == errno.ESRCH and tid != pid:
                 return False
+            if seccomp and exc.errno == errno.EPERM and not _tracer(pid):
+                raise CheckpointError(
+                    f"pid {pid} thread {tid} is in seccomp mode 1: its checkpoint runs "
+                    "syscalls in it, which needs PTRACE_O_SUSPEND_SECCOMP (CAP_SYS_ADMIN, "
+                    "and no seccomp mode of our own)", errno.EPERM) from exc
             raise _refusal(pid, exc) from exc
         try:
             ptrace.interrupt(tid)
@@ -201,6 +207,23 @@ def _refusal(pid, exc):
     if exc.errno == errno.ESRCH:
         return ProcessGone(f"pid {pid} exited during the checkpoint")
     return CheckpointError(f"cannot stop pid {pid}: {exc.strerror}", exc.errno or errno.EIO)
+
+
+def _seccomp(pid, tid):
+    """The thread's seccomp mode (/proc "Seccomp:"; 0 when not shown). A task in strict
+    mode would be killed by the first syscall crfs makes it run (inject.py): it is seized
+    with PTRACE_O_SUSPEND_SECCOMP, as CRIU does, which suspends seccomp while crfs traces
+    it (CAP_SYS_ADMIN, a tracer in no seccomp mode). One with a filter is seized as any
+    other (that needs no privilege; its filter may allow what crfs injects, and a restart
+    refuses its image anyway)."""
+    try:
+        status = procfs.status_fields(f"/proc/{pid}/task/{tid}/status")
+        return int(status.get("Seccomp", "0"))
+    except (OSError, ValueError):
+        return 0
+
+
+SECCOMP_MODE_STRICT = 1
 
 
 def _tracer(pid):

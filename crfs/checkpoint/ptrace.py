@@ -84,8 +84,11 @@ def _ptrace(request, tid, addr=0, data=0):
     return _check(_libc.ptrace(request, tid, addr, data))
 
 
-def seize(tid):
-    _ptrace(PTRACE_SEIZE, tid)
+PTRACE_O_SUSPEND_SECCOMP = 1 << 21
+
+
+def seize(tid, options=0):
+    _ptrace(PTRACE_SEIZE, tid, 0, options)
 
 
 def interrupt(tid):

@@ -7,11 +7,19 @@ and listen backlog. The bytes queued for it are read from a copy of the target's
 (pidfd_getfd(2), which needs the ptrace access crfs has) with MSG_PEEK, which leaves them in
 place; a datagram or seqpacket socket is read message by message with SO_PEEK_OFF, reset
 afterwards. A queue holding SCM_RIGHTS fds is refused: crfs does not restore them.
+
+A listening socket's connections not accepted yet (UNIX_DIAG_ICONS: the inodes of the
+connecting sockets) make each of those a CRFS_UNIX_ICON socket whose peer is the listener
+(the kernel's peer is an embryo socket without an inode). Bytes sent into such a
+connection (its write queue, UNIX_DIAG_RQLEN) are refused: they sit in the embryo, which no
+fd reaches. A path-bound socket's file (UNIX_DIAG_VFS: its inode) gives its mode and owner,
+read by stat() through /proc/PID/root when the path still names that inode.
 """
 
 import ctypes
 import os
 import socket
+import stat
 import struct
 import subprocess
 
@@ -23,8 +31,9 @@ NETLINK_SOCK_DIAG = 4
 SOCK_DIAG_BY_FAMILY = 20
 NLM_F_REQUEST, NLM_F_DUMP = 1, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-UDIAG_SHOW = 0x1 | 0x4 | 0x10          # NAME | PEER | RQLEN
-UNIX_DIAG_NAME, UNIX_DIAG_PEER, UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 0, 2, 4, 6
+UDIAG_SHOW = 0x1 | 0x2 | 0x4 | 0x8 | 0x10     # NAME | VFS | PEER | ICONS | RQLEN
+UNIX_DIAG_NAME, UNIX_DIAG_VFS, UNIX_DIAG_PEER, UNIX_DIAG_ICONS = 0, 1, 2, 3
+UNIX_DIAG_RQLEN, UNIX_DIAG_SHUTDOWN = 4, 6
 TCP_LISTEN = 10
 SO_PEEK_OFF = 42
 SYS_PIDFD_GETFD = 438
@@ -48,7 +57,8 @@ def _attrs(data):
 
 
 def unix_diag():
-    """{inode: dict(type, state, peer, name, shutdown, rqueue, wqueue)} of every UNIX
+    """{inode: dict(type, state, peer, name, shutdown, rqueue, wqueue, icons, vfs_ino)}
+    of every UNIX
     socket of our network namespace. Without the kernel's unix_diag module (it is loaded
     on demand, which a system without modprobe's files cannot), `modprobe unix_diag` once
     more, then the error says why."""
@@ -89,12 +99,16 @@ def _one(msg, out):
     _family, stype, state, _pad, ino = struct.unpack_from("<BBBBI", msg)
     attrs = _attrs(msg[16:])
     rq = struct.unpack("<II", attrs[UNIX_DIAG_RQLEN]) if UNIX_DIAG_RQLEN in attrs else (0, 0)
+    icons = attrs.get(UNIX_DIAG_ICONS, b"")
     out[ino] = {
         "type": stype, "state": state, "name": attrs.get(UNIX_DIAG_NAME, b""),
         "peer": struct.unpack("<I", attrs[UNIX_DIAG_PEER])[0] if UNIX_DIAG_PEER in attrs
         else 0,
         "shutdown": attrs[UNIX_DIAG_SHUTDOWN][0] if UNIX_DIAG_SHUTDOWN in attrs else 0,
-        "rqueue": rq[0], "wqueue": rq[1]}
+        "rqueue": rq[0], "wqueue": rq[1],
+        "icons": struct.unpack(f"<{len(icons) // 4}I", icons[:len(icons) // 4 * 4]),
+        "vfs_ino": struct.unpack_from("<I", attrs[UNIX_DIAG_VFS])[0]
+        if len(attrs.get(UNIX_DIAG_VFS, b"")) >= 4 else 0}
 
 
 def _getfd(pid, fd):
@@ -163,18 +177,45 @@ def queued(pid, fd, stype, total, what):
     return msgs
 
 
+def _listeners(diag):
+    """{inode of a connecting socket: its listener's inode}, from the listeners' icons."""
+    return {icon: ino for ino, info in diag.items() for icon in info["icons"] if icon}
+
+
+def _socket_file(pid, info, sock):
+    """The mode and owner of the file a path-bound socket made, when its path (seen from
+    the process's root) still names that inode; else left 0 (not known)."""
+    path = info["name"].split(b"\0", 1)[0]
+    if not path.startswith(b"/") or not info["vfs_ino"]:
+        return
+    try:
+        st = os.stat(f"/proc/{pid}/root".encode() + path, follow_symlinks=False)
+    except OSError:
+        return
+    if st.st_ino == info["vfs_ino"] and stat.S_ISSOCK(st.st_mode):
+        sock.mode, sock.uid, sock.gid = st.st_mode, st.st_uid, st.st_gid
+
+
 def capture_unix(pid, fd, ino, registry):
     """The UnixSock of `pid`'s `fd` (socket:[ino]), or None when it is no UNIX socket."""
     diag = getattr(registry, "unix_diag", None)
     if diag is None:
         diag = registry.unix_diag = unix_diag()
+        registry.unix_listeners = _listeners(diag)
     info = diag.get(ino)
     if info is None:
         return None
     sock = UnixSock(ino=ino, peer=info["peer"], type=info["type"], state=info["state"],
                     shutdown=info["shutdown"], name=info["name"])
-    if info["state"] == TCP_LISTEN:
-        sock.backlog = info["wqueue"]
+    _socket_file(pid, info, sock)
+    listener = getattr(registry, "unix_listeners", {}).get(ino)
+    if listener and not sock.peer and info["type"] != socket.SOCK_DGRAM:
+        if info["wqueue"]:
+            raise SocketCaptureError(f"pid {pid} fd {fd} (socket:[{ino}]): bytes sent into a "
+                                     "connection not accepted yet are not kept")
+        sock.icon, sock.peer = True, listener
+    if info["state"] == TCP_LISTEN or sock.icon:
+        sock.backlog = info["wqueue"] if info["state"] == TCP_LISTEN else 0
         return sock
     msgs = queued(pid, fd, info["type"], info["rqueue"], f"pid {pid} fd {fd} (socket:[{ino}])")
     data = b"".join(msgs)

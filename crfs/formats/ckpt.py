@@ -85,6 +85,7 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CRFS_HDR_RSEQ": 8021,            # per live task, after its SIGNAL_TASK
     "CRFS_HDR_SIGINFO_RAW": 8022,     # right after a SIGPENDING: its siginfo, whole
     "CRFS_HDR_DELETED_STAT": 8023,    # after a CRFS_FILE_DELETED's BUFFER
+    "CRFS_HDR_SECCOMP": 8041,         # per live task, after its RSEQ: seccomp strict mode
     "CKPT_HDR_TAIL": 9001,
     "CKPT_HDR_ERROR": 9999,
 })
@@ -364,15 +365,21 @@ ckpt_eventpoll_item = Struct("data" / Int64ul, "fd" / Int32ul, "file_objref" / I
 # (1 connected, 7 unconnected, 10 listening), shutdown sk_shutdown's bits, addr the bound
 # address (addr_len bytes, an abstract name starts with NUL). Iff nr_msgs, a BUFFER follows:
 # nr_msgs u32 message lengths, then their data_len bytes, queued for this socket.
+# flags: CRFS_UNIX_ICON, a connection its listener has not accepted yet: peer_objref is
+# then the listening socket's sock_objref (the restarter connects to it again). mode, uid,
+# gid: the socket file a path-bound socket made (st_mode, 0 when not recorded; ids in the
+# checkpointer's user namespace), given back to the file the restarter binds.
 CRFS_UNIX_NAME_MAX = 108
 CRFS_UNIX_MAX_MSGS = 4096
 CRFS_UNIX_MAX_DATA = 4 << 20
+CRFS_UNIX_ICON = 0x1
 crfs_hdr_file_unix = Struct(*ckpt_hdr_file.subcons, "sock_objref" / Int32sl,
                             "peer_objref" / Int32sl, "ino" / Int64ul, "family" / Int16ul,
                             "sock_type" / Int16ul, "state" / Int32ul, "shutdown" / Int32ul,
                             "backlog" / Int32ul, "nr_msgs" / Int32ul, "data_len" / Int32ul,
-                            "addr_len" / Int32ul, "_unix_padding" / Pad(4),
-                            "addr" / Bytes(CRFS_UNIX_NAME_MAX), "_unix_padding2" / Pad(4))
+                            "addr_len" / Int32ul, "flags" / Int32ul,
+                            "addr" / Bytes(CRFS_UNIX_NAME_MAX), "mode" / Int32ul,
+                            "uid" / Int32ul, "gid" / Int32ul)
 FILE_SUBTYPES = {
     "CKPT_FILE_GENERIC": ckpt_hdr_file,
     "CKPT_FILE_PIPE": ckpt_hdr_file_pipe,
@@ -602,6 +609,14 @@ crfs_hdr_oom_score_adj = Struct(
     "_padding" / Pad(4),
 )
 
+# crfs extension: the task's seccomp mode (written when not 0; 1 SECCOMP_MODE_STRICT is
+# the only one a restart gives back, 2 FILTER is refused)
+crfs_hdr_seccomp = Struct(
+    "h" / ckpt_hdr,
+    "mode" / Int32ul,
+    "_padding" / Pad(4),
+)
+
 # crfs extension: the task's rseq(2) registration (written when it has one)
 crfs_hdr_rseq = Struct(
     "h" / ckpt_hdr,
@@ -649,6 +664,7 @@ FIXED = {
     "CRFS_HDR_PARENT": crfs_hdr_parent,
     "CRFS_HDR_OOM_SCORE_ADJ": crfs_hdr_oom_score_adj,
     "CRFS_HDR_RSEQ": crfs_hdr_rseq,
+    "CRFS_HDR_SECCOMP": crfs_hdr_seccomp,
 }
 AT_LEAST = {"CKPT_HDR_FILE": ckpt_hdr_file, "CKPT_HDR_LSM_INFO": ckpt_hdr_lsm}
 # Records of a header, a count and count items: (struct, count field, header size, item size).
@@ -807,6 +823,7 @@ _NOTES = {
     "CKPT_HDR_TASK_OBJS": lambda h: f"mm_objref {h.mm_objref}",
     "CRFS_HDR_FILE_ID": lambda h: f"dev {dev_text(h.dev)} ino {h.ino} size {h.size}",
     "CRFS_HDR_OOM_SCORE_ADJ": lambda h: f"oom_score_adj {h.oom_score_adj}",
+    "CRFS_HDR_SECCOMP": lambda h: f"mode {h.mode}",
     "CRFS_HDR_RSEQ": lambda h: f"rseq {h.rseq:#x} len {h.rseq_len} sig {h.rseq_sig:#x}",
     "CRFS_HDR_DELETED_STAT": lambda h: f"uid {h.uid} gid {h.gid} mtime_ns {h.mtime_ns}",
     "CRFS_HDR_FILE_OWNER": lambda h: (f"owner {name_of(CRFS_F_OWNER, h.pid_type, h.pid_type)}"

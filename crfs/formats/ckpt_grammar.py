@@ -6,7 +6,7 @@
     TASK_PART ::= ... | TASK_CREDS | TASK_OBJS [SIGNAL_PART] | CRFS_SIGALTSTACK
     SIGNAL_PART ::= [SIGNAL SIGPENDING{shared}]  if TASK_OBJS.signal_objref is new
                     SIGPENDING{private} SIGNAL_TASK [CRFS_SIGALTSTACK]
-                    [CRFS_OOM_SCORE_ADJ] [CRFS_RSEQ]
+                    [CRFS_OOM_SCORE_ADJ] [CRFS_RSEQ] [CRFS_SECCOMP]
                                                    if TASK_OBJS.signal_objref != 0
     OBJECT  ::= OBJREF MM BUFFER{auxv} { VMA [CONTENTS] }*map_count [CRFS_PARENT_PAGES]
                 MM_CONTEXT MM_CONTEXT_LDT
@@ -365,7 +365,8 @@ class Walker:
             self.lookup(objs, objref, "CKPT_OBJ_SIGNAL")
         yield self.sigpending("private")
         yield self.fixed("CKPT_HDR_SIGNAL_TASK")
-        for name in ("CRFS_HDR_SIGALTSTACK", "CRFS_HDR_OOM_SCORE_ADJ", "CRFS_HDR_RSEQ"):
+        for name in ("CRFS_HDR_SIGALTSTACK", "CRFS_HDR_OOM_SCORE_ADJ", "CRFS_HDR_RSEQ",
+                     "CRFS_HDR_SECCOMP"):
             if self.offset < self.source.size and self.peek().name == name:
                 yield self.fixed(name)
 
@@ -482,6 +483,8 @@ class Walker:
                 h.data_len > fmt.CRFS_UNIX_MAX_DATA or (h.data_len and not h.nr_msgs):
             raise self.error(file, f"UNIX socket name_len {h.addr_len}, {h.nr_msgs} "
                                    f"messages of {h.data_len} bytes")
+        if h.flags & ~fmt.CRFS_UNIX_ICON or (h.mode and h.mode & 0o170000 != 0o140000):
+            raise self.error(file, f"UNIX socket flags {h.flags:#x}, mode {h.mode:#o}")
         if not h.nr_msgs:
             return
         record = self.expect("CKPT_HDR_BUFFER")

@@ -402,8 +402,9 @@ class _Writer:
                   peer_objref=peer_ref, ino=sock.ino, family=sock.family,
                   sock_type=sock.type, state=sock.state, shutdown=sock.shutdown,
                   backlog=sock.backlog, nr_msgs=len(sock.msgs), data_len=length,
-                  addr_len=len(sock.name),
-                  addr=sock.name.ljust(fmt.CRFS_UNIX_NAME_MAX, b"\0"), **common)
+                  addr_len=len(sock.name), flags=fmt.CRFS_UNIX_ICON if sock.icon else 0,
+                  addr=sock.name.ljust(fmt.CRFS_UNIX_NAME_MAX, b"\0"), mode=sock.mode,
+                  uid=sock.uid, gid=sock.gid, **common)
         if sock.msgs:
             self.frame("CKPT_HDR_BUFFER", 4 * len(sock.msgs) + length)
             self.out.write(struct.pack(f"<{len(sock.msgs)}I", *sock.msgs))
@@ -471,10 +472,12 @@ class _Writer:
                       oom_score_adj=group.oom_score_adj)
 
     def write_rseq(self, task):
-        """[CRFS_RSEQ], after the task's signal records."""
+        """[CRFS_RSEQ] [CRFS_SECCOMP], after the task's signal records."""
         if task.rseq is not None and task.rseq.addr:
             self.emit("CRFS_HDR_RSEQ", fmt.crfs_hdr_rseq, rseq=task.rseq.addr,
                       rseq_len=task.rseq.length, rseq_sig=task.rseq.sig)
+        if task.seccomp:
+            self.emit("CRFS_HDR_SECCOMP", fmt.crfs_hdr_seccomp, mode=task.seccomp)
 
     def rlimits(self, rlimits):
         """16 ckpt_rlimit; RLIM_INFINITY as the image's ~0UL; none known: all unlimited."""
@@ -645,7 +648,7 @@ def _has_task_state(task):
     """Whether the task gets CRFS_OOM_SCORE_ADJ or CRFS_RSEQ."""
     group = task.signals.group if task.signals is not None else None
     return task.signals is not None and (
-        (task.rseq is not None and task.rseq.addr != 0)
+        (task.rseq is not None and task.rseq.addr != 0) or bool(task.seccomp)
         or (group is not None and bool(group.oom_score_adj))
         or any(info.raw is not None for info in task.signals.pending.queue)
         or (group is not None and any(info.raw is not None

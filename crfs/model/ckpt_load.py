@@ -257,6 +257,9 @@ class _Builder:
         h = part.fields
         self.task.rseq = Rseq(addr=h.rseq, length=h.rseq_len, sig=h.rseq_sig)
 
+    def seccomp(self, part):
+        self.task.seccomp = part.fields.mode
+
     # ----------------------------------------------------------------- fs and creds
 
     def fs(self, part):
@@ -324,7 +327,9 @@ class _Builder:
             self.socks[h.sock_objref] = h.ino
             file.sock = UnixSock(ino=h.ino, peer=h.peer_objref, family=h.family,
                                  type=h.sock_type, state=h.state, shutdown=h.shutdown,
-                                 backlog=h.backlog, name=bytes(h.addr[:h.addr_len]))
+                                 backlog=h.backlog, name=bytes(h.addr[:h.addr_len]),
+                                 icon=bool(h.flags & fmt.CRFS_UNIX_ICON), mode=h.mode,
+                                 uid=h.uid, gid=h.gid)
             self.unix_files.append(file)
         self.objects[part.objref] = file
 
@@ -445,6 +450,7 @@ HANDLERS = {
     ("CRFS_HDR_SIGALTSTACK", ""): _Builder.sigaltstack,
     ("CRFS_HDR_OOM_SCORE_ADJ", ""): _Builder.oom_score_adj,
     ("CRFS_HDR_RSEQ", ""): _Builder.rseq,
+    ("CRFS_HDR_SECCOMP", ""): _Builder.seccomp,
     ("CKPT_HDR_FS", ""): _Builder.fs,
     ("CKPT_HDR_FILE_NAME", "pwd"): _Builder.fs_path,
     ("CKPT_HDR_FILE_NAME", "root"): _Builder.fs_path,

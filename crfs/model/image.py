@@ -224,7 +224,9 @@ class UnixSock:
     """A UNIX socket: its inode (socket:[ino]) and its peer's (0: none kept), family, type
     (SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5), sock_diag state (1 connected, 7
     unconnected, 10 listening), shutdown bits, listen backlog, bound name (bytes), and the
-    messages queued for it: their lengths (one for a stream's bytes) and data (a Blob)."""
+    messages queued for it: their lengths (one for a stream's bytes) and data (a Blob).
+    icon: a connection not accepted yet, `peer` then the listening socket's inode; mode,
+    uid, gid: the socket file of a path-bound socket (mode 0: not known)."""
     ino: int = 0
     peer: int = 0
     family: int = 1
@@ -235,6 +237,10 @@ class UnixSock:
     name: bytes = b""
     msgs: tuple = ()
     data: Optional[Blob] = None
+    icon: bool = False
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
 
 
 @dataclass
@@ -463,6 +469,7 @@ class Task:
     files: Optional[FdTable] = None
     native: Optional["NativeFields"] = None   # what only its format stores
     rseq: Optional[Rseq] = None           # its rseq registration (None: none or not stored)
+    seccomp: int = 0                      # its seccomp mode (1 strict, 2 filter)
 
 
 @dataclass(eq=False)

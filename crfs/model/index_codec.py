@@ -313,6 +313,7 @@ def check(image, file_size):
         _require(task.fpu is None or type(task.fpu) is bytes, "fpu")
         _require(task.rseq is None or (type(task.rseq) is Rseq and _ints(
             *vars(task.rseq).values())), "rseq")
+        _require(type(task.seccomp) is int, "seccomp")
         if task.creds is not None:
             _check_creds(task.creds)
         if task.signals is not None:
@@ -356,7 +357,9 @@ def _check_open_file(file, file_size, source):
     _require(sock is None or (type(sock) is UnixSock and type(sock.name) is bytes
                               and type(sock.msgs) is tuple and _ints(*sock.msgs)
                               and _ints(sock.ino, sock.peer, sock.family, sock.type,
-                                        sock.state, sock.shutdown, sock.backlog)),
+                                        sock.state, sock.shutdown, sock.backlog, sock.mode,
+                                        sock.uid, sock.gid)
+                              and type(sock.icon) is bool),
              "UNIX socket")
     if sock is not None and sock.data is not None:
         _require(type(sock.data) is Blob and sock.data.source is source

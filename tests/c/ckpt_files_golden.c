@@ -131,8 +131,9 @@ struct crfs_hdr_file_unix {
 	uint64_t ino;
 	uint16_t family, sock_type;
 	uint32_t state, shutdown, backlog;
-	uint32_t nr_msgs, data_len, addr_len, pad;
+	uint32_t nr_msgs, data_len, addr_len, flags;
 	char addr[108];
+	uint32_t mode, uid, gid;	/* a path-bound socket's file */
 } __attribute__((aligned(8)));
 
 struct ckpt_hdr_eventpoll_items {
@@ -154,7 +155,7 @@ _Static_assert(sizeof(struct ckpt_hdr_file_table) == 16, "FILE_TABLE");
 _Static_assert(sizeof(struct crfs_hdr_file_timerfd) == 80, "FILE timerfd");
 _Static_assert(sizeof(struct crfs_hdr_file_signalfd) == 64, "FILE signalfd");
 _Static_assert(sizeof(struct crfs_hdr_file_deleted) == 64, "FILE deleted");
-_Static_assert(sizeof(struct crfs_hdr_file_unix) == 208, "FILE unix");
+_Static_assert(sizeof(struct crfs_hdr_file_unix) == 216, "FILE unix");
 _Static_assert(sizeof(struct crfs_hdr_deleted_stat) == 32, "DELETED_STAT");
 _Static_assert(sizeof(struct crfs_hdr_file_owner) == 24, "FILE_OWNER");
 _Static_assert(sizeof(struct ckpt_hdr_file_desc) == 24, "FILE_DESC");
@@ -460,7 +461,8 @@ int main(int argc, char **argv)
 		.msgs = { "hi", "there" } };
 	static struct file_desc spb = { 21, CRFS_FILE_UNIX, FMODE_READ | FMODE_WRITE, 04002, 0,
 		0, "socket:[4344]", "socket", .sock = { .sock_objref = 20, .peer_objref = 19,
-		.ino = 4344, .family = 1, .sock_type = 5, .state = 1, .shutdown = 2 } };
+		.ino = 4344, .family = 1, .sock_type = 5, .state = 1, .shutdown = 2,
+		.mode = 0140640, .uid = 18943, .gid = 58467 } };	/* its file's */
 
 	static struct task_desc t[3] = {
 		{ { 700, 1, 700, 700, 700, 0 }, "files-main", 1, 1, {

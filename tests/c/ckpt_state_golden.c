@@ -35,6 +35,7 @@ enum {
 	CKPT_HDR_SIGHAND = 601, CKPT_HDR_SIGNAL, CKPT_HDR_SIGNAL_TASK, CKPT_HDR_SIGPENDING,
 	CRFS_HDR_SIGALTSTACK = 8001, CRFS_HDR_FS_EXT = 8002,	/* crfs extensions */
 	CRFS_HDR_OOM_SCORE_ADJ = 8020, CRFS_HDR_RSEQ = 8021, CRFS_HDR_SIGINFO_RAW = 8022,
+	CRFS_HDR_SECCOMP = 8041,
 	CKPT_HDR_TAIL = 9001,
 };
 _Static_assert(CKPT_HDR_TASK_CREDS == 117 && CKPT_HDR_USER_NS == 113, "v21 numbers");
@@ -136,6 +137,8 @@ _Static_assert(sizeof(struct crfs_hdr_sigaltstack) == 32, "SIGALTSTACK");
 _Static_assert(sizeof(struct crfs_hdr_fs_ext) == 16, "FS_EXT");
 _Static_assert(sizeof(struct crfs_hdr_oom_score_adj) == 16, "OOM_SCORE_ADJ");
 _Static_assert(sizeof(struct crfs_hdr_rseq) == 24, "RSEQ");
+struct crfs_hdr_seccomp { struct ckpt_hdr h; uint32_t mode; } __attribute__((aligned(8)));
+_Static_assert(sizeof(struct crfs_hdr_seccomp) == 16, "SECCOMP");
 /* CRFS_HDR_SIGINFO_RAW: u32 nr_pending, pad, then nr_pending x86_64 kernel_siginfo (48) */
 struct crfs_hdr_siginfo_raw { struct ckpt_hdr h; uint32_t nr_pending; } __attribute__((aligned(8)));
 _Static_assert(sizeof(struct crfs_hdr_siginfo_raw) == 16, "SIGINFO_RAW");
@@ -255,6 +258,7 @@ struct task_desc {
 	int raw;		/* SIGINFO_RAW after the private SIGPENDING */
 	uint8_t raws[3][48];
 	struct crfs_hdr_rseq rseq;	/* rseq 0: no RSEQ */
+	uint32_t seccomp;	/* 0: no SECCOMP */
 };
 
 static void fill_siginfo(struct ckpt_siginfo *s, uint32_t signo, uint32_t code)
@@ -376,6 +380,10 @@ static void write_task(struct task_desc *t)
 	}
 	if (t->rseq.rseq)
 		emit(&t->rseq, CRFS_HDR_RSEQ, sizeof(t->rseq));
+	if (t->seccomp) {
+		struct crfs_hdr_seccomp sc = { .mode = t->seccomp };
+		emit(&sc, CRFS_HDR_SECCOMP, sizeof(sc));
+	}
 }
 
 /* ---- JSON ---- */
@@ -468,6 +476,7 @@ static void print_task(struct task_desc *t)
 		printf("[%llu, %u, %u]", U(t->rseq.rseq), t->rseq.rseq_len, t->rseq.rseq_sig);
 	else
 		printf("null");
+	printf(", \"seccomp\": %u", t->seccomp);
 	printf(", \"objrefs\": [%d, %d, %d]}", t->fs_ref, t->sighand->ref, t->group->ref);
 }
 
@@ -541,6 +550,7 @@ int main(int argc, char **argv)
 	t[2].raw = 1;
 	t[1].rseq = (struct crfs_hdr_rseq){ .rseq = IS64 ? 0x7ffff7d8a9e0ULL : 0xb7d8a9e0,
 		.rseq_len = 32, .rseq_sig = 0x53053053 };
+	t[1].seccomp = 1;	/* SECCOMP_MODE_STRICT */
 	for (int i = 0; i < 3; i++)
 		t[i].task = (struct ckpt_hdr_task){ .state = 1, .exit_signal = i == 1 ? 0xffffffff : 17 };
 

@@ -698,7 +698,7 @@ struct crfs_hdr_posix_timer {
 	__s32 it_id;			/* timer_t */
 	__s32 clockid;			/* REALTIME, MONOTONIC, BOOTTIME or TAI */
 	__s32 signo;			/* sigev_signo */
-	__s32 notify;			/* SIGEV_SIGNAL, SIGEV_NONE, SIGEV_SIGNAL | SIGEV_THREAD_ID */
+	__s32 notify;			/* SIGEV_SIGNAL, SIGEV_NONE, SIGEV_SIGNAL|THREAD_ID */
 	__s32 notify_tid;		/* SIGEV_THREAD_ID: the thread's image pid, else 0 */
 	__u32 flags;			/* CRFS_TIMER_* */
 	__u64 sigev_value;

@@ -6,9 +6,10 @@
  * restore keeps, and the module checks them against the image.
  *
  * read_posix_timers() reads the records of the tasks of our process (at most TIMERS_MAX,
- * of 64 bytes); if there are any, every signal is blocked before the threads start (they
- * inherit the mask; the module sets each thread's own from the image), so that a timer
- * that fires before the restore only queues its signal. make_posix_timers(), after the
+ * of 64 bytes); if there are any, every signal (glibc's 32 and 33 too: a SIGEV_THREAD
+ * timer's is 32) is blocked before the threads start (they inherit the mask; the module
+ * sets each thread's own from the image), so that a timer that fires before the restore
+ * only queues its signal. make_posix_timers(), after the
  * threads started, creates them in id order with timer_create(2): Linux gives a process
  * its timer ids in increasing order, so an id below the image's is deleted at once (a
  * filler for a gap), one above it fails. SIGEV_THREAD_ID targets the thread restoring
@@ -62,11 +63,10 @@ static void read_posix_timers(int fd)
 		}
 		pos += hdr[1];
 	}
-	if (nr_timers) {
-		sigset_t all;
+	if (nr_timers) {	/* raw: glibc keeps its SIGCANCEL (32, SIGTIMER) unblocked */
+		uint64_t all = ~0ULL;
 
-		sigfillset(&all);
-		sigprocmask(SIG_SETMASK, &all, NULL);
+		syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, NULL, sizeof(all));
 	}
 }
 

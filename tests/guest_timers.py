@@ -60,16 +60,18 @@ def proc_timers(pid):
     return sorted(tuple(lines[i:i + 4]) for i in range(0, len(lines), 4))
 
 
-def checkpoint(paths, way):
-    out = os.path.join(DIR, f"{way}.out")
+def checkpoint(paths, way, *args):
+    out = os.path.join(DIR, f"{way}{''.join(args)}.out")
     with open(out, "w") as f:
-        proc = subprocess.Popen(["setarch", "-R", paths["timers_target"]], stdout=f,
+        proc = subprocess.Popen(["setarch", "-R", paths["timers_target"], *args], stdout=f,
                                 stderr=subprocess.STDOUT, cwd=DIR)
     os.chmod(out, 0o666)
     g.wait_for_output(out, g.lines_starting("ready", 1))
     result = {"proc_timers": proc_timers(proc.pid)}
-    image = os.path.join(DIR, f"{way}.img")
+    image = os.path.join(DIR, f"{way}{''.join(args)}.img")
     ck = g.crfs_checkpoint(proc.pid, "-o", image, "--kill", "--via", way)
+    if proc.poll() is None:
+        proc.kill()
     proc.wait(timeout=60)
     result.update(rc=ck.returncode, stderr=ck.stderr[-300:])
     with open(out) as f:
@@ -138,6 +140,29 @@ MALFORMED = {       # timers: 0 A (id 3), 1 B (id 5, SIGEV_NONE), 2 C (id 6), 3 
 }
 
 
+def more_timers(data):
+    """1021 more POSIX_TIMERs (ids 8...) after the last: 1025 in all."""
+    last = [(off, ln) for off, t, ln in records(data) if t == POSIX_TIMER][-1]
+    rec = bytearray(data[last[0]:last[0] + last[1]])
+    extra = bytearray()
+    for i in range(1021):
+        struct.pack_into("<i", rec, 8, 8 + i)
+        extra += rec
+    data[last[0] + last[1]:last[0] + last[1]] = extra
+
+
+def timer_in_a_thread(data):
+    """A copy of the last POSIX_TIMER (id 8) after the worker thread's SIGNAL_TASK."""
+    last = [(off, ln) for off, t, ln in records(data) if t == POSIX_TIMER][-1]
+    rec = bytearray(data[last[0]:last[0] + last[1]])
+    struct.pack_into("<i", rec, 8, 8)
+    where = [off + ln for off, t, ln in records(data) if t == 603][-1]     # SIGNAL_TASK
+    data[where:where] = rec
+
+
+INSERTED = {"too_many": more_timers, "in_a_thread": timer_in_a_thread}
+
+
 def check_outcome(image):
     try:
         with kernel.Device() as dev, open(image, "rb") as f:
@@ -149,7 +174,7 @@ def check_outcome(image):
 
 def refusals(image, restarter):
     out = {}
-    for label, patch in MALFORMED.items():
+    for label, patch in {**MALFORMED, **INSERTED}.items():
         path = g.patched(image, f"{image}.{label}", patch)
         out[label] = check_outcome(path)
     log = os.path.join(DIR, "ptrace.out")
@@ -171,5 +196,7 @@ def step(manifest):
     image = os.path.join(DIR, "ptrace.img")
     if os.path.exists(image):
         result["refusals"] = refusals(image, paths["crfs-restart"])
+    for way in ("ptrace", "kernel"):        # a CPU-time timer: refused
+        result[f"cpu_{way}"] = checkpoint(paths, way, "cpu")[0]
     result["left"] = g.leftover(("timers_target", "crfs-restart"))
     return result

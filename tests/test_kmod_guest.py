@@ -2282,10 +2282,13 @@ def test_posix_timers_are_captured_and_restored(guest, way):
     ("value", "timer 3: value 9223372036854775808, interval 7000000000, overrun 0"),
     ("interval", "timer 3: value "),
     ("overrun", "timer 3: value "),
+    ("too_many", "more than 1024 POSIX timers"),
+    ("in_a_thread", "POSIX_TIMER not after its process's SIGNAL"),
 ])
 def test_malformed_posix_timer_is_refused(guest, label, message):
-    """One POSIX_TIMER field of the ptrace image made wrong: CHECK refuses it at copy-in
-    with EINVAL, the record type and the reason."""
+    """One POSIX_TIMER field of the ptrace image made wrong, 1021 more records (1025), or one
+    in the worker thread's records: CHECK refuses it at copy-in with EINVAL, the record
+    type and the reason."""
     refused = _timers(guest)["refusals"][label]
     assert refused["errno"] == "EINVAL" and refused["type"] == 8024, refused
     assert refused["msg"].startswith(message), refused
@@ -2305,6 +2308,19 @@ def test_queued_timer_signal_without_its_pending_timer_is_refused(guest):
     assert refused["errno"] == "EOPNOTSUPP", refused
     assert refused["msg"].endswith("a POSIX timer's pending signal 36 is not restored: no "
                                    "pending timer 6 in the image"), refused
+
+
+@pytest.mark.parametrize("way, message", [
+    ("ptrace", "timer 8 on clock -6 (only CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_BOOTTIME, "
+               "CLOCK_TAI are restored)"),
+    ("kernel", "timer 8 (clock -6, notify 0) is not checkpointed"),
+])
+def test_cpu_time_timer_is_not_checkpointed(guest, way, message):
+    """timers_target with a CLOCK_PROCESS_CPUTIME_ID timer too: both checkpointers refuse
+    it with the reason, and write no image."""
+    ck = _timers(guest)[f"cpu_{way}"]
+    assert ck["rc"] != 0 and message in ck["stderr"], ck
+    assert "timers" not in ck, ck
 
 
 def test_timers_step_leaves_nothing_running(guest):

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from crfs.checkpoint import checkpoint
+from crfs.checkpoint import CheckpointError, checkpoint
 from crfs.checkpoint.timers import parse
 from crfs.errors import Unsupported
 from crfs.formats import ckpt as fmt
@@ -38,7 +38,7 @@ def test_proc_timers_text_is_parsed_by_id():
 
 def test_sigev_thread_in_the_kernel_sense_is_unsupported():
     with pytest.raises(Unsupported, match="timer 1 notifies by 'thread'"):
-        parse("ID: 1\nsignal: 14/0\nnotify: thread/pid.5\nClockID: 0\n", 5)
+        parse("ID: 1\nsignal: 14/0\nnotify: thread/pid.5\nClockID: 0\n")
 
 
 def _records(data):
@@ -82,3 +82,13 @@ def test_ptrace_checkpoint_writes_each_timer(build_c, mount):
                            f"interval_ns: 7000000000\n")
     assert f"ID: 6\nsignal: 36/0000000000abcdef\nnotify: signal/tid.{worker}\n" \
            f"ClockID: 7\nvalue_ns: 1\ninterval_ns: 0\noverrun: 0\npending: 1\n" in text
+
+
+def test_a_cpu_time_timer_is_unsupported(build_c, tmp_path):
+    """A CLOCK_PROCESS_CPUTIME_ID timer (id 8, clock -6 as glibc gives it to the kernel):
+    the checkpoint is refused with the reason;
+    the program goes on."""
+    with Program(build_c("timers_target", 64, "-pthread"), "cpu") as program:
+        with pytest.raises(CheckpointError, match=r"timer 8 on clock -6 \(only CLOCK_REALTIME"):
+            checkpoint(program.pid, tmp_path / "cpu.ckpt", after="detach", via="ptrace")
+        assert program.proc.poll() is None

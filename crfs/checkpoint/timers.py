@@ -24,7 +24,7 @@ CLOCKS = {0: "CLOCK_REALTIME", 1: "CLOCK_MONOTONIC", 7: "CLOCK_BOOTTIME", 11: "C
 NS = 1_000_000_000
 
 
-def parse(text, pid=0):
+def parse(text):
     """PosixTimer (id, signo, sigev_value, notify, notify_tid, clockid) of each entry of a
     /proc/PID/timers text, by increasing id."""
     timers, timer = [], None
@@ -42,7 +42,7 @@ def parse(text, pid=0):
             how, _, target = value.partition("/")
             kind, _, number = target.partition(".")
             if how not in NOTIFY:
-                raise Unsupported(f"pid {pid}: timer {timer.id} notifies by {how!r}")
+                raise Unsupported(f"timer {timer.id} notifies by {how!r}")
             timer.notify = NOTIFY[how] | (SIGEV_THREAD_ID if kind == "tid" else 0)
             timer.notify_tid = int(number) if kind == "tid" else 0
         elif key == "ClockID":
@@ -58,21 +58,21 @@ def capture(pid, tasks, injector, queues):
         text = procfs.read_text(f"/proc/{pid}/timers", 1 << 20)
     except FileNotFoundError:
         return []
-    timers = parse(text, pid)
+    timers = parse(text)
     if not timers:
         return []
     if len(timers) > MAX_POSIX_TIMERS:
-        raise Unsupported(f"pid {pid}: more than {MAX_POSIX_TIMERS} POSIX timers")
+        raise Unsupported(f"more than {MAX_POSIX_TIMERS} POSIX timers")
     for timer in timers:
         if timer.clockid not in CLOCKS:
-            raise Unsupported(f"pid {pid}: timer {timer.id} on clock {timer.clockid} "
+            raise Unsupported(f"timer {timer.id} on clock {timer.clockid} "
                               f"(only {', '.join(CLOCKS.values())} are restored)")
     queued = {info.pid for info in queues if info.code == SI_TIMER}
     for task in tasks:
         if _ask(task.pid, timers, injector):
             break
     else:
-        raise Unsupported(f"pid {pid}: no thread could run timer_gettime for its timers")
+        raise Unsupported("no thread could run timer_gettime for its timers")
     for timer in timers:
         timer.pending = timer.id in queued and timer.notify != SIGEV_NONE
         if timer.pending:

@@ -13,7 +13,8 @@
  *   "next ID" the id a new timer gets,
  *   and the worker "queued n=N code=C timerid=T value=HEX": the SIGRTMIN+2 it finds
  *   queued (sigtimedwait, no wait).
- * It exits on SIGTERM.
+ * It exits on SIGTERM. With the argument "cpu", a timer E (id 8) on the process's CPU-time
+ * clock too, which neither checkpointer takes.
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -115,7 +116,7 @@ static void report(timer_t *t, int nr)
 	fflush(stdout);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	sigset_t all;
 	pthread_t th;
@@ -136,6 +137,8 @@ int main(void)
 	t[2] = make(CLOCK_BOOTTIME, SIGEV_SIGNAL | SIGEV_THREAD_ID, SIGRTMIN + 2,
 		    (void *)0xabcdef, 1000000L, 0);
 	t[3] = make(CLOCK_TAI, SIGEV_SIGNAL, SIGALRM, NULL, 0, 0);
+	if (argc > 1 && !strcmp(argv[1], "cpu"))
+		make(CLOCK_PROCESS_CPUTIME_ID, SIGEV_SIGNAL, SIGALRM, NULL, 0, 0);
 	usleep(100000);		/* C has fired: its signal is queued to the worker */
 	printf("ready worker=%x\n", worker_tid);
 	fflush(stdout);

@@ -11,6 +11,8 @@ CHECK, the image restarted with crfs-restart -T (no timers made), and a queued S
 signal whose timer is not marked pending.
 """
 
+import ctypes
+import json
 import os
 import shutil
 import signal
@@ -172,6 +174,60 @@ def check_outcome(image):
         return {"errno": g.name(exc.errno), "msg": exc.reason, "type": exc.record_type}
 
 
+SYS_TIMER_CREATE, SYS_TIMER_DELETE = 222, 226
+
+
+def _timers_of_ours(signos):
+    """In this process: 3 fillers (ids 0-2, deleted), then a CLOCK_MONOTONIC SIGEV_SIGNAL
+    timer of each signal of `signos` (ids 3, 4, ...), sigev_value 0x1234."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    timer = ctypes.c_int()
+    for signo in [None] * 3 + list(signos):
+        ev = ctypes.create_string_buffer(64)            # struct sigevent
+        struct.pack_into("<Qii", ev, 0, 0x1234, signo or 0, 1 if signo is None else 0)
+        if libc.syscall(SYS_TIMER_CREATE, 1, ev, ctypes.byref(timer)):
+            raise OSError(ctypes.get_errno(), "timer_create")
+        if signo is None:
+            libc.syscall(SYS_TIMER_DELETE, timer.value)
+
+
+def restart_with_timers(image, signos):
+    """RESTART of `image` in a forked child that made its own timers first: its errno and
+    reason (it must fail)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            _timers_of_ours(signos)
+            with kernel.Device() as dev, open(image, "rb") as f:
+                dev.restart(f.fileno())
+            msg = {"errno": 0}
+        except kernel.KernelError as exc:
+            msg = {"errno": g.name(exc.errno), "msg": exc.reason}
+        except Exception as exc:      # noqa: BLE001 - reported
+            msg = {"errno": "python", "msg": repr(exc)}
+        os.write(w, json.dumps(msg).encode())
+        os._exit(0)
+    os.close(w)
+    text = b""
+    while chunk := os.read(r, 4096):
+        text += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(text) if text else {"errno": "no answer"}
+
+
+def callers_timers(paths):
+    """A single-threaded image (timers 3, 5, 7): RESTART by a caller whose timers 3, 4, 5
+    differ (timer 3's signal), and by one with a timer too many."""
+    ck, image, _ = checkpoint(paths, "ptrace", "single")
+    if ck["rc"]:
+        return {"checkpoint": ck}
+    return {"wrong_signal": restart_with_timers(image, [12, 12, 12]),
+            "one_more": restart_with_timers(image, [10, 10, 10, 10])}
+
+
 def refusals(image, restarter):
     out = {}
     for label, patch in {**MALFORMED, **INSERTED}.items():
@@ -196,6 +252,7 @@ def step(manifest):
     image = os.path.join(DIR, "ptrace.img")
     if os.path.exists(image):
         result["refusals"] = refusals(image, paths["crfs-restart"])
+    result["callers"] = callers_timers(paths)
     for way in ("ptrace", "kernel"):        # a CPU-time timer: refused
         result[f"cpu_{way}"] = checkpoint(paths, way, "cpu")[0]
     result["left"] = g.leftover(("timers_target", "crfs-restart"))

@@ -2323,5 +2323,18 @@ def test_cpu_time_timer_is_not_checkpointed(guest, way, message):
     assert "timers" not in ck, ck
 
 
+@pytest.mark.parametrize("label, message", [
+    ("wrong_signal", "timer 3 (clock 1, notify 0, signo 10): the caller's is 3 (clock 1, "
+                     "notify 0, signo 12)"),
+    ("one_more", "the image has 3 POSIX timers, the caller more"),
+])
+def test_restart_refuses_a_caller_with_other_timers(guest, label, message):
+    """A single-threaded image with timers 3, 5, 7, restarted by a forked child that made
+    timers of its own first: one of another signal, or one more than the image's, and
+    RESTART refuses it with EINVAL before anything changes."""
+    refused = _timers(guest)["callers"][label]
+    assert refused == {"errno": "EINVAL", "msg": message}, refused
+
+
 def test_timers_step_leaves_nothing_running(guest):
     assert _timers(guest)["left"] == []

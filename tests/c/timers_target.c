@@ -14,7 +14,8 @@
  *   and the worker "queued n=N code=C timerid=T value=HEX": the SIGRTMIN+2 it finds
  *   queued (sigtimedwait, no wait).
  * It exits on SIGTERM. With the argument "cpu", a timer E (id 8) on the process's CPU-time
- * clock too, which neither checkpointer takes.
+ * clock too, which neither checkpointer takes. With "single": no worker thread and no C
+ * (a single-threaded process: A, B and D).
  */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -123,8 +124,22 @@ int main(int argc, char **argv)
 	timer_t t[4];
 	int sig;
 
+	int single = argc > 1 && !strcmp(argv[1], "single");
+
 	sigfillset(&all);
 	sigprocmask(SIG_SETMASK, &all, NULL);
+	if (single) {
+		fillers(3);
+		make(CLOCK_MONOTONIC, SIGEV_SIGNAL, SIGUSR1, (void *)0x1234, 100000000000L, 0);
+		fillers(1);
+		make(CLOCK_REALTIME, SIGEV_NONE, 0, NULL, 50000000000L, 0);
+		fillers(1);
+		make(CLOCK_TAI, SIGEV_SIGNAL, SIGALRM, NULL, 0, 0);
+		printf("ready single=1\n");
+		fflush(stdout);
+		sigwait(&all, &sig);
+		return 0;
+	}
 	if (pipe(pipefd) || pthread_create(&th, NULL, worker, NULL))
 		die("setup");
 	while (!__atomic_load_n(&worker_tid, __ATOMIC_SEQ_CST))

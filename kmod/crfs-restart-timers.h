@@ -33,7 +33,7 @@ struct timer_rec {		/* struct crfs_hdr_posix_timer */
 static struct timer_rec timers[TIMERS_MAX];
 static int nr_timers;
 static int no_timers;			/* -T */
-static volatile pid_t thread_tid[MAX_TASKS];	/* the tid restoring each task */
+static pid_t thread_tid[MAX_TASKS];	/* the tid restoring each task (atomic) */
 
 static void timers_fail(int err, const char *fmt, long a, long b)
 {
@@ -80,10 +80,13 @@ static pid_t real_tid(int32_t vtid)
 			continue;
 		if (k == (int)task_index)
 			return getpid();
-		for (tries = 0; !thread_tid[k] && tries < 100000; tries++)
+		for (tries = 0; tries < 100000; tries++) {
+			pid_t tid = __atomic_load_n(&thread_tid[k], __ATOMIC_ACQUIRE);
+
+			if (tid)
+				return tid;
 			sched_yield();
-		if (thread_tid[k])
-			return thread_tid[k];
+		}
 	}
 	timers_fail(EINVAL, "SIGEV_THREAD_ID to tid %ld, not a thread of ours (%ld)", vtid,
 		    task_index);

@@ -1300,7 +1300,8 @@ static void restart_raw(void *r)
 
 static void *restart_thread(void *r)
 {
-	thread_tid[((struct restart *)r)->args.task_index] = syscall(SYS_gettid);
+	__atomic_store_n(&thread_tid[((struct restart *)r)->args.task_index],
+			 (pid_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
 	restart(r);
 	return NULL;
 }
@@ -1338,7 +1339,7 @@ static void start_threads(int dev, int fd)
 				fail("threads", -tid, "cannot start a thread", UINT64_MAX, 0);
 		}
 		if (tid >= 0) {
-			thread_tid[k] = tid;
+			__atomic_store_n(&thread_tid[k], (pid_t)tid, __ATOMIC_RELEASE);
 			continue;
 		}
 		err = pthread_create(&t, NULL, restart_thread, &threads[k]);

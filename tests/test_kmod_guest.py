@@ -2267,6 +2267,19 @@ def test_posix_timers_are_captured_and_restored(guest, way):
     assert restored["rc"] == 0, restored
 
 
+@pytest.mark.parametrize("way", ["ptrace", "kernel"])
+def test_posix_timers_restored_with_new_pids(guest, way):
+    """crfs-restart -N (new pids): the timers are the same but for the notify targets, and
+    C's signal, re-armed to the thread that restored the worker, is seen once by it."""
+    result = _timers(guest)[way]
+    restored = result["new_pids"]
+    assert restored["errno"] == "restored", restored
+    assert [t[:2] + t[3:] for t in restored["proc_timers"]] == \
+        [t[:2] + t[3:] for t in result["checkpoint"]["proc_timers"]], restored
+    assert restored["lines"][4:] == ["next 8", "queued n=1 code=-2 timerid=6 value=abcdef",
+                                     "term"], restored
+
+
 @pytest.mark.parametrize("label, message", [
     ("clock", "timer 3: clock 99 (REALTIME, MONOTONIC, BOOTTIME or TAI)"),
     ("cpu_clock", "timer 3: clock -6 (REALTIME, MONOTONIC, BOOTTIME or TAI)"),

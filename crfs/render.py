@@ -112,6 +112,24 @@ def rseq(registration):
             f"signature\t{registration.sig:#x}\n")
 
 
+NOTIFY_NAMES = {0: "signal", 1: "none"}
+
+
+def posix_timers(timers, tgid):
+    """The process's POSIX timers as /proc/PID/timers lists them (by increasing id), each
+    with what timer_gettime gave: value (time left, ns), interval, overrun, and whether its
+    signal was queued."""
+    out = []
+    for t in timers:
+        how = NOTIFY_NAMES.get(t.notify & ~4, str(t.notify & ~4))
+        target = f"tid.{t.notify_tid}" if t.notify & 4 else f"pid.{tgid}"
+        out.append(f"ID: {t.id}\nsignal: {t.signo}/{t.sigev_value:016x}\n"
+                   f"notify: {how}/{target}\nClockID: {t.clockid}\n"
+                   f"value_ns: {t.value_ns}\ninterval_ns: {t.interval_ns}\n"
+                   f"overrun: {t.overrun}\npending: {int(t.pending)}\n")
+    return "".join(out)
+
+
 def exit_status(exit):
     """How a zombie ended, as its parent's wait() will tell: exited N or killed by SIG."""
     code = exit.code

@@ -2,7 +2,7 @@
 /*
  * crfs-restart: become the process of a checkpoint image, through /dev/crfs.
  *
- *   crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-A] [-i IMAGEFD=FD]... IMAGE
+ *   crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-A] [-T] [-i IMAGEFD=FD]... IMAGE
  *
  * Built static by `make -C kmod` (no dynamic loader, few mappings). It:
  *   1. turns address-space randomization off (personality ADDR_NO_RANDOMIZE) and
@@ -23,7 +23,9 @@
  * handed in replaces the image's fd of that number, whatever it was (CRFS_RESTART_REPLACE;
  * e.g. the program's stdout becomes this one's even if it was a file). -A makes and hands
  * in no eventfd, timerfd, signalfd or epoll (see "anon-inode files"): the kernel then
- * refuses an image holding one. On failure it prints one line on stderr and, with -r,
+ * refuses an image holding one. -T makes none of the image's POSIX timers, which each
+ * process otherwise creates and arms before its RESTART (crfs-restart-timers.h): the
+ * kernel then refuses an image with one. On failure it prints one line on stderr and, with -r,
  * writes a 128-byte report on FD (errno, err_offset, err_type, stage[16], reason[96];
  * little-endian, as crfs/kernel.py reads it), then exits with status 1.
  *
@@ -1262,6 +1264,7 @@ static void make_anon_files(int fd)
 }
 
 #include "crfs-restart-unix.h"
+#include "crfs-restart-timers.h"
 
 struct restart {
 	int dev;
@@ -1297,6 +1300,8 @@ static void restart_raw(void *r)
 
 static void *restart_thread(void *r)
 {
+	__atomic_store_n(&thread_tid[((struct restart *)r)->args.task_index],
+			 (pid_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
 	restart(r);
 	return NULL;
 }
@@ -1333,8 +1338,10 @@ static void start_threads(int dev, int fd)
 			if (tid < 0 && !pid_refused(tid))
 				fail("threads", -tid, "cannot start a thread", UINT64_MAX, 0);
 		}
-		if (tid >= 0)
+		if (tid >= 0) {
+			__atomic_store_n(&thread_tid[k], (pid_t)tid, __ATOMIC_RELEASE);
 			continue;
+		}
 		err = pthread_create(&t, NULL, restart_thread, &threads[k]);
 		if (err)
 			fail("threads", err, "cannot start a thread", UINT64_MAX, 0);
@@ -1346,7 +1353,7 @@ static int parse_args(int argc, char **argv, const char **device)
 {
 	int opt;
 
-	while ((opt = getopt(argc, argv, "d:r:NSRAi:")) != -1) {
+	while ((opt = getopt(argc, argv, "d:r:NSRATi:")) != -1) {
 		if (opt == 'd')
 			*device = optarg;
 		else if (opt == 'r')
@@ -1359,6 +1366,8 @@ static int parse_args(int argc, char **argv, const char **device)
 			restart_flags |= CRFS_RESTART_REPLACE;
 		else if (opt == 'A')
 			no_anon = 1;
+		else if (opt == 'T')
+			no_timers = 1;
 		else if (opt != 'i' || nr_inherit == MAX_INHERIT ||
 			 sscanf(optarg, "%d=%d", &inherit_image[nr_inherit],
 				&inherit_from[nr_inherit]) != 2 ||
@@ -1480,7 +1489,9 @@ static void restart_image(int dev, int fd)
 	if (nr_procs > 1)
 		barrier(ready, go);
 	join_group();
+	read_posix_timers(fd);
 	start_threads(dev, fd);
+	make_posix_timers();
 	restart(&self);
 }
 
@@ -1503,6 +1514,6 @@ int main(int argc, char **argv)
 	restart_image(dev, fd);
 usage:
 	fprintf(stderr,
-		"usage: crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-A] [-i IMAGEFD=FD]... IMAGE\n");
+		"usage: crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-A] [-T] [-i IMAGEFD=FD]... IMAGE\n");
 	return 2;
 }

@@ -1197,7 +1197,11 @@ static int write_signals(struct crfs_ckpt *ck, bool new_group)
 		ret = write_pending(ck, false);
 	if (!ret)
 		ret = write_signal_task(ck);
-	return ret ? ret : crfs_ts_checkpoint(ck, ck->task, new_group);
+	if (!ret)
+		ret = crfs_ts_checkpoint(ck, ck->task, new_group);
+	if (!ret && new_group)
+		ret = crfs_timers_checkpoint(ck, ck->task);
+	return ret;
 }
 
 /* The fs and sighand objects of the task, at their first use, and the signal's ref. */

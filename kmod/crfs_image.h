@@ -61,6 +61,7 @@ enum {
 	CRFS_HDR_SIGINFO_RAW = 8022,	/* right after a SIGPENDING */
 	CRFS_HDR_DELETED_STAT = 8023,	/* after a DELETED file's BUFFER */
 	CRFS_HDR_SECCOMP = 8041,	/* per live task, after its RSEQ */
+	CRFS_HDR_POSIX_TIMER = 8024,	/* per process, one a timer (crfs_timers.c) */
 	CKPT_HDR_TAIL = 9001,
 	CKPT_HDR_ERROR = 9999,
 };
@@ -698,6 +699,25 @@ struct crfs_hdr_siginfo_raw {
 	struct ckpt_hdr h;
 	__u32 nr_pending;
 	__u8 __padding[4];
+};
+
+/*
+ * crfs extension: one POSIX timer of the thread group (timer_create(2)), after the
+ * records of its first task's SIGNAL_TASK, at most CRFS_MAX_TIMERS, ids increasing.
+ */
+#define CRFS_TIMER_PENDING	0x1	/* its signal was queued: it fires at once */
+struct crfs_hdr_posix_timer {
+	struct ckpt_hdr h;
+	__s32 it_id;			/* timer_t */
+	__s32 clockid;			/* REALTIME, MONOTONIC, BOOTTIME or TAI */
+	__s32 signo;			/* sigev_signo */
+	__s32 notify;			/* SIGEV_SIGNAL, SIGEV_NONE, SIGEV_SIGNAL|THREAD_ID */
+	__s32 notify_tid;		/* SIGEV_THREAD_ID: the thread's image pid, else 0 */
+	__u32 flags;			/* CRFS_TIMER_* */
+	__u64 sigev_value;
+	__u64 value_ns;			/* time left, 0: disarmed */
+	__u64 interval_ns;
+	__s64 overrun;			/* timer_getoverrun() (not restored) */
 };
 
 struct ckpt_hdr_tail {

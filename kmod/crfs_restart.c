@@ -953,6 +953,8 @@ static int load_task_record(struct crfs_ctx *ctx, struct crfs_task *task,
 	case CRFS_HDR_RSEQ:
 	case CRFS_HDR_SECCOMP:
 		return crfs_ts_load_record(ctx->img, task, rec);
+	case CRFS_HDR_POSIX_TIMER:
+		return crfs_timers_load_record(ctx->img, task, rec);
 	default:
 		return interleaved(ctx, rec, 0);
 	}

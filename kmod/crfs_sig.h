@@ -33,6 +33,9 @@ struct crfs_pending {
 struct crfs_signal {
 	struct ckpt_hdr_signal h;
 	struct crfs_pending *shared;
+	const struct crfs_task *owner;		/* the task that read it */
+	struct crfs_hdr_posix_timer *timers;	/* POSIX_TIMERs, ids increasing */
+	u32 nr_timers;
 };
 
 /* An FS object: cwd and root by path, the umask when the image has it. */
@@ -95,5 +98,16 @@ void crfs_sig_release(struct crfs_sig_restore *sr);
 void crfs_queue_shared(int sig, kernel_siginfo_t *info);	/* crfs_sigqueue.c */
 int crfs_fs_prepare(struct crfs_sig_restore *sr, const struct crfs_fs *fs);
 void crfs_fs_act(struct crfs_sig_restore *sr, const struct crfs_fs *fs);
+
+/* crfs_timers.c: POSIX timers */
+struct crfs_ckpt;
+struct task_struct;
+int crfs_timers_load_record(struct crfs_image *img, struct crfs_task *task,
+			    const struct crfs_rec *rec);
+void crfs_timers_free(struct crfs_signal *s);
+bool crfs_timers_queued(const struct crfs_signal *s, s32 id, int signo);
+int crfs_timers_prepare(const struct crfs_signal *s, char *err_msg);
+void crfs_timers_flush_signals(void);
+int crfs_timers_checkpoint(struct crfs_ckpt *ck, struct task_struct *t);
 
 #endif /* CRFS_SIG_H */

@@ -272,6 +272,7 @@ static int load_signal(struct crfs_plan *plan, struct crfs_image *img,
 	task->sig.last = obj->signal->shared;
 	obj->ready = true;
 	task->sig.signal = obj->signal;
+	obj->signal->owner = task;
 	return 0;
 }
 
@@ -396,8 +397,10 @@ void crfs_sig_free_object(struct crfs_object *obj)
 		kfree(obj->sighand);
 		break;
 	case CKPT_OBJ_SIGNAL:
-		if (obj->signal)
+		if (obj->signal) {
 			free_pending(obj->signal->shared);
+			crfs_timers_free(obj->signal);
+		}
 		kfree(obj->signal);
 		break;
 	case CKPT_OBJ_FS:
@@ -450,17 +453,18 @@ static int prepare_rlimits(struct crfs_sig_restore *sr,
 	return 0;
 }
 
-/* A queued POSIX timer signal would need its timer, which is not restored. */
+/* A queued POSIX timer signal needs its timer, pending in the image (crfs_timers.c). */
 static int check_timer_signals(struct crfs_sig_restore *sr,
 			       const struct crfs_pending *p)
 {
 	u32 i;
 
 	for (i = 0; p && i < p->nr; i++)
-		if ((s32)p->info[i].code == SI_TIMER)
+		if ((s32)p->info[i].code == SI_TIMER &&
+		    !crfs_timers_queued(sr->sig->signal, p->info[i].pid, p->info[i].signo))
 			return crfs_sig_refuse(sr, -EOPNOTSUPP,
-					       "a POSIX timer's pending signal %u is not restored",
-					       p->info[i].signo);
+					       "a POSIX timer's pending signal %u is not restored: no pending timer %d in the image",
+					       p->info[i].signo, p->info[i].pid);
 	return 0;
 }
 
@@ -476,6 +480,8 @@ static int prepare_signal(struct crfs_sig_restore *sr, const struct crfs_signal 
 	if (h->tty_objref)
 		return crfs_sig_refuse(sr, -EOPNOTSUPP, "a controlling tty is not restored");
 	ret = check_timer_signals(sr, s->shared);
+	if (!ret)
+		ret = crfs_timers_prepare(s, sr->err_msg);
 	return ret ?: prepare_rlimits(sr, h);
 }
 
@@ -582,7 +588,7 @@ void crfs_sig_act_process(struct crfs_sig_restore *sr)
 	if (sig->fs)
 		crfs_fs_act(sr, sig->fs);
 	if (sig->signal) {
-		flush_signals(current);	/* the caller's: private and shared */
+		crfs_timers_flush_signals();	/* the caller's, but its timers' */
 		set_itimer_real(&sig->signal->h);
 	}
 }
@@ -642,6 +648,8 @@ static void requeue(const struct crfs_pending *p, bool shared)
 	for (i = 0; p && i < p->nr; i++) {
 		signo = p->info[i].signo;
 		sent |= SIG_BIT(signo);
+		if ((s32)p->info[i].code == SI_TIMER)
+			continue;	/* its timer fires at once: crfs_timers.c */
 		if (p->raw)
 			copy_siginfo(&info, &p->raw[i]);
 		else

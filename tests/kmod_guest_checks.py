@@ -1552,6 +1552,9 @@ STEPS = (
     # a listener and its unaccepted connection, seccomp strict (tests/guest_sockstrict.py)
     ("sockstrict", lambda m: __import__("guest_sockstrict").step(m),
      lambda m, s: (m["restore"],), "t_sockstrict"),
+    # POSIX timers (tests/guest_timers.py)
+    ("timers", lambda m: __import__("guest_timers").step(m), lambda m, s: (m["restore"],),
+     "t_timers"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
     ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
 )

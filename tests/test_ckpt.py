@@ -18,7 +18,8 @@ from crfs.model import Image, Mm, Registers, ShmSegment, Task, Vma, registry
 from crfs.model.ckpt import dump, load
 from crfs.model import page_copy
 from crfs.model.ckpt_load import TASK_FIELDS
-from crfs.model.image import RLIM_INFINITY, AltStack, Pending, Rseq, SigInfo, get_field
+from crfs.model.image import (RLIM_INFINITY, AltStack, Pending, PosixTimer, Rseq, SigInfo,
+                              get_field)
 from digests import fnv1a64
 
 ARCH_BITS = {"i386": 32, "x86_64": 64}
@@ -32,7 +33,7 @@ STATE_RECORDS = {"CKPT_HDR_USER_NS", "CKPT_HDR_CRED", "CKPT_HDR_USER", "CKPT_HDR
                  "CKPT_HDR_TASK_CREDS", "CKPT_HDR_FS", "CKPT_HDR_SIGHAND", "CKPT_HDR_SIGNAL",
                  "CKPT_HDR_SIGNAL_TASK", "CKPT_HDR_SIGPENDING", "CRFS_HDR_SIGALTSTACK",
                  "CRFS_HDR_FS_EXT", "CRFS_HDR_OOM_SCORE_ADJ", "CRFS_HDR_RSEQ",
-                 "CRFS_HDR_SIGINFO_RAW", "CRFS_HDR_SECCOMP"}
+                 "CRFS_HDR_SIGINFO_RAW", "CRFS_HDR_SECCOMP", "CRFS_HDR_POSIX_TIMER"}
 # Records of open files: tests/c/ckpt_files_golden.c.
 FILE_RECORDS = {"CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC", "CKPT_HDR_PIPE_BUF",
                 "CKPT_HDR_EPOLL_ITEMS", "CRFS_HDR_DELETED_STAT", "CRFS_HDR_FILE_OWNER"}
@@ -547,6 +548,8 @@ def test_state_golden_values(state_golden):
         assert task.rseq == (Rseq(*want["rseq"]) if want["rseq"] else None)
         assert task.seccomp == want["seccomp"]
         assert ("Seccomp:\t1\n" in render.status(task)) == (want["seccomp"] == 1)
+        if want["posix_timers"]:
+            assert group.posix_timers == [PosixTimer(**t) for t in want["posix_timers"]]
         assert [task.native.fs_objref, task.native.sighand_objref,
                 task.native.signal_objref] == want["objrefs"]
     main, thread, child = image.tasks
@@ -579,12 +582,14 @@ def test_extensions_set_the_crfs_uflag(state_golden):
         task.signals.group.oom_score_adj = 0
         task.rseq = None
         task.seccomp = 0
+        task.signals.group.posix_timers = []
         for info in task.signals.pending.queue:
             info.raw = None
     written = dump_bytes(image)
     names = {i.name for i in record_list(written)}
     assert not names & {"CRFS_HDR_SIGALTSTACK", "CRFS_HDR_FS_EXT", "CRFS_HDR_OOM_SCORE_ADJ",
-                        "CRFS_HDR_RSEQ", "CRFS_HDR_SIGINFO_RAW", "CRFS_HDR_SECCOMP"}
+                        "CRFS_HDR_RSEQ", "CRFS_HDR_SIGINFO_RAW", "CRFS_HDR_SECCOMP",
+                        "CRFS_HDR_POSIX_TIMER"}
     assert load_bytes(written).header["uflags"] & fmt.CRFS_UFLAG_EXT == 0
 
 

@@ -393,7 +393,8 @@ def prepare_guest(work, build_c, tmp_path_factory):
         "state_target": str(build_c("state_target", 64)),
         "deleted_target": str(build_c("deleted_target", 64)),
         "unix_target": str(build_c("unix_target", 64)),
-        "sockstrict_target": str(build_c("sockstrict_target", 64))}
+        "sockstrict_target": str(build_c("sockstrict_target", 64)),
+        "timers_target": str(build_c("timers_target", 64, "-pthread"))}
     manifest["zdtm"], zdtm_error = _build_zdtm(work) if _step_selected("zdtm") else (None, None)
     timeout = GUEST_TIMEOUT + (ZDTM_BUDGET if manifest["zdtm"] else 0)
     if manifest["zdtm"]:
@@ -1538,9 +1539,6 @@ KNOWN_FAILING = {
     "maps04": MAPS04,
     "cow00": "FAIL: cow00.c:105: A page is not shared",
     "cow01": "FAIL: private pages shared over fork are not restored copy-on-write",
-    "pthread_timers": "restart: a POSIX timer's pending signal 32 is not restored",
-    "posix_timers":
-        "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
     "selfexe00": "FAIL: selfexe00.c:57: ",
     "seccomp_filter": "restart: task N: seccomp filter mode (2) is not restored",
     "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
@@ -1548,9 +1546,6 @@ KNOWN_FAILING = {
 KNOWN_FAILING_VIA_KERNEL = {
     "cow00": "FAIL: cow00.c:105: A page is not shared",
     "cow01": "FAIL: private pages shared over fork are not restored copy-on-write",
-    "pthread_timers": "restart: a POSIX timer's pending signal 32 is not restored",
-    "posix_timers":
-        "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
     "selfexe00": "FAIL: selfexe00.c:57: ",
     "seccomp_filter": "restart: task N: seccomp filter mode (2) is not restored",
     "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
@@ -2362,3 +2357,140 @@ def test_a_restarter_under_a_seccomp_filter_may_not_restore_strict_mode(guest):
     refused = _sockstrict(guest)["filtered"]
     assert refused["errno"] == "EPERM", refused
     assert "the caller is in seccomp mode 2 itself" in refused["msg"], refused
+
+
+# --------------------------------------------------------------------------- POSIX timers
+# Step timers (tests/guest_timers.py): tests/c/timers_target.c's four POSIX timers captured
+# by both checkpointers (CRFS_HDR_POSIX_TIMER) and made again by crfs-restart before RESTART
+# (kmod/crfs_timers.c, kmod/crfs-restart-timers.h).
+
+# (id, clock, signo, notify, pending) of A (MONOTONIC, SIGUSR1), B (REALTIME, SIGEV_NONE),
+# C (BOOTTIME, SIGEV_THREAD_ID SIGRTMIN+2, fired, its signal queued), D (TAI, disarmed)
+TIMERS = [(3, 1, 10, 0, 0), (5, 0, 0, 1, 0), (6, 7, 36, 4, 1), (7, 11, 14, 0, 0)]
+
+
+def _timers(guest):
+    return _report(guest)["steps"]["timers"]
+
+
+def _timer_lines(lines):
+    """{id: (value_ms, interval_ms)} of the restored program's "timer" lines."""
+    out = {}
+    for line in lines:
+        if line.startswith("timer "):
+            _, tid, value, interval = line.split()
+            out[int(tid)] = (int(value.split("=")[1]), int(interval.split("=")[1]))
+    return out
+
+
+@pytest.mark.parametrize("way", ["ptrace", "kernel"])
+def test_posix_timers_are_captured_and_restored(guest, way):
+    """Checkpointed by `crfs checkpoint --via WAY --kill`: one POSIX_TIMER per timer, by id,
+    each with its clock, signal and notify; restarted by crfs-restart: /proc/PID/timers as
+    before (ids with their gaps, signals and values, notify targets, clocks); timer_gettime
+    gives A less than its 100 s left and its 7 s interval, B (SIGEV_NONE) less than its
+    50 s, C and D disarmed; a new timer gets id 8; the worker finds C's signal queued once,
+    with SI_TIMER, C's id and value."""
+    result = _timers(guest)[way]
+    ck = result["checkpoint"]
+    assert ck["rc"] == 0, ck
+    assert [(t["it_id"], t["clockid"], t["signo"], t["notify"], t["flags"])
+            for t in ck["timers"]] == TIMERS, ck["timers"]
+    assert ck["timers"][0]["sigev_value"] == 0x1234 and ck["timers"][0]["interval_ns"] == 7e9
+    assert ck["timers"][2]["value_ns"] == 1 and ck["timers"][3]["value_ns"] == 0
+    restored = result["restart"]
+    assert restored["errno"] == "restored", restored
+    assert restored["proc_timers"] == ck["proc_timers"], restored
+    values = _timer_lines(restored["lines"])
+    assert 0 < values[3][0] <= ck["timers"][0]["value_ns"] // 10**6 and values[3][1] == 7000
+    assert 0 < values[5][0] <= ck["timers"][1]["value_ns"] // 10**6 and values[5][1] == 0
+    assert values[6] == (0, 0) and values[7] == (0, 0), values
+    assert restored["lines"][4:] == ["next 8", "queued n=1 code=-2 timerid=6 value=abcdef",
+                                     "term"], restored
+    assert restored["rc"] == 0, restored
+
+
+@pytest.mark.parametrize("way", ["ptrace", "kernel"])
+def test_posix_timers_restored_with_new_pids(guest, way):
+    """crfs-restart -N (new pids): the timers are the same but for the notify targets, and
+    C's signal, re-armed to the thread that restored the worker, is seen once by it."""
+    result = _timers(guest)[way]
+    restored = result["new_pids"]
+    assert restored["errno"] == "restored", restored
+    assert [t[:2] + t[3:] for t in restored["proc_timers"]] == \
+        [t[:2] + t[3:] for t in result["checkpoint"]["proc_timers"]], restored
+    assert restored["lines"][4:] == ["next 8", "queued n=1 code=-2 timerid=6 value=abcdef",
+                                     "term"], restored
+
+
+@pytest.mark.parametrize("label, message", [
+    ("clock", "timer 3: clock 99 (REALTIME, MONOTONIC, BOOTTIME or TAI)"),
+    ("cpu_clock", "timer 3: clock -6 (REALTIME, MONOTONIC, BOOTTIME or TAI)"),
+    ("notify", "timer 3: notify 2"),
+    ("signo", "timer 3: signo 65"),
+    ("signo_zero", "timer 3: signo 0"),
+    ("thread_without_tid", "timer 6: notify_tid 0 with notify 4"),
+    ("tid_without_thread", "timer 3: notify_tid 5 with notify 0"),
+    ("id_order", "timer id 3 after 3"),
+    ("negative_id", "timer id -1 after -1"),
+    ("flags", "timer 3: flags 0x2"),
+    ("pending_none", "timer 5: flags 0x1"),
+    ("value", "timer 3: value 9223372036854775808, interval 7000000000, overrun 0"),
+    ("interval", "timer 3: value "),
+    ("overrun", "timer 3: value "),
+    ("too_many", "more than 1024 POSIX timers"),
+    ("in_a_thread", "POSIX_TIMER not after its process's SIGNAL"),
+])
+def test_malformed_posix_timer_is_refused(guest, label, message):
+    """One POSIX_TIMER field of the ptrace image made wrong, 1021 more records (1025), or one
+    in the worker thread's records: CHECK refuses it at copy-in with EINVAL, the record
+    type and the reason."""
+    refused = _timers(guest)["refusals"][label]
+    assert refused["errno"] == "EINVAL" and refused["type"] == 8024, refused
+    assert refused["msg"].startswith(message), refused
+
+
+def test_restart_without_the_timers_is_refused(guest):
+    """crfs-restart -T makes none of the image's timers: RESTART refuses the image before
+    anything changes, as the caller does not have them."""
+    refused = _timers(guest)["refusals"]["no_timers_made"]
+    assert refused["errno"] == "EINVAL", refused
+    assert "the image has 4 POSIX timers, the caller 0" in refused["msg"], refused
+
+
+def test_queued_timer_signal_without_its_pending_timer_is_refused(guest):
+    """C's SI_TIMER siginfo queued to the worker, C not marked pending: refused."""
+    refused = _timers(guest)["refusals"]["not_pending"]
+    assert refused["errno"] == "EOPNOTSUPP", refused
+    assert refused["msg"].endswith("a POSIX timer's pending signal 36 is not restored: no "
+                                   "pending timer 6 in the image"), refused
+
+
+@pytest.mark.parametrize("way, message", [
+    ("ptrace", "timer 8 on clock -6 (only CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_BOOTTIME, "
+               "CLOCK_TAI are restored)"),
+    ("kernel", "timer 8 (clock -6, notify 0) is not checkpointed"),
+])
+def test_cpu_time_timer_is_not_checkpointed(guest, way, message):
+    """timers_target with a CLOCK_PROCESS_CPUTIME_ID timer too: both checkpointers refuse
+    it with the reason, and write no image."""
+    ck = _timers(guest)[f"cpu_{way}"]
+    assert ck["rc"] != 0 and message in ck["stderr"], ck
+    assert "timers" not in ck, ck
+
+
+@pytest.mark.parametrize("label, message", [
+    ("wrong_signal", "timer 3 (clock 1, notify 0, signo 10): the caller's is 3 (clock 1, "
+                     "notify 0, signo 12)"),
+    ("one_more", "the image has 3 POSIX timers, the caller more"),
+])
+def test_restart_refuses_a_caller_with_other_timers(guest, label, message):
+    """A single-threaded image with timers 3, 5, 7, restarted by a forked child that made
+    timers of its own first: one of another signal, or one more than the image's, and
+    RESTART refuses it with EINVAL before anything changes."""
+    refused = _timers(guest)["callers"][label]
+    assert refused == {"errno": "EINVAL", "msg": message}, refused
+
+
+def test_timers_step_leaves_nothing_running(guest):
+    assert _timers(guest)["left"] == []

@@ -102,7 +102,8 @@ class Freezer:
             if after == "kill":
                 ours = _parent(pid) == os.getpid()    # then our wait would reap it
                 _signal(pid, signal.SIGKILL)
-                for tid in tids:
+                # the leader last: its exit is reported only once its threads are reaped
+                for tid in sorted(tids, key=lambda t: t == pid):
                     if not (ours and tid == pid):
                         _wait_exit(tid)
                 continue

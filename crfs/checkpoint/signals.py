@@ -18,7 +18,7 @@ import os
 import resource
 import struct
 
-from crfs.checkpoint import procfs, ptrace
+from crfs.checkpoint import procfs, ptrace, timers
 from crfs.model.image import (NSIG, RLIM_INFINITY, RLIM_NLIMITS, AltStack, Creds, FsStruct,
                               Itimers, Pending, SigAction, SigHand, SigInfo, Signals,
                               ThreadGroup)
@@ -92,6 +92,9 @@ def capture(pid, tasks, injector, freezer, handlers=True):
         task.signals = Signals(handlers=handlers, group=group,
                                blocked=_sigset(status["SigBlk"]), pending=pending,
                                altstack=alt)
+    queues = [*group.shared_pending.queue,
+              *(info for task in tasks for info in task.signals.pending.queue)]
+    group.posix_timers = timers.capture(pid, tasks, injector, queues)
 
 
 def _sigset(text):

@@ -86,6 +86,7 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CRFS_HDR_SIGINFO_RAW": 8022,     # right after a SIGPENDING: its siginfo, whole
     "CRFS_HDR_DELETED_STAT": 8023,    # after a CRFS_FILE_DELETED's BUFFER
     "CRFS_HDR_SECCOMP": 8041,         # per live task, after its RSEQ: seccomp strict mode
+    "CRFS_HDR_POSIX_TIMER": 8024,     # per process, one a timer, after its first task's RSEQ
     "CKPT_HDR_TAIL": 9001,
     "CKPT_HDR_ERROR": 9999,
 })
@@ -625,6 +626,24 @@ crfs_hdr_rseq = Struct(
     "rseq_sig" / Int32ul,
 )
 
+# crfs extension: one POSIX timer of the thread group (timer_create(2)), in increasing
+# it_id order, after the records of the group's first task's SIGNAL_TASK.
+CRFS_TIMER_PENDING = 0x1          # its signal was queued at checkpoint: it fires at once
+MAX_POSIX_TIMERS = 1024           # per process (kmod CRFS_MAX_TIMERS)
+crfs_hdr_posix_timer = Struct(
+    "h" / ckpt_hdr,
+    "it_id" / Int32sl,            # timer_t
+    "clockid" / Int32sl,          # CLOCK_REALTIME 0, MONOTONIC 1, BOOTTIME 7, TAI 11
+    "signo" / Int32sl,            # sigev_signo
+    "notify" / Int32sl,           # SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_SIGNAL|THREAD_ID 4
+    "notify_tid" / Int32sl,       # SIGEV_THREAD_ID: the thread's pid in the image, else 0
+    "flags" / Int32ul,            # CRFS_TIMER_*
+    "sigev_value" / Int64ul,      # sigev_value (sival_ptr)
+    "value_ns" / Int64ul,         # time left; 0: disarmed
+    "interval_ns" / Int64ul,
+    "overrun" / Int64sl,          # timer_getoverrun() at checkpoint (not restored)
+)
+
 ckpt_hdr_tail = Struct("h" / ckpt_hdr, "magic" / Int64ul)
 
 # Records of a fixed size: len must be exactly sizeof. FILE may be longer (pipe, socket
@@ -665,6 +684,7 @@ FIXED = {
     "CRFS_HDR_OOM_SCORE_ADJ": crfs_hdr_oom_score_adj,
     "CRFS_HDR_RSEQ": crfs_hdr_rseq,
     "CRFS_HDR_SECCOMP": crfs_hdr_seccomp,
+    "CRFS_HDR_POSIX_TIMER": crfs_hdr_posix_timer,
 }
 AT_LEAST = {"CKPT_HDR_FILE": ckpt_hdr_file, "CKPT_HDR_LSM_INFO": ckpt_hdr_lsm}
 # Records of a header, a count and count items: (struct, count field, header size, item size).
@@ -825,6 +845,8 @@ _NOTES = {
     "CRFS_HDR_OOM_SCORE_ADJ": lambda h: f"oom_score_adj {h.oom_score_adj}",
     "CRFS_HDR_SECCOMP": lambda h: f"mode {h.mode}",
     "CRFS_HDR_RSEQ": lambda h: f"rseq {h.rseq:#x} len {h.rseq_len} sig {h.rseq_sig:#x}",
+    "CRFS_HDR_POSIX_TIMER": lambda h: (f"id {h.it_id} clock {h.clockid} signo {h.signo}"
+                                       f" value_ns {h.value_ns} interval_ns {h.interval_ns}"),
     "CRFS_HDR_DELETED_STAT": lambda h: f"uid {h.uid} gid {h.gid} mtime_ns {h.mtime_ns}",
     "CRFS_HDR_FILE_OWNER": lambda h: (f"owner {name_of(CRFS_F_OWNER, h.pid_type, h.pid_type)}"
                                       f" {h.pid} signum {h.signum}"),

@@ -6,7 +6,7 @@
     TASK_PART ::= ... | TASK_CREDS | TASK_OBJS [SIGNAL_PART] | CRFS_SIGALTSTACK
     SIGNAL_PART ::= [SIGNAL SIGPENDING{shared}]  if TASK_OBJS.signal_objref is new
                     SIGPENDING{private} SIGNAL_TASK [CRFS_SIGALTSTACK]
-                    [CRFS_OOM_SCORE_ADJ] [CRFS_RSEQ] [CRFS_SECCOMP]
+                    [CRFS_OOM_SCORE_ADJ] [CRFS_RSEQ] [CRFS_SECCOMP] CRFS_POSIX_TIMER*
                                                    if TASK_OBJS.signal_objref != 0
     OBJECT  ::= OBJREF MM BUFFER{auxv} { VMA [CONTENTS] }*map_count [CRFS_PARENT_PAGES]
                 MM_CONTEXT MM_CONTEXT_LDT
@@ -369,6 +369,21 @@ class Walker:
                      "CRFS_HDR_SECCOMP"):
             if self.offset < self.source.size and self.peek().name == name:
                 yield self.fixed(name)
+        yield from self.posix_timers()
+
+    def posix_timers(self):
+        """CRFS_POSIX_TIMER*: at most MAX_POSIX_TIMERS, ids increasing."""
+        last = -1
+        for count in range(fmt.MAX_POSIX_TIMERS + 1):
+            if self.offset >= self.source.size or self.peek().name != "CRFS_HDR_POSIX_TIMER":
+                return
+            timer = self.fixed("CRFS_HDR_POSIX_TIMER")
+            if count == fmt.MAX_POSIX_TIMERS:
+                raise self.error(timer, f"more than {fmt.MAX_POSIX_TIMERS} POSIX timers")
+            if timer.fields.it_id <= last:
+                raise self.error(timer, f"timer id {timer.fields.it_id} after {last}")
+            last = timer.fields.it_id
+            yield timer
 
     def sigpending(self, role, objref=0):
         """SIGPENDING [CRFS_SIGINFO_RAW]: the raw record must repeat its signals."""

@@ -118,6 +118,9 @@ class TaskDir(ModelDir):
                 and signals.group.oom_score_adj is not None:
             yield self._text("oom_score_adj",
                              lambda: f"{signals.group.oom_score_adj}\n")
+        if signals is not None and signals.group is not None and signals.group.posix_timers:
+            yield self._text("timers", lambda: render.posix_timers(
+                signals.group.posix_timers, task.tgid))
         if task.rseq is not None:
             yield self._text("rseq", lambda: render.rseq(task.rseq))
         if task.exit.state:

@@ -206,6 +206,8 @@ class _Writer:
         if signals is not None:
             self.write_signals(signals, group, new_group)
             self.write_rseq(task)
+            if new_group:
+                self.write_posix_timers(group)
 
     def write_cpu(self, task):
         if task.regs.arch != self.arch:
@@ -479,6 +481,16 @@ class _Writer:
         if task.seccomp:
             self.emit("CRFS_HDR_SECCOMP", fmt.crfs_hdr_seccomp, mode=task.seccomp)
 
+    def write_posix_timers(self, group):
+        """CRFS_POSIX_TIMER*, by increasing id, after the first task's RSEQ."""
+        for t in sorted(group.posix_timers, key=lambda t: t.id):
+            self.emit("CRFS_HDR_POSIX_TIMER", fmt.crfs_hdr_posix_timer, it_id=t.id,
+                      clockid=t.clockid, signo=t.signo, notify=t.notify,
+                      notify_tid=t.notify_tid,
+                      flags=fmt.CRFS_TIMER_PENDING if t.pending else 0,
+                      sigev_value=t.sigev_value, value_ns=t.value_ns,
+                      interval_ns=t.interval_ns, overrun=t.overrun)
+
     def rlimits(self, rlimits):
         """16 ckpt_rlimit; RLIM_INFINITY as the image's ~0UL; none known: all unlimited."""
         rlimits = rlimits or [(RLIM_INFINITY, RLIM_INFINITY)] * RLIM_NLIMITS
@@ -650,6 +662,7 @@ def _has_task_state(task):
     return task.signals is not None and (
         (task.rseq is not None and task.rseq.addr != 0) or bool(task.seccomp)
         or (group is not None and bool(group.oom_score_adj))
+        or (group is not None and bool(group.posix_timers))
         or any(info.raw is not None for info in task.signals.pending.queue)
         or (group is not None and any(info.raw is not None
                                       for info in group.shared_pending.queue)))

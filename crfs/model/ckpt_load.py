@@ -12,9 +12,9 @@ from crfs.formats.pagewords import page_keys
 from crfs.model.ckpt_cpu import CPU_ONLY_FIELDS, registers_from_cpu
 from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Blob, Creds, EpollWatch,
                               Fd, FdTable, FdTimer, FileId, FsStruct, Image, Itimers, Mm,
-                              OpenFile, ParentRef, Pending, Rseq, ShmSegment, SigAction, SigHand,
-                              SigInfo, Signals, Task, ThreadGroup, UnixSock, Vma, native_record,
-                              set_field)
+                              OpenFile, ParentRef, Pending, PosixTimer, Rseq, ShmSegment,
+                              SigAction, SigHand, SigInfo, Signals, Task, ThreadGroup,
+                              UnixSock, Vma, native_record, set_field)
 from crfs.model.registers import Registers
 
 DIALECT = "ckpt_hdr v21"
@@ -253,6 +253,16 @@ class _Builder:
         if signals.group is not None:
             signals.group.oom_score_adj = part.fields.oom_score_adj
 
+    def posix_timer(self, part):
+        h = part.fields
+        signals = self._signals()
+        if signals.group is not None:
+            signals.group.posix_timers.append(PosixTimer(
+                id=h.it_id, clockid=h.clockid, signo=h.signo, notify=h.notify,
+                notify_tid=h.notify_tid, sigev_value=h.sigev_value, value_ns=h.value_ns,
+                interval_ns=h.interval_ns, overrun=h.overrun,
+                pending=bool(h.flags & fmt.CRFS_TIMER_PENDING)))
+
     def rseq(self, part):
         h = part.fields
         self.task.rseq = Rseq(addr=h.rseq, length=h.rseq_len, sig=h.rseq_sig)
@@ -451,6 +461,7 @@ HANDLERS = {
     ("CRFS_HDR_OOM_SCORE_ADJ", ""): _Builder.oom_score_adj,
     ("CRFS_HDR_RSEQ", ""): _Builder.rseq,
     ("CRFS_HDR_SECCOMP", ""): _Builder.seccomp,
+    ("CRFS_HDR_POSIX_TIMER", ""): _Builder.posix_timer,
     ("CKPT_HDR_FS", ""): _Builder.fs,
     ("CKPT_HDR_FILE_NAME", "pwd"): _Builder.fs_path,
     ("CKPT_HDR_FILE_NAME", "root"): _Builder.fs_path,

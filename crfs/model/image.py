@@ -147,6 +147,25 @@ class ThreadGroup:
     shared_pending: Pending = field(default_factory=Pending)
     native: Optional["NativeFields"] = None
     oom_score_adj: Optional[int] = None   # /proc/PID/oom_score_adj (None: not stored)
+    posix_timers: list = field(default_factory=list)   # PosixTimer, by increasing id
+
+
+@dataclass
+class PosixTimer:
+    """A POSIX timer of the process (timer_create(2)), as /proc/PID/timers and
+    timer_gettime(2) show it. notify: SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_SIGNAL |
+    SIGEV_THREAD_ID 4 (notify_tid: that thread); value_ns: time left (0: disarmed);
+    pending: its signal was queued (the restart makes it fire at once)."""
+    id: int = 0
+    clockid: int = 0
+    signo: int = 0
+    notify: int = 0
+    notify_tid: int = 0
+    sigev_value: int = 0
+    value_ns: int = 0
+    interval_ns: int = 0
+    overrun: int = 0
+    pending: bool = False
 
 
 @dataclass

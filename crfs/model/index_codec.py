@@ -28,7 +28,7 @@ from crfs.formats.x86 import PAGE_SIZE
 from crfs.model.image import UnixSock
 from crfs.model.image import (FILE_KINDS, NSIG, VMA_KINDS, AltStack, Blob, Creds, EpollWatch,
                               Exit, Fd, FdTable, FdTimer, FileId, FsStruct, Futex, Image,
-                              Itimers, Mm, NativeFields, OpenFile, Pending, ShmSegment,
+                              Itimers, Mm, NativeFields, OpenFile, Pending, PosixTimer, ShmSegment,
                               Rseq, SigAction, SigHand, SigInfo, Signals, Task, ThreadGroup,
                               Vma)
 from crfs.model.pages import PageMap
@@ -61,7 +61,7 @@ def _classes():
                                              Futex, Signals, SigHand, SigAction, ThreadGroup,
                                              Pending, SigInfo, Itimers, AltStack, FsStruct,
                                              FdTable, Fd, OpenFile, Blob, FdTimer, EpollWatch,
-                                             FileId, Rseq, UnixSock)}
+                                             FileId, Rseq, UnixSock, PosixTimer)}
     natives = _native_classes()
     if set(natives) & set(classes):
         raise RuntimeError("a native record is named like a model class")
@@ -404,6 +404,10 @@ def _check_signals(signals):
         _require(group.itimers is None or (type(group.itimers) is Itimers and _ints(
             *vars(group.itimers).values())), "itimers")
         _require(_optional(group.oom_score_adj, int), "oom_score_adj")
+        _require(type(group.posix_timers) is list and all(
+            type(t) is PosixTimer and type(t.pending) is bool and _ints(
+                t.id, t.clockid, t.signo, t.notify, t.notify_tid, t.sigev_value, t.value_ns,
+                t.interval_ns, t.overrun) for t in group.posix_timers), "posix_timers")
     _require(signals.altstack is None or (type(signals.altstack) is AltStack and _ints(
         *vars(signals.altstack).values())), "altstack")
 

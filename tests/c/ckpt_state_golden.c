@@ -36,6 +36,7 @@ enum {
 	CRFS_HDR_SIGALTSTACK = 8001, CRFS_HDR_FS_EXT = 8002,	/* crfs extensions */
 	CRFS_HDR_OOM_SCORE_ADJ = 8020, CRFS_HDR_RSEQ = 8021, CRFS_HDR_SIGINFO_RAW = 8022,
 	CRFS_HDR_SECCOMP = 8041,
+	CRFS_HDR_POSIX_TIMER = 8024,
 	CKPT_HDR_TAIL = 9001,
 };
 _Static_assert(CKPT_HDR_TASK_CREDS == 117 && CKPT_HDR_USER_NS == 113, "v21 numbers");
@@ -139,6 +140,15 @@ _Static_assert(sizeof(struct crfs_hdr_oom_score_adj) == 16, "OOM_SCORE_ADJ");
 _Static_assert(sizeof(struct crfs_hdr_rseq) == 24, "RSEQ");
 struct crfs_hdr_seccomp { struct ckpt_hdr h; uint32_t mode; } __attribute__((aligned(8)));
 _Static_assert(sizeof(struct crfs_hdr_seccomp) == 16, "SECCOMP");
+/* crfs extension: one POSIX timer of a thread group, ids increasing (kmod/crfs_image.h) */
+struct crfs_hdr_posix_timer {
+	struct ckpt_hdr h;
+	int32_t it_id, clockid, signo, notify, notify_tid;
+	uint32_t flags;
+	uint64_t sigev_value, value_ns, interval_ns;
+	int64_t overrun;
+} __attribute__((aligned(8)));
+_Static_assert(sizeof(struct crfs_hdr_posix_timer) == 64, "POSIX_TIMER");
 /* CRFS_HDR_SIGINFO_RAW: u32 nr_pending, pad, then nr_pending x86_64 kernel_siginfo (48) */
 struct crfs_hdr_siginfo_raw { struct ckpt_hdr h; uint32_t nr_pending; } __attribute__((aligned(8)));
 _Static_assert(sizeof(struct crfs_hdr_siginfo_raw) == 16, "SIGINFO_RAW");
@@ -259,6 +269,8 @@ struct task_desc {
 	uint8_t raws[3][48];
 	struct crfs_hdr_rseq rseq;	/* rseq 0: no RSEQ */
 	uint32_t seccomp;	/* 0: no SECCOMP */
+	struct crfs_hdr_posix_timer timers[2];	/* at a group's first task */
+	uint32_t ntimers;
 };
 
 static void fill_siginfo(struct ckpt_siginfo *s, uint32_t signo, uint32_t code)
@@ -384,6 +396,8 @@ static void write_task(struct task_desc *t)
 		struct crfs_hdr_seccomp sc = { .mode = t->seccomp };
 		emit(&sc, CRFS_HDR_SECCOMP, sizeof(sc));
 	}
+	for (uint32_t i = 0; i < t->ntimers; i++)
+		emit(&t->timers[i], CRFS_HDR_POSIX_TIMER, sizeof(t->timers[i]));
 }
 
 /* ---- JSON ---- */
@@ -477,6 +491,18 @@ static void print_task(struct task_desc *t)
 	else
 		printf("null");
 	printf(", \"seccomp\": %u", t->seccomp);
+	printf(", \"posix_timers\": [");
+	for (uint32_t i = 0; i < t->ntimers; i++) {
+		const struct crfs_hdr_posix_timer *p = &t->timers[i];
+
+		printf("%s{\"id\": %d, \"clockid\": %d, \"signo\": %d, \"notify\": %d, "
+		       "\"notify_tid\": %d, \"pending\": %s, \"sigev_value\": %llu, "
+		       "\"value_ns\": %llu, \"interval_ns\": %llu, \"overrun\": %lld}",
+		       i ? ", " : "", p->it_id, p->clockid, p->signo, p->notify, p->notify_tid,
+		       p->flags & 1 ? "true" : "false", U(p->sigev_value), U(p->value_ns),
+		       U(p->interval_ns), (long long)p->overrun);
+	}
+	printf("]");
 	printf(", \"objrefs\": [%d, %d, %d]}", t->fs_ref, t->sighand->ref, t->group->ref);
 }
 
@@ -548,6 +574,12 @@ int main(int argc, char **argv)
 	t[0].oom = 400;		/* a thread group's */
 	t[2].oom = -17;
 	t[2].raw = 1;
+	t[0].ntimers = 2;	/* a CLOCK_MONOTONIC timer id 3, a thread's CLOCK_REALTIME id 10 */
+	t[0].timers[0] = (struct crfs_hdr_posix_timer){ .it_id = 3, .clockid = 1, .signo = 10,
+		.sigev_value = IS64 ? 0x55555555a010ULL : 0x5655a010, .value_ns = 1500000000ULL,
+		.interval_ns = 250000000ULL, .overrun = 2 };
+	t[0].timers[1] = (struct crfs_hdr_posix_timer){ .it_id = 10, .clockid = 0, .signo = 32,
+		.notify = 4, .notify_tid = 501, .flags = 1, .sigev_value = 7, .value_ns = 1 };
 	t[1].rseq = (struct crfs_hdr_rseq){ .rseq = IS64 ? 0x7ffff7d8a9e0ULL : 0xb7d8a9e0,
 		.rseq_len = 32, .rseq_sig = 0x53053053 };
 	t[1].seccomp = 1;	/* SECCOMP_MODE_STRICT */

@@ -1,0 +1,263 @@
+"""Guest step `timers` of tests/kmod_guest_checks.py: POSIX timers (CRFS_HDR_POSIX_TIMER,
+kmod/crfs_timers.c, kmod/crfs-restart-timers.h), asserted by tests/test_kmod_guest.py.
+
+tests/c/timers_target.c (four timers, gaps in their ids, one SIGEV_NONE, one
+SIGEV_THREAD_ID whose signal is queued to its worker thread, one disarmed) is checkpointed
+with --kill by `crfs checkpoint --via ptrace` and by the module (--via kernel), and
+restarted by crfs-restart: /proc/PID/timers before and after, then on SIGUSR2 what the
+program sees (timer_gettime of each, the id a new timer gets, the queued signal the worker
+finds), on SIGTERM it exits. Then the refusals: malformed POSIX_TIMER records through
+CHECK, the image restarted with crfs-restart -T (no timers made), and a queued SI_TIMER
+signal whose timer is not marked pending.
+"""
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import time
+
+import kmod_guest_checks as g
+from crfs import kernel
+from guest_task_state import report_of
+from guest_util import records
+
+DIR = "/tmp/crfs-timers"
+ORIGINAL = {}
+POSIX_TIMER = 8024
+# field: (offset in the record, struct format)
+FIELDS = {"it_id": (8, "<i"), "clockid": (12, "<i"), "signo": (16, "<i"), "notify": (20, "<i"),
+          "notify_tid": (24, "<i"), "flags": (28, "<I"), "sigev_value": (32, "<Q"),
+          "value_ns": (40, "<Q"), "interval_ns": (48, "<Q"), "overrun": (56, "<q")}
+
+
+def setup(manifest):
+    shutil.rmtree(DIR, ignore_errors=True)
+    os.makedirs(DIR)
+    os.chmod(DIR, 0o777)
+    paths = {}
+    for name, src in (("timers_target", manifest["timers_target"]),
+                      ("crfs-restart", manifest["restarter"])):
+        paths[name] = os.path.join(DIR, name)
+        shutil.copy(src, paths[name])
+        os.chmod(paths[name], 0o755)
+    return paths
+
+
+def timer_records(image):
+    with open(image, "rb") as f:
+        data = f.read()
+    return [{name: struct.unpack_from(fmt, data, off + o)[0]
+             for name, (o, fmt) in FIELDS.items()}
+            for off, t, _ in records(data) if t == POSIX_TIMER]
+
+
+def proc_timers(pid):
+    """/proc/PID/timers as sorted (ID, signal, notify, ClockID) tuples."""
+    with open(f"/proc/{pid}/timers") as f:
+        lines = f.read().splitlines()
+    return sorted(tuple(lines[i:i + 4]) for i in range(0, len(lines), 4))
+
+
+def checkpoint(paths, way, *args):
+    out = os.path.join(DIR, f"{way}{''.join(args)}.out")
+    with open(out, "w") as f:
+        proc = subprocess.Popen(["setarch", "-R", paths["timers_target"], *args], stdout=f,
+                                stderr=subprocess.STDOUT, cwd=DIR)
+    os.chmod(out, 0o666)
+    g.wait_for_output(out, g.lines_starting("ready", 1))
+    result = {"proc_timers": proc_timers(proc.pid)}
+    image = os.path.join(DIR, f"{way}{''.join(args)}.img")
+    ck = g.crfs_checkpoint(proc.pid, "-o", image, "--kill", "--via", way)
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=60)
+    result.update(rc=ck.returncode, stderr=ck.stderr[-300:])
+    with open(out) as f:
+        ORIGINAL[out] = f.read()
+    if os.path.exists(image):
+        os.chmod(image, 0o644)
+        result["timers"] = timer_records(image)
+    return result, image, out
+
+
+def restart(image, restarter, out, *options):
+    """crfs-restart [OPTIONS] IMAGE; for a restored program, /proc/PID/timers, the lines it
+    prints on SIGUSR2, and how it ends on SIGTERM."""
+    with open(out, "w") as f:
+        f.write(ORIGINAL.get(out, ""))
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    with open(os.path.join(DIR, "restarter.out"), "ab") as log:
+        proc = subprocess.Popen([restarter, *options, "-r", str(write_fd), image],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                pass_fds=(write_fd,))
+    os.close(write_fd)
+    result, pid = report_of(read_fd)
+    if "-N" in options and result == {"errno": "short report"} and proc.poll() is None:
+        result, pid = {"errno": "restored"}, proc.pid      # crfs-restart is the program
+    if pid:
+        result["proc_timers"] = proc_timers(pid)
+        os.kill(pid, signal.SIGUSR2)
+        g.wait_for_output(out, g.lines_starting("queued", 1), timeout=30)
+        os.kill(pid, signal.SIGTERM)
+        g.wait_for_output(out, g.lines_starting("term", 1), timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    result["rc"] = proc.returncode
+    with open(out) as f:
+        result["lines"] = [line for line in f.read().splitlines()
+                           if line.startswith(("timer", "next", "queued", "term"))]
+    return result
+
+
+def set_field(index, name, value):
+    """A patch: field `name` of the image's POSIX_TIMER number `index` set to `value`."""
+    offset, fmt = FIELDS[name]
+
+    def patch(data):
+        offs = [off for off, t, _ in records(data) if t == POSIX_TIMER]
+        struct.pack_into(fmt, data, offs[index] + offset, value)
+    return patch
+
+
+MALFORMED = {       # timers: 0 A (id 3), 1 B (id 5, SIGEV_NONE), 2 C (id 6), 3 D (id 7)
+    "clock": set_field(0, "clockid", 99),
+    "cpu_clock": set_field(0, "clockid", -6),
+    "notify": set_field(0, "notify", 2),
+    "signo": set_field(0, "signo", 65),
+    "signo_zero": set_field(0, "signo", 0),
+    "thread_without_tid": set_field(2, "notify_tid", 0),
+    "tid_without_thread": set_field(0, "notify_tid", 5),
+    "id_order": set_field(1, "it_id", 3),
+    "negative_id": set_field(0, "it_id", -1),
+    "flags": set_field(0, "flags", 2),
+    "pending_none": set_field(1, "flags", 1),
+    "value": set_field(0, "value_ns", 1 << 63),
+    "interval": set_field(0, "interval_ns", 1 << 63),
+    "overrun": set_field(0, "overrun", -1),
+}
+
+
+def more_timers(data):
+    """1021 more POSIX_TIMERs (ids 8...) after the last: 1025 in all."""
+    last = [(off, ln) for off, t, ln in records(data) if t == POSIX_TIMER][-1]
+    rec = bytearray(data[last[0]:last[0] + last[1]])
+    extra = bytearray()
+    for i in range(1021):
+        struct.pack_into("<i", rec, 8, 8 + i)
+        extra += rec
+    data[last[0] + last[1]:last[0] + last[1]] = extra
+
+
+def timer_in_a_thread(data):
+    """A copy of the last POSIX_TIMER (id 8) after the worker thread's SIGNAL_TASK."""
+    last = [(off, ln) for off, t, ln in records(data) if t == POSIX_TIMER][-1]
+    rec = bytearray(data[last[0]:last[0] + last[1]])
+    struct.pack_into("<i", rec, 8, 8)
+    where = [off + ln for off, t, ln in records(data) if t == 603][-1]     # SIGNAL_TASK
+    data[where:where] = rec
+
+
+INSERTED = {"too_many": more_timers, "in_a_thread": timer_in_a_thread}
+
+
+def check_outcome(image):
+    try:
+        with kernel.Device() as dev, open(image, "rb") as f:
+            dev.check(f.fileno())
+        return {"errno": 0}
+    except kernel.KernelError as exc:
+        return {"errno": g.name(exc.errno), "msg": exc.reason, "type": exc.record_type}
+
+
+SYS_TIMER_CREATE, SYS_TIMER_DELETE = 222, 226
+
+
+def _timers_of_ours(signos):
+    """In this process: 3 fillers (ids 0-2, deleted), then a CLOCK_MONOTONIC SIGEV_SIGNAL
+    timer of each signal of `signos` (ids 3, 4, ...), sigev_value 0x1234."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    timer = ctypes.c_int()
+    for signo in [None] * 3 + list(signos):
+        ev = ctypes.create_string_buffer(64)            # struct sigevent
+        struct.pack_into("<Qii", ev, 0, 0x1234, signo or 0, 1 if signo is None else 0)
+        if libc.syscall(SYS_TIMER_CREATE, 1, ev, ctypes.byref(timer)):
+            raise OSError(ctypes.get_errno(), "timer_create")
+        if signo is None:
+            libc.syscall(SYS_TIMER_DELETE, timer.value)
+
+
+def restart_with_timers(image, signos):
+    """RESTART of `image` in a forked child that made its own timers first: its errno and
+    reason (it must fail)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            _timers_of_ours(signos)
+            with kernel.Device() as dev, open(image, "rb") as f:
+                dev.restart(f.fileno())
+            msg = {"errno": 0}
+        except kernel.KernelError as exc:
+            msg = {"errno": g.name(exc.errno), "msg": exc.reason}
+        except Exception as exc:      # noqa: BLE001 - reported
+            msg = {"errno": "python", "msg": repr(exc)}
+        os.write(w, json.dumps(msg).encode())
+        os._exit(0)
+    os.close(w)
+    text = b""
+    while chunk := os.read(r, 4096):
+        text += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(text) if text else {"errno": "no answer"}
+
+
+def callers_timers(paths):
+    """A single-threaded image (timers 3, 5, 7): RESTART by a caller whose timers 3, 4, 5
+    differ (timer 3's signal), and by one with a timer too many."""
+    ck, image, _ = checkpoint(paths, "ptrace", "single")
+    if ck["rc"]:
+        return {"checkpoint": ck}
+    return {"wrong_signal": restart_with_timers(image, [12, 12, 12]),
+            "one_more": restart_with_timers(image, [10, 10, 10, 10])}
+
+
+def refusals(image, restarter):
+    out = {}
+    for label, patch in {**MALFORMED, **INSERTED}.items():
+        path = g.patched(image, f"{image}.{label}", patch)
+        out[label] = check_outcome(path)
+    log = os.path.join(DIR, "ptrace.out")
+    out["no_timers_made"] = restart(image, restarter, log, "-T")
+    path = g.patched(image, f"{image}.not_pending", set_field(2, "flags", 0))
+    out["not_pending"] = restart(path, restarter, log)
+    return out
+
+
+def step(manifest):
+    paths = setup(manifest)
+    result = {}
+    for way in ("ptrace", "kernel"):
+        ck, image, out = checkpoint(paths, way)
+        result[way] = {"checkpoint": ck}
+        if ck["rc"] == 0:
+            result[way]["restart"] = restart(image, paths["crfs-restart"], out)
+            # new pids: SIGEV_THREAD_ID goes to the thread restoring the worker's task
+            result[way]["new_pids"] = restart(image, paths["crfs-restart"], out, "-N")
+        time.sleep(0.1)
+    image = os.path.join(DIR, "ptrace.img")
+    if os.path.exists(image):
+        result["refusals"] = refusals(image, paths["crfs-restart"])
+    result["callers"] = callers_timers(paths)
+    for way in ("ptrace", "kernel"):        # a CPU-time timer: refused
+        result[f"cpu_{way}"] = checkpoint(paths, way, "cpu")[0]
+    result["left"] = g.leftover(("timers_target", "crfs-restart"))
+    return result

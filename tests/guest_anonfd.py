@@ -11,13 +11,13 @@ decides nothing.
 
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
 
 import guest_files as gf
 from crfs import kernel
+from guest_util import stage
 
 WORK = "/tmp/crfs-anonfd"
 OBJREF, FILE, EPOLL_ITEMS = 6, 304, 308
@@ -208,11 +208,7 @@ def restarter_refusals(image, log_ref, restarter):
 
 def anonfd_step(manifest):
     work = WORK
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    os.chmod(work, 0o755)
-    exe = os.path.join(work, "anonfd_target")
-    shutil.copy(manifest["anonfd_target"], exe)
+    exe = stage(work, {"anonfd_target": manifest["anonfd_target"]})["anonfd_target"]
     restarter = manifest["restarter"]
     result = {}
     try:

@@ -10,10 +10,10 @@ another user it is refused. Decides nothing: tests/test_kmod_guest.py does.
 """
 
 import os
-import shutil
 import subprocess
 
 import kmod_guest_checks as g
+from guest_util import stage
 
 DIR = "/tmp/crfs-kcreds"
 CRED_FIELDS = ("uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid", "groups",
@@ -36,17 +36,9 @@ def creds_of(path):
 
 
 def setup(manifest):
-    shutil.rmtree(DIR, ignore_errors=True)
-    os.makedirs(DIR)
-    os.chmod(DIR, 0o755)
-    paths = {}
-    for name, src in (("restore_target", manifest["targets"]["dynamic"]),
-                      ("crfs-restart", manifest["restarter"]),
-                      ("restore.data", manifest["datafile"])):
-        paths[name] = os.path.join(DIR, name)
-        shutil.copy(src, paths[name])
-        os.chmod(paths[name], 0o755)
-    return paths
+    return stage(DIR, {"restore_target": manifest["targets"]["dynamic"],
+                       "crfs-restart": manifest["restarter"],
+                       "restore.data": manifest["datafile"]})
 
 
 def kernel_creds(manifest):

@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 import guest_files as gf
+from guest_util import stage
 from crfs.formats import ckpt as fmt
 
 WORK = "/tmp/crfs-del"
@@ -184,10 +185,7 @@ def user_refusals(exe, restarter):
 
 
 def step(manifest):
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(WORK)
-    exe = os.path.join(WORK, "deleted_target")
-    shutil.copy(manifest["deleted_target"], exe)
+    exe = stage(WORK, {"deleted_target": manifest["deleted_target"]})["deleted_target"]
     restarter = manifest["restarter"]
     result = {}
     for via in ("ptrace", "kernel"):

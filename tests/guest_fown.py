@@ -12,7 +12,6 @@ a pid that is no process of the restored tree, refused.
 """
 
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -20,7 +19,7 @@ import time
 
 import kmod_guest_checks as g
 from guest_task_state import report_of
-from guest_util import records
+from guest_util import records, stage
 
 DIR = "/tmp/crfs-fown"
 FILE_OWNER = 8009
@@ -28,16 +27,8 @@ ORIGINAL = {}
 
 
 def setup(manifest):
-    shutil.rmtree(DIR, ignore_errors=True)
-    os.makedirs(DIR)
-    os.chmod(DIR, 0o777)
-    paths = {}
-    for name, src in (("fown_target", manifest["fown_target"]),
-                      ("crfs-restart", manifest["restarter"])):
-        paths[name] = os.path.join(DIR, name)
-        shutil.copy(src, paths[name])
-        os.chmod(paths[name], 0o755)
-    return paths
+    return stage(DIR, {"fown_target": manifest["fown_target"],
+                       "crfs-restart": manifest["restarter"]}, mode=0o777)
 
 
 def owners(image):

@@ -9,11 +9,11 @@ a large pipe not handed in (RESTART). Runs inside the guest; decides nothing.
 """
 
 import os
-import shutil
 import struct
 
 import guest_anonfd as ga
 import guest_files as gf
+from guest_util import stage
 
 WORK = "/tmp/crfs-pipes"
 FILE_PIPE = 2
@@ -70,10 +70,7 @@ def restart_refusals(image, half, big, restarter, work):
 
 
 def pipes_step(manifest):
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(WORK)
-    exe = os.path.join(WORK, "pipes_target")
-    shutil.copy(manifest["pipes_target"], exe)
+    exe = stage(WORK, {"pipes_target": manifest["pipes_target"]})["pipes_target"]
     restarter = manifest["restarter"]
     result = {}
     for via in ("ptrace", "kernel"):

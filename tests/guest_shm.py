@@ -9,12 +9,12 @@ and the lines they print. Runs inside the guest; decides nothing.
 """
 
 import os
-import shutil
 import struct
 import subprocess
 import sys
 
 from guest_files import children, end_of, outcome, patch, restart, wait_lines
+from guest_util import stage
 
 WORK = "/tmp/crfs-shm"
 VMA, SHM_ANON, SHM_ANON_SKIP = 402, 4, 5
@@ -90,10 +90,7 @@ def both_maps(parent):
 def shm_tree_step(manifest, via="ptrace"):
     """The step: start the tree, checkpoint it (`via`), restart it, stop it."""
     work = f"{WORK}-{via}"
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    exe = os.path.join(work, "shm_tree_target")
-    shutil.copy(manifest["shm_tree_target"], exe)
+    exe = stage(work, {"shm_tree_target": manifest["shm_tree_target"]})["shm_tree_target"]
     out_path = os.path.join(work, "tree.out")
     image = os.path.join(work, "tree.img")
     with open(out_path, "w") as out:

@@ -14,7 +14,6 @@ Runs inside the guest; decides nothing.
 """
 
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -23,6 +22,7 @@ import sys
 import guest_anonfd as ga
 import guest_files as gf
 import kmod_guest_checks as g
+from guest_util import stage
 from crfs import kernel
 
 WORK = "/tmp/crfs-sockstrict"
@@ -335,12 +335,8 @@ def filtered_restarter(exe, image, restarter, work):
 
 def step(manifest):
     work = WORK
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    os.chmod(work, 0o777)
-    exe = os.path.join(work, "sockstrict_target")
-    shutil.copy(manifest["sockstrict_target"], exe)
-    os.chmod(exe, 0o755)
+    exe = stage(work, {"sockstrict_target": manifest["sockstrict_target"]},
+                mode=0o777)["sockstrict_target"]
     restarter = manifest["restarter"]
     result = {}
     try:

@@ -12,7 +12,6 @@ oom_score_adj below the caller's minimum: refused for nobody, restored for root.
 """
 
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -20,7 +19,7 @@ import time
 
 import kmod_guest_checks as g
 from crfs import kernel
-from guest_util import records
+from guest_util import records, stage
 
 DIR = "/tmp/crfs-tstate"
 ORIGINAL = {}       # out file -> what the original program wrote (each restart starts there)
@@ -28,16 +27,8 @@ TASK, OOM_SCORE_ADJ, RSEQ, SIGINFO_RAW = 102, 8020, 8021, 8022
 
 
 def setup(manifest):
-    shutil.rmtree(DIR, ignore_errors=True)
-    os.makedirs(DIR)
-    os.chmod(DIR, 0o777)
-    paths = {}
-    for name, src in (("state_target", manifest["state_target"]),
-                      ("crfs-restart", manifest["restarter"])):
-        paths[name] = os.path.join(DIR, name)
-        shutil.copy(src, paths[name])
-        os.chmod(paths[name], 0o755)
-    return paths
+    return stage(DIR, {"state_target": manifest["state_target"],
+                       "crfs-restart": manifest["restarter"]}, mode=0o777)
 
 
 def summary(image):

@@ -14,7 +14,6 @@ signal whose timer is not marked pending.
 import ctypes
 import json
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -23,7 +22,7 @@ import time
 import kmod_guest_checks as g
 from crfs import kernel
 from guest_task_state import report_of
-from guest_util import records
+from guest_util import records, stage
 
 DIR = "/tmp/crfs-timers"
 ORIGINAL = {}
@@ -35,16 +34,8 @@ FIELDS = {"it_id": (8, "<i"), "clockid": (12, "<i"), "signo": (16, "<i"), "notif
 
 
 def setup(manifest):
-    shutil.rmtree(DIR, ignore_errors=True)
-    os.makedirs(DIR)
-    os.chmod(DIR, 0o777)
-    paths = {}
-    for name, src in (("timers_target", manifest["timers_target"]),
-                      ("crfs-restart", manifest["restarter"])):
-        paths[name] = os.path.join(DIR, name)
-        shutil.copy(src, paths[name])
-        os.chmod(paths[name], 0o755)
-    return paths
+    return stage(DIR, {"timers_target": manifest["timers_target"],
+                       "crfs-restart": manifest["restarter"]}, mode=0o777)
 
 
 def timer_records(image):

@@ -10,7 +10,6 @@ Runs inside the guest; decides nothing.
 """
 
 import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -18,6 +17,7 @@ import sys
 
 import guest_anonfd as ga
 import guest_files as gf
+from guest_util import stage
 
 WORK = "/tmp/crfs-unix"
 OBJREF, FILE = 6, 304
@@ -148,11 +148,7 @@ def lying_tables(image, socks, restarter, work):
 
 def step(manifest):
     work = WORK
-    shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(work)
-    os.chmod(work, 0o755)
-    exe = os.path.join(work, "unix_target")
-    shutil.copy(manifest["unix_target"], exe)
+    exe = stage(work, {"unix_target": manifest["unix_target"]})["unix_target"]
     restarter = manifest["restarter"]
     result = {}
     try:

@@ -3,6 +3,7 @@ guest_*.py modules it runs): record framing and bounded reads."""
 
 import os
 import select
+import shutil
 import struct
 import time
 
@@ -30,3 +31,17 @@ def read_until_eof(fd, timeout):
         if not chunk:
             return data
         data += chunk
+
+
+def stage(directory, programs, mode=0o755):
+    """A fresh `directory` (its mode `mode`) with each of {name: source path} copied in as
+    an executable: {name: its path there}."""
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory)
+    os.chmod(directory, mode)
+    paths = {}
+    for name, src in programs.items():
+        paths[name] = os.path.join(directory, name)
+        shutil.copy(src, paths[name])
+        os.chmod(paths[name], 0o755)
+    return paths

@@ -392,7 +392,8 @@ def prepare_guest(work, build_c, tmp_path_factory):
         "pipes_target": str(build_c("pipes_target", 64)),
         "state_target": str(build_c("state_target", 64)),
         "deleted_target": str(build_c("deleted_target", 64)),
-        "unix_target": str(build_c("unix_target", 64))}
+        "unix_target": str(build_c("unix_target", 64)),
+        "lazy_target": str(build_c("lazy_target", 64, "-pthread"))}
     manifest["zdtm"], zdtm_error = _build_zdtm(work) if _step_selected("zdtm") else (None, None)
     timeout = GUEST_TIMEOUT + (ZDTM_BUDGET if manifest["zdtm"] else 0)
     if manifest["zdtm"]:
@@ -2219,3 +2220,81 @@ def test_restart_refuses_a_group_it_cannot_rebuild(guest):
     assert " pgid 99999 sid " in refused["msg"], refused
     assert refused["msg"].endswith(": a group with no leader in the image"), refused
     assert refused["survivors"] == [], refused
+
+
+# Step lazy (tests/guest_lazy.py, issue #14): crfs-restart --lazy, pages through userfaultfd
+# from the restarter (kmod/crfs_lazy.c, kmod/crfs-restart-lazy.h).
+
+
+def _lazy(guest, case):
+    result = _report(guest)["steps"]["lazy"]
+    assert "error" not in result, result["error"]
+    return result[case]
+
+
+def _lazy_ran(run, line):
+    assert run["checkpoint"]["rc"] == 0, run["checkpoint"]
+    assert run["first"]["errno"] == 0 and run["first"]["stage"] == "restored", run["first"]
+    assert line in run["lines"], run["lines"][-5:]
+    assert run["exit"] == "exited 3", run
+
+
+@pytest.mark.parametrize("case", ["check", "eager"])
+def test_lazy_restart_brings_every_byte_back(guest, case):
+    """lazy_target's 64 MiB heap (every 16th page a hole) restarted with --lazy (and, as a
+    reference, without): every byte as written, the holes zeros; the lazy server reports
+    the program resident once every page of the image is in."""
+    run = _lazy(guest, case)
+    _lazy_ran(run, "heap=ok")
+    if case == "check":
+        second = run["second"]
+        assert second["errno"] == 0 and second["stage"] == "resident", second
+        pages = int(second["reason"].split(": ")[1].split()[0])
+        assert pages >= 64 * 256 * 15 // 16, second
+
+
+def test_lazy_restart_serves_two_threads_faulting_at_once(guest):
+    """Two threads of the restarted program compare the two halves of the heap at once:
+    both fault on pages still to come, both get them."""
+    _lazy_ran(_lazy(guest, "threads"), "threads=ok")
+
+
+def test_lazy_restart_keeps_anonymous_semantics(guest):
+    """At its first instruction after the restart, the program drops 2 MiB with
+    MADV_DONTNEED, unmaps 2 MiB and moves 2 MiB with mremap, all at the end of its heap
+    (the last the server streams): not resident yet, and afterwards zeros, unmapped and
+    the pattern at the new place; the rest intact."""
+    run = _lazy(guest, "madvise")
+    _lazy_ran(run, "madvise=ok")
+    before = next(x for x in run["lines"] if x.startswith("before "))
+    dontneed, remap = (int(x.split("=")[1]) for x in before.split()[1:])
+    assert dontneed < 512 or remap < 512, before     # they had not all arrived
+
+
+def test_lazy_restart_survives_its_image_deleted(guest):
+    """The image unlinked as soon as the program runs: the server keeps it open (its fd
+    says "(deleted)"), every page still comes; /proc/PID/maps is the original's."""
+    run = _lazy(guest, "deleted")
+    _lazy_ran(run, "heap=ok")
+    during = run["during"]
+    assert any(x.endswith("deleted.img (deleted)") for x in during["server_fds"]), during
+    assert during["second"]["stage"] == "resident", during["second"]
+    assert [m for m in run["maps_before"] if m[2] not in ("[vvar]", "[vdso]")] == \
+        [m for m in during["maps_after"] if m[2] not in ("[vvar]", "[vdso]")]
+
+
+def test_lazy_restart_program_dies_with_its_server(guest):
+    """The server killed while pages are still to come: the program is killed too (the
+    module kills it when the server's /dev/crfs file goes), nothing hangs."""
+    run = _lazy(guest, "killed")
+    assert run["first"]["stage"] == "restored", run["first"]
+    assert run["during"]["program_ended"], run["during"]
+    assert run["during"]["second"].get("eof"), run["during"]      # never resident
+    assert "heap=ok" not in run["lines"], run["lines"][-5:]
+    assert run["exit"] == "killed by SIGKILL", run
+
+
+def test_lazy_restart_refuses_a_tree(guest):
+    """--lazy restarts one process: an image of a tree is refused, nothing forked."""
+    refused = _lazy(guest, "tree")
+    assert refused["errno"] == "EOPNOTSUPP" and "not a tree" in refused["msg"], refused

@@ -2,7 +2,7 @@
 /*
  * crfs-restart: become the process of a checkpoint image, through /dev/crfs.
  *
- *   crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-A] [-i IMAGEFD=FD]... IMAGE
+ *   crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-A] [-L|--lazy] [-i IMAGEFD=FD]... IMAGE
  *
  * Built static by `make -C kmod` (no dynamic loader, few mappings). It:
  *   1. turns address-space randomization off (personality ADDR_NO_RANDOMIZE) and
@@ -48,6 +48,9 @@
  * of another group joins it after the barrier (every group exists then), image pids
  * mapped to the pids the processes got. A process keeps its parent's session; a group
  * not in the image is the restarter's (the root's). Any other layout is refused.
+ *
+ * --lazy (-L): the pages of the image's private writable anonymous memory come after the
+ * program runs, through userfaultfd, from this process as their server (crfs-restart-lazy.h).
  *
  * A process with threads in the image (tasks of one tgid) is restored by as many threads:
  * its main thread restores the leader's task after it has started one thread per other

@@ -221,7 +221,8 @@ def crfs_round(exe, mib, work, restarter, lazy=False):
             result["error"] = f"crfs-restart failed: {open(out2).read().strip()}"
             return result
         result["restored_pid"] = pid
-        waited, line = wait_line(out2, lambda s: tick_of(s) > before, 60)
+        # the image's stdout is `out` (a file: the restart reopens it), not out2
+        waited, line = wait_line(out, lambda s: tick_of(s) > before, 60)
         result["first_line_s"] = None if waited is None else time.monotonic() - t0
         result["line_after"] = line
         result["ok"] = bool(line) and line.endswith("heap=ok")

@@ -10,9 +10,10 @@
  * restored, waits in the kernel before its first instruction. Its report pipe reaches EOF:
  * the parent asks the module for the ranges (CRFS_LAZY_RANGES), registers each VMA
  * (UFFDIO_REGISTER_MODE_MISSING), says CRFS_LAZY_GO, reports "restored", then serves:
- *   - a fault first: its page copied from the image (pread + UFFDIO_COPY), or a zero
- *     page (UFFDIO_ZEROPAGE) where the image has none or the program dropped it;
- *   - between faults, the rest in address order, up to 1 MiB a UFFDIO_COPY;
+ *   - a fault first: its page and the next ones still to come (256 KiB at most) copied
+ *     from the image (UFFDIO_COPY from the image mapped here, read-only, or pread), or a
+ *     zero page (UFFDIO_ZEROPAGE) where the image has none or the program dropped it;
+ *   - between faults, the rest in address order, up to 4 MiB a UFFDIO_COPY;
  *   - madvise(MADV_DONTNEED/REMOVE) and munmap of a range (UFFD_EVENT_REMOVE, _UNMAP)
  *     drop its pages still to come (a later touch gets zeros, as anonymous memory does);
  *     mremap (UFFD_EVENT_REMAP) moves them with the range.
@@ -24,8 +25,10 @@
  */
 #include <linux/userfaultfd.h>
 #include <poll.h>
+#include <sys/stat.h>
 
-#define LAZY_BATCH	256		/* pages a UFFDIO_COPY while streaming (1 MiB) */
+#define LAZY_BATCH	1024		/* pages a UFFDIO_COPY while streaming (4 MiB) */
+#define LAZY_AROUND	64		/* pages a fault brings in, from its own on (256 KiB) */
 #define PAGE		4096UL
 #define LAZY_MSGS	64		/* uffd messages a read */
 
@@ -43,8 +46,11 @@ static size_t nr_lazy, lazy_left, lazy_faulted, lazy_cursor;
 static struct crfs_lazy_range *lazy_ranges;
 static uint32_t nr_lazy_ranges;
 static char *lazy_buf;
+static const char *lazy_map;		/* the image, mapped in this process only */
+static off_t lazy_size;
 static int lazy_uffd = -1, lazy_image = -1;
-static uint64_t lazy_stalled[LAZY_MSGS * 4];	/* faults to retry (EAGAIN) */
+#define LAZY_STALLED	4096
+static uint64_t lazy_stalled[LAZY_STALLED];	/* faults to serve */
 static int nr_stalled;
 
 /* The child: a userfaultfd of its mm, to the server. */
@@ -196,27 +202,77 @@ static void lazy_move(uint64_t from, uint64_t to, uint64_t len)
 	lazy_cursor = 0;
 }
 
-/* @n pages of @p (contiguous in memory and in the image) copied in: 0, or -errno. */
+/*
+ * The image mapped read-only into this process (never into the program): UFFDIO_COPY
+ * then copies from the page cache, once. Else pread() into lazy_buf.
+ */
+static void lazy_map_image(void)
+{
+	struct stat st;
+	void *map;
+
+	if (fstat(lazy_image, &st) || st.st_size <= 0)
+		return;
+	map = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, lazy_image, 0);
+	if (map != MAP_FAILED) {
+		lazy_map = map;
+		lazy_size = st.st_size;
+	}
+}
+
+/* Where the bytes of @n pages from @p are, or NULL (a short read: -EIO). */
+static const char *lazy_src(size_t p, size_t n)
+{
+	off_t pos = lazy_pages[p].pos;
+
+	if (lazy_map && pos >= 0 && pos <= lazy_size && n * PAGE <= (size_t)(lazy_size - pos))
+		return lazy_map + pos;
+	if (pread(lazy_image, lazy_buf, n * PAGE, pos) != (ssize_t)(n * PAGE))
+		return NULL;
+	return lazy_buf;
+}
+
+/*
+ * @n pages of @p (contiguous in memory and in the image) copied in: 0, or -errno. A copy
+ * that stopped part way (a page already there: the kernel says EAGAIN) marks what it
+ * copied and returns 0; the rest comes on the next call.
+ */
 static int lazy_copy(size_t p, size_t n)
 {
-	struct uffdio_copy copy = { .dst = lazy_pages[p].addr, .src = (uintptr_t)lazy_buf,
+	const char *src = lazy_src(p, n);
+	struct uffdio_copy copy = { .dst = lazy_pages[p].addr, .src = (uintptr_t)src,
 				    .len = n * PAGE };
-	size_t k;
+	size_t k, done = n;
+	int ret = 0;
 
-	if (pread(lazy_image, lazy_buf, n * PAGE, lazy_pages[p].pos) != (ssize_t)(n * PAGE))
+	if (!src)
 		return -EIO;
-	if (ioctl(lazy_uffd, UFFDIO_COPY, &copy) && copy.copy != (int64_t)(n * PAGE)) {
-		if (errno == EEXIST && n == 1)
-			copy.copy = PAGE;	/* there already */
-		else
-			return -errno;
+	if (ioctl(lazy_uffd, UFFDIO_COPY, &copy)) {
+		ret = -errno;
+		done = copy.copy > 0 ? (size_t)copy.copy / PAGE : 0;
+		if (ret == -EEXIST && !done)
+			done = 1;	/* the first page is there already */
+		if (done)
+			ret = 0;
 	}
-	for (k = 0; k < n; k++) {
+	for (k = 0; k < done; k++) {
 		if (lazy_pages[p + k].state == PAGE_PENDING)
 			lazy_left--;
 		lazy_pages[p + k].state = PAGE_IN;
 	}
-	return 0;
+	return ret;
+}
+
+/* How many pages from @p, up to @max, are still to come, contiguous here and in the image. */
+static size_t lazy_run(size_t p, size_t max)
+{
+	size_t n = 1;
+
+	while (p + n < nr_lazy && n < max && lazy_pages[p + n].state == PAGE_PENDING &&
+	       lazy_pages[p + n].addr == lazy_pages[p].addr + n * PAGE &&
+	       lazy_pages[p + n].pos == lazy_pages[p].pos + (int64_t)(n * PAGE))
+		n++;
+	return n;
 }
 
 /* A fault at @addr served: 0, -EAGAIN (retry after the events), -ESRCH, or fatal. */
@@ -225,11 +281,20 @@ static int lazy_fault(uint64_t addr)
 	struct uffdio_zeropage zero = { .range = { addr, PAGE } };
 	struct uffdio_range wake = { addr, PAGE };
 	size_t i;
+	int ret;
 
 	for (i = lazy_lower(addr); i < nr_lazy && lazy_pages[i].addr == addr; i++)
 		if (lazy_pages[i].state == PAGE_PENDING) {
 			lazy_faulted++;
-			return lazy_copy(i, 1);
+			/* the pages after it too: programs mostly go on in order */
+			ret = lazy_copy(i, lazy_run(i, LAZY_AROUND));
+			if (ret == -ENOENT)	/* across two VMAs? */
+				ret = lazy_copy(i, 1);
+			if (ret != -ENOENT)
+				return ret;
+			lazy_pages[i].state = PAGE_DROPPED;	/* unmapped meanwhile */
+			lazy_left--;
+			return 0;
 		}
 	if (!ioctl(lazy_uffd, UFFDIO_ZEROPAGE, &zero))
 		return 0;
@@ -242,15 +307,16 @@ static int lazy_fault(uint64_t addr)
 static int lazy_events(void)
 {
 	struct uffd_msg msgs[LAZY_MSGS];
-	ssize_t n;
+	ssize_t n = 0;
 	int k;
 
-	while ((n = read(lazy_uffd, msgs, sizeof(msgs))) > 0) {
+	/* room for every fault of a read, or they stay in the kernel until the next one */
+	while (nr_stalled <= LAZY_STALLED - LAZY_MSGS &&
+	       (n = read(lazy_uffd, msgs, sizeof(msgs))) > 0) {
 		for (k = 0; k < n / (ssize_t)sizeof(msgs[0]); k++) {
 			struct uffd_msg *m = &msgs[k];
 
-			if (m->event == UFFD_EVENT_PAGEFAULT &&
-			    nr_stalled < (int)(sizeof(lazy_stalled) / sizeof(lazy_stalled[0])))
+			if (m->event == UFFD_EVENT_PAGEFAULT)
 				lazy_stalled[nr_stalled++] = m->arg.pagefault.address & ~(PAGE - 1);
 			else if (m->event == UFFD_EVENT_REMOVE || m->event == UFFD_EVENT_UNMAP)
 				lazy_drop(m->arg.remove.start, m->arg.remove.end);
@@ -280,7 +346,7 @@ static int lazy_serve_faults(void)
 /* The next run of pending pages in address order, copied in: 0, -EAGAIN, or fatal. */
 static int lazy_stream(void)
 {
-	size_t p, n = 1;
+	size_t p, n;
 	int ret;
 
 	while (lazy_cursor < nr_lazy && lazy_pages[lazy_cursor].state != PAGE_PENDING)
@@ -290,14 +356,11 @@ static int lazy_stream(void)
 		return 0;
 	}
 	p = lazy_cursor;
-	while (p + n < nr_lazy && n < LAZY_BATCH && lazy_pages[p + n].state == PAGE_PENDING &&
-	       lazy_pages[p + n].addr == lazy_pages[p].addr + n * PAGE &&
-	       lazy_pages[p + n].pos == lazy_pages[p].pos + (int64_t)(n * PAGE))
-		n++;
+	n = lazy_run(p, LAZY_BATCH);
 	ret = lazy_copy(p, n);
-	if (ret != -EEXIST && ret != -ENOENT)
+	if (ret != -ENOENT)
 		return ret;
-	/* some page is in already, or unmapped (its event may be unread): one by one */
+	/* across two VMAs, or unmapped (its event may be unread): one by one */
 	for (ret = 0; n-- && (!ret || ret == -ENOENT); p++) {
 		ret = lazy_copy(p, 1);
 		if (ret == -ENOENT && lazy_pages[p].state == PAGE_PENDING) {
@@ -329,7 +392,7 @@ static int lazy_loop(void)
 		if (ret)
 			break;
 	}
-	return ret == -ESRCH ? 0 : ret;
+	return ret;
 }
 
 static void lazy_report(const char *stage, int err, const char *reason)
@@ -357,6 +420,7 @@ static void lazy_serve(pid_t root, int from, int sock, int dev, int image)
 	lazy_uffd = lazy_recv_uffd(sock);
 	close(sock);
 	lazy_image = image;
+	lazy_map_image();
 	if (read_full(from, &r, sizeof(r)) == sizeof(r)) {
 		close(dev);	/* not restored: its report passed on */
 		close(image);
@@ -376,7 +440,7 @@ static void lazy_serve(pid_t root, int from, int sock, int dev, int image)
 	snprintf(reason, sizeof(reason), "pid %d", (int)root);
 	lazy_report("restored", 0, reason);
 	ret = lazy_loop();
-	if (ret) {
+	if (ret && ret != -ESRCH) {
 		kill(root, SIGKILL);
 		fprintf(stderr, "crfs-restart: lazy: %s\n", strerror(-ret));
 	} else {
@@ -385,8 +449,11 @@ static void lazy_serve(pid_t root, int from, int sock, int dev, int image)
 		ioctl(dev, CRFS_IOC_LAZY, &done);	/* fails if it has ended: nothing to do */
 		snprintf(reason, sizeof(reason), "pid %d: %zu pages, %zu on fault", (int)root,
 			 nr_lazy, lazy_faulted);
-		lazy_report("resident", 0, reason);
+		if (!ret)	/* -ESRCH: its mm is gone, it ended before */
+			lazy_report("resident", 0, reason);
 	}
+	if (report_fd >= 0)
+		close(report_fd);
 	close(lazy_uffd);
 	close(image);
 	close(dev);

@@ -179,6 +179,37 @@ def tree_refused(manifest):
     return outcome(restart(image, manifest["restarter"], out_path + ".r", ("--lazy",)))
 
 
+def unprivileged_refused(restarter, image):
+    """crfs-restart --lazy run as nobody (/dev/crfs opened to everyone for the duration,
+    vm.unprivileged_userfaultfd=0): refused with its reason, before RESTART."""
+    sysctl = "/proc/sys/vm/unprivileged_userfaultfd"
+    with open(sysctl) as f:
+        old = f.read().strip()
+    os.chmod(image, 0o644)
+    os.chmod(kernel.DEVICE, 0o666)
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        with open(sysctl, "w") as f:
+            f.write("0")
+        proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                 restarter, "--lazy", "-r", str(write_fd), image],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, pass_fds=(write_fd,))
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as f:
+            data = f.read(RESULT.size)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        with open(sysctl, "w") as f:
+            f.write(old)
+        os.chmod(kernel.DEVICE, 0o600)
+    if len(data) != RESULT.size:
+        return {"short": len(data), "stderr": stderr.decode(errors="replace")}
+    code, _, _, stage, reason = RESULT.unpack(data)
+    return {"errno": code, "stage": stage.rstrip(b"\0").decode(),
+            "reason": reason.rstrip(b"\0").decode(), "exit": proc.returncode}
+
+
 def step(manifest):
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
@@ -193,6 +224,10 @@ def step(manifest):
     out["madvise"] = run(m, "madvise", "madvise")
     out["deleted"] = run(m, "deleted", "idle", during=deleted_image)
     out["killed"] = run(m, "killed", "idle", mib=128, during=kill_server)
+    try:
+        out["nobody"] = unprivileged_refused(m["restarter"], os.path.join(WORK, "check.img"))
+    except Exception as exc:    # noqa: BLE001 - reported, the test decides
+        out["nobody"] = {"error": repr(exc)}
     try:
         out["tree"] = tree_refused(m)
     except Exception as exc:    # noqa: BLE001 - reported, the test decides

@@ -2298,3 +2298,11 @@ def test_lazy_restart_refuses_a_tree(guest):
     """--lazy restarts one process: an image of a tree is refused, nothing forked."""
     refused = _lazy(guest, "tree")
     assert refused["errno"] == "EOPNOTSUPP" and "not a tree" in refused["msg"], refused
+
+
+def test_lazy_restart_without_userfaultfd_rights_is_refused(guest):
+    """crfs-restart --lazy run by nobody while vm.unprivileged_userfaultfd is 0: refused
+    before RESTART, EPERM, stage lazy, saying which sysctl would allow it."""
+    refused = _lazy(guest, "nobody")
+    assert refused.get("errno") == errno.EPERM and refused["stage"] == "lazy", refused
+    assert "vm.unprivileged_userfaultfd=1" in refused["reason"], refused

@@ -8,6 +8,8 @@ the pages arrive; the image deleted as soon as the program runs; the server kill
 pages are still to come; a tree refused. Runs inside the guest; decides nothing.
 """
 
+import ctypes
+import errno
 import os
 import shutil
 import signal
@@ -124,8 +126,34 @@ def run(manifest, label, mode, mib=64, lazy=True, during=None):
     return result
 
 
+def lazy_ioctl(pid, op, uffd=-1, reserved=0, room=0):
+    """CRFS_IOC_LAZY from this process (not the parent of anything restored): errno name."""
+    ranges = (kernel.LazyRange * max(room, 1))()
+    args = kernel.LazyArgs(pid=pid, op=op, ranges=ctypes.addressof(ranges), nr_ranges=room,
+                           uffd=uffd, _reserved=reserved)
+    with kernel.Device() as dev:
+        ret = kernel._ioctl(dev.fd, kernel.CRFS_IOC_LAZY, ctypes.addressof(args))
+    return errno.errorcode.get(-ret, ret) if ret < 0 else ret
+
+
+def argument_errors():
+    """CRFS_IOC_LAZY asked wrongly: no lazy restore of that pid, an unknown op, a reserved
+    field set, GO with a closed fd or one that is not a userfaultfd."""
+    me = os.getpid()
+    out = {"ranges_not_waiting": lazy_ioctl(me, kernel.LAZY_RANGES, room=4),
+           "done_not_waiting": lazy_ioctl(me, kernel.LAZY_DONE),
+           "unknown_op": lazy_ioctl(me, 9),
+           "reserved": lazy_ioctl(me, kernel.LAZY_RANGES, reserved=1),
+           "go_closed_fd": lazy_ioctl(me, kernel.LAZY_GO, uffd=999)}
+    with open("/dev/null") as f:
+        out["go_not_uffd"] = lazy_ioctl(me, kernel.LAZY_GO, uffd=f.fileno())
+    return out
+
+
 def deleted_image(r, pid, image):
-    """The image unlinked as soon as the program runs; the maps then; the server's fd."""
+    """The image unlinked as soon as the program runs; the maps then; the server's fd;
+    RANGES of the program asked by another process than its parent."""
+    not_parent = lazy_ioctl(pid, kernel.LAZY_RANGES, room=4)
     os.unlink(image)
     maps = maps_of(pid)
     fd_dir = f"/proc/{r.proc.pid}/fd"
@@ -133,7 +161,8 @@ def deleted_image(r, pid, image):
     second = r.report()
     with open(os.path.join(WORK, "stop"), "w"):
         pass
-    return {"maps_after": maps, "server_fds": fds, "second": second}
+    return {"maps_after": maps, "server_fds": fds, "second": second,
+            "not_parent": not_parent}
 
 
 def gone(pid, timeout=60):
@@ -224,6 +253,7 @@ def step(manifest):
     out["madvise"] = run(m, "madvise", "madvise")
     out["deleted"] = run(m, "deleted", "idle", during=deleted_image)
     out["killed"] = run(m, "killed", "idle", mib=128, during=kill_server)
+    out["arguments"] = argument_errors()
     try:
         out["nobody"] = unprivileged_refused(m["restarter"], os.path.join(WORK, "check.img"))
     except Exception as exc:    # noqa: BLE001 - reported, the test decides

@@ -2306,3 +2306,13 @@ def test_lazy_restart_without_userfaultfd_rights_is_refused(guest):
     refused = _lazy(guest, "nobody")
     assert refused.get("errno") == errno.EPERM and refused["stage"] == "lazy", refused
     assert "vm.unprivileged_userfaultfd=1" in refused["reason"], refused
+
+
+def test_lazy_ioctl_refuses_wrong_requests(guest):
+    """CRFS_IOC_LAZY: ESRCH for a pid no lazy restore waits for, EINVAL for an unknown op or
+    a reserved field set, EBADF/EINVAL for a GO whose fd is closed / not a userfaultfd; a
+    process other than the restored program's parent gets EPERM."""
+    assert _lazy(guest, "arguments") == {
+        "ranges_not_waiting": "ESRCH", "done_not_waiting": "ESRCH", "unknown_op": "EINVAL",
+        "reserved": "EINVAL", "go_closed_fd": "EBADF", "go_not_uffd": "EINVAL"}
+    assert _lazy(guest, "deleted")["during"]["not_parent"] == "EPERM"

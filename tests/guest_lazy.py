@@ -239,6 +239,29 @@ def unprivileged_refused(restarter, image):
             "reason": reason.rstrip(b"\0").decode(), "exit": proc.returncode}
 
 
+def restore_targets(manifest):
+    """restore_target (static, dynamic) checkpointed by the CLI and restarted with
+    --lazy (and -R, as the restore step does): its output after the restart, its exit."""
+    import kmod_guest_checks as kc     # noqa: E402 - guest-side helpers
+    out = {}
+    for label in ("static", "dynamic"):
+        exe = manifest["targets"][label]
+        out_path = os.path.join(WORK, f"rt_{label}.out")
+        image, before = kc.run_target(exe, manifest["datafile"], out_path, manifest["limit"],
+                                      cli=True)
+        after_path = out_path + "2"
+        with open(after_path, "wb") as f:
+            child = kernel.restart_in_child(image, restarter=manifest["restarter"], stdout=f,
+                                            timeout=120, options=("-R", "--lazy"))
+        run = {"checkpoint": before, "restart": kc.reported(child)}
+        if child.errno == 0:
+            run["restart"]["exit"] = kc.end_of(child)
+        with open(after_path) as f:
+            run["restart"]["after"] = f.read().splitlines()
+        out[label] = run
+    return out
+
+
 def step(manifest):
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
@@ -254,6 +277,10 @@ def step(manifest):
     out["deleted"] = run(m, "deleted", "idle", during=deleted_image)
     out["killed"] = run(m, "killed", "idle", mib=128, during=kill_server)
     out["arguments"] = argument_errors()
+    try:
+        out["targets"] = restore_targets(manifest)
+    except Exception as exc:    # noqa: BLE001 - reported, the test decides
+        out["targets"] = {"error": repr(exc)}
     try:
         out["nobody"] = unprivileged_refused(m["restarter"], os.path.join(WORK, "check.img"))
     except Exception as exc:    # noqa: BLE001 - reported, the test decides

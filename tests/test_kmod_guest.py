@@ -2316,3 +2316,15 @@ def test_lazy_ioctl_refuses_wrong_requests(guest):
         "ranges_not_waiting": "ESRCH", "done_not_waiting": "ESRCH", "unknown_op": "EINVAL",
         "reserved": "EINVAL", "go_closed_fd": "EBADF", "go_not_uffd": "EINVAL"}
     assert _lazy(guest, "deleted")["during"]["not_parent"] == "EPERM"
+
+
+@pytest.mark.parametrize("label", ["static", "dynamic"])
+def test_lazy_restart_continues_a_real_program(guest, label):
+    """restore_target checkpointed by the CLI, restarted with --lazy: as after an eager
+    restart, its count, heap, written file page, shared page, registers and vDSO clock
+    carry on to its limit."""
+    run = _lazy(guest, "targets")[label]
+    assert run["checkpoint"]["rc"] == 0, run["checkpoint"]
+    restart = run["restart"]
+    assert (restart["errno"], restart["stage"]) == (0, "restored"), restart
+    _continues(run["checkpoint"]["before"], restart["after"], restart["exit"])

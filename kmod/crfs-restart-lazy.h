@@ -151,9 +151,16 @@ static int lazy_plan(int dev, pid_t pid)
 	return 0;
 }
 
-/* The userfaultfd's API, every VMA registered, then GO. */
+/*
+ * The userfaultfd's API, every VMA registered, then GO. For the tests of the module's
+ * refusals only (tests/guest_lazy.py), $CRFS_LAZY_TEST makes the server misbehave here:
+ * "exit" dies before GO, "late" says GO after 3 s, "unregistered" says GO without
+ * registering.
+ */
 static int lazy_register(int dev, pid_t pid)
 {
+	const char *test = getenv("CRFS_LAZY_TEST");
+
 	struct uffdio_api api = {
 		.api = UFFD_API,
 		.features = UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP |
@@ -163,9 +170,15 @@ static int lazy_register(int dev, pid_t pid)
 	struct uffdio_register reg;
 	uint32_t i;
 
+	if (test && !strcmp(test, "exit"))
+		_exit(7);
+	if (test && !strcmp(test, "late"))
+		sleep(3);
 	if (ioctl(lazy_uffd, UFFDIO_API, &api))
 		return -errno;
 	for (i = 0; i < nr_lazy_ranges; i++) {
+		if (test && !strcmp(test, "unregistered"))
+			break;
 		if (lazy_ranges[i].pos != -1)
 			continue;
 		reg = (struct uffdio_register){

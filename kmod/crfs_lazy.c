@@ -24,6 +24,7 @@
 #include <linux/kref.h>
 #include <linux/magic.h>
 #include <linux/mm.h>
+#include <linux/moduleparam.h>
 #include <linux/mutex.h>
 #include <linux/pid.h>
 #include <linux/sched/signal.h>
@@ -32,7 +33,10 @@
 
 #include "crfs.h"
 
-#define LAZY_GO_TIMEOUT	(60 * HZ)	/* for the server to say GO */
+static unsigned int lazy_timeout = 60;
+module_param(lazy_timeout, uint, 0644);
+MODULE_PARM_DESC(lazy_timeout,
+		 "seconds a lazily restored process waits for its server's GO (default 60)");
 
 struct crfs_lazy {
 	struct list_head node;		/* in lazy_list, while listed */
@@ -182,18 +186,20 @@ static int check_registered(const struct crfs_lazy *l)
 }
 
 /*
- * The restored process, before its first instruction: wait (killable, at most a minute)
- * for GO, then check the registration. 0, or an errno: the caller kills the process.
+ * The restored process, before its first instruction: wait (killable, lazy_timeout
+ * seconds at most) for GO, then check the registration. 0, or an errno: the caller
+ * kills the process.
  */
 int crfs_lazy_wait(struct crfs_lazy *l)
 {
+	u64 limit = min_t(u64, (u64)READ_ONCE(lazy_timeout) * HZ, MAX_SCHEDULE_TIMEOUT - 1);
 	long left;
 	int ret;
 
 	if (current->flags & PF_EXITING)
 		left = -EINTR;
 	else
-		left = wait_for_completion_killable_timeout(&l->go, LAZY_GO_TIMEOUT);
+		left = wait_for_completion_killable_timeout(&l->go, limit);
 	mutex_lock(&lazy_lock);
 	ret = l->started ? 0 : left < 0 ? (int)left : -ETIMEDOUT;
 	if (ret)

@@ -262,6 +262,45 @@ def restore_targets(manifest):
     return out
 
 
+def survivors(name="lazy_target", timeout=30):
+    """Pids of live processes called `name`, once none is left or after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        live = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    comm, state = f.read().rsplit(")", 1)
+            except OSError:
+                continue
+            if comm.split("(", 1)[1] == name and state.split()[0] not in ("Z", "X"):
+                live.append(int(pid))
+        if not live or time.monotonic() > deadline:
+            return live
+        time.sleep(0.1)
+
+
+def misbehaving(manifest, how):
+    """lazy_target restarted by a server that misbehaves ($CRFS_LAZY_TEST=how; "late" with
+    the module's lazy_timeout at 1 s): the reports, the restarter's exit, what is left."""
+    param = "/sys/module/crfs/parameters/lazy_timeout"
+    with open(param) as f:
+        old = f.read().strip()
+    os.environ["CRFS_LAZY_TEST"] = how
+    try:
+        if how == "late":
+            with open(param, "w") as f:
+                f.write("1")
+        result = run(manifest, f"bad_{how}", "check", mib=16)
+    finally:
+        del os.environ["CRFS_LAZY_TEST"]
+        with open(param, "w") as f:
+            f.write(old)
+    result.pop("maps_before", None)
+    result["survivors"] = survivors()
+    return result
+
+
 def step(manifest):
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
@@ -277,6 +316,11 @@ def step(manifest):
     out["deleted"] = run(m, "deleted", "idle", during=deleted_image)
     out["killed"] = run(m, "killed", "idle", mib=128, during=kill_server)
     out["arguments"] = argument_errors()
+    for how in ("exit", "late", "unregistered"):
+        try:
+            out[f"server_{how}"] = misbehaving(m, how)
+        except Exception as exc:    # noqa: BLE001 - reported, the test decides
+            out[f"server_{how}"] = {"error": repr(exc)}
     try:
         out["targets"] = restore_targets(manifest)
     except Exception as exc:    # noqa: BLE001 - reported, the test decides

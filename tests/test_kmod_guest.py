@@ -2328,3 +2328,24 @@ def test_lazy_restart_continues_a_real_program(guest, label):
     restart = run["restart"]
     assert (restart["errno"], restart["stage"]) == (0, "restored"), restart
     _continues(run["checkpoint"]["before"], restart["after"], restart["exit"])
+
+
+@pytest.mark.parametrize("how", ["exit", "late", "unregistered"])
+def test_lazy_restart_kills_the_program_when_its_server_fails(guest, how):
+    """The server misbehaves ($CRFS_LAZY_TEST, a test hook of crfs-restart): it dies before
+    GO (the waiting program is killed, nothing is reported), says GO after the module's
+    lazy_timeout (1 s here: the program is killed, the server reports the failure), or
+    says GO without registering the ranges (the module's check kills the program before
+    its first instruction). Never a program running on zeros; nothing left."""
+    run = _lazy(guest, f"server_{how}")
+    assert run["checkpoint"]["rc"] == 0, run["checkpoint"]
+    assert "heap=ok" not in run["lines"] and "done" not in run["lines"], run["lines"][-5:]
+    assert run["survivors"] == [], run
+    if how == "exit":
+        assert run["first"].get("eof") and run["exit"] == "exited 7", run
+    elif how == "late":
+        assert run["first"].get("stage") == "lazy" and run["first"]["errno"], run
+        assert run["exit"] == "killed by SIGKILL", run
+    else:
+        assert run["first"].get("stage") == "restored", run
+        assert run["exit"] == "killed by SIGKILL", run

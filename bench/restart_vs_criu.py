@@ -21,6 +21,12 @@ before), then --runs times, alternating which tool goes first:
         the report pipe: EOF (the kernel closes every fd above 2 of the restored program)
         or, with the image's pid restored, the restarter's "restored" report (docs/kmod.md).
 
+  lazy  the same as crfs with `crfs-restart --lazy` (issue #14): the program runs at its
+        first report ("restored", sent once its ranges are registered), its pages come
+        through userfaultfd; timed also until the second report, "resident" (every page
+        of the image in). The table of lazy vs eager gives both ratios, and lazy vs criu
+        restore against the targets (next instruction <= 0.25x, resident <= 1.0x).
+
 Both restores are commands timed from spawn (start-up included), reading their images from
 the guest's tmpfs. After each restore the program must print a tick after its last one
 with its heap check `ok` (every page's index word re-read), then it is killed. Reported:
@@ -159,7 +165,37 @@ def criu_round(exe, mib, work):
     return result
 
 
-def crfs_round(exe, mib, work, restarter):
+def restart_reports(restarter, image, stdout, lazy):
+    """crfs-restart [--lazy] -r FD IMAGE: seconds from spawn to its first report (the
+    program runs its next instruction), to it being fully resident (--lazy: the second
+    report, "resident"; eager: the same moment), the program's pid, the restarter."""
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    t0 = time.monotonic()
+    proc = subprocess.Popen([restarter, "-r", str(write_fd), *(["--lazy"] if lazy else []),
+                             image], stdin=subprocess.DEVNULL, stdout=stdout,
+                            stderr=subprocess.STDOUT, pass_fds=(write_fd,),
+                            start_new_session=True)
+    os.close(write_fd)
+    size = kernel._RESULT.size
+    times, reports = [], []
+    with os.fdopen(read_fd, "rb", buffering=0) as reader:
+        for _ in range(2 if lazy else 1):
+            data = b""
+            while len(data) < size:
+                chunk = reader.read(size - len(data))
+                if not chunk:
+                    break
+                data += chunk
+            times.append(time.monotonic() - t0)
+            if len(data) < size:
+                break
+            reports.append(kernel._RESULT.unpack(data))
+    ok = len(reports) == len(times) and all(r[0] == 0 for r in reports)
+    pid = int(reports[0][4].rstrip(b"\0").split()[1].rstrip(b":")) if ok else None
+    return times[0], times[-1] if ok else None, pid, proc
+
+
+def crfs_round(exe, mib, work, restarter, lazy=False):
     out = os.path.join(work, "crfs.out")
     out2 = os.path.join(work, "crfs.out2")
     image = os.path.join(work, "prog.img")
@@ -177,19 +213,21 @@ def crfs_round(exe, mib, work, restarter):
         before = last_tick(out)
         with open(out2, "w") as stdout:
             t0 = time.monotonic()
-            outcome = kernel.restart_in_child(image, restarter=restarter, stdout=stdout,
-                                              timeout=120)
-        result["restore_s"] = time.monotonic() - t0
-        if outcome.errno:
+            first, resident, pid, relay = restart_reports(restarter, image, stdout, lazy)
+        result["restore_s"] = first
+        result["resident_s"] = resident
+        if pid is None:
+            relay.wait()
             result["error"] = f"crfs-restart failed: {open(out2).read().strip()}"
             return result
-        result["restored_pid"] = outcome.pid
-        waited, line = wait_line(out2, lambda s: tick_of(s) > before, 60)
+        result["restored_pid"] = pid
+        # the image's stdout is `out` (a file: the restart reopens it), not out2
+        waited, line = wait_line(out, lambda s: tick_of(s) > before, 60)
         result["first_line_s"] = None if waited is None else time.monotonic() - t0
         result["line_after"] = line
         result["ok"] = bool(line) and line.endswith("heap=ok")
-        reap(outcome.pid)
-        reap(outcome.process.pid)
+        reap(pid)
+        reap(relay.pid)
     finally:
         reap(proc.pid)
         if os.path.exists(image):
@@ -208,14 +246,15 @@ def guest_main(args):
     compile_crfs()           # as an installed crfs: bytecode, not sources
     import crfs.checkpoint   # noqa: F401  - warm the page cache for the CLI's imports
     for i in range(args.runs):
-        order = ("criu", "crfs") if i % 2 == 0 else ("crfs", "criu")
+        tools = ("criu", "crfs", "lazy")
+        order = tools[i % 3:] + tools[:i % 3]
         run = {}
         for tool in order:
             try:
                 if tool == "criu":
                     run[tool] = criu_round(exe, args.mib, work)
                 else:
-                    run[tool] = crfs_round(exe, args.mib, work, restarter)
+                    run[tool] = crfs_round(exe, args.mib, work, restarter, tool == "lazy")
             except Exception as exc:   # noqa: BLE001 - report, never fake a number
                 run[tool] = {"error": repr(exc)}
             print(f"run {i + 1} {tool}: {json.dumps(run[tool])}", flush=True)
@@ -291,10 +330,45 @@ def report(results):
     elif med["fr"]:
         print("ratio: no criu baseline (criu failed, see below); crfs restart median "
               f"{fmt(med['fr'])}")
+    errors += report_lazy(runs, med["cr"])
     for line in errors:
         print(f"PROBLEM {line}")
-    ok = all(r.get(t, {}).get("ok") for r in runs for t in ("criu", "crfs"))
+    ok = all(r.get(t, {}).get("ok") for r in runs for t in ("criu", "crfs", "lazy"))
     return 0 if ok else 1
+
+
+def report_lazy(runs, criu_median):
+    """crfs-restart --lazy against the eager restart and criu restore of the same runs:
+    spawn to the program's next instruction (its "restored" report) and to every page
+    resident (the "resident" report; the eager restart is resident when it runs)."""
+    print()
+    print("| run | eager: runs = resident | lazy: runs | lazy: resident | "
+          "runs lazy/eager | resident lazy/eager |")
+    print("|---|---|---|---|---|---|")
+    cols = {"e": [], "lr": [], "lf": []}
+    errors = []
+    for i, run in enumerate(runs, 1):
+        e, z = run.get("crfs", {}), run.get("lazy", {})
+        if "error" in z or not z.get("ok"):
+            errors.append(f"run {i} lazy: {z.get('error') or z.get('line_after')!r}")
+        ev = e.get("restore_s") if e.get("ok") else None
+        lr = z.get("restore_s") if z.get("ok") else None
+        lf = z.get("resident_s") if z.get("ok") else None
+        for key, value in (("e", ev), ("lr", lr), ("lf", lf)):
+            if value is not None:
+                cols[key].append(value)
+        r1 = f"{lr / ev:.3f}" if ev and lr else "—"
+        r2 = f"{lf / ev:.3f}" if ev and lf else "—"
+        print(f"| {i} | {fmt(ev)} | {fmt(lr)} | {fmt(lf)} | {r1} | {r2} |")
+    med = {k: statistics.median(v) if v else None for k, v in cols.items()}
+    print(f"| median | {fmt(med['e'])} | {fmt(med['lr'])} | {fmt(med['lf'])} | "
+          f"{med['lr'] / med['e']:.3f} | {med['lf'] / med['e']:.3f} |"
+          if med["e"] and med["lr"] and med["lf"] else "| median | — | — | — | — | — |")
+    if criu_median and med["lr"] and med["lf"]:
+        print(f"lazy / criu restore: until the next instruction {med['lr'] / criu_median:.3f} "
+              f"(target <= 0.25), until resident {med['lf'] / criu_median:.3f} "
+              f"(target <= 1.0)")
+    return errors
 
 
 def host_main(args):

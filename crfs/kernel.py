@@ -41,6 +41,8 @@ RESTART_INHERIT = 0x1       # CRFS_RESTART_INHERIT, crfs_image_args.flags: an im
                             # cannot be reopened takes the caller's fd of that number
 RESTART_REPLACE = 0x2       # CRFS_RESTART_REPLACE: every image fd the caller has open
                             # without close-on-exec takes the caller's file
+RESTART_LAZY = 0x4          # CRFS_RESTART_LAZY: anonymous pages left to a page server
+                            # (crfs-restart --lazy, docs/kmod.md "Lazy restart")
 
 # <asm-generic/ioctl.h> (x86)
 _IOC_NRSHIFT, _IOC_TYPESHIFT, _IOC_SIZESHIFT, _IOC_DIRSHIFT = 0, 8, 16, 30
@@ -100,6 +102,27 @@ CRFS_IOC_CHECKPOINT = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 3,
                            ctypes.sizeof(CheckpointArgs))
 CRFS_IOC_RESTART_FILES = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 4,
                               ctypes.sizeof(RestartArgs))
+
+
+class LazyRange(ctypes.Structure):
+    """struct crfs_lazy_range: pos -1 a VMA to register, else pages at file offset pos."""
+    _fields_ = [("addr", ctypes.c_uint64), ("len", ctypes.c_uint64), ("pos", ctypes.c_int64)]
+
+
+class LazyArgs(ctypes.Structure):
+    """struct crfs_lazy_args (CRFS_IOC_LAZY): the page server's side of a lazy restart."""
+    _fields_ = [
+        ("pid", ctypes.c_int32),
+        ("op", ctypes.c_uint32),
+        ("ranges", ctypes.c_uint64),
+        ("nr_ranges", ctypes.c_uint32),
+        ("uffd", ctypes.c_int32),
+        ("_reserved", ctypes.c_uint64),
+    ]
+
+
+LAZY_RANGES, LAZY_GO, LAZY_DONE = 1, 2, 3     # crfs_lazy_args.op
+CRFS_IOC_LAZY = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 5, ctypes.sizeof(LazyArgs))
 
 NO_OFFSET = (1 << 64) - 1   # err_offset when the failure is not at a record
 

@@ -81,12 +81,15 @@ def inherit_fd(text):
 
 
 def restarter_options(args):
-    """crfs-restart's options for the fds: -i IMAGEFD=FD each, -R to replace stdio."""
+    """crfs-restart's options for the fds: -i IMAGEFD=FD each, -R to replace stdio; and
+    --lazy."""
     options = []
     for image_fd, fd in args.inherit_fd:
         options += ["-i", f"{image_fd}={fd}"]
     if args.stdio == "replace":
         options.append("-R")
+    if args.lazy:
+        options.append("--lazy")
     return options
 
 
@@ -155,6 +158,11 @@ def add_parser(sub):
                         "reopened; only a terminal, socket or pipe end that is gone takes "
                         "ours. replace: fds 0-2 are ours (stdin /dev/null, stdout and "
                         "stderr ours or --log), whatever the image had")
+    p.add_argument("--lazy", action="store_true",
+                   help="let the program run before its memory is in: its anonymous pages "
+                        "come on first touch and in the background from the restarter, "
+                        "which stays as its parent until they are all in (one process, "
+                        "not trees; docs/kmod.md, Lazy restart)")
     p.add_argument("--device", metavar="DEV", default=kernel.DEVICE,
                    help="the crfs device (default %(default)s)")
     p.set_defaults(func=restart, reporter="crfs restart")

@@ -2,7 +2,8 @@
 /*
  * crfs-restart: become the process of a checkpoint image, through /dev/crfs.
  *
- *   crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-A] [-T] [-i IMAGEFD=FD]... IMAGE
+ *   crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-A] [-T] [-L|--lazy]
+ *                [-i IMAGEFD=FD]... IMAGE
  *
  * Built static by `make -C kmod` (no dynamic loader, few mappings). It:
  *   1. turns address-space randomization off (personality ADDR_NO_RANDOMIZE) and
@@ -51,6 +52,9 @@
  * mapped to the pids the processes got. A process keeps its parent's session; a group
  * not in the image is the restarter's (the root's). Any other layout is refused.
  *
+ * --lazy (-L): the pages of the image's private writable anonymous memory come after the
+ * program runs, through userfaultfd, from this process as their server (crfs-restart-lazy.h).
+ *
  * A process with threads in the image (tasks of one tgid) is restored by as many threads:
  * its main thread restores the leader's task after it has started one thread per other
  * task, each calling RESTART with its own index. The kernel has them meet: the leader
@@ -60,6 +64,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -480,11 +485,24 @@ static int read_full(int fd, void *buf, size_t len)
  * The parent of a root task restored with its image pid: pass its report on (or, at EOF,
  * the news that the restore went through, with the pid), then end as it ends.
  */
+/* Wait for the restored @root and end as it ended. */
+static void relay_wait(pid_t root)
+{
+	int status = 0;
+	pid_t got;
+
+	while ((got = waitpid(root, &status, 0)) < 0 && errno == EINTR)
+		;
+	if (got == root && WIFSIGNALED(status)) {
+		signal(WTERMSIG(status), SIG_DFL);
+		kill(getpid(), WTERMSIG(status));
+	}
+	_exit(got == root && WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+}
+
 static void relay(pid_t root, int from)
 {
 	struct report r;
-	int status = 0;
-	pid_t got;
 
 	prctl(PR_SET_DUMPABLE, 0);	/* no core of ours if we die of its signal */
 	if (read_full(from, &r, sizeof(r)) == sizeof(r)) {
@@ -501,14 +519,11 @@ static void relay(pid_t root, int from)
 	if (report_fd >= 0)
 		close(report_fd);
 	close(from);
-	while ((got = waitpid(root, &status, 0)) < 0 && errno == EINTR)
-		;
-	if (got == root && WIFSIGNALED(status)) {
-		signal(WTERMSIG(status), SIG_DFL);
-		kill(getpid(), WTERMSIG(status));
-	}
-	_exit(got == root && WIFEXITED(status) ? WEXITSTATUS(status) : 1);
+	relay_wait(root);
 }
+
+#include "crfs-restart-lazy.h"
+
 
 /*
  * Give the root task its image pid: a child created with it goes on restoring (it dies
@@ -518,19 +533,31 @@ static void relay(pid_t root, int from)
  */
 static void root_with_image_pid(int dev, int image)
 {
-	pid_t want = pids[0].vpid, parent = getpid(), pid;
-	int link[2];
+	pid_t want = pids[0].vpid, parent = getpid(), pid = -1;
+	int link[2], sock[2] = { -1, -1 };
+	int with_pid = image_pids && want > 0 && want != parent;
 
-	if (!image_pids || want <= 0 || want == parent || pipe2(link, O_CLOEXEC))
+	if ((!with_pid && !lazy) || pipe2(link, O_CLOEXEC))
 		return;
-	pid = fork_with_pid(want);
+	if (lazy && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock))
+		fail("lazy", errno, "socketpair", UINT64_MAX, 0);
+	if (with_pid)
+		pid = fork_with_pid(want);
+	if (pid < 0 && lazy)
+		pid = fork();	/* --lazy needs a server: the program gets a new pid */
 	if (pid < 0) {
+		if (lazy)
+			fail("lazy", errno, "cannot fork", UINT64_MAX, 0);
 		close(link[0]);
 		close(link[1]);
 		return;
 	}
 	if (pid > 0) {
 		close(link[1]);
+		if (lazy) {
+			close(sock[1]);
+			lazy_serve(pid, link[0], sock[0], dev, image);
+		}
 		close(dev);
 		close(image);
 		relay(pid, link[0]);
@@ -541,6 +568,12 @@ static void root_with_image_pid(int dev, int image)
 	report_fd = link[1];
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent)
 		_exit(1);
+	if (lazy) {
+		close(sock[0]);
+		lazy_send_uffd(sock[1]);
+		close(sock[1]);
+		restart_flags |= CRFS_RESTART_LAZY;
+	}
 }
 
 /* ---------------------------------------------------------------- tree */
@@ -1353,8 +1386,15 @@ static int parse_args(int argc, char **argv, const char **device)
 {
 	int opt;
 
-	while ((opt = getopt(argc, argv, "d:r:NSRATi:")) != -1) {
-		if (opt == 'd')
+	static const struct option longs[] = {
+		{ "lazy", no_argument, NULL, 'L' },
+		{ NULL, 0, NULL, 0 },
+	};
+
+	while ((opt = getopt_long(argc, argv, "d:r:NSRATLi:", longs, NULL)) != -1) {
+		if (opt == 'L')
+			lazy = 1;
+		else if (opt == 'd')
 			*device = optarg;
 		else if (opt == 'r')
 			report_fd = atoi(optarg);
@@ -1457,6 +1497,9 @@ static void restart_image(int dev, int fd)
 	int ready[2] = { -1, -1 }, go[2] = { -1, -1 };
 
 	read_tree(fd);
+	if (lazy && nr_procs > 1)
+		fail("lazy", EOPNOTSUPP, "--lazy restarts one process, not a tree", UINT64_MAX,
+		     0);
 	root_with_image_pid(dev, fd);
 	outer_pgid = getpgrp();
 	if (nr_procs > 1) {
@@ -1514,6 +1557,7 @@ int main(int argc, char **argv)
 	restart_image(dev, fd);
 usage:
 	fprintf(stderr,
-		"usage: crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-A] [-T] [-i IMAGEFD=FD]... IMAGE\n");
+		"usage: crfs-restart [-d DEVICE] [-r FD] [-N] [-S] [-R] [-A] [-T] [-L|--lazy]\n"
+		"                    [-i IMAGEFD=FD]... IMAGE\n");
 	return 2;
 }

@@ -239,6 +239,19 @@ long crfs_image_ioctl(struct crfs_image_args __user *uargs, bool restart,
 int crfs_restore(struct crfs_plan *plan, struct crfs_image *img, u32 index,
 		 bool *done);
 
+/* ---------------------------------------------------------------- crfs_lazy.c */
+
+struct crfs_lazy;
+
+bool crfs_lazy_vma(const struct crfs_vma *vma);
+struct crfs_lazy *crfs_lazy_new(const struct crfs_mm *mm);
+void crfs_lazy_publish(struct crfs_lazy *l);
+int crfs_lazy_wait(struct crfs_lazy *l);
+void crfs_lazy_put(struct crfs_lazy *l);
+void crfs_lazy_abandon(struct crfs_lazy *l);
+long crfs_ioctl_lazy(struct file *dev, struct crfs_lazy_args __user *uargs);
+void crfs_lazy_release(struct file *dev);
+
 /* ---------------------------------------------------------------- crfs_files.c */
 
 struct crfs_files;

@@ -75,7 +75,16 @@ struct crfs_checkpoint_args {
  * stdout rather than to its old log); implies CRFS_RESTART_INHERIT.
  */
 #define CRFS_RESTART_REPLACE	0x2
-#define CRFS_RESTART_FLAGS	(CRFS_RESTART_INHERIT | CRFS_RESTART_REPLACE)
+/*
+ * Lazy restart: the private writable anonymous memory of the image is mapped but not
+ * filled. The restored process waits in the kernel, before its first instruction, until
+ * its parent (the page server) has registered those ranges with a userfaultfd made by the
+ * process before RESTART and said CRFS_LAZY_GO (CRFS_IOC_LAZY); the server then brings
+ * the pages in from the image with UFFDIO_COPY.
+ */
+#define CRFS_RESTART_LAZY	0x4
+#define CRFS_RESTART_FLAGS	(CRFS_RESTART_INHERIT | CRFS_RESTART_REPLACE | \
+				 CRFS_RESTART_LAZY)
 
 /*
  * struct crfs_handed_file - a file the caller made for a FILE object of the image.
@@ -110,6 +119,41 @@ struct crfs_restart_args {
 	__u32 nr_handed;
 	__u32 __reserved;
 };
+
+/*
+ * struct crfs_lazy_range - what a lazy restore left out (CRFS_LAZY_RANGES).
+ * @addr:	first byte (page aligned)
+ * @len:	bytes (whole pages)
+ * @pos:	-1: a VMA to register (UFFDIO_REGISTER_MODE_MISSING); its pages that follow
+ *		with @pos >= 0 are in the image at file offset @pos, the rest are zeros
+ */
+struct crfs_lazy_range {
+	__u64 addr;
+	__u64 len;
+	__s64 pos;
+};
+
+/*
+ * struct crfs_lazy_args - CRFS_IOC_LAZY, asked by the parent of a lazily restored process.
+ * @pid:	in: the restored process (its leader), in the caller's pid namespace
+ * @op:		in: CRFS_LAZY_RANGES, CRFS_LAZY_GO or CRFS_LAZY_DONE
+ * @ranges:	in: RANGES: user pointer to @nr_ranges struct crfs_lazy_range
+ * @nr_ranges:	in: RANGES: room in @ranges; out: how many ranges there are
+ * @uffd:	in: GO: the userfaultfd the ranges are registered with
+ * @__reserved:	in: must be 0
+ */
+struct crfs_lazy_args {
+	__s32 pid;
+	__u32 op;
+	__u64 ranges;
+	__u32 nr_ranges;
+	__s32 uffd;
+	__u64 __reserved;
+};
+
+#define CRFS_LAZY_RANGES	1	/* copy the ranges out */
+#define CRFS_LAZY_GO		2	/* registered with @uffd: let the process run */
+#define CRFS_LAZY_DONE		3	/* every page is in: forget the process */
 
 /* crfs_checkpoint_args.flags */
 #define CRFS_CHECKPOINT_TREE	0x1	/* the process and its descendants, depth first */
@@ -147,6 +191,23 @@ struct crfs_restart_args {
  *   EBADF	an fd of the table is not open
  */
 #define CRFS_IOC_RESTART_FILES	_IOWR(CRFS_IOC_MAGIC, 4, struct crfs_restart_args)
+
+/*
+ * The page server's side of a lazy restore (CRFS_RESTART_LAZY), asked through a /dev/crfs
+ * file by the real parent of the restored process, once that process's RESTART went
+ * through (EOF on its report pipe): RANGES gives what to register and where the pages are
+ * in the image; GO lends the module a reference to the userfaultfd and lets the process
+ * run, after it has checked that every range is registered with that userfaultfd (else it
+ * is killed). From GO until DONE, the release of the /dev/crfs file that said GO (the
+ * server exits or dies) kills the process first, then drops the userfaultfd: the program
+ * never runs on with zero pages where its own were. errno:
+ *   ESRCH	no lazy restore of @pid waits (or it is gone), or GO/DONE not in order
+ *   EPERM	the caller is not the process's real parent
+ *   EBADF	GO: @uffd is not open; EINVAL: it is not a userfaultfd, unknown @op,
+ *		@__reserved not 0
+ *   EFAULT	bad pointer
+ */
+#define CRFS_IOC_LAZY		_IOWR(CRFS_IOC_MAGIC, 5, struct crfs_lazy_args)
 
 /*
  * Write a linux-cr ckpt_hdr x86_64 image of process @pid (every thread of it) and, with

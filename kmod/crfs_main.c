@@ -4,7 +4,8 @@
  *
  * /dev/crfs (a misc device, mode 0600) takes the ioctls of crfs_ioctl.h. Each call is
  * self-contained: the image is opened, copied in and validated (for CHECKPOINT:
- * written) by the calling task, and no state is kept between calls.
+ * written) by the calling task, and no state is kept between calls, but for a lazy
+ * restore's, from its server's GO to its DONE or its file's release (crfs_lazy.c).
  */
 #include <linux/compat.h>
 #include <linux/fs.h>
@@ -28,14 +29,24 @@ static long crfs_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		return crfs_ioctl_checkpoint(argp);
 	case CRFS_IOC_RESTART_FILES:
 		return crfs_ioctl_restart_files(argp);
+	case CRFS_IOC_LAZY:
+		return crfs_ioctl_lazy(file, argp);
 	default:
 		return -ENOTTY;
 	}
 }
 
+/* a lazy restore's server ends: the processes it did not finish are killed (crfs_lazy.c) */
+static int crfs_release(struct inode *inode, struct file *file)
+{
+	crfs_lazy_release(file);
+	return 0;
+}
+
 static const struct file_operations crfs_fops = {
 	.owner = THIS_MODULE,
 	.unlocked_ioctl = crfs_ioctl,
+	.release = crfs_release,
 	.compat_ioctl = compat_ptr_ioctl,
 	.llseek = noop_llseek,
 };
@@ -69,6 +80,8 @@ static int __init crfs_init(void)
 	BUILD_BUG_ON(sizeof(struct crfs_image_args) != 120);
 	BUILD_BUG_ON(sizeof(struct crfs_checkpoint_args) != 120);
 	BUILD_BUG_ON(sizeof(struct crfs_restart_args) != 136);
+	BUILD_BUG_ON(sizeof(struct crfs_lazy_args) != 32);
+	BUILD_BUG_ON(sizeof(struct crfs_lazy_range) != 24);
 	BUILD_BUG_ON(PAGE_SIZE != CKPT_PAGE_SIZE);
 	return misc_register(&crfs_misc);
 }

@@ -93,6 +93,8 @@ struct crfs_regs_work {
 	bool close_fds;		/* the process's leader: close the restarter's fds */
 	struct crfs_files *files;	/* the leader's: the image's fd table, opened */
 	struct crfs_group *group;	/* of a threaded process: its call's membership */
+	struct crfs_lazy *lazy;		/* the leader's, lazy: the pages left out */
+	struct callback_head lazy_cb;	/* its wait for the page server */
 	bool leader;
 };
 
@@ -918,6 +920,13 @@ static int prepare_memory(struct crfs_restore *rs)
 	rs->buf = kvmalloc(FILL_PAGES * PAGE_SIZE, GFP_KERNEL);
 	if (!rs->buf)
 		return -ENOMEM;
+	if (rs->plan->flags & CRFS_RESTART_LAZY) {
+		if (!IS_ENABLED(CONFIG_USERFAULTFD))
+			return refuse(rs, -EOPNOTSUPP, "a lazy restart needs userfaultfd");
+		rs->work->lazy = crfs_lazy_new(rs->mm);
+		if (!rs->work->lazy)
+			return -ENOMEM;
+	}
 	return prepare_vmas(rs);
 }
 
@@ -1051,6 +1060,8 @@ static int fill_vma(struct crfs_restore *rs, struct crfs_vma *vma)
 
 	if (vma->h.vma_type != CKPT_VMA_ANON && vma->h.vma_type != CKPT_VMA_FILE)
 		return 0;	/* shared memory was filled in its shmem file */
+	if (rs->work->lazy && crfs_lazy_vma(vma))
+		return 0;	/* the page server brings them in (crfs_lazy.c) */
 	for (i = 0; i < vma->nr_runs; i++) {
 		run = &vma->runs[i];
 		for (done = 0; done < run->nr_pages; done += n) {
@@ -1225,24 +1236,9 @@ static void close_fds_above_stderr(void)
 		close_fd(fd);
 }
 
-/*
- * Runs on the way back to user space, after the ioctl's return value was stored into
- * regs->ax (which is why the registers are not set in the ioctl itself).
- */
-static void regs_work_fn(struct callback_head *cb)
+/* The restore of this thread is over: the threads of a process meet a last time. */
+static void settle(struct crfs_regs_work *work)
 {
-	struct crfs_regs_work *work = container_of(cb, struct crfs_regs_work, cb);
-
-	if (!(current->flags & PF_EXITING)) {
-		set_regs(task_pt_regs(current), &work->cpu);
-		set_bases(work->cpu.fs, work->cpu.gs);
-		if (work->files)
-			crfs_files_install(work->files);	/* consumes it */
-		else if (work->close_fds)
-			close_fds_above_stderr();
-		work->files = NULL;
-	}
-	crfs_files_free(work->files);
 	if (work->group) {
 		/* the threads share the fd table: none runs before it is the image's */
 		if (work->leader)
@@ -1254,12 +1250,61 @@ static void regs_work_fn(struct callback_head *cb)
 	kfree(work);
 }
 
+/*
+ * A lazy restore's leader, after the task_works that release the restarter's files (the
+ * report pipe among them: its server sees EOF), which regs_work_fn() queued after this one
+ * and so run before it: wait for the server's GO (crfs_lazy.c).
+ */
+static void lazy_work_fn(struct callback_head *cb)
+{
+	struct crfs_regs_work *work = container_of(cb, struct crfs_regs_work, lazy_cb);
+
+	if (crfs_lazy_wait(work->lazy))
+		force_sig(SIGKILL);
+	crfs_lazy_put(work->lazy);
+	settle(work);
+}
+
+/*
+ * Runs on the way back to user space, after the ioctl's return value was stored into
+ * regs->ax (which is why the registers are not set in the ioctl itself).
+ */
+static void regs_work_fn(struct callback_head *cb)
+{
+	struct crfs_regs_work *work = container_of(cb, struct crfs_regs_work, cb);
+	bool lazy = false;
+
+	if (work->lazy) {
+		init_task_work(&work->lazy_cb, lazy_work_fn);
+		lazy = !task_work_add(current, &work->lazy_cb, TWA_RESUME);
+	}
+	if (!(current->flags & PF_EXITING)) {
+		set_regs(task_pt_regs(current), &work->cpu);
+		set_bases(work->cpu.fs, work->cpu.gs);
+		if (work->files)
+			crfs_files_install(work->files);	/* consumes it */
+		else if (work->close_fds)
+			close_fds_above_stderr();
+		work->files = NULL;
+	}
+	crfs_files_free(work->files);
+	if (lazy)
+		return;		/* lazy_work_fn() settles */
+	if (work->lazy) {
+		crfs_lazy_abandon(work->lazy);
+		force_sig(SIGKILL);
+	}
+	settle(work);
+}
+
 static int act(struct crfs_restore *rs)
 {
 	int ret;
 
 	if (is_leader(rs)) {
 		ret = restore_memory(rs);
+		if (!ret && rs->work->lazy)
+			crfs_lazy_publish(rs->work->lazy);
 		if (!ret) {
 			crfs_sig_act_process(&rs->sig);
 			crfs_ts_act_process(rs->task);
@@ -1321,8 +1366,10 @@ static void release(struct crfs_restore *rs)
 	xa_destroy(&rs->shm);
 	kvfree(rs->xstate);
 	kvfree(rs->buf);
-	if (rs->work)
+	if (rs->work) {
 		crfs_files_free(rs->work->files);
+		crfs_lazy_abandon(rs->work->lazy);
+	}
 	kfree(rs->work);
 	if (rs->cred)
 		abort_creds(rs->cred);

@@ -1557,6 +1557,9 @@ STEPS = (
      "t_timers"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
     ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
+    # lazy restart: pages through userfaultfd from crfs-restart --lazy (tests/guest_lazy.py)
+    ("lazy", lambda m: __import__("guest_lazy").step(m), lambda m, s: (m["restore"],),
+     "t_lazy"),
 )
 
 

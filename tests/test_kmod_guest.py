@@ -394,7 +394,8 @@ def prepare_guest(work, build_c, tmp_path_factory):
         "deleted_target": str(build_c("deleted_target", 64)),
         "unix_target": str(build_c("unix_target", 64)),
         "sockstrict_target": str(build_c("sockstrict_target", 64)),
-        "timers_target": str(build_c("timers_target", 64, "-pthread"))}
+        "timers_target": str(build_c("timers_target", 64, "-pthread")),
+        "lazy_target": str(build_c("lazy_target", 64, "-pthread"))}
     manifest["zdtm"], zdtm_error = _build_zdtm(work) if _step_selected("zdtm") else (None, None)
     timeout = GUEST_TIMEOUT + (ZDTM_BUDGET if manifest["zdtm"] else 0)
     if manifest["zdtm"]:
@@ -2494,3 +2495,133 @@ def test_restart_refuses_a_caller_with_other_timers(guest, label, message):
 
 def test_timers_step_leaves_nothing_running(guest):
     assert _timers(guest)["left"] == []
+
+
+# --------------------------------------------------------------------------- lazy restart
+# Step lazy (tests/guest_lazy.py, issue #14): crfs-restart --lazy, pages through userfaultfd
+# from the restarter (kmod/crfs_lazy.c, kmod/crfs-restart-lazy.h).
+
+
+def _lazy(guest, case):
+    result = _report(guest)["steps"]["lazy"]
+    assert "error" not in result, result["error"]
+    return result[case]
+
+
+def _lazy_ran(run, line):
+    assert run["checkpoint"]["rc"] == 0, run["checkpoint"]
+    assert run["first"]["errno"] == 0 and run["first"]["stage"] == "restored", run["first"]
+    assert line in run["lines"], run["lines"][-5:]
+    assert run["exit"] == "exited 3", run
+
+
+@pytest.mark.parametrize("case", ["check", "eager"])
+def test_lazy_restart_brings_every_byte_back(guest, case):
+    """lazy_target's 64 MiB heap (every 16th page a hole) restarted with --lazy (and, as a
+    reference, without): every byte as written, the holes zeros; the lazy server reports
+    the program resident once every page of the image is in."""
+    run = _lazy(guest, case)
+    _lazy_ran(run, "heap=ok")
+    if case == "check":
+        second = run["second"]
+        assert second["errno"] == 0 and second["stage"] == "resident", second
+        pages = int(second["reason"].split(": ")[1].split()[0])
+        assert pages >= 64 * 256 * 15 // 16, second
+
+
+def test_lazy_restart_serves_two_threads_faulting_at_once(guest):
+    """Two threads of the restarted program compare the two halves of the heap at once:
+    both fault on pages still to come, both get them."""
+    _lazy_ran(_lazy(guest, "threads"), "threads=ok")
+
+
+def test_lazy_restart_keeps_anonymous_semantics(guest):
+    """At its first instruction after the restart, the program drops 2 MiB with
+    MADV_DONTNEED, unmaps 2 MiB and moves 2 MiB with mremap, all at the end of its heap
+    (the last the server streams): not resident yet, and afterwards zeros, unmapped and
+    the pattern at the new place; the rest intact."""
+    run = _lazy(guest, "madvise")
+    _lazy_ran(run, "madvise=ok")
+    before = next(x for x in run["lines"] if x.startswith("before "))
+    dontneed, remap = (int(x.split("=")[1]) for x in before.split()[1:])
+    assert dontneed < 512 or remap < 512, before     # they had not all arrived
+
+
+def test_lazy_restart_survives_its_image_deleted(guest):
+    """The image unlinked as soon as the program runs: the server keeps it open (its fd
+    says "(deleted)"), every page still comes; /proc/PID/maps is the original's."""
+    run = _lazy(guest, "deleted")
+    _lazy_ran(run, "heap=ok")
+    during = run["during"]
+    assert any(x.endswith("deleted.img (deleted)") for x in during["server_fds"]), during
+    assert during["second"]["stage"] == "resident", during["second"]
+    assert [m for m in run["maps_before"] if m[2] not in ("[vvar]", "[vdso]")] == \
+        [m for m in during["maps_after"] if m[2] not in ("[vvar]", "[vdso]")]
+
+
+def test_lazy_restart_program_dies_with_its_server(guest):
+    """The server killed while pages are still to come: the program is killed too (the
+    module kills it when the server's /dev/crfs file goes), nothing hangs."""
+    run = _lazy(guest, "killed")
+    assert run["first"]["stage"] == "restored", run["first"]
+    assert run["during"]["program_ended"], run["during"]
+    assert run["during"]["second"].get("eof"), run["during"]      # never resident
+    assert "heap=ok" not in run["lines"], run["lines"][-5:]
+    assert run["exit"] == "killed by SIGKILL", run
+
+
+def test_lazy_restart_refuses_a_tree(guest):
+    """--lazy restarts one process: an image of a tree is refused, nothing forked."""
+    refused = _lazy(guest, "tree")
+    assert refused["errno"] == "EOPNOTSUPP" and "not a tree" in refused["msg"], refused
+
+
+def test_lazy_restart_without_userfaultfd_rights_is_refused(guest):
+    """crfs-restart --lazy run by nobody while vm.unprivileged_userfaultfd is 0: refused
+    before RESTART, EPERM, stage lazy, saying which sysctl would allow it."""
+    refused = _lazy(guest, "nobody")
+    assert refused.get("errno") == errno.EPERM and refused["stage"] == "lazy", refused
+    assert "vm.unprivileged_userfaultfd=1" in refused["reason"], refused
+
+
+def test_lazy_ioctl_refuses_wrong_requests(guest):
+    """CRFS_IOC_LAZY: ESRCH for a pid no lazy restore waits for, EINVAL for an unknown op or
+    a reserved field set, EBADF/EINVAL for a GO whose fd is closed / not a userfaultfd; a
+    process other than the restored program's parent gets EPERM."""
+    assert _lazy(guest, "arguments") == {
+        "ranges_not_waiting": "ESRCH", "done_not_waiting": "ESRCH", "unknown_op": "EINVAL",
+        "reserved": "EINVAL", "go_closed_fd": "EBADF", "go_not_uffd": "EINVAL"}
+    assert _lazy(guest, "deleted")["during"]["not_parent"] == "EPERM"
+
+
+@pytest.mark.parametrize("label", ["static", "dynamic"])
+def test_lazy_restart_continues_a_real_program(guest, label):
+    """restore_target checkpointed by the CLI, restarted with --lazy: as after an eager
+    restart, its count, heap, written file page, shared page, registers and vDSO clock
+    carry on to its limit."""
+    run = _lazy(guest, "targets")[label]
+    assert run["checkpoint"]["rc"] == 0, run["checkpoint"]
+    restart = run["restart"]
+    assert (restart["errno"], restart["stage"]) == (0, "restored"), restart
+    _continues(run["checkpoint"]["before"], restart["after"], restart["exit"])
+
+
+@pytest.mark.parametrize("how", ["exit", "late", "unregistered"])
+def test_lazy_restart_kills_the_program_when_its_server_fails(guest, how):
+    """The server misbehaves ($CRFS_LAZY_TEST, a test hook of crfs-restart): it dies before
+    GO (the waiting program is killed, nothing is reported), says GO after the module's
+    lazy_timeout (1 s here: the program is killed, the server reports the failure), or
+    says GO without registering the ranges (the module's check kills the program before
+    its first instruction). Never a program running on zeros; nothing left."""
+    run = _lazy(guest, f"server_{how}")
+    assert run["checkpoint"]["rc"] == 0, run["checkpoint"]
+    assert "heap=ok" not in run["lines"] and "done" not in run["lines"], run["lines"][-5:]
+    assert run["survivors"] == [], run
+    if how == "exit":
+        assert run["first"].get("eof") and run["exit"] == "exited 7", run
+    elif how == "late":
+        assert run["first"].get("stage") == "lazy" and run["first"]["errno"], run
+        assert run["exit"] == "killed by SIGKILL", run
+    else:
+        assert run["first"].get("stage") == "restored", run
+        assert run["exit"] == "killed by SIGKILL", run

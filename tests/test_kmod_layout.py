@@ -164,6 +164,15 @@ def _program():
     emit("checkpoint sizeof", "sizeof(struct crfs_checkpoint_args)")
     for field in ("pid", "fd", "flags", "__reserved", "written", "err_msg"):
         emit(f"checkpoint .{field}", f"offsetof(struct crfs_checkpoint_args, {field})")
+    for name in ("CRFS_IOC_LAZY", "CRFS_RESTART_LAZY", "CRFS_LAZY_RANGES", "CRFS_LAZY_GO",
+                 "CRFS_LAZY_DONE"):
+        emit(f"lazy {name}", name)
+    emit("lazy sizeof", "sizeof(struct crfs_lazy_args)")
+    for field in ("pid", "op", "ranges", "nr_ranges", "uffd", "__reserved"):
+        emit(f"lazy .{field}", f"offsetof(struct crfs_lazy_args, {field})")
+    emit("lazy_range sizeof", "sizeof(struct crfs_lazy_range)")
+    for field in ("addr", "len", "pos"):
+        emit(f"lazy_range .{field}", f"offsetof(struct crfs_lazy_range, {field})")
     lines += ['printf("\\"end\\": 0}\\n");', "return 0;", "}"]
     return "\n".join(lines) + "\n"
 
@@ -257,3 +266,19 @@ def test_restart_files_ioctl_abi_matches_crfs_kernel(c_values):
     assert c_values["handed sizeof"] == ctypes.sizeof(kernel.HandedFile) == 8
     for name, _ in kernel.HandedFile._fields_:
         assert c_values[f"handed .{name}"] == getattr(kernel.HandedFile, name).offset
+
+
+def test_lazy_ioctl_abi_matches_crfs_kernel(c_values):
+    """CRFS_IOC_LAZY and CRFS_RESTART_LAZY (kmod/crfs_lazy.c): numbers, struct
+    crfs_lazy_args and struct crfs_lazy_range."""
+    assert c_values["lazy CRFS_IOC_LAZY"] == kernel.CRFS_IOC_LAZY
+    assert c_values["lazy CRFS_RESTART_LAZY"] == kernel.RESTART_LAZY
+    assert [c_values[f"lazy CRFS_LAZY_{op}"] for op in ("RANGES", "GO", "DONE")] == \
+        [kernel.LAZY_RANGES, kernel.LAZY_GO, kernel.LAZY_DONE]
+    assert c_values["lazy sizeof"] == ctypes.sizeof(kernel.LazyArgs) == 32
+    for name, _ in kernel.LazyArgs._fields_:
+        c_name = "__reserved" if name == "_reserved" else name
+        assert c_values[f"lazy .{c_name}"] == getattr(kernel.LazyArgs, name).offset
+    assert c_values["lazy_range sizeof"] == ctypes.sizeof(kernel.LazyRange) == 24
+    for name, _ in kernel.LazyRange._fields_:
+        assert c_values[f"lazy_range .{name}"] == getattr(kernel.LazyRange, name).offset

@@ -166,6 +166,14 @@ def test_fds_handed_in_and_stdio_replaced(tmp_path, image):
     assert result.stdout == "handed in\n"
 
 
+def test_lazy_is_passed_to_the_restarter(tmp_path, image):
+    """--lazy asks crfs-restart for a lazy restart (its --lazy)."""
+    env = stand_in(tmp_path, "os.close(fd)\n")
+    result = crfs("restart", "--wait", "--lazy", image, "--device", "/dev/null", env=env)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "argv").read_text().split()[4:] == ["--lazy", str(image)]
+
+
 def test_inherit_fd_must_be_open(image):
     result = crfs("restart", "-i", "5=97", image)
     assert result.returncode == 2

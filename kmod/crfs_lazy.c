@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Lazy restart (CRFS_RESTART_LAZY): the page server's side.
+ *
+ * A lazy RESTART maps the private writable anonymous VMAs of the image but leaves their
+ * pages out (crfs_lazy_vma()). Its leader publishes a struct crfs_lazy, keyed by its pid,
+ * listing those VMAs and where their pages are in the image, then, on its way back to
+ * user space (after its fds were installed, which closes the restarter's report pipe),
+ * sleeps until its real parent says GO (crfs_lazy_wait()). The parent, the page server,
+ * reads the list (CRFS_LAZY_RANGES), registers each VMA with a userfaultfd the process
+ * made before RESTART (uffd ioctls act on the mm the uffd was made in, which a restore
+ * keeps), and says CRFS_LAZY_GO with it. The process checks that every VMA is registered
+ * with that userfaultfd, else it is killed; then it runs, and its first touch of a page
+ * waits for the server's UFFDIO_COPY.
+ *
+ * From GO on, the module keeps a reference to the userfaultfd, and the release of the
+ * /dev/crfs file that said GO (the server ends or dies) kills the process before that
+ * reference is dropped: were the userfaultfd released first, its VMAs would be
+ * unregistered and the program would fault in zero pages where its data was. DONE (every
+ * page is in) lets the process go on without the server.
+ */
+#include <linux/completion.h>
+#include <linux/file.h>
+#include <linux/kref.h>
+#include <linux/magic.h>
+#include <linux/mm.h>
+#include <linux/moduleparam.h>
+#include <linux/mutex.h>
+#include <linux/pid.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+
+#include "crfs.h"
+
+static unsigned int lazy_timeout = 60;
+module_param(lazy_timeout, uint, 0644);
+MODULE_PARM_DESC(lazy_timeout,
+		 "seconds a lazily restored process waits for its server's GO (default 60)");
+
+struct crfs_lazy {
+	struct list_head node;		/* in lazy_list, while listed */
+	struct kref ref;
+	struct pid *pid;		/* the restored process */
+	struct completion go;
+	struct file *owner;		/* the /dev/crfs file that said GO */
+	struct file *uffd;		/* from GO to DONE or the owner's release */
+	bool listed;
+	bool started;			/* GO was said */
+	u32 nr_ranges;
+	struct crfs_lazy_range ranges[];
+};
+
+static LIST_HEAD(lazy_list);
+static DEFINE_MUTEX(lazy_lock);
+
+/* A VMA whose pages a lazy restore leaves out: private, anonymous, writable. */
+bool crfs_lazy_vma(const struct crfs_vma *vma)
+{
+	return vma->h.vma_type == CKPT_VMA_ANON && vma->h.vm_flags & VM_WRITE;
+}
+
+static u32 count_ranges(const struct crfs_mm *mm)
+{
+	u32 i, n = 0;
+
+	for (i = 0; i < mm->h.map_count; i++)
+		if (crfs_lazy_vma(&mm->vmas[i]))
+			n += 1 + mm->vmas[i].nr_runs;
+	return n;
+}
+
+/* The ranges of @mm left out by a lazy restore, not yet published. */
+struct crfs_lazy *crfs_lazy_new(const struct crfs_mm *mm)
+{
+	u32 i, r, n = count_ranges(mm);
+	struct crfs_lazy_range *out;
+	const struct crfs_vma *vma;
+	struct crfs_lazy *l;
+
+	l = kvzalloc(struct_size(l, ranges, n), GFP_KERNEL_ACCOUNT);
+	if (!l)
+		return NULL;
+	kref_init(&l->ref);
+	init_completion(&l->go);
+	INIT_LIST_HEAD(&l->node);
+	out = l->ranges;
+	for (i = 0; i < mm->h.map_count; i++) {
+		vma = &mm->vmas[i];
+		if (!crfs_lazy_vma(vma))
+			continue;
+		*out++ = (struct crfs_lazy_range){ .addr = vma->h.vm_start,
+			.len = vma->h.vm_end - vma->h.vm_start, .pos = -1 };
+		for (r = 0; r < vma->nr_runs; r++)
+			*out++ = (struct crfs_lazy_range){ .addr = vma->runs[r].addr,
+				.len = (u64)vma->runs[r].nr_pages << PAGE_SHIFT,
+				.pos = vma->runs[r].pos };
+	}
+	l->nr_ranges = n;
+	return l;
+}
+
+static void lazy_free(struct kref *ref)
+{
+	struct crfs_lazy *l = container_of(ref, struct crfs_lazy, ref);
+
+	if (l->uffd)
+		fput(l->uffd);
+	put_pid(l->pid);
+	kvfree(l);
+}
+
+void crfs_lazy_put(struct crfs_lazy *l)
+{
+	if (l)
+		kref_put(&l->ref, lazy_free);
+}
+
+/* Off the list (with lazy_lock held); drops the list's reference. */
+static void unlist(struct crfs_lazy *l)
+{
+	if (!l->listed)
+		return;
+	list_del_init(&l->node);
+	l->listed = false;
+	kref_put(&l->ref, lazy_free);
+}
+
+/* A restore that failed before its wait: off the list, dropped. */
+void crfs_lazy_abandon(struct crfs_lazy *l)
+{
+	if (!l)
+		return;
+	mutex_lock(&lazy_lock);
+	if (!l->started)
+		unlist(l);
+	mutex_unlock(&lazy_lock);
+	crfs_lazy_put(l);
+}
+
+/* Listed under the calling process's pid: the server may ask for it now. */
+void crfs_lazy_publish(struct crfs_lazy *l)
+{
+	mutex_lock(&lazy_lock);
+	l->pid = get_task_pid(current, PIDTYPE_PID);
+	kref_get(&l->ref);
+	list_add(&l->node, &lazy_list);
+	l->listed = true;
+	mutex_unlock(&lazy_lock);
+}
+
+static bool registered(const struct vm_area_struct *vma, const struct file *uffd)
+{
+#ifdef CONFIG_USERFAULTFD
+	return vma->vm_flags & VM_UFFD_MISSING &&
+	       vma->vm_userfaultfd_ctx.ctx == uffd->private_data;
+#else
+	return false;
+#endif
+}
+
+/* Every range to register is covered by VMAs registered (MISSING) with the server's uffd. */
+static int check_registered(const struct crfs_lazy *l)
+{
+	struct mm_struct *mm = current->mm;
+	struct vm_area_struct *vma;
+	u64 addr, end;
+	u32 i;
+	int ret = 0;
+
+	mmap_read_lock(mm);
+	for (i = 0; !ret && i < l->nr_ranges; i++) {
+		if (l->ranges[i].pos != -1)
+			continue;
+		end = l->ranges[i].addr + l->ranges[i].len;
+		for (addr = l->ranges[i].addr; addr < end; addr = vma->vm_end) {
+			vma = find_vma(mm, addr);
+			if (!vma || vma->vm_start > addr || !registered(vma, l->uffd)) {
+				ret = -EINVAL;
+				break;
+			}
+		}
+	}
+	mmap_read_unlock(mm);
+	return ret;
+}
+
+/*
+ * The restored process, before its first instruction: wait (killable, lazy_timeout
+ * seconds at most) for GO, then check the registration. 0, or an errno: the caller
+ * kills the process.
+ */
+int crfs_lazy_wait(struct crfs_lazy *l)
+{
+	u64 limit = min_t(u64, (u64)READ_ONCE(lazy_timeout) * HZ, MAX_SCHEDULE_TIMEOUT - 1);
+	long left;
+	int ret;
+
+	if (current->flags & PF_EXITING)
+		left = -EINTR;
+	else
+		left = wait_for_completion_killable_timeout(&l->go, limit);
+	mutex_lock(&lazy_lock);
+	ret = l->started ? 0 : left < 0 ? (int)left : -ETIMEDOUT;
+	if (ret)
+		unlist(l);
+	mutex_unlock(&lazy_lock);
+	if (!ret)
+		ret = check_registered(l);
+	if (ret)
+		pr_warn_ratelimited("crfs: pid %d: lazy restore %s (%d): killed\n",
+				    task_pid_nr(current), ret == -EINVAL ?
+				    "not registered with the server's userfaultfd" :
+				    "got no GO from its server", ret);
+	return ret;
+}
+
+/* The listed restore of pid @nr, if the caller is its real parent (lazy_lock held). */
+static struct crfs_lazy *lookup(pid_t nr, int *err)
+{
+	struct task_struct *task;
+	struct crfs_lazy *l;
+	struct pid *pid;
+	bool parent;
+
+	pid = find_get_pid(nr);
+	*err = -ESRCH;
+	if (!pid)
+		return NULL;
+	list_for_each_entry(l, &lazy_list, node) {
+		if (l->pid != pid)
+			continue;
+		rcu_read_lock();
+		task = pid_task(pid, PIDTYPE_PID);
+		parent = task && rcu_dereference(task->real_parent)->tgid == current->tgid;
+		rcu_read_unlock();
+		put_pid(pid);
+		*err = parent ? 0 : task ? -EPERM : -ESRCH;
+		return parent ? l : NULL;
+	}
+	put_pid(pid);
+	return NULL;
+}
+
+static int lazy_ranges(struct crfs_lazy_args *args)
+{
+	struct crfs_lazy *l;
+	u32 n;
+	int ret;
+
+	mutex_lock(&lazy_lock);
+	l = lookup(args->pid, &ret);
+	if (l)
+		kref_get(&l->ref);
+	mutex_unlock(&lazy_lock);
+	if (!l)
+		return ret;
+	n = min(args->nr_ranges, l->nr_ranges);
+	args->nr_ranges = l->nr_ranges;
+	if (n && copy_to_user(u64_to_user_ptr(args->ranges), l->ranges,
+			      array_size(n, sizeof(l->ranges[0]))))
+		ret = -EFAULT;
+	crfs_lazy_put(l);
+	return ret;
+}
+
+static bool is_userfaultfd(struct file *file)
+{
+	return file_inode(file)->i_sb->s_magic == ANON_INODE_FS_MAGIC &&
+	       !strcmp(file->f_path.dentry->d_name.name, "[userfaultfd]");
+}
+
+static int lazy_go(struct file *dev, struct crfs_lazy_args *args)
+{
+	struct crfs_lazy *l;
+	struct file *uffd;
+	int ret;
+
+	uffd = fget(args->uffd);
+	if (!uffd)
+		return -EBADF;
+	if (!is_userfaultfd(uffd)) {
+		fput(uffd);
+		return -EINVAL;
+	}
+	mutex_lock(&lazy_lock);
+	l = lookup(args->pid, &ret);
+	if (l && l->started) {
+		l = NULL;
+		ret = -ESRCH;
+	}
+	if (l) {
+		l->uffd = uffd;
+		l->owner = dev;
+		l->started = true;
+		complete(&l->go);
+		uffd = NULL;
+	}
+	mutex_unlock(&lazy_lock);
+	if (uffd)
+		fput(uffd);
+	return ret;
+}
+
+static int lazy_done(struct file *dev, struct crfs_lazy_args *args)
+{
+	struct crfs_lazy *l;
+	int ret;
+
+	mutex_lock(&lazy_lock);
+	l = lookup(args->pid, &ret);
+	if (l && (!l->started || l->owner != dev)) {
+		l = NULL;
+		ret = -ESRCH;
+	}
+	if (l)
+		unlist(l);
+	mutex_unlock(&lazy_lock);
+	return ret;
+}
+
+long crfs_ioctl_lazy(struct file *dev, struct crfs_lazy_args __user *uargs)
+{
+	struct crfs_lazy_args args;
+	int ret;
+
+	if (copy_from_user(&args, uargs, sizeof(args)))
+		return -EFAULT;
+	if (args.__reserved)
+		return -EINVAL;
+	switch (args.op) {
+	case CRFS_LAZY_RANGES:
+		ret = lazy_ranges(&args);
+		if (!ret && copy_to_user(uargs, &args, sizeof(args)))
+			ret = -EFAULT;
+		return ret;
+	case CRFS_LAZY_GO:
+		return lazy_go(dev, &args);
+	case CRFS_LAZY_DONE:
+		return lazy_done(dev, &args);
+	default:
+		return -EINVAL;
+	}
+}
+
+/*
+ * The /dev/crfs file @dev is released: each process it said GO for and not DONE is
+ * killed, then its userfaultfd dropped (unlist() drops the last reference but the
+ * process's own, which is gone by then).
+ */
+void crfs_lazy_release(struct file *dev)
+{
+	struct crfs_lazy *l, *next;
+
+	mutex_lock(&lazy_lock);
+	list_for_each_entry_safe(l, next, &lazy_list, node) {
+		if (!l->started || l->owner != dev)
+			continue;
+		kill_pid(l->pid, SIGKILL, 1);
+		unlist(l);
+	}
+	mutex_unlock(&lazy_lock);
+}

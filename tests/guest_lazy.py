@@ -1,0 +1,336 @@
+"""Guest side of the lazy restart tests (tests/test_kmod_guest.py, step "lazy"; issue #14).
+
+lazy_target (tests/c/lazy_target.c: a dirty anonymous heap with holes) is checkpointed and
+restarted by `crfs-restart --lazy`: its pages come in through userfaultfd from the
+restarter, which stays as the page server (docs/kmod.md, "Lazy restart"). Cases: every
+byte checked; two threads faulting at once; madvise(DONTNEED), munmap and mremap before
+the pages arrive; the image deleted as soon as the program runs; the server killed while
+pages are still to come; a tree refused. Runs inside the guest; decides nothing.
+"""
+
+import ctypes
+import errno
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from crfs import kernel
+
+WORK = "/tmp/crfs-lazy"
+RESULT = kernel._RESULT
+
+
+def wait_lines(path, pred, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path) as f:
+            lines = f.read().splitlines()
+        if pred(lines):
+            return lines
+        time.sleep(0.02)
+    with open(path) as f:
+        return f.read().splitlines()
+
+
+def start(exe, mode, mib, out_path):
+    """lazy_target started, its pid once it says ready."""
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(["setarch", "-R", exe, WORK, mode, str(mib)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    lines = wait_lines(out_path, lambda ls: any(x.startswith("ready") for x in ls))
+    return proc, lines
+
+
+def maps_of(pid):
+    """(range, perms, name) of each line of /proc/PID/maps."""
+    with open(f"/proc/{pid}/maps") as f:
+        return [(p[0], p[1], p[5] if len(p) > 5 else "") for p in (ln.split() for ln in f)]
+
+
+def checkpoint(proc, image):
+    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "-o", image,
+                         "--kill"], capture_output=True, text=True, timeout=300)
+    proc.wait(timeout=60)
+    return {"rc": ck.returncode, "stderr": ck.stderr[-2000:]}
+
+
+class Restart:
+    """crfs-restart [--lazy] of an image in a child, its reports read as they come."""
+
+    def __init__(self, restarter, image, out_path, lazy=True):
+        self.read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        self.t0 = time.monotonic()
+        with open(out_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                [restarter, "-r", str(write_fd), *(["--lazy"] if lazy else []), image],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                pass_fds=(write_fd,), start_new_session=True)
+        os.close(write_fd)
+
+    def report(self):
+        """The next report {errno, stage, reason, t} ({} at EOF)."""
+        data = b""
+        while len(data) < RESULT.size:
+            chunk = os.read(self.read_fd, RESULT.size - len(data))
+            if not chunk:
+                return {"eof": True, "t": time.monotonic() - self.t0}
+            data += chunk
+        code, _, _, stage, reason = RESULT.unpack(data)
+        return {"errno": code, "stage": stage.rstrip(b"\0").decode(),
+                "reason": reason.rstrip(b"\0").decode("utf-8", "replace"),
+                "t": time.monotonic() - self.t0}
+
+    def end(self, timeout=300):
+        os.close(self.read_fd)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            return "hung"
+        return kernel.describe_exit(self.proc.returncode)
+
+
+def pid_of(report):
+    reason = report.get("reason", "")
+    return int(reason.split()[1].rstrip(":")) if reason.startswith("pid ") else None
+
+
+def run(manifest, label, mode, mib=64, lazy=True, during=None):
+    """lazy_target MODE checkpointed, restarted (lazily), `during(restart, pid, image)`
+    called once it runs; its reports, exit, output."""
+    exe = manifest["lazy_target"]
+    out_path = os.path.join(WORK, f"{label}.out")
+    image = os.path.join(WORK, f"{label}.img")
+    for name in ("go", "stop"):
+        if os.path.exists(os.path.join(WORK, name)):
+            os.unlink(os.path.join(WORK, name))
+    proc, _ = start(exe, mode, mib, out_path)
+    result = {"maps_before": maps_of(proc.pid)}
+    result["checkpoint"] = checkpoint(proc, image)
+    if result["checkpoint"]["rc"]:
+        return result
+    r = Restart(manifest["restarter"], image, out_path, lazy)
+    result["first"] = r.report()
+    pid = pid_of(result["first"])
+    if pid and during:
+        result["during"] = during(r, pid, image)
+    if lazy and pid and "second" not in result.get("during", {}):
+        result["second"] = r.report()
+    result["exit"] = r.end()
+    with open(out_path) as f:
+        result["lines"] = f.read().splitlines()
+    return result
+
+
+def lazy_ioctl(pid, op, uffd=-1, reserved=0, room=0):
+    """CRFS_IOC_LAZY from this process (not the parent of anything restored): errno name."""
+    ranges = (kernel.LazyRange * max(room, 1))()
+    args = kernel.LazyArgs(pid=pid, op=op, ranges=ctypes.addressof(ranges), nr_ranges=room,
+                           uffd=uffd, _reserved=reserved)
+    with kernel.Device() as dev:
+        ret = kernel._ioctl(dev.fd, kernel.CRFS_IOC_LAZY, ctypes.addressof(args))
+    return errno.errorcode.get(-ret, ret) if ret < 0 else ret
+
+
+def argument_errors():
+    """CRFS_IOC_LAZY asked wrongly: no lazy restore of that pid, an unknown op, a reserved
+    field set, GO with a closed fd or one that is not a userfaultfd."""
+    me = os.getpid()
+    out = {"ranges_not_waiting": lazy_ioctl(me, kernel.LAZY_RANGES, room=4),
+           "done_not_waiting": lazy_ioctl(me, kernel.LAZY_DONE),
+           "unknown_op": lazy_ioctl(me, 9),
+           "reserved": lazy_ioctl(me, kernel.LAZY_RANGES, reserved=1),
+           "go_closed_fd": lazy_ioctl(me, kernel.LAZY_GO, uffd=999)}
+    with open("/dev/null") as f:
+        out["go_not_uffd"] = lazy_ioctl(me, kernel.LAZY_GO, uffd=f.fileno())
+    return out
+
+
+def deleted_image(r, pid, image):
+    """The image unlinked as soon as the program runs; the maps then; the server's fd;
+    RANGES of the program asked by another process than its parent."""
+    not_parent = lazy_ioctl(pid, kernel.LAZY_RANGES, room=4)
+    os.unlink(image)
+    maps = maps_of(pid)
+    fd_dir = f"/proc/{r.proc.pid}/fd"
+    fds = [os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)]
+    second = r.report()
+    with open(os.path.join(WORK, "stop"), "w"):
+        pass
+    return {"maps_after": maps, "server_fds": fds, "second": second,
+            "not_parent": not_parent}
+
+
+def gone(pid, timeout=60):
+    """Whether `pid` has ended (gone or a zombie) within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def kill_server(r, pid, image):
+    """The server killed as soon as the program runs (pages still to come)."""
+    os.kill(r.proc.pid, signal.SIGKILL)
+    t = time.monotonic()
+    ended = gone(pid)
+    return {"program_ended": ended, "seconds": round(time.monotonic() - t, 2),
+            "second": r.report()}
+
+
+def tree_refused(manifest):
+    """tree_target restarted --lazy: refused before anything is forked."""
+    from guest_files import restart, outcome    # noqa: E402 - guest-side helper
+    exe = os.path.join(WORK, "tree_target")
+    shutil.copy(manifest["tree_target"], exe)
+    out_path = os.path.join(WORK, "tree.out")
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(["setarch", "-R", exe, "100000"],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    time.sleep(1.0)
+    image = os.path.join(WORK, "tree.img")
+    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "--tree",
+                         "-o", image, "--kill"], capture_output=True, text=True, timeout=300)
+    proc.wait(timeout=60)
+    if ck.returncode:
+        return {"checkpoint": ck.stderr[-2000:]}
+    return outcome(restart(image, manifest["restarter"], out_path + ".r", ("--lazy",)))
+
+
+def unprivileged_refused(restarter, image):
+    """crfs-restart --lazy run as nobody (/dev/crfs opened to everyone for the duration,
+    vm.unprivileged_userfaultfd=0): refused with its reason, before RESTART."""
+    sysctl = "/proc/sys/vm/unprivileged_userfaultfd"
+    with open(sysctl) as f:
+        old = f.read().strip()
+    os.chmod(image, 0o644)
+    os.chmod(kernel.DEVICE, 0o666)
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    try:
+        with open(sysctl, "w") as f:
+            f.write("0")
+        proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                 restarter, "--lazy", "-r", str(write_fd), image],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, pass_fds=(write_fd,))
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as f:
+            data = f.read(RESULT.size)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        with open(sysctl, "w") as f:
+            f.write(old)
+        os.chmod(kernel.DEVICE, 0o600)
+    if len(data) != RESULT.size:
+        return {"short": len(data), "stderr": stderr.decode(errors="replace")}
+    code, _, _, stage, reason = RESULT.unpack(data)
+    return {"errno": code, "stage": stage.rstrip(b"\0").decode(),
+            "reason": reason.rstrip(b"\0").decode(), "exit": proc.returncode}
+
+
+def restore_targets(manifest):
+    """restore_target (static, dynamic) checkpointed by the CLI and restarted with
+    --lazy (and -R, as the restore step does): its output after the restart, its exit."""
+    import kmod_guest_checks as kc     # noqa: E402 - guest-side helpers
+    out = {}
+    for label in ("static", "dynamic"):
+        exe = manifest["targets"][label]
+        out_path = os.path.join(WORK, f"rt_{label}.out")
+        image, before = kc.run_target(exe, manifest["datafile"], out_path, manifest["limit"],
+                                      cli=True)
+        after_path = out_path + "2"
+        with open(after_path, "wb") as f:
+            child = kernel.restart_in_child(image, restarter=manifest["restarter"], stdout=f,
+                                            timeout=120, options=("-R", "--lazy"))
+        run = {"checkpoint": before, "restart": kc.reported(child)}
+        if child.errno == 0:
+            run["restart"]["exit"] = kc.end_of(child)
+        with open(after_path) as f:
+            run["restart"]["after"] = f.read().splitlines()
+        out[label] = run
+    return out
+
+
+def survivors(name="lazy_target", timeout=30):
+    """Pids of live processes called `name`, once none is left or after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        live = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    comm, state = f.read().rsplit(")", 1)
+            except OSError:
+                continue
+            if comm.split("(", 1)[1] == name and state.split()[0] not in ("Z", "X"):
+                live.append(int(pid))
+        if not live or time.monotonic() > deadline:
+            return live
+        time.sleep(0.1)
+
+
+def misbehaving(manifest, how):
+    """lazy_target restarted by a server that misbehaves ($CRFS_LAZY_TEST=how; "late" with
+    the module's lazy_timeout at 1 s): the reports, the restarter's exit, what is left."""
+    param = "/sys/module/crfs/parameters/lazy_timeout"
+    with open(param) as f:
+        old = f.read().strip()
+    os.environ["CRFS_LAZY_TEST"] = how
+    try:
+        if how == "late":
+            with open(param, "w") as f:
+                f.write("1")
+        result = run(manifest, f"bad_{how}", "check", mib=16)
+    finally:
+        del os.environ["CRFS_LAZY_TEST"]
+        with open(param, "w") as f:
+            f.write(old)
+    result.pop("maps_before", None)
+    result["survivors"] = survivors()
+    return result
+
+
+def step(manifest):
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    m = dict(manifest)
+    exe = os.path.join(WORK, "lazy_target")
+    shutil.copy(manifest["lazy_target"], exe)
+    m["lazy_target"] = exe
+    out = {}
+    out["check"] = run(m, "check", "check")
+    out["eager"] = run(m, "eager", "check", lazy=False)
+    out["threads"] = run(m, "threads", "threads")
+    out["madvise"] = run(m, "madvise", "madvise")
+    out["deleted"] = run(m, "deleted", "idle", during=deleted_image)
+    out["killed"] = run(m, "killed", "idle", mib=128, during=kill_server)
+    out["arguments"] = argument_errors()
+    for how in ("exit", "late", "unregistered"):
+        try:
+            out[f"server_{how}"] = misbehaving(m, how)
+        except Exception as exc:    # noqa: BLE001 - reported, the test decides
+            out[f"server_{how}"] = {"error": repr(exc)}
+    try:
+        out["targets"] = restore_targets(manifest)
+    except Exception as exc:    # noqa: BLE001 - reported, the test decides
+        out["targets"] = {"error": repr(exc)}
+    try:
+        out["nobody"] = unprivileged_refused(m["restarter"], os.path.join(WORK, "check.img"))
+    except Exception as exc:    # noqa: BLE001 - reported, the test decides
+        out["nobody"] = {"error": repr(exc)}
+    try:
+        out["tree"] = tree_refused(m)
+    except Exception as exc:    # noqa: BLE001 - reported, the test decides
+        out["tree"] = {"error": repr(exc)}
+    return out

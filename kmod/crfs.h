@@ -147,6 +147,7 @@ struct crfs_mm {
 	struct ckpt_hdr_mm_context context;
 	u64 *auxv;		/* at_vector_size words, AT_NULL-terminated */
 	struct crfs_vma *vmas;	/* h.map_count of them, ascending */
+	const struct crfs_file *exe;	/* exe_objref's generic FILE, or NULL */
 };
 
 /* A GROUPINFO: the supplementary groups, as the image has them (not sorted). */
@@ -374,5 +375,13 @@ int crfs_file_id_load(struct crfs_image *img, struct crfs_file *f);
 int crfs_file_id_check(struct crfs_image *img, const struct crfs_file *f,
 		       struct file *file);
 int crfs_file_id_of(struct file *file, struct crfs_hdr_file_id *id);
+
+/* ---------------------------------------------------------------- crfs_exe.c */
+
+struct file *crfs_open_regular(const char *name, int flags);
+struct file *crfs_exe_prepare(struct crfs_image *img, const struct crfs_file *f,
+			      bool privileged);
+void crfs_exe_release(struct file *exe);
+void crfs_exe_install(struct file *exe);
 
 #endif /* CRFS_H */

@@ -1542,7 +1542,6 @@ KNOWN_FAILING = {
     "pthread_timers": "restart: a POSIX timer's pending signal 32 is not restored",
     "posix_timers":
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
-    "selfexe00": "FAIL: selfexe00.c:57: ",
     "seccomp_strict": SECCOMP_PTRACE,
     "seccomp_filter":
         "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",
@@ -1555,7 +1554,6 @@ KNOWN_FAILING_VIA_KERNEL = {
     "pthread_timers": "restart: a POSIX timer's pending signal 32 is not restored",
     "posix_timers":
         "FAIL: posix_timers.c:203: REALTIME (oneshot): failed to reset timer (errno = 22 ...",
-    "selfexe00": "FAIL: selfexe00.c:57: ",
     "seccomp_strict": "restart: fd 4: a socket not handed in (-i)",
     "seccomp_filter":
         "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",

@@ -547,6 +547,8 @@ class Walker:
 
     def mm(self):
         mm = yield from self.until("CKPT_HDR_MM")
+        if mm.fields.exe_objref:
+            self.lookup(mm, mm.fields.exe_objref, "CKPT_OBJ_FILE")
         yield mm
         yield self.auxv()
         self.check_fits(mm.record, "map_count", mm.fields.map_count, fmt.ckpt_hdr_vma.sizeof())

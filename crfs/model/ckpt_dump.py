@@ -42,6 +42,7 @@ from crfs.model.image import (ID_NAMES, OPAQUE_KINDS, PATH_KINDS, RLIM_INFINITY,
 
 KERNEL = "2.6.34"   # the v21 base
 FMODE_READ = 1
+O_LARGEFILE = 0o100000            # x86's, as the kernel sets it on an executable
 PATH_MAX = 4096
 SFD_FLAGS = 0o4000 | 0o2000000   # SFD_NONBLOCK | SFD_CLOEXEC, as signalfd(2) takes them
 COPY_CHUNK = 1 << 20      # bytes of a deleted file's content copied at a time
@@ -508,7 +509,8 @@ class _Writer:
         if not first:
             return objref
         fields = mm.fields
-        self.emit("CKPT_HDR_MM", fmt.ckpt_hdr_mm, map_count=len(mm.vmas), exe_objref=0,
+        exe_objref = self.write_exe(mm)
+        self.emit("CKPT_HDR_MM", fmt.ckpt_hdr_mm, map_count=len(mm.vmas), exe_objref=exe_objref,
                   def_flags=fields.get("def_flags", 0), flags=fields.get("flags", 0),
                   **{name: fields.get(name, 0) for name in fmt.MM_ADDRESSES})
         self.emit_raw("CKPT_HDR_BUFFER", self.auxv_bytes(mm.auxv or []))
@@ -548,6 +550,25 @@ class _Writer:
         if contents is not None:
             self.write_pages(*contents, mm.source)
 
+    def write_exe(self, mm):
+        """The FILE object of mm.exe (GENERIC FILE_NAME [CRFS_FILE_ID]), before the MM
+        record that names it; 0 without one. Keyed by path, as VMA files are."""
+        if mm.exe is None:
+            return 0
+        objref, first = self.new_object(("path", mm.exe), "CKPT_OBJ_FILE")
+        if first:
+            self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file, f_type=fmt.CKPT_FILE["CKPT_FILE_GENERIC"],
+                      f_flags=O_LARGEFILE, f_pos=0, f_version=0, f_mode=FMODE_READ,
+                      f_credref=0, f_secref=0)
+            self.emit_raw("CKPT_HDR_FILE_NAME", _path_bytes(mm.exe))
+            self.write_file_id(mm.exe_id)
+        return objref
+
+    def write_file_id(self, file_id):
+        if file_id is not None:
+            self.emit("CRFS_HDR_FILE_ID", fmt.crfs_hdr_file_id, dev=file_id.dev,
+                      ino=file_id.ino, size=file_id.size, mtime_ns=file_id.mtime_ns)
+
     def write_file(self, vma):
         """The FILE object of a VMA's file: by its objref in a loaded image, else by path."""
         native = CkptVmaFields.of(vma)
@@ -562,10 +583,7 @@ class _Writer:
             self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file,
                       f_type=fmt.CKPT_FILE["CKPT_FILE_GENERIC"], **fields)
             self.emit_raw("CKPT_HDR_FILE_NAME", _path_bytes(vma.file))
-            if vma.file_id is not None:
-                file_id = vma.file_id
-                self.emit("CRFS_HDR_FILE_ID", fmt.crfs_hdr_file_id, dev=file_id.dev,
-                          ino=file_id.ino, size=file_id.size, mtime_ns=file_id.mtime_ns)
+            self.write_file_id(vma.file_id)
         return objref
 
     def private_vma(self, vma):
@@ -657,7 +675,8 @@ def _has_altstack(task):
 
 
 def _has_file_id(task):
-    return task.mm is not None and any(v.file_id is not None for v in task.mm.vmas)
+    return task.mm is not None and (task.mm.exe_id is not None or
+                                    any(v.file_id is not None for v in task.mm.vmas))
 
 
 def _words(values, width):

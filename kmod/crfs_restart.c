@@ -1026,6 +1026,7 @@ void crfs_plan_init(struct crfs_plan *plan)
 	memset(plan, 0, sizeof(*plan));
 	xa_init(&plan->objects);
 	xa_init(&plan->shm);
+	xa_init(&plan->inodes);
 }
 
 static void free_mm(struct crfs_mm *mm)
@@ -1061,6 +1062,7 @@ void crfs_plan_free(struct crfs_plan *plan)
 	}
 	xa_destroy(&plan->objects);
 	xa_destroy(&plan->shm);
+	xa_destroy(&plan->inodes);
 	for (i = 0; plan->tasks && i < plan->nr_tasks; i++)
 		crfs_sig_free_task(&plan->tasks[i]);
 	kvfree(plan->tasks);

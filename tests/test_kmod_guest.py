@@ -1546,7 +1546,6 @@ KNOWN_FAILING = {
     "seccomp_filter":
         "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",
     "sockets00": "restart: fd 4: a socket not handed in (-i) (a listening socket)",
-    "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
 }
 KNOWN_FAILING_VIA_KERNEL = {
     "cow00": "FAIL: cow00.c:105: A page is not shared",
@@ -1558,7 +1557,6 @@ KNOWN_FAILING_VIA_KERNEL = {
     "seccomp_filter":
         "restart: fd 1: /tmp/zdtm/static/seccomp_filter.out.inprogress: Permission denied",
     "sockets00": "restart: fd 4: a socket not handed in (-i) (a listening socket)",
-    "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
 }
 KNOWN_FAILING_BY_CP = {
 }

@@ -436,7 +436,7 @@ class Walker:
     def file(self):
         """FILE by its f_type: GENERIC FILE_NAME | PIPE [PIPE_BUF] | FIFO FILE_NAME [PIPE_BUF]
         | EVENTFD | CRFS_OPAQUE STRING{readlink text} | CRFS_DELETED STRING BUFFER{content}
-        [DELETED_STAT];
+        [DELETED_STAT] [CRFS_FILE_ID];
         other types: the FILE alone. Any of them ends with [CRFS_FILE_OWNER]."""
         yield from self.file_kind()
         if self.peek().name == "CRFS_HDR_FILE_OWNER":
@@ -473,6 +473,8 @@ class Walker:
                        role="content")
             if self.peek().name == "CRFS_HDR_DELETED_STAT":
                 yield self.fixed("CRFS_HDR_DELETED_STAT")
+            if self.peek().name == "CRFS_HDR_FILE_ID":
+                yield self.fixed("CRFS_HDR_FILE_ID")
 
     def unix_queue(self, file):
         """A UNIX socket's queue: iff nr_msgs, BUFFER{u32 lengths[nr_msgs], data}; the

@@ -359,9 +359,10 @@ class _Writer:
         return objref
 
     def write_deleted(self, file, native, common):
-        """CRFS_FILE_DELETED STRING{link} BUFFER{content} [DELETED_STAT]: a file unlinked
-        while open, with the bytes it held (streamed from where the model keeps them; a
-        symlink's target), and its owner when known."""
+        """CRFS_FILE_DELETED STRING{link} BUFFER{content} [DELETED_STAT] [FILE_ID]: a file
+        unlinked while open, with the bytes it held (streamed from where the model keeps
+        them; a symlink's target), its owner when known, and its inode's identity (files
+        of one inode are restored as one)."""
         data = file.data
         if data.length > fmt.MAX_RECORD_DATA:
             raise ValueError(f"deleted file {file.path} of {data.length} bytes")
@@ -377,6 +378,7 @@ class _Writer:
             self.emit("CRFS_HDR_DELETED_STAT", fmt.crfs_hdr_deleted_stat,
                       uid=native.st_uid, gid=native.st_gid, atime_ns=native.atime_ns or 0,
                       mtime_ns=native.mtime_ns or 0)
+        self.write_file_id(file.file_id)
 
     def restorable_unix(self, sock):
         """A UNIX socket written as such: its peer, if any, is a socket of the image;

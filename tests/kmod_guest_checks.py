@@ -1549,6 +1549,9 @@ STEPS = (
     # UNIX socketpairs with their queues (tests/guest_unix.py)
     ("unix", lambda m: __import__("guest_unix").step(m), lambda m, s: (m["restore"],),
      "t_unix"),
+    # /proc/PID/exe, a memfd opened twice across processes (tests/guest_exe.py)
+    ("exe_memfd", lambda m: __import__("guest_exe").step(m), lambda m, s: (m["restore"],),
+     "t_exe_memfd"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
     ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
 )

@@ -13,9 +13,10 @@
  * CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN) over its user namespace, the kernel's rule
  * for prctl(PR_SET_MM_MAP)'s exe_fd; or, without them, when the image recorded the file's
  * identity and exec of that file as the task would give the task nothing it does not
- * have: readable (else exec makes the process undumpable), neither set-user-ID nor
- * set-group-ID, no file capabilities. Such a restart reaches nothing that exec of the
- * file followed by ptrace of it would not (docs/kmod.md).
+ * have: readable (it is opened for reading as the task; exec of an unreadable file makes
+ * the process undumpable), neither set-user-ID nor set-group-ID, no file capabilities.
+ * Such a restart reaches nothing that exec of the file followed by ptrace of it would not
+ * (docs/kmod.md).
  *
  * Act, in the leader once its memory is replaced (no mapping of the restarter's own
  * executable is left): mm->exe_file is swapped under the mmap write lock as the kernel's
@@ -52,15 +53,16 @@ static const char *tail(const char *name)
 	return len > 48 ? name + len - 48 : name;
 }
 
-/* Exec of @file by the task would change nothing of its credentials or dumpability. */
+/*
+ * Why exec of @file by the task would change its credentials, or NULL (that it may read
+ * it, so that exec leaves it dumpable, was checked by opening it).
+ */
 static const char *exec_gains(struct file *file)
 {
 	struct inode *inode = file_inode(file);
 	struct user_namespace *userns = file_mnt_user_ns(file);
 	umode_t mode = inode->i_mode;
 
-	if (inode_permission(userns, inode, MAY_READ))
-		return "not readable by the task";
 	if (mode & S_ISUID || (mode & (S_ISGID | 0010)) == (S_ISGID | 0010))
 		return "set-user-ID or set-group-ID";
 	if (vfs_getxattr(userns, file->f_path.dentry, XATTR_NAME_CAPS, NULL, 0) >= 0)

@@ -878,8 +878,9 @@ static int write_vma(struct crfs_ckpt *ck, const struct ck_vma *cv)
 
 /*
  * The FILE object of mm->exe_file (/proc/PID/exe), before the MM record that names it;
- * *@objref 0 when there is none. The stopped process cannot exec: the file stays the mm's
- * while the image is written, so its address is a sound object key.
+ * *@objref 0 when there is none or it was unlinked since (no name leads to it: as the
+ * ptrace checkpointer). The stopped process cannot exec: the file stays the mm's while
+ * the image is written, so its address is a sound object key.
  */
 static int write_exe(struct crfs_ckpt *ck, s32 *objref)
 {
@@ -894,6 +895,10 @@ static int write_exe(struct crfs_ckpt *ck, s32 *objref)
 	rcu_read_unlock();
 	if (!exe)
 		return 0;
+	if (d_unlinked(exe->f_path.dentry)) {
+		fput(exe);
+		return 0;
+	}
 	ret = write_file(ck, exe, true, objref);
 	fput(exe);
 	return ret;

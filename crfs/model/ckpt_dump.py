@@ -507,11 +507,14 @@ class _Writer:
     # ----------------------------------------------------------------- memory
 
     def write_mm(self, mm):
-        objref, first = self.new_object(("mm", id(mm)), "CKPT_OBJ_MM")
+        objref, first = self.new_object(("mm", id(mm)))
         if not first:
             return objref
-        fields = mm.fields
+        # the exe's FILE object first, then OBJREF{MM}: the order the module writes
         exe_objref = self.write_exe(mm)
+        self.emit("CKPT_HDR_OBJREF", fmt.ckpt_hdr_objref, objtype=fmt.CKPT_OBJ["CKPT_OBJ_MM"],
+                  objref=objref)
+        fields = mm.fields
         self.emit("CKPT_HDR_MM", fmt.ckpt_hdr_mm, map_count=len(mm.vmas), exe_objref=exe_objref,
                   def_flags=fields.get("def_flags", 0), flags=fields.get("flags", 0),
                   **{name: fields.get(name, 0) for name in fmt.MM_ADDRESSES})

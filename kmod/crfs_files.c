@@ -962,15 +962,15 @@ static int take_inode(struct crfs_open *op, const struct crfs_fd *cfd)
 /* A file deleted while open, recreated unlinked (crfs_deleted.c), at its position. */
 static struct file *open_deleted(struct crfs_open *op, const struct crfs_fd *cfd)
 {
-	struct file *file;
+	struct file *inode = NULL, *file;
 	int ret;
 
-	if (shares_inode(cfd->file))
-		file = crfs_deleted_reopen(cfd->file,
-					   xa_load(&op->inodes, cfd->file->inode_owner->inode_id));
+	if (shares_inode(cfd->file))	/* taken by open_fd() */
+		inode = xa_load(&op->inodes, cfd->file->inode_owner->inode_id);
+	if (inode)
+		file = crfs_deleted_reopen(cfd->file, inode);
 	else
 		file = crfs_deleted_open(op->img, cfd->file, cfd->fd);
-
 	if (IS_ERR(file))
 		return file;
 	ret = set_pos_flags(op, cfd, file);

@@ -877,6 +877,23 @@ static int write_vma(struct crfs_ckpt *ck, const struct ck_vma *cv)
 }
 
 /*
+ * The struct file that stands for @exe in the image: a VMA's of the same inode when the
+ * program maps it, so that they share one FILE object as they share a name (on overlayfs
+ * the VMAs map the real file, opened with the exe's path, not the exe's own file).
+ */
+static struct file *exe_key(struct crfs_ckpt *ck, struct file *exe)
+{
+	struct inode *inode = d_real_inode(exe->f_path.dentry);
+	u32 i;
+
+	for (i = 0; i < ck->nr_vmas; i++)
+		if (ck->vmas[i].file && ck->vmas[i].type != CKPT_VMA_SHM_ANON &&
+		    d_real_inode(ck->vmas[i].file->f_path.dentry) == inode)
+			return ck->vmas[i].file;
+	return exe;
+}
+
+/*
  * The FILE object of mm->exe_file (/proc/PID/exe), before the MM record that names it;
  * *@objref 0 when there is none or it was unlinked since (no name leads to it: as the
  * ptrace checkpointer). The stopped process cannot exec: the file stays the mm's while
@@ -899,7 +916,7 @@ static int write_exe(struct crfs_ckpt *ck, s32 *objref)
 		fput(exe);
 		return 0;
 	}
-	ret = write_file(ck, exe, true, objref);
+	ret = write_file(ck, exe_key(ck, exe), true, objref);
 	fput(exe);
 	return ret;
 }

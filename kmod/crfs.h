@@ -118,6 +118,13 @@ struct crfs_file {
 	bool has_id;
 	struct crfs_deleted *deleted;	/* CRFS_FILE_DELETED (crfs_deleted.c) */
 	struct crfs_hdr_file_unix *unix_h;	/* CRFS_FILE_UNIX (crfs_socket.c) */
+	/* a deleted regular file with a CRFS_FILE_ID: the files of its inode share one */
+	struct crfs_file *inode_owner;	/* the inode's first file (itself for that one) */
+	struct crfs_file *inode_next;	/* owners: the next owner of the same ino */
+	u32 inode_id;			/* owners: the inode's key, from 1 */
+	u32 inode_members;		/* owners: files of the inode */
+	u32 inode_tables;		/* owners: file tables holding one of them */
+	const void *inode_last_table;
 };
 
 /* A FILE_DESC: fd @fd is the FILE object @objref. */
@@ -147,6 +154,7 @@ struct crfs_mm {
 	struct ckpt_hdr_mm_context context;
 	u64 *auxv;		/* at_vector_size words, AT_NULL-terminated */
 	struct crfs_vma *vmas;	/* h.map_count of them, ascending */
+	const struct crfs_file *exe;	/* exe_objref's generic FILE, or NULL */
 };
 
 /* A GROUPINFO: the supplementary groups, as the image has them (not sorted). */
@@ -207,6 +215,8 @@ struct crfs_plan {
 	u32 nr_tasks;
 	struct xarray objects;	/* objref -> struct crfs_object */
 	struct xarray shm;	/* ino_objref -> xa_mk_value(pages of the inode) */
+	struct xarray inodes;	/* deleted files: ino -> the first owner (crfs_deleted.c) */
+	u32 nr_inodes;
 	u32 nr_objects;
 	u32 nr_vmas;
 	u64 nr_pages;
@@ -270,6 +280,7 @@ void crfs_files_free(struct crfs_files *files);
 void crfs_files_exit(void);
 
 #define CRFS_SHARED_SHM	BIT_ULL(32)	/* key bit: a shared anonymous segment */
+#define CRFS_SHARED_INODE BIT_ULL(33)	/* key bit: a deleted file's inode */
 typedef struct file *(*crfs_maker)(void *arg);
 struct file *crfs_shared_file(struct crfs_image *img, u64 key, u32 users,
 			      crfs_maker make, void *arg);
@@ -367,6 +378,9 @@ struct crfs_deleted;
 int crfs_deleted_load(struct crfs_ctx *ctx, struct crfs_file *file,
 		      const struct crfs_rec *rec);
 void crfs_deleted_free(struct crfs_file *file);
+struct file *crfs_deleted_inode(struct crfs_image *img, const struct crfs_file *cf,
+				int fd);
+struct file *crfs_deleted_reopen(const struct crfs_file *cf, struct file *inode_file);
 struct file *crfs_deleted_open(struct crfs_image *img, const struct crfs_file *cf,
 			       int fd);
 int crfs_deleted_dir(const char *name, struct path *out);
@@ -387,5 +401,14 @@ int crfs_file_id_load(struct crfs_image *img, struct crfs_file *f);
 int crfs_file_id_check(struct crfs_image *img, const struct crfs_file *f,
 		       struct file *file);
 int crfs_file_id_of(struct file *file, struct crfs_hdr_file_id *id);
+int crfs_file_stat_id(struct file *file, struct crfs_hdr_file_id *id);
+
+/* ---------------------------------------------------------------- crfs_exe.c */
+
+struct file *crfs_open_regular(const char *name, int flags);
+struct file *crfs_exe_prepare(struct crfs_image *img, const struct crfs_file *f,
+			      bool privileged);
+void crfs_exe_release(struct file *exe);
+void crfs_exe_install(struct file *exe);
 
 #endif /* CRFS_H */

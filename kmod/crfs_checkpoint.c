@@ -24,7 +24,8 @@
  *             CRED objects TASK_CREDS		(crfs_ckpt_creds.c)
  *             [OBJREF{FILE_TABLE} FILE_TABLE { [FILE object] FILE_DESC }*]
  *						(crfs_ckpt_files.c, at its first task)
- *             [OBJREF{MM} MM BUFFER{auxv}
+ *             [[OBJREF{FILE} FILE FILE_NAME CRFS_FILE_ID]{exe}
+ *              OBJREF{MM} MM BUFFER{auxv}
  *              { [OBJREF{FILE} FILE FILE_NAME [CRFS_FILE_ID]] VMA [CONTENTS] }*
  *              MM_CONTEXT MM_CONTEXT_LDT]	(at the first task of each mm)
  *             [OBJREF{FS} FS FILE_NAME{cwd} FILE_NAME{root} FS_EXT{umask}]
@@ -875,6 +876,51 @@ static int write_vma(struct crfs_ckpt *ck, const struct ck_vma *cv)
 	return ret;
 }
 
+/*
+ * The struct file that stands for @exe in the image: a VMA's of the same inode when the
+ * program maps it, so that they share one FILE object as they share a name (on overlayfs
+ * the VMAs map the real file, opened with the exe's path, not the exe's own file).
+ */
+static struct file *exe_key(struct crfs_ckpt *ck, struct file *exe)
+{
+	struct inode *inode = d_real_inode(exe->f_path.dentry);
+	u32 i;
+
+	for (i = 0; i < ck->nr_vmas; i++)
+		if (ck->vmas[i].file && ck->vmas[i].type != CKPT_VMA_SHM_ANON &&
+		    d_real_inode(ck->vmas[i].file->f_path.dentry) == inode)
+			return ck->vmas[i].file;
+	return exe;
+}
+
+/*
+ * The FILE object of mm->exe_file (/proc/PID/exe), before the MM record that names it;
+ * *@objref 0 when there is none or it was unlinked since (no name leads to it: as the
+ * ptrace checkpointer). The stopped process cannot exec: the file stays the mm's while
+ * the image is written, so its address is a sound object key.
+ */
+static int write_exe(struct crfs_ckpt *ck, s32 *objref)
+{
+	struct file *exe;
+	int ret;
+
+	*objref = 0;
+	rcu_read_lock();
+	exe = rcu_dereference(ck->mm->exe_file);
+	if (exe && !get_file_rcu(exe))
+		exe = NULL;
+	rcu_read_unlock();
+	if (!exe)
+		return 0;
+	if (d_unlinked(exe->f_path.dentry)) {
+		fput(exe);
+		return 0;
+	}
+	ret = write_file(ck, exe_key(ck, exe), true, objref);
+	fput(exe);
+	return ret;
+}
+
 static int write_mm_header(struct crfs_ckpt *ck, s32 objref, u32 map_count)
 {
 	struct mm_struct *mm = ck->mm;
@@ -896,7 +942,9 @@ static int write_mm_header(struct crfs_ckpt *ck, s32 objref, u32 map_count)
 	int ret;
 
 	BUILD_BUG_ON(sizeof(mm->saved_auxv) != AT_VECTOR_SIZE * sizeof(u64));
-	ret = ck_objref(ck, CKPT_OBJ_MM, objref);
+	ret = write_exe(ck, &h.exe_objref);
+	if (!ret)
+		ret = ck_objref(ck, CKPT_OBJ_MM, objref);
 	if (!ret)
 		ret = ck_record(ck, CKPT_HDR_MM, &h, sizeof(h));
 	if (!ret)

@@ -3,7 +3,12 @@
  * Files deleted while open (crfs extension CRFS_FILE_DELETED): checkpoint and restore.
  *
  *   FILE{size, st_mode} STRING{its /proc link} BUFFER{size bytes}
- *   [CRFS_HDR_DELETED_STAT{uid, gid, atime, mtime}]
+ *   [CRFS_HDR_DELETED_STAT{uid, gid, atime, mtime}] [CRFS_HDR_FILE_ID{dev, ino, ...}]
+ *
+ * The FILE_ID (regular files; dev and inode as stat(2) gives them) says which files are
+ * one inode: two open file descriptions of one memfd (a process opened another's
+ * /proc/PID/fd/N) are restored as two files of one new inode, the content written once
+ * from the first file's record, each with its own flags and position.
  *
  * The BUFFER is a regular file's content, or a symlink's target (an O_PATH fd on a
  * symlink unlinked since). The link is "/dir/name (deleted)", or "/memfd:name (deleted)"
@@ -43,6 +48,7 @@
 #define DELETED_SUFFIX	" (deleted)"
 #define MEMFD_PREFIX	"/memfd:"
 #define COPY_CHUNK	SZ_1M
+#define MAX_INO_CHAIN	16	/* deleted files of one ino on as many devices */
 /* the image's f_flags a restored deleted file keeps */
 #define DEL_FLAGS	(O_ACCMODE | O_APPEND | O_NONBLOCK | O_NOATIME | O_SYNC | \
 			 O_DSYNC | O_LARGEFILE | O_PATH)
@@ -139,7 +145,56 @@ static int check_header(struct crfs_ctx *ctx, const struct crfs_rec *rec,
 	return 0;
 }
 
-/* CRFS_FILE_DELETED FILE, then STRING, BUFFER and maybe the owner. */
+/* The owner of @file's inode met before on the same device, or NULL; -errno. */
+static int find_inode(struct crfs_ctx *ctx, const struct crfs_file *file,
+		      const struct crfs_rec *rec, struct crfs_file **out)
+{
+	struct crfs_file *f = xa_load(&ctx->plan->inodes, file->id.ino);
+	u32 hops = 0;
+
+	for (; f && f->id.dev != file->id.dev; f = f->inode_next)
+		if (++hops >= MAX_INO_CHAIN)
+			return crfs_image_fail(ctx->img, rec,
+					       "deleted files of inode %llu on %u devices",
+					       file->id.ino, hops);
+	if (f && (f->deleted->mode != file->deleted->mode ||
+		  f->deleted->size != file->deleted->size))
+		return crfs_image_fail(ctx->img, rec,
+				       "deleted files of inode %llu differ in mode or size",
+				       file->id.ino);
+	*out = f;
+	return 0;
+}
+
+/* A deleted regular file with its identity joins the files of its inode, or starts them. */
+static int join_inode(struct crfs_ctx *ctx, struct crfs_file *file,
+		      const struct crfs_rec *rec)
+{
+	struct crfs_file *owner = NULL;
+	void *old;
+	int ret;
+
+	if (!file->has_id || !S_ISREG(file->deleted->mode))
+		return 0;
+	ret = find_inode(ctx, file, rec, &owner);
+	if (ret)
+		return ret;
+	if (owner) {
+		file->inode_owner = owner;
+		owner->inode_members++;
+		return 0;
+	}
+	file->inode_owner = file;
+	file->inode_members = 1;
+	file->inode_id = ++ctx->plan->nr_inodes;
+	old = xa_store(&ctx->plan->inodes, file->id.ino, file, GFP_KERNEL_ACCOUNT);
+	if (xa_is_err(old))
+		return xa_err(old);
+	file->inode_next = old;
+	return 0;
+}
+
+/* CRFS_FILE_DELETED FILE, then STRING, BUFFER and maybe the owner and identity. */
 int crfs_deleted_load(struct crfs_ctx *ctx, struct crfs_file *file,
 		      const struct crfs_rec *rec)
 {
@@ -175,7 +230,10 @@ int crfs_deleted_load(struct crfs_ctx *ctx, struct crfs_file *file,
 				       "deleted file: BUFFER of %zu bytes, size %llu",
 				       buf.len - sizeof(struct ckpt_hdr), h.size);
 	del->pos = buf.pos + sizeof(struct ckpt_hdr);
-	return load_owner(ctx, del);
+	ret = load_owner(ctx, del);
+	if (!ret)
+		ret = crfs_file_id_load(ctx->img, file);
+	return ret ?: join_inode(ctx, file, rec);
 }
 
 void crfs_deleted_free(struct crfs_file *file)
@@ -418,47 +476,67 @@ static const char *what_failed(int err)
 	}
 }
 
-/* The file of a CRFS_FILE_DELETED object (a new reference), at position 0. */
-struct file *crfs_deleted_open(struct crfs_image *img, const struct crfs_file *cf,
-			       int fd)
+/*
+ * The inode of a CRFS_FILE_DELETED object, made again with its content, owner and times:
+ * a file open O_RDWR (a symlink: O_PATH). Errors name the file of fd @fd.
+ */
+struct file *crfs_deleted_inode(struct crfs_image *img, const struct crfs_file *cf,
+				int fd)
 {
 	const struct crfs_deleted *del = cf->deleted;
-	int flags = (cf->h.f_flags & DEL_FLAGS) | O_LARGEFILE;
-	struct file *inode_file, *file;
-	char *name, *target;
+	struct file *inode_file;
+	char *name;
 	int ret;
-
-	if (S_ISDIR(del->mode))
-		flags |= cf->h.f_flags & O_DIRECTORY;
 
 	name = kmalloc(PATH_MAX * 2, GFP_KERNEL);
 	if (!name)
 		return ERR_PTR(-ENOMEM);
-	target = name + PATH_MAX;
-	inode_file = make_inode(img, del, name, target);
+	inode_file = make_inode(img, del, name, name + PATH_MAX);
 	kfree(name);
 	ret = PTR_ERR_OR_ZERO(inode_file);
-	if (!ret)
+	if (!ret) {
 		ret = set_attrs(del, inode_file);
-	if (ret)
-		goto fail;
-	if (S_ISLNK(del->mode))
-		file = inode_file;
+		if (ret)
+			fput(inode_file);
+	}
+	if (!ret)
+		return inode_file;
+	refuse(img, "fd %d: %.48s: %s", fd, del->link, what_failed(ret));
+	return ERR_PTR(ret);
+}
+
+/* @cf's own open file of @inode_file (crfs_deleted_inode()), at position 0. */
+struct file *crfs_deleted_reopen(const struct crfs_file *cf, struct file *inode_file)
+{
+	int flags = (cf->h.f_flags & DEL_FLAGS) | O_LARGEFILE;
+	struct file *file;
+
+	if (S_ISDIR(cf->deleted->mode))
+		flags |= cf->h.f_flags & O_DIRECTORY;
+	if (S_ISLNK(cf->deleted->mode))
+		file = get_file(inode_file);
 	else
 		file = dentry_open(&inode_file->f_path, flags, current_cred());
-	if (file != inode_file)
-		fput(inode_file);
 	if (!IS_ERR(file) && (file->f_flags & O_PATH)) {
 		spin_lock(&file->f_lock);	/* as open(2) keeps it */
 		file->f_flags |= cf->h.f_flags & O_NOFOLLOW;
 		spin_unlock(&file->f_lock);
 	}
 	return file;
-fail:
-	if (!IS_ERR(inode_file))
-		fput(inode_file);
-	refuse(img, "fd %d: %.48s: %s", fd, del->link, what_failed(ret));
-	return ERR_PTR(ret);
+}
+
+/* The file of a CRFS_FILE_DELETED object on an inode of its own, at position 0. */
+struct file *crfs_deleted_open(struct crfs_image *img, const struct crfs_file *cf,
+			       int fd)
+{
+	struct file *inode_file, *file;
+
+	inode_file = crfs_deleted_inode(img, cf, fd);
+	if (IS_ERR(inode_file))
+		return inode_file;
+	file = crfs_deleted_reopen(cf, inode_file);
+	fput(inode_file);
+	return file;
 }
 
 /* ---------------------------------------------------------------- checkpoint */
@@ -534,8 +612,22 @@ static int write_target(struct crfs_ckpt *ck, struct file *file, int fd, u64 *si
 	return ret;
 }
 
+/* A regular file's CRFS_HDR_FILE_ID: which deleted files are one inode. */
+static int write_inode_id(struct crfs_ckpt *ck, struct file *file, int fd)
+{
+	struct crfs_hdr_file_id id;
+	int ret;
+
+	if (!S_ISREG(file_inode(file)->i_mode))
+		return 0;
+	ret = crfs_file_stat_id(file, &id);
+	if (ret)
+		return crfs_ck_fail(ck, ret, "fd %d: stat of a deleted file", fd);
+	return crfs_ck_record(ck, CRFS_HDR_FILE_ID, &id, sizeof(id));
+}
+
 /*
- * CRFS_FILE_DELETED FILE STRING{@link} BUFFER{content} CRFS_HDR_DELETED_STAT; the times
+ * CRFS_FILE_DELETED FILE STRING{@link} BUFFER{content} CRFS_HDR_DELETED_STAT [FILE_ID]; the times
  * are taken after the content was read (reading it may set atime).
  */
 int crfs_ckpt_deleted(struct crfs_ckpt *ck, struct ckpt_hdr_file *common,
@@ -579,7 +671,8 @@ int crfs_ckpt_deleted(struct crfs_ckpt *ck, struct ckpt_hdr_file *common,
 	o.gid = from_kgid_munged(current_user_ns(), inode->i_gid);
 	o.atime_ns = timespec64_to_ns(&inode->i_atime);
 	o.mtime_ns = timespec64_to_ns(&inode->i_mtime);
-	return crfs_ck_record(ck, CRFS_HDR_DELETED_STAT, &o, sizeof(o));
+	ret = crfs_ck_record(ck, CRFS_HDR_DELETED_STAT, &o, sizeof(o));
+	return ret ?: write_inode_id(ck, file, fd);
 }
 
 /* ---------------------------------------------------------------- a deleted cwd */

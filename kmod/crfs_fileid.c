@@ -36,6 +36,28 @@ int crfs_file_id_of(struct file *file, struct crfs_hdr_file_id *id)
 	return 0;
 }
 
+/*
+ * The identity of @file as stat(2) of it gives it (dev and inode of the file itself, not
+ * of the real inode behind an overlayfs one): what the ptrace checkpointer reads for a
+ * deleted file through /proc/PID/fd/N. It says which deleted files are one inode.
+ */
+int crfs_file_stat_id(struct file *file, struct crfs_hdr_file_id *id)
+{
+	struct kstat st;
+	int ret;
+
+	ret = vfs_getattr(&file->f_path, &st, STATX_INO | STATX_SIZE | STATX_MTIME,
+			  AT_STATX_SYNC_AS_STAT);
+	if (ret)
+		return ret;
+	memset(id, 0, sizeof(*id));
+	id->dev = new_encode_dev(st.dev);
+	id->ino = st.ino;
+	id->size = st.size;
+	id->mtime_ns = timespec64_to_ns(&st.mtime);
+	return 0;
+}
+
 /* After a FILE's FILE_NAME: its CRFS_HDR_FILE_ID, if the image has one. */
 int crfs_file_id_load(struct crfs_image *img, struct crfs_file *f)
 {

@@ -278,6 +278,10 @@ static void count_use(struct crfs_file *file, const struct crfs_fdtable *fdt)
 		file->last_table = fdt;
 		file->nr_tables++;
 	}
+	if (file->inode_owner && file->inode_owner->inode_last_table != fdt) {
+		file->inode_owner->inode_last_table = fdt;
+		file->inode_owner->inode_tables++;
+	}
 	if (!p)
 		return;
 	if (p->last_table != fdt) {
@@ -426,6 +430,7 @@ struct crfs_open {
 	u32 index;		/* the task being restored */
 	struct xarray opened;	/* FILE objref -> struct file (one reference) */
 	struct xarray pipes;	/* pipe_objref -> the pipe's O_RDWR file */
+	struct xarray inodes;	/* inode_id -> a deleted file's inode, made again */
 };
 
 /* A file that only gives a path to dentry_open() the ends of a new pipe. */
@@ -911,12 +916,61 @@ static struct file *open_pipe(struct crfs_open *op, const struct crfs_fd *cfd)
 	return file;
 }
 
+/* A deleted file that shares its inode with other FILE objects of the image. */
+static bool shares_inode(const struct crfs_file *file)
+{
+	return file->inode_owner && file->inode_owner->inode_members > 1;
+}
+
+struct crfs_inode_call {
+	struct crfs_image *img;
+	const struct crfs_file *owner;
+	int fd;
+};
+
+static struct file *make_inode(void *arg)
+{
+	struct crfs_inode_call *call = arg;
+
+	return crfs_deleted_inode(call->img, call->owner, call->fd);
+}
+
+/*
+ * The inode @cfd's file shares, made again by the first process of the restart that holds
+ * one of its files and taken by the others: once per process, before any of its files is
+ * opened or taken from another process, so that every holder takes it (inode_tables).
+ */
+static int take_inode(struct crfs_open *op, const struct crfs_fd *cfd)
+{
+	const struct crfs_file *owner = cfd->file->inode_owner;
+	struct crfs_inode_call call = { .img = op->img, .owner = owner, .fd = cfd->fd };
+	struct file *inode;
+	int ret;
+
+	if (xa_load(&op->inodes, owner->inode_id))
+		return 0;
+	inode = crfs_shared_file(op->img, CRFS_SHARED_INODE | owner->inode_id,
+				 owner->inode_tables, make_inode, &call);
+	if (IS_ERR(inode))
+		return PTR_ERR(inode);
+	ret = xa_err(xa_store(&op->inodes, owner->inode_id, inode, GFP_KERNEL));
+	if (ret)
+		fput(inode);
+	return ret;
+}
+
 /* A file deleted while open, recreated unlinked (crfs_deleted.c), at its position. */
 static struct file *open_deleted(struct crfs_open *op, const struct crfs_fd *cfd)
 {
-	struct file *file = crfs_deleted_open(op->img, cfd->file, cfd->fd);
+	struct file *inode = NULL, *file;
 	int ret;
 
+	if (shares_inode(cfd->file))	/* taken by open_fd() */
+		inode = xa_load(&op->inodes, cfd->file->inode_owner->inode_id);
+	if (inode)
+		file = crfs_deleted_reopen(cfd->file, inode);
+	else
+		file = crfs_deleted_open(op->img, cfd->file, cfd->fd);
 	if (IS_ERR(file))
 		return file;
 	ret = set_pos_flags(op, cfd, file);
@@ -1073,6 +1127,11 @@ static struct file *open_fd(struct crfs_open *op, const struct crfs_fd *cfd)
 	file = xa_load(&op->opened, cfd->objref);
 	if (file)
 		return get_file(file);
+	if (shares_inode(cfd->file)) {
+		ret = take_inode(op, cfd);
+		if (ret)
+			return ERR_PTR(ret);
+	}
 	file = shared_open(op, cfd->objref, cfd->file->nr_tables, open_object, cfd);
 	if (file == ERR_PTR(-CANNOT_REOPEN))
 		return inherit(op, cfd);	/* per fd: never shared by objref */
@@ -1176,6 +1235,7 @@ int crfs_files_prepare(struct crfs_plan *plan, struct crfs_image *img,
 		return -ENOMEM;
 	xa_init(&op.opened);
 	xa_init(&op.pipes);
+	xa_init(&op.inodes);
 	if (cred)
 		old = override_creds(cred);
 	ret = open_all(&op, files);
@@ -1184,6 +1244,7 @@ int crfs_files_prepare(struct crfs_plan *plan, struct crfs_image *img,
 		revert_creds(old);
 	put_files(&op.opened);
 	put_files(&op.pipes);
+	put_files(&op.inodes);
 	if (ret)
 		crfs_files_free(files);
 	else

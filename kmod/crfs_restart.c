@@ -574,6 +574,23 @@ static int load_auxv(struct crfs_ctx *ctx, struct crfs_mm *mm)
 	return fail(ctx, &rec, "auxv without AT_NULL");
 }
 
+/* exe_objref: 0, or a generic FILE by name seen before (crfs_exe.c). */
+static int load_exe(struct crfs_ctx *ctx, struct crfs_mm *mm,
+		    const struct crfs_rec *rec)
+{
+	struct crfs_object *obj;
+
+	if (!mm->h.exe_objref)
+		return 0;
+	obj = lookup(ctx, mm->h.exe_objref, CKPT_OBJ_FILE);
+	if (!obj || obj->file->h.f_type != CKPT_FILE_GENERIC || !obj->file->name)
+		return crfs_image_fail(ctx->img, rec,
+				       "exe_objref %d is not a file by name seen before",
+				       mm->h.exe_objref);
+	mm->exe = obj->file;
+	return 0;
+}
+
 /* The MM record itself: every address in it inside the user address space. */
 static int load_mm_header(struct crfs_ctx *ctx, struct crfs_mm *mm,
 			  struct crfs_rec *rec, int depth)
@@ -591,7 +608,7 @@ static int load_mm_header(struct crfs_ctx *ctx, struct crfs_mm *mm,
 			return crfs_image_fail(ctx->img, rec,
 					       "address %#llx above TASK_SIZE_MAX",
 					       *addr);
-	return 0;
+	return load_exe(ctx, mm, rec);
 }
 
 /* The map_count VMAs of an mm (@rec, its MM record), each above the one before. */
@@ -1012,6 +1029,7 @@ void crfs_plan_init(struct crfs_plan *plan)
 	memset(plan, 0, sizeof(*plan));
 	xa_init(&plan->objects);
 	xa_init(&plan->shm);
+	xa_init(&plan->inodes);
 }
 
 static void free_mm(struct crfs_mm *mm)
@@ -1047,6 +1065,7 @@ void crfs_plan_free(struct crfs_plan *plan)
 	}
 	xa_destroy(&plan->objects);
 	xa_destroy(&plan->shm);
+	xa_destroy(&plan->inodes);
 	for (i = 0; plan->tasks && i < plan->nr_tasks; i++)
 		crfs_sig_free_task(&plan->tasks[i]);
 	kvfree(plan->tasks);

@@ -119,6 +119,8 @@ struct crfs_restore {
 	struct crfs_regs_work *work;
 	void *buf;			/* FILL_PAGES pages */
 	struct cred *cred;		/* the task's, prepared; NULL: the caller's */
+	struct file *exe;		/* mm->exe_file to be, write denied (crfs_exe.c) */
+	bool exe_privileged;		/* the caller may name any executable */
 	struct crfs_sig_restore sig;	/* signals, limits, fs_struct (crfs_signal.c) */
 };
 
@@ -417,6 +419,11 @@ static struct file *open_regular(const char *name, int flags)
 		return ERR_PTR(-EINVAL);
 	}
 	return file;
+}
+
+struct file *crfs_open_regular(const char *name, int flags)
+{
+	return open_regular(name, flags);
 }
 
 static int open_file(struct crfs_restore *rs, u32 i)
@@ -927,7 +934,15 @@ static int prepare_memory(struct crfs_restore *rs)
 		if (!rs->work->lazy)
 			return -ENOMEM;
 	}
-	return prepare_vmas(rs);
+	ret = prepare_vmas(rs);
+	if (ret || !rs->mm->exe)
+		return ret;
+	rs->exe = crfs_exe_prepare(rs->img, rs->mm->exe, rs->exe_privileged);
+	if (IS_ERR(rs->exe)) {
+		ret = PTR_ERR(rs->exe);
+		rs->exe = NULL;
+	}
+	return ret;
 }
 
 /* The image's files are opened with the credentials the task will run with. */
@@ -936,6 +951,9 @@ static int prepare_memory_as_task(struct crfs_restore *rs)
 	const struct cred *old;
 	int ret;
 
+	/* the caller's privilege, not the task's: see crfs_exe.c */
+	rs->exe_privileged = rs->mm->exe &&
+			     checkpoint_restore_ns_capable(current_user_ns());
 	if (!rs->cred)
 		return prepare_memory(rs);
 	old = override_creds(rs->cred);
@@ -1126,6 +1144,10 @@ static int restore_memory(struct crfs_restore *rs)
 		ret = fill_vma(rs, &rs->mm->vmas[i]);
 	if (!ret)
 		set_mm_fields(rs);
+	if (!ret && rs->exe) {
+		crfs_exe_install(rs->exe);	/* consumes the reference */
+		rs->exe = NULL;
+	}
 	return ret;
 }
 
@@ -1366,6 +1388,7 @@ static void release(struct crfs_restore *rs)
 	xa_destroy(&rs->shm);
 	kvfree(rs->xstate);
 	kvfree(rs->buf);
+	crfs_exe_release(rs->exe);
 	if (rs->work) {
 		crfs_files_free(rs->work->files);
 		crfs_lazy_abandon(rs->work->lazy);

@@ -1555,6 +1555,9 @@ STEPS = (
     # POSIX timers (tests/guest_timers.py)
     ("timers", lambda m: __import__("guest_timers").step(m), lambda m, s: (m["restore"],),
      "t_timers"),
+    # /proc/PID/exe, a memfd opened twice across processes (tests/guest_exe.py)
+    ("exe_memfd", lambda m: __import__("guest_exe").step(m), lambda m, s: (m["restore"],),
+     "t_exe_memfd"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
     ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
     # lazy restart: pages through userfaultfd from crfs-restart --lazy (tests/guest_lazy.py)

@@ -241,8 +241,12 @@ def test_signals_limits_creds_umask_and_cwd(build_c, mount, tmp_path):
         assert lines[signal.SIGUSR2 - 1].split("\t")[2] == "SIG_DFL"
         assert (task / "cwd").read_text() == f"{workdir}\n"
         assert (task / "root").read_text() == "/\n"
+        exe = os.readlink(f"/proc/{program.pid}/exe")         # MM.exe_objref
+        assert (task / "exe").read_text() == f"{exe}\n"
         image = registry.open_image(mount.store / "signals.ckpt")
         try:
+            exe_id = image.tasks[0].mm.exe_id
+            assert (exe_id.ino, exe_id.size) == (os.stat(exe).st_ino, os.stat(exe).st_size)
             signals = image.tasks[0].signals
             queued = signals.group.shared_pending.queue
             assert [(i.signo, i.pid, i.sigval_ptr & 0xFFFFFFFF) for i in queued] == [

@@ -392,6 +392,7 @@ def prepare_guest(work, build_c, tmp_path_factory):
         "pipes_target": str(build_c("pipes_target", 64)),
         "state_target": str(build_c("state_target", 64)),
         "deleted_target": str(build_c("deleted_target", 64)),
+        "exe_memfd_target": str(build_c("exe_memfd_target", 64)),
         "unix_target": str(build_c("unix_target", 64)),
         "sockstrict_target": str(build_c("sockstrict_target", 64)),
         "timers_target": str(build_c("timers_target", 64, "-pthread")),
@@ -1540,16 +1541,12 @@ KNOWN_FAILING = {
     "maps04": MAPS04,
     "cow00": "FAIL: cow00.c:105: A page is not shared",
     "cow01": "FAIL: private pages shared over fork are not restored copy-on-write",
-    "selfexe00": "FAIL: selfexe00.c:57: ",
     "seccomp_filter": "restart: task N: seccomp filter mode (2) is not restored",
-    "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
 }
 KNOWN_FAILING_VIA_KERNEL = {
     "cow00": "FAIL: cow00.c:105: A page is not shared",
     "cow01": "FAIL: private pages shared over fork are not restored copy-on-write",
-    "selfexe00": "FAIL: selfexe00.c:57: ",
     "seccomp_filter": "restart: task N: seccomp filter mode (2) is not restored",
-    "memfd01": "no output (TEST.out.inprogress: ERR: memfd01.c:78: Can't read (errno = 2 (No ...",
 }
 KNOWN_FAILING_BY_CP = {
 }
@@ -2625,3 +2622,103 @@ def test_lazy_restart_kills_the_program_when_its_server_fails(guest, how):
     else:
         assert run["first"].get("stage") == "restored", run
         assert run["exit"] == "killed by SIGKILL", run
+
+
+# --------------------------------------------------------------------------- exe, memfd
+# Step exe_memfd (tests/guest_exe.py): /proc/PID/exe of restored processes (kmod/crfs_exe.c)
+# and a memfd opened twice by two processes (one inode, kmod/crfs_deleted.c).
+
+def _exe_memfd(guest):
+    result = _report(guest)["steps"]["exe_memfd"]
+    assert "error" not in result, result["error"]
+    return result
+
+
+def _by_prefix(lines):
+    """{"parent": {...}, "child": {...}} of the target's "WHO key=value ..." lines."""
+    out = {}
+    for line in lines:
+        who, _, rest = line.partition(" ")
+        if who in ("parent", "child"):
+            out.setdefault(who, {}).update(p.split("=", 1) for p in rest.split())
+    return out
+
+
+@pytest.mark.parametrize("via", ["ptrace", "kernel"])
+def test_restart_keeps_exe_and_shares_a_memfd(guest, via):
+    """exe_memfd_target's parent (a memfd "hello" at position 1) and child (the same memfd
+    opened again through /proc/PPID/fd, read-only, at position 2) checkpointed by
+    `crfs checkpoint --via VIA --tree`, restarted by crfs-restart: /proc/PID/exe of both
+    names the program again (not crfs-restart); the parent's write of "XYZ" is what the
+    child then reads at its own position ("YZ"), both fds on one inode, the child's still
+    read-only."""
+    result = _exe_memfd(guest)
+    one = result[via]
+    assert one["checkpoint"]["rc"] == 0, one["checkpoint"]
+    assert one["restart"]["errno"] == 0, one["restart"]
+    assert one["exe_before"] == result["exe"], one
+    assert one["exe"] == result["exe"] and one["child_exe"] == [result["exe"]], one
+    assert one["exit"] == "exited 0", one
+    seen = _by_prefix(one["lines"])
+    assert one["lines"][0] == "ready" and one["lines"][-1] == "done", one["lines"]
+    assert "child status=0" in one["lines"], one["lines"]
+    parent, child = seen["parent"], seen["child"]
+    assert parent["exe"] == child["exe"] == result["exe"], seen
+    assert child["read"] == "YZ" and child["acc"] == "0" and child["pos"] == "4", seen
+    assert parent["pos"] == "4" and parent["ino"] == child["ino"], seen
+
+
+@pytest.mark.parametrize("label, err, reason", [
+    ("exe_changed", "ESTALE", "/tmp/crfs-exe/exe_memfd_target changed since the checkpoint "
+                              "(mtime)"),
+    ("exe_not_regular", "EINVAL", "exe /dev/null is not a regular file"),
+    ("exe_missing", "ENOENT", "cannot open exe /tmp/crfs-exe/missing"),
+    ("exe_noexec", "EACCES", "exe /tmp/crfs-exe/noexec/exe is on a noexec mount"),
+    ("exe_not_executable", "EACCES", "exe /tmp/crfs-exe/plain: the task may not execute it"),
+    ("exe_busy", "ETXTBSY", "exe /tmp/crfs-exe/exe_memfd_target is open for writing"),
+    ("exe_objref_unknown", "EINVAL", "exe_objref 12345 is not a file by name seen before"),
+    ("exe_not_by_name", "EINVAL", "is not a file by name seen before"),
+    ("inode_on_many_devices", "EINVAL", "deleted files of inode 4242 on 16 devices"),
+    ("inode_modes_differ", "EINVAL", "differ in mode or size"),
+])
+def test_exe_and_inode_records_that_lie_are_refused(guest, label, err, reason):
+    """The ptrace image with an exe record inserted (a changed file, a device, a missing
+    file, one on a noexec mount, one without exec permission, the program open for writing)
+    or exe_objref naming no file by name, or the memfds' identities edited (one inode
+    number on 17 devices, two files of one inode with different modes): RESTART refuses it
+    with its errno and a reason naming what is wrong."""
+    if label == "exe_noexec":
+        assert _exe_memfd(guest)["refused"]["noexec_mount"] == 0, "mount -o noexec failed"
+    refused = _exe_memfd(guest)["refused"][label]
+    assert refused["errno"] == err, refused
+    assert reason in refused["msg"], refused
+
+
+def test_image_without_exe_keeps_the_restarters(guest):
+    """MM.exe_objref set to 0 (an older image): restarted as before, /proc/PID/exe names
+    crfs-restart, the program runs to its end."""
+    no_exe = _exe_memfd(guest)["refused"]["no_exe"]
+    assert no_exe["errno"] == 0, no_exe
+    assert no_exe["exe"] == "/tmp/crfs-exe/crfs-restart", no_exe
+    assert no_exe["exit"] == "exited 0", no_exe
+
+
+def test_unprivileged_restart_names_only_its_own_program(guest):
+    """uid 1000's program restarted by uid 1000 (no capabilities): /proc/PID/exe names it
+    again. An exe record naming a set-user-ID copy, a copy with file capabilities, or the
+    program without its identity is refused for uid 1000 (EPERM: exec of it would gain
+    privilege, or nothing says it is the file) and accepted from root."""
+    user = _exe_memfd(guest)["user"]
+    assert user["checkpoint"]["rc"] == 0, user["checkpoint"]
+    exe = _exe_memfd(guest)["exe"]
+    assert user["exe_before"] == exe, user
+    assert user["own_exe"] == {"errno": "restored", "exe": exe}, user
+    assert user["setcap"] == 0, user["setcap"]
+    for label, why in (("suid", "set-user-ID or set-group-ID"),
+                       ("capped", "with file capabilities"),
+                       ("no_identity", "its identity not recorded")):
+        refused = user[f"{label}_by_user"]
+        assert refused["errno"] == "EPERM", (label, refused)
+        assert why in refused["msg"] and "CAP_CHECKPOINT_RESTORE" in refused["msg"], refused
+        named = exe if label == "no_identity" else f"/tmp/crfs-exe/{label}"
+        assert user[f"{label}_by_root"] == {"errno": "restored", "exe": named}, (label, user)

@@ -12,7 +12,7 @@ import os
 import time
 
 from crfs.checkpoint import files, fown, inject, procfs, ptrace, signals
-from crfs.checkpoint.file_id import file_identity
+from crfs.checkpoint.file_id import exe_identity, file_identity
 from crfs.checkpoint.memory import ProcessMemory
 from crfs.errors import Unsupported
 from crfs.formats.common import kernel_text
@@ -167,7 +167,8 @@ def capture_mm(pid, stat, compat, segments, on_read, pages=True, early=None):
     source = ProcessMemory(pid, runs, on_read)
     source.later = later
     source.early = lines if lines is early else None     # for Snapshot.check_early
-    return Mm(fields=fields, vmas=vmas, auxv=auxv, source=source)
+    exe, exe_id = exe_identity(pid, vmas)
+    return Mm(fields=fields, vmas=vmas, auxv=auxv, source=source, exe=exe, exe_id=exe_id)
 
 
 def early_maps(pid, early):

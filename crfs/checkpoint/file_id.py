@@ -26,3 +26,21 @@ def file_identity(pid, line):
         if st.st_ino == ino:
             return FileId(dev=dev, ino=ino, size=st.st_size, mtime_ns=st.st_mtime_ns)
     return None
+
+
+def exe_identity(pid, vmas):
+    """(path, FileId) of /proc/`pid`/exe, (None, None) without one (a kernel thread, an
+    exe unlinked since). The identity is that of a file VMA of the same inode when the
+    program maps it (as the kernel's CHECKPOINT takes it: the real inode behind an
+    overlayfs file), else stat(2) of the link."""
+    try:
+        path = os.readlink(f"/proc/{pid}/exe")
+        st = os.stat(f"/proc/{pid}/exe")
+    except OSError:
+        return None, None
+    if path.endswith(" (deleted)"):
+        return None, None
+    for vma in vmas:
+        if vma.file == path and vma.file_id is not None:
+            return path, vma.file_id
+    return path, FileId(dev=st.st_dev, ino=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns)

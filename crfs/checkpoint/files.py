@@ -28,7 +28,7 @@ from crfs.checkpoint.sockets import capture_unix
 from crfs.errors import Unsupported
 from crfs.formats.ckpt import CRFS_PIPE_NO_READER, CRFS_PIPE_NO_WRITER
 from crfs.model.ckpt_load import CkptFileFields
-from crfs.model.image import Blob, EpollWatch, Fd, FdTable, FdTimer, OpenFile
+from crfs.model.image import Blob, EpollWatch, Fd, FdTable, FdTimer, FileId, OpenFile
 
 O_ACCMODE = 0o3
 O_CLOEXEC = 0o2000000
@@ -273,6 +273,9 @@ def open_file(pid, fd, link, st, info, flags, registry):
             file.native = CkptFileFields(st_mode=st.st_mode, st_uid=st.st_uid,
                                          st_gid=st.st_gid, atime_ns=st.st_atime_ns,
                                          mtime_ns=st.st_mtime_ns)
+            if stat.S_ISREG(st.st_mode):     # which deleted files are one inode (a memfd
+                file.file_id = FileId(dev=st.st_dev, ino=st.st_ino, size=st.st_size,
+                                      mtime_ns=st.st_mtime_ns)   # opened twice)
     return file
 
 

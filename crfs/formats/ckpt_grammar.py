@@ -452,7 +452,7 @@ class Walker:
     def file(self):
         """FILE by its f_type: GENERIC FILE_NAME | PIPE [PIPE_BUF] | FIFO FILE_NAME [PIPE_BUF]
         | EVENTFD | CRFS_OPAQUE STRING{readlink text} | CRFS_DELETED STRING BUFFER{content}
-        [DELETED_STAT];
+        [DELETED_STAT] [CRFS_FILE_ID];
         other types: the FILE alone. Any of them ends with [CRFS_FILE_OWNER]."""
         yield from self.file_kind()
         if self.peek().name == "CRFS_HDR_FILE_OWNER":
@@ -489,6 +489,8 @@ class Walker:
                        role="content")
             if self.peek().name == "CRFS_HDR_DELETED_STAT":
                 yield self.fixed("CRFS_HDR_DELETED_STAT")
+            if self.peek().name == "CRFS_HDR_FILE_ID":
+                yield self.fixed("CRFS_HDR_FILE_ID")
 
     def unix_queue(self, file):
         """A UNIX socket's queue: iff nr_msgs, BUFFER{u32 lengths[nr_msgs], data}; the
@@ -565,6 +567,8 @@ class Walker:
 
     def mm(self):
         mm = yield from self.until("CKPT_HDR_MM")
+        if mm.fields.exe_objref:
+            self.lookup(mm, mm.fields.exe_objref, "CKPT_OBJ_FILE")
         yield mm
         yield self.auxv()
         self.check_fits(mm.record, "map_count", mm.fields.map_count, fmt.ckpt_hdr_vma.sizeof())

@@ -89,9 +89,9 @@ class TasksDir(ModelDir):
 
 
 class TaskDir(ModelDir):
-    """tasks/<pid>/: comm, status, regs, fpu, signals, limits, cwd, root, fd/ and fdinfo/
-    and, with an address space, mm/ pages/ mem core. cwd and root are text files holding
-    the path, not symlinks as in /proc: the path names a directory of the checkpointed
+    """tasks/<pid>/: comm, status, regs, fpu, signals, limits, cwd, root, exe, fd/ and
+    fdinfo/ and, with an address space, mm/ pages/ mem core. cwd, root and exe are text
+    files holding the path, not symlinks as in /proc: the path names a directory of the checkpointed
     system, which a link in the mount would resolve on this one. fd/<n> are symlinks as in
     /proc, for `ls -l` and readlink; their targets too name the checkpointed system's
     files ("pipe:[3]", "socket:[4242]" name nothing here)."""
@@ -130,6 +130,8 @@ class TaskDir(ModelDir):
             path = getattr(fs, name, None)
             if path is not None:
                 yield self._text(name, lambda path=path: path + "\n")
+        if task.mm is not None and task.mm.exe is not None:
+            yield self._text("exe", lambda: task.mm.exe + "\n")
         if task.files is not None:
             yield "fd", FdDir(self._key("fd"), task.files, mtime)
             yield "fdinfo", FdinfoDir(self._key("fdinfo"), task.files, mtime)

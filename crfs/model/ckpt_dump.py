@@ -42,6 +42,7 @@ from crfs.model.image import (ID_NAMES, OPAQUE_KINDS, PATH_KINDS, RLIM_INFINITY,
 
 KERNEL = "2.6.34"   # the v21 base
 FMODE_READ = 1
+O_LARGEFILE = 0o100000            # x86's, as the kernel sets it on an executable
 PATH_MAX = 4096
 SFD_FLAGS = 0o4000 | 0o2000000   # SFD_NONBLOCK | SFD_CLOEXEC, as signalfd(2) takes them
 COPY_CHUNK = 1 << 20      # bytes of a deleted file's content copied at a time
@@ -360,9 +361,10 @@ class _Writer:
         return objref
 
     def write_deleted(self, file, native, common):
-        """CRFS_FILE_DELETED STRING{link} BUFFER{content} [DELETED_STAT]: a file unlinked
-        while open, with the bytes it held (streamed from where the model keeps them; a
-        symlink's target), and its owner when known."""
+        """CRFS_FILE_DELETED STRING{link} BUFFER{content} [DELETED_STAT] [FILE_ID]: a file
+        unlinked while open, with the bytes it held (streamed from where the model keeps
+        them; a symlink's target), its owner when known, and its inode's identity (files
+        of one inode are restored as one)."""
         data = file.data
         if data.length > fmt.MAX_RECORD_DATA:
             raise ValueError(f"deleted file {file.path} of {data.length} bytes")
@@ -378,6 +380,7 @@ class _Writer:
             self.emit("CRFS_HDR_DELETED_STAT", fmt.crfs_hdr_deleted_stat,
                       uid=native.st_uid, gid=native.st_gid, atime_ns=native.atime_ns or 0,
                       mtime_ns=native.mtime_ns or 0)
+        self.write_file_id(file.file_id)
 
     def restorable_unix(self, sock):
         """A UNIX socket written as such: its peer, if any, is a socket of the image;
@@ -519,11 +522,15 @@ class _Writer:
     # ----------------------------------------------------------------- memory
 
     def write_mm(self, mm):
-        objref, first = self.new_object(("mm", id(mm)), "CKPT_OBJ_MM")
+        objref, first = self.new_object(("mm", id(mm)))
         if not first:
             return objref
+        # the exe's FILE object first, then OBJREF{MM}: the order the module writes
+        exe_objref = self.write_exe(mm)
+        self.emit("CKPT_HDR_OBJREF", fmt.ckpt_hdr_objref, objtype=fmt.CKPT_OBJ["CKPT_OBJ_MM"],
+                  objref=objref)
         fields = mm.fields
-        self.emit("CKPT_HDR_MM", fmt.ckpt_hdr_mm, map_count=len(mm.vmas), exe_objref=0,
+        self.emit("CKPT_HDR_MM", fmt.ckpt_hdr_mm, map_count=len(mm.vmas), exe_objref=exe_objref,
                   def_flags=fields.get("def_flags", 0), flags=fields.get("flags", 0),
                   **{name: fields.get(name, 0) for name in fmt.MM_ADDRESSES})
         self.emit_raw("CKPT_HDR_BUFFER", self.auxv_bytes(mm.auxv or []))
@@ -563,6 +570,25 @@ class _Writer:
         if contents is not None:
             self.write_pages(*contents, mm.source)
 
+    def write_exe(self, mm):
+        """The FILE object of mm.exe (GENERIC FILE_NAME [CRFS_FILE_ID]), before the MM
+        record that names it; 0 without one. Keyed by path, as VMA files are."""
+        if mm.exe is None:
+            return 0
+        objref, first = self.new_object(("path", mm.exe), "CKPT_OBJ_FILE")
+        if first:
+            self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file, f_type=fmt.CKPT_FILE["CKPT_FILE_GENERIC"],
+                      f_flags=O_LARGEFILE, f_pos=0, f_version=0, f_mode=FMODE_READ,
+                      f_credref=0, f_secref=0)
+            self.emit_raw("CKPT_HDR_FILE_NAME", _path_bytes(mm.exe))
+            self.write_file_id(mm.exe_id)
+        return objref
+
+    def write_file_id(self, file_id):
+        if file_id is not None:
+            self.emit("CRFS_HDR_FILE_ID", fmt.crfs_hdr_file_id, dev=file_id.dev,
+                      ino=file_id.ino, size=file_id.size, mtime_ns=file_id.mtime_ns)
+
     def write_file(self, vma):
         """The FILE object of a VMA's file: by its objref in a loaded image, else by path."""
         native = CkptVmaFields.of(vma)
@@ -577,10 +603,7 @@ class _Writer:
             self.emit("CKPT_HDR_FILE", fmt.ckpt_hdr_file,
                       f_type=fmt.CKPT_FILE["CKPT_FILE_GENERIC"], **fields)
             self.emit_raw("CKPT_HDR_FILE_NAME", _path_bytes(vma.file))
-            if vma.file_id is not None:
-                file_id = vma.file_id
-                self.emit("CRFS_HDR_FILE_ID", fmt.crfs_hdr_file_id, dev=file_id.dev,
-                          ino=file_id.ino, size=file_id.size, mtime_ns=file_id.mtime_ns)
+            self.write_file_id(vma.file_id)
         return objref
 
     def private_vma(self, vma):
@@ -673,7 +696,8 @@ def _has_altstack(task):
 
 
 def _has_file_id(task):
-    return task.mm is not None and any(v.file_id is not None for v in task.mm.vmas)
+    return task.mm is not None and (task.mm.exe_id is not None or
+                                    any(v.file_id is not None for v in task.mm.vmas))
 
 
 def _words(values, width):

@@ -383,7 +383,10 @@ class _Builder:
         h = part.fields
         fields = _fields(h, ("map_count", "exe_objref", "def_flags", "flags",
                              *fmt.MM_ADDRESSES))
-        self.objects[part.objref] = Mm(fields=fields, source=self.source)
+        mm = self.objects[part.objref] = Mm(fields=fields, source=self.source)
+        if h.exe_objref:
+            exe = self.objects[h.exe_objref]
+            mm.exe, mm.exe_id = exe.path, exe.file_id
 
     def auxv(self, part):
         self.objects[part.objref].auxv = part.data

@@ -419,6 +419,8 @@ class Mm:
     ldt: Optional[bytes] = None
     source: object = None                        # where page offsets point (crfs.formats.source)
     parent_runs: list = field(default_factory=list)  # [(addr, npages)] the parent image holds
+    exe: Optional[str] = None                    # /proc/PID/exe, when known
+    exe_id: Optional[FileId] = None              # its identity (CRFS_FILE_ID), when known
 
     def vma_at(self, addr):
         """The VMA containing `addr`, or None. O(log n)."""

@@ -353,6 +353,7 @@ def _check_open_file(file, file_size, source):
     _require(file.timer is None or (type(file.timer) is FdTimer
                                     and _ints(*vars(file.timer).values())), "timerfd")
     _require(file.native is None or isinstance(file.native, NativeFields), "file fields")
+    _require(_file_id_ok(file.file_id), "file file_id")
     sock = file.sock
     _require(sock is None or (type(sock) is UnixSock and type(sock.name) is bytes
                               and type(sock.msgs) is tuple and _ints(*sock.msgs)
@@ -420,8 +421,14 @@ def _check_pending(pending):
                  and _optional(info.raw, bytes), "siginfo")
 
 
+def _file_id_ok(file_id):
+    return file_id is None or (type(file_id) is FileId and _ints(
+        file_id.dev, file_id.ino, file_id.size, file_id.mtime_ns))
+
+
 def _check_mm(mm, file_size):
     _require(type(mm) is Mm and type(mm.fields) is dict and type(mm.vmas) is list, "mm")
+    _require(_optional(mm.exe, str) and _file_id_ok(mm.exe_id), "mm exe")
     end = -1
     for vma in mm.vmas:
         _require(type(vma) is Vma and _ints(vma.start, vma.end, vma.pgoff, vma.vm_flags),
@@ -429,9 +436,7 @@ def _check_mm(mm, file_size):
         _require(end <= vma.start < vma.end, "vmas out of order")
         _require(vma.kind in VMA_KINDS, "vma kind")
         _require(vma.file is None or type(vma.file) is str, "vma file")
-        _require(vma.file_id is None or (type(vma.file_id) is FileId and _ints(
-            vma.file_id.dev, vma.file_id.ino, vma.file_id.size, vma.file_id.mtime_ns)),
-                 "vma file_id")
+        _require(_file_id_ok(vma.file_id), "vma file_id")
         end = vma.end
         _check_pages(vma.pages, file_size, vma.start, vma.end)
         if vma.shm is not None:

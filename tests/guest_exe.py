@@ -22,6 +22,7 @@ import sys
 
 import guest_files as gf
 import guest_signals as gs
+from guest_util import stage
 from crfs.formats import ckpt as fmt
 
 WORK = "/tmp/crfs-exe"
@@ -269,15 +270,10 @@ def user_checks(exe, restarter):
 def step(manifest):
     if os.path.ismount(os.path.join(WORK, "noexec")):
         subprocess.run(["umount", os.path.join(WORK, "noexec")], capture_output=True)
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(WORK)
-    os.chmod(WORK, 0o755)      # uid 1000 runs from here; crfs-restart must be safe here
-    exe = os.path.join(WORK, "exe_memfd_target")
-    shutil.copy(manifest["exe_memfd_target"], exe)
-    os.chmod(exe, 0o755)
-    restarter = os.path.join(WORK, "crfs-restart")      # uid 1000 may run it there
-    shutil.copy(manifest["restarter"], restarter)
-    os.chmod(restarter, 0o755)
+    # uid 1000 runs the programs from here (0755: crfs-restart must be safe there)
+    paths = stage(WORK, {"exe_memfd_target": manifest["exe_memfd_target"],
+                         "crfs-restart": manifest["restarter"]})
+    exe, restarter = paths["exe_memfd_target"], paths["crfs-restart"]
     result = {"exe": exe}
     for via in ("ptrace", "kernel"):
         result[via], image = one_way(exe, restarter, via)

@@ -20,8 +20,7 @@ from crfs import kernel
 from guest_util import stage
 
 WORK = "/tmp/crfs-anonfd"
-OBJREF, FILE, EPOLL_ITEMS = 6, 304, 308
-OBJ_FILE = 3
+EPOLL_ITEMS = 308
 FILE_PIPE, FILE_EPOLL, FILE_EVENTFD, FILE_TIMERFD, FILE_SIGNALFD = 2, 6, 7, 100, 101
 ANON_FDS = range(4, 13)
 
@@ -43,18 +42,12 @@ def fdinfo_of(pid):
 
 def files_of(image):
     """{objref: (f_type, f_flags, pipe_objref, offset of its FILE)} of an image."""
-    with open(image, "rb") as f:
-        data = f.read()
-    files, last = {}, None
-    for offset, type_, _ in gf.frames(data):
-        if type_ == OBJREF:
-            objtype, objref = struct.unpack_from("<Ii", data, offset + 8)
-            last = objref if objtype == OBJ_FILE else last
-        elif type_ == FILE and last is not None:
-            f_type, _, f_flags = struct.unpack_from("<III", data, offset + 8)
-            pipe = struct.unpack_from("<i", data, offset + 48)[0] if f_type == FILE_PIPE else 0
-            files[last] = (f_type, f_flags, pipe, offset)
-            last = None
+    data, objects = gf.file_objects(image)
+    files = {}
+    for objref, offset in objects:
+        f_type, _, f_flags = struct.unpack_from("<III", data, offset + 8)
+        pipe = struct.unpack_from("<i", data, offset + 48)[0] if f_type == FILE_PIPE else 0
+        files[objref] = (f_type, f_flags, pipe, offset)
     return files
 
 

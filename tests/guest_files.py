@@ -18,8 +18,36 @@ import time
 
 from crfs import kernel
 
-FILE_TABLE, FILE_DESC, FILE = 301, 302, 304
+OBJREF, FILE_TABLE, FILE_DESC, FILE = 6, 301, 302, 304
+OBJ_FILE = 3
 WORK = "/tmp/crfs-files"     # short paths: they are named in 96-byte reasons
+
+
+def file_objects(image):
+    """(image bytes, [(objref, offset of its FILE record)]) of each FILE object of the
+    image at path `image`."""
+    with open(image, "rb") as f:
+        data = f.read()
+    out, last = [], None
+    for offset, type_, _ in frames(data):
+        if type_ == OBJREF:
+            objtype, objref = struct.unpack_from("<Ii", data, offset + 8)
+            last = objref if objtype == OBJ_FILE else None
+        elif type_ == FILE and last is not None:
+            out.append((last, offset))
+            last = None
+    return data, out
+
+
+def fd_links(pid, fds):
+    """{fd: its /proc/PID/fd link} of those of `fds` that `pid` has open."""
+    out = {}
+    for fd in fds:
+        try:
+            out[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            pass
+    return out
 
 
 def frames(data):

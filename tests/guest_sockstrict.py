@@ -26,8 +26,7 @@ from guest_util import stage
 from crfs import kernel
 
 WORK = "/tmp/crfs-sockstrict"
-OBJREF, FILE, SECCOMP = 6, 304, 8041
-OBJ_FILE = 3
+SECCOMP = 8041
 FILE_UNIX = 112
 LISTEN = 10
 FDS = range(4, 11)
@@ -35,21 +34,15 @@ FDS = range(4, 11)
 
 def sockets_of(image):
     """{objref: dict(state, flags, sock, peer, offset)} of the image's UNIX sockets."""
-    with open(image, "rb") as f:
-        data = f.read()
-    out, last = {}, None
-    for offset, type_, _ in gf.frames(data):
-        if type_ == OBJREF:
-            objtype, objref = struct.unpack_from("<Ii", data, offset + 8)
-            last = objref if objtype == OBJ_FILE else None
-        elif type_ == FILE and last is not None:
-            if struct.unpack_from("<I", data, offset + 8)[0] == FILE_UNIX:
-                sock, peer = struct.unpack_from("<ii", data, offset + 48)
-                out[last] = {"sock": sock, "peer": peer, "offset": offset,
-                             "state": struct.unpack_from("<I", data, offset + 68)[0],
-                             "flags": struct.unpack_from("<I", data, offset + 92)[0],
-                             "mode": struct.unpack_from("<III", data, offset + 204)}
-            last = None
+    data, files = gf.file_objects(image)
+    out = {}
+    for objref, offset in files:
+        if struct.unpack_from("<I", data, offset + 8)[0] == FILE_UNIX:
+            sock, peer = struct.unpack_from("<ii", data, offset + 48)
+            out[objref] = {"sock": sock, "peer": peer, "offset": offset,
+                           "state": struct.unpack_from("<I", data, offset + 68)[0],
+                           "flags": struct.unpack_from("<I", data, offset + 92)[0],
+                           "mode": struct.unpack_from("<III", data, offset + 204)}
     return out
 
 
@@ -57,16 +50,6 @@ def seccomp_records(image):
     with open(image, "rb") as f:
         data = f.read()
     return [offset for offset, type_, _ in gf.frames(data) if type_ == SECCOMP]
-
-
-def links_of(pid):
-    out = {}
-    for fd in FDS:
-        try:
-            out[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            pass
-    return out
 
 
 def start(exe, work, label, *args, uid=None, groups=()):
@@ -122,7 +105,7 @@ def run_one(label, exe, work, restarter, via, uid=None, groups=()):
     """Start, checkpoint --tree --kill, restart (as `uid`, None: root), check."""
     proc, out_path = start(exe, work, label, uid=uid, groups=groups)
     image = os.path.join(work, f"{label}.img")
-    result = {"before": links_of(proc.pid), "checkpoint": checkpoint(proc.pid, image, via)}
+    result = {"before": gf.fd_links(proc.pid, FDS), "checkpoint": checkpoint(proc.pid, image, via)}
     if result["checkpoint"]["rc"]:
         proc.kill()
     proc.wait(timeout=60)
@@ -147,7 +130,7 @@ def finish(child, work, out_path, before):
     result = {"restart": gf.outcome(child)}
     if child.errno == 0:
         gf.wait_lines(out_path, before + 3)
-        result["after"] = links_of(child.pid)
+        result["after"] = gf.fd_links(child.pid, FDS)
         st = os.stat(os.path.join(work, "l.sock"))
         result["file"] = [st.st_mode, st.st_uid, st.st_gid]
         with open(os.path.join(work, "stop"), "w"):

@@ -20,37 +20,19 @@ import guest_files as gf
 from guest_util import stage
 
 WORK = "/tmp/crfs-unix"
-OBJREF, FILE = 6, 304
-OBJ_FILE = 3
 FILE_UNIX = 112
 UNIX_FDS = range(4, 12)
 
 
 def sockets_of(image):
     """{objref: (sock_type, sock_objref, peer_objref, offset of its FILE)}."""
-    with open(image, "rb") as f:
-        data = f.read()
-    out, last = {}, None
-    for offset, type_, _ in gf.frames(data):
-        if type_ == OBJREF:
-            objtype, objref = struct.unpack_from("<Ii", data, offset + 8)
-            last = objref if objtype == OBJ_FILE else None
-        elif type_ == FILE and last is not None:
-            if struct.unpack_from("<I", data, offset + 8)[0] == FILE_UNIX:
-                sock, peer = struct.unpack_from("<ii", data, offset + 48)
-                stype = struct.unpack_from("<H", data, offset + 66)[0]
-                out[last] = (stype, sock, peer, offset)
-            last = None
-    return out
-
-
-def links_of(pid):
+    data, files = gf.file_objects(image)
     out = {}
-    for fd in UNIX_FDS:
-        try:
-            out[fd] = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            pass
+    for objref, offset in files:
+        if struct.unpack_from("<I", data, offset + 8)[0] == FILE_UNIX:
+            sock, peer = struct.unpack_from("<ii", data, offset + 48)
+            stype = struct.unpack_from("<H", data, offset + 66)[0]
+            out[objref] = (stype, sock, peer, offset)
     return out
 
 
@@ -61,7 +43,7 @@ def run_one(label, exe, work, restarter, via):
         proc = subprocess.Popen(["setarch", "-R", exe, work, "6000"],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     gf.wait_lines(out_path, 5)
-    result = {"before": links_of(proc.pid)}
+    result = {"before": gf.fd_links(proc.pid, UNIX_FDS)}
     ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "-o",
                          image, "--kill", "--via", via], capture_output=True, text=True,
                         timeout=120)
@@ -78,7 +60,7 @@ def run_one(label, exe, work, restarter, via):
     result["restart"] = gf.outcome(child)
     if child.errno == 0:
         gf.wait_lines(out_path, len(result["lines_before"]) + 3)
-        result["after"] = links_of(child.pid)
+        result["after"] = gf.fd_links(child.pid, UNIX_FDS)
         with open(os.path.join(work, "stop"), "w"):
             pass
         result["exit"] = gf.end_of(child)

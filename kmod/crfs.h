@@ -66,6 +66,8 @@ int crfs_image_read(struct crfs_image *img, loff_t pos, void *buf, size_t len);
 int crfs_image_read_user(struct crfs_image *img, loff_t pos, void __user *ubuf,
 			 size_t len);
 int crfs_image_peek(struct crfs_image *img, struct crfs_rec *rec);
+int crfs_image_optional(struct crfs_image *img, u32 type, struct crfs_rec *rec,
+			void *buf, size_t size);
 int crfs_image_next(struct crfs_image *img, struct crfs_rec *rec);
 int crfs_image_body(struct crfs_image *img, const struct crfs_rec *rec,
 		    void *buf, size_t size);
@@ -338,6 +340,7 @@ long crfs_ioctl_checkpoint(struct crfs_checkpoint_args __user *uargs);
 struct crfs_ckpt;
 int crfs_ck_write(struct crfs_ckpt *ck, const void *buf, size_t len);
 int crfs_ck_record(struct crfs_ckpt *ck, u32 type, void *rec, size_t size);
+struct sighand_struct *crfs_ck_lock_sighand(struct task_struct *t, unsigned long *flags);
 int crfs_ck_objref(struct crfs_ckpt *ck, u32 objtype, s32 objref);
 int crfs_ck_object(struct crfs_ckpt *ck, void *key, s32 *objref);
 int crfs_ck_frame(struct crfs_ckpt *ck, u32 type, size_t len);

@@ -1030,8 +1030,7 @@ static int write_fs(struct crfs_ckpt *ck, s32 *objref)
 }
 
 /* lock_task_sighand(), whose __lock_task_sighand() is not exported. */
-static struct sighand_struct *ck_lock_sighand(struct task_struct *t,
-					      unsigned long *flags)
+struct sighand_struct *crfs_ck_lock_sighand(struct task_struct *t, unsigned long *flags)
 {
 	struct sighand_struct *sighand;
 
@@ -1068,7 +1067,7 @@ static int write_sighand(struct crfs_ckpt *ck, s32 *objref)
 		return ret;
 	*objref = -*objref;
 	memset(h, 0, sizeof(*h));
-	sighand = ck_lock_sighand(ck->task, &flags);
+	sighand = crfs_ck_lock_sighand(ck->task, &flags);
 	if (!sighand)
 		return sighand_gone(ck);
 	for (i = 0; i < CRFS_NSIG; i++) {
@@ -1143,7 +1142,7 @@ static int write_pending(struct crfs_ckpt *ck, bool shared)
 	u32 n = 0;
 	int ret;
 
-	sighand = ck_lock_sighand(ck->task, &flags);
+	sighand = crfs_ck_lock_sighand(ck->task, &flags);
 	if (!sighand)
 		return sighand_gone(ck);
 	p = shared ? &ck->task->signal->shared_pending : &ck->task->pending;
@@ -1185,7 +1184,7 @@ static int fill_signal(struct crfs_ckpt *ck, struct ckpt_hdr_signal *h)
 		h->rlim[i].rlim_max = sig->rlim[i].rlim_max;
 	}
 	task_unlock(ck->task->group_leader);
-	sighand = ck_lock_sighand(ck->task, &flags);
+	sighand = crfs_ck_lock_sighand(ck->task, &flags);
 	if (!sighand)
 		return sighand_gone(ck);
 	if (hrtimer_active(&sig->real_timer)) {
@@ -1212,7 +1211,7 @@ static int write_signal_task(struct crfs_ckpt *ck)
 	unsigned long flags;
 	int ret;
 
-	sighand = ck_lock_sighand(t, &flags);
+	sighand = crfs_ck_lock_sighand(t, &flags);
 	if (!sighand)
 		return sighand_gone(ck);
 	h.blocked = t->blocked.sig[0];

@@ -140,26 +140,6 @@ static int cmp_id(const void *a, const void *b)
 	return x->it_id < y->it_id ? -1 : x->it_id > y->it_id;
 }
 
-/* lock_task_sighand(), whose __lock_task_sighand() is not exported (as crfs_checkpoint.c) */
-static struct sighand_struct *timers_lock_sighand(struct task_struct *t,
-						  unsigned long *flags)
-{
-	struct sighand_struct *sighand;
-
-	rcu_read_lock();
-	for (;;) {
-		sighand = rcu_dereference(t->sighand);
-		if (!sighand)
-			break;
-		spin_lock_irqsave(&sighand->siglock, *flags);
-		if (likely(sighand == rcu_access_pointer(t->sighand)))
-			break;
-		spin_unlock_irqrestore(&sighand->siglock, *flags);
-	}
-	rcu_read_unlock();
-	return sighand;
-}
-
 /* The timers of @t's process, at most @max of them, sorted by id; -E2BIG: more. */
 static int list_timers(struct task_struct *t, struct crfs_hdr_posix_timer *out,
 		       u32 max, void (*fill)(struct k_itimer *, struct crfs_hdr_posix_timer *))
@@ -169,7 +149,7 @@ static int list_timers(struct task_struct *t, struct crfs_hdr_posix_timer *out,
 	unsigned long flags;
 	u32 n = 0;
 
-	sighand = timers_lock_sighand(t, &flags);
+	sighand = crfs_ck_lock_sighand(t, &flags);
 	if (!sighand)
 		return -ESRCH;
 	list_for_each_entry(timr, &t->signal->posix_timers, list) {

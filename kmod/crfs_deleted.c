@@ -101,15 +101,8 @@ static int load_owner(struct crfs_ctx *ctx, struct crfs_deleted *del)
 	struct crfs_rec rec;
 	int ret;
 
-	if (img->pos == img->size)
-		return 0;
-	ret = crfs_image_peek(img, &rec);
-	if (ret || rec.type != CRFS_HDR_DELETED_STAT)
-		return ret;
-	ret = crfs_image_next(img, &rec);
-	if (!ret)
-		ret = crfs_image_body(img, &rec, &h, sizeof(h));
-	if (ret)
+	ret = crfs_image_optional(img, CRFS_HDR_DELETED_STAT, &rec, &h, sizeof(h));
+	if (ret <= 0)
 		return ret;
 	del->uid = make_kuid(current_user_ns(), h.uid);
 	del->gid = make_kgid(current_user_ns(), h.gid);

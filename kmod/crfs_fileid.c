@@ -64,17 +64,11 @@ int crfs_file_id_load(struct crfs_image *img, struct crfs_file *f)
 	struct crfs_rec rec;
 	int ret;
 
-	if (img->pos == img->size)
-		return 0;	/* the TAIL's absence is reported by the caller */
-	ret = crfs_image_peek(img, &rec);
-	if (ret || rec.type != CRFS_HDR_FILE_ID)
+	ret = crfs_image_optional(img, CRFS_HDR_FILE_ID, &rec, &f->id, sizeof(f->id));
+	if (ret <= 0)
 		return ret;
-	ret = crfs_image_next(img, &rec);
-	if (!ret)
-		ret = crfs_image_body(img, &rec, &f->id, sizeof(f->id));
-	if (!ret)
-		f->has_id = true;
-	return ret;
+	f->has_id = true;
+	return 0;
 }
 
 /* 0 if @file, opened by @f's name, is the file the image recorded; else -ESTALE. */

@@ -77,16 +77,11 @@ int crfs_fown_load(struct crfs_ctx *ctx, struct crfs_file *f)
 	struct crfs_rec rec;
 	int ret;
 
-	if (img->pos == img->size)
-		return 0;	/* the TAIL's absence is reported by the caller */
-	ret = crfs_image_peek(img, &rec);
-	if (ret || rec.type != CRFS_HDR_FILE_OWNER)
+	ret = crfs_image_optional(img, CRFS_HDR_FILE_OWNER, &rec, &f->owner,
+				  sizeof(f->owner));
+	if (ret <= 0)
 		return ret;
-	ret = crfs_image_next(img, &rec);
-	if (!ret)
-		ret = crfs_image_body(img, &rec, &f->owner, sizeof(f->owner));
-	if (!ret)
-		ret = check_owner(ctx, &rec, &f->owner);
+	ret = check_owner(ctx, &rec, &f->owner);
 	if (!ret)
 		f->has_owner = true;
 	return ret;

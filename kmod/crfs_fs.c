@@ -67,14 +67,9 @@ int crfs_fs_load(struct crfs_image *img, struct crfs_object *obj)
 	ret = load_name(img, &fs->pwd);
 	if (!ret)
 		ret = load_name(img, &fs->root);
-	if (!ret && img->pos < img->size)
-		ret = crfs_image_peek(img, &rec);
-	if (ret || img->pos == img->size || rec.type != CRFS_HDR_FS_EXT)
-		return ret;
-	ret = crfs_image_next(img, &rec);
 	if (!ret)
-		ret = crfs_image_body(img, &rec, &ext, sizeof(ext));
-	if (ret)
+		ret = crfs_image_optional(img, CRFS_HDR_FS_EXT, &rec, &ext, sizeof(ext));
+	if (ret <= 0)
 		return ret;
 	if (ext.umask & ~0777)
 		return crfs_image_fail(img, &rec, "FS_EXT: umask %#o", ext.umask);

@@ -205,6 +205,27 @@ int crfs_image_fail(struct crfs_image *img, const struct crfs_rec *rec,
 	return -EINVAL;
 }
 
+/*
+ * An optional record: if the next one is of @type, it is read into @buf (@size bytes
+ * exactly) and 1 returned; else nothing is consumed and 0 returned, at the image's end
+ * too (a missing TAIL is the caller's to report). @rec: its frame, for error messages.
+ */
+int crfs_image_optional(struct crfs_image *img, u32 type, struct crfs_rec *rec,
+			void *buf, size_t size)
+{
+	int ret;
+
+	if (img->pos == img->size)
+		return 0;
+	ret = crfs_image_peek(img, rec);
+	if (ret || rec->type != type)
+		return ret;
+	ret = crfs_image_next(img, rec);
+	if (!ret)
+		ret = crfs_image_body(img, rec, buf, size);
+	return ret ? ret : 1;
+}
+
 /* The frame of the record at img->pos, checked; img->pos is left alone. */
 int crfs_image_peek(struct crfs_image *img, struct crfs_rec *rec)
 {

@@ -18,7 +18,7 @@ import subprocess
 import time
 
 import kmod_guest_checks as g
-from guest_task_state import report_of
+from guest_task_state import ask_then_end, report_of
 from guest_util import records, stage
 
 DIR = "/tmp/crfs-fown"
@@ -69,21 +69,7 @@ def restart(image, restarter, out, *options):
                                   pass_fds=(write_fd,))
     os.close(write_fd)
     result, pid = report_of(read_fd)
-    if pid:
-        os.kill(pid, signal.SIGUSR1)
-        g.wait_for_output(out, g.lines_starting("state", 1), timeout=30)
-        os.kill(pid, signal.SIGTERM)
-        g.wait_for_output(out, g.lines_starting("term", 1), timeout=30)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    result["rc"] = proc.returncode
-    with open(out) as f:
-        result["lines"] = [line for line in f.read().splitlines()
-                           if line.startswith(("state", "term"))]
-    return result
+    return ask_then_end(result, proc, pid, out, signal.SIGUSR1, "state", ("state", "term"))
 
 
 def set_owner(index, fmt, value, offset):

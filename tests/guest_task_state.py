@@ -78,6 +78,27 @@ def report_of(read_fd):
     return {"errno": "restored"}, int(reason[4:])
 
 
+def ask_then_end(result, proc, pid, out, ask, answer, keep):
+    """The restored program `pid` (None: not restored) sent `ask`, then SIGTERM, each
+    answered by a line in `out` (`answer`, then "term"); its restarter `proc` waited for
+    (killed after 30 s). Into `result`: its status and the lines of `out` starting with one
+    of `keep`."""
+    if pid:
+        os.kill(pid, ask)
+        g.wait_for_output(out, g.lines_starting(answer, 1), timeout=30)
+        os.kill(pid, signal.SIGTERM)
+        g.wait_for_output(out, g.lines_starting("term", 1), timeout=30)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    result["rc"] = proc.returncode
+    with open(out) as f:
+        result["lines"] = [line for line in f.read().splitlines() if line.startswith(keep)]
+    return result
+
+
 def restart(image, restarter, out, uid=None):
     """crfs-restart of `image` (as `uid`, None: root); for a restored program, the line it
     prints on SIGUSR1 and how it ends on SIGTERM."""
@@ -97,20 +118,7 @@ def restart(image, restarter, out, uid=None):
         os.chmod(kernel.DEVICE, 0o600)
     if pid:
         result["oom_score_adj"] = open(f"/proc/{pid}/oom_score_adj").read().strip()
-        os.kill(pid, signal.SIGUSR1)
-        g.wait_for_output(out, g.lines_starting("state", 1), timeout=30)
-        os.kill(pid, signal.SIGTERM)
-        g.wait_for_output(out, g.lines_starting("term", 1), timeout=30)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    result["rc"] = proc.returncode
-    with open(out) as f:
-        result["lines"] = [line for line in f.read().splitlines()
-                           if line.startswith(("state", "term"))]
-    return result
+    return ask_then_end(result, proc, pid, out, signal.SIGUSR1, "state", ("state", "term"))
 
 
 def set_first(type_, fmt, value, offset=8):

@@ -21,7 +21,7 @@ import time
 
 import kmod_guest_checks as g
 from crfs import kernel
-from guest_task_state import report_of
+from guest_task_state import ask_then_end, report_of
 from guest_util import records, stage
 
 DIR = "/tmp/crfs-timers"
@@ -91,20 +91,8 @@ def restart(image, restarter, out, *options):
         result, pid = {"errno": "restored"}, proc.pid      # crfs-restart is the program
     if pid:
         result["proc_timers"] = proc_timers(pid)
-        os.kill(pid, signal.SIGUSR2)
-        g.wait_for_output(out, g.lines_starting("queued", 1), timeout=30)
-        os.kill(pid, signal.SIGTERM)
-        g.wait_for_output(out, g.lines_starting("term", 1), timeout=30)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    result["rc"] = proc.returncode
-    with open(out) as f:
-        result["lines"] = [line for line in f.read().splitlines()
-                           if line.startswith(("timer", "next", "queued", "term"))]
-    return result
+    return ask_then_end(result, proc, pid, out, signal.SIGUSR2, "queued",
+                        ("timer", "next", "queued", "term"))
 
 
 def set_field(index, name, value):

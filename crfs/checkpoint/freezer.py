@@ -97,10 +97,10 @@ class Freezer:
         """Let every stopped task go, in the way `after` says; never raises. "kill"
         returns once their parents have reaped them (at most REAP_WAIT seconds), so a
         restart that follows finds their pids free."""
-        killed = {pid: _start_time(pid) for pid in self.processes} if after == "kill" else {}
+        stats = {pid: _stat(pid) for pid in self.processes} if after == "kill" else {}
         for pid, tids in self.processes.items():
             if after == "kill":
-                ours = _parent(pid) == os.getpid()    # then our wait would reap it
+                ours = _parent_of(stats[pid]) == os.getpid()    # our wait would reap it
                 _signal(pid, signal.SIGKILL)
                 # the leader last: its exit is reported only once its threads are reaped
                 for tid in sorted(tids, key=lambda t: t == pid):
@@ -115,7 +115,7 @@ class Freezer:
                 except OSError:
                     pass      # it died meanwhile (or was killed above)
         self.processes.clear()
-        wait_reaped(killed)
+        wait_reaped({pid: stat[22] for pid, stat in stats.items() if stat})
 
 
 def _wait_exit(tid):
@@ -138,32 +138,32 @@ def wait_reaped(start_times, timeout=REAP_WAIT):
     deadline = time.monotonic() + timeout
     pending = dict(start_times)
     while pending and time.monotonic() < deadline:
-        pending = {pid: t for pid, t in pending.items()
-                   if _start_time(pid) == t and not _reaped_by_us(pid)}
+        pending = {pid: t for pid, t in pending.items() if _still_waited(pid, t)}
         if pending:
             time.sleep(0.01)
 
 
-def _parent(pid):
+def _still_waited(pid, start_time):
+    """Whether `pid` is still the process that started at `start_time` (field 22) and
+    not a zombie that crfs or its caller must reap (one /proc read)."""
+    stat = _stat(pid)
+    if stat is None or stat.get(22) != start_time:
+        return False
+    return not (stat[3] == "Z" and _parent_of(stat) in (os.getpid(), os.getppid()))
+
+
+def _stat(pid):
+    """/proc/<pid>/stat's fields (None once the pid is free)."""
     try:
-        return int(procfs.stat_fields(pid)[4])
-    except (OSError, KeyError, ValueError):
+        return procfs.stat_fields(pid)
+    except OSError:
         return None
 
 
-def _reaped_by_us(pid):
+def _parent_of(stat):
     try:
-        fields = procfs.stat_fields(pid)
-    except OSError:
-        return False
-    return fields[3] == "Z" and int(fields[4]) in (os.getpid(), os.getppid())
-
-
-def _start_time(pid):
-    """Field 22 of /proc/<pid>/stat (None once the pid is free)."""
-    try:
-        return procfs.stat_fields(pid)[22]
-    except (OSError, IndexError, KeyError, ValueError):
+        return int(stat[4])
+    except (TypeError, KeyError, ValueError):
         return None
 
 

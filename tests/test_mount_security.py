@@ -4,6 +4,7 @@ Root mounts and owns the store; user nobody (65534) is the other user. Every che
 on a real mount, with the other user's commands run through setpriv.
 """
 
+import hashlib
 import os
 import stat
 import subprocess
@@ -244,6 +245,37 @@ def test_restart_log_is_new_private_and_never_through_a_link(shared, world, fake
     assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o400, 0)
     assert denied(read_as(log))
     assert read_as(shared / "restart" / "p.img.status").returncode == 0
+
+
+def test_restarter_gets_the_checked_upload_even_if_the_store_swaps_it(shared, world):
+    """The file the daemon verified is the file the restarter reads: in a store others may
+    write to, the upload's name swapped for another file between the check and the
+    restarter's open changes nothing (the restarter is handed the daemon's fd)."""
+    write_image(world / "p.img", "ckpt", "x86_64")
+    write_image(world / "evil.img", "ckpt", "i386")
+    script = world / "swapping-restart"
+    # Plays the other writer of the store, then reads what it was given, as crfs-restart.
+    script.write_text(
+        f"#!{sys.executable}\nimport glob, hashlib, os, sys\n"
+        f"for path in glob.glob({str(shared.store)!r} + '/.crfs-restart-*-p.img'):\n"
+        f"    os.replace({str(world / 'evil.img')!r}, path)\n"
+        "data = open(sys.argv[-1], 'rb').read()\n"
+        "os.close(int(sys.argv[4]))\n"
+        "print('read', hashlib.sha256(data).hexdigest(), flush=True)\n")
+    script.chmod(0o755)
+    daemon = [sys.executable, "-c", "import sys, crfs.kernel as k; k.DEVICE = '/dev/null'; "
+              "from crfs.cli import main; sys.exit(main())"]
+    env = {**os.environ, "CRFS_RESTARTER": str(script)}
+    subprocess.run(daemon + [str(shared.path), *shared.options()], check=True, timeout=60,
+                   env=env)
+    expected = hashlib.sha256((world / "p.img").read_bytes()).hexdigest()
+    subprocess.run(["cp", str(world / "p.img"), str(shared / "restart" / "p.img")], check=True)
+    log = shared / "restart" / "p.img.log"
+    deadline = time.time() + 10
+    while b"read" not in log.read_bytes() and time.time() < deadline:
+        time.sleep(0.05)
+    assert log.read_text() == f"read {expected}\n"
+    assert not (world / "evil.img").exists()    # the swap did happen
 
 
 def test_open_private_refuses_what_is_there(tmp_path):

@@ -170,8 +170,15 @@ class RestartBox(Dir):
         return outcome
 
     def _restart(self, upload):
-        with Source.open(upload.path) as source:
-            report = verify(source)
+        # One inode from here on: the upload we wrote, read through a read-only reopen of
+        # our own fd, handed to the restarter as that fd. A store others may write to
+        # cannot swap the file between the check and the restart.
+        fd = os.open(f"/proc/self/fd/{upload.fd}", os.O_RDONLY | os.O_CLOEXEC)
+        with Source(fd, os.fstat(fd).st_size, upload.path) as source:
+            return self._restart_verified(upload, source)
+
+    def _restart_verified(self, upload, source):
+        report = verify(source)
         if not report.sound:
             reason = next(c for c in report.checks if not c.ok)
             return _rejected(upload.name, errno.EINVAL, f"{reason.name}: {reason.detail}")
@@ -191,7 +198,7 @@ class RestartBox(Dir):
             # the restarter's stdin is /dev/null, its stdout and stderr this log: an image's
             # fd 0-2 the kernel cannot reopen (a terminal, a socket, a pipe to a process
             # left out) gets these (CRFS_RESTART_INHERIT); its files stay its own
-            outcome = _restart_flat(image, upload.path, output)
+            outcome = _restart_flat(image, source.fd, os.path.dirname(upload.path), output)
         if outcome.errno == 0:
             threading.Thread(target=self._wait,
                              args=(upload.name, outcome.pid, outcome.process, log_path),
@@ -334,15 +341,25 @@ def _status(name, state, error=None, pid=None):
     return "\n".join(lines) + "\n"
 
 
-def _restart_flat(image, path, output):
-    """kernel.restart_in_child of `path`; an incremental image is first written whole, with
-    its chain's pages, to a temporary file beside it (crfs.model.chain.flatten): the kernel
-    reads one image, and it is done reading when restart_in_child returns."""
+def _restart_flat(image, fd, directory, output):
+    """kernel.restart_in_child of the image open at `fd`, handed in as that fd; an
+    incremental image is first written whole, with its chain's pages, to a temporary file
+    of `directory` (crfs.model.chain.flatten), handed in the same way: the kernel reads one
+    image, and it is done reading when restart_in_child returns."""
     if image.parent is None:
-        return kernel.restart_in_child(path, kernel.DEVICE, stdout=output)
-    flat = chain.flatten(image, os.path.dirname(path),
-                         lambda img, out: registry.dump(img, out, "ckpt"))
+        return _restart_fd(fd, output)
+    flat = chain.flatten(image, directory, lambda img, out: registry.dump(img, out, "ckpt"))
     try:
-        return kernel.restart_in_child(flat, kernel.DEVICE, stdout=output)
+        flat_fd = os.open(flat, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     finally:
         os.unlink(flat)
+    try:
+        return _restart_fd(flat_fd, output)
+    finally:
+        os.close(flat_fd)
+
+
+def _restart_fd(fd, output):
+    """The restarter opens /proc/self/fd/FD: the very inode the daemon checked."""
+    return kernel.restart_in_child(f"/proc/self/fd/{fd}", kernel.DEVICE, stdout=output,
+                                   pass_fds=(fd,))

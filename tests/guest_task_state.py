@@ -102,23 +102,32 @@ def ask_then_end(result, proc, pid, out, ask, answer, keep):
 def restart(image, restarter, out, uid=None):
     """crfs-restart of `image` (as `uid`, None: root); for a restored program, the line it
     prints on SIGUSR1 and how it ends on SIGTERM."""
+    result, proc, pid = start_restarter(image, restarter, out, ORIGINAL.get(out, ""), DIR,
+                                        uid=uid)
+    if pid:
+        result["oom_score_adj"] = open(f"/proc/{pid}/oom_score_adj").read().strip()
+    return ask_then_end(result, proc, pid, out, signal.SIGUSR1, "state", ("state", "term"))
+
+
+def start_restarter(image, restarter, out, original, log_dir, *options, uid=None):
+    """crfs-restart [OPTIONS] IMAGE run as `uid` (None: root; /dev/crfs opened to everyone
+    meanwhile), its output to LOG_DIR/restarter.out, `out` first rewritten to `original`
+    (what the program wrote before its checkpoint): (report, restarter, restored pid)."""
     with open(out, "w") as f:
-        f.write(ORIGINAL.get(out, ""))
+        f.write(original)
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    os.chmod(kernel.DEVICE, 0o666)
+    os.chmod(kernel.DEVICE, 0o666 if uid else 0o600)
     try:
-        with open(os.path.join(DIR, "restarter.out"), "ab") as log:
+        with open(os.path.join(log_dir, "restarter.out"), "ab") as log:
             proc = subprocess.Popen((g.setpriv(uid) if uid else []) +
-                                    [restarter, "-r", str(write_fd), image],
+                                    [restarter, *options, "-r", str(write_fd), image],
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     pass_fds=(write_fd,))
         os.close(write_fd)
         result, pid = report_of(read_fd)
     finally:
         os.chmod(kernel.DEVICE, 0o600)
-    if pid:
-        result["oom_score_adj"] = open(f"/proc/{pid}/oom_score_adj").read().strip()
-    return ask_then_end(result, proc, pid, out, signal.SIGUSR1, "state", ("state", "term"))
+    return result, proc, pid
 
 
 def set_first(type_, fmt, value, offset=8):

@@ -21,7 +21,7 @@ import time
 
 import kmod_guest_checks as g
 from crfs import kernel
-from guest_task_state import ask_then_end, report_of
+from guest_task_state import ask_then_end, start_restarter
 from guest_util import records, stage
 
 DIR = "/tmp/crfs-timers"
@@ -53,15 +53,18 @@ def proc_timers(pid):
     return sorted(tuple(lines[i:i + 4]) for i in range(0, len(lines), 4))
 
 
-def checkpoint(paths, way, *args):
-    out = os.path.join(DIR, f"{way}{''.join(args)}.out")
+def checkpoint(paths, way, *args, uid=None):
+    """timers_target [ARGS] run (as `uid`; None: root), checkpointed --kill --via WAY."""
+    tag = "nobody" if uid else ""
+    out = os.path.join(DIR, f"{way}{tag}{''.join(args)}.out")
     with open(out, "w") as f:
-        proc = subprocess.Popen(["setarch", "-R", paths["timers_target"], *args], stdout=f,
+        proc = subprocess.Popen((g.setpriv(uid) if uid else []) +
+                                ["setarch", "-R", paths["timers_target"], *args], stdout=f,
                                 stderr=subprocess.STDOUT, cwd=DIR)
     os.chmod(out, 0o666)
     g.wait_for_output(out, g.lines_starting("ready", 1))
     result = {"proc_timers": proc_timers(proc.pid)}
-    image = os.path.join(DIR, f"{way}{''.join(args)}.img")
+    image = os.path.join(DIR, f"{way}{tag}{''.join(args)}.img")
     ck = g.crfs_checkpoint(proc.pid, "-o", image, "--kill", "--via", way)
     if proc.poll() is None:
         proc.kill()
@@ -75,22 +78,19 @@ def checkpoint(paths, way, *args):
     return result, image, out
 
 
-def restart(image, restarter, out, *options):
-    """crfs-restart [OPTIONS] IMAGE; for a restored program, /proc/PID/timers, the lines it
-    prints on SIGUSR2, and how it ends on SIGTERM."""
-    with open(out, "w") as f:
-        f.write(ORIGINAL.get(out, ""))
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    with open(os.path.join(DIR, "restarter.out"), "ab") as log:
-        proc = subprocess.Popen([restarter, *options, "-r", str(write_fd), image],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                pass_fds=(write_fd,))
-    os.close(write_fd)
-    result, pid = report_of(read_fd)
-    if "-N" in options and result == {"errno": "short report"} and proc.poll() is None:
-        result, pid = {"errno": "restored"}, proc.pid      # crfs-restart is the program
+def restart(image, restarter, out, *options, uid=None):
+    """crfs-restart [OPTIONS] IMAGE (as `uid`, /dev/crfs opened to everyone meanwhile;
+    None: root); for a restored program, /proc/PID/timers, the lines it prints on SIGUSR2,
+    and how it ends on SIGTERM."""
+    result, proc, pid = start_restarter(image, restarter, out, ORIGINAL.get(out, ""), DIR,
+                                        *options, uid=uid)
+    if result == {"errno": "short report"} and proc.poll() is None:
+        # restored in crfs-restart itself, under a new pid: -N, or a caller who may not
+        # choose pids (the pipe closed by the kernel, no report)
+        result, pid = {"errno": "restored"}, proc.pid
     if pid:
         result["proc_timers"] = proc_timers(pid)
+        result["uid"] = g.status_fields(pid, ("Uid",))["Uid"]
     return ask_then_end(result, proc, pid, out, signal.SIGUSR2, "queued",
                         ("timer", "next", "queued", "term"))
 
@@ -209,6 +209,17 @@ def callers_timers(paths):
             "one_more": restart_with_timers(image, [10, 10, 10, 10])}
 
 
+def second_uid(paths):
+    """nobody's timers_target, checkpointed by root through ptrace, restarted by nobody:
+    the timers come back as for root (a timer is the process's own: no privilege needed)."""
+    ck, image, out = checkpoint(paths, "ptrace", uid=g.NOBODY)
+    result = {"checkpoint": ck}
+    if ck["rc"] == 0:
+        os.chmod(out, 0o666)
+        result["restart"] = restart(image, paths["crfs-restart"], out, uid=g.NOBODY)
+    return result
+
+
 def refusals(image, restarter):
     out = {}
     for label, patch in {**MALFORMED, **INSERTED}.items():
@@ -236,6 +247,7 @@ def step(manifest):
     if os.path.exists(image):
         result["refusals"] = refusals(image, paths["crfs-restart"])
     result["callers"] = callers_timers(paths)
+    result["nobody"] = second_uid(paths)
     for way in ("ptrace", "kernel"):        # a CPU-time timer: refused
         result[f"cpu_{way}"] = checkpoint(paths, way, "cpu")[0]
     result["left"] = g.leftover(("timers_target", "crfs-restart"))

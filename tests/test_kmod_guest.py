@@ -2408,6 +2408,25 @@ def test_posix_timers_are_captured_and_restored(guest, way):
     assert restored["rc"] == 0, restored
 
 
+def test_posix_timers_restored_by_their_own_unprivileged_user(guest):
+    """nobody's timers_target, checkpointed by root through ptrace and restarted by nobody
+    (a second uid, who may not choose pids: the program gets new ones): the same timers
+    come back but for their notify targets, the program runs as nobody and carries on."""
+    result = _timers(guest)["nobody"]
+    ck = result["checkpoint"]
+    assert ck["rc"] == 0, ck
+    assert [(t["it_id"], t["clockid"], t["signo"], t["notify"], t["flags"])
+            for t in ck["timers"]] == TIMERS, ck["timers"]
+    restored = result["restart"]
+    assert restored["errno"] == "restored", restored
+    assert [t[:2] + t[3:] for t in restored["proc_timers"]] == \
+        [t[:2] + t[3:] for t in ck["proc_timers"]], restored
+    assert restored["uid"] == ["65534"] * 4, restored
+    assert restored["lines"][4:] == ["next 8", "queued n=1 code=-2 timerid=6 value=abcdef",
+                                     "term"], restored
+    assert restored["rc"] == 0, restored
+
+
 @pytest.mark.parametrize("way", ["ptrace", "kernel"])
 def test_posix_timers_restored_with_new_pids(guest, way):
     """crfs-restart -N (new pids): the timers are the same but for the notify targets, and

@@ -53,16 +53,25 @@ def files_of(image):
 
 def run_one(label, exe, work, restarter, via):
     """anonfd_target checkpointed `via` ptrace or kernel, restarted, checked."""
+    return run_target(label, exe, work, restarter, via, fdinfo_of)
+
+
+def run_target(label, exe, work, restarter, via, snapshot):
+    """A target of tests/c/target_loop.h (EXE WORK 6000) started, checkpointed --kill `via`
+    ptrace or kernel, restarted by crfs-restart and told to stop (WORK/stop): (result, image
+    or None). `snapshot(pid)` is taken of the original and of the restored program."""
     out_path = os.path.join(work, f"{label}.out")
     image = os.path.join(work, f"{label}.img")
     with open(out_path, "w") as out:
         proc = subprocess.Popen(["setarch", "-R", exe, work, "6000"], stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT)
     gf.wait_lines(out_path, 5)
-    result = {"before": fdinfo_of(proc.pid)}
+    result = {"before": snapshot(proc.pid)}
     ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "-o", image,
                          "--kill", "--via", via], capture_output=True, text=True, timeout=120)
     result["checkpoint"] = {"rc": ck.returncode, "stderr": ck.stderr[-2000:]}
+    if ck.returncode:
+        proc.kill()
     proc.wait(timeout=60)
     with open(out_path) as f:
         result["lines_before"] = f.read().splitlines()
@@ -73,7 +82,7 @@ def run_one(label, exe, work, restarter, via):
     result["restart"] = gf.outcome(child)
     if child.errno == 0:
         gf.wait_lines(out_path, len(result["lines_before"]) + 3)
-        result["after"] = fdinfo_of(child.pid)
+        result["after"] = snapshot(child.pid)
         with open(os.path.join(work, "stop"), "w"):
             pass
         result["exit"] = gf.end_of(child)
@@ -83,13 +92,27 @@ def run_one(label, exe, work, restarter, via):
     return result, image
 
 
-def check_outcome(image):
+def check_outcome(image, with_type=False):
+    """CHECK of `image`: {"errno": 0} or its errno name and reason (and record type)."""
     try:
         with kernel.Device() as dev, open(image, "rb") as f:
             dev.check(f.fileno())
         return {"errno": 0}
     except kernel.KernelError as exc:
-        return {"errno": gf.errno_name(exc.errno), "msg": exc.reason}
+        out = {"errno": gf.errno_name(exc.errno), "msg": exc.reason}
+        return {**out, "type": exc.record_type} if with_type else out
+
+
+def fields_refused(image, patches):
+    """{label: CHECK outcome} of copies of `image`, each with one field set:
+    `patches` is {label: (offset, struct format, value)}."""
+    out = {}
+    for label, (offset, fmt_, value) in patches.items():
+        bad = gf.patch(image, f"{image}.{label}",
+                       lambda data, recs, o=offset, f=fmt_, v=value: struct.pack_into(f, data,
+                                                                                     o, v))
+        out[label] = check_outcome(bad)
+    return out
 
 
 def patched_records(image, files):
@@ -107,13 +130,7 @@ def patched_records(image, files):
         "signalfd_flags": (first[FILE_SIGNALFD] + 56, "<I", 1),
         "epoll_long": (first[FILE_EPOLL] + 4, "<I", 64),    # the record's len
     }
-    out = {}
-    for label, (offset, fmt_, value) in patches.items():
-        bad = gf.patch(image, f"{image}.{label}",
-                       lambda data, recs, o=offset, f=fmt_, v=value: struct.pack_into(f, data,
-                                                                                     o, v))
-        out[label] = check_outcome(bad)
-    return out
+    return fields_refused(image, patches)
 
 
 def handed_call(image, handed, **kw):

@@ -19,6 +19,7 @@ import struct
 import subprocess
 import time
 
+import guest_anonfd as ga
 import kmod_guest_checks as g
 from crfs import kernel
 from guest_task_state import ask_then_end, start_restarter
@@ -147,12 +148,7 @@ INSERTED = {"too_many": more_timers, "in_a_thread": timer_in_a_thread}
 
 
 def check_outcome(image):
-    try:
-        with kernel.Device() as dev, open(image, "rb") as f:
-            dev.check(f.fileno())
-        return {"errno": 0}
-    except kernel.KernelError as exc:
-        return {"errno": g.name(exc.errno), "msg": exc.reason, "type": exc.record_type}
+    return ga.check_outcome(image, with_type=True)
 
 
 SYS_TIMER_CREATE, SYS_TIMER_DELETE = 222, 226

@@ -12,8 +12,6 @@ Runs inside the guest; decides nothing.
 import os
 import socket
 import struct
-import subprocess
-import sys
 
 import guest_anonfd as ga
 import guest_files as gf
@@ -37,37 +35,8 @@ def sockets_of(image):
 
 
 def run_one(label, exe, work, restarter, via):
-    out_path = os.path.join(work, f"{label}.out")
-    image = os.path.join(work, f"{label}.img")
-    with open(out_path, "w") as out:
-        proc = subprocess.Popen(["setarch", "-R", exe, work, "6000"],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    gf.wait_lines(out_path, 5)
-    result = {"before": gf.fd_links(proc.pid, UNIX_FDS)}
-    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "-o",
-                         image, "--kill", "--via", via], capture_output=True, text=True,
-                        timeout=120)
-    result["checkpoint"] = {"rc": ck.returncode, "stderr": ck.stderr[-2000:]}
-    if ck.returncode:
-        proc.kill()
-    proc.wait(timeout=60)
-    with open(out_path) as f:
-        result["lines_before"] = f.read().splitlines()
-    if ck.returncode:
-        return result, None
-    os.chmod(image, 0o644)
-    child = gf.restart(image, restarter, os.path.join(work, f"{label}.restart"))
-    result["restart"] = gf.outcome(child)
-    if child.errno == 0:
-        gf.wait_lines(out_path, len(result["lines_before"]) + 3)
-        result["after"] = gf.fd_links(child.pid, UNIX_FDS)
-        with open(os.path.join(work, "stop"), "w"):
-            pass
-        result["exit"] = gf.end_of(child)
-        os.unlink(os.path.join(work, "stop"))
-    with open(out_path) as f:
-        result["lines"] = f.read().splitlines()
-    return result, image
+    return ga.run_target(label, exe, work, restarter, via,
+                         lambda pid: gf.fd_links(pid, UNIX_FDS))
 
 
 def patched_records(image, socks):
@@ -88,13 +57,7 @@ def patched_records(image, socks):
         "lengths_lie": (queued + 216 + 8, "<I", 2),     # "a" said to be 2 bytes
         "rdonly": (queued + 16, "<I", 0),
     }
-    out = {}
-    for label, (offset, fmt_, value) in patches.items():
-        bad = gf.patch(image, f"{image}.{label}",
-                       lambda data, recs, o=offset, f=fmt_, v=value: struct.pack_into(f, data,
-                                                                                     o, v))
-        out[label] = ga.check_outcome(bad)
-    return out
+    return ga.fields_refused(image, patches)
 
 
 def lying_tables(image, socks, restarter, work):

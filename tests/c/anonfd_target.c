@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "target_loop.h"
+
 #define COUNT 5
 #define EV_DATA 0x1122334455667788ULL
 #define PIPE_BYTES "pipe bytes"
@@ -153,31 +155,8 @@ static const char *check(void)
 
 int main(int argc, char **argv)
 {
-	struct timespec tick = { 0, 100000000 };
-	char stop[4200], line[128];
-	const char *bad;
-	long limit, n;
-	int len;
-
 	if (argc != 3)
 		return 2;
 	snprintf(dir, sizeof(dir), "%s", argv[1]);
-	limit = atol(argv[2]);
-	snprintf(stop, sizeof(stop), "%s/stop", dir);
-	setup();
-	for (n = 0; n < limit; n++) {
-		len = snprintf(line, sizeof(line), "tick %ld pid=%d\n", n, getpid());
-		if (write(1, line, len) != len || write(3, line, len) != len)
-			return 4;
-		if (access(stop, F_OK) == 0) {
-			bad = check();
-			len = snprintf(line, sizeof(line), "anon=%s%s\n", bad ? "FAIL:" : "ok",
-				       bad ? bad : "");
-			if (write(1, line, len) != len || write(3, line, len) != len)
-				return 4;
-			return 3;
-		}
-		nanosleep(&tick, NULL);
-	}
-	return 5;
+	return target_loop(argv[1], atol(argv[2]), "anon", 3, setup, check);
 }

@@ -135,9 +135,11 @@ def one_test(name, spec, restarter, mount):
         if os.path.exists(os.path.join(IMAGES, stale)):
             os.unlink(os.path.join(IMAGES, stale))
     times, sessions, held = {}, set(), {}
+    outcome = {"result": "FAIL"}
     try:
-        return {**phases(name, spec, static, restarter, mount, times, sessions, held),
-                "seconds": times}
+        outcome = {**phases(name, spec, static, restarter, mount, times, sessions, held),
+                   "seconds": times}
+        return outcome
     except Exception as exc:      # a bug of this runner: reported, the next test runs
         return {"result": "FAIL", "reason": f"runner: {exc!r}: "
                 f"{traceback.format_exc(limit=3)[-300:]}", "seconds": times}
@@ -151,7 +153,17 @@ def one_test(name, spec, restarter, mount):
         image = os.path.join(IMAGES, f"{name}.img")
         if os.path.exists(image):
             os.unlink(image)
-        shutil.rmtree(image + ".criu", ignore_errors=True)
+        keep_dump(image + ".criu", spec.get("keep"), name, outcome["result"])
+
+
+def keep_dump(dump, keep, name, result):
+    """Remove the criu dump `dump` (if any); a failed test's is first copied to
+    KEEP/NAME (CRFS_ZDTM_KEEP on the host: the dumps to look at, on the shared work dir)."""
+    if not os.path.isdir(dump):
+        return
+    if keep and result != "PASS":
+        shutil.copytree(dump, os.path.join(keep, name), dirs_exist_ok=True)
+    shutil.rmtree(dump, ignore_errors=True)
 
 
 def phases(name, spec, static, restarter, mount, times, sessions, held):

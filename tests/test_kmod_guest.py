@@ -1508,7 +1508,10 @@ def _build_zdtm(work):
                    "tests": [n for n in ZDTM_BY_CP if n in names]},
             "kernel": {"via": "kernel", "restart": "restarter", "tests": names},
             # `criu dump` (Debian's criu), `crfs convert --format ckpt`, crfs-restart
-            "criu+convert": {"via": "criu", "restart": "restarter", "tests": names},
+            "criu+convert": {"via": "criu", "restart": "restarter", "tests": names,
+                             # $CRFS_ZDTM_KEEP: failed tests' dumps kept in work/zdtm-dumps
+                             "keep": str(work / "zdtm-dumps")
+                             if os.environ.get("CRFS_ZDTM_KEEP") else None},
             # not by default: no checkpoint at all (start, SIGTERM), the runner's baseline
             "none": {"via": "none", "restart": None, "tests": names}}
     # the module's checkpoints are the fastest (no Python reads the memory): first, so that

@@ -244,14 +244,29 @@ THREAD_INFO_X86 = _m("thread_info_x86", (REQ, U64, "clear_tid_addr", 1),
 SA = _m("sa_entry", (REQ, U64, "sigaction", 1), (REQ, U64, "flags", 2),
         (REQ, U64, "restorer", 3), (REQ, U64, "mask", 4), (OPT, BOOL, "compat_sigaction", 5),
         (OPT, U64, "mask_extended", 6))
+ITIMER = _m("itimer_entry", (REQ, U64, "isec", 1), (REQ, U64, "iusec", 2),
+            (REQ, U64, "vsec", 3), (REQ, U64, "vusec", 4))
+POSIX_TIMER = _m("posix_timer_entry", (REQ, U32, "it_id", 1), (REQ, U32, "clock_id", 2),
+                 (REQ, U32, "si_signo", 3), (REQ, U32, "it_sigev_notify", 4),
+                 (REQ, U64, "sival_ptr", 5), (REQ, U32, "overrun", 6), (REQ, U64, "isec", 7),
+                 (REQ, U64, "insec", 8), (REQ, U64, "vsec", 9), (REQ, U64, "vnsec", 10),
+                 (OPT, I32, "notify_thread_id", 11))
+TASK_TIMERS = _m("task_timers_entry", (REQ, ITIMER, "real", 1), (REQ, ITIMER, "virt", 2),
+                 (REQ, ITIMER, "prof", 3), (REP, POSIX_TIMER, "posix", 4))
+SIGINFO = _m("siginfo_entry", (REQ, BYTES, "siginfo", 1))
+SIGNAL_QUEUE = _m("signal_queue_entry", (REP, SIGINFO, "signals", 1))
+RSEQ = _m("rseq_entry", (REQ, U64, "rseq_abi_pointer", 1), (REQ, U32, "rseq_abi_size", 2),
+          (REQ, U32, "signature", 3), (OPT, U64, "rseq_cs_pointer", 4))
 RLIMIT = _m("rlimit_entry", (REQ, U64, "cur", 1), (REQ, U64, "max", 2))
 RLIMITS = _m("task_rlimits_entry", (REP, RLIMIT, "rlimits", 1))
 TASK_CORE = _m("task_core_entry", (REQ, U32, "task_state", 1), (REQ, U32, "exit_code", 2),
                (REQ, U32, "personality", 3), (REQ, U32, "flags", 4),
                (REQ, U64, "blk_sigset", 5), (REQ, STR, "comm", 6),
-               (OPT, RLIMITS, "rlimits", 8), (OPT, U32, "loginuid", 13),
+               (OPT, TASK_TIMERS, "timers", 7), (OPT, RLIMITS, "rlimits", 8),
+               (OPT, SIGNAL_QUEUE, "signals_s", 10), (OPT, U32, "old_seccomp_mode", 11),
+               (OPT, U32, "loginuid", 13),
                (OPT, I32, "oom_score_adj", 14), (REP, SA, "sigactions", 15),
-               (OPT, BOOL, "child_subreaper", 18))
+               (OPT, BOOL, "child_subreaper", 18), (OPT, U32, "stop_signo", 21))
 SAS = _m("thread_sas_entry", (REQ, U64, "ss_sp", 1), (REQ, U64, "ss_size", 2),
          (REQ, U32, "ss_flags", 3))
 CREDS = _m("creds_entry", (REQ, U32, "uid", 1), (REQ, U32, "gid", 2), (REQ, U32, "euid", 3),
@@ -263,8 +278,10 @@ CREDS = _m("creds_entry", (REQ, U32, "uid", 1), (REQ, U32, "gid", 2), (REQ, U32,
 THREAD_CORE = _m("thread_core_entry", (REQ, U64, "futex_rla", 1), (REQ, U32, "futex_rla_len", 2),
                  (OPT, S32, "sched_nice", 3), (OPT, U32, "sched_policy", 4),
                  (OPT, U32, "sched_prio", 5), (OPT, U64, "blk_sigset", 6),
-                 (OPT, SAS, "sas", 7), (OPT, U32, "pdeath_sig", 8), (OPT, CREDS, "creds", 10),
-                 (OPT, U32, "seccomp_mode", 11), (OPT, STR, "comm", 13))
+                 (OPT, SAS, "sas", 7), (OPT, U32, "pdeath_sig", 8),
+                 (OPT, SIGNAL_QUEUE, "signals_p", 9), (OPT, CREDS, "creds", 10),
+                 (OPT, U32, "seccomp_mode", 11), (OPT, STR, "comm", 13),
+                 (OPT, RSEQ, "rseq_entry", 15))
 CORE = _m("core_entry", (REQ, U32, "mtype", 1), (OPT, THREAD_INFO_X86, "thread_info", 2),
           (OPT, TASK_CORE, "tc", 3), (OPT, TASK_KOBJ_IDS, "ids", 4),
           (OPT, THREAD_CORE, "thread_core", 5))

@@ -15,8 +15,9 @@ from typing import Optional
 from crfs.errors import FormatError
 from crfs.formats import criu
 from crfs.formats.x86 import PAGE_SIZE, VmFlags
-from crfs.model.image import (SS_DISABLE, AltStack, Creds, EpollWatch, Fd, FdTable, FdTimer,
-                              FsStruct, Futex, Image, Mm, NativeFields, OpenFile, ShmSegment,
+from crfs.model.image import (EXIT_ZOMBIE, SS_DISABLE, AltStack, Creds, EpollWatch, Exit,
+                              Fd, FdTable, FdTimer, FsStruct, Futex, Image, Itimers, Mm,
+                              NativeFields, OpenFile, Pending, PosixTimer, Rseq, ShmSegment,
                               SigAction, SigHand, Signals, Task, ThreadGroup, Vma)
 from crfs.model.registers import Registers
 
@@ -27,7 +28,8 @@ MAP_SHARED, MAP_GROWSDOWN = 0x1, 0x100
 VMA_AREA_VSYSCALL, VMA_AREA_VDSO, VMA_AREA_VVAR = 1 << 2, 1 << 3, 1 << 12
 VMA_FILE_PRIVATE, VMA_FILE_SHARED, VMA_ANON_SHARED = 1 << 6, 1 << 7, 1 << 8
 VMA_AREA_MEMFD = 1 << 14
-SIGKILL, SIGSTOP, SIGMAX = 9, 19, 64
+SIGKILL, SIGSTOP, SIGCHLD, SIGMAX = 9, 19, 17, 64
+SIGINFO_MIN = 48             # bytes of a siginfo_entry: at least the x86_64 kernel_siginfo
 FD_CLOEXEC, O_CLOEXEC = 1, 0o2000000
 MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_stack", "start_brk",
              "brk", "arg_start", "arg_end", "env_start", "env_end")
@@ -117,15 +119,26 @@ class _Loader:
 
     def process(self, proc):
         pid = proc["pid"]
-        threads = proc.get("threads") or [pid]
-        cores = {tid: self.one(f"core-{tid}.img") for tid in threads}
+        # tid 0: criu's slot of a thread that ended while it dumped (no core of its own)
+        threads = [tid for tid in proc.get("threads") or [] if tid] or [pid]
+        cores = {pid: self.one(f"core-{pid}.img")} if f"core-{pid}.img" in self.names else {}
+        tc = (cores.get(pid) or {}).get("tc")
+        if tc and tc["task_state"] == TASK_DEAD:
+            return [_zombie(pid, proc, tc)]     # its threads are not criu's (garbage)
+        for tid in threads:
+            if tid not in cores:
+                cores[tid] = self.one(f"core-{tid}.img")
         leader = cores.get(pid) or cores[threads[0]]
         tc = leader.get("tc")
         if tc is None:
             raise FormatError("the leader's core has no task_core_entry",
                               record=f"core-{pid}.img: entry 0 (core_entry)")
         mm = self.mm(pid) if f"mm-{pid}.img" in self.names else None
-        handlers, group = _handlers(tc), ThreadGroup(rlimits=_rlimits(tc))
+        where = f"core-{pid}.img: entry 0 (core_entry)"
+        handlers = _handlers(tc)
+        group = ThreadGroup(rlimits=_rlimits(tc), oom_score_adj=tc.get("oom_score_adj"),
+                            shared_pending=_pending(tc.get("signals_s"), where + " signals_s"))
+        _timers(tc.get("timers"), group)
         fs = self.fs(pid)
         files = self.fd_table(pid, leader)
         native = CriuTaskFields(fds=self.fds(pid, leader), personality=tc["personality"],
@@ -139,6 +152,10 @@ class _Loader:
             if task.signals is not None:
                 task.signals.handlers, task.signals.group = handlers, group
             tasks.append(task)
+        if group.posix_timers:
+            from crfs.checkpoint.timers import mark_pending
+            mark_pending(group.posix_timers, [*group.shared_pending.queue, *(
+                info for t in tasks if t.signals for info in t.signals.pending.queue)])
         return tasks
 
     def mm(self, pid):
@@ -149,7 +166,7 @@ class _Loader:
         pairs = [(auxv[i], auxv[i + 1]) for i in range(0, len(auxv) - 1, 2)]
         while pairs and pairs[-1] == (0, 0) and len(pairs) > 1 and pairs[-2] == (0, 0):
             pairs.pop()
-        mm = Mm(fields=fields, auxv=pairs or None)
+        mm = Mm(fields=fields, auxv=pairs or None, exe=self.path_of(entry["exe_file_id"]))
         last_end = 0
         for i, v in enumerate(entry.get("vmas", [])):
             if v["start"] >= v["end"] or v["start"] < last_end or v["start"] % PAGE_SIZE \
@@ -201,8 +218,9 @@ class _Loader:
         for vma in mm.vmas:
             if vma.native.memory is not None:
                 segment = self.segment(vma.native.memory, vma)
-                if segment is not None:
-                    vma.map_segment(segment)
+                # as large as its mappings (criu sizes it so): pages not dumped are zeros
+                segment.size = max(segment.size, vma.pgoff * PAGE_SIZE + vma.size)
+                vma.map_segment(segment)
 
     def walk_pagemap(self, name, add):
         """add(vaddr, count, offset, entry, what) for each run of pages a pagemap file
@@ -234,13 +252,13 @@ class _Loader:
 
     def segment(self, shmid, vma):
         """The ShmSegment of shared anonymous memory `shmid` (pagemap-shmem-SHMID.img,
-        pages keyed by their offset in it), once per dump; None when it has no pages."""
+        pages keyed by their offset in it), once per dump; without pages when criu dumped
+        none (it writes no pagemap for memory never written)."""
         if shmid in self.segments:
             return self.segments[shmid]
         name = f"pagemap-shmem-{shmid}.img"
-        segment = None
+        segment = ShmSegment(objref=shmid, size=0)
         if name in self.names:
-            segment = ShmSegment(objref=shmid, size=0)
 
             def add(vaddr, count, offset, e, what):
                 if len(segment.pages) and segment.pages.last >= vaddr:
@@ -445,8 +463,59 @@ def _task(tid, pid, proc, core, tc):
     sas = thread.get("sas")
     task.signals = Signals(blocked=thread.get("blk_sigset", tc["blk_sigset"]),
                            altstack=AltStack(sas["ss_sp"], sas["ss_size"], sas["ss_flags"])
-                           if sas else AltStack(flags=SS_DISABLE))
+                           if sas else AltStack(flags=SS_DISABLE),
+                           pending=_pending(thread.get("signals_p"), where + " signals_p"))
+    rseq = thread.get("rseq_entry")
+    if rseq and rseq["rseq_abi_pointer"]:
+        task.rseq = Rseq(addr=rseq["rseq_abi_pointer"], length=rseq["rseq_abi_size"],
+                         sig=rseq["signature"])
+    task.seccomp = thread.get("seccomp_mode", tc.get("old_seccomp_mode", 0))
     return task
+
+
+def _zombie(pid, proc, tc):
+    """A zombie's Task: its pids and the wait status its parent gets (criu's exit_code is
+    /proc/PID/stat's); it ended with SIGCHLD for its parent (criu keeps no other)."""
+    return Task(pid=pid, tgid=pid, ppid=proc["ppid"], comm=tc["comm"],
+                state=TASK_STATE_BITS[TASK_DEAD], pgid=proc["pgid"], sid=proc["sid"],
+                exit=Exit(state=EXIT_ZOMBIE, code=tc["exit_code"], signal=SIGCHLD))
+
+
+def _pending(queue, where):
+    """The Pending of a signal_queue_entry: each siginfo (criu keeps the 128 bytes of
+    PTRACE_PEEKSIGINFO's siginfo_t) as a checkpoint keeps it, and their signals' set."""
+    from crfs.checkpoint.signals import siginfo
+    pending = Pending()
+    for i, entry in enumerate((queue or {}).get("signals", [])):
+        raw = entry["siginfo"]
+        if len(raw) < SIGINFO_MIN:
+            raise FormatError(f"siginfo {i} of {len(raw)} bytes, less than {SIGINFO_MIN}",
+                              record=where)
+        info = siginfo(raw)
+        if not 1 <= info.signo <= SIGMAX:
+            raise FormatError(f"siginfo {i}: signal {info.signo}", record=where)
+        pending.queue.append(info)
+        pending.mask |= 1 << (info.signo - 1)
+    return pending
+
+
+def _timers(timers, group):
+    """setitimer(2)'s and POSIX timers of a task_timers_entry into `group` (ns)."""
+    if timers is None:
+        return
+    def ns(sec, frac, scale):
+        return sec * 10**9 + frac * scale
+    it = {name: timers[name] for name in ("real", "virt", "prof")}
+    group.itimers = Itimers(**{f"{name}_value": ns(t["vsec"], t["vusec"], 1000)
+                               for name, t in it.items()},
+                            **{f"{name}_incr": ns(t["isec"], t["iusec"], 1000)
+                               for name, t in it.items()})
+    group.posix_timers = sorted(
+        (PosixTimer(id=t["it_id"], clockid=t["clock_id"], signo=t["si_signo"],
+                    notify=t["it_sigev_notify"], notify_tid=t.get("notify_thread_id", 0),
+                    sigev_value=t["sival_ptr"], value_ns=ns(t["vsec"], t["vnsec"], 1),
+                    interval_ns=ns(t["isec"], t["insec"], 1), overrun=t["overrun"])
+         for t in timers.get("posix", [])), key=lambda t: t.id)
 
 
 def _creds(c):

@@ -30,7 +30,7 @@ MAGICS = {
     "PAGEMAP": 0x56084025, "CORE": 0x55053847, "IDS": 0x54432030, "FS": 0x51403912,
     "MM": 0x57492820, "FILES": 0x56303138, "REG_FILES": 0x50363636, "SIGACT": 0x55344201,
     "CREDS": 0x54023547, "SECCOMP": 0x64413049, "TIMENS": 0x43114433, "STATS": 0x57093306,
-    "MEMFD_INODE": 0x48453499,
+    "MEMFD_INODE": 0x48453499, "PIPES_DATA": 0x56453709, "FIFO_DATA": 0x59333054,
 }
 MAGIC_NAMES = {v: k for k, v in MAGICS.items()}
 IMG_VERSIONS = (1, 2)        # inventory img_version: CRTOOLS_IMAGES_V1, V1_1
@@ -335,6 +335,9 @@ FILE = _m("file_entry", (REQ, U32, "type", 1), (REQ, U32, "id", 2), (OPT, REG_FI
           (OPT, SIGNALFD, "sgfd", 10), (OPT, TIMERFD, "tfd", 12), (OPT, UNIX_SK, "usk", 16),
           (OPT, FIFO, "fifo", 17), (OPT, PIPE, "pipe", 18), (OPT, TTY_FILE, "tty", 19),
           (OPT, MEMFD_FILE, "memfd", 20))
+# pipes-data.img, fifo-data.img: each entry followed by its `bytes` bytes of pipe data
+PIPE_DATA = _m("pipe_data_entry", (REQ, U32, "pipe_id", 1), (REQ, U32, "bytes", 2),
+               (OPT, U32, "size", 3))
 FDINFO = _m("fdinfo_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2), (REQ, U32, "type", 3),
             (REQ, U32, "fd", 4))
 FD_TYPES = {1: "REG", 2: "PIPE", 3: "FIFO", 4: "INETSK", 5: "UNIXSK", 6: "EVENTFD",
@@ -356,7 +359,11 @@ FILE_KINDS = {
     "reg-files": ("REG_FILES", REG_FILE, REG_FILE),
     "fdinfo": ("FDINFO", FDINFO, FDINFO),
     "memfd": ("MEMFD_INODE", MEMFD_INODE, MEMFD_INODE),
+    "pipes-data": ("PIPES_DATA", PIPE_DATA, PIPE_DATA),
+    "fifo-data": ("FIFO_DATA", PIPE_DATA, PIPE_DATA),
 }
+# Files whose entries are each followed by raw bytes, as many as the entry's field says.
+DATA_FIELDS = {"pipes-data": "bytes", "fifo-data": "bytes"}
 
 
 def kind_of(name):
@@ -373,12 +380,15 @@ def kind_of(name):
 # -------------------------------------------------------------------- the directory
 
 class Entry:
-    """One message of a member file: its index, where its bytes start, the decoded dict."""
+    """One message of a member file: its index, where its bytes start, the decoded dict;
+    `data`: where the raw bytes after it start in the file (files of DATA_FIELDS), their
+    count being the entry's field (length counts them too)."""
 
-    __slots__ = ("index", "offset", "length", "fields")
+    __slots__ = ("index", "offset", "length", "fields", "data")
 
-    def __init__(self, index, offset, length, fields):
+    def __init__(self, index, offset, length, fields, data=None):
         self.index, self.offset, self.length, self.fields = index, offset, length, fields
+        self.data = data
 
 
 def sniff(head):
@@ -517,8 +527,18 @@ def read_entries(criu_dir, name, kind=None):
         except WireError as exc:
             raise FormatError(str(exc), offset=exc.pos,
                               record=where(name, index, pos, m.name)) from None
-        entries.append(Entry(index, pos, 4 + length, fields))
-        pos += 4 + length
+        entry = Entry(index, pos, 4 + length, fields)
+        if kind in DATA_FIELDS:
+            count = fields[DATA_FIELDS[kind]]
+            if count > len(data) - pos - entry.length:
+                raise FormatError(f"{count} bytes of data run past the end "
+                                  f"({len(data) - pos - entry.length} left)",
+                                  offset=pos + entry.length,
+                                  record=where(name, index, pos, m.name))
+            entry.data = pos + entry.length
+            entry.length += count
+        entries.append(entry)
+        pos += entry.length
     return entries
 
 

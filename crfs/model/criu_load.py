@@ -14,8 +14,10 @@ from typing import Optional
 
 from crfs.errors import FormatError
 from crfs.formats import criu
+from crfs.formats.ckpt import CRFS_PIPE_NO_READER, CRFS_PIPE_NO_WRITER
 from crfs.formats.x86 import PAGE_SIZE, VmFlags
-from crfs.model.image import (EXIT_ZOMBIE, SS_DISABLE, AltStack, Creds, EpollWatch, Exit,
+from crfs.model.image import (EXIT_ZOMBIE, SS_DISABLE, AltStack, Blob, Creds, EpollWatch,
+                              Exit,
                               Fd, FdTable, FdTimer, FsStruct, Futex, Image, Itimers, Mm,
                               NativeFields, OpenFile, Pending, PosixTimer, Rseq, ShmSegment,
                               SigAction, SigHand, Signals, Task, ThreadGroup, Vma)
@@ -31,6 +33,7 @@ VMA_AREA_MEMFD = 1 << 14
 SIGKILL, SIGSTOP, SIGCHLD, SIGMAX = 9, 19, 17, 64
 SIGINFO_MIN = 48             # bytes of a siginfo_entry: at least the x86_64 kernel_siginfo
 FD_CLOEXEC, O_CLOEXEC = 1, 0o2000000
+O_RDONLY, O_WRONLY, O_ACCMODE = 0, 1, 3
 MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_stack", "start_brk",
              "brk", "arg_start", "arg_end", "env_start", "env_end")
 GDB_NAMES = {"ax": "rax", "bx": "rbx", "cx": "rcx", "dx": "rdx", "si": "rsi", "di": "rdi",
@@ -75,6 +78,7 @@ class _Loader:
         self.tables = {}        # files_id -> FdTable
         self.open_files = {}    # file id -> OpenFile
         self.file_ids = {}      # id(OpenFile) -> file id
+        self.data = {}          # pipes-data.img / fifo-data.img -> {pipe id: (offset, entry)}
 
     def entries(self, name, optional=False):
         if name not in self.names:
@@ -112,6 +116,7 @@ class _Loader:
             image.header["dump_uptime"] = inventory["dump_uptime"]
         for proc in tree:
             image.tasks += self.process(proc)
+        _settle_pipes(image.tasks)
         image.record_count = self.count
         return image
 
@@ -367,7 +372,28 @@ class _Loader:
             found = self.open_files[file_id] = open_file(
                 self.files.get(file_id) or {"type": fd_type}, self.path_of, self.memfd_name)
             self.file_ids[id(found)] = file_id
+            if found.kind == "fifo":      # opened by path: flags, pos of its reg_file
+                regf = (self.files.get(file_id) or {}).get("fifo", {}).get("regf_id")
+                reg = (self.files.get(regf) or {}).get("reg")
+                if reg is not None:
+                    found.flags, found.pos = reg["flags"] & ~O_CLOEXEC, reg["pos"]
+            if found.kind in ("pipe", "fifo"):
+                self.pipe_data(found)
         return found
+
+    def pipe_data(self, file):
+        """A pipe's or FIFO's buffered bytes and capacity (pipes-data.img, fifo-data.img:
+        criu keeps them once per pipe, read through one of its read ends)."""
+        name = "pipes-data.img" if file.kind == "pipe" else "fifo-data.img"
+        if name not in self.data:
+            base = self.dir.offset_of(name) if name in self.names else 0
+            self.data[name] = {e.fields["pipe_id"]: (base + e.data, e.fields)
+                               for e in self.entries(name, optional=True)}
+        found = self.data[name].get(file.pipe)
+        if found is not None:
+            offset, f = found
+            file.data = Blob(self.dir, offset, f["bytes"]) if f["bytes"] else None
+            file.pipe_size = f.get("size", 0)
 
     def memfd_name(self, file_id):
         return self.memfd_of(file_id)[0]
@@ -384,6 +410,22 @@ class _Loader:
                 f["id"], criu.FD_TYPES.get(f["type"], "?"))
             lines.append(f"{f['fd']} {shown}")
         return "\n".join(lines) + "\n" if lines else None
+
+
+def _settle_pipes(tasks):
+    """pipe_flags of each pipe of the dump: the ends no process of it has open (criu
+    restores such a pipe without them: CRFS_PIPE_NO_READER / NO_WRITER)."""
+    ends = {}
+    for table in {id(t.files): t.files for t in tasks if t.files is not None}.values():
+        for d in table.fds:
+            if d.file.kind == "pipe":
+                ends.setdefault(d.file.pipe, []).append(d.file)
+    for files in ends.values():
+        modes = {f.flags & O_ACCMODE for f in files}
+        flags = 0 if modes - {O_WRONLY} else CRFS_PIPE_NO_READER
+        flags |= 0 if modes - {O_RDONLY} else CRFS_PIPE_NO_WRITER
+        for f in files:
+            f.pipe_flags = flags
 
 
 def open_file(f, path_of, memfd_name):

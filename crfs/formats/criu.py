@@ -31,6 +31,7 @@ MAGICS = {
     "MM": 0x57492820, "FILES": 0x56303138, "REG_FILES": 0x50363636, "SIGACT": 0x55344201,
     "CREDS": 0x54023547, "SECCOMP": 0x64413049, "TIMENS": 0x43114433, "STATS": 0x57093306,
     "MEMFD_INODE": 0x48453499, "PIPES_DATA": 0x56453709, "FIFO_DATA": 0x59333054,
+    "REMAP_FPATH": 0x59133954, "GHOST_FILE": 0x52583605,
 }
 MAGIC_NAMES = {v: k for k, v in MAGICS.items()}
 IMG_VERSIONS = (1, 2)        # inventory img_version: CRTOOLS_IMAGES_V1, V1_1
@@ -335,6 +336,18 @@ FILE = _m("file_entry", (REQ, U32, "type", 1), (REQ, U32, "id", 2), (OPT, REG_FI
           (OPT, SIGNALFD, "sgfd", 10), (OPT, TIMERFD, "tfd", 12), (OPT, UNIX_SK, "usk", 16),
           (OPT, FIFO, "fifo", 17), (OPT, PIPE, "pipe", 18), (OPT, TTY_FILE, "tty", 19),
           (OPT, MEMFD_FILE, "memfd", 20))
+# remap-fpath.img: a file (reg_file id) the dump keeps elsewhere; GHOST (1): in
+# ghost-file-REMAP_ID.img, a file deleted while open
+REMAP_FPATH = _m("remap_file_path_entry", (REQ, U32, "orig_id", 1), (REQ, U32, "remap_id", 2),
+                 (OPT, U32, "remap_type", 3))
+REMAP_GHOST = 1
+TIMEVAL = _m("timeval", (REQ, U64, "tv_sec", 1), (REQ, U64, "tv_usec", 2))
+GHOST_FILE = _m("ghost_file_entry", (REQ, U32, "uid", 1), (REQ, U32, "gid", 2),
+                (REQ, U32, "mode", 3), (OPT, U32, "dev", 4), (OPT, U64, "ino", 5),
+                (OPT, U32, "rdev", 6), (OPT, TIMEVAL, "atim", 7), (OPT, TIMEVAL, "mtim", 8),
+                (OPT, BOOL, "chunks", 9), (OPT, U64, "size", 10),
+                (OPT, STR, "symlnk_target", 11))
+GHOST_CHUNK = _m("ghost_chunk_entry", (REQ, U64, "len", 1), (REQ, U64, "off", 2))
 # pipes-data.img, fifo-data.img: each entry followed by its `bytes` bytes of pipe data
 PIPE_DATA = _m("pipe_data_entry", (REQ, U32, "pipe_id", 1), (REQ, U32, "bytes", 2),
                (OPT, U32, "size", 3))
@@ -359,11 +372,14 @@ FILE_KINDS = {
     "reg-files": ("REG_FILES", REG_FILE, REG_FILE),
     "fdinfo": ("FDINFO", FDINFO, FDINFO),
     "memfd": ("MEMFD_INODE", MEMFD_INODE, MEMFD_INODE),
+    "remap-fpath": ("REMAP_FPATH", REMAP_FPATH, REMAP_FPATH),
+    # the file's bytes follow: the rest of the file, or (chunks) each chunk's after it
+    "ghost-file": ("GHOST_FILE", GHOST_FILE, GHOST_CHUNK),
     "pipes-data": ("PIPES_DATA", PIPE_DATA, PIPE_DATA),
     "fifo-data": ("FIFO_DATA", PIPE_DATA, PIPE_DATA),
 }
 # Files whose entries are each followed by raw bytes, as many as the entry's field says.
-DATA_FIELDS = {"pipes-data": "bytes", "fifo-data": "bytes"}
+DATA_FIELDS = {"pipes-data": "bytes", "fifo-data": "bytes", "ghost-file": "len"}
 
 
 def kind_of(name):
@@ -514,6 +530,9 @@ def read_entries(criu_dir, name, kind=None):
     while pos < len(data):
         index = len(entries)
         m = first_msg if index == 0 else msg
+        if kind == "ghost-file" and index == 1 and not entries[0].fields.get("chunks"):
+            entries[0].data, entries[0].length = pos, len(data) - entries[0].offset
+            break           # a ghost file's bytes without chunks: the rest of the file
         if pos + 4 > len(data):
             raise FormatError(f"{len(data) - pos} bytes left, less than an entry's size",
                               offset=pos, record=where(name, index, pos, m.name))
@@ -528,7 +547,7 @@ def read_entries(criu_dir, name, kind=None):
             raise FormatError(str(exc), offset=exc.pos,
                               record=where(name, index, pos, m.name)) from None
         entry = Entry(index, pos, 4 + length, fields)
-        if kind in DATA_FIELDS:
+        if kind in DATA_FIELDS and DATA_FIELDS[kind] in fields:
             count = fields[DATA_FIELDS[kind]]
             if count > len(data) - pos - entry.length:
                 raise FormatError(f"{count} bytes of data run past the end "
@@ -539,6 +558,9 @@ def read_entries(criu_dir, name, kind=None):
             entry.length += count
         entries.append(entry)
         pos += entry.length
+    if kind == "ghost-file" and entries and entries[0].data is None \
+            and not entries[0].fields.get("chunks"):
+        entries[0].data = pos          # an empty file's: no bytes after its entry
     return entries
 
 

@@ -8,6 +8,7 @@ whole), fs-PID (cwd, root, umask) and the file paths of files.img / reg-files.im
 docs/format-criu.md.
 """
 
+import stat
 from dataclasses import dataclass
 from stat import S_IFBLK, S_IFCHR, S_IFDIR, S_IFREG, S_IFMT
 from typing import Optional
@@ -15,12 +16,13 @@ from typing import Optional
 from crfs.errors import FormatError
 from crfs.formats import criu
 from crfs.formats.ckpt import CRFS_PIPE_NO_READER, CRFS_PIPE_NO_WRITER
+from crfs.formats.source import MemorySource
 from crfs.formats.x86 import PAGE_SIZE, VmFlags
+from crfs.model.ckpt_load import CkptFileFields
 from crfs.model.image import (EXIT_ZOMBIE, SS_DISABLE, AltStack, Blob, Creds, EpollWatch,
-                              Exit,
-                              Fd, FdTable, FdTimer, FsStruct, Futex, Image, Itimers, Mm,
-                              NativeFields, OpenFile, Pending, PosixTimer, Rseq, ShmSegment,
-                              SigAction, SigHand, Signals, Task, ThreadGroup, Vma)
+                              Exit, Fd, FdTable, FdTimer, FileId, FsStruct, Futex, Image,
+                              Itimers, Mm, NativeFields, OpenFile, Pending, PosixTimer, Rseq,
+                              ShmSegment, SigAction, SigHand, Signals, Task, ThreadGroup, Vma)
 from crfs.model.registers import Registers
 
 TASK_ALIVE, TASK_DEAD, TASK_STOPPED = 1, 2, 3
@@ -34,6 +36,7 @@ SIGKILL, SIGSTOP, SIGCHLD, SIGMAX = 9, 19, 17, 64
 SIGINFO_MIN = 48             # bytes of a siginfo_entry: at least the x86_64 kernel_siginfo
 FD_CLOEXEC, O_CLOEXEC = 1, 0o2000000
 O_RDONLY, O_WRONLY, O_ACCMODE = 0, 1, 3
+MAX_GHOST = 64 << 20         # bytes of a chunked ghost file assembled (crfs's checkpoint's)
 MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_stack", "start_brk",
              "brk", "arg_start", "arg_end", "env_start", "env_end")
 GDB_NAMES = {"ax": "rax", "bx": "rbx", "cx": "rcx", "dx": "rdx", "si": "rsi", "di": "rdi",
@@ -78,6 +81,7 @@ class _Loader:
         self.tables = {}        # files_id -> FdTable
         self.open_files = {}    # file id -> OpenFile
         self.file_ids = {}      # id(OpenFile) -> file id
+        self.ghosts = None      # file id -> remap id, then (ghost_file_entry, Blob)
         self.data = {}          # pipes-data.img / fifo-data.img -> {pipe id: (offset, entry)}
 
     def entries(self, name, optional=False):
@@ -310,8 +314,57 @@ class _Loader:
         entry = self.one(f"fs-{pid}.img", optional=True)
         if entry is None:
             return None
-        return FsStruct(cwd=self.path_of(entry["cwd_id"]), root=self.path_of(entry["root_id"]),
+        return FsStruct(cwd=self.dir_path(entry["cwd_id"]), root=self.dir_path(entry["root_id"]),
                         umask=entry.get("umask"))
+
+    def dir_path(self, file_id):
+        """A directory's path; "PATH (deleted)" for one criu kept as a ghost (as d_path()
+        says, which the restart makes a deleted directory again)."""
+        path = self.path_of(file_id)
+        return f"{path} (deleted)" if path and self.ghost(file_id) else path
+
+    def ghost(self, file_id):
+        """(ghost_file_entry, Blob of its bytes) of a file criu kept as a ghost (deleted
+        while open: remap-fpath.img, ghost-file-N.img), None for the others."""
+        if self.ghosts is None:
+            self.ghosts = {}
+            for e in self.entries("remap-fpath.img", optional=True):
+                f = e.fields
+                if f.get("remap_type") == criu.REMAP_GHOST:
+                    self.ghosts[f["orig_id"]] = f["remap_id"]
+        remap = self.ghosts.get(file_id)
+        if remap is None:
+            return None
+        if isinstance(remap, int):
+            remap = self.ghosts[file_id] = self.ghost_bytes(f"ghost-file-{remap}.img")
+        return remap
+
+    def ghost_bytes(self, name):
+        entries = self.entries(name)
+        if not entries:
+            raise FormatError("no entry", record=name)
+        head, base = entries[0], self.dir.offset_of(name)
+        g = head.fields
+        if stat.S_ISLNK(g["mode"]):
+            target = g.get("symlnk_target", "").encode("utf-8", "surrogateescape")
+            return g, Blob(MemorySource(target), 0, len(target))
+        if not g.get("chunks"):
+            return g, Blob(self.dir, base + head.data, head.offset + head.length - head.data)
+        size = g.get("size")
+        if size is None or size > MAX_GHOST:
+            raise FormatError(f"chunked ghost of {size} bytes (at most {MAX_GHOST} are read)",
+                              offset=head.offset, record=f"{name}: entry 0 (ghost_file_entry)")
+        chunks = [(e.fields["off"], e.fields["len"], e) for e in entries[1:]]
+        if len(chunks) == 1 and chunks[0][:2] == (0, size):     # one run of bytes: in place
+            return g, Blob(self.dir, base + chunks[0][2].data, size)
+        content = bytearray(size)           # holes: zeros
+        for off, length, e in chunks:
+            if off + length > size:
+                raise FormatError(f"chunk of {length} bytes at {off} past the file's {size}",
+                                  offset=e.offset, record=f"{name}: entry {e.index} "
+                                  f"(ghost_chunk_entry)")
+            content[off:off + length] = self.dir.pread(base + e.data, length)
+        return g, Blob(MemorySource(bytes(content)), 0, size)
 
     def path_of(self, file_id):
         if self.paths is None:
@@ -330,7 +383,8 @@ class _Loader:
 
     def fd_table(self, pid, core):
         """The FdTable of process `pid` (fdinfo-<files_id>.img; shared by the processes
-        that share it), or None when its images do not say."""
+        that share it; empty without that file: criu writes none for a table without an
+        open fd), or None when its images do not say."""
         ids = core.get("ids") or self.one(f"ids-{pid}.img", optional=True)
         if ids is None:
             return None
@@ -338,10 +392,8 @@ class _Loader:
         table = self.tables.get(files_id)
         if table is None:
             name = f"fdinfo-{files_id}.img"
-            if name not in self.names:
-                return None
             table = self.tables[files_id] = FdTable()
-            for e in self.entries(name):
+            for e in self.entries(name, optional=True):
                 f = e.fields
                 table.fds.append(Fd(fd=f["fd"], file=self.open_file(f["id"], f["type"]),
                                     cloexec=bool(f["flags"] & FD_CLOEXEC)))
@@ -379,6 +431,9 @@ class _Loader:
                     found.flags, found.pos = reg["flags"] & ~O_CLOEXEC, reg["pos"]
             if found.kind in ("pipe", "fifo"):
                 self.pipe_data(found)
+            ghost = self.ghost(file_id) if found.path is not None else None
+            if ghost is not None:
+                _deleted(found, *ghost)
         return found
 
     def pipe_data(self, file):
@@ -410,6 +465,20 @@ class _Loader:
                 f["id"], criu.FD_TYPES.get(f["type"], "?"))
             lines.append(f"{f['fd']} {shown}")
         return "\n".join(lines) + "\n" if lines else None
+
+
+def _deleted(file, g, data):
+    """`file` as crfs's checkpointer keeps a file deleted while open: its bytes (a
+    symlink's target, nothing for a directory), mode, owner, times and (a regular file)
+    its inode's identity, for the restart to make one inode of its fds."""
+    file.kind, file.path, file.data = "deleted", f"{file.path} (deleted)", data
+    def ns(t):
+        return t["tv_sec"] * 10**9 + t["tv_usec"] * 1000 if t else 0
+    file.native = CkptFileFields(st_mode=g["mode"], st_uid=g["uid"], st_gid=g["gid"],
+                                 atime_ns=ns(g.get("atim")), mtime_ns=ns(g.get("mtim")))
+    if stat.S_ISREG(g["mode"]) and "ino" in g:
+        file.file_id = FileId(dev=g.get("dev", 0), ino=g["ino"], size=data.length,
+                              mtime_ns=ns(g.get("mtim")))
 
 
 def _settle_pipes(tasks):

@@ -299,6 +299,11 @@ class _Loader:
 
     def memfd_of(self, file_id):
         """(name, shmid) of the memfd behind file id `file_id` (files.img, memfd.img)."""
+        found = self.memfd_inode(file_id)
+        return found["name"], found["shmid"]
+
+    def memfd_inode(self, file_id):
+        """The memfd_inode_entry of the memfd behind file id `file_id`."""
         self.path_of(file_id)
         inode = self.memfd_files.get(file_id)
         if self.memfds is None:
@@ -308,7 +313,26 @@ class _Loader:
         if found is None:
             raise FormatError(f"file id {file_id}: no memfd inode for it",
                               record="memfd.img")
-        return found["name"], found["shmid"]
+        return found
+
+    def memfd_content(self, file, file_id):
+        """A memfd's fd as crfs's checkpointer keeps it (a file deleted while open): its
+        bytes, from its shared memory's pages (pagemap-shmem-SHMID.img; zeros where none
+        was dumped), its mode and owner, and its inode's identity (fds of one memfd)."""
+        inode = self.memfd_inode(file_id)
+        size = inode["size"]
+        if size > MAX_GHOST:
+            raise FormatError(f"memfd of {size} bytes (at most {MAX_GHOST} are read)",
+                              record="memfd.img")
+        segment = self.segment(inode["shmid"], None)
+        content = bytearray(size)
+        for key, offset in segment.pages:
+            if key < size:
+                page = self.dir.pread(offset, min(PAGE_SIZE, size - key))
+                content[key:key + len(page)] = page
+        g = {"mode": S_IFREG | 0o777, "uid": inode["uid"], "gid": inode["gid"],
+             "ino": inode["inode_id"]}
+        _deleted(file, g, Blob(MemorySource(bytes(content)), 0, size), suffix=False)
 
     def fs(self, pid):
         entry = self.one(f"fs-{pid}.img", optional=True)
@@ -434,6 +458,8 @@ class _Loader:
             ghost = self.ghost(file_id) if found.path is not None else None
             if ghost is not None:
                 _deleted(found, *ghost)
+            elif "memfd" in (self.files.get(file_id) or {}):
+                self.memfd_content(found, file_id)
         return found
 
     def pipe_data(self, file):
@@ -467,11 +493,12 @@ class _Loader:
         return "\n".join(lines) + "\n" if lines else None
 
 
-def _deleted(file, g, data):
+def _deleted(file, g, data, suffix=True):
     """`file` as crfs's checkpointer keeps a file deleted while open: its bytes (a
     symlink's target, nothing for a directory), mode, owner, times and (a regular file)
     its inode's identity, for the restart to make one inode of its fds."""
-    file.kind, file.path, file.data = "deleted", f"{file.path} (deleted)", data
+    file.kind, file.data = "deleted", data
+    file.path = f"{file.path} (deleted)" if suffix else file.path
     def ns(t):
         return t["tv_sec"] * 10**9 + t["tv_usec"] * 1000 if t else 0
     file.native = CkptFileFields(st_mode=g["mode"], st_uid=g["uid"], st_gid=g["gid"],

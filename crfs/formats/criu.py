@@ -31,7 +31,7 @@ MAGICS = {
     "MM": 0x57492820, "FILES": 0x56303138, "REG_FILES": 0x50363636, "SIGACT": 0x55344201,
     "CREDS": 0x54023547, "SECCOMP": 0x64413049, "TIMENS": 0x43114433, "STATS": 0x57093306,
     "MEMFD_INODE": 0x48453499, "PIPES_DATA": 0x56453709, "FIFO_DATA": 0x59333054,
-    "REMAP_FPATH": 0x59133954, "GHOST_FILE": 0x52583605,
+    "REMAP_FPATH": 0x59133954, "GHOST_FILE": 0x52583605, "SK_QUEUES": 0x56264026,
 }
 MAGIC_NAMES = {v: k for k, v in MAGICS.items()}
 IMG_VERSIONS = (1, 2)        # inventory img_version: CRTOOLS_IMAGES_V1, V1_1
@@ -314,8 +314,17 @@ MEMFD_INODE = _m("memfd_inode_entry", (REQ, STR, "name", 1), (REQ, U32, "uid", 2
 # The open files crfs shows in fd/ and fdinfo/ (only the fields it reads are declared).
 INET_SK = _m("inet_sk_entry", (REQ, U32, "id", 1), (REQ, U32, "ino", 2),
              (REQ, U32, "flags", 9))
-UNIX_SK = _m("unix_sk_entry", (REQ, U32, "id", 1), (REQ, U32, "ino", 2),
-             (REQ, U32, "flags", 5))
+FILE_PERMS = _m("file_perms_entry", (REQ, U32, "mode", 1), (REQ, U32, "uid", 2),
+                (REQ, U32, "gid", 3))
+UNIX_SK = _m("unix_sk_entry", (REQ, U32, "id", 1), (REQ, U32, "ino", 2), (REQ, U32, "type", 3),
+             (REQ, U32, "state", 4), (REQ, U32, "flags", 5), (REQ, U32, "uflags", 6),
+             (REQ, U32, "backlog", 7), (REQ, U32, "peer", 8), (REQ, BYTES, "name", 11),
+             (OPT, U32, "shutdown", 12), (OPT, FILE_PERMS, "file_perms", 13),
+             (OPT, STR, "name_dir", 14), (OPT, BOOL, "deleted", 15))
+# sk-queues.img: a message queued for socket `id_for`, its `length` bytes after the entry
+SCM = _m("scm_entry", (REQ, U32, "type", 1), (REP, U32, "rights", 2))
+SK_PACKET = _m("sk_packet_entry", (REQ, U32, "id_for", 1), (REQ, U32, "length", 2),
+               (REP, SCM, "scm", 4))
 EVENTFD = _m("eventfd_file_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
              (REQ, U64, "counter", 4))
 EVENTPOLL_TFD = _m("eventpoll_tfd_entry", (REQ, U32, "id", 1), (REQ, U32, "tfd", 2),
@@ -376,10 +385,12 @@ FILE_KINDS = {
     # the file's bytes follow: the rest of the file, or (chunks) each chunk's after it
     "ghost-file": ("GHOST_FILE", GHOST_FILE, GHOST_CHUNK),
     "pipes-data": ("PIPES_DATA", PIPE_DATA, PIPE_DATA),
+    "sk-queues": ("SK_QUEUES", SK_PACKET, SK_PACKET),
     "fifo-data": ("FIFO_DATA", PIPE_DATA, PIPE_DATA),
 }
 # Files whose entries are each followed by raw bytes, as many as the entry's field says.
-DATA_FIELDS = {"pipes-data": "bytes", "fifo-data": "bytes", "ghost-file": "len"}
+DATA_FIELDS = {"pipes-data": "bytes", "fifo-data": "bytes", "ghost-file": "len",
+               "sk-queues": "length"}
 
 
 def kind_of(name):

@@ -22,7 +22,8 @@ from crfs.model.ckpt_load import CkptFileFields
 from crfs.model.image import (EXIT_ZOMBIE, SS_DISABLE, AltStack, Blob, Creds, EpollWatch,
                               Exit, Fd, FdTable, FdTimer, FileId, FsStruct, Futex, Image,
                               Itimers, Mm, NativeFields, OpenFile, Pending, PosixTimer, Rseq,
-                              ShmSegment, SigAction, SigHand, Signals, Task, ThreadGroup, Vma)
+                              ShmSegment, SigAction, SigHand, Signals, Task, ThreadGroup,
+                              UnixSock, Vma)
 from crfs.model.registers import Registers
 
 TASK_ALIVE, TASK_DEAD, TASK_STOPPED = 1, 2, 3
@@ -36,6 +37,7 @@ SIGKILL, SIGSTOP, SIGCHLD, SIGMAX = 9, 19, 17, 64
 SIGINFO_MIN = 48             # bytes of a siginfo_entry: at least the x86_64 kernel_siginfo
 FD_CLOEXEC, O_CLOEXEC = 1, 0o2000000
 O_RDONLY, O_WRONLY, O_ACCMODE = 0, 1, 3
+TCP_LISTEN, SCM_RIGHTS = 10, 1
 MAX_GHOST = 64 << 20         # bytes of a chunked ghost file assembled (crfs's checkpoint's)
 MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_stack", "start_brk",
              "brk", "arg_start", "arg_end", "env_start", "env_end")
@@ -82,6 +84,8 @@ class _Loader:
         self.open_files = {}    # file id -> OpenFile
         self.file_ids = {}      # id(OpenFile) -> file id
         self.ghosts = None      # file id -> remap id, then (ghost_file_entry, Blob)
+        self.queues = None      # socket id -> [(offset, sk_packet_entry)] (sk-queues.img)
+        self.unix_states = {}   # UNIX socket inode -> its state
         self.data = {}          # pipes-data.img / fifo-data.img -> {pipe id: (offset, entry)}
 
     def entries(self, name, optional=False):
@@ -460,7 +464,41 @@ class _Loader:
                 _deleted(found, *ghost)
             elif "memfd" in (self.files.get(file_id) or {}):
                 self.memfd_content(found, file_id)
+            elif "usk" in (self.files.get(file_id) or {}):
+                found.sock = self.unix_sock(self.files[file_id]["usk"])
         return found
+
+    def unix_sock(self, sk):
+        """The UnixSock of a unix_sk_entry, as crfs's checkpointer captures it: a
+        connection not accepted yet (its peer a listening socket) is an icon; its messages
+        from sk-queues.img. None (the socket stays opaque) for one with SCM_RIGHTS
+        messages: their fds are not restored."""
+        if self.queues is None:
+            self.queues = {}
+            base = self.dir.offset_of("sk-queues.img") if "sk-queues.img" in self.names \
+                else 0
+            for e in self.entries("sk-queues.img", optional=True):
+                self.queues.setdefault(e.fields["id_for"], []).append(
+                    (base + e.data, e.fields))
+            self.unix_states = {f["usk"]["ino"]: f["usk"]["state"]
+                                for f in self.files.values() if "usk" in f}
+        perms = sk.get("file_perms") or {}
+        sock = UnixSock(ino=sk["ino"], peer=sk["peer"], type=sk["type"], state=sk["state"],
+                        shutdown=sk.get("shutdown", 0), backlog=sk["backlog"],
+                        name=sk["name"], mode=perms.get("mode", 0), uid=perms.get("uid", 0),
+                        gid=perms.get("gid", 0))
+        if sock.peer and self.unix_states.get(sock.peer) == TCP_LISTEN \
+                and sock.state != TCP_LISTEN:
+            sock.icon = True
+        if sock.state != TCP_LISTEN:
+            sock.backlog = 0
+        queued = self.queues.get(sk["id"], [])
+        if any(scm["type"] == SCM_RIGHTS for _, f in queued for scm in f.get("scm", [])):
+            return None
+        data = b"".join(self.dir.pread(offset, f["length"]) for offset, f in queued)
+        sock.msgs = tuple(f["length"] for _, f in queued)
+        sock.data = Blob(MemorySource(data), 0, len(data)) if data else None
+        return sock
 
     def pipe_data(self, file):
         """A pipe's or FIFO's buffered bytes and capacity (pipes-data.img, fifo-data.img:

@@ -318,7 +318,8 @@ FILE_PERMS = _m("file_perms_entry", (REQ, U32, "mode", 1), (REQ, U32, "uid", 2),
                 (REQ, U32, "gid", 3))
 UNIX_SK = _m("unix_sk_entry", (REQ, U32, "id", 1), (REQ, U32, "ino", 2), (REQ, U32, "type", 3),
              (REQ, U32, "state", 4), (REQ, U32, "flags", 5), (REQ, U32, "uflags", 6),
-             (REQ, U32, "backlog", 7), (REQ, U32, "peer", 8), (REQ, BYTES, "name", 11),
+             (REQ, U32, "backlog", 7), (REQ, U32, "peer", 8), (REQ, FOWN, "fown", 9),
+             (REQ, BYTES, "name", 11),
              (OPT, U32, "shutdown", 12), (OPT, FILE_PERMS, "file_perms", 13),
              (OPT, STR, "name_dir", 14), (OPT, BOOL, "deleted", 15))
 # sk-queues.img: a message queued for socket `id_for`, its `length` bytes after the entry
@@ -338,7 +339,8 @@ TIMERFD = _m("timerfd_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
              (REQ, U64, "vsec", 7), (REQ, U64, "vnsec", 8), (REQ, U64, "isec", 9),
              (REQ, U64, "insec", 10))
 FIFO = _m("fifo_entry", (REQ, U32, "id", 1), (REQ, U32, "pipe_id", 2), (OPT, U32, "regf_id", 3))
-PIPE = _m("pipe_entry", (REQ, U32, "id", 1), (REQ, U32, "pipe_id", 2), (REQ, U32, "flags", 3))
+PIPE = _m("pipe_entry", (REQ, U32, "id", 1), (REQ, U32, "pipe_id", 2), (REQ, U32, "flags", 3),
+          (REQ, FOWN, "fown", 4))
 TTY_FILE = _m("tty_file_entry", (REQ, U32, "id", 1), (OPT, U32, "regf_id", 4))
 FILE = _m("file_entry", (REQ, U32, "type", 1), (REQ, U32, "id", 2), (OPT, REG_FILE, "reg", 3),
           (OPT, INET_SK, "isk", 4), (OPT, EVENTFD, "efd", 8), (OPT, EVENTPOLL, "epfd", 9),

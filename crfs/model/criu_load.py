@@ -466,6 +466,7 @@ class _Loader:
                 self.memfd_content(found, file_id)
             elif "usk" in (self.files.get(file_id) or {}):
                 found.sock = self.unix_sock(self.files[file_id]["usk"])
+            _owner(found, self.files.get(file_id) or {})
         return found
 
     def unix_sock(self, sk):
@@ -544,6 +545,19 @@ def _deleted(file, g, data, suffix=True):
     if stat.S_ISREG(g["mode"]) and "ino" in g:
         file.file_id = FileId(dev=g.get("dev", 0), ino=g["ino"], size=data.length,
                               mtime_ns=ns(g.get("mtim")))
+
+
+def _owner(file, entry):
+    """The owner F_SETOWN gave a file, and its F_SETSIG signal (a fown_entry: pid_type
+    is F_GETOWN_EX's type), as crfs's checkpointer keeps them; none without one."""
+    fown = next((entry[key]["fown"] for key in ("reg", "pipe", "usk")
+                 if key in entry and "fown" in entry[key]), None)
+    if fown is None or not (fown["pid"] or fown["signum"]):
+        return
+    native = file.native if isinstance(file.native, CkptFileFields) else CkptFileFields()
+    native.owner_pid, native.owner_type = fown["pid"], fown["pid_type"]
+    native.signum = fown["signum"]
+    file.native = native
 
 
 def _settle_pipes(tasks):

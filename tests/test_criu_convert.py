@@ -301,3 +301,42 @@ def test_table_without_fdinfo_file_is_empty(dump):
     (dump / "fdinfo-2.img").unlink()
     table = load(dump).tasks[0].files
     assert table is not None and table.fds == []
+
+
+# ------------------------------------------------------------------ the mount
+
+
+def test_mount_shows_the_state_files_crfs_images_show(dump, tmp_path):
+    """tasks/<pid>/ of a CRIU dump has the state files of crfs's own images where the dump
+    holds that state: timers, rseq, exe, oom_score_adj, limits, signals, cwd, fd/, fdinfo/
+    and, for a zombie, exit."""
+    from mountfs import Mount, errors_in_log
+    zero = {"isec": 0, "iusec": 0, "vsec": 0, "vusec": 0}
+    edit_core(dump, FILES_PID, lambda core: core["tc"].__setitem__("timers", {
+        "real": zero, "virt": zero, "prof": zero,
+        "posix": [{"it_id": 3, "clock_id": 1, "si_signo": SIGALRM, "it_sigev_notify": 0,
+                   "sival_ptr": 7, "overrun": 0, "isec": 1, "insec": 0, "vsec": 2,
+                   "vnsec": 0}]}))
+    tree = entries(dump, "pstree.img") + [{"pid": 4242, "ppid": FILES_PID, "pgid": FILES_PID,
+                                           "sid": FILES_PID, "threads": [4242]}]
+    write_img(dump / "pstree.img", "PSTREE", [encode(criu.PSTREE, e) for e in tree])
+    write_img(dump / "core-4242.img", "CORE", [encode(criu.CORE, {
+        "mtype": 1, "tc": {"task_state": 2, "exit_code": 3 << 8, "personality": 0,
+                           "flags": 0, "blk_sigset": 0, "comm": "gone"}})])
+    (tmp_path / "m").mkdir()
+    mount = Mount(tmp_path / "m")
+    shutil.copytree(dump, mount.store / "files")
+    mount.mount()
+    try:
+        task = mount / "files" / "tasks" / str(FILES_PID)
+        names = set(p.name for p in task.iterdir())
+        assert {"timers", "rseq", "exe", "oom_score_adj", "limits", "signals", "cwd", "root",
+                "fd", "fdinfo"} <= names, names
+        assert (task / "timers").read_text().startswith("ID: 3\n")
+        assert (task / "exe").read_text() == "/tmp/crfs-criu/files_prog\n"
+        assert "unix-peer:" in (task / "fdinfo" / "6").read_text()
+        zombie = mount / "files" / "tasks" / "4242"
+        assert (zombie / "exit").read_text().startswith("exited 3")
+    finally:
+        mount.unmount()
+    assert not errors_in_log(mount.log_text()), mount.log_text()

@@ -33,6 +33,9 @@ WORK = "/tmp/zdtm"                  # the programs, copied off the 9p share
 IMAGES = "/tmp/zdtm-images"
 ELSEWHERE = "/tmp/zdtm-elsewhere"   # the restarter's cwd: a lost cwd must not look kept
 MOUNT = "/tmp/zdtm-fuse"
+# criu dumps: another tmpfs than IMAGES' /tmp (each is half the guest's memory at most):
+# maps04's 512 MiB dump and its 512 MiB converted image do not fit one
+CRIU_DUMPS = "/dev/shm/zdtm-criu"
 
 
 def start_commands(static, names):
@@ -153,7 +156,7 @@ def one_test(name, spec, restarter, mount):
         image = os.path.join(IMAGES, f"{name}.img")
         if os.path.exists(image):
             os.unlink(image)
-        keep_dump(image + ".criu", spec.get("keep"), name, outcome["result"])
+        keep_dump(criu_dir(image), spec.get("keep"), name, outcome["result"])
 
 
 def keep_dump(dump, keep, name, result):
@@ -184,6 +187,8 @@ def phases(name, spec, static, restarter, mount, times, sessions, held):
     t = time.monotonic()
     rc, text = checkpoint(pid, image, spec["via"], limits["checkpoint"])
     times["checkpoint"] = lap(t)
+    if spec["via"] == "criu" and not spec.get("keep"):
+        shutil.rmtree(criu_dir(image), ignore_errors=True)   # its memory, for the restart
     if rc != 0:
         return fail(f"checkpoint: {last_line(text) or f'status {rc}'}")
     t = time.monotonic()
@@ -276,11 +281,16 @@ def criu_log_errors(path, count=3):
         return ""
 
 
+def criu_dir(image):
+    """Where the criu dump converted into `image` is made."""
+    return os.path.join(CRIU_DUMPS, os.path.basename(image) + ".criu")
+
+
 def criu_checkpoint(pid, image, timeout=CHECKPOINT):
-    """The "criu+convert" way: `criu dump` into IMAGE.criu/, then `crfs convert IMAGE.criu
-    -o IMAGE --format ckpt` in a fork of this process, each within `timeout` seconds:
+    """The "criu+convert" way: `criu dump` into CRIU_DUMPS/NAME.criu/, then `crfs convert
+    DUMP -o IMAGE --format ckpt` in a fork of this process, each within `timeout` seconds:
     (status, output) as checkpoint()."""
-    images = image + ".criu"
+    images = criu_dir(image)
     shutil.rmtree(images, ignore_errors=True)
     os.makedirs(images)
     try:

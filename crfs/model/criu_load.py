@@ -1,10 +1,13 @@
 """A CRIU image directory (crfs.formats.criu.CriuDir) into the model: Image -> Task -> Mm.
 
 Read: inventory, pstree, core-TID (registers with fs/gs base, FPU/xsave, comm, creds,
-signal actions, blocked mask, altstack, rlimits), ids-PID, mm-PID (VMAs, mm fields, auxv),
+signal actions, blocked mask, altstack, rlimits, pending signals, timers, rseq, seccomp
+mode, oom_score_adj; a zombie's exit), ids-PID, mm-PID (VMAs, mm fields, auxv, exe),
 pagemap-PID with its pages-N.img, pagemap-shmem-SHMID for shared anonymous memory (page
 offsets are in the dump's row of files, Mm.source being the CriuDir: read by pread, never
-whole), fs-PID (cwd, root, umask) and the file paths of files.img / reg-files.img.
+whole), fs-PID (cwd, root, umask) and the open files of files.img / reg-files.img with
+what crfs's checkpointer keeps of them: pipes-data / fifo-data, ghost files
+(remap-fpath, ghost-file-N), memfd bytes, UNIX sockets with sk-queues, owners.
 docs/format-criu.md.
 """
 

@@ -95,7 +95,7 @@ def warm_up():
     from crfs import cli   # noqa: F401
     from crfs import convert   # noqa: F401 - and what `crfs convert` of a CRIU dump reads
     from crfs.model import criu_load, ckpt_dump   # noqa: F401
-    from crfs.checkpoint import fit   # noqa: F401
+    from crfs.checkpoint import fit, signals, timers   # noqa: F401 - criu_load's lazy ones
     cli.build_parser()
 
 

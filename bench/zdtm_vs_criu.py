@@ -84,8 +84,7 @@ def criu_round(name, static, work, command, limit):
         pid, error = guest_zdtm.start(name, static, sessions, command, limit)
         if error:
             return {"error": f"start: {error}"}
-        out["dump_s"], run = timed(["criu", "dump", "-t", str(pid), "-D", images,
-                                    "--shell-job", "-o", "dump.log"])
+        out["dump_s"], run = timed(guest_zdtm.criu_dump_argv(pid, images))
         if run is None or run.returncode:
             return {**out, "error": why(run, "criu dump", os.path.join(images, "dump.log"))}
         reap_all()    # the killed tree came back to us (subreaper): its pids free again

@@ -33,6 +33,9 @@ WORK = "/tmp/zdtm"                  # the programs, copied off the 9p share
 IMAGES = "/tmp/zdtm-images"
 ELSEWHERE = "/tmp/zdtm-elsewhere"   # the restarter's cwd: a lost cwd must not look kept
 MOUNT = "/tmp/zdtm-fuse"
+# criu dumps: another tmpfs than IMAGES' /tmp (each is half the guest's memory at most):
+# maps04's 512 MiB dump and its 512 MiB converted image do not fit one
+CRIU_DUMPS = "/dev/shm/zdtm-criu"
 
 
 def start_commands(static, names):
@@ -90,6 +93,9 @@ def warm_up():
     """Import what `crfs checkpoint` imports, once: each checkpoint is a fork of this
     process (a new Python would spend seconds of the TCG guest on start-up alone)."""
     from crfs import cli   # noqa: F401
+    from crfs import convert   # noqa: F401 - and what `crfs convert` of a CRIU dump reads
+    from crfs.model import criu_load, ckpt_dump   # noqa: F401
+    from crfs.checkpoint import fit, signals, timers   # noqa: F401 - criu_load's lazy ones
     cli.build_parser()
 
 
@@ -98,6 +104,8 @@ def one_run(spec, restarter, deadline, results):
     t0 = time.monotonic()
     counts = {"passed": 0, "failed": 0, "not_run": 0}
     mount = mount_crfs() if spec["restart"] == "cp" else None
+    if spec["via"] == "criu":
+        criu_setup()
     try:
         for name in spec["tests"]:
             if time.monotonic() > deadline:
@@ -130,9 +138,11 @@ def one_test(name, spec, restarter, mount):
         if os.path.exists(os.path.join(IMAGES, stale)):
             os.unlink(os.path.join(IMAGES, stale))
     times, sessions, held = {}, set(), {}
+    outcome = {"result": "FAIL"}
     try:
-        return {**phases(name, spec, static, restarter, mount, times, sessions, held),
-                "seconds": times}
+        outcome = {**phases(name, spec, static, restarter, mount, times, sessions, held),
+                   "seconds": times}
+        return outcome
     except Exception as exc:      # a bug of this runner: reported, the next test runs
         return {"result": "FAIL", "reason": f"runner: {exc!r}: "
                 f"{traceback.format_exc(limit=3)[-300:]}", "seconds": times}
@@ -146,6 +156,17 @@ def one_test(name, spec, restarter, mount):
         image = os.path.join(IMAGES, f"{name}.img")
         if os.path.exists(image):
             os.unlink(image)
+        keep_dump(criu_dir(image), spec.get("keep"), name, outcome["result"])
+
+
+def keep_dump(dump, keep, name, result):
+    """Remove the criu dump `dump` (if any); a failed test's is first copied to
+    KEEP/NAME (CRFS_ZDTM_KEEP on the host: the dumps to look at, on the shared work dir)."""
+    if not os.path.isdir(dump):
+        return
+    if keep and result != "PASS":
+        shutil.copytree(dump, os.path.join(keep, name), dirs_exist_ok=True)
+    shutil.rmtree(dump, ignore_errors=True)
 
 
 def phases(name, spec, static, restarter, mount, times, sessions, held):
@@ -166,6 +187,8 @@ def phases(name, spec, static, restarter, mount, times, sessions, held):
     t = time.monotonic()
     rc, text = checkpoint(pid, image, spec["via"], limits["checkpoint"])
     times["checkpoint"] = lap(t)
+    if spec["via"] == "criu" and not spec.get("keep"):
+        shutil.rmtree(criu_dir(image), ignore_errors=True)   # its memory, for the restart
     if rc != 0:
         return fail(f"checkpoint: {last_line(text) or f'status {rc}'}")
     t = time.monotonic()
@@ -234,10 +257,66 @@ def start(name, static, sessions, command=None, timeout=START):
 
 
 def checkpoint(pid, image, via, timeout=CHECKPOINT):
-    """`crfs checkpoint PID --tree -o IMAGE --kill --via VIA`, in a fork of this process
-    (the CLI's main(), as `crfs` runs it), killed after `timeout` seconds: (status, its
-    output). A fresh Python when this process has threads (a fork would copy their locks)."""
-    argv = ["checkpoint", str(pid), "--tree", "-o", image, "--kill", "--via", via]
+    """`crfs checkpoint PID --tree -o IMAGE --kill --via VIA` (via "criu": criu dump +
+    crfs convert), killed after `timeout` seconds: (status, its output)."""
+    if via == "criu":
+        return criu_checkpoint(pid, image, timeout)
+    return run_cli(["checkpoint", str(pid), "--tree", "-o", image, "--kill", "--via", via],
+                   timeout)
+
+
+def criu_dump_argv(pid, images):
+    """`criu dump` of the tree of `pid` into the directory `images` (which kills the tree),
+    as bench/zdtm_vs_criu.py dumps a zdtm test (--shell-job: the test's session is not the
+    dumped tree's own), its log in images/dump.log."""
+    return ["criu", "dump", "-t", str(pid), "-D", images, "--shell-job", "-o", "dump.log"]
+
+
+def criu_log_errors(path, count=3):
+    """The first `count` "Error" lines of a criu log, " / "-joined ("" without one)."""
+    try:
+        with open(path, errors="replace") as f:
+            return " / ".join([line.strip() for line in f if "Error" in line][:count])
+    except OSError:
+        return ""
+
+
+def criu_dir(image):
+    """Where the criu dump converted into `image` is made."""
+    return os.path.join(CRIU_DUMPS, os.path.basename(image) + ".criu")
+
+
+def criu_checkpoint(pid, image, timeout=CHECKPOINT):
+    """The "criu+convert" way: `criu dump` into CRIU_DUMPS/NAME.criu/, then `crfs convert
+    DUMP -o IMAGE --format ckpt` in a fork of this process, each within `timeout` seconds:
+    (status, output) as checkpoint()."""
+    images = criu_dir(image)
+    shutil.rmtree(images, ignore_errors=True)
+    os.makedirs(images)
+    try:
+        dump = subprocess.run(criu_dump_argv(pid, images), capture_output=True, text=True,
+                              timeout=timeout, start_new_session=True)
+    except subprocess.TimeoutExpired:
+        return -1, f"criu dump: no answer within {timeout}s"
+    if dump.returncode != 0:
+        errors = criu_log_errors(os.path.join(images, "dump.log"))
+        return dump.returncode, f"criu dump: status {dump.returncode}: {errors}"
+    rc, text = run_cli(["convert", images, "-o", image, "--format", "ckpt"], timeout)
+    return rc, (text if rc == 0 else f"crfs convert: {last_line(text)}")
+
+
+def criu_setup():
+    """What `criu dump` wants of the guest, once (as tests/criu_guest_checks.py): `lo` up,
+    the diag and netfilter modules its feature probe and socket dumps use."""
+    from criu_guest_checks import CRIU_MODULES
+    subprocess.run(["ip", "link", "set", "lo", "up"], capture_output=True)
+    subprocess.run(["modprobe", "-a", *CRIU_MODULES], capture_output=True)
+
+
+def run_cli(argv, timeout):
+    """`crfs ARGV` in a fork of this process (the CLI's main(), as `crfs` runs it), killed
+    after `timeout` seconds: (status, its output). A fresh Python when this process has
+    threads (a fork would copy their locks)."""
     if threading.active_count() > 1:
         return subprocess_checkpoint(argv, timeout)
     sys.stdout.flush()

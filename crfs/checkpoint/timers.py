@@ -67,17 +67,23 @@ def capture(pid, tasks, injector, queues):
         if timer.clockid not in CLOCKS:
             raise Unsupported(f"timer {timer.id} on clock {timer.clockid} "
                               f"(only {', '.join(CLOCKS.values())} are restored)")
-    queued = {info.pid for info in queues if info.code == SI_TIMER}
     for task in tasks:
         if _ask(task.pid, timers, injector):
             break
     else:
         raise Unsupported("no thread could run timer_gettime for its timers")
+    mark_pending(timers, queues)
+    return timers
+
+
+def mark_pending(timers, queues):
+    """Mark each timer whose SI_TIMER signal is among `queues` (siginfo: si_tid in .pid)
+    pending: the restart makes it fire at once, which queues that signal again."""
+    queued = {info.pid for info in queues if info.code == SI_TIMER}
     for timer in timers:
         timer.pending = timer.id in queued and timer.notify != SIGEV_NONE
         if timer.pending:
             timer.value_ns = 1          # its signal is queued: it fires again at once
-    return timers
 
 
 def _ask(tid, timers, injector):

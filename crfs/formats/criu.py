@@ -30,7 +30,8 @@ MAGICS = {
     "PAGEMAP": 0x56084025, "CORE": 0x55053847, "IDS": 0x54432030, "FS": 0x51403912,
     "MM": 0x57492820, "FILES": 0x56303138, "REG_FILES": 0x50363636, "SIGACT": 0x55344201,
     "CREDS": 0x54023547, "SECCOMP": 0x64413049, "TIMENS": 0x43114433, "STATS": 0x57093306,
-    "MEMFD_INODE": 0x48453499,
+    "MEMFD_INODE": 0x48453499, "PIPES_DATA": 0x56453709, "FIFO_DATA": 0x59333054,
+    "REMAP_FPATH": 0x59133954, "GHOST_FILE": 0x52583605, "SK_QUEUES": 0x56264026,
 }
 MAGIC_NAMES = {v: k for k, v in MAGICS.items()}
 IMG_VERSIONS = (1, 2)        # inventory img_version: CRTOOLS_IMAGES_V1, V1_1
@@ -244,14 +245,29 @@ THREAD_INFO_X86 = _m("thread_info_x86", (REQ, U64, "clear_tid_addr", 1),
 SA = _m("sa_entry", (REQ, U64, "sigaction", 1), (REQ, U64, "flags", 2),
         (REQ, U64, "restorer", 3), (REQ, U64, "mask", 4), (OPT, BOOL, "compat_sigaction", 5),
         (OPT, U64, "mask_extended", 6))
+ITIMER = _m("itimer_entry", (REQ, U64, "isec", 1), (REQ, U64, "iusec", 2),
+            (REQ, U64, "vsec", 3), (REQ, U64, "vusec", 4))
+POSIX_TIMER = _m("posix_timer_entry", (REQ, U32, "it_id", 1), (REQ, U32, "clock_id", 2),
+                 (REQ, U32, "si_signo", 3), (REQ, U32, "it_sigev_notify", 4),
+                 (REQ, U64, "sival_ptr", 5), (REQ, U32, "overrun", 6), (REQ, U64, "isec", 7),
+                 (REQ, U64, "insec", 8), (REQ, U64, "vsec", 9), (REQ, U64, "vnsec", 10),
+                 (OPT, I32, "notify_thread_id", 11))
+TASK_TIMERS = _m("task_timers_entry", (REQ, ITIMER, "real", 1), (REQ, ITIMER, "virt", 2),
+                 (REQ, ITIMER, "prof", 3), (REP, POSIX_TIMER, "posix", 4))
+SIGINFO = _m("siginfo_entry", (REQ, BYTES, "siginfo", 1))
+SIGNAL_QUEUE = _m("signal_queue_entry", (REP, SIGINFO, "signals", 1))
+RSEQ = _m("rseq_entry", (REQ, U64, "rseq_abi_pointer", 1), (REQ, U32, "rseq_abi_size", 2),
+          (REQ, U32, "signature", 3), (OPT, U64, "rseq_cs_pointer", 4))
 RLIMIT = _m("rlimit_entry", (REQ, U64, "cur", 1), (REQ, U64, "max", 2))
 RLIMITS = _m("task_rlimits_entry", (REP, RLIMIT, "rlimits", 1))
 TASK_CORE = _m("task_core_entry", (REQ, U32, "task_state", 1), (REQ, U32, "exit_code", 2),
                (REQ, U32, "personality", 3), (REQ, U32, "flags", 4),
                (REQ, U64, "blk_sigset", 5), (REQ, STR, "comm", 6),
-               (OPT, RLIMITS, "rlimits", 8), (OPT, U32, "loginuid", 13),
+               (OPT, TASK_TIMERS, "timers", 7), (OPT, RLIMITS, "rlimits", 8),
+               (OPT, SIGNAL_QUEUE, "signals_s", 10), (OPT, U32, "old_seccomp_mode", 11),
+               (OPT, U32, "loginuid", 13),
                (OPT, I32, "oom_score_adj", 14), (REP, SA, "sigactions", 15),
-               (OPT, BOOL, "child_subreaper", 18))
+               (OPT, BOOL, "child_subreaper", 18), (OPT, U32, "stop_signo", 21))
 SAS = _m("thread_sas_entry", (REQ, U64, "ss_sp", 1), (REQ, U64, "ss_size", 2),
          (REQ, U32, "ss_flags", 3))
 CREDS = _m("creds_entry", (REQ, U32, "uid", 1), (REQ, U32, "gid", 2), (REQ, U32, "euid", 3),
@@ -263,8 +279,10 @@ CREDS = _m("creds_entry", (REQ, U32, "uid", 1), (REQ, U32, "gid", 2), (REQ, U32,
 THREAD_CORE = _m("thread_core_entry", (REQ, U64, "futex_rla", 1), (REQ, U32, "futex_rla_len", 2),
                  (OPT, S32, "sched_nice", 3), (OPT, U32, "sched_policy", 4),
                  (OPT, U32, "sched_prio", 5), (OPT, U64, "blk_sigset", 6),
-                 (OPT, SAS, "sas", 7), (OPT, U32, "pdeath_sig", 8), (OPT, CREDS, "creds", 10),
-                 (OPT, U32, "seccomp_mode", 11), (OPT, STR, "comm", 13))
+                 (OPT, SAS, "sas", 7), (OPT, U32, "pdeath_sig", 8),
+                 (OPT, SIGNAL_QUEUE, "signals_p", 9), (OPT, CREDS, "creds", 10),
+                 (OPT, U32, "seccomp_mode", 11), (OPT, STR, "comm", 13),
+                 (OPT, RSEQ, "rseq_entry", 15))
 CORE = _m("core_entry", (REQ, U32, "mtype", 1), (OPT, THREAD_INFO_X86, "thread_info", 2),
           (OPT, TASK_CORE, "tc", 3), (OPT, TASK_KOBJ_IDS, "ids", 4),
           (OPT, THREAD_CORE, "thread_core", 5))
@@ -296,8 +314,18 @@ MEMFD_INODE = _m("memfd_inode_entry", (REQ, STR, "name", 1), (REQ, U32, "uid", 2
 # The open files crfs shows in fd/ and fdinfo/ (only the fields it reads are declared).
 INET_SK = _m("inet_sk_entry", (REQ, U32, "id", 1), (REQ, U32, "ino", 2),
              (REQ, U32, "flags", 9))
-UNIX_SK = _m("unix_sk_entry", (REQ, U32, "id", 1), (REQ, U32, "ino", 2),
-             (REQ, U32, "flags", 5))
+FILE_PERMS = _m("file_perms_entry", (REQ, U32, "mode", 1), (REQ, U32, "uid", 2),
+                (REQ, U32, "gid", 3))
+UNIX_SK = _m("unix_sk_entry", (REQ, U32, "id", 1), (REQ, U32, "ino", 2), (REQ, U32, "type", 3),
+             (REQ, U32, "state", 4), (REQ, U32, "flags", 5), (REQ, U32, "uflags", 6),
+             (REQ, U32, "backlog", 7), (REQ, U32, "peer", 8), (REQ, FOWN, "fown", 9),
+             (REQ, BYTES, "name", 11),
+             (OPT, U32, "shutdown", 12), (OPT, FILE_PERMS, "file_perms", 13),
+             (OPT, STR, "name_dir", 14), (OPT, BOOL, "deleted", 15))
+# sk-queues.img: a message queued for socket `id_for`, its `length` bytes after the entry
+SCM = _m("scm_entry", (REQ, U32, "type", 1), (REP, U32, "rights", 2))
+SK_PACKET = _m("sk_packet_entry", (REQ, U32, "id_for", 1), (REQ, U32, "length", 2),
+               (REP, SCM, "scm", 4))
 EVENTFD = _m("eventfd_file_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
              (REQ, U64, "counter", 4))
 EVENTPOLL_TFD = _m("eventpoll_tfd_entry", (REQ, U32, "id", 1), (REQ, U32, "tfd", 2),
@@ -311,13 +339,29 @@ TIMERFD = _m("timerfd_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2),
              (REQ, U64, "vsec", 7), (REQ, U64, "vnsec", 8), (REQ, U64, "isec", 9),
              (REQ, U64, "insec", 10))
 FIFO = _m("fifo_entry", (REQ, U32, "id", 1), (REQ, U32, "pipe_id", 2), (OPT, U32, "regf_id", 3))
-PIPE = _m("pipe_entry", (REQ, U32, "id", 1), (REQ, U32, "pipe_id", 2), (REQ, U32, "flags", 3))
+PIPE = _m("pipe_entry", (REQ, U32, "id", 1), (REQ, U32, "pipe_id", 2), (REQ, U32, "flags", 3),
+          (REQ, FOWN, "fown", 4))
 TTY_FILE = _m("tty_file_entry", (REQ, U32, "id", 1), (OPT, U32, "regf_id", 4))
 FILE = _m("file_entry", (REQ, U32, "type", 1), (REQ, U32, "id", 2), (OPT, REG_FILE, "reg", 3),
           (OPT, INET_SK, "isk", 4), (OPT, EVENTFD, "efd", 8), (OPT, EVENTPOLL, "epfd", 9),
           (OPT, SIGNALFD, "sgfd", 10), (OPT, TIMERFD, "tfd", 12), (OPT, UNIX_SK, "usk", 16),
           (OPT, FIFO, "fifo", 17), (OPT, PIPE, "pipe", 18), (OPT, TTY_FILE, "tty", 19),
           (OPT, MEMFD_FILE, "memfd", 20))
+# remap-fpath.img: a file (reg_file id) the dump keeps elsewhere; GHOST (1): in
+# ghost-file-REMAP_ID.img, a file deleted while open
+REMAP_FPATH = _m("remap_file_path_entry", (REQ, U32, "orig_id", 1), (REQ, U32, "remap_id", 2),
+                 (OPT, U32, "remap_type", 3))
+REMAP_GHOST = 1
+TIMEVAL = _m("timeval", (REQ, U64, "tv_sec", 1), (REQ, U64, "tv_usec", 2))
+GHOST_FILE = _m("ghost_file_entry", (REQ, U32, "uid", 1), (REQ, U32, "gid", 2),
+                (REQ, U32, "mode", 3), (OPT, U32, "dev", 4), (OPT, U64, "ino", 5),
+                (OPT, U32, "rdev", 6), (OPT, TIMEVAL, "atim", 7), (OPT, TIMEVAL, "mtim", 8),
+                (OPT, BOOL, "chunks", 9), (OPT, U64, "size", 10),
+                (OPT, STR, "symlnk_target", 11))
+GHOST_CHUNK = _m("ghost_chunk_entry", (REQ, U64, "len", 1), (REQ, U64, "off", 2))
+# pipes-data.img, fifo-data.img: each entry followed by its `bytes` bytes of pipe data
+PIPE_DATA = _m("pipe_data_entry", (REQ, U32, "pipe_id", 1), (REQ, U32, "bytes", 2),
+               (OPT, U32, "size", 3))
 FDINFO = _m("fdinfo_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2), (REQ, U32, "type", 3),
             (REQ, U32, "fd", 4))
 FD_TYPES = {1: "REG", 2: "PIPE", 3: "FIFO", 4: "INETSK", 5: "UNIXSK", 6: "EVENTFD",
@@ -339,7 +383,16 @@ FILE_KINDS = {
     "reg-files": ("REG_FILES", REG_FILE, REG_FILE),
     "fdinfo": ("FDINFO", FDINFO, FDINFO),
     "memfd": ("MEMFD_INODE", MEMFD_INODE, MEMFD_INODE),
+    "remap-fpath": ("REMAP_FPATH", REMAP_FPATH, REMAP_FPATH),
+    # the file's bytes follow: the rest of the file, or (chunks) each chunk's after it
+    "ghost-file": ("GHOST_FILE", GHOST_FILE, GHOST_CHUNK),
+    "pipes-data": ("PIPES_DATA", PIPE_DATA, PIPE_DATA),
+    "sk-queues": ("SK_QUEUES", SK_PACKET, SK_PACKET),
+    "fifo-data": ("FIFO_DATA", PIPE_DATA, PIPE_DATA),
 }
+# Files whose entries are each followed by raw bytes, as many as the entry's field says.
+DATA_FIELDS = {"pipes-data": "bytes", "fifo-data": "bytes", "ghost-file": "len",
+               "sk-queues": "length"}
 
 
 def kind_of(name):
@@ -356,12 +409,15 @@ def kind_of(name):
 # -------------------------------------------------------------------- the directory
 
 class Entry:
-    """One message of a member file: its index, where its bytes start, the decoded dict."""
+    """One message of a member file: its index, where its bytes start, the decoded dict;
+    `data`: where the raw bytes after it start in the file (files of DATA_FIELDS), their
+    count being the entry's field (length counts them too)."""
 
-    __slots__ = ("index", "offset", "length", "fields")
+    __slots__ = ("index", "offset", "length", "fields", "data")
 
-    def __init__(self, index, offset, length, fields):
+    def __init__(self, index, offset, length, fields, data=None):
         self.index, self.offset, self.length, self.fields = index, offset, length, fields
+        self.data = data
 
 
 def sniff(head):
@@ -487,6 +543,9 @@ def read_entries(criu_dir, name, kind=None):
     while pos < len(data):
         index = len(entries)
         m = first_msg if index == 0 else msg
+        if kind == "ghost-file" and index == 1 and not entries[0].fields.get("chunks"):
+            entries[0].data, entries[0].length = pos, len(data) - entries[0].offset
+            break           # a ghost file's bytes without chunks: the rest of the file
         if pos + 4 > len(data):
             raise FormatError(f"{len(data) - pos} bytes left, less than an entry's size",
                               offset=pos, record=where(name, index, pos, m.name))
@@ -500,8 +559,21 @@ def read_entries(criu_dir, name, kind=None):
         except WireError as exc:
             raise FormatError(str(exc), offset=exc.pos,
                               record=where(name, index, pos, m.name)) from None
-        entries.append(Entry(index, pos, 4 + length, fields))
-        pos += 4 + length
+        entry = Entry(index, pos, 4 + length, fields)
+        if kind in DATA_FIELDS and DATA_FIELDS[kind] in fields:
+            count = fields[DATA_FIELDS[kind]]
+            if count > len(data) - pos - entry.length:
+                raise FormatError(f"{count} bytes of data run past the end "
+                                  f"({len(data) - pos - entry.length} left)",
+                                  offset=pos + entry.length,
+                                  record=where(name, index, pos, m.name))
+            entry.data = pos + entry.length
+            entry.length += count
+        entries.append(entry)
+        pos += entry.length
+    if kind == "ghost-file" and entries and entries[0].data is None \
+            and not entries[0].fields.get("chunks"):
+        entries[0].data = pos          # an empty file's: no bytes after its entry
     return entries
 
 

@@ -1,23 +1,32 @@
 """A CRIU image directory (crfs.formats.criu.CriuDir) into the model: Image -> Task -> Mm.
 
 Read: inventory, pstree, core-TID (registers with fs/gs base, FPU/xsave, comm, creds,
-signal actions, blocked mask, altstack, rlimits), ids-PID, mm-PID (VMAs, mm fields, auxv),
+signal actions, blocked mask, altstack, rlimits, pending signals, timers, rseq, seccomp
+mode, oom_score_adj; a zombie's exit), ids-PID, mm-PID (VMAs, mm fields, auxv, exe),
 pagemap-PID with its pages-N.img, pagemap-shmem-SHMID for shared anonymous memory (page
 offsets are in the dump's row of files, Mm.source being the CriuDir: read by pread, never
-whole), fs-PID (cwd, root, umask) and the file paths of files.img / reg-files.img.
+whole), fs-PID (cwd, root, umask) and the open files of files.img / reg-files.img with
+what crfs's checkpointer keeps of them: pipes-data / fifo-data, ghost files
+(remap-fpath, ghost-file-N), memfd bytes, UNIX sockets with sk-queues, owners.
 docs/format-criu.md.
 """
 
+import stat
 from dataclasses import dataclass
 from stat import S_IFBLK, S_IFCHR, S_IFDIR, S_IFREG, S_IFMT
 from typing import Optional
 
 from crfs.errors import FormatError
 from crfs.formats import criu
+from crfs.formats.ckpt import CRFS_PIPE_NO_READER, CRFS_PIPE_NO_WRITER
+from crfs.formats.source import MemorySource
 from crfs.formats.x86 import PAGE_SIZE, VmFlags
-from crfs.model.image import (SS_DISABLE, AltStack, Creds, EpollWatch, Fd, FdTable, FdTimer,
-                              FsStruct, Futex, Image, Mm, NativeFields, OpenFile, ShmSegment,
-                              SigAction, SigHand, Signals, Task, ThreadGroup, Vma)
+from crfs.model.ckpt_load import CkptFileFields
+from crfs.model.image import (EXIT_ZOMBIE, SS_DISABLE, AltStack, Blob, Creds, EpollWatch,
+                              Exit, Fd, FdTable, FdTimer, FileId, FsStruct, Futex, Image,
+                              Itimers, Mm, NativeFields, OpenFile, Pending, PosixTimer, Rseq,
+                              ShmSegment, SigAction, SigHand, Signals, Task, ThreadGroup,
+                              UnixSock, Vma)
 from crfs.model.registers import Registers
 
 TASK_ALIVE, TASK_DEAD, TASK_STOPPED = 1, 2, 3
@@ -27,8 +36,12 @@ MAP_SHARED, MAP_GROWSDOWN = 0x1, 0x100
 VMA_AREA_VSYSCALL, VMA_AREA_VDSO, VMA_AREA_VVAR = 1 << 2, 1 << 3, 1 << 12
 VMA_FILE_PRIVATE, VMA_FILE_SHARED, VMA_ANON_SHARED = 1 << 6, 1 << 7, 1 << 8
 VMA_AREA_MEMFD = 1 << 14
-SIGKILL, SIGSTOP, SIGMAX = 9, 19, 64
+SIGKILL, SIGSTOP, SIGCHLD, SIGMAX = 9, 19, 17, 64
+SIGINFO_MIN = 48             # bytes of a siginfo_entry: at least the x86_64 kernel_siginfo
 FD_CLOEXEC, O_CLOEXEC = 1, 0o2000000
+O_RDONLY, O_WRONLY, O_ACCMODE = 0, 1, 3
+TCP_LISTEN, SCM_RIGHTS = 10, 1
+MAX_GHOST = 64 << 20         # bytes of a chunked ghost file assembled (crfs's checkpoint's)
 MM_FIELDS = ("start_code", "end_code", "start_data", "end_data", "start_stack", "start_brk",
              "brk", "arg_start", "arg_end", "env_start", "env_end")
 GDB_NAMES = {"ax": "rax", "bx": "rbx", "cx": "rcx", "dx": "rdx", "si": "rsi", "di": "rdi",
@@ -73,6 +86,10 @@ class _Loader:
         self.tables = {}        # files_id -> FdTable
         self.open_files = {}    # file id -> OpenFile
         self.file_ids = {}      # id(OpenFile) -> file id
+        self.ghosts = None      # file id -> remap id, then (ghost_file_entry, Blob)
+        self.queues = None      # socket id -> [(offset, sk_packet_entry)] (sk-queues.img)
+        self.unix_states = {}   # UNIX socket inode -> its state
+        self.data = {}          # pipes-data.img / fifo-data.img -> {pipe id: (offset, entry)}
 
     def entries(self, name, optional=False):
         if name not in self.names:
@@ -110,6 +127,7 @@ class _Loader:
             image.header["dump_uptime"] = inventory["dump_uptime"]
         for proc in tree:
             image.tasks += self.process(proc)
+        _settle_pipes(image.tasks)
         image.record_count = self.count
         return image
 
@@ -117,15 +135,26 @@ class _Loader:
 
     def process(self, proc):
         pid = proc["pid"]
-        threads = proc.get("threads") or [pid]
-        cores = {tid: self.one(f"core-{tid}.img") for tid in threads}
+        # tid 0: criu's slot of a thread that ended while it dumped (no core of its own)
+        threads = [tid for tid in proc.get("threads") or [] if tid] or [pid]
+        cores = {pid: self.one(f"core-{pid}.img")} if f"core-{pid}.img" in self.names else {}
+        tc = (cores.get(pid) or {}).get("tc")
+        if tc and tc["task_state"] == TASK_DEAD:
+            return [_zombie(pid, proc, tc)]     # its threads are not criu's (garbage)
+        for tid in threads:
+            if tid not in cores:
+                cores[tid] = self.one(f"core-{tid}.img")
         leader = cores.get(pid) or cores[threads[0]]
         tc = leader.get("tc")
         if tc is None:
             raise FormatError("the leader's core has no task_core_entry",
                               record=f"core-{pid}.img: entry 0 (core_entry)")
         mm = self.mm(pid) if f"mm-{pid}.img" in self.names else None
-        handlers, group = _handlers(tc), ThreadGroup(rlimits=_rlimits(tc))
+        where = f"core-{pid}.img: entry 0 (core_entry)"
+        handlers = _handlers(tc)
+        group = ThreadGroup(rlimits=_rlimits(tc), oom_score_adj=tc.get("oom_score_adj"),
+                            shared_pending=_pending(tc.get("signals_s"), where + " signals_s"))
+        _timers(tc.get("timers"), group)
         fs = self.fs(pid)
         files = self.fd_table(pid, leader)
         native = CriuTaskFields(fds=self.fds(pid, leader), personality=tc["personality"],
@@ -139,6 +168,10 @@ class _Loader:
             if task.signals is not None:
                 task.signals.handlers, task.signals.group = handlers, group
             tasks.append(task)
+        if group.posix_timers:
+            from crfs.checkpoint.timers import mark_pending
+            mark_pending(group.posix_timers, [*group.shared_pending.queue, *(
+                info for t in tasks if t.signals for info in t.signals.pending.queue)])
         return tasks
 
     def mm(self, pid):
@@ -149,7 +182,7 @@ class _Loader:
         pairs = [(auxv[i], auxv[i + 1]) for i in range(0, len(auxv) - 1, 2)]
         while pairs and pairs[-1] == (0, 0) and len(pairs) > 1 and pairs[-2] == (0, 0):
             pairs.pop()
-        mm = Mm(fields=fields, auxv=pairs or None)
+        mm = Mm(fields=fields, auxv=pairs or None, exe=self.path_of(entry["exe_file_id"]))
         last_end = 0
         for i, v in enumerate(entry.get("vmas", [])):
             if v["start"] >= v["end"] or v["start"] < last_end or v["start"] % PAGE_SIZE \
@@ -201,8 +234,9 @@ class _Loader:
         for vma in mm.vmas:
             if vma.native.memory is not None:
                 segment = self.segment(vma.native.memory, vma)
-                if segment is not None:
-                    vma.map_segment(segment)
+                # as large as its mappings (criu sizes it so): pages not dumped are zeros
+                segment.size = max(segment.size, vma.pgoff * PAGE_SIZE + vma.size)
+                vma.map_segment(segment)
 
     def walk_pagemap(self, name, add):
         """add(vaddr, count, offset, entry, what) for each run of pages a pagemap file
@@ -234,13 +268,13 @@ class _Loader:
 
     def segment(self, shmid, vma):
         """The ShmSegment of shared anonymous memory `shmid` (pagemap-shmem-SHMID.img,
-        pages keyed by their offset in it), once per dump; None when it has no pages."""
+        pages keyed by their offset in it), once per dump; without pages when criu dumped
+        none (it writes no pagemap for memory never written)."""
         if shmid in self.segments:
             return self.segments[shmid]
         name = f"pagemap-shmem-{shmid}.img"
-        segment = None
+        segment = ShmSegment(objref=shmid, size=0)
         if name in self.names:
-            segment = ShmSegment(objref=shmid, size=0)
 
             def add(vaddr, count, offset, e, what):
                 if len(segment.pages) and segment.pages.last >= vaddr:
@@ -272,6 +306,11 @@ class _Loader:
 
     def memfd_of(self, file_id):
         """(name, shmid) of the memfd behind file id `file_id` (files.img, memfd.img)."""
+        found = self.memfd_inode(file_id)
+        return found["name"], found["shmid"]
+
+    def memfd_inode(self, file_id):
+        """The memfd_inode_entry of the memfd behind file id `file_id`."""
         self.path_of(file_id)
         inode = self.memfd_files.get(file_id)
         if self.memfds is None:
@@ -281,14 +320,82 @@ class _Loader:
         if found is None:
             raise FormatError(f"file id {file_id}: no memfd inode for it",
                               record="memfd.img")
-        return found["name"], found["shmid"]
+        return found
+
+    def memfd_content(self, file, file_id):
+        """A memfd's fd as crfs's checkpointer keeps it (a file deleted while open): its
+        bytes, from its shared memory's pages (pagemap-shmem-SHMID.img; zeros where none
+        was dumped), its mode and owner, and its inode's identity (fds of one memfd)."""
+        inode = self.memfd_inode(file_id)
+        size = inode["size"]
+        if size > MAX_GHOST:
+            raise FormatError(f"memfd of {size} bytes (at most {MAX_GHOST} are read)",
+                              record="memfd.img")
+        segment = self.segment(inode["shmid"], None)
+        content = bytearray(size)
+        for key, offset in segment.pages:
+            if key < size:
+                page = self.dir.pread(offset, min(PAGE_SIZE, size - key))
+                content[key:key + len(page)] = page
+        g = {"mode": S_IFREG | 0o777, "uid": inode["uid"], "gid": inode["gid"],
+             "ino": inode["inode_id"]}
+        _deleted(file, g, Blob(MemorySource(bytes(content)), 0, size), suffix=False)
 
     def fs(self, pid):
         entry = self.one(f"fs-{pid}.img", optional=True)
         if entry is None:
             return None
-        return FsStruct(cwd=self.path_of(entry["cwd_id"]), root=self.path_of(entry["root_id"]),
+        return FsStruct(cwd=self.dir_path(entry["cwd_id"]), root=self.dir_path(entry["root_id"]),
                         umask=entry.get("umask"))
+
+    def dir_path(self, file_id):
+        """A directory's path; "PATH (deleted)" for one criu kept as a ghost (as d_path()
+        says, which the restart makes a deleted directory again)."""
+        path = self.path_of(file_id)
+        return f"{path} (deleted)" if path and self.ghost(file_id) else path
+
+    def ghost(self, file_id):
+        """(ghost_file_entry, Blob of its bytes) of a file criu kept as a ghost (deleted
+        while open: remap-fpath.img, ghost-file-N.img), None for the others."""
+        if self.ghosts is None:
+            self.ghosts = {}
+            for e in self.entries("remap-fpath.img", optional=True):
+                f = e.fields
+                if f.get("remap_type") == criu.REMAP_GHOST:
+                    self.ghosts[f["orig_id"]] = f["remap_id"]
+        remap = self.ghosts.get(file_id)
+        if remap is None:
+            return None
+        if isinstance(remap, int):
+            remap = self.ghosts[file_id] = self.ghost_bytes(f"ghost-file-{remap}.img")
+        return remap
+
+    def ghost_bytes(self, name):
+        entries = self.entries(name)
+        if not entries:
+            raise FormatError("no entry", record=name)
+        head, base = entries[0], self.dir.offset_of(name)
+        g = head.fields
+        if stat.S_ISLNK(g["mode"]):
+            target = g.get("symlnk_target", "").encode("utf-8", "surrogateescape")
+            return g, Blob(MemorySource(target), 0, len(target))
+        if not g.get("chunks"):
+            return g, Blob(self.dir, base + head.data, head.offset + head.length - head.data)
+        size = g.get("size")
+        if size is None or size > MAX_GHOST:
+            raise FormatError(f"chunked ghost of {size} bytes (at most {MAX_GHOST} are read)",
+                              offset=head.offset, record=f"{name}: entry 0 (ghost_file_entry)")
+        chunks = [(e.fields["off"], e.fields["len"], e) for e in entries[1:]]
+        if len(chunks) == 1 and chunks[0][:2] == (0, size):     # one run of bytes: in place
+            return g, Blob(self.dir, base + chunks[0][2].data, size)
+        content = bytearray(size)           # holes: zeros
+        for off, length, e in chunks:
+            if off + length > size:
+                raise FormatError(f"chunk of {length} bytes at {off} past the file's {size}",
+                                  offset=e.offset, record=f"{name}: entry {e.index} "
+                                  f"(ghost_chunk_entry)")
+            content[off:off + length] = self.dir.pread(base + e.data, length)
+        return g, Blob(MemorySource(bytes(content)), 0, size)
 
     def path_of(self, file_id):
         if self.paths is None:
@@ -307,7 +414,8 @@ class _Loader:
 
     def fd_table(self, pid, core):
         """The FdTable of process `pid` (fdinfo-<files_id>.img; shared by the processes
-        that share it), or None when its images do not say."""
+        that share it; empty without that file: criu writes none for a table without an
+        open fd), or None when its images do not say."""
         ids = core.get("ids") or self.one(f"ids-{pid}.img", optional=True)
         if ids is None:
             return None
@@ -315,10 +423,8 @@ class _Loader:
         table = self.tables.get(files_id)
         if table is None:
             name = f"fdinfo-{files_id}.img"
-            if name not in self.names:
-                return None
             table = self.tables[files_id] = FdTable()
-            for e in self.entries(name):
+            for e in self.entries(name, optional=True):
                 f = e.fields
                 table.fds.append(Fd(fd=f["fd"], file=self.open_file(f["id"], f["type"]),
                                     cloexec=bool(f["flags"] & FD_CLOEXEC)))
@@ -349,7 +455,68 @@ class _Loader:
             found = self.open_files[file_id] = open_file(
                 self.files.get(file_id) or {"type": fd_type}, self.path_of, self.memfd_name)
             self.file_ids[id(found)] = file_id
+            if found.kind == "fifo":      # opened by path: flags, pos of its reg_file
+                regf = (self.files.get(file_id) or {}).get("fifo", {}).get("regf_id")
+                reg = (self.files.get(regf) or {}).get("reg")
+                if reg is not None:
+                    found.flags, found.pos = reg["flags"] & ~O_CLOEXEC, reg["pos"]
+            if found.kind in ("pipe", "fifo"):
+                self.pipe_data(found)
+            ghost = self.ghost(file_id) if found.path is not None else None
+            if ghost is not None:
+                _deleted(found, *ghost)
+            elif "memfd" in (self.files.get(file_id) or {}):
+                self.memfd_content(found, file_id)
+            elif "usk" in (self.files.get(file_id) or {}):
+                found.sock = self.unix_sock(self.files[file_id]["usk"])
+            _owner(found, self.files.get(file_id) or {})
         return found
+
+    def unix_sock(self, sk):
+        """The UnixSock of a unix_sk_entry, as crfs's checkpointer captures it: a
+        connection not accepted yet (its peer a listening socket) is an icon; its messages
+        from sk-queues.img. None (the socket stays opaque) for one with SCM_RIGHTS
+        messages: their fds are not restored."""
+        if self.queues is None:
+            self.queues = {}
+            base = self.dir.offset_of("sk-queues.img") if "sk-queues.img" in self.names \
+                else 0
+            for e in self.entries("sk-queues.img", optional=True):
+                self.queues.setdefault(e.fields["id_for"], []).append(
+                    (base + e.data, e.fields))
+            self.unix_states = {f["usk"]["ino"]: f["usk"]["state"]
+                                for f in self.files.values() if "usk" in f}
+        perms = sk.get("file_perms") or {}
+        sock = UnixSock(ino=sk["ino"], peer=sk["peer"], type=sk["type"], state=sk["state"],
+                        shutdown=sk.get("shutdown", 0), backlog=sk["backlog"],
+                        name=sk["name"], mode=perms.get("mode", 0), uid=perms.get("uid", 0),
+                        gid=perms.get("gid", 0))
+        if sock.peer and self.unix_states.get(sock.peer) == TCP_LISTEN \
+                and sock.state != TCP_LISTEN:
+            sock.icon = True
+        if sock.state != TCP_LISTEN:
+            sock.backlog = 0
+        queued = self.queues.get(sk["id"], [])
+        if any(scm["type"] == SCM_RIGHTS for _, f in queued for scm in f.get("scm", [])):
+            return None
+        data = b"".join(self.dir.pread(offset, f["length"]) for offset, f in queued)
+        sock.msgs = tuple(f["length"] for _, f in queued)
+        sock.data = Blob(MemorySource(data), 0, len(data)) if data else None
+        return sock
+
+    def pipe_data(self, file):
+        """A pipe's or FIFO's buffered bytes and capacity (pipes-data.img, fifo-data.img:
+        criu keeps them once per pipe, read through one of its read ends)."""
+        name = "pipes-data.img" if file.kind == "pipe" else "fifo-data.img"
+        if name not in self.data:
+            base = self.dir.offset_of(name) if name in self.names else 0
+            self.data[name] = {e.fields["pipe_id"]: (base + e.data, e.fields)
+                               for e in self.entries(name, optional=True)}
+        found = self.data[name].get(file.pipe)
+        if found is not None:
+            offset, f = found
+            file.data = Blob(self.dir, offset, f["bytes"]) if f["bytes"] else None
+            file.pipe_size = f.get("size", 0)
 
     def memfd_name(self, file_id):
         return self.memfd_of(file_id)[0]
@@ -366,6 +533,50 @@ class _Loader:
                 f["id"], criu.FD_TYPES.get(f["type"], "?"))
             lines.append(f"{f['fd']} {shown}")
         return "\n".join(lines) + "\n" if lines else None
+
+
+def _deleted(file, g, data, suffix=True):
+    """`file` as crfs's checkpointer keeps a file deleted while open: its bytes (a
+    symlink's target, nothing for a directory), mode, owner, times and (a regular file)
+    its inode's identity, for the restart to make one inode of its fds."""
+    file.kind, file.data = "deleted", data
+    file.path = f"{file.path} (deleted)" if suffix else file.path
+    def ns(t):
+        return t["tv_sec"] * 10**9 + t["tv_usec"] * 1000 if t else 0
+    file.native = CkptFileFields(st_mode=g["mode"], st_uid=g["uid"], st_gid=g["gid"],
+                                 atime_ns=ns(g.get("atim")), mtime_ns=ns(g.get("mtim")))
+    if stat.S_ISREG(g["mode"]) and "ino" in g:
+        file.file_id = FileId(dev=g.get("dev", 0), ino=g["ino"], size=data.length,
+                              mtime_ns=ns(g.get("mtim")))
+
+
+def _owner(file, entry):
+    """The owner F_SETOWN gave a file, and its F_SETSIG signal (a fown_entry: pid_type
+    is F_GETOWN_EX's type), as crfs's checkpointer keeps them; none without one."""
+    fown = next((entry[key]["fown"] for key in ("reg", "pipe", "usk")
+                 if key in entry and "fown" in entry[key]), None)
+    if fown is None or not (fown["pid"] or fown["signum"]):
+        return
+    native = file.native if isinstance(file.native, CkptFileFields) else CkptFileFields()
+    native.owner_pid, native.owner_type = fown["pid"], fown["pid_type"]
+    native.signum = fown["signum"]
+    file.native = native
+
+
+def _settle_pipes(tasks):
+    """pipe_flags of each pipe of the dump: the ends no process of it has open (criu
+    restores such a pipe without them: CRFS_PIPE_NO_READER / NO_WRITER)."""
+    ends = {}
+    for table in {id(t.files): t.files for t in tasks if t.files is not None}.values():
+        for d in table.fds:
+            if d.file.kind == "pipe":
+                ends.setdefault(d.file.pipe, []).append(d.file)
+    for files in ends.values():
+        modes = {f.flags & O_ACCMODE for f in files}
+        flags = 0 if modes - {O_WRONLY} else CRFS_PIPE_NO_READER
+        flags |= 0 if modes - {O_RDONLY} else CRFS_PIPE_NO_WRITER
+        for f in files:
+            f.pipe_flags = flags
 
 
 def open_file(f, path_of, memfd_name):
@@ -445,8 +656,59 @@ def _task(tid, pid, proc, core, tc):
     sas = thread.get("sas")
     task.signals = Signals(blocked=thread.get("blk_sigset", tc["blk_sigset"]),
                            altstack=AltStack(sas["ss_sp"], sas["ss_size"], sas["ss_flags"])
-                           if sas else AltStack(flags=SS_DISABLE))
+                           if sas else AltStack(flags=SS_DISABLE),
+                           pending=_pending(thread.get("signals_p"), where + " signals_p"))
+    rseq = thread.get("rseq_entry")
+    if rseq and rseq["rseq_abi_pointer"]:
+        task.rseq = Rseq(addr=rseq["rseq_abi_pointer"], length=rseq["rseq_abi_size"],
+                         sig=rseq["signature"])
+    task.seccomp = thread.get("seccomp_mode", tc.get("old_seccomp_mode", 0))
     return task
+
+
+def _zombie(pid, proc, tc):
+    """A zombie's Task: its pids and the wait status its parent gets (criu's exit_code is
+    /proc/PID/stat's); it ended with SIGCHLD for its parent (criu keeps no other)."""
+    return Task(pid=pid, tgid=pid, ppid=proc["ppid"], comm=tc["comm"],
+                state=TASK_STATE_BITS[TASK_DEAD], pgid=proc["pgid"], sid=proc["sid"],
+                exit=Exit(state=EXIT_ZOMBIE, code=tc["exit_code"], signal=SIGCHLD))
+
+
+def _pending(queue, where):
+    """The Pending of a signal_queue_entry: each siginfo (criu keeps the 128 bytes of
+    PTRACE_PEEKSIGINFO's siginfo_t) as a checkpoint keeps it, and their signals' set."""
+    from crfs.checkpoint.signals import siginfo
+    pending = Pending()
+    for i, entry in enumerate((queue or {}).get("signals", [])):
+        raw = entry["siginfo"]
+        if len(raw) < SIGINFO_MIN:
+            raise FormatError(f"siginfo {i} of {len(raw)} bytes, less than {SIGINFO_MIN}",
+                              record=where)
+        info = siginfo(raw)
+        if not 1 <= info.signo <= SIGMAX:
+            raise FormatError(f"siginfo {i}: signal {info.signo}", record=where)
+        pending.queue.append(info)
+        pending.mask |= 1 << (info.signo - 1)
+    return pending
+
+
+def _timers(timers, group):
+    """setitimer(2)'s and POSIX timers of a task_timers_entry into `group` (ns)."""
+    if timers is None:
+        return
+    def ns(sec, frac, scale):
+        return sec * 10**9 + frac * scale
+    it = {name: timers[name] for name in ("real", "virt", "prof")}
+    group.itimers = Itimers(**{f"{name}_value": ns(t["vsec"], t["vusec"], 1000)
+                               for name, t in it.items()},
+                            **{f"{name}_incr": ns(t["isec"], t["iusec"], 1000)
+                               for name, t in it.items()})
+    group.posix_timers = sorted(
+        (PosixTimer(id=t["it_id"], clockid=t["clock_id"], signo=t["si_signo"],
+                    notify=t["it_sigev_notify"], notify_tid=t.get("notify_thread_id", 0),
+                    sigev_value=t["sival_ptr"], value_ns=ns(t["vsec"], t["vnsec"], 1),
+                    interval_ns=ns(t["isec"], t["insec"], 1), overrun=t["overrun"])
+         for t in timers.get("posix", [])), key=lambda t: t.id)
 
 
 def _creds(c):

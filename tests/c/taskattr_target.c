@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * A process with the attributes of CRFS_HDR_TASK_MISC (kmod/crfs_task_misc.c), for
+ * tests/test_checkpoint.py and the taskattr guest step (tests/guest_taskattr.py): it
+ * sets its personality READ_IMPLIES_EXEC|ADDR_COMPAT_LAYOUT (not ADDR_NO_RANDOMIZE,
+ * which crfs-restart gives itself), PR_SET_THP_DISABLE, PR_SET_CHILD_SUBREAPER, nice 7
+ * and SCHED_BATCH, then clones a child whose exit signal is SIGUSR1 (it pauses), and
+ * prints "ready child=<hex pid>".
+ * On SIGUSR2 it prints "attr" and what it sees of itself (personality, prctl answers,
+ * nice, policy and rt_priority) and of its child (exit_signal from /proc/PID/stat,
+ * whether waitid() without __WCLONE sees it: a clone child it must not). On SIGTERM it
+ * kills the child, reaps it with __WCLONE, prints "term usr1=N" (N: the SIGUSR1s its
+ * end sent) and exits 0.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/personality.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define PERSONA		(READ_IMPLIES_EXEC | ADDR_COMPAT_LAYOUT)
+
+static volatile sig_atomic_t usr1, usr2, term;
+
+static void on_signal(int sig)
+{
+	if (sig == SIGUSR1)
+		usr1++;
+	else if (sig == SIGUSR2)
+		usr2 = 1;
+	else
+		term = 1;
+}
+
+static int stat_field(pid_t pid, int field)
+{
+	char path[64], buf[1024], *p;
+	FILE *f;
+	int i;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -999;
+	buf[fread(buf, 1, sizeof(buf) - 1, f)] = 0;
+	fclose(f);
+	p = strrchr(buf, ')');
+	for (i = 2; p && i < field; i++)
+		p = strchr(p + 1, ' ');
+	return p ? atoi(p + 1) : -999;
+}
+
+static void report(pid_t child)
+{
+	int subreaper = -1;
+	struct sched_param sp = { 0 };
+	siginfo_t info;
+	const char *plain;
+
+	prctl(PR_GET_CHILD_SUBREAPER, &subreaper);
+	sched_getparam(0, &sp);
+	memset(&info, 0, sizeof(info));
+	if (waitid(P_PID, child, &info, WEXITED | WNOHANG | WNOWAIT) == 0)
+		plain = "seen";
+	else
+		plain = errno == ECHILD ? "ECHILD" : strerror(errno);
+	printf("attr persona=%x thp_disable=%d subreaper=%d nice=%d policy=%d rtprio=%d"
+	       " child_exit_signal=%d plain_wait=%s\n", personality(0xffffffff),
+	       prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), subreaper,
+	       getpriority(PRIO_PROCESS, 0), sched_getscheduler(0), sp.sched_priority,
+	       stat_field(child, 38), plain);
+	fflush(stdout);
+}
+
+static pid_t clone_child(void)
+{
+	pid_t pid = syscall(SYS_clone, SIGUSR1, 0, 0, 0, 0);
+
+	if (pid)
+		return pid;
+	for (;;)
+		pause();
+}
+
+static void setup(void)
+{
+	struct sched_param none = { 0 };
+
+	if (personality(PERSONA) < 0)
+		perror("personality");
+	if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
+		perror("PR_SET_THP_DISABLE");
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1))
+		perror("PR_SET_CHILD_SUBREAPER");
+	if (setpriority(PRIO_PROCESS, 0, 7))
+		perror("setpriority");
+	if (sched_setscheduler(0, SCHED_BATCH, &none))
+		perror("SCHED_BATCH");
+}
+
+int main(void)
+{
+	pid_t child;
+
+	signal(SIGUSR1, on_signal);
+	signal(SIGUSR2, on_signal);
+	signal(SIGTERM, on_signal);
+	setup();
+	child = clone_child();
+	printf("ready child=%x\n", child);
+	fflush(stdout);
+	while (!term) {
+		pause();
+		if (usr2) {
+			usr2 = 0;
+			report(child);
+		}
+	}
+	kill(child, SIGKILL);
+	while (waitpid(child, NULL, __WCLONE) < 0 && errno == EINTR)
+		;
+	printf("term usr1=%d\n", (int)usr1);
+	return 0;
+}

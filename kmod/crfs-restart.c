@@ -25,7 +25,8 @@
  * e.g. the program's stdout becomes this one's even if it was a file). -A makes and hands
  * in no eventfd, timerfd, signalfd or epoll (see "anon-inode files"): the kernel then
  * refuses an image holding one. -T makes none of the image's POSIX timers, which each
- * process otherwise creates and arms before its RESTART (crfs-restart-timers.h): the
+ * process otherwise creates and arms before its RESTART (crfs-restart-timers.h), nor its
+ * ITIMER_VIRTUAL/ITIMER_PROF, which it otherwise arms likewise: the
  * kernel then refuses an image with one. On failure it prints one line on stderr and, with -r,
  * writes a 128-byte report on FD (errno, err_offset, err_type, stage[16], reason[96];
  * little-endian, as crfs/kernel.py reads it), then exits with status 1.
@@ -83,6 +84,7 @@
 #include <sys/socket.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <pthread.h>
@@ -1586,8 +1588,10 @@ static void restart_image(int dev, int fd)
 		barrier(ready, go);
 	join_group();
 	read_posix_timers(fd);
+	read_itimers(fd);
 	start_threads(dev, fd);
 	make_posix_timers();
+	arm_itimers();
 	restart(&self);
 }
 

@@ -16,11 +16,15 @@
  *   (as PR_SET_THP_DISABLE) and is_child_subreaper (PR_SET_CHILD_SUBREAPER), and
  *   has_child_subreaper when a process above it in the image is a subreaper (what
  *   PR_SET_CHILD_SUBREAPER propagates to the descendants).
+ *
+ * Also here: ITIMER_VIRTUAL and ITIMER_PROF of SIGNAL, written by CHECKPOINT, armed by
+ * crfs-restart and checked by RESTART (below).
  */
 #include <linux/capability.h>
 #include <linux/mm_types.h>
 #include <linux/mmap_lock.h>
 #include <linux/personality.h>
+#include <linux/posix-timers.h>
 #include <linux/sched.h>
 #include <linux/sched/coredump.h>
 #include <linux/sched/mm.h>
@@ -202,4 +206,61 @@ int crfs_tm_checkpoint(struct crfs_ckpt *ck, struct task_struct *t)
 	if (t->signal->is_child_subreaper)
 		h.flags |= CRFS_TASK_CHILD_SUBREAPER;
 	return crfs_ck_record(ck, CRFS_HDR_TASK_MISC, &h, sizeof(h));
+}
+
+/* ------------------------------------------------------- ITIMER_VIRTUAL, ITIMER_PROF */
+
+/*
+ * The time left of @sig's CPU itimer @clock, as getitimer(2) samples it (the group's
+ * running cputimer, active while one is armed); 0 when disarmed. Under siglock.
+ */
+static u64 cpu_itimer_left(struct signal_struct *sig, int clock)
+{
+	struct task_cputime_atomic *at = &sig->cputimer.cputime_atomic;
+	u64 expires = sig->it[clock].expires, now;
+
+	if (!expires)
+		return 0;
+	now = atomic64_read(&at->utime);
+	if (clock == CPUCLOCK_PROF)
+		now += atomic64_read(&at->stime);
+	return expires > now ? expires - now : NSEC_PER_USEC;
+}
+
+/* CHECKPOINT: ITIMER_VIRTUAL and ITIMER_PROF of @sig into SIGNAL @h. Under siglock. */
+void crfs_itimers_fill(struct signal_struct *sig, struct ckpt_hdr_signal *h)
+{
+	h->it_virt_value = cpu_itimer_left(sig, CPUCLOCK_VIRT);
+	h->it_virt_incr = sig->it[CPUCLOCK_VIRT].incr;
+	h->it_prof_value = cpu_itimer_left(sig, CPUCLOCK_PROF);
+	h->it_prof_incr = sig->it[CPUCLOCK_PROF].incr;
+}
+
+/* Whether the caller's itimer @clock is armed as (@value, @incr) asks, to the µs. */
+static bool cpu_itimer_as(int clock, u64 value, u64 incr)
+{
+	const struct cpu_itimer *it = &current->signal->it[clock];
+	u64 have = it->incr;
+
+	return !!it->expires == !!value &&
+	       (have > incr ? have - incr : incr - have) < NSEC_PER_USEC;
+}
+
+/*
+ * RESTART: set_process_cpu_timer() is not exported, so crfs-restart arms the image's
+ * ITIMER_VIRTUAL and ITIMER_PROF with setitimer(2) before it calls RESTART; they live in
+ * the signal_struct, which the restore keeps. Checked here: each armed or not as in the
+ * image, with its interval (the time left is the caller's CPU time since, spent).
+ */
+const char *crfs_itimers_check(const struct ckpt_hdr_signal *h)
+{
+	const char *why = NULL;
+
+	spin_lock_irq(&current->sighand->siglock);
+	if (!cpu_itimer_as(CPUCLOCK_VIRT, h->it_virt_value, h->it_virt_incr))
+		why = "ITIMER_VIRTUAL";
+	else if (!cpu_itimer_as(CPUCLOCK_PROF, h->it_prof_value, h->it_prof_incr))
+		why = "ITIMER_PROF";
+	spin_unlock_irq(&current->sighand->siglock);
+	return why;
 }

@@ -46,6 +46,10 @@ int crfs_tm_prepare(const struct crfs_task *task, char *err_msg);
 void crfs_tm_act_thread(const struct crfs_task *task);
 void crfs_tm_act_last(const struct crfs_plan *plan, u32 index);
 int crfs_tm_checkpoint(struct crfs_ckpt *ck, struct task_struct *t);
+struct signal_struct;
+struct ckpt_hdr_signal;
+void crfs_itimers_fill(struct signal_struct *sig, struct ckpt_hdr_signal *h);
+const char *crfs_itimers_check(const struct ckpt_hdr_signal *h);
 
 struct crfs_ck_zombies;
 struct crfs_ck_zombies *crfs_ts_zombies_alloc(void);

@@ -5,10 +5,10 @@ tests/test_kmod_guest.py.
 
 tests/c/taskattr_target.c runs as nobody: personality READ_IMPLIES_EXEC|ADDR_COMPAT_LAYOUT,
 THP disabled, a child subreaper, nice 7 SCHED_BATCH, a child cloned with exit signal
-SIGUSR1. It is checkpointed with --tree --kill by both checkpointers and restarted by
+SIGUSR1, ITIMER_VIRTUAL and ITIMER_PROF armed. It is checkpointed with --tree --kill by both checkpointers and restarted by
 root: on SIGUSR2 it prints what it sees of itself and its child, on SIGTERM it kills and
 reaps the child and says how many SIGUSR1 its end sent. /proc of both restored processes
-is read too. Then the ptrace image with its first TASK_MISC (or its child's TASK) made
+is read too. crfs-restart -T (no timers armed) is refused the itimers. Then the ptrace image with its first TASK_MISC (or its child's TASK) made
 wrong or asking for more than nobody may is restarted: each refused with its errno and
 reason; the kernel's log is read last.
 """
@@ -25,7 +25,8 @@ from guest_task_state import ask_then_end, report_of
 from guest_util import records, stage
 
 DIR = "/tmp/crfs-taskattr"
-TASK, TASK_MISC = 102, 8050
+TASK, SIGNAL, TASK_MISC = 102, 602, 8050
+SIGNAL_ITIMERS = 8 + 16 * 16 + 16       # it_virt_value, it_virt_incr, it_prof_value, _incr
 ORIGINAL = {}
 
 
@@ -42,7 +43,9 @@ def summary(image):
     return {"misc": [list(struct.unpack_from("<IIIIi", data, off + 8))
                      for off, t, _ in records(data) if t == TASK_MISC],
             "exit_signals": [struct.unpack_from("<I", data, off + 20)[0]
-                             for off, t, _ in records(data) if t == TASK]}
+                             for off, t, _ in records(data) if t == TASK],
+            "itimers": [list(struct.unpack_from("<4Q", data, off + SIGNAL_ITIMERS))
+                        for off, t, _ in records(data) if t == SIGNAL]}
 
 
 def checkpoint(paths, way):
@@ -83,7 +86,7 @@ def proc_view(pid):
     return view
 
 
-def restart(image, restarter, out, uid=None):
+def restart(image, restarter, out, uid=None, args=()):
     """crfs-restart of `image` (as `uid`, None: root): its report, /proc of the restored
     processes, the line the program prints on SIGUSR2 and how it ends."""
     with open(out, "w") as f:
@@ -93,7 +96,7 @@ def restart(image, restarter, out, uid=None):
     try:
         with open(os.path.join(DIR, "restarter.out"), "ab") as log:
             proc = subprocess.Popen((g.setpriv(uid) if uid else []) +
-                                    [restarter, "-r", str(write_fd), image],
+                                    [restarter, *args, "-r", str(write_fd), image],
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                     pass_fds=(write_fd,))
         os.close(write_fd)
@@ -102,7 +105,8 @@ def restart(image, restarter, out, uid=None):
         os.chmod(kernel.DEVICE, 0o600)
     if pid:
         result["proc"] = proc_view(pid)
-    return ask_then_end(result, proc, pid, out, signal.SIGUSR2, "attr", ("attr", "term"))
+    return ask_then_end(result, proc, pid, out, signal.SIGUSR2, "attr",
+                        ("itimers", "attr", "term"))
 
 
 def misc_field(offset, fmt, value):
@@ -125,7 +129,11 @@ def fifo(data):
     misc_field(20, "<I", 10)(data)
 
 
-# label -> (patch, uid of the restarter: None is root)
+def unchanged(data):
+    pass
+
+
+# label -> (patch, uid of the restarter: None is root[, crfs-restart's options])
 CASES = {
     "low_nice": (misc_field(24, "<i", -5), g.NOBODY),
     "fifo": (fifo, g.NOBODY),
@@ -136,15 +144,17 @@ CASES = {
     "batch_rt_priority": (misc_field(20, "<I", 5), None),
     "flags": (misc_field(12, "<I", 0x4), None),
     "exit_signal_99": (child_exit_signal(99), None),
+    "no_itimers": (unchanged, None, ("-T",)),
 }
 
 
 def cases(image, restarter):
     out = {}
-    for label, (patch, uid) in CASES.items():
+    for label, (patch, uid, *args) in CASES.items():
         path = g.patched(image, f"{image}.{label}", patch)
         os.chmod(path, 0o644)
-        out[label] = restart(path, restarter, os.path.join(DIR, "ptrace.out"), uid=uid)
+        out[label] = restart(path, restarter, os.path.join(DIR, "ptrace.out"), uid=uid,
+                             args=args[0] if args else ())
     return out
 
 

@@ -1950,11 +1950,27 @@ def test_task_attributes_are_captured_and_restored(guest, way):
     image = result["checkpoint"]["image"]
     assert image["misc"] == [[PERSONA, 3, 3, 0, 7], [PERSONA, 1, 3, 0, 7]], image
     assert image["exit_signals"] == [17, 10], image
+    (virt, virt_incr, prof, prof_incr), child_itimers = image["itimers"]
+    assert (virt_incr, prof_incr) == (500 * 10**9, 700 * 10**9), image
+    assert 990 * 10**9 < virt <= 1001 * 10**9 and 1990 * 10**9 < prof <= 2001 * 10**9
+    assert child_itimers == [0, 0, 0, 0], image        # fork(2) does not pass them on
     restored = result["restart"]
     assert restored["errno"] == "restored", restored
     assert restored["proc"] == {"parent": {**ATTR_PROC, "exit_signal": "17"},
                                 "child": {**ATTR_PROC, "exit_signal": "10"}}, restored
-    assert restored["lines"] == ATTR_LINES and restored["rc"] == 0, restored
+    itimers, *lines = restored["lines"]
+    assert lines == ATTR_LINES and restored["rc"] == 0, restored
+    assert_itimers(itimers)
+
+
+def assert_itimers(line):
+    """ITIMER_VIRTUAL 1000 s / 500 s and ITIMER_PROF 2000 s / 700 s, as armed (ms): the
+    time left is less by the CPU time spent since (and a tick's rounding more)."""
+    values = dict(item.split("=") for item in line.split()[1:])
+    virt, virt_incr = map(int, values["virt"].split("/"))
+    prof, prof_incr = map(int, values["prof"].split("/"))
+    assert (virt_incr, prof_incr) == (500_000, 700_000), line
+    assert 990_000 < virt <= 1_000_100 and 1_990_000 < prof <= 2_000_100, line
 
 
 @pytest.mark.parametrize("label, message", [
@@ -1974,9 +1990,9 @@ def test_sched_fifo_is_restored_for_root(guest):
     assert restored["errno"] == "restored", restored
     assert restored["proc"]["parent"]["policy"] == "1", restored
     assert restored["proc"]["parent"]["rt_priority"] == "10", restored
-    assert restored["lines"] == [ATTR_LINES[0].replace("policy=3 rtprio=0",
-                                                       "policy=1 rtprio=10"),
-                                 ATTR_LINES[1]], restored
+    assert restored["lines"][1:] == [ATTR_LINES[0].replace("policy=3 rtprio=0",
+                                                           "policy=1 rtprio=10"),
+                                     ATTR_LINES[1]], restored
 
 
 @pytest.mark.parametrize("label, rtype, message", [
@@ -1993,6 +2009,15 @@ def test_malformed_task_attributes_are_refused(guest, label, rtype, message):
     refused = _taskattr(guest)["cases"][label]
     assert refused["errno"] == "EINVAL" and refused["type"] == rtype, refused
     assert re.fullmatch(message, refused["msg"]), refused
+
+
+def test_itimers_not_armed_by_the_restarter_are_refused(guest):
+    """crfs-restart -T arms no timer: RESTART finds the caller's ITIMER_VIRTUAL not armed
+    as the image's and refuses it (the module cannot arm it itself)."""
+    refused = _taskattr(guest)["cases"]["no_itimers"]
+    assert refused["errno"] == "EOPNOTSUPP", refused
+    assert refused["msg"] == ("task 0: ITIMER_VIRTUAL: the caller's is not armed as the "
+                              "image's (crfs-restart arms it)"), refused
 
 
 def test_taskattr_step_leaves_nothing_running_and_a_clean_kernel(guest):

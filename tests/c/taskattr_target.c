@@ -4,9 +4,11 @@
  * tests/test_checkpoint.py and the taskattr guest step (tests/guest_taskattr.py): it
  * sets its personality READ_IMPLIES_EXEC|ADDR_COMPAT_LAYOUT (not ADDR_NO_RANDOMIZE,
  * which crfs-restart gives itself), PR_SET_THP_DISABLE, PR_SET_CHILD_SUBREAPER, nice 7
- * and SCHED_BATCH, then clones a child whose exit signal is SIGUSR1 (it pauses), and
- * prints "ready child=<hex pid>".
- * On SIGUSR2 it prints "attr" and what it sees of itself (personality, prctl answers,
+ * and SCHED_BATCH, arms ITIMER_VIRTUAL (1000 s, interval 500 s) and ITIMER_PROF (2000 s,
+ * 700 s), then clones a child whose exit signal is SIGUSR1 (it pauses), and prints
+ * "ready child=<hex pid>".
+ * On SIGUSR2 it prints "itimers" with getitimer()'s values and intervals (ms), then
+ * "attr" and what it sees of itself (personality, prctl answers,
  * nice, policy and rt_priority) and of its child (exit_signal from /proc/PID/stat,
  * whether waitid() without __WCLONE sees it: a clone child it must not). On SIGTERM it
  * kills the child, reaps it with __WCLONE, prints "term usr1=N" (N: the SIGUSR1s its
@@ -23,6 +25,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -58,8 +61,14 @@ static int stat_field(pid_t pid, int field)
 	return p ? atoi(p + 1) : -999;
 }
 
+static long ms(const struct timeval *tv)
+{
+	return tv->tv_sec * 1000L + tv->tv_usec / 1000;
+}
+
 static void report(pid_t child)
 {
+	struct itimerval virt, prof;
 	int subreaper = -1;
 	struct sched_param sp = { 0 };
 	siginfo_t info;
@@ -72,6 +81,10 @@ static void report(pid_t child)
 		plain = "seen";
 	else
 		plain = errno == ECHILD ? "ECHILD" : strerror(errno);
+	getitimer(ITIMER_VIRTUAL, &virt);
+	getitimer(ITIMER_PROF, &prof);
+	printf("itimers virt=%ld/%ld prof=%ld/%ld\n", ms(&virt.it_value),
+	       ms(&virt.it_interval), ms(&prof.it_value), ms(&prof.it_interval));
 	printf("attr persona=%x thp_disable=%d subreaper=%d nice=%d policy=%d rtprio=%d"
 	       " child_exit_signal=%d plain_wait=%s\n", personality(0xffffffff),
 	       prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0), subreaper,
@@ -93,6 +106,8 @@ static pid_t clone_child(void)
 static void setup(void)
 {
 	struct sched_param none = { 0 };
+	struct itimerval virt = { { 500, 0 }, { 1000, 0 } };
+	struct itimerval prof = { { 700, 0 }, { 2000, 0 } };
 
 	if (personality(PERSONA) < 0)
 		perror("personality");
@@ -104,6 +119,8 @@ static void setup(void)
 		perror("setpriority");
 	if (sched_setscheduler(0, SCHED_BATCH, &none))
 		perror("SCHED_BATCH");
+	if (setitimer(ITIMER_VIRTUAL, &virt, NULL) || setitimer(ITIMER_PROF, &prof, NULL))
+		perror("setitimer");
 }
 
 int main(void)

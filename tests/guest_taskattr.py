@@ -5,9 +5,10 @@ tests/test_kmod_guest.py.
 
 tests/c/taskattr_target.c runs as nobody: personality READ_IMPLIES_EXEC|ADDR_COMPAT_LAYOUT,
 THP disabled, a child subreaper, nice 7 SCHED_BATCH, a child cloned with exit signal
-SIGUSR1, ITIMER_VIRTUAL and ITIMER_PROF armed. It is checkpointed with --tree --kill by both checkpointers and restarted by
+SIGUSR1 which forked a grandchild, ITIMER_VIRTUAL and ITIMER_PROF armed. It is checkpointed with --tree --kill by both checkpointers and restarted by
 root: on SIGUSR2 it prints what it sees of itself and its child, on SIGTERM it kills and
-reaps the child and says how many SIGUSR1 its end sent. /proc of both restored processes
+reaps the child and says how many SIGUSR1 its end sent and whether it adopted the
+grandchild. /proc of both restored processes
 is read too. crfs-restart -T (no timers armed) is refused the itimers. Then the ptrace image with its first TASK_MISC (or its child's TASK) made
 wrong or asking for more than nobody may is restarted: each refused with its errno and
 reason; the kernel's log is read last.

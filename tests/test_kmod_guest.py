@@ -1929,7 +1929,7 @@ def test_task_state_step_leaves_nothing_running(guest):
 PERSONA = 0x600000      # READ_IMPLIES_EXEC | ADDR_COMPAT_LAYOUT, without ADDR_NO_RANDOMIZE
 # what the restored program sees of itself and its child, then of the child's end
 ATTR_LINES = ["attr persona=600000 thp_disable=1 subreaper=1 nice=7 policy=3 rtprio=0 "
-              "child_exit_signal=10 plain_wait=ECHILD", "term usr1=1"]
+              "child_exit_signal=10 plain_wait=ECHILD", "term usr1=1 adopted=1"]
 ATTR_PROC = {"personality": "00600000", "thp_enabled": "0", "nice": "7",
              "rt_priority": "0", "policy": "3"}
 
@@ -1944,16 +1944,17 @@ def test_task_attributes_are_captured_and_restored(guest, way):
     a TASK_MISC per process (the child inherited all but the subreaper), the child's TASK
     exit_signal SIGUSR1; restarted by root, the program itself and /proc see its
     personality (not crfs-restart's ADDR_NO_RANDOMIZE), THP disabled, subreaper, nice 7
-    SCHED_BATCH, and a child that only __WCLONE waits for, whose end sends SIGUSR1."""
+    SCHED_BATCH, and a child that only __WCLONE waits for, whose end sends SIGUSR1 and
+    whose orphan (the grandchild) it adopts: the restored child has has_child_subreaper."""
     result = _taskattr(guest)[way]
     assert result["checkpoint"]["rc"] == 0, result
     image = result["checkpoint"]["image"]
-    assert image["misc"] == [[PERSONA, 3, 3, 0, 7], [PERSONA, 1, 3, 0, 7]], image
-    assert image["exit_signals"] == [17, 10], image
-    (virt, virt_incr, prof, prof_incr), child_itimers = image["itimers"]
+    assert image["misc"] == [[PERSONA, 3, 3, 0, 7]] + [[PERSONA, 1, 3, 0, 7]] * 2, image
+    assert image["exit_signals"] == [17, 10, 17], image
+    (virt, virt_incr, prof, prof_incr), *children_itimers = image["itimers"]
     assert (virt_incr, prof_incr) == (500 * 10**9, 700 * 10**9), image
     assert 990 * 10**9 < virt <= 1001 * 10**9 and 1990 * 10**9 < prof <= 2001 * 10**9
-    assert child_itimers == [0, 0, 0, 0], image        # fork(2) does not pass them on
+    assert children_itimers == [[0] * 4] * 2, image     # fork(2) does not pass them on
     restored = result["restart"]
     assert restored["errno"] == "restored", restored
     assert restored["proc"] == {"parent": {**ATTR_PROC, "exit_signal": "17"},

@@ -5,14 +5,16 @@
  * sets its personality READ_IMPLIES_EXEC|ADDR_COMPAT_LAYOUT (not ADDR_NO_RANDOMIZE,
  * which crfs-restart gives itself), PR_SET_THP_DISABLE, PR_SET_CHILD_SUBREAPER, nice 7
  * and SCHED_BATCH, arms ITIMER_VIRTUAL (1000 s, interval 500 s) and ITIMER_PROF (2000 s,
- * 700 s), then clones a child whose exit signal is SIGUSR1 (it pauses), and prints
- * "ready child=<hex pid>".
+ * 700 s), then clones a child whose exit signal is SIGUSR1, which forks a grandchild
+ * (both pause), and prints "ready child=<hex pid> grandchild=<hex pid>".
  * On SIGUSR2 it prints "itimers" with getitimer()'s values and intervals (ms), then
  * "attr" and what it sees of itself (personality, prctl answers,
  * nice, policy and rt_priority) and of its child (exit_signal from /proc/PID/stat,
  * whether waitid() without __WCLONE sees it: a clone child it must not). On SIGTERM it
- * kills the child, reaps it with __WCLONE, prints "term usr1=N" (N: the SIGUSR1s its
- * end sent) and exits 0.
+ * kills the child, reaps it with __WCLONE: the grandchild, orphaned, must be adopted by
+ * this subreaper (the child's has_child_subreaper), not by init; it prints "term usr1=N
+ * adopted=A" (N: the SIGUSR1s the child's end sent, A: 1 when the grandchild's parent is
+ * now this process), kills and reaps the grandchild, and exits 0.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -93,14 +95,50 @@ static void report(pid_t child)
 	fflush(stdout);
 }
 
-static pid_t clone_child(void)
+static void pause_forever(void)
 {
-	pid_t pid = syscall(SYS_clone, SIGUSR1, 0, 0, 0, 0);
+	for (;;)
+		pause();
+}
+
+/* The clone child and, forked by it, the grandchild; both pause. */
+static pid_t clone_child(int ready[2])
+{
+	pid_t pid = syscall(SYS_clone, SIGUSR1, 0, 0, 0, 0), grandchild;
 
 	if (pid)
 		return pid;
-	for (;;)
-		pause();
+	grandchild = fork();
+	if (grandchild && write(ready[1], &grandchild, sizeof(grandchild)) != sizeof(grandchild))
+		_exit(1);
+	close(ready[0]);	/* no pipe left in the image */
+	close(ready[1]);
+	pause_forever();
+	return 0;
+}
+
+/* The child ends: its orphan goes to the nearest subreaper above it, this process. */
+static void end_child(pid_t child)
+{
+	char path[64];
+	pid_t grandchild = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/children", child, child);
+	f = fopen(path, "r");
+	if (!f || fscanf(f, "%d", &grandchild) != 1)
+		grandchild = 0;
+	if (f)
+		fclose(f);
+	kill(child, SIGKILL);
+	while (waitpid(child, NULL, __WCLONE) < 0 && errno == EINTR)
+		;
+	printf("term usr1=%d adopted=%d\n", (int)usr1,
+	       grandchild > 0 && stat_field(grandchild, 4) == getpid());
+	if (grandchild > 0)
+		kill(grandchild, SIGKILL);
+	while (wait(NULL) > 0 || errno == EINTR)
+		;
 }
 
 static void setup(void)
@@ -125,14 +163,21 @@ static void setup(void)
 
 int main(void)
 {
-	pid_t child;
+	pid_t child, grandchild = 0;
+	int ready[2];
 
 	signal(SIGUSR1, on_signal);
 	signal(SIGUSR2, on_signal);
 	signal(SIGTERM, on_signal);
 	setup();
-	child = clone_child();
-	printf("ready child=%x\n", child);
+	if (pipe(ready))
+		return 1;
+	child = clone_child(ready);
+	if (read(ready[0], &grandchild, sizeof(grandchild)) != sizeof(grandchild))
+		perror("grandchild");
+	close(ready[0]);
+	close(ready[1]);
+	printf("ready child=%x grandchild=%x\n", child, grandchild);
 	fflush(stdout);
 	while (!term) {
 		pause();
@@ -141,9 +186,6 @@ int main(void)
 			report(child);
 		}
 	}
-	kill(child, SIGKILL);
-	while (waitpid(child, NULL, __WCLONE) < 0 && errno == EINTR)
-		;
-	printf("term usr1=%d\n", (int)usr1);
+	end_child(child);
 	return 0;
 }

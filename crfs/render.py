@@ -94,6 +94,8 @@ def status(task):
                                          for k in ("gid", "egid", "sgid", "fsgid")))
         if creds.groups is not None:
             lines.append("Groups:\t" + "".join(f"{g} " for g in creds.groups))
+    if task.misc is not None and task.mm is not None:
+        lines.append(f"THP_enabled:\t{0 if task.misc.thp_disable else 1}")
     lines += _signal_status(task.signals)
     if creds:
         lines += [f"{key}:\t{value:016x}" for key, value in (
@@ -110,6 +112,16 @@ def rseq(registration):
     """The task's rseq registration, as PTRACE_GET_RSEQ_CONFIGURATION gives it."""
     return (f"address\t{registration.addr:#x}\nsize\t{registration.length}\n"
             f"signature\t{registration.sig:#x}\n")
+
+
+def sched(task):
+    """Its scheduling as /proc/PID/stat shows it (policy, rt_priority, nice: fields 41, 40,
+    19), a process's exit_signal (38) and whether it is a child subreaper."""
+    m = task.misc
+    text = f"policy\t{m.policy}\nrt_priority\t{m.rt_priority}\nnice\t{m.nice}\n"
+    if task.pid == task.tgid:
+        text += f"exit_signal\t{task.exit.signal}\nchild_subreaper\t{int(m.child_subreaper)}\n"
+    return text
 
 
 NOTIFY_NAMES = {0: "signal", 1: "none"}

@@ -137,3 +137,69 @@ static void make_posix_timers(void)
 	for (k = 0; k < nr_timers; k++)
 		arm_timer(&timers[k]);
 }
+
+/*
+ * ITIMER_VIRTUAL and ITIMER_PROF of the process (its SIGNAL record): the module cannot
+ * arm them (set_process_cpu_timer() is not exported), so each process arms its own with
+ * setitimer(2) right before its RESTART (fork(2) does not pass them on), with SIGVTALRM
+ * and SIGPROF blocked meanwhile; the module checks them against the image (-T: none, it
+ * then refuses an image with one).
+ */
+#define HDR_SIGNAL		602	/* CKPT_HDR_SIGNAL */
+#define SIGNAL_ITIMERS		(8 + 16 * 16 + 16)	/* it_virt_value: after rlim[16] and ITIMER_REAL */
+
+static uint64_t cpu_itimers[4];		/* virt value, incr, prof value, incr (ns) */
+
+static void read_itimers(int fd)
+{
+	uint32_t hdr[2];
+	off_t pos = 0;
+	long task = -1;
+	sigset_t set;
+
+	while (!no_timers && pread(fd, hdr, sizeof(hdr), pos) == sizeof(hdr) &&
+	       hdr[1] >= sizeof(hdr)) {
+		if (hdr[0] == HDR_TASK)
+			task++;
+		if (hdr[0] == HDR_SIGNAL && task >= 0 && task < nr_tasks &&
+		    leader_of[task] == (int)task_index) {
+			if (hdr[1] < SIGNAL_ITIMERS + sizeof(cpu_itimers) ||
+			    pread(fd, cpu_itimers, sizeof(cpu_itimers), pos + SIGNAL_ITIMERS) !=
+			    sizeof(cpu_itimers))
+				memset(cpu_itimers, 0, sizeof(cpu_itimers));
+			break;
+		}
+		pos += hdr[1];
+	}
+	if (!cpu_itimers[0] && !cpu_itimers[2])
+		return;
+	sigemptyset(&set);
+	sigaddset(&set, SIGVTALRM);
+	sigaddset(&set, SIGPROF);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+}
+
+static void ns_timeval(uint64_t ns, struct timeval *tv, uint64_t round)
+{
+	ns += round;
+	tv->tv_sec = ns / NSEC;
+	tv->tv_usec = ns % NSEC / 1000;
+}
+
+/* The time left rounded up (not 0 when armed), the interval to the µs. */
+static void arm_itimers(void)
+{
+	static const int which[2] = { ITIMER_VIRTUAL, ITIMER_PROF };
+	struct itimerval it;
+	int k;
+
+	for (k = 0; k < 2; k++) {
+		if (!cpu_itimers[2 * k])
+			continue;
+		ns_timeval(cpu_itimers[2 * k], &it.it_value, 999);
+		ns_timeval(cpu_itimers[2 * k + 1], &it.it_interval, 0);
+		if (setitimer(which[k], &it, NULL))
+			timers_fail(errno, "setitimer(%ld) of the image's %ld s", which[k],
+				    (long)it.it_value.tv_sec);
+	}
+}

@@ -25,7 +25,8 @@
  * e.g. the program's stdout becomes this one's even if it was a file). -A makes and hands
  * in no eventfd, timerfd, signalfd or epoll (see "anon-inode files"): the kernel then
  * refuses an image holding one. -T makes none of the image's POSIX timers, which each
- * process otherwise creates and arms before its RESTART (crfs-restart-timers.h): the
+ * process otherwise creates and arms before its RESTART (crfs-restart-timers.h), nor its
+ * ITIMER_VIRTUAL/ITIMER_PROF, which it otherwise arms likewise: the
  * kernel then refuses an image with one. On failure it prints one line on stderr and, with -r,
  * writes a 128-byte report on FD (errno, err_offset, err_type, stage[16], reason[96];
  * little-endian, as crfs/kernel.py reads it), then exits with status 1.
@@ -44,7 +45,9 @@
  * pids. All the processes wait at a barrier, set up and with their vdso moved, then call
  * RESTART together. They share FD: it reaches EOF once every process was restored. A
  * failure (its reason says "task N: ...") is reported, then kills every process of the
- * tree by pid (a table they share), restored processes included.
+ * tree by pid (a table they share), restored processes included. Each child is forked
+ * with its exit signal of the image (TASK.exit_signal, 0..64: a zombie's, or a live
+ * process's with a TASK_MISC record); the root's parent is not in the image: SIGCHLD.
  *
  * Sessions and process groups of the TREE (vsid, vpgid) are rebuilt: a session leader
  * calls setsid() and a group leader setpgid(0, 0) before forking its children; a process
@@ -81,6 +84,7 @@
 #include <sys/socket.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <pthread.h>
@@ -94,6 +98,8 @@
 #define HDR_TASK	102	/* CKPT_HDR_TASK */
 #define HDR_MM_CONTEXT	404	/* CKPT_HDR_MM_CONTEXT */
 #define MAX_TASKS	1024	/* CRFS_MAX_TASKS */
+#define HDR_TASK_MISC	8050	/* CRFS_HDR_TASK_MISC */
+#define HDR_TAIL	9001	/* CKPT_HDR_TAIL */
 #define EXIT_ZOMBIE_26	16	/* TASK.exit_state of a zombie (2.6 kernels' EXIT_ZOMBIE) */
 
 struct pids {			/* struct ckpt_pids */
@@ -133,6 +139,7 @@ static int parent_of[MAX_TASKS];	/* leaders: the index of their parent's leader 
 static __thread unsigned int task_index;	/* the task this thread restores */
 static char zombie[MAX_TASKS];		/* leaders that had exited: they exit again */
 static uint32_t exit_status[MAX_TASKS];	/* of zombies, as wait() gives it */
+static uint32_t exit_signal[MAX_TASKS];	/* of processes: the signal their parent gets */
 static pid_t child_pid[MAX_TASKS];	/* the processes this one forked */
 static pid_t *real_pid;			/* shared by the tree: each process's pid, by task */
 static pid_t outer_pgid;		/* the root's group before the restart */
@@ -268,29 +275,66 @@ static int parse_tree(int fd)
  * exit_state. Their wait status must be one an exit gives: a code, or a signal that
  * ends a process.
  */
-static void read_zombies(int fd)
+static void check_zombie(unsigned int task, const uint32_t *t, off_t pos)
 {
-	uint32_t hdr[2], t[3];	/* TASK: state, exit_state, exit_code */
-	off_t pos = 0;
-	int task = -1, sig;
+	int sig = t[2] & 0x7f;
 	char why[96];
 
-	while (task + 1 < nr_tasks && pread(fd, hdr, sizeof(hdr), pos) == sizeof(hdr) &&
-	       hdr[1] >= sizeof(hdr)) {
-		if (hdr[0] == HDR_TASK && pread(fd, t, sizeof(t), pos + 8) == sizeof(t) &&
-		    ++task > 0 && t[1] == EXIT_ZOMBIE_26 && leader_of[task] == task) {
-			sig = t[2] & 0x7f;
-			if ((sig && (t[2] & ~0xffU)) || (!sig && (t[2] & ~0xff00U)) ||
-			    sig == 0x7f) {
-				snprintf(why, sizeof(why), "zombie exit status %#x", t[2]);
-				nr_procs = 1;	/* not a group leader yet: kill nothing */
-				fail_task(task, "tree", EINVAL, why, pos, HDR_TASK);
-			}
-			zombie[task] = 1;
-			exit_status[task] = t[2];
+	if ((sig && (t[2] & ~0xffU)) || (!sig && (t[2] & ~0xff00U)) || sig == 0x7f) {
+		snprintf(why, sizeof(why), "zombie exit status %#x", t[2]);
+		nr_procs = 1;	/* not a group leader yet: kill nothing */
+		fail_task(task, "tree", EINVAL, why, pos, HDR_TASK);
+	}
+	zombie[task] = 1;
+	exit_status[task] = t[2];
+}
+
+/*
+ * The exit_signal of process @task (not the root, whose parent is not in the image): a
+ * zombie's, or a live one's when the image has its TASK_MISC (an image written before
+ * it, by crfs checkpoint, had 0 there: SIGCHLD then). 0..64, as clone3() takes it.
+ */
+static void check_exit_signal(unsigned int task, uint32_t sig, int misc, off_t pos)
+{
+	char why[96];
+
+	if (!task || leader_of[task] != (int)task || (!zombie[task] && !misc))
+		return;
+	if (sig > 64) {
+		snprintf(why, sizeof(why), "exit_signal %u", sig);
+		nr_procs = 1;
+		fail_task(task, "tree", EINVAL, why, pos, HDR_TASK);
+	}
+	exit_signal[task] = sig;
+}
+
+/* The records of each task: its zombie exit, its exit_signal. */
+static void read_zombies(int fd)
+{
+	uint32_t hdr[2], t[4];	/* TASK: state, exit_state, exit_code, exit_signal */
+	off_t pos = 0, task_pos = 0;
+	int task = -1, misc = 0;
+	int k;
+
+	for (k = 0; k < nr_tasks; k++)
+		exit_signal[k] = SIGCHLD;
+	while (pread(fd, hdr, sizeof(hdr), pos) == sizeof(hdr) && hdr[1] >= sizeof(hdr) &&
+	       hdr[0] != HDR_TAIL) {
+		if (hdr[0] == HDR_TASK_MISC)
+			misc = 1;
+		if (hdr[0] == HDR_TASK && task >= 0)
+			check_exit_signal(task, t[3], misc, task_pos);
+		if (hdr[0] == HDR_TASK && task + 1 < nr_tasks &&
+		    pread(fd, t, sizeof(t), pos + 8) == sizeof(t)) {
+			task_pos = pos;
+			misc = 0;
+			if (++task > 0 && t[1] == EXIT_ZOMBIE_26 && leader_of[task] == task)
+				check_zombie(task, t, pos);
 		}
 		pos += hdr[1];
 	}
+	if (task >= 0)
+		check_exit_signal(task, t[3], misc, task_pos);
 }
 
 /* The index of the process (thread group leader) of pid @vpid in the image, -1 if none */
@@ -389,31 +433,41 @@ static int pid_refused(long err)
 }
 
 /*
- * A child process (a fork) with pid @want, or -1 and errno. The raw clone3() leaves
+ * A child process (a fork) with pid @want (0: any) whose exit sends its parent @sig, or
+ * -1 and errno. The raw clone3() leaves
  * glibc's cached tid of the child stale: crfs-restart does not use it (no raise(), no
  * pthread_kill()).
  */
-static pid_t fork_with_pid(pid_t want)
+static pid_t fork_with_pid(pid_t want, uint32_t sig)
 {
 	struct clone3_args a = {
-		.exit_signal = SIGCHLD,
-		.set_tid = (uintptr_t)&want,
-		.set_tid_size = 1,
+		.exit_signal = sig,
+		.set_tid = want > 0 ? (uintptr_t)&want : 0,
+		.set_tid_size = want > 0,
 	};
 
 	return syscall(SYS_clone3, &a, sizeof(a));
 }
 
-/* fork(), the child getting pid @want when the kernel lets us; otherwise a new pid. */
-static pid_t fork_as(pid_t want)
+/* fork() without the image's pid: a raw clone3() only for an exit signal not SIGCHLD */
+static pid_t fork_sig(uint32_t sig)
+{
+	return sig == SIGCHLD ? fork() : fork_with_pid(0, sig);
+}
+
+/*
+ * fork() with exit signal @sig, the child getting pid @want when the kernel lets us;
+ * otherwise a new pid.
+ */
+static pid_t fork_as(pid_t want, uint32_t sig)
 {
 	pid_t pid;
 
 	if (!image_pids || want <= 0)
-		return fork();
-	pid = fork_with_pid(want);
+		return fork_sig(sig);
+	pid = fork_with_pid(want, sig);
 	if (pid < 0 && pid_refused(-errno))
-		return fork();
+		return fork_sig(sig);
 	return pid;
 }
 
@@ -542,7 +596,7 @@ static void root_with_image_pid(int dev, int image)
 	if (lazy && socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock))
 		fail("lazy", errno, "socketpair", UINT64_MAX, 0);
 	if (with_pid)
-		pid = fork_with_pid(want);
+		pid = fork_with_pid(want, SIGCHLD);
 	if (pid < 0 && lazy)
 		pid = fork();	/* --lazy needs a server: the program gets a new pid */
 	if (pid < 0) {
@@ -609,7 +663,8 @@ static void wait_zombies(void)
 
 	for (k = task_index + 1; k < nr_tasks; k++)
 		while (zombie[k] && parent_of[k] == (int)task_index &&
-		       waitid(P_PID, child_pid[k], &info, WEXITED | WNOWAIT) && errno == EINTR)
+		       waitid(P_PID, child_pid[k], &info, WEXITED | WNOWAIT | __WALL) &&
+		       errno == EINTR)
 			;
 }
 
@@ -627,7 +682,7 @@ again:
 	for (k = task_index + 1; k < (unsigned int)nr_tasks; k++) {
 		if (leader_of[k] != (int)k || parent_of[k] != (int)task_index)
 			continue;
-		pid = fork_as(pids[k].vpid);
+		pid = fork_as(pids[k].vpid, exit_signal[k]);
 		if (pid < 0)
 			fail("fork", errno, "cannot fork a task of the tree", UINT64_MAX, 0);
 		child_pid[k] = pid;
@@ -1533,8 +1588,10 @@ static void restart_image(int dev, int fd)
 		barrier(ready, go);
 	join_group();
 	read_posix_timers(fd);
+	read_itimers(fd);
 	start_threads(dev, fd);
 	make_posix_timers();
+	arm_itimers();
 	restart(&self);
 }
 

@@ -1168,13 +1168,12 @@ static int write_pending(struct crfs_ckpt *ck, bool shared)
 	return ret || !n ? ret : write_raw(ck, n);
 }
 
-/* The rlimits and ITIMER_REAL; ITIMER_VIRTUAL/PROF, which RESTART cannot re-arm, refused. */
+/* The rlimits, ITIMER_REAL, and ITIMER_VIRTUAL/PROF (crfs_task_misc.c). */
 static int fill_signal(struct crfs_ckpt *ck, struct ckpt_hdr_signal *h)
 {
 	struct signal_struct *sig = ck->task->signal;
 	struct sighand_struct *sighand;
 	unsigned long flags;
-	bool cpu_timers;
 	s64 left;
 	int i;
 
@@ -1192,12 +1191,8 @@ static int fill_signal(struct crfs_ckpt *ck, struct ckpt_hdr_signal *h)
 		h->it_real_value = left > 0 ? left : NSEC_PER_USEC;
 	}
 	h->it_real_incr = ktime_to_ns(sig->it_real_incr);
-	cpu_timers = sig->it[0].expires || sig->it[1].expires;
+	crfs_itimers_fill(sig, h);
 	spin_unlock_irqrestore(&sighand->siglock, flags);
-	if (cpu_timers)
-		return ck_fail(ck, -EOPNOTSUPP,
-			       "pid %d: ITIMER_VIRTUAL and ITIMER_PROF are not checkpointed",
-			       ck->vpid);
 	return 0;
 }
 

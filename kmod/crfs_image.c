@@ -68,6 +68,7 @@ static const struct crfs_rec_size crfs_rec_sizes[] = {
 	EXACT(CRFS_HDR_FILE_ID, crfs_hdr_file_id),
 	EXACT(CRFS_HDR_OOM_SCORE_ADJ, crfs_hdr_oom_score_adj),
 	EXACT(CRFS_HDR_RSEQ, crfs_hdr_rseq),
+	EXACT(CRFS_HDR_TASK_MISC, crfs_hdr_task_misc),
 	EXACT(CRFS_HDR_SECCOMP, crfs_hdr_seccomp),
 	EXACT(CRFS_HDR_POSIX_TIMER, crfs_hdr_posix_timer),
 	AT_LEAST(CRFS_HDR_SIGINFO_RAW, crfs_hdr_siginfo_raw),

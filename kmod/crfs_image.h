@@ -62,6 +62,7 @@ enum {
 	CRFS_HDR_DELETED_STAT = 8023,	/* after a DELETED file's BUFFER */
 	CRFS_HDR_SECCOMP = 8041,	/* per live task, after its RSEQ */
 	CRFS_HDR_POSIX_TIMER = 8024,	/* per process, one a timer (crfs_timers.c) */
+	CRFS_HDR_TASK_MISC = 8050,	/* per live task, after its SECCOMP */
 	CKPT_HDR_TAIL = 9001,
 	CKPT_HDR_ERROR = 9999,
 };
@@ -672,6 +673,23 @@ struct crfs_hdr_sigaltstack {
 struct crfs_hdr_oom_score_adj {
 	struct ckpt_hdr h;
 	__s32 oom_score_adj;		/* OOM_SCORE_ADJ_MIN .. OOM_SCORE_ADJ_MAX */
+	__u8 __padding[4];
+};
+
+/*
+ * crfs extension: the task's personality and scheduling, and its process's prctl flags
+ * (CRFS_TASK_*); optional: without it none of them is restored.
+ */
+#define CRFS_TASK_THP_DISABLE		0x1	/* MMF_DISABLE_THP of its mm */
+#define CRFS_TASK_CHILD_SUBREAPER	0x2	/* signal->is_child_subreaper */
+#define CRFS_TASK_FLAGS		(CRFS_TASK_THP_DISABLE | CRFS_TASK_CHILD_SUBREAPER)
+struct crfs_hdr_task_misc {
+	struct ckpt_hdr h;
+	__u32 personality;
+	__u32 flags;			/* CRFS_TASK_* */
+	__u32 policy;			/* SCHED_NORMAL, FIFO, RR, BATCH, IDLE */
+	__u32 rt_priority;		/* 1..99 for FIFO and RR, else 0 */
+	__s32 nice;			/* MIN_NICE..MAX_NICE */
 	__u8 __padding[4];
 };
 

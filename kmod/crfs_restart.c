@@ -969,6 +969,7 @@ static int load_task_record(struct crfs_ctx *ctx, struct crfs_task *task,
 	case CRFS_HDR_OOM_SCORE_ADJ:
 	case CRFS_HDR_RSEQ:
 	case CRFS_HDR_SECCOMP:
+	case CRFS_HDR_TASK_MISC:
 		return crfs_ts_load_record(ctx->img, task, rec);
 	case CRFS_HDR_POSIX_TIMER:
 		return crfs_timers_load_record(ctx->img, task, rec);

@@ -13,9 +13,10 @@
  *   SIGNAL_TASK  a blocked mask without SIGKILL/SIGSTOP;
  *   SIGALTSTACK  SS_DISABLE, or a stack of at least MINSIGSTKSZ bytes in user space.
  * prepare (the caller intact, an errno and a reason): rlimits bounded by the caller's hard
- *   limits unless it has CAP_SYS_RESOURCE; RLIMIT_CPU, ITIMER_VIRTUAL/PROF and POSIX
- *   timer signals, which the module cannot re-arm with Debian 6.1's exported symbols,
- *   refused when the image has them; cwd and root (crfs_fs.c).
+ *   limits unless it has CAP_SYS_RESOURCE; RLIMIT_CPU and POSIX timer signals, which the
+ *   module cannot re-arm with Debian 6.1's exported symbols, refused when the image has
+ *   them; ITIMER_VIRTUAL/PROF armed by the caller as the image's (crfs_task_misc.c);
+ *   cwd and root (crfs_fs.c).
  * act (after the point of no return, nothing fails): the process's leader sets the
  *   handlers, rlimits, fs_struct and ITIMER_REAL and drops the caller's pending signals;
  *   every thread its blocked mask, altstack and pdeath_signal, then queues its private
@@ -471,12 +472,13 @@ static int check_timer_signals(struct crfs_sig_restore *sr,
 static int prepare_signal(struct crfs_sig_restore *sr, const struct crfs_signal *s)
 {
 	const struct ckpt_hdr_signal *h = &s->h;
+	const char *itimer = crfs_itimers_check(h);
 	int ret;
 
-	if (h->it_virt_value || h->it_virt_incr || h->it_prof_value ||
-	    h->it_prof_incr)
+	if (itimer)
 		return crfs_sig_refuse(sr, -EOPNOTSUPP,
-				       "ITIMER_VIRTUAL and ITIMER_PROF are not restored");
+				       "%s: the caller's is not armed as the image's (crfs-restart arms it)",
+				       itimer);
 	if (h->tty_objref)
 		return crfs_sig_refuse(sr, -EOPNOTSUPP, "a controlling tty is not restored");
 	ret = check_timer_signals(sr, s->shared);

@@ -7,6 +7,7 @@
  *   RSEQ           once a task; none (rseq 0), or a struct rseq of its size in user
  *                  space, aligned as rseq(2) requires.
  *   SECCOMP        once a task; SECCOMP_MODE_STRICT only (a filter is not restored).
+ *   TASK_MISC      once a task: personality, sched, THP, subreaper (crfs_task_misc.c).
  * prepare (the caller intact, an errno and a reason): an oom_score_adj below the
  *   caller's oom_score_adj_min needs CAP_SYS_RESOURCE, as for /proc/PID/oom_score_adj;
  *   strict mode needs a caller in no seccomp mode (a filter of its own would be lost).
@@ -40,7 +41,7 @@
 bool crfs_ts_record(u32 type)
 {
 	return type == CRFS_HDR_OOM_SCORE_ADJ || type == CRFS_HDR_RSEQ ||
-	       type == CRFS_HDR_SECCOMP;
+	       type == CRFS_HDR_SECCOMP || type == CRFS_HDR_TASK_MISC;
 }
 
 static int load_seccomp(struct crfs_image *img, struct crfs_task *task,
@@ -64,6 +65,8 @@ static unsigned int ts_bit(u32 type)
 {
 	if (type == CRFS_HDR_RSEQ)
 		return CRFS_TS_RSEQ;
+	if (type == CRFS_HDR_TASK_MISC)
+		return CRFS_TS_MISC;
 	return type == CRFS_HDR_SECCOMP ? CRFS_TS_SECCOMP : CRFS_TS_OOM;
 }
 
@@ -116,6 +119,8 @@ int crfs_ts_load_record(struct crfs_image *img, struct crfs_task *task,
 		return load_rseq(img, task, rec);
 	if (bit == CRFS_TS_SECCOMP)
 		return load_seccomp(img, task, rec);
+	if (bit == CRFS_TS_MISC)
+		return crfs_tm_load(img, task, rec);
 	return load_oom(img, task, rec);
 }
 
@@ -135,7 +140,10 @@ static int caller_seccomp(void)
 int crfs_ts_prepare(const struct crfs_task *task, bool process, char *err_msg)
 {
 	s32 min = READ_ONCE(current->signal->oom_score_adj_min);
+	int ret = crfs_tm_prepare(task, err_msg);
 
+	if (ret)
+		return ret;
 	if (task->ts.seccomp && caller_seccomp()) {
 		scnprintf(err_msg, CRFS_ERRMSG_LEN,
 			  "seccomp strict mode: the caller is in seccomp mode %d itself",
@@ -165,6 +173,7 @@ void crfs_ts_act_process(const struct crfs_task *task)
 /* After restore_task_fields() dropped the caller's registration. */
 void crfs_ts_act_thread(const struct crfs_task *task)
 {
+	crfs_tm_act_thread(task);
 #ifdef CONFIG_RSEQ
 	const struct crfs_hdr_rseq *h = &task->ts.rseq;
 
@@ -198,6 +207,7 @@ void crfs_ts_act_last(const struct crfs_plan *plan, u32 index)
 	s32 tgid = plan->tasks[index].pids.vtgid;
 	u32 i;
 
+	crfs_tm_act_last(plan, index);
 	for (i = 0; i < plan->nr_tasks; i++) {
 		if (plan->tasks[i].pids.vtgid != tgid || plan->tasks[i].h.exit_state ||
 		    !(plan->tasks[i].h.state & CKPT_TASK_STOPPED))
@@ -249,7 +259,9 @@ int crfs_ts_checkpoint(struct crfs_ckpt *ck, struct task_struct *t, bool new_gro
 		ret = crfs_ck_record(ck, CRFS_HDR_RSEQ, &rseq, sizeof(rseq));
 	}
 #endif
-	return ret ? ret : ckpt_seccomp(ck, t);
+	if (!ret)
+		ret = ckpt_seccomp(ck, t);
+	return ret ? ret : crfs_tm_checkpoint(ck, t);
 }
 
 /*

@@ -1558,6 +1558,9 @@ STEPS = (
     # /proc/PID/exe, a memfd opened twice across processes (tests/guest_exe.py)
     ("exe_memfd", lambda m: __import__("guest_exe").step(m), lambda m, s: (m["restore"],),
      "t_exe_memfd"),
+    # personality, THP, subreaper, nice and policy, exit_signal (tests/guest_taskattr.py)
+    ("taskattr", lambda m: __import__("guest_taskattr").step(m), lambda m, s: (m,),
+     "t_taskattr"),
     # CRIU's zdtm programs (tests/guest_zdtm.py); results also go to a file as they come
     ("zdtm", guest_zdtm.step, lambda m, s: (m,), "t_zdtm"),
     # lazy restart: pages through userfaultfd from crfs-restart --lazy (tests/guest_lazy.py)

@@ -203,6 +203,42 @@ def test_oom_score_adj_rseq_zombies_and_stopped_child(build_c, mount):
             os.kill(st, signal.SIGKILL)
 
 
+def test_personality_thp_subreaper_sched_and_exit_signal(build_c, mount):
+    """tests/c/taskattr_target.c (personality READ_IMPLIES_EXEC|ADDR_COMPAT_LAYOUT, THP
+    disabled, a child subreaper, nice 7 SCHED_BATCH, a child cloned with exit signal
+    SIGUSR1 and its grandchild), `crfs checkpoint --tree`: the mount shows what /proc
+    shows of each."""
+    with Program(build_c("taskattr_target", 64)) as program:
+        child, grandchild = program.ready["child"], program.ready["grandchild"]
+        try:
+            checkpoint(program.pid, mount.store / "attr.ckpt", tree=True, after="detach",
+                       via="ptrace")
+            compare_task_attributes(mount, ((program.pid, 17, 1), (child, 10, 0),
+                                            (grandchild, 17, 0)))
+        finally:
+            for pid in (child, grandchild):
+                os.kill(pid, signal.SIGKILL)
+
+
+def compare_task_attributes(mount, tasks):
+    """Each of `tasks` (pid, exit_signal, subreaper) in the mount against its /proc."""
+    for pid, exit_signal, subreaper in tasks:
+        task = task_dir(mount, "attr.ckpt", pid)
+        proc = f"/proc/{pid}"
+        assert (task / "personality").read_text() == open(f"{proc}/personality").read()
+        assert (task / "personality").read_text() == "00600000\n"
+        thp = status_map(open(f"{proc}/status").read())["THP_enabled"]
+        assert status_map((task / "status").read_text())["THP_enabled"] == thp
+        assert thp.strip() == "0"
+        stat = open(f"{proc}/stat").read().rsplit(")", 1)[1].split()
+        sched = dict(line.split("\t") for line in (task / "sched").read_text().splitlines())
+        assert sched == {"policy": stat[41 - 3], "rt_priority": stat[40 - 3],
+                         "nice": stat[19 - 3], "exit_signal": stat[38 - 3],
+                         "child_subreaper": str(subreaper)}
+        assert (sched["policy"], sched["nice"], sched["exit_signal"]) \
+            == ("3", "7", str(exit_signal))
+
+
 # ----------------------------------------------------------------------------- process state
 
 STATE_LINES = ("Umask", "Uid", "Gid", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt",

@@ -19,6 +19,7 @@ from crfs.model.ckpt import dump, load
 from crfs.model import page_copy
 from crfs.model.ckpt_load import TASK_FIELDS
 from crfs.model.image import (RLIM_INFINITY, AltStack, Pending, PosixTimer, Rseq, SigInfo,
+                              TaskMisc,
                               get_field)
 from digests import fnv1a64
 
@@ -33,7 +34,8 @@ STATE_RECORDS = {"CKPT_HDR_USER_NS", "CKPT_HDR_CRED", "CKPT_HDR_USER", "CKPT_HDR
                  "CKPT_HDR_TASK_CREDS", "CKPT_HDR_FS", "CKPT_HDR_SIGHAND", "CKPT_HDR_SIGNAL",
                  "CKPT_HDR_SIGNAL_TASK", "CKPT_HDR_SIGPENDING", "CRFS_HDR_SIGALTSTACK",
                  "CRFS_HDR_FS_EXT", "CRFS_HDR_OOM_SCORE_ADJ", "CRFS_HDR_RSEQ",
-                 "CRFS_HDR_SIGINFO_RAW", "CRFS_HDR_SECCOMP", "CRFS_HDR_POSIX_TIMER"}
+                 "CRFS_HDR_SIGINFO_RAW", "CRFS_HDR_SECCOMP", "CRFS_HDR_POSIX_TIMER",
+                 "CRFS_HDR_TASK_MISC"}
 # Records of open files: tests/c/ckpt_files_golden.c.
 FILE_RECORDS = {"CKPT_HDR_FILE_TABLE", "CKPT_HDR_FILE_DESC", "CKPT_HDR_PIPE_BUF",
                 "CKPT_HDR_EPOLL_ITEMS", "CRFS_HDR_DELETED_STAT", "CRFS_HDR_FILE_OWNER"}
@@ -548,6 +550,7 @@ def test_state_golden_values(state_golden):
         assert task.rseq == (Rseq(*want["rseq"]) if want["rseq"] else None)
         assert task.seccomp == want["seccomp"]
         assert ("Seccomp:\t1\n" in render.status(task)) == (want["seccomp"] == 1)
+        assert task.misc == (TaskMisc(*want["misc"]) if want["misc"] else None)
         if want["posix_timers"]:
             assert group.posix_timers == [PosixTimer(**t) for t in want["posix_timers"]]
         assert [task.native.fs_objref, task.native.sighand_objref,
@@ -582,6 +585,7 @@ def test_extensions_set_the_crfs_uflag(state_golden):
         task.signals.group.oom_score_adj = 0
         task.rseq = None
         task.seccomp = 0
+        task.misc = None
         task.signals.group.posix_timers = []
         for info in task.signals.pending.queue:
             info.raw = None
@@ -589,7 +593,7 @@ def test_extensions_set_the_crfs_uflag(state_golden):
     names = {i.name for i in record_list(written)}
     assert not names & {"CRFS_HDR_SIGALTSTACK", "CRFS_HDR_FS_EXT", "CRFS_HDR_OOM_SCORE_ADJ",
                         "CRFS_HDR_RSEQ", "CRFS_HDR_SIGINFO_RAW", "CRFS_HDR_SECCOMP",
-                        "CRFS_HDR_POSIX_TIMER"}
+                        "CRFS_HDR_POSIX_TIMER", "CRFS_HDR_TASK_MISC"}
     assert load_bytes(written).header["uflags"] & fmt.CRFS_UFLAG_EXT == 0
 
 
@@ -642,6 +646,21 @@ def test_a_missing_signal_record_is_an_error(state_golden):
     data, _ = state_golden
     with pytest.raises(FormatError, match="expected CKPT_HDR_SIGPENDING|unexpected here"):
         load_bytes(without(data, "CKPT_HDR_SIGNAL"))
+
+
+def test_task_misc_golden_bytes_short_record_and_older_images(state_golden):
+    """CRFS_HDR_TASK_MISC: its bytes as C wrote them, a short one refused with its name,
+    and an image without it (an older writer's) loads with nothing of it."""
+    data, _ = state_golden
+    info = first_record(data, "CRFS_HDR_TASK_MISC")
+    raw = data[info.offset:info.offset + info.length]
+    assert raw == struct.pack("<IIIIIIi4x", 8050, 32, 0x440000, 3, 3, 0, 7)
+    assert info.note == "personality 0x00440000 flags 0x3 policy 3 rt_priority 0 nice 7"
+    short = patched(data, info.offset + 4, "<I", 24)
+    with pytest.raises(FormatError, match="CRFS_HDR_TASK_MISC"):
+        load_bytes(short[:info.offset + 24] + short[info.offset + 32:])
+    older = load_bytes(without(data, "CRFS_HDR_TASK_MISC"))
+    assert [t.misc for t in older.tasks] == [None] * 3
 
 
 # --------------------------------------------------------------------------- open files

@@ -391,6 +391,7 @@ def prepare_guest(work, build_c, tmp_path_factory):
         "anonfd_target": str(build_c("anonfd_target", 64)),
         "pipes_target": str(build_c("pipes_target", 64)),
         "state_target": str(build_c("state_target", 64)),
+        "taskattr_target": str(build_c("taskattr_target", 64)),
         "deleted_target": str(build_c("deleted_target", 64)),
         "exe_memfd_target": str(build_c("exe_memfd_target", 64)),
         "unix_target": str(build_c("unix_target", 64)),
@@ -1935,6 +1936,111 @@ def test_oom_score_adj_below_the_callers_needs_cap_sys_resource(guest):
 
 def test_task_state_step_leaves_nothing_running(guest):
     assert _task_state(guest)["left"] == []
+
+
+# --------------------------------------------------------------------------- task attributes
+# Step taskattr (tests/guest_taskattr.py): personality, THP disable, child subreaper, nice
+# and policy (CRFS_HDR_TASK_MISC, kmod/crfs_task_misc.c) and a child's exit signal
+# (kmod/crfs-restart.c), captured by both checkpointers and restored.
+
+PERSONA = 0x600000      # READ_IMPLIES_EXEC | ADDR_COMPAT_LAYOUT, without ADDR_NO_RANDOMIZE
+# what the restored program sees of itself and its child, then of the child's end
+ATTR_LINES = ["attr persona=600000 thp_disable=1 subreaper=1 nice=7 policy=3 rtprio=0 "
+              "child_exit_signal=10 plain_wait=ECHILD", "term usr1=1 adopted=1"]
+ATTR_PROC = {"personality": "00600000", "thp_enabled": "0", "nice": "7",
+             "rt_priority": "0", "policy": "3"}
+
+
+def _taskattr(guest):
+    return _report(guest)["steps"]["taskattr"]
+
+
+@pytest.mark.parametrize("way", ["ptrace", "kernel"])
+def test_task_attributes_are_captured_and_restored(guest, way):
+    """tests/c/taskattr_target.c checkpointed by `crfs checkpoint --via WAY --tree --kill`:
+    a TASK_MISC per process (the child inherited all but the subreaper), the child's TASK
+    exit_signal SIGUSR1; restarted by root, the program itself and /proc see its
+    personality (not crfs-restart's ADDR_NO_RANDOMIZE), THP disabled, subreaper, nice 7
+    SCHED_BATCH, and a child that only __WCLONE waits for, whose end sends SIGUSR1 and
+    whose orphan (the grandchild) it adopts: the restored child has has_child_subreaper."""
+    result = _taskattr(guest)[way]
+    assert result["checkpoint"]["rc"] == 0, result
+    image = result["checkpoint"]["image"]
+    assert image["misc"] == [[PERSONA, 3, 3, 0, 7]] + [[PERSONA, 1, 3, 0, 7]] * 2, image
+    assert image["exit_signals"] == [17, 10, 17], image
+    (virt, virt_incr, prof, prof_incr), *children_itimers = image["itimers"]
+    assert (virt_incr, prof_incr) == (500 * 10**9, 700 * 10**9), image
+    assert 990 * 10**9 < virt <= 1001 * 10**9 and 1990 * 10**9 < prof <= 2001 * 10**9
+    assert children_itimers == [[0] * 4] * 2, image     # fork(2) does not pass them on
+    restored = result["restart"]
+    assert restored["errno"] == "restored", restored
+    assert restored["proc"] == {"parent": {**ATTR_PROC, "exit_signal": "17"},
+                                "child": {**ATTR_PROC, "exit_signal": "10"}}, restored
+    itimers, *lines = restored["lines"]
+    assert lines == ATTR_LINES and restored["rc"] == 0, restored
+    assert_itimers(itimers)
+
+
+def assert_itimers(line):
+    """ITIMER_VIRTUAL 1000 s / 500 s and ITIMER_PROF 2000 s / 700 s, as armed (ms): the
+    time left is less by the CPU time spent since (and a tick's rounding more)."""
+    values = dict(item.split("=") for item in line.split()[1:])
+    virt, virt_incr = map(int, values["virt"].split("/"))
+    prof, prof_incr = map(int, values["prof"].split("/"))
+    assert (virt_incr, prof_incr) == (500_000, 700_000), line
+    assert 990_000 < virt <= 1_000_100 and 1_990_000 < prof <= 2_000_100, line
+
+
+@pytest.mark.parametrize("label, message", [
+    ("low_nice", r"task 0: nice -5 below the caller's 0 needs CAP_SYS_NICE or RLIMIT_NICE"),
+    ("fifo", r"task 0: policy 1 needs CAP_SYS_NICE or RLIMIT_RTPRIO"),
+])
+def test_more_priority_than_the_restarter_may_is_refused(guest, label, message):
+    """A lower nice or SCHED_FIFO in the image, restarted by nobody: EPERM and why, as
+    setpriority(2) / sched_setscheduler(2) would refuse it nobody."""
+    refused = _taskattr(guest)["cases"][label]
+    assert refused["errno"] == "EPERM", refused
+    assert re.fullmatch(message, refused["msg"]), refused
+
+
+def test_sched_fifo_is_restored_for_root(guest):
+    restored = _taskattr(guest)["cases"]["fifo_by_root"]
+    assert restored["errno"] == "restored", restored
+    assert restored["proc"]["parent"]["policy"] == "1", restored
+    assert restored["proc"]["parent"]["rt_priority"] == "10", restored
+    assert restored["lines"][1:] == [ATTR_LINES[0].replace("policy=3 rtprio=0",
+                                                           "policy=1 rtprio=10"),
+                                     ATTR_LINES[1]], restored
+
+
+@pytest.mark.parametrize("label, rtype, message", [
+    ("policy_4", 8050, r"task \d: unknown policy: policy 4 rt_priority 0"),
+    ("deadline", 8050, r"task \d: SCHED_DEADLINE is not restored: policy 6 rt_priority 0"),
+    ("nice_20", 8050, r"task \d: nice 20 out of \[-20, 19\]"),
+    ("batch_rt_priority", 8050, r"task \d: bad rt_priority: policy 3 rt_priority 5"),
+    ("flags", 8050, r"task \d: flags 0x4"),
+    ("exit_signal_99", 102, r"task 1: exit_signal 99"),
+])
+def test_malformed_task_attributes_are_refused(guest, label, rtype, message):
+    """One field of the ptrace image made wrong: EINVAL with the record type and why (each
+    process of the tree reads every task's records: either may report it)."""
+    refused = _taskattr(guest)["cases"][label]
+    assert refused["errno"] == "EINVAL" and refused["type"] == rtype, refused
+    assert re.fullmatch(message, refused["msg"]), refused
+
+
+def test_itimers_not_armed_by_the_restarter_are_refused(guest):
+    """crfs-restart -T arms no timer: RESTART finds the caller's ITIMER_VIRTUAL not armed
+    as the image's and refuses it (the module cannot arm it itself)."""
+    refused = _taskattr(guest)["cases"]["no_itimers"]
+    assert refused["errno"] == "EOPNOTSUPP", refused
+    assert refused["msg"] == ("task 0: ITIMER_VIRTUAL: the caller's is not armed as the "
+                              "image's (crfs-restart arms it)"), refused
+
+
+def test_taskattr_step_leaves_nothing_running_and_a_clean_kernel(guest):
+    result = _taskattr(guest)
+    assert result["left"] == [] and result["dmesg_problems"] == [], result
 
 
 # --------------------------------------------------------------------------- file owners

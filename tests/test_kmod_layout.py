@@ -66,6 +66,7 @@ STRUCTS = {
     "crfs_hdr_oom_score_adj": fmt.crfs_hdr_oom_score_adj,
     "crfs_hdr_rseq": fmt.crfs_hdr_rseq,
     "crfs_hdr_seccomp": fmt.crfs_hdr_seccomp,
+    "crfs_hdr_task_misc": fmt.crfs_hdr_task_misc,
     "crfs_hdr_posix_timer": fmt.crfs_hdr_posix_timer,
     "crfs_hdr_file_deleted": fmt.crfs_hdr_file_deleted,
     "crfs_hdr_file_unix": fmt.crfs_hdr_file_unix,

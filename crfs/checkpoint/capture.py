@@ -18,7 +18,8 @@ from crfs.errors import Unsupported
 from crfs.formats.common import kernel_text
 from crfs.formats.source import MemorySource
 from crfs.formats.x86 import PAGE_SIZE, USER32_CS_X86_64, VmFlags
-from crfs.model.image import EXIT_ZOMBIE, Exit, Futex, Image, Mm, Rseq, ShmSegment, Task, Vma
+from crfs.model.image import (EXIT_ZOMBIE, Exit, Futex, Image, Mm, Rseq, ShmSegment, Task,
+                              TaskMisc, Vma)
 from crfs.model.registers import Registers
 
 ARCH = "x86_64"
@@ -79,7 +80,10 @@ def capture_process(pid, tids, freezer, segments, on_read, open_files, handlers=
     fs = signals.fs_struct(pid, procfs.status_fields(f"/proc/{pid}/status"))
     table = files.capture(pid, open_files)
     fown.capture(pid, leader_regs, table, injector, open_files.owners_asked)
+    leader = next((t for t in tasks if t.pid == pid), None)
     for task in tasks:
+        if leader is not None:    # the process's: its leader's answer
+            task.misc.child_subreaper = leader.misc.child_subreaper
         task.fs = fs          # threads share their process's (CLONE_FS, as pthreads do)
         task.files = table    # and its file table (CLONE_FILES)
     signals.capture(pid, tasks, injector, freezer, handlers)
@@ -114,7 +118,20 @@ def capture_thread(pid, tid, state, mm, session, injector):
     addr, size, sig = ptrace.get_rseq_config(tid)
     task.rseq = Rseq(addr=addr, length=size, sig=sig) if addr else None
     task.seccomp = int(status.get("Seccomp", "0"))
+    task.misc = _misc(pid, tid, status)
+    if tid == pid:
+        task.exit.signal = int(procfs.stat_fields(pid)[38])
+        task.misc.child_subreaper = injector.child_subreaper(tid, regs)
     return task
+
+
+def _misc(pid, tid, status):
+    """Its personality and scheduling (/proc/PID/task/TID/personality and stat: nice 19,
+    rt_priority 40, policy 41) and its mm's THP disable (status THP_enabled: 0)."""
+    stat = procfs.stat_fields(f"{pid}/task/{tid}")
+    persona = int(procfs.read_text(f"/proc/{pid}/task/{tid}/personality"), 16)
+    return TaskMisc(personality=persona, policy=int(stat[41]), rt_priority=int(stat[40]),
+                    nice=int(stat[19]), thp_disable=status.get("THP_enabled") == "0")
 
 
 def _futex(tid, regs, injector):

@@ -59,6 +59,7 @@ from crfs.formats.x86 import USER_CS, VmFlags
 SYS_PRCTL = 157
 PR_GET_PDEATHSIG = 2
 PR_GET_TID_ADDRESS = 40
+PR_GET_CHILD_SUBREAPER = 37
 SYSCALL_INSN = b"\x0f\x05"
 SYSCALL_INSN_SIZE = 2
 SCRATCH_BELOW_RSP = 256      # beyond the 128-byte red zone of the x86_64 ABI
@@ -90,6 +91,13 @@ class Injector:
         it cannot be asked safely, as clear_child_tid)."""
         out = self.call(tid, regs, SYS_PRCTL, lambda scratch: (PR_GET_PDEATHSIG, scratch))
         return int.from_bytes(out[:4], "little") if out else 0
+
+    def child_subreaper(self, tid, regs):
+        """Whether the thread's process is a child subreaper, prctl(PR_GET_CHILD_SUBREAPER)
+        as CRIU asks it (no /proc file shows it); False when it cannot be asked safely."""
+        out = self.call(tid, regs, SYS_PRCTL,
+                        lambda scratch: (PR_GET_CHILD_SUBREAPER, scratch))
+        return bool(int.from_bytes(out[:4], "little")) if out else False
 
     def call(self, tid, regs, number, arguments, size=WORD):
         """The `size` bytes (a multiple of 8) the thread's syscall `number` wrote into a

@@ -87,6 +87,7 @@ CKPT_HDR = IntEnum("CKPT_HDR", {
     "CRFS_HDR_DELETED_STAT": 8023,    # after a CRFS_FILE_DELETED's BUFFER
     "CRFS_HDR_SECCOMP": 8041,         # per live task, after its RSEQ: seccomp strict mode
     "CRFS_HDR_POSIX_TIMER": 8024,     # per process, one a timer, after its first task's RSEQ
+    "CRFS_HDR_TASK_MISC": 8050,       # per live task, after its SECCOMP: personality, sched
     "CKPT_HDR_TAIL": 9001,
     "CKPT_HDR_ERROR": 9999,
 })
@@ -618,6 +619,22 @@ crfs_hdr_seccomp = Struct(
     "_padding" / Pad(4),
 )
 
+# crfs extension: per live task, after its [SECCOMP]: its personality, scheduling policy
+# and nice, and of its process the prctl flags below (PR_SET_THP_DISABLE: MMF_DISABLE_THP
+# of the mm; PR_SET_CHILD_SUBREAPER). Optional: an image without it restores none of them.
+CRFS_TASK_THP_DISABLE = 0x1
+CRFS_TASK_CHILD_SUBREAPER = 0x2
+CRFS_TASK_FLAGS = CRFS_TASK_THP_DISABLE | CRFS_TASK_CHILD_SUBREAPER
+crfs_hdr_task_misc = Struct(
+    "h" / ckpt_hdr,
+    "personality" / Int32ul,      # /proc/PID/personality
+    "flags" / Int32ul,            # CRFS_TASK_*
+    "policy" / Int32ul,           # SCHED_NORMAL 0, FIFO 1, RR 2, BATCH 3, IDLE 5
+    "rt_priority" / Int32ul,      # 1..99 for FIFO and RR, else 0
+    "nice" / Int32sl,             # -20..19
+    "_padding" / Pad(4),
+)
+
 # crfs extension: the task's rseq(2) registration (written when it has one)
 crfs_hdr_rseq = Struct(
     "h" / ckpt_hdr,
@@ -685,6 +702,7 @@ FIXED = {
     "CRFS_HDR_RSEQ": crfs_hdr_rseq,
     "CRFS_HDR_SECCOMP": crfs_hdr_seccomp,
     "CRFS_HDR_POSIX_TIMER": crfs_hdr_posix_timer,
+    "CRFS_HDR_TASK_MISC": crfs_hdr_task_misc,
 }
 AT_LEAST = {"CKPT_HDR_FILE": ckpt_hdr_file, "CKPT_HDR_LSM_INFO": ckpt_hdr_lsm}
 # Records of a header, a count and count items: (struct, count field, header size, item size).
@@ -844,6 +862,9 @@ _NOTES = {
     "CRFS_HDR_FILE_ID": lambda h: f"dev {dev_text(h.dev)} ino {h.ino} size {h.size}",
     "CRFS_HDR_OOM_SCORE_ADJ": lambda h: f"oom_score_adj {h.oom_score_adj}",
     "CRFS_HDR_SECCOMP": lambda h: f"mode {h.mode}",
+    "CRFS_HDR_TASK_MISC": lambda h: (f"personality {h.personality:#010x} flags {h.flags:#x}"
+                                     f" policy {h.policy} rt_priority {h.rt_priority}"
+                                     f" nice {h.nice}"),
     "CRFS_HDR_RSEQ": lambda h: f"rseq {h.rseq:#x} len {h.rseq_len} sig {h.rseq_sig:#x}",
     "CRFS_HDR_POSIX_TIMER": lambda h: (f"id {h.it_id} clock {h.clockid} signo {h.signo}"
                                        f" value_ns {h.value_ns} interval_ns {h.interval_ns}"),

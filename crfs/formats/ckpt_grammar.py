@@ -6,7 +6,8 @@
     TASK_PART ::= ... | TASK_CREDS | TASK_OBJS [SIGNAL_PART] | CRFS_SIGALTSTACK
     SIGNAL_PART ::= [SIGNAL SIGPENDING{shared}]  if TASK_OBJS.signal_objref is new
                     SIGPENDING{private} SIGNAL_TASK [CRFS_SIGALTSTACK]
-                    [CRFS_OOM_SCORE_ADJ] [CRFS_RSEQ] [CRFS_SECCOMP] CRFS_POSIX_TIMER*
+                    [CRFS_OOM_SCORE_ADJ] [CRFS_RSEQ] [CRFS_SECCOMP] [CRFS_TASK_MISC]
+                    CRFS_POSIX_TIMER*
                                                    if TASK_OBJS.signal_objref != 0
     OBJECT  ::= OBJREF MM BUFFER{auxv} { VMA [CONTENTS] }*map_count [CRFS_PARENT_PAGES]
                 MM_CONTEXT MM_CONTEXT_LDT
@@ -366,7 +367,7 @@ class Walker:
         yield self.sigpending("private")
         yield self.fixed("CKPT_HDR_SIGNAL_TASK")
         for name in ("CRFS_HDR_SIGALTSTACK", "CRFS_HDR_OOM_SCORE_ADJ", "CRFS_HDR_RSEQ",
-                     "CRFS_HDR_SECCOMP"):
+                     "CRFS_HDR_SECCOMP", "CRFS_HDR_TASK_MISC"):
             if self.offset < self.source.size and self.peek().name == name:
                 yield self.fixed(name)
         yield from self.posix_timers()

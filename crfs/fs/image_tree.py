@@ -123,6 +123,9 @@ class TaskDir(ModelDir):
                 signals.group.posix_timers, task.tgid))
         if task.rseq is not None:
             yield self._text("rseq", lambda: render.rseq(task.rseq))
+        if task.misc is not None:
+            yield self._text("personality", lambda: f"{task.misc.personality:08x}\n")
+            yield self._text("sched", lambda: render.sched(task))
         if task.exit.state:
             yield self._text("exit", lambda: render.exit_status(task.exit))
         fs = task.fs

@@ -27,6 +27,8 @@ Each directory here is one image file of the store ({store}), named as the file.
       fd/<n>             symlinks to what /proc/<pid>/fd/<n> showed when checkpointed
       fdinfo/<n>         like /proc/<pid>/fdinfo/<n>: pos, flags
       oom_score_adj      like /proc/<pid>/oom_score_adj; rseq: its rseq registration;
+      personality        like /proc/<pid>/personality; sched: policy, rt_priority, nice,
+                         a process's exit_signal and child_subreaper (status: THP_enabled);
       timers             like /proc/<pid>/timers, with each timer's value and interval;
       exit               (a zombie) how it ended: exited N or killed SIGNAME
       mm/info  mm/maps  mm/layout.svg  mm/vmas/<start>-<end>/{{info,data}}

@@ -483,6 +483,13 @@ class _Writer:
                       rseq_len=task.rseq.length, rseq_sig=task.rseq.sig)
         if task.seccomp:
             self.emit("CRFS_HDR_SECCOMP", fmt.crfs_hdr_seccomp, mode=task.seccomp)
+        if task.misc is not None:
+            m = task.misc
+            flags = (fmt.CRFS_TASK_THP_DISABLE if m.thp_disable else 0) | (
+                fmt.CRFS_TASK_CHILD_SUBREAPER if m.child_subreaper else 0)
+            self.emit("CRFS_HDR_TASK_MISC", fmt.crfs_hdr_task_misc,
+                      personality=m.personality, flags=flags, policy=m.policy,
+                      rt_priority=m.rt_priority, nice=m.nice)
 
     def write_posix_timers(self, group):
         """CRFS_POSIX_TIMER*, by increasing id, after the first task's RSEQ."""
@@ -684,6 +691,7 @@ def _has_task_state(task):
     group = task.signals.group if task.signals is not None else None
     return task.signals is not None and (
         (task.rseq is not None and task.rseq.addr != 0) or bool(task.seccomp)
+        or task.misc is not None
         or (group is not None and bool(group.oom_score_adj))
         or (group is not None and bool(group.posix_timers))
         or any(info.raw is not None for info in task.signals.pending.queue)

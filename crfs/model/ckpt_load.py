@@ -14,7 +14,7 @@ from crfs.model.image import (ID_NAMES, RLIM_INFINITY, AltStack, Blob, Creds, Ep
                               Fd, FdTable, FdTimer, FileId, FsStruct, Image, Itimers, Mm,
                               OpenFile, ParentRef, Pending, PosixTimer, Rseq, ShmSegment,
                               SigAction, SigHand, SigInfo, Signals, Task, ThreadGroup,
-                              UnixSock, Vma, native_record, set_field)
+                              TaskMisc, UnixSock, Vma, native_record, set_field)
 from crfs.model.registers import Registers
 
 DIALECT = "ckpt_hdr v21"
@@ -270,6 +270,13 @@ class _Builder:
     def seccomp(self, part):
         self.task.seccomp = part.fields.mode
 
+    def task_misc(self, part):
+        h = part.fields
+        self.task.misc = TaskMisc(
+            personality=h.personality, policy=h.policy, rt_priority=h.rt_priority,
+            nice=h.nice, thp_disable=bool(h.flags & fmt.CRFS_TASK_THP_DISABLE),
+            child_subreaper=bool(h.flags & fmt.CRFS_TASK_CHILD_SUBREAPER))
+
     # ----------------------------------------------------------------- fs and creds
 
     def fs(self, part):
@@ -464,6 +471,7 @@ HANDLERS = {
     ("CRFS_HDR_OOM_SCORE_ADJ", ""): _Builder.oom_score_adj,
     ("CRFS_HDR_RSEQ", ""): _Builder.rseq,
     ("CRFS_HDR_SECCOMP", ""): _Builder.seccomp,
+    ("CRFS_HDR_TASK_MISC", ""): _Builder.task_misc,
     ("CRFS_HDR_POSIX_TIMER", ""): _Builder.posix_timer,
     ("CKPT_HDR_FS", ""): _Builder.fs,
     ("CKPT_HDR_FILE_NAME", "pwd"): _Builder.fs_path,

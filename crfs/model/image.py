@@ -169,6 +169,17 @@ class PosixTimer:
 
 
 @dataclass
+class TaskMisc:
+    """A task's personality and scheduling, and its process's prctl flags."""
+    personality: int = 0          # /proc/PID/personality
+    policy: int = 0               # SCHED_NORMAL 0, FIFO 1, RR 2, BATCH 3, IDLE 5
+    rt_priority: int = 0
+    nice: int = 0
+    thp_disable: bool = False     # prctl(PR_SET_THP_DISABLE) (/proc status THP_enabled: 0)
+    child_subreaper: bool = False  # prctl(PR_SET_CHILD_SUBREAPER)
+
+
+@dataclass
 class Rseq:
     """rseq(2): the thread's registered struct rseq."""
     addr: int = 0
@@ -491,6 +502,7 @@ class Task:
     native: Optional["NativeFields"] = None   # what only its format stores
     rseq: Optional[Rseq] = None           # its rseq registration (None: none or not stored)
     seccomp: int = 0                      # its seccomp mode (1 strict, 2 filter)
+    misc: Optional[TaskMisc] = None       # personality, sched (None: not stored)
 
 
 @dataclass(eq=False)

@@ -25,7 +25,7 @@ import sys
 from array import array
 
 from crfs.formats.x86 import PAGE_SIZE
-from crfs.model.image import UnixSock
+from crfs.model.image import TaskMisc, UnixSock
 from crfs.model.image import (FILE_KINDS, NSIG, VMA_KINDS, AltStack, Blob, Creds, EpollWatch,
                               Exit, Fd, FdTable, FdTimer, FileId, FsStruct, Futex, Image,
                               Itimers, Mm, NativeFields, OpenFile, Pending, PosixTimer, ShmSegment,
@@ -61,7 +61,8 @@ def _classes():
                                              Futex, Signals, SigHand, SigAction, ThreadGroup,
                                              Pending, SigInfo, Itimers, AltStack, FsStruct,
                                              FdTable, Fd, OpenFile, Blob, FdTimer, EpollWatch,
-                                             FileId, Rseq, UnixSock, PosixTimer)}
+                                             FileId, Rseq, UnixSock, PosixTimer,
+                                             TaskMisc)}
     natives = _native_classes()
     if set(natives) & set(classes):
         raise RuntimeError("a native record is named like a model class")
@@ -314,6 +315,10 @@ def check(image, file_size):
         _require(task.rseq is None or (type(task.rseq) is Rseq and _ints(
             *vars(task.rseq).values())), "rseq")
         _require(type(task.seccomp) is int, "seccomp")
+        _require(task.misc is None or (type(task.misc) is TaskMisc and _ints(
+            task.misc.personality, task.misc.policy, task.misc.rt_priority, task.misc.nice)
+            and type(task.misc.thp_disable) is bool
+            and type(task.misc.child_subreaper) is bool), "misc")
         if task.creds is not None:
             _check_creds(task.creds)
         if task.signals is not None:

@@ -35,7 +35,7 @@ enum {
 	CKPT_HDR_SIGHAND = 601, CKPT_HDR_SIGNAL, CKPT_HDR_SIGNAL_TASK, CKPT_HDR_SIGPENDING,
 	CRFS_HDR_SIGALTSTACK = 8001, CRFS_HDR_FS_EXT = 8002,	/* crfs extensions */
 	CRFS_HDR_OOM_SCORE_ADJ = 8020, CRFS_HDR_RSEQ = 8021, CRFS_HDR_SIGINFO_RAW = 8022,
-	CRFS_HDR_SECCOMP = 8041,
+	CRFS_HDR_SECCOMP = 8041, CRFS_HDR_TASK_MISC = 8050,
 	CRFS_HDR_POSIX_TIMER = 8024,
 	CKPT_HDR_TAIL = 9001,
 };
@@ -140,6 +140,10 @@ _Static_assert(sizeof(struct crfs_hdr_oom_score_adj) == 16, "OOM_SCORE_ADJ");
 _Static_assert(sizeof(struct crfs_hdr_rseq) == 24, "RSEQ");
 struct crfs_hdr_seccomp { struct ckpt_hdr h; uint32_t mode; } __attribute__((aligned(8)));
 _Static_assert(sizeof(struct crfs_hdr_seccomp) == 16, "SECCOMP");
+struct crfs_hdr_task_misc { struct ckpt_hdr h; uint32_t personality; uint32_t flags;
+	uint32_t policy; uint32_t rt_priority; int32_t nice; uint8_t pad[4]; }
+	__attribute__((aligned(8)));
+_Static_assert(sizeof(struct crfs_hdr_task_misc) == 32, "TASK_MISC");
 /* crfs extension: one POSIX timer of a thread group, ids increasing (kmod/crfs_image.h) */
 struct crfs_hdr_posix_timer {
 	struct ckpt_hdr h;
@@ -269,6 +273,8 @@ struct task_desc {
 	uint8_t raws[3][48];
 	struct crfs_hdr_rseq rseq;	/* rseq 0: no RSEQ */
 	uint32_t seccomp;	/* 0: no SECCOMP */
+	int misc;		/* TASK_MISC after SECCOMP */
+	struct crfs_hdr_task_misc m;
 	struct crfs_hdr_posix_timer timers[2];	/* at a group's first task */
 	uint32_t ntimers;
 };
@@ -396,6 +402,8 @@ static void write_task(struct task_desc *t)
 		struct crfs_hdr_seccomp sc = { .mode = t->seccomp };
 		emit(&sc, CRFS_HDR_SECCOMP, sizeof(sc));
 	}
+	if (t->misc)
+		emit(&t->m, CRFS_HDR_TASK_MISC, sizeof(t->m));
 	for (uint32_t i = 0; i < t->ntimers; i++)
 		emit(&t->timers[i], CRFS_HDR_POSIX_TIMER, sizeof(t->timers[i]));
 }
@@ -491,6 +499,13 @@ static void print_task(struct task_desc *t)
 	else
 		printf("null");
 	printf(", \"seccomp\": %u", t->seccomp);
+	printf(", \"misc\": ");
+	if (t->misc)
+		printf("[%u, %u, %u, %d, %s, %s]", t->m.personality, t->m.policy,
+		       t->m.rt_priority, t->m.nice, t->m.flags & 1 ? "true" : "false",
+		       t->m.flags & 2 ? "true" : "false");
+	else
+		printf("null");
 	printf(", \"posix_timers\": [");
 	for (uint32_t i = 0; i < t->ntimers; i++) {
 		const struct crfs_hdr_posix_timer *p = &t->timers[i];
@@ -583,6 +598,13 @@ int main(int argc, char **argv)
 	t[1].rseq = (struct crfs_hdr_rseq){ .rseq = IS64 ? 0x7ffff7d8a9e0ULL : 0xb7d8a9e0,
 		.rseq_len = 32, .rseq_sig = 0x53053053 };
 	t[1].seccomp = 1;	/* SECCOMP_MODE_STRICT */
+	/* ADDR_NO_RANDOMIZE|READ_IMPLIES_EXEC, THP disabled, subreaper, nice 7 SCHED_BATCH */
+	t[0].misc = 1;
+	t[0].m = (struct crfs_hdr_task_misc){ .personality = 0x0440000, .flags = 3,
+		.policy = 3, .nice = 7 };
+	t[1].misc = 1;		/* a thread of it: SCHED_FIFO 12 */
+	t[1].m = (struct crfs_hdr_task_misc){ .personality = 0x0440000, .flags = 3,
+		.policy = 1, .rt_priority = 12, .nice = -3 };
 	for (int i = 0; i < 3; i++)
 		t[i].task = (struct ckpt_hdr_task){ .state = 1, .exit_signal = i == 1 ? 0xffffffff : 17 };
 

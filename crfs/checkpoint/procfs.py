@@ -9,12 +9,20 @@ import os
 import re
 from dataclasses import dataclass
 
+from crfs.errors import CrfsError
 from crfs.formats.x86 import PAGE_SIZE
 
 SMALL_FILE = 64 * 1024          # stat, status, comm, auxv
 MAPS_LIMIT = 64 * 1024 * 1024   # maps and smaps of processes with very many VMAs
 MAX_TASKS = 65536               # threads of one process, processes on the system
 PAGEMAP_CHUNK = 32768           # pagemap entries per read (256 KiB)
+
+
+
+class FlagsChanged(CrfsError):
+    """The VmFlags read before the freeze are not those of the snapshot (or of the stopped
+    processes): take the checkpoint again (crfs.checkpoint.snapshot, api)."""
+
 
 # Top byte of a pagemap entry (bits 56..63, see Documentation/admin-guide/mm/pagemap.rst).
 PM_PRESENT = 0x80               # bit 63

@@ -14,7 +14,6 @@ import stat
 from dataclasses import dataclass, field
 
 from crfs.errors import FormatError, Unsupported
-from crfs.formats.source import Source
 
 SNIFF_BYTES = 16
 
@@ -123,6 +122,7 @@ def open_source(path, follow_symlinks=True, archive_cache=None):
     if stat.S_ISDIR(st.st_mode):
         from crfs.formats.criu import CriuDir
         return CriuDir.open(path, follow_symlinks)
+    from crfs.formats.source import Source     # construct: not for `crfs checkpoint`
     source = Source.open(path, follow_symlinks)
     from crfs.formats import criu_tar
     if criu_tar.is_tar(source.pread(0, criu_tar.BLOCK)):     # a CRIU dump in a tar archive?
@@ -168,6 +168,11 @@ def records(source):
     return _formats_module(detect(source)).records(source)
 
 
+def writer(fmt):
+    """The module (crfs.model.<fmt>) whose dump() writes format `fmt` (a FORMATS name)."""
+    return _model_module(get(fmt).name)
+
+
 def dump(image, out, fmt, **options):
     """Write `image` to the binary file `out` in format `fmt` (a FORMATS name)."""
-    _model_module(get(fmt).name).dump(image, out, **options)
+    writer(fmt).dump(image, out, **options)

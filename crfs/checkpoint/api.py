@@ -8,7 +8,6 @@ an image. On any failure the processes are detached unchanged and nothing is lef
 import errno
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from crfs.checkpoint import procfs, via_kernel
 from crfs.checkpoint.freezer import AFTER, Freezer
 from crfs.errors import CheckpointError, ProcessGone, Unsupported
 from crfs.model import registry
-from crfs.store_paths import TEMP_PREFIX
+from crfs.store_paths import temp_file
 
 # The userspace writer's modules (capture, snapshot, the model, construct ...) are imported
 # by _checkpoint_once only once the kernel module did not write the image: `--via kernel`
@@ -280,7 +279,7 @@ def _write(image, fmt, options, directory, place, wrap=None):
     """Write into a hidden temp file in `directory`, then `place` it; the temp file is
     removed on any failure."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}checkpoint-", dir=directory)
+        fd, tmp = temp_file(directory, "checkpoint")
     except OSError as exc:
         raise CheckpointError(f"cannot write into {directory}: {exc.strerror}",
                               exc.errno) from exc

@@ -11,22 +11,33 @@ import errno
 import importlib
 import os
 import stat
-from dataclasses import dataclass, field
 
 from crfs.errors import FormatError, Unsupported
 
 SNIFF_BYTES = 16
 
 
-@dataclass(frozen=True)
 class Format:
-    name: str                # the --format value and the module name
-    extension: str           # of the files crfs writes
-    display: str             # how messages name it
-    summary: str             # one line for --help
-    checkpoint_options: dict = field(default_factory=dict)   # writer options of a checkpoint
-    demo: tuple = ()         # (file name, arch, comm, writer options) of the demo images
-    restartable: tuple = ()  # Image.description values the kernel module restarts
+    """One format's facts (a plain class rather than a dataclass: `crfs checkpoint` imports
+    this module, and dataclasses, with inspect, is a large part of a small checkpoint's
+    start-up under TCG). Records are not changed once made."""
+
+    __slots__ = ("name", "extension", "display", "summary", "checkpoint_options", "demo",
+                 "restartable")
+
+    def __init__(self, name, extension, display, summary, checkpoint_options=None, demo=(),
+                 restartable=()):
+        self.name = name                  # the --format value and the module name
+        self.extension = extension        # of the files crfs writes
+        self.display = display            # how messages name it
+        self.summary = summary            # one line for --help
+        # writer options of a checkpoint
+        self.checkpoint_options = dict(checkpoint_options or {})
+        self.demo = demo                  # (file name, arch, comm, writer options) of the demos
+        self.restartable = restartable    # Image.description values the kernel module restarts
+
+    def __repr__(self):
+        return f"Format({self.name!r})"
 
     def restarts(self, image):
         """Whether the crfs kernel module restarts `image`."""

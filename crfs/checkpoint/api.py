@@ -105,8 +105,10 @@ def _checkpoint_once(pid, fmt, tree, after, progress, place, directory, via, par
                 done = True
                 return path
         capture, fit, snapshot_module = writer or _writer(fmt)
+        # a snapshot's pipes are settled once the processes run again (settle_pipes)
+        open_files = capture.file_registry() if snapshot else None
         image = capture.build_image(freezer, counter, handlers=not defer, pages=not later,
-                                    early=early)
+                                    early=early, open_files=open_files)
         if plan:
             plan.apply(image, freezer)
             plan.reset(image, freezer)
@@ -114,6 +116,7 @@ def _checkpoint_once(pid, fmt, tree, after, progress, place, directory, via, par
         report["mode"] = "stop"
         if snapshot:
             snap = snapshot_module.Snapshot()
+            captured = set(freezer.processes)
             if snap.take(image, freezer):
                 image.header["uflags"] = (image.header.get("uflags", 0)
                                           | snapshot_module.CRFS_UFLAG_SNAPSHOT)
@@ -122,6 +125,7 @@ def _checkpoint_once(pid, fmt, tree, after, progress, place, directory, via, par
                 report["mode"] = "snapshot"
             else:
                 snap = None
+                open_files.settle_pipes()          # still stopped: as build_image would
         if defer and snap is None:
             _read_later(image, freezer)            # still stopped: ask the processes
         report["frozen"] = time.monotonic() - start
@@ -129,6 +133,7 @@ def _checkpoint_once(pid, fmt, tree, after, progress, place, directory, via, par
             snap.check_early()
             snap.add_later_pages()     # before any injection into the children
             snap.read_handlers(image)
+            open_files.settle_pipes(captured | set(snap.children.values()))
         report["bytes"] = sum(end - first for mm in image.mms()
                               for first, end in mm.source.runs)
         if counter:

@@ -18,8 +18,9 @@ from crfs.model import registry
 from crfs.store_paths import temp_file
 
 # The userspace writer's modules (capture, snapshot, the model, construct ...) are imported
-# by _checkpoint_once only once the kernel module did not write the image: `--via kernel`
-# (the guest's `crfs checkpoint`) imports none of them (issue #13, start-up under TCG).
+# by _writer(), before anything is stopped, only when crfs writes the image itself (or,
+# rarely, once the kernel module refused it): `--via kernel` (the guest's `crfs
+# checkpoint`) imports none of them (issue #13, start-up under TCG).
 
 MAX_NAME_TRIES = 100
 

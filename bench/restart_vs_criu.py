@@ -27,6 +27,11 @@ before), then --runs times, alternating which tool goes first:
         of the image in). The table of lazy vs eager gives both ratios, and lazy vs criu
         restore against the targets (next instruction <= 0.25x, resident <= 1.0x).
 
+  compare  (--compare DIR) only the checkpoint, by the crfs of another checkout (DIR/crfs
+        copied into the shared work directory, e.g. `git archive main`), the same command
+        with that crfs first on PYTHONPATH: a change to the checkpoint's start-up against
+        its parent, on the same program in the same guest.
+
 Both restores are commands timed from spawn (start-up included), reading their images from
 the guest's tmpfs. After each restore the program must print a tick after its last one
 with its heap check `ok` (every page's index word re-read), then it is killed. Reported:
@@ -195,6 +200,30 @@ def restart_reports(restarter, image, stdout, lazy):
     return times[0], times[-1] if ok else None, pid, proc
 
 
+def compare_round(exe, mib, work, code):
+    """The checkpoint alone (`crfs checkpoint PID -o IMG --kill`), by the crfs in `code`."""
+    out = os.path.join(work, "compare.out")
+    image = os.path.join(work, "compare.img")
+    proc = start_program(exe, mib, out)
+    try:
+        env = {**os.environ, "PYTHONPATH": code}
+        t0 = time.monotonic()
+        run = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid),
+                              "-o", image, "--kill"], capture_output=True, text=True,
+                             timeout=600, env=env, cwd=code)
+        result = {"dump_s": time.monotonic() - t0}
+        if run.returncode:
+            result["error"] = f"compare checkpoint exited {run.returncode}: {run.stderr.strip()}"
+        else:
+            result["ok"] = True
+            result["image_bytes"] = os.path.getsize(image)
+        return result
+    finally:
+        reap(proc.pid)
+        if os.path.exists(image):
+            os.unlink(image)
+
+
 def crfs_round(exe, mib, work, restarter, lazy=False):
     out = os.path.join(work, "crfs.out")
     out2 = os.path.join(work, "crfs.out2")
@@ -245,13 +274,21 @@ def guest_main(args):
     restarter = os.path.join(args.tmp, "kmod", "crfs-restart")
     compile_crfs()           # as an installed crfs: bytecode, not sources
     import crfs.checkpoint   # noqa: F401  - warm the page cache for the CLI's imports
+    code = os.path.join(args.tmp, "compare")
+    tools = ("criu", "crfs", "lazy")
+    if os.path.isdir(code):
+        import compileall
+        compileall.compile_dir(os.path.join(code, "crfs"), quiet=1)
+        tools += ("compare",)
+        results["compare"] = True
     for i in range(args.runs):
-        tools = ("criu", "crfs", "lazy")
-        order = tools[i % 3:] + tools[:i % 3]
+        order = tools[i % len(tools):] + tools[:i % len(tools)]
         run = {}
         for tool in order:
             try:
-                if tool == "criu":
+                if tool == "compare":
+                    run[tool] = compare_round(exe, args.mib, work, code)
+                elif tool == "criu":
                     run[tool] = criu_round(exe, args.mib, work)
                 else:
                     run[tool] = crfs_round(exe, args.mib, work, restarter, tool == "lazy")
@@ -330,11 +367,30 @@ def report(results):
     elif med["fr"]:
         print("ratio: no criu baseline (criu failed, see below); crfs restart median "
               f"{fmt(med['fr'])}")
+    if results.get("compare"):
+        errors += report_compare(runs, med["cd"], med["fd"])
     errors += report_lazy(runs, med["cr"])
     for line in errors:
         print(f"PROBLEM {line}")
     ok = all(r.get(t, {}).get("ok") for r in runs for t in ("criu", "crfs", "lazy"))
     return 0 if ok else 1
+
+
+def report_compare(runs, criu_dump, crfs_dump):
+    """The checkpoint of the other checkout (--compare) against this one and criu dump."""
+    values = [r["compare"]["dump_s"] for r in runs if r.get("compare", {}).get("ok")]
+    errors = [f"run {i} compare: {r['compare'].get('error')}"
+              for i, r in enumerate(runs, 1) if not r.get("compare", {}).get("ok")]
+    print()
+    print("checkpoint (compare = --compare's crfs): " + ", ".join(
+        f"run {i} {fmt(r.get('compare', {}).get('dump_s'))}" for i, r in enumerate(runs, 1)))
+    if values and criu_dump and crfs_dump:
+        med = statistics.median(values)
+        print(f"checkpoint medians: criu dump {fmt(criu_dump)}, crfs {fmt(crfs_dump)}, "
+              f"compare {fmt(med)}; crfs / criu dump = {crfs_dump / criu_dump:.2f}, "
+              f"compare / criu dump = {med / criu_dump:.2f}, crfs / compare = "
+              f"{crfs_dump / med:.2f}")
+    return errors
 
 
 def report_lazy(runs, criu_median):
@@ -383,6 +439,9 @@ def host_main(args):
             return 2
         subprocess.run(["gcc", "-O2", "-Wall", "-o", str(tmp / "dirty_heap"),
                         str(ROOT / "bench" / "dirty_heap.c")], check=True)
+        if args.compare:
+            shutil.copytree(Path(args.compare) / "crfs", tmp / "compare" / "crfs",
+                            ignore=shutil.ignore_patterns("__pycache__"))
         print(f"host: built crfs.ko, crfs-restart and dirty_heap in {time.monotonic() - t0:.1f} s;"
               f" booting the guest (-m {args.guest_mem})", flush=True)
         rc = run_guest(tmp, __file__, ["--mib", str(args.mib), "--runs", str(args.runs)],
@@ -403,6 +462,8 @@ def main():
     parser.add_argument("--runs", type=int, default=3, help="repetitions, median (3)")
     parser.add_argument("--guest-mem", default="2G", help="guest RAM (2G)")
     parser.add_argument("--timeout", type=int, default=600, help="guest timeout, s (600)")
+    parser.add_argument("--compare", metavar="DIR",
+                        help="also time the checkpoint by the crfs of checkout DIR, each run")
     parser.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -19,14 +19,10 @@ asks for it.
 import ctypes
 import errno
 import os
-import select
-import shutil
 import signal
 import stat
 import struct
-import subprocess
 import time
-from dataclasses import dataclass, field
 
 from crfs.errors import KernelError   # also an OSError; callers catch kernel.KernelError
 
@@ -227,22 +223,44 @@ def available(path=DEVICE):
     return os.path.exists(path)
 
 
-@dataclass(frozen=True)
 class Outcome:
     """What the restarter reported: errno 0 for success, else why it failed.
 
     On success `pid` is the restored process and `process` the restarter's
     subprocess.Popen, which the caller must wait() for: the restored root task itself
     (stage "restart"), or, when it was given its image pid (stage "restored"), its parent,
-    which ends as it ends."""
-    errno: int
-    reason: str = ""
-    offset: object = None     # file offset of the offending record, or None
-    record_type: int = 0
-    stage: str = "restart"    # "restarter", "open-device", "version", "open-image", "vdso",
-    #                           "restart" or "restored"
-    pid: int = 0
-    process: object = field(default=None, compare=False, repr=False)
+    which ends as it ends. Immutable; equal when all but `process` are. (A plain class, not
+    a dataclass: `crfs checkpoint --via kernel` imports this module, and dataclasses with
+    inspect is a large part of its start-up under TCG.)"""
+
+    __slots__ = ("errno", "reason", "offset", "record_type", "stage", "pid", "process")
+    _COMPARED = __slots__[:-1]
+
+    def __init__(self, errno, reason="", offset=None, record_type=0, stage="restart", pid=0,
+                 process=None):
+        # offset: file offset of the offending record, or None; stage: "restarter",
+        # "open-device", "version", "open-image", "vdso", "restart" or "restored"
+        for name, value in zip(self.__slots__, (errno, reason, offset, record_type, stage,
+                                                pid, process)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"cannot assign to field {name!r}")
+
+    def _key(self):
+        return tuple(getattr(self, name) for name in self._COMPARED)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __repr__(self):
+        return "Outcome(" + ", ".join(f"{name}={getattr(self, name)!r}"
+                                      for name in self._COMPARED) + ")"
 
 
 _RESULT = struct.Struct("<iQI16s96s")   # errno, offset, record type, stage, reason
@@ -265,6 +283,7 @@ def find_restarter():
                          "kmod", RESTARTER)
     if os.access(built, os.X_OK):
         return built
+    import shutil      # not for `crfs checkpoint`, which imports this module
     return shutil.which(RESTARTER)
 
 
@@ -327,6 +346,8 @@ def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=No
     unsafe = unsafe_restarter(restarter)
     if unsafe:
         return Outcome(errno.EPERM, f"refusing to run it: {unsafe}", stage="restarter")
+    import select      # not for `crfs checkpoint`, which imports this module
+    import subprocess
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     out = stdout if stdout is not None else subprocess.DEVNULL
     try:

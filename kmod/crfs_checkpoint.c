@@ -39,7 +39,8 @@
  * VMAs, then the next process's mm... Pages are chosen as the linux-cr writers chose them:
  * present anonymous pages (not the zero page), the written (anonymous) pages of private
  * file mappings, and every page of shared anonymous memory. They are read with
- * get_user_pages_remote() in chunks of CKPT_PGARR_BATCH and written with kernel_write():
+ * get_user_pages_remote() in chunks of CKPT_PGARR_BATCH (one call per run of kept pages),
+ * and each chunk's pages are written with one vfs_iter_write() over their bio_vecs:
  * memory use is bounded, and so is the image (the max_pages parameter). The mmap_lock of
  * a process is held to take the list of its VMAs and to pin each chunk of pages, never
  * while the file is written.
@@ -139,6 +140,7 @@ struct crfs_ckpt {
 	u32 xstate_size;
 	u64 *vaddrs;			/* one PGARR chunk */
 	struct page **pages;
+	struct bio_vec *bvecs;		/* the chunk's pages, for vfs_iter_write() */
 	char *path;			/* PATH_MAX scratch for d_path() */
 	struct ckpt_hdr_sighand *sighand;	/* a SIGHAND being written */
 	struct ckpt_siginfo *siginfo;	/* CRFS_MAX_PENDING: a SIGPENDING's */
@@ -729,31 +731,62 @@ static int write_file(struct crfs_ckpt *ck, struct file *file, bool with_id,
 }
 
 /*
- * The page at @addr if the image keeps it (with a reference), NULL when it does not, or
- * an ERR_PTR. FOLL_DUMP fails with -EFAULT on holes and on the zero page.
+ * Pins the pages from @addr on that the image may keep, at most @nr, into @pages: how
+ * many (a run: get_user_pages_remote() stops at the first hole or zero page, which
+ * FOLL_DUMP makes fail with -EFAULT), 0 when the page at @addr is such a page, or an error.
  */
-static struct page *kept_page(struct crfs_ckpt *ck, unsigned long addr, u32 type)
+static long pin_run(struct crfs_ckpt *ck, unsigned long addr, unsigned long nr,
+		    struct page **pages)
 {
-	struct page *page;
 	long n;
 
-	n = get_user_pages_remote(ck->mm, addr, 1, FOLL_FORCE | FOLL_DUMP, &page,
-				  NULL, NULL);
-	if (n == -EFAULT || n == 0)
-		return NULL;
-	if (n < 0)
-		return ERR_PTR(n);
+	n = get_user_pages_remote(ck->mm, addr, nr, FOLL_FORCE | FOLL_DUMP, pages, NULL, NULL);
+	return n == -EFAULT ? 0 : n;
+}
+
+/* Whether the image keeps @page, pinned in a VMA of @type (else it is put). */
+static bool kept_page(struct page *page, u32 type)
+{
 	if (type == CKPT_VMA_FILE && !PageAnon(page)) {
 		put_page(page);		/* the file's own page: not written */
-		return NULL;
+		return false;
 	}
-	return page;
+	return true;
 }
 
 static void put_pages(struct crfs_ckpt *ck, u32 n)
 {
 	while (n)
 		put_page(ck->pages[--n]);
+}
+
+/*
+ * The @n pinned pages of the chunk, written with as few vfs_iter_write() calls as the
+ * file takes (one, normally), not one kernel_write() per page: under TCG each write's
+ * fixed cost made the page loop slower than criu's whole dump.
+ */
+static int ck_write_pages(struct crfs_ckpt *ck, u32 n)
+{
+	struct iov_iter iter;
+	ssize_t done;
+	u32 i;
+
+	for (i = 0; i < n; i++)
+		bvec_set_page(&ck->bvecs[i], ck->pages[i], PAGE_SIZE, 0);
+	iov_iter_bvec(&iter, ITER_SOURCE, ck->bvecs, n, (size_t)n * PAGE_SIZE);
+	while (iov_iter_count(&iter)) {
+		if (fatal_signal_pending(current))
+			return -EINTR;
+		file_start_write(ck->file);
+		done = vfs_iter_write(ck->file, &iter, &ck->pos, 0);
+		file_end_write(ck->file);
+		if (done < 0)
+			return ck_fail(ck, done, "writing the image failed");
+		if (done == 0)
+			return ck_fail(ck, -EIO, "the image file took no more bytes");
+		ck->written += done;
+	}
+	return 0;
 }
 
 static int write_chunk(struct crfs_ckpt *ck, u32 n)
@@ -768,6 +801,8 @@ static int write_chunk(struct crfs_ckpt *ck, u32 n)
 		ret = ck_frame(ck, CKPT_HDR_BUFFER, n * (sizeof(u64) + PAGE_SIZE));
 	if (!ret)
 		ret = ck_write(ck, ck->vaddrs, n * sizeof(u64));
+	if (!ret && ck->file->f_op->write_iter)
+		return ck_write_pages(ck, n);
 	for (i = 0; !ret && i < n; i++) {
 		kaddr = kmap_local_page(ck->pages[i]);
 		ret = ck_write(ck, kaddr, PAGE_SIZE);
@@ -777,40 +812,58 @@ static int write_chunk(struct crfs_ckpt *ck, u32 n)
 }
 
 /*
+ * The @got pages pin_run() pinned at ck->pages[*@n] for *@addr on: those the image keeps
+ * stay, packed from ck->pages[*@n] with their addresses; *@addr and *@n move past them.
+ * Every kept page counts against max_pages (the rest of the run is put when it is met).
+ */
+static int keep_run(struct crfs_ckpt *ck, const struct ck_vma *cv, u32 type,
+		    unsigned long *addr, u32 *n, long got)
+{
+	struct page **run = ck->pages + *n;
+	long i;
+
+	for (i = 0; i < got; i++, *addr += PAGE_SIZE) {
+		if (!kept_page(run[i], type))
+			continue;
+		if (++ck->nr_pages > READ_ONCE(max_pages)) {
+			while (i < got)
+				put_page(run[i++]);
+			return ck_fail(ck, -EFBIG, "more than %lu pages (max_pages)",
+				       READ_ONCE(max_pages));
+		}
+		ck->pages[*n] = run[i];
+		ck->vaddrs[(*n)++] = type == CKPT_VMA_SHM_ANON ?
+			cv->pgoff + ((*addr - cv->start) >> PAGE_SHIFT) : *addr;
+	}
+	return 0;
+}
+
+/*
  * Pins the kept pages of @cv from *@addr on, up to a chunk, under the mmap_lock, into
  * ck->pages; *@n of them. Every page counts against max_pages.
  */
 static int pin_chunk(struct crfs_ckpt *ck, const struct ck_vma *cv, u32 type,
 		     unsigned long *addr, u32 *n)
 {
-	struct page *page;
+	long got;
 	int ret = 0;
 
 	*n = 0;
 	if (mmap_read_lock_killable(ck->mm))
 		return -EINTR;
-	for (; *addr < cv->end && *n < CKPT_PGARR_BATCH; *addr += PAGE_SIZE) {
+	while (!ret && *addr < cv->end && *n < CKPT_PGARR_BATCH) {
 		if (fatal_signal_pending(current)) {
 			ret = -EINTR;
 			break;
 		}
-		page = kept_page(ck, *addr, type);
-		if (IS_ERR(page)) {
-			ret = ck_fail(ck, PTR_ERR(page), "pid %d: cannot read %#lx", ck->vpid,
-				      *addr);
-			break;
-		}
-		if (!page)
-			continue;
-		if (++ck->nr_pages > READ_ONCE(max_pages)) {
-			put_page(page);
-			ret = ck_fail(ck, -EFBIG, "more than %lu pages (max_pages)",
-				      READ_ONCE(max_pages));
-			break;
-		}
-		ck->pages[*n] = page;
-		ck->vaddrs[(*n)++] = type == CKPT_VMA_SHM_ANON ?
-			cv->pgoff + ((*addr - cv->start) >> PAGE_SHIFT) : *addr;
+		got = pin_run(ck, *addr, min_t(unsigned long, (cv->end - *addr) >> PAGE_SHIFT,
+					       CKPT_PGARR_BATCH - *n), ck->pages + *n);
+		if (got < 0)
+			ret = ck_fail(ck, got, "pid %d: cannot read %#lx", ck->vpid, *addr);
+		else if (!got)
+			*addr += PAGE_SIZE;	/* a page the image does not keep */
+		else
+			ret = keep_run(ck, cv, type, addr, n, got);
 		cond_resched();
 	}
 	mmap_read_unlock(ck->mm);
@@ -1533,12 +1586,13 @@ static int alloc_buffers(struct crfs_ckpt *ck)
 	ck->stack = kvmalloc_array(CRFS_MAX_TASKS, sizeof(*ck->stack), GFP_KERNEL);
 	ck->vaddrs = kvmalloc_array(CKPT_PGARR_BATCH, sizeof(*ck->vaddrs), GFP_KERNEL);
 	ck->pages = kvmalloc_array(CKPT_PGARR_BATCH, sizeof(*ck->pages), GFP_KERNEL);
+	ck->bvecs = kvmalloc_array(CKPT_PGARR_BATCH, sizeof(*ck->bvecs), GFP_KERNEL);
 	ck->path = kmalloc(PATH_MAX, GFP_KERNEL);
 	ck->sighand = kmalloc(sizeof(*ck->sighand), GFP_KERNEL);
 	ck->siginfo = kvmalloc_array(CRFS_MAX_PENDING, sizeof(*ck->siginfo), GFP_KERNEL);
 	ck->rawinfo = kvmalloc_array(CRFS_MAX_PENDING, sizeof(*ck->rawinfo), GFP_KERNEL);
 	ck->zombies = crfs_ts_zombies_alloc();
-	if (!ck->tasks || !ck->stack || !ck->vaddrs || !ck->pages || !ck->path ||
+	if (!ck->tasks || !ck->stack || !ck->vaddrs || !ck->pages || !ck->bvecs || !ck->path ||
 	    !ck->sighand || !ck->siginfo || !ck->rawinfo || !ck->zombies)
 		return -ENOMEM;
 	return 0;
@@ -1563,6 +1617,7 @@ static void free_ckpt(struct crfs_ckpt *ck)
 	kvfree(ck->stack);
 	kvfree(ck->vaddrs);
 	kvfree(ck->pages);
+	kvfree(ck->bvecs);
 	kfree(ck->path);
 	kfree(ck->sighand);
 	kvfree(ck->siginfo);

@@ -8,7 +8,6 @@ import os
 import select
 import signal
 import subprocess
-from dataclasses import replace
 
 import pytest
 
@@ -88,7 +87,7 @@ def test_flags_changed_after_the_early_read_are_caught(build_c, tmp_path, monkey
     try:
         ready = {k: int(v, 16) for k, v in (i.split("=") for i in _line(proc).split()[1:])}
         lines = procfs.maps(proc.pid)
-        stale = [replace(line, vm_flags=line.vm_flags & ~procfs.VM_DONTCOPY, dontfork=False)
+        stale = [line.replace(vm_flags=line.vm_flags & ~procfs.VM_DONTCOPY, dontfork=False)
                  if line.start == ready["dontfork"] else line for line in lines]
         assert stale != lines
         monkeypatch.setattr(api, "_early_maps", lambda pid: stale)

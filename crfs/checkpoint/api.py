@@ -8,20 +8,19 @@ an image. On any failure the processes are detached unchanged and nothing is lef
 import errno
 import os
 import re
-import tempfile
 import time
 from pathlib import Path
 
-from crfs.checkpoint import inject, procfs, signals, via_kernel
-from crfs.checkpoint.capture import add_later_pages, build_image
-from crfs.checkpoint.fit import fit
+from crfs.checkpoint import procfs, via_kernel
 from crfs.checkpoint.freezer import AFTER, Freezer
-from crfs.checkpoint.memory import ProcessMemory
-from crfs.checkpoint.snapshot import CRFS_UFLAG_SNAPSHOT, FlagsChanged, Snapshot
-from crfs.checkpoint.output import BackgroundWriter
 from crfs.errors import CheckpointError, ProcessGone, Unsupported
 from crfs.model import registry
-from crfs.store_paths import TEMP_PREFIX
+from crfs.store_paths import temp_file
+
+# The userspace writer's modules (capture, snapshot, the model, construct ...) are imported
+# by _writer(), before anything is stopped, only when crfs writes the image itself (or,
+# rarely, once the kernel module refused it): `--via kernel` (the guest's `crfs
+# checkpoint`) imports none of them (issue #13, start-up under TCG).
 
 MAX_NAME_TRIES = 100
 
@@ -69,7 +68,7 @@ def _checkpoint(*args, **options):
     flags read before the freeze were not the snapshot's (Snapshot.check_early)."""
     try:
         return _checkpoint_once(*args, **options)
-    except FlagsChanged:
+    except procfs.FlagsChanged:
         return _checkpoint_once(*args, **options, early=False)
 
 
@@ -84,6 +83,7 @@ def _checkpoint_once(pid, fmt, tree, after, progress, place, directory, via, par
         from crfs.checkpoint.incremental import Plan    # its tracking, only when asked
         plan = Plan(parent, directory, fmt)
     in_kernel = plan is None and _in_kernel(via, fmt)
+    writer = None if in_kernel else _writer(fmt)   # imported before anything is stopped
     report = {} if report is None else report
     freezer = Freezer()
     counter = _Progress(progress) if progress else None
@@ -105,22 +105,28 @@ def _checkpoint_once(pid, fmt, tree, after, progress, place, directory, via, par
             if path is not None:
                 done = True
                 return path
-        image = build_image(freezer, counter, handlers=not defer, pages=not later,
-                            early=early)
+        capture, fit, snapshot_module = writer or _writer(fmt)
+        # a snapshot's pipes are settled once the processes run again (settle_pipes)
+        open_files = capture.file_registry() if snapshot else None
+        image = capture.build_image(freezer, counter, handlers=not defer, pages=not later,
+                                    early=early, open_files=open_files)
         if plan:
             plan.apply(image, freezer)
             plan.reset(image, freezer)
-        options = fit(image, fmt)
+        options = fit.fit(image, fmt)
         report["mode"] = "stop"
         if snapshot:
-            snap = Snapshot()
+            snap = snapshot_module.Snapshot()
+            captured = set(freezer.processes)
             if snap.take(image, freezer):
-                image.header["uflags"] = image.header.get("uflags", 0) | CRFS_UFLAG_SNAPSHOT
+                image.header["uflags"] = (image.header.get("uflags", 0)
+                                          | snapshot_module.CRFS_UFLAG_SNAPSHOT)
                 freezer.thaw(after)
                 thawed = True
                 report["mode"] = "snapshot"
             else:
                 snap = None
+                open_files.settle_pipes()          # still stopped: as build_image would
         if defer and snap is None:
             _read_later(image, freezer)            # still stopped: ask the processes
         report["frozen"] = time.monotonic() - start
@@ -128,6 +134,7 @@ def _checkpoint_once(pid, fmt, tree, after, progress, place, directory, via, par
             snap.check_early()
             snap.add_later_pages()     # before any injection into the children
             snap.read_handlers(image)
+            open_files.settle_pipes(captured | set(snap.children.values()))
         report["bytes"] = sum(end - first for mm in image.mms()
                               for first, end in mm.source.runs)
         if counter:
@@ -157,6 +164,15 @@ def _checkpoint_once(pid, fmt, tree, after, progress, place, directory, via, par
             snap.release(after)
 
 
+def _writer(fmt):
+    """The userspace writer's modules (capture, fit, snapshot: with them the model and
+    construct; and the image writer of `fmt`), imported when first needed: never by a
+    checkpoint the kernel module writes."""
+    from crfs.checkpoint import capture, fit, snapshot
+    registry.writer(fmt)
+    return capture, fit, snapshot
+
+
 def _early_maps(pid):
     """procfs.maps(pid) before the freeze (None if it cannot be read: the freeze will say
     why)."""
@@ -174,11 +190,15 @@ def _read_later(image, freezer):
     """What build_image(handlers=False, pages=False) left out, read from the processes
     `freezer` still holds (as build_image would have): their private pages and their
     signal handlers."""
+    from crfs.checkpoint import inject, signals
+    from crfs.checkpoint.capture import add_later_pages
+    from crfs.checkpoint.memory import ProcessMemory
     for mm in image.mms():
         source = mm.source
         early = getattr(source, "early", None)
         if early is not None and _flags(procfs.maps(source.pid)) != _flags(early):
-            raise FlagsChanged(f"pid {source.pid}: VmFlags changed as it was stopped")
+            raise procfs.FlagsChanged(f"pid {source.pid}: VmFlags changed as it was "
+                                      "stopped")
         added = add_later_pages(getattr(source, "later", []), source.pid)
         if added:
             source.close()
@@ -265,10 +285,11 @@ def _write(image, fmt, options, directory, place, wrap=None):
     """Write into a hidden temp file in `directory`, then `place` it; the temp file is
     removed on any failure."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}checkpoint-", dir=directory)
+        fd, tmp = temp_file(directory, "checkpoint")
     except OSError as exc:
         raise CheckpointError(f"cannot write into {directory}: {exc.strerror}",
                               exc.errno) from exc
+    from crfs.checkpoint.output import BackgroundWriter
     file = os.fdopen(fd, "wb")
     out = BackgroundWriter(wrap(file) if wrap else file)
     try:

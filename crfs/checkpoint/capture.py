@@ -42,7 +42,8 @@ class UnsupportedVma(Unsupported):
     """A mapping a checkpoint cannot save (device memory, hugetlb pages, unknown kinds)."""
 
 
-def build_image(freezer, on_read=None, handlers=True, pages=True, early=None):
+def build_image(freezer, on_read=None, handlers=True, pages=True, early=None,
+                open_files=None):
     """The Image of the processes `freezer` holds stopped, in the order they were stopped.
     Each Mm's source reads the process's memory (it must stay stopped until written).
     Without `handlers` the signal handlers are left None, for a snapshot to read later
@@ -50,18 +51,29 @@ def build_image(freezer, on_read=None, handlers=True, pages=True, early=None):
     while the processes are stopped. Without `pages` the pages of private VMAs a fork
     copies are left for later (add_later_pages): a snapshot reads them from its child's
     pagemap once the processes run again. `early`: {pid: procfs.maps(pid)} read before
-    the freeze, used when the VMAs are still those (see early_maps)."""
+    the freeze, used when the VMAs are still those (see early_maps). `open_files`: a
+    file_registry() whose pipes' flags the caller settles (settle_pipes) once the
+    processes run again, so that the scan of every process's fds it may need is not made
+    while they are stopped; by default they are settled here."""
     segments = {}       # (dev, inode) -> ShmSegment, shared by the processes of a tree
-    open_files = files.Registry(source=MemorySource())   # shared across the tree too
+    settle = open_files is None
+    if settle:
+        open_files = file_registry()       # shared across the tree too
     tasks = []
     for pid, tids in freezer.processes.items():
         tasks += capture_process(pid, tids, freezer, segments, on_read, open_files,
                                  handlers, pages, (early or {}).get(pid))
     tasks += [task for task in map(capture_zombie, freezer.zombies) if task is not None]
-    open_files.settle_pipes()
+    if settle:
+        open_files.settle_pipes()
     now = int(time.time())
     return Image(format="linux-cr", dialect="live", arch=ARCH, header=_header(tasks, now),
                  time=now, tasks=tasks)
+
+
+def file_registry():
+    """The files.Registry of one checkpoint's open files (build_image's `open_files`)."""
+    return files.Registry(source=MemorySource())
 
 
 def capture_process(pid, tids, freezer, segments, on_read, open_files, handlers=True,

@@ -77,26 +77,30 @@ class Registry:
                 return file
         return None
 
-    def settle_pipes(self):
+    def settle_pipes(self, captured=()):
         """Set each captured pipe's pipe_flags, once every process is captured. A pipe
         with both ends among the captured files needs no look further; only for the
-        others are all processes' fd tables scanned (once)."""
+        others are all processes' fd tables scanned (once). `captured`: pids whose fd
+        tables the scan skips, their ends being those captured: the checkpointed processes
+        (and their snapshot children, which share their fd tables) once they run again,
+        so that the scan can be made after the snapshot, out of the freeze."""
         for ino, opened in self.pipe_files.items():
             modes = {file.flags & os.O_ACCMODE for file in opened}
             both = modes - {os.O_WRONLY} and modes - {os.O_RDONLY}
-            flags = 0 if both else self.pipe_flags(ino)
+            flags = 0 if both else self.pipe_flags(ino, modes, captured)
             for file in opened:
                 file.pipe_flags = flags
 
-    def pipe_flags(self, ino):
+    def pipe_flags(self, ino, modes=frozenset(), captured=()):
         """CRFS_PIPE_NO_READER/NO_WRITER: the ends of pipe `ino` that no process (but this
-        one, which opens pipes to copy their bytes) has open; 0 when some /proc/PID/fd could
-        not be read (a process we cannot see may hold it)."""
+        one, which opens pipes to copy their bytes) has open, `modes` being those of the
+        captured processes (`captured`, not scanned); 0 when some /proc/PID/fd could not be
+        read (a process we cannot see may hold it)."""
         if self.pipe_ends is None:
-            self.pipe_ends = _pipe_ends()
+            self.pipe_ends = _pipe_ends(captured)
         if None not in self.pipe_ends:
             return 0
-        modes = self.pipe_ends.get(ino, set())
+        modes = self.pipe_ends.get(ino, set()) | set(modes)
         flags = 0 if modes - {os.O_WRONLY} else CRFS_PIPE_NO_READER
         return flags | (0 if modes - {os.O_RDONLY} else CRFS_PIPE_NO_WRITER)
 
@@ -348,12 +352,14 @@ def _fd_copy(pid, fd):
         os.close(pidfd)
 
 
-def _pipe_ends():
+def _pipe_ends(skipped=()):
     """{pipe inode: the access modes (O_ACCMODE) of its open files}, over the fds of every
-    process but this one; key None maps to {} iff every fd table could be read."""
-    ends, complete, me = {}, True, os.getpid()
+    process but this one and those `skipped`; key None maps to {} iff every fd table could
+    be read."""
+    ends, complete = {}, True
+    skipped = {os.getpid(), *skipped}
     for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
+        if not name.isdigit() or int(name) in skipped:
             continue
         try:
             fds = os.listdir(f"/proc/{name}/fd")

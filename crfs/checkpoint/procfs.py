@@ -7,14 +7,21 @@ Everything read here is bounded: no file is read past a fixed size, so a hostile
 import errno
 import os
 import re
-from dataclasses import dataclass
 
+from crfs.errors import CrfsError
 from crfs.formats.x86 import PAGE_SIZE
 
 SMALL_FILE = 64 * 1024          # stat, status, comm, auxv
 MAPS_LIMIT = 64 * 1024 * 1024   # maps and smaps of processes with very many VMAs
 MAX_TASKS = 65536               # threads of one process, processes on the system
 PAGEMAP_CHUNK = 32768           # pagemap entries per read (256 KiB)
+
+
+
+class FlagsChanged(CrfsError):
+    """The VmFlags read before the freeze are not those of the snapshot (or of the stopped
+    processes): take the checkpoint again (crfs.checkpoint.snapshot, api)."""
+
 
 # Top byte of a pagemap entry (bits 56..63, see Documentation/admin-guide/mm/pagemap.rst).
 PM_PRESENT = 0x80               # bit 63
@@ -53,18 +60,47 @@ def read_bytes(path, limit=SMALL_FILE):
         return f.read(limit)
 
 
-@dataclass
 class MapsLine:
-    start: int
-    end: int
-    perms: str       # e.g. "rw-p"
-    offset: int      # bytes into the file
-    dev: str
-    inode: int
-    name: str        # path, "[heap]", "" ...
-    vm_flags: int = 0
-    # VmFlags "dc" / "wf" (MADV_DONTFORK / MADV_WIPEONFORK): a fork does not copy the pages
-    dontfork: bool = False
+    """One VMA as /proc/<pid>/maps (and smaps) shows it. A plain class rather than a
+    dataclass: the kernel-module path of `crfs checkpoint` imports this module, and
+    dataclasses (with inspect) is a large part of its start-up under TCG."""
+
+    __slots__ = ("start", "end", "perms", "offset", "dev", "inode", "name", "vm_flags",
+                 "dontfork")
+
+    def __init__(self, start, end, perms, offset, dev, inode, name, vm_flags=0,
+                 dontfork=False):
+        self.start = start
+        self.end = end
+        self.perms = perms          # e.g. "rw-p"
+        self.offset = offset        # bytes into the file
+        self.dev = dev
+        self.inode = inode
+        self.name = name            # path, "[heap]", "" ...
+        self.vm_flags = vm_flags
+        # VmFlags "dc" / "wf" (MADV_DONTFORK / MADV_WIPEONFORK): a fork does not copy the
+        # pages
+        self.dontfork = dontfork
+
+    def _values(self):
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()
+
+    __hash__ = None     # mutable, as the dataclass was
+
+    def replace(self, **changes):
+        """A copy with `changes` (as dataclasses.replace)."""
+        values = dict(zip(self.__slots__, self._values()))
+        values.update(changes)
+        return MapsLine(**values)
+
+    def __repr__(self):
+        return "MapsLine(" + ", ".join(f"{name}={getattr(self, name)!r}"
+                                       for name in self.__slots__) + ")"
 
     @property
     def shared(self):

@@ -32,6 +32,7 @@ from bisect import bisect_right
 from crfs.checkpoint import capture, inject, procfs, ptrace, signals, tracking
 from crfs.checkpoint.freezer import Freezer
 from crfs.checkpoint.memory import ProcessMemory
+from crfs.checkpoint.procfs import FlagsChanged
 from crfs.errors import CrfsError
 from crfs.formats.ckpt import CRFS_UFLAG_SNAPSHOT  # noqa: F401 (api.py marks images with it)
 from crfs.formats.x86 import PAGE_SIZE
@@ -93,10 +94,6 @@ class SnapshotMemory(ProcessMemory):
             self._count(length)
             return data[offset - first:offset - first + length]
         return super().pread(offset, length)
-
-
-class FlagsChanged(CrfsError):
-    """The VmFlags read before the freeze are not those of the snapshot: take it again."""
 
 
 class Snapshot:

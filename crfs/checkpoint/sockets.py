@@ -21,7 +21,6 @@ import os
 import socket
 import stat
 import struct
-import subprocess
 
 from crfs.errors import CrfsError
 from crfs.formats import ckpt as fmt
@@ -65,6 +64,7 @@ def unix_diag():
     try:
         return _unix_diag()
     except SocketCaptureError as exc:
+        import subprocess      # rarely: not imported by every checkpoint
         probe = subprocess.run(["modprobe", "unix_diag"], capture_output=True, text=True)
         if probe.returncode:
             raise SocketCaptureError(f"{exc} (modprobe unix_diag: "

@@ -15,14 +15,13 @@ via="kernel" it is an error.
 
 import errno
 import os
-import tempfile
 import time
 from types import SimpleNamespace
 
 from crfs import kernel
 from crfs.checkpoint import procfs
 from crfs.errors import CheckpointError
-from crfs.store_paths import TEMP_PREFIX
+from crfs.store_paths import temp_file
 
 VIA = ("auto", "kernel", "ptrace")
 DEFAULT_VIA = "auto"     # of the API, the CLI and the control file alike: use a loaded module
@@ -57,7 +56,7 @@ def write(pid, directory, place, tree=False, device=kernel.DEVICE):
     except OSError as exc:
         raise Unusable(f"cannot open {device}: {exc.strerror}", exc.errno) from exc
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}checkpoint-", dir=directory)
+        fd, tmp = temp_file(directory, "checkpoint")
     except OSError:
         dev.close()
         raise

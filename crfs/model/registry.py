@@ -11,23 +11,33 @@ import errno
 import importlib
 import os
 import stat
-from dataclasses import dataclass, field
 
 from crfs.errors import FormatError, Unsupported
-from crfs.formats.source import Source
 
 SNIFF_BYTES = 16
 
 
-@dataclass(frozen=True)
 class Format:
-    name: str                # the --format value and the module name
-    extension: str           # of the files crfs writes
-    display: str             # how messages name it
-    summary: str             # one line for --help
-    checkpoint_options: dict = field(default_factory=dict)   # writer options of a checkpoint
-    demo: tuple = ()         # (file name, arch, comm, writer options) of the demo images
-    restartable: tuple = ()  # Image.description values the kernel module restarts
+    """One format's facts (a plain class rather than a dataclass: `crfs checkpoint` imports
+    this module, and dataclasses, with inspect, is a large part of a small checkpoint's
+    start-up under TCG). Records are not changed once made."""
+
+    __slots__ = ("name", "extension", "display", "summary", "checkpoint_options", "demo",
+                 "restartable")
+
+    def __init__(self, name, extension, display, summary, checkpoint_options=None, demo=(),
+                 restartable=()):
+        self.name = name                  # the --format value and the module name
+        self.extension = extension        # of the files crfs writes
+        self.display = display            # how messages name it
+        self.summary = summary            # one line for --help
+        # writer options of a checkpoint
+        self.checkpoint_options = dict(checkpoint_options or {})
+        self.demo = demo                  # (file name, arch, comm, writer options) of the demos
+        self.restartable = restartable    # Image.description values the kernel module restarts
+
+    def __repr__(self):
+        return f"Format({self.name!r})"
 
     def restarts(self, image):
         """Whether the crfs kernel module restarts `image`."""
@@ -123,6 +133,7 @@ def open_source(path, follow_symlinks=True, archive_cache=None):
     if stat.S_ISDIR(st.st_mode):
         from crfs.formats.criu import CriuDir
         return CriuDir.open(path, follow_symlinks)
+    from crfs.formats.source import Source     # construct: not for `crfs checkpoint`
     source = Source.open(path, follow_symlinks)
     from crfs.formats import criu_tar
     if criu_tar.is_tar(source.pread(0, criu_tar.BLOCK)):     # a CRIU dump in a tar archive?
@@ -168,6 +179,11 @@ def records(source):
     return _formats_module(detect(source)).records(source)
 
 
+def writer(fmt):
+    """The module (crfs.model.<fmt>) whose dump() writes format `fmt` (a FORMATS name)."""
+    return _model_module(get(fmt).name)
+
+
 def dump(image, out, fmt, **options):
     """Write `image` to the binary file `out` in format `fmt` (a FORMATS name)."""
-    _model_module(get(fmt).name).dump(image, out, **options)
+    writer(fmt).dump(image, out, **options)

@@ -121,7 +121,7 @@ class LazyArgs(ctypes.Structure):
     ]
 
 
-LAZY_RANGES, LAZY_GO, LAZY_DONE = 1, 2, 3     # crfs_lazy_args.op
+LAZY_RANGES, LAZY_GO, LAZY_DONE, LAZY_FORK = 1, 2, 3, 4     # crfs_lazy_args.op
 CRFS_IOC_LAZY = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 5, ctypes.sizeof(LazyArgs))
 
 NO_OFFSET = (1 << 64) - 1   # err_offset when the failure is not at a record

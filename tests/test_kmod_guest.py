@@ -2567,6 +2567,30 @@ def test_lazy_restart_program_dies_with_its_server(guest):
     assert run["exit"] == "killed by SIGKILL", run
 
 
+def test_lazy_restart_serves_a_fork_before_resident(guest):
+    """The program forks as soon as it runs and its child forks too: each of the three
+    checks every byte of its heap, pages still to come included (the server follows the
+    forks: UFFD_FEATURE_EVENT_FORK) and nobody sees zeros where the image has data."""
+    run = _lazy(guest, "fork")
+    _lazy_ran(run, "heap=ok")
+    for line in ("child heap=ok", "grandchild heap=ok", "fork=ok"):
+        assert line in run["lines"], run["lines"][-8:]
+    second = run["second"]
+    assert second["stage"] == "resident" and second["reason"].endswith(" 2 forks"), second
+
+
+def test_lazy_restart_fork_dies_with_the_server(guest):
+    """The program forked before its pages were in; the server is killed: the module kills
+    the program and the child (a descendant of the server, its subreaper), nothing hangs,
+    nothing is left."""
+    run = _lazy(guest, "forkkilled")
+    during = run["during"]
+    assert during["child"] and during["program_ended"] and during["child_ended"], during
+    assert during["second"].get("eof"), during
+    assert "heap=ok" not in run["lines"], run["lines"][-5:]
+    assert run["exit"] == "killed by SIGKILL" and run["survivors"] == [], run
+
+
 def test_lazy_restart_refuses_a_tree(guest):
     """--lazy restarts one process: an image of a tree is refused, nothing forked."""
     refused = _lazy(guest, "tree")
@@ -2581,13 +2605,23 @@ def test_lazy_restart_without_userfaultfd_rights_is_refused(guest):
     assert "vm.unprivileged_userfaultfd=1" in refused["reason"], refused
 
 
+def test_lazy_restart_without_ptrace_capability_is_refused(guest):
+    """As nobody with vm.unprivileged_userfaultfd=1: the userfaultfd is made, but following
+    forks (UFFD_FEATURE_EVENT_FORK) needs CAP_SYS_PTRACE: refused before RESTART, EPERM,
+    stage lazy, rather than let a fork see zeros."""
+    refused = _lazy(guest, "nobody_fork")
+    assert refused.get("errno") == errno.EPERM and refused["stage"] == "lazy", refused
+    assert "CAP_SYS_PTRACE" in refused["reason"], refused
+
+
 def test_lazy_ioctl_refuses_wrong_requests(guest):
     """CRFS_IOC_LAZY: ESRCH for a pid no lazy restore waits for, EINVAL for an unknown op or
     a reserved field set, EBADF/EINVAL for a GO whose fd is closed / not a userfaultfd; a
     process other than the restored program's parent gets EPERM."""
     assert _lazy(guest, "arguments") == {
         "ranges_not_waiting": "ESRCH", "done_not_waiting": "ESRCH", "unknown_op": "EINVAL",
-        "reserved": "EINVAL", "go_closed_fd": "EBADF", "go_not_uffd": "EINVAL"}
+        "reserved": "EINVAL", "go_closed_fd": "EBADF", "go_not_uffd": "EINVAL",
+        "fork_closed_fd": "EBADF", "fork_not_uffd": "EINVAL", "fork_not_waiting": "ESRCH"}
     assert _lazy(guest, "deleted")["during"]["not_parent"] == "EPERM"
 
 
@@ -2601,6 +2635,18 @@ def test_lazy_restart_continues_a_real_program(guest, label):
     restart = run["restart"]
     assert (restart["errno"], restart["stage"]) == (0, "restored"), restart
     _continues(run["checkpoint"]["before"], restart["after"], restart["exit"])
+
+
+def test_lazy_restart_kills_a_program_that_forks_beyond_the_limit(guest):
+    """With pages coming on fault only (test hook "nostream"), the program forks 300 times
+    before touching its heap: the module refuses the 257th child's userfaultfd (ENOSPC,
+    CRFS_LAZY_MAX_FORKS), the server fails, the program and what it forked are killed;
+    no child ran on zeros, nothing is left."""
+    run = _lazy(guest, "server_nostream")
+    assert run["first"].get("stage") == "restored", run
+    assert run["second"]["stage"] == "lazy" and run["second"]["errno"] == errno.ENOSPC, run
+    assert "forks=ok" not in run["lines"] and "heap=ok" not in run["lines"], run["lines"][-5:]
+    assert run["exit"] == "killed by SIGKILL" and run["survivors"] == [], run
 
 
 @pytest.mark.parametrize("how", ["exit", "late", "unregistered"])

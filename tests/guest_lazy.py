@@ -219,6 +219,66 @@ def kill_server_after_fork(r, pid, image):
             "child_ended": child is not None and gone(child), "second": r.report()}
 
 
+def status_of(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as exc:
+        return f"(no status: {exc.strerror})"
+
+
+def wait_status(path, pred, timeout=120):
+    deadline = time.monotonic() + timeout
+    text = status_of(path)
+    while not pred(text) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = status_of(path)
+    return text
+
+
+def through_mount(m, label, env=None):
+    """lazy_target (idle, 64 MiB) checkpointed, then `cp` into restart/ of a crfs mount
+    mounted with -o lazy (its daemon's environment plus `env`): the status as close(2)
+    returned, once it says resident or failed, and once the program ended; its output."""
+    base = os.path.join(WORK, f"{label}-fuse")
+    store, mnt = os.path.join(base, "store"), os.path.join(base, "mnt")
+    os.makedirs(store)
+    os.makedirs(mnt)
+    out_path = os.path.join(WORK, f"{label}.out")
+    image = os.path.join(WORK, f"{label}.img")
+    for name in ("go", "stop"):
+        if os.path.exists(os.path.join(WORK, name)):
+            os.unlink(os.path.join(WORK, name))
+    proc, _ = start(m["lazy_target"], "idle", 64, out_path)
+    result = {"checkpoint": checkpoint(proc, image)}
+    if result["checkpoint"]["rc"]:
+        return result
+    if not os.path.exists("/dev/fuse"):
+        subprocess.run(["modprobe", "fuse"], capture_output=True)
+    mount = subprocess.run([sys.executable, "-m", "crfs", mnt, "-o",
+                            f"store={store},log={base}/crfs.log,lazy"], capture_output=True,
+                           text=True, timeout=120,
+                           env={**os.environ, "CRFS_RESTARTER": m["restarter"], **(env or {})})
+    if mount.returncode:
+        return {**result, "mount": mount.stderr[-1000:]}
+    try:
+        target = os.path.join(mnt, "restart", "lazy.img")
+        cp = subprocess.run(["cp", image, target], capture_output=True, text=True, timeout=120)
+        result["cp"] = {"rc": cp.returncode, "stderr": cp.stderr[-500:]}
+        os.unlink(image)    # /tmp is the guest's memory
+        result["at_close"] = status_of(target + ".status")
+        result["memory"] = wait_status(target + ".status", lambda t: "memory: coming in" not in t)
+        with open(os.path.join(WORK, "stop"), "w"):
+            pass
+        result["ended"] = wait_status(target + ".status", lambda t: "state: running" not in t)
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt], capture_output=True, timeout=60)
+    with open(out_path) as f:
+        result["lines"] = f.read().splitlines()
+    result["survivors"] = survivors()
+    return result
+
+
 def tree_refused(manifest):
     """tree_target restarted --lazy: refused before anything is forked."""
     from guest_files import restart, outcome    # noqa: E402 - guest-side helper
@@ -360,6 +420,11 @@ def step(manifest):
     out["deleted"] = run(m, "deleted", "idle", during=deleted_image)
     out["killed"] = run(m, "killed", "idle", mib=128, during=kill_server)
     fork_cases(m, out)
+    for label, env in (("mount", None), ("mount_eio", {"CRFS_LAZY_TEST": "eio"})):
+        try:
+            out[label] = through_mount(m, label, env)
+        except Exception as exc:    # noqa: BLE001 - reported, the test decides
+            out[label] = {"error": repr(exc)}
     out["arguments"] = argument_errors()
     for how, mode in (("exit", "check"), ("late", "check"), ("unregistered", "check"),
                       ("nostream", "forks300")):

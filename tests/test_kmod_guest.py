@@ -2591,6 +2591,32 @@ def test_lazy_restart_fork_dies_with_the_server(guest):
     assert run["exit"] == "killed by SIGKILL" and run["survivors"] == [], run
 
 
+def test_lazy_restart_through_a_mount_says_when_resident(guest):
+    """`cp` into restart/ of a mount with -o lazy: close(2) succeeds once the program runs;
+    its status says running, memory coming in (or already resident), then `memory:
+    resident (...)`; the program, let go, finds every byte and exits 3."""
+    run = _lazy(guest, "mount")
+    assert "error" not in run and run["checkpoint"]["rc"] == 0, run
+    assert run["cp"]["rc"] == 0, run
+    assert "state: running" in run["at_close"], run["at_close"]
+    assert any(x in run["at_close"] for x in ("memory: coming in (lazy)",
+                                              "memory: resident (")), run["at_close"]
+    assert "state: running" in run["memory"] and "memory: resident (" in run["memory"], run
+    assert "state: exited 3" in run["ended"] and "memory: resident (" in run["ended"], run
+    assert "heap=ok" in run["lines"] and run["survivors"] == [], run
+
+
+def test_lazy_restart_through_a_mount_shows_a_page_server_failure(guest):
+    """The daemon's page server fails (the test hook CRFS_LAZY_TEST=eio of crfs-restart):
+    restart/NAME.status says so, the program is killed, nothing is left."""
+    run = _lazy(guest, "mount_eio")
+    assert "error" not in run and run["cp"]["rc"] == 0, run
+    assert "memory: page server failed: program killed (Input/output error)" in \
+        run["memory"], run["memory"]
+    assert "state: killed by SIGKILL" in run["ended"], run["ended"]
+    assert "heap=ok" not in run["lines"] and run["survivors"] == [], run
+
+
 def test_lazy_restart_refuses_a_tree(guest):
     """--lazy restarts one process: an image of a tree is refused, nothing forked."""
     refused = _lazy(guest, "tree")

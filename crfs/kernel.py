@@ -117,7 +117,7 @@ class LazyArgs(ctypes.Structure):
     ]
 
 
-LAZY_RANGES, LAZY_GO, LAZY_DONE = 1, 2, 3     # crfs_lazy_args.op
+LAZY_RANGES, LAZY_GO, LAZY_DONE, LAZY_FORK = 1, 2, 3, 4     # crfs_lazy_args.op
 CRFS_IOC_LAZY = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 5, ctypes.sizeof(LazyArgs))
 
 NO_OFFSET = (1 << 64) - 1   # err_offset when the failure is not at a record
@@ -233,15 +233,18 @@ class Outcome:
     a dataclass: `crfs checkpoint --via kernel` imports this module, and dataclasses with
     inspect is a large part of its start-up under TCG.)"""
 
-    __slots__ = ("errno", "reason", "offset", "record_type", "stage", "pid", "process")
-    _COMPARED = __slots__[:-1]
+    __slots__ = ("errno", "reason", "offset", "record_type", "stage", "pid", "process",
+                 "reports")
+    _COMPARED = __slots__[:-2]
 
     def __init__(self, errno, reason="", offset=None, record_type=0, stage="restart", pid=0,
-                 process=None):
+                 process=None, reports=None):
         # offset: file offset of the offending record, or None; stage: "restarter",
-        # "open-device", "version", "open-image", "vdso", "restart" or "restored"
+        # "open-device", "version", "open-image", "vdso", "restart" or "restored";
+        # reports (keep_reports): the report pipe, still open (crfs-restart --lazy reports
+        # "resident" there later: next_report()); the caller closes it
         for name, value in zip(self.__slots__, (errno, reason, offset, record_type, stage,
-                                                pid, process)):
+                                                pid, process, reports)):
             object.__setattr__(self, name, value)
 
     def __setattr__(self, name, value):
@@ -327,7 +330,7 @@ def unsafe_restarter(restarter):
 
 
 def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=None,
-                     options=(), new_pids=False, pass_fds=()):
+                     options=(), new_pids=False, pass_fds=(), keep_reports=False):
     """Restart the image at `path` in a new process running kmod/crfs-restart; its Outcome.
 
     The restarter becomes the restored program (a successful restore replaces the address
@@ -337,7 +340,9 @@ def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=No
     `options`: more crfs-restart options (-S, -R, -i IMAGEFD=FD with FD passed in).
     Returns once the restore succeeded or failed; it is killed after `timeout` seconds.
     `new_pids`: never the image's pids (crfs-restart -N). `pass_fds`: our fds the
-    restarter keeps open (those `options` hand in with -i).
+    restarter keeps open (those `options` hand in with -i). `keep_reports`: a restore
+    reported "restored" keeps the report pipe open in Outcome.reports (--lazy's later
+    report: next_report()).
     """
     restarter = restarter or find_restarter()
     if not restarter:
@@ -363,6 +368,7 @@ def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=No
     finally:
         os.close(write_fd)
     data = b""
+    kept = None
     try:
         deadline = time.monotonic() + timeout
         while len(data) < _RESULT.size:
@@ -375,8 +381,12 @@ def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=No
             if not chunk:
                 break
             data += chunk
+        if keep_reports and len(data) == _RESULT.size and data[:4] == bytes(4) \
+                and _RESULT.unpack(data)[3].rstrip(b"\0") == b"restored":
+            kept, read_fd = read_fd, -1
     finally:
-        os.close(read_fd)
+        if read_fd >= 0:
+            os.close(read_fd)
     if not data:
         # EOF without a report: the kernel closed the pipe, the restore went through
         # (a failure after the point of no return kills the process: see its status)
@@ -389,9 +399,24 @@ def restart_in_child(path, device=DEVICE, timeout=600, restarter=None, stdout=No
     stage = stage.rstrip(b"\0").decode()
     if code == 0 and stage == "restored" and reason.startswith("pid "):
         # restored with the image's pid, in a child of the restarter, which relays it
-        return Outcome(0, pid=int(reason[4:]), process=proc, stage=stage)
+        return Outcome(0, pid=int(reason[4:]), process=proc, stage=stage, reports=kept)
+    if kept is not None:
+        os.close(kept)
     proc.wait()
     return Outcome(code, reason, None if offset == NO_OFFSET else offset, record_type, stage)
+
+
+def next_report(fd):
+    """The next report on a kept report pipe (Outcome.reports): (errno, stage, reason), or
+    None at EOF. Blocks until it comes."""
+    data = b""
+    while len(data) < _RESULT.size:
+        chunk = os.read(fd, _RESULT.size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    code, _, _, stage, reason = _RESULT.unpack(data)
+    return code, stage.rstrip(b"\0").decode(), reason.rstrip(b"\0").decode("utf-8", "replace")
 
 
 def describe_exit(returncode):

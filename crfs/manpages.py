@@ -30,6 +30,10 @@ MOUNT_OPTION_HELP = {
                      "$XDG_CACHE_HOME/crfs/index otherwise), with the extractions of "
                      "compressed checkpoint archives in its archives/ (at most 8 GiB); "
                      "off: none.",
+    "lazy": "restart/ restarts with crfs-restart --lazy: close(2) returns once the program "
+            "runs, before its anonymous memory is in (it comes on first touch and in the "
+            "background); restart/NAME.status says memory: coming in (lazy), then "
+            "resident, or why the page server failed.",
 }
 
 

@@ -21,12 +21,15 @@ GENERIC_OPTIONS = {
     "auto", "noauto", "user", "nouser", "users", "owner", "group", "defaults", "_netdev",
     "nofail", "lazytime", "nolazytime", "silent", "loud", "dirsync", "mand", "nomand",
 }
-OUR_OPTIONS = ("store=DIR", "allow_other", "foreground", "debug", "log=FILE", "index_dir=DIR")
+OUR_OPTIONS = ("store=DIR", "allow_other", "foreground", "debug", "log=FILE", "index_dir=DIR",
+               "lazy")
 HELP = "mount a store of images at MOUNTPOINT (the word `mount` may be left out)"
 EPILOG = (f"Options (-o, comma separated): store=DIR (default {DEFAULT_STORE}, created if "
           "missing), allow_other, foreground, debug, log=FILE, index_dir=DIR (where "
           "image indexes are kept across mounts; default /var/cache/crfs/index for root, "
-          "$XDG_CACHE_HOME/crfs/index otherwise; `off`: none); generic mount options "
+          "$XDG_CACHE_HOME/crfs/index otherwise; `off`: none), lazy (restart/ restarts "
+          "with crfs-restart --lazy: the program runs before its memory is in); "
+          "generic mount options "
           "(rw, ro, nodev, nosuid, noexec, noatime, …) are accepted. "
           "Unmount with `umount MOUNTPOINT` or `fusermount3 -u MOUNTPOINT`.")
 
@@ -51,7 +54,7 @@ def settings(args):
     """Turn arguments and -o options into one dict; MountError for unknown options."""
     conf = {"store": args.store, "mountpoint": args.mountpoint, "allow_other": False,
             "foreground": args.foreground or args.debug, "debug": args.debug, "log": None,
-            "ro": False, "index_dir": None}
+            "ro": False, "index_dir": None, "lazy": False}
     for option in ",".join(args.options).split(","):
         name, _, value = option.partition("=")
         if not option:
@@ -60,7 +63,7 @@ def settings(args):
             if not value:
                 raise MountError(f"option {name}= needs a value")
             conf[name] = value
-        elif name in ("allow_other", "foreground", "debug"):
+        elif name in ("allow_other", "foreground", "debug", "lazy"):
             conf[name] = True
         elif name in GENERIC_OPTIONS or name.startswith("x-") or name.startswith("comment="):
             conf["ro"] = conf["ro"] or name == "ro"
@@ -158,7 +161,7 @@ def build_operations(conf):
     from crfs.fs.store import Store
 
     store = Store(conf["store"], index_cache=index_cache(conf))
-    box = RestartBox(conf["store"], os.getuid())
+    box = RestartBox(conf["store"], os.getuid(), lazy=conf["lazy"])
     root = RootDir(store, box)
     now = time.time_ns()
     for node in (root, root.readme, box):

@@ -139,7 +139,8 @@ struct crfs_lazy_range {
  * @op:		in: CRFS_LAZY_RANGES, CRFS_LAZY_GO or CRFS_LAZY_DONE
  * @ranges:	in: RANGES: user pointer to @nr_ranges struct crfs_lazy_range
  * @nr_ranges:	in: RANGES: room in @ranges; out: how many ranges there are
- * @uffd:	in: GO: the userfaultfd the ranges are registered with
+ * @uffd:	in: GO: the userfaultfd the ranges are registered with; FORK: the
+ *		userfaultfd of a process forked from it (UFFD_EVENT_FORK)
  * @__reserved:	in: must be 0
  */
 struct crfs_lazy_args {
@@ -154,6 +155,8 @@ struct crfs_lazy_args {
 #define CRFS_LAZY_RANGES	1	/* copy the ranges out */
 #define CRFS_LAZY_GO		2	/* registered with @uffd: let the process run */
 #define CRFS_LAZY_DONE		3	/* every page is in: forget the process */
+#define CRFS_LAZY_FORK		4	/* a fork's userfaultfd: kept until DONE, too */
+#define CRFS_LAZY_MAX_FORKS	256	/* FORKs a restore (ENOSPC beyond) */
 
 /* crfs_checkpoint_args.flags */
 #define CRFS_CHECKPOINT_TREE	0x1	/* the process and its descendants, depth first */
@@ -200,10 +203,15 @@ struct crfs_lazy_args {
  * run, after it has checked that every range is registered with that userfaultfd (else it
  * is killed). From GO until DONE, the release of the /dev/crfs file that said GO (the
  * server exits or dies) kills the process first, then drops the userfaultfd: the program
- * never runs on with zero pages where its own were. errno:
- *   ESRCH	no lazy restore of @pid waits (or it is gone), or GO/DONE not in order
+ * never runs on with zero pages where its own were. FORK (after GO, by the file that said
+ * it) lends the module the userfaultfd of a process the program forked, whose pages the
+ * server serves too. The release kills every descendant of the server (the server is their
+ * subreaper) with the process, before the userfaultfds are dropped. errno:
+ *   ESRCH	no lazy restore of @pid waits (or it is gone), or GO/DONE/FORK not in
+ *		order or FORK/DONE from another file than GO's
+ *   ENOSPC	FORK: CRFS_LAZY_MAX_FORKS already lent
  *   EPERM	the caller is not the process's real parent
- *   EBADF	GO: @uffd is not open; EINVAL: it is not a userfaultfd, unknown @op,
+ *   EBADF	GO/FORK: @uffd is not open; EINVAL: it is not a userfaultfd, unknown @op,
  *		@__reserved not 0
  *   EFAULT	bad pointer
  */

@@ -18,6 +18,12 @@
  * reference is dropped: were the userfaultfd released first, its VMAs would be
  * unregistered and the program would fault in zero pages where its data was. DONE (every
  * page is in) lets the process go on without the server.
+ *
+ * A fork before DONE: the server asks UFFD_FEATURE_EVENT_FORK, so the child's VMAs are
+ * registered with a new userfaultfd the server receives and serves too. It lends that one
+ * to the module (CRFS_LAZY_FORK). The release kills every descendant of the server (all
+ * forked from the program; the server is their subreaper, so that orphans stay below it),
+ * not only the restored process, before any userfaultfd is dropped.
  */
 #include <linux/completion.h>
 #include <linux/file.h>
@@ -45,6 +51,9 @@ struct crfs_lazy {
 	struct completion go;
 	struct file *owner;		/* the /dev/crfs file that said GO */
 	struct file *uffd;		/* from GO to DONE or the owner's release */
+	struct pid *server;		/* the process that said GO */
+	struct file *forks[CRFS_LAZY_MAX_FORKS];	/* children's userfaultfds */
+	u32 nr_forks;
 	bool listed;
 	bool started;			/* GO was said */
 	u32 nr_ranges;
@@ -103,9 +112,13 @@ struct crfs_lazy *crfs_lazy_new(const struct crfs_mm *mm)
 static void lazy_free(struct kref *ref)
 {
 	struct crfs_lazy *l = container_of(ref, struct crfs_lazy, ref);
+	u32 i;
 
 	if (l->uffd)
 		fput(l->uffd);
+	for (i = 0; i < l->nr_forks; i++)
+		fput(l->forks[i]);
+	put_pid(l->server);
 	put_pid(l->pid);
 	kvfree(l);
 }
@@ -292,6 +305,7 @@ static int lazy_go(struct file *dev, struct crfs_lazy_args *args)
 	if (l) {
 		l->uffd = uffd;
 		l->owner = dev;
+		l->server = get_task_pid(current, PIDTYPE_TGID);
 		l->started = true;
 		complete(&l->go);
 		uffd = NULL;
@@ -319,6 +333,34 @@ static int lazy_done(struct file *dev, struct crfs_lazy_args *args)
 	return ret;
 }
 
+/* The userfaultfd of a process forked from the program, kept until DONE or the release. */
+static int lazy_fork(struct file *dev, struct crfs_lazy_args *args)
+{
+	struct crfs_lazy *l;
+	struct file *uffd;
+	int ret;
+
+	uffd = fget(args->uffd);
+	if (!uffd)
+		return -EBADF;
+	if (!is_userfaultfd(uffd)) {
+		fput(uffd);
+		return -EINVAL;
+	}
+	mutex_lock(&lazy_lock);
+	l = lookup(args->pid, &ret);
+	if (l && (!l->started || l->owner != dev))
+		ret = -ESRCH;
+	else if (l && l->nr_forks == CRFS_LAZY_MAX_FORKS)
+		ret = -ENOSPC;
+	else if (l)
+		l->forks[l->nr_forks++] = uffd;
+	mutex_unlock(&lazy_lock);
+	if (ret || !l)
+		fput(uffd);
+	return ret;
+}
+
 long crfs_ioctl_lazy(struct file *dev, struct crfs_lazy_args __user *uargs)
 {
 	struct crfs_lazy_args args;
@@ -338,15 +380,44 @@ long crfs_ioctl_lazy(struct file *dev, struct crfs_lazy_args __user *uargs)
 		return lazy_go(dev, &args);
 	case CRFS_LAZY_DONE:
 		return lazy_done(dev, &args);
+	case CRFS_LAZY_FORK:
+		return lazy_fork(dev, &args);
 	default:
 		return -EINVAL;
 	}
 }
 
+/* Whether @p descends from the process @server (RCU held). */
+static bool below(struct task_struct *p, struct pid *server)
+{
+	struct task_struct *parent;
+
+	for (;;) {
+		parent = rcu_dereference(p->real_parent);
+		if (parent == p || !parent)
+			return false;
+		if (task_tgid(parent) == server)
+			return true;
+		p = parent;
+	}
+}
+
+/* SIGKILL to every process below @server: what it forked may fault on its userfaultfds. */
+static void kill_descendants(struct pid *server)
+{
+	struct task_struct *p;
+
+	rcu_read_lock();
+	for_each_process(p)
+		if (below(p, server))
+			send_sig(SIGKILL, p, 1);
+	rcu_read_unlock();
+}
+
 /*
  * The /dev/crfs file @dev is released: each process it said GO for and not DONE is
- * killed, then its userfaultfd dropped (unlist() drops the last reference but the
- * process's own, which is gone by then).
+ * killed, with every descendant of the server (all forked from it), then its userfaultfds
+ * dropped (unlist() drops the last reference but the process's own, gone by then).
  */
 void crfs_lazy_release(struct file *dev)
 {
@@ -357,6 +428,7 @@ void crfs_lazy_release(struct file *dev)
 		if (!l->started || l->owner != dev)
 			continue;
 		kill_pid(l->pid, SIGKILL, 1);
+		kill_descendants(l->server);
 		unlist(l);
 	}
 	mutex_unlock(&lazy_lock);

@@ -3,7 +3,8 @@
 lazy_target (tests/c/lazy_target.c: a dirty anonymous heap with holes) is checkpointed and
 restarted by `crfs-restart --lazy`: its pages come in through userfaultfd from the
 restarter, which stays as the page server (docs/kmod.md, "Lazy restart"). Cases: every
-byte checked; two threads faulting at once; madvise(DONTNEED), munmap and mremap before
+byte checked; two threads faulting at once; a fork (and a fork of the child) at once,
+each process checking every byte; the server killed after such a fork; madvise(DONTNEED), munmap and mremap before
 the pages arrive; the image deleted as soon as the program runs; the server killed while
 pages are still to come; a tree refused. Runs inside the guest; decides nothing.
 """
@@ -123,6 +124,8 @@ def run(manifest, label, mode, mib=64, lazy=True, during=None):
     result["exit"] = r.end()
     with open(out_path) as f:
         result["lines"] = f.read().splitlines()
+    if label != "check" and os.path.exists(image):
+        os.unlink(image)    # /tmp is the guest's memory: only check.img is used again
     return result
 
 
@@ -136,6 +139,15 @@ def lazy_ioctl(pid, op, uffd=-1, reserved=0, room=0):
     return errno.errorcode.get(-ret, ret) if ret < 0 else ret
 
 
+def userfaultfd():
+    """A userfaultfd of ours (SYS_userfaultfd 323 on x86_64), O_CLOEXEC."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(323, os.O_CLOEXEC | os.O_NONBLOCK)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "userfaultfd")
+    return fd
+
+
 def argument_errors():
     """CRFS_IOC_LAZY asked wrongly: no lazy restore of that pid, an unknown op, a reserved
     field set, GO with a closed fd or one that is not a userfaultfd."""
@@ -144,9 +156,16 @@ def argument_errors():
            "done_not_waiting": lazy_ioctl(me, kernel.LAZY_DONE),
            "unknown_op": lazy_ioctl(me, 9),
            "reserved": lazy_ioctl(me, kernel.LAZY_RANGES, reserved=1),
-           "go_closed_fd": lazy_ioctl(me, kernel.LAZY_GO, uffd=999)}
+           "go_closed_fd": lazy_ioctl(me, kernel.LAZY_GO, uffd=999),
+           "fork_closed_fd": lazy_ioctl(me, kernel.LAZY_FORK, uffd=999)}
     with open("/dev/null") as f:
         out["go_not_uffd"] = lazy_ioctl(me, kernel.LAZY_GO, uffd=f.fileno())
+        out["fork_not_uffd"] = lazy_ioctl(me, kernel.LAZY_FORK, uffd=f.fileno())
+    uffd = userfaultfd()
+    try:
+        out["fork_not_waiting"] = lazy_ioctl(me, kernel.LAZY_FORK, uffd=uffd)
+    finally:
+        os.close(uffd)
     return out
 
 
@@ -189,6 +208,77 @@ def kill_server(r, pid, image):
             "second": r.report()}
 
 
+def kill_server_after_fork(r, pid, image):
+    """The program forked at once (pages still to come in both): the server killed; the
+    module kills the child too (the server's descendant), nothing hangs."""
+    out_path = os.path.join(WORK, "forkkilled.out")
+    lines = wait_lines(out_path, lambda ls: any(x.startswith("child ") for x in ls))
+    child = next((int(x.split()[1]) for x in lines if x.startswith("child ")), None)
+    os.kill(r.proc.pid, signal.SIGKILL)
+    return {"child": child, "program_ended": gone(pid),
+            "child_ended": child is not None and gone(child), "second": r.report()}
+
+
+def status_of(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as exc:
+        return f"(no status: {exc.strerror})"
+
+
+def wait_status(path, pred, timeout=120):
+    deadline = time.monotonic() + timeout
+    text = status_of(path)
+    while not pred(text) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = status_of(path)
+    return text
+
+
+def through_mount(m, label, env=None):
+    """lazy_target (idle, 64 MiB) checkpointed, then `cp` into restart/ of a crfs mount
+    mounted with -o lazy (its daemon's environment plus `env`): the status as close(2)
+    returned, once it says resident or failed, and once the program ended; its output."""
+    base = os.path.join(WORK, f"{label}-fuse")
+    store, mnt = os.path.join(base, "store"), os.path.join(base, "mnt")
+    os.makedirs(store)
+    os.makedirs(mnt)
+    out_path = os.path.join(WORK, f"{label}.out")
+    image = os.path.join(WORK, f"{label}.img")
+    for name in ("go", "stop"):
+        if os.path.exists(os.path.join(WORK, name)):
+            os.unlink(os.path.join(WORK, name))
+    proc, _ = start(m["lazy_target"], "idle", 64, out_path)
+    result = {"checkpoint": checkpoint(proc, image)}
+    if result["checkpoint"]["rc"]:
+        return result
+    if not os.path.exists("/dev/fuse"):
+        subprocess.run(["modprobe", "fuse"], capture_output=True)
+    mount = subprocess.run([sys.executable, "-m", "crfs", mnt, "-o",
+                            f"store={store},log={base}/crfs.log,lazy"], capture_output=True,
+                           text=True, timeout=120,
+                           env={**os.environ, "CRFS_RESTARTER": m["restarter"], **(env or {})})
+    if mount.returncode:
+        return {**result, "mount": mount.stderr[-1000:]}
+    try:
+        target = os.path.join(mnt, "restart", "lazy.img")
+        cp = subprocess.run(["cp", image, target], capture_output=True, text=True, timeout=120)
+        result["cp"] = {"rc": cp.returncode, "stderr": cp.stderr[-500:]}
+        os.unlink(image)    # /tmp is the guest's memory
+        result["at_close"] = status_of(target + ".status")
+        result["memory"] = wait_status(target + ".status", lambda t: "memory: coming in" not in t)
+        with open(os.path.join(WORK, "stop"), "w"):
+            pass
+        result["ended"] = wait_status(target + ".status", lambda t: "state: running" not in t)
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt], capture_output=True, timeout=60)
+    with open(out_path) as f:
+        result["lines"] = f.read().splitlines()
+    result["survivors"] = survivors()
+    return result
+
+
 def tree_refused(manifest):
     """tree_target restarted --lazy: refused before anything is forked."""
     from guest_files import restart, outcome    # noqa: E402 - guest-side helper
@@ -208,9 +298,10 @@ def tree_refused(manifest):
     return outcome(restart(image, manifest["restarter"], out_path + ".r", ("--lazy",)))
 
 
-def unprivileged_refused(restarter, image):
+def unprivileged_refused(restarter, image, allowed="0"):
     """crfs-restart --lazy run as nobody (/dev/crfs opened to everyone for the duration,
-    vm.unprivileged_userfaultfd=0): refused with its reason, before RESTART."""
+    vm.unprivileged_userfaultfd=ALLOWED): refused with its reason, before RESTART (0: no
+    userfaultfd; 1: one, but no UFFD_FEATURE_EVENT_FORK without CAP_SYS_PTRACE)."""
     sysctl = "/proc/sys/vm/unprivileged_userfaultfd"
     with open(sysctl) as f:
         old = f.read().strip()
@@ -219,7 +310,7 @@ def unprivileged_refused(restarter, image):
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
         with open(sysctl, "w") as f:
-            f.write("0")
+            f.write(allowed)
         proc = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
                                  restarter, "--lazy", "-r", str(write_fd), image],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -280,9 +371,10 @@ def survivors(name="lazy_target", timeout=30):
         time.sleep(0.1)
 
 
-def misbehaving(manifest, how):
-    """lazy_target restarted by a server that misbehaves ($CRFS_LAZY_TEST=how; "late" with
-    the module's lazy_timeout at 1 s): the reports, the restarter's exit, what is left."""
+def misbehaving(manifest, how, mode="check"):
+    """lazy_target MODE restarted by a server that misbehaves ($CRFS_LAZY_TEST=how; "late"
+    with the module's lazy_timeout at 1 s): the reports, the restarter's exit, what is
+    left."""
     param = "/sys/module/crfs/parameters/lazy_timeout"
     with open(param) as f:
         old = f.read().strip()
@@ -291,7 +383,7 @@ def misbehaving(manifest, how):
         if how == "late":
             with open(param, "w") as f:
                 f.write("1")
-        result = run(manifest, f"bad_{how}", "check", mib=16)
+        result = run(manifest, f"bad_{how}", mode, mib=16)
     finally:
         del os.environ["CRFS_LAZY_TEST"]
         with open(param, "w") as f:
@@ -299,6 +391,18 @@ def misbehaving(manifest, how):
     result.pop("maps_before", None)
     result["survivors"] = survivors()
     return result
+
+
+def fork_cases(m, out):
+    """The program forks before it is resident: served; the server killed then."""
+    for label, mode, mib, during in (("fork", "fork", 64, None),
+                                     ("forkkilled", "forkidle", 64, kill_server_after_fork)):
+        try:
+            out[label] = run(m, label, mode, mib=mib, during=during)
+        except Exception as exc:    # noqa: BLE001 - reported, the test decides
+            with open(os.path.join(WORK, f"{label}.out")) as f:
+                out[label] = {"error": repr(exc), "lines": f.read().splitlines()[-20:]}
+        out[label]["survivors"] = survivors()
 
 
 def step(manifest):
@@ -315,10 +419,17 @@ def step(manifest):
     out["madvise"] = run(m, "madvise", "madvise")
     out["deleted"] = run(m, "deleted", "idle", during=deleted_image)
     out["killed"] = run(m, "killed", "idle", mib=128, during=kill_server)
-    out["arguments"] = argument_errors()
-    for how in ("exit", "late", "unregistered"):
+    fork_cases(m, out)
+    for label, env in (("mount", None), ("mount_eio", {"CRFS_LAZY_TEST": "eio"})):
         try:
-            out[f"server_{how}"] = misbehaving(m, how)
+            out[label] = through_mount(m, label, env)
+        except Exception as exc:    # noqa: BLE001 - reported, the test decides
+            out[label] = {"error": repr(exc)}
+    out["arguments"] = argument_errors()
+    for how, mode in (("exit", "check"), ("late", "check"), ("unregistered", "check"),
+                      ("nostream", "forks300")):
+        try:
+            out[f"server_{how}"] = misbehaving(m, how, mode)
         except Exception as exc:    # noqa: BLE001 - reported, the test decides
             out[f"server_{how}"] = {"error": repr(exc)}
     try:
@@ -329,6 +440,11 @@ def step(manifest):
         out["nobody"] = unprivileged_refused(m["restarter"], os.path.join(WORK, "check.img"))
     except Exception as exc:    # noqa: BLE001 - reported, the test decides
         out["nobody"] = {"error": repr(exc)}
+    try:
+        out["nobody_fork"] = unprivileged_refused(m["restarter"],
+                                                  os.path.join(WORK, "check.img"), "1")
+    except Exception as exc:    # noqa: BLE001 - reported, the test decides
+        out["nobody_fork"] = {"error": repr(exc)}
     try:
         out["tree"] = tree_refused(m)
     except Exception as exc:    # noqa: BLE001 - reported, the test decides

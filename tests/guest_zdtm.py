@@ -3,8 +3,8 @@ tests/kmod_guest_checks.py): CRIU's zdtm test programs checkpointed and restarte
 
 The host has built the programs (make -C lib libzdtmtst.a; make -C static TESTS) in a copy
 of ../shared/zdtm and lists the runs in the manifest: which checkpointer (`crfs checkpoint
---via ptrace` or `--via kernel`), which restart (`crfs-restart`, or `cp` into restart/ of a
-crfs mount) and which tests. Per test, as ../shared/zdtm/README.md describes: `make
+--via ptrace` or `--via kernel`), which restart (`crfs-restart`, `crfs-restart --lazy`, or
+`cp` into restart/ of a crfs mount) and which tests. Per test, as ../shared/zdtm/README.md describes: `make
 TEST.pid` starts it, `crfs checkpoint PID --tree -o IMG --kill`, the restart, SIGTERM to the
 restored root, then TEST.out says PASS or FAIL. Every wait is bounded (the limits below), a
 test that fails leaves no process behind (its sessions are killed), and each result is
@@ -192,7 +192,8 @@ def phases(name, spec, static, restarter, mount, times, sessions, held):
     if rc != 0:
         return fail(f"checkpoint: {last_line(text) or f'status {rc}'}")
     t = time.monotonic()
-    root, process, error = restart(name, image, restarter, mount, limits["restart"])
+    root, process, error = restart(name, image, restarter, mount, limits["restart"],
+                                   ("--lazy",) if spec["restart"] == "lazy" else ())
     times["restart"] = lap(t)
     held["process"] = process
     if error:
@@ -382,9 +383,9 @@ def read_bounded(fd, timeout):
     return None if data is None else data.decode(errors="replace")
 
 
-def restart(name, image, restarter, mount, timeout=RESTART):
-    """The image restarted: (restored root pid, restarter process or None, None) or
-    (None, None, why)."""
+def restart(name, image, restarter, mount, timeout=RESTART, options=()):
+    """The image restarted (crfs-restart OPTIONS, or cp into restart/): (restored root pid,
+    restarter process or None, None) or (None, None, why)."""
     if mount is not None:
         return restart_by_cp(name, image, mount, timeout)
     cwd = os.getcwd()
@@ -392,7 +393,7 @@ def restart(name, image, restarter, mount, timeout=RESTART):
     try:
         with open(os.path.join(IMAGES, f"{name}.log"), "wb") as log:
             outcome = kernel.restart_in_child(image, restarter=restarter, timeout=timeout,
-                                              stdout=log)
+                                              stdout=log, options=options)
     finally:
         os.chdir(cwd)
     if outcome.errno:

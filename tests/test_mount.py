@@ -202,6 +202,21 @@ def test_restart_without_module_fails_on_close_with_status(mount, tmp_path):
     assert not [n for n in os.listdir(mount.store) if n.startswith(".crfs-")]
 
 
+def test_lazy_option_mounts_and_restart_box_still_refuses_without_module(mount, tmp_path):
+    """-o lazy is a crfs option (mount.fuse passes it through): the mount comes up, and
+    restart/ without the kernel module fails as without lazy (the guest step "lazy"
+    restarts through such a mount for real)."""
+    img = tmp_path / "p.img"
+    write_image(img, "ckpt", "x86_64")
+    mount.mount("-o", "lazy")
+    cp = subprocess.run(["cp", str(img), str(mount / "restart" / "p.img")],
+                        capture_output=True, text=True)
+    if os.path.exists("/dev/crfs"):
+        pytest.skip("the crfs module is loaded here")
+    assert cp.returncode != 0 and "No such device" in cp.stderr
+    assert "state: failed" in (mount / "restart" / "p.img.status").read_text()
+
+
 def test_restart_rejects_unsound_and_unsupported_images(mount, tmp_path):
     write_image(tmp_path / "old.img", "cpt", "i386")
     data = (tmp_path / "old.img").read_bytes()

@@ -7,6 +7,12 @@ program runs on: restart/<name>.status gives its pid and state (running, exited 
 SIG...), restart/<name>.log what it writes to an fd 0-2 the kernel could not reopen (a
 terminal, a socket, a pipe to outside; its files are reopened). A thread per restored program waits for
 it, so the daemon goes on serving meanwhile.
+
+With the mount option `lazy` the daemon restarts with `crfs-restart --lazy`: close(2)
+returns once the program runs, before its anonymous memory is in (it comes on first touch
+and in the background, docs/kmod.md "Lazy restart"); restart/<name>.status says `memory:
+coming in (lazy)`, then `memory: resident` once every page is in, or `memory: page server
+failed: ...` (the program is then killed).
 """
 
 import errno
@@ -97,10 +103,11 @@ class Upload(File):
 class RestartBox(Dir):
     live = True     # uploads, statuses and logs come and go
 
-    def __init__(self, store_path, owner_uid):
+    def __init__(self, store_path, owner_uid, lazy=False):
         super().__init__(("restart",))
         self.store_path = store_path
         self.owner_uid = owner_uid
+        self.lazy = lazy     # mount option lazy: crfs-restart --lazy
         self.uploads = {}
         self.statuses = {}   # name -> status text
         self.logs = {}       # name -> path of the restored program's output
@@ -163,9 +170,14 @@ class RestartBox(Dir):
         """Verify and hand over; returns the FsError close(2) must report, or None."""
         with self._lock:
             self.uploaders[upload.name] = upload.owner
-        outcome, status = self._restart(upload)
+        # (FsError or None, status[, the restored program's waiter, not started])
+        outcome, status, *waiter = self._restart(upload)
         with self._lock:
             self.statuses[upload.name] = status
+        for thread in waiter:
+            # after the status above: what it learns (the program ended, a lazy restart's
+            # memory resident or its server failed) must come after it
+            thread.start()
         log.info("restart/%s: %s", upload.name, status.splitlines()[-1])
         return outcome
 
@@ -198,11 +210,12 @@ class RestartBox(Dir):
             # the restarter's stdin is /dev/null, its stdout and stderr this log: an image's
             # fd 0-2 the kernel cannot reopen (a terminal, a socket, a pipe to a process
             # left out) gets these (CRFS_RESTART_INHERIT); its files stay its own
-            outcome = _restart_flat(image, source.fd, os.path.dirname(upload.path), output)
+            outcome = _restart_flat(image, source.fd, os.path.dirname(upload.path),
+                                    output, self.lazy)
         if outcome.errno == 0:
-            threading.Thread(target=self._wait,
-                             args=(upload.name, outcome.pid, outcome.process, log_path),
-                             name=f"restart-{outcome.pid}", daemon=True).start()
+            waiter = threading.Thread(target=self._wait, args=(upload.name, outcome, log_path),
+                                      name=f"restart-{outcome.pid}", daemon=True)
+            return (*_kernel_outcome(upload.name, outcome), waiter)
         return _kernel_outcome(upload.name, outcome)
 
     def _new_log(self, upload):
@@ -222,15 +235,36 @@ class RestartBox(Dir):
                 pass
         return path, output
 
-    def _wait(self, name, pid, process, log_path):
-        """Thread: wait for restored program `pid` (through `process`, the restarter, which
-        ends as it ends) and record how it ended."""
+    def _wait(self, name, outcome, log_path):
+        """Thread: wait for the restored program (through its restarter, which ends as it
+        ends; a lazy one reports first when every page is in) and record how it ended."""
+        pid, process, memory = outcome.pid, outcome.process, None
+        if outcome.reports is not None:
+            try:
+                memory = _memory(kernel.next_report(outcome.reports))
+            finally:
+                os.close(outcome.reports)
+            log.info("restart/%s: pid %d memory: %s", name, pid, memory)
+            self._set_status(name, log_path, _status(name, "running", pid=pid, memory=memory))
         process.wait()
         state = kernel.describe_exit(process.returncode)
         log.info("restart/%s: pid %d %s", name, pid, state)
+        self._set_status(name, log_path, _status(name, state, pid=pid, memory=memory))
+
+    def _set_status(self, name, log_path, status):
         with self._lock:
             if self.logs.get(name) == log_path:    # not restarted again meanwhile
-                self.statuses[name] = _status(name, state, pid=pid)
+                self.statuses[name] = status
+
+
+def _memory(report):
+    """The status's memory line after crfs-restart --lazy's second report."""
+    if report is None:
+        return "never resident: the program or its page server ended before every page was in"
+    code, stage, reason = report
+    if code == 0 and stage == "resident":
+        return f"resident ({reason.partition(': ')[2] or reason})"
+    return f"{reason} ({os.strerror(code) if code else stage})"
 
 
 def open_private(path, uid, gid):
@@ -260,7 +294,8 @@ def _kernel_outcome(name, outcome):
     """(FsError for close(2) or None, status text) of the restarter child's Outcome."""
     code = outcome.errno
     if code == 0:
-        return None, _status(name, "running", pid=outcome.pid)
+        memory = "coming in (lazy)" if outcome.reports is not None else None
+        return None, _status(name, "running", pid=outcome.pid, memory=memory)
     if outcome.stage == "restarter":
         return _failed(name, errno.ENODEV, outcome.reason)
     if outcome.stage == "open-device":
@@ -330,10 +365,13 @@ class ReportOwner(Owner):
         return user.attributes(node)
 
 
-def _status(name, state, error=None, pid=None):
+def _status(name, state, error=None, pid=None, memory=None):
     lines = [f"image: {name}", f"state: {state}"]
     if pid:
         lines.append(f"pid: {pid}")
+    if memory:
+        lines.append(f"memory: {memory}")
+    if pid:
         lines.append(f"stdio: the image's files and pipes; in place of a terminal, socket or "
                      f"pipe to outside, fd 0 /dev/null, fds 1 and 2 restart/{name}.log")
     if error:
@@ -341,25 +379,27 @@ def _status(name, state, error=None, pid=None):
     return "\n".join(lines) + "\n"
 
 
-def _restart_flat(image, fd, directory, output):
+def _restart_flat(image, fd, directory, output, lazy=False):
     """kernel.restart_in_child of the image open at `fd`, handed in as that fd; an
     incremental image is first written whole, with its chain's pages, to a temporary file
     of `directory` (crfs.model.chain.flatten), handed in the same way: the kernel reads one
-    image, and it is done reading when restart_in_child returns."""
+    image, and it is done reading when restart_in_child returns (--lazy: the page server
+    keeps it open until every page is in)."""
     if image.parent is None:
-        return _restart_fd(fd, output)
+        return _restart_fd(fd, output, lazy)
     flat = chain.flatten(image, directory, lambda img, out: registry.dump(img, out, "ckpt"))
     try:
         flat_fd = os.open(flat, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     finally:
         os.unlink(flat)
     try:
-        return _restart_fd(flat_fd, output)
+        return _restart_fd(flat_fd, output, lazy)
     finally:
         os.close(flat_fd)
 
 
-def _restart_fd(fd, output):
+def _restart_fd(fd, output, lazy):
     """The restarter opens /proc/self/fd/FD: the very inode the daemon checked."""
+    options = {"options": ("--lazy",), "keep_reports": True} if lazy else {}
     return kernel.restart_in_child(f"/proc/self/fd/{fd}", kernel.DEVICE, stdout=output,
-                                   pass_fds=(fd,))
+                                   pass_fds=(fd,), **options)

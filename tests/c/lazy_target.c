@@ -14,7 +14,13 @@
  *            (mincore: "before dontneed=N remap=N"), then checks: zeros in the first,
  *            the second unmapped, the pattern at the new place of the third and nothing
  *            at its old one, the rest intact: "madvise=ok" or what differs;
- *   idle     waits for WORKDIR/stop without touching the heap, then checks it as check.
+ *   idle     waits for WORKDIR/stop without touching the heap, then checks it as check;
+ *   fork     forks at once; the child forks a grandchild at once; each of the three
+ *            checks every byte ("child heap=ok", "grandchild heap=ok", "heap=ok"), the
+ *            parents after their child ended well: "fork=ok";
+ *   forkidle forks at once, the child says "child PID"; both then do as idle;
+ *   forks300 forks 300 children one after the other, each exiting at once: "forks=ok",
+ *            then checks as check.
  * Then "done" and exit status 3. */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -23,6 +29,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define PAGE 4096UL
@@ -156,6 +163,43 @@ static void madvise_mode(void)
 	printf("madvise=%s\n", ok ? "ok" : "bad");
 }
 
+/* Every byte checked, printed as WHO heap=...: 0 if ok. */
+static int check_as(const char *who)
+{
+	long bad = check(0, pages);
+
+	if (bad < 0)
+		printf("%sheap=ok\n", who);
+	else
+		printf("%sheap=bad page %ld\n", who, bad);
+	return bad >= 0;
+}
+
+/* A child's exit status: 0 if it exited 0. */
+static int reaped(pid_t pid)
+{
+	int status;
+
+	return pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+	       WEXITSTATUS(status);
+}
+
+static void fork_mode(void)
+{
+	pid_t child = fork(), grandchild;
+	int bad;
+
+	if (child == 0) {
+		grandchild = fork();
+		if (grandchild == 0)
+			_exit(check_as("grandchild "));
+		bad = check_as("child ");
+		_exit(bad | reaped(grandchild));
+	}
+	bad = check_as("");
+	printf("fork=%s\n", bad | reaped(child) ? "bad" : "ok");
+}
+
 int main(int argc, char **argv)
 {
 	pid_t parent = getppid();
@@ -181,10 +225,25 @@ int main(int argc, char **argv)
 		usleep(1000);
 	if (!strcmp(mode, "madvise")) {
 		madvise_mode();
+	} else if (!strcmp(mode, "fork")) {
+		fork_mode();
+	} else if (!strcmp(mode, "forks300")) {
+		for (i = 0; i < 300; i++) {
+			pid_t pid = fork();
+
+			if (pid == 0)
+				_exit(0);
+			if (reaped(pid))
+				break;
+		}
+		printf("forks=%s\n", i == 300 ? "ok" : "bad");
+		check_as("");
 	} else if (!strcmp(mode, "threads")) {
 		printf("threads=%s\n", threads() ? "bad" : "ok");
 	} else {
-		while (!strcmp(mode, "idle") && !exists("stop"))
+		if (!strcmp(mode, "forkidle") && fork() == 0)
+			printf("child %d\n", getpid());
+		while (strcmp(mode, "check") && !exists("stop"))
 			usleep(10000);
 		bad = check(0, pages);
 		if (bad < 0)

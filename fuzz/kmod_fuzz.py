@@ -43,6 +43,16 @@ def build(work):
             target)
 
 
+def build_targets(work):
+    """The other guest steps' targets (tests/guest_fuzz_seeds.py) built in WORK/targets."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import guest_fuzz_seeds
+    out = os.path.join(work, "targets")
+    os.makedirs(out, exist_ok=True)
+    guest_fuzz_seeds.build(os.path.join(ROOT, "tests", "c"), out)
+    return out
+
+
 def verdict(result):
     """The reasons the campaign failed, [] on a pass."""
     problems = []
@@ -71,7 +81,12 @@ def main():
     parser.add_argument("--restarts", type=int, default=1000)
     parser.add_argument("--restart-seconds", type=float, default=600)
     parser.add_argument("--arguments", type=int, default=20000)
+    parser.add_argument("--restart-workers", type=int, default=1,
+                        help="RESTARTs at a time (the guest has 2 CPUs)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--only-restore-target", action="store_true",
+                        help="no seeds of the other steps' targets (timers, anonfd, unix, "
+                             "pipes, state, exe_memfd, deleted, fown, tree)")
     parser.add_argument("--keep", help="work directory to keep (default: a temporary one)")
     parser.add_argument("images", nargs="*", help="more seed images (ckpt, x86_64)")
     args = parser.parse_args()
@@ -83,11 +98,14 @@ def main():
         seeds.append(os.path.join(work, f"seed{n}.img"))
         shutil.copy(image, seeds[-1])
     results = os.path.join(work, "results.json")
-    timeout = int(args.check_seconds + args.restart_seconds + 600)
+    timeout = int(args.check_seconds + args.restart_seconds + 1500)
     env = {"CRFS_FUZZ_SEED": args.seed, "CRFS_FUZZ_CHECKS": args.checks,
            "CRFS_FUZZ_CHECK_SECONDS": args.check_seconds, "CRFS_FUZZ_RESTARTS": args.restarts,
            "CRFS_FUZZ_RESTART_SECONDS": args.restart_seconds,
-           "CRFS_FUZZ_ARGUMENTS": args.arguments}
+           "CRFS_FUZZ_ARGUMENTS": args.arguments,
+           "CRFS_FUZZ_RESTART_WORKERS": args.restart_workers}
+    if not args.only_restore_target:
+        env["CRFS_FUZZ_TARGETS"] = build_targets(work)
     cmd = ["bash", os.path.join(KMOD, "harness", "run-in-guest"), "-q", "-t", str(timeout),
            "-w", work, "-e", f"PYTHONPATH={ROOT}:{os.path.join(ROOT, 'tests')}",
            *[opt for k, v in env.items() for opt in ("-e", f"{k}={v}")], "-C", ROOT, "--",
@@ -100,7 +118,8 @@ def main():
         return 1
     with open(results) as f:
         result = json.load(f)
-    print(json.dumps({k: result.get(k) for k in ("seeds", "seed_check", "check", "restart",
+    print(json.dumps({k: result.get(k) for k in ("seeds", "seed_checkpoints", "seed_check",
+                                                  "check", "restart",
                                                   "arguments", "restart_arguments",
                                                   "t_check", "t_restart")}, indent=1))
     problems = verdict(result) + ([f"harness status {run.returncode}"]

@@ -3,7 +3,7 @@
 `--via kernel` (`--tree` where they fork), so that the mutations reach the records those
 carry: POSIX timers, seccomp, oom_score_adj, rseq, raw siginfo, deleted files, UNIX
 sockets, eventfd/timerfd/signalfd/epoll, pipes with buffers, file owners, file ids, the
-exe, zombies and stopped tasks, process trees.
+exe, seccomp (a strict-mode child), sigaltstack and signal state, zombies and stopped tasks, process trees.
 
 Each target runs in a directory of its own under ROOT, which stays in place during the
 campaign: a mutated image restarted for real finds the files its seed names. Built on the
@@ -31,6 +31,8 @@ TARGETS = {
     "deleted_target": ((), ("{dir}",), 1, False),
     "fown_target": ((), (), "ready", True),
     "tree_target": ((), ("100000",), 4, True),
+    "sockstrict_target": ((), ("{dir}", "100000"), 3, True),
+    "sig_target": (("-pthread",), ("{dir}", "thread"), "ready", False),
 }
 
 

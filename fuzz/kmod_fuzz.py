@@ -2,14 +2,17 @@
 than the test suite's `fuzz` step.
 
     python fuzz/kmod_fuzz.py [--checks 100000] [--check-seconds 1800] [--restarts 1000]
-                             [--restart-seconds 600] [--seed 1] [--keep DIR] [SEED.img ...]
+                             [--restart-seconds 600] [--restart-workers 1] [--seed 1]
+                             [--only-restore-target] [--keep DIR] [SEED.img ...]
 
-Builds the module out of the tree (as tests/test_kmod_guest.py does), crfs-restart and
-restore_target, boots one guest (kmod/harness/run-in-guest), loads the module, makes the
-seeds there (restore_target checkpointed by the module and by crfs's writer, plus any
-SEED.img given) and runs tests/guest_fuzz.py's campaign: structure-aware mutations through
-CHECK, a sample through RESTART (crfs-restart in a child, killed if it restores), bad ioctl
-arguments. Prints the figures and writes them to DIR/results.json.
+Builds the module out of the tree (as tests/test_kmod_guest.py does), crfs-restart,
+restore_target and the other guest steps' targets (tests/guest_fuzz_seeds.py), boots one
+guest (kmod/harness/run-in-guest), loads the module, makes the seeds there (restore_target
+and, unless --only-restore-target, eleven other targets, each checkpointed by the module
+and by crfs's writer, plus any SEED.img given) and runs tests/guest_fuzz.py's campaign:
+structure-aware mutations through CHECK, a sample through RESTART (crfs-restart in a
+child, killed if it restores; --restart-workers at a time), bad ioctl arguments. Prints
+the figures and writes them to DIR/results.json.
 
 Passes (exit 0) when the guest ends cleanly (no WARN, BUG, Oops, panic or hang: the
 harness's status), every refusal is an expected errno with a reason, no bad argument is

@@ -113,13 +113,22 @@ class Mutator:
             ("insert", 5))]
 
     def pick(self):
-        rec = self.rng.choice(self.cur)
+        """A record: half the time any, half the time one of a type drawn first, so that
+        the rare records (one SECCOMP, four POSIX timers among hundreds of VMAs and page
+        chunks) get their share."""
+        if self.rng.random() < 0.5:
+            rec = self.rng.choice(self.cur)
+        else:
+            rec = self.rng.choice(self.by_type[self.rng.choice(sorted(self.by_type))])
         self.touched.append(rec[1])
         return rec
 
     def mutate(self, data=None):
         """(kind, mutated bytearray) of the seed, or of `data` (a mutation to stack)."""
         self.cur = self.recs if data is None else records(bytes(data))
+        self.by_type = collections.defaultdict(list)
+        for rec in self.cur:
+            self.by_type[rec[1]].append(rec)
         if data is None:
             self.touched = []     # the record types the mutation(s) changed
         data = bytearray(self.data if data is None else data)
@@ -517,14 +526,18 @@ def campaign(seeds, restarter, scratch_dir, rng_seed=1, checks=10000, check_seco
 
 def seed_images(manifest, steps):
     """The real images the other steps made, else new ones (restore_target checkpointed by
-    the module and by crfs's writer, as in step file_id)."""
+    the module and by crfs's writer, as in step file_id); step anonfd's if it ran."""
     import guest_file_id as fid
     kimg, pimg = (os.path.join(fid.DIR, name) for name in ("kernel.img", "ptrace.img"))
     if not (os.path.exists(kimg) and os.path.exists(pimg)):
         proc, _ = fid.start(manifest["restore"])
         fid.checkpoints(proc, kimg, pimg)
     threads = (steps.get("threads") or {}).get("image")
-    return [kimg, pimg, manifest["valid"], threads]
+    # step anonfd's images when it ran before (the whole suite): eventfd, timerfds,
+    # signalfd, epoll items, a pipe's bytes, at no cost here
+    import guest_anonfd
+    anon = [os.path.join(guest_anonfd.WORK, f"{via}.img") for via in ("ptrace", "kernel")]
+    return [kimg, pimg, manifest["valid"], threads, *anon]
 
 
 def fuzz_step(manifest, steps):

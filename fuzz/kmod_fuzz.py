@@ -106,7 +106,7 @@ def main():
            "CRFS_FUZZ_CHECK_SECONDS": args.check_seconds, "CRFS_FUZZ_RESTARTS": args.restarts,
            "CRFS_FUZZ_RESTART_SECONDS": args.restart_seconds,
            "CRFS_FUZZ_ARGUMENTS": args.arguments,
-           "CRFS_FUZZ_RESTART_WORKERS": args.restart_workers}
+           "CRFS_FUZZ_RESTART_WORKERS": args.restart_workers, "CRFS_FUZZ_KEEP": work}
     if not args.only_restore_target:
         env["CRFS_FUZZ_TARGETS"] = build_targets(work)
     cmd = ["bash", os.path.join(KMOD, "harness", "run-in-guest"), "-q", "-t", str(timeout),

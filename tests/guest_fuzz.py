@@ -55,7 +55,10 @@ EXPECTED_ERRNOS = {"EINVAL", "EFBIG", "ENOMEM", "EOPNOTSUPP", "ENOENT", "EACCES"
                    "ENODEV", "ESTALE", "EBUSY", "EFAULT", "EBADF", "EIO", "ENOEXEC",
                    "EINTR", "ESRCH", "E2BIG", "ENOTTY", "ENXIO", "EOVERFLOW", "ENFILE",
                    "EMFILE", "ENOSPC", "ETXTBSY", "EISDIR", "ELOOP", "ENAMETOOLONG",
-                   "ENOTDIR", "ECHILD", "EAGAIN", "EEXIST", "EROFS"}
+                   "ENOTDIR", "ECHILD", "EAGAIN", "EEXIST", "EROFS",
+                   # crfs-restart's UNIX sockets: bind(2) to an abstract name a live socket
+                   # holds (a mutated address), connect(2) to a listener that is gone
+                   "EADDRINUSE", "ECONNREFUSED"}
 
 
 def ename(code):
@@ -360,6 +363,16 @@ def restart_one(mutator, scratch, restarter, stats, lock=None):
             stats.no_reason.append([kind, name, child.stage])
         if name not in EXPECTED_ERRNOS:
             stats.unexpected.append([kind, name, child.reason])
+            keep_input(scratch, len(stats.unexpected))
+
+
+def keep_input(scratch, n):
+    """A copy of an input with an unexpected outcome in $CRFS_FUZZ_KEEP, if set."""
+    keep = os.environ.get("CRFS_FUZZ_KEEP")
+    if keep and n <= 20:
+        with open(scratch, "rb") as src, open(os.path.join(keep, f"unexpected{n}.img"),
+                                              "wb") as dst:
+            dst.write(src.read())
 
 
 def kill_restored(child):

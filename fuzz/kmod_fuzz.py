@@ -2,14 +2,17 @@
 than the test suite's `fuzz` step.
 
     python fuzz/kmod_fuzz.py [--checks 100000] [--check-seconds 1800] [--restarts 1000]
-                             [--restart-seconds 600] [--seed 1] [--keep DIR] [SEED.img ...]
+                             [--restart-seconds 600] [--restart-workers 1] [--seed 1]
+                             [--only-restore-target] [--keep DIR] [SEED.img ...]
 
-Builds the module out of the tree (as tests/test_kmod_guest.py does), crfs-restart and
-restore_target, boots one guest (kmod/harness/run-in-guest), loads the module, makes the
-seeds there (restore_target checkpointed by the module and by crfs's writer, plus any
-SEED.img given) and runs tests/guest_fuzz.py's campaign: structure-aware mutations through
-CHECK, a sample through RESTART (crfs-restart in a child, killed if it restores), bad ioctl
-arguments. Prints the figures and writes them to DIR/results.json.
+Builds the module out of the tree (as tests/test_kmod_guest.py does), crfs-restart,
+restore_target and the other guest steps' targets (tests/guest_fuzz_seeds.py), boots one
+guest (kmod/harness/run-in-guest), loads the module, makes the seeds there (restore_target
+and, unless --only-restore-target, eleven other targets, each checkpointed by the module
+and by crfs's writer, plus any SEED.img given) and runs tests/guest_fuzz.py's campaign:
+structure-aware mutations through CHECK, a sample through RESTART (crfs-restart in a
+child, killed if it restores; --restart-workers at a time), bad ioctl arguments. Prints
+the figures and writes them to DIR/results.json.
 
 Passes (exit 0) when the guest ends cleanly (no WARN, BUG, Oops, panic or hang: the
 harness's status), every refusal is an expected errno with a reason, no bad argument is
@@ -43,6 +46,16 @@ def build(work):
             target)
 
 
+def build_targets(work):
+    """The other guest steps' targets (tests/guest_fuzz_seeds.py) built in WORK/targets."""
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import guest_fuzz_seeds
+    out = os.path.join(work, "targets")
+    os.makedirs(out, exist_ok=True)
+    guest_fuzz_seeds.build(os.path.join(ROOT, "tests", "c"), out)
+    return out
+
+
 def verdict(result):
     """The reasons the campaign failed, [] on a pass."""
     problems = []
@@ -71,7 +84,12 @@ def main():
     parser.add_argument("--restarts", type=int, default=1000)
     parser.add_argument("--restart-seconds", type=float, default=600)
     parser.add_argument("--arguments", type=int, default=20000)
+    parser.add_argument("--restart-workers", type=int, default=1,
+                        help="RESTARTs at a time (the guest has 2 CPUs)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--only-restore-target", action="store_true",
+                        help="no seeds of the other steps' targets (timers, anonfd, unix, "
+                             "pipes, state, exe_memfd, deleted, fown, tree)")
     parser.add_argument("--keep", help="work directory to keep (default: a temporary one)")
     parser.add_argument("images", nargs="*", help="more seed images (ckpt, x86_64)")
     args = parser.parse_args()
@@ -83,11 +101,14 @@ def main():
         seeds.append(os.path.join(work, f"seed{n}.img"))
         shutil.copy(image, seeds[-1])
     results = os.path.join(work, "results.json")
-    timeout = int(args.check_seconds + args.restart_seconds + 600)
+    timeout = int(args.check_seconds + args.restart_seconds + 1500)
     env = {"CRFS_FUZZ_SEED": args.seed, "CRFS_FUZZ_CHECKS": args.checks,
            "CRFS_FUZZ_CHECK_SECONDS": args.check_seconds, "CRFS_FUZZ_RESTARTS": args.restarts,
            "CRFS_FUZZ_RESTART_SECONDS": args.restart_seconds,
-           "CRFS_FUZZ_ARGUMENTS": args.arguments}
+           "CRFS_FUZZ_ARGUMENTS": args.arguments,
+           "CRFS_FUZZ_RESTART_WORKERS": args.restart_workers, "CRFS_FUZZ_KEEP": work}
+    if not args.only_restore_target:
+        env["CRFS_FUZZ_TARGETS"] = build_targets(work)
     cmd = ["bash", os.path.join(KMOD, "harness", "run-in-guest"), "-q", "-t", str(timeout),
            "-w", work, "-e", f"PYTHONPATH={ROOT}:{os.path.join(ROOT, 'tests')}",
            *[opt for k, v in env.items() for opt in ("-e", f"{k}={v}")], "-C", ROOT, "--",
@@ -100,7 +121,8 @@ def main():
         return 1
     with open(results) as f:
         result = json.load(f)
-    print(json.dumps({k: result.get(k) for k in ("seeds", "seed_check", "check", "restart",
+    print(json.dumps({k: result.get(k) for k in ("seeds", "seed_checkpoints", "seed_check",
+                                                  "check", "restart",
                                                   "arguments", "restart_arguments",
                                                   "t_check", "t_restart")}, indent=1))
     problems = verdict(result) + ([f"harness status {run.returncode}"]

@@ -21,6 +21,7 @@ tests/test_kmod_guest.py decides. Imports: the standard library and crfs.kernel 
 """
 
 import collections
+import contextlib
 import ctypes
 import errno
 import json
@@ -37,8 +38,9 @@ KEEP_PAGES = 1
 HDR = struct.Struct("<II")
 PGARR, BUFFER, OBJREF = 403, 4, 6
 KNOWN_TYPES = (1, 2, 3, 4, 5, 6, 7, 8, 101, 102, 103, 104, 105, 106, 107, 113, 114, 115,
-               116, 117, 201, 202, 301, 302, 303, 304, 401, 402, 403, 404, 451, 601, 602,
-               603, 604, 8001, 8002, 8010, 9001, 9999)
+               116, 117, 201, 202, 301, 302, 303, 304, 305, 308, 401, 402, 403, 404, 451,
+               601, 602, 603, 604, 8001, 8002, 8009, 8010, 8020, 8021, 8022, 8023, 8024,
+               8041, 9001, 9999)
 SIZES = (8, 16, 24, 32, 40, 48, 56, 64, 72, 120, 200, 2056)
 EDGE32 = (0, 1, 2, 3, 0x7F, 0x80, 0xFF, 0x100, 0xFFF, 0x1000, 0x7FFF, 0x8000, 0xFFFF,
           0x10000, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF)
@@ -53,7 +55,10 @@ EXPECTED_ERRNOS = {"EINVAL", "EFBIG", "ENOMEM", "EOPNOTSUPP", "ENOENT", "EACCES"
                    "ENODEV", "ESTALE", "EBUSY", "EFAULT", "EBADF", "EIO", "ENOEXEC",
                    "EINTR", "ESRCH", "E2BIG", "ENOTTY", "ENXIO", "EOVERFLOW", "ENFILE",
                    "EMFILE", "ENOSPC", "ETXTBSY", "EISDIR", "ELOOP", "ENAMETOOLONG",
-                   "ENOTDIR", "ECHILD", "EAGAIN", "EEXIST", "EROFS"}
+                   "ENOTDIR", "ECHILD", "EAGAIN", "EEXIST", "EROFS",
+                   # crfs-restart's UNIX sockets: bind(2) to an abstract name a live socket
+                   # holds (a mutated address), connect(2) to a listener that is gone
+                   "EADDRINUSE", "ECONNREFUSED"}
 
 
 def ename(code):
@@ -111,11 +116,24 @@ class Mutator:
             ("insert", 5))]
 
     def pick(self):
-        return self.rng.choice(self.cur)
+        """A record: half the time any, half the time one of a type drawn first, so that
+        the rare records (one SECCOMP, four POSIX timers among hundreds of VMAs and page
+        chunks) get their share."""
+        if self.rng.random() < 0.5:
+            rec = self.rng.choice(self.cur)
+        else:
+            rec = self.rng.choice(self.by_type[self.rng.choice(sorted(self.by_type))])
+        self.touched.append(rec[1])
+        return rec
 
     def mutate(self, data=None):
         """(kind, mutated bytearray) of the seed, or of `data` (a mutation to stack)."""
         self.cur = self.recs if data is None else records(bytes(data))
+        self.by_type = collections.defaultdict(list)
+        for rec in self.cur:
+            self.by_type[rec[1]].append(rec)
+        if data is None:
+            self.touched = []     # the record types the mutation(s) changed
         data = bytearray(self.data if data is None else data)
         if len(self.cur) < 2:
             return "none", data
@@ -170,6 +188,7 @@ class Mutator:
         if not fields:
             return self.m_field32(data)
         pos, offset = self.rng.choice(fields)
+        self.touched.append(HDR.unpack_from(data, pos)[0])
         values = list(self.objrefs) + [0, -1, -2, 1 << 30, 0x7FFFFFFF, -0x80000000,
                                        (max(self.objrefs) + 1) if self.objrefs else 1]
         struct.pack_into("<i", data, pos + offset, self.rng.choice(values))
@@ -194,7 +213,8 @@ class Mutator:
 
     def m_swap(self, data):
         i = self.rng.randrange(len(self.cur) - 1)
-        (p1, _, n1), (p2, _, n2) = self.cur[i], self.cur[i + 1]
+        (p1, t1, n1), (p2, t2, n2) = self.cur[i], self.cur[i + 1]
+        self.touched += [t1, t2]
         a, b = bytes(data[p1:p1 + n1]), bytes(data[p2:p2 + n2])
         data[p1:p2 + n2] = b + a
 
@@ -211,7 +231,9 @@ class Mutator:
 
     def m_insert(self, data):
         rng = self.rng
-        type_ = rng.choice((7777, 8010, 8002, 8001, 8003, 303, 4, 5, 6, 9999, 9001))
+        type_ = rng.choice((7777, 8010, 8002, 8001, 8003, 303, 4, 5, 6, 9999, 9001, 305,
+                            308, 8009, 8020, 8021, 8022, 8023, 8024, 8041))
+        self.touched.append(type_)
         size = rng.choice((8, 16, 24, 32, 40, 48, 16 + 8 * rng.randrange(8)))
         rec = HDR.pack(type_, size) + bytes(rng.getrandbits(8) for _ in range(size - 8))
         at = self.pick()[0]
@@ -224,6 +246,7 @@ class Stats:
     def __init__(self):
         self.inputs = 0
         self.kinds = collections.Counter()
+        self.types = collections.Counter()     # record types the mutations touched
         self.errnos = collections.Counter()
         self.accepted = 0
         self.no_reason = []       # (kind, errno) of refusals without a reason: bugs
@@ -232,6 +255,7 @@ class Stats:
 
     def as_dict(self):
         return {"inputs": self.inputs, "kinds": dict(self.kinds),
+                "types": {str(k): v for k, v in sorted(self.types.items())},
                 "errnos": dict(self.errnos), "accepted": self.accepted,
                 "no_reason": self.no_reason[:20], "no_reason_count": len(self.no_reason),
                 "unexpected": self.unexpected[:20], "slowest": round(self.slowest, 3)}
@@ -273,6 +297,7 @@ def check_campaign(dev, mutators, scratch, count, seconds, rng):
             if rng.random() < 0.2:
                 kind2, data = mutator.mutate(data)
                 kind = f"{kind}+{kind2}"
+            stats.types.update(set(mutator.touched))
             write_input(fd, data)
             task_index = 0 if rng.random() < 0.9 else rng.choice((1, 2, 3, 1 << 31))
             check_once(dev, fd, stats, kind, task_index)
@@ -281,32 +306,73 @@ def check_campaign(dev, mutators, scratch, count, seconds, rng):
     return stats
 
 
-def restart_campaign(mutators, scratch, restarter, count, seconds, rng):
+def restart_campaign(mutators, scratch, restarter, count, seconds, rng, workers=1):
     """`count` mutated inputs restarted by crfs-restart in a child; a restored one is
-    killed with its process group."""
+    killed with its process group. `workers` > 1: that many at a time, each worker with
+    its own scratch file and random generator (drawn from `rng`)."""
     stats = Stats()
     deadline = time.monotonic() + seconds
-    while stats.inputs < count and time.monotonic() < deadline:
-        mutator = rng.choice(mutators)
-        kind, data = mutator.mutate()
-        with open(scratch, "wb") as f:
-            f.write(data)
-        t0 = time.monotonic()
-        child = kernel.restart_in_child(scratch, restarter=restarter, timeout=60)
-        stats.slowest = max(stats.slowest, time.monotonic() - t0)
+    if workers <= 1:
+        while stats.inputs < count and time.monotonic() < deadline:
+            restart_one(rng.choice(mutators), scratch, restarter, stats)
+        return stats
+    import threading
+    lock = threading.Lock()
+    started = [0]
+
+    def worker(n, wrng):
+        own = [Mutator(m.data, wrng) for m in mutators]
+        while time.monotonic() < deadline:
+            with lock:
+                if started[0] >= count:
+                    return
+                started[0] += 1
+            restart_one(wrng.choice(own), f"{scratch}.{n}", restarter, stats, lock)
+
+    threads = [threading.Thread(target=worker, args=(n, random.Random(rng.getrandbits(64))))
+               for n in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return stats
+
+
+def restart_one(mutator, scratch, restarter, stats, lock=None):
+    """One mutated input of `mutator` through RESTART, counted in `stats`."""
+    kind, data = mutator.mutate()
+    touched = set(mutator.touched)
+    with open(scratch, "wb") as f:
+        f.write(data)
+    t0 = time.monotonic()
+    child = kernel.restart_in_child(scratch, restarter=restarter, timeout=60)
+    took = time.monotonic() - t0
+    if child.errno == 0:
+        kill_restored(child)
+    with lock or contextlib.nullcontext():
+        stats.types.update(touched)
+        stats.slowest = max(stats.slowest, took)
         stats.inputs += 1
         stats.kinds[kind] += 1
         if child.errno == 0:
             stats.accepted += 1
-            kill_restored(child)
-            continue
+            return
         name = ename(child.errno)
         stats.errnos[f"{name}@{child.stage}"] += 1
         if not (child.reason or "").strip():
             stats.no_reason.append([kind, name, child.stage])
         if name not in EXPECTED_ERRNOS:
             stats.unexpected.append([kind, name, child.reason])
-    return stats
+            keep_input(scratch, len(stats.unexpected))
+
+
+def keep_input(scratch, n):
+    """A copy of an input with an unexpected outcome in $CRFS_FUZZ_KEEP, if set."""
+    keep = os.environ.get("CRFS_FUZZ_KEEP")
+    if keep and n <= 20:
+        with open(scratch, "rb") as src, open(os.path.join(keep, f"unexpected{n}.img"),
+                                              "wb") as dst:
+            dst.write(src.read())
 
 
 def kill_restored(child):
@@ -436,11 +502,15 @@ def load_seeds(paths):
 
 
 def campaign(seeds, restarter, scratch_dir, rng_seed=1, checks=10000, check_seconds=180,
-             restarts=150, restart_seconds=60, arguments=2000, argument_seconds=20):
+             restarts=150, restart_seconds=60, arguments=2000, argument_seconds=20,
+             restart_workers=1):
     """The whole campaign over `seeds` ({name: bytes}); its figures as a dict."""
     rng = random.Random(rng_seed)
     os.makedirs(scratch_dir, exist_ok=True)
-    out = {"seeds": {name: len(data) for name, data in seeds.items()}}
+    out = {"seeds": {name: len(data) for name, data in seeds.items()},
+           "seed_records": {name: dict(collections.Counter(str(t) for _, t, _ in
+                                                           records(data)))
+                            for name, data in seeds.items()}}
     mutators = [Mutator(data, rng) for data in seeds.values()]
     scratch = os.path.join(scratch_dir, "input.img")
     t0 = time.monotonic()
@@ -461,21 +531,26 @@ def campaign(seeds, restarter, scratch_dir, rng_seed=1, checks=10000, check_seco
     out["t_arguments"] = round(time.monotonic() - t0, 1)
     if restarter:
         out["restart"] = restart_campaign(mutators, scratch, restarter, restarts,
-                                          restart_seconds, rng).as_dict()
+                                          restart_seconds, rng,
+                                          restart_workers).as_dict()
     out["t_restart"] = round(time.monotonic() - t0, 1)
     return out
 
 
 def seed_images(manifest, steps):
     """The real images the other steps made, else new ones (restore_target checkpointed by
-    the module and by crfs's writer, as in step file_id)."""
+    the module and by crfs's writer, as in step file_id); step anonfd's if it ran."""
     import guest_file_id as fid
     kimg, pimg = (os.path.join(fid.DIR, name) for name in ("kernel.img", "ptrace.img"))
     if not (os.path.exists(kimg) and os.path.exists(pimg)):
         proc, _ = fid.start(manifest["restore"])
         fid.checkpoints(proc, kimg, pimg)
     threads = (steps.get("threads") or {}).get("image")
-    return [kimg, pimg, manifest["valid"], threads]
+    # step anonfd's images when it ran before (the whole suite): eventfd, timerfds,
+    # signalfd, epoll items, a pipe's bytes, at no cost here
+    import guest_anonfd
+    anon = [os.path.join(guest_anonfd.WORK, f"{via}.img") for via in ("ptrace", "kernel")]
+    return [kimg, pimg, manifest["valid"], threads, *anon]
 
 
 def fuzz_step(manifest, steps):
@@ -501,7 +576,8 @@ def main(argv):
     """fuzz/kmod_fuzz.py's guest side: guest_fuzz.py MODULE.ko RESTARTER TARGET OUT.json
     [SEED...]: TARGET (restore_target) checkpointed by the module and by crfs's writer
     are seeds too. CRFS_FUZZ_{SEED,CHECKS,CHECK_SECONDS,RESTARTS,RESTART_SECONDS,
-    ARGUMENTS} from the environment."""
+    ARGUMENTS} from the environment; CRFS_FUZZ_TARGETS: a directory of the targets
+    tests/guest_fuzz_seeds.py checkpoints into more seeds."""
     import subprocess
     import guest_file_id as fid
     module, restarter, target, out_path, *paths = argv
@@ -511,14 +587,20 @@ def main(argv):
         kimg, pimg = (os.path.join(fid.DIR, name) for name in ("kernel.img", "ptrace.img"))
         proc, _ = fid.start({"targets": {"dynamic": target}, "limit": 1000000})
         fid.checkpoints(proc, kimg, pimg)
-        out = campaign(load_seeds([kimg, pimg, *paths]), restarter, "/tmp/crfs-fuzz",
+        more, reports = [], {}
+        if env("CRFS_FUZZ_TARGETS"):
+            import guest_fuzz_seeds
+            more, reports = guest_fuzz_seeds.make(env("CRFS_FUZZ_TARGETS"))
+        out = campaign(load_seeds([kimg, pimg, *paths, *more]), restarter, "/tmp/crfs-fuzz",
                        rng_seed=int(env("CRFS_FUZZ_SEED", "1")),
                        checks=int(env("CRFS_FUZZ_CHECKS", "100000")),
                        check_seconds=float(env("CRFS_FUZZ_CHECK_SECONDS", "1800")),
                        restarts=int(env("CRFS_FUZZ_RESTARTS", "1000")),
                        restart_seconds=float(env("CRFS_FUZZ_RESTART_SECONDS", "600")),
                        arguments=int(env("CRFS_FUZZ_ARGUMENTS", "20000")),
-                       argument_seconds=120)
+                       argument_seconds=120,
+                       restart_workers=int(env("CRFS_FUZZ_RESTART_WORKERS", "1")))
+        out["seed_checkpoints"] = reports
     finally:
         time.sleep(0.5)
         rmmod = subprocess.run(["rmmod", "crfs"], capture_output=True, text=True)

@@ -283,19 +283,41 @@ static bool is_userfaultfd(struct file *file)
 	       !strcmp(file->f_path.dentry->d_name.name, "[userfaultfd]");
 }
 
+/* The userfaultfd at @fd, referenced; ERR_PTR(-EBADF or -EINVAL) for anything else. */
+static struct file *fget_userfaultfd(int fd)
+{
+	struct file *uffd = fget(fd);
+
+	if (!uffd)
+		return ERR_PTR(-EBADF);
+	if (!is_userfaultfd(uffd)) {
+		fput(uffd);
+		return ERR_PTR(-EINVAL);
+	}
+	return uffd;
+}
+
+/* lookup() of a program whose server @dev started it (GO); NULL and -ESRCH otherwise. */
+static struct crfs_lazy *lookup_served(pid_t pid, struct file *dev, int *ret)
+{
+	struct crfs_lazy *l = lookup(pid, ret);
+
+	if (l && (!l->started || l->owner != dev)) {
+		*ret = -ESRCH;
+		return NULL;
+	}
+	return l;
+}
+
 static int lazy_go(struct file *dev, struct crfs_lazy_args *args)
 {
 	struct crfs_lazy *l;
 	struct file *uffd;
 	int ret;
 
-	uffd = fget(args->uffd);
-	if (!uffd)
-		return -EBADF;
-	if (!is_userfaultfd(uffd)) {
-		fput(uffd);
-		return -EINVAL;
-	}
+	uffd = fget_userfaultfd(args->uffd);
+	if (IS_ERR(uffd))
+		return PTR_ERR(uffd);
 	mutex_lock(&lazy_lock);
 	l = lookup(args->pid, &ret);
 	if (l && l->started) {
@@ -322,11 +344,7 @@ static int lazy_done(struct file *dev, struct crfs_lazy_args *args)
 	int ret;
 
 	mutex_lock(&lazy_lock);
-	l = lookup(args->pid, &ret);
-	if (l && (!l->started || l->owner != dev)) {
-		l = NULL;
-		ret = -ESRCH;
-	}
+	l = lookup_served(args->pid, dev, &ret);
 	if (l)
 		unlist(l);
 	mutex_unlock(&lazy_lock);
@@ -340,18 +358,12 @@ static int lazy_fork(struct file *dev, struct crfs_lazy_args *args)
 	struct file *uffd;
 	int ret;
 
-	uffd = fget(args->uffd);
-	if (!uffd)
-		return -EBADF;
-	if (!is_userfaultfd(uffd)) {
-		fput(uffd);
-		return -EINVAL;
-	}
+	uffd = fget_userfaultfd(args->uffd);
+	if (IS_ERR(uffd))
+		return PTR_ERR(uffd);
 	mutex_lock(&lazy_lock);
-	l = lookup(args->pid, &ret);
-	if (l && (!l->started || l->owner != dev))
-		ret = -ESRCH;
-	else if (l && l->nr_forks == CRFS_LAZY_MAX_FORKS)
+	l = lookup_served(args->pid, dev, &ret);
+	if (l && l->nr_forks == CRFS_LAZY_MAX_FORKS)
 		ret = -ENOSPC;
 	else if (l)
 		l->forks[l->nr_forks++] = uffd;

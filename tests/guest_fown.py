@@ -15,10 +15,9 @@ import os
 import signal
 import struct
 import subprocess
-import time
 
 import kmod_guest_checks as g
-from guest_task_state import ask_then_end, report_of
+from guest_task_state import ask_then_end, both_ways, report_of
 from guest_util import records, stage
 
 DIR = "/tmp/crfs-fown"
@@ -107,13 +106,7 @@ def malformed(image, restarter, pgid):
 
 def step(manifest):
     paths = setup(manifest["restore"])
-    result = {}
-    for way in ("ptrace", "kernel"):
-        ck, image, out = checkpoint(paths, way)
-        result[way] = {"checkpoint": ck}
-        if ck["rc"] == 0:
-            result[way]["restart"] = restart(image, paths["crfs-restart"], out)
-        time.sleep(0.1)
+    result = both_ways(paths, checkpoint, restart)
     image = os.path.join(DIR, "ptrace.img")
     if os.path.exists(image):
         pgid = os.getpgid(0)    # the target's: it ran in this process's group

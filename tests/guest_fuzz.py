@@ -33,6 +33,7 @@ import sys
 import time
 
 from crfs import kernel
+from guest_util import dmesg_problems
 
 KEEP_PAGES = 1
 HDR = struct.Struct("<II")
@@ -562,14 +563,6 @@ def fuzz_step(manifest, steps):
                    check_seconds=120, restarts=120, restart_seconds=40, argument_seconds=15)
     out["dmesg_problems"] = dmesg_problems()
     return out
-
-
-def dmesg_problems():
-    import subprocess
-    text = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
-    return [line for line in text.splitlines()
-            if any(k in line for k in ("WARNING:", "BUG:", "Oops", "Call Trace",
-                                       "general protection", "hung_task"))]
 
 
 def main(argv):

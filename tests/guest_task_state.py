@@ -45,23 +45,56 @@ def summary(image):
 
 
 def checkpoint(paths, way):
-    out = os.path.join(DIR, f"{way}.out")
-    with open(out, "w") as f:
-        proc = subprocess.Popen(g.setpriv(g.NOBODY) + ["setarch", "-R",
-                                                       paths["state_target"]],
-                                stdout=f, stderr=subprocess.STDOUT, cwd=DIR)
-    os.chmod(out, 0o666)
-    g.wait_for_output(out, g.lines_starting("ready", 1))
-    image = os.path.join(DIR, f"{way}.img")
-    ck = g.crfs_checkpoint(proc.pid, "--tree", "-o", image, "--kill", "--via", way)
-    proc.wait(timeout=60)
-    result = {"rc": ck.returncode, "stderr": ck.stderr[-300:]}
-    with open(out) as f:
-        ORIGINAL[out] = f.read()
+    result, image, out = start_and_checkpoint(paths["state_target"], DIR, way, way, ORIGINAL,
+                                              tree=True)
     result["original"] = ORIGINAL[out].split()[1:4]      # z1=, z2=, st= (hex pids)
     if os.path.exists(image):
-        os.chmod(image, 0o644)
         result["image"] = summary(image)
+    return result, image, out
+
+
+def both_ways(paths, checkpoint, restart, again=None):
+    """The target checkpointed by ptrace and by the module (`checkpoint(paths, way)`: (result,
+    image, out)), each image that came restarted by crfs-restart (`restart(image, restarter,
+    out, *options)`), once plainly and once more for each {key: options} of `again`:
+    {way: {"checkpoint", "restart", key...}}."""
+    result = {}
+    for way in ("ptrace", "kernel"):
+        ck, image, out = checkpoint(paths, way)
+        result[way] = {"checkpoint": ck}
+        if ck["rc"] == 0:
+            result[way]["restart"] = restart(image, paths["crfs-restart"], out)
+            for key, options in (again or {}).items():
+                result[way][key] = restart(image, paths["crfs-restart"], out, *options)
+        time.sleep(0.1)
+    return result
+
+
+def start_and_checkpoint(exe, work, name, way, original, *args, uid=g.NOBODY, tree=False,
+                         probe=None):
+    """EXE [ARGS] run in WORK (as `uid`; None: root) until it says "ready", then `crfs
+    checkpoint --kill --via WAY [--tree]` into WORK/NAME.img: ({"rc", "stderr"} and
+    `probe(pid)`'s keys, image, WORK/NAME.out). What the program wrote before is kept in
+    `original`; its output and image are opened to all (the restored program reopens the
+    one as itself, a second uid reads the other)."""
+    out = os.path.join(work, f"{name}.out")
+    with open(out, "w") as f:
+        proc = subprocess.Popen((g.setpriv(uid) if uid else []) + ["setarch", "-R", exe, *args],
+                                stdout=f, stderr=subprocess.STDOUT, cwd=work)
+    os.chmod(out, 0o666)
+    g.wait_for_output(out, g.lines_starting("ready", 1))
+    result = probe(proc.pid) if probe else {}
+    image = os.path.join(work, f"{name}.img")
+    ck = g.crfs_checkpoint(proc.pid, *(["--tree"] if tree else []), "-o", image, "--kill",
+                           "--via", way)
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=60)
+    result.update(rc=ck.returncode, stderr=ck.stderr[-300:])
+    with open(out) as f:
+        original[out] = f.read()
+    if os.path.exists(image):
+        os.chmod(image, 0o644)
     return result, image, out
 
 
@@ -178,13 +211,7 @@ def low_oom(image, restarter):
 
 def task_state(manifest):
     paths = setup(manifest["restore"])
-    result = {}
-    for way in ("ptrace", "kernel"):
-        ck, image, out = checkpoint(paths, way)
-        result[way] = {"checkpoint": ck}
-        if ck["rc"] == 0:
-            result[way]["restart"] = restart(image, paths["crfs-restart"], out)
-        time.sleep(0.1)
+    result = both_ways(paths, checkpoint, restart)
     image = os.path.join(DIR, "ptrace.img")
     if os.path.exists(image):
         result["malformed"] = malformed(image, paths["crfs-restart"])

@@ -18,12 +18,11 @@ import os
 import signal
 import struct
 import subprocess
-import time
 
 import kmod_guest_checks as g
 from crfs import kernel
-from guest_task_state import ask_then_end, report_of
-from guest_util import records, stage
+from guest_task_state import ask_then_end, both_ways, report_of, start_and_checkpoint
+from guest_util import dmesg_problems, records, stage
 
 DIR = "/tmp/crfs-taskattr"
 TASK, SIGNAL, TASK_MISC = 102, 602, 8050
@@ -50,21 +49,9 @@ def summary(image):
 
 
 def checkpoint(paths, way):
-    out = os.path.join(DIR, f"{way}.out")
-    with open(out, "w") as f:
-        proc = subprocess.Popen(g.setpriv(g.NOBODY) + ["setarch", "-R",
-                                                       paths["taskattr_target"]],
-                                stdout=f, stderr=subprocess.STDOUT, cwd=DIR)
-    os.chmod(out, 0o666)
-    g.wait_for_output(out, g.lines_starting("ready", 1))
-    image = os.path.join(DIR, f"{way}.img")
-    ck = g.crfs_checkpoint(proc.pid, "--tree", "-o", image, "--kill", "--via", way)
-    proc.wait(timeout=60)
-    result = {"rc": ck.returncode, "stderr": ck.stderr[-300:]}
-    with open(out) as f:
-        ORIGINAL[out] = f.read()
+    result, image, out = start_and_checkpoint(paths["taskattr_target"], DIR, way, way,
+                                              ORIGINAL, tree=True)
     if os.path.exists(image):
-        os.chmod(image, 0o644)
         result["image"] = summary(image)
     return result, image, out
 
@@ -159,22 +146,9 @@ def cases(image, restarter):
     return out
 
 
-def dmesg_problems():
-    text = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
-    return [line for line in text.splitlines()
-            if any(k in line for k in ("WARNING:", "BUG:", "Oops", "Call Trace",
-                                       "general protection"))]
-
-
 def step(manifest):
     paths = setup(manifest["restore"])
-    result = {}
-    for way in ("ptrace", "kernel"):
-        ck, image, out = checkpoint(paths, way)
-        result[way] = {"checkpoint": ck}
-        if ck["rc"] == 0:
-            result[way]["restart"] = restart(image, paths["crfs-restart"], out)
-        time.sleep(0.1)
+    result = both_ways(paths, checkpoint, restart)
     image = os.path.join(DIR, "ptrace.img")
     if os.path.exists(image):
         result["cases"] = cases(image, paths["crfs-restart"])

@@ -16,13 +16,11 @@ import json
 import os
 import signal
 import struct
-import subprocess
-import time
 
 import guest_anonfd as ga
 import kmod_guest_checks as g
 from crfs import kernel
-from guest_task_state import ask_then_end, start_restarter
+from guest_task_state import ask_then_end, both_ways, start_and_checkpoint, start_restarter
 from guest_util import records, stage
 
 DIR = "/tmp/crfs-timers"
@@ -56,25 +54,11 @@ def proc_timers(pid):
 
 def checkpoint(paths, way, *args, uid=None):
     """timers_target [ARGS] run (as `uid`; None: root), checkpointed --kill --via WAY."""
-    tag = "nobody" if uid else ""
-    out = os.path.join(DIR, f"{way}{tag}{''.join(args)}.out")
-    with open(out, "w") as f:
-        proc = subprocess.Popen((g.setpriv(uid) if uid else []) +
-                                ["setarch", "-R", paths["timers_target"], *args], stdout=f,
-                                stderr=subprocess.STDOUT, cwd=DIR)
-    os.chmod(out, 0o666)
-    g.wait_for_output(out, g.lines_starting("ready", 1))
-    result = {"proc_timers": proc_timers(proc.pid)}
-    image = os.path.join(DIR, f"{way}{tag}{''.join(args)}.img")
-    ck = g.crfs_checkpoint(proc.pid, "-o", image, "--kill", "--via", way)
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=60)
-    result.update(rc=ck.returncode, stderr=ck.stderr[-300:])
-    with open(out) as f:
-        ORIGINAL[out] = f.read()
+    name = f"{way}{'nobody' if uid else ''}{''.join(args)}"
+    result, image, out = start_and_checkpoint(
+        paths["timers_target"], DIR, name, way, ORIGINAL, *args, uid=uid,
+        probe=lambda pid: {"proc_timers": proc_timers(pid)})
     if os.path.exists(image):
-        os.chmod(image, 0o644)
         result["timers"] = timer_records(image)
     return result, image, out
 
@@ -230,15 +214,8 @@ def refusals(image, restarter):
 
 def step(manifest):
     paths = setup(manifest)
-    result = {}
-    for way in ("ptrace", "kernel"):
-        ck, image, out = checkpoint(paths, way)
-        result[way] = {"checkpoint": ck}
-        if ck["rc"] == 0:
-            result[way]["restart"] = restart(image, paths["crfs-restart"], out)
-            # new pids: SIGEV_THREAD_ID goes to the thread restoring the worker's task
-            result[way]["new_pids"] = restart(image, paths["crfs-restart"], out, "-N")
-        time.sleep(0.1)
+    # new pids: SIGEV_THREAD_ID goes to the thread restoring the worker's task
+    result = both_ways(paths, checkpoint, restart, again={"new_pids": ("-N",)})
     image = os.path.join(DIR, "ptrace.img")
     if os.path.exists(image):
         result["refusals"] = refusals(image, paths["crfs-restart"])

@@ -5,6 +5,7 @@ import os
 import select
 import shutil
 import struct
+import subprocess
 import time
 
 
@@ -45,3 +46,12 @@ def stage(directory, programs, mode=0o755):
         shutil.copy(src, paths[name])
         os.chmod(paths[name], 0o755)
     return paths
+
+
+def dmesg_problems():
+    """The kernel log's lines that report a kernel fault: a WARN, BUG, Oops, general
+    protection fault, call trace or hung task."""
+    text = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
+    return [line for line in text.splitlines()
+            if any(k in line for k in ("WARNING:", "BUG:", "Oops", "Call Trace",
+                                       "general protection", "hung_task"))]

@@ -24,7 +24,7 @@ from crfs import kernel
 
 # tests/, next to this script
 import guest_files     # noqa: E402
-from guest_util import read_until_eof, records   # noqa: E402
+from guest_util import dmesg_problems, read_until_eof, records   # noqa: E402
 import guest_signals   # noqa: E402
 import guest_zdtm      # noqa: E402
 
@@ -1605,10 +1605,7 @@ def unload_module(steps):
     steps["rmmod"] = {"rc": unload.returncode, "stderr": unload.stderr,
                       "device_gone": not os.path.exists(kernel.DEVICE)}
     steps["kmemleak"] = kmemleak()
-    dmesg = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
-    steps["dmesg_problems"] = [line for line in dmesg.splitlines()
-                               if any(k in line for k in ("WARNING:", "BUG:", "Oops",
-                                                          "Call Trace", "general protection"))]
+    steps["dmesg_problems"] = dmesg_problems()
 
 
 def main(module, manifest_path, results_path):

@@ -204,6 +204,11 @@ def test_links_in_the_store_are_never_followed(shared, world):
     assert not os.path.exists(shared / "real.img")
 
 
+# The daemon, taking /dev/null for the module: its side of a restart, with a fake restarter.
+FAKE_MODULE_DAEMON = [sys.executable, "-c", "import sys, crfs.kernel as k; "
+                      "k.DEVICE = '/dev/null'; from crfs.cli import main; sys.exit(main())"]
+
+
 @pytest.fixture
 def fake_module(world):
     """A restarter that "restores" (closes its report fd, prints, exits) and a daemon
@@ -212,9 +217,7 @@ def fake_module(world):
     script.write_text(f"#!{sys.executable}\nimport os, sys\nos.close(int(sys.argv[4]))\n"
                       "print('restored output')\n")
     script.chmod(0o755)
-    daemon = [sys.executable, "-c", "import sys, crfs.kernel as k; k.DEVICE = '/dev/null'; "
-              "from crfs.cli import main; sys.exit(main())"]
-    return daemon, {**os.environ, "CRFS_RESTARTER": str(script)}
+    return FAKE_MODULE_DAEMON, {**os.environ, "CRFS_RESTARTER": str(script)}
 
 
 def test_restart_log_is_new_private_and_never_through_a_link(shared, world, fake_module):
@@ -263,10 +266,8 @@ def test_restarter_gets_the_checked_upload_even_if_the_store_swaps_it(shared, wo
         "os.close(int(sys.argv[4]))\n"
         "print('read', hashlib.sha256(data).hexdigest(), flush=True)\n")
     script.chmod(0o755)
-    daemon = [sys.executable, "-c", "import sys, crfs.kernel as k; k.DEVICE = '/dev/null'; "
-              "from crfs.cli import main; sys.exit(main())"]
     env = {**os.environ, "CRFS_RESTARTER": str(script)}
-    subprocess.run(daemon + [str(shared.path), *shared.options()], check=True, timeout=60,
+    subprocess.run(FAKE_MODULE_DAEMON + [str(shared.path), *shared.options()], check=True, timeout=60,
                    env=env)
     expected = hashlib.sha256((world / "p.img").read_bytes()).hexdigest()
     subprocess.run(["cp", str(world / "p.img"), str(shared / "restart" / "p.img")], check=True)

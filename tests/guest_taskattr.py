@@ -17,11 +17,9 @@ reason; the kernel's log is read last.
 import os
 import signal
 import struct
-import subprocess
 
 import kmod_guest_checks as g
-from crfs import kernel
-from guest_task_state import ask_then_end, both_ways, report_of, start_and_checkpoint
+from guest_task_state import ask_then_end, both_ways, start_and_checkpoint, start_restarter
 from guest_util import dmesg_problems, records, stage
 
 DIR = "/tmp/crfs-taskattr"
@@ -77,20 +75,8 @@ def proc_view(pid):
 def restart(image, restarter, out, uid=None, args=()):
     """crfs-restart of `image` (as `uid`, None: root): its report, /proc of the restored
     processes, the line the program prints on SIGUSR2 and how it ends."""
-    with open(out, "w") as f:
-        f.write(ORIGINAL.get(out, ""))
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-    os.chmod(kernel.DEVICE, 0o666)
-    try:
-        with open(os.path.join(DIR, "restarter.out"), "ab") as log:
-            proc = subprocess.Popen((g.setpriv(uid) if uid else []) +
-                                    [restarter, *args, "-r", str(write_fd), image],
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    pass_fds=(write_fd,))
-        os.close(write_fd)
-        result, pid = report_of(read_fd)
-    finally:
-        os.chmod(kernel.DEVICE, 0o600)
+    result, proc, pid = start_restarter(image, restarter, out, ORIGINAL.get(out, ""), DIR,
+                                        *args, uid=uid)
     if pid:
         result["proc"] = proc_view(pid)
     return ask_then_end(result, proc, pid, out, signal.SIGUSR2, "attr",

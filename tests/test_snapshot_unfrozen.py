@@ -27,8 +27,11 @@ def _line(proc, timeout=10):
 @pytest.fixture
 def target(build_c, tmp_path):
     exe = build_c("sig_target", 64, "-pthread")
+    # SIGINT at its default whoever runs the tests: a shell without job control that
+    # starts them in the background hands its children SIGINT ignored
     proc = subprocess.Popen([str(exe), str(tmp_path), "thread"], stdout=subprocess.PIPE,
-                            text=True)
+                            text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert _line(proc).startswith("ready")
         assert _line(proc).startswith("tick")

@@ -25,6 +25,7 @@ import struct
 import time
 
 from crfs.errors import KernelError   # also an OSError; callers catch kernel.KernelError
+from crfs.slots import SlotRecord
 
 DEVICE = "/dev/crfs"
 
@@ -223,15 +224,14 @@ def available(path=DEVICE):
     return os.path.exists(path)
 
 
-class Outcome:
+class Outcome(SlotRecord):
     """What the restarter reported: errno 0 for success, else why it failed.
 
     On success `pid` is the restored process and `process` the restarter's
     subprocess.Popen, which the caller must wait() for: the restored root task itself
     (stage "restart"), or, when it was given its image pid (stage "restored"), its parent,
-    which ends as it ends. Immutable; equal when all but `process` are. (A plain class, not
-    a dataclass: `crfs checkpoint --via kernel` imports this module, and dataclasses with
-    inspect is a large part of its start-up under TCG.)"""
+    which ends as it ends. Immutable; equal when all but `process` and `reports` are
+    (a SlotRecord: `crfs checkpoint --via kernel` imports this module)."""
 
     __slots__ = ("errno", "reason", "offset", "record_type", "stage", "pid", "process",
                  "reports")
@@ -250,20 +250,8 @@ class Outcome:
     def __setattr__(self, name, value):
         raise AttributeError(f"cannot assign to field {name!r}")
 
-    def _key(self):
-        return tuple(getattr(self, name) for name in self._COMPARED)
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._key() == other._key()
-
     def __hash__(self):
         return hash(self._key())
-
-    def __repr__(self):
-        return "Outcome(" + ", ".join(f"{name}={getattr(self, name)!r}"
-                                      for name in self._COMPARED) + ")"
 
 
 _RESULT = struct.Struct("<iQI16s96s")   # errno, offset, record type, stage, reason

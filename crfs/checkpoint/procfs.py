@@ -10,6 +10,7 @@ import re
 
 from crfs.errors import CrfsError
 from crfs.formats.x86 import PAGE_SIZE
+from crfs.slots import SlotRecord
 
 SMALL_FILE = 64 * 1024          # stat, status, comm, auxv
 MAPS_LIMIT = 64 * 1024 * 1024   # maps and smaps of processes with very many VMAs
@@ -60,13 +61,13 @@ def read_bytes(path, limit=SMALL_FILE):
         return f.read(limit)
 
 
-class MapsLine:
-    """One VMA as /proc/<pid>/maps (and smaps) shows it. A plain class rather than a
-    dataclass: the kernel-module path of `crfs checkpoint` imports this module, and
-    dataclasses (with inspect) is a large part of its start-up under TCG."""
+class MapsLine(SlotRecord):
+    """One VMA as /proc/<pid>/maps (and smaps) shows it (a SlotRecord: the kernel-module
+    path of `crfs checkpoint` imports this module)."""
 
     __slots__ = ("start", "end", "perms", "offset", "dev", "inode", "name", "vm_flags",
                  "dontfork")
+    _COMPARED = __slots__
 
     def __init__(self, start, end, perms, offset, dev, inode, name, vm_flags=0,
                  dontfork=False):
@@ -81,26 +82,6 @@ class MapsLine:
         # VmFlags "dc" / "wf" (MADV_DONTFORK / MADV_WIPEONFORK): a fork does not copy the
         # pages
         self.dontfork = dontfork
-
-    def _values(self):
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()
-
-    __hash__ = None     # mutable, as the dataclass was
-
-    def replace(self, **changes):
-        """A copy with `changes` (as dataclasses.replace)."""
-        values = dict(zip(self.__slots__, self._values()))
-        values.update(changes)
-        return MapsLine(**values)
-
-    def __repr__(self):
-        return "MapsLine(" + ", ".join(f"{name}={getattr(self, name)!r}"
-                                       for name in self.__slots__) + ")"
 
     @property
     def shared(self):

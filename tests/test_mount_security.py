@@ -209,19 +209,28 @@ FAKE_MODULE_DAEMON = [sys.executable, "-c", "import sys, crfs.kernel as k; "
                       "k.DEVICE = '/dev/null'; from crfs.cli import main; sys.exit(main())"]
 
 
-@pytest.fixture
-def fake_module(world):
-    """A restarter that "restores" (closes its report fd, prints, exits) and a daemon
-    that takes /dev/null for the module: the daemon's side of a restart, on a real mount."""
+def mount_with_restarter(shared, world, body, *options):
+    """Mount `shared` with a daemon that takes /dev/null for the module and runs, as its
+    restarter, a Python script of `body` (argv as crfs-restart's: sys.argv[4] is the report
+    fd, the last argument the image): the daemon's side of a restart, on a real mount."""
     script = world / "fake-restart"
-    script.write_text(f"#!{sys.executable}\nimport os, sys\nos.close(int(sys.argv[4]))\n"
-                      "print('restored output')\n")
+    script.write_text(f"#!{sys.executable}\nimport glob, hashlib, os, sys\n{body}")
     script.chmod(0o755)
-    return FAKE_MODULE_DAEMON, {**os.environ, "CRFS_RESTARTER": str(script)}
+    subprocess.run(FAKE_MODULE_DAEMON + [str(shared.path), *shared.options(), *options],
+                   check=True, timeout=60, env={**os.environ, "CRFS_RESTARTER": str(script)})
+    assert os.path.ismount(shared.path)
 
 
-def test_restart_log_is_new_private_and_never_through_a_link(shared, world, fake_module):
-    daemon, env = fake_module
+def restart_log(shared, name, marker):
+    """restart/<name>.log once the restarter has written `marker` there (or 10 s passed)."""
+    log = shared / "restart" / f"{name}.log"
+    deadline = time.time() + 10
+    while marker not in log.read_bytes() and time.time() < deadline:
+        time.sleep(0.05)
+    return log
+
+
+def test_restart_log_is_new_private_and_never_through_a_link(shared, world):
     write_image(world / "p.img", "ckpt", "x86_64")
     victim = world / "victim"
     victim.write_text("precious\n")
@@ -229,14 +238,11 @@ def test_restart_log_is_new_private_and_never_through_a_link(shared, world, fake
     # guess (and plant a link at, in a store they may write to).
     for serial in range(1, 4):
         os.symlink(victim, shared.store / f".crfs-restart-{serial}-p.img.log")
-    subprocess.run(daemon + [str(shared.path), *shared.options(), "-o", "allow_other"],
-                   check=True, timeout=60, env=env)
-    assert os.path.ismount(shared.path)
+    # "Restores": closes its report fd and prints.
+    mount_with_restarter(shared, world, "os.close(int(sys.argv[4]))\nprint('restored output')\n",
+                         "-o", "allow_other")
     subprocess.run(["cp", str(world / "p.img"), str(shared / "restart" / "p.img")], check=True)
-    log = shared / "restart" / "p.img.log"
-    deadline = time.time() + 10
-    while b"restored output" not in log.read_bytes() and time.time() < deadline:
-        time.sleep(0.05)
+    log = restart_log(shared, "p.img", b"restored output")
     assert log.read_bytes() == b"restored output\n"
     assert victim.read_text() == "precious\n"
     logs = [n for n in os.listdir(shared.store) if n.endswith(".log") and
@@ -256,25 +262,16 @@ def test_restarter_gets_the_checked_upload_even_if_the_store_swaps_it(shared, wo
     restarter's open changes nothing (the restarter is handed the daemon's fd)."""
     write_image(world / "p.img", "ckpt", "x86_64")
     write_image(world / "evil.img", "ckpt", "i386")
-    script = world / "swapping-restart"
     # Plays the other writer of the store, then reads what it was given, as crfs-restart.
-    script.write_text(
-        f"#!{sys.executable}\nimport glob, hashlib, os, sys\n"
+    mount_with_restarter(shared, world, (
         f"for path in glob.glob({str(shared.store)!r} + '/.crfs-restart-*-p.img'):\n"
         f"    os.replace({str(world / 'evil.img')!r}, path)\n"
         "data = open(sys.argv[-1], 'rb').read()\n"
         "os.close(int(sys.argv[4]))\n"
-        "print('read', hashlib.sha256(data).hexdigest(), flush=True)\n")
-    script.chmod(0o755)
-    env = {**os.environ, "CRFS_RESTARTER": str(script)}
-    subprocess.run(FAKE_MODULE_DAEMON + [str(shared.path), *shared.options()], check=True, timeout=60,
-                   env=env)
+        "print('read', hashlib.sha256(data).hexdigest(), flush=True)\n"))
     expected = hashlib.sha256((world / "p.img").read_bytes()).hexdigest()
     subprocess.run(["cp", str(world / "p.img"), str(shared / "restart" / "p.img")], check=True)
-    log = shared / "restart" / "p.img.log"
-    deadline = time.time() + 10
-    while b"read" not in log.read_bytes() and time.time() < deadline:
-        time.sleep(0.05)
+    log = restart_log(shared, "p.img", b"read")
     assert log.read_text() == f"read {expected}\n"
     assert not (world / "evil.img").exists()    # the swap did happen
 

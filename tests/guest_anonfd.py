@@ -9,7 +9,6 @@ in that lie about the image (RESTART_FILES, in a forked child). Runs inside the 
 decides nothing.
 """
 
-import json
 import os
 import struct
 import subprocess
@@ -17,7 +16,7 @@ import sys
 
 import guest_files as gf
 from crfs import kernel
-from guest_util import stage
+from guest_util import in_child, stage
 
 WORK = "/tmp/crfs-anonfd"
 EPOLL_ITEMS = 308
@@ -135,27 +134,14 @@ def patched_records(image, files):
 
 def handed_call(image, handed, **kw):
     """RESTART_FILES in a forked child: its errno and reason (it must fail)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
+    def call():
         try:
             with kernel.Device() as dev, open(image, "rb") as f:
                 dev.restart_files(f.fileno(), handed, **kw)
-            msg = {"errno": 0}
         except kernel.KernelError as exc:
-            msg = {"errno": gf.errno_name(exc.errno), "msg": exc.reason}
-        except Exception as exc:      # noqa: BLE001 - reported
-            msg = {"errno": "python", "msg": repr(exc)}
-        os.write(w, json.dumps(msg).encode())
-        os._exit(0)
-    os.close(w)
-    text = b""
-    while chunk := os.read(r, 4096):
-        text += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    return json.loads(text) if text else {"errno": "no answer"}
+            return {"errno": gf.errno_name(exc.errno), "msg": exc.reason}
+        return {"errno": 0}
+    return in_child(call, {"errno": "no answer"})
 
 
 def lying_tables(image, files, restarter, work):

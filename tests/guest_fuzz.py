@@ -33,7 +33,7 @@ import sys
 import time
 
 from crfs import kernel
-from guest_util import dmesg_problems
+from guest_util import dmesg_problems, in_child
 
 KEEP_PAGES = 1
 HDR = struct.Struct("<II")
@@ -458,10 +458,7 @@ def bad_fds(scratch_dir):
 def restart_arguments_in_child(count, rng_seed):
     """RESTART with hostile arguments, from a forked child (a call that restored would
     replace it, never this process): {errno: count}, or why the child did not report."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
+    def call():
         rng = random.Random(rng_seed)
         seen = collections.Counter()
         try:
@@ -476,18 +473,8 @@ def restart_arguments_in_child(count, rng_seed):
                     seen[ename(-ret) if ret < 0 else "ok"] += 1
         except BaseException as exc:   # noqa: BLE001 - always report
             seen["child " + repr(exc)] += 1
-        os.write(write_fd, json.dumps(seen).encode())
-        os._exit(0)
-    os.close(write_fd)
-    data = b""
-    while True:
-        chunk = os.read(read_fd, 65536)
-        if not chunk:
-            break
-        data += chunk
-    os.close(read_fd)
-    os.waitpid(pid, 0)
-    return json.loads(data) if data else {"no report": 1}
+        return seen
+    return in_child(call, {"no report": 1})
 
 
 # --------------------------------------------------------------------------- campaigns

@@ -22,7 +22,7 @@ import sys
 import guest_anonfd as ga
 import guest_files as gf
 import kmod_guest_checks as g
-from guest_util import stage
+from guest_util import in_child, stage
 from crfs import kernel
 
 WORK = "/tmp/crfs-sockstrict"
@@ -265,24 +265,16 @@ def unprivileged_checkpoint(exe, work):
     os.makedirs(mine)
     os.chmod(mine, 0o777)
     proc, _ = start(exe, mine, "unprivileged", uid=g.NOBODY)
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
+    def as_nobody():
         try:
             os.setgroups([])
             os.setgid(g.NOBODY)
             os.setuid(g.NOBODY)
             crfs_checkpoint(proc.pid, os.path.join(mine, "u.img"), tree=True, via="ptrace")
-            msg = "no refusal"
         except Exception as exc:      # noqa: BLE001 - reported
-            msg = f"{type(exc).__name__}: {exc}"
-        os.write(write_fd, msg.encode()[:4000])
-        os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as f:
-        msg = f.read().decode()
-    os.waitpid(pid, 0)
+            return f"{type(exc).__name__}: {exc}"[:4000]
+        return "no refusal"
+    msg = in_child(as_nobody, "")
     proc.kill()
     proc.wait(timeout=60)
     try:

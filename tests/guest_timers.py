@@ -12,7 +12,6 @@ signal whose timer is not marked pending.
 """
 
 import ctypes
-import json
 import os
 import signal
 import struct
@@ -21,7 +20,7 @@ import guest_anonfd as ga
 import kmod_guest_checks as g
 from crfs import kernel
 from guest_task_state import ask_then_end, both_ways, start_and_checkpoint, start_restarter
-from guest_util import records, stage
+from guest_util import in_child, records, stage
 
 DIR = "/tmp/crfs-timers"
 ORIGINAL = {}
@@ -155,28 +154,15 @@ def _timers_of_ours(signos):
 def restart_with_timers(image, signos):
     """RESTART of `image` in a forked child that made its own timers first: its errno and
     reason (it must fail)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
+    def call():
         try:
             _timers_of_ours(signos)
             with kernel.Device() as dev, open(image, "rb") as f:
                 dev.restart(f.fileno())
-            msg = {"errno": 0}
         except kernel.KernelError as exc:
-            msg = {"errno": g.name(exc.errno), "msg": exc.reason}
-        except Exception as exc:      # noqa: BLE001 - reported
-            msg = {"errno": "python", "msg": repr(exc)}
-        os.write(w, json.dumps(msg).encode())
-        os._exit(0)
-    os.close(w)
-    text = b""
-    while chunk := os.read(r, 4096):
-        text += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    return json.loads(text) if text else {"errno": "no answer"}
+            return {"errno": g.name(exc.errno), "msg": exc.reason}
+        return {"errno": 0}
+    return in_child(call, {"errno": "no answer"})
 
 
 def callers_timers(paths):

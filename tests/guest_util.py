@@ -1,6 +1,7 @@
 """Helpers the guest-side check modules share (tests/kmod_guest_checks.py and the
 guest_*.py modules it runs): record framing and bounded reads."""
 
+import json
 import os
 import select
 import shutil
@@ -32,6 +33,27 @@ def read_until_eof(fd, timeout):
         if not chunk:
             return data
         data += chunk
+
+
+def in_child(work, no_answer):
+    """`work()` in a forked child (a call that restores replaces its caller, never this
+    process; a setuid() is for the child alone): what it returned, as JSON; {"errno":
+    "python", "msg": ...} when it raised, `no_answer` when the child said nothing."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        try:
+            answer = work()
+        except BaseException as exc:   # noqa: BLE001 - always report
+            answer = {"errno": "python", "msg": repr(exc)}
+        os.write(write_fd, json.dumps(answer).encode())
+        os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    return json.loads(data) if data else no_answer
 
 
 def stage(directory, programs, mode=0o755):

@@ -93,14 +93,23 @@ class PageMap:
 
     # -- queries --
 
-    def lookup(self, addr):
-        """File offset of the page at page-aligned `addr`, or None if it was not dumped."""
+    def _place(self, addr):
+        """(run, index in that run) of the page at page-aligned `addr`, or None if it was
+        not dumped."""
         r = bisect_right(self._starts, addr) - 1
         if r < 0:
             return None
         index, misalign = divmod(addr - self._starts[r], PAGE_SIZE)
         if misalign or index >= self._run_length(r):
             return None
+        return r, index
+
+    def lookup(self, addr):
+        """File offset of the page at page-aligned `addr`, or None if it was not dumped."""
+        place = self._place(addr)
+        if place is None:
+            return None
+        r, index = place
         return self._offsets[r] + index * self._strides[r]
 
     def within(self, start, end):
@@ -127,12 +136,10 @@ class PageMap:
     def index_of(self, addr):
         """The index of the page at page-aligned `addr` (in the order added), or None if
         it was not dumped."""
-        r = bisect_right(self._starts, addr) - 1
-        if r < 0:
+        place = self._place(addr)
+        if place is None:
             return None
-        index, misalign = divmod(addr - self._starts[r], PAGE_SIZE)
-        if misalign or index >= self._run_length(r):
-            return None
+        r, index = place
         return self._firsts[r] + index
 
     def page_at(self, index):

@@ -21,29 +21,15 @@ import sys
 
 import guest_anonfd as ga
 import guest_files as gf
+from guest_unix import sockets_of
 import kmod_guest_checks as g
 from guest_util import in_child, stage
 from crfs import kernel
 
 WORK = "/tmp/crfs-sockstrict"
 SECCOMP = 8041
-FILE_UNIX = 112
 LISTEN = 10
 FDS = range(4, 11)
-
-
-def sockets_of(image):
-    """{objref: dict(state, flags, sock, peer, offset)} of the image's UNIX sockets."""
-    data, files = gf.file_objects(image)
-    out = {}
-    for objref, offset in files:
-        if struct.unpack_from("<I", data, offset + 8)[0] == FILE_UNIX:
-            sock, peer = struct.unpack_from("<ii", data, offset + 48)
-            out[objref] = {"sock": sock, "peer": peer, "offset": offset,
-                           "state": struct.unpack_from("<I", data, offset + 68)[0],
-                           "flags": struct.unpack_from("<I", data, offset + 92)[0],
-                           "mode": struct.unpack_from("<III", data, offset + 204)}
-    return out
 
 
 def seccomp_records(image):

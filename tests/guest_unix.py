@@ -23,15 +23,24 @@ UNIX_FDS = range(4, 12)
 
 
 def sockets_of(image):
-    """{objref: (sock_type, sock_objref, peer_objref, offset of its FILE)}."""
+    """{objref: dict(type, state, flags, sock, peer, mode, offset of its FILE)} of the
+    image's UNIX sockets."""
     data, files = gf.file_objects(image)
     out = {}
     for objref, offset in files:
         if struct.unpack_from("<I", data, offset + 8)[0] == FILE_UNIX:
             sock, peer = struct.unpack_from("<ii", data, offset + 48)
-            stype = struct.unpack_from("<H", data, offset + 66)[0]
-            out[objref] = (stype, sock, peer, offset)
+            out[objref] = {"type": struct.unpack_from("<H", data, offset + 66)[0],
+                           "sock": sock, "peer": peer, "offset": offset,
+                           "state": struct.unpack_from("<I", data, offset + 68)[0],
+                           "flags": struct.unpack_from("<I", data, offset + 92)[0],
+                           "mode": struct.unpack_from("<III", data, offset + 204)}
     return out
+
+
+def type_sock_peer(socks):
+    """{objref as text: [type, sock, peer]}: what the host compares."""
+    return {str(k): [v["type"], v["sock"], v["peer"]] for k, v in socks.items()}
 
 
 def run_one(label, exe, work, restarter, via):
@@ -43,8 +52,8 @@ def patched_records(image, socks):
     """Malformed CRFS_FILE_UNIX records, each refused by CHECK (errno, reason)."""
     with open(image, "rb") as f:
         data = f.read()
-    queued = [offset for _, _, _, offset in socks.values()
-              if struct.unpack_from("<I", data, offset + 80)[0] == 3][0]   # "a" "bb" "ccc"
+    queued = [sock["offset"] for sock in socks.values()
+              if struct.unpack_from("<I", data, sock["offset"] + 80)[0] == 3][0]   # "a" "bb" "ccc"
     own = struct.unpack_from("<i", data, queued + 48)[0]
     patches = {
         "family": (queued + 64, "<H", 2),
@@ -63,8 +72,8 @@ def patched_records(image, socks):
 def lying_tables(image, socks, restarter, work):
     """Sockets handed in that do not fit their records: refused before anything changes."""
     by_type = {}
-    for objref, (stype, sock, peer, _) in sorted(socks.items()):
-        by_type.setdefault(stype, []).append(objref)
+    for objref, sock in sorted(socks.items()):
+        by_type.setdefault(sock["type"], []).append(objref)
     s4, s5 = by_type[socket.SOCK_STREAM][:2]       # fds 4 and 5, with queues
     out = {}
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -101,10 +110,9 @@ def step(manifest):
         result["kernel"], kimage = run_one("kernel", exe, work, restarter, "kernel")
         if image:
             socks = sockets_of(image)
-            result["socks"] = {str(k): list(v[:3]) for k, v in socks.items()}
+            result["socks"] = type_sock_peer(socks)
             if kimage:
-                result["kernel_socks"] = {str(k): list(v[:3])
-                                          for k, v in sockets_of(kimage).items()}
+                result["kernel_socks"] = type_sock_peer(sockets_of(kimage))
             result["records"] = patched_records(image, socks)
             result["lying"] = lying_tables(image, socks, restarter, work)
     except Exception as exc:      # noqa: BLE001 - reported, the other steps go on

@@ -1,0 +1,200 @@
+"""Namespaces, cgroup, SysV shared memory and inet sockets of CRIU dumps (issue #15): the
+real criu 3.17 dump tests/data/criu/ns (ns_prog.c: its own IPC and UTS namespaces, cgroup
+v2 group /crfs-ns, two SysV segments, a TCP listener and a bound UDP socket) mounted and
+read with readlink, cat and cmp, against the /proc truth taken at dump time
+(tests/data/criu/ns.truth) and `crit show` of the same images."""
+
+import os
+import re
+import shutil
+import stat
+
+import pytest
+
+from mountfs import Mount, errors_in_log
+from test_criu import DATA, crit
+
+PAGE = 4096
+
+
+def truth(name):
+    return (DATA / "ns.truth" / name).read_text()
+
+
+def markers():
+    """{"pid", "shm", "shm_addr", "shm2", "tcp", "tcp_port", "udp", "udp_port"}."""
+    line = next(s for s in truth("out.txt").splitlines() if s.startswith("proc "))
+    m = re.fullmatch(r"proc (\d+) shm=(\d+)@0x([0-9a-f]+) shm2=(\d+) tcp=(\d+):(\d+) "
+                     r"udp=(\d+):(\d+)", line)
+    keys = ("pid", "shm", "shm_addr", "shm2", "tcp", "tcp_port", "udp", "udp_port")
+    return {k: int(v, 16 if k == "shm_addr" else 10) for k, v in zip(keys, m.groups())}
+
+
+@pytest.fixture(scope="module")
+def ns_mount(tmp_path_factory):
+    mount = Mount(tmp_path_factory.mktemp("criu-ns"))
+    for name in ("ns", "files"):
+        shutil.copytree(DATA / name, mount.store / name)
+    mount.mount()
+    yield mount
+    mount.unmount()
+    assert not errors_in_log(mount.log_text()), mount.log_text()
+
+
+def tdir(mount, name="ns"):
+    pid = markers()["pid"] if name == "ns" else 144
+    return mount / name / "tasks" / str(pid)
+
+
+def proc_links(text):
+    return dict(line.split(" ", 1) for line in text.splitlines())
+
+
+def test_ns_links_name_criu_ids_and_tell_the_namespaces_apart(ns_mount):
+    """ns/ has /proc's names; each link is criu's id of the namespace (criu records no
+    inode): the IPC and UTS namespaces ns_prog made are its own, the others criu's."""
+    ns = tdir(ns_mount) / "ns"
+    ids = crit("ns", "ids-" + str(markers()["pid"]))[0]
+    root = crit("ns", "inventory")[0]["root_ids"]
+    links = {n: os.readlink(ns / n) for n in os.listdir(ns)}
+    assert links == {n: f"{n}:criu[{ids[n + '_ns_id']}]" for n in
+                     ("cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts")}
+    assert all(stat.S_ISLNK(os.lstat(ns / n).st_mode) for n in links)
+    # /proc at dump time: the task's ipc and uts inodes differ from the dumper's, the rest
+    # are the same; criu's ids say the same.
+    task, dumper = proc_links(truth("ns-145.txt")), proc_links(truth("ns-self.txt"))
+    for name in links:
+        assert (task[name] == dumper[name]) == (ids[f"{name}_ns_id"] ==
+                                                root[f"{name}_ns_id"]), name
+    assert {n for n in links if task[n] != dumper[n]} == {"ipc", "uts"}
+
+
+def test_image_namespaces_file(ns_mount):
+    text = (ns_mount / "ns" / "namespaces").read_text()
+    lines = {line.split()[0]: line for line in text.splitlines()}
+    assert sorted(lines) == ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"]
+    assert lines["ipc"] == "ipc ipc:criu[9] dumped: ipcns-shm-9.img ipcns-var-9.img"
+    assert lines["uts"] == ("uts uts:criu[10] dumped: utsns-10.img; nodename "
+                            f"{truth('hostname').strip()}, domainname (none)")
+    assert lines["net"] == "net net:criu[2] the dumping criu's own: not in the dump"
+
+
+def test_cgroup_is_proc_pid_cgroup(ns_mount):
+    assert (tdir(ns_mount) / "cgroup").read_text() == truth("cgroup-145") == "0::/crfs-ns\n"
+
+
+def test_no_cgroup_file_when_criu_recorded_none(ns_mount):
+    """The files dump's task was in criu's own cgroup: criu wrote no cgroup.img."""
+    assert not (DATA / "files" / "cgroup.img").exists()
+    assert "cgroup" not in os.listdir(tdir(ns_mount, "files"))
+    assert "sysvipc" not in os.listdir(tdir(ns_mount, "files"))
+    assert sorted(os.listdir(tdir(ns_mount, "files") / "ns")) == [
+        "cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"]
+
+
+def shm_rows(text):
+    """{shmid: {column: value}} of a /proc/sysvipc/shm-like table."""
+    lines = text.splitlines()
+    head = lines[0].split()
+    return {int(row[1]): dict(zip(head, row)) for row in (s.split() for s in lines[1:])}
+
+
+def test_sysvipc_shm_matches_proc(ns_mount):
+    ours = shm_rows((tdir(ns_mount) / "sysvipc" / "shm").read_text())
+    proc = shm_rows(truth("sysvipc-shm"))
+    assert sorted(ours) == sorted(proc) == [markers()["shm"], markers()["shm2"]]
+    for shmid, row in ours.items():
+        assert set(row) == {"key", "shmid", "perms", "size", "uid", "gid", "cuid", "cgid"}
+        assert row == {k: proc[shmid][k] for k in row}, shmid
+
+
+def test_sysv_segments_bytes(ns_mount):
+    m = markers()
+    shm = tdir(ns_mount) / "sysvipc" / f"shm-{m['shm']}"
+    data = shm.read_bytes()
+    assert len(data) == 3 * PAGE == os.stat(shm).st_size
+    assert data[:21] == b"crfs-sysv-shm page 0\0"
+    assert data[PAGE:2 * PAGE] == bytes(PAGE)       # never touched: not dumped, zeros
+    assert data[2 * PAGE:2 * PAGE + 21] == b"crfs-sysv-shm page 2\0"
+    # the unattached segment: 100 bytes, in the namespace only
+    other = (tdir(ns_mount) / "sysvipc" / f"shm-{m['shm2']}").read_bytes()
+    assert other == b"unattached segment".ljust(100, b"\0")
+    assert ns_mount.sh(f"dd if=ns/tasks/{m['pid']}/sysvipc/shm-{m['shm']} bs=1 skip={2 * PAGE} "
+                       "count=20 status=none").stdout == "crfs-sysv-shm page 2"
+
+
+def test_sysv_mapping_in_maps_and_mem(ns_mount):
+    """The segment's mapping: /proc's name in maps, and the segment's bytes at its
+    address in mem and in its VMA's data."""
+    m = markers()
+    maps = (tdir(ns_mount) / "mm" / "maps").read_text()
+    line = next(s for s in maps.splitlines() if s.startswith(f"{m['shm_addr']:x}-"))
+    proc = next(s for s in truth("maps-145").splitlines()
+                if s.startswith(f"{m['shm_addr']:x}-"))
+    assert line.split()[:3] == proc.split()[:3] and line.split()[-2:] == proc.split()[-2:]
+    assert line.endswith("/SYSV00c0ffee (deleted)")
+    with open(tdir(ns_mount) / "mem", "rb") as mem:
+        mem.seek(m["shm_addr"] + 2 * PAGE)
+        assert mem.read(20) == b"crfs-sysv-shm page 2"
+    vma = tdir(ns_mount) / "mm" / "vmas" / line.split()[0] / "data"
+    assert vma.read_bytes() == (tdir(ns_mount) / "sysvipc" / f"shm-{m['shm']}").read_bytes()
+
+
+def test_inet_fd_links_match_proc(ns_mount):
+    fds = tdir(ns_mount) / "fd"
+    expected = proc_links(truth("fd-145.txt"))
+    assert {n: os.readlink(fds / n) for n in os.listdir(fds)} == expected
+
+
+def net_rows(text):
+    """{inode: (local, remote, st)} of crfs's net/tcp (its columns by header name)."""
+    lines = text.splitlines()
+    assert lines[0].split() == ["sl", "local_address", "rem_address", "st", "inode"]
+    return {int(row[4]): (row[1], row[2], row[3]) for row in (s.split() for s in lines[1:])}
+
+
+def proc_net_rows(text):
+    """{inode: (local, remote, st)} of /proc/net/tcp (tx:rx and tr:when are one column
+    each: the inode is the row's tenth)."""
+    return {int(row[9]): (row[1], row[2], row[3])
+            for row in (s.split() for s in text.splitlines()[1:])}
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_net_files_match_proc_net(ns_mount, proto):
+    m = markers()
+    ours = net_rows((tdir(ns_mount) / "net" / proto).read_text())
+    proc = proc_net_rows(truth(f"net-{proto}"))
+    assert ours and ours == {ino: row for ino, row in proc.items() if ino in ours}
+    port = m[f"{proto}_port"]
+    assert [row[0] for row in ours.values()] == [f"0100007F:{port:04X}"]
+    assert (tdir(ns_mount) / "net" / f"{proto}6").read_text().count("\n") == 1   # header only
+
+
+def test_files_dump_tcp_listener_in_net_tcp(ns_mount):
+    """The files fixture's TCP listener (0.0.0.0... bound to 127.0.0.1, state 0A) is in
+    its net/tcp, with the inode its fd links to; crit says the same port."""
+    tcp = net_rows((tdir(ns_mount, "files") / "net" / "tcp").read_text())
+    isk = next(e["isk"] for e in crit("files", "files") if "isk" in e)
+    assert tcp == {isk["ino"]: (f"0100007F:{isk['src_port']:04X}", "00000000:0000", "0A")}
+    assert f"socket:[{isk['ino']}]" in proc_links(
+        (DATA / "files.truth" / "fd-144.txt").read_text()).values()
+
+
+def test_index_codec_keeps_namespaces_cgroup_sysv_and_inet():
+    """A cached index (a checkpoint archive's) carries the new parts of the model."""
+    from crfs.model import index_codec, registry
+    image = registry.open_image(str(DATA / "ns"))
+    try:
+        _, back = index_codec.decode(index_codec.encode(image, {}), image.source)
+        index_codec.check(back, image.source.size)
+        task, orig = back.tasks[0], image.tasks[0]
+        assert task.namespaces == orig.namespaces and task.cgroup == orig.cgroup
+        assert back.namespaces == image.namespaces
+        assert [s.read(0, s.size) for s in task.ipc.shms] == \
+            [s.read(0, s.size) for s in orig.ipc.shms]
+        assert [d.file.inet for d in task.files.fds] == [d.file.inet for d in orig.files.fds]
+        vma = next(v for v in task.mm.vmas if v.kind == "shm-ipc")
+        assert vma.shm is task.ipc.shms[0].segment      # one segment, shared
+    finally:
+        image.close()

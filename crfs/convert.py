@@ -5,7 +5,8 @@ The image is indexed, fitted to the format as a checkpoint would be (crfs.checkp
 and streamed to a temporary name next to DST (pages are read from the source as they are
 written, never all at once), renamed when complete. Areas no format stores are left out as
 a checkpoint leaves them out ([vvar], [vsyscall]); shared anonymous memory a CRIU dump
-keeps apart (not read by crfs) is refused rather than written as zeros.
+keeps apart (not read by crfs) is refused rather than written as zeros, and so is a CRIU
+dump's SysV shared memory (crfs.ko restores none), naming the image and the entry.
 """
 
 import os
@@ -20,13 +21,30 @@ NOT_SAVED = ("vvar", "ignore")
 
 
 def prepare(image):
-    """Drop what no format saves; Unsupported for what the model lacks the bytes of."""
+    """Drop what no format saves; Unsupported for what the model lacks the bytes of, and
+    for a CRIU dump's SysV shared memory (crfs.ko does not restore it)."""
     for mm in image.mms():
         mm.vmas = [v for v in mm.vmas if v.kind not in NOT_SAVED]
         for vma in mm.vmas:
             if vma.kind == "shm-anon" and vma.shm is None:
                 raise Unsupported(f"shared anonymous mapping {vma.start:#x}-{vma.end:#x}: "
                                   f"its pages are not read from this image")
+            sysv = getattr(vma.native, "sysv", None)
+            if vma.kind == "shm-ipc" and sysv:
+                raise Unsupported(f"{sysv}, mapped at {vma.start:#x}-{vma.end:#x}: crfs.ko "
+                                  f"does not restore SysV shared memory")
+    _refuse_sysv(image)
+
+
+def _refuse_sysv(image):
+    """A CRIU dump of an IPC namespace with SysV segments (ipcns-shm-ID.img): refused,
+    naming the first segment, as crfs.ko restores no SysV IPC (docs/kmod.md)."""
+    for task in image.tasks:
+        if task.ipc is not None and task.ipc.shms:
+            shm = task.ipc.shms[0]
+            raise Unsupported(f"{shm.where}: SysV shm segment {shm.shmid} (key {shm.key:#x}, "
+                              f"{shm.size} bytes) of task {task.pid}'s IPC namespace: "
+                              f"crfs.ko does not restore SysV shared memory")
 
 
 def convert(src, dst, fmt, progress=None):

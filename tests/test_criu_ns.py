@@ -198,3 +198,207 @@ def test_index_codec_keeps_namespaces_cgroup_sysv_and_inet():
         assert vma.shm is task.ipc.shms[0].segment      # one segment, shared
     finally:
         image.close()
+
+
+# ------------------------------------------------------------ corrupt and truncated images
+
+def copy_ns(tmp_path):
+    dst = tmp_path / "ns"
+    shutil.copytree(DATA / "ns", dst)
+    return dst
+
+
+def load_error(path):
+    from crfs.errors import FormatError
+    from crfs.model import registry
+    with pytest.raises(FormatError) as info:
+        registry.open_image(str(path)).close()
+    return info.value
+
+
+def entry_offsets(path, name):
+    from crfs.formats import criu
+    d = criu.CriuDir.open(str(path))
+    try:
+        return [(e.offset, e.length) for e in criu.read_entries(d, name)]
+    finally:
+        d.close()
+
+
+@pytest.mark.parametrize("name, msg", [("ipcns-shm-9.img", "ipc_shm_entry"),
+                                       ("cgroup.img", "cgroup_entry"),
+                                       ("utsns-10.img", "utsns_entry"),
+                                       ("pagemap-shmem-0.img", "pagemap_entry")])
+def test_truncated_new_images_name_file_entry_offset(tmp_path, name, msg):
+    """Each new image cut inside its last entry: the error names the file, the entry and
+    the offset where the entry starts."""
+    dump = copy_ns(tmp_path)
+    offsets = entry_offsets(dump, name)
+    index = len(offsets) - 1
+    offset, length = offsets[index]
+    data = (dump / name).read_bytes()
+    (dump / name).write_bytes(data[:offset + length - 1])
+    err = load_error(dump)
+    assert err.record == f"{name}: entry {index} ({msg})", err
+    assert err.offset == offset and "runs past the end" in err.message, err
+    assert str(err).startswith(f"{dump}: offset {offset:#x}: {name}: entry {index} ({msg}): ")
+
+
+def test_bad_magic_of_ipcns_shm(tmp_path):
+    dump = copy_ns(tmp_path)
+    data = bytearray((dump / "ipcns-shm-9.img").read_bytes())
+    data[4:8] = (0x55053847).to_bytes(4, "little")          # CORE's
+    (dump / "ipcns-shm-9.img").write_bytes(bytes(data))
+    err = load_error(dump)
+    assert (err.record, err.offset) == ("ipcns-shm-9.img", 4)
+    assert err.message == "magic CORE where IPCNS_SHM was expected"
+
+
+def test_shm_pages_past_the_pages_file(tmp_path):
+    """pagemap-shmem-0.img (segment 0: pages-2.img) names more pages than there are."""
+    dump = copy_ns(tmp_path)
+    (dump / "pages-2.img").write_bytes((dump / "pages-2.img").read_bytes()[:PAGE])
+    err = load_error(dump)
+    assert err.record == "pagemap-shmem-0.img: entry 2 (pagemap_entry)", err
+    assert "run past the end of pages-2.img" in err.message
+    assert err.offset == entry_offsets(dump, "pagemap-shmem-0.img")[2][0]
+
+
+def test_segment_missing_from_its_namespace(tmp_path):
+    """The mapped segment's entry removed: the VMA that maps it names its mm entry."""
+    from test_criu_convert import encode, entries, write_img
+    from crfs.formats import criu
+    dump = copy_ns(tmp_path)
+    kept = [e for e in entries(dump, "ipcns-shm-9.img") if e["desc"]["id"] != 0]
+    write_img(dump / "ipcns-shm-9.img", "IPCNS_SHM", [encode(criu.IPC_SHM, e) for e in kept])
+    err = load_error(dump)
+    assert err.record == "mm-145.img: vma 13", err
+    assert "SysV shmid 0 is not in the dump's IPC namespace (ipc:criu[9])" in err.message
+    write_img(dump / "ipcns-shm-9.img", "IPCNS_SHM",
+              [encode(criu.IPC_SHM, e) for e in entries(DATA / "ns", "ipcns-shm-9.img")
+               + kept])
+    err = load_error(dump)
+    assert err.record == "ipcns-shm-9.img: entry 2 (ipc_shm_entry)" and "shmid 1 twice" \
+        in err.message, err
+
+
+def test_cg_set_missing_from_cgroup_img(tmp_path):
+    from test_criu_convert import edit_core
+    dump = copy_ns(tmp_path)
+    edit_core(dump, markers()["pid"], lambda core: core["tc"].update(cg_set=7))
+    err = load_error(dump)
+    assert err.record == "core-145.img: entry 0 (core_entry)"
+    assert err.message == "cg_set 7 is not in cgroup.img"
+
+
+def test_mutated_ns_dump_gives_an_image_or_a_format_error(tmp_path):
+    """Flips, cuts and inserted bytes in the new images: an Image (its new files read)
+    or a FormatError naming a record, nothing else."""
+    import random
+    from crfs.errors import FormatError
+    from crfs.model import registry
+    from crfs import render_ns
+    rng = random.Random(1515)
+    dump = copy_ns(tmp_path)
+    names = ["ipcns-shm-9.img", "cgroup.img", "utsns-10.img", "pagemap-shmem-0.img",
+             "pagemap-shmem-1.img", "files.img", "ids-145.img", "core-145.img"]
+    originals = {n: (dump / n).read_bytes() for n in names}
+    outcomes = {"ok": 0, "error": 0}
+    for _ in range(300):
+        name = rng.choice(names)
+        data = bytearray(originals[name])
+        how = rng.randrange(3)
+        if how == 0:
+            for _ in range(rng.randint(1, 3)):
+                data[rng.randrange(8, len(data))] = rng.randrange(256)
+        elif how == 1:
+            del data[rng.randrange(8, len(data)):]
+        else:
+            at = rng.randrange(8, len(data))
+            data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 6)))
+        (dump / name).write_bytes(bytes(data))
+        try:
+            image = registry.open_image(str(dump))
+            try:
+                for task in image.tasks:
+                    render_ns.namespaces(image.namespaces or [])
+                    if task.ipc is not None:
+                        render_ns.sysvipc_shm(task.ipc)
+                        for shm in task.ipc.shms:
+                            shm.read(0, min(shm.size, 3 * PAGE))
+                    for proto in render_ns.NET_FILES:
+                        render_ns.proc_net(render_ns.inet_socks(image, task), proto)
+            finally:
+                image.close()
+            outcomes["ok"] += 1
+        except FormatError as exc:
+            assert exc.record, exc
+            outcomes["error"] += 1
+        (dump / name).write_bytes(originals[name])
+    assert outcomes["error"] > 100 and outcomes["ok"] > 10, outcomes
+
+
+# ------------------------------------------------------------------------- crfs convert
+
+def test_convert_refuses_sysv_shm_naming_the_images(tmp_path):
+    """crfs.ko restores no SysV shm: the mapping is refused naming its mm entry and the
+    segment's ipcns-shm entry; without the mapping, the namespace's segments still are."""
+    from test_criu_convert import encode, entries, write_img
+    from crfs import convert
+    from crfs.errors import Unsupported
+    from crfs.formats import criu
+    out = tmp_path / "ns.ckpt"
+    with pytest.raises(Unsupported) as info:
+        convert.convert(str(DATA / "ns"), str(out), "ckpt")
+    assert str(info.value) == (
+        f"mm-145.img: vma 13: SysV shm segment 0 (ipcns-shm-9.img: entry 0 (ipc_shm_entry)), "
+        f"mapped at {markers()['shm_addr']:#x}-{markers()['shm_addr'] + 3 * PAGE:#x}: crfs.ko "
+        f"does not restore SysV shared memory")
+    dump = copy_ns(tmp_path)
+    mm = entries(dump, "mm-145.img")[0]
+    mm["vmas"] = [v for v in mm["vmas"] if not v["status"] & (1 << 10)]
+    write_img(dump / "mm-145.img", "MM", [encode(criu.MM, mm)])
+    with pytest.raises(Unsupported) as info:
+        convert.convert(str(dump), str(out), "ckpt")
+    assert str(info.value) == (
+        "ipcns-shm-9.img: entry 0 (ipc_shm_entry): SysV shm segment 0 (key 0xc0ffee, 12288 "
+        "bytes) of task 145's IPC namespace: crfs.ko does not restore SysV shared memory")
+    assert not out.exists() and not list(tmp_path.glob(".crfs-convert-*"))
+    import subprocess
+    import sys
+    run = subprocess.run([sys.executable, "-m", "crfs", "convert", str(DATA / "ns"), "-o",
+                          str(out)], capture_output=True, text=True)
+    assert run.returncode != 0 and not out.exists()
+    assert "mm-145.img: vma 13: SysV shm segment 0 (ipcns-shm-9.img: entry 0" in run.stderr
+
+
+def test_convert_keeps_inet_sockets_opaque(tmp_path):
+    """Inet sockets are what crfs's own checkpoints make of them: opaque fds, each named by
+    its link (a restart takes one handed in with -i, or refuses: docs/kmod.md)."""
+    from crfs import convert
+    from crfs.model import registry
+    out = tmp_path / "files.ckpt"
+    convert.convert(str(DATA / "files"), str(out), "ckpt")
+    image = registry.open_image(str(out))
+    try:
+        socks = [d.file for d in image.tasks[0].files.fds if d.file.kind == "socket"]
+        isk = next(e["isk"] for e in crit("files", "files") if "isk" in e)
+        assert f"socket:[{isk['ino']}]" in [f.link() for f in socks]
+    finally:
+        image.close()
+
+
+def test_new_images_match_crit_show():
+    """cgroup.img, utsns and ipcns-shm as `crit show` decoded them. crit 3.17 reads an
+    ipc_shm_entry as followed by the segment's bytes even with in_pagemaps (the bytes
+    are in pagemap-shmem-SHMID.img): it takes the next entry for them ("extra")."""
+    import base64
+    from test_criu_convert import entries
+    assert entries(DATA / "ns", "cgroup.img") == crit("ns", "cgroup")
+    assert entries(DATA / "ns", "utsns-10.img") == crit("ns", "utsns-10")
+    ours = entries(DATA / "ns", "ipcns-shm-9.img")
+    theirs = crit("ns", "ipcns-shm-9")
+    extra = base64.b64decode(theirs[0].pop("extra"))
+    assert ours[0] == theirs[0] and len(theirs) == 1 and len(ours) == 2
+    second = entry_offsets(DATA / "ns", "ipcns-shm-9.img")[1][0]
+    assert extra == (DATA / "ns" / "ipcns-shm-9.img").read_bytes()[second:]

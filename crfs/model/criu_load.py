@@ -250,7 +250,7 @@ class _Loader:
         segment = criu_ns.sysv_segment(self.ipc, shmid, where)
         shm = next((s for s in self.ipc.shms if s.shmid == shmid), None) if self.ipc else None
         vma.file = f"/SYSV{shm.key:08x} (deleted)" if shm else f"/SYSV (shmid {shmid})"
-        ns = self.ipc.name if self.ipc else "not in the dump"
+        ns = shm.where if shm else "its IPC namespace not in the dump"
         vma.native.sysv = f"{where}: SysV shm segment {shmid} ({ns})"
         if segment is not None:
             vma.map_segment(segment)

@@ -12,6 +12,8 @@ cgroups than criu.
 from crfs.errors import FormatError
 from crfs.model.image import InetSock, IpcNamespace, Namespace, ShmSegment, SysvShm
 
+MAX_SHM = 1 << 47           # bytes of a SysV segment: x86_64's user address space
+
 # /proc/PID/ns names and the task_kobj_ids_entry fields of their criu ids.
 NS_FIELDS = (("cgroup", "cgroup_ns_id"), ("ipc", "ipc_ns_id"), ("mnt", "mnt_ns_id"),
              ("net", "net_ns_id"), ("pid", "pid_ns_id"), ("time", "time_ns_id"),
@@ -92,9 +94,12 @@ def ipc_namespace(loader, ns_id):
     base = loader.dir.offset_of(name)
     for e in loader.entries(name):
         f, desc = e.fields, e.fields["desc"]
+        if f["size"] > MAX_SHM:
+            raise FormatError(f"segment of {f['size']} bytes (at most {MAX_SHM})",
+                              offset=e.offset, record=f"{name}: entry {e.index} (ipc_shm_entry)")
         shm = SysvShm(key=desc["key"], shmid=desc["id"], mode=desc["mode"], uid=desc["uid"],
                       gid=desc["gid"], cuid=desc["cuid"], cgid=desc["cgid"], size=f["size"],
-                      source=loader.dir)
+                      source=loader.dir, where=f"{name}: entry {e.index} (ipc_shm_entry)")
         if f.get("in_pagemaps"):
             shm.segment = loader.segment(desc["id"], None, key=("sysv", ns_id, desc["id"]))
             shm.segment.size = max(shm.segment.size, f["size"])

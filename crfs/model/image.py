@@ -408,6 +408,7 @@ class SysvShm:
     segment: Optional[ShmSegment] = None
     source: object = None
     data: Optional["Blob"] = None
+    where: Optional[str] = None  # its record in the image ("ipcns-shm-9.img: entry 0")
 
     def read(self, offset, size):
         size = max(0, min(size, self.size - offset))

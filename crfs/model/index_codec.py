@@ -351,7 +351,7 @@ def _check_ns(task, file_size, source):
     for shm in ipc.shms:
         _require(type(shm) is SysvShm and _ints(shm.key, shm.shmid, shm.mode, shm.uid,
                                                 shm.gid, shm.cuid, shm.cgid, shm.size)
-                 and shm.source is source, "SysV shm")
+                 and shm.source is source and _optional(shm.where, str), "SysV shm")
         if shm.segment is not None:
             _require(type(shm.segment) is ShmSegment, "SysV shm segment")
             _check_pages(shm.segment.pages, file_size, 0, None)

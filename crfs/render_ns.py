@@ -55,15 +55,21 @@ def _addr(words, family):
 
 def proc_net(socks, name):
     """tasks/<pid>/net/{tcp,udp,tcp6,udp6}: /proc/net/tcp's sl, addresses, st and inode
-    columns (queues, timers and uid are not in a CRIU dump)."""
+    columns (queues, timers and uid are not in a CRIU dump). sl numbers the rows (the
+    kernel's is a hash bucket)."""
     family, proto = NET_FILES[name]
-    lines = ["  sl  local_address rem_address   st inode\n"]
-    width = 33 if family == AF_INET6 else 8
+    # /proc's headers and column widths: udp's sl is 5 wide, its header's too (not udp6's)
+    sl = 5 if proto == IPPROTO_UDP else 4
+    if family == AF_INET6:
+        lines = ["  sl  local_address" + " " * 25 + "remote_address" + " " * 24 + "st inode\n"]
+    else:
+        lines = [" " * (sl - 2) + "sl  local_address rem_address   st inode\n"]
+    width = 32 if family == AF_INET6 else 8
     for sk in socks:
         if sk.family != family or sk.proto != proto:
             continue
         local = f"{_addr(sk.src, family)}:{sk.src_port:04X}"
         remote = f"{_addr(sk.dst, family)}:{sk.dst_port:04X}"
-        lines.append(f"{len(lines) - 1:4d}: {local.ljust(width + 5)} {remote.ljust(width + 5)} "
+        lines.append(f"{len(lines) - 1:{sl}d}: {local.ljust(width + 5)} {remote.ljust(width + 5)} "
                      f"{sk.state:02X} {sk.ino}\n")
     return "".join(lines)

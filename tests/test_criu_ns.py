@@ -22,12 +22,20 @@ def truth(name):
 
 
 def markers():
-    """{"pid", "shm", "shm_addr", "shm2", "tcp", "tcp_port", "udp", "udp_port"}."""
+    """{"pid", "shm", "shm_addr", "shm2", "tcp", "tcp_port", "udp", "udp_port", "tcp6",
+    "tcp6_port"}."""
     line = next(s for s in truth("out.txt").splitlines() if s.startswith("proc "))
     m = re.fullmatch(r"proc (\d+) shm=(\d+)@0x([0-9a-f]+) shm2=(\d+) tcp=(\d+):(\d+) "
-                     r"udp=(\d+):(\d+)", line)
-    keys = ("pid", "shm", "shm_addr", "shm2", "tcp", "tcp_port", "udp", "udp_port")
+                     r"udp=(\d+):(\d+) tcp6=(\d+):(\d+)", line)
+    keys = ("pid", "shm", "shm_addr", "shm2", "tcp", "tcp_port", "udp", "udp_port", "tcp6",
+            "tcp6_port")
     return {k: int(v, 16 if k == "shm_addr" else 10) for k, v in zip(keys, m.groups())}
+
+
+PID = markers()["pid"]
+# the index of the SysV segment's VMA in mm-PID.img (crit: its status has VMA_AREA_SYSVIPC)
+SYSV_VMA = next(i for i, v in enumerate(crit("ns", f"mm-{PID}")[0]["vmas"])
+                if "VMA_AREA_SYSVIPC" in v["status"])
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +70,7 @@ def test_ns_links_name_criu_ids_and_tell_the_namespaces_apart(ns_mount):
     assert all(stat.S_ISLNK(os.lstat(ns / n).st_mode) for n in links)
     # /proc at dump time: the task's ipc and uts inodes differ from the dumper's, the rest
     # are the same; criu's ids say the same.
-    task, dumper = proc_links(truth("ns-145.txt")), proc_links(truth("ns-self.txt"))
+    task, dumper = proc_links(truth(f"ns-{PID}.txt")), proc_links(truth("ns-self.txt"))
     for name in links:
         assert (task[name] == dumper[name]) == (ids[f"{name}_ns_id"] ==
                                                 root[f"{name}_ns_id"]), name
@@ -80,7 +88,7 @@ def test_image_namespaces_file(ns_mount):
 
 
 def test_cgroup_is_proc_pid_cgroup(ns_mount):
-    assert (tdir(ns_mount) / "cgroup").read_text() == truth("cgroup-145") == "0::/crfs-ns\n"
+    assert (tdir(ns_mount) / "cgroup").read_text() == truth(f"cgroup-{PID}") == "0::/crfs-ns\n"
 
 
 def test_no_cgroup_file_when_criu_recorded_none(ns_mount):
@@ -129,7 +137,7 @@ def test_sysv_mapping_in_maps_and_mem(ns_mount):
     m = markers()
     maps = (tdir(ns_mount) / "mm" / "maps").read_text()
     line = next(s for s in maps.splitlines() if s.startswith(f"{m['shm_addr']:x}-"))
-    proc = next(s for s in truth("maps-145").splitlines()
+    proc = next(s for s in truth(f"maps-{PID}").splitlines()
                 if s.startswith(f"{m['shm_addr']:x}-"))
     assert line.split()[:3] == proc.split()[:3] and line.split()[-2:] == proc.split()[-2:]
     assert line.endswith("/SYSV00c0ffee (deleted)")
@@ -142,14 +150,15 @@ def test_sysv_mapping_in_maps_and_mem(ns_mount):
 
 def test_inet_fd_links_match_proc(ns_mount):
     fds = tdir(ns_mount) / "fd"
-    expected = proc_links(truth("fd-145.txt"))
+    expected = proc_links(truth(f"fd-{PID}.txt"))
     assert {n: os.readlink(fds / n) for n in os.listdir(fds)} == expected
 
 
 def net_rows(text):
     """{inode: (local, remote, st)} of crfs's net/tcp (its columns by header name)."""
     lines = text.splitlines()
-    assert lines[0].split() == ["sl", "local_address", "rem_address", "st", "inode"]
+    assert lines[0].split() in (["sl", "local_address", "rem_address", "st", "inode"],
+                                ["sl", "local_address", "remote_address", "st", "inode"])
     return {int(row[4]): (row[1], row[2], row[3]) for row in (s.split() for s in lines[1:])}
 
 
@@ -160,15 +169,32 @@ def proc_net_rows(text):
             for row in (s.split() for s in text.splitlines()[1:])}
 
 
-@pytest.mark.parametrize("proto", ["tcp", "udp"])
+LOOPBACK = {"tcp": "0100007F", "udp": "0100007F", "tcp6": "0" * 24 + "01000000"}
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp", "tcp6"])
 def test_net_files_match_proc_net(ns_mount, proto):
+    """Each socket's row as /proc/net showed it: addresses, ports, state, inode, in the
+    same columns (the header's first words and the row's first four are /proc's; sl is
+    the kernel's hash bucket there, a row number here)."""
     m = markers()
-    ours = net_rows((tdir(ns_mount) / "net" / proto).read_text())
-    proc = proc_net_rows(truth(f"net-{proto}"))
+    text = (tdir(ns_mount) / "net" / proto).read_text()
+    ours, proc = net_rows(text), proc_net_rows(truth(f"net-{proto}"))
     assert ours and ours == {ino: row for ino, row in proc.items() if ino in ours}
-    port = m[f"{proto}_port"]
-    assert [row[0] for row in ours.values()] == [f"0100007F:{port:04X}"]
-    assert (tdir(ns_mount) / "net" / f"{proto}6").read_text().count("\n") == 1   # header only
+    assert [row[0] for row in ours.values()] == [f"{LOOPBACK[proto]}:{m[proto + '_port']:04X}"]
+    head, row = text.splitlines()[:2]
+    proc_head, proc_row = truth(f"net-{proto}").splitlines()[:2]
+    assert proc_head.startswith(head[:-len("inode")])
+    # after sl (the kernel's hash bucket, ours a row number), in the same columns
+    assert proc_row.index(":") == row.index(":")
+    assert proc_row[proc_row.index(":"):].startswith(row[row.index(":"):-len(str(next(iter(
+        ours))))])
+    fds = proc_links(truth(f"fd-{PID}.txt"))
+    assert fds[str(m[proto])] == f"socket:[{next(iter(ours))}]"
+
+
+def test_udp6_is_a_header_alone(ns_mount):
+    assert (tdir(ns_mount) / "net" / "udp6").read_text().count("\n") == 1
 
 
 def test_files_dump_tcp_listener_in_net_tcp(ns_mount):
@@ -272,7 +298,7 @@ def test_segment_missing_from_its_namespace(tmp_path):
     kept = [e for e in entries(dump, "ipcns-shm-9.img") if e["desc"]["id"] != 0]
     write_img(dump / "ipcns-shm-9.img", "IPCNS_SHM", [encode(criu.IPC_SHM, e) for e in kept])
     err = load_error(dump)
-    assert err.record == "mm-145.img: vma 13", err
+    assert err.record == f"mm-{PID}.img: vma {SYSV_VMA}", err
     assert "SysV shmid 0 is not in the dump's IPC namespace (ipc:criu[9])" in err.message
     write_img(dump / "ipcns-shm-9.img", "IPCNS_SHM",
               [encode(criu.IPC_SHM, e) for e in entries(DATA / "ns", "ipcns-shm-9.img")
@@ -287,7 +313,7 @@ def test_cg_set_missing_from_cgroup_img(tmp_path):
     dump = copy_ns(tmp_path)
     edit_core(dump, markers()["pid"], lambda core: core["tc"].update(cg_set=7))
     err = load_error(dump)
-    assert err.record == "core-145.img: entry 0 (core_entry)"
+    assert err.record == f"core-{PID}.img: entry 0 (core_entry)"
     assert err.message == "cg_set 7 is not in cgroup.img"
 
 
@@ -301,7 +327,7 @@ def test_mutated_ns_dump_gives_an_image_or_a_format_error(tmp_path):
     rng = random.Random(1515)
     dump = copy_ns(tmp_path)
     names = ["ipcns-shm-9.img", "cgroup.img", "utsns-10.img", "pagemap-shmem-0.img",
-             "pagemap-shmem-1.img", "files.img", "ids-145.img", "core-145.img"]
+             "pagemap-shmem-1.img", "files.img", f"ids-{PID}.img", f"core-{PID}.img"]
     originals = {n: (dump / n).read_bytes() for n in names}
     outcomes = {"ok": 0, "error": 0}
     for _ in range(300):
@@ -351,25 +377,26 @@ def test_convert_refuses_sysv_shm_naming_the_images(tmp_path):
     with pytest.raises(Unsupported) as info:
         convert.convert(str(DATA / "ns"), str(out), "ckpt")
     assert str(info.value) == (
-        f"mm-145.img: vma 13: SysV shm segment 0 (ipcns-shm-9.img: entry 0 (ipc_shm_entry)), "
+        f"mm-{PID}.img: vma {SYSV_VMA}: SysV shm segment 0 (ipcns-shm-9.img: entry 0 (ipc_shm_entry)), "
         f"mapped at {markers()['shm_addr']:#x}-{markers()['shm_addr'] + 3 * PAGE:#x}: crfs.ko "
         f"does not restore SysV shared memory")
     dump = copy_ns(tmp_path)
-    mm = entries(dump, "mm-145.img")[0]
+    mm = entries(dump, f"mm-{PID}.img")[0]
     mm["vmas"] = [v for v in mm["vmas"] if not v["status"] & (1 << 10)]
-    write_img(dump / "mm-145.img", "MM", [encode(criu.MM, mm)])
+    write_img(dump / f"mm-{PID}.img", "MM", [encode(criu.MM, mm)])
     with pytest.raises(Unsupported) as info:
         convert.convert(str(dump), str(out), "ckpt")
     assert str(info.value) == (
         "ipcns-shm-9.img: entry 0 (ipc_shm_entry): SysV shm segment 0 (key 0xc0ffee, 12288 "
-        "bytes) of task 145's IPC namespace: crfs.ko does not restore SysV shared memory")
+        f"bytes) of task {PID}'s IPC namespace: crfs.ko does not restore SysV shared memory")
     assert not out.exists() and not list(tmp_path.glob(".crfs-convert-*"))
     import subprocess
     import sys
     run = subprocess.run([sys.executable, "-m", "crfs", "convert", str(DATA / "ns"), "-o",
                           str(out)], capture_output=True, text=True)
     assert run.returncode != 0 and not out.exists()
-    assert "mm-145.img: vma 13: SysV shm segment 0 (ipcns-shm-9.img: entry 0" in run.stderr
+    assert f"mm-{PID}.img: vma {SYSV_VMA}: SysV shm segment 0 (ipcns-shm-9.img: entry 0" \
+        in run.stderr
 
 
 def test_convert_keeps_inet_sockets_opaque(tmp_path):

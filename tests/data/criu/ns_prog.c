@@ -8,9 +8,9 @@
  * It sets the hostname "crfs-ns", creates two SysV segments: key 0xc0ffee, 3 pages, mode
  * 0640, attached, its first page holding "crfs-sysv-shm page 0" and its third "... page 2"
  * (the second never touched); and IPC_PRIVATE, 100 bytes, mode 0600, not attached,
- * holding "unattached segment". Then a TCP socket listening on 127.0.0.1 and a UDP socket
- * bound to 127.0.0.1 (ports from the kernel), prints the markers and "ready" and waits in
- * pause(). */
+ * holding "unattached segment". Then a TCP socket listening on 127.0.0.1, a UDP socket
+ * bound to 127.0.0.1 and a TCP socket listening on ::1 (ports from the kernel), prints the
+ * markers and "ready" and waits in pause(). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -46,11 +46,24 @@ static int inet_socket(int type, struct sockaddr_in *addr)
 	return fd;
 }
 
+static int tcp6_listener(int *port)
+{
+	struct sockaddr_in6 addr = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+	socklen_t len = sizeof(addr);
+	int fd = check(socket(AF_INET6, SOCK_STREAM, 0), "socket");
+
+	check(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), "bind6");
+	check(listen(fd, 3), "listen");
+	check(getsockname(fd, (struct sockaddr *)&addr, &len), "getsockname");
+	*port = ntohs(addr.sin6_port);
+	return fd;
+}
+
 int main(void)
 {
 	long page = sysconf(_SC_PAGESIZE);
 	struct sockaddr_in taddr, uaddr;
-	int shm1, shm2, tcp, udp;
+	int shm1, shm2, tcp, udp, tcp6, port6;
 	char *p, *q;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -68,8 +81,10 @@ int main(void)
 	check(shmdt(q), "shmdt");
 	tcp = inet_socket(SOCK_STREAM, &taddr);
 	udp = inet_socket(SOCK_DGRAM, &uaddr);
-	printf("proc %d shm=%d@%p shm2=%d tcp=%d:%d udp=%d:%d\n", getpid(), shm1, (void *)p,
-	       shm2, tcp, ntohs(taddr.sin_port), udp, ntohs(uaddr.sin_port));
+	tcp6 = tcp6_listener(&port6);
+	printf("proc %d shm=%d@%p shm2=%d tcp=%d:%d udp=%d:%d tcp6=%d:%d\n", getpid(), shm1,
+	       (void *)p, shm2, tcp, ntohs(taddr.sin_port), udp, ntohs(uaddr.sin_port), tcp6,
+	       port6);
 	printf("ready\n");
 	for (;;)
 		pause();

@@ -429,3 +429,16 @@ def test_new_images_match_crit_show():
     assert ours[0] == theirs[0] and len(theirs) == 1 and len(ours) == 2
     second = entry_offsets(DATA / "ns", "ipcns-shm-9.img")[1][0]
     assert extra == (DATA / "ns" / "ipcns-shm-9.img").read_bytes()[second:]
+
+
+def test_gdb_reads_the_sysv_segment_from_the_core(ns_mount):
+    """tasks/<pid>/core holds the segment's mapping: gdb reads its pages at their address."""
+    import subprocess
+    addr = markers()["shm_addr"]
+    run = subprocess.run(["gdb", "-q", "-batch", "-ex", f"core-file {tdir(ns_mount) / 'core'}",
+                          "-ex", f"x/s {addr:#x}", "-ex", f"x/s {addr + 2 * PAGE:#x}",
+                          "-ex", f"x/4xb {addr + PAGE:#x}"],
+                         capture_output=True, text=True, timeout=120)
+    assert f'{addr:#x}:\t"crfs-sysv-shm page 0"' in run.stdout, run.stdout + run.stderr
+    assert f'{addr + 2 * PAGE:#x}:\t"crfs-sysv-shm page 2"' in run.stdout
+    assert f"{addr + PAGE:#x}:\t0x00\t0x00\t0x00\t0x00" in run.stdout

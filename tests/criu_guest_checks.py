@@ -119,6 +119,15 @@ def ns_check(exe):
     pid = proc.pid
     with open("/sys/fs/cgroup/crfs-ns/cgroup.procs", "w") as f:
         f.write(f"{pid}\n")
+    # and a cgroup v1 hierarchy (named, no controller): its line has a hierarchy id
+    os.makedirs("/run/crfs-cgv1", exist_ok=True)
+    v1 = subprocess.run(["mount", "-t", "cgroup", "-o", "none,name=crfsv1", "crfsv1",
+                         "/run/crfs-cgv1"], capture_output=True, text=True)
+    out["cgroup_v1_mount"] = v1.returncode
+    if v1.returncode == 0:
+        os.makedirs("/run/crfs-cgv1/grp", exist_ok=True)
+        with open("/run/crfs-cgv1/grp/cgroup.procs", "w") as f:
+            f.write(f"{pid}\n")
     truth = {"pid": pid, "out": open(f"{work}/out").read(),
              "cgroup": open(f"/proc/{pid}/cgroup").read(),
              "ns": {n: os.readlink(f"/proc/{pid}/ns/{n}") for n in os.listdir(f"/proc/{pid}/ns")},

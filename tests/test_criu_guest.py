@@ -60,7 +60,12 @@ def test_fresh_dump_namespaces_and_cgroup(ns):
     truth, shown = ns["truth"], ns["crfs"]
     assert "cgroup.img" in ns["files"]
     assert all(any(n.startswith(p) for n in ns["files"]) for p in ("ipcns-shm-", "utsns-"))
-    assert shown["cgroup"] == truth["cgroup"] == "0::/crfs-ns\n"
+    # cgroup v2's line as /proc's; a v1 hierarchy's with "?" for its id (criu keeps none)
+    assert ns["cgroup_v1_mount"] == 0
+    proc = truth["cgroup"].splitlines()
+    assert sorted(proc) == sorted(["0::/crfs-ns", proc[0]]) and \
+        proc[0].split(":", 1)[1] == "name=crfsv1:/grp", proc
+    assert sorted(shown["cgroup"].splitlines()) == ["0::/crfs-ns", "?:name=crfsv1:/grp"]
     own = {n for n in shown["ns"] if truth["ns"][n] != truth["self_ns"][n]}
     assert own == {"ipc", "uts"}
     lines = {line.split()[0]: line for line in shown["namespaces"].splitlines()}

@@ -10,6 +10,7 @@ dump's SysV shared memory (crfs.ko restores none), naming the image and the entr
 """
 
 import os
+import sys
 import tempfile
 import threading
 
@@ -36,6 +37,25 @@ def prepare(image):
     _refuse_sysv(image)
 
 
+def inet_notes(image):
+    """A line per inet socket fd of a CRIU dump: written as crfs's checkpoints write them
+    (CRFS_FILE_OPAQUE), which crfs.ko restores only as an fd handed in (crfs-restart -i)."""
+    from crfs import render_ns
+    lines = []
+    for task in image.tasks:
+        if task.pid != task.tgid or task.files is None:
+            continue
+        for fd in task.files.fds:
+            sk = fd.file.inet
+            if sk is not None and sk.where:
+                name = {render_ns.IPPROTO_TCP: "TCP", render_ns.IPPROTO_UDP: "UDP"}.get(
+                    sk.proto, f"protocol {sk.proto}")
+                lines.append(f"{sk.where}: {name} socket:[{sk.ino}] (port {sk.src_port}), "
+                             f"fd {fd.fd} of {task.pid}: written opaque; crfs.ko restores "
+                             f"it only handed in (crfs-restart -i {fd.fd}=...)")
+    return lines
+
+
 def _refuse_sysv(image):
     """A CRIU dump of an IPC namespace with SysV segments (ipcns-shm-ID.img): refused,
     naming the first segment, as crfs.ko restores no SysV IPC (docs/kmod.md)."""
@@ -47,13 +67,16 @@ def _refuse_sysv(image):
                               f"crfs.ko does not restore SysV shared memory")
 
 
-def convert(src, dst, fmt, progress=None):
+def convert(src, dst, fmt, progress=None, notes=None):
     """Write the image at `src` as `dst` in format `fmt`; returns dst. `progress(done,
-    total)`: bytes written so far against the bytes of the dumped pages, polled."""
+    total)`: bytes written so far against the bytes of the dumped pages, polled. `notes`:
+    a list given gets a line for each fd written opaque that a restart needs handed in."""
     from crfs.checkpoint.fit import fit
     image = registry.open_image(src)
     try:
         prepare(image)
+        if notes is not None:
+            notes += inet_notes(image)
         options = fit(image, fmt)
         directory = os.path.dirname(os.path.abspath(dst))
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".crfs-convert-")
@@ -110,10 +133,13 @@ class _Poll:
 def cmd_convert(args):
     from crfs.checkpoint.progress import TerminalProgress
     progress = TerminalProgress("crfs convert")     # on a terminal, after a second
+    notes = []
     try:
-        print(convert(args.image, args.output, args.format, progress))
+        print(convert(args.image, args.output, args.format, progress, notes))
     finally:
         progress.finish()
+    for line in notes:
+        print(f"crfs convert: note: {line}", file=sys.stderr)
     return 0
 
 

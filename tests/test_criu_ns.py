@@ -401,15 +401,21 @@ def test_convert_refuses_sysv_shm_naming_the_images(tmp_path):
 
 def test_convert_keeps_inet_sockets_opaque(tmp_path):
     """Inet sockets are what crfs's own checkpoints make of them: opaque fds, each named by
-    its link (a restart takes one handed in with -i, or refuses: docs/kmod.md)."""
+    its link (a restart takes one handed in with -i, or refuses: docs/kmod.md); convert
+    says so, naming the files.img entry."""
     from crfs import convert
     from crfs.model import registry
     out = tmp_path / "files.ckpt"
-    convert.convert(str(DATA / "files"), str(out), "ckpt")
+    notes = []
+    convert.convert(str(DATA / "files"), str(out), "ckpt", notes=notes)
+    isk_entry = next(i for i, e in enumerate(crit("files", "files")) if "isk" in e)
+    isk = crit("files", "files")[isk_entry]["isk"]
+    assert notes == [f"files.img: entry {isk_entry} (file_entry): TCP socket:[{isk['ino']}] "
+                     f"(port {isk['src_port']}), fd 8 of 144: written opaque; crfs.ko "
+                     f"restores it only handed in (crfs-restart -i 8=...)"]
     image = registry.open_image(str(out))
     try:
         socks = [d.file for d in image.tasks[0].files.fds if d.file.kind == "socket"]
-        isk = next(e["isk"] for e in crit("files", "files") if "isk" in e)
         assert f"socket:[{isk['ino']}]" in [f.link() for f in socks]
     finally:
         image.close()

@@ -448,9 +448,11 @@ class _Loader:
     def path_of(self, file_id):
         if self.paths is None:
             self.paths, self.types, self.memfd_files, self.files = {}, {}, {}, {}
+            self.file_index = {}
             for e in self.entries("files.img", optional=True):
                 f = e.fields
                 self.files[f["id"]] = f
+                self.file_index[f["id"]] = e.index
                 self.types[f["id"]] = criu.FD_TYPES.get(f["type"], f"type {f['type']}")
                 if "reg" in f:
                     self.paths[f["id"]] = f["reg"]["name"]
@@ -521,6 +523,7 @@ class _Loader:
                 sk = self.files[file_id]["isk"]
                 found.inet = criu_ns.inet_sock(sk, criu_ns.ns_link("net", sk["ns_id"])
                                                if "ns_id" in sk else None)
+                found.inet.where = f"files.img: entry {self.file_index[file_id]} (file_entry)"
             _owner(found, self.files.get(file_id) or {})
         return found
 

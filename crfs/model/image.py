@@ -265,6 +265,7 @@ class InetSock:
     dst_port: int = 0
     backlog: int = 0
     netns: Optional[str] = None  # the namespace it lives in, as Task.namespaces["net"]
+    where: Optional[str] = None  # its record in the image ("files.img: entry 5 (file_entry)")
 
 
 @dataclass

@@ -405,7 +405,8 @@ def _check_open_file(file, file_size, source):
     _require(inet is None or (type(inet) is InetSock and _ints(
         inet.ino, inet.family, inet.type, inet.proto, inet.state, inet.src_port,
         inet.dst_port, inet.backlog) and type(inet.src) is tuple and type(inet.dst) is tuple
-        and _ints(*inet.src, *inet.dst) and _optional(inet.netns, str)), "inet socket")
+        and _ints(*inet.src, *inet.dst) and _optional(inet.netns, str)
+        and _optional(inet.where, str)), "inet socket")
     data = file.data
     if data is not None:
         _require(type(data) is Blob and data.source is source

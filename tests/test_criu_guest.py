@@ -91,3 +91,15 @@ def test_fresh_dump_sysv_shm_and_inet(ns):
     assert ns["convert"]["rc"] != 0
     assert "SysV shm segment" in ns["convert"]["stderr"], ns["convert"]
     assert "crfs.ko does not restore SysV shared memory" in ns["convert"]["stderr"]
+
+
+def test_sysv_segment_of_criu_own_ipc_namespace(ns):
+    """ns_prog host-ipc: its segment lives in the IPC namespace criu runs in, which criu
+    does not dump: criu refuses the dump, so a dump's SysV mapping always comes with its
+    segment in ipcns-shm-ID.img (crfs's "/SYSV (shmid N)" for one without is for a
+    malformed dump)."""
+    found = ns["host_ipc"]
+    assert found["ready"] and found["maps"][0].rstrip().endswith("/SYSV00c0ffee (deleted)")
+    assert found["dump"]["rc"] != 0, found
+    assert any("with SysVIPC shmem map" in line and "doesn't live in IPC ns" in line
+               for line in found["log"]), found["log"]

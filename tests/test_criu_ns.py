@@ -448,3 +448,26 @@ def test_gdb_reads_the_sysv_segment_from_the_core(ns_mount):
     assert f'{addr:#x}:\t"crfs-sysv-shm page 0"' in run.stdout, run.stdout + run.stderr
     assert f'{addr + 2 * PAGE:#x}:\t"crfs-sysv-shm page 2"' in run.stdout
     assert f"{addr + PAGE:#x}:\t0x00\t0x00\t0x00\t0x00" in run.stdout
+
+
+def test_sysv_mapping_without_its_namespace(tmp_path):
+    """A dump whose ipcns-shm image is gone (criu never writes one so: it refuses to dump
+    a SysV mapping of its own IPC namespace): the mapping is named by its shmid, reads as
+    zeros, and convert still refuses it."""
+    from crfs import convert, render
+    from crfs.errors import Unsupported
+    from crfs.model import registry
+    dump = copy_ns(tmp_path)
+    (dump / "ipcns-shm-9.img").unlink()
+    image = registry.open_image(str(dump))
+    try:
+        task = image.tasks[0]
+        vma = next(v for v in task.mm.vmas if v.kind == "shm-ipc")
+        assert render.vma_name(vma, task.mm) == "/SYSV (shmid 0)"
+        assert task.ipc is None and task.mm.read(vma.start, 16) == bytes(16)
+    finally:
+        image.close()
+    with pytest.raises(Unsupported) as info:
+        convert.convert(str(dump), str(tmp_path / "x.ckpt"), "ckpt")
+    assert f"mm-{PID}.img: vma {SYSV_VMA}: SysV shm segment 0 (its IPC namespace not in " \
+        "the dump)" in str(info.value)

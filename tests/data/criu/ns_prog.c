@@ -3,7 +3,9 @@
  * there by make-fixtures, so criu writes cgroup.img), holding SysV shared memory and inet
  * sockets.
  *
- *   ns_prog   (as root: unshare(CLONE_NEWIPC | CLONE_NEWUTS) needs CAP_SYS_ADMIN)
+ *   ns_prog [host-ipc]   (as root: unshare(CLONE_NEWIPC | CLONE_NEWUTS) needs
+ *                         CAP_SYS_ADMIN; host-ipc: the UTS namespace only, the segments
+ *                         in the caller's IPC namespace, removed once attached)
  *
  * It sets the hostname "crfs-ns", creates two SysV segments: key 0xc0ffee, 3 pages, mode
  * 0640, attached, its first page holding "crfs-sysv-shm page 0" and its third "... page 2"
@@ -59,15 +61,16 @@ static int tcp6_listener(int *port)
 	return fd;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	int host_ipc = argc > 1 && !strcmp(argv[1], "host-ipc");
 	long page = sysconf(_SC_PAGESIZE);
 	struct sockaddr_in taddr, uaddr;
 	int shm1, shm2, tcp, udp, tcp6, port6;
 	char *p, *q;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	check(unshare(CLONE_NEWIPC | CLONE_NEWUTS), "unshare");
+	check(unshare((host_ipc ? 0 : CLONE_NEWIPC) | CLONE_NEWUTS), "unshare");
 	check(sethostname("crfs-ns", 7), "sethostname");
 	shm1 = check(shmget(0xc0ffee, 3 * page, IPC_CREAT | 0640), "shmget");
 	p = shmat(shm1, NULL, 0);
@@ -79,6 +82,10 @@ int main(void)
 	check(q == (void *)-1 ? -1 : 0, "shmat");
 	strcpy(q, "unattached segment");
 	check(shmdt(q), "shmdt");
+	if (host_ipc) {		/* gone with their last user: nothing left behind */
+		check(shmctl(shm1, IPC_RMID, NULL), "shmctl");
+		check(shmctl(shm2, IPC_RMID, NULL), "shmctl");
+	}
 	tcp = inet_socket(SOCK_STREAM, &taddr);
 	udp = inet_socket(SOCK_DGRAM, &uaddr);
 	tcp6 = tcp6_listener(&port6);

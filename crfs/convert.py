@@ -5,10 +5,12 @@ The image is indexed, fitted to the format as a checkpoint would be (crfs.checkp
 and streamed to a temporary name next to DST (pages are read from the source as they are
 written, never all at once), renamed when complete. Areas no format stores are left out as
 a checkpoint leaves them out ([vvar], [vsyscall]); shared anonymous memory a CRIU dump
-keeps apart (not read by crfs) is refused rather than written as zeros.
+keeps apart (not read by crfs) is refused rather than written as zeros, and so is a CRIU
+dump's SysV shared memory (crfs.ko restores none), naming the image and the entry.
 """
 
 import os
+import sys
 import tempfile
 import threading
 
@@ -20,22 +22,61 @@ NOT_SAVED = ("vvar", "ignore")
 
 
 def prepare(image):
-    """Drop what no format saves; Unsupported for what the model lacks the bytes of."""
+    """Drop what no format saves; Unsupported for what the model lacks the bytes of, and
+    for a CRIU dump's SysV shared memory (crfs.ko does not restore it)."""
     for mm in image.mms():
         mm.vmas = [v for v in mm.vmas if v.kind not in NOT_SAVED]
         for vma in mm.vmas:
             if vma.kind == "shm-anon" and vma.shm is None:
                 raise Unsupported(f"shared anonymous mapping {vma.start:#x}-{vma.end:#x}: "
                                   f"its pages are not read from this image")
+            sysv = getattr(vma.native, "sysv", None)
+            if vma.kind == "shm-ipc" and sysv:
+                raise Unsupported(f"{sysv}, mapped at {vma.start:#x}-{vma.end:#x}: crfs.ko "
+                                  f"does not restore SysV shared memory")
+    _refuse_sysv(image)
 
 
-def convert(src, dst, fmt, progress=None):
+def inet_notes(image):
+    """A line per inet socket fd of a CRIU dump: written as crfs's checkpoints write them
+    (CRFS_FILE_OPAQUE), which crfs.ko restores only as an fd handed in (crfs-restart -i)."""
+    from crfs import render_ns
+    lines = []
+    for task in image.tasks:
+        if task.pid != task.tgid or task.files is None:
+            continue
+        for fd in task.files.fds:
+            sk = fd.file.inet
+            if sk is not None and sk.where:
+                name = {render_ns.IPPROTO_TCP: "TCP", render_ns.IPPROTO_UDP: "UDP"}.get(
+                    sk.proto, f"protocol {sk.proto}")
+                lines.append(f"{sk.where}: {name} socket:[{sk.ino}] (port {sk.src_port}), "
+                             f"fd {fd.fd} of {task.pid}: written opaque; crfs.ko restores "
+                             f"it only handed in (crfs-restart -i {fd.fd}=...)")
+    return lines
+
+
+def _refuse_sysv(image):
+    """A CRIU dump of an IPC namespace with SysV segments (ipcns-shm-ID.img): refused,
+    naming the first segment, as crfs.ko restores no SysV IPC (docs/kmod.md)."""
+    for task in image.tasks:
+        if task.ipc is not None and task.ipc.shms:
+            shm = task.ipc.shms[0]
+            raise Unsupported(f"{shm.where}: SysV shm segment {shm.shmid} (key {shm.key:#x}, "
+                              f"{shm.size} bytes) of task {task.pid}'s IPC namespace: "
+                              f"crfs.ko does not restore SysV shared memory")
+
+
+def convert(src, dst, fmt, progress=None, notes=None):
     """Write the image at `src` as `dst` in format `fmt`; returns dst. `progress(done,
-    total)`: bytes written so far against the bytes of the dumped pages, polled."""
+    total)`: bytes written so far against the bytes of the dumped pages, polled. `notes`:
+    a list given gets a line for each fd written opaque that a restart needs handed in."""
     from crfs.checkpoint.fit import fit
     image = registry.open_image(src)
     try:
         prepare(image)
+        if notes is not None:
+            notes += inet_notes(image)
         options = fit(image, fmt)
         directory = os.path.dirname(os.path.abspath(dst))
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".crfs-convert-")
@@ -92,10 +133,13 @@ class _Poll:
 def cmd_convert(args):
     from crfs.checkpoint.progress import TerminalProgress
     progress = TerminalProgress("crfs convert")     # on a terminal, after a second
+    notes = []
     try:
-        print(convert(args.image, args.output, args.format, progress))
+        print(convert(args.image, args.output, args.format, progress, notes))
     finally:
         progress.finish()
+    for line in notes:
+        print(f"crfs convert: note: {line}", file=sys.stderr)
     return 0
 
 

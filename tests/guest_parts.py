@@ -101,10 +101,13 @@ def prepare_criu(work, build_c, tmp_path_factory):
     exe = work / "dirty_heap"
     subprocess.run(["gcc", "-O2", "-Wall", "-o", str(exe), str(REPO / "bench" / "dirty_heap.c")],
                    check=True)
+    ns_exe = work / "ns_prog"           # the namespaces/SysV/inet check (test_criu_ns too)
+    subprocess.run(["gcc", "-O2", "-Wall", "-o", str(ns_exe),
+                    str(REPO / "tests" / "data" / "criu" / "ns_prog.c")], check=True)
     results = work / "results.json"
     return {"argv": [sys.executable, str(REPO / "tests" / "criu_guest_checks.py"),
                      str(build / "crfs.ko"), str(build / "crfs-restart"), str(exe),
-                     str(results)],
+                     str(results), str(ns_exe)],
             "results": results, "timeout": int(os.environ.get("CRFS_CRIU_GUEST_TIMEOUT", 600))}
 
 

@@ -32,6 +32,8 @@ MAGICS = {
     "CREDS": 0x54023547, "SECCOMP": 0x64413049, "TIMENS": 0x43114433, "STATS": 0x57093306,
     "MEMFD_INODE": 0x48453499, "PIPES_DATA": 0x56453709, "FIFO_DATA": 0x59333054,
     "REMAP_FPATH": 0x59133954, "GHOST_FILE": 0x52583605, "SK_QUEUES": 0x56264026,
+    "CGROUP": 0x59383330, "UTSNS": 0x54473203, "IPCNS_VAR": 0x53115007,
+    "IPCNS_SHM": 0x46283044, "IPCNS_MSG": 0x55453737, "IPCNS_SEM": 0x59573019,
 }
 MAGIC_NAMES = {v: k for k, v in MAGICS.items()}
 IMG_VERSIONS = (1, 2)        # inventory img_version: CRTOOLS_IMAGES_V1, V1_1
@@ -264,6 +266,7 @@ TASK_CORE = _m("task_core_entry", (REQ, U32, "task_state", 1), (REQ, U32, "exit_
                (REQ, U32, "personality", 3), (REQ, U32, "flags", 4),
                (REQ, U64, "blk_sigset", 5), (REQ, STR, "comm", 6),
                (OPT, TASK_TIMERS, "timers", 7), (OPT, RLIMITS, "rlimits", 8),
+               (OPT, U32, "cg_set", 9),
                (OPT, SIGNAL_QUEUE, "signals_s", 10), (OPT, U32, "old_seccomp_mode", 11),
                (OPT, U32, "loginuid", 13),
                (OPT, I32, "oom_score_adj", 14), (REP, SA, "sigactions", 15),
@@ -312,8 +315,14 @@ MEMFD_INODE = _m("memfd_inode_entry", (REQ, STR, "name", 1), (REQ, U32, "uid", 2
                  (REQ, U32, "gid", 3), (REQ, U64, "size", 4), (REQ, U32, "shmid", 5),
                  (REQ, U32, "seals", 6), (REQ, U64, "inode_id", 7))
 # The open files crfs shows in fd/ and fdinfo/ (only the fields it reads are declared).
+# inet_sk_entry: addresses are the u32 words of the in-kernel address (network order in
+# memory, so 127.0.0.1 is 0x0100007f), ports in host order; ns_id is criu's net ns id.
 INET_SK = _m("inet_sk_entry", (REQ, U32, "id", 1), (REQ, U32, "ino", 2),
-             (REQ, U32, "flags", 9))
+             (REQ, U32, "family", 3), (REQ, U32, "type", 4), (REQ, U32, "proto", 5),
+             (REQ, U32, "state", 6), (REQ, U32, "src_port", 7), (REQ, U32, "dst_port", 8),
+             (REQ, U32, "flags", 9), (REQ, U32, "backlog", 10), (REP, U32, "src_addr", 11),
+             (REP, U32, "dst_addr", 12), (OPT, BOOL, "v6only", 15), (OPT, STR, "ifname", 17),
+             (OPT, U32, "ns_id", 18))
 FILE_PERMS = _m("file_perms_entry", (REQ, U32, "mode", 1), (REQ, U32, "uid", 2),
                 (REQ, U32, "gid", 3))
 UNIX_SK = _m("unix_sk_entry", (REQ, U32, "id", 1), (REQ, U32, "ino", 2), (REQ, U32, "type", 3),
@@ -362,6 +371,30 @@ GHOST_CHUNK = _m("ghost_chunk_entry", (REQ, U64, "len", 1), (REQ, U64, "off", 2)
 # pipes-data.img, fifo-data.img: each entry followed by its `bytes` bytes of pipe data
 PIPE_DATA = _m("pipe_data_entry", (REQ, U32, "pipe_id", 1), (REQ, U32, "bytes", 2),
                (OPT, U32, "size", 3))
+# cgroup.img: the cgroup sets of the dumped tasks (a core's tc.cg_set names one; the
+# inventory's root_cg_set is criu's own) and the controllers' directories
+CG_MEMBER = _m("cg_member_entry", (REQ, STR, "name", 1), (REQ, STR, "path", 2),
+               (OPT, U32, "cgns_prefix", 3))
+CG_SET = _m("cg_set_entry", (REQ, U32, "id", 1), (REP, CG_MEMBER, "ctls", 2))
+CG_PERMS = _m("cgroup_perms", (REQ, U32, "mode", 1), (REQ, U32, "uid", 2), (REQ, U32, "gid", 3))
+CG_PROP = _m("cgroup_prop_entry", (REQ, STR, "name", 1), (REQ, STR, "value", 2),
+             (OPT, CG_PERMS, "perms", 3))
+CG_DIR = Message("cgroup_dir_entry")          # recursive: fields set below
+CG_DIR.fields = {1: ("dir_name", STR, REQ), 2: ("children", CG_DIR, REP),
+                 3: ("properties", CG_PROP, REP), 4: ("dir_perms", CG_PERMS, OPT)}
+CG_DIR.required = ["dir_name"]
+CG_CONTROLLER = _m("cg_controller_entry", (REP, STR, "cnames", 1), (REP, CG_DIR, "dirs", 2),
+                   (OPT, BOOL, "is_threaded", 3))
+CGROUP = _m("cgroup_entry", (REP, CG_SET, "sets", 1), (REP, CG_CONTROLLER, "controllers", 2))
+# utsns-ID.img, ipcns-shm-ID.img (ID: criu's id of the namespace, ids-PID.img's uts_ns_id,
+# ipc_ns_id). A segment's pages: in_pagemaps, pagemap-shmem-SHMID.img (SHMID: desc.id);
+# without it (older criu) its size bytes, rounded up to 4, follow the entry.
+UTSNS = _m("utsns_entry", (REQ, STR, "nodename", 1), (REQ, STR, "domainname", 2))
+IPC_DESC = _m("ipc_desc_entry", (REQ, U32, "key", 1), (REQ, U32, "uid", 2), (REQ, U32, "gid", 3),
+              (REQ, U32, "cuid", 4), (REQ, U32, "cgid", 5), (REQ, U32, "mode", 6),
+              (REQ, U32, "id", 7))
+IPC_SHM = _m("ipc_shm_entry", (REQ, IPC_DESC, "desc", 1), (REQ, U64, "size", 2),
+             (OPT, BOOL, "in_pagemaps", 3))
 FDINFO = _m("fdinfo_entry", (REQ, U32, "id", 1), (REQ, U32, "flags", 2), (REQ, U32, "type", 3),
             (REQ, U32, "fd", 4))
 FD_TYPES = {1: "REG", 2: "PIPE", 3: "FIFO", 4: "INETSK", 5: "UNIXSK", 6: "EVENTFD",
@@ -389,6 +422,9 @@ FILE_KINDS = {
     "pipes-data": ("PIPES_DATA", PIPE_DATA, PIPE_DATA),
     "sk-queues": ("SK_QUEUES", SK_PACKET, SK_PACKET),
     "fifo-data": ("FIFO_DATA", PIPE_DATA, PIPE_DATA),
+    "cgroup": ("CGROUP", CGROUP, CGROUP),
+    "utsns": ("UTSNS", UTSNS, UTSNS),
+    "ipcns-shm": ("IPCNS_SHM", IPC_SHM, IPC_SHM),
 }
 # Files whose entries are each followed by raw bytes, as many as the entry's field says.
 DATA_FIELDS = {"pipes-data": "bytes", "fifo-data": "bytes", "ghost-file": "len",
@@ -560,8 +596,8 @@ def read_entries(criu_dir, name, kind=None):
             raise FormatError(str(exc), offset=exc.pos,
                               record=where(name, index, pos, m.name)) from None
         entry = Entry(index, pos, 4 + length, fields)
-        if kind in DATA_FIELDS and DATA_FIELDS[kind] in fields:
-            count = fields[DATA_FIELDS[kind]]
+        count = _data_count(kind, fields)
+        if count is not None:
             if count > len(data) - pos - entry.length:
                 raise FormatError(f"{count} bytes of data run past the end "
                                   f"({len(data) - pos - entry.length} left)",
@@ -575,6 +611,15 @@ def read_entries(criu_dir, name, kind=None):
             and not entries[0].fields.get("chunks"):
         entries[0].data = pos          # an empty file's: no bytes after its entry
     return entries
+
+
+def _data_count(kind, fields):
+    """How many raw bytes follow an entry of a `kind` file (None: none)."""
+    if kind == "ipcns-shm":         # older criu: the segment's bytes, to a multiple of 4
+        return None if fields.get("in_pagemaps") else -(-fields["size"] // 4) * 4
+    if kind in DATA_FIELDS and DATA_FIELDS[kind] in fields:
+        return fields[DATA_FIELDS[kind]]
+    return None
 
 
 def file_magic(head, name):

@@ -10,6 +10,7 @@ from bisect import bisect_right
 from crfs import render, svg_layout
 from crfs.errors import FsError, Unsupported
 from crfs.formats.x86 import PAGE_SIZE
+from crfs.fs import ns_tree
 from crfs.fs.nodes import (File, NumberedDir, RangeFile, StaticDir, Symlink,
                            TextFile)
 from crfs.model.core import CoreFile
@@ -55,6 +56,7 @@ class ImageDir(ModelDir):
         yield self._text("verify", entry.verify_text, mtime)
         yield self._text("records", entry.records_text, mtime)
         yield "tasks", TasksDir(self._key("tasks"), image, mtime)
+        yield from ns_tree.image_children(self, image, mtime)
         source = image.source
         if getattr(source, "container", None):     # a container checkpoint archive
             yield "container", ContainerDir(self._key("container"), source, mtime)
@@ -138,6 +140,7 @@ class TaskDir(ModelDir):
         if task.files is not None:
             yield "fd", FdDir(self._key("fd"), task.files, mtime)
             yield "fdinfo", FdinfoDir(self._key("fdinfo"), task.files, mtime)
+        yield from ns_tree.task_children(self, self.image, task)
         mm = task.mm
         if mm is None:
             return

@@ -21,6 +21,7 @@ from crfs.formats import criu
 from crfs.formats.ckpt import CRFS_PIPE_NO_READER, CRFS_PIPE_NO_WRITER
 from crfs.formats.source import MemorySource
 from crfs.formats.x86 import PAGE_SIZE, VmFlags
+from crfs.model import criu_ns
 from crfs.model.ckpt_load import CkptFileFields
 from crfs.model.image import (EXIT_ZOMBIE, SS_DISABLE, AltStack, Blob, Creds, EpollWatch,
                               Exit, Fd, FdTable, FdTimer, FileId, FsStruct, Futex, Image,
@@ -35,7 +36,7 @@ IMG_VERSION_NAMES = {1: "v1", 2: "v1.1"}
 MAP_SHARED, MAP_GROWSDOWN = 0x1, 0x100
 VMA_AREA_VSYSCALL, VMA_AREA_VDSO, VMA_AREA_VVAR = 1 << 2, 1 << 3, 1 << 12
 VMA_FILE_PRIVATE, VMA_FILE_SHARED, VMA_ANON_SHARED = 1 << 6, 1 << 7, 1 << 8
-VMA_AREA_MEMFD = 1 << 14
+VMA_AREA_SYSVIPC, VMA_AREA_MEMFD = 1 << 10, 1 << 14
 SIGKILL, SIGSTOP, SIGCHLD, SIGMAX = 9, 19, 17, 64
 SIGINFO_MIN = 48             # bytes of a siginfo_entry: at least the x86_64 kernel_siginfo
 FD_CLOEXEC, O_CLOEXEC = 1, 0o2000000
@@ -56,6 +57,7 @@ class CriuVmaFields(NativeFields):
     flags: Optional[int] = None
     madv: Optional[int] = None
     memory: Optional[int] = None         # shmid of the shared memory's pages, if any
+    sysv: Optional[str] = None           # a SysV segment's mapping: where the dump has it
 
 
 @dataclass
@@ -90,6 +92,9 @@ class _Loader:
         self.queues = None      # socket id -> [(offset, sk_packet_entry)] (sk-queues.img)
         self.unix_states = {}   # UNIX socket inode -> its state
         self.data = {}          # pipes-data.img / fifo-data.img -> {pipe id: (offset, entry)}
+        self.ipcs = {}          # criu's IPC ns id -> IpcNamespace (None: not in the dump)
+        self.ipc = None         # the IpcNamespace of the process being read
+        self.cg_sets = None     # cgroup.img: cg_set id -> cg_set_entry
 
     def entries(self, name, optional=False):
         if name not in self.names:
@@ -125,9 +130,13 @@ class _Loader:
                               "lsmtype": inventory.get("lsmtype", 0)})
         if "dump_uptime" in inventory:
             image.header["dump_uptime"] = inventory["dump_uptime"]
+        self.inventory = inventory
         for proc in tree:
             image.tasks += self.process(proc)
         _settle_pipes(image.tasks)
+        if any(t.namespaces for t in image.tasks):
+            image.namespaces = criu_ns.image_namespaces(
+                image.tasks, inventory.get("root_ids"), self.names, self.uts)
         image.record_count = self.count
         return image
 
@@ -149,8 +158,12 @@ class _Loader:
         if tc is None:
             raise FormatError("the leader's core has no task_core_entry",
                               record=f"core-{pid}.img: entry 0 (core_entry)")
-        mm = self.mm(pid) if f"mm-{pid}.img" in self.names else None
         where = f"core-{pid}.img: entry 0 (core_entry)"
+        ids = leader.get("ids") or self.one(f"ids-{pid}.img", optional=True) or {}
+        namespaces = criu_ns.task_namespaces(ids)
+        self.ipc = self.ipc_of(ids.get("ipc_ns_id"))
+        cgroup = criu_ns.cgroup_text(tc, self.inventory, self.cgroup_sets(), where)
+        mm = self.mm(pid) if f"mm-{pid}.img" in self.names else None
         handlers = _handlers(tc)
         group = ThreadGroup(rlimits=_rlimits(tc), oom_score_adj=tc.get("oom_score_adj"),
                             shared_pending=_pending(tc.get("signals_s"), where + " signals_s"))
@@ -165,6 +178,7 @@ class _Loader:
             core = cores[tid]
             task = _task(tid, pid, proc, core, tc)
             task.mm, task.fs, task.native, task.files = mm, fs, native, files
+            task.namespaces, task.cgroup, task.ipc = namespaces, cgroup, self.ipc
             if task.signals is not None:
                 task.signals.handlers, task.signals.group = handlers, group
             tasks.append(task)
@@ -191,6 +205,8 @@ class _Loader:
                                   f"overlaps the one before", record=f"{name}: vma {i}")
             last_end = v["end"]
             mm.vmas.append(self.vma(v))
+            if v["status"] & VMA_AREA_SYSVIPC:
+                self.sysv_vma(mm.vmas[-1], f"{name}: vma {i}")
         self.pages(pid, mm)
         return mm
 
@@ -225,6 +241,36 @@ class _Loader:
                    pgoff=v["pgoff"] // PAGE_SIZE, kind=kind, file=file,
                    native=CriuVmaFields(status=status, shmid=v["shmid"], flags=v["flags"],
                                         madv=v.get("madv"), memory=shmid))
+
+    def sysv_vma(self, vma, where):
+        """A SysV segment's mapping: kind shm-ipc, named as /proc names it, its pages the
+        segment's (ipcns-shm-ID.img of the process's IPC namespace)."""
+        shmid = vma.native.shmid
+        vma.kind, vma.native.memory = "shm-ipc", None
+        segment = criu_ns.sysv_segment(self.ipc, shmid, where)
+        shm = next((s for s in self.ipc.shms if s.shmid == shmid), None) if self.ipc else None
+        vma.file = f"/SYSV{shm.key:08x} (deleted)" if shm else f"/SYSV (shmid {shmid})"
+        ns = shm.where if shm else "its IPC namespace not in the dump"
+        vma.native.sysv = f"{where}: SysV shm segment {shmid} ({ns})"
+        if segment is not None:
+            vma.map_segment(segment)
+
+    def ipc_of(self, ns_id):
+        if ns_id is None:
+            return None
+        if ns_id not in self.ipcs:
+            self.ipcs[ns_id] = criu_ns.ipc_namespace(self, ns_id)
+        return self.ipcs[ns_id]
+
+    def cgroup_sets(self):
+        if self.cg_sets is None:
+            self.cg_sets = {s["id"]: s for e in self.entries("cgroup.img", optional=True)
+                            for s in e.fields.get("sets", [])}
+        return self.cg_sets
+
+    def uts(self, ns_id):
+        f = self.one(f"utsns-{ns_id}.img")
+        return f["nodename"], f["domainname"]
 
     def pages(self, pid, mm):
         mm.source = self.dir        # offsets in the dump's row of files (CriuDir.offset_of)
@@ -266,12 +312,14 @@ class _Loader:
             add(f["vaddr"], count, base + offset, e, what)
             offset += count * PAGE_SIZE
 
-    def segment(self, shmid, vma):
+    def segment(self, shmid, vma, key=None):
         """The ShmSegment of shared anonymous memory `shmid` (pagemap-shmem-SHMID.img,
-        pages keyed by their offset in it), once per dump; without pages when criu dumped
-        none (it writes no pagemap for memory never written)."""
-        if shmid in self.segments:
-            return self.segments[shmid]
+        pages keyed by their offset in it), once per dump (per `key`: a SysV segment's
+        shmid is its namespace's); without pages when criu dumped none (it writes no
+        pagemap for memory never written)."""
+        key = shmid if key is None else key
+        if key in self.segments:
+            return self.segments[key]
         name = f"pagemap-shmem-{shmid}.img"
         segment = ShmSegment(objref=shmid, size=0)
         if name in self.names:
@@ -284,7 +332,7 @@ class _Loader:
                                       offset)
                 segment.size = max(segment.size, vaddr + count * PAGE_SIZE)
             self.walk_pagemap(name, add)
-        self.segments[shmid] = segment
+        self.segments[key] = segment
         return segment
 
     @staticmethod
@@ -400,9 +448,11 @@ class _Loader:
     def path_of(self, file_id):
         if self.paths is None:
             self.paths, self.types, self.memfd_files, self.files = {}, {}, {}, {}
+            self.file_index = {}
             for e in self.entries("files.img", optional=True):
                 f = e.fields
                 self.files[f["id"]] = f
+                self.file_index[f["id"]] = e.index
                 self.types[f["id"]] = criu.FD_TYPES.get(f["type"], f"type {f['type']}")
                 if "reg" in f:
                     self.paths[f["id"]] = f["reg"]["name"]
@@ -469,6 +519,11 @@ class _Loader:
                 self.memfd_content(found, file_id)
             elif "usk" in (self.files.get(file_id) or {}):
                 found.sock = self.unix_sock(self.files[file_id]["usk"])
+            elif "isk" in (self.files.get(file_id) or {}):
+                sk = self.files[file_id]["isk"]
+                found.inet = criu_ns.inet_sock(sk, criu_ns.ns_link("net", sk["ns_id"])
+                                               if "ns_id" in sk else None)
+                found.inet.where = f"files.img: entry {self.file_index[file_id]} (file_entry)"
             _owner(found, self.files.get(file_id) or {})
         return found
 

@@ -250,6 +250,25 @@ class FdTimer:
 
 
 @dataclass
+class InetSock:
+    """An inet socket as /proc/net/{tcp,udp}[6] describe it: addresses as the kernel's u32
+    words (network order in memory: 127.0.0.1 is 0x0100007f; four for IPv6), ports in
+    host order, the TCP state number (UDP: 7, TCP_CLOSE, or 1 once connected)."""
+    ino: int
+    family: int                  # AF_INET 2, AF_INET6 10
+    type: int                    # SOCK_STREAM 1, SOCK_DGRAM 2, ...
+    proto: int                   # IPPROTO_TCP 6, IPPROTO_UDP 17, ...
+    state: int
+    src: tuple = ()
+    src_port: int = 0
+    dst: tuple = ()
+    dst_port: int = 0
+    backlog: int = 0
+    netns: Optional[str] = None  # the namespace it lives in, as Task.namespaces["net"]
+    where: Optional[str] = None  # its record in the image ("files.img: entry 5 (file_entry)")
+
+
+@dataclass
 class UnixSock:
     """A UNIX socket: its inode (socket:[ino]) and its peer's (0: none kept), family, type
     (SOCK_STREAM 1, SOCK_DGRAM 2, SOCK_SEQPACKET 5), sock_diag state (1 connected, 7
@@ -310,6 +329,7 @@ class OpenFile:
     pipe_size: int = 0                  # pipes, FIFOs: capacity in bytes (0: not known)
     pipe_flags: int = 0                 # a pipe: CRFS_PIPE_* (ends no process had open)
     sock: Optional[UnixSock] = None     # a UNIX socket's state (CRFS_FILE_UNIX)
+    inet: Optional[InetSock] = None     # an inet socket's addresses and state (shown only)
 
     def link(self):
         """What readlink(/proc/PID/fd/N) shows for it."""
@@ -371,6 +391,60 @@ class ShmSegment:
     objref: int
     size: int
     pages: PageMap = field(default_factory=PageMap)
+
+
+@dataclass(eq=False)
+class SysvShm:
+    """A SysV shared memory segment of an IPC namespace (/proc/sysvipc/shm's fields the
+    image has) and its bytes: `segment`'s pages (keyed by offset; zeros where none was
+    dumped), read from `source`, or `data` when the image keeps them in one piece."""
+    key: int
+    shmid: int
+    mode: int
+    uid: int
+    gid: int
+    cuid: int
+    cgid: int
+    size: int
+    segment: Optional[ShmSegment] = None
+    source: object = None
+    data: Optional["Blob"] = None
+    where: Optional[str] = None  # its record in the image ("ipcns-shm-9.img: entry 0")
+
+    def read(self, offset, size):
+        size = max(0, min(size, self.size - offset))
+        if self.data is not None:
+            return self.data.source.pread(self.data.offset + offset, size)
+        out = bytearray(size)
+        pos = offset
+        while pos < offset + size:
+            page = pos - pos % PAGE_SIZE
+            stop = min(page + PAGE_SIZE, offset + size)
+            where = self.segment.pages.lookup(page) if self.segment is not None else None
+            if where is not None:
+                piece = self.source.pread(where + pos - page, stop - pos)
+                out[pos - offset:pos - offset + len(piece)] = piece
+            pos = stop
+        return bytes(out)
+
+
+@dataclass(eq=False)
+class IpcNamespace:
+    """The SysV objects of one IPC namespace an image carries (CRIU: ipcns-shm-ID.img)."""
+    name: str                    # as Task.namespaces["ipc"]
+    shms: list = field(default_factory=list)     # SysvShm, by shmid
+
+
+@dataclass
+class Namespace:
+    """One namespace of an image's tasks: its /proc type name ("net"), the link text
+    (Task.namespaces' value), whether the image carries it (else the checkpointer's own,
+    whose state is not in the image), the image's files of it and a note."""
+    type: str
+    link: str
+    own: bool
+    files: tuple = ()
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -503,6 +577,9 @@ class Task:
     rseq: Optional[Rseq] = None           # its rseq registration (None: none or not stored)
     seccomp: int = 0                      # its seccomp mode (1 strict, 2 filter)
     misc: Optional[TaskMisc] = None       # personality, sched (None: not stored)
+    namespaces: Optional[dict] = None     # /proc/PID/ns name -> link text (None: not stored)
+    cgroup: Optional[str] = None          # /proc/PID/cgroup text (None: not stored)
+    ipc: Optional[IpcNamespace] = None    # its IPC namespace's SysV objects, if stored
 
 
 @dataclass(eq=False)
@@ -518,6 +595,7 @@ class Image:
     has_trailer: Optional[bool] = None   # None: the format has no trailer
     parent: Optional[ParentRef] = None   # an incremental image's parent (ckpt only)
     chain: Optional[list] = None         # [(name, tracking)] of the parents it was resolved from
+    namespaces: Optional[list] = None    # Namespace of each the tasks are in (None: not stored)
 
     @property
     def description(self):

@@ -25,7 +25,7 @@ import sys
 from array import array
 
 from crfs.formats.x86 import PAGE_SIZE
-from crfs.model.image import TaskMisc, UnixSock
+from crfs.model.image import InetSock, IpcNamespace, Namespace, SysvShm, TaskMisc, UnixSock
 from crfs.model.image import (FILE_KINDS, NSIG, VMA_KINDS, AltStack, Blob, Creds, EpollWatch,
                               Exit, Fd, FdTable, FdTimer, FileId, FsStruct, Futex, Image,
                               Itimers, Mm, NativeFields, OpenFile, Pending, PosixTimer, ShmSegment,
@@ -37,7 +37,7 @@ from crfs.model.registers import GDB_REGISTERS, Registers
 MAGIC = b"CRFSIDX1"
 VERSION = 1
 # Objects threads share, and open files shared by fds and epolls.
-_SHARED = (Mm, ShmSegment, SigHand, ThreadGroup, FsStruct, FdTable, OpenFile)
+_SHARED = (Mm, ShmSegment, SigHand, ThreadGroup, FsStruct, FdTable, OpenFile, IpcNamespace)
 
 
 class IndexCorrupt(Exception):
@@ -62,7 +62,8 @@ def _classes():
                                              Pending, SigInfo, Itimers, AltStack, FsStruct,
                                              FdTable, Fd, OpenFile, Blob, FdTimer, EpollWatch,
                                              FileId, Rseq, UnixSock, PosixTimer,
-                                             TaskMisc)}
+                                             TaskMisc, InetSock, SysvShm, IpcNamespace,
+                                             Namespace)}
     natives = _native_classes()
     if set(natives) & set(classes):
         raise RuntimeError("a native record is named like a model class")
@@ -330,6 +331,35 @@ def check(image, file_size):
             _check_mm(task.mm, file_size)
         if task.files is not None:
             _check_files(task.files, file_size, image.source)
+        _check_ns(task, file_size, image.source)
+    _require(image.namespaces is None or (type(image.namespaces) is list and all(
+        type(ns) is Namespace and type(ns.own) is bool and type(ns.files) is tuple
+        and all(type(v) is str for v in (ns.type, ns.link, ns.note, *ns.files))
+        for ns in image.namespaces)), "namespaces")
+
+
+def _check_ns(task, file_size, source):
+    """A task's namespace links, cgroup text and SysV segments (bytes inside the file)."""
+    _require(task.namespaces is None or (type(task.namespaces) is dict and all(
+        type(k) is str and type(v) is str for k, v in task.namespaces.items())), "ns links")
+    _require(_optional(task.cgroup, str), "cgroup")
+    ipc = task.ipc
+    if ipc is None:
+        return
+    _require(type(ipc) is IpcNamespace and type(ipc.name) is str
+             and type(ipc.shms) is list, "ipc namespace")
+    for shm in ipc.shms:
+        _require(type(shm) is SysvShm and _ints(shm.key, shm.shmid, shm.mode, shm.uid,
+                                                shm.gid, shm.cuid, shm.cgid, shm.size)
+                 and shm.source is source and _optional(shm.where, str), "SysV shm")
+        if shm.segment is not None:
+            _require(type(shm.segment) is ShmSegment, "SysV shm segment")
+            _check_pages(shm.segment.pages, file_size, 0, None)
+        if shm.data is not None:
+            _require(type(shm.data) is Blob and shm.data.source is source
+                     and _ints(shm.data.offset, shm.data.length) and shm.data.offset >= 0
+                     and 0 <= shm.data.length == shm.size
+                     and shm.data.offset + shm.data.length <= file_size, "SysV shm bytes")
 
 
 def _optional(value, kind):
@@ -371,6 +401,12 @@ def _check_open_file(file, file_size, source):
         _require(type(sock.data) is Blob and sock.data.source is source
                  and 0 <= sock.data.offset
                  and sock.data.offset + sock.data.length <= file_size, "socket bytes")
+    inet = file.inet
+    _require(inet is None or (type(inet) is InetSock and _ints(
+        inet.ino, inet.family, inet.type, inet.proto, inet.state, inet.src_port,
+        inet.dst_port, inet.backlog) and type(inet.src) is tuple and type(inet.dst) is tuple
+        and _ints(*inet.src, *inet.dst) and _optional(inet.netns, str)
+        and _optional(inet.where, str)), "inet socket")
     data = file.data
     if data is not None:
         _require(type(data) is Blob and data.source is source

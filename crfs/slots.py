@@ -4,7 +4,7 @@ its records are plain classes, and this module imports nothing."""
 
 
 class SlotRecord:
-    """Equality and repr over the slots a subclass names in _COMPARED."""
+    """Equality, repr and replace() over the slots a subclass names in _COMPARED."""
 
     __slots__ = ()
     _COMPARED = ()
@@ -22,3 +22,10 @@ class SlotRecord:
     def __repr__(self):
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._COMPARED)
         return f"{self.__class__.__name__}({fields})"
+
+    def replace(self, **changes):
+        """A copy with `changes` (as dataclasses.replace); every slot is an __init__
+        argument of the same name."""
+        values = {name: getattr(self, name) for name in self.__slots__}
+        values.update(changes)
+        return self.__class__(**values)

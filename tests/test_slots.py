@@ -29,6 +29,13 @@ def test_maps_line_is_mutable_and_unhashable():
         hash(line)
 
 
+def test_maps_line_replace_copies_with_changes():
+    line = heap()
+    moved = line.replace(start=0x2000, name="")
+    assert moved == heap(start=0x2000, name="")
+    assert line == heap()
+
+
 def test_maps_line_repr_names_every_field():
     assert repr(heap()) == ("MapsLine(start=4096, end=12288, perms='rw-p', offset=0, "
                             "dev='00:00', inode=0, name='[heap]', vm_flags=0, "

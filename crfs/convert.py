@@ -6,10 +6,12 @@ and streamed to a temporary name next to DST (pages are read from the source as 
 written, never all at once), renamed when complete. Areas no format stores are left out as
 a checkpoint leaves them out ([vvar], [vsyscall]); shared anonymous memory a CRIU dump
 keeps apart (not read by crfs) is refused rather than written as zeros, and so is a CRIU
-dump's SysV shared memory (crfs.ko restores none), naming the image and the entry.
+dump's SysV shared memory (crfs.ko restores none), naming the image and the entry. An fd
+on the namespace its task is in is written to be reopened in the restarted task's own.
 """
 
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -35,6 +37,31 @@ def prepare(image):
                 raise Unsupported(f"{sysv}, mapped at {vma.start:#x}-{vma.end:#x}: crfs.ko "
                                   f"does not restore SysV shared memory")
     _refuse_sysv(image)
+    _own_namespace_fds(image)
+
+
+# What a CRIU dump's fd on a namespace file links to: "net:criu[2]" (criu's id).
+_CRIU_NS_LINK = re.compile(r"([a-z]+):criu\[([0-9]+)\]")
+
+
+def _own_namespace_fds(image):
+    """A CRIU dump's fds on namespace files, which criu names by its own id, not by inode:
+    an fd on the namespace its task is in becomes "TYPE:[0]", which crfs.ko reopens as the
+    restarted task's own namespace of that type, as criu's restore does (crfs restores no
+    namespace); an fd on any other namespace is refused."""
+    holders = {}
+    for task in image.tasks:
+        if task.pid == task.tgid and task.files is not None:
+            for fd in task.files.fds:
+                if fd.file.kind == "file" and _CRIU_NS_LINK.fullmatch(fd.file.path or ""):
+                    holders.setdefault(id(fd.file), (fd.file, []))[1].append((task, fd.fd))
+    for file, fds in holders.values():
+        ns_type = _CRIU_NS_LINK.fullmatch(file.path).group(1)
+        for task, fd in fds:
+            if (task.namespaces or {}).get(ns_type) != file.path:
+                raise Unsupported(f"fd {fd} of task {task.pid}: {file.path}: a namespace "
+                                  f"the task is not in; crfs.ko restores no namespace")
+        file.path = f"{ns_type}:[0]"
 
 
 def inet_notes(image):

@@ -3,7 +3,10 @@
  * An fd on a namespace file (/proc/<pid>/ns/net opened): its name is what d_path() gives
  * for an nsfs file, "net:[4026531840]". crfs restores no namespace: the restored task
  * is in the caller's, so the fd is reopened as /proc/thread-self/ns/<type> and must be
- * the same namespace (inode number), else the restart is refused.
+ * the same namespace (inode number), else the restart is refused. Inode number 0, which
+ * no namespace has, says "the restarted task's own, whichever it is": `crfs convert`
+ * writes it for a CRIU dump, which names a namespace by an id of its own, and opening
+ * the caller's own namespace file gives it nothing it did not have.
  */
 #include <linux/file.h>
 #include <linux/fs.h>
@@ -63,7 +66,7 @@ struct file *crfs_ns_open(struct crfs_image *img, const char *name, int flags,
 		return file;
 	}
 	if (file_inode(file)->i_sb->s_magic != NSFS_MAGIC ||
-	    file_inode(file)->i_ino != inum) {
+	    (inum && file_inode(file)->i_ino != inum)) {
 		fput(file);
 		scnprintf(img->err_msg, sizeof(img->err_msg),
 			  "fd %d: %.60s: not the caller's namespace", fd, name);

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from crfs import convert
-from crfs.errors import FormatError
+from crfs.errors import FormatError, Unsupported
 from crfs.formats import criu
 from crfs.model import registry
 from crfs.model.image import EXIT_ZOMBIE
@@ -340,3 +340,42 @@ def test_mount_shows_the_state_files_crfs_images_show(dump, tmp_path):
     finally:
         mount.unmount()
     assert not errors_in_log(mount.log_text()), mount.log_text()
+
+
+NS_FD = 20
+CLONE_NEWNET, CLONE_NEWUTS = 0x40000000, 0x04000000
+
+
+def add_ns_fd(path, ns_id, cflag):
+    """fd 20 of the files dump on a namespace file (/proc/self/ns/... opened), as criu
+    writes one: an NS file entry naming criu's id of the namespace, and its fdinfo."""
+    files = [encode(criu.FILE, e) for e in entries(path, "files.img")]
+    nsf = {"id": 99, "ns_id": ns_id, "ns_cflag": cflag, "flags": 0}
+    files.append(encode(criu.FILE, {"type": 14, "id": 99, "nsf": nsf}))
+    write_img(path / "files.img", "FILES", files)
+    fdinfo = [encode(criu.FDINFO, e) for e in entries(path, "fdinfo-2.img")]
+    fdinfo.append(encode(criu.FDINFO, {"id": 99, "flags": 0, "type": 14, "fd": NS_FD}))
+    write_img(path / "fdinfo-2.img", "FDINFO", fdinfo)
+
+
+def test_fd_on_the_tasks_own_namespace_is_its_own_after_convert(dump, tmp_path):
+    """zdtm's proc-self: criu names the namespace by its own id (the task's net_ns_id is
+    2), which the mount shows; the conversion writes "net:[0]", which crfs.ko reopens as
+    the restarted task's own network namespace."""
+    add_ns_fd(dump, 2, CLONE_NEWNET)
+    f = fd_file(load(dump), NS_FD)
+    assert (f.kind, f.path) == ("file", "net:criu[2]")
+    converted = load(convert.convert(str(dump), str(tmp_path / "ns.ckpt"), "ckpt"))
+    f = fd_file(converted, NS_FD)
+    assert (f.kind, f.path) == ("file", "net:[0]")
+
+
+def test_fd_on_another_namespace_is_refused(dump, tmp_path):
+    """An fd on a UTS namespace the task is not in (its uts_ns_id is 4): crfs restores no
+    namespace, so the conversion refuses it, naming the fd, and writes nothing."""
+    add_ns_fd(dump, 3, CLONE_NEWUTS)
+    assert fd_file(load(dump), NS_FD).path == "uts:criu[3]"
+    with pytest.raises(Unsupported, match=r"fd 20 of task \d+: uts:criu\[3\]: a namespace "
+                                          r"the task is not in"):
+        convert.convert(str(dump), str(tmp_path / "ns.ckpt"), "ckpt")
+    assert list(tmp_path.glob("*.ckpt")) == []

@@ -1571,14 +1571,12 @@ KNOWN_FAILING_LAZY = {
         "stopped01", "sigpending", "fd", "file_shared", "file_fown", "pipe00", "fifo_wronly",
         "caps00", "xids00", "seccomp_strict", "seccomp_filter", "memfd01")},
 }
-# criu dump + crfs convert + crfs-restart (2026-12-05: 59/63): what the restart does not
+# criu dump + crfs convert + crfs-restart (2026-12-05: 60/63): what the restart does not
 # restore for any way, and what a criu dump does not carry
 KNOWN_FAILING_CRIU = {
     "cow00": "FAIL: cow00.c:105: A page is not shared",
     "cow01": "FAIL: private pages shared over fork are not restored copy-on-write",
     "seccomp_filter": "restart: task N: seccomp filter mode (2) is not restored",
-    "proc-self": "restart: fd 4 (/proc/self/ns/net): criu keeps its own id of a namespace, "
-                 "not the inode number the restart checks; written opaque, refused",
 }
 
 

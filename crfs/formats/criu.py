@@ -351,8 +351,12 @@ FIFO = _m("fifo_entry", (REQ, U32, "id", 1), (REQ, U32, "pipe_id", 2), (OPT, U32
 PIPE = _m("pipe_entry", (REQ, U32, "id", 1), (REQ, U32, "pipe_id", 2), (REQ, U32, "flags", 3),
           (REQ, FOWN, "fown", 4))
 TTY_FILE = _m("tty_file_entry", (REQ, U32, "id", 1), (OPT, U32, "regf_id", 4))
+# An fd on a namespace file (/proc/PID/ns/net opened): ns_id is criu's id of the namespace
+# (as in ids-PID.img), ns_cflag its CLONE_NEW* flag.
+NS_FILE = _m("ns_file_entry", (REQ, U32, "id", 1), (REQ, U32, "ns_id", 2),
+             (REQ, U32, "ns_cflag", 3), (REQ, U32, "flags", 4))
 FILE = _m("file_entry", (REQ, U32, "type", 1), (REQ, U32, "id", 2), (OPT, REG_FILE, "reg", 3),
-          (OPT, INET_SK, "isk", 4), (OPT, EVENTFD, "efd", 8), (OPT, EVENTPOLL, "epfd", 9),
+          (OPT, INET_SK, "isk", 4), (OPT, NS_FILE, "nsf", 5), (OPT, EVENTFD, "efd", 8), (OPT, EVENTPOLL, "epfd", 9),
           (OPT, SIGNALFD, "sgfd", 10), (OPT, TIMERFD, "tfd", 12), (OPT, UNIX_SK, "usk", 16),
           (OPT, FIFO, "fifo", 17), (OPT, PIPE, "pipe", 18), (OPT, TTY_FILE, "tty", 19),
           (OPT, MEMFD_FILE, "memfd", 20))

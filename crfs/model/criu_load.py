@@ -657,6 +657,11 @@ def open_file(f, path_of, memfd_name):
             sk = f[key]
             return OpenFile("socket", path=f"socket:[{sk['ino']}]",
                             flags=sk["flags"] & ~O_CLOEXEC)
+    if "nsf" in f:
+        nsf = f["nsf"]
+        ns_type = criu_ns.NS_BY_CLONE_FLAG.get(nsf["ns_cflag"], f"ns {nsf['ns_cflag']:#x}")
+        return OpenFile("file", path=criu_ns.ns_link(ns_type, nsf["ns_id"]),
+                        flags=nsf["flags"] & ~O_CLOEXEC)
     if "efd" in f:
         e = f["efd"]
         return OpenFile("eventfd", flags=e["flags"] & ~O_CLOEXEC, count=e["counter"])

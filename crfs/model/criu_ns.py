@@ -25,6 +25,13 @@ NS_FILES = {"ipc": ("ipcns-var", "ipcns-shm", "ipcns-msg", "ipcns-sem"), "uts": 
             "mnt": ("mountpoints",), "user": ("userns",)}
 
 
+# CLONE_NEW* flags (an ns_file_entry's ns_cflag) by /proc/PID/ns name.
+NS_CLONE_FLAGS = {"time": 0x80, "mnt": 0x20000, "cgroup": 0x02000000, "uts": 0x04000000,
+                  "ipc": 0x08000000, "user": 0x10000000, "pid": 0x20000000,
+                  "net": 0x40000000}
+NS_BY_CLONE_FLAG = {flag: name for name, flag in NS_CLONE_FLAGS.items()}
+
+
 def ns_link(ns_type, ns_id):
     """The link text of a namespace known by criu's id only."""
     return f"{ns_type}:criu[{ns_id}]"

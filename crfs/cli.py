@@ -107,7 +107,7 @@ def cmd_demo(args):
 
 
 def cmd_checkpoint(args):
-    from crfs.checkpoint import checkpoint, checkpoint_into_store
+    from crfs.checkpoint import checkpoint_file, checkpoint_into_store_file
     from crfs.checkpoint.progress import TerminalProgress
     after = "stop" if args.leave_stopped else "kill" if args.kill else "detach"
     progress = TerminalProgress(f"checkpoint {args.pid}")
@@ -118,10 +118,10 @@ def cmd_checkpoint(args):
                    stop=args.stop)
     try:
         if args.output:
-            path = checkpoint(args.pid, args.output, **options)
+            path = checkpoint_file(args.pid, args.output, **options)
         else:
             os.makedirs(args.store, exist_ok=True)    # as mount and demo create it
-            path = checkpoint_into_store(args.pid, args.store, **options)
+            path = checkpoint_into_store_file(args.pid, args.store, **options)
     finally:
         progress.finish()
     if report.get("note"):

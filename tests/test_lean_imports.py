@@ -27,9 +27,15 @@ WRITER = ("construct", "crfs.model.image", "crfs.formats.ckpt", "crfs.checkpoint
           "crfs.checkpoint.snapshot", "crfs.checkpoint.signals")
 
 
-def modules_after(*args):
+# What the kernel path leaves out of the start-up: pathlib (ntpath, urllib.parse,
+# ipaddress), shutil (bz2, lzma, zlib: argparse's terminal width), tempfile, dataclasses.
+HEAVY = ("pathlib", "ntpath", "urllib.parse", "ipaddress", "shutil", "bz2", "lzma",
+         "tempfile", "dataclasses", "inspect", "crfs.formats.x86")
+
+
+def modules_after(*args, flags=()):
     """(exit status, modules imported) of `crfs ARGS` run in a fresh interpreter."""
-    run = subprocess.run([sys.executable, "-c", RUN, str(ROOT), *map(str, args)],
+    run = subprocess.run([sys.executable, *flags, "-c", RUN, str(ROOT), *map(str, args)],
                          capture_output=True, text=True, cwd=ROOT, check=True)
     status, modules = json.loads(run.stdout.splitlines()[-1])
     return status, set(modules)
@@ -53,6 +59,15 @@ def test_checkpoint_via_kernel_imports_no_model(sleeper, tmp_path):
     assert not any(m.startswith(("crfs.fs", "pyfuse3", "trio")) for m in modules)
     if not Path("/dev/crfs").exists():
         assert status == 1
+
+
+def test_checkpoint_via_kernel_start_up_is_lean(sleeper, tmp_path):
+    """Without site (whose .pth files on this machine import pathlib and more), the kernel
+    path imports none of HEAVY."""
+    status, modules = modules_after("checkpoint", sleeper.pid, "--via", "kernel",
+                                    "-o", tmp_path / "x.ckpt", flags=("-S",))
+    assert "crfs.checkpoint.via_kernel" in modules
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
 
 
 def test_checkpoint_help_imports_no_model():

@@ -89,15 +89,24 @@ def compile_crfs():
     compileall.compile_dir(str(ROOT / "crfs"), quiet=1)
 
 
-# The console script pip writes for pyproject's [project.scripts] crfs = "crfs.cli:main"
+# The console script pip writes for pyproject's [project.scripts] crfs = "MODULE:FUNC"
 CONSOLE_SCRIPT = """# -*- coding: utf-8 -*-
 import re
 import sys
-from crfs.cli import main
+from {module} import {func}
 if __name__ == '__main__':
     sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
-    sys.exit(main())
+    sys.exit({func}())
 """
+
+
+def console_script():
+    """CONSOLE_SCRIPT for pyproject.toml's entry point of `crfs`."""
+    import tomllib
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        entry = tomllib.load(f)["project"]["scripts"]["crfs"]
+    module, func = entry.split(":")
+    return CONSOLE_SCRIPT.format(module=module, func=func)
 
 
 def make_venv(venv):
@@ -118,7 +127,7 @@ def make_venv(venv):
     subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", str(site)],
                    check=True, stdout=subprocess.DEVNULL)
     script = venv / "bin" / "crfs"
-    script.write_text(f"#!{venv / 'bin' / 'python'}\n" + CONSOLE_SCRIPT)
+    script.write_text(f"#!{venv / 'bin' / 'python'}\n" + console_script())
     script.chmod(0o755)
     return script
 

@@ -84,3 +84,37 @@ def test_checkpoint_via_ptrace_imports_the_writer(sleeper, tmp_path):
     assert status == 0 and out.stat().st_size > 0
     assert {"crfs.checkpoint.capture", "crfs.model.ckpt", "construct"} <= modules
     assert not any(m.startswith(("crfs.fs", "pyfuse3", "trio")) for m in modules)
+
+
+QUICK = """
+import atexit, sys
+sys.path.insert(0, sys.argv[1])
+atexit.register(lambda: print("finalized"))
+from crfs.cli import console
+sys.argv[1:] = sys.argv[2:]
+sys.exit(console())
+"""
+
+
+def test_checkpoint_ends_without_finalization(sleeper, tmp_path):
+    """console() (the `crfs` script, python -m crfs) ends `crfs checkpoint` with os._exit
+    once stdout is flushed: its path printed, its status kept, no atexit handler run."""
+    out = tmp_path / "x.ckpt"
+    run = subprocess.run([sys.executable, "-c", QUICK, str(ROOT), "checkpoint",
+                          str(sleeper.pid), "--via", "ptrace", "-q", "-o", str(out)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == f"{out}\n" and out.stat().st_size > 0
+    failed = subprocess.run([sys.executable, "-c", QUICK, str(ROOT), "checkpoint",
+                             "999999999", "--via", "ptrace", "-o", str(out)],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert failed.returncode == 1 and "finalized" not in failed.stdout
+
+
+def test_other_commands_end_as_usual():
+    run = subprocess.run([sys.executable, "-c", QUICK, str(ROOT), "demo", "--help"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0 and run.stdout.rstrip().endswith("finalized")
+    run = subprocess.run([sys.executable, "-c", QUICK, str(ROOT), "info", "/nonexistent"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 1 and run.stdout == "finalized\n"

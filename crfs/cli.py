@@ -447,7 +447,7 @@ def console():
     sixth of its CPU time, tenths of a second in the TCG guest (issue #13). Its files are
     closed by then, and it registers no atexit handler."""
     status = main()
-    if _ran and _ran[-1] in QUICK_EXIT:
+    if _ran and _ran[0] in QUICK_EXIT:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -459,7 +459,7 @@ def console():
 
 def run(args):
     """args.func(args), every failure reported as one line (exit 1), never a traceback."""
-    _ran.append(args.func.__name__)
+    _ran[:] = [args.func.__name__]
     try:
         return args.func(args)
     except CrfsError as exc:

@@ -87,3 +87,64 @@ def compile_crfs():
     time under TCG). The .pyc files land in the guest's throw-away overlay."""
     import compileall
     compileall.compile_dir(str(ROOT / "crfs"), quiet=1)
+
+
+# The console script pip writes for pyproject's [project.scripts] crfs = "MODULE:FUNC"
+CONSOLE_SCRIPT = """# -*- coding: utf-8 -*-
+import re
+import sys
+from {module} import {func}
+if __name__ == '__main__':
+    sys.argv[0] = re.sub(r'(-script\\.pyw|\\.exe)?$', '', sys.argv[0])
+    sys.exit({func}())
+"""
+
+
+def console_script():
+    """CONSOLE_SCRIPT for pyproject.toml's entry point of `crfs`."""
+    import tomllib
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        entry = tomllib.load(f)["project"]["scripts"]["crfs"]
+    module, func = entry.split(":")
+    return CONSOLE_SCRIPT.format(module=module, func=func)
+
+
+def make_venv(venv):
+    """crfs installed as a user installs it, in a new venv at `venv` (made with `python3 -m
+    venv --without-pip`: no system site-packages, so none of this machine's .pth files,
+    the sandbox's certifi hook and crfs's editable-install finder): the package's files in
+    its site-packages with their bytecode compiled and the `crfs` console script, as `pip
+    install` lays out a pure-Python package (pip needs the `wheel` package to build one from
+    this tree, which this machine lacks). The dependencies are left out: `crfs checkpoint`
+    on the kernel path imports none of them, and none brings a .pth file. Put it outside
+    the guest's -w directories: the guest sees it through the host root's 9p mount with
+    cache=loose, as it sees the Python it runs, not through a cache=mmap share that asks
+    the host at every stat. Returns the path of its `crfs` script."""
+    venv = Path(venv)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    shutil.copytree(ROOT / "crfs", site / "crfs", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", str(site)],
+                   check=True, stdout=subprocess.DEVNULL)
+    script = venv / "bin" / "crfs"
+    script.write_text(f"#!{venv / 'bin' / 'python'}\n" + console_script())
+    script.chmod(0o755)
+    return script
+
+
+def installed_env():
+    """(Guest side.) The environment of the venv's crfs: no PYTHONPATH (the harness sets
+    one to the worktree), no VIRTUAL_ENV."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
+def warm_memory(keep_mib=384):
+    """(Guest side.) Write all but `keep_mib` of the guest's available memory once, then
+    free it: qemu backs guest RAM with host memory at its first write, so without this
+    whichever tool first gets never-used pages pays the host's page faults (a real
+    machine's RAM has none)."""
+    with open("/proc/meminfo") as f:
+        info = {line.split(":")[0]: int(line.split()[1]) for line in f}
+    size = max(info["MemAvailable"] // 1024 - keep_mib, 0) << 20
+    block = bytearray(size)     # zero-filled: every page written
+    del block

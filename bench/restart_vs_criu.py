@@ -27,6 +27,13 @@ before), then --runs times, alternating which tool goes first:
         of the image in). The table of lazy vs eager gives both ratios, and lazy vs criu
         restore against the targets (next instruction <= 0.25x, resident <= 1.0x).
 
+  installed  (--installed) only the checkpoint, by crfs installed as a user installs it:
+        a clean venv made on the host (guest_bench.make_venv: the package with its
+        bytecode and the `crfs` console script, none of this machine's .pth files, no
+        PYTHONPATH). The `crfs` tool's checkpoint is `python3 -m crfs` from this tree with
+        PYTHONPATH and this machine's site-packages, whose .pth files (a sandbox's certifi
+        hook, crfs's editable-install finder) run at every start: both are reported.
+
   compare  (--compare DIR) only the checkpoint, by the crfs of another checkout (DIR/crfs
         copied into the shared work directory, e.g. `git archive main`), the same command
         with that crfs first on PYTHONPATH: a change to the checkpoint's start-up against
@@ -59,7 +66,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from crfs import kernel  # noqa: E402 - the repository's, not an installed one
 from guest_bench import (ROOT, build_kmod, compile_crfs, guest_setup,  # noqa: E402
-                         host_ready, run_guest)
+                         host_ready, installed_env, make_venv, run_guest, warm_memory)
 
 # ----------------------------------------------------------------------------- guest side
 
@@ -202,18 +209,29 @@ def restart_reports(restarter, image, stdout, lazy):
 
 def compare_round(exe, mib, work, code):
     """The checkpoint alone (`crfs checkpoint PID -o IMG --kill`), by the crfs in `code`."""
-    out = os.path.join(work, "compare.out")
-    image = os.path.join(work, "compare.img")
+    return checkpoint_round(exe, mib, work, [sys.executable, "-m", "crfs"],
+                            {**os.environ, "PYTHONPATH": code}, code, "compare")
+
+
+def installed_round(exe, mib, work, venv):
+    """The checkpoint alone, by the crfs installed in `venv` (its `crfs` script, no
+    PYTHONPATH: guest_bench.make_venv)."""
+    return checkpoint_round(exe, mib, work, [os.path.join(venv, "bin", "crfs")],
+                            installed_env(), "/", "installed")
+
+
+def checkpoint_round(exe, mib, work, crfs, env, cwd, tag):
+    """`CRFS checkpoint PID -o IMG --kill` of a fresh program, timed from spawn."""
+    out = os.path.join(work, f"{tag}.out")
+    image = os.path.join(work, f"{tag}.img")
     proc = start_program(exe, mib, out)
     try:
-        env = {**os.environ, "PYTHONPATH": code}
         t0 = time.monotonic()
-        run = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid),
-                              "-o", image, "--kill"], capture_output=True, text=True,
-                             timeout=600, env=env, cwd=code)
+        run = subprocess.run([*crfs, "checkpoint", str(proc.pid), "-o", image, "--kill"],
+                             capture_output=True, text=True, timeout=600, env=env, cwd=cwd)
         result = {"dump_s": time.monotonic() - t0}
         if run.returncode:
-            result["error"] = f"compare checkpoint exited {run.returncode}: {run.stderr.strip()}"
+            result["error"] = f"{tag} checkpoint exited {run.returncode}: {run.stderr.strip()}"
         else:
             result["ok"] = True
             result["image_bytes"] = os.path.getsize(image)
@@ -271,6 +289,10 @@ def guest_main(args):
     exe = os.path.join(work, "dirty_heap")
     shutil.copy(os.path.join(args.tmp, "dirty_heap"), exe)
     results = {"mib": args.mib, "runs": [], "setup": guest_setup(args.tmp)}
+    if args.warm:
+        t0 = time.monotonic()
+        warm_memory()
+        results["setup"]["warm_s"] = time.monotonic() - t0
     restarter = os.path.join(args.tmp, "kmod", "crfs-restart")
     compile_crfs()           # as an installed crfs: bytecode, not sources
     import crfs.checkpoint   # noqa: F401  - warm the page cache for the CLI's imports
@@ -281,6 +303,9 @@ def guest_main(args):
         compileall.compile_dir(os.path.join(code, "crfs"), quiet=1)
         tools += ("compare",)
         results["compare"] = True
+    if args.venv:
+        tools += ("installed",)
+        results["installed"] = True
     for i in range(args.runs):
         order = tools[i % len(tools):] + tools[:i % len(tools)]
         run = {}
@@ -288,6 +313,8 @@ def guest_main(args):
             try:
                 if tool == "compare":
                     run[tool] = compare_round(exe, args.mib, work, code)
+                elif tool == "installed":
+                    run[tool] = installed_round(exe, args.mib, work, args.venv)
                 elif tool == "criu":
                     run[tool] = criu_round(exe, args.mib, work)
                 else:
@@ -369,6 +396,8 @@ def report(results):
               f"{fmt(med['fr'])}")
     if results.get("compare"):
         errors += report_compare(runs, med["cd"], med["fd"])
+    if results.get("installed"):
+        errors += report_installed(runs, med["cd"], med["fd"])
     errors += report_lazy(runs, med["cr"])
     for line in errors:
         print(f"PROBLEM {line}")
@@ -390,6 +419,32 @@ def report_compare(runs, criu_dump, crfs_dump):
               f"compare {fmt(med)}; crfs / criu dump = {crfs_dump / criu_dump:.2f}, "
               f"compare / criu dump = {med / criu_dump:.2f}, crfs / compare = "
               f"{crfs_dump / med:.2f}")
+    return errors
+
+
+def report_installed(runs, criu_dump, crfs_dump):
+    """The checkpoint by the venv's crfs (--installed) against criu dump, run by run."""
+    errors = [f"run {i} installed: {r['installed'].get('error')}"
+              for i, r in enumerate(runs, 1) if not r.get("installed", {}).get("ok")]
+    print()
+    print("| run | criu dump | crfs checkpoint (this tree, PYTHONPATH) | crfs checkpoint "
+          "(installed in a venv) | tree/criu | installed/criu |")
+    print("|---|---|---|---|---|---|")
+    values = []
+    for i, r in enumerate(runs, 1):
+        c = r.get("criu", {}).get("dump_s")
+        f = r.get("crfs", {}).get("dump_s")
+        v = r.get("installed", {}).get("dump_s") if r.get("installed", {}).get("ok") else None
+        if v is not None:
+            values.append(v)
+        print(f"| {i} | {fmt(c)} | {fmt(f)} | {fmt(v)} | "
+              f"{f'{f / c:.2f}' if c and f else '—'} | {f'{v / c:.2f}' if c and v else '—'} |")
+    if values and criu_dump and crfs_dump:
+        med = statistics.median(values)
+        print(f"| median | {fmt(criu_dump)} | {fmt(crfs_dump)} | {fmt(med)} | "
+              f"**{crfs_dump / criu_dump:.2f}** | **{med / criu_dump:.2f}** |")
+        print(f"checkpoint / criu dump (ratio of the medians; target <= 1.0): this tree "
+              f"{crfs_dump / criu_dump:.2f}, installed {med / criu_dump:.2f}")
     return errors
 
 
@@ -442,10 +497,14 @@ def host_main(args):
         if args.compare:
             shutil.copytree(Path(args.compare) / "crfs", tmp / "compare" / "crfs",
                             ignore=shutil.ignore_patterns("__pycache__"))
+        guest_args = ["--mib", str(args.mib), "--runs", str(args.runs)]
+        if args.installed:
+            guest_args += ["--venv", str(make_venv(f"{tmp}-venv").parents[1])]
+        if args.warm:
+            guest_args.append("--warm")
         print(f"host: built crfs.ko, crfs-restart and dirty_heap in {time.monotonic() - t0:.1f} s;"
               f" booting the guest (-m {args.guest_mem})", flush=True)
-        rc = run_guest(tmp, __file__, ["--mib", str(args.mib), "--runs", str(args.runs)],
-                       args.timeout, memory=args.guest_mem)
+        rc = run_guest(tmp, __file__, guest_args, args.timeout, memory=args.guest_mem)
         results = tmp / "results.json"
         if not results.exists():
             print("no results from the guest", file=sys.stderr)
@@ -453,6 +512,7 @@ def host_main(args):
         return report(json.loads(results.read_text())) or (1 if rc else 0)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(f"{tmp}-venv", ignore_errors=True)
 
 
 def main():
@@ -464,6 +524,14 @@ def main():
     parser.add_argument("--timeout", type=int, default=600, help="guest timeout, s (600)")
     parser.add_argument("--compare", metavar="DIR",
                         help="also time the checkpoint by the crfs of checkout DIR, each run")
+    parser.add_argument("--installed", action="store_true",
+                        help="also time, each run, the checkpoint by crfs installed in a "
+                             "clean venv (its `crfs` script, no PYTHONPATH, none of this "
+                             "machine's .pth files): the figure of a user's install")
+    parser.add_argument("--warm", action="store_true",
+                        help="write the guest's free memory once before the runs "
+                             "(guest_bench.warm_memory)")
+    parser.add_argument("--venv", help=argparse.SUPPRESS)
     parser.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -1,5 +1,5 @@
 import sys
 
-from crfs.cli import main
+from crfs.cli import console
 
-sys.exit(main())
+sys.exit(console())

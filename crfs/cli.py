@@ -107,7 +107,7 @@ def cmd_demo(args):
 
 
 def cmd_checkpoint(args):
-    from crfs.checkpoint import checkpoint, checkpoint_into_store
+    from crfs.checkpoint import checkpoint_file, checkpoint_into_store_file
     from crfs.checkpoint.progress import TerminalProgress
     after = "stop" if args.leave_stopped else "kill" if args.kill else "detach"
     progress = TerminalProgress(f"checkpoint {args.pid}")
@@ -118,10 +118,10 @@ def cmd_checkpoint(args):
                    stop=args.stop)
     try:
         if args.output:
-            path = checkpoint(args.pid, args.output, **options)
+            path = checkpoint_file(args.pid, args.output, **options)
         else:
             os.makedirs(args.store, exist_ok=True)    # as mount and demo create it
-            path = checkpoint_into_store(args.pid, args.store, **options)
+            path = checkpoint_into_store_file(args.pid, args.store, **options)
     finally:
         progress.finish()
     if report.get("note"):
@@ -307,7 +307,40 @@ HELP_OPTIONS = ("-h", "--help")
 TOP_LEVEL_OPTIONS = (*HELP_OPTIONS, "--version")
 
 
-def build_parser(parser_class=argparse.ArgumentParser, command=None):
+def _columns():
+    """The terminal's width as shutil.get_terminal_size() gives it (COLUMNS, else stdout's
+    terminal, else 80), without importing shutil, which imports bz2, lzma and zlib."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, of the same width. argparse makes one per add_argument()
+    (to check the metavar), each importing shutil for the width: seven modules, three
+    of them shared libraries, in the start-up of every command (issue #13)."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        super().__init__(prog, indent_increment, max_help_position,
+                         _columns() - 2 if width is None else width)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help formatter is _Formatter unless told otherwise (its
+    subcommands' parsers are of its class)."""
+
+    def __init__(self, *args, formatter_class=_Formatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
+def build_parser(parser_class=_Parser, command=None):
     """The whole parser; with `command` (a name in COMMANDS), only that subcommand's
     parsers: what parsing a command line that names it needs (each adds its module's
     imports: `crfs checkpoint` need not import the FUSE daemon)."""
@@ -334,7 +367,7 @@ class _Misfit(Exception):
     """Arguments a parser does not accept."""
 
 
-class _QuietParser(argparse.ArgumentParser):
+class _QuietParser(_Parser):
     """A parser that raises _Misfit instead of printing usage and exiting."""
 
     def error(self, message):
@@ -344,12 +377,18 @@ class _QuietParser(argparse.ArgumentParser):
         raise _Misfit(message)
 
 
+# argv (a tuple) -> the Namespace _parses() got, for main() not to build the parser again
+_PARSED = {}
+
+
 def _parses(argv):
     """The Namespace `argv` parses into, or None (nothing printed)."""
     try:
-        return build_parser(_QuietParser, argv[0]).parse_args(argv)
+        args = build_parser(_QuietParser, argv[0]).parse_args(argv)
     except _Misfit:
         return None
+    _PARSED[tuple(argv)] = args
+    return args
 
 
 def with_subcommand(argv):
@@ -384,17 +423,43 @@ def main(argv=None):
     # Names from images (comm, paths) keep their bytes: print them as stored, as ls does.
     for stream in (sys.stdout, sys.stderr):
         stream.reconfigure(errors="surrogateescape")
+    _PARSED.clear()
     argv = with_subcommand(argv)
-    parser = build_parser(command=argv[0] if argv and argv[0] in COMMANDS else None)
-    args = parser.parse_args(argv)
+    args = _PARSED.pop(tuple(argv), None)     # parsed already: a subcommand's arguments
     if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
+        parser = build_parser(command=argv[0] if argv and argv[0] in COMMANDS else None)
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
     return run(args)
+
+
+# The commands console() ends without the interpreter's finalization.
+QUICK_EXIT = ("cmd_checkpoint",)
+_ran = []      # the command main() ran last
+
+
+def console():
+    """The `crfs` command (pyproject's console script, `python -m crfs`): main(); after a
+    command of QUICK_EXIT, once stdout and stderr are flushed, the process ends at once
+    (os._exit): tearing down every module and object costs `crfs checkpoint` about a
+    sixth of its CPU time, tenths of a second in the TCG guest (issue #13). Its files are
+    closed by then, and it registers no atexit handler."""
+    status = main()
+    if _ran and _ran[0] in QUICK_EXIT:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:        # e.g. a closed pipe: as the interpreter's own exit says
+            return status
+        os._exit(status or 0)
+    return status
 
 
 def run(args):
     """args.func(args), every failure reported as one line (exit 1), never a traceback."""
+    _ran[:] = [args.func.__name__]
     try:
         return args.func(args)
     except CrfsError as exc:

@@ -3,15 +3,18 @@
     from crfs.checkpoint import checkpoint
     checkpoint(pid, "out.ckpt", fmt="ckpt", tree=False, after="detach")
 
-checkpoint, checkpoint_into_store and store_name are imported from crfs.checkpoint.api when
+checkpoint, checkpoint_into_store and store_name (and checkpoint_file and
+checkpoint_into_store_file, which return a str, not a pathlib.Path) are imported from crfs.checkpoint.api when
 first used (PEP 562): importing one submodule (via_kernel, procfs ...) imports no more.
 """
 
 from crfs.errors import CheckpointError
 
-_API = ("checkpoint", "checkpoint_into_store", "store_name")
+_API = ("checkpoint", "checkpoint_into_store", "store_name", "checkpoint_file",
+        "checkpoint_into_store_file")
 
-__all__ = ["CheckpointError", "checkpoint", "checkpoint_into_store", "store_name"]
+__all__ = ["CheckpointError", "checkpoint", "checkpoint_into_store", "store_name",
+           "checkpoint_file", "checkpoint_into_store_file"]
 
 
 def __getattr__(name):

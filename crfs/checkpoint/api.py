@@ -9,7 +9,6 @@ import errno
 import os
 import re
 import time
-from pathlib import Path
 
 from crfs.checkpoint import procfs, via_kernel
 from crfs.checkpoint.freezer import AFTER, Freezer
@@ -33,16 +32,16 @@ def checkpoint(pid, out_path, fmt=registry.DEFAULT_FORMAT, tree=False, after="de
     SIGCONT resumes it) or "kill". `progress(done_bytes, total_bytes)` is called as the
     memory is read. `via`: "ptrace" (this process reads and writes everything), "kernel"
     (the crfs module writes the image of the stopped process, see via_kernel) or "auto"
-    (the module when it can, the default). Returns the path written; CheckpointError on
-    failure. `parent`: an image of the same process(es) in the same directory: write only
-    the pages written since (crfs.checkpoint.incremental); `track`: start tracking written
-    pages for a later --parent. `report` (a dict) receives what was done. The processes
-    are stopped only while a copy-on-write snapshot is taken (crfs.checkpoint.snapshot),
-    unless `stop` (or after="kill"): then for the whole write, as before."""
-    out_path = Path(out_path)
-    return _checkpoint(pid, fmt, tree, after, progress,
-                       lambda image, tmp: _replace(tmp, out_path), out_path.parent, via,
-                       parent, track, report, stop)
+    (the module when it can, the default). Returns the path written (a pathlib.Path);
+    CheckpointError on failure. `parent`: an image of the same process(es) in the same
+    directory: write only the pages written since (crfs.checkpoint.incremental); `track`:
+    start tracking written pages for a later --parent. `report` (a dict) receives what
+    was done. The processes are stopped only while a copy-on-write snapshot is taken
+    (crfs.checkpoint.snapshot), unless `stop` (or after="kill"): then for the whole
+    write, as before."""
+    from pathlib import Path
+    return Path(checkpoint_file(pid, out_path, fmt, tree, after, progress, via, parent,
+                                track, report, stop))
 
 
 def checkpoint_into_store(pid, store_dir, fmt=registry.DEFAULT_FORMAT, tree=False,
@@ -50,10 +49,56 @@ def checkpoint_into_store(pid, store_dir, fmt=registry.DEFAULT_FORMAT, tree=Fals
                           parent=None, track=False, report=None, stop=False):
     """As checkpoint(), into directory `store_dir` as <comm>-<pid>-<UTC time>.<fmt>; an
     existing image is never replaced (a suffix -1, -2 ... is added)."""
-    store_dir = Path(store_dir)
+    from pathlib import Path
+    return Path(checkpoint_into_store_file(pid, store_dir, fmt, tree, after, progress, via,
+                                           parent, track, report, stop))
+
+
+# The same two returning the path as the str of its pathlib.Path, for `crfs checkpoint`:
+# pathlib imports ntpath (which fails to import nt five times, a search of sys.path each),
+# urllib.parse and ipaddress, the largest part of the kernel path's start-up (issue #13).
+
+def checkpoint_file(pid, out_path, fmt=registry.DEFAULT_FORMAT, tree=False,
+                    after="detach", progress=None, via=via_kernel.DEFAULT_VIA, parent=None,
+                    track=False, report=None, stop=False):
+    """checkpoint(), the path it returns as a str."""
+    out_path = posix_path(out_path)
+    return _checkpoint(pid, fmt, tree, after, progress,
+                       lambda image, tmp: _replace(tmp, out_path), parent_dir(out_path),
+                       via, parent, track, report, stop)
+
+
+def checkpoint_into_store_file(pid, store_dir, fmt=registry.DEFAULT_FORMAT, tree=False,
+                               after="detach", progress=None, via=via_kernel.DEFAULT_VIA,
+                               parent=None, track=False, report=None, stop=False):
+    """checkpoint_into_store(), the path it returns as a str."""
+    store_dir = posix_path(store_dir)
     return _checkpoint(pid, fmt, tree, after, progress,
                        lambda image, tmp: _link_new(tmp, store_dir, store_name(image, fmt)),
                        store_dir, via, parent, track, report, stop)
+
+
+def posix_path(path):
+    """str(pathlib.PurePosixPath(path)): empty and "." parts dropped, a leading "//" kept
+    (POSIX leaves it to the system), "." for nothing."""
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(f"expected str or os.PathLike returning str, not {type(text).__name__}")
+    root = "//" if text.startswith("//") and not text.startswith("///") else \
+        "/" if text.startswith("/") else ""
+    return root + "/".join(p for p in text.split("/") if p and p != ".") or "."
+
+
+def parent_dir(path):
+    """pathlib's .parent of a posix_path()."""
+    return os.path.dirname(path) or "."
+
+
+def join_path(directory, name):
+    """pathlib's `directory / name` of a posix_path() and a plain name."""
+    if directory == ".":
+        return name
+    return directory + name if directory.endswith("/") else f"{directory}/{name}"
 
 
 def store_name(image, fmt):
@@ -322,7 +367,7 @@ def _link_new(tmp, directory, name):
     """Give the complete file `tmp` its name in the store without replacing any file."""
     stem, ext = os.path.splitext(name)
     for n in range(MAX_NAME_TRIES):
-        path = directory / (f"{stem}-{n}{ext}" if n else name)
+        path = join_path(directory, f"{stem}-{n}{ext}" if n else name)
         try:
             os.link(tmp, path)
         except FileExistsError:

@@ -9,14 +9,14 @@ import os
 import re
 
 from crfs.errors import CrfsError
-from crfs.formats.x86 import PAGE_SIZE
 from crfs.slots import SlotRecord
 
 SMALL_FILE = 64 * 1024          # stat, status, comm, auxv
 MAPS_LIMIT = 64 * 1024 * 1024   # maps and smaps of processes with very many VMAs
 MAX_TASKS = 65536               # threads of one process, processes on the system
 PAGEMAP_CHUNK = 32768           # pagemap entries per read (256 KiB)
-
+# x86_64's, as crfs.formats.x86.PAGE_SIZE (not imported: the kernel path's start-up)
+PAGE_SIZE = 4096
 
 
 class FlagsChanged(CrfsError):

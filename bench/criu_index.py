@@ -206,7 +206,9 @@ def main():
     parser.add_argument("dump")
     parser.add_argument("--entries", type=int, default=100_000)
     args = parser.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # .pyc files written and used, as an installed crfs has them
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+           "PYTHONPATH": str(ROOT)}
     dump = os.path.abspath(args.dump)
     size = sum(os.path.getsize(os.path.join(dump, n)) for n in os.listdir(dump))
     print(f"dump: {dump}, {size / 2**20:.0f} MiB")

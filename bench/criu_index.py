@@ -12,6 +12,11 @@ from spawn, peak RSS from getrusage of the child), best of 3:
             pagemap-*) with the system python3 and its protobuf (the decoder crit uses)
   floor     python3 -c pass (interpreter start-up), and `cat pages-*.img > /dev/null`
 
+then, as issue #15's target puts it, the first `ls tasks/` through a crfs mount of the
+dump's directory (a store of one image) with the dump's files cold (each one evicted with
+POSIX_FADV_DONTNEED, which needs no root for clean pages), against a cold `cat` of its
+pages files, and the daemon's peak RSS (VmHWM) against 64 MiB + 32 bytes a page;
+
 and, to see the decoders themselves, a synthetic pagemap of N entries (a sparse process:
 one page every other page) decoded by both, in-process (imports excluded).
 Reported as ratios to pycriu measured in the same run. Without pycriu (apt: criu) the
@@ -69,6 +74,52 @@ def child(argv, env=None):
 def best(argv, env=None, runs=3):
     results = [child(argv, env) for _ in range(runs)]
     return min(results, key=lambda r: r[0])
+
+
+def evict(directory):
+    """Drop the page cache of every file of `directory` (clean pages: no root needed)."""
+    for name in os.listdir(directory):
+        fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def cold_cat(dump):
+    evict(dump)
+    t = time.perf_counter()
+    subprocess.run(["sh", "-c", f"cat {dump}/pages-*.img > /dev/null"], check=True)
+    return time.perf_counter() - t
+
+
+def first_ls_mounted(dump, env, settle=0.0):
+    """(seconds of the first `ls MNT/NAME/tasks/` with the dump cold, `settle` seconds after
+    the mount appeared, the daemon's VmHWM in MiB after it) of a foreground crfs daemon
+    whose store is the dump's parent directory. At once, the ls also shares the daemon
+    with the rest of its start-up."""
+    with tempfile.TemporaryDirectory() as mnt:
+        daemon = subprocess.Popen([sys.executable, "-m", "crfs", "-f", mnt, "-o",
+                                   f"store={os.path.dirname(dump)},index_dir=off"],
+                                  env=env, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while not os.path.ismount(mnt):
+                if daemon.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("crfs did not mount")
+                time.sleep(0.05)
+            time.sleep(settle)
+            evict(dump)
+            t = time.perf_counter()
+            subprocess.run(["ls", os.path.join(mnt, os.path.basename(dump), "tasks")],
+                           check=True, stdout=subprocess.DEVNULL)
+            secs = time.perf_counter() - t
+            with open(f"/proc/{daemon.pid}/status") as f:
+                hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        finally:
+            subprocess.run(["fusermount", "-u", mnt], capture_output=True)
+            daemon.wait(timeout=60)
+    return secs, hwm / 1024
 
 
 def entry(body):
@@ -155,7 +206,9 @@ def main():
     parser.add_argument("dump")
     parser.add_argument("--entries", type=int, default=100_000)
     args = parser.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # .pyc files written and used, as an installed crfs has them
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+           "PYTHONPATH": str(ROOT)}
     dump = os.path.abspath(args.dump)
     size = sum(os.path.getsize(os.path.join(dump, n)) for n in os.listdir(dump))
     print(f"dump: {dump}, {size / 2**20:.0f} MiB")
@@ -183,6 +236,19 @@ def main():
               f"RSS {ours[1] / theirs[1]:.2f}")
     else:
         print("| pycriu | not installed (apt-get install criu) | | |")
+
+    cats = [cold_cat(dump) for _ in range(3)]
+    cat_s = sorted(cats)[1]
+    budget = 64 + 32 * int(pages) / 2**20
+    print(f"\ncold, median of 3: cat pages-*.img {cat_s:.3f} s "
+          f"({', '.join(f'{c:.3f}' for c in cats)})")
+    for settle, when in ((0.0, "as soon as the mount is up"), (0.5, "0.5 s after")):
+        lss = [first_ls_mounted(dump, env, settle) for _ in range(3)]
+        ls_s, hwm = sorted(lss)[1]
+        print(f"first ls tasks/ through a mount, {when}: {ls_s:.3f} s "
+              f"({', '.join(f'{s:.3f}' for s, _ in lss)}): {100 * ls_s / cat_s:.1f}% of the "
+              f"cat (target <= 5%); daemon peak RSS {hwm:.0f} MiB (target <= 64 MiB + "
+              f"32 B x {pages} pages = {budget:.0f} MiB)")
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "pagemap-1.img")

@@ -197,7 +197,8 @@ struct crfs_lazy_args {
 
 /*
  * The page server's side of a lazy restore (CRFS_RESTART_LAZY), asked through a /dev/crfs
- * file by the real parent of the restored process, once that process's RESTART went
+ * file by the real parent of the restored process (or, in a tree restored lazily, by an
+ * ancestor whose descendants down to it are all lazy restores), once its RESTART went
  * through (EOF on its report pipe): RANGES gives what to register and where the pages are
  * in the image; GO lends the module a reference to the userfaultfd and lets the process
  * run, after it has checked that every range is registered with that userfaultfd (else it
@@ -210,7 +211,7 @@ struct crfs_lazy_args {
  *   ESRCH	no lazy restore of @pid waits (or it is gone), or GO/DONE/FORK not in
  *		order or FORK/DONE from another file than GO's
  *   ENOSPC	FORK: CRFS_LAZY_MAX_FORKS already lent
- *   EPERM	the caller is not the process's real parent
+ *   EPERM	the caller is not the process's real parent (nor such an ancestor)
  *   EBADF	GO/FORK: @uffd is not open; EINVAL: it is not a userfaultfd, unknown @op,
  *		@__reserved not 0
  *   EFAULT	bad pointer

@@ -6,7 +6,8 @@
  * pages out (crfs_lazy_vma()). Its leader publishes a struct crfs_lazy, keyed by its pid,
  * listing those VMAs and where their pages are in the image, then, on its way back to
  * user space (after its fds were installed, which closes the restarter's report pipe),
- * sleeps until its real parent says GO (crfs_lazy_wait()). The parent, the page server,
+ * sleeps until its server says GO (crfs_lazy_wait()): its real parent, or, for the
+ * processes of a tree, the parent of the tree's root. The server
  * reads the list (CRFS_LAZY_RANGES), registers each VMA with a userfaultfd the process
  * made before RESTART (uffd ioctls act on the mm the uffd was made in, which a restore
  * keeps), and says CRFS_LAZY_GO with it. The process checks that every VMA is registered
@@ -228,31 +229,59 @@ int crfs_lazy_wait(struct crfs_lazy *l)
 	return ret;
 }
 
-/* The listed restore of pid @nr, if the caller is its real parent (lazy_lock held). */
+/* The listed restore of the process @pid, or NULL (lazy_lock held). */
+static struct crfs_lazy *listed(struct pid *pid)
+{
+	struct crfs_lazy *l;
+
+	list_for_each_entry(l, &lazy_list, node)
+		if (l->pid == pid)
+			return l;
+	return NULL;
+}
+
+/*
+ * Whether the caller may serve @task: it is its real parent, or an ancestor of which every
+ * process in between is itself a listed lazy restore (a tree restarted lazily: its server
+ * is the parent of its root). The chain ends at a process not listed (init at the latest).
+ * RCU and lazy_lock held.
+ */
+static bool serves(struct task_struct *task)
+{
+	struct task_struct *parent;
+
+	for (;;) {
+		parent = rcu_dereference(task->real_parent);
+		if (parent->tgid == current->tgid)
+			return true;
+		if (parent == task || !listed(task_tgid(parent)))
+			return false;
+		task = parent;
+	}
+}
+
+/* The listed restore of pid @nr, if the caller serves it (lazy_lock held). */
 static struct crfs_lazy *lookup(pid_t nr, int *err)
 {
 	struct task_struct *task;
 	struct crfs_lazy *l;
 	struct pid *pid;
-	bool parent;
+	bool ok;
 
 	pid = find_get_pid(nr);
 	*err = -ESRCH;
 	if (!pid)
 		return NULL;
-	list_for_each_entry(l, &lazy_list, node) {
-		if (l->pid != pid)
-			continue;
-		rcu_read_lock();
-		task = pid_task(pid, PIDTYPE_PID);
-		parent = task && rcu_dereference(task->real_parent)->tgid == current->tgid;
-		rcu_read_unlock();
-		put_pid(pid);
-		*err = parent ? 0 : task ? -EPERM : -ESRCH;
-		return parent ? l : NULL;
-	}
+	l = listed(pid);
 	put_pid(pid);
-	return NULL;
+	if (!l)
+		return NULL;
+	rcu_read_lock();
+	task = pid_task(l->pid, PIDTYPE_PID);
+	ok = task && serves(task);
+	rcu_read_unlock();
+	*err = ok ? 0 : task ? -EPERM : -ESRCH;
+	return ok ? l : NULL;
 }
 
 static int lazy_ranges(struct crfs_lazy_args *args)
@@ -434,13 +463,16 @@ static void kill_descendants(struct pid *server)
 void crfs_lazy_release(struct file *dev)
 {
 	struct crfs_lazy *l, *next;
+	struct pid *killed = NULL;
 
 	mutex_lock(&lazy_lock);
 	list_for_each_entry_safe(l, next, &lazy_list, node) {
 		if (!l->started || l->owner != dev)
 			continue;
 		kill_pid(l->pid, SIGKILL, 1);
-		kill_descendants(l->server);
+		if (l->server != killed)	/* the processes of a tree share theirs */
+			kill_descendants(l->server);
+		killed = l->server;
 		unlist(l);
 	}
 	mutex_unlock(&lazy_lock);

@@ -202,12 +202,13 @@ struct crfs_lazy_args {
  * through (EOF on its report pipe): RANGES gives what to register and where the pages are
  * in the image; GO lends the module a reference to the userfaultfd and lets the process
  * run, after it has checked that every range is registered with that userfaultfd (else it
- * is killed). From GO until DONE, the release of the /dev/crfs file that said GO (the
- * server exits or dies) kills the process first, then drops the userfaultfd: the program
- * never runs on with zero pages where its own were. FORK (after GO, by the file that said
- * it) lends the module the userfaultfd of a process the program forked, whose pages the
- * server serves too. The release kills every descendant of the server (the server is their
- * subreaper) with the process, before the userfaultfds are dropped. errno:
+ * is killed). From RANGES (of a process not yet let go) or GO until DONE, the release of
+ * the /dev/crfs file that asked (the server exits or dies) kills the process first, then
+ * drops the userfaultfd: the program never runs on with zero pages where its own were.
+ * FORK (after GO, by the file that said it) lends the module the userfaultfd of a process
+ * the program forked, whose pages the server serves too. The release kills every
+ * descendant of the server (the server is their subreaper) with the process, before the
+ * userfaultfds are dropped. errno:
  *   ESRCH	no lazy restore of @pid waits (or it is gone), or GO/DONE/FORK not in
  *		order or FORK/DONE from another file than GO's
  *   ENOSPC	FORK: CRFS_LAZY_MAX_FORKS already lent

@@ -14,11 +14,13 @@
  * with that userfaultfd, else it is killed; then it runs, and its first touch of a page
  * waits for the server's UFFDIO_COPY.
  *
- * From GO on, the module keeps a reference to the userfaultfd, and the release of the
- * /dev/crfs file that said GO (the server ends or dies) kills the process before that
- * reference is dropped: were the userfaultfd released first, its VMAs would be
- * unregistered and the program would fault in zero pages where its data was. DONE (every
- * page is in) lets the process go on without the server.
+ * From RANGES on, the release of the /dev/crfs file that asked (the server ends or dies)
+ * kills the process, with every descendant of the server: a tree whose server dies before
+ * every GO does not wait for lazy_timeout. From GO on, the module keeps a reference to the
+ * userfaultfd, and that release kills the process before the reference is dropped: were
+ * the userfaultfd released first, its VMAs would be unregistered and the program would
+ * fault in zero pages where its data was. DONE (every page is in) lets the process go on
+ * without the server.
  *
  * A fork before DONE: the server asks UFFD_FEATURE_EVENT_FORK, so the child's VMAs are
  * registered with a new userfaultfd the server receives and serves too. It lends that one
@@ -50,9 +52,9 @@ struct crfs_lazy {
 	struct kref ref;
 	struct pid *pid;		/* the restored process */
 	struct completion go;
-	struct file *owner;		/* the /dev/crfs file that said GO */
+	struct file *owner;		/* the /dev/crfs file that asked RANGES, then GO */
 	struct file *uffd;		/* from GO to DONE or the owner's release */
-	struct pid *server;		/* the process that said GO */
+	struct pid *server;		/* the process that asked them */
 	struct file *forks[CRFS_LAZY_MAX_FORKS];	/* children's userfaultfds */
 	u32 nr_forks;
 	bool listed;
@@ -284,7 +286,19 @@ static struct crfs_lazy *lookup(pid_t nr, int *err)
 	return ok ? l : NULL;
 }
 
-static int lazy_ranges(struct crfs_lazy_args *args)
+/*
+ * @dev and the caller, its server, answer for @l from now on: the release of @dev kills
+ * the process (lazy_lock held).
+ */
+static void own(struct crfs_lazy *l, struct file *dev)
+{
+	put_pid(l->server);
+	l->server = get_task_pid(current, PIDTYPE_TGID);
+	l->owner = dev;
+}
+
+/* The ranges to @args; a process not yet let go is now @dev's (a server dying before GO). */
+static int lazy_ranges(struct file *dev, struct crfs_lazy_args *args)
 {
 	struct crfs_lazy *l;
 	u32 n;
@@ -292,6 +306,8 @@ static int lazy_ranges(struct crfs_lazy_args *args)
 
 	mutex_lock(&lazy_lock);
 	l = lookup(args->pid, &ret);
+	if (l && !l->started)
+		own(l, dev);
 	if (l)
 		kref_get(&l->ref);
 	mutex_unlock(&lazy_lock);
@@ -355,8 +371,7 @@ static int lazy_go(struct file *dev, struct crfs_lazy_args *args)
 	}
 	if (l) {
 		l->uffd = uffd;
-		l->owner = dev;
-		l->server = get_task_pid(current, PIDTYPE_TGID);
+		own(l, dev);
 		l->started = true;
 		complete(&l->go);
 		uffd = NULL;
@@ -413,7 +428,7 @@ long crfs_ioctl_lazy(struct file *dev, struct crfs_lazy_args __user *uargs)
 		return -EINVAL;
 	switch (args.op) {
 	case CRFS_LAZY_RANGES:
-		ret = lazy_ranges(&args);
+		ret = lazy_ranges(dev, &args);
 		if (!ret && copy_to_user(uargs, &args, sizeof(args)))
 			ret = -EFAULT;
 		return ret;
@@ -456,9 +471,10 @@ static void kill_descendants(struct pid *server)
 }
 
 /*
- * The /dev/crfs file @dev is released: each process it said GO for and not DONE is
- * killed, with every descendant of the server (all forked from it), then its userfaultfds
- * dropped (unlist() drops the last reference but the process's own, gone by then).
+ * The /dev/crfs file @dev is released: each process it said GO for and not DONE, or asked
+ * the ranges of and not yet GO, is killed, with every descendant of the server (all forked
+ * from it: a tree and its forks), then its userfaultfds dropped (unlist() drops the last
+ * reference but the process's own, gone by then).
  */
 void crfs_lazy_release(struct file *dev)
 {
@@ -467,7 +483,7 @@ void crfs_lazy_release(struct file *dev)
 
 	mutex_lock(&lazy_lock);
 	list_for_each_entry_safe(l, next, &lazy_list, node) {
-		if (!l->started || l->owner != dev)
+		if (l->owner != dev)
 			continue;
 		kill_pid(l->pid, SIGKILL, 1);
 		if (l->server != killed)	/* the processes of a tree share theirs */

@@ -426,13 +426,15 @@ def misbehaving(manifest, how, mode="check"):
         if how == "late":
             with open(param, "w") as f:
                 f.write("1")
-        result = run(manifest, f"bad_{how}", mode, mib=16)
+        result = run(manifest, f"bad_{how}_{mode}", mode, mib=16)
     finally:
         del os.environ["CRFS_LAZY_TEST"]
         with open(param, "w") as f:
             f.write(old)
     result.pop("maps_before", None)
+    t = time.monotonic()
     result["survivors"] = survivors()
+    result["survivors_s"] = round(time.monotonic() - t, 2)    # lazy_timeout is 60 s
     return result
 
 
@@ -469,12 +471,14 @@ def step(manifest):
         except Exception as exc:    # noqa: BLE001 - reported, the test decides
             out[label] = {"error": repr(exc)}
     out["arguments"] = argument_errors()
-    for how, mode in (("exit", "check"), ("late", "check"), ("unregistered", "check"),
-                      ("nostream", "forks300")):
+    for how, mode, label in (("exit", "check", "exit"), ("late", "check", "late"),
+                             ("unregistered", "check", "unregistered"),
+                             ("nostream", "forks300", "nostream"),
+                             ("exit", "treeidle", "tree_exit")):
         try:
-            out[f"server_{how}"] = misbehaving(m, how, mode)
+            out[f"server_{label}"] = misbehaving(m, how, mode)
         except Exception as exc:    # noqa: BLE001 - reported, the test decides
-            out[f"server_{how}"] = {"error": repr(exc)}
+            out[f"server_{label}"] = {"error": repr(exc)}
     try:
         out["targets"] = restore_targets(manifest)
     except Exception as exc:    # noqa: BLE001 - reported, the test decides

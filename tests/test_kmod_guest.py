@@ -2805,6 +2805,18 @@ def test_lazy_restart_tree_dies_with_its_server(guest):
     assert run["exit"] == "killed by SIGKILL" and run["survivors"] == [], run
 
 
+def test_lazy_restart_tree_dies_with_a_server_that_dies_before_go(guest):
+    """The server of a tree dies after it asked every process's ranges, before any GO (test
+    hook "exit"): the module kills the four processes at the release of the server's
+    /dev/crfs file (RANGES made them its own), not after lazy_timeout (60 s); nothing ran,
+    nothing is left."""
+    run = _lazy(guest, "server_tree_exit")
+    assert run["checkpoint"]["rc"] == 0, run["checkpoint"]
+    assert run["first"].get("eof") and run["exit"] == "exited 7", run
+    assert not any("heap=" in x for x in run["lines"]), run["lines"][-5:]
+    assert run["survivors"] == [], run     # looked for 30 s at most: lazy_timeout is 60 s
+
+
 def test_lazy_restart_refuses_a_tree_beyond_its_bound(guest):
     """The server serves a bounded number of userfaultfds: a tree of more processes (four,
     with the bound at two through the test hook "max2") is refused before anything is

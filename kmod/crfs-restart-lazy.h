@@ -22,6 +22,16 @@
  * unregisters the ranges: untouched holes then fill with zeros as usual) with the image
  * and the device, and the restarter relays the exit status as without --lazy.
  * If the server dies, the module kills the program before the userfaultfd goes away.
+ *
+ * A tree: the root forks the others as without --lazy, and each process, once forked (a
+ * userfaultfd is bound to the mm it was made in), sends one with its pid over the same
+ * socketpair; the server takes them while the tree restores (poll on the report pipe and
+ * the socket), checks at EOF that every restored process sent one, asks every process's
+ * ranges (which makes them the device's: its release kills them), registers and lets each
+ * go, and serves them all from one loop, with what they fork. At most LAZY_MAX_PROCS
+ * processes (a larger tree is refused before anything is forked) and LAZY_MAX_MMS
+ * userfaultfds in all. DONE goes deepest first: the module lets the server ask for a
+ * process only through ancestors it still lists.
  */
 #include <linux/userfaultfd.h>
 #include <poll.h>

@@ -154,7 +154,7 @@ struct crfs_lazy_args {
 
 #define CRFS_LAZY_RANGES	1	/* copy the ranges out */
 #define CRFS_LAZY_GO		2	/* registered with @uffd: let the process run */
-#define CRFS_LAZY_DONE		3	/* every page is in: forget the process */
+#define CRFS_LAZY_DONE		3	/* every page is in: forget it (and the ended ones) */
 #define CRFS_LAZY_FORK		4	/* a fork's userfaultfd: kept until DONE, too */
 #define CRFS_LAZY_MAX_FORKS	256	/* FORKs a restore (ENOSPC beyond) */
 

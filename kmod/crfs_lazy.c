@@ -382,6 +382,27 @@ static int lazy_go(struct file *dev, struct crfs_lazy_args *args)
 	return ret;
 }
 
+/*
+ * The processes @dev let go that have ended, forgotten (lazy_lock held): reaped, their
+ * pids can no longer be named to DONE, and their server says DONE only once every page
+ * of every process it serves is in. Left listed, the release would kill the tree.
+ */
+static void forget_ended(struct file *dev)
+{
+	struct crfs_lazy *l, *next;
+	bool ended;
+
+	list_for_each_entry_safe(l, next, &lazy_list, node) {
+		if (!l->started || l->owner != dev)
+			continue;
+		rcu_read_lock();
+		ended = !pid_task(l->pid, PIDTYPE_PID);
+		rcu_read_unlock();
+		if (ended)
+			unlist(l);
+	}
+}
+
 static int lazy_done(struct file *dev, struct crfs_lazy_args *args)
 {
 	struct crfs_lazy *l;
@@ -389,8 +410,10 @@ static int lazy_done(struct file *dev, struct crfs_lazy_args *args)
 
 	mutex_lock(&lazy_lock);
 	l = lookup_served(args->pid, dev, &ret);
-	if (l)
+	if (l) {
 		unlist(l);
+		forget_ended(dev);
+	}
 	mutex_unlock(&lazy_lock);
 	return ret;
 }

@@ -320,12 +320,34 @@ def tree_killed(r, pid, image):
     return {"tree": tree, "ended": {p: gone(p) for p in tree}, "second": r.report()}
 
 
+def alive(pid):
+    """Whether `pid` runs now (not gone, not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def tree_gone(r, pid, image):
+    """The others of the tree end at once, reaped, while the server serves: resident
+    reported, the program still running after the server let its processes go; then let
+    go."""
+    second = r.report()
+    time.sleep(0.5)     # the server's close of its device, after its report
+    running = alive(pid)
+    with open(os.path.join(WORK, "stop"), "w"):
+        pass
+    return {"second": second, "program_running": running}
+
+
 def tree_cases(m, out):
     """A tree of four processes restarted --lazy: each checks its heap at once; the same
     waiting (ancestor refused, then let go); the server killed; a server bound to two
     processes (test hook "max2") refuses it before anything is forked."""
     cases = (("tree", "tree", 32, None, None), ("treeidle", "treeidle", 32, tree_served, None),
              ("treekilled", "treeidle", 48, tree_killed, None),
+             ("treegone", "treegone", 32, tree_gone, None),
              ("treemax", "tree", 16, None, "max2"))
     for label, mode, mib, during, test in cases:
         if test:

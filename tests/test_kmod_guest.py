@@ -2805,6 +2805,18 @@ def test_lazy_restart_tree_dies_with_its_server(guest):
     assert run["exit"] == "killed by SIGKILL" and run["survivors"] == [], run
 
 
+def test_lazy_restart_tree_outlives_its_ended_processes(guest):
+    """The children and grandchild of the tree end as soon as they run and are reaped, the
+    program goes on: the server finishes (DONE forgets the ended processes, whose pids can
+    no longer be named), and the program is not killed when the server lets go."""
+    run = _lazy(guest, "treegone")
+    _lazy_ran(run, "tree=ok")
+    during = run["during"]
+    assert during["second"]["stage"] == "resident", during
+    assert during["program_running"], during
+    assert "tree 0 heap=ok" in run["lines"] and run["survivors"] == [], run
+
+
 def test_lazy_restart_tree_dies_with_a_server_that_dies_before_go(guest):
     """The server of a tree dies after it asked every process's ranges, before any GO (test
     hook "exit"): the module kills the four processes at the release of the server's

@@ -28,7 +28,9 @@
  *            the others wait for; each checks every byte of its own heap ("tree N
  *            heap=ok"), each parent reaps its children, and the program says "tree=ok"
  *            if every process found its heap intact;
- *   treeidle as tree, but every process waits for WORKDIR/stop before it looks.
+ *   treeidle as tree, but every process waits for WORKDIR/stop before it looks;
+ *   treegone as treeidle, but the others end at once after the restart, each reaped by
+ *            its parent: only the program looks ("tree 0 heap=ok").
  * Then "done" and exit status 3. */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -266,7 +268,7 @@ static unsigned long tree_make(pid_t kids[2])
 static int tree_check(unsigned long n, const char *mode, pid_t kids[2])
 {
 	char who[16];
-	int bad, k;
+	int bad = 0, k;
 
 	if (n == 0) {
 		FILE *f;
@@ -279,10 +281,17 @@ static int tree_check(unsigned long n, const char *mode, pid_t kids[2])
 	}
 	while (!exists("go"))
 		usleep(1000);
-	while (!strcmp(mode, "treeidle") && !exists("stop"))
+	if (!strcmp(mode, "treegone")) {	/* the others end at once, reaped */
+		for (k = 0; k < 2; k++)
+			bad |= kids[k] > 0 && reaped(kids[k]);
+		kids[0] = kids[1] = -1;
+		if (n)
+			_exit(bad);
+	}
+	while (strcmp(mode, "tree") && !exists("stop"))
 		usleep(10000);
 	snprintf(who, sizeof(who), "tree %lu ", n);
-	bad = check_as(who);
+	bad |= check_as(who);
 	for (k = 0; k < 2; k++)
 		bad |= kids[k] > 0 && reaped(kids[k]);
 	if (n == 0)

@@ -161,8 +161,8 @@ def add_parser(sub):
     p.add_argument("--lazy", action="store_true",
                    help="let the program run before its memory is in: its anonymous pages "
                         "come on first touch and in the background from the restarter, "
-                        "which stays as its parent until they are all in (one process, "
-                        "not trees; docs/kmod.md, Lazy restart)")
+                        "which stays as its parent until they are all in (a process or a "
+                        "tree; docs/kmod.md, Lazy restart)")
     p.add_argument("--device", metavar="DEV", default=kernel.DEVICE,
                    help="the crfs device (default %(default)s)")
     p.set_defaults(func=restart, reporter="crfs restart")

@@ -22,6 +22,16 @@
  * unregisters the ranges: untouched holes then fill with zeros as usual) with the image
  * and the device, and the restarter relays the exit status as without --lazy.
  * If the server dies, the module kills the program before the userfaultfd goes away.
+ *
+ * A tree: the root forks the others as without --lazy, and each process, once forked (a
+ * userfaultfd is bound to the mm it was made in), sends one with its pid over the same
+ * socketpair; the server takes them while the tree restores (poll on the report pipe and
+ * the socket), checks at EOF that every restored process sent one, asks every process's
+ * ranges (which makes them the device's: its release kills them), registers and lets each
+ * go, and serves them all from one loop, with what they fork. At most LAZY_MAX_PROCS
+ * processes (a larger tree is refused before anything is forked) and LAZY_MAX_MMS
+ * userfaultfds in all. DONE goes deepest first: the module lets the server ask for a
+ * process only through ancestors it still lists.
  */
 #include <linux/userfaultfd.h>
 #include <poll.h>
@@ -32,7 +42,8 @@
 #define PAGE		4096UL
 #define LAZY_MSGS	64		/* uffd messages a read */
 #define LAZY_STALLED	4096		/* faults to serve, per mm */
-#define LAZY_MAX_MMS	(CRFS_LAZY_MAX_FORKS + 1)
+#define LAZY_MAX_PROCS	256		/* processes of a tree served (their userfaultfds) */
+#define LAZY_MAX_MMS	512		/* userfaultfds served: the processes' and their forks' */
 
 /* UNMAPPED: gone with its range here, but a fork racing the munmap may still map it */
 enum { PAGE_PENDING, PAGE_IN, PAGE_DROPPED, PAGE_UNMAPPED };
@@ -43,25 +54,35 @@ struct lazy_page {
 	int state;
 };
 
-/* One mm served: the restored program's, or one forked from it (UFFD_EVENT_FORK). */
+/* One mm served: a restored process's, or one forked from it (UFFD_EVENT_FORK). */
 struct lazy_mm {
 	int uffd;
+	pid_t pid;			/* the restored process it is, or descends from */
+	struct crfs_lazy_range *ranges;	/* a restored process's, until registered */
+	uint32_t nr_ranges;
+	int forked;			/* a fork's (UFFD_EVENT_FORK) */
 	struct lazy_page *pages;	/* sorted by address */
 	size_t nr, left, cursor;
 	int nr_stalled;
 	uint64_t stalled[LAZY_STALLED];	/* faults to serve */
 };
 
+/* A restored process (the program, or a process of its tree) and its userfaultfd. */
+struct lazy_proc {
+	pid_t pid;
+	int uffd;
+};
+
 static int lazy;			/* --lazy */
-static struct lazy_mm *lazy_mms[LAZY_MAX_MMS];	/* [0]: the restored program's */
-static int nr_mms, lazy_forks;
+static int lazy_sock = -1;		/* the restored processes' end: their userfaultfds */
+static struct lazy_mm *lazy_mms[LAZY_MAX_MMS];
+static struct lazy_proc lazy_procs[LAZY_MAX_PROCS];
+static int nr_mms, lazy_forks, nr_lazy_procs, lazy_max_procs = LAZY_MAX_PROCS;
 static size_t nr_lazy, lazy_faulted;
-static struct crfs_lazy_range *lazy_ranges;
-static uint32_t nr_lazy_ranges;
 static char *lazy_buf;
 static const char *lazy_map;		/* the image, mapped in this process only */
 static off_t lazy_size;
-static int lazy_image = -1, lazy_dev = -1, lazy_uffd0 = -1;
+static int lazy_image = -1, lazy_dev = -1;
 static pid_t lazy_root;
 
 /*
@@ -71,7 +92,8 @@ static pid_t lazy_root;
 static void lazy_send_uffd(int sock)
 {
 	char control[CMSG_SPACE(sizeof(int))] = { 0 };
-	struct iovec iov = { .iov_base = "u", .iov_len = 1 };
+	int32_t self = (int32_t)syscall(SYS_getpid);
+	struct iovec iov = { .iov_base = &self, .iov_len = sizeof(self) };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
 			      .msg_controllen = sizeof(control) };
 	struct uffdio_api api = {
@@ -96,26 +118,45 @@ static void lazy_send_uffd(int sock)
 	c->cmsg_type = SCM_RIGHTS;
 	c->cmsg_len = CMSG_LEN(sizeof(int));
 	memcpy(CMSG_DATA(c), &uffd, sizeof(int));
-	if (sendmsg(sock, &msg, 0) != 1)
+	if (sendmsg(sock, &msg, 0) != sizeof(self))
 		fail("lazy", errno, "cannot pass the userfaultfd on", UINT64_MAX, 0);
 	close(uffd);
 }
 
-static int lazy_recv_uffd(int sock)
+/*
+ * A restored process's userfaultfd and pid from @sock into lazy_procs[]: 1, 0 at EOF,
+ * -EAGAIN when none waits (MSG_DONTWAIT in @flags), -errno. Beyond lazy_max_procs: -E2BIG.
+ */
+static int lazy_recv_uffd(int sock, int flags)
 {
-	char control[CMSG_SPACE(sizeof(int))] = { 0 }, byte;
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
+	char control[CMSG_SPACE(sizeof(int))] = { 0 };
+	int32_t pid = 0;
+	struct iovec iov = { .iov_base = &pid, .iov_len = sizeof(pid) };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
 			      .msg_controllen = sizeof(control) };
 	struct cmsghdr *c;
+	ssize_t n;
 	int fd = -1;
 
-	if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != 1)
-		return -1;
+	n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | flags);
+	if (n < 0)
+		return errno == EINTR ? -EAGAIN : -errno;
+	if (n == 0)
+		return 0;
 	c = CMSG_FIRSTHDR(&msg);
 	if (c && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
 		memcpy(&fd, CMSG_DATA(c), sizeof(int));
-	return fd;
+	if (fd < 0 || n != sizeof(pid) || pid <= 0) {
+		if (fd >= 0)
+			close(fd);
+		return -EPROTO;
+	}
+	if (nr_lazy_procs == lazy_max_procs) {
+		close(fd);
+		return -E2BIG;
+	}
+	lazy_procs[nr_lazy_procs++] = (struct lazy_proc){ .pid = pid, .uffd = fd };
+	return 1;
 }
 
 static int by_addr(const void *a, const void *b)
@@ -157,51 +198,58 @@ static struct lazy_mm *lazy_mm_new(int uffd, size_t nr)
 	return m;
 }
 
-/* The ranges from the module, the pages to bring in, sorted by address: lazy_mms[0]. */
-static int lazy_plan(int dev, pid_t pid)
+/* The ranges of process @p from the module, its pages to bring in, sorted: a new mm. */
+static int lazy_plan(int dev, const struct lazy_proc *p)
 {
-	struct crfs_lazy_args a = { .pid = pid, .op = CRFS_LAZY_RANGES };
+	struct crfs_lazy_args a = { .pid = p->pid, .op = CRFS_LAZY_RANGES };
+	struct crfs_lazy_range *ranges;
 	struct lazy_mm *m;
 	uint32_t i;
 	uint64_t k;
-	size_t n = 0;
+	size_t n = 0, nr = 0;
 
 	if (ioctl(dev, CRFS_IOC_LAZY, &a))
 		return -errno;
-	lazy_ranges = calloc(a.nr_ranges + 1, sizeof(*lazy_ranges));
-	if (!lazy_ranges)
+	ranges = calloc(a.nr_ranges + 1, sizeof(*ranges));
+	if (!ranges)
 		return -ENOMEM;
-	a.ranges = (uintptr_t)lazy_ranges;
-	if (ioctl(dev, CRFS_IOC_LAZY, &a))
+	a.ranges = (uintptr_t)ranges;
+	if (ioctl(dev, CRFS_IOC_LAZY, &a)) {
+		free(ranges);
 		return -errno;
-	nr_lazy_ranges = a.nr_ranges;
-	for (i = 0; i < nr_lazy_ranges; i++)
-		if (lazy_ranges[i].pos >= 0)
-			nr_lazy += lazy_ranges[i].len / PAGE;
-	m = lazy_mm_new(lazy_uffd0, nr_lazy);
-	lazy_buf = aligned_alloc(PAGE, LAZY_BATCH * PAGE);
-	if (!m || !lazy_buf)
-		return -ENOMEM;
-	for (i = 0; i < nr_lazy_ranges; i++)
-		for (k = 0; lazy_ranges[i].pos >= 0 && k < lazy_ranges[i].len / PAGE; k++)
+	}
+	for (i = 0; i < a.nr_ranges; i++)
+		if (ranges[i].pos >= 0)
+			nr += ranges[i].len / PAGE;
+	m = nr_mms < LAZY_MAX_MMS ? lazy_mm_new(p->uffd, nr) : NULL;
+	if (!m) {
+		free(ranges);
+		return nr_mms < LAZY_MAX_MMS ? -ENOMEM : -ENOSPC;
+	}
+	m->pid = p->pid;
+	m->ranges = ranges;
+	m->nr_ranges = a.nr_ranges;
+	for (i = 0; i < a.nr_ranges; i++)
+		for (k = 0; ranges[i].pos >= 0 && k < ranges[i].len / PAGE; k++)
 			m->pages[n++] = (struct lazy_page){
-				.addr = lazy_ranges[i].addr + k * PAGE,
-				.pos = lazy_ranges[i].pos + (int64_t)(k * PAGE) };
+				.addr = ranges[i].addr + k * PAGE,
+				.pos = ranges[i].pos + (int64_t)(k * PAGE) };
 	qsort(m->pages, m->nr, sizeof(*m->pages), by_addr);
 	m->left = m->nr;
+	nr_lazy += nr;
 	lazy_mms[nr_mms++] = m;
 	return 0;
 }
 
 /*
- * Every VMA registered, then GO. For the tests of the module's refusals only
+ * Every VMA of @m registered, then GO. For the tests of the module's refusals only
  * (tests/guest_lazy.py), $CRFS_LAZY_TEST makes the server misbehave here: "exit" dies
  * before GO, "late" says GO after 3 s, "unregistered" says GO without registering.
  */
-static int lazy_register(int dev, pid_t pid)
+static int lazy_register(int dev, struct lazy_mm *m)
 {
 	const char *test = getenv("CRFS_LAZY_TEST");
-	struct crfs_lazy_args go = { .pid = pid, .op = CRFS_LAZY_GO, .uffd = lazy_uffd0 };
+	struct crfs_lazy_args go = { .pid = m->pid, .op = CRFS_LAZY_GO, .uffd = m->uffd };
 	struct uffdio_register reg;
 	uint32_t i;
 
@@ -209,17 +257,19 @@ static int lazy_register(int dev, pid_t pid)
 		_exit(7);
 	if (test && !strcmp(test, "late"))
 		sleep(3);
-	for (i = 0; i < nr_lazy_ranges; i++) {
+	for (i = 0; i < m->nr_ranges; i++) {
 		if (test && !strcmp(test, "unregistered"))
 			break;
-		if (lazy_ranges[i].pos != -1)
+		if (m->ranges[i].pos != -1)
 			continue;
 		reg = (struct uffdio_register){
-			.range = { lazy_ranges[i].addr, lazy_ranges[i].len },
+			.range = { m->ranges[i].addr, m->ranges[i].len },
 			.mode = UFFDIO_REGISTER_MODE_MISSING };
-		if (ioctl(lazy_uffd0, UFFDIO_REGISTER, &reg))
+		if (ioctl(m->uffd, UFFDIO_REGISTER, &reg))
 			return -errno;
 	}
+	free(m->ranges);
+	m->ranges = NULL;
 	return ioctl(dev, CRFS_IOC_LAZY, &go) ? -errno : 0;
 }
 
@@ -249,6 +299,25 @@ static void lazy_move(struct lazy_mm *m, uint64_t from, uint64_t to, uint64_t le
 }
 
 /*
+ * The userfaultfd @ufd of a fork lent to the module (CRFS_LAZY_FORK) with the restore of
+ * @pid, the process it descends from, or, that one gone, of another process of the tree.
+ */
+static int lazy_lend(pid_t pid, int ufd)
+{
+	struct crfs_lazy_args a = { .pid = pid, .op = CRFS_LAZY_FORK, .uffd = ufd };
+	int k;
+
+	if (!ioctl(lazy_dev, CRFS_IOC_LAZY, &a))
+		return 0;
+	for (k = 0; errno == ESRCH && k < nr_lazy_procs; k++) {
+		a.pid = lazy_procs[k].pid;
+		if (a.pid != pid && !ioctl(lazy_dev, CRFS_IOC_LAZY, &a))
+			return 0;
+	}
+	return -errno;	/* ENOSPC beyond CRFS_LAZY_MAX_FORKS */
+}
+
+/*
  * UFFD_EVENT_FORK: the child's VMAs are registered with @ufd (its missing pages fault
  * there). It misses what @from still misses at this event (a UFFDIO_COPY into @from
  * fails with EAGAIN from the fork's copy of the mm until the event is read), and what
@@ -258,17 +327,20 @@ static void lazy_move(struct lazy_mm *m, uint64_t from, uint64_t to, uint64_t le
  */
 static int lazy_fork(const struct lazy_mm *from, int ufd)
 {
-	struct crfs_lazy_args a = { .pid = lazy_root, .op = CRFS_LAZY_FORK, .uffd = ufd };
 	struct lazy_mm *m;
 	size_t i;
+	int ret;
 
-	if (ioctl(lazy_dev, CRFS_IOC_LAZY, &a))	/* ENOSPC beyond CRFS_LAZY_MAX_FORKS */
-		return -errno;
+	ret = lazy_lend(from->pid, ufd);
+	if (ret)
+		return ret;
 	if (nr_mms == LAZY_MAX_MMS)
 		return -ENOSPC;
 	m = lazy_mm_new(ufd, from->nr);
 	if (!m)
 		return -ENOMEM;
+	m->pid = from->pid;
+	m->forked = 1;
 	memcpy(m->pages, from->pages, from->nr * sizeof(*m->pages));
 	for (i = 0; i < m->nr; i++) {
 		if (m->pages[i].state == PAGE_UNMAPPED)
@@ -280,9 +352,33 @@ static int lazy_fork(const struct lazy_mm *from, int ufd)
 	return 0;
 }
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ	22	/* Linux 5.14 */
+#endif
+#define LAZY_POPULATE	(64UL << 20)	/* bytes a madvise() of lazy_populate() */
+
+/*
+ * A thread of the server: the image's mapping populated (its page tables filled, the file
+ * read in if it is not cached), in file order, ahead of the stream, so that the UFFDIO_COPYs
+ * of the serving thread do not fault on their source. A kernel without MADV_POPULATE_READ
+ * says EINVAL: the copies then fault as before.
+ */
+static void *lazy_populate(void *arg)
+{
+	off_t pos;
+
+	(void)arg;
+	for (pos = 0; pos < lazy_size; pos += LAZY_POPULATE)
+		if (madvise((char *)lazy_map + pos, lazy_size - pos < (off_t)LAZY_POPULATE ?
+			    (size_t)(lazy_size - pos) : LAZY_POPULATE, MADV_POPULATE_READ))
+			break;
+	return NULL;
+}
+
 /*
  * The image mapped read-only into this process (never into the program): UFFDIO_COPY
- * then copies from the page cache, once. Else pread() into lazy_buf.
+ * then copies from the page cache, once, the mapping populated by a thread once the
+ * program runs (lazy_start_populate()). Else pread() into lazy_buf.
  */
 static void lazy_map_image(void)
 {
@@ -292,10 +388,19 @@ static void lazy_map_image(void)
 	if (fstat(lazy_image, &st) || st.st_size <= 0)
 		return;
 	map = mmap(NULL, st.st_size, PROT_READ, MAP_SHARED, lazy_image, 0);
-	if (map != MAP_FAILED) {
-		lazy_map = map;
-		lazy_size = st.st_size;
-	}
+	if (map == MAP_FAILED)
+		return;
+	lazy_map = map;
+	lazy_size = st.st_size;
+}
+
+/* lazy_populate() started, once the program runs: not to compete with its restore. */
+static void lazy_start_populate(void)
+{
+	pthread_t t;
+
+	if (lazy_map && !pthread_create(&t, NULL, lazy_populate, NULL))
+		pthread_detach(t);
 }
 
 /* Where the bytes of @n pages from @pos are, or NULL (a short read: -EIO). */
@@ -487,8 +592,9 @@ static void lazy_mm_gone(int i)
 {
 	struct lazy_mm *m = lazy_mms[i];
 
-	if (m->uffd != lazy_uffd0)	/* the program's own stays open until the end */
+	if (m->forked)	/* a restored process's own stays open until the end */
 		close(m->uffd);
+	free(m->ranges);
 	free(m->pages);
 	free(m);
 	lazy_mms[i] = lazy_mms[--nr_mms];
@@ -556,13 +662,70 @@ static void lazy_report(const char *stage, int err, const char *reason)
 		perror("crfs-restart: report");
 }
 
-/* A failure before GO: the program killed, the failure reported, its end relayed. */
-static void lazy_fail_early(pid_t root, int ret)
+/* Every restored process killed: the tree's (its shared table) and those that wrote in. */
+static void lazy_kill_tree(pid_t root)
 {
+	int k;
+
 	kill(root, SIGKILL);
-	fprintf(stderr, "crfs-restart: lazy: %s\n", strerror(-ret));
-	lazy_report("lazy", -ret, "cannot register the lazy ranges");
+	for (k = 0; real_pid && k < nr_tasks; k++)
+		if (real_pid[k] > 0)
+			kill(real_pid[k], SIGKILL);
+	for (k = 0; k < nr_lazy_procs; k++)
+		kill(lazy_procs[k].pid, SIGKILL);
+}
+
+/*
+ * A failure before every GO: the tree killed, then the device closed (the module kills
+ * what the processes already let go forked), the failure reported, its end relayed.
+ */
+static void lazy_fail_early(pid_t root, int ret, const char *why)
+{
+	lazy_kill_tree(root);
+	close(lazy_dev);
+	fprintf(stderr, "crfs-restart: lazy: %s: %s\n", why, strerror(-ret));
+	lazy_report("lazy", -ret, why);
 	relay_wait(root);
+}
+
+/* How deep restored process @pid is in the image's tree (0: the root, or not found). */
+static int lazy_depth(pid_t pid)
+{
+	int k, d = 0;
+
+	for (k = 0; real_pid && k < nr_tasks && real_pid[k] != pid; k++)
+		;
+	if (!real_pid || k == nr_tasks)
+		return 0;
+	while (k > 0 && d < nr_tasks) {
+		k = parent_of[k];
+		d++;
+	}
+	return d;
+}
+
+static int deeper_first(const void *a, const void *b)
+{
+	int x = lazy_depth(((const struct lazy_proc *)a)->pid);
+	int y = lazy_depth(((const struct lazy_proc *)b)->pid);
+
+	return y - x;
+}
+
+/*
+ * DONE for every restored process, the deepest first: the module lets the server ask for a
+ * process only through ancestors it still lists (each DONE unlists one).
+ */
+static void lazy_done(void)
+{
+	struct crfs_lazy_args done = { .op = CRFS_LAZY_DONE };
+	int k;
+
+	qsort(lazy_procs, nr_lazy_procs, sizeof(lazy_procs[0]), deeper_first);
+	for (k = 0; k < nr_lazy_procs; k++) {
+		done.pid = lazy_procs[k].pid;
+		ioctl(lazy_dev, CRFS_IOC_LAZY, &done);	/* fails if it has ended: nothing to do */
+	}
 }
 
 /*
@@ -572,7 +735,6 @@ static void lazy_fail_early(pid_t root, int ret)
  */
 static void lazy_finish(pid_t root)
 {
-	struct crfs_lazy_args done = { .pid = root, .op = CRFS_LAZY_DONE };
 	const char *test = getenv("CRFS_LAZY_TEST");
 	char reason[96];
 	int ret;
@@ -584,15 +746,18 @@ static void lazy_finish(pid_t root)
 	lazy_nostream = test && !strcmp(test, "nostream");
 	ret = test && !strcmp(test, "eio") ? -EIO : lazy_loop();
 	if (ret && ret != -ESRCH) {
-		kill(root, SIGKILL);
+		lazy_kill_tree(root);
 		close(lazy_dev);
 		fprintf(stderr, "crfs-restart: lazy: %s\n", strerror(-ret));
 		lazy_report("lazy", -ret, "page server failed: program killed");
 		return;
 	}
-	ioctl(lazy_dev, CRFS_IOC_LAZY, &done);	/* fails if it has ended: nothing to do */
+	lazy_done();
 	snprintf(reason, sizeof(reason), "pid %d: %zu pages, %zu on fault, %d forks",
 		 (int)root, nr_lazy, lazy_faulted, lazy_forks);
+	if (nr_lazy_procs > 1)
+		snprintf(reason + strlen(reason), sizeof(reason) - strlen(reason),
+			 ", %d processes", nr_lazy_procs);
 	if (!ret)	/* -ESRCH: every mm is gone, it ended before */
 		lazy_report("resident", 0, reason);
 	close(lazy_dev);
@@ -618,47 +783,122 @@ static int lazy_high_fd(int dev)
 	return high;
 }
 
+/* The processes of the image that are restored (not zombies): each sends a userfaultfd. */
+static int lazy_expected(void)
+{
+	int k, n = 0;
+
+	if (nr_procs == 1)
+		return 1;
+	for (k = 0; k < nr_tasks; k++)
+		n += leader_of[k] == k && !zombie[k];
+	return n;
+}
+
 /*
- * The parent of a lazily restored @root: its report passed on (a failure), or the ranges
- * registered, GO, the pages served; then the relay's wait.
+ * The restored processes' userfaultfds taken from @sock while they restore, until the
+ * report pipe @from ends (EOF: every process restored, 0) or brings a failure (1, @r).
+ * -errno when a userfaultfd could not be taken (the tree is then killed).
+ */
+static int lazy_gather(int from, int sock, struct report *r)
+{
+	struct pollfd pfd[2] = { { .fd = from, .events = POLLIN },
+				 { .fd = sock, .events = POLLIN } };
+	int ret = 0, got = 0;
+
+	while (!pfd[0].revents) {
+		if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+			return -errno;
+		if (pfd[1].revents) {
+			got = lazy_recv_uffd(sock, MSG_DONTWAIT);
+			if (got == 0 || (got < 0 && got != -EAGAIN))
+				pfd[1].fd = -1;	/* EOF: every process restored, or a failure */
+			if (got < 0 && got != -EAGAIN && !ret)
+				ret = got;
+		}
+	}
+	if (read_full(from, r, sizeof(*r)) == sizeof(*r))
+		return 1;
+	while (!ret && (got = lazy_recv_uffd(sock, MSG_DONTWAIT)) > 0)
+		;
+	if (!ret && got < 0 && got != -EAGAIN)
+		ret = got;
+	if (!ret && nr_lazy_procs != lazy_expected())
+		ret = -EPROTO;
+	return ret;
+}
+
+/* Each restored process: its ranges, then each registered and let go. 0, or -errno. */
+static int lazy_start(int dev, const char **why)
+{
+	int k, ret = 0;
+
+	*why = "cannot get the lazy ranges";
+	for (k = 0; !ret && k < nr_lazy_procs; k++)
+		ret = lazy_plan(dev, &lazy_procs[k]);
+	if (!ret)
+		*why = "cannot register the lazy ranges";
+	for (k = 0; !ret && k < nr_mms; k++)
+		ret = lazy_register(dev, lazy_mms[k]);
+	return ret;
+}
+
+/* Test hook "max2" ($CRFS_LAZY_TEST): at most two processes served, a tree of more fails. */
+static void lazy_test_limits(void)
+{
+	const char *test = getenv("CRFS_LAZY_TEST");
+
+	if (test && !strcmp(test, "max2"))
+		lazy_max_procs = 2;
+}
+
+/*
+ * The parent of a lazily restored @root (and the tree it forks): its report passed on (a
+ * failure), or every process's ranges registered, GO, the pages served; then the relay's
+ * wait.
  */
 static void lazy_serve(pid_t root, int from, int sock, int dev, int image)
 {
+	const char *why = "a restored process sent no userfaultfd";
 	struct report r;
 	char reason[96];
-	int ret, i;
+	int ret, k;
 
 	prctl(PR_SET_DUMPABLE, 0);
 	prctl(PR_SET_CHILD_SUBREAPER, 1);	/* what it forks stays below us: see the module */
 	signal(SIGPIPE, SIG_IGN);	/* the reader may stop after "restored" */
-	lazy_uffd0 = lazy_recv_uffd(sock);
-	close(sock);
 	lazy_image = image;
 	lazy_dev = lazy_high_fd(dev);
 	dev = lazy_dev;
 	lazy_root = root;
 	lazy_map_image();
-	if (read_full(from, &r, sizeof(r)) == sizeof(r)) {
+	lazy_buf = aligned_alloc(PAGE, LAZY_BATCH * PAGE);
+	ret = lazy_gather(from, sock, &r);
+	close(sock);
+	if (ret == 1) {
 		close(dev);	/* not restored: its report passed on */
 		close(image);
 		lazy_report(r.stage, r.err, r.reason);
 		relay_wait(root);
 	}
 	close(from);
-	ret = lazy_uffd0 < 0 ? -EBADF : lazy_plan(dev, root);
+	if (ret == -E2BIG)
+		why = "more processes than --lazy serves";
 	if (!ret)
-		ret = lazy_register(dev, root);
+		ret = lazy_buf ? lazy_start(dev, &why) : -ENOMEM;
 	if (ret)
-		lazy_fail_early(root, ret);
+		lazy_fail_early(root, ret, why);
 	snprintf(reason, sizeof(reason), "pid %d", (int)root);
 	lazy_report("restored", 0, reason);
+	lazy_start_populate();
 	lazy_finish(root);
 	if (report_fd >= 0)
 		close(report_fd);
-	for (i = 0; i < nr_mms; i++)
-		if (lazy_mms[i]->uffd != lazy_uffd0)
-			close(lazy_mms[i]->uffd);
-	close(lazy_uffd0);
+	for (k = 0; k < nr_mms; k++)
+		if (lazy_mms[k]->forked)
+			close(lazy_mms[k]->uffd);
+	for (k = 0; k < nr_lazy_procs; k++)
+		close(lazy_procs[k].uffd);
 	close(image);
 	relay_wait(root);
 }

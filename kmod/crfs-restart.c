@@ -56,7 +56,8 @@
  * not in the image is the restarter's (the root's). Any other layout is refused.
  *
  * --lazy (-L): the pages of the image's private writable anonymous memory come after the
- * program runs, through userfaultfd, from this process as their server (crfs-restart-lazy.h).
+ * program runs, through userfaultfd, from this process as their server (crfs-restart-lazy.h),
+ * for every process of a tree: each sends the server a userfaultfd of its own mm.
  *
  * A process with threads in the image (tasks of one tgid) is restored by as many threads:
  * its main thread restores the leader's task after it has started one thread per other
@@ -622,10 +623,11 @@ static void root_with_image_pid(int dev, int image)
 	report_fd = link[1];
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent)
 		_exit(1);
+	if (real_pid)
+		real_pid[0] = getpid();
 	if (lazy) {
 		close(sock[0]);
-		lazy_send_uffd(sock[1]);
-		close(sock[1]);
+		lazy_sock = sock[1];	/* each process sends its userfaultfd: lazy_send_uffd() */
 		restart_flags |= CRFS_RESTART_LAZY;
 	}
 }
@@ -1552,13 +1554,16 @@ static void restart_image(int dev, int fd)
 	int ready[2] = { -1, -1 }, go[2] = { -1, -1 };
 
 	read_tree(fd);
-	if (lazy && nr_procs > 1)
-		fail("lazy", EOPNOTSUPP, "--lazy restarts one process, not a tree", UINT64_MAX,
-		     0);
-	root_with_image_pid(dev, fd);
-	outer_pgid = getpgrp();
+	lazy_test_limits();
+	if (lazy && lazy_expected() > lazy_max_procs) {
+		nr_procs = 1;	/* nothing forked yet: kill nothing */
+		fail("lazy", E2BIG, "more processes than --lazy serves", UINT64_MAX, 0);
+	}
 	if (nr_procs > 1) {
-		/* far below where the kernel puts mmaps and vdsos: no clash with the image's */
+		/*
+		 * far below where the kernel puts mmaps and vdsos: no clash with the image's;
+		 * before the root's fork, so that a lazy server shares it
+		 */
 		real_pid = mmap(TABLE_HINT, MAX_TASKS * sizeof(*real_pid), PROT_READ | PROT_WRITE,
 				MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 		if (real_pid == MAP_FAILED) {
@@ -1567,6 +1572,8 @@ static void restart_image(int dev, int fd)
 		}
 		real_pid[0] = getpid();
 	}
+	root_with_image_pid(dev, fd);
+	outer_pgid = getpgrp();
 	enter_session();
 	if (nr_procs > 1) {
 		if (pipe2(ready, O_CLOEXEC) || pipe2(go, O_CLOEXEC))
@@ -1575,6 +1582,11 @@ static void restart_image(int dev, int fd)
 	make_unix_sockets(fd);	/* by the root, for all: crfs-restart-unix.h */
 	if (nr_procs > 1)
 		fork_tree(ready, go);
+	if (lazy_sock >= 0) {	/* each process its own: a userfaultfd is bound to its mm */
+		lazy_send_uffd(lazy_sock);
+		close(lazy_sock);
+		lazy_sock = -1;
+	}
 	make_anon_files(fd);
 	hand_unix_sockets();
 	place_vdso(image_vdso(fd, task_index));

@@ -154,7 +154,7 @@ struct crfs_lazy_args {
 
 #define CRFS_LAZY_RANGES	1	/* copy the ranges out */
 #define CRFS_LAZY_GO		2	/* registered with @uffd: let the process run */
-#define CRFS_LAZY_DONE		3	/* every page is in: forget the process */
+#define CRFS_LAZY_DONE		3	/* every page is in: forget it (and the ended ones) */
 #define CRFS_LAZY_FORK		4	/* a fork's userfaultfd: kept until DONE, too */
 #define CRFS_LAZY_MAX_FORKS	256	/* FORKs a restore (ENOSPC beyond) */
 
@@ -197,20 +197,22 @@ struct crfs_lazy_args {
 
 /*
  * The page server's side of a lazy restore (CRFS_RESTART_LAZY), asked through a /dev/crfs
- * file by the real parent of the restored process, once that process's RESTART went
+ * file by the real parent of the restored process (or, in a tree restored lazily, by an
+ * ancestor whose descendants down to it are all lazy restores), once its RESTART went
  * through (EOF on its report pipe): RANGES gives what to register and where the pages are
  * in the image; GO lends the module a reference to the userfaultfd and lets the process
  * run, after it has checked that every range is registered with that userfaultfd (else it
- * is killed). From GO until DONE, the release of the /dev/crfs file that said GO (the
- * server exits or dies) kills the process first, then drops the userfaultfd: the program
- * never runs on with zero pages where its own were. FORK (after GO, by the file that said
- * it) lends the module the userfaultfd of a process the program forked, whose pages the
- * server serves too. The release kills every descendant of the server (the server is their
- * subreaper) with the process, before the userfaultfds are dropped. errno:
+ * is killed). From RANGES (of a process not yet let go) or GO until DONE, the release of
+ * the /dev/crfs file that asked (the server exits or dies) kills the process first, then
+ * drops the userfaultfd: the program never runs on with zero pages where its own were.
+ * FORK (after GO, by the file that said it) lends the module the userfaultfd of a process
+ * the program forked, whose pages the server serves too. The release kills every
+ * descendant of the server (the server is their subreaper) with the process, before the
+ * userfaultfds are dropped. errno:
  *   ESRCH	no lazy restore of @pid waits (or it is gone), or GO/DONE/FORK not in
  *		order or FORK/DONE from another file than GO's
  *   ENOSPC	FORK: CRFS_LAZY_MAX_FORKS already lent
- *   EPERM	the caller is not the process's real parent
+ *   EPERM	the caller is not the process's real parent (nor such an ancestor)
  *   EBADF	GO/FORK: @uffd is not open; EINVAL: it is not a userfaultfd, unknown @op,
  *		@__reserved not 0
  *   EFAULT	bad pointer

@@ -6,18 +6,21 @@
  * pages out (crfs_lazy_vma()). Its leader publishes a struct crfs_lazy, keyed by its pid,
  * listing those VMAs and where their pages are in the image, then, on its way back to
  * user space (after its fds were installed, which closes the restarter's report pipe),
- * sleeps until its real parent says GO (crfs_lazy_wait()). The parent, the page server,
+ * sleeps until its server says GO (crfs_lazy_wait()): its real parent, or, for the
+ * processes of a tree, the parent of the tree's root. The server
  * reads the list (CRFS_LAZY_RANGES), registers each VMA with a userfaultfd the process
  * made before RESTART (uffd ioctls act on the mm the uffd was made in, which a restore
  * keeps), and says CRFS_LAZY_GO with it. The process checks that every VMA is registered
  * with that userfaultfd, else it is killed; then it runs, and its first touch of a page
  * waits for the server's UFFDIO_COPY.
  *
- * From GO on, the module keeps a reference to the userfaultfd, and the release of the
- * /dev/crfs file that said GO (the server ends or dies) kills the process before that
- * reference is dropped: were the userfaultfd released first, its VMAs would be
- * unregistered and the program would fault in zero pages where its data was. DONE (every
- * page is in) lets the process go on without the server.
+ * From RANGES on, the release of the /dev/crfs file that asked (the server ends or dies)
+ * kills the process, with every descendant of the server: a tree whose server dies before
+ * every GO does not wait for lazy_timeout. From GO on, the module keeps a reference to the
+ * userfaultfd, and that release kills the process before the reference is dropped: were
+ * the userfaultfd released first, its VMAs would be unregistered and the program would
+ * fault in zero pages where its data was. DONE (every page is in) lets the process go on
+ * without the server.
  *
  * A fork before DONE: the server asks UFFD_FEATURE_EVENT_FORK, so the child's VMAs are
  * registered with a new userfaultfd the server receives and serves too. It lends that one
@@ -49,9 +52,9 @@ struct crfs_lazy {
 	struct kref ref;
 	struct pid *pid;		/* the restored process */
 	struct completion go;
-	struct file *owner;		/* the /dev/crfs file that said GO */
+	struct file *owner;		/* the /dev/crfs file that asked RANGES, then GO */
 	struct file *uffd;		/* from GO to DONE or the owner's release */
-	struct pid *server;		/* the process that said GO */
+	struct pid *server;		/* the process that asked them */
 	struct file *forks[CRFS_LAZY_MAX_FORKS];	/* children's userfaultfds */
 	u32 nr_forks;
 	bool listed;
@@ -228,34 +231,74 @@ int crfs_lazy_wait(struct crfs_lazy *l)
 	return ret;
 }
 
-/* The listed restore of pid @nr, if the caller is its real parent (lazy_lock held). */
+/* The listed restore of the process @pid, or NULL (lazy_lock held). */
+static struct crfs_lazy *listed(struct pid *pid)
+{
+	struct crfs_lazy *l;
+
+	list_for_each_entry(l, &lazy_list, node)
+		if (l->pid == pid)
+			return l;
+	return NULL;
+}
+
+/*
+ * Whether the caller may serve @task: it is its real parent, or an ancestor of which every
+ * process in between is itself a listed lazy restore (a tree restarted lazily: its server
+ * is the parent of its root). The chain ends at a process not listed (init at the latest).
+ * RCU and lazy_lock held.
+ */
+static bool serves(struct task_struct *task)
+{
+	struct task_struct *parent;
+
+	for (;;) {
+		parent = rcu_dereference(task->real_parent);
+		if (parent->tgid == current->tgid)
+			return true;
+		if (parent == task || !listed(task_tgid(parent)))
+			return false;
+		task = parent;
+	}
+}
+
+/* The listed restore of pid @nr, if the caller serves it (lazy_lock held). */
 static struct crfs_lazy *lookup(pid_t nr, int *err)
 {
 	struct task_struct *task;
 	struct crfs_lazy *l;
 	struct pid *pid;
-	bool parent;
+	bool ok;
 
 	pid = find_get_pid(nr);
 	*err = -ESRCH;
 	if (!pid)
 		return NULL;
-	list_for_each_entry(l, &lazy_list, node) {
-		if (l->pid != pid)
-			continue;
-		rcu_read_lock();
-		task = pid_task(pid, PIDTYPE_PID);
-		parent = task && rcu_dereference(task->real_parent)->tgid == current->tgid;
-		rcu_read_unlock();
-		put_pid(pid);
-		*err = parent ? 0 : task ? -EPERM : -ESRCH;
-		return parent ? l : NULL;
-	}
+	l = listed(pid);
 	put_pid(pid);
-	return NULL;
+	if (!l)
+		return NULL;
+	rcu_read_lock();
+	task = pid_task(l->pid, PIDTYPE_PID);
+	ok = task && serves(task);
+	rcu_read_unlock();
+	*err = ok ? 0 : task ? -EPERM : -ESRCH;
+	return ok ? l : NULL;
 }
 
-static int lazy_ranges(struct crfs_lazy_args *args)
+/*
+ * @dev and the caller, its server, answer for @l from now on: the release of @dev kills
+ * the process (lazy_lock held).
+ */
+static void own(struct crfs_lazy *l, struct file *dev)
+{
+	put_pid(l->server);
+	l->server = get_task_pid(current, PIDTYPE_TGID);
+	l->owner = dev;
+}
+
+/* The ranges to @args; a process not yet let go is now @dev's (a server dying before GO). */
+static int lazy_ranges(struct file *dev, struct crfs_lazy_args *args)
 {
 	struct crfs_lazy *l;
 	u32 n;
@@ -263,6 +306,8 @@ static int lazy_ranges(struct crfs_lazy_args *args)
 
 	mutex_lock(&lazy_lock);
 	l = lookup(args->pid, &ret);
+	if (l && !l->started)
+		own(l, dev);
 	if (l)
 		kref_get(&l->ref);
 	mutex_unlock(&lazy_lock);
@@ -326,8 +371,7 @@ static int lazy_go(struct file *dev, struct crfs_lazy_args *args)
 	}
 	if (l) {
 		l->uffd = uffd;
-		l->owner = dev;
-		l->server = get_task_pid(current, PIDTYPE_TGID);
+		own(l, dev);
 		l->started = true;
 		complete(&l->go);
 		uffd = NULL;
@@ -338,6 +382,27 @@ static int lazy_go(struct file *dev, struct crfs_lazy_args *args)
 	return ret;
 }
 
+/*
+ * The processes @dev let go that have ended, forgotten (lazy_lock held): reaped, their
+ * pids can no longer be named to DONE, and their server says DONE only once every page
+ * of every process it serves is in. Left listed, the release would kill the tree.
+ */
+static void forget_ended(struct file *dev)
+{
+	struct crfs_lazy *l, *next;
+	bool ended;
+
+	list_for_each_entry_safe(l, next, &lazy_list, node) {
+		if (!l->started || l->owner != dev)
+			continue;
+		rcu_read_lock();
+		ended = !pid_task(l->pid, PIDTYPE_PID);
+		rcu_read_unlock();
+		if (ended)
+			unlist(l);
+	}
+}
+
 static int lazy_done(struct file *dev, struct crfs_lazy_args *args)
 {
 	struct crfs_lazy *l;
@@ -345,8 +410,10 @@ static int lazy_done(struct file *dev, struct crfs_lazy_args *args)
 
 	mutex_lock(&lazy_lock);
 	l = lookup_served(args->pid, dev, &ret);
-	if (l)
+	if (l) {
 		unlist(l);
+		forget_ended(dev);
+	}
 	mutex_unlock(&lazy_lock);
 	return ret;
 }
@@ -384,7 +451,7 @@ long crfs_ioctl_lazy(struct file *dev, struct crfs_lazy_args __user *uargs)
 		return -EINVAL;
 	switch (args.op) {
 	case CRFS_LAZY_RANGES:
-		ret = lazy_ranges(&args);
+		ret = lazy_ranges(dev, &args);
 		if (!ret && copy_to_user(uargs, &args, sizeof(args)))
 			ret = -EFAULT;
 		return ret;
@@ -427,20 +494,24 @@ static void kill_descendants(struct pid *server)
 }
 
 /*
- * The /dev/crfs file @dev is released: each process it said GO for and not DONE is
- * killed, with every descendant of the server (all forked from it), then its userfaultfds
- * dropped (unlist() drops the last reference but the process's own, gone by then).
+ * The /dev/crfs file @dev is released: each process it said GO for and not DONE, or asked
+ * the ranges of and not yet GO, is killed, with every descendant of the server (all forked
+ * from it: a tree and its forks), then its userfaultfds dropped (unlist() drops the last
+ * reference but the process's own, gone by then).
  */
 void crfs_lazy_release(struct file *dev)
 {
 	struct crfs_lazy *l, *next;
+	struct pid *killed = NULL;
 
 	mutex_lock(&lazy_lock);
 	list_for_each_entry_safe(l, next, &lazy_list, node) {
-		if (!l->started || l->owner != dev)
+		if (l->owner != dev)
 			continue;
 		kill_pid(l->pid, SIGKILL, 1);
-		kill_descendants(l->server);
+		if (l->server != killed)	/* the processes of a tree share theirs */
+			kill_descendants(l->server);
+		killed = l->server;
 		unlist(l);
 	}
 	mutex_unlock(&lazy_lock);

@@ -6,7 +6,8 @@ restarter, which stays as the page server (docs/kmod.md, "Lazy restart"). Cases:
 byte checked; two threads faulting at once; a fork (and a fork of the child) at once,
 each process checking every byte; the server killed after such a fork; madvise(DONTNEED), munmap and mremap before
 the pages arrive; the image deleted as soon as the program runs; the server killed while
-pages are still to come; a tree refused. Runs inside the guest; decides nothing.
+pages are still to come; a tree of four processes served, its server killed, a tree beyond
+the server's bound refused. Runs inside the guest; decides nothing.
 """
 
 import ctypes
@@ -51,9 +52,10 @@ def maps_of(pid):
         return [(p[0], p[1], p[5] if len(p) > 5 else "") for p in (ln.split() for ln in f)]
 
 
-def checkpoint(proc, image):
+def checkpoint(proc, image, tree=False):
     ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "-o", image,
-                         "--kill"], capture_output=True, text=True, timeout=300)
+                         "--kill", *(["--tree"] if tree else [])],
+                        capture_output=True, text=True, timeout=300)
     proc.wait(timeout=60)
     return {"rc": ck.returncode, "stderr": ck.stderr[-2000:]}
 
@@ -101,8 +103,8 @@ def pid_of(report):
 
 
 def run(manifest, label, mode, mib=64, lazy=True, during=None):
-    """lazy_target MODE checkpointed, restarted (lazily), `during(restart, pid, image)`
-    called once it runs; its reports, exit, output."""
+    """lazy_target MODE checkpointed (with --tree for the tree modes), restarted (lazily),
+    `during(restart, pid, image)` called once it runs; its reports, exit, output."""
     exe = manifest["lazy_target"]
     out_path = os.path.join(WORK, f"{label}.out")
     image = os.path.join(WORK, f"{label}.img")
@@ -111,7 +113,7 @@ def run(manifest, label, mode, mib=64, lazy=True, during=None):
             os.unlink(os.path.join(WORK, name))
     proc, _ = start(exe, mode, mib, out_path)
     result = {"maps_before": maps_of(proc.pid)}
-    result["checkpoint"] = checkpoint(proc, image)
+    result["checkpoint"] = checkpoint(proc, image, tree=mode.startswith("tree"))
     if result["checkpoint"]["rc"]:
         return result
     r = Restart(manifest["restarter"], image, out_path, lazy)
@@ -279,23 +281,86 @@ def through_mount(m, label, env=None):
     return result
 
 
-def tree_refused(manifest):
-    """tree_target restarted --lazy: refused before anything is forked."""
-    from guest_files import restart, outcome    # noqa: E402 - guest-side helper
-    exe = os.path.join(WORK, "tree_target")
-    shutil.copy(manifest["tree_target"], exe)
-    out_path = os.path.join(WORK, "tree.out")
-    with open(out_path, "w") as out:
-        proc = subprocess.Popen(["setarch", "-R", exe, "100000"],
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    time.sleep(1.0)
-    image = os.path.join(WORK, "tree.img")
-    ck = subprocess.run([sys.executable, "-m", "crfs", "checkpoint", str(proc.pid), "--tree",
-                         "-o", image, "--kill"], capture_output=True, text=True, timeout=300)
-    proc.wait(timeout=60)
-    if ck.returncode:
-        return {"checkpoint": ck.stderr[-2000:]}
-    return outcome(restart(image, manifest["restarter"], out_path + ".r", ("--lazy",)))
+def descendants(pid):
+    """The pids of the live processes below `pid` (gone or zombie ones left out)."""
+    children = {}
+    for p in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] not in ("Z", "X"):
+            children.setdefault(int(fields[1]), []).append(int(p))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return sorted(out)
+
+
+def tree_served(r, pid, image):
+    """The tree restored (every process waiting for WORKDIR/stop): its processes below the
+    server; RANGES of a child of the program asked by this process (an ancestor, but the
+    server between is not a restored process: EPERM); then let go, the second report."""
+    tree = descendants(r.proc.pid)
+    child = next((p for p in tree if p != pid), None)
+    not_server = lazy_ioctl(child, kernel.LAZY_RANGES, room=4) if child else None
+    with open(os.path.join(WORK, "stop"), "w"):
+        pass
+    return {"tree": tree, "not_server": not_server, "second": r.report()}
+
+
+def tree_killed(r, pid, image):
+    """The server killed as soon as the tree runs (pages still to come in each process):
+    every process of the tree ends, nothing hangs."""
+    tree = descendants(r.proc.pid)
+    os.kill(r.proc.pid, signal.SIGKILL)
+    return {"tree": tree, "ended": {p: gone(p) for p in tree}, "second": r.report()}
+
+
+def alive(pid):
+    """Whether `pid` runs now (not gone, not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def tree_gone(r, pid, image):
+    """The others of the tree end at once, reaped, while the server serves: resident
+    reported, the program still running after the server let its processes go; then let
+    go."""
+    second = r.report()
+    time.sleep(0.5)     # the server's close of its device, after its report
+    running = alive(pid)
+    with open(os.path.join(WORK, "stop"), "w"):
+        pass
+    return {"second": second, "program_running": running}
+
+
+def tree_cases(m, out):
+    """A tree of four processes restarted --lazy: each checks its heap at once; the same
+    waiting (ancestor refused, then let go); the server killed; a server bound to two
+    processes (test hook "max2") refuses it before anything is forked."""
+    cases = (("tree", "tree", 32, None, None), ("treeidle", "treeidle", 32, tree_served, None),
+             ("treekilled", "treeidle", 48, tree_killed, None),
+             ("treegone", "treegone", 32, tree_gone, None),
+             ("treemax", "tree", 16, None, "max2"))
+    for label, mode, mib, during, test in cases:
+        if test:
+            os.environ["CRFS_LAZY_TEST"] = test
+        try:
+            out[label] = run(m, label, mode, mib=mib, during=during)
+        except Exception as exc:    # noqa: BLE001 - reported, the test decides
+            with open(os.path.join(WORK, f"{label}.out")) as f:
+                out[label] = {"error": repr(exc), "lines": f.read().splitlines()[-20:]}
+        finally:
+            os.environ.pop("CRFS_LAZY_TEST", None)
+        out[label].pop("maps_before", None)
+        out[label]["survivors"] = survivors()
 
 
 def unprivileged_refused(restarter, image, allowed="0"):
@@ -383,13 +448,15 @@ def misbehaving(manifest, how, mode="check"):
         if how == "late":
             with open(param, "w") as f:
                 f.write("1")
-        result = run(manifest, f"bad_{how}", mode, mib=16)
+        result = run(manifest, f"bad_{how}_{mode}", mode, mib=16)
     finally:
         del os.environ["CRFS_LAZY_TEST"]
         with open(param, "w") as f:
             f.write(old)
     result.pop("maps_before", None)
+    t = time.monotonic()
     result["survivors"] = survivors()
+    result["survivors_s"] = round(time.monotonic() - t, 2)    # lazy_timeout is 60 s
     return result
 
 
@@ -426,12 +493,14 @@ def step(manifest):
         except Exception as exc:    # noqa: BLE001 - reported, the test decides
             out[label] = {"error": repr(exc)}
     out["arguments"] = argument_errors()
-    for how, mode in (("exit", "check"), ("late", "check"), ("unregistered", "check"),
-                      ("nostream", "forks300")):
+    for how, mode, label in (("exit", "check", "exit"), ("late", "check", "late"),
+                             ("unregistered", "check", "unregistered"),
+                             ("nostream", "forks300", "nostream"),
+                             ("exit", "treeidle", "tree_exit")):
         try:
-            out[f"server_{how}"] = misbehaving(m, how, mode)
+            out[f"server_{label}"] = misbehaving(m, how, mode)
         except Exception as exc:    # noqa: BLE001 - reported, the test decides
-            out[f"server_{how}"] = {"error": repr(exc)}
+            out[f"server_{label}"] = {"error": repr(exc)}
     try:
         out["targets"] = restore_targets(manifest)
     except Exception as exc:    # noqa: BLE001 - reported, the test decides
@@ -445,8 +514,5 @@ def step(manifest):
                                                   os.path.join(WORK, "check.img"), "1")
     except Exception as exc:    # noqa: BLE001 - reported, the test decides
         out["nobody_fork"] = {"error": repr(exc)}
-    try:
-        out["tree"] = tree_refused(m)
-    except Exception as exc:    # noqa: BLE001 - reported, the test decides
-        out["tree"] = {"error": repr(exc)}
+    tree_cases(m, out)
     return out

@@ -1561,16 +1561,8 @@ KNOWN_FAILING_VIA_KERNEL = {
 }
 KNOWN_FAILING_BY_CP = {
 }
-# --via kernel + crfs-restart --lazy (2026-12-05: the 43 one-process programs pass): as
-# --via kernel, and the images of process trees refused
-LAZY_TREE = "restart: lazy: task 0: --lazy restarts one process, not a tree"
-KNOWN_FAILING_LAZY = {
-    **KNOWN_FAILING_VIA_KERNEL,
-    **{name: LAZY_TREE for name in (
-        "cow00", "cow01", "vdso02", "pstree", "zombie00", "wait00", "pdeath_sig", "stopped",
-        "stopped01", "sigpending", "fd", "file_shared", "file_fown", "pipe00", "fifo_wronly",
-        "caps00", "xids00", "seccomp_strict", "seccomp_filter", "memfd01")},
-}
+# --via kernel + crfs-restart --lazy: as --via kernel (process trees served too)
+KNOWN_FAILING_LAZY = dict(KNOWN_FAILING_VIA_KERNEL)
 # criu dump + crfs convert + crfs-restart (2026-12-05: 60/63): what the restart does not
 # restore for any way, and what a criu dump does not carry
 KNOWN_FAILING_CRIU = {
@@ -2771,10 +2763,79 @@ def test_lazy_restart_through_a_mount_shows_a_page_server_failure(guest):
     assert "heap=ok" not in run["lines"] and run["survivors"] == [], run
 
 
-def test_lazy_restart_refuses_a_tree(guest):
-    """--lazy restarts one process: an image of a tree is refused, nothing forked."""
-    refused = _lazy(guest, "tree")
-    assert refused["errno"] == "EOPNOTSUPP" and "not a tree" in refused["msg"], refused
+def test_lazy_restart_serves_a_tree(guest):
+    """A tree of four processes (the program, two children, a grandchild), each with a
+    heap of its own pattern, restarted --lazy: each process has its own userfaultfd,
+    served by the one server; each checks every byte at once; resident reported once
+    every page of the four is in; nothing left."""
+    run = _lazy(guest, "tree")
+    _lazy_ran(run, "tree=ok")
+    for n in range(4):
+        assert f"tree {n} heap=ok" in run["lines"], run["lines"][-10:]
+    second = run["second"]
+    assert second["stage"] == "resident" and second["reason"].endswith(", 4 processes"), second
+    pages = int(second["reason"].split(": ")[1].split()[0])
+    assert pages >= 4 * 32 * 256 * 15 // 16, second
+    assert run["survivors"] == [], run
+
+
+def test_lazy_restart_of_a_tree_is_served_by_its_server_only(guest):
+    """The tree restored and waiting: its four processes are below the server; a process
+    above the server (an ancestor of the tree, but not its server) is refused the ranges
+    of a child (EPERM); let go, every process finds its heap intact."""
+    run = _lazy(guest, "treeidle")
+    _lazy_ran(run, "tree=ok")
+    during = run["during"]
+    assert len(during["tree"]) == 4 and during["not_server"] == "EPERM", during
+    assert during["second"]["stage"] == "resident", during
+    assert run["survivors"] == [], run
+
+
+def test_lazy_restart_tree_dies_with_its_server(guest):
+    """The server of a tree killed while pages are still to come in its processes: every
+    process of the tree ends (the module kills the server's descendants before any
+    userfaultfd goes), nothing hangs, nothing is left."""
+    run = _lazy(guest, "treekilled")
+    during = run["during"]
+    assert len(during["tree"]) == 4 and all(during["ended"].values()), during
+    assert during["second"].get("eof"), during
+    assert "tree=ok" not in run["lines"], run["lines"][-5:]
+    assert run["exit"] == "killed by SIGKILL" and run["survivors"] == [], run
+
+
+def test_lazy_restart_tree_outlives_its_ended_processes(guest):
+    """The children and grandchild of the tree end as soon as they run and are reaped, the
+    program goes on: the server finishes (DONE forgets the ended processes, whose pids can
+    no longer be named), and the program is not killed when the server lets go."""
+    run = _lazy(guest, "treegone")
+    _lazy_ran(run, "tree=ok")
+    during = run["during"]
+    assert during["second"]["stage"] == "resident", during
+    assert during["program_running"], during
+    assert "tree 0 heap=ok" in run["lines"] and run["survivors"] == [], run
+
+
+def test_lazy_restart_tree_dies_with_a_server_that_dies_before_go(guest):
+    """The server of a tree dies after it asked every process's ranges, before any GO (test
+    hook "exit"): the module kills the four processes at the release of the server's
+    /dev/crfs file (RANGES made them its own), not after lazy_timeout (60 s); nothing ran,
+    nothing is left."""
+    run = _lazy(guest, "server_tree_exit")
+    assert run["checkpoint"]["rc"] == 0, run["checkpoint"]
+    assert run["first"].get("eof") and run["exit"] == "exited 7", run
+    assert not any("heap=" in x for x in run["lines"]), run["lines"][-5:]
+    assert run["survivors"] == [], run     # looked for 30 s at most: lazy_timeout is 60 s
+
+
+def test_lazy_restart_refuses_a_tree_beyond_its_bound(guest):
+    """The server serves a bounded number of userfaultfds: a tree of more processes (four,
+    with the bound at two through the test hook "max2") is refused before anything is
+    forked, E2BIG, stage lazy."""
+    run = _lazy(guest, "treemax")
+    first = run["first"]
+    assert first.get("errno") == errno.E2BIG and first["stage"] == "lazy", run
+    assert "more processes than --lazy serves" in first["reason"], first
+    assert run["exit"] == "exited 1" and run["survivors"] == [], run
 
 
 def test_lazy_restart_without_userfaultfd_rights_is_refused(guest):

@@ -20,7 +20,17 @@
  *            parents after their child ended well: "fork=ok";
  *   forkidle forks at once, the child says "child PID"; both then do as idle;
  *   forks300 forks 300 children one after the other, each exiting at once: "forks=ok",
- *            then checks as check.
+ *            then checks as check;
+ *   tree     a tree, made before "ready": the program forks two children, the first a
+ *            grandchild; each rewrites its heap with a pattern of its own (process N of
+ *            0-3: the program 0, the children 1 and 2, the grandchild 3), and prints
+ *            "tree N pid PID". After the restart the program creates WORKDIR/go, which
+ *            the others wait for; each checks every byte of its own heap ("tree N
+ *            heap=ok"), each parent reaps its children, and the program says "tree=ok"
+ *            if every process found its heap intact;
+ *   treeidle as tree, but every process waits for WORKDIR/stop before it looks;
+ *   treegone as treeidle, but the others end at once after the restart, each reaped by
+ *            its parent: only the program looks ("tree 0 heap=ok").
  * Then "done" and exit status 3. */
 #define _GNU_SOURCE
 #include <pthread.h>
@@ -44,9 +54,11 @@ static int hole(size_t i)
 	return i % 16 == 15;
 }
 
+static unsigned long seed;		/* tree: the process's own pattern */
+
 static unsigned long word(size_t i, size_t k)
 {
-	return (i * 2654435761UL) ^ (k * 40503UL) ^ 0x5a5a5a5a5a5a5a5aUL;
+	return (i * 2654435761UL) ^ (k * 40503UL) ^ 0x5a5a5a5a5a5a5a5aUL ^ (seed << 56);
 }
 
 static void fill(size_t i)
@@ -200,6 +212,93 @@ static void fork_mode(void)
 	printf("fork=%s\n", bad | reaped(child) ? "bad" : "ok");
 }
 
+/* Tree process @n: its own pattern written, said, told on @ready; the pipe closed. */
+static void tree_fill(unsigned long n, int ready[2])
+{
+	size_t i;
+
+	seed = n;
+	for (i = 0; i < pages; i++)
+		if (!hole(i))
+			fill(i);
+	printf("tree %lu pid %d\n", n, getpid());
+	if (write(ready[1], "r", 1) != 1)
+		_exit(2);
+	close(ready[0]);
+	close(ready[1]);
+}
+
+/* The tree made (tree, treeidle): the program's number, 0, or its child's. */
+static unsigned long tree_make(pid_t kids[2])
+{
+	int ready[2];
+	char c;
+	int got;
+
+	kids[0] = kids[1] = -1;
+	if (pipe(ready))
+		exit(2);
+	kids[0] = fork();
+	if (kids[0] == 0) {
+		kids[0] = fork();	/* the grandchild */
+		if (kids[0] == 0) {
+			kids[0] = -1;
+			tree_fill(3, ready);
+			return 3;
+		}
+		tree_fill(1, ready);
+		return 1;
+	}
+	kids[1] = fork();
+	if (kids[1] == 0) {
+		kids[0] = kids[1] = -1;
+		tree_fill(2, ready);
+		return 2;
+	}
+	close(ready[1]);
+	for (got = 0; got < 3; got++)	/* a byte from each */
+		if (read(ready[0], &c, 1) != 1)
+			exit(2);
+	close(ready[0]);
+	seed = 0;
+	return 0;
+}
+
+/* After the restart: process @n checks its heap, reaps its children; exit status. */
+static int tree_check(unsigned long n, const char *mode, pid_t kids[2])
+{
+	char who[16];
+	int bad = 0, k;
+
+	if (n == 0) {
+		FILE *f;
+		char path[4096];
+
+		snprintf(path, sizeof(path), "%s/go", work);
+		f = fopen(path, "w");
+		if (f)
+			fclose(f);
+	}
+	while (!exists("go"))
+		usleep(1000);
+	if (!strcmp(mode, "treegone")) {	/* the others end at once, reaped */
+		for (k = 0; k < 2; k++)
+			bad |= kids[k] > 0 && reaped(kids[k]);
+		kids[0] = kids[1] = -1;
+		if (n)
+			_exit(bad);
+	}
+	while (strcmp(mode, "tree") && !exists("stop"))
+		usleep(10000);
+	snprintf(who, sizeof(who), "tree %lu ", n);
+	bad |= check_as(who);
+	for (k = 0; k < 2; k++)
+		bad |= kids[k] > 0 && reaped(kids[k]);
+	if (n == 0)
+		printf("tree=%s\n", bad ? "bad" : "ok");
+	return bad;
+}
+
 int main(int argc, char **argv)
 {
 	pid_t parent = getppid();
@@ -220,6 +319,20 @@ int main(int argc, char **argv)
 		if (!hole(i))
 			fill(i);
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (!strncmp(mode, "tree", 4)) {
+		pid_t kids[2];
+		unsigned long n = tree_make(kids);
+
+		if (n == 0)
+			printf("ready %d\n", getpid());
+		while (n == 0 && getppid() == parent && !exists("go"))
+			usleep(1000);
+		bad = tree_check(n, mode, kids);
+		if (n)
+			_exit(bad);
+		printf("done\n");
+		return 3;
+	}
 	printf("ready %d\n", getpid());
 	while (getppid() == parent && !exists("go"))
 		usleep(1000);

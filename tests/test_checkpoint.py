@@ -541,10 +541,31 @@ def test_each_thread_has_its_clear_child_tid_and_robust_list(build_c, tmp_path, 
         assert_undisturbed(program)
 
 
+def syscall_of(path):
+    """The number of the syscall a thread is in (/proc/PID/task/TID/syscall), or None
+    while it runs ("running")."""
+    with open(path) as f:
+        word = f.read().split()[0]
+    return int(word) if word.lstrip("-").isdigit() else None
+
+
+def wait_in_syscalls(pid, reports, timeout=30):
+    """Until each IN_SYSCALL thread is inside one of its syscalls (/proc's syscall file):
+    on a loaded machine a thread let go by the program's start barrier may still be on its
+    way out of that futex when the program says it is ready."""
+    deadline = time.monotonic() + timeout
+    for role, (numbers, _) in IN_SYSCALL.items():
+        path = f"/proc/{pid}/task/{tid_of(reports, role)}/syscall"
+        while syscall_of(path) not in numbers:
+            assert time.monotonic() < deadline, f"{role} never in {numbers}"
+            time.sleep(0.01)
+
+
 def test_threads_in_syscalls_go_on_undisturbed_after_detach(build_c, tmp_path):
     with Program(build_c("ckpt_tid", 64, "-pthread"), 2) as program:
         reports = thread_reports(program)
         for n in range(4):
+            wait_in_syscalls(program.pid, reports)
             path = checkpoint(program.pid, tmp_path / f"run{n}.ckpt")      # detach
             assert state(program.pid) not in "tT"
             image = registry.open_image(path)

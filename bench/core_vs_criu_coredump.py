@@ -10,8 +10,13 @@ dumped by `criu dump`, for each size of --mib. Then, from that dump directory:
   crfs           the directory in a crfs store, mounted: the time from the mount command
                  until tasks/<pid>/core can be opened (the core is made as it is read),
                  and the daemon's peak memory;
-and `gdb -batch -nx -ex "info threads" -ex bt EXE CORE` is timed on both cores (first
-run, then the median of --runs, alternating). Target: gdb on crfs's core <= 1.0x.
+and `gdb -batch -nx -ex "info threads" -ex bt EXE CORE` is timed on both cores, and on
+a copy of crfs's core in the guest's tmpfs (first run, then the median of --runs,
+alternating). Target: gdb on crfs's core <= 1.0x. The copy separates what serving the
+core through the mount costs from what gdb does with a core whose NT_FILE note names the
+libraries (it loads their symbols and names every frame; on criu-coredump's it names none),
+and gdb told not to load libraries, libthread_db or separate debug files (PLAIN) does the
+same work on both cores.
 
 criu-coredump must be the one of the criu that dumps (3.17 in the guest; the current one
 reads 3.17's pagemap entries wrongly): give a CRIU source tree at that tag, e.g.
@@ -102,11 +107,19 @@ def crfs_mount(store, mnt):
     return seconds, os.path.join(tasks, pid, "core"), int(daemon[0]) if daemon else None
 
 
-def time_gdb(exe, core):
+# gdb told to do on any core what it can do on criu-coredump's, whose libraries it does
+# not find: no shared library's symbols, no auto-loaded libthread_db, no separate debug
+# files. The "-plain" runs use it, on both cores: the same work on the same executable.
+PLAIN = ("-iex", "set auto-solib-add off", "-iex", "set auto-load off",
+         "-iex", "set debug-file-directory /nonexistent")
+
+
+def time_gdb(exe, who, core):
     """(seconds, gdb's output) of `info threads` and `bt` on `core`."""
+    early = PLAIN if who.endswith("-plain") else ()
     t0 = time.perf_counter()
-    out = subprocess.run(["gdb", "-batch", "-nx", "-ex", "info threads", "-ex", "bt", exe,
-                          core], capture_output=True, text=True, timeout=600).stdout
+    out = subprocess.run(["gdb", "-batch", "-nx", *early, "-ex", "info threads", "-ex", "bt",
+                          exe, core], capture_output=True, text=True, timeout=600).stdout
     return time.perf_counter() - t0, out
 
 
@@ -128,13 +141,13 @@ def gdb_runs(exe, cores, runs):
     median of `runs` alternating runs."""
     first, shown = {}, {}
     for who, core in cores.items():
-        first[who], out = time_gdb(exe, core)
+        first[who], out = time_gdb(exe, who, core)
         shown[who] = symbolized(out)
         print(f"guest: gdb on {who}'s core:\n{out[-1500:]}", flush=True)
     times = {who: [] for who in cores}
     for i in range(runs):
         for who in (sorted(cores) if i % 2 else sorted(cores, reverse=True)):
-            times[who].append(time_gdb(exe, cores[who])[0])
+            times[who].append(time_gdb(exe, who, cores[who])[0])
     return first, {who: statistics.median(t) for who, t in times.items()}, shown
 
 
@@ -151,9 +164,11 @@ def measure(exe, mib, work, args):
     os.makedirs(mnt)
     row["crfs_ready_s"], ours, daemon = crfs_mount(os.path.dirname(images), mnt)
     print(f"guest: crfs core open in {row['crfs_ready_s']:.2f} s", flush=True)
-    cores = {"crfs": ours}
+    local = os.path.join(work, f"crfs-core{mib}")
+    shutil.copyfile(ours, local)
+    cores = {"crfs": ours, "crfs-local": local, "crfs-plain": ours}
     if row["coredump_s"] is not None:
-        cores["criu"] = os.path.join(work, f"cores{mib}", f"core.{pid}")
+        cores["criu"] = cores["criu-plain"] = os.path.join(work, f"cores{mib}", f"core.{pid}")
     try:
         row["first"], row["median"], row["bt"] = gdb_runs(exe, cores, args.runs)
         row["sizes"] = {who: os.stat(core).st_size for who, core in cores.items()}
@@ -182,8 +197,10 @@ def guest_main(args):
 def report(results):
     mib = 1024 * 1024
     print("| heap | criu dump | criu-coredump: core written (peak memory) | crfs: mount + "
-          "core open (daemon peak) | gdb, criu-coredump's core | gdb, crfs's core | ratio |")
-    print("|---|---|---|---|---|---|---|")
+          "core open (daemon peak) | gdb, criu-coredump's core | gdb, crfs's core | ratio | "
+          "gdb, crfs's core copied to tmpfs | mount / copy | gdb told to do the same work: "
+          "criu-coredump's core / crfs's | ratio, the same work |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results["rows"]:
         daemon = f"{r['daemon_kib'] / 1024:.0f} MiB" if r["daemon_kib"] else "?"
         ours = f"{r['median']['crfs']:.2f} s, {bt_text(r['bt']['crfs'])}"
@@ -194,8 +211,14 @@ def report(results):
             theirs = f"{r['coredump_s']:.2f} s ({r['coredump_kib'] / 1024:.0f} MiB)"
             gdb_theirs = f"{r['median']['criu']:.2f} s, {bt_text(r['bt']['criu'])}"
             ratio = f"{r['median']['crfs'] / r['median']['criu']:.2f}x"
+        local = r["median"]["crfs-local"]
+        plain = r["median"]
+        same = (f"{plain['criu-plain']:.2f} s / {plain['crfs-plain']:.2f} s | "
+                f"{plain['crfs-plain'] / plain['criu-plain']:.2f}x" if "criu" in plain else
+                f"- / {plain['crfs-plain']:.2f} s | -")
         print(f"| {r['mib']} MiB | {r['dump_s']:.2f} s | {theirs} | {r['crfs_ready_s']:.2f} s "
-              f"({daemon}) | {gdb_theirs} | {ours} | {ratio} |")
+              f"({daemon}) | {gdb_theirs} | {ours} | {ratio} | {local:.2f} s | "
+              f"{r['median']['crfs'] / local:.2f}x | {same} |")
     print(f"\nratio: gdb's median time on crfs's core / on criu-coredump's (target <= 1.0x). "
           f"crfs's core is {results['rows'][-1]['sizes']['crfs'] / mib:.0f} MiB at the "
           "largest size, made as it is read.")

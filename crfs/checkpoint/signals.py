@@ -20,8 +20,8 @@ import struct
 
 from crfs.checkpoint import procfs, ptrace, timers
 from crfs.model.image import (NSIG, RLIM_INFINITY, RLIM_NLIMITS, AltStack, Creds, FsStruct,
-                              Itimers, Pending, SigAction, SigHand, SigInfo, Signals,
-                              ThreadGroup)
+                              Itimers, Pending, SigAction, SigHand, Signals, ThreadGroup)
+from crfs.model.siginfo import siginfo
 
 SYS_RT_SIGACTION, SYS_SIGALTSTACK, SYS_GETITIMER = 13, 131, 36
 SIGSET_SIZE = 8
@@ -31,11 +31,6 @@ CREDS = (("Uid", ("uid", "euid", "suid", "fsuid")), ("Gid", ("gid", "egid", "sgi
 CAPS = {"CapInh": "cap_inh", "CapPrm": "cap_prm", "CapEff": "cap_eff", "CapBnd": "cap_bnd",
         "CapAmb": "cap_amb"}
 # si_code > 0 (kernel-generated): which union member siginfo holds, by signal.
-FAULT_SIGNALS = {4, 5, 7, 8, 11}             # SIGILL SIGTRAP SIGBUS SIGFPE SIGSEGV
-SIGCHLD, SIGPOLL, SI_KERNEL, SI_TIMER = 17, 29, 0x80, -2
-KERNEL_SIGINFO_SIZE = 48                     # x86_64 kernel_siginfo: all a queue keeps
-U32 = 0xFFFFFFFF
-U64 = (1 << 64) - 1
 
 
 def creds(status):
@@ -158,28 +153,3 @@ def rlimits(pid):
     return out
 
 
-def siginfo(raw):
-    """A siginfo_t (x86_64) as the checkpoint keeps it: by the signal's class, as linux-cr
-    v21's fill_siginfo (docs/format-ckpt.md)."""
-    signo, err, code = struct.unpack_from("<iii", raw)
-    info = SigInfo(signo=signo, errno=err & U32, code=code & U32)
-    pid, uid = struct.unpack_from("<iI", raw, 16)
-    if code > 0 and code != SI_KERNEL and signo == SIGCHLD:
-        status, utime, stime = struct.unpack_from("<i4xqq", raw, 24)
-        info.pid, info.uid, info.sigval_int = pid & U32, uid, status & U32
-        info.utime, info.stime = utime & U64, stime & U64
-    elif code > 0 and code != SI_KERNEL and signo in FAULT_SIGNALS:
-        info.sigval_ptr = struct.unpack_from("<Q", raw, 16)[0]
-    elif code > 0 and code != SI_KERNEL and signo == SIGPOLL:
-        band, fd = struct.unpack_from("<qi", raw, 16)
-        info.pid, info.sigval_int = band & U32, fd & U32
-    elif code == SI_TIMER:
-        value, private = struct.unpack_from("<Qi", raw, 24)
-        info.pid, info.uid, info.sigval_int, info.utime = pid & U32, uid, value & U32, \
-            private & U32
-    else:                                   # SI_USER, SI_QUEUE, SI_TKILL, SI_KERNEL ...
-        info.pid, info.uid = pid & U32, uid
-        info.sigval_ptr = struct.unpack_from("<Q", raw, 24)[0]
-    info.uid = info.uid - (1 << 32) if info.uid >= 1 << 31 else info.uid   # s32 in the image
-    info.raw = bytes(raw[:KERNEL_SIGINFO_SIZE])     # what the kernel kept of it, whole
-    return info

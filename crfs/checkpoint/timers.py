@@ -14,10 +14,10 @@ from crfs.checkpoint import procfs, ptrace
 from crfs.errors import Unsupported
 from crfs.formats.ckpt import MAX_POSIX_TIMERS
 from crfs.model.image import PosixTimer
+from crfs.model.siginfo import mark_pending
 
 SYS_TIMER_GETTIME, SYS_TIMER_GETOVERRUN = 224, 225
 ITIMERSPEC_SIZE = 32
-SI_TIMER = -2 & 0xFFFFFFFF           # as SigInfo.code keeps it (u32)
 SIGEV_SIGNAL, SIGEV_NONE, SIGEV_THREAD_ID = 0, 1, 4
 NOTIFY = {"signal": SIGEV_SIGNAL, "none": SIGEV_NONE}
 CLOCKS = {0: "CLOCK_REALTIME", 1: "CLOCK_MONOTONIC", 7: "CLOCK_BOOTTIME", 11: "CLOCK_TAI"}
@@ -76,14 +76,6 @@ def capture(pid, tasks, injector, queues):
     return timers
 
 
-def mark_pending(timers, queues):
-    """Mark each timer whose SI_TIMER signal is among `queues` (siginfo: si_tid in .pid)
-    pending: the restart makes it fire at once, which queues that signal again."""
-    queued = {info.pid for info in queues if info.code == SI_TIMER}
-    for timer in timers:
-        timer.pending = timer.id in queued and timer.notify != SIGEV_NONE
-        if timer.pending:
-            timer.value_ns = 1          # its signal is queued: it fires again at once
 
 
 def _ask(tid, timers, injector):

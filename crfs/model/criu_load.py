@@ -29,6 +29,7 @@ from crfs.model.image import (EXIT_ZOMBIE, SS_DISABLE, AltStack, Blob, Creds, Ep
                               ShmSegment, SigAction, SigHand, Signals, Task, ThreadGroup,
                               UnixSock, Vma)
 from crfs.model.registers import Registers
+from crfs.model.siginfo import mark_pending, siginfo
 
 TASK_ALIVE, TASK_DEAD, TASK_STOPPED = 1, 2, 3
 TASK_STATE_BITS = {TASK_DEAD: 0x20, TASK_STOPPED: 0x4}   # /proc state bits (alive: unknown)
@@ -183,7 +184,6 @@ class _Loader:
                 task.signals.handlers, task.signals.group = handlers, group
             tasks.append(task)
         if group.posix_timers:
-            from crfs.checkpoint.timers import mark_pending
             mark_pending(group.posix_timers, [*group.shared_pending.queue, *(
                 info for t in tasks if t.signals for info in t.signals.pending.queue)])
         return tasks
@@ -737,7 +737,6 @@ def _zombie(pid, proc, tc):
 def _pending(queue, where):
     """The Pending of a signal_queue_entry: each siginfo (criu keeps the 128 bytes of
     PTRACE_PEEKSIGINFO's siginfo_t) as a checkpoint keeps it, and their signals' set."""
-    from crfs.checkpoint.signals import siginfo
     pending = Pending()
     for i, entry in enumerate((queue or {}).get("signals", [])):
         raw = entry["siginfo"]

@@ -24,7 +24,7 @@ from crfs import kernel
 
 # tests/, next to this script
 import guest_files     # noqa: E402
-from guest_util import dmesg_problems, read_until_eof, records   # noqa: E402
+from guest_util import dmesg_problems, in_child, read_until_eof, records   # noqa: E402
 import guest_signals   # noqa: E402
 import guest_zdtm      # noqa: E402
 
@@ -1015,24 +1015,12 @@ def ioctl_checkpoint(pid, fd):
 def as_nobody(call):
     """call() in a forked child that dropped to uid/gid nobody (keeping the fds it
     inherited, e.g. an open /dev/crfs); its outcome."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_fd)
-        try:
-            os.setgroups([])
-            os.setresgid(NOBODY, NOBODY, NOBODY)
-            os.setresuid(NOBODY, NOBODY, NOBODY)
-            result = call()
-        except BaseException as exc:   # noqa: BLE001 - always report
-            result = {"errno": "child", "msg": repr(exc)}
-        os.write(write_fd, json.dumps(result).encode())
-        os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    return json.loads(data) if data else {"errno": "no report"}
+    def dropped():
+        os.setgroups([])
+        os.setresgid(NOBODY, NOBODY, NOBODY)
+        os.setresuid(NOBODY, NOBODY, NOBODY)
+        return call()
+    return in_child(dropped, {"errno": "no report"})
 
 
 def traced_checkpoint(pid, fd, dev, interrupt=True):

@@ -13,12 +13,14 @@ was not recorded is refused, and root may name either. Runs inside the guest; de
 nothing.
 """
 
+import errno
 import mmap
 import os
 import shutil
 import struct
 import subprocess
 import sys
+import time
 
 import guest_files as gf
 import guest_signals as gs
@@ -206,7 +208,7 @@ def refusals(image, restarter, exe):
     for label, fn in edits.items():
         bad = gf.patch(image, f"{image}.{label}", fn)
         out[label] = gf.outcome(gf.restart(bad, restarter, f"{bad}.out"))
-    with open(exe, "r+b"):      # open for writing: exec's write denial fails
+    with open_for_writing(exe):     # exec's write denial fails
         out["exe_busy"] = gf.outcome(gf.restart(image, restarter, f"{image}.busy.out"))
     subprocess.run(["umount", noexec], capture_output=True)
     bad = gf.patch(image, f"{image}.no_exe", set_exe_objref(0))
@@ -215,6 +217,19 @@ def refusals(image, restarter, exe):
     if child.errno == 0:
         out["no_exe"].update(finish(child))
     return out
+
+
+def open_for_writing(path, timeout=30):
+    """`path` open for writing once no process runs it: the program the ptrace way
+    restarted may still be exiting (ETXTBSY until its memory is gone)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return open(path, "r+b")
+        except OSError as exc:
+            if exc.errno != errno.ETXTBSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- uid 1000

@@ -247,13 +247,12 @@ class _Loader:
         segment's (ipcns-shm-ID.img of the process's IPC namespace)."""
         shmid = vma.native.shmid
         vma.kind, vma.native.memory = "shm-ipc", None
-        segment = criu_ns.sysv_segment(self.ipc, shmid, where)
-        shm = next((s for s in self.ipc.shms if s.shmid == shmid), None) if self.ipc else None
+        shm = criu_ns.sysv_shm(self.ipc, shmid, where)
         vma.file = f"/SYSV{shm.key:08x} (deleted)" if shm else f"/SYSV (shmid {shmid})"
         ns = shm.where if shm else "its IPC namespace not in the dump"
         vma.native.sysv = f"{where}: SysV shm segment {shmid} ({ns})"
-        if segment is not None:
-            vma.map_segment(segment)
+        if shm is not None:
+            vma.map_segment(shm.segment)
 
     def ipc_of(self, ns_id):
         if ns_id is None:

@@ -125,15 +125,16 @@ def ipc_namespace(loader, ns_id):
     return ipc
 
 
-def sysv_segment(ipc, shmid, where):
-    """The ShmSegment of SysV segment `shmid` a VMA maps; FormatError when the dump's IPC
-    namespace has no such segment. None when the dump does not carry the namespace."""
+def sysv_shm(ipc, shmid, where):
+    """The SysvShm of segment `shmid` a VMA maps, its `segment` made if need be;
+    FormatError when the dump's IPC namespace has no such segment. None when the dump does
+    not carry the namespace."""
     if ipc is None:
         return None
     for shm in ipc.shms:
         if shm.shmid == shmid:
             if shm.segment is None:         # bytes kept in one piece: not mapped
                 shm.segment = ShmSegment(objref=shmid, size=shm.size)
-            return shm.segment
+            return shm
     raise FormatError(f"SysV shmid {shmid} is not in the dump's IPC namespace "
                       f"({ipc.name})", record=where)

@@ -50,11 +50,9 @@ def _own_namespace_fds(image):
     restarted task's own namespace of that type, as criu's restore does (crfs restores no
     namespace); an fd on any other namespace is refused."""
     holders = {}
-    for task in image.tasks:
-        if task.pid == task.tgid and task.files is not None:
-            for fd in task.files.fds:
-                if fd.file.kind == "file" and _CRIU_NS_LINK.fullmatch(fd.file.path or ""):
-                    holders.setdefault(id(fd.file), (fd.file, []))[1].append((task, fd.fd))
+    for task, fd in _process_fds(image):
+        if fd.file.kind == "file" and _CRIU_NS_LINK.fullmatch(fd.file.path or ""):
+            holders.setdefault(id(fd.file), (fd.file, []))[1].append((task, fd.fd))
     for file, fds in holders.values():
         ns_type = _CRIU_NS_LINK.fullmatch(file.path).group(1)
         for task, fd in fds:
@@ -69,18 +67,23 @@ def inet_notes(image):
     (CRFS_FILE_OPAQUE), which crfs.ko restores only as an fd handed in (crfs-restart -i)."""
     from crfs import render_ns
     lines = []
-    for task in image.tasks:
-        if task.pid != task.tgid or task.files is None:
-            continue
-        for fd in task.files.fds:
-            sk = fd.file.inet
-            if sk is not None and sk.where:
-                name = {render_ns.IPPROTO_TCP: "TCP", render_ns.IPPROTO_UDP: "UDP"}.get(
-                    sk.proto, f"protocol {sk.proto}")
-                lines.append(f"{sk.where}: {name} socket:[{sk.ino}] (port {sk.src_port}), "
-                             f"fd {fd.fd} of {task.pid}: written opaque; crfs.ko restores "
-                             f"it only handed in (crfs-restart -i {fd.fd}=...)")
+    for task, fd in _process_fds(image):
+        sk = fd.file.inet
+        if sk is not None and sk.where:
+            name = {render_ns.IPPROTO_TCP: "TCP", render_ns.IPPROTO_UDP: "UDP"}.get(
+                sk.proto, f"protocol {sk.proto}")
+            lines.append(f"{sk.where}: {name} socket:[{sk.ino}] (port {sk.src_port}), "
+                         f"fd {fd.fd} of {task.pid}: written opaque; crfs.ko restores "
+                         f"it only handed in (crfs-restart -i {fd.fd}=...)")
     return lines
+
+
+def _process_fds(image):
+    """(task, Fd) of each fd of each process (its threads share its table: once)."""
+    for task in image.tasks:
+        if task.pid == task.tgid and task.files is not None:
+            for fd in task.files.fds:
+                yield task, fd
 
 
 def _refuse_sysv(image):

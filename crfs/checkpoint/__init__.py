@@ -9,22 +9,9 @@ first used (PEP 562): importing one submodule (via_kernel, procfs ...) imports n
 """
 
 from crfs.errors import CheckpointError
-
-_API = ("checkpoint", "checkpoint_into_store", "store_name", "checkpoint_file",
-        "checkpoint_into_store_file")
+from crfs.lazy_names import lazy_names
 
 __all__ = ["CheckpointError", "checkpoint", "checkpoint_into_store", "store_name",
            "checkpoint_file", "checkpoint_into_store_file"]
 
-
-def __getattr__(name):
-    if name not in _API:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from crfs.checkpoint import api
-    value = getattr(api, name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(globals(), {name: "api" for name in __all__[1:]})

@@ -7,25 +7,12 @@ that needs none of them (crfs.model.registry, for `crfs checkpoint`) does not im
 whole model and construct.
 """
 
-import importlib
-
-_NAMES = {
-    "Creds": "image", "Exit": "image", "Futex": "image", "Image": "image", "Mm": "image",
-    "ShmSegment": "image", "Task": "image", "Vma": "image",
-    "PageMap": "pages", "Registers": "registers",
-}
+from crfs.lazy_names import lazy_names
 
 __all__ = ["Creds", "Exit", "Futex", "Image", "Mm", "PageMap", "Registers", "ShmSegment", "Task", "Vma"]
 
-
-def __getattr__(name):
-    module = _NAMES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(globals(), {
+    "Creds": "image", "Exit": "image", "Futex": "image", "Image": "image", "Mm": "image",
+    "ShmSegment": "image", "Task": "image", "Vma": "image",
+    "PageMap": "pages", "Registers": "registers",
+})

@@ -109,9 +109,11 @@ def crfs_mount(store, mnt):
 
 # gdb told to do on any core what it can do on criu-coredump's, whose libraries it does
 # not find: no shared library's symbols, no auto-loaded libthread_db, no separate debug
-# files. The "-plain" runs use it, on both cores: the same work on the same executable.
+# files, no library file opened (sysroot: without it gdb still reads the section tables
+# of the libraries crfs's core names). The "-plain" runs use it, on both cores: the same
+# work on the same executable (bench/gdb_instructions.py's "same-work").
 PLAIN = ("-iex", "set auto-solib-add off", "-iex", "set auto-load off",
-         "-iex", "set debug-file-directory /nonexistent")
+         "-iex", "set sysroot /nonexistent", "-iex", "set debug-file-directory /nonexistent")
 
 
 def time_gdb(exe, who, core):

@@ -43,6 +43,9 @@ with instrumented:
     for _name in registry.FORMATS:
         registry._formats_module(_name)
         registry._model_module(_name)
+    # and the CRIU reader's, which a directory or an archive brings in (fuzz_criu.py)
+    from crfs.formats import criu, criu_archive, criu_tar  # noqa: F401
+    from crfs.model import criu as criu_model, criu_load, criu_ns  # noqa: F401
 
 CHUNK = 64 * 1024          # one read of a file, as FUSE asks them
 FILE_BUDGET = 256 * 1024   # bytes read from the start of one file (then its last chunk)
@@ -80,6 +83,40 @@ class FakeEntry:
         except FormatError as exc:
             lines.append(f"error: {exc}\n")
         return "".join(lines)
+
+
+class PathEntry:
+    """What crfs.fs.store.Entry gives an ImageDir, from an image on disk (a CRIU dump
+    directory too): fuzz_criu.py's inputs, tests/test_criu.py's mutated dumps."""
+
+    def __init__(self, path):
+        self.name = os.path.basename(path)
+        self.generation = 0
+        self.path = path
+        self.image = None
+        self.error = None
+        try:
+            self.image = registry.open_image(path)
+        except FormatError as exc:
+            self.error = exc
+        self.file_mtime_ns = 0
+        self.mtime_ns = image_mtime_ns(self.image, self.file_mtime_ns)
+
+    def verify_text(self):
+        with registry.open_source(self.path) as source:
+            return verify(source, self.image).text(self.name)
+
+    def records_text(self):
+        try:
+            with registry.open_source(self.path) as source:
+                return "".join(render.record_line(r) for _, r in
+                               zip(range(RECORDS_LIMIT), registry.records(source)))
+        except FormatError as exc:
+            return f"error: {exc}\n"
+
+    def close(self):
+        if self.image is not None:
+            self.image.close()
 
 
 def read_file(node):
@@ -148,23 +185,27 @@ def one_input(data, fmt=None):
                 return
         except FormatError:
             return
-    entry = FakeEntry(bytes(data))
+    walk_entry(FakeEntry(bytes(data)))
+
+
+def walk_entry(entry):
+    """The mount's tree of `entry` walked, then the CLI's reads (crfs cat/pages), which go
+    through the same Mm.read with no budget of the tree's: a few chunks over every VMA."""
     walk(ImageDir(entry))
-    if entry.image is not None:
-        # The CLI's reads (crfs cat/pages) go through the same Mm.read with no budget of
-        # the tree's: a few chunks over every VMA.
-        for task in entry.image.tasks:
-            if task.mm is None:
-                continue
-            for vma in task.mm.vmas[:NAMES_LIMIT]:
-                addr = vma.start
-                for _ in range(4):
-                    if addr >= vma.end:
-                        break
-                    chunk = task.mm.read(addr, CHUNK)
-                    if not chunk:
-                        raise AssertionError(f"no bytes at {addr:#x} inside its VMA")
-                    addr += len(chunk)
+    if entry.image is None:
+        return
+    for task in entry.image.tasks:
+        if task.mm is None:
+            continue
+        for vma in task.mm.vmas[:NAMES_LIMIT]:
+            addr = vma.start
+            for _ in range(4):
+                if addr >= vma.end:
+                    break
+                chunk = task.mm.read(addr, CHUNK)
+                if not chunk:
+                    raise AssertionError(f"no bytes at {addr:#x} inside its VMA")
+                addr += len(chunk)
 
 
 def limit_memory(limit=MEMORY_LIMIT):

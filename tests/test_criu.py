@@ -500,6 +500,19 @@ def test_decoder_wire_types():
 
 
 
+def test_decoder_refuses_a_varint_for_a_string_or_bytes():
+    """Found by fuzz/fuzz_criu.py: a one-byte edit gave reg_file_entry's `name` (a string,
+    field 6) wire type 0; the decoder took the varint for the name, and the core's NT_FILE
+    note failed on an int. A varint for a string or bytes field is a WireError."""
+    msg = criu.Message("m", (criu.OPT, criu.STR, "s", 1), (criu.OPT, criu.BYTES, "b", 2),
+                       (criu.REP, criu.STR, "r", 3))
+    assert criu.decode(b"\x0a\x02hi\x12\x01\x00\x1a\x01x", msg) == \
+        {"s": "hi", "b": b"\x00", "r": ["x"]}
+    for bad in (b"\x08\x05", b"\x10\x85\x01", b"\x18\x01"):
+        with pytest.raises(criu.WireError, match="wire type 0"):
+            criu.decode(bad, msg)
+
+
 def test_varint_writer_is_what_the_decoder_reads():
     assert criu.varint(150) == bytes([0x96, 0x01])     # the protobuf documentation's example
     for n in (0, 1, 127, 128, 300, 1 << 32, (1 << 64) - 1):

@@ -160,6 +160,8 @@ def decode(data, msg, pos=0, end=None, depth=0):
                 continue
             if isinstance(ftype, Message):
                 raise WireError(f"{spec[0]}: wire type 0 for a message", start)
+            if ftype in (STR, BYTES):
+                raise WireError(f"{spec[0]}: wire type 0 for {ftype}", start)
             out[spec[0]] = _scalar(ftype, value)
             continue
         _store(out, data, spec, wire, value, start, depth)

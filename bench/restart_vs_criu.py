@@ -27,6 +27,10 @@ before), then --runs times, alternating which tool goes first:
         of the image in). The table of lazy vs eager gives both ratios, and lazy vs criu
         restore against the targets (next instruction <= 0.25x, resident <= 1.0x).
 
+  lazy1  (--one-stream) the same as lazy with CRFS_LAZY_STREAMS=1: the server streams with
+        its serving thread alone (before, a second thread streams the span after its own);
+        reported beside lazy, run by run.
+
   installed  (--installed) only the checkpoint, by crfs installed as a user installs it:
         a clean venv made on the host (guest_bench.make_venv: the package with its
         bytecode and the `crfs` console script, none of this machine's .pth files, no
@@ -177,7 +181,7 @@ def criu_round(exe, mib, work):
     return result
 
 
-def restart_reports(restarter, image, stdout, lazy):
+def restart_reports(restarter, image, stdout, lazy, env=None):
     """crfs-restart [--lazy] -r FD IMAGE: seconds from spawn to its first report (the
     program runs its next instruction), to it being fully resident (--lazy: the second
     report, "resident"; eager: the same moment), the program's pid, the restarter."""
@@ -186,7 +190,7 @@ def restart_reports(restarter, image, stdout, lazy):
     proc = subprocess.Popen([restarter, "-r", str(write_fd), *(["--lazy"] if lazy else []),
                              image], stdin=subprocess.DEVNULL, stdout=stdout,
                             stderr=subprocess.STDOUT, pass_fds=(write_fd,),
-                            start_new_session=True)
+                            start_new_session=True, env=env)
     os.close(write_fd)
     size = kernel._RESULT.size
     times, reports = [], []
@@ -242,7 +246,7 @@ def checkpoint_round(exe, mib, work, crfs, env, cwd, tag):
             os.unlink(image)
 
 
-def crfs_round(exe, mib, work, restarter, lazy=False):
+def crfs_round(exe, mib, work, restarter, lazy=False, env=None):
     out = os.path.join(work, "crfs.out")
     out2 = os.path.join(work, "crfs.out2")
     image = os.path.join(work, "prog.img")
@@ -260,7 +264,8 @@ def crfs_round(exe, mib, work, restarter, lazy=False):
         before = last_tick(out)
         with open(out2, "w") as stdout:
             t0 = time.monotonic()
-            first, resident, pid, relay = restart_reports(restarter, image, stdout, lazy)
+            first, resident, pid, relay = restart_reports(restarter, image, stdout, lazy,
+                                                          env)
         result["restore_s"] = first
         result["resident_s"] = resident
         if pid is None:
@@ -306,6 +311,9 @@ def guest_main(args):
     if args.venv:
         tools += ("installed",)
         results["installed"] = True
+    if args.one_stream:
+        tools += ("lazy1",)
+        results["one_stream"] = True
     for i in range(args.runs):
         order = tools[i % len(tools):] + tools[:i % len(tools)]
         run = {}
@@ -317,6 +325,9 @@ def guest_main(args):
                     run[tool] = installed_round(exe, args.mib, work, args.venv)
                 elif tool == "criu":
                     run[tool] = criu_round(exe, args.mib, work)
+                elif tool == "lazy1":
+                    run[tool] = crfs_round(exe, args.mib, work, restarter, True,
+                                           {**os.environ, "CRFS_LAZY_STREAMS": "1"})
                 else:
                     run[tool] = crfs_round(exe, args.mib, work, restarter, tool == "lazy")
             except Exception as exc:   # noqa: BLE001 - report, never fake a number
@@ -399,6 +410,8 @@ def report(results):
     if results.get("installed"):
         errors += report_installed(runs, med["cd"], med["fd"])
     errors += report_lazy(runs, med["cr"])
+    if results.get("one_stream"):
+        errors += report_one_stream(runs, med["cr"])
     for line in errors:
         print(f"PROBLEM {line}")
     ok = all(r.get(t, {}).get("ok") for r in runs for t in ("criu", "crfs", "lazy"))
@@ -482,6 +495,37 @@ def report_lazy(runs, criu_median):
     return errors
 
 
+def report_one_stream(runs, criu_median):
+    """--lazy resident with the second streaming thread (lazy) and without (lazy1), run by
+    run, against criu restore of the same runs."""
+    print()
+    print("| run | criu restore | lazy, 2 streams: resident | lazy, 1 stream: resident | "
+          "2 streams / 1 |")
+    print("|---|---|---|---|---|")
+    cols = {"two": [], "one": []}
+    errors = []
+    for i, run in enumerate(runs, 1):
+        c, z = run.get("criu", {}), run.get("lazy1", {})
+        if "error" in z or not z.get("ok"):
+            errors.append(f"run {i} lazy1: {z.get('error') or z.get('line_after')!r}")
+        two = run.get("lazy", {}).get("resident_s") if run.get("lazy", {}).get("ok") else None
+        one = z.get("resident_s") if z.get("ok") else None
+        for key, value in (("two", two), ("one", one)):
+            if value is not None:
+                cols[key].append(value)
+        ratio = f"{two / one:.3f}" if two and one else "—"
+        print(f"| {i} | {fmt(c.get('restore_s') if c.get('ok') else None)} | {fmt(two)} | "
+              f"{fmt(one)} | {ratio} |")
+    med = {k: statistics.median(v) if v else None for k, v in cols.items()}
+    if med["two"] and med["one"]:
+        print(f"| median | {fmt(criu_median)} | {fmt(med['two'])} | {fmt(med['one'])} | "
+              f"**{med['two'] / med['one']:.3f}** |")
+    if criu_median and med["two"] and med["one"]:
+        print(f"resident / criu restore: 2 streams {med['two'] / criu_median:.3f}, "
+              f"1 stream {med['one'] / criu_median:.3f} (target <= 1.0)")
+    return errors
+
+
 def host_main(args):
     missing = host_ready()
     if missing:
@@ -502,6 +546,8 @@ def host_main(args):
             guest_args += ["--venv", str(make_venv(f"{tmp}-venv").parents[1])]
         if args.warm:
             guest_args.append("--warm")
+        if args.one_stream:
+            guest_args.append("--one-stream")
         print(f"host: built crfs.ko, crfs-restart and dirty_heap in {time.monotonic() - t0:.1f} s;"
               f" booting the guest (-m {args.guest_mem})", flush=True)
         rc = run_guest(tmp, __file__, guest_args, args.timeout, memory=args.guest_mem)
@@ -531,6 +577,9 @@ def main():
     parser.add_argument("--warm", action="store_true",
                         help="write the guest's free memory once before the runs "
                              "(guest_bench.warm_memory)")
+    parser.add_argument("--one-stream", action="store_true",
+                        help="also restart, each run, with --lazy and CRFS_LAZY_STREAMS=1 "
+                             "(the server streams with one thread): lazy1 beside lazy")
     parser.add_argument("--venv", help=argparse.SUPPRESS)
     parser.add_argument("--in-guest", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", help=argparse.SUPPRESS)

@@ -13,7 +13,10 @@
  *   - a fault first: its page and the next ones still to come (256 KiB at most) copied
  *     from the image (UFFDIO_COPY from the image mapped here, read-only, or pread), or a
  *     zero page (UFFDIO_ZEROPAGE) where the image has none or the program dropped it;
- *   - between faults, the rest in address order, up to 4 MiB a UFFDIO_COPY;
+ *   - between faults, the rest in address order, up to 4 MiB a UFFDIO_COPY, by two
+ *     threads at once: the serving one the next 4 MiB still to come, a second one
+ *     (lazy_streamer) the 4 MiB after, joined before any message is read
+ *     ($CRFS_LAZY_STREAMS=1: the serving thread alone);
  *   - madvise(MADV_DONTNEED/REMOVE) and munmap of a range (UFFD_EVENT_REMOVE, _UNMAP)
  *     drop its pages still to come (a later touch gets zeros, as anonymous memory does);
  *     mremap (UFFD_EVENT_REMAP) moves them with the range.
@@ -414,6 +417,32 @@ static const char *lazy_src(off_t pos, size_t n)
 }
 
 /*
+ * How many of @n pages a UFFDIO_COPY that ended with @err (0 or -errno) after @copied
+ * bytes brought in: a page already there (EEXIST) counts as in.
+ */
+static size_t lazy_copied(int err, int64_t copied, size_t n)
+{
+	size_t done;
+
+	if (!err)
+		return n;
+	done = copied > 0 ? (size_t)copied / PAGE : 0;
+	return err == -EEXIST && !done ? 1 : done;	/* the first page is there already */
+}
+
+/* @done pages of @m from @p are in. */
+static void lazy_mark(struct lazy_mm *m, size_t p, size_t done)
+{
+	size_t k;
+
+	for (k = 0; k < done; k++) {
+		if (m->pages[p + k].state == PAGE_PENDING)
+			m->left--;
+		m->pages[p + k].state = PAGE_IN;
+	}
+}
+
+/*
  * @n pages of @p in @m (contiguous in memory and in the image) copied in: 0, or -errno.
  * A copy that stopped part way (a page already there: the kernel says EAGAIN) marks what
  * it copied and returns 0; the rest comes on the next call.
@@ -423,25 +452,16 @@ static int lazy_copy(struct lazy_mm *m, size_t p, size_t n)
 	const char *src = lazy_src(m->pages[p].pos, n);
 	struct uffdio_copy copy = { .dst = m->pages[p].addr, .src = (uintptr_t)src,
 				    .len = n * PAGE };
-	size_t k, done = n;
+	size_t done;
 	int ret = 0;
 
 	if (!src)
 		return -EIO;
-	if (ioctl(m->uffd, UFFDIO_COPY, &copy)) {
+	if (ioctl(m->uffd, UFFDIO_COPY, &copy))
 		ret = -errno;
-		done = copy.copy > 0 ? (size_t)copy.copy / PAGE : 0;
-		if (ret == -EEXIST && !done)
-			done = 1;	/* the first page is there already */
-		if (done)
-			ret = 0;
-	}
-	for (k = 0; k < done; k++) {
-		if (m->pages[p + k].state == PAGE_PENDING)
-			m->left--;
-		m->pages[p + k].state = PAGE_IN;
-	}
-	return ret;
+	done = lazy_copied(ret, copy.copy, n);
+	lazy_mark(m, p, done);
+	return done ? 0 : ret;
 }
 
 /* How many pages from @p, up to @max, are still to come, contiguous here and in the image. */
@@ -550,21 +570,11 @@ static int lazy_serve_faults(struct lazy_mm *m)
 	return 0;
 }
 
-/* The next run of pending pages of @m in address order, copied in: 0, -EAGAIN, or fatal. */
-static int lazy_stream(struct lazy_mm *m)
+/* The run of @n pending pages of @m from @p copied in: 0, -EAGAIN, or fatal. */
+static int lazy_stream_run(struct lazy_mm *m, size_t p, size_t n)
 {
-	size_t p, n;
-	int ret;
+	int ret = lazy_copy(m, p, n);
 
-	while (m->cursor < m->nr && m->pages[m->cursor].state != PAGE_PENDING)
-		m->cursor++;
-	if (m->cursor == m->nr) {
-		m->cursor = 0;	/* some were left for an event: again from the start */
-		return 0;
-	}
-	p = m->cursor;
-	n = lazy_run(m, p, LAZY_BATCH);
-	ret = lazy_copy(m, p, n);
 	if (ret != -ENOENT)
 		return ret;
 	/* across two VMAs, or unmapped (its event may be unread): one by one */
@@ -574,6 +584,173 @@ static int lazy_stream(struct lazy_mm *m)
 			lazy_gone_page(m, p);	/* nothing maps it now */
 	}
 	return ret == -ENOENT ? 0 : ret;
+}
+
+/*
+ * The second streaming thread: the serving thread hands it the span of pages after its
+ * own and waits for it before it reads any message, so that no copy of ours is in flight
+ * while an event is applied (a copy begun before an munmap or MADV_DONTNEED was read could
+ * land after the pages were dropped), and nothing else touches the span meanwhile.
+ */
+enum { JOB_IDLE, JOB_POSTED, JOB_DONE };
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int state;
+	struct lazy_mm *m;
+	size_t from, to;		/* posted: the span of m->pages */
+	size_t done;			/* done: pages it marked in */
+} lazy_job = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+static int lazy_helper;			/* lazy_streamer() runs */
+static size_t lazy_helped;		/* pages it copied */
+
+/* Where @n pages at @pos are in the image's mapping, or NULL (never lazy_buf: not ours). */
+static const char *lazy_mapped(off_t pos, size_t n)
+{
+	if (lazy_map && pos >= 0 && pos <= lazy_size && n * PAGE <= (size_t)(lazy_size - pos))
+		return lazy_map + pos;
+	return NULL;
+}
+
+/*
+ * The pending runs of [@from, @to) of @m copied in, in order, until one does not go in
+ * whole (EAGAIN, ENOENT, gone...): what stays to come, the serving thread copies itself
+ * later and meets the same answer, which it knows how to take. The pages it brought in.
+ */
+static size_t lazy_copy_span(struct lazy_mm *m, size_t from, size_t to)
+{
+	struct uffdio_copy copy;
+	size_t p, n, k, done, sum = 0;
+	int err;
+
+	for (p = from; p < to; p += n) {
+		n = m->pages[p].state == PAGE_PENDING ? lazy_run(m, p, to - p) : 1;
+		if (m->pages[p].state != PAGE_PENDING)
+			continue;
+		copy = (struct uffdio_copy){ .dst = m->pages[p].addr, .len = n * PAGE,
+			.src = (uintptr_t)lazy_mapped(m->pages[p].pos, n) };
+		if (!copy.src)
+			break;
+		err = ioctl(m->uffd, UFFDIO_COPY, &copy) ? -errno : 0;
+		done = lazy_copied(err, copy.copy, n);
+		for (k = 0; k < done; k++)
+			m->pages[p + k].state = PAGE_IN;	/* all were pending */
+		sum += done;
+		if (done < n)
+			break;
+	}
+	return sum;
+}
+
+static void *lazy_streamer(void *arg)
+{
+	struct lazy_mm *m;
+	size_t from, to, done;
+
+	(void)arg;
+	pthread_mutex_lock(&lazy_job.lock);
+	for (;;) {
+		while (lazy_job.state != JOB_POSTED)
+			pthread_cond_wait(&lazy_job.cond, &lazy_job.lock);
+		m = lazy_job.m;
+		from = lazy_job.from;
+		to = lazy_job.to;
+		pthread_mutex_unlock(&lazy_job.lock);
+		done = lazy_copy_span(m, from, to);
+		pthread_mutex_lock(&lazy_job.lock);
+		lazy_job.done = done;
+		lazy_job.state = JOB_DONE;
+		pthread_cond_broadcast(&lazy_job.cond);
+	}
+	return NULL;
+}
+
+/* [@from, @to) of @m handed to lazy_streamer(). */
+static void lazy_post(struct lazy_mm *m, size_t from, size_t to)
+{
+	pthread_mutex_lock(&lazy_job.lock);
+	lazy_job.m = m;
+	lazy_job.from = from;
+	lazy_job.to = to;
+	lazy_job.state = JOB_POSTED;
+	pthread_cond_broadcast(&lazy_job.cond);
+	pthread_mutex_unlock(&lazy_job.lock);
+}
+
+/* Wait for lazy_streamer()'s span of @m: its pages counted in. */
+static void lazy_join(struct lazy_mm *m)
+{
+	size_t done;
+
+	pthread_mutex_lock(&lazy_job.lock);
+	while (lazy_job.state != JOB_DONE)
+		pthread_cond_wait(&lazy_job.cond, &lazy_job.lock);
+	lazy_job.state = JOB_IDLE;
+	done = lazy_job.done;
+	pthread_mutex_unlock(&lazy_job.lock);
+	m->left -= done;
+	lazy_helped += done;
+}
+
+/*
+ * The second thread started, once the program runs, when the image is mapped (its copies
+ * read from there) and $CRFS_LAZY_STREAMS is not 1.
+ */
+static void lazy_start_streamer(void)
+{
+	const char *env = getenv("CRFS_LAZY_STREAMS");
+	pthread_t t;
+
+	if ((env && !strcmp(env, "1")) || !lazy_map)
+		return;
+	if (!pthread_create(&t, NULL, lazy_streamer, NULL)) {
+		pthread_detach(t);
+		lazy_helper = 1;
+	}
+}
+
+/* Where the span from page @p holding LAZY_BATCH pending pages (or the last) ends. */
+static size_t lazy_span(const struct lazy_mm *m, size_t p)
+{
+	size_t n = 0;
+
+	for (; p < m->nr && n < LAZY_BATCH; p++)
+		n += m->pages[p].state == PAGE_PENDING;
+	return p;
+}
+
+/*
+ * The next run of pending pages of @m in address order copied in, and, by the second
+ * thread, the span of the next LAZY_BATCH pending pages: 0, -EAGAIN, or fatal.
+ */
+static int lazy_stream(struct lazy_mm *m)
+{
+	size_t p, n, end = 0;
+	int ret;
+
+	while (m->cursor < m->nr && m->pages[m->cursor].state != PAGE_PENDING)
+		m->cursor++;
+	if (m->cursor == m->nr) {
+		m->cursor = 0;	/* some were left for an event: again from the start */
+		return 0;
+	}
+	p = m->cursor;
+	if (lazy_helper) {	/* runs to LAZY_BATCH pages here, as many there */
+		end = lazy_span(m, p);
+		if (end < m->nr)
+			lazy_post(m, end, lazy_span(m, end));
+	}
+	do {	/* never a look at the second thread's span */
+		n = lazy_run(m, p, end && end - p < LAZY_BATCH ? end - p : LAZY_BATCH);
+		ret = lazy_stream_run(m, p, n);
+		for (p += n; p < end && m->pages[p].state != PAGE_PENDING; p++)
+			;
+	} while (!ret && p < end);
+	if (end && end < m->nr)
+		lazy_join(m);
+	return ret;
 }
 
 /* Pages still to come and faults to serve, in every mm. */
@@ -753,8 +930,9 @@ static void lazy_finish(pid_t root)
 		return;
 	}
 	lazy_done();
-	snprintf(reason, sizeof(reason), "pid %d: %zu pages, %zu on fault, %d forks",
-		 (int)root, nr_lazy, lazy_faulted, lazy_forks);
+	snprintf(reason, sizeof(reason),
+		 "pid %d: %zu pages, %zu on fault, %zu by thread 2, %d forks", (int)root,
+		 nr_lazy, lazy_faulted, lazy_helped, lazy_forks);
 	if (nr_lazy_procs > 1)
 		snprintf(reason + strlen(reason), sizeof(reason) - strlen(reason),
 			 ", %d processes", nr_lazy_procs);
@@ -891,6 +1069,7 @@ static void lazy_serve(pid_t root, int from, int sock, int dev, int image)
 	snprintf(reason, sizeof(reason), "pid %d", (int)root);
 	lazy_report("restored", 0, reason);
 	lazy_start_populate();
+	lazy_start_streamer();
 	lazy_finish(root);
 	if (report_fd >= 0)
 		close(report_fd);

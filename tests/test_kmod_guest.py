@@ -2672,6 +2672,21 @@ def test_lazy_restart_brings_every_byte_back(guest, case):
         assert pages >= 64 * 256 * 15 // 16, second
 
 
+def _by_thread_2(report):
+    """From a "resident" reason: the pages the server's second streaming thread copied."""
+    return int(report["reason"].split(" by thread 2")[0].rsplit(", ", 1)[1])
+
+
+def test_lazy_restart_streams_with_two_threads(guest):
+    """The server streams with two threads (the second copies the span after the serving
+    thread's), and with one when $CRFS_LAZY_STREAMS=1: every byte back either way."""
+    two, one = _lazy(guest, "check"), _lazy(guest, "one_stream")
+    _lazy_ran(one, "heap=ok")
+    assert one["second"]["stage"] == "resident", one["second"]
+    assert _by_thread_2(one["second"]) == 0, one["second"]
+    assert _by_thread_2(two["second"]) > 0, two["second"]
+
+
 def test_lazy_restart_serves_two_threads_faulting_at_once(guest):
     """Two threads of the restarted program compare the two halves of the heap at once:
     both fault on pages still to come, both get them."""

@@ -5,12 +5,14 @@
     python fuzz/fuzz_criu.py [libFuzzer args] [CORPUS_DIR ...]
 
 A CRIU dump is a directory of files, so an input is an edit of one member of one of the
-committed dumps (tests/data/criu: threads, fork, files, ns), applied to a working copy:
+committed dumps (tests/data/criu: threads, fork, files, ns), or of a container export of
+one (EXPORT: the threads dump in an uncompressed tar laid out as podman writes it),
+applied to a working copy:
   byte 0      the (dump, member) pair of MEMBERS, modulo their number;
   byte 1      how, modulo 3: 0 XOR the rest into the member at OFFSET (its length kept),
               1 cut the member at OFFSET and append the rest, 2 replace it by the rest;
-  bytes 2-3   OFFSET, little-endian, modulo the member's length;
-  bytes 4-    the rest.
+  bytes 2-4   OFFSET, little-endian, modulo the member's length;
+  bytes 5-    the rest.
 Small inputs so make small edits of a real member, which keeps most of its structure and
 reaches the decoders behind the first error. The dump is then indexed and walked as
 fuzz_formats.py walks an image (the mount's tree: every directory, every file read as cat
@@ -33,13 +35,33 @@ import fuzz_formats  # noqa: E402 - its atheris instrumentation covers crfs, CRI
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                     "tests", "data", "criu")
 DUMPS = ("threads", "fork", "files", "ns")
+EXPORT = "threads.tar"      # the member is the archive itself: ("threads.tar", "")
 
 
 def members():
-    """(dump, member) of every metadata file of the committed dumps, in a stable order."""
+    """(dump, member) of every metadata file of the committed dumps, in a stable order,
+    then the export."""
     return [(dump, name) for dump in DUMPS
             for name in sorted(os.listdir(os.path.join(DATA, dump)))
-            if name.endswith(".img") and not name.startswith("pages-")]
+            if name.endswith(".img") and not name.startswith("pages-")] + [(EXPORT, "")]
+
+
+def export_bytes(dump="threads"):
+    """`dump` as podman's checkpoint export holds it (config.dump, then checkpoint/<file>),
+    an uncompressed PAX tar, byte for byte the same on every machine."""
+    import io
+    import tarfile
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        files = [("config.dump", b"{}\n")]
+        for name in sorted(os.listdir(os.path.join(DATA, dump))):
+            with open(os.path.join(DATA, dump, name), "rb") as f:
+                files.append((f"checkpoint/{name}", f.read()))
+        for arcname, data in files:
+            info = tarfile.TarInfo(arcname)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 MEMBERS = members()
@@ -48,8 +70,8 @@ MEMBERS = members()
 def edited(original, edit):
     """`original` with `edit` (how, OFFSET, the rest: see the module's docstring) applied."""
     how = edit[0] % 3 if edit else 0
-    offset = int.from_bytes(edit[1:3], "little") % max(len(original), 1)
-    rest = edit[3:]
+    offset = int.from_bytes(edit[1:4], "little") % max(len(original), 1)
+    rest = edit[4:]
     if how == 0:
         data = bytearray(original)
         for i, b in enumerate(rest[:len(data) - offset]):
@@ -61,27 +83,35 @@ def edited(original, edit):
 
 
 class Workspace:
-    """Working copies of the dumps (in /dev/shm when there is one): an input's member is
-    written into its copy, walked, and put back."""
+    """Working copies of the dumps and the export (in /dev/shm when there is one): an
+    input's member is written into its copy, walked, and put back."""
+
+    last_loaded = False     # whether the last input's dump loaded (the tests count them)
 
     def __init__(self):
         base = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self.root = tempfile.mkdtemp(prefix="crfs-fuzz-criu-", dir=base)
         for dump in DUMPS:
             shutil.copytree(os.path.join(DATA, dump), os.path.join(self.root, dump))
-
-    last_loaded = False     # whether the last input's dump loaded (the tests count them)
+        self.export = export_bytes()
+        with open(os.path.join(self.root, EXPORT), "wb") as f:
+            f.write(self.export)
 
     def close(self):
         shutil.rmtree(self.root, ignore_errors=True)
+
+    def original(self, dump, name):
+        if dump == EXPORT:
+            return self.export
+        with open(os.path.join(DATA, dump, name), "rb") as f:
+            return f.read()
 
     def one_input(self, data):
         if not data:
             return
         dump, name = MEMBERS[data[0] % len(MEMBERS)]
-        path = os.path.join(self.root, dump, name)
-        with open(os.path.join(DATA, dump, name), "rb") as f:
-            original = f.read()
+        path = os.path.join(self.root, dump, name) if name else os.path.join(self.root, dump)
+        original = self.original(dump, name)
         with open(path, "wb") as f:
             f.write(edited(original, data[1:]))
         try:
@@ -101,7 +131,7 @@ def write_seeds(directory):
     os.makedirs(directory, exist_ok=True)
     for i, (dump, name) in enumerate(MEMBERS):
         with open(os.path.join(directory, f"{i:03d}-{dump}-{name}"), "wb") as f:
-            f.write(bytes([i, 0, 0, 0]))
+            f.write(bytes([i, 0, 0, 0, 0]))
     print(f"{len(MEMBERS)} seeds in {directory}")
 
 

@@ -317,6 +317,25 @@ def test_cg_set_missing_from_cgroup_img(tmp_path):
     assert err.message == "cg_set 7 is not in cgroup.img"
 
 
+def test_cg_set_without_controllers_is_an_empty_cgroup_file(tmp_path):
+    """Found by fuzz/fuzz_criu.py: a cg_set with no ctls (a repeated field sent zero
+    times) failed the load with a KeyError. As /proc/PID/cgroup of a task in no
+    hierarchy, the task's cgroup text is empty."""
+    from test_criu_convert import encode, entries, write_img
+    from crfs.formats import criu
+    from crfs.model import registry
+    dump = copy_ns(tmp_path)
+    cgroup = entries(dump, "cgroup.img")[0]
+    for cg_set in cgroup["sets"]:
+        cg_set.pop("ctls", None)
+    write_img(dump / "cgroup.img", "CGROUP", [encode(criu.CGROUP, cgroup)])
+    image = registry.open_image(str(dump))
+    try:
+        assert image.task(markers()["pid"]).cgroup == ""
+    finally:
+        image.close()
+
+
 def test_mutated_ns_dump_gives_an_image_or_a_format_error(tmp_path):
     """Flips, cuts and inserted bytes in the new images: an Image (its new files read)
     or a FormatError naming a record, nothing else."""

@@ -80,7 +80,7 @@ def cgroup_text(tc, inventory, sets, where):
             return None
         raise FormatError(f"cg_set {cg_set} is not in cgroup.img", record=where)
     return "".join(f"{'0' if not m['name'] else '?'}:{m['name']}:{m['path']}\n"
-                   for m in found["ctls"])
+                   for m in found.get("ctls", ()))     # a repeated field may be absent
 
 
 def inet_sock(sk, netns):

@@ -47,6 +47,7 @@ XCR0_AVX = 0x7               # x87 | SSE | AVX
 # -------------------------------------------------------------------- wire decoding
 
 U32, U64, I32, S32, S64, BOOL, STR, BYTES = "u32", "u64", "i32", "s32", "s64", "bool", "str", "bytes"
+VARINTS = (U32, U64, I32, S32, S64, BOOL)     # the types a varint (wire type 0) may carry
 REQ, OPT, REP = "required", "optional", "repeated"
 
 
@@ -153,18 +154,12 @@ def decode(data, msg, pos=0, end=None, depth=0):
         spec = fields.get(number)
         if spec is None:
             continue
-        if wire == 0 and spec[2] != REP:
+        if wire == 0 and spec[2] != REP and spec[1] in VARINTS:
             ftype = spec[1]
-            if ftype == U64 and value < (1 << 64):
-                out[spec[0]] = value
-                continue
-            if isinstance(ftype, Message):
-                raise WireError(f"{spec[0]}: wire type 0 for a message", start)
-            if ftype in (STR, BYTES):
-                raise WireError(f"{spec[0]}: wire type 0 for {ftype}", start)
-            out[spec[0]] = _scalar(ftype, value)
+            out[spec[0]] = value if ftype == U64 and value < (1 << 64) else \
+                _scalar(ftype, value)
             continue
-        _store(out, data, spec, wire, value, start, depth)
+        _store(out, data, spec, wire, value, start, depth)    # every wire-type check
     for name in msg.required:
         if name not in out:
             missing = [n for n in msg.required if n not in out]

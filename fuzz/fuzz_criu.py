@@ -93,29 +93,29 @@ class Workspace:
         self.root = tempfile.mkdtemp(prefix="crfs-fuzz-criu-", dir=base)
         for dump in DUMPS:
             shutil.copytree(os.path.join(DATA, dump), os.path.join(self.root, dump))
-        self.export = export_bytes()
         with open(os.path.join(self.root, EXPORT), "wb") as f:
-            f.write(self.export)
+            f.write(export_bytes())
+        self.originals = {}     # (dump, member): its bytes, read once
+        for dump, name in MEMBERS:
+            with open(self.path(dump, name), "rb") as f:
+                self.originals[dump, name] = f.read()
+
+    def path(self, dump, name):
+        """The working copy of `name` of `dump` (the export itself when `name` is "")."""
+        return os.path.join(self.root, dump, name) if name else os.path.join(self.root, dump)
 
     def close(self):
         shutil.rmtree(self.root, ignore_errors=True)
-
-    def original(self, dump, name):
-        if dump == EXPORT:
-            return self.export
-        with open(os.path.join(DATA, dump, name), "rb") as f:
-            return f.read()
 
     def one_input(self, data):
         if not data:
             return
         dump, name = MEMBERS[data[0] % len(MEMBERS)]
-        path = os.path.join(self.root, dump, name) if name else os.path.join(self.root, dump)
-        original = self.original(dump, name)
+        path, original = self.path(dump, name), self.originals[dump, name]
         with open(path, "wb") as f:
             f.write(edited(original, data[1:]))
         try:
-            entry = fuzz_formats.PathEntry(os.path.join(self.root, dump))
+            entry = fuzz_formats.at_path(os.path.join(self.root, dump))
             self.last_loaded = entry.image is not None
             try:
                 fuzz_formats.walk_entry(entry)

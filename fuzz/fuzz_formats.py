@@ -54,69 +54,57 @@ RECORDS_LIMIT = 100_000    # records listed per image (each one is at least a he
 MEMORY_LIMIT = 1 << 30     # RLIMIT_AS: no input may make crfs allocate past this
 
 
-class FakeEntry:
-    """What crfs.fs.store.Entry gives an ImageDir, from bytes in memory."""
+class Entry:
+    """What crfs.fs.store.Entry gives an ImageDir, from an image named `name` whose bytes
+    `open_source()` gives: in memory (fuzz_formats.py's inputs) or on disk (at_path)."""
 
-    def __init__(self, data):
-        self.name = "fuzz.img"
+    def __init__(self, name, open_source):
+        self.name = name
         self.generation = 0
-        self.data = data
+        self.open_source = open_source
         self.image = None
         self.error = None
+        source = None
         try:
-            self.image = registry.load(MemorySource(data))
+            source = open_source()      # an archive may fail to open
+            self.image = registry.load(source)
         except FormatError as exc:
+            if source is not None:
+                source.close()
             self.error = exc
         self.file_mtime_ns = 0
         self.mtime_ns = image_mtime_ns(self.image, self.file_mtime_ns)
 
     def verify_text(self):
-        return verify(MemorySource(self.data), self.image).text(self.name)
+        with self.open_source() as source:
+            return verify(source, self.image).text(self.name)
 
     def records_text(self):
         lines = []
         try:
-            for i, rec in enumerate(registry.records(MemorySource(self.data))):
-                if i >= RECORDS_LIMIT:
-                    break
-                lines.append(render.record_line(rec))
+            with self.open_source() as source:
+                for i, rec in enumerate(registry.records(source)):
+                    if i >= RECORDS_LIMIT:
+                        break
+                    lines.append(render.record_line(rec))
         except FormatError as exc:
             lines.append(f"error: {exc}\n")
         return "".join(lines)
 
-
-class PathEntry:
-    """What crfs.fs.store.Entry gives an ImageDir, from an image on disk (a CRIU dump
-    directory too): fuzz_criu.py's inputs, tests/test_criu.py's mutated dumps."""
-
-    def __init__(self, path):
-        self.name = os.path.basename(path)
-        self.generation = 0
-        self.path = path
-        self.image = None
-        self.error = None
-        try:
-            self.image = registry.open_image(path)
-        except FormatError as exc:
-            self.error = exc
-        self.file_mtime_ns = 0
-        self.mtime_ns = image_mtime_ns(self.image, self.file_mtime_ns)
-
-    def verify_text(self):
-        with registry.open_source(self.path) as source:
-            return verify(source, self.image).text(self.name)
-
-    def records_text(self):
-        try:
-            with registry.open_source(self.path) as source:
-                return "".join(render.record_line(r) for _, r in
-                               zip(range(RECORDS_LIMIT), registry.records(source)))
-        except FormatError as exc:
-            return f"error: {exc}\n"
-
     def close(self):
         if self.image is not None:
             self.image.close()
+
+
+def in_memory(data):
+    """The Entry of an image's bytes."""
+    return Entry("fuzz.img", lambda: MemorySource(data))
+
+
+def at_path(path):
+    """The Entry of the image at `path` (a CRIU dump directory or archive too):
+    fuzz_criu.py's inputs, tests/test_criu.py's mutated dumps."""
+    return Entry(os.path.basename(path), lambda: registry.open_source(path))
 
 
 def read_file(node):
@@ -185,7 +173,7 @@ def one_input(data, fmt=None):
                 return
         except FormatError:
             return
-    walk_entry(FakeEntry(bytes(data)))
+    walk_entry(in_memory(bytes(data)))
 
 
 def walk_entry(entry):

@@ -723,7 +723,7 @@ def test_mutated_dumps_walk_like_the_fuzzer(tmp_path):
         for _ in range(rng.randint(1, 3)):
             data[rng.randrange(8, len(data)) if len(data) > 8 else 0] = rng.randrange(256)
         (dump / name).write_bytes(bytes(data))
-        entry = harness.PathEntry(str(dump))
+        entry = harness.at_path(str(dump))
         try:
             harness.walk(ImageDir(entry))
         finally:

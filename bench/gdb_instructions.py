@@ -31,10 +31,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+
+from index_persist import Mounted  # bench/ is this script's sys.path[0]
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "data" / "criu"
@@ -86,39 +86,15 @@ def criu_coredump(source, dump, out):
     return {name.split(".", 1)[1]: os.path.join(out, name) for name in os.listdir(out)}
 
 
-class Mount:
-    """A foreground crfs daemon serving `store` (no persistent index) at a temporary
-    directory, unmounted on exit."""
-
-    def __init__(self, store):
-        self.store = store
-
-    def __enter__(self):
-        self.mnt = tempfile.mkdtemp(prefix="crfs-gdbi-")
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "crfs", "-f", self.mnt, "-o",
-             f"store={self.store},index_dir=off"], env=env, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while not os.path.ismount(self.mnt):
-            if self.daemon.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("crfs did not mount")
-            time.sleep(0.05)
-        return self.mnt
-
-    def __exit__(self, *exc):
-        subprocess.run(["fusermount", "-u", self.mnt], capture_output=True)
-        self.daemon.wait(timeout=60)
-        os.rmdir(self.mnt)
-
-
 def measure(args, work):
     rows = []
     store = os.path.join(work, "store")
     os.makedirs(store)
     for name in args.dumps:
         shutil.copytree(FIXTURES / name, os.path.join(store, name))
-    with Mount(store) as mnt:
+    mnt = Path(work) / "mnt"
+    mnt.mkdir()
+    with Mounted(ROOT, store, mnt, Path(work) / "crfs.log", index_dir="off"):
         for name in args.dumps:
             theirs = criu_coredump(args.criu_source, os.path.join(store, name),
                                    os.path.join(work, f"cores-{name}"))
@@ -127,7 +103,7 @@ def measure(args, work):
                 rows.append({"dump": name, "failed": theirs})
                 continue
             for pid, their_core in sorted(theirs.items()):
-                ours = os.path.join(mnt, name, "tasks", pid, "core")
+                ours = str(mnt / name / "tasks" / pid / "core")
                 for mode in MODES:
                     row = {"dump": name, "pid": pid, "mode": mode,
                            "criu": instructions(mode, their_core),
@@ -161,7 +137,7 @@ def main():
                              "bin/criu_prog (threads,fork)")
     args = parser.parse_args()
     args.dumps = args.dumps.split(",")
-    for tool in ("valgrind", "gdb", "fusermount"):
+    for tool in ("valgrind", "gdb", "fusermount3"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is needed")
     with tempfile.TemporaryDirectory(prefix="crfs-gdbi-") as work:

@@ -406,11 +406,21 @@ static void lazy_start_populate(void)
 		pthread_detach(t);
 }
 
-/* Where the bytes of @n pages from @pos are, or NULL (a short read: -EIO). */
-static const char *lazy_src(off_t pos, size_t n)
+/* Where @n pages at @pos are in the image's mapping, or NULL (never lazy_buf: not ours). */
+static const char *lazy_mapped(off_t pos, size_t n)
 {
 	if (lazy_map && pos >= 0 && pos <= lazy_size && n * PAGE <= (size_t)(lazy_size - pos))
 		return lazy_map + pos;
+	return NULL;
+}
+
+/* Where the bytes of @n pages from @pos are, or NULL (a short read: -EIO). */
+static const char *lazy_src(off_t pos, size_t n)
+{
+	const char *mapped = lazy_mapped(pos, n);
+
+	if (mapped)
+		return mapped;
 	if (pread(lazy_image, lazy_buf, n * PAGE, pos) != (ssize_t)(n * PAGE))
 		return NULL;
 	return lazy_buf;
@@ -605,14 +615,6 @@ static struct {
 
 static int lazy_helper;			/* lazy_streamer() runs */
 static size_t lazy_helped;		/* pages it copied */
-
-/* Where @n pages at @pos are in the image's mapping, or NULL (never lazy_buf: not ours). */
-static const char *lazy_mapped(off_t pos, size_t n)
-{
-	if (lazy_map && pos >= 0 && pos <= lazy_size && n * PAGE <= (size_t)(lazy_size - pos))
-		return lazy_map + pos;
-	return NULL;
-}
 
 /*
  * The pending runs of [@from, @to) of @m copied in, in order, until one does not go in

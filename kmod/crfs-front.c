@@ -1,0 +1,770 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * crfs-front: root's `crfs` command, in front of the Python CLI.
+ *
+ *   crfs checkpoint PID [-o FILE | --store DIR] [--tree] [--leave-stopped | --kill]
+ *                       [--format ckpt] [--via auto|kernel] [--stop] [-q]
+ *
+ * kmod/install puts it at /usr/local/sbin/crfs, which root's PATH (and sudo's) searches
+ * before /usr/local/bin, where pip puts the Python `crfs`. Only root opens /dev/crfs, so
+ * only root can take the kernel's path of `crfs checkpoint`: freeze with ptrace, have
+ * crfs.ko write the image (CRFS_IOC_CHECKPOINT), place it, let the processes go. That is
+ * all this program does itself, the same way crfs/checkpoint (via_kernel.py, freezer.py,
+ * api.py) does it, without the interpreter's start-up, most of the command's time in a
+ * slow machine (issue #13).
+ *
+ * Everything else is handed to the Python CLI with the same argv (execv): another
+ * command, an option this program does not parse exactly (abbreviations, --help,
+ * --parent ...), a store directory that does not exist yet, no /dev/crfs, and any failure
+ * before the image is in place. In that last case the processes are let go first, as
+ * they were, and the temporary file removed: the CLI then does the whole checkpoint again
+ * and reports in its own words, or uses its userspace writer where "auto" allows it. The
+ * one failure reported here is a task that does not stop within STOP_TIMEOUT seconds,
+ * which the CLI would wait for again.
+ *
+ * The Python CLI is the first `crfs` on PATH, after this one, that is a script ("#!"):
+ * never an ELF file, so a copy of this program is never run in its place.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/ptrace.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <sched.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "crfs_ioctl.h"
+
+#define DEVICE		"/dev/crfs"
+#define DEFAULT_STORE	"/var/lib/crfs"		/* crfs.store_paths.DEFAULT_STORE */
+#define MAX_TASKS	1024			/* CRFS_MAX_TASKS: more, the module refuses */
+#define MAX_THREAD_SCANS 100			/* freezer.MAX_THREAD_SCANS */
+#define MAX_NAME_TRIES	100			/* api.MAX_NAME_TRIES */
+#define STOP_TIMEOUT	10			/* ptrace.STOP_TIMEOUT, seconds */
+#define REAP_WAIT	10			/* freezer.REAP_WAIT, seconds */
+#define SPIN_WAITS	2000			/* ptrace.SPIN_WAITS */
+#define SECCOMP_STRICT	1
+#ifndef PTRACE_O_SUSPEND_SECCOMP
+#define PTRACE_O_SUSPEND_SECCOMP (1 << 21)
+#endif
+
+struct options {
+	pid_t pid;
+	const char *output;		/* -o FILE, or NULL: into the store */
+	const char *store;
+	int tree, stop_after, kill_after;
+};
+
+struct task {
+	pid_t tgid, tid;
+	int sig;			/* taken by a signal-delivery stop: passed on at detach */
+};
+
+static char **cli_argv;			/* our own argv, handed on unchanged */
+static struct task tasks[MAX_TASKS];	/* every thread stopped, in the order stopped */
+static int nr_tasks;
+static pid_t procs[MAX_TASKS];		/* the processes stopped, parents first */
+static int nr_procs;
+
+/* ---------------------------------------------------------------- the Python CLI */
+
+static int same_file(const char *a, const struct stat *b)
+{
+	struct stat st;
+
+	return stat(a, &st) == 0 && st.st_dev == b->st_dev && st.st_ino == b->st_ino;
+}
+
+static int is_script(const char *path)
+{
+	char magic[2];
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int script = fd >= 0 && read(fd, magic, 2) == 2 && magic[0] == '#' && magic[1] == '!';
+
+	if (fd >= 0)
+		close(fd);
+	return script;
+}
+
+/* Run the Python CLI with our argv; only returns if there is none (then exit 2). */
+static _Noreturn void delegate(void)
+{
+	const char *path = getenv("PATH");
+	char *dirs, *dir, *save = NULL, cand[PATH_MAX];
+	struct stat self;
+
+	if (stat("/proc/self/exe", &self) != 0)
+		memset(&self, 0, sizeof(self));
+	dirs = strdup(path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
+	for (dir = dirs ? strtok_r(dirs, ":", &save) : NULL; dir;
+	     dir = strtok_r(NULL, ":", &save)) {
+		if (snprintf(cand, sizeof(cand), "%s/crfs", *dir ? dir : ".") >=
+		    (int)sizeof(cand))
+			continue;
+		if (same_file(cand, &self) || access(cand, X_OK) != 0 || !is_script(cand))
+			continue;
+		execv(cand, cli_argv);
+	}
+	fprintf(stderr, "crfs: no Python crfs on PATH to run this command (pip install crfs)\n");
+	exit(2);
+}
+
+/* ---------------------------------------------------------------- arguments */
+
+static int parse_pid(const char *text, pid_t *pid)
+{
+	char *end;
+	long value;
+
+	if (!isdigit((unsigned char)*text))
+		return -1;
+	errno = 0;
+	value = strtol(text, &end, 10);
+	if (*end || errno || value <= 0 || value > INT_MAX)
+		return -1;
+	*pid = value;
+	return 0;
+}
+
+/* The value of option `name` at argv[*i] ("--name V", "--name=V", "-oV"), or NULL. */
+static const char *value_of(char **argv, int argc, int *i, const char *name)
+{
+	size_t len = strlen(name);
+	const char *arg = argv[*i];
+
+	if (strncmp(arg, name, len) != 0)
+		return NULL;
+	if (arg[len] == '=' && name[1] == '-')
+		return arg + len + 1;
+	if (arg[len] && name[1] != '-')
+		return arg + len;		/* -oFILE */
+	if (arg[len] || *i + 1 >= argc || argv[*i + 1][0] == '-')
+		return NULL;
+	return argv[++*i];
+}
+
+static int set_once(const char **slot, const char *value)
+{
+	if (!value || *slot || !*value)
+		return -1;
+	*slot = value;
+	return 0;
+}
+
+static int flag_once(int *slot)
+{
+	if (*slot)
+		return -1;
+	*slot = 1;
+	return 0;
+}
+
+static int parse_option(char **argv, int argc, int *i, struct options *o,
+			const char **fmt, const char **via, int *quiet_or_stop)
+{
+	const char *arg = argv[*i];
+
+	if (!strcmp(arg, "--tree"))
+		return flag_once(&o->tree);
+	if (!strcmp(arg, "--leave-stopped"))
+		return flag_once(&o->stop_after);
+	if (!strcmp(arg, "--kill"))
+		return flag_once(&o->kill_after);
+	if (!strcmp(arg, "--stop") || !strcmp(arg, "-q") || !strcmp(arg, "--quiet")) {
+		(*quiet_or_stop)++;		/* no meaning on the kernel's path */
+		return 0;
+	}
+	if (!strncmp(arg, "-o", 2) && strncmp(arg, "--", 2))
+		return set_once(&o->output, value_of(argv, argc, i, "-o"));
+	if (!strncmp(arg, "--output", 8))
+		return set_once(&o->output, value_of(argv, argc, i, "--output"));
+	if (!strncmp(arg, "--store", 7))
+		return set_once(&o->store, value_of(argv, argc, i, "--store"));
+	if (!strncmp(arg, "--format", 8))
+		return set_once(fmt, value_of(argv, argc, i, "--format"));
+	if (!strncmp(arg, "--via", 5))
+		return set_once(via, value_of(argv, argc, i, "--via"));
+	return -1;
+}
+
+/*
+ * 0 when argv is `crfs checkpoint ...` with only what the kernel's path takes, each
+ * option at most once and spelled in full; -1 for anything else.
+ */
+static int parse(int argc, char **argv, struct options *o)
+{
+	const char *fmt = NULL, *via = NULL;
+	int i, have_pid = 0, ignored = 0;
+
+	memset(o, 0, sizeof(*o));
+	if (argc < 3 || strcmp(argv[1], "checkpoint"))
+		return -1;
+	for (i = 2; i < argc; i++) {
+		if (argv[i][0] != '-') {
+			if (have_pid++ || parse_pid(argv[i], &o->pid))
+				return -1;
+		} else if (parse_option(argv, argc, &i, o, &fmt, &via, &ignored)) {
+			return -1;
+		}
+	}
+	if (!have_pid || (o->output && o->store) || (o->stop_after && o->kill_after))
+		return -1;
+	if (fmt && strcmp(fmt, "ckpt"))
+		return -1;
+	if (via && strcmp(via, "auto") && strcmp(via, "kernel"))
+		return -1;
+	if (!o->output && !o->store)
+		o->store = DEFAULT_STORE;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- /proc */
+
+static int read_small(const char *path, char *buf, size_t size)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if (n < 0)
+		return -1;
+	buf[n] = '\0';
+	return n;
+}
+
+/* /proc/ENTRY/stat: the state letter and the fields after it, from field 4 on. */
+static int read_stat(const char *entry, char *state, long long *fields, int count)
+{
+	char path[64], buf[1024], *p;
+	int i;
+
+	snprintf(path, sizeof(path), "/proc/%s/stat", entry);
+	if (read_small(path, buf, sizeof(buf)) < 0)
+		return -1;
+	p = strrchr(buf, ')');		/* comm may hold spaces and parentheses */
+	if (!p || p[1] != ' ' || !p[2])
+		return -1;
+	*state = p[2];
+	p += 3;
+	for (i = 0; i < count; i++) {
+		char *end;
+
+		fields[i] = strtoll(p, &end, 10);
+		if (end == p)
+			return -1;
+		p = end;
+	}
+	return 0;
+}
+
+/* /proc/<pid>/stat's ppid (field 4) and start time (field 22); -1 when gone. */
+static int stat_of(pid_t pid, char *state, long long *ppid, long long *start)
+{
+	long long f[19];
+	char entry[16];
+
+	snprintf(entry, sizeof(entry), "%d", pid);
+	if (read_stat(entry, state, f, 19))
+		return -1;
+	*ppid = f[0];
+	*start = f[18];
+	return 0;
+}
+
+static char task_state(pid_t pid, pid_t tid)
+{
+	char entry[48], state;
+	long long ppid;
+
+	snprintf(entry, sizeof(entry), "%d/task/%d", pid, tid);
+	return read_stat(entry, &state, &ppid, 1) ? 'X' : state;
+}
+
+/* A number after "KEY:\t" in a /proc status file; `missing` when there is none. */
+static long status_field(const char *path, const char *key, long missing)
+{
+	char buf[4096], *p;
+	size_t len = strlen(key);
+
+	if (read_small(path, buf, sizeof(buf)) < 0)
+		return missing;
+	for (p = buf; p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+		if (!strncmp(p, key, len) && p[len] == ':')
+			return strtol(p + len + 1, NULL, 10);
+	return missing;
+}
+
+/* Whether `pid` is a process (a thread group leader), as the CLI checks first. */
+static int is_process(pid_t pid)
+{
+	char path[32];
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	return status_field(path, "Tgid", -1) == pid;
+}
+
+static int cmp_pid(const void *a, const void *b)
+{
+	return *(const pid_t *)a - *(const pid_t *)b;
+}
+
+/* The numeric entries of DIR, ascending, at most `max`; -1 if it cannot be read. */
+static int numbers_in(const char *dir, pid_t *out, int max)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((e = readdir(d)) && n < max)
+		if (isdigit((unsigned char)e->d_name[0]))
+			out[n++] = atoi(e->d_name);
+	closedir(d);
+	qsort(out, n, sizeof(*out), cmp_pid);
+	return n;
+}
+
+/* ---------------------------------------------------------------- the freeze */
+
+static pid_t seen[MAX_TASKS];		/* threads we tried to stop (freezer.states) */
+static int nr_seen;
+static pid_t timed_out;			/* the thread that did not stop in time */
+
+static int was_seen(pid_t tid)
+{
+	int i;
+
+	for (i = 0; i < nr_seen; i++)
+		if (seen[i] == tid)
+			return 1;
+	return 0;
+}
+
+static int wait_status(pid_t tid, int *status)
+{
+	struct timespec ms = { 0, 1000000 };
+	int polls;
+
+	for (polls = 0; polls < SPIN_WAITS + STOP_TIMEOUT * 1000; polls++) {
+		pid_t got = waitpid(tid, status, __WALL | WNOHANG);
+
+		if (got == tid)
+			return 0;
+		if (got < 0)
+			return -1;
+		if (polls < SPIN_WAITS)
+			sched_yield();
+		else
+			nanosleep(&ms, NULL);
+	}
+	timed_out = tid;
+	errno = ETIMEDOUT;
+	return -1;
+}
+
+/* Seize and interrupt one thread: 1 stopped, 0 a thread that just exited, -1 failed. */
+static int stop_thread(pid_t pid, pid_t tid)
+{
+	char path[64];
+	char state = task_state(pid, tid);
+	long options = 0;
+	int status;
+
+	if (nr_seen == MAX_TASKS || nr_tasks == MAX_TASKS)
+		return -1;
+	seen[nr_seen++] = tid;
+	if (state == 'Z' || state == 'X')
+		return tid == pid ? -1 : 0;
+	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
+	if (status_field(path, "Seccomp", 0) == SECCOMP_STRICT)
+		options = PTRACE_O_SUSPEND_SECCOMP;
+	if (ptrace(PTRACE_SEIZE, tid, 0, options))
+		return errno == ESRCH && tid != pid ? 0 : -1;
+	tasks[nr_tasks++] = (struct task){ .tgid = pid, .tid = tid };
+	if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) || wait_status(tid, &status))
+		return errno == ESRCH && tid != pid ? 0 : -1;
+	if (!WIFSTOPPED(status))
+		return tid == pid ? -1 : 0;
+	/* only a plain signal-delivery stop holds a signal we took */
+	if (!(status >> 16))
+		tasks[nr_tasks - 1].sig = WSTOPSIG(status);
+	return 1;
+}
+
+/* Stop every thread, the leader first; rescan until no thread is new. */
+static int freeze_process(pid_t pid)
+{
+	static pid_t tids[MAX_TASKS];
+	char dir[32];
+	int scan, i, n, new;
+
+	snprintf(dir, sizeof(dir), "/proc/%d/task", pid);
+	for (scan = 0; scan < MAX_THREAD_SCANS; scan++) {
+		n = numbers_in(dir, tids, MAX_TASKS);
+		if (n < 0)
+			return -1;
+		new = 0;
+		if (!was_seen(pid)) {
+			if (stop_thread(pid, pid) != 1)
+				return -1;
+			new = 1;
+		}
+		for (i = 0; i < n; i++) {
+			if (was_seen(tids[i]))
+				continue;
+			if (stop_thread(pid, tids[i]) < 0)
+				return -1;
+			new = 1;
+		}
+		if (!new)
+			return 0;
+	}
+	return -1;			/* it keeps creating threads */
+}
+
+/* The processes whose parent is `pid`, ascending (a scan of /proc). */
+static int children_of(pid_t pid, pid_t *out, int max)
+{
+	static pid_t all[65536];
+	int n = numbers_in("/proc", all, 65536), i, found = 0;
+
+	for (i = 0; i < n && found < max; i++) {
+		long long ppid, start;
+		char state;
+
+		if (!stat_of(all[i], &state, &ppid, &start) && ppid == pid)
+			out[found++] = all[i];
+	}
+	return found;
+}
+
+static int is_proc(pid_t pid)
+{
+	int i;
+
+	for (i = 0; i < nr_procs; i++)
+		if (procs[i] == pid)
+			return 1;
+	return 0;
+}
+
+/*
+ * Stop `root` and, with `tree`, its descendants depth first; 0, or -1 with errno (a
+ * child that exits meanwhile is left out, as freezer.Freezer.freeze does).
+ */
+static int freeze(pid_t root, int tree)
+{
+	static pid_t stack[MAX_TASKS], kids[MAX_TASKS];
+	int depth = 0, n;
+
+	stack[depth++] = root;
+	while (depth) {
+		pid_t pid = stack[--depth];
+		int before = nr_tasks;
+
+		if (nr_procs == MAX_TASKS)
+			return -1;
+		procs[nr_procs++] = pid;
+		if (freeze_process(pid)) {
+			int err = errno;
+			char state = task_state(pid, pid);
+
+			if (pid == root || timed_out ||
+			    (err != ESRCH && err != ENOENT && state != 'Z' && state != 'X'))
+				return -1;
+			while (nr_tasks > before)	/* exited: no longer ours */
+				ptrace(PTRACE_DETACH, tasks[--nr_tasks].tid, 0, 0);
+			nr_procs--;
+			continue;
+		}
+		if (!tree)
+			continue;
+		n = children_of(pid, kids, MAX_TASKS);
+		while (n-- > 0)
+			if (!is_proc(kids[n]) && depth < MAX_TASKS)
+				stack[depth++] = kids[n];
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- letting go */
+
+static void detach_all(void)
+{
+	int i;
+
+	for (i = 0; i < nr_tasks; i++)
+		ptrace(PTRACE_DETACH, tasks[i].tid, 0, tasks[i].sig);
+}
+
+static void wait_exit(pid_t tid)
+{
+	int status, i;
+
+	for (i = 0; i < 8; i++)		/* stops reported before the kill come first */
+		if (wait_status(tid, &status) || WIFEXITED(status) || WIFSIGNALED(status))
+			return;
+}
+
+/* Whether `pid` is still the process started at `start`, not a zombie we hold up. */
+static int still_waited(pid_t pid, long long start)
+{
+	long long ppid, now;
+	char state;
+
+	if (stat_of(pid, &state, &ppid, &now) || now != start)
+		return 0;
+	return !(state == 'Z' && (ppid == getpid() || ppid == getppid()));
+}
+
+/* SIGKILL every process; return once their pids are free (at most REAP_WAIT s). */
+static void kill_all(void)
+{
+	static long long start[MAX_TASKS], ppid[MAX_TASKS];
+	struct timespec tick = { 0, 10000000 };
+	int p, i, pending, rounds;
+	char state;
+
+	for (p = 0; p < nr_procs; p++)
+		if (stat_of(procs[p], &state, &ppid[p], &start[p]))
+			start[p] = -1;
+	for (p = 0; p < nr_procs; p++) {
+		int ours = ppid[p] == getpid();	/* our wait would reap it */
+
+		kill(procs[p], SIGKILL);
+		/* the leader last: its exit is reported only once its threads are reaped */
+		for (i = 0; i < nr_tasks; i++)
+			if (tasks[i].tgid == procs[p] && tasks[i].tid != procs[p])
+				wait_exit(tasks[i].tid);
+		if (!ours)
+			wait_exit(procs[p]);
+	}
+	for (rounds = 0; rounds < REAP_WAIT * 100; rounds++) {
+		for (p = 0, pending = 0; p < nr_procs; p++)
+			if (start[p] >= 0 && still_waited(procs[p], start[p]))
+				pending = 1;
+			else
+				start[p] = -1;
+		if (!pending)
+			return;
+		nanosleep(&tick, NULL);
+	}
+}
+
+static void thaw(const struct options *o)
+{
+	int p;
+
+	if (o->kill_after) {
+		kill_all();
+		return;
+	}
+	if (o->stop_after)
+		for (p = 0; p < nr_procs; p++)
+			kill(procs[p], SIGSTOP);
+	detach_all();
+}
+
+/* ---------------------------------------------------------------- the image */
+
+/* str(pathlib.PurePosixPath(path)), in place: "." parts and repeated "/" dropped. */
+static void posix_path(char *path)
+{
+	char *out = path, *in = path;
+	int root = *in == '/' ? (in[1] == '/' && in[2] != '/' ? 2 : 1) : 0;
+
+	out += root;
+	in += root;
+	while (*in) {
+		char *end = strchrnul(in, '/');
+		size_t len = end - in;
+
+		if (len && !(len == 1 && *in == '.')) {
+			if (out > path + root)
+				*out++ = '/';
+			memmove(out, in, len);
+			out += len;
+		}
+		in = *end ? end + 1 : end;
+	}
+	if (out == path)
+		*out++ = '.';
+	*out = '\0';
+}
+
+static void parent_dir(const char *path, char *dir, size_t size)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash)
+		snprintf(dir, size, ".");
+	else if (slash == path)
+		snprintf(dir, size, "/");
+	else
+		snprintf(dir, size, "%.*s", (int)(slash - path), path);
+}
+
+static int temp_file(const char *dir, char *path, size_t size)
+{
+	unsigned char r[6];
+	int i, fd, n;
+
+	for (i = 0; i < 100; i++) {
+		if (getrandom(r, sizeof(r), 0) != sizeof(r))
+			return -1;
+		n = snprintf(path, size, "%s/.crfs-checkpoint-%02x%02x%02x%02x%02x%02x", dir,
+			     r[0], r[1], r[2], r[3], r[4], r[5]);
+		if (n < 0 || (size_t)n >= size)
+			return -1;
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd >= 0 || errno != EEXIST)
+			return fd;
+	}
+	return -1;
+}
+
+/*
+ * crfs.checkpoint.api.store_name() without ".ckpt": <comm>-<pid>-<UTC time>; -1 for a
+ * comm that is not ASCII, which the CLI names (it counts characters, not bytes).
+ */
+static int store_name(pid_t pid, time_t when, char *name, size_t size)
+{
+	char path[32], comm[64], safe[64], stamp[32], *p, *s = safe;
+	int n;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+	n = read_small(path, comm, sizeof(comm));
+	if (n < 0)
+		return -1;
+	if (n && comm[n - 1] == '\n')
+		comm[--n] = '\0';
+	for (p = comm; *p; p++) {
+		if ((unsigned char)*p >= 0x80)
+			return -1;
+		if (s == safe && *p == '.')
+			continue;	/* .lstrip(".") of the sanitized name */
+		*s++ = isalnum((unsigned char)*p) || strchr("._+-", *p) ? *p : '_';
+	}
+	*s = '\0';
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", gmtime(&when));
+	snprintf(name, size, "%s-%d-%s", *safe ? safe : "task", pid, stamp);
+	return 0;
+}
+
+/* api.join_path(); -1 if it does not fit. */
+static int join(char *out, size_t size, const char *dir, const char *name)
+{
+	const char *sep = dir[strlen(dir) - 1] == '/' ? "" : "/";
+	int n;
+
+	if (!strcmp(dir, "."))
+		dir = sep = "";
+	n = snprintf(out, size, "%s%s%s", dir, sep, name);
+	return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+/* Link `tmp` into `dir` under `stem`.ckpt (or stem-N.ckpt); never replace a file. */
+static int link_new(const char *tmp, const char *dir, const char *stem, char *out,
+		    size_t size)
+{
+	char name[PATH_MAX];
+	int n;
+
+	for (n = 0; n < MAX_NAME_TRIES; n++) {
+		if (n)
+			snprintf(name, sizeof(name), "%s-%d.ckpt", stem, n);
+		else
+			snprintf(name, sizeof(name), "%s.ckpt", stem);
+		if (join(out, size, dir, name))
+			return -1;
+		if (!link(tmp, out))
+			return 0;
+		if (errno != EEXIST)
+			return -1;
+	}
+	return -1;
+}
+
+/* Write the image of the stopped processes and put it in place; its path in `out`. */
+static int write_image(int dev, const struct options *o, const char *dir, char *out,
+		       size_t size)
+{
+	struct crfs_checkpoint_args args = { .pid = o->pid };
+	char tmp[PATH_MAX], stem[128];
+	time_t now = time(NULL);
+	int fd, ok;
+
+	if (!o->output && store_name(o->pid, now, stem, sizeof(stem)))
+		return -1;
+	fd = temp_file(dir, tmp, sizeof(tmp));
+	if (fd < 0)
+		return -1;
+	args.fd = fd;
+	args.flags = o->tree ? CRFS_CHECKPOINT_TREE : 0;
+	ok = ioctl(dev, CRFS_IOC_CHECKPOINT, &args) >= 0 && close(fd) == 0;
+	if (!ok)
+		close(fd);
+	else if (o->output)
+		ok = !rename(tmp, out);
+	else
+		ok = !link_new(tmp, dir, stem, out, size);
+	unlink(tmp);
+	return ok ? 0 : -1;
+}
+
+/* ---------------------------------------------------------------- main */
+
+int main(int argc, char **argv)
+{
+	static char dir[PATH_MAX], out[PATH_MAX];
+	struct options o;
+	int dev;
+
+	cli_argv = argv;
+	if (parse(argc, argv, &o) || o.pid == getpid())
+		delegate();
+	if (strlen(o.output ? o.output : o.store) >= sizeof(dir) - 32)
+		delegate();		/* leaves room for the temporary file's name */
+	if (o.output) {
+		snprintf(out, sizeof(out), "%s", o.output);
+		posix_path(out);
+		parent_dir(out, dir, sizeof(dir));
+	} else {
+		snprintf(dir, sizeof(dir), "%s", o.store);
+		posix_path(dir);
+	}
+	if (!is_process(o.pid) || access(dir, W_OK | X_OK))
+		delegate();
+	dev = open(DEVICE, O_RDWR | O_CLOEXEC);
+	if (dev < 0)
+		delegate();
+	if (freeze(o.pid, o.tree) || write_image(dev, &o, dir, out, sizeof(out))) {
+		detach_all();
+		close(dev);
+		if (!timed_out)
+			delegate();
+		fprintf(stderr, "crfs checkpoint: cannot stop pid %d: task %d did not stop within %d s\n",
+			o.pid, timed_out, STOP_TIMEOUT);
+		return 1;
+	}
+	close(dev);
+	thaw(&o);
+	if (printf("%s\n", out) < 0 || fflush(stdout))
+		return 1;
+	return 0;
+}

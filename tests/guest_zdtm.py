@@ -3,7 +3,8 @@ tests/kmod_guest_checks.py): CRIU's zdtm test programs checkpointed and restarte
 
 The host has built the programs (make -C lib libzdtmtst.a; make -C static TESTS) in a copy
 of ../shared/zdtm and lists the runs in the manifest: which checkpointer (`crfs checkpoint
---via ptrace` or `--via kernel`), which restart (`crfs-restart`, `crfs-restart --lazy`, or
+--via ptrace`, `--via kernel`, or root's compiled `crfs` front, kmod/crfs-front.c, which
+writes through the module itself), which restart (`crfs-restart`, `crfs-restart --lazy`, or
 `cp` into restart/ of a crfs mount) and which tests. Per test, as ../shared/zdtm/README.md describes: `make
 TEST.pid` starts it, `crfs checkpoint PID --tree -o IMG --kill`, the restart, SIGTERM to the
 restored root, then TEST.out says PASS or FAIL. Every wait is bounded (the limits below), a
@@ -36,6 +37,10 @@ MOUNT = "/tmp/zdtm-fuse"
 # criu dumps: another tmpfs than IMAGES' /tmp (each is half the guest's memory at most):
 # maps04's 512 MiB dump and its 512 MiB converted image do not fit one
 CRIU_DUMPS = "/dev/shm/zdtm-criu"
+# the way "front": PATH holds no Python `crfs`, so a checkpoint the front handed on to the
+# CLI instead of writing it itself fails (status 2) rather than passes unseen
+NO_CLI = "/usr/sbin:/usr/bin:/sbin:/bin"
+front_path = None      # kmod/crfs-front, built next to the restarter (set by run())
 
 
 def start_commands(static, names):
@@ -71,6 +76,8 @@ def run(zdtm, restarter):
     for path in (IMAGES, ELSEWHERE):
         os.makedirs(path, exist_ok=True)
     os.environ["CRFS_RESTARTER"] = restarter
+    global front_path
+    front_path = os.path.join(os.path.dirname(restarter), "crfs-front")
     warm_up()
     summary = {"setup": round(time.monotonic() - t0, 2), "runs": {}}
     with open(zdtm["results"], "a") as results:
@@ -262,8 +269,22 @@ def checkpoint(pid, image, via, timeout=CHECKPOINT):
     crfs convert), killed after `timeout` seconds: (status, its output)."""
     if via == "criu":
         return criu_checkpoint(pid, image, timeout)
+    if via == "front":
+        return front_checkpoint(pid, image, timeout)
     return run_cli(["checkpoint", str(pid), "--tree", "-o", image, "--kill", "--via", via],
                    timeout)
+
+
+def front_checkpoint(pid, image, timeout=CHECKPOINT):
+    """`crfs checkpoint PID --tree -o IMAGE --kill` by the compiled front (via "front"),
+    with no Python CLI on PATH: (status, output) as checkpoint()."""
+    try:
+        run = subprocess.run([front_path, "checkpoint", str(pid), "--tree", "-o", image,
+                              "--kill"], capture_output=True, text=True, timeout=timeout,
+                             start_new_session=True, env={**os.environ, "PATH": NO_CLI})
+    except subprocess.TimeoutExpired:
+        return -1, f"no answer within {timeout}s"
+    return run.returncode, run.stdout + run.stderr
 
 
 def criu_dump_argv(pid, images):

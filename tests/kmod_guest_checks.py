@@ -1496,6 +1496,9 @@ STEPS = (
      "t_kernel_checkpoint"),
     ("kernel_checkpoint_tree", kernel_checkpoint_tree, lambda m, s: (m["restore"],),
      "t_kernel_checkpoint_tree"),
+    # root's compiled `crfs` (kmod/crfs-front.c; tests/guest_front.py)
+    ("front", lambda m, k: __import__("guest_front").step(m, k),
+     lambda m, s: (m["restore"], sys.modules[__name__]), "t_front"),
     ("fuse", through_fuse, lambda m, s: (m, fuse_programs(m, s)), "t_fuse"),
     ("checkpoint_refusals", checkpoint_refusals, lambda m, s: (m["restore"], KERNEL_IMAGE),
      "t_checkpoint_refusals"),

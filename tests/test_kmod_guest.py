@@ -378,6 +378,9 @@ def prepare_guest(work, build_c, tmp_path_factory):
     manifest["restore"] = {
         "work": str(restore), "datafile": str(datafile), "limit": RESTORE_LIMIT,
         "restarter": str(build_dir / "crfs-restart"),
+        "front": str(build_dir / "crfs-front"),
+        "counter64": str(build_c("ckpt_counter", 64)),
+        "counter32": str(build_c("ckpt_counter", 32)),
         "targets": {"static": str(build_c("restore_target", 64, "-static")),
                     "dynamic": str(build_c("restore_target", 64))},
         "tree_target": str(build_c("tree_target", 64)),
@@ -946,6 +949,86 @@ def test_module_checkpoint_of_a_tree_restarts(guest):
     _tree_restarted(run["before"], run["restart"])
 
 
+# --------------------------------------------------------------------------- the front
+# Root's compiled `crfs` (kmod/crfs-front.c), step "front" (tests/guest_front.py): run with
+# no Python CLI on PATH, a command it handed on would fail with status 2.
+
+def _front(guest, part):
+    run = _report(guest)["steps"]["front"][part]
+    assert "error" not in run, run["error"]
+    return run
+
+
+NO_CLI = "crfs: no Python crfs on PATH to run this command (pip install crfs)\n"
+
+
+def test_front_checkpoints_through_the_module_itself(guest):
+    """`crfs checkpoint PID -o DIR//./stopped.img --leave-stopped` by the front alone: the
+    path printed as the CLI prints it, no temporary file left, the process stopped and
+    untraced; the image holds the process's maps and pages and equals the CLI's `--via
+    kernel` image of it; the process killed, the image restarts and counts on."""
+    run = _front(guest, "stopped")
+    ck = run["checkpoint"]
+    assert (ck["rc"], ck["stdout"], ck["stderr"]) == (0, run["image"] + "\n", ""), ck
+    assert run["after"] == ["T", 0]
+    assert run["temp_files"] == []
+    compare = run["compare"]
+    assert compare["maps_equal"] and compare["pages"] >= 16 and compare["mismatched"] == []
+    assert run["cli"]["rc"] == 0 and run["same_as_cli"] is True, run["cli"]
+    restart = run["restart"]
+    assert (restart["errno"], restart["stage"]) == (0, "restored"), restart
+    _continues(run["before"], restart["after"], restart["exit"])
+
+
+def test_front_checkpoints_a_tree_into_the_store_and_kills_it(guest):
+    """`crfs checkpoint PID --tree --kill --store STORE` by the front alone: the image named
+    <comm>-<pid>-<UTC time>.ckpt as the CLI names it, the only file in the store; when the
+    command returns the child's pid is free and the parent is a zombie waiting for its
+    parent (the step); the stored image restarts the tree, which counts on."""
+    run = _front(guest, "tree")
+    ck = run["checkpoint"]
+    parent, child = run["pids"]
+    assert ck["rc"] == 0 and ck["stderr"] == "", ck
+    path = ck["stdout"].rstrip("\n")
+    pattern = rf"{re.escape(run['store'])}/tree_target-m64-{parent}-\d{{8}}T\d{{6}}Z\.ckpt"
+    assert re.fullmatch(pattern, path), path
+    assert run["listing"] == [os.path.basename(path)]
+    assert run["states"] == [["Z", 0], None]
+    _tree_restarted(run["before"], run["restart"])
+
+
+@pytest.mark.parametrize("how", ["ptrace", "cr"])
+def test_front_hands_on_what_it_does_not_write(guest, how):
+    """`--via ptrace` and `--format cr` go to the Python CLI with the same argv: without
+    one on PATH the front says so (status 2) and the process runs on untraced; with one,
+    the CLI writes the image in that format."""
+    run = _front(guest, "handed_on")[how]
+    assert (run["no_cli"]["rc"], run["no_cli"]["stderr"]) == (2, NO_CLI), run["no_cli"]
+    assert run["after_no_cli"][0] in "RS" and run["after_no_cli"][1] == 0
+    assert run["cli"]["rc"] == 0, run["cli"]
+    assert run["format"] == {"ptrace": "ckpt", "cr": "cr"}[how]
+    assert run["after_cli"][0] in "RS" and run["after_cli"][1] == 0
+
+
+def test_front_runs_other_commands_with_the_python_cli(guest):
+    """`crfs info IMAGE` through the front prints what `python3 -m crfs info` prints."""
+    run = _front(guest, "handed_on")["info"]
+    assert run["front"]["rc"] == 0 and run["front"]["stdout"] == run["python"] != ""
+
+
+def test_front_lets_a_refused_process_go_and_hands_it_on(guest):
+    """A 32-bit process, which crfs.ko refuses to write: the front lets it go, removes its
+    temporary file and hands the command on; with no CLI on PATH the process runs on,
+    untraced, and there is no image; with the CLI, `--via auto` falls back to the
+    userspace writer and the image verifies."""
+    run = _front(guest, "refused")
+    assert (run["no_cli"]["rc"], run["no_cli"]["stderr"]) == (2, NO_CLI), run["no_cli"]
+    assert run["after_no_cli"][0] in "RS" and run["after_no_cli"][1] == 0
+    assert run["temp_files"] == [] and not run["image_after_no_cli"]
+    assert run["cli"]["rc"] == 0 and run["verify"] == 0, run["cli"]
+    assert run["after_cli"][0] in "RS" and run["after_cli"][1] == 0
+
+
 def test_module_checkpoint_writes_every_thread(guest):
     """A two-threaded python3 with both threads stopped by the caller (crfs's freezer):
     the module writes both, the leader first; crfs reads back 2 tasks of one tgid sharing
@@ -1453,8 +1536,9 @@ def test_fuzzing_leaves_the_kernel_log_clean(guest):
 # --------------------------------------------------------------------------- zdtm
 # CRIU's zdtm test programs (../shared/zdtm, its README.md), checkpointed by crfs and
 # restarted, in the same guest boot (step "zdtm", tests/guest_zdtm.py). One test per program
-# and way: `crfs checkpoint --via ptrace` + crfs-restart ("zdtm-NAME"), `--via kernel` +
-# crfs-restart ("zdtm-NAME-kernel"), `--via kernel` + `crfs-restart --lazy`
+# and way: `crfs checkpoint --via ptrace` + crfs-restart ("zdtm-NAME"), root's compiled
+# `crfs checkpoint` (kmod/crfs-front.c: the module writes the image) + crfs-restart
+# ("zdtm-NAME-kernel"), `--via kernel` + `crfs-restart --lazy`
 # ("zdtm-NAME-lazy"), ptrace + `cp` into a crfs mount's restart/ ("zdtm-NAME-cp",
 # ZDTM_BY_CP only), `criu dump` + `crfs convert --format ckpt` + crfs-restart
 # ("zdtm-NAME-criu", issue #15). `pytest -k zdtm` runs them alone (with
@@ -1508,7 +1592,9 @@ def _build_zdtm(work):
     runs = {"ptrace": {"via": "ptrace", "restart": "restarter", "tests": names},
             "cp": {"via": "ptrace", "restart": "cp",
                    "tests": [n for n in ZDTM_BY_CP if n in names]},
-            "kernel": {"via": "kernel", "restart": "restarter", "tests": names},
+            # root's compiled `crfs checkpoint` (kmod/crfs-front.c), which has crfs.ko
+            # write the image as `--via kernel` does
+            "kernel": {"via": "front", "restart": "restarter", "tests": names},
             # --via kernel + crfs-restart --lazy (issue #14): pages through userfaultfd
             "lazy": {"via": "kernel", "restart": "lazy", "tests": names},
             # `criu dump` (Debian's criu), `crfs convert --format ckpt`, crfs-restart
@@ -1547,7 +1633,7 @@ def _zdtm_results(zdtm, error):
 # is reported, not fatal); a test NOT listed must pass.
 MAPS04 = ("512 MiB of data under TCG: near its time limits (start 90 s, checkpoint 90 s); "
           "passes on a quieter guest")
-# --via ptrace + crfs-restart, --via kernel + crfs-restart, --via ptrace + cp into restart/
+# --via ptrace + crfs-restart, the front + crfs-restart, --via ptrace + cp into restart/
 KNOWN_FAILING = {
     "maps04": MAPS04,
     "cow00": "FAIL: cow00.c:105: A page is not shared",

@@ -63,6 +63,21 @@ def test_dkms_builds_and_installs(dkms_module):
     assert "CC [M]" in steps["make.log"] and "warning" not in steps["make.log"].lower()
 
 
+def test_front_is_installed_for_root():
+    """After .ci/setup (kmod/install): /usr/local/sbin/crfs is the compiled front (an ELF
+    binary), root-owned 0755, which hands `crfs --help` to the Python CLI on PATH."""
+    path = "/usr/local/sbin/crfs"
+    if not os.path.exists(path):
+        pytest.skip(f"{path} not installed (bash kmod/install as root)")
+    st = os.stat(path)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755)
+    with open(path, "rb") as f:
+        assert f.read(4) == b"\x7fELF"
+    help_text = subprocess.run([path, "--help"], capture_output=True, text=True,
+                               env={**os.environ, "PATH": f"/usr/local/sbin:{os.environ['PATH']}"})
+    assert help_text.returncode == 0 and help_text.stdout.startswith("usage: crfs"), help_text
+
+
 def test_restarter_is_installed_root_only():
     """After .ci/setup (kmod/install): root-owned 0755, and the daemon's first choice."""
     path = kernel.INSTALLED_RESTARTER

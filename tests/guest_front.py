@@ -1,0 +1,184 @@
+"""Guest side of the step "front" (tests/test_kmod_guest.py; kmod/crfs-front.c): root's
+compiled `crfs` command, which does `crfs checkpoint` through crfs.ko itself and hands
+everything else to the Python CLI.
+
+What the front must do itself is run with a PATH holding no `crfs` (NO_CLI): had it handed
+the command on, it would fail with status 2. What it must hand on is run both ways: with
+NO_CLI it fails (status 2) having let the process go, with a PATH holding a `crfs` script
+(this tree's CLI) it ends as the CLI ends. Runs inside the guest; decides nothing.
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+from crfs.checkpoint import procfs
+
+WORK = "/tmp/crfs-front-step"
+NO_CLI = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def step(restore, k):
+    """Each part's result (or its exception) by name; `k` is kmod_guest_checks."""
+    os.makedirs(WORK, exist_ok=True)
+    cli_path = f"{cli_dir()}:{NO_CLI}"
+    out = {}
+    for name, part in (("stopped", left_stopped), ("tree", tree_killed),
+                       ("handed_on", handed_on), ("refused", refused)):
+        try:
+            out[name] = part(restore, k, cli_path)
+        except Exception as exc:      # noqa: BLE001 - reported, the other parts go on
+            out[name] = {"error": repr(exc)}
+    return out
+
+
+def cli_dir():
+    """A directory holding `crfs`, a script running this tree's CLI."""
+    path = os.path.join(WORK, "cli")
+    os.makedirs(path, exist_ok=True)
+    script = os.path.join(path, "crfs")
+    with open(script, "w") as f:
+        f.write(f'#!/bin/sh\nexec {sys.executable} -m crfs "$@"\n')
+    os.chmod(script, 0o755)
+    return path
+
+
+def front(restore, argv, path=NO_CLI, timeout=120):
+    """The front with `argv` and PATH `path`: rc, stdout, stderr, seconds."""
+    t0 = time.monotonic()
+    run = subprocess.run([restore["front"], *argv], capture_output=True, text=True,
+                         timeout=timeout, env={**os.environ, "PATH": path})
+    return {"rc": run.returncode, "stdout": run.stdout, "stderr": run.stderr[-2000:],
+            "seconds": round(time.monotonic() - t0, 3)}
+
+
+def state(pid):
+    """(state letter, TracerPid) of `pid`, or None once it is gone."""
+    try:
+        fields = procfs.status_fields(f"/proc/{pid}/status")
+    except OSError:
+        return None
+    return fields["State"].split()[0], int(fields["TracerPid"])
+
+
+def temp_files(directory):
+    return sorted(n for n in os.listdir(directory) if n.startswith(".crfs-"))
+
+
+def left_stopped(restore, k, cli_path):
+    """restore_target, `crfs checkpoint PID -o WORK//./stopped.img --leave-stopped`: the
+    path printed as the CLI prints it, the process left stopped and untraced; the same
+    image as the CLI's `--via kernel` of the same stopped process; killed and restarted."""
+    out_path = os.path.join(WORK, "stopped.out")
+    image = os.path.join(WORK, "stopped.img")
+    proc = k.start_ticking(restore["targets"]["dynamic"], restore["datafile"], out_path,
+                           restore["limit"])
+    result = {"pid": proc.pid, "image": image,
+              "checkpoint": front(restore, ["checkpoint", str(proc.pid), "-o",
+                                            f"{WORK}//./stopped.img", "--leave-stopped"])}
+    try:
+        if result["checkpoint"]["rc"] == 0 and k.wait_state(proc.pid, "T"):
+            result["after"] = state(proc.pid)
+            result["compare"] = k.image_vs_process(image, proc.pid)
+            cli_image = os.path.join(WORK, "stopped-cli.img")
+            cli = k.crfs_checkpoint(proc.pid, "-o", cli_image, "--via", "kernel",
+                                    "--leave-stopped")
+            result["cli"] = {"rc": cli.returncode, "stderr": cli.stderr[-2000:]}
+            if cli.returncode == 0:
+                result["same_as_cli"] = k.image_outline(image) == k.image_outline(cli_image)
+        result["temp_files"] = temp_files(WORK)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    result["before"] = k.tree_lines(out_path)
+    if os.path.exists(image):
+        result["restart"] = k.restart_direct(image, out_path + "2", restore["restarter"])
+    return result
+
+
+def tree_killed(restore, k, cli_path):
+    """tree_target, `crfs checkpoint PID --tree --kill --store STORE`: the image named as
+    the CLI names it, the pids free when the command returns (but the parent, a zombie
+    this process must reap), the tree restarted from the stored image."""
+    out_path = os.path.join(WORK, "tree.out")
+    store = os.path.join(WORK, "store")
+    os.makedirs(store, exist_ok=True)
+    proc = k.start_tree(restore["tree_target"], out_path, restore["limit"])
+    pids = [proc.pid] + procfs.children(proc.pid)
+    ck = front(restore, ["checkpoint", str(proc.pid), "--tree", "--kill", "--store", store])
+    result = {"pids": pids, "store": store, "checkpoint": ck,
+              "states": [state(pid) for pid in pids], "listing": sorted(os.listdir(store))}
+    proc.wait(timeout=60)
+    result["before"] = k.tree_lines(out_path)
+    image = ck["stdout"].strip()
+    if ck["rc"] == 0 and os.path.isfile(image):
+        result["restart"] = k.restart_tree(image, restore["restarter"], out_path + "2")
+    return result
+
+
+def start_counter(exe):
+    """ckpt_counter (tests/c), once it is ready: its Popen and its ready line."""
+    proc = subprocess.Popen([exe], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return proc, proc.stdout.readline().decode(errors="replace")
+
+
+def image_format(path):
+    """registry.detect() of `path`, or why not."""
+    from crfs.formats.source import Source
+    from crfs.model import registry
+    try:
+        with Source.open(path) as source:
+            return registry.detect(source)
+    except Exception as exc:      # noqa: BLE001 - reported
+        return repr(exc)
+
+
+def handed_on(restore, k, cli_path):
+    """What the front does not parse goes to the CLI unchanged: `--via ptrace`, `--format
+    cr`, another command. Without a CLI on PATH each fails (status 2) and leaves the
+    process running untraced."""
+    proc, ready = start_counter(restore["counter64"])
+    pid = str(proc.pid)
+    cr_image = os.path.join(WORK, "handed.cr")
+    ptrace_image = os.path.join(WORK, "handed-ptrace.img")
+    result = {"ready": ready}
+    try:
+        for name, argv in (("ptrace", ["checkpoint", pid, "--via", "ptrace", "-o",
+                                       ptrace_image]),
+                           ("cr", ["checkpoint", pid, "--format", "cr", "-o", cr_image])):
+            result[name] = {"no_cli": front(restore, argv), "after_no_cli": state(proc.pid),
+                            "cli": front(restore, argv, cli_path),
+                            "after_cli": state(proc.pid)}
+        result["cr"]["format"] = image_format(cr_image)
+        result["ptrace"]["format"] = image_format(ptrace_image)
+        info = ["info", ptrace_image]
+        result["info"] = {"front": front(restore, info, cli_path),
+                          "python": subprocess.run([sys.executable, "-m", "crfs", *info],
+                                                   capture_output=True, text=True).stdout}
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    return result
+
+
+def refused(restore, k, cli_path):
+    """A 32-bit process, which crfs.ko does not write (EOPNOTSUPP): the front lets it go
+    and hands the command on, where --via auto falls back to the userspace writer."""
+    image = os.path.join(WORK, "counter32.ckpt")
+    proc, ready = start_counter(restore["counter32"])
+    result = {"ready": ready}
+    try:
+        argv = ["checkpoint", str(proc.pid), "-o", image]
+        result["no_cli"] = front(restore, argv)
+        result["after_no_cli"] = state(proc.pid)
+        result["temp_files"] = temp_files(WORK)
+        result["image_after_no_cli"] = os.path.exists(image)
+        result["cli"] = front(restore, argv, cli_path)
+        result["after_cli"] = state(proc.pid)
+        result["verify"] = subprocess.run([sys.executable, "-m", "crfs", "verify", image],
+                                          capture_output=True, text=True).returncode
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    return result

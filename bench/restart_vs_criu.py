@@ -38,6 +38,11 @@ before), then --runs times, alternating which tool goes first:
         PYTHONPATH and this machine's site-packages, whose .pth files (a sandbox's certifi
         hook, crfs's editable-install finder) run at every start: both are reported.
 
+  front  only the checkpoint, by root's compiled `crfs` (kmod/crfs-front, built with the
+        module; docs/checkpoint.md "The compiled front"): the same command, which has
+        crfs.ko write the image without starting Python. Its PATH holds no Python `crfs`,
+        so a checkpoint it handed on to the CLI instead would fail, not be timed.
+
   compare  (--compare DIR) only the checkpoint, by the crfs of another checkout (DIR/crfs
         copied into the shared work directory, e.g. `git archive main`), the same command
         with that crfs first on PYTHONPATH: a change to the checkpoint's start-up against
@@ -224,6 +229,14 @@ def installed_round(exe, mib, work, venv):
                             installed_env(), "/", "installed")
 
 
+def front_round(exe, mib, work, front):
+    """The checkpoint alone, by root's compiled `crfs` (kmod/crfs-front), with no Python
+    CLI on PATH: a command it handed on instead of writing it would fail, not pass."""
+    return checkpoint_round(exe, mib, work, [front],
+                            {**installed_env(), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                            "/", "front")
+
+
 def checkpoint_round(exe, mib, work, crfs, env, cwd, tag):
     """`CRFS checkpoint PID -o IMG --kill` of a fresh program, timed from spawn."""
     out = os.path.join(work, f"{tag}.out")
@@ -299,10 +312,11 @@ def guest_main(args):
         warm_memory()
         results["setup"]["warm_s"] = time.monotonic() - t0
     restarter = os.path.join(args.tmp, "kmod", "crfs-restart")
+    front = os.path.join(args.tmp, "kmod", "crfs-front")
     compile_crfs()           # as an installed crfs: bytecode, not sources
     import crfs.checkpoint   # noqa: F401  - warm the page cache for the CLI's imports
     code = os.path.join(args.tmp, "compare")
-    tools = ("criu", "crfs", "lazy")
+    tools = ("criu", "crfs", "lazy", "front")
     if os.path.isdir(code):
         import compileall
         compileall.compile_dir(os.path.join(code, "crfs"), quiet=1)
@@ -323,6 +337,8 @@ def guest_main(args):
                     run[tool] = compare_round(exe, args.mib, work, code)
                 elif tool == "installed":
                     run[tool] = installed_round(exe, args.mib, work, args.venv)
+                elif tool == "front":
+                    run[tool] = front_round(exe, args.mib, work, front)
                 elif tool == "criu":
                     run[tool] = criu_round(exe, args.mib, work)
                 elif tool == "lazy1":
@@ -407,14 +423,13 @@ def report(results):
               f"{fmt(med['fr'])}")
     if results.get("compare"):
         errors += report_compare(runs, med["cd"], med["fd"])
-    if results.get("installed"):
-        errors += report_installed(runs, med["cd"], med["fd"])
+    errors += report_checkpoints(runs)
     errors += report_lazy(runs, med["cr"])
     if results.get("one_stream"):
         errors += report_one_stream(runs, med["cr"])
     for line in errors:
         print(f"PROBLEM {line}")
-    ok = all(r.get(t, {}).get("ok") for r in runs for t in ("criu", "crfs", "lazy"))
+    ok = all(r.get(t, {}).get("ok") for r in runs for t in ("criu", "crfs", "lazy", "front"))
     return 0 if ok else 1
 
 
@@ -435,29 +450,39 @@ def report_compare(runs, criu_dump, crfs_dump):
     return errors
 
 
-def report_installed(runs, criu_dump, crfs_dump):
-    """The checkpoint by the venv's crfs (--installed) against criu dump, run by run."""
-    errors = [f"run {i} installed: {r['installed'].get('error')}"
-              for i, r in enumerate(runs, 1) if not r.get("installed", {}).get("ok")]
+# the checkpoint's columns beside criu dump: (tool, heading)
+CHECKPOINTS = (("crfs", "crfs checkpoint (this tree, PYTHONPATH)"),
+               ("installed", "crfs checkpoint (installed in a venv)"),
+               ("front", "crfs checkpoint (root's compiled front)"))
+
+
+def report_checkpoints(runs):
+    """Each run's checkpoint by every crfs that ran (this tree's CLI, --installed's venv,
+    the compiled front) against criu dump in the same run, and the ratios of the medians."""
+    tools = [(t, h) for t, h in CHECKPOINTS if any(t in r for r in runs)]
+    errors = [f"run {i} {t}: {r[t].get('error')}" for i, r in enumerate(runs, 1)
+              for t, _ in tools if t != "crfs" and t in r and not r[t].get("ok")]
     print()
-    print("| run | criu dump | crfs checkpoint (this tree, PYTHONPATH) | crfs checkpoint "
-          "(installed in a venv) | tree/criu | installed/criu |")
-    print("|---|---|---|---|---|---|")
-    values = []
+    print("| run | criu dump | " + " | ".join(h for _, h in tools) + " | "
+          + " | ".join(f"{t}/criu" for t, _ in tools) + " |")
+    print("|---|---|" + "---|" * (2 * len(tools)))
+    cols = {t: [] for t in ("criu", *(t for t, _ in tools))}
     for i, r in enumerate(runs, 1):
         c = r.get("criu", {}).get("dump_s")
-        f = r.get("crfs", {}).get("dump_s")
-        v = r.get("installed", {}).get("dump_s") if r.get("installed", {}).get("ok") else None
-        if v is not None:
-            values.append(v)
-        print(f"| {i} | {fmt(c)} | {fmt(f)} | {fmt(v)} | "
-              f"{f'{f / c:.2f}' if c and f else '—'} | {f'{v / c:.2f}' if c and v else '—'} |")
-    if values and criu_dump and crfs_dump:
-        med = statistics.median(values)
-        print(f"| median | {fmt(criu_dump)} | {fmt(crfs_dump)} | {fmt(med)} | "
-              f"**{crfs_dump / criu_dump:.2f}** | **{med / criu_dump:.2f}** |")
-        print(f"checkpoint / criu dump (ratio of the medians; target <= 1.0): this tree "
-              f"{crfs_dump / criu_dump:.2f}, installed {med / criu_dump:.2f}")
+        values = [r.get(t, {}).get("dump_s") if "error" not in r.get(t, {}) else None
+                  for t, _ in tools]
+        for t, v in (("criu", c), *zip((t for t, _ in tools), values)):
+            if v is not None:
+                cols[t].append(v)
+        print(f"| {i} | {fmt(c)} | " + " | ".join(fmt(v) for v in values) + " | "
+              + " | ".join(f"{v / c:.2f}" if c and v else "—" for v in values) + " |")
+    med = {t: statistics.median(v) if v else None for t, v in cols.items()}
+    if med["criu"]:
+        ratios = [f"**{med[t] / med['criu']:.2f}**" if med[t] else "—" for t, _ in tools]
+        print(f"| median | {fmt(med['criu'])} | "
+              + " | ".join(fmt(med[t]) for t, _ in tools) + " | " + " | ".join(ratios) + " |")
+        print("checkpoint / criu dump (ratio of the medians; target <= 1.0): " + ", ".join(
+            f"{t} {med[t] / med['criu']:.2f}" for t, _ in tools if med[t]))
     return errors
 
 

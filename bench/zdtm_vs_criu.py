@@ -15,11 +15,14 @@ from test to test), with the protocol of ../shared/zdtm/README.md and tests/gues
 
   criu  `make TEST.pid`; timed: `criu dump -t PID -D DIR --shell-job` (kills the tree), then
         `criu restore -D DIR --shell-job -d` (returns once the tree runs);
-  crfs  `make TEST.pid`; timed: `python3 -m crfs checkpoint PID --tree -o IMG --kill`, then
-        `crfs-restart -r FD IMG` (crfs.kernel.restart_in_child) until its answer;
+  crfs  `make TEST.pid`; timed: `crfs checkpoint PID --tree -o IMG --kill` as root runs it,
+        by the compiled front (kmod/crfs-front, docs/checkpoint.md "The compiled front"),
+        with no Python `crfs` on PATH (a checkpoint it handed on would fail, not be
+        timed), then `crfs-restart -r FD IMG` (crfs.kernel.restart_in_child) until its
+        answer;
 
 then SIGTERM to the restored root and TEST.out: PASS or FAIL. Every command is timed from
-spawn (start-up included; crfs checkpoint is a Python CLI), images in the guest's tmpfs.
+spawn (start-up included), images in the guest's tmpfs.
 Reported: per test the four times and both verdicts; the mean of checkpoint + restart per
 tool over the tests both pass and its ratio crfs / criu; and, as extra information, the same
 over the tests where both tools' commands succeeded (whatever the verdict).
@@ -45,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 from crfs import kernel  # noqa: E402 - the repository's, not an installed one
 import guest_zdtm  # noqa: E402 - the test suite's zdtm runner (tests/guest_zdtm.py)
-from guest_bench import build_kmod, compile_crfs, guest_setup, host_ready, run_guest  # noqa: E402
+from guest_bench import build_kmod, guest_setup, host_ready, run_guest  # noqa: E402
 
 SHARED_ZDTM = ROOT.parent / "shared" / "zdtm"
 LIMIT = 60     # seconds for each command
@@ -104,13 +107,14 @@ def criu_round(name, static, work, command, limit):
 
 def crfs_round(name, static, work, restarter, command, limit):
     image = os.path.join(work, f"{name}.img")
+    front = os.path.join(os.path.dirname(restarter), "crfs-front")
     out, sessions, process = {}, set(), None
     try:
         pid, error = guest_zdtm.start(name, static, sessions, command, limit)
         if error:
             return {"error": f"start: {error}"}
-        out["dump_s"], run = timed([sys.executable, "-m", "crfs", "checkpoint", str(pid),
-                                    "--tree", "-o", image, "--kill"])
+        out["dump_s"], run = timed([front, "checkpoint", str(pid), "--tree", "-o", image,
+                                    "--kill"], env={**os.environ, "PATH": guest_zdtm.NO_CLI})
         if run is None or run.returncode:
             return {**out, "error": why(run, "crfs checkpoint")}
         reap_all()
@@ -167,8 +171,6 @@ def guest_main(args):
         json.dump(setup, f)
     with open(os.path.join(args.tmp, "commands.json")) as f:
         commands = json.load(f)
-    compile_crfs()           # as an installed crfs: bytecode, not sources
-    import crfs.checkpoint   # noqa: F401  - warm the page cache for the CLI's imports
     with open(os.path.join(args.tmp, "results.jsonl"), "a") as results:
         for i, name in enumerate(args.tests.split(",")):
             row = {"test": name}

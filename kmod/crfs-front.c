@@ -72,6 +72,7 @@ struct task {
 };
 
 static char **cli_argv;			/* our own argv, handed on unchanged */
+static _Atomic int interrupted;		/* SIGINT, SIGTERM or SIGHUP came (lock-free) */
 static struct task tasks[MAX_TASKS];	/* every thread stopped, in the order stopped */
 static int nr_tasks;
 static pid_t procs[MAX_TASKS];		/* the processes stopped, parents first */
@@ -89,8 +90,10 @@ static int same_file(const char *a, const struct stat *b)
 static int is_script(const char *path)
 {
 	char magic[2];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	int script = fd >= 0 && read(fd, magic, 2) == 2 && magic[0] == '#' && magic[1] == '!';
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	struct stat st;
+	int script = fd >= 0 && !fstat(fd, &st) && S_ISREG(st.st_mode) &&
+		     read(fd, magic, 2) == 2 && magic[0] == '#' && magic[1] == '!';
 
 	if (fd >= 0)
 		close(fd);
@@ -716,7 +719,7 @@ static int write_image(int dev, const struct options *o, const char *dir, char *
 		return -1;
 	args.fd = fd;
 	args.flags = o->tree ? CRFS_CHECKPOINT_TREE : 0;
-	ok = ioctl(dev, CRFS_IOC_CHECKPOINT, &args) >= 0 && close(fd) == 0;
+	ok = ioctl(dev, CRFS_IOC_CHECKPOINT, &args) >= 0 && close(fd) == 0 && !interrupted;
 	if (!ok)
 		close(fd);
 	else if (o->output)
@@ -728,6 +731,32 @@ static int write_image(int dev, const struct options *o, const char *dir, char *
 }
 
 /* ---------------------------------------------------------------- main */
+
+static void note_signal(int sig)
+{
+	interrupted = sig;
+}
+
+/*
+ * SIGINT, SIGTERM and SIGHUP wait for the module's write (they are not fatal while it
+ * runs), then the processes are let go, the temporary file removed, and the signal ends
+ * this program as it would have.
+ */
+static void catch_signals(void)
+{
+	struct sigaction sa = { .sa_handler = note_signal };
+
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+}
+
+static void die_of(int sig)
+{
+	signal(sig, SIG_DFL);
+	raise(sig);
+	exit(128 + sig);
+}
 
 int main(int argc, char **argv)
 {
@@ -753,9 +782,13 @@ int main(int argc, char **argv)
 	dev = open(DEVICE, O_RDWR | O_CLOEXEC);
 	if (dev < 0)
 		delegate();
-	if (freeze(o.pid, o.tree) || write_image(dev, &o, dir, out, sizeof(out))) {
+	catch_signals();
+	if (freeze(o.pid, o.tree) || interrupted ||
+	    write_image(dev, &o, dir, out, sizeof(out))) {
 		detach_all();
 		close(dev);
+		if (interrupted)
+			die_of(interrupted);
 		if (!timed_out)
 			delegate();
 		fprintf(stderr, "crfs checkpoint: cannot stop pid %d: task %d did not stop within %d s\n",

@@ -9,6 +9,7 @@ NO_CLI it fails (status 2) having let the process go, with a PATH holding a `crf
 """
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +26,8 @@ def step(restore, k):
     cli_path = f"{cli_dir()}:{NO_CLI}"
     out = {}
     for name, part in (("stopped", left_stopped), ("tree", tree_killed),
-                       ("handed_on", handed_on), ("refused", refused)):
+                       ("handed_on", handed_on), ("refused", refused),
+                       ("interrupted", interrupted)):
         try:
             out[name] = part(restore, k, cli_path)
         except Exception as exc:      # noqa: BLE001 - reported, the other parts go on
@@ -182,3 +184,43 @@ def refused(restore, k, cli_path):
         proc.kill()
         proc.wait(timeout=60)
     return result
+
+
+def interrupted(restore, k, cli_path):
+    """SIGTERM while crfs.ko writes a 128 MiB image (its temporary file growing): the
+    front lets the write end, lets the process go, removes the file and dies of the
+    signal; nothing is handed on."""
+    work = os.path.join(WORK, "sigterm")
+    os.makedirs(work, exist_ok=True)
+    proc = subprocess.Popen([restore["lazy_target"], work, "idle", "128"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    result = {"ready": proc.stdout.readline().decode(errors="replace")}
+    image = os.path.join(work, "big.img")
+    try:
+        ck = subprocess.Popen([restore["front"], "checkpoint", str(proc.pid), "-o", image],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PATH": NO_CLI})
+        result["growing"] = wait_growing(work)
+        ck.send_signal(signal.SIGTERM)
+        stdout, stderr = ck.communicate(timeout=120)
+        result.update(rc=ck.returncode, stdout=stdout, stderr=stderr[-2000:],
+                      temp_files=temp_files(work), image=os.path.exists(image),
+                      after=state(proc.pid))
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    return result
+
+
+def wait_growing(directory, timeout=60):
+    """Whether a temporary image in `directory` had bytes within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name in temp_files(directory):
+            try:
+                if os.path.getsize(os.path.join(directory, name)) > 0:
+                    return True
+            except OSError:
+                pass
+        time.sleep(0.005)
+    return False

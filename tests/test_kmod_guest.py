@@ -14,6 +14,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -1027,6 +1028,17 @@ def test_front_lets_a_refused_process_go_and_hands_it_on(guest):
     assert run["temp_files"] == [] and not run["image_after_no_cli"]
     assert run["cli"]["rc"] == 0 and run["verify"] == 0, run["cli"]
     assert run["after_cli"][0] in "RS" and run["after_cli"][1] == 0
+
+
+def test_front_interrupted_lets_go_and_leaves_nothing(guest):
+    """SIGTERM to the front while crfs.ko writes: it dies of SIGTERM once the write ends,
+    having let the process go (running, untraced) and removed its temporary file; no
+    image, nothing printed, nothing handed on."""
+    run = _front(guest, "interrupted")
+    assert run["ready"].startswith("ready") and run["growing"], run
+    assert (run["rc"], run["stdout"], run["stderr"]) == (-signal.SIGTERM, "", ""), run
+    assert run["temp_files"] == [] and not run["image"]
+    assert run["after"][0] in "RS" and run["after"][1] == 0
 
 
 def test_module_checkpoint_writes_every_thread(guest):

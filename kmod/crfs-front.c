@@ -100,7 +100,10 @@ static int is_script(const char *path)
 	return script;
 }
 
-/* Run the Python CLI with our argv; only returns if there is none (then exit 2). */
+/*
+ * Run the Python CLI with our argv; if there is none, exit 2. Empty PATH entries (the
+ * working directory) are not searched.
+ */
 static _Noreturn void delegate(void)
 {
 	const char *path = getenv("PATH");
@@ -112,8 +115,7 @@ static _Noreturn void delegate(void)
 	dirs = strdup(path && *path ? path : "/usr/local/bin:/usr/bin:/bin");
 	for (dir = dirs ? strtok_r(dirs, ":", &save) : NULL; dir;
 	     dir = strtok_r(NULL, ":", &save)) {
-		if (snprintf(cand, sizeof(cand), "%s/crfs", *dir ? dir : ".") >=
-		    (int)sizeof(cand))
+		if (snprintf(cand, sizeof(cand), "%s/crfs", dir) >= (int)sizeof(cand))
 			continue;
 		if (same_file(cand, &self) || access(cand, X_OK) != 0 || !is_script(cand))
 			continue;
@@ -174,7 +176,7 @@ static int flag_once(int *slot)
 }
 
 static int parse_option(char **argv, int argc, int *i, struct options *o,
-			const char **fmt, const char **via, int *quiet_or_stop)
+			const char **fmt, const char **via)
 {
 	const char *arg = argv[*i];
 
@@ -184,10 +186,8 @@ static int parse_option(char **argv, int argc, int *i, struct options *o,
 		return flag_once(&o->stop_after);
 	if (!strcmp(arg, "--kill"))
 		return flag_once(&o->kill_after);
-	if (!strcmp(arg, "--stop") || !strcmp(arg, "-q") || !strcmp(arg, "--quiet")) {
-		(*quiet_or_stop)++;		/* no meaning on the kernel's path */
-		return 0;
-	}
+	if (!strcmp(arg, "--stop") || !strcmp(arg, "-q") || !strcmp(arg, "--quiet"))
+		return 0;		/* no meaning on the kernel's path */
 	if (!strncmp(arg, "-o", 2) && strncmp(arg, "--", 2))
 		return set_once(&o->output, value_of(argv, argc, i, "-o"));
 	if (!strncmp(arg, "--output", 8))
@@ -208,7 +208,7 @@ static int parse_option(char **argv, int argc, int *i, struct options *o,
 static int parse(int argc, char **argv, struct options *o)
 {
 	const char *fmt = NULL, *via = NULL;
-	int i, have_pid = 0, ignored = 0;
+	int i, have_pid = 0;
 
 	memset(o, 0, sizeof(*o));
 	if (argc < 3 || strcmp(argv[1], "checkpoint"))
@@ -217,7 +217,7 @@ static int parse(int argc, char **argv, struct options *o)
 		if (argv[i][0] != '-') {
 			if (have_pid++ || parse_pid(argv[i], &o->pid))
 				return -1;
-		} else if (parse_option(argv, argc, &i, o, &fmt, &via, &ignored)) {
+		} else if (parse_option(argv, argc, &i, o, &fmt, &via)) {
 			return -1;
 		}
 	}
@@ -348,12 +348,12 @@ static pid_t seen[MAX_TASKS];		/* threads we tried to stop (freezer.states) */
 static int nr_seen;
 static pid_t timed_out;			/* the thread that did not stop in time */
 
-static int was_seen(pid_t tid)
+static int listed(const pid_t *list, int n, pid_t pid)
 {
 	int i;
 
-	for (i = 0; i < nr_seen; i++)
-		if (seen[i] == tid)
+	for (i = 0; i < n; i++)
+		if (list[i] == pid)
 			return 1;
 	return 0;
 }
@@ -396,10 +396,10 @@ static int stop_thread(pid_t pid, pid_t tid)
 	snprintf(path, sizeof(path), "/proc/%d/task/%d/status", pid, tid);
 	if (status_field(path, "Seccomp", 0) == SECCOMP_STRICT)
 		options = PTRACE_O_SUSPEND_SECCOMP;
-	if (ptrace(PTRACE_SEIZE, tid, 0, options))
+	if (ptrace(PTRACE_SEIZE, tid, NULL, (void *)options))
 		return errno == ESRCH && tid != pid ? 0 : -1;
 	tasks[nr_tasks++] = (struct task){ .tgid = pid, .tid = tid };
-	if (ptrace(PTRACE_INTERRUPT, tid, 0, 0) || wait_status(tid, &status))
+	if (ptrace(PTRACE_INTERRUPT, tid, NULL, NULL) || wait_status(tid, &status))
 		return errno == ESRCH && tid != pid ? 0 : -1;
 	if (!WIFSTOPPED(status))
 		return tid == pid ? -1 : 0;
@@ -422,13 +422,13 @@ static int freeze_process(pid_t pid)
 		if (n < 0)
 			return -1;
 		new = 0;
-		if (!was_seen(pid)) {
+		if (!listed(seen, nr_seen, pid)) {
 			if (stop_thread(pid, pid) != 1)
 				return -1;
 			new = 1;
 		}
 		for (i = 0; i < n; i++) {
-			if (was_seen(tids[i]))
+			if (listed(seen, nr_seen, tids[i]))
 				continue;
 			if (stop_thread(pid, tids[i]) < 0)
 				return -1;
@@ -456,16 +456,6 @@ static int children_of(pid_t pid, pid_t *out, int max)
 	return found;
 }
 
-static int is_proc(pid_t pid)
-{
-	int i;
-
-	for (i = 0; i < nr_procs; i++)
-		if (procs[i] == pid)
-			return 1;
-	return 0;
-}
-
 /*
  * Stop `root` and, with `tree`, its descendants depth first; 0, or -1 with errno (a
  * child that exits meanwhile is left out, as freezer.Freezer.freeze does).
@@ -491,7 +481,7 @@ static int freeze(pid_t root, int tree)
 			    (err != ESRCH && err != ENOENT && state != 'Z' && state != 'X'))
 				return -1;
 			while (nr_tasks > before)	/* exited: no longer ours */
-				ptrace(PTRACE_DETACH, tasks[--nr_tasks].tid, 0, 0);
+				ptrace(PTRACE_DETACH, tasks[--nr_tasks].tid, NULL, NULL);
 			nr_procs--;
 			continue;
 		}
@@ -499,7 +489,7 @@ static int freeze(pid_t root, int tree)
 			continue;
 		n = children_of(pid, kids, MAX_TASKS);
 		while (n-- > 0)
-			if (!is_proc(kids[n]) && depth < MAX_TASKS)
+			if (!listed(procs, nr_procs, kids[n]) && depth < MAX_TASKS)
 				stack[depth++] = kids[n];
 	}
 	return 0;
@@ -512,7 +502,7 @@ static void detach_all(void)
 	int i;
 
 	for (i = 0; i < nr_tasks; i++)
-		ptrace(PTRACE_DETACH, tasks[i].tid, 0, tasks[i].sig);
+		ptrace(PTRACE_DETACH, tasks[i].tid, NULL, (void *)(long)tasks[i].sig);
 }
 
 static void wait_exit(pid_t tid)
@@ -710,7 +700,7 @@ static int write_image(int dev, const struct options *o, const char *dir, char *
 	struct crfs_checkpoint_args args = { .pid = o->pid };
 	char tmp[PATH_MAX], stem[128];
 	time_t now = time(NULL);
-	int fd, ok;
+	int fd, written, ok;
 
 	if (!o->output && store_name(o->pid, now, stem, sizeof(stem)))
 		return -1;
@@ -719,12 +709,11 @@ static int write_image(int dev, const struct options *o, const char *dir, char *
 		return -1;
 	args.fd = fd;
 	args.flags = o->tree ? CRFS_CHECKPOINT_TREE : 0;
-	ok = ioctl(dev, CRFS_IOC_CHECKPOINT, &args) >= 0 && close(fd) == 0 && !interrupted;
-	if (!ok)
-		close(fd);
-	else if (o->output)
+	written = ioctl(dev, CRFS_IOC_CHECKPOINT, &args) >= 0;
+	ok = !close(fd) && written && !interrupted;
+	if (ok && o->output)
 		ok = !rename(tmp, out);
-	else
+	else if (ok)
 		ok = !link_new(tmp, dir, stem, out, size);
 	unlink(tmp);
 	return ok ? 0 : -1;

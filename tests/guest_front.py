@@ -26,7 +26,7 @@ def step(restore, k):
     cli_path = f"{cli_dir()}:{NO_CLI}"
     out = {}
     for name, part in (("stopped", left_stopped), ("tree", tree_killed),
-                       ("handed_on", handed_on), ("refused", refused),
+                       ("named", named), ("handed_on", handed_on), ("refused", refused),
                        ("interrupted", interrupted)):
         try:
             out[name] = part(restore, k, cli_path)
@@ -123,6 +123,33 @@ def start_counter(exe):
     """ckpt_counter (tests/c), once it is ready: its Popen and its ready line."""
     proc = subprocess.Popen([exe], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     return proc, proc.stdout.readline().decode(errors="replace")
+
+
+def named(restore, k, cli_path):
+    """The store already holds images named as the front would name this one in each of
+    the next 10 seconds: its image gets the name with "-1" and theirs stay as they were."""
+    store = os.path.join(WORK, "named")
+    os.makedirs(store, exist_ok=True)
+    proc, ready = start_counter(restore["counter64"])
+    try:
+        with open(f"/proc/{proc.pid}/comm") as f:
+            comm = f.read().rstrip("\n")
+        taken = []
+        for second in range(int(time.time()), int(time.time()) + 10):
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(second))
+            taken.append(f"{comm}-{proc.pid}-{stamp}.ckpt")
+            with open(os.path.join(store, taken[-1]), "w") as f:
+                f.write("taken")
+        result = {"ready": ready, "taken": taken,
+                  "checkpoint": front(restore, ["checkpoint", str(proc.pid), "--store",
+                                                store]),
+                  "listing": sorted(os.listdir(store))}
+        result["untouched"] = all(open(os.path.join(store, n)).read() == "taken"
+                                  for n in taken)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    return result
 
 
 def image_format(path):

@@ -998,6 +998,18 @@ def test_front_checkpoints_a_tree_into_the_store_and_kills_it(guest):
     _tree_restarted(run["before"], run["restart"])
 
 
+def test_front_never_replaces_an_image_in_the_store(guest):
+    """Images already named <comm>-<pid>-<time>.ckpt for each of the next 10 seconds: the
+    front's image is linked in as <that name>-1.ckpt, and the others are left as they were."""
+    run = _front(guest, "named")
+    ck = run["checkpoint"]
+    assert ck["rc"] == 0 and ck["stderr"] == "", ck
+    name = os.path.basename(ck["stdout"].rstrip("\n"))
+    assert name.endswith("-1.ckpt") and name[:-len("-1.ckpt")] + ".ckpt" in run["taken"]
+    assert run["listing"] == sorted(run["taken"] + [name])
+    assert run["untouched"]
+
+
 @pytest.mark.parametrize("how", ["ptrace", "cr"])
 def test_front_hands_on_what_it_does_not_write(guest, how):
     """`--via ptrace` and `--format cr` go to the Python CLI with the same argv: without

@@ -2,7 +2,8 @@
 
 Checks, in order: FUSE (/dev/fuse, fusermount3, pyfuse3) for mounting; the kernel module
 (/dev/crfs and its ABI version by CRFS_IOC_VERSION, whether this kernel loads modules at
-all) and the restarter (where, and whether the daemon would run it) for restarting; kernel
+all) and the restarter (where, and whether the daemon would run it) for restarting; root's
+compiled front for a quick `crfs checkpoint` (kmod/crfs-front.c); kernel
 features later work may use (soft-dirty bits, userfaultfd), and ptrace for checkpointing.
 """
 
@@ -99,6 +100,29 @@ def check_restarter():
     return Check("restarter", True, NEED, f"{found} ({how})")
 
 
+INSTALLED_FRONT = "/usr/local/sbin/crfs"     # kmod/install puts kmod/crfs-front there
+FRONT_FIX = "bash kmod/install (as root; README: Hosts that load modules)"
+
+
+def check_front(path=INSTALLED_FRONT):
+    """Root's compiled `crfs` (docs/checkpoint.md "The compiled front"): installed, and
+    whether `crfs` on this PATH is it."""
+    what = "compiled front (crfs checkpoint through the module without Python)"
+    try:
+        with open(path, "rb") as f:
+            elf = f.read(4) == b"\x7fELF"
+    except OSError:
+        return Check("front", False, WANT, f"{what}: no {path}", FRONT_FIX)
+    if not elf:
+        return Check("front", False, WANT, f"{what}: {path} is not it (not a binary)",
+                     FRONT_FIX)
+    first = shutil.which("crfs")
+    if first and os.path.realpath(first) == os.path.realpath(path):
+        return Check("front", True, WANT, f"{what}: {path}, first on PATH")
+    return Check("front", True, WANT, f"{what}: {path}; `crfs` on this PATH is "
+                 f"{first or 'none'}, not it (Debian's root PATH has /usr/local/sbin first)")
+
+
 def kernel_config():
     """({CONFIG_X: value}, path read) of the running kernel, from /boot/config-RELEASE or
     /proc/config.gz; None when neither is there."""
@@ -184,8 +208,8 @@ def check_ptrace():
 
 def checks(device=kernel.DEVICE):
     config = kernel_config()
-    return [check_fuse(), check_module(device), check_restarter(), check_ptrace(),
-            check_soft_dirty(config), check_userfaultfd()]
+    return [check_fuse(), check_module(device), check_restarter(), check_front(),
+            check_ptrace(), check_soft_dirty(config), check_userfaultfd()]
 
 
 def text(results):

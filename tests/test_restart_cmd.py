@@ -4,6 +4,7 @@ cannot load modules). The restore itself needs the module: tests/test_kmod_guest
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -110,7 +111,8 @@ def test_doctor_on_this_host():
     result = crfs("doctor")
     lines = result.stdout.splitlines()
     names = [line[8:].split(":")[0] for line in lines if not line.startswith(" ")]
-    assert names == ["fuse", "module", "restarter", "ptrace", "soft-dirty", "userfaultfd"]
+    assert names == ["fuse", "module", "restarter", "front", "ptrace", "soft-dirty",
+                     "userfaultfd"]
     fuse = next(line for line in lines if line[8:].startswith("fuse:"))
     assert fuse.startswith("ok") and "/dev/fuse" in fuse       # the tests mount with it
     if not os.path.exists(kernel.DEVICE):
@@ -121,6 +123,26 @@ def test_doctor_on_this_host():
         assert result.returncode == 1
     if not os.path.exists("/proc/modules"):
         assert "cannot load modules" in result.stdout
+
+
+def test_doctor_front(tmp_path, monkeypatch):
+    """The front check: absent, a script in its place, the binary (first on PATH or not)."""
+    from crfs import doctor
+    missing = doctor.check_front(str(tmp_path / "crfs"))
+    assert (missing.ok, missing.level) == (False, doctor.WANT)
+    assert missing.detail.endswith(f"no {tmp_path / 'crfs'}") and "kmod/install" in missing.fix
+    script = tmp_path / "crfs"
+    script.write_text("#!/bin/sh\n")
+    assert not doctor.check_front(str(script)).ok
+    binary = tmp_path / "bin" / "crfs"
+    binary.parent.mkdir()
+    shutil.copy("/bin/true", binary)
+    monkeypatch.setenv("PATH", f"{binary.parent}:{os.environ['PATH']}")
+    first = doctor.check_front(str(binary))
+    monkeypatch.setenv("PATH", "/nonexistent")
+    elsewhere = doctor.check_front(str(binary))
+    assert first.ok and first.detail.endswith(f"{binary}, first on PATH")
+    assert elsewhere.ok and "`crfs` on this PATH is none" in elsewhere.detail
 
 
 def test_doctor_device_that_is_not_crfs():

@@ -113,7 +113,8 @@ def cmd_checkpoint(args):
     progress = TerminalProgress(f"checkpoint {args.pid}")
     progress.enabled = progress.enabled and not args.quiet
     report = {}
-    options = dict(fmt=args.format, tree=args.tree, after=after, progress=progress,
+    options = dict(fmt=args.format, tree=args.tree, after=after,
+                   progress=progress if progress.enabled else None,
                    via=args.via, parent=args.parent, track=args.track, report=report,
                    stop=args.stop)
     try:
@@ -134,6 +135,9 @@ def cmd_checkpoint(args):
 
 def summary_line(pid, report):
     """One line on a terminal: how, how long the program was stopped, what was written."""
+    if report["mode"] == "kernel":      # kmod/crfs-front.c prints the same line
+        return (f"checkpoint {pid}: written by crfs.ko, stopped {report['frozen'] * 1000:.0f}"
+                f" ms, {report['image_bytes'] / 2**20:.1f} MiB image, {report['time']:.2f} s")
     pages = report["bytes"] // 4096
     parent = report.get("parent")
     kind = f"incremental on {os.path.basename(parent)}" if parent else "full"

@@ -40,6 +40,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <pthread.h>
 #include <sched.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,7 +64,7 @@ struct options {
 	pid_t pid;
 	const char *output;		/* -o FILE, or NULL: into the store */
 	const char *store;
-	int tree, stop_after, kill_after;
+	int tree, stop_after, kill_after, quiet;
 };
 
 struct task {
@@ -77,6 +78,7 @@ static struct task tasks[MAX_TASKS];	/* every thread stopped, in the order stopp
 static int nr_tasks;
 static pid_t procs[MAX_TASKS];		/* the processes stopped, parents first */
 static int nr_procs;
+static struct timespec started;		/* when this program started */
 
 /* ---------------------------------------------------------------- the Python CLI */
 
@@ -186,8 +188,12 @@ static int parse_option(char **argv, int argc, int *i, struct options *o,
 		return flag_once(&o->stop_after);
 	if (!strcmp(arg, "--kill"))
 		return flag_once(&o->kill_after);
-	if (!strcmp(arg, "--stop") || !strcmp(arg, "-q") || !strcmp(arg, "--quiet"))
-		return 0;		/* no meaning on the kernel's path */
+	if (!strcmp(arg, "-q") || !strcmp(arg, "--quiet")) {
+		o->quiet = 1;
+		return 0;
+	}
+	if (!strcmp(arg, "--stop"))
+		return 0;		/* the module's path stops for the whole write anyway */
 	if (!strncmp(arg, "-o", 2) && strncmp(arg, "--", 2))
 		return set_once(&o->output, value_of(argv, argc, i, "-o"));
 	if (!strncmp(arg, "--output", 8))
@@ -573,6 +579,69 @@ static void thaw(const struct options *o)
 	detach_all();
 }
 
+/* ---------------------------------------------------------------- on a terminal */
+
+#define PROGRESS_DELAY	1.0	/* seconds before the first report (progress.DELAY) */
+#define PROGRESS_EVERY	200000000	/* ns between reports (via_kernel.WATCH_INTERVAL) */
+
+struct watch {
+	int fd;				/* the image being written */
+	pid_t pid;
+	_Atomic int stop;
+	int shown;
+	pthread_t thread;
+};
+
+static double seconds_since(const struct timespec *t0)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - t0->tv_sec) + (now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/*
+ * The image's size so far, as the CLI's TerminalProgress shows it when the total is
+ * unknown: after a second, every 0.2 s.
+ */
+static void *watch_image(void *arg)
+{
+	struct timespec tick = { 0, PROGRESS_EVERY };
+	struct watch *w = arg;
+	struct stat st;
+	double age;
+
+	while (!w->stop) {
+		nanosleep(&tick, NULL);
+		age = seconds_since(&started);
+		if (w->stop || age < PROGRESS_DELAY || fstat(w->fd, &st))
+			continue;
+		fprintf(stderr, "\rcheckpoint %d: %lld MiB written, %.0f MiB/s", w->pid,
+			(long long)(st.st_size >> 20), (st.st_size >> 20) / age);
+		w->shown = 1;
+	}
+	return NULL;
+}
+
+/* Progress while the module writes `fd`, on a terminal and without -q; 0 when started. */
+static int watch_start(struct watch *w, const struct options *o, int fd)
+{
+	*w = (struct watch){ .fd = fd, .pid = o->pid };
+	if (o->quiet || !isatty(2))
+		return -1;
+	return pthread_create(&w->thread, NULL, watch_image, w) ? -1 : 0;
+}
+
+static void watch_stop(struct watch *w, int running)
+{
+	if (!running)
+		return;
+	w->stop = 1;
+	pthread_join(w->thread, NULL);
+	if (w->shown)
+		fputc('\n', stderr);
+}
+
 /* ---------------------------------------------------------------- the image */
 
 /* str(pathlib.PurePosixPath(path)), in place: "." parts and repeated "/" dropped. */
@@ -693,14 +762,18 @@ static int link_new(const char *tmp, const char *dir, const char *stem, char *ou
 	return -1;
 }
 
-/* Write the image of the stopped processes and put it in place; its path in `out`. */
+/*
+ * Write the image of the stopped processes and put it in place: its path in `out`, its
+ * size in `*bytes`.
+ */
 static int write_image(int dev, const struct options *o, const char *dir, char *out,
-		       size_t size)
+		       size_t size, unsigned long long *bytes)
 {
 	struct crfs_checkpoint_args args = { .pid = o->pid };
 	char tmp[PATH_MAX], stem[128];
 	time_t now = time(NULL);
-	int fd, written, ok;
+	struct watch watch;
+	int fd, written, ok, watching;
 
 	if (!o->output && store_name(o->pid, now, stem, sizeof(stem)))
 		return -1;
@@ -709,7 +782,10 @@ static int write_image(int dev, const struct options *o, const char *dir, char *
 		return -1;
 	args.fd = fd;
 	args.flags = o->tree ? CRFS_CHECKPOINT_TREE : 0;
+	watching = !watch_start(&watch, o, fd);
 	written = ioctl(dev, CRFS_IOC_CHECKPOINT, &args) >= 0;
+	watch_stop(&watch, watching);
+	*bytes = args.written;
 	ok = !close(fd) && written && !interrupted;
 	if (ok && o->output)
 		ok = !rename(tmp, out);
@@ -717,6 +793,18 @@ static int write_image(int dev, const struct options *o, const char *dir, char *
 		ok = !link_new(tmp, dir, stem, out, size);
 	unlink(tmp);
 	return ok ? 0 : -1;
+}
+
+/* The CLI's summary_line() of the module's path, on a terminal and without -q. */
+static void summary(const struct options *o, const struct timespec *frozen,
+		    unsigned long long bytes)
+{
+	double stopped = seconds_since(frozen);
+
+	if (o->quiet || !isatty(2))
+		return;
+	fprintf(stderr, "checkpoint %d: written by crfs.ko, stopped %.0f ms, %.1f MiB image, %.2f s\n",
+		o->pid, stopped * 1000, bytes / 1048576.0, stopped);
 }
 
 /* ---------------------------------------------------------------- main */
@@ -750,9 +838,12 @@ static void die_of(int sig)
 int main(int argc, char **argv)
 {
 	static char dir[PATH_MAX], out[PATH_MAX];
+	unsigned long long bytes = 0;
+	struct timespec frozen;
 	struct options o;
 	int dev;
 
+	clock_gettime(CLOCK_MONOTONIC, &started);
 	cli_argv = argv;
 	if (parse(argc, argv, &o) || o.pid == getpid())
 		delegate();
@@ -772,8 +863,9 @@ int main(int argc, char **argv)
 	if (dev < 0)
 		delegate();
 	catch_signals();
+	clock_gettime(CLOCK_MONOTONIC, &frozen);
 	if (freeze(o.pid, o.tree) || interrupted ||
-	    write_image(dev, &o, dir, out, sizeof(out))) {
+	    write_image(dev, &o, dir, out, sizeof(out), &bytes)) {
 		detach_all();
 		close(dev);
 		if (interrupted)
@@ -785,6 +877,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	close(dev);
+	summary(&o, &frozen, bytes);
 	thaw(&o);
 	if (printf("%s\n", out) < 0 || fflush(stdout))
 		return 1;

@@ -9,6 +9,8 @@ NO_CLI it fails (status 2) having let the process go, with a PATH holding a `crf
 """
 
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -27,7 +29,7 @@ def step(restore, k):
     out = {}
     for name, part in (("stopped", left_stopped), ("tree", tree_killed),
                        ("named", named), ("handed_on", handed_on), ("refused", refused),
-                       ("interrupted", interrupted)):
+                       ("interrupted", interrupted), ("terminal", on_a_terminal)):
         try:
             out[name] = part(restore, k, cli_path)
         except Exception as exc:      # noqa: BLE001 - reported, the other parts go on
@@ -251,3 +253,59 @@ def wait_growing(directory, timeout=60):
                 pass
         time.sleep(0.005)
     return False
+
+
+def with_tty(argv, env=None, timeout=300):
+    """`argv` with its stderr on a pseudo-terminal: rc, stdout, what the terminal got,
+    seconds."""
+    master, slave = pty.openpty()
+    t0 = time.monotonic()
+    try:
+        run = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=slave, text=True,
+                               env=env)
+        os.close(slave)
+        slave = None
+        seen = b""
+        while True:
+            ready = select.select([master], [], [], 0.5)[0]
+            try:
+                chunk = os.read(master, 4096) if ready else b""
+            except OSError:        # EIO: the last writer closed it
+                chunk = b""
+            seen += chunk
+            if not chunk and run.poll() is not None:
+                break
+        stdout = run.communicate(timeout=timeout)[0]
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+    return {"rc": run.returncode, "stdout": stdout, "tty": seen.decode(errors="replace"),
+            "seconds": round(time.monotonic() - t0, 3)}
+
+
+def on_a_terminal(restore, k, cli_path):
+    """stderr on a terminal: the front's summary line (and, after a second, its progress),
+    none with -q, and the CLI's `--via kernel` line, of lazy_target's 256 MiB."""
+    work = os.path.join(WORK, "tty")
+    os.makedirs(work, exist_ok=True)
+    result = {}
+    env = {**os.environ, "PATH": NO_CLI}
+    for name, argv in (("front", [restore["front"]]), ("quiet", [restore["front"]]),
+                       ("cli", [sys.executable, "-m", "crfs"])):
+        proc = subprocess.Popen([restore["lazy_target"], work, "idle", "256"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            ready = proc.stdout.readline().decode(errors="replace")
+            options = ["-q"] if name == "quiet" else ["--via", "kernel"] if name == "cli" else []
+            result[name] = with_tty([*argv, "checkpoint", str(proc.pid), "-o",
+                                     os.path.join(work, f"{name}.img"), "--kill", *options],
+                                    env if name != "cli" else None)
+            result[name].update(ready=ready, pid=proc.pid)
+        finally:
+            proc.kill()
+            proc.wait(timeout=60)
+            for leftover in os.listdir(work):
+                if leftover.endswith(".img"):
+                    os.unlink(os.path.join(work, leftover))
+    return result

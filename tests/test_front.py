@@ -26,8 +26,8 @@ pytestmark = pytest.mark.skipif(os.path.exists("/dev/crfs"),
 def front(tmp_path_factory):
     """kmod/crfs-front built as kmod/Makefile builds it."""
     out = tmp_path_factory.mktemp("front") / "crfs-front"
-    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-static", "-o", str(out),
-                    str(REPO / "kmod" / "crfs-front.c")], check=True)
+    subprocess.run(["gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-static", "-pthread",
+                    "-o", str(out), str(REPO / "kmod" / "crfs-front.c")], check=True)
     return out
 
 

@@ -1042,6 +1042,26 @@ def test_front_lets_a_refused_process_go_and_hands_it_on(guest):
     assert run["after_cli"][0] in "RS" and run["after_cli"][1] == 0
 
 
+@pytest.mark.parametrize("who", ["front", "cli"])
+def test_front_and_cli_summarize_the_modules_checkpoint_on_a_terminal(guest, who):
+    """stderr on a terminal, 256 MiB written by crfs.ko: one summary line, the same from the
+    front and from the CLI's `--via kernel`; a write that took over a second and a half
+    showed the MiB written (and the rate) before it."""
+    run = _front(guest, "terminal")[who]
+    assert run["rc"] == 0 and run["stdout"].endswith(".img\n"), run
+    summary = re.search(rf"(?m)^checkpoint {run['pid']}: written by crfs\.ko, stopped \d+ "
+                        r"ms, 2\d\d\.\d MiB image, (\d+\.\d\d) s\r?$", run["tty"])
+    assert summary, run["tty"]
+    if float(summary[1]) > 1.5:     # progress: a second after the start, every 0.2 s
+        assert re.search(rf"\rcheckpoint {run['pid']}: \d+ MiB written, \d+ MiB/s",
+                         run["tty"]), run["tty"]
+
+
+def test_front_is_quiet_with_q(guest):
+    run = _front(guest, "terminal")["quiet"]
+    assert run["rc"] == 0 and run["tty"] == "", run
+
+
 def test_front_interrupted_lets_go_and_leaves_nothing(guest):
     """SIGTERM to the front while crfs.ko writes: it dies of SIGTERM once the write ends,
     having let the process go (running, untraced) and removed its temporary file; no

@@ -30,7 +30,7 @@ def checkpoint(pid, out_path, fmt=registry.DEFAULT_FORMAT, tree=False, after="de
     """Checkpoint process `pid` (with `tree`, and its descendants) into `out_path`
     (replaced if it exists). `after`: "detach" (it goes on), "stop" (left stopped,
     SIGCONT resumes it) or "kill". `progress(done_bytes, total_bytes)` is called as the
-    memory is read. `via`: "ptrace" (this process reads and writes everything), "kernel"
+    memory is read (as the module writes, with total 0: not known). `via`: "ptrace" (this process reads and writes everything), "kernel"
     (the crfs module writes the image of the stopped process, see via_kernel) or "auto"
     (the module when it can, the default). Returns the path written (a pathlib.Path);
     CheckpointError on failure. `parent`: an image of the same process(es) in the same
@@ -146,8 +146,10 @@ def _checkpoint_once(pid, fmt, tree, after, progress, place, directory, via, par
     try:
         freezer.freeze(pid, tree)
         if in_kernel:
-            path = _write_in_kernel(pid, tree, directory, place, via)
+            path = _write_in_kernel(pid, tree, directory, place, via, progress, report)
             if path is not None:
+                report.update(mode="kernel", frozen=time.monotonic() - start,
+                              time=time.monotonic() - began)
                 done = True
                 return path
         capture, fit, snapshot_module = writer or _writer(fmt)
@@ -296,10 +298,12 @@ def _in_kernel(via, fmt):
     return True
 
 
-def _write_in_kernel(pid, tree, directory, place, via):
-    """The path the module's image was placed at, or None to use the userspace writer."""
+def _write_in_kernel(pid, tree, directory, place, via, progress, report):
+    """The path the module's image was placed at, or None to use the userspace writer.
+    `progress(done, 0)` as the image grows (its size is not known before)."""
+    watch = (lambda done: progress(done, 0)) if progress else None
     try:
-        return via_kernel.write(pid, directory, place, tree)
+        return via_kernel.write(pid, directory, place, tree, progress=watch, report=report)
     except via_kernel.Unusable as exc:
         if via == "kernel" or exc.errno not in via_kernel.FALLBACK_ERRNOS:
             raise

@@ -1,4 +1,6 @@
-"""A percentage on stderr for long checkpoints, only on a terminal and only after a second."""
+"""Progress on stderr for long checkpoints, only on a terminal and only after a second: a
+percentage, or, where the total is not known (total 0: the module writes), the MiB written
+and the rate."""
 
 import sys
 import time
@@ -24,8 +26,11 @@ class TerminalProgress:
             return
         self.last = now
         self.shown = True
-        percent = 100 * done // total if total else 100
-        self.stream.write(f"\r{self.label}: {percent}% of {total >> 20} MiB")
+        if total:
+            self.stream.write(f"\r{self.label}: {100 * done // total}% of {total >> 20} MiB")
+        else:
+            rate = (done >> 20) / (now - self.started)
+            self.stream.write(f"\r{self.label}: {done >> 20} MiB written, {rate:.0f} MiB/s")
         self.stream.flush()
 
     def finish(self):

@@ -43,12 +43,14 @@ def check(fmt, device=kernel.DEVICE):
         raise Unusable(f"{device} does not exist (load crfs.ko)", errno.ENODEV)
 
 
-def write(pid, directory, place, tree=False, device=kernel.DEVICE):
+def write(pid, directory, place, tree=False, device=kernel.DEVICE, progress=None,
+          report=None):
     """Have the module write the image of `pid` (with `tree`, and of its descendants; all
     stopped by this thread with crfs.checkpoint.freezer) into a hidden temp file in `directory`, then
     `place(summary, tmp)` it; its result. The summary has what store_name() names the image
-    by: its time and its root task (pid, comm). Unusable when the module refuses; OSError
-    for the output."""
+    by: its time and its root task (pid, comm). `progress(bytes written so far)` is called
+    every WATCH_INTERVAL seconds while the module writes; `report["image_bytes"]` receives
+    the image's size. Unusable when the module refuses; OSError for the output."""
     summary = SimpleNamespace(time=int(time.time()), tasks=[SimpleNamespace(
         pid=pid, comm=procfs.read_text(f"/proc/{pid}/comm").rstrip("\n"))])
     try:
@@ -62,7 +64,8 @@ def write(pid, directory, place, tree=False, device=kernel.DEVICE):
         raise
     try:
         try:
-            dev.checkpoint(pid, fd, tree=tree)
+            with _Watch(fd, progress):
+                written = dev.checkpoint(pid, fd, tree=tree)
         except kernel.KernelError as exc:
             raise Unusable(f"pid {pid}: the kernel module: {exc.strerror}", exc.errno) \
                 from exc
@@ -70,9 +73,42 @@ def write(pid, directory, place, tree=False, device=kernel.DEVICE):
             dev.close()
         os.close(fd)
         fd = None
+        if report is not None:
+            report["image_bytes"] = written
         return place(summary, tmp)
     finally:
         if fd is not None:
             os.close(fd)
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+WATCH_INTERVAL = 0.2     # seconds between looks at the growing image
+
+
+class _Watch:
+    """While the module writes into `fd` (one ioctl, which releases the GIL), a thread
+    reports the file's size to `progress` every WATCH_INTERVAL; nothing without one (and
+    threading is not imported: the kernel path's start-up)."""
+
+    def __init__(self, fd, progress):
+        self.fd = fd
+        self.progress = progress
+        self.thread = self.stop = None
+
+    def __enter__(self):
+        if self.progress is not None:
+            import threading
+            self.stop = threading.Event()
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+        return self
+
+    def _run(self):
+        while not self.stop.wait(WATCH_INTERVAL):
+            self.progress(os.fstat(self.fd).st_size)
+
+    def __exit__(self, *exc):
+        if self.thread is not None:
+            self.stop.set()
+            self.thread.join()

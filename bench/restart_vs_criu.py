@@ -364,6 +364,18 @@ def fmt(value, unit="s"):
     return "—" if value is None else f"{value:.3f} {unit}"
 
 
+def collect(cols, pairs):
+    """Append each (column, value) of one run to `cols`, the values that are not None."""
+    for key, value in pairs:
+        if value is not None:
+            cols[key].append(value)
+
+
+def medians(cols):
+    """{column: median of its values, or None without any}."""
+    return {k: statistics.median(v) if v else None for k, v in cols.items()}
+
+
 def report(results):
     runs = results["runs"]
     setup = results["setup"]
@@ -392,15 +404,13 @@ def report(results):
                               f"{r.get('line_after')!r}")
         cr = c.get("restore_s") if c.get("ok") else None
         fr = f.get("restore_s") if f.get("ok") else None
-        for key, value in (("cd", c.get("dump_s") if "error" not in c or cr else None),
-                           ("cr", cr), ("fd", f.get("dump_s")), ("fr", fr),
-                           ("cl", c.get("first_line_s")), ("fl", f.get("first_line_s"))):
-            if value is not None:
-                cols[key].append(value)
+        collect(cols, (("cd", c.get("dump_s") if "error" not in c or cr else None),
+                       ("cr", cr), ("fd", f.get("dump_s")), ("fr", fr),
+                       ("cl", c.get("first_line_s")), ("fl", f.get("first_line_s"))))
         ratio = f"{fr / cr:.3f}" if cr and fr else "—"
         print(f"| {i} | {fmt(c.get('dump_s'))} | {fmt(cr)} | {fmt(f.get('dump_s'))} | "
               f"{fmt(fr)} | {ratio} |")
-    med = {k: statistics.median(v) if v else None for k, v in cols.items()}
+    med = medians(cols)
     ratio = f"**{med['fr'] / med['cr']:.3f}**" if med["cr"] and med["fr"] else "—"
     print(f"| median | {fmt(med['cd'])} | {fmt(med['cr'])} | {fmt(med['fd'])} | "
           f"{fmt(med['fr'])} | {ratio} |")
@@ -471,12 +481,10 @@ def report_checkpoints(runs):
         c = r.get("criu", {}).get("dump_s")
         values = [r.get(t, {}).get("dump_s") if "error" not in r.get(t, {}) else None
                   for t, _ in tools]
-        for t, v in (("criu", c), *zip((t for t, _ in tools), values)):
-            if v is not None:
-                cols[t].append(v)
+        collect(cols, (("criu", c), *zip((t for t, _ in tools), values)))
         print(f"| {i} | {fmt(c)} | " + " | ".join(fmt(v) for v in values) + " | "
               + " | ".join(f"{v / c:.2f}" if c and v else "—" for v in values) + " |")
-    med = {t: statistics.median(v) if v else None for t, v in cols.items()}
+    med = medians(cols)
     if med["criu"]:
         ratios = [f"**{med[t] / med['criu']:.2f}**" if med[t] else "—" for t, _ in tools]
         print(f"| median | {fmt(med['criu'])} | "
@@ -503,13 +511,11 @@ def report_lazy(runs, criu_median):
         ev = e.get("restore_s") if e.get("ok") else None
         lr = z.get("restore_s") if z.get("ok") else None
         lf = z.get("resident_s") if z.get("ok") else None
-        for key, value in (("e", ev), ("lr", lr), ("lf", lf)):
-            if value is not None:
-                cols[key].append(value)
+        collect(cols, (("e", ev), ("lr", lr), ("lf", lf)))
         r1 = f"{lr / ev:.3f}" if ev and lr else "—"
         r2 = f"{lf / ev:.3f}" if ev and lf else "—"
         print(f"| {i} | {fmt(ev)} | {fmt(lr)} | {fmt(lf)} | {r1} | {r2} |")
-    med = {k: statistics.median(v) if v else None for k, v in cols.items()}
+    med = medians(cols)
     print(f"| median | {fmt(med['e'])} | {fmt(med['lr'])} | {fmt(med['lf'])} | "
           f"{med['lr'] / med['e']:.3f} | {med['lf'] / med['e']:.3f} |"
           if med["e"] and med["lr"] and med["lf"] else "| median | — | — | — | — | — |")
@@ -535,13 +541,11 @@ def report_one_stream(runs, criu_median):
             errors.append(f"run {i} lazy1: {z.get('error') or z.get('line_after')!r}")
         two = run.get("lazy", {}).get("resident_s") if run.get("lazy", {}).get("ok") else None
         one = z.get("resident_s") if z.get("ok") else None
-        for key, value in (("two", two), ("one", one)):
-            if value is not None:
-                cols[key].append(value)
+        collect(cols, (("two", two), ("one", one)))
         ratio = f"{two / one:.3f}" if two and one else "—"
         print(f"| {i} | {fmt(c.get('restore_s') if c.get('ok') else None)} | {fmt(two)} | "
               f"{fmt(one)} | {ratio} |")
-    med = {k: statistics.median(v) if v else None for k, v in cols.items()}
+    med = medians(cols)
     if med["two"] and med["one"]:
         print(f"| median | {fmt(criu_median)} | {fmt(med['two'])} | {fmt(med['one'])} | "
               f"**{med['two'] / med['one']:.3f}** |")

@@ -8,10 +8,11 @@
  * kmod/install puts it at /usr/local/sbin/crfs, which root's PATH (and sudo's) searches
  * before /usr/local/bin, where pip puts the Python `crfs`. Only root opens /dev/crfs, so
  * only root can take the kernel's path of `crfs checkpoint`: freeze with ptrace, have
- * crfs.ko write the image (CRFS_IOC_CHECKPOINT), place it, let the processes go. That is
- * all this program does itself, the same way crfs/checkpoint (via_kernel.py, freezer.py,
- * api.py) does it, without the interpreter's start-up, most of the command's time in a
- * slow machine (issue #13).
+ * crfs.ko write the image (CRFS_IOC_CHECKPOINT), place it, let the processes go, and on a
+ * terminal show the CLI's progress and summary line. That is all this program does
+ * itself, the same way crfs/checkpoint (via_kernel.py, freezer.py, api.py) does it,
+ * without the interpreter's start-up, most of the command's time in a slow machine
+ * (issue #13).
  *
  * Everything else is handed to the Python CLI with the same argv (execv): another
  * command, an option this program does not parse exactly (abbreviations, --help,

@@ -30,15 +30,16 @@ def checkpoint(pid, out_path, fmt=registry.DEFAULT_FORMAT, tree=False, after="de
     """Checkpoint process `pid` (with `tree`, and its descendants) into `out_path`
     (replaced if it exists). `after`: "detach" (it goes on), "stop" (left stopped,
     SIGCONT resumes it) or "kill". `progress(done_bytes, total_bytes)` is called as the
-    memory is read (as the module writes, with total 0: not known). `via`: "ptrace" (this process reads and writes everything), "kernel"
-    (the crfs module writes the image of the stopped process, see via_kernel) or "auto"
-    (the module when it can, the default). Returns the path written (a pathlib.Path);
+    memory is read (as the module writes, with total 0: not known). `via`: "ptrace" (this
+    process reads and writes everything), "kernel" (the crfs module writes the image of
+    the stopped process, see via_kernel) or "auto" (the module when it can, the
+    default). Returns the path written (a pathlib.Path);
     CheckpointError on failure. `parent`: an image of the same process(es) in the same
     directory: write only the pages written since (crfs.checkpoint.incremental); `track`:
     start tracking written pages for a later --parent. `report` (a dict) receives what
     was done. The processes are stopped only while a copy-on-write snapshot is taken
-    (crfs.checkpoint.snapshot), unless `stop` (or after="kill"): then for the whole
-    write, as before."""
+    (crfs.checkpoint.snapshot), unless `stop` (or after="kill") or the module writes the
+    image: then for the whole write."""
     from pathlib import Path
     return Path(checkpoint_file(pid, out_path, fmt, tree, after, progress, via, parent,
                                 track, report, stop))
@@ -148,8 +149,8 @@ def _checkpoint_once(pid, fmt, tree, after, progress, place, directory, via, par
         if in_kernel:
             path = _write_in_kernel(pid, tree, directory, place, via, progress, report)
             if path is not None:
-                report.update(mode="kernel", frozen=time.monotonic() - start,
-                              time=time.monotonic() - began)
+                now = time.monotonic()     # stopped from the freeze until now
+                report.update(mode="kernel", frozen=now - start, time=now - began)
                 done = True
                 return path
         capture, fit, snapshot_module = writer or _writer(fmt)

@@ -11,6 +11,7 @@ NO_CLI it fails (status 2) having let the process go, with a PATH holding a `crf
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +30,8 @@ def step(restore, k):
     out = {}
     for name, part in (("stopped", left_stopped), ("tree", tree_killed),
                        ("named", named), ("handed_on", handed_on), ("refused", refused),
-                       ("interrupted", interrupted), ("terminal", on_a_terminal)):
+                       ("interrupted", interrupted), ("terminal", on_a_terminal),
+                       ("nobody", as_nobody)):
         try:
             out[name] = part(restore, k, cli_path)
         except Exception as exc:      # noqa: BLE001 - reported, the other parts go on
@@ -308,4 +310,37 @@ def on_a_terminal(restore, k, cli_path):
             for leftover in os.listdir(work):
                 if leftover.endswith(".img"):
                     os.unlink(os.path.join(work, leftover))
+    return result
+
+
+NOBODY = 65534
+
+
+def as_nobody(restore, k, cli_path):
+    """uid 65534 runs the front on root's process, into a directory it may write: it cannot
+    open /dev/crfs (0600), so it touches nothing and hands the command on (no CLI on PATH:
+    status 2); the process runs on untraced and no image or temporary file is left."""
+    work = os.path.join(WORK, "nobody")
+    os.makedirs(work, exist_ok=True)
+    os.chmod(work, 0o1777)
+    front_copy = os.path.join(WORK, "crfs-front")    # the build directory is root's alone
+    shutil.copy(restore["front"], front_copy)
+    proc, ready = start_counter(restore["counter64"])
+    image = os.path.join(work, "root.img")
+
+    def drop():
+        os.setgroups([])
+        os.setresgid(NOBODY, NOBODY, NOBODY)
+        os.setresuid(NOBODY, NOBODY, NOBODY)
+    try:
+        run = subprocess.run([front_copy, "checkpoint", str(proc.pid), "-o", image],
+                             capture_output=True, text=True, timeout=120, preexec_fn=drop,
+                             env={**os.environ, "PATH": NO_CLI})
+        result = {"ready": ready, "rc": run.returncode, "stdout": run.stdout,
+                  "stderr": run.stderr, "after": state(proc.pid),
+                  "left": sorted(os.listdir(work)),
+                  "device_mode": oct(os.stat("/dev/crfs").st_mode & 0o777)}
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
     return result

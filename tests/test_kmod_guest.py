@@ -1062,6 +1062,17 @@ def test_front_is_quiet_with_q(guest):
     assert run["rc"] == 0 and run["tty"] == "", run
 
 
+def test_front_gives_another_uid_nothing(guest):
+    """uid 65534 running the front on root's process: /dev/crfs (0600) does not open for it,
+    so the front stops nothing and hands the command on (status 2 with no CLI on PATH);
+    root's process runs on untraced, and no image or temporary file is left."""
+    run = _front(guest, "nobody")
+    assert run["device_mode"] == "0o600"
+    assert (run["rc"], run["stdout"], run["stderr"]) == (2, "", NO_CLI), run
+    assert run["after"][0] in "RS" and run["after"][1] == 0
+    assert run["left"] == []
+
+
 def test_front_interrupted_lets_go_and_leaves_nothing(guest):
     """SIGTERM to the front while crfs.ko writes: it dies of SIGTERM once the write ends,
     having let the process go (running, untraced) and removed its temporary file; no

@@ -5,6 +5,7 @@ terminal line (TerminalProgress with total 0) and the watch on the growing image
 import os
 import pty
 import re
+import select
 import threading
 import time
 
@@ -20,11 +21,24 @@ def test_without_a_total_the_line_says_mib_written_and_the_rate():
             progress.started -= 2.0          # two seconds into the checkpoint
             progress(6 << 20, 0)
             progress.finish()
-        text = os.read(master, 4096).decode()
+        text = _read_line(master)
     finally:
         os.close(master)
         os.close(slave)
     assert re.fullmatch(r"\rcheckpoint 7: 6 MiB written, 3 MiB/s\r?\n", text), text
+
+
+def _read_line(master, timeout=10.0):
+    """What the terminal got up to its first newline: a pty may hand the line and its
+    newline over in two reads."""
+    text = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in text:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([master], [], [], left)[0]:
+            break
+        text += os.read(master, 4096)
+    return text.decode()
 
 
 def test_the_watch_reports_the_image_as_it_grows(tmp_path):

@@ -207,6 +207,30 @@ def test_memory_a_fork_does_not_share_is_copied_while_stopped(build_c, tmp_path)
         proc.wait()
 
 
+def test_snapshot_of_a_strict_seccomp_process_leaves_it_alive(build_c, tmp_path):
+    """A process in SECCOMP_MODE_STRICT is seized with PTRACE_O_SUSPEND_SECCOMP; the
+    TRACECLONE option set for its clone must keep it, else strict mode kills the process
+    at the injected clone(). It runs on after its snapshot and answers."""
+    proc = subprocess.Popen([str(build_c("ckpt_strict", 64))], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        deadline = time.time() + 10
+        while "Seccomp:\t1" not in Path(f"/proc/{proc.pid}/status").read_text():
+            assert time.time() < deadline, "not in strict mode"
+            time.sleep(0.01)
+        report = {}
+        checkpoint(proc.pid, tmp_path / "strict.ckpt", report=report)
+        assert report["mode"] == "snapshot"
+        proc.stdin.write(b"x")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"alive\n"
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 @pytest.mark.parametrize("quiet", [False, True])
 def test_summary_line_on_a_terminal(build_c, tmp_path, quiet):
     import pty

@@ -26,6 +26,7 @@ class Freezer:
         self.processes = {}    # pid -> [tid, ...], leader first
         self.states = {}       # tid -> state letter from /proc before it was stopped
         self.signals = {}      # tid -> signal taken by a signal-delivery stop, to pass on
+        self.options = {}      # tid -> its PTRACE_SEIZE options
         self.zombies = []      # pids of the tree's zombie processes (not stopped: they wait)
 
     def freeze(self, root, tree):
@@ -72,8 +73,9 @@ class Freezer:
                 return False
             raise ProcessGone(f"pid {pid} is a zombie (it has exited)")
         seccomp = _seccomp(pid, tid) == SECCOMP_MODE_STRICT
+        self.options[tid] = ptrace.PTRACE_O_SUSPEND_SECCOMP if seccomp else 0
         try:
-            ptrace.seize(tid, ptrace.PTRACE_O_SUSPEND_SECCOMP if seccomp else 0)
+            ptrace.seize(tid, self.options[tid])
         except OSError as exc:
             if exc.errno == errno.ESRCH and tid != pid:
                 return False

@@ -199,13 +199,15 @@ def _clone(pid, mm, freezer):
     injector = inject.Injector(pid, mm, freezer.signals)
     for tid in freezer.processes[pid]:
         regs = ptrace.get_regs(tid)
-        _set_options(tid, PTRACE_O_TRACECLONE)
+        # keeping the seize's PTRACE_O_SUSPEND_SECCOMP: strict mode would kill it for clone()
+        options = freezer.options.get(tid, 0)
+        _set_options(tid, options | PTRACE_O_TRACECLONE)
         try:
             # None: the syscall did not run here (a signal came first, a 32-bit or held
             # thread, see inject): no child, try another thread
             child = injector.syscall(tid, regs, SYS_CLONE, (CLONE_FLAGS, 0, 0, 0, 0))
         finally:
-            _set_options(tid, 0)
+            _set_options(tid, options)
         if child is None:
             continue
         if child <= 0:

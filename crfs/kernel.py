@@ -75,6 +75,23 @@ class CheckpointArgs(ctypes.Structure):
     ]
 
 
+class Clone(ctypes.Structure):
+    """struct crfs_clone: a process and its copy-on-write clone."""
+    _fields_ = [("pid", ctypes.c_int32), ("clone", ctypes.c_int32)]
+
+
+class SnapshotArgs(ctypes.Structure):
+    """struct crfs_snapshot_args (CRFS_IOC_SNAPSHOT): CHECKPOINT from clones."""
+    _fields_ = [
+        ("ck", CheckpointArgs),
+        ("clones", ctypes.c_uint64),
+        ("nr_clones", ctypes.c_uint32),
+        ("resume_fd", ctypes.c_int32),
+        ("spool_fd", ctypes.c_int32),
+        ("_reserved", ctypes.c_uint32),
+    ]
+
+
 class HandedFile(ctypes.Structure):
     """struct crfs_handed_file: the caller's `fd` is the image's FILE `objref`."""
     _fields_ = [("objref", ctypes.c_int32), ("fd", ctypes.c_int32)]
@@ -99,6 +116,7 @@ CRFS_IOC_CHECKPOINT = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 3,
                            ctypes.sizeof(CheckpointArgs))
 CRFS_IOC_RESTART_FILES = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 4,
                               ctypes.sizeof(RestartArgs))
+CRFS_IOC_SNAPSHOT = _ioc(_IOC_READ | _IOC_WRITE, CRFS_IOC_MAGIC, 6, ctypes.sizeof(SnapshotArgs))
 
 
 class LazyRange(ctypes.Structure):
@@ -218,6 +236,23 @@ class Device:
         if ret < 0:
             raise KernelError(-ret, args.err_msg.decode("utf-8", "replace"))
         return args.written
+
+
+    def snapshot(self, pid, out_fd, clones, resume_fd, spool_fd, tree=False):
+        """CRFS_IOC_SNAPSHOT: checkpoint() of the stopped processes, the private memory of
+        each process in `clones` ({pid: its clone}, a stopped copy-on-write child) read
+        from its clone after 1 was added to the eventfd `resume_fd`; `spool_fd` a regular
+        file open for reading and writing (a memfd). Returns the bytes written;
+        KernelError on failure (ENOTTY: a module without SNAPSHOT)."""
+        table = (Clone * max(len(clones), 1))(*[Clone(p, c) for p, c in clones.items()])
+        args = SnapshotArgs(ck=CheckpointArgs(pid=pid, fd=out_fd,
+                                              flags=CHECKPOINT_TREE if tree else 0),
+                            clones=ctypes.addressof(table), nr_clones=len(clones),
+                            resume_fd=resume_fd, spool_fd=spool_fd)
+        ret = _ioctl(self.fd, CRFS_IOC_SNAPSHOT, ctypes.addressof(args))
+        if ret < 0:
+            raise KernelError(-ret, args.ck.err_msg.decode("utf-8", "replace"))
+        return args.ck.written
 
 
 def available(path=DEVICE):

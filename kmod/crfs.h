@@ -335,6 +335,7 @@ int crfs_fown_checkpoint(struct crfs_ckpt *ck, struct file *file, int fd);
 /* ---------------------------------------------------------------- crfs_checkpoint.c */
 
 long crfs_ioctl_checkpoint(struct crfs_checkpoint_args __user *uargs);
+long crfs_ioctl_snapshot(struct crfs_snapshot_args __user *uargs);
 
 /* The image writer, for the records written in other files (crfs_ckpt_creds.c). */
 struct crfs_ckpt;

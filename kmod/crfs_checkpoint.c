@@ -51,6 +51,7 @@
  */
 #include <linux/capability.h>
 #include <linux/elf.h>
+#include <linux/eventfd.h>
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/fs_struct.h>
@@ -116,11 +117,38 @@ struct ck_vma {
 	struct file *file;		/* a reference, for FILE and SHM_* */
 };
 
+/* A copy-on-write clone of a process (CRFS_IOC_SNAPSHOT). */
+struct ck_clone {
+	pid_t vtgid;			/* the process's */
+	struct task_struct *task;	/* a reference */
+	struct mm_struct *mm;		/* a reference: it outlives the clone */
+};
+
+/* The contents of a VMA read from a clone once the processes run on. */
+struct ck_slot {
+	struct ck_vma vma;		/* without its file */
+	struct mm_struct *mm;		/* the clone's */
+	pid_t vpid;
+	loff_t spool_pos;		/* where the records after it start in the spool */
+};
+
 /* A checkpoint being written. */
 struct crfs_ckpt {
-	struct file *file;
+	struct file *file;		/* where records go: the image, or the spool */
 	loff_t pos;
+	loff_t start_pos;		/* the image's first byte */
 	u64 written;
+	struct ck_clone *clones;	/* nr_clones: the processes' clones, if any */
+	u32 nr_clones;
+	struct mm_struct *clone_mm;	/* the clone of ck->mm's process, or NULL */
+	struct ck_slot *slots;		/* nr_slots of max_slots */
+	u32 nr_slots;
+	u32 max_slots;
+	struct file *spool;		/* the records after the first slot wait there */
+	loff_t spool_end;
+	struct file *out;		/* the image while records are spooled */
+	loff_t out_pos;
+	struct eventfd_ctx *resume;	/* signalled when the processes may run on */
 	struct ck_task *tasks;		/* CRFS_MAX_TASKS of them; nr_tasks collected */
 	u32 nr_tasks;
 	struct task_struct **stack;	/* processes still to visit (references) */
@@ -303,7 +331,8 @@ static int write_header(struct crfs_ckpt *ck)
 		.magic = CHECKPOINT_MAGIC_HEAD,
 		.arch_id = CKPT_ARCH_X86_64,
 		.rev = CHECKPOINT_VERSION,
-		.uflags = CRFS_UFLAG_EXT,	/* FS_EXT (umask) is always written */
+		/* FS_EXT (umask) and FILE_IDs of mapped files are always written */
+		.uflags = CRFS_UFLAG_EXT | (ck->nr_clones ? CRFS_UFLAG_SNAPSHOT : 0),
 		.constants = {
 			.task_comm_len = TASK_COMM_LEN,
 			.at_vector_size = AT_VECTOR_SIZE,
@@ -319,7 +348,6 @@ static int write_header(struct crfs_ckpt *ck)
 			.tty_termios_ncc = CRFS_TERMIOS_NCC,
 		},
 		.time = ktime_get_real_seconds(),
-		.uflags = CRFS_UFLAG_EXT,	/* FILE_IDs of mapped files */
 	};
 	struct ckpt_hdr_header_arch arch = {
 		.has_fxsr = 1,
@@ -887,6 +915,65 @@ static int write_contents(struct crfs_ckpt *ck, const struct ck_vma *cv, u32 typ
 	return ret ? ret : ck_record(ck, CKPT_HDR_PGARR, &end, sizeof(end));
 }
 
+/*
+ * Whether the contents of @cv are left for the clone of its process: private memory a
+ * fork shares copy-on-write, which the clone maps alike. VM_DONTCOPY areas are not in
+ * the clone and VM_WIPEONFORK ones are empty there: those are written now, as shared
+ * memory is (the clone would see the program's later writes).
+ */
+static bool in_clone(struct crfs_ckpt *ck, const struct ck_vma *cv)
+{
+	struct vm_area_struct *vma;
+	bool same;
+
+	if (!ck->clone_mm || (cv->type != CKPT_VMA_ANON && cv->type != CKPT_VMA_FILE) ||
+	    (cv->flags & (VM_DONTCOPY | VM_WIPEONFORK)))
+		return false;
+	if (mmap_read_lock_killable(ck->clone_mm))
+		return false;
+	vma = find_vma(ck->clone_mm, cv->start);
+	same = vma && vma->vm_start == cv->start && vma->vm_end == cv->end &&
+	       !(vma->vm_flags & (VM_WIPEONFORK | VM_SHARED)) &&
+	       vma_is_anonymous(vma) == (cv->type == CKPT_VMA_ANON);
+	mmap_read_unlock(ck->clone_mm);
+	return same;
+}
+
+/*
+ * A slot for the contents of @cv, written once the processes run on; from here the
+ * records go to the spool until then.
+ */
+static int defer_contents(struct crfs_ckpt *ck, const struct ck_vma *cv)
+{
+	struct ck_slot *slot;
+
+	if (ck->nr_slots == ck->max_slots) {
+		u32 max = ck->max_slots ? ck->max_slots * 2 : 64;
+
+		slot = kvrealloc(ck->slots, ck->max_slots * sizeof(*slot),
+				 max * sizeof(*slot), GFP_KERNEL);
+		if (!slot)
+			return -ENOMEM;
+		ck->slots = slot;
+		ck->max_slots = max;
+	}
+	if (!ck->out) {
+		ck->out = ck->file;
+		ck->out_pos = ck->pos;
+		ck->file = ck->spool;
+		ck->pos = 0;
+	}
+	slot = &ck->slots[ck->nr_slots++];
+	*slot = (struct ck_slot){
+		.vma = *cv,
+		.mm = ck->clone_mm,
+		.vpid = ck->vpid,
+		.spool_pos = ck->pos,
+	};
+	slot->vma.file = NULL;
+	return 0;
+}
+
 /* SHM_ANON/SHM_FILE: the inode's objref; SHM_ANON_SKIP when its pages were written. */
 static int shm_inode(struct crfs_ckpt *ck, struct file *file, struct ckpt_hdr_vma *h)
 {
@@ -923,10 +1010,12 @@ static int write_vma(struct crfs_ckpt *ck, const struct ck_vma *cv)
 		ret = shm_inode(ck, cv->file, &h);
 	if (!ret)
 		ret = ck_record(ck, CKPT_HDR_VMA, &h, sizeof(h));
-	if (!ret && (h.vma_type == CKPT_VMA_ANON || h.vma_type == CKPT_VMA_FILE ||
-		     h.vma_type == CKPT_VMA_SHM_ANON))
-		ret = write_contents(ck, cv, h.vma_type);
-	return ret;
+	if (ret || (h.vma_type != CKPT_VMA_ANON && h.vma_type != CKPT_VMA_FILE &&
+		    h.vma_type != CKPT_VMA_SHM_ANON))
+		return ret;
+	if (in_clone(ck, cv))
+		return defer_contents(ck, cv);
+	return write_contents(ck, cv, h.vma_type);
 }
 
 /*
@@ -1316,6 +1405,16 @@ static int write_task_objs(struct crfs_ckpt *ck, struct ckpt_hdr_task_objs *objs
 	return ret;
 }
 
+static struct mm_struct *clone_mm_of(struct crfs_ckpt *ck, pid_t vtgid)
+{
+	u32 i;
+
+	for (i = 0; i < ck->nr_clones; i++)
+		if (ck->clones[i].vtgid == vtgid)
+			return ck->clones[i].mm;
+	return NULL;
+}
+
 /*
  * TASK STRING THREAD CPU CPU_FPU creds TASK_CREDS [the mm, fs, sighand at their first
  * task] TASK_OBJS [SIGNAL SIGPENDING] SIGPENDING SIGNAL_TASK [SIGALTSTACK]
@@ -1339,6 +1438,7 @@ static int write_task(struct crfs_ckpt *ck, struct ck_task *ct)
 		ret = ck_object(ck, ck->mm, &objs.mm_objref);
 	if (!ret && objs.mm_objref < 0) {
 		objs.mm_objref = -objs.mm_objref;
+		ck->clone_mm = clone_mm_of(ck, ct->pids.vtgid);
 		ret = write_mm(ck, objs.mm_objref);
 	}
 	if (!ret)
@@ -1369,6 +1469,18 @@ static int write_image(struct crfs_ckpt *ck)
 /* ---------------------------------------------------------------- the tasks */
 
 /*
+ * Whether @t is in a ptrace stop, traced by a thread of the caller's process: the thread
+ * that seized it, or another one of the same process (SNAPSHOT's caller lets the tasks
+ * go from that thread while this one writes), which could read its tracee's memory
+ * anyway. Under rcu_read_lock().
+ */
+static bool stopped_by_caller(struct task_struct *t)
+{
+	return t->ptrace && same_thread_group(rcu_dereference(t->parent), current) &&
+	       task_is_traced(t);
+}
+
+/*
  * Appends @t to the tasks, with a reference, if the caller is its ptracer and it is in a
  * ptrace stop. Under rcu_read_lock().
  */
@@ -1377,7 +1489,7 @@ static int add_task(struct crfs_ckpt *ck, struct task_struct *t)
 	struct ck_task *ct;
 	pid_t tid = task_pid_vnr(t), tgid = task_tgid_vnr(t);
 
-	if (!(t->ptrace && rcu_dereference(t->parent) == current && task_is_traced(t))) {
+	if (!stopped_by_caller(t)) {
 		if (tid == tgid)
 			return ck_fail(ck, -EPERM, "pid %d is not ptrace-stopped by the caller",
 				       tid);
@@ -1430,6 +1542,16 @@ static int add_process(struct crfs_ckpt *ck, struct task_struct *p)
 	return ret;
 }
 
+static bool is_clone(struct crfs_ckpt *ck, struct task_struct *t)
+{
+	u32 i;
+
+	for (i = 0; i < ck->nr_clones; i++)
+		if (ck->clones[i].task == t)
+			return true;
+	return false;
+}
+
 /*
  * Pushes the children of process @p (processes whose real parent is one of its threads)
  * that have not exited, so that the one with the lowest pid is visited first.
@@ -1446,7 +1568,7 @@ static int push_children(struct crfs_ckpt *ck, struct task_struct *p)
 	while ((pid = find_ge_pid(nr, ns))) {
 		nr = pid_nr_ns(pid, ns) + 1;
 		c = pid_task(pid, PIDTYPE_TGID);
-		if (!c || rcu_dereference(c->real_parent)->tgid != p->tgid)
+		if (!c || rcu_dereference(c->real_parent)->tgid != p->tgid || is_clone(ck, c))
 			continue;
 		if (c->exit_state) {	/* a zombie is kept, a process exiting is not */
 			ret = crfs_ts_add_zombie(ck, ck->zombies, c, ck->nr_tasks + ck->nr_stack);
@@ -1577,6 +1699,7 @@ static int open_output(struct crfs_ckpt *ck, int fd)
 	if (!S_ISREG(file_inode(ck->file)->i_mode))
 		return ck_fail(ck, -EINVAL, "not a regular file");
 	ck->pos = ck->file->f_pos;
+	ck->start_pos = ck->pos;
 	return 0;
 }
 
@@ -1624,50 +1747,271 @@ static void free_ckpt(struct crfs_ckpt *ck)
 	kvfree(ck->rawinfo);
 	crfs_ts_zombies_free(ck->zombies);
 	kvfree(ck->xstate);
+	for (i = 0; i < ck->nr_clones; i++) {
+		if (ck->clones[i].mm)
+			mmput(ck->clones[i].mm);
+		put_task_struct(ck->clones[i].task);
+	}
+	kvfree(ck->clones);
+	kvfree(ck->slots);
+	if (ck->out)
+		fput(ck->out);
+	if (ck->spool && ck->spool != ck->file)
+		fput(ck->spool);
+	if (ck->resume)
+		eventfd_ctx_put(ck->resume);
 	if (ck->file)
 		fput(ck->file);
 	kfree(ck);
 }
 
-static int do_checkpoint(struct crfs_ckpt *ck, const struct crfs_checkpoint_args *args)
+/* ---------------------------------------------------------------- snapshots */
+
+/*
+ * @c->clone is a clone of @c->pid: a single-threaded child of one of its threads,
+ * ptrace-stopped by the caller. Under rcu_read_lock().
+ */
+static int check_clone(struct crfs_ckpt *ck, const struct crfs_clone *c, struct ck_clone *cc)
+{
+	struct task_struct *t = c->clone > 0 ? pid_task(find_vpid(c->clone), PIDTYPE_PID) : NULL;
+	struct task_struct *p = c->pid > 0 ? pid_task(find_vpid(c->pid), PIDTYPE_PID) : NULL;
+
+	if (!t || !p)
+		return ck_fail(ck, -ESRCH, "no clone %d of pid %d", c->clone, c->pid);
+	if (t == p || !thread_group_leader(t) || !thread_group_leader(p) ||
+	    get_nr_threads(t) != 1 || t->exit_state ||
+	    rcu_dereference(t->real_parent)->tgid != p->tgid)
+		return ck_fail(ck, -EINVAL, "%d is not a clone of pid %d", c->clone, c->pid);
+	if (!stopped_by_caller(t))
+		return ck_fail(ck, -EPERM, "clone %d is not ptrace-stopped by the caller",
+			       c->clone);
+	cc->task = get_task_struct(t);
+	cc->vtgid = c->pid;
+	return 0;
+}
+
+/* The clones of @args, each with its mm; none twice. */
+static int collect_clones(struct crfs_ckpt *ck, const struct crfs_snapshot_args *args)
+{
+	struct crfs_clone *user;
+	struct ck_clone *cc;
+	u32 i, j;
+	int ret = 0;
+
+	if (!args->nr_clones)
+		return 0;
+	if (args->nr_clones > CRFS_MAX_TASKS)
+		return ck_fail(ck, -EINVAL, "more than %d clones", CRFS_MAX_TASKS);
+	ck->clones = kvcalloc(args->nr_clones, sizeof(*ck->clones), GFP_KERNEL);
+	if (!ck->clones)
+		return -ENOMEM;
+	user = memdup_user(u64_to_user_ptr(args->clones), args->nr_clones * sizeof(*user));
+	if (IS_ERR(user))
+		return PTR_ERR(user);
+	for (i = 0; !ret && i < args->nr_clones; i++) {
+		for (j = 0; j < i; j++)
+			if (user[j].pid == user[i].pid || user[j].clone == user[i].clone)
+				ret = ck_fail(ck, -EINVAL, "pid %d or clone %d given twice",
+					      user[i].pid, user[i].clone);
+		cc = &ck->clones[i];
+		rcu_read_lock();
+		if (!ret)
+			ret = check_clone(ck, &user[i], cc);
+		rcu_read_unlock();
+		if (ret)
+			break;
+		ck->nr_clones++;
+		cc->mm = get_task_mm(cc->task);
+		if (!cc->mm)
+			ret = ck_fail(ck, -ESRCH, "clone %d has exited", user[i].clone);
+		else if (get_dumpable(cc->mm) != SUID_DUMP_USER &&
+			 !ns_capable_noaudit(cc->mm->user_ns, CAP_SYS_PTRACE))
+			ret = ck_fail(ck, -EPERM,
+				      "clone %d is not dumpable and the caller lacks CAP_SYS_PTRACE",
+				      user[i].clone);
+	}
+	kfree(user);
+	return ret;
+}
+
+/*
+ * Each clone is of a process written here. Its mm is its own: a child sharing its
+ * parent's is a thread (refused above), a CLONE_VM process (check_mms refuses the
+ * parent) or a vfork child, whose parent cannot be in a ptrace stop until it is gone.
+ */
+static int check_clones(struct crfs_ckpt *ck)
+{
+	u32 i, j;
+
+	for (i = 0; i < ck->nr_clones; i++) {
+		for (j = 0; j < ck->nr_tasks; j++)
+			if (ck->tasks[j].pids.vpid == ck->clones[i].vtgid &&
+			    ck->tasks[j].pids.vtgid == ck->clones[i].vtgid)
+				break;
+		if (j == ck->nr_tasks)
+			return ck_fail(ck, -EINVAL, "pid %d has a clone but is not written",
+				       ck->clones[i].vtgid);
+	}
+	return 0;
+}
+
+static int open_snapshot(struct crfs_ckpt *ck, const struct crfs_snapshot_args *args)
+{
+	ck->resume = eventfd_ctx_fdget(args->resume_fd);
+	if (IS_ERR(ck->resume)) {
+		ck->resume = NULL;
+		return -EBADF;
+	}
+	ck->spool = fget(args->spool_fd);
+	if (!ck->spool)
+		return -EBADF;
+	if ((ck->spool->f_mode & (FMODE_READ | FMODE_WRITE)) != (FMODE_READ | FMODE_WRITE))
+		return -EBADF;
+	if (!S_ISREG(file_inode(ck->spool)->i_mode))
+		return ck_fail(ck, -EINVAL, "the spool is not a regular file");
+	return 0;
+}
+
+/* Records go to the image again, after what it holds; the spool ends where they were. */
+static void unspool(struct crfs_ckpt *ck)
+{
+	if (!ck->out)
+		return;
+	ck->spool_end = ck->pos;
+	ck->file = ck->out;
+	ck->pos = ck->out_pos;
+	ck->out = NULL;
+}
+
+#define CK_COPY_SIZE	(64 * 1024)
+
+static int copy_spool(struct crfs_ckpt *ck, loff_t from, loff_t to, void *buf)
+{
+	ssize_t n;
+	int ret = 0;
+
+	while (!ret && from < to) {
+		n = kernel_read(ck->spool, buf, min_t(loff_t, to - from, CK_COPY_SIZE), &from);
+		if (n <= 0)
+			return ck_fail(ck, n < 0 ? n : -EIO, "reading the spool failed");
+		ret = ck_write(ck, buf, n);
+	}
+	return ret;
+}
+
+/*
+ * Once the processes run on: each slot's pages from its clone's mm, which still holds
+ * the memory of the instant of the clone, then the records spooled after it.
+ */
+static int write_slots(struct crfs_ckpt *ck)
+{
+	const struct ck_slot *slot;
+	loff_t end;
+	void *buf;
+	u32 i;
+	int ret = 0;
+
+	unspool(ck);
+	if (!ck->nr_slots)
+		return 0;
+	buf = kvmalloc(CK_COPY_SIZE, GFP_KERNEL);
+	if (!buf)
+		return -ENOMEM;
+	for (i = 0; !ret && i < ck->nr_slots; i++) {
+		slot = &ck->slots[i];
+		ck->mm = slot->mm;
+		ck->vpid = slot->vpid;
+		end = i + 1 < ck->nr_slots ? ck->slots[i + 1].spool_pos : ck->spool_end;
+		ret = write_contents(ck, &slot->vma, slot->vma.type);
+		if (!ret)
+			ret = copy_spool(ck, slot->spool_pos, end, buf);
+	}
+	kvfree(buf);
+	return ret;
+}
+
+/* ---------------------------------------------------------------- the calls */
+
+/*
+ * CHECKPOINT, and with @snap, SNAPSHOT: the same image, whose private memory is read
+ * from the clones after @snap->resume_fd told the caller the processes may run on.
+ */
+static int do_checkpoint(struct crfs_ckpt *ck, const struct crfs_checkpoint_args *args,
+			 const struct crfs_snapshot_args *snap)
 {
 	int ret;
 
 	ret = open_output(ck, args->fd);
 	if (!ret)
 		ret = alloc_buffers(ck);
+	if (!ret && snap)
+		ret = open_snapshot(ck, snap);
+	if (!ret && snap)
+		ret = collect_clones(ck, snap);
 	if (!ret)
 		ret = collect_tasks(ck, args->pid, args->flags & CRFS_CHECKPOINT_TREE);
 	if (!ret)
 		ret = check_mms(ck);
 	if (!ret)
+		ret = check_clones(ck);
+	if (!ret)
 		ret = check_cpus(ck);
 	if (!ret)
 		ret = write_image(ck);
+	if (!ret && ck->resume)
+		eventfd_signal(ck->resume, 1);
+	if (!ret)
+		ret = write_slots(ck);
+	unspool(ck);
+	ck->written = ck->pos - ck->start_pos;
 	if (ck->written)
 		ck->file->f_pos = ck->pos;
+	return ret;
+}
+
+static long checkpoint(struct crfs_checkpoint_args *args,
+		       const struct crfs_snapshot_args *snap)
+{
+	struct crfs_ckpt *ck;
+	long ret;
+
+	ck = kzalloc(sizeof(*ck), GFP_KERNEL);
+	if (!ck)
+		return -ENOMEM;
+	xa_init(&ck->objs);
+	ret = do_checkpoint(ck, args, snap);
+	args->written = ck->written;
+	memcpy(args->err_msg, ck->err_msg, sizeof(args->err_msg));
+	args->err_msg[sizeof(args->err_msg) - 1] = '\0';
+	free_ckpt(ck);
 	return ret;
 }
 
 long crfs_ioctl_checkpoint(struct crfs_checkpoint_args __user *uargs)
 {
 	struct crfs_checkpoint_args args;
-	struct crfs_ckpt *ck;
 	long ret;
 
 	if (copy_from_user(&args, uargs, sizeof(args)))
 		return -EFAULT;
 	if ((args.flags & ~CRFS_CHECKPOINT_TREE) || args.__reserved)
 		return -EINVAL;
-	ck = kzalloc(sizeof(*ck), GFP_KERNEL);
-	if (!ck)
-		return -ENOMEM;
-	xa_init(&ck->objs);
-	ret = do_checkpoint(ck, &args);
-	args.written = ck->written;
-	memcpy(args.err_msg, ck->err_msg, sizeof(args.err_msg));
-	args.err_msg[sizeof(args.err_msg) - 1] = '\0';
-	free_ckpt(ck);
+	ret = checkpoint(&args, NULL);
+	if (copy_to_user(uargs, &args, sizeof(args)))
+		ret = -EFAULT;
+	return ret;
+}
+
+long crfs_ioctl_snapshot(struct crfs_snapshot_args __user *uargs)
+{
+	struct crfs_snapshot_args args;
+	long ret;
+
+	if (copy_from_user(&args, uargs, sizeof(args)))
+		return -EFAULT;
+	if ((args.ck.flags & ~CRFS_CHECKPOINT_TREE) || args.ck.__reserved || args.__reserved)
+		return -EINVAL;
+	ret = checkpoint(&args.ck, &args);
 	if (copy_to_user(uargs, &args, sizeof(args)))
 		ret = -EFAULT;
 	return ret;

@@ -146,6 +146,8 @@ enum {
 #define CHECKPOINT_VERSION_CRFS1	1
 /* ckpt_hdr_header->uflags: the image has crfs extension records (8001...) */
 #define CRFS_UFLAG_EXT		0x8000
+/* ... and its private memory was read from copy-on-write clones (CRFS_IOC_SNAPSHOT) */
+#define CRFS_UFLAG_SNAPSHOT	0x10000
 
 #define CKPT_TLS_ENTRIES	3	/* GDT_ENTRY_TLS_ENTRIES */
 #define CKPT_LDT_ENTRY_SIZE	8

@@ -41,9 +41,9 @@ struct crfs_image_args {
 
 /*
  * struct crfs_checkpoint_args - a stopped process (tree) to checkpoint, and where to.
- * @pid:	in: the process (in the caller's pid namespace), a thread group leader; the
- *		caller must be the ptracer of every thread written and each must be in a
- *		ptrace stop
+ * @pid:	in: the process (in the caller's pid namespace), a thread group leader; a
+ *		thread of the caller's process must be the ptracer of every thread written
+ *		and each must be in a ptrace stop
  * @fd:		in: a regular file open for writing; the image is written at its position,
  *		which is advanced past it
  * @flags:	in: 0, or CRFS_CHECKPOINT_TREE: @pid and all its descendants
@@ -60,6 +60,43 @@ struct crfs_checkpoint_args {
 	__u32 __reserved;	/* must be 0 */
 	__u64 written;
 	char err_msg[CRFS_ERRMSG_LEN];
+};
+
+/**
+ * struct crfs_clone - a copy-on-write clone of a process to checkpoint.
+ * @pid:	the process (as crfs_checkpoint_args.pid names processes)
+ * @clone:	its clone: a child of @pid made by fork/clone without CLONE_VM while @pid
+ *		was stopped, single-threaded, ptrace-stopped by the caller since (it never
+ *		ran)
+ */
+struct crfs_clone {
+	__s32 pid;
+	__s32 clone;
+};
+
+/**
+ * struct crfs_snapshot_args - CRFS_IOC_SNAPSHOT: CHECKPOINT, with the private memory of
+ * each process read from its clone once the processes may run on.
+ * @ck:		as CRFS_IOC_CHECKPOINT's argument (its out fields are written back)
+ * @clones:	in: user pointer to @nr_clones struct crfs_clone; a process without a
+ *		clone has all its memory written while it is stopped
+ * @nr_clones:	in: at most CRFS_MAX_TASKS
+ * @resume_fd:	in: an eventfd; 1 is added to it once everything the stopped processes
+ *		alone can tell is written: from then on they may run, their clones be
+ *		killed and reaped (the module holds their memory). An image whose header has
+ *		CRFS_UFLAG_SNAPSHOT.
+ * @spool_fd:	in: a regular file open for reading and writing (a memfd), empty: the
+ *		records that follow the first page run read from a clone wait there until
+ *		that run is written
+ * @__reserved:	in: must be 0
+ */
+struct crfs_snapshot_args {
+	struct crfs_checkpoint_args ck;
+	__u64 clones;
+	__u32 nr_clones;
+	__s32 resume_fd;
+	__s32 spool_fd;
+	__u32 __reserved;
 };
 
 /*
@@ -229,6 +266,15 @@ struct crfs_lazy_args {
  * an image may have been written.
  */
 #define CRFS_IOC_CHECKPOINT	_IOWR(CRFS_IOC_MAGIC, 3, struct crfs_checkpoint_args)
+
+/*
+ * Checkpoint with copy-on-write snapshots: the processes are stopped only until
+ * @resume_fd is signalled, after the registers, files, signals, VMAs, shared memory and
+ * everything else but the pages of private memory their clones hold (which are most of
+ * an image) are written. Errors as CHECKPOINT's, and EINVAL for a clone that is not one
+ * (err_msg says why), EBADF for @resume_fd or @spool_fd.
+ */
+#define CRFS_IOC_SNAPSHOT	_IOWR(CRFS_IOC_MAGIC, 6, struct crfs_snapshot_args)
 
 /*
  * errno of CHECKPOINT:

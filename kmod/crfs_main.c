@@ -27,6 +27,8 @@ static long crfs_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		return crfs_ioctl_image(argp, true);
 	case CRFS_IOC_CHECKPOINT:
 		return crfs_ioctl_checkpoint(argp);
+	case CRFS_IOC_SNAPSHOT:
+		return crfs_ioctl_snapshot(argp);
 	case CRFS_IOC_RESTART_FILES:
 		return crfs_ioctl_restart_files(argp);
 	case CRFS_IOC_LAZY:

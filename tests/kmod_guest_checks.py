@@ -1075,6 +1075,161 @@ def own_child_checkpoint(dev, fd, dumpable):
             os.close(end)
 
 
+def snapshot_outcome(dev, pid, fd, pairs, spool=None, resume=None, **fields):
+    """SNAPSHOT of the stopped process `pid` with `pairs` ({pid: clone}): its outcome,
+    with "resumed", what the module added to the resume eventfd. `spool` and `resume`
+    replace the memfd and the eventfd; `fields` set SnapshotArgs fields by hand (then
+    the call is raw: errno only)."""
+    efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+    memfd = os.memfd_create("spool", os.MFD_CLOEXEC)
+    try:
+        spool_fd = memfd if spool is None else spool
+        resume_fd = efd if resume is None else resume
+        if fields:
+            table = (kernel.Clone * max(len(pairs), 1))(
+                *[kernel.Clone(p, c) for p, c in pairs.items()])
+            args = kernel.SnapshotArgs(ck=kernel.CheckpointArgs(pid=pid, fd=fd),
+                                       clones=ctypes.addressof(table),
+                                       nr_clones=len(pairs), resume_fd=resume_fd,
+                                       spool_fd=spool_fd)
+            for key, value in fields.items():
+                setattr(args, key, value)
+            ret = kernel._ioctl(dev.fd, kernel.CRFS_IOC_SNAPSHOT, ctypes.addressof(args))
+            result = {"errno": name(-ret) if ret < 0 else 0,
+                      "msg": args.ck.err_msg.decode(errors="replace")}
+        else:
+            result = outcome(lambda: dev.snapshot(pid, fd, pairs, resume_fd, spool_fd))
+        try:
+            result["resumed"] = os.eventfd_read(efd)
+        except BlockingIOError:
+            result["resumed"] = 0
+        return result
+    finally:
+        os.close(efd)
+        os.close(memfd)
+
+
+def stopped(*pids):
+    """Seize and stop each of `pids` (this process their tracer)."""
+    from crfs.checkpoint import ptrace
+    for pid in pids:
+        ptrace.seize(pid)
+        ptrace.interrupt(pid)
+        ptrace.wait_stop(pid)
+
+
+def let_go(*pids):
+    from crfs.checkpoint import ptrace
+    for pid in pids:
+        try:
+            ptrace.detach(pid)
+        except OSError:
+            pass
+
+
+def snapshot_errors(dev, fd, scratch, manifest):
+    """SNAPSHOT of tree_target's parent, stopped, whose forked child (stopped too, or not)
+    stands for its clone: accepted, and refused with each bad clone, count, pointer or fd."""
+    out_path = os.path.join(KCK_DIR, "snapshot-tree.out")
+    proc = start_tree(manifest["tree_target"], out_path, manifest["limit"])
+    other = subprocess.Popen(["sleep", "60"])
+    out = {}
+    try:
+        parent = proc.pid
+        child = int(open(f"/proc/{parent}/task/{parent}/children").read().split()[0])
+        stopped(parent)
+        try:
+            out["clone_untraced"] = snapshot_outcome(dev, parent, fd, {parent: child})
+            stopped(child, other.pid)
+            try:
+                os.ftruncate(fd, 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                out["accepted"] = snapshot_outcome(dev, parent, fd, {parent: child})
+                out["accepted"]["verify"] = subprocess.run(
+                    [sys.executable, "-m", "crfs", "verify", scratch], capture_output=True,
+                    text=True, timeout=300).stdout[-2000:]
+                out["no_clone"] = snapshot_outcome(dev, parent, fd, {})
+                out["clone_missing"] = snapshot_outcome(dev, parent, fd, {parent: 4 << 20})
+                out["clone_itself"] = snapshot_outcome(dev, parent, fd, {parent: parent})
+                out["clone_not_child"] = snapshot_outcome(dev, parent, fd, {parent: other.pid})
+                out["clone_twice"] = snapshot_outcome(dev, parent, fd, {parent: child,
+                                                                        other.pid: child})
+                out["not_written"] = snapshot_outcome(dev, child, fd, {parent: child})
+                out["too_many"] = snapshot_outcome(dev, parent, fd, {parent: child},
+                                                   nr_clones=1025)
+                out["bad_pointer"] = snapshot_outcome(dev, parent, fd, {parent: child},
+                                                      clones=16)
+                out["reserved_set"] = snapshot_outcome(dev, parent, fd, {parent: child},
+                                                       _reserved=1)
+                out["resume_not_eventfd"] = snapshot_outcome(dev, parent, fd, {parent: child},
+                                                             resume=fd)
+                ro = os.open(scratch, os.O_RDONLY)
+                null = os.open("/dev/null", os.O_RDWR)
+                try:
+                    out["spool_read_only"] = snapshot_outcome(dev, parent, fd,
+                                                              {parent: child}, spool=ro)
+                    out["spool_dev_null"] = snapshot_outcome(dev, parent, fd,
+                                                             {parent: child}, spool=null)
+                finally:
+                    os.close(ro)
+                    os.close(null)
+                out["spool_closed"] = snapshot_outcome(dev, parent, fd, {parent: child},
+                                                       spool=987)
+            finally:
+                let_go(child, other.pid)
+        finally:
+            let_go(parent)
+        out["pids"] = {"parent": parent, "child": child, "other": other.pid}
+    finally:
+        proc.kill()
+        proc.wait()
+        other.kill()
+        other.wait()
+    out["nobody_family"] = as_nobody(lambda: family_snapshot(dev, fd, True))
+    out["nobody_family_undumpable"] = as_nobody(lambda: family_snapshot(dev, fd, False))
+    return out
+
+
+def family_snapshot(dev, fd, dumpable):
+    """(Run as nobody.) A child and its own child, both seized while dumpable; the
+    grandchild then sets PR_SET_DUMPABLE to `dumpable`; both stopped: SNAPSHOT of the
+    child with the grandchild as its clone."""
+    go_r, go_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    child = os.fork()
+    if child == 0:
+        try:
+            prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)    # setresuid() to nobody cleared it
+            if os.fork() == 0:
+                os.write(ready_w, struct.pack("<i", os.getpid()))
+                os.read(go_r, 1)
+                prctl(PR_SET_DUMPABLE, int(dumpable), 0, 0, 0)
+                os.write(ready_w, b"b")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    grandchild = None
+    try:
+        grandchild = struct.unpack("<i", os.read(ready_r, 4))[0]
+        from crfs.checkpoint import ptrace
+        ptrace.seize(child)
+        ptrace.seize(grandchild)
+        os.write(go_w, b"g")
+        os.read(ready_r, 1)
+        for pid in (child, grandchild):
+            ptrace.interrupt(pid)
+            ptrace.wait_stop(pid)
+        return snapshot_outcome(dev, child, fd, {child: grandchild})
+    finally:
+        for pid in (grandchild, child):
+            if pid:
+                os.kill(pid, signal.SIGKILL)
+        os.waitpid(child, 0)
+        for end in (go_r, go_w, ready_r, ready_w):
+            os.close(end)
+
+
 def raw_checkpoint(dev, arg, **fields):
     return raw_ioctl(dev, kernel.CRFS_IOC_CHECKPOINT, kernel.CheckpointArgs, arg, **fields)
 
@@ -1212,6 +1367,7 @@ def checkpoint_refusals(manifest, root_image):
         try:
             out.update(who_may_checkpoint(dev, fd, *targets))
             out.update(argument_errors(dev, fd, scratch, root_sleep.pid))
+            out["snapshot"] = snapshot_errors(dev, fd, scratch, manifest)
         finally:
             dev.close()
     finally:

@@ -1155,6 +1155,60 @@ def test_checkpoint_refusals(guest, name):
     assert result["errno"] == CHECKPOINT_REFUSALS[name], result
 
 
+SNAPSHOT_REFUSALS = {   # SNAPSHOT of a stopped parent whose child stands for its clone
+    "clone_untraced": ("EPERM", "clone {child} is not ptrace-stopped by the caller"),
+    "clone_missing": ("ESRCH", "no clone 4194304 of pid {parent}"),
+    "clone_itself": ("EINVAL", "{parent} is not a clone of pid {parent}"),
+    "clone_not_child": ("EINVAL", "{other} is not a clone of pid {parent}"),
+    "clone_twice": ("EINVAL", "pid {other} or clone {child} given twice"),
+    "not_written": ("EINVAL", "pid {parent} has a clone but is not written"),
+    "too_many": ("EINVAL", ""),
+    "bad_pointer": ("EFAULT", ""),
+    "reserved_set": ("EINVAL", ""),
+    "resume_not_eventfd": ("EBADF", ""),
+    "spool_read_only": ("EBADF", ""),
+    "spool_dev_null": ("EINVAL", "the spool is not a regular file"),
+    "spool_closed": ("EBADF", ""),
+}
+
+
+@pytest.mark.parametrize("name", SNAPSHOT_REFUSALS)
+def test_snapshot_refusals(guest, name):
+    """Each refusal says why (err_msg) where there is a why, and never tells the caller
+    the processes may run on."""
+    steps = _report(guest)["steps"]["checkpoint_refusals"]["snapshot"]
+    result = steps[name]
+    err, msg = SNAPSHOT_REFUSALS[name]
+    if name == "too_many":
+        msg = "more than 1024 clones"
+    assert result["errno"] == err, result
+    assert result["msg"] == msg.format(**steps["pids"]), result
+    assert result["resumed"] == 0, result
+
+
+def test_snapshot_accepts_a_stopped_child_as_the_clone(guest):
+    """The module cannot tell a fork made by crfs from one the program made: any stopped
+    child of a thread of the process will do. The image verifies and says its memory came
+    from a snapshot; the caller was told once that the processes could run on. With no
+    clone it is CHECKPOINT's image, not marked."""
+    steps = _report(guest)["steps"]["checkpoint_refusals"]["snapshot"]
+    accepted = steps["accepted"]
+    assert (accepted["errno"], accepted["resumed"]) == (0, 1), accepted
+    assert "copy-on-write snapshot" in accepted["verify"], accepted["verify"]
+    assert (steps["no_clone"]["errno"], steps["no_clone"]["resumed"]) == (0, 1)
+
+
+def test_snapshot_clone_of_another_uid_must_be_dumpable(guest):
+    """nobody, tracer of its child and grandchild: SNAPSHOT with the grandchild as the
+    clone is accepted while it is dumpable, refused (EPERM, said why) once it set
+    PR_SET_DUMPABLE 0, as ptrace would refuse to read it."""
+    steps = _report(guest)["steps"]["checkpoint_refusals"]["snapshot"]
+    assert steps["nobody_family"]["errno"] == 0, steps["nobody_family"]
+    refused = steps["nobody_family_undumpable"]
+    assert refused["errno"] == "EPERM" and "is not dumpable" in refused["msg"], refused
+    assert refused["resumed"] == 0
+
+
 def test_unprivileged_tracer_may_checkpoint_its_tracee(guest):
     """Authorization is ptrace's: nobody, having seized and stopped its own process, may
     checkpoint it (with /dev/crfs opened for it)."""

@@ -8,8 +8,10 @@
  * kmod/install puts it at /usr/local/sbin/crfs, which root's PATH (and sudo's) searches
  * before /usr/local/bin, where pip puts the Python `crfs`. Only root opens /dev/crfs, so
  * only root can take the kernel's path of `crfs checkpoint`: freeze with ptrace, have
- * crfs.ko write the image (CRFS_IOC_CHECKPOINT), place it, let the processes go, and on a
- * terminal show the CLI's progress and summary line. That is all this program does
+ * crfs.ko write the image (CRFS_IOC_SNAPSHOT from copy-on-write clones, the processes
+ * running on once what only they can tell is written: crfs-front-snapshot.h; with --stop
+ * or --kill, CRFS_IOC_CHECKPOINT), place it, let the processes go, and on a terminal show
+ * the CLI's progress and summary line. That is all this program does
  * itself, the same way crfs/checkpoint (via_kernel.py, freezer.py, api.py) does it,
  * without the interpreter's start-up, most of the command's time in a slow machine
  * (issue #13).
@@ -66,11 +68,13 @@ struct options {
 	const char *output;		/* -o FILE, or NULL: into the store */
 	const char *store;
 	int tree, stop_after, kill_after, quiet;
+	int stop;			/* --stop: stopped for the whole write, no snapshot */
 };
 
 struct task {
 	pid_t tgid, tid;
 	int sig;			/* taken by a signal-delivery stop: passed on at detach */
+	long options;			/* of its PTRACE_SEIZE */
 };
 
 static char **cli_argv;			/* our own argv, handed on unchanged */
@@ -194,7 +198,7 @@ static int parse_option(char **argv, int argc, int *i, struct options *o,
 		return 0;
 	}
 	if (!strcmp(arg, "--stop"))
-		return 0;		/* the module's path stops for the whole write anyway */
+		return flag_once(&o->stop);
 	if (!strncmp(arg, "-o", 2) && strncmp(arg, "--", 2))
 		return set_once(&o->output, value_of(argv, argc, i, "-o"));
 	if (!strncmp(arg, "--output", 8))
@@ -405,7 +409,7 @@ static int stop_thread(pid_t pid, pid_t tid)
 		options = PTRACE_O_SUSPEND_SECCOMP;
 	if (ptrace(PTRACE_SEIZE, tid, NULL, (void *)options))
 		return errno == ESRCH && tid != pid ? 0 : -1;
-	tasks[nr_tasks++] = (struct task){ .tgid = pid, .tid = tid };
+	tasks[nr_tasks++] = (struct task){ .tgid = pid, .tid = tid, .options = options };
 	if (ptrace(PTRACE_INTERRUPT, tid, NULL, NULL) || wait_status(tid, &status))
 		return errno == ESRCH && tid != pid ? 0 : -1;
 	if (!WIFSTOPPED(status))
@@ -578,6 +582,103 @@ static void thaw(const struct options *o)
 		for (p = 0; p < nr_procs; p++)
 			kill(procs[p], SIGSTOP);
 	detach_all();
+}
+
+#include "crfs-front-snapshot.h"
+
+static int resumed;			/* the processes run on while the image is written */
+static struct timespec thawed;		/* since then */
+
+struct worker {
+	int dev, done;
+	struct crfs_snapshot_args args;
+	int ret, err;
+};
+
+static void *run_snapshot(void *arg)
+{
+	struct worker *w = arg;
+
+	w->ret = ioctl(w->dev, CRFS_IOC_SNAPSHOT, &w->args);
+	w->err = errno;
+	eventfd_write(w->done, 1);
+	return NULL;
+}
+
+/*
+ * CRFS_IOC_SNAPSHOT of the stopped processes and their clones into `fd`, in a second
+ * thread: this one, their tracer, ends the clones and lets the processes go as soon as
+ * the module says they may run on. 0, or -1 with errno as the ioctl's (ENOTTY: a module
+ * without snapshots).
+ */
+static int snapshot_write(int dev, const struct options *o, int fd, unsigned long long *bytes)
+{
+	struct worker w = { .dev = dev, .ret = -1, .err = ENOMEM };
+	struct pollfd pfd[2] = { { .events = POLLIN }, { .events = POLLIN } };
+	int resume = eventfd(0, EFD_CLOEXEC), spool = memfd_create("crfs-spool", MFD_CLOEXEC);
+	sigset_t all, old;
+	pthread_t thread;
+	int started;
+
+	w.done = eventfd(0, EFD_CLOEXEC);
+	w.args = (struct crfs_snapshot_args){
+		.ck = { .pid = o->pid, .fd = fd, .flags = o->tree ? CRFS_CHECKPOINT_TREE : 0 },
+		.clones = (unsigned long)clones,
+		.nr_clones = nr_clones,
+		.resume_fd = resume,
+		.spool_fd = spool,
+	};
+	sigfillset(&all);		/* our signals wait for the write, in this thread */
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	started = resume >= 0 && spool >= 0 && w.done >= 0 &&
+		  !pthread_create(&thread, NULL, run_snapshot, &w);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pfd[0].fd = resume;
+	pfd[1].fd = w.done;
+	while (started && !resumed) {
+		if (poll(pfd, 2, -1) < 0)
+			continue;	/* EINTR: noted, acted on once it is written */
+		if (pfd[0].revents) {
+			end_clones();
+			clock_gettime(CLOCK_MONOTONIC, &thawed);
+			resumed = 1;
+			thaw(o);
+		} else if (pfd[1].revents) {
+			break;
+		}
+	}
+	if (started)
+		pthread_join(thread, NULL);
+	*bytes = w.args.ck.written;
+	close(resume);
+	close(spool);
+	close(w.done);
+	errno = w.err;
+	return w.ret < 0 ? -1 : 0;
+}
+
+/*
+ * The image of the stopped processes into `fd`: from snapshots, unless --stop, --kill
+ * (nothing would run on) or no process could make its clone; stopped for the whole write
+ * otherwise, and with a module that has no snapshots.
+ */
+static int module_write(int dev, const struct options *o, int fd, unsigned long long *bytes)
+{
+	struct crfs_checkpoint_args args = { .pid = o->pid, .fd = fd };
+	int ret, err;
+
+	if (!o->stop && !o->kill_after && make_clones()) {
+		ret = snapshot_write(dev, o, fd, bytes);
+		err = errno;
+		if (!resumed)
+			end_clones();
+		if (!ret || resumed || err != ENOTTY)
+			return ret;
+	}
+	args.flags = o->tree ? CRFS_CHECKPOINT_TREE : 0;
+	ret = ioctl(dev, CRFS_IOC_CHECKPOINT, &args) < 0 ? -1 : 0;
+	*bytes = args.written;
+	return ret;
 }
 
 /* ---------------------------------------------------------------- on a terminal */
@@ -770,7 +871,6 @@ static int link_new(const char *tmp, const char *dir, const char *stem, char *ou
 static int write_image(int dev, const struct options *o, const char *dir, char *out,
 		       size_t size, unsigned long long *bytes)
 {
-	struct crfs_checkpoint_args args = { .pid = o->pid };
 	char tmp[PATH_MAX], stem[128];
 	time_t now = time(NULL);
 	struct watch watch;
@@ -781,12 +881,9 @@ static int write_image(int dev, const struct options *o, const char *dir, char *
 	fd = temp_file(dir, tmp, sizeof(tmp));
 	if (fd < 0)
 		return -1;
-	args.fd = fd;
-	args.flags = o->tree ? CRFS_CHECKPOINT_TREE : 0;
 	watching = !watch_start(&watch, o, fd);
-	written = ioctl(dev, CRFS_IOC_CHECKPOINT, &args) >= 0;
+	written = !module_write(dev, o, fd, bytes);
 	watch_stop(&watch, watching);
-	*bytes = args.written;
 	ok = !close(fd) && written && !interrupted;
 	if (ok && o->output)
 		ok = !rename(tmp, out);
@@ -800,12 +897,13 @@ static int write_image(int dev, const struct options *o, const char *dir, char *
 static void summary(const struct options *o, const struct timespec *frozen,
 		    unsigned long long bytes)
 {
-	double stopped = seconds_since(frozen);
+	double total = seconds_since(frozen);
+	double stopped = resumed ? total - seconds_since(&thawed) : total;
 
 	if (o->quiet || !isatty(2))
 		return;
-	fprintf(stderr, "checkpoint %d: written by crfs.ko, stopped %.0f ms, %.1f MiB image, %.2f s\n",
-		o->pid, stopped * 1000, bytes / 1048576.0, stopped);
+	fprintf(stderr, "checkpoint %d: %swritten by crfs.ko, stopped %.0f ms, %.1f MiB image, %.2f s\n",
+		o->pid, resumed ? "snapshot, " : "", stopped * 1000, bytes / 1048576.0, total);
 }
 
 /* ---------------------------------------------------------------- main */
@@ -879,7 +977,8 @@ int main(int argc, char **argv)
 	}
 	close(dev);
 	summary(&o, &frozen, bytes);
-	thaw(&o);
+	if (!resumed)
+		thaw(&o);
 	if (printf("%s\n", out) < 0 || fflush(stdout))
 		return 1;
 	return 0;

@@ -31,7 +31,7 @@ def step(restore, k):
     for name, part in (("stopped", left_stopped), ("tree", tree_killed),
                        ("named", named), ("handed_on", handed_on), ("refused", refused),
                        ("interrupted", interrupted), ("terminal", on_a_terminal),
-                       ("nobody", as_nobody)):
+                       ("nobody", as_nobody), ("snapshot", snapshot)):
         try:
             out[name] = part(restore, k, cli_path)
         except Exception as exc:      # noqa: BLE001 - reported, the other parts go on
@@ -344,3 +344,112 @@ def as_nobody(restore, k, cli_path):
         proc.kill()
         proc.wait(timeout=60)
     return result
+
+
+PAGE = 4096
+WORDS = PAGE // 8
+
+
+def start_rewriter(exe, threads, pages):
+    """ckpt_rewrite (tests/c) once every thread has written every page twice: its Popen
+    and its ready line's numbers."""
+    proc = subprocess.Popen([exe, str(threads), str(pages)], stdout=subprocess.PIPE,
+                            text=True)
+    line = proc.stdout.readline()
+    ready = {key: int(value, 16) for key, value in (item.split("=") for item in line.split()[1:])}
+    deadline = time.monotonic() + 120
+    while min(g for g, _ in rewriter_progress(proc.pid, ready)) < 3:
+        if time.monotonic() > deadline:
+            raise TimeoutError("ckpt_rewrite did not get going")
+        time.sleep(0.05)
+    return proc, ready
+
+
+def read_mem(pid, address, size):
+    with open(f"/proc/{pid}/mem", "rb") as mem:
+        mem.seek(address)
+        return mem.read(size)
+
+
+def rewriter_progress(pid, ready, read=None):
+    """[(generation, page)] of each thread, from the process or with read(address, size)."""
+    import struct
+    read = read or (lambda address, size: read_mem(pid, address, size))
+    data = read(ready["progress"], 16 * ready["threads"])
+    return [struct.unpack_from("<QQ", data, 16 * t) for t in range(ready["threads"])]
+
+
+def one_instant(image_path, ready):
+    """Where the image's pattern breaks: each thread's pages below its progress word hold
+    generation g, the others g - 1 (the page being written: g, then g - 1)."""
+    import struct
+
+    from crfs.model import registry
+    image = registry.open_image(image_path)
+    problems = []
+    try:
+        mm = image.tasks[0].mm
+        pages = ready["pages"]
+        for t, (g, i) in enumerate(rewriter_progress(0, ready, mm.read)):
+            data = mm.read(ready["buf"] + t * pages * PAGE, pages * PAGE)
+            words = struct.unpack(f"<{pages * WORDS}Q", data)
+            for page in range(pages):
+                got = words[page * WORDS:(page + 1) * WORDS]
+                if page == i:
+                    k = got.index(g - 1) if g - 1 in got else WORDS
+                    ok = set(got[:k]) <= {g} and set(got[k:]) <= {g - 1}
+                else:
+                    ok = set(got) == {g if page < i else g - 1}
+                if not ok:
+                    problems.append((t, page, g, i, sorted(set(got))[:4]))
+    finally:
+        image.close()
+    return problems[:10]
+
+
+def traces(pid):
+    """What a program could see of a checkpoint: its children (zombies too), its fds."""
+    children = set()
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/children") as f:
+            children |= set(f.read().split())
+    return [sorted(children), sorted(os.listdir(f"/proc/{pid}/fd"))]
+
+
+def snapshot(restore, k, cli_path):
+    """ckpt_rewrite (2 threads rewriting 16 MiB each) checkpointed by the front alone, on
+    a terminal, as it runs on (the default: a snapshot): the summary line, the image's
+    pattern (one instant), verify's word for it, and what the program could see: its
+    children, zombies and fds before and after, its SIGCHLD count, and its progress."""
+    image = os.path.join(WORK, "snapshot.img")
+    proc, ready = start_rewriter(restore["ckpt_rewrite"], 2, 4096)
+    try:
+        before = traces(proc.pid)
+        run = with_tty([restore["front"], "checkpoint", str(proc.pid), "-o", image],
+                       {**os.environ, "PATH": NO_CLI})
+        result = {"pid": proc.pid, "image": image, "run": run, "before": before,
+                  "after": traces(proc.pid), "state": state(proc.pid)}
+        result["sigchld"] = int.from_bytes(read_mem(proc.pid, ready["sigchld"], 8), "little")
+        if run["rc"] == 0:
+            result["problems"] = one_instant(image, ready)
+            result["image_progress"] = rewriter_progress(0, ready, _image_reader(image))
+            result["progress_now"] = rewriter_progress(proc.pid, ready)
+            verify = subprocess.run([sys.executable, "-m", "crfs", "verify", image],
+                                    capture_output=True, text=True, timeout=300)
+            result["verify"] = {"rc": verify.returncode, "stdout": verify.stdout[-3000:]}
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    return result
+
+
+def _image_reader(path):
+    from crfs.model import registry
+
+    def read(address, size):
+        image = registry.open_image(path)
+        try:
+            return image.tasks[0].mm.read(address, size)
+        finally:
+            image.close()
+    return read

@@ -276,15 +276,46 @@ def checkpoint(pid, image, via, timeout=CHECKPOINT):
 
 
 def front_checkpoint(pid, image, timeout=CHECKPOINT):
-    """`crfs checkpoint PID --tree -o IMAGE --kill` by the compiled front (via "front"),
-    with no Python CLI on PATH: (status, output) as checkpoint()."""
+    """`crfs checkpoint PID --tree -o IMAGE --leave-stopped` by the compiled front (via
+    "front"), with no Python CLI on PATH, then SIGKILL to the tree: (status, output) as
+    checkpoint(). Not --kill, which takes no snapshot: this way every test goes through
+    CRFS_IOC_SNAPSHOT (the front's default), its clones and their reaping, and nothing
+    runs between the snapshot and the kill."""
     try:
         run = subprocess.run([front_path, "checkpoint", str(pid), "--tree", "-o", image,
-                              "--kill"], capture_output=True, text=True, timeout=timeout,
-                             start_new_session=True, env={**os.environ, "PATH": NO_CLI})
+                              "--leave-stopped"], capture_output=True, text=True,
+                             timeout=timeout, start_new_session=True,
+                             env={**os.environ, "PATH": NO_CLI})
     except subprocess.TimeoutExpired:
         return -1, f"no answer within {timeout}s"
+    if run.returncode == 0:
+        gone = kill_tree(pid)
+        if gone:
+            return 1, f"the stopped tree did not go: {gone}"
     return run.returncode, run.stdout + run.stderr
+
+
+def kill_tree(pid, timeout=10):
+    """SIGKILL to `pid` and its descendants; the pids still there after `timeout` s
+    (each reaped by its parent or by init), [] once all are gone."""
+    from crfs.checkpoint import procfs
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        todo.extend(procfs.children(p))
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p in pids if os.path.exists(f"/proc/{p}")]
+        if not left:
+            return []
+        time.sleep(0.01)
+    return left
 
 
 def criu_dump_argv(pid, images):

@@ -391,6 +391,7 @@ def prepare_guest(work, build_c, tmp_path_factory):
         "files_tree_target": str(build_c("files_tree_target", 64)),
         "shm_tree_target": str(build_c("shm_tree_target", 64)),
         "ckpt_threads": str(build_c("ckpt_threads", 64, "-pthread")),
+        "ckpt_rewrite": str(build_c("ckpt_rewrite", 64, "-pthread")),
         "sig_target": str(build_c("sig_target", 64)),
         "anonfd_target": str(build_c("anonfd_target", 64)),
         "pipes_target": str(build_c("pipes_target", 64)),
@@ -1082,6 +1083,28 @@ def test_front_interrupted_lets_go_and_leaves_nothing(guest):
     assert (run["rc"], run["stdout"], run["stderr"]) == (-signal.SIGTERM, "", ""), run
     assert run["temp_files"] == [] and not run["image"]
     assert run["after"][0] in "RS" and run["after"][1] == 0
+
+
+def test_front_takes_a_snapshot_and_the_program_runs_on(guest):
+    """ckpt_rewrite rewriting its pattern as the front checkpoints it (the default: a
+    snapshot through CRFS_IOC_SNAPSHOT): the summary says so and the program was stopped
+    for less than the whole checkpoint; the image holds one instant of the pattern; it
+    verifies and says its memory came from a copy-on-write snapshot; the program kept
+    writing, and shows no trace: the same children (no zombie) and fds, no SIGCHLD."""
+    run = _front(guest, "snapshot")
+    tty = run["run"]
+    assert tty["rc"] == 0 and tty["stdout"] == run["image"] + "\n", tty
+    summary = re.search(rf"(?m)^checkpoint {run['pid']}: snapshot, written by crfs\.ko, "
+                        r"stopped (\d+) ms, (\d+\.\d) MiB image, (\d+\.\d\d) s\r?$",
+                        tty["tty"])
+    assert summary, tty["tty"]
+    assert float(summary[2]) >= 32 and int(summary[1]) / 1000 < float(summary[3]), tty["tty"]
+    assert run["problems"] == [], run["problems"]
+    assert run["verify"]["rc"] == 0, run["verify"]
+    assert "copy-on-write snapshot" in run["verify"]["stdout"], run["verify"]
+    assert run["progress_now"] > run["image_progress"], run
+    assert run["after"] == run["before"] and run["sigchld"] == 0, run
+    assert run["state"][1] == 0, run["state"]
 
 
 def test_module_checkpoint_writes_every_thread(guest):

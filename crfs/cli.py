@@ -136,8 +136,10 @@ def cmd_checkpoint(args):
 def summary_line(pid, report):
     """One line on a terminal: how, how long the program was stopped, what was written."""
     if report["mode"] == "kernel":      # kmod/crfs-front.c prints the same line
-        return (f"checkpoint {pid}: written by crfs.ko, stopped {report['frozen'] * 1000:.0f}"
-                f" ms, {report['image_bytes'] / 2**20:.1f} MiB image, {report['time']:.2f} s")
+        how = "snapshot, " if report.get("snapshot") else ""
+        return (f"checkpoint {pid}: {how}written by crfs.ko, stopped "
+                f"{report['frozen'] * 1000:.0f} ms, {report['image_bytes'] / 2**20:.1f} MiB "
+                f"image, {report['time']:.2f} s")
     pages = report["bytes"] // 4096
     parent = report.get("parent")
     kind = f"incremental on {os.path.basename(parent)}" if parent else "full"

@@ -417,16 +417,23 @@ def traces(pid):
 
 
 def snapshot(restore, k, cli_path):
-    """ckpt_rewrite (2 threads rewriting 16 MiB each) checkpointed by the front alone, on
-    a terminal, as it runs on (the default: a snapshot): the summary line, the image's
-    pattern (one instant), verify's word for it, and what the program could see: its
-    children, zombies and fds before and after, its SIGCHLD count, and its progress."""
+    """ckpt_rewrite (2 threads rewriting 16 MiB each) checkpointed through crfs.ko, on a
+    terminal, as it runs on (the default: a snapshot), by the front alone and by the
+    Python CLI's `--via kernel`: for each, the summary line, the image's pattern (one
+    instant), verify's word for it, and what the program could see: its children, zombies
+    and fds before and after, its SIGCHLD count, and its progress."""
+    return {"front": snapshot_by(restore, [restore["front"]], {"PATH": NO_CLI}),
+            "cli": snapshot_by(restore, [sys.executable, "-m", "crfs"], {}, "--via",
+                               "kernel")}
+
+
+def snapshot_by(restore, crfs, env, *options):
     image = os.path.join(WORK, "snapshot.img")
     proc, ready = start_rewriter(restore["ckpt_rewrite"], 2, 4096)
     try:
         before = traces(proc.pid)
-        run = with_tty([restore["front"], "checkpoint", str(proc.pid), "-o", image],
-                       {**os.environ, "PATH": NO_CLI})
+        run = with_tty([*crfs, "checkpoint", str(proc.pid), "-o", image, *options],
+                       {**os.environ, **env})
         result = {"pid": proc.pid, "image": image, "run": run, "before": before,
                   "after": traces(proc.pid), "state": state(proc.pid)}
         result["sigchld"] = int.from_bytes(read_mem(proc.pid, ready["sigchld"], 8), "little")
@@ -440,6 +447,8 @@ def snapshot(restore, k, cli_path):
     finally:
         proc.kill()
         proc.wait(timeout=60)
+        if os.path.exists(image):
+            os.unlink(image)
     return result
 
 

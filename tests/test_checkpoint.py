@@ -19,11 +19,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
 from crfs import kernel
-from crfs.checkpoint import CheckpointError, checkpoint, checkpoint_into_store, inject, ptrace
+from crfs.checkpoint import (CheckpointError, checkpoint, checkpoint_into_store, inject,
+                             procfs, ptrace)
 from crfs.checkpoint.capture import UnsupportedVma, vma_kind
 from crfs.checkpoint.procfs import MapsLine
 from crfs.model import registry
@@ -826,8 +828,32 @@ class RefusingDevice:
         os.write(fd, b"partial")
         raise kernel.KernelError(self.code, "refused by the stand-in")
 
+    def snapshot(self, pid, fd, clones, resume_fd, spool_fd, tree=False):
+        self.clones = dict(clones)
+        return self.checkpoint(pid, fd, tree)
+
     def close(self):
         pass
+
+
+class SnapshotDevice(RefusingDevice):
+    """A stand-in /dev/crfs whose SNAPSHOT checks the clones it is given (stopped children
+    of the stopped process), says the process may run on, and waits until it does."""
+
+    seen = {}
+
+    def snapshot(self, pid, fd, clones, resume_fd, spool_fd, tree=False):
+        for process, clone in clones.items():
+            self.seen[process] = {"clone": clone, "state": state(clone),
+                                  "ppid": int(Path(f"/proc/{clone}/stat").read_text()
+                                              .rsplit(")", 1)[1].split()[1])}
+        self.seen["process_state"] = state(pid)
+        os.eventfd_write(resume_fd, 1)
+        deadline = time.monotonic() + 10
+        while state(pid) in "tT" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.seen["running"] = state(pid) not in "tT"
+        return os.write(fd, b"image")
 
 
 @pytest.fixture
@@ -858,13 +884,39 @@ def test_via_kernel_without_the_module_stops_nothing(build_c, tmp_path):
 
 
 def test_via_kernel_refusal_leaves_no_file(build_c, tmp_path, refusing_module):
+    """SNAPSHOT refused (after the clone was made): no file, the process running,
+    untraced, its clone gone (killed and reaped: no zombie child)."""
     with Program(build_c("ckpt_counter", 64)) as program:
         with pytest.raises(CheckpointError, match="refused by the stand-in") as exc:
             checkpoint(program.pid, tmp_path / "k.ckpt", via="kernel")
         assert exc.value.errno == errno.EOPNOTSUPP
         assert state(program.pid) not in "tT"
         assert_continues(program)
+        assert procfs.children(program.pid) == []
     assert os.listdir(tmp_path) == []
+
+
+def test_via_kernel_snapshot_lets_go_once_the_module_says_so(build_c, tmp_path,
+                                                             monkeypatch):
+    """The CLI's side of CRFS_IOC_SNAPSHOT against a stand-in module: it is given one
+    clone, a stopped child of the stopped process; once told, crfs lets the process go
+    while the call goes on, and then kills and reaps the clone: the report says snapshot,
+    stopped for less than the whole checkpoint, and no child is left."""
+    monkeypatch.setattr(kernel, "available", lambda path=kernel.DEVICE: True)
+    monkeypatch.setattr(kernel, "Device", SnapshotDevice)
+    monkeypatch.setattr(SnapshotDevice, "seen", {})
+    with Program(build_c("ckpt_counter", 64)) as program:
+        report = {}
+        path = checkpoint(program.pid, tmp_path / "k.ckpt", via="kernel", report=report)
+        seen = SnapshotDevice.seen
+        assert seen[program.pid]["state"] in "tT" and seen[program.pid]["ppid"] == program.pid
+        assert seen["process_state"] in "tT" and seen["running"]
+        assert report["mode"] == "kernel" and report["snapshot"] is True
+        assert report["frozen"] < report["time"]
+        assert Path(path).read_bytes() == b"image"
+        assert procfs.children(program.pid) == []
+        assert state(program.pid) not in "tT"
+        assert_continues(program)
 
 
 @pytest.mark.parametrize("code", [errno.EOPNOTSUPP, errno.ENOTTY, errno.EPERM])

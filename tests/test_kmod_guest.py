@@ -1085,13 +1085,15 @@ def test_front_interrupted_lets_go_and_leaves_nothing(guest):
     assert run["after"][0] in "RS" and run["after"][1] == 0
 
 
-def test_front_takes_a_snapshot_and_the_program_runs_on(guest):
-    """ckpt_rewrite rewriting its pattern as the front checkpoints it (the default: a
-    snapshot through CRFS_IOC_SNAPSHOT): the summary says so and the program was stopped
-    for less than the whole checkpoint; the image holds one instant of the pattern; it
-    verifies and says its memory came from a copy-on-write snapshot; the program kept
-    writing, and shows no trace: the same children (no zombie) and fds, no SIGCHLD."""
-    run = _front(guest, "snapshot")
+@pytest.mark.parametrize("who", ["front", "cli"])
+def test_module_takes_a_snapshot_and_the_program_runs_on(guest, who):
+    """ckpt_rewrite rewriting its pattern as the front (or the CLI's `--via kernel`)
+    checkpoints it (the default: a snapshot through CRFS_IOC_SNAPSHOT): the summary says
+    so and the program was stopped for less than the whole checkpoint; the image holds one
+    instant of the pattern; it verifies and says its memory came from a copy-on-write
+    snapshot; the program kept writing, and shows no trace: the same children (no zombie)
+    and fds, no SIGCHLD."""
+    run = _front(guest, "snapshot")[who]
     tty = run["run"]
     assert tty["rc"] == 0 and tty["stdout"] == run["image"] + "\n", tty
     summary = re.search(rf"(?m)^checkpoint {run['pid']}: snapshot, written by crfs\.ko, "

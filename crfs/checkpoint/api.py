@@ -147,10 +147,13 @@ def _checkpoint_once(pid, fmt, tree, after, progress, place, directory, via, par
     try:
         freezer.freeze(pid, tree)
         if in_kernel:
-            path = _write_in_kernel(pid, tree, directory, place, via, progress, report)
+            path = _write_in_kernel(pid, tree, directory, place, via, progress, report,
+                                    freezer if snapshot else None, after)
             if path is not None:
-                now = time.monotonic()     # stopped from the freeze until now
-                report.update(mode="kernel", frozen=now - start, time=now - began)
+                now = time.monotonic()     # stopped from the freeze until now, or resumed
+                resumed = report.pop("resumed", None)
+                report.update(mode="kernel", snapshot=resumed is not None,
+                              frozen=(resumed or now) - start, time=now - began)
                 done = True
                 return path
         capture, fit, snapshot_module = writer or _writer(fmt)
@@ -299,12 +302,14 @@ def _in_kernel(via, fmt):
     return True
 
 
-def _write_in_kernel(pid, tree, directory, place, via, progress, report):
+def _write_in_kernel(pid, tree, directory, place, via, progress, report, snapshot, after):
     """The path the module's image was placed at, or None to use the userspace writer.
-    `progress(done, 0)` as the image grows (its size is not known before)."""
+    `progress(done, 0)` as the image grows (its size is not known before). With
+    `snapshot` (the Freezer), the processes are let go (`after`) once the module allows."""
     watch = (lambda done: progress(done, 0)) if progress else None
     try:
-        return via_kernel.write(pid, directory, place, tree, progress=watch, report=report)
+        return via_kernel.write(pid, directory, place, tree, progress=watch, report=report,
+                                snapshot=snapshot, after=after)
     except via_kernel.Unusable as exc:
         if via == "kernel" or exc.errno not in via_kernel.FALLBACK_ERRNOS:
             raise

@@ -194,6 +194,52 @@ class Snapshot:
         self.children.clear()
 
 
+def kernel_clones(freezer):
+    """{pid: clone} for CRFS_IOC_SNAPSHOT (via_kernel.py): a copy-on-write clone of each
+    process `freezer` holds, made as take() makes them; a process that cannot make one is
+    left out (the module writes all its memory while it is stopped)."""
+    clones = {}
+    for pid in freezer.processes:
+        try:
+            child = _clone(pid, _VdsoOnly(pid), freezer)
+        except OSError:
+            child = None           # a thread exited meanwhile: no snapshot of it
+        if child:
+            clones[pid] = child
+    return clones
+
+
+def end_kernel_clones(clones, freezer):
+    """Kill each clone of kernel_clones(), wait for it, and have its process, which
+    `freezer` still holds, reap it (the module keeps the clone's memory)."""
+    for pid, child in clones.items():
+        try:
+            os.kill(child, signal.SIGKILL)
+            ptrace.wait_status(child)
+        except OSError:
+            pass
+        try:
+            _reap(pid, child, _VdsoOnly(pid), freezer)
+        except OSError:
+            pass                   # it exited: nothing left to reap in it
+
+
+class _VdsoOnly:
+    """What inject.Injector.syscall() needs of a captured Mm: its [vdso]."""
+
+    def __init__(self, pid):
+        self.vmas = [_Vma(line.start, line.end) for line in procfs.plain_maps(pid)
+                     if line.name == "[vdso]"]
+
+
+class _Vma:
+    kind = "vdso"
+
+    def __init__(self, start, end):
+        self.start = start
+        self.size = end - start
+
+
 def _clone(pid, mm, freezer):
     """The pid of a stopped copy-on-write child of process `pid`, or None."""
     injector = inject.Injector(pid, mm, freezer.signals)

@@ -1,4 +1,5 @@
-"""The image written by the crfs module: `crfs checkpoint --via kernel` (CRFS_IOC_CHECKPOINT).
+"""The image written by the crfs module: `crfs checkpoint --via kernel` (CRFS_IOC_SNAPSHOT,
+CRFS_IOC_CHECKPOINT).
 
 The processes are stopped with ptrace exactly as for the userspace writer (crfs.checkpoint.
 freezer); then this thread, their ptracer, hands /dev/crfs the pid (with --tree, the
@@ -6,6 +7,12 @@ CRFS_CHECKPOINT_TREE flag) and a temporary output file, and the module writes th
 image of the stopped tasks itself (registers, FPU state, memory through
 get_user_pages_remote), in the order the userspace writer uses. The temporary file is then
 placed as usual.
+
+Unless the processes are to be killed or kept stopped for the whole write (`--stop`), the
+checkpoint is a snapshot (CRFS_IOC_SNAPSHOT): each process makes a copy-on-write clone
+(crfs.checkpoint.snapshot), the module writes what only the stopped processes can tell and
+says so through an eventfd, this thread ends the clones and lets the processes go, and the
+module, in another thread, writes their private memory from the clones' (docs/kmod.md).
 
 The module writes 64-bit processes, their threads and (tree) their descendants, in the ckpt
 format only. With via="auto" everything else (no /dev/crfs, not root, a module without the
@@ -44,13 +51,18 @@ def check(fmt, device=kernel.DEVICE):
 
 
 def write(pid, directory, place, tree=False, device=kernel.DEVICE, progress=None,
-          report=None):
+          report=None, snapshot=None, after="detach"):
     """Have the module write the image of `pid` (with `tree`, and of its descendants; all
     stopped by this thread with crfs.checkpoint.freezer) into a hidden temp file in `directory`, then
     `place(summary, tmp)` it; its result. The summary has what store_name() names the image
     by: its time and its root task (pid, comm). `progress(bytes written so far)` is called
     every WATCH_INTERVAL seconds while the module writes; `report["image_bytes"]` receives
-    the image's size. Unusable when the module refuses; OSError for the output."""
+    the image's size. With `snapshot`, the Freezer holding the processes, a snapshot: the
+    processes are let go (`snapshot.thaw(after)`) once the module allows it, and
+    `report["resumed"]` is the time.monotonic() of that. Unusable when the module refuses
+    before; CheckpointError for a failure after the processes were let go; OSError for the
+    output."""
+    report = {} if report is None else report
     summary = SimpleNamespace(time=int(time.time()), tasks=[SimpleNamespace(
         pid=pid, comm=procfs.read_text(f"/proc/{pid}/comm").rstrip("\n"))])
     try:
@@ -65,22 +77,72 @@ def write(pid, directory, place, tree=False, device=kernel.DEVICE, progress=None
     try:
         try:
             with _Watch(fd, progress):
-                written = dev.checkpoint(pid, fd, tree=tree)
+                if snapshot is None:
+                    written = dev.checkpoint(pid, fd, tree=tree)
+                else:
+                    written = _snapshot(dev, pid, fd, tree, snapshot, after, report)
         except kernel.KernelError as exc:
-            raise Unusable(f"pid {pid}: the kernel module: {exc.strerror}", exc.errno) \
-                from exc
+            message = f"pid {pid}: the kernel module: {exc.strerror}"
+            if "resumed" in report:
+                raise CheckpointError(message, exc.errno) from exc
+            raise Unusable(message, exc.errno) from exc
         finally:
             dev.close()
         os.close(fd)
         fd = None
-        if report is not None:
-            report["image_bytes"] = written
+        report["image_bytes"] = written
         return place(summary, tmp)
     finally:
         if fd is not None:
             os.close(fd)
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _snapshot(dev, pid, fd, tree, freezer, after, report):
+    """CRFS_IOC_SNAPSHOT into `fd`, the ioctl in a second thread: this one, the processes'
+    tracer, ends the clones and thaws `freezer` once the module says the processes may
+    run on. Without a clone, or with a module without SNAPSHOT, CRFS_IOC_CHECKPOINT."""
+    import select
+    import threading
+
+    from crfs.checkpoint import snapshot
+    clones = snapshot.kernel_clones(freezer)
+    if not clones:
+        return dev.checkpoint(pid, fd, tree=tree)
+    resume = os.eventfd(0, os.EFD_CLOEXEC)
+    spool = os.memfd_create("crfs-spool", os.MFD_CLOEXEC)
+    done_r, done_w = os.pipe2(os.O_CLOEXEC)
+    outcome = {}
+
+    def run():
+        try:
+            outcome["written"] = dev.snapshot(pid, fd, clones, resume, spool, tree)
+        except BaseException as exc:     # noqa: BLE001 - raised again in the caller
+            outcome["error"] = exc
+        finally:
+            os.write(done_w, b"x")
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        if resume in select.select([resume, done_r], [], [])[0]:
+            snapshot.end_kernel_clones(clones, freezer)
+            report["resumed"] = time.monotonic()
+            freezer.thaw(after)
+    finally:
+        thread.join()
+        if "resumed" not in report:
+            snapshot.end_kernel_clones(clones, freezer)
+        for end in (resume, spool, done_r, done_w):
+            os.close(end)
+    error = outcome.get("error")
+    if (isinstance(error, kernel.KernelError) and error.errno == errno.ENOTTY
+            and "resumed" not in report):
+        return dev.checkpoint(pid, fd, tree=tree)      # a module without SNAPSHOT
+    if error is not None:
+        raise error
+    return outcome["written"]
 
 
 WATCH_INTERVAL = 0.2     # seconds between looks at the growing image

@@ -23,13 +23,11 @@ Not possible (then the checkpoint falls back to stopping the processes for the w
 "--stop"): 32-bit processes, a process without a vDSO, every thread holding a signal.
 """
 
-import ctypes
-import errno
 import os
 import signal
 from bisect import bisect_right
 
-from crfs.checkpoint import capture, inject, procfs, ptrace, signals, tracking
+from crfs.checkpoint import capture, clones, inject, procfs, ptrace, signals, tracking
 from crfs.checkpoint.freezer import Freezer
 from crfs.checkpoint.memory import ProcessMemory
 from crfs.checkpoint.procfs import FlagsChanged
@@ -37,22 +35,7 @@ from crfs.errors import CrfsError
 from crfs.formats.ckpt import CRFS_UFLAG_SNAPSHOT  # noqa: F401 (api.py marks images with it)
 from crfs.formats.x86 import PAGE_SIZE
 
-CLONE_FS = 0x200
-CLONE_FILES = 0x400
-CLONE_SYSVSEM = 0x40000
-CLONE_FLAGS = CLONE_FS | CLONE_FILES | CLONE_SYSVSEM          # exit signal 0
-SYS_CLONE = 56
-SYS_WAITID = 247
-P_PID = 1
-WEXITED = 4
-WALL = 0x40000000
-PTRACE_SETOPTIONS = 0x4200
-PTRACE_O_TRACECLONE = 8
-
 HELD = 1 << 63 | 1 << 62      # pagemap: present or swapped
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
 
 class SnapshotMemory(ProcessMemory):
     """The pages of the copy-on-write child, and those copied while frozen."""
@@ -110,7 +93,7 @@ class Snapshot:
             if task.mm is not None and task.tgid not in self.mms:
                 self.mms[task.tgid] = task.mm
         for pid, mm in self.mms.items():
-            child = _clone(pid, mm, freezer)
+            child = clones.make_clone(pid, mm, freezer)
             if child is None:
                 self.release(frozen=freezer)
                 return False
@@ -188,85 +171,10 @@ class Snapshot:
             return                 # the processes are gone: init reaps the children
         for pid, child in self.children.items():
             if frozen is not None:
-                _reap(pid, child, self.mms[pid], frozen)
+                clones.reap(pid, child, self.mms[pid], frozen)
             else:
                 _reap_in(pid, child, self.mms[pid])
         self.children.clear()
-
-
-def kernel_clones(freezer):
-    """{pid: clone} for CRFS_IOC_SNAPSHOT (via_kernel.py): a copy-on-write clone of each
-    process `freezer` holds, made as take() makes them; a process that cannot make one is
-    left out (the module writes all its memory while it is stopped)."""
-    clones = {}
-    for pid in freezer.processes:
-        try:
-            child = _clone(pid, _VdsoOnly(pid), freezer)
-        except OSError:
-            child = None           # a thread exited meanwhile: no snapshot of it
-        if child:
-            clones[pid] = child
-    return clones
-
-
-def end_kernel_clones(clones, freezer):
-    """Kill each clone of kernel_clones(), wait for it, and have its process, which
-    `freezer` still holds, reap it (the module keeps the clone's memory)."""
-    for pid, child in clones.items():
-        try:
-            os.kill(child, signal.SIGKILL)
-            ptrace.wait_status(child)
-        except OSError:
-            pass
-        try:
-            _reap(pid, child, _VdsoOnly(pid), freezer)
-        except OSError:
-            pass                   # it exited: nothing left to reap in it
-
-
-class _VdsoOnly:
-    """What inject.Injector.syscall() needs of a captured Mm: its [vdso]."""
-
-    def __init__(self, pid):
-        self.vmas = [_Vma(line.start, line.end) for line in procfs.plain_maps(pid)
-                     if line.name == "[vdso]"]
-
-
-class _Vma:
-    kind = "vdso"
-
-    def __init__(self, start, end):
-        self.start = start
-        self.size = end - start
-
-
-def _clone(pid, mm, freezer):
-    """The pid of a stopped copy-on-write child of process `pid`, or None."""
-    injector = inject.Injector(pid, mm, freezer.signals)
-    for tid in freezer.processes[pid]:
-        regs = ptrace.get_regs(tid)
-        # keeping the seize's PTRACE_O_SUSPEND_SECCOMP: strict mode would kill it for clone()
-        options = freezer.options.get(tid, 0)
-        _set_options(tid, options | PTRACE_O_TRACECLONE)
-        try:
-            # None: the syscall did not run here (a signal came first, a 32-bit or held
-            # thread, see inject): no child, try another thread
-            child = injector.syscall(tid, regs, SYS_CLONE, (CLONE_FLAGS, 0, 0, 0, 0))
-        finally:
-            _set_options(tid, options)
-        if child is None:
-            continue
-        if child <= 0:
-            return None
-        ptrace.wait_status(child)          # its first stop: it has run nothing
-        return child
-    return None
-
-
-def _set_options(tid, options):
-    if _libc.ptrace(PTRACE_SETOPTIONS, tid, 0, options) < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def _copy_now(pid, child, mm):
@@ -303,18 +211,8 @@ def _reap_in(pid, child, mm):
     freezer = Freezer()
     try:
         freezer.freeze(pid, False)
-        _reap(pid, child, mm, freezer)
+        clones.reap(pid, child, mm, freezer)
     except (OSError, CrfsError):
         pass                       # it exited meanwhile: nothing left to reap in it
     finally:
         freezer.thaw("detach")
-
-
-def _reap(pid, child, mm, freezer):
-    """One injected waitid(P_PID, child, NULL, WEXITED | __WALL) in a stopped thread."""
-    injector = inject.Injector(pid, mm, freezer.signals)
-    for tid in freezer.processes.get(pid, ()):
-        result = injector.syscall(tid, ptrace.get_regs(tid), SYS_WAITID,
-                                  (P_PID, child, 0, WEXITED | WALL, 0))
-        if result is not None and result in (0, -errno.ECHILD):
-            return

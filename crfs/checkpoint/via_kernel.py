@@ -10,7 +10,7 @@ placed as usual.
 
 Unless the processes are to be killed or kept stopped for the whole write (`--stop`), the
 checkpoint is a snapshot (CRFS_IOC_SNAPSHOT): each process makes a copy-on-write clone
-(crfs.checkpoint.snapshot), the module writes what only the stopped processes can tell and
+(crfs.checkpoint.clones), the module writes what only the stopped processes can tell and
 says so through an eventfd, this thread ends the clones and lets the processes go, and the
 module, in another thread, writes their private memory from the clones' (docs/kmod.md).
 
@@ -26,6 +26,7 @@ import time
 from types import SimpleNamespace
 
 from crfs import kernel
+from crfs.checkpoint import clones as clones_module
 from crfs.checkpoint import procfs
 from crfs.errors import CheckpointError
 from crfs.store_paths import temp_file
@@ -106,8 +107,7 @@ def _snapshot(dev, pid, fd, tree, freezer, after, report):
     import select
     import threading
 
-    from crfs.checkpoint import snapshot
-    clones = snapshot.kernel_clones(freezer)
+    clones = clones_module.kernel_clones(freezer)
     if not clones:
         return dev.checkpoint(pid, fd, tree=tree)
     resume = os.eventfd(0, os.EFD_CLOEXEC)
@@ -127,13 +127,13 @@ def _snapshot(dev, pid, fd, tree, freezer, after, report):
     thread.start()
     try:
         if resume in select.select([resume, done_r], [], [])[0]:
-            snapshot.end_kernel_clones(clones, freezer)
+            clones_module.end_kernel_clones(clones, freezer)
             report["resumed"] = time.monotonic()
             freezer.thaw(after)
     finally:
         thread.join()
         if "resumed" not in report:
-            snapshot.end_kernel_clones(clones, freezer)
+            clones_module.end_kernel_clones(clones, freezer)
         for end in (resume, spool, done_r, done_w):
             os.close(end)
     error = outcome.get("error")

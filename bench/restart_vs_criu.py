@@ -43,6 +43,12 @@ before), then --runs times, alternating which tool goes first:
         crfs.ko write the image without starting Python. Its PATH holds no Python `crfs`,
         so a checkpoint it handed on to the CLI instead would fail, not be timed.
 
+  snapshot  only the checkpoint, by the front's default: a snapshot (CRFS_IOC_SNAPSHOT;
+        docs/checkpoint.md "Through the module"), the program running on (no --kill; it is
+        killed afterwards). Timed from spawn, and how long the program was stopped, from
+        the front's summary line (its stderr on a pseudo-terminal); criu dump stops the
+        program for its whole run.
+
   compare  (--compare DIR) only the checkpoint, by the crfs of another checkout (DIR/crfs
         copied into the shared work directory, e.g. `git archive main`), the same command
         with that crfs first on PYTHONPATH: a change to the checkpoint's start-up against
@@ -237,6 +243,51 @@ def front_round(exe, mib, work, front):
                             "/", "front")
 
 
+def snapshot_round(exe, mib, work, front):
+    """The front's default checkpoint, a snapshot, of a fresh program that runs on: the
+    whole command timed from spawn, and the stop its summary line reports."""
+    import pty
+    import re
+    import select
+    out = os.path.join(work, "snapshot.out")
+    image = os.path.join(work, "snapshot.img")
+    proc = start_program(exe, mib, out)
+    master, slave = pty.openpty()
+    try:
+        t0 = time.monotonic()
+        run = subprocess.run([front, "checkpoint", str(proc.pid), "-o", image],
+                             stdout=subprocess.PIPE, stderr=slave, text=True, timeout=600,
+                             env={**installed_env(), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                             cwd="/")
+        result = {"dump_s": time.monotonic() - t0}
+        os.close(slave)
+        slave = None
+        tty = b""
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            tty += chunk
+        stopped = re.search(rb"snapshot, written by crfs\.ko, stopped (\d+) ms", tty)
+        if run.returncode or not stopped:
+            result["error"] = (f"snapshot checkpoint exited {run.returncode}: "
+                               f"{tty.decode(errors='replace').strip()[-300:]}")
+        else:
+            result.update(ok=True, frozen_s=int(stopped[1]) / 1000,
+                          image_bytes=os.path.getsize(image))
+        return result
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+        reap(proc.pid)
+        if os.path.exists(image):
+            os.unlink(image)
+
+
 def checkpoint_round(exe, mib, work, crfs, env, cwd, tag):
     """`CRFS checkpoint PID -o IMG --kill` of a fresh program, timed from spawn."""
     out = os.path.join(work, f"{tag}.out")
@@ -316,7 +367,7 @@ def guest_main(args):
     compile_crfs()           # as an installed crfs: bytecode, not sources
     import crfs.checkpoint   # noqa: F401  - warm the page cache for the CLI's imports
     code = os.path.join(args.tmp, "compare")
-    tools = ("criu", "crfs", "lazy", "front")
+    tools = ("criu", "crfs", "lazy", "front", "snapshot")
     if os.path.isdir(code):
         import compileall
         compileall.compile_dir(os.path.join(code, "crfs"), quiet=1)
@@ -339,6 +390,8 @@ def guest_main(args):
                     run[tool] = installed_round(exe, args.mib, work, args.venv)
                 elif tool == "front":
                     run[tool] = front_round(exe, args.mib, work, front)
+                elif tool == "snapshot":
+                    run[tool] = snapshot_round(exe, args.mib, work, front)
                 elif tool == "criu":
                     run[tool] = criu_round(exe, args.mib, work)
                 elif tool == "lazy1":
@@ -439,7 +492,8 @@ def report(results):
         errors += report_one_stream(runs, med["cr"])
     for line in errors:
         print(f"PROBLEM {line}")
-    ok = all(r.get(t, {}).get("ok") for r in runs for t in ("criu", "crfs", "lazy", "front"))
+    ok = all(r.get(t, {}).get("ok") for r in runs
+             for t in ("criu", "crfs", "lazy", "front", "snapshot"))
     return 0 if ok else 1
 
 
@@ -463,7 +517,8 @@ def report_compare(runs, criu_dump, crfs_dump):
 # the checkpoint's columns beside criu dump: (tool, heading)
 CHECKPOINTS = (("crfs", "crfs checkpoint (this tree, PYTHONPATH)"),
                ("installed", "crfs checkpoint (installed in a venv)"),
-               ("front", "crfs checkpoint (root's compiled front)"))
+               ("front", "crfs checkpoint --kill (root's compiled front)"),
+               ("snapshot", "crfs checkpoint, a snapshot (the front's default)"))
 
 
 def report_checkpoints(runs):
@@ -491,6 +546,13 @@ def report_checkpoints(runs):
               + " | ".join(fmt(med[t]) for t, _ in tools) + " | " + " | ".join(ratios) + " |")
         print("checkpoint / criu dump (ratio of the medians; target <= 1.0): " + ", ".join(
             f"{t} {med[t] / med['criu']:.2f}" for t, _ in tools if med[t]))
+    stops = [r["snapshot"]["frozen_s"] for r in runs if r.get("snapshot", {}).get("ok")]
+    if stops and med["criu"]:
+        stop = statistics.median(stops)
+        print(f"program stopped (medians): snapshot {stop * 1000:.0f} ms (runs: "
+              + ", ".join(f"{v * 1000:.0f}" for v in stops) + f" ms); criu dump stops it "
+              f"for its whole run, {fmt(med['criu'])}: snapshot / criu dump = "
+              f"{stop / med['criu']:.3f}")
     return errors
 
 

@@ -136,6 +136,8 @@ def _checkpoint_once(pid, fmt, tree, after, progress, place, directory, via, par
     image = snap = None
     done = thawed = False
     snapshot = not stop and after != "kill"
+    if in_kernel and snapshot:
+        via_kernel.prepare_snapshot()              # before anything is stopped
     # A snapshot reads the signal handlers (which only ckpt stores) from its child once
     # the processes run again, and, without a parent image to compare with, the pages of
     # private memory; its VmFlags are read before the freeze (capture.early_maps).

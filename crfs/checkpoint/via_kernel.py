@@ -26,7 +26,6 @@ import time
 from types import SimpleNamespace
 
 from crfs import kernel
-from crfs.checkpoint import clones as clones_module
 from crfs.checkpoint import procfs
 from crfs.errors import CheckpointError
 from crfs.store_paths import temp_file
@@ -100,6 +99,17 @@ def write(pid, directory, place, tree=False, device=kernel.DEVICE, progress=None
             os.unlink(tmp)
 
 
+def prepare_snapshot():
+    """Import what a snapshot needs (crfs.checkpoint.clones, inject, threading) before
+    anything is stopped: importing while the processes are stopped would lengthen their
+    stop (seconds under TCG). Not at this module's import: the path that takes no
+    snapshot stays lean (tests/test_lean_imports.py)."""
+    import select  # noqa: F401
+    import threading  # noqa: F401
+
+    from crfs.checkpoint import clones  # noqa: F401
+
+
 def _snapshot(dev, pid, fd, tree, freezer, after, report):
     """CRFS_IOC_SNAPSHOT into `fd`, the ioctl in a second thread: this one, the processes'
     tracer, ends the clones and thaws `freezer` once the module says the processes may
@@ -107,6 +117,7 @@ def _snapshot(dev, pid, fd, tree, freezer, after, report):
     import select
     import threading
 
+    from crfs.checkpoint import clones as clones_module
     clones = clones_module.kernel_clones(freezer)
     if not clones:
         return dev.checkpoint(pid, fd, tree=tree)

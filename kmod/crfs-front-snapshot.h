@@ -39,7 +39,8 @@ struct rseq_config {			/* struct ptrace_rseq_configuration */
 	unsigned int rseq_abi_size, signature, flags, pad;
 };
 
-static struct crfs_clone clones[MAX_TASKS];	/* the clone of procs[i], if any */
+static struct crfs_clone clones[MAX_TASKS];	/* the processes' clones */
+static unsigned long clone_insns[MAX_TASKS];	/* syscall_insn() of clones[i].pid */
 static int nr_clones;
 
 /* The address of a syscall instruction (0f 05) in the [vdso] of `pid`, or 0. */
@@ -175,11 +176,13 @@ static int inject(struct task *t, unsigned long insn, long nr, const unsigned lo
 	return ret;
 }
 
-/* A stopped copy-on-write clone of process `pid`, made by one of its threads; 0 if none. */
-static pid_t make_clone(pid_t pid)
+/*
+ * A stopped copy-on-write clone of process `pid`, made by one of its threads stepped over
+ * `insn`; 0 if none, -pid of one that is not usable (to be ended).
+ */
+static pid_t make_clone(pid_t pid, unsigned long insn)
 {
 	const unsigned long args[5] = { CLONE_SNAPSHOT };
-	unsigned long insn = syscall_insn(pid);
 	long child;
 	int i, ret, status;
 
@@ -208,10 +211,9 @@ static pid_t make_clone(pid_t pid)
 }
 
 /* Have process `pid`, stopped, reap its exited clone `clone` (injected waitid). */
-static void reap_in(pid_t pid, pid_t clone)
+static void reap_in(pid_t pid, pid_t clone, unsigned long insn)
 {
 	const unsigned long args[5] = { P_PID_WAIT, clone, 0, WEXITED | __WALL };
-	unsigned long insn = syscall_insn(pid);
 	long result;
 	int i;
 
@@ -223,25 +225,29 @@ static void reap_in(pid_t pid, pid_t clone)
 }
 
 /* Kill the clone, wait for it as its tracer, have its parent reap it. */
-static void end_clone(pid_t pid, pid_t clone)
+static void end_clone(pid_t pid, pid_t clone, unsigned long insn)
 {
 	kill(clone, SIGKILL);
 	wait_exit(clone);
-	reap_in(pid, clone);
+	reap_in(pid, clone, insn);
 }
 
 /* A clone of every stopped process that can make one; how many. */
 static int make_clones(void)
 {
+	unsigned long insn;
 	pid_t clone;
 	int p;
 
 	for (p = 0; p < nr_procs; p++) {
-		clone = make_clone(procs[p]);
-		if (clone < 0)
-			end_clone(procs[p], -clone);
-		else if (clone)
+		insn = syscall_insn(procs[p]);	/* read once: the reaping steps over it too */
+		clone = make_clone(procs[p], insn);
+		if (clone < 0) {
+			end_clone(procs[p], -clone, insn);
+		} else if (clone) {
+			clone_insns[nr_clones] = insn;
 			clones[nr_clones++] = (struct crfs_clone){ procs[p], clone };
+		}
 	}
 	return nr_clones;
 }
@@ -250,6 +256,6 @@ static void end_clones(void)
 {
 	while (nr_clones) {
 		nr_clones--;
-		end_clone(clones[nr_clones].pid, clones[nr_clones].clone);
+		end_clone(clones[nr_clones].pid, clones[nr_clones].clone, clone_insns[nr_clones]);
 	}
 }

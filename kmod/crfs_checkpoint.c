@@ -137,7 +137,6 @@ struct crfs_ckpt {
 	struct file *file;		/* where records go: the image, or the spool */
 	loff_t pos;
 	loff_t start_pos;		/* the image's first byte */
-	u64 written;
 	struct ck_clone *clones;	/* nr_clones: the processes' clones, if any */
 	u32 nr_clones;
 	struct mm_struct *clone_mm;	/* the clone of ck->mm's process, or NULL */
@@ -204,7 +203,6 @@ static int ck_write(struct crfs_ckpt *ck, const void *buf, size_t len)
 			return ck_fail(ck, -EIO, "the image file took no more bytes");
 		p += n;
 		len -= n;
-		ck->written += n;
 	}
 	return 0;
 }
@@ -812,7 +810,6 @@ static int ck_write_pages(struct crfs_ckpt *ck, u32 n)
 			return ck_fail(ck, done, "writing the image failed");
 		if (done == 0)
 			return ck_fail(ck, -EIO, "the image file took no more bytes");
-		ck->written += done;
 	}
 	return 0;
 }
@@ -1963,8 +1960,7 @@ static int do_checkpoint(struct crfs_ckpt *ck, const struct crfs_checkpoint_args
 	if (!ret)
 		ret = write_slots(ck);
 	unspool(ck);
-	ck->written = ck->pos - ck->start_pos;
-	if (ck->written)
+	if (ck->pos > ck->start_pos)
 		ck->file->f_pos = ck->pos;
 	return ret;
 }
@@ -1980,7 +1976,7 @@ static long checkpoint(struct crfs_checkpoint_args *args,
 		return -ENOMEM;
 	xa_init(&ck->objs);
 	ret = do_checkpoint(ck, args, snap);
-	args->written = ck->written;
+	args->written = ck->pos - ck->start_pos;
 	memcpy(args->err_msg, ck->err_msg, sizeof(args->err_msg));
 	args->err_msg[sizeof(args->err_msg) - 1] = '\0';
 	free_ckpt(ck);

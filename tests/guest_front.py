@@ -73,23 +73,27 @@ def temp_files(directory):
 
 
 def left_stopped(restore, k, cli_path):
-    """restore_target, `crfs checkpoint PID -o WORK//./stopped.img --leave-stopped`: the
-    path printed as the CLI prints it, the process left stopped and untraced; the same
-    image as the CLI's `--via kernel` of the same stopped process; killed and restarted."""
+    """restore_target, `crfs checkpoint PID -o WORK//./stopped.img --leave-stopped --stop`:
+    the path printed as the CLI prints it, the process left stopped and untraced; the same
+    image as the CLI's `--via kernel` of the same stopped process; killed and restarted.
+    --stop: the image is compared page by page with the stopped process, which a snapshot
+    need not match (the kernel rewrites a thread's rseq cpu fields when the injected
+    waitid that reaps the clone returns on another CPU; docs/checkpoint.md)."""
     out_path = os.path.join(WORK, "stopped.out")
     image = os.path.join(WORK, "stopped.img")
     proc = k.start_ticking(restore["targets"]["dynamic"], restore["datafile"], out_path,
                            restore["limit"])
     result = {"pid": proc.pid, "image": image,
               "checkpoint": front(restore, ["checkpoint", str(proc.pid), "-o",
-                                            f"{WORK}//./stopped.img", "--leave-stopped"])}
+                                            f"{WORK}//./stopped.img", "--leave-stopped",
+                                            "--stop"])}
     try:
         if result["checkpoint"]["rc"] == 0 and k.wait_state(proc.pid, "T"):
             result["after"] = state(proc.pid)
             result["compare"] = k.image_vs_process(image, proc.pid)
             cli_image = os.path.join(WORK, "stopped-cli.img")
             cli = k.crfs_checkpoint(proc.pid, "-o", cli_image, "--via", "kernel",
-                                    "--leave-stopped")
+                                    "--leave-stopped", "--stop")
             result["cli"] = {"rc": cli.returncode, "stderr": cli.stderr[-2000:]}
             if cli.returncode == 0:
                 result["same_as_cli"] = k.image_outline(image) == k.image_outline(cli_image)

@@ -965,7 +965,7 @@ NO_CLI = "crfs: no Python crfs on PATH to run this command (pip install crfs)\n"
 
 
 def test_front_checkpoints_through_the_module_itself(guest):
-    """`crfs checkpoint PID -o DIR//./stopped.img --leave-stopped` by the front alone: the
+    """`crfs checkpoint PID -o DIR//./stopped.img --leave-stopped --stop` by the front alone: the
     path printed as the CLI prints it, no temporary file left, the process stopped and
     untraced; the image holds the process's maps and pages and equals the CLI's `--via
     kernel` image of it; the process killed, the image restarts and counts on."""
